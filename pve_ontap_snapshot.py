@@ -1,0 +1,1565 @@
+#!/usr/bin/env python3
+# PYTHON_ARGCOMPLETE_OK
+"""pve-ontap-snapshot: NetApp ONTAP cloning for the NFS storage behind Proxmox VE.
+
+Proxmox can snapshot a raw disk on NFS only by falling back to slow qcow2 chains.
+ONTAP can do better underneath it, and this tool asks it to:
+
+  vm create        file-clone every disk image of a VM on the storage itself (instant, no
+                   extra space, raw or qcow2): a VM snapshot, named by its UTC stamp.
+                   Optionally suspend, shut down or freeze the guest for it.
+  vm list          list a VM's snapshots.
+  vm delete        delete one of them.
+  vm restore       put a VM's disks back to a VM snapshot, or to their state in a
+                   storage snapshot, leaving every other VM alone.
+  storage create   take an ONTAP snapshot of the volume behind a PVE NFS storage.
+  storage list     list this tool's snapshots of that volume (oldest first).
+  storage show     show the backing volume's metadata.
+  storage delete   delete one snapshot.
+  storage restore  revert the whole volume to a snapshot (every VM on it!).
+  storage mount    make a FlexClone volume of a snapshot and add it to PVE as the NFS
+                   storage <id>-CLONE.
+  storage unmount  remove such a <id>-CLONE storage and its FlexClone again.
+
+Configuration is read from -config FILE, else ./config.ini, else
+/etc/pve-ontap-snapshot/config.ini: a [proxmox] section for the PVE API and one section
+per PVE storage id with the ONTAP cluster that exports it (see config.ini.example).
+
+Examples:
+  pve-ontap-snapshot vm create -vm 100 -suspend -keep 7
+  pve-ontap-snapshot vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000 -shutdown
+  0 3 * * *  root  pve-ontap-snapshot -loglevel warn storage create -storage ONTAP01 -keep 7
+
+Exit codes: 0 done, 1 the operation failed, 2 usage or configuration error.
+Each command has its own --help.
+"""
+
+import argparse
+import base64
+import concurrent.futures
+import configparser
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+
+# ---- Names shared with the original pve-ontap-snapshot.py --------------------------------
+# Changing one of these loses access to the snapshots the original (or we) made.
+
+STAMP_FORMAT = '%Y-%m-%d_%H:%M:%S+0000'
+STAMP_PATTERN = r'\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\+0000'
+STORAGE_SNAPSHOT_PREFIX = 'proxmox_snapshot_'
+STORAGE_SNAPSHOT_COMMENT = 'Snapshot of Proxmox storage {storage}'
+FLEXCLONE_SUFFIX = '_clone'
+CLONE_STORAGE_SUFFIX = '-CLONE'
+# A VM snapshot is the set of disk clones of one run: <stem>-snapshot-<stamp><ext> (the
+# original's name). Before a restore, the live disks are cloned to a pre-restore set.
+SET_KINDS = {'snapshot': 'snapshot', 'prerestore': 'pre-restore'}
+
+CONFIG_SEARCH_PATH = ('config.ini', '/etc/pve-ontap-snapshot/config.ini')
+PROXMOX_SECTION = 'proxmox'
+DEFAULTS_SECTION = 'defaults'
+
+log = logging.getLogger('pve_ontap_snapshot')
+
+# requests, urllib3 and proxmoxer are imported by load_http_libraries() when a command
+# runs, never at import time: bash tab completion imports this module on every <TAB>.
+requests = proxmoxer = Retry = None
+
+
+def load_http_libraries():
+    """Import the HTTP stack (deferred so that tab completion stays instant)."""
+    global requests, proxmoxer, Retry
+    import proxmoxer as _proxmoxer
+    import requests as _requests
+    from urllib3.util.retry import Retry as _Retry
+    requests, proxmoxer, Retry = _requests, _proxmoxer, _Retry
+
+
+# ---- Errors ----------------------------------------------------------------------------
+# Every failure a user can cause or meet ends as one line on stderr and an exit code.
+
+class Failure(Exception):
+    """An operation failed; main() prints the message as one line and exits 1."""
+    exit_code = 1
+
+
+class ConfigError(Failure):
+    """config.ini is missing, malformed or lacks what a command needs; or bad usage (exit 2)."""
+    exit_code = 2
+
+
+class OntapError(Failure):
+    """An ONTAP REST call failed: HTTP error, job failure, timeout or no connection."""
+
+    def __init__(self, message, status=None, code=None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class ProxmoxError(Failure):
+    """A Proxmox API call or task failed."""
+
+
+# ---- Config ----------------------------------------------------------------------------
+# config.ini in the original's format, read once into plain records.
+
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+    """Seconds; each is `<name>_timeout` in the optional [defaults] section."""
+    connect: float = 10.0   # TCP/TLS connect of every HTTP request
+    read: float = 120.0     # waiting for an answer to every HTTP request
+    job: float = 600.0      # an ONTAP job
+    task: float = 600.0     # a PVE task
+    freeze: float = 10.0    # the longest a guest stays frozen (vm create -freeze)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxmoxConfig:
+    host: str
+    user: str
+    password: str = dataclasses.field(repr=False)
+    verify: object = True
+
+
+@dataclasses.dataclass(frozen=True)
+class OntapConfig:
+    """The ONTAP cluster behind one PVE storage (a config section named after it)."""
+    section: str
+    host: str
+    user: str
+    password: str = dataclasses.field(repr=False)
+    verify: object = True
+    svm: str = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    path: str
+    proxmox: ProxmoxConfig
+    storages: dict
+    timeouts: Timeouts
+
+    def ontap_for(self, storage):
+        """The ONTAP section serving a PVE storage; `X-CLONE` is served by `[X]`."""
+        if storage in self.storages:
+            return self.storages[storage]
+        parent = storage.removesuffix(CLONE_STORAGE_SUFFIX)
+        if parent != storage and parent in self.storages:
+            return self.storages[parent]
+        raise ConfigError(f'{self.path}: no section [{storage}] for storage {storage}: add one with host, '
+                          'user and pass of the ONTAP cluster that exports it')
+
+
+def find_config(explicit):
+    """The config file to read: -config, else the first of CONFIG_SEARCH_PATH that exists."""
+    if explicit:
+        if not os.path.isfile(explicit):
+            raise ConfigError(f'config file {explicit} not found')
+        return explicit
+    for candidate in CONFIG_SEARCH_PATH:
+        if os.path.isfile(candidate):
+            return candidate
+    raise ConfigError(f'no config file: none of {", ".join(CONFIG_SEARCH_PATH)} exists (use -config FILE)')
+
+
+def parse_verify(value, where):
+    """`verify` is true/false (any of configparser's spellings) or the path of a CA bundle."""
+    value = value.strip()
+    if value.lower() in configparser.ConfigParser.BOOLEAN_STATES:
+        return configparser.ConfigParser.BOOLEAN_STATES[value.lower()]
+    if not os.path.isfile(value):
+        raise ConfigError(f'{where}: verify = {value}: neither true/false nor an existing CA file')
+    return value
+
+
+def read_config(path):
+    """Read and check config.ini; every error names the file, section and key."""
+    # The original used ConfigParser's default interpolation: `%%` stays a literal `%`.
+    parser = configparser.ConfigParser()
+    try:
+        with open(path, encoding='utf-8') as handle:
+            parser.read_file(handle)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f'cannot read config file {path}: {exc}') from exc
+    except configparser.Error as exc:
+        raise ConfigError(f'config file {path} is malformed: {" ".join(str(exc).split())}') from exc
+
+    def get(section, key, default=None, required=True):
+        try:
+            return parser.get(section, key)
+        except configparser.NoOptionError:
+            if required:
+                raise ConfigError(f'{path}: [{section}] lacks {key}') from None
+            return default
+        except configparser.InterpolationError as exc:
+            raise ConfigError(f'{path}: [{section}] {key}: {exc.message.splitlines()[0]} '
+                              '(write %% for a literal %)') from None
+
+    if not parser.has_section(PROXMOX_SECTION):
+        raise ConfigError(f'{path}: no [{PROXMOX_SECTION}] section')
+    proxmox = ProxmoxConfig(
+        host=get(PROXMOX_SECTION, 'proxmox_host'),
+        user=get(PROXMOX_SECTION, 'proxmox_user'),
+        password=get(PROXMOX_SECTION, 'proxmox_pass'),
+        verify=parse_verify(get(PROXMOX_SECTION, 'proxmox_verify', 'true', required=False),
+                            f'{path}: [{PROXMOX_SECTION}]'))
+
+    storages = {}
+    for section in parser.sections():
+        if section in (PROXMOX_SECTION, DEFAULTS_SECTION):
+            continue
+        storages[section] = OntapConfig(
+            section=section,
+            host=get(section, 'host'),
+            user=get(section, 'user'),
+            password=get(section, 'pass'),
+            verify=parse_verify(get(section, 'verify', 'true', required=False), f'{path}: [{section}]'),
+            svm=get(section, 'svm', required=False))
+
+    timeouts = {}
+    for field in dataclasses.fields(Timeouts):
+        key = f'{field.name}_timeout'
+        raw = get(DEFAULTS_SECTION, key, required=False) if parser.has_section(DEFAULTS_SECTION) else None
+        if raw is None:
+            continue
+        try:
+            timeouts[field.name] = float(raw)
+        except ValueError:
+            raise ConfigError(f'{path}: [{DEFAULTS_SECTION}] {key} = {raw}: not a number of seconds') from None
+    return Config(path=path, proxmox=proxmox, storages=storages, timeouts=Timeouts(**timeouts))
+
+
+# ---- HTTP plumbing shared by both APIs ---------------------------------------------------
+
+def describe_connection_error(exc):
+    """The one useful phrase inside a requests connection error's nested message."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return 'TLS certificate verification failed (set verify to a CA file, or false)'
+    if isinstance(exc, requests.exceptions.Timeout):
+        return 'timed out'
+    text = str(exc)
+    for pattern in (r'\[Errno -?\d+\] ([^\'")]+)',
+                    r'(Connection aborted|Connection reset[^\'")]*|Remote end closed connection[^\'")]*)'):
+        found = re.search(pattern, text)
+        if found:
+            return found.group(1).strip().rstrip('.')
+    return 'connection failed'
+
+
+def make_adapter(timeouts):
+    """An HTTPAdapter with default timeouts that retries GETs and connection set-up only."""
+
+    class TimeoutAdapter(requests.adapters.HTTPAdapter):
+        def send(self, request, **kwargs):
+            if kwargs.get('timeout') is None:
+                kwargs['timeout'] = (timeouts.connect, timeouts.read)
+            return super().send(request, **kwargs)
+
+    # urllib3 retries a failed connect for any method (nothing reached the server), but
+    # read errors and 502/503/504 only for GET: a POST is never repeated blindly.
+    retry = Retry(total=3, connect=3, read=2, status=3, backoff_factor=0.2,
+                  allowed_methods=frozenset(['GET']), status_forcelist=(502, 503, 504),
+                  raise_on_status=False)
+    return TimeoutAdapter(max_retries=retry, pool_maxsize=16)
+
+
+def debug_hook(side):
+    """A requests response hook logging method, path, status and duration (never headers)."""
+    def hook(response, *args, **kwargs):
+        path = urllib.parse.urlsplit(response.request.url).path
+        log.debug('%s %s %s -> %s (%.0f ms)', side, response.request.method, path,
+                  response.status_code, response.elapsed.total_seconds() * 1000)
+    return hook
+
+
+# ---- ONTAP REST helpers ------------------------------------------------------------------
+# One Ontap (one requests.Session) per cluster and run; thin ontap_* verbs above it.
+
+@dataclasses.dataclass(frozen=True)
+class Volume:
+    uuid: str
+    name: str
+    svm: str
+    junction: str = None
+    is_flexclone: bool = False
+    parent_volume: str = None
+    parent_snapshot: str = None
+
+
+VOLUME_FIELDS = ('uuid,name,svm.name,nas.path,clone.is_flexclone,clone.parent_volume.name,'
+                 'clone.parent_snapshot.name')
+JOB_POLL_FIRST, JOB_POLL_MAX = 0.05, 2.0
+FILE_NOT_FOUND = '6684674'
+
+
+class Ontap:
+    """Transport to one ONTAP cluster: base URL, auth, verify, timeouts, job waits."""
+
+    def __init__(self, cluster, timeouts):
+        self.host = cluster.host
+        self.section = cluster.section
+        self.user = cluster.user
+        self.verify = cluster.verify
+        self.timeouts = timeouts
+        self.base = f'https://{cluster.host}'
+        self.session = requests.Session()
+        # requests encodes basic auth as latin-1; ONTAP passwords may be any UTF-8.
+        token = base64.b64encode(f'{cluster.user}:{cluster.password}'.encode()).decode()
+        self.session.headers.update({'Authorization': 'Basic ' + token, 'Accept': 'application/json'})
+        self.session.mount('https://', make_adapter(timeouts))
+        self.session.hooks['response'].append(debug_hook('ONTAP'))
+
+    def request(self, method, path, params=None, body=None, what=None, raw=False):
+        """One call; returns the JSON body (the response if raw). Raises OntapError with
+        ONTAP's message and code."""
+        what = what or f'{method} {path}'
+        url = path if path.startswith('https://') else self.base + path
+        try:
+            # verify= on every request: a Session's own verify loses to REQUESTS_CA_BUNDLE.
+            response = self.session.request(method, url, params=params, json=body, verify=self.verify)
+        except requests.exceptions.RequestException as exc:
+            raise OntapError(f'ONTAP {self.host}: {what}: {describe_connection_error(exc)}') from exc
+        if response.status_code == 401:
+            raise OntapError(f'ONTAP {self.host}: authentication failed for user {self.user} '
+                             f'(check user and pass in [{self.section}])', status=401)
+        data = response_json(response)
+        if response.status_code >= 400:
+            error = data.get('error') or {}
+            message = error.get('message') or response.reason or f'HTTP {response.status_code}'
+            raise OntapError(f'ONTAP {self.host}: {what}: {message}', status=response.status_code,
+                             code=error.get('code'))
+        return response if raw else data
+
+    def records(self, path, params, what):
+        """Every record of a collection GET, following ONTAP's `next` links verbatim."""
+        data = self.request('GET', path, params=params, what=what)
+        records = list(data.get('records', []))
+        while data.get('_links', {}).get('next', {}).get('href'):
+            data = self.request('GET', self.base + data['_links']['next']['href'], what=what)
+            records.extend(data.get('records', []))
+        return records
+
+    def write(self, method, path, body=None, params=None, what=None):
+        """A mutating call that may be a job. With return_timeout ONTAP answers 200/201 once
+        the job succeeded (a failed one is an error answer); only a 202 needs polling."""
+        params = dict(params or {}, return_timeout=int(max(1, min(120, self.timeouts.job))))
+        response = self.request(method, path, params=params, body=body, what=what, raw=True)
+        data = response_json(response)
+        if response.status_code == 202 and 'job' in data:
+            self.wait_for_job(data['job']['uuid'], what or f'{method} {path}')
+        return data
+
+    def wait_for_job(self, uuid, what):
+        """Poll /api/cluster/jobs/<uuid> until success or failure, up to the job timeout."""
+        deadline = time.monotonic() + self.timeouts.job
+        interval = JOB_POLL_FIRST
+        while True:
+            job = self.request('GET', f'/api/cluster/jobs/{uuid}', params={'fields': 'state,message,code,error'},
+                               what=what)
+            state = job.get('state')
+            if state == 'success':
+                return job
+            if state in ('failure', 'cancelled', 'expired'):
+                raise OntapError(f'ONTAP {self.host}: {what}: {job_message(job)}', code=job.get('code'))
+            if time.monotonic() + interval > deadline:
+                raise OntapError(f'ONTAP {self.host}: {what}: job {uuid} still {state} after '
+                                 f'{self.timeouts.job:.0f} s (job_timeout)')
+            time.sleep(interval)
+            interval = min(interval * 2, JOB_POLL_MAX)
+
+
+def response_json(response):
+    """The JSON body, or {} (a 401 or a proxy's error page may not be JSON)."""
+    try:
+        return response.json() if response.content else {}
+    except ValueError:
+        return {}
+
+
+def job_message(job):
+    """ONTAP's text for a failed job (9.10+ also fills `error`)."""
+    return job.get('message') or (job.get('error') or {}).get('message') or 'job failed'
+
+
+def files_url(volume, path):
+    """The files-API path of a volume-relative path as one segment (reference §10): every
+    `/`, `.`, `:` and `+` is percent-encoded, so no `..` can ever be resolved."""
+    encoded = urllib.parse.quote(path, safe='').replace('.', '%2E')
+    return f'/api/storage/volumes/{volume.uuid}/files/{encoded}'
+
+
+def volume_from_record(record):
+    clone = record.get('clone') or {}
+    return Volume(uuid=record['uuid'], name=record['name'], svm=(record.get('svm') or {}).get('name'),
+                  junction=(record.get('nas') or {}).get('path'),
+                  is_flexclone=bool(clone.get('is_flexclone')),
+                  parent_volume=(clone.get('parent_volume') or {}).get('name'),
+                  parent_snapshot=(clone.get('parent_snapshot') or {}).get('name'))
+
+
+def ontap_find_volume(ontap, export, svm=None, storage='the storage'):
+    """The volume mounted at `export`: by the original's name rule, then by junction path."""
+    what = f'look up the volume behind {storage} (export {export})'
+    params = {'fields': VOLUME_FIELDS}
+    if svm:
+        params['svm.name'] = svm
+    by_name = ontap.records('/api/storage/volumes', dict(params, name=volume_name_for_export(export)), what)
+    matches = [r for r in by_name if (r.get('nas') or {}).get('path') == export]
+    if not matches:
+        matches = ontap.records('/api/storage/volumes', dict(params, **{'nas.path': export}), what)
+    if not matches:
+        hint = '' if svm else f'; set svm in [{ontap.section}] if it lives in another SVM'
+        raise Failure(f'ONTAP {ontap.host}: no volume{" in SVM " + svm if svm else ""} is mounted at {export} '
+                      f'(export of {storage}){hint}')
+    if len(matches) > 1:
+        names = ', '.join(f'{m["svm"]["name"]}:{m["name"]}' for m in matches)
+        raise Failure(f'ONTAP {ontap.host}: several volumes are mounted at {export} ({names}): '
+                      f'set svm in [{ontap.section}]')
+    return volume_from_record(matches[0])
+
+
+def ontap_volume_by_name(ontap, name, svm):
+    """The volume with this name in this SVM, or None."""
+    records = ontap.records('/api/storage/volumes', {'name': name, 'svm.name': svm, 'fields': VOLUME_FIELDS},
+                            f'look up volume {name}')
+    return volume_from_record(records[0]) if records else None
+
+
+def ontap_flexclones(ontap, parent):
+    """The FlexClone volumes of `parent`, by the snapshot each is made from."""
+    records = ontap.records('/api/storage/volumes', {
+        'clone.parent_volume.name': parent.name, 'svm.name': parent.svm, 'fields': VOLUME_FIELDS},
+        f'list the FlexClones of {parent.name}')
+    clones = {}
+    for record in records:
+        volume = volume_from_record(record)
+        clones.setdefault(volume.parent_snapshot, []).append(volume)
+    return clones
+
+
+def ontap_volume_details(ontap, volume):
+    fields = ('uuid,name,svm.name,state,type,style,size,space.size,space.used,space.available,'
+              'space.percent_used,space.snapshot.used,snapshot_count,nas.path,nas.export_policy.name,'
+              'clone.is_flexclone,clone.parent_volume.name,clone.parent_snapshot.name,create_time,comment')
+    return ontap.request('GET', f'/api/storage/volumes/{volume.uuid}', params={'fields': fields},
+                         what=f'read volume {volume.name}')
+
+
+def ontap_clone_file(ontap, volume, source, destination, overwrite=False):
+    ontap.write('POST', '/api/storage/file/clone', body={
+        'volume': {'uuid': volume.uuid, 'name': volume.name},
+        'source_path': source, 'destination_path': destination, 'overwrite_destination': overwrite},
+        what=f'file-clone {source} to {destination}')
+
+
+def ontap_list_dir(ontap, volume, path):
+    """Name and size of the files in a volume directory; [] if it does not exist."""
+    try:
+        records = ontap.records(files_url(volume, path), {'fields': 'name,type,size'},
+                                f'list {path} in volume {volume.name}')
+    except OntapError as exc:
+        if exc.status == 404:
+            return []
+        raise
+    return [r for r in records if r.get('type') == 'file']
+
+
+def ontap_file_exists(ontap, volume, path):
+    try:
+        ontap.request('GET', files_url(volume, path), params={'return_metadata': 'true', 'fields': 'type'},
+                      what=f'look up {path} in volume {volume.name}')
+    except OntapError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def ontap_delete_file(ontap, volume, path):
+    """Delete a file; True if it was there."""
+    try:
+        ontap.request('DELETE', files_url(volume, path), what=f'delete {path} in volume {volume.name}')
+    except OntapError as exc:
+        if exc.status == 404 or exc.code == FILE_NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+def ontap_list_snapshots(ontap, volume, name=STORAGE_SNAPSHOT_PREFIX + '*'):
+    """The volume's snapshots matching `name` (a wildcard filter), oldest first."""
+    records = ontap.records(f'/api/storage/volumes/{volume.uuid}/snapshots',
+                            {'name': name, 'fields': 'name,create_time,size,comment'},
+                            f'list snapshots of volume {volume.name}')
+    return sorted(records, key=lambda r: (r.get('create_time') or '', r['name']))
+
+
+def ontap_find_snapshot(ontap, volume, name):
+    """The snapshot record with exactly this name; a Failure naming volume and snapshot if absent."""
+    found = [r for r in ontap_list_snapshots(ontap, volume, name) if r['name'] == name]
+    if not found:
+        raise Failure(f'ONTAP {ontap.host}: volume {volume.name} has no snapshot {name}')
+    return found[0]
+
+
+def ontap_create_snapshot(ontap, volume, name, comment):
+    ontap.write('POST', f'/api/storage/volumes/{volume.uuid}/snapshots', body={'name': name, 'comment': comment},
+                what=f'create snapshot {name} of volume {volume.name}')
+
+
+def ontap_delete_snapshot(ontap, volume, snapshot):
+    ontap.write('DELETE', f'/api/storage/volumes/{volume.uuid}/snapshots/{snapshot["uuid"]}',
+                what=f'delete snapshot {snapshot["name"]} of volume {volume.name}')
+
+
+def ontap_restore_volume(ontap, volume, snapshot_name):
+    ontap.write('PATCH', f'/api/storage/volumes/{volume.uuid}', body={},
+                params={'restore_to.snapshot.name': snapshot_name},
+                what=f'restore volume {volume.name} to snapshot {snapshot_name}')
+
+
+def ontap_create_flexclone(ontap, parent, snapshot_name, name, junction):
+    ontap.write('POST', '/api/storage/volumes', body={
+        'name': name, 'svm': {'name': parent.svm}, 'type': 'rw', 'nas': {'path': junction},
+        'clone': {'is_flexclone': True, 'parent_volume': {'name': parent.name},
+                  'parent_snapshot': {'name': snapshot_name}}},
+        what=f'create FlexClone {name} of {parent.name} from snapshot {snapshot_name}')
+
+
+def ontap_delete_volume(ontap, volume):
+    """Unmount (the conservative path, reference §9), then delete the volume."""
+    ontap.write('PATCH', f'/api/storage/volumes/{volume.uuid}', body={'nas': {'path': ''}},
+                what=f'unmount volume {volume.name}')
+    ontap.write('DELETE', f'/api/storage/volumes/{volume.uuid}', what=f'delete volume {volume.name}')
+
+
+# ---- Proxmox helpers ---------------------------------------------------------------------
+# One proxmoxer login per run, our own task poller, thin pve_* verbs above it.
+
+TASK_POLL_FIRST, TASK_POLL_MAX = 0.05, 1.0
+
+
+class Pve:
+    """One Proxmox API connection (logged in on first use): calls, errors, task waits."""
+
+    def __init__(self, config, timeouts):
+        self.config = config
+        self.host = config.host
+        self.timeouts = timeouts
+        self._api = None
+
+    @property
+    def api(self):
+        if self._api is None:
+            self._api = self._login()
+        return self._api
+
+    def _login(self):
+        cfg = self.config
+        started = time.monotonic()
+        try:
+            api = proxmoxer.ProxmoxAPI(cfg.host, user=cfg.user, password=cfg.password,
+                                       verify_ssl=cfg.verify, timeout=self.timeouts.read)
+        except requests.exceptions.RequestException as exc:
+            raise ProxmoxError(f'Proxmox {cfg.host}: login: {describe_connection_error(exc)}') from exc
+        except Exception as exc:
+            # proxmoxer 1.2.0 raises AuthenticationError from its backend module (2.x: top
+            # level), or fails to decode a non-JSON 401: either way the login was refused.
+            raise ProxmoxError(f'Proxmox {cfg.host}: login as {cfg.user} failed '
+                               '(check proxmox_user and proxmox_pass)') from exc
+        log.debug('PVE POST /access/ticket (%.0f ms)', (time.monotonic() - started) * 1000)
+        # proxmoxer 1.2.0 and 2.x both keep their requests.Session in _store['session'];
+        # 1.2.0 sends API calls without a timeout, so our adapter adds one.
+        session = api._store['session']
+        session.mount('https://', make_adapter(self.timeouts))
+        session.hooks['response'].append(debug_hook('PVE'))
+        return api
+
+    def call(self, method, path, what, **params):
+        """GET/POST/PUT/DELETE `path`; errors become one ProxmoxError line naming `what`."""
+        try:
+            return getattr(self.api(path), method)(**params)
+        except proxmoxer.core.ResourceException as exc:
+            lines = (exc.content or exc.status_message or '').strip().splitlines()
+            raise ProxmoxError(f'Proxmox {self.host}: {what}: {lines[0] if lines else exc.status_code}') from exc
+        except requests.exceptions.RequestException as exc:
+            raise ProxmoxError(f'Proxmox {self.host}: {what}: {describe_connection_error(exc)}') from exc
+
+    def wait_for_task(self, upid, what):
+        """Poll the task until it stopped; OK or WARNINGS is success, else its exit status."""
+        deadline = time.monotonic() + self.timeouts.task
+        interval = TASK_POLL_FIRST
+        while True:
+            status = self.call('get', f'nodes/{upid_node(upid)}/tasks/{upid}/status', what)
+            if status.get('status') == 'stopped':
+                exitstatus = status.get('exitstatus', 'unexpected status')
+                if not task_succeeded(exitstatus):
+                    raise ProxmoxError(f'Proxmox {self.host}: {what}: task {status.get("type", "")} failed: '
+                                       f'{exitstatus}')
+                return exitstatus
+            if time.monotonic() + interval > deadline:
+                raise ProxmoxError(f'Proxmox {self.host}: {what}: task still running after '
+                                   f'{self.timeouts.task:.0f} s (task_timeout): {upid}')
+            time.sleep(interval)
+            interval = min(interval * 2, TASK_POLL_MAX)
+
+
+def pve_list_vms(pve):
+    """Every QEMU VM of the cluster from one /cluster/resources call, by id."""
+    return {entry['vmid']: entry for entry in pve.call('get', 'cluster/resources', 'list VMs', type='vm')
+            if entry.get('type') == 'qemu'}
+
+
+def pve_find_vm(pve, vmid, vms=None):
+    """The VM's /cluster/resources entry (node, status, name); a Failure if PVE has no such VM."""
+    vms = pve_list_vms(pve) if vms is None else vms
+    if vmid not in vms:
+        raise Failure(f'Proxmox {pve.host}: no VM {vmid} (QEMU guest) in the cluster')
+    return vms[vmid]
+
+
+def vm_path(vm, *parts):
+    return '/'.join(['nodes', vm['node'], 'qemu', str(vm['vmid'])] + list(parts))
+
+
+def pve_vm_config(pve, vm):
+    return pve.call('get', vm_path(vm, 'config'), f'read the config of VM {vm["vmid"]}')
+
+
+def pve_vm_pending(pve, vm):
+    """The config with pending changes: {key: value}, a pending value winning over the current one."""
+    items = pve.call('get', vm_path(vm, 'pending'), f'read the pending config of VM {vm["vmid"]}')
+    return {item['key']: item.get('pending', item.get('value')) for item in items}
+
+
+def pve_set_vm_config(pve, vm, what, **changes):
+    pve.call('put', vm_path(vm, 'config'), f'{what} (VM {vm["vmid"]})', **changes)
+
+
+def pve_vm_power(pve, vm, action, **params):
+    """suspend/shutdown/start the VM and wait for the task to finish."""
+    what = f'{action} VM {vm["vmid"]}'
+    pve.wait_for_task(pve.call('post', vm_path(vm, 'status', action), what, **params), what)
+
+
+def pve_agent(pve, vm, command):
+    """A guest agent command (POST); a hyphenated name needs proxmoxer's call syntax."""
+    return pve.call('post', vm_path(vm, 'agent', command), f'guest agent {command} in VM {vm["vmid"]}')
+
+
+def pve_storage(pve, storage):
+    """The storage.cfg entry; a Failure naming the storage if PVE does not know it."""
+    try:
+        return pve.call('get', f'storage/{storage}', f'read storage {storage}')
+    except ProxmoxError as exc:
+        if 'does not exist' in str(exc):
+            raise Failure(f'Proxmox {pve.host}: no storage {storage}') from exc
+        raise
+
+
+def pve_nfs_storage(pve, storage):
+    """Like pve_storage, but only an NFS storage will do."""
+    entry = pve_storage(pve, storage)
+    if entry.get('type') != 'nfs':
+        raise Failure(f'Proxmox {pve.host}: storage {storage} is of type {entry.get("type")}, not NFS')
+    return entry
+
+
+def pve_storage_exists(pve, storage):
+    return any(s.get('storage') == storage for s in pve.call('get', 'storage', 'list storages'))
+
+
+def on_pve_node(node):
+    """True if this process runs as root on `node` of a PVE cluster, where `qm` works."""
+    return (os.geteuid() == 0 and shutil.which('qm') is not None and os.path.isdir('/etc/pve')
+            and socket.gethostname().split('.')[0] == node)
+
+
+# ---- Pure logic --------------------------------------------------------------------------
+# Disk lines, names and stamps, snapshot sets, retention, task states, output formatting.
+
+DISK_KEY = re.compile(r'^(?:(?:ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0)$')
+IMAGE_VOLNAME = re.compile(r'^(?:\d+/[^/]+/)?(?P<vmid>\d+)/(?P<file>[^/]+\.(?:raw|qcow2|vmdk))$')
+SET_FILE = re.compile(r'^(?P<stem>.+)-(?P<kind>' + '|'.join(SET_KINDS) + r')-(?P<stamp>' + STAMP_PATTERN +
+                      r')(?P<ext>\.(?:raw|qcow2|vmdk))$')
+
+
+@dataclasses.dataclass(frozen=True)
+class Disk:
+    """A VM disk: config key, storage id, volid, and its file under images/ (None if none)."""
+    key: str
+    storage: str
+    volid: str
+    path: str = None    # images/<vmid>/<file>, relative to the storage's export
+
+    @property
+    def file(self):
+        return self.path.rsplit('/', 1)[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class SetFile:
+    """One file of a VM snapshot set on an ONTAP storage."""
+    storage: str
+    path: str           # images/<vmid>/<stem>-<kind>-<stamp><ext>
+    stem: str
+    kind: str
+    stamp: str
+    ext: str
+    size: int = 0
+
+    @property
+    def source_file(self):
+        """The disk file this is a clone of."""
+        return self.stem + self.ext
+
+
+def parse_volume(value):
+    """(storage, volid, images path or None) of a drive value, or None if it names no storage volume."""
+    items = str(value).split(',')
+    volume = items[0]
+    props = dict(item.split('=', 1) for item in items[1:] if '=' in item)
+    if '=' in volume:
+        props.update([volume.split('=', 1)])
+        volume = props.get('file', '')
+    if props.get('media') == 'cdrom' or volume.startswith('/') or ':' not in volume:
+        return None
+    storage, volname = volume.split(':', 1)
+    found = IMAGE_VOLNAME.match(volname)
+    return storage, volume, f'images/{found["vmid"]}/{found["file"]}' if found else None
+
+
+def parse_disk(key, value):
+    """The Disk of one VM config line, or None if it is no disk image on a storage.
+
+    Takes every ide/sata/scsi/virtio drive, efidisk0 and tpmstate0; skips unusedN,
+    vmstate, CD-ROMs, `none` and pass-through paths. A linked clone's volid
+    (STORE:BASEVMID/BASEFILE/VMID/FILE) yields the clone's own file.
+    """
+    if not DISK_KEY.match(key):
+        return None
+    parsed = parse_volume(value)
+    return Disk(key, *parsed) if parsed else None
+
+
+def vm_disks(config):
+    """Every disk of a VM config, in config-key order."""
+    return [disk for disk in (parse_disk(k, v) for k, v in sorted(config.items())) if disk]
+
+
+def vm_storages(config):
+    """Every storage holding a disk or an unused disk of the VM."""
+    storages = {disk.storage for disk in vm_disks(config)}
+    for key, value in config.items():
+        if re.fullmatch(r'unused\d+', key) and parse_volume(value):
+            storages.add(parse_volume(value)[0])
+    return storages
+
+
+def agent_enabled(value):
+    """The config `agent` value (`1`, `enabled=1,fstrim_cloned_disks=1`, ...) says it is on."""
+    first = str(value or '0').split(',')[0]
+    return first.split('=', 1)[-1] in ('1', 'yes', 'on', 'true')
+
+
+def utc_stamp(now=None):
+    """The original's timestamp: UTC, `YYYY-mm-dd_HH:MM:SS+0000`."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    return now.astimezone(datetime.UTC).strftime(STAMP_FORMAT)
+
+
+def storage_snapshot_name(stamp):
+    return STORAGE_SNAPSHOT_PREFIX + stamp
+
+
+def set_file_path(path, stamp, kind='snapshot'):
+    """images/100/vm-100-disk-0.raw -> images/100/vm-100-disk-0-snapshot-<stamp>.raw"""
+    directory, file = path.rsplit('/', 1)
+    stem, ext = os.path.splitext(file)
+    return f'{directory}/{stem}-{kind}-{stamp}{ext}'
+
+
+def parse_set_file(storage, directory, name, size=0):
+    """The SetFile a file name in images/<vmid>/ stands for, or None."""
+    found = SET_FILE.match(name)
+    if not found:
+        return None
+    return SetFile(storage=storage, path=f'{directory}/{name}', stem=found['stem'], kind=found['kind'],
+                   stamp=found['stamp'], ext=found['ext'], size=size or 0)
+
+
+def group_sets(files):
+    """SetFiles by stamp, oldest stamp first (stamps sort as time)."""
+    sets = {}
+    for file in sorted(files, key=lambda f: (f.stamp, f.storage, f.path)):
+        sets.setdefault(file.stamp, []).append(file)
+    return sets
+
+
+def match_set_to_disks(disks, files):
+    """Pair each disk with the set file cloned from it: (pairs, disks without one, files without a disk)."""
+    by_source = {(f.storage, f.source_file): f for f in files}
+    pairs = [(d, by_source[(d.storage, d.file)]) for d in disks if (d.storage, d.file) in by_source]
+    paired = {f for _, f in pairs}
+    return pairs, [d for d in disks if (d.storage, d.file) not in by_source], [f for f in files if f not in paired]
+
+
+def expired(names, keep):
+    """What retention removes: all but the newest `keep` of `names` (sorted oldest first)."""
+    return list(names[:max(0, len(names) - keep)])
+
+
+def free_unused_keys(taken, count):
+    """The first `count` unusedN keys not in `taken` (PVE allows unused0 to unused255)."""
+    free = [f'unused{n}' for n in range(256) if f'unused{n}' not in taken]
+    if len(free) < count:
+        raise Failure(f'no free unusedN slot for {count} more disk(s) (PVE allows 256)')
+    return free[:count]
+
+
+def volume_name_for_export(export):
+    """The original's rule: the volume is named like the export, without slashes."""
+    return export.replace('/', '')
+
+
+def flexclone_name(volume):
+    return volume + FLEXCLONE_SUFFIX
+
+
+def clone_storage_id(storage):
+    return storage + CLONE_STORAGE_SUFFIX
+
+
+def upid_node(upid):
+    """The node field of a PVE task id (UPID:<node>:<pid>:...)."""
+    parts = upid.split(':')
+    if len(parts) < 9 or parts[0] != 'UPID':
+        raise ValueError(f'not a PVE task id: {upid!r}')
+    return parts[1]
+
+
+def task_succeeded(exitstatus):
+    return exitstatus == 'OK' or bool(re.fullmatch(r'WARNINGS: \d+', exitstatus or ''))
+
+
+def human_size(value):
+    """Bytes as a short IEC string: 1536 -> '1.5 KiB'."""
+    if value is None:
+        return '-'
+    size = float(value)
+    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
+        if abs(size) < 1024 or unit == 'TiB':
+            return f'{size:.0f} {unit}' if unit == 'B' else f'{size:.1f} {unit}'
+        size /= 1024
+
+
+def format_table(columns, rows):
+    """A plain left-aligned text table; columns are (header, key) pairs."""
+    cells = [[header for header, _ in columns]] + [[str(row.get(key, '')) for _, key in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return '\n'.join('  '.join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
+                     for line in cells)
+
+
+def flatten(record, prefix=''):
+    """{'space': {'size': 1}} -> {'space.size': 1}, for a readable `show`."""
+    flat = {}
+    for key, value in record.items():
+        if key == '_links':
+            continue
+        if isinstance(value, dict):
+            flat.update(flatten(value, f'{prefix}{key}.'))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+# ---- Commands ----------------------------------------------------------------------------
+# Each gathers (I/O), decides (pure), then acts (I/O): every lookup precedes every change.
+
+class Context:
+    """What one run shares: the config, one PVE login, one Ontap per cluster, volume lookups."""
+
+    def __init__(self, config, output='text'):
+        self.config = config
+        self.output = output
+        self.pve = Pve(config.proxmox, config.timeouts)
+        self._ontaps = {}
+        self._volumes = {}
+
+    def ontap(self, storage):
+        cluster = self.config.ontap_for(storage)
+        key = (cluster.host, cluster.user)
+        if key not in self._ontaps:
+            self._ontaps[key] = Ontap(cluster, self.config.timeouts)
+        return self._ontaps[key]
+
+    def storage_volume(self, storage):
+        """(Ontap, Volume, storage.cfg entry) behind a PVE NFS storage, looked up once per run."""
+        if storage not in self._volumes:
+            ontap = self.ontap(storage)
+            entry = pve_nfs_storage(self.pve, storage)
+            volume = ontap_find_volume(ontap, entry['export'], self.config.ontap_for(storage).svm, storage)
+            self._volumes[storage] = (ontap, volume, entry)
+        return self._volumes[storage]
+
+    def emit(self, data, text):
+        """Print a result: JSON on request, else the text rendering."""
+        print(json.dumps(data, indent=2, sort_keys=True) if self.output == 'json' else text)
+
+
+def confirm(question, assume_yes):
+    """Ask on a terminal; without one, only -yes may go ahead."""
+    if assume_yes:
+        return
+    if not sys.stdin.isatty():
+        raise ConfigError(f'{question}: not asking without a terminal; add -yes to go ahead')
+    answer = input(f'{question} [y/N] ').strip().lower()
+    if answer not in ('y', 'yes'):
+        raise Failure('aborted: nothing changed')
+
+
+# -- VM snapshots
+
+@dataclasses.dataclass
+class VmView:
+    """A VM as the vm commands see it, gathered before anything changes."""
+    vm: dict
+    config: dict
+    disks: list         # Disks on configured ONTAP storages, with an image file
+    skipped: list       # (Disk, reason)
+
+    @property
+    def vmid(self):
+        return self.vm['vmid']
+
+
+def gather_vm(ctx, vmid, vms=None):
+    """The VM, its config, its ONTAP disks (and the volumes behind them, looked up now)."""
+    vm = pve_find_vm(ctx.pve, vmid, vms)
+    config = pve_vm_config(ctx.pve, vm)
+    disks, skipped = [], []
+    for disk in vm_disks(config):
+        if disk.storage not in ctx.config.storages:
+            skipped.append((disk, f'storage {disk.storage} has no section in {ctx.config.path}'))
+        elif disk.path is None:
+            skipped.append((disk, f'{disk.volid} is no image file'))
+        else:
+            ctx.storage_volume(disk.storage)
+            disks.append(disk)
+    return VmView(vm, config, disks, skipped)
+
+
+def gather_sets(ctx, view):
+    """Every VM snapshot set of the VM on every configured storage it uses, by stamp."""
+    directory = f'images/{view.vmid}'
+    files = []
+    for storage in sorted(vm_storages(view.config) & set(ctx.config.storages)):
+        ontap, volume, _ = ctx.storage_volume(storage)
+        for record in ontap_list_dir(ontap, volume, directory):
+            found = parse_set_file(storage, directory, record['name'], record.get('size'))
+            if found:
+                files.append(found)
+    return group_sets(files)
+
+
+def find_set(view, sets, stamp):
+    if stamp not in sets:
+        known = ', '.join(sets) or 'none'
+        raise Failure(f'VM {view.vmid} has no snapshot {stamp} (it has: {known})')
+    return sets[stamp]
+
+
+def run_parallel(function, items):
+    """Call function(item) for all items at once; returns (done, failed) in item order,
+    failed as (item, Failure)."""
+    results = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        futures = {pool.submit(function, item): index for index, item in enumerate(items)}
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                future.result()
+                results[futures[future]] = None
+            except Failure as exc:
+                results[futures[future]] = exc
+    done = [item for index, item in enumerate(items) if results[index] is None]
+    failed = [(item, results[index]) for index, item in enumerate(items) if results[index] is not None]
+    return done, failed
+
+
+def delete_files(ctx, files):
+    """Delete (storage, path) files in parallel: (done, failed); a missing file counts as done."""
+    def delete(item):
+        ontap, volume, _ = ctx.storage_volume(item[0])
+        ontap_delete_file(ontap, volume, item[1])
+    return run_parallel(delete, files)
+
+
+def clone_each(ctx, clones, overwrite=False):
+    """File-clone (storage, source, destination) triples in parallel: (done, failed)."""
+    def clone(item):
+        storage, source, destination = item
+        ontap, volume, _ = ctx.storage_volume(storage)
+        ontap_clone_file(ontap, volume, source, destination, overwrite)
+    return run_parallel(clone, clones)
+
+
+def check_freezable(ctx, view):
+    """-freeze needs the guest agent configured and answering: checked before any freeze."""
+    if not agent_enabled(view.config.get('agent')):
+        raise Failure(f'VM {view.vmid}: no QEMU guest agent configured (set agent: 1); -freeze needs one')
+    try:
+        pve_agent(ctx.pve, view.vm, 'ping')
+    except ProxmoxError as exc:
+        raise Failure(f'VM {view.vmid}: the QEMU guest agent does not answer, nothing frozen: {exc}') from exc
+
+
+def clone_frozen(ctx, view, clones):
+    """fsfreeze, clone, thaw: thawed in every case, and at the latest after the freeze bound."""
+    bound = ctx.config.timeouts.freeze
+    pve_agent(ctx.pve, view.vm, 'fsfreeze-freeze')
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(clone_each, ctx, clones)
+    try:
+        result = future.result(timeout=bound)
+    except concurrent.futures.TimeoutError:
+        result = None
+    finally:
+        pve_agent(ctx.pve, view.vm, 'fsfreeze-thaw')
+        log.info('VM %s: guest thawed', view.vmid)
+    if result is None:
+        done, _ = future.result()
+        pool.shutdown()
+        raise Failure(f'VM {view.vmid}: the clones outlasted the freeze bound of {bound:g} s (freeze_timeout); '
+                      f'the guest was thawed before they ended, so they are not consistent: '
+                      f'{", ".join(d[2] for d in done) or "no clone was made"}')
+    pool.shutdown()
+    return result
+
+
+def snapshot_vm(ctx, view, mode, stamp):
+    """vm create for one gathered VM: pause as asked, clone every disk, resume. Returns the
+    paths of the clones; raises Failure naming what was and was not cloned."""
+    vmid = view.vmid
+    for disk, reason in view.skipped:
+        log.warning('VM %s: skipping disk %s (%s): %s', vmid, disk.key, disk.volid, reason)
+    if not view.disks:
+        raise Failure(f'VM {vmid} has no disk on an ONTAP storage of {ctx.config.path}')
+    clones = [(disk.storage, disk.path, set_file_path(disk.path, stamp)) for disk in view.disks]
+    running = view.vm.get('status') == 'running'
+    if running and not mode:
+        log.warning('VM %s is running: its disks are cloned while it writes to them (crash-consistent); '
+                    'use -suspend, -shutdown or -freeze for a consistent snapshot', vmid)
+    if running and mode == 'freeze':
+        check_freezable(ctx, view)
+    paused = running and mode in ('suspend', 'shutdown')
+    if paused:
+        log.info('VM %s: %s', vmid, 'suspending to disk' if mode == 'suspend' else 'shutting down')
+        pve_vm_power(ctx.pve, view.vm, mode, **({'todisk': 1} if mode == 'suspend' else {}))
+    window = time.monotonic()
+    try:
+        if running and mode == 'freeze':
+            done, failed = clone_frozen(ctx, view, clones)
+        else:
+            done, failed = clone_each(ctx, clones)
+    finally:
+        if paused:
+            pve_vm_power(ctx.pve, view.vm, 'start')
+        if running and mode:
+            log.info('VM %s was %s for %.2f s', vmid, 'frozen' if mode == 'freeze' else 'paused',
+                     time.monotonic() - window)
+    if failed:
+        key = {disk.path: disk.key for disk in view.disks}
+        raise Failure(f'VM {vmid}: snapshot {stamp} incomplete: cloned '
+                      f'{", ".join(key[source] for _, source, _ in done) or "nothing"}; '
+                      f'not cloned {"; ".join(f"{key[item[1]]} ({exc})" for item, exc in failed)}')
+    return clones
+
+
+def register_clones(ctx, view, clones):
+    """Make new clone files visible in PVE as unused disks: `qm disk rescan` on a PVE node,
+    else unusedN through the config API (pending until the next start on a running VM)."""
+    vmid = view.vmid
+    if on_pve_node(view.vm['node']):
+        result = subprocess.run(['qm', 'disk', 'rescan', '--vmid', str(vmid)], capture_output=True, text=True,
+                                check=False)
+        if result.returncode:
+            raise Failure(f'VM {vmid}: qm disk rescan failed: {result.stderr.strip()}')
+        return
+    keys = free_unused_keys(pve_vm_pending(ctx.pve, view.vm), len(clones))
+    volids = [f'{storage}:{vmid}/{destination.rsplit("/", 1)[1]}' for storage, _, destination in clones]
+    pve_set_vm_config(ctx.pve, view.vm, 'register the snapshot as unused disks', **dict(zip(keys, volids)))
+
+
+def delete_set(ctx, view, files):
+    """Delete every file of a set; registered ones through PVE (which frees the file),
+    then whatever is left on ONTAP, so that no file is deleted twice."""
+    volids = {f'{f.storage}:{view.vmid}/{f.path.rsplit("/", 1)[1]}' for f in files}
+    registered = [key for key, value in sorted(pve_vm_pending(ctx.pve, view.vm).items())
+                  if re.fullmatch(r'unused\d+', key) and parse_volume(value) and parse_volume(value)[1] in volids]
+    if registered:
+        pve_set_vm_config(ctx.pve, view.vm, 'remove the snapshot\'s unused disks', delete=','.join(registered))
+    _, failed = delete_files(ctx, [(f.storage, f.path) for f in files])
+    if failed:
+        raise Failure(f'VM {view.vmid}: snapshot {files[0].stamp}: could not delete '
+                      f'{"; ".join(f"{path} ({exc})" for (_, path), exc in failed)}')
+
+
+def prune_vm_sets(ctx, view, keep):
+    """-keep N: delete the oldest snapshot sets beyond the newest N (never pre-restore sets)."""
+    sets = {stamp: files for stamp, files in gather_sets(ctx, view).items()
+            if all(f.kind == 'snapshot' for f in files)}
+    for stamp in expired(sorted(sets), keep):
+        delete_set(ctx, view, sets[stamp])
+        log.info('VM %s: snapshot %s deleted (-keep %d)', view.vmid, stamp, keep)
+
+
+def vm_ids_to_snapshot(ctx, args, vms):
+    """-vm ids as given, or with -all every VM with a disk on a configured ONTAP storage."""
+    if not args.all:
+        return args.vm
+    chosen = []
+    for vmid, vm in sorted(vms.items()):
+        if vm.get('template'):
+            continue
+        if any(d.storage in ctx.config.storages and d.path for d in vm_disks(pve_vm_config(ctx.pve, vm))):
+            chosen.append(vmid)
+    if not chosen:
+        raise Failure(f'no VM has a disk on a storage of {ctx.config.path}')
+    return chosen
+
+
+def cmd_vm_create(ctx, args):
+    mode = next((m for m in ('suspend', 'shutdown', 'freeze') if getattr(args, m)), None)
+    vms = pve_list_vms(ctx.pve)
+    vmids = vm_ids_to_snapshot(ctx, args, vms)
+    stamp = utc_stamp()
+    failures = []
+    for vmid in vmids:
+        try:
+            view = gather_vm(ctx, vmid, vms)
+            clones = snapshot_vm(ctx, view, mode, stamp)
+            log.info('VM %s: snapshot %s of %d disk(s) created', vmid, stamp, len(clones))
+            if args.register:
+                register_clones(ctx, view, clones)
+            if args.keep is not None:
+                prune_vm_sets(ctx, view, args.keep)
+        except Failure as exc:
+            if len(vmids) == 1:
+                raise
+            log.error('%s', exc)
+            failures.append(vmid)
+    if failures:
+        raise Failure(f'vm create failed for {len(failures)} of {len(vmids)} VMs: '
+                      f'{", ".join(map(str, failures))}')
+
+
+def cmd_vm_list(ctx, args):
+    view = gather_vm(ctx, args.vm)
+    disk_keys = {(d.storage, d.file): d.key for d in vm_disks(view.config) if d.path}
+    sets = []
+    for stamp, files in gather_sets(ctx, view).items():
+        sets.append({
+            'stamp': stamp, 'kind': SET_KINDS[files[0].kind], 'size': sum(f.size for f in files),
+            'files': [{'storage': f.storage, 'path': f.path, 'size': f.size,
+                       'disk': disk_keys.get((f.storage, f.source_file))} for f in files]})
+    rows = [{'stamp': s['stamp'], 'kind': s['kind'], 'size': human_size(s['size']),
+             'disks': ','.join(f['disk'] or f['path'].rsplit('/', 1)[1] for f in s['files'])} for s in sets]
+    ctx.emit(sets, format_table([('SNAPSHOT', 'stamp'), ('KIND', 'kind'), ('SIZE', 'size'), ('DISKS', 'disks')],
+                                rows))
+
+
+def cmd_vm_delete(ctx, args):
+    view = gather_vm(ctx, args.vm)
+    files = find_set(view, gather_sets(ctx, view), args.snapshot)
+    delete_set(ctx, view, files)
+    log.info('VM %s: snapshot %s deleted (%d file(s))', args.vm, args.snapshot, len(files))
+
+
+def new_stamp(taken):
+    """A stamp no existing set of the VM has: a restore right after a create (within the
+    second) waits for the next one rather than mix its undo point into that set."""
+    while (stamp := utc_stamp()) in taken:
+        time.sleep(0.1)
+    return stamp
+
+
+def restore_sources(ctx, view, sets, args):
+    """(disk, source path) for each disk to restore, from a set or from a storage snapshot."""
+    if args.snapshot:
+        pairs, missing, _ = match_set_to_disks(view.disks, find_set(view, sets, args.snapshot))
+        sources = [(disk, file.path) for disk, file in pairs]
+        origin = f'snapshot {args.snapshot}'
+    else:
+        sources, missing = [], []
+        for disk in view.disks:
+            ontap, volume, _ = ctx.storage_volume(disk.storage)
+            source = f'.snapshot/{args.storage_snapshot}/{disk.path}'
+            if ontap_file_exists(ontap, volume, source):
+                sources.append((disk, source))
+            else:
+                missing.append(disk)
+        origin = f'storage snapshot {args.storage_snapshot}'
+    for disk in missing:
+        log.warning('VM %s: %s has no copy of disk %s (%s); it stays as it is', view.vmid, origin, disk.key,
+                    disk.volid)
+    if not sources:
+        raise Failure(f'VM {view.vmid}: {origin} holds none of its current disks')
+    return sources, origin
+
+
+def restore_disks(ctx, view, sources, undo_stamp):
+    """Clone the live disks to a pre-restore set, then each source over its live disk.
+    All or nothing: on any failure the overwritten disks are put back."""
+    vmid = view.vmid
+    undo = [(disk.storage, disk.path, set_file_path(disk.path, undo_stamp, 'prerestore')) for disk, _ in sources]
+    saved, failed = clone_each(ctx, undo)
+    if failed:
+        delete_files(ctx, [(storage, path) for storage, _, path in saved])
+        raise Failure(f'VM {vmid}: nothing restored, the pre-restore copy failed: '
+                      f'{"; ".join(str(exc) for _, exc in failed)}')
+    log.info('VM %s: current disks saved as pre-restore snapshot %s', vmid, undo_stamp)
+    overwrite = [(disk.storage, source, disk.path) for disk, source in sources]
+    done, failed = clone_each(ctx, overwrite, overwrite=True)
+    if not failed:
+        return
+    back = [(storage, set_file_path(path, undo_stamp, 'prerestore'), path) for storage, _, path in done]
+    _, unrestored = clone_each(ctx, back, overwrite=True)
+    reason = '; '.join(f'{path} ({exc})' for (_, _, path), exc in failed)
+    if unrestored:
+        raise Failure(f'VM {vmid}: restore failed ({reason}) and putting back '
+                      f'{", ".join(item[2] for item, _ in unrestored)} failed too: '
+                      f'their previous content is in pre-restore snapshot {undo_stamp}')
+    delete_files(ctx, [(storage, path) for storage, _, path in undo])
+    raise Failure(f'VM {vmid}: restore failed, every disk is as it was: {reason}')
+
+
+def cmd_vm_restore(ctx, args):
+    view = gather_vm(ctx, args.vm)
+    sets = gather_sets(ctx, view)
+    sources, origin = restore_sources(ctx, view, sets, args)
+    running = view.vm.get('status') == 'running'
+    if view.vm.get('lock') == 'suspended':
+        raise Failure(f'VM {view.vmid} is suspended to disk: its saved memory belongs to the current disks; '
+                      'start it and shut it down first')
+    if running and not args.shutdown:
+        raise Failure(f'VM {view.vmid} is running: shut it down first, or add -shutdown')
+    disks = ', '.join(disk.key for disk, _ in sources)
+    confirm(f'Overwrite disks {disks} of VM {view.vmid} with {origin}', args.yes)
+    if running:
+        log.info('VM %s: shutting down', view.vmid)
+        pve_vm_power(ctx.pve, view.vm, 'shutdown')
+    undo_stamp = new_stamp(sets)
+    try:
+        restore_disks(ctx, view, sources, undo_stamp)
+    finally:
+        if running:
+            pve_vm_power(ctx.pve, view.vm, 'start')
+    log.info('VM %s: disks %s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, origin,
+             undo_stamp)
+
+
+# -- storage snapshots
+
+def cmd_storage_create(ctx, args):
+    ontap, volume, _ = ctx.storage_volume(args.storage)
+    name = storage_snapshot_name(utc_stamp())
+    ontap_create_snapshot(ontap, volume, name, STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage))
+    log.info('storage %s: snapshot %s of volume %s created', args.storage, name, volume.name)
+    if args.keep is not None:
+        prune_storage_snapshots(ontap, volume, args.storage, args.keep)
+
+
+def prune_storage_snapshots(ontap, volume, storage, keep):
+    """-keep N: delete the oldest proxmox_snapshot_* beyond the newest N, skipping busy ones."""
+    snapshots = ontap_list_snapshots(ontap, volume)
+    old = expired(snapshots, keep)
+    if not old:
+        return
+    clones = ontap_flexclones(ontap, volume)
+    for snapshot in old:
+        if snapshot['name'] in clones:
+            names = ', '.join(c.name for c in clones[snapshot['name']])
+            log.warning('storage %s: keeping snapshot %s beyond -keep %d: FlexClone %s uses it', storage,
+                        snapshot['name'], keep, names)
+            continue
+        ontap_delete_snapshot(ontap, volume, snapshot)
+        log.info('storage %s: snapshot %s deleted (-keep %d)', storage, snapshot['name'], keep)
+
+
+def cmd_storage_list(ctx, args):
+    ontap, volume, _ = ctx.storage_volume(args.storage)
+    snapshots = [{'name': s['name'], 'create_time': s.get('create_time'), 'size': s.get('size'),
+                  'comment': s.get('comment', '')} for s in ontap_list_snapshots(ontap, volume)]
+    rows = [dict(s, size=human_size(s['size'])) for s in snapshots]
+    ctx.emit(snapshots, format_table([('NAME', 'name'), ('CREATED', 'create_time'), ('SIZE', 'size'),
+                                      ('COMMENT', 'comment')], rows))
+
+
+SIZE_FIELDS = {'size', 'space.size', 'space.used', 'space.available', 'space.snapshot.used'}
+
+
+def cmd_storage_show(ctx, args):
+    ontap, volume, _ = ctx.storage_volume(args.storage)
+    details = ontap_volume_details(ontap, volume)
+    flat = flatten(details)
+    width = max(map(len, flat))
+    ctx.emit(details, '\n'.join(f'{key.ljust(width)}  {human_size(value) if key in SIZE_FIELDS else value}'
+                                for key, value in sorted(flat.items()) if value not in ('', None, [])))
+
+
+def cmd_storage_delete(ctx, args):
+    ontap, volume, _ = ctx.storage_volume(args.storage)
+    snapshot = ontap_find_snapshot(ontap, volume, args.snapshot)
+    ontap_delete_snapshot(ontap, volume, snapshot)
+    log.info('storage %s: snapshot %s deleted', args.storage, args.snapshot)
+
+
+def cmd_storage_restore(ctx, args):
+    ontap, volume, _ = ctx.storage_volume(args.storage)
+    ontap_find_snapshot(ontap, volume, args.snapshot)
+    log.warning('storage %s: reverting volume %s to %s; every change since is lost', args.storage, volume.name,
+                args.snapshot)
+    ontap_restore_volume(ontap, volume, args.snapshot)
+    log.info('storage %s: volume %s restored to %s', args.storage, volume.name, args.snapshot)
+
+
+def cmd_storage_mount(ctx, args):
+    ontap, volume, entry = ctx.storage_volume(args.storage)
+    ontap_find_snapshot(ontap, volume, args.snapshot)
+    clone, storage = flexclone_name(volume.name), clone_storage_id(args.storage)
+    if pve_storage_exists(ctx.pve, storage):
+        raise Failure(f'Proxmox {ctx.pve.host}: storage {storage} already exists: unmount it first')
+    if ontap_volume_by_name(ontap, clone, volume.svm):
+        raise Failure(f'ONTAP {ontap.host}: volume {clone} already exists in SVM {volume.svm}')
+    junction = '/' + clone
+    ontap_create_flexclone(ontap, volume, args.snapshot, clone, junction)
+    log.info('ONTAP %s: FlexClone %s of %s created, mounted at %s', ontap.host, clone, args.snapshot, junction)
+    options = {key: entry[key] for key in ('content', 'options') if entry.get(key)}
+    try:
+        ctx.pve.call('post', 'storage', f'add storage {storage}', storage=storage, type='nfs',
+                     server=entry['server'], export=junction, **options)
+    except Failure:
+        log.warning('ONTAP %s: removing FlexClone %s again', ontap.host, clone)
+        ontap_delete_volume(ontap, ontap_volume_by_name(ontap, clone, volume.svm))
+        raise
+    log.info('storage %s: snapshot %s mounted as storage %s', args.storage, args.snapshot, storage)
+
+
+def cmd_storage_unmount(ctx, args):
+    ontap, volume, _ = ctx.storage_volume(args.storage)
+    if not volume.is_flexclone:
+        raise Failure(f'storage {args.storage} is backed by volume {volume.name}, which is no FlexClone: '
+                      'refusing to remove it')
+    ctx.pve.call('delete', f'storage/{args.storage}', f'remove storage {args.storage}')
+    log.info('storage %s removed from Proxmox', args.storage)
+    ontap_delete_volume(ontap, volume)
+    log.info('ONTAP %s: FlexClone %s deleted', ontap.host, volume.name)
+
+
+# ---- CLI -------------------------------------------------------------------------------
+# The original's single-dash options stay primary; each is also spelled with two dashes.
+
+LOG_LEVELS = {'debug': logging.DEBUG, 'info': logging.INFO, 'warn': logging.WARNING,
+              'warning': logging.WARNING, 'error': logging.ERROR}
+
+
+def vm_id(text):
+    """argparse type for a VM id: PVE allows 100 to 999999999."""
+    if not re.fullmatch(r'\d+', text) or not 100 <= int(text) <= 999999999:
+        raise argparse.ArgumentTypeError(f'{text!r} is no VM id (a number from 100 to 999999999)')
+    return int(text)
+
+
+def snapshot_name(text):
+    if not text or '/' in text or text in ('.', '..'):
+        raise argparse.ArgumentTypeError(f'{text!r} is no snapshot name')
+    return text
+
+
+def set_stamp(text):
+    if not re.fullmatch(STAMP_PATTERN, text):
+        raise argparse.ArgumentTypeError(f'{text!r} is no VM snapshot stamp (like 2024-03-13_14:42:47+0000; '
+                                         'see vm list)')
+    return text
+
+
+def keep_count(text):
+    if not re.fullmatch(r'\d+', text) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f'{text!r}: -keep takes a whole number from 1')
+    return int(text)
+
+
+def complete_storage(prefix, parsed_args, **kwargs):
+    """-storage completes from the config's sections (no network)."""
+    try:
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(find_config(getattr(parsed_args, 'config', None)), encoding='utf-8')
+    except (Failure, configparser.Error, OSError):
+        return []
+    sections = [s for s in parser.sections() if s not in (PROXMOX_SECTION, DEFAULTS_SECTION)]
+    return [s for s in sections + [clone_storage_id(s) for s in sections] if s.startswith(prefix)]
+
+
+def add_global_options(parser, suppress=False):
+    """-config/-loglevel/-output, accepted before and after the command."""
+    def default(value):
+        return argparse.SUPPRESS if suppress else value
+    parser.add_argument('-config', '--config', metavar='FILE', default=default(None),
+                        help='config file (default: ./config.ini, else /etc/pve-ontap-snapshot/config.ini)')
+    parser.add_argument('-loglevel', '--loglevel', choices=sorted(LOG_LEVELS), default=default('info'),
+                        help='log level on stderr (default: info); debug logs every HTTP request and tracebacks')
+    parser.add_argument('-output', '--output', choices=('text', 'json'), default=default('text'),
+                        help='format of list and show results on stdout (default: text)')
+
+
+def add_storage_option(parser, help_text='PVE storage id (a section of config.ini)', required=True):
+    parser.add_argument('-storage', '--storage', required=required, metavar='ID',
+                        help=help_text).completer = complete_storage
+
+
+def add_vm_option(parser):
+    parser.add_argument('-vm', '--vm', required=True, type=vm_id, metavar='ID', help='the VM id')
+
+
+def add_keep_option(parser, what):
+    parser.add_argument('-keep', '--keep', type=keep_count, metavar='N',
+                        help=f'after a successful create, delete the oldest {what} beyond the newest N')
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog='pve-ontap-snapshot', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    add_global_options(parser)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    add_global_options(common, suppress=True)
+    contexts = parser.add_subparsers(dest='context', metavar='{vm,storage}', required=True)
+
+    def leaf(group, name, func, help_text, examples):
+        sub = group.add_parser(name, help=help_text, description=help_text, parents=[common], allow_abbrev=False,
+                               epilog='examples:\n' + '\n'.join(f'  pve-ontap-snapshot {e}' for e in examples),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.set_defaults(func=func)
+        return sub
+
+    vm = contexts.add_parser('vm', help='VM snapshots as ONTAP file clones', allow_abbrev=False)
+    vm_commands = vm.add_subparsers(dest='command', metavar='{create,list,delete,restore}', required=True)
+    create = leaf(vm_commands, 'create', cmd_vm_create, 'file-clone every disk of VMs on their ONTAP storage',
+                  ['vm create -vm 100', 'vm create -vm 100 101 -suspend -keep 7', 'vm create -all -freeze'])
+    which = create.add_mutually_exclusive_group(required=True)
+    which.add_argument('-vm', '--vm', nargs='+', type=vm_id, metavar='ID',
+                       help='VM id(s); one failing VM does not stop the others')
+    which.add_argument('-all', '--all', action='store_true',
+                       help='every VM with a disk on a storage of config.ini')
+    power = create.add_mutually_exclusive_group()
+    power.add_argument('-suspend', '--suspend', action='store_true',
+                       help='suspend a running VM to disk for the clones, then start it again')
+    power.add_argument('-shutdown', '--shutdown', action='store_true',
+                       help='shut a running VM down for the clones, then start it again')
+    power.add_argument('-freeze', '--freeze', action='store_true',
+                       help="freeze the guest's file systems (QEMU guest agent) for the clones; thawed "
+                            'after at most freeze_timeout seconds (default 10)')
+    add_keep_option(create, "of the VM's snapshots")
+    create.add_argument('-no-register', '--no-register', dest='register', action='store_false',
+                        help='do not add the clones to the VM config as unused disks')
+
+    listing = leaf(vm_commands, 'list', cmd_vm_list, "list a VM's snapshots (and pre-restore undo points)",
+                   ['vm list -vm 100', 'vm list -vm 100 -output json'])
+    add_vm_option(listing)
+    delete = leaf(vm_commands, 'delete', cmd_vm_delete, 'delete a VM snapshot (every file of it)',
+                  ['vm delete -vm 100 -snapshot 2024-03-13_14:42:47+0000'])
+    add_vm_option(delete)
+    delete.add_argument('-snapshot', '--snapshot', required=True, type=set_stamp, metavar='STAMP',
+                        help='the snapshot, as vm list shows it')
+    restore = leaf(vm_commands, 'restore', cmd_vm_restore,
+                   "put a VM's disks back to a VM snapshot or to a storage snapshot (only this VM changes)",
+                   ['vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000',
+                    'vm restore -vm 100 -storage-snapshot proxmox_snapshot_2024-03-13_14:42:47+0000 -shutdown -yes'])
+    add_vm_option(restore)
+    source = restore.add_mutually_exclusive_group(required=True)
+    source.add_argument('-snapshot', '--snapshot', type=set_stamp, metavar='STAMP',
+                        help='a VM snapshot, as vm list shows it')
+    source.add_argument('-storage-snapshot', '--storage-snapshot', type=snapshot_name, metavar='NAME',
+                        help='a storage snapshot (storage list): each disk as it was in it')
+    restore.add_argument('-shutdown', '--shutdown', action='store_true',
+                         help='shut a running VM down for the restore, then start it again')
+    restore.add_argument('-yes', '--yes', action='store_true',
+                         help='do not ask for confirmation (required without a terminal)')
+
+    storage = contexts.add_parser('storage', help='ONTAP volume snapshots of a PVE storage', allow_abbrev=False)
+    storage_commands = storage.add_subparsers(
+        dest='command', metavar='{create,list,show,delete,restore,mount,unmount}', required=True)
+    example = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
+    for name, func, help_text, examples, takes_snapshot in (
+            ('create', cmd_storage_create, 'snapshot the volume behind a storage',
+             ['storage create -storage ONTAP01', 'storage create -storage ONTAP01 -keep 7'], False),
+            ('list', cmd_storage_list, "list the tool's snapshots of a storage, oldest first",
+             ['storage list -storage ONTAP01'], False),
+            ('show', cmd_storage_show, 'show the metadata of the volume behind a storage',
+             ['storage show -storage ONTAP01'], False),
+            ('delete', cmd_storage_delete, 'delete a snapshot',
+             [f'storage delete -storage ONTAP01 -snapshot {example}'], True),
+            ('restore', cmd_storage_restore,
+             'revert the whole volume to a snapshot: every VM on the storage loses all changes since',
+             [f'storage restore -storage ONTAP01 -snapshot {example}'], True),
+            ('mount', cmd_storage_mount, 'add a FlexClone of a snapshot to PVE as storage <ID>-CLONE',
+             [f'storage mount -storage ONTAP01 -snapshot {example}'], True)):
+        sub = leaf(storage_commands, name, func, help_text, examples)
+        add_storage_option(sub)
+        if takes_snapshot:
+            sub.add_argument('-snapshot', '--snapshot', required=True, metavar='NAME', type=snapshot_name,
+                             help=f'the snapshot, e.g. {example}')
+        if name == 'create':
+            add_keep_option(sub, 'proxmox_snapshot_* snapshots (never one a FlexClone uses)')
+    unmount = leaf(storage_commands, 'unmount', cmd_storage_unmount,
+                   'remove a mounted <ID>-CLONE storage and its FlexClone (not the snapshot)',
+                   ['storage unmount -storage ONTAP01-CLONE'])
+    add_storage_option(unmount, 'the clone storage, e.g. ONTAP01-CLONE')
+    return parser
+
+
+def setup_logging(level):
+    """`LEVEL: message` lines on stderr (journald and cron add their own timestamps)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter('%(levelname)s: %(message)s'))
+    log.handlers[:] = [handler]
+    log.setLevel(LOG_LEVELS[level])
+    log.propagate = False
+
+
+def main(argv=None):
+    parser = build_parser()
+    try:
+        import argcomplete
+    except ImportError:
+        pass
+    else:
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.loglevel)
+    try:
+        load_http_libraries()
+        ctx = Context(read_config(find_config(args.config)), output=args.output)
+        args.func(ctx, args)
+    except Failure as exc:
+        log.debug('traceback', exc_info=True)
+        log.error('%s', exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        log.error('interrupted')
+        return 130
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Fixtures: the world of world.py, with fakepve from its pytest plugin."""
+
+import pytest
+import trustme
+from ontap_emulator import OntapEmulator
+from world import ONTAP_B_PASSWORD, ONTAP_PASSWORD, PVE_PASSWORD, World, populate
+
+
+@pytest.fixture(scope='session')
+def ontap_ca():
+    return trustme.CA()
+
+
+def served_emulator(root, password, name, ca):
+    emu = OntapEmulator(root, password=password, cluster_name=name, ca=ca)
+    emu.start()
+    return emu
+
+
+@pytest.fixture
+def ontap_a(tmp_path, ontap_ca):
+    emu = served_emulator(tmp_path / 'cluster-a', ONTAP_PASSWORD, 'cluster-a', ontap_ca)
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def ontap_b(tmp_path, ontap_ca):
+    emu = served_emulator(tmp_path / 'cluster-b', ONTAP_B_PASSWORD, 'cluster-b', ontap_ca)
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def world(fakepve, fakepve_cafile, ontap_a, ontap_b, tmp_path, capsys):
+    fakepve.password = PVE_PASSWORD
+    populate(fakepve, ontap_a, ontap_b)
+    return World(fakepve, fakepve_cafile, ontap_a, ontap_b, tmp_path, capture=capsys)

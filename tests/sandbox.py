@@ -1,0 +1,130 @@
+"""Try pve-ontap-snapshot end to end on this machine: emulated ONTAP + fakepve on 127.0.0.1.
+
+    python tests/sandbox.py           run every command once and show what each one changed
+    python tests/sandbox.py --serve   keep both servers running; try commands by hand
+
+The world is the test suite's (tests/world.py): VM 100 running with disks on two ONTAP
+clusters, VM 101 stopped, storages ONTAP01 and ONTAP02 in PVE. After each command the
+sandbox prints the changes it left: `+` added, `-` removed, in PVE and on both clusters
+(disk files with the first bytes of their SHA-256, so a restore shows as changed bytes).
+"""
+
+import argparse
+import hashlib
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from world import ServedPve, World, populate, start_emulators
+
+import pve_ontap_snapshot as tool
+
+
+def state(world):
+    """The world as a set of readable facts."""
+    facts = set()
+    for vm in world.pve.vms:
+        facts.add(f'PVE VM {vm.vmid} is {vm.status}')
+        facts.update(f'PVE VM {vm.vmid} {k}: {v}' for k, v in vm.config.items() if k.startswith('unused'))
+        facts.update(f'PVE VM {vm.vmid} pending {k}: {v}' for k, v in vm.pending.items())
+    facts.update(f'PVE storage {sid}' for sid in world.pve.storages)
+    for cluster, emu in (('A', world.a), ('B', world.b)):
+        for vol in emu.volumes:
+            facts.add(f'ONTAP {cluster} volume {vol.name}')
+            facts.update(f'ONTAP {cluster} {vol.name} snapshot {name}' for name in vol.snapshots)
+            for path in sorted(vol.path.rglob('*')):
+                if path.is_file():
+                    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+                    facts.add(f'ONTAP {cluster} {vol.name}:/{path.relative_to(vol.path)} [{digest}]')
+    return facts
+
+
+def run(world, *argv):
+    """Run one command as an admin would, then print what it changed."""
+    argv = ['-config', str(world.config)] + [str(a) for a in argv]
+    print(f'\n$ pve-ontap-snapshot {shlex.join(argv)}', flush=True)
+    before = state(world)
+    code = tool.main(argv)
+    sys.stderr.flush()
+    after = state(world)
+    print(f'   -> exit code {code}')
+    for sign, facts in (('-', before - after), ('+', after - before)):
+        for fact in sorted(facts):
+            print(f'   {sign} {fact}')
+    if before == after:
+        print('   (nothing changed)')
+    return code
+
+
+def set_stamps(world, kind):
+    """The stamps of VM 100's sets of one kind on ONTAP01, read off the file names."""
+    files = (tool.parse_set_file('ONTAP01', 'images/100', name) for name in world.files(world.vol1, 100))
+    return {f.stamp for f in files if f and f.kind == kind}
+
+
+def demo(world):
+    """Every command once, in the order an admin would meet them; 0 if all went as expected."""
+    disk = world.disk(world.vol1, 100, 'vm-100-disk-0.raw')
+    original = disk.read_bytes()
+    codes = [run(world, 'storage', 'show', '-storage', 'ONTAP01'),
+             run(world, 'vm', 'create', '-vm', 100, '-suspend', '-keep', 3),
+             run(world, 'storage', 'create', '-storage', 'ONTAP01', '-keep', 7),
+             run(world, 'storage', 'list', '-storage', 'ONTAP01')]
+    (stamp,) = set_stamps(world, 'snapshot')
+    snapshot = sorted(world.vol1.snapshots)[-1]
+
+    disk.write_bytes(b'a change after the snapshots')
+    print('\n(vm-100-disk-0.raw overwritten; the restores below bring it back)')
+    codes += [run(world, 'vm', 'restore', '-vm', 100, '-snapshot', stamp, '-shutdown', '-yes'),
+              run(world, 'vm', 'list', '-vm', 100)]
+    restored_from_set = disk.read_bytes() == original
+    (undo,) = set_stamps(world, 'prerestore')
+    codes += [run(world, 'vm', 'delete', '-vm', 100, '-snapshot', undo),
+              run(world, 'vm', 'restore', '-vm', 100, '-storage-snapshot', snapshot, '-shutdown', '-yes'),
+              run(world, 'storage', 'mount', '-storage', 'ONTAP01', '-snapshot', snapshot),
+              run(world, 'storage', 'unmount', '-storage', 'ONTAP01-CLONE'),
+              run(world, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', snapshot),
+              run(world, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', snapshot)]
+    print(f'\nvm-100-disk-0.raw came back byte for byte: from the VM snapshot {restored_from_set}, '
+          f'at the end {disk.read_bytes() == original}')
+    print('\nAnd a mistake, to show what an error looks like: an unknown VM.')
+    mistake = run(world, 'vm', 'create', '-vm', 999)
+    return 0 if not any(codes) and mistake == 1 and restored_from_set and disk.read_bytes() == original else 1
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--serve', action='store_true', help='keep the servers running until Ctrl-C')
+    args = parser.parse_args(argv)
+    directory = Path(tempfile.mkdtemp(prefix='pve-ontap-sandbox-'))
+    served = ServedPve(directory)
+    a, b = start_emulators(directory)
+    try:
+        populate(served.pve, a, b)
+        world = World(served.pve, served.cafile, a, b, directory)
+        print(f'fakepve at {served.pve.url}, ONTAP cluster A at {a.url}, cluster B at {b.url}')
+        print(f'config: {world.config}')
+        if not args.serve:
+            code = demo(world)
+            print('\nsandbox: every command ran as expected' if code == 0 else '\nsandbox: something went wrong')
+            return code
+        print('\nTry, for example:')
+        print(f'  pve-ontap-snapshot -config {world.config} vm create -vm 100 -suspend')
+        print(f'  pve-ontap-snapshot -config {world.config} vm list -vm 100')
+        print(f'  pve-ontap-snapshot -config {world.config} storage create -storage ONTAP01')
+        print(f'  pve-ontap-snapshot -config {world.config} storage list -storage ONTAP01')
+        print(f'Disk files live under {directory}. Ctrl-C stops both servers.', flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        a.stop()
+        b.stop()
+        served.stop()
+
+
+if __name__ == '__main__':
+    sys.exit(main())

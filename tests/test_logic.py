@@ -1,0 +1,217 @@
+"""The pure functions: disk lines, names and stamps, config parsing, task states."""
+
+import datetime
+
+import pytest
+
+import pve_ontap_snapshot as tool
+
+
+@pytest.mark.parametrize('key, value, storage, path', [
+    ('scsi0', 'ONTAP01:100/vm-100-disk-0.raw,size=32G,discard=on', 'ONTAP01', 'images/100/vm-100-disk-0.raw'),
+    ('virtio15', 'ONTAP01:100/vm-100-disk-1.qcow2', 'ONTAP01', 'images/100/vm-100-disk-1.qcow2'),
+    ('sata5', 'S2:100/vm-100-disk-2.vmdk,cache=none', 'S2', 'images/100/vm-100-disk-2.vmdk'),
+    ('ide1', 'ONTAP01:100/vm-100-disk-3.raw', 'ONTAP01', 'images/100/vm-100-disk-3.raw'),
+    ('efidisk0', 'ONTAP01:100/vm-100-disk-4.raw,efitype=4m', 'ONTAP01', 'images/100/vm-100-disk-4.raw'),
+    ('tpmstate0', 'ONTAP01:100/vm-100-disk-5.raw,version=v2.0', 'ONTAP01', 'images/100/vm-100-disk-5.raw'),
+    # a linked clone: the base image belongs to VM 900, the disk itself to 101
+    ('scsi1', 'ONTAP01:900/base-900-disk-0.raw/101/vm-101-disk-0.qcow2', 'ONTAP01',
+     'images/101/vm-101-disk-0.qcow2'),
+    ('scsi2', 'file=ONTAP01:100/vm-100-disk-6.raw,size=1G', 'ONTAP01', 'images/100/vm-100-disk-6.raw'),
+    # a block storage volume: a disk, but no image file
+    ('scsi3', 'local-lvm:vm-100-disk-0,size=4G', 'local-lvm', None),
+])
+def test_disk_lines_that_are_disks(key, value, storage, path):
+    disk = tool.parse_disk(key, value)
+    assert (disk.key, disk.storage, disk.path) == (key, storage, path)
+
+
+@pytest.mark.parametrize('key, value', [
+    ('ide2', 'local:iso/debian.iso,media=cdrom'),
+    ('ide2', 'none,media=cdrom'),
+    ('ide3', 'cdrom,media=cdrom'),
+    ('ide0', 'ONTAP01:vm-100-cloudinit.qcow2,media=cdrom'),
+    ('scsi0', '/dev/disk/by-id/ata-SAMSUNG_123'),
+    ('unused0', 'ONTAP01:100/vm-100-disk-7.raw'),
+    ('vmstate', 'ONTAP01:100/vm-100-state-suspend-2024-03-13.raw'),
+    ('scsihw', 'virtio-scsi-single'),
+    ('net0', 'virtio=BC:24:11:00:00:01,bridge=vmbr0'),
+    ('bootdisk', 'scsi0'),
+    ('efidisk1', 'ONTAP01:100/vm-100-disk-4.raw'),
+])
+def test_disk_lines_that_are_not(key, value):
+    assert tool.parse_disk(key, value) is None
+
+
+def test_vm_disks_keep_key_order():
+    config = {'virtio0': 'A:1/vm-1-disk-1.raw', 'ide0': 'A:1/vm-1-disk-0.raw', 'memory': 512}
+    assert [d.key for d in tool.vm_disks(config)] == ['ide0', 'virtio0']
+
+
+def test_names_are_the_originals():
+    moment = datetime.datetime(2024, 3, 13, 15, 42, 47, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
+    stamp = tool.utc_stamp(moment)
+    assert stamp == '2024-03-13_14:42:47+0000'
+    assert tool.storage_snapshot_name(stamp) == 'proxmox_snapshot_2024-03-13_14:42:47+0000'
+    assert tool.set_file_path('images/100/vm-100-disk-0.raw', stamp) == \
+        'images/100/vm-100-disk-0-snapshot-2024-03-13_14:42:47+0000.raw'
+    assert tool.set_file_path('images/100/vm-100-disk-1.qcow2', stamp) == \
+        'images/100/vm-100-disk-1-snapshot-2024-03-13_14:42:47+0000.qcow2'
+    assert tool.volume_name_for_export('/proxmox_storage01') == 'proxmox_storage01'
+    assert tool.volume_name_for_export('/vol/a/b') == 'volab'
+    assert tool.flexclone_name('proxmox_storage01') == 'proxmox_storage01_clone'
+    assert tool.clone_storage_id('ONTAP01') == 'ONTAP01-CLONE'
+
+
+def test_set_file_names_read_back_what_naming_writes():
+    stamp = '2024-03-13_14:42:47+0000'
+    for kind in ('snapshot', 'prerestore'):
+        directory, name = tool.set_file_path('images/100/vm-100-disk-0.raw', stamp, kind).rsplit('/', 1)
+        found = tool.parse_set_file('ONTAP01', directory, name, 42)
+        assert found == tool.SetFile('ONTAP01', f'images/100/{name}', 'vm-100-disk-0', kind, stamp, '.raw', 42)
+        assert found.source_file == 'vm-100-disk-0.raw'
+    assert tool.set_file_path('images/100/vm-100-disk-0.raw', stamp, 'prerestore') == \
+        'images/100/vm-100-disk-0-prerestore-2024-03-13_14:42:47+0000.raw'
+
+
+@pytest.mark.parametrize('name', ['vm-100-disk-0.raw', 'vm-100-disk-0-snapshot-2024-03-13.raw',
+                                  'vm-100-disk-0-snapshot-2024-03-13_14:42:47+0000.iso',
+                                  'vm-100-state-suspend-2024-03-13.raw'])
+def test_files_that_belong_to_no_set(name):
+    assert tool.parse_set_file('S', 'images/100', name) is None
+
+
+def set_file(storage, source, stamp, kind='snapshot', size=1):
+    stem, ext = source.rsplit('.', 1)
+    return tool.SetFile(storage, f'images/100/{stem}-{kind}-{stamp}.{ext}', stem, kind, stamp, '.' + ext, size)
+
+
+def test_sets_are_grouped_by_stamp_oldest_first():
+    a = set_file('A', 'vm-100-disk-0.raw', '2024-03-14_00:00:00+0000')
+    b = set_file('B', 'vm-100-disk-1.raw', '2024-03-13_00:00:00+0000')
+    c = set_file('A', 'vm-100-disk-1.raw', '2024-03-13_00:00:00+0000')
+    sets = tool.group_sets([a, b, c])
+    assert list(sets) == ['2024-03-13_00:00:00+0000', '2024-03-14_00:00:00+0000']
+    assert sets['2024-03-13_00:00:00+0000'] == [c, b]
+
+
+def test_set_files_pair_with_the_disks_they_were_cloned_from():
+    disks = [tool.parse_disk('scsi0', 'A:100/vm-100-disk-0.raw'), tool.parse_disk('scsi1', 'B:100/vm-100-disk-1.raw'),
+             tool.parse_disk('scsi2', 'A:100/vm-100-disk-2.raw')]
+    stamp = '2024-03-13_00:00:00+0000'
+    same = set_file('A', 'vm-100-disk-0.raw', stamp)
+    other_storage = set_file('A', 'vm-100-disk-1.raw', stamp)
+    gone = set_file('A', 'vm-100-disk-9.raw', stamp)
+    pairs, missing, orphans = tool.match_set_to_disks(disks, [same, other_storage, gone])
+    assert pairs == [(disks[0], same)]
+    assert missing == disks[1:]
+    assert orphans == [other_storage, gone]
+
+
+@pytest.mark.parametrize('names, keep, gone', [
+    (['a', 'b', 'c', 'd'], 2, ['a', 'b']), (['a', 'b'], 2, []), (['a'], 5, []), ([], 1, []),
+    (['a', 'b', 'c'], 1, ['a', 'b'])])
+def test_retention_removes_all_but_the_newest(names, keep, gone):
+    assert tool.expired(names, keep) == gone
+
+
+def test_free_unused_keys():
+    assert tool.free_unused_keys({'unused0': 'x', 'unused2': 'y', 'scsi0': 'z'}, 3) == ['unused1', 'unused3',
+                                                                                         'unused4']
+    with pytest.raises(tool.Failure, match='no free unusedN slot'):
+        tool.free_unused_keys({f'unused{n}' for n in range(255)}, 2)
+
+
+@pytest.mark.parametrize('value, on', [('1', True), ('enabled=1,fstrim_cloned_disks=1', True), ('0', False),
+                                       (None, False), ('enabled=0', False), (1, True)])
+def test_agent_enabled(value, on):
+    assert tool.agent_enabled(value) is on
+
+
+def test_vm_storages_include_unused_disks():
+    config = {'scsi0': 'A:100/vm-100-disk-0.raw', 'unused0': 'B:100/vm-100-disk-1.raw', 'ide2': 'C:iso/x.iso,media=cdrom'}
+    assert tool.vm_storages(config) == {'A', 'B'}
+
+
+@pytest.mark.parametrize('status, ok', [
+    ('OK', True), ('WARNINGS: 1', True), ('WARNINGS: 12', True), ('VM 100 already running', False),
+    ('unexpected status', False), ('WARNINGS:', False), ('', False), (None, False)])
+def test_task_exit_status(status, ok):
+    assert tool.task_succeeded(status) is ok
+
+
+def test_upid_node():
+    upid = 'UPID:pve2:000003E8:00001B58:65F1B2C3:qmstart:100:root@pam:'
+    assert tool.upid_node(upid) == 'pve2'
+    with pytest.raises(ValueError):
+        tool.upid_node('not-a-upid')
+
+
+@pytest.mark.parametrize('value, text', [
+    (None, '-'), (0, '0 B'), (1023, '1023 B'), (1536, '1.5 KiB'), (3 * 2 ** 30, '3.0 GiB')])
+def test_human_size(value, text):
+    assert tool.human_size(value) == text
+
+
+def test_flatten_and_table():
+    assert tool.flatten({'a': {'b': 1, 'c': {'d': 2}}, '_links': {}, 'e': 3}) == {'a.b': 1, 'a.c.d': 2, 'e': 3}
+    table = tool.format_table([('NAME', 'n'), ('SIZE', 's')], [{'n': 'long-name', 's': 1}])
+    assert table.splitlines() == ['NAME       SIZE', 'long-name  1']
+
+
+def test_original_config_reads_unchanged(tmp_path):
+    ca = tmp_path / 'ca.pem'
+    ca.write_text('x')
+    path = tmp_path / 'config.ini'
+    path.write_text('[proxmox]\nproxmox_host = 172.16.60.128\nproxmox_user = root@pam\n'
+                    'proxmox_pass = SuPeRs3cr3t\nproxmox_verify = false\n\n'
+                    '[ONTAP01]\nhost = 192.168.38.50\nuser = admin\npass = SuPeRs3cr3t\nverify = false\n\n'
+                    f'[BACKUP01]\nhost = 192.168.38.51:8443\nuser = admin\npass = p%%ss\nverify = {ca}\n')
+    config = tool.read_config(str(path))
+    assert config.proxmox.verify is False and config.proxmox.host == '172.16.60.128'
+    assert sorted(config.storages) == ['BACKUP01', 'ONTAP01']
+    assert config.storages['BACKUP01'].password == 'p%ss'
+    assert config.storages['BACKUP01'].verify == str(ca)
+    assert config.ontap_for('ONTAP01-CLONE') is config.storages['ONTAP01']
+    assert config.timeouts == tool.Timeouts()
+    assert 'SuPeRs3cr3t' not in repr(config)
+
+
+@pytest.mark.parametrize('text, phrase', [
+    ('[ONTAP01]\nhost = x\n', 'no [proxmox] section'),
+    ('[proxmox]\nproxmox_host = h\nproxmox_user = u\n', '[proxmox] lacks proxmox_pass'),
+    ('[proxmox]\nproxmox_host = h\nproxmox_user = u\nproxmox_pass = p\n[S]\nhost = h\nuser = u\n',
+     '[S] lacks pass'),
+    ('[proxmox]\nproxmox_host = h\nproxmox_user = u\nproxmox_pass = p\nproxmox_verify = /no/such/ca.pem\n',
+     'neither true/false nor an existing CA file'),
+    ('this is not ini\n', 'is malformed'),
+    ('[proxmox]\nproxmox_host = h\nproxmox_user = u\nproxmox_pass = 50%off\n', 'write %% for a literal %'),
+    ('[proxmox]\nproxmox_host = h\nproxmox_user = u\nproxmox_pass = p\n[defaults]\njob_timeout = soon\n',
+     'job_timeout = soon: not a number'),
+])
+def test_bad_config_names_file_and_key(tmp_path, text, phrase):
+    path = tmp_path / 'config.ini'
+    path.write_text(text)
+    with pytest.raises(tool.ConfigError) as failure:
+        tool.read_config(str(path))
+    assert phrase in str(failure.value) and str(path) in str(failure.value)
+
+
+def test_config_lookup_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(tool.ConfigError, match='none of config.ini, /etc/pve-ontap-snapshot/config.ini'):
+        tool.find_config(None)
+    (tmp_path / 'config.ini').write_text('')
+    assert tool.find_config(None) == 'config.ini'
+    with pytest.raises(tool.ConfigError, match='config file /nowhere.ini not found'):
+        tool.find_config('/nowhere.ini')
+
+
+@pytest.mark.parametrize('text, ok', [('100', True), ('999999999', True), ('99', False), ('1e3', False),
+                                      ('abc', False), ('-100', False)])
+def test_vm_id_guard(text, ok):
+    if ok:
+        assert tool.vm_id(text) == int(text)
+    else:
+        with pytest.raises(Exception, match='is no VM id'):
+            tool.vm_id(text)

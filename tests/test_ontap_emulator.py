@@ -1,0 +1,396 @@
+"""The ONTAP emulator, driven by NetApp's own client (netapp_ontap) and by plain requests.
+
+The official client is the closest thing to a real ONTAP we can run against: if it
+finds, creates, polls and fails the way it does against a cluster, the emulator's
+shapes are right. Plain `requests` covers what that client never sends (pages,
+return_timeout, expensive fields, encoded file paths, faults). Every test checks the
+resulting state — bytes on disk, snapshot dicts — not just the answers.
+"""
+
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+import trustme
+from netapp_ontap import HostConnection
+from netapp_ontap.error import NetAppRestError
+from netapp_ontap.resources import FileClone, FileInfo, Snapshot, Volume
+from ontap_emulator import OntapEmulator
+
+PASSWORD = 'netapp1!'
+SNAP = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
+DISK = 'images/100/vm-100-disk-0.raw'
+
+
+@pytest.fixture(scope='module')
+def ca():
+    return trustme.CA()
+
+
+@pytest.fixture
+def emu(tmp_path, ca):
+    """A cluster with svm1/proxmox_storage01 holding one VM disk."""
+    emulator = OntapEmulator(tmp_path / 'ontap', password=PASSWORD, ca=ca).start()
+    vol = emulator.add_volume('proxmox_storage01')
+    (vol.path / 'images' / '100').mkdir(parents=True)
+    (vol.path / DISK).write_bytes(b'disk-0 original')
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def vol(emu):
+    return emu.volume('proxmox_storage01')
+
+
+def official_client(emu, monkeypatch, password=PASSWORD):
+    """The official client, trusting the emulator's CA and polling jobs quickly."""
+    # REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE would override its `verify` (ref pitfall 11).
+    monkeypatch.delenv('REQUESTS_CA_BUNDLE', raising=False)
+    monkeypatch.delenv('CURL_CA_BUNDLE', raising=False)
+    return HostConnection('127.0.0.1', port=emu.port, username='admin', password=password,
+                          verify=emu.cafile, poll_interval=0.01, poll_timeout=5)
+
+
+@pytest.fixture
+def conn(emu, monkeypatch):
+    with official_client(emu, monkeypatch) as connection:
+        yield connection
+
+
+@pytest.fixture
+def http(emu):
+    """A requests session for what the official client does not send."""
+    session = requests.Session()
+    session.trust_env = False
+    session.auth = ('admin', PASSWORD)
+    session.verify = emu.cafile
+    yield session
+    session.close()
+
+
+def wait_for_job(http, emu, reply):
+    """Poll a job until it ends, as a port would; return its final record."""
+    job_url = f'{emu.url}/api/cluster/jobs/{reply.json()["job"]["uuid"]}'
+    for _ in range(500):
+        job = http.get(job_url, params={'fields': 'state,message,code'}).json()
+        if job['state'] in ('success', 'failure'):
+            return job
+    raise AssertionError(f'job still {job["state"]}')
+
+
+# ---------------------------------------------------------------- through the official client
+
+def test_find_volume_by_name_and_svm_sees_its_junction(emu, vol, conn):
+    emu.add_volume('proxmox_storage01', svm='svm2', junction='/elsewhere')
+
+    found = Volume.find(name='proxmox_storage01', **{'svm.name': 'svm1'},
+                        fields='nas.path,space.used,clone.is_flexclone')
+
+    assert found.uuid == vol.uuid
+    assert found.nas.path == '/proxmox_storage01'
+    assert found.space.used == len(b'disk-0 original')
+    assert found.clone.is_flexclone is False
+
+
+def test_snapshot_create_list_delete(emu, vol, conn):
+    emu.add_snapshot('proxmox_storage01', 'hourly.0')
+
+    snapshot = Snapshot(vol.uuid, name=SNAP, comment='Snapshot of Proxmox storage ONTAP01')
+    snapshot.post(hydrate=True)
+
+    assert snapshot.uuid == vol.snapshots[SNAP].uuid
+    assert vol.snapshots[SNAP].comment == 'Snapshot of Proxmox storage ONTAP01'
+    assert (vol.snapshot_path(SNAP) / DISK).read_bytes() == b'disk-0 original'
+    listed = Snapshot.get_collection(vol.uuid, name='proxmox_snapshot_*', fields='create_time')
+    assert [s.name for s in listed] == [SNAP]
+
+    Snapshot(vol.uuid, uuid=snapshot.uuid).delete()
+
+    assert list(vol.snapshots) == ['hourly.0']
+    assert not (vol.snapdir / SNAP).exists()
+
+
+def test_file_clone_copies_bytes_also_from_a_snapshot(emu, vol, conn):
+    emu.add_snapshot('proxmox_storage01', 'before')
+    (vol.path / DISK).write_bytes(b'disk-0 changed')
+
+    FileClone.from_dict({'volume': {'uuid': vol.uuid, 'name': vol.name}, 'source_path': DISK,
+                         'destination_path': 'images/100/now.raw'}).post()
+    FileClone.from_dict({'volume': {'uuid': vol.uuid}, 'source_path': f'.snapshot/before/{DISK}',
+                         'destination_path': 'images/100/then.raw'}).post()
+
+    assert (vol.path / 'images/100/now.raw').read_bytes() == b'disk-0 changed'
+    assert (vol.path / 'images/100/then.raw').read_bytes() == b'disk-0 original'
+
+
+def test_file_clone_onto_an_existing_file_fails_the_job(emu, vol, conn):
+    (vol.path / 'images/100/taken.raw').write_bytes(b'keep me')
+
+    with pytest.raises(NetAppRestError, match='already exists'):
+        FileClone.from_dict({'volume': {'uuid': vol.uuid}, 'source_path': DISK,
+                             'destination_path': 'images/100/taken.raw'}).post()
+
+    assert (vol.path / 'images/100/taken.raw').read_bytes() == b'keep me'
+
+
+def test_flexclone_keeps_its_snapshot_busy_until_deleted(emu, vol, conn):
+    snap = emu.add_snapshot('proxmox_storage01', SNAP)
+
+    clone = Volume.from_dict({
+        'name': 'proxmox_storage01_clone', 'svm': {'name': 'svm1'},
+        'clone': {'is_flexclone': True, 'parent_volume': {'name': 'proxmox_storage01'},
+                  'parent_snapshot': {'name': SNAP}},
+        'nas': {'path': '/proxmox_storage01_clone'}})
+    clone.post(hydrate=True)
+
+    emu_clone = emu.volume('proxmox_storage01_clone')
+    assert clone.uuid == emu_clone.uuid
+    assert (emu_clone.is_flexclone, emu_clone.parent_volume, emu_clone.parent_snapshot) == (True, vol, SNAP)
+    assert emu_clone.junction == '/proxmox_storage01_clone'
+    assert (emu_clone.path / DISK).read_bytes() == b'disk-0 original'
+    assert snap.owners
+
+    with pytest.raises(NetAppRestError, match='has not expired or is locked'):
+        Snapshot(vol.uuid, uuid=snap.uuid).delete()
+    with pytest.raises(NetAppRestError, match='FlexClone'):
+        Volume(uuid=vol.uuid).delete()
+    assert SNAP in vol.snapshots and emu.volume('proxmox_storage01') is vol
+
+    Volume(uuid=clone.uuid).delete(force=True)   # what the original script sends
+    assert snap.owners == []
+    assert not emu_clone.path.exists()
+    Snapshot(vol.uuid, uuid=snap.uuid).delete()
+    assert vol.snapshots == {}
+
+
+def test_restore_brings_bytes_back_and_drops_newer_snapshots(emu, vol, conn):
+    emu.add_snapshot('proxmox_storage01', 'first', create_time='2024-03-13T10:00:00+00:00')
+    emu.add_snapshot('proxmox_storage01', 'restore_point', create_time='2024-03-13T11:00:00+00:00')
+    (vol.path / DISK).write_bytes(b'disk-0 after')
+    (vol.path / 'images/100/new.raw').write_bytes(b'new')
+    emu.add_snapshot('proxmox_storage01', 'newer', create_time='2024-03-13T12:00:00+00:00')
+
+    Volume(uuid=vol.uuid).patch(**{'restore_to.snapshot.name': 'restore_point'})
+
+    assert (vol.path / DISK).read_bytes() == b'disk-0 original'
+    assert not (vol.path / 'images/100/new.raw').exists()
+    assert list(vol.snapshots) == ['first', 'restore_point']
+    assert emu.requests[0]['query'] == {'restore_to.snapshot.name': 'restore_point'}
+
+
+def test_files_api_lists_a_directory(emu, vol, conn):
+    (vol.path / 'images/100/vm-100-disk-1.qcow2').write_bytes(b'12345')
+
+    listing = list(FileInfo.get_collection(vol.uuid, 'images/100', fields='size'))
+
+    sizes = {f.name: f.size for f in listing if f.type == 'file'}
+    assert sizes == {'vm-100-disk-0.raw': len(b'disk-0 original'), 'vm-100-disk-1.qcow2': 5}
+    assert {f.name for f in listing if f.type == 'directory'} == {'.', '..'}
+
+
+def test_a_failing_job_is_an_error_for_the_client(emu, vol, conn):
+    emu.fail_job('POST', r'/snapshots$', code=524479, message='Volume is out of space.')
+
+    with pytest.raises(NetAppRestError, match='Volume is out of space'):
+        Snapshot(vol.uuid, name=SNAP).post()
+
+    assert vol.snapshots == {}
+    job = [r for r in emu.requests if r['path'].startswith('/api/cluster/jobs/')][-1]
+    assert job['status'] == 200
+
+
+def test_wrong_password_is_refused(emu, monkeypatch):
+    with official_client(emu, monkeypatch, password='wrong'), pytest.raises(NetAppRestError) as failure:
+        list(Volume.get_collection())
+    assert failure.value.status_code == 401
+
+
+# ---------------------------------------------------------------- with plain requests
+
+def test_parallel_clones_all_land(emu, vol, http):
+    emu.job_delay = 0.01
+
+    def clone(n):
+        reply = http.post(f'{emu.url}/api/storage/file/clone', params={'return_timeout': 30}, json={
+            'volume': {'uuid': vol.uuid}, 'source_path': DISK, 'destination_path': f'images/100/c{n}.raw'})
+        return reply.status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(clone, range(16)))
+
+    assert statuses == [200] * 16
+    assert all((vol.path / f'images/100/c{n}.raw').read_bytes() == b'disk-0 original' for n in range(16))
+    assert sorted(r['seq'] for r in emu.requests) == list(range(1, 17))
+
+
+def test_pages_follow_the_next_link_verbatim(emu, http):
+    for n in range(4):
+        emu.add_volume(f'extra_{n}')
+    emu.page_size = 2
+
+    names, url = [], f'{emu.url}/api/storage/volumes?fields=name&order_by=name%20desc'
+    while url:
+        body = http.get(url).json()
+        assert body['num_records'] <= 2
+        names += [r['name'] for r in body['records']]
+        url = emu.url + body['_links']['next']['href'] if 'next' in body['_links'] else None
+
+    assert names == ['proxmox_storage01', 'extra_3', 'extra_2', 'extra_1', 'extra_0']
+    counted = http.get(f'{emu.url}/api/storage/volumes', params={'return_records': 'false',
+                                                                  'max_records': 1}).json()
+    assert 'records' not in counted and counted['num_records'] == 1
+
+
+def test_return_timeout_waits_for_the_job(emu, vol, http):
+    emu.job_delay = 0.05
+    body = {'volume': {'uuid': vol.uuid}, 'source_path': DISK}
+
+    quick = http.post(f'{emu.url}/api/storage/file/clone', params={'return_timeout': 30},
+                      json={**body, 'destination_path': 'images/100/quick.raw'})
+    assert quick.status_code == 200 and 'uuid' in quick.json()['job']
+    assert (vol.path / 'images/100/quick.raw').exists()
+
+    accepted = http.post(f'{emu.url}/api/storage/file/clone',
+                         json={**body, 'destination_path': 'images/100/later.raw'})
+    assert accepted.status_code == 202
+    assert wait_for_job(http, emu, accepted)['state'] == 'success'
+    assert (vol.path / 'images/100/later.raw').read_bytes() == b'disk-0 original'
+
+    too_long = http.post(f'{emu.url}/api/storage/file/clone', params={'return_timeout': 121},
+                         json={**body, 'destination_path': 'images/100/never.raw'})
+    assert too_long.status_code == 400 and too_long.json()['error']['code'] == '262197'
+
+
+def test_expensive_fields_come_only_when_named(emu, vol, http):
+    emu.add_snapshot('proxmox_storage01', SNAP)
+    create = http.post(f'{emu.url}/api/storage/volumes', params={'return_timeout': 30}, json={
+        'name': 'clone1', 'svm.name': 'svm1', 'clone.is_flexclone': True,
+        'clone.parent_volume.name': vol.name, 'clone.parent_snapshot.name': SNAP})
+    assert create.status_code == 201
+    assert create.headers['Location'] == '/api/storage/volumes/?name=clone1'
+    url = f'{emu.url}/api/storage/volumes'
+
+    everything = http.get(url, params={'name': 'clone1', 'fields': '*'}).json()['records'][0]
+    named = http.get(url, params={'clone.parent_snapshot.name': SNAP,
+                                  'fields': 'nas.path,clone.parent_snapshot.name'}).json()['records']
+    instance = http.get(f'{url}/{vol.uuid}').json()
+
+    assert everything['clone'] == {'is_flexclone': True, 'has_flexclone': False, 'split_initiated': False}
+    assert 'nas' in everything and 'path' not in everything['nas']
+    assert [(r['name'], r['clone']['parent_snapshot']['name']) for r in named] == [('clone1', SNAP)]
+    assert 'nas' not in named[0]   # the clone is not mounted
+    assert 'path' not in instance['nas']
+    assert http.get(url, params={'fields': 'nas.path'}).json()['records'][0]['nas']['path'] == '/proxmox_storage01'
+    unknown = http.get(url, params={'fields': 'nas.colour'})
+    assert (unknown.status_code, unknown.json()['error']['code']) == (400, '262179')
+
+
+def test_file_paths_with_colon_and_plus_are_one_encoded_segment(emu, vol, http):
+    name = f'images/100/vm-100-disk-0-{SNAP}.raw'
+    (vol.path / name).write_bytes(b'stamped')
+    url = f'{emu.url}/api/storage/volumes/{vol.uuid}/files/{urllib.parse.quote(name, safe="")}'
+    assert '%3A' in url and '%2B' in url
+
+    meta = http.get(url, params={'return_metadata': 'true', 'fields': 'size'}).json()['records']
+    assert [(r['path'], r['size']) for r in meta] == [(name, len(b'stamped'))]
+
+    assert http.delete(url).status_code == 200
+    assert not (vol.path / name).exists()
+    missing = http.delete(url)
+    assert (missing.status_code, missing.json()['error']['code']) == (404, '6684674')
+
+
+def test_paths_leaving_the_volume_are_refused(emu, vol, http, tmp_path):
+    (tmp_path / 'outside').write_bytes(b'secret')
+    files = f'{emu.url}/api/storage/volumes/{vol.uuid}/files/'
+
+    escapes = [http.get(files + '%2E%2E%2F%2E%2E%2F%2E%2E'),
+               http.delete(files + urllib.parse.quote('images/../../../../outside', safe='')),
+               http.post(f'{emu.url}/api/storage/file/clone', json={
+                   'volume': {'uuid': vol.uuid}, 'source_path': '../../../outside',
+                   'destination_path': 'images/100/stolen.raw'})]
+    absolute = http.post(f'{emu.url}/api/storage/file/clone', json={
+        'volume': {'uuid': vol.uuid}, 'source_path': f'/{DISK}', 'destination_path': 'images/100/x.raw'})
+
+    assert [r.status_code for r in escapes] == [400, 400, 400]
+    assert (absolute.status_code, absolute.json()['error']['code']) == (400, '917812')
+    assert (tmp_path / 'outside').read_bytes() == b'secret'
+    assert sorted(p.name for p in (vol.path / 'images/100').iterdir()) == ['vm-100-disk-0.raw']
+
+
+def test_drop_resets_the_connection_once(emu, http):
+    emu.drop('GET', r'^/api/cluster$')
+
+    with pytest.raises(requests.ConnectionError):
+        http.get(f'{emu.url}/api/cluster')
+    cluster = http.get(f'{emu.url}/api/cluster', params={'fields': 'version'}).json()
+
+    assert cluster['version']['major'] == 14 and cluster['name'] == 'cluster-a'
+    assert [r['status'] for r in emu.requests] == [None, 200]
+
+
+def test_injected_errors_use_the_envelope_and_run_out(emu, vol, http):
+    emu.fail('DELETE', r'/snapshots/', status=503, code='7', message='Too busy.', times=None)
+    snap = emu.add_snapshot('proxmox_storage01', SNAP)
+    url = f'{emu.url}/api/storage/volumes/{vol.uuid}/snapshots/{snap.uuid}'
+
+    answers = [http.delete(url) for _ in range(2)]
+
+    assert [(a.status_code, a.json()) for a in answers] == [
+        (503, {'error': {'message': 'Too busy.', 'code': '7'}})] * 2
+    assert SNAP in vol.snapshots
+
+
+def test_requests_are_logged_and_announced(emu, vol, http):
+    seen = []
+    emu.on_request = lambda record: seen.append((record['seq'], record['status'], record['path']))
+
+    http.post(f'{emu.url}/api/storage/volumes/{vol.uuid}/snapshots', params={'return_timeout': 30},
+              json={'name': SNAP, 'comment': 'c'})
+    http.get(f'{emu.url}/api/storage/volumes/{vol.uuid}/snapshots', params={'name': 'proxmox_*'})
+
+    first, second = emu.requests
+    assert seen == [(1, None, first['path']), (2, None, second['path'])]
+    assert (first['method'], first['body'], first['status']) == ('POST', {'name': SNAP, 'comment': 'c'}, 201)
+    assert (second['query'], second['body'], second['status']) == ({'name': 'proxmox_*'}, None, 200)
+    assert first['time'] <= second['time']
+
+
+def test_private_cli_restore_in_both_forms(emu, vol, http):
+    emu.add_snapshot('proxmox_storage01', SNAP)
+    url = f'{emu.url}/api/private/cli/volume/snapshot/restore'
+    params = {'vserver': 'svm1', 'volume': vol.name, 'snapshot': SNAP}
+
+    (vol.path / DISK).write_bytes(b'lost 1')
+    assert http.post(url, json={**params, 'force': True}).status_code == 200
+    assert (vol.path / DISK).read_bytes() == b'disk-0 original'
+    (vol.path / DISK).write_bytes(b'lost 2')
+    patched = http.patch(url, params={**params, 'force': 'True', 'privilege_level': 'admin'})
+    assert patched.status_code == 200
+    assert (vol.path / DISK).read_bytes() == b'disk-0 original'
+    missing = http.post(url, json={**params, 'snapshot': 'nope'})
+    assert (missing.status_code, missing.json()['error']['code']) == (404, '4')
+
+
+def test_json_accept_header_drops_job_links(emu, vol, http):
+    reply = http.post(f'{emu.url}/api/storage/volumes/{vol.uuid}/snapshots', json={'name': SNAP},
+                      headers={'Accept': 'application/json'})
+
+    assert reply.status_code == 202
+    assert set(reply.json()['job']) == {'uuid'}   # poll by uuid (ref pitfall 2)
+
+
+def test_client_certificate_authenticates_its_common_name(emu, http):
+    certfile, keyfile = emu.cert_user('automation')
+    url = f'{emu.url}/api/svm/svms'
+
+    with requests.Session() as session:
+        session.trust_env, session.verify = False, emu.cafile
+        with_cert = session.get(url, params={'fields': 'state'}, cert=(certfile, keyfile))
+    without = requests.get(url, verify=emu.cafile)
+
+    assert with_cert.status_code == 200
+    assert [(r['name'], r['state']) for r in with_cert.json()['records']] == [('svm1', 'running')]
+    assert without.status_code == 401

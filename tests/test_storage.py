@@ -1,0 +1,176 @@
+"""storage create|list|show|delete|restore|mount|unmount against both clusters and fakepve."""
+
+import json
+import re
+
+STAMP = r'\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\+0000'
+OLD = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
+
+
+def tool_snapshots(vol):
+    return sorted(name for name in vol.snapshots if name.startswith('proxmox_snapshot_'))
+
+
+def test_create_takes_a_snapshot_with_the_originals_name_and_comment(world):
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.err
+    (name,) = tool_snapshots(world.vol1)
+    assert re.fullmatch('proxmox_snapshot_' + STAMP, name)
+    assert world.vol1.snapshots[name].comment == 'Snapshot of Proxmox storage ONTAP01'
+    assert (world.vol1.snapshot_path(name) / 'images/100/vm-100-disk-0.raw').read_bytes() == \
+        world.disk(world.vol1, 100, 'vm-100-disk-0.raw').read_bytes()
+    assert not world.vol2.snapshots
+
+
+def test_create_on_the_second_cluster_with_svm(world):
+    assert world.run('storage', 'create', '-storage', 'ONTAP02').code == 0
+    assert len(tool_snapshots(world.vol2)) == 1
+    lookups = [r for r in world.b.requests if r['path'] == '/api/storage/volumes']
+    assert all(r['query'].get('svm.name') == 'svm2' for r in lookups)
+    assert all(r['query'].get('name') or r['query'].get('nas.path') for r in lookups)
+
+
+def test_list_shows_only_the_tools_snapshots_oldest_first(world):
+    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-14_10:00:00+0000', comment='newer',
+                         create_time='2024-03-14T10:00:00+00:00')
+    world.a.add_snapshot('proxmox_storage01', OLD, comment='made by the original',
+                         create_time='2024-03-13T14:42:47+00:00')
+    world.a.add_snapshot('proxmox_storage01', 'hourly.2024-03-14_0905', create_time='2024-03-14T09:05:00+00:00')
+
+    result = world.run('-loglevel', 'warn', 'storage', 'list', '-storage', 'ONTAP01')
+
+    assert result.code == 0 and result.err == ''
+    lines = result.out.splitlines()
+    assert lines[0].split() == ['NAME', 'CREATED', 'SIZE', 'COMMENT']
+    assert [line.split()[0] for line in lines[1:]] == [OLD, 'proxmox_snapshot_2024-03-14_10:00:00+0000']
+    assert 'made by the original' in lines[1]
+
+
+def test_list_as_json(world):
+    world.a.add_snapshot('proxmox_storage01', OLD, comment='c', create_time='2024-03-13T14:42:47+00:00')
+    result = world.run('storage', 'list', '-storage', 'ONTAP01', '-output', 'json')
+    data = json.loads(result.out)
+    assert [s['name'] for s in data] == [OLD]
+    assert set(data[0]) == {'name', 'create_time', 'size', 'comment'}
+
+
+def test_show_prints_the_volume(world):
+    result = world.run('storage', 'show', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.err
+    fields = dict(line.split(None, 1) for line in result.out.splitlines())
+    assert fields['name'] == 'proxmox_storage01'
+    assert fields['nas.path'] == '/proxmox_storage01'
+    assert fields['svm.name'] == 'svm1'
+    assert fields['uuid'] == world.vol1.uuid
+
+
+def test_delete_removes_the_snapshot(world):
+    world.a.add_snapshot('proxmox_storage01', OLD)
+    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-14_10:00:00+0000')
+
+    result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD)
+
+    assert result.code == 0, result.err
+    assert tool_snapshots(world.vol1) == ['proxmox_snapshot_2024-03-14_10:00:00+0000']
+
+
+def test_delete_of_an_unknown_snapshot_is_an_error(world):
+    world.a.add_snapshot('proxmox_storage01', OLD)
+    result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_nope')
+
+    assert result.code == 1
+    assert result.err.strip() == (f'ERROR: ONTAP {world.a.host}: volume proxmox_storage01 has no snapshot '
+                                  'proxmox_snapshot_nope')
+    assert tool_snapshots(world.vol1) == [OLD]
+
+
+def test_restore_brings_back_the_bytes(world):
+    disk = world.disk(world.vol1, 100, 'vm-100-disk-0.raw')
+    original = disk.read_bytes()
+    world.a.add_snapshot('proxmox_storage01', OLD)
+    disk.write_bytes(b'changed after the snapshot')
+
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD)
+
+    assert result.code == 0, result.err
+    assert disk.read_bytes() == original
+    (patch,) = [r for r in world.a.requests if r['method'] == 'PATCH']
+    assert patch['path'] == f'/api/storage/volumes/{world.vol1.uuid}'
+    assert patch['query']['restore_to.snapshot.name'] == OLD
+    assert not [r for r in world.a.requests if '/private/cli' in r['path']]
+
+
+def test_mount_adds_a_flexclone_as_nfs_storage_and_unmount_removes_both(world):
+    world.a.add_snapshot('proxmox_storage01', OLD)
+    disk = world.disk(world.vol1, 100, 'vm-100-disk-0.raw').read_bytes()
+
+    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD)
+
+    assert result.code == 0, result.err
+    clone = world.a.volume('proxmox_storage01_clone')
+    assert clone.is_flexclone and clone.parent_snapshot == OLD and clone.junction == '/proxmox_storage01_clone'
+    assert (clone.path / 'images/100/vm-100-disk-0.raw').read_bytes() == disk
+    storage = world.pve.storage_config('ONTAP01-CLONE')
+    assert storage['type'] == 'nfs' and storage['export'] == '/proxmox_storage01_clone'
+    assert storage['server'] == '127.0.0.1' and storage['options'] == 'nconnect=16'
+    assert storage['content'] == 'images'
+    assert storage['path'] == '/mnt/pve/ONTAP01-CLONE'
+    assert world.vol1.snapshots[OLD].owners
+
+    result = world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE')
+
+    assert result.code == 0, result.err
+    assert 'ONTAP01-CLONE' not in world.pve.storages
+    assert world.a.volume('proxmox_storage01_clone') is None
+    assert OLD in world.vol1.snapshots and not world.vol1.snapshots[OLD].owners
+
+
+def test_mount_failing_on_ontap_adds_no_pve_storage(world):
+    world.a.add_snapshot('proxmox_storage01', OLD)
+    world.a.fail_job('POST', r'^/api/storage/volumes$', code=524597, message='Failed to create clone.')
+
+    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD)
+
+    assert result.code == 1
+    assert 'Failed to create clone' in result.err
+    assert 'ONTAP01-CLONE' not in world.pve.storages
+
+
+def test_mount_failing_on_pve_removes_the_flexclone_again(world):
+    world.a.add_snapshot('proxmox_storage01', OLD)
+    world.pve.fail('POST', '/storage', 500, 'create storage failed: mount error: mount.nfs: access denied',
+                   times=1)
+
+    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD)
+
+    assert result.code == 1
+    assert result.err.strip().splitlines()[-1].endswith('mount.nfs: access denied')
+    assert world.a.volume('proxmox_storage01_clone') is None
+    assert 'ONTAP01-CLONE' not in world.pve.storages
+    assert not world.vol1.snapshots[OLD].owners
+
+
+def test_mount_twice_is_refused_before_anything_changes(world):
+    world.a.add_snapshot('proxmox_storage01', OLD)
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
+    before = world.state()
+
+    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD)
+
+    assert result.code == 1
+    assert result.err.strip() == (f'ERROR: Proxmox {world.pve_host}: storage ONTAP01-CLONE '
+                                  'already exists: unmount it first')
+    assert world.state() == before
+
+
+def test_unmount_refuses_a_storage_that_is_no_clone(world):
+    before = world.state()
+
+    result = world.run('storage', 'unmount', '-storage', 'ONTAP01')
+
+    assert result.code == 1
+    assert result.err.strip() == ('ERROR: storage ONTAP01 is backed by volume proxmox_storage01, which is no '
+                                  'FlexClone: refusing to remove it')
+    assert world.state() == before

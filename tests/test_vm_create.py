@@ -1,0 +1,133 @@
+"""vm create: ONTAP file clones of every disk, with the VM paused or not."""
+
+import re
+
+import pytest
+from world import VM100_ONTAP_DISKS, pve_params
+
+STAMP = r'\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\+0000'
+
+
+def clones_of(world, vol, vmid):
+    return [name for name in world.files(vol, vmid) if '-snapshot-' in name]
+
+
+def stamps(names):
+    return {re.search(STAMP, name).group(0) for name in names}
+
+
+def assert_clones_match_sources(world, vol, vmid, sources):
+    """Each source disk has exactly one clone, byte for byte equal to it."""
+    clones = clones_of(world, vol, vmid)
+    assert len(clones) == len(sources)
+    for source in sources:
+        stem, ext = source.rsplit('.', 1)
+        (clone,) = [c for c in clones if c.startswith(stem + '-snapshot-') and c.endswith('.' + ext)]
+        assert world.disk(vol, vmid, clone).read_bytes() == world.disk(vol, vmid, source).read_bytes()
+
+
+def test_admin_snapshots_a_running_vm_on_two_clusters(world):
+    result = world.run('vm', 'create', '-vm', 100)
+
+    assert result.code == 0, result.err
+    assert_clones_match_sources(world, world.vol1, 100, ['vm-100-disk-0.raw', 'vm-100-disk-2.qcow2',
+                                                          'vm-100-disk-5.raw', 'vm-100-disk-6.raw'])
+    assert_clones_match_sources(world, world.vol2, 100, ['vm-100-disk-1.raw', 'vm-100-disk-4.raw'])
+    # one stamp for the whole run, on both clusters
+    assert len(stamps(clones_of(world, world.vol1, 100) + clones_of(world, world.vol2, 100))) == 1
+    # the unused disk, the CD-ROM and the local-lvm disk are not cloned
+    assert not any(name.startswith('vm-100-disk-7-snapshot') for name in world.files(world.vol1, 100))
+    assert 'skipping disk scsi1 (local-lvm:vm-100-disk-3)' in result.err
+    assert 'ide2' not in result.err
+    # running without -suspend/-shutdown: the original's warning, and the VM keeps running
+    assert 'VM 100 is running' in result.err and '-suspend' in result.err
+    assert world.pve.vm(100).status == 'running'
+    # the clone names are the original's
+    assert re.fullmatch(r'vm-100-disk-0-snapshot-' + STAMP + r'\.raw',
+                        next(c for c in clones_of(world, world.vol1, 100) if 'disk-0' in c))
+
+
+def test_clones_are_made_without_overwriting_and_by_one_request_each(world):
+    assert world.run('vm', 'create', '-vm', 100).code == 0
+
+    clones = [r for r in world.a.requests + world.b.requests if r['path'] == '/api/storage/file/clone']
+    assert len(clones) == len(VM100_ONTAP_DISKS)
+    assert all(r['body']['overwrite_destination'] is False for r in clones)
+    assert all(r['body']['volume']['uuid'] for r in clones)
+
+
+@pytest.mark.parametrize('flag, action', [('-suspend', 'suspend'), ('-shutdown', 'shutdown'),
+                                          ('--suspend', 'suspend')])
+def test_suspend_or_shutdown_then_start_again(world, flag, action):
+    result = world.run('vm', 'create', '-vm', 100, flag)
+
+    assert result.code == 0, result.err
+    vm = world.pve.vm(100)
+    assert vm.status == 'running' and vm.lock is None
+    posts = [path for method, path, _ in world.pve.requests if method == 'POST' and '/status/' in path]
+    assert [p.rsplit('/', 1)[1] for p in posts] == [action, 'start']
+    if action == 'suspend':
+        body = next(b for m, p, b in world.pve.requests if p.endswith('/status/suspend'))
+        assert pve_params(body)['todisk'] == '1'
+    assert len(clones_of(world, world.vol1, 100)) == 4
+    assert 'VM 100 is running' not in result.err
+
+
+def test_every_clone_happens_while_the_vm_is_paused(world):
+    order = []
+    world.a.on_request = lambda record: order.append(('ontap', record['path'], world.pve.vm(100).status))
+
+    assert world.run('vm', 'create', '-vm', 100, '-suspend').code == 0
+
+    assert {status for side, path, status in order if path == '/api/storage/file/clone'} == {'stopped'}
+
+
+def test_a_stopped_vm_is_cloned_and_stays_stopped(world):
+    result = world.run('vm', 'create', '-vm', 101, '-suspend')
+
+    assert result.code == 0, result.err
+    assert world.pve.vm(101).status == 'stopped'
+    assert not [p for m, p, _ in world.pve.requests if '/status/' in p and m == 'POST']
+    assert_clones_match_sources(world, world.vol1, 101, ['vm-101-disk-0.raw'])
+
+
+def test_vm_is_started_again_when_a_clone_fails(world):
+    world.b.fail_job('POST', '/api/storage/file/clone', code=13565952, message='Clone start failed.',
+                     match={'source_path': 'images/100/vm-100-disk-4.raw'})
+
+    result = world.run('vm', 'create', '-vm', 100, '-suspend')
+
+    assert result.code == 1
+    assert world.pve.vm(100).status == 'running'
+    line = result.err.strip().splitlines()[-1]
+    assert line.startswith('ERROR: VM 100: snapshot') and 'not cloned virtio0' in line
+    assert 'Clone start failed' in line
+    assert 'cloned efidisk0, ide0, sata0, scsi0, tpmstate0' in line
+    assert 'Traceback' not in result.err
+    # the clones that did succeed are there (and named in the message)
+    assert len(clones_of(world, world.vol1, 100)) == 4
+    assert [c.split('-snapshot-')[0] for c in clones_of(world, world.vol2, 100)] == ['vm-100-disk-1']
+
+
+def test_several_vms_one_stamp_and_one_failure_does_not_stop_the_others(world):
+    result = world.run('vm', 'create', '-vm', 102, 101)
+
+    assert result.code == 1
+    assert 'VM 102 has no disk on an ONTAP storage' in result.err
+    assert result.err.strip().splitlines()[-1] == 'ERROR: vm create failed for 1 of 2 VMs: 102'
+    assert len(clones_of(world, world.vol1, 101)) == 1
+
+
+def test_vm_with_no_ontap_disk_is_an_error(world):
+    before = world.state()
+    result = world.run('vm', 'create', '-vm', 102)
+
+    assert result.code == 1
+    assert result.err.strip().splitlines()[-1].startswith('ERROR: VM 102 has no disk on an ONTAP storage')
+    assert world.state() == before
+
+
+def test_one_pve_login_per_run(world):
+    assert world.run('vm', 'create', '-vm', 100, '-suspend').code == 0
+    logins = [p for m, p, _ in world.pve.requests if p.endswith('/access/ticket')]
+    assert len(logins) == 1

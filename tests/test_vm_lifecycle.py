@@ -1,0 +1,374 @@
+"""VM snapshots as a lifecycle: list, delete, restore (from a set or a storage snapshot),
+freeze, registration, retention, several VMs."""
+
+import json
+
+import pytest
+from world import write_disk
+
+OLD = '2024-03-13_14:42:47+0000'
+OLDER = '2024-03-12_10:00:00+0000'
+OLDEST = '2024-03-11_10:00:00+0000'
+VM101_DISK = 'vm-101-disk-0.raw'
+
+
+def make_set(world, vmid, stamp, sources, kind='snapshot'):
+    """A VM snapshot as the original (or an earlier run) left it: clone files with their own bytes."""
+    made = {}
+    for vol, name in sources:
+        stem, ext = name.rsplit('.', 1)
+        made[name] = write_disk(vol, vmid, f'{stem}-{kind}-{stamp}.{ext}').read_bytes()
+    return made
+
+
+def vm100_sources(world):
+    v1, v2 = world.vol1, world.vol2
+    return [(v1, 'vm-100-disk-0.raw'), (v2, 'vm-100-disk-1.raw'), (v1, 'vm-100-disk-2.qcow2'),
+            (v2, 'vm-100-disk-4.raw'), (v1, 'vm-100-disk-5.raw'), (v1, 'vm-100-disk-6.raw')]
+
+
+def live_bytes(world, sources, vmid=100):
+    return {name: world.disk(vol, vmid, name).read_bytes() for vol, name in sources}
+
+
+def sets_of(world, vmid):
+    result = world.run('vm', 'list', '-vm', vmid, '-output', 'json')
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+# -- list and delete
+
+def test_list_shows_every_set_across_both_clusters_with_pre_restore_marked(world):
+    sources = vm100_sources(world)
+    make_set(world, 100, OLDER, sources)
+    make_set(world, 100, OLD, sources[:2], kind='prerestore')
+
+    result = world.run('vm', 'list', '-vm', 100)
+
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0].split() == ['SNAPSHOT', 'KIND', 'SIZE', 'DISKS']
+    assert lines[1].split()[:2] == [OLDER, 'snapshot']
+    assert lines[1].split()[-1] == 'ide0,scsi0,efidisk0,tpmstate0,sata0,virtio0'
+    assert lines[2].split()[:2] == [OLD, 'pre-restore']
+    data = sets_of(world, 100)
+    assert [(s['stamp'], s['kind'], len(s['files'])) for s in data] == [(OLDER, 'snapshot', 6),
+                                                                       (OLD, 'pre-restore', 2)]
+    assert data[0]['size'] == 6 * 8192
+    assert {f['storage'] for f in data[0]['files']} == {'ONTAP01', 'ONTAP02'}
+
+
+def test_list_of_a_vm_without_snapshots_is_empty(world):
+    assert sets_of(world, 101) == []
+
+
+def test_delete_removes_every_file_of_the_set_and_nothing_else(world):
+    sources = vm100_sources(world)
+    make_set(world, 100, OLDER, sources)
+    make_set(world, 100, OLD, sources)
+    before = {vol.name: world.files(vol, 100) for vol in (world.vol1, world.vol2)}
+
+    result = world.run('vm', 'delete', '-vm', 100, '-snapshot', OLDER)
+
+    assert result.code == 0, result.err
+    for vol in (world.vol1, world.vol2):
+        assert world.files(vol, 100) == [f for f in before[vol.name] if OLDER not in f]
+    assert [s['stamp'] for s in sets_of(world, 100)] == [OLD]
+
+
+def test_delete_of_an_unknown_stamp_is_an_error(world):
+    make_set(world, 100, OLD, vm100_sources(world))
+    before = world.state()
+
+    result = world.run('vm', 'delete', '-vm', 100, '-snapshot', OLDER)
+
+    assert result.code == 1
+    assert result.err.strip() == f'ERROR: VM 100 has no snapshot {OLDER} (it has: {OLD})'
+    assert world.state() == before
+
+
+def test_delete_of_registered_clones_removes_their_unused_entries(world):
+    assert world.run('vm', 'create', '-vm', 101).code == 0
+    (stamp,) = [s['stamp'] for s in sets_of(world, 101)]
+    config = world.pve.vm(101).config
+    (key,) = [k for k in config if k.startswith('unused')]
+    assert config[key] == f'ONTAP01:101/vm-101-disk-0-snapshot-{stamp}.raw'
+
+    result = world.run('vm', 'delete', '-vm', 101, '-snapshot', stamp)
+
+    assert result.code == 0, result.err
+    assert not [k for k in world.pve.vm(101).config if k.startswith('unused')]
+    assert world.files(world.vol1, 101) == [VM101_DISK]
+    deletes = [r for r in world.a.requests if r['method'] == 'DELETE' and '/files/' in r['path']]
+    assert len(deletes) == 1
+
+
+# -- registration
+
+def test_create_registers_clones_as_unused_disks(world):
+    assert world.run('vm', 'create', '-vm', 100).code == 0
+    (stamp,) = [s['stamp'] for s in sets_of(world, 100)]
+
+    vm = world.pve.vm(100)
+    # a running VM: unusedN is not hot-pluggable, so it waits in the pending config
+    registered = sorted(v for k, v in vm.pending.items() if k.startswith('unused'))
+    assert len(registered) == 6 and 'unused0' not in vm.pending
+    assert f'ONTAP02:100/vm-100-disk-1-snapshot-{stamp}.raw' in registered
+    assert vm.config['unused0'] == 'ONTAP01:100/vm-100-disk-7.raw'
+
+
+def test_no_register_leaves_the_vm_config_alone(world):
+    before = dict(world.pve.vm(101).config)
+    assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
+    assert world.pve.vm(101).config == before and not world.pve.vm(101).pending
+    assert len(world.files(world.vol1, 101)) == 2
+
+
+# -- restore
+
+def test_restore_from_a_set_brings_back_the_bytes_and_keeps_an_undo_point(world):
+    sources = vm100_sources(world)
+    at_snapshot = live_bytes(world, sources)
+    world.pve.vm(100).status = 'stopped'
+    assert world.run('vm', 'create', '-vm', 100, '-no-register').code == 0
+    (stamp,) = [s['stamp'] for s in sets_of(world, 100)]
+    for vol, name in sources:
+        world.disk(vol, 100, name).write_bytes(b'written after the snapshot ' + name.encode())
+    changed = live_bytes(world, sources)
+    other = world.disk(world.vol1, 101, VM101_DISK).read_bytes()
+
+    result = world.run('vm', 'restore', '-vm', 100, '-snapshot', stamp, '-yes')
+
+    assert result.code == 0, result.err
+    assert live_bytes(world, sources) == at_snapshot
+    assert world.disk(world.vol1, 101, VM101_DISK).read_bytes() == other
+    sets = sets_of(world, 100)
+    assert [s['kind'] for s in sets] == ['snapshot', 'pre-restore']
+    undo = {f['path'].rsplit('/', 1)[1].split('-prerestore-')[0]: f for f in sets[1]['files']}
+    assert len(undo) == 6
+    for vol, name in sources:
+        stem, ext = name.rsplit('.', 1)
+        path = world.disk(vol, 100, f'{stem}-prerestore-{sets[1]["stamp"]}.{ext}')
+        assert path.read_bytes() == changed[name]
+    overwrites = [r for r in world.a.requests + world.b.requests
+                  if r['path'] == '/api/storage/file/clone' and r['body']['overwrite_destination']]
+    assert len(overwrites) == 6
+
+
+def test_restore_refuses_a_running_vm_without_shutdown(world):
+    make_set(world, 100, OLD, vm100_sources(world))
+    before = world.state()
+
+    result = world.run('vm', 'restore', '-vm', 100, '-snapshot', OLD, '-yes')
+
+    assert result.code == 1
+    assert result.err.strip() == 'ERROR: VM 100 is running: shut it down first, or add -shutdown'
+    assert world.state() == before
+
+
+def test_restore_with_shutdown_stops_restores_and_starts(world):
+    sources = vm100_sources(world)
+    made = make_set(world, 100, OLD, sources)
+    order = []
+    world.a.on_request = lambda r: r['path'] == '/api/storage/file/clone' and order.append(world.pve.vm(100).status)
+
+    result = world.run('vm', 'restore', '-vm', 100, '-snapshot', OLD, '-shutdown', '-yes')
+
+    assert result.code == 0, result.err
+    assert live_bytes(world, sources) == made
+    assert world.pve.vm(100).status == 'running'
+    assert set(order) == {'stopped'}
+    posts = [p.rsplit('/', 1)[1] for m, p, _ in world.pve.requests if m == 'POST' and '/status/' in p]
+    assert posts == ['shutdown', 'start']
+
+
+def test_restore_without_a_terminal_needs_yes(world):
+    make_set(world, 101, OLD, [(world.vol1, VM101_DISK)])
+    before = world.state()
+
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', OLD)
+
+    assert result.code == 2
+    assert 'not asking without a terminal; add -yes' in result.err
+    assert world.state() == before
+
+
+def test_a_failure_on_one_disk_puts_every_disk_back(world):
+    world.pve.vm(100).status = 'stopped'
+    sources = vm100_sources(world)
+    make_set(world, 100, OLD, sources)
+    before = live_bytes(world, sources)
+    files_before = {vol.name: world.files(vol, 100) for vol in (world.vol1, world.vol2)}
+    world.a.fail_job('POST', '/api/storage/file/clone', code=13565952, message='Clone start failed.',
+                     match={'destination_path': 'images/100/vm-100-disk-2.qcow2', 'overwrite_destination': True})
+
+    result = world.run('vm', 'restore', '-vm', 100, '-snapshot', OLD, '-yes')
+
+    assert result.code == 1
+    assert 'every disk is as it was' in result.err and 'Clone start failed' in result.err
+    assert live_bytes(world, sources) == before
+    assert {vol.name: world.files(vol, 100) for vol in (world.vol1, world.vol2)} == files_before
+
+
+def test_restore_from_a_storage_snapshot_changes_only_this_vm(world):
+    world.pve.vm(100).status = 'stopped'
+    on_ontap01 = [s for s in vm100_sources(world) if s[0] is world.vol1]
+    on_ontap02 = [s for s in vm100_sources(world) if s[0] is world.vol2]
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    (snapshot,) = world.vol1.snapshots
+    at_snapshot = live_bytes(world, on_ontap01)
+    for vol, name in on_ontap01 + on_ontap02 + [(world.vol1, VM101_DISK)]:
+        world.disk(vol, 101 if name == VM101_DISK else 100, name).write_bytes(b'new ' + name.encode())
+    ontap02_now = live_bytes(world, on_ontap02)
+
+    result = world.run('vm', 'restore', '-vm', 100, '-storage-snapshot', snapshot, '-yes')
+
+    assert result.code == 0, result.err
+    assert live_bytes(world, on_ontap01) == at_snapshot
+    assert live_bytes(world, on_ontap02) == ontap02_now
+    assert 'has no copy of disk sata0' in result.err
+    assert world.disk(world.vol1, 101, VM101_DISK).read_bytes() == b'new ' + VM101_DISK.encode()
+    sources = {r['body']['source_path'] for r in world.a.requests
+               if r['path'] == '/api/storage/file/clone' and r['body']['overwrite_destination']}
+    assert sources == {f'.snapshot/{snapshot}/images/100/{name}' for _, name in on_ontap01}
+    assert sorted(world.vol1.snapshots) == [snapshot]
+
+
+def test_restore_of_a_suspended_vm_is_refused(world):
+    make_set(world, 100, OLD, vm100_sources(world))
+    vm = world.pve.vm(100)
+    vm.status, vm.lock, vm.config['lock'] = 'stopped', 'suspended', 'suspended'
+    result = world.run('vm', 'restore', '-vm', 100, '-snapshot', OLD, '-yes')
+    assert result.code == 1 and 'suspended to disk' in result.err
+
+
+# -- freeze
+
+def enable_agent(world, vmid=100):
+    vm = world.pve.vm(vmid)
+    vm.config['agent'] = '1'
+    vm.agent = {}
+    return vm
+
+
+def agent_commands(vm):
+    return [request[0] for request in vm.agent_requests]
+
+
+def test_freeze_clones_between_freeze_and_thaw(world):
+    vm = enable_agent(world)
+    frozen_during_clone = []
+    world.a.on_request = lambda r: r['path'] == '/api/storage/file/clone' and \
+        frozen_during_clone.append(vm.agent_frozen)
+
+    result = world.run('vm', 'create', '-vm', 100, '-freeze')
+
+    assert result.code == 0, result.err
+    assert [c for c in agent_commands(vm) if c != 'ping'] == ['fsfreeze-freeze', 'fsfreeze-thaw']
+    assert frozen_during_clone == [True] * 4
+    assert not vm.agent_frozen and vm.status == 'running'
+    assert 'VM 100 was frozen for' in result.err
+
+
+def test_freeze_thaws_after_a_failed_clone(world):
+    vm = enable_agent(world)
+    world.b.fail_job('POST', '/api/storage/file/clone', code=13565952, message='Clone start failed.')
+
+    result = world.run('vm', 'create', '-vm', 100, '-freeze')
+
+    assert result.code == 1
+    assert agent_commands(vm)[-1] == 'fsfreeze-thaw' and not vm.agent_frozen
+    assert 'Clone start failed' in result.err.strip().splitlines()[-1]
+
+
+def test_freeze_thaws_when_the_clones_outlast_the_bound(world):
+    vm = enable_agent(world)
+    world.write_config(defaults='freeze_timeout = 0.2\n')
+    world.a.slow_job('POST', '/api/storage/file/clone', 1.0, times=None)
+    world.pve.vm(100).agent_requests.clear()
+
+    result = world.run('vm', 'create', '-vm', 100, '-freeze')
+
+    assert result.code == 1
+    assert 'outlasted the freeze bound of 0.2 s' in result.err
+    assert agent_commands(vm)[-1] == 'fsfreeze-thaw' and not vm.agent_frozen
+
+
+@pytest.mark.parametrize('configured, running, phrase', [
+    (False, True, 'no QEMU guest agent configured'), (True, False, 'does not answer')])
+def test_freeze_needs_a_configured_answering_agent(world, configured, running, phrase):
+    vm = world.pve.vm(100)
+    if configured:
+        vm.config['agent'] = 'enabled=1'
+    before = world.state()
+
+    result = world.run('vm', 'create', '-vm', 100, '-freeze')
+
+    assert result.code == 1 and phrase in result.err
+    assert 'fsfreeze-freeze' not in agent_commands(vm)
+    assert world.state() == before
+
+
+# -- the pause window
+
+def test_every_lookup_happens_before_the_suspend_and_only_clones_inside_it(world):
+    seen = []
+    for emu in (world.a, world.b):
+        emu.on_request = lambda r: seen.append((r['method'], r['path'], len(world.pve.requests)))
+
+    assert world.run('vm', 'create', '-vm', 100, '-suspend', '-no-register').code == 0
+
+    pve = [(m, p) for m, p, _ in world.pve.requests]
+    suspend = next(i for i, (m, p) in enumerate(pve) if p.endswith('/status/suspend'))
+    start = next(i for i, (m, p) in enumerate(pve) if p.endswith('/status/start'))
+    # inside the window PVE only sees the suspend task being polled
+    assert {p.split('/')[-1] for m, p in pve[suspend + 1:start]} == {'status'}
+    assert all('/tasks/' in p for m, p in pve[suspend + 1:start])
+    for method, path, pve_count in seen:
+        if path == '/api/storage/file/clone':
+            assert suspend < pve_count <= start
+        else:
+            assert pve_count <= suspend, (method, path)
+
+
+# -- retention and several VMs
+
+def test_keep_leaves_exactly_n_sets_and_never_a_pre_restore_set(world):
+    make_set(world, 101, OLDEST, [(world.vol1, VM101_DISK)])
+    make_set(world, 101, OLDER, [(world.vol1, VM101_DISK)])
+    make_set(world, 101, OLD, [(world.vol1, VM101_DISK)], kind='prerestore')
+
+    result = world.run('vm', 'create', '-vm', 101, '-keep', 2)
+
+    assert result.code == 0, result.err
+    sets = sets_of(world, 101)
+    assert [s['kind'] for s in sets] == ['snapshot', 'pre-restore', 'snapshot']
+    assert sets[0]['stamp'] == OLDER
+    assert f'snapshot {OLDEST} deleted (-keep 2)' in result.err
+
+
+def test_storage_keep_never_deletes_a_busy_snapshot(world):
+    names = [f'proxmox_snapshot_2024-03-1{day}_10:00:00+0000' for day in (1, 2, 3)]
+    for day, name in zip((1, 2, 3), names):
+        world.a.add_snapshot('proxmox_storage01', name, create_time=f'2024-03-1{day}T10:00:00+00:00')
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', names[0]).code == 0
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-keep', 1)
+
+    assert result.code == 0, result.err
+    remaining = sorted(n for n in world.vol1.snapshots if n.startswith('proxmox_snapshot_'))
+    assert remaining[0] == names[0] and len(remaining) == 2 and remaining[1] not in names
+    assert f'keeping snapshot {names[0]} beyond -keep 1: FlexClone proxmox_storage01_clone uses it' in result.err
+
+
+def test_all_takes_every_vm_on_ontap_and_one_failure_does_not_stop_the_others(world):
+    world.a.fail_job('POST', '/api/storage/file/clone', code=13565952, message='Clone start failed.',
+                     match={'source_path': 'images/101/vm-101-disk-0.raw'})
+
+    result = world.run('vm', 'create', '-all', '-no-register')
+
+    assert result.code == 1
+    assert result.err.strip().splitlines()[-1] == 'ERROR: vm create failed for 1 of 2 VMs: 101'
+    assert len(sets_of(world, 100)) == 1
+    assert sets_of(world, 101) == []

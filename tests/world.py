@@ -1,0 +1,179 @@
+"""The demo and test world: fakepve (Proxmox) and two emulated ONTAP clusters on 127.0.0.1.
+
+PVE has two nodes and three storages: ONTAP01 (NFS, export /proxmox_storage01, options
+nconnect=16) on cluster A, ONTAP02 (NFS, export /proxmox_storage02, SVM svm2) on cluster
+B, and local-lvm. The VMs:
+
+  100 web    running on pve1, a disk on every bus (on both clusters), a CD-ROM, a disk on
+             local-lvm and an unused disk
+  101 db     stopped on pve2, one disk on ONTAP01
+  102 local  stopped on pve1, only a local-lvm disk
+
+Every disk file on ONTAP holds its own random bytes. The pytest fixtures (conftest.py),
+the sandbox and the benchmark all build it with populate() and drive it with World.
+"""
+
+import asyncio
+import os
+import socket
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+from ontap_emulator import OntapEmulator
+
+import pve_ontap_snapshot as tool
+
+PVE_USER, PVE_PASSWORD = 'root@pam', 'pve-Secr3t'
+ONTAP_PASSWORD = 'ontap-Secr3t-A'
+ONTAP_B_PASSWORD = 'ontap-Secr3t-B'
+
+VM100 = {
+    'ide0': 'ONTAP01:100/vm-100-disk-0.raw,size=1G',
+    'ide2': 'local:iso/debian-12.iso,media=cdrom,size=600M',
+    'sata0': 'ONTAP02:100/vm-100-disk-1.raw,size=1G',
+    'scsi0': 'ONTAP01:100/vm-100-disk-2.qcow2,discard=on,size=2G',
+    'scsi1': 'local-lvm:vm-100-disk-3,size=4G',
+    'virtio0': 'ONTAP02:100/vm-100-disk-4.raw,size=1G',
+    'efidisk0': 'ONTAP01:100/vm-100-disk-5.raw,efitype=4m,size=528K',
+    'tpmstate0': 'ONTAP01:100/vm-100-disk-6.raw,size=4M,version=v2.0',
+    'unused0': 'ONTAP01:100/vm-100-disk-7.raw',
+    'scsihw': 'virtio-scsi-single', 'memory': 2048, 'cores': 2, 'boot': 'order=scsi0',
+}
+VM100_ONTAP_DISKS = ['efidisk0', 'ide0', 'sata0', 'scsi0', 'tpmstate0', 'virtio0']
+VM101 = {'scsi0': 'ONTAP01:101/vm-101-disk-0.raw,size=1G', 'memory': 1024}
+VM102 = {'scsi0': 'local-lvm:vm-102-disk-0,size=8G', 'memory': 512}
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def write_disk(vol, vmid, name, size=8192):
+    path = vol.path / 'images' / str(vmid) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def populate(pve, a, b):
+    """Storages, VMs and disk files of the world, on a started fakepve and two emulators."""
+    pve.add_node('pve2')
+    for sid, export in (('ONTAP01', '/proxmox_storage01'), ('ONTAP02', '/proxmox_storage02')):
+        pve.storages[sid] = {'type': 'nfs', 'server': '127.0.0.1', 'export': export, 'path': '/mnt/pve/' + sid,
+                             'content': 'images', 'active': 1, 'files': set(), 'volumes': {}}
+    pve.storages['ONTAP01']['options'] = 'nconnect=16'
+
+    vol1 = a.add_volume('proxmox_storage01', svm='svm1')
+    a.add_volume('other_volume', svm='svm1')
+    vol2 = b.add_volume('proxmox_storage02', svm='svm2')
+    for key in VM100_ONTAP_DISKS + ['unused0']:
+        sid, volname = VM100[key].split(',')[0].split(':')
+        write_disk(vol1 if sid == 'ONTAP01' else vol2, 100, volname.split('/')[1])
+    write_disk(vol1, 101, 'vm-101-disk-0.raw')
+
+    pve.add_vm(100, 'web', node='pve1', status='running', config=VM100)
+    pve.add_vm(101, 'db', node='pve2', status='stopped', config=VM101)
+    pve.add_vm(102, 'local', node='pve1', status='stopped', config=VM102)
+
+
+class World:
+    """The servers, the config.ini that points at them, and ways to look at their state."""
+
+    def __init__(self, pve, pve_cafile, a, b, directory, capture=None):
+        self.pve, self.pve_cafile, self.a, self.b = pve, pve_cafile, a, b
+        self.dir = Path(directory)
+        self._capture = capture
+        self.vol1 = a.volume('proxmox_storage01')
+        self.vol2 = b.volume('proxmox_storage02')
+        self.config = self.dir / 'config.ini'
+        self.write_config()
+
+    @property
+    def pve_host(self):
+        return f'{self.pve.host}:{self.pve.port}'
+
+    def write_config(self, **overrides):
+        """config.ini for this world; an override replaces a section's text (None drops it)."""
+        sections = {
+            'proxmox': f'proxmox_host = {self.pve_host}\nproxmox_user = {PVE_USER}\n'
+                       f'proxmox_pass = {PVE_PASSWORD}\nproxmox_verify = {self.pve_cafile}\n',
+            'ONTAP01': f'host = {self.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\nverify = {self.a.cafile}\n',
+            'ONTAP02': f'host = {self.b.host}\nuser = admin\npass = {ONTAP_B_PASSWORD}\nverify = {self.b.cafile}\n'
+                       'svm = svm2\n',
+        }
+        sections.update(overrides)
+        text = ''.join(f'[{name}]\n{body}\n' for name, body in sections.items() if body is not None)
+        self.config.write_text(text)
+        os.chmod(self.config, 0o600)
+        return self.config
+
+    def run(self, *argv):
+        """main() as an admin types it, with this world's config; returns Result."""
+        self._capture.readouterr()
+        code = tool.main(['-config', str(self.config)] + [str(a) for a in argv])
+        captured = self._capture.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    def disk(self, vol, vmid, name):
+        return vol.path / 'images' / str(vmid) / name
+
+    def files(self, vol, vmid):
+        folder = vol.path / 'images' / str(vmid)
+        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+    def state(self):
+        """Everything a failed command must leave as it was, in comparable form."""
+        def volumes(emu):
+            return {v.name: (sorted(v.snapshots), sorted(str(p.relative_to(v.path)) for p in v.path.rglob('*')))
+                    for v in emu.volumes}
+        return (volumes(self.a), volumes(self.b),
+                {sid: {k: v for k, v in s.items() if k not in ('files', 'volumes')}
+                 for sid, s in self.pve.storages.items()},
+                {vm.vmid: (vm.status, vm.lock, dict(vm.config), dict(vm.pending)) for vm in self.pve.vms})
+
+
+def pve_params(body):
+    """The parameters of a request as fakepve recorded it (a form body)."""
+    text = body.decode() if isinstance(body, bytes) else str(body or '')
+    return {k: v[0] for k, v in urllib.parse.parse_qs(text).items()}
+
+
+def closed_port():
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def start_emulators(directory, ca=None):
+    a = OntapEmulator(Path(directory) / 'cluster-a', password=ONTAP_PASSWORD, cluster_name='cluster-a', ca=ca)
+    b = OntapEmulator(Path(directory) / 'cluster-b', password=ONTAP_B_PASSWORD, cluster_name='cluster-b',
+                      ca=a.ca if ca is None else ca)
+    return a.start(), b.start()
+
+
+class ServedPve:
+    """fakepve outside pytest: a FakePve on its own event loop in a daemon thread."""
+
+    def __init__(self, directory, time_scale=0.0):
+        from fakepve import FakePve
+        from fakepve.certs import make_cert
+        certfile, keyfile, _ = make_cert(str(directory), hosts=('127.0.0.1',))
+        self.cafile = certfile
+        self.pve = FakePve(user=PVE_USER, password=PVE_PASSWORD, host='127.0.0.1', port=0)
+        self.pve.time_scale = time_scale
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self._call(self.pve.start(certfile, keyfile))
+
+    def _call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def stop(self):
+        self._call(self.pve.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)

@@ -73,7 +73,7 @@ def demo(world):
              run(world, 'storage', 'create', '-storage', 'ONTAP01', '-keep', 7),
              run(world, 'storage', 'list', '-storage', 'ONTAP01')]
     (stamp,) = set_stamps(world, 'snapshot')
-    snapshot = sorted(world.vol1.snapshots)[-1]
+    snapshot = max(world.vol1.snapshots)
 
     disk.write_bytes(b'a change after the snapshots')
     print('\n(vm-100-disk-0.raw overwritten; the restores below bring it back)')

@@ -38,8 +38,10 @@ import argparse
 import base64
 import concurrent.futures
 import configparser
+import contextlib
 import dataclasses
 import datetime
+import fcntl
 import json
 import logging
 import os
@@ -48,6 +50,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 
@@ -67,6 +70,8 @@ SET_KINDS = {'snapshot': 'snapshot', 'prerestore': 'pre-restore'}
 CONFIG_SEARCH_PATH = ('config.ini', '/etc/pve-ontap-snapshot/config.ini')
 PROXMOX_SECTION = 'proxmox'
 DEFAULTS_SECTION = 'defaults'
+PVE_ROOT_CA = '/etc/pve/pve-root-ca.pem'
+LOCK_DIRS = ('/run/lock/pve-ontap-snapshot', os.path.join(tempfile.gettempdir(), 'pve-ontap-snapshot'))
 
 log = logging.getLogger('pve_ontap_snapshot')
 
@@ -125,9 +130,12 @@ class Timeouts:
 
 @dataclasses.dataclass(frozen=True)
 class ProxmoxConfig:
+    """The PVE API: a password login, or an API token (no login, no ticket to expire)."""
     host: str
     user: str
-    password: str = dataclasses.field(repr=False)
+    password: str = dataclasses.field(default=None, repr=False)
+    token_name: str = None
+    token_value: str = dataclasses.field(default=None, repr=False)
     verify: object = True
 
 
@@ -137,7 +145,9 @@ class OntapConfig:
     section: str
     host: str
     user: str
-    password: str = dataclasses.field(repr=False)
+    password: str = dataclasses.field(default=None, repr=False)
+    cert: str = None    # a client certificate and its key instead of a password
+    key: str = None
     verify: object = True
     svm: str = None
 
@@ -182,6 +192,28 @@ def parse_verify(value, where):
     return value
 
 
+def is_local_host(host, hostname):
+    """True if `host` (maybe with :port) names this machine, whose name is `hostname`."""
+    name = re.sub(r':\d+$', '', host).strip('[]').lower()
+    return name in ('localhost', '127.0.0.1', '::1', hostname.lower(), hostname.split('.')[0].lower())
+
+
+def default_pve_verify(host):
+    """Without proxmox_verify: the cluster's own CA when talking to this very node, else the
+    system CAs. PVE's node certificate is signed by /etc/pve/pve-root-ca.pem."""
+    if is_local_host(host, socket.getfqdn()) and os.path.isfile(PVE_ROOT_CA):
+        return PVE_ROOT_CA
+    return True
+
+
+def warn_if_readable(path):
+    """config.ini holds passwords: say so if group or others may read it."""
+    mode = os.stat(path).st_mode
+    if mode & 0o077:
+        log.warning('%s is readable by group or others (mode %s) and holds passwords: chmod 600 %s', path,
+                    oct(mode & 0o777)[2:], path)
+
+
 def read_config(path):
     """Read and check config.ini; every error names the file, section and key."""
     # The original used ConfigParser's default interpolation: `%%` stays a literal `%`.
@@ -205,24 +237,38 @@ def read_config(path):
             raise ConfigError(f'{path}: [{section}] {key}: {exc.message.splitlines()[0]} '
                               '(write %% for a literal %)') from None
 
+    def get_file(section, key):
+        value = get(section, key, required=False)
+        if value is not None and not os.path.isfile(value):
+            raise ConfigError(f'{path}: [{section}] {key} = {value}: no such file')
+        return value
+
     if not parser.has_section(PROXMOX_SECTION):
         raise ConfigError(f'{path}: no [{PROXMOX_SECTION}] section')
+    host = get(PROXMOX_SECTION, 'proxmox_host')
+    token_name = get(PROXMOX_SECTION, 'proxmox_token_name', required=False)
+    verify = get(PROXMOX_SECTION, 'proxmox_verify', required=False)
     proxmox = ProxmoxConfig(
-        host=get(PROXMOX_SECTION, 'proxmox_host'),
+        host=host,
         user=get(PROXMOX_SECTION, 'proxmox_user'),
-        password=get(PROXMOX_SECTION, 'proxmox_pass'),
-        verify=parse_verify(get(PROXMOX_SECTION, 'proxmox_verify', 'true', required=False),
-                            f'{path}: [{PROXMOX_SECTION}]'))
+        password=None if token_name else get(PROXMOX_SECTION, 'proxmox_pass'),
+        token_name=token_name,
+        token_value=get(PROXMOX_SECTION, 'proxmox_token_value') if token_name else None,
+        verify=parse_verify(verify, f'{path}: [{PROXMOX_SECTION}]') if verify is not None
+        else default_pve_verify(host))
 
     storages = {}
     for section in parser.sections():
         if section in (PROXMOX_SECTION, DEFAULTS_SECTION):
             continue
+        cert = get_file(section, 'cert')
         storages[section] = OntapConfig(
             section=section,
             host=get(section, 'host'),
             user=get(section, 'user'),
-            password=get(section, 'pass'),
+            password=None if cert else get(section, 'pass'),
+            cert=cert,
+            key=get_file(section, 'key') if cert else None,
             verify=parse_verify(get(section, 'verify', 'true', required=False), f'{path}: [{section}]'),
             svm=get(section, 'svm', required=False))
 
@@ -300,45 +346,59 @@ VOLUME_FIELDS = ('uuid,name,svm.name,nas.path,clone.is_flexclone,clone.parent_vo
                  'clone.parent_snapshot.name')
 JOB_POLL_FIRST, JOB_POLL_MAX = 0.05, 2.0
 FILE_NOT_FOUND = '6684674'
+SNAPSHOT_LOCKED = '1638555'     # "has not expired or is locked": a FlexClone uses it
 
 
 class Ontap:
-    """Transport to one ONTAP cluster: base URL, auth, verify, timeouts, job waits."""
+    """Transport to one ONTAP cluster: base URL, auth, verify, timeouts, job waits.
+    With dry_run, every call that would change something is printed instead of sent."""
 
-    def __init__(self, cluster, timeouts):
+    def __init__(self, cluster, timeouts, dry_run=False):
         self.host = cluster.host
         self.section = cluster.section
         self.user = cluster.user
         self.verify = cluster.verify
+        self.cert = (cluster.cert, cluster.key) if cluster.cert else None
         self.timeouts = timeouts
+        self.dry_run = dry_run
         self.base = f'https://{cluster.host}'
         self.session = requests.Session()
-        # requests encodes basic auth as latin-1; ONTAP passwords may be any UTF-8.
-        token = base64.b64encode(f'{cluster.user}:{cluster.password}'.encode()).decode()
-        self.session.headers.update({'Authorization': 'Basic ' + token, 'Accept': 'application/json'})
+        self.session.headers['Accept'] = 'application/json'
+        if not self.cert:
+            # requests encodes basic auth as latin-1; ONTAP passwords may be any UTF-8.
+            token = base64.b64encode(f'{cluster.user}:{cluster.password}'.encode()).decode()
+            self.session.headers['Authorization'] = 'Basic ' + token
         self.session.mount('https://', make_adapter(timeouts))
         self.session.hooks['response'].append(debug_hook('ONTAP'))
 
-    def request(self, method, path, params=None, body=None, what=None, raw=False):
-        """One call; returns the JSON body (the response if raw). Raises OntapError with
-        ONTAP's message and code."""
+    def send(self, method, path, params=None, body=None, what=None):
+        """One call: (HTTP status, JSON body). Raises OntapError with ONTAP's message and code."""
         what = what or f'{method} {path}'
+        if self.dry_run and method != 'GET':
+            print(f'would {what} (ONTAP {self.host})')
+            return 200, {}
         url = path if path.startswith('https://') else self.base + path
         try:
             # verify= on every request: a Session's own verify loses to REQUESTS_CA_BUNDLE.
-            response = self.session.request(method, url, params=params, json=body, verify=self.verify)
+            response = self.session.request(method, url, params=params, json=body, verify=self.verify,
+                                            cert=self.cert)
         except requests.exceptions.RequestException as exc:
             raise OntapError(f'ONTAP {self.host}: {what}: {describe_connection_error(exc)}') from exc
         if response.status_code == 401:
+            how = 'the client certificate' if self.cert else 'user and pass'
             raise OntapError(f'ONTAP {self.host}: authentication failed for user {self.user} '
-                             f'(check user and pass in [{self.section}])', status=401)
+                             f'(check {how} in [{self.section}])', status=401)
         data = response_json(response)
         if response.status_code >= 400:
             error = data.get('error') or {}
             message = error.get('message') or response.reason or f'HTTP {response.status_code}'
             raise OntapError(f'ONTAP {self.host}: {what}: {message}', status=response.status_code,
                              code=error.get('code'))
-        return response if raw else data
+        return response.status_code, data
+
+    def request(self, method, path, params=None, body=None, what=None):
+        """One call; its JSON body."""
+        return self.send(method, path, params, body, what)[1]
 
     def records(self, path, params, what):
         """Every record of a collection GET, following ONTAP's `next` links verbatim."""
@@ -353,9 +413,8 @@ class Ontap:
         """A mutating call that may be a job. With return_timeout ONTAP answers 200/201 once
         the job succeeded (a failed one is an error answer); only a 202 needs polling."""
         params = dict(params or {}, return_timeout=int(max(1, min(120, self.timeouts.job))))
-        response = self.request(method, path, params=params, body=body, what=what, raw=True)
-        data = response_json(response)
-        if response.status_code == 202 and 'job' in data:
+        status, data = self.send(method, path, params=params, body=body, what=what)
+        if status == 202 and 'job' in data:
             self.wait_for_job(data['job']['uuid'], what or f'{method} {path}')
         return data
 
@@ -550,12 +609,14 @@ TASK_POLL_FIRST, TASK_POLL_MAX = 0.05, 1.0
 
 
 class Pve:
-    """One Proxmox API connection (logged in on first use): calls, errors, task waits."""
+    """One Proxmox API connection (logged in on first use): calls, errors, task waits.
+    With dry_run, every call that would change something is printed instead of sent."""
 
-    def __init__(self, config, timeouts):
+    def __init__(self, config, timeouts, dry_run=False):
         self.config = config
         self.host = config.host
         self.timeouts = timeouts
+        self.dry_run = dry_run
         self._api = None
 
     @property
@@ -567,9 +628,13 @@ class Pve:
     def _login(self):
         cfg = self.config
         started = time.monotonic()
+        if cfg.token_name:
+            credentials = {'token_name': cfg.token_name, 'token_value': cfg.token_value}
+        else:
+            credentials = {'password': cfg.password}
         try:
-            api = proxmoxer.ProxmoxAPI(cfg.host, user=cfg.user, password=cfg.password,
-                                       verify_ssl=cfg.verify, timeout=self.timeouts.read)
+            api = proxmoxer.ProxmoxAPI(cfg.host, user=cfg.user, verify_ssl=cfg.verify, timeout=self.timeouts.read,
+                                       **credentials)
         except requests.exceptions.RequestException as exc:
             raise ProxmoxError(f'Proxmox {cfg.host}: login: {describe_connection_error(exc)}') from exc
         except Exception as exc:
@@ -577,7 +642,8 @@ class Pve:
             # level), or fails to decode a non-JSON 401: either way the login was refused.
             raise ProxmoxError(f'Proxmox {cfg.host}: login as {cfg.user} failed '
                                '(check proxmox_user and proxmox_pass)') from exc
-        log.debug('PVE POST /access/ticket (%.0f ms)', (time.monotonic() - started) * 1000)
+        if not cfg.token_name:
+            log.debug('PVE POST /access/ticket (%.0f ms)', (time.monotonic() - started) * 1000)
         # proxmoxer 1.2.0 and 2.x both keep their requests.Session in _store['session'];
         # 1.2.0 sends API calls without a timeout, so our adapter adds one.
         session = api._store['session']
@@ -585,15 +651,26 @@ class Pve:
         session.hooks['response'].append(debug_hook('PVE'))
         return api
 
-    def call(self, method, path, what, **params):
-        """GET/POST/PUT/DELETE `path`; errors become one ProxmoxError line naming `what`."""
-        try:
-            return getattr(self.api(path), method)(**params)
-        except proxmoxer.core.ResourceException as exc:
-            lines = (exc.content or exc.status_message or '').strip().splitlines()
-            raise ProxmoxError(f'Proxmox {self.host}: {what}: {lines[0] if lines else exc.status_code}') from exc
-        except requests.exceptions.RequestException as exc:
-            raise ProxmoxError(f'Proxmox {self.host}: {what}: {describe_connection_error(exc)}') from exc
+    def call(self, method, path, what, safe=False, **params):
+        """GET/POST/PUT/DELETE `path`; errors become one ProxmoxError line naming `what`.
+        `safe` marks a POST that changes nothing (an agent ping): sent even in a dry run."""
+        if self.dry_run and method != 'get' and not safe:
+            print(f'would {what} (Proxmox {self.host})')
+            return None
+        for attempt in (1, 2):
+            try:
+                return getattr(self.api(path), method)(**params)
+            except proxmoxer.core.ResourceException as exc:
+                # An expired or revoked ticket (401): the call was refused, not run; log in again.
+                if exc.status_code == 401 and attempt == 1 and not self.config.token_name:
+                    log.info('Proxmox %s: ticket refused, logging in again', self.host)
+                    self._api = None
+                    continue
+                lines = (exc.content or exc.status_message or '').strip().splitlines()
+                raise ProxmoxError(f'Proxmox {self.host}: {what}: {lines[0] if lines else exc.status_code}') \
+                    from exc
+            except requests.exceptions.RequestException as exc:
+                raise ProxmoxError(f'Proxmox {self.host}: {what}: {describe_connection_error(exc)}') from exc
 
     def wait_for_task(self, upid, what):
         """Poll the task until it stopped; OK or WARNINGS is success, else its exit status."""
@@ -649,12 +726,14 @@ def pve_set_vm_config(pve, vm, what, **changes):
 def pve_vm_power(pve, vm, action, **params):
     """suspend/shutdown/start the VM and wait for the task to finish."""
     what = f'{action} VM {vm["vmid"]}'
-    pve.wait_for_task(pve.call('post', vm_path(vm, 'status', action), what, **params), what)
+    upid = pve.call('post', vm_path(vm, 'status', action), what, **params)
+    if upid:
+        pve.wait_for_task(upid, what)
 
 
-def pve_agent(pve, vm, command):
-    """A guest agent command (POST); a hyphenated name needs proxmoxer's call syntax."""
-    return pve.call('post', vm_path(vm, 'agent', command), f'guest agent {command} in VM {vm["vmid"]}')
+def pve_agent(pve, vm, command, safe=False):
+    """A guest agent command (always a POST)."""
+    return pve.call('post', vm_path(vm, 'agent', command), f'guest agent {command} in VM {vm["vmid"]}', safe=safe)
 
 
 def pve_storage(pve, storage):
@@ -679,10 +758,25 @@ def pve_storage_exists(pve, storage):
     return any(s.get('storage') == storage for s in pve.call('get', 'storage', 'list storages'))
 
 
-def on_pve_node(node):
-    """True if this process runs as root on `node` of a PVE cluster, where `qm` works."""
-    return (os.geteuid() == 0 and shutil.which('qm') is not None and os.path.isdir('/etc/pve')
-            and socket.gethostname().split('.')[0] == node)
+def local_pve_node():
+    """This node's name if we run as root on a PVE node (where `qm` and `umount` work), else None."""
+    if os.geteuid() == 0 and shutil.which('qm') and os.path.isdir('/etc/pve'):
+        return socket.gethostname().split('.')[0]
+    return None
+
+
+def pve_local_node(pve):
+    """The node this tool runs on, or else the one serving the API (cluster/status `local`)."""
+    node = local_pve_node()
+    if node:
+        return node
+    entries = pve.call('get', 'cluster/status', 'read the cluster status')
+    return next((e['name'] for e in entries if e.get('type') == 'node' and e.get('local')), None)
+
+
+def pve_vms_on_storage(pve, storage, vms):
+    """The VMs (resources entries) with a disk or an unused disk on `storage`."""
+    return [vm for _, vm in sorted(vms.items()) if storage in vm_storages(pve_vm_config(pve, vm))]
 
 
 # ---- Pure logic --------------------------------------------------------------------------
@@ -832,8 +926,11 @@ def volume_name_for_export(export):
     return export.replace('/', '')
 
 
-def flexclone_name(volume):
-    return volume + FLEXCLONE_SUFFIX
+def flexclone_name(volume, storage=None):
+    """<volume>_clone (the original's name), or <volume>_clone_<storage id> for a -name mount."""
+    if storage is None:
+        return volume + FLEXCLONE_SUFFIX
+    return f'{volume}{FLEXCLONE_SUFFIX}_{re.sub(r"[^A-Za-z0-9_]", "_", storage)}'
 
 
 def clone_storage_id(storage):
@@ -890,10 +987,12 @@ def flatten(record, prefix=''):
 class Context:
     """What one run shares: the config, one PVE login, one Ontap per cluster, volume lookups."""
 
-    def __init__(self, config, output='text'):
+    def __init__(self, config, output='text', dry_run=False, wait=0):
         self.config = config
         self.output = output
-        self.pve = Pve(config.proxmox, config.timeouts)
+        self.dry_run = dry_run
+        self.wait = wait
+        self.pve = Pve(config.proxmox, config.timeouts, dry_run)
         self._ontaps = {}
         self._volumes = {}
 
@@ -901,7 +1000,7 @@ class Context:
         cluster = self.config.ontap_for(storage)
         key = (cluster.host, cluster.user)
         if key not in self._ontaps:
-            self._ontaps[key] = Ontap(cluster, self.config.timeouts)
+            self._ontaps[key] = Ontap(cluster, self.config.timeouts, self.dry_run)
         return self._ontaps[key]
 
     def storage_volume(self, storage):
@@ -918,66 +1017,62 @@ class Context:
         print(json.dumps(data, indent=2, sort_keys=True) if self.output == 'json' else text)
 
 
-def confirm(question, assume_yes):
-    """Ask on a terminal; without one, only -yes may go ahead."""
-    if assume_yes:
+def lock_dir():
+    """The first usable of LOCK_DIRS (/run/lock is root's; others fall back to the temp dir)."""
+    for directory in LOCK_DIRS:
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(directory, os.W_OK):
+            return directory
+    raise Failure(f'no writable lock directory among {", ".join(LOCK_DIRS)}')
+
+
+@contextlib.contextmanager
+def storage_lock(storage, wait):
+    """Hold this node's lock for one storage, waiting up to `wait` seconds for another run."""
+    path = os.path.join(lock_dir(), f'{storage}.lock')
+    with open(path, 'a+') as handle:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or 'unknown'
+                    raise Failure(f'storage {storage} is in use by another pve-ontap-snapshot run (pid {holder}, '
+                                  f'lock {path}): try again later or wait with -wait SECONDS') from None
+                time.sleep(0.1)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f'{os.getpid()}\n')
+        handle.flush()
+        yield
+
+
+@contextlib.contextmanager
+def storage_locks(ctx, storages):
+    """Lock every storage a command changes (by config section, so X-CLONE locks X); in a
+    fixed order, so two runs never wait for each other in a circle. A dry run takes none."""
+    with contextlib.ExitStack() as stack:
+        if not ctx.dry_run:
+            for section in sorted({ctx.config.ontap_for(s).section for s in storages}):
+                stack.enter_context(storage_lock(section, ctx.wait))
+        yield
+
+
+def confirm(ctx, question, assume_yes):
+    """Ask on a terminal; without one, only -yes may go ahead. A dry run asks nothing."""
+    if assume_yes or ctx.dry_run:
         return
     if not sys.stdin.isatty():
         raise ConfigError(f'{question}: not asking without a terminal; add -yes to go ahead')
     answer = input(f'{question} [y/N] ').strip().lower()
     if answer not in ('y', 'yes'):
         raise Failure('aborted: nothing changed')
-
-
-# -- VM snapshots
-
-@dataclasses.dataclass
-class VmView:
-    """A VM as the vm commands see it, gathered before anything changes."""
-    vm: dict
-    config: dict
-    disks: list         # Disks on configured ONTAP storages, with an image file
-    skipped: list       # (Disk, reason)
-
-    @property
-    def vmid(self):
-        return self.vm['vmid']
-
-
-def gather_vm(ctx, vmid, vms=None):
-    """The VM, its config, its ONTAP disks (and the volumes behind them, looked up now)."""
-    vm = pve_find_vm(ctx.pve, vmid, vms)
-    config = pve_vm_config(ctx.pve, vm)
-    disks, skipped = [], []
-    for disk in vm_disks(config):
-        if disk.storage not in ctx.config.storages:
-            skipped.append((disk, f'storage {disk.storage} has no section in {ctx.config.path}'))
-        elif disk.path is None:
-            skipped.append((disk, f'{disk.volid} is no image file'))
-        else:
-            ctx.storage_volume(disk.storage)
-            disks.append(disk)
-    return VmView(vm, config, disks, skipped)
-
-
-def gather_sets(ctx, view):
-    """Every VM snapshot set of the VM on every configured storage it uses, by stamp."""
-    directory = f'images/{view.vmid}'
-    files = []
-    for storage in sorted(vm_storages(view.config) & set(ctx.config.storages)):
-        ontap, volume, _ = ctx.storage_volume(storage)
-        for record in ontap_list_dir(ontap, volume, directory):
-            found = parse_set_file(storage, directory, record['name'], record.get('size'))
-            if found:
-                files.append(found)
-    return group_sets(files)
-
-
-def find_set(view, sets, stamp):
-    if stamp not in sets:
-        known = ', '.join(sets) or 'none'
-        raise Failure(f'VM {view.vmid} has no snapshot {stamp} (it has: {known})')
-    return sets[stamp]
 
 
 def run_parallel(function, items):
@@ -997,14 +1092,6 @@ def run_parallel(function, items):
     return done, failed
 
 
-def delete_files(ctx, files):
-    """Delete (storage, path) files in parallel: (done, failed); a missing file counts as done."""
-    def delete(item):
-        ontap, volume, _ = ctx.storage_volume(item[0])
-        ontap_delete_file(ontap, volume, item[1])
-    return run_parallel(delete, files)
-
-
 def clone_each(ctx, clones, overwrite=False):
     """File-clone (storage, source, destination) triples in parallel: (done, failed)."""
     def clone(item):
@@ -1014,42 +1101,126 @@ def clone_each(ctx, clones, overwrite=False):
     return run_parallel(clone, clones)
 
 
+def delete_files(ctx, files):
+    """Delete (storage, path) files in parallel: (done, failed); a missing file counts as done."""
+    def delete(item):
+        ontap, volume, _ = ctx.storage_volume(item[0])
+        ontap_delete_file(ontap, volume, item[1])
+    return run_parallel(delete, files)
+
+
+def remove_clones(ctx, clones):
+    """Take back the destinations of (storage, source, destination) clones: a phrase for the
+    error message saying what was removed, or naming what is left."""
+    if not clones:
+        return 'nothing was cloned'
+    _, failed = delete_files(ctx, [(storage, destination) for storage, _, destination in clones])
+    if failed:
+        return f'could not remove {", ".join(path for (_, path), _ in failed)}: delete them by hand'
+    return f'removed the {len(clones)} clone(s) made before'
+
+
+# -- VM snapshots
+
+@dataclasses.dataclass
+class VmView:
+    """A VM as the vm commands see it, gathered before anything changes."""
+    vm: dict
+    config: dict
+    disks: list         # Disks on configured ONTAP storages, with an image file
+    skipped: list       # (Disk, reason)
+    storages: list      # configured storages holding its disks or unused disks (the ones to lock)
+
+    @property
+    def vmid(self):
+        return self.vm['vmid']
+
+
+def gather_vm(ctx, vmid, vms=None):
+    """The VM, its config, its ONTAP disks (and the volumes behind them, looked up now)."""
+    vm = pve_find_vm(ctx.pve, vmid, vms)
+    config = pve_vm_config(ctx.pve, vm)
+    disks, skipped = [], []
+    for disk in vm_disks(config):
+        if disk.storage not in ctx.config.storages:
+            skipped.append((disk, f'storage {disk.storage} has no section in {ctx.config.path}'))
+        elif disk.path is None:
+            skipped.append((disk, f'{disk.volid} is no image file'))
+        else:
+            ctx.storage_volume(disk.storage)
+            disks.append(disk)
+    return VmView(vm, config, disks, skipped, sorted(vm_storages(config) & set(ctx.config.storages)))
+
+
+def gather_sets(ctx, view):
+    """Every VM snapshot set of the VM on every configured storage it uses, by stamp."""
+    directory = f'images/{view.vmid}'
+    files = []
+    for storage in view.storages:
+        ontap, volume, _ = ctx.storage_volume(storage)
+        for record in ontap_list_dir(ontap, volume, directory):
+            found = parse_set_file(storage, directory, record['name'], record.get('size'))
+            if found:
+                files.append(found)
+    return group_sets(files)
+
+
+def find_set(view, sets, stamp):
+    if stamp not in sets:
+        raise Failure(f'VM {view.vmid} has no snapshot {stamp} (it has: {", ".join(sets) or "none"})')
+    return sets[stamp]
+
+
+def new_stamp(taken):
+    """A stamp no existing set of the VM has: a restore right after a create (within the
+    second) waits for the next one rather than mix its undo point into that set."""
+    while (stamp := utc_stamp()) in taken:
+        time.sleep(0.1)
+    return stamp
+
+
 def check_freezable(ctx, view):
     """-freeze needs the guest agent configured and answering: checked before any freeze."""
     if not agent_enabled(view.config.get('agent')):
         raise Failure(f'VM {view.vmid}: no QEMU guest agent configured (set agent: 1); -freeze needs one')
     try:
-        pve_agent(ctx.pve, view.vm, 'ping')
+        pve_agent(ctx.pve, view.vm, 'ping', safe=True)
     except ProxmoxError as exc:
         raise Failure(f'VM {view.vmid}: the QEMU guest agent does not answer, nothing frozen: {exc}') from exc
 
 
 def clone_frozen(ctx, view, clones):
-    """fsfreeze, clone, thaw: thawed in every case, and at the latest after the freeze bound."""
+    """fsfreeze, clone, thaw: thawed in every case, and at the latest after the freeze bound.
+    Returns (done, failed); clones that outlast the bound count as failed (not consistent)."""
     bound = ctx.config.timeouts.freeze
     pve_agent(ctx.pve, view.vm, 'fsfreeze-freeze')
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(clone_each, ctx, clones)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(clone_each, ctx, clones)
+        try:
+            return future.result(timeout=bound)
+        except concurrent.futures.TimeoutError:
+            overran = Failure(f'outlasted the freeze bound of {bound:g} s (freeze_timeout), so it is not '
+                              'consistent')
+        finally:
+            pve_agent(ctx.pve, view.vm, 'fsfreeze-thaw')
+            log.info('VM %s: guest thawed', view.vmid)
+        done, failed = future.result()
+    return [], failed + [(item, overran) for item in done]
+
+
+def ensure_running(ctx, view, cause):
+    """After a failed suspend or shutdown: start the VM again unless it still runs."""
     try:
-        result = future.result(timeout=bound)
-    except concurrent.futures.TimeoutError:
-        result = None
-    finally:
-        pve_agent(ctx.pve, view.vm, 'fsfreeze-thaw')
-        log.info('VM %s: guest thawed', view.vmid)
-    if result is None:
-        done, _ = future.result()
-        pool.shutdown()
-        raise Failure(f'VM {view.vmid}: the clones outlasted the freeze bound of {bound:g} s (freeze_timeout); '
-                      f'the guest was thawed before they ended, so they are not consistent: '
-                      f'{", ".join(d[2] for d in done) or "no clone was made"}')
-    pool.shutdown()
-    return result
+        status = ctx.pve.call('get', vm_path(view.vm, 'status/current'), f'read the status of VM {view.vmid}')
+        if status.get('status') != 'running':
+            pve_vm_power(ctx.pve, view.vm, 'start')
+    except Failure as exc:
+        raise Failure(f'{cause}; and starting the VM again failed: {exc}') from exc
 
 
 def snapshot_vm(ctx, view, mode, stamp):
     """vm create for one gathered VM: pause as asked, clone every disk, resume. Returns the
-    paths of the clones; raises Failure naming what was and was not cloned."""
+    clones; on a failure the clones already made are removed and the Failure names the disks."""
     vmid = view.vmid
     for disk, reason in view.skipped:
         log.warning('VM %s: skipping disk %s (%s): %s', vmid, disk.key, disk.volid, reason)
@@ -1065,7 +1236,11 @@ def snapshot_vm(ctx, view, mode, stamp):
     paused = running and mode in ('suspend', 'shutdown')
     if paused:
         log.info('VM %s: %s', vmid, 'suspending to disk' if mode == 'suspend' else 'shutting down')
-        pve_vm_power(ctx.pve, view.vm, mode, **({'todisk': 1} if mode == 'suspend' else {}))
+        try:
+            pve_vm_power(ctx.pve, view.vm, mode, **({'todisk': 1} if mode == 'suspend' else {}))
+        except Failure as exc:
+            ensure_running(ctx, view, exc)
+            raise
     window = time.monotonic()
     try:
         if running and mode == 'freeze':
@@ -1080,9 +1255,9 @@ def snapshot_vm(ctx, view, mode, stamp):
                      time.monotonic() - window)
     if failed:
         key = {disk.path: disk.key for disk in view.disks}
-        raise Failure(f'VM {vmid}: snapshot {stamp} incomplete: cloned '
-                      f'{", ".join(key[source] for _, source, _ in done) or "nothing"}; '
-                      f'not cloned {"; ".join(f"{key[item[1]]} ({exc})" for item, exc in failed)}')
+        reasons = '; '.join(f'{key[source]} ({exc})' for (_, source, _), exc in failed)
+        raise Failure(f'VM {vmid}: snapshot {stamp} failed: {reasons}; {remove_clones(ctx, done)}'
+                      + (f' ({", ".join(key[source] for _, source, _ in done)})' if done else ''))
     return clones
 
 
@@ -1090,7 +1265,10 @@ def register_clones(ctx, view, clones):
     """Make new clone files visible in PVE as unused disks: `qm disk rescan` on a PVE node,
     else unusedN through the config API (pending until the next start on a running VM)."""
     vmid = view.vmid
-    if on_pve_node(view.vm['node']):
+    if local_pve_node() == view.vm['node']:
+        if ctx.dry_run:
+            print(f'would run qm disk rescan --vmid {vmid}')
+            return
         result = subprocess.run(['qm', 'disk', 'rescan', '--vmid', str(vmid)], capture_output=True, text=True,
                                 check=False)
         if result.returncode:
@@ -1108,7 +1286,7 @@ def delete_set(ctx, view, files):
     registered = [key for key, value in sorted(pve_vm_pending(ctx.pve, view.vm).items())
                   if re.fullmatch(r'unused\d+', key) and parse_volume(value) and parse_volume(value)[1] in volids]
     if registered:
-        pve_set_vm_config(ctx.pve, view.vm, 'remove the snapshot\'s unused disks', delete=','.join(registered))
+        pve_set_vm_config(ctx.pve, view.vm, "remove the snapshot's unused disks", delete=','.join(registered))
     _, failed = delete_files(ctx, [(f.storage, f.path) for f in files])
     if failed:
         raise Failure(f'VM {view.vmid}: snapshot {files[0].stamp}: could not delete '
@@ -1128,12 +1306,8 @@ def vm_ids_to_snapshot(ctx, args, vms):
     """-vm ids as given, or with -all every VM with a disk on a configured ONTAP storage."""
     if not args.all:
         return args.vm
-    chosen = []
-    for vmid, vm in sorted(vms.items()):
-        if vm.get('template'):
-            continue
-        if any(d.storage in ctx.config.storages and d.path for d in vm_disks(pve_vm_config(ctx.pve, vm))):
-            chosen.append(vmid)
+    chosen = [vmid for vmid, vm in sorted(vms.items()) if not vm.get('template') and any(
+        d.storage in ctx.config.storages and d.path for d in vm_disks(pve_vm_config(ctx.pve, vm)))]
     if not chosen:
         raise Failure(f'no VM has a disk on a storage of {ctx.config.path}')
     return chosen
@@ -1148,12 +1322,13 @@ def cmd_vm_create(ctx, args):
     for vmid in vmids:
         try:
             view = gather_vm(ctx, vmid, vms)
-            clones = snapshot_vm(ctx, view, mode, stamp)
-            log.info('VM %s: snapshot %s of %d disk(s) created', vmid, stamp, len(clones))
-            if args.register:
-                register_clones(ctx, view, clones)
-            if args.keep is not None:
-                prune_vm_sets(ctx, view, args.keep)
+            with storage_locks(ctx, view.storages):
+                clones = snapshot_vm(ctx, view, mode, stamp)
+                log.info('VM %s: snapshot %s of %d disk(s) created', vmid, stamp, len(clones))
+                if args.register:
+                    register_clones(ctx, view, clones)
+                if args.keep is not None:
+                    prune_vm_sets(ctx, view, args.keep)
         except Failure as exc:
             if len(vmids) == 1:
                 raise
@@ -1181,17 +1356,10 @@ def cmd_vm_list(ctx, args):
 
 def cmd_vm_delete(ctx, args):
     view = gather_vm(ctx, args.vm)
-    files = find_set(view, gather_sets(ctx, view), args.snapshot)
-    delete_set(ctx, view, files)
+    with storage_locks(ctx, view.storages):
+        files = find_set(view, gather_sets(ctx, view), args.snapshot)
+        delete_set(ctx, view, files)
     log.info('VM %s: snapshot %s deleted (%d file(s))', args.vm, args.snapshot, len(files))
-
-
-def new_stamp(taken):
-    """A stamp no existing set of the VM has: a restore right after a create (within the
-    second) waits for the next one rather than mix its undo point into that set."""
-    while (stamp := utc_stamp()) in taken:
-        time.sleep(0.1)
-    return stamp
 
 
 def restore_sources(ctx, view, sets, args):
@@ -1225,73 +1393,84 @@ def restore_disks(ctx, view, sources, undo_stamp):
     undo = [(disk.storage, disk.path, set_file_path(disk.path, undo_stamp, 'prerestore')) for disk, _ in sources]
     saved, failed = clone_each(ctx, undo)
     if failed:
-        delete_files(ctx, [(storage, path) for storage, _, path in saved])
         raise Failure(f'VM {vmid}: nothing restored, the pre-restore copy failed: '
-                      f'{"; ".join(str(exc) for _, exc in failed)}')
+                      f'{"; ".join(str(exc) for _, exc in failed)}; {remove_clones(ctx, saved)}')
     log.info('VM %s: current disks saved as pre-restore snapshot %s', vmid, undo_stamp)
-    overwrite = [(disk.storage, source, disk.path) for disk, source in sources]
-    done, failed = clone_each(ctx, overwrite, overwrite=True)
+    done, failed = clone_each(ctx, [(disk.storage, source, disk.path) for disk, source in sources],
+                              overwrite=True)
     if not failed:
         return
+    reason = '; '.join(f'{path} ({exc})' for (_, _, path), exc in failed)
     back = [(storage, set_file_path(path, undo_stamp, 'prerestore'), path) for storage, _, path in done]
     _, unrestored = clone_each(ctx, back, overwrite=True)
-    reason = '; '.join(f'{path} ({exc})' for (_, _, path), exc in failed)
     if unrestored:
         raise Failure(f'VM {vmid}: restore failed ({reason}) and putting back '
                       f'{", ".join(item[2] for item, _ in unrestored)} failed too: '
                       f'their previous content is in pre-restore snapshot {undo_stamp}')
-    delete_files(ctx, [(storage, path) for storage, _, path in undo])
-    raise Failure(f'VM {vmid}: restore failed, every disk is as it was: {reason}')
+    raise Failure(f'VM {vmid}: restore failed, every disk is as it was ({remove_clones(ctx, undo)}): {reason}')
 
 
 def cmd_vm_restore(ctx, args):
     view = gather_vm(ctx, args.vm)
-    sets = gather_sets(ctx, view)
-    sources, origin = restore_sources(ctx, view, sets, args)
-    running = view.vm.get('status') == 'running'
-    if view.vm.get('lock') == 'suspended':
-        raise Failure(f'VM {view.vmid} is suspended to disk: its saved memory belongs to the current disks; '
-                      'start it and shut it down first')
-    if running and not args.shutdown:
-        raise Failure(f'VM {view.vmid} is running: shut it down first, or add -shutdown')
-    disks = ', '.join(disk.key for disk, _ in sources)
-    confirm(f'Overwrite disks {disks} of VM {view.vmid} with {origin}', args.yes)
-    if running:
-        log.info('VM %s: shutting down', view.vmid)
-        pve_vm_power(ctx.pve, view.vm, 'shutdown')
-    undo_stamp = new_stamp(sets)
-    try:
-        restore_disks(ctx, view, sources, undo_stamp)
-    finally:
+    with storage_locks(ctx, view.storages):
+        sets = gather_sets(ctx, view)
+        sources, origin = restore_sources(ctx, view, sets, args)
+        running = view.vm.get('status') == 'running'
+        if view.vm.get('lock') == 'suspended':
+            raise Failure(f'VM {view.vmid} is suspended to disk: its saved memory belongs to the current disks; '
+                          'start it and shut it down first')
+        if running and not args.shutdown:
+            raise Failure(f'VM {view.vmid} is running: shut it down first, or add -shutdown')
+        disks = ', '.join(disk.key for disk, _ in sources)
+        confirm(ctx, f'Overwrite disks {disks} of VM {view.vmid} with {origin}', args.yes)
         if running:
-            pve_vm_power(ctx.pve, view.vm, 'start')
+            log.info('VM %s: shutting down', view.vmid)
+            pve_vm_power(ctx.pve, view.vm, 'shutdown')
+        undo_stamp = new_stamp(sets)
+        try:
+            restore_disks(ctx, view, sources, undo_stamp)
+        finally:
+            if running:
+                pve_vm_power(ctx.pve, view.vm, 'start')
     log.info('VM %s: disks %s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, origin,
              undo_stamp)
 
 
 # -- storage snapshots
 
+def explain_busy(ctx, ontap, volume, snapshot, exc):
+    """A delete refused because a FlexClone uses the snapshot: name the clone and its PVE storage."""
+    clones = ontap_flexclones(ontap, volume).get(snapshot)
+    if not clones:
+        return exc
+    clone = clones[0]
+    storages = [s['storage'] for s in ctx.pve.call('get', 'storage', 'list storages')
+                if s.get('type') == 'nfs' and s.get('export') == clone.junction]
+    if storages:
+        return Failure(f'snapshot {snapshot} of volume {volume.name} is in use by FlexClone {clone.name}, mounted '
+                       f'as PVE storage {storages[0]}: unmount {storages[0]} first')
+    return Failure(f'snapshot {snapshot} of volume {volume.name} is in use by FlexClone {clone.name} (no PVE '
+                   'storage uses it): delete that volume first')
+
+
 def cmd_storage_create(ctx, args):
-    ontap, volume, _ = ctx.storage_volume(args.storage)
-    name = storage_snapshot_name(utc_stamp())
-    ontap_create_snapshot(ontap, volume, name, STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage))
-    log.info('storage %s: snapshot %s of volume %s created', args.storage, name, volume.name)
-    if args.keep is not None:
-        prune_storage_snapshots(ontap, volume, args.storage, args.keep)
+    with storage_locks(ctx, [args.storage]):
+        ontap, volume, _ = ctx.storage_volume(args.storage)
+        name = storage_snapshot_name(utc_stamp())
+        ontap_create_snapshot(ontap, volume, name, STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage))
+        log.info('storage %s: snapshot %s of volume %s created', args.storage, name, volume.name)
+        if args.keep is not None:
+            prune_storage_snapshots(ontap, volume, args.storage, args.keep)
 
 
 def prune_storage_snapshots(ontap, volume, storage, keep):
     """-keep N: delete the oldest proxmox_snapshot_* beyond the newest N, skipping busy ones."""
-    snapshots = ontap_list_snapshots(ontap, volume)
-    old = expired(snapshots, keep)
-    if not old:
-        return
-    clones = ontap_flexclones(ontap, volume)
+    old = expired(ontap_list_snapshots(ontap, volume), keep)
+    clones = ontap_flexclones(ontap, volume) if old else {}
     for snapshot in old:
         if snapshot['name'] in clones:
-            names = ', '.join(c.name for c in clones[snapshot['name']])
             log.warning('storage %s: keeping snapshot %s beyond -keep %d: FlexClone %s uses it', storage,
-                        snapshot['name'], keep, names)
+                        snapshot['name'], keep, ', '.join(c.name for c in clones[snapshot['name']]))
             continue
         ontap_delete_snapshot(ontap, volume, snapshot)
         log.info('storage %s: snapshot %s deleted (-keep %d)', storage, snapshot['name'], keep)
@@ -1319,51 +1498,111 @@ def cmd_storage_show(ctx, args):
 
 
 def cmd_storage_delete(ctx, args):
-    ontap, volume, _ = ctx.storage_volume(args.storage)
-    snapshot = ontap_find_snapshot(ontap, volume, args.snapshot)
-    ontap_delete_snapshot(ontap, volume, snapshot)
+    with storage_locks(ctx, [args.storage]):
+        ontap, volume, _ = ctx.storage_volume(args.storage)
+        snapshot = ontap_find_snapshot(ontap, volume, args.snapshot)
+        try:
+            ontap_delete_snapshot(ontap, volume, snapshot)
+        except OntapError as exc:
+            if str(exc.code) != SNAPSHOT_LOCKED:
+                raise
+            raise explain_busy(ctx, ontap, volume, args.snapshot, exc) from exc
     log.info('storage %s: snapshot %s deleted', args.storage, args.snapshot)
 
 
 def cmd_storage_restore(ctx, args):
-    ontap, volume, _ = ctx.storage_volume(args.storage)
-    ontap_find_snapshot(ontap, volume, args.snapshot)
-    log.warning('storage %s: reverting volume %s to %s; every change since is lost', args.storage, volume.name,
-                args.snapshot)
-    ontap_restore_volume(ontap, volume, args.snapshot)
+    with storage_locks(ctx, [args.storage]):
+        ontap, volume, _ = ctx.storage_volume(args.storage)
+        ontap_find_snapshot(ontap, volume, args.snapshot)
+        snapshots = [s['name'] for s in ontap_list_snapshots(ontap, volume, '*')]
+        newer = snapshots[snapshots.index(args.snapshot) + 1:]
+        vms = pve_vms_on_storage(ctx.pve, args.storage, pve_list_vms(ctx.pve))
+        print(f'storage restore reverts volume {volume.name} (ONTAP {ontap.host}) behind storage {args.storage} '
+              f'to snapshot {args.snapshot}; every change since is lost.')
+        print('VMs with disks on it: ' + (', '.join(f'{vm["vmid"]} {vm.get("name", "")} ({vm.get("status")})'
+                                                    for vm in vms) or 'none'))
+        print('Snapshots newer than it, which ONTAP deletes: ' + (', '.join(newer) or 'none'))
+        running = [str(vm['vmid']) for vm in vms if vm.get('status') == 'running']
+        if running and not args.force:
+            raise Failure(f'storage {args.storage}: VM {", ".join(running)} running on it; shut down first '
+                          '(or -force to revert under running VMs)')
+        confirm(ctx, f'Revert storage {args.storage} to {args.snapshot}', args.yes)
+        ontap_restore_volume(ontap, volume, args.snapshot)
     log.info('storage %s: volume %s restored to %s', args.storage, volume.name, args.snapshot)
 
 
 def cmd_storage_mount(ctx, args):
-    ontap, volume, entry = ctx.storage_volume(args.storage)
-    ontap_find_snapshot(ontap, volume, args.snapshot)
-    clone, storage = flexclone_name(volume.name), clone_storage_id(args.storage)
-    if pve_storage_exists(ctx.pve, storage):
-        raise Failure(f'Proxmox {ctx.pve.host}: storage {storage} already exists: unmount it first')
-    if ontap_volume_by_name(ontap, clone, volume.svm):
-        raise Failure(f'ONTAP {ontap.host}: volume {clone} already exists in SVM {volume.svm}')
-    junction = '/' + clone
-    ontap_create_flexclone(ontap, volume, args.snapshot, clone, junction)
-    log.info('ONTAP %s: FlexClone %s of %s created, mounted at %s', ontap.host, clone, args.snapshot, junction)
-    options = {key: entry[key] for key in ('content', 'options') if entry.get(key)}
-    try:
-        ctx.pve.call('post', 'storage', f'add storage {storage}', storage=storage, type='nfs',
-                     server=entry['server'], export=junction, **options)
-    except Failure:
-        log.warning('ONTAP %s: removing FlexClone %s again', ontap.host, clone)
-        ontap_delete_volume(ontap, ontap_volume_by_name(ontap, clone, volume.svm))
-        raise
-    log.info('storage %s: snapshot %s mounted as storage %s', args.storage, args.snapshot, storage)
+    storage = args.name or clone_storage_id(args.storage)
+    with storage_locks(ctx, [args.storage]):
+        ontap, volume, entry = ctx.storage_volume(args.storage)
+        ontap_find_snapshot(ontap, volume, args.snapshot)
+        clone = flexclone_name(volume.name, None if args.name is None else storage)
+        if pve_storage_exists(ctx.pve, storage):
+            raise Failure(f'Proxmox {ctx.pve.host}: storage {storage} already exists: unmount it, or choose '
+                          'another id with -name')
+        if ontap_volume_by_name(ontap, clone, volume.svm):
+            raise Failure(f'ONTAP {ontap.host}: volume {clone} already exists in SVM {volume.svm}: choose another '
+                          'storage id with -name')
+        node = pve_local_node(ctx.pve)
+        junction = '/' + clone
+        ontap_create_flexclone(ontap, volume, args.snapshot, clone, junction)
+        log.info('ONTAP %s: FlexClone %s of %s created, mounted at %s', ontap.host, clone, args.snapshot, junction)
+        options = {key: entry[key] for key in ('content', 'options') if entry.get(key)}
+        if node:
+            options['nodes'] = node
+        try:
+            ctx.pve.call('post', 'storage', f'add storage {storage}', storage=storage, type='nfs',
+                         server=entry['server'], export=junction, **options)
+        except Failure:
+            log.warning('ONTAP %s: removing FlexClone %s again', ontap.host, clone)
+            ontap_delete_volume(ontap, ontap_volume_by_name(ontap, clone, volume.svm))
+            raise
+    log.info('storage %s: snapshot %s mounted as storage %s%s', args.storage, args.snapshot, storage,
+             f' on node {node}' if node else '')
+
+
+def find_clone_parent(ctx, storage, entry):
+    """(parent storage, Ontap, FlexClone Volume) of a mounted clone storage; a refusal unless
+    its volume really is a FlexClone of a configured storage's volume."""
+    if storage in ctx.config.storages:
+        candidates = [storage]
+    elif storage.removesuffix(CLONE_STORAGE_SUFFIX) in ctx.config.storages:
+        candidates = [storage.removesuffix(CLONE_STORAGE_SUFFIX)]
+    else:
+        candidates = [s['storage'] for s in ctx.pve.call('get', 'storage', 'list storages')
+                      if s['storage'] in ctx.config.storages and s.get('server') == entry.get('server')]
+    volume = None
+    for parent in candidates:
+        ontap, parent_volume, _ = ctx.storage_volume(parent)
+        volume = ontap_find_volume(ontap, entry['export'], ctx.config.ontap_for(parent).svm, storage)
+        if volume.is_flexclone and volume.parent_volume == parent_volume.name:
+            return parent, ontap, volume
+    backing = f'backed by volume {volume.name}, which is no FlexClone of' if volume else 'no clone of'
+    raise Failure(f'storage {storage} is {backing} a storage in {ctx.config.path}: refusing to remove it')
+
+
+def unmount_nfs(path):
+    """Unmount the clone's NFS mount on this node (PVE leaves it mounted); lazily if stuck."""
+    for command in (['umount', path], ['umount', '-f', '-l', path]):
+        if subprocess.run(command, capture_output=True, check=False).returncode == 0:
+            return
+    log.warning('could not unmount %s on this node: umount -f -l %s by hand', path, path)
 
 
 def cmd_storage_unmount(ctx, args):
-    ontap, volume, _ = ctx.storage_volume(args.storage)
-    if not volume.is_flexclone:
-        raise Failure(f'storage {args.storage} is backed by volume {volume.name}, which is no FlexClone: '
-                      'refusing to remove it')
-    ctx.pve.call('delete', f'storage/{args.storage}', f'remove storage {args.storage}')
-    log.info('storage %s removed from Proxmox', args.storage)
-    ontap_delete_volume(ontap, volume)
+    entry = pve_nfs_storage(ctx.pve, args.storage)
+    parent, ontap, volume = find_clone_parent(ctx, args.storage, entry)
+    with storage_locks(ctx, [parent]):
+        # Disabled first, so no node's status daemon mounts it again while it goes away.
+        ctx.pve.call('put', f'storage/{args.storage}', f'disable storage {args.storage}', disable=1)
+        ctx.pve.call('delete', f'storage/{args.storage}', f'remove storage {args.storage}')
+        log.info('storage %s removed from Proxmox', args.storage)
+        path = entry.get('path') or f'/mnt/pve/{args.storage}'
+        if local_pve_node() and not ctx.dry_run:
+            unmount_nfs(path)
+        else:
+            log.info('not on a PVE node as root: %s may stay mounted on the nodes (umount it there)', path)
+        ontap_delete_volume(ontap, volume)
     log.info('ONTAP %s: FlexClone %s deleted', ontap.host, volume.name)
 
 
@@ -1394,6 +1633,24 @@ def set_stamp(text):
     return text
 
 
+def seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'{text!r} is no number of seconds')
+    return value
+
+
+def storage_id(text):
+    """argparse type for a new PVE storage id: a letter first, then letters, digits, - _ ."""
+    if not re.fullmatch(r'[A-Za-z][A-Za-z0-9._-]*[A-Za-z0-9]', text):
+        raise argparse.ArgumentTypeError(f'{text!r} is no PVE storage id (a letter, then letters, digits, '
+                                         '"-", "_" or ".")')
+    return text
+
+
 def keep_count(text):
     if not re.fullmatch(r'\d+', text) or int(text) < 1:
         raise argparse.ArgumentTypeError(f'{text!r}: -keep takes a whole number from 1')
@@ -1421,6 +1678,11 @@ def add_global_options(parser, suppress=False):
                         help='log level on stderr (default: info); debug logs every HTTP request and tracebacks')
     parser.add_argument('-output', '--output', choices=('text', 'json'), default=default('text'),
                         help='format of list and show results on stdout (default: text)')
+    parser.add_argument('-dry-run', '--dry-run', action='store_true', default=default(False),
+                        help='print what would change, in plain words, and change nothing')
+    parser.add_argument('-wait', '--wait', type=seconds, metavar='SECONDS', default=default(0),
+                        help='wait up to this long for another run working on the same storage '
+                             '(default: 0, fail at once naming its pid)')
 
 
 def add_storage_option(parser, help_text='PVE storage id (a section of config.ini)', required=True):
@@ -1511,9 +1773,11 @@ def build_parser():
              [f'storage delete -storage ONTAP01 -snapshot {example}'], True),
             ('restore', cmd_storage_restore,
              'revert the whole volume to a snapshot: every VM on the storage loses all changes since',
-             [f'storage restore -storage ONTAP01 -snapshot {example}'], True),
+             [f'storage restore -storage ONTAP01 -snapshot {example}',
+              f'-dry-run storage restore -storage ONTAP01 -snapshot {example}'], True),
             ('mount', cmd_storage_mount, 'add a FlexClone of a snapshot to PVE as storage <ID>-CLONE',
-             [f'storage mount -storage ONTAP01 -snapshot {example}'], True)):
+             [f'storage mount -storage ONTAP01 -snapshot {example}',
+              f'storage mount -storage ONTAP01 -snapshot {example} -name ONTAP01-MARCH'], True)):
         sub = leaf(storage_commands, name, func, help_text, examples)
         add_storage_option(sub)
         if takes_snapshot:
@@ -1521,9 +1785,19 @@ def build_parser():
                              help=f'the snapshot, e.g. {example}')
         if name == 'create':
             add_keep_option(sub, 'proxmox_snapshot_* snapshots (never one a FlexClone uses)')
+        if name == 'restore':
+            sub.add_argument('-force', '--force', action='store_true',
+                             help='revert even while VMs with disks on the storage are running')
+            sub.add_argument('-yes', '--yes', action='store_true',
+                             help='do not ask for confirmation (required without a terminal)')
+        if name == 'mount':
+            sub.add_argument('-name', '--name', type=storage_id, metavar='ID',
+                             help='PVE storage id of the mount (default: <ID>-CLONE, FlexClone <volume>_clone; '
+                                  'otherwise FlexClone <volume>_clone_<name>), so several snapshots can be '
+                                  'mounted at once')
     unmount = leaf(storage_commands, 'unmount', cmd_storage_unmount,
-                   'remove a mounted <ID>-CLONE storage and its FlexClone (not the snapshot)',
-                   ['storage unmount -storage ONTAP01-CLONE'])
+                   'remove a mounted clone storage and its FlexClone (not the snapshot)',
+                   ['storage unmount -storage ONTAP01-CLONE', 'storage unmount -storage ONTAP01-MARCH'])
     add_storage_option(unmount, 'the clone storage, e.g. ONTAP01-CLONE')
     return parser
 
@@ -1549,7 +1823,9 @@ def main(argv=None):
     setup_logging(args.loglevel)
     try:
         load_http_libraries()
-        ctx = Context(read_config(find_config(args.config)), output=args.output)
+        path = find_config(args.config)
+        warn_if_readable(path)
+        ctx = Context(read_config(path), output=args.output, dry_run=args.dry_run, wait=args.wait)
         args.func(ctx, args)
     except Failure as exc:
         log.debug('traceback', exc_info=True)

@@ -5,6 +5,8 @@ import trustme
 from ontap_emulator import OntapEmulator
 from world import ONTAP_B_PASSWORD, ONTAP_PASSWORD, PVE_PASSWORD, World, populate
 
+import pve_ontap_snapshot as tool
+
 
 @pytest.fixture(scope='session')
 def ontap_ca():
@@ -29,6 +31,14 @@ def ontap_b(tmp_path, ontap_ca):
     emu = served_emulator(tmp_path / 'cluster-b', ONTAP_B_PASSWORD, 'cluster-b', ontap_ca)
     yield emu
     emu.stop()
+
+
+@pytest.fixture(autouse=True)
+def lock_dir(tmp_path, monkeypatch):
+    """Each test takes its storage locks in a directory of its own."""
+    directory = tmp_path / 'locks'
+    monkeypatch.setattr(tool, 'LOCK_DIRS', (str(directory),))
+    return directory
 
 
 @pytest.fixture

@@ -92,7 +92,9 @@ def test_restore_brings_back_the_bytes(world):
     world.a.add_snapshot('proxmox_storage01', OLD)
     disk.write_bytes(b'changed after the snapshot')
 
-    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD)
+    world.pve.vm(100).status = 'stopped'
+
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
 
     assert result.code == 0, result.err
     assert disk.read_bytes() == original
@@ -161,7 +163,7 @@ def test_mount_twice_is_refused_before_anything_changes(world):
 
     assert result.code == 1
     assert result.err.strip() == (f'ERROR: Proxmox {world.pve_host}: storage ONTAP01-CLONE '
-                                  'already exists: unmount it first')
+                                  'already exists: unmount it, or choose another id with -name')
     assert world.state() == before
 
 
@@ -172,5 +174,5 @@ def test_unmount_refuses_a_storage_that_is_no_clone(world):
 
     assert result.code == 1
     assert result.err.strip() == ('ERROR: storage ONTAP01 is backed by volume proxmox_storage01, which is no '
-                                  'FlexClone: refusing to remove it')
+                                  f'FlexClone of a storage in {world.config}: refusing to remove it')
     assert world.state() == before

@@ -91,22 +91,23 @@ def test_a_stopped_vm_is_cloned_and_stays_stopped(world):
     assert_clones_match_sources(world, world.vol1, 101, ['vm-101-disk-0.raw'])
 
 
-def test_vm_is_started_again_when_a_clone_fails(world):
+def test_a_failed_clone_restarts_the_vm_and_takes_back_the_other_clones(world):
     world.b.fail_job('POST', '/api/storage/file/clone', code=13565952, message='Clone start failed.',
                      match={'source_path': 'images/100/vm-100-disk-4.raw'})
+    before = world.state()
 
     result = world.run('vm', 'create', '-vm', 100, '-suspend')
 
     assert result.code == 1
     assert world.pve.vm(100).status == 'running'
-    line = result.err.strip().splitlines()[-1]
-    assert line.startswith('ERROR: VM 100: snapshot') and 'not cloned virtio0' in line
+    (line,) = [line for line in result.err.splitlines() if line.startswith('ERROR')]
+    assert line.startswith('ERROR: VM 100: snapshot') and 'failed: virtio0 (' in line
     assert 'Clone start failed' in line
-    assert 'cloned efidisk0, ide0, sata0, scsi0, tpmstate0' in line
+    assert 'removed the 5 clone(s) made before (efidisk0, ide0, sata0, scsi0, tpmstate0)' in line
     assert 'Traceback' not in result.err
-    # the clones that did succeed are there (and named in the message)
-    assert len(clones_of(world, world.vol1, 100)) == 4
-    assert [c.split('-snapshot-')[0] for c in clones_of(world, world.vol2, 100)] == ['vm-100-disk-1']
+    # no partial snapshot is left behind, and the VM is as it was
+    assert clones_of(world, world.vol1, 100) == [] and clones_of(world, world.vol2, 100) == []
+    assert world.state() == before
 
 
 def test_several_vms_one_stamp_and_one_failure_does_not_stop_the_others(world):

@@ -97,6 +97,10 @@ class Failure(Exception):
     exit_code = 1
 
 
+class NotFound(Failure):
+    """A VM, storage, volume or snapshot the command names does not exist."""
+
+
 class ConfigError(Failure):
     """config.ini is missing, malformed or lacks what a command needs; or bad usage (exit 2)."""
     exit_code = 2
@@ -478,7 +482,7 @@ def ontap_find_volume(ontap, export, svm=None, storage='the storage'):
         matches = ontap.records('/api/storage/volumes', dict(params, **{'nas.path': export}), what)
     if not matches:
         hint = '' if svm else f'; set svm in [{ontap.section}] if it lives in another SVM'
-        raise Failure(f'ONTAP {ontap.host}: no volume{" in SVM " + svm if svm else ""} is mounted at {export} '
+        raise NotFound(f'ONTAP {ontap.host}: no volume{" in SVM " + svm if svm else ""} is mounted at {export} '
                       f'(export of {storage}){hint}')
     if len(matches) > 1:
         names = ', '.join(f'{m["svm"]["name"]}:{m["name"]}' for m in matches)
@@ -567,7 +571,7 @@ def ontap_find_snapshot(ontap, volume, name):
     """The snapshot record with exactly this name; a Failure naming volume and snapshot if absent."""
     found = [r for r in ontap_list_snapshots(ontap, volume, name) if r['name'] == name]
     if not found:
-        raise Failure(f'ONTAP {ontap.host}: volume {volume.name} has no snapshot {name}')
+        raise NotFound(f'ONTAP {ontap.host}: volume {volume.name} has no snapshot {name}')
     return found[0]
 
 
@@ -701,7 +705,7 @@ def pve_find_vm(pve, vmid, vms=None):
     """The VM's /cluster/resources entry (node, status, name); a Failure if PVE has no such VM."""
     vms = pve_list_vms(pve) if vms is None else vms
     if vmid not in vms:
-        raise Failure(f'Proxmox {pve.host}: no VM {vmid} (QEMU guest) in the cluster')
+        raise NotFound(f'Proxmox {pve.host}: no VM {vmid} (QEMU guest) in the cluster')
     return vms[vmid]
 
 
@@ -742,7 +746,7 @@ def pve_storage(pve, storage):
         return pve.call('get', f'storage/{storage}', f'read storage {storage}')
     except ProxmoxError as exc:
         if 'does not exist' in str(exc):
-            raise Failure(f'Proxmox {pve.host}: no storage {storage}') from exc
+            raise NotFound(f'Proxmox {pve.host}: no storage {storage}') from exc
         raise
 
 
@@ -1167,7 +1171,7 @@ def gather_sets(ctx, view):
 
 def find_set(view, sets, stamp):
     if stamp not in sets:
-        raise Failure(f'VM {view.vmid} has no snapshot {stamp} (it has: {", ".join(sets) or "none"})')
+        raise NotFound(f'VM {view.vmid} has no snapshot {stamp} (it has: {", ".join(sets) or "none"})')
     return sets[stamp]
 
 
@@ -1249,7 +1253,7 @@ def snapshot_vm(ctx, view, mode, stamp):
             done, failed = clone_each(ctx, clones)
     finally:
         if paused:
-            pve_vm_power(ctx.pve, view.vm, 'start')
+            start_again(ctx, view, window)
         if running and mode:
             log.info('VM %s was %s for %.2f s', vmid, 'frozen' if mode == 'freeze' else 'paused',
                      time.monotonic() - window)
@@ -1259,6 +1263,15 @@ def snapshot_vm(ctx, view, mode, stamp):
         raise Failure(f'VM {vmid}: snapshot {stamp} failed: {reasons}; {remove_clones(ctx, done)}'
                       + (f' ({", ".join(key[source] for _, source, _ in done)})' if done else ''))
     return clones
+
+
+def start_again(ctx, view, window):
+    """Start a VM paused for the clones; if PVE refuses, say so plainly (the clones are kept)."""
+    try:
+        pve_vm_power(ctx.pve, view.vm, 'start')
+    except Failure as exc:
+        raise Failure(f'VM {view.vmid} could not be started again after {time.monotonic() - window:.1f} s and '
+                      f'is stopped: start it by hand ({exc})') from exc
 
 
 def register_clones(ctx, view, clones):
@@ -1574,7 +1587,12 @@ def find_clone_parent(ctx, storage, entry):
     volume = None
     for parent in candidates:
         ontap, parent_volume, _ = ctx.storage_volume(parent)
-        volume = ontap_find_volume(ontap, entry['export'], ctx.config.ontap_for(parent).svm, storage)
+        try:
+            volume = ontap_find_volume(ontap, entry['export'], ctx.config.ontap_for(parent).svm, storage)
+        except NotFound:
+            if len(candidates) == 1:
+                raise
+            continue    # another cluster or SVM behind the same NFS server
         if volume.is_flexclone and volume.parent_volume == parent_volume.name:
             return parent, ontap, volume
     backing = f'backed by volume {volume.name}, which is no FlexClone of' if volume else 'no clone of'
@@ -1821,6 +1839,8 @@ def main(argv=None):
         argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
     setup_logging(args.loglevel)
+    if args.dry_run and log.level == logging.INFO:
+        log.setLevel(logging.WARNING)   # "... created" would be untrue: the would-lines say it all
     try:
         load_http_libraries()
         path = find_config(args.config)

@@ -84,8 +84,11 @@ def demo(world):
     codes += [run(world, 'vm', 'delete', '-vm', 100, '-snapshot', undo),
               run(world, 'vm', 'restore', '-vm', 100, '-storage-snapshot', snapshot, '-shutdown', '-yes'),
               run(world, 'storage', 'mount', '-storage', 'ONTAP01', '-snapshot', snapshot),
+              run(world, 'storage', 'mount', '-storage', 'ONTAP01', '-snapshot', snapshot, '-name', 'ONTAP01-OLD'),
               run(world, 'storage', 'unmount', '-storage', 'ONTAP01-CLONE'),
-              run(world, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', snapshot),
+              run(world, 'storage', 'unmount', '-storage', 'ONTAP01-OLD'),
+              run(world, '-dry-run', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', snapshot, '-force'),
+              run(world, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', snapshot, '-force', '-yes'),
               run(world, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', snapshot)]
     print(f'\nvm-100-disk-0.raw came back byte for byte: from the VM snapshot {restored_from_set}, '
           f'at the end {disk.read_bytes() == original}')

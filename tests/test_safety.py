@@ -1,0 +1,430 @@
+"""Safe under faults and in the wrong hands: guarded restore, busy snapshots, dry runs, mounts
+that clean up, locks, faults on both sides, tokens and certificates, no leaked secrets."""
+
+import fcntl
+import os
+import threading
+import types
+
+import pytest
+import requests
+from fakepve import TaskError
+from world import ONTAP_B_PASSWORD, ONTAP_PASSWORD, PVE_PASSWORD, PVE_USER, pve_params
+
+import pve_ontap_snapshot as tool
+
+OLD = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
+NEWER = 'proxmox_snapshot_2024-03-14_10:00:00+0000'
+
+
+def add_snapshots(world):
+    world.a.add_snapshot('proxmox_storage01', OLD, create_time='2024-03-13T14:42:47+00:00')
+    world.a.add_snapshot('proxmox_storage01', 'hourly.2024-03-14_0905', create_time='2024-03-14T09:05:00+00:00')
+    world.a.add_snapshot('proxmox_storage01', NEWER, create_time='2024-03-14T10:00:00+00:00')
+
+
+def error_lines(result):
+    return [line for line in result.err.splitlines() if line.startswith('ERROR')]
+
+
+def changes(emu):
+    return [r for r in emu.requests if r['method'] != 'GET']
+
+
+# -- storage restore
+
+def test_storage_restore_shows_what_it_will_do_and_refuses_under_running_vms(world):
+    add_snapshots(world)
+    before = world.state()
+
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+
+    assert result.code == 1
+    assert 'VMs with disks on it: 100 web (running), 101 db (stopped)' in result.out
+    assert f'Snapshots newer than it, which ONTAP deletes: hourly.2024-03-14_0905, {NEWER}' in result.out
+    assert error_lines(result) == [('ERROR: storage ONTAP01: VM 100 running on it; shut down first '
+                                   '(or -force to revert under running VMs)')]
+    assert world.state() == before and not changes(world.a)
+
+
+def test_storage_restore_with_force_reverts_and_ontap_deletes_the_newer_snapshots(world):
+    add_snapshots(world)
+    disk = world.disk(world.vol1, 101, 'vm-101-disk-0.raw')
+    original = disk.read_bytes()
+    disk.write_bytes(b'later')
+
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-force', '-yes')
+
+    assert result.code == 0, result.err
+    assert disk.read_bytes() == original
+    assert sorted(world.vol1.snapshots) == [OLD]
+
+
+def test_storage_restore_without_a_terminal_needs_yes(world):
+    add_snapshots(world)
+    world.pve.vm(100).status = 'stopped'
+    before = world.state()
+
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD)
+
+    assert result.code == 2
+    assert error_lines(result) == [(f'ERROR: Revert storage ONTAP01 to {OLD}: not asking without a terminal; '
+                                   'add -yes to go ahead')]
+    assert world.state() == before
+
+
+# -- busy snapshots
+
+def test_deleting_a_snapshot_that_backs_a_mount_names_the_clone_and_the_storage(world):
+    add_snapshots(world)
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
+    before = world.state()
+
+    result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD)
+
+    assert result.code == 1
+    assert error_lines(result) == [(f'ERROR: snapshot {OLD} of volume proxmox_storage01 is in use by FlexClone '
+                                   'proxmox_storage01_clone, mounted as PVE storage ONTAP01-CLONE: unmount '
+                                   'ONTAP01-CLONE first')]
+    assert world.state() == before
+
+
+# -- dry run
+
+DRY_RUNS = [
+    ('vm', 'create', '-vm', 100, '-suspend', '-keep', 1),
+    ('vm', 'restore', '-vm', 101, '-snapshot', '2024-03-11_10:00:00+0000'),
+    ('vm', 'delete', '-vm', 101, '-snapshot', '2024-03-11_10:00:00+0000'),
+    ('storage', 'create', '-storage', 'ONTAP01', '-keep', 1),
+    ('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD),
+    ('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD),
+    ('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD),
+]
+
+
+@pytest.mark.parametrize('argv', DRY_RUNS, ids=lambda argv: ' '.join(map(str, argv[:2])))
+def test_dry_run_prints_the_plan_and_changes_nothing(world, argv):
+    add_snapshots(world)
+    old_set = world.disk(world.vol1, 101, 'vm-101-disk-0-snapshot-2024-03-11_10:00:00+0000.raw')
+    old_set.write_bytes(b'an old VM snapshot')
+    world.pve.vm(100).status = 'stopped' if argv[1] == 'restore' else 'running'
+    before = world.state()
+
+    result = world.run('-dry-run', *argv)
+
+    assert result.code == 0, result.err
+    assert 'INFO' not in result.err
+    planned = [line for line in result.out.splitlines() if line.startswith('would ')]
+    assert planned, result.out
+    assert world.state() == before
+    assert not changes(world.a) and not changes(world.b)
+    assert [m for m, p, _ in world.pve.requests if m != 'GET' and not p.endswith('/access/ticket')] == []
+
+
+def test_dry_run_of_vm_create_names_each_step(world):
+    result = world.run('vm', 'create', '-vm', 100, '-suspend', '-dry-run')
+    lines = [line for line in result.out.splitlines() if line.startswith('would ')]
+    assert lines[0] == f'would suspend VM 100 (Proxmox {world.pve_host})'
+    assert lines[-2] == f'would start VM 100 (Proxmox {world.pve_host})'
+    assert lines[-1].startswith('would register the snapshot as unused disks (VM 100)')
+    assert sum('would file-clone images/100/' in line for line in lines) == 6
+
+
+def test_dry_run_of_unmount(world):
+    add_snapshots(world)
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
+    before = world.state()
+    result = world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE', '-dry-run')
+    assert result.code == 0, result.err
+    assert 'would delete volume proxmox_storage01_clone' in result.out
+    assert world.state() == before
+
+
+# -- mounts
+
+def test_several_snapshots_mounted_at_once_on_the_local_node_only(world):
+    add_snapshots(world)
+
+    first = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD)
+    second = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', NEWER, '-name', 'ONTAP01-MARCH')
+
+    assert first.code == 0 and second.code == 0, second.err
+    march = world.a.volume('proxmox_storage01_clone_ONTAP01_MARCH')
+    assert march.parent_snapshot == NEWER and march.junction == '/proxmox_storage01_clone_ONTAP01_MARCH'
+    config = world.pve.storage_config('ONTAP01-MARCH')
+    assert config['export'] == '/proxmox_storage01_clone_ONTAP01_MARCH'
+    assert config['nodes'] == 'pve1' and world.pve.storage_config('ONTAP01-CLONE')['nodes'] == 'pve1'
+
+    assert world.run('storage', 'unmount', '-storage', 'ONTAP01-MARCH').code == 0
+    assert 'ONTAP01-MARCH' not in world.pve.storages and world.a.volume(march.name) is None
+    assert world.a.volume('proxmox_storage01_clone') is not None
+
+
+def test_a_taken_storage_id_suggests_name(world):
+    add_snapshots(world)
+    before = world.state()
+    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, '-name', 'ONTAP02')
+    assert result.code == 1
+    assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: storage ONTAP02 already exists: unmount '
+                                   'it, or choose another id with -name')]
+    assert world.state() == before
+
+
+def test_unmount_disables_then_removes_then_deletes_the_clone(world):
+    add_snapshots(world)
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
+    world.pve.requests.clear()
+
+    assert world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE').code == 0
+
+    writes = [(m, p, pve_params(b)) for m, p, b in world.pve.requests if m in ('PUT', 'DELETE')]
+    assert [(m, p.rsplit('/', 1)[1]) for m, p, _ in writes] == [('PUT', 'ONTAP01-CLONE'),
+                                                                ('DELETE', 'ONTAP01-CLONE')]
+    assert writes[0][2] == {'disable': '1'}
+
+
+def test_unmount_refuses_a_flexclone_of_another_volume(world):
+    world.a.add_snapshot('other_volume', 'snap')
+    response = requests.post(f'{world.a.url}/api/storage/volumes', params={'return_timeout': 10},
+                             auth=('admin', ONTAP_PASSWORD), verify=world.a.cafile, json={
+            'name': 'other_clone', 'svm': {'name': 'svm1'}, 'nas': {'path': '/other_clone'},
+            'clone': {'is_flexclone': True, 'parent_volume': {'name': 'other_volume'},
+                      'parent_snapshot': {'name': 'snap'}}})
+    assert response.status_code == 201, response.text
+    world.pve.storages['FOREIGN'] = {'type': 'nfs', 'server': '127.0.0.1', 'export': '/other_clone',
+                                     'content': 'images', 'path': '/mnt/pve/FOREIGN', 'files': set(), 'volumes': {}}
+    before = world.state()
+
+    result = world.run('storage', 'unmount', '-storage', 'FOREIGN')
+
+    assert result.code == 1
+    assert error_lines(result) == [('ERROR: storage FOREIGN is backed by volume other_clone, which is no FlexClone '
+                                   f'of a storage in {world.config}: refusing to remove it')]
+    assert world.state() == before
+
+
+# -- locks
+
+def hold_lock(lock_dir, storage):
+    """Another run's lock on `storage` (pid 4242); closing the file releases it."""
+    lock_dir.mkdir(exist_ok=True)
+    handle = (lock_dir / f'{storage}.lock').open('a+')
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    handle.write('4242\n')
+    handle.flush()
+    return handle
+
+
+def test_a_held_lock_is_a_clear_message_naming_the_other_run(world, lock_dir):
+    handle = hold_lock(lock_dir, 'ONTAP01')
+    before = world.state()
+    try:
+        result = world.run('storage', 'create', '-storage', 'ONTAP01')
+        vm = world.run('vm', 'create', '-vm', 101)
+    finally:
+        handle.close()
+
+    assert result.code == 1
+    assert error_lines(result) == [(f'ERROR: storage ONTAP01 is in use by another pve-ontap-snapshot run (pid 4242, '
+                                   f'lock {lock_dir}/ONTAP01.lock): try again later or wait with -wait SECONDS')]
+    assert vm.code == 1 and 'pid 4242' in vm.err
+    assert world.state() == before
+
+
+def test_wait_takes_the_lock_once_the_other_run_is_done(world, lock_dir):
+    handle = hold_lock(lock_dir, 'ONTAP01')
+    threading.Timer(0.3, handle.close).start()
+
+    result = world.run('-wait', 5, 'storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.err
+    assert len(world.vol1.snapshots) == 1
+
+
+# -- faults
+
+def test_reads_are_retried_after_503_and_a_reset_connection(world):
+    world.a.fail('GET', r'^/api/storage/volumes$', status=503, code='7', message='busy', times=2)
+    world.a.drop('GET', r'/snapshots$', times=1)
+    add_snapshots(world)
+
+    result = world.run('storage', 'list', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.err
+    assert OLD in result.out
+
+
+@pytest.mark.parametrize('fault', ['drop', 'fail'])
+def test_a_failed_clone_post_is_not_repeated_and_leaves_nothing(world, fault):
+    match = {'source_path': 'images/100/vm-100-disk-2.qcow2'}
+    if fault == 'drop':
+        world.a.drop('POST', '/api/storage/file/clone', match=match)
+    else:
+        world.a.fail('POST', '/api/storage/file/clone', status=500, code='1', message='internal error', match=match)
+    before = world.state()
+
+    result = world.run('vm', 'create', '-vm', 100, '-suspend')
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert 'scsi0 (' in line and 'removed the 5 clone(s)' in line
+    posts = [r for r in world.a.requests if r['path'] == '/api/storage/file/clone' and r['body'] == {
+        **r['body'], **match}]
+    assert len(posts) == 1
+    assert world.state() == before
+
+
+def test_a_job_slower_than_its_bound_fails_and_names_the_clone(world):
+    world.write_config(defaults='job_timeout = 1\n')
+    world.a.slow_job('POST', '/api/storage/file/clone', 3, match={'source_path': 'images/100/vm-100-disk-0.raw'})
+
+    result = world.run('vm', 'create', '-vm', 100, '-suspend')
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert 'ide0 (' in line and 'still running after 1 s (job_timeout)' in line
+    assert 'to images/100/vm-100-disk-0-snapshot-' in line
+    assert world.pve.vm(100).status == 'running'
+
+
+def failing_suspend(pve):
+    async def _do_suspend(self, vm, user, params):
+        async def body():
+            raise TaskError('VM 100 qmp command savevm-start failed - timeout')
+        return await self.task(vm.node, 'qmsuspend', vm.vmid, user, body, vm=vm)
+    pve._do_suspend = types.MethodType(_do_suspend, pve)
+
+
+def test_a_failed_suspend_task_leaves_the_vm_running_and_nothing_cloned(world):
+    failing_suspend(world.pve)
+    before = world.state()
+
+    result = world.run('vm', 'create', '-vm', 100, '-suspend')
+
+    assert result.code == 1
+    assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: suspend VM 100: task qmsuspend failed: VM 100 '
+                                   'qmp command savevm-start failed - timeout')]
+    assert world.state() == before
+    assert not [r for r in world.a.requests if r['method'] == 'POST']
+
+
+def test_a_failed_start_task_says_the_vm_is_stopped(world):
+    world.pve.vm(100).start_error = 'kvm: -drive file=/mnt/pve/ONTAP01/images/100/vm-100-disk-0.raw: Permission denied'
+
+    result = world.run('vm', 'create', '-vm', 100, '-suspend', '-no-register')
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert line.startswith('ERROR: VM 100 could not be started again after')
+    assert 'start it by hand' in line and 'Permission denied' in line
+    # the snapshot itself is complete and kept
+    assert len([f for f in world.files(world.vol1, 100) if '-snapshot-' in f]) == 4
+
+
+def test_a_locked_vm_is_refused_before_anything_changes(world):
+    world.pve.snapshot_lock(100, 'backup')
+    before = world.state()
+
+    result = world.run('vm', 'create', '-vm', 100, '-suspend')
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert 'suspend VM 100' in line and 'locked' in line
+    assert world.state() == before
+
+
+def test_an_expired_ticket_is_renewed_once(world):
+    revoked = []
+
+    def revoke(record):
+        if record['path'] == '/api/storage/file/clone' and not revoked:
+            revoked.append(True)
+            world.pve.revoke_tickets()
+    world.a.on_request = revoke
+
+    result = world.run('vm', 'create', '-vm', 100, '-suspend')
+
+    assert result.code == 0, result.err
+    assert world.pve.vm(100).status == 'running'
+    assert len([p for m, p, _ in world.pve.requests if p.endswith('/access/ticket')]) == 2
+
+
+# -- credentials
+
+def test_pve_api_token_instead_of_a_password(world):
+    world.pve.apitokens[f'{PVE_USER}!backup'] = 'token-Secr3t-value'
+    world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = {PVE_USER}\n'
+                               'proxmox_token_name = backup\nproxmox_token_value = token-Secr3t-value\n'
+                               f'proxmox_verify = {world.pve_cafile}\n')
+
+    result = world.run('vm', 'create', '-vm', 100, '-suspend')
+
+    assert result.code == 0, result.err
+    assert not [p for m, p, _ in world.pve.requests if p.endswith('/access/ticket')]
+    assert world.pve.vm(100).status == 'running'
+
+
+def test_ontap_client_certificate_instead_of_a_password(world):
+    certfile, keyfile = world.a.cert_user('admin')
+    world.write_config(ONTAP01=f'host = {world.a.host}\nuser = admin\ncert = {certfile}\nkey = {keyfile}\n'
+                               f'verify = {world.a.cafile}\n')
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.err
+    assert len(world.vol1.snapshots) == 1
+
+
+EVERY_COMMAND = [
+    ('vm', 'create', '-vm', 100, '-suspend', '-keep', 2), ('vm', 'list', '-vm', 100),
+    ('vm', 'create', '-vm', 101), ('vm', 'delete', '-vm', 100, '-snapshot', '2024-03-11_10:00:00+0000'),
+    ('storage', 'create', '-storage', 'ONTAP01'), ('storage', 'list', '-storage', 'ONTAP01'),
+    ('storage', 'show', '-storage', 'ONTAP02'), ('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD),
+    ('storage', 'unmount', '-storage', 'ONTAP01-CLONE'), ('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD),
+    ('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', NEWER, '-force', '-yes'),
+    ('vm', 'create', '-vm', 999), ('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'nope'),
+]
+
+
+def test_no_secret_in_any_output_even_at_debug(world):
+    world.pve.apitokens[f'{PVE_USER}!backup'] = 'token-Secr3t-value'
+    add_snapshots(world)
+    secrets = [ONTAP_PASSWORD, ONTAP_B_PASSWORD, PVE_PASSWORD, 'token-Secr3t-value', 'PVEAuthCookie',
+               'CSRFPreventionToken', 'Authorization', 'Basic ']
+    outputs = []
+    for argv in EVERY_COMMAND:
+        result = world.run('-loglevel', 'debug', *argv)
+        outputs.append(result.out + result.err)
+    world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = {PVE_USER}\n'
+                               'proxmox_token_name = backup\nproxmox_token_value = token-Secr3t-value\n'
+                               f'proxmox_verify = {world.pve_cafile}\n')
+    result = world.run('-loglevel', 'debug', 'vm', 'list', '-vm', 100)
+    outputs.append(result.out + result.err)
+    text = '\n'.join(outputs)
+    assert 'ONTAP GET' in text and 'PVE GET' in text
+    for secret in secrets:
+        assert secret not in text
+
+
+def test_warns_when_config_is_readable_by_others(world):
+    os.chmod(world.config, 0o644)
+    result = world.run('storage', 'list', '-storage', 'ONTAP01')
+    assert result.code == 0
+    assert f'WARNING: {world.config} is readable by group or others (mode 644) and holds passwords: chmod 600' \
+        in result.err
+
+
+@pytest.mark.parametrize('host, local', [('localhost', True), ('127.0.0.1:8006', True), ('[::1]:8006', True),
+                                         ('pve1', True), ('pve1.example.org:8006', True), ('pve2', False),
+                                         ('192.0.2.10', False)])
+def test_is_local_host(host, local):
+    assert tool.is_local_host(host, 'pve1.example.org') is local
+
+
+def test_verify_defaults_to_the_cluster_ca_on_the_node(tmp_path, monkeypatch):
+    ca = tmp_path / 'pve-root-ca.pem'
+    monkeypatch.setattr(tool, 'PVE_ROOT_CA', str(ca))
+    assert tool.default_pve_verify('localhost:8006') is True
+    ca.write_text('x')
+    assert tool.default_pve_verify('localhost:8006') == str(ca)
+    assert tool.default_pve_verify('192.0.2.10') is True

@@ -561,8 +561,9 @@ def ontap_delete_file(ontap, volume, path):
 
 def ontap_list_snapshots(ontap, volume, name=STORAGE_SNAPSHOT_PREFIX + '*'):
     """The volume's snapshots matching `name` (a wildcard filter), oldest first."""
+    # A volume holds at most 1023 snapshots: one page, unless ONTAP's time budget cuts it.
     records = ontap.records(f'/api/storage/volumes/{volume.uuid}/snapshots',
-                            {'name': name, 'fields': 'name,create_time,size,comment'},
+                            {'name': name, 'fields': 'name,create_time,size,comment', 'max_records': 1023},
                             f'list snapshots of volume {volume.name}')
     return sorted(records, key=lambda r: (r.get('create_time') or '', r['name']))
 
@@ -740,26 +741,9 @@ def pve_agent(pve, vm, command, safe=False):
     return pve.call('post', vm_path(vm, 'agent', command), f'guest agent {command} in VM {vm["vmid"]}', safe=safe)
 
 
-def pve_storage(pve, storage):
-    """The storage.cfg entry; a Failure naming the storage if PVE does not know it."""
-    try:
-        return pve.call('get', f'storage/{storage}', f'read storage {storage}')
-    except ProxmoxError as exc:
-        if 'does not exist' in str(exc):
-            raise NotFound(f'Proxmox {pve.host}: no storage {storage}') from exc
-        raise
-
-
-def pve_nfs_storage(pve, storage):
-    """Like pve_storage, but only an NFS storage will do."""
-    entry = pve_storage(pve, storage)
-    if entry.get('type') != 'nfs':
-        raise Failure(f'Proxmox {pve.host}: storage {storage} is of type {entry.get("type")}, not NFS')
-    return entry
-
-
-def pve_storage_exists(pve, storage):
-    return any(s.get('storage') == storage for s in pve.call('get', 'storage', 'list storages'))
+def pve_storages(pve):
+    """storage.cfg, every storage by id, from one call."""
+    return {entry['storage']: entry for entry in pve.call('get', 'storage', 'read the storage configuration')}
 
 
 def local_pve_node():
@@ -999,6 +983,7 @@ class Context:
         self.pve = Pve(config.proxmox, config.timeouts, dry_run)
         self._ontaps = {}
         self._volumes = {}
+        self._storages = None
 
     def ontap(self, storage):
         cluster = self.config.ontap_for(storage)
@@ -1007,11 +992,26 @@ class Context:
             self._ontaps[key] = Ontap(cluster, self.config.timeouts, self.dry_run)
         return self._ontaps[key]
 
+    def storages(self):
+        """PVE's storage.cfg, read once per run (one request serves every storage)."""
+        if self._storages is None:
+            self._storages = pve_storages(self.pve)
+        return self._storages
+
+    def nfs_storage(self, storage):
+        """The storage.cfg entry of an NFS storage; NotFound or a Failure naming it otherwise."""
+        entry = self.storages().get(storage)
+        if entry is None:
+            raise NotFound(f'Proxmox {self.pve.host}: no storage {storage}')
+        if entry.get('type') != 'nfs':
+            raise Failure(f'Proxmox {self.pve.host}: storage {storage} is of type {entry.get("type")}, not NFS')
+        return entry
+
     def storage_volume(self, storage):
         """(Ontap, Volume, storage.cfg entry) behind a PVE NFS storage, looked up once per run."""
         if storage not in self._volumes:
             ontap = self.ontap(storage)
-            entry = pve_nfs_storage(self.pve, storage)
+            entry = self.nfs_storage(storage)
             volume = ontap_find_volume(ontap, entry['export'], self.config.ontap_for(storage).svm, storage)
             self._volumes[storage] = (ontap, volume, entry)
         return self._volumes[storage]
@@ -1457,8 +1457,7 @@ def explain_busy(ctx, ontap, volume, snapshot, exc):
     if not clones:
         return exc
     clone = clones[0]
-    storages = [s['storage'] for s in ctx.pve.call('get', 'storage', 'list storages')
-                if s.get('type') == 'nfs' and s.get('export') == clone.junction]
+    storages = [sid for sid, s in ctx.storages().items() if s.get('type') == 'nfs' and s.get('export') == clone.junction]
     if storages:
         return Failure(f'snapshot {snapshot} of volume {volume.name} is in use by FlexClone {clone.name}, mounted '
                        f'as PVE storage {storages[0]}: unmount {storages[0]} first')
@@ -1550,7 +1549,7 @@ def cmd_storage_mount(ctx, args):
         ontap, volume, entry = ctx.storage_volume(args.storage)
         ontap_find_snapshot(ontap, volume, args.snapshot)
         clone = flexclone_name(volume.name, None if args.name is None else storage)
-        if pve_storage_exists(ctx.pve, storage):
+        if storage in ctx.storages():
             raise Failure(f'Proxmox {ctx.pve.host}: storage {storage} already exists: unmount it, or choose '
                           'another id with -name')
         if ontap_volume_by_name(ontap, clone, volume.svm):
@@ -1582,8 +1581,8 @@ def find_clone_parent(ctx, storage, entry):
     elif storage.removesuffix(CLONE_STORAGE_SUFFIX) in ctx.config.storages:
         candidates = [storage.removesuffix(CLONE_STORAGE_SUFFIX)]
     else:
-        candidates = [s['storage'] for s in ctx.pve.call('get', 'storage', 'list storages')
-                      if s['storage'] in ctx.config.storages and s.get('server') == entry.get('server')]
+        candidates = [sid for sid, s in ctx.storages().items()
+                      if sid in ctx.config.storages and s.get('server') == entry.get('server')]
     volume = None
     for parent in candidates:
         ontap, parent_volume, _ = ctx.storage_volume(parent)
@@ -1608,7 +1607,7 @@ def unmount_nfs(path):
 
 
 def cmd_storage_unmount(ctx, args):
-    entry = pve_nfs_storage(ctx.pve, args.storage)
+    entry = ctx.nfs_storage(args.storage)
     parent, ontap, volume = find_clone_parent(ctx, args.storage, entry)
     with storage_locks(ctx, [parent]):
         # Disabled first, so no node's status daemon mounts it again while it goes away.

@@ -1,0 +1,83 @@
+"""The tool as a real process: the script, the console script, and bash tab completion."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / 'pve_ontap_snapshot.py'
+HTTP_STACK = ('requests', 'urllib3', 'proxmoxer')
+
+
+def run(argv, env=None, **kwargs):
+    environ = dict(os.environ, **(env or {}))
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=environ, check=False, **kwargs)
+
+
+def console_script():
+    path = shutil.which('pve-ontap-snapshot', path=os.path.dirname(sys.executable))
+    if path is None:
+        pytest.skip('the console script is not installed (pip install -e .)')
+    return path
+
+
+def test_help_from_the_script():
+    result = run([sys.executable, str(SCRIPT), '--help'])
+    assert result.returncode == 0
+    assert 'file-clone every disk image of a VM' in result.stdout
+    assert 'Exit codes: 0 done, 1 the operation failed, 2 usage or configuration error.' in result.stdout
+
+
+def test_the_script_lists_snapshots_of_a_storage(world):
+    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-13_14:42:47+0000')
+    result = run([sys.executable, str(SCRIPT), '-config', str(world.config), '-output', 'json',
+                  'storage', 'list', '-storage', 'ONTAP01'])
+    assert result.returncode == 0, result.stderr
+    assert [s['name'] for s in json.loads(result.stdout)] == ['proxmox_snapshot_2024-03-13_14:42:47+0000']
+    assert result.stderr == ''
+
+
+def test_the_console_script_snapshots_a_vm_and_fails_in_one_line(world):
+    script = console_script()
+    ok = run([script, '-config', str(world.config), 'vm', 'create', '-vm', '101', '-no-register'])
+    bad = run([script, '-config', str(world.config), 'vm', 'create', '-vm', '999'])
+
+    assert ok.returncode == 0, ok.stderr
+    assert len([f for f in world.files(world.vol1, 101) if '-snapshot-' in f]) == 1
+    assert bad.returncode == 1
+    assert bad.stderr.splitlines() == [f'ERROR: Proxmox {world.pve_host}: no VM 999 (QEMU guest) in the cluster']
+
+
+def test_usage_errors_exit_2_from_the_script():
+    result = run([sys.executable, str(SCRIPT), 'vm', 'create', '-vm', 'web'])
+    assert result.returncode == 2
+    assert "'web' is no VM id" in result.stderr
+
+
+def complete(line, tmp_path, config=None):
+    """Ask the script for completions of `line` as bash would; (completions, imported modules)."""
+    out = tmp_path / 'completions'
+    env = {'_ARGCOMPLETE': '1', '_ARGCOMPLETE_IFS': '\n', 'COMP_LINE': line, 'COMP_POINT': str(len(line)),
+           '_ARGCOMPLETE_STDOUT_FILENAME': str(out), 'PYTHONPROFILEIMPORTTIME': '1'}
+    result = run([sys.executable, str(SCRIPT)], env=env, cwd=tmp_path)
+    imported = {line.split('|')[-1].strip().split('.')[0] for line in result.stderr.splitlines()
+                if line.startswith('import time:')}
+    return out.read_text().split('\n') if out.exists() else [], imported
+
+
+def test_storage_completes_from_the_config_without_the_http_stack(world, tmp_path):
+    completions, imported = complete(f'pve-ontap-snapshot -config {world.config} storage list -storage ONT',
+                                     tmp_path)
+    assert sorted(c.strip() for c in completions) == ['ONTAP01', 'ONTAP01-CLONE', 'ONTAP02', 'ONTAP02-CLONE']
+    assert 'argcomplete' in imported
+    assert not imported & set(HTTP_STACK)
+
+
+def test_subcommands_complete(tmp_path):
+    completions, imported = complete('pve-ontap-snapshot storage mo', tmp_path)
+    assert [c.strip() for c in completions] == ['mount']
+    assert not imported & set(HTTP_STACK)

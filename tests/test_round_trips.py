@@ -1,0 +1,45 @@
+"""Fewest round trips: request counts of the commands (counts, never times)."""
+
+from world import write_disk
+
+
+def requests_of(world, *argv):
+    """(ONTAP requests, PVE requests) of one successful command."""
+    before = len(world.a.requests) + len(world.b.requests), len(world.pve.requests)
+    result = world.run(*argv)
+    assert result.code == 0, result.err
+    return len(world.a.requests) + len(world.b.requests) - before[0], len(world.pve.requests) - before[1]
+
+
+def test_vm_create_of_four_disks_on_two_clusters_takes_twelve_requests(world):
+    config = {}
+    for n, (sid, vol) in enumerate((('ONTAP01', world.vol1), ('ONTAP01', world.vol1),
+                                    ('ONTAP02', world.vol2), ('ONTAP02', world.vol2))):
+        write_disk(vol, 103, f'vm-103-disk-{n}.raw')
+        config[f'scsi{n}'] = f'{sid}:103/vm-103-disk-{n}.raw'
+    world.pve.add_vm(103, 'four', node='pve2', status='running', config=config)
+
+    ontap, pve = requests_of(world, 'vm', 'create', '-vm', 103)
+
+    # one volume lookup per cluster and one clone per disk, answered without a job poll
+    assert ontap == 2 + 4
+    assert [r['path'] for r in world.a.requests + world.b.requests if 'jobs' in r['path']] == []
+    # login, VM lookup, config, storage.cfg, and registering the clones (pending config + PUT)
+    assert pve == 6
+
+
+def test_storage_create_and_list_take_four_requests(world):
+    assert sum(requests_of(world, 'storage', 'create', '-storage', 'ONTAP01')) == 4
+    assert sum(requests_of(world, 'storage', 'list', '-storage', 'ONTAP01')) == 4
+
+
+def test_listing_a_thousand_snapshots_is_one_request(world):
+    for n in range(1000):
+        world.b.add_snapshot('proxmox_storage02', f'proxmox_snapshot_2024-01-01_00:{n // 60:02d}:{n % 60:02d}+0000')
+    world.b.requests.clear()
+
+    result = world.run('-output', 'json', 'storage', 'list', '-storage', 'ONTAP02')
+
+    assert result.code == 0 and result.out.count('"name"') == 1000
+    assert len([r for r in world.b.requests if r['path'].endswith('/snapshots')]) == 1
+

@@ -42,6 +42,7 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
+import glob
 import json
 import logging
 import os
@@ -1140,10 +1141,10 @@ class VmView:
         return self.vm['vmid']
 
 
-def gather_vm(ctx, vmid, vms=None):
+def gather_vm(ctx, vmid, vms=None, config=None):
     """The VM, its config, its ONTAP disks (and the volumes behind them, looked up now)."""
     vm = pve_find_vm(ctx.pve, vmid, vms)
-    config = pve_vm_config(ctx.pve, vm)
+    config = pve_vm_config(ctx.pve, vm) if config is None else config
     disks, skipped = [], []
     for disk in vm_disks(config):
         if disk.storage not in ctx.config.storages:
@@ -1195,21 +1196,31 @@ def check_freezable(ctx, view):
 
 def clone_frozen(ctx, view, clones):
     """fsfreeze, clone, thaw: thawed in every case, and at the latest after the freeze bound.
-    Returns (done, failed); clones that outlast the bound count as failed (not consistent)."""
+    Returns (done, failed, why the snapshot is not consistent or None)."""
     bound = ctx.config.timeouts.freeze
-    pve_agent(ctx.pve, view.vm, 'fsfreeze-freeze')
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(clone_each, ctx, clones)
         try:
-            return future.result(timeout=bound)
+            pve_agent(ctx.pve, view.vm, 'fsfreeze-freeze')
+            future = pool.submit(clone_each, ctx, clones)
+            done, failed = future.result(timeout=bound)
+            late = None
         except concurrent.futures.TimeoutError:
-            overran = Failure(f'outlasted the freeze bound of {bound:g} s (freeze_timeout), so it is not '
-                              'consistent')
+            late = f'the clones outlasted the freeze bound of {bound:g} s (freeze_timeout): not consistent'
         finally:
-            pve_agent(ctx.pve, view.vm, 'fsfreeze-thaw')
-            log.info('VM %s: guest thawed', view.vmid)
-        done, failed = future.result()
-    return [], failed + [(item, overran) for item in done]
+            thaw(ctx, view)
+        if late:
+            done, failed = future.result()
+    return done, failed, late
+
+
+def thaw(ctx, view):
+    """fsfreeze-thaw; if even that fails, the one line says what to run by hand."""
+    try:
+        pve_agent(ctx.pve, view.vm, 'fsfreeze-thaw')
+    except Failure as exc:
+        raise Failure(f'VM {view.vmid}: thawing the guest failed, it may still be frozen: run '
+                      f'"qm guest cmd {view.vmid} fsfreeze-thaw" ({exc})') from exc
+    log.info('VM %s: guest thawed', view.vmid)
 
 
 def ensure_running(ctx, view, cause):
@@ -1248,19 +1259,19 @@ def snapshot_vm(ctx, view, mode, stamp):
     window = time.monotonic()
     try:
         if running and mode == 'freeze':
-            done, failed = clone_frozen(ctx, view, clones)
+            done, failed, late = clone_frozen(ctx, view, clones)
         else:
-            done, failed = clone_each(ctx, clones)
+            (done, failed), late = clone_each(ctx, clones), None
     finally:
         if paused:
             start_again(ctx, view, window)
         if running and mode:
             log.info('VM %s was %s for %.2f s', vmid, 'frozen' if mode == 'freeze' else 'paused',
                      time.monotonic() - window)
-    if failed:
+    if failed or late:
         key = {disk.path: disk.key for disk in view.disks}
-        reasons = '; '.join(f'{key[source]} ({exc})' for (_, source, _), exc in failed)
-        raise Failure(f'VM {vmid}: snapshot {stamp} failed: {reasons}; {remove_clones(ctx, done)}'
+        reasons = [f'{key[source]} ({exc})' for (_, source, _), exc in failed] + ([late] if late else [])
+        raise Failure(f'VM {vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {remove_clones(ctx, done)}'
                       + (f' ({", ".join(key[source] for _, source, _ in done)})' if done else ''))
     return clones
 
@@ -1315,12 +1326,14 @@ def prune_vm_sets(ctx, view, keep):
         log.info('VM %s: snapshot %s deleted (-keep %d)', view.vmid, stamp, keep)
 
 
-def vm_ids_to_snapshot(ctx, args, vms):
-    """-vm ids as given, or with -all every VM with a disk on a configured ONTAP storage."""
+def vms_to_snapshot(ctx, args, vms):
+    """{vmid: config or None}: -vm ids as given, or with -all every VM with a disk on a
+    configured ONTAP storage (with the config read to find out)."""
     if not args.all:
-        return args.vm
-    chosen = [vmid for vmid, vm in sorted(vms.items()) if not vm.get('template') and any(
-        d.storage in ctx.config.storages and d.path for d in vm_disks(pve_vm_config(ctx.pve, vm)))]
+        return dict.fromkeys(args.vm)
+    configs = {vmid: pve_vm_config(ctx.pve, vm) for vmid, vm in sorted(vms.items()) if not vm.get('template')}
+    chosen = {vmid: config for vmid, config in configs.items()
+              if any(d.storage in ctx.config.storages and d.path for d in vm_disks(config))}
     if not chosen:
         raise Failure(f'no VM has a disk on a storage of {ctx.config.path}')
     return chosen
@@ -1329,12 +1342,13 @@ def vm_ids_to_snapshot(ctx, args, vms):
 def cmd_vm_create(ctx, args):
     mode = next((m for m in ('suspend', 'shutdown', 'freeze') if getattr(args, m)), None)
     vms = pve_list_vms(ctx.pve)
-    vmids = vm_ids_to_snapshot(ctx, args, vms)
+    chosen = vms_to_snapshot(ctx, args, vms)
+    vmids = list(chosen)
     stamp = utc_stamp()
     failures = []
     for vmid in vmids:
         try:
-            view = gather_vm(ctx, vmid, vms)
+            view = gather_vm(ctx, vmid, vms, chosen[vmid])
             with storage_locks(ctx, view.storages):
                 clones = snapshot_vm(ctx, view, mode, stamp)
                 log.info('VM %s: snapshot %s of %d disk(s) created', vmid, stamp, len(clones))
@@ -1685,12 +1699,24 @@ def complete_storage(prefix, parsed_args, **kwargs):
     return [s for s in sections + [clone_storage_id(s) for s in sections] if s.startswith(prefix)]
 
 
+def complete_nothing(**kwargs):
+    """The default completer: VM ids, snapshot names and numbers are known only to the
+    servers, so no guesses (and no file names, argcomplete's own default)."""
+    return []
+
+
+def complete_files(prefix, **kwargs):
+    """-config completes file names."""
+    return [path + ('/' if os.path.isdir(path) else '') for path in glob.glob(os.path.expanduser(prefix) + '*')]
+
+
 def add_global_options(parser, suppress=False):
     """-config/-loglevel/-output, accepted before and after the command."""
     def default(value):
         return argparse.SUPPRESS if suppress else value
     parser.add_argument('-config', '--config', metavar='FILE', default=default(None),
-                        help='config file (default: ./config.ini, else /etc/pve-ontap-snapshot/config.ini)')
+                        help='config file (default: ./config.ini, else /etc/pve-ontap-snapshot/config.ini)'
+                        ).completer = complete_files
     parser.add_argument('-loglevel', '--loglevel', choices=sorted(LOG_LEVELS), default=default('info'),
                         help='log level on stderr (default: info); debug logs every HTTP request and tracebacks')
     parser.add_argument('-output', '--output', choices=('text', 'json'), default=default('text'),
@@ -1835,7 +1861,7 @@ def main(argv=None):
     except ImportError:
         pass
     else:
-        argcomplete.autocomplete(parser)
+        argcomplete.autocomplete(parser, default_completer=complete_nothing)
     args = parser.parse_args(argv)
     setup_logging(args.loglevel)
     if args.dry_run and log.level == logging.INFO:

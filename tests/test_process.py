@@ -81,3 +81,10 @@ def test_subcommands_complete(tmp_path):
     completions, imported = complete('pve-ontap-snapshot storage mo', tmp_path)
     assert [c.strip() for c in completions] == ['mount']
     assert not imported & set(HTTP_STACK)
+
+
+def test_vm_ids_and_snapshots_complete_to_nothing_and_config_to_files(world, tmp_path):
+    (tmp_path / 'config-prod.ini').write_text('')
+    assert complete('pve-ontap-snapshot vm create -vm ', tmp_path)[0] in ([], [''])
+    assert complete('pve-ontap-snapshot storage delete -storage ONTAP01 -snapshot ', tmp_path)[0] in ([], [''])
+    assert [c.strip() for c in complete('pve-ontap-snapshot -config config-p', tmp_path)[0]] == ['config-prod.ini']

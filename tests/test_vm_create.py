@@ -132,3 +132,16 @@ def test_one_pve_login_per_run(world):
     assert world.run('vm', 'create', '-vm', 100, '-suspend').code == 0
     logins = [p for m, p, _ in world.pve.requests if p.endswith('/access/ticket')]
     assert len(logins) == 1
+
+
+@pytest.mark.parametrize('argv', [('vm', 'create', '-vm', 100, '-suspend', '-keep', 2),
+                                  ('storage', 'create', '-storage', 'ONTAP01', '-keep', 2),
+                                  ('vm', 'create', '-vm', 101, '-freeze')])
+def test_a_successful_run_at_loglevel_warn_is_silent(world, argv):
+    world.pve.vm(100).config.pop('scsi1')   # a disk on local-lvm is rightly warned about
+    db = world.pve.vm(101)
+    db.status, db.config['agent'], db.agent = 'running', '1', {}
+
+    result = world.run('-loglevel', 'warn', *argv)
+    assert result.code == 0
+    assert (result.out, result.err) == ('', '')

@@ -286,13 +286,27 @@ def test_freeze_thaws_when_the_clones_outlast_the_bound(world):
     vm = enable_agent(world)
     world.write_config(defaults='freeze_timeout = 0.2\n')
     world.a.slow_job('POST', '/api/storage/file/clone', 1.0, times=None)
-    world.pve.vm(100).agent_requests.clear()
 
     result = world.run('vm', 'create', '-vm', 100, '-freeze')
 
     assert result.code == 1
-    assert 'outlasted the freeze bound of 0.2 s' in result.err
+    (line,) = [line for line in result.err.splitlines() if line.startswith('ERROR')]
+    assert 'the clones outlasted the freeze bound of 0.2 s (freeze_timeout): not consistent' in line
+    assert 'removed the 6 clone(s) made before' in line
     assert agent_commands(vm)[-1] == 'fsfreeze-thaw' and not vm.agent_frozen
+    assert not [f for f in world.files(world.vol1, 100) + world.files(world.vol2, 100) if '-snapshot-' in f]
+
+
+def test_a_failed_thaw_says_what_to_run_by_hand(world):
+    enable_agent(world)
+    world.pve.fail('POST', '/nodes/pve1/qemu/100/agent/fsfreeze-thaw', 500, 'VM 100 qmp command failed - timeout')
+
+    result = world.run('vm', 'create', '-vm', 100, '-freeze', '-no-register')
+
+    assert result.code == 1
+    (line,) = [line for line in result.err.splitlines() if line.startswith('ERROR')]
+    assert line.startswith('ERROR: VM 100: thawing the guest failed, it may still be frozen: run '
+                           '"qm guest cmd 100 fsfreeze-thaw"')
 
 
 @pytest.mark.parametrize('configured, running, phrase', [

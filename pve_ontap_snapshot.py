@@ -18,8 +18,11 @@ ONTAP can do better underneath it, and this tool asks it to:
   storage delete   delete one snapshot.
   storage restore  revert the whole volume to a snapshot (every VM on it!).
   storage mount    make a FlexClone volume of a snapshot and add it to PVE as the NFS
-                   storage <id>-CLONE.
-  storage unmount  remove such a <id>-CLONE storage and its FlexClone again.
+                   storage <id>-CLONE (or another id, with -name).
+  storage unmount  remove such a clone storage and its FlexClone again.
+
+Global options: -config FILE, -loglevel LEVEL, -output text|json, -dry-run (print the
+changes, make none), -wait SECONDS (for another run on the same storage).
 
 Configuration is read from -config FILE, else ./config.ini, else
 /etc/pve-ontap-snapshot/config.ini: a [proxmox] section for the PVE API and one section
@@ -1728,8 +1731,8 @@ def add_global_options(parser, suppress=False):
                              '(default: 0, fail at once naming its pid)')
 
 
-def add_storage_option(parser, help_text='PVE storage id (a section of config.ini)', required=True):
-    parser.add_argument('-storage', '--storage', required=required, metavar='ID',
+def add_storage_option(parser, help_text='PVE storage id (a section of config.ini)'):
+    parser.add_argument('-storage', '--storage', required=True, metavar='ID',
                         help=help_text).completer = complete_storage
 
 

@@ -14,7 +14,9 @@ real directories under `root`, so tests can check bytes on disk:
 
 Mutating calls are ONTAP jobs: they answer 202 + job and take effect when the
 job runs (at once, or after `job_delay`); operation errors surface only in the
-job record, validation errors as a 4xx with ONTAP's error envelope.
+job record, validation errors as a 4xx with ONTAP's error envelope. With
+`return_timeout`, a job that succeeds in time answers 200/201, one that fails
+in time answers with its error.
 
 Python interface:
 

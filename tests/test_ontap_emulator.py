@@ -263,6 +263,17 @@ def test_return_timeout_waits_for_the_job(emu, vol, http):
     assert too_long.status_code == 400 and too_long.json()['error']['code'] == '262197'
 
 
+def test_return_timeout_answers_a_failed_job_with_its_error(emu, vol, http):
+    body = {'volume': {'uuid': vol.uuid}, 'source_path': DISK, 'destination_path': DISK}
+
+    failed = http.post(f'{emu.url}/api/storage/file/clone', params={'return_timeout': 30}, json=body)
+
+    # only a job that *succeeds* in time is a 200 (NetApp: "Asynchronous processing")
+    assert failed.status_code == 400
+    assert failed.json()['error']['code'] == '13565952'
+    assert 'already exists' in failed.json()['error']['message']
+
+
 def test_expensive_fields_come_only_when_named(emu, vol, http):
     emu.add_snapshot('proxmox_storage01', SNAP)
     create = http.post(f'{emu.url}/api/storage/volumes', params={'return_timeout': 30}, json={

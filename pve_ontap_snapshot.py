@@ -81,16 +81,19 @@ log = logging.getLogger('pve_ontap_snapshot')
 
 # requests, urllib3 and proxmoxer are imported by load_http_libraries() when a command
 # runs, never at import time: bash tab completion imports this module on every <TAB>.
-requests = proxmoxer = Retry = None
+requests = proxmoxer = Retry = PveAuthError = None
 
 
 def load_http_libraries():
     """Import the HTTP stack (deferred so that tab completion stays instant)."""
-    global requests, proxmoxer, Retry
+    global requests, proxmoxer, Retry, PveAuthError
     import proxmoxer as _proxmoxer
     import requests as _requests
+
+    # proxmoxer 2.x also exports it at the top; 1.2.0 (Debian 12) only here.
+    from proxmoxer.backends.https import AuthenticationError
     from urllib3.util.retry import Retry as _Retry
-    requests, proxmoxer, Retry = _requests, _proxmoxer, _Retry
+    requests, proxmoxer, Retry, PveAuthError = _requests, _proxmoxer, _Retry, AuthenticationError
 
 
 # ---- Errors ----------------------------------------------------------------------------
@@ -646,9 +649,8 @@ class Pve:
                                        **credentials)
         except requests.exceptions.RequestException as exc:
             raise ProxmoxError(f'Proxmox {cfg.host}: login: {describe_connection_error(exc)}') from exc
-        except Exception as exc:
-            # proxmoxer 1.2.0 raises AuthenticationError from its backend module (2.x: top
-            # level), or fails to decode a non-JSON 401: either way the login was refused.
+        except (PveAuthError, ValueError, KeyError) as exc:
+            # A refused login: AuthenticationError, or (1.2.0) an answer without JSON data.
             raise ProxmoxError(f'Proxmox {cfg.host}: login as {cfg.user} failed '
                                '(check proxmox_user and proxmox_pass)') from exc
         if not cfg.token_name:
@@ -658,6 +660,11 @@ class Pve:
         session = api._store['session']
         session.mount('https://', make_adapter(self.timeouts))
         session.hooks['response'].append(debug_hook('PVE'))
+        # proxmoxer renews a ticket after an hour by posting it as the password, and a
+        # refusal there escapes as an AuthenticationError mid-call. Instead, an expired
+        # ticket's 401 makes call() log in again: one path for both.
+        if hasattr(session.auth, 'renew_age'):
+            session.auth.renew_age = float('inf')
         return api
 
     def call(self, method, path, what, safe=False, **params):

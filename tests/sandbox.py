@@ -4,7 +4,8 @@
     python tests/sandbox.py --serve   keep both servers running; try commands by hand
 
 The world is the test suite's (tests/world.py): VM 100 running with disks on two ONTAP
-clusters, VM 101 stopped, storages ONTAP01 and ONTAP02 in PVE. After each command the
+clusters, VM 101 stopped, storages ONTAP01 and ONTAP02 in PVE; plus the snapshots the
+README's examples name, as if the original tool had made them. After each command the
 sandbox prints the changes it left: `+` added, `-` removed, in PVE and on both clusters
 (disk files with the first bytes of their SHA-256, so a restore shows as changed bytes).
 """
@@ -17,7 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from world import ServedPve, World, populate, start_emulators
+from world import (
+    MARCH_SNAPSHOT,
+    OLD_SNAPSHOT,
+    ORIGINAL_STAMP,
+    ServedPve,
+    World,
+    populate,
+    seed_history,
+    start_emulators,
+)
 
 import pve_ontap_snapshot as tool
 
@@ -58,21 +68,22 @@ def run(world, *argv):
     return code
 
 
-def set_stamps(world, kind):
-    """The stamps of VM 100's sets of one kind on ONTAP01, read off the file names."""
+def new_stamps(world, kind, before):
+    """Stamps of VM 100's sets of one kind on ONTAP01 that were not there `before`."""
     files = (tool.parse_set_file('ONTAP01', 'images/100', name) for name in world.files(world.vol1, 100))
-    return {f.stamp for f in files if f and f.kind == kind}
+    return sorted({f.stamp for f in files if f and f.kind == kind} - before)
 
 
 def demo(world):
-    """Every command once, in the order an admin would meet them; 0 if all went as expected."""
+    """Every command once, mostly the README's own examples; 0 if all went as expected."""
     disk = world.disk(world.vol1, 100, 'vm-100-disk-0.raw')
     original = disk.read_bytes()
     codes = [run(world, 'storage', 'show', '-storage', 'ONTAP01'),
-             run(world, 'vm', 'create', '-vm', 100, '-suspend', '-keep', 3),
+             run(world, 'vm', 'list', '-vm', 100),
+             run(world, 'vm', 'create', '-vm', 100, '-suspend', '-keep', 7),
              run(world, 'storage', 'create', '-storage', 'ONTAP01', '-keep', 7),
              run(world, 'storage', 'list', '-storage', 'ONTAP01')]
-    (stamp,) = set_stamps(world, 'snapshot')
+    (stamp,) = new_stamps(world, 'snapshot', {ORIGINAL_STAMP})
     snapshot = max(world.vol1.snapshots)
 
     disk.write_bytes(b'a change after the snapshots')
@@ -80,16 +91,18 @@ def demo(world):
     codes += [run(world, 'vm', 'restore', '-vm', 100, '-snapshot', stamp, '-shutdown', '-yes'),
               run(world, 'vm', 'list', '-vm', 100)]
     restored_from_set = disk.read_bytes() == original
-    (undo,) = set_stamps(world, 'prerestore')
+    (undo,) = new_stamps(world, 'prerestore', set())
     codes += [run(world, 'vm', 'delete', '-vm', 100, '-snapshot', undo),
               run(world, 'vm', 'restore', '-vm', 100, '-storage-snapshot', snapshot, '-shutdown', '-yes'),
-              run(world, 'storage', 'mount', '-storage', 'ONTAP01', '-snapshot', snapshot),
-              run(world, 'storage', 'mount', '-storage', 'ONTAP01', '-snapshot', snapshot, '-name', 'ONTAP01-OLD'),
+              run(world, 'storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT),
+              run(world, 'storage', 'mount', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT,
+                  '-name', 'ONTAP01-MARCH'),
               run(world, 'storage', 'unmount', '-storage', 'ONTAP01-CLONE'),
-              run(world, 'storage', 'unmount', '-storage', 'ONTAP01-OLD'),
-              run(world, '-dry-run', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', snapshot, '-force'),
-              run(world, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', snapshot, '-force', '-yes'),
-              run(world, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', snapshot)]
+              run(world, 'storage', 'unmount', '-storage', 'ONTAP01-MARCH'),
+              run(world, '-dry-run', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT,
+                  '-force'),
+              run(world, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT, '-force', '-yes'),
+              run(world, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT)]
     print(f'\nvm-100-disk-0.raw came back byte for byte: from the VM snapshot {restored_from_set}, '
           f'at the end {disk.read_bytes() == original}')
     print('\nAnd a mistake, to show what an error looks like: an unknown VM.')
@@ -107,18 +120,19 @@ def main(argv=None):
     try:
         populate(served.pve, a, b)
         world = World(served.pve, served.cafile, a, b, directory)
+        seed_history(world)
         print(f'fakepve at {served.pve.url}, ONTAP cluster A at {a.url}, cluster B at {b.url}')
         print(f'config: {world.config}')
         if not args.serve:
             code = demo(world)
             print('\nsandbox: every command ran as expected' if code == 0 else '\nsandbox: something went wrong')
             return code
-        print('\nTry, for example:')
-        print(f'  pve-ontap-snapshot -config {world.config} vm create -vm 100 -suspend')
-        print(f'  pve-ontap-snapshot -config {world.config} vm list -vm 100')
-        print(f'  pve-ontap-snapshot -config {world.config} storage create -storage ONTAP01')
-        print(f'  pve-ontap-snapshot -config {world.config} storage list -storage ONTAP01')
-        print(f'Disk files live under {directory}. Ctrl-C stops both servers.', flush=True)
+        print(f'\nIn {directory} (where config.ini is) the README\'s examples run as written:')
+        print(f'  cd {directory}')
+        print('  pve-ontap-snapshot vm list -vm 100')
+        print('  pve-ontap-snapshot vm create -vm 100 -suspend -keep 7')
+        print(f'  pve-ontap-snapshot storage mount -storage ONTAP01 -snapshot {OLD_SNAPSHOT}')
+        print('Disk files live under cluster-a/ and cluster-b/ there. Ctrl-C stops both servers.', flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

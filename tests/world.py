@@ -81,6 +81,29 @@ def populate(pve, a, b):
     pve.add_vm(102, 'local', node='pve1', status='stopped', config=VM102)
 
 
+# The names the README's examples use, as if the original tool had made them before.
+ORIGINAL_STAMP = '2024-03-13_14:42:47+0000'
+OLD_SNAPSHOT = f'proxmox_snapshot_{ORIGINAL_STAMP}'
+MARCH_SNAPSHOT = 'proxmox_snapshot_2024-03-14_10:00:00+0000'
+EARLIER_SNAPSHOT = 'proxmox_snapshot_2024-03-12_10:00:00+0000'
+
+
+def seed_history(world):
+    """A VM snapshot of VM 100 and three storage snapshots of ONTAP01 with the README's names,
+    and a guest agent in VM 100 (for -freeze), so that every README example runs here."""
+    for vol in (world.vol1, world.vol2):
+        for name in world.files(vol, 100):
+            stem, ext = name.rsplit('.', 1)
+            (vol.path / 'images/100' / f'{stem}-snapshot-{ORIGINAL_STAMP}.{ext}').write_bytes(
+                world.disk(vol, 100, name).read_bytes())
+    for name, created in ((EARLIER_SNAPSHOT, '2024-03-12T10:00:00+00:00'), (OLD_SNAPSHOT, '2024-03-13T14:42:47+00:00'),
+                          (MARCH_SNAPSHOT, '2024-03-14T10:00:00+00:00')):
+        world.a.add_snapshot('proxmox_storage01', name, comment='Snapshot of Proxmox storage ONTAP01',
+                             create_time=created)
+    vm = world.pve.vm(100)
+    vm.config['agent'], vm.agent = '1', {}
+
+
 class World:
     """The servers, the config.ini that points at them, and ways to look at their state."""
 

@@ -1,0 +1,56 @@
+"""The README stays true: every `pve-ontap-snapshot` example in it runs, top to bottom, in
+the sandbox's world (the snapshots the examples name are seeded as the original's)."""
+
+import datetime
+import itertools
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from world import seed_history
+
+import pve_ontap_snapshot as tool
+
+README = Path(__file__).resolve().parent.parent / 'README.md'
+# What an example does here that is not success, by design (see the README's own words).
+EXPECTED = {
+    'vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000 -shutdown': (2, 'not asking without a terminal'),
+    'storage restore -storage ONTAP01 -snapshot proxmox_snapshot_2024-03-13_14:42:47+0000':
+        (1, 'VM 100 running on it'),
+}
+
+
+def examples():
+    """Every command line of the README's bash blocks, in order, without comments and pipes."""
+    found = []
+    for block in re.findall(r'```bash\n(.*?)```', README.read_text(), re.DOTALL):
+        for line in block.splitlines():
+            line = line.split(' #')[0].split(' | ')[0].strip()
+            if line.startswith('pve-ontap-snapshot '):
+                found.append(line)
+    return found
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """A clock one second further at each stamp: examples run faster than stamps tick."""
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    ticks = (start + datetime.timedelta(seconds=n) for n in itertools.count())
+    real = tool.utc_stamp
+    monkeypatch.setattr(tool, 'utc_stamp', lambda now=None: real(now or next(ticks)))
+
+
+def test_every_readme_example_runs_in_the_sandbox_world(world, clock):
+    seed_history(world)
+    assert len(examples()) >= 15
+    for line in examples():
+        argv = shlex.split(line)[1:]
+        result = world.run(*argv)
+        command = ' '.join(a for a in argv if a not in ('-output', 'json'))
+        code, phrase = EXPECTED.get(command, (0, ''))
+        assert result.code == code, f'{line}\n{result.err}'
+        assert phrase in result.err, f'{line}\n{result.err}'
+        if '-output' in argv:
+            json.loads(result.out)

@@ -1044,6 +1044,28 @@ def lock_dir():
     raise Failure(f'no writable lock directory among {", ".join(LOCK_DIRS)}')
 
 
+class HeldLock:
+    """A storage lock this run holds. Its file says who holds it (pid, first line) and the
+    last stamp a run used on the storage (second line)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        handle.seek(0)
+        lines = handle.read().splitlines()
+        self.last_stamp = lines[1] if len(lines) > 1 else None
+        self._write(self.last_stamp)
+
+    def _write(self, stamp):
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f'{os.getpid()}\n{stamp or ""}\n')
+        self.handle.flush()
+
+    def record(self, stamp):
+        self.last_stamp = stamp
+        self._write(stamp)
+
+
 @contextlib.contextmanager
 def storage_lock(storage, wait):
     """Hold this node's lock for one storage, waiting up to `wait` seconds for another run."""
@@ -1057,26 +1079,36 @@ def storage_lock(storage, wait):
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     handle.seek(0)
-                    holder = handle.read().strip() or 'unknown'
+                    holder = (handle.read().split() or ['unknown'])[0]
                     raise Failure(f'storage {storage} is in use by another pve-ontap-snapshot run (pid {holder}, '
                                   f'lock {path}): try again later or wait with -wait SECONDS') from None
                 time.sleep(0.1)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f'{os.getpid()}\n')
-        handle.flush()
-        yield
+        yield HeldLock(handle)
 
 
 @contextlib.contextmanager
 def storage_locks(ctx, storages):
     """Lock every storage a command changes (by config section, so X-CLONE locks X); in a
-    fixed order, so two runs never wait for each other in a circle. A dry run takes none."""
+    fixed order, so two runs never wait for each other in a circle. Yields the HeldLocks;
+    a dry run takes none."""
     with contextlib.ExitStack() as stack:
+        locks = []
         if not ctx.dry_run:
             for section in sorted({ctx.config.ontap_for(s).section for s in storages}):
-                stack.enter_context(storage_lock(section, ctx.wait))
-        yield
+                locks.append(stack.enter_context(storage_lock(section, ctx.wait)))
+        yield locks
+
+
+def new_stamp(locks, taken=()):
+    """The stamp of a new snapshot, one no earlier run under these locks used and none of
+    `taken` (existing sets) has. Stamps have one-second resolution, so a run right after
+    another waits for the next second instead of colliding with its names."""
+    used = set(taken) | {lock.last_stamp for lock in locks}
+    while (stamp := utc_stamp()) in used:
+        time.sleep(0.1)
+    for lock in locks:
+        lock.record(stamp)
+    return stamp
 
 
 def confirm(ctx, question, assume_yes):
@@ -1184,14 +1216,6 @@ def find_set(view, sets, stamp):
     if stamp not in sets:
         raise NotFound(f'VM {view.vmid} has no snapshot {stamp} (it has: {", ".join(sets) or "none"})')
     return sets[stamp]
-
-
-def new_stamp(taken):
-    """A stamp no existing set of the VM has: a restore right after a create (within the
-    second) waits for the next one rather than mix its undo point into that set."""
-    while (stamp := utc_stamp()) in taken:
-        time.sleep(0.1)
-    return stamp
 
 
 def check_freezable(ctx, view):
@@ -1354,12 +1378,12 @@ def cmd_vm_create(ctx, args):
     vms = pve_list_vms(ctx.pve)
     chosen = vms_to_snapshot(ctx, args, vms)
     vmids = list(chosen)
-    stamp = utc_stamp()
     failures = []
     for vmid in vmids:
         try:
             view = gather_vm(ctx, vmid, vms, chosen[vmid])
-            with storage_locks(ctx, view.storages):
+            with storage_locks(ctx, view.storages) as locks:
+                stamp = new_stamp(locks)
                 clones = snapshot_vm(ctx, view, mode, stamp)
                 log.info('VM %s: snapshot %s of %d disk(s) created', vmid, stamp, len(clones))
                 if args.register:
@@ -1449,7 +1473,7 @@ def restore_disks(ctx, view, sources, undo_stamp):
 
 def cmd_vm_restore(ctx, args):
     view = gather_vm(ctx, args.vm)
-    with storage_locks(ctx, view.storages):
+    with storage_locks(ctx, view.storages) as locks:
         sets = gather_sets(ctx, view)
         sources, origin = restore_sources(ctx, view, sets, args)
         running = view.vm.get('status') == 'running'
@@ -1463,7 +1487,7 @@ def cmd_vm_restore(ctx, args):
         if running:
             log.info('VM %s: shutting down', view.vmid)
             pve_vm_power(ctx.pve, view.vm, 'shutdown')
-        undo_stamp = new_stamp(sets)
+        undo_stamp = new_stamp(locks, sets)
         try:
             restore_disks(ctx, view, sources, undo_stamp)
         finally:
@@ -1490,9 +1514,9 @@ def explain_busy(ctx, ontap, volume, snapshot, exc):
 
 
 def cmd_storage_create(ctx, args):
-    with storage_locks(ctx, [args.storage]):
+    with storage_locks(ctx, [args.storage]) as locks:
         ontap, volume, _ = ctx.storage_volume(args.storage)
-        name = storage_snapshot_name(utc_stamp())
+        name = storage_snapshot_name(new_stamp(locks))
         ontap_create_snapshot(ontap, volume, name, STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage))
         log.info('storage %s: snapshot %s of volume %s created', args.storage, name, volume.name)
         if args.keep is not None:

@@ -176,3 +176,9 @@ def test_unmount_refuses_a_storage_that_is_no_clone(world):
     assert result.err.strip() == ('ERROR: storage ONTAP01 is backed by volume proxmox_storage01, which is no '
                                   f'FlexClone of a storage in {world.config}: refusing to remove it')
     assert world.state() == before
+
+
+def test_two_creates_in_a_row_make_two_snapshots(world):
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    assert len(tool_snapshots(world.vol1)) == 2

@@ -386,3 +386,19 @@ def test_all_takes_every_vm_on_ontap_and_one_failure_does_not_stop_the_others(wo
     assert result.err.strip().splitlines()[-1] == 'ERROR: vm create failed for 1 of 2 VMs: 101'
     assert len(sets_of(world, 100)) == 1
     assert sets_of(world, 101) == []
+
+
+def test_back_to_back_runs_get_their_own_stamps(world, lock_dir):
+    for _ in range(2):
+        assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
+    first, second = [s['stamp'] for s in sets_of(world, 101)]
+    assert first < second
+    world.pve.vm(101).status = 'stopped'
+    assert world.run('vm', 'restore', '-vm', 101, '-snapshot', second, '-yes').code == 0
+    assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
+
+    sets = sets_of(world, 101)
+    assert [s['kind'] for s in sets] == ['snapshot', 'snapshot', 'pre-restore', 'snapshot']
+    assert len({s['stamp'] for s in sets}) == 4
+    # the lock file remembers who ran last and with which stamp
+    assert (lock_dir / 'ONTAP01.lock').read_text().splitlines()[1] == sets[-1]['stamp']

@@ -1045,25 +1045,28 @@ def lock_dir():
 
 
 class HeldLock:
-    """A storage lock this run holds. Its file says who holds it (pid, first line) and the
-    last stamp a run used on the storage (second line)."""
+    """A storage lock this run holds. Its file says who holds it (the pid, first line) and
+    the stamps runs used lately, one `<subject> <stamp>` line each (a subject is a VM,
+    `vm100`, or the storage's own snapshots, `storage`)."""
 
     def __init__(self, handle):
         self.handle = handle
         handle.seek(0)
         lines = handle.read().splitlines()
-        self.last_stamp = lines[1] if len(lines) > 1 else None
-        self._write(self.last_stamp)
+        self.stamps = dict(line.split(' ', 1) for line in lines[1:] if ' ' in line)
+        self._write()
 
-    def _write(self, stamp):
+    def _write(self):
         self.handle.seek(0)
         self.handle.truncate()
-        self.handle.write(f'{os.getpid()}\n{stamp or ""}\n')
+        self.handle.write(''.join([f'{os.getpid()}\n'] + [f'{s} {t}\n' for s, t in self.stamps.items()]))
         self.handle.flush()
 
-    def record(self, stamp):
-        self.last_stamp = stamp
-        self._write(stamp)
+    def record(self, subject, stamp):
+        # A stamp of an earlier second can never collide again: forget it.
+        self.stamps = {s: t for s, t in self.stamps.items() if t >= stamp}
+        self.stamps[subject] = stamp
+        self._write()
 
 
 @contextlib.contextmanager
@@ -1099,15 +1102,15 @@ def storage_locks(ctx, storages):
         yield locks
 
 
-def new_stamp(locks, taken=()):
-    """The stamp of a new snapshot, one no earlier run under these locks used and none of
-    `taken` (existing sets) has. Stamps have one-second resolution, so a run right after
-    another waits for the next second instead of colliding with its names."""
-    used = set(taken) | {lock.last_stamp for lock in locks}
+def new_stamp(locks, subject, taken=()):
+    """The stamp of a new snapshot of `subject` that no earlier run under these locks used
+    for it and none of `taken` (existing sets) has. Stamps have one-second resolution, so a
+    run right after another waits for the next second instead of colliding with its names."""
+    used = set(taken) | {lock.stamps.get(subject) for lock in locks}
     while (stamp := utc_stamp()) in used:
         time.sleep(0.1)
     for lock in locks:
-        lock.record(stamp)
+        lock.record(subject, stamp)
     return stamp
 
 
@@ -1383,7 +1386,7 @@ def cmd_vm_create(ctx, args):
         try:
             view = gather_vm(ctx, vmid, vms, chosen[vmid])
             with storage_locks(ctx, view.storages) as locks:
-                stamp = new_stamp(locks)
+                stamp = new_stamp(locks, f'vm{vmid}')
                 clones = snapshot_vm(ctx, view, mode, stamp)
                 log.info('VM %s: snapshot %s of %d disk(s) created', vmid, stamp, len(clones))
                 if args.register:
@@ -1487,7 +1490,7 @@ def cmd_vm_restore(ctx, args):
         if running:
             log.info('VM %s: shutting down', view.vmid)
             pve_vm_power(ctx.pve, view.vm, 'shutdown')
-        undo_stamp = new_stamp(locks, sets)
+        undo_stamp = new_stamp(locks, f'vm{view.vmid}', sets)
         try:
             restore_disks(ctx, view, sources, undo_stamp)
         finally:
@@ -1516,7 +1519,7 @@ def explain_busy(ctx, ontap, volume, snapshot, exc):
 def cmd_storage_create(ctx, args):
     with storage_locks(ctx, [args.storage]) as locks:
         ontap, volume, _ = ctx.storage_volume(args.storage)
-        name = storage_snapshot_name(new_stamp(locks))
+        name = storage_snapshot_name(new_stamp(locks, 'storage'))
         ontap_create_snapshot(ontap, volume, name, STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage))
         log.info('storage %s: snapshot %s of volume %s created', args.storage, name, volume.name)
         if args.keep is not None:

@@ -48,6 +48,7 @@ import fcntl
 import glob
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -225,6 +226,19 @@ def warn_if_readable(path):
                     oct(mode & 0o777)[2:], path)
 
 
+def describe_parse_error(exc):
+    """Where config.ini stops being INI — by line number only: the line may hold a password."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return f'line {exc.lineno} comes before the first [section]'
+    if isinstance(exc, configparser.ParsingError):
+        return f'line {", ".join(str(number) for number, _ in exc.errors)} is neither [section] nor key = value'
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return f'line {exc.lineno}: section [{exc.section}] appears twice'
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return f'line {exc.lineno}: [{exc.section}] sets {exc.option} twice'
+    return type(exc).__name__
+
+
 def read_config(path):
     """Read and check config.ini; every error names the file, section and key."""
     # The original used ConfigParser's default interpolation: `%%` stays a literal `%`.
@@ -235,7 +249,7 @@ def read_config(path):
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f'cannot read config file {path}: {exc}') from exc
     except configparser.Error as exc:
-        raise ConfigError(f'config file {path} is malformed: {" ".join(str(exc).split())}') from exc
+        raise ConfigError(f'config file {path} is malformed: {describe_parse_error(exc)}') from None
 
     def get(section, key, default=None, required=True):
         try:
@@ -244,8 +258,8 @@ def read_config(path):
             if required:
                 raise ConfigError(f'{path}: [{section}] lacks {key}') from None
             return default
-        except configparser.InterpolationError as exc:
-            raise ConfigError(f'{path}: [{section}] {key}: {exc.message.splitlines()[0]} '
+        except configparser.InterpolationError:
+            raise ConfigError(f'{path}: [{section}] {key}: the value has a lone % '
                               '(write %% for a literal %)') from None
 
     def get_file(section, key):
@@ -292,7 +306,9 @@ def read_config(path):
         try:
             timeouts[field.name] = float(raw)
         except ValueError:
-            raise ConfigError(f'{path}: [{DEFAULTS_SECTION}] {key} = {raw}: not a number of seconds') from None
+            timeouts[field.name] = math.nan
+        if not 0 < timeouts[field.name] < math.inf:
+            raise ConfigError(f'{path}: [{DEFAULTS_SECTION}] {key} = {raw}: not a positive number of seconds')
     return Config(path=path, proxmox=proxmox, storages=storages, timeouts=Timeouts(**timeouts))
 
 

@@ -184,10 +184,16 @@ def test_original_config_reads_unchanged(tmp_path):
      '[S] lacks pass'),
     ('[proxmox]\nproxmox_host = h\nproxmox_user = u\nproxmox_pass = p\nproxmox_verify = /no/such/ca.pem\n',
      'neither true/false nor an existing CA file'),
-    ('this is not ini\n', 'is malformed'),
+    ('this is not ini\n', 'malformed: line 1 comes before the first [section]'),
     ('[proxmox]\nproxmox_host = h\nproxmox_user = u\nproxmox_pass = 50%off\n', 'write %% for a literal %'),
     ('[proxmox]\nproxmox_host = h\nproxmox_user = u\nproxmox_pass = p\n[defaults]\njob_timeout = soon\n',
-     'job_timeout = soon: not a number'),
+     'job_timeout = soon: not a positive number'),
+    ('[proxmox]\nproxmox_host = h\nproxmox_user = u\nproxmox_pass = p\n[defaults]\nread_timeout = 0\n',
+     'read_timeout = 0: not a positive number'),
+    ('[proxmox]\nproxmox_host = h\nproxmox_user = u\nproxmox_pass = p\n[defaults]\ntask_timeout = nan\n',
+     'task_timeout = nan: not a positive number'),
+    ('[proxmox]\nproxmox_host = h\nproxmox_user = u\nproxmox_pass = p\n[defaults]\njob_timeout = -inf\n',
+     'job_timeout = -inf: not a positive number'),
 ])
 def test_bad_config_names_file_and_key(tmp_path, text, phrase):
     path = tmp_path / 'config.ini'
@@ -195,6 +201,20 @@ def test_bad_config_names_file_and_key(tmp_path, text, phrase):
     with pytest.raises(tool.ConfigError) as failure:
         tool.read_config(str(path))
     assert phrase in str(failure.value) and str(path) in str(failure.value)
+
+
+@pytest.mark.parametrize('text, phrase', [
+    ('proxmox_pass = 0ff%Secret\n[proxmox]\n', 'line 1 comes before the first [section]'),
+    ('[proxmox]\nproxmox_host = h\n0ff%Secret\n', 'line 3 is neither [section] nor key = value'),
+    ('[proxmox]\nproxmox_host = h\nproxmox_user = u\nproxmox_pass = 0ff%Secret\n', '[proxmox] proxmox_pass'),
+    ('[proxmox]\nproxmox_pass = 0ff%%Secret\nproxmox_pass = 0ff%%Secret\n', '[proxmox] sets proxmox_pass twice'),
+])
+def test_config_errors_never_quote_a_value(tmp_path, text, phrase):
+    path = tmp_path / 'config.ini'
+    path.write_text(text)
+    with pytest.raises(tool.ConfigError) as failure:
+        tool.read_config(str(path))
+    assert phrase in str(failure.value) and 'Secret' not in str(failure.value)
 
 
 def test_config_lookup_order(tmp_path, monkeypatch):

@@ -54,3 +54,19 @@ def test_every_readme_example_runs_in_the_sandbox_world(world, clock):
         assert phrase in result.err, f'{line}\n{result.err}'
         if '-output' in argv:
             json.loads(result.out)
+
+
+@pytest.mark.parametrize('text', [README.read_text().split('```ini\n')[1].split('```')[0],
+                                  (README.parent / 'config.ini.example').read_text()])
+def test_the_documented_config_means_what_its_comments_say(tmp_path, text):
+    """configparser keeps a `#` after a value as part of it: the examples must not rely on one."""
+    ca = tmp_path / 'pve-root-ca.pem'
+    ca.write_text('')
+    path = tmp_path / 'config.ini'
+    path.write_text(text.replace('/etc/pve/pve-root-ca.pem', str(ca)).replace('# [defaults]', '[defaults]')
+                    .replace('# connect_timeout', 'connect_timeout'))
+    config = tool.read_config(str(path))
+    assert config.proxmox.host == '127.0.0.1:8006' and config.proxmox.verify == str(ca)
+    assert config.storages['ONTAP01'].host == '192.168.38.50' and config.storages['ONTAP01'].svm == 'svm1'
+    assert config.storages['ONTAP01'].verify is True
+    assert config.timeouts.connect == 10

@@ -109,6 +109,10 @@ class NotFound(Failure):
     """A VM, storage, volume or snapshot the command names does not exist."""
 
 
+class InUse(Failure):
+    """A snapshot that must stay: a VM uses one of its files as a disk."""
+
+
 class ConfigError(Failure):
     """config.ini is missing, malformed or lacks what a command needs; or bad usage (exit 2)."""
     exit_code = 2
@@ -923,6 +927,12 @@ def match_set_to_disks(disks, files):
     return pairs, [d for d in disks if (d.storage, d.file) not in by_source], [f for f in files if f not in paired]
 
 
+def attached_set_files(config, files):
+    """{path: disk key} of the set files a VM config uses as disks (not as unusedN)."""
+    disks = {(disk.storage, disk.path): disk.key for disk in vm_disks(config) if disk.path}
+    return {f.path: disks[(f.storage, f.path)] for f in files if (f.storage, f.path) in disks}
+
+
 def expired(names, keep):
     """What retention removes: all but the newest `keep` of `names` (sorted oldest first)."""
     return list(names[:max(0, len(names) - keep)])
@@ -1358,9 +1368,16 @@ def register_clones(ctx, view, clones):
 
 def delete_set(ctx, view, files):
     """Delete every file of a set; registered ones through PVE (which frees the file),
-    then whatever is left on ONTAP, so that no file is deleted twice."""
+    then whatever is left on ONTAP, so that no file is deleted twice. A set with a file
+    attached to the VM as a disk (to recover data from it, say) is refused whole."""
+    config = pve_vm_pending(ctx.pve, view.vm)
+    attached = attached_set_files({**view.config, **config}, files)
+    if attached:
+        raise InUse(f'VM {view.vmid}: snapshot {files[0].stamp} is in use: '
+                    f'{", ".join(f"{path} is attached as {key}" for path, key in attached.items())}; '
+                    'detach it first')
     volids = {f'{f.storage}:{view.vmid}/{f.path.rsplit("/", 1)[1]}' for f in files}
-    registered = [key for key, value in sorted(pve_vm_pending(ctx.pve, view.vm).items())
+    registered = [key for key, value in sorted(config.items())
                   if re.fullmatch(r'unused\d+', key) and parse_volume(value) and parse_volume(value)[1] in volids]
     if registered:
         pve_set_vm_config(ctx.pve, view.vm, "remove the snapshot's unused disks", delete=','.join(registered))
@@ -1375,7 +1392,11 @@ def prune_vm_sets(ctx, view, keep):
     sets = {stamp: files for stamp, files in gather_sets(ctx, view).items()
             if all(f.kind == 'snapshot' for f in files)}
     for stamp in expired(sorted(sets), keep):
-        delete_set(ctx, view, sets[stamp])
+        try:
+            delete_set(ctx, view, sets[stamp])
+        except InUse as exc:
+            log.warning('%s; kept beyond -keep %d', exc, keep)
+            continue
         log.info('VM %s: snapshot %s deleted (-keep %d)', view.vmid, stamp, keep)
 
 

@@ -108,6 +108,15 @@ def test_set_files_pair_with_the_disks_they_were_cloned_from():
     assert orphans == [other_storage, gone]
 
 
+def test_set_files_attached_as_disks_are_found_but_unused_ones_are_not():
+    stamp = '2024-03-13_00:00:00+0000'
+    attached, unused, elsewhere = (set_file('A', 'vm-100-disk-0.raw', stamp), set_file('A', 'vm-100-disk-1.raw', stamp),
+                                   set_file('B', 'vm-100-disk-0.raw', stamp))
+    config = {'scsi0': 'A:100/vm-100-disk-0.raw', 'scsi5': f'A:100/vm-100-disk-0-snapshot-{stamp}.raw,backup=0',
+              'unused0': f'A:100/vm-100-disk-1-snapshot-{stamp}.raw'}
+    assert tool.attached_set_files(config, [attached, unused, elsewhere]) == {attached.path: 'scsi5'}
+
+
 @pytest.mark.parametrize('names, keep, gone', [
     (['a', 'b', 'c', 'd'], 2, ['a', 'b']), (['a', 'b'], 2, []), (['a'], 5, []), ([], 1, []),
     (['a', 'b', 'c'], 1, ['a', 'b'])])

@@ -104,6 +104,40 @@ def test_delete_of_registered_clones_removes_their_unused_entries(world):
     assert len(deletes) == 1
 
 
+def attach(world, vmid, stamp, key='scsi5'):
+    """The admin attaches a snapshot file as a disk to copy data out of it."""
+    volid = f'ONTAP01:{vmid}/vm-{vmid}-disk-0-snapshot-{stamp}.raw'
+    world.pve.vm(vmid).config[key] = volid
+    return volid
+
+
+def test_delete_refuses_a_set_with_a_file_attached_as_a_disk(world):
+    make_set(world, 101, OLDER, [(world.vol1, VM101_DISK)])
+    attach(world, 101, OLDER)
+    before = world.state()
+
+    result = world.run('vm', 'delete', '-vm', 101, '-snapshot', OLDER)
+
+    assert result.code == 1
+    assert f'snapshot {OLDER} is in use: images/101/vm-101-disk-0-snapshot-{OLDER}.raw is attached as scsi5' \
+        in result.err
+    assert world.state() == before
+
+
+def test_keep_skips_a_set_with_a_file_attached_as_a_disk(world):
+    make_set(world, 101, OLDEST, [(world.vol1, VM101_DISK)])
+    make_set(world, 101, OLDER, [(world.vol1, VM101_DISK)])
+    volid = attach(world, 101, OLDEST)
+
+    result = world.run('vm', 'create', '-vm', 101, '-keep', 1, '-no-register')
+
+    assert result.code == 0, result.err
+    assert [s['stamp'] for s in sets_of(world, 101)][:1] == [OLDEST]
+    assert len(sets_of(world, 101)) == 2
+    assert world.pve.vm(101).config['scsi5'] == volid
+    assert f'snapshot {OLDEST} is in use' in result.err and 'kept beyond -keep 1' in result.err
+
+
 # -- registration
 
 def test_create_registers_clones_as_unused_disks(world):

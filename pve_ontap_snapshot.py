@@ -1320,32 +1320,41 @@ def snapshot_vm(ctx, view, mode, stamp):
             ensure_running(ctx, view, exc)
             raise
     window = time.monotonic()
+    outcome = not_started = None
     try:
         if running and mode == 'freeze':
-            done, failed, late = clone_frozen(ctx, view, clones)
+            outcome = clone_frozen(ctx, view, clones)
         else:
-            (done, failed), late = clone_each(ctx, clones), None
+            outcome = (*clone_each(ctx, clones), None)
     finally:
         if paused:
-            start_again(ctx, view, window)
+            not_started = start_again(ctx, view, window)
+            if not_started and outcome is None:
+                log.error('%s', not_started)    # the error on its way out must not hide this one
         if running and mode:
             log.info('VM %s was %s for %.2f s', vmid, 'frozen' if mode == 'freeze' else 'paused',
                      time.monotonic() - window)
+    done, failed, late = outcome
     if failed or late:
         key = {disk.path: disk.key for disk in view.disks}
         reasons = [f'{key[source]} ({exc})' for (_, source, _), exc in failed] + ([late] if late else [])
         raise Failure(f'VM {vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {remove_clones(ctx, done)}'
-                      + (f' ({", ".join(key[source] for _, source, _ in done)})' if done else ''))
+                      + (f' ({", ".join(key[source] for _, source, _ in done)})' if done else '')
+                      + (f'; and {not_started}' if not_started else ''))
+    if not_started:
+        raise Failure(f'{not_started}; the snapshot {stamp} itself was made')
     return clones
 
 
 def start_again(ctx, view, window):
-    """Start a VM paused for the clones; if PVE refuses, say so plainly (the clones are kept)."""
+    """Start a VM paused for the clones. Returns None, or the Failure that says plainly that
+    it is stopped (for the caller to report together with whatever else went wrong)."""
     try:
         pve_vm_power(ctx.pve, view.vm, 'start')
     except Failure as exc:
-        raise Failure(f'VM {view.vmid} could not be started again after {time.monotonic() - window:.1f} s and '
-                      f'is stopped: start it by hand ({exc})') from exc
+        return Failure(f'VM {view.vmid} could not be started again after {time.monotonic() - window:.1f} s and '
+                       f'is stopped: start it by hand ({exc})')
+    return None
 
 
 def register_clones(ctx, view, clones):
@@ -1528,11 +1537,19 @@ def cmd_vm_restore(ctx, args):
             log.info('VM %s: shutting down', view.vmid)
             pve_vm_power(ctx.pve, view.vm, 'shutdown')
         undo_stamp = new_stamp(locks, f'vm{view.vmid}', sets)
+        window = time.monotonic()
+        failure = not_started = None
         try:
             restore_disks(ctx, view, sources, undo_stamp)
+        except Failure as exc:
+            failure = exc
         finally:
             if running:
-                pve_vm_power(ctx.pve, view.vm, 'start')
+                not_started = start_again(ctx, view, window)
+        if failure:
+            raise Failure(f'{failure}; and {not_started}' if not_started else str(failure)) from failure
+        if not_started:
+            raise Failure(f'VM {view.vmid}: disks {disks} restored from {origin}, but {not_started}')
     log.info('VM %s: disks %s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, origin,
              undo_stamp)
 

@@ -321,6 +321,53 @@ def test_a_failed_start_task_says_the_vm_is_stopped(world):
     assert len([f for f in world.files(world.vol1, 100) if '-snapshot-' in f]) == 4
 
 
+def test_a_failed_clone_and_a_failed_start_are_both_reported_and_the_clones_removed(world):
+    world.a.fail_job('POST', '/api/storage/file/clone', code=13565952, message='Clone start failed.',
+                     match={'source_path': 'images/100/vm-100-disk-0.raw'})
+    world.pve.vm(100).start_error = 'kvm: Permission denied'
+
+    result = world.run('vm', 'create', '-vm', 100, '-suspend', '-no-register')
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert 'ide0 (' in line and 'removed the 5 clone(s) made before' in line
+    assert 'and VM 100 could not be started again' in line and 'start it by hand' in line
+    assert not [f for vol in (world.vol1, world.vol2) for f in world.files(vol, 100) if '-snapshot-' in f]
+
+
+def test_a_restore_whose_start_fails_says_the_disks_are_restored_and_the_vm_stopped(world):
+    stamp = '2024-03-12_10:00:00+0000'
+    world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').write_bytes(b'then' * 2048)
+    world.pve.vm(101).status = 'running'
+    world.pve.vm(101).start_error = 'kvm: Permission denied'
+
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-shutdown', '-yes')
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert line.startswith(f'ERROR: VM 101: disks scsi0 restored from snapshot {stamp}, but VM 101 could not be '
+                           'started again')
+    assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == b'then' * 2048
+    assert world.pve.vm(101).status == 'stopped'
+
+
+def test_a_failed_restore_and_a_failed_start_are_both_reported_and_the_disks_put_back(world):
+    stamp = '2024-03-12_10:00:00+0000'
+    world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').write_bytes(b'then' * 2048)
+    live = world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes()
+    world.a.fail_job('POST', '/api/storage/file/clone', code=13565952, message='Clone start failed.',
+                     match={'destination_path': 'images/101/vm-101-disk-0.raw'})
+    world.pve.vm(101).status = 'running'
+    world.pve.vm(101).start_error = 'kvm: Permission denied'
+
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-shutdown', '-yes')
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert 'restore failed, every disk is as it was' in line and 'and VM 101 could not be started again' in line
+    assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == live
+
+
 def test_a_locked_vm_is_refused_before_anything_changes(world):
     world.pve.snapshot_lock(100, 'backup')
     before = world.state()

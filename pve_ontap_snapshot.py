@@ -443,7 +443,7 @@ class Ontap:
     def write(self, method, path, body=None, params=None, what=None):
         """A mutating call that may be a job. With return_timeout ONTAP answers 200/201 once
         the job succeeded (a failed one is an error answer); only a 202 needs polling."""
-        params = dict(params or {}, return_timeout=int(max(1, min(120, self.timeouts.job))))
+        params = dict(params or {}, return_timeout=return_timeout(self.timeouts))
         status, data = self.send(method, path, params=params, body=body, what=what)
         if status == 202 and 'job' in data:
             self.wait_for_job(data['job']['uuid'], what or f'{method} {path}')
@@ -466,6 +466,12 @@ class Ontap:
                                  f'{self.timeouts.job:.0f} s (job_timeout)')
             time.sleep(interval)
             interval = min(interval * 2, JOB_POLL_MAX)
+
+
+def return_timeout(timeouts):
+    """How long ONTAP may hold a job's answer (it allows up to 120 s): never as long as our
+    own read timeout, or the answer to a call that did change something would be lost."""
+    return int(max(1, min(120, timeouts.job, timeouts.read - 5)))
 
 
 def response_json(response):

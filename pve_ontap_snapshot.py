@@ -733,10 +733,15 @@ class Pve:
             interval = min(interval * 2, TASK_POLL_MAX)
 
 
+def pve_list_guests(pve):
+    """Every guest of the cluster, QEMU VMs and LXC containers, from one /cluster/resources
+    call, by id (type, node, status, name)."""
+    return {entry['vmid']: entry for entry in pve.call('get', 'cluster/resources', 'list VMs', type='vm')}
+
+
 def pve_list_vms(pve):
-    """Every QEMU VM of the cluster from one /cluster/resources call, by id."""
-    return {entry['vmid']: entry for entry in pve.call('get', 'cluster/resources', 'list VMs', type='vm')
-            if entry.get('type') == 'qemu'}
+    """Every QEMU VM of the cluster (the guests vm commands work on), by id."""
+    return {vmid: entry for vmid, entry in pve_list_guests(pve).items() if entry.get('type') == 'qemu'}
 
 
 def pve_find_vm(pve, vmid, vms=None):
@@ -748,11 +753,11 @@ def pve_find_vm(pve, vmid, vms=None):
 
 
 def vm_path(vm, *parts):
-    return '/'.join(['nodes', vm['node'], 'qemu', str(vm['vmid'])] + list(parts))
+    return '/'.join(['nodes', vm['node'], vm.get('type', 'qemu'), str(vm['vmid'])] + list(parts))
 
 
 def pve_vm_config(pve, vm):
-    return pve.call('get', vm_path(vm, 'config'), f'read the config of VM {vm["vmid"]}')
+    return pve.call('get', vm_path(vm, 'config'), f'read the config of {guest_label(vm)}')
 
 
 def pve_vm_pending(pve, vm):
@@ -799,9 +804,17 @@ def pve_local_node(pve):
     return next((e['name'] for e in entries if e.get('type') == 'node' and e.get('local')), None)
 
 
-def pve_vms_on_storage(pve, storage, vms):
-    """The VMs (resources entries) with a disk or an unused disk on `storage`."""
-    return [vm for _, vm in sorted(vms.items()) if storage in vm_storages(pve_vm_config(pve, vm))]
+def pve_guests_on_storage(pve, storage, guests):
+    """(guests with a disk, mount point or unused disk on `storage`, (guest, Failure) of those
+    whose config could not be read — on a node that is down, say — so nobody knows)."""
+    using, unknown = [], []
+    for _, guest in sorted(guests.items()):
+        try:
+            if storage in vm_storages(pve_vm_config(pve, guest)):
+                using.append(guest)
+        except ProxmoxError as exc:
+            unknown.append((guest, exc))
+    return using, unknown
 
 
 # ---- Pure logic --------------------------------------------------------------------------
@@ -877,12 +890,18 @@ def vm_disks(config):
 
 
 def vm_storages(config):
-    """Every storage holding a disk or an unused disk of the VM."""
+    """Every storage holding a disk or an unused disk of a VM, or a root file system, mount
+    point or unused volume of a container."""
     storages = {disk.storage for disk in vm_disks(config)}
     for key, value in config.items():
-        if re.fullmatch(r'unused\d+', key) and parse_volume(value):
+        if re.fullmatch(r'unused\d+|rootfs|mp\d+', key) and parse_volume(value):
             storages.add(parse_volume(value)[0])
     return storages
+
+
+def guest_label(guest):
+    """`VM 100` or `CT 200`, as PVE's GUI names them."""
+    return f'{"CT" if guest.get("type") == "lxc" else "VM"} {guest["vmid"]}'
 
 
 def agent_enabled(value):
@@ -1416,24 +1435,34 @@ def prune_vm_sets(ctx, view, keep):
 
 
 def vms_to_snapshot(ctx, args, vms):
-    """{vmid: config or None}: -vm ids as given, or with -all every VM with a disk on a
-    configured ONTAP storage (with the config read to find out)."""
+    """({vmid: config or None}, [vmid]): -vm ids as given, or with -all every VM with a disk
+    on a configured ONTAP storage (with the config read to find out), and the VMs whose
+    config could not be read (their node is down, say): one such node stops no other VM."""
     if not args.all:
-        return dict.fromkeys(args.vm)
-    configs = {vmid: pve_vm_config(ctx.pve, vm) for vmid, vm in sorted(vms.items()) if not vm.get('template')}
-    chosen = {vmid: config for vmid, config in configs.items()
-              if any(d.storage in ctx.config.storages and d.path for d in vm_disks(config))}
-    if not chosen:
+        return dict.fromkeys(args.vm), []
+    chosen, unreadable = {}, []
+    for vmid, vm in sorted(vms.items()):
+        if vm.get('template'):
+            continue
+        try:
+            config = pve_vm_config(ctx.pve, vm)
+        except ProxmoxError as exc:
+            log.warning('VM %s on node %s skipped: %s', vmid, vm['node'], exc)
+            unreadable.append(vmid)
+            continue
+        if any(d.storage in ctx.config.storages and d.path for d in vm_disks(config)):
+            chosen[vmid] = config
+    if not chosen and not unreadable:
         raise Failure(f'no VM has a disk on a storage of {ctx.config.path}')
-    return chosen
+    return chosen, unreadable
 
 
 def cmd_vm_create(ctx, args):
     mode = next((m for m in ('suspend', 'shutdown', 'freeze') if getattr(args, m)), None)
     vms = pve_list_vms(ctx.pve)
-    chosen = vms_to_snapshot(ctx, args, vms)
+    chosen, failures = vms_to_snapshot(ctx, args, vms)
     vmids = list(chosen)
-    failures = []
+    total = len(vmids) + len(failures)
     for vmid in vmids:
         try:
             view = gather_vm(ctx, vmid, vms, chosen[vmid])
@@ -1446,13 +1475,13 @@ def cmd_vm_create(ctx, args):
                 if args.keep is not None:
                     prune_vm_sets(ctx, view, args.keep)
         except Failure as exc:
-            if len(vmids) == 1:
+            if total == 1:
                 raise
-            log.error('%s', exc)
+            log.warning('%s', exc)      # the summary below is the one error line
             failures.append(vmid)
     if failures:
-        raise Failure(f'vm create failed for {len(failures)} of {len(vmids)} VMs: '
-                      f'{", ".join(map(str, failures))}')
+        raise Failure(f'vm create failed for {len(failures)} of {total} VMs: '
+                      f'{", ".join(map(str, sorted(failures)))}')
 
 
 def cmd_vm_list(ctx, args):
@@ -1639,16 +1668,21 @@ def cmd_storage_restore(ctx, args):
         ontap_find_snapshot(ontap, volume, args.snapshot)
         snapshots = [s['name'] for s in ontap_list_snapshots(ontap, volume, '*')]
         newer = snapshots[snapshots.index(args.snapshot) + 1:]
-        vms = pve_vms_on_storage(ctx.pve, args.storage, pve_list_vms(ctx.pve))
+        guests, unknown = pve_guests_on_storage(ctx.pve, args.storage, pve_list_guests(ctx.pve))
         print(f'storage restore reverts volume {volume.name} (ONTAP {ontap.host}) behind storage {args.storage} '
               f'to snapshot {args.snapshot}; every change since is lost.')
-        print('VMs with disks on it: ' + (', '.join(f'{vm["vmid"]} {vm.get("name", "")} ({vm.get("status")})'
-                                                    for vm in vms) or 'none'))
+        print('Guests with disks on it: ' + (', '.join(f'{guest_label(g)} {g.get("name", "")} ({g.get("status")})'
+                                                       for g in guests) or 'none'))
+        for guest, exc in unknown:
+            print(f'Unknown whether {guest_label(guest)} on node {guest["node"]} uses it: {exc}')
         print('Snapshots newer than it, which ONTAP deletes: ' + (', '.join(newer) or 'none'))
-        running = [str(vm['vmid']) for vm in vms if vm.get('status') == 'running']
-        if running and not args.force:
-            raise Failure(f'storage {args.storage}: VM {", ".join(running)} running on it; shut down first '
-                          '(or -force to revert under running VMs)')
+        running = [guest_label(g) for g in guests if g.get('status') == 'running']
+        blockers = [f'{", ".join(running)} running on it'] if running else []
+        if unknown:
+            blockers.append(f'{", ".join(guest_label(g) for g, _ in unknown)} not checked (node unreachable)')
+        if blockers and not args.force:
+            raise Failure(f'storage {args.storage}: {"; ".join(blockers)}; shut down first '
+                          '(or -force to revert anyway)')
         confirm(ctx, f'Revert storage {args.storage} to {args.snapshot}', args.yes)
         ontap_restore_volume(ontap, volume, args.snapshot)
     log.info('storage %s: volume %s restored to %s', args.storage, volume.name, args.snapshot)

@@ -40,10 +40,43 @@ def test_storage_restore_shows_what_it_will_do_and_refuses_under_running_vms(wor
     result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
 
     assert result.code == 1
-    assert 'VMs with disks on it: 100 web (running), 101 db (stopped)' in result.out
+    assert 'Guests with disks on it: VM 100 web (running), VM 101 db (stopped)' in result.out
     assert f'Snapshots newer than it, which ONTAP deletes: hourly.2024-03-14_0905, {NEWER}' in result.out
     assert error_lines(result) == [('ERROR: storage ONTAP01: VM 100 running on it; shut down first '
-                                   '(or -force to revert under running VMs)')]
+                                   '(or -force to revert anyway)')]
+    assert world.state() == before and not changes(world.a)
+
+
+def test_storage_restore_counts_running_containers_too(world):
+    add_snapshots(world)
+    world.pve.vm(100).status = 'stopped'
+    world.pve.add_ct(200, 'files', node='pve2', status='running',
+                     config={'rootfs': 'ONTAP01:200/vm-200-disk-0.raw,size=8G',
+                             'mp0': 'local-lvm:vm-200-disk-1,mp=/data,size=8G'})
+    world.pve.add_ct(201, 'elsewhere', status='running')
+    before = world.state()
+
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+
+    assert result.code == 1
+    assert 'Guests with disks on it: VM 100 web (stopped), VM 101 db (stopped), CT 200 files (running)' in result.out
+    assert error_lines(result) == [('ERROR: storage ONTAP01: CT 200 running on it; shut down first '
+                                   '(or -force to revert anyway)')]
+    assert world.state() == before and not changes(world.a)
+
+
+def test_storage_restore_refuses_when_a_node_cannot_say_what_runs_there(world):
+    add_snapshots(world)
+    world.pve.vm(100).status = 'stopped'
+    world.pve.set_node_offline('pve2')
+    before = world.state()
+
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+
+    assert result.code == 1
+    assert 'Unknown whether VM 101 on node pve2 uses it:' in result.out and 'No route to host' in result.out
+    assert error_lines(result) == [('ERROR: storage ONTAP01: VM 101 not checked (node unreachable); shut down '
+                                   'first (or -force to revert anyway)')]
     assert world.state() == before and not changes(world.a)
 
 

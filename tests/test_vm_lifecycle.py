@@ -422,6 +422,18 @@ def test_all_takes_every_vm_on_ontap_and_one_failure_does_not_stop_the_others(wo
     assert sets_of(world, 101) == []
 
 
+def test_all_goes_on_past_a_node_that_is_down_and_names_its_vms(world):
+    world.pve.set_node_offline('pve2')
+
+    result = world.run('vm', 'create', '-all', '-no-register')
+
+    assert result.code == 1
+    lines = result.err.strip().splitlines()
+    assert lines[-1] == 'ERROR: vm create failed for 1 of 2 VMs: 101'
+    assert [line for line in lines if line.startswith('WARNING: VM 101 on node pve2 skipped:')]
+    assert len(sets_of(world, 100)) == 1
+
+
 def test_back_to_back_runs_get_their_own_stamps(world, lock_dir):
     for _ in range(2):
         assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0

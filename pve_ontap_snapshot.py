@@ -983,6 +983,14 @@ def flexclone_name(volume, storage=None):
     return f'{volume}{FLEXCLONE_SUFFIX}_{re.sub(r"[^A-Za-z0-9_]", "_", storage)}'
 
 
+def clone_volume_names(volume, storage, parent):
+    """The FlexClone names `storage mount` gives a mount named `storage` of `parent`'s volume."""
+    names = [flexclone_name(volume, storage)]
+    if storage == clone_storage_id(parent):
+        names.insert(0, flexclone_name(volume))
+    return names
+
+
 def clone_storage_id(storage):
     return storage + CLONE_STORAGE_SUFFIX
 
@@ -1719,8 +1727,9 @@ def cmd_storage_mount(ctx, args):
 
 
 def find_clone_parent(ctx, storage, entry):
-    """(parent storage, Ontap, FlexClone Volume) of a mounted clone storage; a refusal unless
-    its volume really is a FlexClone of a configured storage's volume."""
+    """(parent storage, Ontap, FlexClone Volume or None) of a mounted clone storage: a refusal
+    unless its volume really is a FlexClone of a configured storage's volume — or is gone
+    already and the storage's export is the junction `storage mount` gave it (then None)."""
     if storage in ctx.config.storages:
         candidates = [storage]
     elif storage.removesuffix(CLONE_STORAGE_SUFFIX) in ctx.config.storages:
@@ -1734,6 +1743,8 @@ def find_clone_parent(ctx, storage, entry):
         try:
             volume = ontap_find_volume(ontap, entry['export'], ctx.config.ontap_for(parent).svm, storage)
         except NotFound:
+            if entry['export'] in ['/' + name for name in clone_volume_names(parent_volume.name, storage, parent)]:
+                return parent, ontap, None
             if len(candidates) == 1:
                 raise
             continue    # another cluster or SVM behind the same NFS server
@@ -1743,29 +1754,58 @@ def find_clone_parent(ctx, storage, entry):
     raise Failure(f'storage {storage} is {backing} a storage in {ctx.config.path}: refusing to remove it')
 
 
+def find_leftover_clone(ctx, storage):
+    """(parent storage, Ontap, FlexClone Volume) a mount named `storage` left behind when its
+    PVE storage is gone already (removed by hand, or an unmount stopped half-way)."""
+    parent = storage.removesuffix(CLONE_STORAGE_SUFFIX)
+    if parent != storage and parent in ctx.config.storages:
+        parents = [parent]
+    else:
+        parents = [sid for sid in ctx.config.storages if ctx.storages().get(sid, {}).get('type') == 'nfs']
+    for parent in parents:
+        ontap, volume, _ = ctx.storage_volume(parent)
+        for name in clone_volume_names(volume.name, storage, parent):
+            clone = ontap_volume_by_name(ontap, name, volume.svm)
+            if clone and clone.is_flexclone and clone.parent_volume == volume.name:
+                return parent, ontap, clone
+    raise NotFound(f'Proxmox {ctx.pve.host}: no storage {storage}, and no FlexClone left by a mount of that name')
+
+
 def unmount_nfs(path):
     """Unmount the clone's NFS mount on this node (PVE leaves it mounted); lazily if stuck."""
-    for command in (['umount', path], ['umount', '-f', '-l', path]):
-        if subprocess.run(command, capture_output=True, check=False).returncode == 0:
-            return
-    log.warning('could not unmount %s on this node: umount -f -l %s by hand', path, path)
+    result = subprocess.run(['umount', path], capture_output=True, text=True, check=False)
+    if result.returncode == 0 or 'not mounted' in result.stderr:
+        return
+    if subprocess.run(['umount', '-f', '-l', path], capture_output=True, check=False).returncode:
+        log.warning('could not unmount %s on this node: umount -f -l %s by hand', path, path)
 
 
 def cmd_storage_unmount(ctx, args):
-    entry = ctx.nfs_storage(args.storage)
-    parent, ontap, volume = find_clone_parent(ctx, args.storage, entry)
+    entry = ctx.storages().get(args.storage)
+    if entry is None:
+        parent, ontap, volume = find_leftover_clone(ctx, args.storage)
+        log.warning('storage %s is not in Proxmox any more: deleting the FlexClone %s it left', args.storage,
+                    volume.name)
+    else:
+        ctx.nfs_storage(args.storage)
+        parent, ontap, volume = find_clone_parent(ctx, args.storage, entry)
+        if volume is None:
+            log.warning('ONTAP %s: no volume at %s any more (its FlexClone is gone): removing storage %s',
+                        ontap.host, entry['export'], args.storage)
     with storage_locks(ctx, [parent]):
-        # Disabled first, so no node's status daemon mounts it again while it goes away.
-        ctx.pve.call('put', f'storage/{args.storage}', f'disable storage {args.storage}', disable=1)
-        ctx.pve.call('delete', f'storage/{args.storage}', f'remove storage {args.storage}')
-        log.info('storage %s removed from Proxmox', args.storage)
-        path = entry.get('path') or f'/mnt/pve/{args.storage}'
+        if entry is not None:
+            # Disabled first, so no node's status daemon mounts it again while it goes away.
+            ctx.pve.call('put', f'storage/{args.storage}', f'disable storage {args.storage}', disable=1)
+            ctx.pve.call('delete', f'storage/{args.storage}', f'remove storage {args.storage}')
+            log.info('storage %s removed from Proxmox', args.storage)
+        path = (entry or {}).get('path') or f'/mnt/pve/{args.storage}'
         if local_pve_node() and not ctx.dry_run:
             unmount_nfs(path)
         else:
             log.info('not on a PVE node as root: %s may stay mounted on the nodes (umount it there)', path)
-        ontap_delete_volume(ontap, volume)
-    log.info('ONTAP %s: FlexClone %s deleted', ontap.host, volume.name)
+        if volume is not None:
+            ontap_delete_volume(ontap, volume)
+            log.info('ONTAP %s: FlexClone %s deleted', ontap.host, volume.name)
 
 
 # ---- CLI -------------------------------------------------------------------------------

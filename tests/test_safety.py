@@ -216,6 +216,51 @@ def test_unmount_disables_then_removes_then_deletes_the_clone(world):
     assert writes[0][2] == {'disable': '1'}
 
 
+def delete_volume_behind_our_back(world, name):
+    response = requests.delete(f'{world.a.url}/api/storage/volumes/{world.a.volume(name).uuid}',
+                               params={'return_timeout': 10}, auth=('admin', ONTAP_PASSWORD), verify=world.a.cafile)
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize('storage, clone, argv', [
+    ('ONTAP01-CLONE', 'proxmox_storage01_clone', ()),
+    ('ONTAP01-MARCH', 'proxmox_storage01_clone_ONTAP01_MARCH', ('-name', 'ONTAP01-MARCH'))])
+def test_unmount_removes_the_storage_when_its_flexclone_is_gone_already(world, storage, clone, argv):
+    add_snapshots(world)
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, *argv).code == 0
+    delete_volume_behind_our_back(world, clone)
+
+    result = world.run('storage', 'unmount', '-storage', storage)
+
+    assert result.code == 0, result.err
+    assert f'no volume at /{clone} any more (its FlexClone is gone): removing storage {storage}' in result.err
+    assert storage not in world.pve.storages
+
+
+@pytest.mark.parametrize('storage, clone, argv', [
+    ('ONTAP01-CLONE', 'proxmox_storage01_clone', ()),
+    ('ONTAP01-MARCH', 'proxmox_storage01_clone_ONTAP01_MARCH', ('-name', 'ONTAP01-MARCH'))])
+def test_unmount_deletes_the_flexclone_a_removed_storage_left(world, storage, clone, argv):
+    add_snapshots(world)
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, *argv).code == 0
+    del world.pve.storages[storage]
+
+    result = world.run('storage', 'unmount', '-storage', storage)
+
+    assert result.code == 0, result.err
+    assert f'storage {storage} is not in Proxmox any more: deleting the FlexClone {clone} it left' in result.err
+    assert world.a.volume(clone) is None and world.a.volume('proxmox_storage01') is not None
+
+
+def test_unmount_of_what_is_gone_on_both_sides_is_an_error(world):
+    before = world.state()
+    result = world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE')
+    assert result.code == 1
+    assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: no storage ONTAP01-CLONE, and no FlexClone '
+                                   'left by a mount of that name')]
+    assert world.state() == before
+
+
 def test_unmount_refuses_a_flexclone_of_another_volume(world):
     world.a.add_snapshot('other_volume', 'snap')
     response = requests.post(f'{world.a.url}/api/storage/volumes', params={'return_timeout': 10},

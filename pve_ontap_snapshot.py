@@ -318,6 +318,18 @@ def read_config(path):
 
 # ---- HTTP plumbing shared by both APIs ---------------------------------------------------
 
+def poll_until(done, bound, longest, timed_out):
+    """Call done() until it is true, 50 ms apart at first, backing off to `longest` seconds;
+    raise timed_out() when the next try would pass `bound` seconds."""
+    deadline = time.monotonic() + bound
+    interval = 0.05
+    while not done():
+        if time.monotonic() + interval > deadline:
+            raise timed_out()
+        time.sleep(interval)
+        interval = min(interval * 2, longest)
+
+
 def describe_connection_error(exc):
     """The one useful phrase inside a requests connection error's nested message."""
     if isinstance(exc, requests.exceptions.SSLError):
@@ -375,7 +387,7 @@ class Volume:
 
 VOLUME_FIELDS = ('uuid,name,svm.name,nas.path,clone.is_flexclone,clone.parent_volume.name,'
                  'clone.parent_snapshot.name')
-JOB_POLL_FIRST, JOB_POLL_MAX = 0.05, 2.0
+JOB_POLL_MAX = 2.0
 FILE_NOT_FOUND = '6684674'
 SNAPSHOT_LOCKED = '1638555'     # "has not expired or is locked": a FlexClone uses it
 
@@ -451,21 +463,18 @@ class Ontap:
 
     def wait_for_job(self, uuid, what):
         """Poll /api/cluster/jobs/<uuid> until success or failure, up to the job timeout."""
-        deadline = time.monotonic() + self.timeouts.job
-        interval = JOB_POLL_FIRST
-        while True:
-            job = self.request('GET', f'/api/cluster/jobs/{uuid}', params={'fields': 'state,message,code,error'},
-                               what=what)
-            state = job.get('state')
-            if state == 'success':
-                return job
-            if state in ('failure', 'cancelled', 'expired'):
+        job = {}
+
+        def finished():
+            job.update(self.request('GET', f'/api/cluster/jobs/{uuid}',
+                                    params={'fields': 'state,message,code,error'}, what=what))
+            if job.get('state') in ('failure', 'cancelled', 'expired'):
                 raise OntapError(f'ONTAP {self.host}: {what}: {job_message(job)}', code=job.get('code'))
-            if time.monotonic() + interval > deadline:
-                raise OntapError(f'ONTAP {self.host}: {what}: job {uuid} still {state} after '
-                                 f'{self.timeouts.job:.0f} s (job_timeout)')
-            time.sleep(interval)
-            interval = min(interval * 2, JOB_POLL_MAX)
+            return job.get('state') == 'success'
+
+        poll_until(finished, self.timeouts.job, JOB_POLL_MAX, lambda: OntapError(
+            f'ONTAP {self.host}: {what}: job {uuid} still {job.get("state")} after {self.timeouts.job:.0f} s '
+            '(job_timeout)'))
 
 
 def return_timeout(timeouts):
@@ -643,7 +652,8 @@ def ontap_delete_volume(ontap, volume):
 # ---- Proxmox helpers ---------------------------------------------------------------------
 # One proxmoxer login per run, our own task poller, thin pve_* verbs above it.
 
-TASK_POLL_FIRST, TASK_POLL_MAX = 0.05, 1.0
+TASK_POLL_MAX = 1.0
+HA_OUTCOME = {'shutdown': 'stopped', 'start': 'running'}   # what an HA request leads to
 
 
 class Pve:
@@ -716,21 +726,17 @@ class Pve:
 
     def wait_for_task(self, upid, what):
         """Poll the task until it stopped; OK or WARNINGS is success, else its exit status."""
-        deadline = time.monotonic() + self.timeouts.task
-        interval = TASK_POLL_FIRST
-        while True:
+        def stopped():
             status = self.call('get', f'nodes/{upid_node(upid)}/tasks/{upid}/status', what)
-            if status.get('status') == 'stopped':
-                exitstatus = status.get('exitstatus', 'unexpected status')
-                if not task_succeeded(exitstatus):
-                    raise ProxmoxError(f'Proxmox {self.host}: {what}: task {status.get("type", "")} failed: '
-                                       f'{exitstatus}')
-                return exitstatus
-            if time.monotonic() + interval > deadline:
-                raise ProxmoxError(f'Proxmox {self.host}: {what}: task still running after '
-                                   f'{self.timeouts.task:.0f} s (task_timeout): {upid}')
-            time.sleep(interval)
-            interval = min(interval * 2, TASK_POLL_MAX)
+            if status.get('status') != 'stopped':
+                return False
+            exitstatus = status.get('exitstatus', 'unexpected status')
+            if not task_succeeded(exitstatus):
+                raise ProxmoxError(f'Proxmox {self.host}: {what}: task {status.get("type", "")} failed: {exitstatus}')
+            return True
+
+        poll_until(stopped, self.timeouts.task, TASK_POLL_MAX, lambda: ProxmoxError(
+            f'Proxmox {self.host}: {what}: task still running after {self.timeouts.task:.0f} s (task_timeout): {upid}'))
 
 
 def pve_list_guests(pve):
@@ -771,11 +777,20 @@ def pve_set_vm_config(pve, vm, what, **changes):
 
 
 def pve_vm_power(pve, vm, action, **params):
-    """suspend/shutdown/start the VM and wait for the task to finish."""
+    """suspend/shutdown/start the VM and wait for the task to finish. For a VM under HA the
+    task only hands the request to the HA manager: then wait for the VM's status as well."""
     what = f'{action} VM {vm["vmid"]}'
     upid = pve.call('post', vm_path(vm, 'status', action), what, **params)
     if upid:
         pve.wait_for_task(upid, what)
+    if upid and vm.get('hastate') and action in HA_OUTCOME:
+        def settled():
+            status = pve.call('get', vm_path(vm, 'status/current'), f'read the status of VM {vm["vmid"]}')
+            return status.get('status') == HA_OUTCOME[action]
+
+        poll_until(settled, pve.timeouts.task, TASK_POLL_MAX, lambda: ProxmoxError(
+            f'Proxmox {pve.host}: {what}: the HA manager has not made it {HA_OUTCOME[action]} after '
+            f'{pve.timeouts.task:.0f} s (task_timeout)'))
 
 
 def pve_agent(pve, vm, command, safe=False):
@@ -1345,6 +1360,9 @@ def snapshot_vm(ctx, view, mode, stamp):
     if running and mode == 'freeze':
         check_freezable(ctx, view)
     paused = running and mode in ('suspend', 'shutdown')
+    if paused and mode == 'suspend' and view.vm.get('hastate'):
+        raise Failure(f'VM {vmid} is managed by HA, and PVE does not suspend such a VM to disk: use -shutdown '
+                      'or -freeze')
     if paused:
         log.info('VM %s: %s', vmid, 'suspending to disk' if mode == 'suspend' else 'shutting down')
         try:

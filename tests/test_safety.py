@@ -446,6 +446,39 @@ def test_a_failed_restore_and_a_failed_start_are_both_reported_and_the_disks_put
     assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == live
 
 
+def test_shutdown_of_an_ha_vm_waits_until_ha_has_stopped_it_and_started_it(world, monkeypatch):
+    vm = world.pve.vm(100)
+    vm.ha_state = 'started'
+    world.pve.time_scale, world.pve.ha_delay = 0.01, 10     # HA acts 0.1 s after its task ended
+    status_at_clone = []
+    real_clone = tool.ontap_clone_file
+
+    def clone_and_note_the_vm_status(*args, **kwargs):
+        status_at_clone.append(vm.status)
+        return real_clone(*args, **kwargs)
+    monkeypatch.setattr(tool, 'ontap_clone_file', clone_and_note_the_vm_status)
+
+    result = world.run('vm', 'create', '-vm', 100, '-shutdown', '-no-register')
+
+    assert result.code == 0, result.err
+    assert status_at_clone == ['stopped'] * 6
+    assert vm.status == 'running'
+    tasks = [p.rsplit('/', 1)[1] for m, p, _ in world.pve.requests if m == 'POST' and '/status/' in p]
+    assert tasks == ['shutdown', 'start']
+
+
+def test_suspend_of_an_ha_vm_is_refused_before_anything_changes(world):
+    world.pve.vm(100).ha_state = 'started'
+    before = world.state()
+
+    result = world.run('vm', 'create', '-vm', 100, '-suspend')
+
+    assert result.code == 1
+    assert error_lines(result) == [('ERROR: VM 100 is managed by HA, and PVE does not suspend such a VM to disk: '
+                                   'use -shutdown or -freeze')]
+    assert world.state() == before and not changes(world.a)
+
+
 def test_a_locked_vm_is_refused_before_anything_changes(world):
     world.pve.snapshot_lock(100, 'backup')
     before = world.state()

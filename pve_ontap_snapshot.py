@@ -515,6 +515,7 @@ def volume_from_record(record):
 def ontap_find_volume(ontap, export, svm=None, storage='the storage'):
     """The volume mounted at `export`: by the original's name rule, then by junction path."""
     what = f'look up the volume behind {storage} (export {export})'
+    export = junction_path(export)
     params = {'fields': VOLUME_FIELDS}
     if svm:
         params['svm.name'] = svm
@@ -986,6 +987,11 @@ def free_unused_keys(taken, count):
     return free[:count]
 
 
+def junction_path(export):
+    """The ONTAP junction path an NFS export names: `/vol/` and `/vol` are the same."""
+    return export.rstrip('/') or '/'
+
+
 def volume_name_for_export(export):
     """The original's rule: the volume is named like the export, without slashes."""
     return export.replace('/', '')
@@ -1194,7 +1200,10 @@ def confirm(ctx, question, assume_yes):
         return
     if not sys.stdin.isatty():
         raise ConfigError(f'{question}: not asking without a terminal; add -yes to go ahead')
-    answer = input(f'{question} [y/N] ').strip().lower()
+    try:
+        answer = input(f'{question} [y/N] ').strip().lower()
+    except EOFError:    # Ctrl-D
+        answer = ''
     if answer not in ('y', 'yes'):
         raise Failure('aborted: nothing changed')
 
@@ -1623,7 +1632,8 @@ def explain_busy(ctx, ontap, volume, snapshot, exc):
     if not clones:
         return exc
     clone = clones[0]
-    storages = [sid for sid, s in ctx.storages().items() if s.get('type') == 'nfs' and s.get('export') == clone.junction]
+    storages = [sid for sid, s in ctx.storages().items() if s.get('type') == 'nfs'
+                and junction_path(s.get('export', '')) == clone.junction]
     if storages:
         return Failure(f'snapshot {snapshot} of volume {volume.name} is in use by FlexClone {clone.name}, mounted '
                        f'as PVE storage {storages[0]}: unmount {storages[0]} first')
@@ -1761,7 +1771,7 @@ def find_clone_parent(ctx, storage, entry):
         try:
             volume = ontap_find_volume(ontap, entry['export'], ctx.config.ontap_for(parent).svm, storage)
         except NotFound:
-            if entry['export'] in ['/' + name for name in clone_volume_names(parent_volume.name, storage, parent)]:
+            if junction_path(entry['export']) in ['/' + name for name in clone_volume_names(parent_volume.name, storage, parent)]:
                 return parent, ontap, None
             if len(candidates) == 1:
                 raise

@@ -59,6 +59,10 @@ def test_names_are_the_originals():
         'images/100/vm-100-disk-1-snapshot-2024-03-13_14:42:47+0000.qcow2'
     assert tool.volume_name_for_export('/proxmox_storage01') == 'proxmox_storage01'
     assert tool.volume_name_for_export('/vol/a/b') == 'volab'
+    assert [tool.junction_path(e) for e in ('/proxmox_storage01/', '/vol/a', '/')] == ['/proxmox_storage01', '/vol/a',
+                                                                                      '/']
+    assert tool.clone_volume_names('v', 'S-CLONE', 'S') == ['v_clone', 'v_clone_S_CLONE']
+    assert tool.clone_volume_names('v', 'S-MARCH', 'S') == ['v_clone_S_MARCH']
     assert tool.flexclone_name('proxmox_storage01') == 'proxmox_storage01_clone'
     assert tool.clone_storage_id('ONTAP01') == 'ONTAP01-CLONE'
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pty
 import shutil
 import subprocess
 import sys
@@ -88,3 +89,35 @@ def test_vm_ids_and_snapshots_complete_to_nothing_and_config_to_files(world, tmp
     assert complete('pve-ontap-snapshot vm create -vm ', tmp_path)[0] in ([], [''])
     assert complete('pve-ontap-snapshot storage delete -storage ONTAP01 -snapshot ', tmp_path)[0] in ([], [''])
     assert [c.strip() for c in complete('pve-ontap-snapshot -config config-p', tmp_path)[0]] == ['config-prod.ini']
+
+
+def on_a_terminal(argv, keys):
+    """Run with stdin on a pseudo-terminal, the keys typed ahead."""
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen(argv, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.write(master, keys)
+        out, err = process.communicate(timeout=60)
+    finally:
+        os.close(slave)
+        os.close(master)
+    return process.returncode, out, err
+
+
+@pytest.mark.parametrize('keys, restored', [(b'y\n', True), (b'\n', False), (b'\x04', False)])
+def test_restore_asks_on_a_terminal_and_only_yes_goes_ahead(world, keys, restored):
+    stamp = '2024-03-12_10:00:00+0000'
+    world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').write_bytes(b'then' * 2048)
+    live = world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes()
+
+    code, out, err = on_a_terminal([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'restore',
+                                    '-vm', '101', '-snapshot', stamp], keys)
+
+    assert f'Overwrite disks scsi0 of VM 101 with snapshot {stamp} [y/N]' in out
+    assert 'Traceback' not in err
+    if restored:
+        assert code == 0, err
+        assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == b'then' * 2048
+    else:
+        assert (code, err.splitlines()) == (1, ['ERROR: aborted: nothing changed'])
+        assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == live

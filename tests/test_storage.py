@@ -23,6 +23,12 @@ def test_create_takes_a_snapshot_with_the_originals_name_and_comment(world):
     assert not world.vol2.snapshots
 
 
+def test_an_export_with_a_trailing_slash_finds_its_volume(world):
+    world.pve.storages['ONTAP01']['export'] = '/proxmox_storage01/'
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    assert len(tool_snapshots(world.vol1)) == 1
+
+
 def test_create_on_the_second_cluster_with_svm(world):
     assert world.run('storage', 'create', '-storage', 'ONTAP02').code == 0
     assert len(tool_snapshots(world.vol2)) == 1

@@ -1456,11 +1456,12 @@ def delete_set(ctx, view, files):
                       f'{"; ".join(f"{path} ({exc})" for (_, path), exc in failed)}')
 
 
-def prune_vm_sets(ctx, view, keep):
-    """-keep N: delete the oldest snapshot sets beyond the newest N (never pre-restore sets)."""
+def prune_vm_sets(ctx, view, keep, made):
+    """-keep N: delete the oldest snapshot sets beyond the newest N (never pre-restore sets).
+    `made` is the new set's stamp, counted even where a dry run did not make it."""
     sets = {stamp: files for stamp, files in gather_sets(ctx, view).items()
             if all(f.kind == 'snapshot' for f in files)}
-    for stamp in expired(sorted(sets), keep):
+    for stamp in expired(sorted(set(sets) | {made}), keep):
         try:
             delete_set(ctx, view, sets[stamp])
         except InUse as exc:
@@ -1508,7 +1509,7 @@ def cmd_vm_create(ctx, args):
                 if args.register:
                     register_clones(ctx, view, clones)
                 if args.keep is not None:
-                    prune_vm_sets(ctx, view, args.keep)
+                    prune_vm_sets(ctx, view, args.keep, stamp)
         except Failure as exc:
             if total == 1:
                 raise
@@ -1543,7 +1544,8 @@ def cmd_vm_delete(ctx, args):
 
 
 def restore_sources(ctx, view, sets, args):
-    """(disk, source path) for each disk to restore, from a set or from a storage snapshot."""
+    """([(disk, source path)] for each disk to restore, from a set or from a storage snapshot,
+    what the source is called, [disks it has no copy of])."""
     if args.snapshot:
         pairs, missing, _ = match_set_to_disks(view.disks, find_set(view, sets, args.snapshot))
         sources = [(disk, file.path) for disk, file in pairs]
@@ -1563,7 +1565,7 @@ def restore_sources(ctx, view, sets, args):
                     disk.volid)
     if not sources:
         raise Failure(f'VM {view.vmid}: {origin} holds none of its current disks')
-    return sources, origin
+    return sources, origin, missing
 
 
 def restore_disks(ctx, view, sources, undo_stamp):
@@ -1594,7 +1596,7 @@ def cmd_vm_restore(ctx, args):
     view = gather_vm(ctx, args.vm)
     with storage_locks(ctx, view.storages) as locks:
         sets = gather_sets(ctx, view)
-        sources, origin = restore_sources(ctx, view, sets, args)
+        sources, origin, missing = restore_sources(ctx, view, sets, args)
         running = view.vm.get('status') == 'running'
         if view.vm.get('lock') == 'suspended':
             raise Failure(f'VM {view.vmid} is suspended to disk: its saved memory belongs to the current disks; '
@@ -1602,7 +1604,8 @@ def cmd_vm_restore(ctx, args):
         if running and not args.shutdown:
             raise Failure(f'VM {view.vmid} is running: shut it down first, or add -shutdown')
         disks = ', '.join(disk.key for disk, _ in sources)
-        confirm(ctx, f'Overwrite disks {disks} of VM {view.vmid} with {origin}', args.yes)
+        kept = f' ({", ".join(d.key for d in missing)} not in it: kept as they are)' if missing else ''
+        confirm(ctx, f'Overwrite disks {disks} of VM {view.vmid} with {origin}{kept}', args.yes)
         if running:
             log.info('VM %s: shutting down', view.vmid)
             pve_vm_power(ctx.pve, view.vm, 'shutdown')
@@ -1648,12 +1651,16 @@ def cmd_storage_create(ctx, args):
         ontap_create_snapshot(ontap, volume, name, STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage))
         log.info('storage %s: snapshot %s of volume %s created', args.storage, name, volume.name)
         if args.keep is not None:
-            prune_storage_snapshots(ontap, volume, args.storage, args.keep)
+            prune_storage_snapshots(ontap, volume, args.storage, args.keep, name)
 
 
-def prune_storage_snapshots(ontap, volume, storage, keep):
-    """-keep N: delete the oldest proxmox_snapshot_* beyond the newest N, skipping busy ones."""
-    old = expired(ontap_list_snapshots(ontap, volume), keep)
+def prune_storage_snapshots(ontap, volume, storage, keep, made):
+    """-keep N: delete the oldest proxmox_snapshot_* beyond the newest N, skipping busy ones.
+    `made` is the new snapshot's name, counted even where a dry run did not make it."""
+    snapshots = ontap_list_snapshots(ontap, volume)
+    if made not in [s['name'] for s in snapshots]:
+        snapshots.append({'name': made})
+    old = expired(snapshots, keep)
     clones = ontap_flexclones(ontap, volume) if old else {}
     for snapshot in old:
         if snapshot['name'] in clones:

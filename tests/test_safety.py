@@ -163,6 +163,22 @@ def test_dry_run_of_vm_create_names_each_step(world):
     assert sum('would file-clone images/100/' in line for line in lines) == 6
 
 
+def test_dry_run_with_keep_shows_what_retention_would_delete(world):
+    add_snapshots(world)
+    old_set = world.disk(world.vol1, 101, 'vm-101-disk-0-snapshot-2024-03-11_10:00:00+0000.raw')
+    old_set.write_bytes(b'an old VM snapshot')
+    before = world.state()
+
+    vm = world.run('-dry-run', 'vm', 'create', '-vm', 101, '-keep', 1, '-no-register')
+    storage = world.run('-dry-run', 'storage', 'create', '-storage', 'ONTAP01', '-keep', 2)
+
+    assert vm.code == 0 and storage.code == 0, vm.err + storage.err
+    assert f'would delete images/101/{old_set.name} in volume proxmox_storage01' in vm.out
+    deleted = [line for line in storage.out.splitlines() if line.startswith('would delete snapshot')]
+    assert deleted == [f'would delete snapshot {OLD} of volume proxmox_storage01 (ONTAP {world.a.host})']
+    assert world.state() == before
+
+
 def test_dry_run_of_unmount(world):
     add_snapshots(world)
     assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0

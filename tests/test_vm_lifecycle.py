@@ -228,6 +228,17 @@ def test_restore_without_a_terminal_needs_yes(world):
     assert world.state() == before
 
 
+def test_a_partial_restore_names_the_disks_it_keeps_in_its_question(world):
+    world.pve.vm(100).status = 'stopped'
+    make_set(world, 100, OLD, vm100_sources(world)[:2])
+
+    result = world.run('vm', 'restore', '-vm', 100, '-snapshot', OLD)
+
+    assert result.code == 2
+    assert (f'Overwrite disks ide0, sata0 of VM 100 with snapshot {OLD} (efidisk0, scsi0, tpmstate0, virtio0 not '
+            'in it: kept as they are): not asking without a terminal') in result.err
+
+
 def test_a_failure_on_one_disk_puts_every_disk_back(world):
     world.pve.vm(100).status = 'stopped'
     sources = vm100_sources(world)

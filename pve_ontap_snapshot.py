@@ -52,6 +52,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -111,6 +112,16 @@ class NotFound(Failure):
 
 class InUse(Failure):
     """A snapshot that must stay: a VM uses one of its files as a disk."""
+
+
+class Terminated(Exception):
+    """SIGTERM or SIGHUP (systemctl stop, shutdown, `timeout`), raised in the main thread so
+    that every `finally` runs: the guest is thawed, a paused VM started again. No Failure:
+    it ends the whole run, not one VM of it."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signal = signal.Signals(signum)
 
 
 class ConfigError(Failure):
@@ -1316,38 +1327,47 @@ def check_freezable(ctx, view):
 
 def clone_frozen(ctx, view, clones):
     """fsfreeze, clone, thaw: thawed in every case, and at the latest after the freeze bound.
-    Returns (done, failed, why the snapshot is not consistent or None)."""
+    Returns (done, failed, why the snapshot is not consistent or None, the thaw's Failure or None)."""
     bound = ctx.config.timeouts.freeze
+    outcome = late = None
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         try:
             pve_agent(ctx.pve, view.vm, 'fsfreeze-freeze')
             future = pool.submit(clone_each, ctx, clones)
-            done, failed = future.result(timeout=bound)
-            late = None
-        except concurrent.futures.TimeoutError:
-            late = f'the clones outlasted the freeze bound of {bound:g} s (freeze_timeout): not consistent'
+            try:
+                outcome = future.result(timeout=bound)
+            except concurrent.futures.TimeoutError:
+                late = f'the clones outlasted the freeze bound of {bound:g} s (freeze_timeout): not consistent'
         finally:
-            thaw(ctx, view)
-        if late:
-            done, failed = future.result()
-    return done, failed, late
+            unthawed = thaw(ctx, view)
+            if unthawed and outcome is None and late is None:
+                log.error('%s', unthawed)   # the error on its way out must not hide this one
+    if late:
+        outcome = future.result()
+    return (*outcome, late, unthawed)
 
 
 def thaw(ctx, view):
-    """fsfreeze-thaw; if even that fails, the one line says what to run by hand."""
+    """fsfreeze-thaw. Returns None, or a Failure that says what to run by hand."""
     try:
         pve_agent(ctx.pve, view.vm, 'fsfreeze-thaw')
     except Failure as exc:
-        raise Failure(f'VM {view.vmid}: thawing the guest failed, it may still be frozen: run '
-                      f'"qm guest cmd {view.vmid} fsfreeze-thaw" ({exc})') from exc
+        return Failure(f'the guest of VM {view.vmid} could not be thawed and may still be frozen: run '
+                       f'"qm guest cmd {view.vmid} fsfreeze-thaw" ({exc})')
     log.info('VM %s: guest thawed', view.vmid)
+    return None
+
+
+def pve_vm_running(pve, vm):
+    """Whether the VM runs now (not as /cluster/resources said at the start of the run)."""
+    status = pve.call('get', vm_path(vm, 'status/current'), f'read the status of VM {vm["vmid"]}')
+    return status.get('status') == 'running'
 
 
 def ensure_running(ctx, view, cause):
     """After a failed suspend or shutdown: start the VM again unless it still runs."""
     try:
-        status = ctx.pve.call('get', vm_path(view.vm, 'status/current'), f'read the status of VM {view.vmid}')
-        if status.get('status') != 'running':
+        if not pve_vm_running(ctx.pve, view.vm):
             pve_vm_power(ctx.pve, view.vm, 'start')
     except Failure as exc:
         raise Failure(f'{cause}; and starting the VM again failed: {exc}') from exc
@@ -1355,14 +1375,17 @@ def ensure_running(ctx, view, cause):
 
 def snapshot_vm(ctx, view, mode, stamp):
     """vm create for one gathered VM: pause as asked, clone every disk, resume. Returns the
-    clones; on a failure the clones already made are removed and the Failure names the disks."""
+    clones and what went wrong once they were made (a VM not started again, a guest not
+    thawed: Failures for the caller to report); if a clone fails, the clones already made
+    are removed and the Failure names the disks."""
     vmid = view.vmid
     for disk, reason in view.skipped:
         log.warning('VM %s: skipping disk %s (%s): %s', vmid, disk.key, disk.volid, reason)
     if not view.disks:
         raise Failure(f'VM {vmid} has no disk on an ONTAP storage of {ctx.config.path}')
     clones = [(disk.storage, disk.path, set_file_path(disk.path, stamp)) for disk in view.disks]
-    running = view.vm.get('status') == 'running'
+    # A pause acts on the VM as it is now: its owner may have stopped it since the run began.
+    running = pve_vm_running(ctx.pve, view.vm) if mode else view.vm.get('status') == 'running'
     if running and not mode:
         log.warning('VM %s is running: its disks are cloned while it writes to them (crash-consistent); '
                     'use -suspend, -shutdown or -freeze for a consistent snapshot', vmid)
@@ -1385,7 +1408,11 @@ def snapshot_vm(ctx, view, mode, stamp):
         if running and mode == 'freeze':
             outcome = clone_frozen(ctx, view, clones)
         else:
-            outcome = (*clone_each(ctx, clones), None)
+            outcome = (*clone_each(ctx, clones), None, None)
+    except Terminated:
+        log.warning('VM %s: snapshot %s was interrupted; remove what it made with: pve-ontap-snapshot vm delete '
+                    '-vm %s -snapshot %s', vmid, stamp, vmid, stamp)
+        raise
     finally:
         if paused:
             not_started = start_again(ctx, view, window)
@@ -1394,16 +1421,15 @@ def snapshot_vm(ctx, view, mode, stamp):
         if running and mode:
             log.info('VM %s was %s for %.2f s', vmid, 'frozen' if mode == 'freeze' else 'paused',
                      time.monotonic() - window)
-    done, failed, late = outcome
+    done, failed, late, unthawed = outcome
+    afterwards = [problem for problem in (unthawed, not_started) if problem]
     if failed or late:
         key = {disk.path: disk.key for disk in view.disks}
         reasons = [f'{key[source]} ({exc})' for (_, source, _), exc in failed] + ([late] if late else [])
         raise Failure(f'VM {vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {remove_clones(ctx, done)}'
                       + (f' ({", ".join(key[source] for _, source, _ in done)})' if done else '')
-                      + (f'; and {not_started}' if not_started else ''))
-    if not_started:
-        raise Failure(f'{not_started}; the snapshot {stamp} itself was made')
-    return clones
+                      + ''.join(f'; and {problem}' for problem in afterwards))
+    return clones, afterwards
 
 
 def start_again(ctx, view, window):
@@ -1493,6 +1519,29 @@ def vms_to_snapshot(ctx, args, vms):
     return chosen, unreadable
 
 
+def create_vm_snapshot(ctx, view, mode, args):
+    """vm create for one gathered VM: the snapshot, then its registration and retention.
+    Whatever fails once the clones are made still lets the rest run, and the one error
+    says that the snapshot exists."""
+    with storage_locks(ctx, view.storages) as locks:
+        stamp = new_stamp(locks, f'vm{view.vmid}')
+        clones, problems = snapshot_vm(ctx, view, mode, stamp)
+        log.info('VM %s: snapshot %s of %d disk(s) created', view.vmid, stamp, len(clones))
+        if args.register:
+            try:
+                register_clones(ctx, view, clones)
+            except Failure as exc:
+                problems.append(exc)
+        if args.keep is not None:
+            try:
+                prune_vm_sets(ctx, view, args.keep, stamp)
+            except Failure as exc:
+                problems.append(exc)
+    if problems:
+        raise Failure(f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s) was made, but '
+                      + '; and '.join(map(str, problems)))
+
+
 def cmd_vm_create(ctx, args):
     mode = next((m for m in ('suspend', 'shutdown', 'freeze') if getattr(args, m)), None)
     vms = pve_list_vms(ctx.pve)
@@ -1501,15 +1550,7 @@ def cmd_vm_create(ctx, args):
     total = len(vmids) + len(failures)
     for vmid in vmids:
         try:
-            view = gather_vm(ctx, vmid, vms, chosen[vmid])
-            with storage_locks(ctx, view.storages) as locks:
-                stamp = new_stamp(locks, f'vm{vmid}')
-                clones = snapshot_vm(ctx, view, mode, stamp)
-                log.info('VM %s: snapshot %s of %d disk(s) created', vmid, stamp, len(clones))
-                if args.register:
-                    register_clones(ctx, view, clones)
-                if args.keep is not None:
-                    prune_vm_sets(ctx, view, args.keep, stamp)
+            create_vm_snapshot(ctx, gather_vm(ctx, vmid, vms, chosen[vmid]), mode, args)
         except Failure as exc:
             if total == 1:
                 raise
@@ -2051,6 +2092,10 @@ def build_parser():
     return parser
 
 
+def terminate(signum, frame):
+    raise Terminated(signum)
+
+
 def setup_logging(level):
     """`LEVEL: message` lines on stderr (journald and cron add their own timestamps)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -2072,12 +2117,14 @@ def main(argv=None):
     setup_logging(args.loglevel)
     if args.dry_run and log.level == logging.INFO:
         log.setLevel(logging.WARNING)   # "... created" would be untrue: the would-lines say it all
+    previous = {signum: signal.signal(signum, terminate) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         load_http_libraries()
         path = find_config(args.config)
         warn_if_readable(path)
         ctx = Context(read_config(path), output=args.output, dry_run=args.dry_run, wait=args.wait)
         args.func(ctx, args)
+        sys.stdout.flush()
     except Failure as exc:
         log.debug('traceback', exc_info=True)
         log.error('%s', exc)
@@ -2085,6 +2132,16 @@ def main(argv=None):
     except KeyboardInterrupt:
         log.error('interrupted')
         return 130
+    except Terminated as exc:
+        log.error('stopped by %s', exc.signal.name)
+        return 128 + exc.signal
+    except BrokenPipeError:
+        # `| head`: the reader has all it wants. Python would complain again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
 
 

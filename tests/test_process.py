@@ -4,8 +4,10 @@ import json
 import os
 import pty
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,39 @@ def test_restore_asks_on_a_terminal_and_only_yes_goes_ahead(world, keys, restore
     else:
         assert (code, err.splitlines()) == (1, ['ERROR: aborted: nothing changed'])
         assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == live
+
+
+def wait_for(condition):
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline, 'the run never got there'
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize('mode', ['-freeze', '-suspend'])
+def test_sigterm_inside_the_window_thaws_or_resumes_the_vm_first(world, mode):
+    vm = world.pve.vm(100)
+    vm.config['agent'], vm.agent = '1', {}
+    world.write_config(defaults='freeze_timeout = 30\n')
+    world.a.slow_job('POST', '/api/storage/file/clone', 1, times=None)
+    process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm',
+                                '100', mode, '-no-register'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: vm.agent_frozen if mode == '-freeze' else vm.lock == 'suspended')
+
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == 128 + signal.SIGTERM
+    assert err.splitlines()[-1] == 'ERROR: stopped by SIGTERM'
+    assert 'was interrupted; remove what it made with: pve-ontap-snapshot vm delete -vm 100 -snapshot' in err
+    assert not vm.agent_frozen and vm.status == 'running' and not vm.lock
+
+
+def test_a_list_piped_into_head_ends_quietly(world):
+    for n in range(1000):   # more lines than a pipe holds, so head is gone before the last is written
+        world.a.add_snapshot('proxmox_storage01', f'proxmox_snapshot_2024-01-01_{n // 3600:02d}:{n // 60 % 60:02d}:'
+                             f'{n % 60:02d}+0000', comment='Snapshot of Proxmox storage ONTAP01')
+    result = subprocess.run(f'"{sys.executable}" "{SCRIPT}" -config "{world.config}" storage list -storage ONTAP01 '
+                            '| head -1', shell=True, capture_output=True, text=True, timeout=60, check=False)
+    assert result.stdout.startswith('NAME')
+    assert result.stderr == ''

@@ -3,6 +3,7 @@ that clean up, locks, faults on both sides, tokens and certificates, no leaked s
 
 import fcntl
 import os
+import re
 import threading
 import types
 
@@ -409,7 +410,8 @@ def test_a_failed_start_task_says_the_vm_is_stopped(world):
 
     assert result.code == 1
     (line,) = error_lines(result)
-    assert line.startswith('ERROR: VM 100 could not be started again after')
+    assert re.match(r'ERROR: VM 100: snapshot \S+ of 6 disk\(s\) was made, but VM 100 could not be started again '
+                    'after', line)
     assert 'start it by hand' in line and 'Permission denied' in line
     # the snapshot itself is complete and kept
     assert len([f for f in world.files(world.vol1, 100) if '-snapshot-' in f]) == 4

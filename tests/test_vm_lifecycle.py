@@ -2,6 +2,7 @@
 freeze, registration, retention, several VMs."""
 
 import json
+import re
 
 import pytest
 from world import write_disk
@@ -350,8 +351,23 @@ def test_a_failed_thaw_says_what_to_run_by_hand(world):
 
     assert result.code == 1
     (line,) = [line for line in result.err.splitlines() if line.startswith('ERROR')]
-    assert line.startswith('ERROR: VM 100: thawing the guest failed, it may still be frozen: run '
-                           '"qm guest cmd 100 fsfreeze-thaw"')
+    assert re.match(r'ERROR: VM 100: snapshot \S+ of 6 disk\(s\) was made, but the guest of VM 100 could not be '
+                    r'thawed and may still be frozen: run "qm guest cmd 100 fsfreeze-thaw"', line)
+    assert len(sets_of(world, 100)) == 1
+
+
+def test_a_failed_registration_still_keeps_the_snapshot_and_runs_retention(world):
+    make_set(world, 101, OLDEST, [(world.vol1, VM101_DISK)])
+    world.pve.snapshot_lock(101, 'backup')
+
+    result = world.run('vm', 'create', '-vm', 101, '-keep', 1)
+
+    assert result.code == 1
+    (line,) = [line for line in result.err.splitlines() if line.startswith('ERROR')]
+    assert re.match(r'ERROR: VM 101: snapshot \S+ of 1 disk\(s\) was made, but .*register the snapshot as unused '
+                    r'disks .*locked', line), line
+    (made,) = sets_of(world, 101)
+    assert made['stamp'] != OLDEST
 
 
 @pytest.mark.parametrize('configured, running, phrase', [

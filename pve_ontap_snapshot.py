@@ -116,12 +116,42 @@ class InUse(Failure):
 
 class Terminated(Exception):
     """SIGTERM or SIGHUP (systemctl stop, shutdown, `timeout`), raised in the main thread so
-    that every `finally` runs: the guest is thawed, a paused VM started again. No Failure:
-    it ends the whole run, not one VM of it."""
+    that every `finally` runs. No Failure: it ends the whole run, not one VM of it."""
 
-    def __init__(self, signum):
-        super().__init__(signum)
+    def __init__(self, signum, done=None):
         self.signal = signal.Signals(signum)
+        super().__init__(f'stopped by {self.signal.name}' + (f' ({done})' if done else ''))
+
+
+class StopSignals:
+    """Turns SIGTERM and SIGHUP into Terminated — except while a VM is paused or frozen
+    (`held`): then the signal waits until the VM runs again, and the run stops at its next
+    `check`. A VM is never left suspended, shut down or frozen by a stopped run."""
+
+    def __init__(self):
+        self.holding = 0
+        self.pending = None
+
+    def handle(self, signum, frame):
+        self.pending = signum
+        if not self.holding:
+            self.check()
+
+    @contextlib.contextmanager
+    def held(self):
+        self.holding += 1
+        try:
+            yield
+        finally:
+            self.holding -= 1
+
+    def check(self, done=None):
+        """Stop here if a signal came; `done` says what the run got done before it stopped."""
+        if self.pending:
+            raise Terminated(self.pending, done)
+
+
+STOP = StopSignals()
 
 
 class ConfigError(Failure):
@@ -1395,41 +1425,38 @@ def snapshot_vm(ctx, view, mode, stamp):
     if paused and mode == 'suspend' and view.vm.get('hastate'):
         raise Failure(f'VM {vmid} is managed by HA, and PVE does not suspend such a VM to disk: use -shutdown '
                       'or -freeze')
-    if paused:
-        log.info('VM %s: %s', vmid, 'suspending to disk' if mode == 'suspend' else 'shutting down')
-        try:
-            pve_vm_power(ctx.pve, view.vm, mode, **({'todisk': 1} if mode == 'suspend' else {}))
-        except Failure as exc:
-            ensure_running(ctx, view, exc)
-            raise
-    window = time.monotonic()
-    outcome = not_started = None
-    try:
-        if running and mode == 'freeze':
-            outcome = clone_frozen(ctx, view, clones)
-        else:
-            outcome = (*clone_each(ctx, clones), None, None)
-    except Terminated:
-        log.warning('VM %s: snapshot %s was interrupted; remove what it made with: pve-ontap-snapshot vm delete '
-                    '-vm %s -snapshot %s', vmid, stamp, vmid, stamp)
-        raise
-    finally:
+    with STOP.held():
         if paused:
-            not_started = start_again(ctx, view, window)
-            if not_started and outcome is None:
-                log.error('%s', not_started)    # the error on its way out must not hide this one
-        if running and mode:
-            log.info('VM %s was %s for %.2f s', vmid, 'frozen' if mode == 'freeze' else 'paused',
-                     time.monotonic() - window)
-    done, failed, late, unthawed = outcome
-    afterwards = [problem for problem in (unthawed, not_started) if problem]
-    if failed or late:
-        key = {disk.path: disk.key for disk in view.disks}
-        reasons = [f'{key[source]} ({exc})' for (_, source, _), exc in failed] + ([late] if late else [])
-        raise Failure(f'VM {vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {remove_clones(ctx, done)}'
-                      + (f' ({", ".join(key[source] for _, source, _ in done)})' if done else '')
-                      + ''.join(f'; and {problem}' for problem in afterwards))
-    return clones, afterwards
+            log.info('VM %s: %s', vmid, 'suspending to disk' if mode == 'suspend' else 'shutting down')
+            try:
+                pve_vm_power(ctx.pve, view.vm, mode, **({'todisk': 1} if mode == 'suspend' else {}))
+            except Failure as exc:
+                ensure_running(ctx, view, exc)
+                raise
+        window = time.monotonic()
+        outcome = not_started = None
+        try:
+            if running and mode == 'freeze':
+                outcome = clone_frozen(ctx, view, clones)
+            else:
+                outcome = (*clone_each(ctx, clones), None, None)
+        finally:
+            if paused:
+                not_started = start_again(ctx, view, window)
+                if not_started and outcome is None:
+                    log.error('%s', not_started)    # the error on its way out must not hide this one
+            if running and mode:
+                log.info('VM %s was %s for %.2f s', vmid, 'frozen' if mode == 'freeze' else 'paused',
+                         time.monotonic() - window)
+        done, failed, late, unthawed = outcome
+        afterwards = [problem for problem in (unthawed, not_started) if problem]
+        if failed or late:
+            key = {disk.path: disk.key for disk in view.disks}
+            reasons = [f'{key[source]} ({exc})' for (_, source, _), exc in failed] + ([late] if late else [])
+            raise Failure(f'VM {vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {remove_clones(ctx, done)}'
+                          + (f' ({", ".join(key[source] for _, source, _ in done)})' if done else '')
+                          + ''.join(f'; and {problem}' for problem in afterwards))
+        return clones, afterwards
 
 
 def start_again(ctx, view, window):
@@ -1527,6 +1554,7 @@ def create_vm_snapshot(ctx, view, mode, args):
         stamp = new_stamp(locks, f'vm{view.vmid}')
         clones, problems = snapshot_vm(ctx, view, mode, stamp)
         log.info('VM %s: snapshot %s of %d disk(s) created', view.vmid, stamp, len(clones))
+        STOP.check(f'VM {view.vmid}: snapshot {stamp} was made, not registered')
         if args.register:
             try:
                 register_clones(ctx, view, clones)
@@ -1549,6 +1577,7 @@ def cmd_vm_create(ctx, args):
     vmids = list(chosen)
     total = len(vmids) + len(failures)
     for vmid in vmids:
+        STOP.check()
         try:
             create_vm_snapshot(ctx, gather_vm(ctx, vmid, vms, chosen[vmid]), mode, args)
         except Failure as exc:
@@ -1633,37 +1662,50 @@ def restore_disks(ctx, view, sources, undo_stamp):
     raise Failure(f'VM {vmid}: restore failed, every disk is as it was ({remove_clones(ctx, undo)}): {reason}')
 
 
+def check_restorable(vmid, status, shutdown):
+    """Refuse to overwrite the disks of a VM (a resources entry or status/current) that
+    runs without -shutdown, is suspended to disk, or is locked by a backup, clone, migration."""
+    lock = status.get('lock')
+    if lock == 'suspended':
+        raise Failure(f'VM {vmid} is suspended to disk: its saved memory belongs to the current disks; '
+                      'start it and shut it down first')
+    if lock:
+        raise Failure(f'VM {vmid} is locked ({lock}): try again when that is done')
+    if status.get('status') == 'running' and not shutdown:
+        raise Failure(f'VM {vmid} is running: shut it down first, or add -shutdown')
+
+
 def cmd_vm_restore(ctx, args):
     view = gather_vm(ctx, args.vm)
     with storage_locks(ctx, view.storages) as locks:
         sets = gather_sets(ctx, view)
         sources, origin, missing = restore_sources(ctx, view, sets, args)
-        running = view.vm.get('status') == 'running'
-        if view.vm.get('lock') == 'suspended':
-            raise Failure(f'VM {view.vmid} is suspended to disk: its saved memory belongs to the current disks; '
-                          'start it and shut it down first')
-        if running and not args.shutdown:
-            raise Failure(f'VM {view.vmid} is running: shut it down first, or add -shutdown')
+        check_restorable(view.vmid, view.vm, args.shutdown)
         disks = ', '.join(disk.key for disk, _ in sources)
         kept = f' ({", ".join(d.key for d in missing)} not in it: kept as they are)' if missing else ''
         confirm(ctx, f'Overwrite disks {disks} of VM {view.vmid} with {origin}{kept}', args.yes)
-        if running:
-            log.info('VM %s: shutting down', view.vmid)
-            pve_vm_power(ctx.pve, view.vm, 'shutdown')
+        # Once more as it is now: the VM may have been started (or locked) during the question.
+        status = ctx.pve.call('get', vm_path(view.vm, 'status/current'), f'read the status of VM {view.vmid}')
+        check_restorable(view.vmid, status or {}, args.shutdown)
+        running = (status or {}).get('status') == 'running'
         undo_stamp = new_stamp(locks, f'vm{view.vmid}', sets)
-        window = time.monotonic()
-        failure = not_started = None
-        try:
-            restore_disks(ctx, view, sources, undo_stamp)
-        except Failure as exc:
-            failure = exc
-        finally:
+        with STOP.held():
             if running:
-                not_started = start_again(ctx, view, window)
-        if failure:
-            raise Failure(f'{failure}; and {not_started}' if not_started else str(failure)) from failure
-        if not_started:
-            raise Failure(f'VM {view.vmid}: disks {disks} restored from {origin}, but {not_started}')
+                log.info('VM %s: shutting down', view.vmid)
+                pve_vm_power(ctx.pve, view.vm, 'shutdown')
+            window = time.monotonic()
+            failure = not_started = None
+            try:
+                restore_disks(ctx, view, sources, undo_stamp)
+            except Failure as exc:
+                failure = exc
+            finally:
+                if running:
+                    not_started = start_again(ctx, view, window)
+            if failure:
+                raise Failure(f'{failure}; and {not_started}' if not_started else str(failure)) from failure
+            if not_started:
+                raise Failure(f'VM {view.vmid}: disks {disks} restored from {origin}, but {not_started}')
     log.info('VM %s: disks %s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, origin,
              undo_stamp)
 
@@ -1768,6 +1810,11 @@ def cmd_storage_restore(ctx, args):
             raise Failure(f'storage {args.storage}: {"; ".join(blockers)}; shut down first '
                           '(or -force to revert anyway)')
         confirm(ctx, f'Revert storage {args.storage} to {args.snapshot}', args.yes)
+        now = pve_list_guests(ctx.pve)     # once more: a guest may have been started during the question
+        started = [guest_label(g) for g in guests if now.get(g['vmid'], {}).get('status') == 'running'
+                   and g.get('status') != 'running']
+        if started and not args.force:
+            raise Failure(f'storage {args.storage}: {", ".join(started)} started meanwhile; nothing reverted')
         ontap_restore_volume(ontap, volume, args.snapshot)
     log.info('storage %s: volume %s restored to %s', args.storage, volume.name, args.snapshot)
 
@@ -2092,10 +2139,6 @@ def build_parser():
     return parser
 
 
-def terminate(signum, frame):
-    raise Terminated(signum)
-
-
 def setup_logging(level):
     """`LEVEL: message` lines on stderr (journald and cron add their own timestamps)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -2117,13 +2160,15 @@ def main(argv=None):
     setup_logging(args.loglevel)
     if args.dry_run and log.level == logging.INFO:
         log.setLevel(logging.WARNING)   # "... created" would be untrue: the would-lines say it all
-    previous = {signum: signal.signal(signum, terminate) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    STOP.pending = None
+    previous = {signum: signal.signal(signum, STOP.handle) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         load_http_libraries()
         path = find_config(args.config)
         warn_if_readable(path)
         ctx = Context(read_config(path), output=args.output, dry_run=args.dry_run, wait=args.wait)
         args.func(ctx, args)
+        STOP.check()
         sys.stdout.flush()
     except Failure as exc:
         log.debug('traceback', exc_info=True)
@@ -2133,7 +2178,7 @@ def main(argv=None):
         log.error('interrupted')
         return 130
     except Terminated as exc:
-        log.error('stopped by %s', exc.signal.name)
+        log.error('%s', exc)
         return 128 + exc.signal
     except BrokenPipeError:
         # `| head`: the reader has all it wants. Python would complain again at exit.

@@ -3,11 +3,13 @@
 import json
 import os
 import pty
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -133,22 +135,50 @@ def wait_for(condition):
 
 
 @pytest.mark.parametrize('mode', ['-freeze', '-suspend'])
-def test_sigterm_inside_the_window_thaws_or_resumes_the_vm_first(world, mode):
+def test_sigterm_inside_the_window_waits_until_the_vm_runs_again(world, mode):
     vm = world.pve.vm(100)
     vm.config['agent'], vm.agent = '1', {}
     world.write_config(defaults='freeze_timeout = 30\n')
     world.a.slow_job('POST', '/api/storage/file/clone', 1, times=None)
     process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm',
                                 '100', mode, '-no-register'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: vm.agent_frozen if mode == '-freeze' else vm.lock == 'suspended')
+    wait_for(lambda: any(r['path'] == '/api/storage/file/clone' for r in world.a.requests))
 
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
 
+    # the signal waits until the VM runs again; then the run stops, the snapshot made and named
     assert process.returncode == 128 + signal.SIGTERM
-    assert err.splitlines()[-1] == 'ERROR: stopped by SIGTERM'
-    assert 'was interrupted; remove what it made with: pve-ontap-snapshot vm delete -vm 100 -snapshot' in err
+    stamp = err.splitlines()[-1].split('snapshot ')[1].split(' ')[0]
+    assert err.splitlines()[-1] == f'ERROR: stopped by SIGTERM (VM 100: snapshot {stamp} was made, not registered)'
     assert not vm.agent_frozen and vm.status == 'running' and not vm.lock
+    assert len([f for vol in (world.vol1, world.vol2) for f in world.files(vol, 100) if stamp in f]) == 6
+
+
+def slow_suspend(pve, seconds):
+    """The VM is down at once, but its suspend task takes `seconds` PVE seconds to end."""
+    async def _do_suspend(self, vm, user, params):
+        async def body():
+            vm.status, vm.lock, vm.config['lock'] = 'stopped', 'suspended', 'suspended'
+            await self.pause(seconds)
+        return await self.task(vm.node, 'qmsuspend', vm.vmid, user, body, vm=vm)
+    pve._do_suspend = types.MethodType(_do_suspend, pve)
+
+
+def test_sigterm_while_the_vm_is_being_suspended_lets_the_snapshot_finish_first(world):
+    world.pve.time_scale = 0.01
+    slow_suspend(world.pve, 100)
+    process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm',
+                                '100', '-suspend', '-no-register'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    wait_for(lambda: world.pve.vm(100).lock == 'suspended')
+
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert world.pve.vm(100).status == 'running' and not world.pve.vm(100).lock
+    assert 'was made, not registered' in err.splitlines()[-1]
 
 
 def test_a_list_piped_into_head_ends_quietly(world):
@@ -159,3 +189,51 @@ def test_a_list_piped_into_head_ends_quietly(world):
                             '| head -1', shell=True, capture_output=True, text=True, timeout=60, check=False)
     assert result.stdout.startswith('NAME')
     assert result.stderr == ''
+
+
+def answer_after_a_change(argv, change):
+    """Run on a pseudo-terminal; once the question is shown, change the world, then say yes."""
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen(argv, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        shown, deadline = b'', time.monotonic() + 20
+        while b'[y/N]' not in shown and time.monotonic() < deadline:
+            if select.select([process.stdout], [], [], 0.1)[0]:
+                shown += os.read(process.stdout.fileno(), 4096)
+        assert b'[y/N]' in shown
+        change()
+        os.write(master, b'y\n')
+        _, err = process.communicate(timeout=30)
+    finally:
+        os.close(slave)
+        os.close(master)
+    return process.returncode, err.decode()
+
+
+def test_a_vm_started_while_the_admin_reads_the_question_is_not_restored(world):
+    stamp = '2024-03-12_10:00:00+0000'
+    world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').write_bytes(b'then' * 2048)
+    live = world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes()
+
+    def start_vm_101():
+        world.pve.vm(101).status = 'running'
+    code, err = answer_after_a_change([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'restore',
+                                       '-vm', '101', '-snapshot', stamp], start_vm_101)
+
+    assert (code, err.splitlines()) == (1, ['ERROR: VM 101 is running: shut it down first, or add -shutdown'])
+    assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == live
+
+
+def test_a_guest_started_while_the_admin_reads_the_question_stops_a_storage_restore(world):
+    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-13_14:42:47+0000')
+    world.pve.vm(100).status = 'stopped'
+    snapshots = sorted(world.vol1.snapshots)
+
+    def start_vm_100():
+        world.pve.vm(100).status = 'running'
+    code, err = answer_after_a_change([sys.executable, str(SCRIPT), '-config', str(world.config), 'storage',
+                                       'restore', '-storage', 'ONTAP01', '-snapshot',
+                                       'proxmox_snapshot_2024-03-13_14:42:47+0000'], start_vm_100)
+
+    assert (code, err.splitlines()) == (1, ['ERROR: storage ONTAP01: VM 100 started meanwhile; nothing reverted'])
+    assert not [r for r in world.a.requests if r['method'] == 'PATCH'] and sorted(world.vol1.snapshots) == snapshots

@@ -281,6 +281,18 @@ def test_restore_from_a_storage_snapshot_changes_only_this_vm(world):
     assert sorted(world.vol1.snapshots) == [snapshot]
 
 
+def test_restore_of_a_locked_vm_is_refused(world):
+    make_set(world, 101, OLD, [(world.vol1, VM101_DISK)])
+    world.pve.snapshot_lock(101, 'backup')
+    before = world.state()
+
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', OLD, '-yes')
+
+    assert result.code == 1
+    assert result.err.strip() == 'ERROR: VM 101 is locked (backup): try again when that is done'
+    assert world.state() == before
+
+
 def test_restore_of_a_suspended_vm_is_refused(world):
     make_set(world, 100, OLD, vm100_sources(world))
     vm = world.pve.vm(100)

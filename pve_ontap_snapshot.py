@@ -376,6 +376,12 @@ def describe_connection_error(exc):
     if isinstance(exc, requests.exceptions.SSLError):
         return 'TLS certificate verification failed (set verify to a CA file, or false)'
     if isinstance(exc, requests.exceptions.Timeout):
+        # urllib3 names the bound that ran out: "(connect timeout=10)", "(read timeout=120)".
+        found = re.search(r'(connect|read) timeout=([\d.]+)', str(exc))
+        if found and found[1] == 'connect':
+            return f'no connection within {float(found[2]):g} s (connect_timeout)'
+        if found:
+            return f'no answer within {float(found[2]):g} s (read_timeout)'
         return 'timed out'
     text = str(exc)
     for pattern in (r'\[Errno -?\d+\] ([^\'")]+)',
@@ -723,8 +729,8 @@ class Pve:
         else:
             credentials = {'password': cfg.password}
         try:
-            api = proxmoxer.ProxmoxAPI(cfg.host, user=cfg.user, verify_ssl=cfg.verify, timeout=self.timeouts.read,
-                                       **credentials)
+            api = proxmoxer.ProxmoxAPI(cfg.host, user=cfg.user, verify_ssl=cfg.verify,
+                                       timeout=(self.timeouts.connect, self.timeouts.read), **credentials)
         except requests.exceptions.RequestException as exc:
             raise ProxmoxError(f'Proxmox {cfg.host}: login: {describe_connection_error(exc)}') from exc
         except (PveAuthError, ValueError, KeyError) as exc:
@@ -1899,6 +1905,7 @@ def unmount_nfs(path):
     result = subprocess.run(['umount', path], capture_output=True, text=True, check=False)
     if result.returncode == 0 or 'not mounted' in result.stderr:
         return
+    log.warning('%s is busy on this node (%s): detaching it lazily', path, result.stderr.strip())
     if subprocess.run(['umount', '-f', '-l', path], capture_output=True, check=False).returncode:
         log.warning('could not unmount %s on this node: umount -f -l %s by hand', path, path)
 
@@ -1912,6 +1919,10 @@ def cmd_storage_unmount(ctx, args):
     else:
         ctx.nfs_storage(args.storage)
         parent, ontap, volume = find_clone_parent(ctx, args.storage, entry)
+        users, _ = pve_guests_on_storage(ctx.pve, args.storage, pve_list_guests(ctx.pve))
+        if users:
+            raise Failure(f'storage {args.storage} is in use by {", ".join(guest_label(g) for g in users)}: '
+                          'remove their disks on it first (copy what you need off it)')
         if volume is None:
             log.warning('ONTAP %s: no volume at %s any more (its FlexClone is gone): removing storage %s',
                         ontap.host, entry['export'], args.storage)
@@ -1922,10 +1933,12 @@ def cmd_storage_unmount(ctx, args):
             ctx.pve.call('delete', f'storage/{args.storage}', f'remove storage {args.storage}')
             log.info('storage %s removed from Proxmox', args.storage)
         path = (entry or {}).get('path') or f'/mnt/pve/{args.storage}'
-        if local_pve_node() and not ctx.dry_run:
-            unmount_nfs(path)
+        if not local_pve_node():
+            log.warning('not on a PVE node as root: %s may stay mounted on the nodes (umount it there)', path)
+        elif ctx.dry_run:
+            print(f'would umount {path} on this node')
         else:
-            log.info('not on a PVE node as root: %s may stay mounted on the nodes (umount it there)', path)
+            unmount_nfs(path)
         if volume is not None:
             ontap_delete_volume(ontap, volume)
             log.info('ONTAP %s: FlexClone %s deleted', ontap.host, volume.name)

@@ -1,7 +1,7 @@
 """Bad input and unreachable servers: one line on stderr, a non-zero exit, nothing changed."""
 
 import pytest
-from world import ONTAP_PASSWORD, PVE_PASSWORD, closed_port
+from world import ONTAP_PASSWORD, PVE_PASSWORD, closed_port, silent_port
 
 OLD = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
 
@@ -79,6 +79,23 @@ def test_unreachable_pve(world):
                                f'proxmox_pass = {PVE_PASSWORD}\nproxmox_verify = false\n')
     assert_fails_cleanly(world, ('vm', 'create', '-vm', 100), 1, f'Proxmox 127.0.0.1:{port}: login',
                          'Connection refused')
+
+
+def test_a_silent_ontap_host_fails_after_the_connect_timeout(world):
+    with silent_port() as port:
+        world.write_config(ONTAP01=f'host = 127.0.0.1:{port}\nuser = admin\npass = {ONTAP_PASSWORD}\n',
+                           defaults='connect_timeout = 0.2\nread_timeout = 30\n')
+        assert_fails_cleanly(world, ('storage', 'list', '-storage', 'ONTAP01'), 1, f'ONTAP 127.0.0.1:{port}',
+                             'no connection within 0.2 s (connect_timeout)')
+
+
+def test_a_silent_pve_host_fails_after_the_connect_timeout(world):
+    with silent_port() as port:
+        world.write_config(proxmox=f'proxmox_host = 127.0.0.1:{port}\nproxmox_user = root@pam\n'
+                                   f'proxmox_pass = {PVE_PASSWORD}\nproxmox_verify = false\n',
+                           defaults='connect_timeout = 0.2\nread_timeout = 3\n')
+        assert_fails_cleanly(world, ('storage', 'list', '-storage', 'ONTAP01'), 1, f'Proxmox 127.0.0.1:{port}',
+                             'no connection within 0.2 s (connect_timeout)')
 
 
 def test_untrusted_ontap_certificate(world):

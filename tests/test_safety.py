@@ -278,6 +278,20 @@ def test_unmount_of_what_is_gone_on_both_sides_is_an_error(world):
     assert world.state() == before
 
 
+def test_unmount_refuses_a_clone_storage_a_guest_uses(world):
+    add_snapshots(world)
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
+    world.pve.vm(101).config['scsi1'] = 'ONTAP01-CLONE:100/vm-100-disk-0.raw,size=1G'
+    before = world.state()
+
+    result = world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE')
+
+    assert result.code == 1
+    assert error_lines(result) == [('ERROR: storage ONTAP01-CLONE is in use by VM 101: remove their disks on it '
+                                   'first (copy what you need off it)')]
+    assert world.state() == before
+
+
 def test_unmount_refuses_a_flexclone_of_another_volume(world):
     world.a.add_snapshot('other_volume', 'snap')
     response = requests.post(f'{world.a.url}/api/storage/volumes', params={'return_timeout': 10},

@@ -14,6 +14,7 @@ the sandbox and the benchmark all build it with populate() and drive it with Wor
 """
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
@@ -171,6 +172,25 @@ def closed_port():
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def silent_port():
+    """A loopback port that never answers a connect: it listens, but its backlog is full, so
+    the kernel drops further SYNs (a host behind a dropping firewall)."""
+    with socket.socket() as server:
+        server.bind(('127.0.0.1', 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        waiting = [socket.socket() for _ in range(8)]
+        for client in waiting:
+            client.setblocking(False)
+            client.connect_ex(('127.0.0.1', port))
+        try:
+            yield port
+        finally:
+            for client in waiting:
+                client.close()
 
 
 def start_emulators(directory, ca=None):

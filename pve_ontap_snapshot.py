@@ -1495,9 +1495,10 @@ def register_clones(ctx, view, clones):
 
 
 def delete_set(ctx, view, files):
-    """Delete every file of a set; registered ones through PVE (which frees the file),
-    then whatever is left on ONTAP, so that no file is deleted twice. A set with a file
-    attached to the VM as a disk (to recover data from it, say) is refused whole."""
+    """Delete every file of a set: its unusedN entries through PVE (which deletes a committed
+    entry's file too), then every file on ONTAP, where one PVE deleted already counts as
+    done. A set with a file attached to the VM as a disk (to recover data from it, say) is
+    refused whole."""
     config = pve_vm_pending(ctx.pve, view.vm)
     attached = attached_set_files({**view.config, **config}, files)
     if attached:

@@ -33,6 +33,20 @@ def test_storage_create_and_list_take_four_requests(world):
     assert sum(requests_of(world, 'storage', 'list', '-storage', 'ONTAP01')) == 4
 
 
+def test_storage_delete_takes_five_requests_and_four_with_a_token(world):
+    """One over the target of 4: ONTAP deletes a snapshot only by its UUID, looked up by name
+    once the volume is known (README, Performance). An API token saves the PVE login."""
+    for name in ('proxmox_snapshot_a', 'proxmox_snapshot_b'):
+        world.a.add_snapshot('proxmox_storage01', name)
+    assert requests_of(world, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_a') == (3, 2)
+    world.pve.apitokens['root@pam!backup'] = 'token-value'
+    world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = root@pam\n'
+                               'proxmox_token_name = backup\nproxmox_token_value = token-value\n'
+                               f'proxmox_verify = {world.pve_cafile}\n')
+    assert requests_of(world, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_b') == (3, 1)
+    assert not [name for name in world.vol1.snapshots if name.startswith('proxmox_snapshot_')]
+
+
 def test_listing_a_thousand_snapshots_is_one_request(world):
     for n in range(1000):
         world.b.add_snapshot('proxmox_storage02', f'proxmox_snapshot_2024-01-01_00:{n // 60:02d}:{n % 60:02d}+0000')

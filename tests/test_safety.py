@@ -565,6 +565,7 @@ def test_ontap_client_certificate_instead_of_a_password(world):
     assert len(world.vol1.snapshots) == 1
 
 
+OLD_SET = '2024-03-11_10:00:00+0000'
 EVERY_COMMAND = [
     ('vm', 'create', '-vm', 100, '-suspend', '-keep', 2), ('vm', 'list', '-vm', 100),
     ('vm', 'create', '-vm', 101), ('vm', 'delete', '-vm', 100, '-snapshot', '2024-03-11_10:00:00+0000'),
@@ -573,11 +574,16 @@ EVERY_COMMAND = [
     ('storage', 'unmount', '-storage', 'ONTAP01-CLONE'), ('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD),
     ('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', NEWER, '-force', '-yes'),
     ('vm', 'create', '-vm', 999), ('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'nope'),
+    ('vm', 'create', '-all', '-freeze', '-keep', 3), ('vm', 'restore', '-vm', 101, '-snapshot', OLD_SET, '-yes'),
+    ('vm', 'restore', '-vm', 101, '-storage-snapshot', NEWER, '-yes'),
 ]
 
 
 def test_no_secret_in_any_output_even_at_debug(world):
     world.pve.apitokens[f'{PVE_USER}!backup'] = 'token-Secr3t-value'
+    world.pve.vm(100).config['agent'], world.pve.vm(100).agent = '1', {}
+    for vmid in (100, 101):
+        world.disk(world.vol1, vmid, f'vm-{vmid}-disk-0-snapshot-{OLD_SET}.raw').write_bytes(b'then')
     add_snapshots(world)
     secrets = [ONTAP_PASSWORD, ONTAP_B_PASSWORD, PVE_PASSWORD, 'token-Secr3t-value', 'PVEAuthCookie',
                'CSRFPreventionToken', 'Authorization', 'Basic ']
@@ -585,6 +591,7 @@ def test_no_secret_in_any_output_even_at_debug(world):
     for argv in EVERY_COMMAND:
         result = world.run('-loglevel', 'debug', *argv)
         outputs.append(result.out + result.err)
+        assert result.code == (1 if 999 in argv or 'nope' in argv else 0), result.err
     world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = {PVE_USER}\n'
                                'proxmox_token_name = backup\nproxmox_token_value = token-Secr3t-value\n'
                                f'proxmox_verify = {world.pve_cafile}\n')

@@ -110,7 +110,7 @@ def test_a_failed_clone_restarts_the_vm_and_takes_back_the_other_clones(world):
     assert world.state() == before
 
 
-def test_several_vms_one_stamp_and_one_failure_does_not_stop_the_others(world):
+def test_several_vms_and_one_failure_does_not_stop_the_others(world):
     result = world.run('vm', 'create', '-vm', 102, 101)
 
     assert result.code == 1

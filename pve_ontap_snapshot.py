@@ -1411,16 +1411,31 @@ def ensure_running(ctx, view, cause):
 
 def snapshot_vm(ctx, view, mode, stamp):
     """vm create for one gathered VM: pause as asked, clone every disk, resume. Returns the
-    clones and what went wrong once they were made (a VM not started again, a guest not
-    thawed: Failures for the caller to report); if a clone fails, the clones already made
-    are removed and the Failure names the disks."""
+    clones and what went wrong once they were made (a guest not thawed, a VM not started
+    again: Failures for the caller to report); if a clone fails, the clones already made
+    are removed and the Failure names the disks. Stop signals wait till the VM runs again."""
     vmid = view.vmid
     for disk, reason in view.skipped:
         log.warning('VM %s: skipping disk %s (%s): %s', vmid, disk.key, disk.volid, reason)
     if not view.disks:
         raise Failure(f'VM {vmid} has no disk on an ONTAP storage of {ctx.config.path}')
     clones = [(disk.storage, disk.path, set_file_path(disk.path, stamp)) for disk in view.disks]
-    # A pause acts on the VM as it is now: its owner may have stopped it since the run began.
+    with STOP.held():
+        done, failed, late, afterwards = clone_in_window(ctx, view, mode, clones)
+        if failed or late:
+            key = {disk.path: disk.key for disk in view.disks}
+            reasons = [f'{key[source]} ({exc})' for (_, source, _), exc in failed] + ([late] if late else [])
+            raise Failure(f'VM {vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {remove_clones(ctx, done)}'
+                          + (f' ({", ".join(key[source] for _, source, _ in done)})' if done else '')
+                          + ''.join(f'; and {problem}' for problem in afterwards))
+    return clones, afterwards
+
+
+def clone_in_window(ctx, view, mode, clones):
+    """Pause the VM as `mode` asks (if it runs now: its owner may have stopped it since the
+    run began), clone, resume or thaw. Returns (done, failed, why not consistent or None,
+    [the thaw's or the start's Failure])."""
+    vmid = view.vmid
     running = pve_vm_running(ctx.pve, view.vm) if mode else view.vm.get('status') == 'running'
     if running and not mode:
         log.warning('VM %s is running: its disks are cloned while it writes to them (crash-consistent); '
@@ -1431,38 +1446,30 @@ def snapshot_vm(ctx, view, mode, stamp):
     if paused and mode == 'suspend' and view.vm.get('hastate'):
         raise Failure(f'VM {vmid} is managed by HA, and PVE does not suspend such a VM to disk: use -shutdown '
                       'or -freeze')
-    with STOP.held():
-        if paused:
-            log.info('VM %s: %s', vmid, 'suspending to disk' if mode == 'suspend' else 'shutting down')
-            try:
-                pve_vm_power(ctx.pve, view.vm, mode, **({'todisk': 1} if mode == 'suspend' else {}))
-            except Failure as exc:
-                ensure_running(ctx, view, exc)
-                raise
-        window = time.monotonic()
-        outcome = not_started = None
+    if paused:
+        log.info('VM %s: %s', vmid, 'suspending to disk' if mode == 'suspend' else 'shutting down')
         try:
-            if running and mode == 'freeze':
-                outcome = clone_frozen(ctx, view, clones)
-            else:
-                outcome = (*clone_each(ctx, clones), None, None)
-        finally:
-            if paused:
-                not_started = start_again(ctx, view, window)
-                if not_started and outcome is None:
-                    log.error('%s', not_started)    # the error on its way out must not hide this one
-            if running and mode:
-                log.info('VM %s was %s for %.2f s', vmid, 'frozen' if mode == 'freeze' else 'paused',
-                         time.monotonic() - window)
-        done, failed, late, unthawed = outcome
-        afterwards = [problem for problem in (unthawed, not_started) if problem]
-        if failed or late:
-            key = {disk.path: disk.key for disk in view.disks}
-            reasons = [f'{key[source]} ({exc})' for (_, source, _), exc in failed] + ([late] if late else [])
-            raise Failure(f'VM {vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {remove_clones(ctx, done)}'
-                          + (f' ({", ".join(key[source] for _, source, _ in done)})' if done else '')
-                          + ''.join(f'; and {problem}' for problem in afterwards))
-        return clones, afterwards
+            pve_vm_power(ctx.pve, view.vm, mode, **({'todisk': 1} if mode == 'suspend' else {}))
+        except Failure as exc:
+            ensure_running(ctx, view, exc)
+            raise
+    window = time.monotonic()
+    outcome = not_started = None
+    try:
+        if running and mode == 'freeze':
+            outcome = clone_frozen(ctx, view, clones)
+        else:
+            outcome = (*clone_each(ctx, clones), None, None)
+    finally:
+        if paused:
+            not_started = start_again(ctx, view, window)
+            if not_started and outcome is None:
+                log.error('%s', not_started)    # the error on its way out must not hide this one
+        if running and mode:
+            log.info('VM %s was %s for %.2f s', vmid, 'frozen' if mode == 'freeze' else 'paused',
+                     time.monotonic() - window)
+    done, failed, late, unthawed = outcome
+    return done, failed, late, [problem for problem in (unthawed, not_started) if problem]
 
 
 def start_again(ctx, view, window):

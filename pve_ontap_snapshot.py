@@ -77,7 +77,8 @@ CONFIG_SEARCH_PATH = ('config.ini', '/etc/pve-ontap-snapshot/config.ini')
 PROXMOX_SECTION = 'proxmox'
 DEFAULTS_SECTION = 'defaults'
 PVE_ROOT_CA = '/etc/pve/pve-root-ca.pem'
-LOCK_DIRS = ('/run/lock/pve-ontap-snapshot', os.path.join(tempfile.gettempdir(), 'pve-ontap-snapshot'))
+LOCK_DIRS = tuple(filter(None, (os.environ.get('PVE_ONTAP_SNAPSHOT_LOCK_DIR'), '/run/lock/pve-ontap-snapshot',
+                                 os.path.join(tempfile.gettempdir(), 'pve-ontap-snapshot'))))
 
 log = logging.getLogger('pve_ontap_snapshot')
 
@@ -1160,7 +1161,8 @@ class Context:
 
 
 def lock_dir():
-    """The first usable of LOCK_DIRS (/run/lock is root's; others fall back to the temp dir)."""
+    """The first usable of LOCK_DIRS: $PVE_ONTAP_SNAPSHOT_LOCK_DIR if set, /run/lock (root's),
+    else the temp dir."""
     for directory in LOCK_DIRS:
         try:
             os.makedirs(directory, exist_ok=True)

@@ -38,6 +38,7 @@ def lock_dir(tmp_path, monkeypatch):
     """Each test takes its storage locks in a directory of its own."""
     directory = tmp_path / 'locks'
     monkeypatch.setattr(tool, 'LOCK_DIRS', (str(directory),))
+    monkeypatch.setenv('PVE_ONTAP_SNAPSHOT_LOCK_DIR', str(directory))   # for the tool run as a process
     return directory
 
 

@@ -46,13 +46,14 @@ def test_the_script_lists_snapshots_of_a_storage(world):
     assert result.stderr == ''
 
 
-def test_the_console_script_snapshots_a_vm_and_fails_in_one_line(world):
+def test_the_console_script_snapshots_a_vm_and_fails_in_one_line(world, lock_dir):
     script = console_script()
     ok = run([script, '-config', str(world.config), 'vm', 'create', '-vm', '101', '-no-register'])
     bad = run([script, '-config', str(world.config), 'vm', 'create', '-vm', '999'])
 
     assert ok.returncode == 0, ok.stderr
     assert len([f for f in world.files(world.vol1, 101) if '-snapshot-' in f]) == 1
+    assert (lock_dir / 'ONTAP01.lock').exists()     # PVE_ONTAP_SNAPSHOT_LOCK_DIR, not /run/lock
     assert bad.returncode == 1
     assert bad.stderr.splitlines() == [f'ERROR: Proxmox {world.pve_host}: no VM 999 (QEMU guest) in the cluster']
 
@@ -117,7 +118,7 @@ def test_restore_asks_on_a_terminal_and_only_yes_goes_ahead(world, keys, restore
     code, out, err = on_a_terminal([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'restore',
                                     '-vm', '101', '-snapshot', stamp], keys)
 
-    assert f'Overwrite disks scsi0 of VM 101 with snapshot {stamp} [y/N]' in out
+    assert f'Overwrite disks scsi0 of VM 101 with snapshot {stamp} [y/N]' in out, (code, err)
     assert 'Traceback' not in err
     if restored:
         assert code == 0, err
@@ -127,10 +128,13 @@ def test_restore_asks_on_a_terminal_and_only_yes_goes_ahead(world, keys, restore
         assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == live
 
 
-def wait_for(condition):
-    deadline = time.monotonic() + 20
+def wait_for(condition, process):
+    """Until condition() holds while the process runs; its stderr if it ends before."""
+    deadline = time.monotonic() + 30
     while not condition():
-        assert time.monotonic() < deadline, 'the run never got there'
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f'the run never got there: {process.communicate()}')
         time.sleep(0.02)
 
 
@@ -142,7 +146,7 @@ def test_sigterm_inside_the_window_waits_until_the_vm_runs_again(world, mode):
     world.a.slow_job('POST', '/api/storage/file/clone', 1, times=None)
     process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm',
                                 '100', mode, '-no-register'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: any(r['path'] == '/api/storage/file/clone' for r in world.a.requests))
+    wait_for(lambda: any(r['path'] == '/api/storage/file/clone' for r in world.a.requests), process)
 
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
@@ -171,7 +175,7 @@ def test_sigterm_while_the_vm_is_being_suspended_lets_the_snapshot_finish_first(
     process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm',
                                 '100', '-suspend', '-no-register'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-    wait_for(lambda: world.pve.vm(100).lock == 'suspended')
+    wait_for(lambda: world.pve.vm(100).lock == 'suspended', process)
 
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)

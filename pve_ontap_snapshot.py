@@ -825,6 +825,15 @@ def pve_set_vm_config(pve, vm, what, **changes):
     pve.call('put', vm_path(vm, 'config'), f'{what} (VM {vm["vmid"]})', **changes)
 
 
+def pve_vm_status(pve, vm):
+    """The VM's status now (status, lock, ...), not as /cluster/resources said at the start of the run."""
+    return pve.call('get', vm_path(vm, 'status/current'), f'read the status of VM {vm["vmid"]}') or {}
+
+
+def pve_vm_running(pve, vm):
+    return pve_vm_status(pve, vm).get('status') == 'running'
+
+
 def pve_vm_power(pve, vm, action, **params):
     """suspend/shutdown/start the VM and wait for the task to finish. For a VM under HA the
     task only hands the request to the HA manager: then wait for the VM's status as well."""
@@ -834,8 +843,7 @@ def pve_vm_power(pve, vm, action, **params):
         pve.wait_for_task(upid, what)
     if upid and vm.get('hastate') and action in HA_OUTCOME:
         def settled():
-            status = pve.call('get', vm_path(vm, 'status/current'), f'read the status of VM {vm["vmid"]}')
-            return status.get('status') == HA_OUTCOME[action]
+            return pve_vm_status(pve, vm).get('status') == HA_OUTCOME[action]
 
         poll_until(settled, pve.timeouts.task, TASK_POLL_MAX, lambda: ProxmoxError(
             f'Proxmox {pve.host}: {what}: the HA manager has not made it {HA_OUTCOME[action]} after '
@@ -1396,12 +1404,6 @@ def thaw(ctx, view):
     return None
 
 
-def pve_vm_running(pve, vm):
-    """Whether the VM runs now (not as /cluster/resources said at the start of the run)."""
-    status = pve.call('get', vm_path(vm, 'status/current'), f'read the status of VM {vm["vmid"]}')
-    return status.get('status') == 'running'
-
-
 def ensure_running(ctx, view, cause):
     """After a failed suspend or shutdown: start the VM again unless it still runs."""
     try:
@@ -1701,9 +1703,9 @@ def cmd_vm_restore(ctx, args):
         kept = f' ({", ".join(d.key for d in missing)} not in it: kept as they are)' if missing else ''
         confirm(ctx, f'Overwrite disks {disks} of VM {view.vmid} with {origin}{kept}', args.yes)
         # Once more as it is now: the VM may have been started (or locked) during the question.
-        status = ctx.pve.call('get', vm_path(view.vm, 'status/current'), f'read the status of VM {view.vmid}')
-        check_restorable(view.vmid, status or {}, args.shutdown)
-        running = (status or {}).get('status') == 'running'
+        status = pve_vm_status(ctx.pve, view.vm)
+        check_restorable(view.vmid, status, args.shutdown)
+        running = status.get('status') == 'running'
         undo_stamp = new_stamp(locks, f'vm{view.vmid}', sets)
         with STOP.held():
             if running:

@@ -77,8 +77,9 @@ CONFIG_SEARCH_PATH = ('config.ini', '/etc/pve-ontap-snapshot/config.ini')
 PROXMOX_SECTION = 'proxmox'
 DEFAULTS_SECTION = 'defaults'
 PVE_ROOT_CA = '/etc/pve/pve-root-ca.pem'
-LOCK_DIRS = tuple(filter(None, (os.environ.get('PVE_ONTAP_SNAPSHOT_LOCK_DIR'), '/run/lock/pve-ontap-snapshot',
-                                 os.path.join(tempfile.gettempdir(), 'pve-ontap-snapshot'))))
+# $PVE_ONTAP_SNAPSHOT_LOCK_DIR alone if set (every run must share it), else the first usable.
+LOCK_DIRS = ((os.environ['PVE_ONTAP_SNAPSHOT_LOCK_DIR'],) if os.environ.get('PVE_ONTAP_SNAPSHOT_LOCK_DIR') else
+             ('/run/lock/pve-ontap-snapshot', os.path.join(tempfile.gettempdir(), 'pve-ontap-snapshot')))
 
 log = logging.getLogger('pve_ontap_snapshot')
 
@@ -305,7 +306,7 @@ def read_config(path):
                 raise ConfigError(f'{path}: [{section}] lacks {key}') from None
             return default
         except configparser.InterpolationError:
-            raise ConfigError(f'{path}: [{section}] {key}: the value has a lone % '
+            raise ConfigError(f'{path}: [{section}] {key}: the value has a % that is not %% '
                               '(write %% for a literal %)') from None
 
     def get_file(section, key):
@@ -376,15 +377,16 @@ def describe_connection_error(exc):
     """The one useful phrase inside a requests connection error's nested message."""
     if isinstance(exc, requests.exceptions.SSLError):
         return 'TLS certificate verification failed (set verify to a CA file, or false)'
-    if isinstance(exc, requests.exceptions.Timeout):
-        # urllib3 names the bound that ran out: "(connect timeout=10)", "(read timeout=120)".
-        found = re.search(r'(connect|read) timeout=([\d.]+)', str(exc))
-        if found and found[1] == 'connect':
-            return f'no connection within {float(found[2]):g} s (connect_timeout)'
-        if found:
-            return f'no answer within {float(found[2]):g} s (read_timeout)'
-        return 'timed out'
     text = str(exc)
+    # urllib3 names the bound that ran out, "(connect timeout=10)", "(read timeout=120)",
+    # also inside the retries' MaxRetryError that requests passes on as a ConnectionError.
+    found = re.search(r'(connect|read) timeout=([\d.]+)', text)
+    if found and found[1] == 'connect':
+        return f'no connection within {float(found[2]):g} s (connect_timeout)'
+    if found:
+        return f'no answer within {float(found[2]):g} s (read_timeout)'
+    if isinstance(exc, requests.exceptions.Timeout):
+        return 'timed out'
     for pattern in (r'\[Errno -?\d+\] ([^\'")]+)',
                     r'(Connection aborted|Connection reset[^\'")]*|Remote end closed connection[^\'")]*)'):
         found = re.search(pattern, text)
@@ -521,7 +523,7 @@ class Ontap:
             return job.get('state') == 'success'
 
         poll_until(finished, self.timeouts.job, JOB_POLL_MAX, lambda: OntapError(
-            f'ONTAP {self.host}: {what}: job {uuid} still {job.get("state")} after {self.timeouts.job:.0f} s '
+            f'ONTAP {self.host}: {what}: job {uuid} still {job.get("state")} after {self.timeouts.job:g} s '
             '(job_timeout)'))
 
 
@@ -752,15 +754,15 @@ class Pve:
             session.auth.renew_age = float('inf')
         return api
 
-    def call(self, method, path, what, safe=False, **params):
-        """GET/POST/PUT/DELETE `path`; errors become one ProxmoxError line naming `what`.
+    def call(self, method, resource, what, safe=False, **params):
+        """GET/POST/PUT/DELETE `resource`; errors become one ProxmoxError line naming `what`.
         `safe` marks a POST that changes nothing (an agent ping): sent even in a dry run."""
         if self.dry_run and method != 'get' and not safe:
             print(f'would {what} (Proxmox {self.host})')
             return None
         for attempt in (1, 2):
             try:
-                return getattr(self.api(path), method)(**params)
+                return getattr(self.api(resource), method)(**params)
             except proxmoxer.core.ResourceException as exc:
                 # An expired or revoked ticket (401): the call was refused, not run; log in again.
                 if exc.status_code == 401 and attempt == 1 and not self.config.token_name:
@@ -785,7 +787,7 @@ class Pve:
             return True
 
         poll_until(stopped, self.timeouts.task, TASK_POLL_MAX, lambda: ProxmoxError(
-            f'Proxmox {self.host}: {what}: task still running after {self.timeouts.task:.0f} s (task_timeout): {upid}'))
+            f'Proxmox {self.host}: {what}: task still running after {self.timeouts.task:g} s (task_timeout): {upid}'))
 
 
 def pve_list_guests(pve):
@@ -847,7 +849,7 @@ def pve_vm_power(pve, vm, action, **params):
 
         poll_until(settled, pve.timeouts.task, TASK_POLL_MAX, lambda: ProxmoxError(
             f'Proxmox {pve.host}: {what}: the HA manager has not made it {HA_OUTCOME[action]} after '
-            f'{pve.timeouts.task:.0f} s (task_timeout)'))
+            f'{pve.timeouts.task:g} s (task_timeout)'))
 
 
 def pve_agent(pve, vm, command, safe=False):
@@ -874,6 +876,15 @@ def pve_local_node(pve):
         return node
     entries = pve.call('get', 'cluster/status', 'read the cluster status')
     return next((e['name'] for e in entries if e.get('type') == 'node' and e.get('local')), None)
+
+
+def pve_check_sees_every_guest(pve, what):
+    """/cluster/resources leaves out the guests one may not audit: before concluding that no
+    guest uses a storage, make sure that none can be missing (VM.Audit on /vms)."""
+    held = pve.call('get', 'access/permissions', 'read the privileges of proxmox_user', path='/vms') or {}
+    if not any(privileges.get('VM.Audit') for privileges in held.values()):
+        raise Failure(f'Proxmox {pve.host}: {pve.config.user} lacks VM.Audit on /vms, so {what} cannot see every '
+                      'guest: grant it (README, Least privilege), or add -force')
 
 
 def pve_guests_on_storage(pve, storage, guests):
@@ -1169,8 +1180,7 @@ class Context:
 
 
 def lock_dir():
-    """The first usable of LOCK_DIRS: $PVE_ONTAP_SNAPSHOT_LOCK_DIR if set, /run/lock (root's),
-    else the temp dir."""
+    """The first usable of LOCK_DIRS (/run/lock is root's; others fall back to the temp dir)."""
     for directory in LOCK_DIRS:
         try:
             os.makedirs(directory, exist_ok=True)
@@ -1375,10 +1385,15 @@ def clone_frozen(ctx, view, clones):
     """fsfreeze, clone, thaw: thawed in every case, and at the latest after the freeze bound.
     Returns (done, failed, why the snapshot is not consistent or None, the thaw's Failure or None)."""
     bound = ctx.config.timeouts.freeze
+    try:
+        pve_agent(ctx.pve, view.vm, 'fsfreeze-freeze')
+    except Failure as exc:
+        # A freeze that failed half-way may have frozen some file systems: thaw anyway.
+        unthawed = thaw(ctx, view)
+        raise Failure(f'{exc}; and {unthawed}' if unthawed else str(exc)) from exc
     outcome = late = None
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         try:
-            pve_agent(ctx.pve, view.vm, 'fsfreeze-freeze')
             future = pool.submit(clone_each, ctx, clones)
             try:
                 outcome = future.result(timeout=bound)
@@ -1387,7 +1402,7 @@ def clone_frozen(ctx, view, clones):
         finally:
             unthawed = thaw(ctx, view)
             if unthawed and outcome is None and late is None:
-                log.error('%s', unthawed)   # the error on its way out must not hide this one
+                log.error('%s', unthawed)   # an interrupt on its way out must not hide this
     if late:
         outcome = future.result()
     return (*outcome, late, unthawed)
@@ -1405,33 +1420,33 @@ def thaw(ctx, view):
 
 
 def ensure_running(ctx, view, cause):
-    """After a failed suspend or shutdown: start the VM again unless it still runs."""
+    """After a failed suspend or shutdown: start the VM again unless it still runs. A VM under
+    HA is asked to start in any case: HA may still be on its way to stop it."""
     try:
-        if not pve_vm_running(ctx.pve, view.vm):
+        if view.vm.get('hastate') or not pve_vm_running(ctx.pve, view.vm):
             pve_vm_power(ctx.pve, view.vm, 'start')
     except Failure as exc:
         raise Failure(f'{cause}; and starting the VM again failed: {exc}') from exc
 
 
 def snapshot_vm(ctx, view, mode, stamp):
-    """vm create for one gathered VM: pause as asked, clone every disk, resume. Returns the
-    clones and what went wrong once they were made (a guest not thawed, a VM not started
-    again: Failures for the caller to report); if a clone fails, the clones already made
-    are removed and the Failure names the disks. Stop signals wait till the VM runs again."""
+    """The clones of vm create for one gathered VM: pause as asked, clone every disk, resume.
+    Returns the clones and what went wrong once they were made (a guest not thawed, a VM
+    not started again: Failures for the caller to report); if a clone fails, the clones
+    already made are removed and the Failure names the disks."""
     vmid = view.vmid
     for disk, reason in view.skipped:
         log.warning('VM %s: skipping disk %s (%s): %s', vmid, disk.key, disk.volid, reason)
     if not view.disks:
         raise Failure(f'VM {vmid} has no disk on an ONTAP storage of {ctx.config.path}')
     clones = [(disk.storage, disk.path, set_file_path(disk.path, stamp)) for disk in view.disks]
-    with STOP.held():
-        done, failed, late, afterwards = clone_in_window(ctx, view, mode, clones)
-        if failed or late:
-            key = {disk.path: disk.key for disk in view.disks}
-            reasons = [f'{key[source]} ({exc})' for (_, source, _), exc in failed] + ([late] if late else [])
-            raise Failure(f'VM {vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {remove_clones(ctx, done)}'
-                          + (f' ({", ".join(key[source] for _, source, _ in done)})' if done else '')
-                          + ''.join(f'; and {problem}' for problem in afterwards))
+    done, failed, late, afterwards = clone_in_window(ctx, view, mode, clones)
+    if failed or late:
+        key = {disk.path: disk.key for disk in view.disks}
+        reasons = [f'{key[source]} ({exc})' for (_, source, _), exc in failed] + ([late] if late else [])
+        raise Failure(f'VM {vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {remove_clones(ctx, done)}'
+                      + (f' ({", ".join(key[source] for _, source, _ in done)})' if done else '')
+                      + ''.join(f'; and {problem}' for problem in afterwards))
     return clones, afterwards
 
 
@@ -1458,20 +1473,24 @@ def clone_in_window(ctx, view, mode, clones):
             ensure_running(ctx, view, exc)
             raise
     window = time.monotonic()
-    outcome = not_started = None
+    outcome = failure = not_started = None
     try:
         if running and mode == 'freeze':
             outcome = clone_frozen(ctx, view, clones)
         else:
             outcome = (*clone_each(ctx, clones), None, None)
+    except Failure as exc:
+        failure = exc
     finally:
         if paused:
             not_started = start_again(ctx, view, window)
-            if not_started and outcome is None:
-                log.error('%s', not_started)    # the error on its way out must not hide this one
+            if not_started and outcome is None and failure is None:
+                log.error('%s', not_started)    # an interrupt on its way out must not hide this
         if running and mode:
             log.info('VM %s was %s for %.2f s', vmid, 'frozen' if mode == 'freeze' else 'paused',
                      time.monotonic() - window)
+    if failure:
+        raise Failure(f'{failure}; and {not_started}' if not_started else str(failure)) from failure
     done, failed, late, unthawed = outcome
     return done, failed, late, [problem for problem in (unthawed, not_started) if problem]
 
@@ -1511,7 +1530,7 @@ def delete_set(ctx, view, files):
     done. A set with a file attached to the VM as a disk (to recover data from it, say) is
     refused whole."""
     config = pve_vm_pending(ctx.pve, view.vm)
-    attached = attached_set_files({**view.config, **config}, files)
+    attached = {**attached_set_files(view.config, files), **attached_set_files(config, files)}
     if attached:
         raise InUse(f'VM {view.vmid}: snapshot {files[0].stamp} is in use: '
                     f'{", ".join(f"{path} is attached as {key}" for path, key in attached.items())}; '
@@ -1533,6 +1552,8 @@ def prune_vm_sets(ctx, view, keep, made):
     sets = {stamp: files for stamp, files in gather_sets(ctx, view).items()
             if all(f.kind == 'snapshot' for f in files)}
     for stamp in expired(sorted(set(sets) | {made}), keep):
+        if stamp == made:   # a set of a clock ahead of this one's may sort after it: keep it anyway
+            continue
         try:
             delete_set(ctx, view, sets[stamp])
         except InUse as exc:
@@ -1567,25 +1588,27 @@ def vms_to_snapshot(ctx, args, vms):
 def create_vm_snapshot(ctx, view, mode, args):
     """vm create for one gathered VM: the snapshot, then its registration and retention.
     Whatever fails once the clones are made still lets the rest run, and the one error
-    says that the snapshot exists."""
+    says that the snapshot exists. A stop signal waits till all that is done."""
     with storage_locks(ctx, view.storages) as locks:
         stamp = new_stamp(locks, f'vm{view.vmid}')
-        clones, problems = snapshot_vm(ctx, view, mode, stamp)
-        log.info('VM %s: snapshot %s of %d disk(s) created', view.vmid, stamp, len(clones))
-        STOP.check(f'VM {view.vmid}: snapshot {stamp} was made, not registered')
-        if args.register:
-            try:
-                register_clones(ctx, view, clones)
-            except Failure as exc:
-                problems.append(exc)
-        if args.keep is not None:
-            try:
-                prune_vm_sets(ctx, view, args.keep, stamp)
-            except Failure as exc:
-                problems.append(exc)
+        with STOP.held():
+            clones, problems = snapshot_vm(ctx, view, mode, stamp)
+            log.info('VM %s: snapshot %s of %d disk(s) created', view.vmid, stamp, len(clones))
+            if args.register:
+                try:
+                    register_clones(ctx, view, clones)
+                except Failure as exc:
+                    problems.append(exc)
+            if args.keep is not None:
+                try:
+                    prune_vm_sets(ctx, view, args.keep, stamp)
+                except Failure as exc:
+                    problems.append(exc)
+    made = f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s) was made'
+    but = ', but ' + '; and '.join(map(str, problems)) if problems else ''
+    STOP.check(made + but)
     if problems:
-        raise Failure(f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s) was made, but '
-                      + '; and '.join(map(str, problems)))
+        raise Failure(made + but)
 
 
 def cmd_vm_create(ctx, args):
@@ -1710,7 +1733,11 @@ def cmd_vm_restore(ctx, args):
         with STOP.held():
             if running:
                 log.info('VM %s: shutting down', view.vmid)
-                pve_vm_power(ctx.pve, view.vm, 'shutdown')
+                try:
+                    pve_vm_power(ctx.pve, view.vm, 'shutdown')
+                except Failure as exc:
+                    ensure_running(ctx, view, exc)
+                    raise
             window = time.monotonic()
             failure = not_started = None
             try:
@@ -1726,6 +1753,7 @@ def cmd_vm_restore(ctx, args):
                 raise Failure(f'VM {view.vmid}: disks {disks} restored from {origin}, but {not_started}')
     log.info('VM %s: disks %s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, origin,
              undo_stamp)
+    STOP.check(f'VM {view.vmid}: disks {disks} restored from {origin} first')
 
 
 # -- storage snapshots
@@ -1761,7 +1789,7 @@ def prune_storage_snapshots(ontap, volume, storage, keep, made):
     snapshots = ontap_list_snapshots(ontap, volume)
     if made not in [s['name'] for s in snapshots]:
         snapshots.append({'name': made})
-    old = expired(snapshots, keep)
+    old = [s for s in expired(snapshots, keep) if s['name'] != made]
     clones = ontap_flexclones(ontap, volume) if old else {}
     for snapshot in old:
         if snapshot['name'] in clones:
@@ -1812,6 +1840,8 @@ def cmd_storage_restore(ctx, args):
         ontap_find_snapshot(ontap, volume, args.snapshot)
         snapshots = [s['name'] for s in ontap_list_snapshots(ontap, volume, '*')]
         newer = snapshots[snapshots.index(args.snapshot) + 1:]
+        if not args.force:
+            pve_check_sees_every_guest(ctx.pve, 'restore')
         guests, unknown = pve_guests_on_storage(ctx.pve, args.storage, pve_list_guests(ctx.pve))
         print(f'storage restore reverts volume {volume.name} (ONTAP {ontap.host}) behind storage {args.storage} '
               f'to snapshot {args.snapshot}; every change since is lost.')
@@ -1851,20 +1881,23 @@ def cmd_storage_mount(ctx, args):
                           'storage id with -name')
         node = pve_local_node(ctx.pve)
         junction = '/' + clone
-        ontap_create_flexclone(ontap, volume, args.snapshot, clone, junction)
-        log.info('ONTAP %s: FlexClone %s of %s created, mounted at %s', ontap.host, clone, args.snapshot, junction)
         options = {key: entry[key] for key in ('content', 'options') if entry.get(key)}
         if node:
             options['nodes'] = node
-        try:
-            ctx.pve.call('post', 'storage', f'add storage {storage}', storage=storage, type='nfs',
-                         server=entry['server'], export=junction, **options)
-        except Failure:
-            log.warning('ONTAP %s: removing FlexClone %s again', ontap.host, clone)
-            ontap_delete_volume(ontap, ontap_volume_by_name(ontap, clone, volume.svm))
-            raise
+        with STOP.held():   # a FlexClone without its storage is what a stop here would leave
+            ontap_create_flexclone(ontap, volume, args.snapshot, clone, junction)
+            log.info('ONTAP %s: FlexClone %s of %s created, mounted at %s', ontap.host, clone, args.snapshot,
+                     junction)
+            try:
+                ctx.pve.call('post', 'storage', f'add storage {storage}', storage=storage, type='nfs',
+                             server=entry['server'], export=junction, **options)
+            except Failure:
+                log.warning('ONTAP %s: removing FlexClone %s again', ontap.host, clone)
+                ontap_delete_volume(ontap, ontap_volume_by_name(ontap, clone, volume.svm))
+                raise
     log.info('storage %s: snapshot %s mounted as storage %s%s', args.storage, args.snapshot, storage,
              f' on node {node}' if node else '')
+    STOP.check(f'snapshot {args.snapshot} mounted as storage {storage} first')
 
 
 def find_clone_parent(ctx, storage, entry):
@@ -1908,13 +1941,19 @@ def find_leftover_clone(ctx, storage):
         for name in clone_volume_names(volume.name, storage, parent):
             clone = ontap_volume_by_name(ontap, name, volume.svm)
             if clone and clone.is_flexclone and clone.parent_volume == volume.name:
+                mounted = [sid for sid, s in ctx.storages().items()
+                           if s.get('type') == 'nfs' and junction_path(s.get('export', '')) == clone.junction]
+                if mounted:
+                    raise Failure(f'FlexClone {clone.name} is mounted as PVE storage {mounted[0]}: unmount '
+                                  f'{mounted[0]} instead')
                 return parent, ontap, clone
     raise NotFound(f'Proxmox {ctx.pve.host}: no storage {storage}, and no FlexClone left by a mount of that name')
 
 
 def unmount_nfs(path):
     """Unmount the clone's NFS mount on this node (PVE leaves it mounted); lazily if stuck."""
-    result = subprocess.run(['umount', path], capture_output=True, text=True, check=False)
+    result = subprocess.run(['umount', path], capture_output=True, text=True, check=False,
+                            env=dict(os.environ, LC_ALL='C'))
     if result.returncode == 0 or 'not mounted' in result.stderr:
         return
     log.warning('%s is busy on this node (%s): detaching it lazily', path, result.stderr.strip())
@@ -1931,14 +1970,20 @@ def cmd_storage_unmount(ctx, args):
     else:
         ctx.nfs_storage(args.storage)
         parent, ontap, volume = find_clone_parent(ctx, args.storage, entry)
-        users, _ = pve_guests_on_storage(ctx.pve, args.storage, pve_list_guests(ctx.pve))
-        if users:
+        if not args.force:
+            pve_check_sees_every_guest(ctx.pve, 'unmount')
+        users, unknown = pve_guests_on_storage(ctx.pve, args.storage, pve_list_guests(ctx.pve))
+        if users and not args.force:
             raise Failure(f'storage {args.storage} is in use by {", ".join(guest_label(g) for g in users)}: '
-                          'remove their disks on it first (copy what you need off it)')
+                          'remove their disks on it first (copy what you need off it), or add -force')
+        if unknown and not args.force:
+            raise Failure(f'storage {args.storage}: cannot check whether it is used by '
+                          f'{", ".join(guest_label(g) for g, _ in unknown)} (node unreachable): '
+                          'add -force to remove it anyway')
         if volume is None:
             log.warning('ONTAP %s: no volume at %s any more (its FlexClone is gone): removing storage %s',
                         ontap.host, entry['export'], args.storage)
-    with storage_locks(ctx, [parent]):
+    with storage_locks(ctx, [parent]), STOP.held():
         if entry is not None:
             # Disabled first, so no node's status daemon mounts it again while it goes away.
             ctx.pve.call('put', f'storage/{args.storage}', f'disable storage {args.storage}', disable=1)
@@ -1954,6 +1999,7 @@ def cmd_storage_unmount(ctx, args):
         if volume is not None:
             ontap_delete_volume(ontap, volume)
             log.info('ONTAP %s: FlexClone %s deleted', ontap.host, volume.name)
+    STOP.check(f'storage {args.storage} unmounted first')
 
 
 # ---- CLI -------------------------------------------------------------------------------
@@ -2149,7 +2195,8 @@ def build_parser():
             add_keep_option(sub, 'proxmox_snapshot_* snapshots (never one a FlexClone uses)')
         if name == 'restore':
             sub.add_argument('-force', '--force', action='store_true',
-                             help='revert even while VMs with disks on the storage are running')
+                             help='revert even while guests with disks on the storage run, or while a node '
+                                  'that is down keeps them from being checked')
             sub.add_argument('-yes', '--yes', action='store_true',
                              help='do not ask for confirmation (required without a terminal)')
         if name == 'mount':
@@ -2161,6 +2208,9 @@ def build_parser():
                    'remove a mounted clone storage and its FlexClone (not the snapshot)',
                    ['storage unmount -storage ONTAP01-CLONE', 'storage unmount -storage ONTAP01-MARCH'])
     add_storage_option(unmount, 'the clone storage, e.g. ONTAP01-CLONE')
+    unmount.add_argument('-force', '--force', action='store_true',
+                         help='remove it even while guests have disks on it, or a node that is down keeps them '
+                              'from being checked')
     return parser
 
 

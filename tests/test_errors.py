@@ -98,6 +98,13 @@ def test_a_silent_pve_host_fails_after_the_connect_timeout(world):
                              'no connection within 0.2 s (connect_timeout)')
 
 
+def test_a_slow_answer_fails_after_the_read_timeout(world):
+    world.write_config(defaults='read_timeout = 0.3\n')
+    world.a.latency = 1
+    assert_fails_cleanly(world, ('storage', 'list', '-storage', 'ONTAP01'), 1,
+                         'no answer within 0.3 s (read_timeout)')
+
+
 def test_untrusted_ontap_certificate(world):
     world.write_config(ONTAP01=f'host = {world.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\nverify = true\n')
     assert_fails_cleanly(world, ('storage', 'list', '-storage', 'ONTAP01'), 1,

@@ -154,7 +154,7 @@ def test_sigterm_inside_the_window_waits_until_the_vm_runs_again(world, mode):
     # the signal waits until the VM runs again; then the run stops, the snapshot made and named
     assert process.returncode == 128 + signal.SIGTERM
     stamp = err.splitlines()[-1].split('snapshot ')[1].split(' ')[0]
-    assert err.splitlines()[-1] == f'ERROR: stopped by SIGTERM (VM 100: snapshot {stamp} was made, not registered)'
+    assert err.splitlines()[-1] == f'ERROR: stopped by SIGTERM (VM 100: snapshot {stamp} of 6 disk(s) was made)'
     assert not vm.agent_frozen and vm.status == 'running' and not vm.lock
     assert len([f for vol in (world.vol1, world.vol2) for f in world.files(vol, 100) if stamp in f]) == 6
 
@@ -182,7 +182,7 @@ def test_sigterm_while_the_vm_is_being_suspended_lets_the_snapshot_finish_first(
 
     assert process.returncode == 128 + signal.SIGTERM, err
     assert world.pve.vm(100).status == 'running' and not world.pve.vm(100).lock
-    assert 'was made, not registered' in err.splitlines()[-1]
+    assert err.splitlines()[-1].endswith('of 6 disk(s) was made)')
 
 
 def test_a_list_piped_into_head_ends_quietly(world):
@@ -241,3 +241,39 @@ def test_a_guest_started_while_the_admin_reads_the_question_stops_a_storage_rest
 
     assert (code, err.splitlines()) == (1, ['ERROR: storage ONTAP01: VM 100 started meanwhile; nothing reverted'])
     assert not [r for r in world.a.requests if r['method'] == 'PATCH'] and sorted(world.vol1.snapshots) == snapshots
+
+
+def test_sigterm_in_the_window_still_says_that_the_vm_could_not_be_started(world):
+    world.pve.vm(100).start_error = 'kvm: Permission denied'
+    world.a.slow_job('POST', '/api/storage/file/clone', 1, times=None)
+    process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm',
+                                '100', '-suspend', '-no-register'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    wait_for(lambda: any(r['path'] == '/api/storage/file/clone' for r in world.a.requests), process)
+
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+
+    (line,) = [line for line in err.splitlines() if line.startswith('ERROR')]
+    assert line.startswith('ERROR: stopped by SIGTERM (VM 100: snapshot ')
+    assert 'was made, but VM 100 could not be started again' in line
+
+
+def test_sigterm_during_a_restore_lets_it_finish_and_says_so(world):
+    stamp = '2024-03-12_10:00:00+0000'
+    world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').write_bytes(b'then' * 2048)
+    world.pve.vm(101).status = 'running'
+    world.a.slow_job('POST', '/api/storage/file/clone', 1, times=None)
+    process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'restore', '-vm',
+                                '101', '-snapshot', stamp, '-shutdown', '-yes'], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any(r['path'] == '/api/storage/file/clone' for r in world.a.requests), process)
+
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == 128 + signal.SIGTERM
+    assert err.splitlines()[-1] == (f'ERROR: stopped by SIGTERM (VM 101: disks scsi0 restored from snapshot {stamp} '
+                                    'first)')
+    assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == b'then' * 2048
+    assert world.pve.vm(101).status == 'running'

@@ -288,8 +288,75 @@ def test_unmount_refuses_a_clone_storage_a_guest_uses(world):
 
     assert result.code == 1
     assert error_lines(result) == [('ERROR: storage ONTAP01-CLONE is in use by VM 101: remove their disks on it '
-                                   'first (copy what you need off it)')]
+                                   'first (copy what you need off it), or add -force')]
     assert world.state() == before
+
+
+def test_unmount_refuses_while_a_node_that_is_down_keeps_its_guests_from_being_checked(world):
+    add_snapshots(world)
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
+    world.pve.set_node_offline('pve2')
+    before = world.state()
+
+    refused = world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE')
+
+    assert refused.code == 1
+    assert error_lines(refused) == [('ERROR: storage ONTAP01-CLONE: cannot check whether it is used by VM 101 '
+                                    '(node unreachable): add -force to remove it anyway')]
+    assert world.state() == before
+    assert world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE', '-force').code == 0
+    assert world.a.volume('proxmox_storage01_clone') is None
+
+
+@pytest.mark.parametrize('argv', [('storage', 'unmount', '-storage', 'ONTAP01-CLONE'),
+                                  ('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')])
+def test_a_user_who_cannot_see_every_guest_is_refused_what_needs_them(world, argv):
+    add_snapshots(world)
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
+    world.pve.vm(100).status = 'stopped'
+    world.pve.users['ops@pve'] = 'ops-Secr3t'
+    world.pve.grant('ops@pve', '/storage', 'Datastore.Allocate', 'Datastore.Audit')
+    world.pve.grant('ops@pve', '/', 'Sys.Audit')
+    world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = ops@pve\nproxmox_pass = ops-Secr3t\n'
+                               f'proxmox_verify = {world.pve_cafile}\n')
+    before = world.state()
+
+    result = world.run(*argv)
+
+    assert result.code == 1
+    assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: ops@pve lacks VM.Audit on /vms, so '
+                                    f'{argv[1]} cannot see every guest: grant it (README, Least privilege), or add '
+                                    '-force')]
+    assert world.state() == before
+
+
+def test_a_leftover_flexclone_that_another_storage_mounts_is_kept(world):
+    add_snapshots(world)
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
+    world.pve.storages['RECOVER'] = world.pve.storages.pop('ONTAP01-CLONE')   # re-added under another id
+    before = world.state()
+
+    result = world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE')
+
+    assert result.code == 1
+    assert error_lines(result) == [('ERROR: FlexClone proxmox_storage01_clone is mounted as PVE storage RECOVER: '
+                                    'unmount RECOVER instead')]
+    assert world.state() == before
+
+
+def test_an_ha_vm_whose_stop_outlasts_the_wait_is_asked_to_start_again(world):
+    vm = world.pve.vm(100)
+    vm.ha_state = 'started'
+    world.pve.time_scale, world.pve.ha_delay = 0.01, 50     # HA acts 0.5 s after its request
+    world.write_config(defaults='task_timeout = 0.1\n')
+
+    result = world.run('vm', 'create', '-vm', 100, '-shutdown', '-no-register')
+
+    assert result.code == 1
+    assert 'the HA manager has not made it stopped after 0.1 s (task_timeout)' in result.err
+    posts = [p.rsplit('/', 1)[1] for m, p, _ in world.pve.requests if m == 'POST' and '/status/' in p]
+    assert posts[:2] == ['shutdown', 'start']
+    assert not changes(world.a)
 
 
 def test_unmount_refuses_a_flexclone_of_another_volume(world):

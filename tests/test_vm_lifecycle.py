@@ -355,6 +355,31 @@ def test_freeze_thaws_when_the_clones_outlast_the_bound(world):
     assert not [f for f in world.files(world.vol1, 100) + world.files(world.vol2, 100) if '-snapshot-' in f]
 
 
+def test_a_failed_freeze_and_a_failed_thaw_make_one_error_line(world):
+    enable_agent(world)
+    for command in ('fsfreeze-freeze', 'fsfreeze-thaw'):
+        world.pve.fail('POST', f'/nodes/pve1/qemu/100/agent/{command}', 500, 'VM 100 qmp command failed - timeout')
+
+    result = world.run('vm', 'create', '-vm', 100, '-freeze', '-no-register')
+
+    assert result.code == 1
+    (line,) = [line for line in result.err.splitlines() if line.startswith('ERROR')]
+    assert 'fsfreeze-freeze' in line and 'and the guest of VM 100 could not be thawed' in line
+    assert sets_of(world, 100) == []
+
+
+def test_a_set_from_a_clock_ahead_never_makes_keep_delete_the_new_one(world):
+    ahead = '2099-01-01_00:00:00+0000'
+    make_set(world, 101, ahead, [(world.vol1, VM101_DISK)])
+
+    dry = world.run('-dry-run', 'vm', 'create', '-vm', 101, '-keep', 1, '-no-register')
+    real = world.run('vm', 'create', '-vm', 101, '-keep', 1, '-no-register')
+
+    assert dry.code == 0 and 'would delete' not in dry.out, dry.err
+    assert real.code == 0, real.err
+    assert len(sets_of(world, 101)) == 2
+
+
 def test_a_failed_thaw_says_what_to_run_by_hand(world):
     enable_agent(world)
     world.pve.fail('POST', '/nodes/pve1/qemu/100/agent/fsfreeze-thaw', 500, 'VM 100 qmp command failed - timeout')

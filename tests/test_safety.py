@@ -278,32 +278,32 @@ def test_unmount_of_what_is_gone_on_both_sides_is_an_error(world):
     assert world.state() == before
 
 
-def test_unmount_refuses_a_clone_storage_a_guest_uses(world):
+def mounted_then_unmount_refused(world, change, line):
+    """Mount OLD as ONTAP01-CLONE, change the world, and see unmount refuse with `line`, changing nothing."""
     add_snapshots(world)
     assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
-    world.pve.vm(101).config['scsi1'] = 'ONTAP01-CLONE:100/vm-100-disk-0.raw,size=1G'
+    change()
     before = world.state()
 
     result = world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE')
 
     assert result.code == 1
-    assert error_lines(result) == [('ERROR: storage ONTAP01-CLONE is in use by VM 101: remove their disks on it '
-                                   'first (copy what you need off it), or add -force')]
+    assert error_lines(result) == [line]
     assert world.state() == before
+
+
+def test_unmount_refuses_a_clone_storage_a_guest_uses(world):
+    def attach_a_disk_of_it():
+        world.pve.vm(101).config['scsi1'] = 'ONTAP01-CLONE:100/vm-100-disk-0.raw,size=1G'
+    mounted_then_unmount_refused(world, attach_a_disk_of_it, (
+        'ERROR: storage ONTAP01-CLONE is in use by VM 101: remove their disks on it first (copy what you need off '
+        'it), or add -force'))
 
 
 def test_unmount_refuses_while_a_node_that_is_down_keeps_its_guests_from_being_checked(world):
-    add_snapshots(world)
-    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
-    world.pve.set_node_offline('pve2')
-    before = world.state()
-
-    refused = world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE')
-
-    assert refused.code == 1
-    assert error_lines(refused) == [('ERROR: storage ONTAP01-CLONE: cannot check whether it is used by VM 101 '
-                                    '(node unreachable): add -force to remove it anyway')]
-    assert world.state() == before
+    mounted_then_unmount_refused(world, lambda: world.pve.set_node_offline('pve2'), (
+        'ERROR: storage ONTAP01-CLONE: cannot check whether it is used by VM 101 (node unreachable): add -force to '
+        'remove it anyway'))
     assert world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE', '-force').code == 0
     assert world.a.volume('proxmox_storage01_clone') is None
 
@@ -331,17 +331,10 @@ def test_a_user_who_cannot_see_every_guest_is_refused_what_needs_them(world, arg
 
 
 def test_a_leftover_flexclone_that_another_storage_mounts_is_kept(world):
-    add_snapshots(world)
-    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
-    world.pve.storages['RECOVER'] = world.pve.storages.pop('ONTAP01-CLONE')   # re-added under another id
-    before = world.state()
-
-    result = world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE')
-
-    assert result.code == 1
-    assert error_lines(result) == [('ERROR: FlexClone proxmox_storage01_clone is mounted as PVE storage RECOVER: '
-                                    'unmount RECOVER instead')]
-    assert world.state() == before
+    def readd_it_under_another_id():
+        world.pve.storages['RECOVER'] = world.pve.storages.pop('ONTAP01-CLONE')
+    mounted_then_unmount_refused(world, readd_it_under_another_id, (
+        'ERROR: FlexClone proxmox_storage01_clone is mounted as PVE storage RECOVER: unmount RECOVER instead'))
 
 
 def test_an_ha_vm_whose_stop_outlasts_the_wait_is_asked_to_start_again(world):

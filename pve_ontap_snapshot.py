@@ -156,6 +156,11 @@ class StopSignals:
 STOP = StopSignals()
 
 
+def together(failure, *more):
+    """One Failure for `failure` and whatever else went wrong with it (None: nothing)."""
+    return Failure('; and '.join(str(problem) for problem in (failure, *more) if problem))
+
+
 class ConfigError(Failure):
     """config.ini is missing, malformed or lacks what a command needs; or bad usage (exit 2)."""
     exit_code = 2
@@ -1165,6 +1170,11 @@ class Context:
             raise Failure(f'Proxmox {self.pve.host}: storage {storage} is of type {entry.get("type")}, not NFS')
         return entry
 
+    def storages_mounting(self, junction):
+        """The ids of the PVE NFS storages whose export is this junction path."""
+        return [sid for sid, entry in self.storages().items()
+                if entry.get('type') == 'nfs' and junction_path(entry.get('export', '')) == junction]
+
     def storage_volume(self, storage):
         """(Ontap, Volume, storage.cfg entry) behind a PVE NFS storage, looked up once per run."""
         if storage not in self._volumes:
@@ -1390,7 +1400,7 @@ def clone_frozen(ctx, view, clones):
     except Failure as exc:
         # A freeze that failed half-way may have frozen some file systems: thaw anyway.
         unthawed = thaw(ctx, view)
-        raise Failure(f'{exc}; and {unthawed}' if unthawed else str(exc)) from exc
+        raise together(exc, unthawed) from exc
     outcome = late = None
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         try:
@@ -1490,7 +1500,7 @@ def clone_in_window(ctx, view, mode, clones):
             log.info('VM %s was %s for %.2f s', vmid, 'frozen' if mode == 'freeze' else 'paused',
                      time.monotonic() - window)
     if failure:
-        raise Failure(f'{failure}; and {not_started}' if not_started else str(failure)) from failure
+        raise together(failure, not_started) from failure
     done, failed, late, unthawed = outcome
     return done, failed, late, [problem for problem in (unthawed, not_started) if problem]
 
@@ -1748,7 +1758,7 @@ def cmd_vm_restore(ctx, args):
                 if running:
                     not_started = start_again(ctx, view, window)
             if failure:
-                raise Failure(f'{failure}; and {not_started}' if not_started else str(failure)) from failure
+                raise together(failure, not_started) from failure
             if not_started:
                 raise Failure(f'VM {view.vmid}: disks {disks} restored from {origin}, but {not_started}')
     log.info('VM %s: disks %s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, origin,
@@ -1764,8 +1774,7 @@ def explain_busy(ctx, ontap, volume, snapshot, exc):
     if not clones:
         return exc
     clone = clones[0]
-    storages = [sid for sid, s in ctx.storages().items() if s.get('type') == 'nfs'
-                and junction_path(s.get('export', '')) == clone.junction]
+    storages = ctx.storages_mounting(clone.junction)
     if storages:
         return Failure(f'snapshot {snapshot} of volume {volume.name} is in use by FlexClone {clone.name}, mounted '
                        f'as PVE storage {storages[0]}: unmount {storages[0]} first')
@@ -1941,8 +1950,7 @@ def find_leftover_clone(ctx, storage):
         for name in clone_volume_names(volume.name, storage, parent):
             clone = ontap_volume_by_name(ontap, name, volume.svm)
             if clone and clone.is_flexclone and clone.parent_volume == volume.name:
-                mounted = [sid for sid, s in ctx.storages().items()
-                           if s.get('type') == 'nfs' and junction_path(s.get('export', '')) == clone.junction]
+                mounted = ctx.storages_mounting(clone.junction)
                 if mounted:
                     raise Failure(f'FlexClone {clone.name} is mounted as PVE storage {mounted[0]}: unmount '
                                   f'{mounted[0]} instead')

@@ -512,8 +512,10 @@ class Ontap:
         the job succeeded (a failed one is an error answer); only a 202 needs polling."""
         params = dict(params or {}, return_timeout=return_timeout(self.timeouts))
         status, data = self.send(method, path, params=params, body=body, what=what)
-        if status == 202 and 'job' in data:
-            self.wait_for_job(data['job']['uuid'], what or f'{method} {path}')
+        if status == 202:
+            # one `job`, or (a query-based call) one per record in `jobs`
+            for job in [data['job']] if 'job' in data else data.get('jobs', []):
+                self.wait_for_job(job['uuid'], what or f'{method} {path}')
         return data
 
     def wait_for_job(self, uuid, what):
@@ -682,6 +684,20 @@ def ontap_create_snapshot(ontap, volume, name, comment):
 def ontap_delete_snapshot(ontap, volume, snapshot):
     ontap.write('DELETE', f'/api/storage/volumes/{volume.uuid}/snapshots/{snapshot["uuid"]}',
                 what=f'delete snapshot {snapshot["name"]} of volume {volume.name}')
+
+
+def ontap_delete_snapshot_named(ontap, volume, name):
+    """Delete the snapshot called `name` in one call: a DELETE on the volume's snapshot
+    collection filtered by that name (ONTAP takes a query-based DELETE on every collection).
+    A name holding a query operator could match others, so it is looked up and deleted by
+    UUID instead, as in a dry run."""
+    if ontap.dry_run or not is_literal_query(name):
+        ontap_delete_snapshot(ontap, volume, ontap_find_snapshot(ontap, volume, name))
+        return
+    data = ontap.write('DELETE', f'/api/storage/volumes/{volume.uuid}/snapshots', params={'name': name},
+                       what=f'delete snapshot {name} of volume {volume.name}')
+    if data.get('num_records') == 0 or data.get('jobs') == []:
+        raise NotFound(f'ONTAP {ontap.host}: volume {volume.name} has no snapshot {name}')
 
 
 def ontap_restore_volume(ontap, volume, snapshot_name):
@@ -1067,6 +1083,12 @@ def junction_path(export):
 def volume_name_for_export(export):
     """The original's rule: the volume is named like the export, without slashes."""
     return export.replace('/', '')
+
+
+def is_literal_query(value):
+    """Whether ONTAP reads `value` as a query filter that matches only itself: no wildcard,
+    OR, list, negation, comparison or range operator, no quoting, not the word null."""
+    return bool(value) and not re.search(r'[*|,!<>{}"]|\.\.', value) and value.lower() != 'null'
 
 
 def flexclone_name(volume, storage=None):
@@ -1833,9 +1855,8 @@ def cmd_storage_show(ctx, args):
 def cmd_storage_delete(ctx, args):
     with storage_locks(ctx, [args.storage]):
         ontap, volume, _ = ctx.storage_volume(args.storage)
-        snapshot = ontap_find_snapshot(ontap, volume, args.snapshot)
         try:
-            ontap_delete_snapshot(ontap, volume, snapshot)
+            ontap_delete_snapshot_named(ontap, volume, args.snapshot)
         except OntapError as exc:
             if str(exc.code) != SNAPSHOT_LOCKED:
                 raise

@@ -4,8 +4,8 @@ It is a real HTTPS server on 127.0.0.1 (ephemeral port, certificate from a
 `trustme` CA) that speaks the subset of the ONTAP REST API described in
 ../shared/reference/ontap-rest.md: cluster and SVM lookups, volumes (GET with
 fields/filters/pagination, FlexClone POST, PATCH incl. restore, DELETE),
-volume snapshots, file clone, the files API, jobs, and the private-CLI
-snapshot restore. State lives in memory behind one lock; file data lives in
+volume snapshots (also a query-based DELETE of them), file clone, the files
+API, jobs, and the private-CLI snapshot restore. State lives in memory behind one lock; file data lives in
 real directories under `root`, so tests can check bytes on disk:
 
     root/volumes/<volume uuid>/            active file system of a volume
@@ -545,16 +545,17 @@ class _Accepted:
 
 
 _ROUTES = []
+FILTERS = None   # a route's `query`: a query-based call, its filters checked by the query engine
 
 
 def _route(method, pattern, query=()):
     """Register a handler for `method` on raw paths matching `pattern`.
 
     `query` names the query parameters a non-GET call takes besides
-    `return_timeout`; GET parameters are checked by the query engine.
+    `return_timeout` (or is FILTERS); GET parameters are checked by the query engine.
     """
     def register(handler):
-        _ROUTES.append((method, re.compile(pattern), frozenset(query), handler))
+        _ROUTES.append((method, re.compile(pattern), FILTERS if query is FILTERS else frozenset(query), handler))
         return handler
     return register
 
@@ -978,18 +979,43 @@ class OntapEmulator:
             job.end_time = _now()
         job.done.set()
 
+    def _run_jobs(self, request, jobs):
+        """Start the jobs; with return_timeout=N, wait up to N s for all of them.
+        (None, finished) or (the first failed job, True)."""
+        for job in jobs:
+            self._start_job(job)
+        timeout = _int_value('return_timeout', request.query.get('return_timeout', '0'),
+                             0, MAX_RETURN_TIMEOUT)
+        deadline = time.monotonic() + timeout
+        finished = timeout > 0 and all(job.done.wait(max(0.0, deadline - time.monotonic())) for job in jobs)
+        failed = next((job for job in jobs if job.state == 'failure'), None) if finished else None
+        return failed, finished
+
+    @staticmethod
+    def _failure_reply(job):
+        # NetApp's "Asynchronous processing" page: 200 only when the job completes
+        # *successfully* within return_timeout; a job that fails by then is answered
+        # as an error carrying its code and message (HTTP status unconfirmed: 400).
+        return _Reply(400, {'error': {'message': job.message, 'code': str(job.code)}})
+
+    def _jobs_reply(self, request, accepted):
+        """A query-based call's answer: `num_records` and one job link per record in `jobs`
+        (the shape the official client polls). Answered like a single job otherwise: 200 once
+        all succeeded within return_timeout, a failure as its error (unconfirmed for
+        collections: no answer of a real ONTAP seen)."""
+        jobs = [each.job for each in accepted]
+        failed, finished = self._run_jobs(request, jobs)
+        if failed:
+            return self._failure_reply(failed)
+        body = {'num_records': len(jobs), 'jobs': [job.link() for job in jobs]}
+        return _Reply(200 if finished or not jobs else 202, body)
+
     def _job_reply(self, request, accepted):
         """202 + job; with return_timeout=N, wait up to N s and answer 200/201 if done."""
         job = accepted.job
-        self._start_job(job)
-        timeout = _int_value('return_timeout', request.query.get('return_timeout', '0'),
-                             0, MAX_RETURN_TIMEOUT)
-        finished = timeout > 0 and job.done.wait(timeout)
-        if finished and job.state == 'failure':
-            # NetApp's "Asynchronous processing" page: 200 only when the job completes
-            # *successfully* within return_timeout; a job that fails by then is answered
-            # as an error carrying its code and message (HTTP status unconfirmed: 400).
-            return _Reply(400, {'error': {'message': job.message, 'code': str(job.code)}})
+        failed, finished = self._run_jobs(request, [job])
+        if failed:
+            return self._failure_reply(failed)
         status = (201 if accepted.location else 200) if finished else 202
         body = {'job': job.link()}
         if accepted.created and _bool_value('return_records',
@@ -1316,7 +1342,26 @@ class OntapEmulator:
     def _delete_snapshot(self, request, vol_uuid, snap_uuid):
         vol = self._volume_or_404(vol_uuid)
         snap = self._snapshot_or_404(vol, snap_uuid)
+        return self._accept(request, self._snapshot_deletion(vol, snap))
 
+    @_route('DELETE', _VOL + r'/snapshots', query=FILTERS)
+    def _delete_snapshots(self, request, vol_uuid):
+        """Query-based DELETE: "ONTAP supports query-based DELETE or PATCH for all
+        collection endpoints" (REST API reference, Getting started); one job per
+        snapshot that passes the filters, as the official client expects (`jobs`)."""
+        vol = self._volume_or_404(vol_uuid)
+        filters = {name: expression for name, expression in request.query.items()
+                   if name != 'return_timeout'}
+        for name in filters:
+            if not _SNAPSHOT.knows(name):
+                raise _unexpected(name)
+        matched = [snap for snap in sorted(vol.snapshots.values(), key=lambda s: s.seq)
+                   if all(_matches(_lookup(self._snapshot_record(vol, snap), name), expression)
+                          for name, expression in filters.items())]
+        return [self._accept(request, self._snapshot_deletion(vol, snap)) for snap in matched]
+
+    def _snapshot_deletion(self, vol, snap):
+        """The job operation that deletes one snapshot."""
         def operation():
             if vol.snapshots.get(snap.name) is not snap:
                 raise JobError(1638600, f'Snapshot copy "{snap.name}" does not exist.')
@@ -1328,7 +1373,7 @@ class OntapEmulator:
                                '"snapshot show -fields owners, expiry-time" command to view '
                                'the expiry and lock status of the Snapshot copy.')
             self._drop_snapshot(vol, snap)
-        return self._accept(request, operation)
+        return operation
 
     # ---------------------------------------------------------------- handlers: file clone
 
@@ -1554,7 +1599,7 @@ class OntapEmulator:
         if fault:
             raise ApiError(fault.status, fault.code, fault.message)
         handler_func, params, allowed = self._route_for(request)
-        if request.method != 'GET':
+        if request.method != 'GET' and allowed is not FILTERS:
             for name in request.query:
                 if name not in allowed and name != 'return_timeout':
                     raise _unexpected(name)
@@ -1567,6 +1612,8 @@ class OntapEmulator:
             result = handler_func(self, request, **params)
         if isinstance(result, _Accepted):
             return self._job_reply(request, result)
+        if isinstance(result, list):
+            return self._jobs_reply(request, result)
         return result
 
     def _route_for(self, request):

@@ -67,6 +67,14 @@ def test_names_are_the_originals():
     assert tool.clone_storage_id('ONTAP01') == 'ONTAP01-CLONE'
 
 
+@pytest.mark.parametrize('name, literal', [
+    ('proxmox_snapshot_2024-03-13_14:42:47+0000', True), ('hourly.2024-03-13_1305', True),
+    ('proxmox_snapshot_*', False), ('a|b', False), ('a,b', False), ('!a', False), ('<a', False),
+    ('a..b', False), ('"a"', False), ('{a}', False), ('null', False), ('NULL', False), ('', False)])
+def test_only_a_name_without_query_operators_is_a_literal_filter(name, literal):
+    assert tool.is_literal_query(name) is literal
+
+
 def test_set_file_names_read_back_what_naming_writes():
     stamp = '2024-03-13_14:42:47+0000'
     for kind in ('snapshot', 'prerestore'):

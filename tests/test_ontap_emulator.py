@@ -112,6 +112,19 @@ def test_snapshot_create_list_delete(emu, vol, conn):
     assert not (vol.snapdir / SNAP).exists()
 
 
+def test_query_based_delete_removes_only_the_snapshots_it_names(emu, vol, conn):
+    emu.job_delay = 0.01   # so the client gets 202 and polls every job in `jobs`
+    for name in ('hourly.0', SNAP, 'proxmox_snapshot_2024-03-14_10:00:00+0000'):
+        emu.add_snapshot('proxmox_storage01', name)
+
+    Snapshot.delete_collection(vol.uuid, name=SNAP)
+
+    assert list(vol.snapshots) == ['hourly.0', 'proxmox_snapshot_2024-03-14_10:00:00+0000']
+    assert not (vol.snapdir / SNAP).exists()
+    Snapshot.delete_collection(vol.uuid, name='proxmox_snapshot_*')
+    assert list(vol.snapshots) == ['hourly.0']
+
+
 def test_file_clone_copies_bytes_also_from_a_snapshot(emu, vol, conn):
     emu.add_snapshot('proxmox_storage01', 'before')
     (vol.path / DISK).write_bytes(b'disk-0 changed')
@@ -272,6 +285,26 @@ def test_return_timeout_answers_a_failed_job_with_its_error(emu, vol, http):
     assert failed.status_code == 400
     assert failed.json()['error']['code'] == '13565952'
     assert 'already exists' in failed.json()['error']['message']
+
+
+def test_query_based_delete_answers_like_one_job(emu, vol, http):
+    snap = emu.add_snapshot('proxmox_storage01', SNAP)
+    emu.add_snapshot('proxmox_storage01', 'hourly.0')
+    url = f'{emu.url}/api/storage/volumes/{vol.uuid}/snapshots'
+    snap.owners = ['volume clone']
+
+    busy = http.delete(url, params={'name': SNAP, 'return_timeout': 30})
+    none = http.delete(url, params={'name': 'nothing', 'return_timeout': 30})
+    unknown = http.delete(url, params={'colour': 'blue', 'return_timeout': 30})
+    assert (busy.status_code, busy.json()['error']['code']) == (400, '1638555')
+    assert (none.status_code, none.json()['num_records'], none.json()['jobs']) == (200, 0, [])
+    assert unknown.status_code == 400
+    assert sorted(vol.snapshots) == ['hourly.0', SNAP]
+
+    snap.owners = []
+    done = http.delete(url, params={'name': SNAP, 'return_timeout': 30})
+    assert (done.status_code, done.json()['num_records'], len(done.json()['jobs'])) == (200, 1, 1)
+    assert list(vol.snapshots) == ['hourly.0']
 
 
 def test_expensive_fields_come_only_when_named(emu, vol, http):

@@ -92,6 +92,30 @@ def test_delete_of_an_unknown_snapshot_is_an_error(world):
     assert tool_snapshots(world.vol1) == [OLD]
 
 
+def test_delete_waits_for_a_job_that_outlasts_return_timeout(world):
+    world.write_config(defaults='read_timeout = 6\n')   # return_timeout = 1 s
+    world.a.add_snapshot('proxmox_storage01', OLD)
+    world.a.slow_job('DELETE', r'/snapshots$', 1.2)
+
+    result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD)
+
+    assert result.code == 0, result.err
+    assert tool_snapshots(world.vol1) == []
+    assert [r for r in world.a.requests if r['path'].startswith('/api/cluster/jobs/')]
+
+
+def test_delete_of_a_wildcard_name_deletes_nothing(world):
+    """A name with a query operator must not reach ONTAP as a filter of a query-based DELETE."""
+    world.a.add_snapshot('proxmox_storage01', OLD)
+    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-14_10:00:00+0000')
+
+    for name in ('proxmox_snapshot_*', '!nothing', f'{OLD}|proxmox_snapshot_2024-03-14_10:00:00+0000'):
+        result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', name)
+        assert result.code == 1 and result.err.strip().endswith(f'has no snapshot {name}')
+
+    assert tool_snapshots(world.vol1) == [OLD, 'proxmox_snapshot_2024-03-14_10:00:00+0000']
+
+
 def test_restore_brings_back_the_bytes(world):
     disk = world.disk(world.vol1, 100, 'vm-100-disk-0.raw')
     original = disk.read_bytes()

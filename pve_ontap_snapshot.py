@@ -1476,9 +1476,10 @@ def snapshot_vm(ctx, view, mode, stamp):
     if failed or late:
         key = {disk.path: disk.key for disk in view.disks}
         reasons = [f'{key[source]} ({exc})' for (_, source, _), exc in failed] + ([late] if late else [])
-        raise Failure(f'VM {vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {remove_clones(ctx, done)}'
-                      + (f' ({", ".join(key[source] for _, source, _ in done)})' if done else '')
-                      + ''.join(f'; and {problem}' for problem in afterwards))
+        raise together(Failure(f'VM {vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; '
+                               f'{remove_clones(ctx, done)}'
+                               + (f' ({", ".join(key[source] for _, source, _ in done)})' if done else '')),
+                       *afterwards)
     return clones, afterwards
 
 
@@ -1637,7 +1638,7 @@ def create_vm_snapshot(ctx, view, mode, args):
                 except Failure as exc:
                     problems.append(exc)
     made = f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s) was made'
-    but = ', but ' + '; and '.join(map(str, problems)) if problems else ''
+    but = f', but {together(*problems)}' if problems else ''
     STOP.check(made + but)
     if problems:
         raise Failure(made + but)

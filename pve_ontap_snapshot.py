@@ -85,19 +85,20 @@ log = logging.getLogger('pve_ontap_snapshot')
 
 # requests, urllib3 and proxmoxer are imported by load_http_libraries() when a command
 # runs, never at import time: bash tab completion imports this module on every <TAB>.
-requests = proxmoxer = Retry = PveAuthError = None
+requests = urllib3 = proxmoxer = Retry = PveAuthError = None
 
 
 def load_http_libraries():
     """Import the HTTP stack (deferred so that tab completion stays instant)."""
-    global requests, proxmoxer, Retry, PveAuthError
+    global requests, urllib3, proxmoxer, Retry, PveAuthError
     import proxmoxer as _proxmoxer
     import requests as _requests
+    import urllib3 as _urllib3
 
     # proxmoxer 2.x also exports it at the top; 1.2.0 (Debian 12) only here.
     from proxmoxer.backends.https import AuthenticationError
     from urllib3.util.retry import Retry as _Retry
-    requests, proxmoxer, Retry, PveAuthError = _requests, _proxmoxer, _Retry, AuthenticationError
+    requests, urllib3, proxmoxer, Retry, PveAuthError = _requests, _urllib3, _proxmoxer, _Retry, AuthenticationError
 
 
 # ---- Errors ----------------------------------------------------------------------------
@@ -117,8 +118,8 @@ class InUse(Failure):
 
 
 class Terminated(Exception):
-    """SIGTERM or SIGHUP (systemctl stop, shutdown, `timeout`), raised in the main thread so
-    that every `finally` runs. No Failure: it ends the whole run, not one VM of it."""
+    """SIGINT, SIGTERM or SIGHUP (Ctrl-C, systemctl stop, shutdown, `timeout`), raised in the
+    main thread so that every `finally` runs. No Failure: it ends the whole run, not one VM of it."""
 
     def __init__(self, signum, done=None):
         self.signal = signal.Signals(signum)
@@ -126,9 +127,12 @@ class Terminated(Exception):
 
 
 class StopSignals:
-    """Turns SIGTERM and SIGHUP into Terminated — except while a VM is paused or frozen
-    (`held`): then the signal waits until the VM runs again, and the run stops at its next
-    `check`. A VM is never left suspended, shut down or frozen by a stopped run."""
+    """Turns SIGINT, SIGTERM and SIGHUP into Terminated — except while a VM is paused, frozen
+    or restored (`held`): then the signal waits until that is done, and the run stops at its
+    next `check`. A VM is never left suspended, shut down or frozen by a stopped run, and a
+    second Ctrl-C does not change that."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self):
         self.holding = 0
@@ -138,6 +142,8 @@ class StopSignals:
         self.pending = signum
         if not self.holding:
             self.check()
+        log.warning('%s: finishing first what must not be cut short (a VM paused, frozen or being restored); '
+                    'the run stops right after', signal.Signals(signum).name)
 
     @contextlib.contextmanager
     def held(self):
@@ -173,6 +179,41 @@ class OntapError(Failure):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class OutcomeUnknown(OntapError):
+    """A change asked of ONTAP that may or may not happen: its job still ran when the bound
+    ended (`job` is its uuid), or the answer was lost or unreadable after the request went out.
+    Never handled as a failure: nothing is rolled back, deleted or started over it."""
+
+    def __init__(self, message, what, job=None):
+        super().__init__(message)
+        self.what = what
+        self.job = job
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How one change of a batch ended: done (no error), failed, or unknown (an OutcomeUnknown)."""
+    item: object
+    error: Failure = None
+
+    @property
+    def state(self):
+        if self.error is None:
+            return 'done'
+        return 'unknown' if isinstance(self.error, OutcomeUnknown) else 'failed'
+
+
+def items_in(outcomes, state):
+    return [outcome.item for outcome in outcomes if outcome.state == state]
+
+
+def pending_jobs(outcomes):
+    """The phrase naming each change still unknown: its job (uuid) and what it does."""
+    return '; '.join(f'{o.error.what}: ' + (f'ONTAP job {o.error.job} still running' if o.error.job
+                                            else 'its answer was lost')
+                     for o in outcomes if o.state == 'unknown')
 
 
 class ProxmoxError(Failure):
@@ -400,6 +441,15 @@ def describe_connection_error(exc):
     return 'connection failed'
 
 
+def may_have_arrived(exc):
+    """Whether a request that raised `exc` may have reached the server: anything but a failed
+    connect (refused, timed out, TLS handshake) leaves its outcome unknown."""
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
+        return False
+    reason = getattr(exc.args[0], 'reason', None) if exc.args else None
+    return not isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+
+
 def make_adapter(timeouts):
     """An HTTPAdapter with default timeouts that retries GETs and connection set-up only."""
 
@@ -481,7 +531,10 @@ class Ontap:
             response = self.session.request(method, url, params=params, json=body, verify=self.verify,
                                             cert=self.cert)
         except requests.exceptions.RequestException as exc:
-            raise OntapError(f'ONTAP {self.host}: {what}: {describe_connection_error(exc)}') from exc
+            message = f'ONTAP {self.host}: {what}: {describe_connection_error(exc)}'
+            if method != 'GET' and may_have_arrived(exc):
+                raise OutcomeUnknown(f'{message} after the request went out', what) from exc
+            raise OntapError(message) from exc
         if response.status_code == 401:
             how = 'the client certificate' if self.cert else 'user and pass'
             raise OntapError(f'ONTAP {self.host}: authentication failed for user {self.user} '
@@ -490,6 +543,9 @@ class Ontap:
         if response.status_code >= 400:
             error = data.get('error') or {}
             message = error.get('message') or response.reason or f'HTTP {response.status_code}'
+            if method != 'GET' and response.status_code >= 500 and not error:
+                # No ONTAP error envelope: a proxy or a dying node answered, not ONTAP's refusal.
+                raise OutcomeUnknown(f'ONTAP {self.host}: {what}: HTTP {response.status_code} {message}', what)
             raise OntapError(f'ONTAP {self.host}: {what}: {message}', status=response.status_code,
                              code=error.get('code'))
         return response.status_code, data
@@ -510,28 +566,39 @@ class Ontap:
     def write(self, method, path, body=None, params=None, what=None):
         """A mutating call that may be a job. With return_timeout ONTAP answers 200/201 once
         the job succeeded (a failed one is an error answer); only a 202 needs polling."""
+        what = what or f'{method} {path}'
         params = dict(params or {}, return_timeout=return_timeout(self.timeouts))
         status, data = self.send(method, path, params=params, body=body, what=what)
         if status == 202:
             # one `job`, or (a query-based call) one per record in `jobs`
-            for job in [data['job']] if 'job' in data else data.get('jobs', []):
-                self.wait_for_job(job['uuid'], what or f'{method} {path}')
+            jobs = [data['job']] if 'job' in data else data.get('jobs')
+            if jobs is None or not all(isinstance(job, dict) and job.get('uuid') for job in jobs):
+                raise OutcomeUnknown(f'ONTAP {self.host}: {what}: accepted, but the answer names no job to '
+                                     'follow', what)
+            for job in jobs:
+                self.wait_for_job(job['uuid'], what)
         return data
 
-    def wait_for_job(self, uuid, what):
-        """Poll /api/cluster/jobs/<uuid> until success or failure, up to the job timeout."""
+    def wait_for_job(self, uuid, what, bound=None):
+        """Poll /api/cluster/jobs/<uuid> until success or failure, up to `bound` seconds (the
+        job timeout). A job still running then, or one that can no longer be read, has an
+        unknown outcome: ONTAP jobs cannot be cancelled, so it may still change things."""
+        bound = bound or self.timeouts.job
         job = {}
 
         def finished():
-            job.update(self.request('GET', f'/api/cluster/jobs/{uuid}',
-                                    params={'fields': 'state,message,code,error'}, what=what))
+            try:
+                job.update(self.request('GET', f'/api/cluster/jobs/{uuid}',
+                                        params={'fields': 'state,message,code,error'}, what=what))
+            except OntapError as exc:
+                raise OutcomeUnknown(f'{exc} (following job {uuid})', what, uuid) from exc
             if job.get('state') in ('failure', 'cancelled', 'expired'):
                 raise OntapError(f'ONTAP {self.host}: {what}: {job_message(job)}', code=job.get('code'))
             return job.get('state') == 'success'
 
-        poll_until(finished, self.timeouts.job, JOB_POLL_MAX, lambda: OntapError(
-            f'ONTAP {self.host}: {what}: job {uuid} still {job.get("state")} after {self.timeouts.job:g} s '
-            '(job_timeout)'))
+        poll_until(finished, bound, JOB_POLL_MAX, lambda: OutcomeUnknown(
+            f'ONTAP {self.host}: {what}: job {uuid} still {job.get("state")} after {bound:g} s (job_timeout)',
+            what, uuid))
 
 
 def return_timeout(timeouts):
@@ -649,14 +716,31 @@ def ontap_file_exists(ontap, volume, path):
 
 
 def ontap_delete_file(ontap, volume, path):
-    """Delete a file; True if it was there."""
+    """Delete a file (the reference lists 200 and 202 with a job as answers: ref §13); True if it was there."""
     try:
-        ontap.request('DELETE', files_url(volume, path), what=f'delete {path} in volume {volume.name}')
+        ontap.write('DELETE', files_url(volume, path), what=f'delete {path} in volume {volume.name}')
+    except OutcomeUnknown:
+        raise
     except OntapError as exc:
-        if exc.status == 404 or exc.code == FILE_NOT_FOUND:
+        if exc.status == 404 or str(exc.code) == FILE_NOT_FOUND:
             return False
         raise
     return True
+
+
+def ontap_follow_running_jobs(ontap, description, what):
+    """Follow every job of this kind still queued, running or paused until it ends, so that the
+    job of a call whose answer was lost has ended too. A job's description is its call,
+    `METHOD /api/path` (ref §2's example; unconfirmed for each call: then none is found)."""
+    running = ontap.records('/api/cluster/jobs', {'description': description, 'state': 'queued|running|paused',
+                                                  'fields': 'uuid'}, f'{what}: look for its job')
+    for job in running:
+        try:
+            ontap.wait_for_job(job['uuid'], what)
+        except OutcomeUnknown:
+            raise
+        except OntapError:
+            pass    # another call's job, or ours that failed: the state read back next tells
 
 
 def ontap_list_snapshots(ontap, volume, name=STORAGE_SNAPSHOT_PREFIX + '*'):
@@ -696,8 +780,13 @@ def ontap_delete_snapshot_named(ontap, volume, name):
         return
     data = ontap.write('DELETE', f'/api/storage/volumes/{volume.uuid}/snapshots', params={'name': name},
                        what=f'delete snapshot {name} of volume {volume.name}')
-    if data.get('num_records') == 0 or data.get('jobs') == []:
+    matched = data.get('num_records', len(data['jobs']) if isinstance(data.get('jobs'), list) else None)
+    if matched == 0:
         raise NotFound(f'ONTAP {ontap.host}: volume {volume.name} has no snapshot {name}')
+    # An answer that does not say what it matched (one `job`, or nothing): read the state back.
+    if matched is None and [r for r in ontap_list_snapshots(ontap, volume, name) if r['name'] == name]:
+        raise OntapError(f'ONTAP {ontap.host}: delete snapshot {name} of volume {volume.name}: ONTAP answered, but '
+                         'the snapshot is still there')
 
 
 def ontap_restore_volume(ontap, volume, snapshot_name):
@@ -1307,38 +1396,68 @@ def confirm(ctx, question, assume_yes):
         raise Failure('aborted: nothing changed')
 
 
-def run_parallel(function, items):
-    """Call function(item) for all items at once; returns (done, failed) in item order,
-    failed as (item, Failure)."""
-    results = {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
-        futures = {pool.submit(function, item): index for index, item in enumerate(items)}
-        for future in concurrent.futures.as_completed(futures):
-            try:
-                future.result()
-                results[futures[future]] = None
-            except Failure as exc:
-                results[futures[future]] = exc
-    done = [item for index, item in enumerate(items) if results[index] is None]
-    failed = [(item, results[index]) for index, item in enumerate(items) if results[index] is not None]
-    return done, failed
+def run_parallel(function, items, at_once=True):
+    """Call function(item) for every item, all at once (or one by one, so that a dry run
+    prints its lines in order); the Outcome of each, in item order."""
+    def outcome(item):
+        try:
+            function(item)
+        except Failure as exc:
+            return Outcome(item, exc)
+        return Outcome(item)
+
+    if not at_once or len(items) < 2:
+        return [outcome(item) for item in items]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(items)) as pool:
+        return list(pool.map(outcome, items))
 
 
 def clone_each(ctx, clones, overwrite=False):
-    """File-clone (storage, source, destination) triples in parallel: (done, failed)."""
+    """File-clone (storage, source, destination) triples in parallel: their Outcomes."""
     def clone(item):
         storage, source, destination = item
         ontap, volume, _ = ctx.storage_volume(storage)
         ontap_clone_file(ontap, volume, source, destination, overwrite)
-    return run_parallel(clone, clones)
+    return run_parallel(clone, clones, at_once=not ctx.dry_run)
 
 
 def delete_files(ctx, files):
-    """Delete (storage, path) files in parallel: (done, failed); a missing file counts as done."""
+    """Delete (storage, path) files in parallel: their Outcomes; a missing file counts as done."""
     def delete(item):
         ontap, volume, _ = ctx.storage_volume(item[0])
         ontap_delete_file(ontap, volume, item[1])
-    return run_parallel(delete, files)
+    return run_parallel(delete, files, at_once=not ctx.dry_run)
+
+
+FILE_CLONE_CALL = 'POST /api/storage/file/clone'
+
+
+def settle_clones(ctx, outcomes, overwrite=False):
+    """Find out what became of the clones whose outcome is unknown, before anything is rolled
+    back over them: follow each one's job for another job_timeout or, where the answer was
+    lost, every file-clone job still running on its cluster; then read a new destination back
+    (there: done; absent: failed). Whether an overwrite landed cannot be read back: it stays
+    unknown. The Outcomes, in the same order."""
+    def settle(outcome):
+        storage, _, destination = outcome.item
+        ontap, volume, _ = ctx.storage_volume(storage)
+        lost = outcome.error
+        if lost.job:
+            ontap.wait_for_job(lost.job, lost.what)
+            return
+        ontap_follow_running_jobs(ontap, FILE_CLONE_CALL, lost.what)
+        if overwrite:
+            raise OutcomeUnknown(f'{lost}; no such job runs any more, but whether {destination} was overwritten '
+                                 'cannot be read back', lost.what)
+        if not ontap_file_exists(ontap, volume, destination):
+            raise OntapError(f'{lost}; {destination} was not made')
+
+    unknown = [outcome for outcome in outcomes if outcome.state == 'unknown']
+    if not unknown:
+        return outcomes
+    log.warning('%d clone(s) of unknown outcome: finding out before anything is rolled back', len(unknown))
+    settled = {result.item.item: Outcome(result.item.item, result.error) for result in run_parallel(settle, unknown)}
+    return [settled.get(outcome.item, outcome) for outcome in outcomes]
 
 
 def remove_clones(ctx, clones):
@@ -1346,10 +1465,171 @@ def remove_clones(ctx, clones):
     error message saying what was removed, or naming what is left."""
     if not clones:
         return 'nothing was cloned'
-    _, failed = delete_files(ctx, [(storage, destination) for storage, _, destination in clones])
-    if failed:
-        return f'could not remove {", ".join(path for (_, path), _ in failed)}: delete them by hand'
+    outcomes = delete_files(ctx, [(storage, destination) for storage, _, destination in clones])
+    left = [path for outcome in outcomes if outcome.state != 'done' for _, path in [outcome.item]]
+    if left:
+        return f'could not remove {", ".join(left)}: delete them by hand'
     return f'removed the {len(clones)} clone(s) made before'
+
+
+def clones_still_pending(outcomes):
+    """The phrase for clones whose outcome stayed unknown: their jobs, and what to do once they end."""
+    pending = [outcome for outcome in outcomes if outcome.state == 'unknown']
+    if not pending:
+        return ''
+    files = ', '.join(destination for _, _, destination in items_in(pending, 'unknown'))
+    return f'; still unknown: {pending_jobs(pending)}; once ONTAP has ended it, check and delete {files}'
+
+
+def check_freezable(ctx, view):
+    """-freeze needs the guest agent configured and answering: checked before any freeze."""
+    if not agent_enabled(view.config.get('agent')):
+        raise Failure(f'VM {view.vmid}: no QEMU guest agent configured (set agent: 1); -freeze needs one')
+    try:
+        pve_agent(ctx.pve, view.vm, 'ping', safe=True)
+    except ProxmoxError as exc:
+        raise Failure(f'VM {view.vmid}: the QEMU guest agent does not answer, nothing frozen: {exc}') from exc
+
+
+def thaw(ctx, view):
+    """fsfreeze-thaw. Returns None, or a Failure that says what to run by hand."""
+    try:
+        pve_agent(ctx.pve, view.vm, 'fsfreeze-thaw')
+    except Failure as exc:
+        return Failure(f'the guest of VM {view.vmid} could not be thawed and may still be frozen: run '
+                       f'"qm guest cmd {view.vmid} fsfreeze-thaw" ({exc})')
+    log.info('VM %s: guest thawed', view.vmid)
+    return None
+
+
+def ensure_running(ctx, view, cause):
+    """After a failed suspend or shutdown: start the VM again unless it still runs. A VM under
+    HA is asked to start in any case: HA may still be on its way to stop it."""
+    try:
+        if view.vm.get('hastate') or not pve_vm_running(ctx.pve, view.vm):
+            pve_vm_power(ctx.pve, view.vm, 'start')
+    except Failure as exc:
+        raise Failure(f'{cause}; and starting the VM again failed: {exc}') from exc
+
+
+class VmWindow:
+    """One VM's pause or freeze, owned whole like a lock. Entering suspends, shuts down or
+    freezes the VM as `mode` asks — if it runs now: its owner may have stopped it since the run
+    began, and a paused VM (an I/O error, say) is left paused — and holds off stop signals.
+    Leaving always starts or thaws it again, unless `leave_down` said why a started VM would be
+    harmed, and keeps what went wrong in doing so in `problems`. `status` is the VM's status
+    if just read."""
+
+    def __init__(self, ctx, view, mode, status=None):
+        self.ctx, self.view, self.mode, self.status = ctx, view, mode, status
+        self.acting = False     # the VM is paused or frozen by this window
+        self.problems = []      # a guest not thawed, a VM not started again: Failures
+        self.late = None        # why a freeze ended before the work: the snapshot is not consistent
+        self.down_because = None
+        self._held = contextlib.ExitStack()
+        self._since = None
+
+    def __enter__(self):
+        ctx, view, vmid, mode = self.ctx, self.view, self.view.vmid, self.mode
+        status = self.status or (pve_vm_status(ctx.pve, view.vm) if mode else view.vm)
+        running = status.get('status') == 'running'
+        qmpstatus = status.get('qmpstatus', 'running')
+        if running and mode and qmpstatus != 'running':
+            log.warning('VM %s is %s, not running: cloned as it is and left %s (-%s acts only on a running VM)',
+                        vmid, qmpstatus, qmpstatus, mode)
+            return self
+        if running and not mode:
+            log.warning('VM %s is running: its disks are cloned while it writes to them (crash-consistent); '
+                        'use -suspend, -shutdown or -freeze for a consistent snapshot', vmid)
+        if not running or not mode:
+            return self
+        if mode == 'freeze':
+            check_freezable(ctx, view)
+        if mode == 'suspend' and view.vm.get('hastate'):
+            raise Failure(f'VM {vmid} is managed by HA, and PVE does not suspend such a VM to disk: use -shutdown '
+                          'or -freeze')
+        self._held.enter_context(STOP.held())
+        try:
+            self._pause()
+        except BaseException:
+            self._held.close()
+            raise
+        self.acting, self._since = True, time.monotonic()
+        return self
+
+    def _pause(self):
+        ctx, view = self.ctx, self.view
+        if self.mode == 'freeze':
+            try:
+                pve_agent(ctx.pve, view.vm, 'fsfreeze-freeze')
+            except Failure as exc:
+                # A freeze that failed half-way may have frozen some file systems: thaw anyway.
+                raise together(exc, thaw(ctx, view)) from exc
+            return
+        log.info('VM %s: %s', view.vmid, 'suspending to disk' if self.mode == 'suspend' else 'shutting down')
+        try:
+            pve_vm_power(ctx.pve, view.vm, self.mode, **({'todisk': 1} if self.mode == 'suspend' else {}))
+        except Failure as exc:
+            ensure_running(ctx, view, exc)
+            raise
+
+    def run(self, function, *args):
+        """function(*args) inside the window. A freeze lasts at most freeze_timeout: then the
+        guest is thawed, `late` says why the result is not consistent, and the run waits on."""
+        if not (self.acting and self.mode == 'freeze'):
+            return function(*args)
+        bound = self.ctx.config.timeouts.freeze
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(function, *args)
+            try:
+                return future.result(timeout=bound)
+            except concurrent.futures.TimeoutError:
+                self.late = f'the clones outlasted the freeze bound of {bound:g} s (freeze_timeout): not consistent'
+                self._resume()
+                return future.result()
+
+    def leave_down(self, why):
+        """Do not start the VM again when the window closes."""
+        self.down_because = why
+
+    def _resume(self):
+        if not self.acting:
+            return
+        self.acting = False
+        view, held = self.view, time.monotonic() - self._since
+        if self.mode == 'freeze':
+            problem = thaw(self.ctx, view)
+        elif self.down_because:
+            problem = None
+            log.warning('VM %s stays stopped: %s', view.vmid, self.down_because)
+        else:
+            problem = start_again(self.ctx, view, held)
+        if problem:
+            self.problems.append(problem)
+        log.info('VM %s was %s for %.2f s', view.vmid, 'frozen' if self.mode == 'freeze' else 'paused', held)
+
+    def __exit__(self, kind, exc, traceback):
+        try:
+            self._resume()
+        finally:
+            self._held.close()
+        if exc is not None and self.problems:
+            if isinstance(exc, Failure):
+                raise together(exc, *self.problems) from exc
+            for problem in self.problems:
+                log.error('%s', problem)    # a stop on its way out must not hide this
+        return False
+
+
+def start_again(ctx, view, paused_for):
+    """Start a VM paused for the clones. Returns None, or the Failure that says plainly that
+    it is stopped (for the caller to report together with whatever else went wrong)."""
+    try:
+        pve_vm_power(ctx.pve, view.vm, 'start')
+    except Failure as exc:
+        return Failure(f'VM {view.vmid} could not be started again after {paused_for:.1f} s and '
+                       f'is stopped: start it by hand ({exc})')
+    return None
 
 
 # -- VM snapshots
@@ -1403,140 +1683,35 @@ def find_set(view, sets, stamp):
     return sets[stamp]
 
 
-def check_freezable(ctx, view):
-    """-freeze needs the guest agent configured and answering: checked before any freeze."""
-    if not agent_enabled(view.config.get('agent')):
-        raise Failure(f'VM {view.vmid}: no QEMU guest agent configured (set agent: 1); -freeze needs one')
-    try:
-        pve_agent(ctx.pve, view.vm, 'ping', safe=True)
-    except ProxmoxError as exc:
-        raise Failure(f'VM {view.vmid}: the QEMU guest agent does not answer, nothing frozen: {exc}') from exc
-
-
-def clone_frozen(ctx, view, clones):
-    """fsfreeze, clone, thaw: thawed in every case, and at the latest after the freeze bound.
-    Returns (done, failed, why the snapshot is not consistent or None, the thaw's Failure or None)."""
-    bound = ctx.config.timeouts.freeze
-    try:
-        pve_agent(ctx.pve, view.vm, 'fsfreeze-freeze')
-    except Failure as exc:
-        # A freeze that failed half-way may have frozen some file systems: thaw anyway.
-        unthawed = thaw(ctx, view)
-        raise together(exc, unthawed) from exc
-    outcome = late = None
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        try:
-            future = pool.submit(clone_each, ctx, clones)
-            try:
-                outcome = future.result(timeout=bound)
-            except concurrent.futures.TimeoutError:
-                late = f'the clones outlasted the freeze bound of {bound:g} s (freeze_timeout): not consistent'
-        finally:
-            unthawed = thaw(ctx, view)
-            if unthawed and outcome is None and late is None:
-                log.error('%s', unthawed)   # an interrupt on its way out must not hide this
-    if late:
-        outcome = future.result()
-    return (*outcome, late, unthawed)
-
-
-def thaw(ctx, view):
-    """fsfreeze-thaw. Returns None, or a Failure that says what to run by hand."""
-    try:
-        pve_agent(ctx.pve, view.vm, 'fsfreeze-thaw')
-    except Failure as exc:
-        return Failure(f'the guest of VM {view.vmid} could not be thawed and may still be frozen: run '
-                       f'"qm guest cmd {view.vmid} fsfreeze-thaw" ({exc})')
-    log.info('VM %s: guest thawed', view.vmid)
-    return None
-
-
-def ensure_running(ctx, view, cause):
-    """After a failed suspend or shutdown: start the VM again unless it still runs. A VM under
-    HA is asked to start in any case: HA may still be on its way to stop it."""
-    try:
-        if view.vm.get('hastate') or not pve_vm_running(ctx.pve, view.vm):
-            pve_vm_power(ctx.pve, view.vm, 'start')
-    except Failure as exc:
-        raise Failure(f'{cause}; and starting the VM again failed: {exc}') from exc
-
-
 def snapshot_vm(ctx, view, mode, stamp):
     """The clones of vm create for one gathered VM: pause as asked, clone every disk, resume.
     Returns the clones and what went wrong once they were made (a guest not thawed, a VM
-    not started again: Failures for the caller to report); if a clone fails, the clones
-    already made are removed and the Failure names the disks."""
+    not started again: Failures for the caller to report); if a clone is not made, the
+    clones made are removed and the Failure names the disks."""
     vmid = view.vmid
     for disk, reason in view.skipped:
         log.warning('VM %s: skipping disk %s (%s): %s', vmid, disk.key, disk.volid, reason)
     if not view.disks:
         raise Failure(f'VM {vmid} has no disk on an ONTAP storage of {ctx.config.path}')
     clones = [(disk.storage, disk.path, set_file_path(disk.path, stamp)) for disk in view.disks]
-    done, failed, late, afterwards = clone_in_window(ctx, view, mode, clones)
-    if failed or late:
-        key = {disk.path: disk.key for disk in view.disks}
-        reasons = [f'{key[source]} ({exc})' for (_, source, _), exc in failed] + ([late] if late else [])
-        raise together(Failure(f'VM {vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; '
-                               f'{remove_clones(ctx, done)}'
-                               + (f' ({", ".join(key[source] for _, source, _ in done)})' if done else '')),
-                       *afterwards)
-    return clones, afterwards
+    with VmWindow(ctx, view, mode) as window:
+        outcomes = window.run(clone_each, ctx, clones)
+    if window.late or any(outcome.state != 'done' for outcome in outcomes):
+        raise together(undo_snapshot(ctx, view, stamp, outcomes, window.late), *window.problems)
+    return clones, window.problems
 
 
-def clone_in_window(ctx, view, mode, clones):
-    """Pause the VM as `mode` asks (if it runs now: its owner may have stopped it since the
-    run began), clone, resume or thaw. Returns (done, failed, why not consistent or None,
-    [the thaw's or the start's Failure])."""
-    vmid = view.vmid
-    running = pve_vm_running(ctx.pve, view.vm) if mode else view.vm.get('status') == 'running'
-    if running and not mode:
-        log.warning('VM %s is running: its disks are cloned while it writes to them (crash-consistent); '
-                    'use -suspend, -shutdown or -freeze for a consistent snapshot', vmid)
-    if running and mode == 'freeze':
-        check_freezable(ctx, view)
-    paused = running and mode in ('suspend', 'shutdown')
-    if paused and mode == 'suspend' and view.vm.get('hastate'):
-        raise Failure(f'VM {vmid} is managed by HA, and PVE does not suspend such a VM to disk: use -shutdown '
-                      'or -freeze')
-    if paused:
-        log.info('VM %s: %s', vmid, 'suspending to disk' if mode == 'suspend' else 'shutting down')
-        try:
-            pve_vm_power(ctx.pve, view.vm, mode, **({'todisk': 1} if mode == 'suspend' else {}))
-        except Failure as exc:
-            ensure_running(ctx, view, exc)
-            raise
-    window = time.monotonic()
-    outcome = failure = not_started = None
-    try:
-        if running and mode == 'freeze':
-            outcome = clone_frozen(ctx, view, clones)
-        else:
-            outcome = (*clone_each(ctx, clones), None, None)
-    except Failure as exc:
-        failure = exc
-    finally:
-        if paused:
-            not_started = start_again(ctx, view, window)
-            if not_started and outcome is None and failure is None:
-                log.error('%s', not_started)    # an interrupt on its way out must not hide this
-        if running and mode:
-            log.info('VM %s was %s for %.2f s', vmid, 'frozen' if mode == 'freeze' else 'paused',
-                     time.monotonic() - window)
-    if failure:
-        raise together(failure, not_started) from failure
-    done, failed, late, unthawed = outcome
-    return done, failed, late, [problem for problem in (unthawed, not_started) if problem]
-
-
-def start_again(ctx, view, window):
-    """Start a VM paused for the clones. Returns None, or the Failure that says plainly that
-    it is stopped (for the caller to report together with whatever else went wrong)."""
-    try:
-        pve_vm_power(ctx.pve, view.vm, 'start')
-    except Failure as exc:
-        return Failure(f'VM {view.vmid} could not be started again after {time.monotonic() - window:.1f} s and '
-                       f'is stopped: start it by hand ({exc})')
-    return None
+def undo_snapshot(ctx, view, stamp, outcomes, late):
+    """The Failure of a snapshot not made whole, once its clones of unknown outcome have been
+    followed until they ended: every clone made is removed, one that may still be made is named."""
+    key = {disk.path: disk.key for disk in view.disks}
+    reasons = [f'{key[source]} ({outcome.error})' for outcome in outcomes if outcome.error
+               for _, source, _ in [outcome.item]] + ([late] if late else [])
+    settled = settle_clones(ctx, outcomes)
+    made = items_in(settled, 'done')
+    removed = remove_clones(ctx, made) + (f' ({", ".join(key[source] for _, source, _ in made)})' if made else '')
+    return Failure(f'VM {view.vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {removed}'
+                   f'{clones_still_pending(settled)}')
 
 
 def register_clones(ctx, view, clones):
@@ -1573,10 +1748,10 @@ def delete_set(ctx, view, files):
                   if re.fullmatch(r'unused\d+', key) and parse_volume(value) and parse_volume(value)[1] in volids]
     if registered:
         pve_set_vm_config(ctx.pve, view.vm, "remove the snapshot's unused disks", delete=','.join(registered))
-    _, failed = delete_files(ctx, [(f.storage, f.path) for f in files])
-    if failed:
+    left = [outcome for outcome in delete_files(ctx, [(f.storage, f.path) for f in files]) if outcome.error]
+    if left:
         raise Failure(f'VM {view.vmid}: snapshot {files[0].stamp}: could not delete '
-                      f'{"; ".join(f"{path} ({exc})" for (_, path), exc in failed)}')
+                      f'{"; ".join(f"{outcome.item[1]} ({outcome.error})" for outcome in left)}')
 
 
 def prune_vm_sets(ctx, view, keep, made):
@@ -1712,28 +1887,50 @@ def restore_sources(ctx, view, sets, args):
     return sources, origin, missing
 
 
-def restore_disks(ctx, view, sources, undo_stamp):
-    """Clone the live disks to a pre-restore set, then each source over its live disk.
-    All or nothing: on any failure the overwritten disks are put back."""
+def restore_disks(ctx, view, sources, undo_stamp, window):
+    """Clone the live disks to a pre-restore snapshot, then each source over its live disk.
+    All or nothing: on a failure the disks overwritten are put back. An overwrite whose
+    outcome stays unknown leaves all as it is: the pre-restore snapshot kept, the VM down."""
     vmid = view.vmid
     undo = [(disk.storage, disk.path, set_file_path(disk.path, undo_stamp, 'prerestore')) for disk, _ in sources]
-    saved, failed = clone_each(ctx, undo)
-    if failed:
+    saved = settle_clones(ctx, clone_each(ctx, undo))
+    if any(outcome.state != 'done' for outcome in saved):
+        # Only copies of the live disks were asked for: the VM may start whatever they became.
         raise Failure(f'VM {vmid}: nothing restored, the pre-restore copy failed: '
-                      f'{"; ".join(str(exc) for _, exc in failed)}; {remove_clones(ctx, saved)}')
+                      f'{"; ".join(str(outcome.error) for outcome in saved if outcome.error)}; '
+                      f'{remove_clones(ctx, items_in(saved, "done"))}{clones_still_pending(saved)}')
     log.info('VM %s: current disks saved as pre-restore snapshot %s', vmid, undo_stamp)
-    done, failed = clone_each(ctx, [(disk.storage, source, disk.path) for disk, source in sources],
-                              overwrite=True)
-    if not failed:
+    key = {disk.path: disk.key for disk, _ in sources}
+    overwrites = settle_clones(ctx, clone_each(ctx, [(disk.storage, source, disk.path) for disk, source in sources],
+                                               overwrite=True), overwrite=True)
+    if all(outcome.state == 'done' for outcome in overwrites):
         return
-    reason = '; '.join(f'{path} ({exc})' for (_, _, path), exc in failed)
-    back = [(storage, set_file_path(path, undo_stamp, 'prerestore'), path) for storage, _, path in done]
-    _, unrestored = clone_each(ctx, back, overwrite=True)
-    if unrestored:
-        raise Failure(f'VM {vmid}: restore failed ({reason}) and putting back '
-                      f'{", ".join(item[2] for item, _ in unrestored)} failed too: '
-                      f'their previous content is in pre-restore snapshot {undo_stamp}')
+    stopped = 'VM left stopped' if window.acting else f'do not start VM {vmid}'
+    if any(outcome.state == 'unknown' for outcome in overwrites):
+        window.leave_down('a restore of its disks may still be under way')
+        raise Failure(f'VM {vmid}: restore not finished: {restore_state(overwrites, key)}; {stopped} and '
+                      f'pre-restore snapshot {undo_stamp} kept: once ONTAP has ended the job(s), start the VM if '
+                      f'its disks are right, or put them back with vm restore -vm {vmid} -snapshot {undo_stamp}')
+    reason = '; '.join(f'{key[path]} ({outcome.error})' for outcome in overwrites if outcome.error
+                       for _, _, path in [outcome.item])
+    back = [(storage, set_file_path(path, undo_stamp, 'prerestore'), path)
+            for storage, _, path in items_in(overwrites, 'done')]
+    put_back = settle_clones(ctx, clone_each(ctx, back, overwrite=True), overwrite=True)
+    if any(outcome.state != 'done' for outcome in put_back):
+        window.leave_down('its disks are neither all restored nor all as they were')
+        unrestored = ', '.join(key[path] for outcome in put_back if outcome.error for _, _, path in [outcome.item])
+        raise Failure(f'VM {vmid}: restore failed ({reason}) and putting back {unrestored} failed too: their '
+                      f'previous content is in pre-restore snapshot {undo_stamp}; {stopped}: put them back with '
+                      f'vm restore -vm {vmid} -snapshot {undo_stamp}{clones_still_pending(put_back)}')
     raise Failure(f'VM {vmid}: restore failed, every disk is as it was ({remove_clones(ctx, undo)}): {reason}')
+
+
+def restore_state(overwrites, key):
+    """Which disks a restore overwrote, which it did not, and which ONTAP may still overwrite."""
+    parts = [f'{key[outcome.item[2]]} {phrase}' for outcome, phrase in
+             ((outcome, {'done': 'restored', 'failed': f'not restored ({outcome.error})',
+                         'unknown': 'unknown'}[outcome.state]) for outcome in overwrites)]
+    return ', '.join(parts) + f' ({pending_jobs(overwrites)})'
 
 
 def check_restorable(vmid, status, shutdown):
@@ -1745,6 +1942,9 @@ def check_restorable(vmid, status, shutdown):
                       'start it and shut it down first')
     if lock:
         raise Failure(f'VM {vmid} is locked ({lock}): try again when that is done')
+    if status.get('status') == 'running' and status.get('qmpstatus', 'running') != 'running':
+        raise Failure(f'VM {vmid} is {status["qmpstatus"]}, not running, and the tool never resumes such a VM: '
+                      'resume or stop it first')
     if status.get('status') == 'running' and not shutdown:
         raise Failure(f'VM {vmid} is running: shut it down first, or add -shutdown')
 
@@ -1764,26 +1964,11 @@ def cmd_vm_restore(ctx, args):
         running = status.get('status') == 'running'
         undo_stamp = new_stamp(locks, f'vm{view.vmid}', sets)
         with STOP.held():
-            if running:
-                log.info('VM %s: shutting down', view.vmid)
-                try:
-                    pve_vm_power(ctx.pve, view.vm, 'shutdown')
-                except Failure as exc:
-                    ensure_running(ctx, view, exc)
-                    raise
-            window = time.monotonic()
-            failure = not_started = None
-            try:
-                restore_disks(ctx, view, sources, undo_stamp)
-            except Failure as exc:
-                failure = exc
-            finally:
-                if running:
-                    not_started = start_again(ctx, view, window)
-            if failure:
-                raise together(failure, not_started) from failure
-            if not_started:
-                raise Failure(f'VM {view.vmid}: disks {disks} restored from {origin}, but {not_started}')
+            with VmWindow(ctx, view, 'shutdown' if running else None, status) as window:
+                restore_disks(ctx, view, sources, undo_stamp, window)
+            if window.problems:
+                raise Failure(f'VM {view.vmid}: disks {disks} restored from {origin}, but '
+                              f'{together(*window.problems)}')
     log.info('VM %s: disks %s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, origin,
              undo_stamp)
     STOP.check(f'VM {view.vmid}: disks {disks} restored from {origin} first')
@@ -2266,7 +2451,7 @@ def main(argv=None):
     if args.dry_run and log.level == logging.INFO:
         log.setLevel(logging.WARNING)   # "... created" would be untrue: the would-lines say it all
     STOP.pending = None
-    previous = {signum: signal.signal(signum, STOP.handle) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {signum: signal.signal(signum, STOP.handle) for signum in STOP.SIGNALS}
     try:
         load_http_libraries()
         path = find_config(args.config)

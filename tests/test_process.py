@@ -220,7 +220,7 @@ def test_a_vm_started_while_the_admin_reads_the_question_is_not_restored(world):
     live = world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes()
 
     def start_vm_101():
-        world.pve.vm(101).status = 'running'
+        world.pve.vm(101).status = world.pve.vm(101).qmpstatus = 'running'
     code, err = answer_after_a_change([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'restore',
                                        '-vm', '101', '-snapshot', stamp], start_vm_101)
 
@@ -234,7 +234,7 @@ def test_a_guest_started_while_the_admin_reads_the_question_stops_a_storage_rest
     snapshots = sorted(world.vol1.snapshots)
 
     def start_vm_100():
-        world.pve.vm(100).status = 'running'
+        world.pve.vm(100).status = world.pve.vm(100).qmpstatus = 'running'
     code, err = answer_after_a_change([sys.executable, str(SCRIPT), '-config', str(world.config), 'storage',
                                        'restore', '-storage', 'ONTAP01', '-snapshot',
                                        'proxmox_snapshot_2024-03-13_14:42:47+0000'], start_vm_100)
@@ -262,7 +262,7 @@ def test_sigterm_in_the_window_still_says_that_the_vm_could_not_be_started(world
 def test_sigterm_during_a_restore_lets_it_finish_and_says_so(world):
     stamp = '2024-03-12_10:00:00+0000'
     world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').write_bytes(b'then' * 2048)
-    world.pve.vm(101).status = 'running'
+    world.pve.vm(101).status = world.pve.vm(101).qmpstatus = 'running'
     world.a.slow_job('POST', '/api/storage/file/clone', 1, times=None)
     process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'restore', '-vm',
                                 '101', '-snapshot', stamp, '-shutdown', '-yes'], stdout=subprocess.PIPE,

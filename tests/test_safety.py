@@ -508,7 +508,7 @@ def test_a_failed_clone_and_a_failed_start_are_both_reported_and_the_clones_remo
 def test_a_restore_whose_start_fails_says_the_disks_are_restored_and_the_vm_stopped(world):
     stamp = '2024-03-12_10:00:00+0000'
     world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').write_bytes(b'then' * 2048)
-    world.pve.vm(101).status = 'running'
+    world.pve.vm(101).status = world.pve.vm(101).qmpstatus = 'running'
     world.pve.vm(101).start_error = 'kvm: Permission denied'
 
     result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-shutdown', '-yes')
@@ -527,7 +527,7 @@ def test_a_failed_restore_and_a_failed_start_are_both_reported_and_the_disks_put
     live = world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes()
     world.a.fail_job('POST', '/api/storage/file/clone', code=13565952, message='Clone start failed.',
                      match={'destination_path': 'images/101/vm-101-disk-0.raw'})
-    world.pve.vm(101).status = 'running'
+    world.pve.vm(101).status = world.pve.vm(101).qmpstatus = 'running'
     world.pve.vm(101).start_error = 'kvm: Permission denied'
 
     result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-shutdown', '-yes')

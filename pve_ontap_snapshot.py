@@ -1056,6 +1056,12 @@ def match_set_to_disks(disks, files):
     return pairs, [d for d in disks if (d.storage, d.file) not in by_source], [f for f in files if f not in paired]
 
 
+def missing_disks(disks, files):
+    """The disks a set holds no clone of. A set that lacks any is incomplete: a partial run,
+    a disk restored or added since. Files whose disk is gone from the VM do not count."""
+    return match_set_to_disks(disks, files)[1]
+
+
 def attached_set_files(config, files):
     """{path: disk key} of the set files a VM config uses as disks (not as unusedN)."""
     disks = {(disk.storage, disk.path): disk.key for disk in vm_disks(config) if disk.path}
@@ -1666,17 +1672,22 @@ def cmd_vm_create(ctx, args):
 
 def cmd_vm_list(ctx, args):
     view = gather_vm(ctx, args.vm)
-    disk_keys = {(d.storage, d.file): d.key for d in vm_disks(view.config) if d.path}
     sets = []
     for stamp, files in gather_sets(ctx, view).items():
+        pairs, missing, _ = match_set_to_disks(view.disks, files)
+        disk_keys = {file.path: disk.key for disk, file in pairs}
         sets.append({
             'stamp': stamp, 'kind': SET_KINDS[files[0].kind], 'size': sum(f.size for f in files),
-            'files': [{'storage': f.storage, 'path': f.path, 'size': f.size,
-                       'disk': disk_keys.get((f.storage, f.source_file))} for f in files]})
+            'complete': not missing, 'missing': [d.key for d in missing],
+            'files': [{'storage': f.storage, 'path': f.path, 'size': f.size, 'disk': disk_keys.get(f.path)}
+                      for f in files]})
+    # STATE comes last, so that scripts reading the first four columns keep working
     rows = [{'stamp': s['stamp'], 'kind': s['kind'], 'size': human_size(s['size']),
-             'disks': ','.join(f['disk'] or f['path'].rsplit('/', 1)[1] for f in s['files'])} for s in sets]
-    ctx.emit(sets, format_table([('SNAPSHOT', 'stamp'), ('KIND', 'kind'), ('SIZE', 'size'), ('DISKS', 'disks')],
-                                rows))
+             'disks': ','.join(f['disk'] or f['path'].rsplit('/', 1)[1] for f in s['files']),
+             'state': f'incomplete (lacks {",".join(s["missing"])})' if s['missing'] else 'complete'}
+            for s in sets]
+    ctx.emit(sets, format_table([('SNAPSHOT', 'stamp'), ('KIND', 'kind'), ('SIZE', 'size'), ('DISKS', 'disks'),
+                                 ('STATE', 'state')], rows))
 
 
 def cmd_vm_delete(ctx, args):

@@ -38,6 +38,11 @@ def sets_of(world, vmid):
     return json.loads(result.out)
 
 
+def table_rows(text):
+    """The cells of each row of a text table below its header (cells are apart by 2+ spaces)."""
+    return [re.split(r' {2,}', line) for line in text.splitlines()[1:]]
+
+
 # -- list and delete
 
 def test_list_shows_every_set_across_both_clusters_with_pre_restore_marked(world):
@@ -49,15 +54,45 @@ def test_list_shows_every_set_across_both_clusters_with_pre_restore_marked(world
 
     assert result.code == 0, result.err
     lines = result.out.splitlines()
-    assert lines[0].split() == ['SNAPSHOT', 'KIND', 'SIZE', 'DISKS']
-    assert lines[1].split()[:2] == [OLDER, 'snapshot']
-    assert lines[1].split()[-1] == 'ide0,scsi0,efidisk0,tpmstate0,sata0,virtio0'
-    assert lines[2].split()[:2] == [OLD, 'pre-restore']
+    assert lines[0].split() == ['SNAPSHOT', 'KIND', 'SIZE', 'DISKS', 'STATE']
+    assert table_rows(result.out) == [
+        [OLDER, 'snapshot', '48.0 KiB', 'ide0,scsi0,efidisk0,tpmstate0,sata0,virtio0', 'complete'],
+        [OLD, 'pre-restore', '16.0 KiB', 'ide0,sata0', 'incomplete (lacks efidisk0,scsi0,tpmstate0,virtio0)']]
     data = sets_of(world, 100)
     assert [(s['stamp'], s['kind'], len(s['files'])) for s in data] == [(OLDER, 'snapshot', 6),
                                                                        (OLD, 'pre-restore', 2)]
     assert data[0]['size'] == 6 * 8192
     assert {f['storage'] for f in data[0]['files']} == {'ONTAP01', 'ONTAP02'}
+
+
+def test_list_marks_a_set_that_lacks_disks_as_incomplete_but_not_one_with_files_of_a_removed_disk(world):
+    sources = vm100_sources(world)
+    make_set(world, 100, OLDER, sources + [(world.vol1, 'vm-100-disk-9.raw')])   # disk-9 was deleted since
+    make_set(world, 100, OLD, [(vol, name) for vol, name in sources if vol is world.vol1])   # a partial run
+
+    result = world.run('vm', 'list', '-vm', 100)
+
+    assert result.code == 0, result.err
+    older, old = table_rows(result.out)
+    assert older == [OLDER, 'snapshot', '56.0 KiB',
+                     f'ide0,scsi0,efidisk0,tpmstate0,vm-100-disk-9-snapshot-{OLDER}.raw,sata0,virtio0', 'complete']
+    assert old == [OLD, 'snapshot', '32.0 KiB', 'ide0,scsi0,efidisk0,tpmstate0', 'incomplete (lacks sata0,virtio0)']
+    data = sets_of(world, 100)
+    assert [(s['stamp'], s['complete'], s['missing']) for s in data] == [(OLDER, True, []),
+                                                                       (OLD, False, ['sata0', 'virtio0'])]
+    assert [f['disk'] for f in data[0]['files'] if 'disk-9' in f['path']] == [None]
+
+
+def test_list_marks_a_set_made_before_a_disk_was_added_as_incomplete(world):
+    make_set(world, 101, OLD, [(world.vol1, VM101_DISK)])
+    write_disk(world.vol1, 101, 'vm-101-disk-1.raw')
+    world.pve.vm(101).config['scsi1'] = 'ONTAP01:101/vm-101-disk-1.raw,size=1G'
+
+    result = world.run('vm', 'list', '-vm', 101)
+
+    assert result.code == 0, result.err
+    assert table_rows(result.out) == [[OLD, 'snapshot', '8.0 KiB', 'scsi0', 'incomplete (lacks scsi1)']]
+    assert [(s['complete'], s['missing']) for s in sets_of(world, 101)] == [(False, ['scsi1'])]
 
 
 def test_list_of_a_vm_without_snapshots_is_empty(world):

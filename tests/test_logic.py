@@ -143,6 +143,29 @@ def test_a_set_lacking_a_current_disk_is_incomplete_and_files_of_removed_disks_d
     assert [d.key for d in tool.missing_disks(TWO_DISKS, vm_set(1, holds))] == missing
 
 
+@pytest.mark.parametrize('sets, keep, made, deleted', [
+    # every set complete: the newest N stay, as always
+    ({1: 'full', 2: 'full', 3: 'full'}, 2, 4, [1, 2]),
+    # an incomplete set is not counted among the N ...
+    ({1: 'full', 2: 'part', 3: 'full'}, 2, 4, [1, 2]),
+    # ... and stays while it is newer than the oldest complete set kept
+    ({1: 'full', 2: 'full', 3: 'part'}, 2, 4, [1]),
+    ({1: 'part', 2: 'full', 3: 'part', 4: 'full', 5: 'part'}, 2, 6, [1, 2, 3]),
+    # fewer than N complete sets: nothing goes, incomplete or not
+    ({1: 'part', 2: 'part'}, 2, 3, []),
+    ({1: 'part', 2: 'full'}, 2, 3, [1]),
+    # files of a removed disk leave a set complete; only such files make it incomplete
+    ({1: 'full', 2: 'full+gone', 3: 'part'}, 2, 4, [1]),
+    ({1: 'full', 2: 'gone'}, 2, 3, []),
+    # this run's set counts as complete and is never deleted, also behind a clock ahead
+    ({1: 'full', 2: 'part'}, 1, 2, [1]),
+    ({1: 'full', 9: 'full'}, 1, 5, [1]),
+])
+def test_keep_counts_only_complete_sets_and_never_deletes_one_newer_than_a_kept_one(sets, keep, made, deleted):
+    files = {day_stamp(day): vm_set(day, holds) for day, holds in sets.items()}
+    assert tool.sets_to_prune(files, TWO_DISKS, keep, day_stamp(made)) == [day_stamp(day) for day in deleted]
+
+
 def test_set_files_attached_as_disks_are_found_but_unused_ones_are_not():
     stamp = '2024-03-13_00:00:00+0000'
     attached, unused, elsewhere = (set_file('A', 'vm-100-disk-0.raw', stamp), set_file('A', 'vm-100-disk-1.raw', stamp),

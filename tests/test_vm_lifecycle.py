@@ -495,6 +495,30 @@ def test_keep_leaves_exactly_n_sets_and_never_a_pre_restore_set(world):
     assert f'snapshot {OLDEST} deleted (-keep 2)' in result.err
 
 
+def test_keep_counts_only_complete_sets_and_keeps_incomplete_ones_newer_than_the_oldest_kept(world):
+    sources = vm100_sources(world)
+    on_one_cluster = [(vol, name) for vol, name in sources if vol is world.vol1]   # lacks sata0, virtio0
+    day = '2024-03-{}_10:00:00+0000'.format
+    make_set(world, 100, day('09'), sources[:2], kind='prerestore')
+    make_set(world, 100, day(10), on_one_cluster)
+    make_set(world, 100, day(11), sources)
+    make_set(world, 100, day(12), on_one_cluster)
+    make_set(world, 100, day(13), sources)
+    make_set(world, 100, day(14), on_one_cluster)
+
+    result = world.run('vm', 'create', '-vm', 100, '-keep', 2, '-no-register')
+
+    assert result.code == 0, result.err
+    (made,) = [s['stamp'] for s in sets_of(world, 100) if s['stamp'] > day(14)]
+    # the newest 2 complete sets are this run's and the 13th's; the 14th is newer than that: it stays
+    for vol, stamps in ((world.vol1, [day('09'), day(13), day(14), made]), (world.vol2, [day('09'), day(13), made])):
+        assert sorted({name.split('-snapshot-')[-1].split('-prerestore-')[-1].rsplit('.', 1)[0]
+                       for name in world.files(vol, 100) if '-snapshot-' in name or '-prerestore-' in name}) == stamps
+    assert len(world.files(world.vol1, 100)) == 5 + 1 + 3 * 4   # 4 disks and unused0, 1 pre-restore file, 3 sets
+    assert f'incomplete (lacks sata0,virtio0) snapshot {day(10)} deleted (-keep 2)' in result.err
+    assert f'VM 100: snapshot {day(11)} deleted (-keep 2)' in result.err
+
+
 def test_storage_keep_never_deletes_a_busy_snapshot(world):
     names = [f'proxmox_snapshot_2024-03-1{day}_10:00:00+0000' for day in (1, 2, 3)]
     for day, name in zip((1, 2, 3), names):

@@ -1145,6 +1145,29 @@ def match_set_to_disks(disks, files):
     return pairs, [d for d in disks if (d.storage, d.file) not in by_source], [f for f in files if f not in paired]
 
 
+def missing_disks(disks, files):
+    """The disks a set holds no clone of. A set that lacks any is incomplete (a partial run,
+    a storage restore or a disk added since); files whose disk is gone from the VM do not count."""
+    return match_set_to_disks(disks, files)[1]
+
+
+def sets_to_prune(sets, disks, keep, made):
+    """The stamps -keep N deletes of the snapshot sets {stamp: files} of a VM with `disks`.
+
+    Only complete sets count among the N: `made`, this run's set, counts as complete (it
+    holds every disk, or a dry run did not make it) and is never deleted. Every set older
+    than the oldest of those N goes, incomplete ones included; every newer one stays, so an
+    incomplete set is never deleted while it is newer than a kept undo point. With fewer than
+    N complete sets nothing goes. So this deletes no set the newest-N rule would have kept.
+    """
+    complete = sorted({stamp for stamp, files in sets.items() if not missing_disks(disks, files)} | {made})
+    if len(complete) < keep:
+        return []
+    oldest_kept = complete[-keep]
+    # a set of a clock ahead of this one's may sort after `made`, leaving `made` out of the N
+    return [stamp for stamp in sorted(sets) if stamp < oldest_kept and stamp != made]
+
+
 def attached_set_files(config, files):
     """{path: disk key} of the set files a VM config uses as disks (not as unusedN)."""
     disks = {(disk.storage, disk.path): disk.key for disk in vm_disks(config) if disk.path}
@@ -1755,19 +1778,19 @@ def delete_set(ctx, view, files):
 
 
 def prune_vm_sets(ctx, view, keep, made):
-    """-keep N: delete the oldest snapshot sets beyond the newest N (never pre-restore sets).
-    `made` is the new set's stamp, counted even where a dry run did not make it."""
+    """-keep N: delete the snapshot sets older than the newest N complete ones (see
+    sets_to_prune), never a pre-restore set. `made` is the new set's stamp."""
     sets = {stamp: files for stamp, files in gather_sets(ctx, view).items()
             if all(f.kind == 'snapshot' for f in files)}
-    for stamp in expired(sorted(set(sets) | {made}), keep):
-        if stamp == made:   # a set of a clock ahead of this one's may sort after it: keep it anyway
-            continue
+    for stamp in sets_to_prune(sets, view.disks, keep, made):
         try:
             delete_set(ctx, view, sets[stamp])
         except InUse as exc:
             log.warning('%s; kept beyond -keep %d', exc, keep)
             continue
-        log.info('VM %s: snapshot %s deleted (-keep %d)', view.vmid, stamp, keep)
+        missing = missing_disks(view.disks, sets[stamp])
+        lacks = f'incomplete (lacks {",".join(d.key for d in missing)}) ' if missing else ''
+        log.info('VM %s: %ssnapshot %s deleted (-keep %d)', view.vmid, lacks, stamp, keep)
 
 
 def vms_to_snapshot(ctx, args, vms):
@@ -1841,17 +1864,22 @@ def cmd_vm_create(ctx, args):
 
 def cmd_vm_list(ctx, args):
     view = gather_vm(ctx, args.vm)
-    disk_keys = {(d.storage, d.file): d.key for d in vm_disks(view.config) if d.path}
     sets = []
     for stamp, files in gather_sets(ctx, view).items():
+        pairs, missing, _ = match_set_to_disks(view.disks, files)
+        disk_keys = {file.path: disk.key for disk, file in pairs}
         sets.append({
             'stamp': stamp, 'kind': SET_KINDS[files[0].kind], 'size': sum(f.size for f in files),
-            'files': [{'storage': f.storage, 'path': f.path, 'size': f.size,
-                       'disk': disk_keys.get((f.storage, f.source_file))} for f in files]})
+            'complete': not missing, 'missing': [d.key for d in missing],
+            'files': [{'storage': f.storage, 'path': f.path, 'size': f.size, 'disk': disk_keys.get(f.path)}
+                      for f in files]})
+    # STATE comes last, so that scripts reading the first four columns keep working
     rows = [{'stamp': s['stamp'], 'kind': s['kind'], 'size': human_size(s['size']),
-             'disks': ','.join(f['disk'] or f['path'].rsplit('/', 1)[1] for f in s['files'])} for s in sets]
-    ctx.emit(sets, format_table([('SNAPSHOT', 'stamp'), ('KIND', 'kind'), ('SIZE', 'size'), ('DISKS', 'disks')],
-                                rows))
+             'disks': ','.join(f['disk'] or f['path'].rsplit('/', 1)[1] for f in s['files']),
+             'state': f'incomplete (lacks {",".join(s["missing"])})' if s['missing'] else 'complete'}
+            for s in sets]
+    ctx.emit(sets, format_table([('SNAPSHOT', 'stamp'), ('KIND', 'kind'), ('SIZE', 'size'), ('DISKS', 'disks'),
+                                 ('STATE', 'state')], rows))
 
 
 def cmd_vm_delete(ctx, args):

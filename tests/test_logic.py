@@ -120,6 +120,52 @@ def test_set_files_pair_with_the_disks_they_were_cloned_from():
     assert orphans == [other_storage, gone]
 
 
+TWO_DISKS = [tool.parse_disk('scsi0', 'A:100/vm-100-disk-0.raw'), tool.parse_disk('scsi1', 'A:100/vm-100-disk-1.raw')]
+# What a set holds of a VM with TWO_DISKS: (storage, source file) of each of its files.
+HOLDS = {'full': [('A', 'vm-100-disk-0.raw'), ('A', 'vm-100-disk-1.raw')],
+         'part': [('A', 'vm-100-disk-0.raw')],
+         'full+gone': [('A', 'vm-100-disk-0.raw'), ('A', 'vm-100-disk-1.raw'), ('A', 'vm-100-disk-9.raw')],
+         'gone': [('A', 'vm-100-disk-9.raw')],
+         'elsewhere': [('A', 'vm-100-disk-0.raw'), ('B', 'vm-100-disk-1.raw')]}
+
+
+def day_stamp(day):
+    return f'2024-03-{day:02d}_00:00:00+0000'
+
+
+def vm_set(day, holds):
+    return [set_file(storage, source, day_stamp(day)) for storage, source in HOLDS[holds]]
+
+
+@pytest.mark.parametrize('holds, missing', [
+    ('full', []), ('part', ['scsi1']), ('full+gone', []), ('gone', ['scsi0', 'scsi1']), ('elsewhere', ['scsi1'])])
+def test_a_set_lacking_a_current_disk_is_incomplete_and_files_of_removed_disks_do_not_matter(holds, missing):
+    assert [d.key for d in tool.missing_disks(TWO_DISKS, vm_set(1, holds))] == missing
+
+
+@pytest.mark.parametrize('sets, keep, made, deleted', [
+    # every set complete: the newest N stay, as always
+    ({1: 'full', 2: 'full', 3: 'full'}, 2, 4, [1, 2]),
+    # an incomplete set is not counted among the N ...
+    ({1: 'full', 2: 'part', 3: 'full'}, 2, 4, [1, 2]),
+    # ... and stays while it is newer than the oldest complete set kept
+    ({1: 'full', 2: 'full', 3: 'part'}, 2, 4, [1]),
+    ({1: 'part', 2: 'full', 3: 'part', 4: 'full', 5: 'part'}, 2, 6, [1, 2, 3]),
+    # fewer than N complete sets: nothing goes, incomplete or not
+    ({1: 'part', 2: 'part'}, 2, 3, []),
+    ({1: 'part', 2: 'full'}, 2, 3, [1]),
+    # files of a removed disk leave a set complete; only such files make it incomplete
+    ({1: 'full', 2: 'full+gone', 3: 'part'}, 2, 4, [1]),
+    ({1: 'full', 2: 'gone'}, 2, 3, []),
+    # this run's set counts as complete and is never deleted, also behind a clock ahead
+    ({1: 'full', 2: 'part'}, 1, 2, [1]),
+    ({1: 'full', 9: 'full'}, 1, 5, [1]),
+])
+def test_keep_counts_only_complete_sets_and_never_deletes_one_newer_than_a_kept_one(sets, keep, made, deleted):
+    files = {day_stamp(day): vm_set(day, holds) for day, holds in sets.items()}
+    assert tool.sets_to_prune(files, TWO_DISKS, keep, day_stamp(made)) == [day_stamp(day) for day in deleted]
+
+
 def test_set_files_attached_as_disks_are_found_but_unused_ones_are_not():
     stamp = '2024-03-13_00:00:00+0000'
     attached, unused, elsewhere = (set_file('A', 'vm-100-disk-0.raw', stamp), set_file('A', 'vm-100-disk-1.raw', stamp),

@@ -38,6 +38,11 @@ def sets_of(world, vmid):
     return json.loads(result.out)
 
 
+def table_rows(text):
+    """The cells of each row of a text table below its header (cells are apart by 2+ spaces)."""
+    return [re.split(r' {2,}', line) for line in text.splitlines()[1:]]
+
+
 # -- list and delete
 
 def test_list_shows_every_set_across_both_clusters_with_pre_restore_marked(world):
@@ -49,15 +54,45 @@ def test_list_shows_every_set_across_both_clusters_with_pre_restore_marked(world
 
     assert result.code == 0, result.err
     lines = result.out.splitlines()
-    assert lines[0].split() == ['SNAPSHOT', 'KIND', 'SIZE', 'DISKS']
-    assert lines[1].split()[:2] == [OLDER, 'snapshot']
-    assert lines[1].split()[-1] == 'ide0,scsi0,efidisk0,tpmstate0,sata0,virtio0'
-    assert lines[2].split()[:2] == [OLD, 'pre-restore']
+    assert lines[0].split() == ['SNAPSHOT', 'KIND', 'SIZE', 'DISKS', 'STATE']
+    assert table_rows(result.out) == [
+        [OLDER, 'snapshot', '48.0 KiB', 'ide0,scsi0,efidisk0,tpmstate0,sata0,virtio0', 'complete'],
+        [OLD, 'pre-restore', '16.0 KiB', 'ide0,sata0', 'incomplete (lacks efidisk0,scsi0,tpmstate0,virtio0)']]
     data = sets_of(world, 100)
     assert [(s['stamp'], s['kind'], len(s['files'])) for s in data] == [(OLDER, 'snapshot', 6),
                                                                        (OLD, 'pre-restore', 2)]
     assert data[0]['size'] == 6 * 8192
     assert {f['storage'] for f in data[0]['files']} == {'ONTAP01', 'ONTAP02'}
+
+
+def test_list_marks_a_set_that_lacks_disks_as_incomplete_but_not_one_with_files_of_a_removed_disk(world):
+    sources = vm100_sources(world)
+    make_set(world, 100, OLDER, sources + [(world.vol1, 'vm-100-disk-9.raw')])   # disk-9 was deleted since
+    make_set(world, 100, OLD, [(vol, name) for vol, name in sources if vol is world.vol1])   # a partial run
+
+    result = world.run('vm', 'list', '-vm', 100)
+
+    assert result.code == 0, result.err
+    older, old = table_rows(result.out)
+    assert older == [OLDER, 'snapshot', '56.0 KiB',
+                     f'ide0,scsi0,efidisk0,tpmstate0,vm-100-disk-9-snapshot-{OLDER}.raw,sata0,virtio0', 'complete']
+    assert old == [OLD, 'snapshot', '32.0 KiB', 'ide0,scsi0,efidisk0,tpmstate0', 'incomplete (lacks sata0,virtio0)']
+    data = sets_of(world, 100)
+    assert [(s['stamp'], s['complete'], s['missing']) for s in data] == [(OLDER, True, []),
+                                                                       (OLD, False, ['sata0', 'virtio0'])]
+    assert [f['disk'] for f in data[0]['files'] if 'disk-9' in f['path']] == [None]
+
+
+def test_list_marks_a_set_made_before_a_disk_was_added_as_incomplete(world):
+    make_set(world, 101, OLD, [(world.vol1, VM101_DISK)])
+    write_disk(world.vol1, 101, 'vm-101-disk-1.raw')
+    world.pve.vm(101).config['scsi1'] = 'ONTAP01:101/vm-101-disk-1.raw,size=1G'
+
+    result = world.run('vm', 'list', '-vm', 101)
+
+    assert result.code == 0, result.err
+    assert table_rows(result.out) == [[OLD, 'snapshot', '8.0 KiB', 'scsi0', 'incomplete (lacks scsi1)']]
+    assert [(s['complete'], s['missing']) for s in sets_of(world, 101)] == [(False, ['scsi1'])]
 
 
 def test_list_of_a_vm_without_snapshots_is_empty(world):
@@ -458,6 +493,30 @@ def test_keep_leaves_exactly_n_sets_and_never_a_pre_restore_set(world):
     assert [s['kind'] for s in sets] == ['snapshot', 'pre-restore', 'snapshot']
     assert sets[0]['stamp'] == OLDER
     assert f'snapshot {OLDEST} deleted (-keep 2)' in result.err
+
+
+def test_keep_counts_only_complete_sets_and_keeps_incomplete_ones_newer_than_the_oldest_kept(world):
+    sources = vm100_sources(world)
+    on_one_cluster = [(vol, name) for vol, name in sources if vol is world.vol1]   # lacks sata0, virtio0
+    day = '2024-03-{}_10:00:00+0000'.format
+    make_set(world, 100, day('09'), sources[:2], kind='prerestore')
+    make_set(world, 100, day(10), on_one_cluster)
+    make_set(world, 100, day(11), sources)
+    make_set(world, 100, day(12), on_one_cluster)
+    make_set(world, 100, day(13), sources)
+    make_set(world, 100, day(14), on_one_cluster)
+
+    result = world.run('vm', 'create', '-vm', 100, '-keep', 2, '-no-register')
+
+    assert result.code == 0, result.err
+    (made,) = [s['stamp'] for s in sets_of(world, 100) if s['stamp'] > day(14)]
+    # the newest 2 complete sets are this run's and the 13th's; the 14th is newer than that: it stays
+    for vol, stamps in ((world.vol1, [day('09'), day(13), day(14), made]), (world.vol2, [day('09'), day(13), made])):
+        assert sorted({name.split('-snapshot-')[-1].split('-prerestore-')[-1].rsplit('.', 1)[0]
+                       for name in world.files(vol, 100) if '-snapshot-' in name or '-prerestore-' in name}) == stamps
+    assert len(world.files(world.vol1, 100)) == 5 + 1 + 3 * 4   # 4 disks and unused0, 1 pre-restore file, 3 sets
+    assert f'incomplete (lacks sata0,virtio0) snapshot {day(10)} deleted (-keep 2)' in result.err
+    assert f'VM 100: snapshot {day(11)} deleted (-keep 2)' in result.err
 
 
 def test_storage_keep_never_deletes_a_busy_snapshot(world):

@@ -186,10 +186,11 @@ class OutcomeUnknown(OntapError):
     ended (`job` is its uuid), or the answer was lost or unreadable after the request went out.
     Never handled as a failure: nothing is rolled back, deleted or started over it."""
 
-    def __init__(self, message, what, job=None):
+    def __init__(self, message, what, job=None, host=None):
         super().__init__(message)
         self.what = what
         self.job = job
+        self.host = host
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,8 +212,8 @@ def items_in(outcomes, state):
 
 def pending_jobs(outcomes):
     """The phrase naming each change still unknown: its job (uuid) and what it does."""
-    return '; '.join(f'{o.error.what}: ' + (f'ONTAP job {o.error.job} still running' if o.error.job
-                                            else 'its answer was lost')
+    return '; '.join(f'{o.error.what}: ' + (f'job {o.error.job} still running on ONTAP {o.error.host}' if o.error.job
+                                            else 'its answer was lost, and what it did cannot be read back')
                      for o in outcomes if o.state == 'unknown')
 
 
@@ -533,7 +534,7 @@ class Ontap:
         except requests.exceptions.RequestException as exc:
             message = f'ONTAP {self.host}: {what}: {describe_connection_error(exc)}'
             if method != 'GET' and may_have_arrived(exc):
-                raise OutcomeUnknown(f'{message} after the request went out', what) from exc
+                raise OutcomeUnknown(f'{message} after the request went out', what, host=self.host) from exc
             raise OntapError(message) from exc
         if response.status_code == 401:
             how = 'the client certificate' if self.cert else 'user and pass'
@@ -545,7 +546,8 @@ class Ontap:
             message = error.get('message') or response.reason or f'HTTP {response.status_code}'
             if method != 'GET' and response.status_code >= 500 and not error:
                 # No ONTAP error envelope: a proxy or a dying node answered, not ONTAP's refusal.
-                raise OutcomeUnknown(f'ONTAP {self.host}: {what}: HTTP {response.status_code} {message}', what)
+                raise OutcomeUnknown(f'ONTAP {self.host}: {what}: HTTP {response.status_code} {message}', what,
+                                     host=self.host)
             raise OntapError(f'ONTAP {self.host}: {what}: {message}', status=response.status_code,
                              code=error.get('code'))
         return response.status_code, data
@@ -574,7 +576,7 @@ class Ontap:
             jobs = [data['job']] if 'job' in data else data.get('jobs')
             if jobs is None or not all(isinstance(job, dict) and job.get('uuid') for job in jobs):
                 raise OutcomeUnknown(f'ONTAP {self.host}: {what}: accepted, but the answer names no job to '
-                                     'follow', what)
+                                     'follow', what, host=self.host)
             for job in jobs:
                 self.wait_for_job(job['uuid'], what)
         return data
@@ -591,14 +593,14 @@ class Ontap:
                 job.update(self.request('GET', f'/api/cluster/jobs/{uuid}',
                                         params={'fields': 'state,message,code,error'}, what=what))
             except OntapError as exc:
-                raise OutcomeUnknown(f'{exc} (following job {uuid})', what, uuid) from exc
+                raise OutcomeUnknown(f'{exc} (following job {uuid})', what, uuid, self.host) from exc
             if job.get('state') in ('failure', 'cancelled', 'expired'):
                 raise OntapError(f'ONTAP {self.host}: {what}: {job_message(job)}', code=job.get('code'))
             return job.get('state') == 'success'
 
         poll_until(finished, bound, JOB_POLL_MAX, lambda: OutcomeUnknown(
             f'ONTAP {self.host}: {what}: job {uuid} still {job.get("state")} after {bound:g} s (job_timeout)',
-            what, uuid))
+            what, uuid, self.host))
 
 
 def return_timeout(timeouts):
@@ -726,6 +728,23 @@ def ontap_delete_file(ontap, volume, path):
             return False
         raise
     return True
+
+
+def ontap_settle(ontap, unknown, call, landed=None):
+    """Find out what became of a change whose outcome is unknown (an OutcomeUnknown): follow
+    its job for another job_timeout or, where the answer was lost, every job of the same
+    `call` still running; then landed() reads the state back: True done, False failed (raise
+    OntapError), None no way to tell (raise OutcomeUnknown again)."""
+    if unknown.job:
+        ontap.wait_for_job(unknown.job, unknown.what)
+        return
+    ontap_follow_running_jobs(ontap, call, unknown.what)
+    found = landed() if landed else None
+    if found is None:
+        raise OutcomeUnknown(f'{unknown}; no such job runs any more, but what it did cannot be read back',
+                             unknown.what, host=ontap.host)
+    if not found:
+        raise OntapError(f'{unknown}; it did not happen')
 
 
 def ontap_follow_running_jobs(ontap, description, what):
@@ -1456,24 +1475,14 @@ FILE_CLONE_CALL = 'POST /api/storage/file/clone'
 
 
 def settle_clones(ctx, outcomes, overwrite=False):
-    """Find out what became of the clones whose outcome is unknown, before anything is rolled
-    back over them: follow each one's job for another job_timeout or, where the answer was
-    lost, every file-clone job still running on its cluster; then read a new destination back
-    (there: done; absent: failed). Whether an overwrite landed cannot be read back: it stays
-    unknown. The Outcomes, in the same order."""
+    """The Outcomes of file clones once those of unknown outcome have been found out about
+    (ontap_settle), in the same order: a new destination is read back (there: done; absent:
+    failed); whether an overwrite landed cannot be read back, so it stays unknown."""
     def settle(outcome):
         storage, _, destination = outcome.item
         ontap, volume, _ = ctx.storage_volume(storage)
-        lost = outcome.error
-        if lost.job:
-            ontap.wait_for_job(lost.job, lost.what)
-            return
-        ontap_follow_running_jobs(ontap, FILE_CLONE_CALL, lost.what)
-        if overwrite:
-            raise OutcomeUnknown(f'{lost}; no such job runs any more, but whether {destination} was overwritten '
-                                 'cannot be read back', lost.what)
-        if not ontap_file_exists(ontap, volume, destination):
-            raise OntapError(f'{lost}; {destination} was not made')
+        ontap_settle(ontap, outcome.error, FILE_CLONE_CALL,
+                     None if overwrite else lambda: ontap_file_exists(ontap, volume, destination))
 
     unknown = [outcome for outcome in outcomes if outcome.state == 'unknown']
     if not unknown:
@@ -1545,7 +1554,8 @@ class VmWindow:
 
     def __init__(self, ctx, view, mode, status=None):
         self.ctx, self.view, self.mode, self.status = ctx, view, mode, status
-        self.acting = False     # the VM is paused or frozen by this window
+        self.acting = False     # the VM is paused or frozen by this window now
+        self.paused = False     # ... or was
         self.problems = []      # a guest not thawed, a VM not started again: Failures
         self.late = None        # why a freeze ended before the work: the snapshot is not consistent
         self.down_because = None
@@ -1577,7 +1587,8 @@ class VmWindow:
         except BaseException:
             self._held.close()
             raise
-        self.acting, self._since = True, time.monotonic()
+        self.acting = self.paused = True
+        self._since = time.monotonic()
         return self
 
     def _pause(self):
@@ -1719,18 +1730,21 @@ def snapshot_vm(ctx, view, mode, stamp):
     clones = [(disk.storage, disk.path, set_file_path(disk.path, stamp)) for disk in view.disks]
     with VmWindow(ctx, view, mode) as window:
         outcomes = window.run(clone_each, ctx, clones)
-    if window.late or any(outcome.state != 'done' for outcome in outcomes):
-        raise together(undo_snapshot(ctx, view, stamp, outcomes, window.late), *window.problems)
+    settled = settle_clones(ctx, outcomes)
+    late = window.late
+    if window.paused and any(outcome.state == 'unknown' for outcome in outcomes):
+        late = 'a clone ended only after the VM ran again: not consistent'
+    if late or any(outcome.state != 'done' for outcome in settled):
+        raise together(undo_snapshot(ctx, view, stamp, outcomes, settled, late), *window.problems)
     return clones, window.problems
 
 
-def undo_snapshot(ctx, view, stamp, outcomes, late):
-    """The Failure of a snapshot not made whole, once its clones of unknown outcome have been
-    followed until they ended: every clone made is removed, one that may still be made is named."""
+def undo_snapshot(ctx, view, stamp, outcomes, settled, late):
+    """The Failure of a snapshot not made whole, its clones followed until they ended
+    (`settled`): every clone made is removed, one that may still be made is named."""
     key = {disk.path: disk.key for disk in view.disks}
     reasons = [f'{key[source]} ({outcome.error})' for outcome in outcomes if outcome.error
                for _, source, _ in [outcome.item]] + ([late] if late else [])
-    settled = settle_clones(ctx, outcomes)
     made = items_in(settled, 'done')
     removed = remove_clones(ctx, made) + (f' ({", ".join(key[source] for _, source, _ in made)})' if made else '')
     return Failure(f'VM {view.vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {removed}'
@@ -2022,7 +2036,11 @@ def cmd_storage_create(ctx, args):
     with storage_locks(ctx, [args.storage]) as locks:
         ontap, volume, _ = ctx.storage_volume(args.storage)
         name = storage_snapshot_name(new_stamp(locks, 'storage'))
-        ontap_create_snapshot(ontap, volume, name, STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage))
+        try:
+            ontap_create_snapshot(ontap, volume, name, STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage))
+        except OutcomeUnknown as exc:
+            ontap_settle(ontap, exc, f'POST /api/storage/volumes/{volume.uuid}/snapshots',
+                         lambda: any(s['name'] == name for s in ontap_list_snapshots(ontap, volume, name)))
         log.info('storage %s: snapshot %s of volume %s created', args.storage, name, volume.name)
         if args.keep is not None:
             prune_storage_snapshots(ontap, volume, args.storage, args.keep, name)

@@ -32,7 +32,11 @@ Python interface:
                             status (None while in flight or dropped), seq, time
     emu.on_request          callable(record), called as each request arrives
     emu.latency, emu.job_delay, emu.page_size     knobs (seconds, seconds, records)
-    emu.fail(...), emu.fail_job(...), emu.slow_job(...), emu.drop(...)  faults
+    emu.fail(...), emu.fail_job(...), emu.slow_job(...), emu.drop(...),
+    emu.lose_answer(...)    faults (drop: never carried out; lose_answer: carried out, unanswered)
+    emu.file_delete_jobs    answer a files-API DELETE with a job (the reference lists 200 and 202)
+    emu.collection_delete_answer   'jobs' (default), 'job' or 'bare': the shape of a
+                            query-based DELETE's answer, none of them confirmed (ref §13)
     emu.stop()              also usable as a context manager
 
 Where the reference marks a behaviour **unconfirmed**, the choice made here is
@@ -582,6 +586,8 @@ class OntapEmulator:
         self.latency = 0.0
         self.job_delay = 0.0
         self.page_size = None
+        self.file_delete_jobs = False
+        self.collection_delete_answer = 'jobs'
         self._lock = threading.Lock()
         self._svms = {}     # name -> {'name', 'uuid'}
         self._volumes = {}  # uuid -> Volume, in creation order
@@ -672,6 +678,15 @@ class OntapEmulator:
         with self._lock:
             return list(self._volumes.values())
 
+    def wait_for_jobs(self, timeout=30):
+        """Until every job has ended, so that a test checks the state it leaves for good."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            if not job.done.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f'job {job.description} still {job.state} after {timeout} s')
+
     def cert_user(self, name):
         """Issue a client certificate with CN=name and accept it as user `name`."""
         leaf = self.ca.issue_cert(f'{name}.client.invalid', common_name=name)
@@ -701,6 +716,11 @@ class OntapEmulator:
     def drop(self, method, path_regex, times=1, match=None):
         """Reset the TCP connection of matching requests without answering."""
         self._arm('drop', method, path_regex, match, times)
+
+    def lose_answer(self, method, path_regex, times=1, match=None):
+        """Carry out matching requests (their jobs start and, with return_timeout, run as
+        usual), then reset the connection instead of answering: a reply lost on the way."""
+        self._arm('lose_answer', method, path_regex, match, times)
 
     def _arm(self, kind, method, path_regex, match, times, **detail):
         """Add a fault; a dict `match` is compared with the body after dotted keys are expanded."""
@@ -1008,7 +1028,14 @@ class OntapEmulator:
         if failed:
             return self._failure_reply(failed)
         body = {'num_records': len(jobs), 'jobs': [job.link() for job in jobs]}
-        return _Reply(200 if finished or not jobs else 202, body)
+        if self.collection_delete_answer == 'job':     # the swagger's model: {job, num_records}
+            body = {'num_records': len(jobs), **({'job': jobs[0].link()} if jobs else {})}
+        elif self.collection_delete_answer == 'bare':  # says nothing of what matched
+            body = {}
+        status = 200 if finished or not jobs else 202
+        if status == 202 and self.collection_delete_answer == 'bare':
+            body = {'job': jobs[0].link()}
+        return _Reply(status, body)
 
     def _job_reply(self, request, accepted):
         """202 + job; with return_timeout=N, wait up to N s and answer 200/201 if done."""
@@ -1472,12 +1499,21 @@ class OntapEmulator:
         recurse = _bool_value('recurse', request.query.get('recurse', 'false'))
         if not real.exists() and not real.is_symlink():
             raise self._missing_file(path)
-        if real.is_dir() and not real.is_symlink():
-            if any(real.iterdir()) and not recurse:
-                raise ApiError(400, '131138', f'Directory "{path}" is not empty.', 'path')
-            shutil.rmtree(real)
-        else:
-            real.unlink()
+        if real.is_dir() and not real.is_symlink() and any(real.iterdir()) and not recurse:
+            raise ApiError(400, '131138', f'Directory "{path}" is not empty.', 'path')
+
+        def operation():
+            if real.is_dir() and not real.is_symlink():
+                shutil.rmtree(real)
+            elif real.exists() or real.is_symlink():
+                real.unlink()
+            else:
+                raise JobError(6684674, f'No such file or directory: "{path}".')
+        if self.file_delete_jobs:
+            # "DELETE /storage/volumes/{volume.uuid}/files/{path}" lists 202 with a job as an
+            # answer besides 200 (ontap-restapi files endpoint, 9.8+; ref §13).
+            return self._accept(request, operation)
+        operation()
         return _Reply(200, {})
 
     @_route('PATCH', _VOL + r'/files/(?P<path>[^/]+)')
@@ -1578,7 +1614,9 @@ class OntapEmulator:
         except Exception as err:   # an emulator bug: answer it rather than hang the client
             log.exception('%s %s failed', request.method, request.path)
             reply = _Reply(500, {'error': {'message': f'emulator error: {err!r}', 'code': '1'}})
-        if reply is None:
+        with self._lock:
+            lost = reply is not None and self._take_fault('lose_answer', request)
+        if reply is None or lost:
             _reset_connection(handler)
             return
         record['status'] = reply.status

@@ -169,7 +169,8 @@ def slow_suspend(pve, seconds):
     pve._do_suspend = types.MethodType(_do_suspend, pve)
 
 
-def test_sigterm_while_the_vm_is_being_suspended_lets_the_snapshot_finish_first(world):
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_while_the_vm_is_being_suspended_lets_the_snapshot_finish_first(world, signum):
     world.pve.time_scale = 0.01
     slow_suspend(world.pve, 100)
     process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm',
@@ -177,12 +178,36 @@ def test_sigterm_while_the_vm_is_being_suspended_lets_the_snapshot_finish_first(
                                text=True)
     wait_for(lambda: world.pve.vm(100).lock == 'suspended', process)
 
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, err = process.communicate(timeout=60)
 
-    assert process.returncode == 128 + signal.SIGTERM, err
+    assert process.returncode == 128 + signum, err
     assert world.pve.vm(100).status == 'running' and not world.pve.vm(100).lock
+    assert err.splitlines()[-1].startswith(f'ERROR: stopped by {signum.name} (VM 100: snapshot ')
     assert err.splitlines()[-1].endswith('of 6 disk(s) was made)')
+
+
+def test_a_second_ctrl_c_during_a_shutdown_is_acknowledged_and_does_not_cut_it_short(world):
+    world.pve.time_scale = 0.01
+    vm = world.pve.vm(100)
+    world.a.slow_job('POST', '/api/storage/file/clone', 3, times=None)     # the window outlasts both presses
+    process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm',
+                                '100', '-shutdown', '-no-register'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    wait_for(lambda: any(r['path'] == '/api/storage/file/clone' for r in world.a.requests), process)
+
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.2)     # two presses, not one: the handler must see each
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == 128 + signal.SIGINT, err
+    assert err.count('SIGINT: finishing first what must not be cut short') == 2
+    assert err.splitlines()[-1].endswith('of 6 disk(s) was made)')
+    assert vm.status == vm.qmpstatus == 'running' and not vm.lock
+    world.a.wait_for_jobs()
+    made = [f for vol in (world.vol1, world.vol2) for f in world.files(vol, 100) if '-snapshot-' in f]
+    assert len(made) == 6
 
 
 def test_a_list_piped_into_head_ends_quietly(world):

@@ -610,11 +610,12 @@ def return_timeout(timeouts):
 
 
 def response_json(response):
-    """The JSON body, or {} (a 401 or a proxy's error page may not be JSON)."""
+    """The JSON object of the body, or {} (a 401 or a proxy's error page may not be JSON)."""
     try:
-        return response.json() if response.content else {}
+        data = response.json() if response.content else {}
     except ValueError:
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def job_message(job):

@@ -717,10 +717,11 @@ class OntapEmulator:
         """Reset the TCP connection of matching requests without answering."""
         self._arm('drop', method, path_regex, match, times)
 
-    def lose_answer(self, method, path_regex, times=1, match=None):
+    def lose_answer(self, method, path_regex, times=1, match=None, status=None):
         """Carry out matching requests (their jobs start and, with return_timeout, run as
-        usual), then reset the connection instead of answering: a reply lost on the way."""
-        self._arm('lose_answer', method, path_regex, match, times)
+        usual), then reset the connection instead of answering: a reply lost on the way. With
+        `status`, answer that instead with a proxy's HTML page (a gateway timing out, say)."""
+        self._arm('lose_answer', method, path_regex, match, times, status=status)
 
     def _arm(self, kind, method, path_regex, match, times, **detail):
         """Add a fault; a dict `match` is compared with the body after dotted keys are expanded."""
@@ -1616,7 +1617,9 @@ class OntapEmulator:
             reply = _Reply(500, {'error': {'message': f'emulator error: {err!r}', 'code': '1'}})
         with self._lock:
             lost = reply is not None and self._take_fault('lose_answer', request)
-        if reply is None or lost:
+        if lost and lost.status:
+            reply = _Reply(lost.status, f'<html><body>{lost.status} Gateway Time-out</body></html>'.encode())
+        elif reply is None or lost:
             _reset_connection(handler)
             return
         record['status'] = reply.status
@@ -1732,9 +1735,12 @@ def _send(handler, reply):
     accept = handler.headers.get('Accept', '')
     body = reply.body
     content_type = 'application/hal+json'
-    if 'application/json' in accept and 'hal+json' not in accept:
-        body, content_type = _strip_links(body), 'application/json'
-    data = json.dumps(body).encode()
+    if isinstance(body, bytes):
+        data, content_type = body, 'text/html'
+    else:
+        if 'application/json' in accept and 'hal+json' not in accept:
+            body, content_type = _strip_links(body), 'application/json'
+        data = json.dumps(body).encode()
     handler.send_response(reply.status)
     for name, value in reply.headers.items():
         handler.send_header(name, value)

@@ -186,6 +186,17 @@ def test_a_lost_answer_inside_a_pause_makes_the_snapshot_inconsistent_and_it_is_
     assert world.state() == before and not snapshot_files(world)
 
 
+def test_a_gateway_timeout_after_a_clone_went_out_is_read_back_not_retried(world):
+    world.a.lose_answer('POST', '/api/storage/file/clone', status=504)
+
+    result = world.run('vm', 'create', '-vm', 101, '-no-register')
+    world.a.wait_for_jobs()
+
+    assert result.code == 0, result.err
+    assert len([name for name in world.files(world.vol1, 101) if '-snapshot-' in name]) == 1
+    assert len([r for r in world.a.requests if r['path'] == '/api/storage/file/clone']) == 1
+
+
 def test_a_paused_vm_is_cloned_as_it_is_and_left_paused(world):
     vm = world.pve.vm(100)
     vm.qmpstatus = 'paused'

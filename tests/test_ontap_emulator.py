@@ -438,3 +438,54 @@ def test_client_certificate_authenticates_its_common_name(emu, http):
     assert with_cert.status_code == 200
     assert [(r['name'], r['state']) for r in with_cert.json()['records']] == [('svm1', 'running')]
     assert without.status_code == 401
+
+
+def test_a_file_delete_as_a_job_is_followed_by_the_official_client(emu, vol, conn):
+    # The reference lists 200 and 202 + job for DELETE …/files/{path} (ref §13); the client
+    # polls the job when it gets one.
+    emu.file_delete_jobs = True
+    emu.slow_job('DELETE', '/files/', 0.2)
+
+    FileInfo(vol.uuid, DISK).delete()
+
+    assert not (vol.path / DISK).exists()
+    assert [r['status'] for r in emu.requests if r['method'] == 'DELETE'] == [202]
+
+
+def test_a_lost_answer_still_carries_out_the_call(emu, vol, http):
+    emu.lose_answer('POST', '/api/storage/file/clone')
+    body = {'volume': {'uuid': vol.uuid}, 'source_path': DISK, 'destination_path': DISK + '.copy'}
+
+    with pytest.raises(requests.ConnectionError):
+        http.post(f'{emu.url}/api/storage/file/clone', json=body, params={'return_timeout': 5})
+    emu.wait_for_jobs()
+
+    assert (vol.path / (DISK + '.copy')).read_bytes() == b'disk-0 original'
+    running = http.get(f'{emu.url}/api/cluster/jobs', params={
+        'description': 'POST /api/storage/file/clone', 'state': 'queued|running|paused'}).json()
+    assert running['num_records'] == 0
+
+
+def test_a_gateway_page_is_no_json_and_the_call_was_carried_out(emu, vol, http):
+    emu.lose_answer('POST', r'/snapshots$', status=504)
+
+    reply = http.post(f'{emu.url}/api/storage/volumes/{vol.uuid}/snapshots', json={'name': SNAP},
+                      params={'return_timeout': 5})
+    emu.wait_for_jobs()
+
+    assert reply.status_code == 504 and reply.headers['Content-Type'] == 'text/html'
+    assert SNAP in vol.snapshots
+
+
+@pytest.mark.parametrize('shape', ['jobs', 'job', 'bare'])
+def test_query_based_delete_answer_shapes(emu, vol, http, shape):
+    # None of the shapes is confirmed (ref §13): the swagger models {job, num_records},
+    # NetApp's client reads `jobs`; the tool must survive each.
+    emu.collection_delete_answer = shape
+    emu.add_snapshot('proxmox_storage01', SNAP)
+
+    reply = http.delete(f'{emu.url}/api/storage/volumes/{vol.uuid}/snapshots', params={'name': SNAP,
+                                                                                      'return_timeout': 5})
+
+    assert reply.status_code == 200 and SNAP not in vol.snapshots
+    assert {'jobs': {'num_records', 'jobs'}, 'job': {'num_records', 'job'}, 'bare': set()}[shape] == set(reply.json())

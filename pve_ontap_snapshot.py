@@ -181,16 +181,17 @@ class OntapError(Failure):
         self.code = code
 
 
-class OutcomeUnknown(OntapError):
-    """A change asked of ONTAP that may or may not happen: its job still ran when the bound
-    ended (`job` is its uuid), or the answer was lost or unreadable after the request went out.
-    Never handled as a failure: nothing is rolled back, deleted or started over it."""
+class OutcomeUnknown(Failure):
+    """A change asked of ONTAP or PVE that may or may not happen: its job or task still ran
+    when the bound ended (`job`: its uuid or UPID), or the answer was lost or unreadable after
+    the request went out. Never handled as a failure: nothing is rolled back, deleted or
+    started over it. `where` names the server: `ONTAP <host>` or `Proxmox <host>`."""
 
-    def __init__(self, message, what, job=None, host=None):
+    def __init__(self, message, what, job=None, where=None):
         super().__init__(message)
         self.what = what
         self.job = job
-        self.host = host
+        self.where = where
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +213,7 @@ def items_in(outcomes, state):
 
 def pending_jobs(outcomes):
     """The phrase naming each change still unknown: its job (uuid) and what it does."""
-    return '; '.join(f'{o.error.what}: ' + (f'job {o.error.job} still running on ONTAP {o.error.host}' if o.error.job
+    return '; '.join(f'{o.error.what}: ' + (f'job {o.error.job} still running on {o.error.where}' if o.error.job
                                             else 'its answer was lost, and what it did cannot be read back')
                      for o in outcomes if o.state == 'unknown')
 
@@ -511,6 +512,7 @@ class Ontap:
         self.timeouts = timeouts
         self.dry_run = dry_run
         self.base = f'https://{cluster.host}'
+        self.where = f'ONTAP {cluster.host}'
         self.session = requests.Session()
         self.session.headers['Accept'] = 'application/json'
         if not self.cert:
@@ -534,7 +536,7 @@ class Ontap:
         except requests.exceptions.RequestException as exc:
             message = f'ONTAP {self.host}: {what}: {describe_connection_error(exc)}'
             if method != 'GET' and may_have_arrived(exc):
-                raise OutcomeUnknown(f'{message} after the request went out', what, host=self.host) from exc
+                raise OutcomeUnknown(f'{message} after the request went out', what, where=self.where) from exc
             raise OntapError(message) from exc
         if response.status_code == 401:
             how = 'the client certificate' if self.cert else 'user and pass'
@@ -547,7 +549,7 @@ class Ontap:
             if method != 'GET' and response.status_code >= 500 and not error:
                 # No ONTAP error envelope: a proxy or a dying node answered, not ONTAP's refusal.
                 raise OutcomeUnknown(f'ONTAP {self.host}: {what}: HTTP {response.status_code} {message}', what,
-                                     host=self.host)
+                                     where=self.where)
             raise OntapError(f'ONTAP {self.host}: {what}: {message}', status=response.status_code,
                              code=error.get('code'))
         return response.status_code, data
@@ -576,7 +578,7 @@ class Ontap:
             jobs = [data['job']] if 'job' in data else data.get('jobs')
             if jobs is None or not all(isinstance(job, dict) and job.get('uuid') for job in jobs):
                 raise OutcomeUnknown(f'ONTAP {self.host}: {what}: accepted, but the answer names no job to '
-                                     'follow', what, host=self.host)
+                                     'follow', what, where=self.where)
             for job in jobs:
                 self.wait_for_job(job['uuid'], what)
         return data
@@ -593,14 +595,14 @@ class Ontap:
                 job.update(self.request('GET', f'/api/cluster/jobs/{uuid}',
                                         params={'fields': 'state,message,code,error'}, what=what))
             except OntapError as exc:
-                raise OutcomeUnknown(f'{exc} (following job {uuid})', what, uuid, self.host) from exc
+                raise OutcomeUnknown(f'{exc} (following job {uuid})', what, uuid, self.where) from exc
             if job.get('state') in ('failure', 'cancelled', 'expired'):
                 raise OntapError(f'ONTAP {self.host}: {what}: {job_message(job)}', code=job.get('code'))
             return job.get('state') == 'success'
 
         poll_until(finished, bound, JOB_POLL_MAX, lambda: OutcomeUnknown(
             f'ONTAP {self.host}: {what}: job {uuid} still {job.get("state")} after {bound:g} s (job_timeout)',
-            what, uuid, self.host))
+            what, uuid, self.where))
 
 
 def return_timeout(timeouts):
@@ -722,8 +724,6 @@ def ontap_delete_file(ontap, volume, path):
     """Delete a file (the reference lists 200 and 202 with a job as answers: ref §13); True if it was there."""
     try:
         ontap.write('DELETE', files_url(volume, path), what=f'delete {path} in volume {volume.name}')
-    except OutcomeUnknown:
-        raise
     except OntapError as exc:
         if exc.status == 404 or str(exc.code) == FILE_NOT_FOUND:
             return False
@@ -743,7 +743,7 @@ def ontap_settle(ontap, unknown, call, landed=None):
     found = landed() if landed else None
     if found is None:
         raise OutcomeUnknown(f'{unknown}; no such job runs any more, but what it did cannot be read back',
-                             unknown.what, host=ontap.host)
+                             unknown.what, where=ontap.where)
     if not found:
         raise OntapError(f'{unknown}; it did not happen')
 
@@ -757,8 +757,6 @@ def ontap_follow_running_jobs(ontap, description, what):
     for job in running:
         try:
             ontap.wait_for_job(job['uuid'], what)
-        except OutcomeUnknown:
-            raise
         except OntapError:
             pass    # another call's job, or ours that failed: the state read back next tells
 
@@ -903,10 +901,15 @@ class Pve:
                 raise ProxmoxError(f'Proxmox {self.host}: {what}: {lines[0] if lines else exc.status_code}') \
                     from exc
             except requests.exceptions.RequestException as exc:
-                raise ProxmoxError(f'Proxmox {self.host}: {what}: {describe_connection_error(exc)}') from exc
+                message = f'Proxmox {self.host}: {what}: {describe_connection_error(exc)}'
+                if method != 'get' and not safe and may_have_arrived(exc):
+                    raise OutcomeUnknown(f'{message} after the request went out', what,
+                                         where=f'Proxmox {self.host}') from exc
+                raise ProxmoxError(message) from exc
 
     def wait_for_task(self, upid, what):
-        """Poll the task until it stopped; OK or WARNINGS is success, else its exit status."""
+        """Poll the task until it stopped; OK or WARNINGS is success, else its exit status.
+        A task still running after task_timeout has an unknown outcome: it goes on."""
         def stopped():
             status = self.call('get', f'nodes/{upid_node(upid)}/tasks/{upid}/status', what)
             if status.get('status') != 'stopped':
@@ -916,8 +919,9 @@ class Pve:
                 raise ProxmoxError(f'Proxmox {self.host}: {what}: task {status.get("type", "")} failed: {exitstatus}')
             return True
 
-        poll_until(stopped, self.timeouts.task, TASK_POLL_MAX, lambda: ProxmoxError(
-            f'Proxmox {self.host}: {what}: task still running after {self.timeouts.task:g} s (task_timeout): {upid}'))
+        poll_until(stopped, self.timeouts.task, TASK_POLL_MAX, lambda: OutcomeUnknown(
+            f'Proxmox {self.host}: {what}: task still running after {self.timeouts.task:g} s (task_timeout): {upid}',
+            what, upid, f'Proxmox {self.host}'))
 
 
 def pve_list_guests(pve):
@@ -980,6 +984,23 @@ def pve_vm_power(pve, vm, action, **params):
         poll_until(settled, pve.timeouts.task, TASK_POLL_MAX, lambda: ProxmoxError(
             f'Proxmox {pve.host}: {what}: the HA manager has not made it {HA_OUTCOME[action]} after '
             f'{pve.timeouts.task:g} s (task_timeout)'))
+
+
+def pve_settle_task(pve, vm, unknown):
+    """Follow a change of the VM whose outcome is unknown until it ended: its task for another
+    task_timeout or, its answer lost, every task of the VM still running on its node. How it
+    ended is for the caller to read from the VM's status."""
+    if unknown.job:
+        upids = [unknown.job]
+    else:
+        tasks = pve.call('get', f'nodes/{vm["node"]}/tasks', f'{unknown.what}: look for its task', vmid=vm['vmid'],
+                         source='active')
+        upids = [task['upid'] for task in tasks or () if 'endtime' not in task and 'status' not in task]
+    for upid in upids:
+        try:
+            pve.wait_for_task(upid, unknown.what)
+        except ProxmoxError:
+            pass
 
 
 def pve_agent(pve, vm, command, safe=False):
@@ -1536,11 +1557,18 @@ def thaw(ctx, view):
 
 
 def ensure_running(ctx, view, cause):
-    """After a failed suspend or shutdown: start the VM again unless it still runs. A VM under
-    HA is asked to start in any case: HA may still be on its way to stop it."""
+    """After a failed suspend or shutdown: start the VM again unless it still runs. One whose
+    outcome is unknown is followed until it ended first, or its task would take the VM down
+    after the start. A VM under HA is asked to start in any case: HA may still be on its way
+    to stop it."""
     try:
+        if isinstance(cause, OutcomeUnknown):
+            pve_settle_task(ctx.pve, view.vm, cause)
         if view.vm.get('hastate') or not pve_vm_running(ctx.pve, view.vm):
             pve_vm_power(ctx.pve, view.vm, 'start')
+    except OutcomeUnknown as exc:
+        raise Failure(f'{cause}; VM {view.vmid} may still go down or come up ({exc}): check it, and start it by '
+                      'hand if it is down') from exc
     except Failure as exc:
         raise Failure(f'{cause}; and starting the VM again failed: {exc}') from exc
 
@@ -1660,10 +1688,15 @@ def start_again(ctx, view, paused_for):
     """Start a VM paused for the clones. Returns None, or the Failure that says plainly that
     it is stopped (for the caller to report together with whatever else went wrong)."""
     try:
-        pve_vm_power(ctx.pve, view.vm, 'start')
+        try:
+            pve_vm_power(ctx.pve, view.vm, 'start')
+        except OutcomeUnknown as exc:
+            pve_settle_task(ctx.pve, view.vm, exc)
+            if not pve_vm_running(ctx.pve, view.vm):
+                raise
     except Failure as exc:
         return Failure(f'VM {view.vmid} could not be started again after {paused_for:.1f} s and '
-                       f'is stopped: start it by hand ({exc})')
+                       f'may be stopped: check it, and start it by hand ({exc})')
     return None
 
 

@@ -210,6 +210,24 @@ def test_a_paused_vm_is_cloned_as_it_is_and_left_paused(world):
     assert not [r for r in world.pve.requests if r[1].endswith(('/suspend', '/resume', '/start'))]
 
 
+def test_a_shutdown_task_past_its_bound_is_followed_before_the_vm_is_started_again(world):
+    vm = world.pve.vm(100)
+    world.pve.time_scale = 0.02
+    vm.shutdown_secs = 150      # 3 s, well within PVE's own shutdown timeout
+    world.pve.shutdown_default_timeout = 600
+    world.write_config(defaults='task_timeout = 2\n')
+    before = world.state()
+
+    result = world.run('vm', 'create', '-vm', 100, '-shutdown', '-no-register')
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert line.startswith(f'ERROR: Proxmox {world.pve_host}: shutdown VM 100: task still running after 2 s')
+    # had the VM been started while the shutdown went on, it would be down now
+    assert vm.status == vm.qmpstatus == 'running' and not vm.lock
+    assert world.state() == before and not snapshot_files(world)
+
+
 # -- deletes that answer with a job
 
 def test_a_file_delete_answered_by_a_failing_job_is_an_error(world):

@@ -5,7 +5,7 @@ ended, and then checks what is on the storage and in PVE."""
 
 import json
 
-from world import VM100_ONTAP_DISKS
+from world import VM100_ONTAP_DISKS, wait_for_tasks
 
 STAMP = '2024-03-12_10:00:00+0000'
 LIVE = 'images/101/vm-101-disk-0.raw'
@@ -219,6 +219,7 @@ def test_a_shutdown_task_past_its_bound_is_followed_before_the_vm_is_started_aga
     before = world.state()
 
     result = world.run('vm', 'create', '-vm', 100, '-shutdown', '-no-register')
+    wait_for_tasks(world.pve)
 
     assert result.code == 1
     (line,) = error_lines(result)

@@ -18,6 +18,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,15 @@ class World:
                 {sid: {k: v for k, v in s.items() if k not in ('files', 'volumes')}
                  for sid, s in self.pve.storages.items()},
                 {vm.vmid: (vm.status, vm.lock, dict(vm.config), dict(vm.pending)) for vm in self.pve.vms})
+
+
+def wait_for_tasks(pve, timeout=30):
+    """Until every PVE task has stopped, so that a test checks the state it leaves for good."""
+    deadline = time.monotonic() + timeout
+    while any(task['status'] != 'stopped' for task in list(pve.tasks.values())):
+        if time.monotonic() > deadline:
+            raise TimeoutError('a PVE task is still running')
+        time.sleep(0.05)
 
 
 def pve_params(body):

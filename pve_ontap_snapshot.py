@@ -2039,6 +2039,50 @@ LOG_LEVELS = {'debug': logging.DEBUG, 'info': logging.INFO, 'warn': logging.WARN
               'warning': logging.WARNING, 'error': logging.ERROR}
 
 
+class CommandLine(argparse.ArgumentParser):
+    """argparse as the original's single-dash options need it: every option is spelt in full,
+    and one that takes a value is given once (argparse alone would silently keep the last)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register('action', None, StoreOnce)
+        self.register('action', 'store', StoreOnce)
+
+    def parse_known_args(self, args=None, namespace=None):
+        return super().parse_known_args(args, Options() if namespace is None else namespace)
+
+    def _get_option_tuples(self, option_string):
+        # Python 3.11, 3.12 and 3.13 match prefixes of single-dash long options (-f for
+        # -force, -dry for -dry-run) even with allow_abbrev=False; later 3.12/3.13 releases
+        # honour it there too (python/cpython#104860). No prefix matches, on every version.
+        return []
+
+
+class Options(argparse.Namespace):
+    """The parsed command line; `given` maps each value option given to its action.
+    argparse parses what follows a command into a namespace of its own and then copies it
+    in here (Python 3.11 to 3.13): a global option given both before and after the command
+    meets itself only in that copy."""
+
+    def __setattr__(self, name, value):
+        if name == 'given' and 'given' in vars(self):
+            for dest in vars(self)['given'].keys() & value.keys():
+                raise argparse.ArgumentError(value[dest], 'given before and after the command: give it once')
+            value = {**vars(self)['given'], **value}
+        super().__setattr__(name, value)
+
+
+class StoreOnce(argparse.Action):
+    """The action of every option that takes a value: a second one is a usage error."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = vars(namespace).setdefault('given', {})
+        if self.dest in given:
+            raise argparse.ArgumentError(self, 'given twice: give it once')
+        given[self.dest] = self
+        setattr(namespace, self.dest, values)
+
+
 def vm_id(text):
     """argparse type for a VM id: PVE allows 100 to 999999999."""
     if not re.fullmatch(r'\d+', text) or not 100 <= int(text) <= 999999999:
@@ -2138,10 +2182,10 @@ def add_keep_option(parser, what):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog='pve-ontap-snapshot', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser = CommandLine(prog='pve-ontap-snapshot', description=__doc__,
+                         formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     add_global_options(parser)
-    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    common = CommandLine(add_help=False, allow_abbrev=False)
     add_global_options(common, suppress=True)
     contexts = parser.add_subparsers(dest='context', metavar='{vm,storage}', required=True)
 
@@ -2157,8 +2201,8 @@ def build_parser():
     create = leaf(vm_commands, 'create', cmd_vm_create, 'file-clone every disk of VMs on their ONTAP storage',
                   ['vm create -vm 100', 'vm create -vm 100 101 -suspend -keep 7', 'vm create -all -freeze'])
     which = create.add_mutually_exclusive_group(required=True)
-    which.add_argument('-vm', '--vm', nargs='+', type=vm_id, metavar='ID',
-                       help='VM id(s); one failing VM does not stop the others')
+    which.add_argument('-vm', '--vm', action='extend', nargs='+', type=vm_id, metavar='ID',
+                       help='VM id(s), also as -vm 100 -vm 101; one failing VM does not stop the others')
     which.add_argument('-all', '--all', action='store_true',
                        help='every VM with a disk on a storage of config.ini')
     power = create.add_mutually_exclusive_group()

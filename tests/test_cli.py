@@ -1,0 +1,136 @@
+"""The command line as an admin types it: repeated options, abbreviations, ids and numbers.
+
+The parser tests need nothing but the standard library, so they also run on interpreters
+without the test world (`python3.13 -m pytest --noconftest -o addopts= -k parser`)."""
+
+import contextlib
+import io
+
+import pytest
+
+import pve_ontap_snapshot as tool
+
+OLD = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
+STAMP = '2024-03-13_14:42:47+0000'
+
+
+def parse(*argv):
+    """The parsed options, or (exit code, the error line) for a usage error."""
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            return tool.build_parser().parse_args(list(argv))
+    except SystemExit as exit_:
+        return exit_.code, stderr.getvalue().strip().splitlines()[-1]
+
+
+def usage_error(world, capsys, *argv):
+    """Run argv; it must be refused as usage (exit 2) before anything changes: the error line."""
+    before = world.state()
+    with pytest.raises(SystemExit) as exit_:
+        world.run(*argv)
+    assert exit_.value.code == 2
+    assert world.state() == before
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+# -- repeated options
+
+@pytest.mark.parametrize('argv, vms', [
+    (['-vm', '100', '-vm', '101'], [100, 101]),
+    (['-vm', '100', '101', '-vm', '102'], [100, 101, 102]),
+    (['--vm', '100', '-vm', '101'], [100, 101]),
+])
+def test_parser_takes_every_vm_of_a_repeated_vm_option(argv, vms):
+    assert parse('vm', 'create', *argv).vm == vms
+
+
+@pytest.mark.parametrize('argv, option', [
+    (['storage', 'list', '-storage', 'ONTAP01', '-storage', 'ONTAP02'], '-storage/--storage'),
+    (['storage', 'list', '-storage', 'ONTAP01', '--storage=ONTAP02'], '-storage/--storage'),
+    (['storage', 'delete', '-storage', 'A', '-snapshot', OLD, '-snapshot', 'x'], '-snapshot/--snapshot'),
+    (['storage', 'create', '-storage', 'A', '-keep', '3', '-keep', '7'], '-keep/--keep'),
+    (['vm', 'create', '-vm', '100', '-keep', '3', '-keep', '7'], '-keep/--keep'),
+    (['storage', 'mount', '-storage', 'A', '-snapshot', OLD, '-name', 'BB', '-name', 'CC'], '-name/--name'),
+    (['vm', 'list', '-vm', '100', '-vm', '101'], '-vm/--vm'),
+    (['vm', 'delete', '-vm', '100', '-vm', '101', '-snapshot', STAMP], '-vm/--vm'),
+    (['vm', 'restore', '-vm', '100', '-storage-snapshot', OLD, '-storage-snapshot', 'x'],
+     '-storage-snapshot/--storage-snapshot'),
+    (['-config', 'a.ini', '-config', 'b.ini', 'storage', 'list', '-storage', 'A'], '-config/--config'),
+    (['storage', 'list', '-storage', 'A', '-loglevel', 'warn', '-loglevel', 'debug'], '-loglevel/--loglevel'),
+    (['-output', 'json', 'storage', 'list', '-storage', 'A', '-output', 'text'], '-output/--output'),
+    (['-wait', '10', 'storage', 'create', '-storage', 'A', '--wait', '10'], '-wait/--wait'),
+    (['-config', 'a.ini', 'storage', 'list', '-storage', 'A', '-config', 'b.ini'], '-config/--config'),
+])
+def test_parser_refuses_a_value_option_given_twice(argv, option):
+    code, line = parse(*argv)
+    assert code == 2
+    assert f'error: argument {option}: given' in line and 'give it once' in line
+
+
+def test_parser_takes_a_global_option_after_the_command_and_a_repeated_flag():
+    args = parse('storage', 'restore', '-storage', 'A', '-snapshot', OLD, '-config', 'b.ini', '-yes', '-yes',
+                 '-dry-run', '--dry-run')
+    assert (args.config, args.yes, args.dry_run) == ('b.ini', True, True)
+    assert parse('-dry-run', 'storage', 'list', '-storage', 'A', '-dry-run').dry_run is True
+
+
+def test_admin_snapshots_both_vms_given_as_two_vm_options(world):
+    result = world.run('vm', 'create', '-vm', 100, '-vm', 101, '-no-register')
+
+    assert result.code == 0, result.err
+    assert len([f for f in world.files(world.vol1, 100) if '-snapshot-' in f]) == 4
+    assert len([f for f in world.files(world.vol1, 101) if '-snapshot-' in f]) == 1
+
+
+def test_a_second_storage_option_is_refused_rather_than_snapshotting_the_last(world, capsys):
+    line = usage_error(world, capsys, 'storage', 'create', '-storage', 'ONTAP01', '-storage', 'ONTAP02')
+
+    assert line.endswith('error: argument -storage/--storage: given twice: give it once')
+    assert not world.vol1.snapshots and not world.vol2.snapshots
+
+
+def test_a_config_given_before_and_after_the_command_is_refused(world, capsys, tmp_path):
+    other = tmp_path / 'other.ini'
+    other.write_text(world.config.read_text())
+
+    line = usage_error(world, capsys, 'storage', 'create', '-storage', 'ONTAP01', '-config', other)
+
+    assert line.endswith('error: argument -config/--config: given before and after the command: give it once')
+
+
+# -- abbreviations
+
+@pytest.mark.parametrize('argv, abbreviation', [
+    (['storage', 'restore', '-storage', 'A', '-snapshot', OLD, '-f'], '-f'),
+    (['storage', 'restore', '-storage', 'A', '-snapshot', OLD, '-y'], '-y'),
+    (['storage', 'unmount', '-storage', 'A-CLONE', '-for'], '-for'),
+    (['-dry', 'storage', 'list', '-storage', 'A'], '-dry'),
+    (['storage', 'list', '-storage', 'A', '-dry'], '-dry'),
+    (['vm', 'create', '-vm', '100', '-sus'], '-sus'),
+    (['vm', 'create', '-vm', '100', '-no-reg'], '-no-reg'),
+    (['vm', 'restore', '-vm', '100', '-storage-snap', OLD], '-storage-snap'),
+    (['storage', 'list', '-sto', 'A'], '-sto'),
+    (['storage', 'list', '-storage', 'A', '-sto=B'], '-sto=B'),
+    (['storage', 'list', '-storage', 'A', '-conf', 'x.ini'], '-conf'),
+    (['storage', 'list', '--stor', 'A'], '--stor'),
+])
+def test_parser_refuses_every_abbreviation(argv, abbreviation):
+    code, line = parse(*argv)
+    assert code == 2
+    assert abbreviation in line
+
+
+def test_parser_takes_options_spelt_in_full_with_one_or_two_dashes_and_with_equals():
+    args = parse('storage', 'restore', '--storage=ONTAP01', '-snapshot=' + OLD, '--force', '-yes')
+    assert (args.storage, args.snapshot, args.force, args.yes) == ('ONTAP01', OLD, True, True)
+
+
+def test_f_is_not_force_so_a_running_vm_stops_the_storage_restore(world, capsys):
+    world.a.add_snapshot('proxmox_storage01', OLD)
+    assert world.pve.vm(100).status == 'running'
+
+    line = usage_error(world, capsys, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes', '-f')
+
+    assert line.endswith('error: unrecognized arguments: -f')
+    assert not [r for r in world.a.requests if r['method'] == 'PATCH']

@@ -2085,7 +2085,7 @@ class StoreOnce(argparse.Action):
 
 def vm_id(text):
     """argparse type for a VM id: PVE allows 100 to 999999999."""
-    if not re.fullmatch(r'\d+', text) or not 100 <= int(text) <= 999999999:
+    if not re.fullmatch(r'[0-9]+', text) or not 100 <= int(text) <= 999999999:
         raise argparse.ArgumentTypeError(f'{text!r} is no VM id (a number from 100 to 999999999)')
     return int(text)
 
@@ -2097,20 +2097,18 @@ def snapshot_name(text):
 
 
 def set_stamp(text):
-    if not re.fullmatch(STAMP_PATTERN, text):
+    if not re.fullmatch(STAMP_PATTERN, text, re.ASCII):
         raise argparse.ArgumentTypeError(f'{text!r} is no VM snapshot stamp (like 2024-03-13_14:42:47+0000; '
                                          'see vm list)')
     return text
 
 
 def seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'{text!r} is no number of seconds')
-    return value
+    """argparse type for seconds: ASCII digits with an optional fraction (float() would also
+    take inf, nan, 1e3 and other scripts' digits)."""
+    if not re.fullmatch(r'[0-9]+(\.[0-9]*)?|\.[0-9]+', text) or not math.isfinite(float(text)):
+        raise argparse.ArgumentTypeError(f'{text!r} is no number of seconds (like 600 or 0.5)')
+    return float(text)
 
 
 def storage_id(text):
@@ -2122,7 +2120,7 @@ def storage_id(text):
 
 
 def keep_count(text):
-    if not re.fullmatch(r'\d+', text) or int(text) < 1:
+    if not re.fullmatch(r'[0-9]+', text) or int(text) < 1:
         raise argparse.ArgumentTypeError(f'{text!r}: -keep takes a whole number from 1')
     return int(text)
 

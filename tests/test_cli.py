@@ -134,3 +134,50 @@ def test_f_is_not_force_so_a_running_vm_stops_the_storage_restore(world, capsys)
 
     assert line.endswith('error: unrecognized arguments: -f')
     assert not [r for r in world.a.requests if r['method'] == 'PATCH']
+
+
+# -- ids, counts and seconds
+
+ARABIC_100 = '\u0661\u0660\u0660'    # what int() and \d take for 100
+
+
+@pytest.mark.parametrize('argv', [
+    ['vm', 'list', '-vm', ARABIC_100],
+    ['vm', 'create', '-vm', '100', ARABIC_100],
+    ['vm', 'list', '-vm', '100\n'],
+    ['vm', 'list', '-vm', '99'],
+    ['vm', 'create', '-vm', '100', '-keep', '\u0663'],
+    ['vm', 'create', '-vm', '100', '-keep', '0'],
+    ['storage', 'create', '-storage', 'A', '-keep', '+3'],
+    ['vm', 'delete', '-vm', '100', '-snapshot', STAMP.replace('1', '\u0661')],
+])
+def test_parser_takes_ids_and_counts_in_ascii_digits_only(argv):
+    code, line = parse(*argv)
+    assert code == 2
+    assert 'is no VM id' in line or '-keep takes a whole number' in line or 'is no VM snapshot stamp' in line
+
+
+@pytest.mark.parametrize('text', ['inf', 'nan', '-1', '1e3', '\u0661', '5 ', '', '1_000', '9' * 400])
+def test_parser_refuses_wait_seconds_that_are_no_plain_number(text):
+    code, line = parse('-wait', text, 'storage', 'create', '-storage', 'A')
+    assert code == 2
+    assert line.endswith(f'error: argument -wait/--wait: {text!r} is no number of seconds (like 600 or 0.5)')
+
+
+@pytest.mark.parametrize('text, value', [('0', 0), ('600', 600), ('0.5', 0.5), ('.5', 0.5), ('10.', 10)])
+def test_parser_takes_wait_seconds(text, value):
+    assert parse('storage', 'create', '-storage', 'A', '-wait', text).wait == value
+
+
+def test_a_vm_id_in_arabic_indic_digits_snapshots_nothing(world, capsys):
+    line = usage_error(world, capsys, 'vm', 'create', '-vm', '\u0661\u0660\u0661')
+
+    assert line.endswith("argument -vm/--vm: '\u0661\u0660\u0661' is no VM id (a number from 100 to 999999999)")
+    assert not [f for f in world.files(world.vol1, 101) if '-snapshot-' in f]
+
+
+def test_an_endless_wait_is_refused_before_the_storage_is_snapshotted(world, capsys):
+    line = usage_error(world, capsys, '-wait', 'inf', 'storage', 'create', '-storage', 'ONTAP01')
+
+    assert line.endswith("argument -wait/--wait: 'inf' is no number of seconds (like 600 or 0.5)")
+    assert not world.vol1.snapshots

@@ -237,6 +237,9 @@ class Config:
 def find_config(explicit):
     """The config file to read: -config, else the first of CONFIG_SEARCH_PATH that exists."""
     if explicit:
+        if os.path.isdir(explicit):
+            raise ConfigError(f'config file {explicit} is a directory: give the file in it (-config '
+                              f'{os.path.join(explicit, "config.ini")})')
         if not os.path.isfile(explicit):
             raise ConfigError(f'config file {explicit} not found')
         return explicit
@@ -270,6 +273,16 @@ def default_pve_verify(host):
     return True
 
 
+def check_host(host, where):
+    """A host is a name or an address, maybe with :port, not a URL. The value is not quoted:
+    a URL may carry user:password@."""
+    scheme = re.match(r'[A-Za-z][A-Za-z0-9+.-]*://', host)
+    if scheme:
+        raise ConfigError(f'{where} starts with {scheme.group(0)}: write the host alone, optionally with :port '
+                          '(like 192.168.38.50 or 192.168.38.50:8006)')
+    return host
+
+
 def warn_if_readable(path):
     """config.ini holds passwords: say so if group or others may read it."""
     mode = os.stat(path).st_mode
@@ -296,7 +309,8 @@ def read_config(path):
     # The original used ConfigParser's default interpolation: `%%` stays a literal `%`.
     parser = configparser.ConfigParser()
     try:
-        with open(path, encoding='utf-8') as handle:
+        # utf-8-sig: Notepad starts a UTF-8 file with a byte-order mark
+        with open(path, encoding='utf-8-sig') as handle:
             parser.read_file(handle)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f'cannot read config file {path}: {exc}') from exc
@@ -322,7 +336,7 @@ def read_config(path):
 
     if not parser.has_section(PROXMOX_SECTION):
         raise ConfigError(f'{path}: no [{PROXMOX_SECTION}] section')
-    host = get(PROXMOX_SECTION, 'proxmox_host')
+    host = check_host(get(PROXMOX_SECTION, 'proxmox_host'), f'{path}: [{PROXMOX_SECTION}] proxmox_host')
     token_name = get(PROXMOX_SECTION, 'proxmox_token_name', required=False)
     verify = get(PROXMOX_SECTION, 'proxmox_verify', required=False)
     proxmox = ProxmoxConfig(
@@ -341,7 +355,7 @@ def read_config(path):
         cert = get_file(section, 'cert')
         storages[section] = OntapConfig(
             section=section,
-            host=get(section, 'host'),
+            host=check_host(get(section, 'host'), f'{path}: [{section}] host'),
             user=get(section, 'user'),
             password=None if cert else get(section, 'pass'),
             cert=cert,
@@ -2111,12 +2125,24 @@ def seconds(text):
     return float(text)
 
 
+CONFIG_OWN_SECTIONS = {PROXMOX_SECTION: 'the PVE API login', DEFAULTS_SECTION: 'timeouts'}
+
+
+def storage_name(text):
+    """argparse type for -storage: any PVE storage id but the names of config.ini's own
+    sections, whose [section] can never describe a storage."""
+    if text in CONFIG_OWN_SECTIONS:
+        raise argparse.ArgumentTypeError(f'{text!r} is no storage: [{text}] in config.ini holds '
+                                         f'{CONFIG_OWN_SECTIONS[text]}, not the ONTAP cluster of a storage')
+    return text
+
+
 def storage_id(text):
     """argparse type for a new PVE storage id: a letter first, then letters, digits, - _ ."""
     if not re.fullmatch(r'[A-Za-z][A-Za-z0-9._-]*[A-Za-z0-9]', text):
         raise argparse.ArgumentTypeError(f'{text!r} is no PVE storage id (a letter, then letters, digits, '
                                          '"-", "_" or ".")')
-    return text
+    return storage_name(text)
 
 
 def keep_count(text):
@@ -2129,7 +2155,7 @@ def complete_storage(prefix, parsed_args, **kwargs):
     """-storage completes from the config's sections (no network)."""
     try:
         parser = configparser.ConfigParser(interpolation=None)
-        parser.read(find_config(getattr(parsed_args, 'config', None)), encoding='utf-8')
+        parser.read(find_config(getattr(parsed_args, 'config', None)), encoding='utf-8-sig')
     except (Failure, configparser.Error, OSError):
         return []
     sections = [s for s in parser.sections() if s not in (PROXMOX_SECTION, DEFAULTS_SECTION)]
@@ -2166,7 +2192,7 @@ def add_global_options(parser, suppress=False):
 
 
 def add_storage_option(parser, help_text='PVE storage id (a section of config.ini)'):
-    parser.add_argument('-storage', '--storage', required=True, metavar='ID',
+    parser.add_argument('-storage', '--storage', required=True, type=storage_name, metavar='ID',
                         help=help_text).completer = complete_storage
 
 

@@ -181,3 +181,73 @@ def test_an_endless_wait_is_refused_before_the_storage_is_snapshotted(world, cap
 
     assert line.endswith("argument -wait/--wait: 'inf' is no number of seconds (like 600 or 0.5)")
     assert not world.vol1.snapshots
+
+
+# -- what config.ini and -storage may hold
+
+def test_a_config_saved_by_notepad_with_a_byte_order_mark_is_read(world):
+    world.a.add_snapshot('proxmox_storage01', OLD)
+    world.config.write_bytes(b'\xef\xbb\xbf' + world.config.read_bytes())
+
+    result = world.run('storage', 'list', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.err
+    assert OLD in result.out
+
+
+def test_storage_completes_from_a_config_with_a_byte_order_mark(tmp_path):
+    config = tmp_path / 'config.ini'
+    config.write_bytes(b'\xef\xbb\xbf[proxmox]\nproxmox_host = pve1\n[ONTAP01]\nhost = cluster1\n')
+    assert tool.complete_storage('', tool.Options(config=str(config))) == ['ONTAP01', 'ONTAP01-CLONE']
+
+
+def test_a_directory_as_config_is_named_a_directory(world, capsys):
+    before = world.state()
+
+    code = tool.main(['-config', str(world.dir), 'storage', 'list', '-storage', 'ONTAP01'])
+
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f'ERROR: config file {world.dir} is a directory: give the file in it (-config {world.config})']
+    assert world.state() == before
+
+
+@pytest.mark.parametrize('scheme', ['https://', 'http://', 'HTTPS://'])
+def test_a_url_as_proxmox_host_says_to_write_the_host_alone(world, scheme):
+    world.write_config(proxmox=f'proxmox_host = {scheme}root:pve-Secr3t@{world.pve_host}/\n'
+                               'proxmox_user = root@pam\nproxmox_pass = pve-Secr3t\n')
+
+    result = world.run('storage', 'list', '-storage', 'ONTAP01')
+
+    assert result.code == 2
+    assert result.err == (f'ERROR: {world.config}: [proxmox] proxmox_host starts with {scheme}: write the host '
+                          'alone, optionally with :port (like 192.168.38.50 or 192.168.38.50:8006)\n')
+    assert not world.pve.requests
+
+
+def test_a_url_as_ontap_host_names_the_section_and_no_password(world):
+    world.write_config(ONTAP02=f'host = https://admin:ontap-Secr3t-B@{world.b.host}\nuser = admin\n'
+                               'pass = ontap-Secr3t-B\n')
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 2
+    assert result.err.startswith(f'ERROR: {world.config}: [ONTAP02] host starts with https://: write the host alone')
+    assert 'Secr3t' not in result.err
+    assert not world.vol1.snapshots and not world.a.requests and not world.b.requests
+
+
+@pytest.mark.parametrize('section, holds', [('proxmox', 'the PVE API login'), ('defaults', 'timeouts')])
+def test_config_sections_of_its_own_are_no_storage(world, capsys, section, holds):
+    world.write_config(defaults='job_timeout = 60\n')
+
+    line = usage_error(world, capsys, 'storage', 'create', '-storage', section)
+
+    assert line.endswith(f"argument -storage/--storage: '{section}' is no storage: [{section}] in config.ini "
+                         f'holds {holds}, not the ONTAP cluster of a storage')
+    assert not world.pve.requests
+
+
+def test_parser_refuses_a_mount_named_like_a_config_section_of_its_own():
+    code, line = parse('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, '-name', 'proxmox')
+    assert code == 2 and "'proxmox' is no storage" in line

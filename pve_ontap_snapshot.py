@@ -338,6 +338,9 @@ def read_config(path):
         raise ConfigError(f'{path}: no [{PROXMOX_SECTION}] section')
     host = check_host(get(PROXMOX_SECTION, 'proxmox_host'), f'{path}: [{PROXMOX_SECTION}] proxmox_host')
     token_name = get(PROXMOX_SECTION, 'proxmox_token_name', required=False)
+    if token_name and parser.has_option(PROXMOX_SECTION, 'proxmox_pass'):
+        log.warning('%s: [%s] has proxmox_token_name and proxmox_pass: the API token is used, proxmox_pass is '
+                    'ignored', path, PROXMOX_SECTION)
     verify = get(PROXMOX_SECTION, 'proxmox_verify', required=False)
     proxmox = ProxmoxConfig(
         host=host,
@@ -773,8 +776,7 @@ class Pve:
             raise ProxmoxError(f'Proxmox {cfg.host}: login: {describe_connection_error(exc)}') from exc
         except (PveAuthError, ValueError, KeyError) as exc:
             # A refused login: AuthenticationError, or (1.2.0) an answer without JSON data.
-            raise ProxmoxError(f'Proxmox {cfg.host}: login as {cfg.user} failed '
-                               '(check proxmox_user and proxmox_pass)') from exc
+            raise ProxmoxError(f'Proxmox {cfg.host}: {self._login_refused()}') from exc
         if not cfg.token_name:
             log.debug('PVE POST /access/ticket (%.0f ms)', (time.monotonic() - started) * 1000)
         # proxmoxer 1.2.0 and 2.x both keep their requests.Session in _store['session'];
@@ -788,6 +790,13 @@ class Pve:
         if hasattr(session.auth, 'renew_age'):
             session.auth.renew_age = float('inf')
         return api
+
+    def _login_refused(self):
+        """A refused login, and what to check in config.ini."""
+        if self.config.token_name:
+            return (f'API token {self.config.user}!{self.config.token_name} refused (check proxmox_user, '
+                    'proxmox_token_name and proxmox_token_value)')
+        return f'login as {self.config.user} failed (check proxmox_user and proxmox_pass)'
 
     def call(self, method, resource, what, safe=False, **params):
         """GET/POST/PUT/DELETE `resource`; errors become one ProxmoxError line naming `what`.
@@ -804,6 +813,10 @@ class Pve:
                     log.info('Proxmox %s: ticket refused, logging in again', self.host)
                     self._api = None
                     continue
+                # A token goes with every call (no login): PVE answers a bad one with 401
+                # "authentication failure" (shared/reference/pve-api.md).
+                if exc.status_code == 401 and self.config.token_name:
+                    raise ProxmoxError(f'Proxmox {self.host}: {what}: {self._login_refused()}') from exc
                 lines = (exc.content or exc.status_message or '').strip().splitlines()
                 raise ProxmoxError(f'Proxmox {self.host}: {what}: {lines[0] if lines else exc.status_code}') \
                     from exc

@@ -251,3 +251,38 @@ def test_config_sections_of_its_own_are_no_storage(world, capsys, section, holds
 def test_parser_refuses_a_mount_named_like_a_config_section_of_its_own():
     code, line = parse('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, '-name', 'proxmox')
     assert code == 2 and "'proxmox' is no storage" in line
+
+
+# -- PVE credentials
+
+def token_config(world, value, password=None):
+    world.pve.apitokens['root@pam!backup'] = 'token-Secr3t-value'
+    world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = root@pam\n'
+                               + (f'proxmox_pass = {password}\n' if password else '')
+                               + f'proxmox_token_name = backup\nproxmox_token_value = {value}\n'
+                               f'proxmox_verify = {world.pve_cafile}\n')
+
+
+def test_a_token_next_to_a_password_is_used_and_the_password_said_to_be_ignored(world):
+    token_config(world, 'token-Secr3t-value', password='an-old-password')
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.err
+    assert result.err.splitlines()[0] == (f'WARNING: {world.config}: [proxmox] has proxmox_token_name and '
+                                          'proxmox_pass: the API token is used, proxmox_pass is ignored')
+    assert not [p for _, p, _ in world.pve.requests if p.endswith('/access/ticket')]
+    assert len(world.vol1.snapshots) == 1
+
+
+def test_a_refused_token_says_to_check_the_token_not_the_password(world):
+    token_config(world, 'a-wrong-value', password='an-old-password')
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 1
+    (error,) = [line for line in result.err.splitlines() if line.startswith('ERROR:')]
+    assert error == (f'ERROR: Proxmox {world.pve_host}: read the storage configuration: API token root@pam!backup '
+                     'refused (check proxmox_user, proxmox_token_name and proxmox_token_value)')
+    assert 'a-wrong-value' not in result.err and 'an-old-password' not in result.err
+    assert not world.vol1.snapshots

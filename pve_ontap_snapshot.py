@@ -45,6 +45,7 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
+import functools
 import glob
 import json
 import logging
@@ -2334,6 +2335,62 @@ def setup_logging(level):
     log.propagate = False
 
 
+class CheckedStdout:
+    """sys.stdout while main() runs. Each write goes out at once, so that a full or closed
+    stdout (> /dev/full, >&-) fails the print that meets it, as a Failure (one error line,
+    exit 1), and leaves nothing for the interpreter's final flush to fail on after main()
+    has returned. A reader gone away (| head) stays a BrokenPipeError: main() ends quietly."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        with self._checked():
+            written = self.stream.write(text)
+            self.stream.flush()
+        return written
+
+    def flush(self):
+        if self.stream is not None:
+            with self._checked():
+                self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+    @contextlib.contextmanager
+    def _checked(self):
+        if self.stream is None:     # started with stdout closed: Python drops every print silently
+            raise Failure('cannot write to stdout: it is closed')
+        try:
+            yield
+        except OSError as exc:
+            # What the stream still holds goes nowhere, or the final flush would fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+            if isinstance(exc, BrokenPipeError):
+                raise
+            raise Failure(f'cannot write to stdout: {exc.strerror or exc}') from exc
+
+
+def checking_stdout(main):
+    """main() with a CheckedStdout as sys.stdout."""
+    @functools.wraps(main)
+    def checked_main(argv=None):
+        stdout, sys.stdout = sys.stdout, CheckedStdout(sys.stdout)
+        try:
+            return main(argv)
+        except Failure as exc:      # only --help's text gets here: argparse prints it before main's try
+            sys.stderr.write(f'ERROR: {exc}\n')
+            return 1
+        finally:
+            sys.stdout = stdout
+    return checked_main
+
+
+@checking_stdout
 def main(argv=None):
     parser = build_parser()
     try:

@@ -2089,8 +2089,8 @@ class CommandLine(argparse.ArgumentParser):
 class Options(argparse.Namespace):
     """The parsed command line; `given` maps each value option given to its action.
     argparse parses what follows a command into a namespace of its own and then copies it
-    in here (Python 3.11 to 3.13): a global option given both before and after the command
-    meets itself only in that copy."""
+    in here (_SubParsersAction, 3.11 to 3.14): a global option given both before and after
+    the command meets itself only in that copy."""
 
     def __setattr__(self, name, value):
         if name == 'given' and 'given' in vars(self):

@@ -45,6 +45,7 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
+import functools
 import glob
 import json
 import logging
@@ -280,6 +281,9 @@ class Config:
 def find_config(explicit):
     """The config file to read: -config, else the first of CONFIG_SEARCH_PATH that exists."""
     if explicit:
+        if os.path.isdir(explicit):
+            raise ConfigError(f'config file {explicit} is a directory: give the file in it (-config '
+                              f'{os.path.join(explicit, "config.ini")})')
         if not os.path.isfile(explicit):
             raise ConfigError(f'config file {explicit} not found')
         return explicit
@@ -313,6 +317,16 @@ def default_pve_verify(host):
     return True
 
 
+def check_host(host, where):
+    """A host is a name or an address, maybe with :port, not a URL. The value is not quoted:
+    a URL may carry user:password@."""
+    scheme = re.match(r'[A-Za-z][A-Za-z0-9+.-]*://', host)
+    if scheme:
+        raise ConfigError(f'{where} starts with {scheme.group(0)}: write the host alone, optionally with :port '
+                          '(like 192.168.38.50 or 192.168.38.50:8006)')
+    return host
+
+
 def warn_if_readable(path):
     """config.ini holds passwords: say so if group or others may read it."""
     mode = os.stat(path).st_mode
@@ -339,7 +353,8 @@ def read_config(path):
     # The original used ConfigParser's default interpolation: `%%` stays a literal `%`.
     parser = configparser.ConfigParser()
     try:
-        with open(path, encoding='utf-8') as handle:
+        # utf-8-sig: Notepad starts a UTF-8 file with a byte-order mark
+        with open(path, encoding='utf-8-sig') as handle:
             parser.read_file(handle)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f'cannot read config file {path}: {exc}') from exc
@@ -365,8 +380,11 @@ def read_config(path):
 
     if not parser.has_section(PROXMOX_SECTION):
         raise ConfigError(f'{path}: no [{PROXMOX_SECTION}] section')
-    host = get(PROXMOX_SECTION, 'proxmox_host')
+    host = check_host(get(PROXMOX_SECTION, 'proxmox_host'), f'{path}: [{PROXMOX_SECTION}] proxmox_host')
     token_name = get(PROXMOX_SECTION, 'proxmox_token_name', required=False)
+    if token_name and parser.has_option(PROXMOX_SECTION, 'proxmox_pass'):
+        log.warning('%s: [%s] has proxmox_token_name and proxmox_pass: the API token is used, proxmox_pass is '
+                    'ignored', path, PROXMOX_SECTION)
     verify = get(PROXMOX_SECTION, 'proxmox_verify', required=False)
     proxmox = ProxmoxConfig(
         host=host,
@@ -384,7 +402,7 @@ def read_config(path):
         cert = get_file(section, 'cert')
         storages[section] = OntapConfig(
             section=section,
-            host=get(section, 'host'),
+            host=check_host(get(section, 'host'), f'{path}: [{section}] host'),
             user=get(section, 'user'),
             password=None if cert else get(section, 'pass'),
             cert=cert,
@@ -866,8 +884,7 @@ class Pve:
             raise ProxmoxError(f'Proxmox {cfg.host}: login: {describe_connection_error(exc)}') from exc
         except (PveAuthError, ValueError, KeyError) as exc:
             # A refused login: AuthenticationError, or (1.2.0) an answer without JSON data.
-            raise ProxmoxError(f'Proxmox {cfg.host}: login as {cfg.user} failed '
-                               '(check proxmox_user and proxmox_pass)') from exc
+            raise ProxmoxError(f'Proxmox {cfg.host}: {self._login_refused()}') from exc
         if not cfg.token_name:
             log.debug('PVE POST /access/ticket (%.0f ms)', (time.monotonic() - started) * 1000)
         # proxmoxer 1.2.0 and 2.x both keep their requests.Session in _store['session'];
@@ -881,6 +898,13 @@ class Pve:
         if hasattr(session.auth, 'renew_age'):
             session.auth.renew_age = float('inf')
         return api
+
+    def _login_refused(self):
+        """A refused login, and what to check in config.ini."""
+        if self.config.token_name:
+            return (f'API token {self.config.user}!{self.config.token_name} refused (check proxmox_user, '
+                    'proxmox_token_name and proxmox_token_value)')
+        return f'login as {self.config.user} failed (check proxmox_user and proxmox_pass)'
 
     def call(self, method, resource, what, safe=False, **params):
         """GET/POST/PUT/DELETE `resource`; errors become one ProxmoxError line naming `what`.
@@ -897,6 +921,10 @@ class Pve:
                     log.info('Proxmox %s: ticket refused, logging in again', self.host)
                     self._api = None
                     continue
+                # A token goes with every call (no login): PVE answers a bad one with 401
+                # "authentication failure" (shared/reference/pve-api.md).
+                if exc.status_code == 401 and self.config.token_name:
+                    raise ProxmoxError(f'Proxmox {self.host}: {what}: {self._login_refused()}') from exc
                 lines = (exc.content or exc.status_message or '').strip().splitlines()
                 raise ProxmoxError(f'Proxmox {self.host}: {what}: {lines[0] if lines else exc.status_code}') \
                     from exc
@@ -2304,9 +2332,53 @@ LOG_LEVELS = {'debug': logging.DEBUG, 'info': logging.INFO, 'warn': logging.WARN
               'warning': logging.WARNING, 'error': logging.ERROR}
 
 
+class CommandLine(argparse.ArgumentParser):
+    """argparse as the original's single-dash options need it: every option is spelt in full,
+    and one that takes a value is given once (argparse alone would silently keep the last)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register('action', None, StoreOnce)
+        self.register('action', 'store', StoreOnce)
+
+    def parse_known_args(self, args=None, namespace=None):
+        return super().parse_known_args(args, Options() if namespace is None else namespace)
+
+    def _get_option_tuples(self, option_string):
+        # Python 3.11, 3.12 and 3.13 match prefixes of single-dash long options (-f for
+        # -force, -dry for -dry-run) even with allow_abbrev=False; later 3.12/3.13 releases
+        # honour it there too (python/cpython#104860). No prefix matches, on every version.
+        return []
+
+
+class Options(argparse.Namespace):
+    """The parsed command line; `given` maps each value option given to its action.
+    argparse parses what follows a command into a namespace of its own and then copies it
+    in here (_SubParsersAction, 3.11 to 3.14): a global option given both before and after
+    the command meets itself only in that copy."""
+
+    def __setattr__(self, name, value):
+        if name == 'given' and 'given' in vars(self):
+            for dest in vars(self)['given'].keys() & value.keys():
+                raise argparse.ArgumentError(value[dest], 'given before and after the command: give it once')
+            value = {**vars(self)['given'], **value}
+        super().__setattr__(name, value)
+
+
+class StoreOnce(argparse.Action):
+    """The action of every option that takes a value: a second one is a usage error."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = vars(namespace).setdefault('given', {})
+        if self.dest in given:
+            raise argparse.ArgumentError(self, 'given twice: give it once')
+        given[self.dest] = self
+        setattr(namespace, self.dest, values)
+
+
 def vm_id(text):
     """argparse type for a VM id: PVE allows 100 to 999999999."""
-    if not re.fullmatch(r'\d+', text) or not 100 <= int(text) <= 999999999:
+    if not re.fullmatch(r'[0-9]+', text) or not 100 <= int(text) <= 999999999:
         raise argparse.ArgumentTypeError(f'{text!r} is no VM id (a number from 100 to 999999999)')
     return int(text)
 
@@ -2318,20 +2390,30 @@ def snapshot_name(text):
 
 
 def set_stamp(text):
-    if not re.fullmatch(STAMP_PATTERN, text):
+    if not re.fullmatch(STAMP_PATTERN, text, re.ASCII):
         raise argparse.ArgumentTypeError(f'{text!r} is no VM snapshot stamp (like 2024-03-13_14:42:47+0000; '
                                          'see vm list)')
     return text
 
 
 def seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'{text!r} is no number of seconds')
-    return value
+    """argparse type for seconds: ASCII digits with an optional fraction (float() would also
+    take inf, nan, 1e3 and other scripts' digits)."""
+    if not re.fullmatch(r'[0-9]+(\.[0-9]*)?|\.[0-9]+', text) or not math.isfinite(float(text)):
+        raise argparse.ArgumentTypeError(f'{text!r} is no number of seconds (like 600 or 0.5)')
+    return float(text)
+
+
+CONFIG_OWN_SECTIONS = {PROXMOX_SECTION: 'the PVE API login', DEFAULTS_SECTION: 'timeouts'}
+
+
+def storage_name(text):
+    """argparse type for -storage: any PVE storage id but the names of config.ini's own
+    sections, whose [section] can never describe a storage."""
+    if text in CONFIG_OWN_SECTIONS:
+        raise argparse.ArgumentTypeError(f'{text!r} is no storage: [{text}] in config.ini holds '
+                                         f'{CONFIG_OWN_SECTIONS[text]}, not the ONTAP cluster of a storage')
+    return text
 
 
 def storage_id(text):
@@ -2339,11 +2421,11 @@ def storage_id(text):
     if not re.fullmatch(r'[A-Za-z][A-Za-z0-9._-]*[A-Za-z0-9]', text):
         raise argparse.ArgumentTypeError(f'{text!r} is no PVE storage id (a letter, then letters, digits, '
                                          '"-", "_" or ".")')
-    return text
+    return storage_name(text)
 
 
 def keep_count(text):
-    if not re.fullmatch(r'\d+', text) or int(text) < 1:
+    if not re.fullmatch(r'[0-9]+', text) or int(text) < 1:
         raise argparse.ArgumentTypeError(f'{text!r}: -keep takes a whole number from 1')
     return int(text)
 
@@ -2352,7 +2434,7 @@ def complete_storage(prefix, parsed_args, **kwargs):
     """-storage completes from the config's sections (no network)."""
     try:
         parser = configparser.ConfigParser(interpolation=None)
-        parser.read(find_config(getattr(parsed_args, 'config', None)), encoding='utf-8')
+        parser.read(find_config(getattr(parsed_args, 'config', None)), encoding='utf-8-sig')
     except (Failure, configparser.Error, OSError):
         return []
     sections = [s for s in parser.sections() if s not in (PROXMOX_SECTION, DEFAULTS_SECTION)]
@@ -2389,7 +2471,7 @@ def add_global_options(parser, suppress=False):
 
 
 def add_storage_option(parser, help_text='PVE storage id (a section of config.ini)'):
-    parser.add_argument('-storage', '--storage', required=True, metavar='ID',
+    parser.add_argument('-storage', '--storage', required=True, type=storage_name, metavar='ID',
                         help=help_text).completer = complete_storage
 
 
@@ -2403,10 +2485,10 @@ def add_keep_option(parser, what):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog='pve-ontap-snapshot', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser = CommandLine(prog='pve-ontap-snapshot', description=__doc__,
+                         formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     add_global_options(parser)
-    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    common = CommandLine(add_help=False, allow_abbrev=False)
     add_global_options(common, suppress=True)
     contexts = parser.add_subparsers(dest='context', metavar='{vm,storage}', required=True)
 
@@ -2422,8 +2504,8 @@ def build_parser():
     create = leaf(vm_commands, 'create', cmd_vm_create, 'file-clone every disk of VMs on their ONTAP storage',
                   ['vm create -vm 100', 'vm create -vm 100 101 -suspend -keep 7', 'vm create -all -freeze'])
     which = create.add_mutually_exclusive_group(required=True)
-    which.add_argument('-vm', '--vm', nargs='+', type=vm_id, metavar='ID',
-                       help='VM id(s); one failing VM does not stop the others')
+    which.add_argument('-vm', '--vm', action='extend', nargs='+', type=vm_id, metavar='ID',
+                       help='VM id(s), also as -vm 100 -vm 101; one failing VM does not stop the others')
     which.add_argument('-all', '--all', action='store_true',
                        help='every VM with a disk on a storage of config.ini')
     power = create.add_mutually_exclusive_group()
@@ -2518,6 +2600,62 @@ def setup_logging(level):
     log.propagate = False
 
 
+class CheckedStdout:
+    """sys.stdout while main() runs. Each write goes out at once, so that a full or closed
+    stdout (> /dev/full, >&-) fails the print that meets it, as a Failure (one error line,
+    exit 1), and leaves nothing for the interpreter's final flush to fail on after main()
+    has returned. A reader gone away (| head) stays a BrokenPipeError: main() ends quietly."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        with self._checked():
+            written = self.stream.write(text)
+            self.stream.flush()
+        return written
+
+    def flush(self):
+        if self.stream is not None:
+            with self._checked():
+                self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+    @contextlib.contextmanager
+    def _checked(self):
+        if self.stream is None:     # started with stdout closed: Python drops every print silently
+            raise Failure('cannot write to stdout: it is closed')
+        try:
+            yield
+        except OSError as exc:
+            # What the stream still holds goes nowhere, or the final flush would fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+            if isinstance(exc, BrokenPipeError):
+                raise
+            raise Failure(f'cannot write to stdout: {exc.strerror or exc}') from exc
+
+
+def checking_stdout(main):
+    """main() with a CheckedStdout as sys.stdout."""
+    @functools.wraps(main)
+    def checked_main(argv=None):
+        stdout, sys.stdout = sys.stdout, CheckedStdout(sys.stdout)
+        try:
+            return main(argv)
+        except Failure as exc:      # only --help's text gets here: argparse prints it before main's try
+            sys.stderr.write(f'ERROR: {exc}\n')
+            return 1
+        finally:
+            sys.stdout = stdout
+    return checked_main
+
+
+@checking_stdout
 def main(argv=None):
     parser = build_parser()
     try:

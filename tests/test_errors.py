@@ -3,6 +3,8 @@
 import pytest
 from world import ONTAP_PASSWORD, PVE_PASSWORD, closed_port, silent_port
 
+import pve_ontap_snapshot as tool
+
 OLD = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
 
 
@@ -122,10 +124,10 @@ def test_malformed_config(world):
     assert_fails_cleanly(world, ('storage', 'list', '-storage', 'ONTAP01'), 2, str(world.config), 'malformed')
 
 
-def test_missing_config_file(world, tmp_path):
+def test_missing_config_file(world, tmp_path, capsys):
     before = world.state()
-    result = world.run('-config', str(tmp_path / 'nowhere.ini'), 'storage', 'list', '-storage', 'ONTAP01')
-    assert result.code == 2 and result.err.strip() == f'ERROR: config file {tmp_path}/nowhere.ini not found'
+    code = tool.main(['-config', str(tmp_path / 'nowhere.ini'), 'storage', 'list', '-storage', 'ONTAP01'])
+    assert code == 2 and capsys.readouterr().err.strip() == f'ERROR: config file {tmp_path}/nowhere.ini not found'
     assert world.state() == before
 
 

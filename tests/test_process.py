@@ -302,3 +302,34 @@ def test_sigterm_during_a_restore_lets_it_finish_and_says_so(world):
                                     'first)')
     assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == b'then' * 2048
     assert world.pve.vm(101).status == 'running'
+
+
+def test_a_list_into_a_full_disk_fails_in_one_line(world):
+    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-13_14:42:47+0000')
+    with open('/dev/full', 'w') as full:
+        result = subprocess.run([sys.executable, str(SCRIPT), '-config', str(world.config), 'storage', 'list',
+                                 '-storage', 'ONTAP01'], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+                                check=False)
+    assert (result.returncode, result.stderr) == (1, 'ERROR: cannot write to stdout: No space left on device\n')
+
+
+def test_help_into_a_full_disk_fails_in_one_line():
+    """argparse writes the help into stdout's buffer and exits: only the final flush would fail."""
+    with open('/dev/full', 'w') as full:
+        result = subprocess.run([sys.executable, str(SCRIPT), 'storage', 'list', '--help'], stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+    assert (result.returncode, result.stderr) == (1, 'ERROR: cannot write to stdout: No space left on device\n')
+
+
+def test_a_closed_stdout_fails_a_list_but_not_a_create(world):
+    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-13_14:42:47+0000')
+    command = f'"{sys.executable}" "{SCRIPT}" -config "{world.config}" -loglevel warn storage {{}} -storage ONTAP01 >&-'
+
+    listing = subprocess.run(command.format('list'), shell=True, capture_output=True, text=True, timeout=60,
+                             check=False)
+    creating = subprocess.run(command.format('create'), shell=True, capture_output=True, text=True, timeout=60,
+                              check=False)
+
+    assert (listing.returncode, listing.stderr) == (1, 'ERROR: cannot write to stdout: it is closed\n')
+    assert (creating.returncode, creating.stderr) == (0, '')
+    assert len(world.vol1.snapshots) == 2

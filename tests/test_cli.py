@@ -1,0 +1,288 @@
+"""The command line as an admin types it: repeated options, abbreviations, ids and numbers.
+
+The parser tests need nothing but the standard library, so they also run on interpreters
+without the test world (`python3.13 -m pytest --noconftest -o addopts= -k parser`)."""
+
+import contextlib
+import io
+
+import pytest
+
+import pve_ontap_snapshot as tool
+
+OLD = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
+STAMP = '2024-03-13_14:42:47+0000'
+
+
+def parse(*argv):
+    """The parsed options, or (exit code, the error line) for a usage error."""
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            return tool.build_parser().parse_args(list(argv))
+    except SystemExit as exit_:
+        return exit_.code, stderr.getvalue().strip().splitlines()[-1]
+
+
+def usage_error(world, capsys, *argv):
+    """Run argv; it must be refused as usage (exit 2) before anything changes: the error line."""
+    before = world.state()
+    with pytest.raises(SystemExit) as exit_:
+        world.run(*argv)
+    assert exit_.value.code == 2
+    assert world.state() == before
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+# -- repeated options
+
+@pytest.mark.parametrize('argv, vms', [
+    (['-vm', '100', '-vm', '101'], [100, 101]),
+    (['-vm', '100', '101', '-vm', '102'], [100, 101, 102]),
+    (['--vm', '100', '-vm', '101'], [100, 101]),
+])
+def test_parser_takes_every_vm_of_a_repeated_vm_option(argv, vms):
+    assert parse('vm', 'create', *argv).vm == vms
+
+
+@pytest.mark.parametrize('argv, option', [
+    (['storage', 'list', '-storage', 'ONTAP01', '-storage', 'ONTAP02'], '-storage/--storage'),
+    (['storage', 'list', '-storage', 'ONTAP01', '--storage=ONTAP02'], '-storage/--storage'),
+    (['storage', 'delete', '-storage', 'A', '-snapshot', OLD, '-snapshot', 'x'], '-snapshot/--snapshot'),
+    (['storage', 'create', '-storage', 'A', '-keep', '3', '-keep', '7'], '-keep/--keep'),
+    (['vm', 'create', '-vm', '100', '-keep', '3', '-keep', '7'], '-keep/--keep'),
+    (['storage', 'mount', '-storage', 'A', '-snapshot', OLD, '-name', 'BB', '-name', 'CC'], '-name/--name'),
+    (['vm', 'list', '-vm', '100', '-vm', '101'], '-vm/--vm'),
+    (['vm', 'delete', '-vm', '100', '-vm', '101', '-snapshot', STAMP], '-vm/--vm'),
+    (['vm', 'restore', '-vm', '100', '-storage-snapshot', OLD, '-storage-snapshot', 'x'],
+     '-storage-snapshot/--storage-snapshot'),
+    (['-config', 'a.ini', '-config', 'b.ini', 'storage', 'list', '-storage', 'A'], '-config/--config'),
+    (['storage', 'list', '-storage', 'A', '-loglevel', 'warn', '-loglevel', 'debug'], '-loglevel/--loglevel'),
+    (['-output', 'json', 'storage', 'list', '-storage', 'A', '-output', 'text'], '-output/--output'),
+    (['-wait', '10', 'storage', 'create', '-storage', 'A', '--wait', '10'], '-wait/--wait'),
+    (['-config', 'a.ini', 'storage', 'list', '-storage', 'A', '-config', 'b.ini'], '-config/--config'),
+])
+def test_parser_refuses_a_value_option_given_twice(argv, option):
+    code, line = parse(*argv)
+    assert code == 2
+    assert f'error: argument {option}: given' in line and 'give it once' in line
+
+
+def test_parser_takes_a_global_option_after_the_command_and_a_repeated_flag():
+    args = parse('storage', 'restore', '-storage', 'A', '-snapshot', OLD, '-config', 'b.ini', '-yes', '-yes',
+                 '-dry-run', '--dry-run')
+    assert (args.config, args.yes, args.dry_run) == ('b.ini', True, True)
+    assert parse('-dry-run', 'storage', 'list', '-storage', 'A', '-dry-run').dry_run is True
+
+
+def test_admin_snapshots_both_vms_given_as_two_vm_options(world):
+    result = world.run('vm', 'create', '-vm', 100, '-vm', 101, '-no-register')
+
+    assert result.code == 0, result.err
+    assert len([f for f in world.files(world.vol1, 100) if '-snapshot-' in f]) == 4
+    assert len([f for f in world.files(world.vol1, 101) if '-snapshot-' in f]) == 1
+
+
+def test_a_second_storage_option_is_refused_rather_than_snapshotting_the_last(world, capsys):
+    line = usage_error(world, capsys, 'storage', 'create', '-storage', 'ONTAP01', '-storage', 'ONTAP02')
+
+    assert line.endswith('error: argument -storage/--storage: given twice: give it once')
+    assert not world.vol1.snapshots and not world.vol2.snapshots
+
+
+def test_a_config_given_before_and_after_the_command_is_refused(world, capsys, tmp_path):
+    other = tmp_path / 'other.ini'
+    other.write_text(world.config.read_text())
+
+    line = usage_error(world, capsys, 'storage', 'create', '-storage', 'ONTAP01', '-config', other)
+
+    assert line.endswith('error: argument -config/--config: given before and after the command: give it once')
+
+
+# -- abbreviations
+
+@pytest.mark.parametrize('argv, abbreviation', [
+    (['storage', 'restore', '-storage', 'A', '-snapshot', OLD, '-f'], '-f'),
+    (['storage', 'restore', '-storage', 'A', '-snapshot', OLD, '-y'], '-y'),
+    (['storage', 'unmount', '-storage', 'A-CLONE', '-for'], '-for'),
+    (['-dry', 'storage', 'list', '-storage', 'A'], '-dry'),
+    (['storage', 'list', '-storage', 'A', '-dry'], '-dry'),
+    (['vm', 'create', '-vm', '100', '-sus'], '-sus'),
+    (['vm', 'create', '-vm', '100', '-no-reg'], '-no-reg'),
+    (['vm', 'restore', '-vm', '100', '-storage-snap', OLD], '-storage-snap'),
+    (['storage', 'list', '-sto', 'A'], '-sto'),
+    (['storage', 'list', '-storage', 'A', '-sto=B'], '-sto=B'),
+    (['storage', 'list', '-storage', 'A', '-conf', 'x.ini'], '-conf'),
+    (['storage', 'list', '--stor', 'A'], '--stor'),
+])
+def test_parser_refuses_every_abbreviation(argv, abbreviation):
+    code, line = parse(*argv)
+    assert code == 2
+    assert abbreviation in line
+
+
+def test_parser_takes_options_spelt_in_full_with_one_or_two_dashes_and_with_equals():
+    args = parse('storage', 'restore', '--storage=ONTAP01', '-snapshot=' + OLD, '--force', '-yes')
+    assert (args.storage, args.snapshot, args.force, args.yes) == ('ONTAP01', OLD, True, True)
+
+
+def test_f_is_not_force_so_a_running_vm_stops_the_storage_restore(world, capsys):
+    world.a.add_snapshot('proxmox_storage01', OLD)
+    assert world.pve.vm(100).status == 'running'
+
+    line = usage_error(world, capsys, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes', '-f')
+
+    assert line.endswith('error: unrecognized arguments: -f')
+    assert not [r for r in world.a.requests if r['method'] == 'PATCH']
+
+
+# -- ids, counts and seconds
+
+ARABIC_100 = '\u0661\u0660\u0660'    # what int() and \d take for 100
+
+
+@pytest.mark.parametrize('argv', [
+    ['vm', 'list', '-vm', ARABIC_100],
+    ['vm', 'create', '-vm', '100', ARABIC_100],
+    ['vm', 'list', '-vm', '100\n'],
+    ['vm', 'list', '-vm', '99'],
+    ['vm', 'create', '-vm', '100', '-keep', '\u0663'],
+    ['vm', 'create', '-vm', '100', '-keep', '0'],
+    ['storage', 'create', '-storage', 'A', '-keep', '+3'],
+    ['vm', 'delete', '-vm', '100', '-snapshot', STAMP.replace('1', '\u0661')],
+])
+def test_parser_takes_ids_and_counts_in_ascii_digits_only(argv):
+    code, line = parse(*argv)
+    assert code == 2
+    assert 'is no VM id' in line or '-keep takes a whole number' in line or 'is no VM snapshot stamp' in line
+
+
+@pytest.mark.parametrize('text', ['inf', 'nan', '-1', '1e3', '\u0661', '5 ', '', '1_000', '9' * 400])
+def test_parser_refuses_wait_seconds_that_are_no_plain_number(text):
+    code, line = parse('-wait', text, 'storage', 'create', '-storage', 'A')
+    assert code == 2
+    assert line.endswith(f'error: argument -wait/--wait: {text!r} is no number of seconds (like 600 or 0.5)')
+
+
+@pytest.mark.parametrize('text, value', [('0', 0), ('600', 600), ('0.5', 0.5), ('.5', 0.5), ('10.', 10)])
+def test_parser_takes_wait_seconds(text, value):
+    assert parse('storage', 'create', '-storage', 'A', '-wait', text).wait == value
+
+
+def test_a_vm_id_in_arabic_indic_digits_snapshots_nothing(world, capsys):
+    line = usage_error(world, capsys, 'vm', 'create', '-vm', '\u0661\u0660\u0661')
+
+    assert line.endswith("argument -vm/--vm: '\u0661\u0660\u0661' is no VM id (a number from 100 to 999999999)")
+    assert not [f for f in world.files(world.vol1, 101) if '-snapshot-' in f]
+
+
+def test_an_endless_wait_is_refused_before_the_storage_is_snapshotted(world, capsys):
+    line = usage_error(world, capsys, '-wait', 'inf', 'storage', 'create', '-storage', 'ONTAP01')
+
+    assert line.endswith("argument -wait/--wait: 'inf' is no number of seconds (like 600 or 0.5)")
+    assert not world.vol1.snapshots
+
+
+# -- what config.ini and -storage may hold
+
+def test_a_config_saved_by_notepad_with_a_byte_order_mark_is_read(world):
+    world.a.add_snapshot('proxmox_storage01', OLD)
+    world.config.write_bytes(b'\xef\xbb\xbf' + world.config.read_bytes())
+
+    result = world.run('storage', 'list', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.err
+    assert OLD in result.out
+
+
+def test_storage_completes_from_a_config_with_a_byte_order_mark(tmp_path):
+    config = tmp_path / 'config.ini'
+    config.write_bytes(b'\xef\xbb\xbf[proxmox]\nproxmox_host = pve1\n[ONTAP01]\nhost = cluster1\n')
+    assert tool.complete_storage('', tool.Options(config=str(config))) == ['ONTAP01', 'ONTAP01-CLONE']
+
+
+def test_a_directory_as_config_is_named_a_directory(world, capsys):
+    before = world.state()
+
+    code = tool.main(['-config', str(world.dir), 'storage', 'list', '-storage', 'ONTAP01'])
+
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f'ERROR: config file {world.dir} is a directory: give the file in it (-config {world.config})']
+    assert world.state() == before
+
+
+@pytest.mark.parametrize('scheme', ['https://', 'http://', 'HTTPS://'])
+def test_a_url_as_proxmox_host_says_to_write_the_host_alone(world, scheme):
+    world.write_config(proxmox=f'proxmox_host = {scheme}root:pve-Secr3t@{world.pve_host}/\n'
+                               'proxmox_user = root@pam\nproxmox_pass = pve-Secr3t\n')
+
+    result = world.run('storage', 'list', '-storage', 'ONTAP01')
+
+    assert result.code == 2
+    assert result.err == (f'ERROR: {world.config}: [proxmox] proxmox_host starts with {scheme}: write the host '
+                          'alone, optionally with :port (like 192.168.38.50 or 192.168.38.50:8006)\n')
+    assert not world.pve.requests
+
+
+def test_a_url_as_ontap_host_names_the_section_and_no_password(world):
+    world.write_config(ONTAP02=f'host = https://admin:ontap-Secr3t-B@{world.b.host}\nuser = admin\n'
+                               'pass = ontap-Secr3t-B\n')
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 2
+    assert result.err.startswith(f'ERROR: {world.config}: [ONTAP02] host starts with https://: write the host alone')
+    assert 'Secr3t' not in result.err
+    assert not world.vol1.snapshots and not world.a.requests and not world.b.requests
+
+
+@pytest.mark.parametrize('section, holds', [('proxmox', 'the PVE API login'), ('defaults', 'timeouts')])
+def test_config_sections_of_its_own_are_no_storage(world, capsys, section, holds):
+    world.write_config(defaults='job_timeout = 60\n')
+
+    line = usage_error(world, capsys, 'storage', 'create', '-storage', section)
+
+    assert line.endswith(f"argument -storage/--storage: '{section}' is no storage: [{section}] in config.ini "
+                         f'holds {holds}, not the ONTAP cluster of a storage')
+    assert not world.pve.requests
+
+
+def test_parser_refuses_a_mount_named_like_a_config_section_of_its_own():
+    code, line = parse('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, '-name', 'proxmox')
+    assert code == 2 and "'proxmox' is no storage" in line
+
+
+# -- PVE credentials
+
+def token_config(world, value, password=None):
+    world.pve.apitokens['root@pam!backup'] = 'token-Secr3t-value'
+    world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = root@pam\n'
+                               + (f'proxmox_pass = {password}\n' if password else '')
+                               + f'proxmox_token_name = backup\nproxmox_token_value = {value}\n'
+                               f'proxmox_verify = {world.pve_cafile}\n')
+
+
+def test_a_token_next_to_a_password_is_used_and_the_password_said_to_be_ignored(world):
+    token_config(world, 'token-Secr3t-value', password='an-old-password')
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.err
+    assert result.err.splitlines()[0] == (f'WARNING: {world.config}: [proxmox] has proxmox_token_name and '
+                                          'proxmox_pass: the API token is used, proxmox_pass is ignored')
+    assert not [p for _, p, _ in world.pve.requests if p.endswith('/access/ticket')]
+    assert len(world.vol1.snapshots) == 1
+
+
+def test_a_refused_token_says_to_check_the_token_not_the_password(world):
+    token_config(world, 'a-wrong-value', password='an-old-password')
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 1
+    (error,) = [line for line in result.err.splitlines() if line.startswith('ERROR:')]
+    assert error == (f'ERROR: Proxmox {world.pve_host}: read the storage configuration: API token root@pam!backup '
+                     'refused (check proxmox_user, proxmox_token_name and proxmox_token_value)')
+    assert 'a-wrong-value' not in result.err and 'an-old-password' not in result.err
+    assert not world.vol1.snapshots

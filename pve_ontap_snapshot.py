@@ -665,7 +665,7 @@ def ontap_list_snapshots(ontap, volume, name=STORAGE_SNAPSHOT_PREFIX + '*'):
     records = ontap.records(f'/api/storage/volumes/{volume.uuid}/snapshots',
                             {'name': name, 'fields': 'name,create_time,size,comment', 'max_records': 1023},
                             f'list snapshots of volume {volume.name}')
-    return sorted(records, key=lambda r: (r.get('create_time') or '', r['name']))
+    return by_creation(records)
 
 
 def ontap_find_snapshot(ontap, volume, name):
@@ -1018,6 +1018,24 @@ def utc_stamp(now=None):
     """The original's timestamp: UTC, `YYYY-mm-dd_HH:MM:SS+0000`."""
     now = now or datetime.datetime.now(datetime.UTC)
     return now.astimezone(datetime.UTC).strftime(STAMP_FORMAT)
+
+
+def parse_ontap_time(text):
+    """An ONTAP time, ISO 8601 with an offset (`Z`, `+01:00`, `+0100`), as an aware datetime;
+    None if it is missing, malformed or without an offset (then it cannot be placed in time)."""
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo else None
+
+
+def by_creation(snapshots):
+    """Snapshot records oldest first by create_time read as a time, never as text: ONTAP gives
+    it in the cluster's time zone, whose offset changes with DST (reference §13), so an older
+    snapshot's text may sort later. Records without a usable time come first; a tie goes by name."""
+    unknown = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+    return sorted(snapshots, key=lambda r: (parse_ontap_time(r.get('create_time')) or unknown, r['name']))
 
 
 def storage_snapshot_name(stamp):

@@ -1,5 +1,6 @@
 """storage create|list|show|delete|restore|mount|unmount against both clusters and fakepve."""
 
+import datetime
 import json
 import re
 
@@ -212,3 +213,39 @@ def test_two_creates_in_a_row_make_two_snapshots(world):
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
     assert len(tool_snapshots(world.vol1)) == 2
+
+
+# Two snapshots across the end of summer time in a cluster at UTC+2/+1: A is older, but its
+# create_time text sorts after B's.
+DST_A, DST_B = 'proxmox_snapshot_2024-10-27_00:30:00+0000', 'proxmox_snapshot_2024-10-27_01:15:00+0000'
+
+
+def snapshots_across_a_dst_change(world):
+    utc = datetime.UTC
+    world.a.utc_offset = datetime.timedelta(hours=2)
+    world.a.add_snapshot('proxmox_storage01', DST_A, create_time=datetime.datetime(2024, 10, 27, 0, 30, tzinfo=utc))
+    world.a.utc_offset = datetime.timedelta(hours=1)
+    world.a.add_snapshot('proxmox_storage01', DST_B, create_time=datetime.datetime(2024, 10, 27, 1, 15, tzinfo=utc))
+    assert world.vol1.snapshots[DST_A].create_time == '2024-10-27T02:30:00+02:00'
+    assert world.vol1.snapshots[DST_B].create_time == '2024-10-27T02:15:00+01:00'
+
+
+def test_list_orders_snapshots_by_time_across_a_dst_change(world):
+    snapshots_across_a_dst_change(world)
+
+    result = world.run('storage', 'list', '-storage', 'ONTAP01', '-output', 'json')
+
+    assert result.code == 0, result.err
+    listed = json.loads(result.out)
+    assert [s['name'] for s in listed] == [DST_A, DST_B]
+    assert [s['create_time'] for s in listed] == ['2024-10-27T02:30:00+02:00', '2024-10-27T02:15:00+01:00']
+
+
+def test_keep_deletes_the_older_snapshot_across_a_dst_change(world):
+    snapshots_across_a_dst_change(world)
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-keep', 2)
+
+    assert result.code == 0, result.err
+    (made,) = set(tool_snapshots(world.vol1)) - {DST_A, DST_B}
+    assert tool_snapshots(world.vol1) == sorted([DST_B, made])

@@ -1266,10 +1266,16 @@ class HeldLock:
         self._write()
 
 
+def lock_file_name(host, svm, volume):
+    """The lock file of one ONTAP volume, `<volume>@<svm>@<cluster host>.lock`: each part
+    percent-encoded, so that any host (`[::1]:8443`) gives one safe file name."""
+    return '@'.join(urllib.parse.quote(part, safe='') for part in (volume, svm or '', host.lower())) + '.lock'
+
+
 @contextlib.contextmanager
-def storage_lock(storage, wait):
-    """Hold this node's lock for one storage, waiting up to `wait` seconds for another run."""
-    path = os.path.join(lock_dir(), f'{storage}.lock')
+def storage_lock(name, what, wait):
+    """Hold this node's lock file `name` for `what`, waiting up to `wait` seconds for another run."""
+    path = os.path.join(lock_dir(), name)
     with open(path, 'a+') as handle:
         deadline = time.monotonic() + wait
         while True:
@@ -1280,7 +1286,7 @@ def storage_lock(storage, wait):
                 if time.monotonic() >= deadline:
                     handle.seek(0)
                     holder = (handle.read().split() or ['unknown'])[0]
-                    raise Failure(f'storage {storage} is in use by another pve-ontap-snapshot run (pid {holder}, '
+                    raise Failure(f'{what} is in use by another pve-ontap-snapshot run (pid {holder}, '
                                   f'lock {path}): try again later or wait with -wait SECONDS') from None
                 time.sleep(0.1)
         yield HeldLock(handle)
@@ -1288,14 +1294,20 @@ def storage_lock(storage, wait):
 
 @contextlib.contextmanager
 def storage_locks(ctx, storages):
-    """Lock every storage a command changes (by config section, so X-CLONE locks X); in a
-    fixed order, so two runs never wait for each other in a circle. Yields the HeldLocks;
-    a dry run takes none."""
+    """Lock the ONTAP volume behind every storage a command changes, by cluster, SVM and
+    volume: two storage ids on one volume share its lock and its stamps. In a fixed order,
+    so two runs never wait for each other in a circle. Yields the HeldLocks; a dry run
+    takes none."""
     with contextlib.ExitStack() as stack:
         locks = []
         if not ctx.dry_run:
-            for section in sorted({ctx.config.ontap_for(s).section for s in storages}):
-                locks.append(stack.enter_context(storage_lock(section, ctx.wait)))
+            volumes = {}
+            for storage in sorted(storages):
+                ontap, volume, _ = ctx.storage_volume(storage)
+                volumes.setdefault(lock_file_name(ontap.host, volume.svm, volume.name),
+                                   f'storage {storage} (volume {volume.name})')
+            for name, what in sorted(volumes.items()):
+                locks.append(stack.enter_context(storage_lock(name, what, ctx.wait)))
         yield locks
 
 

@@ -53,7 +53,7 @@ def test_the_console_script_snapshots_a_vm_and_fails_in_one_line(world, lock_dir
 
     assert ok.returncode == 0, ok.stderr
     assert len([f for f in world.files(world.vol1, 101) if '-snapshot-' in f]) == 1
-    assert (lock_dir / 'ONTAP01.lock').exists()     # PVE_ONTAP_SNAPSHOT_LOCK_DIR, not /run/lock
+    assert world.lock_file(lock_dir).exists()     # PVE_ONTAP_SNAPSHOT_LOCK_DIR, not /run/lock
     assert bad.returncode == 1
     assert bad.stderr.splitlines() == [f'ERROR: Proxmox {world.pve_host}: no VM 999 (QEMU guest) in the cluster']
 

@@ -1038,6 +1038,33 @@ def by_creation(snapshots):
     return sorted(snapshots, key=lambda r: (parse_ontap_time(r.get('create_time')) or unknown, r['name']))
 
 
+def guest_state(guest):
+    """`running`, or `stopped, locked: backup`: a guest's status and lock, for a plan."""
+    return guest.get('status', 'unknown') + (f', locked: {guest["lock"]}' if guest.get('lock') else '')
+
+
+def restore_blockers(guests, unknown):
+    """What keeps a storage from being reverted under its guests (/cluster/resources entries,
+    whose `lock` is the guest config's lock: pve-manager PVE/API2/Cluster.pm, `resources`),
+    each with what to do; [] if nothing does. A hibernated guest (`lock: suspended`) would
+    resume with memory that belongs to the current disks; any other lock is a backup,
+    migration, clone, snapshot, rollback, ... at work on it. `unknown`: (guest, Failure) of
+    the guests whose config could not be read."""
+    running = [guest_label(g) for g in guests if g.get('status') == 'running' and not g.get('lock')]
+    hibernated = [guest_label(g) for g in guests if g.get('lock') == 'suspended']
+    locked = [f'{guest_label(g)} locked ({g["lock"]})' for g in guests if g.get('lock') not in (None, '', 'suspended')]
+    phrases = []
+    if running:
+        phrases.append(f'{", ".join(running)} running on it, shut down first')
+    if hibernated:
+        phrases.append(f'{", ".join(hibernated)} hibernated on it, resume and shut down first')
+    if locked:
+        phrases.append(f'{", ".join(locked)}, try again when that is done')
+    if unknown:
+        phrases.append(f'{", ".join(guest_label(g) for g, _ in unknown)} not checked (node unreachable)')
+    return phrases
+
+
 def storage_snapshot_name(stamp):
     return STORAGE_SNAPSHOT_PREFIX + stamp
 
@@ -1329,8 +1356,10 @@ def confirm(ctx, question, assume_yes):
         return
     if not sys.stdin.isatty():
         raise ConfigError(f'{question}: not asking without a terminal; add -yes to go ahead')
+    # On stderr, which is the terminal even when stdout goes to a pipe (-output json | jq).
+    print(f'{question} [y/N] ', end='', file=sys.stderr, flush=True)
     try:
-        answer = input(f'{question} [y/N] ').strip().lower()
+        answer = input().strip().lower()
     except EOFError:    # Ctrl-D
         answer = ''
     if answer not in ('y', 'yes'):
@@ -1824,9 +1853,11 @@ def cmd_vm_restore(ctx, args):
 def explain_busy(ctx, ontap, volume, snapshot, exc):
     """A delete refused because a FlexClone uses the snapshot: name the clone and its PVE storage."""
     clones = ontap_flexclones(ontap, volume).get(snapshot)
-    if not clones:
-        return exc
-    clone = clones[0]
+    return snapshot_in_use(ctx, volume, snapshot, clones[0]) if clones else exc
+
+
+def snapshot_in_use(ctx, volume, snapshot, clone):
+    """The refusal for a snapshot the FlexClone `clone` uses, naming the PVE storage that mounts it."""
     storages = ctx.storages_mounting(clone.junction)
     if storages:
         return Failure(f'snapshot {snapshot} of volume {volume.name} is in use by FlexClone {clone.name}, mounted '
@@ -1895,37 +1926,65 @@ def cmd_storage_delete(ctx, args):
     log.info('storage %s: snapshot %s deleted', args.storage, args.snapshot)
 
 
+def restore_plan(ontap, volume, storage, snapshot, guests, unknown, newer):
+    """What a storage restore does, as a record (-output json) — gathered before it asks."""
+    return {'storage': storage, 'cluster': ontap.host, 'svm': volume.svm, 'volume': volume.name, 'snapshot': snapshot,
+            'guests': [{key: guest.get(key) for key in ('vmid', 'type', 'name', 'node', 'status', 'lock')}
+                       for guest in guests],
+            'unchecked': [{'vmid': guest['vmid'], 'type': guest.get('type'), 'node': guest.get('node'),
+                           'error': str(exc)} for guest, exc in unknown],
+            'newer': newer}
+
+
+def show_restore_plan(ctx, plan, asking):
+    """The plan: with -output json one object on stdout; else lines on stderr, stdout being for
+    results. At -loglevel warn they are left out (a cron mail holds only what matters) unless a
+    question follows, or in a dry run, whose raised level hides only untrue log lines."""
+    if ctx.output == 'json':
+        print(json.dumps(plan, indent=2, sort_keys=True))
+        return
+    if not (asking or ctx.dry_run or log.isEnabledFor(logging.INFO)):
+        return
+    guests = [' '.join(filter(None, (guest_label(g), g['name'], f'({guest_state(g)})'))) for g in plan['guests']]
+    lines = [(f'storage restore reverts volume {plan["volume"]} (ONTAP {plan["cluster"]}) behind storage '
+              f'{plan["storage"]} to snapshot {plan["snapshot"]}; every change since is lost.'),
+             'Guests with disks on it: ' + (', '.join(guests) or 'none')]
+    lines += [f'Unknown whether {guest_label(g)} on node {g["node"]} uses it: {g["error"]}' for g in plan['unchecked']]
+    lines.append('Snapshots newer than it, which ONTAP deletes: ' + (', '.join(plan['newer']) or 'none'))
+    print('\n'.join(lines), file=sys.stderr, flush=True)
+
+
 def cmd_storage_restore(ctx, args):
     with storage_locks(ctx, [args.storage]):
         ontap, volume, _ = ctx.storage_volume(args.storage)
         ontap_find_snapshot(ontap, volume, args.snapshot)
         snapshots = [s['name'] for s in ontap_list_snapshots(ontap, volume, '*')]
         newer = snapshots[snapshots.index(args.snapshot) + 1:]
+        clones = ontap_flexclones(ontap, volume) if newer else {}
         if not args.force:
             pve_check_sees_every_guest(ctx.pve, 'restore')
         guests, unknown = pve_guests_on_storage(ctx.pve, args.storage, pve_list_guests(ctx.pve))
-        print(f'storage restore reverts volume {volume.name} (ONTAP {ontap.host}) behind storage {args.storage} '
-              f'to snapshot {args.snapshot}; every change since is lost.')
-        print('Guests with disks on it: ' + (', '.join(f'{guest_label(g)} {g.get("name", "")} ({g.get("status")})'
-                                                       for g in guests) or 'none'))
-        for guest, exc in unknown:
-            print(f'Unknown whether {guest_label(guest)} on node {guest["node"]} uses it: {exc}')
-        print('Snapshots newer than it, which ONTAP deletes: ' + (', '.join(newer) or 'none'))
-        running = [guest_label(g) for g in guests if g.get('status') == 'running']
-        blockers = [f'{", ".join(running)} running on it'] if running else []
-        if unknown:
-            blockers.append(f'{", ".join(guest_label(g) for g, _ in unknown)} not checked (node unreachable)')
+        show_restore_plan(ctx, restore_plan(ontap, volume, args.storage, args.snapshot, guests, unknown, newer),
+                          asking=not args.yes and sys.stdin.isatty())
+        # ONTAP must delete the newer snapshots, and refuses while a FlexClone uses one (the
+        # emulator's choice; unconfirmed on ONTAP, reference §7): so refused before, dry run or not.
+        busy = [name for name in newer if name in clones]
+        if busy:
+            raise Failure(f'storage {args.storage}: reverting to {args.snapshot} deletes the newer {busy[0]}, but '
+                          f'{snapshot_in_use(ctx, volume, busy[0], clones[busy[0]][0])}')
+        blockers = restore_blockers(guests, unknown)
         if blockers and not args.force:
-            raise Failure(f'storage {args.storage}: {"; ".join(blockers)}; shut down first '
-                          '(or -force to revert anyway)')
+            raise Failure(f'storage {args.storage}: {"; ".join(blockers)} (or -force to revert anyway)')
         confirm(ctx, f'Revert storage {args.storage} to {args.snapshot}', args.yes)
-        now = pve_list_guests(ctx.pve)     # once more: a guest may have been started during the question
-        started = [guest_label(g) for g in guests if now.get(g['vmid'], {}).get('status') == 'running'
-                   and g.get('status') != 'running']
-        if started and not args.force:
-            raise Failure(f'storage {args.storage}: {", ".join(started)} started meanwhile; nothing reverted')
-        ontap_restore_volume(ontap, volume, args.snapshot)
+        now = pve_list_guests(ctx.pve)     # once more: a guest may have been started or locked during the question
+        meanwhile = restore_blockers([now.get(guest['vmid'], guest) for guest in guests], [])
+        if meanwhile and not args.force:
+            raise Failure(f'storage {args.storage}: meanwhile {"; ".join(meanwhile)}; nothing reverted')
+        # A stop now would leave unknown whether ONTAP reverted: wait for its answer, then stop saying so.
+        with STOP.held():
+            ontap_restore_volume(ontap, volume, args.snapshot)
     log.info('storage %s: volume %s restored to %s', args.storage, volume.name, args.snapshot)
+    STOP.check(f'storage {args.storage}: volume {volume.name} reverted to snapshot {args.snapshot} first')
 
 
 def cmd_storage_mount(ctx, args):

@@ -2,6 +2,7 @@
 that clean up, locks, faults on both sides, tokens and certificates, no leaked secrets."""
 
 import fcntl
+import json
 import os
 import re
 import threading
@@ -40,10 +41,10 @@ def test_storage_restore_shows_what_it_will_do_and_refuses_under_running_vms(wor
 
     result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
 
-    assert result.code == 1
-    assert 'Guests with disks on it: VM 100 web (running), VM 101 db (stopped)' in result.out
-    assert f'Snapshots newer than it, which ONTAP deletes: hourly.2024-03-14_0905, {NEWER}' in result.out
-    assert error_lines(result) == [('ERROR: storage ONTAP01: VM 100 running on it; shut down first '
+    assert result.code == 1 and result.out == ''
+    assert 'Guests with disks on it: VM 100 web (running), VM 101 db (stopped)' in result.err
+    assert f'Snapshots newer than it, which ONTAP deletes: hourly.2024-03-14_0905, {NEWER}' in result.err
+    assert error_lines(result) == [('ERROR: storage ONTAP01: VM 100 running on it, shut down first '
                                    '(or -force to revert anyway)')]
     assert world.state() == before and not changes(world.a)
 
@@ -60,8 +61,8 @@ def test_storage_restore_counts_running_containers_too(world):
     result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
 
     assert result.code == 1
-    assert 'Guests with disks on it: VM 100 web (stopped), VM 101 db (stopped), CT 200 files (running)' in result.out
-    assert error_lines(result) == [('ERROR: storage ONTAP01: CT 200 running on it; shut down first '
+    assert 'Guests with disks on it: VM 100 web (stopped), VM 101 db (stopped), CT 200 files (running)' in result.err
+    assert error_lines(result) == [('ERROR: storage ONTAP01: CT 200 running on it, shut down first '
                                    '(or -force to revert anyway)')]
     assert world.state() == before and not changes(world.a)
 
@@ -75,10 +76,103 @@ def test_storage_restore_refuses_when_a_node_cannot_say_what_runs_there(world):
     result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
 
     assert result.code == 1
-    assert 'Unknown whether VM 101 on node pve2 uses it:' in result.out and 'No route to host' in result.out
-    assert error_lines(result) == [('ERROR: storage ONTAP01: VM 101 not checked (node unreachable); shut down '
-                                   'first (or -force to revert anyway)')]
+    assert 'Unknown whether VM 101 on node pve2 uses it:' in result.err and 'No route to host' in result.err
+    assert error_lines(result) == [('ERROR: storage ONTAP01: VM 101 not checked (node unreachable) '
+                                   '(or -force to revert anyway)')]
     assert world.state() == before and not changes(world.a)
+
+
+@pytest.mark.parametrize('lock, line', [
+    ('backup', 'VM 101 locked (backup), try again when that is done'),
+    ('migrate', 'VM 101 locked (migrate), try again when that is done'),
+    ('suspended', 'VM 101 hibernated on it, resume and shut down first')])
+def test_storage_restore_refuses_under_a_hibernated_or_locked_guest(world, lock, line):
+    add_snapshots(world)
+    world.pve.vm(100).status = 'stopped'
+    world.pve.snapshot_lock(101, lock)
+    before = world.state()
+
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+
+    assert result.code == 1
+    assert f'Guests with disks on it: VM 100 web (stopped), VM 101 db (stopped, locked: {lock})' in result.err
+    assert error_lines(result) == [f'ERROR: storage ONTAP01: {line} (or -force to revert anyway)']
+    assert world.state() == before and not changes(world.a)
+
+
+def test_storage_restore_names_every_kind_of_guest_in_the_way(world):
+    add_snapshots(world)
+    world.pve.snapshot_lock(101, 'backup')
+    world.pve.add_ct(200, 'files', node='pve2', status='stopped', config={'rootfs': 'ONTAP01:200/vm-200-disk-0.raw'})
+    world.pve.snapshot_lock(200, 'suspended')
+    world.pve.add_ct(201, 'cache', node='pve1', status='running', config={'rootfs': 'ONTAP01:201/vm-201-disk-0.raw'})
+
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+
+    assert result.code == 1
+    assert error_lines(result) == [('ERROR: storage ONTAP01: VM 100, CT 201 running on it, shut down first; CT 200 '
+                                    'hibernated on it, resume and shut down first; VM 101 locked (backup), try again '
+                                    'when that is done (or -force to revert anyway)')]
+    assert not changes(world.a)
+
+
+def test_storage_restore_with_force_reverts_under_a_locked_guest(world):
+    add_snapshots(world)
+    world.pve.vm(100).status = 'stopped'
+    world.pve.snapshot_lock(101, 'backup')
+    disk = world.disk(world.vol1, 101, 'vm-101-disk-0.raw')
+    original = disk.read_bytes()
+    disk.write_bytes(b'later')
+
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-force', '-yes')
+
+    assert result.code == 0, result.err
+    assert 'VM 101 db (stopped, locked: backup)' in result.err
+    assert disk.read_bytes() == original
+
+
+def test_storage_restore_plan_as_json_on_stdout(world):
+    add_snapshots(world)
+    world.pve.vm(100).status = 'stopped'
+    world.pve.snapshot_lock(101, 'backup')
+    before = world.state()
+
+    result = world.run('-output', 'json', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+
+    assert result.code == 1
+    assert json.loads(result.out) == {
+        'storage': 'ONTAP01', 'cluster': world.a.host, 'svm': 'svm1', 'volume': 'proxmox_storage01', 'snapshot': OLD,
+        'guests': [{'vmid': 100, 'type': 'qemu', 'name': 'web', 'node': 'pve1', 'status': 'stopped', 'lock': None},
+                   {'vmid': 101, 'type': 'qemu', 'name': 'db', 'node': 'pve2', 'status': 'stopped', 'lock': 'backup'}],
+        'unchecked': [], 'newer': ['hourly.2024-03-14_0905', NEWER]}
+    assert error_lines(result) == result.err.splitlines()     # the plan is not on stderr as well
+    assert world.state() == before
+
+
+def test_storage_restore_from_cron_at_warn_prints_nothing_but_reverts(world):
+    add_snapshots(world)
+    world.pve.vm(100).status = 'stopped'
+
+    result = world.run('-loglevel', 'warn', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+
+    assert (result.code, result.out, result.err) == (0, '', '')
+    assert sorted(world.vol1.snapshots) == [OLD]
+
+
+def test_storage_restore_refuses_while_a_newer_snapshot_backs_a_mount_and_so_does_its_dry_run(world):
+    add_snapshots(world)
+    world.pve.vm(100).status = 'stopped'
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', NEWER).code == 0
+    before = world.state()
+    line = (f'ERROR: storage ONTAP01: reverting to {OLD} deletes the newer {NEWER}, but snapshot {NEWER} of volume '
+            'proxmox_storage01 is in use by FlexClone proxmox_storage01_clone, mounted as PVE storage ONTAP01-CLONE: '
+            'unmount ONTAP01-CLONE first')
+
+    for dry in ((), ('-dry-run',)):
+        result = world.run(*dry, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-force', '-yes')
+        assert result.code == 1 and error_lines(result) == [line]
+
+    assert world.state() == before and not [r for r in changes(world.a) if r['method'] == 'PATCH']
 
 
 def test_storage_restore_with_force_reverts_and_ontap_deletes_the_newer_snapshots(world):
@@ -109,17 +203,19 @@ def test_storage_restore_without_a_terminal_needs_yes(world):
 
 # -- busy snapshots
 
-def test_deleting_a_snapshot_that_backs_a_mount_names_the_clone_and_the_storage(world):
+@pytest.mark.parametrize('dry', [()], ids=['real'])
+def test_deleting_a_snapshot_that_backs_a_mount_names_the_clone_and_the_storage(world, dry):
     add_snapshots(world)
     assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
     before = world.state()
 
-    result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD)
+    result = world.run(*dry, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD)
 
     assert result.code == 1
     assert error_lines(result) == [(f'ERROR: snapshot {OLD} of volume proxmox_storage01 is in use by FlexClone '
                                    'proxmox_storage01_clone, mounted as PVE storage ONTAP01-CLONE: unmount '
                                    'ONTAP01-CLONE first')]
+    assert 'would ' not in result.out
     assert world.state() == before
 
 

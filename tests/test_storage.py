@@ -249,3 +249,14 @@ def test_keep_deletes_the_older_snapshot_across_a_dst_change(world):
     assert result.code == 0, result.err
     (made,) = set(tool_snapshots(world.vol1)) - {DST_A, DST_B}
     assert tool_snapshots(world.vol1) == sorted([DST_B, made])
+
+
+def test_restore_across_a_dst_change_names_the_later_snapshot_as_newer(world):
+    snapshots_across_a_dst_change(world)
+    world.pve.vm(100).status = 'stopped'
+
+    result = world.run('-output', 'json', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', DST_A, '-yes')
+
+    assert result.code == 0, result.err
+    assert json.loads(result.out)['newer'] == [DST_B]
+    assert tool_snapshots(world.vol1) == [DST_A]     # ONTAP deleted the newer one, as the plan said

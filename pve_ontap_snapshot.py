@@ -1917,6 +1917,12 @@ def cmd_storage_show(ctx, args):
 def cmd_storage_delete(ctx, args):
     with storage_locks(ctx, [args.storage]):
         ontap, volume, _ = ctx.storage_volume(args.storage)
+        if ctx.dry_run:
+            # Only ONTAP refuses a snapshot a FlexClone uses, and a dry run does not ask it: ask for the clones.
+            ontap_find_snapshot(ontap, volume, args.snapshot)
+            clones = ontap_flexclones(ontap, volume).get(args.snapshot)
+            if clones:
+                raise snapshot_in_use(ctx, volume, args.snapshot, clones[0])
         try:
             ontap_delete_snapshot_named(ontap, volume, args.snapshot)
         except OntapError as exc:

@@ -203,7 +203,7 @@ def test_storage_restore_without_a_terminal_needs_yes(world):
 
 # -- busy snapshots
 
-@pytest.mark.parametrize('dry', [()], ids=['real'])
+@pytest.mark.parametrize('dry', [(), ('-dry-run',)], ids=['real', 'dry run'])
 def test_deleting_a_snapshot_that_backs_a_mount_names_the_clone_and_the_storage(world, dry):
     add_snapshots(world)
     assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0

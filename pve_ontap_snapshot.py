@@ -1155,6 +1155,17 @@ def clone_storage_id(storage):
     return storage + CLONE_STORAGE_SUFFIX
 
 
+def made_by_mount(entry, storage):
+    """Whether a storage.cfg entry is what `storage mount` makes under the id `storage`: NFS,
+    its export the junction of a FlexClone named for that id (`/<volume>_clone_<id>`, or for
+    an `X-CLONE` also the original's `/<volume>_clone`)."""
+    if entry.get('type') != 'nfs':
+        return False
+    junction = junction_path(entry.get('export', ''))
+    endings = [flexclone_name('', storage)] + ([FLEXCLONE_SUFFIX] if storage.endswith(CLONE_STORAGE_SUFFIX) else [])
+    return any(junction.endswith(ending) and len(junction) > len(ending) + 1 for ending in endings)
+
+
 def upid_node(upid):
     """The node field of a PVE task id (UPID:<node>:<pid>:...)."""
     parts = upid.split(':')
@@ -1993,15 +2004,38 @@ def cmd_storage_restore(ctx, args):
     STOP.check(f'storage {args.storage}: volume {volume.name} reverted to snapshot {args.snapshot} first')
 
 
+def check_mount_id(config, parent, storage):
+    """Refuse, before any lookup, a mount id to which config.ini gives another meaning: a
+    section (the mount would be taken for a storage of its own), or `X-CLONE` of another
+    section X (taken for X's mount, and served by [X])."""
+    if storage in config.storages:
+        raise ConfigError(f'storage id {storage}: {config.path} has a section [{storage}], so a mount of that id would '
+                          'be taken for a storage of its own: choose another id with -name')
+    other = storage.removesuffix(CLONE_STORAGE_SUFFIX)
+    if other not in (storage, parent) and other in config.storages:
+        raise ConfigError(f'storage id {storage}: that is the mount id of storage {other} (section [{other}] of '
+                          f'{config.path}), not of {parent}: choose another id with -name')
+
+
+def taken_id_failure(ctx, storage, entry):
+    """The refusal for a mount id PVE has already, in words that fit what that storage is."""
+    if made_by_mount(entry, storage):
+        return Failure(f'Proxmox {ctx.pve.host}: storage {storage} already exists, mounted earlier: unmount it '
+                       f'(storage unmount -storage {storage}), or choose another id with -name')
+    what = f'type {entry.get("type")}' + (f', export {entry["export"]}' if entry.get('export') else '')
+    return Failure(f'Proxmox {ctx.pve.host}: storage {storage} already exists and is no mount ({what}): choose '
+                   'another id with -name')
+
+
 def cmd_storage_mount(ctx, args):
     storage = args.name or clone_storage_id(args.storage)
+    check_mount_id(ctx.config, args.storage, storage)
     with storage_locks(ctx, [args.storage]):
         ontap, volume, entry = ctx.storage_volume(args.storage)
         ontap_find_snapshot(ontap, volume, args.snapshot)
         clone = flexclone_name(volume.name, None if args.name is None else storage)
         if storage in ctx.storages():
-            raise Failure(f'Proxmox {ctx.pve.host}: storage {storage} already exists: unmount it, or choose '
-                          'another id with -name')
+            raise taken_id_failure(ctx, storage, ctx.storages()[storage])
         if ontap_volume_by_name(ontap, clone, volume.svm):
             raise Failure(f'ONTAP {ontap.host}: volume {clone} already exists in SVM {volume.svm}: choose another '
                           'storage id with -name')
@@ -2026,27 +2060,32 @@ def cmd_storage_mount(ctx, args):
     STOP.check(f'snapshot {args.snapshot} mounted as storage {storage} first')
 
 
+def parent_candidates(ctx, storage, entry=None):
+    """The configured PVE NFS storages a mount named `storage` may belong to: first the one its
+    name points to (X for `X-CLONE`, the original's naming), then every other one — with
+    `entry`, those on its NFS server. The name is only a hint: what decides is the parent
+    volume of the FlexClone."""
+    hint = storage.removesuffix(CLONE_STORAGE_SUFFIX)
+    nfs = [sid for sid in sorted(ctx.config.storages) if ctx.storages().get(sid, {}).get('type') == 'nfs']
+    others = [sid for sid in nfs if sid != hint
+              and (entry is None or ctx.storages()[sid].get('server') == entry.get('server'))]
+    return ([hint] if hint in nfs else []) + others
+
+
 def find_clone_parent(ctx, storage, entry):
     """(parent storage, Ontap, FlexClone Volume or None) of a mounted clone storage: a refusal
     unless its volume really is a FlexClone of a configured storage's volume — or is gone
     already and the storage's export is the junction `storage mount` gave it (then None)."""
-    if storage in ctx.config.storages:
-        candidates = [storage]
-    elif storage.removesuffix(CLONE_STORAGE_SUFFIX) in ctx.config.storages:
-        candidates = [storage.removesuffix(CLONE_STORAGE_SUFFIX)]
-    else:
-        candidates = [sid for sid, s in ctx.storages().items()
-                      if sid in ctx.config.storages and s.get('server') == entry.get('server')]
     volume = None
-    for parent in candidates:
+    for parent in parent_candidates(ctx, storage, entry):
         ontap, parent_volume, _ = ctx.storage_volume(parent)
         try:
-            volume = ontap_find_volume(ontap, entry['export'], ctx.config.ontap_for(parent).svm, storage)
+            # A FlexClone lives in its parent's SVM.
+            volume = ontap_find_volume(ontap, entry['export'], parent_volume.svm, storage)
         except NotFound:
-            if junction_path(entry['export']) in ['/' + name for name in clone_volume_names(parent_volume.name, storage, parent)]:
+            junctions = ['/' + name for name in clone_volume_names(parent_volume.name, storage, parent)]
+            if junction_path(entry['export']) in junctions:
                 return parent, ontap, None
-            if len(candidates) == 1:
-                raise
             continue    # another cluster or SVM behind the same NFS server
         if volume.is_flexclone and volume.parent_volume == parent_volume.name:
             return parent, ontap, volume
@@ -2057,12 +2096,7 @@ def find_clone_parent(ctx, storage, entry):
 def find_leftover_clone(ctx, storage):
     """(parent storage, Ontap, FlexClone Volume) a mount named `storage` left behind when its
     PVE storage is gone already (removed by hand, or an unmount stopped half-way)."""
-    parent = storage.removesuffix(CLONE_STORAGE_SUFFIX)
-    if parent != storage and parent in ctx.config.storages:
-        parents = [parent]
-    else:
-        parents = [sid for sid in ctx.config.storages if ctx.storages().get(sid, {}).get('type') == 'nfs']
-    for parent in parents:
+    for parent in parent_candidates(ctx, storage):
         ontap, volume, _ = ctx.storage_volume(parent)
         for name in clone_volume_names(volume.name, storage, parent):
             clone = ontap_volume_by_name(ontap, name, volume.svm)
@@ -2087,6 +2121,9 @@ def unmount_nfs(path):
 
 
 def cmd_storage_unmount(ctx, args):
+    if args.storage in ctx.config.storages:
+        raise Failure(f'storage {args.storage} has its own section in {ctx.config.path}, so it is no mount: refusing '
+                      'to remove it')
     entry = ctx.storages().get(args.storage)
     if entry is None:
         parent, ontap, volume = find_leftover_clone(ctx, args.storage)

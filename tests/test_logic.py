@@ -161,6 +161,19 @@ def test_snapshots_sort_by_time_not_by_text_across_a_dst_change():
     assert [r['name'] for r in tool.by_creation(records)] == ['w', 'x', 'a', 'b', 'e', 'c']
 
 
+@pytest.mark.parametrize('entry, storage, mounted', [
+    ({'type': 'nfs', 'export': '/proxmox_storage01_clone'}, 'ONTAP01-CLONE', True),
+    ({'type': 'nfs', 'export': '/proxmox_storage01_clone/'}, 'ONTAP01-CLONE', True),
+    ({'type': 'nfs', 'export': '/proxmox_storage01_clone_ONTAP01_MARCH'}, 'ONTAP01-MARCH', True),
+    ({'type': 'nfs', 'export': '/vol2_clone_ONTAP01_CLONE'}, 'ONTAP01-CLONE', True),
+    ({'type': 'nfs', 'export': '/proxmox_storage01_clone'}, 'ONTAP01-MARCH', False),
+    ({'type': 'nfs', 'export': '/proxmox_storage02'}, 'BACKUP', False),
+    ({'type': 'nfs', 'export': '/_clone'}, 'X-CLONE', False),
+    ({'type': 'lvmthin'}, 'local-lvm', False), ({'type': 'dir', 'path': '/x_clone'}, 'X-CLONE', False)])
+def test_a_storage_made_by_mount_is_told_from_others(entry, storage, mounted):
+    assert tool.made_by_mount(entry, storage) is mounted
+
+
 def test_free_unused_keys():
     assert tool.free_unused_keys({'unused0': 'x', 'unused2': 'y', 'scsi0': 'z'}, 3) == ['unused1', 'unused3',
                                                                                          'unused4']

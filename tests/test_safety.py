@@ -306,14 +306,83 @@ def test_several_snapshots_mounted_at_once_on_the_local_node_only(world):
     assert world.a.volume('proxmox_storage01_clone') is not None
 
 
-def test_a_taken_storage_id_suggests_name(world):
+def test_a_taken_storage_id_that_is_no_mount_is_not_to_be_unmounted(world):
     add_snapshots(world)
     before = world.state()
-    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, '-name', 'ONTAP02')
+    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, '-name', 'local-lvm')
     assert result.code == 1
-    assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: storage ONTAP02 already exists: unmount '
-                                   'it, or choose another id with -name')]
+    assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: storage local-lvm already exists and is no '
+                                    'mount (type lvmthin): choose another id with -name')]
     assert world.state() == before
+
+
+def test_an_nfs_storage_that_is_no_mount_is_not_to_be_unmounted(world):
+    add_snapshots(world)
+    world.pve.storages['BACKUP'] = dict(world.pve.storages['ONTAP02'], path='/mnt/pve/BACKUP', files=set(),
+                                        volumes={})
+    before = world.state()
+    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, '-name', 'BACKUP')
+    assert result.code == 1
+    assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: storage BACKUP already exists and is no mount '
+                                    '(type nfs, export /proxmox_storage02): choose another id with -name')]
+    assert world.state() == before
+
+
+@pytest.mark.parametrize('name, line', [
+    ('ONTAP02', ('storage id ONTAP02: {config} has a section [ONTAP02], so a mount of that id would be taken for a '
+                'storage of its own: choose another id with -name')),
+    ('ONTAP03', ('storage id ONTAP03: {config} has a section [ONTAP03], so a mount of that id would be taken for a '
+                'storage of its own: choose another id with -name')),
+    ('ONTAP02-CLONE', ('storage id ONTAP02-CLONE: that is the mount id of storage ONTAP02 (section [ONTAP02] of '
+                      '{config}), not of ONTAP01: choose another id with -name'))])
+def test_a_mount_id_the_config_gives_another_meaning_is_refused_up_front(world, name, line):
+    """ONTAP03 has a section but no PVE storage yet: a mount of that id would pass for it."""
+    add_snapshots(world)
+    world.write_config(ONTAP03=f'host = {world.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\n'
+                               f'verify = {world.a.cafile}\n')
+    world.a.requests.clear()
+    before = world.state()
+
+    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, '-name', name)
+
+    assert result.code == 2
+    assert error_lines(result) == ['ERROR: ' + line.format(config=world.config)]
+    assert world.state() == before and not world.a.requests
+
+
+def flexclone_by_hand(world, name, snapshot, storage):
+    """A FlexClone of ONTAP01's volume and a PVE storage on it, made without this tool (or by an older one)."""
+    response = requests.post(f'{world.a.url}/api/storage/volumes', params={'return_timeout': 10},
+                             auth=('admin', ONTAP_PASSWORD), verify=world.a.cafile, json={
+            'name': name, 'svm': {'name': 'svm1'}, 'nas': {'path': f'/{name}'},
+            'clone': {'is_flexclone': True, 'parent_volume': {'name': 'proxmox_storage01'},
+                      'parent_snapshot': {'name': snapshot}}})
+    assert response.status_code == 201, response.text
+    world.pve.storages[storage] = {'type': 'nfs', 'server': '127.0.0.1', 'export': f'/{name}', 'content': 'images',
+                                   'path': f'/mnt/pve/{storage}', 'files': set(), 'volumes': {}}
+
+
+def test_a_clone_of_one_storage_under_another_storages_clone_id_unmounts(world):
+    add_snapshots(world)
+    flexclone_by_hand(world, 'proxmox_storage01_clone_ONTAP02_CLONE', OLD, 'ONTAP02-CLONE')
+
+    result = world.run('storage', 'unmount', '-storage', 'ONTAP02-CLONE')
+
+    assert result.code == 0, result.err
+    assert 'ONTAP02-CLONE' not in world.pve.storages
+    assert world.a.volume('proxmox_storage01_clone_ONTAP02_CLONE') is None
+    assert not world.vol1.snapshots[OLD].owners and world.vol2.path.exists()
+
+
+def test_the_flexclone_left_by_such_a_clone_storage_is_found_too(world):
+    add_snapshots(world)
+    flexclone_by_hand(world, 'proxmox_storage01_clone_ONTAP02_CLONE', OLD, 'ONTAP02-CLONE')
+    del world.pve.storages['ONTAP02-CLONE']
+
+    result = world.run('storage', 'unmount', '-storage', 'ONTAP02-CLONE')
+
+    assert result.code == 0, result.err
+    assert world.a.volume('proxmox_storage01_clone_ONTAP02_CLONE') is None
 
 
 def test_unmount_disables_then_removes_then_deletes_the_clone(world):

@@ -193,20 +193,21 @@ def test_mount_twice_is_refused_before_anything_changes(world):
     result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD)
 
     assert result.code == 1
-    assert result.err.strip() == (f'ERROR: Proxmox {world.pve_host}: storage ONTAP01-CLONE '
-                                  'already exists: unmount it, or choose another id with -name')
+    assert result.err.strip() == (f'ERROR: Proxmox {world.pve_host}: storage ONTAP01-CLONE already exists, mounted '
+                                  'earlier: unmount it (storage unmount -storage ONTAP01-CLONE), or choose another id '
+                                  'with -name')
     assert world.state() == before
 
 
-def test_unmount_refuses_a_storage_that_is_no_clone(world):
+def test_unmount_refuses_a_storage_of_the_config(world):
     before = world.state()
 
     result = world.run('storage', 'unmount', '-storage', 'ONTAP01')
 
     assert result.code == 1
-    assert result.err.strip() == ('ERROR: storage ONTAP01 is backed by volume proxmox_storage01, which is no '
-                                  f'FlexClone of a storage in {world.config}: refusing to remove it')
-    assert world.state() == before
+    assert result.err.strip() == (f'ERROR: storage ONTAP01 has its own section in {world.config}, so it is no mount: '
+                                  'refusing to remove it')
+    assert world.state() == before and not world.a.requests
 
 
 def test_two_creates_in_a_row_make_two_snapshots(world):

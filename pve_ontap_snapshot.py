@@ -2357,8 +2357,9 @@ def build_parser():
             add_keep_option(sub, 'proxmox_snapshot_* snapshots (never one a FlexClone uses)')
         if name == 'restore':
             sub.add_argument('-force', '--force', action='store_true',
-                             help='revert even while guests with disks on the storage run, or while a node '
-                                  'that is down keeps them from being checked')
+                             help='revert even while guests with disks on the storage run, are hibernated or '
+                                  'locked (a backup, migration, ...), or while a node that is down keeps them from '
+                                  'being checked')
             sub.add_argument('-yes', '--yes', action='store_true',
                              help='do not ask for confirmation (required without a terminal)')
         if name == 'mount':

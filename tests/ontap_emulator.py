@@ -31,9 +31,9 @@ Python interface:
     emu.requests            one record per request: method, path, query, body,
                             status (None while in flight or dropped), seq, time
     emu.on_request          callable(record), called as each request arrives
-    emu.latency, emu.job_delay, emu.page_size     knobs (seconds, seconds, records)
     emu.utc_offset          the cluster's time zone for create_time: a timedelta
                             (changed between snapshots: a DST change), None = this machine's
+    emu.latency, emu.job_delay, emu.page_size     knobs (seconds, seconds, records)
     emu.fail(...), emu.fail_job(...), emu.slow_job(...), emu.drop(...)  faults
     emu.stop()              also usable as a context manager
 
@@ -589,10 +589,10 @@ class OntapEmulator:
         self.ca = ca or trustme.CA()
         self.requests = []
         self.on_request = None
+        self.utc_offset = None
         self.latency = 0.0
         self.job_delay = 0.0
         self.page_size = None
-        self.utc_offset = None
         self._lock = threading.Lock()
         self._svms = {}     # name -> {'name', 'uuid'}
         self._volumes = {}  # uuid -> Volume, in creation order

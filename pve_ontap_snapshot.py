@@ -785,7 +785,7 @@ def ontap_list_snapshots(ontap, volume, name=STORAGE_SNAPSHOT_PREFIX + '*'):
     records = ontap.records(f'/api/storage/volumes/{volume.uuid}/snapshots',
                             {'name': name, 'fields': 'name,create_time,size,comment', 'max_records': 1023},
                             f'list snapshots of volume {volume.name}')
-    return sorted(records, key=lambda r: (r.get('create_time') or '', r['name']))
+    return by_creation(records)
 
 
 def ontap_find_snapshot(ontap, volume, name):
@@ -1178,6 +1178,51 @@ def utc_stamp(now=None):
     return now.astimezone(datetime.UTC).strftime(STAMP_FORMAT)
 
 
+def parse_ontap_time(text):
+    """An ONTAP time, ISO 8601 with an offset (`Z`, `+01:00`, `+0100`), as an aware datetime;
+    None if it is missing, malformed or without an offset (then it cannot be placed in time)."""
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo else None
+
+
+def by_creation(snapshots):
+    """Snapshot records oldest first by create_time read as a time, never as text: ONTAP gives
+    it in the cluster's time zone, whose offset changes with DST (reference §13), so an older
+    snapshot's text may sort later. Records without a usable time come first; a tie goes by name."""
+    unknown = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+    return sorted(snapshots, key=lambda r: (parse_ontap_time(r.get('create_time')) or unknown, r['name']))
+
+
+def guest_state(guest):
+    """`running`, or `stopped, locked: backup`: a guest's status and lock, for a plan."""
+    return guest.get('status', 'unknown') + (f', locked: {guest["lock"]}' if guest.get('lock') else '')
+
+
+def restore_blockers(guests, unknown):
+    """What keeps a storage from being reverted under its guests (/cluster/resources entries,
+    whose `lock` is the guest config's lock: pve-manager PVE/API2/Cluster.pm, `resources`),
+    each with what to do; [] if nothing does. A hibernated guest (`lock: suspended`) would
+    resume with memory that belongs to the current disks; any other lock is a backup,
+    migration, clone, snapshot, rollback, ... at work on it. `unknown`: (guest, Failure) of
+    the guests whose config could not be read."""
+    running = [guest_label(g) for g in guests if g.get('status') == 'running' and not g.get('lock')]
+    hibernated = [guest_label(g) for g in guests if g.get('lock') == 'suspended']
+    locked = [f'{guest_label(g)} locked ({g["lock"]})' for g in guests if g.get('lock') not in (None, '', 'suspended')]
+    phrases = []
+    if running:
+        phrases.append(f'{", ".join(running)} running on it, shut down first')
+    if hibernated:
+        phrases.append(f'{", ".join(hibernated)} hibernated on it, resume and shut down first')
+    if locked:
+        phrases.append(f'{", ".join(locked)}, try again when that is done')
+    if unknown:
+        phrases.append(f'{", ".join(guest_label(g) for g, _ in unknown)} not checked (node unreachable)')
+    return phrases
+
+
 def storage_snapshot_name(stamp):
     return STORAGE_SNAPSHOT_PREFIX + stamp
 
@@ -1289,6 +1334,17 @@ def clone_volume_names(volume, storage, parent):
 
 def clone_storage_id(storage):
     return storage + CLONE_STORAGE_SUFFIX
+
+
+def made_by_mount(entry, storage):
+    """Whether a storage.cfg entry is what `storage mount` makes under the id `storage`: NFS,
+    its export the junction of a FlexClone named for that id (`/<volume>_clone_<id>`, or for
+    an `X-CLONE` also the original's `/<volume>_clone`)."""
+    if entry.get('type') != 'nfs':
+        return False
+    junction = junction_path(entry.get('export', ''))
+    endings = [flexclone_name('', storage)] + ([FLEXCLONE_SUFFIX] if storage.endswith(CLONE_STORAGE_SUFFIX) else [])
+    return any(junction.endswith(ending) and len(junction) > len(ending) + 1 for ending in endings)
 
 
 def upid_node(upid):
@@ -1429,10 +1485,16 @@ class HeldLock:
         self._write()
 
 
+def lock_file_name(host, svm, volume):
+    """The lock file of one ONTAP volume, `<volume>@<svm>@<cluster host>.lock`: each part
+    percent-encoded, so that any host (`[::1]:8443`) gives one safe file name."""
+    return '@'.join(urllib.parse.quote(part, safe='') for part in (volume, svm or '', host.lower())) + '.lock'
+
+
 @contextlib.contextmanager
-def storage_lock(storage, wait):
-    """Hold this node's lock for one storage, waiting up to `wait` seconds for another run."""
-    path = os.path.join(lock_dir(), f'{storage}.lock')
+def storage_lock(name, what, wait):
+    """Hold this node's lock file `name` for `what`, waiting up to `wait` seconds for another run."""
+    path = os.path.join(lock_dir(), name)
     with open(path, 'a+') as handle:
         deadline = time.monotonic() + wait
         while True:
@@ -1443,7 +1505,7 @@ def storage_lock(storage, wait):
                 if time.monotonic() >= deadline:
                     handle.seek(0)
                     holder = (handle.read().split() or ['unknown'])[0]
-                    raise Failure(f'storage {storage} is in use by another pve-ontap-snapshot run (pid {holder}, '
+                    raise Failure(f'{what} is in use by another pve-ontap-snapshot run (pid {holder}, '
                                   f'lock {path}): try again later or wait with -wait SECONDS') from None
                 time.sleep(0.1)
         yield HeldLock(handle)
@@ -1451,14 +1513,20 @@ def storage_lock(storage, wait):
 
 @contextlib.contextmanager
 def storage_locks(ctx, storages):
-    """Lock every storage a command changes (by config section, so X-CLONE locks X); in a
-    fixed order, so two runs never wait for each other in a circle. Yields the HeldLocks;
-    a dry run takes none."""
+    """Lock the ONTAP volume behind every storage a command changes, by cluster, SVM and
+    volume: two storage ids on one volume share its lock and its stamps. In a fixed order,
+    so two runs never wait for each other in a circle. Yields the HeldLocks; a dry run
+    takes none."""
     with contextlib.ExitStack() as stack:
         locks = []
         if not ctx.dry_run:
-            for section in sorted({ctx.config.ontap_for(s).section for s in storages}):
-                locks.append(stack.enter_context(storage_lock(section, ctx.wait)))
+            volumes = {}
+            for storage in sorted(storages):
+                ontap, volume, _ = ctx.storage_volume(storage)
+                volumes.setdefault(lock_file_name(ontap.host, volume.svm, volume.name),
+                                   f'storage {storage} (volume {volume.name})')
+            for name, what in sorted(volumes.items()):
+                locks.append(stack.enter_context(storage_lock(name, what, ctx.wait)))
         yield locks
 
 
@@ -1480,8 +1548,10 @@ def confirm(ctx, question, assume_yes):
         return
     if not sys.stdin.isatty():
         raise ConfigError(f'{question}: not asking without a terminal; add -yes to go ahead')
+    # On stderr, which is the terminal even when stdout goes to a pipe (-output json | jq).
+    print(f'{question} [y/N] ', end='', file=sys.stderr, flush=True)
     try:
-        answer = input(f'{question} [y/N] ').strip().lower()
+        answer = input().strip().lower()
     except EOFError:    # Ctrl-D
         answer = ''
     if answer not in ('y', 'yes'):
@@ -2083,9 +2153,11 @@ def cmd_vm_restore(ctx, args):
 def explain_busy(ctx, ontap, volume, snapshot, exc):
     """A delete refused because a FlexClone uses the snapshot: name the clone and its PVE storage."""
     clones = ontap_flexclones(ontap, volume).get(snapshot)
-    if not clones:
-        return exc
-    clone = clones[0]
+    return snapshot_in_use(ctx, volume, snapshot, clones[0]) if clones else exc
+
+
+def snapshot_in_use(ctx, volume, snapshot, clone):
+    """The refusal for a snapshot the FlexClone `clone` uses, naming the PVE storage that mounts it."""
     storages = ctx.storages_mounting(clone.junction)
     if storages:
         return Failure(f'snapshot {snapshot} of volume {volume.name} is in use by FlexClone {clone.name}, mounted '
@@ -2149,6 +2221,12 @@ def cmd_storage_show(ctx, args):
 def cmd_storage_delete(ctx, args):
     with storage_locks(ctx, [args.storage]):
         ontap, volume, _ = ctx.storage_volume(args.storage)
+        if ctx.dry_run:
+            # Only ONTAP refuses a snapshot a FlexClone uses, and a dry run does not ask it: ask for the clones.
+            ontap_find_snapshot(ontap, volume, args.snapshot)
+            clones = ontap_flexclones(ontap, volume).get(args.snapshot)
+            if clones:
+                raise snapshot_in_use(ctx, volume, args.snapshot, clones[0])
         try:
             ontap_delete_snapshot_named(ontap, volume, args.snapshot)
         except OntapError as exc:
@@ -2158,48 +2236,99 @@ def cmd_storage_delete(ctx, args):
     log.info('storage %s: snapshot %s deleted', args.storage, args.snapshot)
 
 
+def restore_plan(ontap, volume, storage, snapshot, guests, unknown, newer):
+    """What a storage restore does, as a record (-output json) — gathered before it asks."""
+    return {'storage': storage, 'cluster': ontap.host, 'svm': volume.svm, 'volume': volume.name, 'snapshot': snapshot,
+            'guests': [{key: guest.get(key) for key in ('vmid', 'type', 'name', 'node', 'status', 'lock')}
+                       for guest in guests],
+            'unchecked': [{'vmid': guest['vmid'], 'type': guest.get('type'), 'node': guest.get('node'),
+                           'error': str(exc)} for guest, exc in unknown],
+            'newer': newer}
+
+
+def show_restore_plan(ctx, plan, asking):
+    """The plan: with -output json one object on stdout; else lines on stderr, stdout being for
+    results. At -loglevel warn they are left out (a cron mail holds only what matters) unless a
+    question follows, or in a dry run, whose raised level hides only untrue log lines."""
+    if ctx.output == 'json':
+        print(json.dumps(plan, indent=2, sort_keys=True))
+        return
+    if not (asking or ctx.dry_run or log.isEnabledFor(logging.INFO)):
+        return
+    guests = [' '.join(filter(None, (guest_label(g), g['name'], f'({guest_state(g)})'))) for g in plan['guests']]
+    lines = [(f'storage restore reverts volume {plan["volume"]} (ONTAP {plan["cluster"]}) behind storage '
+              f'{plan["storage"]} to snapshot {plan["snapshot"]}; every change since is lost.'),
+             'Guests with disks on it: ' + (', '.join(guests) or 'none')]
+    lines += [f'Unknown whether {guest_label(g)} on node {g["node"]} uses it: {g["error"]}' for g in plan['unchecked']]
+    lines.append('Snapshots newer than it, which ONTAP deletes: ' + (', '.join(plan['newer']) or 'none'))
+    print('\n'.join(lines), file=sys.stderr, flush=True)
+
+
 def cmd_storage_restore(ctx, args):
     with storage_locks(ctx, [args.storage]):
         ontap, volume, _ = ctx.storage_volume(args.storage)
         ontap_find_snapshot(ontap, volume, args.snapshot)
         snapshots = [s['name'] for s in ontap_list_snapshots(ontap, volume, '*')]
         newer = snapshots[snapshots.index(args.snapshot) + 1:]
+        clones = ontap_flexclones(ontap, volume) if newer else {}
         if not args.force:
             pve_check_sees_every_guest(ctx.pve, 'restore')
         guests, unknown = pve_guests_on_storage(ctx.pve, args.storage, pve_list_guests(ctx.pve))
-        print(f'storage restore reverts volume {volume.name} (ONTAP {ontap.host}) behind storage {args.storage} '
-              f'to snapshot {args.snapshot}; every change since is lost.')
-        print('Guests with disks on it: ' + (', '.join(f'{guest_label(g)} {g.get("name", "")} ({g.get("status")})'
-                                                       for g in guests) or 'none'))
-        for guest, exc in unknown:
-            print(f'Unknown whether {guest_label(guest)} on node {guest["node"]} uses it: {exc}')
-        print('Snapshots newer than it, which ONTAP deletes: ' + (', '.join(newer) or 'none'))
-        running = [guest_label(g) for g in guests if g.get('status') == 'running']
-        blockers = [f'{", ".join(running)} running on it'] if running else []
-        if unknown:
-            blockers.append(f'{", ".join(guest_label(g) for g, _ in unknown)} not checked (node unreachable)')
+        show_restore_plan(ctx, restore_plan(ontap, volume, args.storage, args.snapshot, guests, unknown, newer),
+                          asking=not args.yes and sys.stdin.isatty())
+        # ONTAP must delete the newer snapshots, and refuses while a FlexClone uses one (the
+        # emulator's choice; unconfirmed on ONTAP, reference §7): so refused before, dry run or not.
+        busy = [name for name in newer if name in clones]
+        if busy:
+            raise Failure(f'storage {args.storage}: reverting to {args.snapshot} deletes the newer {busy[0]}, but '
+                          f'{snapshot_in_use(ctx, volume, busy[0], clones[busy[0]][0])}')
+        blockers = restore_blockers(guests, unknown)
         if blockers and not args.force:
-            raise Failure(f'storage {args.storage}: {"; ".join(blockers)}; shut down first '
-                          '(or -force to revert anyway)')
+            raise Failure(f'storage {args.storage}: {"; ".join(blockers)} (or -force to revert anyway)')
         confirm(ctx, f'Revert storage {args.storage} to {args.snapshot}', args.yes)
-        now = pve_list_guests(ctx.pve)     # once more: a guest may have been started during the question
-        started = [guest_label(g) for g in guests if now.get(g['vmid'], {}).get('status') == 'running'
-                   and g.get('status') != 'running']
-        if started and not args.force:
-            raise Failure(f'storage {args.storage}: {", ".join(started)} started meanwhile; nothing reverted')
-        ontap_restore_volume(ontap, volume, args.snapshot)
+        now = pve_list_guests(ctx.pve)     # once more: a guest may have been started or locked during the question
+        meanwhile = restore_blockers([now.get(guest['vmid'], guest) for guest in guests], [])
+        if meanwhile and not args.force:
+            raise Failure(f'storage {args.storage}: meanwhile {"; ".join(meanwhile)}; nothing reverted')
+        # A stop now would leave unknown whether ONTAP reverted: wait for its answer, then stop saying so.
+        with STOP.held():
+            ontap_restore_volume(ontap, volume, args.snapshot)
     log.info('storage %s: volume %s restored to %s', args.storage, volume.name, args.snapshot)
+    STOP.check(f'storage {args.storage}: volume {volume.name} reverted to snapshot {args.snapshot} first')
+
+
+def check_mount_id(config, parent, storage):
+    """Refuse, before any lookup, a mount id to which config.ini gives another meaning: a
+    section (the mount would be taken for a storage of its own), or `X-CLONE` of another
+    section X (taken for X's mount, and served by [X])."""
+    if storage in config.storages:
+        raise ConfigError(f'storage id {storage}: {config.path} has a section [{storage}], so a mount of that id would '
+                          'be taken for a storage of its own: choose another id with -name')
+    other = storage.removesuffix(CLONE_STORAGE_SUFFIX)
+    if other not in (storage, parent) and other in config.storages:
+        raise ConfigError(f'storage id {storage}: that is the mount id of storage {other} (section [{other}] of '
+                          f'{config.path}), not of {parent}: choose another id with -name')
+
+
+def taken_id_failure(ctx, storage, entry):
+    """The refusal for a mount id PVE has already, in words that fit what that storage is."""
+    if made_by_mount(entry, storage):
+        return Failure(f'Proxmox {ctx.pve.host}: storage {storage} already exists, mounted earlier: unmount it '
+                       f'(storage unmount -storage {storage}), or choose another id with -name')
+    what = f'type {entry.get("type")}' + (f', export {entry["export"]}' if entry.get('export') else '')
+    return Failure(f'Proxmox {ctx.pve.host}: storage {storage} already exists and is no mount ({what}): choose '
+                   'another id with -name')
 
 
 def cmd_storage_mount(ctx, args):
     storage = args.name or clone_storage_id(args.storage)
+    check_mount_id(ctx.config, args.storage, storage)
     with storage_locks(ctx, [args.storage]):
         ontap, volume, entry = ctx.storage_volume(args.storage)
         ontap_find_snapshot(ontap, volume, args.snapshot)
         clone = flexclone_name(volume.name, None if args.name is None else storage)
         if storage in ctx.storages():
-            raise Failure(f'Proxmox {ctx.pve.host}: storage {storage} already exists: unmount it, or choose '
-                          'another id with -name')
+            raise taken_id_failure(ctx, storage, ctx.storages()[storage])
         if ontap_volume_by_name(ontap, clone, volume.svm):
             raise Failure(f'ONTAP {ontap.host}: volume {clone} already exists in SVM {volume.svm}: choose another '
                           'storage id with -name')
@@ -2224,27 +2353,32 @@ def cmd_storage_mount(ctx, args):
     STOP.check(f'snapshot {args.snapshot} mounted as storage {storage} first')
 
 
+def parent_candidates(ctx, storage, entry=None):
+    """The configured PVE NFS storages a mount named `storage` may belong to: first the one its
+    name points to (X for `X-CLONE`, the original's naming), then every other one — with
+    `entry`, those on its NFS server. The name is only a hint: what decides is the parent
+    volume of the FlexClone."""
+    hint = storage.removesuffix(CLONE_STORAGE_SUFFIX)
+    nfs = [sid for sid in sorted(ctx.config.storages) if ctx.storages().get(sid, {}).get('type') == 'nfs']
+    others = [sid for sid in nfs if sid != hint
+              and (entry is None or ctx.storages()[sid].get('server') == entry.get('server'))]
+    return ([hint] if hint in nfs else []) + others
+
+
 def find_clone_parent(ctx, storage, entry):
     """(parent storage, Ontap, FlexClone Volume or None) of a mounted clone storage: a refusal
     unless its volume really is a FlexClone of a configured storage's volume — or is gone
     already and the storage's export is the junction `storage mount` gave it (then None)."""
-    if storage in ctx.config.storages:
-        candidates = [storage]
-    elif storage.removesuffix(CLONE_STORAGE_SUFFIX) in ctx.config.storages:
-        candidates = [storage.removesuffix(CLONE_STORAGE_SUFFIX)]
-    else:
-        candidates = [sid for sid, s in ctx.storages().items()
-                      if sid in ctx.config.storages and s.get('server') == entry.get('server')]
     volume = None
-    for parent in candidates:
+    for parent in parent_candidates(ctx, storage, entry):
         ontap, parent_volume, _ = ctx.storage_volume(parent)
         try:
-            volume = ontap_find_volume(ontap, entry['export'], ctx.config.ontap_for(parent).svm, storage)
+            # A FlexClone lives in its parent's SVM.
+            volume = ontap_find_volume(ontap, entry['export'], parent_volume.svm, storage)
         except NotFound:
-            if junction_path(entry['export']) in ['/' + name for name in clone_volume_names(parent_volume.name, storage, parent)]:
+            junctions = ['/' + name for name in clone_volume_names(parent_volume.name, storage, parent)]
+            if junction_path(entry['export']) in junctions:
                 return parent, ontap, None
-            if len(candidates) == 1:
-                raise
             continue    # another cluster or SVM behind the same NFS server
         if volume.is_flexclone and volume.parent_volume == parent_volume.name:
             return parent, ontap, volume
@@ -2255,12 +2389,7 @@ def find_clone_parent(ctx, storage, entry):
 def find_leftover_clone(ctx, storage):
     """(parent storage, Ontap, FlexClone Volume) a mount named `storage` left behind when its
     PVE storage is gone already (removed by hand, or an unmount stopped half-way)."""
-    parent = storage.removesuffix(CLONE_STORAGE_SUFFIX)
-    if parent != storage and parent in ctx.config.storages:
-        parents = [parent]
-    else:
-        parents = [sid for sid in ctx.config.storages if ctx.storages().get(sid, {}).get('type') == 'nfs']
-    for parent in parents:
+    for parent in parent_candidates(ctx, storage):
         ontap, volume, _ = ctx.storage_volume(parent)
         for name in clone_volume_names(volume.name, storage, parent):
             clone = ontap_volume_by_name(ontap, name, volume.svm)
@@ -2285,6 +2414,9 @@ def unmount_nfs(path):
 
 
 def cmd_storage_unmount(ctx, args):
+    if args.storage in ctx.config.storages:
+        raise Failure(f'storage {args.storage} has its own section in {ctx.config.path}, so it is no mount: refusing '
+                      'to remove it')
     entry = ctx.storages().get(args.storage)
     if entry is None:
         parent, ontap, volume = find_leftover_clone(ctx, args.storage)
@@ -2572,8 +2704,9 @@ def build_parser():
             add_keep_option(sub, 'proxmox_snapshot_* snapshots (never one a FlexClone uses)')
         if name == 'restore':
             sub.add_argument('-force', '--force', action='store_true',
-                             help='revert even while guests with disks on the storage run, or while a node '
-                                  'that is down keeps them from being checked')
+                             help='revert even while guests with disks on the storage run, are hibernated or '
+                                  'locked (a backup, migration, ...), or while a node that is down keeps them from '
+                                  'being checked')
             sub.add_argument('-yes', '--yes', action='store_true',
                              help='do not ask for confirmation (required without a terminal)')
         if name == 'mount':

@@ -31,6 +31,8 @@ Python interface:
     emu.requests            one record per request: method, path, query, body,
                             status (None while in flight or dropped), seq, time
     emu.on_request          callable(record), called as each request arrives
+    emu.utc_offset          the cluster's time zone for create_time: a timedelta
+                            (changed between snapshots: a DST change), None = this machine's
     emu.latency, emu.job_delay, emu.page_size     knobs (seconds, seconds, records)
     emu.fail(...), emu.fail_job(...), emu.slow_job(...), emu.drop(...),
     emu.lose_answer(...)    faults (drop: never carried out; lose_answer: carried out, unanswered)
@@ -73,9 +75,17 @@ _AUTO = object()   # add_volume's default junction: '/<name>'
 log = logging.getLogger(__name__)
 
 
-def _now():
+def _now(offset=None):
     """The current time as ONTAP prints it: ISO 8601 with an offset."""
-    return datetime.datetime.now().astimezone().isoformat(timespec='seconds')
+    return _time_text(datetime.datetime.now(datetime.UTC), offset)
+
+
+def _time_text(moment, offset=None):
+    """An aware datetime as ONTAP prints it, in the cluster's time zone: `offset` (a timedelta),
+    or this machine's local zone for None. ONTAP uses the cluster's own zone, so the offset
+    changes with DST between two snapshots (ref §13)."""
+    zone = None if offset is None else datetime.timezone(offset)
+    return moment.astimezone(zone).isoformat(timespec='seconds')
 
 
 def _parse_time(name, text):
@@ -583,6 +593,7 @@ class OntapEmulator:
         self.ca = ca or trustme.CA()
         self.requests = []
         self.on_request = None
+        self.utc_offset = None
         self.latency = 0.0
         self.job_delay = 0.0
         self.page_size = None
@@ -661,7 +672,7 @@ class OntapEmulator:
         if isinstance(create_time, str):
             create_time = _parse_time('create_time', create_time)
         if create_time:
-            create_time = create_time.astimezone().isoformat(timespec='seconds')
+            create_time = _time_text(create_time, self.utc_offset)
         with self._lock:
             vol = self._only_volume(volume_name, svm)
             if snap_name in vol.snapshots:
@@ -759,7 +770,7 @@ class OntapEmulator:
     def _new_volume(self, name, svm, junction, size, uuid=None, vol_type='rw'):
         uuid = uuid or str(uuidlib.uuid4())
         path = self.root / 'volumes' / uuid
-        vol = Volume(uuid, name, svm, junction, path, size, _now(), type=vol_type)
+        vol = Volume(uuid, name, svm, junction, path, size, _now(self.utc_offset), type=vol_type)
         path.mkdir(parents=True)
         vol.snapdir.mkdir(parents=True)
         self._volumes[uuid] = vol
@@ -767,7 +778,7 @@ class OntapEmulator:
 
     def _take_snapshot(self, vol, name, comment='', create_time=None, uuid=None):
         self._snap_seq += 1
-        snap = Snapshot(uuid or str(uuidlib.uuid4()), name, comment, create_time or _now(),
+        snap = Snapshot(uuid or str(uuidlib.uuid4()), name, comment, create_time or _now(self.utc_offset),
                         vol.snapdir / name, seq=self._snap_seq)
         shutil.copytree(vol.path, snap.path, symlinks=True)
         vol.snapshots[name] = snap

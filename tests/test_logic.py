@@ -182,6 +182,44 @@ def test_retention_removes_all_but_the_newest(names, keep, gone):
     assert tool.expired(names, keep) == gone
 
 
+UTC = datetime.UTC
+
+
+@pytest.mark.parametrize('text, utc', [
+    ('2024-10-27T00:30:00Z', datetime.datetime(2024, 10, 27, 0, 30, tzinfo=UTC)),
+    ('2024-10-27T02:30:00+02:00', datetime.datetime(2024, 10, 27, 0, 30, tzinfo=UTC)),
+    ('2024-10-27T02:15:00+0100', datetime.datetime(2024, 10, 27, 1, 15, tzinfo=UTC)),
+    ('2019-03-13T13:05:00-04:00', datetime.datetime(2019, 3, 13, 17, 5, tzinfo=UTC)),     # reference §6
+    ('2024-03-13T14:42:47.250+00:00', datetime.datetime(2024, 3, 13, 14, 42, 47, 250000, tzinfo=UTC)),
+    ('2024-03-13T14:42:47', None),      # no offset: no place in time
+    ('yesterday', None), ('', None), (None, None)])
+def test_ontap_times_are_read_as_times(text, utc):
+    moment = tool.parse_ontap_time(text)
+    assert moment == utc and (moment is None or moment.utcoffset() is not None)
+
+
+def test_snapshots_sort_by_time_not_by_text_across_a_dst_change():
+    records = [{'name': 'c', 'create_time': '2024-10-27T03:00:00+01:00'},   # 02:00Z
+               {'name': 'b', 'create_time': '2024-10-27T02:15:00+01:00'},   # 01:15Z, after the change
+               {'name': 'a', 'create_time': '2024-10-27T02:30:00+02:00'},   # 00:30Z, before it
+               {'name': 'x', 'create_time': None}, {'name': 'w'},
+               {'name': 'e', 'create_time': '2024-10-27T01:15:00Z'}]         # b's time: a tie, by name
+    assert [r['name'] for r in tool.by_creation(records)] == ['w', 'x', 'a', 'b', 'e', 'c']
+
+
+@pytest.mark.parametrize('entry, storage, mounted', [
+    ({'type': 'nfs', 'export': '/proxmox_storage01_clone'}, 'ONTAP01-CLONE', True),
+    ({'type': 'nfs', 'export': '/proxmox_storage01_clone/'}, 'ONTAP01-CLONE', True),
+    ({'type': 'nfs', 'export': '/proxmox_storage01_clone_ONTAP01_MARCH'}, 'ONTAP01-MARCH', True),
+    ({'type': 'nfs', 'export': '/vol2_clone_ONTAP01_CLONE'}, 'ONTAP01-CLONE', True),
+    ({'type': 'nfs', 'export': '/proxmox_storage01_clone'}, 'ONTAP01-MARCH', False),
+    ({'type': 'nfs', 'export': '/proxmox_storage02'}, 'BACKUP', False),
+    ({'type': 'nfs', 'export': '/_clone'}, 'X-CLONE', False),
+    ({'type': 'lvmthin'}, 'local-lvm', False), ({'type': 'dir', 'path': '/x_clone'}, 'X-CLONE', False)])
+def test_a_storage_made_by_mount_is_told_from_others(entry, storage, mounted):
+    assert tool.made_by_mount(entry, storage) is mounted
+
+
 def test_free_unused_keys():
     assert tool.free_unused_keys({'unused0': 'x', 'unused2': 'y', 'scsi0': 'z'}, 3) == ['unused1', 'unused3',
                                                                                          'unused4']

@@ -53,7 +53,7 @@ def test_the_console_script_snapshots_a_vm_and_fails_in_one_line(world, lock_dir
 
     assert ok.returncode == 0, ok.stderr
     assert len([f for f in world.files(world.vol1, 101) if '-snapshot-' in f]) == 1
-    assert (lock_dir / 'ONTAP01.lock').exists()     # PVE_ONTAP_SNAPSHOT_LOCK_DIR, not /run/lock
+    assert world.lock_file(lock_dir).exists()     # PVE_ONTAP_SNAPSHOT_LOCK_DIR, not /run/lock
     assert bad.returncode == 1
     assert bad.stderr.splitlines() == [f'ERROR: Proxmox {world.pve_host}: no VM 999 (QEMU guest) in the cluster']
 
@@ -118,13 +118,14 @@ def test_restore_asks_on_a_terminal_and_only_yes_goes_ahead(world, keys, restore
     code, out, err = on_a_terminal([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'restore',
                                     '-vm', '101', '-snapshot', stamp], keys)
 
-    assert f'Overwrite disks scsi0 of VM 101 with snapshot {stamp} [y/N]' in out, (code, err)
+    question = f'Overwrite disks scsi0 of VM 101 with snapshot {stamp} [y/N] '
+    assert err.startswith(question) and out == '', (code, out, err)
     assert 'Traceback' not in err
     if restored:
         assert code == 0, err
         assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == b'then' * 2048
     else:
-        assert (code, err.splitlines()) == (1, ['ERROR: aborted: nothing changed'])
+        assert (code, err) == (1, question + 'ERROR: aborted: nothing changed\n')
         assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == live
 
 
@@ -221,14 +222,15 @@ def test_a_list_piped_into_head_ends_quietly(world):
 
 
 def answer_after_a_change(argv, change):
-    """Run on a pseudo-terminal; once the question is shown, change the world, then say yes."""
+    """Run on a pseudo-terminal; once the question is shown (on stderr), change the world, then
+    say yes. Returns the exit code and the stderr that follows the answer."""
     master, slave = pty.openpty()
     try:
         process = subprocess.Popen(argv, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         shown, deadline = b'', time.monotonic() + 20
         while b'[y/N]' not in shown and time.monotonic() < deadline:
-            if select.select([process.stdout], [], [], 0.1)[0]:
-                shown += os.read(process.stdout.fileno(), 4096)
+            if select.select([process.stderr], [], [], 0.1)[0]:
+                shown += os.read(process.stderr.fileno(), 4096)
         assert b'[y/N]' in shown
         change()
         os.write(master, b'y\n')
@@ -264,7 +266,8 @@ def test_a_guest_started_while_the_admin_reads_the_question_stops_a_storage_rest
                                        'restore', '-storage', 'ONTAP01', '-snapshot',
                                        'proxmox_snapshot_2024-03-13_14:42:47+0000'], start_vm_100)
 
-    assert (code, err.splitlines()) == (1, ['ERROR: storage ONTAP01: VM 100 started meanwhile; nothing reverted'])
+    assert (code, err.splitlines()) == (1, [('ERROR: storage ONTAP01: meanwhile VM 100 running on it, shut down '
+                                            'first; nothing reverted')])
     assert not [r for r in world.a.requests if r['method'] == 'PATCH'] and sorted(world.vol1.snapshots) == snapshots
 
 
@@ -333,3 +336,42 @@ def test_a_closed_stdout_fails_a_list_but_not_a_create(world):
     assert (listing.returncode, listing.stderr) == (1, 'ERROR: cannot write to stdout: it is closed\n')
     assert (creating.returncode, creating.stderr) == (0, '')
     assert len(world.vol1.snapshots) == 2
+
+
+def test_a_guest_locked_while_the_admin_reads_the_question_stops_a_storage_restore(world):
+    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-13_14:42:47+0000')
+    world.pve.vm(100).status = 'stopped'
+    snapshots = sorted(world.vol1.snapshots)
+
+    def a_backup_of_vm_101_begins():
+        world.pve.snapshot_lock(101, 'backup')
+    code, err = answer_after_a_change([sys.executable, str(SCRIPT), '-config', str(world.config), 'storage',
+                                       'restore', '-storage', 'ONTAP01', '-snapshot',
+                                       'proxmox_snapshot_2024-03-13_14:42:47+0000'], a_backup_of_vm_101_begins)
+
+    assert (code, err.splitlines()) == (1, [('ERROR: storage ONTAP01: meanwhile VM 101 locked (backup), try again '
+                                            'when that is done; nothing reverted')])
+    assert not [r for r in world.a.requests if r['method'] == 'PATCH'] and sorted(world.vol1.snapshots) == snapshots
+
+
+def test_sigterm_while_ontap_reverts_a_storage_waits_for_its_answer_and_says_so(world):
+    old = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
+    world.a.add_snapshot('proxmox_storage01', old)
+    disk = world.disk(world.vol1, 101, 'vm-101-disk-0.raw')
+    original = disk.read_bytes()
+    disk.write_bytes(b'later')
+    world.pve.vm(100).status = 'stopped'
+    world.write_config(defaults='read_timeout = 6\n')   # return_timeout = 1 s: the job is polled
+    world.a.slow_job('PATCH', r'^/api/storage/volumes/', 2)
+    process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'storage', 'restore',
+                                '-storage', 'ONTAP01', '-snapshot', old, '-yes'], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any(r['method'] == 'PATCH' for r in world.a.requests), process)
+
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert err.splitlines()[-1] == (f'ERROR: stopped by SIGTERM (storage ONTAP01: volume proxmox_storage01 reverted '
+                                    f'to snapshot {old} first)')
+    assert disk.read_bytes() == original

@@ -2,6 +2,7 @@
 that clean up, locks, faults on both sides, tokens and certificates, no leaked secrets."""
 
 import fcntl
+import json
 import os
 import re
 import threading
@@ -40,10 +41,10 @@ def test_storage_restore_shows_what_it_will_do_and_refuses_under_running_vms(wor
 
     result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
 
-    assert result.code == 1
-    assert 'Guests with disks on it: VM 100 web (running), VM 101 db (stopped)' in result.out
-    assert f'Snapshots newer than it, which ONTAP deletes: hourly.2024-03-14_0905, {NEWER}' in result.out
-    assert error_lines(result) == [('ERROR: storage ONTAP01: VM 100 running on it; shut down first '
+    assert result.code == 1 and result.out == ''
+    assert 'Guests with disks on it: VM 100 web (running), VM 101 db (stopped)' in result.err
+    assert f'Snapshots newer than it, which ONTAP deletes: hourly.2024-03-14_0905, {NEWER}' in result.err
+    assert error_lines(result) == [('ERROR: storage ONTAP01: VM 100 running on it, shut down first '
                                    '(or -force to revert anyway)')]
     assert world.state() == before and not changes(world.a)
 
@@ -60,8 +61,8 @@ def test_storage_restore_counts_running_containers_too(world):
     result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
 
     assert result.code == 1
-    assert 'Guests with disks on it: VM 100 web (stopped), VM 101 db (stopped), CT 200 files (running)' in result.out
-    assert error_lines(result) == [('ERROR: storage ONTAP01: CT 200 running on it; shut down first '
+    assert 'Guests with disks on it: VM 100 web (stopped), VM 101 db (stopped), CT 200 files (running)' in result.err
+    assert error_lines(result) == [('ERROR: storage ONTAP01: CT 200 running on it, shut down first '
                                    '(or -force to revert anyway)')]
     assert world.state() == before and not changes(world.a)
 
@@ -75,10 +76,103 @@ def test_storage_restore_refuses_when_a_node_cannot_say_what_runs_there(world):
     result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
 
     assert result.code == 1
-    assert 'Unknown whether VM 101 on node pve2 uses it:' in result.out and 'No route to host' in result.out
-    assert error_lines(result) == [('ERROR: storage ONTAP01: VM 101 not checked (node unreachable); shut down '
-                                   'first (or -force to revert anyway)')]
+    assert 'Unknown whether VM 101 on node pve2 uses it:' in result.err and 'No route to host' in result.err
+    assert error_lines(result) == [('ERROR: storage ONTAP01: VM 101 not checked (node unreachable) '
+                                   '(or -force to revert anyway)')]
     assert world.state() == before and not changes(world.a)
+
+
+@pytest.mark.parametrize('lock, line', [
+    ('backup', 'VM 101 locked (backup), try again when that is done'),
+    ('migrate', 'VM 101 locked (migrate), try again when that is done'),
+    ('suspended', 'VM 101 hibernated on it, resume and shut down first')])
+def test_storage_restore_refuses_under_a_hibernated_or_locked_guest(world, lock, line):
+    add_snapshots(world)
+    world.pve.vm(100).status = 'stopped'
+    world.pve.snapshot_lock(101, lock)
+    before = world.state()
+
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+
+    assert result.code == 1
+    assert f'Guests with disks on it: VM 100 web (stopped), VM 101 db (stopped, locked: {lock})' in result.err
+    assert error_lines(result) == [f'ERROR: storage ONTAP01: {line} (or -force to revert anyway)']
+    assert world.state() == before and not changes(world.a)
+
+
+def test_storage_restore_names_every_kind_of_guest_in_the_way(world):
+    add_snapshots(world)
+    world.pve.snapshot_lock(101, 'backup')
+    world.pve.add_ct(200, 'files', node='pve2', status='stopped', config={'rootfs': 'ONTAP01:200/vm-200-disk-0.raw'})
+    world.pve.snapshot_lock(200, 'suspended')
+    world.pve.add_ct(201, 'cache', node='pve1', status='running', config={'rootfs': 'ONTAP01:201/vm-201-disk-0.raw'})
+
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+
+    assert result.code == 1
+    assert error_lines(result) == [('ERROR: storage ONTAP01: VM 100, CT 201 running on it, shut down first; CT 200 '
+                                    'hibernated on it, resume and shut down first; VM 101 locked (backup), try again '
+                                    'when that is done (or -force to revert anyway)')]
+    assert not changes(world.a)
+
+
+def test_storage_restore_with_force_reverts_under_a_locked_guest(world):
+    add_snapshots(world)
+    world.pve.vm(100).status = 'stopped'
+    world.pve.snapshot_lock(101, 'backup')
+    disk = world.disk(world.vol1, 101, 'vm-101-disk-0.raw')
+    original = disk.read_bytes()
+    disk.write_bytes(b'later')
+
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-force', '-yes')
+
+    assert result.code == 0, result.err
+    assert 'VM 101 db (stopped, locked: backup)' in result.err
+    assert disk.read_bytes() == original
+
+
+def test_storage_restore_plan_as_json_on_stdout(world):
+    add_snapshots(world)
+    world.pve.vm(100).status = 'stopped'
+    world.pve.snapshot_lock(101, 'backup')
+    before = world.state()
+
+    result = world.run('-output', 'json', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+
+    assert result.code == 1
+    assert json.loads(result.out) == {
+        'storage': 'ONTAP01', 'cluster': world.a.host, 'svm': 'svm1', 'volume': 'proxmox_storage01', 'snapshot': OLD,
+        'guests': [{'vmid': 100, 'type': 'qemu', 'name': 'web', 'node': 'pve1', 'status': 'stopped', 'lock': None},
+                   {'vmid': 101, 'type': 'qemu', 'name': 'db', 'node': 'pve2', 'status': 'stopped', 'lock': 'backup'}],
+        'unchecked': [], 'newer': ['hourly.2024-03-14_0905', NEWER]}
+    assert error_lines(result) == result.err.splitlines()     # the plan is not on stderr as well
+    assert world.state() == before
+
+
+def test_storage_restore_from_cron_at_warn_prints_nothing_but_reverts(world):
+    add_snapshots(world)
+    world.pve.vm(100).status = 'stopped'
+
+    result = world.run('-loglevel', 'warn', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+
+    assert (result.code, result.out, result.err) == (0, '', '')
+    assert sorted(world.vol1.snapshots) == [OLD]
+
+
+def test_storage_restore_refuses_while_a_newer_snapshot_backs_a_mount_and_so_does_its_dry_run(world):
+    add_snapshots(world)
+    world.pve.vm(100).status = 'stopped'
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', NEWER).code == 0
+    before = world.state()
+    line = (f'ERROR: storage ONTAP01: reverting to {OLD} deletes the newer {NEWER}, but snapshot {NEWER} of volume '
+            'proxmox_storage01 is in use by FlexClone proxmox_storage01_clone, mounted as PVE storage ONTAP01-CLONE: '
+            'unmount ONTAP01-CLONE first')
+
+    for dry in ((), ('-dry-run',)):
+        result = world.run(*dry, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-force', '-yes')
+        assert result.code == 1 and error_lines(result) == [line]
+
+    assert world.state() == before and not [r for r in changes(world.a) if r['method'] == 'PATCH']
 
 
 def test_storage_restore_with_force_reverts_and_ontap_deletes_the_newer_snapshots(world):
@@ -109,17 +203,19 @@ def test_storage_restore_without_a_terminal_needs_yes(world):
 
 # -- busy snapshots
 
-def test_deleting_a_snapshot_that_backs_a_mount_names_the_clone_and_the_storage(world):
+@pytest.mark.parametrize('dry', [(), ('-dry-run',)], ids=['real', 'dry run'])
+def test_deleting_a_snapshot_that_backs_a_mount_names_the_clone_and_the_storage(world, dry):
     add_snapshots(world)
     assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
     before = world.state()
 
-    result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD)
+    result = world.run(*dry, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD)
 
     assert result.code == 1
     assert error_lines(result) == [(f'ERROR: snapshot {OLD} of volume proxmox_storage01 is in use by FlexClone '
                                    'proxmox_storage01_clone, mounted as PVE storage ONTAP01-CLONE: unmount '
                                    'ONTAP01-CLONE first')]
+    assert 'would ' not in result.out
     assert world.state() == before
 
 
@@ -210,14 +306,83 @@ def test_several_snapshots_mounted_at_once_on_the_local_node_only(world):
     assert world.a.volume('proxmox_storage01_clone') is not None
 
 
-def test_a_taken_storage_id_suggests_name(world):
+def test_a_taken_storage_id_that_is_no_mount_is_not_to_be_unmounted(world):
     add_snapshots(world)
     before = world.state()
-    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, '-name', 'ONTAP02')
+    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, '-name', 'local-lvm')
     assert result.code == 1
-    assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: storage ONTAP02 already exists: unmount '
-                                   'it, or choose another id with -name')]
+    assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: storage local-lvm already exists and is no '
+                                    'mount (type lvmthin): choose another id with -name')]
     assert world.state() == before
+
+
+def test_an_nfs_storage_that_is_no_mount_is_not_to_be_unmounted(world):
+    add_snapshots(world)
+    world.pve.storages['BACKUP'] = dict(world.pve.storages['ONTAP02'], path='/mnt/pve/BACKUP', files=set(),
+                                        volumes={})
+    before = world.state()
+    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, '-name', 'BACKUP')
+    assert result.code == 1
+    assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: storage BACKUP already exists and is no mount '
+                                    '(type nfs, export /proxmox_storage02): choose another id with -name')]
+    assert world.state() == before
+
+
+@pytest.mark.parametrize('name, line', [
+    ('ONTAP02', ('storage id ONTAP02: {config} has a section [ONTAP02], so a mount of that id would be taken for a '
+                'storage of its own: choose another id with -name')),
+    ('ONTAP03', ('storage id ONTAP03: {config} has a section [ONTAP03], so a mount of that id would be taken for a '
+                'storage of its own: choose another id with -name')),
+    ('ONTAP02-CLONE', ('storage id ONTAP02-CLONE: that is the mount id of storage ONTAP02 (section [ONTAP02] of '
+                      '{config}), not of ONTAP01: choose another id with -name'))])
+def test_a_mount_id_the_config_gives_another_meaning_is_refused_up_front(world, name, line):
+    """ONTAP03 has a section but no PVE storage yet: a mount of that id would pass for it."""
+    add_snapshots(world)
+    world.write_config(ONTAP03=f'host = {world.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\n'
+                               f'verify = {world.a.cafile}\n')
+    world.a.requests.clear()
+    before = world.state()
+
+    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, '-name', name)
+
+    assert result.code == 2
+    assert error_lines(result) == ['ERROR: ' + line.format(config=world.config)]
+    assert world.state() == before and not world.a.requests
+
+
+def flexclone_by_hand(world, name, snapshot, storage):
+    """A FlexClone of ONTAP01's volume and a PVE storage on it, made without this tool (or by an older one)."""
+    response = requests.post(f'{world.a.url}/api/storage/volumes', params={'return_timeout': 10},
+                             auth=('admin', ONTAP_PASSWORD), verify=world.a.cafile, json={
+            'name': name, 'svm': {'name': 'svm1'}, 'nas': {'path': f'/{name}'},
+            'clone': {'is_flexclone': True, 'parent_volume': {'name': 'proxmox_storage01'},
+                      'parent_snapshot': {'name': snapshot}}})
+    assert response.status_code == 201, response.text
+    world.pve.storages[storage] = {'type': 'nfs', 'server': '127.0.0.1', 'export': f'/{name}', 'content': 'images',
+                                   'path': f'/mnt/pve/{storage}', 'files': set(), 'volumes': {}}
+
+
+def test_a_clone_of_one_storage_under_another_storages_clone_id_unmounts(world):
+    add_snapshots(world)
+    flexclone_by_hand(world, 'proxmox_storage01_clone_ONTAP02_CLONE', OLD, 'ONTAP02-CLONE')
+
+    result = world.run('storage', 'unmount', '-storage', 'ONTAP02-CLONE')
+
+    assert result.code == 0, result.err
+    assert 'ONTAP02-CLONE' not in world.pve.storages
+    assert world.a.volume('proxmox_storage01_clone_ONTAP02_CLONE') is None
+    assert not world.vol1.snapshots[OLD].owners and world.vol2.path.exists()
+
+
+def test_the_flexclone_left_by_such_a_clone_storage_is_found_too(world):
+    add_snapshots(world)
+    flexclone_by_hand(world, 'proxmox_storage01_clone_ONTAP02_CLONE', OLD, 'ONTAP02-CLONE')
+    del world.pve.storages['ONTAP02-CLONE']
+
+    result = world.run('storage', 'unmount', '-storage', 'ONTAP02-CLONE')
+
+    assert result.code == 0, result.err
+    assert world.a.volume('proxmox_storage01_clone_ONTAP02_CLONE') is None
 
 
 def test_unmount_disables_then_removes_then_deletes_the_clone(world):
@@ -374,18 +539,19 @@ def test_unmount_refuses_a_flexclone_of_another_volume(world):
 
 # -- locks
 
-def hold_lock(lock_dir, storage):
-    """Another run's lock on `storage` (pid 4242); closing the file releases it."""
-    lock_dir.mkdir(exist_ok=True)
-    handle = (lock_dir / f'{storage}.lock').open('a+')
+def hold_lock(path):
+    """Another run's lock file (pid 4242); closing the file releases it."""
+    path.parent.mkdir(exist_ok=True)
+    handle = path.open('a+')
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    handle.truncate(0)
     handle.write('4242\n')
     handle.flush()
     return handle
 
 
 def test_a_held_lock_is_a_clear_message_naming_the_other_run(world, lock_dir):
-    handle = hold_lock(lock_dir, 'ONTAP01')
+    handle = hold_lock(world.lock_file(lock_dir))
     before = world.state()
     try:
         result = world.run('storage', 'create', '-storage', 'ONTAP01')
@@ -394,14 +560,53 @@ def test_a_held_lock_is_a_clear_message_naming_the_other_run(world, lock_dir):
         handle.close()
 
     assert result.code == 1
-    assert error_lines(result) == [(f'ERROR: storage ONTAP01 is in use by another pve-ontap-snapshot run (pid 4242, '
-                                   f'lock {lock_dir}/ONTAP01.lock): try again later or wait with -wait SECONDS')]
+    assert error_lines(result) == [(f'ERROR: storage ONTAP01 (volume proxmox_storage01) is in use by another '
+                                    f'pve-ontap-snapshot run (pid 4242, lock {world.lock_file(lock_dir)}): try again '
+                                    'later or wait with -wait SECONDS')]
     assert vm.code == 1 and 'pid 4242' in vm.err
     assert world.state() == before
 
 
+def two_storages_on_one_volume(world):
+    """ONTAP01B: a second PVE storage (and config section) for ONTAP01's volume."""
+    world.pve.storages['ONTAP01B'] = dict(world.pve.storages['ONTAP01'], path='/mnt/pve/ONTAP01B', files=set(),
+                                          volumes={})
+    world.write_config(ONTAP01B=f'host = {world.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\n'
+                                f'verify = {world.a.cafile}\n')
+
+
+def test_two_storages_on_one_volume_share_its_lock(world, lock_dir):
+    two_storages_on_one_volume(world)
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    (used,) = lock_dir.iterdir()
+    handle = hold_lock(used)
+    before = world.state()
+    try:
+        result = world.run('storage', 'create', '-storage', 'ONTAP01B')
+    finally:
+        handle.close()
+
+    assert result.code == 1
+    assert error_lines(result) == [(f'ERROR: storage ONTAP01B (volume proxmox_storage01) is in use by another '
+                                    f'pve-ontap-snapshot run (pid 4242, lock {used}): try again later or wait with '
+                                    '-wait SECONDS')]
+    assert world.state() == before
+
+
+def test_two_storages_on_one_volume_share_its_stamps(world, lock_dir):
+    two_storages_on_one_volume(world)
+
+    for storage in ('ONTAP01', 'ONTAP01B', 'ONTAP01', 'ONTAP01B'):
+        result = world.run('storage', 'create', '-storage', storage)
+        assert result.code == 0, result.err
+
+    # back to back, within a second or two: each waited for a stamp the other had not used
+    assert len([name for name in world.vol1.snapshots if name.startswith('proxmox_snapshot_')]) == 4
+    assert [path.name for path in lock_dir.iterdir()] == [world.lock_file(lock_dir).name]
+
+
 def test_wait_takes_the_lock_once_the_other_run_is_done(world, lock_dir):
-    handle = hold_lock(lock_dir, 'ONTAP01')
+    handle = hold_lock(world.lock_file(lock_dir))
     threading.Timer(0.3, handle.close).start()
 
     result = world.run('-wait', 5, 'storage', 'create', '-storage', 'ONTAP01')

@@ -1,5 +1,6 @@
 """storage create|list|show|delete|restore|mount|unmount against both clusters and fakepve."""
 
+import datetime
 import json
 import re
 
@@ -192,23 +193,71 @@ def test_mount_twice_is_refused_before_anything_changes(world):
     result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD)
 
     assert result.code == 1
-    assert result.err.strip() == (f'ERROR: Proxmox {world.pve_host}: storage ONTAP01-CLONE '
-                                  'already exists: unmount it, or choose another id with -name')
+    assert result.err.strip() == (f'ERROR: Proxmox {world.pve_host}: storage ONTAP01-CLONE already exists, mounted '
+                                  'earlier: unmount it (storage unmount -storage ONTAP01-CLONE), or choose another id '
+                                  'with -name')
     assert world.state() == before
 
 
-def test_unmount_refuses_a_storage_that_is_no_clone(world):
+def test_unmount_refuses_a_storage_of_the_config(world):
     before = world.state()
 
     result = world.run('storage', 'unmount', '-storage', 'ONTAP01')
 
     assert result.code == 1
-    assert result.err.strip() == ('ERROR: storage ONTAP01 is backed by volume proxmox_storage01, which is no '
-                                  f'FlexClone of a storage in {world.config}: refusing to remove it')
-    assert world.state() == before
+    assert result.err.strip() == (f'ERROR: storage ONTAP01 has its own section in {world.config}, so it is no mount: '
+                                  'refusing to remove it')
+    assert world.state() == before and not world.a.requests
 
 
 def test_two_creates_in_a_row_make_two_snapshots(world):
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
     assert len(tool_snapshots(world.vol1)) == 2
+
+
+# Two snapshots across the end of summer time in a cluster at UTC+2/+1: A is older, but its
+# create_time text sorts after B's.
+DST_A, DST_B = 'proxmox_snapshot_2024-10-27_00:30:00+0000', 'proxmox_snapshot_2024-10-27_01:15:00+0000'
+
+
+def snapshots_across_a_dst_change(world):
+    utc = datetime.UTC
+    world.a.utc_offset = datetime.timedelta(hours=2)
+    world.a.add_snapshot('proxmox_storage01', DST_A, create_time=datetime.datetime(2024, 10, 27, 0, 30, tzinfo=utc))
+    world.a.utc_offset = datetime.timedelta(hours=1)
+    world.a.add_snapshot('proxmox_storage01', DST_B, create_time=datetime.datetime(2024, 10, 27, 1, 15, tzinfo=utc))
+    assert world.vol1.snapshots[DST_A].create_time == '2024-10-27T02:30:00+02:00'
+    assert world.vol1.snapshots[DST_B].create_time == '2024-10-27T02:15:00+01:00'
+
+
+def test_list_orders_snapshots_by_time_across_a_dst_change(world):
+    snapshots_across_a_dst_change(world)
+
+    result = world.run('storage', 'list', '-storage', 'ONTAP01', '-output', 'json')
+
+    assert result.code == 0, result.err
+    listed = json.loads(result.out)
+    assert [s['name'] for s in listed] == [DST_A, DST_B]
+    assert [s['create_time'] for s in listed] == ['2024-10-27T02:30:00+02:00', '2024-10-27T02:15:00+01:00']
+
+
+def test_keep_deletes_the_older_snapshot_across_a_dst_change(world):
+    snapshots_across_a_dst_change(world)
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-keep', 2)
+
+    assert result.code == 0, result.err
+    (made,) = set(tool_snapshots(world.vol1)) - {DST_A, DST_B}
+    assert tool_snapshots(world.vol1) == sorted([DST_B, made])
+
+
+def test_restore_across_a_dst_change_names_the_later_snapshot_as_newer(world):
+    snapshots_across_a_dst_change(world)
+    world.pve.vm(100).status = 'stopped'
+
+    result = world.run('-output', 'json', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', DST_A, '-yes')
+
+    assert result.code == 0, result.err
+    assert json.loads(result.out)['newer'] == [DST_B]
+    assert tool_snapshots(world.vol1) == [DST_A]     # ONTAP deleted the newer one, as the plan said

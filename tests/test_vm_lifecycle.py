@@ -570,4 +570,4 @@ def test_back_to_back_runs_get_their_own_stamps(world, lock_dir):
     assert [s['kind'] for s in sets] == ['snapshot', 'snapshot', 'pre-restore', 'snapshot']
     assert len({s['stamp'] for s in sets}) == 4
     # the lock file remembers who ran last and the stamp it used for this VM
-    assert (lock_dir / 'ONTAP01.lock').read_text().splitlines()[1] == f'vm101 {sets[-1]["stamp"]}'
+    assert world.lock_file(lock_dir).read_text().splitlines()[1] == f'vm101 {sets[-1]["stamp"]}'

@@ -144,6 +144,11 @@ class World:
         captured = self._capture.readouterr()
         return Result(code, captured.out, captured.err)
 
+    def lock_file(self, lock_dir, storage='ONTAP01'):
+        """The lock file of the volume behind ONTAP01 or ONTAP02 (one per volume, not per storage)."""
+        emu, vol = (self.a, self.vol1) if storage == 'ONTAP01' else (self.b, self.vol2)
+        return Path(lock_dir) / tool.lock_file_name(emu.host, vol.svm, vol.name)
+
     def disk(self, vol, vmid, name):
         return vol.path / 'images' / str(vmid) / name
 

@@ -1036,6 +1036,16 @@ def pve_agent(pve, vm, command, safe=False):
     return pve.call('post', vm_path(vm, 'agent', command), f'guest agent {command} in VM {vm["vmid"]}', safe=safe)
 
 
+def pve_add_nfs_storage(pve, storage, server, export, options):
+    """Add an NFS storage to storage.cfg. An answer lost on the way is read back: is it there?"""
+    what = f'add storage {storage}'
+    try:
+        pve.call('post', 'storage', what, storage=storage, type='nfs', server=server, export=export, **options)
+    except OutcomeUnknown as exc:
+        if not any(entry['storage'] == storage for entry in pve.call('get', 'storage', f'{what}: read it back')):
+            raise ProxmoxError(f'{exc}; it was not added') from exc
+
+
 def pve_storages(pve):
     """storage.cfg, every storage by id, from one call."""
     return {entry['storage']: entry for entry in pve.call('get', 'storage', 'read the storage configuration')}
@@ -2338,12 +2348,15 @@ def cmd_storage_mount(ctx, args):
         if node:
             options['nodes'] = node
         with STOP.held():   # a FlexClone without its storage is what a stop here would leave
-            ontap_create_flexclone(ontap, volume, args.snapshot, clone, junction)
+            try:
+                ontap_create_flexclone(ontap, volume, args.snapshot, clone, junction)
+            except OutcomeUnknown as exc:
+                ontap_settle(ontap, exc, 'POST /api/storage/volumes',
+                             lambda: ontap_volume_by_name(ontap, clone, volume.svm) is not None)
             log.info('ONTAP %s: FlexClone %s of %s created, mounted at %s', ontap.host, clone, args.snapshot,
                      junction)
             try:
-                ctx.pve.call('post', 'storage', f'add storage {storage}', storage=storage, type='nfs',
-                             server=entry['server'], export=junction, **options)
+                pve_add_nfs_storage(ctx.pve, storage, entry['server'], junction, options)
             except Failure:
                 log.warning('ONTAP %s: removing FlexClone %s again', ontap.host, clone)
                 ontap_delete_volume(ontap, ontap_volume_by_name(ontap, clone, volume.svm))

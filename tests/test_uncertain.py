@@ -307,3 +307,16 @@ def test_a_dry_run_prints_its_lines_in_disk_order(world):
     assert sources == [f'images/100/{name}' for name in ('vm-100-disk-5.raw', 'vm-100-disk-0.raw', 'vm-100-disk-1.raw',
                                                         'vm-100-disk-2.qcow2', 'vm-100-disk-6.raw',
                                                         'vm-100-disk-4.raw')]
+
+
+def test_a_flexclone_whose_answer_is_lost_is_read_back_and_mounted(world):
+    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-13_14:42:47+0000')
+    world.a.lose_answer('POST', r'^/api/storage/volumes$')
+
+    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot',
+                       'proxmox_snapshot_2024-03-13_14:42:47+0000')
+    world.a.wait_for_jobs()
+
+    assert result.code == 0, result.err
+    assert world.a.volume('proxmox_storage01_clone') is not None
+    assert world.pve.storages['ONTAP01-CLONE']['export'] == '/proxmox_storage01_clone'

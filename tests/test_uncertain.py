@@ -32,6 +32,13 @@ def snapshot_files(world, vmid=100):
     return [name for vol in (world.vol1, world.vol2) for name in world.files(vol, vmid) if '-snapshot-' in name]
 
 
+def restored_with_undo_point(world, live):
+    """VM 101's disk holds the snapshot's bytes, and its one pre-restore file the bytes before."""
+    (undo,) = prerestore_files(world)
+    return (world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == THEN
+            and world.disk(world.vol1, 101, undo).read_bytes() == live)
+
+
 def restore_101(world):
     return world.run('vm', 'restore', '-vm', 101, '-snapshot', STAMP, '-shutdown', '-yes')
 
@@ -54,10 +61,7 @@ def test_an_overwrite_that_outlasts_every_bound_leaves_the_vm_down_and_the_undo_
     assert 'VM 101: restore not finished: scsi0 unknown' in line
     assert 'still running' in line and 'VM left stopped and pre-restore snapshot' in line
     # the job landed after the run: the disk is restored, its former content is in the undo point
-    assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == THEN
-    (undo,) = prerestore_files(world)
-    assert world.disk(world.vol1, 101, undo).read_bytes() == live
-    assert world.pve.vm(101).status == 'stopped'
+    assert restored_with_undo_point(world, live) and world.pve.vm(101).status == 'stopped'
 
 
 def test_an_overwrite_that_ends_while_it_is_followed_counts_as_done(world):
@@ -70,10 +74,7 @@ def test_an_overwrite_that_ends_while_it_is_followed_counts_as_done(world):
 
     assert result.code == 0, result.err
     assert 'clone(s) of unknown outcome: finding out' in result.err
-    assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == THEN
-    (undo,) = prerestore_files(world)
-    assert world.disk(world.vol1, 101, undo).read_bytes() == live
-    assert world.pve.vm(101).status == 'running'
+    assert restored_with_undo_point(world, live) and world.pve.vm(101).status == 'running'
 
 
 def test_an_overwrite_whose_answer_is_lost_is_never_taken_for_failed(world):
@@ -86,10 +87,7 @@ def test_an_overwrite_whose_answer_is_lost_is_never_taken_for_failed(world):
     assert result.code == 1
     (line,) = error_lines(result)
     assert 'scsi0 unknown' in line and 'its answer was lost' in line and 'cannot be read back' in line
-    assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == THEN
-    (undo,) = prerestore_files(world)
-    assert world.disk(world.vol1, 101, undo).read_bytes() == live
-    assert world.pve.vm(101).status == 'stopped'
+    assert restored_with_undo_point(world, live) and world.pve.vm(101).status == 'stopped'
 
 
 def test_a_pre_restore_copy_of_unknown_outcome_changes_no_disk_and_starts_the_vm_again(world):

@@ -2054,21 +2054,39 @@ def restore_sources(ctx, view, sets, args):
         sources = [(disk, file.path) for disk, file in pairs]
         origin = f'snapshot {args.snapshot}'
     else:
+        name = args.storage_snapshot
+        holding = storages_with_snapshot(ctx, view, name)
         sources, missing = [], []
         for disk in view.disks:
             ontap, volume, _ = ctx.storage_volume(disk.storage)
-            source = f'.snapshot/{args.storage_snapshot}/{disk.path}'
-            if ontap_file_exists(ontap, volume, source):
+            source = f'.snapshot/{name}/{disk.path}'
+            if holding[disk.storage] and ontap_file_exists(ontap, volume, source):
                 sources.append((disk, source))
             else:
                 missing.append(disk)
-        origin = f'storage snapshot {args.storage_snapshot}'
+        origin = f'storage snapshot {name}'
     for disk in missing:
         log.warning('VM %s: %s has no copy of disk %s (%s); it stays as it is', view.vmid, origin, disk.key,
                     disk.volid)
     if not sources:
         raise Failure(f'VM {view.vmid}: {origin} holds none of its current disks')
     return sources, origin, missing
+
+
+def storages_with_snapshot(ctx, view, name):
+    """{storage: whether its volume has the storage snapshot `name`} for the VM's disks, so that
+    a name that is no snapshot is said as such, not as disks without a copy; NotFound if none has it."""
+    holding = {}
+    for storage in sorted({disk.storage for disk in view.disks}):
+        ontap, volume, _ = ctx.storage_volume(storage)
+        holding[storage] = any(record['name'] == name for record in ontap_list_snapshots(ontap, volume, name))
+        if not holding[storage]:
+            log.warning('VM %s: storage %s (volume %s) has no snapshot %s', view.vmid, storage, volume.name, name)
+    if not any(holding.values()):
+        raise NotFound(f'VM {view.vmid}: no storage snapshot {name} on ' + ', '.join(
+            f'{storage} (volume {ctx.storage_volume(storage)[1].name})' for storage in holding) +
+            ': see storage list')
+    return holding
 
 
 def restore_disks(ctx, view, sources, undo_stamp, window):

@@ -571,3 +571,15 @@ def test_back_to_back_runs_get_their_own_stamps(world, lock_dir):
     assert len({s['stamp'] for s in sets}) == 4
     # the lock file remembers who ran last and the stamp it used for this VM
     assert world.lock_file(lock_dir).read_text().splitlines()[1] == f'vm101 {sets[-1]["stamp"]}'
+
+
+def test_restore_from_a_storage_snapshot_that_does_not_exist_says_so(world):
+    before = world.state()
+
+    result = world.run('vm', 'restore', '-vm', 100, '-storage-snapshot', 'proxmox_snapshot_nothing', '-yes')
+
+    assert result.code == 1
+    assert result.err.splitlines()[-1] == ('ERROR: VM 100: no storage snapshot proxmox_snapshot_nothing on ONTAP01 '
+                                           '(volume proxmox_storage01), ONTAP02 (volume proxmox_storage02): see '
+                                           'storage list')
+    assert world.state() == before

@@ -58,6 +58,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -81,6 +82,15 @@ PVE_ROOT_CA = '/etc/pve/pve-root-ca.pem'
 # $PVE_ONTAP_SNAPSHOT_LOCK_DIR alone if set (every run must share it), else the first usable.
 LOCK_DIRS = ((os.environ['PVE_ONTAP_SNAPSHOT_LOCK_DIR'],) if os.environ.get('PVE_ONTAP_SNAPSHOT_LOCK_DIR') else
              ('/run/lock/pve-ontap-snapshot', os.path.join(tempfile.gettempdir(), 'pve-ontap-snapshot')))
+# The cluster-wide lock lives in pmxcfs, as PVE's own (pve-cluster src/PVE/Cluster.pm, cfs_lock):
+# a directory in priv/lock/, made with mkdir (atomic across nodes), removed with rmdir. A
+# lock not updated for 120 s is removed by pmxcfs on the next unlock request, `utime 0 0`,
+# and its holder may update it with `utime 0 now` (pve-cluster src/README, "File Locking").
+# $PVE_ONTAP_SNAPSHOT_CLUSTER_DIR stands for /etc/pve/priv where no pmxcfs runs (the tests).
+CLUSTER_DIR = os.environ.get('PVE_ONTAP_SNAPSHOT_CLUSTER_DIR') or '/etc/pve/priv'
+CLUSTER_LOCK_PREFIX = 'pve-ontap-snapshot-'     # never PVE's storage-<id>: PVE takes that for its disk work
+CLUSTER_LOCK_REFRESH = 30.0                     # seconds between updates, well inside pmxcfs's 120
+CLUSTER_RECORD_DIR = 'pve-ontap-snapshot'       # beside priv/lock: a lock directory must stay empty
 
 log = logging.getLogger('pve_ontap_snapshot')
 
@@ -266,6 +276,7 @@ class Config:
     proxmox: ProxmoxConfig
     storages: dict
     timeouts: Timeouts
+    local_lock: bool = False    # [defaults] local_lock: -local-lock for every run
 
     def ontap_for(self, storage):
         """The ONTAP section serving a PVE storage; `X-CLONE` is served by `[X]`."""
@@ -422,7 +433,13 @@ def read_config(path):
             timeouts[field.name] = math.nan
         if not 0 < timeouts[field.name] < math.inf:
             raise ConfigError(f'{path}: [{DEFAULTS_SECTION}] {key} = {raw}: not a positive number of seconds')
-    return Config(path=path, proxmox=proxmox, storages=storages, timeouts=Timeouts(**timeouts))
+    try:
+        local_lock = parser.has_section(DEFAULTS_SECTION) and parser.getboolean(DEFAULTS_SECTION, 'local_lock',
+                                                                                fallback=False)
+    except ValueError:
+        raise ConfigError(f'{path}: [{DEFAULTS_SECTION}] local_lock: not yes or no') from None
+    return Config(path=path, proxmox=proxmox, storages=storages, timeouts=Timeouts(**timeouts),
+                  local_lock=local_lock)
 
 
 # ---- HTTP plumbing shared by both APIs ---------------------------------------------------
@@ -1407,11 +1424,13 @@ def flatten(record, prefix=''):
 class Context:
     """What one run shares: the config, one PVE login, one Ontap per cluster, volume lookups."""
 
-    def __init__(self, config, output='text', dry_run=False, wait=0):
+    def __init__(self, config, output='text', dry_run=False, wait=0, local_lock=False, command=''):
         self.config = config
         self.output = output
         self.dry_run = dry_run
         self.wait = wait
+        self.local_lock = local_lock
+        self.command = command      # for the lock record: who holds it
         self.pve = Pve(config.proxmox, config.timeouts, dry_run)
         self._ontaps = {}
         self._volumes = {}
@@ -1471,22 +1490,20 @@ def lock_dir():
 
 
 class HeldLock:
-    """A storage lock this run holds. Its file says who holds it (the pid, first line) and
-    the stamps runs used lately, one `<subject> <stamp>` line each (a subject is a VM,
-    `vm100`, or the storage's own snapshots, `storage`)."""
+    """A lock this run holds on one ONTAP volume, and its record: who holds it (the first
+    line, see holder_line) and the stamps runs used lately, one `<subject> <stamp>` line each
+    (a subject is a VM, `vm100`, or the storage's own snapshots, `storage`). `read` and
+    `write` get and put the record's text."""
 
-    def __init__(self, handle):
-        self.handle = handle
-        handle.seek(0)
-        lines = handle.read().splitlines()
+    def __init__(self, read, write, holder):
+        self._put = write
+        self.holder = holder
+        lines = read().splitlines()
         self.stamps = dict(line.split(' ', 1) for line in lines[1:] if ' ' in line)
         self._write()
 
     def _write(self):
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.handle.write(''.join([f'{os.getpid()}\n'] + [f'{s} {t}\n' for s, t in self.stamps.items()]))
-        self.handle.flush()
+        self._put(''.join([f'{self.holder}\n'] + [f'{s} {t}\n' for s, t in self.stamps.items()]))
 
     def record(self, subject, stamp):
         # A stamp of an earlier second can never collide again: forget it.
@@ -1501,8 +1518,27 @@ def lock_file_name(host, svm, volume):
     return '@'.join(urllib.parse.quote(part, safe='') for part in (volume, svm or '', host.lower())) + '.lock'
 
 
+def holder_line(node, command, now=None):
+    """Who holds a lock: `<pid> <node or -> <since, UTC> <command>`."""
+    return f'{os.getpid()} {node or "-"} {utc_stamp(now)} {command}'
+
+
+def describe_holder(line):
+    """`pid 4242 on node pve2 since <stamp>: storage create -storage X` from a holder line
+    (an older tool's lock file holds the pid alone)."""
+    pid, node, since, command = (line.strip().split(' ', 3) + ['-', '', ''])[:4] if line.strip() else [
+        'unknown', '-', '', '']
+    return (f'pid {pid}' + (f' on node {node}' if node != '-' else '') + (f' since {since}' if since else '')
+            + (f': {command}' if command else ''))
+
+
+def in_use(what, record, lock):
+    return Failure(f'{what} is in use by another pve-ontap-snapshot run ({describe_holder(record)}, lock {lock}): '
+                   'try again later or wait with -wait SECONDS')
+
+
 @contextlib.contextmanager
-def storage_lock(name, what, wait):
+def node_lock(name, what, wait, holder):
     """Hold this node's lock file `name` for `what`, waiting up to `wait` seconds for another run."""
     path = os.path.join(lock_dir(), name)
     with open(path, 'a+') as handle:
@@ -1514,11 +1550,99 @@ def storage_lock(name, what, wait):
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     handle.seek(0)
-                    holder = (handle.read().split() or ['unknown'])[0]
-                    raise Failure(f'{what} is in use by another pve-ontap-snapshot run (pid {holder}, '
-                                  f'lock {path}): try again later or wait with -wait SECONDS') from None
+                    raise in_use(what, handle.readline(), path) from None
                 time.sleep(0.1)
-        yield HeldLock(handle)
+
+        def read():
+            handle.seek(0)
+            return handle.read()
+
+        def write(text):
+            handle.seek(0)
+            handle.truncate()
+            handle.write(text)
+            handle.flush()
+        yield HeldLock(read, write, holder)
+
+
+def read_text(path):
+    try:
+        with open(path, encoding='utf-8') as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return ''
+
+
+def write_text(path, text):
+    """Replace a file whole (pmxcfs renames atomically, as on a local disk)."""
+    with open(f'{path}.tmp.{os.getpid()}', 'w', encoding='utf-8') as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
+
+
+class ClusterLockUnavailable(Failure):
+    """The cluster-wide lock cannot be taken: off a PVE node, or /etc/pve read-only (no quorum)."""
+
+
+def check_cluster_lock_usable():
+    """Raise ClusterLockUnavailable unless this is a PVE node whose /etc/pve takes a lock now."""
+    if not os.path.isdir(CLUSTER_DIR):
+        raise ClusterLockUnavailable(f'not on a PVE node (no {CLUSTER_DIR})')
+    try:
+        os.makedirs(os.path.join(CLUSTER_DIR, 'lock'), exist_ok=True)
+        os.makedirs(os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR), exist_ok=True)
+    except OSError as exc:
+        raise ClusterLockUnavailable(f'{CLUSTER_DIR} is not writable ({exc.strerror}: no quorum?)') from exc
+
+
+@contextlib.contextmanager
+def cluster_lock(name, what, wait, holder):
+    """Hold the cluster-wide lock `name` for `what`, waiting up to `wait` seconds for a run on
+    any node; updated while held, so that pmxcfs never takes it for a dead run's."""
+    lock = os.path.join(CLUSTER_DIR, 'lock', CLUSTER_LOCK_PREFIX + name)
+    record = os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR, name)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            os.mkdir(lock)
+            break
+        except FileExistsError:
+            with contextlib.suppress(OSError):
+                os.utime(lock, (0, 0))      # an unlock request: pmxcfs removes the lock if expired
+            if time.monotonic() >= deadline:
+                raise in_use(what, read_text(record).partition('\n')[0], lock) from None
+            time.sleep(0.2)
+        except OSError as exc:
+            raise ClusterLockUnavailable(f'cannot take the cluster lock {lock} ({exc.strerror}: no quorum?)') from exc
+    stop = threading.Event()
+
+    def refresh():
+        while not stop.wait(CLUSTER_LOCK_REFRESH):
+            with contextlib.suppress(OSError):
+                os.utime(lock)
+    refresher = threading.Thread(target=refresh, name=f'refresh {lock}', daemon=True)
+    refresher.start()
+    try:
+        yield HeldLock(lambda: read_text(record), lambda text: write_text(record, text), holder)
+    finally:
+        stop.set()
+        refresher.join()
+        with contextlib.suppress(OSError):
+            os.rmdir(lock)
+
+
+def lock_taker(ctx):
+    """cluster_lock on a PVE node whose /etc/pve takes one; else, where -local-lock allows
+    it, node_lock (this node's runs only); else a Failure saying why and what to do."""
+    try:
+        check_cluster_lock_usable()
+        return cluster_lock
+    except ClusterLockUnavailable as exc:
+        if not (ctx.local_lock or ctx.config.local_lock):
+            raise Failure(f'{exc}: the lock that keeps runs on every node apart cannot be taken; add -local-lock '
+                          'if no run on another node can work on these storages now (README, Locks)') from exc
+        log.info('%s: locking on this node only (-local-lock)', exc)
+        return node_lock
 
 
 @contextlib.contextmanager
@@ -1535,8 +1659,10 @@ def storage_locks(ctx, storages):
                 ontap, volume, _ = ctx.storage_volume(storage)
                 volumes.setdefault(lock_file_name(ontap.host, volume.svm, volume.name),
                                    f'storage {storage} (volume {volume.name})')
+            take = lock_taker(ctx)
+            holder = holder_line(socket.gethostname().split('.')[0], ctx.command)
             for name, what in sorted(volumes.items()):
-                locks.append(stack.enter_context(storage_lock(name, what, ctx.wait)))
+                locks.append(stack.enter_context(take(name, what, ctx.wait, holder)))
         yield locks
 
 
@@ -2631,6 +2757,9 @@ def add_global_options(parser, suppress=False):
     parser.add_argument('-wait', '--wait', type=seconds, metavar='SECONDS', default=default(0),
                         help='wait up to this long for another run working on the same storage '
                              '(default: 0, fail at once naming its pid)')
+    parser.add_argument('-local-lock', '--local-lock', action='store_true', default=default(False),
+                        help="where the cluster-wide lock cannot be taken (off a PVE node, no quorum), lock on "
+                             "this node only: safe only while no run on another node can touch these storages")
 
 
 def add_storage_option(parser, help_text='PVE storage id (a section of config.ini)'):
@@ -2838,7 +2967,8 @@ def main(argv=None):
         load_http_libraries()
         path = find_config(args.config)
         warn_if_readable(path)
-        ctx = Context(read_config(path), output=args.output, dry_run=args.dry_run, wait=args.wait)
+        ctx = Context(read_config(path), output=args.output, dry_run=args.dry_run, wait=args.wait,
+                      local_lock=args.local_lock, command=' '.join(sys.argv[1:] if argv is None else argv))
         args.func(ctx, args)
         STOP.check()
         sys.stdout.flush()

@@ -35,10 +35,21 @@ def ontap_b(tmp_path, ontap_ca):
 
 @pytest.fixture(autouse=True)
 def lock_dir(tmp_path, monkeypatch):
-    """Each test takes its storage locks in a directory of its own."""
+    """Each test takes its node locks (-local-lock) in a directory of its own."""
     directory = tmp_path / 'locks'
     monkeypatch.setattr(tool, 'LOCK_DIRS', (str(directory),))
     monkeypatch.setenv('PVE_ONTAP_SNAPSHOT_LOCK_DIR', str(directory))   # for the tool run as a process
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def cluster_dir(tmp_path, monkeypatch):
+    """Each test runs as if on a PVE node: its own directory stands for /etc/pve/priv, whose
+    lock/ takes the cluster-wide locks (a plain directory: mkdir fails on an existing one)."""
+    directory = tmp_path / 'priv'
+    directory.mkdir()
+    monkeypatch.setattr(tool, 'CLUSTER_DIR', str(directory))
+    monkeypatch.setenv('PVE_ONTAP_SNAPSHOT_CLUSTER_DIR', str(directory))
     return directory
 
 

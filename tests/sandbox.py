@@ -120,6 +120,7 @@ def main(argv=None):
     try:
         populate(served.pve, a, b)
         world = World(served.pve, served.cafile, a, b, directory)
+        world.write_config(defaults='# off a PVE node, and alone: this node\'s lock is enough\nlocal_lock = yes\n')
         seed_history(world)
         print(f'fakepve at {served.pve.url}, ONTAP cluster A at {a.url}, cluster B at {b.url}')
         print(f'config: {world.config}')

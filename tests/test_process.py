@@ -46,14 +46,14 @@ def test_the_script_lists_snapshots_of_a_storage(world):
     assert result.stderr == ''
 
 
-def test_the_console_script_snapshots_a_vm_and_fails_in_one_line(world, lock_dir):
+def test_the_console_script_snapshots_a_vm_and_fails_in_one_line(world, cluster_dir):
     script = console_script()
     ok = run([script, '-config', str(world.config), 'vm', 'create', '-vm', '101', '-no-register'])
     bad = run([script, '-config', str(world.config), 'vm', 'create', '-vm', '999'])
 
     assert ok.returncode == 0, ok.stderr
     assert len([f for f in world.files(world.vol1, 101) if '-snapshot-' in f]) == 1
-    assert world.lock_file(lock_dir).exists()     # PVE_ONTAP_SNAPSHOT_LOCK_DIR, not /run/lock
+    assert world.lock_record(cluster_dir).exists()     # PVE_ONTAP_SNAPSHOT_CLUSTER_DIR, not /etc/pve
     assert bad.returncode == 1
     assert bad.stderr.splitlines() == [f'ERROR: Proxmox {world.pve_host}: no VM 999 (QEMU guest) in the cluster']
 

@@ -1,11 +1,9 @@
 """Safe under faults and in the wrong hands: guarded restore, busy snapshots, dry runs, mounts
 that clean up, locks, faults on both sides, tokens and certificates, no leaked secrets."""
 
-import fcntl
 import json
 import os
 import re
-import threading
 import types
 
 import pytest
@@ -535,84 +533,6 @@ def test_unmount_refuses_a_flexclone_of_another_volume(world):
     assert error_lines(result) == [('ERROR: storage FOREIGN is backed by volume other_clone, which is no FlexClone '
                                    f'of a storage in {world.config}: refusing to remove it')]
     assert world.state() == before
-
-
-# -- locks
-
-def hold_lock(path):
-    """Another run's lock file (pid 4242); closing the file releases it."""
-    path.parent.mkdir(exist_ok=True)
-    handle = path.open('a+')
-    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    handle.truncate(0)
-    handle.write('4242\n')
-    handle.flush()
-    return handle
-
-
-def test_a_held_lock_is_a_clear_message_naming_the_other_run(world, lock_dir):
-    handle = hold_lock(world.lock_file(lock_dir))
-    before = world.state()
-    try:
-        result = world.run('storage', 'create', '-storage', 'ONTAP01')
-        vm = world.run('vm', 'create', '-vm', 101)
-    finally:
-        handle.close()
-
-    assert result.code == 1
-    assert error_lines(result) == [(f'ERROR: storage ONTAP01 (volume proxmox_storage01) is in use by another '
-                                    f'pve-ontap-snapshot run (pid 4242, lock {world.lock_file(lock_dir)}): try again '
-                                    'later or wait with -wait SECONDS')]
-    assert vm.code == 1 and 'pid 4242' in vm.err
-    assert world.state() == before
-
-
-def two_storages_on_one_volume(world):
-    """ONTAP01B: a second PVE storage (and config section) for ONTAP01's volume."""
-    world.pve.storages['ONTAP01B'] = dict(world.pve.storages['ONTAP01'], path='/mnt/pve/ONTAP01B', files=set(),
-                                          volumes={})
-    world.write_config(ONTAP01B=f'host = {world.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\n'
-                                f'verify = {world.a.cafile}\n')
-
-
-def test_two_storages_on_one_volume_share_its_lock(world, lock_dir):
-    two_storages_on_one_volume(world)
-    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-    (used,) = lock_dir.iterdir()
-    handle = hold_lock(used)
-    before = world.state()
-    try:
-        result = world.run('storage', 'create', '-storage', 'ONTAP01B')
-    finally:
-        handle.close()
-
-    assert result.code == 1
-    assert error_lines(result) == [(f'ERROR: storage ONTAP01B (volume proxmox_storage01) is in use by another '
-                                    f'pve-ontap-snapshot run (pid 4242, lock {used}): try again later or wait with '
-                                    '-wait SECONDS')]
-    assert world.state() == before
-
-
-def test_two_storages_on_one_volume_share_its_stamps(world, lock_dir):
-    two_storages_on_one_volume(world)
-
-    for storage in ('ONTAP01', 'ONTAP01B', 'ONTAP01', 'ONTAP01B'):
-        result = world.run('storage', 'create', '-storage', storage)
-        assert result.code == 0, result.err
-
-    # back to back, within a second or two: each waited for a stamp the other had not used
-    assert len([name for name in world.vol1.snapshots if name.startswith('proxmox_snapshot_')]) == 4
-    assert [path.name for path in lock_dir.iterdir()] == [world.lock_file(lock_dir).name]
-
-
-def test_wait_takes_the_lock_once_the_other_run_is_done(world, lock_dir):
-    handle = hold_lock(world.lock_file(lock_dir))
-    threading.Timer(0.3, handle.close).start()
-
-    result = world.run('-wait', 5, 'storage', 'create', '-storage', 'ONTAP01')
-
-    assert result.code == 0, result.err
-    assert len(world.vol1.snapshots) == 1
 
 
 # -- faults

@@ -557,7 +557,7 @@ def test_all_goes_on_past_a_node_that_is_down_and_names_its_vms(world):
     assert len(sets_of(world, 100)) == 1
 
 
-def test_back_to_back_runs_get_their_own_stamps(world, lock_dir):
+def test_back_to_back_runs_get_their_own_stamps(world, cluster_dir):
     for _ in range(2):
         assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
     first, second = [s['stamp'] for s in sets_of(world, 101)]
@@ -569,8 +569,8 @@ def test_back_to_back_runs_get_their_own_stamps(world, lock_dir):
     sets = sets_of(world, 101)
     assert [s['kind'] for s in sets] == ['snapshot', 'snapshot', 'pre-restore', 'snapshot']
     assert len({s['stamp'] for s in sets}) == 4
-    # the lock file remembers who ran last and the stamp it used for this VM
-    assert world.lock_file(lock_dir).read_text().splitlines()[1] == f'vm101 {sets[-1]["stamp"]}'
+    # the lock record remembers who ran last and the stamp it used for this VM
+    assert world.lock_record(cluster_dir).read_text().splitlines()[1] == f'vm101 {sets[-1]["stamp"]}'
 
 
 def test_restore_from_a_storage_snapshot_that_does_not_exist_says_so(world):

@@ -1,0 +1,215 @@
+"""One lock per ONTAP volume for the whole PVE cluster: a directory in pmxcfs's priv/lock/,
+made with mkdir, updated while held, expired by pmxcfs when its run died; this node's lock
+file where the user allows it (-local-lock). Each test's own directory stands for
+/etc/pve/priv (conftest.py); PmxcfsLocks below gives it pmxcfs's expiry."""
+
+import fcntl
+import os
+import threading
+import time
+
+import pytest
+from world import ONTAP_PASSWORD
+
+import pve_ontap_snapshot as tool
+
+HOLDER = '4242 pve2 2024-03-13_14:42:47+0000 storage create -storage ONTAP01'
+HELD_BY = 'pid 4242 on node pve2 since 2024-03-13_14:42:47+0000: storage create -storage ONTAP01'
+
+
+def error_lines(result):
+    return [line for line in result.err.splitlines() if line.startswith('ERROR')]
+
+
+def hold_cluster_lock(world, cluster_dir, storage='ONTAP01', holder=HOLDER):
+    """Another run's cluster lock, as a run on node pve2 leaves it; returns the lock directory."""
+    lock = world.cluster_lock(cluster_dir, storage)
+    lock.parent.mkdir(exist_ok=True)
+    lock.mkdir()
+    record = world.lock_record(cluster_dir, storage)
+    record.parent.mkdir(exist_ok=True)
+    record.write_text(holder + '\n')
+    return lock
+
+
+def hold_node_lock(path):
+    """Another run's lock file on this node (pid 4242); closing the file releases it."""
+    path.parent.mkdir(exist_ok=True)
+    handle = path.open('a+')
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    handle.truncate(0)
+    handle.write('4242\n')
+    handle.flush()
+    return handle
+
+
+class PmxcfsLocks:
+    """What pmxcfs does with priv/lock/ beside a plain directory's mkdir (pve-cluster
+    src/README, "File Locking"): `utime 0 0` on a lock is an unlock request, which removes the
+    lock if it was not updated for `expiry` seconds (pmxcfs: 120), measured by its own clock
+    from the last update it saw; an update is a newer mtime. A run's requests show as mtime 0
+    (seen by polling); a test's go through unlock_request, so that none hides an update."""
+
+    def __init__(self, directory, expiry):
+        self.directory, self.expiry = directory, expiry
+        self.seen = {}      # lock path -> (mtime, when we saw it change)
+        self.guard = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    def run(self):
+        while not self.stop.wait(0.02):
+            for lock in list(self.directory.iterdir()) if self.directory.exists() else []:
+                self.observe(lock)
+
+    def unlock_request(self, lock):
+        self.observe(lock, request=True)
+
+    def observe(self, lock, request=False):
+        with self.guard:
+            try:
+                mtime = lock.stat().st_mtime
+            except FileNotFoundError:
+                return
+            if lock not in self.seen:     # pmxcfs's clock starts when it first sees a lock
+                self.seen[lock] = (mtime or time.time(), time.monotonic())
+            last, since = self.seen[lock]
+            if mtime not in (0, last):
+                self.seen[lock] = last, since = mtime, time.monotonic()
+            if mtime == 0 or request:
+                if time.monotonic() - since > self.expiry:
+                    os.rmdir(lock)
+                    del self.seen[lock]
+                elif mtime == 0:    # pmxcfs keeps the lock as it was
+                    os.utime(lock, (last, last))
+
+
+def test_a_held_lock_is_a_clear_message_naming_the_other_run_and_its_node(world, cluster_dir):
+    lock = hold_cluster_lock(world, cluster_dir)
+    before = world.state()
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
+    vm = world.run('vm', 'create', '-vm', 101)
+
+    assert result.code == 1
+    assert error_lines(result) == [(f'ERROR: storage ONTAP01 (volume proxmox_storage01) is in use by another '
+                                    f'pve-ontap-snapshot run ({HELD_BY}, lock {lock}): try again later or wait '
+                                    'with -wait SECONDS')]
+    assert vm.code == 1 and 'on node pve2' in vm.err
+    assert world.state() == before and lock.is_dir()
+
+
+def test_wait_takes_the_lock_once_the_other_run_is_done(world, cluster_dir):
+    lock = hold_cluster_lock(world, cluster_dir)
+    threading.Timer(0.3, lock.rmdir).start()
+
+    result = world.run('-wait', 5, 'storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.err
+    assert len(world.vol1.snapshots) == 1
+    assert not lock.exists()     # released at the end, and nothing left inside it before
+
+
+def test_a_dead_runs_lock_expires_as_pmxcfs_expires_it(world, cluster_dir, monkeypatch):
+    lock = hold_cluster_lock(world, cluster_dir)
+    with PmxcfsLocks(lock.parent, expiry=0.5):
+        result = world.run('-wait', 10, 'storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.err
+    assert len(world.vol1.snapshots) == 1
+
+
+def test_a_held_lock_is_kept_fresh_so_that_pmxcfs_never_expires_it(world, cluster_dir, monkeypatch):
+    monkeypatch.setattr(tool, 'CLUSTER_LOCK_REFRESH', 0.05)
+    tool.check_cluster_lock_usable()
+    lock = cluster_dir / 'lock' / (tool.CLUSTER_LOCK_PREFIX + 'vol')
+    asked = []
+    with PmxcfsLocks(lock.parent, expiry=0.3) as pmxcfs, tool.cluster_lock('vol', 'volume vol', 0, HOLDER):
+        deadline = time.monotonic() + 1.2     # four times the expiry, unlock requests all along
+        while time.monotonic() < deadline:
+            pmxcfs.unlock_request(lock)
+            asked.append(lock.is_dir())
+            time.sleep(0.05)
+    assert all(asked) and len(asked) > 10
+    assert not lock.exists()
+
+
+def test_two_storages_on_one_volume_share_its_lock_and_its_stamps(world, cluster_dir):
+    world.pve.storages['ONTAP01B'] = dict(world.pve.storages['ONTAP01'], path='/mnt/pve/ONTAP01B', files=set(),
+                                          volumes={})
+    world.write_config(ONTAP01B=f'host = {world.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\n'
+                                f'verify = {world.a.cafile}\n')
+
+    for storage in ('ONTAP01', 'ONTAP01B', 'ONTAP01', 'ONTAP01B'):
+        result = world.run('storage', 'create', '-storage', storage)
+        assert result.code == 0, result.err
+
+    # back to back, within a second or two: each waited for a stamp the other had not used
+    assert len([name for name in world.vol1.snapshots if name.startswith('proxmox_snapshot_')]) == 4
+    assert [path.name for path in world.lock_record(cluster_dir).parent.iterdir()] == [world.lock_name()]
+    lock = hold_cluster_lock(world, cluster_dir)
+    held = world.run('storage', 'create', '-storage', 'ONTAP01B')
+    assert error_lines(held) == [(f'ERROR: storage ONTAP01B (volume proxmox_storage01) is in use by another '
+                                  f'pve-ontap-snapshot run ({HELD_BY}, lock {lock}): try again later or wait with '
+                                  '-wait SECONDS')]
+
+
+def test_the_record_says_who_ran_last_and_the_stamp_it_used(world, cluster_dir):
+    assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
+
+    holder, stamp = world.lock_record(cluster_dir).read_text().splitlines()
+    pid, node, since, command = holder.split(' ', 3)
+    assert (int(pid), node) == (os.getpid(), os.uname().nodename.split('.')[0])
+    assert command.endswith('vm create -vm 101 -no-register') and since <= stamp.split(' ')[1]
+    assert stamp.startswith('vm101 ')
+
+
+@pytest.fixture
+def off_a_node(tmp_path, monkeypatch):
+    """No /etc/pve: this is no PVE node."""
+    monkeypatch.setattr(tool, 'CLUSTER_DIR', str(tmp_path / 'no-pve'))
+
+
+def test_off_a_node_a_change_needs_local_lock_and_then_locks_this_node(world, lock_dir, off_a_node):
+    before = world.state()
+
+    refused = world.run('storage', 'create', '-storage', 'ONTAP01')
+    assert refused.code == 1 and world.state() == before
+    (line,) = error_lines(refused)
+    assert line.startswith('ERROR: not on a PVE node') and 'add -local-lock if no run on another node' in line
+    assert world.run('storage', 'list', '-storage', 'ONTAP01').code == 0       # reads take no lock
+
+    handle = hold_node_lock(world.lock_file(lock_dir))
+    try:
+        held = world.run('-local-lock', 'storage', 'create', '-storage', 'ONTAP01')
+    finally:
+        handle.close()
+    done = world.run('-local-lock', 'storage', 'create', '-storage', 'ONTAP01')
+
+    assert error_lines(held) == [(f'ERROR: storage ONTAP01 (volume proxmox_storage01) is in use by another '
+                                  f'pve-ontap-snapshot run (pid 4242, lock {world.lock_file(lock_dir)}): try again '
+                                  'later or wait with -wait SECONDS')]
+    assert done.code == 0, done.err
+    assert 'locking on this node only (-local-lock)' in done.err
+    assert len(world.vol1.snapshots) == 1
+
+
+def test_without_quorum_the_cluster_lock_is_refused_in_its_own_words(world, cluster_dir):
+    (cluster_dir / 'lock').write_text('')     # mkdir fails below it, as on a read-only /etc/pve
+    before = world.state()
+
+    result = world.run('vm', 'create', '-vm', 101)
+    fallback = world.run('-local-lock', 'vm', 'create', '-vm', 101, '-no-register')
+
+    (line,) = error_lines(result)
+    assert 'is not writable' in line and 'no quorum?' in line and '-local-lock' in line
+    assert world.state() != before and fallback.code == 0, fallback.err
+    assert len([f for f in world.files(world.vol1, 101) if '-snapshot-' in f]) == 1

@@ -268,6 +268,7 @@ class OntapConfig:
     key: str = None
     verify: object = True
     svm: str = None
+    snapmirror_label: str = None    # storage create's default -label
 
 
 @dataclasses.dataclass(frozen=True)
@@ -419,7 +420,8 @@ def read_config(path):
             cert=cert,
             key=get_file(section, 'key') if cert else None,
             verify=parse_verify(get(section, 'verify', 'true', required=False), f'{path}: [{section}]'),
-            svm=get(section, 'svm', required=False))
+            svm=get(section, 'svm', required=False),
+            snapmirror_label=get(section, 'snapmirror_label', required=False))
 
     timeouts = {}
     for field in dataclasses.fields(Timeouts):
@@ -800,7 +802,8 @@ def ontap_list_snapshots(ontap, volume, name=STORAGE_SNAPSHOT_PREFIX + '*'):
     """The volume's snapshots matching `name` (a wildcard filter), oldest first."""
     # A volume holds at most 1023 snapshots: one page, unless ONTAP's time budget cuts it.
     records = ontap.records(f'/api/storage/volumes/{volume.uuid}/snapshots',
-                            {'name': name, 'fields': 'name,create_time,size,comment', 'max_records': 1023},
+                            {'name': name, 'fields': 'name,create_time,size,comment,snapmirror_label',
+                             'max_records': 1023},
                             f'list snapshots of volume {volume.name}')
     return by_creation(records)
 
@@ -813,8 +816,11 @@ def ontap_find_snapshot(ontap, volume, name):
     return found[0]
 
 
-def ontap_create_snapshot(ontap, volume, name, comment):
-    ontap.write('POST', f'/api/storage/volumes/{volume.uuid}/snapshots', body={'name': name, 'comment': comment},
+def ontap_create_snapshot(ontap, volume, name, comment, label=None):
+    """A volume snapshot; `label` is its snapmirror_label (9.7+, reference §13), which vault
+    policies select snapshots by."""
+    body = {'name': name, 'comment': comment, **({'snapmirror_label': label} if label else {})}
+    ontap.write('POST', f'/api/storage/volumes/{volume.uuid}/snapshots', body=body,
                 what=f'create snapshot {name} of volume {volume.name}')
 
 
@@ -1221,6 +1227,27 @@ def by_creation(snapshots):
     snapshot's text may sort later. Records without a usable time come first; a tie goes by name."""
     unknown = datetime.datetime.min.replace(tzinfo=datetime.UTC)
     return sorted(snapshots, key=lambda r: (parse_ontap_time(r.get('create_time')) or unknown, r['name']))
+
+
+def newest_snapshot(snapshots, label):
+    """The newest of these snapshot records (oldest first) with this snapmirror label (or none)."""
+    return next((s for s in reversed(snapshots) if s.get('snapmirror_label') == label), None)
+
+
+def younger_than(snapshot, seconds, now=None):
+    """Whether a snapshot record was created less than `seconds` ago (a time it lacks: no)."""
+    created = parse_ontap_time(snapshot.get('create_time'))
+    now = now or datetime.datetime.now(datetime.UTC)
+    return created is not None and (now - created).total_seconds() < seconds
+
+
+DURATION_UNITS = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}
+
+
+def parse_duration(text):
+    """`90s`, `30m`, `1h`, `2d`, `1w` (or plain seconds) as seconds; None if it is none."""
+    found = re.fullmatch(r'([0-9]+)([smhdw]?)', text)
+    return int(found[1]) * DURATION_UNITS[found[2] or 's'] if found else None
 
 
 def guest_state(guest):
@@ -2321,23 +2348,33 @@ def snapshot_in_use(ctx, volume, snapshot, clone):
 
 
 def cmd_storage_create(ctx, args):
+    label = args.label or ctx.config.ontap_for(args.storage).snapmirror_label
     with storage_locks(ctx, [args.storage]) as locks:
         ontap, volume, _ = ctx.storage_volume(args.storage)
+        if args.min_age is not None:
+            recent = newest_snapshot(ontap_list_snapshots(ontap, volume), label)
+            if recent and younger_than(recent, parse_duration(args.min_age)):
+                log.info('storage %s: snapshot %s%s is younger than -min-age %s: none taken', args.storage,
+                         recent['name'], f' (label {label})' if label else '', args.min_age)
+                return
         name = storage_snapshot_name(new_stamp(locks, 'storage'))
         try:
-            ontap_create_snapshot(ontap, volume, name, STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage))
+            ontap_create_snapshot(ontap, volume, name, STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage), label)
         except OutcomeUnknown as exc:
             ontap_settle(ontap, exc, f'POST /api/storage/volumes/{volume.uuid}/snapshots',
                          lambda: any(s['name'] == name for s in ontap_list_snapshots(ontap, volume, name)))
-        log.info('storage %s: snapshot %s of volume %s created', args.storage, name, volume.name)
+        log.info('storage %s: snapshot %s of volume %s created%s', args.storage, name, volume.name,
+                 f' (label {label})' if label else '')
         if args.keep is not None:
-            prune_storage_snapshots(ontap, volume, args.storage, args.keep, name)
+            prune_storage_snapshots(ontap, volume, args.storage, args.keep, name, label)
 
 
-def prune_storage_snapshots(ontap, volume, storage, keep, made):
-    """-keep N: delete the oldest proxmox_snapshot_* beyond the newest N, skipping busy ones.
-    `made` is the new snapshot's name, counted even where a dry run did not make it."""
-    snapshots = ontap_list_snapshots(ontap, volume)
+def prune_storage_snapshots(ontap, volume, storage, keep, made, label=None):
+    """-keep N: delete the oldest proxmox_snapshot_* with this snapmirror label (or none)
+    beyond the newest N, skipping busy ones: `-label daily -keep 7` and `-label weekly -keep 4`
+    live side by side. `made` is the new snapshot's name, counted even where a dry run did
+    not make it."""
+    snapshots = [s for s in ontap_list_snapshots(ontap, volume) if s.get('snapmirror_label') == label]
     if made not in [s['name'] for s in snapshots]:
         snapshots.append({'name': made})
     old = [s for s in expired(snapshots, keep) if s['name'] != made]
@@ -2354,10 +2391,11 @@ def prune_storage_snapshots(ontap, volume, storage, keep, made):
 def cmd_storage_list(ctx, args):
     ontap, volume, _ = ctx.storage_volume(args.storage)
     snapshots = [{'name': s['name'], 'create_time': s.get('create_time'), 'size': s.get('size'),
-                  'comment': s.get('comment', '')} for s in ontap_list_snapshots(ontap, volume)]
-    rows = [dict(s, size=human_size(s['size'])) for s in snapshots]
+                  'label': s.get('snapmirror_label'), 'comment': s.get('comment', '')}
+                 for s in ontap_list_snapshots(ontap, volume)]
+    rows = [dict(s, size=human_size(s['size']), label=s['label'] or '-') for s in snapshots]
     ctx.emit(snapshots, format_table([('NAME', 'name'), ('CREATED', 'create_time'), ('SIZE', 'size'),
-                                      ('COMMENT', 'comment')], rows))
+                                      ('LABEL', 'label'), ('COMMENT', 'comment')], rows))
 
 
 SIZE_FIELDS = {'size', 'space.size', 'space.used', 'space.available', 'space.snapshot.used'}
@@ -2705,6 +2743,21 @@ def storage_name(text):
     return text
 
 
+def snapmirror_label(text):
+    """argparse type for -label: up to 31 characters (FSx for ONTAP's API reference, SnapmirrorLabel
+    in OntapSnapshotConfiguration; NetApp's REST reference gives no length), no blanks."""
+    if not re.fullmatch(r'\S{1,31}', text):
+        raise argparse.ArgumentTypeError(f'{text!r} is no snapmirror label (1 to 31 characters, no blanks)')
+    return text
+
+
+def duration(text):
+    """argparse type for -min-age: checked here, read by parse_duration where it is used."""
+    if parse_duration(text) is None:
+        raise argparse.ArgumentTypeError(f'{text!r} is no duration (like 90s, 30m, 1h, 2d, 1w)')
+    return text
+
+
 def storage_id(text):
     """argparse type for a new PVE storage id: a letter first, then letters, digits, - _ ."""
     if not re.fullmatch(r'[A-Za-z][A-Za-z0-9._-]*[A-Za-z0-9]', text):
@@ -2861,7 +2914,14 @@ def build_parser():
             sub.add_argument('-snapshot', '--snapshot', required=True, metavar='NAME', type=snapshot_name,
                              help=f'the snapshot, e.g. {example}')
         if name == 'create':
-            add_keep_option(sub, 'proxmox_snapshot_* snapshots (never one a FlexClone uses)')
+            add_keep_option(sub, 'proxmox_snapshot_* snapshots with the same label (never one a FlexClone uses)')
+            sub.add_argument('-label', '--label', type=snapmirror_label, metavar='NAME',
+                             help="ONTAP's snapmirror_label for the snapshot, so that a vault policy keeps it on "
+                                  "the destination (default: the section's snapmirror_label, else none); -keep "
+                                  'and -min-age count only snapshots with the same label')
+            sub.add_argument('-min-age', '--min-age', type=duration, metavar='DURATION',
+                             help='take no snapshot (and succeed) if one with the same label is younger than '
+                                  'this: 90s, 30m, 1h, 2d, 1w; so one timer on every node makes one snapshot')
         if name == 'restore':
             sub.add_argument('-force', '--force', action='store_true',
                              help='revert even while guests with disks on the storage run, are hibernated or '

@@ -4,6 +4,9 @@ import datetime
 import json
 import re
 
+import pytest
+from world import ONTAP_PASSWORD
+
 STAMP = r'\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\+0000'
 OLD = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
 
@@ -49,7 +52,7 @@ def test_list_shows_only_the_tools_snapshots_oldest_first(world):
 
     assert result.code == 0 and result.err == ''
     lines = result.out.splitlines()
-    assert lines[0].split() == ['NAME', 'CREATED', 'SIZE', 'COMMENT']
+    assert lines[0].split() == ['NAME', 'CREATED', 'SIZE', 'LABEL', 'COMMENT']
     assert [line.split()[0] for line in lines[1:]] == [OLD, 'proxmox_snapshot_2024-03-14_10:00:00+0000']
     assert 'made by the original' in lines[1]
 
@@ -59,7 +62,7 @@ def test_list_as_json(world):
     result = world.run('storage', 'list', '-storage', 'ONTAP01', '-output', 'json')
     data = json.loads(result.out)
     assert [s['name'] for s in data] == [OLD]
-    assert set(data[0]) == {'name', 'create_time', 'size', 'comment'}
+    assert set(data[0]) == {'name', 'create_time', 'size', 'label', 'comment'}
 
 
 def test_show_prints_the_volume(world):
@@ -261,3 +264,59 @@ def test_restore_across_a_dst_change_names_the_later_snapshot_as_newer(world):
     assert result.code == 0, result.err
     assert json.loads(result.out)['newer'] == [DST_B]
     assert tool_snapshots(world.vol1) == [DST_A]     # ONTAP deleted the newer one, as the plan said
+
+
+# -- snapmirror labels and -min-age
+
+def labelled(world, name, label, created):
+    world.a.add_snapshot('proxmox_storage01', name, create_time=created).snapmirror_label = label
+
+
+def test_labels_live_side_by_side_under_keep(world):
+    for day in ('10', '11', '12'):
+        labelled(world, f'proxmox_snapshot_2024-03-{day}_10:00:00+0000', 'daily', f'2024-03-{day}T10:00:00+00:00')
+    labelled(world, 'proxmox_snapshot_2024-03-03_10:00:00+0000', 'weekly', '2024-03-03T10:00:00+00:00')
+    world.a.add_snapshot('proxmox_storage01', OLD, create_time='2024-03-13T14:42:47+00:00')   # the original's
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-label', 'daily', '-keep', 2)
+
+    assert result.code == 0, result.err
+    daily = sorted(name for name, snap in world.vol1.snapshots.items() if snap.snapmirror_label == 'daily')
+    assert daily[0] == 'proxmox_snapshot_2024-03-12_10:00:00+0000' and len(daily) == 2
+    assert {'proxmox_snapshot_2024-03-03_10:00:00+0000', OLD} <= set(world.vol1.snapshots)
+    listed = {s['name']: s['label'] for s in json.loads(world.run('-output', 'json', 'storage', 'list', '-storage',
+                                                                     'ONTAP01').out)}
+    assert listed[OLD] is None and listed['proxmox_snapshot_2024-03-03_10:00:00+0000'] == 'weekly'
+
+
+def test_a_sections_snapmirror_label_is_the_default(world):
+    world.write_config(ONTAP01=f'host = {world.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\n'
+                               f'verify = {world.a.cafile}\nsnapmirror_label = hourly\n')
+
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+
+    (snap,) = world.vol1.snapshots.values()
+    assert snap.snapmirror_label == 'hourly'
+
+
+def test_min_age_takes_no_snapshot_while_one_of_its_label_is_young(world):
+    now = datetime.datetime.now(datetime.UTC)
+    labelled(world, 'proxmox_snapshot_recent', 'daily', (now - datetime.timedelta(minutes=20)).isoformat())
+    labelled(world, 'proxmox_snapshot_weekly', 'weekly', (now - datetime.timedelta(minutes=5)).isoformat())
+
+    skipped = world.run('storage', 'create', '-storage', 'ONTAP01', '-label', 'daily', '-min-age', '1h')
+    taken = world.run('storage', 'create', '-storage', 'ONTAP01', '-label', 'daily', '-min-age', '15m')
+
+    assert skipped.code == 0 and 'snapshot proxmox_snapshot_recent (label daily) is younger than -min-age 1h' \
+        in skipped.err
+    assert taken.code == 0, taken.err
+    assert len([s for s in world.vol1.snapshots.values() if s.snapmirror_label == 'daily']) == 2
+
+
+@pytest.mark.parametrize('argv', [('-label', 'a b'), ('-label', 'x' * 32), ('-min-age', 'soon'),
+                                  ('-min-age', '1y')])
+def test_bad_labels_and_durations_are_usage_errors(world, argv):
+    with pytest.raises(SystemExit) as exited:
+        world.run('storage', 'create', '-storage', 'ONTAP01', *argv)
+
+    assert exited.value.code == 2 and not world.vol1.snapshots

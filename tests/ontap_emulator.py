@@ -435,6 +435,9 @@ _RELEASE_OF_FIELD = {
     _SNAPSHOT: {
         'uuid': (9, 6), 'name': (9, 6), 'comment': (9, 6), 'create_time': (9, 6),   # [snap98]
         'owners': (9, 7),                                                          # [snap98]
+        # POST/PATCH 9.7+ (ref §13; netapp.ontap 21.13.0's changelog: "snapmirror_label is
+        # supported with REST on ONTAP 9.7 or higher"); as a GET filter "Introduced in: 9.8" [snap9101]
+        'snapmirror_label': (9, 7),
         'size': (9, 9),                                                            # [snap9101]
     },
     _JOB: {

@@ -9,6 +9,8 @@ import json
 import pytest
 from ontap_emulator import NEWEST_RELEASE, OLDEST_RELEASE
 
+import pve_ontap_snapshot as tool
+
 VM101_DISK = 'vm-101-disk-0.raw'
 
 
@@ -202,3 +204,24 @@ def test_a_clone_whose_answer_was_lost_and_whose_read_back_is_refused_stays_unkn
     assert 'still unknown' in result.err and 'cannot be read back' in result.err
     (made,) = [name for name in world.files(world.vol1, 101) if '-snapshot-' in name]
     assert world.disk(world.vol1, 101, made).read_bytes() == world.disk(world.vol1, 101, VM101_DISK).read_bytes()
+
+
+@pytest.mark.parametrize('status, code, message, field', [
+    (400, '262197', 'The value "size" is invalid for field "fields" (<field,...>)', 'size'),
+    (400, '262197', 'The value "error" is invalid for field "fields" (<field,...>)', 'error'),
+    (400, '262197', 'Invalid value "121" for field "return_timeout".', None),     # another field's value
+    (400, '262179', 'Unexpected argument "size".', None),                           # a filter, not a field
+    (500, '262197', 'The value "size" is invalid for field "fields" (<field,...>)', None),
+])
+def test_only_ontaps_refusal_of_a_field_is_read_as_one(status, code, message, field):
+    exc = tool.OntapError(f'ONTAP cluster-a: list snapshots of volume v: {message}', status=status, code=code)
+    assert tool.unknown_field(exc) == field
+
+
+@pytest.mark.parametrize('status, code, missing', [
+    (404, '6684674', True), (400, '6684674', True), (404, None, True),
+    (403, '6', False), (400, '262197', False), (500, '1', False), (None, None, False),
+])
+def test_only_no_such_file_is_a_missing_file(status, code, missing):
+    assert tool.missing_file(tool.OntapError('ONTAP cluster-a: look up x in volume v: …', status=status,
+                                             code=code)) is missing

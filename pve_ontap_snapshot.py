@@ -533,6 +533,11 @@ VOLUME_FIELDS = ('uuid,name,svm.name,nas.path,clone.is_flexclone,clone.parent_vo
                  'clone.parent_snapshot.name')
 JOB_POLL_MAX = 2.0
 FILE_NOT_FOUND = '6684674'
+# How ONTAP refuses a field of `fields` that its release does not know (a snapshot's `size` or a
+# job's `error` on 9.8, both "Introduced in: 9.9"): HTTP 400, code 262197, `The value "size" is
+# invalid for field "fields" (<field,...>)` (NetApp/harvest#3639 on 9.9.1, netapp.ontap#189).
+INVALID_VALUE = '262197'
+UNKNOWN_FIELD = re.compile(r'The value "([^"]+)" is invalid for field "fields"')
 SNAPSHOT_LOCKED = '1638555'     # "has not expired or is locked": a FlexClone uses it
 
 
@@ -558,6 +563,9 @@ class Ontap:
             self.session.headers['Authorization'] = 'Basic ' + token
         self.session.mount('https://', make_adapter(timeouts))
         self.session.hooks['response'].append(debug_hook('ONTAP'))
+        # Fields this cluster's release said it does not know, asked for no more in this run.
+        # Threads that poll jobs add to it too: a race costs at most one more refused GET each.
+        self.unknown_fields = set()
 
     def send(self, method, path, params=None, body=None, what=None):
         """One call: (HTTP status, JSON body). Raises OntapError with ONTAP's message and code."""
@@ -592,8 +600,25 @@ class Ontap:
         return response.status_code, data
 
     def request(self, method, path, params=None, body=None, what=None):
-        """One call; its JSON body."""
+        """One call; its JSON body. A GET asks only for the fields the cluster's release knows."""
+        if method == 'GET' and (params or {}).get('fields'):
+            return self.read(path, params, what)
         return self.send(method, path, params, body, what)[1]
+
+    def read(self, path, params, what):
+        """A GET with `fields`, less those the cluster's release does not know: ONTAP names such a
+        field in its refusal, so it is dropped and remembered for the rest of the run. A current
+        release knows every field asked for (no extra request); an older one costs one per field."""
+        while True:
+            fields = [name for name in params['fields'].split(',') if name not in self.unknown_fields]
+            try:
+                return self.send('GET', path, dict(params, fields=','.join(fields)), what=what)[1]
+            except OntapError as exc:
+                field = unknown_field(exc)
+                if field not in fields:
+                    raise
+                log.debug('ONTAP %s: its release does not know the field %s; asking without it', self.host, field)
+                self.unknown_fields.add(field)
 
     def records(self, path, params, what):
         """Every record of a collection GET, following ONTAP's `next` links verbatim."""
@@ -655,6 +680,19 @@ def response_json(response):
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def unknown_field(exc):
+    """The field of `fields` that an OntapError says the cluster's release does not know, or None."""
+    found = UNKNOWN_FIELD.search(str(exc)) if exc.status == 400 and str(exc.code) == INVALID_VALUE else None
+    return found[1] if found else None
+
+
+def missing_file(exc):
+    """Whether a files-API OntapError says that the path does not exist: error 6684674 ("no such
+    file", reference §10), or HTTP 404 (its status for 6684674 is not documented). Any other
+    error is a refusal, to be passed on with ONTAP's message, never read as "not there"."""
+    return exc.status == 404 or str(exc.code) == FILE_NOT_FOUND
 
 
 def job_message(job):
@@ -740,18 +778,19 @@ def ontap_list_dir(ontap, volume, path):
         records = ontap.records(files_url(volume, path), {'fields': 'name,type,size'},
                                 f'list {path} in volume {volume.name}')
     except OntapError as exc:
-        if exc.status == 404:
+        if missing_file(exc):
             return []
         raise
     return [r for r in records if r.get('type') == 'file']
 
 
 def ontap_file_exists(ontap, volume, path):
+    """Whether the file exists; an OntapError with ONTAP's message if ONTAP refuses to say."""
     try:
         ontap.request('GET', files_url(volume, path), params={'return_metadata': 'true', 'fields': 'type'},
                       what=f'look up {path} in volume {volume.name}')
     except OntapError as exc:
-        if exc.status == 404:
+        if missing_file(exc):
             return False
         raise
     return True
@@ -762,7 +801,7 @@ def ontap_delete_file(ontap, volume, path):
     try:
         ontap.write('DELETE', files_url(volume, path), what=f'delete {path} in volume {volume.name}')
     except OntapError as exc:
-        if exc.status == 404 or str(exc.code) == FILE_NOT_FOUND:
+        if missing_file(exc):
             return False
         raise
     return True
@@ -777,7 +816,12 @@ def ontap_settle(ontap, unknown, call, landed=None):
         ontap.wait_for_job(unknown.job, unknown.what)
         return
     ontap_follow_running_jobs(ontap, call, unknown.what)
-    found = landed() if landed else None
+    try:
+        found = landed() if landed else None
+    except OntapError as exc:
+        # A refused or failed read-back tells nothing of the change: it stays unknown.
+        raise OutcomeUnknown(f'{unknown}; reading back what it did failed: {exc}', unknown.what,
+                             where=ontap.where) from exc
     if found is None:
         raise OutcomeUnknown(f'{unknown}; no such job runs any more, but what it did cannot be read back',
                              unknown.what, where=ontap.where)

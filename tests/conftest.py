@@ -1,8 +1,14 @@
-"""Fixtures: the world of world.py, with fakepve from its pytest plugin."""
+"""Fixtures: the world of world.py, with fakepve from its pytest plugin.
+
+The world's two ONTAP clusters play the release `ontap_release` gives: ONTAP_RELEASE from the
+environment (`ONTAP_RELEASE=9.8 pytest` runs the whole suite against 9.8), else the newest
+NetApp documents. A module overrides the fixture to run its tests on several releases."""
+
+import os
 
 import pytest
 import trustme
-from ontap_emulator import OntapEmulator
+from ontap_emulator import NEWEST_RELEASE, OntapEmulator
 from world import ONTAP_B_PASSWORD, ONTAP_PASSWORD, PVE_PASSWORD, World, populate
 
 import pve_ontap_snapshot as tool
@@ -13,22 +19,27 @@ def ontap_ca():
     return trustme.CA()
 
 
-def served_emulator(root, password, name, ca):
-    emu = OntapEmulator(root, password=password, cluster_name=name, ca=ca)
+@pytest.fixture
+def ontap_release():
+    return os.environ.get('ONTAP_RELEASE') or NEWEST_RELEASE
+
+
+def served_emulator(root, password, name, ca, release=NEWEST_RELEASE):
+    emu = OntapEmulator(root, password=password, cluster_name=name, ca=ca, release=release)
     emu.start()
     return emu
 
 
 @pytest.fixture
-def ontap_a(tmp_path, ontap_ca):
-    emu = served_emulator(tmp_path / 'cluster-a', ONTAP_PASSWORD, 'cluster-a', ontap_ca)
+def ontap_a(tmp_path, ontap_ca, ontap_release):
+    emu = served_emulator(tmp_path / 'cluster-a', ONTAP_PASSWORD, 'cluster-a', ontap_ca, ontap_release)
     yield emu
     emu.stop()
 
 
 @pytest.fixture
-def ontap_b(tmp_path, ontap_ca):
-    emu = served_emulator(tmp_path / 'cluster-b', ONTAP_B_PASSWORD, 'cluster-b', ontap_ca)
+def ontap_b(tmp_path, ontap_ca, ontap_release):
+    emu = served_emulator(tmp_path / 'cluster-b', ONTAP_B_PASSWORD, 'cluster-b', ontap_ca, ontap_release)
     yield emu
     emu.stop()
 

@@ -21,8 +21,11 @@ in time answers with its error.
 Python interface:
 
     emu = OntapEmulator(root, user='admin', password='netapp1!',
-                        cluster_name='cluster-a', ca=None).start()
+                        cluster_name='cluster-a', ca=None, release=NEWEST_RELEASE).start()
     emu.host, emu.port, emu.url, emu.cafile   where to connect, what to trust
+    emu.release             the ONTAP release it plays ('9.8' … '9.18.1', settable): what
+                            /api/cluster reports, and the fields, filters and parameters it
+                            knows (_RELEASE_OF_FIELD, with NetApp's sources)
     emu.add_svm(name) -> {'name', 'uuid'}
     emu.add_volume(name, svm='svm1', junction='/<name>' | None, size=...) -> Volume
     emu.add_snapshot(volume_name, snap_name, comment='', create_time=None, svm=None)
@@ -65,8 +68,6 @@ from pathlib import Path
 
 import trustme
 
-ONTAP_VERSION = {'full': 'NetApp Release 9.14.1: Mon Jan 01 00:00:00 UTC 2024',
-                 'generation': 9, 'major': 14, 'minor': 1}
 MAX_RETURN_TIMEOUT = 120
 # ONTAP lists this owner for a snapshot that backs a FlexClone; the exact
 # string is unconfirmed (ref §6 only says `owners` is an array).
@@ -351,8 +352,10 @@ class _Kind:
     keys: tuple            # always returned
     expensive: tuple = ()  # only returned when named (ref §1, pitfall 5)
 
-    def knows(self, name):
-        return name in self.fields or any(f.startswith(name + '.') for f in self.fields)
+    def knows(self, name, version=None):
+        """Whether `name` is a field of this record (in the release `version`, if given)."""
+        known = name in self.fields or any(f.startswith(name + '.') for f in self.fields)
+        return known and (version is None or _introduced(self, name) <= version)
 
 
 _VOLUME = _Kind(frozenset({
@@ -385,6 +388,124 @@ _FILE = _Kind(frozenset({
 _PAGE_PARAMS = ('max_records', 'return_records', 'order_by', 'offset')
 
 
+# ---------------------------------------------------------------- releases
+
+# The releases the suite plays: the oldest the tool supports and the newest NetApp documents
+# (https://docs.netapp.com/us-en/ontap-restapi is the "ONTAP 9.18.1 REST API reference"), and
+# some between. Any "9.x[.y]" works; the emulator plays NEWEST_RELEASE unless told otherwise.
+OLDEST_RELEASE, NEWEST_RELEASE = '9.8', '9.18.1'
+RELEASES = ('9.8', '9.9.1', '9.10.1', '9.14.1', '9.18.1')
+
+
+def release_version(release):
+    """'9.10.1' -> (9, 10, 1), '9.8' -> (9, 8, 0): comparable with the (9, 9) entries below."""
+    parts = [int(part) for part in release.split('.')]
+    if len(parts) not in (2, 3) or parts[:2] < [9, 6]:
+        raise ValueError(f'not an ONTAP release with a REST API: {release!r}')
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+# When each field and filter the tool uses came to ONTAP's REST API, per record kind: a release
+# that lacks one answers it as unknown (in `fields`: 262197; as a filter: 262179, see
+# _invalid_field and _unexpected). A name covers its sub-fields ('error' covers 'error.code').
+# A field not listed (none the tool sends) is taken to be in every release played here.
+# Sources, and what each says:
+#  [snap98]   https://docs.netapp.com/us-en/ontap-restapi-98/get-storage-volumes-snapshots.html
+#             the 9.8 GET takes uuid, name, comment, create_time, state, owners (9.7), svm.*,
+#             volume.*, expiry_time, snaplock_expiry_time as filters, and fields, max_records,
+#             return_records, return_timeout; no size
+#  [snap9101] https://docs.netapp.com/us-en/ontap-restapi-9101/get-storage-volumes-snapshots.html
+#             "size ... Introduced in: 9.9", "reclaimable_space ... Introduced in: 9.10"
+#  [jobs98]   https://docs.netapp.com/us-en/ontap-restapi-98/get-cluster-jobs.html  GET
+#             /cluster/jobs "Introduced In: 9.6" with uuid, description, state, message, code,
+#             start_time, end_time (svm.* "Introduced in: 9.8"); no error
+#  [jobs9161] https://docs.netapp.com/us-en/ontap-restapi-9161/get-cluster-jobs.html
+#             "error.code / error.message / error.arguments.* ... Introduced in: 9.9",
+#             "node.name ... Introduced in: 9.11"
+#  [vol96]    https://docs.netapp.com/us-en/ontap-restapi-96/get-storage-volumes.html  nas.path,
+#             clone.parent_volume.*, clone.parent_snapshot.*, space.snapshot.* (expensive) in 9.6
+#  [client]   NetApp's python client netapp_ontap, "generated based on the ONTAP REST API
+#             documentation" of its release (PyPI 9.8.0, 9.9.1.0, 9.10.1.0, 9.15.1.0, 9.16.1.0):
+#             the 9.8.0 VolumeSchema has every volume field the tool uses but space.percent_used
+#             (first in 9.9.1.0) and snapshot_count (first in 9.10.1.0); clone.has_flexclone is
+#             first in 9.16.1.0; the 9.8.0 SnapshotSchema lacks size, its JobSchema error, its
+#             FileInfoSchema has name, type, size, path. No reference page giving "Introduced in"
+#             for these volume fields was found (unconfirmed beyond the client).
+_RELEASE_OF_FIELD = {
+    _SNAPSHOT: {
+        'uuid': (9, 6), 'name': (9, 6), 'comment': (9, 6), 'create_time': (9, 6),   # [snap98]
+        'owners': (9, 7),                                                          # [snap98]
+        # POST/PATCH 9.7+ (ref §13; netapp.ontap 21.13.0's changelog: "snapmirror_label is
+        # supported with REST on ONTAP 9.7 or higher"); as a GET filter "Introduced in: 9.8" [snap9101]
+        'snapmirror_label': (9, 7),
+        'size': (9, 9),                                                            # [snap9101]
+    },
+    _JOB: {
+        'uuid': (9, 6), 'description': (9, 6), 'state': (9, 6), 'message': (9, 6),  # [jobs98]
+        'code': (9, 6), 'start_time': (9, 6), 'end_time': (9, 6),                   # [jobs98]
+        'error': (9, 9),                                                            # [jobs9161]
+    },
+    _VOLUME: {
+        'nas.path': (9, 6), 'clone.parent_volume': (9, 6), 'clone.parent_snapshot': (9, 6),  # [vol96]
+        'space.snapshot.used': (9, 6),                                                       # [vol96]
+        # in the 9.8 client ([client]); 9.6 by the reference (ref §4), not re-checked
+        'uuid': (9, 6), 'name': (9, 6), 'svm.name': (9, 6), 'state': (9, 6), 'type': (9, 6),
+        'style': (9, 6), 'size': (9, 6), 'space.size': (9, 6), 'space.used': (9, 6),
+        'space.available': (9, 6), 'nas.export_policy.name': (9, 6), 'clone.is_flexclone': (9, 6),
+        'create_time': (9, 6), 'comment': (9, 6),
+        'space.percent_used': (9, 9),       # [client] 9.9.1.0; unconfirmed by a reference page
+        'snapshot_count': (9, 10),          # [client] 9.10.1.0; unconfirmed by a reference page
+        'clone.has_flexclone': (9, 16),     # [client] 9.16.1.0; not used by the tool
+    },
+    _FILE: {
+        # GET …/files/{path} (list, 9.7) and ?return_metadata=true (9.8): ref §10 and §13
+        # ("ontap-restapi-98, files endpoint"); the fields are in the 9.8.0 FileInfoSchema
+        'name': (9, 7), 'type': (9, 7), 'size': (9, 7), 'path': (9, 7),
+    },
+    _CLUSTER: {
+        'version': (9, 6),                  # ref §0 ("GET /api/cluster?fields=version"), 9.8.0 client
+    },
+}
+
+# When each query parameter (not a filter) came, by name; a release that lacks it answers
+# 262179 "Unexpected argument" (as for any unknown query parameter: NetApp/harvest#2534).
+#  return_timeout, return_records: POST /storage/file/clone in ontap-restapi-97 and -98
+#    (https://docs.netapp.com/us-en/ontap-restapi-98/post-storage-file-clone.html, the call itself
+#    "Introduced In: 9.6"); fields, max_records, return_records, return_timeout on GET: [snap98]
+#  return_metadata: GET …/files/{path}?return_metadata=true, 9.8 (ref §13; netapp_ontap 9.8.0's
+#    FileInfo docs list it)
+#  restore_to.snapshot.name on PATCH /storage/volumes/{uuid}: "the query parameters are
+#    documented from 9.8" (ref §7; not re-checked here)
+#  force on DELETE /storage/volumes/{uuid}: 9.12+ (ref §9); what an older release answers to it
+#    is unconfirmed (262179 here, as for any unknown parameter); the tool never sends it
+_RELEASE_OF_PARAMETER = {
+    'fields': (9, 6), 'max_records': (9, 6), 'return_records': (9, 6), 'return_timeout': (9, 6),
+    'return_metadata': (9, 8), 'restore_to.snapshot.name': (9, 8), 'force': (9, 12),
+}
+# Not tied to a field: the query-based DELETE of …/snapshots the tool uses: "ONTAP supports
+# query-based DELETE or PATCH for all collection endpoints" from 9.7 on
+# (https://docs.netapp.com/us-en/ontap-restapi-97/ontap/getting_started_with_the_ontap_rest_api.html;
+# netapp_ontap 9.8.0 has Snapshot.delete_collection). Request bodies the tool sends hold only
+# fields of 9.8 or older: POST /storage/file/clone volume.uuid, volume.name, source_path,
+# destination_path, overwrite_destination (post-storage-file-clone above); POST …/snapshots
+# name, comment ([snap98]'s fields, 9.8.0 client postable); POST /storage/volumes (FlexClone)
+# name, svm.name, type, nas.path, clone.is_flexclone, clone.parent_volume.name,
+# clone.parent_snapshot.name and PATCH {"nas": {"path": ""}} (9.8.0 client: postable and
+# patchable). So bodies are not checked per release.
+
+
+def _introduced(kind, name):
+    """The release (generation, major) that brought field `name` of `kind`; (0,) if not listed."""
+    table = _RELEASE_OF_FIELD.get(kind, {})
+    return max((since for entry, since in table.items() if _covers(entry, name)), default=(0,))
+
+
+def _invalid_field(name):
+    """ONTAP's refusal of an unknown entry of `fields` (NetApp/harvest#3639 on 9.9.1 and
+    netapp.ontap#189: HTTP 400, code 262197, target "fields", this exact text)."""
+    return ApiError(400, '262197', f'The value "{name}" is invalid for field "fields" (<field,...>)', 'fields')
+
+
 def _split_fields(spec):
     """'a,b.{c,d},!e' -> ['a', 'b.c', 'b.d', '!e']."""
     names, depth, current = [], 0, ''
@@ -405,17 +526,15 @@ def _split_fields(spec):
     return expanded
 
 
-def _parse_fields(spec, kind, ignore_unknown):
+def _parse_fields(spec, kind, ignore_unknown, version=None):
     """Return (include, exclude) sets of field names for `fields=`."""
     include, exclude = set(), set()
     for name in _split_fields(spec or ''):
         target, bare = (exclude, name[1:]) if name.startswith('!') else (include, name)
-        if bare in ('*', '**') or kind.knows(bare):
+        if bare in ('*', '**') or kind.knows(bare, version):
             target.add(bare)
         elif not ignore_unknown:
-            # Code unconfirmed for an unknown field name; ONTAP uses 262179
-            # for unexpected arguments (ref §3).
-            raise _unexpected(bare)
+            raise _invalid_field(bare)
     return include, exclude
 
 
@@ -423,10 +542,12 @@ def _covers(prefix, name):
     return name == prefix or name.startswith(prefix + '.')
 
 
-def _select(record, include, exclude, kind):
-    """Keep the keys, `_links` and the leaves `fields=` asks for."""
+def _select(record, include, exclude, kind, version=None):
+    """Keep the keys, `_links` and the leaves `fields=` asks for (that the release `version` has)."""
     def wanted(name):
         if any(_covers(gone, name) for gone in exclude):
+            return False
+        if version is not None and _introduced(kind, name) > version:
             return False
         if name in kind.keys or '**' in include:
             return True
@@ -513,11 +634,11 @@ def _sort_key(values):
     return (1, _text(value))
 
 
-def _ordered(records, spec, kind):
+def _ordered(records, spec, kind, version=None):
     """`order_by=name desc,create_time`; without it records keep creation order."""
     for clause in reversed(spec.split(',')):
         name, _, direction = clause.strip().partition(' ')
-        if not kind.knows(name):
+        if not kind.knows(name, version):
             raise _unexpected(name)
         if direction.strip() not in ('', 'asc', 'desc'):
             raise _invalid('order_by', spec)
@@ -583,8 +704,9 @@ class OntapEmulator:
     """An ONTAP cluster on 127.0.0.1 backed by directories under `root`."""
 
     def __init__(self, root, user='admin', password='netapp1!', cluster_name='cluster-a',
-                 ca=None):
+                 ca=None, release=NEWEST_RELEASE):
         self.root = Path(root)
+        self.release = release
         self.users = {user: password}
         self.cert_users = set()
         self.cluster_name = cluster_name
@@ -640,6 +762,17 @@ class OntapEmulator:
 
     def __exit__(self, *exc):
         self.stop()
+
+    @property
+    def release(self):
+        """The ONTAP release this cluster plays, as NetApp writes it ('9.8', '9.14.1'): what
+        /api/cluster reports and which fields, filters and parameters it knows."""
+        return self._release
+
+    @release.setter
+    def release(self, release):
+        self.version = release_version(release)
+        self._release = release
 
     @property
     def port(self):
@@ -929,13 +1062,13 @@ class OntapEmulator:
         query = request.query
         query.pop('return_timeout', None)
         ignore = _bool_value('ignore_unknown_fields', query.pop('ignore_unknown_fields', 'false'))
-        include, exclude = _parse_fields(query.pop('fields', '*'), kind, ignore)
+        include, exclude = _parse_fields(query.pop('fields', '*'), kind, ignore, self.version)
         for name, expression in query.items():
-            if not kind.knows(name):
+            if not kind.knows(name, self.version):
                 raise _unexpected(name)
             if not _matches(_lookup(record, name), expression):
                 raise _not_found(name)
-        return _Reply(200, _select(record, include, exclude, kind))
+        return _Reply(200, _select(record, include, exclude, kind, self.version))
 
     def _collection(self, request, kind, records, extra=()):
         """Collection GET: filters, fields, order_by, offset and pages (ref §1)."""
@@ -943,21 +1076,21 @@ class OntapEmulator:
         for name in (*extra, 'return_timeout'):
             query.pop(name, None)
         ignore = _bool_value('ignore_unknown_fields', query.pop('ignore_unknown_fields', 'false'))
-        include, exclude = _parse_fields(query.pop('fields', ''), kind, ignore)
+        include, exclude = _parse_fields(query.pop('fields', ''), kind, ignore, self.version)
         paging = {name: query.pop(name) for name in _PAGE_PARAMS if name in query}
         for name in query:
-            if not kind.knows(name):
+            if not kind.knows(name, self.version):
                 raise _unexpected(name)
         matched = [r for r in records
                    if all(_matches(_lookup(r, name), expr) for name, expr in query.items())]
         if 'order_by' in paging:
-            matched = _ordered(matched, paging['order_by'], kind)
+            matched = _ordered(matched, paging['order_by'], kind, self.version)
         offset = _int_value('offset', paging.get('offset', '0'), 0)
         limits = [_int_value('max_records', paging['max_records'], 1)] if 'max_records' in paging else []
         limits += [self.page_size] if self.page_size else []
         limit = min(limits) if limits else None
         page = matched[offset:offset + limit] if limit else matched[offset:]
-        body = {'records': [_select(r, include, exclude, kind) for r in page],
+        body = {'records': [_select(r, include, exclude, kind, self.version) for r in page],
                 'num_records': len(page),
                 '_links': {'self': {'href': request.raw_path + _query_string(request.query_items)}}}
         if not _bool_value('return_records', paging.get('return_records', 'true')):
@@ -1067,8 +1200,11 @@ class OntapEmulator:
 
     @_route('GET', r'/api/cluster')
     def _get_cluster(self, request):
-        record = {'name': self.cluster_name, 'uuid': self.cluster_uuid,
-                  'version': dict(ONTAP_VERSION), '_links': {'self': {'href': '/api/cluster'}}}
+        generation, major, minor = self.version
+        version = {'full': f'NetApp Release {self.release}: Mon Jan 01 00:00:00 UTC 2024',
+                   'generation': generation, 'major': major, 'minor': minor}
+        record = {'name': self.cluster_name, 'uuid': self.cluster_uuid, 'version': version,
+                  '_links': {'self': {'href': '/api/cluster'}}}
         return self._instance(request, _CLUSTER, record)
 
     def _svm_records(self):
@@ -1275,7 +1411,7 @@ class OntapEmulator:
     @_route('DELETE', _VOL, query=('force',))
     def _delete_volume(self, request, vol_uuid):
         vol = self._volume_or_404(vol_uuid)
-        # `force` (skip the recovery queue) is 9.12+; this cluster reports 9.14 (ref §9).
+        # `force` (skip the recovery queue) is 9.12+ (ref §9): older releases refuse it above.
         _bool_value('force', request.query.get('force', 'false'))
 
         def operation():
@@ -1392,7 +1528,7 @@ class OntapEmulator:
         filters = {name: expression for name, expression in request.query.items()
                    if name != 'return_timeout'}
         for name in filters:
-            if not _SNAPSHOT.knows(name):
+            if not _SNAPSHOT.knows(name, self.version):
                 raise _unexpected(name)
         matched = [snap for snap in sorted(vol.snapshots.values(), key=lambda s: s.seq)
                    if all(_matches(_lookup(self._snapshot_record(vol, snap), name), expression)
@@ -1651,6 +1787,9 @@ class OntapEmulator:
         if fault:
             raise ApiError(fault.status, fault.code, fault.message)
         handler_func, params, allowed = self._route_for(request)
+        for name in request.query:
+            if _RELEASE_OF_PARAMETER.get(name, (0,)) > self.version:
+                raise _unexpected(name)
         if request.method != 'GET' and allowed is not FILTERS:
             for name in request.query:
                 if name not in allowed and name != 'return_timeout':

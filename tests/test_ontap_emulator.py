@@ -15,8 +15,8 @@ import requests
 import trustme
 from netapp_ontap import HostConnection
 from netapp_ontap.error import NetAppRestError
-from netapp_ontap.resources import FileClone, FileInfo, Snapshot, Volume
-from ontap_emulator import OntapEmulator
+from netapp_ontap.resources import Cluster, FileClone, FileInfo, Job, Snapshot, Volume
+from ontap_emulator import NEWEST_RELEASE, OLDEST_RELEASE, RELEASES, OntapEmulator
 
 PASSWORD = 'netapp1!'
 SNAP = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
@@ -220,7 +220,99 @@ def test_wrong_password_is_refused(emu, monkeypatch):
     assert failure.value.status_code == 401
 
 
+# ---------------------------------------------------------------- releases, through the official client
+
+@pytest.mark.parametrize('release, version', [
+    ('9.8', (9, 8, 0)), ('9.10.1', (9, 10, 1)), ('9.14.1', (9, 14, 1)), (NEWEST_RELEASE, (9, 18, 1))])
+def test_the_cluster_reports_the_release_it_plays(emu, conn, release, version):
+    emu.release = release
+
+    cluster = Cluster()
+    cluster.get(fields='version')
+
+    assert (cluster.version.generation, cluster.version.major, cluster.version.minor) == version
+    assert cluster.version.full.startswith(f'NetApp Release {release}:')
+
+
+@pytest.mark.parametrize('release', RELEASES)
+def test_a_snapshot_has_a_size_from_9_9_on(emu, vol, conn, release):
+    emu.release = release
+    emu.add_snapshot('proxmox_storage01', SNAP)
+    knows_size = release != OLDEST_RELEASE
+
+    everything = list(Snapshot.get_collection(vol.uuid, fields='*'))
+    if knows_size:
+        sized = list(Snapshot.get_collection(vol.uuid, fields='create_time,size'))
+        assert [s.size for s in sized] == [len(b'disk-0 original')]
+    else:
+        with pytest.raises(NetAppRestError) as refused:
+            list(Snapshot.get_collection(vol.uuid, fields='create_time,size'))
+        error = refused.value.http_err_response.http_response.json()['error']
+        assert refused.value.status_code == 400
+        # ONTAP's words (NetApp/harvest#3639, netapp.ontap#189)
+        assert error == {'code': '262197', 'target': 'fields',
+                         'message': 'The value "size" is invalid for field "fields" (<field,...>)'}
+
+    assert [hasattr(s, 'size') for s in everything] == [knows_size]
+    assert [s.name for s in everything] == [SNAP]
+
+
+def test_a_9_8_job_has_state_message_and_code_but_no_error(emu, vol, conn):
+    emu.release = OLDEST_RELEASE
+    emu.fail_job('POST', r'/snapshots$', code=524479, message='Volume is out of space.')
+    emu.job_delay = 0.01
+    with pytest.raises(NetAppRestError, match='Volume is out of space'):
+        Snapshot(vol.uuid, name=SNAP).post()
+    uuid = [r['path'] for r in emu.requests if r['path'].startswith('/api/cluster/jobs/')][-1].rpartition('/')[2]
+
+    job = Job(uuid=uuid)
+    job.get(fields='state,message,code')
+    with pytest.raises(NetAppRestError) as refused:
+        Job(uuid=uuid).get(fields='state,error')
+    emu.release = NEWEST_RELEASE
+    newer = Job(uuid=uuid)
+    newer.get(fields='error')
+
+    assert (job.state, job.message, job.code) == ('failure', 'Volume is out of space.', 524479)
+    assert refused.value.status_code == 400 and '"error" is invalid for field "fields"' in str(refused.value)
+    assert (newer.error.code, newer.error.message) == ('524479', 'Volume is out of space.')
+    assert vol.snapshots == {}
+
+
+@pytest.mark.parametrize('release, known', [('9.9.1', {'space.percent_used'}),
+                                            ('9.10.1', {'space.percent_used', 'snapshot_count'})])
+def test_volume_fields_arrive_with_their_release(emu, vol, conn, release, known):
+    emu.release = release
+
+    for field in ('space.percent_used', 'snapshot_count'):
+        if field in known:
+            assert Volume.find(name=vol.name, fields=field) is not None
+        else:
+            with pytest.raises(NetAppRestError, match=f'"{field}" is invalid for field "fields"'):
+                Volume.find(name=vol.name, fields=field)
+
+
 # ---------------------------------------------------------------- with plain requests
+
+def test_an_unknown_filter_or_parameter_is_an_unexpected_argument(emu, vol, http):
+    emu.release = OLDEST_RELEASE
+    emu.add_snapshot('proxmox_storage01', SNAP)
+    clone = emu.add_volume('scratch')
+
+    as_filter = http.get(f'{emu.url}/api/storage/volumes/{vol.uuid}/snapshots', params={'size': '>0'})
+    emu.release = '9.10.1'
+    force = http.delete(f'{emu.url}/api/storage/volumes/{clone.uuid}', params={'force': 'true'})
+    emu.release = '9.14.1'
+    forced = http.delete(f'{emu.url}/api/storage/volumes/{clone.uuid}', params={'force': 'true',
+                                                                                'return_timeout': 5})
+
+    # ONTAP's words for an unknown query parameter (NetApp/harvest#2534)
+    assert (as_filter.status_code, as_filter.json()['error']) == (400, {
+        'code': '262179', 'message': 'Unexpected argument "size".', 'target': 'size'})
+    assert (force.status_code, force.json()['error']['code']) == (400, '262179')
+    assert forced.status_code == 200 and emu.volume('scratch') is None
+
+
 
 def test_parallel_clones_all_land(emu, vol, http):
     emu.job_delay = 0.01
@@ -328,7 +420,7 @@ def test_expensive_fields_come_only_when_named(emu, vol, http):
     assert 'path' not in instance['nas']
     assert http.get(url, params={'fields': 'nas.path'}).json()['records'][0]['nas']['path'] == '/proxmox_storage01'
     unknown = http.get(url, params={'fields': 'nas.colour'})
-    assert (unknown.status_code, unknown.json()['error']['code']) == (400, '262179')
+    assert (unknown.status_code, unknown.json()['error']['code']) == (400, '262197')
 
 
 def test_file_paths_with_colon_and_plus_are_one_encoded_segment(emu, vol, http):
@@ -371,7 +463,7 @@ def test_drop_resets_the_connection_once(emu, http):
         http.get(f'{emu.url}/api/cluster')
     cluster = http.get(f'{emu.url}/api/cluster', params={'fields': 'version'}).json()
 
-    assert cluster['version']['major'] == 14 and cluster['name'] == 'cluster-a'
+    assert cluster['version']['major'] == 18 and cluster['name'] == 'cluster-a'
     assert [r['status'] for r in emu.requests] == [None, 200]
 
 

@@ -23,7 +23,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from ontap_emulator import OntapEmulator
+from ontap_emulator import NEWEST_RELEASE, OntapEmulator
 
 import pve_ontap_snapshot as tool
 
@@ -220,10 +220,11 @@ def silent_port():
                 client.close()
 
 
-def start_emulators(directory, ca=None):
-    a = OntapEmulator(Path(directory) / 'cluster-a', password=ONTAP_PASSWORD, cluster_name='cluster-a', ca=ca)
+def start_emulators(directory, ca=None, release=NEWEST_RELEASE):
+    a = OntapEmulator(Path(directory) / 'cluster-a', password=ONTAP_PASSWORD, cluster_name='cluster-a', ca=ca,
+                      release=release)
     b = OntapEmulator(Path(directory) / 'cluster-b', password=ONTAP_B_PASSWORD, cluster_name='cluster-b',
-                      ca=a.ca if ca is None else ca)
+                      ca=a.ca if ca is None else ca, release=release)
     return a.start(), b.start()
 
 

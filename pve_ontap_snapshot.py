@@ -815,12 +815,12 @@ def ontap_settle(ontap, unknown, call, landed=None):
     if unknown.job:
         ontap.wait_for_job(unknown.job, unknown.what)
         return
-    ontap_follow_running_jobs(ontap, call, unknown.what)
     try:
+        ontap_follow_running_jobs(ontap, call, unknown.what)
         found = landed() if landed else None
     except OntapError as exc:
-        # A refused or failed read-back tells nothing of the change: it stays unknown.
-        raise OutcomeUnknown(f'{unknown}; reading back what it did failed: {exc}', unknown.what,
+        # A refused or failed look-up tells nothing of the change: it stays unknown.
+        raise OutcomeUnknown(f'{unknown}; finding out what it did failed: {exc}', unknown.what,
                              where=ontap.where) from exc
     if found is None:
         raise OutcomeUnknown(f'{unknown}; no such job runs any more, but what it did cannot be read back',

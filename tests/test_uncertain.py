@@ -318,3 +318,17 @@ def test_a_flexclone_whose_answer_is_lost_is_read_back_and_mounted(world):
     assert result.code == 0, result.err
     assert world.a.volume('proxmox_storage01_clone') is not None
     assert world.pve.storages['ONTAP01-CLONE']['export'] == '/proxmox_storage01_clone'
+
+
+def test_a_lost_answer_that_cannot_be_looked_into_stays_unknown_and_nothing_is_taken_back(world):
+    world.a.lose_answer('POST', '/api/storage/file/clone')
+    world.a.fail('GET', r'^/api/cluster/jobs$', status=403, code='6', message='not authorized for that command')
+
+    result = world.run('vm', 'create', '-vm', 101, '-no-register')
+    world.a.wait_for_jobs()
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert 'finding out what it did failed' in line and 'not authorized' in line and 'still unknown' in line
+    (made,) = [name for name in world.files(world.vol1, 101) if '-snapshot-' in name]
+    assert f'check and delete images/101/{made}' in line

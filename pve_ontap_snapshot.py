@@ -223,10 +223,10 @@ def items_in(outcomes, state):
 
 
 def pending_jobs(outcomes):
-    """The phrase naming each change still unknown: its job (uuid) and what it does."""
-    return '; '.join(f'{o.error.what}: ' + (f'job {o.error.job} still running on {o.error.where}' if o.error.job
-                                            else 'its answer was lost, and what it did cannot be read back')
-                     for o in outcomes if o.state == 'unknown')
+    """The phrase naming each change still unknown: what it does and its job (uuid), or, its
+    answer lost, all that is known of it."""
+    return '; '.join(f'{o.error.what}: job {o.error.job} still running on {o.error.where}' if o.error.job
+                     else str(o.error) for o in outcomes if o.state == 'unknown')
 
 
 class ProxmoxError(Failure):

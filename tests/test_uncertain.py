@@ -86,7 +86,7 @@ def test_an_overwrite_whose_answer_is_lost_is_never_taken_for_failed(world):
 
     assert result.code == 1
     (line,) = error_lines(result)
-    assert 'scsi0 unknown' in line and 'its answer was lost' in line and 'cannot be read back' in line
+    assert 'scsi0 unknown' in line and 'after the request went out' in line and 'cannot be read back' in line
     assert restored_with_undo_point(world, live) and world.pve.vm(101).status == 'stopped'
 
 

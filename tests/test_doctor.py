@@ -4,6 +4,8 @@ changes nothing (unless -try, which removes what it made) and never prints a sec
 
 import json
 import os
+import re
+from pathlib import Path
 
 import ontap_emulator
 import pytest
@@ -630,3 +632,14 @@ def test_mount_check(mount, enabled_here, status):
 ])
 def test_section_gaps_and_unknown_keys(section, keys, gaps, unknown):
     assert (tool.section_gaps(section, keys), tool.unknown_keys(section, keys)) == (gaps, unknown)
+
+
+@pytest.mark.parametrize('major', [8, 9])
+def test_the_readme_role_of_each_pve_release_holds_every_privilege_doctor_checks(major):
+    readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
+    role = re.search(rf'# PVE {major}\b.*\npveum role add PVEOntapSnapshot -privs "([^"]+)"', readme)[1].split(',')
+    needed = {privileges[0] for group in tool.PRIVILEGE_GROUPS for _, privileges, _ in
+              tool.required_privileges(group, major)}
+    assert needed <= set(role)
+    assert {'VM.Monitor', 'VM.GuestAgent.Audit'} & set(role) == ({'VM.Monitor'} if major == 8 else
+                                                                 {'VM.GuestAgent.Audit'})

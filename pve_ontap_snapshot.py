@@ -3152,9 +3152,15 @@ def doctor_licenses(report, ontap, name):
 def doctor_storage(report, ctx, storage, pve_reached, cluster_reached, release, try_clone, node):
     """One storage: its PVE entry, its volume, what the REST role reaches there, the volume's
     health, its mount on this node, and with -try a file clone."""
-    entry = doctor_pve_storage(report, ctx, storage) if pve_reached else None
+    if not pve_reached:
+        report.warn(f'{storage} storage', 'not checked: its export is known to PVE only', 'see the proxmox checks')
+        return
+    entry = doctor_pve_storage(report, ctx, storage)
     if entry is None:
         return
+    if not cluster_reached:
+        report.warn(f'{storage} volume', f'not checked: ONTAP {ctx.ontap(storage).host} was not reached',
+                    'see the checks of that cluster')
     found = cluster_reached and doctor_volume(report, ctx, storage)
     doctor_mount(report, storage, entry, node)
     if found and try_clone:
@@ -3215,16 +3221,23 @@ def doctor_role(report, ontap, volume, storage):
     returns no records. What it may change, only -try shows (a file clone and a delete)."""
     endpoints = (('volumes', '/api/storage/volumes'), ('snapshots', f'/api/storage/volumes/{volume.uuid}/snapshots'),
                  ('files', files_url(volume, 'images')), ('jobs', '/api/cluster/jobs'))
-    refused = []
+    refused, unchecked = [], []
     for label, path in endpoints:
         try:
             ontap_count(ontap, path, f'read {label} (REST role check)')
         except OntapError as exc:
-            if exc.status != 404:   # a volume without images/: the files API was reached
+            # 403: "not authorized for that command" (code 6); 404: a volume without images/,
+            # whose files API was reached all the same
+            if exc.status == 403:
                 refused.append(f'{label} ({exc})')
+            elif exc.status != 404:
+                unchecked.append(f'{label} ({exc})')
     if refused:
         report.fail(f'{storage} REST role', f'the account may not read {"; ".join(refused)}', 'give its REST role '
                     '/api/storage/volumes (all) and /api/cluster/jobs (readonly): README, Least privilege')
+    elif unchecked:
+        report.warn(f'{storage} REST role', f'not checked for {"; ".join(unchecked)}', 'run doctor again; if that '
+                    'stays, see the error')
     else:
         report.ok(f'{storage} REST role', 'reads volumes, snapshots, files and jobs; what it may change, doctor -try '
                   'shows')

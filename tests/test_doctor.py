@@ -168,7 +168,8 @@ def test_a_wrong_pve_password(world):
     assert lines['proxmox connection'][0] == 'ok'
     assert lines['proxmox login'][0] == 'fail'
     assert 'login as root@pam failed (check proxmox_user and proxmox_pass)' in lines['proxmox login'][1]
-    assert 'ONTAP01 storage' not in lines   # its export comes from PVE
+    assert lines['ONTAP01 storage'] == ('warn', ('not checked: its export is known to PVE only; fix: see the proxmox '
+                                                'checks'))
     assert lines[f'ONTAP {world.a.host} login'][0] == 'ok'
 
 
@@ -293,7 +294,9 @@ def test_a_wrong_ontap_password(world):
     assert lines[f'{name} connection'][0] == 'ok'
     assert lines[f'{name} login'] == ('fail', (f'{name}: authentication failed for user admin (check user and pass in '
                                               '[ONTAP01]); fix: correct user and pass in [ONTAP01]'))
-    assert 'ONTAP01 volume' not in lines and lines['ONTAP01 storage'][0] == 'ok'
+    assert lines['ONTAP01 storage'][0] == 'ok'
+    assert lines['ONTAP01 volume'] == ('warn', (f'not checked: {name} was not reached; fix: see the checks of that '
+                                               'cluster'))
     assert lines[f'ONTAP {world.b.host} login'][0] == 'ok'
 
 
@@ -338,6 +341,14 @@ def test_a_rest_role_that_does_not_reach_snapshots(world):
     status, text = lines['ONTAP01 REST role']
     assert status == 'fail' and text.startswith('the account may not read snapshots (')
     assert 'fix: give its REST role /api/storage/volumes (all)' in text
+
+
+def test_a_rest_role_check_that_meets_another_error_warns(world):
+    world.a.fail('GET', r'/api/cluster/jobs$', status=500, code='1', message='busy', times=None)
+    result, lines = doctor(world, '-storage', 'ONTAP01')
+    assert result.code == 0
+    assert lines['ONTAP01 REST role'][0] == 'warn'
+    assert lines['ONTAP01 REST role'][1].startswith('not checked for jobs (')
 
 
 def test_a_flexgroup_fails_for_the_vm_commands(world):

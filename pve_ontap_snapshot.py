@@ -20,6 +20,8 @@ ONTAP can do better underneath it, and this tool asks it to:
   storage mount    make a FlexClone volume of a snapshot and add it to PVE as the NFS
                    storage <id>-CLONE (or another id, with -name).
   storage unmount  remove such a clone storage and its FlexClone again.
+  doctor           check config.ini, PVE, each ONTAP cluster and each storage, and say
+                   what to fix (-try: also clone a test file on each storage).
 
 Global options: -config FILE, -loglevel LEVEL, -output text|json, -dry-run (print the
 changes, make none), -wait SECONDS (for another run on the same storage).
@@ -29,6 +31,7 @@ Configuration is read from -config FILE, else ./config.ini, else
 per PVE storage id with the ONTAP cluster that exports it (see config.ini.example).
 
 Examples:
+  pve-ontap-snapshot doctor
   pve-ontap-snapshot vm create -vm 100 -suspend -keep 7
   pve-ontap-snapshot vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000 -shutdown
   0 3 * * *  root  pve-ontap-snapshot -loglevel warn storage create -storage ONTAP01 -keep 7
@@ -444,6 +447,36 @@ def read_config(path):
                   local_lock=local_lock)
 
 
+# The keys read_config reads from each kind of section: any other is ignored, so doctor names it.
+PROXMOX_KEYS = ('proxmox_host', 'proxmox_user', 'proxmox_pass', 'proxmox_token_name', 'proxmox_token_value',
+                'proxmox_verify')
+STORAGE_KEYS = ('host', 'user', 'pass', 'cert', 'key', 'verify', 'svm', 'snapmirror_label')
+DEFAULTS_KEYS = tuple(f'{field.name}_timeout' for field in dataclasses.fields(Timeouts)) + ('local_lock',)
+
+
+def section_gaps(section, keys):
+    """What a config.ini section with these keys lacks for read_config, as phrases."""
+    if section == DEFAULTS_SECTION:
+        return []
+    if section == PROXMOX_SECTION:
+        needed = {'proxmox_host': 'proxmox_host', 'proxmox_user': 'proxmox_user'}
+        if 'proxmox_token_name' in keys:
+            needed['proxmox_token_value'] = 'proxmox_token_value'
+        else:
+            needed['proxmox_pass'] = 'proxmox_pass (or proxmox_token_name and proxmox_token_value)'
+    else:
+        needed = {'host': 'host', 'user': 'user'}
+        if 'cert' not in keys:
+            needed['pass'] = 'pass (or cert and key)'
+    return [phrase for key, phrase in needed.items() if key not in keys]
+
+
+def unknown_keys(section, keys):
+    """The keys of a config.ini section that read_config never reads (a typo, say)."""
+    known = {PROXMOX_SECTION: PROXMOX_KEYS, DEFAULTS_SECTION: DEFAULTS_KEYS}.get(section, STORAGE_KEYS)
+    return sorted(set(keys) - set(known))
+
+
 # ---- HTTP plumbing shared by both APIs ---------------------------------------------------
 
 def poll_until(done, bound, longest, timed_out):
@@ -487,6 +520,17 @@ def may_have_arrived(exc):
         return False
     reason = getattr(exc.args[0], 'reason', None) if exc.args else None
     return not isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+
+
+def failed_connection(exc):
+    """Why a Failure of a call never reached the server: 'tls' (its certificate was not
+    trusted), 'network' (no connection, no answer); None if the server answered."""
+    cause = exc.__cause__
+    if isinstance(cause, requests.exceptions.SSLError):
+        return 'tls'
+    if isinstance(cause, requests.exceptions.RequestException):
+        return 'network'
+    return None
 
 
 def make_adapter(timeouts):
@@ -913,6 +957,96 @@ def ontap_delete_volume(ontap, volume):
     ontap.write('DELETE', f'/api/storage/volumes/{volume.uuid}', what=f'delete volume {volume.name}')
 
 
+# What doctor reads besides what the commands use.
+
+def ontap_cluster(ontap):
+    """The cluster's name and release: {'name', 'version': {'full', 'generation', 'major', 'minor'}}."""
+    return ontap.request('GET', '/api/cluster', params={'fields': 'name,version'}, what='read the cluster release')
+
+
+def ontap_count(ontap, path, what):
+    """The records a collection holds, counted without reading them (`return_records=false`,
+    reference §1): a read that proves the account's REST role reaches `path`."""
+    return ontap.request('GET', path, params={'return_records': 'false'}, what=what).get('num_records')
+
+
+def ontap_licenses(ontap, names):
+    """{package: state} of the licence packages among `names` that are installed. Only installed
+    packages are listed (GET /api/cluster/licensing/licenses, 9.6+; netapp_ontap
+    resources/license_package.py): one that is missing is not licensed."""
+    records = ontap.records('/api/cluster/licensing/licenses', {'name': '|'.join(names), 'fields': 'name,state'},
+                            'read the licences')
+    return {record['name']: record.get('state') for record in records}
+
+
+# snapshot_policy.name, space.snapshot.*: 9.6 (ontap-restapi-96, get-storage-volumes);
+# space.snapshot.autodelete_enabled: named in NetApp's 9.8 ONTAPI-to-REST map (ontap-restmap-98,
+# snapshot-autodelete-list-info), still served by 9.19 though deprecated for autodelete.enabled.
+VOLUME_HEALTH_FIELDS = ('state,type,style,space.size,space.available,space.snapshot.used,'
+                        'space.snapshot.reserve_percent,space.snapshot.autodelete_enabled,snapshot_count,'
+                        'snapshot_policy.name')
+
+
+def ontap_volume_health(ontap, volume):
+    """The volume's state, type, style, space, snapshot count, autodelete and snapshot policy."""
+    return ontap.request('GET', f'/api/storage/volumes/{volume.uuid}', params={'fields': VOLUME_HEALTH_FIELDS},
+                         what=f'read volume {volume.name}')
+
+
+def ontap_write_file(ontap, volume, path, data):
+    """Create the file `path` holding `data` (bytes, up to 1 MB): the files API's POST, 9.8+
+    (ontap-restapi post-storage-volumes-files-, "Creates a new file with the supplied data"),
+    with the data as the multipart/form-data field `data`, as NetApp's client sends it
+    (netapp_ontap resources/file_info.py). Ontap.send speaks JSON only, so this one call goes
+    to the session itself, with the same verify and certificate; its answers read as send's."""
+    what = f'write {path} in volume {volume.name}'
+    try:
+        response = ontap.session.post(ontap.base + files_url(volume, path), files={'data': ('data', data)},
+                                      verify=ontap.verify, cert=ontap.cert)
+    except requests.exceptions.RequestException as exc:
+        message = f'ONTAP {ontap.host}: {what}: {describe_connection_error(exc)}'
+        if may_have_arrived(exc):
+            raise OutcomeUnknown(f'{message} after the request went out', what, where=ontap.where) from exc
+        raise OntapError(message) from exc
+    answer = response_json(response)
+    if response.status_code >= 400:
+        error = answer.get('error') or {}
+        raise OntapError(f'ONTAP {ontap.host}: {what}: {error.get("message") or f"HTTP {response.status_code}"}',
+                         status=response.status_code, code=error.get('code'))
+    if (answer.get('job') or {}).get('uuid'):
+        ontap.wait_for_job(answer['job']['uuid'], what)
+
+
+def ontap_file_size(ontap, volume, path):
+    """The size of a file in the volume, or None if there is none (6684674, reference §10)."""
+    try:
+        data = ontap.request('GET', files_url(volume, path), params={'return_metadata': 'true', 'fields': 'size'},
+                             what=f'read {path} in volume {volume.name}')
+    except OntapError as exc:
+        if exc.status == 404 or str(exc.code) == FILE_NOT_FOUND:
+            return None
+        raise
+    # one record in `records` (reference §10), or the record itself
+    return (data.get('records') or [data])[0].get('size')
+
+
+def ontap_first_image(ontap, volume):
+    """The smallest disk image of the first VM directory under images/ that holds one, or None."""
+    try:
+        folders = ontap.records(files_url(volume, 'images'), {'fields': 'name,type'},
+                                f'list images in volume {volume.name}')
+    except OntapError as exc:
+        if exc.status == 404 or str(exc.code) == FILE_NOT_FOUND:
+            return None
+        raise
+    for folder in sorted(r['name'] for r in folders if r.get('type') == 'directory' and r['name'].isdigit()):
+        images = [(r.get('size') or 0, f'images/{folder}/{r["name"]}') for r in
+                  ontap_list_dir(ontap, volume, f'images/{folder}') if IMAGE_VOLNAME.match(f'{folder}/{r["name"]}')]
+        if images:
+            return min(images)[1]
+    return None
+
+
 # ---- Proxmox helpers ---------------------------------------------------------------------
 # One proxmoxer login per run, our own task poller, thin pve_* verbs above it.
 
@@ -1154,6 +1288,37 @@ def pve_guests_on_storage(pve, storage, guests):
         except ProxmoxError as exc:
             unknown.append((guest, exc))
     return using, unknown
+
+
+# What doctor reads besides what the commands use.
+
+def pve_version(pve):
+    """{'version': '9.0.10', 'release': '9.0', ...} (GET /version, any user)."""
+    return pve.call('get', 'version', 'read the PVE release') or {}
+
+
+def pve_cluster_status(pve):
+    """/cluster/status: a `cluster` entry (quorate) unless a single node, and one per node (online)."""
+    return pve.call('get', 'cluster/status', 'read the cluster status') or []
+
+
+def pve_privileges(pve, path):
+    """What proxmox_user (or its token) holds on `path`: {privilege: whether it reaches below}."""
+    answer = pve.call('get', 'access/permissions', f'read the privileges of {pve.config.user} on {path}', path=path)
+    return privileges_at(answer or {}, path)
+
+
+def local_nfs_mount(path):
+    """What is mounted at `path` on this machine, as findmnt says: {'source', 'fstype', 'options'},
+    or None if nothing is."""
+    try:
+        result = subprocess.run(['findmnt', '--json', '--mountpoint', path, '--output', 'SOURCE,FSTYPE,OPTIONS'],
+                                capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise Failure(f'cannot run findmnt: {exc}') from exc
+    if result.returncode or not result.stdout.strip():
+        return None     # findmnt exits 1 when nothing is mounted there
+    return (json.loads(result.stdout).get('filesystems') or [None])[0]
 
 
 # ---- Pure logic --------------------------------------------------------------------------
@@ -1487,6 +1652,212 @@ def flatten(record, prefix=''):
         else:
             flat[prefix + key] = value
     return flat
+
+
+# -- what doctor finds
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One line of doctor's report: what was checked, ok/warn/fail, what was found and, for a
+    warn or fail, what to do."""
+    check: str
+    status: str
+    found: str
+    fix: str = None
+
+
+def format_check(check):
+    return f'{check.status:<4}  {check.check}: {check.found}' + (f'; fix: {check.fix}' if check.fix else '')
+
+
+def trust_phrase(verify):
+    """How a `verify` setting trusts the server's certificate."""
+    if verify is True:
+        return 'its certificate verified against the system CAs'
+    if verify is False:
+        return 'its certificate NOT verified'
+    return f'its certificate verified against {verify}'
+
+
+SUPPORTED_PVE = (8, 9)
+OLDEST_ONTAP = (9, 8)
+SNAPSHOT_LIMIT = 1023       # snapshots per volume (reference §4, §6: error 525062 beyond it)
+
+
+def pve_major(version):
+    """The major release of a /version answer ('9.0.10' -> 9), or None."""
+    found = re.match(r'(\d+)\.', str(version.get('version', '')))
+    return int(found[1]) if found else None
+
+
+def ontap_release(version):
+    """(generation, major, minor) of /api/cluster's `version`, or None if it does not say."""
+    try:
+        return tuple(int(version[key]) for key in ('generation', 'major', 'minor'))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+# What each command group needs of PVE: (path, privileges of which any one will do, whether it
+# must reach the guests or storages below the path). `{storage}` stands for each configured
+# storage. Sources: pve-api.md §2–§5 and §13; GET /storage lists only the storages one holds
+# Datastore.Audit or Datastore.AllocateSpace on (pve-storage API2/Storage/Config.pm, index);
+# /cluster/status needs Sys.Audit on / (pve-manager API2/Cluster.pm, get_status).
+PRIVILEGE_GROUPS = ('every command', 'vm list, vm restore', 'vm create', 'vm create -suspend',
+                    'vm create -shutdown, vm restore -shutdown', 'vm create -freeze', 'vm delete, vm create -keep',
+                    'storage restore', 'storage mount', 'storage unmount')
+
+
+def required_privileges(group, pve_major):
+    """What a command group needs on PVE `pve_major`: [(path, (privilege, ...), below)]."""
+    def vms(*privileges):
+        return ('/vms', privileges, True)
+
+    audit, disk, power = vms('VM.Audit'), vms('VM.Config.Disk'), vms('VM.PowerMgmt')
+    allocate_space = ('/storage/{storage}', ('Datastore.AllocateSpace',), False)
+    if pve_major is not None and pve_major < 9:
+        agent = [vms('VM.Monitor')]     # PVE 8: every guest agent call
+    else:
+        # PVE 9 split VM.Monitor up: qemu-server API2/Qemu/Agent.pm, commit b92a40ce (2025-07-17)
+        agent = [vms('VM.GuestAgent.Audit', 'VM.GuestAgent.Unrestricted'),
+                 vms('VM.GuestAgent.FileSystemMgmt', 'VM.GuestAgent.Unrestricted')]
+    return {
+        'every command': [('/storage/{storage}', ('Datastore.Audit', 'Datastore.AllocateSpace'), False)],
+        'vm list, vm restore': [audit],
+        'vm create': [audit, disk],                                 # registering the clones
+        'vm create -suspend': [audit, power, disk, allocate_space],   # PVE writes the memory to a storage
+        'vm create -shutdown, vm restore -shutdown': [audit, power],
+        'vm create -freeze': [audit] + agent,
+        'vm delete, vm create -keep': [audit, disk, allocate_space],  # PVE frees a registered clone
+        'storage restore': [audit],                                 # seeing every guest on the storage
+        'storage mount': [('/storage', ('Datastore.Allocate',), False), ('/', ('Sys.Audit',), False)],
+        'storage unmount': [('/storage', ('Datastore.Allocate',), True), audit],
+    }[group]
+
+
+def privileges_at(answer, path):
+    """{privilege: reaches below} that a GET /access/permissions?path=PATH answer grants on
+    `path`. PVE answers {path: {privilege: propagate 1 or 0}} for that path (pve-access-control
+    API2/AccessControl.pm, `permissions`): 0 holds on the path itself, not below it. Entries of
+    paths above it, should a server list the ACL paths instead, count where they propagate."""
+    held = {}
+    for granted, privileges in sorted(answer.items(), key=lambda item: len(item[0])):
+        if granted == path:
+            held.update((name, bool(flag)) for name, flag in privileges.items())
+        elif granted == '/' or path.startswith(granted.rstrip('/') + '/'):
+            held.update((name, True) for name, flag in privileges.items() if flag)
+    return held
+
+
+def missing_privileges(needs, held, storages):
+    """Phrases for what `held` ({path: {privilege: reaches below}}) lacks of `needs`."""
+    missing = []
+    for path, privileges, below in needs:
+        for where in [path.format(storage=s) for s in storages] if '{storage}' in path else [path]:
+            at = held.get(where, {})
+            if any(name in at and (at[name] or not below) for name in privileges):
+                continue
+            names = ' or '.join(privileges)
+            propagated = ' (held there, but not propagated to what is below it)' if any(
+                name in at for name in privileges) else ''
+            missing.append(f'{names} on {where}{propagated}')
+    return missing
+
+
+def cluster_findings(entries):
+    """(cluster name or None, quorate True/False/None, [(node, online)]) of /cluster/status;
+    a single node has no `cluster` entry."""
+    cluster = next((e for e in entries if e.get('type') == 'cluster'), None)
+    nodes = sorted((e['name'], bool(e.get('online'))) for e in entries if e.get('type') == 'node')
+    return (cluster or {}).get('name'), None if cluster is None else bool(cluster.get('quorate')), nodes
+
+
+def volume_checks(record, svm):
+    """doctor's findings on a volume record (VOLUME_HEALTH_FIELDS): [(check, status, found, fix)]."""
+    name, space = record.get('name'), record.get('space') or {}
+    snapshot_space = space.get('snapshot') or {}
+    return [volume_state_check(record, svm), snapshot_count_check(record.get('snapshot_count')),
+            space_check(space, svm, name), autodelete_check(snapshot_space.get('autodelete_enabled'), svm, name),
+            policy_check((record.get('snapshot_policy') or {}).get('name'))]
+
+
+def volume_state_check(record, svm):
+    name, state, kind, style = (record.get(key) for key in ('name', 'state', 'type', 'style'))
+    problems, fixes = [], []
+    if state != 'online':
+        problems.append(f'it is {state}, not online')
+        fixes.append(f'volume online -vserver {svm} -volume {name}')
+    if kind != 'rw':
+        problems.append(f'it is of type {kind}, not rw: a mirror destination is read-only')
+        fixes.append('configure the storage on the read-write volume')
+    if style == 'flexgroup':
+        # "blocked" for REST file clones on a FlexGroup: netapp_ontap resources/file_clone.py (reference §13)
+        problems.append('it is a FlexGroup, and ONTAP offers file clones on FlexVol volumes only: every vm command '
+                        'fails on it (the storage commands work)')
+        fixes.append('keep the disks of VMs to snapshot on a FlexVol volume')
+    found = f'{name} is {state}, {kind}, {style}'
+    if problems:
+        return 'volume state', 'fail', f'{found}: {"; ".join(problems)}', '; '.join(fixes)
+    return 'volume state', 'ok', found, None
+
+
+def snapshot_count_check(count):
+    prune = 'delete old snapshots (storage delete, or storage create -keep N)'
+    if count is None:
+        return 'snapshots', 'ok', 'their number is not reported by this release', None
+    if count >= SNAPSHOT_LIMIT:
+        return 'snapshots', 'fail', f'{count} of at most {SNAPSHOT_LIMIT}: ONTAP refuses another one', prune
+    if count >= SNAPSHOT_LIMIT * 0.9:
+        return 'snapshots', 'warn', f'{count} of at most {SNAPSHOT_LIMIT}', prune
+    return 'snapshots', 'ok', f'{count} of at most {SNAPSHOT_LIMIT}', None
+
+
+def space_check(space, svm, name):
+    size, available = space.get('size'), space.get('available')
+    reserve, used = (space.get('snapshot') or {}).get('reserve_percent'), (space.get('snapshot') or {}).get('used')
+    found = (f'{human_size(available)} free of {human_size(size)}, snapshot reserve '
+             f'{"unknown" if reserve is None else f"{reserve}%"}, snapshots use {human_size(used)}')
+    if size and available is not None and available < size * 0.1:
+        low = f'{found}: less than 10% free, and every write after a clone or a snapshot takes new blocks'
+        grow = f'grow the volume (volume size -vserver {svm} -volume {name} +100g, say) or delete old snapshots'
+        return 'space', 'warn', low, grow
+    return 'space', 'ok', found, None
+
+
+def autodelete_check(enabled, svm, name):
+    if enabled:
+        on = "on: when the volume runs short of space ONTAP deletes snapshots, this tool's storage snapshots included"
+        off = f'volume snapshot autodelete modify -vserver {svm} -volume {name} -enabled false'
+        return 'snapshot autodelete', 'warn', on, off
+    return 'snapshot autodelete', 'ok', 'not reported by this release' if enabled is None else 'off', None
+
+
+def policy_check(policy):
+    if policy is None:
+        return 'snapshot policy', 'ok', 'not reported by this release', None
+    if policy == 'none':
+        return 'snapshot policy', 'ok', "none: the volume holds this tool's snapshots only", None
+    beside = (f"{policy}: its snapshots sit beside this tool's, count toward the {SNAPSHOT_LIMIT}, and a storage "
+              'restore deletes those newer than its target too')
+    return 'snapshot policy', 'ok', beside, None
+
+
+def mount_check(mount, server, export, path, enabled_here):
+    """(status, found, fix) of what is mounted at a storage's `path` on this node (a findmnt
+    record, or None) for an NFS storage exporting server:export."""
+    wanted = f'{server}:{junction_path(export)}'
+    if mount is None:
+        if not enabled_here:
+            return 'ok', f'{path} is not mounted: the storage is not enabled on this node', None
+        return ('fail', f'nothing is mounted at {path}',
+                'activate the storage on this node (pvesm status mounts it; if that fails, check the export policy)')
+    host, _, mounted = (mount.get('source') or '').rpartition(':')
+    found = f'{path}: {mount.get("source")} ({mount.get("fstype")}, {mount.get("options")})'
+    if not str(mount.get('fstype', '')).startswith('nfs'):
+        return 'fail', f'{found}: no NFS mount', f'unmount {path}; PVE mounts {wanted} there'
+    if host.lower() != server.lower() or junction_path(mounted) != junction_path(export):
+        return 'fail', f"{found}: not the storage's export {wanted}", f'umount {path}; PVE then mounts {wanted} there'
+    return 'ok', found, None
 
 
 # ---- Commands ----------------------------------------------------------------------------
@@ -2696,6 +3067,520 @@ def cmd_storage_unmount(ctx, args):
     STOP.check(f'storage {args.storage} unmounted first')
 
 
+# -- doctor: the setup checked before the first snapshot, and again when something fails
+
+class Report:
+    """doctor's one writer: each check goes out as it is made (one text line), or into one JSON
+    list at the end, in the order made. A summary closes it; a failed check fails the run."""
+
+    def __init__(self, output):
+        self.output = output
+        self.checks = []
+
+    def add(self, check, status, found, fix=None):
+        entry = Check(check, status, found, fix)
+        self.checks.append(entry)
+        if self.output == 'text':
+            print(format_check(entry))
+
+    def ok(self, check, found):
+        self.add(check, 'ok', found)
+
+    def warn(self, check, found, fix):
+        self.add(check, 'warn', found, fix)
+
+    def fail(self, check, found, fix):
+        self.add(check, 'fail', found, fix)
+
+    def close(self):
+        if self.output == 'json':
+            print(json.dumps([dataclasses.asdict(check) for check in self.checks], indent=2))
+        else:
+            counts = [sum(check.status == status for check in self.checks) for status in ('ok', 'warn', 'fail')]
+            print('summary: {} ok, {} warn, {} fail'.format(*counts))
+        failed = [check.check for check in self.checks if check.status == 'fail']
+        if failed:
+            raise Failure(f'doctor: {len(failed)} check(s) failed: {", ".join(failed)}')
+
+
+def doctor_config(report, explicit):
+    """config.ini: where it is, its mode, each section complete and without unknown keys. The
+    Config read from it, or None if it cannot be."""
+    try:
+        path = find_config(explicit)
+    except ConfigError as exc:
+        report.fail('config.ini', str(exc), 'copy config.ini.example to /etc/pve-ontap-snapshot/config.ini and '
+                    'fill it in')
+        return None
+    where = ('given with -config' if explicit else
+             'in this directory' if path == CONFIG_SEARCH_PATH[0] else 'the system-wide one')
+    mode = os.stat(path).st_mode & 0o777
+    found = f'{os.path.abspath(path)} ({where}), mode {mode:o}'
+    if mode & 0o077:
+        report.warn('config.ini', f'{found}: group or others may read the passwords in it', f'chmod 600 {path}')
+    else:
+        report.ok('config.ini', found)
+    parser = configparser.ConfigParser()
+    try:
+        with open(path, encoding='utf-8-sig') as handle:
+            parser.read_file(handle)
+    except (OSError, UnicodeDecodeError) as exc:
+        report.fail('config.ini', f'cannot read {path}: {exc}', 'make it a readable UTF-8 text file')
+        return None
+    except configparser.Error as exc:
+        report.fail('config.ini', f'{path} is malformed: {describe_parse_error(exc)}',
+                    'correct that line (see config.ini.example)')
+        return None
+    complete = doctor_sections(report, parser)
+    if not complete:
+        return None
+    try:
+        return read_config(path)
+    except ConfigError as exc:
+        report.fail('config.ini', str(exc), 'correct it (see config.ini.example)')
+        return None
+
+
+def doctor_sections(report, parser):
+    """One line per section of config.ini; True if every one is complete."""
+    complete = parser.has_section(PROXMOX_SECTION)
+    if not complete:
+        report.fail(f'config [{PROXMOX_SECTION}]', 'there is none', 'add one with proxmox_host, proxmox_user and '
+                    'proxmox_pass (see config.ini.example)')
+    for section in parser.sections():
+        keys = [key for key in parser[section] if key not in parser.defaults()]
+        value = functools.partial(parser.get, section, raw=True, fallback=None)
+        gaps, unknown = section_gaps(section, keys), unknown_keys(section, keys)
+        check = f'config [{section}]'
+        if gaps:
+            complete = False
+            report.fail(check, f'lacks {", ".join(gaps)}', f'add {" and ".join(gap.split(" (")[0] for gap in gaps)} '
+                        'to it (see config.ini.example)')
+            continue
+        if section == PROXMOX_SECTION:
+            token = value('proxmox_token_name')
+            found = (f'PVE {value("proxmox_host")} as {value("proxmox_user")} with '
+                     + (f'API token {token}' if token else 'proxmox_pass'))
+        elif section == DEFAULTS_SECTION:
+            found = ', '.join(f'{key} = {value(key)}' for key in keys) or 'empty: the default timeouts'
+        else:
+            found = (f'ONTAP {value("host")} as {value("user")} with '
+                     + ('a client certificate' if value('cert') else 'pass')
+                     + (f', SVM {value("svm")}' if value('svm') else ', any SVM'))
+        ignored = [f'{key} (a typo?)' for key in unknown]
+        if section == PROXMOX_SECTION and token and 'proxmox_pass' in keys:
+            ignored.append('proxmox_pass (the API token is used)')
+        if ignored:
+            report.warn(check, f'{found}; ignored: {", ".join(ignored)}', 'remove or correct those keys (see '
+                        'config.ini.example)')
+        else:
+            report.ok(check, found)
+    return complete
+
+
+def doctor_scope(report, config, storage):
+    """The storages to check: -storage's, or every section's."""
+    if storage is None:
+        return sorted(config.storages)
+    if storage not in config.storages:
+        report.fail(f'config [{storage}]', f'{config.path} has no section [{storage}]', 'add one with host, user '
+                    'and pass of the ONTAP cluster that exports the storage')
+        return []
+    return [storage]
+
+
+def doctor_pve(report, ctx, storages):
+    """PVE: reachable, its certificate trusted, login, release, quorum, nodes, privileges.
+    True if PVE could be asked."""
+    pve, cfg = ctx.pve, ctx.config.proxmox
+    reached = f'{cfg.host} answers over HTTPS, {trust_phrase(cfg.verify)}'
+    try:
+        version = pve_version(pve)
+    except ProxmoxError as exc:
+        reason = failed_connection(exc)
+        if reason == 'tls':
+            report.fail('proxmox connection', str(exc), 'set proxmox_verify to the CA that signed its certificate: '
+                        f'{PVE_ROOT_CA} (copied from a node), or the CA of a certificate of your own')
+        elif reason:
+            report.fail('proxmox connection', str(exc), f'check proxmox_host ({cfg.host}): a node of the cluster, '
+                        'with pveproxy listening on port 8006 (or the port given)')
+        else:
+            report.ok('proxmox connection', reached)
+            report.fail('proxmox login', str(exc), f'correct them in [{PROXMOX_SECTION}] of {ctx.config.path}')
+        return False
+    if cfg.verify is False:
+        report.warn('proxmox connection', reached, f'set proxmox_verify = {PVE_ROOT_CA} (copied from a node), so '
+                    'that nothing can pose as PVE')
+    else:
+        report.ok('proxmox connection', reached)
+    report.ok('proxmox login', f'API token {cfg.user}!{cfg.token_name} accepted' if cfg.token_name
+              else f'{cfg.user} logged in with proxmox_pass')
+    major = pve_major(version)
+    release = f'PVE {version.get("version", "of an unknown release")}'
+    if major in SUPPORTED_PVE:
+        report.ok('proxmox release', f'{release}: supported; privileges are named as PVE {major} names them')
+    else:
+        report.warn('proxmox release', f'{release}: this tool supports PVE 8 and 9 (privileges are checked by '
+                    f'PVE {9 if major is None or major > 9 else 8} names)', 'run it on PVE 8 or 9')
+    doctor_cluster_status(report, pve)
+    doctor_privileges(report, pve, major, storages)
+    return True
+
+
+def doctor_cluster_status(report, pve):
+    """Quorum and nodes, from /cluster/status (Sys.Audit on /)."""
+    try:
+        name, quorate, nodes = cluster_findings(pve_cluster_status(pve))
+    except ProxmoxError as exc:
+        report.warn('proxmox cluster', f'not checked: {exc}', f'grant Sys.Audit on / to {pve.config.user} (README, '
+                    'Least privilege)')
+        return
+    if quorate is None:
+        report.ok('proxmox cluster', 'a single node, no cluster')
+    elif quorate:
+        report.ok('proxmox cluster', f'cluster {name} is quorate')
+    else:
+        report.fail('proxmox cluster', f'cluster {name} has no quorum: PVE refuses config changes and VM actions',
+                    'bring enough nodes back online (pvecm status)')
+    offline = [node for node, online in nodes if not online]
+    online = ', '.join(node for node, up in nodes if up) or 'none'
+    if offline:
+        report.warn('proxmox nodes', f'{", ".join(offline)} offline ({online} online): VMs there can be neither '
+                    'snapshotted nor restored, and storage restore and unmount cannot check their guests',
+                    'bring them back online, or remove them from the cluster (pvecm delnode)')
+    else:
+        report.ok('proxmox nodes', f'{online} online')
+
+
+def doctor_privileges(report, pve, major, storages):
+    """The privileges of each command group, read with /access/permissions per path; what one
+    lacks is a warning (a group one does not use needs nothing), what every command needs a failure."""
+    needs = {group: required_privileges(group, major) for group in PRIVILEGE_GROUPS}
+    paths = sorted({where for group_needs in needs.values() for path, _, _ in group_needs
+                    for where in ([path.format(storage=s) for s in storages] if '{storage}' in path else [path])})
+    try:
+        held = {path: pve_privileges(pve, path) for path in paths}
+    except ProxmoxError as exc:
+        report.warn('privileges', f'not checked: {exc}', 'see README, Least privilege')
+        return
+    for group, group_needs in needs.items():
+        check = f'privileges for {group}'
+        missing = missing_privileges(group_needs, held, storages)
+        if not missing:
+            report.ok(check, f'{pve.config.user} holds {describe_needs(group_needs, storages)}')
+        elif group == 'every command':
+            report.fail(check, f'{pve.config.user} lacks {"; ".join(missing)}: PVE hides those storages from it',
+                        'grant it (README, Least privilege)')
+        else:
+            report.warn(check, f'{pve.config.user} lacks {"; ".join(missing)}', 'grant it if you use these commands '
+                        '(README, Least privilege)')
+
+
+def describe_needs(needs, storages):
+    """'VM.Audit, VM.PowerMgmt on /vms; Datastore.AllocateSpace on /storage/ONTAP01 and /storage/ONTAP02'."""
+    by_path = {}
+    for path, privileges, _ in needs:
+        where = ' and '.join(path.format(storage=s) for s in storages) if '{storage}' in path else path
+        by_path.setdefault(where, []).append(' or '.join(privileges))
+    return '; '.join(f'{", ".join(names)} on {path}' for path, names in by_path.items())
+
+
+LICENSES = (('flexclone', 'FlexClone', 'the vm commands and storage mount'),
+            ('snaprestore', 'SnapRestore', 'storage restore'))
+
+
+def doctor_cluster(report, ontap, cluster):
+    """ONTAP: reachable, its certificate trusted, login, release, licences.
+    (reached, release (generation, major, minor) or None)."""
+    name, section = f'ONTAP {ontap.host}', f'[{cluster.section}]'
+    credentials = 'the client certificate' if cluster.cert else 'pass'
+    reached = f'{ontap.host} answers over HTTPS, {trust_phrase(cluster.verify)}'
+    try:
+        record, refused = ontap_cluster(ontap), None
+    except OntapError as exc:
+        reason, record, refused = failed_connection(exc), None, exc
+        if reason == 'tls':
+            report.fail(f'{name} connection', str(exc), f'set verify in {section} to the CA file that signed the '
+                        "cluster's certificate")
+        elif reason:
+            report.fail(f'{name} connection', str(exc), f'check host in {section}: the cluster management address, '
+                        'reachable over HTTPS')
+        elif exc.status == 401:
+            report.ok(f'{name} connection', reached)
+            report.fail(f'{name} login', str(exc), f'correct user and {credentials} in {section}')
+        if reason or exc.status == 401:
+            return False, None
+    if cluster.verify is False:
+        report.warn(f'{name} connection', reached, f'set verify in {section} to the CA file that signed the '
+                    "cluster's certificate, so that nothing can pose as the cluster")
+    else:
+        report.ok(f'{name} connection', reached)
+    report.ok(f'{name} login', f'{cluster.user} logged in with {credentials}')
+    release = ontap_release((record or {}).get('version'))
+    if refused:
+        report.warn(f'{name} release', f'not read: {refused}', 'let the REST role read /api/cluster (security login '
+                    'rest-role create -role ROLE -api /api/cluster -access readonly)')
+    elif release is None:
+        report.warn(f'{name} release', 'the cluster does not say', 'check that host names a cluster management '
+                    'address')
+    elif release < OLDEST_ONTAP:
+        report.fail(f'{name} release', f'ONTAP {".".join(map(str, release))}: older than 9.8, the oldest release '
+                    'this tool supports', 'upgrade ONTAP to 9.8 or later')
+    else:
+        report.ok(f'{name} release', f'ONTAP {".".join(map(str, release))} (cluster {record.get("name")}): '
+                  'supported (9.8 or later)')
+    doctor_licenses(report, ontap, name)
+    return True, release
+
+
+def doctor_licenses(report, ontap, name):
+    """FlexClone (file clones, FlexClone volumes) and SnapRestore (volume restore), where the
+    account may read the licences."""
+    check = f'{name} licences'
+    try:
+        installed = ontap_licenses(ontap, [package for package, _, _ in LICENSES])
+    except OntapError as exc:
+        report.warn(check, f'unknown ({exc}): FlexClone is needed for the vm commands and storage mount, SnapRestore '
+                    'for storage restore', 'let the REST role read /api/cluster/licensing/licenses (readonly) to '
+                    'have them checked')
+        return
+    lacking = [(label, installed.get(package, 'not installed'), use) for package, label, use in LICENSES
+               if installed.get(package) != 'compliant']
+    if not lacking:
+        report.ok(check, 'FlexClone and SnapRestore are licensed')
+        return
+    found = '; '.join(f'{label} is {state}: needed for {use}' for label, state, use in lacking)
+    fix = 'install the licence (system license add; ONTAP One holds both)'
+    if any(state in ('not installed', 'unlicensed') for _, state, _ in lacking):
+        report.fail(check, found, fix)
+    else:
+        report.warn(check, found, fix)
+
+
+def doctor_storage(report, ctx, storage, pve_reached, cluster_reached, release, try_clone, node):
+    """One storage: its PVE entry, its volume, what the REST role reaches there, the volume's
+    health, its mount on this node, and with -try a file clone."""
+    if not pve_reached:
+        report.warn(f'{storage} storage', 'not checked: its export is known to PVE only', 'see the proxmox checks')
+        return
+    entry = doctor_pve_storage(report, ctx, storage)
+    if entry is None:
+        return
+    if not cluster_reached:
+        report.warn(f'{storage} volume', f'not checked: ONTAP {ctx.ontap(storage).host} was not reached',
+                    'see the checks of that cluster')
+    found = cluster_reached and doctor_volume(report, ctx, storage)
+    doctor_mount(report, storage, entry, node)
+    if found and try_clone:
+        doctor_try(report, ctx, storage, release)
+
+
+def doctor_pve_storage(report, ctx, storage):
+    """The storage.cfg entry of a configured storage, if it is an NFS storage; else None."""
+    check = f'{storage} storage'
+    try:
+        entry = ctx.storages().get(storage)
+    except ProxmoxError as exc:
+        report.fail(check, str(exc), 'see the proxmox checks above')
+        return None
+    if entry is None:
+        report.fail(check, f'PVE has no storage {storage}, or {ctx.config.proxmox.user} may not see it (that takes '
+                    f'Datastore.Audit on /storage/{storage})', 'add it as an NFS storage (pvesm add nfs), or name the '
+                    'section after the PVE storage id')
+        return None
+    if entry.get('type') != 'nfs':
+        report.fail(check, f'it is of type {entry.get("type")}, not NFS', 'only NFS storages on an ONTAP volume can be '
+                    f'used: remove [{storage}] from {ctx.config.path}')
+        return None
+    found = (f'NFS {entry.get("server")}:{entry.get("export")}, enabled on {entry.get("nodes") or "every node"}'
+             + (f', options {entry["options"]}' if entry.get('options') else ''))
+    if entry.get('disable'):
+        report.warn(check, f'{found}, but disabled', f'pvesm set {storage} --disable 0')
+    else:
+        report.ok(check, found)
+    return entry
+
+
+def doctor_volume(report, ctx, storage):
+    """The storage's volume (found by the commands' own rule), what the REST role reaches, and
+    the volume's health. True if it was found."""
+    try:
+        ontap, volume, _ = ctx.storage_volume(storage)
+    except Failure as exc:
+        report.fail(f'{storage} volume', str(exc), 'mount the volume at the export (volume mount), or correct the '
+                    'export of the PVE storage, or svm in config.ini')
+        return False
+    svm = ctx.config.storages[storage].svm
+    report.ok(f'{storage} volume', f'{volume.name} in SVM {volume.svm} on ONTAP {ontap.host}, mounted at '
+              f'{volume.junction}' + ('' if svm else f' (any SVM: svm = {volume.svm} in config.ini pins it)'))
+    doctor_role(report, ontap, volume, storage)
+    try:
+        record = ontap_volume_health(ontap, volume)
+    except OntapError as exc:
+        report.fail(f'{storage} volume health', str(exc), 'let the REST role read /api/storage/volumes')
+        return True
+    for check, status, found, fix in volume_checks(record, volume.svm):
+        report.add(f'{storage} {check}', status, found, fix)
+    return True
+
+
+def doctor_role(report, ontap, volume, storage):
+    """Whether the account's REST role reaches each endpoint the tool uses, read by a GET that
+    returns no records. What it may change, only -try shows (a file clone and a delete)."""
+    endpoints = (('volumes', '/api/storage/volumes'), ('snapshots', f'/api/storage/volumes/{volume.uuid}/snapshots'),
+                 ('files', files_url(volume, 'images')), ('jobs', '/api/cluster/jobs'))
+    refused, unchecked = [], []
+    for label, path in endpoints:
+        try:
+            ontap_count(ontap, path, f'read {label} (REST role check)')
+        except OntapError as exc:
+            # 403: "not authorized for that command" (code 6); 404: a volume without images/,
+            # whose files API was reached all the same
+            if exc.status == 403:
+                refused.append(f'{label} ({exc})')
+            elif exc.status != 404:
+                unchecked.append(f'{label} ({exc})')
+    if refused:
+        report.fail(f'{storage} REST role', f'the account may not read {"; ".join(refused)}', 'give its REST role '
+                    '/api/storage/volumes (all) and /api/cluster/jobs (readonly): README, Least privilege')
+    elif unchecked:
+        report.warn(f'{storage} REST role', f'not checked for {"; ".join(unchecked)}', 'run doctor again; if that '
+                    'stays, see the error')
+    else:
+        report.ok(f'{storage} REST role', 'reads volumes, snapshots, files and jobs; what it may change, doctor -try '
+                  'shows')
+
+
+def doctor_mount(report, storage, entry, node):
+    """The storage's NFS mount on this node, from findmnt."""
+    check = f'{storage} mount'
+    if node is None:
+        report.ok(check, 'not checked: this is no PVE node, or doctor does not run there as root')
+        return
+    path = entry.get('path') or f'/mnt/pve/{storage}'
+    enabled_here = not entry.get('disable') and (not entry.get('nodes') or node in entry['nodes'].split(','))
+    try:
+        mount = local_nfs_mount(path)
+    except Failure as exc:
+        report.warn(check, f'not checked: {exc}', 'install util-linux (findmnt)')
+        return
+    report.add(check, *mount_check(mount, entry['server'], entry['export'], path, enabled_here))
+
+
+def doctor_try(report, ctx, storage, release):
+    """-try: write a small file (or take a disk image), file-clone it, read the clone back and
+    delete what was made — also when a step failed. A change of unknown outcome is followed
+    until it is known; what may still change is named and left alone."""
+    check = f'{storage} -try'
+    ontap, volume, _ = ctx.storage_volume(storage)
+    base = f'pve-ontap-snapshot-doctor-{storage}-{utc_stamp()}'
+    if ctx.dry_run:
+        report.ok(check, f'would write {base}, file-clone it to {base}.clone, read the clone back and delete both')
+        return
+    made = []
+    with STOP.held():   # a stop waits until what was made is deleted again
+        try:
+            status, found, fix = try_clone(ctx, storage, ontap, volume, base, release, made)
+        except Failure as exc:
+            status, found, fix = 'fail', str(exc), 'see the checks of this storage above'
+        finally:
+            left = delete_made(ctx, storage, made)
+    if left:
+        status, found = 'fail', f'{found}; could not delete {left}'
+        fix = f'delete them in volume {volume.name} by hand'
+    elif made:
+        found += f'; deleted the {len(made)} file(s) it made'
+    report.add(check, status, found, fix)
+    STOP.check(f'doctor -try deleted what it made on storage {storage} first')
+
+
+def try_clone(ctx, storage, ontap, volume, base, release, made):
+    """-try's steps; each file made is added to `made` once it is known to exist. (status, found, fix)."""
+    source, size, done = try_source(ontap, volume, base, release, made)
+    clone = f'{base}.clone'
+    (outcome,) = settle_clones(ctx, clone_each(ctx, [(storage, source, clone)]))
+    if outcome.state == 'unknown':
+        kept = made + [clone]
+        made.clear()     # the clone may still read or write them
+        return ('fail', f'{done}; its file clone is of unknown outcome: {pending_jobs([outcome])}',
+                f'once ONTAP has ended that job, delete {" and ".join(kept)} in volume {volume.name}')
+    if outcome.state == 'failed':
+        return ('fail', f'{done}; file-cloning it failed: {outcome.error}',
+                'check the FlexClone licence, the style of the volume, and /api/storage/file/clone in the REST role')
+    made.append(clone)
+    copied = ontap_file_size(ontap, volume, clone)
+    if copied != size:
+        return 'fail', f'{done}, cloned it to {clone}, but the clone reads back as {copied} bytes, not {size}', \
+            'check the volume (a file clone must be an exact copy)'
+    return 'ok', f'{done}, file-cloned it to {clone} and read the clone back', None
+
+
+def try_source(ontap, volume, base, release, made):
+    """The file -try clones: (path, size, what was done). A small file written for it where the
+    release has the files API's write (9.8+); else, or if the write is refused, a disk image."""
+    refused = (f'ONTAP {".".join(map(str, release))} has no files-API write (9.8+); '
+               if release and release < (9, 8) else '')
+    if not refused:
+        data = f'pve-ontap-snapshot doctor -try {base}\n'.encode()
+        try:
+            ontap_write_file(ontap, volume, base, data)
+        except OutcomeUnknown as exc:
+            size = ontap_file_size(ontap, volume, base)     # a write runs no job: the file tells
+            if size is not None:
+                made.append(base)
+            if size != len(data):
+                raise Failure(f'{exc}; {base} has {size} of its {len(data)} bytes') from exc
+        except OntapError as exc:
+            refused = f'writing a file was refused ({exc}); '
+        else:
+            made.append(base)
+        if not refused:
+            return base, len(data), f'wrote {base} ({len(data)} bytes)'
+    image = ontap_first_image(ontap, volume)
+    if image is None:
+        raise Failure(f'{refused}no disk image under images/ to clone instead')
+    return image, ontap_file_size(ontap, volume, image), f'{refused}took {image}'
+
+
+def delete_made(ctx, storage, made):
+    """Delete the files -try made; one whose delete is of unknown outcome is read back. The paths
+    left, with why, as a phrase ('' if none)."""
+    ontap, volume, _ = ctx.storage_volume(storage)
+    left = []
+    for outcome in delete_files(ctx, [(storage, path) for path in made]):
+        path = outcome.item[1]
+        if outcome.state == 'unknown':
+            try:
+                ontap_settle(ontap, outcome.error, f'DELETE {files_url(volume, path)}',
+                             functools.partial(lambda path: not ontap_file_exists(ontap, volume, path), path))
+                continue
+            except Failure as exc:
+                outcome = Outcome(outcome.item, exc)
+        if outcome.state != 'done':
+            left.append(f'{path} ({outcome.error})')
+    return ', '.join(left)
+
+
+def cmd_doctor(args):
+    """doctor reads config.ini itself (each problem in it is one of its checks), then checks PVE,
+    each ONTAP cluster and each storage it serves, in that order."""
+    report = Report(args.output)
+    config = doctor_config(report, args.config)
+    if config is not None:
+        ctx = Context(config, output=args.output, dry_run=args.dry_run)
+        storages = doctor_scope(report, config, args.storage)
+        pve_reached = doctor_pve(report, ctx, storages)
+        node = local_pve_node()
+        clusters = {}
+        for storage in storages:
+            clusters.setdefault((config.storages[storage].host, config.storages[storage].user), []).append(storage)
+        for members in clusters.values():
+            cluster_reached, release = doctor_cluster(report, ctx.ontap(members[0]), config.storages[members[0]])
+            for storage in members:
+                doctor_storage(report, ctx, storage, pve_reached, cluster_reached, release, args.try_clone, node)
+    report.close()
+
+
 # ---- CLI -------------------------------------------------------------------------------
 # The original's single-dash options stay primary; each is also spelled with two dashes.
 
@@ -2848,7 +3733,7 @@ def add_global_options(parser, suppress=False):
     parser.add_argument('-loglevel', '--loglevel', choices=sorted(LOG_LEVELS), default=default('info'),
                         help='log level on stderr (default: info); debug logs every HTTP request and tracebacks')
     parser.add_argument('-output', '--output', choices=('text', 'json'), default=default('text'),
-                        help='format of list and show results on stdout (default: text)')
+                        help='format of list, show and doctor results on stdout (default: text)')
     parser.add_argument('-dry-run', '--dry-run', action='store_true', default=default(False),
                         help='print what would change, in plain words, and change nothing')
     parser.add_argument('-wait', '--wait', type=seconds, metavar='SECONDS', default=default(0),
@@ -2879,7 +3764,8 @@ def build_parser():
     add_global_options(parser)
     common = CommandLine(add_help=False, allow_abbrev=False)
     add_global_options(common, suppress=True)
-    contexts = parser.add_subparsers(dest='context', metavar='{vm,storage}', required=True)
+    contexts = parser.add_subparsers(dest='context', metavar='{vm,storage,doctor}', required=True)
+    parser.set_defaults(reads_own_config=False)
 
     def leaf(group, name, func, help_text, examples):
         sub = group.add_parser(name, help=help_text, description=help_text, parents=[common], allow_abbrev=False,
@@ -2985,6 +3871,17 @@ def build_parser():
     unmount.add_argument('-force', '--force', action='store_true',
                          help='remove it even while guests have disks on it, or a node that is down keeps them '
                               'from being checked')
+
+    doctor = leaf(contexts, 'doctor', cmd_doctor,
+                  'check config.ini, PVE, each ONTAP cluster and each storage: ok, warn or fail, and the fix',
+                  ['doctor', 'doctor -storage ONTAP01 -try', '-output json doctor'])
+    doctor.set_defaults(reads_own_config=True)
+    doctor.add_argument('-storage', '--storage', type=storage_name, metavar='ID',
+                        help='check only this storage (a section of config.ini); default: every one'
+                        ).completer = complete_storage
+    doctor.add_argument('-try', '--try', dest='try_clone', action='store_true',
+                        help='also write a small file on each storage, file-clone it, read the clone back and '
+                             'delete both (pve-ontap-snapshot-doctor-<storage>-<stamp>): proof that cloning works')
     return parser
 
 
@@ -3069,11 +3966,14 @@ def main(argv=None):
     previous = {signum: signal.signal(signum, STOP.handle) for signum in STOP.SIGNALS}
     try:
         load_http_libraries()
-        path = find_config(args.config)
-        warn_if_readable(path)
-        ctx = Context(read_config(path), output=args.output, dry_run=args.dry_run, wait=args.wait,
-                      local_lock=args.local_lock, command=' '.join(sys.argv[1:] if argv is None else argv))
-        args.func(ctx, args)
+        if args.reads_own_config:
+            args.func(args)     # doctor: each problem of config.ini is one of its checks
+        else:
+            path = find_config(args.config)
+            warn_if_readable(path)
+            ctx = Context(read_config(path), output=args.output, dry_run=args.dry_run, wait=args.wait,
+                          local_lock=args.local_lock, command=' '.join(sys.argv[1:] if argv is None else argv))
+            args.func(ctx, args)
         STOP.check()
         sys.stdout.flush()
     except Failure as exc:

@@ -40,6 +40,7 @@ Python interface:
     emu.fail(...), emu.fail_job(...), emu.slow_job(...), emu.drop(...),
     emu.lose_answer(...)    faults (drop: never carried out; lose_answer: carried out, unanswered)
     emu.file_delete_jobs    answer a files-API DELETE with a job (the reference lists 200 and 202)
+    emu.licenses            {package: state} of the installed licences (flexclone, snaprestore, ...)
     emu.collection_delete_answer   'jobs' (default), 'job' or 'bare': the shape of a
                             query-based DELETE's answer, none of them confirmed (ref §13)
     emu.stop()              also usable as a context manager
@@ -50,6 +51,8 @@ commented with the section it comes from ("ref §N").
 
 import base64
 import datetime
+import email.parser
+import email.policy
 import json
 import logging
 import os
@@ -146,6 +149,11 @@ class Volume:
     comment: str = ''
     type: str = 'rw'
     export_policy: str = 'default'
+    state: str = 'online'
+    style: str = 'flexvol'              # or 'flexgroup': only the record says so here
+    snapshot_reserve_percent: int = 5   # ONTAP's default for a NAS volume (unconfirmed)
+    snapshot_autodelete: bool = False
+    snapshot_policy: str = 'default'    # the policy a new volume gets: ontap-restapi post-storage-volumes
     snapshots: dict = field(default_factory=dict)   # name -> Snapshot
     is_flexclone: bool = False
     parent_volume: 'Volume' = None
@@ -366,7 +374,12 @@ _VOLUME = _Kind(frozenset({
     'nas.export_policy.name', 'clone.is_flexclone', 'clone.has_flexclone',
     'clone.split_initiated', 'clone.parent_volume.name', 'clone.parent_volume.uuid',
     'clone.parent_snapshot.name', 'clone.parent_snapshot.uuid', 'clone.parent_svm.name',
-    'clone.parent_svm.uuid'}),
+    'clone.parent_svm.uuid',
+    # What `doctor` reads. snapshot_policy and space.snapshot.* are in the 9.6 reference
+    # (ontap-restapi-96 get-storage-volumes lists them); space.snapshot.autodelete_enabled is
+    # named by NetApp's 9.8 ONTAPI-to-REST map (ontap-restmap-98 snapshot-autodelete-list-info),
+    # earlier releases unconfirmed; newer clients call it deprecated for autodelete.enabled.
+    'space.snapshot.reserve_percent', 'space.snapshot.autodelete_enabled', 'snapshot_policy.name'}),
     keys=('uuid', 'name'),
     expensive=('nas.path', 'clone.parent_volume', 'clone.parent_snapshot', 'clone.parent_svm'))
 _SNAPSHOT = _Kind(frozenset({
@@ -384,6 +397,10 @@ _FILE = _Kind(frozenset({
     'changed_time', 'accessed_time', 'unix_permissions', 'owner_id', 'group_id',
     'hard_links_count', 'inode_number', 'is_empty', 'is_junction', 'is_snapshot', 'volume.uuid',
     'volume.name'}), keys=('path', 'name', 'type'))
+
+# Licence packages, GET /api/cluster/licensing/licenses (9.6+; netapp_ontap resources/license_package.py):
+# by default only installed packages are listed.
+_LICENSE = _Kind(frozenset({'name', 'scope', 'state', 'description'}), keys=('name',))
 
 _PAGE_PARAMS = ('max_records', 'return_records', 'order_by', 'offset')
 
@@ -658,6 +675,7 @@ class _Request:
     query_items: list    # [(name, value)] in order, decoded
     body: object         # parsed JSON object with dotted keys expanded, None, or _BAD_JSON
     raw_body: object     # parsed JSON as sent (None if absent or invalid)
+    form: dict = None    # a multipart/form-data body: {field: bytes}
 
     @property
     def query(self):
@@ -721,6 +739,7 @@ class OntapEmulator:
         self.page_size = None
         self.file_delete_jobs = False
         self.collection_delete_answer = 'jobs'
+        self.licenses = {'nfs': 'compliant', 'flexclone': 'compliant', 'snaprestore': 'compliant'}
         self._lock = threading.Lock()
         self._svms = {}     # name -> {'name', 'uuid'}
         self._volumes = {}  # uuid -> Volume, in creation order
@@ -988,13 +1007,16 @@ class OntapEmulator:
         svm = self._svms[vol.svm]
         record = {
             'uuid': vol.uuid, 'name': vol.name, 'comment': vol.comment,
-            'create_time': vol.create_time, 'state': 'online', 'type': vol.type,
-            'style': 'flexvol', 'size': vol.size,
+            'create_time': vol.create_time, 'state': vol.state, 'type': vol.type,
+            'style': vol.style, 'size': vol.size,
             'space': {'size': vol.size, 'used': used, 'available': max(vol.size - used, 0),
                       'percent_used': used * 100 // vol.size if vol.size else 0,
                       # full copies here; on ONTAP only the blocks changed since
-                      'snapshot': {'used': _tree_size(vol.snapdir)}},
+                      'snapshot': {'used': _tree_size(vol.snapdir),
+                                   'reserve_percent': vol.snapshot_reserve_percent,
+                                   'autodelete_enabled': vol.snapshot_autodelete}},
             'snapshot_count': len(vol.snapshots),
+            'snapshot_policy': {'name': vol.snapshot_policy},
             'svm': dict(svm),
             'aggregates': [dict(self.aggregate)],
             'nas': {'export_policy': {'name': vol.export_policy}},
@@ -1206,6 +1228,14 @@ class OntapEmulator:
         record = {'name': self.cluster_name, 'uuid': self.cluster_uuid, 'version': version,
                   '_links': {'self': {'href': '/api/cluster'}}}
         return self._instance(request, _CLUSTER, record)
+
+    @_route('GET', r'/api/cluster/licensing/licenses')
+    def _get_licenses(self, request):
+        """The installed licence packages (`emu.licenses`), one record each."""
+        records = [{'name': name, 'state': state, 'scope': 'cluster', 'description': f'{name} License',
+                    '_links': {'self': {'href': f'/api/cluster/licensing/licenses/{name}'}}}
+                   for name, state in sorted(self.licenses.items())]
+        return self._collection(request, _LICENSE, records)
 
     def _svm_records(self):
         return [{**svm, 'state': 'running', 'subtype': 'default',
@@ -1664,6 +1694,22 @@ class OntapEmulator:
         operation()
         return _Reply(200, {})
 
+    def _write_new_file(self, vol, path, request):
+        """POST …/files/{path} with a multipart/form-data body: "Creates a new file with the supplied
+        data" (ontap-restapi post-storage-volumes-files-, "Introduced In: 9.8"; up to 1 MB). The
+        field is `data`, as NetApp's client sends it (netapp_ontap file_info.py). Answered at once
+        with 201 and no job: unconfirmed."""
+        if set(request.form) != {'data'}:
+            raise _unexpected(next(iter(set(request.form) - {'data'}), 'data'))
+        overwrite = _bool_value('overwrite', request.query.get('overwrite', 'false'))
+        real = self._writable_file(vol, path)
+        if real.exists() and not overwrite:
+            raise ApiError(409, '1', f'"{path}" already exists.', 'path')
+        if not real.parent.is_dir():
+            raise self._missing_file(real.parent.relative_to(vol.path).as_posix())
+        real.write_bytes(request.form['data'])
+        return _Reply(201, {})
+
     @_route('PATCH', _VOL + r'/files/(?P<path>[^/]+)')
     def _patch_file(self, request, vol_uuid, path):
         """Rename/move with {"path": new}, or truncate/extend with {"size": n}."""
@@ -1688,10 +1734,13 @@ class OntapEmulator:
             os.replace(real, target)
         return _Reply(200, {})
 
-    @_route('POST', _VOL + r'/files/(?P<path>[^/]+)')
+    @_route('POST', _VOL + r'/files/(?P<path>[^/]+)', query=('overwrite', 'byte_offset', 'return_records'))
     def _post_file(self, request, vol_uuid, path):
-        """Create a directory: {"type": "directory", "unix_permissions": 755}."""
+        """Create a directory: {"type": "directory", "unix_permissions": 755}; or, with a
+        multipart/form-data body, a file holding its field `data` (9.8+)."""
         vol = self._files_volume(vol_uuid)
+        if request.form is not None:
+            return self._write_new_file(vol, path, request)
         body = request.body or {}
         _check_body(body, {'type', 'unix_permissions'})
         if _get(body, 'type') != 'directory':
@@ -1850,6 +1899,9 @@ def _parse_request(handler):
     """Read the body and split the target into path and query."""
     length = int(handler.headers.get('Content-Length') or 0)
     raw = handler.rfile.read(length) if length else b''
+    form = _parse_form(handler.headers.get('Content-Type', ''), raw)
+    if form is not None:
+        raw = b''
     try:
         raw_body = json.loads(raw) if raw.strip() else None
     except ValueError:
@@ -1862,7 +1914,17 @@ def _parse_request(handler):
     return _Request(method=handler.command, raw_path=raw_path,
                    path=urllib.parse.unquote(raw_path),
                    query_items=urllib.parse.parse_qsl(raw_query, keep_blank_values=True),
-                   body=body, raw_body=None if raw_body is _BAD_JSON else raw_body)
+                   body=body, raw_body=None if raw_body is _BAD_JSON else raw_body, form=form)
+
+
+def _parse_form(content_type, raw):
+    """{field: bytes} of a multipart/form-data body (the files API's file data), else None."""
+    if not content_type.lower().startswith('multipart/form-data'):
+        return None
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f'Content-Type: {content_type}\r\n\r\n'.encode() + raw)
+    return {part.get_param('name', header='content-disposition'): part.get_payload(decode=True)
+            for part in message.iter_parts()}
 
 
 def _query_string(items):

@@ -78,7 +78,8 @@ def demo(world):
     """Every command once, mostly the README's own examples; 0 if all went as expected."""
     disk = world.disk(world.vol1, 100, 'vm-100-disk-0.raw')
     original = disk.read_bytes()
-    codes = [run(world, 'storage', 'show', '-storage', 'ONTAP01'),
+    codes = [run(world, 'doctor', '-try'),
+             run(world, 'storage', 'show', '-storage', 'ONTAP01'),
              run(world, 'vm', 'list', '-vm', 100),
              run(world, 'vm', 'create', '-vm', 100, '-suspend', '-keep', 7),
              run(world, 'storage', 'create', '-storage', 'ONTAP01', '-keep', 7),
@@ -130,6 +131,7 @@ def main(argv=None):
             return code
         print(f'\nIn {directory} (where config.ini is) the README\'s examples run as written:')
         print(f'  cd {directory}')
+        print('  pve-ontap-snapshot doctor')
         print('  pve-ontap-snapshot vm list -vm 100')
         print('  pve-ontap-snapshot vm create -vm 100 -suspend -keep 7')
         print(f'  pve-ontap-snapshot storage mount -storage ONTAP01 -snapshot {OLD_SNAPSHOT}')

@@ -15,7 +15,7 @@ import requests
 import trustme
 from netapp_ontap import HostConnection
 from netapp_ontap.error import NetAppRestError
-from netapp_ontap.resources import Cluster, FileClone, FileInfo, Job, Snapshot, Volume
+from netapp_ontap.resources import Cluster, FileClone, FileInfo, Job, LicensePackage, Snapshot, Volume
 from ontap_emulator import NEWEST_RELEASE, OLDEST_RELEASE, RELEASES, OntapEmulator
 
 PASSWORD = 'netapp1!'
@@ -581,3 +581,33 @@ def test_query_based_delete_answer_shapes(emu, vol, http, shape):
 
     assert reply.status_code == 200 and SNAP not in vol.snapshots
     assert {'jobs': {'num_records', 'jobs'}, 'job': {'num_records', 'job'}, 'bare': set()}[shape] == set(reply.json())
+
+
+def test_the_official_client_writes_a_new_file_as_multipart_data(emu, vol, conn):
+    # What doctor -try does: POST …/files/{path} with the data as a form field (9.8+).
+    FileInfo(vol.uuid, 'images/100/notes.txt').post(data='written by the client')
+
+    assert (vol.path / 'images/100/notes.txt').read_bytes() == b'written by the client'
+    with pytest.raises(NetAppRestError):    # overwrite defaults to false
+        FileInfo(vol.uuid, 'images/100/notes.txt').post(data='again')
+    assert (vol.path / 'images/100/notes.txt').read_bytes() == b'written by the client'
+
+
+def test_the_official_client_reads_the_installed_licences(emu, conn):
+    def licensed():
+        return {package.name: package.state for package in
+                LicensePackage.get_collection(fields='name,state', name='flexclone|snaprestore')}
+
+    assert licensed() == {'flexclone': 'compliant', 'snaprestore': 'compliant'}
+    del emu.licenses['flexclone']
+    assert licensed() == {'snaprestore': 'compliant'}
+
+
+def test_the_volume_fields_doctor_reads(emu, vol, conn):
+    vol.style, vol.snapshot_autodelete = 'flexgroup', True
+    volume = Volume(uuid=vol.uuid)
+    volume.get(fields='state,style,type,space.snapshot.reserve_percent,space.snapshot.autodelete_enabled,'
+                      'snapshot_count,snapshot_policy.name')
+    assert (volume.state, volume.style, volume.type, volume.snapshot_count) == ('online', 'flexgroup', 'rw', 0)
+    assert (volume.space.snapshot.reserve_percent, volume.space.snapshot.autodelete_enabled) == (5, True)
+    assert volume.snapshot_policy.name == 'default'

@@ -1,0 +1,664 @@
+"""pve-ontap-snapshot doctor: the setup proves itself. A healthy world passes every check;
+each way the world can be broken shows as the one line that says so, with its fix; doctor
+changes nothing (unless -try, which removes what it made) and never prints a secret."""
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from world import ONTAP_B_PASSWORD, ONTAP_PASSWORD, PVE_PASSWORD, closed_port
+
+import pve_ontap_snapshot as tool
+
+SNAP_USER, SNAP_PASSWORD = 'snap@pve', 'snap-Secr3t'
+# What the README's least-privilege role holds on PVE 9.
+ROLE = {'/': ('Sys.Audit',),
+        '/vms': ('VM.Audit', 'VM.PowerMgmt', 'VM.Config.Disk', 'VM.GuestAgent.Audit', 'VM.GuestAgent.FileSystemMgmt'),
+        '/storage': ('Datastore.Allocate', 'Datastore.AllocateSpace', 'Datastore.Audit')}
+
+
+def doctor(world, *argv):
+    """Run doctor; never a secret or a traceback in what it prints. (result, {check: line})."""
+    result = world.run('doctor', *argv)
+    for secret in (PVE_PASSWORD, ONTAP_PASSWORD, ONTAP_B_PASSWORD, SNAP_PASSWORD):
+        assert secret not in result.out + result.err
+    assert 'Traceback' not in result.err
+    lines = {}
+    for line in result.out.splitlines()[:-1]:
+        status, rest = line.split(None, 1)
+        lines[rest.split(': ', 1)[0]] = (status, rest.split(': ', 1)[1])
+    assert result.out.splitlines()[-1].startswith('summary: ')
+    return result, lines
+
+
+def only_reads(world):
+    """Nothing but reads reached ONTAP or PVE (besides PVE's login)."""
+    for emu in (world.a, world.b):
+        assert {r['method'] for r in emu.requests} <= {'GET'}
+    assert {(m, p) for m, p, _ in world.pve.requests if m != 'GET'} <= {('POST', '/api2/json/access/ticket')}
+
+
+def as_user(world, user=SNAP_USER, without=(), role=ROLE):
+    """Log in as `user`, who holds the least-privilege role but `without` on every path."""
+    world.pve.users[user] = SNAP_PASSWORD
+    for path, privileges in role.items():
+        world.pve.grant(user, path, *[p for p in privileges if p not in without])
+    world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = {user}\n'
+                               f'proxmox_pass = {SNAP_PASSWORD}\nproxmox_verify = {world.pve_cafile}\n')
+
+
+def test_a_healthy_setup_passes_every_check_and_changes_nothing(world):
+    before = world.state()
+
+    result, lines = doctor(world)
+
+    assert result.code == 0, result.out
+    assert result.err == ''
+    assert {status for status, _ in lines.values()} == {'ok'}
+    assert result.out.splitlines()[-1] == f'summary: {len(lines)} ok, 0 warn, 0 fail'
+    for check in ('config.ini', 'config [proxmox]', 'config [ONTAP01]', 'proxmox connection', 'proxmox login',
+                  'proxmox release', 'proxmox cluster', 'proxmox nodes', 'privileges for vm create -freeze',
+                  f'ONTAP {world.a.host} release', f'ONTAP {world.b.host} licences', 'ONTAP01 storage',
+                  'ONTAP01 volume', 'ONTAP02 REST role', 'ONTAP02 volume state', 'ONTAP01 snapshots',
+                  'ONTAP01 space', 'ONTAP01 snapshot autodelete', 'ONTAP01 snapshot policy', 'ONTAP02 mount'):
+        assert check in lines
+    assert 'mode 600' in lines['config.ini'][1]
+    assert 'PVE 9' in lines['proxmox release'][1]
+    assert lines['ONTAP01 volume'][1].startswith('proxmox_storage01 in SVM svm1')
+    assert lines['ONTAP02 mount'][1].startswith('not checked')
+    assert world.state() == before
+    only_reads(world)
+
+
+def test_json_gives_the_same_checks_as_a_list(world):
+    _, lines = doctor(world)
+
+    result = world.run('-output', 'json', 'doctor')
+
+    assert result.code == 0
+    checks = json.loads(result.out)
+    assert [c['check'] for c in checks] == list(lines)
+    assert all(set(c) == {'check', 'status', 'found', 'fix'} and c['status'] == 'ok' and c['fix'] is None
+               for c in checks)
+
+
+def test_json_of_a_broken_world_carries_the_fix(world):
+    world.vol1.snapshot_autodelete = True
+    world.pve.lose_quorum()
+
+    result = world.run('-output', 'json', 'doctor')
+
+    assert result.code == 1
+    assert result.err.startswith('ERROR: doctor: 1 check(s) failed: proxmox cluster')
+    by_check = {c['check']: c for c in json.loads(result.out)}
+    assert by_check['proxmox cluster']['status'] == 'fail'
+    assert by_check['ONTAP01 snapshot autodelete']['status'] == 'warn'
+    assert by_check['ONTAP01 snapshot autodelete']['fix'] == ('volume snapshot autodelete modify -vserver svm1 '
+                                                              '-volume proxmox_storage01 -enabled false')
+
+
+def test_storage_limits_the_checks_to_one_storage(world):
+    result, lines = doctor(world, '-storage', 'ONTAP02')
+
+    assert result.code == 0
+    assert not [check for check in lines if ('ONTAP01' in check or world.a.host in check)
+                and not check.startswith('config [')]
+    assert 'ONTAP02 volume' in lines
+    assert world.a.requests == []
+
+
+def test_a_storage_without_a_section(world):
+    result, lines = doctor(world, '-storage', 'local-lvm')
+    assert result.code == 1
+    assert lines['config [local-lvm]'] == ('fail', (f'{world.config} has no section [local-lvm]; fix: add one with '
+                                                   'host, user and pass of the ONTAP cluster that exports the storage'))
+
+
+# -- config.ini
+
+def test_a_config_readable_by_others_warns(world):
+    os.chmod(world.config, 0o644)
+    result, lines = doctor(world)
+    assert result.code == 0
+    assert lines['config.ini'][0] == 'warn'
+    assert lines['config.ini'][1].endswith(f'group or others may read the passwords in it; fix: chmod 600 '
+                                           f'{world.config}')
+
+
+def test_every_incomplete_section_and_unknown_key_is_named(world):
+    world.write_config(ONTAP01=f'host = {world.a.host}\npass = {ONTAP_PASSWORD}\n',
+                       ONTAP02=f'host = {world.b.host}\nuser = admin\npass = {ONTAP_B_PASSWORD}\nsmv = svm2\n')
+
+    result, lines = doctor(world)
+
+    assert result.code == 1
+    assert lines['config [ONTAP01]'] == ('fail', 'lacks user; fix: add user to it (see config.ini.example)')
+    assert lines['config [ONTAP02]'][0] == 'warn'
+    assert 'ignored: smv (a typo?)' in lines['config [ONTAP02]'][1]
+    assert 'proxmox connection' not in lines    # nothing checked with a config that read_config refuses
+    assert result.err == 'ERROR: doctor: 1 check(s) failed: config [ONTAP01]\n'
+
+
+def test_a_malformed_config_is_one_failed_check(world):
+    world.config.write_text('[proxmox]\nproxmox_host\n')
+    result, lines = doctor(world)
+    assert result.code == 1
+    assert lines['config.ini'] == ('fail', (f'{world.config} is malformed: line 2 is neither [section] nor key = value; '
+                                           'fix: correct that line (see config.ini.example)'))
+
+
+def test_a_missing_config_is_one_failed_check(tmp_path, capsys):
+    assert tool.main(['doctor', '-config', str(tmp_path / 'nope.ini')]) == 1
+    out, err = capsys.readouterr()
+    assert out == (f'fail  config.ini: config file {tmp_path / "nope.ini"} not found; fix: copy config.ini.example to '
+                   '/etc/pve-ontap-snapshot/config.ini and fill it in\nsummary: 0 ok, 0 warn, 1 fail\n')
+    assert err == 'ERROR: doctor: 1 check(s) failed: config.ini\n'
+
+
+# -- PVE
+
+def test_a_wrong_pve_password(world):
+    world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = root@pam\n'
+                               f'proxmox_pass = wrong\nproxmox_verify = {world.pve_cafile}\n')
+    result, lines = doctor(world)
+    assert result.code == 1
+    assert lines['proxmox connection'][0] == 'ok'
+    assert lines['proxmox login'][0] == 'fail'
+    assert 'login as root@pam failed (check proxmox_user and proxmox_pass)' in lines['proxmox login'][1]
+    assert lines['ONTAP01 storage'] == ('warn', ('not checked: its export is known to PVE only; fix: see the proxmox '
+                                                'checks'))
+    assert lines[f'ONTAP {world.a.host} login'][0] == 'ok'
+
+
+def test_an_untrusted_pve_certificate(world):
+    world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = root@pam\n'
+                               f'proxmox_pass = {PVE_PASSWORD}\nproxmox_verify = true\n')
+    result, lines = doctor(world)
+    assert result.code == 1
+    status, text = lines['proxmox connection']
+    assert status == 'fail' and 'TLS certificate verification failed' in text
+    assert 'fix: set proxmox_verify to the CA that signed its certificate' in text
+    assert 'proxmox login' not in lines
+
+
+def test_an_unreachable_pve(world):
+    port = closed_port()
+    world.write_config(proxmox=f'proxmox_host = 127.0.0.1:{port}\nproxmox_user = root@pam\n'
+                               f'proxmox_pass = {PVE_PASSWORD}\nproxmox_verify = {world.pve_cafile}\n')
+    result, lines = doctor(world)
+    assert result.code == 1
+    assert lines['proxmox connection'][0] == 'fail' and 'Connection refused' in lines['proxmox connection'][1]
+
+
+@pytest.mark.filterwarnings('ignore::urllib3.exceptions.InsecureRequestWarning')
+def test_unverified_tls_warns(world):
+    world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = root@pam\n'
+                               f'proxmox_pass = {PVE_PASSWORD}\nproxmox_verify = false\n')
+    result, lines = doctor(world)
+    assert result.code == 0
+    assert lines['proxmox connection'][0] == 'warn'
+    assert 'its certificate NOT verified' in lines['proxmox connection'][1]
+
+
+def test_a_node_offline_and_a_cluster_without_quorum(world):
+    world.pve.set_node_offline('pve2')
+    result, lines = doctor(world)
+    assert result.code == 0
+    assert lines['proxmox nodes'][0] == 'warn'
+    assert lines['proxmox nodes'][1].startswith('pve2 offline (pve1 online): VMs there can be neither snapshotted')
+
+    world.pve.lose_quorum()
+    result, lines = doctor(world)
+    assert result.code == 1
+    assert lines['proxmox cluster'] == ('fail', ('cluster fakecluster has no quorum: PVE refuses config changes and '
+                                                'VM actions; fix: bring enough nodes back online (pvecm status)'))
+
+
+def test_the_least_privilege_role_passes(world):
+    as_user(world)
+    result, lines = doctor(world)
+    assert result.code == 0, result.out
+    assert all(status == 'ok' for check, (status, _) in lines.items() if check.startswith('privileges'))
+
+
+def test_a_missing_privilege_is_named_for_each_command_that_needs_it(world):
+    as_user(world, without=('VM.PowerMgmt',))
+
+    result, lines = doctor(world)
+
+    assert result.code == 0     # only commands that need it are affected: warnings
+    lacking = {check for check, (status, _) in lines.items() if status == 'warn'}
+    assert lacking == {'privileges for vm create -suspend', 'privileges for vm create -shutdown, vm restore -shutdown'}
+    assert lines['privileges for vm create -suspend'] == (
+        'warn', (f'{SNAP_USER} lacks VM.PowerMgmt on /vms; fix: grant it if you use these commands (README, '
+                'Least privilege)'))
+
+
+def test_without_datastore_audit_every_command_fails(world):
+    as_user(world, without=('Datastore.Audit', 'Datastore.AllocateSpace'))
+    result, lines = doctor(world)
+    assert result.code == 1
+    assert lines['privileges for every command'][0] == 'fail'
+    assert 'lacks Datastore.Audit or Datastore.AllocateSpace on /storage/ONTAP01;' in \
+        lines['privileges for every command'][1]
+    assert lines['ONTAP01 storage'][0] == 'fail'
+    assert 'PVE has no storage ONTAP01, or snap@pve may not see it' in lines['ONTAP01 storage'][1]
+
+
+def test_pve_8_names_the_guest_agent_privilege_vm_monitor(world):
+    world.pve.version = '8.2.4'
+    as_user(world, role=dict(ROLE, **{'/vms': ('VM.Audit', 'VM.PowerMgmt', 'VM.Config.Disk', 'VM.Monitor')}))
+
+    result, lines = doctor(world)
+
+    assert result.code == 0
+    assert lines['proxmox release'][1] == 'PVE 8.2.4: supported; privileges are named as PVE 8 names them'
+    assert lines['privileges for vm create -freeze'] == ('ok', f'{SNAP_USER} holds VM.Audit, VM.Monitor on /vms')
+
+
+def test_pve_8_without_vm_monitor_warns_for_freeze(world):
+    world.pve.version = '8.2.4'
+    as_user(world)      # the PVE 9 role: VM.GuestAgent.*, which PVE 8 does not know
+    _, lines = doctor(world)
+    assert lines['privileges for vm create -freeze'][0] == 'warn'
+    assert 'lacks VM.Monitor on /vms' in lines['privileges for vm create -freeze'][1]
+
+
+def test_a_storage_that_is_not_nfs(world):
+    world.write_config(**{'local-lvm': f'host = {world.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\n'
+                                       f'verify = {world.a.cafile}\n'})
+    result, lines = doctor(world)
+    assert result.code == 1
+    assert lines['local-lvm storage'] == ('fail', ('it is of type lvmthin, not NFS; fix: only NFS storages on an ONTAP '
+                                                  f'volume can be used: remove [local-lvm] from {world.config}'))
+
+
+def test_a_storage_whose_export_is_no_volume(world):
+    world.pve.storages['ONTAP02']['export'] = '/nowhere'
+    result, lines = doctor(world)
+    assert result.code == 1
+    assert lines['ONTAP02 volume'][0] == 'fail'
+    assert f'ONTAP {world.b.host}: no volume in SVM svm2 is mounted at /nowhere' in lines['ONTAP02 volume'][1]
+
+
+# -- ONTAP
+
+def test_a_wrong_ontap_password(world):
+    world.write_config(ONTAP01=f'host = {world.a.host}\nuser = admin\npass = wrong\nverify = {world.a.cafile}\n')
+    result, lines = doctor(world)
+    assert result.code == 1
+    name = f'ONTAP {world.a.host}'
+    assert lines[f'{name} connection'][0] == 'ok'
+    assert lines[f'{name} login'] == ('fail', (f'{name}: authentication failed for user admin (check user and pass in '
+                                              '[ONTAP01]); fix: correct user and pass in [ONTAP01]'))
+    assert lines['ONTAP01 storage'][0] == 'ok'
+    assert lines['ONTAP01 volume'] == ('warn', (f'not checked: {name} was not reached; fix: see the checks of that '
+                                               'cluster'))
+    assert lines[f'ONTAP {world.b.host} login'][0] == 'ok'
+
+
+def test_an_untrusted_ontap_certificate(world):
+    world.write_config(ONTAP01=f'host = {world.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\nverify = true\n')
+    result, lines = doctor(world)
+    assert result.code == 1
+    status, text = lines[f'ONTAP {world.a.host} connection']
+    assert status == 'fail' and 'TLS certificate verification failed' in text
+    assert text.endswith("fix: set verify in [ONTAP01] to the CA file that signed the cluster's certificate")
+
+
+def test_an_ontap_release_older_than_9_8(world):
+    world.a.release = '9.7'
+
+    result, lines = doctor(world)
+
+    assert result.code == 1
+    assert lines[f'ONTAP {world.a.host} release'] == (
+        'fail', 'ONTAP 9.7.0: older than 9.8, the oldest release this tool supports; fix: upgrade ONTAP to 9.8 or later')
+
+
+def test_the_oldest_supported_release_passes(world):
+    world.a.release = world.b.release = '9.8'
+
+    result, lines = doctor(world)
+
+    assert lines[f'ONTAP {world.a.host} release'][0] == 'ok', lines[f'ONTAP {world.a.host} release']
+    assert result.code == 0, result.err
+
+
+def test_a_missing_flexclone_licence_fails_and_unreadable_licences_warn(world):
+    del world.a.licenses['flexclone']
+    world.b.fail('GET', r'/licensing/', status=403, code='6', message='not authorized for that command', times=None)
+
+    result, lines = doctor(world)
+
+    assert result.code == 1
+    assert lines[f'ONTAP {world.a.host} licences'] == (
+        'fail', ('FlexClone is not installed: needed for the vm commands and storage mount; fix: install the licence '
+                '(system license add; ONTAP One holds both)'))
+    status, text = lines[f'ONTAP {world.b.host} licences']
+    assert status == 'warn' and text.startswith('unknown (')
+    assert 'not authorized for that command' in text and 'SnapRestore for storage restore' in text
+
+
+def test_a_rest_role_that_does_not_reach_snapshots(world):
+    world.a.fail('GET', r'/snapshots$', status=403, code='6', message='not authorized for that command', times=None)
+    result, lines = doctor(world)
+    assert result.code == 1
+    status, text = lines['ONTAP01 REST role']
+    assert status == 'fail' and text.startswith('the account may not read snapshots (')
+    assert 'fix: give its REST role /api/storage/volumes (all)' in text
+
+
+def test_a_rest_role_check_that_meets_another_error_warns(world):
+    world.a.fail('GET', r'/api/cluster/jobs$', status=500, code='1', message='busy', times=None)
+    result, lines = doctor(world, '-storage', 'ONTAP01')
+    assert result.code == 0
+    assert lines['ONTAP01 REST role'][0] == 'warn'
+    assert lines['ONTAP01 REST role'][1].startswith('not checked for jobs (')
+
+
+def test_a_flexgroup_fails_for_the_vm_commands(world):
+    world.vol1.style = 'flexgroup'
+    result, lines = doctor(world)
+    assert result.code == 1
+    status, text = lines['ONTAP01 volume state']
+    assert status == 'fail'
+    assert 'it is a FlexGroup, and ONTAP offers file clones on FlexVol volumes only' in text
+
+
+def test_an_offline_mirror_volume(world):
+    world.vol2.state, world.vol2.type = 'offline', 'dp'
+    _, lines = doctor(world)
+    status, text = lines['ONTAP02 volume state']
+    assert status == 'fail'
+    assert text.startswith('proxmox_storage02 is offline, dp, flexvol: it is offline, not online; it is of type dp')
+    assert 'volume online -vserver svm2 -volume proxmox_storage02' in text
+
+
+def test_snapshot_autodelete_on_warns(world):
+    world.vol1.snapshot_autodelete = True
+    result, lines = doctor(world)
+    assert result.code == 0
+    assert lines['ONTAP01 snapshot autodelete'][0] == 'warn'
+    assert "ONTAP deletes snapshots, this tool's storage snapshots included" in lines['ONTAP01 snapshot autodelete'][1]
+
+
+def test_a_volume_nearly_full_warns(world):
+    world.vol1.size = 4 * 2**20     # the disk files take a few hundred KiB
+    (world.vol1.path / 'filler').write_bytes(bytes(3900 * 2**10))
+    _, lines = doctor(world)
+    assert lines['ONTAP01 space'][0] == 'warn'
+    assert 'less than 10% free' in lines['ONTAP01 space'][1]
+
+
+# -- on a PVE node
+
+@pytest.fixture
+def node(monkeypatch, tmp_path):
+    """This run is node pve1's; a fake findmnt shows ONTAP01's export mounted, nothing else."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    findmnt = bin_dir / 'findmnt'
+    findmnt.write_text('#!/bin/sh\ncase "$*" in\n  *"/mnt/pve/ONTAP01 "*) cat "$0.json";;\n  *) exit 1;;\nesac\n')
+    findmnt.chmod(0o755)
+    monkeypatch.setenv('PATH', f'{bin_dir}:{os.environ["PATH"]}')
+    monkeypatch.setattr(tool, 'local_pve_node', lambda: 'pve1')
+
+    def mounted(source='127.0.0.1:/proxmox_storage01', fstype='nfs4'):
+        (bin_dir / 'findmnt.json').write_text(json.dumps({'filesystems': [
+            {'source': source, 'fstype': fstype, 'options': 'rw,relatime,vers=4.2,nconnect=16'}]}))
+    mounted()
+    return mounted
+
+
+def test_on_a_node_each_storage_is_mounted_from_its_export(world, node):
+    _, lines = doctor(world)
+    assert lines['ONTAP01 mount'] == ('ok', ('/mnt/pve/ONTAP01: 127.0.0.1:/proxmox_storage01 (nfs4, '
+                                            'rw,relatime,vers=4.2,nconnect=16)'))
+    assert lines['ONTAP02 mount'][0] == 'fail'
+    assert lines['ONTAP02 mount'][1].startswith('nothing is mounted at /mnt/pve/ONTAP02; fix: activate the storage')
+
+    world.pve.storages['ONTAP02']['nodes'] = 'pve2'
+    node(source='127.0.0.1:/other_volume')
+    _, lines = doctor(world)
+    assert lines['ONTAP02 mount'] == ('ok', '/mnt/pve/ONTAP02 is not mounted: the storage is not enabled on this node')
+    assert lines['ONTAP01 mount'][0] == 'fail'
+    assert "not the storage's export 127.0.0.1:/proxmox_storage01" in lines['ONTAP01 mount'][1]
+
+
+# -- -try
+
+def doctor_files(vol):
+    return sorted(p.name for p in vol.path.iterdir() if p.name.startswith('pve-ontap-snapshot-doctor-'))
+
+
+def test_try_clones_a_file_it_wrote_and_deletes_both(world):
+    before = world.state()
+
+    result, lines = doctor(world, '-try')
+
+    assert result.code == 0, result.out
+    status, text = lines['ONTAP01 -try']
+    assert status == 'ok'
+    assert text.startswith('wrote pve-ontap-snapshot-doctor-ONTAP01-')
+    assert text.endswith('.clone and read the clone back; deleted the 2 file(s) it made')
+    assert lines['ONTAP02 -try'][0] == 'ok'
+    assert world.state() == before
+    clones = [r for r in world.a.requests if r['method'] == 'POST' and r['path'] == '/api/storage/file/clone']
+    assert len(clones) == 1 and clones[0]['body']['destination_path'].endswith('.clone')
+
+
+def test_try_in_a_dry_run_makes_nothing(world):
+    result, lines = doctor(world, '-try', '-dry-run')
+    assert result.code == 0
+    assert lines['ONTAP01 -try'][1].startswith('would write pve-ontap-snapshot-doctor-ONTAP01-')
+    only_reads(world)
+
+
+def test_try_clones_an_existing_image_when_writing_a_file_is_refused(world):
+    world.a.fail('POST', r'/files/', status=403, code='6', message='not authorized for that command', times=None)
+    disk = world.disk(world.vol1, 100, 'vm-100-disk-0.raw')
+    before = world.state(), disk.read_bytes()
+
+    result, lines = doctor(world, '-try', '-storage', 'ONTAP01')
+
+    assert result.code == 0
+    status, text = lines['ONTAP01 -try']
+    assert status == 'ok'
+    assert text.startswith('writing a file was refused (')
+    assert 'took images/100/vm-100-disk-0.raw, file-cloned it to pve-ontap-snapshot-doctor-ONTAP01-' in text
+    assert text.endswith('deleted the 1 file(s) it made')
+    assert (world.state(), disk.read_bytes()) == before
+
+
+def test_try_removes_its_file_when_the_clone_fails(world):
+    world.a.fail_job('POST', r'/api/storage/file/clone', message='Clone start failed: no FlexClone license')
+    before = world.state()
+
+    result, lines = doctor(world, '-try', '-storage', 'ONTAP01')
+
+    assert result.code == 1
+    status, text = lines['ONTAP01 -try']
+    assert status == 'fail'
+    assert 'file-cloning it failed: ' in text and 'no FlexClone license' in text
+    assert 'deleted the 1 file(s) it made' in text
+    assert world.state() == before
+    assert result.err == 'ERROR: doctor: 1 check(s) failed: ONTAP01 -try\n'
+
+
+def test_try_follows_a_clone_whose_answer_was_lost(world):
+    world.a.lose_answer('POST', r'/api/storage/file/clone')
+    before = world.state()
+
+    result, lines = doctor(world, '-try', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.out
+    assert lines['ONTAP01 -try'][0] == 'ok'
+    assert world.state() == before
+
+
+def test_try_leaves_a_clone_still_running_alone_and_names_it(world):
+    world.write_config(defaults='job_timeout = 1\n')
+    world.a.slow_job('POST', r'/api/storage/file/clone', seconds=4)
+
+    result, lines = doctor(world, '-try', '-storage', 'ONTAP01')
+
+    assert result.code == 1
+    status, text = lines['ONTAP01 -try']
+    assert status == 'fail'
+    assert 'its file clone is of unknown outcome: file-clone pve-ontap-snapshot-doctor-ONTAP01-' in text
+    assert 'still running on ONTAP' in text
+    world.a.wait_for_jobs()
+    left = doctor_files(world.vol1)
+    assert len(left) == 2 and left[1].endswith('.clone')
+    assert f'fix: once ONTAP has ended that job, delete {left[0]} and {left[1]} in volume proxmox_storage01' in text
+
+
+# -- the pure parts: privileges per PVE release, what PVE answers, what a volume and a mount say
+
+@pytest.mark.parametrize('major, names', [
+    (8, [('VM.Audit',), ('VM.Monitor',)]),
+    (7, [('VM.Audit',), ('VM.Monitor',)]),
+    (9, [('VM.Audit',), ('VM.GuestAgent.Audit', 'VM.GuestAgent.Unrestricted'),
+         ('VM.GuestAgent.FileSystemMgmt', 'VM.GuestAgent.Unrestricted')]),
+    (None, [('VM.Audit',), ('VM.GuestAgent.Audit', 'VM.GuestAgent.Unrestricted'),
+            ('VM.GuestAgent.FileSystemMgmt', 'VM.GuestAgent.Unrestricted')]),
+])
+def test_freeze_needs_the_guest_agent_privileges_of_the_pve_release(major, names):
+    needs = tool.required_privileges('vm create -freeze', major)
+    assert [privileges for _, privileges, _ in needs] == names
+    assert {(path, below) for path, _, below in needs} == {('/vms', True)}
+
+
+@pytest.mark.parametrize('major', [8, 9])
+def test_what_only_the_guest_agent_differs_in_between_pve_8_and_9(major):
+    for group in tool.PRIVILEGE_GROUPS:
+        if group != 'vm create -freeze':
+            assert tool.required_privileges(group, major) == tool.required_privileges(group, 17 - major)
+
+
+def test_suspend_and_removing_registered_clones_need_disk_and_space_privileges():
+    suspend = tool.required_privileges('vm create -suspend', 9)
+    assert ('/vms', ('VM.Config.Disk',), True) in suspend
+    assert ('/storage/{storage}', ('Datastore.AllocateSpace',), False) in suspend
+    assert ('/storage/{storage}', ('Datastore.AllocateSpace',), False) in \
+        tool.required_privileges('vm delete, vm create -keep', 8)
+
+
+@pytest.mark.parametrize('answer, held', [
+    # PVE: the path asked, each privilege with its propagate flag
+    ({'/vms': {'VM.Audit': 1, 'VM.PowerMgmt': 0}}, {'VM.Audit': True, 'VM.PowerMgmt': False}),
+    # ACL paths above it count where they propagate
+    ({'/': {'VM.Audit': 1, 'VM.Monitor': 0}}, {'VM.Audit': True}),
+    ({'/': {'VM.Audit': 1}, '/vms': {'VM.Audit': 0}}, {'VM.Audit': False}),
+    ({'/vmsx': {'VM.Audit': 1}, '/storage': {'VM.Audit': 1}}, {}),
+    ({}, {}),
+])
+def test_privileges_at_a_path(answer, held):
+    assert tool.privileges_at(answer, '/vms') == held
+
+
+def test_missing_privileges_say_where_and_whether_they_only_lack_propagation():
+    needs = [('/vms', ('VM.Audit',), True), ('/vms', ('VM.PowerMgmt',), True),
+             ('/storage/{storage}', ('Datastore.Audit', 'Datastore.AllocateSpace'), False)]
+    held = {'/vms': {'VM.Audit': True, 'VM.PowerMgmt': False},
+            '/storage/A': {'Datastore.AllocateSpace': False}, '/storage/B': {}}
+    assert tool.missing_privileges(needs, held, ['A', 'B']) == [
+        'VM.PowerMgmt on /vms (held there, but not propagated to what is below it)',
+        'Datastore.Audit or Datastore.AllocateSpace on /storage/B']
+    assert tool.missing_privileges(needs, held, []) == [('VM.PowerMgmt on /vms (held there, but not propagated to '
+                                                        'what is below it)')]
+
+
+@pytest.mark.parametrize('entries, found', [
+    ([{'type': 'cluster', 'name': 'c', 'quorate': 1}, {'type': 'node', 'name': 'b', 'online': 0},
+      {'type': 'node', 'name': 'a', 'online': 1}], ('c', True, [('a', True), ('b', False)])),
+    ([{'type': 'cluster', 'name': 'c', 'quorate': 0}], ('c', False, [])),
+    ([{'type': 'node', 'name': 'solo', 'online': 1, 'local': 1}], (None, None, [('solo', True)])),
+])
+def test_cluster_findings(entries, found):
+    assert tool.cluster_findings(entries) == found
+
+
+@pytest.mark.parametrize('version, major', [({'version': '8.2.4'}, 8), ({'version': '9.0.10'}, 9), ({}, None),
+                                            ({'version': 'x'}, None)])
+def test_pve_major(version, major):
+    assert tool.pve_major(version) == major
+
+
+@pytest.mark.parametrize('version, release', [({'generation': 9, 'major': 8, 'minor': 0}, (9, 8, 0)),
+                                              ({'full': 'NetApp Release 9.14.1'}, None), (None, None)])
+def test_ontap_release(version, release):
+    assert tool.ontap_release(version) == release
+
+
+def volume(**fields):
+    record = {'name': 'vol', 'state': 'online', 'type': 'rw', 'style': 'flexvol', 'snapshot_count': 3,
+              'space': {'size': 1000, 'available': 500, 'snapshot': {'reserve_percent': 5, 'used': 10,
+                                                                    'autodelete_enabled': False}},
+              'snapshot_policy': {'name': 'none'}}
+    record.update(fields)
+    return {check: (status, found, fix) for check, status, found, fix in tool.volume_checks(record, 'svm')}
+
+
+@pytest.mark.parametrize('count, status', [(None, 'ok'), (0, 'ok'), (920, 'ok'), (921, 'warn'), (1022, 'warn'),
+                                           (1023, 'fail')])
+def test_snapshot_count_against_the_limit(count, status):
+    assert volume(snapshot_count=count)['snapshots'][0] == status
+
+
+def test_a_healthy_volume_is_all_ok():
+    checks = volume()
+    assert {status for status, _, _ in checks.values()} == {'ok'}
+    assert checks['volume state'][1] == 'vol is online, rw, flexvol'
+    assert checks['snapshot policy'][1] == "none: the volume holds this tool's snapshots only"
+    assert checks['space'][1] == '500 B free of 1000 B, snapshot reserve 5%, snapshots use 10 B'
+
+
+def test_fields_an_older_release_does_not_report_are_said_so():
+    checks = volume(space={}, snapshot_policy=None, snapshot_count=None)
+    assert checks['snapshot autodelete'] == ('ok', 'not reported by this release', None)
+    assert checks['snapshot policy'] == ('ok', 'not reported by this release', None)
+    assert checks['space'][1] == '- free of -, snapshot reserve unknown, snapshots use -'
+
+
+MOUNTED = {'source': 'nfs1:/vol', 'fstype': 'nfs4', 'options': 'rw,vers=4.2'}
+
+
+@pytest.mark.parametrize('mount, enabled_here, status', [
+    (MOUNTED, True, 'ok'),
+    (dict(MOUNTED, source='NFS1:/vol/'), True, 'ok'),
+    (dict(MOUNTED, source='nfs1:/other'), True, 'fail'),
+    (dict(MOUNTED, source='nfs2:/vol'), True, 'fail'),
+    (dict(MOUNTED, fstype='ext4', source='/dev/sda1'), True, 'fail'),
+    (None, True, 'fail'),
+    (None, False, 'ok'),
+])
+def test_mount_check(mount, enabled_here, status):
+    assert tool.mount_check(mount, 'nfs1', '/vol', '/mnt/pve/S', enabled_here)[0] == status
+
+
+@pytest.mark.parametrize('section, keys, gaps, unknown', [
+    ('proxmox', ['proxmox_host', 'proxmox_user', 'proxmox_pass'], [], []),
+    ('proxmox', ['proxmox_host', 'proxmox_user', 'proxmox_token_name'], ['proxmox_token_value'], []),
+    ('proxmox', ['proxmox_host'], ['proxmox_user', 'proxmox_pass (or proxmox_token_name and proxmox_token_value)'],
+     []),
+    ('ONTAP01', ['host', 'user', 'cert', 'key', 'svm', 'verify'], [], []),
+    ('ONTAP01', ['host', 'usr', 'pass'], ['user'], ['usr']),
+    ('defaults', ['job_timeout', 'jobtimeout'], [], ['jobtimeout']),
+])
+def test_section_gaps_and_unknown_keys(section, keys, gaps, unknown):
+    assert (tool.section_gaps(section, keys), tool.unknown_keys(section, keys)) == (gaps, unknown)
+
+
+@pytest.mark.parametrize('major', [8, 9])
+def test_the_readme_role_of_each_pve_release_holds_every_privilege_doctor_checks(major):
+    readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
+    role = re.search(rf'# PVE {major}\b.*\npveum role add PVEOntapSnapshot -privs "([^"]+)"', readme)[1].split(',')
+    needed = {privileges[0] for group in tool.PRIVILEGE_GROUPS for _, privileges, _ in
+              tool.required_privileges(group, major)}
+    assert needed <= set(role)
+    assert {'VM.Monitor', 'VM.GuestAgent.Audit'} & set(role) == ({'VM.Monitor'} if major == 8 else
+                                                                 {'VM.GuestAgent.Audit'})

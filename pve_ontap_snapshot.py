@@ -611,8 +611,9 @@ class Ontap:
         # Threads that poll jobs add to it too: a race costs at most one more refused GET each.
         self.unknown_fields = set()
 
-    def send(self, method, path, params=None, body=None, what=None):
-        """One call: (HTTP status, JSON body). Raises OntapError with ONTAP's message and code."""
+    def send(self, method, path, params=None, body=None, what=None, files=None):
+        """One call: (HTTP status, JSON body). Raises OntapError with ONTAP's message and code.
+        `files` sends a multipart/form-data body instead of JSON (a file's data)."""
         what = what or f'{method} {path}'
         if self.dry_run and method != 'GET':
             print(f'would {what} (ONTAP {self.host})')
@@ -620,7 +621,7 @@ class Ontap:
         url = path if path.startswith('https://') else self.base + path
         try:
             # verify= on every request: a Session's own verify loses to REQUESTS_CA_BUNDLE.
-            response = self.session.request(method, url, params=params, json=body, verify=self.verify,
+            response = self.session.request(method, url, params=params, json=body, files=files, verify=self.verify,
                                             cert=self.cert)
         except requests.exceptions.RequestException as exc:
             message = f'ONTAP {self.host}: {what}: {describe_connection_error(exc)}'
@@ -997,22 +998,9 @@ def ontap_write_file(ontap, volume, path, data):
     """Create the file `path` holding `data` (bytes, up to 1 MB): the files API's POST, 9.8+
     (ontap-restapi post-storage-volumes-files-, "Creates a new file with the supplied data"),
     with the data as the multipart/form-data field `data`, as NetApp's client sends it
-    (netapp_ontap resources/file_info.py). Ontap.send speaks JSON only, so this one call goes
-    to the session itself, with the same verify and certificate; its answers read as send's."""
+    (netapp_ontap resources/file_info.py). An answer with a job is followed."""
     what = f'write {path} in volume {volume.name}'
-    try:
-        response = ontap.session.post(ontap.base + files_url(volume, path), files={'data': ('data', data)},
-                                      verify=ontap.verify, cert=ontap.cert)
-    except requests.exceptions.RequestException as exc:
-        message = f'ONTAP {ontap.host}: {what}: {describe_connection_error(exc)}'
-        if may_have_arrived(exc):
-            raise OutcomeUnknown(f'{message} after the request went out', what, where=ontap.where) from exc
-        raise OntapError(message) from exc
-    answer = response_json(response)
-    if response.status_code >= 400:
-        error = answer.get('error') or {}
-        raise OntapError(f'ONTAP {ontap.host}: {what}: {error.get("message") or f"HTTP {response.status_code}"}',
-                         status=response.status_code, code=error.get('code'))
+    _, answer = ontap.send('POST', files_url(volume, path), files={'data': ('data', data)}, what=what)
     if (answer.get('job') or {}).get('uuid'):
         ontap.wait_for_job(answer['job']['uuid'], what)
 
@@ -1023,7 +1011,7 @@ def ontap_file_size(ontap, volume, path):
         data = ontap.request('GET', files_url(volume, path), params={'return_metadata': 'true', 'fields': 'size'},
                              what=f'read {path} in volume {volume.name}')
     except OntapError as exc:
-        if exc.status == 404 or str(exc.code) == FILE_NOT_FOUND:
+        if missing_file(exc):
             return None
         raise
     # one record in `records` (reference §10), or the record itself
@@ -1036,7 +1024,7 @@ def ontap_first_image(ontap, volume):
         folders = ontap.records(files_url(volume, 'images'), {'fields': 'name,type'},
                                 f'list images in volume {volume.name}')
     except OntapError as exc:
-        if exc.status == 404 or str(exc.code) == FILE_NOT_FOUND:
+        if missing_file(exc):
             return None
         raise
     for folder in sorted(r['name'] for r in folders if r.get('type') == 'directory' and r['name'].isdigit()):

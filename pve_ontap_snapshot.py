@@ -3549,6 +3549,42 @@ def delete_made(ctx, storage, made):
     return ', '.join(left)
 
 
+CLUSTER_LOCK_EXPIRY = 120     # pmxcfs removes a lock not updated for this long (pve-cluster src/README)
+
+
+def doctor_locks(report, config):
+    """The cluster-wide lock: can it be taken here, and which of the tool's locks are held,
+    by whom, or stale (not updated for longer than pmxcfs keeps a lock: its run died)."""
+    try:
+        check_cluster_lock_usable()
+    except ClusterLockUnavailable as exc:
+        if config.local_lock:
+            report.ok('cluster lock', f'{exc}: local_lock = yes, so runs lock on this node only')
+        else:
+            report.warn('cluster lock', f'{exc}: commands that change something refuse here',
+                        'run them on a PVE node with quorum, or add -local-lock where no other node runs them')
+        return
+    directory = os.path.join(CLUSTER_DIR, 'lock')
+    held = sorted(name for name in os.listdir(directory) if name.startswith(CLUSTER_LOCK_PREFIX))
+    if not held:
+        report.ok('cluster lock', f'{directory} takes locks; none of this tool\'s is held')
+    for name in held:
+        lock = os.path.join(directory, name)
+        record = os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR, name.removeprefix(CLUSTER_LOCK_PREFIX))
+        holder = describe_holder(read_text(record).partition('\n')[0])
+        try:
+            age = time.time() - os.stat(lock).st_mtime
+        except FileNotFoundError:
+            continue    # released meanwhile
+        check = f'cluster lock {name.removeprefix(CLUSTER_LOCK_PREFIX)}'
+        if age > CLUSTER_LOCK_EXPIRY:
+            report.warn(check, f'stale, not updated for {age:.0f} s ({holder})',
+                        'nothing to do: the next run that needs it asks pmxcfs to remove it; if that pid '
+                        'still runs on that node, it hangs: look at it there')
+        else:
+            report.ok(check, f'held by {holder}')
+
+
 def cmd_doctor(args):
     """doctor reads config.ini itself (each problem in it is one of its checks), then checks PVE,
     each ONTAP cluster and each storage it serves, in that order."""
@@ -3558,6 +3594,7 @@ def cmd_doctor(args):
         ctx = Context(config, output=args.output, dry_run=args.dry_run)
         storages = doctor_scope(report, config, args.storage)
         pve_reached = doctor_pve(report, ctx, storages)
+        doctor_locks(report, config)
         node = local_pve_node()
         clusters = {}
         for storage in storages:

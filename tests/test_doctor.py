@@ -5,6 +5,7 @@ changes nothing (unless -try, which removes what it made) and never prints a sec
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -662,3 +663,41 @@ def test_the_readme_role_of_each_pve_release_holds_every_privilege_doctor_checks
     assert needed <= set(role)
     assert {'VM.Monitor', 'VM.GuestAgent.Audit'} & set(role) == ({'VM.Monitor'} if major == 8 else
                                                                  {'VM.GuestAgent.Audit'})
+
+
+# -- the cluster-wide lock
+
+def test_doctor_shows_held_and_stale_locks(world, cluster_dir):
+    (cluster_dir / 'lock').mkdir()
+    (cluster_dir / 'pve-ontap-snapshot').mkdir()
+    held, stale = world.lock_name('ONTAP01'), world.lock_name('ONTAP02')
+    for name, pid in ((held, 4242), (stale, 4343)):
+        (cluster_dir / 'lock' / (tool.CLUSTER_LOCK_PREFIX + name)).mkdir()
+        (cluster_dir / 'pve-ontap-snapshot' / name).write_text(f'{pid} pve2 2024-03-13_14:42:47+0000 storage '
+                                                              'create -storage X\n')
+    os.utime(cluster_dir / 'lock' / (tool.CLUSTER_LOCK_PREFIX + stale), (1, time.time() - 600))
+
+    _, lines = doctor(world)
+
+    assert lines[f'cluster lock {held}'] == ('ok', ('held by pid 4242 on node pve2 since 2024-03-13_14:42:47+0000: '
+                                                    'storage create -storage X'))
+    status, text = lines[f'cluster lock {stale}']
+    assert status == 'warn' and text.startswith('stale, not updated for 6') and '(pid 4343 on node pve2' in text
+
+
+def test_doctor_says_when_no_cluster_lock_can_be_taken(world, tmp_path, monkeypatch):
+    monkeypatch.setattr(tool, 'CLUSTER_DIR', str(tmp_path / 'no-pve'))
+
+    _, lines = doctor(world)
+    world.write_config(defaults='local_lock = yes\n')
+    _, allowed = doctor(world)
+
+    status, text = lines['cluster lock']
+    assert status == 'warn' and text.startswith('not on a PVE node') and 'add -local-lock' in text
+    assert allowed['cluster lock'][0] == 'ok' and 'local_lock = yes' in allowed['cluster lock'][1]
+
+
+def test_doctor_finds_no_lock_held_on_a_quiet_cluster(world, cluster_dir):
+    _, lines = doctor(world)
+
+    assert lines['cluster lock'] == ('ok', f"{cluster_dir / 'lock'} takes locks; none of this tool's is held")

@@ -1848,8 +1848,8 @@ def mount_check(mount, server, export, path, enabled_here):
     return 'ok', found, None
 
 
-# ---- Commands ----------------------------------------------------------------------------
-# Each gathers (I/O), decides (pure), then acts (I/O): every lookup precedes every change.
+# ---- Run infrastructure ------------------------------------------------------------------
+# What a run shares (the context), locks, parallel changes and their outcomes, the VM window.
 
 class Context:
     """What one run shares: the config, one PVE login, one Ontap per cluster, volume lookups."""
@@ -2363,6 +2363,9 @@ def start_again(ctx, view, paused_for):
                        f'may be stopped: check it, and start it by hand ({exc})')
     return None
 
+
+# ---- Commands ----------------------------------------------------------------------------
+# Each gathers (I/O), decides (pure), then acts (I/O): every lookup precedes every change.
 
 # -- VM snapshots
 

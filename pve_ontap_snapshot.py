@@ -58,6 +58,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -131,13 +132,20 @@ class StopSignals:
     """Turns SIGINT, SIGTERM and SIGHUP into Terminated — except while a VM is paused, frozen
     or restored (`held`): then the signal waits until that is done, and the run stops at its
     next `check`. A VM is never left suspended, shut down or frozen by a stopped run, and a
-    second Ctrl-C does not change that."""
+    second Ctrl-C does not change that.
+
+    Python runs signal handlers in the main thread only, so Terminated is raised there and
+    nowhere else: a thread working on one VM is never cut short. Threads hold signals off too
+    (a VM's window), and read `pending` to start nothing new once a signal came."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self):
         self.holding = 0
         self.pending = None
+        # Threads count up and down at once. The handler only reads the count: it may run in
+        # the main thread while that holds this lock.
+        self._counting = threading.Lock()
 
     def handle(self, signum, frame):
         self.pending = signum
@@ -148,11 +156,13 @@ class StopSignals:
 
     @contextlib.contextmanager
     def held(self):
-        self.holding += 1
+        with self._counting:
+            self.holding += 1
         try:
             yield
         finally:
-            self.holding -= 1
+            with self._counting:
+                self.holding -= 1
 
     def check(self, done=None):
         """Stop here if a signal came; `done` says what the run got done before it stopped."""
@@ -470,6 +480,23 @@ def may_have_arrived(exc):
     return not isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
 
 
+# How much of a run goes on at once (README, vm create and Performance: why these numbers).
+# vm create: VMs worked on at once, the default of -parallel. More gained nothing in the
+# benchmark and only load the API servers: ONTAP turns REST requests away once its input
+# queue is full (NetApp, ONTAP automation docs, "Known limitations"; its size unconfirmed).
+VMS_AT_ONCE = 16
+MOST_VMS_AT_ONCE = 32       # the most -parallel allows
+# VMs one node suspends or shuts down and starts again at once: as many as PVE's own HA
+# manager runs start and stop jobs on a node, datacenter.cfg's max_workers, 4 by default
+# (pve-ha-manager: src/PVE/HA/Env/PVE2.pm get_max_workers, src/PVE/HA/LRM.pm run_workers).
+POWER_CYCLES_PER_NODE = 4
+REQUESTS_AT_ONCE = 16       # requests one thread fans out at once: a VM's clones, reads, deletes
+# Every thread of a run may have a request out at one host at once: each Session's pool keeps
+# a connection for each, so no thread waits for one (inside a VM's pause, say) and none is
+# thrown away (urllib3 warns "Connection pool is full"). Only idle connections take room.
+CONNECTIONS_PER_HOST = MOST_VMS_AT_ONCE * REQUESTS_AT_ONCE
+
+
 def make_adapter(timeouts):
     """An HTTPAdapter with default timeouts that retries GETs and connection set-up only."""
 
@@ -484,7 +511,7 @@ def make_adapter(timeouts):
     retry = Retry(total=3, connect=3, read=2, status=3, backoff_factor=0.2,
                   allowed_methods=frozenset(['GET']), status_forcelist=(502, 503, 504),
                   raise_on_status=False)
-    return TimeoutAdapter(max_retries=retry, pool_maxsize=16)
+    return TimeoutAdapter(max_retries=retry, pool_maxsize=CONNECTIONS_PER_HOST)
 
 
 def debug_hook(side):
@@ -863,12 +890,21 @@ class Pve:
         self.timeouts = timeouts
         self.dry_run = dry_run
         self._api = None
+        # vm create's threads share the login: one thread logs in (again), the others wait for it.
+        self._logging_in = threading.Lock()
 
     @property
     def api(self):
-        if self._api is None:
-            self._api = self._login()
-        return self._api
+        with self._logging_in:
+            if self._api is None:
+                self._api = self._login()
+            return self._api
+
+    def _forget(self, api):
+        """Log in again at the next call, unless another thread has done so since `api` was refused."""
+        with self._logging_in:
+            if self._api is api:
+                self._api = None
 
     def _login(self):
         cfg = self.config
@@ -913,13 +949,14 @@ class Pve:
             print(f'would {what} (Proxmox {self.host})')
             return None
         for attempt in (1, 2):
+            api = self.api
             try:
-                return getattr(self.api(resource), method)(**params)
+                return getattr(api(resource), method)(**params)
             except proxmoxer.core.ResourceException as exc:
                 # An expired or revoked ticket (401): the call was refused, not run; log in again.
                 if exc.status_code == 401 and attempt == 1 and not self.config.token_name:
                     log.info('Proxmox %s: ticket refused, logging in again', self.host)
-                    self._api = None
+                    self._forget(api)
                     continue
                 # A token goes with every call (no login): PVE answers a bad one with 401
                 # "authentication failure" (shared/reference/pve-api.md).
@@ -1078,15 +1115,18 @@ def pve_check_sees_every_guest(pve, what):
 
 def pve_guests_on_storage(pve, storage, guests):
     """(guests with a disk, mount point or unused disk on `storage`, (guest, Failure) of those
-    whose config could not be read — on a node that is down, say — so nobody knows)."""
-    using, unknown = [], []
-    for _, guest in sorted(guests.items()):
+    whose config could not be read — on a node that is down, say — so nobody knows). The
+    configs are read REQUESTS_AT_ONCE at a time."""
+    def read(guest):
         try:
-            if storage in vm_storages(pve_vm_config(pve, guest)):
-                using.append(guest)
+            return storage in vm_storages(pve_vm_config(pve, guest)), None
         except ProxmoxError as exc:
-            unknown.append((guest, exc))
-    return using, unknown
+            return False, exc
+
+    ordered = [guest for _, guest in sorted(guests.items())]
+    found = map_parallel(read, ordered)
+    return ([guest for guest, (uses, _) in zip(ordered, found) if uses],
+            [(guest, exc) for guest, (_, exc) in zip(ordered, found) if exc])
 
 
 # ---- Pure logic --------------------------------------------------------------------------
@@ -1568,9 +1608,25 @@ def confirm(ctx, question, assume_yes):
         raise Failure('aborted: nothing changed')
 
 
-def run_parallel(function, items, at_once=True):
-    """Call function(item) for every item, all at once (or one by one, so that a dry run
-    prints its lines in order); the Outcome of each, in item order."""
+def map_parallel(function, items, limit=REQUESTS_AT_ONCE, finish=False):
+    """[function(item) for item in items], up to `limit` calls at once (1: one by one, in
+    order, so that a dry run prints its lines in order). The first exception, in item order
+    (a stop signal's in the main thread, too), is raised once every call begun has ended;
+    the others are then not begun — or, with `finish`, all the same."""
+    if limit < 2 or len(items) < 2:
+        return [function(item) for item in items]
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(limit, len(items)))
+    try:
+        futures = [pool.submit(function, item) for item in items]
+        return [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=not finish)
+
+
+def run_parallel(function, items, at_once=True, limit=REQUESTS_AT_ONCE):
+    """Call function(item) for every item, up to `limit` at once (or one by one, so that a
+    dry run prints its lines in order); the Outcome of each, in item order. A stop signal
+    does not cut such a batch of changes in two: every item is begun."""
     def outcome(item):
         try:
             function(item)
@@ -1578,10 +1634,7 @@ def run_parallel(function, items, at_once=True):
             return Outcome(item, exc)
         return Outcome(item)
 
-    if not at_once or len(items) < 2:
-        return [outcome(item) for item in items]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(items)) as pool:
-        return list(pool.map(outcome, items))
+    return map_parallel(outcome, items, limit if at_once else 1, finish=True)
 
 
 def clone_each(ctx, clones, overwrite=False):
@@ -1843,14 +1896,13 @@ def gather_vm(ctx, vmid, vms=None, config=None):
 def gather_sets(ctx, view):
     """Every VM snapshot set of the VM on every configured storage it uses, by stamp."""
     directory = f'images/{view.vmid}'
-    files = []
-    for storage in view.storages:
+
+    def list_storage(storage):
         ontap, volume, _ = ctx.storage_volume(storage)
-        for record in ontap_list_dir(ontap, volume, directory):
-            found = parse_set_file(storage, directory, record['name'], record.get('size'))
-            if found:
-                files.append(found)
-    return group_sets(files)
+        return [parse_set_file(storage, directory, record['name'], record.get('size'))
+                for record in ontap_list_dir(ontap, volume, directory)]
+
+    return group_sets([found for listing in map_parallel(list_storage, view.storages) for found in listing if found])
 
 
 def find_set(view, sets, stamp):
@@ -2220,9 +2272,14 @@ def prune_storage_snapshots(ontap, volume, storage, keep, made):
         if snapshot['name'] in clones:
             log.warning('storage %s: keeping snapshot %s beyond -keep %d: FlexClone %s uses it', storage,
                         snapshot['name'], keep, ', '.join(c.name for c in clones[snapshot['name']]))
-            continue
-        ontap_delete_snapshot(ontap, volume, snapshot)
-        log.info('storage %s: snapshot %s deleted (-keep %d)', storage, snapshot['name'], keep)
+    doomed = [snapshot for snapshot in old if snapshot['name'] not in clones]
+    outcomes = run_parallel(lambda snapshot: ontap_delete_snapshot(ontap, volume, snapshot), doomed,
+                            at_once=not ontap.dry_run)
+    for outcome in outcomes:
+        if outcome.state == 'done':
+            log.info('storage %s: snapshot %s deleted (-keep %d)', storage, outcome.item['name'], keep)
+    if any(outcome.error for outcome in outcomes):
+        raise together(*(outcome.error for outcome in outcomes))
 
 
 def cmd_storage_list(ctx, args):

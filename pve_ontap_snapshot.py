@@ -1947,58 +1947,81 @@ def undo_snapshot(ctx, view, stamp, outcomes, settled, late):
 
 def register_clones(ctx, view, clones):
     """Make new clone files visible in PVE as unused disks: `qm disk rescan` on a PVE node,
-    else unusedN through the config API (pending until the next start on a running VM)."""
+    else unusedN through the config API (pending until the next start on a running VM). Returns
+    the pending config read for that (None after a rescan, which may register more)."""
     vmid = view.vmid
     if local_pve_node() == view.vm['node']:
         if ctx.dry_run:
             print(f'would run qm disk rescan --vmid {vmid}')
-            return
+            return None
         result = subprocess.run(['qm', 'disk', 'rescan', '--vmid', str(vmid)], capture_output=True, text=True,
                                 check=False)
         if result.returncode:
             raise Failure(f'VM {vmid}: qm disk rescan failed: {result.stderr.strip()}')
-        return
-    keys = free_unused_keys(pve_vm_pending(ctx.pve, view.vm), len(clones))
+        return None
+    pending = pve_vm_pending(ctx.pve, view.vm)
+    keys = free_unused_keys(pending, len(clones))
     volids = [f'{storage}:{vmid}/{destination.rsplit("/", 1)[1]}' for storage, _, destination in clones]
     pve_set_vm_config(ctx.pve, view.vm, 'register the snapshot as unused disks', **dict(zip(keys, volids)))
+    return pending
 
 
 def delete_set(ctx, view, files):
-    """Delete every file of a set: its unusedN entries through PVE (which deletes a committed
-    entry's file too), then every file on ONTAP, where one PVE deleted already counts as
-    done. A set with a file attached to the VM as a disk (to recover data from it, say) is
-    refused whole."""
-    config = pve_vm_pending(ctx.pve, view.vm)
-    attached = {**attached_set_files(view.config, files), **attached_set_files(config, files)}
-    if attached:
-        raise InUse(f'VM {view.vmid}: snapshot {files[0].stamp} is in use: '
-                    f'{", ".join(f"{path} is attached as {key}" for path, key in attached.items())}; '
-                    'detach it first')
+    """Delete every file of one set (see delete_sets): a Failure if it is not gone whole."""
+    failure = delete_sets(ctx, view, {files[0].stamp: files}).get(files[0].stamp)
+    if failure:
+        raise failure
+
+
+def delete_sets(ctx, view, sets, pending=None):
+    """Delete every file of the sets {stamp: files}: their unusedN entries through PVE in one
+    change of the config (PVE deletes a committed entry's file too), then every file on ONTAP,
+    REQUESTS_AT_ONCE at a time, where one PVE deleted already counts as done. A set with a
+    file attached to the VM as a disk (to recover data from it, say) is refused whole and left
+    untouched. Returns {stamp: Failure} of the sets not deleted (InUse: refused). `pending` is
+    the VM's pending config if just read (by register_clones, which added unusedN of the new
+    set only: the disks and the entries of these sets are as it says)."""
+    config = pve_vm_pending(ctx.pve, view.vm) if pending is None else pending
+    failed = {}
+    for stamp, files in sets.items():
+        attached = {**attached_set_files(view.config, files), **attached_set_files(config, files)}
+        if attached:
+            failed[stamp] = InUse(f'VM {view.vmid}: snapshot {stamp} is in use: '
+                                  f'{", ".join(f"{path} is attached as {key}" for path, key in attached.items())}; '
+                                  'detach it first')
+    files = [f for stamp, members in sets.items() if stamp not in failed for f in members]
     volids = {f'{f.storage}:{view.vmid}/{f.path.rsplit("/", 1)[1]}' for f in files}
     registered = [key for key, value in sorted(config.items())
                   if re.fullmatch(r'unused\d+', key) and parse_volume(value) and parse_volume(value)[1] in volids]
     if registered:
         pve_set_vm_config(ctx.pve, view.vm, "remove the snapshot's unused disks", delete=','.join(registered))
-    left = [outcome for outcome in delete_files(ctx, [(f.storage, f.path) for f in files]) if outcome.error]
-    if left:
-        raise Failure(f'VM {view.vmid}: snapshot {files[0].stamp}: could not delete '
-                      f'{"; ".join(f"{outcome.item[1]} ({outcome.error})" for outcome in left)}')
+    left = {}
+    for file, outcome in zip(files, delete_files(ctx, [(f.storage, f.path) for f in files])):
+        if outcome.error:
+            left.setdefault(file.stamp, []).append(f'{file.path} ({outcome.error})')
+    for stamp, problems in left.items():
+        failed[stamp] = Failure(f'VM {view.vmid}: snapshot {stamp}: could not delete {"; ".join(problems)}')
+    return failed
 
 
-def prune_vm_sets(ctx, view, keep, made):
+def prune_vm_sets(ctx, view, keep, made, pending=None):
     """-keep N: delete the snapshot sets older than the newest N complete ones (see
-    sets_to_prune), never a pre-restore set. `made` is the new set's stamp."""
+    sets_to_prune), never a pre-restore set, all at once. `made` is the new set's stamp;
+    `pending` as for delete_sets."""
     sets = {stamp: files for stamp, files in gather_sets(ctx, view).items()
             if all(f.kind == 'snapshot' for f in files)}
-    for stamp in sets_to_prune(sets, view.disks, keep, made):
-        try:
-            delete_set(ctx, view, sets[stamp])
-        except InUse as exc:
-            log.warning('%s; kept beyond -keep %d', exc, keep)
-            continue
-        missing = missing_disks(view.disks, sets[stamp])
-        lacks = f'incomplete (lacks {",".join(d.key for d in missing)}) ' if missing else ''
-        log.info('VM %s: %ssnapshot %s deleted (-keep %d)', view.vmid, lacks, stamp, keep)
+    doomed = {stamp: sets[stamp] for stamp in sets_to_prune(sets, view.disks, keep, made)}
+    failed = delete_sets(ctx, view, doomed, pending) if doomed else {}
+    for stamp, files in doomed.items():
+        if isinstance(failed.get(stamp), InUse):
+            log.warning('%s; kept beyond -keep %d', failed[stamp], keep)
+        elif stamp not in failed:
+            missing = missing_disks(view.disks, files)
+            lacks = f'incomplete (lacks {",".join(d.key for d in missing)}) ' if missing else ''
+            log.info('VM %s: %ssnapshot %s deleted (-keep %d)', view.vmid, lacks, stamp, keep)
+    problems = [failure for failure in failed.values() if not isinstance(failure, InUse)]
+    if problems:
+        raise together(*problems)
 
 
 def vms_to_snapshot(ctx, args, vms):
@@ -2033,14 +2056,15 @@ def create_vm_snapshot(ctx, view, mode, args):
         with STOP.held():
             clones, problems = snapshot_vm(ctx, view, mode, stamp)
             log.info('VM %s: snapshot %s of %d disk(s) created', view.vmid, stamp, len(clones))
+            pending = None
             if args.register:
                 try:
-                    register_clones(ctx, view, clones)
+                    pending = register_clones(ctx, view, clones)
                 except Failure as exc:
                     problems.append(exc)
             if args.keep is not None:
                 try:
-                    prune_vm_sets(ctx, view, args.keep, stamp)
+                    prune_vm_sets(ctx, view, args.keep, stamp, pending)
                 except Failure as exc:
                     problems.append(exc)
     made = f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s) was made'

@@ -1445,7 +1445,12 @@ def flatten(record, prefix=''):
 # Each gathers (I/O), decides (pure), then acts (I/O): every lookup precedes every change.
 
 class Context:
-    """What one run shares: the config, one PVE login, one Ontap per cluster, volume lookups."""
+    """What one run shares: the config, one PVE login, one Ontap per cluster, volume lookups.
+    Its caches have no lock: a command fills those its threads read (storage.cfg, the volumes,
+    and with them the Ontaps) in the main thread before it starts them (see gather_vms). The
+    PVE login has a lock of its own. Threads share each requests.Session: its urllib3 pool is
+    thread-safe, and nothing changes a Session after its login (requests promises no more
+    than that: psf/requests#2766)."""
 
     def __init__(self, config, output='text', dry_run=False, wait=0):
         self.config = config
@@ -2024,74 +2029,211 @@ def prune_vm_sets(ctx, view, keep, made, pending=None):
         raise together(*problems)
 
 
-def vms_to_snapshot(ctx, args, vms):
-    """({vmid: config or None}, [vmid]): -vm ids as given, or with -all every VM with a disk
-    on a configured ONTAP storage (with the config read to find out), and the VMs whose
-    config could not be read (their node is down, say): one such node stops no other VM."""
-    if not args.all:
-        return dict.fromkeys(args.vm), []
-    chosen, unreadable = {}, []
-    for vmid, vm in sorted(vms.items()):
-        if vm.get('template'):
-            continue
+def vms_to_snapshot(ctx, vmids, vms):
+    """[(vmid, config or Failure)], in VM order: the -vm ids as given or, for None (-all), every
+    VM with a disk on a configured ONTAP storage; each with its config, read REQUESTS_AT_ONCE at
+    a time, or the Failure that kept it from being read (no such VM, its node is down): one
+    such VM stops no other."""
+    def read(vmid):
         try:
-            config = pve_vm_config(ctx.pve, vm)
-        except ProxmoxError as exc:
-            log.warning('VM %s on node %s skipped: %s', vmid, vm['node'], exc)
-            unreadable.append(vmid)
-            continue
-        if any(d.storage in ctx.config.storages and d.path for d in vm_disks(config)):
-            chosen[vmid] = config
-    if not chosen and not unreadable:
+            return pve_vm_config(ctx.pve, pve_find_vm(ctx.pve, vmid, vms))
+        except Failure as exc:
+            return exc if vmids is not None else Failure(f'VM {vmid} on node {vms[vmid]["node"]} skipped: {exc}')
+
+    if vmids is not None:
+        ids = list(dict.fromkeys(vmids))
+        return list(zip(ids, map_parallel(read, ids)))
+    ids = [vmid for vmid, vm in sorted(vms.items()) if not vm.get('template')]
+    chosen = [(vmid, config) for vmid, config in zip(ids, map_parallel(read, ids))
+              if isinstance(config, Failure) or any(d.storage in ctx.config.storages and d.path
+                                                    for d in vm_disks(config))]
+    if not chosen:
         raise Failure(f'no VM has a disk on a storage of {ctx.config.path}')
-    return chosen, unreadable
+    return chosen
 
 
-def create_vm_snapshot(ctx, view, mode, args):
-    """vm create for one gathered VM: the snapshot, then its registration and retention.
-    Whatever fails once the clones are made still lets the rest run, and the one error
-    says that the snapshot exists. A stop signal waits till all that is done."""
-    with storage_locks(ctx, view.storages) as locks:
-        stamp = new_stamp(locks, f'vm{view.vmid}')
-        with STOP.held():
-            clones, problems = snapshot_vm(ctx, view, mode, stamp)
-            log.info('VM %s: snapshot %s of %d disk(s) created', view.vmid, stamp, len(clones))
-            pending = None
-            if args.register:
-                try:
-                    pending = register_clones(ctx, view, clones)
-                except Failure as exc:
-                    problems.append(exc)
-            if args.keep is not None:
-                try:
-                    prune_vm_sets(ctx, view, args.keep, stamp, pending)
-                except Failure as exc:
-                    problems.append(exc)
-    made = f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s) was made'
-    but = f', but {together(*problems)}' if problems else ''
-    STOP.check(made + but)
-    if problems:
-        raise Failure(made + but)
+def gather_vms(ctx, configs, vms):
+    """[(vmid, VmView or Failure)] for the [(vmid, config or Failure)] of vms_to_snapshot. Here,
+    in the main thread and before any VM's thread starts, storage.cfg and the volume behind
+    each storage are looked up once: the threads then only read Context's caches (which have
+    no lock). A storage that cannot be found fails the VMs using it, and no other."""
+    used = {storage for _, config in configs if not isinstance(config, Failure)
+            for storage in vm_storages(config) & set(ctx.config.storages)}
+    unusable = {}
+    for storage in sorted(used):
+        try:
+            ctx.storage_volume(storage)
+        except Failure as exc:
+            unusable[storage] = exc
+    gathered = []
+    for vmid, config in configs:
+        if not isinstance(config, Failure):
+            blocked = [unusable[storage] for storage in sorted(vm_storages(config)) if storage in unusable]
+            config = blocked[0] if blocked else gather_vm(ctx, vmid, vms, config)
+        gathered.append((vmid, config))
+    return gathered
+
+
+@dataclasses.dataclass
+class VmResult:
+    """What vm create did to one VM, for the main thread to report in VM order."""
+    vmid: int
+    made: str = None    # 'VM 100: snapshot <stamp> of 2 disk(s)', once its clones exist
+    problems: list = dataclasses.field(default_factory=list)    # Failures: after it was made, or why not
+    begun: bool = True  # False: a stop signal came before it began
+    lines: list = dataclasses.field(default_factory=list)       # its log records, held back
+
+    @property
+    def failure(self):
+        if self.made and self.problems:
+            return Failure(f'{self.made} was made, but {together(*self.problems)}')
+        return self.problems[0] if self.problems else None
+
+
+class VmCreateRun:
+    """What the threads of one vm create share. The storage locks are taken once, in the main
+    thread, for every VM of the run: two VMs on one storage share its lock. Their stamps are
+    taken one at a time (a HeldLock records them in its file). And each node has
+    POWER_CYCLES_PER_NODE slots for VMs it suspends or shuts down and starts again."""
+
+    def __init__(self, locks):
+        self.locks = locks
+        self._stamping = threading.Lock()
+        self._nodes = {}
+        self._nodes_lock = threading.Lock()
+
+    def stamp(self, vmid):
+        """A new stamp for the VM. The locks of every storage of the run take part: the VM's own
+        are among them, and a stamp recorded on another only keeps that VM from this second."""
+        with self._stamping:
+            return new_stamp(self.locks, f'vm{vmid}')
+
+    def power_slot(self, view, mode):
+        """A slot of the VM's node for its pause, held from before the pause until it runs again."""
+        if mode not in ('suspend', 'shutdown'):
+            return contextlib.nullcontext()
+        with self._nodes_lock:
+            return self._nodes.setdefault(view.vm['node'], threading.BoundedSemaphore(POWER_CYCLES_PER_NODE))
+
+
+def create_vm_snapshot(ctx, view, mode, register, keep, run):
+    """vm create for one gathered VM, in a thread of its own: the snapshot, then its
+    registration and retention; its VmResult. Whatever fails once the clones are made still
+    lets the rest run. A VM to suspend or shut down waits for a slot of its node first, while
+    it still runs; once a stop signal came, it does not begin."""
+    result = VmResult(view.vmid)
+    try:
+        with run.power_slot(view, mode):
+            if STOP.pending:
+                result.begun = False
+                return result
+            stamp = run.stamp(view.vmid)
+            clones, result.problems = snapshot_vm(ctx, view, mode, stamp)
+        result.made = f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s)'
+        log.info('VM %s: snapshot %s of %d disk(s) created', view.vmid, stamp, len(clones))
+        pending = None
+        if register:
+            try:
+                pending = register_clones(ctx, view, clones)
+            except Failure as exc:
+                result.problems.append(exc)
+        if keep is not None:
+            try:
+                prune_vm_sets(ctx, view, keep, stamp, pending)
+            except Failure as exc:
+                result.problems.append(exc)
+    except Failure as exc:
+        result.problems = [exc]
+    return result
+
+
+class HeldBackLines(logging.Filter):
+    """Keeps the log lines of threads that work on one VM each, so that the main thread writes
+    them VM by VM, in VM order, each VM's lines together."""
+
+    def __init__(self):
+        super().__init__()
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def kept(self, lines):
+        """Keep this thread's log records in `lines` instead of writing them."""
+        self._local.lines = lines
+        try:
+            yield lines
+        finally:
+            self._local.lines = None
+
+    def filter(self, record):
+        lines = getattr(self._local, 'lines', None)
+        if lines is None:
+            return True
+        lines.append(record)
+        return False
+
+
+@contextlib.contextmanager
+def in_order(function, items, workers):
+    """function(item) for each item, `workers` at once: yields an iterator of the results, in
+    item order, each as soon as it and those before it are done. On the way out — also on an
+    exception — every call begun ends, and none begins any more."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = [pool.submit(function, item) for item in items]
+        yield (future.result() for future in futures)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def stop_report(results):
+    """What a vm create stopped by a signal got done, for its one error line."""
+    made = [str(result.failure or f'{result.made} was made') for result in results if result.made]
+    failed = [str(result.vmid) for result in results if result.begun and not result.made]
+    left = [str(result.vmid) for result in results if not result.begun]
+    parts = made or ['no snapshot was made']
+    parts += [f'{what}: VM {", ".join(vmids)}' for what, vmids in (('failed', failed), ('not begun', left)) if vmids]
+    return '; '.join(parts)
 
 
 def cmd_vm_create(ctx, args):
     mode = next((m for m in ('suspend', 'shutdown', 'freeze') if getattr(args, m)), None)
     vms = pve_list_vms(ctx.pve)
-    chosen, failures = vms_to_snapshot(ctx, args, vms)
-    vmids = list(chosen)
-    total = len(vmids) + len(failures)
-    for vmid in vmids:
-        STOP.check()
-        try:
-            create_vm_snapshot(ctx, gather_vm(ctx, vmid, vms, chosen[vmid]), mode, args)
-        except Failure as exc:
-            if total == 1:
-                raise
-            log.warning('%s', exc)      # the summary below is the one error line
-            failures.append(vmid)
-    if failures:
-        raise Failure(f'vm create failed for {len(failures)} of {total} VMs: '
-                      f'{", ".join(map(str, sorted(failures)))}')
+    gathered = gather_vms(ctx, vms_to_snapshot(ctx, None if args.all else args.vm, vms), vms)
+    views = [view for _, view in gathered if isinstance(view, VmView)]
+    # A dry run prints its would-lines from the VM's thread: one VM at a time keeps them in order.
+    workers = 1 if ctx.dry_run else max(1, min(args.parallel, len(views)))
+    held_back = HeldBackLines()
+    results = []
+    log.addFilter(held_back)
+    try:
+        # Signals stay held off until every VM begun has ended: the VMs' threads cannot be
+        # stopped, and those not begun yet see STOP.pending and do not begin.
+        with storage_locks(ctx, sorted({s for view in views for s in view.storages})) as locks, STOP.held():
+            run = VmCreateRun(locks)
+
+            def snapshot(view):
+                with held_back.kept([] if workers > 1 else None) as lines:
+                    result = create_vm_snapshot(ctx, view, mode, args.register, args.keep, run)
+                result.lines = lines or []
+                return result
+
+            with in_order(snapshot, views, workers) as done:
+                for vmid, view in gathered:
+                    result = next(done) if isinstance(view, VmView) else VmResult(vmid, problems=[view])
+                    for record in result.lines:
+                        log.handle(record)
+                    if result.failure and len(gathered) > 1:
+                        log.warning('%s', result.failure)      # the summary below is the one error line
+                    results.append(result)
+    finally:
+        log.removeFilter(held_back)
+    STOP.check(stop_report(results))
+    failed = [result for result in results if result.failure]
+    if len(results) == 1 and failed:
+        raise failed[0].failure
+    if failed:
+        raise Failure(f'vm create failed for {len(failed)} of {len(results)} VMs: '
+                      f'{", ".join(str(result.vmid) for result in sorted(failed, key=lambda r: r.vmid))}')
 
 
 def cmd_vm_list(ctx, args):
@@ -2674,6 +2816,12 @@ def keep_count(text):
     return int(text)
 
 
+def parallel_count(text):
+    if not re.fullmatch(r'[0-9]+', text) or not 1 <= int(text) <= MOST_VMS_AT_ONCE:
+        raise argparse.ArgumentTypeError(f'{text!r}: -parallel takes a whole number from 1 to {MOST_VMS_AT_ONCE}')
+    return int(text)
+
+
 def complete_storage(prefix, parsed_args, **kwargs):
     """-storage completes from the config's sections (no network)."""
     try:
@@ -2763,6 +2911,10 @@ def build_parser():
     add_keep_option(create, "of the VM's snapshots")
     create.add_argument('-no-register', '--no-register', dest='register', action='store_false',
                         help='do not add the clones to the VM config as unused disks')
+    create.add_argument('-parallel', '--parallel', type=parallel_count, metavar='N', default=VMS_AT_ONCE,
+                        help=f'work on up to N VMs at once (default {VMS_AT_ONCE}, at most {MOST_VMS_AT_ONCE}; 1: one '
+                             'after another); a node suspends or shuts down at most '
+                             f'{POWER_CYCLES_PER_NODE} of them at once')
 
     listing = leaf(vm_commands, 'list', cmd_vm_list, "list a VM's snapshots (and pre-restore undo points)",
                    ['vm list -vm 100', 'vm list -vm 100 -output json'])

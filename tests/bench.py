@@ -1,7 +1,7 @@
 """Benchmark: round trips and wall time of each command against the test world.
 
     python tests/bench.py [--latency SECONDS] [--snapshots N]
-    python tests/bench.py --vms N [--latency SECONDS]
+    python tests/bench.py --vms N [--latency SECONDS] [--parallel N]
 
 Builds the world of tests/world.py, adds a fixed latency to every request on both sides
 (default 20 ms), then runs each command once and prints, per command, the requests sent
@@ -144,9 +144,10 @@ def scale(args):
         for emu in (a, b):
             emu.latency = args.latency
         served.pve.slow_network(args.latency)
+        parallel = ['-parallel', args.parallel] if args.parallel else []
         plan = [
-            ('vm create -all', ['vm', 'create', '-all']),
-            ('vm create -all -keep 2', ['vm', 'create', '-all', '-keep', 2]),
+            ('vm create -all', ['vm', 'create', '-all', *parallel]),
+            ('vm create -all -keep 2', ['vm', 'create', '-all', '-keep', 2, *parallel]),
             ('storage mount (for the unmount)', ['storage', 'mount', '-storage', 'ONTAP01', '-snapshot', snapshot]),
             ('storage unmount', ['storage', 'unmount', '-storage', 'ONTAP01-CLONE']),
             ('storage restore -dry-run', ['-dry-run', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot',
@@ -157,7 +158,8 @@ def scale(args):
         a.stop()
         b.stop()
         served.stop()
-    print(f'{len(world.pve.vms)} VMs, latency {args.latency * 1000:.0f} ms per request on both sides\n')
+    print(f'{len(world.pve.vms)} VMs, latency {args.latency * 1000:.0f} ms per request on both sides'
+          f'{", -parallel " + str(args.parallel) if args.parallel else ""}\n')
     print(f'{"command":34} {"ONTAP":>6} {"PVE":>6} {"all":>6} {"wall":>8} {"memory":>8}  exit')
     for label, ontap, pve, seconds, memory, code in rows:
         print(f'{label:34} {ontap:6d} {pve:6d} {ontap + pve:6d} {seconds:6.1f} s {memory:5.0f} MiB  {code}')
@@ -182,6 +184,7 @@ def main(argv=None):
     parser.add_argument('--latency', type=float, default=0.02, help='seconds added to every request (0.02)')
     parser.add_argument('--snapshots', type=int, default=1000, help='snapshots of the volume behind BENCH (1000)')
     parser.add_argument('--vms', type=int, help='instead: a cluster of this many VMs, and the scaling table')
+    parser.add_argument('--parallel', type=int, help='with --vms: vm create -parallel N (default: the tool\'s)')
     args = parser.parse_args(argv)
     if args.vms:
         return scale(args)

@@ -144,13 +144,20 @@ class StopSignals:
     """Turns SIGINT, SIGTERM and SIGHUP into Terminated — except while a VM is paused, frozen
     or restored (`held`): then the signal waits until that is done, and the run stops at its
     next `check`. A VM is never left suspended, shut down or frozen by a stopped run, and a
-    second Ctrl-C does not change that."""
+    second Ctrl-C does not change that.
+
+    Python runs signal handlers in the main thread only, so Terminated is raised there and
+    nowhere else: a thread working on one VM is never cut short. Threads hold signals off too
+    (a VM's window), and read `pending` to start nothing new once a signal came."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self):
         self.holding = 0
         self.pending = None
+        # Threads count up and down at once. The handler only reads the count: it may run in
+        # the main thread while that holds this lock.
+        self._counting = threading.Lock()
 
     def handle(self, signum, frame):
         self.pending = signum
@@ -161,11 +168,13 @@ class StopSignals:
 
     @contextlib.contextmanager
     def held(self):
-        self.holding += 1
+        with self._counting:
+            self.holding += 1
         try:
             yield
         finally:
-            self.holding -= 1
+            with self._counting:
+                self.holding -= 1
 
     def check(self, done=None):
         """Stop here if a signal came; `done` says what the run got done before it stopped."""
@@ -533,6 +542,23 @@ def failed_connection(exc):
     return None
 
 
+# How much of a run goes on at once (README, vm create and Performance: why these numbers).
+# vm create: VMs worked on at once, the default of -parallel. More gained nothing in the
+# benchmark and only load the API servers: ONTAP turns REST requests away once its input
+# queue is full (NetApp, ONTAP automation docs, "Known limitations"; its size unconfirmed).
+VMS_AT_ONCE = 16
+MOST_VMS_AT_ONCE = 32       # the most -parallel allows
+# VMs one node suspends or shuts down and starts again at once: as many as PVE's own HA
+# manager runs start and stop jobs on a node, datacenter.cfg's max_workers, 4 by default
+# (pve-ha-manager: src/PVE/HA/Env/PVE2.pm get_max_workers, src/PVE/HA/LRM.pm run_workers).
+POWER_CYCLES_PER_NODE = 4
+REQUESTS_AT_ONCE = 16       # requests one thread fans out at once: a VM's clones, reads, deletes
+# Every thread of a run may have a request out at one host at once: each Session's pool keeps
+# a connection for each, so no thread waits for one (inside a VM's pause, say) and none is
+# thrown away (urllib3 warns "Connection pool is full"). Only idle connections take room.
+CONNECTIONS_PER_HOST = MOST_VMS_AT_ONCE * REQUESTS_AT_ONCE
+
+
 def make_adapter(timeouts):
     """An HTTPAdapter with default timeouts that retries GETs and connection set-up only."""
 
@@ -547,7 +573,7 @@ def make_adapter(timeouts):
     retry = Retry(total=3, connect=3, read=2, status=3, backoff_factor=0.2,
                   allowed_methods=frozenset(['GET']), status_forcelist=(502, 503, 504),
                   raise_on_status=False)
-    return TimeoutAdapter(max_retries=retry, pool_maxsize=16)
+    return TimeoutAdapter(max_retries=retry, pool_maxsize=CONNECTIONS_PER_HOST)
 
 
 def debug_hook(side):
@@ -1052,12 +1078,21 @@ class Pve:
         self.timeouts = timeouts
         self.dry_run = dry_run
         self._api = None
+        # vm create's threads share the login: one thread logs in (again), the others wait for it.
+        self._logging_in = threading.Lock()
 
     @property
     def api(self):
-        if self._api is None:
-            self._api = self._login()
-        return self._api
+        with self._logging_in:
+            if self._api is None:
+                self._api = self._login()
+            return self._api
+
+    def _forget(self, api):
+        """Log in again at the next call, unless another thread has done so since `api` was refused."""
+        with self._logging_in:
+            if self._api is api:
+                self._api = None
 
     def _login(self):
         cfg = self.config
@@ -1102,13 +1137,14 @@ class Pve:
             print(f'would {what} (Proxmox {self.host})')
             return None
         for attempt in (1, 2):
+            api = self.api
             try:
-                return getattr(self.api(resource), method)(**params)
+                return getattr(api(resource), method)(**params)
             except proxmoxer.core.ResourceException as exc:
                 # An expired or revoked ticket (401): the call was refused, not run; log in again.
                 if exc.status_code == 401 and attempt == 1 and not self.config.token_name:
                     log.info('Proxmox %s: ticket refused, logging in again', self.host)
-                    self._api = None
+                    self._forget(api)
                     continue
                 # A token goes with every call (no login): PVE answers a bad one with 401
                 # "authentication failure" (shared/reference/pve-api.md).
@@ -1267,15 +1303,18 @@ def pve_check_sees_every_guest(pve, what):
 
 def pve_guests_on_storage(pve, storage, guests):
     """(guests with a disk, mount point or unused disk on `storage`, (guest, Failure) of those
-    whose config could not be read — on a node that is down, say — so nobody knows)."""
-    using, unknown = [], []
-    for _, guest in sorted(guests.items()):
+    whose config could not be read — on a node that is down, say — so nobody knows). The
+    configs are read REQUESTS_AT_ONCE at a time."""
+    def read(guest):
         try:
-            if storage in vm_storages(pve_vm_config(pve, guest)):
-                using.append(guest)
+            return storage in vm_storages(pve_vm_config(pve, guest)), None
         except ProxmoxError as exc:
-            unknown.append((guest, exc))
-    return using, unknown
+            return False, exc
+
+    ordered = [guest for _, guest in sorted(guests.items())]
+    found = map_parallel(read, ordered)
+    return ([guest for guest, (uses, _) in zip(ordered, found) if uses],
+            [(guest, exc) for guest, (_, exc) in zip(ordered, found) if exc])
 
 
 # What doctor reads besides what the commands use.
@@ -1852,7 +1891,12 @@ def mount_check(mount, server, export, path, enabled_here):
 # What a run shares (the context), locks, parallel changes and their outcomes, the VM window.
 
 class Context:
-    """What one run shares: the config, one PVE login, one Ontap per cluster, volume lookups."""
+    """What one run shares: the config, one PVE login, one Ontap per cluster, volume lookups.
+    Its caches have no lock: a command fills those its threads read (storage.cfg, the volumes,
+    and with them the Ontaps) in the main thread before it starts them (see gather_vms). The
+    PVE login has a lock of its own. Threads share each requests.Session: its urllib3 pool is
+    thread-safe, and nothing changes a Session after its login (requests promises no more
+    than that: psf/requests#2766)."""
 
     def __init__(self, config, output='text', dry_run=False, wait=0, local_lock=False, command=''):
         self.config = config
@@ -2124,9 +2168,25 @@ def confirm(ctx, question, assume_yes):
         raise Failure('aborted: nothing changed')
 
 
-def run_parallel(function, items, at_once=True):
-    """Call function(item) for every item, all at once (or one by one, so that a dry run
-    prints its lines in order); the Outcome of each, in item order."""
+def map_parallel(function, items, limit=REQUESTS_AT_ONCE, finish=False):
+    """[function(item) for item in items], up to `limit` calls at once (1: one by one, in
+    order, so that a dry run prints its lines in order). The first exception, in item order
+    (a stop signal's in the main thread, too), is raised once every call begun has ended;
+    the others are then not begun — or, with `finish`, all the same."""
+    if limit < 2 or len(items) < 2:
+        return [function(item) for item in items]
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(limit, len(items)))
+    try:
+        futures = [pool.submit(function, item) for item in items]
+        return [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=not finish)
+
+
+def run_parallel(function, items, at_once=True, limit=REQUESTS_AT_ONCE):
+    """Call function(item) for every item, up to `limit` at once (or one by one, so that a
+    dry run prints its lines in order); the Outcome of each, in item order. A stop signal
+    does not cut such a batch of changes in two: every item is begun."""
     def outcome(item):
         try:
             function(item)
@@ -2134,10 +2194,7 @@ def run_parallel(function, items, at_once=True):
             return Outcome(item, exc)
         return Outcome(item)
 
-    if not at_once or len(items) < 2:
-        return [outcome(item) for item in items]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(items)) as pool:
-        return list(pool.map(outcome, items))
+    return map_parallel(outcome, items, limit if at_once else 1, finish=True)
 
 
 def clone_each(ctx, clones, overwrite=False):
@@ -2402,14 +2459,13 @@ def gather_vm(ctx, vmid, vms=None, config=None):
 def gather_sets(ctx, view):
     """Every VM snapshot set of the VM on every configured storage it uses, by stamp."""
     directory = f'images/{view.vmid}'
-    files = []
-    for storage in view.storages:
+
+    def list_storage(storage):
         ontap, volume, _ = ctx.storage_volume(storage)
-        for record in ontap_list_dir(ontap, volume, directory):
-            found = parse_set_file(storage, directory, record['name'], record.get('size'))
-            if found:
-                files.append(found)
-    return group_sets(files)
+        return [parse_set_file(storage, directory, record['name'], record.get('size'))
+                for record in ontap_list_dir(ontap, volume, directory)]
+
+    return group_sets([found for listing in map_parallel(list_storage, view.storages) for found in listing if found])
 
 
 def find_set(view, sets, stamp):
@@ -2454,127 +2510,288 @@ def undo_snapshot(ctx, view, stamp, outcomes, settled, late):
 
 def register_clones(ctx, view, clones):
     """Make new clone files visible in PVE as unused disks: `qm disk rescan` on a PVE node,
-    else unusedN through the config API (pending until the next start on a running VM)."""
+    else unusedN through the config API (pending until the next start on a running VM). Returns
+    the pending config read for that (None after a rescan, which may register more)."""
     vmid = view.vmid
     if local_pve_node() == view.vm['node']:
         if ctx.dry_run:
             print(f'would run qm disk rescan --vmid {vmid}')
-            return
+            return None
         result = subprocess.run(['qm', 'disk', 'rescan', '--vmid', str(vmid)], capture_output=True, text=True,
                                 check=False)
         if result.returncode:
             raise Failure(f'VM {vmid}: qm disk rescan failed: {result.stderr.strip()}')
-        return
-    keys = free_unused_keys(pve_vm_pending(ctx.pve, view.vm), len(clones))
+        return None
+    pending = pve_vm_pending(ctx.pve, view.vm)
+    keys = free_unused_keys(pending, len(clones))
     volids = [f'{storage}:{vmid}/{destination.rsplit("/", 1)[1]}' for storage, _, destination in clones]
     pve_set_vm_config(ctx.pve, view.vm, 'register the snapshot as unused disks', **dict(zip(keys, volids)))
+    return pending
 
 
 def delete_set(ctx, view, files):
-    """Delete every file of a set: its unusedN entries through PVE (which deletes a committed
-    entry's file too), then every file on ONTAP, where one PVE deleted already counts as
-    done. A set with a file attached to the VM as a disk (to recover data from it, say) is
-    refused whole."""
-    config = pve_vm_pending(ctx.pve, view.vm)
-    attached = {**attached_set_files(view.config, files), **attached_set_files(config, files)}
-    if attached:
-        raise InUse(f'VM {view.vmid}: snapshot {files[0].stamp} is in use: '
-                    f'{", ".join(f"{path} is attached as {key}" for path, key in attached.items())}; '
-                    'detach it first')
+    """Delete every file of one set (see delete_sets): a Failure if it is not gone whole."""
+    failure = delete_sets(ctx, view, {files[0].stamp: files}).get(files[0].stamp)
+    if failure:
+        raise failure
+
+
+def delete_sets(ctx, view, sets, pending=None):
+    """Delete every file of the sets {stamp: files}: their unusedN entries through PVE in one
+    change of the config (PVE deletes a committed entry's file too), then every file on ONTAP,
+    REQUESTS_AT_ONCE at a time, where one PVE deleted already counts as done. A set with a
+    file attached to the VM as a disk (to recover data from it, say) is refused whole and left
+    untouched. Returns {stamp: Failure} of the sets not deleted (InUse: refused). `pending` is
+    the VM's pending config if just read (by register_clones, which added unusedN of the new
+    set only: the disks and the entries of these sets are as it says)."""
+    config = pve_vm_pending(ctx.pve, view.vm) if pending is None else pending
+    failed = {}
+    for stamp, files in sets.items():
+        attached = {**attached_set_files(view.config, files), **attached_set_files(config, files)}
+        if attached:
+            failed[stamp] = InUse(f'VM {view.vmid}: snapshot {stamp} is in use: '
+                                  f'{", ".join(f"{path} is attached as {key}" for path, key in attached.items())}; '
+                                  'detach it first')
+    files = [f for stamp, members in sets.items() if stamp not in failed for f in members]
     volids = {f'{f.storage}:{view.vmid}/{f.path.rsplit("/", 1)[1]}' for f in files}
     registered = [key for key, value in sorted(config.items())
                   if re.fullmatch(r'unused\d+', key) and parse_volume(value) and parse_volume(value)[1] in volids]
     if registered:
         pve_set_vm_config(ctx.pve, view.vm, "remove the snapshot's unused disks", delete=','.join(registered))
-    left = [outcome for outcome in delete_files(ctx, [(f.storage, f.path) for f in files]) if outcome.error]
-    if left:
-        raise Failure(f'VM {view.vmid}: snapshot {files[0].stamp}: could not delete '
-                      f'{"; ".join(f"{outcome.item[1]} ({outcome.error})" for outcome in left)}')
+    left = {}
+    for file, outcome in zip(files, delete_files(ctx, [(f.storage, f.path) for f in files])):
+        if outcome.error:
+            left.setdefault(file.stamp, []).append(f'{file.path} ({outcome.error})')
+    for stamp, problems in left.items():
+        failed[stamp] = Failure(f'VM {view.vmid}: snapshot {stamp}: could not delete {"; ".join(problems)}')
+    return failed
 
 
-def prune_vm_sets(ctx, view, keep, made):
+def prune_vm_sets(ctx, view, keep, made, pending=None):
     """-keep N: delete the snapshot sets older than the newest N complete ones (see
-    sets_to_prune), never a pre-restore set. `made` is the new set's stamp."""
+    sets_to_prune), never a pre-restore set, all at once. `made` is the new set's stamp;
+    `pending` as for delete_sets."""
     sets = {stamp: files for stamp, files in gather_sets(ctx, view).items()
             if all(f.kind == 'snapshot' for f in files)}
-    for stamp in sets_to_prune(sets, view.disks, keep, made):
-        try:
-            delete_set(ctx, view, sets[stamp])
-        except InUse as exc:
-            log.warning('%s; kept beyond -keep %d', exc, keep)
-            continue
-        missing = missing_disks(view.disks, sets[stamp])
-        lacks = f'incomplete (lacks {",".join(d.key for d in missing)}) ' if missing else ''
-        log.info('VM %s: %ssnapshot %s deleted (-keep %d)', view.vmid, lacks, stamp, keep)
-
-
-def vms_to_snapshot(ctx, args, vms):
-    """({vmid: config or None}, [vmid]): -vm ids as given, or with -all every VM with a disk
-    on a configured ONTAP storage (with the config read to find out), and the VMs whose
-    config could not be read (their node is down, say): one such node stops no other VM."""
-    if not args.all:
-        return dict.fromkeys(args.vm), []
-    chosen, unreadable = {}, []
-    for vmid, vm in sorted(vms.items()):
-        if vm.get('template'):
-            continue
-        try:
-            config = pve_vm_config(ctx.pve, vm)
-        except ProxmoxError as exc:
-            log.warning('VM %s on node %s skipped: %s', vmid, vm['node'], exc)
-            unreadable.append(vmid)
-            continue
-        if any(d.storage in ctx.config.storages and d.path for d in vm_disks(config)):
-            chosen[vmid] = config
-    if not chosen and not unreadable:
-        raise Failure(f'no VM has a disk on a storage of {ctx.config.path}')
-    return chosen, unreadable
-
-
-def create_vm_snapshot(ctx, view, mode, args):
-    """vm create for one gathered VM: the snapshot, then its registration and retention.
-    Whatever fails once the clones are made still lets the rest run, and the one error
-    says that the snapshot exists. A stop signal waits till all that is done."""
-    with storage_locks(ctx, view.storages) as locks:
-        stamp = new_stamp(locks, f'vm{view.vmid}')
-        with STOP.held():
-            clones, problems = snapshot_vm(ctx, view, mode, stamp)
-            log.info('VM %s: snapshot %s of %d disk(s) created', view.vmid, stamp, len(clones))
-            if args.register:
-                try:
-                    register_clones(ctx, view, clones)
-                except Failure as exc:
-                    problems.append(exc)
-            if args.keep is not None:
-                try:
-                    prune_vm_sets(ctx, view, args.keep, stamp)
-                except Failure as exc:
-                    problems.append(exc)
-    made = f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s) was made'
-    but = f', but {together(*problems)}' if problems else ''
-    STOP.check(made + but)
+    doomed = {stamp: sets[stamp] for stamp in sets_to_prune(sets, view.disks, keep, made)}
+    failed = delete_sets(ctx, view, doomed, pending) if doomed else {}
+    for stamp, files in doomed.items():
+        if isinstance(failed.get(stamp), InUse):
+            log.warning('%s; kept beyond -keep %d', failed[stamp], keep)
+        elif stamp not in failed:
+            missing = missing_disks(view.disks, files)
+            lacks = f'incomplete (lacks {",".join(d.key for d in missing)}) ' if missing else ''
+            log.info('VM %s: %ssnapshot %s deleted (-keep %d)', view.vmid, lacks, stamp, keep)
+    problems = [failure for failure in failed.values() if not isinstance(failure, InUse)]
     if problems:
-        raise Failure(made + but)
+        raise together(*problems)
+
+
+def vms_to_snapshot(ctx, vmids, vms):
+    """[(vmid, config or Failure)], in VM order: the -vm ids as given or, for None (-all), every
+    VM with a disk on a configured ONTAP storage; each with its config, read REQUESTS_AT_ONCE at
+    a time, or the Failure that kept it from being read (no such VM, its node is down): one
+    such VM stops no other."""
+    def read(vmid):
+        try:
+            return pve_vm_config(ctx.pve, pve_find_vm(ctx.pve, vmid, vms))
+        except Failure as exc:
+            return exc if vmids is not None else Failure(f'VM {vmid} on node {vms[vmid]["node"]} skipped: {exc}')
+
+    if vmids is not None:
+        ids = list(dict.fromkeys(vmids))
+        return list(zip(ids, map_parallel(read, ids)))
+    ids = [vmid for vmid, vm in sorted(vms.items()) if not vm.get('template')]
+    chosen = [(vmid, config) for vmid, config in zip(ids, map_parallel(read, ids))
+              if isinstance(config, Failure) or any(d.storage in ctx.config.storages and d.path
+                                                    for d in vm_disks(config))]
+    if not chosen:
+        raise Failure(f'no VM has a disk on a storage of {ctx.config.path}')
+    return chosen
+
+
+def gather_vms(ctx, configs, vms):
+    """[(vmid, VmView or Failure)] for the [(vmid, config or Failure)] of vms_to_snapshot. Here,
+    in the main thread and before any VM's thread starts, storage.cfg and the volume behind
+    each storage are looked up once: the threads then only read Context's caches (which have
+    no lock). A storage that cannot be found fails the VMs using it, and no other."""
+    used = {storage for _, config in configs if not isinstance(config, Failure)
+            for storage in vm_storages(config) & set(ctx.config.storages)}
+    unusable = {}
+    for storage in sorted(used):
+        try:
+            ctx.storage_volume(storage)
+        except Failure as exc:
+            unusable[storage] = exc
+    gathered = []
+    for vmid, config in configs:
+        if not isinstance(config, Failure):
+            blocked = [unusable[storage] for storage in sorted(vm_storages(config)) if storage in unusable]
+            config = blocked[0] if blocked else gather_vm(ctx, vmid, vms, config)
+        gathered.append((vmid, config))
+    return gathered
+
+
+@dataclasses.dataclass
+class VmResult:
+    """What vm create did to one VM, for the main thread to report in VM order."""
+    vmid: int
+    made: str = None    # 'VM 100: snapshot <stamp> of 2 disk(s)', once its clones exist
+    problems: list = dataclasses.field(default_factory=list)    # Failures: after it was made, or why not
+    begun: bool = True  # False: a stop signal came before it began
+    lines: list = dataclasses.field(default_factory=list)       # its log records, held back
+
+    @property
+    def failure(self):
+        if self.made and self.problems:
+            return Failure(f'{self.made} was made, but {together(*self.problems)}')
+        return self.problems[0] if self.problems else None
+
+
+class VmCreateRun:
+    """What the threads of one vm create share. The storage locks are taken once, in the main
+    thread, for every VM of the run: two VMs on one storage share its lock. Their stamps are
+    taken one at a time (a HeldLock records them in its file). And each node has
+    POWER_CYCLES_PER_NODE slots for VMs it suspends or shuts down and starts again."""
+
+    def __init__(self, locks):
+        self.locks = locks
+        self._stamping = threading.Lock()
+        self._nodes = {}
+        self._nodes_lock = threading.Lock()
+
+    def stamp(self, vmid):
+        """A new stamp for the VM. The locks of every storage of the run take part: the VM's own
+        are among them, and a stamp recorded on another only keeps that VM from this second."""
+        with self._stamping:
+            return new_stamp(self.locks, f'vm{vmid}')
+
+    def power_slot(self, view, mode):
+        """A slot of the VM's node for its pause, held from before the pause until it runs again."""
+        if mode not in ('suspend', 'shutdown'):
+            return contextlib.nullcontext()
+        with self._nodes_lock:
+            return self._nodes.setdefault(view.vm['node'], threading.BoundedSemaphore(POWER_CYCLES_PER_NODE))
+
+
+def create_vm_snapshot(ctx, view, mode, register, keep, run):
+    """vm create for one gathered VM, in a thread of its own: the snapshot, then its
+    registration and retention; its VmResult. Whatever fails once the clones are made still
+    lets the rest run. A VM to suspend or shut down waits for a slot of its node first, while
+    it still runs; once a stop signal came, it does not begin."""
+    result = VmResult(view.vmid)
+    try:
+        with run.power_slot(view, mode):
+            if STOP.pending:
+                result.begun = False
+                return result
+            stamp = run.stamp(view.vmid)
+            clones, result.problems = snapshot_vm(ctx, view, mode, stamp)
+        result.made = f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s)'
+        log.info('VM %s: snapshot %s of %d disk(s) created', view.vmid, stamp, len(clones))
+        pending = None
+        if register:
+            try:
+                pending = register_clones(ctx, view, clones)
+            except Failure as exc:
+                result.problems.append(exc)
+        if keep is not None:
+            try:
+                prune_vm_sets(ctx, view, keep, stamp, pending)
+            except Failure as exc:
+                result.problems.append(exc)
+    except Failure as exc:
+        result.problems = [exc]
+    return result
+
+
+class HeldBackLines(logging.Filter):
+    """Keeps the log lines of threads that work on one VM each, so that the main thread writes
+    them VM by VM, in VM order, each VM's lines together."""
+
+    def __init__(self):
+        super().__init__()
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def kept(self, lines):
+        """Keep this thread's log records in `lines` instead of writing them."""
+        self._local.lines = lines
+        try:
+            yield lines
+        finally:
+            self._local.lines = None
+
+    def filter(self, record):
+        lines = getattr(self._local, 'lines', None)
+        if lines is None:
+            return True
+        lines.append(record)
+        return False
+
+
+@contextlib.contextmanager
+def in_order(function, items, workers):
+    """function(item) for each item, `workers` at once: yields an iterator of the results, in
+    item order, each as soon as it and those before it are done. On the way out — also on an
+    exception — every call begun ends, and none begins any more."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = [pool.submit(function, item) for item in items]
+        yield (future.result() for future in futures)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def stop_report(results):
+    """What a vm create stopped by a signal got done, for its one error line."""
+    made = [str(result.failure or f'{result.made} was made') for result in results if result.made]
+    failed = [str(result.vmid) for result in results if result.begun and not result.made]
+    left = [str(result.vmid) for result in results if not result.begun]
+    parts = made or ['no snapshot was made']
+    parts += [f'{what}: VM {", ".join(vmids)}' for what, vmids in (('failed', failed), ('not begun', left)) if vmids]
+    return '; '.join(parts)
 
 
 def cmd_vm_create(ctx, args):
     mode = next((m for m in ('suspend', 'shutdown', 'freeze') if getattr(args, m)), None)
     vms = pve_list_vms(ctx.pve)
-    chosen, failures = vms_to_snapshot(ctx, args, vms)
-    vmids = list(chosen)
-    total = len(vmids) + len(failures)
-    for vmid in vmids:
-        STOP.check()
-        try:
-            create_vm_snapshot(ctx, gather_vm(ctx, vmid, vms, chosen[vmid]), mode, args)
-        except Failure as exc:
-            if total == 1:
-                raise
-            log.warning('%s', exc)      # the summary below is the one error line
-            failures.append(vmid)
-    if failures:
-        raise Failure(f'vm create failed for {len(failures)} of {total} VMs: '
-                      f'{", ".join(map(str, sorted(failures)))}')
+    gathered = gather_vms(ctx, vms_to_snapshot(ctx, None if args.all else args.vm, vms), vms)
+    views = [view for _, view in gathered if isinstance(view, VmView)]
+    # A dry run prints its would-lines from the VM's thread: one VM at a time keeps them in order.
+    workers = 1 if ctx.dry_run else max(1, min(args.parallel, len(views)))
+    held_back = HeldBackLines()
+    results = []
+    log.addFilter(held_back)
+    try:
+        # Signals stay held off until every VM begun has ended: the VMs' threads cannot be
+        # stopped, and those not begun yet see STOP.pending and do not begin.
+        with storage_locks(ctx, sorted({s for view in views for s in view.storages})) as locks, STOP.held():
+            run = VmCreateRun(locks)
+
+            def snapshot(view):
+                with held_back.kept([] if workers > 1 else None) as lines:
+                    result = create_vm_snapshot(ctx, view, mode, args.register, args.keep, run)
+                result.lines = lines or []
+                return result
+
+            with in_order(snapshot, views, workers) as done:
+                for vmid, view in gathered:
+                    result = next(done) if isinstance(view, VmView) else VmResult(vmid, problems=[view])
+                    for record in result.lines:
+                        log.handle(record)
+                    if result.failure and len(gathered) > 1:
+                        log.warning('%s', result.failure)      # the summary below is the one error line
+                    results.append(result)
+    finally:
+        log.removeFilter(held_back)
+    STOP.check(stop_report(results))
+    failed = [result for result in results if result.failure]
+    if len(results) == 1 and failed:
+        raise failed[0].failure
+    if failed:
+        raise Failure(f'vm create failed for {len(failed)} of {len(results)} VMs: '
+                      f'{", ".join(str(result.vmid) for result in sorted(failed, key=lambda r: r.vmid))}')
 
 
 def cmd_vm_list(ctx, args):
@@ -2789,9 +3006,14 @@ def prune_storage_snapshots(ontap, volume, storage, keep, made, label=None):
         if snapshot['name'] in clones:
             log.warning('storage %s: keeping snapshot %s beyond -keep %d: FlexClone %s uses it', storage,
                         snapshot['name'], keep, ', '.join(c.name for c in clones[snapshot['name']]))
-            continue
-        ontap_delete_snapshot(ontap, volume, snapshot)
-        log.info('storage %s: snapshot %s deleted (-keep %d)', storage, snapshot['name'], keep)
+    doomed = [snapshot for snapshot in old if snapshot['name'] not in clones]
+    outcomes = run_parallel(lambda snapshot: ontap_delete_snapshot(ontap, volume, snapshot), doomed,
+                            at_once=not ontap.dry_run)
+    for outcome in outcomes:
+        if outcome.state == 'done':
+            log.info('storage %s: snapshot %s deleted (-keep %d)', storage, outcome.item['name'], keep)
+    if any(outcome.error for outcome in outcomes):
+        raise together(*(outcome.error for outcome in outcomes))
 
 
 def cmd_storage_list(ctx, args):
@@ -3729,6 +3951,12 @@ def keep_count(text):
     return int(text)
 
 
+def parallel_count(text):
+    if not re.fullmatch(r'[0-9]+', text) or not 1 <= int(text) <= MOST_VMS_AT_ONCE:
+        raise argparse.ArgumentTypeError(f'{text!r}: -parallel takes a whole number from 1 to {MOST_VMS_AT_ONCE}')
+    return int(text)
+
+
 def complete_storage(prefix, parsed_args, **kwargs):
     """-storage completes from the config's sections (no network)."""
     try:
@@ -3822,6 +4050,10 @@ def build_parser():
     add_keep_option(create, "of the VM's snapshots")
     create.add_argument('-no-register', '--no-register', dest='register', action='store_false',
                         help='do not add the clones to the VM config as unused disks')
+    create.add_argument('-parallel', '--parallel', type=parallel_count, metavar='N', default=VMS_AT_ONCE,
+                        help=f'work on up to N VMs at once (default {VMS_AT_ONCE}, at most {MOST_VMS_AT_ONCE}; 1: one '
+                             'after another); a node suspends or shuts down at most '
+                             f'{POWER_CYCLES_PER_NODE} of them at once')
 
     listing = leaf(vm_commands, 'list', cmd_vm_list, "list a VM's snapshots (and pre-restore undo points)",
                    ['vm list -vm 100', 'vm list -vm 100 -output json'])

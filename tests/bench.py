@@ -1,12 +1,19 @@
 """Benchmark: round trips and wall time of each command against the test world.
 
     python tests/bench.py [--latency SECONDS] [--snapshots N]
+    python tests/bench.py --vms N [--latency SECONDS] [--parallel N]
 
 Builds the world of tests/world.py, adds a fixed latency to every request on both sides
 (default 20 ms), then runs each command once and prints, per command, the requests sent
 to ONTAP and to PVE, the wall time, and the target from the project's issue where there
 is one. For `vm create -suspend` it also prints the pause window (suspend task done ->
 start issued), and at the end the time of one bash tab completion as a whole process.
+
+With --vms N it builds a cluster of N VMs instead (the test world's three and N-3 more, two
+disks each, one on each ONTAP cluster, on two nodes, each with two older snapshots) and
+prints the table of the scaling issue: requests, wall time and the tool's peak memory (as a
+process of its own, so that its memory is its own) of vm create -all, vm create -all -keep 2,
+storage unmount and storage restore -dry-run.
 Numbers, not assertions: tests never time anything.
 """
 
@@ -21,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from world import ServedPve, World, populate, start_emulators, write_disk
+from world import ServedPve, World, add_vm_on_both_clusters, populate, start_emulators, write_disk
 
 import pve_ontap_snapshot as tool
 
@@ -83,6 +90,82 @@ def measure(world, argv):
             elapsed, code)
 
 
+OLDER_STAMPS = ('2024-01-01_00:00:00+0000', '2024-01-02_00:00:00+0000')
+
+
+def add_many_vms(world, count):
+    """VMs 1000 and up until the cluster has `count`: two disks each, one on each cluster,
+    stopped (so that storage restore has no running guest to refuse), on both nodes, each with
+    two older snapshots as a run before would have left them."""
+    for vmid in range(1000, 1000 + count - len(world.pve.vms)):
+        add_vm_on_both_clusters(world, vmid, node=('pve1', 'pve2')[vmid % 2], status='stopped', older=OLDER_STAMPS)
+    world.pve.vm(100).status = 'stopped'
+
+
+# Starts the tool and writes its peak memory (KiB) to argv[1]. The tool is its child, not
+# the benchmark's: a process's ru_maxrss also counts what the process it was forked from held
+# before the exec, and the benchmark holds the servers and the world.
+LAUNCHER = """import os, sys
+pid = os.spawnv(os.P_NOWAIT, sys.executable, [sys.executable] + sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], 'w') as out:
+    out.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_process(world, argv):
+    """(ONTAP requests, PVE requests, seconds, peak memory in MiB, exit code) of the tool as a process."""
+    counts = len(world.a.requests) + len(world.b.requests), len(world.pve.requests)
+    memory = world.dir / 'peak-memory'
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, '-c', LAUNCHER, str(memory), str(SCRIPT), '-config', str(world.config),
+                             '-loglevel', 'warn'] + [str(a) for a in argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, check=False)
+    elapsed = time.monotonic() - started
+    if result.returncode:
+        print(result.stderr.decode()[-2000:], file=sys.stderr)
+    return (len(world.a.requests) + len(world.b.requests) - counts[0], len(world.pve.requests) - counts[1],
+            elapsed, int(memory.read_text()) / 1024, result.returncode)
+
+
+def scale(args):
+    """The table of --vms N."""
+    directory = Path(tempfile.mkdtemp(prefix='pve-ontap-bench-'))
+    served = ServedPve(directory, time_scale=1.0)
+    served.pve.max_requests = 10 ** 8
+    a, b = start_emulators(directory)
+    try:
+        populate(served.pve, a, b)
+        world = World(served.pve, served.cafile, a, b, directory)
+        add_many_vms(world, args.vms)
+        snapshot = 'proxmox_snapshot_2024-01-01_00:00:00+0000'
+        a.add_snapshot('proxmox_storage01', snapshot)
+        for emu in (a, b):
+            emu.latency = args.latency
+        served.pve.slow_network(args.latency)
+        parallel = ['-parallel', args.parallel] if args.parallel else []
+        plan = [
+            ('vm create -all', ['vm', 'create', '-all', *parallel]),
+            ('vm create -all -keep 2', ['vm', 'create', '-all', '-keep', 2, *parallel]),
+            ('storage mount (for the unmount)', ['storage', 'mount', '-storage', 'ONTAP01', '-snapshot', snapshot]),
+            ('storage unmount', ['storage', 'unmount', '-storage', 'ONTAP01-CLONE']),
+            ('storage restore -dry-run', ['-dry-run', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot',
+                                         snapshot, '-yes']),
+        ]
+        rows = [(label, *run_process(world, command)) for label, command in plan]
+    finally:
+        a.stop()
+        b.stop()
+        served.stop()
+    print(f'{len(world.pve.vms)} VMs, latency {args.latency * 1000:.0f} ms per request on both sides'
+          f'{", -parallel " + str(args.parallel) if args.parallel else ""}\n')
+    print(f'{"command":34} {"ONTAP":>6} {"PVE":>6} {"all":>6} {"wall":>8} {"memory":>8}  exit')
+    for label, ontap, pve, seconds, memory, code in rows:
+        print(f'{label:34} {ontap:6d} {pve:6d} {ontap + pve:6d} {seconds:6.1f} s {memory:5.0f} MiB  {code}')
+    return 0 if all(row[-1] == 0 for row in rows) else 1
+
+
 def completion_seconds(config, runs=5):
     """Median wall time of one tab completion of `-storage` as a whole process."""
     line = f'pve-ontap-snapshot -config {config} storage list -storage O'
@@ -100,7 +183,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--latency', type=float, default=0.02, help='seconds added to every request (0.02)')
     parser.add_argument('--snapshots', type=int, default=1000, help='snapshots of the volume behind BENCH (1000)')
+    parser.add_argument('--vms', type=int, help='instead: a cluster of this many VMs, and the scaling table')
+    parser.add_argument('--parallel', type=int, help='with --vms: vm create -parallel N (default: the tool\'s)')
     args = parser.parse_args(argv)
+    if args.vms:
+        return scale(args)
     directory = Path(tempfile.mkdtemp(prefix='pve-ontap-bench-'))
     served = ServedPve(directory, time_scale=1.0)
     a, b = start_emulators(directory)

@@ -83,6 +83,19 @@ def populate(pve, a, b):
     pve.add_vm(102, 'local', node='pve1', status='stopped', config=VM102)
 
 
+def add_vm_on_both_clusters(world, vmid, node='pve1', status='running', older=()):
+    """A VM with two disks, scsi0 on ONTAP01 (cluster A) and scsi1 on ONTAP02 (cluster B), and
+    a snapshot set of both for each stamp in `older`, as an earlier run would have left it."""
+    config = {}
+    for n, (sid, vol) in enumerate((('ONTAP01', world.vol1), ('ONTAP02', world.vol2))):
+        name = f'vm-{vmid}-disk-{n}.raw'
+        data = write_disk(vol, vmid, name, size=4096).read_bytes()
+        for stamp in older:
+            world.disk(vol, vmid, f'vm-{vmid}-disk-{n}-snapshot-{stamp}.raw').write_bytes(data)
+        config[f'scsi{n}'] = f'{sid}:{vmid}/{name},size=4K'
+    return world.pve.add_vm(vmid, f'vm{vmid}', node=node, status=status, config=config)
+
+
 # The names the README's examples use, as if the original tool had made them before.
 ORIGINAL_STAMP = '2024-03-13_14:42:47+0000'
 OLD_SNAPSHOT = f'proxmox_snapshot_{ORIGINAL_STAMP}'

@@ -1,0 +1,238 @@
+"""vm create on many VMs at once: requests, order of the output, failures, power cycles per node, signals."""
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from world import add_vm_on_both_clusters, wait_for_tasks
+
+SCRIPT = Path(__file__).resolve().parent.parent / 'pve_ontap_snapshot.py'
+CLONE = '/api/storage/file/clone'
+OLDER = ('2024-01-01_00:00:00+0000', '2024-01-02_00:00:00+0000', '2024-01-03_00:00:00+0000')
+
+
+def requests_of(world, *argv):
+    """(ONTAP requests, PVE requests) of one successful command."""
+    before = len(world.a.requests) + len(world.b.requests), len(world.pve.requests)
+    result = world.run(*argv)
+    assert result.code == 0, result.err
+    return len(world.a.requests) + len(world.b.requests) - before[0], len(world.pve.requests) - before[1]
+
+
+def sets_of(world, vmid):
+    """The stamps of the VM's snapshot sets, from the files on both volumes."""
+    names = world.files(world.vol1, vmid) + world.files(world.vol2, vmid)
+    return sorted({m.group(1) for name in names if (m := re.search(r'-snapshot-(\S+)\.raw$', name))})
+
+
+def of_vm(vmid):
+    """A fault `match`: the clone of one of the VM's disks."""
+    return lambda body: body.get('source_path', '').startswith(f'images/{vmid}/')
+
+
+def vm_lines(err):
+    """The VM each stderr line is about, in order (lines naming no VM left out)."""
+    return [int(m.group(1)) for line in err.splitlines() if (m := re.match(r'\w+: VM (\d+)', line))]
+
+
+def note_answered(world, first, then):
+    """A list that gets, for each clone of VM `then` as it arrives, how many clones of VM
+    `first` have been answered by then: 0 while `first` is still being cloned."""
+    answered = []
+
+    def note(record):
+        if record['path'] == CLONE and of_vm(then)(record['body']):
+            answered.append(sum(1 for r in world.a.requests + world.b.requests
+                                if r['path'] == CLONE and of_vm(first)(r['body']) and r['status'] is not None))
+    world.a.on_request = world.b.on_request = note
+    return answered
+
+
+def slow_clones(world, seconds, vmid=None):
+    for emu in (world.a, world.b):
+        emu.slow_job('POST', CLONE, seconds, times=None, match=of_vm(vmid) if vmid else None)
+
+
+def test_every_vm_costs_its_own_requests_and_no_more(world):
+    for vmid in (103, 104, 105, 106):
+        add_vm_on_both_clusters(world, vmid)
+
+    ontap, pve = requests_of(world, 'vm', 'create', '-all', '-no-register')
+
+    # a volume lookup per cluster, one clone per disk: 6 of VM 100, 1 of VM 101, 2 of each new one
+    assert ontap == 2 + 6 + 1 + 4 * 2
+    # login, the VM list, storage.cfg, and each VM's config (VM 102's too, to find it has no ONTAP disk)
+    assert pve == 3 + 7
+    assert all(len(sets_of(world, vmid)) == 1 for vmid in (100, 101, 103, 104, 105, 106))
+
+
+def test_keep_deletes_every_old_set_of_a_vm_without_reading_its_config_again(world):
+    for vmid in (103, 104, 105, 106):
+        add_vm_on_both_clusters(world, vmid, older=OLDER)
+
+    ontap, pve = requests_of(world, 'vm', 'create', '-vm', 103, 104, 105, 106, '-keep', 2)
+
+    # per VM: 2 clones, 2 directory listings, 2 old sets of 2 files deleted
+    assert ontap == 2 + 4 * (2 + 2 + 4)
+    # per VM: its config, and registering the clones (pending config, PUT): that pending config serves
+    # to delete both old sets as well
+    assert pve == 3 + 4 * 3
+    for vmid in (103, 104, 105, 106):
+        assert sets_of(world, vmid)[0] == OLDER[2] and len(sets_of(world, vmid)) == 2
+
+
+def test_keep_takes_the_unused_disks_of_a_registered_old_set_with_it(world):
+    for vmid in (103, 104):
+        add_vm_on_both_clusters(world, vmid, status='stopped')     # its config changes at once
+    assert world.run('vm', 'create', '-vm', 103, 104, '-keep', 1).code == 0
+    first = {vmid: sets_of(world, vmid) for vmid in (103, 104)}
+
+    ontap, pve = requests_of(world, 'vm', 'create', '-vm', 103, 104, '-keep', 1)
+
+    # per VM: 2 clones, 2 listings, the old set's 2 files; its config, the pending config and one PUT to
+    # register, one PUT to unregister the old set
+    assert (ontap, pve) == (2 + 2 * 6, 3 + 2 * 4)
+    for vmid in (103, 104):
+        (stamp,) = sets_of(world, vmid)
+        assert [stamp] != first[vmid]
+        unused = sorted(v for k, v in world.pve.vm(vmid).config.items() if k.startswith('unused'))
+        assert unused == [f'ONTAP01:{vmid}/vm-{vmid}-disk-0-snapshot-{stamp}.raw',
+                          f'ONTAP02:{vmid}/vm-{vmid}-disk-1-snapshot-{stamp}.raw']
+
+
+def test_each_vms_lines_come_together_and_in_vm_order_however_the_vms_finish(world):
+    for vmid in (103, 104, 105):
+        add_vm_on_both_clusters(world, vmid)
+    slow_clones(world, 1, vmid=103)
+    answered = note_answered(world, 103, 104)
+
+    result = world.run('vm', 'create', '-vm', 103, 104, 105, '-no-register')
+
+    assert result.code == 0, result.err
+    assert answered == [0, 0]   # VM 104 was cloned before VM 103 was
+    # per VM: the crash-consistency warning, then its result line
+    assert vm_lines(result.err) == [103, 103, 104, 104, 105, 105]
+    assert all(len(sets_of(world, vmid)) == 1 for vmid in (103, 104, 105))
+
+
+def test_a_failing_vm_among_several_stops_no_other_and_keeps_its_place_in_the_output(world):
+    for vmid in (103, 104, 105):
+        add_vm_on_both_clusters(world, vmid, status='stopped')
+    world.b.fail_job('POST', CLONE, code=13565952, message='Clone start failed.', match=of_vm(103))
+
+    result = world.run('vm', 'create', '-vm', 105, 103, 104, '-no-register')
+
+    assert result.code == 1
+    lines = result.err.strip().splitlines()
+    assert lines[-1] == 'ERROR: vm create failed for 1 of 3 VMs: 103'
+    assert vm_lines(result.err) == [105, 103, 104]      # as given
+    assert lines[1].startswith('WARNING: VM 103: snapshot ') and 'Clone start failed' in lines[1]
+    assert 'removed the 1 clone(s) made before (scsi0)' in lines[1]
+    assert sets_of(world, 103) == [] and len(sets_of(world, 104)) == len(sets_of(world, 105)) == 1
+
+
+def test_no_node_shuts_down_more_than_four_vms_at_once(world):
+    ours = {vmid: 'pve1' for vmid in range(103, 109)} | {109: 'pve2', 110: 'pve2'}
+    for vmid, node in ours.items():
+        add_vm_on_both_clusters(world, vmid, node=node)
+    slow_clones(world, 1)
+    down = {'pve1': 0, 'pve2': 0}
+
+    def note(record):
+        if record['path'] == CLONE:
+            for node, most in down.items():
+                now = sum(1 for vmid, home in ours.items() if home == node and world.pve.vm(vmid).status != 'running')
+                down[node] = max(most, now)
+    world.a.on_request = world.b.on_request = note
+
+    result = world.run('vm', 'create', '-vm', *ours, '-shutdown', '-no-register')
+
+    assert result.code == 0, result.err
+    assert down == {'pve1': 4, 'pve2': 2}
+    assert all(world.pve.vm(vmid).status == 'running' and len(sets_of(world, vmid)) == 1 for vmid in ours)
+
+
+def test_a_dry_run_prints_each_vms_lines_together_in_vm_order(world):
+    add_vm_on_both_clusters(world, 103, node='pve2')
+    add_vm_on_both_clusters(world, 104, node='pve1')
+    world.pve.slow_network(0.3, node='pve2')     # VM 103's pending config comes late
+
+    result = world.run('-dry-run', 'vm', 'create', '-vm', 103, 104)
+
+    assert result.code == 0, result.err
+    # two clones and the registration of each VM
+    named = [re.search(r'images/(\d+)/|VM (\d+)', line).groups() for line in result.out.splitlines()]
+    assert [int(clone or vm) for clone, vm in named] == [103, 103, 103, 104, 104, 104]
+    assert sets_of(world, 103) == sets_of(world, 104) == []
+
+
+def test_parallel_1_takes_one_vm_after_the_other(world):
+    for vmid in (103, 104):
+        add_vm_on_both_clusters(world, vmid)
+    slow_clones(world, 0.3, vmid=103)
+    answered = note_answered(world, 103, 104)
+
+    assert world.run('vm', 'create', '-vm', 103, 104, '-parallel', 1, '-no-register').code == 0
+
+    assert answered == [2, 2]
+
+
+def test_two_vms_on_one_storage_at_once_share_its_lock_and_get_their_own_stamps(world, cluster_dir):
+    for vmid in (103, 104, 105):
+        add_vm_on_both_clusters(world, vmid)
+
+    assert world.run('vm', 'create', '-vm', 103, 104, 105, '-no-register').code == 0
+
+    for storage in ('ONTAP01', 'ONTAP02'):
+        recorded = dict(line.split(' ') for line in world.lock_record(cluster_dir, storage).read_text().splitlines()[1:])
+        assert {subject: recorded.get(subject) for subject in ('vm103', 'vm104', 'vm105')} == {
+            f'vm{vmid}': sets_of(world, vmid)[0] for vmid in (103, 104, 105)}
+
+
+@pytest.mark.parametrize('value', ['0', '33', 'many', '٣'])
+def test_parallel_takes_a_whole_number_from_1_to_32(world, capsys, value):
+    before = world.state()
+    with pytest.raises(SystemExit) as exit_:
+        world.run('vm', 'create', '-all', '-parallel', value)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"argument -parallel/--parallel: '{value}': -parallel takes a whole number from 1 to 32")
+    assert world.state() == before
+
+
+def test_ctrl_c_begins_no_new_vm_lets_those_begun_finish_and_names_what_was_made(world):
+    vmids = list(range(103, 109))
+    for vmid in vmids:
+        add_vm_on_both_clusters(world, vmid)
+    slow_clones(world, 1)
+    process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm',
+                                *map(str, vmids), '-shutdown', '-parallel', '2', '-no-register'],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not any(r['path'] == CLONE for r in world.a.requests + world.b.requests):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    wait_for_tasks(world.pve)
+
+    assert process.returncode == 128 + signal.SIGINT, err
+    last = err.splitlines()[-1]
+    assert last.startswith('ERROR: stopped by SIGINT (') and 'Traceback' not in err
+    made = [vmid for vmid in vmids if sets_of(world, vmid)]
+    left = [vmid for vmid in vmids if not sets_of(world, vmid)]
+    # at most the two VMs begun before the signal are made, the others are not begun
+    assert 1 <= len(made) <= 2 and left == vmids[len(made):]
+    assert last == ('ERROR: stopped by SIGINT (' +
+                    '; '.join(f'VM {vmid}: snapshot {sets_of(world, vmid)[0]} of 2 disk(s) was made' for vmid in made) +
+                    f'; not begun: VM {", ".join(map(str, left))})')
+    # every VM runs, and those not begun were never shut down
+    assert all(world.pve.vm(vmid).status == 'running' and not world.pve.vm(vmid).lock for vmid in vmids)
+    shut = {int(m.group(1)) for method, path, _ in world.pve.requests
+            if method == 'POST' and (m := re.search(r'/qemu/(\d+)/status/shutdown$', path))}
+    assert shut == set(made)

@@ -2606,8 +2606,17 @@ def vms_to_snapshot(ctx, vmids, vms):
               if isinstance(config, Failure) or any(d.storage in ctx.config.storages and d.path
                                                     for d in vm_disks(config))]
     if not chosen:
-        raise Failure(f'no VM has a disk on a storage of {ctx.config.path}')
+        raise NotFound(f'no VM has a disk on a storage of {ctx.config.path}')
     return chosen
+
+
+def vms_on_this_node(vms):
+    """-node-local: the VMs of the node this runs on, so that one timer on every node makes
+    each node snapshot its own."""
+    node = local_pve_node()
+    if node is None:
+        raise Failure('-node-local: not on a PVE node as root, so no node is this one: run it on a node')
+    return node, {vmid: vm for vmid, vm in vms.items() if vm['node'] == node}
 
 
 def gather_vms(ctx, configs, vms):
@@ -2756,7 +2765,18 @@ def stop_report(results):
 def cmd_vm_create(ctx, args):
     mode = next((m for m in ('suspend', 'shutdown', 'freeze') if getattr(args, m)), None)
     vms = pve_list_vms(ctx.pve)
-    gathered = gather_vms(ctx, vms_to_snapshot(ctx, None if args.all else args.vm, vms), vms)
+    if args.node_local:
+        if not args.all:
+            raise ConfigError('-node-local goes with -all (it chooses among all VMs)')
+        node, vms = vms_on_this_node(vms)
+        try:
+            chosen = vms_to_snapshot(ctx, None, vms)
+        except NotFound:
+            log.info('no VM on node %s has a disk on a storage of %s: nothing to do', node, ctx.config.path)
+            return
+    else:
+        chosen = vms_to_snapshot(ctx, None if args.all else args.vm, vms)
+    gathered = gather_vms(ctx, chosen, vms)
     views = [view for _, view in gathered if isinstance(view, VmView)]
     # A dry run prints its would-lines from the VM's thread: one VM at a time keeps them in order.
     workers = 1 if ctx.dry_run else max(1, min(args.parallel, len(views)))
@@ -4039,6 +4059,9 @@ def build_parser():
                        help='VM id(s), also as -vm 100 -vm 101; one failing VM does not stop the others')
     which.add_argument('-all', '--all', action='store_true',
                        help='every VM with a disk on a storage of config.ini')
+    create.add_argument('-node-local', '--node-local', action='store_true',
+                        help='with -all: only the VMs of the PVE node this runs on, so that one timer on every '
+                             'node makes each node snapshot its own (a node without any is no error)')
     power = create.add_mutually_exclusive_group()
     power.add_argument('-suspend', '--suspend', action='store_true',
                        help='suspend a running VM to disk for the clones, then start it again')

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from world import add_vm_on_both_clusters, wait_for_tasks
 
+import pve_ontap_snapshot as tool
+
 SCRIPT = Path(__file__).resolve().parent.parent / 'pve_ontap_snapshot.py'
 CLONE = '/api/storage/file/clone'
 OLDER = ('2024-01-01_00:00:00+0000', '2024-01-02_00:00:00+0000', '2024-01-03_00:00:00+0000')
@@ -236,3 +238,44 @@ def test_ctrl_c_begins_no_new_vm_lets_those_begun_finish_and_names_what_was_made
     shut = {int(m.group(1)) for method, path, _ in world.pve.requests
             if method == 'POST' and (m := re.search(r'/qemu/(\d+)/status/shutdown$', path))}
     assert shut == set(made)
+
+
+# -- one timer on every node
+
+def snapshotted(world, vmid):
+    vols = (world.vol1, world.vol2)
+    return any('-snapshot-' in name for vol in vols for name in world.files(vol, vmid))
+
+
+def test_node_local_takes_only_the_vms_of_this_node(world, monkeypatch):
+    monkeypatch.setattr(tool, 'local_pve_node', lambda: 'pve2')
+
+    result = world.run('vm', 'create', '-all', '-node-local', '-no-register')
+
+    assert result.code == 0, result.err
+    assert snapshotted(world, 101) and not snapshotted(world, 100)
+
+
+def test_node_local_on_a_node_without_vms_has_nothing_to_do(world, monkeypatch):
+    world.pve.add_node('pve3')
+    monkeypatch.setattr(tool, 'local_pve_node', lambda: 'pve3')
+    before = world.state()
+
+    result = world.run('vm', 'create', '-all', '-node-local')
+
+    assert result.code == 0, result.err
+    assert 'no VM on node pve3 has a disk on a storage of' in result.err
+    assert world.state() == before
+
+
+def test_node_local_needs_a_node_and_all(world):
+    before = world.state()
+
+    off = world.run('vm', 'create', '-all', '-node-local')
+    alone = world.run('vm', 'create', '-vm', 100, '-node-local')
+
+    assert (off.code, alone.code) == (1, 2)
+    assert off.err.splitlines()[-1] == ('ERROR: -node-local: not on a PVE node as root, so no node is this one: '
+                                        'run it on a node')
+    assert alone.err.splitlines()[-1] == 'ERROR: -node-local goes with -all (it chooses among all VMs)'
+    assert world.state() == before

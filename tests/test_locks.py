@@ -5,14 +5,18 @@ file where the user allows it (-local-lock). Each test's own directory stands fo
 
 import fcntl
 import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from world import ONTAP_PASSWORD
 
 import pve_ontap_snapshot as tool
 
+SCRIPT = Path(__file__).resolve().parent.parent / 'pve_ontap_snapshot.py'
 HOLDER = '4242 pve2 2024-03-13_14:42:47+0000 storage create -storage ONTAP01'
 HELD_BY = 'pid 4242 on node pve2 since 2024-03-13_14:42:47+0000: storage create -storage ONTAP01'
 
@@ -213,3 +217,24 @@ def test_without_quorum_the_cluster_lock_is_refused_in_its_own_words(world, clus
     assert 'is not writable' in line and 'no quorum?' in line and '-local-lock' in line
     assert world.state() != before and fallback.code == 0, fallback.err
     assert len([f for f in world.files(world.vol1, 101) if '-snapshot-' in f]) == 1
+
+
+def test_two_runs_at_once_meet_at_the_cluster_lock(world, cluster_dir):
+    """Two processes sharing one priv/lock, as two nodes share pmxcfs: the second waits or is told who works."""
+    world.a.slow_job('POST', '/api/storage/file/clone', 2, times=None)
+    first = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm', '101',
+                              '-no-register'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not any(r['path'] == '/api/storage/file/clone' for r in world.a.requests):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.02)
+
+    refused = world.run('storage', 'create', '-storage', 'ONTAP01')
+    waited = world.run('-wait', 30, 'storage', 'create', '-storage', 'ONTAP01')
+    first.communicate(timeout=60)
+
+    (line,) = error_lines(refused)
+    assert f'is in use by another pve-ontap-snapshot run (pid {first.pid} on node ' in line
+    assert 'vm create -vm 101 -no-register' in line
+    assert first.returncode == 0 and waited.code == 0, waited.err
+    assert len(world.vol1.snapshots) == 1 and not world.cluster_lock(cluster_dir).exists()

@@ -1,5 +1,5 @@
 """Tab completion as the Debian package answers it: from the tool's parser and completers,
-saved at build time by packaging/completion.py, without importing the tool. Each answer must
+saved at build time by packaging/save_parser.py, without importing the tool. Each answer must
 be the tool's own, for every kind of word a <TAB> can meet."""
 
 import os
@@ -23,7 +23,7 @@ def saved(tmp_path_factory):
     """The directory of saved_parser.py, made as the package build makes it."""
     directory = tmp_path_factory.mktemp('saved')
     with open(directory / 'saved_parser.py', 'w') as file:
-        subprocess.run([sys.executable, PACKAGING / 'completion.py', 'save', ROOT], stdout=file, check=True)
+        subprocess.run([sys.executable, PACKAGING / 'save_parser.py', ROOT], stdout=file, check=True)
     return directory
 
 
@@ -115,3 +115,21 @@ def test_the_saved_parser_holds_every_command_and_option_of_the_tool(saved):
 
     assert flags(rebuilt) == flags(tool.build_parser())
     assert len(flags(rebuilt)) == 15     # the tool, vm, storage, and their 12 commands
+
+
+def test_the_build_stops_at_a_completer_that_uses_what_cannot_be_copied(tmp_path, monkeypatch):
+    (tmp_path / 'fake_tool.py').write_text(
+        'import re\n\nSUFFIX = "-CLONE"\nPATTERN = re.compile("O")\n\n\n'
+        'def with_suffix(name):\n    return name + SUFFIX\n\n\n'
+        'def complete_ids(prefix, **kwargs):\n    return [with_suffix(prefix)]\n\n\n'
+        'def complete_matches(prefix, **kwargs):\n    return [prefix] if PATTERN.match(prefix) else []\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(PACKAGING))
+    import fake_tool
+    import save_parser
+
+    imports, constants, sources = save_parser.copied_definitions(fake_tool, ['complete_ids'])
+    assert (imports, constants, [s.split('(')[0] for s in sources]) == ({}, {'SUFFIX': '-CLONE'},
+                                                                         ['def with_suffix', 'def complete_ids'])
+    with pytest.raises(SystemExit, match="'PATTERN', which cannot be copied"):
+        save_parser.copied_definitions(fake_tool, ['complete_matches'])

@@ -84,11 +84,13 @@ def own_actions(parser, global_flags):
 def synopsis_line(words, actions, groups, formatter):
     """`pve-ontap-snapshot [global options] vm create (-vm ID [ID ...] | -all) ...`, breaking
     only between options."""
-    usage = formatter._format_actions_usage(actions, groups)
     depth, text = 0, ''
-    for char in usage:
-        depth += char in '[(' and 1 or char in '])' and -1 or 0
-        text += '\x00' if char == ' ' and depth else char
+    for char in formatter._format_actions_usage(actions, groups):
+        if char in '[(':
+            depth += 1
+        elif char in '])':
+            depth -= 1
+        text += '\x00' if char == ' ' and depth else char    # a blank inside brackets: no break there
     return ['.PP', rf'{bold("pve-ontap-snapshot")} [\fIglobal options\fR] {bold(words)} '
             + roff(text).replace('\x00', r'\ ')]
 

@@ -3977,6 +3977,37 @@ def parallel_count(text):
     return int(text)
 
 
+def tool_version():
+    """The version, written in one place, pyproject.toml: read there beside this file (a clone,
+    `pip install -e`), else from the installed package's metadata (pip, pipx, and the Debian
+    package, whose build writes it from pyproject.toml)."""
+    # Imported here: only -version needs them, never a command or a <TAB>.
+    import importlib.metadata
+    import tomllib
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pyproject.toml'), 'rb') as file:
+            project = tomllib.load(file).get('project', {})
+        if project.get('name') == 'pve-ontap-snapshot' and 'version' in project:
+            return project['version']
+    except (OSError, tomllib.TOMLDecodeError):
+        pass
+    try:
+        return importlib.metadata.version('pve-ontap-snapshot')
+    except importlib.metadata.PackageNotFoundError:
+        return 'unknown (no pyproject.toml beside it, not installed as a package)'
+
+
+class ShowVersion(argparse.Action):
+    """-version: print `pve-ontap-snapshot X` to stdout and exit 0, looking X up only then."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f'{parser.prog} {tool_version()}')
+        parser.exit()
+
+
 def complete_storage(prefix, parsed_args, **kwargs):
     """-storage completes from the config's sections (no network)."""
     try:
@@ -4038,6 +4069,7 @@ def build_parser():
     parser = CommandLine(prog='pve-ontap-snapshot', description=__doc__,
                          formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     add_global_options(parser)
+    parser.add_argument('-version', '--version', action=ShowVersion, help='print the version and exit')
     common = CommandLine(add_help=False, allow_abbrev=False)
     add_global_options(common, suppress=True)
     contexts = parser.add_subparsers(dest='context', metavar='{vm,storage,doctor}', required=True)
@@ -4240,6 +4272,13 @@ def main(argv=None):
     except ImportError:
         pass
     else:
+        # argcomplete runs only the actions it knows to be harmless while it completes, and a
+        # completer sees only their values: StoreOnce just stores (-config for -storage).
+        # safe_actions is a tuple in argcomplete 2.0 (Debian 12), a set from 3.0 on.
+        if isinstance(argcomplete.safe_actions, set):
+            argcomplete.safe_actions.add(StoreOnce)
+        else:
+            argcomplete.safe_actions += (StoreOnce,)
         argcomplete.autocomplete(parser, default_completer=complete_nothing)
     args = parser.parse_args(argv)
     setup_logging(args.loglevel)

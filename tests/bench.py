@@ -1,13 +1,17 @@
 """Benchmark: round trips and wall time of each command against the test world.
 
-    python tests/bench.py [--latency SECONDS] [--snapshots N]
+    python tests/bench.py [--latency SECONDS] [--snapshots N] [--completion-only]
     python tests/bench.py --vms N [--latency SECONDS] [--parallel N]
 
 Builds the world of tests/world.py, adds a fixed latency to every request on both sides
 (default 20 ms), then runs each command once and prints, per command, the requests sent
 to ONTAP and to PVE, the wall time, and the target from the project's issue where there
 is one. For `vm create -suspend` it also prints the pause window (suspend task done ->
-start issued), and at the end the time of one bash tab completion as a whole process.
+start issued), and at the end the time of one tab completion of -storage: as a whole
+process of the clone's script, and, where the Debian package is installed, as a <TAB>
+through its bash completion file, beside a bare `python3 -c 'import argparse, argcomplete'`
+measured in turns with it in the same bash (target: at most 1.5 times that).
+--completion-only measures the completions alone.
 
 With --vms N it builds a cluster of N VMs instead (the test world's three and N-3 more, two
 disks each, one on each ONTAP cluster, on two nodes, each with two older snapshots) and
@@ -132,6 +136,9 @@ def run_process(world, argv):
 def scale(args):
     """The table of --vms N."""
     directory = Path(tempfile.mkdtemp(prefix='pve-ontap-bench-'))
+    # As on a PVE node: the tool's processes take their cluster lock in a directory of its own.
+    os.mkdir(directory / 'priv')
+    os.environ['PVE_ONTAP_SNAPSHOT_CLUSTER_DIR'] = str(directory / 'priv')
     served = ServedPve(directory, time_scale=1.0)
     served.pve.max_requests = 10 ** 8
     a, b = start_emulators(directory)
@@ -179,16 +186,76 @@ def completion_seconds(config, runs=5):
     return statistics.median(times)
 
 
+INSTALLED_COMPLETION = '/usr/share/bash-completion/completions/pve-ontap-snapshot'
+BARE_IMPORT = 'import argparse, argcomplete'
+# In one bash: the installed completion function as bash calls it on a <TAB> after
+# `-storage O`, and the bare import with Debian's python3 (the launcher's), in turns.
+IN_TURNS = r"""
+source "$COMPLETION"
+function=$(complete -p pve-ontap-snapshot | sed -n 's/.* -F \([^ ]*\) .*/\1/p')
+COMP_WORDS=(pve-ontap-snapshot -config "$CONFIG" storage list -storage O)
+COMP_CWORD=6 COMP_LINE="${COMP_WORDS[*]}" COMP_TYPE=9
+COMP_POINT=${#COMP_LINE}
+for ((n = 0; n <= RUNS; n++)); do
+    start=$EPOCHREALTIME; "$function" pve-ontap-snapshot O -storage; end=$EPOCHREALTIME
+    echo "tab $n $start $end ${COMPREPLY[*]}"
+    start=$EPOCHREALTIME; /usr/bin/python3 -c "$BARE_IMPORT"; end=$EPOCHREALTIME
+    echo "bare $n $start $end"
+done
+"""
+
+
+def installed_completion_seconds(config, runs=20):
+    """Median wall times of a <TAB> through the installed completion and of the bare import,
+    in turns (after one round not counted); None where the package is not installed."""
+    if not os.path.exists(INSTALLED_COMPLETION):
+        return None
+    env = {k: v for k, v in os.environ.items() if not k.startswith('PYTHON') and k != 'VIRTUAL_ENV'}
+    env.update(LC_ALL='C', COMPLETION=INSTALLED_COMPLETION, CONFIG=str(config), RUNS=str(runs),
+               BARE_IMPORT=BARE_IMPORT)
+    out = subprocess.run(['bash', '--norc', '--noprofile', '-c', IN_TURNS], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    times = {'tab': [], 'bare': []}
+    for line in out.splitlines():
+        kind, n, start, end, *completions = line.split()
+        if kind == 'tab' and 'ONTAP01' not in completions:
+            raise SystemExit(f'the installed completion answered {completions}, not the storages of {config}')
+        if n != '0':
+            times[kind].append(float(end) - float(start))
+    return statistics.median(times['tab']), statistics.median(times['bare'])
+
+
+def print_completions(config):
+    clone = completion_seconds(config)
+    print(f'tab completion of -storage, whole process of the clone\'s script (median of 5): {clone * 1000:.0f} ms')
+    installed = installed_completion_seconds(config)
+    if installed is None:
+        print('tab completion as installed: the Debian package is not installed (see README.md, Install)')
+        return
+    tab, bare = installed
+    print(f'<TAB> on -storage through {INSTALLED_COMPLETION} (median of 20): {tab * 1000:.1f} ms')
+    print(f"bare /usr/bin/python3 -c '{BARE_IMPORT}', in turns with it (median of 20): {bare * 1000:.1f} ms")
+    print(f'<TAB> / bare import: {tab / bare:.2f} (target: at most 1.5)')
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--latency', type=float, default=0.02, help='seconds added to every request (0.02)')
     parser.add_argument('--snapshots', type=int, default=1000, help='snapshots of the volume behind BENCH (1000)')
     parser.add_argument('--vms', type=int, help='instead: a cluster of this many VMs, and the scaling table')
     parser.add_argument('--parallel', type=int, help='with --vms: vm create -parallel N (default: the tool\'s)')
+    parser.add_argument('--completion-only', action='store_true', help='time the tab completions alone')
     args = parser.parse_args(argv)
     if args.vms:
         return scale(args)
     directory = Path(tempfile.mkdtemp(prefix='pve-ontap-bench-'))
+    if args.completion_only:
+        (directory / 'config.ini').write_text('[proxmox]\n[ONTAP01]\n[ONTAP02]\n')
+        print_completions(directory / 'config.ini')
+        return 0
+    # As on a PVE node, as the tests run: a directory of its own stands for /etc/pve/priv.
+    tool.CLUSTER_DIR = str(directory / 'priv')
+    os.mkdir(tool.CLUSTER_DIR)
     served = ServedPve(directory, time_scale=1.0)
     a, b = start_emulators(directory)
     try:
@@ -220,7 +287,6 @@ def main(argv=None):
             if '-suspend' in command:
                 window = pause.seconds
             rows.append((label, ontap, pve, ontap + pve, target, seconds, code))
-        completion = completion_seconds(world.config)
     finally:
         a.stop()
         b.stop()
@@ -232,7 +298,7 @@ def main(argv=None):
         print(f'{label:42} {ontap:5d} {pve:4d} {total:4d} {"≤" + str(target) if target else "":>6} '
               f'{seconds * 1000:6.0f} ms  {code}')
     print(f'\npause window of vm create -suspend (suspend done -> start issued): {window * 1000:.0f} ms')
-    print(f'tab completion of -storage, whole process (median of 5): {completion * 1000:.0f} ms')
+    print_completions(world.config)
     return 0 if all(row[-1] == 0 for row in rows) else 1
 
 

@@ -1,0 +1,220 @@
+"""The Debian package as a PVE node has it: built by packaging/build-deb, installed with apt,
+run by Debian's python3 with Debian's python3-proxmoxer, -requests, -urllib3 and
+-argcomplete. .ci/run installs it and runs these with PVE_ONTAP_SNAPSHOT_INSTALLED=1;
+without that they are skipped.
+
+The test world (fakepve and the ONTAP emulators) runs here, in the tests' own Python; the
+command runs as installed, /usr/sbin/pve-ontap-snapshot by its own #! line, in an
+environment without the tests' Python settings, so nothing of theirs reaches it."""
+
+import json
+import os
+import pty
+import select
+import subprocess
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+from test_completion import NEVER_IMPORTED, answers
+from test_packaging import check_the_timers_service, leaf_commands, metadata
+
+import pve_ontap_snapshot as tool
+
+pytestmark = pytest.mark.skipif(not os.environ.get('PVE_ONTAP_SNAPSHOT_INSTALLED'),
+                                reason='the installed package is tested by .ci/run (PVE_ONTAP_SNAPSHOT_INSTALLED=1)')
+
+COMMAND = '/usr/sbin/pve-ontap-snapshot'
+COMPLETION = '/usr/share/bash-completion/completions/pve-ontap-snapshot'
+MAN_PAGE = '/usr/share/man/man8/pve-ontap-snapshot.8.gz'
+UNITS = '/lib/systemd/system/pve-ontap-snapshot-storage@'
+VERSION = tomllib.loads((Path(__file__).resolve().parent.parent / 'pyproject.toml').read_text())['project']['version']
+# Each module the command imports, and the Debian package it must come from.
+FROM_DEBIAN = {'pve_ontap_snapshot': 'pve-ontap-snapshot', 'proxmoxer': 'python3-proxmoxer',
+               'requests': 'python3-requests', 'urllib3': 'python3-urllib3', 'argcomplete': 'python3-argcomplete'}
+
+
+def node_env(**extra):
+    """The environment of an admin's shell: the tests' own, less every Python setting."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith('PYTHON') and k != 'VIRTUAL_ENV'}
+    return dict(env, **extra)
+
+
+def run(*argv, **kwargs):
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=120, check=False,
+                          env=kwargs.pop('env', node_env()), **kwargs)
+
+
+def installed(world, *argv):
+    """The installed command, as an admin types it, with the world's config."""
+    return run(COMMAND, '-config', world.config, *argv)
+
+
+def owner(path):
+    """The Debian package that installed `path` (dpkg -S), or None."""
+    result = run('dpkg', '-S', path)
+    return result.stdout.split(':')[0] if result.returncode == 0 else None
+
+
+# -- what the package installs
+
+def test_the_command_runs_on_debians_python3_with_debians_packages():
+    assert Path(COMMAND).read_text().splitlines()[0] == '#!/usr/bin/python3'
+    code = f'import json, {", ".join(FROM_DEBIAN)}; print(json.dumps({{m.__name__: m.__file__ for m in ' \
+           f'({", ".join(FROM_DEBIAN)})}}))'
+
+    files = json.loads(run('/usr/bin/python3', '-c', code, cwd='/').stdout)     # not the clone's module
+
+    assert {module: owner(path) for module, path in files.items()} == FROM_DEBIAN
+    module = Path(files['pve_ontap_snapshot'])
+    assert module.parent == Path('/usr/lib/python3/dist-packages')
+    compiled = module.parent / '__pycache__' / 'pve_ontap_snapshot.cpython-311.pyc'
+    assert compiled.exists() and owner(compiled) is None        # byte-compiled at install, by py3compile
+
+
+def test_the_package_depends_on_debians_packages_and_leaves_config_ini_to_the_admin():
+    depends = run('dpkg-query', '-W', '-f', '${Depends}', 'pve-ontap-snapshot').stdout.split(', ')
+    assert {'python3 (>= 3.11)', 'python3-proxmoxer', 'python3-requests', 'python3-urllib3',
+            'python3-argcomplete'} <= set(depends)
+    files = run('dpkg', '-L', 'pve-ontap-snapshot').stdout.splitlines()
+    assert not [f for f in files if f.startswith('/etc/')]
+    assert '/usr/share/doc/pve-ontap-snapshot/config.ini.example' in files
+    assert Path('/etc/pve-ontap-snapshot').stat().st_mode & 0o777 == 0o700
+
+
+def test_version_is_pyprojects_in_the_command_and_the_package():
+    result = run(COMMAND, '--version')
+    assert (result.returncode, result.stdout) == (0, f'pve-ontap-snapshot {VERSION}\n')
+    assert run('dpkg-query', '-W', '-f', '${Version}', 'pve-ontap-snapshot').stdout == metadata.debian_version(VERSION)
+
+
+# -- each command's happy path, through the installed command
+
+def test_doctor_finds_the_setup_healthy(world):
+    result = installed(world, 'doctor')
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1].endswith(' ok, 0 warn, 0 fail')
+
+
+def test_a_vm_snapshot_is_made_listed_restored_and_deleted(world):
+    disk = world.disk(world.vol1, 101, 'vm-101-disk-0.raw')
+    before = disk.read_bytes()
+
+    assert installed(world, 'vm', 'create', '-vm', 101).returncode == 0
+    listed = installed(world, '-output', 'json', 'vm', 'list', '-vm', 101)
+    (snapshot,) = json.loads(listed.stdout)
+    disk.write_bytes(b'changed since')
+    restored = installed(world, 'vm', 'restore', '-vm', 101, '-snapshot', snapshot['stamp'], '-yes')
+    assert restored.returncode == 0, restored.stderr
+    assert disk.read_bytes() == before
+    deleted = installed(world, 'vm', 'delete', '-vm', 101, '-snapshot', snapshot['stamp'])
+
+    assert deleted.returncode == 0, deleted.stderr
+    assert not [f for f in world.files(world.vol1, 101) if f'-snapshot-{snapshot["stamp"]}' in f]
+    assert [s['kind'] for s in json.loads(installed(world, '-output', 'json', 'vm', 'list', '-vm', 101).stdout)] \
+        == ['pre-restore']
+
+
+def test_a_storage_snapshot_is_made_listed_shown_mounted_restored_and_deleted(world):
+    assert installed(world, 'storage', 'create', '-storage', 'ONTAP01').returncode == 0
+    (name,) = [s['name'] for s in json.loads(installed(world, '-output', 'json', 'storage', 'list', '-storage',
+                                                        'ONTAP01').stdout)]
+    shown = json.loads(installed(world, '-output', 'json', 'storage', 'show', '-storage', 'ONTAP01').stdout)
+    assert shown['name'] == 'proxmox_storage01'
+
+    assert installed(world, 'storage', 'mount', '-storage', 'ONTAP01', '-snapshot', name).returncode == 0
+    assert 'ONTAP01-CLONE' in world.pve.storages and world.a.volume('proxmox_storage01_clone')
+    assert installed(world, 'storage', 'unmount', '-storage', 'ONTAP01-CLONE').returncode == 0
+    assert 'ONTAP01-CLONE' not in world.pve.storages and not world.a.volume('proxmox_storage01_clone')
+
+    disk = world.disk(world.vol1, 101, 'vm-101-disk-0.raw')
+    before = disk.read_bytes()
+    disk.write_bytes(b'changed since')
+    restored = installed(world, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', name, '-force', '-yes')
+    assert restored.returncode == 0, restored.stderr
+    assert disk.read_bytes() == before
+    assert installed(world, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', name).returncode == 0
+    assert name not in world.vol1.snapshots
+
+
+def test_the_timers_service_as_installed_snapshots_its_storage(world):
+    check_the_timers_service(world, [COMMAND], Path(UNITS + '.service').read_text())
+
+
+# -- completion, man page, units
+
+class LoginShell:
+    """bash --login -i on a pseudo-terminal, as an admin's new shell: /etc/profile loads
+    bash-completion, which loads the installed completion file on the first <TAB>."""
+
+    def __init__(self, home):
+        self.master, slave = pty.openpty()
+        env = node_env(HOME=str(home), TERM='dumb', PATH='/usr/sbin:/usr/bin:/sbin:/bin')
+        self.process = subprocess.Popen(['bash', '--login', '-i'], stdin=slave, stdout=slave, stderr=slave,
+                                        cwd=home, env=env, start_new_session=True)
+        os.close(slave)
+
+    def read_until(self, text, seconds=30):
+        seen, deadline = '', time.monotonic() + seconds
+        while text not in seen and time.monotonic() < deadline:
+            if select.select([self.master], [], [], 0.1)[0]:
+                seen += os.read(self.master, 65536).decode(errors='replace')
+        return seen
+
+    def complete(self, keys):
+        """The command line as bash leaves it after typing `keys` (<TAB>s in them): then
+        Ctrl-A and `echo ` before it, so bash prints it (less a trailing blank)."""
+        os.write(self.master, keys.encode() + b'\x01echo COMPLETED: \r')
+        seen = self.read_until('\nCOMPLETED: ')
+        seen += self.read_until('\n', 5)
+        return seen.split('\nCOMPLETED: ', 1)[1].split('\r')[0]
+
+    def close(self):
+        os.write(self.master, b'\x15exit\r')
+        self.process.wait(10)
+        os.close(self.master)
+
+
+def test_completion_works_in_a_new_login_shell(tmp_path):
+    config = tmp_path / 'prod.ini'
+    config.write_text('[proxmox]\n[ONTAP01]\n[ONTAP02]\n')
+    shell = LoginShell(tmp_path)
+    try:
+        assert shell.complete(f'pve-ontap-snapshot -config {config} storage li\t-storage ONTAP02-\t') \
+            == f'pve-ontap-snapshot -config {config} storage list -storage ONTAP02-CLONE'
+        assert shell.complete('pve-ontap-snapshot vm cr\t-vm 100 -sus\t') \
+            == 'pve-ontap-snapshot vm create -vm 100 -suspend'
+    finally:
+        shell.close()
+
+
+def test_a_tab_imports_neither_the_tool_nor_what_only_a_run_needs(tmp_path):
+    (tmp_path / 'config.ini').write_text('[proxmox]\n[ONTAP01]\n[ONTAP02]\n')
+    completions, imported = answers([COMMAND], 'pve-ontap-snapshot storage list -storage ONTAP0', tmp_path)
+    assert completions == ['ONTAP01', 'ONTAP01-CLONE', 'ONTAP02', 'ONTAP02-CLONE']
+    assert 'argcomplete' in imported and not imported & NEVER_IMPORTED
+
+
+def test_the_man_page_renders_and_says_what_help_says():
+    assert run('man', '-w', 'pve-ontap-snapshot').stdout.strip() == MAN_PAGE
+    # As lintian checks a man page:
+    check = run('man', '--warnings', '-E', 'UTF-8', '-l', '-Tutf8', '-Z', MAN_PAGE, env=node_env(LC_ALL='C.UTF-8'))
+    assert (check.returncode, check.stderr) == (0, '')
+
+    page = run('man', '-l', MAN_PAGE, env=node_env(LC_ALL='C.UTF-8', MANWIDTH='100', MANPAGER='cat')).stdout
+
+    assert f'pve-ontap-snapshot {VERSION}' in page.splitlines()[-1]
+    for words, command in leaf_commands(tool.build_parser()):
+        help_text = run(COMMAND, *words.split(), '--help').stdout
+        assert command.description in help_text and ' '.join(command.description.split()[:4]) in page
+        for action in command._actions:
+            for flag in action.option_strings:
+                assert flag in help_text and flag in page
+
+
+def test_systemd_accepts_the_units():
+    for units in ([UNITS + '.service', UNITS + '.timer'],
+                  ['pve-ontap-snapshot-storage@ONTAP01.service', 'pve-ontap-snapshot-storage@ONTAP01.timer']):
+        result = run('systemd-analyze', 'verify', *units)
+        assert (result.returncode, result.stdout, result.stderr) == (0, '', '')

@@ -1,0 +1,154 @@
+"""What the Debian package is made of, checked from the clone (tests/test_installed_package.py
+checks it installed): one version everywhere, a man page that says what --help says, and
+systemd units whose service snapshots its storage as configured."""
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / 'pve_ontap_snapshot.py'
+PACKAGING = ROOT / 'packaging'
+SERVICE = PACKAGING / 'systemd' / 'pve-ontap-snapshot-storage@.service'
+PROJECT = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']
+
+sys.path.insert(0, str(PACKAGING))
+import manpage
+import metadata
+
+import pve_ontap_snapshot as tool
+
+
+def run(argv, **kwargs):
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=60, check=False, **kwargs)
+
+
+# -- one version: pyproject.toml's
+
+def test_version_in_a_clone_is_pyprojects():
+    for flag in ('-version', '--version'):
+        result = run([sys.executable, SCRIPT, flag])
+        assert (result.returncode, result.stdout, result.stderr) == (0, f'pve-ontap-snapshot {PROJECT["version"]}\n', '')
+
+
+def test_an_installed_module_reads_its_version_from_the_package_metadata(tmp_path):
+    """As the Debian package installs it: the module in a site directory, no pyproject.toml
+    beside it, the metadata its build writes from pyproject.toml."""
+    shutil.copy(SCRIPT, tmp_path)
+    metadata.write_dist_info(tmp_path, dict(PROJECT, version='9.9.9'))
+    code = 'import sys; sys.path.insert(0, sys.argv[1]); import pve_ontap_snapshot as t; sys.exit(t.main(["-version"]))'
+
+    result = run([sys.executable, '-c', code, tmp_path])
+
+    assert (result.returncode, result.stdout) == (0, 'pve-ontap-snapshot 9.9.9\n')
+    assert 'Version: 9.9.9' in (tmp_path / 'pve_ontap_snapshot-9.9.9.dist-info' / 'METADATA').read_text()
+
+
+@pytest.mark.parametrize('python, debian', [('0.1.0', '0.1.0'), ('1.2rc1', '1.2~rc1'), ('2.0.0b3', '2.0.0~b3'),
+                                            ('2.0.0.dev4', '2.0.0~dev4'), ('1.0.post1', '1.0.post1')])
+def test_debian_orders_prereleases_before_their_release(python, debian):
+    assert metadata.debian_version(python) == debian
+
+
+# -- the man page
+
+def leaf_commands(parser, words=()):
+    for action in parser._actions:
+        if isinstance(action.choices, dict):
+            for name, child in action.choices.items():
+                yield from leaf_commands(child, words + (name,))
+            return
+    yield ' '.join(words), parser
+
+
+def test_the_man_page_names_every_command_option_and_example_of_help_and_the_version():
+    page = manpage.manpage(tool)
+    text = page.replace('\\-', '-').replace('\\e', '\\')
+
+    assert f'"pve-ontap-snapshot {PROJECT["version"]}"' in text.splitlines()[1]
+    commands = list(leaf_commands(tool.build_parser()))
+    assert len(commands) == 12
+    for words, command in commands:
+        assert f'.SS "{words}"' in text
+        section = text.split(f'.SS "{words}"')[1].split('.SS ')[0]
+        for action in command._actions:
+            for flag in action.option_strings:
+                assert f'\\fB{flag}\\fR' in section or f'\\fB{flag}\\fR' in text.split('.SH COMMANDS')[0], flag
+        for example in command.epilog.splitlines()[1:]:
+            assert example.strip() in section
+
+
+@pytest.mark.skipif(not shutil.which('groff'), reason='groff renders man pages (Debian: groff-base)')
+def test_the_man_page_renders_without_a_warning(tmp_path):
+    path = tmp_path / 'pve-ontap-snapshot.8'
+    path.write_text(manpage.manpage(tool))
+    result = run(['groff', '-man', '-Tutf8', '-ww', '-z', path])
+    assert (result.returncode, result.stderr) == (0, '')
+
+
+# -- the systemd units
+
+def unit_command(unit, instance, env_dir):
+    """The command systemd runs for the unit's ExecStart= as `instance`: %i replaced, the
+    variables of Environment= and then of each EnvironmentFile= (later ones win,
+    systemd.exec(5)), found here in env_dir under the same name; ${VAR} as one word, $VAR
+    alone as words split at blanks (systemd.service(5), "Command lines")."""
+    settings = [line.partition('=')[::2] for line in unit.replace('%i', instance).splitlines() if '=' in line]
+    env, exec_start = {}, None
+    for key, value in settings:
+        if key == 'Environment':
+            env.update(item.split('=', 1) for item in shlex.split(value))
+        elif key == 'EnvironmentFile':
+            path = Path(env_dir) / Path(value.lstrip('-')).name
+            if path.exists():
+                env.update(line.split('=', 1) for line in path.read_text().splitlines()
+                           if line.strip() and not line.startswith('#'))
+        elif key == 'ExecStart':
+            exec_start = value
+    argv = []
+    for word in shlex.split(exec_start):
+        alone = re.fullmatch(r'\$(\w+)', word)
+        if alone:
+            argv += env.get(alone[1], '').split()
+        else:
+            argv.append(re.sub(r'\$\{(\w+)\}', lambda found: env.get(found[1], ''), word))
+    return argv
+
+
+def run_unit(world, command, unit):
+    """The service's command as systemd would run it for ONTAP01, with the world's config."""
+    argv = unit_command(unit, 'ONTAP01', world.dir)
+    assert argv[0] == '/usr/sbin/pve-ontap-snapshot'
+    return run(command + argv[1:] + ['-config', world.config])
+
+
+def snapshot_labels(world):
+    return sorted(str(s.snapmirror_label) for s in world.vol1.snapshots.values())
+
+
+def check_the_timers_service(world, command, unit):
+    """The story of the timer's service, run by `command` (the tool's argv) from `unit`."""
+    assert 'EnvironmentFile=-/etc/pve-ontap-snapshot/%i.env' in unit     # where README.md says
+
+    first = run_unit(world, command, unit)
+    second = run_unit(world, command, unit)
+
+    assert (first.returncode, first.stdout, first.stderr) == (0, '', '')     # silent: -loglevel warn
+    assert second.returncode == 0, second.stderr
+    assert snapshot_labels(world) == ['None']       # MIN_AGE: one a night, whichever node fires first
+
+    (world.dir / 'ONTAP01.env').write_text('# weekly ones, the newest 2\nKEEP=2\nMIN_AGE=0\nOPTIONS=-label weekly\n')
+    for _ in range(3):
+        result = run_unit(world, command, unit)
+        assert result.returncode == 0, result.stderr
+    assert snapshot_labels(world) == ['None', 'weekly', 'weekly']
+
+
+def test_the_timers_service_snapshots_its_storage_once_a_night_as_its_environment_says(world):
+    check_the_timers_service(world, [sys.executable, SCRIPT], SERVICE.read_text())

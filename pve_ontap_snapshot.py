@@ -3119,15 +3119,252 @@ def cmd_storage_create(ctx, args):
                          recent['name'], f' (label {label})' if label else '', args.min_age)
                 return
         name = storage_snapshot_name(new_stamp(locks, 'storage'))
-        try:
-            ontap_create_snapshot(ontap, volume, name, STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage), label)
-        except OutcomeUnknown as exc:
-            ontap_settle(ontap, exc, f'POST /api/storage/volumes/{volume.uuid}/snapshots',
-                         lambda: any(s['name'] == name for s in ontap_list_snapshots(ontap, volume, name)))
+        held, crash = guests_to_hold(ctx, args.storage, args.pause) if args.freeze or args.pause else ([], [])
+        with GuestsWindow(ctx, held) as window:
+            window.run(take_storage_snapshot, ontap, volume, name,
+                       STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage), label)
         log.info('storage %s: snapshot %s of volume %s created%s', args.storage, name, volume.name,
                  f' (label {label})' if label else '')
+        report_held_guests(args.storage, name, held, crash + window.crash, window.late)
+        made = f'storage {args.storage}: snapshot {name} was made'
+        STOP.check(made)
         if args.keep is not None:
             prune_storage_snapshots(ontap, volume, args.storage, args.keep, name, label)
+    if window.problems:
+        raise Failure(f'{made}, but {together(*window.problems)}')
+
+
+def take_storage_snapshot(ontap, volume, name, comment, label):
+    """storage create's snapshot; one whose answer was lost is read back: is it there?"""
+    try:
+        ontap_create_snapshot(ontap, volume, name, comment, label)
+    except OutcomeUnknown as exc:
+        ontap_settle(ontap, exc, f'POST /api/storage/volumes/{volume.uuid}/snapshots',
+                     lambda: any(s['name'] == name for s in ontap_list_snapshots(ontap, volume, name)))
+
+
+# -- guests held still for a storage snapshot (storage create -freeze, -pause)
+
+FREEZE_AT_ONCE_PER_NODE = 4     # guests frozen or paused at once on one node, where PVE runs each call
+
+
+@dataclasses.dataclass(eq=False)
+class HeldGuest:
+    """A running VM that storage create holds still for its snapshot: frozen through its guest
+    agent (`how` 'freeze') or paused in memory ('pause': `why` it is not frozen, `warn` if that
+    was not to be expected)."""
+    view: VmView
+    how: str
+    why: str = None
+    warn: bool = False
+    since: float = None     # when it was frozen or paused; None while it is not (yet)
+    held_for: float = None  # seconds, once let go
+
+
+def hold_for(config, pause):
+    """How storage create holds a running VM still: ('freeze', None), or ('pause' with -pause,
+    else None; why it is not frozen)."""
+    setting = config.get('agent')
+    if agent_freezes(setting):
+        return 'freeze', None
+    why = 'its agent setting turns freezing off' if agent_enabled(setting) else 'no guest agent'
+    return ('pause' if pause else None), why
+
+
+def guests_to_hold(ctx, storage, pause):
+    """([HeldGuest], [(guest, why, warn)] of the running guests that stay crash-consistent)
+    for storage create -freeze (-pause: `pause`): every running guest with a disk on `storage`,
+    its config, status and agent looked at (all at once) before any is touched."""
+    running = [guest for _, guest in sorted(pve_list_guests(ctx.pve).items()) if guest.get('status') == 'running']
+    found = {}
+
+    def look(guest):
+        found[guest['vmid']] = look_at_guest(ctx, storage, pause, guest)
+    run_parallel(look, running, at_once=not ctx.dry_run)
+    held = [found[g['vmid']][0] for g in running if found.get(g['vmid'], (None,))[0]]
+    crash = [found[g['vmid']][1] for g in running if found.get(g['vmid'], (None, None))[1]]
+    return held, crash
+
+
+def look_at_guest(ctx, storage, pause, guest):
+    """(HeldGuest or None, (guest, why, warn) or None) of one running guest for guests_to_hold."""
+    try:
+        config = pve_vm_config(ctx.pve, guest)
+        lxc = guest.get('type') == 'lxc'
+        if storage not in (vm_storages(config) if lxc else {disk.storage for disk in vm_disks(config)}):
+            return None, None
+        if lxc:
+            return None, (guest, 'a container: there is no freezing it', False)
+        status = pve_vm_status(ctx.pve, guest)
+    except ProxmoxError as exc:
+        return None, (guest, f'not looked at ({exc})', True)
+    if status.get('status') != 'running':
+        return None, None
+    if status.get('qmpstatus', 'running') != 'running':
+        return None, (guest, f'{status["qmpstatus"]}, not running: left as it is', True)
+    how, why = hold_for(config, pause)
+    warn = False
+    if how == 'freeze':
+        try:
+            pve_agent(ctx.pve, guest, 'ping', safe=True)
+        except ProxmoxError as exc:
+            how, why, warn = ('pause' if pause else None), f'its guest agent does not answer ({exc})', True
+    if how:
+        return HeldGuest(VmView(guest, config, [], [], []), how, why, warn), None
+    return None, (guest, why, warn)
+
+
+def hold_guest(ctx, guest):
+    """Freeze or pause one guest. (None, None), or the Failure of a hold not made and the
+    Failure of undoing what it may have done half-way (None once undone)."""
+    view = guest.view
+    try:
+        if guest.how == 'freeze':
+            pve_agent(ctx.pve, view.vm, 'fsfreeze-freeze')
+        else:
+            pve_vm_power(ctx.pve, view.vm, 'suspend')
+    except Failure as exc:
+        if guest.how == 'freeze':
+            # A freeze that failed half-way may have frozen some file systems: thaw anyway.
+            undone = thaw(ctx, view)
+            return exc, None if isinstance(undone, FrozenTooLong) else undone
+        try:
+            ensure_running(ctx, view, exc, resume=True)
+        except Failure as worse:
+            return exc, worse
+        return exc, None
+    return None, None
+
+
+class GuestsWindow:
+    """storage create -freeze/-pause: every HeldGuest frozen or paused in memory, a few at a time
+    per node and every node at once, for the one snapshot that run() takes; owned whole like a
+    lock, with stop signals held off. However that ends — the snapshot made or failed, a
+    signal — leaving thaws or resumes every guest, and none is held longer than freeze_timeout
+    from the first hold: then all are let go (one whose hold comes later is let go at once), and
+    `late` says why the snapshot is crash-consistent for them. `problems`: Failures for a guest
+    that may still be frozen or paused; `crash`: (label, why, warn) of guests not held after all."""
+
+    def __init__(self, ctx, guests):
+        self.ctx, self.guests = ctx, guests
+        self.bound = ctx.config.timeouts.freeze
+        self.late = None
+        self.problems = []
+        self.crash = []
+        self._mutex = threading.Lock()
+        self._closed = False
+        self._deadline = None
+        self._held = contextlib.ExitStack()
+
+    def __enter__(self):
+        if not self.guests:
+            return self
+        self._held.enter_context(STOP.held())
+        try:
+            self._deadline = time.monotonic() + self.bound
+            pool = self._held.enter_context(concurrent.futures.ThreadPoolExecutor(
+                max_workers=1 if self.ctx.dry_run else len(self.guests)))
+            turns = {guest.view.vm['node']: threading.BoundedSemaphore(FREEZE_AT_ONCE_PER_NODE)
+                     for guest in self.guests}
+            holds = [pool.submit(self._hold, guest, turns[guest.view.vm['node']]) for guest in self.guests]
+            if concurrent.futures.wait(holds, timeout=self.bound).not_done:
+                self._let_go(f'holding every guest outlasted the bound of {self.bound:g} s (freeze_timeout)')
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _hold(self, guest, turn):
+        with turn:
+            if self._closed:
+                self._note(guest, 'not held: the bound (freeze_timeout) had passed before its turn')
+                return
+            failure, problem = hold_guest(self.ctx, guest)
+        if failure:
+            self._note(guest, f'could not be {"frozen" if guest.how == "freeze" else "paused"} ({failure})')
+            if problem:
+                with self._mutex:
+                    self.problems.append(problem)
+            return
+        with self._mutex:
+            guest.since = time.monotonic()
+            closed = self._closed
+        if closed:      # held only after the window closed: let go at once
+            self._note(guest, 'held only after the bound (freeze_timeout) had passed')
+            self._let_go_of(guest)
+
+    def _note(self, guest, why):
+        with self._mutex:
+            self.crash.append((guest.view.vm, why, True))
+
+    def run(self, function, *args):
+        """function(*args) while the guests are held, up to the bound; then they are let go
+        and the run waits on for its result."""
+        if not self.guests or self._closed:
+            return function(*args)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(function, *args)
+            try:
+                return future.result(timeout=max(0.0, self._deadline - time.monotonic()))
+            except concurrent.futures.TimeoutError:
+                self._let_go(f'the snapshot outlasted the bound of {self.bound:g} s (freeze_timeout)')
+                return future.result()
+
+    def _let_go(self, why):
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            self.late = why
+            holding = [guest for guest in self.guests if guest.since is not None]
+        run_parallel(self._let_go_of, holding, at_once=not self.ctx.dry_run)
+
+    def _let_go_of(self, guest):
+        view, held = guest.view, time.monotonic() - guest.since
+        if guest.how == 'freeze':
+            problem = thaw(self.ctx, view)
+        else:
+            problem = start_again(self.ctx, view, held, 'resume')
+        guest.held_for = held
+        if isinstance(problem, FrozenTooLong):
+            self._note(guest, str(problem))
+        elif problem:
+            with self._mutex:
+                self.problems.append(problem)
+
+    def __exit__(self, kind, exc, traceback):
+        if self.guests:
+            try:
+                self._let_go(None)
+            finally:
+                self._held.close()      # waits for holds still under way: each lets go of its guest
+        if exc is not None and self.problems:
+            if isinstance(exc, Failure):
+                raise together(exc, *self.problems) from exc
+            for problem in self.problems:
+                log.error('%s', problem)    # a stop on its way out must not hide this
+        return False
+
+
+def report_held_guests(storage, name, held, crash, late):
+    """Say how consistent a storage snapshot is for each running guest on the storage, in the
+    guests' order: frozen or paused for it (and how long), or crash-consistent and why — a
+    warning where that was not to be expected."""
+    taken = f'storage {storage}: snapshot {name}'
+    for guest in held:
+        if guest.why and guest.warn:
+            log.warning('%s: %s: %s, so it was paused in memory instead', taken, guest_label(guest.view.vm), guest.why)
+    noted = {id(entry[0]) for entry in crash}
+    still = [guest for guest in held if guest.held_for is not None and id(guest.view.vm) not in noted]
+    if late and still:
+        log.warning('%s: %s, so it is crash-consistent for %s', taken, late,
+                    ', '.join(guest_label(guest.view.vm) for guest in still))
+    elif still:
+        log.info('%s taken with %s', taken, ', '.join(
+            f'{guest_label(guest.view.vm)} {"frozen" if guest.how == "freeze" else "paused"} for '
+            f'{guest.held_for:.2f} s' + (f' ({guest.why})' if guest.why else '') for guest in still))
+    for guest, why, warn in sorted(crash, key=lambda entry: entry[0]['vmid']):
+        (log.warning if warn else log.info)('%s is crash-consistent for %s: %s', taken, guest_label(guest), why)
 
 
 def prune_storage_snapshots(ontap, volume, storage, keep, made, label=None):
@@ -4211,7 +4448,8 @@ def build_parser():
     example = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
     for name, func, help_text, examples, takes_snapshot in (
             ('create', cmd_storage_create, 'snapshot the volume behind a storage',
-             ['storage create -storage ONTAP01', 'storage create -storage ONTAP01 -keep 7'], False),
+             ['storage create -storage ONTAP01', 'storage create -storage ONTAP01 -keep 7',
+              'storage create -storage ONTAP01 -freeze'], False),
             ('list', cmd_storage_list, "list the tool's snapshots of a storage, oldest first",
              ['storage list -storage ONTAP01'], False),
             ('show', cmd_storage_show, 'show the metadata of the volume behind a storage',
@@ -4239,6 +4477,14 @@ def build_parser():
             sub.add_argument('-min-age', '--min-age', type=duration, metavar='DURATION',
                              help='take no snapshot (and succeed) if one with the same label is younger than '
                                   'this: 90s, 30m, 1h, 2d, 1w; so one timer on every node makes one snapshot')
+            hold = sub.add_mutually_exclusive_group()
+            hold.add_argument('-freeze', '--freeze', action='store_true',
+                              help="freeze the file systems of every running VM with a disk on the storage through "
+                                   'its guest agent for the snapshot, and thaw them after at most freeze_timeout '
+                                   'seconds (default 10); VMs without an agent stay crash-consistent')
+            hold.add_argument('-pause', '--pause', action='store_true',
+                              help='as -freeze, and pause in memory (no hibernation) every running VM on the '
+                                   'storage that cannot be frozen, resumed after at most freeze_timeout seconds')
         if name == 'restore':
             sub.add_argument('-force', '--force', action='store_true',
                              help='revert even while guests with disks on the storage run, are hibernated or '

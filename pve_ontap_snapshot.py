@@ -1494,7 +1494,7 @@ def leftover_name(capture):
 
 
 def capture_of(name):
-    """The capture snapshot's name of a leftover's (or of itself)."""
+    """The name a leftover had as a capture snapshot (a capture's own name stays)."""
     return 'pve_ontap_' + name.removeprefix(LEFTOVER_PREFIX) if name.startswith(LEFTOVER_PREFIX) else name
 
 

@@ -4,7 +4,6 @@ deleted; one that ONTAP keeps busy is renamed to a leftover that the next run de
 
 import json
 
-import pytest
 from world import VM100, VM100_ONTAP_DISKS, pve_params
 
 import pve_ontap_snapshot as tool
@@ -299,10 +298,3 @@ def test_a_capture_that_stays_busy_and_cannot_be_renamed_is_named(world, monkeyp
     assert (f'capture snapshot {capture} of volume proxmox_storage02 (ONTAP {world.b.host}) is still busy after 0.2 s '
             f'and could not be renamed to pve_ontap_leftover_{capture.removeprefix("pve_ontap_")}') in result.err
 
-
-@pytest.mark.parametrize('value, freezes', [
-    ('1', True), ('enabled=1', True), ('0', False), ('enabled=0,freeze-fs=1', False), ('1,freeze-fs=0', False),
-    ('enabled=1,freeze-fs-on-backup=0', False), ('freeze-fs=0,enabled=1', False), ('1,guest-fsfreeze=no', False),
-    ('1,freeze-fs=1,fstrim_cloned_disks=1', True), (None, False), ('type=isa', False), ('ON', True)])
-def test_agent_freezing_as_pve_reads_it(value, freezes):
-    assert tool.agent_freezes(value) is freezes

@@ -3146,6 +3146,7 @@ def take_storage_snapshot(ontap, volume, name, comment, label):
 # -- guests held still for a storage snapshot (storage create -freeze, -pause)
 
 FREEZE_AT_ONCE_PER_NODE = 4     # guests frozen or paused at once on one node, where PVE runs each call
+GUEST_CALLS_AT_ONCE = 16        # make_adapter's pool_maxsize: urllib3 would throw away (and warn of) more
 
 
 @dataclasses.dataclass(eq=False)
@@ -3176,18 +3177,15 @@ def guests_to_hold(ctx, storage, pause):
     for storage create -freeze (-pause: `pause`): every running guest with a disk on `storage`,
     its config, status and agent looked at (all at once) before any is touched."""
     running = [guest for _, guest in sorted(pve_list_guests(ctx.pve).items()) if guest.get('status') == 'running']
-    found = {}
-
-    def look(guest):
-        found[guest['vmid']] = look_at_guest(ctx, storage, pause, guest)
-    run_parallel(look, running, at_once=not ctx.dry_run)
-    held = [found[g['vmid']][0] for g in running if found.get(g['vmid'], (None,))[0]]
-    crash = [found[g['vmid']][1] for g in running if found.get(g['vmid'], (None, None))[1]]
-    return held, crash
+    at_once = 1 if ctx.dry_run else max(1, min(len(running), GUEST_CALLS_AT_ONCE))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=at_once) as pool:
+        found = list(pool.map(functools.partial(look_at_guest, ctx, storage, pause), running))
+    return [held for held, _ in found if held], [crash for _, crash in found if crash]
 
 
 def look_at_guest(ctx, storage, pause, guest):
-    """(HeldGuest or None, (guest, why, warn) or None) of one running guest for guests_to_hold."""
+    """(HeldGuest or None, (guest, why, warn) or None) of one running guest for guests_to_hold;
+    what PVE refuses to say is a (guest, why, warn), never an exception."""
     try:
         config = pve_vm_config(ctx.pve, guest)
         lxc = guest.get('type') == 'lxc'
@@ -3262,8 +3260,7 @@ class GuestsWindow:
         self._held.enter_context(STOP.held())
         try:
             self._deadline = time.monotonic() + self.bound
-            pool = self._held.enter_context(concurrent.futures.ThreadPoolExecutor(
-                max_workers=1 if self.ctx.dry_run else len(self.guests)))
+            pool = self._held.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=self._at_once()))
             turns = {guest.view.vm['node']: threading.BoundedSemaphore(FREEZE_AT_ONCE_PER_NODE)
                      for guest in self.guests}
             holds = [pool.submit(self._hold, guest, turns[guest.view.vm['node']]) for guest in self.guests]
@@ -3317,7 +3314,12 @@ class GuestsWindow:
             self._closed = True
             self.late = why
             holding = [guest for guest in self.guests if guest.since is not None]
-        run_parallel(self._let_go_of, holding, at_once=not self.ctx.dry_run)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self._at_once()) as pool:
+            list(pool.map(self._let_go_of, holding))
+
+    def _at_once(self):
+        """Threads for the calls to hold or let go of the guests (one in a dry run: its lines in order)."""
+        return 1 if self.ctx.dry_run else min(len(self.guests), GUEST_CALLS_AT_ONCE)
 
     def _let_go_of(self, guest):
         view, held = guest.view, time.monotonic() - guest.since

@@ -2072,6 +2072,16 @@ class HeldLock:
             if self.captures.pop(name, None) is not None:
                 self._write()
 
+    def claim_inherited(self, seconds):
+        """The captures earlier runs noted that are older than `seconds` and still noted: handed
+        out once, so that of VMs snapshotted at once only one goes after them."""
+        with self._mutex:
+            due = [name for name, noted in self.inherited.items()
+                   if name in self.captures and stamp_older_than(noted, seconds)]
+            for name in due:
+                del self.inherited[name]
+        return due
+
 
 def lock_file_name(host, svm, volume):
     """The lock file of one ONTAP volume, `<volume>@<svm>@<cluster host>.lock`: each part
@@ -2772,8 +2782,7 @@ def clean_leftovers(ctx, storages):
         if lock is None or id(lock) in seen:
             continue
         seen.add(id(lock))
-        due = [name for name, noted in lock.inherited.items()
-               if name in lock.captures and stamp_older_than(noted, LEFTOVER_AGE)]
+        due = lock.claim_inherited(LEFTOVER_AGE)
         if due:
             try:
                 clean_volume(ctx, storage, due)

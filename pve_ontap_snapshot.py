@@ -7,7 +7,7 @@ ONTAP can do better underneath it, and this tool asks it to:
 
   vm create        file-clone every disk image of a VM on the storage itself (instant, no
                    extra space, raw or qcow2): a VM snapshot, named by its UTC stamp.
-                   Optionally suspend, shut down or freeze the guest for it.
+                   Optionally pause, freeze, suspend or shut down the guest for it.
   vm list          list a VM's snapshots.
   vm delete        delete one of them.
   vm restore       put a VM's disks back to a VM snapshot, or to their state in a
@@ -94,6 +94,17 @@ CLUSTER_DIR = os.environ.get('PVE_ONTAP_SNAPSHOT_CLUSTER_DIR') or '/etc/pve/priv
 CLUSTER_LOCK_PREFIX = 'pve-ontap-snapshot-'     # never PVE's storage-<id>: PVE takes that for its disk work
 CLUSTER_LOCK_REFRESH = 30.0                     # seconds between updates, well inside pmxcfs's 120
 CLUSTER_RECORD_DIR = 'pve-ontap-snapshot'       # beside priv/lock: a lock directory must stay empty
+# vm create takes a running VM's disks from short-lived volume snapshots, one per volume
+# (`capture`), and deletes them once cloned; one that ONTAP keeps busy past CAPTURE_DELETE_WAIT
+# seconds is renamed to a leftover, which a later vm create on the volume deletes once it is
+# LEFTOVER_AGE seconds old. Never proxmox_snapshot_*: storage list, -keep and storage restore
+# never take them for storage snapshots.
+CAPTURE_PREFIX = 'pve_ontap_capture_'
+LEFTOVER_PREFIX = 'pve_ontap_leftover_'
+CAPTURE_COMMENT = 'pve-ontap-snapshot: the disks of VM {vmid} at one instant for vm create, deleted once cloned'
+LEFTOVER_COMMENT = 'pve-ontap-snapshot: still busy after its clones; the next vm create on this volume deletes it'
+CAPTURE_DELETE_WAIT = 30.0
+LEFTOVER_AGE = 600
 
 log = logging.getLogger('pve_ontap_snapshot')
 
@@ -129,6 +140,11 @@ class NotFound(Failure):
 
 class InUse(Failure):
     """A snapshot that must stay: a VM uses one of its files as a disk."""
+
+
+class FrozenTooLong(Failure):
+    """A guest gave up its file-system freeze by itself before the thaw (Windows VSS): it runs
+    again, but what was taken after that is crash-consistent only."""
 
 
 class Terminated(Exception):
@@ -933,15 +949,47 @@ def ontap_find_snapshot(ontap, volume, name):
 
 def ontap_create_snapshot(ontap, volume, name, comment, label=None):
     """A volume snapshot; `label` is its snapmirror_label (9.7+, reference §13), which vault
-    policies select snapshots by."""
+    policies select snapshots by. Returns its uuid if ONTAP's answer holds the new record
+    (`return_records`, documented for this POST: ontap-restapi post-storage-volumes-snapshots),
+    else None."""
     body = {'name': name, 'comment': comment, **({'snapmirror_label': label} if label else {})}
-    ontap.write('POST', f'/api/storage/volumes/{volume.uuid}/snapshots', body=body,
-                what=f'create snapshot {name} of volume {volume.name}')
+    data = ontap.write('POST', f'/api/storage/volumes/{volume.uuid}/snapshots', body=body,
+                       params={'return_records': 'true'}, what=f'create snapshot {name} of volume {volume.name}')
+    return next((record.get('uuid') for record in data.get('records') or () if record.get('name') == name), None)
 
 
 def ontap_delete_snapshot(ontap, volume, snapshot):
     ontap.write('DELETE', f'/api/storage/volumes/{volume.uuid}/snapshots/{snapshot["uuid"]}',
                 what=f'delete snapshot {snapshot["name"]} of volume {volume.name}')
+
+
+def ontap_delete_snapshot_when_free(ontap, volume, snapshot, bound):
+    """Delete a snapshot that ONTAP may keep busy for a moment ("has not expired or is locked",
+    1638555: a file clone from it may hold it a while after its job ended, as the project's
+    issue says; unconfirmed in NetApp's documentation): asked again, backing off, for up to
+    `bound` seconds. True once deleted, False if ONTAP still refuses; any other error is raised."""
+    def deleted():
+        try:
+            ontap_delete_snapshot(ontap, volume, snapshot)
+        except OntapError as exc:
+            if str(exc.code) != SNAPSHOT_LOCKED:
+                raise
+            return False
+        return True
+
+    try:
+        poll_until(deleted, bound, JOB_POLL_MAX, TimeoutError)
+    except TimeoutError:
+        return False
+    return True
+
+
+def ontap_rename_snapshot(ontap, volume, snapshot, name, comment):
+    """Rename a snapshot and replace its comment (PATCH …/snapshots/{uuid}, reference §6). Whether
+    ONTAP renames a busy snapshot is unconfirmed: a refusal is raised like any other."""
+    ontap.write('PATCH', f'/api/storage/volumes/{volume.uuid}/snapshots/{snapshot["uuid"]}',
+                body={'name': name, 'comment': comment},
+                what=f'rename snapshot {snapshot["name"]} of volume {volume.name} to {name}')
 
 
 def ontap_delete_snapshot_named(ontap, volume, name):
@@ -1435,16 +1483,74 @@ def guest_label(guest):
     return f'{"CT" if guest.get("type") == "lxc" else "VM"} {guest["vmid"]}'
 
 
+PVE_TRUE = ('1', 'yes', 'on', 'true')      # PVE's booleans, any case (pve-api.md §0)
+# The agent property that turns freezing off: `freeze-fs` since qemu-server 9.1.6 (PVE 9), with
+# `freeze-fs-on-backup` (PVE 8) and `guest-fsfreeze` (9.1.5) as aliases (qemu-server
+# src/PVE/QemuServer/Agent.pm, $agent_fmt and should_fs_freeze, commit b701115d).
+AGENT_FREEZE_KEYS = ('freeze-fs', 'freeze-fs-on-backup', 'guest-fsfreeze')
+
+
+def agent_options(value):
+    """The config `agent` property string (`1`, `enabled=1,freeze-fs=0`, ...) as a dict; its
+    first item without a key is `enabled` (the format's default key)."""
+    options = {}
+    for item in str(value or '').split(','):
+        key, has_key, setting = item.strip().partition('=')
+        if item.strip():
+            options[key if has_key else 'enabled'] = setting if has_key else key
+    return options
+
+
 def agent_enabled(value):
     """The config `agent` value (`1`, `enabled=1,fstrim_cloned_disks=1`, ...) says it is on."""
-    first = str(value or '0').split(',')[0]
-    return first.split('=', 1)[-1] in ('1', 'yes', 'on', 'true')
+    return agent_options(value).get('enabled', '0').lower() in PVE_TRUE
+
+
+def agent_freezes(value):
+    """Whether PVE would freeze the guest's file systems through its agent: the agent is on and
+    no freeze-fs setting (or an alias) turns freezing off (should_fs_freeze: default on)."""
+    options = agent_options(value)
+    setting = next((options[key] for key in AGENT_FREEZE_KEYS if key in options), '1')
+    return agent_enabled(value) and setting.lower() in PVE_TRUE
+
+
+def frozen_too_long(exc):
+    """Whether a failed fsfreeze-thaw says that the guest gave up its freeze by itself: a Windows
+    guest's VSS holds writes for about 10 s, and QEMU's agent then answers the thaw with "couldn't
+    hold writes: fsfreeze is limited up to 10 seconds" (qemu qga/vss-win32/requester.cpp,
+    VSS_E_HOLD_WRITES_TIMEOUT); its file systems run again."""
+    return 'fsfreeze is limited' in str(exc)
+
+
+def capture_name(stamp, vmid):
+    """The snapshot vm create takes a running VM's disks on one volume from."""
+    return f'{CAPTURE_PREFIX}{stamp}_vm{vmid}'
+
+
+def leftover_name(capture):
+    """What a capture snapshot is renamed to when ONTAP keeps it busy after its clones."""
+    return LEFTOVER_PREFIX + capture.removeprefix('pve_ontap_')
+
+
+def capture_of(name):
+    """The name a leftover had as a capture snapshot (a capture's own name stays)."""
+    return 'pve_ontap_' + name.removeprefix(LEFTOVER_PREFIX) if name.startswith(LEFTOVER_PREFIX) else name
 
 
 def utc_stamp(now=None):
     """The original's timestamp: UTC, `YYYY-mm-dd_HH:MM:SS+0000`."""
     now = now or datetime.datetime.now(datetime.UTC)
     return now.astimezone(datetime.UTC).strftime(STAMP_FORMAT)
+
+
+def stamp_older_than(stamp, seconds, now=None):
+    """Whether a stamp (utc_stamp's format) lies more than `seconds` back; one that cannot be
+    read counts as old."""
+    try:
+        then = datetime.datetime.strptime(stamp, STAMP_FORMAT).replace(tzinfo=datetime.UTC)
+    except ValueError:
+        return True
+    return ((now or datetime.datetime.now(datetime.UTC)) - then).total_seconds() > seconds
 
 
 def parse_ontap_time(text):
@@ -1909,6 +2015,7 @@ class Context:
         self._ontaps = {}
         self._volumes = {}
         self._storages = None
+        self.held_locks = {}        # lock name: the HeldLock this run holds (storage_locks)
 
     def ontap(self, storage):
         cluster = self.config.ontap_for(storage)
@@ -1946,6 +2053,11 @@ class Context:
             self._volumes[storage] = (ontap, volume, entry)
         return self._volumes[storage]
 
+    def held_lock(self, storage):
+        """The HeldLock of the volume behind `storage` while this run holds it, else None (a dry run takes none)."""
+        ontap, volume, _ = self.storage_volume(storage)
+        return self.held_locks.get(lock_file_name(ontap.host, volume.svm, volume.name))
+
     def emit(self, data, text):
         """Print a result: JSON on request, else the text rendering."""
         print(json.dumps(data, indent=2, sort_keys=True) if self.output == 'json' else text)
@@ -1966,24 +2078,53 @@ def lock_dir():
 class HeldLock:
     """A lock this run holds on one ONTAP volume, and its record: who holds it (the first
     line, see holder_line) and the stamps runs used lately, one `<subject> <stamp>` line each
-    (a subject is a VM, `vm100`, or the storage's own snapshots, `storage`). `read` and
-    `write` get and put the record's text."""
+    (a subject is a VM, `vm100`, or the storage's own snapshots, `storage`); and, as
+    `<capture snapshot> <stamp>` lines, the capture snapshots of vm create that may still be
+    on the volume: noted before each is made, forgotten once it is gone, so that a run that
+    could not delete one (or died) leaves it to the next. `inherited`: those noted by earlier
+    runs. `read` and `write` get and put the record's text."""
 
     def __init__(self, read, write, holder):
         self._put = write
         self.holder = holder
         lines = read().splitlines()
-        self.stamps = dict(line.split(' ', 1) for line in lines[1:] if ' ' in line)
+        entries = dict(line.split(' ', 1) for line in lines[1:] if ' ' in line)
+        self.captures = {s: t for s, t in entries.items() if s.startswith(CAPTURE_PREFIX)}
+        self.inherited = dict(self.captures)
+        self.stamps = {s: t for s, t in entries.items() if s not in self.captures}
+        self._mutex = threading.Lock()      # VMs of one run may note captures at once
         self._write()
 
     def _write(self):
-        self._put(''.join([f'{self.holder}\n'] + [f'{s} {t}\n' for s, t in self.stamps.items()]))
+        entries = {**self.stamps, **self.captures}
+        self._put(''.join([f'{self.holder}\n'] + [f'{s} {t}\n' for s, t in entries.items()]))
 
     def record(self, subject, stamp):
-        # A stamp of an earlier second can never collide again: forget it.
-        self.stamps = {s: t for s, t in self.stamps.items() if t >= stamp}
-        self.stamps[subject] = stamp
-        self._write()
+        with self._mutex:
+            # A stamp of an earlier second can never collide again: forget it.
+            self.stamps = {s: t for s, t in self.stamps.items() if t >= stamp}
+            self.stamps[subject] = stamp
+            self._write()
+
+    def note_capture(self, name, stamp):
+        with self._mutex:
+            self.captures[name] = stamp
+            self._write()
+
+    def forget_capture(self, name):
+        with self._mutex:
+            if self.captures.pop(name, None) is not None:
+                self._write()
+
+    def claim_inherited(self, seconds):
+        """The captures earlier runs noted that are older than `seconds` and still noted: handed
+        out once, so that of VMs snapshotted at once only one goes after them."""
+        with self._mutex:
+            due = [name for name, noted in self.inherited.items()
+                   if name in self.captures and stamp_older_than(noted, seconds)]
+            for name in due:
+                del self.inherited[name]
+        return due
 
 
 def lock_file_name(host, svm, volume):
@@ -2137,6 +2278,8 @@ def storage_locks(ctx, storages):
             holder = holder_line(socket.gethostname().split('.')[0], ctx.command)
             for name, what in sorted(volumes.items()):
                 locks.append(stack.enter_context(take(name, what, ctx.wait, holder)))
+                ctx.held_locks[name] = locks[-1]
+                stack.callback(ctx.held_locks.pop, name, None)
         yield locks
 
 
@@ -2257,9 +2400,14 @@ def clones_still_pending(outcomes):
 
 
 def check_freezable(ctx, view):
-    """-freeze needs the guest agent configured and answering: checked before any freeze."""
-    if not agent_enabled(view.config.get('agent')):
+    """-freeze needs the guest agent configured, freezing allowed and the agent answering:
+    checked before any freeze."""
+    setting = view.config.get('agent')
+    if not agent_enabled(setting):
         raise Failure(f'VM {view.vmid}: no QEMU guest agent configured (set agent: 1); -freeze needs one')
+    if not agent_freezes(setting):
+        raise Failure(f'VM {view.vmid}: its agent setting turns freezing off (agent: {setting}); use -pause, or '
+                      'allow freezing (freeze-fs=1)')
     try:
         pve_agent(ctx.pve, view.vm, 'ping', safe=True)
     except ProxmoxError as exc:
@@ -2267,47 +2415,57 @@ def check_freezable(ctx, view):
 
 
 def thaw(ctx, view):
-    """fsfreeze-thaw. Returns None, or a Failure that says what to run by hand."""
+    """fsfreeze-thaw. Returns None; a FrozenTooLong if the guest had let go by itself (it runs
+    again); or a Failure that says what to run by hand."""
     try:
         pve_agent(ctx.pve, view.vm, 'fsfreeze-thaw')
     except Failure as exc:
+        if frozen_too_long(exc):
+            return FrozenTooLong(f'the guest of VM {view.vmid} gave up its freeze before the thaw, as Windows VSS '
+                                 f'does after about 10 s ({exc})')
         return Failure(f'the guest of VM {view.vmid} could not be thawed and may still be frozen: run '
                        f'"qm guest cmd {view.vmid} fsfreeze-thaw" ({exc})')
     log.info('VM %s: guest thawed', view.vmid)
     return None
 
 
-def ensure_running(ctx, view, cause):
-    """After a failed suspend or shutdown: start the VM again unless it still runs. One whose
-    outcome is unknown is followed until it ended first, or its task would take the VM down
-    after the start. A VM under HA is asked to start in any case: HA may still be on its way
-    to stop it."""
+def ensure_running(ctx, view, cause, resume=False):
+    """After a failed suspend or shutdown: start the VM again unless it still runs — or, after
+    a failed pause in memory (`resume`), resume it if it is paused now. One whose outcome is
+    unknown is followed until it ended first, or its task would take the VM down after the
+    start. A VM under HA is asked to start in any case: HA may still be on its way to stop it."""
+    action = 'resume' if resume else 'start'
     try:
         if isinstance(cause, OutcomeUnknown):
             pve_settle_task(ctx.pve, view.vm, cause)
-        if view.vm.get('hastate') or not pve_vm_running(ctx.pve, view.vm):
+        if resume:
+            if pve_vm_status(ctx.pve, view.vm).get('qmpstatus') == 'paused':
+                pve_vm_power(ctx.pve, view.vm, 'resume')
+        elif view.vm.get('hastate') or not pve_vm_running(ctx.pve, view.vm):
             pve_vm_power(ctx.pve, view.vm, 'start')
     except OutcomeUnknown as exc:
-        raise Failure(f'{cause}; VM {view.vmid} may still go down or come up ({exc}): check it, and start it by '
-                      'hand if it is down') from exc
+        state = 'be paused' if resume else 'go down or come up'
+        raise Failure(f'{cause}; VM {view.vmid} may still {state} ({exc}): check it, and {action} it by hand if it '
+                      f'is {"paused" if resume else "down"}') from exc
     except Failure as exc:
-        raise Failure(f'{cause}; and starting the VM again failed: {exc}') from exc
+        raise Failure(f'{cause}; and {"resuming" if resume else "starting"} the VM again failed: {exc}') from exc
 
 
 class VmWindow:
-    """One VM's pause or freeze, owned whole like a lock. Entering suspends, shuts down or
-    freezes the VM as `mode` asks — if it runs now: its owner may have stopped it since the run
-    began, and a paused VM (an I/O error, say) is left paused — and holds off stop signals.
-    Leaving always starts or thaws it again, unless `leave_down` said why a started VM would be
-    harmed, and keeps what went wrong in doing so in `problems`. `status` is the VM's status
-    if just read."""
+    """One VM's pause or freeze, owned whole like a lock. Entering suspends, shuts down, pauses
+    (in memory) or freezes the VM as `mode` asks — if it runs now: its owner may have stopped it
+    since the run began, and a paused VM (an I/O error, say) is left paused — and holds off stop
+    signals. Leaving always starts, resumes or thaws it again, unless `leave_down` said why a
+    started VM would be harmed, and keeps what went wrong in doing so in `problems`. `status` is
+    the VM's status if just read; `running` says whether the VM ran when the window opened."""
 
     def __init__(self, ctx, view, mode, status=None):
         self.ctx, self.view, self.mode, self.status = ctx, view, mode, status
+        self.running = False
         self.acting = False     # the VM is paused or frozen by this window now
         self.paused = False     # ... or was
         self.problems = []      # a guest not thawed, a VM not started again: Failures
-        self.late = None        # why a freeze ended before the work: the snapshot is not consistent
+        self.late = None        # why a freeze or pause ended before the work: the snapshot is not consistent
         self.down_because = None
         self._held = contextlib.ExitStack()
         self._since = None
@@ -2315,22 +2473,22 @@ class VmWindow:
     def __enter__(self):
         ctx, view, vmid, mode = self.ctx, self.view, self.view.vmid, self.mode
         status = self.status or (pve_vm_status(ctx.pve, view.vm) if mode else view.vm)
-        running = status.get('status') == 'running'
+        self.running = running = status.get('status') == 'running'
         qmpstatus = status.get('qmpstatus', 'running')
         if running and mode and qmpstatus != 'running':
             log.warning('VM %s is %s, not running: cloned as it is and left %s (-%s acts only on a running VM)',
                         vmid, qmpstatus, qmpstatus, mode)
             return self
         if running and not mode:
-            log.warning('VM %s is running: its disks are cloned while it writes to them (crash-consistent); '
-                        'use -suspend, -shutdown or -freeze for a consistent snapshot', vmid)
+            log.warning('VM %s is running: its disks are captured while it writes to them (crash-consistent); '
+                        'use -pause, -freeze, -suspend or -shutdown for a consistent snapshot', vmid)
         if not running or not mode:
             return self
         if mode == 'freeze':
             check_freezable(ctx, view)
         if mode == 'suspend' and view.vm.get('hastate'):
-            raise Failure(f'VM {vmid} is managed by HA, and PVE does not suspend such a VM to disk: use -shutdown '
-                          'or -freeze')
+            raise Failure(f'VM {vmid} is managed by HA, and PVE does not suspend such a VM to disk: use -pause, '
+                          '-shutdown or -freeze')
         self._held.enter_context(STOP.held())
         try:
             self._pause()
@@ -2350,17 +2508,22 @@ class VmWindow:
                 # A freeze that failed half-way may have frozen some file systems: thaw anyway.
                 raise together(exc, thaw(ctx, view)) from exc
             return
-        log.info('VM %s: %s', view.vmid, 'suspending to disk' if self.mode == 'suspend' else 'shutting down')
+        doing = {'suspend': 'suspending to disk', 'shutdown': 'shutting down', 'pause': 'pausing (in memory)'}
+        log.info('VM %s: %s', view.vmid, doing[self.mode])
+        # -pause is PVE's suspend without todisk: QEMU stops the guest in memory (task qmpause,
+        # pve-api.md §2) until status/resume; no hibernation, no state file.
+        action = 'shutdown' if self.mode == 'shutdown' else 'suspend'
         try:
-            pve_vm_power(ctx.pve, view.vm, self.mode, **({'todisk': 1} if self.mode == 'suspend' else {}))
+            pve_vm_power(ctx.pve, view.vm, action, **({'todisk': 1} if self.mode == 'suspend' else {}))
         except Failure as exc:
-            ensure_running(ctx, view, exc)
+            ensure_running(ctx, view, exc, resume=self.mode == 'pause')
             raise
 
     def run(self, function, *args):
-        """function(*args) inside the window. A freeze lasts at most freeze_timeout: then the
-        guest is thawed, `late` says why the result is not consistent, and the run waits on."""
-        if not (self.acting and self.mode == 'freeze'):
+        """function(*args) inside the window. A freeze or a pause in memory lasts at most
+        freeze_timeout: then the guest runs again, `late` says why the result is not
+        consistent, and the run waits on."""
+        if not (self.acting and self.mode in ('freeze', 'pause')):
             return function(*args)
         bound = self.ctx.config.timeouts.freeze
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
@@ -2368,7 +2531,8 @@ class VmWindow:
             try:
                 return future.result(timeout=bound)
             except concurrent.futures.TimeoutError:
-                self.late = f'the clones outlasted the freeze bound of {bound:g} s (freeze_timeout): not consistent'
+                self.late = (f'the capture snapshots outlasted the {self.mode} bound of {bound:g} s (freeze_timeout): '
+                             'not consistent')
                 self._resume()
                 return future.result()
 
@@ -2383,11 +2547,13 @@ class VmWindow:
         view, held = self.view, time.monotonic() - self._since
         if self.mode == 'freeze':
             problem = thaw(self.ctx, view)
+            if isinstance(problem, FrozenTooLong):
+                self.late, problem = f'{problem}: not consistent', None
         elif self.down_because:
             problem = None
             log.warning('VM %s stays stopped: %s', view.vmid, self.down_because)
         else:
-            problem = start_again(self.ctx, view, held)
+            problem = start_again(self.ctx, view, held, 'resume' if self.mode == 'pause' else 'start')
         if problem:
             self.problems.append(problem)
         log.info('VM %s was %s for %.2f s', view.vmid, 'frozen' if self.mode == 'freeze' else 'paused', held)
@@ -2405,17 +2571,22 @@ class VmWindow:
         return False
 
 
-def start_again(ctx, view, paused_for):
-    """Start a VM paused for the clones. Returns None, or the Failure that says plainly that
-    it is stopped (for the caller to report together with whatever else went wrong)."""
+def start_again(ctx, view, paused_for, action='start'):
+    """Start a VM paused for the captures or clones (or `resume` one paused in memory). Returns
+    None, or the Failure that says plainly that it is stopped or paused (for the caller to
+    report together with whatever else went wrong)."""
     try:
         try:
-            pve_vm_power(ctx.pve, view.vm, 'start')
+            pve_vm_power(ctx.pve, view.vm, action)
         except OutcomeUnknown as exc:
             pve_settle_task(ctx.pve, view.vm, exc)
-            if not pve_vm_running(ctx.pve, view.vm):
+            status = pve_vm_status(ctx.pve, view.vm)
+            if status.get('status') != 'running' or status.get('qmpstatus', 'running') != 'running':
                 raise
     except Failure as exc:
+        if action == 'resume':
+            return Failure(f'VM {view.vmid} could not be resumed after {paused_for:.1f} s and may still be paused: '
+                           f'check it, and resume it by hand ("qm resume {view.vmid}") ({exc})')
         return Failure(f'VM {view.vmid} could not be started again after {paused_for:.1f} s and '
                        f'may be stopped: check it, and start it by hand ({exc})')
     return None
@@ -2475,37 +2646,233 @@ def find_set(view, sets, stamp):
 
 
 def snapshot_vm(ctx, view, mode, stamp):
-    """The clones of vm create for one gathered VM: pause as asked, clone every disk, resume.
-    Returns the clones and what went wrong once they were made (a guest not thawed, a VM
-    not started again: Failures for the caller to report); if a clone is not made, the
-    clones made are removed and the Failure names the disks."""
+    """The clones of vm create for one gathered VM. A running VM's disks are captured first,
+    one short-lived snapshot per volume (all at once), and only that happens while the VM is
+    paused or frozen as `mode` asks; each disk is then cloned from its capture once the VM runs
+    again, and the captures are deleted. A stopped VM's disks are cloned as they are. Returns
+    the clones and what went wrong once they were made (a guest not thawed, a VM not started
+    again: Failures for the caller to report); if a capture or a clone is not made, what was
+    made is taken back and the Failure names the disks."""
     vmid = view.vmid
     for disk, reason in view.skipped:
         log.warning('VM %s: skipping disk %s (%s): %s', vmid, disk.key, disk.volid, reason)
     if not view.disks:
         raise Failure(f'VM {vmid} has no disk on an ONTAP storage of {ctx.config.path}')
-    clones = [(disk.storage, disk.path, set_file_path(disk.path, stamp)) for disk in view.disks]
-    with VmWindow(ctx, view, mode) as window:
-        outcomes = window.run(clone_each, ctx, clones)
-    settled = settle_clones(ctx, outcomes)
-    late = window.late
-    if window.paused and any(outcome.state == 'unknown' for outcome in outcomes):
-        late = 'a clone ended only after the VM ran again: not consistent'
-    if late or any(outcome.state != 'done' for outcome in settled):
-        raise together(undo_snapshot(ctx, view, stamp, outcomes, settled, late), *window.problems)
-    return clones, window.problems
+    plan = plan_captures(ctx, view, stamp)
+    captures = list(dict.fromkeys(plan.values()))
+    if not mode and view.vm.get('status') == 'running' and len(captures) > 1:
+        log.warning('VM %s: its disks on %d volumes are captured at %d different instants; -pause takes them at one',
+                    vmid, len(captures), len(captures))
+    settled, made = [], []
+    try:
+        with VmWindow(ctx, view, mode) as window:
+            outcomes = window.run(take_captures, ctx, view, captures) if window.running else []
+        settled = settle_captures(ctx, outcomes)
+        late = window.late
+        if window.paused and any(outcome.state == 'unknown' for outcome in outcomes):
+            late = 'a capture snapshot ended only after the VM ran again: not consistent'
+        if late or any(outcome.state != 'done' for outcome in settled):
+            raise together(capture_failure(view, stamp, outcomes, settled, late), *window.problems)
+        clones = [(disk.storage, plan[disk.storage].source(disk.path) if window.running else disk.path,
+                   set_file_path(disk.path, stamp)) for disk in view.disks]
+        outcomes = clone_each(ctx, clones)
+        made = settle_clones(ctx, outcomes)
+        if any(outcome.state != 'done' for outcome in made):
+            raise together(undo_snapshot(ctx, view, stamp, outcomes, made), *window.problems)
+        return clones, window.problems
+    finally:
+        # A capture that a clone still running may read from stays, left to the next run.
+        sources = {storage for storage, _, _ in items_in(made, 'unknown')}
+        release_captures(ctx, captures, settled, {plan[storage] for storage in sources})
+        clean_leftovers(ctx, view.storages)
 
 
-def undo_snapshot(ctx, view, stamp, outcomes, settled, late):
+def undo_snapshot(ctx, view, stamp, outcomes, settled):
     """The Failure of a snapshot not made whole, its clones followed until they ended
     (`settled`): every clone made is removed, one that may still be made is named."""
-    key = {disk.path: disk.key for disk in view.disks}
-    reasons = [f'{key[source]} ({outcome.error})' for outcome in outcomes if outcome.error
-               for _, source, _ in [outcome.item]] + ([late] if late else [])
+    key = {set_file_path(disk.path, stamp): disk.key for disk in view.disks}
+    reasons = [f'{key[destination]} ({outcome.error})' for outcome in outcomes if outcome.error
+               for _, _, destination in [outcome.item]]
     made = items_in(settled, 'done')
-    removed = remove_clones(ctx, made) + (f' ({", ".join(key[source] for _, source, _ in made)})' if made else '')
+    removed = remove_clones(ctx, made) + (f' ({", ".join(key[path] for _, _, path in made)})' if made else '')
     return Failure(f'VM {view.vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {removed}'
                    f'{clones_still_pending(settled)}')
+
+
+# -- capture snapshots: a running VM's disks at one instant per volume
+
+@dataclasses.dataclass(eq=False)
+class Capture:
+    """The short-lived snapshot of one volume that vm create clones a running VM's disks on it from."""
+    storage: str        # a storage on that volume: how to reach its Ontap and Volume
+    name: str
+    uuid: str = None    # from ONTAP's answer, or read back; None: looked up before it is deleted
+
+    def source(self, path):
+        """Where a volume path is inside the capture: NetApp's file-clone reference takes a source
+        in a snapshot as `./.snapshot/<snapshot>/<path>` (reference §5 and §13)."""
+        return f'.snapshot/{self.name}/{path}'
+
+
+def plan_captures(ctx, view, stamp):
+    """{storage: Capture} for the storages of the VM's disks, one Capture per volume (two
+    storage ids may share one). Each is noted in its volume's lock record before it can be
+    made, so that a run that dies, or cannot delete it, leaves it to the next."""
+    by_volume, plan = {}, {}
+    for disk in view.disks:
+        ontap, volume, _ = ctx.storage_volume(disk.storage)
+        plan[disk.storage] = by_volume.setdefault((ontap.host, volume.uuid),
+                                                  Capture(disk.storage, capture_name(stamp, view.vmid)))
+    for capture in by_volume.values():
+        lock = ctx.held_lock(capture.storage)
+        if lock:
+            lock.note_capture(capture.name, stamp)
+    return plan
+
+
+def forget_capture(ctx, capture_or_name, storage=None):
+    """Strike a capture snapshot that is gone (or was never made) from its volume's lock record."""
+    name = getattr(capture_or_name, 'name', capture_or_name)
+    lock = ctx.held_lock(storage or capture_or_name.storage)
+    if lock:
+        lock.forget_capture(name)
+
+
+def take_captures(ctx, view, captures):
+    """Create the capture snapshots, one request per volume, all at once: their Outcomes."""
+    comment = CAPTURE_COMMENT.format(vmid=view.vmid)
+
+    def create(capture):
+        ontap, volume, _ = ctx.storage_volume(capture.storage)
+        capture.uuid = ontap_create_snapshot(ontap, volume, capture.name, comment)
+    return run_parallel(create, captures, at_once=not ctx.dry_run)
+
+
+def settle_captures(ctx, outcomes):
+    """The Outcomes of capture creates once those of unknown outcome have been found out about
+    (ontap_settle): does the snapshot exist now? In the same order."""
+    def settle(outcome):
+        capture = outcome.item
+        ontap, volume, _ = ctx.storage_volume(capture.storage)
+
+        def landed():
+            found = [r for r in ontap_list_snapshots(ontap, volume, capture.name) if r['name'] == capture.name]
+            capture.uuid = found[0].get('uuid') if found else None
+            return bool(found)
+        ontap_settle(ontap, outcome.error, f'POST /api/storage/volumes/{volume.uuid}/snapshots', landed)
+
+    unknown = [outcome for outcome in outcomes if outcome.state == 'unknown']
+    if not unknown:
+        return outcomes
+    log.warning('%d capture snapshot(s) of unknown outcome: finding out before anything is taken back', len(unknown))
+    settled = {result.item.item: Outcome(result.item.item, result.error) for result in run_parallel(settle, unknown)}
+    return [settled.get(outcome.item, outcome) for outcome in outcomes]
+
+
+def capture_failure(view, stamp, outcomes, settled, late):
+    """The Failure of a snapshot whose captures were not all made, or not while the VM waited:
+    nothing is cloned (release_captures deletes those made); one that may still be made is named."""
+    reasons = [str(outcome.error) for outcome in outcomes if outcome.error] + ([late] if late else [])
+    pending = [outcome for outcome in settled if outcome.state == 'unknown']
+    left = (f'; still unknown: {pending_jobs(pending)}; the next vm create on that volume deletes it once it '
+            'exists' if pending else '')
+    return Failure(f'VM {view.vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; nothing was cloned{left}')
+
+
+def release_captures(ctx, captures, settled, in_use=()):
+    """Take the capture snapshots back: each one made is deleted (release_capture), one never
+    made is struck from the lock record; one that may have been made, or that a clone of
+    unknown outcome may still read (`in_use`), stays noted there for the next vm create on its
+    volume. Never raises: what is left is a warning."""
+    states = {outcome.item: outcome.state for outcome in settled}
+    in_use = [capture for capture in captures if capture in in_use and states.get(capture) == 'done']
+    for capture in captures:
+        if states.get(capture) in (None, 'failed'):
+            forget_capture(ctx, capture)
+    for capture in in_use:
+        ontap, volume, _ = ctx.storage_volume(capture.storage)
+        log.warning('capture snapshot %s of volume %s (ONTAP %s) kept: a clone from it may still run; the next vm '
+                    'create on the volume deletes it', capture.name, volume.name, ontap.host)
+    made = [capture for capture in captures if states.get(capture) == 'done' and capture not in in_use]
+    for outcome in run_parallel(functools.partial(release_capture, ctx), made, at_once=not ctx.dry_run):
+        if outcome.error:
+            log.warning('%s', outcome.error)
+
+
+def release_capture(ctx, capture):
+    """Delete one capture snapshot, waiting up to CAPTURE_DELETE_WAIT s while ONTAP keeps it busy
+    after its clones; one still busy then is renamed to a leftover. A Failure says what is left:
+    it stays noted in the lock record, so the next vm create on the volume deletes it."""
+    ontap, volume, _ = ctx.storage_volume(capture.storage)
+    where = f'capture snapshot {capture.name} of volume {volume.name} (ONTAP {ontap.host})'
+    try:
+        if capture.uuid is None and not ontap.dry_run:
+            capture.uuid = ontap_find_snapshot(ontap, volume, capture.name)['uuid']
+        snapshot = {'uuid': capture.uuid, 'name': capture.name}
+        if ontap_delete_snapshot_when_free(ontap, volume, snapshot, CAPTURE_DELETE_WAIT):
+            forget_capture(ctx, capture)
+            return
+    except NotFound:
+        forget_capture(ctx, capture)    # gone already: nothing to take back
+        return
+    except OutcomeUnknown as exc:
+        raise Failure(f'{where}: whether it was deleted is unknown ({exc}); the next vm create on the volume '
+                      'deletes it if it is still there') from exc
+    except Failure as exc:
+        raise Failure(f'{where} could not be deleted ({exc}); the next vm create on the volume tries again') from exc
+    leftover = leftover_name(capture.name)
+    try:
+        ontap_rename_snapshot(ontap, volume, snapshot, leftover, LEFTOVER_COMMENT)
+    except Failure as exc:
+        raise Failure(f'{where} is still busy after {CAPTURE_DELETE_WAIT:g} s and could not be renamed to '
+                      f'{leftover} ({exc}); the next vm create on the volume deletes it') from exc
+    raise Failure(f'{where} is still busy after {CAPTURE_DELETE_WAIT:g} s: renamed to {leftover}; the next vm '
+                  f'create on the volume deletes it once it is {LEFTOVER_AGE / 60:g} minutes old')
+
+
+def clean_leftovers(ctx, storages):
+    """Delete what earlier runs left on these storages' volumes: the capture snapshots their
+    lock records name (`inherited`), under either name, once LEFTOVER_AGE s old, and any other
+    leftover of that age found beside them. A volume whose record names none costs no request.
+    Never raises: what stays is a warning, and a later run tries again."""
+    seen = set()
+    for storage in storages:
+        lock = ctx.held_lock(storage)
+        if lock is None or id(lock) in seen:
+            continue
+        seen.add(id(lock))
+        due = lock.claim_inherited(LEFTOVER_AGE)
+        if due:
+            try:
+                clean_volume(ctx, storage, due)
+            except Failure as exc:
+                log.warning('storage %s: looking for leftover capture snapshots failed: %s', storage, exc)
+
+
+def clean_volume(ctx, storage, due):
+    """clean_leftovers on the volume behind one storage, whose lock record names `due`."""
+    ontap, volume, _ = ctx.storage_volume(storage)
+    found = {record['name']: record for record in ontap_list_snapshots(ontap, volume, 'pve_ontap_*')}
+    for name in due:
+        if name not in found and leftover_name(name) not in found:
+            forget_capture(ctx, name, storage)      # deleted since, by hand or by ONTAP
+    targets = [found[n] for name in due for n in (name, leftover_name(name)) if n in found]
+    targets += [record for name, record in sorted(found.items()) if name.startswith(LEFTOVER_PREFIX)
+                and record not in targets and not younger_than(record, LEFTOVER_AGE)]
+    for record in targets:
+        where = f'storage {storage}: leftover capture snapshot {record["name"]} of volume {volume.name}'
+        try:
+            ontap_delete_snapshot(ontap, volume, record)
+        except OntapError as exc:
+            busy = (' (still busy: see snapshot show -fields owners on the cluster)'
+                    if str(exc.code) == SNAPSHOT_LOCKED else '')
+            log.warning('%s could not be deleted%s: %s; a later vm create tries again', where, busy, exc)
+            continue
+        except OutcomeUnknown as exc:
+            log.warning('%s: whether it was deleted is unknown (%s); a later vm create looks again', where, exc)
+            continue
+        forget_capture(ctx, capture_of(record['name']), storage)
+        log.info('%s deleted', where)
 
 
 def register_clones(ctx, view, clones):
@@ -2763,7 +3130,7 @@ def stop_report(results):
 
 
 def cmd_vm_create(ctx, args):
-    mode = next((m for m in ('suspend', 'shutdown', 'freeze') if getattr(args, m)), None)
+    mode = next((m for m in ('suspend', 'shutdown', 'freeze', 'pause') if getattr(args, m)), None)
     vms = pve_list_vms(ctx.pve)
     if args.node_local:
         if not args.all:
@@ -3001,15 +3368,251 @@ def cmd_storage_create(ctx, args):
                          recent['name'], f' (label {label})' if label else '', args.min_age)
                 return
         name = storage_snapshot_name(new_stamp(locks, 'storage'))
-        try:
-            ontap_create_snapshot(ontap, volume, name, STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage), label)
-        except OutcomeUnknown as exc:
-            ontap_settle(ontap, exc, f'POST /api/storage/volumes/{volume.uuid}/snapshots',
-                         lambda: any(s['name'] == name for s in ontap_list_snapshots(ontap, volume, name)))
+        held, crash = guests_to_hold(ctx, args.storage, args.pause) if args.freeze or args.pause else ([], [])
+        with GuestsWindow(ctx, held) as window:
+            window.run(take_storage_snapshot, ontap, volume, name,
+                       STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage), label)
         log.info('storage %s: snapshot %s of volume %s created%s', args.storage, name, volume.name,
                  f' (label {label})' if label else '')
+        report_held_guests(args.storage, name, held, crash + window.crash, window.late)
+        made = f'storage {args.storage}: snapshot {name} was made'
+        STOP.check(made)
         if args.keep is not None:
             prune_storage_snapshots(ontap, volume, args.storage, args.keep, name, label)
+    if window.problems:
+        raise Failure(f'{made}, but {together(*window.problems)}')
+
+
+def take_storage_snapshot(ontap, volume, name, comment, label):
+    """storage create's snapshot; one whose answer was lost is read back: is it there?"""
+    try:
+        ontap_create_snapshot(ontap, volume, name, comment, label)
+    except OutcomeUnknown as exc:
+        ontap_settle(ontap, exc, f'POST /api/storage/volumes/{volume.uuid}/snapshots',
+                     lambda: any(s['name'] == name for s in ontap_list_snapshots(ontap, volume, name)))
+
+
+# -- guests held still for a storage snapshot (storage create -freeze, -pause)
+
+
+@dataclasses.dataclass(eq=False)
+class HeldGuest:
+    """A running VM that storage create holds still for its snapshot: frozen through its guest
+    agent (`how` 'freeze') or paused in memory ('pause': `why` it is not frozen, `warn` if that
+    was not to be expected)."""
+    view: VmView
+    how: str
+    why: str = None
+    warn: bool = False
+    since: float = None     # when it was frozen or paused; None while it is not (yet)
+    held_for: float = None  # seconds, once let go
+
+
+def hold_for(config, pause):
+    """How storage create holds a running VM still: ('freeze', None), or ('pause' with -pause,
+    else None; why it is not frozen)."""
+    setting = config.get('agent')
+    if agent_freezes(setting):
+        return 'freeze', None
+    why = 'its agent setting turns freezing off' if agent_enabled(setting) else 'no guest agent'
+    return ('pause' if pause else None), why
+
+
+def guests_to_hold(ctx, storage, pause):
+    """([HeldGuest], [(guest, why, warn)] of the running guests that stay crash-consistent)
+    for storage create -freeze (-pause: `pause`): every running guest with a disk on `storage`,
+    its config, status and agent looked at (all at once) before any is touched."""
+    running = [guest for _, guest in sorted(pve_list_guests(ctx.pve).items()) if guest.get('status') == 'running']
+    at_once = 1 if ctx.dry_run else max(1, min(len(running), REQUESTS_AT_ONCE))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=at_once) as pool:
+        found = list(pool.map(functools.partial(look_at_guest, ctx, storage, pause), running))
+    return [held for held, _ in found if held], [crash for _, crash in found if crash]
+
+
+def look_at_guest(ctx, storage, pause, guest):
+    """(HeldGuest or None, (guest, why, warn) or None) of one running guest for guests_to_hold;
+    what PVE refuses to say is a (guest, why, warn), never an exception."""
+    try:
+        config = pve_vm_config(ctx.pve, guest)
+        lxc = guest.get('type') == 'lxc'
+        if storage not in (vm_storages(config) if lxc else {disk.storage for disk in vm_disks(config)}):
+            return None, None
+        if lxc:
+            return None, (guest, 'a container: there is no freezing it', False)
+        status = pve_vm_status(ctx.pve, guest)
+    except ProxmoxError as exc:
+        return None, (guest, f'not looked at ({exc})', True)
+    if status.get('status') != 'running':
+        return None, None
+    if status.get('qmpstatus', 'running') != 'running':
+        return None, (guest, f'{status["qmpstatus"]}, not running: left as it is', True)
+    how, why = hold_for(config, pause)
+    warn = False
+    if how == 'freeze':
+        try:
+            pve_agent(ctx.pve, guest, 'ping', safe=True)
+        except ProxmoxError as exc:
+            how, why, warn = ('pause' if pause else None), f'its guest agent does not answer ({exc})', True
+    if how:
+        return HeldGuest(VmView(guest, config, [], [], []), how, why, warn), None
+    return None, (guest, why, warn)
+
+
+def hold_guest(ctx, guest):
+    """Freeze or pause one guest. (None, None), or the Failure of a hold not made and the
+    Failure of undoing what it may have done half-way (None once undone)."""
+    view = guest.view
+    try:
+        if guest.how == 'freeze':
+            pve_agent(ctx.pve, view.vm, 'fsfreeze-freeze')
+        else:
+            pve_vm_power(ctx.pve, view.vm, 'suspend')
+    except Failure as exc:
+        if guest.how == 'freeze':
+            # A freeze that failed half-way may have frozen some file systems: thaw anyway.
+            undone = thaw(ctx, view)
+            return exc, None if isinstance(undone, FrozenTooLong) else undone
+        try:
+            ensure_running(ctx, view, exc, resume=True)
+        except Failure as worse:
+            return exc, worse
+        return exc, None
+    return None, None
+
+
+class GuestsWindow:
+    """storage create -freeze/-pause: every HeldGuest frozen or paused in memory, a few at a time
+    per node and every node at once, for the one snapshot that run() takes; owned whole like a
+    lock, with stop signals held off. However that ends — the snapshot made or failed, a
+    signal — leaving thaws or resumes every guest, and none is held longer than freeze_timeout
+    from the first hold: then all are let go (one whose hold comes later is let go at once), and
+    `late` says why the snapshot is crash-consistent for them. `problems`: Failures for a guest
+    that may still be frozen or paused; `crash`: (label, why, warn) of guests not held after all."""
+
+    def __init__(self, ctx, guests):
+        self.ctx, self.guests = ctx, guests
+        self.bound = ctx.config.timeouts.freeze
+        self.late = None
+        self.problems = []
+        self.crash = []
+        self._mutex = threading.Lock()
+        self._closed = False
+        self._deadline = None
+        self._held = contextlib.ExitStack()
+
+    def __enter__(self):
+        if not self.guests:
+            return self
+        self._held.enter_context(STOP.held())
+        try:
+            self._deadline = time.monotonic() + self.bound
+            pool = self._held.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=self._at_once()))
+            turns = {guest.view.vm['node']: threading.BoundedSemaphore(POWER_CYCLES_PER_NODE)
+                     for guest in self.guests}
+            holds = [pool.submit(self._hold, guest, turns[guest.view.vm['node']]) for guest in self.guests]
+            if concurrent.futures.wait(holds, timeout=self.bound).not_done:
+                self._let_go(f'holding every guest outlasted the bound of {self.bound:g} s (freeze_timeout)')
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _hold(self, guest, turn):
+        with turn:
+            if self._closed:
+                self._note(guest, 'not held: the bound (freeze_timeout) had passed before its turn')
+                return
+            failure, problem = hold_guest(self.ctx, guest)
+        if failure:
+            self._note(guest, f'could not be {"frozen" if guest.how == "freeze" else "paused"} ({failure})')
+            if problem:
+                with self._mutex:
+                    self.problems.append(problem)
+            return
+        with self._mutex:
+            guest.since = time.monotonic()
+            closed = self._closed
+        if closed:      # held only after the window closed: let go at once
+            self._note(guest, 'held only after the bound (freeze_timeout) had passed')
+            self._let_go_of(guest)
+
+    def _note(self, guest, why):
+        with self._mutex:
+            self.crash.append((guest.view.vm, why, True))
+
+    def run(self, function, *args):
+        """function(*args) while the guests are held, up to the bound; then they are let go
+        and the run waits on for its result."""
+        if not self.guests or self._closed:
+            return function(*args)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(function, *args)
+            try:
+                return future.result(timeout=max(0.0, self._deadline - time.monotonic()))
+            except concurrent.futures.TimeoutError:
+                self._let_go(f'the snapshot outlasted the bound of {self.bound:g} s (freeze_timeout)')
+                return future.result()
+
+    def _let_go(self, why):
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            self.late = why
+            holding = [guest for guest in self.guests if guest.since is not None]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self._at_once()) as pool:
+            list(pool.map(self._let_go_of, holding))
+
+    def _at_once(self):
+        """Threads for the calls to hold or let go of the guests (one in a dry run: its lines in order)."""
+        return 1 if self.ctx.dry_run else min(len(self.guests), REQUESTS_AT_ONCE)
+
+    def _let_go_of(self, guest):
+        view, held = guest.view, time.monotonic() - guest.since
+        if guest.how == 'freeze':
+            problem = thaw(self.ctx, view)
+        else:
+            problem = start_again(self.ctx, view, held, 'resume')
+        guest.held_for = held
+        if isinstance(problem, FrozenTooLong):
+            self._note(guest, str(problem))
+        elif problem:
+            with self._mutex:
+                self.problems.append(problem)
+
+    def __exit__(self, kind, exc, traceback):
+        if self.guests:
+            try:
+                self._let_go(None)
+            finally:
+                self._held.close()      # waits for holds still under way: each lets go of its guest
+        if exc is not None and self.problems:
+            if isinstance(exc, Failure):
+                raise together(exc, *self.problems) from exc
+            for problem in self.problems:
+                log.error('%s', problem)    # a stop on its way out must not hide this
+        return False
+
+
+def report_held_guests(storage, name, held, crash, late):
+    """Say how consistent a storage snapshot is for each running guest on the storage, in the
+    guests' order: frozen or paused for it (and how long), or crash-consistent and why — a
+    warning where that was not to be expected."""
+    taken = f'storage {storage}: snapshot {name}'
+    for guest in held:
+        if guest.why and guest.warn:
+            log.warning('%s: %s: %s, so it was paused in memory instead', taken, guest_label(guest.view.vm), guest.why)
+    noted = {id(entry[0]) for entry in crash}
+    still = [guest for guest in held if guest.held_for is not None and id(guest.view.vm) not in noted]
+    if late and still:
+        log.warning('%s: %s, so it is crash-consistent for %s', taken, late,
+                    ', '.join(guest_label(guest.view.vm) for guest in still))
+    elif still:
+        log.info('%s taken with %s', taken, ', '.join(
+            f'{guest_label(guest.view.vm)} {"frozen" if guest.how == "freeze" else "paused"} for '
+            f'{guest.held_for:.2f} s' + (f' ({guest.why})' if guest.why else '') for guest in still))
+    for guest, why, warn in sorted(crash, key=lambda entry: entry[0]['vmid']):
+        (log.warning if warn else log.info)('%s is crash-consistent for %s: %s', taken, guest_label(guest), why)
 
 
 def prune_storage_snapshots(ontap, volume, storage, keep, made, label=None):
@@ -4085,7 +4688,8 @@ def build_parser():
     vm = contexts.add_parser('vm', help='VM snapshots as ONTAP file clones', allow_abbrev=False)
     vm_commands = vm.add_subparsers(dest='command', metavar='{create,list,delete,restore}', required=True)
     create = leaf(vm_commands, 'create', cmd_vm_create, 'file-clone every disk of VMs on their ONTAP storage',
-                  ['vm create -vm 100', 'vm create -vm 100 101 -suspend -keep 7', 'vm create -all -freeze'])
+                  ['vm create -vm 100', 'vm create -vm 100 -pause -keep 7', 'vm create -vm 100 101 -suspend',
+                   'vm create -all -freeze'])
     which = create.add_mutually_exclusive_group(required=True)
     which.add_argument('-vm', '--vm', action='extend', nargs='+', type=vm_id, metavar='ID',
                        help='VM id(s), also as -vm 100 -vm 101; one failing VM does not stop the others')
@@ -4096,12 +4700,15 @@ def build_parser():
                              'node makes each node snapshot its own (a node without any is no error)')
     power = create.add_mutually_exclusive_group()
     power.add_argument('-suspend', '--suspend', action='store_true',
-                       help='suspend a running VM to disk for the clones, then start it again')
+                       help='suspend a running VM to disk while its disks are captured, then start it again')
     power.add_argument('-shutdown', '--shutdown', action='store_true',
-                       help='shut a running VM down for the clones, then start it again')
+                       help='shut a running VM down while its disks are captured, then start it again')
     power.add_argument('-freeze', '--freeze', action='store_true',
-                       help="freeze the guest's file systems (QEMU guest agent) for the clones; thawed "
-                            'after at most freeze_timeout seconds (default 10)')
+                       help="freeze the guest's file systems (QEMU guest agent) while its disks are captured; "
+                            'thawed after at most freeze_timeout seconds (default 10)')
+    power.add_argument('-pause', '--pause', action='store_true',
+                       help='pause a running VM in memory (no hibernation) while its disks are captured, then '
+                            'resume it: every disk at one instant; at most freeze_timeout seconds (default 10)')
     add_keep_option(create, "of the VM's snapshots")
     create.add_argument('-no-register', '--no-register', dest='register', action='store_false',
                         help='do not add the clones to the VM config as unused disks')
@@ -4139,7 +4746,8 @@ def build_parser():
     example = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
     for name, func, help_text, examples, takes_snapshot in (
             ('create', cmd_storage_create, 'snapshot the volume behind a storage',
-             ['storage create -storage ONTAP01', 'storage create -storage ONTAP01 -keep 7'], False),
+             ['storage create -storage ONTAP01', 'storage create -storage ONTAP01 -keep 7',
+              'storage create -storage ONTAP01 -freeze'], False),
             ('list', cmd_storage_list, "list the tool's snapshots of a storage, oldest first",
              ['storage list -storage ONTAP01'], False),
             ('show', cmd_storage_show, 'show the metadata of the volume behind a storage',
@@ -4167,6 +4775,14 @@ def build_parser():
             sub.add_argument('-min-age', '--min-age', type=duration, metavar='DURATION',
                              help='take no snapshot (and succeed) if one with the same label is younger than '
                                   'this: 90s, 30m, 1h, 2d, 1w; so one timer on every node makes one snapshot')
+            hold = sub.add_mutually_exclusive_group()
+            hold.add_argument('-freeze', '--freeze', action='store_true',
+                              help="freeze the file systems of every running VM with a disk on the storage through "
+                                   'its guest agent for the snapshot, and thaw them after at most freeze_timeout '
+                                   'seconds (default 10); VMs without an agent stay crash-consistent')
+            hold.add_argument('-pause', '--pause', action='store_true',
+                              help='as -freeze, and pause in memory (no hibernation) every running VM on the '
+                                   'storage that cannot be frozen, resumed after at most freeze_timeout seconds')
         if name == 'restore':
             sub.add_argument('-force', '--force', action='store_true',
                              help='revert even while guests with disks on the storage run, are hibernated or '

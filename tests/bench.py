@@ -6,10 +6,10 @@
 Builds the world of tests/world.py, adds a fixed latency to every request on both sides
 (default 20 ms), then runs each command once and prints, per command, the requests sent
 to ONTAP and to PVE, the wall time, and the target from the project's issue where there
-is one. For `vm create -suspend` it also prints the pause window (suspend task done ->
-start issued), and at the end the time of one tab completion of -storage: as a whole
-process of the clone's script, and, where the Debian package is installed, as a <TAB>
-through its bash completion file, beside a bare `python3 -c 'import argparse, argcomplete'`
+is one. For `vm create -suspend` and `-pause` it also prints the pause window (suspend task
+done -> start or resume issued), and at the end the time of one tab completion of -storage:
+as a whole process of the clone's script, and, where the Debian package is installed, as a
+<TAB> through its bash completion file, beside a bare `python3 -c 'import argparse, argcomplete'`
 measured in turns with it in the same bash (target: at most 1.5 times that).
 --completion-only measures the completions alone.
 
@@ -40,15 +40,17 @@ SCRIPT = Path(__file__).resolve().parent.parent / 'pve_ontap_snapshot.py'
 
 
 def add_bench_vms(world, snapshots):
-    """VMs 200 and 201 with four disks each, two on each cluster; a storage with many snapshots."""
-    for vmid in (200, 201):
+    """VMs 200 to 203 with four disks each, two on each cluster (203 stopped, the others
+    running); a storage with many snapshots."""
+    for vmid in (200, 201, 202, 203):
         config = {}
         for n, (key, sid, vol) in enumerate((('scsi0', 'ONTAP01', world.vol1), ('scsi1', 'ONTAP01', world.vol1),
                                              ('scsi2', 'ONTAP02', world.vol2), ('scsi3', 'ONTAP02', world.vol2))):
             name = f'vm-{vmid}-disk-{n}.raw'
             write_disk(vol, vmid, name, size=1 << 20)
             config[key] = f'{sid}:{vmid}/{name},size=1M'
-        world.pve.add_vm(vmid, f'bench{vmid}', node='pve1', status='running', config=config)
+        world.pve.add_vm(vmid, f'bench{vmid}', node='pve1', status='stopped' if vmid == 203 else 'running',
+                         config=config)
     world.a.add_volume('bench_snapshots', svm='svm1')
     for n in range(snapshots):
         world.a.add_snapshot('bench_snapshots', f'proxmox_snapshot_2024-01-01_00:{n // 60:02d}:{n % 60:02d}+0000')
@@ -59,7 +61,7 @@ def add_bench_vms(world, snapshots):
 
 
 class PauseWindow:
-    """Times the pause of vm create -suspend: suspend task done -> start issued."""
+    """Times the pause of vm create -suspend or -pause: suspend task done -> start or resume issued."""
 
     def __init__(self):
         self.marks = {}
@@ -67,7 +69,7 @@ class PauseWindow:
 
     def __enter__(self):
         def timed(pve, vm, action, **params):
-            if action == 'start':
+            if action in ('start', 'resume'):
                 self.marks['start'] = time.monotonic()
             self._power(pve, vm, action, **params)
             if action == 'suspend':
@@ -269,8 +271,10 @@ def main(argv=None):
         rows = []
         snapshot = 'proxmox_snapshot_2024-01-01_00:00:00+0000'
         plan = [
-            ('vm create -vm 200 (4 disks, 2 clusters)', ['vm', 'create', '-vm', 200], 12),
+            ('vm create -vm 200 (running; 4 disks, 2 clusters)', ['vm', 'create', '-vm', 200], 16),
+            ('vm create -vm 203 (stopped; same shape)', ['vm', 'create', '-vm', 203], 12),
             ('vm create -vm 201 -suspend', ['vm', 'create', '-vm', 201, '-suspend'], None),
+            ('vm create -vm 202 -pause', ['vm', 'create', '-vm', 202, '-pause'], None),
             ('vm list -vm 200', ['vm', 'list', '-vm', 200], None),
             ('storage create', ['storage', 'create', '-storage', 'ONTAP01'], 4),
             ('storage list', ['storage', 'list', '-storage', 'ONTAP01'], 4),
@@ -280,12 +284,13 @@ def main(argv=None):
                                'proxmox_snapshot_2024-01-01_00:00:01+0000'], None),
             ('storage unmount', ['storage', 'unmount', '-storage', 'BENCH-CLONE'], None),
         ]
-        window = None
+        windows = {}
         for label, command, target in plan:
             with PauseWindow() as pause:
                 ontap, pve, seconds, code = measure(world, command)
-            if '-suspend' in command:
-                window = pause.seconds
+            for mode in ('-suspend', '-pause'):
+                if mode in command:
+                    windows[mode] = pause.seconds
             rows.append((label, ontap, pve, ontap + pve, target, seconds, code))
     finally:
         a.stop()
@@ -293,11 +298,12 @@ def main(argv=None):
         served.stop()
 
     print(f'latency {args.latency * 1000:.0f} ms per request on both sides\n')
-    print(f'{"command":42} {"ONTAP":>5} {"PVE":>4} {"all":>4} {"target":>6} {"wall":>8}  exit')
+    print(f'{"command":50} {"ONTAP":>5} {"PVE":>4} {"all":>4} {"target":>6} {"wall":>8}  exit')
     for label, ontap, pve, total, target, seconds, code in rows:
-        print(f'{label:42} {ontap:5d} {pve:4d} {total:4d} {"≤" + str(target) if target else "":>6} '
+        print(f'{label:50} {ontap:5d} {pve:4d} {total:4d} {"≤" + str(target) if target else "":>6} '
               f'{seconds * 1000:6.0f} ms  {code}')
-    print(f'\npause window of vm create -suspend (suspend done -> start issued): {window * 1000:.0f} ms')
+    print(f'\npause window of vm create -suspend (suspend done -> start issued): {windows["-suspend"] * 1000:.0f} ms')
+    print(f'pause window of vm create -pause (suspend done -> resume issued): {windows["-pause"] * 1000:.0f} ms')
     print_completions(world.config)
     return 0 if all(row[-1] == 0 for row in rows) else 1
 

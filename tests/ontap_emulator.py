@@ -40,6 +40,10 @@ Python interface:
     emu.fail(...), emu.fail_job(...), emu.slow_job(...), emu.drop(...),
     emu.lose_answer(...)    faults (drop: never carried out; lose_answer: carried out, unanswered)
     emu.file_delete_jobs    answer a files-API DELETE with a job (the reference lists 200 and 202)
+    emu.busy_after_clone    seconds a snapshot stays busy (its DELETE fails with 1638555) after a
+                            file clone from `.snapshot/<name>/…`: 0 (default) none
+    emu.on_clone            callable(volume, source, destination), called under the lock right
+                            after each file clone is made: a test changes disks between two clones
     emu.licenses            {package: state} of the installed licences (flexclone, snaprestore, ...)
     emu.collection_delete_answer   'jobs' (default), 'job' or 'bare': the shape of a
                             query-based DELETE's answer, none of them confirmed (ref §13)
@@ -131,6 +135,11 @@ class Snapshot:
     expiry_time: str = None
     snapmirror_label: str = None
     seq: int = 0   # creation order, breaks create_time ties
+    busy_until: float = 0.0   # time.monotonic() until which a file clone from it keeps it busy
+
+    @property
+    def busy(self):
+        return bool(self.owners) or time.monotonic() < self.busy_until
 
     def sort_key(self):
         return _parse_time('create_time', self.create_time), self.seq
@@ -738,6 +747,8 @@ class OntapEmulator:
         self.job_delay = 0.0
         self.page_size = None
         self.file_delete_jobs = False
+        self.busy_after_clone = 0.0
+        self.on_clone = None
         self.collection_delete_answer = 'jobs'
         self.licenses = {'nfs': 'compliant', 'flexclone': 'compliant', 'snaprestore': 'compliant'}
         self._lock = threading.Lock()
@@ -1571,7 +1582,7 @@ class OntapEmulator:
             if vol.snapshots.get(snap.name) is not snap:
                 raise JobError(1638600, f'Snapshot copy "{snap.name}" does not exist.')
             expiry = snap.expiry_time and _parse_time('expiry_time', snap.expiry_time)
-            if snap.owners or (expiry and expiry > datetime.datetime.now().astimezone()):
+            if snap.busy or (expiry and expiry > datetime.datetime.now().astimezone()):
                 # A snapshot backing a FlexClone fails the job like this (ref §6).
                 raise JobError(1638555, f'Snapshot copy "{snap.name}" of volume "{vol.name}" '
                                f'on Vserver "{vol.svm}" has not expired or is locked. Use the '
@@ -1625,6 +1636,14 @@ class OntapEmulator:
                 raise JobError(13565952, f'Clone start failed: destination "{dest_rel}" '
                                'already exists.')
             shutil.copyfile(source, dest)
+            # How long ONTAP keeps a snapshot busy after a clone from it is unconfirmed; the
+            # tool's issue expects "a moment", so a test chooses it.
+            parts = [part for part in source_rel.split('/') if part not in ('', '.')]
+            if parts[:1] == ['.snapshot'] and len(parts) > 1 and parts[1] in vol.snapshots:
+                snap = vol.snapshots[parts[1]]
+                snap.busy_until = max(snap.busy_until, time.monotonic() + self.busy_after_clone)
+            if self.on_clone:
+                self.on_clone(vol, source_rel, dest_rel)
         return self._accept(request, operation)
 
     # ---------------------------------------------------------------- handlers: files API

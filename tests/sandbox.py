@@ -82,7 +82,7 @@ def demo(world):
              run(world, 'storage', 'show', '-storage', 'ONTAP01'),
              run(world, 'vm', 'list', '-vm', 100),
              run(world, 'vm', 'create', '-vm', 100, '-suspend', '-keep', 7),
-             run(world, 'storage', 'create', '-storage', 'ONTAP01', '-keep', 7),
+             run(world, 'storage', 'create', '-storage', 'ONTAP01', '-freeze', '-keep', 7),
              run(world, 'storage', 'list', '-storage', 'ONTAP01')]
     (stamp,) = new_stamps(world, 'snapshot', {ORIGINAL_STAMP})
     snapshot = max(world.vol1.snapshots)
@@ -133,7 +133,8 @@ def main(argv=None):
         print(f'  cd {directory}')
         print('  pve-ontap-snapshot doctor')
         print('  pve-ontap-snapshot vm list -vm 100')
-        print('  pve-ontap-snapshot vm create -vm 100 -suspend -keep 7')
+        print('  pve-ontap-snapshot vm create -vm 100 -pause -keep 7')
+        print('  pve-ontap-snapshot storage create -storage ONTAP01 -freeze')
         print(f'  pve-ontap-snapshot storage mount -storage ONTAP01 -snapshot {OLD_SNAPSHOT}')
         print('Disk files live under cluster-a/ and cluster-b/ there. Ctrl-C stops both servers.', flush=True)
         while True:

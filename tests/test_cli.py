@@ -34,6 +34,26 @@ def usage_error(world, capsys, *argv):
     return capsys.readouterr().err.strip().splitlines()[-1]
 
 
+# -- one way to hold a guest still
+
+@pytest.mark.parametrize('argv, refused', [
+    (['vm', 'create', '-vm', '100', '-pause', '-suspend'], '-suspend/--suspend: not allowed with argument -pause/--pause'),
+    (['vm', 'create', '-vm', '100', '-freeze', '-pause'], '-pause/--pause: not allowed with argument -freeze/--freeze'),
+    (['storage', 'create', '-storage', 'A', '-freeze', '-pause'],
+     '-pause/--pause: not allowed with argument -freeze/--freeze'),
+    (['storage', 'create', '-storage', 'A', '-paus'], 'unrecognized arguments: -paus'),
+])
+def test_parser_takes_one_way_to_hold_a_guest_still(argv, refused):
+    code, line = parse(*argv)
+    assert code == 2 and line.endswith(refused)
+
+
+def test_parser_knows_pause_for_vm_and_storage_create():
+    assert parse('vm', 'create', '-vm', '100', '--pause').pause is True
+    storage = parse('storage', 'create', '-storage', 'A', '-pause')
+    assert (storage.pause, storage.freeze) == (True, False)
+
+
 # -- repeated options
 
 @pytest.mark.parametrize('argv, vms', [

@@ -346,3 +346,50 @@ def test_vm_id_guard(text, ok):
                                                  (0.5, 120, 1)])
 def test_ontap_answers_a_job_before_our_read_timeout(job, read, expected):
     assert tool.return_timeout(tool.Timeouts(job=job, read=read)) == expected
+
+
+# -- capture snapshots and held guests
+
+def test_capture_names_never_pass_for_storage_snapshots():
+    capture = tool.capture_name('2024-03-13_14:42:47+0000', 100)
+    leftover = tool.leftover_name(capture)
+    assert capture == 'pve_ontap_capture_2024-03-13_14:42:47+0000_vm100'
+    assert leftover == 'pve_ontap_leftover_capture_2024-03-13_14:42:47+0000_vm100'
+    assert tool.capture_of(leftover) == tool.capture_of(capture) == capture
+    assert not any(name.startswith(tool.STORAGE_SNAPSHOT_PREFIX) for name in (capture, leftover))
+
+
+NOW = datetime.datetime(2024, 3, 13, 15, 0, tzinfo=datetime.UTC)
+
+
+@pytest.mark.parametrize('stamp, seconds, old', [
+    ('2024-03-13_14:42:47+0000', 600, True), ('2024-03-13_14:55:00+0000', 600, False),
+    ('2024-03-13_14:50:00+0000', 600, False), ('2024-03-13_14:49:59+0000', 600, True),
+    ('2099-01-01_00:00:00+0000', 0, False), ('no stamp', 600, True)])
+def test_a_noted_capture_is_due_once_older_than_the_age(stamp, seconds, old):
+    assert tool.stamp_older_than(stamp, seconds, NOW) is old
+
+
+@pytest.mark.parametrize('agent, pause, held', [
+    ('1', False, ('freeze', None)), ('1', True, ('freeze', None)),
+    (None, False, (None, 'no guest agent')), (None, True, ('pause', 'no guest agent')),
+    ('1,freeze-fs=0', False, (None, 'its agent setting turns freezing off')),
+    ('enabled=1,freeze-fs-on-backup=0', True, ('pause', 'its agent setting turns freezing off'))])
+def test_how_storage_create_holds_a_running_vm(agent, pause, held):
+    assert tool.hold_for({'agent': agent} if agent else {}, pause) == held
+
+
+@pytest.mark.parametrize('message, too_long', [
+    ("VM 106 qmp command 'guest-fsfreeze-thaw' failed - couldn't hold writes: fsfreeze is limited up to 10 seconds",
+     True),
+    ('VM 100 qmp command failed - timeout', False), ('QEMU guest agent is not running', False)])
+def test_a_thaw_that_says_vss_gave_up_the_freeze(message, too_long):
+    assert tool.frozen_too_long(tool.ProxmoxError(message)) is too_long
+
+
+@pytest.mark.parametrize('value, freezes', [
+    ('1', True), ('enabled=1', True), ('0', False), ('enabled=0,freeze-fs=1', False), ('1,freeze-fs=0', False),
+    ('enabled=1,freeze-fs-on-backup=0', False), ('freeze-fs=0,enabled=1', False), ('1,guest-fsfreeze=no', False),
+    ('1,freeze-fs=1,fstrim_cloned_disks=1', True), (None, False), ('type=isa', False), ('ON', True)])
+def test_agent_freezing_as_pve_reads_it(value, freezes):
+    assert tool.agent_freezes(value) is freezes

@@ -138,6 +138,27 @@ def test_file_clone_copies_bytes_also_from_a_snapshot(emu, vol, conn):
     assert (vol.path / 'images/100/then.raw').read_bytes() == b'disk-0 original'
 
 
+def test_a_snapshot_stays_busy_after_a_clone_from_it_when_asked(emu, vol, conn):
+    snap = emu.add_snapshot('proxmox_storage01', 'capture')
+    made = []
+    emu.on_clone = lambda volume, source, destination: made.append((volume.name, source, destination))
+    emu.busy_after_clone = 60
+
+    FileClone.from_dict({'volume': {'uuid': vol.uuid}, 'source_path': f'.snapshot/capture/{DISK}',
+                         'destination_path': 'images/100/then.raw'}).post()
+
+    assert made == [('proxmox_storage01', f'.snapshot/capture/{DISK}', 'images/100/then.raw')]
+    with pytest.raises(NetAppRestError, match='has not expired or is locked'):
+        Snapshot(vol.uuid, uuid=snap.uuid).delete()
+    renamed = Snapshot(vol.uuid, uuid=snap.uuid)
+    renamed.name = 'renamed while busy'
+    renamed.patch()
+    assert list(vol.snapshots) == ['renamed while busy']
+    snap.busy_until = 0     # the while has passed
+    Snapshot(vol.uuid, uuid=snap.uuid).delete()
+    assert vol.snapshots == {}
+
+
 def test_file_clone_onto_an_existing_file_fails_the_job(emu, vol, conn):
     (vol.path / 'images/100/taken.raw').write_bytes(b'keep me')
 

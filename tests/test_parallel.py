@@ -32,8 +32,8 @@ def sets_of(world, vmid):
 
 
 def of_vm(vmid):
-    """A fault `match`: the clone of one of the VM's disks."""
-    return lambda body: body.get('source_path', '').startswith(f'images/{vmid}/')
+    """A fault `match`: the clone of one of the VM's disks (from its capture, or its live file)."""
+    return lambda body: re.match(rf'(\.snapshot/[^/]+/)?images/{vmid}/', body.get('source_path', '')) is not None
 
 
 def vm_lines(err):
@@ -65,8 +65,9 @@ def test_every_vm_costs_its_own_requests_and_no_more(world):
 
     ontap, pve = requests_of(world, 'vm', 'create', '-all', '-no-register')
 
-    # a volume lookup per cluster, one clone per disk: 6 of VM 100, 1 of VM 101, 2 of each new one
-    assert ontap == 2 + 6 + 1 + 4 * 2
+    # a volume lookup per cluster, one clone per disk: 6 of VM 100, 1 of VM 101, 2 of each new one;
+    # and each running VM's capture of each of its two volumes, made and deleted: 5 VMs, 4 each
+    assert ontap == 2 + 6 + 1 + 4 * 2 + 5 * 4
     # login, the VM list, storage.cfg, and each VM's config (VM 102's too, to find it has no ONTAP disk)
     assert pve == 3 + 7
     assert all(len(sets_of(world, vmid)) == 1 for vmid in (100, 101, 103, 104, 105, 106))
@@ -78,8 +79,8 @@ def test_keep_deletes_every_old_set_of_a_vm_without_reading_its_config_again(wor
 
     ontap, pve = requests_of(world, 'vm', 'create', '-vm', 103, 104, 105, 106, '-keep', 2)
 
-    # per VM: 2 clones, 2 directory listings, 2 old sets of 2 files deleted
-    assert ontap == 2 + 4 * (2 + 2 + 4)
+    # per VM: 2 captures made and deleted, 2 clones, 2 directory listings, 2 old sets of 2 files deleted
+    assert ontap == 2 + 4 * (4 + 2 + 2 + 4)
     # per VM: its config, and registering the clones (pending config, PUT): that pending config serves
     # to delete both old sets as well
     assert pve == 3 + 4 * 3
@@ -116,8 +117,8 @@ def test_each_vms_lines_come_together_and_in_vm_order_however_the_vms_finish(wor
 
     assert result.code == 0, result.err
     assert answered == [0, 0]   # VM 104 was cloned before VM 103 was
-    # per VM: the crash-consistency warning, then its result line
-    assert vm_lines(result.err) == [103, 103, 104, 104, 105, 105]
+    # per VM: its warnings (two volumes captured at two instants, crash-consistent), then its result
+    assert vm_lines(result.err) == [103] * 3 + [104] * 3 + [105] * 3
     assert all(len(sets_of(world, vmid)) == 1 for vmid in (103, 104, 105))
 
 
@@ -141,11 +142,12 @@ def test_no_node_shuts_down_more_than_four_vms_at_once(world):
     ours = {vmid: 'pve1' for vmid in range(103, 109)} | {109: 'pve2', 110: 'pve2'}
     for vmid, node in ours.items():
         add_vm_on_both_clusters(world, vmid, node=node)
-    slow_clones(world, 1)
+    for emu in (world.a, world.b):      # the captures, taken while the VMs are down
+        emu.slow_job('POST', r'/snapshots$', 1, times=None)
     down = {'pve1': 0, 'pve2': 0}
 
     def note(record):
-        if record['path'] == CLONE:
+        if record['path'].endswith('/snapshots'):
             for node, most in down.items():
                 now = sum(1 for vmid, home in ours.items() if home == node and world.pve.vm(vmid).status != 'running')
                 down[node] = max(most, now)
@@ -166,9 +168,9 @@ def test_a_dry_run_prints_each_vms_lines_together_in_vm_order(world):
     result = world.run('-dry-run', 'vm', 'create', '-vm', 103, 104)
 
     assert result.code == 0, result.err
-    # two clones and the registration of each VM
-    named = [re.search(r'images/(\d+)/|VM (\d+)', line).groups() for line in result.out.splitlines()]
-    assert [int(clone or vm) for clone, vm in named] == [103, 103, 103, 104, 104, 104]
+    # the captures made, the clones, the captures deleted, and the registration of each VM
+    named = [re.search(r'_vm(\d+) |images/(\d+)/|VM (\d+)', line).groups() for line in result.out.splitlines()]
+    assert [int(next(filter(None, found))) for found in named] == [103] * 7 + [104] * 7
     assert sets_of(world, 103) == sets_of(world, 104) == []
 
 

@@ -139,15 +139,19 @@ def wait_for(condition, process):
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize('mode', ['-freeze', '-suspend'])
+def capture_requests(emu):
+    return [r for r in emu.requests if r['method'] == 'POST' and r['path'].endswith('/snapshots')]
+
+
+@pytest.mark.parametrize('mode', ['-freeze', '-suspend', '-pause'])
 def test_sigterm_inside_the_window_waits_until_the_vm_runs_again(world, mode):
     vm = world.pve.vm(100)
     vm.config['agent'], vm.agent = '1', {}
     world.write_config(defaults='freeze_timeout = 30\n')
-    world.a.slow_job('POST', '/api/storage/file/clone', 1, times=None)
+    world.a.slow_job('POST', r'/snapshots$', 1)     # the capture, the one thing inside the window
     process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm',
                                 '100', mode, '-no-register'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: any(r['path'] == '/api/storage/file/clone' for r in world.a.requests), process)
+    wait_for(lambda: capture_requests(world.a), process)
 
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
@@ -156,8 +160,9 @@ def test_sigterm_inside_the_window_waits_until_the_vm_runs_again(world, mode):
     assert process.returncode == 128 + signal.SIGTERM
     stamp = err.splitlines()[-1].split('snapshot ')[1].split(' ')[0]
     assert err.splitlines()[-1] == f'ERROR: stopped by SIGTERM (VM 100: snapshot {stamp} of 6 disk(s) was made)'
-    assert not vm.agent_frozen and vm.status == 'running' and not vm.lock
+    assert not vm.agent_frozen and vm.status == vm.qmpstatus == 'running' and not vm.lock
     assert len([f for vol in (world.vol1, world.vol2) for f in world.files(vol, 100) if stamp in f]) == 6
+    assert not world.vol1.snapshots and not world.vol2.snapshots
 
 
 def slow_suspend(pve, seconds):
@@ -191,11 +196,11 @@ def test_a_stop_signal_while_the_vm_is_being_suspended_lets_the_snapshot_finish_
 def test_a_second_ctrl_c_during_a_shutdown_is_acknowledged_and_does_not_cut_it_short(world):
     world.pve.time_scale = 0.01
     vm = world.pve.vm(100)
-    world.a.slow_job('POST', '/api/storage/file/clone', 3, times=None)     # the window outlasts both presses
+    world.a.slow_job('POST', r'/snapshots$', 3)     # the window outlasts both presses
     process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm',
                                 '100', '-shutdown', '-no-register'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-    wait_for(lambda: any(r['path'] == '/api/storage/file/clone' for r in world.a.requests), process)
+    wait_for(lambda: capture_requests(world.a), process)
 
     process.send_signal(signal.SIGINT)
     time.sleep(0.2)     # two presses, not one: the handler must see each

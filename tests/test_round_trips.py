@@ -19,13 +19,17 @@ def requests_of(world, *argv):
     return len(world.a.requests) + len(world.b.requests) - before[0], len(world.pve.requests) - before[1]
 
 
-def test_vm_create_of_four_disks_on_two_clusters_takes_twelve_requests(world):
+def add_vm_of_four_disks_on_two_clusters(world, status):
     config = {}
     for n, (sid, vol) in enumerate((('ONTAP01', world.vol1), ('ONTAP01', world.vol1),
                                     ('ONTAP02', world.vol2), ('ONTAP02', world.vol2))):
         write_disk(vol, 103, f'vm-103-disk-{n}.raw')
         config[f'scsi{n}'] = f'{sid}:103/vm-103-disk-{n}.raw'
-    world.pve.add_vm(103, 'four', node='pve2', status='running', config=config)
+    world.pve.add_vm(103, 'four', node='pve2', status=status, config=config)
+
+
+def test_vm_create_of_a_stopped_vm_of_four_disks_on_two_clusters_takes_twelve_requests(world):
+    add_vm_of_four_disks_on_two_clusters(world, 'stopped')
 
     ontap, pve = requests_of(world, 'vm', 'create', '-vm', 103)
 
@@ -34,6 +38,21 @@ def test_vm_create_of_four_disks_on_two_clusters_takes_twelve_requests(world):
     assert [r['path'] for r in world.a.requests + world.b.requests if 'jobs' in r['path']] == []
     # login, VM lookup, config, storage.cfg, and registering the clones (pending config + PUT)
     assert pve == 6
+
+
+def test_vm_create_of_a_running_vm_adds_only_its_two_captures_and_their_deletes(world):
+    """A running VM's disks are cloned from one capture snapshot per volume: a create and a
+    delete on each of the two volumes, four requests more than a stopped VM's twelve."""
+    add_vm_of_four_disks_on_two_clusters(world, 'running')
+
+    ontap, pve = requests_of(world, 'vm', 'create', '-vm', 103)
+
+    assert (ontap, pve) == (2 + 2 + 4 + 2, 6)
+    changes = [(r['method'], r['path'].split('/')[-2 if r['method'] == 'DELETE' else -1])
+               for r in world.a.requests + world.b.requests if r['method'] != 'GET']
+    assert sorted(changes) == [('DELETE', 'snapshots')] * 2 + [('POST', 'clone')] * 4 + [('POST', 'snapshots')] * 2
+    assert [r['path'] for r in world.a.requests + world.b.requests if 'jobs' in r['path']] == []
+    assert not world.vol1.snapshots and not world.vol2.snapshots
 
 
 def test_storage_create_and_list_take_four_requests(world):

@@ -9,7 +9,7 @@ import types
 import pytest
 import requests
 from fakepve import TaskError
-from world import ONTAP_B_PASSWORD, ONTAP_PASSWORD, PVE_PASSWORD, PVE_USER, pve_params
+from world import ONTAP_B_PASSWORD, ONTAP_PASSWORD, PVE_PASSWORD, PVE_USER, cloning, pve_params
 
 import pve_ontap_snapshot as tool
 
@@ -252,10 +252,13 @@ def test_dry_run_prints_the_plan_and_changes_nothing(world, argv):
 def test_dry_run_of_vm_create_names_each_step(world):
     result = world.run('vm', 'create', '-vm', 100, '-suspend', '-dry-run')
     lines = [line for line in result.out.splitlines() if line.startswith('would ')]
+    steps = [' '.join(line.split()[1:3]).split('pve_ontap_capture_')[0] for line in lines]
+    assert steps == (['suspend VM', 'create snapshot', 'create snapshot', 'start VM'] + ['file-clone .snapshot/'] * 6
+                     + ['delete snapshot', 'delete snapshot', 'register the'])
     assert lines[0] == f'would suspend VM 100 (Proxmox {world.pve_host})'
-    assert lines[-2] == f'would start VM 100 (Proxmox {world.pve_host})'
+    capture = re.search(r'pve_ontap_capture_\S+_vm100', lines[1])[0]
+    assert lines[4].startswith(f'would file-clone .snapshot/{capture}/images/100/')
     assert lines[-1].startswith('would register the snapshot as unused disks (VM 100)')
-    assert sum('would file-clone images/100/' in line for line in lines) == 6
 
 
 def test_dry_run_with_keep_shows_what_retention_would_delete(world):
@@ -550,7 +553,7 @@ def test_reads_are_retried_after_503_and_a_reset_connection(world):
 
 @pytest.mark.parametrize('fault', ['drop', 'fail'])
 def test_a_failed_clone_post_is_not_repeated_and_leaves_nothing(world, fault):
-    match = {'source_path': 'images/100/vm-100-disk-2.qcow2'}
+    match = cloning('images/100/vm-100-disk-2.qcow2')
     if fault == 'drop':
         world.a.drop('POST', '/api/storage/file/clone', match=match)
     else:
@@ -562,15 +565,14 @@ def test_a_failed_clone_post_is_not_repeated_and_leaves_nothing(world, fault):
     assert result.code == 1
     (line,) = error_lines(result)
     assert 'scsi0 (' in line and 'removed the 5 clone(s)' in line
-    posts = [r for r in world.a.requests if r['path'] == '/api/storage/file/clone' and r['body'] == {
-        **r['body'], **match}]
+    posts = [r for r in world.a.requests if r['path'] == '/api/storage/file/clone' and match(r['body'])]
     assert len(posts) == 1
     assert world.state() == before
 
 
 def test_a_job_slower_than_its_bound_fails_and_names_the_clone(world):
     world.write_config(defaults='job_timeout = 1\n')
-    world.a.slow_job('POST', '/api/storage/file/clone', 3, match={'source_path': 'images/100/vm-100-disk-0.raw'})
+    world.a.slow_job('POST', '/api/storage/file/clone', 3, match=cloning('images/100/vm-100-disk-0.raw'))
 
     result = world.run('vm', 'create', '-vm', 100, '-suspend')
 
@@ -618,7 +620,7 @@ def test_a_failed_start_task_says_the_vm_is_stopped(world):
 
 def test_a_failed_clone_and_a_failed_start_are_both_reported_and_the_clones_removed(world):
     world.a.fail_job('POST', '/api/storage/file/clone', code=13565952, message='Clone start failed.',
-                     match={'source_path': 'images/100/vm-100-disk-0.raw'})
+                     match=cloning('images/100/vm-100-disk-0.raw'))
     world.pve.vm(100).start_error = 'kvm: Permission denied'
 
     result = world.run('vm', 'create', '-vm', 100, '-suspend', '-no-register')
@@ -663,22 +665,19 @@ def test_a_failed_restore_and_a_failed_start_are_both_reported_and_the_disks_put
     assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == live
 
 
-def test_shutdown_of_an_ha_vm_waits_until_ha_has_stopped_it_and_started_it(world, monkeypatch):
+def test_shutdown_of_an_ha_vm_waits_until_ha_has_stopped_it_and_started_it(world):
     vm = world.pve.vm(100)
     vm.ha_state = 'started'
     world.pve.time_scale, world.pve.ha_delay = 0.01, 10     # HA acts 0.1 s after its task ended
-    status_at_clone = []
-    real_clone = tool.ontap_clone_file
-
-    def clone_and_note_the_vm_status(*args, **kwargs):
-        status_at_clone.append(vm.status)
-        return real_clone(*args, **kwargs)
-    monkeypatch.setattr(tool, 'ontap_clone_file', clone_and_note_the_vm_status)
+    status_at = []
+    for emu in (world.a, world.b):
+        emu.on_request = lambda r: r['method'] == 'POST' and status_at.append((r['path'].rsplit('/', 1)[1], vm.status))
 
     result = world.run('vm', 'create', '-vm', 100, '-shutdown', '-no-register')
 
     assert result.code == 0, result.err
-    assert status_at_clone == ['stopped'] * 6
+    # the capture snapshots while HA has the VM stopped, the clones once HA runs it again
+    assert sorted(status_at) == [('clone', 'running')] * 6 + [('snapshots', 'stopped')] * 2
     assert vm.status == 'running'
     tasks = [p.rsplit('/', 1)[1] for m, p, _ in world.pve.requests if m == 'POST' and '/status/' in p]
     assert tasks == ['shutdown', 'start']
@@ -692,7 +691,7 @@ def test_suspend_of_an_ha_vm_is_refused_before_anything_changes(world):
 
     assert result.code == 1
     assert error_lines(result) == [('ERROR: VM 100 is managed by HA, and PVE does not suspend such a VM to disk: '
-                                   'use -shutdown or -freeze')]
+                                   'use -pause, -shutdown or -freeze')]
     assert world.state() == before and not changes(world.a)
 
 

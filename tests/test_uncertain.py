@@ -5,7 +5,7 @@ ended, and then checks what is on the storage and in PVE."""
 
 import json
 
-from world import VM100_ONTAP_DISKS, wait_for_tasks
+from world import VM100_ONTAP_DISKS, cloning, wait_for_tasks
 
 STAMP = '2024-03-12_10:00:00+0000'
 LIVE = 'images/101/vm-101-disk-0.raw'
@@ -119,24 +119,24 @@ def test_a_paused_vm_is_not_restored(world):
 
 # -- vm create
 
-def test_a_clone_that_ends_after_its_bound_is_removed_once_it_has_ended(world):
+def test_a_clone_that_outlasts_its_bound_is_followed_to_its_end_once_the_vm_runs_again(world):
+    """The clones come from the captures after the VM runs again, so a slow one is simply
+    followed: the guest never waits for it, and the snapshot stays consistent."""
     world.write_config(defaults='job_timeout = 2\n')   # unknown after 2 + 2 s, followed 2 s more
-    world.a.slow_job('POST', '/api/storage/file/clone', 5, match={'source_path': 'images/100/vm-100-disk-0.raw'})
-    before = world.state()
+    world.a.slow_job('POST', '/api/storage/file/clone', 5, match=cloning('images/100/vm-100-disk-0.raw'))
 
     result = world.run('vm', 'create', '-vm', 100, '-suspend', '-no-register')
     world.a.wait_for_jobs()
 
-    assert result.code == 1
-    (line,) = error_lines(result)
-    assert 'ide0 (' in line and 'still running after 2 s (job_timeout)' in line
-    assert 'removed the 6 clone(s) made before' in line
-    assert world.state() == before and not snapshot_files(world)
+    assert result.code == 0, result.err
+    assert 'clone(s) of unknown outcome: finding out' in result.err
+    assert len(snapshot_files(world)) == len(VM100_ONTAP_DISKS)
+    assert world.pve.vm(100).status == 'running' and not world.vol1.snapshots and not world.vol2.snapshots
 
 
 def test_a_clone_still_running_after_every_bound_is_named_and_then_listed_as_incomplete(world):
     world.write_config(defaults='job_timeout = 1\n')
-    world.a.slow_job('POST', '/api/storage/file/clone', 4, match={'source_path': 'images/100/vm-100-disk-0.raw'})
+    world.a.slow_job('POST', '/api/storage/file/clone', 4, match=cloning('images/100/vm-100-disk-0.raw'))
 
     result = world.run('vm', 'create', '-vm', 100, '-no-register')
     world.a.wait_for_jobs()
@@ -144,7 +144,10 @@ def test_a_clone_still_running_after_every_bound_is_named_and_then_listed_as_inc
     assert result.code == 1
     (line,) = error_lines(result)
     (left,) = snapshot_files(world)
-    assert f'still unknown: file-clone images/100/vm-100-disk-0.raw to images/100/{left}: job ' in line
+    (capture,) = world.vol1.snapshots      # the clone still reads from it: kept, for a later run to delete
+    assert f'capture snapshot {capture} of volume proxmox_storage01 (ONTAP {world.a.host}) kept' in result.err
+    assert (f'still unknown: file-clone .snapshot/{capture}/images/100/vm-100-disk-0.raw to images/100/{left}: job '
+            in line)
     assert f'still running on ONTAP {world.a.host}' in line
     assert f'once ONTAP has ended it, check and delete images/100/{left}' in line
     stamp = left.split('-snapshot-')[1].rsplit('.', 1)[0]
@@ -171,8 +174,10 @@ def test_a_clone_whose_answer_is_lost_is_read_back(world):
                                                                         'vm-101-disk-0.raw').read_bytes()
 
 
-def test_a_lost_answer_inside_a_pause_makes_the_snapshot_inconsistent_and_it_is_taken_back(world):
-    world.a.lose_answer('POST', '/api/storage/file/clone', match={'source_path': 'images/100/vm-100-disk-0.raw'})
+def test_a_capture_whose_answer_is_lost_inside_a_pause_is_read_back_and_taken_back(world):
+    """Whether the capture was taken before the VM ran again cannot be known: the snapshot is
+    not consistent, so nothing is cloned, and the capture (read back: it exists) is deleted."""
+    world.a.lose_answer('POST', r'/snapshots$')
     before = world.state()
 
     result = world.run('vm', 'create', '-vm', 100, '-suspend', '-no-register')
@@ -180,8 +185,38 @@ def test_a_lost_answer_inside_a_pause_makes_the_snapshot_inconsistent_and_it_is_
 
     assert result.code == 1
     (line,) = error_lines(result)
-    assert 'a clone ended only after the VM ran again: not consistent' in line
+    assert 'a capture snapshot ended only after the VM ran again: not consistent; nothing was cloned' in line
     assert world.state() == before and not snapshot_files(world)
+    assert not [r for r in world.a.requests + world.b.requests if r['path'] == '/api/storage/file/clone']
+    assert world.pve.vm(100).status == 'running'
+
+
+def test_a_capture_whose_answer_is_lost_without_a_pause_is_read_back_and_cloned_from(world):
+    world.a.lose_answer('POST', r'/snapshots$')
+
+    result = world.run('vm', 'create', '-vm', 100, '-no-register')
+    world.a.wait_for_jobs()
+
+    assert result.code == 0, result.err
+    assert len(snapshot_files(world)) == len(VM100_ONTAP_DISKS)
+    assert not world.vol1.snapshots and not world.vol2.snapshots
+
+
+def test_a_capture_that_cannot_be_read_back_is_never_deleted_and_nothing_is_cloned(world):
+    world.a.lose_answer('POST', r'/snapshots$')
+    world.a.fail('GET', r'^/api/cluster/jobs$', status=403, code='6', message='not authorized for that command')
+
+    result = world.run('vm', 'create', '-vm', 100, '-no-register')
+    world.a.wait_for_jobs()
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    (capture,) = world.vol1.snapshots
+    assert 'finding out what it did failed' in line and 'nothing was cloned' in line
+    assert f'still unknown: ONTAP {world.a.host}: create snapshot {capture} of volume proxmox_storage01' in line
+    assert 'the next vm create on that volume deletes it once it exists' in line
+    assert not world.vol2.snapshots and not snapshot_files(world)
+    assert not [r for r in world.a.requests if r['method'] == 'DELETE']
 
 
 def test_a_gateway_timeout_after_a_clone_went_out_is_read_back_not_retried(world):
@@ -301,7 +336,8 @@ def test_a_dry_run_prints_its_lines_in_disk_order(world):
     result = world.run('-dry-run', 'vm', 'create', '-vm', 100)
 
     clones = [line for line in result.out.splitlines() if line.startswith('would file-clone')]
-    sources = [line.split()[2] for line in clones]
+    assert all(line.split()[2].startswith('.snapshot/pve_ontap_capture_') for line in clones)
+    sources = [line.split()[2].split('/', 2)[2] for line in clones]
     assert sources == [f'images/100/{name}' for name in ('vm-100-disk-5.raw', 'vm-100-disk-0.raw', 'vm-100-disk-1.raw',
                                                         'vm-100-disk-2.qcow2', 'vm-100-disk-6.raw',
                                                         'vm-100-disk-4.raw')]

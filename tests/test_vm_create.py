@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from world import VM100_ONTAP_DISKS, pve_params
+from world import VM100_ONTAP_DISKS, cloning, pve_params
 
 STAMP = r'\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\+0000'
 
@@ -73,13 +73,15 @@ def test_suspend_or_shutdown_then_start_again(world, flag, action):
     assert 'VM 100 is running' not in result.err
 
 
-def test_every_clone_happens_while_the_vm_is_paused(world):
+def test_only_the_captures_happen_while_the_vm_is_suspended(world):
     order = []
-    world.a.on_request = lambda record: order.append(('ontap', record['path'], world.pve.vm(100).status))
+    for emu in (world.a, world.b):
+        emu.on_request = lambda r: r['method'] == 'POST' and order.append((r['path'].rsplit('/', 1)[1],
+                                                                             world.pve.vm(100).status))
 
     assert world.run('vm', 'create', '-vm', 100, '-suspend').code == 0
 
-    assert {status for side, path, status in order if path == '/api/storage/file/clone'} == {'stopped'}
+    assert sorted(order) == [('clone', 'running')] * 6 + [('snapshots', 'stopped')] * 2
 
 
 def test_a_stopped_vm_is_cloned_and_stays_stopped(world):
@@ -93,7 +95,7 @@ def test_a_stopped_vm_is_cloned_and_stays_stopped(world):
 
 def test_a_failed_clone_restarts_the_vm_and_takes_back_the_other_clones(world):
     world.b.fail_job('POST', '/api/storage/file/clone', code=13565952, message='Clone start failed.',
-                     match={'source_path': 'images/100/vm-100-disk-4.raw'})
+                     match=cloning('images/100/vm-100-disk-4.raw'))
     before = world.state()
 
     result = world.run('vm', 'create', '-vm', 100, '-suspend')

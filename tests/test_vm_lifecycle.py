@@ -349,17 +349,18 @@ def agent_commands(vm):
     return [request[0] for request in vm.agent_requests]
 
 
-def test_freeze_clones_between_freeze_and_thaw(world):
+def test_freeze_captures_between_freeze_and_thaw_and_clones_after_it(world):
     vm = enable_agent(world)
-    frozen_during_clone = []
-    world.a.on_request = lambda r: r['path'] == '/api/storage/file/clone' and \
-        frozen_during_clone.append(vm.agent_frozen)
+    frozen_at = []
+    for emu in (world.a, world.b):
+        emu.on_request = lambda r: r['method'] == 'POST' and frozen_at.append((r['path'].rsplit('/', 1)[1],
+                                                                                 vm.agent_frozen))
 
     result = world.run('vm', 'create', '-vm', 100, '-freeze')
 
     assert result.code == 0, result.err
     assert [c for c in agent_commands(vm) if c != 'ping'] == ['fsfreeze-freeze', 'fsfreeze-thaw']
-    assert frozen_during_clone == [True] * 4
+    assert sorted(frozen_at) == [('clone', False)] * 6 + [('snapshots', True)] * 2
     assert not vm.agent_frozen and vm.status == 'running'
     assert 'VM 100 was frozen for' in result.err
 
@@ -375,19 +376,20 @@ def test_freeze_thaws_after_a_failed_clone(world):
     assert 'Clone start failed' in result.err.strip().splitlines()[-1]
 
 
-def test_freeze_thaws_when_the_clones_outlast_the_bound(world):
+def test_freeze_thaws_when_the_captures_outlast_the_bound(world):
     vm = enable_agent(world)
     world.write_config(defaults='freeze_timeout = 0.2\n')
-    world.a.slow_job('POST', '/api/storage/file/clone', 1.0, times=None)
+    world.a.slow_job('POST', r'/snapshots$', 1.0)
 
     result = world.run('vm', 'create', '-vm', 100, '-freeze')
 
     assert result.code == 1
     (line,) = [line for line in result.err.splitlines() if line.startswith('ERROR')]
-    assert 'the clones outlasted the freeze bound of 0.2 s (freeze_timeout): not consistent' in line
-    assert 'removed the 6 clone(s) made before' in line
+    assert 'the capture snapshots outlasted the freeze bound of 0.2 s (freeze_timeout): not consistent' in line
+    assert 'nothing was cloned' in line
     assert agent_commands(vm)[-1] == 'fsfreeze-thaw' and not vm.agent_frozen
     assert not [f for f in world.files(world.vol1, 100) + world.files(world.vol2, 100) if '-snapshot-' in f]
+    assert not world.vol1.snapshots and not world.vol2.snapshots      # both captures taken back
 
 
 def test_a_failed_freeze_and_a_failed_thaw_make_one_error_line(world):
@@ -459,7 +461,7 @@ def test_freeze_needs_a_configured_answering_agent(world, configured, running, p
 
 # -- the pause window
 
-def test_every_lookup_happens_before_the_suspend_and_only_clones_inside_it(world):
+def test_every_lookup_happens_before_the_suspend_and_only_the_captures_inside_it(world):
     seen = []
     for emu in (world.a, world.b):
         emu.on_request = lambda r: seen.append((r['method'], r['path'], len(world.pve.requests)))
@@ -473,8 +475,10 @@ def test_every_lookup_happens_before_the_suspend_and_only_clones_inside_it(world
     assert {p.split('/')[-1] for m, p in pve[suspend + 1:start]} == {'status'}
     assert all('/tasks/' in p for m, p in pve[suspend + 1:start])
     for method, path, pve_count in seen:
-        if path == '/api/storage/file/clone':
-            assert suspend < pve_count <= start
+        if method == 'POST' and path.endswith('/snapshots'):
+            assert suspend < pve_count <= start     # the one thing the VM waits for
+        elif path == '/api/storage/file/clone' or method == 'DELETE':
+            assert pve_count > start, (method, path)
         else:
             assert pve_count <= suspend, (method, path)
 

@@ -201,6 +201,16 @@ def wait_for_tasks(pve, timeout=30):
         time.sleep(0.05)
 
 
+def cloning(path):
+    """A fault's `match` for the file clone of the disk at `path` (images/<vmid>/<file>), made
+    from the live disk (a stopped VM, a restore's undo point) or from a capture snapshot
+    (`.snapshot/<capture>/<path>`: a running VM)."""
+    def matches(body):
+        source = str((body or {}).get('source_path', ''))
+        return source == path or source.endswith('/' + path)
+    return matches
+
+
 def pve_params(body):
     """The parameters of a request as fakepve recorded it (a form body)."""
     text = body.decode() if isinstance(body, bytes) else str(body or '')

@@ -2357,6 +2357,17 @@ def delete_files(ctx, files):
     return run_parallel(delete, files, at_once=not ctx.dry_run)
 
 
+def settle_each(outcomes, settle, what):
+    """The Outcomes in the same order, once settle(outcome) has found out, in parallel, what
+    became of each unknown one: it returns if that is done, raises the Failure or OutcomeUnknown."""
+    unknown = [outcome for outcome in outcomes if outcome.state == 'unknown']
+    if not unknown:
+        return outcomes
+    log.warning('%d %s of unknown outcome: finding out before anything is rolled back', len(unknown), what)
+    settled = {result.item.item: Outcome(result.item.item, result.error) for result in run_parallel(settle, unknown)}
+    return [settled.get(outcome.item, outcome) for outcome in outcomes]
+
+
 FILE_CLONE_CALL = 'POST /api/storage/file/clone'
 
 
@@ -2370,12 +2381,7 @@ def settle_clones(ctx, outcomes, overwrite=False):
         ontap_settle(ontap, outcome.error, FILE_CLONE_CALL,
                      None if overwrite else lambda: ontap_file_exists(ontap, volume, destination))
 
-    unknown = [outcome for outcome in outcomes if outcome.state == 'unknown']
-    if not unknown:
-        return outcomes
-    log.warning('%d clone(s) of unknown outcome: finding out before anything is rolled back', len(unknown))
-    settled = {result.item.item: Outcome(result.item.item, result.error) for result in run_parallel(settle, unknown)}
-    return [settled.get(outcome.item, outcome) for outcome in outcomes]
+    return settle_each(outcomes, settle, 'clone(s)')
 
 
 def remove_clones(ctx, clones):
@@ -2761,12 +2767,7 @@ def settle_captures(ctx, outcomes):
             return bool(found)
         ontap_settle(ontap, outcome.error, f'POST /api/storage/volumes/{volume.uuid}/snapshots', landed)
 
-    unknown = [outcome for outcome in outcomes if outcome.state == 'unknown']
-    if not unknown:
-        return outcomes
-    log.warning('%d capture snapshot(s) of unknown outcome: finding out before anything is taken back', len(unknown))
-    settled = {result.item.item: Outcome(result.item.item, result.error) for result in run_parallel(settle, unknown)}
-    return [settled.get(outcome.item, outcome) for outcome in outcomes]
+    return settle_each(outcomes, settle, 'capture snapshot(s)')
 
 
 def capture_failure(view, stamp, outcomes, settled, late):

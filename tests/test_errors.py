@@ -151,3 +151,19 @@ def test_debug_shows_the_traceback_and_every_request_but_no_secret(world):
     assert 'PVE POST /access/ticket' in result.err
     for secret in (ONTAP_PASSWORD, PVE_PASSWORD, 'Basic ', 'PVEAuthCookie', 'CSRFPreventionToken'):
         assert secret not in result.err
+
+
+def test_a_proxy_in_the_environment_is_still_used_and_no_proxy_still_bypasses_it(world, monkeypatch):
+    # The environment is read once per run (settle_environment), no longer on every call.
+    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-13_14:42:47+0000')
+    ontap = f'localhost:{world.a.port}'
+    world.write_config(ONTAP01=f'host = {ontap}\nuser = admin\npass = {ONTAP_PASSWORD}\nverify = {world.a.cafile}\n')
+    monkeypatch.setenv('HTTPS_PROXY', f'http://127.0.0.1:{closed_port()}')
+    monkeypatch.setenv('NO_PROXY', '127.0.0.1')      # PVE (127.0.0.1) bypasses it, ONTAP (localhost) does not
+
+    through_it = world.run('storage', 'list', '-storage', 'ONTAP01')
+    monkeypatch.setenv('NO_PROXY', '127.0.0.1,localhost')
+    bypassed = world.run('storage', 'list', '-storage', 'ONTAP01')
+
+    assert through_it.code == 1 and through_it.err.splitlines()[-1].startswith(f'ERROR: ONTAP {ontap}: ')
+    assert bypassed.code == 0, bypassed.err

@@ -24,7 +24,12 @@ ONTAP can do better underneath it, and this tool asks it to:
                    what to fix (-try: also clone a test file on each storage).
 
 Global options: -config FILE, -loglevel LEVEL, -output text|json, -dry-run (print the
-changes, make none), -wait SECONDS (for another run on the same storage).
+changes, make none), -wait SECONDS (for another run on the same storage), -local-lock
+(off a PVE node or without quorum: lock on this node only), -version.
+
+A change holds a lock per ONTAP volume for the whole cluster (in /etc/pve/priv/lock). Every
+change ONTAP or PVE is asked to make ends done, failed or unknown; an unknown one (a job
+past its bound, a lost answer) is followed and read back, never rolled back on a guess.
 
 Configuration is read from -config FILE, else ./config.ini, else
 /etc/pve-ontap-snapshot/config.ini: a [proxmox] section for the PVE API and one section
@@ -34,7 +39,7 @@ Examples:
   pve-ontap-snapshot doctor
   pve-ontap-snapshot vm create -vm 100 -suspend -keep 7
   pve-ontap-snapshot vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000 -shutdown
-  0 3 * * *  root  pve-ontap-snapshot -loglevel warn storage create -storage ONTAP01 -keep 7
+  0 3 * * *  root  pve-ontap-snapshot -loglevel warn storage create -storage ONTAP01 -min-age 12h -keep 7
 
 Exit codes: 0 done, 1 the operation failed, 2 usage or configuration error.
 Each command has its own --help.

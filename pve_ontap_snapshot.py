@@ -1347,12 +1347,16 @@ def local_pve_node():
 PVE_NODES_DIR = '/etc/pve/nodes'
 
 
+def node_config_path(vm):
+    return os.path.join(PVE_NODES_DIR, vm['node'], 'qemu-server', f'{vm["vmid"]}.conf')
+
+
 def read_node_config(vm):
     """The VM's config file as PVE holds it (its snapshot and [PENDING] sections too), read from
     pmxcfs when this runs on a PVE node as root; None elsewhere, or if it cannot be read."""
     if local_pve_node() is None:
         return None
-    path = os.path.join(PVE_NODES_DIR, vm['node'], 'qemu-server', f'{vm["vmid"]}.conf')
+    path = node_config_path(vm)
     try:
         with open(path, 'rb') as file:
             return file.read()
@@ -3019,13 +3023,12 @@ def save_snapshot_records(ctx, view, stamp, consistency):
     storage = view.disks[0].storage
     ontap, volume, _ = ctx.storage_volume(storage)
     raw = read_node_config(view.vm)
-    from_node = os.path.join(PVE_NODES_DIR, view.vm['node'], 'qemu-server', f'{view.vmid}.conf')
     volumes = {}
     for disk in view.disks:
         disk_ontap, disk_volume, _ = ctx.storage_volume(disk.storage)
         volumes[disk.storage] = (disk_ontap.host, disk_volume.svm, disk_volume.name)
     manifest = snapshot_manifest(view.vm, view.disks, view.config, stamp, consistency, volumes,
-                                 from_node if raw is not None else 'api', tool_version())
+                                 node_config_path(view.vm) if raw is not None else 'api', tool_version())
     config_path, manifest_path = record_paths(view.vmid, stamp, consistency)
 
     def write(item):

@@ -6,9 +6,10 @@ Proxmox can snapshot a raw disk on NFS only by falling back to slow qcow2 chains
 ONTAP can do better underneath it, and this tool asks it to:
 
   vm create        file-clone every disk image of a VM on the storage itself (instant, no
-                   extra space, raw or qcow2): a VM snapshot, named by its UTC stamp.
+                   extra space, raw or qcow2): a VM snapshot, named by its UTC stamp,
+                   with the VM's config and a manifest saved beside the clones.
                    Optionally pause, freeze, suspend or shut down the guest for it.
-  vm list          list a VM's snapshots.
+  vm list          list a VM's snapshots, and how consistent each is.
   vm delete        delete one of them.
   vm restore       put a VM's disks back to a VM snapshot, or to their state in a
                    storage snapshot, leaving every other VM alone.

@@ -6,9 +6,10 @@ Proxmox can snapshot a raw disk on NFS only by falling back to slow qcow2 chains
 ONTAP can do better underneath it, and this tool asks it to:
 
   vm create        file-clone every disk image of a VM on the storage itself (instant, no
-                   extra space, raw or qcow2): a VM snapshot, named by its UTC stamp.
+                   extra space, raw or qcow2): a VM snapshot, named by its UTC stamp,
+                   with the VM's config and a manifest saved beside the clones.
                    Optionally pause, freeze, suspend or shut down the guest for it.
-  vm list          list a VM's snapshots.
+  vm list          list a VM's snapshots, and how consistent each is.
   vm delete        delete one of them.
   vm restore       put a VM's disks back to a VM snapshot, or to their state in a
                    storage snapshot, leaving every other VM alone.
@@ -1347,6 +1348,30 @@ def local_pve_node():
     return None
 
 
+# pmxcfs shows every node's guest configs under /etc/pve/nodes/<node>/ on each node
+# (pve-cluster src/README); /etc/pve/qemu-server is only the local node's.
+PVE_NODES_DIR = '/etc/pve/nodes'
+
+
+def node_config_path(vm):
+    return os.path.join(PVE_NODES_DIR, vm['node'], 'qemu-server', f'{vm["vmid"]}.conf')
+
+
+def read_node_config(vm):
+    """The VM's config file as PVE holds it (its snapshot and [PENDING] sections too), read from
+    pmxcfs when this runs on a PVE node as root; None elsewhere, or if it cannot be read."""
+    if local_pve_node() is None:
+        return None
+    path = node_config_path(vm)
+    try:
+        with open(path, 'rb') as file:
+            return file.read()
+    except OSError as exc:
+        log.warning('VM %s: cannot read %s (%s): its config is saved as the API gives it', vm['vmid'], path,
+                    exc.strerror)
+        return None
+
+
 def pve_local_node(pve):
     """The node this tool runs on, or else the one serving the API (cluster/status `local`)."""
     node = local_pve_node()
@@ -1419,6 +1444,14 @@ DISK_KEY = re.compile(r'^(?:(?:ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0)$')
 IMAGE_VOLNAME = re.compile(r'^(?:\d+/[^/]+/)?(?P<vmid>\d+)/(?P<file>[^/]+\.(?:raw|qcow2|vmdk))$')
 SET_FILE = re.compile(r'^(?P<stem>.+)-(?P<kind>' + '|'.join(SET_KINDS) + r')-(?P<stamp>' + STAMP_PATTERN +
                       r')(?P<ext>\.(?:raw|qcow2|vmdk))$')
+# Beside a VM snapshot's clones: the VM's config and a manifest, named for the set's stamp, so
+# that they go with it. Never an image name (PVE lists only *.raw|qcow2|vmdk|subvol in
+# images/<vmid>/: pve-storage src/PVE/Storage/Plugin.pm, list_images), never snap-* (PVE 9's
+# volume-chain snapshots). The manifest's name carries the consistency: vm list reads it from
+# the directory listing it makes anyway, with no request per snapshot.
+CONSISTENCIES = ('running', 'atomic', 'paused', 'frozen', 'suspended', 'shutdown')
+RECORD_FILE = re.compile(r'^(?P<stem>vm-\d+)-(?P<kind>' + '|'.join(SET_KINDS) + r')-(?P<stamp>' + STAMP_PATTERN +
+                         r')(?P<ext>\.conf|\.(?P<consistency>' + '|'.join(CONSISTENCIES) + r')\.manifest\.json)$')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1449,6 +1482,11 @@ class SetFile:
     def source_file(self):
         """The disk file this is a clone of."""
         return self.stem + self.ext
+
+    @property
+    def is_record(self):
+        """Whether this is the set's saved config or manifest, not a disk clone."""
+        return bool(RECORD_FILE.match(self.path.rsplit('/', 1)[-1]))
 
 
 def parse_volume(value):
@@ -1647,12 +1685,81 @@ def set_file_path(path, stamp, kind='snapshot'):
 
 
 def parse_set_file(storage, directory, name, size=0):
-    """The SetFile a file name in images/<vmid>/ stands for, or None."""
-    found = SET_FILE.match(name)
+    """The SetFile a file name in images/<vmid>/ stands for (a clone, or a saved config or
+    manifest), or None."""
+    found = SET_FILE.match(name) or RECORD_FILE.match(name)
     if not found:
         return None
     return SetFile(storage=storage, path=f'{directory}/{name}', stem=found['stem'], kind=found['kind'],
                    stamp=found['stamp'], ext=found['ext'], size=size or 0)
+
+
+def record_paths(vmid, stamp, consistency):
+    """(config, manifest) paths of a VM snapshot: images/<vmid>/vm-<vmid>-snapshot-<stamp>.conf
+    and ….<consistency>.manifest.json."""
+    base = f'images/{vmid}/vm-{vmid}-snapshot-{stamp}'
+    return f'{base}.conf', f'{base}.{consistency}.manifest.json'
+
+
+def set_consistency(files):
+    """A set's consistency, from its manifest's name; `unknown` for a set without one (made
+    by the original, or by this tool before it saved manifests)."""
+    for file in files:
+        found = RECORD_FILE.match(file.path.rsplit('/', 1)[-1])
+        if found and found['consistency']:
+            return found['consistency']
+    return 'unknown'
+
+
+def snapshot_consistency(mode, paused, running, instants):
+    """How consistent a VM snapshot is: as the VM was held for it (`paused`: the window acted),
+    `shutdown` for a VM that was off, `atomic` for a running VM whose disks were captured at one
+    instant (one volume), else `running` (one instant per volume)."""
+    if paused:
+        return {'pause': 'paused', 'freeze': 'frozen', 'suspend': 'suspended', 'shutdown': 'shutdown'}[mode]
+    if not running:
+        return 'shutdown'
+    return 'atomic' if instants == 1 else 'running'
+
+
+def encode_comment(line):
+    """A line of a VM's description as PVE writes it in a .conf comment: its UTF-8 bytes, every
+    control or non-ASCII byte and `:` percent-encoded (pve-common src/PVE/Tools.pm, encode_text)."""
+    return ''.join(chr(byte) if 0x20 <= byte <= 0x7e and byte != 0x3a else f'%{byte:02X}' for byte in line.encode())
+
+
+def config_text(config):
+    """A VM config as the API gives it, in PVE's .conf syntax as qemu-server writes it
+    (PVE/QemuServer.pm, write_vm_config): the description as `#` lines first (Perl's split drops
+    trailing empty lines), then `key: value` for every other key, sorted; `digest` dropped."""
+    lines = str(config.get('description') or '').split('\n')
+    while lines and not lines[-1]:
+        lines.pop()
+    text = ''.join(f'#{encode_comment(line)}\n' for line in lines)
+    return text + ''.join(f'{key}: {value}\n' for key, value in sorted(config.items())
+                          if key not in ('digest', 'description'))
+
+
+SIZE_UNITS = {'': 1, 'K': 2**10, 'M': 2**20, 'G': 2**30, 'T': 2**40}
+
+
+def drive_size(value):
+    """The bytes a drive's `size=` says (PVE's disk-size: a number and K, M, G or T), or None."""
+    found = re.search(r'(?:^|,)size=(\d+(?:\.\d+)?)([KMGT]?)(?:,|$)', str(value))
+    return int(float(found[1]) * SIZE_UNITS[found[2]]) if found else None
+
+
+def snapshot_manifest(vm, disks, config, stamp, consistency, volumes, config_from, version):
+    """The manifest of a VM snapshot, as JSON text. `volumes`: {storage: (cluster host, SVM,
+    volume)}; `config_from`: where the saved config was read."""
+    manifest = {
+        'tool': 'pve-ontap-snapshot', 'version': version, 'vmid': vm['vmid'], 'name': vm.get('name'),
+        'node': vm.get('node'), 'stamp': stamp, 'consistency': consistency, 'config_from': config_from,
+        'disks': [{'key': disk.key, 'volid': disk.volid, 'clone': set_file_path(disk.path, stamp),
+                   'size': drive_size(config.get(disk.key)), 'storage': disk.storage,
+                   'cluster': volumes[disk.storage][0], 'svm': volumes[disk.storage][1],
+                   'volume': volumes[disk.storage][2]} for disk in disks]}
+    return json.dumps(manifest, indent=2, sort_keys=True) + '\n'
 
 
 def group_sets(files):
@@ -2673,8 +2780,8 @@ def snapshot_vm(ctx, view, mode, stamp):
     paused or frozen as `mode` asks; each disk is then cloned from its capture once the VM runs
     again, and the captures are deleted. A stopped VM's disks are cloned as they are. Returns
     the clones and what went wrong once they were made (a guest not thawed, a VM not started
-    again: Failures for the caller to report); if a capture or a clone is not made, what was
-    made is taken back and the Failure names the disks."""
+    again: Failures for the caller to report) and how consistent it is (snapshot_consistency);
+    if a capture or a clone is not made, what was made is taken back and the Failure names the disks."""
     vmid = view.vmid
     for disk, reason in view.skipped:
         log.warning('VM %s: skipping disk %s (%s): %s', vmid, disk.key, disk.volid, reason)
@@ -2701,7 +2808,7 @@ def snapshot_vm(ctx, view, mode, stamp):
         made = settle_clones(ctx, outcomes)
         if any(outcome.state != 'done' for outcome in made):
             raise together(undo_snapshot(ctx, view, stamp, outcomes, made), *window.problems)
-        return clones, window.problems
+        return clones, snapshot_consistency(mode, window.paused, window.running, len(captures)), window.problems
     finally:
         # A capture that a clone still running may read from stays, left to the next run.
         sources = {storage for storage, _, _ in items_in(made, 'unknown')}
@@ -2913,6 +3020,37 @@ def register_clones(ctx, view, clones):
     return pending
 
 
+def save_snapshot_records(ctx, view, stamp, consistency):
+    """Write the VM's config and the snapshot's manifest (record_paths) beside its clones, both
+    at once, in images/<vmid>/ of the storage of its first ONTAP disk: two requests per VM, and
+    the set is found by its stamp on every storage of the VM anyway. The config is the node's
+    .conf file on a PVE node, else rebuilt from the API's (config_text). A write of unknown
+    outcome is read back: is the file there? A Failure names what was not saved."""
+    storage = view.disks[0].storage
+    ontap, volume, _ = ctx.storage_volume(storage)
+    raw = read_node_config(view.vm)
+    volumes = {}
+    for disk in view.disks:
+        disk_ontap, disk_volume, _ = ctx.storage_volume(disk.storage)
+        volumes[disk.storage] = (disk_ontap.host, disk_volume.svm, disk_volume.name)
+    manifest = snapshot_manifest(view.vm, view.disks, view.config, stamp, consistency, volumes,
+                                 node_config_path(view.vm) if raw is not None else 'api', tool_version())
+    config_path, manifest_path = record_paths(view.vmid, stamp, consistency)
+
+    def write(item):
+        path, data = item
+        try:
+            ontap_write_file(ontap, volume, path, data)
+        except OutcomeUnknown as exc:
+            ontap_settle(ontap, exc, f'POST {files_url(volume, path)}', lambda: ontap_file_exists(ontap, volume, path))
+
+    outcomes = run_parallel(write, [(config_path, raw if raw is not None else config_text(view.config).encode()),
+                                    (manifest_path, manifest.encode())], at_once=not ctx.dry_run)
+    if any(outcome.error for outcome in outcomes):
+        raise Failure(f'its config and manifest were not saved on {storage}: '
+                      + '; '.join(str(outcome.error) for outcome in outcomes if outcome.error))
+
+
 def delete_set(ctx, view, files):
     """Delete every file of one set (see delete_sets): a Failure if it is not gone whole."""
     failure = delete_sets(ctx, view, {files[0].stamp: files}).get(files[0].stamp)
@@ -3079,9 +3217,13 @@ def create_vm_snapshot(ctx, view, mode, register, keep, run):
                 result.begun = False
                 return result
             stamp = run.stamp(view.vmid)
-            clones, result.problems = snapshot_vm(ctx, view, mode, stamp)
+            clones, consistency, result.problems = snapshot_vm(ctx, view, mode, stamp)
         result.made = f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s)'
-        log.info('VM %s: snapshot %s of %d disk(s) created', view.vmid, stamp, len(clones))
+        log.info('VM %s: snapshot %s of %d disk(s) created (%s)', view.vmid, stamp, len(clones), consistency)
+        try:
+            save_snapshot_records(ctx, view, stamp, consistency)
+        except Failure as exc:
+            result.problems.append(exc)
         pending = None
         if register:
             try:
@@ -3202,20 +3344,22 @@ def cmd_vm_list(ctx, args):
     view = gather_vm(ctx, args.vm)
     sets = []
     for stamp, files in gather_sets(ctx, view).items():
-        pairs, missing, _ = match_set_to_disks(view.disks, files)
+        clones = [f for f in files if not f.is_record]
+        pairs, missing, _ = match_set_to_disks(view.disks, clones)
         disk_keys = {file.path: disk.key for disk, file in pairs}
         sets.append({
-            'stamp': stamp, 'kind': SET_KINDS[files[0].kind], 'size': sum(f.size for f in files),
-            'complete': not missing, 'missing': [d.key for d in missing],
+            'stamp': stamp, 'kind': SET_KINDS[files[0].kind], 'size': sum(f.size for f in clones),
+            'complete': not missing, 'missing': [d.key for d in missing], 'consistency': set_consistency(files),
             'files': [{'storage': f.storage, 'path': f.path, 'size': f.size, 'disk': disk_keys.get(f.path)}
-                      for f in files]})
-    # STATE comes last, so that scripts reading the first four columns keep working
+                      for f in clones]})
+    # STATE and CONSISTENCY come last, so that scripts reading the first four columns keep working
     rows = [{'stamp': s['stamp'], 'kind': s['kind'], 'size': human_size(s['size']),
              'disks': ','.join(f['disk'] or f['path'].rsplit('/', 1)[1] for f in s['files']),
-             'state': f'incomplete (lacks {",".join(s["missing"])})' if s['missing'] else 'complete'}
+             'state': f'incomplete (lacks {",".join(s["missing"])})' if s['missing'] else 'complete',
+             'consistency': s['consistency']}
             for s in sets]
     ctx.emit(sets, format_table([('SNAPSHOT', 'stamp'), ('KIND', 'kind'), ('SIZE', 'size'), ('DISKS', 'disks'),
-                                 ('STATE', 'state')], rows))
+                                 ('STATE', 'state'), ('CONSISTENCY', 'consistency')], rows))
 
 
 def cmd_vm_delete(ctx, args):
@@ -4601,7 +4745,7 @@ def tool_version():
     """The version, written in one place, pyproject.toml: read there beside this file (a clone,
     `pip install -e`), else from the installed package's metadata (pip, pipx, and the Debian
     package, whose build writes it from pyproject.toml)."""
-    # Imported here: only -version needs them, never a command or a <TAB>.
+    # Imported here: only -version and vm create's manifests need them, never a <TAB>.
     import importlib.metadata
     import tomllib
     try:

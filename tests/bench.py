@@ -271,8 +271,8 @@ def main(argv=None):
         rows = []
         snapshot = 'proxmox_snapshot_2024-01-01_00:00:00+0000'
         plan = [
-            ('vm create -vm 200 (running; 4 disks, 2 clusters)', ['vm', 'create', '-vm', 200], 16),
-            ('vm create -vm 203 (stopped; same shape)', ['vm', 'create', '-vm', 203], 12),
+            ('vm create -vm 200 (running; 4 disks, 2 clusters)', ['vm', 'create', '-vm', 200], 18),
+            ('vm create -vm 203 (stopped; same shape)', ['vm', 'create', '-vm', 203], 14),
             ('vm create -vm 201 -suspend', ['vm', 'create', '-vm', 201, '-suspend'], None),
             ('vm create -vm 202 -pause', ['vm', 'create', '-vm', 202, '-pause'], None),
             ('vm list -vm 200', ['vm', 'list', '-vm', 200], None),

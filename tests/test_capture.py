@@ -179,7 +179,7 @@ def test_a_vm_that_cannot_be_resumed_is_named_with_what_to_run(world):
     (line,) = error_lines(result)
     assert 'of 6 disk(s) was made, but VM 100 could not be resumed after' in line
     assert 'may still be paused: check it, and resume it by hand ("qm resume 100")' in line
-    assert len([f for vol in (world.vol1, world.vol2) for f in world.files(vol, 100) if '-snapshot-' in f]) == 6
+    assert len([f for vol in (world.vol1, world.vol2) for f in world.clones(vol, 100)]) == 6
 
 
 # -- captures taken back

@@ -99,8 +99,8 @@ def test_admin_snapshots_both_vms_given_as_two_vm_options(world):
     result = world.run('vm', 'create', '-vm', 100, '-vm', 101, '-no-register')
 
     assert result.code == 0, result.err
-    assert len([f for f in world.files(world.vol1, 100) if '-snapshot-' in f]) == 4
-    assert len([f for f in world.files(world.vol1, 101) if '-snapshot-' in f]) == 1
+    assert len(world.clones(world.vol1, 100)) == 4
+    assert len(world.clones(world.vol1, 101)) == 1
 
 
 def test_a_second_storage_option_is_refused_rather_than_snapshotting_the_last(world, capsys):
@@ -193,7 +193,7 @@ def test_a_vm_id_in_arabic_indic_digits_snapshots_nothing(world, capsys):
     line = usage_error(world, capsys, 'vm', 'create', '-vm', '\u0661\u0660\u0661')
 
     assert line.endswith("argument -vm/--vm: '\u0661\u0660\u0661' is no VM id (a number from 100 to 999999999)")
-    assert not [f for f in world.files(world.vol1, 101) if '-snapshot-' in f]
+    assert not world.clones(world.vol1, 101)
 
 
 def test_an_endless_wait_is_refused_before_the_storage_is_snapshotted(world, capsys):

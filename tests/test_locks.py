@@ -216,7 +216,7 @@ def test_without_quorum_the_cluster_lock_is_refused_in_its_own_words(world, clus
     (line,) = error_lines(result)
     assert 'is not writable' in line and 'no quorum?' in line and '-local-lock' in line
     assert world.state() != before and fallback.code == 0, fallback.err
-    assert len([f for f in world.files(world.vol1, 101) if '-snapshot-' in f]) == 1
+    assert len(world.clones(world.vol1, 101)) == 1
 
 
 def test_two_runs_at_once_meet_at_the_cluster_lock(world, cluster_dir):

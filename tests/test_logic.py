@@ -393,3 +393,57 @@ def test_a_thaw_that_says_vss_gave_up_the_freeze(message, too_long):
     ('1,freeze-fs=1,fstrim_cloned_disks=1', True), (None, False), ('type=isa', False), ('ON', True)])
 def test_agent_freezing_as_pve_reads_it(value, freezes):
     assert tool.agent_freezes(value) is freezes
+
+
+# -- what a VM snapshot carries: its config and manifest
+
+STAMP = '2024-03-13_14:42:47+0000'
+
+
+@pytest.mark.parametrize('consistency', tool.CONSISTENCIES)
+def test_config_and_manifest_names_belong_to_the_set_and_are_never_images(consistency):
+    paths = tool.record_paths(100, STAMP, consistency)
+    for path in paths:
+        directory, name = path.rsplit('/', 1)
+        assert directory == 'images/100' and not name.startswith('snap-')
+        assert not tool.IMAGE_VOLNAME.match(path.removeprefix('images/')) and not tool.SET_FILE.match(name)
+        record = tool.parse_set_file('ONTAP01', directory, name)
+        assert (record.stamp, record.kind, record.is_record) == (STAMP, 'snapshot', True)
+    files = [tool.parse_set_file('ONTAP01', 'images/100', path.rsplit('/', 1)[1]) for path in paths]
+    assert tool.set_consistency(files) == consistency
+
+
+def test_a_set_without_a_manifest_has_an_unknown_consistency():
+    clone = tool.parse_set_file('ONTAP01', 'images/100', f'vm-100-disk-0-snapshot-{STAMP}.raw')
+    assert not clone.is_record and tool.set_consistency([clone]) == 'unknown'
+    assert tool.parse_set_file('ONTAP01', 'images/100', f'vm-100-snapshot-{STAMP}.sloppy.manifest.json') is None
+
+
+@pytest.mark.parametrize('mode, paused, running, instants, consistency', [
+    (None, False, True, 2, 'running'), (None, False, True, 1, 'atomic'), (None, False, False, 0, 'shutdown'),
+    ('pause', True, True, 2, 'paused'), ('freeze', True, True, 2, 'frozen'), ('suspend', True, True, 2, 'suspended'),
+    ('shutdown', True, True, 2, 'shutdown'),
+    # a mode that did not act (a VM paused by an I/O error is captured as it is)
+    ('freeze', False, True, 1, 'atomic'), ('suspend', False, False, 0, 'shutdown'),
+])
+def test_snapshot_consistency(mode, paused, running, instants, consistency):
+    assert tool.snapshot_consistency(mode, paused, running, instants) == consistency
+
+
+def test_config_text_writes_the_api_config_as_pve_writes_a_conf_file():
+    config = {'memory': 2048, 'digest': 'abc', 'boot': 'order=scsi0', 'description': 'web: nginx\n100% ok\nÜ\n\n',
+              'scsi0': 'ONTAP01:100/vm-100-disk-0.raw,size=32G'}
+    assert tool.config_text(config) == ('#web%3A nginx\n#100% ok\n#%C3%9C\n'
+                                        'boot: order=scsi0\nmemory: 2048\nscsi0: ONTAP01:100/vm-100-disk-0.raw,size=32G\n')
+    assert tool.config_text({'memory': 512, 'description': ''}) == 'memory: 512\n'
+
+
+@pytest.mark.parametrize('value, size', [
+    ('ONTAP01:100/vm-100-disk-0.raw,size=32G', 32 * 2**30), ('ONTAP01:100/vm-100-disk-5.raw,efitype=4m,size=528K',
+                                                             528 * 2**10),
+    ('ONTAP01:100/vm-100-disk-6.raw,size=4M,version=v2.0', 4 * 2**20), ('size=1.5T', int(1.5 * 2**40)),
+    ('ONTAP01:100/vm-100-disk-0.raw,size=4096', 4096), ('ONTAP01:100/vm-100-disk-0.raw', None),
+    ('ONTAP01:100/vm-100-disk-0.raw,oldsize=1G', None),
+])
+def test_drive_size(value, size):
+    assert tool.drive_size(value) == size

@@ -66,8 +66,9 @@ def test_every_vm_costs_its_own_requests_and_no_more(world):
     ontap, pve = requests_of(world, 'vm', 'create', '-all', '-no-register')
 
     # a volume lookup per cluster, one clone per disk: 6 of VM 100, 1 of VM 101, 2 of each new one;
-    # and each running VM's capture of each of its two volumes, made and deleted: 5 VMs, 4 each
-    assert ontap == 2 + 6 + 1 + 4 * 2 + 5 * 4
+    # each running VM's capture of each of its two volumes, made and deleted: 5 VMs, 4 each; and each
+    # VM's saved config and manifest: 6 VMs, 2 each
+    assert ontap == 2 + 6 + 1 + 4 * 2 + 5 * 4 + 6 * 2
     # login, the VM list, storage.cfg, and each VM's config (VM 102's too, to find it has no ONTAP disk)
     assert pve == 3 + 7
     assert all(len(sets_of(world, vmid)) == 1 for vmid in (100, 101, 103, 104, 105, 106))
@@ -80,7 +81,8 @@ def test_keep_deletes_every_old_set_of_a_vm_without_reading_its_config_again(wor
     ontap, pve = requests_of(world, 'vm', 'create', '-vm', 103, 104, 105, 106, '-keep', 2)
 
     # per VM: 2 captures made and deleted, 2 clones, 2 directory listings, 2 old sets of 2 files deleted
-    assert ontap == 2 + 4 * (4 + 2 + 2 + 4)
+    # (made before configs and manifests were saved), and its config and manifest written
+    assert ontap == 2 + 4 * (4 + 2 + 2 + 4 + 2)
     # per VM: its config, and registering the clones (pending config, PUT): that pending config serves
     # to delete both old sets as well
     assert pve == 3 + 4 * 3
@@ -96,9 +98,9 @@ def test_keep_takes_the_unused_disks_of_a_registered_old_set_with_it(world):
 
     ontap, pve = requests_of(world, 'vm', 'create', '-vm', 103, 104, '-keep', 1)
 
-    # per VM: 2 clones, 2 listings, the old set's 2 files; its config, the pending config and one PUT to
-    # register, one PUT to unregister the old set
-    assert (ontap, pve) == (2 + 2 * 6, 3 + 2 * 4)
+    # per VM: 2 clones, its config and manifest written, 2 listings, the old set's 2 files with its config
+    # and manifest; its config, the pending config and one PUT to register, one PUT to unregister the old set
+    assert (ontap, pve) == (2 + 2 * 10, 3 + 2 * 4)
     for vmid in (103, 104):
         (stamp,) = sets_of(world, vmid)
         assert [stamp] != first[vmid]
@@ -168,9 +170,9 @@ def test_a_dry_run_prints_each_vms_lines_together_in_vm_order(world):
     result = world.run('-dry-run', 'vm', 'create', '-vm', 103, 104)
 
     assert result.code == 0, result.err
-    # the captures made, the clones, the captures deleted, and the registration of each VM
+    # the captures made, the clones, the captures deleted, config and manifest, the registration of each VM
     named = [re.search(r'_vm(\d+) |images/(\d+)/|VM (\d+)', line).groups() for line in result.out.splitlines()]
-    assert [int(next(filter(None, found))) for found in named] == [103] * 7 + [104] * 7
+    assert [int(next(filter(None, found))) for found in named] == [103] * 9 + [104] * 9
     assert sets_of(world, 103) == sets_of(world, 104) == []
 
 

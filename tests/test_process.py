@@ -52,7 +52,7 @@ def test_the_console_script_snapshots_a_vm_and_fails_in_one_line(world, cluster_
     bad = run([script, '-config', str(world.config), 'vm', 'create', '-vm', '999'])
 
     assert ok.returncode == 0, ok.stderr
-    assert len([f for f in world.files(world.vol1, 101) if '-snapshot-' in f]) == 1
+    assert len(world.clones(world.vol1, 101)) == 1
     assert world.lock_record(cluster_dir).exists()     # PVE_ONTAP_SNAPSHOT_CLUSTER_DIR, not /etc/pve
     assert bad.returncode == 1
     assert bad.stderr.splitlines() == [f'ERROR: Proxmox {world.pve_host}: no VM 999 (QEMU guest) in the cluster']
@@ -161,7 +161,7 @@ def test_sigterm_inside_the_window_waits_until_the_vm_runs_again(world, mode):
     stamp = err.splitlines()[-1].split('snapshot ')[1].split(' ')[0]
     assert err.splitlines()[-1] == f'ERROR: stopped by SIGTERM (VM 100: snapshot {stamp} of 6 disk(s) was made)'
     assert not vm.agent_frozen and vm.status == vm.qmpstatus == 'running' and not vm.lock
-    assert len([f for vol in (world.vol1, world.vol2) for f in world.files(vol, 100) if stamp in f]) == 6
+    assert len([f for vol in (world.vol1, world.vol2) for f in world.clones(vol, 100) if stamp in f]) == 6
     assert not world.vol1.snapshots and not world.vol2.snapshots
 
 
@@ -212,7 +212,7 @@ def test_a_second_ctrl_c_during_a_shutdown_is_acknowledged_and_does_not_cut_it_s
     assert err.splitlines()[-1].endswith('of 6 disk(s) was made)')
     assert vm.status == vm.qmpstatus == 'running' and not vm.lock
     world.a.wait_for_jobs()
-    made = [f for vol in (world.vol1, world.vol2) for f in world.files(vol, 100) if '-snapshot-' in f]
+    made = [f for vol in (world.vol1, world.vol2) for f in world.clones(vol, 100)]
     assert len(made) == 6
 
 

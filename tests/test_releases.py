@@ -134,7 +134,7 @@ def test_a_clone_that_outlasts_return_timeout_is_followed_to_its_end(world):
     result = world.run('vm', 'create', '-vm', 101)
 
     assert result.code == 0, result.err
-    (clone,) = [name for name in world.files(world.vol1, 101) if name != VM101_DISK]
+    (clone,) = world.clones(world.vol1, 101)
     assert world.disk(world.vol1, 101, clone).read_bytes() == world.disk(world.vol1, 101, VM101_DISK).read_bytes()
     polls = [r for r in world.a.requests if r['path'].startswith('/api/cluster/jobs/')]
     assert polls and polls[-1]['status'] == 200
@@ -202,7 +202,7 @@ def test_a_clone_whose_answer_was_lost_and_whose_read_back_is_refused_stays_unkn
 
     assert result.code == 1
     assert 'still unknown' in result.err and 'finding out what it did failed' in result.err
-    (made,) = [name for name in world.files(world.vol1, 101) if '-snapshot-' in name]
+    (made,) = world.clones(world.vol1, 101)
     assert world.disk(world.vol1, 101, made).read_bytes() == world.disk(world.vol1, 101, VM101_DISK).read_bytes()
 
 

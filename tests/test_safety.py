@@ -252,9 +252,11 @@ def test_dry_run_prints_the_plan_and_changes_nothing(world, argv):
 def test_dry_run_of_vm_create_names_each_step(world):
     result = world.run('vm', 'create', '-vm', 100, '-suspend', '-dry-run')
     lines = [line for line in result.out.splitlines() if line.startswith('would ')]
-    steps = [' '.join(line.split()[1:3]).split('pve_ontap_capture_')[0] for line in lines]
+    steps = [re.sub(r'snapshot-\S+$', 'snapshot-', ' '.join(line.split()[1:3]).split('pve_ontap_capture_')[0])
+             for line in lines]
     assert steps == (['suspend VM', 'create snapshot', 'create snapshot', 'start VM'] + ['file-clone .snapshot/'] * 6
-                     + ['delete snapshot', 'delete snapshot', 'register the'])
+                     + ['delete snapshot', 'delete snapshot', 'write images/100/vm-100-snapshot-',
+                        'write images/100/vm-100-snapshot-', 'register the'])
     assert lines[0] == f'would suspend VM 100 (Proxmox {world.pve_host})'
     capture = re.search(r'pve_ontap_capture_\S+_vm100', lines[1])[0]
     assert lines[4].startswith(f'would file-clone .snapshot/{capture}/images/100/')
@@ -615,7 +617,7 @@ def test_a_failed_start_task_says_the_vm_is_stopped(world):
                     'after', line)
     assert 'start it by hand' in line and 'Permission denied' in line
     # the snapshot itself is complete and kept
-    assert len([f for f in world.files(world.vol1, 100) if '-snapshot-' in f]) == 4
+    assert len(world.clones(world.vol1, 100)) == 4
 
 
 def test_a_failed_clone_and_a_failed_start_are_both_reported_and_the_clones_removed(world):
@@ -629,7 +631,7 @@ def test_a_failed_clone_and_a_failed_start_are_both_reported_and_the_clones_remo
     (line,) = error_lines(result)
     assert 'ide0 (' in line and 'removed the 5 clone(s) made before' in line
     assert 'and VM 100 could not be started again' in line and 'start it by hand' in line
-    assert not [f for vol in (world.vol1, world.vol2) for f in world.files(vol, 100) if '-snapshot-' in f]
+    assert not [f for vol in (world.vol1, world.vol2) for f in world.clones(vol, 100)]
 
 
 def test_a_restore_whose_start_fails_says_the_disks_are_restored_and_the_vm_stopped(world):
@@ -677,7 +679,8 @@ def test_shutdown_of_an_ha_vm_waits_until_ha_has_stopped_it_and_started_it(world
 
     assert result.code == 0, result.err
     # the capture snapshots while HA has the VM stopped, the clones once HA runs it again
-    assert sorted(status_at) == [('clone', 'running')] * 6 + [('snapshots', 'stopped')] * 2
+    assert sorted(status_at) == [('clone', 'running')] * 6 + [('snapshots', 'stopped')] * 2 + [
+        (name, 'running') for name in sorted(world.records(world.vol1, 100))]
     assert vm.status == 'running'
     tasks = [p.rsplit('/', 1)[1] for m, p, _ in world.pve.requests if m == 'POST' and '/status/' in p]
     assert tasks == ['shutdown', 'start']

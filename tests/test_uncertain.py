@@ -29,7 +29,7 @@ def prerestore_files(world, vmid=101):
 
 
 def snapshot_files(world, vmid=100):
-    return [name for vol in (world.vol1, world.vol2) for name in world.files(vol, vmid) if '-snapshot-' in name]
+    return [name for vol in (world.vol1, world.vol2) for name in world.clones(vol, vmid)]
 
 
 def restored_with_undo_point(world, live):
@@ -169,7 +169,7 @@ def test_a_clone_whose_answer_is_lost_is_read_back(world):
     world.a.wait_for_jobs()
 
     assert result.code == 0, result.err
-    (made,) = [name for name in world.files(world.vol1, 101) if '-snapshot-' in name]
+    (made,) = world.clones(world.vol1, 101)
     assert world.disk(world.vol1, 101, made).read_bytes() == world.disk(world.vol1, 101,
                                                                         'vm-101-disk-0.raw').read_bytes()
 
@@ -226,7 +226,7 @@ def test_a_gateway_timeout_after_a_clone_went_out_is_read_back_not_retried(world
     world.a.wait_for_jobs()
 
     assert result.code == 0, result.err
-    assert len([name for name in world.files(world.vol1, 101) if '-snapshot-' in name]) == 1
+    assert len(world.clones(world.vol1, 101)) == 1
     assert len([r for r in world.a.requests if r['path'] == '/api/storage/file/clone']) == 1
 
 
@@ -266,7 +266,7 @@ def test_a_shutdown_task_past_its_bound_is_followed_before_the_vm_is_started_aga
 
 def test_a_file_delete_answered_by_a_failing_job_is_an_error(world):
     world.run('vm', 'create', '-vm', 101, '-no-register')
-    (made,) = [name for name in world.files(world.vol1, 101) if '-snapshot-' in name]
+    (made,) = world.clones(world.vol1, 101)
     stamp = made.split('-snapshot-')[1].rsplit('.', 1)[0]
     world.a.file_delete_jobs = True
     world.a.fail_job('DELETE', '/files/', code=131102, message='Read-only file system')
@@ -281,7 +281,7 @@ def test_a_file_delete_answered_by_a_failing_job_is_an_error(world):
 
 def test_a_file_delete_answered_by_a_slow_job_is_followed_to_its_end(world):
     world.run('vm', 'create', '-vm', 101, '-no-register')
-    (made,) = [name for name in world.files(world.vol1, 101) if '-snapshot-' in name]
+    (made,) = world.clones(world.vol1, 101)
     stamp = made.split('-snapshot-')[1].rsplit('.', 1)[0]
     world.a.file_delete_jobs = True
     world.write_config(defaults='job_timeout = 10\nread_timeout = 7\n')     # return_timeout 2 s
@@ -366,5 +366,5 @@ def test_a_lost_answer_that_cannot_be_looked_into_stays_unknown_and_nothing_is_t
     assert result.code == 1
     (line,) = error_lines(result)
     assert 'finding out what it did failed' in line and 'not authorized' in line and 'still unknown' in line
-    (made,) = [name for name in world.files(world.vol1, 101) if '-snapshot-' in name]
+    (made,) = world.clones(world.vol1, 101)
     assert f'check and delete images/101/{made}' in line

@@ -9,7 +9,7 @@ STAMP = r'\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\+0000'
 
 
 def clones_of(world, vol, vmid):
-    return [name for name in world.files(vol, vmid) if '-snapshot-' in name]
+    return world.clones(vol, vmid)
 
 
 def stamps(names):
@@ -81,7 +81,8 @@ def test_only_the_captures_happen_while_the_vm_is_suspended(world):
 
     assert world.run('vm', 'create', '-vm', 100, '-suspend').code == 0
 
-    assert sorted(order) == [('clone', 'running')] * 6 + [('snapshots', 'stopped')] * 2
+    assert sorted(order) == [('clone', 'running')] * 6 + [('snapshots', 'stopped')] * 2 + [
+        (name, 'running') for name in sorted(world.records(world.vol1, 100))]
 
 
 def test_a_stopped_vm_is_cloned_and_stays_stopped(world):

@@ -7,6 +7,8 @@ import re
 import pytest
 from world import write_disk
 
+import pve_ontap_snapshot as tool
+
 OLD = '2024-03-13_14:42:47+0000'
 OLDER = '2024-03-12_10:00:00+0000'
 OLDEST = '2024-03-11_10:00:00+0000'
@@ -54,10 +56,11 @@ def test_list_shows_every_set_across_both_clusters_with_pre_restore_marked(world
 
     assert result.code == 0, result.err
     lines = result.out.splitlines()
-    assert lines[0].split() == ['SNAPSHOT', 'KIND', 'SIZE', 'DISKS', 'STATE']
+    assert lines[0].split() == ['SNAPSHOT', 'KIND', 'SIZE', 'DISKS', 'STATE', 'CONSISTENCY']
     assert table_rows(result.out) == [
-        [OLDER, 'snapshot', '48.0 KiB', 'ide0,scsi0,efidisk0,tpmstate0,sata0,virtio0', 'complete'],
-        [OLD, 'pre-restore', '16.0 KiB', 'ide0,sata0', 'incomplete (lacks efidisk0,scsi0,tpmstate0,virtio0)']]
+        [OLDER, 'snapshot', '48.0 KiB', 'ide0,scsi0,efidisk0,tpmstate0,sata0,virtio0', 'complete', 'unknown'],
+        [OLD, 'pre-restore', '16.0 KiB', 'ide0,sata0', 'incomplete (lacks efidisk0,scsi0,tpmstate0,virtio0)',
+         'unknown']]
     data = sets_of(world, 100)
     assert [(s['stamp'], s['kind'], len(s['files'])) for s in data] == [(OLDER, 'snapshot', 6),
                                                                        (OLD, 'pre-restore', 2)]
@@ -75,8 +78,10 @@ def test_list_marks_a_set_that_lacks_disks_as_incomplete_but_not_one_with_files_
     assert result.code == 0, result.err
     older, old = table_rows(result.out)
     assert older == [OLDER, 'snapshot', '56.0 KiB',
-                     f'ide0,scsi0,efidisk0,tpmstate0,vm-100-disk-9-snapshot-{OLDER}.raw,sata0,virtio0', 'complete']
-    assert old == [OLD, 'snapshot', '32.0 KiB', 'ide0,scsi0,efidisk0,tpmstate0', 'incomplete (lacks sata0,virtio0)']
+                     f'ide0,scsi0,efidisk0,tpmstate0,vm-100-disk-9-snapshot-{OLDER}.raw,sata0,virtio0', 'complete',
+                     'unknown']
+    assert old == [OLD, 'snapshot', '32.0 KiB', 'ide0,scsi0,efidisk0,tpmstate0', 'incomplete (lacks sata0,virtio0)',
+                   'unknown']
     data = sets_of(world, 100)
     assert [(s['stamp'], s['complete'], s['missing']) for s in data] == [(OLDER, True, []),
                                                                        (OLD, False, ['sata0', 'virtio0'])]
@@ -91,7 +96,7 @@ def test_list_marks_a_set_made_before_a_disk_was_added_as_incomplete(world):
     result = world.run('vm', 'list', '-vm', 101)
 
     assert result.code == 0, result.err
-    assert table_rows(result.out) == [[OLD, 'snapshot', '8.0 KiB', 'scsi0', 'incomplete (lacks scsi1)']]
+    assert table_rows(result.out) == [[OLD, 'snapshot', '8.0 KiB', 'scsi0', 'incomplete (lacks scsi1)', 'unknown']]
     assert [(s['complete'], s['missing']) for s in sets_of(world, 101)] == [(False, ['scsi1'])]
 
 
@@ -137,7 +142,7 @@ def test_delete_of_registered_clones_removes_their_unused_entries(world):
     assert not [k for k in world.pve.vm(101).config if k.startswith('unused')]
     assert world.files(world.vol1, 101) == [VM101_DISK]
     deletes = [r for r in world.a.requests if r['method'] == 'DELETE' and '/files/' in r['path']]
-    assert len(deletes) == 1
+    assert len(deletes) == 3    # PVE deleted the registered clone; the config and manifest go through ONTAP
 
 
 def attach(world, vmid, stamp, key='scsi5'):
@@ -192,7 +197,7 @@ def test_no_register_leaves_the_vm_config_alone(world):
     before = dict(world.pve.vm(101).config)
     assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
     assert world.pve.vm(101).config == before and not world.pve.vm(101).pending
-    assert len(world.files(world.vol1, 101)) == 2
+    assert len(world.clones(world.vol1, 101)) == 1
 
 
 # -- restore
@@ -360,7 +365,9 @@ def test_freeze_captures_between_freeze_and_thaw_and_clones_after_it(world):
 
     assert result.code == 0, result.err
     assert [c for c in agent_commands(vm) if c != 'ping'] == ['fsfreeze-freeze', 'fsfreeze-thaw']
-    assert sorted(frozen_at) == [('clone', False)] * 6 + [('snapshots', True)] * 2
+    # the config and manifest are written after the thaw too
+    assert sorted(frozen_at) == [('clone', False)] * 6 + [('snapshots', True)] * 2 + [
+        (name, False) for name in sorted(world.records(world.vol1, 100))]
     assert not vm.agent_frozen and vm.status == 'running'
     assert 'VM 100 was frozen for' in result.err
 
@@ -388,7 +395,7 @@ def test_freeze_thaws_when_the_captures_outlast_the_bound(world):
     assert 'the capture snapshots outlasted the freeze bound of 0.2 s (freeze_timeout): not consistent' in line
     assert 'nothing was cloned' in line
     assert agent_commands(vm)[-1] == 'fsfreeze-thaw' and not vm.agent_frozen
-    assert not [f for f in world.files(world.vol1, 100) + world.files(world.vol2, 100) if '-snapshot-' in f]
+    assert not world.clones(world.vol1, 100) + world.clones(world.vol2, 100)
     assert not world.vol1.snapshots and not world.vol2.snapshots      # both captures taken back
 
 
@@ -477,7 +484,7 @@ def test_every_lookup_happens_before_the_suspend_and_only_the_captures_inside_it
     for method, path, pve_count in seen:
         if method == 'POST' and path.endswith('/snapshots'):
             assert suspend < pve_count <= start     # the one thing the VM waits for
-        elif path == '/api/storage/file/clone' or method == 'DELETE':
+        elif path == '/api/storage/file/clone' or method == 'DELETE' or (method == 'POST' and '/files/' in path):
             assert pve_count > start, (method, path)
         else:
             assert pve_count <= suspend, (method, path)
@@ -517,8 +524,9 @@ def test_keep_counts_only_complete_sets_and_keeps_incomplete_ones_newer_than_the
     # the newest 2 complete sets are this run's and the 13th's; the 14th is newer than that: it stays
     for vol, stamps in ((world.vol1, [day('09'), day(13), day(14), made]), (world.vol2, [day('09'), day(13), made])):
         assert sorted({name.split('-snapshot-')[-1].split('-prerestore-')[-1].rsplit('.', 1)[0]
-                       for name in world.files(vol, 100) if '-snapshot-' in name or '-prerestore-' in name}) == stamps
-    assert len(world.files(world.vol1, 100)) == 5 + 1 + 3 * 4   # 4 disks and unused0, 1 pre-restore file, 3 sets
+                       for name in world.files(vol, 100) if tool.SET_FILE.match(name)}) == stamps
+    # 4 disks and unused0, 1 pre-restore file, 3 sets, this run's config and manifest
+    assert len(world.files(world.vol1, 100)) == 5 + 1 + 3 * 4 + 2
     assert f'incomplete (lacks sata0,virtio0) snapshot {day(10)} deleted (-keep 2)' in result.err
     assert f'VM 100: snapshot {day(11)} deleted (-keep 2)' in result.err
 

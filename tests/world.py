@@ -181,6 +181,14 @@ class World:
         folder = vol.path / 'images' / str(vmid)
         return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
+    def clones(self, vol, vmid):
+        """The names of the VM's snapshot clones on that volume (not their saved configs and manifests)."""
+        return [name for name in self.files(vol, vmid) if tool.SET_FILE.match(name)]
+
+    def records(self, vol, vmid):
+        """The names of the configs and manifests saved beside the VM's snapshot clones."""
+        return [name for name in self.files(vol, vmid) if tool.RECORD_FILE.match(name)]
+
     def state(self):
         """Everything a failed command must leave as it was, in comparable form."""
         def volumes(emu):

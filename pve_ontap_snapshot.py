@@ -2580,6 +2580,17 @@ def ensure_running(ctx, view, cause, resume=False):
         raise Failure(f'{cause}; and {"resuming" if resume else "starting"} the VM again failed: {exc}') from exc
 
 
+def raise_with_problems(exc, problems):
+    """On leaving a window: a Failure that ended it is raised again, joined with what went
+    wrong in letting the guests go; any other exception (a stop) goes on, and those problems
+    are logged first, so that it cannot hide them."""
+    if exc is not None and problems:
+        if isinstance(exc, Failure):
+            raise together(exc, *problems) from exc
+        for problem in problems:
+            log.error('%s', problem)
+
+
 class VmWindow:
     """One VM's pause or freeze, owned whole like a lock. Entering suspends, shuts down, pauses
     (in memory) or freezes the VM as `mode` asks — if it runs now: its owner may have stopped it
@@ -2692,11 +2703,7 @@ class VmWindow:
             self._resume()
         finally:
             self._held.close()
-        if exc is not None and self.problems:
-            if isinstance(exc, Failure):
-                raise together(exc, *self.problems) from exc
-            for problem in self.problems:
-                log.error('%s', problem)    # a stop on its way out must not hide this
+        raise_with_problems(exc, self.problems)
         return False
 
 
@@ -3747,11 +3754,7 @@ class GuestsWindow:
                 self._let_go(None)
             finally:
                 self._held.close()      # waits for holds still under way: each lets go of its guest
-        if exc is not None and self.problems:
-            if isinstance(exc, Failure):
-                raise together(exc, *self.problems) from exc
-            for problem in self.problems:
-                log.error('%s', problem)    # a stop on its way out must not hide this
+        raise_with_problems(exc, self.problems)
         return False
 
 

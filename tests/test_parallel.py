@@ -17,14 +17,6 @@ CLONE = '/api/storage/file/clone'
 OLDER = ('2024-01-01_00:00:00+0000', '2024-01-02_00:00:00+0000', '2024-01-03_00:00:00+0000')
 
 
-def requests_of(world, *argv):
-    """(ONTAP requests, PVE requests) of one successful command."""
-    before = len(world.a.requests) + len(world.b.requests), len(world.pve.requests)
-    result = world.run(*argv)
-    assert result.code == 0, result.err
-    return len(world.a.requests) + len(world.b.requests) - before[0], len(world.pve.requests) - before[1]
-
-
 def sets_of(world, vmid):
     """The stamps of the VM's snapshot sets, from the files on both volumes."""
     names = world.files(world.vol1, vmid) + world.files(world.vol2, vmid)
@@ -63,7 +55,7 @@ def test_every_vm_costs_its_own_requests_and_no_more(world):
     for vmid in (103, 104, 105, 106):
         add_vm_on_both_clusters(world, vmid)
 
-    ontap, pve = requests_of(world, 'vm', 'create', '-all', '-no-register')
+    ontap, pve = world.requests_of('vm', 'create', '-all', '-no-register')
 
     # a volume lookup per cluster, one clone per disk: 6 of VM 100, 1 of VM 101, 2 of each new one;
     # each running VM's capture of each of its two volumes, made and deleted: 5 VMs, 4 each; and each
@@ -78,7 +70,7 @@ def test_keep_deletes_every_old_set_of_a_vm_without_reading_its_config_again(wor
     for vmid in (103, 104, 105, 106):
         add_vm_on_both_clusters(world, vmid, older=OLDER)
 
-    ontap, pve = requests_of(world, 'vm', 'create', '-vm', 103, 104, 105, 106, '-keep', 2)
+    ontap, pve = world.requests_of('vm', 'create', '-vm', 103, 104, 105, 106, '-keep', 2)
 
     # per VM: 2 captures made and deleted, 2 clones, 2 directory listings, 2 old sets of 2 files deleted
     # (made before configs and manifests were saved), and its config and manifest written
@@ -96,7 +88,7 @@ def test_keep_takes_the_unused_disks_of_a_registered_old_set_with_it(world):
     assert world.run('vm', 'create', '-vm', 103, 104, '-keep', 1).code == 0
     first = {vmid: sets_of(world, vmid) for vmid in (103, 104)}
 
-    ontap, pve = requests_of(world, 'vm', 'create', '-vm', 103, 104, '-keep', 1)
+    ontap, pve = world.requests_of('vm', 'create', '-vm', 103, 104, '-keep', 1)
 
     # per VM: 2 clones, its config and manifest written, 2 listings, the old set's 2 files with its config
     # and manifest; its config, the pending config and one PUT to register, one PUT to unregister the old set

@@ -11,14 +11,6 @@ def ontap_release():
     return NEWEST_RELEASE
 
 
-def requests_of(world, *argv):
-    """(ONTAP requests, PVE requests) of one successful command."""
-    before = len(world.a.requests) + len(world.b.requests), len(world.pve.requests)
-    result = world.run(*argv)
-    assert result.code == 0, result.err
-    return len(world.a.requests) + len(world.b.requests) - before[0], len(world.pve.requests) - before[1]
-
-
 def add_vm_of_four_disks_on_two_clusters(world, status):
     config = {}
     for n, (sid, vol) in enumerate((('ONTAP01', world.vol1), ('ONTAP01', world.vol1),
@@ -31,7 +23,7 @@ def add_vm_of_four_disks_on_two_clusters(world, status):
 def test_vm_create_of_a_stopped_vm_of_four_disks_on_two_clusters_takes_fourteen_requests(world):
     add_vm_of_four_disks_on_two_clusters(world, 'stopped')
 
-    ontap, pve = requests_of(world, 'vm', 'create', '-vm', 103)
+    ontap, pve = world.requests_of('vm', 'create', '-vm', 103)
 
     # one volume lookup per cluster, one clone per disk, and the VM's config and manifest written,
     # answered without a job poll
@@ -46,7 +38,7 @@ def test_vm_create_of_a_running_vm_adds_only_its_two_captures_and_their_deletes(
     delete on each of the two volumes, four requests more than a stopped VM's fourteen."""
     add_vm_of_four_disks_on_two_clusters(world, 'running')
 
-    ontap, pve = requests_of(world, 'vm', 'create', '-vm', 103)
+    ontap, pve = world.requests_of('vm', 'create', '-vm', 103)
 
     assert (ontap, pve) == (2 + 2 + 4 + 2 + 2, 6)
     changes = [(r['method'], r['path'].split('/')[-2 if r['method'] == 'DELETE' else -1])
@@ -58,8 +50,8 @@ def test_vm_create_of_a_running_vm_adds_only_its_two_captures_and_their_deletes(
 
 
 def test_storage_create_and_list_take_four_requests(world):
-    assert sum(requests_of(world, 'storage', 'create', '-storage', 'ONTAP01')) == 4
-    assert sum(requests_of(world, 'storage', 'list', '-storage', 'ONTAP01')) == 4
+    assert sum(world.requests_of('storage', 'create', '-storage', 'ONTAP01')) == 4
+    assert sum(world.requests_of('storage', 'list', '-storage', 'ONTAP01')) == 4
 
 
 def test_storage_delete_takes_four_requests_and_three_with_a_token(world):
@@ -67,12 +59,12 @@ def test_storage_delete_takes_four_requests_and_three_with_a_token(world):
     poll, so its UUID needs no lookup. An API token saves the PVE login."""
     for name in ('proxmox_snapshot_a', 'proxmox_snapshot_b'):
         world.a.add_snapshot('proxmox_storage01', name)
-    assert requests_of(world, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_a') == (2, 2)
+    assert world.requests_of('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_a') == (2, 2)
     world.pve.apitokens['root@pam!backup'] = 'token-value'
     world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = root@pam\n'
                                'proxmox_token_name = backup\nproxmox_token_value = token-value\n'
                                f'proxmox_verify = {world.pve_cafile}\n')
-    assert requests_of(world, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_b') == (2, 1)
+    assert world.requests_of('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_b') == (2, 1)
     assert not [name for name in world.vol1.snapshots if name.startswith('proxmox_snapshot_')]
 
 

@@ -174,6 +174,13 @@ class World:
         """Who holds the cluster lock of that volume, and the stamps used lately."""
         return Path(cluster_dir) / tool.CLUSTER_RECORD_DIR / self.lock_name(storage)
 
+    def requests_of(self, *argv):
+        """(ONTAP requests, PVE requests) of one successful command."""
+        before = len(self.a.requests) + len(self.b.requests), len(self.pve.requests)
+        result = self.run(*argv)
+        assert result.code == 0, result.err
+        return len(self.a.requests) + len(self.b.requests) - before[0], len(self.pve.requests) - before[1]
+
     def disk(self, vol, vmid, name):
         return vol.path / 'images' / str(vmid) / name
 

@@ -3009,7 +3009,7 @@ def clean_volume(ctx, storage, due):
 def register_clones(ctx, view, clones):
     """Make new clone files visible in PVE as unused disks: `qm disk rescan` on a PVE node,
     else unusedN through the config API (pending until the next start on a running VM). Returns
-    the pending config read for that (None after a rescan, which may register more)."""
+    the VM's config with them (None after a rescan, which may register more)."""
     vmid = view.vmid
     if local_pve_node() == view.vm['node']:
         if ctx.dry_run:
@@ -3020,11 +3020,24 @@ def register_clones(ctx, view, clones):
         if result.returncode:
             raise Failure(f'VM {vmid}: qm disk rescan failed: {result.stderr.strip()}')
         return None
-    pending = pve_vm_pending(ctx.pve, view.vm)
-    keys = free_unused_keys(pending, len(clones))
     volids = [f'{storage}:{vmid}/{destination.rsplit("/", 1)[1]}' for storage, _, destination in clones]
-    pve_set_vm_config(ctx.pve, view.vm, 'register the snapshot as unused disks', **dict(zip(keys, volids)))
-    return pending
+    # The config read before the snapshot names the unusedN in use, pending ones included (the
+    # API's default, current=0), and its digest makes PVE refuse the change if anything changed
+    # since: the digest is that of the whole file, [PENDING] too (qemu-server: API2/Qemu.pm
+    # vm_config, QemuServer.pm parse_vm_config). Only then is the config read again.
+    config = view.config
+    try:
+        changes = dict(zip(free_unused_keys(config, len(volids)), volids))
+        pve_set_vm_config(ctx.pve, view.vm, 'register the snapshot as unused disks', digest=config.get('digest'),
+                          **changes)
+    except OutcomeUnknown:
+        raise
+    except Failure as exc:
+        log.debug('VM %s: registering with the config read before refused (%s): reading it again', vmid, exc)
+        config = pve_vm_pending(ctx.pve, view.vm)
+        changes = dict(zip(free_unused_keys(config, len(volids)), volids))
+        pve_set_vm_config(ctx.pve, view.vm, 'register the snapshot as unused disks', **changes)
+    return {**config, **changes}
 
 
 def save_snapshot_records(ctx, view, stamp, consistency):
@@ -3065,15 +3078,14 @@ def delete_set(ctx, view, files):
         raise failure
 
 
-def delete_sets(ctx, view, sets, pending=None):
+def delete_sets(ctx, view, sets, config=None):
     """Delete every file of the sets {stamp: files}: their unusedN entries through PVE in one
     change of the config (PVE deletes a committed entry's file too), then every file on ONTAP,
     REQUESTS_AT_ONCE at a time, where one PVE deleted already counts as done. A set with a
     file attached to the VM as a disk (to recover data from it, say) is refused whole and left
-    untouched. Returns {stamp: Failure} of the sets not deleted (InUse: refused). `pending` is
-    the VM's pending config if just read (by register_clones, which added unusedN of the new
-    set only: the disks and the entries of these sets are as it says)."""
-    config = pve_vm_pending(ctx.pve, view.vm) if pending is None else pending
+    untouched. Returns {stamp: Failure} of the sets not deleted (InUse: refused). `config` is
+    the VM's config if just changed (by register_clones, with the unusedN it added)."""
+    config = pve_vm_pending(ctx.pve, view.vm) if config is None else config
     failed = {}
     for stamp, files in sets.items():
         attached = {**attached_set_files(view.config, files), **attached_set_files(config, files)}
@@ -3096,14 +3108,14 @@ def delete_sets(ctx, view, sets, pending=None):
     return failed
 
 
-def prune_vm_sets(ctx, view, keep, made, pending=None):
+def prune_vm_sets(ctx, view, keep, made, config=None):
     """-keep N: delete the snapshot sets older than the newest N complete ones (see
     sets_to_prune), never a pre-restore set, all at once. `made` is the new set's stamp;
-    `pending` as for delete_sets."""
+    `config` as for delete_sets."""
     sets = {stamp: files for stamp, files in gather_sets(ctx, view).items()
             if all(f.kind == 'snapshot' for f in files)}
     doomed = {stamp: sets[stamp] for stamp in sets_to_prune(sets, view.disks, keep, made)}
-    failed = delete_sets(ctx, view, doomed, pending) if doomed else {}
+    failed = delete_sets(ctx, view, doomed, config) if doomed else {}
     for stamp, files in doomed.items():
         if isinstance(failed.get(stamp), InUse):
             log.warning('%s; kept beyond -keep %d', failed[stamp], keep)
@@ -3231,15 +3243,15 @@ def create_vm_snapshot(ctx, view, mode, register, keep, run):
             save_snapshot_records(ctx, view, stamp, consistency)
         except Failure as exc:
             result.problems.append(exc)
-        pending = None
+        config = None
         if register:
             try:
-                pending = register_clones(ctx, view, clones)
+                config = register_clones(ctx, view, clones)
             except Failure as exc:
                 result.problems.append(exc)
         if keep is not None:
             try:
-                prune_vm_sets(ctx, view, keep, stamp, pending)
+                prune_vm_sets(ctx, view, keep, stamp, config)
             except Failure as exc:
                 result.problems.append(exc)
     except Failure as exc:

@@ -115,7 +115,7 @@ LAUNCHER = """import os, sys
 pid = os.spawnv(os.P_NOWAIT, sys.executable, [sys.executable] + sys.argv[2:])
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], 'w') as out:
-    out.write(str(usage.ru_maxrss))
+    out.write(f'{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}')
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
@@ -124,15 +124,17 @@ def run_process(world, argv):
     """(ONTAP requests, PVE requests, seconds, peak memory in MiB, exit code) of the tool as a process."""
     counts = len(world.a.requests) + len(world.b.requests), len(world.pve.requests)
     memory = world.dir / 'peak-memory'
-    started = time.monotonic()
+    started, served = time.monotonic(), time.process_time()
     result = subprocess.run([sys.executable, '-c', LAUNCHER, str(memory), str(SCRIPT), '-config', str(world.config),
                              '-loglevel', 'warn'] + [str(a) for a in argv], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, check=False)
-    elapsed = time.monotonic() - started
+    elapsed, served = time.monotonic() - started, time.process_time() - served
+    peak, cpu = memory.read_text().split()
+    print(f'  {argv[:3]}: tool CPU {float(cpu):.1f} s, servers CPU {served:.1f} s, wall {elapsed:.1f} s', file=sys.stderr)
     if result.returncode:
         print(result.stderr.decode()[-2000:], file=sys.stderr)
     return (len(world.a.requests) + len(world.b.requests) - counts[0], len(world.pve.requests) - counts[1],
-            elapsed, int(memory.read_text()) / 1024, result.returncode)
+            elapsed, int(peak) / 1024, result.returncode)
 
 
 def scale(args):

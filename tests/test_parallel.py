@@ -75,9 +75,9 @@ def test_keep_deletes_every_old_set_of_a_vm_without_reading_its_config_again(wor
     # per VM: 2 captures made and deleted, 2 clones, 2 directory listings, 2 old sets of 2 files deleted
     # (made before configs and manifests were saved), and its config and manifest written
     assert ontap == 2 + 4 * (4 + 2 + 2 + 4 + 2)
-    # per VM: its config, and registering the clones (pending config, PUT): that pending config serves
-    # to delete both old sets as well
-    assert pve == 3 + 4 * 3
+    # per VM: its config, and registering the clones (PUT, guarded by the config's digest): that config
+    # serves to delete both old sets as well
+    assert pve == 3 + 4 * 2
     for vmid in (103, 104, 105, 106):
         assert sets_of(world, vmid)[0] == OLDER[2] and len(sets_of(world, vmid)) == 2
 
@@ -91,8 +91,8 @@ def test_keep_takes_the_unused_disks_of_a_registered_old_set_with_it(world):
     ontap, pve = world.requests_of('vm', 'create', '-vm', 103, 104, '-keep', 1)
 
     # per VM: 2 clones, its config and manifest written, 2 listings, the old set's 2 files with its config
-    # and manifest; its config, the pending config and one PUT to register, one PUT to unregister the old set
-    assert (ontap, pve) == (2 + 2 * 10, 3 + 2 * 4)
+    # and manifest; its config and one PUT to register, one PUT to unregister the old set
+    assert (ontap, pve) == (2 + 2 * 10, 3 + 2 * 3)
     for vmid in (103, 104):
         (stamp,) = sets_of(world, vmid)
         assert [stamp] != first[vmid]

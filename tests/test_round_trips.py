@@ -20,7 +20,7 @@ def add_vm_of_four_disks_on_two_clusters(world, status):
     world.pve.add_vm(103, 'four', node='pve2', status=status, config=config)
 
 
-def test_vm_create_of_a_stopped_vm_of_four_disks_on_two_clusters_takes_fourteen_requests(world):
+def test_vm_create_of_a_stopped_vm_of_four_disks_on_two_clusters_takes_thirteen_requests(world):
     add_vm_of_four_disks_on_two_clusters(world, 'stopped')
 
     ontap, pve = world.requests_of('vm', 'create', '-vm', 103)
@@ -29,18 +29,18 @@ def test_vm_create_of_a_stopped_vm_of_four_disks_on_two_clusters_takes_fourteen_
     # answered without a job poll
     assert ontap == 2 + 4 + 2
     assert [r['path'] for r in world.a.requests + world.b.requests if 'jobs' in r['path']] == []
-    # login, VM lookup, config, storage.cfg, and registering the clones (pending config + PUT)
-    assert pve == 6
+    # login, VM lookup, config, storage.cfg, and registering the clones (one PUT, guarded by the config's digest)
+    assert pve == 5
 
 
 def test_vm_create_of_a_running_vm_adds_only_its_two_captures_and_their_deletes(world):
     """A running VM's disks are cloned from one capture snapshot per volume: a create and a
-    delete on each of the two volumes, four requests more than a stopped VM's fourteen."""
+    delete on each of the two volumes, four requests more than a stopped VM's thirteen."""
     add_vm_of_four_disks_on_two_clusters(world, 'running')
 
     ontap, pve = world.requests_of('vm', 'create', '-vm', 103)
 
-    assert (ontap, pve) == (2 + 2 + 4 + 2 + 2, 6)
+    assert (ontap, pve) == (2 + 2 + 4 + 2 + 2, 5)
     changes = [(r['method'], r['path'].split('/')[-2 if r['method'] == 'DELETE' else -1])
                for r in world.a.requests + world.b.requests if r['method'] != 'GET']
     assert sorted(changes) == [('DELETE', 'snapshots')] * 2 + [('POST', 'clone')] * 4 + [('POST', 'snapshots')] * 2 + [

@@ -3,6 +3,7 @@ freeze, registration, retention, several VMs."""
 
 import json
 import re
+import time
 
 import pytest
 from world import write_disk
@@ -191,6 +192,33 @@ def test_create_registers_clones_as_unused_disks(world):
     assert len(registered) == 6 and 'unused0' not in vm.pending
     assert f'ONTAP02:100/vm-100-disk-1-snapshot-{stamp}.raw' in registered
     assert vm.config['unused0'] == 'ONTAP01:100/vm-100-disk-7.raw'
+
+
+def test_a_second_snapshot_of_a_running_vm_keeps_the_pending_unused_disks_of_the_first(world):
+    assert world.run('vm', 'create', '-vm', 100).code == 0
+    time.sleep(1)       # stamps have one-second resolution
+    assert world.run('vm', 'create', '-vm', 100).code == 0
+
+    registered = [v for k, v in world.pve.vm(100).pending.items() if k.startswith('unused')]
+    assert len(registered) == len(set(registered)) == 12
+    assert {stamp for s in sets_of(world, 100) for stamp in [s['stamp']]} == \
+        {re.search(r'snapshot-(\S+)\.', v)[1] for v in registered}
+
+
+def test_a_disk_detached_while_the_snapshot_is_taken_keeps_its_unused_entry(world):
+    vm = world.pve.vm(101)
+
+    def detach_a_disk(volume, source, destination):
+        vm.config['unused0'] = 'ONTAP01:101/vm-101-disk-9.raw'
+    world.a.on_clone = detach_a_disk
+
+    _, pve = world.requests_of('vm', 'create', '-vm', 101)
+
+    (made,) = sets_of(world, 101)
+    assert vm.config['unused0'] == 'ONTAP01:101/vm-101-disk-9.raw'
+    assert vm.config['unused1'] == f'ONTAP01:101/vm-101-disk-0-snapshot-{made["stamp"]}.raw'
+    # login, VM list, storage.cfg, its config; the change refused for its digest, the config read again, the change
+    assert pve == 4 + 3
 
 
 def test_no_register_leaves_the_vm_config_alone(world):

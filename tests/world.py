@@ -28,6 +28,42 @@ from ontap_emulator import NEWEST_RELEASE, OntapEmulator
 import pve_ontap_snapshot as tool
 
 PVE_USER, PVE_PASSWORD = 'root@pam', 'pve-Secr3t'
+
+def read_config_as_qemu_server_does():
+    """Make fakepve answer a VM's config as qemu-server does, where vm create relies on it.
+    fakepve 0.5.0 answers GET …/config with the current values only and leaves pending
+    changes out of the digest. qemu-server answers the pending values unless `current=1`
+    (API2/Qemu.pm vm_config, load_current_config: a pending value wins, a pending delete
+    drops the key), and its digest is the SHA1 of the whole file, [PENDING] included
+    (QemuServer.pm parse_vm_config)."""
+    import hashlib
+    import json
+
+    from fakepve import model, server
+
+    def digest(vm):
+        blob = [vm.config, vm.snapshots, vm.pending] if vm.snapshots or vm.pending else vm.config
+        return hashlib.sha1(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+    async def config_get(self, request):
+        vm = self._vm(request, 'VM.Audit')
+        current = str(request.query.get('current', '0')).lower() in ('1', 'true', 'yes', 'on')
+        config = dict(vm.config)
+        for key, value in ({} if current else vm.pending).items():
+            if value is None:
+                config.pop(key, None)
+            else:
+                config[key] = value
+        if 'memory' in config:
+            config['memory'] = str(config['memory'])     # PVE sends it as a string
+        config['digest'] = vm.digest()
+        return server.ok(config)
+
+    model.FakeVm.digest = digest
+    server.FakePve._config_get = config_get
+
+
+read_config_as_qemu_server_does()
 ONTAP_PASSWORD = 'ontap-Secr3t-A'
 ONTAP_B_PASSWORD = 'ontap-Secr3t-B'
 

@@ -4505,8 +4505,7 @@ def doctor_snapmirror(report, ontap, volume, storage, section):
     try:
         relationships = ontap_snapmirror_destinations(ontap, volume)
     except OntapError as exc:
-        report.warn(check, f'not checked: {exc}', 'let the REST role read /api/snapmirror (readonly): README, '
-                    'Least privilege' if exc.status == 403 else 'run doctor again; if that stays, see the error')
+        report.warn(check, f'not checked: {exc}', snapmirror_read_fix(exc))
         return
     if not relationships:
         report.ok(check, f'{volume.svm}:{volume.name} is the source of no SnapMirror relationship')
@@ -4519,12 +4518,18 @@ def doctor_snapmirror(report, ontap, volume, storage, section):
         except OntapError as exc:
             if exc.status != 404:
                 report.warn(f'{check} to {destination}', f'policy {policy.get("name")} not read: {exc}',
-                            'let the REST role read /api/snapmirror (readonly): README, Least privilege'
-                            if exc.status == 403 else 'run doctor again; if that stays, see the error')
+                            snapmirror_read_fix(exc))
                 continue
             record = None   # the destination cluster's policy
         report.add(f'{check} to {destination}', *snapmirror_check(policy.get('name'), record,
                                                                   section.snapmirror_label, section.section))
+
+
+def snapmirror_read_fix(exc):
+    """The fix of a refused or failed SnapMirror read: 403 is the REST role's "not authorized"."""
+    if exc.status == 403:
+        return 'let the REST role read /api/snapmirror (readonly): README, Least privilege'
+    return 'run doctor again; if that stays, see the error'
 
 
 def doctor_role(report, ontap, volume, storage):

@@ -1084,6 +1084,42 @@ def ontap_volume_health(ontap, volume):
                          what=f'read volume {volume.name}')
 
 
+# SnapMirror as the source cluster sees it. A relationship is kept on its destination cluster:
+# GET /api/snapmirror/relationships lists those whose destination is here, and, with
+# list_destinations_only=true, those whose source is here ("Retrieving the list of SnapMirror
+# destinations on source. This must be run on the cluster containing the source endpoint":
+# ontap-restapi-96 and -9161, get-snapmirror-relationships; the parameter and the source.path
+# filter are in the 9.6 reference, so in every release this tool supports). `policy` (name,
+# uuid) is in the relationship model since 9.6 (same pages); whether a source's answer fills
+# it is unconfirmed, so a record without it is read as "not told here".
+SNAPMIRROR_RELATIONSHIP_FIELDS = 'destination.path,policy.name,policy.uuid'
+# GET /api/snapmirror/policies/{uuid}, "Introduced In: 9.6" (ontap-restapi-9131
+# get-snapmirror-policies-): `type` (async, sync; continuous in NetApp's 9.19 client) and
+# `retention`, the rules [{label, count}] that select and keep labelled snapshots on the
+# destination (ontap-restapi-96 post-snapmirror-policies). copy_all_source_snapshots (a mirror
+# of every snapshot; the CLI's async-mirror with the all_source_snapshots rule: netapp_ontap
+# resources/snapmirror_policy.py) is in ontap-restapi-9101, not in -98: a 9.8 or 9.9 cluster
+# refuses the field and Ontap.read drops it, and the rule itself is looked for in `retention`
+# (that older releases list it there is unconfirmed). `count` is a string in NetApp's client
+# (netapp_ontap models/snapmirror_policy_rule.py), a number in the reference's examples.
+SNAPMIRROR_POLICY_FIELDS = 'name,type,retention,copy_all_source_snapshots'
+ALL_SOURCE_SNAPSHOTS = 'all_source_snapshots'   # the CLI's rule: ontap data-protection define-rule-policy-task
+
+
+def ontap_snapmirror_destinations(ontap, volume):
+    """The SnapMirror relationships whose source is this volume, as this (the source) cluster lists them."""
+    params = {'list_destinations_only': 'true', 'source.path': f'{volume.svm}:{volume.name}',
+              'fields': SNAPMIRROR_RELATIONSHIP_FIELDS}
+    return ontap.records('/api/snapmirror/relationships', params, f'list the SnapMirror destinations of {volume.name}')
+
+
+def ontap_snapmirror_policy(ontap, uuid, name):
+    """A SnapMirror policy by uuid. It lives on the relationship's destination cluster: this one
+    has it only for a relationship within the cluster (else 404, as for an unknown volume uuid, ref §4)."""
+    return ontap.request('GET', f'/api/snapmirror/policies/{uuid}', params={'fields': SNAPMIRROR_POLICY_FIELDS},
+                         what=f'read SnapMirror policy {name}')
+
+
 def ontap_write_file(ontap, volume, path, data):
     """Create the file `path` holding `data` (bytes, up to 1 MB): the files API's POST, 9.8+
     (ontap-restapi post-storage-volumes-files-, "Creates a new file with the supplied data"),
@@ -2114,6 +2150,43 @@ def mount_check(mount, server, export, path, enabled_here):
     if host.lower() != server.lower() or junction_path(mounted) != junction_path(export):
         return 'fail', f"{found}: not the storage's export {wanted}", f'umount {path}; PVE then mounts {wanted} there'
     return 'ok', found, None
+
+
+def kept_labels(policy):
+    """(whether it keeps every snapshot, [(label, count)] of its rules) of a SnapMirror policy record."""
+    rules = [(rule.get('label'), rule.get('count')) for rule in policy.get('retention') or [] if rule.get('label')]
+    every = bool(policy.get('copy_all_source_snapshots')) or any(label == ALL_SOURCE_SNAPSHOTS for label, _ in rules)
+    return every, [(label, count) for label, count in rules if label != ALL_SOURCE_SNAPSHOTS]
+
+
+def snapmirror_check(name, policy, label, section):
+    """(status, found, fix) of one SnapMirror relationship from the volume: which labels its policy
+    (a record, or None where this cluster cannot read it) keeps on the destination, and whether
+    `label`, the section's snapmirror_label, is one of them."""
+    if policy is None:
+        where = f'policy {name}' if name else 'its policy (this cluster does not name it)'
+        look = f'snapmirror policy show -policy {name} -fields snapmirror-label,keep' if name else 'snapmirror show'
+        unread = (f'{where}: which labels it keeps cannot be checked from here, it lives on the destination cluster '
+                  f'(there: {look})')
+        return 'ok', unread, None
+    kind = '' if policy.get('type') in (None, 'async') else f' ({policy["type"]})'
+    every, rules = kept_labels(policy)
+    if every:
+        return 'ok', f"policy {name}{kind} keeps every snapshot of the volume, this tool's included", None
+    labels = [rule for rule, _ in rules]
+    kept = ', '.join(rule if count is None else f'{count} {rule}' for rule, count in rules)
+    found = f'policy {name}{kind} keeps ' + (kept or "no labelled snapshot (SnapMirror's own only)")
+    if label is None:
+        only = f': only snapshots taken with storage create -label {"|".join(labels)} go there' if labels else ''
+        return 'ok', f'{found}; [{section}] sets no snapmirror_label{only}', None
+    if label in labels:
+        return 'ok', f"{found}: storage create's snapshots (label {label}) are kept there", None
+    other = f'set snapmirror_label in [{section}] to {" or ".join(labels)}, or ' if labels else ''
+    fix = (f'{other}add a rule for {label} to policy {name} on the destination cluster (snapmirror policy add-rule '
+           f'-policy {name} -snapmirror-label {label} -keep N)')
+    lost = (f"{found}, not {label}, the snapmirror_label of [{section}]: storage create's snapshots are not "
+            'vaulted')
+    return 'warn', lost, fix
 
 
 # ---- Run infrastructure ------------------------------------------------------------------
@@ -4430,10 +4503,45 @@ def doctor_volume(report, ctx, storage):
         record = ontap_volume_health(ontap, volume)
     except OntapError as exc:
         report.fail(f'{storage} volume health', str(exc), 'let the REST role read /api/storage/volumes')
-        return True
-    for check, status, found, fix in volume_checks(record, volume.svm):
-        report.add(f'{storage} {check}', status, found, fix)
+    else:
+        for check, status, found, fix in volume_checks(record, volume.svm):
+            report.add(f'{storage} {check}', status, found, fix)
+    doctor_snapmirror(report, ontap, volume, storage, ctx.config.storages[storage])
     return True
+
+
+def doctor_snapmirror(report, ontap, volume, storage, section):
+    """The SnapMirror relationships whose source is the volume: one line each, with the labels
+    its policy keeps on the destination and whether the section's snapmirror_label is one."""
+    check = f'{storage} SnapMirror'
+    try:
+        relationships = ontap_snapmirror_destinations(ontap, volume)
+    except OntapError as exc:
+        report.warn(check, f'not checked: {exc}', snapmirror_read_fix(exc))
+        return
+    if not relationships:
+        report.ok(check, f'{volume.svm}:{volume.name} is the source of no SnapMirror relationship')
+        return
+    for relationship in relationships:
+        destination = (relationship.get('destination') or {}).get('path') or 'an unnamed destination'
+        policy = relationship.get('policy') or {}
+        try:
+            record = ontap_snapmirror_policy(ontap, policy['uuid'], policy.get('name')) if policy.get('uuid') else None
+        except OntapError as exc:
+            if exc.status != 404:
+                report.warn(f'{check} to {destination}', f'policy {policy.get("name")} not read: {exc}',
+                            snapmirror_read_fix(exc))
+                continue
+            record = None   # the destination cluster's policy
+        report.add(f'{check} to {destination}', *snapmirror_check(policy.get('name'), record,
+                                                                  section.snapmirror_label, section.section))
+
+
+def snapmirror_read_fix(exc):
+    """The fix of a refused or failed SnapMirror read: 403 is the REST role's "not authorized"."""
+    if exc.status == 403:
+        return 'let the REST role read /api/snapmirror (readonly): README, Least privilege'
+    return 'run doctor again; if that stays, see the error'
 
 
 def doctor_role(report, ontap, volume, storage):

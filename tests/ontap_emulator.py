@@ -45,6 +45,13 @@ Python interface:
     emu.on_clone            callable(volume, source, destination), called under the lock right
                             after each file clone is made: a test changes disks between two clones
     emu.licenses            {package: state} of the installed licences (flexclone, snaprestore, ...)
+    emu.add_snapmirror_policy(name, retention=(('daily', 7), ...), type='async',
+                            copy_all_source_snapshots=False) -> the policy record: one this cluster
+                            holds (a relationship's policy lives on its destination cluster)
+    emu.add_snapmirror(volume_name, destination='svm:vol', policy=record, svm=None): a relationship
+                            whose source is the volume here; `policy` may be another emulator's
+    emu.destinations_name_policy   whether the source's list of destinations fills `policy` (True;
+                            unconfirmed, see _get_snapmirror_relationships)
     emu.collection_delete_answer   'jobs' (default), 'job' or 'bare': the shape of a
                             query-based DELETE's answer, none of them confirmed (ref §13)
     emu.stop()              also usable as a context manager
@@ -411,6 +418,21 @@ _FILE = _Kind(frozenset({
 # by default only installed packages are listed.
 _LICENSE = _Kind(frozenset({'name', 'scope', 'state', 'description'}), keys=('name',))
 
+# SnapMirror (doctor): GET /api/snapmirror/relationships and /api/snapmirror/policies[/{uuid}],
+# both "Introduced In: 9.6" (ontap-restapi-9121 get-snapmirror-relationships, ontap-restapi-9131
+# get-snapmirror-policies-). The relationship fields: source.path, source.svm.*, destination.path,
+# policy.name, policy.uuid, policy.type, state, healthy (the 9.6 reference's filters, netapp_ontap's
+# SnapmirrorRelationshipSchema and SnapmirrorRelationshipPolicySchema). The policy fields: name, type,
+# retention (label, count, ...; ontap-restapi-96 post-snapmirror-policies), the copy_* flags (see
+# _RELEASE_OF_FIELD), scope, svm.*, comment (netapp_ontap SnapmirrorPolicySchema).
+_SNAPMIRROR_RELATIONSHIP = _Kind(frozenset({
+    'uuid', 'source.path', 'source.svm.name', 'source.svm.uuid', 'destination.path', 'destination.svm.name',
+    'policy.name', 'policy.uuid', 'policy.type', 'state', 'healthy'}), keys=('uuid',))
+_SNAPMIRROR_POLICY = _Kind(frozenset({
+    'uuid', 'name', 'type', 'comment', 'scope', 'svm.name', 'svm.uuid', 'retention', 'retention.label',
+    'retention.count', 'copy_all_source_snapshots', 'copy_latest_source_snapshot', 'create_snapshot_on_source'}),
+    keys=('uuid', 'name'))
+
 _PAGE_PARAMS = ('max_records', 'return_records', 'order_by', 'offset')
 
 
@@ -491,6 +513,13 @@ _RELEASE_OF_FIELD = {
     _CLUSTER: {
         'version': (9, 6),                  # ref §0 ("GET /api/cluster?fields=version"), 9.8.0 client
     },
+    _SNAPMIRROR_POLICY: {
+        # absent from ontap-restapi-98 post-snapmirror-policies, first named in ontap-restapi-9101's
+        # ("The property "copy_all_source_snapshots" is not applicable for "sync" type policies")
+        'copy_all_source_snapshots': (9, 10),
+        # first named, with create_snapshot_on_source, in ontap-restapi-9111 post-snapmirror-policies
+        'copy_latest_source_snapshot': (9, 11), 'create_snapshot_on_source': (9, 11),
+    },
 }
 
 # When each query parameter (not a filter) came, by name; a release that lacks it answers
@@ -507,6 +536,9 @@ _RELEASE_OF_FIELD = {
 _RELEASE_OF_PARAMETER = {
     'fields': (9, 6), 'max_records': (9, 6), 'return_records': (9, 6), 'return_timeout': (9, 6),
     'return_metadata': (9, 8), 'restore_to.snapshot.name': (9, 8), 'force': (9, 12),
+    # GET /snapmirror/relationships?list_destinations_only=true: in the 9.6 reference
+    # (ontap-restapi-96 get-snapmirror-relationships, "Set to true to show relationships from the source only")
+    'list_destinations_only': (9, 6),
 }
 # Not tied to a field: the query-based DELETE of …/snapshots the tool uses: "ONTAP supports
 # query-based DELETE or PATCH for all collection endpoints" from 9.7 on
@@ -751,6 +783,9 @@ class OntapEmulator:
         self.on_clone = None
         self.collection_delete_answer = 'jobs'
         self.licenses = {'nfs': 'compliant', 'flexclone': 'compliant', 'snaprestore': 'compliant'}
+        self.destinations_name_policy = True
+        self._snapmirror_policies = {}   # uuid -> policy (add_snapmirror_policy)
+        self._snapmirrors = []           # relationships whose source is here (add_snapmirror)
         self._lock = threading.Lock()
         self._svms = {}     # name -> {'name', 'uuid'}
         self._volumes = {}  # uuid -> Volume, in creation order
@@ -841,6 +876,24 @@ class OntapEmulator:
             if snap_name in vol.snapshots:
                 raise ValueError(f'snapshot {snap_name} exists on {volume_name}')
             return self._take_snapshot(vol, snap_name, comment, create_time)
+
+    def add_snapmirror_policy(self, name, retention=(), type='async', copy_all_source_snapshots=False):
+        """A SnapMirror policy of this cluster: `retention` [(label, count)], the rules that keep
+        labelled snapshots on the destination. Returns its record for add_snapmirror."""
+        policy = {'uuid': str(uuidlib.uuid4()), 'name': name, 'type': type, 'scope': 'cluster',
+                  'retention': [{'label': label, 'count': count} for label, count in retention],
+                  'copy_all_source_snapshots': copy_all_source_snapshots}
+        with self._lock:
+            self._snapmirror_policies[policy['uuid']] = policy
+        return dict(policy)
+
+    def add_snapmirror(self, volume_name, destination, policy, svm=None):
+        """A SnapMirror relationship from the volume here to `destination` ('svm:volume') under
+        `policy` (a record of add_snapmirror_policy, of this emulator or another one)."""
+        with self._lock:
+            vol = self._only_volume(volume_name, svm)
+            self._snapmirrors.append({'uuid': str(uuidlib.uuid4()), 'source': vol, 'destination': destination,
+                                      'policy': {key: policy[key] for key in ('uuid', 'name', 'type')}})
 
     def volume(self, name, svm=None):
         """The volume called `name` (in `svm`, or the only one of that name), or None."""
@@ -1247,6 +1300,62 @@ class OntapEmulator:
                     '_links': {'self': {'href': f'/api/cluster/licensing/licenses/{name}'}}}
                    for name, state in sorted(self.licenses.items())]
         return self._collection(request, _LICENSE, records)
+
+    # ---------------------------------------------------------------- handlers: SnapMirror
+
+    def _snapmirror_record(self, relationship):
+        vol, destination = relationship['source'], relationship['destination']
+        record = {'uuid': relationship['uuid'],
+                  'source': {'path': f'{vol.svm}:{vol.name}',
+                             'svm': {'name': vol.svm, 'uuid': self._svms[vol.svm]['uuid']}},
+                  'destination': {'path': destination, 'svm': {'name': destination.partition(':')[0]}},
+                  'state': 'snapmirrored', 'healthy': True,
+                  '_links': {'self': {'href': f'/api/snapmirror/relationships/{relationship["uuid"]}'}}}
+        if self.destinations_name_policy:
+            record['policy'] = dict(relationship['policy'])
+        return record
+
+    @_route('GET', r'/api/snapmirror/relationships')
+    def _get_snapmirror_relationships(self, request):
+        """A relationship is kept on its destination cluster: this one lists those whose source is
+        here only with list_destinations_only=true (ontap-restapi-96 get-snapmirror-relationships:
+        "This must be run on the cluster containing the source endpoint"); it is the destination of
+        none. Whether the source's answer fills `policy` is unconfirmed: destinations_name_policy.
+        Relationships of a volume deleted since are gone (ONTAP refuses to delete such a volume).
+        """
+        sources = _bool_value('list_destinations_only', request.query.get('list_destinations_only', 'false'))
+        records = [self._snapmirror_record(r) for r in self._snapmirrors
+                   if sources and r['source'].uuid in self._volumes]
+        return self._collection(request, _SNAPMIRROR_RELATIONSHIP, records, extra=('list_destinations_only',))
+
+    def _snapmirror_policy_record(self, policy):
+        """A policy as this release shows it. From 9.10 a mirror of every snapshot is
+        copy_all_source_snapshots with no retention (netapp_ontap SnapmirrorPolicy docs: "No
+        retention properties can be specified" with it); before, the CLI's rule all_source_snapshots
+        (keep 1) stands in `retention` (unconfirmed). `count` is a string, as NetApp's client has it
+        (netapp_ontap models/snapmirror_policy_rule.py: count = Str; it refuses a number)."""
+        record = {key: policy[key] for key in ('uuid', 'name', 'type', 'scope')}
+        record['retention'] = [{'label': rule['label'], 'count': str(rule['count'])} for rule in policy['retention']]
+        if policy['copy_all_source_snapshots']:
+            if self.version >= (9, 10):
+                record['copy_all_source_snapshots'] = True
+            else:
+                record['retention'] = [{'label': 'all_source_snapshots', 'count': '1'}]
+        record['_links'] = {'self': {'href': f'/api/snapmirror/policies/{policy["uuid"]}'}}
+        return record
+
+    @_route('GET', r'/api/snapmirror/policies')
+    def _get_snapmirror_policies(self, request):
+        records = [self._snapmirror_policy_record(p) for p in self._snapmirror_policies.values()]
+        return self._collection(request, _SNAPMIRROR_POLICY, records)
+
+    @_route('GET', r'/api/snapmirror/policies/(?P<uuid>[^/]+)')
+    def _get_snapmirror_policy(self, request, uuid):
+        """A policy of this cluster; another cluster's uuid is unknown here: 404, code 4 (as for a
+        volume, ref §4; the code for a policy is unconfirmed)."""
+        if uuid not in self._snapmirror_policies:
+            raise _not_found()
+        return self._instance(request, _SNAPMIRROR_POLICY, self._snapmirror_policy_record(self._snapmirror_policies[uuid]))
 
     def _svm_records(self):
         return [{**svm, 'state': 'running', 'subtype': 'default',

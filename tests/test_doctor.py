@@ -394,6 +394,138 @@ def test_a_volume_nearly_full_warns(world):
     assert 'less than 10% free' in lines['ONTAP01 space'][1]
 
 
+# -- SnapMirror from the volume (the policy lives on the destination cluster, here cluster b)
+
+def with_label(world, label='daily'):
+    world.write_config(ONTAP01=f'host = {world.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\n'
+                               f'verify = {world.a.cafile}\nsnapmirror_label = {label}\n')
+
+
+def test_a_volume_that_is_no_source_says_so(world):
+    result, lines = doctor(world)
+    assert result.code == 0
+    assert lines['ONTAP01 SnapMirror'] == ('ok', 'svm1:proxmox_storage01 is the source of no SnapMirror relationship')
+    asked = [r for r in world.a.requests if r['path'] == '/api/snapmirror/relationships']
+    assert [(r['query']['list_destinations_only'], r['query']['source.path']) for r in asked] == [
+        ('true', 'svm1:proxmox_storage01')]
+
+
+def test_a_vault_policy_that_keeps_the_storages_label(world):
+    with_label(world, 'daily')
+    vault = world.a.add_snapmirror_policy('vault_daily', [('daily', 7), ('weekly', 52)])    # within cluster a
+    world.a.add_snapmirror('proxmox_storage01', 'svm_dr:proxmox_storage01_dst', vault)
+
+    result, lines = doctor(world)
+
+    assert result.code == 0, result.out
+    assert lines['ONTAP01 SnapMirror to svm_dr:proxmox_storage01_dst'] == (
+        'ok', "policy vault_daily keeps 7 daily, 52 weekly: storage create's snapshots (label daily) are kept there")
+    only_reads(world)
+
+
+def test_a_vault_policy_without_the_storages_label_warns_and_names_the_labels(world):
+    with_label(world, 'hourly')
+    vault = world.a.add_snapmirror_policy('XDPDefault', [('daily', 7), ('weekly', 52)])
+    world.a.add_snapmirror('proxmox_storage01', 'svm_dr:proxmox_storage01_dst', vault)
+
+    result, lines = doctor(world)
+
+    assert result.code == 0 and 'ERROR' not in result.err
+    assert lines['ONTAP01 SnapMirror to svm_dr:proxmox_storage01_dst'] == (
+        'warn', ("policy XDPDefault keeps 7 daily, 52 weekly, not hourly, the snapmirror_label of [ONTAP01]: storage "
+                "create's snapshots are not vaulted; fix: set snapmirror_label in [ONTAP01] to daily or weekly, or add "
+                'a rule for hourly to policy XDPDefault on the destination cluster (snapmirror policy add-rule -policy '
+                'XDPDefault -snapmirror-label hourly -keep N)'))
+    assert result.out.splitlines()[-1].endswith(', 1 warn, 0 fail')
+
+
+@pytest.mark.parametrize('release', ['9.8', '9.18.1'])
+def test_a_mirror_of_every_snapshot_keeps_this_tools_too_on_each_release(world, release):
+    world.a.release = release
+    with_label(world, 'hourly')
+    world.a.add_snapmirror('proxmox_storage01', 'svm_dr:mirror', world.a.add_snapmirror_policy(
+        'MirrorAllSnapshots', copy_all_source_snapshots=True))
+
+    result, lines = doctor(world, '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.out
+    assert lines['ONTAP01 SnapMirror to svm_dr:mirror'] == (
+        'ok', "policy MirrorAllSnapshots keeps every snapshot of the volume, this tool's included")
+    refused = [r for r in world.a.requests if r['path'].startswith('/api/snapmirror/policies/') and r['status'] == 400]
+    assert len(refused) == (1 if release == '9.8' else 0)     # copy_all_source_snapshots came with 9.10
+
+
+def test_a_policy_on_the_destination_cluster_cannot_be_checked_from_the_source(world):
+    with_label(world)
+    world.a.add_snapmirror('proxmox_storage01', 'svm_dr:proxmox_storage01_dst',
+                           world.b.add_snapmirror_policy('XDPDefault', [('daily', 7)]))
+    world.a.add_snapmirror('proxmox_storage01', 'svm_dr:elsewhere', world.b.add_snapmirror_policy('Other'))
+
+    result, lines = doctor(world)
+
+    assert result.code == 0
+    assert lines['ONTAP01 SnapMirror to svm_dr:proxmox_storage01_dst'] == (
+        'ok', ('policy XDPDefault: which labels it keeps cannot be checked from here, it lives on the destination '
+              'cluster (there: snapmirror policy show -policy XDPDefault -fields snapmirror-label,keep)'))
+    assert lines['ONTAP01 SnapMirror to svm_dr:elsewhere'][0] == 'ok'
+
+
+def test_a_source_that_does_not_name_the_policy(world):
+    world.a.add_snapmirror('proxmox_storage01', 'svm_dr:dst', world.b.add_snapmirror_policy('XDPDefault'))
+    world.a.destinations_name_policy = False
+
+    result, lines = doctor(world)
+
+    assert result.code == 0
+    assert lines['ONTAP01 SnapMirror to svm_dr:dst'] == (
+        'ok', ('its policy (this cluster does not name it): which labels it keeps cannot be checked from here, it '
+              'lives on the destination cluster (there: snapmirror show)'))
+    assert not [r for r in world.a.requests if r['path'].startswith('/api/snapmirror/policies')]
+
+
+def test_a_rest_role_without_snapmirror_warns_and_fails_nothing(world):
+    world.a.fail('GET', r'/api/snapmirror/', status=403, code='6', message='not authorized for that command',
+                 times=None)
+
+    result, lines = doctor(world)
+
+    assert result.code == 0
+    status, text = lines['ONTAP01 SnapMirror']
+    assert status == 'warn' and text.startswith('not checked: ') and 'not authorized for that command' in text
+    assert text.endswith('fix: let the REST role read /api/snapmirror (readonly): README, Least privilege')
+
+
+def test_a_policy_read_refused_warns_for_that_relationship(world):
+    world.a.add_snapmirror('proxmox_storage01', 'svm_dr:dst', world.a.add_snapmirror_policy('XDPDefault'))
+    world.a.fail('GET', r'/api/snapmirror/policies/', status=403, code='6', message='not authorized for that command',
+                 times=None)
+
+    result, lines = doctor(world)
+
+    assert result.code == 0
+    status, text = lines['ONTAP01 SnapMirror to svm_dr:dst']
+    assert status == 'warn' and text.startswith('policy XDPDefault not read: ')
+
+
+@pytest.mark.parametrize('policy, label, status, found', [
+    ({'retention': [{'label': 'daily', 'count': '7'}]}, 'daily', 'ok', "keeps 7 daily: storage create's snapshots"),
+    ({'retention': [{'label': 'daily', 'count': 7}]}, 'weekly', 'warn', 'keeps 7 daily, not weekly'),
+    ({'retention': [{'label': 'daily'}]}, None, 'ok',
+     'keeps daily; [S] sets no snapmirror_label: only snapshots taken with storage create -label daily go there'),
+    ({'retention': []}, None, 'ok', "keeps no labelled snapshot (SnapMirror's own only); [S] sets no snapmirror_"),
+    ({'retention': [{'label': 'sm_created', 'count': '1'}]}, 'daily', 'warn', 'keeps 1 sm_created, not daily'),
+    ({'retention': [{'label': 'all_source_snapshots', 'count': '1'}]}, 'x', 'ok', 'keeps every snapshot'),
+    ({'copy_all_source_snapshots': True}, None, 'ok', 'keeps every snapshot'),
+    ({'type': 'sync', 'retention': [{'label': 'sm_created', 'count': '2'}]}, 'x', 'warn', '(sync) keeps 2 sm_'),
+    (None, 'daily', 'ok', ': which labels it keeps cannot be checked from here'),
+])
+def test_snapmirror_check(policy, label, status, found):
+    got_status, got_found, fix = tool.snapmirror_check('P', policy, label, 'S')
+    assert got_status == status
+    assert got_found.startswith('policy P' + ('' if found.startswith(':') else ' ') + found), got_found
+    assert (fix is None) == (status == 'ok')
+
+
 # -- on a PVE node
 
 @pytest.fixture

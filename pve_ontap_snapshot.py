@@ -2274,7 +2274,8 @@ def lock_dir():
 class HeldLock:
     """A lock this run holds on one ONTAP volume, and its record: who holds it (the first
     line, see holder_line) and the stamps runs used lately, one `<subject> <stamp>` line each
-    (a subject is a VM, `vm100`, or the storage's own snapshots, `storage`); and, as
+    (a subject is `vm`, the VM snapshots and pre-restore snapshots of every VM on the volume,
+    or `storage`, the storage snapshots); and, as
     `<capture snapshot> <stamp>` lines, the capture snapshots of vm create that may still be
     on the volume: noted before each is made, forgotten once it is gone, so that a run that
     could not delete one (or died) leaves it to the next. `inherited`: those noted by earlier
@@ -3273,21 +3274,16 @@ class VmResult:
 
 class VmCreateRun:
     """What the threads of one vm create share. The storage locks are taken once, in the main
-    thread, for every VM of the run: two VMs on one storage share its lock. Their stamps are
-    taken one at a time (a HeldLock records them in its file). And each node has
-    POWER_CYCLES_PER_NODE slots for VMs it suspends or shuts down and starts again."""
+    thread, for every VM of the run: two VMs on one storage share its lock. The VMs share one
+    stamp too, the run's, taken once: each lock records it in its file once, not once per VM
+    (on a node, that file is on pmxcfs, which every write goes through the whole cluster for).
+    And each node has POWER_CYCLES_PER_NODE slots for VMs it suspends or shuts down and starts again."""
 
     def __init__(self, locks):
         self.locks = locks
-        self._stamping = threading.Lock()
+        self.stamp = new_stamp(locks, 'vm')
         self._nodes = {}
         self._nodes_lock = threading.Lock()
-
-    def stamp(self, vmid):
-        """A new stamp for the VM. The locks of every storage of the run take part: the VM's own
-        are among them, and a stamp recorded on another only keeps that VM from this second."""
-        with self._stamping:
-            return new_stamp(self.locks, f'vm{vmid}')
 
     def power_slot(self, view, mode):
         """A slot of the VM's node for its pause, held from before the pause until it runs again."""
@@ -3308,7 +3304,7 @@ def create_vm_snapshot(ctx, view, mode, register, keep, run):
             if STOP.pending:
                 result.begun = False
                 return result
-            stamp = run.stamp(view.vmid)
+            stamp = run.stamp
             clones, consistency, result.problems = snapshot_vm(ctx, view, mode, stamp)
         result.made = f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s)'
         log.info('VM %s: snapshot %s of %d disk(s) created (%s)', view.vmid, stamp, len(clones), consistency)
@@ -3580,7 +3576,7 @@ def cmd_vm_restore(ctx, args):
         status = pve_vm_status(ctx.pve, view.vm)
         check_restorable(view.vmid, status, args.shutdown)
         running = status.get('status') == 'running'
-        undo_stamp = new_stamp(locks, f'vm{view.vmid}', sets)
+        undo_stamp = new_stamp(locks, 'vm', sets)
         with STOP.held():
             with VmWindow(ctx, view, 'shutdown' if running else None, status) as window:
                 restore_disks(ctx, view, sources, undo_stamp, window)

@@ -101,13 +101,16 @@ CLUSTER_LOCK_PREFIX = 'pve-ontap-snapshot-'     # never PVE's storage-<id>: PVE 
 CLUSTER_LOCK_REFRESH = 30.0                     # seconds between updates, well inside pmxcfs's 120
 CLUSTER_RECORD_DIR = 'pve-ontap-snapshot'       # beside priv/lock: a lock directory must stay empty
 # vm create takes a running VM's disks from short-lived volume snapshots, one per volume
-# (`capture`), and deletes them once cloned; one that ONTAP keeps busy past CAPTURE_DELETE_WAIT
+# (`capture`: the VM's own, or with several VMs and no pause one the run's running VMs share),
+# and deletes them once cloned; one that ONTAP keeps busy past CAPTURE_DELETE_WAIT
 # seconds is renamed to a leftover, which a later vm create on the volume deletes once it is
 # LEFTOVER_AGE seconds old. Never proxmox_snapshot_*: storage list, -keep and storage restore
 # never take them for storage snapshots.
 CAPTURE_PREFIX = 'pve_ontap_capture_'
 LEFTOVER_PREFIX = 'pve_ontap_leftover_'
 CAPTURE_COMMENT = 'pve-ontap-snapshot: the disks of VM {vmid} at one instant for vm create, deleted once cloned'
+SHARED_CAPTURE_COMMENT = ('pve-ontap-snapshot: the disks of the running VMs of one vm create at one instant, deleted '
+                          'once cloned')
 LEFTOVER_COMMENT = 'pve-ontap-snapshot: still busy after its clones; the next vm create on this volume deletes it'
 CAPTURE_DELETE_WAIT = 30.0
 LEFTOVER_AGE = 600
@@ -1617,6 +1620,11 @@ def capture_name(stamp, vmid):
     return f'{CAPTURE_PREFIX}{stamp}_vm{vmid}'
 
 
+def shared_capture_name(stamp):
+    """The snapshot a vm create of several VMs takes the disks on one volume of all its running VMs from."""
+    return f'{CAPTURE_PREFIX}{stamp}_all'
+
+
 def leftover_name(capture):
     """What a capture snapshot is renamed to when ONTAP keeps it busy after its clones."""
     return LEFTOVER_PREFIX + capture.removeprefix('pve_ontap_')
@@ -2274,8 +2282,8 @@ def lock_dir():
 class HeldLock:
     """A lock this run holds on one ONTAP volume, and its record: who holds it (the first
     line, see holder_line) and the stamps runs used lately, one `<subject> <stamp>` line each
-    (a subject is `vm`, the VM snapshots and pre-restore snapshots of every VM on the volume,
-    or `storage`, the storage snapshots); and, as
+    (a subject is `vm`, the VM snapshots, pre-restore snapshots and shared captures of every
+    VM on the volume, or `storage`, the storage snapshots); and, as
     `<capture snapshot> <stamp>` lines, the capture snapshots of vm create that may still be
     on the volume: noted before each is made, forgotten once it is gone, so that a run that
     could not delete one (or died) leaves it to the next. `inherited`: those noted by earlier
@@ -2855,11 +2863,13 @@ def find_set(view, sets, stamp):
     return sets[stamp]
 
 
-def snapshot_vm(ctx, view, mode, stamp):
+def snapshot_vm(ctx, view, mode, stamp, shared=None):
     """The clones of vm create for one gathered VM. A running VM's disks are captured first,
     one short-lived snapshot per volume (all at once), and only that happens while the VM is
     paused or frozen as `mode` asks; each disk is then cloned from its capture once the VM runs
-    again, and the captures are deleted. A stopped VM's disks are cloned as they are. Returns
+    again, and the captures are deleted. With `shared` (SharedCaptures, no mode) the run took
+    the captures for all its running VMs already: the VM's disks are cloned from those, which
+    the run deletes once every VM is done. A stopped VM's disks are cloned as they are. Returns
     the clones and what went wrong once they were made (a guest not thawed, a VM not started
     again: Failures for the caller to report) and how consistent it is (snapshot_consistency);
     if a capture or a clone is not made, what was made is taken back and the Failure names the disks."""
@@ -2868,7 +2878,7 @@ def snapshot_vm(ctx, view, mode, stamp):
         log.warning('VM %s: skipping disk %s (%s): %s', vmid, disk.key, disk.volid, reason)
     if not view.disks:
         raise Failure(f'VM {vmid} has no disk on an ONTAP storage of {ctx.config.path}')
-    plan = plan_captures(ctx, view, stamp)
+    plan = shared.plan_of(view) if shared else plan_captures(ctx, view.disks, capture_name(stamp, vmid), stamp)
     captures = list(dict.fromkeys(plan.values()))
     if not mode and view.vm.get('status') == 'running' and len(captures) > 1:
         log.warning('VM %s: its disks on %d volumes are captured at %d different instants; -pause takes them at one',
@@ -2876,8 +2886,11 @@ def snapshot_vm(ctx, view, mode, stamp):
     settled, made = [], []
     try:
         with VmWindow(ctx, view, mode) as window:
-            outcomes = window.run(take_captures, ctx, view, captures) if window.running else []
+            own = window.running and not shared
+            outcomes = window.run(take_captures, ctx, captures, CAPTURE_COMMENT.format(vmid=vmid)) if own else []
         settled = settle_captures(ctx, outcomes)
+        if shared:
+            outcomes, settled = shared.outcomes_of(captures)
         late = window.late
         if window.paused and any(outcome.state == 'unknown' for outcome in outcomes):
             late = 'a capture snapshot ended only after the VM ran again: not consistent'
@@ -2893,7 +2906,11 @@ def snapshot_vm(ctx, view, mode, stamp):
     finally:
         # A capture that a clone still running may read from stays, left to the next run.
         sources = {storage for storage, _, _ in items_in(made, 'unknown')}
-        release_captures(ctx, captures, settled, {plan[storage] for storage in sources})
+        in_use = {plan[storage] for storage in sources if storage in plan}
+        if shared:
+            shared.keep(in_use)
+        else:
+            release_captures(ctx, captures, settled, in_use)
         clean_leftovers(ctx, view.storages)
 
 
@@ -2924,15 +2941,14 @@ class Capture:
         return f'.snapshot/{self.name}/{path}'
 
 
-def plan_captures(ctx, view, stamp):
-    """{storage: Capture} for the storages of the VM's disks, one Capture per volume (two
-    storage ids may share one). Each is noted in its volume's lock record before it can be
+def plan_captures(ctx, disks, name, stamp):
+    """{storage: Capture} for the storages of these disks, one Capture called `name` per volume
+    (two storage ids may share one). Each is noted in its volume's lock record before it can be
     made, so that a run that dies, or cannot delete it, leaves it to the next."""
     by_volume, plan = {}, {}
-    for disk in view.disks:
+    for disk in disks:
         ontap, volume, _ = ctx.storage_volume(disk.storage)
-        plan[disk.storage] = by_volume.setdefault((ontap.host, volume.uuid),
-                                                  Capture(disk.storage, capture_name(stamp, view.vmid)))
+        plan[disk.storage] = by_volume.setdefault((ontap.host, volume.uuid), Capture(disk.storage, name))
     for capture in by_volume.values():
         lock = ctx.held_lock(capture.storage)
         if lock:
@@ -2948,10 +2964,8 @@ def forget_capture(ctx, capture_or_name, storage=None):
         lock.forget_capture(name)
 
 
-def take_captures(ctx, view, captures):
+def take_captures(ctx, captures, comment):
     """Create the capture snapshots, one request per volume, all at once: their Outcomes."""
-    comment = CAPTURE_COMMENT.format(vmid=view.vmid)
-
     def create(capture):
         ontap, volume, _ = ctx.storage_volume(capture.storage)
         capture.uuid = ontap_create_snapshot(ontap, volume, capture.name, comment)
@@ -3033,6 +3047,70 @@ def release_capture(ctx, capture):
                       f'{leftover} ({exc}); the next vm create on the volume deletes it') from exc
     raise Failure(f'{where} is still busy after {CAPTURE_DELETE_WAIT:g} s: renamed to {leftover}; the next vm '
                   f'create on the volume deletes it once it is {LEFTOVER_AGE / 60:g} minutes old')
+
+
+class SharedCaptures:
+    """The capture snapshots a vm create of several VMs without a mode takes once for all its
+    running VMs, one per volume, all at once, before any VM is cloned: every running VM of the
+    run is then taken at the same instant on each volume (crash-consistent across the VMs, for
+    an application spread over several), for one create and one delete per volume instead of
+    one per VM and volume. The VMs' threads clone from them and `keep` those a clone of unknown
+    outcome may still read; `release` deletes the rest once every thread has ended."""
+
+    def __init__(self, ctx, views, stamp):
+        disks = [disk for view in views if self.takes(view) for disk in view.disks]
+        self.plan = plan_captures(ctx, disks, shared_capture_name(stamp), stamp)
+        self.captures = list(dict.fromkeys(self.plan.values()))
+        self.outcomes = self.settled = []
+        self._kept = set()
+        self._keeping = threading.Lock()    # the VMs' threads keep at once
+
+    @staticmethod
+    def takes(view):
+        """Whether the VM's disks come from the shared captures: it runs. (Without a mode, its
+        window takes the status the VM list gave too.)"""
+        return view.vm.get('status') == 'running'
+
+    def take(self, ctx):
+        self.outcomes = take_captures(ctx, self.captures, SHARED_CAPTURE_COMMENT)
+        self.settled = settle_captures(ctx, self.outcomes)
+        taken = items_in(self.settled, 'done')
+        if taken:
+            log.info('the running VMs share one capture per volume, taken at one instant: %s', ', '.join(
+                f'{capture.name} of volume {ctx.storage_volume(capture.storage)[1].name}' for capture in taken))
+
+    def plan_of(self, view):
+        """{storage: Capture} for the VM's disks; none for a VM that does not run."""
+        return {disk.storage: self.plan[disk.storage] for disk in view.disks} if self.takes(view) else {}
+
+    def outcomes_of(self, captures):
+        """(as answered, as found out about) the Outcomes of these captures."""
+        return ([outcome for outcome in self.outcomes if outcome.item in captures],
+                [outcome for outcome in self.settled if outcome.item in captures])
+
+    def keep(self, captures):
+        with self._keeping:
+            self._kept |= set(captures)
+
+    def release(self, ctx):
+        release_captures(ctx, self.captures, self.settled, self._kept)
+
+
+@contextlib.contextmanager
+def shared_captures(ctx, stamp, views, mode):
+    """SharedCaptures for a vm create of several VMs without a mode (a mode holds each VM for
+    captures of its own) when one of them runs, taken now, before the VMs' threads start, and
+    released on the way out once they have ended, also when the run fails or a stop signal
+    came (signals are held off around the run); else None. `stamp`: the run's (VmCreateRun)."""
+    if mode or len(views) < 2 or not any(SharedCaptures.takes(view) for view in views) or STOP.pending:
+        yield None
+        return
+    shared = SharedCaptures(ctx, views, stamp)
+    shared.take(ctx)
+    try:
+        yield shared
+    finally:
+        shared.release(ctx)
 
 
 def clean_leftovers(ctx, storages):
@@ -3293,11 +3371,11 @@ class VmCreateRun:
             return self._nodes.setdefault(view.vm['node'], threading.BoundedSemaphore(POWER_CYCLES_PER_NODE))
 
 
-def create_vm_snapshot(ctx, view, mode, register, keep, run):
-    """vm create for one gathered VM, in a thread of its own: the snapshot, then its
-    registration and retention; its VmResult. Whatever fails once the clones are made still
-    lets the rest run. A VM to suspend or shut down waits for a slot of its node first, while
-    it still runs; once a stop signal came, it does not begin."""
+def create_vm_snapshot(ctx, view, mode, register, keep, run, shared=None):
+    """vm create for one gathered VM, in a thread of its own: the snapshot (from the run's
+    SharedCaptures, if any), then its registration and retention; its VmResult. Whatever fails
+    once the clones are made still lets the rest run. A VM to suspend or shut down waits for a
+    slot of its node first, while it still runs; once a stop signal came, it does not begin."""
     result = VmResult(view.vmid)
     try:
         with run.power_slot(view, mode):
@@ -3305,7 +3383,7 @@ def create_vm_snapshot(ctx, view, mode, register, keep, run):
                 result.begun = False
                 return result
             stamp = run.stamp
-            clones, consistency, result.problems = snapshot_vm(ctx, view, mode, stamp)
+            clones, consistency, result.problems = snapshot_vm(ctx, view, mode, stamp, shared)
         result.made = f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s)'
         log.info('VM %s: snapshot %s of %d disk(s) created (%s)', view.vmid, stamp, len(clones), consistency)
         try:
@@ -3402,21 +3480,22 @@ def cmd_vm_create(ctx, args):
         # stopped, and those not begun yet see STOP.pending and do not begin.
         with storage_locks(ctx, sorted({s for view in views for s in view.storages})) as locks, STOP.held():
             run = VmCreateRun(locks)
+            with shared_captures(ctx, run.stamp, views, mode) as shared:
 
-            def snapshot(view):
-                with held_back.kept([] if workers > 1 else None) as lines:
-                    result = create_vm_snapshot(ctx, view, mode, args.register, args.keep, run)
-                result.lines = lines or []
-                return result
+                def snapshot(view):
+                    with held_back.kept([] if workers > 1 else None) as lines:
+                        result = create_vm_snapshot(ctx, view, mode, args.register, args.keep, run, shared)
+                    result.lines = lines or []
+                    return result
 
-            with in_order(snapshot, views, workers) as done:
-                for vmid, view in gathered:
-                    result = next(done) if isinstance(view, VmView) else VmResult(vmid, problems=[view])
-                    for record in result.lines:
-                        log.handle(record)
-                    if result.failure and len(gathered) > 1:
-                        log.warning('%s', result.failure)      # the summary below is the one error line
-                    results.append(result)
+                with in_order(snapshot, views, workers) as done:
+                    for vmid, view in gathered:
+                        result = next(done) if isinstance(view, VmView) else VmResult(vmid, problems=[view])
+                        for record in result.lines:
+                            log.handle(record)
+                        if result.failure and len(gathered) > 1:
+                            log.warning('%s', result.failure)      # the summary below is the one error line
+                        results.append(result)
     finally:
         log.removeFilter(held_back)
     STOP.check(stop_report(results))

@@ -6,18 +6,21 @@
 Builds the world of tests/world.py, adds a fixed latency to every request on both sides
 (default 20 ms), then runs each command once and prints, per command, the requests sent
 to ONTAP and to PVE, the wall time, and the target from the project's issue where there
-is one. For `vm create -suspend` and `-pause` it also prints the pause window (suspend task
-done -> start or resume issued), and at the end the time of one tab completion of -storage:
-as a whole process of the clone's script, and, where the Debian package is installed, as a
-<TAB> through its bash completion file, beside a bare `python3 -c 'import argparse, argcomplete'`
-measured in turns with it in the same bash (target: at most 1.5 times that).
+is one; `vm create` of three running VMs shows both shapes of its capture snapshots (shared
+by the run, one per volume; or with -pause one per VM and volume). For `vm create -suspend`
+and `-pause` it also prints the pause window (suspend task done -> start or resume issued),
+and at the end the time of one tab completion of -storage: as a whole process of the
+clone's script, and, where the Debian package is installed, as a <TAB> through its bash
+completion file, beside a bare `python3 -c 'import argparse, argcomplete'` measured in
+turns with it in the same bash (target: at most 1.5 times that).
 --completion-only measures the completions alone.
 
 With --vms N it builds a cluster of N VMs instead (the test world's three and N-3 more, two
-disks each, one on each ONTAP cluster, on two nodes, each with two older snapshots) and
-prints the table of the scaling issue: requests, wall time and the tool's peak memory (as a
-process of its own, so that its memory is its own) of vm create -all, vm create -all -keep 2,
-storage unmount and storage restore -dry-run.
+disks each, one on each ONTAP cluster, on two nodes, each with two older snapshots; all
+stopped, so no capture is taken: running, they would add one capture create and one delete
+per volume for the whole run) and prints the table of the scaling issue: requests, wall
+time and the tool's peak memory (as a process of its own, so that its memory is its own)
+of vm create -all, vm create -all -keep 2, storage unmount and storage restore -dry-run.
 Numbers, not assertions: tests never time anything.
 """
 
@@ -275,6 +278,11 @@ def main(argv=None):
         plan = [
             ('vm create -vm 200 (running; 4 disks, 2 clusters)', ['vm', 'create', '-vm', 200], 18),
             ('vm create -vm 203 (stopped; same shape)', ['vm', 'create', '-vm', 203], 14),
+            # Both shapes of the captures: three running VMs share one per volume, or, with a
+            # mode, each VM takes its own inside its own pause.
+            ('vm create -vm 200 201 202 (3 running, shared)', ['vm', 'create', '-vm', 200, 201, 202], None),
+            ('vm create -vm 200 201 202 -pause (own captures)', ['vm', 'create', '-vm', 200, 201, 202, '-pause'],
+             None),
             ('vm create -vm 201 -suspend', ['vm', 'create', '-vm', 201, '-suspend'], None),
             ('vm create -vm 202 -pause', ['vm', 'create', '-vm', 202, '-pause'], None),
             ('vm list -vm 200', ['vm', 'list', '-vm', 200], None),

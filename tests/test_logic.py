@@ -350,11 +350,13 @@ def test_ontap_answers_a_job_before_our_read_timeout(job, read, expected):
 
 # -- capture snapshots and held guests
 
-def test_capture_names_never_pass_for_storage_snapshots():
-    capture = tool.capture_name('2024-03-13_14:42:47+0000', 100)
-    leftover = tool.leftover_name(capture)
-    assert capture == 'pve_ontap_capture_2024-03-13_14:42:47+0000_vm100'
-    assert leftover == 'pve_ontap_leftover_capture_2024-03-13_14:42:47+0000_vm100'
+@pytest.mark.parametrize('capture, leftover', [
+    (tool.capture_name('2024-03-13_14:42:47+0000', 100), 'pve_ontap_leftover_capture_2024-03-13_14:42:47+0000_vm100'),
+    (tool.shared_capture_name('2024-03-13_14:42:47+0000'), 'pve_ontap_leftover_capture_2024-03-13_14:42:47+0000_all')])
+def test_capture_names_never_pass_for_storage_snapshots(capture, leftover):
+    assert capture == 'pve_ontap_' + leftover.removeprefix('pve_ontap_leftover_')
+    assert capture.startswith(tool.CAPTURE_PREFIX)      # a lock record notes it as a capture
+    assert tool.leftover_name(capture) == leftover
     assert tool.capture_of(leftover) == tool.capture_of(capture) == capture
     assert not any(name.startswith(tool.STORAGE_SNAPSHOT_PREFIX) for name in (capture, leftover))
 

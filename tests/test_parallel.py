@@ -58,9 +58,9 @@ def test_every_vm_costs_its_own_requests_and_no_more(world):
     ontap, pve = world.requests_of('vm', 'create', '-all', '-no-register')
 
     # a volume lookup per cluster, one clone per disk: 6 of VM 100, 1 of VM 101, 2 of each new one;
-    # each running VM's capture of each of its two volumes, made and deleted: 5 VMs, 4 each; and each
-    # VM's saved config and manifest: 6 VMs, 2 each
-    assert ontap == 2 + 6 + 1 + 4 * 2 + 5 * 4 + 6 * 2
+    # one capture of each volume for all five running VMs, made and deleted; and each VM's saved
+    # config and manifest: 6 VMs, 2 each
+    assert ontap == 2 + 6 + 1 + 4 * 2 + 2 * 2 + 6 * 2
     # login, the VM list, storage.cfg, and each VM's config (VM 102's too, to find it has no ONTAP disk)
     assert pve == 3 + 7
     assert all(len(sets_of(world, vmid)) == 1 for vmid in (100, 101, 103, 104, 105, 106))
@@ -72,9 +72,9 @@ def test_keep_deletes_every_old_set_of_a_vm_without_reading_its_config_again(wor
 
     ontap, pve = world.requests_of('vm', 'create', '-vm', 103, 104, 105, 106, '-keep', 2)
 
-    # per VM: 2 captures made and deleted, 2 clones, 2 directory listings, 2 old sets of 2 files deleted
-    # (made before configs and manifests were saved), and its config and manifest written
-    assert ontap == 2 + 4 * (4 + 2 + 2 + 4 + 2)
+    # the 2 captures all VMs share, made and deleted; per VM: 2 clones, 2 directory listings, 2 old sets
+    # of 2 files deleted (made before configs and manifests were saved), and its config and manifest written
+    assert ontap == 2 + 2 * 2 + 4 * (2 + 2 + 4 + 2)
     # per VM: its config, and registering the clones (PUT, guarded by the config's digest): that config
     # serves to delete both old sets as well
     assert pve == 3 + 4 * 2
@@ -162,9 +162,13 @@ def test_a_dry_run_prints_each_vms_lines_together_in_vm_order(world):
     result = world.run('-dry-run', 'vm', 'create', '-vm', 103, 104)
 
     assert result.code == 0, result.err
-    # the captures made, the clones, the captures deleted, config and manifest, the registration of each VM
-    named = [re.search(r'_vm(\d+) |images/(\d+)/|VM (\d+)', line).groups() for line in result.out.splitlines()]
-    assert [int(next(filter(None, found))) for found in named] == [103] * 9 + [104] * 9
+    # the captures both VMs share made first and deleted last; between them each VM's clones, config and
+    # manifest, and registration
+    lines = result.out.splitlines()
+    assert [line.split()[1] for line in lines[:2] + lines[-2:]] == ['create'] * 2 + ['delete'] * 2
+    assert all(re.search(r' snapshot pve_ontap_capture_\S+_all of volume ', line) for line in lines[:2] + lines[-2:])
+    named = [re.search(r'images/(\d+)/|VM (\d+)', line).groups() for line in lines[2:-2]]
+    assert [int(next(filter(None, found))) for found in named] == [103] * 5 + [104] * 5
     assert sets_of(world, 103) == sets_of(world, 104) == []
 
 

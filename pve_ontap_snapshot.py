@@ -13,8 +13,10 @@ ONTAP can do better underneath it, and this tool asks it to:
   vm delete        delete one of them.
   vm restore       put a VM's disks back to a VM snapshot, or to their state in a
                    storage snapshot, leaving every other VM alone.
-  storage create   take an ONTAP snapshot of the volume behind a PVE NFS storage.
-  storage list     list this tool's snapshots of that volume (oldest first).
+  storage create   take an ONTAP snapshot of the volume behind a PVE NFS storage, with
+                   the config and a manifest of every guest on it.
+  storage list     list this tool's snapshots of that volume (oldest first), and how
+                   many guests each holds, how consistent.
   storage show     show the backing volume's metadata.
   storage delete   delete one snapshot.
   storage restore  revert the whole volume to a snapshot (every VM on it!).

@@ -52,7 +52,7 @@ def test_list_shows_only_the_tools_snapshots_oldest_first(world):
 
     assert result.code == 0 and result.err == ''
     lines = result.out.splitlines()
-    assert lines[0].split() == ['NAME', 'CREATED', 'SIZE', 'LABEL', 'COMMENT']
+    assert lines[0].split() == ['NAME', 'CREATED', 'SIZE', 'LABEL', 'GUESTS', 'CONSISTENCY', 'COMMENT']
     assert [line.split()[0] for line in lines[1:]] == [OLD, 'proxmox_snapshot_2024-03-14_10:00:00+0000']
     assert 'made by the original' in lines[1]
 
@@ -62,7 +62,7 @@ def test_list_as_json(world):
     result = world.run('storage', 'list', '-storage', 'ONTAP01', '-output', 'json')
     data = json.loads(result.out)
     assert [s['name'] for s in data] == [OLD]
-    assert set(data[0]) == {'name', 'create_time', 'size', 'label', 'comment'}
+    assert set(data[0]) == {'name', 'create_time', 'size', 'label', 'comment', 'guests'}
 
 
 def test_show_prints_the_volume(world):

@@ -11,8 +11,9 @@ ONTAP can do better underneath it, and this tool asks it to:
                    Optionally pause, freeze, suspend or shut down the guest for it.
   vm list          list a VM's snapshots, and how consistent each is.
   vm delete        delete one of them.
-  vm restore       put a VM's disks back to a VM snapshot, or to their state in a
-                   storage snapshot, leaving every other VM alone.
+  vm restore       put a VM's disks (-with-config: and its config) back to a VM snapshot,
+                   or to their state in a storage snapshot, leaving every other VM alone;
+                   -as-new NEWID: a new VM from one, also of a VM destroyed since.
   storage create   take an ONTAP snapshot of the volume behind a PVE NFS storage.
   storage list     list this tool's snapshots of that volume (oldest first).
   storage show     show the backing volume's metadata.

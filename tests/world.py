@@ -159,13 +159,20 @@ EARLIER_SNAPSHOT = 'proxmox_snapshot_2024-03-12_10:00:00+0000'
 
 
 def seed_history(world):
-    """A VM snapshot of VM 100 and three storage snapshots of ONTAP01 with the README's names,
-    and a guest agent in VM 100 (for -freeze), so that every README example runs here."""
+    """A VM snapshot of VM 100 (the original's: no saved config) and one of VM 101 with its saved
+    config, three storage snapshots of ONTAP01 with the README's names, and a guest agent in VM
+    100 (for -freeze), so that every README example runs here (fakepve seeing the disk files
+    over NFS, as PVE does, for vm restore -as-new)."""
     for vol in (world.vol1, world.vol2):
         for name in world.files(vol, 100):
             stem, ext = name.rsplit('.', 1)
             (vol.path / 'images/100' / f'{stem}-snapshot-{ORIGINAL_STAMP}.{ext}').write_bytes(
                 world.disk(vol, 100, name).read_bytes())
+    world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{ORIGINAL_STAMP}.raw').write_bytes(
+        world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes())
+    world.disk(world.vol1, 101, f'vm-101-snapshot-{ORIGINAL_STAMP}.conf').write_text(
+        tool.config_text(world.pve.vm(101).config))
+    pve_reads_nfs_directories(world)
     for name, created in ((EARLIER_SNAPSHOT, '2024-03-12T10:00:00+00:00'), (OLD_SNAPSHOT, '2024-03-13T14:42:47+00:00'),
                           (MARCH_SNAPSHOT, '2024-03-14T10:00:00+00:00')):
         world.a.add_snapshot('proxmox_storage01', name, comment='Snapshot of Proxmox storage ONTAP01',

@@ -11,8 +11,9 @@ ONTAP can do better underneath it, and this tool asks it to:
                    Optionally pause, freeze, suspend or shut down the guest for it.
   vm list          list a VM's snapshots, and how consistent each is.
   vm delete        delete one of them.
-  vm restore       put a VM's disks back to a VM snapshot, or to their state in a
-                   storage snapshot, leaving every other VM alone.
+  vm restore       put a VM's disks (-with-config: and its config) back to a VM snapshot,
+                   or to their state in a storage snapshot, leaving every other VM alone;
+                   -as-new NEWID: a new VM from one, also of a VM destroyed since.
   storage create   take an ONTAP snapshot of the volume behind a PVE NFS storage, with
                    the config and a manifest of every guest on it.
   storage list     list this tool's snapshots of that volume (oldest first), and how
@@ -55,9 +56,13 @@ import configparser
 import contextlib
 import dataclasses
 import datetime
+import difflib
+import email.parser
+import email.policy
 import fcntl
 import functools
 import glob
+import itertools
 import json
 import logging
 import math
@@ -72,6 +77,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import uuid
 
 # ---- Names shared with the original pve-ontap-snapshot.py --------------------------------
 # Changing one of these loses access to the snapshots the original (or we) made.
@@ -86,6 +92,8 @@ CLONE_STORAGE_SUFFIX = '-CLONE'
 # A VM snapshot is the set of disk clones of one run: <stem>-snapshot-<stamp><ext> (the
 # original's name). Before a restore, the live disks are cloned to a pre-restore set.
 SET_KINDS = {'snapshot': 'snapshot', 'prerestore': 'pre-restore'}
+# A storage snapshot's records: each guest's config and manifest, at the volume's root.
+STORAGE_RECORD_DIR = 'pve-ontap-snapshot'
 
 CONFIG_SEARCH_PATH = ('config.ini', '/etc/pve-ontap-snapshot/config.ini')
 PROXMOX_SECTION = 'proxmox'
@@ -675,9 +683,10 @@ class Ontap:
         # Threads that poll jobs add to it too: a race costs at most one more refused GET each.
         self.unknown_fields = set()
 
-    def send(self, method, path, params=None, body=None, what=None, files=None):
+    def send(self, method, path, params=None, body=None, what=None, files=None, accept=None):
         """One call: (HTTP status, JSON body). Raises OntapError with ONTAP's message and code.
-        `files` sends a multipart/form-data body instead of JSON (a file's data)."""
+        `files` sends a multipart/form-data body instead of JSON (a file's data); `accept` asks
+        for another answer than JSON (a file's data): then a success's body is the response."""
         what = what or f'{method} {path}'
         if self.dry_run and method != 'GET':
             print(f'would {what} (ONTAP {self.host})')
@@ -686,7 +695,7 @@ class Ontap:
         try:
             # verify= on every request: a Session's own verify loses to REQUESTS_CA_BUNDLE.
             response = self.session.request(method, url, params=params, json=body, files=files, verify=self.verify,
-                                            cert=self.cert)
+                                            cert=self.cert, headers={'Accept': accept} if accept else None)
         except requests.exceptions.RequestException as exc:
             message = f'ONTAP {self.host}: {what}: {describe_connection_error(exc)}'
             if method != 'GET' and may_have_arrived(exc):
@@ -706,7 +715,7 @@ class Ontap:
                                      where=self.where)
             raise OntapError(f'ONTAP {self.host}: {what}: {message}', status=response.status_code,
                              code=error.get('code'))
-        return response.status_code, data
+        return response.status_code, response if accept else data
 
     def request(self, method, path, params=None, body=None, what=None):
         """One call; its JSON body. A GET asks only for the fields the cluster's release knows."""
@@ -1167,6 +1176,47 @@ def ontap_file_size(ontap, volume, path):
     return (data.get('records') or [data])[0].get('size')
 
 
+FILE_READ_MAX = 2**20      # the files API reads at most 1 MB per call (netapp_ontap resources/file_info.py)
+
+
+def ontap_read_file(ontap, volume, path, size):
+    """The `size` bytes of a small file: the files API's GET with byte_offset and length, answered
+    as multipart/form-data (netapp_ontap resources/file_info.py, "Reading a file", 9.8+ like the
+    POST that writes one). The file is the part with a filename, else the first part, as
+    NetApp's client reads it (netapp_ontap resource.py, _parse_multipart_response); the parts'
+    names are undocumented. An answer in another type is taken as the data itself (unconfirmed)."""
+    if size > FILE_READ_MAX:
+        raise Failure(f'ONTAP {ontap.host}: {path} in volume {volume.name} holds {size} bytes, more than the '
+                      f'{FILE_READ_MAX} the files API reads at once')
+    if not size:
+        return b''
+    _, response = ontap.send('GET', files_url(volume, path), params={'byte_offset': 0, 'length': size},
+                             what=f'read {path} in volume {volume.name}', accept='multipart/form-data')
+    content_type = response.headers.get('Content-Type', '')
+    if not content_type.lower().startswith('multipart/'):
+        return response.content
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f'Content-Type: {content_type}\r\n\r\n'.encode() + response.content)
+    parts = list(message.iter_parts())
+    part = next((p for p in parts if p.get_filename()), parts[0] if parts else None)
+    if part is None:
+        raise OntapError(f'ONTAP {ontap.host}: read {path} in volume {volume.name}: the answer holds no data')
+    return part.get_payload(decode=True) or b''
+
+
+def ontap_make_dir(ontap, volume, path):
+    """Create a directory unless it exists (POST …/files/{path} {"type": "directory"}, ref §10).
+    A refusal or a lost answer is read back: a directory there now is all that was wanted."""
+    if ontap_file_exists(ontap, volume, path):
+        return
+    try:
+        ontap.send('POST', files_url(volume, path), body={'type': 'directory', 'unix_permissions': 755},
+                   what=f'create directory {path} in volume {volume.name}')
+    except (OntapError, OutcomeUnknown) as exc:
+        if ontap.dry_run or not ontap_file_exists(ontap, volume, path):
+            raise OntapError(f'{exc}; it is not there') from exc
+
+
 def ontap_first_image(ontap, volume):
     """The smallest disk image of the first VM directory under images/ that holds one, or None."""
     try:
@@ -1336,6 +1386,17 @@ def pve_vm_pending(pve, vm):
 
 def pve_set_vm_config(pve, vm, what, **changes):
     pve.call('put', vm_path(vm, 'config'), f'{what} (VM {vm["vmid"]})', **changes)
+
+
+def pve_create_vm(pve, node, vmid, config):
+    """Create a VM from a config (POST /nodes/{node}/qemu) and wait for its task. PVE accepts an
+    existing volume the VM owns as a disk (qemu-server API2/Qemu.pm, create_disks: size read
+    from the volume), gives each netN without a MAC a new one (add_random_macs), a vmgenid
+    when none is set and an SMBIOS uuid when smbios1 is missing; it starts nothing unless asked."""
+    what = f'create VM {vmid} on node {node}'
+    upid = pve.call('post', f'nodes/{node}/qemu', what, vmid=vmid, **config)
+    if upid:
+        pve.wait_for_task(upid, what)
 
 
 def pve_vm_status(pve, vm):
@@ -1803,6 +1864,133 @@ def config_text(config):
     text = ''.join(f'#{encode_comment(line)}\n' for line in lines)
     return text + ''.join(f'{key}: {value}\n' for key, value in sorted(config.items())
                           if key not in ('digest', 'description'))
+
+
+# Keys of a config that are PVE's bookkeeping, not the VM's settings: never put back, never
+# deleted (qemu-server: the lock, the snapshot parent, a hibernated VM's state, meta-information).
+CONFIG_BOOKKEEPING = ('digest', 'lock', 'parent', 'snaptime', 'vmstate', 'runningmachine', 'runningcpu', 'meta')
+CONFIG_LINE = re.compile(r'^([a-z][a-z0-9_-]*):\s*(.*?)\s*$')
+UNUSED_KEY = re.compile(r'^unused\d+$')
+DRIVE_BUS_KEY = re.compile(r'^(?:ide|sata|scsi|virtio)\d+$')
+MAC_ADDRESS = re.compile(r'^[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}$')
+# A cloud-init drive's volume (qemu-server PVE/QemuServer/Drive.pm, drive_is_cloudinit).
+CLOUDINIT_VOLUME = re.compile(r'[:/](?:vm-\d+-)?cloudinit(?:\.(?:raw|qcow2|vmdk))?$')
+
+
+def parse_config_text(text):
+    """The VM's current config in a .conf text as PVE writes it (qemu-server PVE/QemuServer.pm,
+    parse_vm_config): `#` lines are the description, percent-decoded as PVE's decode_text does
+    (pve-common src/PVE/Tools.pm), `key: value` lines the rest. It ends at the first `[section]`:
+    a snapshot's config, or [PENDING], which are not the VM's current config."""
+    config, description = {}, []
+    for line in text.splitlines():
+        if line.startswith('['):
+            break
+        if line.startswith('#'):
+            description.append(urllib.parse.unquote(line[1:], errors='replace'))
+            continue
+        found = CONFIG_LINE.match(line)
+        if found:
+            config[found[1]] = found[2]
+    if description:
+        config['description'] = '\n'.join(description)
+    return config
+
+
+def restorable(config):
+    """A config's settings as text, without PVE's bookkeeping (CONFIG_BOOKKEEPING)."""
+    settings = {key: str(value) for key, value in config.items() if key not in CONFIG_BOOKKEEPING}
+    if 'description' in settings:
+        settings['description'] = settings['description'].rstrip('\n')
+    return settings
+
+
+def config_diff(current, saved, current_label, saved_label):
+    """How a saved config differs from the current one: unified diff lines of both in .conf syntax."""
+    return list(difflib.unified_diff(config_text(restorable(current)).splitlines(),
+                                     config_text(restorable(saved)).splitlines(),
+                                     current_label, saved_label, lineterm=''))
+
+
+def config_change(current, saved):
+    """The one config change that puts `saved` back over `current`: (keys to set, keys to delete).
+    unusedN entries stay as they are: deleting one deletes its file (qemu-server API2/Qemu.pm,
+    update_vm: try_deallocate_drive), and a saved one may name a file deleted since. A disk the
+    current config has beyond the saved one is deleted without `force`, which PVE makes an
+    unusedN entry ("Without this, we simple remove the disk from the config file and create an
+    additional configuration entry called 'unused[n]'": update_vm's `force`); a disk given
+    another file keeps the old one as unusedN the same way (PVE/QemuServer.pm,
+    vmconfig_apply_pending). Bookkeeping keys stay as they are."""
+    now, then = restorable(current), restorable(saved)
+    changes = {key: value for key, value in then.items() if not UNUSED_KEY.match(key) and now.get(key) != value}
+    deletes = sorted(key for key in now if key not in then and not UNUSED_KEY.match(key))
+    return changes, deletes
+
+
+def drive_volume(value):
+    """The volume of a drive value (its first item, or `file=`)."""
+    items = str(value).split(',')
+    return next((item[5:] for item in items if item.startswith('file=')), items[0])
+
+
+def with_volume(value, volume):
+    """A drive value with another volume, its options kept."""
+    items = str(value).split(',')
+    for n, item in enumerate(items):
+        if item.startswith('file='):
+            items[n] = 'file=' + volume
+            return ','.join(items)
+    if '=' in items[0]:
+        return ','.join([volume] + items)
+    return ','.join([volume] + items[1:])
+
+
+def without_mac(value):
+    """A netN value without its MAC address (`virtio=<MAC>` becomes `virtio`, `macaddr=` goes),
+    so that PVE gives the NIC a new one (qemu-server API2/Qemu.pm create_vm: add_random_macs)."""
+    items = []
+    for item in str(value).split(','):
+        key, _, setting = item.partition('=')
+        if key != 'macaddr':
+            items.append(key if MAC_ADDRESS.match(setting) else item)
+    return ','.join(items)
+
+
+def new_vm_config(saved, volumes, smbios_uuid):
+    """The config of a new VM made from a saved one. `volumes`: {disk key: the new VM's volid}.
+    A cloud-init drive is made anew on its storage (`<storage>:cloudinit`, as PVE's create does);
+    the NICs get new MAC addresses and the VM a new vmgenid (PVE makes both when none is given)
+    and the SMBIOS uuid `smbios_uuid`, so that no guest sees a second copy of the old hardware;
+    no onboot, no unused disks, no bookkeeping."""
+    config = {}
+    for key, value in restorable(saved).items():
+        if UNUSED_KEY.match(key) or key in ('onboot', 'vmgenid'):
+            continue
+        if key in volumes:
+            value = with_volume(value, volumes[key])
+        elif DRIVE_BUS_KEY.match(key) and CLOUDINIT_VOLUME.search(drive_volume(value)):
+            value = with_volume(value, drive_volume(value).split(':', 1)[0] + ':cloudinit')
+        elif re.fullmatch(r'net\d+', key):
+            value = without_mac(value)
+        elif key == 'smbios1':
+            value = ','.join([item for item in value.split(',') if item and not item.startswith('uuid=')]
+                             + [f'uuid={smbios_uuid}'])
+        config[key] = value
+    return config
+
+
+def new_disk_paths(disks, vmid, taken):
+    """{disk key: images/<vmid>/vm-<vmid>-disk-<n><ext>} for the disks of a new VM, n counting up
+    from 0 past every number a name in `taken` (file names in images/<vmid>/) has already."""
+    used = {int(found[1]) for name in taken if (found := re.match(rf'vm-{vmid}-disk-(\d+)\.', name))}
+    numbers = (n for n in itertools.count() if n not in used)
+    return {disk.key: f'images/{vmid}/vm-{vmid}-disk-{next(numbers)}{os.path.splitext(disk.file)[1]}'
+            for disk in disks}
+
+
+def storage_record_path(vmid, name):
+    """Where a storage snapshot holds a VM's saved config (STORAGE_RECORD_DIR at the volume's root)."""
+    return f'.snapshot/{name}/{STORAGE_RECORD_DIR}/vm-{vmid}.conf'
 
 
 SIZE_UNITS = {'': 1, 'K': 2**10, 'M': 2**20, 'G': 2**30, 'T': 2**40}
@@ -2947,8 +3135,8 @@ def gather_vm(ctx, vmid, vms=None, config=None):
     return VmView(vm, config, disks, skipped, sorted(vm_storages(config) & set(ctx.config.storages)))
 
 
-def gather_sets(ctx, view):
-    """Every VM snapshot set of the VM on every configured storage it uses, by stamp."""
+def gather_sets(ctx, view, storages=None):
+    """Every VM snapshot set of the VM on every configured storage it uses (or on `storages`), by stamp."""
     directory = f'images/{view.vmid}'
 
     def list_storage(storage):
@@ -2956,7 +3144,8 @@ def gather_sets(ctx, view):
         return [parse_set_file(storage, directory, record['name'], record.get('size'))
                 for record in ontap_list_dir(ontap, volume, directory)]
 
-    return group_sets([found for listing in map_parallel(list_storage, view.storages) for found in listing if found])
+    found = map_parallel(list_storage, view.storages if storages is None else storages)
+    return group_sets([file for listing in found for file in listing if file])
 
 
 def find_set(view, sets, stamp):
@@ -3639,15 +3828,16 @@ def cmd_vm_delete(ctx, args):
     log.info('VM %s: snapshot %s deleted (%d file(s))', args.vm, args.snapshot, len(files))
 
 
-def restore_sources(ctx, view, sets, args):
-    """([(disk, source path)] for each disk to restore, from a set or from a storage snapshot,
-    what the source is called, [disks it has no copy of])."""
-    if args.snapshot:
-        pairs, missing, _ = match_set_to_disks(view.disks, find_set(view, sets, args.snapshot))
+def restore_sources(ctx, view, sets, stamp, name):
+    """([(disk, source path)] for each disk to restore, from the set `stamp` or from the storage
+    snapshot `name`, what the source is called, [disks it has no copy of], its saved config or None)."""
+    if stamp:
+        files = find_set(view, sets, stamp)
+        pairs, missing, _ = match_set_to_disks(view.disks, [f for f in files if not f.is_record])
         sources = [(disk, file.path) for disk, file in pairs]
-        origin = f'snapshot {args.snapshot}'
+        origin = f'snapshot {stamp}'
+        saved = set_config(ctx, files)
     else:
-        name = args.storage_snapshot
         holding = storages_with_snapshot(ctx, view, name)
         sources, missing = [], []
         for disk in view.disks:
@@ -3658,12 +3848,38 @@ def restore_sources(ctx, view, sets, args):
             else:
                 missing.append(disk)
         origin = f'storage snapshot {name}'
+        saved = storage_snapshot_config(ctx, view.vmid, name, [storage for storage in holding if holding[storage]])
     for disk in missing:
         log.warning('VM %s: %s has no copy of disk %s (%s); it stays as it is', view.vmid, origin, disk.key,
                     disk.volid)
     if not sources:
         raise Failure(f'VM {view.vmid}: {origin} holds none of its current disks')
-    return sources, origin, missing
+    return sources, origin, missing, saved
+
+
+def read_saved_config(ctx, storage, path, size=None):
+    """The config saved at `path` on `storage` (parse_config_text), or None if there is no such file."""
+    ontap, volume, _ = ctx.storage_volume(storage)
+    size = ontap_file_size(ontap, volume, path) if size is None else size
+    if size is None:
+        return None
+    return parse_config_text(ontap_read_file(ontap, volume, path, size).decode('utf-8', errors='replace'))
+
+
+def set_config(ctx, files):
+    """The config saved with a VM snapshot set, or None (one made before configs were saved)."""
+    record = next((file for file in files if file.ext == '.conf'), None)
+    return read_saved_config(ctx, record.storage, record.path, record.size) if record else None
+
+
+def storage_snapshot_config(ctx, vmid, name, storages):
+    """The VM's config saved in the storage snapshot `name` (on the first of `storages` that holds
+    one), or None: a snapshot made before configs were saved, or of a storage without the VM."""
+    for storage in sorted(storages):
+        saved = read_saved_config(ctx, storage, storage_record_path(vmid, name))
+        if saved is not None:
+            return saved
+    return None
 
 
 def storages_with_snapshot(ctx, view, name):
@@ -3745,14 +3961,26 @@ def check_restorable(vmid, status, shutdown):
 
 
 def cmd_vm_restore(ctx, args):
+    if args.as_new:
+        if args.with_config or args.shutdown:
+            raise ConfigError(f'-as-new takes neither -with-config (the new VM always gets the saved config) nor '
+                              f'-shutdown (VM {args.vm} is not touched)')
+        restore_as_new(ctx, args.vm, args.as_new, args.snapshot, args.storage_snapshot)
+        return
     view = gather_vm(ctx, args.vm)
     with storage_locks(ctx, view.storages) as locks:
         sets = gather_sets(ctx, view)
-        sources, origin, missing = restore_sources(ctx, view, sets, args)
+        sources, origin, missing, saved = restore_sources(ctx, view, sets, args.snapshot, args.storage_snapshot)
+        if args.with_config and saved is None:
+            raise Failure(f'VM {view.vmid}: {origin} holds no saved config (made before snapshots carried one): '
+                          '-with-config has nothing to put back; restore the disks without it')
         check_restorable(view.vmid, view.vm, args.shutdown)
+        show_vm_restore_plan(ctx, vm_restore_plan(view, origin, sources, missing, saved, args.with_config),
+                             asking=not args.yes and sys.stdin.isatty())
         disks = ', '.join(disk.key for disk, _ in sources)
         kept = f' ({", ".join(d.key for d in missing)} not in it: kept as they are)' if missing else ''
-        confirm(ctx, f'Overwrite disks {disks} of VM {view.vmid} with {origin}{kept}', args.yes)
+        config = ' and its config' if args.with_config else ''
+        confirm(ctx, f'Overwrite disks {disks}{config} of VM {view.vmid} with {origin}{kept}', args.yes)
         # Once more as it is now: the VM may have been started (or locked) during the question.
         status = pve_vm_status(ctx.pve, view.vm)
         check_restorable(view.vmid, status, args.shutdown)
@@ -3761,12 +3989,224 @@ def cmd_vm_restore(ctx, args):
         with STOP.held():
             with VmWindow(ctx, view, 'shutdown' if running else None, status) as window:
                 restore_disks(ctx, view, sources, undo_stamp, window)
+                if args.with_config:
+                    try:
+                        put_config_back(ctx, view, saved)
+                    except Failure as exc:
+                        window.problems.append(Failure(f'its config was not put back: {exc}'))
             if window.problems:
                 raise Failure(f'VM {view.vmid}: disks {disks} restored from {origin}, but '
                               f'{together(*window.problems)}')
-    log.info('VM %s: disks %s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, origin,
-             undo_stamp)
-    STOP.check(f'VM {view.vmid}: disks {disks} restored from {origin} first')
+    log.info('VM %s: disks %s%s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, config,
+             origin, undo_stamp)
+    STOP.check(f'VM {view.vmid}: disks {disks}{config} restored from {origin} first')
+
+
+def vm_restore_plan(view, origin, sources, missing, saved, with_config):
+    """What a vm restore does, as a record (-output json), gathered before it asks: the disks, and
+    how the VM's config differs from the saved one (`diff`: unified diff lines; null without one)."""
+    return {'vmid': view.vmid, 'origin': origin,
+            'disks': [{'key': disk.key, 'volid': disk.volid, 'source': source} for disk, source in sources],
+            'kept': [disk.key for disk in missing],
+            'config': {'saved': saved is not None, 'restored': bool(with_config),
+                       'diff': None if saved is None else config_diff(view.config, saved, f'VM {view.vmid} now',
+                                                                      origin)}}
+
+
+def show_vm_restore_plan(ctx, plan, asking):
+    """The plan of a vm restore, shown as show_restore_plan shows a storage restore's."""
+    if ctx.output == 'json':
+        print(json.dumps(plan, indent=2, sort_keys=True))
+        return
+    if not (asking or ctx.dry_run or log.isEnabledFor(logging.INFO)):
+        return
+    config = plan['config']
+    lines = [f'vm restore puts disks {", ".join(d["key"] for d in plan["disks"])} of VM {plan["vmid"]} back to '
+             f'{plan["origin"]}' + (f'; {", ".join(plan["kept"])} stay as they are' if plan['kept'] else '') + '.']
+    if not config['saved']:
+        lines.append(f'{plan["origin"]} holds no saved config (made before snapshots carried one): the config '
+                     'stays as it is.')
+    elif not config['diff']:
+        lines.append(f'The config is as {plan["origin"]} saved it.')
+    else:
+        lines.append(f'The config differs from the one {plan["origin"]} saved:')
+        lines += config['diff']
+        lines.append('-with-config puts the saved config back; disks beyond it are kept as unused disks.'
+                     if config['restored'] else 'The config stays as it is (-with-config puts the saved one back).')
+    print('\n'.join(lines), file=sys.stderr, flush=True)
+
+
+def put_config_back(ctx, view, saved):
+    """Put a saved config back (config_change) in one change, against the digest of the config
+    read now, so that PVE refuses it if anybody changes the config meanwhile. A lost answer is
+    read back: the saved config there is done, the config as it was is failed, else unknown."""
+    current = pve_vm_config(ctx.pve, view.vm)
+    changes, deletes = config_change(current, saved)
+    if not changes and not deletes:
+        return
+    params = dict(changes, **({'delete': ','.join(deletes)} if deletes else {}),
+                  **({'digest': current['digest']} if current.get('digest') else {}))
+    try:
+        pve_set_vm_config(ctx.pve, view.vm, 'put the saved config back', **params)
+    except OutcomeUnknown as exc:
+        after = pve_vm_config(ctx.pve, view.vm)
+        if config_change(after, saved) == ({}, []):
+            return
+        if after.get('digest') == current.get('digest'):
+            raise ProxmoxError(f'{exc}; read back: the config is as it was') from exc
+        raise
+    log.info('VM %s: config put back (%d key(s) set, %d deleted)', view.vmid, len(changes), len(deletes))
+
+
+# -- a new VM from a snapshot: vm restore -as-new
+
+@dataclasses.dataclass
+class NewVm:
+    """What vm restore -as-new makes, gathered before anything changes."""
+    vmid: int
+    node: str
+    config: dict        # the create's parameters
+    clones: list        # (storage, source, destination): its disks
+    origin: str
+
+
+def restore_as_new(ctx, vmid, newid, stamp, name):
+    """A new VM `newid` from a VM snapshot or a storage snapshot of VM `vmid`, which may no longer
+    exist: its disks file-cloned from the snapshot's copies, its config the saved one (new_vm_config).
+    Nothing of VM `vmid` changes. If the create fails, the clones are removed again; if its
+    outcome stays unknown, they are left and named."""
+    new = plan_new_vm(ctx, vmid, newid, stamp, name)
+    disks = ', '.join(f'{key} {config_value}' for key, config_value in new.config.items() if key in
+                      {disk.key for disk in vm_disks(new.config)})
+    log.info('VM %s from %s of VM %s on node %s: %s; stopped, with new MAC addresses, vmgenid and SMBIOS uuid, '
+             'no start at boot', newid, new.origin, vmid, new.node, disks)
+    storages = sorted({storage for storage, _, _ in new.clones})
+    # A stop meanwhile would leave clones without their VM: both are made, then the run stops.
+    with storage_locks(ctx, storages), STOP.held():
+        for storage in storages:
+            ontap, volume, _ = ctx.storage_volume(storage)
+            ontap_make_dir(ontap, volume, f'images/{newid}')
+        made = settle_clones(ctx, clone_each(ctx, new.clones))
+        if any(outcome.state != 'done' for outcome in made):
+            raise Failure(f'VM {newid} not created: copying its disks from {new.origin} failed: '
+                          f'{"; ".join(str(outcome.error) for outcome in made if outcome.error)}; '
+                          f'{remove_clones(ctx, items_in(made, "done"))}{clones_still_pending(made)}')
+        create_new_vm(ctx, new)
+    if not ctx.dry_run:
+        log.info('VM %s created on node %s from %s of VM %s; it is stopped: check it, then start it', newid,
+                 new.node, new.origin, vmid)
+    STOP.check(f'VM {newid} was created from {new.origin} of VM {vmid} first')
+
+
+def plan_new_vm(ctx, vmid, newid, stamp, name):
+    """Every lookup of -as-new: the new id is free, the source found (without VM `vmid` if it is
+    gone: on every configured storage), a config to give the new VM, a copy of each of its disks."""
+    guests = pve_list_guests(ctx.pve)
+    if newid in guests:
+        taken = guests[newid]
+        raise Failure(f'Proxmox {ctx.pve.host}: {guest_label(taken)} {taken.get("name") or ""} already exists on '
+                      f'node {taken.get("node")}: choose another id for -as-new (pvesh get /cluster/nextid gives '
+                      'a free one)')
+    source = guests.get(vmid)
+    if source and source.get('type') == 'lxc':
+        raise Failure(f'CT {vmid} is a container: vm restore -as-new makes VMs only')
+    view = gather_vm(ctx, vmid, {vmid: source}) if source else None
+    storages = view.storages if view else reachable_storages(ctx)
+    if stamp:
+        searched = VmView({'vmid': vmid}, {}, [], [], storages)
+        files = find_set(searched, gather_sets(ctx, searched), stamp)
+        origin = f'snapshot {stamp}'
+        copies = {(f.storage, f.source_file): f.path for f in files if not f.is_record}
+        saved = set_config(ctx, files)
+    else:
+        holding = [storage for storage in storages
+                   if any(record['name'] == name for record in ontap_list_snapshots(*ctx.storage_volume(storage)[:2],
+                                                                                     name))]
+        if not holding:
+            raise NotFound(f'no storage snapshot {name} on {", ".join(storages) or "any storage of config.ini"}: '
+                           'see storage list')
+        origin = f'storage snapshot {name}'
+        copies = None
+        saved = storage_snapshot_config(ctx, vmid, name, holding)
+    if saved is None and view is None:
+        raise Failure(f'VM {vmid} no longer exists in PVE, and {origin} holds no saved config (made before '
+                      'snapshots carried one): nothing says what VM it was; create a VM by hand and give it '
+                      'copies of its disks')
+    if saved is None:
+        log.warning('VM %s: %s holds no saved config (made before snapshots carried one): VM %s gets the '
+                    'current config of VM %s', vmid, origin, newid, vmid)
+    config = saved if saved is not None else view.config
+    disks = vm_disks(config)
+    if copies is None:
+        copies = {}
+        for disk in disks:
+            if disk.storage in holding and disk.path:
+                ontap, volume, _ = ctx.storage_volume(disk.storage)
+                if ontap_file_exists(ontap, volume, f'.snapshot/{name}/{disk.path}'):
+                    copies[(disk.storage, disk.file)] = f'.snapshot/{name}/{disk.path}'
+    lacking = [f'{disk.key} ({disk.volid}: {why})' for disk, why in disks_without_copy(ctx, disks, copies)]
+    if lacking:
+        raise Failure(f'VM {newid} would lack disks of VM {vmid}: {"; ".join(lacking)}; nothing was made')
+    if not disks:
+        raise Failure(f'VM {vmid}: the config {origin} gives has no disk to copy; nothing was made')
+    taken = []
+    for storage in sorted({disk.storage for disk in disks}):
+        ontap, volume, _ = ctx.storage_volume(storage)
+        taken += [record['name'] for record in ontap_list_dir(ontap, volume, f'images/{newid}')]
+    paths = new_disk_paths(disks, newid, taken)
+    clones = [(disk.storage, copies[(disk.storage, disk.file)], paths[disk.key]) for disk in disks]
+    volumes = {disk.key: f'{disk.storage}:{newid}/{paths[disk.key].rsplit("/", 1)[1]}' for disk in disks}
+    node = local_pve_node() or (source or {}).get('node') or pve_local_node(ctx.pve)
+    return NewVm(newid, node, new_vm_config(config, volumes, str(uuid.uuid4())), clones, origin)
+
+
+def reachable_storages(ctx):
+    """The storages of config.ini whose volume can be looked up now (a warning names each other one)."""
+    found = []
+    for storage in sorted(ctx.config.storages):
+        try:
+            ctx.storage_volume(storage)
+        except Failure as exc:
+            log.warning('storage %s not searched: %s', storage, exc)
+            continue
+        found.append(storage)
+    return found
+
+
+def disks_without_copy(ctx, disks, copies):
+    """(disk, why) for each disk that a new VM could not get a copy of."""
+    for disk in disks:
+        if disk.storage not in ctx.config.storages:
+            yield disk, f'storage {disk.storage} has no section in {ctx.config.path}, so it cannot be copied'
+        elif disk.path is None:
+            yield disk, 'no image file, so it cannot be copied'
+        elif (disk.storage, disk.file) not in copies:
+            yield disk, 'the snapshot holds no copy of it'
+
+
+def create_new_vm(ctx, new):
+    """Create the VM of -as-new over its cloned disks. Failed: the clones are removed. Unknown (a
+    lost answer, a task past its bound): its tasks are followed, then read back: is the VM there?"""
+    files = ', '.join(f'{destination} on {storage}' for storage, _, destination in new.clones)
+    try:
+        pve_create_vm(ctx.pve, new.node, new.vmid, new.config)
+    except OutcomeUnknown as exc:
+        guest = {'node': new.node, 'vmid': new.vmid, 'type': 'qemu'}
+        try:
+            pve_settle_task(ctx.pve, guest, exc)
+            made = pve_list_guests(ctx.pve).get(new.vmid)
+        except Failure as again:
+            raise Failure(f'{exc}; finding out what became of it failed too ({again}): its disks are left, '
+                          f'{files}: check whether VM {new.vmid} exists, and delete them if not') from exc
+        if made and not made.get('lock'):
+            log.info('VM %s: the answer to its create was lost, but it exists', new.vmid)
+            return
+        state = f'exists, locked ({made["lock"]})' if made else 'does not exist (yet)'
+        raise Failure(f'{exc}; VM {new.vmid} {state}: its disks are left as they are, {files}; once no task of VM '
+                      f'{new.vmid} runs on node {new.node}, check VM {new.vmid}, and delete them if it is not '
+                      'there') from exc
+    except Failure as exc:
+        raise Failure(f'VM {new.vmid} not created: {exc}; {remove_clones(ctx, new.clones)}') from exc
 
 
 # -- storage snapshots
@@ -5337,9 +5777,12 @@ def build_parser():
     delete.add_argument('-snapshot', '--snapshot', required=True, type=set_stamp, metavar='STAMP',
                         help='the snapshot, as vm list shows it')
     restore = leaf(vm_commands, 'restore', cmd_vm_restore,
-                   "put a VM's disks back to a VM snapshot or to a storage snapshot (only this VM changes)",
+                   "put a VM's disks (and -with-config its config) back to a VM snapshot or to a storage snapshot "
+                   '(only this VM changes), or make a new VM from one (-as-new)',
                    ['vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000',
-                    'vm restore -vm 100 -storage-snapshot proxmox_snapshot_2024-03-13_14:42:47+0000 -shutdown -yes'])
+                    'vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000 -with-config -shutdown',
+                    'vm restore -vm 100 -storage-snapshot proxmox_snapshot_2024-03-13_14:42:47+0000 -shutdown -yes',
+                    'vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000 -as-new 200'])
     add_vm_option(restore)
     source = restore.add_mutually_exclusive_group(required=True)
     source.add_argument('-snapshot', '--snapshot', type=set_stamp, metavar='STAMP',
@@ -5350,6 +5793,13 @@ def build_parser():
                          help='shut a running VM down for the restore, then start it again')
     restore.add_argument('-yes', '--yes', action='store_true',
                          help='do not ask for confirmation (required without a terminal)')
+    restore.add_argument('-with-config', '--with-config', action='store_true',
+                         help="put the VM's config back as the snapshot saved it, too (disks it lacks are kept as "
+                              'unused disks); without it the config stays, and how it differs is shown')
+    restore.add_argument('-as-new', '--as-new', type=vm_id, metavar='NEWID',
+                         help='make a new, stopped VM NEWID from the snapshot instead: copies of its disks, its '
+                              'saved config with new MAC addresses, vmgenid and SMBIOS uuid; -vm names the VM it '
+                              'was made of, which may no longer exist; that VM is not touched')
 
     storage = contexts.add_parser('storage', help='ONTAP volume snapshots of a PVE storage', allow_abbrev=False)
     storage_commands = storage.add_subparsers(

@@ -39,6 +39,8 @@ Python interface:
     emu.latency, emu.job_delay, emu.page_size     knobs (seconds, seconds, records)
     emu.fail(...), emu.fail_job(...), emu.slow_job(...), emu.drop(...),
     emu.lose_answer(...)    faults (drop: never carried out; lose_answer: carried out, unanswered)
+    (files API)             GET …/files/{path}?byte_offset=&length= with Accept multipart/form-data
+                            reads a file's data (up to 1 MB), as one form-data part
     emu.file_delete_jobs    answer a files-API DELETE with a job (the reference lists 200 and 202)
     emu.busy_after_clone    seconds a snapshot stays busy (its DELETE fails with 1638555) after a
                             file clone from `.snapshot/<name>/…`: 0 (default) none
@@ -83,6 +85,7 @@ from pathlib import Path
 import trustme
 
 MAX_RETURN_TIMEOUT = 120
+FILE_READ_MAX = 2**20   # the files API reads and writes at most 1 MB per call (netapp_ontap file_info.py)
 # ONTAP lists this owner for a snapshot that backs a FlexClone; the exact
 # string is unconfirmed (ref §6 only says `owners` is an array).
 CLONE_OWNER = 'volume clone'
@@ -539,6 +542,8 @@ _RELEASE_OF_PARAMETER = {
     # GET /snapmirror/relationships?list_destinations_only=true: in the 9.6 reference
     # (ontap-restapi-96 get-snapmirror-relationships, "Set to true to show relationships from the source only")
     'list_destinations_only': (9, 6),
+    # reading a file's data: 9.8 taken with the POST that writes one ("Introduced In: 9.8"); unconfirmed
+    'byte_offset': (9, 8), 'length': (9, 8),
 }
 # Not tied to a field: the query-based DELETE of …/snapshots the tool uses: "ONTAP supports
 # query-based DELETE or PATCH for all collection endpoints" from 9.7 on
@@ -717,6 +722,7 @@ class _Request:
     body: object         # parsed JSON object with dotted keys expanded, None, or _BAD_JSON
     raw_body: object     # parsed JSON as sent (None if absent or invalid)
     form: dict = None    # a multipart/form-data body: {field: bytes}
+    accept: str = ''     # the Accept header
 
     @property
     def query(self):
@@ -1776,6 +1782,8 @@ class OntapEmulator:
         real, read_only = self._resolve(vol, path)
         if not real.exists() and not real.is_symlink():
             raise self._missing_file(path)
+        if 'length' in request.query and not request.query.get('return_metadata'):
+            return self._read_file(request, path, real)
         metadata = _bool_value('return_metadata', request.query.get('return_metadata', 'false'))
         if metadata or not real.is_dir():
             name = path.rstrip('/').rpartition('/')[2]
@@ -1788,6 +1796,28 @@ class OntapEmulator:
             records = [self._file_record(vol, path, name, entry, read_only)
                        for name, entry in entries]
         return self._collection(request, _FILE, records, extra=('return_metadata',))
+
+    def _read_file(self, request, path, real):
+        """A file's data: GET …/files/{path}?byte_offset=&length= with "Accept: multipart/form-data",
+        at most 1 MB (netapp_ontap resources/file_info.py, "File data"). The answer is one
+        form-data part with the file's name as its filename, read as NetApp's client reads it
+        (resource.py, _parse_multipart_response); the part's name ("file" here), what another
+        Accept gets, the codes of the refusals and what a read past the end gives (fewer bytes
+        here, as read(2)) are unconfirmed."""
+        if 'multipart/form-data' not in request.accept:
+            raise ApiError(400, '262197', 'Reading file data requires "Accept: multipart/form-data".', 'length')
+        offset = _int_value('byte_offset', request.query.get('byte_offset', '0'), 0)
+        length = _int_value('length', request.query['length'], 0, FILE_READ_MAX)
+        if not real.is_file():
+            raise ApiError(400, '262197', f'"{path}" is not a file.', 'path')
+        with open(real, 'rb') as file:
+            file.seek(offset)
+            data = file.read(length)
+        boundary = uuidlib.uuid4().hex
+        name = path.rpartition('/')[2]
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+                'Content-Type: application/octet-stream\r\n\r\n').encode() + data + f'\r\n--{boundary}--\r\n'.encode()
+        return _Reply(200, body, {'Content-Type': f'multipart/form-data; boundary={boundary}'})
 
     def _writable_file(self, vol, path):
         real, read_only = self._resolve(vol, path)
@@ -2042,7 +2072,8 @@ def _parse_request(handler):
     return _Request(method=handler.command, raw_path=raw_path,
                    path=urllib.parse.unquote(raw_path),
                    query_items=urllib.parse.parse_qsl(raw_query, keep_blank_values=True),
-                   body=body, raw_body=None if raw_body is _BAD_JSON else raw_body, form=form)
+                   body=body, raw_body=None if raw_body is _BAD_JSON else raw_body, form=form,
+                   accept=handler.headers.get('Accept', ''))
 
 
 def _parse_form(content_type, raw):
@@ -2076,7 +2107,7 @@ def _send(handler, reply):
     body = reply.body
     content_type = 'application/hal+json'
     if isinstance(body, bytes):
-        data, content_type = body, 'text/html'
+        data, content_type = body, reply.headers.pop('Content-Type', 'text/html')
     else:
         if 'application/json' in accept and 'hal+json' not in accept:
             body, content_type = _strip_links(body), 'application/json'

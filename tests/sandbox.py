@@ -104,6 +104,8 @@ def demo(world):
                   '-force'),
               run(world, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT, '-force', '-yes'),
               run(world, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT)]
+    print('\nA new VM 201 from a snapshot of VM 101 (as for a VM destroyed since, or a copy to test an update on):')
+    codes += [run(world, 'vm', 'restore', '-vm', 101, '-snapshot', ORIGINAL_STAMP, '-as-new', 201)]
     print(f'\nvm-100-disk-0.raw came back byte for byte: from the VM snapshot {restored_from_set}, '
           f'at the end {disk.read_bytes() == original}')
     print('\nAnd a mistake, to show what an error looks like: an unknown VM.')
@@ -136,6 +138,7 @@ def main(argv=None):
         print('  pve-ontap-snapshot vm create -vm 100 -pause -keep 7')
         print('  pve-ontap-snapshot storage create -storage ONTAP01 -freeze')
         print(f'  pve-ontap-snapshot storage mount -storage ONTAP01 -snapshot {OLD_SNAPSHOT}')
+        print(f'  pve-ontap-snapshot vm restore -vm 101 -snapshot {ORIGINAL_STAMP} -as-new 201')
         print('Disk files live under cluster-a/ and cluster-b/ there. Ctrl-C stops both servers.', flush=True)
         while True:
             time.sleep(3600)

@@ -119,13 +119,15 @@ def test_restore_asks_on_a_terminal_and_only_yes_goes_ahead(world, keys, restore
                                     '-vm', '101', '-snapshot', stamp], keys)
 
     question = f'Overwrite disks scsi0 of VM 101 with snapshot {stamp} [y/N] '
-    assert err.startswith(question) and out == '', (code, out, err)
+    plan = (f'vm restore puts disks scsi0 of VM 101 back to snapshot {stamp}.\n'
+            f'snapshot {stamp} holds no saved config (made before snapshots carried one): the config stays as it is.\n')
+    assert err.startswith(plan + question) and out == '', (code, out, err)
     assert 'Traceback' not in err
     if restored:
         assert code == 0, err
         assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == b'then' * 2048
     else:
-        assert (code, err) == (1, question + 'ERROR: aborted: nothing changed\n')
+        assert (code, err) == (1, plan + question + 'ERROR: aborted: nothing changed\n')
         assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == live
 
 

@@ -132,6 +132,61 @@ def add_vm_on_both_clusters(world, vmid, node='pve1', status='running', older=()
     return world.pve.add_vm(vmid, f'vm{vmid}', node=node, status=status, config=config)
 
 
+def pve_reads_nfs_directories(world):
+    """fakepve knows a storage's volumes only from its own records, where PVE reads an NFS
+    storage's directory: a create takes an existing volume and reads its size from the file
+    (qemu-server API2/Qemu.pm, create_disks). So fakepve is made to see every image file in
+    images/ of the two ONTAP volumes too, as PVE sees them over NFS."""
+    pve, original = world.pve, world.pve._volumes
+    roots = {'ONTAP01': world.vol1.path, 'ONTAP02': world.vol2.path}
+
+    def volumes(storage):
+        found = original(storage)
+        for path in sorted((roots[storage] / 'images').glob('*/*')) if storage in roots else ():
+            volname = f'{path.parent.name}/{path.name}'
+            if tool.IMAGE_VOLNAME.match(volname) and volname not in found:
+                found[volname] = {'content': 'images', 'format': path.suffix[1:], 'size': path.stat().st_size,
+                                  'vmid': int(path.parent.name), 'ctime': 0}
+        return found
+    pve._volumes = volumes
+
+
+def pve_detaches_disks(pve):
+    """PVE keeps the file of a disk deleted from a stopped VM's config (without `force`), or
+    given another file, as an unusedN entry (qemu-server PVE/QemuServer.pm, vmconfig_apply_pending
+    and vmconfig_delete_or_detach_drive); fakepve drops it from the config. So fakepve is made
+    to do as PVE does."""
+    original = pve._apply_config
+
+    async def apply(vm, user, params):
+        before = dict(vm.config)
+        await original(vm, user, params)
+        if vm.status == 'running' or params.get('force'):
+            return
+        used = {tool.drive_volume(value) for key, value in vm.config.items()
+                if tool.DISK_KEY.match(key) or tool.UNUSED_KEY.match(key)}
+        for key, value in sorted(before.items()):
+            found = tool.parse_disk(key, value)
+            if found and found.volid not in used:
+                vm.config[next(f'unused{n}' for n in range(256) if f'unused{n}' not in vm.config)] = found.volid
+                used.add(found.volid)
+    pve._apply_config = apply
+
+
+def lose_pve_answer(pve, method, path):
+    """fakepve carries out every `method` request whose path ends with `path`, then resets the
+    connection instead of answering (its own network faults drop a request before it is served)."""
+    original = pve._answer
+
+    async def answer(request, *rest):
+        response = await original(request, *rest)
+        if request.method == method and request.path.endswith(path):
+            request.transport.close()
+            raise ConnectionResetError('test world: the answer was lost')
+        return response
+    pve._answer = answer
+
+
 # The names the README's examples use, as if the original tool had made them before.
 ORIGINAL_STAMP = '2024-03-13_14:42:47+0000'
 OLD_SNAPSHOT = f'proxmox_snapshot_{ORIGINAL_STAMP}'
@@ -140,13 +195,20 @@ EARLIER_SNAPSHOT = 'proxmox_snapshot_2024-03-12_10:00:00+0000'
 
 
 def seed_history(world):
-    """A VM snapshot of VM 100 and three storage snapshots of ONTAP01 with the README's names,
-    and a guest agent in VM 100 (for -freeze), so that every README example runs here."""
+    """A VM snapshot of VM 100 (the original's: no saved config) and one of VM 101 with its saved
+    config, three storage snapshots of ONTAP01 with the README's names, and a guest agent in VM
+    100 (for -freeze), so that every README example runs here (fakepve seeing the disk files
+    over NFS, as PVE does, for vm restore -as-new)."""
     for vol in (world.vol1, world.vol2):
         for name in world.files(vol, 100):
             stem, ext = name.rsplit('.', 1)
             (vol.path / 'images/100' / f'{stem}-snapshot-{ORIGINAL_STAMP}.{ext}').write_bytes(
                 world.disk(vol, 100, name).read_bytes())
+    world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{ORIGINAL_STAMP}.raw').write_bytes(
+        world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes())
+    world.disk(world.vol1, 101, f'vm-101-snapshot-{ORIGINAL_STAMP}.conf').write_text(
+        tool.config_text(world.pve.vm(101).config))
+    pve_reads_nfs_directories(world)
     for name, created in ((EARLIER_SNAPSHOT, '2024-03-12T10:00:00+00:00'), (OLD_SNAPSHOT, '2024-03-13T14:42:47+00:00'),
                           (MARCH_SNAPSHOT, '2024-03-14T10:00:00+00:00')):
         world.a.add_snapshot('proxmox_storage01', name, comment='Snapshot of Proxmox storage ONTAP01',

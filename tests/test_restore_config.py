@@ -209,6 +209,22 @@ def test_as_new_copies_a_vm_from_a_storage_snapshot_and_leaves_the_vm_as_it_is(w
     assert vm101.config == before and world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == b'changed since'
 
 
+def test_as_new_brings_back_a_destroyed_vm_from_the_storage_snapshot_that_recorded_it(world, vm101):
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
+    assert result.code == 0, result.err
+    (name,) = world.vol1.snapshots
+    snapshot_bytes = world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes()
+    destroy(world, 101, 'pve2')
+
+    result = world.run('vm', 'restore', '-vm', 101, '-storage-snapshot', name, '-as-new', 203)
+
+    assert result.code == 0, result.err
+    new = world.pve.vm(203)
+    assert new.status == 'stopped' and new.config['name'] == 'db' and new.config['memory'] == '1024'
+    assert world.disk(world.vol1, 203, 'vm-203-disk-0.raw').read_bytes() == snapshot_bytes
+    assert MAC not in new.config['net0'] and 'onboot' not in new.config
+
+
 def test_as_new_refuses_an_id_pve_already_uses(world, vm101):
     stamp = snapshot_of(world)
     before = world.state()

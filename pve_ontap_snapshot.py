@@ -1461,6 +1461,7 @@ def pve_storages(pve):
     return {entry['storage']: entry for entry in pve.call('get', 'storage', 'read the storage configuration')}
 
 
+@functools.cache
 def local_pve_node():
     """This node's name if we run as root on a PVE node (where `qm` and `umount` work), else None."""
     if os.geteuid() == 0 and shutil.which('qm') and os.path.isdir('/etc/pve'):
@@ -2813,10 +2814,15 @@ def map_parallel(function, items, limit=REQUESTS_AT_ONCE, finish=False):
     the others are then not begun — or, with `finish`, all the same."""
     if limit < 2 or len(items) < 2:
         return [function(item) for item in items]
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(limit, len(items)))
+    # A worker thread (a VM's, in vm create) does the first item itself: a thread fewer to
+    # start for each VM's few requests. The main thread only waits, so that a stop signal
+    # never cuts a call in two.
+    inline = threading.current_thread() is not threading.main_thread()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(limit, len(items)) - inline)
     try:
-        futures = [pool.submit(function, item) for item in items]
-        return [future.result() for future in futures]
+        futures = [pool.submit(function, item) for item in items[inline:]]
+        first = [function(items[0])] if inline else []
+        return first + [future.result() for future in futures]
     finally:
         pool.shutdown(wait=True, cancel_futures=not finish)
 
@@ -3169,7 +3175,11 @@ def snapshot_vm(ctx, view, mode, stamp, shared=None):
         log.warning('VM %s: skipping disk %s (%s): %s', vmid, disk.key, disk.volid, reason)
     if not view.disks:
         raise Failure(f'VM {vmid} has no disk on an ONTAP storage of {ctx.config.path}')
-    plan = shared.plan_of(view) if shared else plan_captures(ctx, view.disks, capture_name(stamp, vmid), stamp)
+    # Without a mode, the window goes by the status the VM list gave: a VM stopped then
+    # needs no capture, nor a note of one in its volumes' lock records.
+    needs_captures = mode or view.vm.get('status') == 'running'
+    plan = (shared.plan_of(view) if shared else
+            plan_captures(ctx, view.disks, capture_name(stamp, vmid), stamp) if needs_captures else {})
     captures = list(dict.fromkeys(plan.values()))
     if not mode and view.vm.get('status') == 'running' and len(captures) > 1:
         log.warning('VM %s: its disks on %d volumes are captured at %d different instants; -pause takes them at one',

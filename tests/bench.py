@@ -118,7 +118,7 @@ LAUNCHER = """import os, sys
 pid = os.spawnv(os.P_NOWAIT, sys.executable, [sys.executable] + sys.argv[2:])
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], 'w') as out:
-    out.write(f'{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}')
+    out.write(f'{usage.ru_maxrss} {usage.ru_utime} {usage.ru_stime}')
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
@@ -132,8 +132,8 @@ def run_process(world, argv):
                              '-loglevel', 'warn'] + [str(a) for a in argv], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, check=False)
     elapsed, served = time.monotonic() - started, time.process_time() - served
-    peak, cpu = memory.read_text().split()
-    print(f'  {argv[:3]}: tool CPU {float(cpu):.1f} s, servers CPU {served:.1f} s, wall {elapsed:.1f} s', file=sys.stderr)
+    peak, user, system = memory.read_text().split()
+    print(f'  {argv[:3]}: tool CPU {float(user):.1f} s user + {float(system):.1f} s system, servers CPU {served:.1f} s, wall {elapsed:.1f} s', file=sys.stderr)
     if result.returncode:
         print(result.stderr.decode()[-2000:], file=sys.stderr)
     return (len(world.a.requests) + len(world.b.requests) - counts[0], len(world.pve.requests) - counts[1],

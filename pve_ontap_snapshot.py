@@ -86,7 +86,6 @@ STAMP_FORMAT = '%Y-%m-%d_%H:%M:%S+0000'
 STAMP_PATTERN = r'\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\+0000'
 STORAGE_SNAPSHOT_PREFIX = 'proxmox_snapshot_'
 STORAGE_SNAPSHOT_COMMENT = 'Snapshot of Proxmox storage {storage}'
-STORAGE_RECORD_DIR = 'pve-ontap-snapshot'
 FLEXCLONE_SUFFIX = '_clone'
 CLONE_STORAGE_SUFFIX = '-CLONE'
 # A VM snapshot is the set of disk clones of one run: <stem>-snapshot-<stamp><ext> (the
@@ -960,6 +959,15 @@ def ontap_follow_running_jobs(ontap, description, what):
             pass    # another call's job, or ours that failed: the state read back next tells
 
 
+def change_file(ontap, volume, method, path, change, there):
+    """change() a file of the volume; one whose answer was lost is read back: is the file `there`?"""
+    try:
+        change()
+    except OutcomeUnknown as exc:
+        ontap_settle(ontap, exc, f'{method} {files_url(volume, path)}',
+                     lambda: ontap_file_exists(ontap, volume, path) == there)
+
+
 def ontap_list_snapshots(ontap, volume, name=STORAGE_SNAPSHOT_PREFIX + '*'):
     """The volume's snapshots matching `name` (a wildcard filter), oldest first."""
     # A volume holds at most 1023 snapshots: one page, unless ONTAP's time budget cuts it.
@@ -1566,8 +1574,9 @@ DISK_KEY = re.compile(r'^(?:(?:ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0)$')
 IMAGE_VOLNAME = re.compile(r'^(?:\d+/[^/]+/)?(?P<vmid>\d+)/(?P<file>[^/]+\.(?:raw|qcow2|vmdk))$')
 SET_FILE = re.compile(r'^(?P<stem>.+)-(?P<kind>' + '|'.join(SET_KINDS) + r')-(?P<stamp>' + STAMP_PATTERN +
                       r')(?P<ext>\.(?:raw|qcow2|vmdk))$')
-# Beside a VM snapshot's clones: the VM's config and a manifest, named for the set's stamp, so
-# that they go with it. Never an image name (PVE lists only *.raw|qcow2|vmdk|subvol in
+# Beside a VM snapshot's clones: its manifest, which holds the VM's config (snapshots made
+# by earlier builds of this tool have the config in a .conf file of their own), named for the set's stamp, so
+# that it goes with it. Never an image name (PVE lists only *.raw|qcow2|vmdk|subvol in
 # images/<vmid>/: pve-storage src/PVE/Storage/Plugin.pm, list_images), never snap-* (PVE 9's
 # volume-chain snapshots). The manifest's name carries the consistency: vm list reads it from
 # the directory listing it makes anyway, with no request per snapshot.
@@ -1821,11 +1830,9 @@ def parse_set_file(storage, directory, name, size=0):
                    stamp=found['stamp'], ext=found['ext'], size=size or 0)
 
 
-def record_paths(vmid, stamp, consistency):
-    """(config, manifest) paths of a VM snapshot: images/<vmid>/vm-<vmid>-snapshot-<stamp>.conf
-    and ….<consistency>.manifest.json."""
-    base = f'images/{vmid}/vm-{vmid}-snapshot-{stamp}'
-    return f'{base}.conf', f'{base}.{consistency}.manifest.json'
+def record_path(vmid, stamp, consistency):
+    """The manifest of a VM snapshot: images/<vmid>/vm-<vmid>-snapshot-<stamp>.<consistency>.manifest.json."""
+    return f'images/{vmid}/vm-{vmid}-snapshot-{stamp}.{consistency}.manifest.json'
 
 
 def set_consistency(files):
@@ -1989,9 +1996,9 @@ def new_disk_paths(disks, vmid, taken):
             for disk in disks}
 
 
-def storage_record_path(vmid, name):
-    """Where a storage snapshot holds a VM's saved config (STORAGE_RECORD_DIR at the volume's root)."""
-    return f'.snapshot/{name}/{STORAGE_RECORD_DIR}/vm-{vmid}.conf'
+def storage_record_dir(name):
+    """Where the storage snapshot `name` holds its guests' records (STORAGE_RECORD_DIR at the volume's root)."""
+    return f'.snapshot/{name}/{STORAGE_RECORD_DIR}'
 
 
 SIZE_UNITS = {'': 1, 'K': 2**10, 'M': 2**20, 'G': 2**30, 'T': 2**40}
@@ -2003,17 +2010,32 @@ def drive_size(value):
     return int(float(found[1]) * SIZE_UNITS[found[2]]) if found else None
 
 
-def snapshot_manifest(vm, disks, config, stamp, consistency, volumes, config_from, version):
-    """The manifest of a VM snapshot, as JSON text. `volumes`: {storage: (cluster host, SVM,
-    volume)}; `config_from`: where the saved config was read."""
+def guest_manifest(guest, disks, config, stamp, consistency, volumes, saved, config_from, version, clones):
+    """The record of a guest in a VM or storage snapshot, as JSON text: the tool's version, the
+    stamp (a storage snapshot's name), the consistency, the config as PVE holds it (`saved`,
+    bytes: the node's .conf, or config_text of the API's) and where it was read, and each disk
+    on a configured storage: its key, volid, size, storage, cluster, SVM and volume, and its
+    `clone` ({key: path in the volume, or None where the snapshot has no copy}). `volumes`:
+    {storage: (cluster host, SVM, volume)}. One file, one request: the config is text in it, a
+    byte that is no UTF-8 kept as an escape (surrogateescape), so it reads back exactly."""
     manifest = {
-        'tool': 'pve-ontap-snapshot', 'version': version, 'vmid': vm['vmid'], 'name': vm.get('name'),
-        'node': vm.get('node'), 'stamp': stamp, 'consistency': consistency, 'config_from': config_from,
-        'disks': [{'key': disk.key, 'volid': disk.volid, 'clone': set_file_path(disk.path, stamp),
+        'tool': 'pve-ontap-snapshot', 'version': version, 'vmid': guest['vmid'], 'name': guest.get('name'),
+        'node': guest.get('node'), 'stamp': stamp, 'consistency': consistency, 'config_from': config_from,
+        'config': saved.decode('utf-8', 'surrogateescape'),
+        'disks': [{'key': disk.key, 'volid': disk.volid, 'clone': clones.get(disk.key),
                    'size': drive_size(config.get(disk.key)), 'storage': disk.storage,
                    'cluster': volumes[disk.storage][0], 'svm': volumes[disk.storage][1],
-                   'volume': volumes[disk.storage][2]} for disk in disks]}
+                   'volume': volumes[disk.storage][2]} for disk in disks if disk.storage in volumes]}
     return json.dumps(manifest, indent=2, sort_keys=True) + '\n'
+
+
+def manifest_config(data):
+    """The config text a manifest (bytes) holds, or None: a manifest without one, or not JSON."""
+    try:
+        config = json.loads(data.decode('utf-8')).get('config')
+    except (ValueError, AttributeError):
+        return None
+    return config if isinstance(config, str) else None
 
 
 # What a storage snapshot holds: every guest with a disk on the storage has its config and a
@@ -2026,11 +2048,10 @@ GUEST_TYPES = {'vm': 'qemu', 'ct': 'lxc'}
 CONTAINER_VOLUME_KEY = re.compile(r'^(?:rootfs|mp\d+)$')
 
 
-def storage_record_names(guest, consistency):
-    """(config, manifest) file names of a guest in STORAGE_RECORD_DIR: vm-<id>.conf and
-    vm-<id>.<consistency>.manifest.json, ct-… for a container."""
-    stem = f'{"ct" if guest.get("type") == "lxc" else "vm"}-{guest["vmid"]}'
-    return f'{stem}.conf', f'{stem}.{consistency}.manifest.json'
+def storage_record_name(guest, consistency):
+    """The manifest of a guest in STORAGE_RECORD_DIR: vm-<id>.<consistency>.manifest.json,
+    ct-… for a container. (Earlier builds wrote the config to vm-<id>.conf beside it.)"""
+    return f'{"ct" if guest.get("type") == "lxc" else "vm"}-{guest["vmid"]}.{consistency}.manifest.json'
 
 
 def guest_disks(guest, config):
@@ -2063,22 +2084,6 @@ def storage_snapshot_consistency(guest, disks, storage, how):
     if guest.get('status') != 'running':
         return 'shutdown'
     return 'atomic' if disks and all(disk.storage == storage for disk in disks) else 'running'
-
-
-def storage_manifest(guest, disks, config, name, consistency, volumes, config_from, version, storage):
-    """The manifest of a guest in a storage snapshot, as JSON text: the shape of a VM snapshot's
-    (snapshot_manifest), `stamp` the snapshot's name, and as `clone` each disk's path inside the
-    snapshot (`.snapshot/<name>/images/…`), null for a disk on another storage. `volumes`:
-    {storage: (cluster host, SVM, volume)} of the disks listed, those on configured storages."""
-    manifest = {
-        'tool': 'pve-ontap-snapshot', 'version': version, 'vmid': guest['vmid'], 'name': guest.get('name'),
-        'node': guest.get('node'), 'stamp': name, 'consistency': consistency, 'config_from': config_from,
-        'disks': [{'key': disk.key, 'volid': disk.volid,
-                   'clone': f'.snapshot/{name}/{disk.path}' if disk.storage == storage and disk.path else None,
-                   'size': drive_size(config.get(disk.key)), 'storage': disk.storage,
-                   'cluster': volumes[disk.storage][0], 'svm': volumes[disk.storage][1],
-                   'volume': volumes[disk.storage][2]} for disk in disks if disk.storage in volumes]}
-    return json.dumps(manifest, indent=2, sort_keys=True) + '\n'
 
 
 def recorded_guests(names):
@@ -3494,11 +3499,11 @@ def register_clones(ctx, view, clones):
 
 
 def save_snapshot_records(ctx, view, stamp, consistency):
-    """Write the VM's config and the snapshot's manifest (record_paths) beside its clones, both
-    at once, in images/<vmid>/ of the storage of its first ONTAP disk: two requests per VM, and
+    """Write the snapshot's manifest, with the VM's config in it (guest_manifest), beside its
+    clones in images/<vmid>/ of the storage of its first ONTAP disk: one request per VM, and
     the set is found by its stamp on every storage of the VM anyway. The config is the node's
     .conf file on a PVE node, else rebuilt from the API's (config_text). A write of unknown
-    outcome is read back: is the file there? A Failure names what was not saved."""
+    outcome is read back: is the file there? A Failure says it was not saved."""
     storage = view.disks[0].storage
     ontap, volume, _ = ctx.storage_volume(storage)
     raw = read_node_config(view.vm)
@@ -3506,22 +3511,16 @@ def save_snapshot_records(ctx, view, stamp, consistency):
     for disk in view.disks:
         disk_ontap, disk_volume, _ = ctx.storage_volume(disk.storage)
         volumes[disk.storage] = (disk_ontap.host, disk_volume.svm, disk_volume.name)
-    manifest = snapshot_manifest(view.vm, view.disks, view.config, stamp, consistency, volumes,
-                                 node_config_path(view.vm) if raw is not None else 'api', tool_version())
-    config_path, manifest_path = record_paths(view.vmid, stamp, consistency)
-
-    def write(item):
-        path, data = item
-        try:
-            ontap_write_file(ontap, volume, path, data)
-        except OutcomeUnknown as exc:
-            ontap_settle(ontap, exc, f'POST {files_url(volume, path)}', lambda: ontap_file_exists(ontap, volume, path))
-
-    outcomes = run_parallel(write, [(config_path, raw if raw is not None else config_text(view.config).encode()),
-                                    (manifest_path, manifest.encode())], at_once=not ctx.dry_run)
-    if any(outcome.error for outcome in outcomes):
-        raise Failure(f'its config and manifest were not saved on {storage}: '
-                      + '; '.join(str(outcome.error) for outcome in outcomes if outcome.error))
+    manifest = guest_manifest(view.vm, view.disks, view.config, stamp, consistency, volumes,
+                              raw if raw is not None else config_text(view.config).encode(),
+                              node_config_path(view.vm) if raw is not None else 'api', tool_version(),
+                              {disk.key: set_file_path(disk.path, stamp) for disk in view.disks})
+    path = record_path(view.vmid, stamp, consistency)
+    try:
+        change_file(ontap, volume, 'POST', path, lambda: ontap_write_file(ontap, volume, path, manifest.encode()),
+                    True)
+    except Failure as exc:
+        raise Failure(f'its manifest and config were not saved on {storage}: {exc}') from exc
 
 
 def delete_set(ctx, view, files):
@@ -3868,27 +3867,34 @@ def restore_sources(ctx, view, sets, stamp, name):
 
 
 def read_saved_config(ctx, storage, path, size=None):
-    """The config saved at `path` on `storage` (parse_config_text), or None if there is no such file."""
+    """The config saved at `path` on `storage` (parse_config_text): in a manifest, or, for one
+    made by an earlier build, in a .conf file. None if there is no such file, or the manifest holds none."""
     ontap, volume, _ = ctx.storage_volume(storage)
     size = ontap_file_size(ontap, volume, path) if size is None else size
     if size is None:
         return None
-    return parse_config_text(ontap_read_file(ontap, volume, path, size).decode('utf-8', errors='replace'))
+    data = ontap_read_file(ontap, volume, path, size)
+    text = manifest_config(data) if path.endswith('.manifest.json') else data.decode('utf-8', 'surrogateescape')
+    return None if text is None else parse_config_text(text)
 
 
 def set_config(ctx, files):
     """The config saved with a VM snapshot set, or None (one made before configs were saved)."""
-    record = next((file for file in files if file.ext == '.conf'), None)
-    return read_saved_config(ctx, record.storage, record.path, record.size) if record else None
+    records = sorted((file for file in files if file.is_record), key=lambda file: file.ext == '.conf')
+    return read_saved_config(ctx, records[0].storage, records[0].path, records[0].size) if records else None
 
 
 def storage_snapshot_config(ctx, vmid, name, storages):
     """The VM's config saved in the storage snapshot `name` (on the first of `storages` that holds
     one), or None: a snapshot made before configs were saved, or of a storage without the VM."""
     for storage in sorted(storages):
-        saved = read_saved_config(ctx, storage, storage_record_path(vmid, name))
-        if saved is not None:
-            return saved
+        ontap, volume, _ = ctx.storage_volume(storage)
+        directory = storage_record_dir(name)
+        found = [STORAGE_RECORD_FILE.match(file) for file in ontap_files_in(ontap, volume, directory) or []]
+        mine = sorted((m for m in found if m and m['prefix'] == 'vm' and int(m['vmid']) == vmid),
+                      key=lambda m: not m['consistency'])
+        if mine:
+            return read_saved_config(ctx, storage, f'{directory}/{mine[0][0]}')
     return None
 
 
@@ -4309,22 +4315,14 @@ def storage_records(ctx, storage, name, guests, configs, held):
     for guest in on_storage:
         vmid, config = guest['vmid'], configs[guest['vmid']]
         consistency = storage_snapshot_consistency(guest, disks[vmid], storage, how.get(vmid))
-        config_name, manifest_name = storage_record_names(guest, consistency)
         raw = read_node_config(guest)
-        records[config_name] = raw if raw is not None else guest_config_text(guest, config).encode()
-        records[manifest_name] = storage_manifest(
+        clones = {disk.key: f'.snapshot/{name}/{disk.path}' for disk in disks[vmid]
+                  if disk.storage == storage and disk.path}
+        records[storage_record_name(guest, consistency)] = guest_manifest(
             guest, disks[vmid], config, name, consistency, volumes,
-            node_config_path(guest) if raw is not None else 'api', version, storage).encode()
+            raw if raw is not None else guest_config_text(guest, config).encode(),
+            node_config_path(guest) if raw is not None else 'api', version, clones).encode()
     return records
-
-
-def change_file(ontap, volume, method, path, change, there):
-    """change() a file of the volume; one whose answer was lost is read back: is the file `there`?"""
-    try:
-        change()
-    except OutcomeUnknown as exc:
-        ontap_settle(ontap, exc, f'{method} {files_url(volume, path)}',
-                     lambda: ontap_file_exists(ontap, volume, path) == there)
 
 
 def save_storage_records(ctx, storage, records, unread):
@@ -4359,7 +4357,7 @@ def save_storage_records(ctx, storage, records, unread):
     outcomes = run_parallel(apply, list(records.items()) + stale, at_once=not ctx.dry_run)
     failed = [outcome for outcome in outcomes if outcome.error]
     if not failed:
-        log.info('storage %s: %d guest(s) recorded in %s/%s', storage, len(records) // 2, STORAGE_RECORD_DIR,
+        log.info('storage %s: %d guest(s) recorded in %s/%s', storage, len(records), STORAGE_RECORD_DIR,
                  f', {len(stale)} file(s) of guests gone removed' if stale else '')
         return None
     unsaved = [f'{record_label(o.item[0])} ({o.error})' for o in failed if o.item[1] is not None]
@@ -4371,10 +4369,10 @@ def save_storage_records(ctx, storage, records, unread):
 
 
 def record_label(file):
-    """`the config of VM 100` or `the manifest of CT 200`, from a file name in STORAGE_RECORD_DIR."""
+    """`the record of VM 100` or `… of CT 200`, from a file name in STORAGE_RECORD_DIR."""
     found = STORAGE_RECORD_FILE.match(file)
-    return (f'the {"manifest" if found["consistency"] else "config"} of '
-            f'{guest_label({"type": GUEST_TYPES[found["prefix"]], "vmid": found["vmid"]})}')
+    return f'the record of {guest_label({"type": GUEST_TYPES[found["prefix"]], "vmid": found["vmid"]})}'
+
 
 
 def take_storage_snapshot(ontap, volume, name, comment, label):

@@ -403,16 +403,37 @@ STAMP = '2024-03-13_14:42:47+0000'
 
 
 @pytest.mark.parametrize('consistency', tool.CONSISTENCIES)
-def test_config_and_manifest_names_belong_to_the_set_and_are_never_images(consistency):
-    paths = tool.record_paths(100, STAMP, consistency)
-    for path in paths:
-        directory, name = path.rsplit('/', 1)
-        assert directory == 'images/100' and not name.startswith('snap-')
-        assert not tool.IMAGE_VOLNAME.match(path.removeprefix('images/')) and not tool.SET_FILE.match(name)
-        record = tool.parse_set_file('ONTAP01', directory, name)
-        assert (record.stamp, record.kind, record.is_record) == (STAMP, 'snapshot', True)
-    files = [tool.parse_set_file('ONTAP01', 'images/100', path.rsplit('/', 1)[1]) for path in paths]
-    assert tool.set_consistency(files) == consistency
+def test_a_manifest_name_belongs_to_the_set_and_is_never_an_image(consistency):
+    path = tool.record_path(100, STAMP, consistency)
+    directory, name = path.rsplit('/', 1)
+    assert directory == 'images/100' and not name.startswith('snap-')
+    assert not tool.IMAGE_VOLNAME.match(path.removeprefix('images/')) and not tool.SET_FILE.match(name)
+    record = tool.parse_set_file('ONTAP01', directory, name)
+    assert (record.stamp, record.kind, record.is_record) == (STAMP, 'snapshot', True)
+    assert tool.set_consistency([record]) == consistency
+
+
+def test_a_config_file_of_a_set_made_by_an_earlier_build_still_belongs_to_the_set():
+    record = tool.parse_set_file('ONTAP01', 'images/100', f'vm-100-snapshot-{STAMP}.conf')
+    assert (record.stamp, record.kind, record.is_record) == (STAMP, 'snapshot', True)
+    assert tool.set_consistency([record]) == 'unknown'
+
+
+@pytest.mark.parametrize('saved', [b'memory: 512\n', b'#caf\xe9 in Latin-1\nmemory: 512\n', b''])
+def test_a_manifest_holds_the_config_byte_for_byte(saved):
+    disk = tool.Disk('scsi0', 'ONTAP01', 'ONTAP01:100/vm-100-disk-0.raw', 'images/100/vm-100-disk-0.raw')
+    manifest = tool.guest_manifest({'vmid': 100, 'node': 'pve1'}, [disk], {'scsi0': disk.volid + ',size=1G'}, STAMP,
+                                   'atomic', {'ONTAP01': ('a', 'svm1', 'vol1')}, saved, 'api', '0.2.0',
+                                   {'scsi0': 'images/100/x.raw'})
+    assert tool.manifest_config(manifest.encode()).encode('utf-8', 'surrogateescape') == saved
+    record = tool.json.loads(manifest)
+    assert record['disks'] == [{'key': 'scsi0', 'volid': disk.volid, 'clone': 'images/100/x.raw', 'size': 2**30,
+                                'storage': 'ONTAP01', 'cluster': 'a', 'svm': 'svm1', 'volume': 'vol1'}]
+
+
+@pytest.mark.parametrize('data', [b'{"tool": "pve-ontap-snapshot"}', b'not json', b'[1]', b'{"config": 3}'])
+def test_a_manifest_without_a_config_text_gives_none(data):
+    assert tool.manifest_config(data) is None
 
 
 def test_a_set_without_a_manifest_has_an_unknown_consistency():

@@ -59,8 +59,8 @@ def test_every_vm_costs_its_own_requests_and_no_more(world):
 
     # a volume lookup per cluster, one clone per disk: 6 of VM 100, 1 of VM 101, 2 of each new one;
     # one capture of each volume for all five running VMs, made and deleted; and each VM's saved
-    # config and manifest: 6 VMs, 2 each
-    assert ontap == 2 + 6 + 1 + 4 * 2 + 2 * 2 + 6 * 2
+    # manifest: 6 VMs, 1 each
+    assert ontap == 2 + 6 + 1 + 4 * 2 + 2 * 2 + 6
     # login, the VM list, storage.cfg, and each VM's config (VM 102's too, to find it has no ONTAP disk)
     assert pve == 3 + 7
     assert all(len(sets_of(world, vmid)) == 1 for vmid in (100, 101, 103, 104, 105, 106))
@@ -73,8 +73,8 @@ def test_keep_deletes_every_old_set_of_a_vm_without_reading_its_config_again(wor
     ontap, pve = world.requests_of('vm', 'create', '-vm', 103, 104, 105, 106, '-keep', 2)
 
     # the 2 captures all VMs share, made and deleted; per VM: 2 clones, 2 directory listings, 2 old sets
-    # of 2 files deleted (made before configs and manifests were saved), and its config and manifest written
-    assert ontap == 2 + 2 * 2 + 4 * (2 + 2 + 4 + 2)
+    # of 2 files deleted (made before manifests were saved), and its manifest written
+    assert ontap == 2 + 2 * 2 + 4 * (2 + 2 + 4 + 1)
     # per VM: its config, and registering the clones (PUT, guarded by the config's digest): that config
     # serves to delete both old sets as well
     assert pve == 3 + 4 * 2
@@ -90,9 +90,9 @@ def test_keep_takes_the_unused_disks_of_a_registered_old_set_with_it(world):
 
     ontap, pve = world.requests_of('vm', 'create', '-vm', 103, 104, '-keep', 1)
 
-    # per VM: 2 clones, its config and manifest written, 2 listings, the old set's 2 files with its config
-    # and manifest; its config and one PUT to register, one PUT to unregister the old set
-    assert (ontap, pve) == (2 + 2 * 10, 3 + 2 * 3)
+    # per VM: 2 clones, its manifest written, 2 listings, the old set's 2 files with its manifest; its
+    # config and one PUT to register, one PUT to unregister the old set
+    assert (ontap, pve) == (2 + 2 * 8, 3 + 2 * 3)
     for vmid in (103, 104):
         (stamp,) = sets_of(world, vmid)
         assert [stamp] != first[vmid]
@@ -162,13 +162,13 @@ def test_a_dry_run_prints_each_vms_lines_together_in_vm_order(world):
     result = world.run('-dry-run', 'vm', 'create', '-vm', 103, 104)
 
     assert result.code == 0, result.err
-    # the captures both VMs share made first and deleted last; between them each VM's clones, config and
-    # manifest, and registration
+    # the captures both VMs share made first and deleted last; between them each VM's clones, manifest
+    # and registration
     lines = result.out.splitlines()
     assert [line.split()[1] for line in lines[:2] + lines[-2:]] == ['create'] * 2 + ['delete'] * 2
     assert all(re.search(r' snapshot pve_ontap_capture_\S+_all of volume ', line) for line in lines[:2] + lines[-2:])
     named = [re.search(r'images/(\d+)/|VM (\d+)', line).groups() for line in lines[2:-2]]
-    assert [int(next(filter(None, found))) for found in named] == [103] * 5 + [104] * 5
+    assert [int(next(filter(None, found))) for found in named] == [103] * 4 + [104] * 4
     assert sets_of(world, 103) == sets_of(world, 104) == []
 
 

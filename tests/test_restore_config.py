@@ -193,6 +193,7 @@ def test_as_new_brings_back_a_destroyed_vm_whose_disks_hold_the_snapshots_bytes(
 
 
 def test_as_new_copies_a_vm_from_a_storage_snapshot_and_leaves_the_vm_as_it_is(world, vm101):
+    # its config as earlier builds recorded it: a .conf file of its own
     saved = tool.config_text(vm101.config).encode()
     record = world.vol1.path / tool.STORAGE_RECORD_DIR / 'vm-101.conf'
     record.parent.mkdir()

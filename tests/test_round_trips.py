@@ -20,14 +20,14 @@ def add_vm_of_four_disks_on_two_clusters(world, status):
     world.pve.add_vm(103, 'four', node='pve2', status=status, config=config)
 
 
-def test_vm_create_of_a_stopped_vm_of_four_disks_on_two_clusters_takes_thirteen_requests(world):
+def test_vm_create_of_a_stopped_vm_of_four_disks_on_two_clusters_takes_twelve_requests(world):
     add_vm_of_four_disks_on_two_clusters(world, 'stopped')
 
     ontap, pve = world.requests_of('vm', 'create', '-vm', 103)
 
-    # one volume lookup per cluster, one clone per disk, and the VM's config and manifest written,
-    # answered without a job poll
-    assert ontap == 2 + 4 + 2
+    # one volume lookup per cluster, one clone per disk, and the VM's manifest (its config in it)
+    # written, answered without a job poll
+    assert ontap == 2 + 4 + 1
     assert [r['path'] for r in world.a.requests + world.b.requests if 'jobs' in r['path']] == []
     # login, VM lookup, config, storage.cfg, and registering the clones (one PUT, guarded by the config's digest)
     assert pve == 5
@@ -35,12 +35,12 @@ def test_vm_create_of_a_stopped_vm_of_four_disks_on_two_clusters_takes_thirteen_
 
 def test_vm_create_of_a_running_vm_adds_only_its_two_captures_and_their_deletes(world):
     """A running VM's disks are cloned from one capture snapshot per volume: a create and a
-    delete on each of the two volumes, four requests more than a stopped VM's thirteen."""
+    delete on each of the two volumes, four requests more than a stopped VM's twelve."""
     add_vm_of_four_disks_on_two_clusters(world, 'running')
 
     ontap, pve = world.requests_of('vm', 'create', '-vm', 103)
 
-    assert (ontap, pve) == (2 + 2 + 4 + 2 + 2, 5)
+    assert (ontap, pve) == (2 + 2 + 4 + 2 + 1, 5)
     changes = [(r['method'], r['path'].split('/')[-2 if r['method'] == 'DELETE' else -1])
                for r in world.a.requests + world.b.requests if r['method'] != 'GET']
     assert sorted(changes) == [('DELETE', 'snapshots')] * 2 + [('POST', 'clone')] * 4 + [('POST', 'snapshots')] * 2 + [
@@ -52,10 +52,10 @@ def test_vm_create_of_a_running_vm_adds_only_its_two_captures_and_their_deletes(
 def test_storage_create_and_list_take_four_requests_and_the_records(world):
     """Four, and the guests' records: the guest list and each guest's config (3), the record
     directory listed (and made, the first time), the volume behind ONTAP02 (VM 100 has disks
-    there, named in its manifest) and a config and a manifest of VM 100 and 101; the next time
-    each is replaced (a delete and a write). storage list reads each snapshot's records."""
-    assert world.requests_of('storage', 'create', '-storage', 'ONTAP01') == (2 + 1 + 1 + 1 + 4, 2 + 1 + 3)
-    assert world.requests_of('storage', 'create', '-storage', 'ONTAP01') == (2 + 1 + 1 + 8, 2 + 1 + 3)
+    there, named in its manifest) and a manifest (its config in it) of VM 100 and 101; the next
+    time each is replaced (a delete and a write). storage list reads each snapshot's records."""
+    assert world.requests_of('storage', 'create', '-storage', 'ONTAP01') == (2 + 1 + 1 + 1 + 2, 2 + 1 + 3)
+    assert world.requests_of('storage', 'create', '-storage', 'ONTAP01') == (2 + 1 + 1 + 4, 2 + 1 + 3)
     assert world.requests_of('storage', 'list', '-storage', 'ONTAP01') == (2 + 2, 2)
 
 

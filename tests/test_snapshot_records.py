@@ -1,5 +1,5 @@
-"""Snapshots that carry their VM: vm create saves the VM's config and a manifest beside the
-clones; vm list shows the consistency, vm delete and -keep remove both with the set."""
+"""Snapshots that carry their VM: vm create saves a manifest, the VM's config in it, beside the
+clones; vm list shows the consistency, vm delete and -keep remove it with the set."""
 
 import json
 import re
@@ -11,13 +11,11 @@ import pve_ontap_snapshot as tool
 
 
 def records(world, vmid, vol=None):
-    """{'conf': bytes, 'manifest': dict, 'manifest_name': name} of the one set the VM has records of."""
-    names = world.records(vol or world.vol1, vmid)
-    (conf,) = [name for name in names if name.endswith('.conf')]
-    (manifest,) = [name for name in names if name.endswith('.manifest.json')]
-    folder = (vol or world.vol1).path / 'images' / str(vmid)
-    return {'conf': (folder / conf).read_bytes(), 'manifest': json.loads((folder / manifest).read_text()),
-            'manifest_name': manifest, 'conf_name': conf}
+    """{'conf': bytes, 'manifest': dict, 'manifest_name': name} of the one set the VM has a record of."""
+    (manifest,) = world.records(vol or world.vol1, vmid)
+    record = json.loads(((vol or world.vol1).path / 'images' / str(vmid) / manifest).read_text())
+    return {'conf': record.pop('config').encode('utf-8', 'surrogateescape'), 'manifest': record,
+            'manifest_name': manifest}
 
 
 def stamp_of(world, vmid):
@@ -35,7 +33,6 @@ def test_a_snapshot_carries_the_vms_config_and_a_manifest_of_its_disks(world):
     assert result.code == 0, result.err
     (stamp,) = stamp_of(world, 101)
     saved = records(world, 101)
-    assert saved['conf_name'] == f'vm-101-snapshot-{stamp}.conf'
     assert saved['manifest_name'] == f'vm-101-snapshot-{stamp}.shutdown.manifest.json'
     # PVE's .conf syntax: the description as encoded comments first, then every key sorted, no digest
     lines = saved['conf'].decode().splitlines()
@@ -48,8 +45,7 @@ def test_a_snapshot_carries_the_vms_config_and_a_manifest_of_its_disks(world):
         'disks': [{'key': 'scsi0', 'volid': 'ONTAP01:101/vm-101-disk-0.raw',
                    'clone': f'images/101/vm-101-disk-0-snapshot-{stamp}.raw', 'size': 2**30, 'storage': 'ONTAP01',
                    'cluster': world.a.host, 'svm': 'svm1', 'volume': 'proxmox_storage01'}]}
-    # neither is an image PVE would take for a disk
-    assert not tool.IMAGE_VOLNAME.match(f'101/{saved["conf_name"]}')
+    # no image PVE would take for a disk
     assert not tool.IMAGE_VOLNAME.match(f'101/{saved["manifest_name"]}')
 
 
@@ -114,7 +110,7 @@ def test_vm_list_shows_the_consistency_of_new_snapshots_and_unknown_for_old_ones
     assert [(s['consistency'], len(s['files'])) for s in data] == [('unknown', 1), ('shutdown', 1)]
 
 
-def test_vm_delete_removes_the_config_and_manifest_with_the_clones(world):
+def test_vm_delete_removes_the_manifest_with_the_clones(world):
     assert world.run('vm', 'create', '-vm', 101).code == 0
     (stamp,) = stamp_of(world, 101)
 
@@ -124,17 +120,18 @@ def test_vm_delete_removes_the_config_and_manifest_with_the_clones(world):
     assert world.files(world.vol1, 101) == ['vm-101-disk-0.raw']
 
 
-def test_keep_removes_the_configs_and_manifests_of_the_sets_it_deletes(world):
+def test_keep_removes_the_manifests_and_older_config_files_of_the_sets_it_deletes(world):
     for _ in range(2):
         assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
-    assert len(world.records(world.vol1, 101)) == 4
+    (older, _) = stamp_of(world, 101)
+    world.disk(world.vol1, 101, f'vm-101-snapshot-{older}.conf').write_bytes(b'memory: 1024\n')    # as earlier builds wrote it
+    assert len(world.records(world.vol1, 101)) == 3
 
     result = world.run('vm', 'create', '-vm', 101, '-keep', 1, '-no-register')
 
     assert result.code == 0, result.err
     (stamp,) = stamp_of(world, 101)
-    assert sorted(world.records(world.vol1, 101)) == [f'vm-101-snapshot-{stamp}.conf',
-                                                      f'vm-101-snapshot-{stamp}.shutdown.manifest.json']
+    assert world.records(world.vol1, 101) == [f'vm-101-snapshot-{stamp}.shutdown.manifest.json']
 
 
 def test_a_manifest_that_cannot_be_written_leaves_the_snapshot_and_says_so(world):
@@ -144,7 +141,7 @@ def test_a_manifest_that_cannot_be_written_leaves_the_snapshot_and_says_so(world
 
     assert result.code == 1
     (line,) = [line for line in result.err.splitlines() if line.startswith('ERROR')]
-    assert re.fullmatch(r'ERROR: VM 101: snapshot \S+ of 1 disk\(s\) was made, but its config and manifest were not '
+    assert re.fullmatch(r'ERROR: VM 101: snapshot \S+ of 1 disk\(s\) was made, but its manifest and config were not '
                         r'saved on ONTAP01: ONTAP \S+: write images/101/vm-101-snapshot-\S+\.shutdown\.manifest\.json '
                         r'in volume proxmox_storage01: Disk quota exceeded\.', line), line
     assert len(world.clones(world.vol1, 101)) == 1
@@ -152,12 +149,12 @@ def test_a_manifest_that_cannot_be_written_leaves_the_snapshot_and_says_so(world
     assert listed['complete'] and listed['consistency'] == 'unknown'
 
 
-def test_a_config_write_whose_answer_is_lost_is_read_back(world):
-    world.a.lose_answer('POST', r'snapshot-.*conf')
+def test_a_manifest_write_whose_answer_is_lost_is_read_back(world):
+    world.a.lose_answer('POST', r'snapshot-.*manifest')
 
     result = world.run('vm', 'create', '-vm', 101, '-no-register')
 
     assert result.code == 0, result.err
-    assert len(world.records(world.vol1, 101)) == 2
-    lookups = [r for r in world.a.requests if r['method'] == 'GET' and r['path'].endswith('conf')]
+    assert len(world.records(world.vol1, 101)) == 1
+    lookups = [r for r in world.a.requests if r['method'] == 'GET' and r['path'].endswith('manifest.json')]
     assert lookups and lookups[-1]['status'] == 200

@@ -1,4 +1,4 @@
-"""A storage snapshot says what it holds: storage create writes the config and a manifest of
+"""A storage snapshot says what it holds: storage create writes a manifest (the config in it) of
 every guest with a disk on the storage into pve-ontap-snapshot/ of the volume just before the
 snapshot, and storage list shows how many guests each snapshot holds and how consistent."""
 
@@ -46,6 +46,11 @@ def snapshot_records(world, name):
     return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.exists() else None
 
 
+def config_in(record):
+    """The config a manifest (bytes) holds, as PVE holds it."""
+    return json.loads(record)['config'].encode('utf-8', 'surrogateescape')
+
+
 def consistencies(records):
     return {name.split('.')[0]: name.split('.')[1] for name in records if name.endswith('.manifest.json')}
 
@@ -54,7 +59,7 @@ def error_lines(result):
     return [line for line in result.err.splitlines() if line.startswith('ERROR')]
 
 
-def test_each_storage_snapshot_holds_the_config_and_manifest_of_every_guest_on_it(world):
+def test_each_storage_snapshot_holds_the_manifest_and_config_of_every_guest_on_it(world):
     add_container(world)
 
     result = world.run('storage', 'create', '-storage', 'ONTAP01')
@@ -63,12 +68,13 @@ def test_each_storage_snapshot_holds_the_config_and_manifest_of_every_guest_on_i
     (name,) = snapshots(world)
     records = snapshot_records(world, name)
     # VM 100 and 101 and CT 200 have disks on ONTAP01; VM 102 only on local-lvm
-    assert sorted(records) == ['ct-200.atomic.manifest.json', 'ct-200.conf', 'vm-100.conf',
-                               'vm-100.running.manifest.json', 'vm-101.conf', 'vm-101.shutdown.manifest.json']
+    assert sorted(records) == ['ct-200.atomic.manifest.json', 'vm-100.running.manifest.json',
+                               'vm-101.shutdown.manifest.json']
     assert sorted(records) == live_records(world)
-    assert records['vm-101.conf'].decode() == 'memory: 1024\nname: db\nscsi0: ONTAP01:101/vm-101-disk-0.raw,size=1G\n'
-    assert 'rootfs: ONTAP01:200/vm-200-disk-0.raw,size=8G\n' in records['ct-200.conf'].decode()
+    assert config_in(records['vm-101.shutdown.manifest.json']) == (
+        b'memory: 1024\nname: db\nscsi0: ONTAP01:101/vm-101-disk-0.raw,size=1G\n')
     container = json.loads(records['ct-200.atomic.manifest.json'])
+    assert 'rootfs: ONTAP01:200/vm-200-disk-0.raw,size=8G\n' in container.pop('config')
     assert container == {
         'tool': 'pve-ontap-snapshot', 'version': tool.tool_version(), 'vmid': 200, 'name': 'files', 'node': 'pve2',
         'stamp': name, 'consistency': 'atomic', 'config_from': 'api',
@@ -109,9 +115,8 @@ def test_a_guest_moved_away_is_no_longer_in_the_next_snapshot(world):
 
     assert result.code == 0, result.err
     first, second = snapshots(world)
-    assert sorted(snapshot_records(world, first)) == ['vm-100.conf', 'vm-100.running.manifest.json', 'vm-101.conf',
-                                                      'vm-101.shutdown.manifest.json']
-    assert sorted(snapshot_records(world, second)) == ['vm-100.conf', 'vm-100.shutdown.manifest.json']
+    assert sorted(snapshot_records(world, first)) == ['vm-100.running.manifest.json', 'vm-101.shutdown.manifest.json']
+    assert sorted(snapshot_records(world, second)) == ['vm-100.shutdown.manifest.json']
     assert json.loads(snapshot_records(world, second)['vm-100.shutdown.manifest.json'])['stamp'] == second
 
 
@@ -149,7 +154,7 @@ def test_a_snapshot_whose_records_cannot_be_read_lists_as_unknown_with_a_warning
 
 
 def test_a_record_not_written_still_leaves_the_snapshot_and_fails_naming_it(world):
-    world.a.fail('POST', r'vm-101.*conf', status=500, message='disk quota exceeded')
+    world.a.fail('POST', r'vm-101.*manifest', status=500, message='disk quota exceeded')
 
     result = world.run('storage', 'create', '-storage', 'ONTAP01')
 
@@ -157,20 +162,19 @@ def test_a_record_not_written_still_leaves_the_snapshot_and_fails_naming_it(worl
     (name,) = snapshots(world)
     assert error_lines(result) == [(
         f'ERROR: storage ONTAP01: snapshot {name} was made, but not recorded in pve-ontap-snapshot/ on ONTAP01: '
-        f'the config of VM 101 (ONTAP {world.a.host}: write pve-ontap-snapshot/vm-101.conf in volume '
-        'proxmox_storage01: disk quota exceeded)')]
-    assert sorted(snapshot_records(world, name)) == ['vm-100.conf', 'vm-100.running.manifest.json',
-                                                     'vm-101.shutdown.manifest.json']
+        f'the record of VM 101 (ONTAP {world.a.host}: write pve-ontap-snapshot/vm-101.shutdown.manifest.json in '
+        'volume proxmox_storage01: disk quota exceeded)')]
+    assert sorted(snapshot_records(world, name)) == ['vm-100.running.manifest.json']
 
 
 def test_a_record_whose_answer_was_lost_is_read_back(world):
-    world.a.lose_answer('POST', r'vm-101.*conf')
+    world.a.lose_answer('POST', r'vm-101.*manifest')
 
     result = world.run('storage', 'create', '-storage', 'ONTAP01')
 
     assert result.code == 0, result.err
     (name,) = snapshots(world)
-    assert snapshot_records(world, name)['vm-101.conf'].startswith(b'memory: 1024\n')
+    assert config_in(snapshot_records(world, name)['vm-101.shutdown.manifest.json']).startswith(b'memory: 1024\n')
 
 
 def test_a_record_replaced_is_whole_even_when_shorter(world):
@@ -181,8 +185,8 @@ def test_a_record_replaced_is_whole_even_when_shorter(world):
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
 
     _, second = snapshots(world)
-    assert snapshot_records(world, second)['vm-101.conf'] == (b'memory: 1024\nname: db\n'
-                                                             b'scsi0: ONTAP01:101/vm-101-disk-0.raw,size=1G\n')
+    assert config_in(snapshot_records(world, second)['vm-101.shutdown.manifest.json']) == (
+        b'memory: 1024\nname: db\nscsi0: ONTAP01:101/vm-101-disk-0.raw,size=1G\n')
 
 
 def test_a_dry_run_says_which_records_it_would_write_and_writes_none(world):
@@ -193,12 +197,10 @@ def test_a_dry_run_says_which_records_it_would_write_and_writes_none(world):
     assert result.code == 0, result.err
     assert world.state() == before
     lines = [line.split(' (')[0] for line in result.out.splitlines()]
-    assert lines[:5] == ['would create the directory pve-ontap-snapshot in volume proxmox_storage01',
-                         'would write pve-ontap-snapshot/vm-100.conf in volume proxmox_storage01',
+    assert lines[:3] == ['would create the directory pve-ontap-snapshot in volume proxmox_storage01',
                          'would write pve-ontap-snapshot/vm-100.running.manifest.json in volume proxmox_storage01',
-                         'would write pve-ontap-snapshot/vm-101.conf in volume proxmox_storage01',
                          'would write pve-ontap-snapshot/vm-101.shutdown.manifest.json in volume proxmox_storage01']
-    assert lines[5].startswith('would create snapshot proxmox_snapshot_')
+    assert lines[3].startswith('would create snapshot proxmox_snapshot_')
 
 
 @pytest.mark.parametrize('guest, disks, how, expected', [

@@ -143,7 +143,7 @@ def test_delete_of_registered_clones_removes_their_unused_entries(world):
     assert not [k for k in world.pve.vm(101).config if k.startswith('unused')]
     assert world.files(world.vol1, 101) == [VM101_DISK]
     deletes = [r for r in world.a.requests if r['method'] == 'DELETE' and '/files/' in r['path']]
-    assert len(deletes) == 3    # PVE deleted the registered clone; the config and manifest go through ONTAP
+    assert len(deletes) == 2    # PVE deleted the registered clone; the manifest goes through ONTAP
 
 
 def attach(world, vmid, stamp, key='scsi5'):
@@ -393,7 +393,7 @@ def test_freeze_captures_between_freeze_and_thaw_and_clones_after_it(world):
 
     assert result.code == 0, result.err
     assert [c for c in agent_commands(vm) if c != 'ping'] == ['fsfreeze-freeze', 'fsfreeze-thaw']
-    # the config and manifest are written after the thaw too
+    # the manifest is written after the thaw too
     assert sorted(frozen_at) == [('clone', False)] * 6 + [('snapshots', True)] * 2 + [
         (name, False) for name in sorted(world.records(world.vol1, 100))]
     assert not vm.agent_frozen and vm.status == 'running'
@@ -553,8 +553,8 @@ def test_keep_counts_only_complete_sets_and_keeps_incomplete_ones_newer_than_the
     for vol, stamps in ((world.vol1, [day('09'), day(13), day(14), made]), (world.vol2, [day('09'), day(13), made])):
         assert sorted({name.split('-snapshot-')[-1].split('-prerestore-')[-1].rsplit('.', 1)[0]
                        for name in world.files(vol, 100) if tool.SET_FILE.match(name)}) == stamps
-    # 4 disks and unused0, 1 pre-restore file, 3 sets, this run's config and manifest
-    assert len(world.files(world.vol1, 100)) == 5 + 1 + 3 * 4 + 2
+    # 4 disks and unused0, 1 pre-restore file, 3 sets, this run's manifest
+    assert len(world.files(world.vol1, 100)) == 5 + 1 + 3 * 4 + 1
     assert f'incomplete (lacks sata0,virtio0) snapshot {day(10)} deleted (-keep 2)' in result.err
     assert f'VM 100: snapshot {day(11)} deleted (-keep 2)' in result.err
 

@@ -2578,8 +2578,9 @@ def lock_dir():
 class HeldLock:
     """A lock this run holds on one ONTAP volume, and its record: who holds it (the first
     line, see holder_line) and the stamps runs used lately, one `<subject> <stamp>` line each
-    (a subject is `vm`, the VM snapshots, pre-restore snapshots and shared captures of every
-    VM on the volume, or `storage`, the storage snapshots); and, as
+    (a subject is a VM, `vm100`, whose snapshots and pre-restore snapshots it names, the
+    captures the VMs of one vm create share, `captures`, or the storage snapshots, `storage`);
+    and, as
     `<capture snapshot> <stamp>` lines, the capture snapshots of vm create that may still be
     on the volume: noted before each is made, forgotten once it is gone, so that a run that
     could not delete one (or died) leaves it to the next. `inherited`: those noted by earlier
@@ -2600,11 +2601,11 @@ class HeldLock:
         entries = {**self.stamps, **self.captures}
         self._put(''.join([f'{self.holder}\n'] + [f'{s} {t}\n' for s, t in entries.items()]))
 
-    def record(self, subject, stamp):
+    def record(self, subjects, stamp):
         with self._mutex:
             # A stamp of an earlier second can never collide again: forget it.
             self.stamps = {s: t for s, t in self.stamps.items() if t >= stamp}
-            self.stamps[subject] = stamp
+            self.stamps.update(dict.fromkeys(subjects, stamp))
             self._write()
 
     def note_capture(self, name, stamp):
@@ -2784,15 +2785,16 @@ def storage_locks(ctx, storages):
         yield locks
 
 
-def new_stamp(locks, subject, taken=()):
-    """The stamp of a new snapshot of `subject` that no earlier run under these locks used
-    for it and none of `taken` (existing sets) has. Stamps have one-second resolution, so a
-    run right after another waits for the next second instead of colliding with its names."""
-    used = set(taken) | {lock.stamps.get(subject) for lock in locks}
+def new_stamp(locks, subjects, taken=()):
+    """The stamp of a new snapshot of each of `subjects` that no earlier run under these locks
+    used for any of them and none of `taken` (existing sets) has, recorded in each lock at
+    once. Stamps have one-second resolution, so a run right after another of the same subject
+    waits for the next second instead of colliding with its names."""
+    used = set(taken) | {lock.stamps.get(subject) for lock in locks for subject in subjects}
     while (stamp := utc_stamp()) in used:
         time.sleep(0.1)
     for lock in locks:
-        lock.record(subject, stamp)
+        lock.record(subjects, stamp)
     return stamp
 
 
@@ -3402,13 +3404,18 @@ class SharedCaptures:
         release_captures(ctx, self.captures, self.settled, self._kept)
 
 
+def shares_captures(views, mode):
+    """Whether a vm create of these VMs takes shared captures: several VMs, no mode, one running."""
+    return not mode and len(views) > 1 and any(SharedCaptures.takes(view) for view in views)
+
+
 @contextlib.contextmanager
 def shared_captures(ctx, stamp, views, mode):
     """SharedCaptures for a vm create of several VMs without a mode (a mode holds each VM for
     captures of its own) when one of them runs, taken now, before the VMs' threads start, and
     released on the way out once they have ended, also when the run fails or a stop signal
     came (signals are held off around the run); else None. `stamp`: the run's (VmCreateRun)."""
-    if mode or len(views) < 2 or not any(SharedCaptures.takes(view) for view in views) or STOP.pending:
+    if not shares_captures(views, mode) or STOP.pending:
         yield None
         return
     shared = SharedCaptures(ctx, views, stamp)
@@ -3653,13 +3660,14 @@ class VmResult:
 class VmCreateRun:
     """What the threads of one vm create share. The storage locks are taken once, in the main
     thread, for every VM of the run: two VMs on one storage share its lock. The VMs share one
-    stamp too, the run's, taken once: each lock records it in its file once, not once per VM
-    (on a node, that file is on pmxcfs, which every write goes through the whole cluster for).
-    And each node has POWER_CYCLES_PER_NODE slots for VMs it suspends or shuts down and starts again."""
+    stamp too, the run's, taken once for `subjects` (its VMs, and its shared captures): each lock
+    records it in its file once, not once per VM (on a node, that file is on pmxcfs, whose every
+    write goes through the whole cluster). And each node has POWER_CYCLES_PER_NODE slots for VMs
+    it suspends or shuts down and starts again."""
 
-    def __init__(self, locks):
+    def __init__(self, locks, subjects):
         self.locks = locks
-        self.stamp = new_stamp(locks, 'vm')
+        self.stamp = new_stamp(locks, subjects)
         self._nodes = {}
         self._nodes_lock = threading.Lock()
 
@@ -3779,7 +3787,8 @@ def cmd_vm_create(ctx, args):
         # Signals stay held off until every VM begun has ended: the VMs' threads cannot be
         # stopped, and those not begun yet see STOP.pending and do not begin.
         with storage_locks(ctx, sorted({s for view in views for s in view.storages})) as locks, STOP.held():
-            run = VmCreateRun(locks)
+            run = VmCreateRun(locks, [f'vm{view.vmid}' for view in views] +
+                              (['captures'] if shares_captures(views, mode) else []))
             with shared_captures(ctx, run.stamp, views, mode) as shared:
 
                 def snapshot(view):
@@ -4001,7 +4010,7 @@ def cmd_vm_restore(ctx, args):
         status = pve_vm_status(ctx.pve, view.vm)
         check_restorable(view.vmid, status, args.shutdown)
         running = status.get('status') == 'running'
-        undo_stamp = new_stamp(locks, 'vm', sets)
+        undo_stamp = new_stamp(locks, [f'vm{view.vmid}'], sets)
         with STOP.held():
             with VmWindow(ctx, view, 'shutdown' if running else None, status) as window:
                 restore_disks(ctx, view, sources, undo_stamp, window)
@@ -4253,7 +4262,7 @@ def cmd_storage_create(ctx, args):
                 log.info('storage %s: snapshot %s%s is younger than -min-age %s: none taken', args.storage,
                          recent['name'], f' (label {label})' if label else '', args.min_age)
                 return
-        name = storage_snapshot_name(new_stamp(locks, 'storage'))
+        name = storage_snapshot_name(new_stamp(locks, ['storage']))
         guests, configs, unread = read_guest_configs(ctx)
         held, crash = (guests_to_hold(ctx, args.storage, args.pause, guests, configs) if args.freeze or args.pause
                        else ([], []))

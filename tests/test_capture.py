@@ -233,7 +233,7 @@ def test_a_busy_capture_is_renamed_and_the_next_run_deletes_it(world, cluster_di
             'old') in first.err
     assert world.vol1.snapshots[leftover].comment == tool.LEFTOVER_COMMENT
     assert not world.vol2.snapshots         # not busy there: deleted at once
-    assert [line.split()[0] for line in record_of(world, cluster_dir)] == ['vm', capture]
+    assert [line.split()[0] for line in record_of(world, cluster_dir)] == ['vm100', capture]
 
     # a run soon after leaves it (younger than LEFTOVER_AGE) and spends no request on it
     world.a.busy_after_clone = 0

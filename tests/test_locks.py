@@ -173,7 +173,7 @@ def test_the_record_says_who_ran_last_and_the_stamp_it_used(world, cluster_dir):
     pid, node, since, command = holder.split(' ', 3)
     assert (int(pid), node) == (os.getpid(), os.uname().nodename.split('.')[0])
     assert command.endswith('vm create -vm 101 -no-register') and since <= stamp.split(' ')[1]
-    assert stamp.startswith('vm ')
+    assert stamp.startswith('vm101 ')
 
 
 @pytest.fixture

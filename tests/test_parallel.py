@@ -183,15 +183,20 @@ def test_parallel_1_takes_one_vm_after_the_other(world):
     assert answered == [2, 2]
 
 
-def test_vms_of_one_run_share_each_storage_lock_and_the_run_stamp_recorded_once(world, cluster_dir):
+def test_vms_of_one_run_share_each_storage_lock_and_the_run_stamp(world, cluster_dir):
     for vmid in (103, 104, 105):
-        add_vm_on_both_clusters(world, vmid)
+        add_vm_on_both_clusters(world, vmid, status='stopped')
 
-    assert world.run('vm', 'create', '-vm', 103, 104, 105, '-no-register').code == 0
+    assert world.run('vm', 'create', '-vm', 104, 105, '-no-register').code == 0
 
-    (stamp,) = {sets_of(world, vmid)[0] for vmid in (103, 104, 105)}
+    (stamp,) = {sets_of(world, vmid)[0] for vmid in (104, 105)}
     for storage in ('ONTAP01', 'ONTAP02'):
-        assert world.lock_record(cluster_dir, storage).read_text().splitlines()[1:] == [f'vm {stamp}']
+        recorded = world.lock_record(cluster_dir, storage).read_text().splitlines()[1:]
+        assert sorted(recorded) == [f'vm104 {stamp}', f'vm105 {stamp}']
+    # the same VM again gets a stamp of its own
+    assert world.run('vm', 'create', '-vm', 104, '-no-register').code == 0
+    first, again = sets_of(world, 104)
+    assert first == stamp < again
 
 
 @pytest.mark.parametrize('value', ['0', '33', 'many', '٣'])

@@ -609,8 +609,8 @@ def test_back_to_back_runs_get_their_own_stamps(world, cluster_dir):
     sets = sets_of(world, 101)
     assert [s['kind'] for s in sets] == ['snapshot', 'snapshot', 'pre-restore', 'snapshot']
     assert len({s['stamp'] for s in sets}) == 4
-    # the lock record remembers who ran last and the stamp it used for VM snapshots
-    assert world.lock_record(cluster_dir).read_text().splitlines()[1] == f'vm {sets[-1]["stamp"]}'
+    # the lock record remembers who ran last and the stamp it used for this VM
+    assert world.lock_record(cluster_dir).read_text().splitlines()[1] == f'vm101 {sets[-1]["stamp"]}'
 
 
 def test_restore_from_a_storage_snapshot_that_does_not_exist_says_so(world):

@@ -19,8 +19,10 @@ With --vms N it builds a cluster of N VMs instead (the test world's three and N-
 disks each, one on each ONTAP cluster, on two nodes, each with two older snapshots; all
 stopped, so no capture is taken: running, they would add one capture create and one delete
 per volume for the whole run) and prints the table of the scaling issue: requests, wall
-time and the tool's peak memory (as a process of its own, so that its memory is its own)
-of vm create -all, vm create -all -keep 2, storage unmount and storage restore -dry-run.
+time, the CPU time of the tool and of the servers (the emulators and fakepve, which share
+the machine with it), and the tool's peak memory (as a process of its own, so that its
+memory is its own) of vm create -all, vm create -all -keep 2, storage unmount and storage
+restore -dry-run.
 Numbers, not assertions: tests never time anything.
 """
 
@@ -124,7 +126,9 @@ sys.exit(os.waitstatus_to_exitcode(status))
 
 
 def run_process(world, argv):
-    """(ONTAP requests, PVE requests, seconds, peak memory in MiB, exit code) of the tool as a process."""
+    """(ONTAP requests, PVE requests, seconds, the tool's CPU seconds, the servers' CPU seconds, peak
+    memory in MiB, exit code) of the tool as a process. The servers (both emulators and fakepve)
+    run in this process: its CPU time meanwhile is theirs."""
     counts = len(world.a.requests) + len(world.b.requests), len(world.pve.requests)
     memory = world.dir / 'peak-memory'
     started, served = time.monotonic(), time.process_time()
@@ -133,11 +137,10 @@ def run_process(world, argv):
                             stderr=subprocess.PIPE, check=False)
     elapsed, served = time.monotonic() - started, time.process_time() - served
     peak, user, system = memory.read_text().split()
-    print(f'  {argv[:3]}: tool CPU {float(user):.1f} s user + {float(system):.1f} s system, servers CPU {served:.1f} s, wall {elapsed:.1f} s', file=sys.stderr)
     if result.returncode:
         print(result.stderr.decode()[-2000:], file=sys.stderr)
     return (len(world.a.requests) + len(world.b.requests) - counts[0], len(world.pve.requests) - counts[1],
-            elapsed, int(peak) / 1024, result.returncode)
+            elapsed, float(user) + float(system), served, int(peak) / 1024, result.returncode)
 
 
 def scale(args):
@@ -174,9 +177,11 @@ def scale(args):
         served.stop()
     print(f'{len(world.pve.vms)} VMs, latency {args.latency * 1000:.0f} ms per request on both sides'
           f'{", -parallel " + str(args.parallel) if args.parallel else ""}\n')
-    print(f'{"command":34} {"ONTAP":>6} {"PVE":>6} {"all":>6} {"wall":>8} {"memory":>8}  exit')
-    for label, ontap, pve, seconds, memory, code in rows:
-        print(f'{label:34} {ontap:6d} {pve:6d} {ontap + pve:6d} {seconds:6.1f} s {memory:5.0f} MiB  {code}')
+    print(f'{"command":34} {"ONTAP":>6} {"PVE":>6} {"all":>6} {"wall":>8} {"tool CPU":>9} {"servers":>8} '
+          f'{"memory":>8}  exit')
+    for label, ontap, pve, seconds, cpu, served, memory, code in rows:
+        print(f'{label:34} {ontap:6d} {pve:6d} {ontap + pve:6d} {seconds:6.1f} s {cpu:7.1f} s {served:6.1f} s '
+              f'{memory:5.0f} MiB  {code}')
     return 0 if all(row[-1] == 0 for row in rows) else 1
 
 
@@ -296,6 +301,9 @@ def main(argv=None):
         ]
         windows = {}
         for label, command, target in plan:
+            # A run of a VM snapshotted in the same second waits for the next (one-second stamps):
+            # each row begins in a second of its own, so that no row times that wait.
+            time.sleep(1 - time.time() % 1)
             with PauseWindow() as pause:
                 ontap, pve, seconds, code = measure(world, command)
             for mode in ('-suspend', '-pause'):

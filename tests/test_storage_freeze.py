@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from world import pve_params, wait_for_tasks, write_disk
+from world import pve_params, wait_for_tasks, with_running_guests
 
 SCRIPT = Path(__file__).resolve().parent.parent / 'pve_ontap_snapshot.py'
 THAW_TOO_LATE = ("VM {vmid} qmp command 'guest-fsfreeze-thaw' failed - couldn't hold writes: fsfreeze is limited "
@@ -20,25 +20,6 @@ THAW_TOO_LATE = ("VM {vmid} qmp command 'guest-fsfreeze-thaw' failed - couldn't 
 
 def error_lines(result):
     return [line for line in result.err.splitlines() if line.startswith('ERROR')]
-
-
-def with_guests(world):
-    """Running on ONTAP01: VM 100 and 101 with a guest agent, VM 103 without one, container 200;
-    VM 104 with an agent runs on ONTAP02 only. Returns the VMs by id."""
-    for vmid in (100, 101):
-        vm = world.pve.vm(vmid)
-        vm.status = vm.qmpstatus = 'running'
-        vm.config['agent'], vm.agent = '1', {}
-    write_disk(world.vol1, 103, 'vm-103-disk-0.raw')
-    world.pve.add_vm(103, 'plain', node='pve2', status='running',
-                     config={'scsi0': 'ONTAP01:103/vm-103-disk-0.raw,size=1G', 'memory': 512})
-    write_disk(world.vol2, 104, 'vm-104-disk-0.raw')
-    world.pve.add_vm(104, 'elsewhere', node='pve2', status='running',
-                     config={'scsi0': 'ONTAP02:104/vm-104-disk-0.raw,size=1G', 'agent': '1', 'memory': 512})
-    world.pve.vm(104).agent = {}
-    world.pve.add_ct(200, 'files', node='pve2', status='running',
-                     config={'rootfs': 'ONTAP01:200/vm-200-disk-0.raw,size=8G'})
-    return {vmid: world.pve.vm(vmid) for vmid in (100, 101, 103, 104)}
 
 
 def note_guests_at_the_snapshot(world, vms):
@@ -63,7 +44,7 @@ def storage_snapshots(world):
 
 
 def test_a_frozen_storage_snapshot_thaws_every_guest(world):
-    vms = with_guests(world)
+    vms = with_running_guests(world)
     seen = note_guests_at_the_snapshot(world, vms)
 
     result = world.run('storage', 'create', '-storage', 'ONTAP01', '-freeze')
@@ -85,7 +66,7 @@ def test_a_frozen_storage_snapshot_thaws_every_guest(world):
 
 
 def test_pause_pauses_in_memory_what_cannot_be_frozen_and_never_hibernates(world):
-    vms = with_guests(world)
+    vms = with_running_guests(world)
     vms[101].config['agent'] = 'enabled=1,freeze-fs-on-backup=0'     # its admin turned freezing off
     seen = note_guests_at_the_snapshot(world, vms)
 
@@ -102,7 +83,7 @@ def test_pause_pauses_in_memory_what_cannot_be_frozen_and_never_hibernates(world
 
 
 def test_every_guest_is_thawed_also_when_the_snapshot_fails(world):
-    vms = with_guests(world)
+    vms = with_running_guests(world)
     world.a.fail('POST', r'/snapshots$', status=400, code='525062', message='too many snapshots')
 
     result = world.run('storage', 'create', '-storage', 'ONTAP01', '-pause')
@@ -117,7 +98,7 @@ def test_every_guest_is_thawed_also_when_the_snapshot_fails(world):
 
 
 def test_guests_are_let_go_when_the_snapshot_outlasts_freeze_timeout(world):
-    vms = with_guests(world)
+    vms = with_running_guests(world)
     world.write_config(defaults='freeze_timeout = 0.2\n')
     world.a.slow_job('POST', r'/snapshots$', 1.0)
 
@@ -132,7 +113,7 @@ def test_guests_are_let_go_when_the_snapshot_outlasts_freeze_timeout(world):
 
 
 def test_a_guest_that_gave_up_its_freeze_is_named(world):
-    vms = with_guests(world)
+    vms = with_running_guests(world)
     world.pve.fail('POST', '/nodes/pve2/qemu/101/agent/fsfreeze-thaw', 500, THAW_TOO_LATE.format(vmid=101))
 
     result = world.run('storage', 'create', '-storage', 'ONTAP01', '-freeze')
@@ -147,7 +128,7 @@ def test_a_guest_that_gave_up_its_freeze_is_named(world):
 
 
 def test_a_guest_that_cannot_be_thawed_fails_the_run_and_the_snapshot_stays(world):
-    with_guests(world)
+    with_running_guests(world)
     world.pve.fail('POST', '/nodes/pve1/qemu/100/agent/fsfreeze-thaw', 500, 'VM 100 qmp command failed - timeout')
     for day in (11, 12):
         world.a.add_snapshot('proxmox_storage01', f'proxmox_snapshot_2024-03-{day}_10:00:00+0000',
@@ -164,7 +145,7 @@ def test_a_guest_that_cannot_be_thawed_fails_the_run_and_the_snapshot_stays(worl
 
 
 def test_an_agent_that_does_not_answer_leaves_its_vm_crash_consistent_or_paused(world):
-    vms = with_guests(world)
+    vms = with_running_guests(world)
     vms[101].agent = None       # configured, but no agent runs in the guest
 
     frozen = world.run('storage', 'create', '-storage', 'ONTAP01', '-freeze')
@@ -180,7 +161,7 @@ def test_an_agent_that_does_not_answer_leaves_its_vm_crash_consistent_or_paused(
 
 
 def test_a_dry_run_freezes_nothing(world):
-    vms = with_guests(world)
+    vms = with_running_guests(world)
     before = world.state()
 
     result = world.run('-dry-run', 'storage', 'create', '-storage', 'ONTAP01', '-pause')
@@ -198,7 +179,7 @@ def test_a_dry_run_freezes_nothing(world):
 
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_while_guests_are_frozen_thaws_them_first(world, signum):
-    vms = with_guests(world)
+    vms = with_running_guests(world)
     world.write_config(defaults='freeze_timeout = 30\n')
     world.a.slow_job('POST', r'/snapshots$', 1)
     process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'storage', 'create',

@@ -6,29 +6,9 @@ import json
 import re
 
 import pytest
-from world import OLD_SNAPSHOT, write_disk
+from world import OLD_SNAPSHOT, add_container, with_running_guests
 
 import pve_ontap_snapshot as tool
-
-
-def with_guests(world):
-    """Running on ONTAP01: VM 100 (disks on both clusters) and 101 with a guest agent, VM 103
-    without one, container 200; VM 101 was stopped in the test world."""
-    for vmid in (100, 101):
-        vm = world.pve.vm(vmid)
-        vm.status = vm.qmpstatus = 'running'
-        vm.config['agent'], vm.agent = '1', {}
-    write_disk(world.vol1, 103, 'vm-103-disk-0.raw')
-    world.pve.add_vm(103, 'plain', node='pve2', status='running',
-                     config={'scsi0': 'ONTAP01:103/vm-103-disk-0.raw,size=1G', 'memory': 512})
-    add_container(world)
-
-
-def add_container(world):
-    write_disk(world.vol1, 200, 'vm-200-disk-0.raw')
-    world.pve.add_ct(200, 'files', node='pve2', status='running',
-                     config={'rootfs': 'ONTAP01:200/vm-200-disk-0.raw,size=8G', 'hostname': 'files',
-                             'mp0': '/srv/data,mp=/data'})
 
 
 def snapshots(world):
@@ -97,7 +77,7 @@ def test_each_storage_snapshot_holds_the_manifest_and_config_of_every_guest_on_i
     (('-freeze',), {'vm-100': 'frozen', 'vm-101': 'frozen', 'vm-103': 'atomic', 'ct-200': 'atomic'}),
     (('-pause',), {'vm-100': 'frozen', 'vm-101': 'frozen', 'vm-103': 'paused', 'ct-200': 'atomic'})])
 def test_each_guests_manifest_says_how_it_was_held_for_the_snapshot(world, flags, expected):
-    with_guests(world)
+    with_running_guests(world)
 
     result = world.run('storage', 'create', '-storage', 'ONTAP01', *flags)
 

@@ -16,7 +16,10 @@ the sandbox and the benchmark all build it with populate() and drive it with Wor
 import asyncio
 import contextlib
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -312,6 +315,54 @@ def wait_for_tasks(pve, timeout=30):
         if time.monotonic() > deadline:
             raise TimeoutError('a PVE task is still running')
         time.sleep(0.05)
+
+
+def with_running_guests(world):
+    """Running on ONTAP01: VM 100 and 101 with a guest agent, VM 103 without one, container 200;
+    VM 104 with an agent runs on ONTAP02 only. Returns the VMs by id."""
+    for vmid in (100, 101):
+        vm = world.pve.vm(vmid)
+        vm.status = vm.qmpstatus = 'running'
+        vm.config['agent'], vm.agent = '1', {}
+    write_disk(world.vol1, 103, 'vm-103-disk-0.raw')
+    world.pve.add_vm(103, 'plain', node='pve2', status='running',
+                     config={'scsi0': 'ONTAP01:103/vm-103-disk-0.raw,size=1G', 'memory': 512})
+    write_disk(world.vol2, 104, 'vm-104-disk-0.raw')
+    world.pve.add_vm(104, 'elsewhere', node='pve2', status='running',
+                     config={'scsi0': 'ONTAP02:104/vm-104-disk-0.raw,size=1G', 'agent': '1', 'memory': 512})
+    world.pve.vm(104).agent = {}
+    add_container(world)
+    return {vmid: world.pve.vm(vmid) for vmid in (100, 101, 103, 104)}
+
+
+def add_container(world):
+    """Container 200 running on pve2, its root file system on ONTAP01, a bind mount beside it."""
+    write_disk(world.vol1, 200, 'vm-200-disk-0.raw')
+    world.pve.add_ct(200, 'files', node='pve2', status='running',
+                     config={'rootfs': 'ONTAP01:200/vm-200-disk-0.raw,size=8G', 'hostname': 'files',
+                             'mp0': '/srv/data,mp=/data'})
+
+
+SCRIPT = Path(tool.__file__).resolve()
+FILE_CLONE = '/api/storage/file/clone'
+
+
+def interrupt_once_cloning(world, *argv):
+    """Run the tool as a process of its own with `argv`, send it SIGINT once its first file
+    clone reached ONTAP, and return its stderr once it and every PVE task have ended: that it
+    stopped as a signal says (exit 130), with no traceback, is checked here."""
+    process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), *map(str, argv)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not any(r['path'] == FILE_CLONE for r in world.a.requests + world.b.requests):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    wait_for_tasks(world.pve)
+    assert process.returncode == 128 + signal.SIGINT, err
+    assert err.splitlines()[-1].startswith('ERROR: stopped by SIGINT (') and 'Traceback' not in err
+    return err
 
 
 def cloning(path):

@@ -209,8 +209,12 @@ def seed_history(world):
                 world.disk(vol, 100, name).read_bytes())
     world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{ORIGINAL_STAMP}.raw').write_bytes(
         world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes())
-    world.disk(world.vol1, 101, f'vm-101-snapshot-{ORIGINAL_STAMP}.conf').write_text(
-        tool.config_text(world.pve.vm(101).config))
+    vm101 = world.pve.vm(101)
+    (disk,) = tool.vm_disks(vm101.config)
+    (world.vol1.path / tool.record_path(101, ORIGINAL_STAMP, 'shutdown')).write_text(tool.guest_manifest(
+        {'vmid': 101, 'name': vm101.name, 'node': vm101.node}, [disk], vm101.config, ORIGINAL_STAMP, 'shutdown',
+        {'ONTAP01': (world.a.host, world.vol1.svm, world.vol1.name)}, tool.config_text(vm101.config).encode(), 'api',
+        tool.tool_version(), {disk.key: tool.set_file_path(disk.path, ORIGINAL_STAMP)}))
     pve_reads_nfs_directories(world)
     for name, created in ((EARLIER_SNAPSHOT, '2024-03-12T10:00:00+00:00'), (OLD_SNAPSHOT, '2024-03-13T14:42:47+00:00'),
                           (MARCH_SNAPSHOT, '2024-03-14T10:00:00+00:00')):

@@ -3455,7 +3455,16 @@ def clean_volume(ctx, storage, due):
     targets = [found[n] for name in due for n in (name, leftover_name(name)) if n in found]
     targets += [record for name, record in sorted(found.items()) if name.startswith(LEFTOVER_PREFIX)
                 and record not in targets and not younger_than(record, LEFTOVER_AGE)]
-    for record in targets:
+    delete_leftovers(ctx, storage, targets)
+
+
+def delete_leftovers(ctx, storage, records):
+    """Delete these capture snapshots (records) of the volume behind `storage`, under its lock,
+    each struck from its lock record once gone. Never raises: what stays is a warning, and a
+    later vm create tries again. Returns the names of those not deleted."""
+    ontap, volume, _ = ctx.storage_volume(storage)
+    left = []
+    for record in records:
         where = f'storage {storage}: leftover capture snapshot {record["name"]} of volume {volume.name}'
         try:
             ontap_delete_snapshot(ontap, volume, record)
@@ -3463,12 +3472,15 @@ def clean_volume(ctx, storage, due):
             busy = (' (still busy: see snapshot show -fields owners on the cluster)'
                     if str(exc.code) == SNAPSHOT_LOCKED else '')
             log.warning('%s could not be deleted%s: %s; a later vm create tries again', where, busy, exc)
+            left.append(record['name'])
             continue
         except OutcomeUnknown as exc:
             log.warning('%s: whether it was deleted is unknown (%s); a later vm create looks again', where, exc)
+            left.append(record['name'])
             continue
         forget_capture(ctx, capture_of(record['name']), storage)
         log.info('%s deleted', where)
+    return left
 
 
 def register_clones(ctx, view, clones):
@@ -5239,6 +5251,8 @@ def doctor_storage(report, ctx, storage, pve_reached, cluster_reached, release, 
         report.warn(f'{storage} volume', f'not checked: ONTAP {ctx.ontap(storage).host} was not reached',
                     'see the checks of that cluster')
     found = cluster_reached and doctor_volume(report, ctx, storage)
+    if found:
+        doctor_leftovers(report, ctx, storage, try_clone)
     doctor_mount(report, storage, entry, node)
     if found and try_clone:
         doctor_try(report, ctx, storage, release)
@@ -5292,6 +5306,43 @@ def doctor_volume(report, ctx, storage):
             report.add(f'{storage} {check}', status, found, fix)
     doctor_snapmirror(report, ontap, volume, storage, ctx.config.storages[storage])
     return True
+
+
+def doctor_leftovers(report, ctx, storage, clean):
+    """The capture snapshots earlier runs of vm create left on the volume (busy after their
+    clones, or of a run that died), once LEFTOVER_AGE old: named, and with -try (`clean`)
+    deleted, under the volume's lock, as the next vm create would. Younger ones may be a run's
+    under way: left alone."""
+    check = f'{storage} leftover captures'
+    ontap, volume, _ = ctx.storage_volume(storage)
+    try:
+        found = ontap_list_snapshots(ontap, volume, 'pve_ontap_*')
+    except OntapError as exc:
+        report.warn(check, f'not checked: {exc}', 'let the REST role read /api/storage/volumes')
+        return
+    captures = [record for record in found if record['name'].startswith((CAPTURE_PREFIX, LEFTOVER_PREFIX))]
+    old = [record for record in captures if not younger_than(record, LEFTOVER_AGE)]
+    young = f'; {len(captures) - len(old)} younger, of a run under way' if len(captures) > len(old) else ''
+    if not old:
+        report.ok(check, f'none in volume {volume.name}{young}')
+        return
+    names = ', '.join(record['name'] for record in old)
+    if not clean or ctx.dry_run:
+        report.warn(check, f'{names} in volume {volume.name}, left by earlier runs of vm create{young}',
+                    f'doctor -try -storage {storage} deletes them now, as the next vm create on the volume does')
+        return
+    try:
+        with storage_locks(ctx, [storage]):
+            left = delete_leftovers(ctx, storage, old)
+    except Failure as exc:
+        report.warn(check, f'{names} in volume {volume.name}, left by earlier runs; not deleted: {exc}',
+                    'the next vm create on the volume deletes them')
+        return
+    if left:
+        report.warn(check, f'deleted {len(old) - len(left)} of {len(old)} in volume {volume.name}; not '
+                    f'{", ".join(left)} (see the warnings){young}', 'the next vm create on the volume tries again')
+    else:
+        report.ok(check, f'deleted {names} in volume {volume.name}, left by earlier runs{young}')
 
 
 def doctor_snapmirror(report, ontap, volume, storage, section):
@@ -5890,7 +5941,8 @@ def build_parser():
                         ).completer = complete_storage
     doctor.add_argument('-try', '--try', dest='try_clone', action='store_true',
                         help='also write a small file on each storage, file-clone it, read the clone back and '
-                             'delete both (pve-ontap-snapshot-doctor-<storage>-<stamp>): proof that cloning works')
+                             'delete both (pve-ontap-snapshot-doctor-<storage>-<stamp>): proof that cloning works; '
+                             'and delete the capture snapshots earlier runs left')
     return parser
 
 

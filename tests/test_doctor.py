@@ -583,6 +583,63 @@ def test_try_clones_a_file_it_wrote_and_deletes_both(world):
     assert len(clones) == 1 and clones[0]['body']['destination_path'].endswith('.clone')
 
 
+# -- capture snapshots earlier runs left
+
+OLD = '2024-03-13T14:42:47+00:00'
+
+
+def leave_captures(world):
+    """A capture ONTAP kept busy (renamed), one of a run that died, both old; and one of a run under way."""
+    busy, died = 'pve_ontap_leftover_capture_2024-03-13_14:40:00+0000_vm100', 'pve_ontap_capture_2024-03-13_14:41:00+0000_all'
+    for name in (busy, died):
+        world.a.add_snapshot('proxmox_storage01', name, create_time=OLD)
+    running = f'pve_ontap_capture_{tool.utc_stamp()}_vm101'
+    world.a.add_snapshot('proxmox_storage01', running)
+    return busy, died, running
+
+
+def test_doctor_names_captures_earlier_runs_left_and_changes_nothing(world):
+    busy, died, _ = leave_captures(world)
+    before = world.state()
+
+    result, lines = doctor(world)
+
+    assert result.code == 0, result.out
+    assert lines['ONTAP01 leftover captures'] == ('warn', (
+        f'{died}, {busy} in volume proxmox_storage01, left by earlier runs of vm create; 1 younger, of a run under '
+        'way; fix: doctor -try -storage ONTAP01 deletes them now, as the next vm create on the volume does'))
+    assert lines['ONTAP02 leftover captures'] == ('ok', 'none in volume proxmox_storage02')
+    assert world.state() == before
+    only_reads(world)
+
+
+def test_doctor_try_deletes_the_old_ones_under_the_volumes_lock_and_leaves_a_runs_own(world, cluster_dir):
+    busy, died, running = leave_captures(world)
+
+    result, lines = doctor(world, '-try', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.out
+    assert lines['ONTAP01 leftover captures'] == ('ok', (f'deleted {died}, {busy} in volume proxmox_storage01, left '
+                                                         'by earlier runs; 1 younger, of a run under way'))
+    assert sorted(world.vol1.snapshots) == [running]
+    assert not list((cluster_dir / 'lock').iterdir())       # its lock was taken and given back
+
+
+def test_doctor_try_deletes_nothing_while_another_run_holds_the_volume(world, cluster_dir):
+    busy, died, running = leave_captures(world)
+    lock = world.cluster_lock(cluster_dir, 'ONTAP01')
+    lock.parent.mkdir(exist_ok=True)
+    lock.mkdir()
+
+    _, lines = doctor(world, '-try', '-storage', 'ONTAP01')
+
+    status, text = lines['ONTAP01 leftover captures']
+    assert (status, text.split('; not deleted: ')[0]) == ('warn', (f'{died}, {busy} in volume proxmox_storage01, '
+                                                                    'left by earlier runs'))
+    assert 'not deleted: storage ONTAP01 (volume proxmox_storage01) is in use by another pve-ontap-snapshot run' in text
+    assert sorted(world.vol1.snapshots) == sorted([busy, died, running])
+
+
 def test_try_in_a_dry_run_makes_nothing(world):
     result, lines = doctor(world, '-try', '-dry-run')
     assert result.code == 0

@@ -678,7 +678,8 @@ class Ontap:
             self.session.headers['Authorization'] = 'Basic ' + token
         self.session.mount('https://', make_adapter(timeouts))
         self.session.hooks['response'].append(debug_hook('ONTAP'))
-        # Fields this cluster's release said it does not know, asked for no more in this run.
+        # (resource, field) this cluster's release said it does not know, asked for no more in
+        # this run: a field is the resource's own (9.8 knows a file's size, not a snapshot's).
         # Threads that poll jobs add to it too: a race costs at most one more refused GET each.
         self.unknown_fields = set()
 
@@ -726,16 +727,18 @@ class Ontap:
         """A GET with `fields`, less those the cluster's release does not know: ONTAP names such a
         field in its refusal, so it is dropped and remembered for the rest of the run. A current
         release knows every field asked for (no extra request); an older one costs one per field."""
+        resource = api_resource(path)
         while True:
-            fields = [name for name in params['fields'].split(',') if name not in self.unknown_fields]
+            fields = [name for name in params['fields'].split(',') if (resource, name) not in self.unknown_fields]
             try:
                 return self.send('GET', path, dict(params, fields=','.join(fields)), what=what)[1]
             except OntapError as exc:
                 field = unknown_field(exc)
                 if field not in fields:
                     raise
-                log.debug('ONTAP %s: its release does not know the field %s; asking without it', self.host, field)
-                self.unknown_fields.add(field)
+                log.debug('ONTAP %s: its release does not know the field %s of %s; asking without it', self.host,
+                          field, resource)
+                self.unknown_fields.add((resource, field))
 
     def records(self, path, params, what):
         """Every record of a collection GET, following ONTAP's `next` links verbatim."""
@@ -788,6 +791,18 @@ def return_timeout(timeouts):
     """How long ONTAP may hold a job's answer (it allows up to 120 s): never as long as our
     own read timeout, or the answer to a call that did change something would be lost."""
     return int(max(1, min(120, timeouts.job, timeouts.read - 5)))
+
+
+UUID_SEGMENT = re.compile(r'/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?=/|$)')
+
+
+def api_resource(path):
+    """The kind of resource a REST path (or a `next` link) is, for the fields it knows:
+    `/api/storage/volumes/*/snapshots`, `/api/storage/volumes/*/files` (whatever the file),
+    `/api/cluster/jobs/*`."""
+    path = urllib.parse.urlsplit(path).path
+    path = UUID_SEGMENT.sub('/*', path)
+    return path.split('/files/', 1)[0] + '/files' if '/files/' in path else path
 
 
 def response_json(response):

@@ -8,6 +8,7 @@ import json
 
 import pytest
 from ontap_emulator import NEWEST_RELEASE, OLDEST_RELEASE
+from world import destroy_vm, pve_reads_nfs_directories
 
 import pve_ontap_snapshot as tool
 
@@ -73,6 +74,51 @@ def test_a_vm_comes_back_from_a_storage_snapshot(world):
     assert [r for r in world.a.requests if r['path'].endswith(f'/files/.snapshot/{snapshot}/images/101/{VM101_DISK}')
             and r['query'].get('return_metadata') == 'true']
     expect_refused(world, 'size')
+
+
+def test_a_destroyed_vm_comes_back_as_new_from_the_storage_snapshot_that_recorded_it(world):
+    pve_reads_nfs_directories(world)
+    original = world.disk(world.vol1, 101, VM101_DISK).read_bytes()
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    (snapshot,) = tool_snapshots(world.vol1)
+    destroy_vm(world, 101, 'pve2')
+
+    result = world.run('vm', 'restore', '-vm', 101, '-storage-snapshot', snapshot, '-as-new', 201)
+
+    assert result.code == 0, result.err
+    assert world.disk(world.vol1, 201, 'vm-201-disk-0.raw').read_bytes() == original
+    assert world.pve.vm(201).config['scsi0'].startswith('ONTAP01:201/vm-201-disk-0.raw')
+    # its record, read back through the files API from inside the snapshot
+    assert [r for r in world.a.requests if r['method'] == 'GET' and r['status'] == 200
+            and r['path'].endswith(f'/files/.snapshot/{snapshot}/pve-ontap-snapshot/vm-101.shutdown.manifest.json')
+            and 'length' in r['query']]
+    # a snapshot's size, refused on 9.8, is still asked of a file, which has one there
+    expect_refused(world, 'size')
+
+
+@pytest.mark.parametrize('path, resource', [
+    ('/api/storage/volumes/0deffa35-e480-4941-ad9e-cfcdda6d87e4/snapshots', '/api/storage/volumes/*/snapshots'),
+    ('/api/storage/volumes/0deffa35-e480-4941-ad9e-cfcdda6d87e4/files/.snapshot/a/b.json', '/api/storage/volumes/*/files'),
+    ('/api/storage/volumes/0deffa35-e480-4941-ad9e-cfcdda6d87e4/files/images', '/api/storage/volumes/*/files'),
+    ('https://[::1]:8443/api/cluster/jobs/0deffa35-e480-4941-ad9e-cfcdda6d87e4?fields=state', '/api/cluster/jobs/*'),
+    ('/api/storage/volumes', '/api/storage/volumes')])
+def test_a_refused_field_is_remembered_for_its_kind_of_resource(path, resource):
+    assert tool.api_resource(path) == resource
+
+
+def test_a_vm_snapshot_puts_the_saved_config_back_with_its_disks(world):
+    disk = world.disk(world.vol1, 101, VM101_DISK)
+    original = disk.read_bytes()
+    assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
+    (stamp,) = [s['stamp'] for s in json.loads(world.run('vm', 'list', '-vm', 101, '-output', 'json').out)]
+    disk.write_bytes(b'changed since')
+    world.pve.vm(101).config['memory'] = 4096
+
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-yes')
+
+    assert result.code == 0, result.err
+    assert disk.read_bytes() == original and str(world.pve.vm(101).config['memory']) == '1024'
+    expect_refused(world)
 
 
 def test_storage_snapshots_are_made_listed_shown_and_deleted(world):

@@ -4,17 +4,14 @@ parts first, then stories against the test world."""
 
 import re
 
-import proxmoxer
 import pytest
 from world import (
     ORIGINAL_STAMP,
-    PVE_PASSWORD,
-    PVE_USER,
+    destroy_vm,
     lose_pve_answer,
     pve_detaches_disks,
     pve_reads_nfs_directories,
     seed_history,
-    wait_for_tasks,
 )
 
 import pve_ontap_snapshot as tool
@@ -110,22 +107,6 @@ def snapshot_of(world, vmid=101, *flags):
     return re.search(tool.STAMP_PATTERN, world.clones(world.vol1, vmid)[-1])[0]
 
 
-def destroy(world, vmid, node):
-    """Destroy a VM through the PVE API as an admin would, the files of its disks and unused disks
-    going with it (as PVE's destroy removes every volume its config names, on NFS too; fakepve
-    only forgets its records of them). Files it does not name stay: destroy-unreferenced-disks
-    is off by default in the API (qemu-server API2/Qemu.pm destroy_vm)."""
-    api = proxmoxer.ProxmoxAPI(world.pve_host, user=PVE_USER, password=PVE_PASSWORD, verify_ssl=world.pve_cafile)
-    config = dict(world.pve.vm(vmid).config)
-    api.nodes(node).qemu(vmid).delete()
-    wait_for_tasks(world.pve)
-    assert world.pve.vm(vmid) is None
-    for key, value in config.items():
-        volume = tool.parse_volume(value) if tool.parse_disk(key, value) or key.startswith('unused') else None
-        if volume and volume[2]:
-            (world.vol1 if volume[0] == 'ONTAP01' else world.vol2).path.joinpath(volume[2]).unlink()
-
-
 @pytest.fixture
 def vm101(world):
     """VM 101 with a NIC, an SMBIOS uuid, a vmgenid and onboot, as PVE makes VMs."""
@@ -183,7 +164,7 @@ def test_as_new_brings_back_a_destroyed_vm_whose_disks_hold_the_snapshots_bytes(
     # not registered as its unused disks, the clones outlive the VM (registered ones go with it)
     stamp = snapshot_of(world, 101, '-no-register')
     snapshot_bytes = world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').read_bytes()
-    destroy(world, 101, 'pve2')
+    destroy_vm(world, 101, 'pve2')
     result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201)
     assert result.code == 0, result.err
     new = world.pve.vm(201)
@@ -218,7 +199,7 @@ def test_as_new_brings_back_a_destroyed_vm_from_the_storage_snapshot_that_record
     assert result.code == 0, result.err
     (name,) = world.vol1.snapshots
     snapshot_bytes = world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes()
-    destroy(world, 101, 'pve2')
+    destroy_vm(world, 101, 'pve2')
 
     result = world.run('vm', 'restore', '-vm', 101, '-storage-snapshot', name, '-as-new', 203)
 
@@ -241,7 +222,7 @@ def test_as_new_refuses_an_id_pve_already_uses(world, vm101):
 def test_as_new_refuses_a_gone_vm_whose_snapshot_saved_no_config(world, vm101):
     live = world.disk(world.vol1, 101, 'vm-101-disk-0.raw')
     world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{ORIGINAL_STAMP}.raw').write_bytes(live.read_bytes())
-    destroy(world, 101, 'pve2')
+    destroy_vm(world, 101, 'pve2')
     before = world.state()
     result = world.run('vm', 'restore', '-vm', 101, '-snapshot', ORIGINAL_STAMP, '-as-new', 201)
     assert result.code == 1

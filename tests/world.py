@@ -26,6 +26,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+import proxmoxer
 from ontap_emulator import NEWEST_RELEASE, OntapEmulator
 
 import pve_ontap_snapshot as tool
@@ -133,6 +134,22 @@ def add_vm_on_both_clusters(world, vmid, node='pve1', status='running', older=()
             world.disk(vol, vmid, f'vm-{vmid}-disk-{n}-snapshot-{stamp}.raw').write_bytes(data)
         config[f'scsi{n}'] = f'{sid}:{vmid}/{name},size=4K'
     return world.pve.add_vm(vmid, f'vm{vmid}', node=node, status=status, config=config)
+
+
+def destroy_vm(world, vmid, node):
+    """Destroy a VM through the PVE API as an admin would, the files of its disks and unused disks
+    going with it (as PVE's destroy removes every volume its config names, on NFS too; fakepve
+    only forgets its records of them). Files it does not name stay: destroy-unreferenced-disks
+    is off by default in the API (qemu-server API2/Qemu.pm destroy_vm)."""
+    api = proxmoxer.ProxmoxAPI(world.pve_host, user=PVE_USER, password=PVE_PASSWORD, verify_ssl=world.pve_cafile)
+    config = dict(world.pve.vm(vmid).config)
+    api.nodes(node).qemu(vmid).delete()
+    wait_for_tasks(world.pve)
+    assert world.pve.vm(vmid) is None
+    for key, value in config.items():
+        volume = tool.parse_volume(value) if tool.parse_disk(key, value) or key.startswith('unused') else None
+        if volume and volume[2]:
+            (world.vol1 if volume[0] == 'ONTAP01' else world.vol2).path.joinpath(volume[2]).unlink()
 
 
 def pve_reads_nfs_directories(world):

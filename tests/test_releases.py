@@ -121,6 +121,23 @@ def test_a_vm_snapshot_puts_the_saved_config_back_with_its_disks(world):
     expect_refused(world)
 
 
+def test_running_vms_share_one_capture_per_volume_and_doctor_try_clears_what_a_run_left(world):
+    world.pve.vm(101).status = 'running'
+    world.a.add_snapshot('proxmox_storage01', 'pve_ontap_leftover_capture_2024-03-13_14:40:00+0000_vm100',
+                         create_time='2024-03-13T14:42:47+00:00')
+
+    made = world.run('vm', 'create', '-vm', 100, 101, '-no-register')
+    doctor = world.run('doctor', '-try', '-storage', 'ONTAP01')
+
+    assert made.code == 0, made.err
+    assert doctor.code == 0, doctor.out
+    captures = {r['body']['name'] for r in world.a.requests if r['method'] == 'POST' and r['path'].endswith('/snapshots')
+                and r['body']['name'].startswith(tool.CAPTURE_PREFIX)}
+    assert len(captures) == 1 and captures.pop().endswith('_all')
+    assert len(world.clones(world.vol1, 101)) == 1
+    assert not [name for name in world.vol1.snapshots if name.startswith('pve_ontap_')]
+
+
 def test_storage_snapshots_are_made_listed_shown_and_deleted(world):
     created = world.run('storage', 'create', '-storage', 'ONTAP01')
     (name,) = tool_snapshots(world.vol1)

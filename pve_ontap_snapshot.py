@@ -7,7 +7,7 @@ ONTAP can do better underneath it, and this tool asks it to:
 
   vm create        file-clone every disk image of a VM on the storage itself (instant, no
                    extra space, raw or qcow2): a VM snapshot, named by its UTC stamp,
-                   with the VM's config and a manifest saved beside the clones.
+                   with a manifest, the VM's config in it, saved beside the clones.
                    Optionally pause, freeze, suspend or shut down the guest for it.
   vm list          list a VM's snapshots, and how consistent each is.
   vm delete        delete one of them.
@@ -15,7 +15,7 @@ ONTAP can do better underneath it, and this tool asks it to:
                    or to their state in a storage snapshot, leaving every other VM alone;
                    -as-new NEWID: a new VM from one, also of a VM destroyed since.
   storage create   take an ONTAP snapshot of the volume behind a PVE NFS storage, with
-                   the config and a manifest of every guest on it.
+                   a manifest, its config in it, of every guest on it.
   storage list     list this tool's snapshots of that volume (oldest first), and how
                    many guests each holds, how consistent.
   storage show     show the backing volume's metadata.
@@ -91,7 +91,7 @@ CLONE_STORAGE_SUFFIX = '-CLONE'
 # A VM snapshot is the set of disk clones of one run: <stem>-snapshot-<stamp><ext> (the
 # original's name). Before a restore, the live disks are cloned to a pre-restore set.
 SET_KINDS = {'snapshot': 'snapshot', 'prerestore': 'pre-restore'}
-# A storage snapshot's records: each guest's config and manifest, at the volume's root.
+# A storage snapshot's records: each guest's manifest (its config in it), at the volume's root.
 STORAGE_RECORD_DIR = 'pve-ontap-snapshot'
 
 CONFIG_SEARCH_PATH = ('config.ini', '/etc/pve-ontap-snapshot/config.ini')
@@ -2053,10 +2053,11 @@ def manifest_config(data):
     return config if isinstance(config, str) else None
 
 
-# What a storage snapshot holds: every guest with a disk on the storage has its config and a
-# manifest in STORAGE_RECORD_DIR/ at the volume's root (outside images/, so PVE never takes them
-# for volumes), written just before the snapshot, so that `.snapshot/<name>/pve-ontap-snapshot/`
-# says what each snapshot holds and how consistent each guest is in it.
+# What a storage snapshot holds: every guest with a disk on the storage has a manifest (its
+# config in it; earlier builds wrote a .conf beside it) in STORAGE_RECORD_DIR/ at the volume's
+# root (outside images/, so PVE never takes them for volumes), written just before the
+# snapshot, so that `.snapshot/<name>/pve-ontap-snapshot/` says what each snapshot holds and
+# how consistent each guest is in it.
 STORAGE_RECORD_FILE = re.compile(r'^(?P<prefix>vm|ct)-(?P<vmid>\d+)(?:\.conf|\.(?P<consistency>'
                                  + '|'.join(CONSISTENCIES) + r')\.manifest\.json)$')
 GUEST_TYPES = {'vm': 'qemu', 'ct': 'lxc'}
@@ -4330,8 +4331,8 @@ def read_guest_configs(ctx):
 
 
 def storage_records(ctx, storage, name, guests, configs, held):
-    """{file name: data} for STORAGE_RECORD_DIR: the config and manifest of every guest with a
-    disk, mount point or unused disk on `storage`, its consistency as planned (`held`: the
+    """{file name: data} for STORAGE_RECORD_DIR: the manifest (its config in it) of every guest
+    with a disk, mount point or unused disk on `storage`, its consistency as planned (`held`: the
     HeldGuests of -freeze/-pause). The volumes of the other storages its disks are on are
     looked up now, before any thread starts."""
     on_storage = [guests[vmid] for vmid, config in sorted(configs.items()) if storage in vm_storages(config)]

@@ -614,6 +614,27 @@ def test_the_official_client_writes_a_new_file_as_multipart_data(emu, vol, conn)
     assert (vol.path / 'images/100/notes.txt').read_bytes() == b'written by the client'
 
 
+def test_the_official_client_reads_a_files_data_as_multipart(emu, vol, conn):
+    # What vm restore does to read a saved config: GET …/files/{path}?byte_offset&length with
+    # Accept: multipart/form-data (netapp_ontap resources/file_info.py, "File data"); the
+    # client parses such an answer into response_parts.
+    conn.session.headers['Accept'] = 'multipart/form-data'
+    record = FileInfo(vol.uuid, DISK)
+    record.get(byte_offset=0, length=6)
+
+    assert [part['content'] for part in record.response_parts] == [b'disk-0']
+
+
+def test_the_official_client_lists_a_directory_inside_a_snapshot(emu, vol, conn):
+    # What storage list does to count a snapshot's guests (inside .snapshot/: unconfirmed, ref §13).
+    Snapshot(vol.uuid, name=SNAP).post()
+    (vol.path / 'images/100/notes.txt').write_bytes(b'after the snapshot')
+
+    listed = {f.name for f in FileInfo.get_collection(vol.uuid, f'.snapshot/{SNAP}/images/100')}
+
+    assert 'vm-100-disk-0.raw' in listed and 'notes.txt' not in listed
+
+
 def test_the_official_client_reads_the_installed_licences(emu, conn):
     def licensed():
         return {package.name: package.state for package in

@@ -1175,6 +1175,18 @@ def ontap_make_directory(ontap, volume, path):
                 what=f'create the directory {path} in volume {volume.name}')
 
 
+def ontap_ensure_directory(ontap, volume, path):
+    """Create the directory `path` unless it exists. A refusal is read back (a directory there
+    now is all that was wanted); a lost answer is settled as every change is (change_file)."""
+    if ontap_file_exists(ontap, volume, path):
+        return
+    try:
+        change_file(ontap, volume, 'POST', path, lambda: ontap_make_directory(ontap, volume, path), True)
+    except OntapError:
+        if ontap.dry_run or not ontap_file_exists(ontap, volume, path):
+            raise
+
+
 def ontap_files_in(ontap, volume, path):
     """The names of the files in a volume directory, or None if there is no such directory."""
     try:
@@ -1225,19 +1237,6 @@ def ontap_read_file(ontap, volume, path, size):
     if part is None:
         raise OntapError(f'ONTAP {ontap.host}: read {path} in volume {volume.name}: the answer holds no data')
     return part.get_payload(decode=True) or b''
-
-
-def ontap_make_dir(ontap, volume, path):
-    """Create a directory unless it exists (POST …/files/{path} {"type": "directory"}, ref §10).
-    A refusal or a lost answer is read back: a directory there now is all that was wanted."""
-    if ontap_file_exists(ontap, volume, path):
-        return
-    try:
-        ontap.send('POST', files_url(volume, path), body={'type': 'directory', 'unix_permissions': 755},
-                   what=f'create directory {path} in volume {volume.name}')
-    except (OntapError, OutcomeUnknown) as exc:
-        if ontap.dry_run or not ontap_file_exists(ontap, volume, path):
-            raise OntapError(f'{exc}; it is not there') from exc
 
 
 def ontap_first_image(ontap, volume):
@@ -1359,9 +1358,14 @@ class Pve:
 
     def wait_for_task(self, upid, what):
         """Poll the task until it stopped; OK or WARNINGS is success, else its exit status.
-        A task still running after task_timeout has an unknown outcome: it goes on."""
+        A task still running after task_timeout has an unknown outcome: it goes on. So has one
+        whose status cannot be read: the task runs on whatever became of the read."""
         def stopped():
-            status = self.call('get', f'nodes/{upid_node(upid)}/tasks/{upid}/status', what)
+            try:
+                status = self.call('get', f'nodes/{upid_node(upid)}/tasks/{upid}/status', what)
+            except ProxmoxError as exc:
+                raise OutcomeUnknown(f'{exc}; its task {upid} could not be followed', what, upid,
+                                     f'Proxmox {self.host}') from exc
             if status.get('status') != 'stopped':
                 return False
             exitstatus = status.get('exitstatus', 'unexpected status')
@@ -1845,9 +1849,10 @@ def parse_set_file(storage, directory, name, size=0):
                    stamp=found['stamp'], ext=found['ext'], size=size or 0)
 
 
-def record_path(vmid, stamp, consistency):
-    """The manifest of a VM snapshot: images/<vmid>/vm-<vmid>-snapshot-<stamp>.<consistency>.manifest.json."""
-    return f'images/{vmid}/vm-{vmid}-snapshot-{stamp}.{consistency}.manifest.json'
+def record_path(vmid, stamp, consistency, kind='snapshot'):
+    """The manifest of a VM snapshot: images/<vmid>/vm-<vmid>-snapshot-<stamp>.<consistency>.manifest.json
+    (…-prerestore-… for a pre-restore snapshot)."""
+    return f'images/{vmid}/vm-{vmid}-{kind}-{stamp}.{consistency}.manifest.json'
 
 
 def set_consistency(files):
@@ -3533,12 +3538,14 @@ def register_clones(ctx, view, clones):
     return {**config, **changes}
 
 
-def save_snapshot_records(ctx, view, stamp, consistency):
+def save_snapshot_records(ctx, view, stamp, consistency, kind='snapshot', config=None):
     """Write the snapshot's manifest, with the VM's config in it (guest_manifest), beside its
     clones in images/<vmid>/ of the storage of its first ONTAP disk: one request per VM, and
     the set is found by its stamp on every storage of the VM anyway. The config is the node's
     .conf file on a PVE node, else rebuilt from the API's (config_text). A write of unknown
-    outcome is read back: is the file there? A Failure says it was not saved."""
+    outcome is read back: is the file there? A Failure says it was not saved. `kind` and
+    `config`: those of a pre-restore snapshot, the VM's config read then."""
+    config = view.config if config is None else config
     storage = view.disks[0].storage
     ontap, volume, _ = ctx.storage_volume(storage)
     raw = read_node_config(view.vm)
@@ -3546,11 +3553,11 @@ def save_snapshot_records(ctx, view, stamp, consistency):
     for disk in view.disks:
         disk_ontap, disk_volume, _ = ctx.storage_volume(disk.storage)
         volumes[disk.storage] = (disk_ontap.host, disk_volume.svm, disk_volume.name)
-    manifest = guest_manifest(view.vm, view.disks, view.config, stamp, consistency, volumes,
-                              raw if raw is not None else config_text(view.config).encode(),
+    manifest = guest_manifest(view.vm, view.disks, config, stamp, consistency, volumes,
+                              raw if raw is not None else config_text(config).encode(),
                               node_config_path(view.vm) if raw is not None else 'api', tool_version(),
-                              {disk.key: set_file_path(disk.path, stamp) for disk in view.disks})
-    path = record_path(view.vmid, stamp, consistency)
+                              {disk.key: set_file_path(disk.path, stamp, kind) for disk in view.disks})
+    path = record_path(view.vmid, stamp, consistency, kind)
     try:
         change_file(ontap, volume, 'POST', path, lambda: ontap_write_file(ontap, volume, path, manifest.encode()),
                     True)
@@ -3874,15 +3881,16 @@ def cmd_vm_delete(ctx, args):
     log.info('VM %s: snapshot %s deleted (%d file(s))', args.vm, args.snapshot, len(files))
 
 
-def restore_sources(ctx, view, sets, stamp, name):
+def restore_sources(ctx, view, sets, stamp, name, need_config):
     """([(disk, source path)] for each disk to restore, from the set `stamp` or from the storage
-    snapshot `name`, what the source is called, [disks it has no copy of], its saved config or None)."""
+    snapshot `name`, what the source is called, [disks it has no copy of], its saved config or None).
+    A saved config that cannot be read stops the restore only if it is to be put back (`need_config`)."""
     if stamp:
         files = find_set(view, sets, stamp)
         pairs, missing, _ = match_set_to_disks(view.disks, [f for f in files if not f.is_record])
         sources = [(disk, file.path) for disk, file in pairs]
         origin = f'snapshot {stamp}'
-        saved = set_config(ctx, files)
+        saved = read_or_warn(view, origin, need_config, lambda: set_config(ctx, files))
     else:
         holding = storages_with_snapshot(ctx, view, name)
         sources, missing = [], []
@@ -3894,13 +3902,26 @@ def restore_sources(ctx, view, sets, stamp, name):
             else:
                 missing.append(disk)
         origin = f'storage snapshot {name}'
-        saved = storage_snapshot_config(ctx, view.vmid, name, [storage for storage in holding if holding[storage]])
+        saved = read_or_warn(view, origin, need_config, lambda: storage_snapshot_config(
+            ctx, view.vmid, name, [storage for storage in holding if holding[storage]]))
     for disk in missing:
         log.warning('VM %s: %s has no copy of disk %s (%s); it stays as it is', view.vmid, origin, disk.key,
                     disk.volid)
     if not sources:
         raise Failure(f'VM {view.vmid}: {origin} holds none of its current disks')
     return sources, origin, missing, saved
+
+
+def read_or_warn(view, origin, need_config, read):
+    """read() the config a snapshot saved; if that fails, a warning and None, unless it is needed."""
+    try:
+        return read()
+    except Failure as exc:
+        if need_config:
+            raise
+        log.warning('VM %s: the config %s saved could not be read (%s): its disks are restored all the same, and '
+                    'the plan shows no difference of configs', view.vmid, origin, exc)
+        return None
 
 
 def read_saved_config(ctx, storage, path, size=None):
@@ -3989,6 +4010,21 @@ def restore_disks(ctx, view, sources, undo_stamp, window):
     raise Failure(f'VM {vmid}: restore failed, every disk is as it was ({remove_clones(ctx, undo)}): {reason}')
 
 
+def save_config_for_undo(ctx, view, undo_stamp, needed):
+    """Save the VM's config as it is now with the pre-restore snapshot (its manifest), so that
+    restoring that one -with-config undoes a config put back too. None, or, where the config is
+    to be put back (`needed`), the Failure that keeps it from being put back; else a warning."""
+    try:
+        save_snapshot_records(ctx, view, undo_stamp, 'shutdown', 'prerestore', pve_vm_config(ctx.pve, view.vm))
+    except Failure as exc:
+        if needed:
+            return Failure(f'its config was not put back: the current one could not be saved with pre-restore '
+                           f'snapshot {undo_stamp} to undo it ({exc})')
+        log.warning('VM %s: its config could not be saved with pre-restore snapshot %s: %s', view.vmid, undo_stamp,
+                    exc)
+    return None
+
+
 def restore_state(overwrites, key):
     """Which disks a restore overwrote, which it did not, and which ONTAP may still overwrite."""
     parts = [f'{key[outcome.item[2]]} {phrase}' for outcome, phrase in
@@ -4023,7 +4059,8 @@ def cmd_vm_restore(ctx, args):
     view = gather_vm(ctx, args.vm)
     with storage_locks(ctx, view.storages) as locks:
         sets = gather_sets(ctx, view)
-        sources, origin, missing, saved = restore_sources(ctx, view, sets, args.snapshot, args.storage_snapshot)
+        sources, origin, missing, saved = restore_sources(ctx, view, sets, args.snapshot, args.storage_snapshot,
+                                                         args.with_config)
         if args.with_config and saved is None:
             raise Failure(f'VM {view.vmid}: {origin} holds no saved config (made before snapshots carried one): '
                           '-with-config has nothing to put back; restore the disks without it')
@@ -4042,9 +4079,15 @@ def cmd_vm_restore(ctx, args):
         with STOP.held():
             with VmWindow(ctx, view, 'shutdown' if running else None, status) as window:
                 restore_disks(ctx, view, sources, undo_stamp, window)
-                if args.with_config:
+                undone = save_config_for_undo(ctx, view, undo_stamp, args.with_config)
+                if args.with_config and undone:
+                    window.problems.append(undone)
+                elif args.with_config:
                     try:
                         put_config_back(ctx, view, saved)
+                    except OutcomeUnknown as exc:
+                        window.leave_down('a change of its config may still be under way')
+                        window.problems.append(Failure(f'whether its config was put back is unknown: {exc}'))
                     except Failure as exc:
                         window.problems.append(Failure(f'its config was not put back: {exc}'))
             if window.problems:
@@ -4102,12 +4145,17 @@ def put_config_back(ctx, view, saved):
     try:
         pve_set_vm_config(ctx.pve, view.vm, 'put the saved config back', **params)
     except OutcomeUnknown as exc:
-        after = pve_vm_config(ctx.pve, view.vm)
+        # A change waiting for PVE's config lock may still land after a read-back that found
+        # the config as it was: only the saved config found there settles it.
+        try:
+            after = pve_vm_config(ctx.pve, view.vm)
+        except Failure as again:
+            raise OutcomeUnknown(f'{exc}; reading the config back failed too ({again})', exc.what,
+                                 where=exc.where) from exc
         if config_change(after, saved) == ({}, []):
             return
-        if after.get('digest') == current.get('digest'):
-            raise ProxmoxError(f'{exc}; read back: the config is as it was') from exc
-        raise
+        raise OutcomeUnknown(f'{exc}; the config read back is not the saved one yet: check it (qm config '
+                             f'{view.vmid}) once no task of VM {view.vmid} runs', exc.what, where=exc.where) from exc
     log.info('VM %s: config put back (%d key(s) set, %d deleted)', view.vmid, len(changes), len(deletes))
 
 
@@ -4138,7 +4186,7 @@ def restore_as_new(ctx, vmid, newid, stamp, name):
     with storage_locks(ctx, storages), STOP.held():
         for storage in storages:
             ontap, volume, _ = ctx.storage_volume(storage)
-            ontap_make_dir(ontap, volume, f'images/{newid}')
+            ontap_ensure_directory(ontap, volume, f'images/{newid}')
         made = settle_clones(ctx, clone_each(ctx, new.clones))
         if any(outcome.state != 'done' for outcome in made):
             raise Failure(f'VM {newid} not created: copying its disks from {new.origin} failed: '

@@ -55,7 +55,8 @@ def test_a_vm_snapshot_is_made_listed_restored_and_deleted(world):
     assert (made.code, restored.code, deleted.code) == (0, 0, 0), made.err + restored.err + deleted.err
     assert disk.read_bytes() == original
     assert [(s['kind'], s['complete']) for s in listed] == [('snapshot', True), ('pre-restore', True)]
-    assert world.files(world.vol1, 101) == sorted([VM101_DISK, f'vm-101-disk-0-prerestore-{listed[1]["stamp"]}.raw'])
+    assert world.files(world.vol1, 101) == sorted([VM101_DISK, f'vm-101-disk-0-prerestore-{listed[1]["stamp"]}.raw',
+                                                   f'vm-101-prerestore-{listed[1]["stamp"]}.shutdown.manifest.json'])
     expect_refused(world)
 
 

@@ -8,6 +8,7 @@ import pytest
 from world import (
     ORIGINAL_STAMP,
     destroy_vm,
+    drop_pve_request,
     lose_pve_answer,
     pve_detaches_disks,
     pve_reads_nfs_directories,
@@ -151,6 +152,21 @@ def test_with_config_puts_the_saved_config_back_and_keeps_a_disk_added_since_as_
     assert added.read_bytes() == b'added since'
 
 
+def test_the_pre_restore_snapshot_undoes_a_config_put_back_too(world, vm101):
+    stamp = snapshot_of(world, 101, '-no-register')
+    vm101.config['memory'] = '4096'
+    assert world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-yes').code == 0
+    assert str(vm101.config['memory']) == '1024'
+    listed = tool.json.loads(world.run('-output', 'json', 'vm', 'list', '-vm', 101).out)
+    (undo,) = [s for s in listed if s['kind'] == 'pre-restore']
+    assert undo['consistency'] == 'shutdown'
+
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', undo['stamp'], '-with-config', '-yes')
+
+    assert result.code == 0, result.err
+    assert str(vm101.config['memory']) == '4096'
+
+
 def test_with_config_is_refused_for_a_snapshot_that_saved_no_config(world):
     seed_history(world)
     before = world.state()
@@ -250,6 +266,58 @@ def test_a_create_that_pve_refuses_takes_its_clones_back(world, vm101):
     assert result.code == 1
     assert 'VM 201 not created' in result.err.splitlines()[-1] and 'removed the 1 clone(s)' in result.err
     assert world.files(world.vol1, 201) == [] and world.pve.vm(201) is None
+
+
+def test_a_create_whose_task_cannot_be_followed_leaves_its_disks_and_says_so(world, vm101):
+    stamp = snapshot_of(world)
+    lose_pve_answer(world.pve, 'GET', '/status')        # every read of a task's status
+
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201)
+
+    assert result.code == 1
+    (line,) = [line for line in result.err.splitlines() if line.startswith('ERROR')]
+    assert 'could not be followed' in line and 'its disks are left' in line, line
+    # the create went through: nothing of it was taken back on a guess
+    assert world.pve.vm(201) is not None and world.files(world.vol1, 201) == ['vm-201-disk-0.raw']
+
+
+def test_a_saved_config_that_cannot_be_read_leaves_a_plain_restore_to_go_on(world, vm101):
+    stamp = snapshot_of(world)
+    world.disk(world.vol1, 101, 'vm-101-disk-0.raw').write_bytes(b'changed since')
+    world.a.fail('GET', r'snapshot-.*manifest\.json', status=500, message='injected', times=None)
+
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-yes')
+    refused = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-yes')
+
+    assert result.code == 0, result.err
+    assert 'could not be read' in result.err
+    assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() != b'changed since'
+    assert refused.code == 1 and 'injected' in refused.err.splitlines()[-1]
+
+
+def test_a_config_change_whose_answer_is_lost_leaves_the_vm_down_unless_it_is_read_back(world, vm101):
+    stamp = snapshot_of(world)
+    vm101.status = vm101.qmpstatus = 'running'
+    vm101.config['memory'] = '4096'
+    lose_pve_answer(world.pve, 'PUT', '/qemu/101/config')
+    # the change is carried out: read back, it is the saved config, and the VM runs again
+    done = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-shutdown', '-yes')
+    assert done.code == 0, done.err
+    assert str(vm101.config['memory']) == '1024' and vm101.status == 'running'
+
+
+def test_a_config_change_of_unknown_outcome_leaves_the_vm_stopped_and_says_so(world, vm101):
+    stamp = snapshot_of(world)
+    vm101.status = vm101.qmpstatus = 'running'
+    vm101.config['memory'] = '4096'
+    drop_pve_request(world.pve, 'PUT', '/qemu/101/config')
+
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-shutdown', '-yes')
+
+    assert result.code == 1
+    (line,) = [line for line in result.err.splitlines() if line.startswith('ERROR')]
+    assert 'restored from' in line and 'whether its config was put back is unknown' in line, line
+    assert vm101.status == 'stopped' and str(vm101.config['memory']) == '4096'
 
 
 def test_a_create_whose_answer_is_lost_is_read_back(world, vm101):

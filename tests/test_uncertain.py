@@ -7,6 +7,8 @@ import json
 
 from world import VM100_ONTAP_DISKS, cloning, wait_for_tasks
 
+import pve_ontap_snapshot as tool
+
 STAMP = '2024-03-12_10:00:00+0000'
 LIVE = 'images/101/vm-101-disk-0.raw'
 THEN = b'then' * 2048
@@ -25,7 +27,7 @@ def running_db(world):
 
 
 def prerestore_files(world, vmid=101):
-    return [name for name in world.files(world.vol1, vmid) if '-prerestore-' in name]
+    return [name for name in world.files(world.vol1, vmid) if '-prerestore-' in name and tool.SET_FILE.match(name)]
 
 
 def snapshot_files(world, vmid=100):

@@ -207,6 +207,20 @@ def lose_pve_answer(pve, method, path):
     pve._answer = answer
 
 
+def drop_pve_request(pve, method, path):
+    """fakepve resets the connection of every `method` request whose path ends with `path`
+    before serving it: to the tool an answer lost after the request went out, of a change that
+    was not made."""
+    original = pve._answer
+
+    async def answer(request, *rest):
+        if request.method == method and request.path.endswith(path):
+            request.transport.close()
+            raise ConnectionResetError('test world: the request was dropped')
+        return await original(request, *rest)
+    pve._answer = answer
+
+
 # The names the README's examples use, as if the original tool had made them before.
 ORIGINAL_STAMP = '2024-03-13_14:42:47+0000'
 OLD_SNAPSHOT = f'proxmox_snapshot_{ORIGINAL_STAMP}'

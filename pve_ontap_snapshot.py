@@ -2322,7 +2322,14 @@ def ontap_release(version):
 # /cluster/status needs Sys.Audit on / (pve-manager API2/Cluster.pm, get_status).
 PRIVILEGE_GROUPS = ('every command', 'vm list, vm restore', 'vm create', 'vm create -suspend',
                     'vm create -shutdown, vm restore -shutdown', 'vm create -freeze', 'vm delete, vm create -keep',
-                    'storage restore', 'storage mount', 'storage unmount')
+                    'vm restore -as-new', 'vm restore -with-config', 'storage create', 'storage restore',
+                    'storage mount', 'storage unmount')
+# The privileges PVE checks for the keys of an ordinary VM config (boot takes VM.Config.Disk), the
+# same on PVE 8 and 9 (qemu-server API2/Qemu.pm, check_vm_modify_config_perm and its $cpuoptions,
+# $memoryoptions, $hwtypeoptions, $generaloptions, $diskoptions; pve-access-control
+# AccessControl.pm, $privgroups: the VM.Config.* names are the same on stable-bookworm and master).
+VM_CONFIG_PRIVILEGES = ('VM.Config.CPU', 'VM.Config.Memory', 'VM.Config.Network', 'VM.Config.HWType',
+                        'VM.Config.Options', 'VM.Config.Disk')
 
 
 def required_privileges(group, pve_major):
@@ -2338,6 +2345,11 @@ def required_privileges(group, pve_major):
         # PVE 9 split VM.Monitor up: qemu-server API2/Qemu/Agent.pm, commit b92a40ce (2025-07-17)
         agent = [vms('VM.GuestAgent.Audit', 'VM.GuestAgent.Unrestricted'),
                  vms('VM.GuestAgent.FileSystemMgmt', 'VM.GuestAgent.Unrestricted')]
+    # A netN's bridge: SDN.Use on /sdn/zones/<zone>/<bridge> (a plain bridge's zone is
+    # localnetwork; /<tag> for a VLAN tag), on PVE 8 and 9 (pve-guest-common GuestHelpers.pm,
+    # check_vnet_access, since 2023-06; qemu-server QemuServer.pm, check_bridge_access).
+    bridges = ('/sdn/zones', ('SDN.Use',), True)
+    config = [vms(name) for name in VM_CONFIG_PRIVILEGES]
     return {
         'every command': [('/storage/{storage}', ('Datastore.Audit', 'Datastore.AllocateSpace'), False)],
         'vm list, vm restore': [audit],
@@ -2346,6 +2358,21 @@ def required_privileges(group, pve_major):
         'vm create -shutdown, vm restore -shutdown': [audit, power],
         'vm create -freeze': [audit] + agent,
         'vm delete, vm create -keep': [audit, disk, allocate_space],  # PVE frees a registered clone
+        # POST /nodes/{node}/qemu (qemu-server API2/Qemu.pm, create_vm): VM.Allocate on
+        # /vms/NEWID, then check_vm_modify_config_perm for the keys it sets (drives skipped
+        # there; ci* keys take VM.Config.Cloudinit or VM.Config.Network, so Network will do);
+        # the disks are volumes NEWID owns, which check_volume_access lets through without a
+        # Datastore privilege (pve-storage Storage.pm), and a cloud-init drive is made unchecked
+        # (Qemu.pm, $check_storage_access: "nothing to check").
+        'vm restore -as-new': [audit, vms('VM.Allocate')] + config + [bridges],
+        # PUT .../config (Qemu.pm, update_vm_api): check_vm_modify_config_perm for the keys set
+        # and deleted; a drive's own check ($check_drive_perms): a disk VM.Config.Disk, a CD drive
+        # VM.Config.CDROM, a cloud-init drive VM.Config.Cloudinit and VM.Config.CDROM.
+        'vm restore -with-config': [audit] + config + [vms('VM.Config.CDROM'), vms('VM.Config.Cloudinit'),
+                                                       bridges],
+        # Every guest's config, to record it: GET .../config needs VM.Audit on /vms/{vmid}
+        # (Qemu.pm, vm_config); a guest it may not see is left out of the records.
+        'storage create': [audit],
         'storage restore': [audit],                                 # seeing every guest on the storage
         'storage mount': [('/storage', ('Datastore.Allocate',), False), ('/', ('Sys.Audit',), False)],
         'storage unmount': [('/storage', ('Datastore.Allocate',), True), audit],

@@ -9,15 +9,19 @@ import time
 from pathlib import Path
 
 import pytest
-from world import ONTAP_B_PASSWORD, ONTAP_PASSWORD, PVE_PASSWORD, closed_port
+from world import ONTAP_B_PASSWORD, ONTAP_PASSWORD, PVE_PASSWORD, closed_port, pve_reads_nfs_directories
 
 import pve_ontap_snapshot as tool
 
 SNAP_USER, SNAP_PASSWORD = 'snap@pve', 'snap-Secr3t'
 # What the README's least-privilege role holds on PVE 9.
+VM_CONFIG = ('VM.Config.CPU', 'VM.Config.Memory', 'VM.Config.Network', 'VM.Config.HWType', 'VM.Config.Options',
+             'VM.Config.CDROM', 'VM.Config.Cloudinit')
 ROLE = {'/': ('Sys.Audit',),
-        '/vms': ('VM.Audit', 'VM.PowerMgmt', 'VM.Config.Disk', 'VM.GuestAgent.Audit', 'VM.GuestAgent.FileSystemMgmt'),
-        '/storage': ('Datastore.Allocate', 'Datastore.AllocateSpace', 'Datastore.Audit')}
+        '/vms': ('VM.Audit', 'VM.PowerMgmt', 'VM.Config.Disk', 'VM.GuestAgent.Audit', 'VM.GuestAgent.FileSystemMgmt',
+                 'VM.Allocate', *VM_CONFIG),
+        '/storage': ('Datastore.Allocate', 'Datastore.AllocateSpace', 'Datastore.Audit'),
+        '/sdn/zones': ('SDN.Use',)}
 
 
 def doctor(world, *argv):
@@ -218,10 +222,18 @@ def test_a_node_offline_and_a_cluster_without_quorum(world):
 
 
 def test_the_least_privilege_role_passes(world):
+    readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
+    role = re.search(r'# PVE 9\b.*\npveum role add PVEOntapSnapshot -privs "([^"]+)"', readme)[1].split(',')
+    assert sorted(role) == sorted(p for privileges in ROLE.values() for p in privileges)   # ROLE is the README's
     as_user(world)
     result, lines = doctor(world)
     assert result.code == 0, result.out
     assert all(status == 'ok' for check, (status, _) in lines.items() if check.startswith('privileges'))
+    for group in ('vm restore -as-new', 'vm restore -with-config', 'storage create'):
+        assert lines[f'privileges for {group}'][0] == 'ok'
+    assert lines['privileges for vm restore -as-new'][1] == (
+        f'{SNAP_USER} holds VM.Audit, VM.Allocate, VM.Config.CPU, VM.Config.Memory, VM.Config.Network, '
+        'VM.Config.HWType, VM.Config.Options, VM.Config.Disk on /vms; SDN.Use on /sdn/zones')
 
 
 def test_a_missing_privilege_is_named_for_each_command_that_needs_it(world):
@@ -237,6 +249,67 @@ def test_a_missing_privilege_is_named_for_each_command_that_needs_it(world):
                 'Least privilege)'))
 
 
+def test_a_user_without_vm_allocate_is_warned_for_restore_as_new_only(world):
+    as_user(world, without=('VM.Allocate',))
+
+    result, lines = doctor(world)
+
+    assert result.code == 0
+    assert {check for check, (status, _) in lines.items() if status == 'warn'} == {'privileges for vm restore -as-new'}
+    assert lines['privileges for vm restore -as-new'] == (
+        'warn', (f'{SNAP_USER} lacks VM.Allocate on /vms; fix: grant it if you use these commands (README, '
+                'Least privilege)'))
+
+
+def test_a_user_who_may_not_use_the_bridges_is_warned_for_a_new_vm_and_a_restored_config(world):
+    as_user(world, role={path: privileges for path, privileges in ROLE.items() if path != '/sdn/zones'})
+    _, lines = doctor(world)
+    assert {check for check, (status, _) in lines.items() if status == 'warn'} == {
+        'privileges for vm restore -as-new', 'privileges for vm restore -with-config'}
+    for group in ('vm restore -as-new', 'vm restore -with-config'):
+        assert lines[f'privileges for {group}'][1].startswith(f'{SNAP_USER} lacks SDN.Use on /sdn/zones;')
+
+
+def test_a_user_without_the_cd_privilege_is_warned_for_restoring_a_config_only(world):
+    as_user(world, without=('VM.Config.CDROM', 'VM.Config.Cloudinit'))
+    _, lines = doctor(world)
+    assert {check for check, (status, _) in lines.items() if status == 'warn'} == {
+        'privileges for vm restore -with-config'}
+    assert lines['privileges for vm restore -with-config'][1].startswith(
+        f'{SNAP_USER} lacks VM.Config.CDROM on /vms; VM.Config.Cloudinit on /vms;')
+
+
+def test_a_user_without_vm_audit_is_warned_that_storage_create_cannot_record_the_guests(world):
+    as_user(world, without=('VM.Audit',))
+    _, lines = doctor(world)
+    assert lines['privileges for storage create'] == (
+        'warn', (f'{SNAP_USER} lacks VM.Audit on /vms; fix: grant it if you use these commands (README, '
+                'Least privilege)'))
+
+
+def test_what_doctor_warns_of_for_restore_as_new_is_what_pve_refuses(world):
+    world.pve.vm(101).config.update(net0='virtio,bridge=vmbr0', name='db')
+    pve_reads_nfs_directories(world)
+    made = world.run('vm', 'create', '-vm', 101)     # as root, before any grant
+    assert made.code == 0, made.err
+    stamp = re.search(tool.STAMP_PATTERN, world.clones(world.vol1, 101)[-1])[0]
+    as_user(world, without=('VM.Allocate',))
+    _, lines = doctor(world)
+    assert lines['privileges for vm restore -as-new'][0] == 'warn'
+
+    refused = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201)
+
+    assert refused.code == 1 and 'VM 201 not created' in refused.err.splitlines()[-1]
+    assert 'Permission check failed' in refused.err.splitlines()[-1]
+    assert world.pve.vm(201) is None and world.files(world.vol1, 201) == []
+    world.pve.grant(SNAP_USER, '/vms', 'VM.Allocate')   # now the README role in full
+    _, lines = doctor(world)
+    assert lines['privileges for vm restore -as-new'][0] == 'ok'
+    created = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201)
+    assert created.code == 0, created.err
+    assert world.pve.vm(201).config['name'] == 'db'
+
+
 def test_without_datastore_audit_every_command_fails(world):
     as_user(world, without=('Datastore.Audit', 'Datastore.AllocateSpace'))
     result, lines = doctor(world)
@@ -250,7 +323,8 @@ def test_without_datastore_audit_every_command_fails(world):
 
 def test_pve_8_names_the_guest_agent_privilege_vm_monitor(world):
     world.pve.version = '8.2.4'
-    as_user(world, role=dict(ROLE, **{'/vms': ('VM.Audit', 'VM.PowerMgmt', 'VM.Config.Disk', 'VM.Monitor')}))
+    as_user(world, role=dict(ROLE, **{'/vms': ('VM.Audit', 'VM.PowerMgmt', 'VM.Config.Disk', 'VM.Monitor',
+                                               'VM.Allocate', *VM_CONFIG)}))
 
     result, lines = doctor(world)
 

@@ -4183,7 +4183,8 @@ def put_config_back(ctx, view, saved):
             return
         raise OutcomeUnknown(f'{exc}; the config read back is not the saved one yet: check it (qm config '
                              f'{view.vmid}) once no task of VM {view.vmid} runs', exc.what, where=exc.where) from exc
-    log.info('VM %s: config put back (%d key(s) set, %d deleted)', view.vmid, len(changes), len(deletes))
+    if not ctx.dry_run:
+        log.info('VM %s: config put back (%d key(s) set, %d deleted)', view.vmid, len(changes), len(deletes))
 
 
 # -- a new VM from a snapshot: vm restore -as-new
@@ -4272,7 +4273,7 @@ def plan_new_vm(ctx, vmid, newid, stamp, name):
                 ontap, volume, _ = ctx.storage_volume(disk.storage)
                 if ontap_file_exists(ontap, volume, f'.snapshot/{name}/{disk.path}'):
                     copies[(disk.storage, disk.file)] = f'.snapshot/{name}/{disk.path}'
-    lacking = [f'{disk.key} ({disk.volid}: {why})' for disk, why in disks_without_copy(ctx, disks, copies)]
+    lacking = [f'{disk.key} ({disk.volid}: {why})' for disk, why in disks_without_copy(ctx, disks, copies, config)]
     if lacking:
         raise Failure(f'VM {newid} would lack disks of VM {vmid}: {"; ".join(lacking)}; nothing was made')
     if not disks:
@@ -4301,10 +4302,19 @@ def reachable_storages(ctx):
     return found
 
 
-def disks_without_copy(ctx, disks, copies):
-    """(disk, why) for each disk that a new VM could not get a copy of."""
+def disks_without_copy(ctx, disks, copies, config):
+    """(disk, why) for each disk that a new VM could not get a copy of. A qcow2 disk of a VM with
+    PVE snapshots on a storage with snapshot-as-volume-chain (PVE 9) is the top of a chain whose
+    backing files are named relative to its directory, snap-<snapshot>-<file> beside it
+    (pve-storage src/PVE/Storage/Plugin.pm, get_snap_name and volume_snapshot_delete's rebase):
+    a copy in images/NEWID/ would find none of them."""
     for disk in disks:
-        if disk.storage not in ctx.config.storages:
+        if (disk.path and disk.path.endswith('.qcow2') and config.get('parent')
+                and ctx.storages().get(disk.storage, {}).get('snapshot-as-volume-chain')):
+            yield disk, ('a qcow2 disk with PVE snapshots as a volume chain (snapshot-as-volume-chain), whose '
+                         'backing files stay beside the old one, so it cannot be copied; delete the PVE snapshots '
+                         'first, or convert the disk by hand (qemu-img convert)')
+        elif disk.storage not in ctx.config.storages:
             yield disk, f'storage {disk.storage} has no section in {ctx.config.path}, so it cannot be copied'
         elif disk.path is None:
             yield disk, 'no image file, so it cannot be copied'
@@ -4469,8 +4479,9 @@ def save_storage_records(ctx, storage, records, unread):
     outcomes = run_parallel(apply, list(records.items()) + stale, at_once=not ctx.dry_run)
     failed = [outcome for outcome in outcomes if outcome.error]
     if not failed:
-        log.info('storage %s: %d guest(s) recorded in %s/%s', storage, len(records), STORAGE_RECORD_DIR,
-                 f', {len(stale)} file(s) of guests gone removed' if stale else '')
+        if not ctx.dry_run:
+            log.info('storage %s: %d guest(s) recorded in %s/%s', storage, len(records), STORAGE_RECORD_DIR,
+                     f', {len(stale)} file(s) of guests gone removed' if stale else '')
         return None
     unsaved = [f'{record_label(o.item[0])} ({o.error})' for o in failed if o.item[1] is not None]
     kept = [f'{o.item[0]} ({o.error})' for o in failed if o.item[1] is None]
@@ -5423,15 +5434,25 @@ def doctor_leftovers(report, ctx, storage, clean):
                     f'doctor -try -storage {storage} deletes them now, as the next vm create on the volume does')
         return
     try:
-        with storage_locks(ctx, [storage]):
-            left = delete_leftovers(ctx, storage, old)
+        with storage_locks(ctx, [storage]) as locks:
+            # As vm create's clean-up: a renamed one, or one a run noted in the lock record. Any
+            # other may be a run's of another node that locked on its node only (-local-lock).
+            noted = {name for lock in locks for name in lock.captures}
+            doomed = [record for record in old if record['name'].startswith(LEFTOVER_PREFIX)
+                      or record['name'] in noted]
+            left = delete_leftovers(ctx, storage, doomed)
     except Failure as exc:
         report.warn(check, f'{names} in volume {volume.name}, left by earlier runs; not deleted: {exc}',
                     'the next vm create on the volume deletes them')
         return
-    if left:
-        report.warn(check, f'deleted {len(old) - len(left)} of {len(old)} in volume {volume.name}; not '
-                    f'{", ".join(left)} (see the warnings){young}', 'the next vm create on the volume tries again')
+    unknown = [record['name'] for record in old if record not in doomed]
+    deleted = [record['name'] for record in doomed if record['name'] not in left]
+    found = (f'deleted {", ".join(deleted) or "none"} in volume {volume.name}'
+             + (f'; not {", ".join(left)} (see the warnings)' if left else '')
+             + (f'; left {", ".join(unknown)}: no run noted it' if unknown else '') + young)
+    if left or unknown:
+        report.warn(check, found, 'the next vm create on the volume tries again' if left else
+                    'if no run of another node uses it (one with -local-lock), delete it: volume snapshot delete')
     else:
         report.ok(check, f'deleted {names} in volume {volume.name}, left by earlier runs{young}')
 

@@ -689,6 +689,10 @@ def test_doctor_names_captures_earlier_runs_left_and_changes_nothing(world):
 
 def test_doctor_try_deletes_the_old_ones_under_the_volumes_lock_and_leaves_a_runs_own(world, cluster_dir):
     busy, died, running = leave_captures(world)
+    # the run that died had noted its capture in the volume's lock record, as vm create does
+    record = world.lock_record(cluster_dir)
+    record.parent.mkdir(exist_ok=True)
+    record.write_text(f'4242 pve2 2024-03-13_14:41:00+0000 vm create -all\n{died} 2024-03-13_14:41:00+0000\n')
 
     result, lines = doctor(world, '-try', '-storage', 'ONTAP01')
 
@@ -696,7 +700,19 @@ def test_doctor_try_deletes_the_old_ones_under_the_volumes_lock_and_leaves_a_run
     assert lines['ONTAP01 leftover captures'] == ('ok', (f'deleted {died}, {busy} in volume proxmox_storage01, left '
                                                          'by earlier runs; 1 younger, of a run under way'))
     assert sorted(world.vol1.snapshots) == [running]
+    assert died not in record.read_text()
     assert not list((cluster_dir / 'lock').iterdir())       # its lock was taken and given back
+
+
+def test_doctor_try_leaves_a_capture_no_run_noted(world, cluster_dir):
+    busy, died, running = leave_captures(world)        # `died` noted nowhere: a run of another node's, maybe
+
+    _, lines = doctor(world, '-try', '-storage', 'ONTAP01')
+
+    assert lines['ONTAP01 leftover captures'] == ('warn', (
+        f'deleted {busy} in volume proxmox_storage01; left {died}: no run noted it; 1 younger, of a run under way; '
+        'fix: if no run of another node uses it (one with -local-lock), delete it: volume snapshot delete'))
+    assert sorted(world.vol1.snapshots) == sorted([died, running])
 
 
 def test_doctor_try_deletes_nothing_while_another_run_holds_the_volume(world, cluster_dir):

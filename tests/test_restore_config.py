@@ -259,6 +259,21 @@ def test_as_new_refuses_a_vm_whose_disk_it_cannot_copy(world):
     assert world.state() == before and world.pve.vm(300) is None
 
 
+def test_as_new_refuses_a_qcow2_disk_whose_pve_snapshots_are_a_volume_chain(world):
+    world.pve.storages['ONTAP01']['snapshot-as-volume-chain'] = 1
+    world.pve.vm(100).config['parent'] = 'before-update'      # PVE 9: its snapshots are snap-* files
+    stamp = snapshot_of(world, 100, '-no-register')
+    before = world.state()
+
+    result = world.run('vm', 'restore', '-vm', 100, '-snapshot', stamp, '-as-new', 301)
+
+    assert result.code == 1
+    line = result.err.splitlines()[-1]
+    assert line.startswith('ERROR: VM 301 would lack disks of VM 100: scsi0 (ONTAP01:100/vm-100-disk-2.qcow2: a qcow2 '
+                           'disk with PVE snapshots as a volume chain'), line
+    assert world.state() == before
+
+
 def test_a_create_that_pve_refuses_takes_its_clones_back(world, vm101):
     stamp = snapshot_of(world)
     world.pve.fail('POST', '/nodes/pve2/qemu', 500, 'unable to create VM 201 - boom')

@@ -2030,9 +2030,9 @@ def drive_size(value):
     return int(float(found[1]) * SIZE_UNITS[found[2]]) if found else None
 
 
-def guest_manifest(guest, disks, config, stamp, consistency, volumes, saved, config_from, version, clones):
+def guest_manifest(guest, disks, config, stamp, consistency, volumes, conf_file, config_from, version, clones):
     """The record of a guest in a VM or storage snapshot, as JSON text: the tool's version, the
-    stamp (a storage snapshot's name), the consistency, the config as PVE holds it (`saved`,
+    stamp (a storage snapshot's name), the consistency, the config as PVE holds it (`conf_file`,
     bytes: the node's .conf, or config_text of the API's) and where it was read, and each disk
     on a configured storage: its key, volid, size, storage, cluster, SVM and volume, and its
     `clone` ({key: path in the volume, or None where the snapshot has no copy}). `volumes`:
@@ -2041,7 +2041,7 @@ def guest_manifest(guest, disks, config, stamp, consistency, volumes, saved, con
     manifest = {
         'tool': 'pve-ontap-snapshot', 'version': version, 'vmid': guest['vmid'], 'name': guest.get('name'),
         'node': guest.get('node'), 'stamp': stamp, 'consistency': consistency, 'config_from': config_from,
-        'config': saved.decode('utf-8', 'surrogateescape'),
+        'config': conf_file.decode('utf-8', 'surrogateescape'),
         'disks': [{'key': disk.key, 'volid': disk.volid, 'clone': clones.get(disk.key),
                    'size': drive_size(config.get(disk.key)), 'storage': disk.storage,
                    'cluster': volumes[disk.storage][0], 'svm': volumes[disk.storage][1],

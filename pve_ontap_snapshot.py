@@ -3908,49 +3908,6 @@ def cmd_vm_delete(ctx, args):
     log.info('VM %s: snapshot %s deleted (%d file(s))', args.vm, args.snapshot, len(files))
 
 
-def restore_sources(ctx, view, sets, stamp, name, need_config):
-    """([(disk, source path)] for each disk to restore, from the set `stamp` or from the storage
-    snapshot `name`, what the source is called, [disks it has no copy of], its saved config or None).
-    A saved config that cannot be read stops the restore only if it is to be put back (`need_config`)."""
-    if stamp:
-        files = find_set(view, sets, stamp)
-        pairs, missing, _ = match_set_to_disks(view.disks, [f for f in files if not f.is_record])
-        sources = [(disk, file.path) for disk, file in pairs]
-        origin = f'snapshot {stamp}'
-        saved = read_or_warn(view, origin, need_config, lambda: set_config(ctx, files))
-    else:
-        holding = storages_with_snapshot(ctx, view, name)
-        sources, missing = [], []
-        for disk in view.disks:
-            ontap, volume, _ = ctx.storage_volume(disk.storage)
-            source = f'.snapshot/{name}/{disk.path}'
-            if holding[disk.storage] and ontap_file_exists(ontap, volume, source):
-                sources.append((disk, source))
-            else:
-                missing.append(disk)
-        origin = f'storage snapshot {name}'
-        saved = read_or_warn(view, origin, need_config, lambda: storage_snapshot_config(
-            ctx, view.vmid, name, [storage for storage in holding if holding[storage]]))
-    for disk in missing:
-        log.warning('VM %s: %s has no copy of disk %s (%s); it stays as it is', view.vmid, origin, disk.key,
-                    disk.volid)
-    if not sources:
-        raise Failure(f'VM {view.vmid}: {origin} holds none of its current disks')
-    return sources, origin, missing, saved
-
-
-def read_or_warn(view, origin, need_config, read):
-    """read() the config a snapshot saved; if that fails, a warning and None, unless it is needed."""
-    try:
-        return read()
-    except Failure as exc:
-        if need_config:
-            raise
-        log.warning('VM %s: the config %s saved could not be read (%s): its disks are restored all the same, and '
-                    'the plan shows no difference of configs', view.vmid, origin, exc)
-        return None
-
-
 def read_saved_config(ctx, storage, path, size=None):
     """The config saved at `path` on `storage` (parse_config_text): in a manifest, or, for one
     made by an earlier build, in a .conf file. None if there is no such file, or the manifest holds none."""
@@ -3983,6 +3940,18 @@ def storage_snapshot_config(ctx, vmid, name, storages):
     return None
 
 
+def read_or_warn(view, origin, need_config, read):
+    """read() the config a snapshot saved; if that fails, a warning and None, unless it is needed."""
+    try:
+        return read()
+    except Failure as exc:
+        if need_config:
+            raise
+        log.warning('VM %s: the config %s saved could not be read (%s): its disks are restored all the same, and '
+                    'the plan shows no difference of configs', view.vmid, origin, exc)
+        return None
+
+
 def storages_with_snapshot(ctx, view, name):
     """{storage: whether its volume has the storage snapshot `name`} for the VM's disks, so that
     a name that is no snapshot is said as such, not as disks without a copy; NotFound if none has it."""
@@ -3997,6 +3966,37 @@ def storages_with_snapshot(ctx, view, name):
             f'{storage} (volume {ctx.storage_volume(storage)[1].name})' for storage in holding) +
             ': see storage list')
     return holding
+
+
+def restore_sources(ctx, view, sets, stamp, name, need_config):
+    """([(disk, source path)] for each disk to restore, from the set `stamp` or from the storage
+    snapshot `name`, what the source is called, [disks it has no copy of], its saved config or None).
+    A saved config that cannot be read stops the restore only if it is to be put back (`need_config`)."""
+    if stamp:
+        files = find_set(view, sets, stamp)
+        pairs, missing, _ = match_set_to_disks(view.disks, [f for f in files if not f.is_record])
+        sources = [(disk, file.path) for disk, file in pairs]
+        origin = f'snapshot {stamp}'
+        saved = read_or_warn(view, origin, need_config, lambda: set_config(ctx, files))
+    else:
+        holding = storages_with_snapshot(ctx, view, name)
+        sources, missing = [], []
+        for disk in view.disks:
+            ontap, volume, _ = ctx.storage_volume(disk.storage)
+            source = f'.snapshot/{name}/{disk.path}'
+            if holding[disk.storage] and ontap_file_exists(ontap, volume, source):
+                sources.append((disk, source))
+            else:
+                missing.append(disk)
+        origin = f'storage snapshot {name}'
+        saved = read_or_warn(view, origin, need_config, lambda: storage_snapshot_config(
+            ctx, view.vmid, name, [storage for storage in holding if holding[storage]]))
+    for disk in missing:
+        log.warning('VM %s: %s has no copy of disk %s (%s); it stays as it is', view.vmid, origin, disk.key,
+                    disk.volid)
+    if not sources:
+        raise Failure(f'VM {view.vmid}: {origin} holds none of its current disks')
+    return sources, origin, missing, saved
 
 
 def restore_disks(ctx, view, sources, undo_stamp, window):
@@ -4076,55 +4076,6 @@ def check_restorable(vmid, status, shutdown):
         raise Failure(f'VM {vmid} is running: shut it down first, or add -shutdown')
 
 
-def cmd_vm_restore(ctx, args):
-    if args.as_new:
-        if args.with_config or args.shutdown:
-            raise ConfigError(f'-as-new takes neither -with-config (the new VM always gets the saved config) nor '
-                              f'-shutdown (VM {args.vm} is not touched)')
-        restore_as_new(ctx, args.vm, args.as_new, args.snapshot, args.storage_snapshot)
-        return
-    view = gather_vm(ctx, args.vm)
-    with storage_locks(ctx, view.storages) as locks:
-        sets = gather_sets(ctx, view)
-        sources, origin, missing, saved = restore_sources(ctx, view, sets, args.snapshot, args.storage_snapshot,
-                                                         args.with_config)
-        if args.with_config and saved is None:
-            raise Failure(f'VM {view.vmid}: {origin} holds no saved config (made before snapshots carried one): '
-                          '-with-config has nothing to put back; restore the disks without it')
-        check_restorable(view.vmid, view.vm, args.shutdown)
-        show_vm_restore_plan(ctx, vm_restore_plan(view, origin, sources, missing, saved, args.with_config),
-                             asking=not args.yes and sys.stdin.isatty())
-        disks = ', '.join(disk.key for disk, _ in sources)
-        kept = f' ({", ".join(d.key for d in missing)} not in it: kept as they are)' if missing else ''
-        config = ' and its config' if args.with_config else ''
-        confirm(ctx, f'Overwrite disks {disks}{config} of VM {view.vmid} with {origin}{kept}', args.yes)
-        # Once more as it is now: the VM may have been started (or locked) during the question.
-        status = pve_vm_status(ctx.pve, view.vm)
-        check_restorable(view.vmid, status, args.shutdown)
-        running = status.get('status') == 'running'
-        undo_stamp = new_stamp(locks, [f'vm{view.vmid}'], sets)
-        with STOP.held():
-            with VmWindow(ctx, view, 'shutdown' if running else None, status) as window:
-                restore_disks(ctx, view, sources, undo_stamp, window)
-                undone = save_config_for_undo(ctx, view, undo_stamp, args.with_config)
-                if args.with_config and undone:
-                    window.problems.append(undone)
-                elif args.with_config:
-                    try:
-                        put_config_back(ctx, view, saved)
-                    except OutcomeUnknown as exc:
-                        window.leave_down('a change of its config may still be under way')
-                        window.problems.append(Failure(f'whether its config was put back is unknown: {exc}'))
-                    except Failure as exc:
-                        window.problems.append(Failure(f'its config was not put back: {exc}'))
-            if window.problems:
-                raise Failure(f'VM {view.vmid}: disks {disks} restored from {origin}, but '
-                              f'{together(*window.problems)}')
-    log.info('VM %s: disks %s%s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, config,
-             origin, undo_stamp)
-    STOP.check(f'VM {view.vmid}: disks {disks}{config} restored from {origin} first')
-
-
 def vm_restore_plan(view, origin, sources, missing, saved, with_config):
     """What a vm restore does, as a record (-output json), gathered before it asks: the disks, and
     how the VM's config differs from the saved one (`diff`: unified diff lines; null without one)."""
@@ -4199,32 +4150,37 @@ class NewVm:
     origin: str
 
 
-def restore_as_new(ctx, vmid, newid, stamp, name):
-    """A new VM `newid` from a VM snapshot or a storage snapshot of VM `vmid`, which may no longer
-    exist: its disks file-cloned from the snapshot's copies, its config the saved one (new_vm_config).
-    Nothing of VM `vmid` changes. If the create fails, the clones are removed again; if its
-    outcome stays unknown, they are left and named."""
-    new = plan_new_vm(ctx, vmid, newid, stamp, name)
-    disks = ', '.join(f'{key} {config_value}' for key, config_value in new.config.items() if key in
-                      {disk.key for disk in vm_disks(new.config)})
-    log.info('VM %s from %s of VM %s on node %s: %s; stopped, with new MAC addresses, vmgenid and SMBIOS uuid, '
-             'no start at boot', newid, new.origin, vmid, new.node, disks)
-    storages = sorted({storage for storage, _, _ in new.clones})
-    # A stop meanwhile would leave clones without their VM: both are made, then the run stops.
-    with storage_locks(ctx, storages), STOP.held():
-        for storage in storages:
-            ontap, volume, _ = ctx.storage_volume(storage)
-            ontap_ensure_directory(ontap, volume, f'images/{newid}')
-        made = settle_clones(ctx, clone_each(ctx, new.clones))
-        if any(outcome.state != 'done' for outcome in made):
-            raise Failure(f'VM {newid} not created: copying its disks from {new.origin} failed: '
-                          f'{"; ".join(str(outcome.error) for outcome in made if outcome.error)}; '
-                          f'{remove_clones(ctx, items_in(made, "done"))}{clones_still_pending(made)}')
-        create_new_vm(ctx, new)
-    if not ctx.dry_run:
-        log.info('VM %s created on node %s from %s of VM %s; it is stopped: check it, then start it', newid,
-                 new.node, new.origin, vmid)
-    STOP.check(f'VM {newid} was created from {new.origin} of VM {vmid} first')
+def reachable_storages(ctx):
+    """The storages of config.ini whose volume can be looked up now (a warning names each other one)."""
+    found = []
+    for storage in sorted(ctx.config.storages):
+        try:
+            ctx.storage_volume(storage)
+        except Failure as exc:
+            log.warning('storage %s not searched: %s', storage, exc)
+            continue
+        found.append(storage)
+    return found
+
+
+def disks_without_copy(ctx, disks, copies, config):
+    """(disk, why) for each disk that a new VM could not get a copy of. A qcow2 disk of a VM with
+    PVE snapshots on a storage with snapshot-as-volume-chain (PVE 9) is the top of a chain whose
+    backing files are named relative to its directory, snap-<snapshot>-<file> beside it
+    (pve-storage src/PVE/Storage/Plugin.pm, get_snap_name and volume_snapshot_delete's rebase):
+    a copy in images/NEWID/ would find none of them."""
+    for disk in disks:
+        if (disk.path and disk.path.endswith('.qcow2') and config.get('parent')
+                and ctx.storages().get(disk.storage, {}).get('snapshot-as-volume-chain')):
+            yield disk, ('a qcow2 disk with PVE snapshots as a volume chain (snapshot-as-volume-chain), whose '
+                         'backing files stay beside the old one, so it cannot be copied; delete the PVE snapshots '
+                         'first, or convert the disk by hand (qemu-img convert)')
+        elif disk.storage not in ctx.config.storages:
+            yield disk, f'storage {disk.storage} has no section in {ctx.config.path}, so it cannot be copied'
+        elif disk.path is None:
+            yield disk, 'no image file, so it cannot be copied'
+        elif (disk.storage, disk.file) not in copies:
+            yield disk, 'the snapshot holds no copy of it'
 
 
 def plan_new_vm(ctx, vmid, newid, stamp, name):
@@ -4289,39 +4245,6 @@ def plan_new_vm(ctx, vmid, newid, stamp, name):
     return NewVm(newid, node, new_vm_config(config, volumes, str(uuid.uuid4())), clones, origin)
 
 
-def reachable_storages(ctx):
-    """The storages of config.ini whose volume can be looked up now (a warning names each other one)."""
-    found = []
-    for storage in sorted(ctx.config.storages):
-        try:
-            ctx.storage_volume(storage)
-        except Failure as exc:
-            log.warning('storage %s not searched: %s', storage, exc)
-            continue
-        found.append(storage)
-    return found
-
-
-def disks_without_copy(ctx, disks, copies, config):
-    """(disk, why) for each disk that a new VM could not get a copy of. A qcow2 disk of a VM with
-    PVE snapshots on a storage with snapshot-as-volume-chain (PVE 9) is the top of a chain whose
-    backing files are named relative to its directory, snap-<snapshot>-<file> beside it
-    (pve-storage src/PVE/Storage/Plugin.pm, get_snap_name and volume_snapshot_delete's rebase):
-    a copy in images/NEWID/ would find none of them."""
-    for disk in disks:
-        if (disk.path and disk.path.endswith('.qcow2') and config.get('parent')
-                and ctx.storages().get(disk.storage, {}).get('snapshot-as-volume-chain')):
-            yield disk, ('a qcow2 disk with PVE snapshots as a volume chain (snapshot-as-volume-chain), whose '
-                         'backing files stay beside the old one, so it cannot be copied; delete the PVE snapshots '
-                         'first, or convert the disk by hand (qemu-img convert)')
-        elif disk.storage not in ctx.config.storages:
-            yield disk, f'storage {disk.storage} has no section in {ctx.config.path}, so it cannot be copied'
-        elif disk.path is None:
-            yield disk, 'no image file, so it cannot be copied'
-        elif (disk.storage, disk.file) not in copies:
-            yield disk, 'the snapshot holds no copy of it'
-
-
 def create_new_vm(ctx, new):
     """Create the VM of -as-new over its cloned disks. Failed: the clones are removed. Unknown (a
     lost answer, a task past its bound): its tasks are followed, then read back: is the VM there?"""
@@ -4347,6 +4270,85 @@ def create_new_vm(ctx, new):
         raise Failure(f'VM {new.vmid} not created: {exc}; {remove_clones(ctx, new.clones)}') from exc
 
 
+def restore_as_new(ctx, vmid, newid, stamp, name):
+    """A new VM `newid` from a VM snapshot or a storage snapshot of VM `vmid`, which may no longer
+    exist: its disks file-cloned from the snapshot's copies, its config the saved one (new_vm_config).
+    Nothing of VM `vmid` changes. If the create fails, the clones are removed again; if its
+    outcome stays unknown, they are left and named."""
+    new = plan_new_vm(ctx, vmid, newid, stamp, name)
+    disks = ', '.join(f'{key} {config_value}' for key, config_value in new.config.items() if key in
+                      {disk.key for disk in vm_disks(new.config)})
+    log.info('VM %s from %s of VM %s on node %s: %s; stopped, with new MAC addresses, vmgenid and SMBIOS uuid, '
+             'no start at boot', newid, new.origin, vmid, new.node, disks)
+    storages = sorted({storage for storage, _, _ in new.clones})
+    # A stop meanwhile would leave clones without their VM: both are made, then the run stops.
+    with storage_locks(ctx, storages), STOP.held():
+        for storage in storages:
+            ontap, volume, _ = ctx.storage_volume(storage)
+            ontap_ensure_directory(ontap, volume, f'images/{newid}')
+        made = settle_clones(ctx, clone_each(ctx, new.clones))
+        if any(outcome.state != 'done' for outcome in made):
+            raise Failure(f'VM {newid} not created: copying its disks from {new.origin} failed: '
+                          f'{"; ".join(str(outcome.error) for outcome in made if outcome.error)}; '
+                          f'{remove_clones(ctx, items_in(made, "done"))}{clones_still_pending(made)}')
+        create_new_vm(ctx, new)
+    if not ctx.dry_run:
+        log.info('VM %s created on node %s from %s of VM %s; it is stopped: check it, then start it', newid,
+                 new.node, new.origin, vmid)
+    STOP.check(f'VM {newid} was created from {new.origin} of VM {vmid} first')
+
+
+# -- vm restore: the disks (and -with-config the config) back in place, or -as-new
+
+def cmd_vm_restore(ctx, args):
+    if args.as_new:
+        if args.with_config or args.shutdown:
+            raise ConfigError(f'-as-new takes neither -with-config (the new VM always gets the saved config) nor '
+                              f'-shutdown (VM {args.vm} is not touched)')
+        restore_as_new(ctx, args.vm, args.as_new, args.snapshot, args.storage_snapshot)
+        return
+    view = gather_vm(ctx, args.vm)
+    with storage_locks(ctx, view.storages) as locks:
+        sets = gather_sets(ctx, view)
+        sources, origin, missing, saved = restore_sources(ctx, view, sets, args.snapshot, args.storage_snapshot,
+                                                         args.with_config)
+        if args.with_config and saved is None:
+            raise Failure(f'VM {view.vmid}: {origin} holds no saved config (made before snapshots carried one): '
+                          '-with-config has nothing to put back; restore the disks without it')
+        check_restorable(view.vmid, view.vm, args.shutdown)
+        show_vm_restore_plan(ctx, vm_restore_plan(view, origin, sources, missing, saved, args.with_config),
+                             asking=not args.yes and sys.stdin.isatty())
+        disks = ', '.join(disk.key for disk, _ in sources)
+        kept = f' ({", ".join(d.key for d in missing)} not in it: kept as they are)' if missing else ''
+        config = ' and its config' if args.with_config else ''
+        confirm(ctx, f'Overwrite disks {disks}{config} of VM {view.vmid} with {origin}{kept}', args.yes)
+        # Once more as it is now: the VM may have been started (or locked) during the question.
+        status = pve_vm_status(ctx.pve, view.vm)
+        check_restorable(view.vmid, status, args.shutdown)
+        running = status.get('status') == 'running'
+        undo_stamp = new_stamp(locks, [f'vm{view.vmid}'], sets)
+        with STOP.held():
+            with VmWindow(ctx, view, 'shutdown' if running else None, status) as window:
+                restore_disks(ctx, view, sources, undo_stamp, window)
+                undone = save_config_for_undo(ctx, view, undo_stamp, args.with_config)
+                if args.with_config and undone:
+                    window.problems.append(undone)
+                elif args.with_config:
+                    try:
+                        put_config_back(ctx, view, saved)
+                    except OutcomeUnknown as exc:
+                        window.leave_down('a change of its config may still be under way')
+                        window.problems.append(Failure(f'whether its config was put back is unknown: {exc}'))
+                    except Failure as exc:
+                        window.problems.append(Failure(f'its config was not put back: {exc}'))
+            if window.problems:
+                raise Failure(f'VM {view.vmid}: disks {disks} restored from {origin}, but '
+                              f'{together(*window.problems)}')
+    log.info('VM %s: disks %s%s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, config,
+             origin, undo_stamp)
+    STOP.check(f'VM {view.vmid}: disks {disks}{config} restored from {origin} first')
+
+
 # -- storage snapshots
 
 def explain_busy(ctx, ontap, volume, snapshot, exc):
@@ -4363,39 +4365,6 @@ def snapshot_in_use(ctx, volume, snapshot, clone):
                        f'as PVE storage {storages[0]}: unmount {storages[0]} first')
     return Failure(f'snapshot {snapshot} of volume {volume.name} is in use by FlexClone {clone.name} (no PVE '
                    'storage uses it): delete that volume first')
-
-
-def cmd_storage_create(ctx, args):
-    label = args.label or ctx.config.ontap_for(args.storage).snapmirror_label
-    with storage_locks(ctx, [args.storage]) as locks:
-        ontap, volume, _ = ctx.storage_volume(args.storage)
-        if args.min_age is not None:
-            recent = newest_snapshot(ontap_list_snapshots(ontap, volume), label)
-            if recent and younger_than(recent, parse_duration(args.min_age)):
-                log.info('storage %s: snapshot %s%s is younger than -min-age %s: none taken', args.storage,
-                         recent['name'], f' (label {label})' if label else '', args.min_age)
-                return
-        name = storage_snapshot_name(new_stamp(locks, ['storage']))
-        guests, configs, unread = read_guest_configs(ctx)
-        held, crash = (guests_to_hold(ctx, args.storage, args.pause, guests, configs) if args.freeze or args.pause
-                       else ([], []))
-        # The records say what each guest is planned to be in the snapshot; one that ends up
-        # otherwise (a hold that failed or came too late) is named in a warning after it.
-        records = storage_records(ctx, args.storage, name, guests, configs, held)
-        unrecorded = save_storage_records(ctx, args.storage, records, unread)
-        with GuestsWindow(ctx, held) as window:
-            window.run(take_storage_snapshot, ontap, volume, name,
-                       STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage), label)
-        log.info('storage %s: snapshot %s of volume %s created%s', args.storage, name, volume.name,
-                 f' (label {label})' if label else '')
-        report_held_guests(args.storage, name, held, crash + window.crash, window.late)
-        made = f'storage {args.storage}: snapshot {name} was made'
-        STOP.check(made)
-        if args.keep is not None:
-            prune_storage_snapshots(ontap, volume, args.storage, args.keep, name, label)
-    problems = [*window.problems, unrecorded] if unrecorded else window.problems
-    if problems:
-        raise Failure(f'{made}, but {together(*problems)}')
 
 
 def read_guest_configs(ctx):
@@ -4447,6 +4416,13 @@ def storage_records(ctx, storage, name, guests, configs, held):
     return records
 
 
+def record_label(file):
+    """`the record of VM 100` or `… of CT 200`, from a file name in STORAGE_RECORD_DIR."""
+    found = STORAGE_RECORD_FILE.match(file)
+    return f'the record of {guest_label({"type": GUEST_TYPES[found["prefix"]], "vmid": found["vmid"]})}'
+
+
+
 def save_storage_records(ctx, storage, records, unread):
     """Write `records` ({file name: data}) to STORAGE_RECORD_DIR of the volume (made if need
     be), all at once, and delete its other guest files, so that the snapshot holds exactly
@@ -4489,13 +4465,6 @@ def save_storage_records(ctx, storage, records, unread):
                       if unsaved else None,
                       Failure(f'not removed from {STORAGE_RECORD_DIR}/ on {storage}, so the snapshot holds them '
                               f'too: {"; ".join(kept)}') if kept else None))
-
-
-def record_label(file):
-    """`the record of VM 100` or `… of CT 200`, from a file name in STORAGE_RECORD_DIR."""
-    found = STORAGE_RECORD_FILE.match(file)
-    return f'the record of {guest_label({"type": GUEST_TYPES[found["prefix"]], "vmid": found["vmid"]})}'
-
 
 
 def take_storage_snapshot(ontap, volume, name, comment, label):
@@ -4757,20 +4726,39 @@ def prune_storage_snapshots(ontap, volume, storage, keep, made, label=None):
         raise together(*(outcome.error for outcome in outcomes))
 
 
-def cmd_storage_list(ctx, args):
-    ontap, volume, _ = ctx.storage_volume(args.storage)
-    snapshots = [{'name': s['name'], 'create_time': s.get('create_time'), 'size': s.get('size'),
-                  'label': s.get('snapmirror_label'), 'comment': s.get('comment', '')}
-                 for s in ontap_list_snapshots(ontap, volume)]
-    for snapshot, guests in zip(snapshots, snapshot_guests(ontap, volume, args.storage, snapshots)):
-        snapshot['guests'] = guests
-    rows = [dict(s, size=human_size(s['size']), label=s['label'] or '-',
-                 count='-' if s['guests'] is None else len(s['guests']),
-                 consistency='unknown' if s['guests'] is None else consistency_summary(s['guests']))
-            for s in snapshots]
-    ctx.emit(snapshots, format_table([('NAME', 'name'), ('CREATED', 'create_time'), ('SIZE', 'size'),
-                                      ('LABEL', 'label'), ('GUESTS', 'count'), ('CONSISTENCY', 'consistency'),
-                                      ('COMMENT', 'comment')], rows))
+# -- the storage commands
+
+def cmd_storage_create(ctx, args):
+    label = args.label or ctx.config.ontap_for(args.storage).snapmirror_label
+    with storage_locks(ctx, [args.storage]) as locks:
+        ontap, volume, _ = ctx.storage_volume(args.storage)
+        if args.min_age is not None:
+            recent = newest_snapshot(ontap_list_snapshots(ontap, volume), label)
+            if recent and younger_than(recent, parse_duration(args.min_age)):
+                log.info('storage %s: snapshot %s%s is younger than -min-age %s: none taken', args.storage,
+                         recent['name'], f' (label {label})' if label else '', args.min_age)
+                return
+        name = storage_snapshot_name(new_stamp(locks, ['storage']))
+        guests, configs, unread = read_guest_configs(ctx)
+        held, crash = (guests_to_hold(ctx, args.storage, args.pause, guests, configs) if args.freeze or args.pause
+                       else ([], []))
+        # The records say what each guest is planned to be in the snapshot; one that ends up
+        # otherwise (a hold that failed or came too late) is named in a warning after it.
+        records = storage_records(ctx, args.storage, name, guests, configs, held)
+        unrecorded = save_storage_records(ctx, args.storage, records, unread)
+        with GuestsWindow(ctx, held) as window:
+            window.run(take_storage_snapshot, ontap, volume, name,
+                       STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage), label)
+        log.info('storage %s: snapshot %s of volume %s created%s', args.storage, name, volume.name,
+                 f' (label {label})' if label else '')
+        report_held_guests(args.storage, name, held, crash + window.crash, window.late)
+        made = f'storage {args.storage}: snapshot {name} was made'
+        STOP.check(made)
+        if args.keep is not None:
+            prune_storage_snapshots(ontap, volume, args.storage, args.keep, name, label)
+    problems = [*window.problems, unrecorded] if unrecorded else window.problems
+    if problems:
+        raise Failure(f'{made}, but {together(*problems)}')
 
 
 def snapshot_guests(ontap, volume, storage, snapshots):
@@ -4797,6 +4785,22 @@ def snapshot_guests(ontap, volume, storage, snapshots):
 
 
 SIZE_FIELDS = {'size', 'space.size', 'space.used', 'space.available', 'space.snapshot.used'}
+
+
+def cmd_storage_list(ctx, args):
+    ontap, volume, _ = ctx.storage_volume(args.storage)
+    snapshots = [{'name': s['name'], 'create_time': s.get('create_time'), 'size': s.get('size'),
+                  'label': s.get('snapmirror_label'), 'comment': s.get('comment', '')}
+                 for s in ontap_list_snapshots(ontap, volume)]
+    for snapshot, guests in zip(snapshots, snapshot_guests(ontap, volume, args.storage, snapshots)):
+        snapshot['guests'] = guests
+    rows = [dict(s, size=human_size(s['size']), label=s['label'] or '-',
+                 count='-' if s['guests'] is None else len(s['guests']),
+                 consistency='unknown' if s['guests'] is None else consistency_summary(s['guests']))
+            for s in snapshots]
+    ctx.emit(snapshots, format_table([('NAME', 'name'), ('CREATED', 'create_time'), ('SIZE', 'size'),
+                                      ('LABEL', 'label'), ('GUESTS', 'count'), ('CONSISTENCY', 'consistency'),
+                                      ('COMMENT', 'comment')], rows))
 
 
 def cmd_storage_show(ctx, args):

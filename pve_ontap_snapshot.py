@@ -1897,6 +1897,12 @@ def config_text(config):
 # Keys of a config that are PVE's bookkeeping, not the VM's settings: never put back, never
 # deleted (qemu-server: the lock, the snapshot parent, a hibernated VM's state, meta-information).
 CONFIG_BOOKKEEPING = ('digest', 'lock', 'parent', 'snaptime', 'vmstate', 'runningmachine', 'runningcpu', 'meta')
+# The cloud-init password: its hash, or on Windows the password itself, in the .conf; PVE's API
+# shows it as `**********` (qemu-server API2/Qemu.pm, vm_config). A record never holds it (it
+# is masked as the API masks it), so it is never put back, diffed or copied to a new VM.
+SECRET_KEYS = ('cipassword',)
+SECRET_MASK = '**********'
+SECRET_LINE = re.compile(rb'^(' + b'|'.join(key.encode() for key in SECRET_KEYS) + rb'):[^\n]*', re.MULTILINE)
 CONFIG_LINE = re.compile(r'^([a-z][a-z0-9_-]*):\s*(.*?)\s*$')
 UNUSED_KEY = re.compile(r'^unused\d+$')
 DRIVE_BUS_KEY = re.compile(r'^(?:ide|sata|scsi|virtio)\d+$')
@@ -1926,8 +1932,9 @@ def parse_config_text(text):
 
 
 def restorable(config):
-    """A config's settings as text, without PVE's bookkeeping (CONFIG_BOOKKEEPING)."""
-    settings = {key: str(value) for key, value in config.items() if key not in CONFIG_BOOKKEEPING}
+    """A config's settings as text, without PVE's bookkeeping (CONFIG_BOOKKEEPING) and secrets."""
+    settings = {key: str(value) for key, value in config.items()
+                if key not in CONFIG_BOOKKEEPING and key not in SECRET_KEYS}
     if 'description' in settings:
         settings['description'] = settings['description'].rstrip('\n')
     return settings
@@ -2030,6 +2037,11 @@ def drive_size(value):
     return int(float(found[1]) * SIZE_UNITS[found[2]]) if found else None
 
 
+def without_secrets(conf_file):
+    """A .conf file's bytes with every SECRET_KEYS line's value masked, in every section."""
+    return SECRET_LINE.sub(lambda found: found[1] + b': ' + SECRET_MASK.encode(), conf_file)
+
+
 def guest_manifest(guest, disks, config, stamp, consistency, volumes, conf_file, config_from, version, clones):
     """The record of a guest in a VM or storage snapshot, as JSON text: the tool's version, the
     stamp (a storage snapshot's name), the consistency, the config as PVE holds it (`conf_file`,
@@ -2041,7 +2053,7 @@ def guest_manifest(guest, disks, config, stamp, consistency, volumes, conf_file,
     manifest = {
         'tool': 'pve-ontap-snapshot', 'version': version, 'vmid': guest['vmid'], 'name': guest.get('name'),
         'node': guest.get('node'), 'stamp': stamp, 'consistency': consistency, 'config_from': config_from,
-        'config': conf_file.decode('utf-8', 'surrogateescape'),
+        'config': without_secrets(conf_file).decode('utf-8', 'surrogateescape'),
         'disks': [{'key': disk.key, 'volid': disk.volid, 'clone': clones.get(disk.key),
                    'size': drive_size(config.get(disk.key)), 'storage': disk.storage,
                    'cluster': volumes[disk.storage][0], 'svm': volumes[disk.storage][1],
@@ -4242,6 +4254,9 @@ def plan_new_vm(ctx, vmid, newid, stamp, name):
     clones = [(disk.storage, copies[(disk.storage, disk.file)], paths[disk.key]) for disk in disks]
     volumes = {disk.key: f'{disk.storage}:{newid}/{paths[disk.key].rsplit("/", 1)[1]}' for disk in disks}
     node = local_pve_node() or (source or {}).get('node') or pve_local_node(ctx.pve)
+    if any(key in config for key in SECRET_KEYS):
+        log.warning('VM %s: its cloud-init password is not copied (no snapshot holds it): set it again with '
+                    'qm set %s --cipassword', newid, newid)
     return NewVm(newid, node, new_vm_config(config, volumes, str(uuid.uuid4())), clones, origin)
 
 

@@ -431,6 +431,14 @@ def test_a_manifest_holds_the_config_byte_for_byte(saved):
                                 'storage': 'ONTAP01', 'cluster': 'a', 'svm': 'svm1', 'volume': 'vol1'}]
 
 
+def test_a_manifest_never_holds_the_cloud_init_password():
+    conf = b'cipassword: $5$salt$hash\nmemory: 512\n\n[before-update]\ncipassword: Secr3t-on-Windows\n'
+    manifest = tool.guest_manifest({'vmid': 100}, [], {}, STAMP, 'shutdown', {}, conf, 'api', '0.1.0', {})
+    text = tool.manifest_config(manifest.encode())
+    assert text == 'cipassword: **********\nmemory: 512\n\n[before-update]\ncipassword: **********\n'
+    assert 'salt' not in manifest and 'Secr3t' not in manifest
+
+
 @pytest.mark.parametrize('data', [b'{"tool": "pve-ontap-snapshot"}', b'not json', b'[1]', b'{"config": 3}'])
 def test_a_manifest_without_a_config_text_gives_none(data):
     assert tool.manifest_config(data) is None

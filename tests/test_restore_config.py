@@ -226,6 +226,22 @@ def test_as_new_brings_back_a_destroyed_vm_from_the_storage_snapshot_that_record
     assert MAC not in new.config['net0'] and 'onboot' not in new.config
 
 
+def test_the_cloud_init_password_is_never_saved_put_back_or_copied(world, vm101):
+    vm101.config['cipassword'] = '$5$salt$hash'      # PVE's API shows it masked; fakepve does not
+    stamp = snapshot_of(world, 101, '-no-register')
+    (record,) = world.records(world.vol1, 101)
+    assert 'salt' not in (world.vol1.path / 'images/101' / record).read_text()
+    vm101.config['cipassword'] = '$5$other$hash'
+
+    restored = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-yes')
+    copied = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201)
+
+    assert restored.code == 0 and copied.code == 0, restored.err + copied.err
+    assert 'cipassword' not in restored.err and vm101.config['cipassword'] == '$5$other$hash'
+    assert 'cipassword' not in world.pve.vm(201).config
+    assert "VM 201: its cloud-init password is not copied" in copied.err
+
+
 def test_as_new_refuses_an_id_pve_already_uses(world, vm101):
     stamp = snapshot_of(world)
     before = world.state()

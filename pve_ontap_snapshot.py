@@ -56,9 +56,6 @@ import configparser
 import contextlib
 import dataclasses
 import datetime
-import difflib
-import email.parser
-import email.policy
 import fcntl
 import functools
 import glob
@@ -77,7 +74,6 @@ import tempfile
 import threading
 import time
 import urllib.parse
-import uuid
 
 # ---- Names shared with the original pve-ontap-snapshot.py --------------------------------
 # Changing one of these loses access to the snapshots the original (or we) made.
@@ -1230,6 +1226,9 @@ def ontap_read_file(ontap, volume, path, size):
     content_type = response.headers.get('Content-Type', '')
     if not content_type.lower().startswith('multipart/'):
         return response.content
+    # Imported here, as the HTTP stack is (load_http_libraries): a tab completion loads none of it.
+    import email.parser
+    import email.policy
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         f'Content-Type: {content_type}\r\n\r\n'.encode() + response.content)
     parts = list(message.iter_parts())
@@ -1539,20 +1538,26 @@ def pve_check_sees_every_guest(pve, what):
                       'guest: grant it (README, Least privilege), or add -force')
 
 
-def pve_guests_on_storage(pve, storage, guests):
-    """(guests with a disk, mount point or unused disk on `storage`, (guest, Failure) of those
-    whose config could not be read — on a node that is down, say — so nobody knows). The
-    configs are read REQUESTS_AT_ONCE at a time."""
+def pve_guest_configs(pve, guests):
+    """({vmid: config} of the guests ({vmid: guest}) whose config was read, [(guest, ProxmoxError)]
+    of those whose config could not be — on a node that is down, say), REQUESTS_AT_ONCE at a time."""
     def read(guest):
         try:
-            return storage in vm_storages(pve_vm_config(pve, guest)), None
+            return pve_vm_config(pve, guest), None
         except ProxmoxError as exc:
-            return False, exc
+            return None, exc
 
     ordered = [guest for _, guest in sorted(guests.items())]
     found = map_parallel(read, ordered)
-    return ([guest for guest, (uses, _) in zip(ordered, found) if uses],
+    return ({guest['vmid']: config for guest, (config, _) in zip(ordered, found) if config is not None},
             [(guest, exc) for guest, (_, exc) in zip(ordered, found) if exc])
+
+
+def pve_guests_on_storage(pve, storage, guests):
+    """(guests with a disk, mount point or unused disk on `storage`, (guest, Failure) of those
+    whose config could not be read, so nobody knows)."""
+    configs, unread = pve_guest_configs(pve, guests)
+    return [guests[vmid] for vmid, config in sorted(configs.items()) if storage in vm_storages(config)], unread
 
 
 # What doctor reads besides what the commands use.
@@ -1942,6 +1947,7 @@ def restorable(config):
 
 def config_diff(current, saved, current_label, saved_label):
     """How a saved config differs from the current one: unified diff lines of both in .conf syntax."""
+    import difflib  # only vm restore needs it; see ontap_read_file
     return list(difflib.unified_diff(config_text(restorable(current)).splitlines(),
                                      config_text(restorable(saved)).splitlines(),
                                      current_label, saved_label, lineterm=''))
@@ -2613,10 +2619,14 @@ class Context:
             self._volumes[storage] = (ontap, volume, entry)
         return self._volumes[storage]
 
+    def volume_identity(self, storage):
+        """(cluster host, SVM, volume name) of the volume behind `storage`: what names it anywhere."""
+        ontap, volume, _ = self.storage_volume(storage)
+        return ontap.host, volume.svm, volume.name
+
     def held_lock(self, storage):
         """The HeldLock of the volume behind `storage` while this run holds it, else None (a dry run takes none)."""
-        ontap, volume, _ = self.storage_volume(storage)
-        return self.held_locks.get(lock_file_name(ontap.host, volume.svm, volume.name))
+        return self.held_locks.get(lock_file_name(*self.volume_identity(storage)))
 
     def emit(self, data, text):
         """Print a result: JSON on request, else the text rendering."""
@@ -3588,10 +3598,7 @@ def save_snapshot_records(ctx, view, stamp, consistency, kind='snapshot', config
     storage = view.disks[0].storage
     ontap, volume, _ = ctx.storage_volume(storage)
     raw = read_node_config(view.vm)
-    volumes = {}
-    for disk in view.disks:
-        disk_ontap, disk_volume, _ = ctx.storage_volume(disk.storage)
-        volumes[disk.storage] = (disk_ontap.host, disk_volume.svm, disk_volume.name)
+    volumes = {disk.storage: ctx.volume_identity(disk.storage) for disk in view.disks}
     manifest = guest_manifest(view.vm, view.disks, config, stamp, consistency, volumes,
                               raw if raw is not None else config_text(config).encode(),
                               node_config_path(view.vm) if raw is not None else 'api', tool_version(),
@@ -4257,6 +4264,7 @@ def plan_new_vm(ctx, vmid, newid, stamp, name):
     if any(key in config for key in SECRET_KEYS):
         log.warning('VM %s: its cloud-init password is not copied (no snapshot holds it): set it again with '
                     'qm set %s --cipassword', newid, newid)
+    import uuid  # only -as-new needs it; see ontap_read_file
     return NewVm(newid, node, new_vm_config(config, volumes, str(uuid.uuid4())), clones, origin)
 
 
@@ -4382,23 +4390,6 @@ def snapshot_in_use(ctx, volume, snapshot, clone):
                    'storage uses it): delete that volume first')
 
 
-def read_guest_configs(ctx):
-    """({vmid: guest} of the cluster, {vmid: config} of those read, [(guest, ProxmoxError)] of
-    those whose config could not be read — on a node that is down, say), REQUESTS_AT_ONCE at a time."""
-    guests = pve_list_guests(ctx.pve)
-    ordered = [guest for _, guest in sorted(guests.items())]
-
-    def read(guest):
-        try:
-            return pve_vm_config(ctx.pve, guest), None
-        except ProxmoxError as exc:
-            return None, exc
-
-    found = map_parallel(read, ordered)
-    return (guests, {guest['vmid']: config for guest, (config, _) in zip(ordered, found) if config is not None},
-            [(guest, exc) for guest, (_, exc) in zip(ordered, found) if exc])
-
-
 def storage_records(ctx, storage, name, guests, configs, held):
     """{file name: data} for STORAGE_RECORD_DIR: the manifest (its config in it) of every guest
     with a disk, mount point or unused disk on `storage`, its consistency as planned (`held`: the
@@ -4409,8 +4400,7 @@ def storage_records(ctx, storage, name, guests, configs, held):
     volumes = {}
     for other in sorted({disk.storage for found in disks.values() for disk in found} & set(ctx.config.storages)):
         try:
-            other_ontap, other_volume, _ = ctx.storage_volume(other)
-            volumes[other] = (other_ontap.host, other_volume.svm, other_volume.name)
+            volumes[other] = ctx.volume_identity(other)
         except Failure as exc:
             log.warning('storage %s: the volume behind storage %s is not named in the manifests: %s', storage,
                         other, exc)
@@ -4754,7 +4744,8 @@ def cmd_storage_create(ctx, args):
                          recent['name'], f' (label {label})' if label else '', args.min_age)
                 return
         name = storage_snapshot_name(new_stamp(locks, ['storage']))
-        guests, configs, unread = read_guest_configs(ctx)
+        guests = pve_list_guests(ctx.pve)
+        configs, unread = pve_guest_configs(ctx.pve, guests)
         held, crash = (guests_to_hold(ctx, args.storage, args.pause, guests, configs) if args.freeze or args.pause
                        else ([], []))
         # The records say what each guest is planned to be in the snapshot; one that ends up

@@ -60,12 +60,19 @@ def test_a_vm_snapshot_is_made_listed_restored_and_deleted(world):
     expect_refused(world)
 
 
-def test_a_vm_comes_back_from_a_storage_snapshot(world):
+def storage_snapshot_of_101_then_changed(world):
+    """A storage snapshot of ONTAP01, then VM 101's disk changed: (snapshot, disk bytes in it)."""
     disk = world.disk(world.vol1, 101, VM101_DISK)
     original = disk.read_bytes()
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
     (snapshot,) = tool_snapshots(world.vol1)
     disk.write_bytes(b'changed since')
+    return snapshot, original
+
+
+def test_a_vm_comes_back_from_a_storage_snapshot(world):
+    disk = world.disk(world.vol1, 101, VM101_DISK)
+    snapshot, original = storage_snapshot_of_101_then_changed(world)
 
     result = world.run('vm', 'restore', '-vm', 101, '-storage-snapshot', snapshot, '-yes')
 
@@ -209,16 +216,6 @@ def test_a_clone_that_outlasts_return_timeout_is_followed_to_its_end(world):
 
 
 # -- where NetApp's reference says nothing, the tool checks or does not rely on it
-
-def storage_snapshot_of_101_then_changed(world):
-    """A storage snapshot of ONTAP01, then VM 101's disk changed: (snapshot, disk bytes in it)."""
-    disk = world.disk(world.vol1, 101, VM101_DISK)
-    original = disk.read_bytes()
-    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-    (snapshot,) = tool_snapshots(world.vol1)
-    disk.write_bytes(b'changed since')
-    return snapshot, original
-
 
 @pytest.mark.parametrize('answer', ['not there', 'no such file at another status'])
 def test_a_disk_the_storage_snapshot_has_no_copy_of_is_kept_and_named(world, answer):

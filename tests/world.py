@@ -383,18 +383,26 @@ FILE_CLONE = '/api/storage/file/clone'
 
 
 def interrupt_once_cloning(world, *argv):
-    """Run the tool as a process of its own with `argv`, send it SIGINT once its first file
-    clone reached ONTAP, and return its stderr once it and every PVE task have ended: that it
-    stopped as a signal says (exit 130), with no traceback, is checked here."""
-    process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), *map(str, argv)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not any(r['path'] == FILE_CLONE for r in world.a.requests + world.b.requests):
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    """Run the tool as a process of its own with `argv`, send it SIGINT the moment its first
+    file clone reaches ONTAP (from the emulator, before that clone is answered: no polling
+    delay lets the run get further first), and return its stderr once it and every PVE task
+    have ended: that it stopped as a signal says (exit 130), with no traceback, is checked here."""
+    sent = threading.Event()
+
+    def interrupt(record):
+        if record['path'] == FILE_CLONE and not sent.is_set():
+            sent.set()
+            process.send_signal(signal.SIGINT)
+
+    world.a.on_request = world.b.on_request = interrupt
+    try:
+        process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), *map(str, argv)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _, err = process.communicate(timeout=60)
+    finally:
+        world.a.on_request = world.b.on_request = None
     wait_for_tasks(world.pve)
+    assert sent.is_set(), err
     assert process.returncode == 128 + signal.SIGINT, err
     assert err.splitlines()[-1].startswith('ERROR: stopped by SIGINT (') and 'Traceback' not in err
     return err

@@ -13,6 +13,7 @@ import types
 from pathlib import Path
 
 import pytest
+from world import FILE_CLONE, signalled_run
 
 SCRIPT = Path(__file__).resolve().parent.parent / 'pve_ontap_snapshot.py'
 HTTP_STACK = ('requests', 'urllib3', 'proxmoxer')
@@ -141,8 +142,12 @@ def wait_for(condition, process):
         time.sleep(0.02)
 
 
-def capture_requests(emu):
-    return [r for r in emu.requests if r['method'] == 'POST' and r['path'].endswith('/snapshots')]
+def is_capture(record):
+    return record['method'] == 'POST' and record['path'].endswith('/snapshots')
+
+
+def is_clone(record):
+    return record['path'] == FILE_CLONE
 
 
 @pytest.mark.parametrize('mode', ['-freeze', '-suspend', '-pause'])
@@ -151,15 +156,10 @@ def test_sigterm_inside_the_window_waits_until_the_vm_runs_again(world, mode):
     vm.config['agent'], vm.agent = '1', {}
     world.write_config(defaults='freeze_timeout = 30\n')
     world.a.slow_job('POST', r'/snapshots$', 1)     # the capture, the one thing inside the window
-    process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm',
-                                '100', mode, '-no-register'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: capture_requests(world.a), process)
-
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
+    code, err = signalled_run(world, ['vm', 'create', '-vm', 100, mode, '-no-register'], is_capture, signal.SIGTERM)
 
     # the signal waits until the VM runs again; then the run stops, the snapshot made and named
-    assert process.returncode == 128 + signal.SIGTERM
+    assert code == 128 + signal.SIGTERM
     stamp = err.splitlines()[-1].split('snapshot ')[1].split(' ')[0]
     assert err.splitlines()[-1] == f'ERROR: stopped by SIGTERM (VM 100: snapshot {stamp} of 6 disk(s) was made)'
     assert not vm.agent_frozen and vm.status == vm.qmpstatus == 'running' and not vm.lock
@@ -199,17 +199,11 @@ def test_a_second_ctrl_c_during_a_shutdown_is_acknowledged_and_does_not_cut_it_s
     world.pve.time_scale = 0.01
     vm = world.pve.vm(100)
     world.a.slow_job('POST', r'/snapshots$', 3)     # the window outlasts both presses
-    process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm',
-                                '100', '-shutdown', '-no-register'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    wait_for(lambda: capture_requests(world.a), process)
+    # two presses, not one: the handler must see each
+    code, err = signalled_run(world, ['vm', 'create', '-vm', 100, '-shutdown', '-no-register'], is_capture,
+                              signal.SIGINT, signal.SIGINT)
 
-    process.send_signal(signal.SIGINT)
-    time.sleep(0.2)     # two presses, not one: the handler must see each
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
-
-    assert process.returncode == 128 + signal.SIGINT, err
+    assert code == 128 + signal.SIGINT, err
     assert err.count('SIGINT: finishing first what must not be cut short') == 2
     assert err.splitlines()[-1].endswith('of 6 disk(s) was made)')
     assert vm.status == vm.qmpstatus == 'running' and not vm.lock
@@ -281,13 +275,7 @@ def test_a_guest_started_while_the_admin_reads_the_question_stops_a_storage_rest
 def test_sigterm_in_the_window_still_says_that_the_vm_could_not_be_started(world):
     world.pve.vm(100).start_error = 'kvm: Permission denied'
     world.a.slow_job('POST', '/api/storage/file/clone', 1, times=None)
-    process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm',
-                                '100', '-suspend', '-no-register'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    wait_for(lambda: any(r['path'] == '/api/storage/file/clone' for r in world.a.requests), process)
-
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
+    _, err = signalled_run(world, ['vm', 'create', '-vm', 100, '-suspend', '-no-register'], is_clone, signal.SIGTERM)
 
     (line,) = [line for line in err.splitlines() if line.startswith('ERROR')]
     assert line.startswith('ERROR: stopped by SIGTERM (VM 100: snapshot ')
@@ -299,15 +287,10 @@ def test_sigterm_during_a_restore_lets_it_finish_and_says_so(world):
     world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').write_bytes(b'then' * 2048)
     world.pve.vm(101).status = world.pve.vm(101).qmpstatus = 'running'
     world.a.slow_job('POST', '/api/storage/file/clone', 1, times=None)
-    process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'restore', '-vm',
-                                '101', '-snapshot', stamp, '-shutdown', '-yes'], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: any(r['path'] == '/api/storage/file/clone' for r in world.a.requests), process)
+    code, err = signalled_run(world, ['vm', 'restore', '-vm', 101, '-snapshot', stamp, '-shutdown', '-yes'], is_clone,
+                              signal.SIGTERM)
 
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
-
-    assert process.returncode == 128 + signal.SIGTERM
+    assert code == 128 + signal.SIGTERM
     assert err.splitlines()[-1] == (f'ERROR: stopped by SIGTERM (VM 101: disks scsi0 restored from snapshot {stamp} '
                                     'first)')
     assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == b'then' * 2048
@@ -370,15 +353,10 @@ def test_sigterm_while_ontap_reverts_a_storage_waits_for_its_answer_and_says_so(
     world.pve.vm(100).status = 'stopped'
     world.write_config(defaults='read_timeout = 6\n')   # return_timeout = 1 s: the job is polled
     world.a.slow_job('PATCH', r'^/api/storage/volumes/', 2)
-    process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'storage', 'restore',
-                                '-storage', 'ONTAP01', '-snapshot', old, '-yes'], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: any(r['method'] == 'PATCH' for r in world.a.requests), process)
+    code, err = signalled_run(world, ['storage', 'restore', '-storage', 'ONTAP01', '-snapshot', old, '-yes'],
+                              lambda record: record['method'] == 'PATCH', signal.SIGTERM)
 
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
-
-    assert process.returncode == 128 + signal.SIGTERM, err
+    assert code == 128 + signal.SIGTERM, err
     assert err.splitlines()[-1] == (f'ERROR: stopped by SIGTERM (storage ONTAP01: volume proxmox_storage01 reverted '
                                     f'to snapshot {old} first)')
     assert disk.read_bytes() == original

@@ -5,13 +5,10 @@ freeze_timeout, or a signal comes."""
 
 import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from world import pve_params, wait_for_tasks, with_running_guests
+from world import pve_params, signalled_run, with_running_guests
 
 SCRIPT = Path(__file__).resolve().parent.parent / 'pve_ontap_snapshot.py'
 THAW_TOO_LATE = ("VM {vmid} qmp command 'guest-fsfreeze-thaw' failed - couldn't hold writes: fsfreeze is limited "
@@ -182,19 +179,11 @@ def test_a_stop_signal_while_guests_are_frozen_thaws_them_first(world, signum):
     vms = with_running_guests(world)
     world.write_config(defaults='freeze_timeout = 30\n')
     world.a.slow_job('POST', r'/snapshots$', 1)
-    process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'storage', 'create',
-                                '-storage', 'ONTAP01', '-pause', '-keep', '1'],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not [r for r in world.a.requests if r['method'] == 'POST' and r['path'].endswith('/snapshots')]:
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.02)
+    code, err = signalled_run(world, ['storage', 'create', '-storage', 'ONTAP01', '-pause', '-keep', '1'],
+                              lambda record: record['method'] == 'POST' and record['path'].endswith('/snapshots'),
+                              signum)
 
-    process.send_signal(signum)
-    _, err = process.communicate(timeout=60)
-    wait_for_tasks(world.pve)
-
-    assert process.returncode == 128 + signum, err
+    assert code == 128 + signum, err
     (name,) = storage_snapshots(world)
     assert err.splitlines()[-1] == f'ERROR: stopped by {signum.name} (storage ONTAP01: snapshot {name} was made)'
     assert not any(vm.agent_frozen for vm in vms.values())

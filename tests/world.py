@@ -382,19 +382,22 @@ SCRIPT = Path(tool.__file__).resolve()
 FILE_CLONE = '/api/storage/file/clone'
 
 
-def interrupt_once_cloning(world, *argv):
-    """Run the tool as a process of its own with `argv`, send it SIGINT the moment its first
-    file clone reaches ONTAP (from the emulator, before that clone is answered: no polling
-    delay lets the run get further first), and return its stderr once it and every PVE task
-    have ended: that it stopped as a signal says (exit 130), with no traceback, is checked here."""
+def signalled_run(world, argv, when, *signals):
+    """Run the tool as a process of its own with `argv` and send it `signals` (one after the
+    other, 0.2 s apart) the moment the first request `when(record)` reaches either ONTAP
+    emulator. They are sent from the emulator, before it answers that request: no polling delay
+    lets a loaded machine's run get further first. The exit code and stderr, once the run and
+    every PVE task have ended; that it had no traceback is checked here."""
     sent = threading.Event()
 
-    def interrupt(record):
-        if record['path'] == FILE_CLONE and not sent.is_set():
+    def send(record):
+        if when(record) and not sent.is_set():
             sent.set()
-            process.send_signal(signal.SIGINT)
+            for count, signum in enumerate(signals):
+                time.sleep(0.2 if count else 0)
+                process.send_signal(signum)
 
-    world.a.on_request = world.b.on_request = interrupt
+    world.a.on_request = world.b.on_request = send
     try:
         process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), *map(str, argv)],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -402,9 +405,17 @@ def interrupt_once_cloning(world, *argv):
     finally:
         world.a.on_request = world.b.on_request = None
     wait_for_tasks(world.pve)
-    assert sent.is_set(), err
-    assert process.returncode == 128 + signal.SIGINT, err
-    assert err.splitlines()[-1].startswith('ERROR: stopped by SIGINT (') and 'Traceback' not in err
+    assert sent.is_set(), f'the run never sent such a request: {err}'
+    assert 'Traceback' not in err, err
+    return process.returncode, err
+
+
+def interrupt_once_cloning(world, *argv):
+    """Run the tool with `argv`, interrupted (SIGINT) as its first file clone reaches ONTAP; its
+    stderr, once it is checked that the run stopped as a signal says (exit 130)."""
+    code, err = signalled_run(world, argv, lambda record: record['path'] == FILE_CLONE, signal.SIGINT)
+    assert code == 128 + signal.SIGINT, err
+    assert err.splitlines()[-1].startswith('ERROR: stopped by SIGINT ('), err
     return err
 
 

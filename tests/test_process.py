@@ -132,16 +132,6 @@ def test_restore_asks_on_a_terminal_and_only_yes_goes_ahead(world, keys, restore
         assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == live
 
 
-def wait_for(condition, process):
-    """Until condition() holds while the process runs; its stderr if it ends before."""
-    deadline = time.monotonic() + 30
-    while not condition():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f'the run never got there: {process.communicate()}')
-        time.sleep(0.02)
-
-
 def is_capture(record):
     return record['method'] == 'POST' and record['path'].endswith('/snapshots')
 
@@ -167,11 +157,13 @@ def test_sigterm_inside_the_window_waits_until_the_vm_runs_again(world, mode):
     assert not world.vol1.snapshots and not world.vol2.snapshots
 
 
-def slow_suspend(pve, seconds):
-    """The VM is down at once, but its suspend task takes `seconds` PVE seconds to end."""
+def slow_suspend(pve, seconds, on_down):
+    """The VM is down at once, and on_down() is called; but its suspend task takes `seconds`
+    PVE seconds to end."""
     async def _do_suspend(self, vm, user, params):
         async def body():
             vm.status, vm.lock, vm.config['lock'] = 'stopped', 'suspended', 'suspended'
+            on_down()
             await self.pause(seconds)
         return await self.task(vm.node, 'qmsuspend', vm.vmid, user, body, vm=vm)
     pve._do_suspend = types.MethodType(_do_suspend, pve)
@@ -180,13 +172,13 @@ def slow_suspend(pve, seconds):
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_while_the_vm_is_being_suspended_lets_the_snapshot_finish_first(world, signum):
     world.pve.time_scale = 0.01
-    slow_suspend(world.pve, 100)
+    started = []
+    # sent from fakepve as the VM goes down, while its suspend task still runs
+    slow_suspend(world.pve, 100, on_down=lambda: started[0].send_signal(signum))
     process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm',
                                 '100', '-suspend', '-no-register'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-    wait_for(lambda: world.pve.vm(100).lock == 'suspended', process)
-
-    process.send_signal(signum)
+    started.append(process)
     _, err = process.communicate(timeout=60)
 
     assert process.returncode == 128 + signum, err

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from world import ONTAP_PASSWORD
+from world import FILE_CLONE, ONTAP_PASSWORD
 
 import pve_ontap_snapshot as tool
 
@@ -136,8 +136,9 @@ def test_a_held_lock_is_kept_fresh_so_that_pmxcfs_never_expires_it(world, cluste
     tool.check_cluster_lock_usable()
     lock = cluster_dir / 'lock' / (tool.CLUSTER_LOCK_PREFIX + 'vol')
     asked = []
-    with PmxcfsLocks(lock.parent, expiry=0.3) as pmxcfs, tool.cluster_lock('vol', 'volume vol', 0, HOLDER):
-        deadline = time.monotonic() + 1.2     # four times the expiry, unlock requests all along
+    # an expiry of 20 refreshes: a loaded machine may delay a refresh, but not by that much
+    with PmxcfsLocks(lock.parent, expiry=1.0) as pmxcfs, tool.cluster_lock('vol', 'volume vol', 0, HOLDER):
+        deadline = time.monotonic() + 2.5     # more than twice the expiry, unlock requests all along
         while time.monotonic() < deadline:
             pmxcfs.unlock_request(lock)
             asked.append(lock.is_dir())
@@ -221,16 +222,25 @@ def test_without_quorum_the_cluster_lock_is_refused_in_its_own_words(world, clus
 
 def test_two_runs_at_once_meet_at_the_cluster_lock(world, cluster_dir):
     """Two processes sharing one priv/lock, as two nodes share pmxcfs: the second waits or is told who works."""
-    world.a.slow_job('POST', '/api/storage/file/clone', 2, times=None)
+    # the first run's clone is held unanswered until the second run was refused
+    cloning, answer = threading.Event(), threading.Event()
+
+    def hold(record):
+        if record['path'] == FILE_CLONE:
+            cloning.set()
+            answer.wait(30)
+
+    world.a.on_request = hold
     first = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm', '101',
                               '-no-register'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not any(r['path'] == '/api/storage/file/clone' for r in world.a.requests):
-        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
-        time.sleep(0.02)
-
-    refused = world.run('storage', 'create', '-storage', 'ONTAP01')
-    waited = world.run('-wait', 30, 'storage', 'create', '-storage', 'ONTAP01')
+    try:
+        assert cloning.wait(30), first.communicate()
+        refused = world.run('storage', 'create', '-storage', 'ONTAP01')
+        threading.Timer(0.5, answer.set).start()    # while the next run waits
+        waited = world.run('-wait', 30, 'storage', 'create', '-storage', 'ONTAP01')
+    finally:
+        answer.set()
+        world.a.on_request = None
     first.communicate(timeout=60)
 
     (line,) = error_lines(refused)

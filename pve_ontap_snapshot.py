@@ -588,6 +588,8 @@ REQUESTS_AT_ONCE = 16       # requests one thread fans out at once: a VM's clone
 # a connection for each, so no thread waits for one (inside a VM's pause, say) and none is
 # thrown away (urllib3 warns "Connection pool is full"). Only idle connections take room.
 CONNECTIONS_PER_HOST = MOST_VMS_AT_ONCE * REQUESTS_AT_ONCE
+# How long a stop signal may wait to be seen while the main thread waits for parallel work.
+SIGNAL_LATENCY = 0.1
 
 
 def settle_environment(session, url):
@@ -2884,6 +2886,17 @@ def confirm(ctx, question, assume_yes):
         raise Failure('aborted: nothing changed')
 
 
+def result_of(future):
+    """future.result(), waited for in steps of SIGNAL_LATENCY. The kernel may hand a stop
+    signal to any thread (signal(7): "an arbitrary thread"), and Python runs its handler in the
+    main thread once that runs Python code again; in one long wait, it would see the signal
+    only when the future is done — too late to keep a VM in vm create from beginning."""
+    if threading.current_thread() is threading.main_thread():
+        while not concurrent.futures.wait([future], timeout=SIGNAL_LATENCY).done:
+            pass
+    return future.result()
+
+
 def map_parallel(function, items, limit=REQUESTS_AT_ONCE, finish=False):
     """[function(item) for item in items], up to `limit` calls at once (1: one by one, in
     order, so that a dry run prints its lines in order). The first exception, in item order
@@ -2899,7 +2912,7 @@ def map_parallel(function, items, limit=REQUESTS_AT_ONCE, finish=False):
     try:
         futures = [pool.submit(function, item) for item in items[inline:]]
         first = [function(items[0])] if inline else []
-        return first + [future.result() for future in futures]
+        return first + [result_of(future) for future in futures]
     finally:
         pool.shutdown(wait=True, cancel_futures=not finish)
 
@@ -3828,7 +3841,7 @@ def in_order(function, items, workers):
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
     try:
         futures = [pool.submit(function, item) for item in items]
-        yield (future.result() for future in futures)
+        yield (result_of(future) for future in futures)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -2886,14 +2886,27 @@ def confirm(ctx, question, assume_yes):
         raise Failure('aborted: nothing changed')
 
 
-def result_of(future):
-    """future.result(), waited for in steps of SIGNAL_LATENCY. The kernel may hand a stop
-    signal to any thread (signal(7): "an arbitrary thread"), and Python runs its handler in the
-    main thread once that runs Python code again; in one long wait, it would see the signal
-    only when the future is done — too late to keep a VM in vm create from beginning."""
-    if threading.current_thread() is threading.main_thread():
-        while not concurrent.futures.wait([future], timeout=SIGNAL_LATENCY).done:
-            pass
+def wait_for(futures, timeout=None):
+    """concurrent.futures.wait(futures, timeout), in steps of SIGNAL_LATENCY in the main thread.
+    The kernel may hand a stop signal to any thread (signal(7): "an arbitrary thread"), and
+    Python runs its handler in the main thread once that runs Python code again; in one long
+    wait, it would see the signal only when the wait ends — too late to keep a VM in vm create
+    from beginning, and a second Ctrl-C would not be seen as one."""
+    if threading.current_thread() is not threading.main_thread():
+        return concurrent.futures.wait(futures, timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        step = SIGNAL_LATENCY if deadline is None else max(0.0, min(SIGNAL_LATENCY, deadline - time.monotonic()))
+        waited = concurrent.futures.wait(futures, step)
+        if not waited.not_done or (deadline is not None and time.monotonic() >= deadline):
+            return waited
+
+
+def result_of(future, timeout=None):
+    """future.result(timeout), waited for by wait_for: concurrent.futures.TimeoutError if it is
+    not done by then."""
+    if wait_for([future], timeout).not_done:
+        raise concurrent.futures.TimeoutError
     return future.result()
 
 
@@ -3137,12 +3150,12 @@ class VmWindow:
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             future = pool.submit(function, *args)
             try:
-                return future.result(timeout=bound)
+                return result_of(future, timeout=bound)
             except concurrent.futures.TimeoutError:
                 self.late = (f'the capture snapshots outlasted the {self.mode} bound of {bound:g} s (freeze_timeout): '
                              'not consistent')
                 self._resume()
-                return future.result()
+                return result_of(future)
 
     def leave_down(self, why):
         """Do not start the VM again when the window closes."""
@@ -4614,7 +4627,7 @@ class GuestsWindow:
             turns = {guest.view.vm['node']: threading.BoundedSemaphore(POWER_CYCLES_PER_NODE)
                      for guest in self.guests}
             holds = [pool.submit(self._hold, guest, turns[guest.view.vm['node']]) for guest in self.guests]
-            if concurrent.futures.wait(holds, timeout=self.bound).not_done:
+            if wait_for(holds, timeout=self.bound).not_done:
                 self._let_go(f'holding every guest outlasted the bound of {self.bound:g} s (freeze_timeout)')
         except BaseException:
             self.__exit__(None, None, None)
@@ -4652,10 +4665,10 @@ class GuestsWindow:
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             future = pool.submit(function, *args)
             try:
-                return future.result(timeout=max(0.0, self._deadline - time.monotonic()))
+                return result_of(future, timeout=max(0.0, self._deadline - time.monotonic()))
             except concurrent.futures.TimeoutError:
                 self._let_go(f'the snapshot outlasted the bound of {self.bound:g} s (freeze_timeout)')
-                return future.result()
+                return result_of(future)
 
     def _let_go(self, why):
         with self._mutex:

@@ -15,6 +15,7 @@ the sandbox and the benchmark all build it with populate() and drive it with Wor
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -382,12 +383,14 @@ SCRIPT = Path(tool.__file__).resolve()
 FILE_CLONE = '/api/storage/file/clone'
 
 
-def signalled_run(world, argv, when, *signals):
+def signalled_run(world, argv, when, *signals, to_a_worker=False):
     """Run the tool as a process of its own with `argv` and send it `signals` (one after the
     other, 0.2 s apart) the moment the first request `when(record)` reaches either ONTAP
     emulator. They are sent from the emulator, before it answers that request: no polling delay
-    lets a loaded machine's run get further first. The exit code and stderr, once the run and
-    every PVE task have ended; that it had no traceback is checked here."""
+    lets a loaded machine's run get further first. `to_a_worker`: to one of its threads other
+    than the main one, as the kernel may choose for a signal to the process (signal(7)). The
+    exit code and stderr, once the run and every PVE task have ended; that it had no traceback
+    is checked here."""
     sent = threading.Event()
 
     def send(record):
@@ -395,7 +398,10 @@ def signalled_run(world, argv, when, *signals):
             sent.set()
             for count, signum in enumerate(signals):
                 time.sleep(0.2 if count else 0)
-                process.send_signal(signum)
+                if to_a_worker:
+                    send_to_a_worker(process.pid, signum)
+                else:
+                    process.send_signal(signum)
 
     world.a.on_request = world.b.on_request = send
     try:
@@ -410,10 +416,18 @@ def signalled_run(world, argv, when, *signals):
     return process.returncode, err
 
 
-def interrupt_once_cloning(world, *argv):
+def send_to_a_worker(pid, signum):
+    """Send `signum` to a thread of process `pid` other than its main thread (glibc's tgkill)."""
+    worker = next(int(task) for task in sorted(os.listdir(f'/proc/{pid}/task')) if int(task) != pid)
+    if ctypes.CDLL(None, use_errno=True).tgkill(pid, worker, signum):
+        raise OSError(ctypes.get_errno(), f'tgkill {pid} {worker}')
+
+
+def interrupt_once_cloning(world, *argv, to_a_worker=False):
     """Run the tool with `argv`, interrupted (SIGINT) as its first file clone reaches ONTAP; its
     stderr, once it is checked that the run stopped as a signal says (exit 130)."""
-    code, err = signalled_run(world, argv, lambda record: record['path'] == FILE_CLONE, signal.SIGINT)
+    code, err = signalled_run(world, argv, lambda record: record['path'] == FILE_CLONE, signal.SIGINT,
+                              to_a_worker=to_a_worker)
     assert code == 128 + signal.SIGINT, err
     assert err.splitlines()[-1].startswith('ERROR: stopped by SIGINT ('), err
     return err

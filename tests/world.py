@@ -385,7 +385,7 @@ FILE_CLONE = '/api/storage/file/clone'
 
 def signalled_run(world, argv, when, *signals, to_a_worker=False):
     """Run the tool as a process of its own with `argv` and send it `signals` (one after the
-    other, 0.2 s apart) the moment the first request `when(record)` reaches either ONTAP
+    other, 0.5 s apart) the moment the first request `when(record)` reaches either ONTAP
     emulator. They are sent from the emulator, before it answers that request: no polling delay
     lets a loaded machine's run get further first. `to_a_worker`: to one of its threads other
     than the main one, as the kernel may choose for a signal to the process (signal(7)). The
@@ -397,7 +397,7 @@ def signalled_run(world, argv, when, *signals, to_a_worker=False):
         if when(record) and not sent.is_set():
             sent.set()
             for count, signum in enumerate(signals):
-                time.sleep(0.2 if count else 0)
+                time.sleep(0.5 if count else 0)
                 if to_a_worker:
                     send_to_a_worker(process.pid, signum)
                 else:

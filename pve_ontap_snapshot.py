@@ -2894,11 +2894,10 @@ def wait_for(futures, timeout=None):
     from beginning, and a second Ctrl-C would not be seen as one."""
     if threading.current_thread() is not threading.main_thread():
         return concurrent.futures.wait(futures, timeout)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = math.inf if timeout is None else time.monotonic() + timeout
     while True:
-        step = SIGNAL_LATENCY if deadline is None else max(0.0, min(SIGNAL_LATENCY, deadline - time.monotonic()))
-        waited = concurrent.futures.wait(futures, step)
-        if not waited.not_done or (deadline is not None and time.monotonic() >= deadline):
+        waited = concurrent.futures.wait(futures, max(0.0, min(SIGNAL_LATENCY, deadline - time.monotonic())))
+        if not waited.not_done or time.monotonic() >= deadline:
             return waited
 
 

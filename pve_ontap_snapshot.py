@@ -56,6 +56,7 @@ import configparser
 import contextlib
 import dataclasses
 import datetime
+import errno
 import fcntl
 import functools
 import glob
@@ -64,13 +65,14 @@ import json
 import logging
 import math
 import os
+import pwd
 import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -94,9 +96,6 @@ CONFIG_SEARCH_PATH = ('config.ini', '/etc/pve-ontap-snapshot/config.ini')
 PROXMOX_SECTION = 'proxmox'
 DEFAULTS_SECTION = 'defaults'
 PVE_ROOT_CA = '/etc/pve/pve-root-ca.pem'
-# $PVE_ONTAP_SNAPSHOT_LOCK_DIR alone if set (every run must share it), else the first usable.
-LOCK_DIRS = ((os.environ['PVE_ONTAP_SNAPSHOT_LOCK_DIR'],) if os.environ.get('PVE_ONTAP_SNAPSHOT_LOCK_DIR') else
-             ('/run/lock/pve-ontap-snapshot', os.path.join(tempfile.gettempdir(), 'pve-ontap-snapshot')))
 # The cluster-wide lock lives in pmxcfs, as PVE's own (pve-cluster src/PVE/Cluster.pm, cfs_lock):
 # a directory in priv/lock/, made with mkdir (atomic across nodes), removed with rmdir. A
 # lock not updated for 120 s is removed by pmxcfs on the next unlock request, `utime 0 0`,
@@ -687,7 +686,7 @@ class Ontap:
         for another answer than JSON (a file's data): then a success's body is the response."""
         what = what or f'{method} {path}'
         if self.dry_run and method != 'GET':
-            print(f'would {what} (ONTAP {self.host})')
+            print(printable(f'would {what} (ONTAP {self.host})'))
             return 200, {}
         url = path if path.startswith('https://') else self.base + path
         try:
@@ -1331,7 +1330,7 @@ class Pve:
         """GET/POST/PUT/DELETE `resource`; errors become one ProxmoxError line naming `what`.
         `safe` marks a POST that changes nothing (an agent ping): sent even in a dry run."""
         if self.dry_run and method != 'get' and not safe:
-            print(f'would {what} (Proxmox {self.host})')
+            print(printable(f'would {what} (Proxmox {self.host})'))
             return None
         for attempt in (1, 2):
             api = self.api
@@ -1924,7 +1923,7 @@ def parse_config_text(text):
     (pve-common src/PVE/Tools.pm), `key: value` lines the rest. It ends at the first `[section]`:
     a snapshot's config, or [PENDING], which are not the VM's current config."""
     config, description = {}, []
-    for line in text.splitlines():
+    for line in text.split('\n'):     # as PVE splits it: a carriage return or form feed ends no line
         if line.startswith('['):
             break
         if line.startswith('#'):
@@ -1950,8 +1949,8 @@ def restorable(config):
 def config_diff(current, saved, current_label, saved_label):
     """How a saved config differs from the current one: unified diff lines of both in .conf syntax."""
     import difflib  # only vm restore needs it; see ontap_read_file
-    return list(difflib.unified_diff(config_text(restorable(current)).splitlines(),
-                                     config_text(restorable(saved)).splitlines(),
+    return list(difflib.unified_diff(config_text(restorable(current)).split('\n')[:-1],
+                                     config_text(restorable(saved)).split('\n')[:-1],
                                      current_label, saved_label, lineterm=''))
 
 
@@ -2270,9 +2269,24 @@ def human_size(value):
         size /= 1024
 
 
+# What a terminal would act on rather than show: C0 and C1 controls (escape sequences, a
+# carriage return that hides a line), Unicode's format and line-separator characters (bidi
+# overrides reorder what follows), and the lone surrogates of bytes that are no UTF-8.
+UNPRINTABLE = re.compile(r'[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]')
+
+
+def printable(text):
+    """Text from outside (a config, a file or snapshot name, a server's message) as it may reach a
+    terminal: every character of UNPRINTABLE escaped, \\x1b or \\u202e, so that none can move
+    the cursor, erase or reorder what was printed before it, or make two lines of one."""
+    return UNPRINTABLE.sub(lambda found: f'\\x{ord(found[0]):02x}' if ord(found[0]) < 0x100
+                           else f'\\u{ord(found[0]):04x}', str(text))
+
+
 def format_table(columns, rows):
-    """A plain left-aligned text table; columns are (header, key) pairs."""
-    cells = [[header for header, _ in columns]] + [[str(row.get(key, '')) for _, key in columns] for row in rows]
+    """A plain left-aligned text table; columns are (header, key) pairs; every cell printable()."""
+    cells = [[header for header, _ in columns]] + [[printable(row.get(key, '')) for _, key in columns]
+                                                   for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     return '\n'.join('  '.join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
                      for line in cells)
@@ -2635,16 +2649,115 @@ class Context:
         print(json.dumps(data, indent=2, sort_keys=True) if self.output == 'json' else text)
 
 
-def lock_dir():
-    """The first usable of LOCK_DIRS (/run/lock is root's; others fall back to the temp dir)."""
-    for directory in LOCK_DIRS:
+# -- files this run writes on the node
+# A file the tool writes may sit where another local user can put a link or a directory of
+# theirs (/run/lock is world-writable, and empty after a boot). So each directory it writes
+# in is opened without following a link and checked — a real directory, the running user's,
+# writable by nobody else — and each file is opened relative to it, never through a link.
+
+def user_name(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f'uid {uid}'
+
+
+def describe_owner(info):
+    """`owned by bob (uid 1000), mode 777` of an os.stat result."""
+    return f'owned by {user_name(info.st_uid)} (uid {info.st_uid}), mode {stat.S_IMODE(info.st_mode):o}'
+
+
+def unsafe_owner(info):
+    """Why a directory or file (an os.stat result) is not the running user's alone, or None."""
+    problems = []
+    if info.st_uid != os.geteuid():
+        problems.append(f"not {user_name(os.geteuid())}'s, who runs this")
+    if info.st_mode & 0o022:
+        problems.append('writable by group or others')
+    return ', and '.join(problems) or None
+
+
+@contextlib.contextmanager
+def checked_directory(path, what, fix, make=True):
+    """A descriptor of the directory `path` (made, mode 700, if missing and `make`) to open files
+    in: a Failure naming it, its owner and mode, and `fix`, if it is a link or no directory, or
+    is not the running user's alone (unsafe_owner)."""
+    if make:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        kind = ('a link or no directory' if exc.errno in (errno.ELOOP, errno.ENOTDIR)
+                else f'not to be opened ({exc.strerror})')
+        raise Failure(f'{what} {path} is {kind}: {fix}') from exc
+    try:
+        info = os.fstat(descriptor)
+        problem = unsafe_owner(info)
+        if problem:
+            raise Failure(f'{what} {path} is {describe_owner(info)}: {problem}, so another user could put links '
+                          f'in it; {fix}')
+        yield descriptor
+    finally:
+        os.close(descriptor)
+
+
+def open_in(directory, name, flags, path):
+    """os.open of `name` in the checked directory (a descriptor), never through a link, mode 600
+    if made; a Failure unless it is a plain file of the running user's. `path`: for messages."""
+    try:
+        descriptor = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=directory)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise
+        kind = 'a link' if exc.errno == errno.ELOOP else f'not to be opened ({exc.strerror})'
+        raise Failure(f'{path} is {kind}: remove it') from exc
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        os.close(descriptor)
+        raise Failure(f'{path} is {"no plain file" if not stat.S_ISREG(info.st_mode) else describe_owner(info)}, '
+                      f'not a file of {user_name(os.geteuid())}\'s: remove it')
+    return descriptor
+
+
+def read_text(directory, name):
+    """The text of the file `name` in `directory` (a path), '' if there is none."""
+    with checked_directory(directory, 'directory', 'see README, Security', make=False) as parent:
         try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(directory, os.W_OK):
-            return directory
-    raise Failure(f'no writable lock directory among {", ".join(LOCK_DIRS)}')
+            descriptor = open_in(parent, name, os.O_RDONLY, os.path.join(directory, name))
+        except FileNotFoundError:
+            return ''
+    with open(descriptor, encoding='utf-8') as handle:
+        return handle.read()
+
+
+def write_text(directory, name, text):
+    """Replace the file `name` in `directory` (a path) whole: a new file of its own (O_EXCL), then
+    renamed over it — atomic on a local disk and on pmxcfs alike."""
+    with checked_directory(directory, 'directory', 'see README, Security', make=False) as parent:
+        temporary = f'.{name}.{os.getpid()}.{os.urandom(4).hex()}'
+        descriptor = open_in(parent, temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, os.path.join(directory, name))
+        with open(descriptor, 'w', encoding='utf-8') as handle:
+            handle.write(text)
+        os.replace(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
+
+
+# /run/lock/pve-ontap-snapshot, made at boot by the Debian package (tmpfiles.d), else by the first run.
+LOCK_DIR = '/run/lock/pve-ontap-snapshot'
+
+
+def lock_dir():
+    """Where this node's locks are: $PVE_ONTAP_SNAPSHOT_LOCK_DIR if set (every run must share it),
+    else LOCK_DIR for root; for another user, whose runs cannot share root's locks (such a run is
+    one off a node), a directory of that user's own."""
+    if os.environ.get('PVE_ONTAP_SNAPSHOT_LOCK_DIR'):
+        return os.environ['PVE_ONTAP_SNAPSHOT_LOCK_DIR']
+    if os.geteuid() == 0:
+        return LOCK_DIR
+    if os.environ.get('XDG_RUNTIME_DIR'):
+        return os.path.join(os.environ['XDG_RUNTIME_DIR'], 'pve-ontap-snapshot')
+    import tempfile  # only a run by another user than root needs it; see ontap_read_file
+    return os.path.join(tempfile.gettempdir(), f'pve-ontap-snapshot-{os.geteuid()}')
 
 
 class HeldLock:
@@ -2729,8 +2842,12 @@ def in_use(what, record, lock):
 @contextlib.contextmanager
 def node_lock(name, what, wait, holder):
     """Hold this node's lock file `name` for `what`, waiting up to `wait` seconds for another run."""
-    path = os.path.join(lock_dir(), name)
-    with open(path, 'a+') as handle:
+    directory = lock_dir()
+    path = os.path.join(directory, name)
+    fix = f'remove it (rm -r {directory}) and run again: the next run makes it anew, mode 700'
+    with checked_directory(directory, 'lock directory', fix) as parent:
+        descriptor = open_in(parent, name, os.O_RDWR | os.O_CREAT, path)
+    with open(descriptor, 'r+', encoding='utf-8') as handle:
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -2754,21 +2871,6 @@ def node_lock(name, what, wait, holder):
         yield HeldLock(read, write, holder)
 
 
-def read_text(path):
-    try:
-        with open(path, encoding='utf-8') as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return ''
-
-
-def write_text(path, text):
-    """Replace a file whole (pmxcfs renames atomically, as on a local disk)."""
-    with open(f'{path}.tmp.{os.getpid()}', 'w', encoding='utf-8') as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
-
 class ClusterLockUnavailable(Failure):
     """The cluster-wide lock cannot be taken: off a PVE node, or /etc/pve read-only (no quorum)."""
 
@@ -2789,7 +2891,7 @@ def cluster_lock(name, what, wait, holder):
     """Hold the cluster-wide lock `name` for `what`, waiting up to `wait` seconds for a run on
     any node; updated while held, so that pmxcfs never takes it for a dead run's."""
     lock = os.path.join(CLUSTER_DIR, 'lock', CLUSTER_LOCK_PREFIX + name)
-    record = os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR, name)
+    records = os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR)
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -2799,7 +2901,7 @@ def cluster_lock(name, what, wait, holder):
             with contextlib.suppress(OSError):
                 os.utime(lock, (0, 0))      # an unlock request: pmxcfs removes the lock if expired
             if time.monotonic() >= deadline:
-                raise in_use(what, read_text(record).partition('\n')[0], lock) from None
+                raise in_use(what, read_text(records, name).partition('\n')[0], lock) from None
             time.sleep(0.2)
         except OSError as exc:
             raise ClusterLockUnavailable(f'cannot take the cluster lock {lock} ({exc.strerror}: no quorum?)') from exc
@@ -2812,7 +2914,7 @@ def cluster_lock(name, what, wait, holder):
     refresher = threading.Thread(target=refresh, name=f'refresh {lock}', daemon=True)
     refresher.start()
     try:
-        yield HeldLock(lambda: read_text(record), lambda text: write_text(record, text), holder)
+        yield HeldLock(lambda: read_text(records, name), lambda text: write_text(records, name, text), holder)
     finally:
         stop.set()
         refresher.join()
@@ -2877,7 +2979,7 @@ def confirm(ctx, question, assume_yes):
     if not sys.stdin.isatty():
         raise ConfigError(f'{question}: not asking without a terminal; add -yes to go ahead')
     # On stderr, which is the terminal even when stdout goes to a pipe (-output json | jq).
-    print(f'{question} [y/N] ', end='', file=sys.stderr, flush=True)
+    print(f'{printable(question)} [y/N] ', end='', file=sys.stderr, flush=True)
     try:
         answer = input().strip().lower()
     except EOFError:    # Ctrl-D
@@ -4151,7 +4253,7 @@ def show_vm_restore_plan(ctx, plan, asking):
         lines += config['diff']
         lines.append('-with-config puts the saved config back; disks beyond it are kept as unused disks.'
                      if config['restored'] else 'The config stays as it is (-with-config puts the saved one back).')
-    print('\n'.join(lines), file=sys.stderr, flush=True)
+    print('\n'.join(printable(line) for line in lines), file=sys.stderr, flush=True)
 
 
 def put_config_back(ctx, view, saved):
@@ -4839,7 +4941,7 @@ def cmd_storage_show(ctx, args):
     details = ontap_volume_details(ontap, volume)
     flat = flatten(details)
     width = max(map(len, flat))
-    ctx.emit(details, '\n'.join(f'{key.ljust(width)}  {human_size(value) if key in SIZE_FIELDS else value}'
+    ctx.emit(details, '\n'.join(printable(f'{key.ljust(width)}  {human_size(value) if key in SIZE_FIELDS else value}')
                                 for key, value in sorted(flat.items()) if value not in ('', None, [])))
 
 
@@ -4886,7 +4988,7 @@ def show_restore_plan(ctx, plan, asking):
              'Guests with disks on it: ' + (', '.join(guests) or 'none')]
     lines += [f'Unknown whether {guest_label(g)} on node {g["node"]} uses it: {g["error"]}' for g in plan['unchecked']]
     lines.append('Snapshots newer than it, which ONTAP deletes: ' + (', '.join(plan['newer']) or 'none'))
-    print('\n'.join(lines), file=sys.stderr, flush=True)
+    print('\n'.join(printable(line) for line in lines), file=sys.stderr, flush=True)
 
 
 def cmd_storage_restore(ctx, args):
@@ -5076,7 +5178,7 @@ def cmd_storage_unmount(ctx, args):
         if not local_pve_node():
             log.warning('not on a PVE node as root: %s may stay mounted on the nodes (umount it there)', path)
         elif ctx.dry_run:
-            print(f'would umount {path} on this node')
+            print(printable(f'would umount {path} on this node'))
         else:
             unmount_nfs(path)
         if volume is not None:
@@ -5099,7 +5201,7 @@ class Report:
         entry = Check(check, status, found, fix)
         self.checks.append(entry)
         if self.output == 'text':
-            print(format_check(entry))
+            print(printable(format_check(entry)))
 
     def ok(self, check, found):
         self.add(check, 'ok', found)
@@ -5684,8 +5786,8 @@ def doctor_locks(report, config):
         report.ok('cluster lock', f'{directory} takes locks; none of this tool\'s is held')
     for name in held:
         lock = os.path.join(directory, name)
-        record = os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR, name.removeprefix(CLUSTER_LOCK_PREFIX))
-        holder = describe_holder(read_text(record).partition('\n')[0])
+        record = read_text(os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR), name.removeprefix(CLUSTER_LOCK_PREFIX))
+        holder = describe_holder(record.partition('\n')[0])
         try:
             age = time.time() - os.stat(lock).st_mtime
         except FileNotFoundError:
@@ -6093,10 +6195,21 @@ def build_parser():
     return parser
 
 
+class PrintableFormatter(logging.Formatter):
+    """`LEVEL: message`, one line each: a message quotes servers, configs and file names, so it
+    is printable() whole (a traceback keeps its lines, each printable)."""
+
+    def formatMessage(self, record):
+        return printable(super().formatMessage(record))
+
+    def formatException(self, exc_info):
+        return '\n'.join(printable(line) for line in super().formatException(exc_info).split('\n'))
+
+
 def setup_logging(level):
     """`LEVEL: message` lines on stderr (journald and cron add their own timestamps)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter('%(levelname)s: %(message)s'))
+    handler.setFormatter(PrintableFormatter('%(levelname)s: %(message)s'))
     log.handlers[:] = [handler]
     log.setLevel(LOG_LEVELS[level])
     log.propagate = False

@@ -48,8 +48,7 @@ def ontap_b(tmp_path, ontap_ca, ontap_release):
 def lock_dir(tmp_path, monkeypatch):
     """Each test takes its node locks (-local-lock) in a directory of its own."""
     directory = tmp_path / 'locks'
-    monkeypatch.setattr(tool, 'LOCK_DIRS', (str(directory),))
-    monkeypatch.setenv('PVE_ONTAP_SNAPSHOT_LOCK_DIR', str(directory))   # for the tool run as a process
+    monkeypatch.setenv('PVE_ONTAP_SNAPSHOT_LOCK_DIR', str(directory))
     return directory
 
 

@@ -4,16 +4,12 @@ deleted; one that ONTAP keeps busy is renamed to a leftover that the next run de
 
 import json
 
-from world import VM100, VM100_ONTAP_DISKS, pve_params
+from world import VM100, VM100_ONTAP_DISKS, error_lines, pve_params
 
 import pve_ontap_snapshot as tool
 
 SNAPSHOT_OF = {'ide0': 'vm-100-disk-0.raw', 'sata0': 'vm-100-disk-1.raw', 'scsi0': 'vm-100-disk-2.qcow2',
                'virtio0': 'vm-100-disk-4.raw', 'efidisk0': 'vm-100-disk-5.raw', 'tpmstate0': 'vm-100-disk-6.raw'}
-
-
-def error_lines(result):
-    return [line for line in result.err.splitlines() if line.startswith('ERROR')]
 
 
 def volume_of(world, key):

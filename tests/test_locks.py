@@ -12,17 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from world import FILE_CLONE, ONTAP_PASSWORD
+from world import FILE_CLONE, ONTAP_PASSWORD, error_lines
 
 import pve_ontap_snapshot as tool
 
 SCRIPT = Path(__file__).resolve().parent.parent / 'pve_ontap_snapshot.py'
 HOLDER = '4242 pve2 2024-03-13_14:42:47+0000 storage create -storage ONTAP01'
 HELD_BY = 'pid 4242 on node pve2 since 2024-03-13_14:42:47+0000: storage create -storage ONTAP01'
-
-
-def error_lines(result):
-    return [line for line in result.err.splitlines() if line.startswith('ERROR')]
 
 
 def hold_cluster_lock(world, cluster_dir, storage='ONTAP01', holder=HOLDER):

@@ -9,7 +9,7 @@ import types
 import pytest
 import requests
 from fakepve import TaskError
-from world import ONTAP_B_PASSWORD, ONTAP_PASSWORD, PVE_PASSWORD, PVE_USER, cloning, pve_params
+from world import ONTAP_B_PASSWORD, ONTAP_PASSWORD, PVE_PASSWORD, PVE_USER, cloning, error_lines, pve_params
 
 import pve_ontap_snapshot as tool
 
@@ -21,10 +21,6 @@ def add_snapshots(world):
     world.a.add_snapshot('proxmox_storage01', OLD, create_time='2024-03-13T14:42:47+00:00')
     world.a.add_snapshot('proxmox_storage01', 'hourly.2024-03-14_0905', create_time='2024-03-14T09:05:00+00:00')
     world.a.add_snapshot('proxmox_storage01', NEWER, create_time='2024-03-14T10:00:00+00:00')
-
-
-def error_lines(result):
-    return [line for line in result.err.splitlines() if line.startswith('ERROR')]
 
 
 def changes(emu):

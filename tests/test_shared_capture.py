@@ -4,7 +4,7 @@ every VM is done (or stay for the next run while a clone may still read them).""
 
 import re
 
-from world import FILE_CLONE, add_vm_on_both_clusters, cloning, interrupt_once_cloning, write_disk
+from world import FILE_CLONE, add_vm_on_both_clusters, cloning, error_lines, interrupt_once_cloning, write_disk
 
 import pve_ontap_snapshot as tool
 
@@ -41,10 +41,6 @@ def noted_captures(world, cluster_dir):
     return [line.split()[0] for storage in ('ONTAP01', 'ONTAP02')
             for line in world.lock_record(cluster_dir, storage).read_text().splitlines()[1:]
             if line.startswith(tool.CAPTURE_PREFIX)]
-
-
-def error_lines(result):
-    return [line for line in result.err.splitlines() if line.startswith('ERROR')]
 
 
 # -- one instant per volume, one capture per volume

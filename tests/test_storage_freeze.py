@@ -8,15 +8,11 @@ import signal
 from pathlib import Path
 
 import pytest
-from world import pve_params, signalled_run, with_running_guests
+from world import error_lines, pve_params, signalled_run, with_running_guests
 
 SCRIPT = Path(__file__).resolve().parent.parent / 'pve_ontap_snapshot.py'
 THAW_TOO_LATE = ("VM {vmid} qmp command 'guest-fsfreeze-thaw' failed - couldn't hold writes: fsfreeze is limited "
                  'up to 10 seconds')
-
-
-def error_lines(result):
-    return [line for line in result.err.splitlines() if line.startswith('ERROR')]
 
 
 def note_guests_at_the_snapshot(world, vms):

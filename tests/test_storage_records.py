@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from world import OLD_SNAPSHOT, add_container, with_running_guests
+from world import OLD_SNAPSHOT, add_container, error_lines, with_running_guests
 
 import pve_ontap_snapshot as tool
 
@@ -33,10 +33,6 @@ def config_in(record):
 
 def consistencies(records):
     return {name.split('.')[0]: name.split('.')[1] for name in records if name.endswith('.manifest.json')}
-
-
-def error_lines(result):
-    return [line for line in result.err.splitlines() if line.startswith('ERROR')]
 
 
 def test_each_storage_snapshot_holds_the_manifest_and_config_of_every_guest_on_it(world):

@@ -5,17 +5,13 @@ ended, and then checks what is on the storage and in PVE."""
 
 import json
 
-from world import VM100_ONTAP_DISKS, cloning, wait_for_tasks
+from world import VM100_ONTAP_DISKS, cloning, error_lines, wait_for_tasks
 
 import pve_ontap_snapshot as tool
 
 STAMP = '2024-03-12_10:00:00+0000'
 LIVE = 'images/101/vm-101-disk-0.raw'
 THEN = b'then' * 2048
-
-
-def error_lines(result):
-    return [line for line in result.err.splitlines() if line.startswith('ERROR')]
 
 
 def running_db(world):

@@ -96,6 +96,11 @@ class Result:
     err: str
 
 
+def error_lines(result):
+    """The ERROR lines of a run's stderr (a failure ends with exactly one)."""
+    return [line for line in result.err.splitlines() if line.startswith('ERROR')]
+
+
 def write_disk(vol, vmid, name, size=8192):
     path = vol.path / 'images' / str(vmid) / name
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -347,6 +347,50 @@ def find_config(explicit):
     raise ConfigError(f'no config file: none of {", ".join(CONFIG_SEARCH_PATH)} exists (use -config FILE)')
 
 
+def config_file_risk(path, info):
+    """Why another user could change config.ini (its os.stat result), or None: it must be owned by
+    the user running the tool or by root, and writable by nobody else — it says which hosts get
+    the passwords, and what is trusted. (fix, problem) as phrases."""
+    if stat.S_ISREG(info.st_mode) and info.st_uid in (0, os.geteuid()) and not info.st_mode & 0o022:
+        return None
+    where = (f' (found in the current directory, {os.getcwd()})' if path == CONFIG_SEARCH_PATH[0] else '')
+    owner = 'root' if os.geteuid() == 0 else user_name(os.geteuid())
+    problem = (f'config file {path}{where} is {describe_owner(info)}: another user could change it, and with it '
+               'which hosts get the passwords and what is trusted')
+    return problem, f'chown {owner} {path} && chmod 600 {path}, or give another file with -config'
+
+
+def load_config_file(path):
+    """(text, os.stat result) of config.ini, both of one open file (no name looked up twice)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f'cannot read config file {path}: {exc.strerror}') from exc
+    with open(descriptor, 'rb') as handle:
+        info = os.fstat(handle.fileno())
+        data = handle.read()
+    try:
+        # utf-8-sig: Notepad starts a UTF-8 file with a byte-order mark
+        return data.decode('utf-8-sig'), info
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f'cannot read config file {path}: {exc}') from exc
+
+
+def read_config_file(path):
+    """config.ini's text, once its owner and mode are checked (config_file_risk): a risk is an
+    error for root, else a warning; one readable by group or others is a warning (it holds passwords)."""
+    text, info = load_config_file(path)
+    risk = config_file_risk(path, info)
+    if risk and os.geteuid() == 0:
+        raise ConfigError(f'{risk[0]}; as root this tool refuses it: {risk[1]}')
+    if risk:
+        log.warning('%s: %s', *risk)
+    elif info.st_mode & 0o077:
+        log.warning('%s is readable by group or others (mode %s) and holds passwords: chmod 600 %s', path,
+                    oct(info.st_mode & 0o777)[2:], path)
+    return text
+
+
 def parse_verify(value, where):
     """`verify` is true/false (any of configparser's spellings) or the path of a CA bundle."""
     value = value.strip()
@@ -381,14 +425,6 @@ def check_host(host, where):
     return host
 
 
-def warn_if_readable(path):
-    """config.ini holds passwords: say so if group or others may read it."""
-    mode = os.stat(path).st_mode
-    if mode & 0o077:
-        log.warning('%s is readable by group or others (mode %s) and holds passwords: chmod 600 %s', path,
-                    oct(mode & 0o777)[2:], path)
-
-
 def describe_parse_error(exc):
     """Where config.ini stops being INI — by line number only: the line may hold a password."""
     if isinstance(exc, configparser.MissingSectionHeaderError):
@@ -402,18 +438,21 @@ def describe_parse_error(exc):
     return type(exc).__name__
 
 
-def read_config(path):
-    """Read and check config.ini; every error names the file, section and key."""
+def parse_config_file(path, text):
+    """config.ini's text as a ConfigParser; a ConfigError naming the line where it stops being INI."""
     # The original used ConfigParser's default interpolation: `%%` stays a literal `%`.
     parser = configparser.ConfigParser()
     try:
-        # utf-8-sig: Notepad starts a UTF-8 file with a byte-order mark
-        with open(path, encoding='utf-8-sig') as handle:
-            parser.read_file(handle)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f'cannot read config file {path}: {exc}') from exc
+        parser.read_string(text, source=path)
     except configparser.Error as exc:
         raise ConfigError(f'config file {path} is malformed: {describe_parse_error(exc)}') from None
+    return parser
+
+
+def read_config(path, text=None):
+    """Read and check config.ini (`text`: as read_config_file read it); every error names the
+    file, section and key."""
+    parser = parse_config_file(path, read_config_file(path) if text is None else text)
 
     def get(section, key, default=None, required=True):
         try:
@@ -5224,38 +5263,35 @@ class Report:
 
 
 def doctor_config(report, explicit):
-    """config.ini: where it is, its mode, each section complete and without unknown keys. The
-    Config read from it, or None if it cannot be."""
+    """config.ini: where it is, who may change and read it, each section complete and without
+    unknown keys. The Config read from it, or None if it cannot be."""
     try:
         path = find_config(explicit)
+        text, info = load_config_file(path)
     except ConfigError as exc:
         report.fail('config.ini', str(exc), 'copy config.ini.example to /etc/pve-ontap-snapshot/config.ini and '
                     'fill it in')
         return None
     where = ('given with -config' if explicit else
              'in this directory' if path == CONFIG_SEARCH_PATH[0] else 'the system-wide one')
-    mode = os.stat(path).st_mode & 0o777
-    found = f'{os.path.abspath(path)} ({where}), mode {mode:o}'
-    if mode & 0o077:
+    found = f'{os.path.abspath(path)} ({where}), {describe_owner(info)}'
+    risk = config_file_risk(path, info)
+    if risk:
+        refused = ': as root, every command refuses it' if os.geteuid() == 0 else ''
+        (report.fail if os.geteuid() == 0 else report.warn)('config.ini', f'{risk[0]}{refused}', risk[1])
+    elif info.st_mode & 0o077:
         report.warn('config.ini', f'{found}: group or others may read the passwords in it', f'chmod 600 {path}')
     else:
         report.ok('config.ini', found)
-    parser = configparser.ConfigParser()
     try:
-        with open(path, encoding='utf-8-sig') as handle:
-            parser.read_file(handle)
-    except (OSError, UnicodeDecodeError) as exc:
-        report.fail('config.ini', f'cannot read {path}: {exc}', 'make it a readable UTF-8 text file')
+        parser = parse_config_file(path, text)
+    except ConfigError as exc:
+        report.fail('config.ini', str(exc), 'correct that line (see config.ini.example)')
         return None
-    except configparser.Error as exc:
-        report.fail('config.ini', f'{path} is malformed: {describe_parse_error(exc)}',
-                    'correct that line (see config.ini.example)')
-        return None
-    complete = doctor_sections(report, parser)
-    if not complete:
+    if not doctor_sections(report, parser) or (risk and os.geteuid() == 0):
         return None
     try:
-        return read_config(path)
+        return read_config(path, text)
     except ConfigError as exc:
         report.fail('config.ini', str(exc), 'correct it (see config.ini.example)')
         return None
@@ -5982,9 +6018,13 @@ class ShowVersion(argparse.Action):
 def complete_storage(prefix, parsed_args, **kwargs):
     """-storage completes from the config's sections (no network)."""
     try:
+        path = find_config(getattr(parsed_args, 'config', None))
+        text, info = load_config_file(path)
         parser = configparser.ConfigParser(interpolation=None)
-        parser.read(find_config(getattr(parsed_args, 'config', None)), encoding='utf-8-sig')
-    except (Failure, configparser.Error, OSError):
+        parser.read_string(text)
+    except (Failure, configparser.Error):
+        return []
+    if config_file_risk(path, info):
         return []
     sections = [s for s in parser.sections() if s not in (PROXMOX_SECTION, DEFAULTS_SECTION)]
     return [s for s in sections + [clone_storage_id(s) for s in sections] if s.startswith(prefix)]
@@ -6298,7 +6338,8 @@ def main(argv=None):
             args.func(args)     # doctor: each problem of config.ini is one of its checks
         else:
             path = find_config(args.config)
-            warn_if_readable(path)
+            if path == CONFIG_SEARCH_PATH[0]:
+                log.info('config: %s, found in the current directory', os.path.abspath(path))
             ctx = Context(read_config(path), output=args.output, dry_run=args.dry_run, wait=args.wait,
                           local_lock=args.local_lock, command=' '.join(sys.argv[1:] if argv is None else argv))
             args.func(ctx, args)

@@ -150,8 +150,8 @@ def test_a_malformed_config_is_one_failed_check(world):
     world.config.write_text('[proxmox]\nproxmox_host\n')
     result, lines = doctor(world)
     assert result.code == 1
-    assert lines['config.ini'] == ('fail', (f'{world.config} is malformed: line 2 is neither [section] nor key = value; '
-                                           'fix: correct that line (see config.ini.example)'))
+    assert lines['config.ini'] == ('fail', (f'config file {world.config} is malformed: line 2 is neither [section] '
+                                           'nor key = value; fix: correct that line (see config.ini.example)'))
 
 
 def test_a_missing_config_is_one_failed_check(tmp_path, capsys):

@@ -131,3 +131,71 @@ def test_a_lock_directory_of_its_own_is_made_private(world, local_lock):
     info = local_lock.stat()
     assert (info.st_uid, info.st_mode & 0o777) == (os.geteuid(), 0o700)
     assert (local_lock / world.lock_name()).stat().st_mode & 0o777 == 0o600
+
+
+# -- config.ini: who may change it
+
+def run_here(world, directory, *argv):
+    """The tool as typed in `directory`, without -config: it looks for ./config.ini first."""
+    world._capture.readouterr()
+    cwd = os.getcwd()
+    os.chdir(directory)
+    try:
+        code = tool.main([str(a) for a in argv])
+    finally:
+        os.chdir(cwd)
+    captured = world._capture.readouterr()
+    return type('Result', (), {'code': code, 'out': captured.out, 'err': captured.err})()
+
+
+@as_root
+def test_root_refuses_a_config_another_user_left_in_a_shared_directory(world, tmp_path):
+    shared = tmp_path / 'tmp'
+    shared.mkdir()
+    shared.chmod(0o1777)
+    planted = shared / 'config.ini'
+    planted.write_text(world.config.read_text().replace('verify = ', 'verify = false\n# '))
+    os.chown(planted, NOBODY, NOBODY)
+    requests = len(world.a.requests), len(world.pve.requests)
+
+    result = run_here(world, shared, 'vm', 'list', '-vm', 101)
+
+    assert result.code == 2
+    (line,) = error_lines(result)
+    assert line.startswith(f'ERROR: config file config.ini (found in the current directory, {shared}) is owned by '
+                           f'nobody (uid {NOBODY}), mode 644: another user could change it'), line
+    assert line.endswith('as root this tool refuses it: chown root config.ini && chmod 600 config.ini, or give '
+                         'another file with -config'), line
+    assert (len(world.a.requests), len(world.pve.requests)) == requests
+
+
+@as_root
+def test_root_refuses_a_config_others_may_write(world):
+    world.config.chmod(0o662)
+    result = world.run('vm', 'list', '-vm', 101)
+    assert result.code == 2
+    assert 'mode 662: another user could change it' in error_lines(result)[0]
+
+
+def test_a_config_found_in_the_current_directory_is_named(world, tmp_path):
+    result = run_here(world, world.config.parent, 'vm', 'list', '-vm', 101)
+    assert result.code == 0, result.err
+    assert f'INFO: config: {world.config}, found in the current directory' in result.err.splitlines()
+
+
+def test_another_user_is_warned_of_a_config_others_may_write(world, monkeypatch, capsys):
+    world.config.chmod(0o666)
+    monkeypatch.setattr(tool.os, 'geteuid', lambda: 1000)
+    tool.setup_logging('info')
+    text = tool.read_config_file(str(world.config))
+    assert text == world.config.read_text()
+    assert 'mode 666: another user could change it' in capsys.readouterr().err
+
+
+@as_root
+def test_doctor_fails_a_config_another_user_may_change(world):
+    world.config.chmod(0o646)
+    result = world.run('doctor', '-storage', 'ONTAP01')
+    assert result.code == 1
+    (line,) = [line for line in result.out.splitlines() if line.startswith('fail  config.ini')]
+    assert 'mode 646: another user could change it' in line and 'as root, every command refuses it' in line

@@ -67,7 +67,6 @@ import math
 import os
 import pwd
 import re
-import shutil
 import signal
 import socket
 import stat
@@ -1527,12 +1526,28 @@ def pve_storages(pve):
     return {entry['storage']: entry for entry in pve.call('get', 'storage', 'read the storage configuration')}
 
 
+# The programs the tool runs, by absolute path, so that no PATH chooses another (Debian 12
+# and 13 have /bin merged into /usr/bin). qm comes with qemu-server, the others with util-linux.
+PROGRAMS = {'qm': '/usr/sbin/qm', 'findmnt': '/usr/bin/findmnt', 'umount': '/usr/bin/umount'}
+# A node's name as PVE allows it (pve-common src/PVE/JSONSchema.pm, pve_verify_node_name): one
+# that is not is never made part of a path.
+NODE_NAME = re.compile(r'^[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?$')
+
+
 @functools.cache
 def local_pve_node():
     """This node's name if we run as root on a PVE node (where `qm` and `umount` work), else None."""
-    if os.geteuid() == 0 and shutil.which('qm') and os.path.isdir('/etc/pve'):
+    if os.geteuid() == 0 and os.access(PROGRAMS['qm'], os.X_OK) and os.path.isdir('/etc/pve'):
         return socket.gethostname().split('.')[0]
     return None
+
+
+def run_program(name, *arguments, **kwargs):
+    """subprocess.run of one of PROGRAMS, its output captured as text; a Failure if it cannot start."""
+    try:
+        return subprocess.run([PROGRAMS[name], *arguments], capture_output=True, text=True, check=False, **kwargs)
+    except OSError as exc:
+        raise Failure(f'cannot run {PROGRAMS[name]}: {exc.strerror}') from exc
 
 
 # pmxcfs shows every node's guest configs under /etc/pve/nodes/<node>/ on each node
@@ -1541,8 +1556,11 @@ PVE_NODES_DIR = '/etc/pve/nodes'
 
 
 def node_config_path(vm):
+    """Where pmxcfs shows the guest's config; a Failure for a node name PVE would not allow."""
+    if not NODE_NAME.match(str(vm['node'])):
+        raise Failure(f'{guest_label(vm)}: its node name {vm["node"]!r} is none PVE allows')
     kind = 'lxc' if vm.get('type') == 'lxc' else 'qemu-server'
-    return os.path.join(PVE_NODES_DIR, vm['node'], kind, f'{vm["vmid"]}.conf')
+    return os.path.join(PVE_NODES_DIR, vm['node'], kind, f'{int(vm["vmid"])}.conf')
 
 
 def read_node_config(vm):
@@ -1550,13 +1568,13 @@ def read_node_config(vm):
     pmxcfs when this runs on a PVE node as root; None elsewhere, or if it cannot be read."""
     if local_pve_node() is None:
         return None
-    path = node_config_path(vm)
     try:
+        path = node_config_path(vm)
         with open(path, 'rb') as file:
             return file.read()
-    except OSError as exc:
-        log.warning('%s: cannot read %s (%s): its config is saved as the API gives it', guest_label(vm), path,
-                    exc.strerror)
+    except (OSError, Failure) as exc:
+        log.warning('%s: its config file cannot be read (%s): its config is saved as the API gives it',
+                    guest_label(vm), getattr(exc, 'strerror', None) or exc)
         return None
 
 
@@ -1621,11 +1639,7 @@ def pve_privileges(pve, path):
 def local_nfs_mount(path):
     """What is mounted at `path` on this machine, as findmnt says: {'source', 'fstype', 'options'},
     or None if nothing is."""
-    try:
-        result = subprocess.run(['findmnt', '--json', '--mountpoint', path, '--output', 'SOURCE,FSTYPE,OPTIONS'],
-                                capture_output=True, text=True, check=False)
-    except OSError as exc:
-        raise Failure(f'cannot run findmnt: {exc}') from exc
+    result = run_program('findmnt', '--json', '--mountpoint', path, '--output', 'SOURCE,FSTYPE,OPTIONS')
     if result.returncode or not result.stdout.strip():
         return None     # findmnt exits 1 when nothing is mounted there
     return (json.loads(result.stdout).get('filesystems') or [None])[0]
@@ -3728,8 +3742,7 @@ def register_clones(ctx, view, clones):
         if ctx.dry_run:
             print(f'would run qm disk rescan --vmid {vmid}')
             return None
-        result = subprocess.run(['qm', 'disk', 'rescan', '--vmid', str(vmid)], capture_output=True, text=True,
-                                check=False)
+        result = run_program('qm', 'disk', 'rescan', '--vmid', str(int(vmid)))
         if result.returncode:
             raise Failure(f'VM {vmid}: qm disk rescan failed: {result.stderr.strip()}')
         return None
@@ -5171,14 +5184,22 @@ def find_leftover_clone(ctx, storage):
     raise NotFound(f'Proxmox {ctx.pve.host}: no storage {storage}, and no FlexClone left by a mount of that name')
 
 
+def mount_path(storage, entry):
+    """Where PVE mounts an NFS storage on each node: its storage.cfg `path`, by default
+    /mnt/pve/<id> (pve-storage NFSPlugin.pm); a Failure unless it is an absolute, plain path."""
+    path = (entry or {}).get('path') or f'/mnt/pve/{storage}'
+    if not path.startswith('/') or os.path.normpath(path) != path or UNPRINTABLE.search(path):
+        raise Failure(f'storage {storage}: its path {printable(path)!r} is no plain absolute path')
+    return path
+
+
 def unmount_nfs(path):
     """Unmount the clone's NFS mount on this node (PVE leaves it mounted); lazily if stuck."""
-    result = subprocess.run(['umount', path], capture_output=True, text=True, check=False,
-                            env=dict(os.environ, LC_ALL='C'))
+    result = run_program('umount', '--', path, env=dict(os.environ, LC_ALL='C'))
     if result.returncode == 0 or 'not mounted' in result.stderr:
         return
     log.warning('%s is busy on this node (%s): detaching it lazily', path, result.stderr.strip())
-    if subprocess.run(['umount', '-f', '-l', path], capture_output=True, check=False).returncode:
+    if run_program('umount', '-f', '-l', '--', path).returncode:
         log.warning('could not unmount %s on this node: umount -f -l %s by hand', path, path)
 
 
@@ -5213,7 +5234,7 @@ def cmd_storage_unmount(ctx, args):
             ctx.pve.call('put', f'storage/{args.storage}', f'disable storage {args.storage}', disable=1)
             ctx.pve.call('delete', f'storage/{args.storage}', f'remove storage {args.storage}')
             log.info('storage %s removed from Proxmox', args.storage)
-        path = (entry or {}).get('path') or f'/mnt/pve/{args.storage}'
+        path = mount_path(args.storage, entry)
         if not local_pve_node():
             log.warning('not on a PVE node as root: %s may stay mounted on the nodes (umount it there)', path)
         elif ctx.dry_run:
@@ -5697,7 +5718,11 @@ def doctor_mount(report, storage, entry, node):
     if node is None:
         report.ok(check, 'not checked: this is no PVE node, or doctor does not run there as root')
         return
-    path = entry.get('path') or f'/mnt/pve/{storage}'
+    try:
+        path = mount_path(storage, entry)
+    except Failure as exc:
+        report.fail(check, str(exc), f'correct the path of storage {storage} (pvesm set)')
+        return
     enabled_here = not entry.get('disable') and (not entry.get('nodes') or node in entry['nodes'].split(','))
     try:
         mount = local_nfs_mount(path)

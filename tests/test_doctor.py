@@ -610,7 +610,7 @@ def node(monkeypatch, tmp_path):
     findmnt = bin_dir / 'findmnt'
     findmnt.write_text('#!/bin/sh\ncase "$*" in\n  *"/mnt/pve/ONTAP01 "*) cat "$0.json";;\n  *) exit 1;;\nesac\n')
     findmnt.chmod(0o755)
-    monkeypatch.setenv('PATH', f'{bin_dir}:{os.environ["PATH"]}')
+    monkeypatch.setitem(tool.PROGRAMS, 'findmnt', str(findmnt))
     monkeypatch.setattr(tool, 'local_pve_node', lambda: 'pve1')
 
     def mounted(source='127.0.0.1:/proxmox_storage01', fstype='nfs4'):

@@ -1,8 +1,7 @@
 """Running on a PVE node as root: `qm disk rescan` registers clones and `umount` cleans up
-a removed clone storage. Fake `qm` and `umount` executables on PATH record their calls;
-the one probe of the machine (root, qm, /etc/pve) answers "node pve1"."""
+a removed clone storage. Fake `qm` and `umount` executables, where PROGRAMS names them, record
+their calls; the one probe of the machine (root, qm, /etc/pve) answers "node pve1"."""
 
-import os
 
 import pytest
 
@@ -22,7 +21,7 @@ def node(monkeypatch, tmp_path):
                                     'case "$*" in *-l*) exit 0;; *) echo busy >&2; exit 32;; esac\n')
     for script in bin_dir.iterdir():
         script.chmod(0o755)
-    monkeypatch.setenv('PATH', f'{bin_dir}:{os.environ["PATH"]}')
+    monkeypatch.setattr(tool, 'PROGRAMS', {name: str(bin_dir / name) for name in tool.PROGRAMS})
     monkeypatch.setattr(tool, 'local_pve_node', lambda: 'pve1')
     return lambda: calls.read_text().splitlines() if calls.exists() else []
 
@@ -52,5 +51,5 @@ def test_mount_on_this_node_and_unmount_detaches_the_nfs_mount(world, node):
     result = world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE')
 
     assert result.code == 0, result.err
-    assert node() == ['umount /mnt/pve/ONTAP01-CLONE', 'umount -f -l /mnt/pve/ONTAP01-CLONE']
+    assert node() == ['umount -- /mnt/pve/ONTAP01-CLONE', 'umount -f -l -- /mnt/pve/ONTAP01-CLONE']
     assert world.a.volume('proxmox_storage01_clone') is None

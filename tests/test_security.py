@@ -199,3 +199,34 @@ def test_doctor_fails_a_config_another_user_may_change(world):
     assert result.code == 1
     (line,) = [line for line in result.out.splitlines() if line.startswith('fail  config.ini')]
     assert 'mode 646: another user could change it' in line and 'as root, every command refuses it' in line
+
+
+# -- programs and paths
+
+def test_programs_run_by_absolute_path_whatever_path_says(world, tmp_path, monkeypatch):
+    evil, calls = tmp_path / 'evil', tmp_path / 'calls'
+    evil.mkdir()
+    (evil / 'qm').write_text(f'#!/bin/sh\necho evil >> {calls}\n')
+    (evil / 'qm').chmod(0o755)
+    real = tmp_path / 'qm'
+    real.write_text(f'#!/bin/sh\necho "qm $*" >> {calls}\n')
+    real.chmod(0o755)
+    monkeypatch.setenv('PATH', f'{evil}:{os.environ["PATH"]}')
+    monkeypatch.setitem(tool.PROGRAMS, 'qm', str(real))
+    monkeypatch.setattr(tool, 'local_pve_node', lambda: 'pve2')
+
+    assert world.run('vm', 'create', '-vm', 101).code == 0
+
+    assert calls.read_text() == 'qm disk rescan --vmid 101\n'
+
+
+@pytest.mark.parametrize('node', ['../../../etc', 'pve1/../pve2', 'pve 1', '-pve', ''])
+def test_a_node_name_pve_would_not_allow_never_becomes_a_path(node):
+    with pytest.raises(tool.Failure, match='is none PVE allows'):
+        tool.node_config_path({'node': node, 'vmid': 100, 'type': 'qemu'})
+
+
+@pytest.mark.parametrize('path', ['relative/dir', '/mnt/pve/../../etc', '/mnt/pve/x/', '/mnt/pve/\x1b[2J'])
+def test_a_storage_path_that_is_no_plain_absolute_path_is_never_unmounted(path):
+    with pytest.raises(tool.Failure, match='is no plain absolute path'):
+        tool.mount_path('X', {'path': path})

@@ -123,20 +123,20 @@ log = logging.getLogger('pve_ontap_snapshot')
 
 # requests, urllib3 and proxmoxer are imported by load_http_libraries() when a command
 # runs, never at import time: bash tab completion imports this module on every <TAB>.
-requests = urllib3 = proxmoxer = Retry = PveAuthError = None
+requests = urllib3 = proxmoxer = Retry = None
 
 
 def load_http_libraries():
     """Import the HTTP stack (deferred so that tab completion stays instant)."""
-    global requests, urllib3, proxmoxer, Retry, PveAuthError
+    global requests, urllib3, proxmoxer, Retry
     import proxmoxer as _proxmoxer
     import requests as _requests
     import urllib3 as _urllib3
-
-    # proxmoxer 2.x also exports it at the top; 1.2.0 (Debian 12) only here.
-    from proxmoxer.backends.https import AuthenticationError
     from urllib3.util.retry import Retry as _Retry
-    requests, urllib3, proxmoxer, Retry, PveAuthError = _requests, _urllib3, _proxmoxer, _Retry, AuthenticationError
+    requests, urllib3, proxmoxer, Retry = _requests, _urllib3, _proxmoxer, _Retry
+    # One warning per run and side says that a certificate is not checked (Ontap, Pve), not one
+    # per request; proxmoxer turns urllib3's off anyway when it is imported.
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 
 # ---- Errors ----------------------------------------------------------------------------
@@ -572,6 +572,8 @@ def describe_connection_error(exc):
     """The one useful phrase inside a requests connection error's nested message."""
     if isinstance(exc, requests.exceptions.SSLError):
         return 'TLS certificate verification failed (set verify to a CA file, or false)'
+    if isinstance(exc, requests.exceptions.TooManyRedirects):
+        return redirect_refused(exc.response)
     text = str(exc)
     # urllib3 names the bound that ran out, "(connect timeout=10)", "(read timeout=120)",
     # also inside the retries' MaxRetryError that requests passes on as a ConnectionError.
@@ -590,10 +592,18 @@ def describe_connection_error(exc):
     return 'connection failed'
 
 
+def redirect_refused(response):
+    """The phrase for a redirect that was not followed: credentials go to the configured host only."""
+    location = response.headers.get('Location', 'elsewhere') if response is not None else 'elsewhere'
+    return f'answered with a redirect to {location}, not followed: the credentials go to the configured host only'
+
+
 def may_have_arrived(exc):
     """Whether a request that raised `exc` may have reached the server: anything but a failed
-    connect (refused, timed out, TLS handshake) leaves its outcome unknown."""
-    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
+    connect (refused, timed out, TLS handshake) or a redirect (an answer that did nothing)
+    leaves its outcome unknown."""
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError,
+                        requests.exceptions.TooManyRedirects)):
         return False
     reason = getattr(exc.args[0], 'reason', None) if exc.args else None
     return not isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
@@ -631,11 +641,25 @@ SIGNAL_LATENCY = 0.1
 
 def settle_environment(session, url):
     """Read once what requests would read from the environment on every call: the proxy for
-    this host (HTTPS_PROXY, NO_PROXY), kept as it was. Not read: ~/.netrc (every request
-    carries its own credentials) and REQUESTS_CA_BUNDLE (verify= goes with each request).
-    Reading them per call cost a fifth of a whole-cluster run's CPU time."""
+    this host (HTTPS_PROXY, NO_PROXY), kept as it was; and follow no redirect, so that no
+    credential reaches another host. Not read: ~/.netrc (every request carries its own
+    credentials), and the CA bundle (environment_ca: verify= goes with each request). Reading
+    them per call cost a fifth of a whole-cluster run's CPU time."""
     session.proxies.update(requests.utils.get_environ_proxies(url))
     session.trust_env = False
+    session.max_redirects = 0
+
+
+def environment_ca():
+    """The CA bundle the environment names, as requests reads it (REQUESTS_CA_BUNDLE, else
+    CURL_CA_BUNDLE), read once per run; None if neither is set."""
+    return os.environ.get('REQUESTS_CA_BUNDLE') or os.environ.get('CURL_CA_BUNDLE') or None
+
+
+def trusted(verify, ca):
+    """What a connection verifies with: a config's `verify`, except that `true` (the system CAs)
+    yields to a CA bundle from the environment (`ca`), as in every requests-based tool."""
+    return ca if verify is True and ca else verify
 
 
 def make_adapter(timeouts):
@@ -694,11 +718,15 @@ class Ontap:
     """Transport to one ONTAP cluster: base URL, auth, verify, timeouts, job waits.
     With dry_run, every call that would change something is printed instead of sent."""
 
-    def __init__(self, cluster, timeouts, dry_run=False):
+    def __init__(self, cluster, timeouts, dry_run=False, ca=None):
         self.host = cluster.host
         self.section = cluster.section
         self.user = cluster.user
-        self.verify = cluster.verify
+        self.verify = trusted(cluster.verify, ca)
+        if self.verify is False:
+            log.warning('ONTAP %s: verify = false in [%s]: its certificate is not checked, so anyone on the way can '
+                        'pose as the cluster and read the credentials of %s', cluster.host, cluster.section,
+                        cluster.user)
         self.cert = (cluster.cert, cluster.key) if cluster.cert else None
         self.timeouts = timeouts
         self.dry_run = dry_run
@@ -730,12 +758,15 @@ class Ontap:
         try:
             # verify= on every request: a Session's own verify loses to REQUESTS_CA_BUNDLE.
             response = self.session.request(method, url, params=params, json=body, files=files, verify=self.verify,
-                                            cert=self.cert, headers={'Accept': accept} if accept else None)
+                                            cert=self.cert, headers={'Accept': accept} if accept else None,
+                                            allow_redirects=False)
         except requests.exceptions.RequestException as exc:
             message = f'ONTAP {self.host}: {what}: {describe_connection_error(exc)}'
             if method != 'GET' and may_have_arrived(exc):
                 raise OutcomeUnknown(f'{message} after the request went out', what, where=self.where) from exc
             raise OntapError(message) from exc
+        if response.is_redirect:
+            raise OntapError(f'ONTAP {self.host}: {what}: {redirect_refused(response)}', status=response.status_code)
         if response.status_code == 401:
             how = 'the client certificate' if self.cert else 'user and pass'
             raise OntapError(f'ONTAP {self.host}: authentication failed for user {self.user} '
@@ -1301,13 +1332,36 @@ TASK_POLL_MAX = 1.0
 HA_OUTCOME = {'shutdown': 'stopped', 'start': 'running'}   # what an HA request leads to
 
 
+class PveTicket:
+    """A PVE login ticket as proxmoxer's session takes its auth (1.2.0 and 2.x alike): the
+    cookie on every call, the CSRF token on each that changes something (pve-api.md §1)."""
+    service = 'PVE'
+    cert = proxies = None
+
+    def __init__(self, ticket, csrf_token, verify, timeout):
+        self.ticket, self.csrf_token = ticket, csrf_token
+        self.verify_ssl, self.timeout = verify, timeout
+
+    def get_cookies(self):
+        return requests.cookies.cookiejar_from_dict({'PVEAuthCookie': self.ticket})
+
+    def get_tokens(self):
+        return self.ticket, self.csrf_token
+
+    def __call__(self, request):
+        if request.method != 'GET':
+            request.headers['CSRFPreventionToken'] = self.csrf_token
+        return request
+
+
 class Pve:
     """One Proxmox API connection (logged in on first use): calls, errors, task waits.
     With dry_run, every call that would change something is printed instead of sent."""
 
-    def __init__(self, config, timeouts, dry_run=False):
+    def __init__(self, config, timeouts, dry_run=False, ca=None):
         self.config = config
         self.host = config.host
+        self.verify = trusted(config.verify, ca)
         self.timeouts = timeouts
         self.dry_run = dry_run
         self._api = None
@@ -1328,34 +1382,53 @@ class Pve:
                 self._api = None
 
     def _login(self):
+        """A proxmoxer API over our own session: an API token goes with every call; with a password
+        the tool gets the ticket itself (_ticket). proxmoxer's own login would read ~/.netrc and
+        the environment and follow redirects with the password (a module-level requests.post)."""
         cfg = self.config
-        started = time.monotonic()
-        if cfg.token_name:
-            credentials = {'token_name': cfg.token_name, 'token_value': cfg.token_value}
-        else:
-            credentials = {'password': cfg.password}
-        try:
-            api = proxmoxer.ProxmoxAPI(cfg.host, user=cfg.user, verify_ssl=cfg.verify,
-                                       timeout=(self.timeouts.connect, self.timeouts.read), **credentials)
-        except requests.exceptions.RequestException as exc:
-            raise ProxmoxError(f'Proxmox {cfg.host}: login: {describe_connection_error(exc)}') from exc
-        except (PveAuthError, ValueError, KeyError) as exc:
-            # A refused login: AuthenticationError, or (1.2.0) an answer without JSON data.
-            raise ProxmoxError(f'Proxmox {cfg.host}: {self._login_refused()}') from exc
-        if not cfg.token_name:
-            log.debug('PVE POST /access/ticket (%.0f ms)', (time.monotonic() - started) * 1000)
+        if self.verify is False:
+            log.warning('Proxmox %s: proxmox_verify = false: its certificate is not checked, so anyone on the way can '
+                        'pose as PVE and read the credentials of %s', cfg.host, cfg.user)
+        timeout = (self.timeouts.connect, self.timeouts.read)
+        # A token's placeholder where the tool logs in itself: proxmoxer then sends nothing on its own.
+        token = (cfg.token_name, cfg.token_value) if cfg.token_name else ('-', '-')
+        api = proxmoxer.ProxmoxAPI(cfg.host, user=cfg.user, verify_ssl=self.verify, timeout=timeout,
+                                   token_name=token[0], token_value=token[1])
         # proxmoxer 1.2.0 and 2.x both keep their requests.Session in _store['session'];
         # 1.2.0 sends API calls without a timeout, so our adapter adds one.
         session = api._store['session']
-        settle_environment(session, f'https://{cfg.host}')
+        settle_environment(session, api._store['base_url'])
         session.mount('https://', make_adapter(self.timeouts))
         session.hooks['response'].append(debug_hook('PVE'))
-        # proxmoxer renews a ticket after an hour by posting it as the password, and a
-        # refusal there escapes as an AuthenticationError mid-call. Instead, an expired
-        # ticket's 401 makes call() log in again: one path for both.
-        if hasattr(session.auth, 'renew_age'):
-            session.auth.renew_age = float('inf')
+        if not cfg.token_name:
+            session.auth = PveTicket(*self._ticket(api._store['base_url']), self.verify, timeout)
         return api
+
+    def _ticket(self, base):
+        """(ticket, CSRF token) of a password login (POST /access/ticket, pve-api.md §1), sent to
+        proxmox_host alone: no redirect followed, no netrc, the proxy the environment names for it."""
+        cfg = self.config
+        login = requests.Session()
+        settle_environment(login, base)
+        login.mount('https://', make_adapter(self.timeouts))
+        login.hooks['response'].append(debug_hook('PVE'))
+        try:
+            response = login.post(f'{base}/access/ticket', data={'username': cfg.user, 'password': cfg.password},
+                                  verify=self.verify, allow_redirects=False)
+        except requests.exceptions.RequestException as exc:
+            raise ProxmoxError(f'Proxmox {cfg.host}: login: {describe_connection_error(exc)}') from exc
+        finally:
+            login.close()
+        if response.is_redirect:
+            raise ProxmoxError(f'Proxmox {cfg.host}: login: {redirect_refused(response)}')
+        data = response_json(response).get('data') if response.status_code == 200 else None
+        if not isinstance(data, dict) or not data.get('ticket') or not data.get('CSRFPreventionToken'):
+            raise ProxmoxError(f'Proxmox {cfg.host}: {self._login_refused()}'
+                               + ('' if response.status_code in (200, 401) else f' (HTTP {response.status_code})'))
+        if data.get('NeedTFA'):
+            raise ProxmoxError(f'Proxmox {cfg.host}: {cfg.user} logs in with a second factor, which this tool cannot '
+                               'give: use an API token (proxmox_token_name, proxmox_token_value)')
+        return data['ticket'], data['CSRFPreventionToken']
 
     def _login_refused(self):
         """A refused login, and what to check in config.ini."""
@@ -2646,7 +2719,8 @@ class Context:
         self.wait = wait
         self.local_lock = local_lock
         self.command = command      # for the lock record: who holds it
-        self.pve = Pve(config.proxmox, config.timeouts, dry_run)
+        self.ca = environment_ca()
+        self.pve = Pve(config.proxmox, config.timeouts, dry_run, self.ca)
         self._ontaps = {}
         self._volumes = {}
         self._storages = None
@@ -2656,7 +2730,7 @@ class Context:
         cluster = self.config.ontap_for(storage)
         key = (cluster.host, cluster.user)
         if key not in self._ontaps:
-            self._ontaps[key] = Ontap(cluster, self.config.timeouts, self.dry_run)
+            self._ontaps[key] = Ontap(cluster, self.config.timeouts, self.dry_run, self.ca)
         return self._ontaps[key]
 
     def storages(self):
@@ -5370,7 +5444,7 @@ def doctor_pve(report, ctx, storages):
     """PVE: reachable, its certificate trusted, login, release, quorum, nodes, privileges.
     True if PVE could be asked."""
     pve, cfg = ctx.pve, ctx.config.proxmox
-    reached = f'{cfg.host} answers over HTTPS, {trust_phrase(cfg.verify)}'
+    reached = f'{cfg.host} answers over HTTPS, {trust_phrase(pve.verify)}'
     try:
         version = pve_version(pve)
     except ProxmoxError as exc:
@@ -5385,7 +5459,7 @@ def doctor_pve(report, ctx, storages):
             report.ok('proxmox connection', reached)
             report.fail('proxmox login', str(exc), f'correct them in [{PROXMOX_SECTION}] of {ctx.config.path}')
         return False
-    if cfg.verify is False:
+    if pve.verify is False:
         report.warn('proxmox connection', reached, f'set proxmox_verify = {PVE_ROOT_CA} (copied from a node), so '
                     'that nothing can pose as PVE')
     else:
@@ -5471,7 +5545,7 @@ def doctor_cluster(report, ontap, cluster):
     (reached, release (generation, major, minor) or None)."""
     name, section = f'ONTAP {ontap.host}', f'[{cluster.section}]'
     credentials = 'the client certificate' if cluster.cert else 'pass'
-    reached = f'{ontap.host} answers over HTTPS, {trust_phrase(cluster.verify)}'
+    reached = f'{ontap.host} answers over HTTPS, {trust_phrase(ontap.verify)}'
     try:
         record, refused = ontap_cluster(ontap), None
     except OntapError as exc:
@@ -5487,7 +5561,7 @@ def doctor_cluster(report, ontap, cluster):
             report.fail(f'{name} login', str(exc), f'correct user and {credentials} in {section}')
         if reason or exc.status == 401:
             return False, None
-    if cluster.verify is False:
+    if ontap.verify is False:
         report.warn(f'{name} connection', reached, f'set verify in {section} to the CA file that signed the '
                     "cluster's certificate, so that nothing can pose as the cluster")
     else:

@@ -78,7 +78,7 @@ def test_unreachable_ontap(world):
 def test_unreachable_pve(world):
     port = closed_port()
     world.write_config(proxmox=f'proxmox_host = 127.0.0.1:{port}\nproxmox_user = root@pam\n'
-                               f'proxmox_pass = {PVE_PASSWORD}\nproxmox_verify = false\n')
+                               f'proxmox_pass = {PVE_PASSWORD}\nproxmox_verify = {world.pve_cafile}\n')
     assert_fails_cleanly(world, ('vm', 'create', '-vm', 100), 1, f'Proxmox 127.0.0.1:{port}: login',
                          'Connection refused')
 
@@ -94,7 +94,7 @@ def test_a_silent_ontap_host_fails_after_the_connect_timeout(world):
 def test_a_silent_pve_host_fails_after_the_connect_timeout(world):
     with silent_port() as port:
         world.write_config(proxmox=f'proxmox_host = 127.0.0.1:{port}\nproxmox_user = root@pam\n'
-                                   f'proxmox_pass = {PVE_PASSWORD}\nproxmox_verify = false\n',
+                                   f'proxmox_pass = {PVE_PASSWORD}\nproxmox_verify = {world.pve_cafile}\n',
                            defaults='connect_timeout = 0.2\nread_timeout = 3\n')
         assert_fails_cleanly(world, ('storage', 'list', '-storage', 'ONTAP01'), 1, f'Proxmox 127.0.0.1:{port}',
                              'no connection within 0.2 s (connect_timeout)')
@@ -148,7 +148,7 @@ def test_debug_shows_the_traceback_and_every_request_but_no_secret(world):
     assert 'Traceback' in result.err
     assert f'ONTAP DELETE /api/storage/volumes/{world.vol1.uuid}/snapshots -> 200' in result.err
     assert 'PVE GET /api2/json/storage -> 200' in result.err
-    assert 'PVE POST /access/ticket' in result.err
+    assert 'PVE POST /api2/json/access/ticket -> 200' in result.err
     for secret in (ONTAP_PASSWORD, PVE_PASSWORD, 'Basic ', 'PVEAuthCookie', 'CSRFPreventionToken'):
         assert secret not in result.err
 

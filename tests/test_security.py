@@ -7,7 +7,7 @@ import os
 import re
 
 import pytest
-from world import error_lines
+from world import ONTAP_PASSWORD, PVE_PASSWORD, error_lines, recording_https_server
 
 import pve_ontap_snapshot as tool
 
@@ -230,3 +230,92 @@ def test_a_node_name_pve_would_not_allow_never_becomes_a_path(node):
 def test_a_storage_path_that_is_no_plain_absolute_path_is_never_unmounted(path):
     with pytest.raises(tool.Failure, match='is no plain absolute path'):
         tool.mount_path('X', {'path': path})
+
+
+# -- the network: credentials go to the configured hosts only
+
+def redirect_to(target):
+    return lambda request: (307, {'Location': f'https://{target.host}{request["path"]}'}, b'')
+
+
+def pve_at(world, host):
+    return (f'proxmox_host = {host}\nproxmox_user = root@pam\nproxmox_pass = {PVE_PASSWORD}\n'
+            f'proxmox_verify = {world.a.cafile}\n')
+
+
+def test_a_login_redirected_elsewhere_sends_the_password_nowhere_else(world, ontap_ca):
+    with recording_https_server(ontap_ca, lambda request: (500, {}, b'')) as elsewhere, \
+            recording_https_server(ontap_ca, redirect_to(elsewhere)) as proxmox:
+        world.write_config(proxmox=pve_at(world, proxmox.host))
+        result = world.run('vm', 'list', '-vm', 101)
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert line == (f'ERROR: Proxmox {proxmox.host}: login: answered with a redirect to https://{elsewhere.host}'
+                     '/api2/json/access/ticket, not followed: the credentials go to the configured host only'), line
+    assert [request['path'] for request in proxmox] == ['/api2/json/access/ticket'] and elsewhere == []
+
+
+def test_the_login_reads_no_netrc(world, ontap_ca, tmp_path, monkeypatch):
+    (tmp_path / '.netrc').write_text('machine 127.0.0.1 login netrc-user password netrc-Secr3t\n')
+    (tmp_path / '.netrc').chmod(0o600)
+    monkeypatch.setenv('HOME', str(tmp_path))
+    with recording_https_server(ontap_ca, lambda request: (401, {}, b'{"data": null}')) as proxmox:
+        world.write_config(proxmox=pve_at(world, proxmox.host))
+        result = world.run('vm', 'list', '-vm', 101)
+
+    assert result.code == 1 and 'login as root@pam failed' in error_lines(result)[0]
+    (login,) = proxmox
+    assert 'Authorization' not in login['headers'] and b'netrc' not in login['body']
+
+
+def test_an_api_call_redirected_elsewhere_is_not_followed(world, ontap_ca):
+    ticket = json.dumps({'data': {'ticket': 'PVE:root@pam:T1CKET', 'CSRFPreventionToken': 'C5RF'}}).encode()
+
+    def proxmox_answer(request):
+        if request['path'].endswith('/access/ticket'):
+            return 200, {'Content-Type': 'application/json'}, ticket
+        return redirect_to(elsewhere)(request)
+
+    with recording_https_server(ontap_ca, lambda request: (200, {}, b'{"data": []}')) as elsewhere, \
+            recording_https_server(ontap_ca, proxmox_answer) as proxmox:
+        world.write_config(proxmox=pve_at(world, proxmox.host))
+        result = world.run('vm', 'list', '-vm', 101)
+
+    assert result.code == 1
+    assert 'answered with a redirect to' in error_lines(result)[0] and elsewhere == []
+    assert 'PVEAuthCookie=PVE:root@pam:T1CKET' in proxmox[1]['headers']['Cookie']
+
+
+def test_an_ontap_call_redirected_elsewhere_is_not_followed(world, ontap_ca):
+    with recording_https_server(ontap_ca, lambda request: (200, {}, b'{}')) as elsewhere, \
+            recording_https_server(ontap_ca, redirect_to(elsewhere)) as ontap:
+        world.write_config(ONTAP01=f'host = {ontap.host}\nuser = admin\npass = {ONTAP_PASSWORD}\n'
+                                   f'verify = {world.a.cafile}\n')
+        result = world.run('storage', 'list', '-storage', 'ONTAP01')
+
+    assert result.code == 1
+    assert 'not followed: the credentials go to the configured host only' in error_lines(result)[0]
+    assert len(ontap) == 1 and elsewhere == []
+
+
+def test_verify_false_is_said_once_per_run_and_side(world):
+    world.write_config(proxmox=pve_at(world, world.pve_host).replace(f'proxmox_verify = {world.a.cafile}',
+                                                                     'proxmox_verify = false'),
+                       ONTAP01=f'host = {world.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\nverify = false\n')
+    result = world.run('vm', 'create', '-vm', 100, '-no-register')
+    assert result.code == 0, result.err
+    warnings = [line for line in result.err.splitlines() if 'its certificate is not checked' in line]
+    assert warnings == [
+        (f'WARNING: Proxmox {world.pve_host}: proxmox_verify = false: its certificate is not checked, so anyone on the '
+         'way can pose as PVE and read the credentials of root@pam'),
+        (f'WARNING: ONTAP {world.a.host}: verify = false in [ONTAP01]: its certificate is not checked, so anyone on '
+         'the way can pose as the cluster and read the credentials of admin')]
+
+
+def test_a_ca_bundle_the_environment_names_is_trusted_where_verify_is_true(world, monkeypatch):
+    world.write_config(ONTAP01=f'host = {world.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\nverify = true\n')
+    assert world.run('storage', 'list', '-storage', 'ONTAP01').code == 1
+    monkeypatch.setenv('REQUESTS_CA_BUNDLE', world.a.cafile)
+    result = world.run('storage', 'list', '-storage', 'ONTAP01')
+    assert result.code == 0, result.err

@@ -508,3 +508,48 @@ class ServedPve:
     def stop(self):
         self._call(self.pve.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@contextlib.contextmanager
+def recording_https_server(ca, answer):
+    """An HTTPS server on 127.0.0.1 with a certificate of `ca` (trustme): each request, as
+    {'method', 'path', 'headers', 'body'}, goes to the list it yields (with its host:port as
+    `.host`); answer(request) gives (status, headers, body bytes)."""
+    import http.server
+    import ssl
+
+    class Requests(list):
+        host = None
+
+    seen = Requests()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def handle_one(self):
+            body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
+            request = {'method': self.command, 'path': self.path, 'headers': dict(self.headers), 'body': body}
+            seen.append(request)
+            status, headers, data = answer(request)
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header('Content-Length', str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_one
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert('127.0.0.1').configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    seen.host = f'127.0.0.1:{server.server_address[1]}'
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        server.shutdown()
+        server.server_close()

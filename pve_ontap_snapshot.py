@@ -2027,8 +2027,13 @@ def config_text(config):
 
 
 # Keys of a config that are PVE's bookkeeping, not the VM's settings: never put back, never
-# deleted (qemu-server: the lock, the snapshot parent, a hibernated VM's state, meta-information).
-CONFIG_BOOKKEEPING = ('digest', 'lock', 'parent', 'snaptime', 'vmstate', 'runningmachine', 'runningcpu', 'meta')
+# deleted (qemu-server: the lock, the snapshot parent, a hibernated VM's state, meta-information;
+# the API takes none of parent, snaptime, vmstate, runningmachine, runningcpu, meta,
+# running-nets-host-mtu: QemuServer.pm json_config_properties). vmgenid too: a guest whose disks
+# went back in time must see a new generation id, never the old one again (Microsoft's
+# "Virtual machine generation identifier"), so a restore leaves the VM's own.
+CONFIG_BOOKKEEPING = ('digest', 'lock', 'parent', 'snaptime', 'vmstate', 'runningmachine', 'runningcpu', 'meta',
+                      'running-nets-host-mtu', 'vmgenid')
 # The cloud-init password: its hash, or on Windows the password itself, in the .conf; PVE's API
 # shows it as `**********` (qemu-server API2/Qemu.pm, vm_config). A record never holds it (it
 # is masked as the API masks it), so it is never put back, diffed or copied to a new VM.
@@ -2080,7 +2085,88 @@ def config_diff(current, saved, current_label, saved_label):
                                      current_label, saved_label, lineterm=''))
 
 
-def config_change(current, saved):
+# -- what a restore may put back
+# A saved config comes from the datastore, which others than root may write: a restore applies
+# only the settings an ordinary user with the VM.Config.* privileges may make, with the values
+# they allow (qemu-server src/PVE/API2/Qemu.pm, check_vm_modify_config_perm and its option
+# groups $cpuoptions ... $netoptions, check_usb_perm, check_hostpci_perm, the serial and drive
+# checks; the same on PVE 8 and 9). The rest is root@pam's alone (the fall-through "only root
+# can set '$opt' config"), or unknown to this tool: kept as it is unless -allow-key names it.
+RESTORABLE_VM_KEY = re.compile(
+    r'^(?:cores|cpu|cpulimit|cpuunits|numa\d*|smp|sockets|vcpus'            # VM.Config.CPU
+    r'|memory|balloon|shares|allow-ksm'                                     # VM.Config.Memory
+    r'|acpi|hotplug|kvm|machine|scsihw|smbios1|tablet|vga|watchdog|audio0|rng0|serial\d+|usb\d+|hostpci\d+'
+    r'|agent|autostart|bios|description|keyboard|localtime|migrate_downtime|migrate_speed|name|onboot|ostype'
+    r'|protection|reboot|startdate|startup|tdf|template|tags|freeze'        # VM.Config.Options, VM.PowerMgmt
+    r'|boot|bootdisk|vmstatestorage|(?:ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0|cdrom|unused\d+|virtiofs\d+'
+    r'|cicustom|citype|ciuser|ciupgrade|nameserver|searchdomain|sshkeys|ipconfig\d+|net\d+)$')
+# Known to be root@pam's alone (the same sources): said as such, not as unknown.
+ROOT_ONLY_VM_KEY = re.compile(r'^(?:args|hookscript|affinity|hugepages|keephugepages|ivshmem|spice_enhancements|arch'
+                              r'|amd-sev|intel-tdx|parallel\d+)$')
+DRIVE_KEY = re.compile(r'^(?:(?:ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0|cdrom)$')
+ROOT_ONLY = 'only root@pam may set it'
+
+
+def volume_owner(volid):
+    """The guest id a volume belongs to by its name, as PVE names volumes (vm-<id>-…, base-<id>-…,
+    subvol-<id>-…: pve-storage Plugin.pm parse_name_dir and parse_volname), or None."""
+    found = re.match(r'^(?:vm|base|subvol|basevol)-(\d+)-', volid.rsplit(':', 1)[-1].rsplit('/', 1)[-1])
+    return int(found[1]) if found else None
+
+
+def drive_risk(value, owner):
+    """Why a drive value is none a restore of guest `owner`'s config may set, or None."""
+    items = str(value).split(',')
+    volume = drive_volume(value)
+    if any(item.startswith('import-from=') for item in items):
+        return 'it imports another file'
+    if volume.startswith('/'):
+        return f'a host path: {ROOT_ONLY}'
+    if volume == 'cdrom':
+        return "the host's CD drive (Sys.Console)"
+    if 'media=cdrom' in items or volume == 'none':
+        return None
+    if volume_owner(volume) != owner:
+        found = volume_owner(volume)
+        return f'a volume of {"no guest" if found is None else f"guest {found}"}, not of {owner}'
+    return None
+
+
+def device_risk(key, value):
+    """Why a serial, USB or PCI device value is root@pam's alone, or None: only a socket, SPICE or a
+    mapped device is an ordinary user's (Qemu.pm check_usb_perm, check_hostpci_perm, the serial check)."""
+    options = dict(item.split('=', 1) if '=' in item else ('host', item) for item in str(value).split(','))
+    if key.startswith('serial') and str(value) != 'socket':
+        return f'a host device: {ROOT_ONLY}'
+    if key.startswith('usb') and 'mapping' not in options and options.get('host', '').lower() != 'spice':
+        return f'a host device: {ROOT_ONLY}'
+    if key.startswith('hostpci') and ('mapping' not in options or 'romfile' in options):
+        return f'a host device{" or ROM file" if "romfile" in options else ""}: {ROOT_ONLY}'
+    return None
+
+
+def setting_risk(key, value, owner):
+    """Why a restore of guest `owner`'s VM config must not apply `key: value` on its own, or None."""
+    if ROOT_ONLY_VM_KEY.match(key):
+        return ROOT_ONLY
+    if not RESTORABLE_VM_KEY.match(key):
+        return 'a setting unknown to this tool'
+    if DRIVE_KEY.match(key):
+        return drive_risk(value, owner)
+    if re.match(r'^(?:serial|usb|hostpci)\d+$', key):
+        return device_risk(key, value)
+    return None
+
+
+def screen_config(settings, owner, allowed=()):
+    """(the settings a restore may apply, {key: why} of those it may not) of a VM's saved
+    settings (restorable()); `allowed`: keys -allow-key names, applied whatever they are."""
+    risks = {key: setting_risk(key, value, owner) for key, value in settings.items() if key not in allowed}
+    return ({key: value for key, value in settings.items() if not risks.get(key)},
+            {key: why for key, why in risks.items() if why})
+
+
+def config_change(current, saved, keep=()):
     """The one config change that puts `saved` back over `current`: (keys to set, keys to delete).
     unusedN entries stay as they are: deleting one deletes its file (qemu-server API2/Qemu.pm,
     update_vm: try_deallocate_drive), and a saved one may name a file deleted since. A disk the
@@ -2090,9 +2176,48 @@ def config_change(current, saved):
     another file keeps the old one as unusedN the same way (PVE/QemuServer.pm,
     vmconfig_apply_pending). Bookkeeping keys stay as they are."""
     now, then = restorable(current), restorable(saved)
-    changes = {key: value for key, value in then.items() if not UNUSED_KEY.match(key) and now.get(key) != value}
-    deletes = sorted(key for key in now if key not in then and not UNUSED_KEY.match(key))
+    changes = {key: value for key, value in then.items()
+               if not UNUSED_KEY.match(key) and now.get(key) != value and key not in keep}
+    deletes = sorted(key for key in now if key not in then and not UNUSED_KEY.match(key) and key not in keep)
     return changes, deletes
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigPlan:
+    """What putting a saved config back does to a VM's config: the change (config_change), the
+    settings kept as they are ({key: (saved value, current value, why)}: screen_config's on either
+    side, where they differ) and those applied only because -allow-key names them ({key: value})."""
+    changes: dict
+    deletes: list
+    kept: dict
+    allowed: dict
+
+    def after(self, current):
+        """The VM's settings (restorable) once the change is made."""
+        return {**{key: value for key, value in restorable(current).items() if key not in self.deletes},
+                **self.changes}
+
+
+def plan_config(current, saved, owner, allowed=()):
+    """The ConfigPlan that puts the settings of `saved` back over `current` for VM `owner`, as far
+    as screen_config lets them (`allowed`: the keys -allow-key names)."""
+    now, then = restorable(current), restorable(saved)
+    _, risky_then = screen_config(then, owner, allowed)
+    _, risky_now = screen_config(now, owner, allowed)
+    keep = set(risky_then) | set(risky_now)
+    changes, deletes = config_change(current, saved, keep)
+    kept = {key: (then.get(key), now.get(key), risky_then.get(key) or risky_now[key])
+            for key in sorted(keep) if then.get(key) != now.get(key)}
+    forced = {key: then[key] for key in sorted(allowed)
+              if key in then and then[key] != now.get(key) and setting_risk(key, then[key], owner)}
+    return ConfigPlan(changes, deletes, kept, forced)
+
+
+def describe_kept(kept, what='put back'):
+    """Lines naming the settings a restore keeps as they are, and why."""
+    return [f'  {key}: kept as it is ({why}; -allow-key {key} has it {what}): saved '
+            + ('without it' if saved is None else f'"{saved}"') + ', now '
+            + ('without it' if current is None else f'"{current}"') for key, (saved, current, why) in kept.items()]
 
 
 def drive_volume(value):
@@ -2175,14 +2300,16 @@ def without_secrets(conf_file):
     return SECRET_LINE.sub(lambda found: found[1] + b': ' + SECRET_MASK.encode(), conf_file)
 
 
-def guest_manifest(guest, disks, config, stamp, consistency, volumes, conf_file, config_from, version, clones):
+def guest_manifest(guest, disks, config, stamp, consistency, volumes, conf_file, config_from, version, clones,
+                   key=None):
     """The record of a guest in a VM or storage snapshot, as JSON text: the tool's version, the
     stamp (a storage snapshot's name), the consistency, the config as PVE holds it (`conf_file`,
     bytes: the node's .conf, or config_text of the API's) and where it was read, and each disk
     on a configured storage: its key, volid, size, storage, cluster, SVM and volume, and its
     `clone` ({key: path in the volume, or None where the snapshot has no copy}). `volumes`:
     {storage: (cluster host, SVM, volume)}. One file, one request: the config is text in it, a
-    byte that is no UTF-8 kept as an escape (surrogateescape), so it reads back exactly."""
+    byte that is no UTF-8 kept as an escape (surrogateescape), so it reads back exactly. Signed
+    with `key` (manifest_signature), if there is one."""
     manifest = {
         'tool': 'pve-ontap-snapshot', 'version': version, 'vmid': guest['vmid'], 'name': guest.get('name'),
         'node': guest.get('node'), 'stamp': stamp, 'consistency': consistency, 'config_from': config_from,
@@ -2191,16 +2318,52 @@ def guest_manifest(guest, disks, config, stamp, consistency, volumes, conf_file,
                    'size': drive_size(config.get(disk.key)), 'storage': disk.storage,
                    'cluster': volumes[disk.storage][0], 'svm': volumes[disk.storage][1],
                    'volume': volumes[disk.storage][2]} for disk in disks if disk.storage in volumes]}
+    if key:
+        manifest['signature'] = manifest_signature(manifest, key)
     return json.dumps(manifest, indent=2, sort_keys=True) + '\n'
 
 
-def manifest_config(data):
-    """The config text a manifest (bytes) holds, or None: a manifest without one, or not JSON."""
+class ManifestError(Failure):
+    """A snapshot's manifest that cannot be read, or that its signature says was changed: named
+    as such, never taken for a snapshot without one."""
+
+
+# A manifest is signed with a key of root's in /etc/pve/priv, shared by every node of the
+# cluster (pmxcfs), so that one changed on the datastore since is known as such.
+SIGNATURE_PREFIX = 'hmac-sha256:'
+
+
+def manifest_signature(manifest, key):
+    """The signature of a manifest (a dict; its own `signature` left out): HMAC-SHA256 under
+    `key` of its canonical JSON (sorted keys, no blanks)."""
+    import hmac  # only manifests need it; see ontap_read_file
+    body = {name: value for name, value in manifest.items() if name != 'signature'}
+    canonical = json.dumps(body, sort_keys=True, separators=(',', ':')).encode()
+    return SIGNATURE_PREFIX + hmac.new(key, canonical, 'sha256').hexdigest()
+
+
+def read_manifest(data, path, vmid, stamp, key):
+    """(manifest, signed) of a manifest's bytes read from `path`: the JSON object of the tool,
+    its config a text, of guest `vmid` and snapshot `stamp` (its name says both: a manifest
+    copied from another snapshot is caught), and `signed` whether `key` vouches for it (False:
+    unsigned, or no key here to check it with). A ManifestError says what is wrong."""
+    import hmac  # see manifest_signature
     try:
-        config = json.loads(data.decode('utf-8')).get('config')
-    except (ValueError, AttributeError):
-        return None
-    return config if isinstance(config, str) else None
+        manifest = json.loads(data.decode('utf-8'))
+    except ValueError as exc:
+        raise ManifestError(f'manifest {path} cannot be read: it is no JSON ({exc})') from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get('config'), str):
+        raise ManifestError(f'manifest {path} cannot be read: it holds no config')
+    if manifest.get('vmid') != vmid or manifest.get('stamp') != stamp:
+        raise ManifestError(f'manifest {path} is of guest {manifest.get("vmid")!r}, snapshot '
+                            f'{manifest.get("stamp")!r}, not of {vmid}, {stamp}: it was put there from elsewhere')
+    signature = manifest.get('signature')
+    if signature is None or key is None:
+        return manifest, False
+    if not hmac.compare_digest(str(signature), manifest_signature(manifest, key)):
+        raise ManifestError(f'manifest {path} fails its signature check: it was changed since this tool wrote it, '
+                            'so its config is not used')
+    return manifest, True
 
 
 # What a storage snapshot holds: every guest with a disk on the storage has a manifest (its
@@ -2724,6 +2887,7 @@ class Context:
         self._ontaps = {}
         self._volumes = {}
         self._storages = None
+        self._manifest_key = None
         self.held_locks = {}        # lock name: the HeldLock this run holds (storage_locks)
 
     def ontap(self, storage):
@@ -2766,6 +2930,12 @@ class Context:
         """(cluster host, SVM, volume name) of the volume behind `storage`: what names it anywhere."""
         ontap, volume, _ = self.storage_volume(storage)
         return ontap.host, volume.svm, volume.name
+
+    def manifest_key(self, create=False):
+        """manifest_key, read once per run (made with `create`, unless this is a dry run)."""
+        if self._manifest_key is None or (create and not self._manifest_key):
+            self._manifest_key = manifest_key(create and not self.dry_run) or b''
+        return self._manifest_key or None
 
     def held_lock(self, storage):
         """The HeldLock of the volume behind `storage` while this run holds it, else None (a dry run takes none)."""
@@ -2835,7 +3005,7 @@ def open_in(directory, name, flags, path):
     try:
         descriptor = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=directory)
     except OSError as exc:
-        if exc.errno == errno.ENOENT:
+        if exc.errno in (errno.ENOENT, errno.EEXIST):
             raise
         kind = 'a link' if exc.errno == errno.ELOOP else f'not to be opened ({exc.strerror})'
         raise Failure(f'{path} is {kind}: remove it') from exc
@@ -3047,6 +3217,40 @@ def cluster_lock(name, what, wait, holder):
         refresher.join()
         with contextlib.suppress(OSError):
             os.rmdir(lock)
+
+
+# Beside PVE's own keys in /etc/pve/priv: root's alone, the same on every node.
+MANIFEST_KEY = 'pve-ontap-snapshot-manifest.key'
+
+
+def manifest_key(create):
+    """The key manifests are signed with (32 bytes), kept in CLUSTER_DIR as hex; made by the first
+    run that writes a manifest there (`create`). None off a node, or if there is none and not
+    `create`. A Failure if the file holds no key."""
+    if not os.path.isdir(CLUSTER_DIR):
+        return None
+    path = os.path.join(CLUSTER_DIR, MANIFEST_KEY)
+    with checked_directory(CLUSTER_DIR, 'directory', 'see README, Security', make=False) as parent:
+        for _ in range(20):
+            try:
+                descriptor = open_in(parent, MANIFEST_KEY, os.O_RDONLY, path)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                try:
+                    made = open_in(parent, MANIFEST_KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, path)
+                except FileExistsError:
+                    continue    # another node's run made it meanwhile
+                with open(made, 'w') as file:
+                    file.write(os.urandom(32).hex() + '\n')
+                continue
+            with open(descriptor, encoding='ascii', errors='replace') as file:
+                text = file.read().strip()
+            if re.fullmatch(r'[0-9a-f]{64}', text):
+                return bytes.fromhex(text)
+            time.sleep(0.1)     # being written by another node's run
+    raise Failure(f'{path} holds no key: restore it from a backup of /etc/pve, or remove it (a new one is made; '
+                  'manifests signed with the old one then fail their check)')
 
 
 def lock_taker(ctx):
@@ -3855,7 +4059,8 @@ def save_snapshot_records(ctx, view, stamp, consistency, kind='snapshot', config
     manifest = guest_manifest(view.vm, view.disks, config, stamp, consistency, volumes,
                               raw if raw is not None else config_text(config).encode(),
                               node_config_path(view.vm) if raw is not None else 'api', tool_version(),
-                              {disk.key: set_file_path(disk.path, stamp, kind) for disk in view.disks})
+                              {disk.key: set_file_path(disk.path, stamp, kind) for disk in view.disks},
+                              ctx.manifest_key(create=True))
     path = record_path(view.vmid, stamp, consistency, kind)
     try:
         change_file(ontap, volume, 'POST', path, lambda: ontap_write_file(ontap, volume, path, manifest.encode()),
@@ -4123,6 +4328,7 @@ def cmd_vm_create(ctx, args):
         with storage_locks(ctx, sorted({s for view in views for s in view.storages})) as locks, STOP.held():
             run = VmCreateRun(locks, [f'vm{view.vmid}' for view in views] +
                               (['captures'] if shares_captures(views, mode) else []))
+            ctx.manifest_key(create=True)     # read (or made) here, before the VMs' threads read it
             with shared_captures(ctx, run.stamp, views, mode) as shared:
 
                 def snapshot(view):
@@ -4180,27 +4386,51 @@ def cmd_vm_delete(ctx, args):
     log.info('VM %s: snapshot %s deleted (%d file(s))', args.vm, args.snapshot, len(files))
 
 
-def read_saved_config(ctx, storage, path, size=None):
-    """The config saved at `path` on `storage` (parse_config_text): in a manifest, or, for one
-    made by an earlier build, in a .conf file. None if there is no such file, or the manifest holds none."""
+@dataclasses.dataclass(frozen=True)
+class SavedConfig:
+    """The config a snapshot saved, as read back: its settings (parse_config_text), the file it
+    was read from, and whether this cluster's key vouches for it (read_manifest)."""
+    config: dict
+    path: str
+    storage: str
+    signed: bool = False
+    manifest: dict = None   # None: a .conf of an earlier build
+
+    @property
+    def trust(self):
+        if self.signed:
+            return "signed with this cluster's key"
+        return 'unsigned (made before manifests were signed, or off a node): its settings are screened alone'
+
+
+def read_saved_config(ctx, storage, path, vmid, stamp, size=None):
+    """The SavedConfig at `path` on `storage`, of guest `vmid` and snapshot `stamp`: a manifest,
+    or, made by an earlier build, a .conf file. None if there is no such file; a ManifestError
+    if there is one that cannot be read or fails its check."""
     ontap, volume, _ = ctx.storage_volume(storage)
     size = ontap_file_size(ontap, volume, path) if size is None else size
     if size is None:
         return None
     data = ontap_read_file(ontap, volume, path, size)
-    text = manifest_config(data) if path.endswith('.manifest.json') else data.decode('utf-8', 'surrogateescape')
-    return None if text is None else parse_config_text(text)
+    where = f'{path} on {storage}'
+    if not path.endswith('.manifest.json'):
+        return SavedConfig(parse_config_text(data.decode('utf-8', 'surrogateescape')), path, storage)
+    manifest, signed = read_manifest(data, where, vmid, stamp, ctx.manifest_key())
+    return SavedConfig(parse_config_text(manifest['config']), path, storage, signed, manifest)
 
 
 def set_config(ctx, files):
-    """The config saved with a VM snapshot set, or None (one made before configs were saved)."""
+    """The SavedConfig of a VM snapshot set, or None (one made before configs were saved)."""
     records = sorted((file for file in files if file.is_record), key=lambda file: file.ext == '.conf')
-    return read_saved_config(ctx, records[0].storage, records[0].path, records[0].size) if records else None
+    if not records:
+        return None
+    vmid = int(re.match(r'vm-(\d+)', records[0].stem)[1])
+    return read_saved_config(ctx, records[0].storage, records[0].path, vmid, records[0].stamp, records[0].size)
 
 
 def storage_snapshot_config(ctx, vmid, name, storages):
-    """The VM's config saved in the storage snapshot `name` (on the first of `storages` that holds
-    one), or None: a snapshot made before configs were saved, or of a storage without the VM."""
+    """The SavedConfig of VM `vmid` in the storage snapshot `name` (on the first of `storages` that
+    holds one), or None: a snapshot made before configs were saved, or of a storage without the VM."""
     for storage in sorted(storages):
         ontap, volume, _ = ctx.storage_volume(storage)
         directory = storage_record_dir(name)
@@ -4208,17 +4438,19 @@ def storage_snapshot_config(ctx, vmid, name, storages):
         mine = sorted((m for m in found if m and m['prefix'] == 'vm' and int(m['vmid']) == vmid),
                       key=lambda m: not m['consistency'])
         if mine:
-            return read_saved_config(ctx, storage, f'{directory}/{mine[0][0]}')
+            return read_saved_config(ctx, storage, f'{directory}/{mine[0][0]}', vmid, name)
     return None
 
 
 def read_or_warn(view, origin, need_config, read):
-    """read() the config a snapshot saved; if that fails, a warning and None, unless it is needed."""
+    """read() the config a snapshot saved; if that fails, a warning and None, unless it is to be
+    put back (`need_config`): then a Failure saying so."""
     try:
         return read()
     except Failure as exc:
         if need_config:
-            raise
+            raise Failure(f'VM {view.vmid}: the config {origin} saved is not put back: {exc}; restore without '
+                          '-with-config to put the disks back alone') from exc
         log.warning('VM %s: the config %s saved could not be read (%s): its disks are restored all the same, and '
                     'the plan shows no difference of configs', view.vmid, origin, exc)
         return None
@@ -4348,15 +4580,24 @@ def check_restorable(vmid, status, shutdown):
         raise Failure(f'VM {vmid} is running: shut it down first, or add -shutdown')
 
 
-def vm_restore_plan(view, origin, sources, missing, saved, with_config):
+def vm_restore_plan(view, origin, sources, missing, saved, with_config, allowed):
     """What a vm restore does, as a record (-output json), gathered before it asks: the disks, and
-    how the VM's config differs from the saved one (`diff`: unified diff lines; null without one)."""
-    return {'vmid': view.vmid, 'origin': origin,
+    what putting the saved config back does (plan_config): `diff`, unified diff lines of the
+    config now and after (null without a saved config); the settings `kept` as they are, and
+    why; those `allowed` back by -allow-key alone; the file and whether it is `signed`."""
+    plan = {'vmid': view.vmid, 'origin': origin,
             'disks': [{'key': disk.key, 'volid': disk.volid, 'source': source} for disk, source in sources],
             'kept': [disk.key for disk in missing],
-            'config': {'saved': saved is not None, 'restored': bool(with_config),
-                       'diff': None if saved is None else config_diff(view.config, saved, f'VM {view.vmid} now',
-                                                                      origin)}}
+            'config': {'saved': saved is not None, 'restored': bool(with_config), 'diff': None}}
+    if saved is not None:
+        change = plan_config(view.config, saved.config, view.vmid, allowed)
+        plan['config'].update(
+            diff=config_diff(view.config, change.after(view.config), f'VM {view.vmid} now', origin),
+            kept=[{'key': key, 'saved': then, 'current': now, 'why': why}
+                  for key, (then, now, why) in change.kept.items()],
+            allowed=[{'key': key, 'value': value} for key, value in change.allowed.items()],
+            file=f'{saved.path} on {saved.storage}', signed=saved.signed, trust=saved.trust)
+    return plan
 
 
 def show_vm_restore_plan(ctx, plan, asking):
@@ -4372,22 +4613,34 @@ def show_vm_restore_plan(ctx, plan, asking):
     if not config['saved']:
         lines.append(f'{plan["origin"]} holds no saved config (made before snapshots carried one): the config '
                      'stays as it is.')
-    elif not config['diff']:
-        lines.append(f'The config is as {plan["origin"]} saved it.')
-    else:
-        lines.append(f'The config differs from the one {plan["origin"]} saved:')
+        print('\n'.join(printable(line) for line in lines), file=sys.stderr, flush=True)
+        return
+    lines.append(f'Its saved config: {config["file"]}, {config["trust"]}.')
+    if config['diff']:
+        lines.append(f'Putting back the config {plan["origin"]} saved changes it so:')
         lines += config['diff']
-        lines.append('-with-config puts the saved config back; disks beyond it are kept as unused disks.'
+    else:
+        lines.append(f'The config is as {plan["origin"]} saved it' + (', but for what is kept below.'
+                                                                         if config['kept'] else '.'))
+    if config['kept']:
+        lines.append('These settings are kept as they are, whatever the saved config says:')
+        lines += describe_kept({item['key']: (item['saved'], item['current'], item['why']) for item in config['kept']})
+    lines += [f'  {item["key"]}: "{item["value"]}" is put back only because -allow-key names it'
+              for item in config['allowed']]
+    if config['diff'] or config['allowed']:
+        lines.append('-with-config puts the saved config back so; disks beyond it are kept as unused disks.'
                      if config['restored'] else 'The config stays as it is (-with-config puts the saved one back).')
     print('\n'.join(printable(line) for line in lines), file=sys.stderr, flush=True)
 
 
-def put_config_back(ctx, view, saved):
-    """Put a saved config back (config_change) in one change, against the digest of the config
-    read now, so that PVE refuses it if anybody changes the config meanwhile. A lost answer is
-    read back: the saved config there is done, the config as it was is failed, else unknown."""
+def put_config_back(ctx, view, saved, allowed):
+    """Put a saved config back (plan_config: screened, `allowed` the keys -allow-key names) in one
+    change, against the digest of the config read now, so that PVE refuses it if anybody changes
+    the config meanwhile. A lost answer is read back: the saved config there is done, the config
+    as it was is failed, else unknown."""
     current = pve_vm_config(ctx.pve, view.vm)
-    changes, deletes = config_change(current, saved)
+    plan = plan_config(current, saved, view.vmid, allowed)
+    changes, deletes = plan.changes, plan.deletes
     if not changes and not deletes:
         return
     params = dict(changes, **({'delete': ','.join(deletes)} if deletes else {}),
@@ -4402,7 +4655,8 @@ def put_config_back(ctx, view, saved):
         except Failure as again:
             raise OutcomeUnknown(f'{exc}; reading the config back failed too ({again})', exc.what,
                                  where=exc.where) from exc
-        if config_change(after, saved) == ({}, []):
+        again = plan_config(after, saved, view.vmid, allowed)
+        if (again.changes, again.deletes) == ({}, []):
             return
         raise OutcomeUnknown(f'{exc}; the config read back is not the saved one yet: check it (qm config '
                              f'{view.vmid}) once no task of VM {view.vmid} runs', exc.what, where=exc.where) from exc
@@ -4420,6 +4674,8 @@ class NewVm:
     config: dict        # the create's parameters
     clones: list        # (storage, source, destination): its disks
     origin: str
+    kept: dict = dataclasses.field(default_factory=dict)      # {key: (value, None, why)} not copied
+    allowed: dict = dataclasses.field(default_factory=dict)   # {key: value} copied only by -allow-key
 
 
 def reachable_storages(ctx):
@@ -4455,9 +4711,50 @@ def disks_without_copy(ctx, disks, copies, config):
             yield disk, 'the snapshot holds no copy of it'
 
 
-def plan_new_vm(ctx, vmid, newid, stamp, name):
+def new_vm_source(ctx, vmid, view, stamp, name, storages):
+    """(what -as-new copies from, {(storage, file): path of its copy} or None where it is to be
+    looked up per disk, the storages holding the storage snapshot, its SavedConfig or None)."""
+    if stamp:
+        searched = VmView({'vmid': vmid}, {}, [], [], storages)
+        files = find_set(searched, gather_sets(ctx, searched), stamp)
+        return (f'snapshot {stamp}', {(f.storage, f.source_file): f.path for f in files if not f.is_record}, [],
+                lambda: set_config(ctx, files))
+    holding = [storage for storage in storages
+               if any(record['name'] == name for record in ontap_list_snapshots(*ctx.storage_volume(storage)[:2],
+                                                                                 name))]
+    if not holding:
+        raise NotFound(f'no storage snapshot {name} on {", ".join(storages) or "any storage of config.ini"}: '
+                       'see storage list')
+    return f'storage snapshot {name}', None, holding, lambda: storage_snapshot_config(ctx, vmid, name, holding)
+
+
+def new_vm_settings(vmid, newid, view, origin, read, no_saved_config):
+    """The settings -as-new starts from: the config `origin` saved (read()), or with
+    `no_saved_config`, where that cannot be read or fails its check, VM `vmid`'s current one."""
+    try:
+        saved = read()
+    except Failure as exc:
+        if not no_saved_config or view is None:
+            instead = ('add -no-saved-config to take the current config of VM {vmid} instead' if view else
+                       f'VM {vmid} no longer exists, so no other config can stand in')
+            raise Failure(f'VM {newid} not created: {exc}; {instead.format(vmid=vmid)}') from exc
+        log.warning('VM %s: %s (-no-saved-config: VM %s gets the current config of VM %s)', vmid, exc, newid, vmid)
+        return view.config
+    if saved is None and view is None:
+        raise Failure(f'VM {vmid} no longer exists in PVE, and {origin} holds no saved config (made before '
+                      'snapshots carried one): nothing says what VM it was; create a VM by hand and give it '
+                      'copies of its disks')
+    if saved is None:
+        log.warning('VM %s: %s holds no saved config (made before snapshots carried one): VM %s gets the '
+                    'current config of VM %s', vmid, origin, newid, vmid)
+        return view.config
+    return saved.config
+
+
+def plan_new_vm(ctx, vmid, newid, stamp, name, allowed=frozenset(), no_saved_config=False):
     """Every lookup of -as-new: the new id is free, the source found (without VM `vmid` if it is
-    gone: on every configured storage), a config to give the new VM, a copy of each of its disks."""
+    gone: on every configured storage), a config to give the new VM (screened: screen_config), a
+    copy of each of its disks."""
     guests = pve_list_guests(ctx.pve)
     if newid in guests:
         taken = guests[newid]
@@ -4469,30 +4766,10 @@ def plan_new_vm(ctx, vmid, newid, stamp, name):
         raise Failure(f'CT {vmid} is a container: vm restore -as-new makes VMs only')
     view = gather_vm(ctx, vmid, {vmid: source}) if source else None
     storages = view.storages if view else reachable_storages(ctx)
-    if stamp:
-        searched = VmView({'vmid': vmid}, {}, [], [], storages)
-        files = find_set(searched, gather_sets(ctx, searched), stamp)
-        origin = f'snapshot {stamp}'
-        copies = {(f.storage, f.source_file): f.path for f in files if not f.is_record}
-        saved = set_config(ctx, files)
-    else:
-        holding = [storage for storage in storages
-                   if any(record['name'] == name for record in ontap_list_snapshots(*ctx.storage_volume(storage)[:2],
-                                                                                     name))]
-        if not holding:
-            raise NotFound(f'no storage snapshot {name} on {", ".join(storages) or "any storage of config.ini"}: '
-                           'see storage list')
-        origin = f'storage snapshot {name}'
-        copies = None
-        saved = storage_snapshot_config(ctx, vmid, name, holding)
-    if saved is None and view is None:
-        raise Failure(f'VM {vmid} no longer exists in PVE, and {origin} holds no saved config (made before '
-                      'snapshots carried one): nothing says what VM it was; create a VM by hand and give it '
-                      'copies of its disks')
-    if saved is None:
-        log.warning('VM %s: %s holds no saved config (made before snapshots carried one): VM %s gets the '
-                    'current config of VM %s', vmid, origin, newid, vmid)
-    config = saved if saved is not None else view.config
+    origin, copies, holding, read = new_vm_source(ctx, vmid, view, stamp, name, storages)
+    original = new_vm_settings(vmid, newid, view, origin, read, no_saved_config)
+    config, risky = screen_config(restorable(original), vmid, allowed)
+    forced = {key: config[key] for key in sorted(allowed) if key in config and setting_risk(key, config[key], vmid)}
     disks = vm_disks(config)
     if copies is None:
         copies = {}
@@ -4501,7 +4778,7 @@ def plan_new_vm(ctx, vmid, newid, stamp, name):
                 ontap, volume, _ = ctx.storage_volume(disk.storage)
                 if ontap_file_exists(ontap, volume, f'.snapshot/{name}/{disk.path}'):
                     copies[(disk.storage, disk.file)] = f'.snapshot/{name}/{disk.path}'
-    lacking = [f'{disk.key} ({disk.volid}: {why})' for disk, why in disks_without_copy(ctx, disks, copies, config)]
+    lacking = [f'{disk.key} ({disk.volid}: {why})' for disk, why in disks_without_copy(ctx, disks, copies, original)]
     if lacking:
         raise Failure(f'VM {newid} would lack disks of VM {vmid}: {"; ".join(lacking)}; nothing was made')
     if not disks:
@@ -4514,11 +4791,34 @@ def plan_new_vm(ctx, vmid, newid, stamp, name):
     clones = [(disk.storage, copies[(disk.storage, disk.file)], paths[disk.key]) for disk in disks]
     volumes = {disk.key: f'{disk.storage}:{newid}/{paths[disk.key].rsplit("/", 1)[1]}' for disk in disks}
     node = local_pve_node() or (source or {}).get('node') or pve_local_node(ctx.pve)
-    if any(key in config for key in SECRET_KEYS):
+    if any(key in original for key in SECRET_KEYS):
         log.warning('VM %s: its cloud-init password is not copied (no snapshot holds it): set it again with '
                     'qm set %s --cipassword', newid, newid)
     import uuid  # only -as-new needs it; see ontap_read_file
-    return NewVm(newid, node, new_vm_config(config, volumes, str(uuid.uuid4())), clones, origin)
+    return NewVm(newid, node, new_vm_config(config, volumes, str(uuid.uuid4())), clones, origin,
+                 {key: (original[key], None, why) for key, why in risky.items()}, forced)
+
+
+def show_new_vm_plan(ctx, new, source, asking):
+    """What -as-new makes, shown as vm restore's plan is (show_vm_restore_plan): the new VM's config
+    whole, the settings not copied and why, those copied only because -allow-key names them."""
+    plan = {'vmid': new.vmid, 'node': new.node, 'origin': new.origin, 'source': source, 'config': new.config,
+            'disks': [{'storage': storage, 'source': path, 'destination': copy} for storage, path, copy in new.clones],
+            'kept': [{'key': key, 'saved': value, 'why': why} for key, (value, _, why) in new.kept.items()],
+            'allowed': [{'key': key, 'value': value} for key, value in new.allowed.items()]}
+    if ctx.output == 'json':
+        print(json.dumps(plan, indent=2, sort_keys=True))
+        return
+    if not (asking or ctx.dry_run or log.isEnabledFor(logging.INFO)):
+        return
+    lines = [(f'vm restore -as-new makes VM {new.vmid} on node {new.node} from {new.origin} of VM {source}: '
+              'stopped, with new MAC addresses, vmgenid and SMBIOS uuid, no start at boot, and this config:')]
+    lines += [f'  {key}: {value}' for key, value in sorted(new.config.items())]
+    if new.kept:
+        lines.append('Not copied from the saved config:')
+        lines += [f'  {key}: "{value}" ({why}; -allow-key {key} copies it)' for key, (value, _, why) in new.kept.items()]
+    lines += [f'  {key}: "{value}" is copied only because -allow-key names it' for key, value in new.allowed.items()]
+    print('\n'.join(printable(line) for line in lines), file=sys.stderr, flush=True)
 
 
 def create_new_vm(ctx, new):
@@ -4546,16 +4846,16 @@ def create_new_vm(ctx, new):
         raise Failure(f'VM {new.vmid} not created: {exc}; {remove_clones(ctx, new.clones)}') from exc
 
 
-def restore_as_new(ctx, vmid, newid, stamp, name):
+def restore_as_new(ctx, vmid, newid, stamp, name, allowed, no_saved_config, assume_yes):
     """A new VM `newid` from a VM snapshot or a storage snapshot of VM `vmid`, which may no longer
-    exist: its disks file-cloned from the snapshot's copies, its config the saved one (new_vm_config).
-    Nothing of VM `vmid` changes. If the create fails, the clones are removed again; if its
-    outcome stays unknown, they are left and named."""
-    new = plan_new_vm(ctx, vmid, newid, stamp, name)
-    disks = ', '.join(f'{key} {config_value}' for key, config_value in new.config.items() if key in
-                      {disk.key for disk in vm_disks(new.config)})
-    log.info('VM %s from %s of VM %s on node %s: %s; stopped, with new MAC addresses, vmgenid and SMBIOS uuid, '
-             'no start at boot', newid, new.origin, vmid, new.node, disks)
+    exist: its disks file-cloned from the snapshot's copies, its config the saved one, screened
+    (new_vm_config, screen_config). Nothing of VM `vmid` changes. If the create fails, the clones
+    are removed again; if its outcome stays unknown, they are left and named. Settings only
+    -allow-key lets through are shown, then asked for."""
+    new = plan_new_vm(ctx, vmid, newid, stamp, name, allowed, no_saved_config)
+    show_new_vm_plan(ctx, new, vmid, asking=bool(new.allowed) and not assume_yes and sys.stdin.isatty())
+    if new.allowed:
+        confirm(ctx, f'Make VM {newid} with {", ".join(new.allowed)}, which only root@pam may set', assume_yes)
     storages = sorted({storage for storage, _, _ in new.clones})
     # A stop meanwhile would leave clones without their VM: both are made, then the run stops.
     with storage_locks(ctx, storages), STOP.held():
@@ -4577,12 +4877,17 @@ def restore_as_new(ctx, vmid, newid, stamp, name):
 # -- vm restore: the disks (and -with-config the config) back in place, or -as-new
 
 def cmd_vm_restore(ctx, args):
+    allowed = frozenset(args.allow_key or ())
     if args.as_new:
         if args.with_config or args.shutdown:
             raise ConfigError(f'-as-new takes neither -with-config (the new VM always gets the saved config) nor '
                               f'-shutdown (VM {args.vm} is not touched)')
-        restore_as_new(ctx, args.vm, args.as_new, args.snapshot, args.storage_snapshot)
+        restore_as_new(ctx, args.vm, args.as_new, args.snapshot, args.storage_snapshot, allowed,
+                       args.no_saved_config, args.yes)
         return
+    if args.no_saved_config:
+        raise ConfigError('-no-saved-config goes with -as-new (a restore without -with-config never needs the saved '
+                          'config)')
     view = gather_vm(ctx, args.vm)
     with storage_locks(ctx, view.storages) as locks:
         sets = gather_sets(ctx, view)
@@ -4592,7 +4897,7 @@ def cmd_vm_restore(ctx, args):
             raise Failure(f'VM {view.vmid}: {origin} holds no saved config (made before snapshots carried one): '
                           '-with-config has nothing to put back; restore the disks without it')
         check_restorable(view.vmid, view.vm, args.shutdown)
-        show_vm_restore_plan(ctx, vm_restore_plan(view, origin, sources, missing, saved, args.with_config),
+        show_vm_restore_plan(ctx, vm_restore_plan(view, origin, sources, missing, saved, args.with_config, allowed),
                              asking=not args.yes and sys.stdin.isatty())
         disks = ', '.join(disk.key for disk, _ in sources)
         kept = f' ({", ".join(d.key for d in missing)} not in it: kept as they are)' if missing else ''
@@ -4611,7 +4916,7 @@ def cmd_vm_restore(ctx, args):
                     window.problems.append(undone)
                 elif args.with_config:
                     try:
-                        put_config_back(ctx, view, saved)
+                        put_config_back(ctx, view, saved.config, allowed)
                     except OutcomeUnknown as exc:
                         window.leave_down('a change of its config may still be under way')
                         window.problems.append(Failure(f'whether its config was put back is unknown: {exc}'))
@@ -4659,7 +4964,7 @@ def storage_records(ctx, storage, name, guests, configs, held):
                         other, exc)
             volumes[other] = (None, None, None)
     how = {guest.view.vmid: guest.how for guest in held}
-    version = tool_version()
+    version, key = tool_version(), ctx.manifest_key(create=True)
     records = {}
     for guest in on_storage:
         vmid, config = guest['vmid'], configs[guest['vmid']]
@@ -4670,7 +4975,7 @@ def storage_records(ctx, storage, name, guests, configs, held):
         records[storage_record_name(guest, consistency)] = guest_manifest(
             guest, disks[vmid], config, name, consistency, volumes,
             raw if raw is not None else guest_config_text(guest, config).encode(),
-            node_config_path(guest) if raw is not None else 'api', version, clones).encode()
+            node_config_path(guest) if raw is not None else 'api', version, clones, key).encode()
     return records
 
 
@@ -6021,6 +6326,13 @@ def snapshot_name(text):
     return text
 
 
+def config_key(text):
+    """argparse type for -allow-key: a config key as PVE names them (net0, args, hookscript)."""
+    if not re.fullmatch(r'[a-z][a-z0-9_-]*', text):
+        raise argparse.ArgumentTypeError(f'{text!r} is no config key (like args or hostpci0)')
+    return text
+
+
 def set_stamp(text):
     if not re.fullmatch(STAMP_PATTERN, text, re.ASCII):
         raise argparse.ArgumentTypeError(f'{text!r} is no VM snapshot stamp (like 2024-03-13_14:42:47+0000; '
@@ -6256,6 +6568,15 @@ def build_parser():
                          help='make a new, stopped VM NEWID from the snapshot instead: copies of its disks, its '
                               'saved config with new MAC addresses, vmgenid and SMBIOS uuid; -vm names the VM it '
                               'was made of, which may no longer exist; that VM is not touched')
+    restore.add_argument('-allow-key', '--allow-key', action='append', type=config_key, metavar='KEY',
+                         help='put back (or with -as-new copy) the setting KEY of the saved config even where only '
+                              'root@pam may set it (args, hookscript, a host device, ...) or this tool does not know '
+                              'it: by default such settings stay as they are, as the plan shows, for the datastore '
+                              'that holds the saved config may be written by others (README, Security); each is '
+                              'shown before the question; give it once per key')
+    restore.add_argument('-no-saved-config', '--no-saved-config', action='store_true',
+                         help='with -as-new: where the saved config cannot be read or fails its signature check, '
+                              'give the new VM the current config of the VM instead of refusing')
 
     storage = contexts.add_parser('storage', help='ONTAP volume snapshots of a PVE storage', allow_abbrev=False)
     storage_commands = storage.add_subparsers(

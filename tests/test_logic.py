@@ -1,6 +1,7 @@
 """The pure functions: disk lines, names and stamps, config parsing, task states."""
 
 import datetime
+import re
 
 import pytest
 
@@ -399,6 +400,7 @@ def test_agent_freezing_as_pve_reads_it(value, freezes):
 
 # -- what a VM snapshot carries: its config and manifest
 
+KEY = bytes(range(32))
 STAMP = '2024-03-13_14:42:47+0000'
 
 
@@ -425,7 +427,8 @@ def test_a_manifest_holds_the_config_byte_for_byte(saved):
     manifest = tool.guest_manifest({'vmid': 100, 'node': 'pve1'}, [disk], {'scsi0': disk.volid + ',size=1G'}, STAMP,
                                    'atomic', {'ONTAP01': ('a', 'svm1', 'vol1')}, saved, 'api', '0.2.0',
                                    {'scsi0': 'images/100/x.raw'})
-    assert tool.manifest_config(manifest.encode()).encode('utf-8', 'surrogateescape') == saved
+    read, signed = tool.read_manifest(manifest.encode(), 'm', 100, STAMP, KEY)
+    assert read['config'].encode('utf-8', 'surrogateescape') == saved and not signed
     record = tool.json.loads(manifest)
     assert record['disks'] == [{'key': 'scsi0', 'volid': disk.volid, 'clone': 'images/100/x.raw', 'size': 2**30,
                                 'storage': 'ONTAP01', 'cluster': 'a', 'svm': 'svm1', 'volume': 'vol1'}]
@@ -434,14 +437,30 @@ def test_a_manifest_holds_the_config_byte_for_byte(saved):
 def test_a_manifest_never_holds_the_cloud_init_password():
     conf = b'cipassword: $5$salt$hash\nmemory: 512\n\n[before-update]\ncipassword: Secr3t-on-Windows\n'
     manifest = tool.guest_manifest({'vmid': 100}, [], {}, STAMP, 'shutdown', {}, conf, 'api', '0.1.0', {})
-    text = tool.manifest_config(manifest.encode())
+    text = tool.read_manifest(manifest.encode(), 'm', 100, STAMP, None)[0]['config']
     assert text == 'cipassword: **********\nmemory: 512\n\n[before-update]\ncipassword: **********\n'
     assert 'salt' not in manifest and 'Secr3t' not in manifest
 
 
-@pytest.mark.parametrize('data', [b'{"tool": "pve-ontap-snapshot"}', b'not json', b'[1]', b'{"config": 3}'])
-def test_a_manifest_without_a_config_text_gives_none(data):
-    assert tool.manifest_config(data) is None
+@pytest.mark.parametrize('data, why', [
+    (b'{"tool": "pve-ontap-snapshot"}', 'it holds no config'), (b'not json', 'it is no JSON'),
+    (b'[1]', 'it holds no config'), (b'{"config": 3}', 'it holds no config'), (b'\xff\xfe', 'it is no JSON'),
+    (b'{"config": "", "vmid": 101, "stamp": "' + STAMP.encode() + b'"}', 'of guest 101, snapshot'),
+    (b'{"config": "", "vmid": 100, "stamp": "2020-01-01_00:00:00+0000"}', "snapshot '2020-01-01_00:00:00+0000'")])
+def test_a_manifest_that_cannot_be_read_or_is_of_another_snapshot_is_an_error_naming_it(data, why):
+    with pytest.raises(tool.ManifestError, match=f'^manifest m .*{re.escape(why)}'):
+        tool.read_manifest(data, 'm', 100, STAMP, None)
+
+
+def test_a_signed_manifest_reads_back_signed_and_fails_with_any_change_or_another_key():
+    manifest = tool.guest_manifest({'vmid': 100}, [], {}, STAMP, 'shutdown', {}, b'memory: 512\n', 'api', '0.1.0', {},
+                                   KEY)
+    assert tool.read_manifest(manifest.encode(), 'm', 100, STAMP, KEY)[1] is True
+    assert tool.read_manifest(manifest.encode(), 'm', 100, STAMP, None)[1] is False     # off a node: no key to check
+    changed = manifest.replace('memory: 512', 'memory: 513')
+    for data, key in ((changed, KEY), (manifest, bytes(32))):
+        with pytest.raises(tool.ManifestError, match='fails its signature check'):
+            tool.read_manifest(data.encode(), 'm', 100, STAMP, key)
 
 
 def test_a_set_without_a_manifest_has_an_unknown_consistency():
@@ -478,3 +497,38 @@ def test_config_text_writes_the_api_config_as_pve_writes_a_conf_file():
 ])
 def test_drive_size(value, size):
     assert tool.drive_size(value) == size
+
+
+@pytest.mark.parametrize('key, value, why', [
+    ('memory', '2048', None), ('net0', 'virtio=BC:24:11:AA:BB:CC,bridge=vmbr0', None), ('tags', 'web', None),
+    ('scsi0', 'ONTAP01:101/vm-101-disk-0.raw,size=1G', None), ('ide2', 'local:iso/d.iso,media=cdrom', None),
+    ('ide2', 'none,media=cdrom', None), ('efidisk0', 'ONTAP01:101/vm-101-disk-1.raw,efitype=4m', None),
+    ('scsi1', 'local-lvm:vm-101-disk-3,size=4G', None), ('ide0', 'ONTAP01:101/vm-101-cloudinit.qcow2,media=cdrom', None),
+    ('serial0', 'socket', None), ('usb0', 'host=spice', None), ('usb1', 'mapping=keyboard', None),
+    ('hostpci0', 'mapping=gpu,pcie=1', None),
+    ('args', '-cpu host', 'only root@pam may set it'), ('hookscript', 'local:snippets/x.sh', 'only root@pam may set it'),
+    ('parallel0', '/dev/parport0', 'only root@pam may set it'),
+    ('scsi1', '/dev/sdb', 'a host path'), ('virtio0', 'file=/etc/shadow', 'a host path'),
+    ('ide2', 'cdrom,media=cdrom', "the host's CD drive"),
+    ('scsi2', 'ONTAP01:100/vm-100-disk-0.raw', 'a volume of guest 100, not of 101'),
+    ('scsi3', 'ONTAP01:0,import-from=/var/lib/x.qcow2', 'it imports another file'),
+    ('serial0', '/dev/ttyS0', 'a host device'), ('usb0', 'host=1d6b:0002', 'a host device'),
+    ('usb0', '1-1.2', 'a host device'), ('hostpci0', '0000:01:00.0', 'a host device'),
+    ('hostpci0', 'mapping=gpu,romfile=x.rom', 'a host device or ROM file'),
+    ('frobnicate', '1', 'a setting unknown to this tool'),
+])
+def test_a_restore_applies_only_what_an_ordinary_user_may_set(key, value, why):
+    found = tool.setting_risk(key, value, 101)
+    assert (found is None) == (why is None) and (why is None or found.startswith(why)), found
+
+
+def test_putting_a_config_back_keeps_what_is_not_to_be_touched_on_either_side():
+    current = {'memory': '4096', 'hookscript': 'local:snippets/mine.sh', 'scsi0': 'A:101/vm-101-disk-0.raw'}
+    saved = {'memory': '1024', 'args': '-cpu host', 'scsi0': 'A:101/vm-101-disk-0.raw'}
+    plan = tool.plan_config(current, saved, 101)
+    assert (plan.changes, plan.deletes) == ({'memory': '1024'}, [])
+    assert plan.kept == {'args': ('-cpu host', None, 'only root@pam may set it'),
+                         'hookscript': (None, 'local:snippets/mine.sh', 'only root@pam may set it')}
+    allowed = tool.plan_config(current, saved, 101, allowed={'args', 'hookscript'})
+    assert (allowed.changes, allowed.deletes) == ({'memory': '1024', 'args': '-cpu host'}, ['hookscript'])
+    assert allowed.allowed == {'args': '-cpu host'} and allowed.kept == {}

@@ -7,7 +7,7 @@ import os
 import re
 
 import pytest
-from world import ONTAP_PASSWORD, PVE_PASSWORD, error_lines, recording_https_server
+from world import ONTAP_PASSWORD, PVE_PASSWORD, error_lines, pve_reads_nfs_directories, recording_https_server
 
 import pve_ontap_snapshot as tool
 
@@ -319,3 +319,170 @@ def test_a_ca_bundle_the_environment_names_is_trusted_where_verify_is_true(world
     monkeypatch.setenv('REQUESTS_CA_BUNDLE', world.a.cafile)
     result = world.run('storage', 'list', '-storage', 'ONTAP01')
     assert result.code == 0, result.err
+
+
+# -- the datastore: a saved config is screened, a manifest checked
+
+# What a writer on the datastore would add to VM 101's saved config to get root on the node.
+PLANTED = {
+    'args': '-drive file=/etc/shadow,if=virtio',
+    'hookscript': 'local:snippets/owned.sh',
+    'hostpci0': '0000:01:00.0',
+    'usb0': 'host=1d6b:0002',
+    'serial0': '/dev/ttyS0',
+    'parallel0': '/dev/parport0',
+    'scsi1': '/dev/sda',
+    'scsi2': 'ONTAP01:100/vm-100-disk-2.qcow2,size=2G',      # another VM's disk
+    'bogus-key': 'unknown to the tool',
+}
+
+
+def manifest_of(world, vmid, stamp):
+    (name,) = [n for n in world.records(world.vol1, vmid) if stamp in n]
+    return world.vol1.path / 'images' / str(vmid) / name
+
+
+def plant(world, vmid, stamp, settings, unsign=True, **changes):
+    """Add `settings` to the config in the manifest of snapshot `stamp`, as a writer on the NFS export would."""
+    path = manifest_of(world, vmid, stamp)
+    manifest = json.loads(path.read_text())
+    if unsign:
+        manifest.pop('signature')
+    manifest['config'] += ''.join(f'{key}: {value}\n' for key, value in settings.items())
+    manifest.update(changes)
+    path.write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_a_snapshot_manifest_is_signed_with_the_clusters_key(world, cluster_dir):
+    stamp = stamp_of(world)
+    manifest = json.loads(manifest_of(world, 101, stamp).read_text())
+    key = (cluster_dir / tool.MANIFEST_KEY).read_text().strip()
+    assert manifest['signature'] == tool.manifest_signature(manifest, bytes.fromhex(key))
+    assert (cluster_dir / tool.MANIFEST_KEY).stat().st_mode & 0o777 == 0o600
+
+
+def test_with_config_puts_back_none_of_what_a_datastore_writer_planted(world):
+    stamp = stamp_of(world)
+    world.pve.vm(101).config['memory'] = '4096'
+    plant(world, 101, stamp, PLANTED)
+
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-yes')
+
+    assert result.code == 0, result.err
+    config = world.pve.vm(101).config
+    assert not set(PLANTED) & set(config), config
+    assert str(config['memory']) == '1024'      # what the allowlist takes is put back
+    assert 'unsigned (made before manifests were signed, or off a node)' in result.err
+    for key, why in [('args', 'only root@pam may set it'), ('hostpci0', 'a host device: only root@pam may set it'),
+                     ('scsi1', 'a host path: only root@pam may set it'),
+                     ('scsi2', 'a volume of guest 100, not of 101'), ('bogus-key', 'a setting unknown to this tool')]:
+        assert f'  {key}: kept as it is ({why}; -allow-key {key} has it put back)' in result.err, result.err
+
+
+def test_a_dry_run_shows_what_is_kept_and_what_allow_key_puts_back(world):
+    stamp = stamp_of(world)
+    plant(world, 101, stamp, {'args': '-cpu host', 'hookscript': 'local:snippets/owned.sh'})
+    before = world.state()
+
+    result = world.run('-dry-run', 'vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-allow-key',
+                       'args')
+
+    assert result.code == 0, result.err
+    assert '+args: -cpu host' in result.err
+    assert '  args: "-cpu host" is put back only because -allow-key names it' in result.err
+    assert '  hookscript: kept as it is (only root@pam may set it' in result.err
+    assert world.state() == before
+
+
+def test_allow_key_puts_a_root_only_setting_back_by_name(world):
+    stamp = stamp_of(world)
+    plant(world, 101, stamp, {'args': '-cpu host', 'hookscript': 'local:snippets/owned.sh'})
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-allow-key', 'args', '-yes')
+    assert result.code == 0, result.err
+    config = world.pve.vm(101).config
+    assert config['args'] == '-cpu host' and 'hookscript' not in config
+
+
+def test_a_root_only_setting_the_vm_has_now_is_kept_too(world):
+    stamp = stamp_of(world)
+    world.pve.vm(101).config['hookscript'] = 'local:snippets/backup-hook.sh'     # set by root after the snapshot
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-yes')
+    assert result.code == 0, result.err
+    assert world.pve.vm(101).config['hookscript'] == 'local:snippets/backup-hook.sh'
+
+
+def test_as_new_copies_none_of_what_a_datastore_writer_planted_and_shows_the_new_config(world):
+    pve_reads_nfs_directories(world)
+    stamp = stamp_of(world)
+    plant(world, 101, stamp, PLANTED)
+
+    shown = world.run('-dry-run', 'vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201)
+    assert shown.code == 0 and world.pve.vm(201) is None, shown.err
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201)
+
+    assert result.code == 0, result.err
+    for run in (shown, result):
+        assert 'vm restore -as-new makes VM 201 on node pve2 from snapshot' in run.err
+        assert '  scsi0: ONTAP01:201/vm-201-disk-0.raw,size=1G' in run.err
+        assert '  args: "-drive file=/etc/shadow,if=virtio" (only root@pam may set it; -allow-key args copies it)' \
+            in run.err
+    config = world.pve.vm(201).config
+    assert not set(PLANTED) & set(config), config
+
+
+def test_as_new_with_an_allowed_root_only_setting_asks_first(world):
+    pve_reads_nfs_directories(world)
+    stamp = stamp_of(world)
+    plant(world, 101, stamp, {'hostpci0': '0000:01:00.0'})
+    before = world.state()
+
+    refused = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201, '-allow-key', 'hostpci0')
+    assert refused.code == 2 and 'not asking without a terminal; add -yes' in error_lines(refused)[0]
+    assert world.state() == before
+    done = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201, '-allow-key', 'hostpci0', '-yes')
+    assert done.code == 0, done.err
+    assert world.pve.vm(201).config['hostpci0'] == '0000:01:00.0'
+
+
+def test_a_manifest_changed_since_it_was_signed_is_not_used(world):
+    stamp = stamp_of(world)
+    plant(world, 101, stamp, {'memory': '8192'}, unsign=False)
+    before = world.state()
+
+    with_config = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-yes')
+    as_new = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201)
+
+    for result in (with_config, as_new):
+        assert result.code == 1
+        assert 'fails its signature check: it was changed since this tool wrote it' in error_lines(result)[0]
+    assert 'restore without -with-config to put the disks back alone' in error_lines(with_config)[0]
+    assert 'add -no-saved-config to take the current config of VM 101 instead' in error_lines(as_new)[0]
+    assert world.state() == before
+    plain = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-yes')
+    assert plain.code == 0 and 'fails its signature check' in plain.err, plain.err
+
+
+def test_a_manifest_copied_from_another_snapshot_is_not_used(world):
+    older = stamp_of(world)
+    newer = stamp_of(world)
+    manifest_of(world, 101, newer).write_text(manifest_of(world, 101, older).read_text())
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', newer, '-with-config', '-yes')
+    assert result.code == 1
+    assert f"snapshot '{older}', not of 101, {newer}: it was put there from elsewhere" in error_lines(result)[0]
+
+
+def test_a_corrupt_manifest_is_named_and_as_new_goes_on_only_when_told(world):
+    pve_reads_nfs_directories(world)
+    stamp = stamp_of(world)
+    path = manifest_of(world, 101, stamp)
+    path.write_text(path.read_text()[:40])
+
+    refused = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201)
+    told = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201, '-no-saved-config')
+
+    assert refused.code == 1
+    assert f'manifest {path.relative_to(world.vol1.path)} on ONTAP01 cannot be read: it is no JSON' in \
+        error_lines(refused)[0]
+    assert told.code == 0, told.err
+    assert world.pve.vm(201).config['memory'] == str(world.pve.vm(101).config['memory'])

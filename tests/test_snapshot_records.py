@@ -39,6 +39,7 @@ def test_a_snapshot_carries_the_vms_config_and_a_manifest_of_its_disks(world):
     assert lines[:2] == ['#db%3A primary', '#second line']
     assert 'memory: 1024' in lines and 'scsi0: ONTAP01:101/vm-101-disk-0.raw,size=1G' in lines
     assert lines[2:] == sorted(lines[2:]) and not [line for line in lines if line.startswith('digest')]
+    assert saved['manifest'].pop('signature').startswith('hmac-sha256:')
     assert saved['manifest'] == {
         'tool': 'pve-ontap-snapshot', 'version': tool.tool_version(), 'vmid': 101, 'name': 'db', 'node': 'pve2',
         'stamp': stamp, 'consistency': 'shutdown', 'config_from': 'api',

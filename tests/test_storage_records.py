@@ -51,6 +51,7 @@ def test_each_storage_snapshot_holds_the_manifest_and_config_of_every_guest_on_i
         b'memory: 1024\nname: db\nscsi0: ONTAP01:101/vm-101-disk-0.raw,size=1G\n')
     container = json.loads(records['ct-200.atomic.manifest.json'])
     assert 'rootfs: ONTAP01:200/vm-200-disk-0.raw,size=8G\n' in container.pop('config')
+    assert container.pop('signature').startswith('hmac-sha256:')
     assert container == {
         'tool': 'pve-ontap-snapshot', 'version': tool.tool_version(), 'vmid': 200, 'name': 'files', 'node': 'pve2',
         'stamp': name, 'consistency': 'atomic', 'config_from': 'api',

@@ -11,6 +11,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import subprocess
 import time
 import tomllib
@@ -29,6 +30,8 @@ COMMAND = '/usr/sbin/pve-ontap-snapshot'
 COMPLETION = '/usr/share/bash-completion/completions/pve-ontap-snapshot'
 MAN_PAGE = '/usr/share/man/man8/pve-ontap-snapshot.8.gz'
 UNITS = '/lib/systemd/system/pve-ontap-snapshot-storage@'
+TMPFILES = '/usr/lib/tmpfiles.d/pve-ontap-snapshot.conf'
+LOCK_DIR = '/run/lock/pve-ontap-snapshot'
 VERSION = tomllib.loads((Path(__file__).resolve().parent.parent / 'pyproject.toml').read_text())['project']['version']
 # Each module the command imports, and the Debian package it must come from.
 FROM_DEBIAN = {'pve_ontap_snapshot': 'pve-ontap-snapshot', 'proxmoxer': 'python3-proxmoxer',
@@ -81,6 +84,40 @@ def test_the_package_depends_on_debians_packages_and_leaves_config_ini_to_the_ad
     assert not [f for f in files if f.startswith('/etc/')]
     assert '/usr/share/doc/pve-ontap-snapshot/config.ini.example' in files
     assert Path('/etc/pve-ontap-snapshot').stat().st_mode & 0o777 == 0o700
+
+
+def test_the_lock_directory_is_roots_alone_made_as_at_boot():
+    lock_dir = Path(LOCK_DIR)
+    assert lock_dir.is_dir() and not lock_dir.is_symlink()
+    info = lock_dir.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (0, 0, 0o700)
+    assert owner(TMPFILES) == 'pve-ontap-snapshot'
+    entries = [line.split() for line in Path(TMPFILES).read_text().splitlines() if line and not line.startswith('#')]
+    assert entries == [['d', LOCK_DIR, '0700', 'root', 'root', '-']]
+
+
+def test_a_lock_directory_another_user_made_before_the_install_is_moved_aside_not_adopted():
+    """Before the first boot with the package, a local user may have made the lock directory
+    in the world-writable /run/lock, with a link in it; configuring the package (as apt does)
+    moves theirs aside and makes root's own, which systemd-tmpfiles alone would not: it
+    would chown theirs to root, the link still in it."""
+    lock_dir = Path(LOCK_DIR)
+    shutil.rmtree(lock_dir)
+    nobody = subprocess.run(['sh', '-c', f'mkdir -m 777 {lock_dir} && ln -s /etc/shadow {lock_dir}/planted.lock'],
+                            user='nobody', group='nogroup', extra_groups=[], check=False)
+    assert nobody.returncode == 0
+    try:
+        result = run('dpkg-reconfigure', '-f', 'noninteractive', 'pve-ontap-snapshot')
+
+        assert result.returncode == 0, result.stderr
+        info = lock_dir.lstat()
+        assert (info.st_uid, info.st_mode & 0o7777, list(lock_dir.iterdir())) == (0, 0o700, [])
+        (aside,) = lock_dir.parent.glob(f'{lock_dir.name}.untrusted.*')
+        assert f'{lock_dir} was not root\'s alone: moved into {aside}' in result.stderr
+        assert os.readlink(aside / lock_dir.name / 'planted.lock') == '/etc/shadow'
+    finally:
+        for aside in lock_dir.parent.glob(f'{lock_dir.name}.untrusted.*'):
+            shutil.rmtree(aside)
 
 
 def test_version_is_pyprojects_in_the_command_and_the_package():

@@ -1,6 +1,7 @@
 """What the Debian package is made of, checked from the clone (tests/test_installed_package.py
-checks it installed): one version everywhere, a man page that says what --help says, and
-systemd units whose service snapshots its storage as configured."""
+checks it installed): one version everywhere, a man page that says what --help says,
+systemd units whose service snapshots its storage as configured, and the lock directory
+made at boot, root's alone."""
 
 import re
 import shlex
@@ -16,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / 'pve_ontap_snapshot.py'
 PACKAGING = ROOT / 'packaging'
 SERVICE = PACKAGING / 'systemd' / 'pve-ontap-snapshot-storage@.service'
+TMPFILES = PACKAGING / 'debian' / 'pve-ontap-snapshot.tmpfiles'
+LOCK_DIR = '/run/lock/pve-ontap-snapshot'
 PROJECT = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']
 
 sys.path.insert(0, str(PACKAGING))
@@ -152,3 +155,15 @@ def check_the_timers_service(world, command, unit):
 
 def test_the_timers_service_snapshots_its_storage_once_a_night_as_its_environment_says(world):
     check_the_timers_service(world, [sys.executable, SCRIPT], SERVICE.read_text())
+
+
+# -- the lock directory
+
+def test_tmpfiles_makes_the_lock_directory_roots_alone_at_boot():
+    lines = [line.split() for line in TMPFILES.read_text().splitlines() if line.strip() and not line.startswith('#')]
+    assert lines == [['d', LOCK_DIR, '0700', 'root', 'root', '-']]
+
+
+def test_the_lock_directory_is_the_one_the_command_and_the_readme_name():
+    assert f"'{LOCK_DIR}'" in SCRIPT.read_text()
+    assert f'`{LOCK_DIR}/' in (ROOT / 'README.md').read_text()

@@ -1,7 +1,7 @@
 """What the Debian package is made of, checked from the clone (tests/test_installed_package.py
 checks it installed): one version everywhere, a man page that says what --help says,
-systemd units whose service snapshots its storage as configured, and the lock directory
-made at boot, root's alone."""
+systemd units whose service snapshots its storage as configured, in a sandbox, and the
+lock directory made at boot, root's alone."""
 
 import re
 import shlex
@@ -155,6 +155,57 @@ def check_the_timers_service(world, command, unit):
 
 def test_the_timers_service_snapshots_its_storage_once_a_night_as_its_environment_says(world):
     check_the_timers_service(world, [sys.executable, SCRIPT], SERVICE.read_text())
+
+
+# -- the service's sandbox
+
+def unit_settings(text):
+    """{key: [values]} of a unit file's settings, in order (comments and sections left out)."""
+    settings = {}
+    for line in text.splitlines():
+        if '=' in line and not line.startswith(('#', ';', '[')):
+            key, value = line.split('=', 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+SANDBOX_YES = ('ProtectHome', 'PrivateTmp', 'PrivateDevices', 'ProtectKernelTunables', 'ProtectKernelModules',
+               'ProtectKernelLogs', 'ProtectControlGroups', 'ProtectClock', 'ProtectHostname', 'NoNewPrivileges',
+               'RestrictSUIDSGID', 'LockPersonality', 'RestrictRealtime', 'RestrictNamespaces')
+
+
+def test_the_service_runs_in_a_sandbox_that_leaves_it_what_it_writes():
+    settings = unit_settings(SERVICE.read_text())
+    one = {key: values[-1] for key, values in settings.items()}
+
+    # Read-only but for what it writes: the cluster-wide lock and records in /etc/pve, the
+    # node-local lock directory; "-", so that the unit starts where one is missing.
+    assert one['ProtectSystem'] == 'strict'
+    assert one['ReadWritePaths'].split() == ['-/etc/pve', f'-{LOCK_DIR}']
+    assert {key: one.get(key) for key in SANDBOX_YES} == dict.fromkeys(SANDBOX_YES, 'yes')
+    assert (one['ProtectProc'], one['ProcSubset'], one['UMask']) == ('invisible', 'pid', '0077')
+    assert one['SystemCallArchitectures'] == 'native'
+    assert settings['SystemCallFilter'] == ['@system-service', '~@privileged']
+    assert one['SystemCallErrorNumber'] == 'EPERM'      # a refused call fails as an error, never kills
+    assert set(one['RestrictAddressFamilies'].split()) == {'AF_UNIX', 'AF_INET', 'AF_INET6', 'AF_NETLINK'}
+    # Root's rights over files, none else; nothing may undo the bounding set.
+    assert set(one['CapabilityBoundingSet'].split()) == {'CAP_DAC_OVERRIDE', 'CAP_DAC_READ_SEARCH', 'CAP_FOWNER'}
+    assert 'AmbientCapabilities' not in settings
+    # ctypes and libffi may need memory both written and run.
+    assert 'MemoryDenyWriteExecute' not in settings
+
+
+def test_the_sandbox_keeps_what_the_service_runs():
+    """The sandbox is added below the service's own settings, which stay as they were."""
+    settings = unit_settings(SERVICE.read_text())
+    assert settings['Type'] == ['oneshot']
+    assert settings['Environment'] == ['KEEP=7 MIN_AGE=12h OPTIONS=']
+    assert settings['EnvironmentFile'] == ['-/etc/pve-ontap-snapshot/%i.env']
+    command = '/usr/sbin/pve-ontap-snapshot -loglevel warn -wait 600 storage create -storage %i -keep ${KEEP} ' \
+              '-min-age ${MIN_AGE} $OPTIONS'
+    assert settings['ExecStart'] == [command]
+    # As root (pmxcfs is root's), on the host's network (PVE's API, ONTAP anywhere).
+    assert not {'User', 'DynamicUser', 'PrivateUsers', 'PrivateNetwork', 'IPAddressDeny'} & set(settings)
 
 
 # -- the lock directory

@@ -208,6 +208,36 @@ def test_the_sandbox_keeps_what_the_service_runs():
     assert not {'User', 'DynamicUser', 'PrivateUsers', 'PrivateNetwork', 'IPAddressDeny'} & set(settings)
 
 
+def exposure_threshold():
+    """The most systemd-analyze security may score the service in .ci/run, in tenths."""
+    (found,) = re.findall(r'^exposure_threshold=(\d+)$', (ROOT / '.ci' / 'run').read_text(), re.MULTILINE)
+    return int(found)
+
+
+def exposure(unit_text, tmp_path):
+    """systemd-analyze security --offline's score of a unit file (as an instance of the
+    template), in tenths, and whether it is at most exposure_threshold()."""
+    path = tmp_path / 'pve-ontap-snapshot-storage@CI.service'
+    path.write_text(unit_text)
+    result = run(['systemd-analyze', 'security', '--offline=yes', f'--threshold={exposure_threshold()}', path])
+    if 'offline' in result.stderr and 'unrecognized' in result.stderr:
+        pytest.skip('systemd-analyze security --offline needs systemd 250 or newer')
+    (score,) = re.findall(r'Overall exposure level for \S+: (\d+)\.(\d)', result.stdout)
+    return int(''.join(score)), result.returncode == 0
+
+
+@pytest.mark.skipif(not shutil.which('systemd-analyze'), reason='systemd-analyze scores the sandbox (Debian: systemd)')
+def test_the_service_scores_at_most_the_threshold_and_would_not_without_its_sandbox(tmp_path):
+    text = SERVICE.read_text()
+    unsandboxed = text.split('\n\n# The sandbox')[0] + '\n'     # the unit as it was before
+
+    score, within = exposure(text, tmp_path)
+    score_unsandboxed, within_unsandboxed = exposure(unsandboxed, tmp_path)
+
+    assert (within, score <= exposure_threshold()) == (True, True), score
+    assert (within_unsandboxed, score_unsandboxed > exposure_threshold()) == (False, True), score_unsandboxed
+
+
 # -- the lock directory
 
 def test_tmpfiles_makes_the_lock_directory_roots_alone_at_boot():

@@ -11,7 +11,6 @@ import json
 import os
 import pty
 import select
-import shutil
 import subprocess
 import time
 import tomllib
@@ -94,30 +93,6 @@ def test_the_lock_directory_is_roots_alone_made_as_at_boot():
     assert owner(TMPFILES) == 'pve-ontap-snapshot'
     entries = [line.split() for line in Path(TMPFILES).read_text().splitlines() if line and not line.startswith('#')]
     assert entries == [['d', LOCK_DIR, '0700', 'root', 'root', '-']]
-
-
-def test_a_lock_directory_another_user_made_before_the_install_is_moved_aside_not_adopted():
-    """Before the first boot with the package, a local user may have made the lock directory
-    in the world-writable /run/lock, with a link in it; configuring the package (as apt does)
-    moves theirs aside and makes root's own, which systemd-tmpfiles alone would not: it
-    would chown theirs to root, the link still in it."""
-    lock_dir = Path(LOCK_DIR)
-    shutil.rmtree(lock_dir)
-    nobody = subprocess.run(['sh', '-c', f'mkdir -m 777 {lock_dir} && ln -s /etc/shadow {lock_dir}/planted.lock'],
-                            user='nobody', group='nogroup', extra_groups=[], check=False)
-    assert nobody.returncode == 0
-    try:
-        result = run('dpkg-reconfigure', '-f', 'noninteractive', 'pve-ontap-snapshot')
-
-        assert result.returncode == 0, result.stderr
-        info = lock_dir.lstat()
-        assert (info.st_uid, info.st_mode & 0o7777, list(lock_dir.iterdir())) == (0, 0o700, [])
-        (aside,) = lock_dir.parent.glob(f'{lock_dir.name}.untrusted.*')
-        assert f'{lock_dir} was not root\'s alone: moved into {aside}' in result.stderr
-        assert os.readlink(aside / lock_dir.name / 'planted.lock') == '/etc/shadow'
-    finally:
-        for aside in lock_dir.parent.glob(f'{lock_dir.name}.untrusted.*'):
-            shutil.rmtree(aside)
 
 
 def test_version_is_pyprojects_in_the_command_and_the_package():

@@ -29,6 +29,8 @@ COMMAND = '/usr/sbin/pve-ontap-snapshot'
 COMPLETION = '/usr/share/bash-completion/completions/pve-ontap-snapshot'
 MAN_PAGE = '/usr/share/man/man8/pve-ontap-snapshot.8.gz'
 UNITS = '/lib/systemd/system/pve-ontap-snapshot-storage@'
+TMPFILES = '/usr/lib/tmpfiles.d/pve-ontap-snapshot.conf'
+LOCK_DIR = '/run/lock/pve-ontap-snapshot'
 VERSION = tomllib.loads((Path(__file__).resolve().parent.parent / 'pyproject.toml').read_text())['project']['version']
 # Each module the command imports, and the Debian package it must come from.
 FROM_DEBIAN = {'pve_ontap_snapshot': 'pve-ontap-snapshot', 'proxmoxer': 'python3-proxmoxer',
@@ -81,6 +83,16 @@ def test_the_package_depends_on_debians_packages_and_leaves_config_ini_to_the_ad
     assert not [f for f in files if f.startswith('/etc/')]
     assert '/usr/share/doc/pve-ontap-snapshot/config.ini.example' in files
     assert Path('/etc/pve-ontap-snapshot').stat().st_mode & 0o777 == 0o700
+
+
+def test_the_lock_directory_is_roots_alone_made_as_at_boot():
+    lock_dir = Path(LOCK_DIR)
+    assert lock_dir.is_dir() and not lock_dir.is_symlink()
+    info = lock_dir.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (0, 0, 0o700)
+    assert owner(TMPFILES) == 'pve-ontap-snapshot'
+    entries = [line.split() for line in Path(TMPFILES).read_text().splitlines() if line and not line.startswith('#')]
+    assert entries == [['d', LOCK_DIR, '0700', 'root', 'root', '-']]
 
 
 def test_version_is_pyprojects_in_the_command_and_the_package():

@@ -1,6 +1,7 @@
 """What the Debian package is made of, checked from the clone (tests/test_installed_package.py
-checks it installed): one version everywhere, a man page that says what --help says, and
-systemd units whose service snapshots its storage as configured."""
+checks it installed): one version everywhere, a man page that says what --help says,
+systemd units whose service snapshots its storage as configured, in a sandbox, and the
+lock directory made at boot, root's alone."""
 
 import re
 import shlex
@@ -16,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / 'pve_ontap_snapshot.py'
 PACKAGING = ROOT / 'packaging'
 SERVICE = PACKAGING / 'systemd' / 'pve-ontap-snapshot-storage@.service'
+TMPFILES = PACKAGING / 'debian' / 'pve-ontap-snapshot.tmpfiles'
+LOCK_DIR = '/run/lock/pve-ontap-snapshot'
 PROJECT = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']
 
 sys.path.insert(0, str(PACKAGING))
@@ -152,3 +155,96 @@ def check_the_timers_service(world, command, unit):
 
 def test_the_timers_service_snapshots_its_storage_once_a_night_as_its_environment_says(world):
     check_the_timers_service(world, [sys.executable, SCRIPT], SERVICE.read_text())
+
+
+# -- the service's sandbox
+
+def unit_settings(text):
+    """{key: [values]} of a unit file's settings, in order (comments and sections left out)."""
+    settings = {}
+    for line in text.splitlines():
+        if '=' in line and not line.startswith(('#', ';', '[')):
+            key, value = line.split('=', 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+SANDBOX_YES = ('ProtectHome', 'PrivateTmp', 'PrivateDevices', 'ProtectKernelTunables', 'ProtectKernelModules',
+               'ProtectKernelLogs', 'ProtectControlGroups', 'ProtectClock', 'ProtectHostname', 'NoNewPrivileges',
+               'RestrictSUIDSGID', 'LockPersonality', 'RestrictRealtime', 'RestrictNamespaces')
+
+
+def test_the_service_runs_in_a_sandbox_that_leaves_it_what_it_writes():
+    settings = unit_settings(SERVICE.read_text())
+    one = {key: values[-1] for key, values in settings.items()}
+
+    # Read-only but for what it writes: the cluster-wide lock and records in /etc/pve, the
+    # node-local lock directory; "-", so that the unit starts where one is missing.
+    assert one['ProtectSystem'] == 'strict'
+    assert one['ReadWritePaths'].split() == ['-/etc/pve', f'-{LOCK_DIR}']
+    assert {key: one.get(key) for key in SANDBOX_YES} == dict.fromkeys(SANDBOX_YES, 'yes')
+    assert (one['ProtectProc'], one['ProcSubset'], one['UMask']) == ('invisible', 'pid', '0077')
+    assert one['SystemCallArchitectures'] == 'native'
+    assert settings['SystemCallFilter'] == ['@system-service', '~@privileged']
+    assert one['SystemCallErrorNumber'] == 'EPERM'      # a refused call fails as an error, never kills
+    assert set(one['RestrictAddressFamilies'].split()) == {'AF_UNIX', 'AF_INET', 'AF_INET6', 'AF_NETLINK'}
+    # Root's rights over files, none else; nothing may undo the bounding set.
+    assert set(one['CapabilityBoundingSet'].split()) == {'CAP_DAC_OVERRIDE', 'CAP_DAC_READ_SEARCH', 'CAP_FOWNER'}
+    assert 'AmbientCapabilities' not in settings
+    # ctypes and libffi may need memory both written and run.
+    assert 'MemoryDenyWriteExecute' not in settings
+
+
+def test_the_sandbox_keeps_what_the_service_runs():
+    """The sandbox is added below the service's own settings, which stay as they were."""
+    settings = unit_settings(SERVICE.read_text())
+    assert settings['Type'] == ['oneshot']
+    assert settings['Environment'] == ['KEEP=7 MIN_AGE=12h OPTIONS=']
+    assert settings['EnvironmentFile'] == ['-/etc/pve-ontap-snapshot/%i.env']
+    command = '/usr/sbin/pve-ontap-snapshot -loglevel warn -wait 600 storage create -storage %i -keep ${KEEP} ' \
+              '-min-age ${MIN_AGE} $OPTIONS'
+    assert settings['ExecStart'] == [command]
+    # As root (pmxcfs is root's), on the host's network (PVE's API, ONTAP anywhere).
+    assert not {'User', 'DynamicUser', 'PrivateUsers', 'PrivateNetwork', 'IPAddressDeny'} & set(settings)
+
+
+def exposure_threshold():
+    """The most systemd-analyze security may score the service in .ci/run, in tenths."""
+    (found,) = re.findall(r'^exposure_threshold=(\d+)$', (ROOT / '.ci' / 'run').read_text(), re.MULTILINE)
+    return int(found)
+
+
+def exposure(unit_text, tmp_path):
+    """systemd-analyze security --offline's score of a unit file (as an instance of the
+    template), in tenths, and whether it is at most exposure_threshold()."""
+    path = tmp_path / 'pve-ontap-snapshot-storage@CI.service'
+    path.write_text(unit_text)
+    result = run(['systemd-analyze', 'security', '--offline=yes', f'--threshold={exposure_threshold()}', path])
+    if 'offline' in result.stderr and 'unrecognized' in result.stderr:
+        pytest.skip('systemd-analyze security --offline needs systemd 250 or newer')
+    (score,) = re.findall(r'Overall exposure level for \S+: (\d+)\.(\d)', result.stdout)
+    return int(''.join(score)), result.returncode == 0
+
+
+@pytest.mark.skipif(not shutil.which('systemd-analyze'), reason='systemd-analyze scores the sandbox (Debian: systemd)')
+def test_the_service_scores_at_most_the_threshold_and_would_not_without_its_sandbox(tmp_path):
+    text = SERVICE.read_text()
+    unsandboxed = text.split('\n\n# The sandbox')[0] + '\n'     # the unit as it was before
+
+    score, within = exposure(text, tmp_path)
+    score_unsandboxed, within_unsandboxed = exposure(unsandboxed, tmp_path)
+
+    assert (within, score <= exposure_threshold()) == (True, True), score
+    assert (within_unsandboxed, score_unsandboxed > exposure_threshold()) == (False, True), score_unsandboxed
+
+
+# -- the lock directory
+
+def test_tmpfiles_makes_the_lock_directory_roots_alone_at_boot():
+    lines = [line.split() for line in TMPFILES.read_text().splitlines() if line.strip() and not line.startswith('#')]
+    assert lines == [['d', LOCK_DIR, '0700', 'root', 'root', '-']]
+
+
+def test_the_lock_directory_is_the_one_the_command_and_the_readme_name():
+    assert f"'{LOCK_DIR}'" in SCRIPT.read_text()
+    assert f'`{LOCK_DIR}/' in (ROOT / 'README.md').read_text()

@@ -6241,6 +6241,102 @@ def doctor_locks(report, config):
             report.ok(check, f'held by {holder}')
 
 
+def doctor_lock_dir(report):
+    """This node's lock directory (-local-lock): missing (made by the first run that needs it), or
+    a real directory of the running user's that nobody else may write (checked_directory)."""
+    directory = lock_dir()
+    try:
+        info = os.lstat(directory)
+    except FileNotFoundError:
+        report.ok('lock directory', f'{directory} is not there yet: the first run that takes a lock on this node '
+                  'makes it, mode 700')
+        return
+    problem = 'a link or no directory' if not stat.S_ISDIR(info.st_mode) else unsafe_owner(info)
+    if problem:
+        report.fail('lock directory', f'{directory} is {describe_owner(info)}: {problem}, so another user may have made '
+                    'it to take over the files of this tool; every run that locks on this node refuses it',
+                    f'rm -r {directory} (the next run makes it anew)')
+    else:
+        report.ok('lock directory', f'{directory}, {describe_owner(info)}')
+
+
+def doctor_manifest_key(report):
+    """The key manifests are signed with (manifest_key), on a node."""
+    if not os.path.isdir(CLUSTER_DIR):
+        report.ok('manifest key', f'not on a PVE node (no {CLUSTER_DIR}): manifests made here are not signed')
+        return
+    try:
+        key = manifest_key(create=False)
+    except Failure as exc:
+        report.fail('manifest key', str(exc), 'see the error')
+        return
+    path = os.path.join(CLUSTER_DIR, MANIFEST_KEY)
+    report.ok('manifest key', f'{path}: manifests are signed with it' if key else
+              f'none in {path} yet: the first snapshot made on a node makes it')
+
+
+# The units of the Debian package and where systemd reads them and what changes them
+# (systemd.unit(5), "Unit File Load Path"): the package's file, a whole copy in /etc, and
+# drop-ins for the template or one instance.
+UNIT_NAME = 'pve-ontap-snapshot-storage@.service'
+UNIT_DIRS = ('/lib/systemd/system', '/usr/lib/systemd/system')
+UNIT_OVERRIDE_DIRS = ('/etc/systemd/system', '/run/systemd/system')
+# The sandbox settings of the package's service (packaging/systemd): a drop-in that sets one
+# otherwise weakens it. ReadWritePaths= is left out: adding a path is what the unit's comments
+# tell an admin to do.
+SANDBOX_SETTINGS = ('ProtectSystem', 'ProtectHome', 'PrivateTmp', 'PrivateDevices', 'ProtectKernelTunables',
+                    'ProtectKernelModules', 'ProtectKernelLogs', 'ProtectControlGroups', 'ProtectClock',
+                    'ProtectHostname', 'ProtectProc', 'ProcSubset', 'NoNewPrivileges', 'RestrictSUIDSGID',
+                    'LockPersonality', 'RestrictRealtime', 'RestrictNamespaces', 'CapabilityBoundingSet',
+                    'RestrictAddressFamilies', 'SystemCallArchitectures', 'SystemCallFilter', 'SystemCallErrorNumber',
+                    'UMask')
+
+
+def unit_settings(text):
+    """{key: [values]} of the [Service] section of a unit file or drop-in."""
+    settings, section = {}, None
+    for line in text.split('\n'):
+        line = line.strip()
+        if line.startswith('[') and line.endswith(']'):
+            section = line[1:-1]
+        elif section == 'Service' and '=' in line and not line.startswith(('#', ';')):
+            key, _, value = line.partition('=')
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def weakened_settings(shipped, changes, whole):
+    """'key=value' of each sandbox setting that `changes` ({key: [values]}, a drop-in's, or a
+    `whole` copy's) sets otherwise than `shipped` (the package's unit) — or a whole copy leaves out."""
+    return [f'{key}={" ".join(changes[key])}' if key in changes else f'no {key}' for key in SANDBOX_SETTINGS
+            if key in shipped and changes.get(key, None if whole else shipped[key]) != shipped[key]]
+
+
+def doctor_units(report):
+    """Where the Debian package is installed: each drop-in or copy of its storage service that
+    sets its sandbox otherwise than the package does (SANDBOX_SETTINGS)."""
+    shipped = next((os.path.join(d, UNIT_NAME) for d in UNIT_DIRS if os.path.isfile(os.path.join(d, UNIT_NAME))), None)
+    if shipped is None:
+        report.ok('service sandbox', 'the Debian package is not installed here: no units to check')
+        return
+    with open(shipped, encoding='utf-8') as file:
+        vendor = unit_settings(file.read())
+    found = []
+    for directory in UNIT_OVERRIDE_DIRS:
+        copies = [os.path.join(directory, UNIT_NAME)]
+        drop_ins = glob.glob(os.path.join(directory, 'pve-ontap-snapshot-storage@*.service.d', '*.conf'))
+        for path in [copy for copy in copies if os.path.isfile(copy)] + sorted(drop_ins):
+            with open(path, encoding='utf-8') as file:
+                found.append((path, weakened_settings(vendor, unit_settings(file.read()), path in copies)))
+    weaker = [f'{path}: {", ".join(changes)}' for path, changes in found if changes]
+    if weaker:
+        report.warn('service sandbox', f'set otherwise than the package ships it: {"; ".join(weaker)}',
+                    'leave the sandbox settings to the package (a drop-in may add ReadWritePaths=): README, Security')
+    else:
+        report.ok('service sandbox', f'{shipped}, as the package ships it' +
+                  (f', with {len(found)} drop-in(s) that leave its sandbox as it is' if found else ''))
+
+
 def cmd_doctor(args):
     """doctor reads config.ini itself (each problem in it is one of its checks), then checks PVE,
     each ONTAP cluster and each storage it serves, in that order."""
@@ -6251,6 +6347,9 @@ def cmd_doctor(args):
         storages = doctor_scope(report, config, args.storage)
         pve_reached = doctor_pve(report, ctx, storages)
         doctor_locks(report, config)
+        doctor_lock_dir(report)
+        doctor_manifest_key(report)
+        doctor_units(report)
         node = local_pve_node()
         clusters = {}
         for storage in storages:

@@ -13,6 +13,7 @@ from world import ONTAP_B_PASSWORD, ONTAP_PASSWORD, PVE_PASSWORD, closed_port, p
 
 import pve_ontap_snapshot as tool
 
+PACKAGING = Path(__file__).resolve().parent.parent / 'packaging'
 SNAP_USER, SNAP_PASSWORD = 'snap@pve', 'snap-Secr3t'
 # What the README's least-privilege role holds on PVE 9.
 VM_CONFIG = ('VM.Config.CPU', 'VM.Config.Memory', 'VM.Config.Network', 'VM.Config.HWType', 'VM.Config.Options',
@@ -980,3 +981,71 @@ def test_doctor_finds_no_lock_held_on_a_quiet_cluster(world, cluster_dir):
     _, lines = doctor(world)
 
     assert lines['cluster lock'] == ('ok', f"{cluster_dir / 'lock'} takes locks; none of this tool's is held")
+
+
+# -- what others could change: the lock directory, the units
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="another user's directory is made with chown, as root")
+def test_a_lock_directory_another_user_made_fails(world, lock_dir):
+    lock_dir.mkdir()
+    os.chown(lock_dir, 65534, 65534)
+    result, lines = doctor(world, '-storage', 'ONTAP01')
+    assert result.code == 1
+    status, found = lines['lock directory']
+    assert status == 'fail' and f'{lock_dir} is owned by nobody (uid 65534)' in found
+    assert found.endswith(f'fix: rm -r {lock_dir} (the next run makes it anew)')
+
+
+def test_a_lock_directory_of_its_own_or_none_yet_is_ok(world, lock_dir, monkeypatch):
+    assert doctor(world, '-storage', 'ONTAP01')[1]['lock directory'][0] == 'ok'
+    monkeypatch.setattr(tool, 'CLUSTER_DIR', str(lock_dir.parent / 'no-pve'))
+    assert world.run('-local-lock', 'storage', 'create', '-storage', 'ONTAP01').code == 0
+    status, found = doctor(world, '-storage', 'ONTAP01')[1]['lock directory']
+    assert status == 'ok' and found.startswith(f'{lock_dir}, owned by ') and found.endswith('mode 700')
+
+
+def test_the_manifest_key_is_named_once_a_snapshot_made_it(world, cluster_dir):
+    assert doctor(world, '-storage', 'ONTAP01')[1]['manifest key'][1].startswith('none in ')
+    assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
+    assert doctor(world, '-storage', 'ONTAP01')[1]['manifest key'] == (
+        'ok', f'{cluster_dir / tool.MANIFEST_KEY}: manifests are signed with it')
+
+
+@pytest.fixture
+def units(tmp_path, monkeypatch):
+    """The package's units as installed (its service in a vendor directory), and an /etc for the admin's."""
+    vendor, admin = tmp_path / 'lib-systemd', tmp_path / 'etc-systemd'
+    vendor.mkdir()
+    (vendor / tool.UNIT_NAME).write_text((PACKAGING / 'systemd' / tool.UNIT_NAME).read_text())
+    monkeypatch.setattr(tool, 'UNIT_DIRS', (str(vendor),))
+    monkeypatch.setattr(tool, 'UNIT_OVERRIDE_DIRS', (str(admin),))
+    return admin
+
+
+def drop_in(admin, unit, text):
+    directory = admin / f'{unit}.d'
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / 'override.conf').write_text(text)
+    return directory / 'override.conf'
+
+
+def test_a_drop_in_that_weakens_the_service_sandbox_is_named(world, units):
+    assert doctor(world, '-storage', 'ONTAP01')[1]['service sandbox'][0] == 'ok'
+    drop_in(units, 'pve-ontap-snapshot-storage@.service', '[Service]\nReadWritePaths=/srv/locks\n')
+    assert doctor(world, '-storage', 'ONTAP01')[1]['service sandbox'][1].endswith(
+        'with 1 drop-in(s) that leave its sandbox as it is')
+    path = drop_in(units, 'pve-ontap-snapshot-storage@ONTAP01.service',
+                   '[Service]\nProtectSystem=false\nCapabilityBoundingSet=CAP_SYS_ADMIN\nReadWritePaths=/srv\n')
+
+    status, found = doctor(world, '-storage', 'ONTAP01')[1]['service sandbox']
+
+    assert status == 'warn'
+    assert found.startswith(f'set otherwise than the package ships it: {path}: ProtectSystem=false, '
+                            'CapabilityBoundingSet=CAP_SYS_ADMIN; fix:'), found
+
+
+def test_a_whole_copy_of_the_service_without_its_sandbox_is_named(world, units):
+    units.mkdir()
+    (units / tool.UNIT_NAME).write_text('[Service]\nType=oneshot\nExecStart=/usr/sbin/pve-ontap-snapshot doctor\n')
+    status, found = doctor(world, '-storage', 'ONTAP01')[1]['service sandbox']
+    assert status == 'warn' and f'{units / tool.UNIT_NAME}: no ProtectSystem, no ProtectHome,' in found

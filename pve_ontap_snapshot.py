@@ -501,7 +501,7 @@ def read_config(path, text=None):
             key=get_file(section, 'key') if cert else None,
             verify=parse_verify(get(section, 'verify', 'true', required=False), f'{path}: [{section}]'),
             svm=get(section, 'svm', required=False),
-            snapmirror_label=get(section, 'snapmirror_label', required=False))
+            snapmirror_label=checked_label(get(section, 'snapmirror_label', required=False), f'{path}: [{section}]'))
 
     timeouts = {}
     for field in dataclasses.fields(Timeouts):
@@ -529,6 +529,18 @@ PROXMOX_KEYS = ('proxmox_host', 'proxmox_user', 'proxmox_pass', 'proxmox_token_n
                 'proxmox_verify')
 STORAGE_KEYS = ('host', 'user', 'pass', 'cert', 'key', 'verify', 'svm', 'snapmirror_label')
 DEFAULTS_KEYS = tuple(f'{field.name}_timeout' for field in dataclasses.fields(Timeouts)) + ('local_lock',)
+
+
+# A snapmirror label: up to 31 characters (FSx for ONTAP's API reference, SnapmirrorLabel in
+# OntapSnapshotConfiguration; NetApp's REST reference gives no length), no blanks.
+SNAPMIRROR_LABEL = re.compile(r'\S{1,31}')
+
+
+def checked_label(label, where):
+    """config.ini's snapmirror_label, checked as -label is; None stays None."""
+    if label is not None and not SNAPMIRROR_LABEL.fullmatch(label):
+        raise ConfigError(f'{where} snapmirror_label = {label}: no snapmirror label (1 to 31 characters, no blanks)')
+    return label
 
 
 def section_gaps(section, keys):
@@ -1053,7 +1065,7 @@ def ontap_list_snapshots(ontap, volume, name=STORAGE_SNAPSHOT_PREFIX + '*'):
     """The volume's snapshots matching `name` (a wildcard filter), oldest first."""
     # A volume holds at most 1023 snapshots: one page, unless ONTAP's time budget cuts it.
     records = ontap.records(f'/api/storage/volumes/{volume.uuid}/snapshots',
-                            {'name': name, 'fields': 'name,create_time,size,comment,snapmirror_label',
+                            {'name': name, 'fields': 'name,create_time,size,comment,snapmirror_label,owners',
                              'max_records': 1023},
                             f'list snapshots of volume {volume.name}')
     return by_creation(records)
@@ -5267,8 +5279,10 @@ def report_held_guests(storage, name, held, crash, late):
 
 def prune_storage_snapshots(ontap, volume, storage, keep, made, label=None):
     """-keep N: delete the oldest proxmox_snapshot_* with this snapmirror label (or none)
-    beyond the newest N, skipping busy ones: `-label daily -keep 7` and `-label weekly -keep 4`
-    live side by side. `made` is the new snapshot's name, counted even where a dry run did
+    beyond the newest N: `-label daily -keep 7` and `-label weekly -keep 4` live side by side.
+    One a FlexClone uses is skipped, and so is one ONTAP refuses as busy for any other reason
+    (a file clone from it running: SNAPSHOT_LOCKED), with a warning naming what holds it; a
+    later run deletes it. `made` is the new snapshot's name, counted even where a dry run did
     not make it."""
     snapshots = [s for s in ontap_list_snapshots(ontap, volume) if s.get('snapmirror_label') == label]
     if made not in [s['name'] for s in snapshots]:
@@ -5285,8 +5299,14 @@ def prune_storage_snapshots(ontap, volume, storage, keep, made, label=None):
     for outcome in outcomes:
         if outcome.state == 'done':
             log.info('storage %s: snapshot %s deleted (-keep %d)', storage, outcome.item['name'], keep)
-    if any(outcome.error for outcome in outcomes):
-        raise together(*(outcome.error for outcome in outcomes))
+        elif outcome.state == 'failed' and str(getattr(outcome.error, 'code', None)) == SNAPSHOT_LOCKED:
+            owners = ', '.join(outcome.item.get('owners') or ()) or 'no owner named: a file clone from it may run'
+            log.warning('storage %s: keeping snapshot %s beyond -keep %d: ONTAP keeps it busy (%s); a later run '
+                        'deletes it', storage, outcome.item['name'], keep, owners)
+    errors = [outcome.error for outcome in outcomes
+              if outcome.error and str(getattr(outcome.error, 'code', None)) != SNAPSHOT_LOCKED]
+    if errors:
+        raise together(*errors)
 
 
 # -- the storage commands
@@ -6378,7 +6398,23 @@ class CommandLine(argparse.ArgumentParser):
         self.register('action', 'store', StoreOnce)
 
     def parse_known_args(self, args=None, namespace=None):
+        self.words = list(sys.argv[1:] if args is None else args)
         return super().parse_known_args(args, Options() if namespace is None else namespace)
+
+    def error(self, message):
+        """argparse's error, but where a value begins with '-' (-min-age -1h), argparse takes it for
+        an option and says only "expected one argument": the value's own fault is said instead."""
+        found = re.match(r'argument (\S+?)(?:/\S+)?: expected one argument$', message)
+        action = self._option_string_actions.get(found[1]) if found else None
+        if action is not None and found[1] in self.words[:-1]:
+            value = self.words[self.words.index(found[1]) + 1]
+            try:
+                (action.type or str)(value)
+                why = f'{value!r}: a value cannot begin with "-"'
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                why = str(exc)
+            message = f'argument {"/".join(action.option_strings)}: {why}'
+        super().error(message)
 
     def _get_option_tuples(self, option_string):
         # Python 3.11, 3.12 and 3.13 match prefixes of single-dash long options (-f for
@@ -6460,9 +6496,8 @@ def storage_name(text):
 
 
 def snapmirror_label(text):
-    """argparse type for -label: up to 31 characters (FSx for ONTAP's API reference, SnapmirrorLabel
-    in OntapSnapshotConfiguration; NetApp's REST reference gives no length), no blanks."""
-    if not re.fullmatch(r'\S{1,31}', text):
+    """argparse type for -label (and snapmirror_label in config.ini): SNAPMIRROR_LABEL."""
+    if not SNAPMIRROR_LABEL.fullmatch(text):
         raise argparse.ArgumentTypeError(f'{text!r} is no snapmirror label (1 to 31 characters, no blanks)')
     return text
 

@@ -306,3 +306,24 @@ def test_a_refused_token_says_to_check_the_token_not_the_password(world):
                      'refused (check proxmox_user, proxmox_token_name and proxmox_token_value)')
     assert 'a-wrong-value' not in result.err and 'an-old-password' not in result.err
     assert not world.vol1.snapshots
+
+
+@pytest.mark.parametrize('argv, line', [
+    (('storage', 'create', '-storage', 'ONTAP01', '-min-age', '-1h'),
+     "argument -min-age/--min-age: '-1h' is no duration (like 90s, 30m, 1h, 2d, 1w)"),
+    (('storage', 'create', '-storage', 'ONTAP01', '-keep', '-3'),
+     "argument -keep/--keep: '-3': -keep takes a whole number from 1"),
+    (('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', 'x', '-name', '-x'),
+     "argument -name/--name: '-x' is no PVE storage id"),
+])
+def test_a_value_that_begins_with_a_dash_is_said_to_be_wrong_not_missing(world, capsys, argv, line):
+    assert line in usage_error(world, capsys, *argv)
+
+
+def test_a_snapmirror_label_in_the_config_is_checked_as_label_is(world):
+    world.write_config(ONTAP01=f'host = {world.a.host}\nuser = admin\npass = x\nverify = {world.a.cafile}\n'
+                               'snapmirror_label = two words\n')
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
+    assert result.code == 2 and world.vol1.snapshots == {}
+    assert result.err.strip() == (f'ERROR: {world.config}: [ONTAP01] snapmirror_label = two words: no snapmirror label '
+                                  '(1 to 31 characters, no blanks)')

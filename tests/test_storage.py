@@ -3,6 +3,7 @@
 import datetime
 import json
 import re
+import time
 
 import pytest
 from world import ONTAP_PASSWORD
@@ -320,3 +321,22 @@ def test_bad_labels_and_durations_are_usage_errors(world, argv):
         world.run('storage', 'create', '-storage', 'ONTAP01', *argv)
 
     assert exited.value.code == 2 and not world.vol1.snapshots
+
+
+def test_keep_skips_a_snapshot_ontap_keeps_busy_for_any_reason_and_a_later_run_deletes_it(world):
+    for day in ('10', '11'):
+        world.a.add_snapshot('proxmox_storage01', f'proxmox_snapshot_2024-03-{day}_10:00:00+0000',
+                             create_time=f'2024-03-{day}T10:00:00+00:00')
+    busy = world.vol1.snapshots['proxmox_snapshot_2024-03-10_10:00:00+0000']
+    busy.busy_until = time.monotonic() + 60     # a file clone from it still runs: no owner says so
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-keep', 1)
+
+    assert result.code == 0, result.err
+    assert ('WARNING: storage ONTAP01: keeping snapshot proxmox_snapshot_2024-03-10_10:00:00+0000 beyond -keep 1: '
+            'ONTAP keeps it busy (no owner named: a file clone from it may run); a later run deletes it') in result.err
+    assert min(tool_snapshots(world.vol1)) == busy.name and len(tool_snapshots(world.vol1)) == 2
+    busy.busy_until = 0
+    later = world.run('-wait', 5, 'storage', 'create', '-storage', 'ONTAP01', '-keep', 1)
+    assert later.code == 0, later.err
+    assert busy.name not in world.vol1.snapshots and len(tool_snapshots(world.vol1)) == 1

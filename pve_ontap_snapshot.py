@@ -906,7 +906,7 @@ def missing_file(exc):
 
 
 def job_message(job):
-    """ONTAP's text for a failed job (9.10+ also fills `error`)."""
+    """ONTAP's text for a failed job (9.9.1+ also fills `error`: netapp_ontap 9.9.1.0's JobSchema)."""
     return job.get('message') or (job.get('error') or {}).get('message') or 'job failed'
 
 

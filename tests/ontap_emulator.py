@@ -23,7 +23,7 @@ Python interface:
     emu = OntapEmulator(root, user='admin', password='netapp1!',
                         cluster_name='cluster-a', ca=None, release=NEWEST_RELEASE).start()
     emu.host, emu.port, emu.url, emu.cafile   where to connect, what to trust
-    emu.release             the ONTAP release it plays ('9.8' … '9.18.1', settable): what
+    emu.release             the ONTAP release it plays ('9.8' … '9.19.1', settable): what
                             /api/cluster reports, and the fields, filters and parameters it
                             knows (_RELEASE_OF_FIELD, with NetApp's sources)
     emu.add_svm(name) -> {'name', 'uuid'}
@@ -441,11 +441,13 @@ _PAGE_PARAMS = ('max_records', 'return_records', 'order_by', 'offset')
 
 # ---------------------------------------------------------------- releases
 
-# The releases the suite plays: the oldest the tool supports and the newest NetApp documents
-# (https://docs.netapp.com/us-en/ontap-restapi is the "ONTAP 9.18.1 REST API reference"), and
-# some between. Any "9.x[.y]" works; the emulator plays NEWEST_RELEASE unless told otherwise.
-OLDEST_RELEASE, NEWEST_RELEASE = '9.8', '9.18.1'
-RELEASES = ('9.8', '9.9.1', '9.10.1', '9.14.1', '9.18.1')
+# The releases the suite plays: the oldest the tool supports and the newest NetApp publishes
+# (9.19.1: NetApp's client netapp_ontap 9.19.1.0, generated from that release's REST API, has
+# every field the tool uses; docs.netapp.com/us-en/ontap-restapi was the 9.18.1 reference when
+# last read), and some between. Any "9.x[.y]" works; the emulator plays NEWEST_RELEASE unless
+# told otherwise.
+OLDEST_RELEASE, NEWEST_RELEASE = '9.8', '9.19.1'
+RELEASES = ('9.8', '9.9.1', '9.10.1', '9.14.1', '9.18.1', '9.19.1')
 
 
 def release_version(release):

@@ -514,7 +514,7 @@ def test_a_vault_policy_without_the_storages_label_warns_and_names_the_labels(wo
     assert result.out.splitlines()[-1].endswith(', 1 warn, 0 fail')
 
 
-@pytest.mark.parametrize('release', ['9.8', '9.18.1'])
+@pytest.mark.parametrize('release', ['9.8', '9.19.1'])
 def test_a_mirror_of_every_snapshot_keeps_this_tools_too_on_each_release(world, release):
     world.a.release = release
     with_label(world, 'hourly')

@@ -244,7 +244,8 @@ def test_wrong_password_is_refused(emu, monkeypatch):
 # ---------------------------------------------------------------- releases, through the official client
 
 @pytest.mark.parametrize('release, version', [
-    ('9.8', (9, 8, 0)), ('9.10.1', (9, 10, 1)), ('9.14.1', (9, 14, 1)), (NEWEST_RELEASE, (9, 18, 1))])
+    ('9.8', (9, 8, 0)), ('9.10.1', (9, 10, 1)), ('9.14.1', (9, 14, 1)), ('9.18.1', (9, 18, 1)),
+    (NEWEST_RELEASE, (9, 19, 1))])
 def test_the_cluster_reports_the_release_it_plays(emu, conn, release, version):
     emu.release = release
 
@@ -484,7 +485,7 @@ def test_drop_resets_the_connection_once(emu, http):
         http.get(f'{emu.url}/api/cluster')
     cluster = http.get(f'{emu.url}/api/cluster', params={'fields': 'version'}).json()
 
-    assert cluster['version']['major'] == 18 and cluster['name'] == 'cluster-a'
+    assert cluster['version']['major'] == 19 and cluster['name'] == 'cluster-a'
     assert [r['status'] for r in emu.requests] == [None, 200]
 
 

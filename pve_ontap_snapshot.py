@@ -184,9 +184,27 @@ class StopSignals:
     def __init__(self):
         self.holding = 0
         self.pending = None
+        self.lost = None        # LockLost: a lock of the run may be lost; nothing more is changed
         # Threads count up and down at once. The handler only reads the count: it may run in
         # the main thread while that holds this lock.
         self._counting = threading.Lock()
+
+    @property
+    def stopping(self):
+        """Whether the run is to begin nothing new: a stop signal came, or a lock may be lost."""
+        return bool(self.pending or self.lost)
+
+    def lose(self, failure):
+        """A lock of the run may be lost (LockLost): no change is asked of ONTAP or PVE any more
+        but those that return a guest to its state (check_change), and the run stops with it."""
+        if self.lost is None:
+            self.lost = failure
+            log.warning('%s', failure)
+
+    def check_change(self, what, returning=False):
+        """Raise LockLost before a change `what` unless it returns a guest to its state."""
+        if self.lost is not None and not returning:
+            raise LockLost(f'{what}: not asked, as a lock of this run may be lost')
 
     def handle(self, signum, frame):
         self.pending = signum
@@ -206,9 +224,11 @@ class StopSignals:
                 self.holding -= 1
 
     def check(self, done=None):
-        """Stop here if a signal came; `done` says what the run got done before it stopped."""
+        """Stop here if a signal came or a lock may be lost; `done` says what the run got done first."""
         if self.pending:
             raise Terminated(self.pending, done)
+        if self.lost is not None:
+            raise LockLost(f'{self.lost}' + (f' ({done})' if done else ''))
 
 
 STOP = StopSignals()
@@ -217,6 +237,11 @@ STOP = StopSignals()
 def together(failure, *more):
     """One Failure for `failure` and whatever else went wrong with it (None: nothing)."""
     return Failure('; and '.join(str(problem) for problem in (failure, *more) if problem))
+
+
+class LockLost(Failure):
+    """The cluster-wide lock could not be refreshed (pmxcfs refused: no quorum, or the lock was
+    taken over): another run may work on the volume now, so this run changes nothing more."""
 
 
 class ConfigError(Failure):
@@ -766,6 +791,8 @@ class Ontap:
         if self.dry_run and method != 'GET':
             print(printable(f'would {what} (ONTAP {self.host})'))
             return 200, {}
+        if method != 'GET':
+            STOP.check_change(f'ONTAP {self.host}: {what}')
         url = path if path.startswith('https://') else self.base + path
         try:
             # verify= on every request: a Session's own verify loses to REQUESTS_CA_BUNDLE.
@@ -1342,6 +1369,8 @@ def ontap_first_image(ontap, volume):
 
 TASK_POLL_MAX = 1.0
 HA_OUTCOME = {'shutdown': 'stopped', 'start': 'running'}   # what an HA request leads to
+# What returns a guest to its state: sent even once a lock may be lost (StopSignals.lose).
+RETURNING = ('start', 'resume', 'fsfreeze-thaw')
 
 
 class PveTicket:
@@ -1449,12 +1478,15 @@ class Pve:
                     'proxmox_token_name and proxmox_token_value)')
         return f'login as {self.config.user} failed (check proxmox_user and proxmox_pass)'
 
-    def call(self, method, resource, what, safe=False, **params):
+    def call(self, method, resource, what, safe=False, returning=False, **params):
         """GET/POST/PUT/DELETE `resource`; errors become one ProxmoxError line naming `what`.
-        `safe` marks a POST that changes nothing (an agent ping): sent even in a dry run."""
+        `safe` marks a POST that changes nothing (an agent ping): sent even in a dry run;
+        `returning` one that returns a guest to its state: sent even once a lock may be lost."""
         if self.dry_run and method != 'get' and not safe:
             print(printable(f'would {what} (Proxmox {self.host})'))
             return None
+        if method != 'get' and not safe:
+            STOP.check_change(f'Proxmox {self.host}: {what}', returning)
         for attempt in (1, 2):
             api = self.api
             try:
@@ -1562,7 +1594,7 @@ def pve_vm_power(pve, vm, action, **params):
     """suspend/shutdown/start the VM and wait for the task to finish. For a VM under HA the
     task only hands the request to the HA manager: then wait for the VM's status as well."""
     what = f'{action} VM {vm["vmid"]}'
-    upid = pve.call('post', vm_path(vm, 'status', action), what, **params)
+    upid = pve.call('post', vm_path(vm, 'status', action), what, returning=action in RETURNING, **params)
     if upid:
         pve.wait_for_task(upid, what)
     if upid and vm.get('hastate') and action in HA_OUTCOME:
@@ -1593,7 +1625,8 @@ def pve_settle_task(pve, vm, unknown):
 
 def pve_agent(pve, vm, command, safe=False):
     """A guest agent command (always a POST)."""
-    return pve.call('post', vm_path(vm, 'agent', command), f'guest agent {command} in VM {vm["vmid"]}', safe=safe)
+    return pve.call('post', vm_path(vm, 'agent', command), f'guest agent {command} in VM {vm["vmid"]}', safe=safe,
+                    returning=command in RETURNING)
 
 
 def pve_add_nfs_storage(pve, storage, server, export, options):
@@ -3129,17 +3162,49 @@ def lock_file_name(host, svm, volume):
     return '@'.join(urllib.parse.quote(part, safe='') for part in (volume, svm or '', host.lower())) + '.lock'
 
 
+def process_start(pid):
+    """When process `pid` started, in clock ticks since boot (/proc/<pid>/stat, field 22): with
+    the pid, what tells it from a later process given the same pid. None if there is none."""
+    try:
+        with open(f'/proc/{int(pid)}/stat', encoding='ascii', errors='replace') as file:
+            fields = file.read().rsplit(')', 1)[1].split()
+        return int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def holder_line(node, command, now=None):
-    """Who holds a lock: `<pid> <node or -> <since, UTC> <command>`."""
-    return f'{os.getpid()} {node or "-"} {utc_stamp(now)} {command}'
+    """Who holds a lock: `<pid>:<its start> <node or -> <since, UTC> <command>`."""
+    return f'{os.getpid()}:{process_start(os.getpid())} {node or "-"} {utc_stamp(now)} {command}'
+
+
+def parse_holder(line):
+    """(pid, its start or None, node or None, since, command) of a holder line (an older tool's
+    holds `<pid>` alone, or no start)."""
+    pid, node, since, command = (line.strip().split(' ', 3) + ['-', '', ''])[:4] if line.strip() else [
+        'unknown', '-', '', '']
+    pid, _, start = pid.partition(':')
+    return pid, int(start) if start.isdigit() else None, None if node == '-' else node, since, command
+
+
+def holder_alive(line, node):
+    """Whether the run a holder line names still runs: True or False where it ran on `node` (this
+    one) and its pid and start say, None where that cannot be told here."""
+    pid, start, holder_node, _, _ = parse_holder(line)
+    if holder_node != node or not pid.isdigit() or start is None:
+        return None
+    return process_start(pid) == start
+
+
+def this_node():
+    """The name this node goes by in holder lines."""
+    return socket.gethostname().split('.')[0]
 
 
 def describe_holder(line):
-    """`pid 4242 on node pve2 since <stamp>: storage create -storage X` from a holder line
-    (an older tool's lock file holds the pid alone)."""
-    pid, node, since, command = (line.strip().split(' ', 3) + ['-', '', ''])[:4] if line.strip() else [
-        'unknown', '-', '', '']
-    return (f'pid {pid}' + (f' on node {node}' if node != '-' else '') + (f' since {since}' if since else '')
+    """`pid 4242 on node pve2 since <stamp>: storage create -storage X` from a holder line."""
+    pid, _, node, since, command = parse_holder(line)
+    return (f'pid {pid}' + (f' on node {node}' if node else '') + (f' since {since}' if since else '')
             + (f': {command}' if command else ''))
 
 
@@ -3185,20 +3250,60 @@ class ClusterLockUnavailable(Failure):
 
 
 def check_cluster_lock_usable():
-    """Raise ClusterLockUnavailable unless this is a PVE node whose /etc/pve takes a lock now."""
+    """Raise ClusterLockUnavailable unless this is a PVE node whose /etc/pve takes a lock now:
+    one is really taken and given back (a test mkdir and rmdir), for without quorum pmxcfs
+    refuses every write (EACCES) while the directories are all there."""
     if not os.path.isdir(CLUSTER_DIR):
         raise ClusterLockUnavailable(f'not on a PVE node (no {CLUSTER_DIR})')
+    probe = os.path.join(CLUSTER_DIR, 'lock', f'{CLUSTER_LOCK_PREFIX}probe-{os.getpid()}-{os.urandom(4).hex()}')
     try:
         os.makedirs(os.path.join(CLUSTER_DIR, 'lock'), exist_ok=True)
         os.makedirs(os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR), exist_ok=True)
+        os.mkdir(probe)
+        os.rmdir(probe)
     except OSError as exc:
         raise ClusterLockUnavailable(f'{CLUSTER_DIR} is not writable ({exc.strerror}: no quorum?)') from exc
+
+
+class ClusterLockKeeper:
+    """Keeps a cluster-wide lock this run took: refreshed every CLUSTER_LOCK_REFRESH seconds in the
+    documented form, `utime 0, now` (pve-cluster src/README, "File Locking"; as pve-ha-manager's
+    get_pve_lock), with a time of its own choosing: pmxcfs takes only tv_sec, and a time of 0 is
+    an unlock request. A refresh pmxcfs refuses (EACCES: no quorum, or the lock is no longer this
+    node's) means the lock may be lost: STOP.lose stops every further change. The lock is given
+    back at the end only if it is still this run's: every refresh succeeded, so pmxcfs, which
+    expires a lock only 120 s after its last one, gave it to nobody else."""
+
+    def __init__(self, lock):
+        self.lock = lock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._refresh, name=f'refresh {lock}', daemon=True)
+        self._thread.start()
+
+    def _refresh(self):
+        while not self._stop.wait(CLUSTER_LOCK_REFRESH):
+            try:
+                os.utime(self.lock, (0, int(time.time())))
+            except OSError as exc:
+                STOP.lose(LockLost(f'the cluster lock {self.lock} may be lost: refreshing it failed ({exc.strerror}: '
+                                   'no quorum, or another node took it over), so this run changes nothing more; '
+                                   'check what it left (doctor) once the cluster is whole'))
+                return
+
+    def release(self):
+        self._stop.set()
+        self._thread.join()
+        if STOP.lost is not None:
+            return      # pmxcfs expires it; another run may hold it by now
+        with contextlib.suppress(OSError):
+            os.rmdir(self.lock)
 
 
 @contextlib.contextmanager
 def cluster_lock(name, what, wait, holder):
     """Hold the cluster-wide lock `name` for `what`, waiting up to `wait` seconds for a run on
-    any node; updated while held, so that pmxcfs never takes it for a dead run's."""
+    any node, trying about once a second as PVE's cfs_lock does (pve-cluster PVE/Cluster.pm);
+    kept by a ClusterLockKeeper."""
     lock = os.path.join(CLUSTER_DIR, 'lock', CLUSTER_LOCK_PREFIX + name)
     records = os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR)
     deadline = time.monotonic() + wait
@@ -3211,24 +3316,14 @@ def cluster_lock(name, what, wait, holder):
                 os.utime(lock, (0, 0))      # an unlock request: pmxcfs removes the lock if expired
             if time.monotonic() >= deadline:
                 raise in_use(what, read_text(records, name).partition('\n')[0], lock) from None
-            time.sleep(0.2)
+            time.sleep(max(0.05, min(1.0, deadline - time.monotonic())))
         except OSError as exc:
             raise ClusterLockUnavailable(f'cannot take the cluster lock {lock} ({exc.strerror}: no quorum?)') from exc
-    stop = threading.Event()
-
-    def refresh():
-        while not stop.wait(CLUSTER_LOCK_REFRESH):
-            with contextlib.suppress(OSError):
-                os.utime(lock)
-    refresher = threading.Thread(target=refresh, name=f'refresh {lock}', daemon=True)
-    refresher.start()
+    keeper = ClusterLockKeeper(lock)
     try:
         yield HeldLock(lambda: read_text(records, name), lambda text: write_text(records, name, text), holder)
     finally:
-        stop.set()
-        refresher.join()
-        with contextlib.suppress(OSError):
-            os.rmdir(lock)
+        keeper.release()
 
 
 # Beside PVE's own keys in /etc/pve/priv: root's alone, the same on every node.
@@ -3294,7 +3389,7 @@ def storage_locks(ctx, storages):
                 volumes.setdefault(lock_file_name(ontap.host, volume.svm, volume.name),
                                    f'storage {storage} (volume {volume.name})')
             take = lock_taker(ctx)
-            holder = holder_line(socket.gethostname().split('.')[0], ctx.command)
+            holder = holder_line(this_node(), ctx.command)
             for name, what in sorted(volumes.items()):
                 locks.append(stack.enter_context(take(name, what, ctx.wait, holder)))
                 ctx.held_locks[name] = locks[-1]
@@ -3955,7 +4050,7 @@ def shared_captures(ctx, stamp, views, mode):
     captures of its own) when one of them runs, taken now, before the VMs' threads start, and
     released on the way out once they have ended, also when the run fails or a stop signal
     came (signals are held off around the run); else None. `stamp`: the run's (VmCreateRun)."""
-    if not shares_captures(views, mode) or STOP.pending:
+    if not shares_captures(views, mode) or STOP.stopping:
         yield None
         return
     shared = SharedCaptures(ctx, views, stamp)
@@ -4238,7 +4333,7 @@ def create_vm_snapshot(ctx, view, mode, register, keep, run, shared=None):
     result = VmResult(view.vmid)
     try:
         with run.power_slot(view, mode):
-            if STOP.pending:
+            if STOP.stopping:
                 result.begun = False
                 return result
             stamp = run.stamp
@@ -6247,13 +6342,18 @@ def doctor_locks(report, config):
     for name in held:
         lock = os.path.join(directory, name)
         record = read_text(os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR), name.removeprefix(CLUSTER_LOCK_PREFIX))
-        holder = describe_holder(record.partition('\n')[0])
+        line = record.partition('\n')[0]
+        holder = describe_holder(line)
         try:
             age = time.time() - os.stat(lock).st_mtime
         except FileNotFoundError:
             continue    # released meanwhile
         check = f'cluster lock {name.removeprefix(CLUSTER_LOCK_PREFIX)}'
-        if age > CLUSTER_LOCK_EXPIRY:
+        if holder_alive(line, this_node()) is False:
+            report.warn(check, f'stale: its run died, on this node ({holder}); pmxcfs removes it {CLUSTER_LOCK_EXPIRY} s '
+                        'after its last update, when the next run asks',
+                        'nothing to do: the next run that needs it waits for that, or fails saying so (-wait 130)')
+        elif age > CLUSTER_LOCK_EXPIRY:
             report.warn(check, f'stale, not updated for {age:.0f} s ({holder})',
                         'nothing to do: the next run that needs it asks pmxcfs to remove it; if that pid '
                         'still runs on that node, it hangs: look at it there')
@@ -6884,7 +6984,7 @@ def main(argv=None):
     setup_logging(args.loglevel)
     if args.dry_run and log.level == logging.INFO:
         log.setLevel(logging.WARNING)   # "... created" would be untrue: the would-lines say it all
-    STOP.pending = None
+    STOP.pending = STOP.lost = None
     previous = {signum: signal.signal(signum, STOP.handle) for signum in STOP.SIGNALS}
     try:
         load_http_libraries()

@@ -3,6 +3,7 @@ made with mkdir, updated while held, expired by pmxcfs when its run died; this n
 file where the user allows it (-local-lock). Each test's own directory stands for
 /etc/pve/priv (conftest.py); PmxcfsLocks below gives it pmxcfs's expiry."""
 
+import errno
 import fcntl
 import os
 import subprocess
@@ -45,14 +46,16 @@ def hold_node_lock(path):
 
 class PmxcfsLocks:
     """What pmxcfs does with priv/lock/ beside a plain directory's mkdir (pve-cluster
-    src/README, "File Locking"): `utime 0 0` on a lock is an unlock request, which removes the
-    lock if it was not updated for `expiry` seconds (pmxcfs: 120), measured by its own clock
-    from the last update it saw; an update is a newer mtime. A run's requests show as mtime 0
-    (seen by polling); a test's go through unlock_request, so that none hides an update."""
+    src/README, "File Locking"; memdb.c memdb_lock_expired): `utime 0 0` on a lock is an unlock
+    request, which removes the lock if it was not updated for `expiry` seconds (pmxcfs: 120),
+    measured by its own clock from the last update it saw; an update is any other utime (its
+    checksum covers the entry's version, so one within the same second counts too): seen here
+    by polling as a new ctime. A run's requests show as mtime 0; a test's go through
+    unlock_request, so that none hides an update."""
 
     def __init__(self, directory, expiry):
         self.directory, self.expiry = directory, expiry
-        self.seen = {}      # lock path -> (mtime, when we saw it change)
+        self.seen = {}      # lock path -> (mtime, ctime, when we saw it updated)
         self.guard = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -76,20 +79,21 @@ class PmxcfsLocks:
     def observe(self, lock, request=False):
         with self.guard:
             try:
-                mtime = lock.stat().st_mtime
+                info = lock.stat()
             except FileNotFoundError:
                 return
             if lock not in self.seen:     # pmxcfs's clock starts when it first sees a lock
-                self.seen[lock] = (mtime or time.time(), time.monotonic())
-            last, since = self.seen[lock]
-            if mtime not in (0, last):
-                self.seen[lock] = last, since = mtime, time.monotonic()
-            if mtime == 0 or request:
+                self.seen[lock] = (info.st_mtime or time.time(), info.st_ctime_ns, time.monotonic())
+            last, ctime, since = self.seen[lock]
+            if info.st_mtime and info.st_ctime_ns != ctime:
+                self.seen[lock] = last, ctime, since = info.st_mtime, info.st_ctime_ns, time.monotonic()
+            if info.st_mtime == 0 or request:
                 if time.monotonic() - since > self.expiry:
                     os.rmdir(lock)
                     del self.seen[lock]
-                elif mtime == 0:    # pmxcfs keeps the lock as it was
+                elif info.st_mtime == 0:    # pmxcfs keeps the lock as it was
                     os.utime(lock, (last, last))
+                    self.seen[lock] = last, lock.stat().st_ctime_ns, since
 
 
 def test_a_held_lock_is_a_clear_message_naming_the_other_run_and_its_node(world, cluster_dir):
@@ -168,7 +172,7 @@ def test_the_record_says_who_ran_last_and_the_stamp_it_used(world, cluster_dir):
 
     holder, stamp = world.lock_record(cluster_dir).read_text().splitlines()
     pid, node, since, command = holder.split(' ', 3)
-    assert (int(pid), node) == (os.getpid(), os.uname().nodename.split('.')[0])
+    assert (pid, node) == (f'{os.getpid()}:{tool.process_start(os.getpid())}', os.uname().nodename.split('.')[0])
     assert command.endswith('vm create -vm 101 -no-register') and since <= stamp.split(' ')[1]
     assert stamp.startswith('vm101 ')
 
@@ -244,3 +248,63 @@ def test_two_runs_at_once_meet_at_the_cluster_lock(world, cluster_dir):
     assert 'vm create -vm 101 -no-register' in line
     assert first.returncode == 0 and waited.code == 0, waited.err
     assert len(world.vol1.snapshots) == 1 and not world.cluster_lock(cluster_dir).exists()
+
+
+# -- a lock that may be lost, a holder that died
+
+@pytest.fixture
+def refusing_refreshes(monkeypatch):
+    """pmxcfs refuses every refresh of a lock from now on (EACCES: no quorum, or the lock is no
+    longer this node's), refreshed every 50 ms."""
+    real = os.utime
+
+    def utime(path, times=None, **kwargs):
+        if times and times[1] and str(path).rsplit('/', 2)[-2:-1] == ['lock']:
+            raise PermissionError(errno.EACCES, 'Permission denied', str(path))
+        return real(path, times, **kwargs)
+    monkeypatch.setattr(tool, 'CLUSTER_LOCK_REFRESH', 0.05)
+    monkeypatch.setattr(os, 'utime', utime)
+
+
+def test_a_refresh_pmxcfs_refuses_stops_every_change_but_the_vms_return(world, cluster_dir, refusing_refreshes):
+    vm = world.pve.vm(100)
+    vm.config['agent'], vm.agent = '1', {}
+    lost = threading.Event()
+
+    def hold_the_capture(record):     # the VM is paused now: the lock goes while it is
+        if record['method'] == 'POST' and record['path'].endswith('/snapshots'):
+            for _ in range(200):
+                if tool.STOP.lost is not None:
+                    lost.set()
+                    return
+                time.sleep(0.01)
+
+    world.a.on_request = world.b.on_request = hold_the_capture
+    try:
+        result = world.run('vm', 'create', '-vm', 100, '-pause')
+    finally:
+        world.a.on_request = world.b.on_request = None
+
+    assert lost.is_set() and result.code == 1, result.err
+    assert error_lines(result)[-1].startswith(f'ERROR: the cluster lock {world.cluster_lock(cluster_dir)} may be '
+                                              'lost: refreshing it failed'), result.err
+    assert vm.status == 'running' and vm.qmpstatus == 'running'      # resumed all the same
+    assert world.clones(world.vol1, 100) == [] and world.clones(world.vol2, 100) == []
+    assert [m for m, p, _ in world.pve.requests if m == 'PUT'] == []
+    # no capture deleted, no lock given back: another run may hold it by now
+    assert [name for name in world.vol1.snapshots if name.startswith(tool.CAPTURE_PREFIX)]
+    assert world.cluster_lock(cluster_dir).is_dir()
+
+
+def test_doctor_calls_the_lock_of_a_run_that_died_on_this_node_stale(world, cluster_dir):
+    holder = f'{os.getpid()}:{tool.process_start(os.getpid()) + 1} {tool.this_node()} 2024-03-13_14:42:47+0000 vm create'
+    hold_cluster_lock(world, cluster_dir, holder=holder)
+    alive = f'{os.getpid()}:{tool.process_start(os.getpid())} {tool.this_node()} 2024-03-13_14:42:47+0000 vm create'
+    hold_cluster_lock(world, cluster_dir, 'ONTAP02', holder=alive)
+
+    result = world.run('doctor')
+
+    lines = {line.split(': ', 1)[0]: line for line in result.out.splitlines()}
+    assert lines[f'warn  cluster lock {world.lock_name()}'].startswith(
+        f'warn  cluster lock {world.lock_name()}: stale: its run died, on this node (pid {os.getpid()} on node '), lines
+    assert lines[f'ok    cluster lock {world.lock_name("ONTAP02")}'].endswith('vm create')

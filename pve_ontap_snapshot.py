@@ -103,6 +103,7 @@ PVE_ROOT_CA = '/etc/pve/pve-root-ca.pem'
 CLUSTER_DIR = os.environ.get('PVE_ONTAP_SNAPSHOT_CLUSTER_DIR') or '/etc/pve/priv'
 CLUSTER_LOCK_PREFIX = 'pve-ontap-snapshot-'     # never PVE's storage-<id>: PVE takes that for its disk work
 CLUSTER_LOCK_REFRESH = 30.0                     # seconds between updates, well inside pmxcfs's 120
+CLUSTER_LOCK_EXPIRY = 120                       # pmxcfs removes a lock not updated for this long (memdb.c)
 CLUSTER_RECORD_DIR = 'pve-ontap-snapshot'       # beside priv/lock: a lock directory must stay empty
 # vm create takes a running VM's disks from short-lived volume snapshots, one per volume
 # (`capture`: the VM's own, or with several VMs and no pause one the run's running VMs share),
@@ -2042,14 +2043,17 @@ def set_consistency(files):
     return 'unknown'
 
 
-def snapshot_consistency(mode, paused, running, instants):
+def snapshot_consistency(mode, paused, running, instants, still=False):
     """How consistent a VM snapshot is: as the VM was held for it (`paused`: the window acted),
-    `shutdown` for a VM that was off, `atomic` for a running VM whose disks were captured at one
-    instant (one volume), else `running` (one instant per volume)."""
+    `paused` for one that stood still all the same (`still`: paused by someone else, or on an
+    I/O error), `shutdown` for a VM that was off, `atomic` for a running VM whose disks were
+    captured at one instant (one volume), else `running` (one instant per volume)."""
     if paused:
         return {'pause': 'paused', 'freeze': 'frozen', 'suspend': 'suspended', 'shutdown': 'shutdown'}[mode]
     if not running:
         return 'shutdown'
+    if still:
+        return 'paused'
     return 'atomic' if instants == 1 else 'running'
 
 
@@ -2986,6 +2990,20 @@ class Context:
         """The HeldLock of the volume behind `storage` while this run holds it, else None (a dry run takes none)."""
         return self.held_locks.get(lock_file_name(*self.volume_identity(storage)))
 
+    def locks_of(self, storages):
+        """The HeldLocks of the volumes behind `storages`, each once."""
+        locks = [self.held_lock(storage) for storage in storages]
+        return [lock for n, lock in enumerate(locks) if lock is not None and lock not in locks[:n]]
+
+    def note_holds(self, storages, holds):
+        """Note in the lock record of every volume of `storages` that the run holds guests ({vmid: how})."""
+        for lock in self.locks_of(storages):
+            lock.note_holds(holds)
+
+    def forget_holds(self, storages, vmids):
+        for lock in self.locks_of(storages):
+            lock.forget_holds(vmids)
+
     def emit(self, data, text):
         """Print a result: JSON on request, else the text rendering."""
         print(json.dumps(data, indent=2, sort_keys=True) if self.output == 'json' else text)
@@ -3111,22 +3129,41 @@ class HeldLock:
     `<capture snapshot> <stamp>` lines, the capture snapshots of vm create that may still be
     on the volume: noted before each is made, forgotten once it is gone, so that a run that
     could not delete one (or died) leaves it to the next. `inherited`: those noted by earlier
-    runs. `read` and `write` get and put the record's text."""
+    runs. And, as `held-<vmid> <how> <stamp>` lines, each guest the run paused, froze, suspended
+    or shut down (`holds`): noted before, forgotten once it runs again, so that a run that died
+    leaves it to the next (`left`: those of earlier runs, still so noted; `left_by`: who).
+    `read` and `write` get and put the record's text."""
 
     def __init__(self, read, write, holder):
         self._put = write
         self.holder = holder
-        lines = read().splitlines()
-        entries = dict(line.split(' ', 1) for line in lines[1:] if ' ' in line)
+        self.left_by, entries = parse_lock_record(read())
         self.captures = {s: t for s, t in entries.items() if s.startswith(CAPTURE_PREFIX)}
         self.inherited = dict(self.captures)
-        self.stamps = {s: t for s, t in entries.items() if s not in self.captures}
+        self.holds = record_holds(entries)
+        self.left = dict(self.holds)
+        self.stamps = {s: t for s, t in entries.items() if s not in self.captures and not s.startswith(HOLD_PREFIX)}
         self._mutex = threading.Lock()      # VMs of one run may note captures at once
         self._write()
 
     def _write(self):
-        entries = {**self.stamps, **self.captures}
+        entries = {**self.stamps, **self.captures,
+                   **{f'{HOLD_PREFIX}{vmid}': f'{how} {utc_stamp()}' for vmid, how in self.holds.items()}}
         self._put(''.join([f'{self.holder}\n'] + [f'{s} {t}\n' for s, t in entries.items()]))
+
+    def note_holds(self, holds):
+        """Before the run pauses, freezes, suspends or shuts down guests ({vmid: how})."""
+        with self._mutex:
+            self.holds.update(holds)
+            self._write()
+
+    def forget_holds(self, vmids):
+        """Once these guests run again (or one is left down on purpose, and said so)."""
+        with self._mutex:
+            for vmid in vmids:
+                self.left.pop(vmid, None)
+            if [self.holds.pop(vmid) for vmid in vmids if vmid in self.holds]:
+                self._write()
 
     def record(self, subjects, stamp):
         with self._mutex:
@@ -3154,6 +3191,21 @@ class HeldLock:
             for name in due:
                 del self.inherited[name]
         return due
+
+
+HOLD_PREFIX = 'held-'     # a lock record's line of a guest its run holds: held-<vmid> <how> <stamp>
+
+
+def parse_lock_record(text):
+    """(holder line, {key: value} of the other lines) of a lock record (HeldLock)."""
+    lines = text.splitlines()
+    return (lines[0] if lines else ''), dict(line.split(' ', 1) for line in lines[1:] if ' ' in line)
+
+
+def record_holds(entries):
+    """{vmid: how} of the held-<vmid> lines of a lock record."""
+    return {int(key.removeprefix(HOLD_PREFIX)): value.split(' ', 1)[0] for key, value in entries.items()
+            if key.startswith(HOLD_PREFIX) and key.removeprefix(HOLD_PREFIX).isdigit()}
 
 
 def lock_file_name(host, svm, volume):
@@ -3627,6 +3679,8 @@ class VmWindow:
         self.problems = []      # a guest not thawed, a VM not started again: Failures
         self.late = None        # why a freeze or pause ended before the work: the snapshot is not consistent
         self.down_because = None
+        self.returned = False   # after a hold that failed: the guest is known to run again
+        self.still = False      # it ran, but stood still (paused) without this window
         self._held = contextlib.ExitStack()
         self._since = None
 
@@ -3635,6 +3689,7 @@ class VmWindow:
         status = self.status or (pve_vm_status(ctx.pve, view.vm) if mode else view.vm)
         self.running = running = status.get('status') == 'running'
         qmpstatus = status.get('qmpstatus', 'running')
+        self.still = running and qmpstatus != 'running'
         if running and mode and qmpstatus != 'running':
             log.warning('VM %s is %s, not running: cloned as it is and left %s (-%s acts only on a running VM)',
                         vmid, qmpstatus, qmpstatus, mode)
@@ -3650,9 +3705,12 @@ class VmWindow:
             raise Failure(f'VM {vmid} is managed by HA, and PVE does not suspend such a VM to disk: use -pause, '
                           '-shutdown or -freeze')
         self._held.enter_context(STOP.held())
+        ctx.note_holds(view.storages, {vmid: mode})
         try:
             self._pause()
         except BaseException:
+            if self.returned:
+                ctx.forget_holds(view.storages, [vmid])
             self._held.close()
             raise
         self.acting = self.paused = True
@@ -3666,7 +3724,9 @@ class VmWindow:
                 pve_agent(ctx.pve, view.vm, 'fsfreeze-freeze')
             except Failure as exc:
                 # A freeze that failed half-way may have frozen some file systems: thaw anyway.
-                raise together(exc, thaw(ctx, view)) from exc
+                problem = thaw(ctx, view)
+                self.returned = problem is None
+                raise together(exc, problem) from exc
             return
         doing = {'suspend': 'suspending to disk', 'shutdown': 'shutting down', 'pause': 'pausing (in memory)'}
         log.info('VM %s: %s', view.vmid, doing[self.mode])
@@ -3677,6 +3737,7 @@ class VmWindow:
             pve_vm_power(ctx.pve, view.vm, action, **({'todisk': 1} if self.mode == 'suspend' else {}))
         except Failure as exc:
             ensure_running(ctx, view, exc, resume=self.mode == 'pause')
+            self.returned = True
             raise
 
     def run(self, function, *args):
@@ -3716,6 +3777,8 @@ class VmWindow:
             problem = start_again(self.ctx, view, held, 'resume' if self.mode == 'pause' else 'start')
         if problem:
             self.problems.append(problem)
+        else:
+            self.ctx.forget_holds(view.storages, [view.vmid])
         log.info('VM %s was %s for %.2f s', view.vmid, 'frozen' if self.mode == 'freeze' else 'paused', held)
 
     def __exit__(self, kind, exc, traceback):
@@ -3746,6 +3809,75 @@ def start_again(ctx, view, paused_for, action='start'):
         return Failure(f'VM {view.vmid} could not be started again after {paused_for:.1f} s and '
                        f'may be stopped: check it, and start it by hand ({exc})')
     return None
+
+
+# -- guests a run that died left held
+
+HELD_WORDS = {'pause': 'paused', 'freeze': 'frozen', 'suspend': 'suspended to disk', 'shutdown': 'shut down'}
+
+
+def left_holds(locks):
+    """{vmid: (how, who)} of the guests that runs which died left held, as these HeldLocks' records
+    say (`who`: the dead run's holder line)."""
+    found = {}
+    for lock in locks:
+        for vmid, how in lock.left.items():
+            found.setdefault(vmid, (how, lock.left_by))
+    return found
+
+
+def return_left_guest(ctx, vm, how):
+    """Bring back a guest a run that died left held (`how`) as that run would have, only where it
+    is still so: resume it if paused, thaw it if frozen, start it if stopped (not locked by
+    anything but its own hibernation). What was done, as a phrase; a Failure if that failed."""
+    status = pve_vm_status(ctx.pve, vm)
+    running, lock = status.get('status') == 'running', status.get('lock')
+    if how == 'pause' and running and status.get('qmpstatus') == 'paused':
+        pve_vm_power(ctx.pve, vm, 'resume')
+        return 'resumed it'
+    if how == 'freeze' and running and (pve_agent(ctx.pve, vm, 'fsfreeze-status', safe=True) or {}).get(
+            'result') == 'frozen':
+        pve_agent(ctx.pve, vm, 'fsfreeze-thaw')
+        return 'thawed it'
+    if how in ('suspend', 'shutdown') and status.get('status') == 'stopped' and lock in (None, '', 'suspended'):
+        pve_vm_power(ctx.pve, vm, 'start')
+        vm['status'] = 'running'
+        return 'started it'
+    return 'it is so no longer: nothing to do'
+
+
+def return_left_guests(ctx, locks, guests):
+    """[(phrase naming the guest and how a run that died left it, what was done: a phrase, a
+    Failure, or None where it is not among `guests`)] for the guests runs that died left held on
+    these locks' volumes: each of `guests` ({vmid: its resources entry}, those this run works
+    on) brought back (return_left_guest) and struck from the records."""
+    found = []
+    for vmid, (how, who) in sorted(left_holds(locks).items()):
+        left = (f'{guest_label(guests.get(vmid) or {"vmid": vmid})} was left {HELD_WORDS.get(how, how)} by a run that '
+                f'died ({describe_holder(who)})')
+        done = None
+        if vmid in guests:
+            try:
+                done = return_left_guest(ctx, guests[vmid], how)
+            except Failure as exc:
+                done = exc
+            else:
+                for lock in locks:
+                    lock.forget_holds([vmid])
+        found.append((left, done))
+    return found
+
+
+def settle_left_guests(ctx, locks, guests):
+    """return_left_guests, each said in a warning: one not among `guests` is left to the run that
+    works on it, or to doctor -try."""
+    for left, done in return_left_guests(ctx, locks, guests):
+        if done is None:
+            log.warning('%s: the next run on it, or doctor -try, brings it back', left)
+        elif isinstance(done, Failure):
+            log.warning('%s, and bringing it back failed: %s', left, done)
+        else:
+            log.warning('%s: %s', left, done)
 
 
 # ---- Commands ----------------------------------------------------------------------------
@@ -3845,7 +3977,8 @@ def snapshot_vm(ctx, view, mode, stamp, shared=None):
         made = settle_clones(ctx, outcomes)
         if any(outcome.state != 'done' for outcome in made):
             raise together(undo_snapshot(ctx, view, stamp, outcomes, made), *window.problems)
-        return clones, snapshot_consistency(mode, window.paused, window.running, len(captures)), window.problems
+        return (clones, snapshot_consistency(mode, window.paused, window.running, len(captures), window.still),
+                window.problems)
     finally:
         # A capture that a clone still running may read from stays, left to the next run.
         sources = {storage for storage, _, _ in items_in(made, 'unknown')}
@@ -4433,6 +4566,7 @@ def cmd_vm_create(ctx, args):
         # Signals stay held off until every VM begun has ended: the VMs' threads cannot be
         # stopped, and those not begun yet see STOP.pending and do not begin.
         with storage_locks(ctx, sorted({s for view in views for s in view.storages})) as locks, STOP.held():
+            settle_left_guests(ctx, locks, {view.vmid: view.vm for view in views})
             run = VmCreateRun(locks, [f'vm{view.vmid}' for view in views] +
                               (['captures'] if shares_captures(views, mode) else []))
             ctx.manifest_key(create=True)     # read (or made) here, before the VMs' threads read it
@@ -4997,6 +5131,7 @@ def cmd_vm_restore(ctx, args):
                           'config)')
     view = gather_vm(ctx, args.vm)
     with storage_locks(ctx, view.storages) as locks:
+        settle_left_guests(ctx, locks, {view.vmid: view.vm})
         sets = gather_sets(ctx, view)
         sources, origin, missing, saved = restore_sources(ctx, view, sets, args.snapshot, args.storage_snapshot,
                                                          args.with_config)
@@ -5160,6 +5295,7 @@ class HeldGuest:
     warn: bool = False
     since: float = None     # when it was frozen or paused; None while it is not (yet)
     held_for: float = None  # seconds, once let go
+    returned: bool = True   # False: it may still be frozen or paused (its lock record says so)
 
 
 def hold_for(config, pause):
@@ -5243,10 +5379,11 @@ class GuestsWindow:
     signal — leaving thaws or resumes every guest, and none is held longer than freeze_timeout
     from the first hold: then all are let go (one whose hold comes later is let go at once), and
     `late` says why the snapshot is crash-consistent for them. `problems`: Failures for a guest
-    that may still be frozen or paused; `crash`: (label, why, warn) of guests not held after all."""
+    that may still be frozen or paused; `crash`: (label, why, warn) of guests not held after all.
+    Each guest is noted in the lock record of `storage` while it is held (HeldLock.note_hold)."""
 
-    def __init__(self, ctx, guests):
-        self.ctx, self.guests = ctx, guests
+    def __init__(self, ctx, guests, storage):
+        self.ctx, self.guests, self.storages = ctx, guests, [storage]
         self.bound = ctx.config.timeouts.freeze
         self.late = None
         self.problems = []
@@ -5260,6 +5397,7 @@ class GuestsWindow:
         if not self.guests:
             return self
         self._held.enter_context(STOP.held())
+        self.ctx.note_holds(self.storages, {guest.view.vmid: guest.how for guest in self.guests})
         try:
             self._deadline = time.monotonic() + self.bound
             pool = self._held.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=self._at_once()))
@@ -5282,6 +5420,7 @@ class GuestsWindow:
         if failure:
             self._note(guest, f'could not be {"frozen" if guest.how == "freeze" else "paused"} ({failure})')
             if problem:
+                guest.returned = False
                 with self._mutex:
                     self.problems.append(problem)
             return
@@ -5335,6 +5474,7 @@ class GuestsWindow:
         elif problem:
             with self._mutex:
                 self.problems.append(problem)
+        guest.returned = not problem or isinstance(problem, FrozenTooLong)
 
     def __exit__(self, kind, exc, traceback):
         if self.guests:
@@ -5342,6 +5482,7 @@ class GuestsWindow:
                 self._let_go(None)
             finally:
                 self._held.close()      # waits for holds still under way: each lets go of its guest
+                self.ctx.forget_holds(self.storages, [guest.view.vmid for guest in self.guests if guest.returned])
         raise_with_problems(exc, self.problems)
         return False
 
@@ -5418,6 +5559,7 @@ def cmd_storage_create(ctx, args):
                 return
         name = storage_snapshot_name(new_stamp(locks, ['storage']))
         guests = pve_list_guests(ctx.pve)
+        settle_left_guests(ctx, locks, guests)
         configs, unread = pve_guest_configs(ctx.pve, guests)
         held, crash = (guests_to_hold(ctx, args.storage, args.pause, guests, configs) if args.freeze or args.pause
                        else ([], []))
@@ -5425,7 +5567,7 @@ def cmd_storage_create(ctx, args):
         # otherwise (a hold that failed or came too late) is named in a warning after it.
         records = storage_records(ctx, args.storage, name, guests, configs, held)
         unrecorded = save_storage_records(ctx, args.storage, records, unread)
-        with GuestsWindow(ctx, held) as window:
+        with GuestsWindow(ctx, held, args.storage) as window:
             window.run(take_storage_snapshot, ontap, volume, name,
                        STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage), label)
         log.info('storage %s: snapshot %s of volume %s created%s', args.storage, name, volume.name,
@@ -6043,6 +6185,7 @@ def doctor_storage(report, ctx, storage, pve_reached, cluster_reached, release, 
     found = cluster_reached and doctor_volume(report, ctx, storage)
     if found:
         doctor_leftovers(report, ctx, storage, try_clone)
+        doctor_left_guests(report, ctx, storage, try_clone)
     doctor_mount(report, storage, entry, node)
     if found and try_clone:
         doctor_try(report, ctx, storage, release)
@@ -6143,6 +6286,65 @@ def doctor_leftovers(report, ctx, storage, clean):
                     'if no run of another node uses it (one with -local-lock), delete it: volume snapshot delete')
     else:
         report.ok(check, f'deleted {names} in volume {volume.name}, left by earlier runs{young}')
+
+
+def volume_lock_record(ctx, storage):
+    """(the lock record of the volume behind `storage`, whether a run holds its lock now), where the
+    run would take it: the cluster lock where it can be taken, else this node's lock file."""
+    name = lock_file_name(*ctx.volume_identity(storage))
+    try:
+        check_cluster_lock_usable()
+    except ClusterLockUnavailable:
+        path = os.path.join(lock_dir(), name)
+        if not os.path.isfile(path):
+            return '', False
+        with open(path, encoding='utf-8') as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return handle.read(), True
+            return handle.read(), False
+    text = read_text(os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR), name)
+    lock = os.path.join(CLUSTER_DIR, 'lock', CLUSTER_LOCK_PREFIX + name)
+    try:
+        fresh = time.time() - os.stat(lock).st_mtime <= CLUSTER_LOCK_EXPIRY
+    except FileNotFoundError:
+        return text, False
+    return text, fresh and holder_alive(text.partition('\n')[0], this_node()) is not False
+
+
+def doctor_left_guests(report, ctx, storage, clean):
+    """The guests runs that died left paused, frozen, suspended or shut down, as the volume's lock
+    record names them (HeldLock): named, and with -try (`clean`) brought back, under the
+    volume's lock, as the next run on them would (return_left_guests)."""
+    check = f'{storage} guests left held'
+    text, live = volume_lock_record(ctx, storage)
+    holder, entries = parse_lock_record(text)
+    holds = record_holds(entries)
+    if not holds:
+        report.ok(check, 'none: no run left a guest paused, frozen, suspended or shut down')
+        return
+    names = ', '.join(f'VM {vmid} {HELD_WORDS.get(how, how)}' for vmid, how in sorted(holds.items()))
+    if live:
+        report.ok(check, f'{names} by a run under way ({describe_holder(holder)})')
+        return
+    if not clean or ctx.dry_run:
+        report.warn(check, f'{names} by a run that died ({describe_holder(holder)})',
+                    f'doctor -try -storage {storage} brings them back, as the next run on them does')
+        return
+    try:
+        with storage_locks(ctx, [storage]) as locks:
+            found = return_left_guests(ctx, locks, pve_list_guests(ctx.pve))
+    except Failure as exc:
+        report.warn(check, f'{names} by a run that died; not brought back: {exc}', 'run doctor -try again')
+        return
+    failed = [f'{left}: {done}' for left, done in found if not isinstance(done, str)]
+    phrases = [f'{left}: {done}' for left, done in found]
+    if failed:
+        report.warn(check, '; '.join(phrases), 'see what failed, and bring the guest back by hand (qm resume, '
+                    'qm start, qm guest cmd VMID fsfreeze-thaw)')
+    else:
+        report.ok(check, '; '.join(phrases))
 
 
 def doctor_snapmirror(report, ontap, volume, storage, section):
@@ -6320,9 +6522,6 @@ def delete_made(ctx, storage, made):
     return ', '.join(left)
 
 
-CLUSTER_LOCK_EXPIRY = 120     # pmxcfs removes a lock not updated for this long (pve-cluster src/README)
-
-
 def doctor_locks(report, config):
     """The cluster-wide lock: can it be taken here, and which of the tool's locks are held,
     by whom, or stale (not updated for longer than pmxcfs keeps a lock: its run died)."""
@@ -6463,7 +6662,8 @@ def cmd_doctor(args):
     report = Report(args.output)
     config = doctor_config(report, args.config)
     if config is not None:
-        ctx = Context(config, output=args.output, dry_run=args.dry_run)
+        ctx = Context(config, output=args.output, dry_run=args.dry_run, wait=args.wait, local_lock=args.local_lock,
+                      command='doctor -try')
         storages = doctor_scope(report, config, args.storage)
         pve_reached = doctor_pve(report, ctx, storages)
         doctor_locks(report, config)

@@ -1,9 +1,10 @@
 """vm create: ONTAP file clones of every disk, with the VM paused or not."""
 
 import re
+import signal
 
 import pytest
-from world import VM100_ONTAP_DISKS, cloning, pve_params
+from world import VM100_ONTAP_DISKS, PmxcfsLocks, cloning, pve_params, signalled_run
 
 STAMP = r'\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\+0000'
 
@@ -149,3 +150,66 @@ def test_a_successful_run_at_loglevel_warn_is_silent(world, argv):
     result = world.run('-loglevel', 'warn', *argv)
     assert result.code == 0
     assert (result.out, result.err) == ('', '')
+
+
+# -- a run that dies (SIGKILL: the OOM killer, a node reset) while it holds a VM
+
+@pytest.fixture
+def pmxcfs(cluster_dir):
+    """pmxcfs's expiry of a lock whose run died, in half a second instead of 120 s."""
+    with PmxcfsLocks(cluster_dir / 'lock', expiry=0.5):
+        yield
+
+
+def kill_while_paused(world, vmid=100):
+    """vm create -pause of VM `vmid`, killed (SIGKILL) as its capture reaches ONTAP: the VM paused."""
+    vm = world.pve.vm(vmid)
+    vm.status = vm.qmpstatus = 'running'
+    code, _ = signalled_run(world, ['vm', 'create', '-vm', vmid, '-pause'],
+                            lambda record: record['method'] == 'POST' and record['path'].endswith('/snapshots'),
+                            signal.SIGKILL)
+    assert code == -signal.SIGKILL and vm.qmpstatus == 'paused'
+    return vm
+
+
+def test_the_next_run_resumes_a_vm_a_run_that_died_left_paused(world, cluster_dir, pmxcfs):
+    vm = kill_while_paused(world)
+    assert 'held-100 pause ' in world.lock_record(cluster_dir).read_text()
+
+    result = world.run('-wait', 10, 'vm', 'create', '-vm', 100, '-no-register')
+
+    assert result.code == 0, result.err
+    assert re.search(r'WARNING: VM 100 was left paused by a run that died \(pid \d+ on node \S+ since .*: resumed it',
+                     result.err), result.err
+    assert vm.qmpstatus == 'running' and 'left paused' not in result.err.split('resumed it')[1]
+    assert 'held-' not in world.lock_record(cluster_dir).read_text()
+    assert [name.split('.')[1] for name in world.records(world.vol1, 100)] == ['running']
+
+
+def test_a_vm_paused_before_the_run_that_died_began_is_never_resumed(world, cluster_dir, pmxcfs):
+    admins = world.pve.vm(101)
+    admins.status, admins.qmpstatus = 'running', 'paused'      # paused by its admin, for an I/O error say
+    kill_while_paused(world, 100)
+
+    other = world.run('-wait', 10, 'vm', 'create', '-vm', 101, '-pause', '-no-register')
+
+    assert other.code == 0, other.err
+    assert admins.qmpstatus == 'paused'                 # left as its admin left it
+    assert [name.split('.')[1] for name in world.records(world.vol1, 101)] == ['paused']   # it stood still
+    assert world.pve.vm(100).qmpstatus == 'paused'      # another run's VM: named, left to its next run
+    assert 'VM 100 was left paused by a run that died' in other.err and 'the next run on it, or doctor -try' in other.err
+    assert 'held-100 pause ' in world.lock_record(cluster_dir).read_text()
+
+
+def test_doctor_names_a_vm_left_paused_and_try_resumes_it(world, cluster_dir, pmxcfs):
+    vm = kill_while_paused(world)
+
+    seen = world.run('doctor', '-storage', 'ONTAP01')
+    tried = world.run('-wait', 10, 'doctor', '-storage', 'ONTAP01', '-try')
+
+    (line,) = [line for line in seen.out.splitlines() if 'guests left held' in line]
+    assert line.startswith('warn  ONTAP01 guests left held: VM 100 paused by a run that died (pid '), line
+    assert line.endswith('fix: doctor -try -storage ONTAP01 brings them back, as the next run on them does')
+    (line,) = [line for line in tried.out.splitlines() if 'guests left held' in line]
+    assert line.startswith('ok    ONTAP01 guests left held: VM 100 was left paused by a run that died'), line
+    assert line.endswith('resumed it') and vm.qmpstatus == 'running'

@@ -261,6 +261,58 @@ def seed_history(world):
     vm.config['agent'], vm.agent = '1', {}
 
 
+class PmxcfsLocks:
+    """What pmxcfs does with priv/lock/ beside a plain directory's mkdir (pve-cluster
+    src/README, "File Locking"; memdb.c memdb_lock_expired): `utime 0 0` on a lock is an unlock
+    request, which removes the lock if it was not updated for `expiry` seconds (pmxcfs: 120),
+    measured by its own clock from the last update it saw; an update is any other utime (its
+    checksum covers the entry's version, so one within the same second counts too): seen here
+    by polling as a new ctime. A run's requests show as mtime 0; a test's go through
+    unlock_request, so that none hides an update."""
+
+    def __init__(self, directory, expiry):
+        self.directory, self.expiry = directory, expiry
+        self.seen = {}      # lock path -> (mtime, ctime, when we saw it updated)
+        self.guard = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    def run(self):
+        while not self.stop.wait(0.02):
+            for lock in list(self.directory.iterdir()) if self.directory.exists() else []:
+                self.observe(lock)
+
+    def unlock_request(self, lock):
+        self.observe(lock, request=True)
+
+    def observe(self, lock, request=False):
+        with self.guard:
+            try:
+                info = lock.stat()
+            except FileNotFoundError:
+                return
+            if lock not in self.seen:     # pmxcfs's clock starts when it first sees a lock
+                self.seen[lock] = (info.st_mtime or time.time(), info.st_ctime_ns, time.monotonic())
+            last, ctime, since = self.seen[lock]
+            if info.st_mtime and info.st_ctime_ns != ctime:
+                self.seen[lock] = last, ctime, since = info.st_mtime, info.st_ctime_ns, time.monotonic()
+            if info.st_mtime == 0 or request:
+                if time.monotonic() - since > self.expiry:
+                    os.rmdir(lock)
+                    del self.seen[lock]
+                elif info.st_mtime == 0:    # pmxcfs keeps the lock as it was
+                    os.utime(lock, (last, last))
+                    self.seen[lock] = last, lock.stat().st_ctime_ns, since
+
+
 class World:
     """The servers, the config.ini that points at them, and ways to look at their state."""
 

@@ -1320,8 +1320,8 @@ def ontap_file_size(ontap, volume, path):
 FILE_READ_MAX = 2**20      # the files API reads at most 1 MB per call (netapp_ontap resources/file_info.py)
 
 
-def ontap_read_file(ontap, volume, path, size):
-    """The `size` bytes of a small file: the files API's GET with byte_offset and length, answered
+def ontap_read_file(ontap, volume, path, size, offset=0):
+    """`size` bytes of a file from `offset`: the files API's GET with byte_offset and length, answered
     as multipart/form-data (netapp_ontap resources/file_info.py, "Reading a file", 9.8+ like the
     POST that writes one). The file is the part with a filename, else the first part, as
     NetApp's client reads it (netapp_ontap resource.py, _parse_multipart_response); the parts'
@@ -1331,7 +1331,7 @@ def ontap_read_file(ontap, volume, path, size):
                       f'{FILE_READ_MAX} the files API reads at once')
     if not size:
         return b''
-    _, response = ontap.send('GET', files_url(volume, path), params={'byte_offset': 0, 'length': size},
+    _, response = ontap.send('GET', files_url(volume, path), params={'byte_offset': offset, 'length': size},
                              what=f'read {path} in volume {volume.name}', accept='multipart/form-data')
     content_type = response.headers.get('Content-Type', '')
     if not content_type.lower().startswith('multipart/'):
@@ -1346,6 +1346,25 @@ def ontap_read_file(ontap, volume, path, size):
     if part is None:
         raise OntapError(f'ONTAP {ontap.host}: read {path} in volume {volume.name}: the answer holds no data')
     return part.get_payload(decode=True) or b''
+
+
+def ontap_qcow2_backing(ontap, volume, path):
+    """The backing file a qcow2 file in the volume names (qcow2_backing), or None: its header read
+    through the files API, and its name where that lies beyond the first read. Whether ONTAP
+    answers a read past the end with fewer bytes or refuses it is unconfirmed: a refused one is
+    read again no further than the file's size."""
+    try:
+        head = ontap_read_file(ontap, volume, path, QCOW2_HEADER_READ)
+    except OntapError as exc:
+        size = None if missing_file(exc) else ontap_file_size(ontap, volume, path)
+        if size is None or size >= QCOW2_HEADER_READ:
+            raise
+        head = ontap_read_file(ontap, volume, path, size)
+    found = qcow2_backing(head)
+    if isinstance(found, tuple):
+        offset, size = found
+        return ontap_read_file(ontap, volume, path, min(size, 4096), offset).decode('utf-8', 'replace')
+    return found
 
 
 def ontap_first_image(ontap, volume):
@@ -1778,8 +1797,11 @@ SET_FILE = re.compile(r'^(?P<stem>.+)-(?P<kind>' + '|'.join(SET_KINDS) + r')-(?P
 # volume-chain snapshots). The manifest's name carries the consistency: vm list reads it from
 # the directory listing it makes anyway, with no request per snapshot.
 CONSISTENCIES = ('running', 'atomic', 'paused', 'frozen', 'suspended', 'shutdown')
+# The manifest's name also carries the identity of the VM it was taken of (identity_tag), so that
+# -keep tells a destroyed VM's snapshots from those of the VM that has its id now, unread.
 RECORD_FILE = re.compile(r'^(?P<stem>vm-\d+)-(?P<kind>' + '|'.join(SET_KINDS) + r')-(?P<stamp>' + STAMP_PATTERN +
-                         r')(?P<ext>\.conf|\.(?P<consistency>' + '|'.join(CONSISTENCIES) + r')\.manifest\.json)$')
+                         r')(?P<ext>\.conf|\.(?P<consistency>' + '|'.join(CONSISTENCIES) +
+                         r')(?:\.(?P<identity>[cu][0-9a-f]{1,32}))?\.manifest\.json)$')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -2027,10 +2049,91 @@ def parse_set_file(storage, directory, name, size=0):
                    stamp=found['stamp'], ext=found['ext'], size=size or 0)
 
 
-def record_path(vmid, stamp, consistency, kind='snapshot'):
-    """The manifest of a VM snapshot: images/<vmid>/vm-<vmid>-snapshot-<stamp>.<consistency>.manifest.json
-    (…-prerestore-… for a pre-restore snapshot)."""
-    return f'images/{vmid}/vm-{vmid}-{kind}-{stamp}.{consistency}.manifest.json'
+def record_path(vmid, stamp, consistency, kind='snapshot', identity=None):
+    """The manifest of a VM snapshot: images/<vmid>/vm-<vmid>-snapshot-<stamp>.<consistency>[.<identity
+    tag>].manifest.json (…-prerestore-… for a pre-restore snapshot)."""
+    tag = f'.{identity}' if identity else ''
+    return f'images/{vmid}/vm-{vmid}-{kind}-{stamp}.{consistency}{tag}.manifest.json'
+
+
+# -- which VM a snapshot is of: an id is reused (/cluster/nextid hands out the lowest free one:
+# pve-manager API2/Cluster.pm nextid), so a VM is told by what PVE keeps for its life and makes
+# anew for another VM: `meta: ctime=` (set by create_vm alone, never through the API, kept by
+# migration and restore: qemu-server QemuServer/MetaInfo.pm, API2/Qemu.pm; since qemu-server
+# 7.0-18) and else the SMBIOS uuid (made by every create that gives none, new on every clone;
+# an admin may change it). vmgenid changes with every rollback and restore: no identity.
+
+def vm_identity(config):
+    """(meta ctime, SMBIOS uuid) of a VM config, each None where it has none."""
+    meta = dict(item.split('=', 1) for item in str(config.get('meta') or '').split(',') if '=' in item)
+    smbios = dict(item.split('=', 1) for item in str(config.get('smbios1') or '').split(',') if '=' in item)
+    ctime = meta.get('ctime') if str(meta.get('ctime', '')).isdigit() else None
+    uuid = smbios.get('uuid', '').replace('-', '').lower()
+    return ctime, uuid if re.fullmatch(r'[0-9a-f]{32}', uuid) else None
+
+
+def identity_tag(identity):
+    """The short form of a VM identity a manifest's name carries: c<ctime>, else u<uuid>, else None."""
+    ctime, uuid = identity
+    return f'c{ctime}' if ctime else f'u{uuid}' if uuid else None
+
+
+def same_vm(tag, identity):
+    """Whether a snapshot whose manifest names identity `tag` is of the VM whose identity is
+    `identity` now: True, False (another VM that had the same id), or None (unknown: no tag, or
+    the field it names is gone from the VM's config)."""
+    ctime, uuid = identity
+    if not tag:
+        return None
+    if tag.startswith('c'):
+        return None if ctime is None else tag[1:] == ctime
+    if ctime is not None:
+        return False    # a VM without meta then, with one now: made anew since (meta comes with a create only)
+    return None if uuid is None else tag[1:] == uuid
+
+
+def set_identity(files):
+    """The identity tag a set's manifest name carries, or None (no manifest, or one without)."""
+    for file in files:
+        found = RECORD_FILE.match(file.path.rsplit('/', 1)[-1])
+        if found and found['identity']:
+            return found['identity']
+    return None
+
+
+# -- qcow2 files that stand on others: a linked clone on its template's base image
+# (../<base id>/base-<id>-disk-N.<ext>: pve-storage Plugin.pm clone_image), and on PVE 9 with
+# snapshot-as-volume-chain each disk snapshot as snap-<snapshot>-<file> beside the disk, which
+# the disk names by that relative name and PVE commits or rebases away when the snapshot is
+# deleted (Plugin.pm get_snap_name, volume_snapshot, volume_snapshot_delete). The qcow2 header
+# (QEMU's docs/interop/qcow2.txt): magic QFI\xfb, backing_file_offset u64 at 8, its size u32 at 16.
+QCOW2_MAGIC = b'QFI\xfb'
+QCOW2_HEADER_READ = 4096     # the backing file's name follows the header in every file qemu-img makes
+BASE_IMAGE = re.compile(r'^\.\./(?P<vmid>\d+)/base-(?P=vmid)-disk-\d+\.(?:raw|qcow2|vmdk)$')
+
+
+def qcow2_backing(head):
+    """The backing file a qcow2 file names, from its first bytes `head` (the name where it lies
+    beyond them: (offset, size) to read it); None for none, or for a file that is no qcow2."""
+    if len(head) < 20 or head[:4] != QCOW2_MAGIC:
+        return None
+    offset, size = int.from_bytes(head[8:16], 'big'), int.from_bytes(head[16:20], 'big')
+    if not offset or not size:
+        return None
+    if offset + size > len(head):
+        return offset, size
+    return head[offset:offset + size].decode('utf-8', 'replace')
+
+
+def backing_risk(backing):
+    """Why a file clone of a qcow2 disk over `backing` would not stand alone, or None: its
+    template's base image stays while a linked clone uses it; any other backing file may go."""
+    if backing is None or BASE_IMAGE.match(backing):
+        return None
+    if '/' not in backing and backing.startswith('snap-'):
+        return (f'a PVE snapshot of it as a volume chain (its backing file {backing}), which PVE merges away '
+                'when that snapshot is deleted')
+    return f'a backing file this tool cannot keep with it ({backing})'
 
 
 def set_consistency(files):
@@ -2350,26 +2453,38 @@ def without_secrets(conf_file):
 
 
 def guest_manifest(guest, disks, config, stamp, consistency, volumes, conf_file, config_from, version, clones,
-                   key=None):
+                   key=None, backings=None):
     """The record of a guest in a VM or storage snapshot, as JSON text: the tool's version, the
     stamp (a storage snapshot's name), the consistency, the config as PVE holds it (`conf_file`,
     bytes: the node's .conf, or config_text of the API's) and where it was read, and each disk
     on a configured storage: its key, volid, size, storage, cluster, SVM and volume, and its
     `clone` ({key: path in the volume, or None where the snapshot has no copy}). `volumes`:
     {storage: (cluster host, SVM, volume)}. One file, one request: the config is text in it, a
-    byte that is no UTF-8 kept as an escape (surrogateescape), so it reads back exactly. Signed
-    with `key` (manifest_signature), if there is one."""
+    byte that is no UTF-8 kept as an escape (surrogateescape), so it reads back exactly. And the
+    identity of the guest (vm_identity), each disk's format and, for a qcow2 disk, the backing
+    file it names (`backings`: {key: name or None}, where read). Signed with `key`
+    (manifest_signature), if there is one."""
+    ctime, uuid = vm_identity(config)
+    backings = backings or {}
     manifest = {
         'tool': 'pve-ontap-snapshot', 'version': version, 'vmid': guest['vmid'], 'name': guest.get('name'),
         'node': guest.get('node'), 'stamp': stamp, 'consistency': consistency, 'config_from': config_from,
         'config': without_secrets(conf_file).decode('utf-8', 'surrogateescape'),
+        'identity': {'ctime': ctime, 'smbios_uuid': uuid},
         'disks': [{'key': disk.key, 'volid': disk.volid, 'clone': clones.get(disk.key),
                    'size': drive_size(config.get(disk.key)), 'storage': disk.storage,
                    'cluster': volumes[disk.storage][0], 'svm': volumes[disk.storage][1],
-                   'volume': volumes[disk.storage][2]} for disk in disks if disk.storage in volumes]}
+                   'volume': volumes[disk.storage][2], 'format': disk_format(disk),
+                   **({'backing': backings[disk.key]} if disk.key in backings else {})}
+                  for disk in disks if disk.storage in volumes]}
     if key:
         manifest['signature'] = manifest_signature(manifest, key)
     return json.dumps(manifest, indent=2, sort_keys=True) + '\n'
+
+
+def disk_format(disk):
+    """raw, qcow2 or vmdk, as the disk's file name says; None for a volume that is no file."""
+    return disk.path.rsplit('.', 1)[1] if disk.path else None
 
 
 class ManifestError(Failure):
@@ -3893,10 +4008,15 @@ class VmView:
     disks: list         # Disks on configured ONTAP storages, with an image file
     skipped: list       # (Disk, reason)
     storages: list      # configured storages holding its disks or unused disks (the ones to lock)
+    backings: dict = None   # {disk key: the backing file its qcow2 file names, or None}, once read
 
     @property
     def vmid(self):
         return self.vm['vmid']
+
+    @property
+    def identity(self):
+        return vm_identity(self.config)
 
 
 def gather_vm(ctx, vmid, vms=None, config=None):
@@ -3949,6 +4069,7 @@ def snapshot_vm(ctx, view, mode, stamp, shared=None):
         log.warning('VM %s: skipping disk %s (%s): %s', vmid, disk.key, disk.volid, reason)
     if not view.disks:
         raise Failure(f'VM {vmid} has no disk on an ONTAP storage of {ctx.config.path}')
+    check_backings(ctx, view)
     # Without a mode, the window goes by the status the VM list gave: a VM stopped then
     # needs no capture, nor a note of one in its volumes' lock records.
     needs_captures = mode or view.vm.get('status') == 'running'
@@ -3988,6 +4109,25 @@ def snapshot_vm(ctx, view, mode, stamp, shared=None):
         else:
             release_captures(ctx, captures, settled, in_use)
         clean_leftovers(ctx, view.storages)
+
+
+def check_backings(ctx, view):
+    """Read the backing file of each qcow2 disk of the VM into view.backings (the manifest records
+    them), and refuse the snapshot of a disk that stands on one a file clone cannot keep
+    (backing_risk): PVE may merge it away later, and the clone would lose its data."""
+    qcow2 = [disk for disk in view.disks if disk.path.endswith('.qcow2')]
+
+    def backing(disk):
+        ontap, volume, _ = ctx.storage_volume(disk.storage)
+        return ontap_qcow2_backing(ontap, volume, disk.path)
+
+    view.backings = dict(zip((disk.key for disk in qcow2), map_parallel(backing, qcow2)))
+    risky = [f'{disk.key} ({disk.volid}) stands on {why}' for disk in qcow2
+             if (why := backing_risk(view.backings[disk.key]))]
+    if risky:
+        raise Failure(f'VM {view.vmid}: no snapshot, for {"; ".join(risky)}: a file clone of the disk alone would '
+                      'lose its data then; delete the PVE snapshots of the VM first, or take a storage snapshot '
+                      '(storage create), which holds the whole chain')
 
 
 def undo_snapshot(ctx, view, stamp, outcomes, settled):
@@ -4300,8 +4440,8 @@ def save_snapshot_records(ctx, view, stamp, consistency, kind='snapshot', config
                               raw if raw is not None else config_text(config).encode(),
                               node_config_path(view.vm) if raw is not None else 'api', tool_version(),
                               {disk.key: set_file_path(disk.path, stamp, kind) for disk in view.disks},
-                              ctx.manifest_key(create=True))
-    path = record_path(view.vmid, stamp, consistency, kind)
+                              ctx.manifest_key(create=True), view.backings)
+    path = record_path(view.vmid, stamp, consistency, kind, identity_tag(vm_identity(config)))
     try:
         change_file(ontap, volume, 'POST', path, lambda: ontap_write_file(ontap, volume, path, manifest.encode()),
                     True)
@@ -6179,6 +6319,7 @@ def doctor_storage(report, ctx, storage, pve_reached, cluster_reached, release, 
     entry = doctor_pve_storage(report, ctx, storage)
     if entry is None:
         return
+    doctor_volume_chains(report, ctx, storage, entry)
     if not cluster_reached:
         report.warn(f'{storage} volume', f'not checked: ONTAP {ctx.ontap(storage).host} was not reached',
                     'see the checks of that cluster')
@@ -6215,6 +6356,29 @@ def doctor_pve_storage(report, ctx, storage):
     else:
         report.ok(check, found)
     return entry
+
+
+def doctor_volume_chains(report, ctx, storage, entry):
+    """A storage whose qcow2 disks keep PVE snapshots as a volume chain (PVE 9, storage.cfg
+    snapshot-as-volume-chain): vm create refuses a disk over such a chain (check_backings), so
+    each VM with a qcow2 disk there and PVE snapshots (its config's `parent`) is named."""
+    check = f'{storage} volume chains'
+    if not entry.get('snapshot-as-volume-chain'):
+        report.ok(check, 'off: PVE keeps qcow2 snapshots inside the file')
+        return
+    try:
+        configs, _ = pve_guest_configs(ctx.pve, pve_list_vms(ctx.pve))
+    except ProxmoxError as exc:
+        report.warn(check, f'on, and the VMs with such disks not checked: {exc}', 'see the proxmox checks above')
+        return
+    chained = [f'VM {vmid} ({", ".join(disk.key for disk in disks)})' for vmid, config in sorted(configs.items())
+               if config.get('parent') and (disks := [disk for disk in vm_disks(config) if disk.storage == storage
+                                                       and disk.path and disk.path.endswith('.qcow2')])]
+    found = ('on: a PVE snapshot of a qcow2 disk there is a file of its own the disk stands on, which vm create '
+             'cannot keep with its clone, so it refuses such a disk' +
+             (f'; VMs with one now: {", ".join(chained)}' if chained else '; no VM has one now'))
+    report.warn(check, found, 'keep PVE snapshots off VMs there (vm create takes their snapshots), or take storage '
+                'snapshots of them, which hold the whole chain')
 
 
 def doctor_volume(report, ctx, storage):

@@ -1049,3 +1049,11 @@ def test_a_whole_copy_of_the_service_without_its_sandbox_is_named(world, units):
     (units / tool.UNIT_NAME).write_text('[Service]\nType=oneshot\nExecStart=/usr/sbin/pve-ontap-snapshot doctor\n')
     status, found = doctor(world, '-storage', 'ONTAP01')[1]['service sandbox']
     assert status == 'warn' and f'{units / tool.UNIT_NAME}: no ProtectSystem, no ProtectHome,' in found
+
+
+def test_a_storage_with_pve9_volume_chains_is_a_warning_naming_the_vms_with_such_disks(world):
+    assert doctor(world, '-storage', 'ONTAP01')[1]['ONTAP01 volume chains'][0] == 'ok'
+    world.pve.storages['ONTAP01']['snapshot-as-volume-chain'] = 1
+    world.pve.vm(100).config['parent'] = 'before-update'
+    status, found = doctor(world, '-storage', 'ONTAP01')[1]['ONTAP01 volume chains']
+    assert status == 'warn' and 'VMs with one now: VM 100 (scsi0)' in found

@@ -431,7 +431,8 @@ def test_a_manifest_holds_the_config_byte_for_byte(saved):
     assert read['config'].encode('utf-8', 'surrogateescape') == saved and not signed
     record = tool.json.loads(manifest)
     assert record['disks'] == [{'key': 'scsi0', 'volid': disk.volid, 'clone': 'images/100/x.raw', 'size': 2**30,
-                                'storage': 'ONTAP01', 'cluster': 'a', 'svm': 'svm1', 'volume': 'vol1'}]
+                                'storage': 'ONTAP01', 'cluster': 'a', 'svm': 'svm1', 'volume': 'vol1',
+                                'format': 'raw'}]
 
 
 def test_a_manifest_never_holds_the_cloud_init_password():

@@ -52,9 +52,9 @@ def test_every_vm_costs_its_own_requests_and_no_more(world):
     ontap, pve = world.requests_of('vm', 'create', '-all', '-no-register')
 
     # a volume lookup per cluster, one clone per disk: 6 of VM 100, 1 of VM 101, 2 of each new one;
-    # one capture of each volume for all five running VMs, made and deleted; and each VM's saved
-    # manifest: 6 VMs, 1 each
-    assert ontap == 2 + 6 + 1 + 4 * 2 + 2 * 2 + 6
+    # one capture of each volume for all five running VMs, made and deleted; each VM's saved
+    # manifest: 6 VMs, 1 each; and the header of VM 100's one qcow2 disk (its backing file)
+    assert ontap == 2 + 6 + 1 + 4 * 2 + 2 * 2 + 6 + 1
     # login, the VM list, storage.cfg, and each VM's config (VM 102's too, to find it has no ONTAP disk)
     assert pve == 3 + 7
     assert all(len(sets_of(world, vmid)) == 1 for vmid in (100, 101, 103, 104, 105, 106))

@@ -43,9 +43,10 @@ def test_a_snapshot_carries_the_vms_config_and_a_manifest_of_its_disks(world):
     assert saved['manifest'] == {
         'tool': 'pve-ontap-snapshot', 'version': tool.tool_version(), 'vmid': 101, 'name': 'db', 'node': 'pve2',
         'stamp': stamp, 'consistency': 'shutdown', 'config_from': 'api',
+        'identity': {'ctime': None, 'smbios_uuid': None},
         'disks': [{'key': 'scsi0', 'volid': 'ONTAP01:101/vm-101-disk-0.raw',
                    'clone': f'images/101/vm-101-disk-0-snapshot-{stamp}.raw', 'size': 2**30, 'storage': 'ONTAP01',
-                   'cluster': world.a.host, 'svm': 'svm1', 'volume': 'proxmox_storage01'}]}
+                   'cluster': world.a.host, 'svm': 'svm1', 'volume': 'proxmox_storage01', 'format': 'raw'}]}
     # no image PVE would take for a disk
     assert not tool.IMAGE_VOLNAME.match(f'101/{saved["manifest_name"]}')
 

@@ -55,9 +55,11 @@ def test_each_storage_snapshot_holds_the_manifest_and_config_of_every_guest_on_i
     assert container == {
         'tool': 'pve-ontap-snapshot', 'version': tool.tool_version(), 'vmid': 200, 'name': 'files', 'node': 'pve2',
         'stamp': name, 'consistency': 'atomic', 'config_from': 'api',
+        'identity': {'ctime': None, 'smbios_uuid': None},
         'disks': [{'key': 'rootfs', 'volid': 'ONTAP01:200/vm-200-disk-0.raw',
                    'clone': f'.snapshot/{name}/images/200/vm-200-disk-0.raw', 'size': 8 * 2**30,
-                   'storage': 'ONTAP01', 'cluster': world.a.host, 'svm': 'svm1', 'volume': 'proxmox_storage01'}]}
+                   'storage': 'ONTAP01', 'cluster': world.a.host, 'svm': 'svm1', 'volume': 'proxmox_storage01',
+                   'format': 'raw'}]}
     # every ONTAP disk of VM 100, those on ONTAP02 (not in this snapshot) without a path in it
     disks = {d['key']: d for d in json.loads(records['vm-100.running.manifest.json'])['disks']}
     assert sorted(disks) == ['efidisk0', 'ide0', 'sata0', 'scsi0', 'tpmstate0', 'virtio0']

@@ -1,10 +1,19 @@
 """vm create: ONTAP file clones of every disk, with the VM paused or not."""
 
+import json
 import re
 import signal
 
 import pytest
-from world import VM100_ONTAP_DISKS, PmxcfsLocks, cloning, pve_params, signalled_run
+from world import (
+    VM100_ONTAP_DISKS,
+    PmxcfsLocks,
+    cloning,
+    error_lines,
+    pve_params,
+    signalled_run,
+    write_qcow2,
+)
 
 STAMP = r'\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\+0000'
 
@@ -213,3 +222,40 @@ def test_doctor_names_a_vm_left_paused_and_try_resumes_it(world, cluster_dir, pm
     (line,) = [line for line in tried.out.splitlines() if 'guests left held' in line]
     assert line.startswith('ok    ONTAP01 guests left held: VM 100 was left paused by a run that died'), line
     assert line.endswith('resumed it') and vm.qmpstatus == 'running'
+
+
+# -- qcow2 disks that stand on other files
+
+def test_a_qcow2_disk_over_a_pve9_volume_chain_is_refused_and_nothing_is_made(world):
+    """PVE 9 (snapshot-as-volume-chain): the disk names its snapshot's file, which PVE commits and
+    removes when that snapshot is deleted (pve-storage Plugin.pm volume_snapshot_delete): a clone
+    of the disk alone would then stand on nothing."""
+    write_qcow2(world.disk(world.vol1, 100, 'vm-100-disk-2.qcow2'), backing='snap-before-vm-100-disk-2.qcow2')
+    write_qcow2(world.disk(world.vol1, 100, 'snap-before-vm-100-disk-2.qcow2'))
+    before = world.state()
+
+    result = world.run('vm', 'create', '-vm', 100)
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert line.startswith('ERROR: VM 100: no snapshot, for scsi0 (ONTAP01:100/vm-100-disk-2.qcow2) stands on a PVE '
+                           'snapshot of it as a volume chain (its backing file snap-before-vm-100-disk-2.qcow2)'), line
+    assert line.endswith('or take a storage snapshot (storage create), which holds the whole chain')
+    assert world.state() == before
+
+
+def test_a_linked_clone_is_taken_and_its_base_image_recorded(world):
+    base = '../100/base-100-disk-9.raw'
+    world.disk(world.vol1, 100, 'base-100-disk-9.raw').write_bytes(b'template')
+    write_qcow2(world.disk(world.vol1, 105, 'vm-105-disk-0.qcow2'), backing=base)
+    world.pve.add_vm(105, 'linked', node='pve1', status='stopped',
+                     config={'scsi0': 'ONTAP01:100/base-100-disk-9.raw/105/vm-105-disk-0.qcow2,size=1G', 'memory': 512})
+
+    result = world.run('vm', 'create', '-vm', 105, '-no-register')
+
+    assert result.code == 0, result.err
+    (name,) = world.records(world.vol1, 105)
+    (disk,) = json.loads((world.vol1.path / 'images/105' / name).read_text())['disks']
+    assert (disk['format'], disk['backing']) == ('qcow2', base)
+    (clone,) = world.clones(world.vol1, 105)
+    assert world.disk(world.vol1, 105, clone).read_bytes() == world.disk(world.vol1, 105, 'vm-105-disk-0.qcow2').read_bytes()

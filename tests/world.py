@@ -605,3 +605,17 @@ def recording_https_server(ca, answer):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def write_qcow2(path, backing=None, size=2**30):
+    """A qcow2 file's header as qemu-img writes it (QEMU docs/interop/qcow2.txt: magic, version 3,
+    backing_file_offset and _size, cluster_bits 16, the virtual size), naming `backing` (relative
+    to the file's directory, as PVE names a volume chain's snapshot or a linked clone's base) right
+    after the header; padded to 8 KiB. Nothing but the tool's header read looks inside."""
+    name = (backing or '').encode()
+    header = (b'QFI\xfb' + (3).to_bytes(4, 'big') + (512 if name else 0).to_bytes(8, 'big') +
+              len(name).to_bytes(4, 'big') + (16).to_bytes(4, 'big') + size.to_bytes(8, 'big'))
+    data = header.ljust(512, b'\0') + name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.ljust(8192, b'\0'))
+    return path

@@ -2617,21 +2617,31 @@ def missing_disks(disks, files):
     return match_set_to_disks(disks, files)[1]
 
 
-def sets_to_prune(sets, disks, keep, made):
-    """The stamps -keep N deletes of the snapshot sets {stamp: files} of a VM with `disks`.
+def sets_to_prune(sets, disks, keep, made, identity=(None, None)):
+    """The stamps -keep N deletes of the snapshot sets {stamp: files} of a VM with `disks` and
+    `identity` (vm_identity).
 
-    Only complete sets count among the N: `made`, this run's set, counts as complete (it
-    holds every disk, or a dry run did not make it) and is never deleted. Every set older
+    Only complete sets of this VM count among the N: `made`, this run's set, counts as complete
+    (it holds every disk, or a dry run did not make it) and is never deleted. Every set older
     than the oldest of those N goes, incomplete ones included; every newer one stays, so an
     incomplete set is never deleted while it is newer than a kept undo point. With fewer than
     N complete sets nothing goes. So this deletes no set the newest-N rule would have kept.
+    A set of another VM that had this id (same_vm) is never counted or deleted. Where the VM's
+    identity is known, a set whose own is not (made before manifests recorded it, or by the
+    original) is not counted either, and goes only if it holds the VM's very disks.
     """
-    complete = sorted({stamp for stamp, files in sets.items() if not missing_disks(disks, files)} | {made})
+    known = identity_tag(identity) is not None
+    same = {stamp: same_vm(set_identity(files), identity) for stamp, files in sets.items()}
+    ours = {stamp: files for stamp, files in sets.items() if same[stamp] or (same[stamp] is None and not known)}
+    complete = sorted({stamp for stamp, files in ours.items() if not missing_disks(disks, files)} | {made})
     if len(complete) < keep:
         return []
     oldest_kept = complete[-keep]
+    held = {(disk.storage, disk.file) for disk in disks}
+    candidates = [stamp for stamp, files in sets.items() if stamp in ours or (
+        same[stamp] is None and {(f.storage, f.source_file) for f in files if not f.is_record} == held)]
     # a set of a clock ahead of this one's may sort after `made`, leaving `made` out of the N
-    return [stamp for stamp in sorted(sets) if stamp < oldest_kept and stamp != made]
+    return [stamp for stamp in sorted(candidates) if stamp < oldest_kept and stamp != made]
 
 
 def attached_set_files(config, files):
@@ -4492,7 +4502,7 @@ def prune_vm_sets(ctx, view, keep, made, config=None):
     `config` as for delete_sets."""
     sets = {stamp: files for stamp, files in gather_sets(ctx, view).items()
             if all(f.kind == 'snapshot' for f in files)}
-    doomed = {stamp: sets[stamp] for stamp in sets_to_prune(sets, view.disks, keep, made)}
+    doomed = {stamp: sets[stamp] for stamp in sets_to_prune(sets, view.disks, keep, made, view.identity)}
     failed = delete_sets(ctx, view, doomed, config) if doomed else {}
     for stamp, files in doomed.items():
         if isinstance(failed.get(stamp), InUse):
@@ -4737,26 +4747,65 @@ def cmd_vm_create(ctx, args):
                       f'{", ".join(str(result.vmid) for result in sorted(failed, key=lambda r: r.vmid))}')
 
 
+def manifest_state(ctx, vmid, files):
+    """{'path', 'signed', 'error'} of a set's manifest as read back (read_saved_config: a file that
+    cannot be read or fails its check has its `error`), or None for a set without one."""
+    records = [file for file in files if file.is_record and file.ext != '.conf']
+    if not records:
+        return None
+    record = records[0]
+    try:
+        saved = read_saved_config(ctx, record.storage, record.path, vmid, record.stamp, record.size)
+    except Failure as exc:
+        return {'path': record.path, 'signed': False, 'error': str(exc)}
+    return {'path': record.path, 'signed': saved.signed, 'error': None}
+
+
+OF_VM = {True: 'this VM', False: 'another VM', None: 'unknown'}
+
+
 def cmd_vm_list(ctx, args):
     view = gather_vm(ctx, args.vm)
+    found = gather_sets(ctx, view)
+    manifests = map_parallel(lambda files: manifest_state(ctx, view.vmid, files), list(found.values()))
     sets = []
-    for stamp, files in gather_sets(ctx, view).items():
+    for (stamp, files), manifest in zip(found.items(), manifests):
         clones = [f for f in files if not f.is_record]
         pairs, missing, _ = match_set_to_disks(view.disks, clones)
         disk_keys = {file.path: disk.key for disk, file in pairs}
         sets.append({
             'stamp': stamp, 'kind': SET_KINDS[files[0].kind], 'size': sum(f.size for f in clones),
             'complete': not missing, 'missing': [d.key for d in missing], 'consistency': set_consistency(files),
+            'of': OF_VM[same_vm(set_identity(files), view.identity)], 'identity': set_identity(files),
+            'manifest': manifest,
             'files': [{'storage': f.storage, 'path': f.path, 'size': f.size, 'disk': disk_keys.get(f.path)}
                       for f in clones]})
-    # STATE and CONSISTENCY come last, so that scripts reading the first four columns keep working
-    rows = [{'stamp': s['stamp'], 'kind': s['kind'], 'size': human_size(s['size']),
-             'disks': ','.join(f['disk'] or f['path'].rsplit('/', 1)[1] for f in s['files']),
-             'state': f'incomplete (lacks {",".join(s["missing"])})' if s['missing'] else 'complete',
-             'consistency': s['consistency']}
-            for s in sets]
-    ctx.emit(sets, format_table([('SNAPSHOT', 'stamp'), ('KIND', 'kind'), ('SIZE', 'size'), ('DISKS', 'disks'),
-                                 ('STATE', 'state'), ('CONSISTENCY', 'consistency')], rows))
+        if manifest and manifest['error']:
+            log.warning('VM %s: snapshot %s: %s', view.vmid, stamp, manifest['error'])
+    ctx.emit(sets, vm_list_text(view.vmid, sets))
+
+
+def vm_list_text(vmid, sets):
+    """vm list's tables: the VM's own snapshots (and those whose VM is unknown), then those of another
+    VM that had its id before, apart. STATE and CONSISTENCY come after the first four columns, so
+    that scripts reading those keep working."""
+    def state(s):
+        base = f'incomplete (lacks {",".join(s["missing"])})' if s['missing'] else 'complete'
+        return base + ('; its manifest cannot be used' if (s['manifest'] or {}).get('error') else '')
+
+    def table(chosen):
+        rows = [{'stamp': s['stamp'], 'kind': s['kind'], 'size': human_size(s['size']),
+                 'disks': ','.join(f['disk'] or f['path'].rsplit('/', 1)[1] for f in s['files']), 'state': state(s),
+                 'consistency': s['consistency'], 'of': s['of']} for s in chosen]
+        return format_table([('SNAPSHOT', 'stamp'), ('KIND', 'kind'), ('SIZE', 'size'), ('DISKS', 'disks'),
+                             ('STATE', 'state'), ('CONSISTENCY', 'consistency'), ('OF', 'of')], rows)
+
+    text = table([s for s in sets if s['of'] != 'another VM'])
+    others = [s for s in sets if s['of'] == 'another VM']
+    if others:
+        text += (f'\n\nSnapshots of another VM that had the id {vmid} before (vm restore -as-new NEWID makes a VM '
+                 'of one; -keep never counts or deletes them):\n' + table(others))
+    return text
 
 
 def cmd_vm_delete(ctx, args):
@@ -4959,6 +5008,16 @@ def check_restorable(vmid, status, shutdown):
                       'resume or stop it first')
     if status.get('status') == 'running' and not shutdown:
         raise Failure(f'VM {vmid} is running: shut it down first, or add -shutdown')
+
+
+def check_same_vm(view, origin, saved, files):
+    """Refuse a restore of the VM from a snapshot of another VM that had its id (same_vm): by the
+    identity its manifest records, else the one its name carries (`files`: a VM snapshot's)."""
+    recorded = (saved.manifest or {}).get('identity') if saved else None
+    tag = identity_tag((recorded.get('ctime'), recorded.get('smbios_uuid'))) if isinstance(recorded, dict) else None
+    if same_vm(tag or set_identity(files), view.identity) is False:
+        raise Failure(f'VM {view.vmid}: {origin} is of another VM that had the id {view.vmid} before, not of VM '
+                      f'{view.vmid} now: its disks are not put onto this VM; make a VM of it with -as-new NEWID')
 
 
 def vm_restore_plan(view, origin, sources, missing, saved, with_config, allowed):
@@ -5278,6 +5337,7 @@ def cmd_vm_restore(ctx, args):
         if args.with_config and saved is None:
             raise Failure(f'VM {view.vmid}: {origin} holds no saved config (made before snapshots carried one): '
                           '-with-config has nothing to put back; restore the disks without it')
+        check_same_vm(view, origin, saved, sets.get(args.snapshot, []))
         check_restorable(view.vmid, view.vm, args.shutdown)
         show_vm_restore_plan(ctx, vm_restore_plan(view, origin, sources, missing, saved, args.with_config, allowed),
                              asking=not args.yes and sys.stdin.isatty())

@@ -103,11 +103,11 @@ def test_vm_list_shows_the_consistency_of_new_snapshots_and_unknown_for_old_ones
 
     assert result.code == 0, result.err
     rows = [re.split(r' {2,}', line) for line in result.out.splitlines()]
-    assert rows[0][-1] == 'CONSISTENCY'
-    assert [(row[0] == ORIGINAL_STAMP, row[3], row[-1]) for row in rows[1:]] == [(True, 'scsi0', 'unknown'),
-                                                                                  (False, 'scsi0', 'shutdown')]
-    # read from the directory listing: no request per snapshot
-    assert [r['method'] for r in world.a.requests if '/files' in r['path']] == ['GET']
+    assert rows[0][-2:] == ['CONSISTENCY', 'OF']
+    assert [(row[0] == ORIGINAL_STAMP, row[3], row[-2]) for row in rows[1:]] == [(True, 'scsi0', 'unknown'),
+                                                                                   (False, 'scsi0', 'shutdown')]
+    # the consistency from the directory listing; the one manifest read, to check it
+    assert [r['method'] for r in world.a.requests if '/files' in r['path']] == ['GET', 'GET']
     data = json.loads(world.run('-output', 'json', 'vm', 'list', '-vm', 101).out)
     assert [(s['consistency'], len(s['files'])) for s in data] == [('unknown', 1), ('shutdown', 1)]
 

@@ -267,7 +267,7 @@ def test_a_file_delete_answered_by_a_failing_job_is_an_error(world):
     (made,) = world.clones(world.vol1, 101)
     stamp = made.split('-snapshot-')[1].rsplit('.', 1)[0]
     world.a.file_delete_jobs = True
-    world.a.fail_job('DELETE', '/files/', code=131102, message='Read-only file system')
+    world.a.fail_job('DELETE', '/files/.*disk-0-snapshot', code=131102, message='Read-only file system')
 
     result = world.run('vm', 'delete', '-vm', 101, '-snapshot', stamp)
 

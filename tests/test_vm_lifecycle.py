@@ -6,7 +6,7 @@ import re
 import time
 
 import pytest
-from world import write_disk
+from world import destroy_vm, error_lines, pve_reads_nfs_directories, write_disk
 
 import pve_ontap_snapshot as tool
 
@@ -57,11 +57,12 @@ def test_list_shows_every_set_across_both_clusters_with_pre_restore_marked(world
 
     assert result.code == 0, result.err
     lines = result.out.splitlines()
-    assert lines[0].split() == ['SNAPSHOT', 'KIND', 'SIZE', 'DISKS', 'STATE', 'CONSISTENCY']
+    assert lines[0].split() == ['SNAPSHOT', 'KIND', 'SIZE', 'DISKS', 'STATE', 'CONSISTENCY', 'OF']
     assert table_rows(result.out) == [
-        [OLDER, 'snapshot', '48.0 KiB', 'ide0,scsi0,efidisk0,tpmstate0,sata0,virtio0', 'complete', 'unknown'],
+        [OLDER, 'snapshot', '48.0 KiB', 'ide0,scsi0,efidisk0,tpmstate0,sata0,virtio0', 'complete', 'unknown',
+         'unknown'],
         [OLD, 'pre-restore', '16.0 KiB', 'ide0,sata0', 'incomplete (lacks efidisk0,scsi0,tpmstate0,virtio0)',
-         'unknown']]
+         'unknown', 'unknown']]
     data = sets_of(world, 100)
     assert [(s['stamp'], s['kind'], len(s['files'])) for s in data] == [(OLDER, 'snapshot', 6),
                                                                        (OLD, 'pre-restore', 2)]
@@ -623,3 +624,72 @@ def test_restore_from_a_storage_snapshot_that_does_not_exist_says_so(world):
                                            '(volume proxmox_storage01), ONTAP02 (volume proxmox_storage02): see '
                                            'storage list')
     assert world.state() == before
+
+
+# -- a VM id used again: PVE hands out the lowest free id (pve-manager API2/Cluster.pm nextid)
+
+OLD_UUID, NEW_UUID = '11111111-2222-3333-4444-555555555555', '66666666-7777-8888-9999-000000000000'
+
+
+def vm101_made(world, ctime, uuid):
+    """VM 101 as PVE's create makes it: meta ctime and an SMBIOS uuid of its own."""
+    world.pve.vm(101).config.update(meta=f'creation-qemu=9.2.0,ctime={ctime}', smbios1=f'uuid={uuid}')
+
+
+def vm101_again(world):
+    """VM 101 destroyed, its snapshots left, and a new, unrelated VM 101 made with the same disk name."""
+    destroy_vm(world, 101, 'pve2')
+    write_disk(world.vol1, 101, VM101_DISK)
+    world.pve.add_vm(101, 'new', node='pve1', status='stopped', config={
+        'scsi0': f'ONTAP01:101/{VM101_DISK},size=1G', 'memory': 2048,
+        'meta': 'creation-qemu=9.2.0,ctime=1800000000', 'smbios1': f'uuid={NEW_UUID}'})
+
+
+def test_a_destroyed_vms_snapshots_stay_apart_from_the_new_vm_with_its_id(world):
+    pve_reads_nfs_directories(world)
+    vm101_made(world, 1700000000, OLD_UUID)
+    assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
+    (old,) = [s['stamp'] for s in sets_of(world, 101)]
+    old_bytes = world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{old}.raw').read_bytes()
+    vm101_again(world)
+    new_bytes = world.disk(world.vol1, 101, VM101_DISK).read_bytes()
+
+    listed = world.run('vm', 'list', '-vm', 101)
+    kept = world.run('vm', 'create', '-vm', 101, '-no-register', '-keep', 1)
+    refused = world.run('vm', 'restore', '-vm', 101, '-snapshot', old, '-yes')
+    copied = world.run('vm', 'restore', '-vm', 101, '-snapshot', old, '-as-new', 201)
+
+    assert listed.code == 0 and kept.code == 0 and copied.code == 0, listed.err + kept.err + copied.err
+    mine, theirs = listed.out.split('\n\nSnapshots of another VM that had the id 101 before')
+    assert old not in mine and old in theirs and 'another VM' in theirs
+    data = {s['stamp']: s['of'] for s in sets_of(world, 101)}
+    assert data[old] == 'another VM' and list(data.values()).count('this VM') == 1
+    assert old in data                                                  # -keep 1 neither counted nor deleted it
+    assert refused.code == 1 and 'is of another VM that had the id 101 before' in error_lines(refused)[0]
+    assert world.disk(world.vol1, 101, VM101_DISK).read_bytes() == new_bytes
+    assert world.disk(world.vol1, 201, 'vm-201-disk-0.raw').read_bytes() == old_bytes
+    assert world.run('vm', 'delete', '-vm', 101, '-snapshot', old).code == 0
+    assert old not in {s['stamp'] for s in sets_of(world, 101)}
+
+
+def test_keep_deletes_a_snapshot_of_unknown_identity_only_where_it_holds_the_vms_disks(world):
+    vm101_made(world, 1700000000, OLD_UUID)
+    make_set(world, 101, OLDEST, [(world.vol1, VM101_DISK)])             # the original's: no manifest
+    make_set(world, 101, OLDER, [(world.vol1, 'vm-101-disk-7.raw')])     # of disks this VM does not have
+
+    result = world.run('vm', 'create', '-vm', 101, '-no-register', '-keep', 1)
+
+    assert result.code == 0, result.err
+    listed = {s['stamp']: s['of'] for s in sets_of(world, 101)}
+    assert OLDEST not in listed and listed[OLDER] == 'unknown' and list(listed.values()).count('this VM') == 1
+
+
+@pytest.mark.parametrize('tag, ctime, uuid, same', [
+    ('c1700000000', '1700000000', None, True), ('c1700000000', '1800000000', None, False),
+    ('c1700000000', None, 'a' * 32, None),                # meta gone from the config: cannot tell
+    ('u' + 'a' * 32, None, 'a' * 32, True), ('u' + 'a' * 32, None, 'b' * 32, False),
+    ('u' + 'a' * 32, '1800000000', 'a' * 32, False),       # made anew since: meta comes with a create only
+    (None, '1800000000', 'a' * 32, None),
+])
+def test_which_vm_a_snapshot_is_of(tag, ctime, uuid, same):
+    assert tool.same_vm(tag, (ctime, uuid)) is same

@@ -4046,7 +4046,8 @@ def gather_vm(ctx, vmid, vms=None, config=None):
 
 
 def gather_sets(ctx, view, storages=None):
-    """Every VM snapshot set of the VM on every configured storage it uses (or on `storages`), by stamp."""
+    """Every VM snapshot set of the VM on every configured storage it uses (or on `storages`: those
+    a VM's disks may have left, see searched_storages), by stamp."""
     directory = f'images/{view.vmid}'
 
     def list_storage(storage):
@@ -4056,6 +4057,12 @@ def gather_sets(ctx, view, storages=None):
 
     found = map_parallel(list_storage, view.storages if storages is None else storages)
     return group_sets([file for listing in found for file in listing if file])
+
+
+def searched_storages(ctx, view):
+    """The storages a VM's snapshots may be on: those it uses, and every other of config.ini that
+    can be looked up now, where a disk of it was before it moved (vm list, vm restore)."""
+    return sorted(set(view.storages) | set(reachable_storages(ctx, quiet=True)))
 
 
 def find_set(view, sets, stamp):
@@ -4766,7 +4773,7 @@ OF_VM = {True: 'this VM', False: 'another VM', None: 'unknown'}
 
 def cmd_vm_list(ctx, args):
     view = gather_vm(ctx, args.vm)
-    found = gather_sets(ctx, view)
+    found = gather_sets(ctx, view, searched_storages(ctx, view))
     manifests = map_parallel(lambda files: manifest_state(ctx, view.vmid, files), list(found.values()))
     sets = []
     for (stamp, files), manifest in zip(found.items(), manifests):
@@ -4887,13 +4894,15 @@ def read_or_warn(view, origin, need_config, read):
 
 
 def storages_with_snapshot(ctx, view, name):
-    """{storage: whether its volume has the storage snapshot `name`} for the VM's disks, so that
-    a name that is no snapshot is said as such, not as disks without a copy; NotFound if none has it."""
+    """{storage: whether its volume has the storage snapshot `name`} for every storage the VM's
+    disks may have been on (searched_storages: a disk moved since), so that a name that is no snapshot is
+    said as such, not as disks without a copy; NotFound if none has it. A storage of a current disk
+    without it is named in a warning."""
     holding = {}
-    for storage in sorted({disk.storage for disk in view.disks}):
+    for storage in sorted(set(searched_storages(ctx, view)) | {disk.storage for disk in view.disks}):
         ontap, volume, _ = ctx.storage_volume(storage)
         holding[storage] = any(record['name'] == name for record in ontap_list_snapshots(ontap, volume, name))
-        if not holding[storage]:
+        if not holding[storage] and storage in {disk.storage for disk in view.disks}:
             log.warning('VM %s: storage %s (volume %s) has no snapshot %s', view.vmid, storage, volume.name, name)
     if not any(holding.values()):
         raise NotFound(f'VM {view.vmid}: no storage snapshot {name} on ' + ', '.join(
@@ -4902,43 +4911,105 @@ def storages_with_snapshot(ctx, view, name):
     return holding
 
 
-def restore_sources(ctx, view, sets, stamp, name, need_config):
-    """([(disk, source path)] for each disk to restore, from the set `stamp` or from the storage
-    snapshot `name`, what the source is called, [disks it has no copy of], its saved config or None).
-    A saved config that cannot be read stops the restore only if it is to be put back (`need_config`)."""
+def disks_to_restore(ctx, view, saved, with_config):
+    """The disks a restore writes: the VM's disks now; with -with-config, the disks the saved
+    config names, each where it was when the snapshot was taken (a disk moved since goes back to
+    its old file, the one the snapshot has a copy of), so far as a restore may set them
+    (setting_risk: never a host path or another guest's volume)."""
+    if not with_config or saved is None:
+        return view.disks
+    disks = [disk for disk in vm_disks(saved.config) if disk.storage in ctx.config.storages and disk.path
+             and not setting_risk(disk.key, saved.config[disk.key], view.vmid)]
+    for disk in disks:
+        ctx.storage_volume(disk.storage)
+    return disks
+
+
+def moved_disks(view, saved):
+    """(key, volid then, volid now) of each disk of a snapshot's manifest that the VM has under the
+    same key on another volume now: moved since (Move Disk), its old file kept as unused or gone."""
+    recorded = (saved.manifest or {}).get('disks') if saved else None
+    now = {disk.key: disk.volid for disk in vm_disks(view.config)}
+    return [(entry['key'], entry['volid'], now[entry['key']]) for entry in recorded or ()
+            if isinstance(entry, dict) and entry.get('key') in now and entry.get('volid') != now[entry['key']]]
+
+
+def restore_sources(ctx, view, sets, stamp, name, with_config):
+    """([(disk, source path)] for each disk to restore (disks_to_restore), from the set `stamp` or
+    from the storage snapshot `name`, what the source is called, [disks it has no copy of], its
+    saved config or None). A saved config that cannot be read stops the restore only if it is to
+    be put back (`with_config`). A disk moved since is said, and without -with-config its copy is
+    written nowhere: never onto another file than the one it was taken of."""
     if stamp:
         files = find_set(view, sets, stamp)
-        pairs, missing, _ = match_set_to_disks(view.disks, [f for f in files if not f.is_record])
-        sources = [(disk, file.path) for disk, file in pairs]
         origin = f'snapshot {stamp}'
-        saved = read_or_warn(view, origin, need_config, lambda: set_config(ctx, files))
+        saved = read_or_warn(view, origin, with_config, lambda: set_config(ctx, files))
+        disks = disks_to_restore(ctx, view, saved, with_config)
+        pairs, missing, _ = match_set_to_disks(disks, [f for f in files if not f.is_record])
+        sources = [(disk, file.path) for disk, file in pairs]
     else:
         holding = storages_with_snapshot(ctx, view, name)
+        origin = f'storage snapshot {name}'
+        saved = read_or_warn(view, origin, with_config, lambda: storage_snapshot_config(
+            ctx, view.vmid, name, [storage for storage in holding if holding[storage]]))
         sources, missing = [], []
-        for disk in view.disks:
+        for disk in disks_to_restore(ctx, view, saved, with_config):
             ontap, volume, _ = ctx.storage_volume(disk.storage)
             source = f'.snapshot/{name}/{disk.path}'
-            if holding[disk.storage] and ontap_file_exists(ontap, volume, source):
+            if holding.get(disk.storage) and ontap_file_exists(ontap, volume, source):
                 sources.append((disk, source))
             else:
                 missing.append(disk)
-        origin = f'storage snapshot {name}'
-        saved = read_or_warn(view, origin, need_config, lambda: storage_snapshot_config(
-            ctx, view.vmid, name, [storage for storage in holding if holding[storage]]))
+    for key, then, now in moved_disks(view, saved):
+        log.warning('VM %s: disk %s was %s when %s was taken and is %s now: %s', view.vmid, key, then, origin, now,
+                    'with -with-config it goes back to the file it was, from the copy' if with_config else
+                    'its copy is written onto no other file; -with-config puts the disk back as it was')
     for disk in missing:
         log.warning('VM %s: %s has no copy of disk %s (%s); it stays as it is', view.vmid, origin, disk.key,
                     disk.volid)
     if not sources:
-        raise Failure(f'VM {view.vmid}: {origin} holds none of its current disks')
+        raise Failure(f'VM {view.vmid}: {origin} holds none of its {"saved" if with_config else "current"} disks')
+    check_source_backings(ctx, view, origin, sources)
     return sources, origin, missing, saved
 
 
+def check_source_backings(ctx, view, origin, sources):
+    """Refuse a restore from a qcow2 copy that stands on a file a copy alone cannot keep
+    (backing_risk): one a run of an earlier build took over a PVE 9 volume chain, say."""
+    qcow2 = [(disk, source) for disk, source in sources if source.endswith('.qcow2')]
+
+    def backing(item):
+        disk, source = item
+        ontap, volume, _ = ctx.storage_volume(disk.storage)
+        return backing_risk(ontap_qcow2_backing(ontap, volume, source))
+
+    risky = [f'{disk.key} ({source}) stands on {why}' for (disk, source), why in
+             zip(qcow2, map_parallel(backing, qcow2)) if why]
+    if risky:
+        raise Failure(f'VM {view.vmid}: not restored from {origin}, for the copy of {"; ".join(risky)}, so it does not '
+                      'hold the disk whole; restore the whole storage from a storage snapshot, or copy the disk out '
+                      'of one by hand (qemu-img convert)')
+
+
+def absent_targets(ctx, view, sources):
+    """The paths of the disks a restore writes that are not there now: a disk -with-config puts
+    back whose file was deleted since (moved away without keeping it). None of the VM's current
+    disks is looked up: they are there."""
+    current = {(disk.storage, disk.path) for disk in view.disks}
+    others = [disk for disk, _ in sources if (disk.storage, disk.path) not in current]
+    there = map_parallel(lambda disk: ontap_file_exists(*ctx.storage_volume(disk.storage)[:2], disk.path), others)
+    return {disk.path for disk, found in zip(others, there) if not found}
+
+
 def restore_disks(ctx, view, sources, undo_stamp, window):
-    """Clone the live disks to a pre-restore snapshot, then each source over its live disk.
-    All or nothing: on a failure the disks overwritten are put back. An overwrite whose
-    outcome stays unknown leaves all as it is: the pre-restore snapshot kept, the VM down."""
+    """Clone the live disks to a pre-restore snapshot, then each source over its live disk (or to
+    where a disk -with-config puts back was before it was deleted: absent_targets). All or
+    nothing: on a failure the disks overwritten are put back, those made removed. An overwrite
+    whose outcome stays unknown leaves all as it is: the pre-restore snapshot kept, the VM down."""
     vmid = view.vmid
-    undo = [(disk.storage, disk.path, set_file_path(disk.path, undo_stamp, 'prerestore')) for disk, _ in sources]
+    absent = absent_targets(ctx, view, sources)
+    undo = [(disk.storage, disk.path, set_file_path(disk.path, undo_stamp, 'prerestore')) for disk, _ in sources
+            if disk.path not in absent]
     saved = settle_clones(ctx, clone_each(ctx, undo))
     if any(outcome.state != 'done' for outcome in saved):
         # Only copies of the live disks were asked for: the VM may start whatever they became.
@@ -4960,8 +5031,12 @@ def restore_disks(ctx, view, sources, undo_stamp, window):
     reason = '; '.join(f'{key[path]} ({outcome.error})' for outcome in overwrites if outcome.error
                        for _, _, path in [outcome.item])
     back = [(storage, set_file_path(path, undo_stamp, 'prerestore'), path)
-            for storage, _, path in items_in(overwrites, 'done')]
+            for storage, _, path in items_in(overwrites, 'done') if path not in absent]
+    made = [item for item in items_in(overwrites, 'done') if item[2] in absent]
     put_back = settle_clones(ctx, clone_each(ctx, back, overwrite=True), overwrite=True)
+    if made:
+        reason += f'; {remove_clones(ctx, made)}'
+
     if any(outcome.state != 'done' for outcome in put_back):
         window.leave_down('its disks are neither all restored nor all as they were')
         unrestored = ', '.join(key[path] for outcome in put_back if outcome.error for _, _, path in [outcome.item])
@@ -5031,7 +5106,10 @@ def vm_restore_plan(view, origin, sources, missing, saved, with_config, allowed)
             'config': {'saved': saved is not None, 'restored': bool(with_config), 'diff': None}}
     if saved is not None:
         change = plan_config(view.config, saved.config, view.vmid, allowed)
+        detached = [disk for disk in vm_disks(view.config) if with_config and (
+            disk.key in change.deletes or drive_volume(change.changes.get(disk.key, disk.volid)) != disk.volid)]
         plan['config'].update(
+            detached=[{'key': disk.key, 'volid': disk.volid} for disk in detached],
             diff=config_diff(view.config, change.after(view.config), f'VM {view.vmid} now', origin),
             kept=[{'key': key, 'saved': then, 'current': now, 'why': why}
                   for key, (then, now, why) in change.kept.items()],
@@ -5067,6 +5145,9 @@ def show_vm_restore_plan(ctx, plan, asking):
         lines += describe_kept({item['key']: (item['saved'], item['current'], item['why']) for item in config['kept']})
     lines += [f'  {item["key"]}: "{item["value"]}" is put back only because -allow-key names it'
               for item in config['allowed']]
+    if config['detached']:
+        lines.append('Disks of the VM now that the saved config lacks, or names another file for, stay as unused '
+                     'disks: ' + ', '.join(f'{item["key"]} ({item["volid"]})' for item in config['detached']))
     if config['diff'] or config['allowed']:
         lines.append('-with-config puts the saved config back so; disks beyond it are kept as unused disks.'
                      if config['restored'] else 'The config stays as it is (-with-config puts the saved one back).')
@@ -5118,14 +5199,15 @@ class NewVm:
     allowed: dict = dataclasses.field(default_factory=dict)   # {key: value} copied only by -allow-key
 
 
-def reachable_storages(ctx):
-    """The storages of config.ini whose volume can be looked up now (a warning names each other one)."""
+def reachable_storages(ctx, quiet=False):
+    """The storages of config.ini whose volume can be looked up now (a warning names each other
+    one, or `quiet`, a line at info level)."""
     found = []
     for storage in sorted(ctx.config.storages):
         try:
             ctx.storage_volume(storage)
         except Failure as exc:
-            log.warning('storage %s not searched: %s', storage, exc)
+            (log.info if quiet else log.warning)('storage %s not searched: %s', storage, exc)
             continue
         found.append(storage)
     return found
@@ -5329,11 +5411,14 @@ def cmd_vm_restore(ctx, args):
         raise ConfigError('-no-saved-config goes with -as-new (a restore without -with-config never needs the saved '
                           'config)')
     view = gather_vm(ctx, args.vm)
-    with storage_locks(ctx, view.storages) as locks:
+    with contextlib.ExitStack() as held:
+        locks = held.enter_context(storage_locks(ctx, view.storages))
         settle_left_guests(ctx, locks, {view.vmid: view.vm})
-        sets = gather_sets(ctx, view)
+        sets = gather_sets(ctx, view, searched_storages(ctx, view))
         sources, origin, missing, saved = restore_sources(ctx, view, sets, args.snapshot, args.storage_snapshot,
                                                          args.with_config)
+        # -with-config may put a disk back on a storage the VM no longer uses: its volume locked too.
+        locks += held.enter_context(storage_locks(ctx, {disk.storage for disk, _ in sources} - set(view.storages)))
         if args.with_config and saved is None:
             raise Failure(f'VM {view.vmid}: {origin} holds no saved config (made before snapshots carried one): '
                           '-with-config has nothing to put back; restore the disks without it')

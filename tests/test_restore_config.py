@@ -9,10 +9,12 @@ from world import (
     ORIGINAL_STAMP,
     destroy_vm,
     drop_pve_request,
+    error_lines,
     lose_pve_answer,
     pve_detaches_disks,
     pve_reads_nfs_directories,
     seed_history,
+    write_disk,
 )
 
 import pve_ontap_snapshot as tool
@@ -358,3 +360,61 @@ def test_a_create_whose_answer_is_lost_is_read_back(world, vm101):
     assert result.code == 0, result.err
     assert 'the answer to its create was lost, but it exists' in result.err
     assert world.pve.vm(201) is not None and world.files(world.vol1, 201) == ['vm-201-disk-0.raw']
+
+
+# -- a disk moved since (Move Disk, its source kept as an unused disk)
+
+def move_disk_of_101(world, vm101):
+    """Move Disk of VM 101's scsi0 from ONTAP01 to ONTAP02, keeping the source as unused0, as PVE does
+    (qemu-server API2/Qemu.pm move_vm_disk, delete=0): the new file is scsi0 from then on."""
+    old = world.disk(world.vol1, 101, 'vm-101-disk-0.raw')
+    old.write_bytes(b'written after the snapshot, before the move')
+    new = write_disk(world.vol2, 101, 'vm-101-disk-0.raw')
+    new.write_bytes(b'written after the move')
+    vm101.config.update(scsi0='ONTAP02:101/vm-101-disk-0.raw,size=1G', unused0='ONTAP01:101/vm-101-disk-0.raw')
+    return old, new
+
+
+def test_with_config_puts_a_moved_disk_back_on_its_old_file_from_the_snapshots_copy(world, vm101):
+    pve_detaches_disks(world.pve)
+    stamp = snapshot_of(world, 101, '-no-register')
+    taken = world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').read_bytes()
+    old, new = move_disk_of_101(world, vm101)
+
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-yes')
+
+    assert result.code == 0, result.err
+    assert old.read_bytes() == taken and new.read_bytes() == b'written after the move'
+    assert vm101.config['scsi0'].startswith('ONTAP01:101/vm-101-disk-0.raw')
+    assert 'ONTAP02:101/vm-101-disk-0.raw' in [v for k, v in vm101.config.items() if k.startswith('unused')]
+    assert ('stay as unused disks: scsi0 (ONTAP02:101/vm-101-disk-0.raw)') in result.err
+    assert 'disk scsi0 was ONTAP01:101/vm-101-disk-0.raw when snapshot' in result.err
+
+
+def test_a_plain_restore_writes_a_moved_disks_copy_onto_no_other_file(world, vm101):
+    stamp = snapshot_of(world, 101, '-no-register')
+    old, new = move_disk_of_101(world, vm101)
+
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-yes')
+
+    assert result.code == 1
+    assert (f'disk scsi0 was ONTAP01:101/vm-101-disk-0.raw when snapshot {stamp} was taken and is '
+            'ONTAP02:101/vm-101-disk-0.raw now: its copy is written onto no other file') in result.err
+    assert error_lines(result)[0].endswith(f'snapshot {stamp} holds none of its current disks')
+    assert new.read_bytes() == b'written after the move'
+    assert old.read_bytes() == b'written after the snapshot, before the move'
+
+
+def test_with_config_makes_the_old_file_of_a_disk_moved_away_without_keeping_it(world, vm101):
+    pve_reads_nfs_directories(world)
+    stamp = snapshot_of(world, 101, '-no-register')
+    taken = world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').read_bytes()
+    old, new = move_disk_of_101(world, vm101)
+    old.unlink()                                # moved with "delete source"
+    del vm101.config['unused0']
+
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-yes')
+
+    assert result.code == 0, result.err
+    assert old.read_bytes() == taken and new.read_bytes() == b'written after the move'
+    assert vm101.config['scsi0'].startswith('ONTAP01:101/vm-101-disk-0.raw')

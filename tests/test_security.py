@@ -478,8 +478,15 @@ def test_a_corrupt_manifest_is_named_and_as_new_goes_on_only_when_told(world):
     path = manifest_of(world, 101, stamp)
     path.write_text(path.read_text()[:40])
 
+    listed = world.run('vm', 'list', '-vm', 101)
     refused = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201)
+    with_config = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-yes')
     told = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201, '-no-saved-config')
+
+    assert listed.code == 0 and 'complete; its manifest cannot be used' in listed.out
+    assert f'WARNING: VM 101: snapshot {stamp}: manifest {path.relative_to(world.vol1.path)} on ONTAP01 cannot be ' \
+        'read: it is no JSON' in listed.err
+    assert with_config.code == 1 and 'cannot be read: it is no JSON' in error_lines(with_config)[0]
 
     assert refused.code == 1
     assert f'manifest {path.relative_to(world.vol1.path)} on ONTAP01 cannot be read: it is no JSON' in \

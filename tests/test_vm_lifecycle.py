@@ -6,7 +6,7 @@ import re
 import time
 
 import pytest
-from world import destroy_vm, error_lines, pve_reads_nfs_directories, write_disk
+from world import destroy_vm, error_lines, pve_reads_nfs_directories, write_disk, write_qcow2
 
 import pve_ontap_snapshot as tool
 
@@ -81,9 +81,9 @@ def test_list_marks_a_set_that_lacks_disks_as_incomplete_but_not_one_with_files_
     older, old = table_rows(result.out)
     assert older == [OLDER, 'snapshot', '56.0 KiB',
                      f'ide0,scsi0,efidisk0,tpmstate0,vm-100-disk-9-snapshot-{OLDER}.raw,sata0,virtio0', 'complete',
-                     'unknown']
+                     'unknown', 'unknown']
     assert old == [OLD, 'snapshot', '32.0 KiB', 'ide0,scsi0,efidisk0,tpmstate0', 'incomplete (lacks sata0,virtio0)',
-                   'unknown']
+                   'unknown', 'unknown']
     data = sets_of(world, 100)
     assert [(s['stamp'], s['complete'], s['missing']) for s in data] == [(OLDER, True, []),
                                                                        (OLD, False, ['sata0', 'virtio0'])]
@@ -98,7 +98,8 @@ def test_list_marks_a_set_made_before_a_disk_was_added_as_incomplete(world):
     result = world.run('vm', 'list', '-vm', 101)
 
     assert result.code == 0, result.err
-    assert table_rows(result.out) == [[OLD, 'snapshot', '8.0 KiB', 'scsi0', 'incomplete (lacks scsi1)', 'unknown']]
+    assert table_rows(result.out) == [[OLD, 'snapshot', '8.0 KiB', 'scsi0', 'incomplete (lacks scsi1)', 'unknown',
+                                       'unknown']]
     assert [(s['complete'], s['missing']) for s in sets_of(world, 101)] == [(False, ['scsi1'])]
 
 
@@ -693,3 +694,22 @@ def test_keep_deletes_a_snapshot_of_unknown_identity_only_where_it_holds_the_vms
 ])
 def test_which_vm_a_snapshot_is_of(tag, ctime, uuid, same):
     assert tool.same_vm(tag, (ctime, uuid)) is same
+
+
+def test_a_qcow2_copy_over_a_volume_chain_is_not_restored(world):
+    """A set an earlier build took of a qcow2 disk over a PVE 9 volume chain: its copy names a
+    snapshot file PVE may have merged away since, so it is not put back alone."""
+    write_qcow2(world.disk(world.vol1, 100, f'vm-100-disk-2-snapshot-{OLD}.qcow2'), backing='snap-x-vm-100-disk-2.qcow2')
+    for vol, name in vm100_sources(world):
+        if 'disk-2' not in name:
+            make_set(world, 100, OLD, [(vol, name)])
+    world.pve.vm(100).status = 'stopped'
+    before = world.state()
+
+    result = world.run('vm', 'restore', '-vm', 100, '-snapshot', OLD, '-yes')
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert f'not restored from snapshot {OLD}, for the copy of scsi0 (images/100/vm-100-disk-2-snapshot-{OLD}.qcow2) ' \
+        'stands on a PVE snapshot of it as a volume chain' in line, line
+    assert world.state() == before

@@ -4771,12 +4771,22 @@ def manifest_state(ctx, vmid, files):
 OF_VM = {True: 'this VM', False: 'another VM', None: 'unknown'}
 
 
+def unsound_copies(ctx, files):
+    """The paths of a set's qcow2 copies that stand on a file a copy cannot keep (backing_risk):
+    taken by an earlier build over a PVE 9 volume chain, say; vm restore refuses them."""
+    qcow2 = [file for file in files if not file.is_record and file.ext == '.qcow2']
+    risks = map_parallel(lambda file: backing_risk(ontap_qcow2_backing(*ctx.storage_volume(file.storage)[:2],
+                                                                      file.path)), qcow2)
+    return [file.path for file, risk in zip(qcow2, risks) if risk]
+
+
 def cmd_vm_list(ctx, args):
     view = gather_vm(ctx, args.vm)
     found = gather_sets(ctx, view, searched_storages(ctx, view))
     manifests = map_parallel(lambda files: manifest_state(ctx, view.vmid, files), list(found.values()))
+    unsound = map_parallel(lambda files: unsound_copies(ctx, files), list(found.values()))
     sets = []
-    for (stamp, files), manifest in zip(found.items(), manifests):
+    for (stamp, files), manifest, broken in zip(found.items(), manifests, unsound):
         clones = [f for f in files if not f.is_record]
         pairs, missing, _ = match_set_to_disks(view.disks, clones)
         disk_keys = {file.path: disk.key for disk, file in pairs}
@@ -4784,7 +4794,7 @@ def cmd_vm_list(ctx, args):
             'stamp': stamp, 'kind': SET_KINDS[files[0].kind], 'size': sum(f.size for f in clones),
             'complete': not missing, 'missing': [d.key for d in missing], 'consistency': set_consistency(files),
             'of': OF_VM[same_vm(set_identity(files), view.identity)], 'identity': set_identity(files),
-            'manifest': manifest,
+            'manifest': manifest, 'unsound': broken,
             'files': [{'storage': f.storage, 'path': f.path, 'size': f.size, 'disk': disk_keys.get(f.path)}
                       for f in clones]})
         if manifest and manifest['error']:
@@ -4798,7 +4808,8 @@ def vm_list_text(vmid, sets):
     that scripts reading those keep working."""
     def state(s):
         base = f'incomplete (lacks {",".join(s["missing"])})' if s['missing'] else 'complete'
-        return base + ('; its manifest cannot be used' if (s['manifest'] or {}).get('error') else '')
+        return (base + ('; its manifest cannot be used' if (s['manifest'] or {}).get('error') else '')
+                + ('; a qcow2 copy stands on a file it cannot keep' if s['unsound'] else ''))
 
     def table(chosen):
         rows = [{'stamp': s['stamp'], 'kind': s['kind'], 'size': human_size(s['size']),

@@ -713,3 +713,4 @@ def test_a_qcow2_copy_over_a_volume_chain_is_not_restored(world):
     assert f'not restored from snapshot {OLD}, for the copy of scsi0 (images/100/vm-100-disk-2-snapshot-{OLD}.qcow2) ' \
         'stands on a PVE snapshot of it as a volume chain' in line, line
     assert world.state() == before
+    assert 'complete; a qcow2 copy stands on a file it cannot keep' in world.run('vm', 'list', '-vm', 100).out

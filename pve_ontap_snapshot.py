@@ -726,35 +726,34 @@ def debug_hook(side):
     return hook
 
 
-# ---- ONTAP REST helpers ------------------------------------------------------------------
-# One Ontap (one requests.Session) per cluster and run; thin ontap_* verbs above it.
-
-@dataclasses.dataclass(frozen=True)
-class Volume:
-    uuid: str
-    name: str
-    svm: str
-    junction: str = None
-    is_flexclone: bool = False
-    parent_volume: str = None
-    parent_snapshot: str = None
-
-
-VOLUME_FIELDS = ('uuid,name,svm.name,nas.path,clone.is_flexclone,clone.parent_volume.name,'
-                 'clone.parent_snapshot.name')
-JOB_POLL_MAX = 2.0
-FILE_NOT_FOUND = '6684674'
-# How ONTAP refuses a field of `fields` that its release does not know (a snapshot's `size` or a
-# job's `error` on 9.8, both "Introduced in: 9.9"): HTTP 400, code 262197, `The value "size" is
-# invalid for field "fields" (<field,...>)` (NetApp/harvest#3639 on 9.9.1, netapp.ontap#189).
-INVALID_VALUE = '262197'
-UNKNOWN_FIELD = re.compile(r'The value "([^"]+)" is invalid for field "fields"')
-SNAPSHOT_LOCKED = '1638555'     # "has not expired or is locked": a FlexClone uses it
-
+# ---- ONTAP ----------------------------------------------------------------------------
+# Ontap: the transport to one cluster (one requests.Session per cluster and run), its jobs, and
+# what is the cluster's. Volume: one of its volumes, as a handle: the calls on the volume's
+# files, snapshots and clones are its methods.
 
 class Ontap:
     """Transport to one ONTAP cluster: base URL, auth, verify, timeouts, job waits.
     With dry_run, every call that would change something is printed instead of sent."""
+
+    JOB_POLL_MAX = 2.0
+    FILE_NOT_FOUND = '6684674'
+    # How ONTAP refuses a field of `fields` that its release does not know (a snapshot's `size` or a
+    # job's `error` on 9.8, both "Introduced in: 9.9"): HTTP 400, code 262197, `The value "size" is
+    # invalid for field "fields" (<field,...>)` (NetApp/harvest#3639 on 9.9.1, netapp.ontap#189).
+    INVALID_VALUE = '262197'
+    UNKNOWN_FIELD = re.compile(r'The value "([^"]+)" is invalid for field "fields"')
+    SNAPSHOT_LOCKED = '1638555'     # "has not expired or is locked": a FlexClone uses it
+    # GET /api/snapmirror/policies/{uuid}, "Introduced In: 9.6" (ontap-restapi-9131
+    # get-snapmirror-policies-): `type` (async, sync; continuous in NetApp's 9.19 client) and
+    # `retention`, the rules [{label, count}] that select and keep labelled snapshots on the
+    # destination (ontap-restapi-96 post-snapmirror-policies). copy_all_source_snapshots (a mirror
+    # of every snapshot; the CLI's async-mirror with the all_source_snapshots rule: netapp_ontap
+    # resources/snapmirror_policy.py) is in ontap-restapi-9101, not in -98: a 9.8 or 9.9 cluster
+    # refuses the field and Ontap.read drops it, and the rule itself is looked for in `retention`
+    # (that older releases list it there is unconfirmed). `count` is a string in NetApp's client
+    # (netapp_ontap models/snapmirror_policy_rule.py), a number in the reference's examples.
+    SNAPMIRROR_POLICY_FIELDS = 'name,type,retention,copy_all_source_snapshots'
+    UUID_SEGMENT = re.compile(r'/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?=/|$)')
 
     def __init__(self, cluster, timeouts, dry_run=False, ca=None):
         self.host = cluster.host
@@ -811,7 +810,7 @@ class Ontap:
             how = 'the client certificate' if self.cert else 'user and pass'
             raise OntapError(f'ONTAP {self.host}: authentication failed for user {self.user} '
                              f'(check {how} in [{self.section}])', status=401)
-        data = response_json(response)
+        data = self.response_json(response)
         if response.status_code >= 400:
             error = data.get('error') or {}
             message = error.get('message') or response.reason or f'HTTP {response.status_code}'
@@ -833,13 +832,13 @@ class Ontap:
         """A GET with `fields`, less those the cluster's release does not know: ONTAP names such a
         field in its refusal, so it is dropped and remembered for the rest of the run. A current
         release knows every field asked for (no extra request); an older one costs one per field."""
-        resource = api_resource(path)
+        resource = self.api_resource(path)
         while True:
             fields = [name for name in params['fields'].split(',') if (resource, name) not in self.unknown_fields]
             try:
                 return self.send('GET', path, dict(params, fields=','.join(fields)), what=what)[1]
             except OntapError as exc:
-                field = unknown_field(exc)
+                field = self.unknown_field(exc)
                 if field not in fields:
                     raise
                 log.debug('ONTAP %s: its release does not know the field %s of %s; asking without it', self.host,
@@ -859,7 +858,7 @@ class Ontap:
         """A mutating call that may be a job. With return_timeout ONTAP answers 200/201 once
         the job succeeded (a failed one is an error answer); only a 202 needs polling."""
         what = what or f'{method} {path}'
-        params = dict(params or {}, return_timeout=return_timeout(self.timeouts))
+        params = dict(params or {}, return_timeout=self.return_timeout(self.timeouts))
         status, data = self.send(method, path, params=params, body=body, what=what)
         if status == 202:
             # one `job`, or (a query-based call) one per record in `jobs`
@@ -885,503 +884,469 @@ class Ontap:
             except OntapError as exc:
                 raise OutcomeUnknown(f'{exc} (following job {uuid})', what, uuid, self.where) from exc
             if job.get('state') in ('failure', 'cancelled', 'expired'):
-                raise OntapError(f'ONTAP {self.host}: {what}: {job_message(job)}', code=job.get('code'))
+                raise OntapError(f'ONTAP {self.host}: {what}: {self.job_message(job)}', code=job.get('code'))
             return job.get('state') == 'success'
 
-        poll_until(finished, bound, JOB_POLL_MAX, lambda: OutcomeUnknown(
+        poll_until(finished, bound, self.JOB_POLL_MAX, lambda: OutcomeUnknown(
             f'ONTAP {self.host}: {what}: job {uuid} still {job.get("state")} after {bound:g} s (job_timeout)',
             what, uuid, self.where))
 
+    def find_volume(self, export, svm=None, storage='the storage'):
+        """The volume mounted at `export`: by the original's name rule, then by junction path."""
+        what = f'look up the volume behind {storage} (export {export})'
+        export = junction_path(export)
+        params = {'fields': Volume.FIELDS}
+        if svm:
+            params['svm.name'] = svm
+        by_name = self.records('/api/storage/volumes', dict(params, name=volume_name_for_export(export)), what)
+        matches = [r for r in by_name if (r.get('nas') or {}).get('path') == export]
+        if not matches:
+            matches = self.records('/api/storage/volumes', dict(params, **{'nas.path': export}), what)
+        if not matches:
+            hint = '' if svm else f'; set svm in [{self.section}] if it lives in another SVM'
+            raise NotFound(f'ONTAP {self.host}: no volume{" in SVM " + svm if svm else ""} is mounted at {export} '
+                          f'(export of {storage}){hint}')
+        if len(matches) > 1:
+            names = ', '.join(f'{m["svm"]["name"]}:{m["name"]}' for m in matches)
+            raise Failure(f'ONTAP {self.host}: several volumes are mounted at {export} ({names}): '
+                          f'set svm in [{self.section}]')
+        return Volume.from_record(self, matches[0])
 
-def return_timeout(timeouts):
-    """How long ONTAP may hold a job's answer (it allows up to 120 s): never as long as our
-    own read timeout, or the answer to a call that did change something would be lost."""
-    return int(max(1, min(120, timeouts.job, timeouts.read - 5)))
+    def volume_by_name(self, name, svm):
+        """The volume with this name in this SVM, or None."""
+        records = self.records('/api/storage/volumes', {'name': name, 'svm.name': svm, 'fields': Volume.FIELDS},
+                                f'look up volume {name}')
+        return Volume.from_record(self, records[0]) if records else None
 
+    def cluster(self):
+        """The cluster's name and release: {'name', 'version': {'full', 'generation', 'major', 'minor'}}."""
+        return self.request('GET', '/api/cluster', params={'fields': 'name,version'}, what='read the cluster release')
 
-UUID_SEGMENT = re.compile(r'/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?=/|$)')
+    def count(self, path, what):
+        """The records a collection holds, counted without reading them (`return_records=false`,
+        reference §1): a read that proves the account's REST role reaches `path`."""
+        return self.request('GET', path, params={'return_records': 'false'}, what=what).get('num_records')
 
+    def licenses(self, names):
+        """{package: state} of the licence packages among `names` that are installed. Only installed
+        packages are listed (GET /api/cluster/licensing/licenses, 9.6+; netapp_ontap
+        resources/license_package.py): one that is missing is not licensed."""
+        records = self.records('/api/cluster/licensing/licenses', {'name': '|'.join(names), 'fields': 'name,state'},
+                                'read the licences')
+        return {record['name']: record.get('state') for record in records}
 
-def api_resource(path):
-    """The kind of resource a REST path (or a `next` link) is, for the fields it knows:
-    `/api/storage/volumes/*/snapshots`, `/api/storage/volumes/*/files` (whatever the file),
-    `/api/cluster/jobs/*`."""
-    path = urllib.parse.urlsplit(path).path
-    path = UUID_SEGMENT.sub('/*', path)
-    return path.split('/files/', 1)[0] + '/files' if '/files/' in path else path
+    def snapmirror_policy(self, uuid, name):
+        """A SnapMirror policy by uuid. It lives on the relationship's destination cluster: this one
+        has it only for a relationship within the cluster (else 404, as for an unknown volume uuid, ref §4)."""
+        return self.request('GET', f'/api/snapmirror/policies/{uuid}', params={'fields': self.SNAPMIRROR_POLICY_FIELDS},
+                             what=f'read SnapMirror policy {name}')
 
-
-def response_json(response):
-    """The JSON object of the body, or {} (a 401 or a proxy's error page may not be JSON)."""
-    try:
-        data = response.json() if response.content else {}
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def unknown_field(exc):
-    """The field of `fields` that an OntapError says the cluster's release does not know, or None."""
-    found = UNKNOWN_FIELD.search(str(exc)) if exc.status == 400 and str(exc.code) == INVALID_VALUE else None
-    return found[1] if found else None
-
-
-def missing_file(exc):
-    """Whether a files-API OntapError says that the path does not exist: error 6684674 ("no such
-    file", reference §10), or HTTP 404 (its status for 6684674 is not documented). Any other
-    error is a refusal, to be passed on with ONTAP's message, never read as "not there"."""
-    return exc.status == 404 or str(exc.code) == FILE_NOT_FOUND
-
-
-def job_message(job):
-    """ONTAP's text for a failed job (9.9.1+ also fills `error`: netapp_ontap 9.9.1.0's JobSchema)."""
-    return job.get('message') or (job.get('error') or {}).get('message') or 'job failed'
-
-
-def files_url(volume, path):
-    """The files-API path of a volume-relative path as one segment (reference §10): every
-    `/`, `.`, `:` and `+` is percent-encoded, so no `..` can ever be resolved."""
-    encoded = urllib.parse.quote(path, safe='').replace('.', '%2E')
-    return f'/api/storage/volumes/{volume.uuid}/files/{encoded}'
-
-
-def volume_from_record(record):
-    clone = record.get('clone') or {}
-    return Volume(uuid=record['uuid'], name=record['name'], svm=(record.get('svm') or {}).get('name'),
-                  junction=(record.get('nas') or {}).get('path'),
-                  is_flexclone=bool(clone.get('is_flexclone')),
-                  parent_volume=(clone.get('parent_volume') or {}).get('name'),
-                  parent_snapshot=(clone.get('parent_snapshot') or {}).get('name'))
-
-
-def ontap_find_volume(ontap, export, svm=None, storage='the storage'):
-    """The volume mounted at `export`: by the original's name rule, then by junction path."""
-    what = f'look up the volume behind {storage} (export {export})'
-    export = junction_path(export)
-    params = {'fields': VOLUME_FIELDS}
-    if svm:
-        params['svm.name'] = svm
-    by_name = ontap.records('/api/storage/volumes', dict(params, name=volume_name_for_export(export)), what)
-    matches = [r for r in by_name if (r.get('nas') or {}).get('path') == export]
-    if not matches:
-        matches = ontap.records('/api/storage/volumes', dict(params, **{'nas.path': export}), what)
-    if not matches:
-        hint = '' if svm else f'; set svm in [{ontap.section}] if it lives in another SVM'
-        raise NotFound(f'ONTAP {ontap.host}: no volume{" in SVM " + svm if svm else ""} is mounted at {export} '
-                      f'(export of {storage}){hint}')
-    if len(matches) > 1:
-        names = ', '.join(f'{m["svm"]["name"]}:{m["name"]}' for m in matches)
-        raise Failure(f'ONTAP {ontap.host}: several volumes are mounted at {export} ({names}): '
-                      f'set svm in [{ontap.section}]')
-    return volume_from_record(matches[0])
-
-
-def ontap_volume_by_name(ontap, name, svm):
-    """The volume with this name in this SVM, or None."""
-    records = ontap.records('/api/storage/volumes', {'name': name, 'svm.name': svm, 'fields': VOLUME_FIELDS},
-                            f'look up volume {name}')
-    return volume_from_record(records[0]) if records else None
-
-
-def ontap_flexclones(ontap, parent):
-    """The FlexClone volumes of `parent`, by the snapshot each is made from."""
-    records = ontap.records('/api/storage/volumes', {
-        'clone.parent_volume.name': parent.name, 'svm.name': parent.svm, 'fields': VOLUME_FIELDS},
-        f'list the FlexClones of {parent.name}')
-    clones = {}
-    for record in records:
-        volume = volume_from_record(record)
-        clones.setdefault(volume.parent_snapshot, []).append(volume)
-    return clones
-
-
-def ontap_volume_details(ontap, volume):
-    fields = ('uuid,name,svm.name,state,type,style,size,space.size,space.used,space.available,'
-              'space.percent_used,space.snapshot.used,snapshot_count,nas.path,nas.export_policy.name,'
-              'clone.is_flexclone,clone.parent_volume.name,clone.parent_snapshot.name,create_time,comment')
-    return ontap.request('GET', f'/api/storage/volumes/{volume.uuid}', params={'fields': fields},
-                         what=f'read volume {volume.name}')
-
-
-def ontap_clone_file(ontap, volume, source, destination, overwrite=False):
-    ontap.write('POST', '/api/storage/file/clone', body={
-        'volume': {'uuid': volume.uuid, 'name': volume.name},
-        'source_path': source, 'destination_path': destination, 'overwrite_destination': overwrite},
-        what=f'file-clone {source} to {destination}')
-
-
-def ontap_list_dir(ontap, volume, path):
-    """Name and size of the files in a volume directory; [] if it does not exist."""
-    try:
-        records = ontap.records(files_url(volume, path), {'fields': 'name,type,size'},
-                                f'list {path} in volume {volume.name}')
-    except OntapError as exc:
-        if missing_file(exc):
-            return []
-        raise
-    return [r for r in records if r.get('type') == 'file']
-
-
-def ontap_file_exists(ontap, volume, path):
-    """Whether the file exists; an OntapError with ONTAP's message if ONTAP refuses to say."""
-    try:
-        ontap.request('GET', files_url(volume, path), params={'return_metadata': 'true', 'fields': 'type'},
-                      what=f'look up {path} in volume {volume.name}')
-    except OntapError as exc:
-        if missing_file(exc):
-            return False
-        raise
-    return True
-
-
-def ontap_delete_file(ontap, volume, path):
-    """Delete a file (the reference lists 200 and 202 with a job as answers: ref §13); True if it was there."""
-    try:
-        ontap.write('DELETE', files_url(volume, path), what=f'delete {path} in volume {volume.name}')
-    except OntapError as exc:
-        if missing_file(exc):
-            return False
-        raise
-    return True
-
-
-def ontap_settle(ontap, unknown, call, landed=None):
-    """Find out what became of a change whose outcome is unknown (an OutcomeUnknown): follow
-    its job for another job_timeout or, where the answer was lost, every job of the same
-    `call` still running; then landed() reads the state back: True done, False failed (raise
-    OntapError), None no way to tell (raise OutcomeUnknown again)."""
-    if unknown.job:
-        ontap.wait_for_job(unknown.job, unknown.what)
-        return
-    try:
-        ontap_follow_running_jobs(ontap, call, unknown.what)
-        found = landed() if landed else None
-    except OntapError as exc:
-        # A refused or failed look-up tells nothing of the change: it stays unknown.
-        raise OutcomeUnknown(f'{unknown}; finding out what it did failed: {exc}', unknown.what,
-                             where=ontap.where) from exc
-    if found is None:
-        raise OutcomeUnknown(f'{unknown}; no such job runs any more, but what it did cannot be read back',
-                             unknown.what, where=ontap.where)
-    if not found:
-        raise OntapError(f'{unknown}; it did not happen')
-
-
-def ontap_follow_running_jobs(ontap, description, what):
-    """Follow every job of this kind still queued, running or paused until it ends, so that the
-    job of a call whose answer was lost has ended too. A job's description is its call,
-    `METHOD /api/path` (ref §2's example; unconfirmed for each call: then none is found)."""
-    running = ontap.records('/api/cluster/jobs', {'description': description, 'state': 'queued|running|paused',
-                                                  'fields': 'uuid'}, f'{what}: look for its job')
-    for job in running:
+    def settle(self, unknown, call, landed=None):
+        """Find out what became of a change whose outcome is unknown (an OutcomeUnknown): follow
+        its job for another job_timeout or, where the answer was lost, every job of the same
+        `call` still running; then landed() reads the state back: True done, False failed (raise
+        OntapError), None no way to tell (raise OutcomeUnknown again)."""
+        if unknown.job:
+            self.wait_for_job(unknown.job, unknown.what)
+            return
         try:
-            ontap.wait_for_job(job['uuid'], what)
-        except OntapError:
-            pass    # another call's job, or ours that failed: the state read back next tells
-
-
-def change_file(ontap, volume, method, path, change, there):
-    """change() a file of the volume; one whose answer was lost is read back: is the file `there`?"""
-    try:
-        change()
-    except OutcomeUnknown as exc:
-        ontap_settle(ontap, exc, f'{method} {files_url(volume, path)}',
-                     lambda: ontap_file_exists(ontap, volume, path) == there)
-
-
-def ontap_list_snapshots(ontap, volume, name=STORAGE_SNAPSHOT_PREFIX + '*'):
-    """The volume's snapshots matching `name` (a wildcard filter), oldest first."""
-    # A volume holds at most 1023 snapshots: one page, unless ONTAP's time budget cuts it.
-    records = ontap.records(f'/api/storage/volumes/{volume.uuid}/snapshots',
-                            {'name': name, 'fields': 'name,create_time,size,comment,snapmirror_label,owners',
-                             'max_records': 1023},
-                            f'list snapshots of volume {volume.name}')
-    return by_creation(records)
-
-
-def ontap_find_snapshot(ontap, volume, name):
-    """The snapshot record with exactly this name; a Failure naming volume and snapshot if absent."""
-    found = [r for r in ontap_list_snapshots(ontap, volume, name) if r['name'] == name]
-    if not found:
-        raise NotFound(f'ONTAP {ontap.host}: volume {volume.name} has no snapshot {name}')
-    return found[0]
-
-
-def ontap_create_snapshot(ontap, volume, name, comment, label=None):
-    """A volume snapshot; `label` is its snapmirror_label (9.7+, reference §13), which vault
-    policies select snapshots by. Returns its uuid if ONTAP's answer holds the new record
-    (`return_records`, documented for this POST: ontap-restapi post-storage-volumes-snapshots),
-    else None."""
-    body = {'name': name, 'comment': comment, **({'snapmirror_label': label} if label else {})}
-    data = ontap.write('POST', f'/api/storage/volumes/{volume.uuid}/snapshots', body=body,
-                       params={'return_records': 'true'}, what=f'create snapshot {name} of volume {volume.name}')
-    return next((record.get('uuid') for record in data.get('records') or () if record.get('name') == name), None)
-
-
-def ontap_delete_snapshot(ontap, volume, snapshot):
-    ontap.write('DELETE', f'/api/storage/volumes/{volume.uuid}/snapshots/{snapshot["uuid"]}',
-                what=f'delete snapshot {snapshot["name"]} of volume {volume.name}')
-
-
-def ontap_delete_snapshot_when_free(ontap, volume, snapshot, bound):
-    """Delete a snapshot that ONTAP may keep busy for a moment ("has not expired or is locked",
-    1638555: a file clone from it may hold it a while after its job ended, as the project's
-    issue says; unconfirmed in NetApp's documentation): asked again, backing off, for up to
-    `bound` seconds. True once deleted, False if ONTAP still refuses; any other error is raised."""
-    def deleted():
-        try:
-            ontap_delete_snapshot(ontap, volume, snapshot)
+            self.follow_running_jobs(call, unknown.what)
+            found = landed() if landed else None
         except OntapError as exc:
-            if str(exc.code) != SNAPSHOT_LOCKED:
-                raise
+            # A refused or failed look-up tells nothing of the change: it stays unknown.
+            raise OutcomeUnknown(f'{unknown}; finding out what it did failed: {exc}', unknown.what,
+                                 where=self.where) from exc
+        if found is None:
+            raise OutcomeUnknown(f'{unknown}; no such job runs any more, but what it did cannot be read back',
+                                 unknown.what, where=self.where)
+        if not found:
+            raise OntapError(f'{unknown}; it did not happen')
+
+    def follow_running_jobs(self, description, what):
+        """Follow every job of this kind still queued, running or paused until it ends, so that the
+        job of a call whose answer was lost has ended too. A job's description is its call,
+        `METHOD /api/path` (ref §2's example; unconfirmed for each call: then none is found)."""
+        running = self.records('/api/cluster/jobs', {'description': description, 'state': 'queued|running|paused',
+                                                      'fields': 'uuid'}, f'{what}: look for its job')
+        for job in running:
+            try:
+                self.wait_for_job(job['uuid'], what)
+            except OntapError:
+                pass    # another call's job, or ours that failed: the state read back next tells
+
+    @staticmethod
+    def return_timeout(timeouts):
+        """How long ONTAP may hold a job's answer (it allows up to 120 s): never as long as our
+        own read timeout, or the answer to a call that did change something would be lost."""
+        return int(max(1, min(120, timeouts.job, timeouts.read - 5)))
+
+    @staticmethod
+    def api_resource(path):
+        """The kind of resource a REST path (or a `next` link) is, for the fields it knows:
+        `/api/storage/volumes/*/snapshots`, `/api/storage/volumes/*/files` (whatever the file),
+        `/api/cluster/jobs/*`."""
+        path = urllib.parse.urlsplit(path).path
+        path = Ontap.UUID_SEGMENT.sub('/*', path)
+        return path.split('/files/', 1)[0] + '/files' if '/files/' in path else path
+
+    @staticmethod
+    def response_json(response):
+        """The JSON object of the body, or {} (a 401 or a proxy's error page may not be JSON)."""
+        try:
+            data = response.json() if response.content else {}
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    @staticmethod
+    def unknown_field(exc):
+        """The field of `fields` that an OntapError says the cluster's release does not know, or None."""
+        found = Ontap.UNKNOWN_FIELD.search(str(exc)) if exc.status == 400 and str(exc.code) == Ontap.INVALID_VALUE else None
+        return found[1] if found else None
+
+    @staticmethod
+    def missing_file(exc):
+        """Whether a files-API OntapError says that the path does not exist: error 6684674 ("no such
+        file", reference §10), or HTTP 404 (its status for 6684674 is not documented). Any other
+        error is a refusal, to be passed on with ONTAP's message, never read as "not there"."""
+        return exc.status == 404 or str(exc.code) == Ontap.FILE_NOT_FOUND
+
+    @staticmethod
+    def job_message(job):
+        """ONTAP's text for a failed job (9.9.1+ also fills `error`: netapp_ontap 9.9.1.0's JobSchema)."""
+        return job.get('message') or (job.get('error') or {}).get('message') or 'job failed'
+
+
+@dataclasses.dataclass(frozen=True)
+class Volume:
+    """One ONTAP volume (behind a PVE storage, or a FlexClone), and the handle for what the tool
+    asks of it: its files (the files API, 9.8+), snapshots and clones. `ontap` is its cluster."""
+    ontap: Ontap = dataclasses.field(compare=False, repr=False)
+    uuid: str
+    name: str
+    svm: str
+    junction: str = None
+    is_flexclone: bool = False
+    parent_volume: str = None
+    parent_snapshot: str = None
+
+    FIELDS = ('uuid,name,svm.name,nas.path,clone.is_flexclone,clone.parent_volume.name,'
+              'clone.parent_snapshot.name')
+    # snapshot_policy.name, space.snapshot.*: 9.6 (ontap-restapi-96, get-storage-volumes);
+    # space.snapshot.autodelete_enabled: named in NetApp's 9.8 ONTAPI-to-REST map (ontap-restmap-98,
+    # snapshot-autodelete-list-info), still served by 9.19 though deprecated for autodelete.enabled.
+    HEALTH_FIELDS = ('state,type,style,space.size,space.available,space.snapshot.used,'
+                     'space.snapshot.reserve_percent,space.snapshot.autodelete_enabled,snapshot_count,'
+                     'snapshot_policy.name')
+    # SnapMirror as the source cluster sees it. A relationship is kept on its destination cluster:
+    # GET /api/snapmirror/relationships lists those whose destination is here, and, with
+    # list_destinations_only=true, those whose source is here ("Retrieving the list of SnapMirror
+    # destinations on source. This must be run on the cluster containing the source endpoint":
+    # ontap-restapi-96 and -9161, get-snapmirror-relationships; the parameter and the source.path
+    # filter are in the 9.6 reference, so in every release this tool supports). `policy` (name,
+    # uuid) is in the relationship model since 9.6 (same pages); whether a source's answer fills
+    # it is unconfirmed, so a record without it is read as "not told here".
+    SNAPMIRROR_RELATIONSHIP_FIELDS = 'destination.path,policy.name,policy.uuid'
+    READ_MAX = 2**20      # the files API reads at most 1 MB per call (netapp_ontap resources/file_info.py)
+
+    @classmethod
+    def from_record(cls, ontap, record):
+        clone = record.get('clone') or {}
+        return cls(ontap, uuid=record['uuid'], name=record['name'], svm=(record.get('svm') or {}).get('name'),
+                   junction=(record.get('nas') or {}).get('path'),
+                   is_flexclone=bool(clone.get('is_flexclone')),
+                   parent_volume=(clone.get('parent_volume') or {}).get('name'),
+                   parent_snapshot=(clone.get('parent_snapshot') or {}).get('name'))
+
+    def files_url(self, path):
+        """The files-API path of a volume-relative path as one segment (reference §10): every
+        `/`, `.`, `:` and `+` is percent-encoded, so no `..` can ever be resolved."""
+        encoded = urllib.parse.quote(path, safe='').replace('.', '%2E')
+        return f'/api/storage/volumes/{self.uuid}/files/{encoded}'
+
+    def details(self):
+        fields = ('uuid,name,svm.name,state,type,style,size,space.size,space.used,space.available,'
+                  'space.percent_used,space.snapshot.used,snapshot_count,nas.path,nas.export_policy.name,'
+                  'clone.is_flexclone,clone.parent_volume.name,clone.parent_snapshot.name,create_time,comment')
+        return self.ontap.request('GET', f'/api/storage/volumes/{self.uuid}', params={'fields': fields},
+                             what=f'read volume {self.name}')
+
+    def clone_file(self, source, destination, overwrite=False):
+        self.ontap.write('POST', '/api/storage/file/clone', body={
+            'volume': {'uuid': self.uuid, 'name': self.name},
+            'source_path': source, 'destination_path': destination, 'overwrite_destination': overwrite},
+            what=f'file-clone {source} to {destination}')
+
+    def list_dir(self, path):
+        """Name and size of the files in a volume directory; [] if it does not exist."""
+        try:
+            records = self.ontap.records(self.files_url(path), {'fields': 'name,type,size'},
+                                    f'list {path} in volume {self.name}')
+        except OntapError as exc:
+            if Ontap.missing_file(exc):
+                return []
+            raise
+        return [r for r in records if r.get('type') == 'file']
+
+    def file_exists(self, path):
+        """Whether the file exists; an OntapError with ONTAP's message if ONTAP refuses to say."""
+        try:
+            self.ontap.request('GET', self.files_url(path), params={'return_metadata': 'true', 'fields': 'type'},
+                          what=f'look up {path} in volume {self.name}')
+        except OntapError as exc:
+            if Ontap.missing_file(exc):
+                return False
+            raise
+        return True
+
+    def delete_file(self, path):
+        """Delete a file (the reference lists 200 and 202 with a job as answers: ref §13); True if it was there."""
+        try:
+            self.ontap.write('DELETE', self.files_url(path), what=f'delete {path} in volume {self.name}')
+        except OntapError as exc:
+            if Ontap.missing_file(exc):
+                return False
+            raise
+        return True
+
+    def change_file(self, method, path, change, there):
+        """change() a file of the volume; one whose answer was lost is read back: is the file `there`?"""
+        try:
+            change()
+        except OutcomeUnknown as exc:
+            self.ontap.settle(exc, f'{method} {self.files_url(path)}', lambda: self.file_exists(path) == there)
+
+    def snapshots(self, name=STORAGE_SNAPSHOT_PREFIX + '*'):
+        """The volume's snapshots matching `name` (a wildcard filter), oldest first."""
+        # A volume holds at most 1023 snapshots: one page, unless ONTAP's time budget cuts it.
+        records = self.ontap.records(f'/api/storage/volumes/{self.uuid}/snapshots',
+                                {'name': name, 'fields': 'name,create_time,size,comment,snapmirror_label,owners',
+                                 'max_records': 1023},
+                                f'list snapshots of volume {self.name}')
+        return by_creation(records)
+
+    def find_snapshot(self, name):
+        """The snapshot record with exactly this name, or None: the one "does it exist" of the tool
+        (a name is a wildcard filter to ONTAP, so only an exact match counts)."""
+        return next((record for record in self.snapshots(name) if record['name'] == name), None)
+
+    def has_snapshot(self, name):
+        return self.find_snapshot(name) is not None
+
+    def snapshot(self, name):
+        """The snapshot record with exactly this name; a NotFound naming volume and snapshot if absent."""
+        found = self.find_snapshot(name)
+        if found is None:
+            raise NotFound(f'ONTAP {self.ontap.host}: volume {self.name} has no snapshot {name}')
+        return found
+
+    def create_snapshot(self, name, comment, label=None):
+        """A volume snapshot; `label` is its snapmirror_label (9.7+, reference §13), which vault
+        policies select snapshots by. Returns its uuid if ONTAP's answer holds the new record
+        (`return_records`, documented for this POST: ontap-restapi post-storage-volumes-snapshots),
+        else None."""
+        body = {'name': name, 'comment': comment, **({'snapmirror_label': label} if label else {})}
+        data = self.ontap.write('POST', f'/api/storage/volumes/{self.uuid}/snapshots', body=body,
+                           params={'return_records': 'true'}, what=f'create snapshot {name} of volume {self.name}')
+        return next((record.get('uuid') for record in data.get('records') or () if record.get('name') == name), None)
+
+    def delete_snapshot(self, snapshot):
+        self.ontap.write('DELETE', f'/api/storage/volumes/{self.uuid}/snapshots/{snapshot["uuid"]}',
+                    what=f'delete snapshot {snapshot["name"]} of volume {self.name}')
+
+    def delete_snapshot_when_free(self, snapshot, bound):
+        """Delete a snapshot that ONTAP may keep busy for a moment ("has not expired or is locked",
+        1638555: a file clone from it may hold it a while after its job ended, as the project's
+        issue says; unconfirmed in NetApp's documentation): asked again, backing off, for up to
+        `bound` seconds. True once deleted, False if ONTAP still refuses; any other error is raised."""
+        def deleted():
+            try:
+                self.delete_snapshot(snapshot)
+            except OntapError as exc:
+                if str(exc.code) != Ontap.SNAPSHOT_LOCKED:
+                    raise
+                return False
+            return True
+
+        try:
+            poll_until(deleted, bound, Ontap.JOB_POLL_MAX, TimeoutError)
+        except TimeoutError:
             return False
         return True
 
-    try:
-        poll_until(deleted, bound, JOB_POLL_MAX, TimeoutError)
-    except TimeoutError:
-        return False
-    return True
+    def rename_snapshot(self, snapshot, name, comment):
+        """Rename a snapshot and replace its comment (PATCH …/snapshots/{uuid}, reference §6). Whether
+        ONTAP renames a busy snapshot is unconfirmed: a refusal is raised like any other."""
+        self.ontap.write('PATCH', f'/api/storage/volumes/{self.uuid}/snapshots/{snapshot["uuid"]}',
+                    body={'name': name, 'comment': comment},
+                    what=f'rename snapshot {snapshot["name"]} of volume {self.name} to {name}')
 
+    def delete_snapshot_named(self, name):
+        """Delete the snapshot called `name` in one call: a DELETE on the volume's snapshot
+        collection filtered by that name (ONTAP takes a query-based DELETE on every collection).
+        A name holding a query operator could match others, so it is looked up and deleted by
+        UUID instead, as in a dry run."""
+        if self.ontap.dry_run or not is_literal_query(name):
+            self.delete_snapshot(self.snapshot(name))
+            return
+        data = self.ontap.write('DELETE', f'/api/storage/volumes/{self.uuid}/snapshots', params={'name': name},
+                           what=f'delete snapshot {name} of volume {self.name}')
+        matched = data.get('num_records', len(data['jobs']) if isinstance(data.get('jobs'), list) else None)
+        if matched == 0:
+            raise NotFound(f'ONTAP {self.ontap.host}: volume {self.name} has no snapshot {name}')
+        # An answer that does not say what it matched (one `job`, or nothing): read the state back.
+        if matched is None and self.has_snapshot(name):
+            raise OntapError(f'ONTAP {self.ontap.host}: delete snapshot {name} of volume {self.name}: ONTAP answered, but '
+                             'the snapshot is still there')
 
-def ontap_rename_snapshot(ontap, volume, snapshot, name, comment):
-    """Rename a snapshot and replace its comment (PATCH …/snapshots/{uuid}, reference §6). Whether
-    ONTAP renames a busy snapshot is unconfirmed: a refusal is raised like any other."""
-    ontap.write('PATCH', f'/api/storage/volumes/{volume.uuid}/snapshots/{snapshot["uuid"]}',
-                body={'name': name, 'comment': comment},
-                what=f'rename snapshot {snapshot["name"]} of volume {volume.name} to {name}')
+    def restore(self, snapshot_name):
+        self.ontap.write('PATCH', f'/api/storage/volumes/{self.uuid}', body={},
+                    params={'restore_to.snapshot.name': snapshot_name},
+                    what=f'restore volume {self.name} to snapshot {snapshot_name}')
 
+    def create_flexclone(self, snapshot_name, name, junction):
+        self.ontap.write('POST', '/api/storage/volumes', body={
+            'name': name, 'svm': {'name': self.svm}, 'type': 'rw', 'nas': {'path': junction},
+            'clone': {'is_flexclone': True, 'parent_volume': {'name': self.name},
+                      'parent_snapshot': {'name': snapshot_name}}},
+            what=f'create FlexClone {name} of {self.name} from snapshot {snapshot_name}')
 
-def ontap_delete_snapshot_named(ontap, volume, name):
-    """Delete the snapshot called `name` in one call: a DELETE on the volume's snapshot
-    collection filtered by that name (ONTAP takes a query-based DELETE on every collection).
-    A name holding a query operator could match others, so it is looked up and deleted by
-    UUID instead, as in a dry run."""
-    if ontap.dry_run or not is_literal_query(name):
-        ontap_delete_snapshot(ontap, volume, ontap_find_snapshot(ontap, volume, name))
-        return
-    data = ontap.write('DELETE', f'/api/storage/volumes/{volume.uuid}/snapshots', params={'name': name},
-                       what=f'delete snapshot {name} of volume {volume.name}')
-    matched = data.get('num_records', len(data['jobs']) if isinstance(data.get('jobs'), list) else None)
-    if matched == 0:
-        raise NotFound(f'ONTAP {ontap.host}: volume {volume.name} has no snapshot {name}')
-    # An answer that does not say what it matched (one `job`, or nothing): read the state back.
-    if matched is None and [r for r in ontap_list_snapshots(ontap, volume, name) if r['name'] == name]:
-        raise OntapError(f'ONTAP {ontap.host}: delete snapshot {name} of volume {volume.name}: ONTAP answered, but '
-                         'the snapshot is still there')
+    def delete(self):
+        """Unmount (the conservative path, reference §9), then delete the volume."""
+        self.ontap.write('PATCH', f'/api/storage/volumes/{self.uuid}', body={'nas': {'path': ''}},
+                    what=f'unmount volume {self.name}')
+        self.ontap.write('DELETE', f'/api/storage/volumes/{self.uuid}', what=f'delete volume {self.name}')
 
+    def health(self):
+        """The volume's state, type, style, space, snapshot count, autodelete and snapshot policy."""
+        return self.ontap.request('GET', f'/api/storage/volumes/{self.uuid}', params={'fields': self.HEALTH_FIELDS},
+                             what=f'read volume {self.name}')
 
-def ontap_restore_volume(ontap, volume, snapshot_name):
-    ontap.write('PATCH', f'/api/storage/volumes/{volume.uuid}', body={},
-                params={'restore_to.snapshot.name': snapshot_name},
-                what=f'restore volume {volume.name} to snapshot {snapshot_name}')
+    def snapmirror_destinations(self):
+        """The SnapMirror relationships whose source is this volume, as this (the source) cluster lists them."""
+        params = {'list_destinations_only': 'true', 'source.path': f'{self.svm}:{self.name}',
+                  'fields': self.SNAPMIRROR_RELATIONSHIP_FIELDS}
+        return self.ontap.records('/api/snapmirror/relationships', params, f'list the SnapMirror destinations of {self.name}')
 
+    def write_file(self, path, data):
+        """Create the file `path` holding `data` (bytes, up to 1 MB): the files API's POST, 9.8+
+        (ontap-restapi post-storage-volumes-files-, "Creates a new file with the supplied data"),
+        with the data as the multipart/form-data field `data`, as NetApp's client sends it
+        (netapp_ontap resources/file_info.py). An answer with a job is followed."""
+        what = f'write {path} in volume {self.name}'
+        _, answer = self.ontap.send('POST', self.files_url(path), files={'data': ('data', data)}, what=what)
+        if (answer.get('job') or {}).get('uuid'):
+            self.ontap.wait_for_job(answer['job']['uuid'], what)
 
-def ontap_create_flexclone(ontap, parent, snapshot_name, name, junction):
-    ontap.write('POST', '/api/storage/volumes', body={
-        'name': name, 'svm': {'name': parent.svm}, 'type': 'rw', 'nas': {'path': junction},
-        'clone': {'is_flexclone': True, 'parent_volume': {'name': parent.name},
-                  'parent_snapshot': {'name': snapshot_name}}},
-        what=f'create FlexClone {name} of {parent.name} from snapshot {snapshot_name}')
+    def make_directory(self, path):
+        """Create the directory `path` (files API POST with type directory, 9.8+: reference §10)."""
+        self.ontap.write('POST', self.files_url(path), body={'type': 'directory', 'unix_permissions': 755},
+                    what=f'create the directory {path} in volume {self.name}')
 
+    def ensure_directory(self, path):
+        """Create the directory `path` unless it exists. A refusal is read back (a directory there
+        now is all that was wanted); a lost answer is settled as every change is (change_file)."""
+        if self.file_exists(path):
+            return
+        try:
+            self.change_file('POST', path, lambda: self.make_directory(path), True)
+        except OntapError:
+            if self.ontap.dry_run or not self.file_exists(path):
+                raise
 
-def ontap_delete_volume(ontap, volume):
-    """Unmount (the conservative path, reference §9), then delete the volume."""
-    ontap.write('PATCH', f'/api/storage/volumes/{volume.uuid}', body={'nas': {'path': ''}},
-                what=f'unmount volume {volume.name}')
-    ontap.write('DELETE', f'/api/storage/volumes/{volume.uuid}', what=f'delete volume {volume.name}')
-
-
-# What doctor reads besides what the commands use.
-
-def ontap_cluster(ontap):
-    """The cluster's name and release: {'name', 'version': {'full', 'generation', 'major', 'minor'}}."""
-    return ontap.request('GET', '/api/cluster', params={'fields': 'name,version'}, what='read the cluster release')
-
-
-def ontap_count(ontap, path, what):
-    """The records a collection holds, counted without reading them (`return_records=false`,
-    reference §1): a read that proves the account's REST role reaches `path`."""
-    return ontap.request('GET', path, params={'return_records': 'false'}, what=what).get('num_records')
-
-
-def ontap_licenses(ontap, names):
-    """{package: state} of the licence packages among `names` that are installed. Only installed
-    packages are listed (GET /api/cluster/licensing/licenses, 9.6+; netapp_ontap
-    resources/license_package.py): one that is missing is not licensed."""
-    records = ontap.records('/api/cluster/licensing/licenses', {'name': '|'.join(names), 'fields': 'name,state'},
-                            'read the licences')
-    return {record['name']: record.get('state') for record in records}
-
-
-# snapshot_policy.name, space.snapshot.*: 9.6 (ontap-restapi-96, get-storage-volumes);
-# space.snapshot.autodelete_enabled: named in NetApp's 9.8 ONTAPI-to-REST map (ontap-restmap-98,
-# snapshot-autodelete-list-info), still served by 9.19 though deprecated for autodelete.enabled.
-VOLUME_HEALTH_FIELDS = ('state,type,style,space.size,space.available,space.snapshot.used,'
-                        'space.snapshot.reserve_percent,space.snapshot.autodelete_enabled,snapshot_count,'
-                        'snapshot_policy.name')
-
-
-def ontap_volume_health(ontap, volume):
-    """The volume's state, type, style, space, snapshot count, autodelete and snapshot policy."""
-    return ontap.request('GET', f'/api/storage/volumes/{volume.uuid}', params={'fields': VOLUME_HEALTH_FIELDS},
-                         what=f'read volume {volume.name}')
-
-
-# SnapMirror as the source cluster sees it. A relationship is kept on its destination cluster:
-# GET /api/snapmirror/relationships lists those whose destination is here, and, with
-# list_destinations_only=true, those whose source is here ("Retrieving the list of SnapMirror
-# destinations on source. This must be run on the cluster containing the source endpoint":
-# ontap-restapi-96 and -9161, get-snapmirror-relationships; the parameter and the source.path
-# filter are in the 9.6 reference, so in every release this tool supports). `policy` (name,
-# uuid) is in the relationship model since 9.6 (same pages); whether a source's answer fills
-# it is unconfirmed, so a record without it is read as "not told here".
-SNAPMIRROR_RELATIONSHIP_FIELDS = 'destination.path,policy.name,policy.uuid'
-# GET /api/snapmirror/policies/{uuid}, "Introduced In: 9.6" (ontap-restapi-9131
-# get-snapmirror-policies-): `type` (async, sync; continuous in NetApp's 9.19 client) and
-# `retention`, the rules [{label, count}] that select and keep labelled snapshots on the
-# destination (ontap-restapi-96 post-snapmirror-policies). copy_all_source_snapshots (a mirror
-# of every snapshot; the CLI's async-mirror with the all_source_snapshots rule: netapp_ontap
-# resources/snapmirror_policy.py) is in ontap-restapi-9101, not in -98: a 9.8 or 9.9 cluster
-# refuses the field and Ontap.read drops it, and the rule itself is looked for in `retention`
-# (that older releases list it there is unconfirmed). `count` is a string in NetApp's client
-# (netapp_ontap models/snapmirror_policy_rule.py), a number in the reference's examples.
-SNAPMIRROR_POLICY_FIELDS = 'name,type,retention,copy_all_source_snapshots'
-ALL_SOURCE_SNAPSHOTS = 'all_source_snapshots'   # the CLI's rule: ontap data-protection define-rule-policy-task
-
-
-def ontap_snapmirror_destinations(ontap, volume):
-    """The SnapMirror relationships whose source is this volume, as this (the source) cluster lists them."""
-    params = {'list_destinations_only': 'true', 'source.path': f'{volume.svm}:{volume.name}',
-              'fields': SNAPMIRROR_RELATIONSHIP_FIELDS}
-    return ontap.records('/api/snapmirror/relationships', params, f'list the SnapMirror destinations of {volume.name}')
-
-
-def ontap_snapmirror_policy(ontap, uuid, name):
-    """A SnapMirror policy by uuid. It lives on the relationship's destination cluster: this one
-    has it only for a relationship within the cluster (else 404, as for an unknown volume uuid, ref §4)."""
-    return ontap.request('GET', f'/api/snapmirror/policies/{uuid}', params={'fields': SNAPMIRROR_POLICY_FIELDS},
-                         what=f'read SnapMirror policy {name}')
-
-
-def ontap_write_file(ontap, volume, path, data):
-    """Create the file `path` holding `data` (bytes, up to 1 MB): the files API's POST, 9.8+
-    (ontap-restapi post-storage-volumes-files-, "Creates a new file with the supplied data"),
-    with the data as the multipart/form-data field `data`, as NetApp's client sends it
-    (netapp_ontap resources/file_info.py). An answer with a job is followed."""
-    what = f'write {path} in volume {volume.name}'
-    _, answer = ontap.send('POST', files_url(volume, path), files={'data': ('data', data)}, what=what)
-    if (answer.get('job') or {}).get('uuid'):
-        ontap.wait_for_job(answer['job']['uuid'], what)
-
-
-def ontap_make_directory(ontap, volume, path):
-    """Create the directory `path` (files API POST with type directory, 9.8+: reference §10)."""
-    ontap.write('POST', files_url(volume, path), body={'type': 'directory', 'unix_permissions': 755},
-                what=f'create the directory {path} in volume {volume.name}')
-
-
-def ontap_ensure_directory(ontap, volume, path):
-    """Create the directory `path` unless it exists. A refusal is read back (a directory there
-    now is all that was wanted); a lost answer is settled as every change is (change_file)."""
-    if ontap_file_exists(ontap, volume, path):
-        return
-    try:
-        change_file(ontap, volume, 'POST', path, lambda: ontap_make_directory(ontap, volume, path), True)
-    except OntapError:
-        if ontap.dry_run or not ontap_file_exists(ontap, volume, path):
+    def files_in(self, path):
+        """The names of the files in a volume directory, or None if there is no such directory."""
+        try:
+            records = self.ontap.records(self.files_url(path), {'fields': 'name,type'}, f'list {path} in volume {self.name}')
+        except OntapError as exc:
+            if Ontap.missing_file(exc):
+                return None
             raise
+        return [r['name'] for r in records if r.get('type') == 'file']
 
-
-def ontap_files_in(ontap, volume, path):
-    """The names of the files in a volume directory, or None if there is no such directory."""
-    try:
-        records = ontap.records(files_url(volume, path), {'fields': 'name,type'}, f'list {path} in volume {volume.name}')
-    except OntapError as exc:
-        if missing_file(exc):
-            return None
-        raise
-    return [r['name'] for r in records if r.get('type') == 'file']
-
-
-def ontap_file_size(ontap, volume, path):
-    """The size of a file in the volume, or None if there is none (6684674, reference §10)."""
-    try:
-        data = ontap.request('GET', files_url(volume, path), params={'return_metadata': 'true', 'fields': 'size'},
-                             what=f'read {path} in volume {volume.name}')
-    except OntapError as exc:
-        if missing_file(exc):
-            return None
-        raise
-    # one record in `records` (reference §10), or the record itself
-    return (data.get('records') or [data])[0].get('size')
-
-
-FILE_READ_MAX = 2**20      # the files API reads at most 1 MB per call (netapp_ontap resources/file_info.py)
-
-
-def ontap_read_file(ontap, volume, path, size, offset=0):
-    """`size` bytes of a file from `offset`: the files API's GET with byte_offset and length, answered
-    as multipart/form-data (netapp_ontap resources/file_info.py, "Reading a file", 9.8+ like the
-    POST that writes one). The file is the part with a filename, else the first part, as
-    NetApp's client reads it (netapp_ontap resource.py, _parse_multipart_response); the parts'
-    names are undocumented. An answer in another type is taken as the data itself (unconfirmed)."""
-    if size > FILE_READ_MAX:
-        raise Failure(f'ONTAP {ontap.host}: {path} in volume {volume.name} holds {size} bytes, more than the '
-                      f'{FILE_READ_MAX} the files API reads at once')
-    if not size:
-        return b''
-    _, response = ontap.send('GET', files_url(volume, path), params={'byte_offset': offset, 'length': size},
-                             what=f'read {path} in volume {volume.name}', accept='multipart/form-data')
-    content_type = response.headers.get('Content-Type', '')
-    if not content_type.lower().startswith('multipart/'):
-        return response.content
-    # Imported here, as the HTTP stack is (load_http_libraries): a tab completion loads none of it.
-    import email.parser
-    import email.policy
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f'Content-Type: {content_type}\r\n\r\n'.encode() + response.content)
-    parts = list(message.iter_parts())
-    part = next((p for p in parts if p.get_filename()), parts[0] if parts else None)
-    if part is None:
-        raise OntapError(f'ONTAP {ontap.host}: read {path} in volume {volume.name}: the answer holds no data')
-    return part.get_payload(decode=True) or b''
-
-
-def ontap_qcow2_backing(ontap, volume, path):
-    """The backing file a qcow2 file in the volume names (qcow2_backing), or None: its header read
-    through the files API, and its name where that lies beyond the first read. Whether ONTAP
-    answers a read past the end with fewer bytes or refuses it is unconfirmed: a refused one is
-    read again no further than the file's size."""
-    try:
-        head = ontap_read_file(ontap, volume, path, QCOW2_HEADER_READ)
-    except OntapError as exc:
-        size = None if missing_file(exc) else ontap_file_size(ontap, volume, path)
-        if size is None or size >= QCOW2_HEADER_READ:
+    def file_size(self, path):
+        """The size of a file in the volume, or None if there is none (6684674, reference §10)."""
+        try:
+            data = self.ontap.request('GET', self.files_url(path), params={'return_metadata': 'true', 'fields': 'size'},
+                                 what=f'read {path} in volume {self.name}')
+        except OntapError as exc:
+            if Ontap.missing_file(exc):
+                return None
             raise
-        head = ontap_read_file(ontap, volume, path, size)
-    found = qcow2_backing(head)
-    if isinstance(found, tuple):
-        offset, size = found
-        return ontap_read_file(ontap, volume, path, min(size, 4096), offset).decode('utf-8', 'replace')
-    return found
+        # one record in `records` (reference §10), or the record itself
+        return (data.get('records') or [data])[0].get('size')
 
+    def read_file(self, path, size, offset=0):
+        """`size` bytes of a file from `offset`: the files API's GET with byte_offset and length, answered
+        as multipart/form-data (netapp_ontap resources/file_info.py, "Reading a file", 9.8+ like the
+        POST that writes one). The file is the part with a filename, else the first part, as
+        NetApp's client reads it (netapp_ontap resource.py, _parse_multipart_response); the parts'
+        names are undocumented. An answer in another type is taken as the data itself (unconfirmed)."""
+        if size > self.READ_MAX:
+            raise Failure(f'ONTAP {self.ontap.host}: {path} in volume {self.name} holds {size} bytes, more than the '
+                          f'{self.READ_MAX} the files API reads at once')
+        if not size:
+            return b''
+        _, response = self.ontap.send('GET', self.files_url(path), params={'byte_offset': offset, 'length': size},
+                                 what=f'read {path} in volume {self.name}', accept='multipart/form-data')
+        content_type = response.headers.get('Content-Type', '')
+        if not content_type.lower().startswith('multipart/'):
+            return response.content
+        # Imported here, as the HTTP stack is (load_http_libraries): a tab completion loads none of it.
+        import email.parser
+        import email.policy
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f'Content-Type: {content_type}\r\n\r\n'.encode() + response.content)
+        parts = list(message.iter_parts())
+        part = next((p for p in parts if p.get_filename()), parts[0] if parts else None)
+        if part is None:
+            raise OntapError(f'ONTAP {self.ontap.host}: read {path} in volume {self.name}: the answer holds no data')
+        return part.get_payload(decode=True) or b''
 
-def ontap_first_image(ontap, volume):
-    """The smallest disk image of the first VM directory under images/ that holds one, or None."""
-    try:
-        folders = ontap.records(files_url(volume, 'images'), {'fields': 'name,type'},
-                                f'list images in volume {volume.name}')
-    except OntapError as exc:
-        if missing_file(exc):
-            return None
-        raise
-    for folder in sorted(r['name'] for r in folders if r.get('type') == 'directory' and r['name'].isdigit()):
-        images = [(r.get('size') or 0, f'images/{folder}/{r["name"]}') for r in
-                  ontap_list_dir(ontap, volume, f'images/{folder}') if IMAGE_VOLNAME.match(f'{folder}/{r["name"]}')]
-        if images:
-            return min(images)[1]
-    return None
+    def qcow2_backing(self, path):
+        """The backing file a qcow2 file in the volume names (qcow2_backing), or None: its header read
+        through the files API, and its name where that lies beyond the first read. Whether ONTAP
+        answers a read past the end with fewer bytes or refuses it is unconfirmed: a refused one is
+        read again no further than the file's size."""
+        try:
+            head = self.read_file(path, QCOW2_HEADER_READ)
+        except OntapError as exc:
+            size = None if Ontap.missing_file(exc) else self.file_size(path)
+            if size is None or size >= QCOW2_HEADER_READ:
+                raise
+            head = self.read_file(path, size)
+        found = qcow2_backing(head)
+        if isinstance(found, tuple):
+            offset, size = found
+            return self.read_file(path, min(size, 4096), offset).decode('utf-8', 'replace')
+        return found
+
+    def first_image(self):
+        """The smallest disk image of the first VM directory under images/ that holds one, or None."""
+        try:
+            folders = self.ontap.records(self.files_url('images'), {'fields': 'name,type'},
+                                    f'list images in volume {self.name}')
+        except OntapError as exc:
+            if Ontap.missing_file(exc):
+                return None
+            raise
+        for folder in sorted(r['name'] for r in folders if r.get('type') == 'directory' and r['name'].isdigit()):
+            images = [(r.get('size') or 0, f'images/{folder}/{r["name"]}') for r in
+                      self.list_dir(f'images/{folder}') if IMAGE_VOLNAME.match(f'{folder}/{r["name"]}')]
+            if images:
+                return min(images)[1]
+        return None
+
+    def flexclones(self):
+        """The FlexClone volumes of `parent`, by the snapshot each is made from."""
+        records = self.ontap.records('/api/storage/volumes', {
+            'clone.parent_volume.name': self.name, 'svm.name': self.svm, 'fields': self.FIELDS},
+            f'list the FlexClones of {self.name}')
+        clones = {}
+        for record in records:
+            volume = Volume.from_record(self.ontap, record)
+            clones.setdefault(volume.parent_snapshot, []).append(volume)
+        return clones
 
 
 # ---- Proxmox helpers ---------------------------------------------------------------------
@@ -1482,7 +1447,7 @@ class Pve:
             login.close()
         if response.is_redirect:
             raise ProxmoxError(f'Proxmox {cfg.host}: login: {redirect_refused(response)}')
-        data = response_json(response).get('data') if response.status_code == 200 else None
+        data = Ontap.response_json(response).get('data') if response.status_code == 200 else None
         if not isinstance(data, dict) or not data.get('ticket') or not data.get('CSRFPreventionToken'):
             raise ProxmoxError(f'Proxmox {cfg.host}: {self._login_refused()}'
                                + ('' if response.status_code in (200, 401) else f' (HTTP {response.status_code})'))
@@ -2914,7 +2879,7 @@ def cluster_findings(entries):
 
 
 def volume_checks(record, svm):
-    """doctor's findings on a volume record (VOLUME_HEALTH_FIELDS): [(check, status, found, fix)]."""
+    """doctor's findings on a volume record (Volume.HEALTH_FIELDS): [(check, status, found, fix)]."""
     name, space = record.get('name'), record.get('space') or {}
     snapshot_space = space.get('snapshot') or {}
     return [volume_state_check(record, svm), snapshot_count_check(record.get('snapshot_count')),
@@ -2999,6 +2964,9 @@ def mount_check(mount, server, export, path, enabled_here):
     if host.lower() != server.lower() or junction_path(mounted) != junction_path(export):
         return 'fail', f"{found}: not the storage's export {wanted}", f'umount {path}; PVE then mounts {wanted} there'
     return 'ok', found, None
+
+
+ALL_SOURCE_SNAPSHOTS = 'all_source_snapshots'   # the CLI's rule: ontap data-protection define-rule-policy-task
 
 
 def kept_labels(policy):
@@ -3091,19 +3059,18 @@ class Context:
         return [sid for sid, entry in self.storages().items()
                 if entry.get('type') == 'nfs' and junction_path(entry.get('export', '')) == junction]
 
-    def storage_volume(self, storage):
-        """(Ontap, Volume, storage.cfg entry) behind a PVE NFS storage, looked up once per run."""
+    def volume(self, storage):
+        """The Volume behind a PVE NFS storage, looked up once per run."""
         if storage not in self._volumes:
-            ontap = self.ontap(storage)
             entry = self.nfs_storage(storage)
-            volume = ontap_find_volume(ontap, entry['export'], self.config.ontap_for(storage).svm, storage)
-            self._volumes[storage] = (ontap, volume, entry)
+            self._volumes[storage] = self.ontap(storage).find_volume(entry['export'],
+                                                                    self.config.ontap_for(storage).svm, storage)
         return self._volumes[storage]
 
     def volume_identity(self, storage):
         """(cluster host, SVM, volume name) of the volume behind `storage`: what names it anywhere."""
-        ontap, volume, _ = self.storage_volume(storage)
-        return ontap.host, volume.svm, volume.name
+        volume = self.volume(storage)
+        return volume.ontap.host, volume.svm, volume.name
 
     def manifest_key(self, create=False):
         """manifest_key, read once per run (made with `create`, unless this is a dry run)."""
@@ -3453,6 +3420,7 @@ class ClusterLockKeeper:
 
     def __init__(self, lock):
         self.lock = lock
+        self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh, name=f'refresh {lock}', daemon=True)
         self._thread.start()
@@ -3462,6 +3430,7 @@ class ClusterLockKeeper:
             try:
                 os.utime(self.lock, (0, int(time.time())))
             except OSError as exc:
+                self.lost = True
                 STOP.lose(LockLost(f'the cluster lock {self.lock} may be lost: refreshing it failed ({exc.strerror}: '
                                    'no quorum, or another node took it over), so this run changes nothing more; '
                                    'check what it left (doctor) once the cluster is whole'))
@@ -3470,7 +3439,7 @@ class ClusterLockKeeper:
     def release(self):
         self._stop.set()
         self._thread.join()
-        if STOP.lost is not None:
+        if self.lost:
             return      # pmxcfs expires it; another run may hold it by now
         with contextlib.suppress(OSError):
             os.rmdir(self.lock)
@@ -3562,8 +3531,8 @@ def storage_locks(ctx, storages):
         if not ctx.dry_run:
             volumes = {}
             for storage in sorted(storages):
-                ontap, volume, _ = ctx.storage_volume(storage)
-                volumes.setdefault(lock_file_name(ontap.host, volume.svm, volume.name),
+                volume = ctx.volume(storage)
+                volumes.setdefault(lock_file_name(volume.ontap.host, volume.svm, volume.name),
                                    f'storage {storage} (volume {volume.name})')
             take = lock_taker(ctx)
             holder = holder_line(this_node(), ctx.command)
@@ -3664,16 +3633,16 @@ def clone_each(ctx, clones, overwrite=False):
     """File-clone (storage, source, destination) triples in parallel: their Outcomes."""
     def clone(item):
         storage, source, destination = item
-        ontap, volume, _ = ctx.storage_volume(storage)
-        ontap_clone_file(ontap, volume, source, destination, overwrite)
+        volume = ctx.volume(storage)
+        volume.clone_file(source, destination, overwrite)
     return run_parallel(clone, clones, at_once=not ctx.dry_run)
 
 
 def delete_files(ctx, files):
     """Delete (storage, path) files in parallel: their Outcomes; a missing file counts as done."""
     def delete(item):
-        ontap, volume, _ = ctx.storage_volume(item[0])
-        ontap_delete_file(ontap, volume, item[1])
+        volume = ctx.volume(item[0])
+        volume.delete_file(item[1])
     return run_parallel(delete, files, at_once=not ctx.dry_run)
 
 
@@ -3697,9 +3666,8 @@ def settle_clones(ctx, outcomes, overwrite=False):
     failed); whether an overwrite landed cannot be read back, so it stays unknown."""
     def settle(outcome):
         storage, _, destination = outcome.item
-        ontap, volume, _ = ctx.storage_volume(storage)
-        ontap_settle(ontap, outcome.error, FILE_CLONE_CALL,
-                     None if overwrite else lambda: ontap_file_exists(ontap, volume, destination))
+        volume = ctx.volume(storage)
+        volume.ontap.settle(outcome.error, FILE_CLONE_CALL, None if overwrite else lambda: volume.file_exists(destination))
 
     return settle_each(outcomes, settle, 'clone(s)')
 
@@ -4040,7 +4008,7 @@ def gather_vm(ctx, vmid, vms=None, config=None):
         elif disk.path is None:
             skipped.append((disk, f'{disk.volid} is no image file'))
         else:
-            ctx.storage_volume(disk.storage)
+            ctx.volume(disk.storage)
             disks.append(disk)
     return VmView(vm, config, disks, skipped, sorted(vm_storages(config) & set(ctx.config.storages)))
 
@@ -4051,9 +4019,9 @@ def gather_sets(ctx, view, storages=None):
     directory = f'images/{view.vmid}'
 
     def list_storage(storage):
-        ontap, volume, _ = ctx.storage_volume(storage)
+        volume = ctx.volume(storage)
         return [parse_set_file(storage, directory, record['name'], record.get('size'))
-                for record in ontap_list_dir(ontap, volume, directory)]
+                for record in volume.list_dir(directory)]
 
     found = map_parallel(list_storage, view.storages if storages is None else storages)
     return group_sets([file for listing in found for file in listing if file])
@@ -4135,8 +4103,8 @@ def check_backings(ctx, view):
     qcow2 = [disk for disk in view.disks if disk.path.endswith('.qcow2')]
 
     def backing(disk):
-        ontap, volume, _ = ctx.storage_volume(disk.storage)
-        return ontap_qcow2_backing(ontap, volume, disk.path)
+        volume = ctx.volume(disk.storage)
+        return volume.qcow2_backing(disk.path)
 
     view.backings = dict(zip((disk.key for disk in qcow2), map_parallel(backing, qcow2)))
     risky = [f'{disk.key} ({disk.volid}) stands on {why}' for disk in qcow2
@@ -4180,8 +4148,8 @@ def plan_captures(ctx, disks, name, stamp):
     made, so that a run that dies, or cannot delete it, leaves it to the next."""
     by_volume, plan = {}, {}
     for disk in disks:
-        ontap, volume, _ = ctx.storage_volume(disk.storage)
-        plan[disk.storage] = by_volume.setdefault((ontap.host, volume.uuid), Capture(disk.storage, name))
+        volume = ctx.volume(disk.storage)
+        plan[disk.storage] = by_volume.setdefault((volume.ontap.host, volume.uuid), Capture(disk.storage, name))
     for capture in by_volume.values():
         lock = ctx.held_lock(capture.storage)
         if lock:
@@ -4200,8 +4168,8 @@ def forget_capture(ctx, capture_or_name, storage=None):
 def take_captures(ctx, captures, comment):
     """Create the capture snapshots, one request per volume, all at once: their Outcomes."""
     def create(capture):
-        ontap, volume, _ = ctx.storage_volume(capture.storage)
-        capture.uuid = ontap_create_snapshot(ontap, volume, capture.name, comment)
+        volume = ctx.volume(capture.storage)
+        capture.uuid = volume.create_snapshot(capture.name, comment)
     return run_parallel(create, captures, at_once=not ctx.dry_run)
 
 
@@ -4210,13 +4178,13 @@ def settle_captures(ctx, outcomes):
     (ontap_settle): does the snapshot exist now? In the same order."""
     def settle(outcome):
         capture = outcome.item
-        ontap, volume, _ = ctx.storage_volume(capture.storage)
+        volume = ctx.volume(capture.storage)
 
         def landed():
-            found = [r for r in ontap_list_snapshots(ontap, volume, capture.name) if r['name'] == capture.name]
-            capture.uuid = found[0].get('uuid') if found else None
-            return bool(found)
-        ontap_settle(ontap, outcome.error, f'POST /api/storage/volumes/{volume.uuid}/snapshots', landed)
+            found = volume.find_snapshot(capture.name)
+            capture.uuid = (found or {}).get('uuid')
+            return found is not None
+        volume.ontap.settle(outcome.error, f'POST /api/storage/volumes/{volume.uuid}/snapshots', landed)
 
     return settle_each(outcomes, settle, 'capture snapshot(s)')
 
@@ -4242,9 +4210,9 @@ def release_captures(ctx, captures, settled, in_use=()):
         if states.get(capture) in (None, 'failed'):
             forget_capture(ctx, capture)
     for capture in in_use:
-        ontap, volume, _ = ctx.storage_volume(capture.storage)
+        volume = ctx.volume(capture.storage)
         log.warning('capture snapshot %s of volume %s (ONTAP %s) kept: a clone from it may still run; the next vm '
-                    'create on the volume deletes it', capture.name, volume.name, ontap.host)
+                    'create on the volume deletes it', capture.name, volume.name, volume.ontap.host)
     made = [capture for capture in captures if states.get(capture) == 'done' and capture not in in_use]
     for outcome in run_parallel(functools.partial(release_capture, ctx), made, at_once=not ctx.dry_run):
         if outcome.error:
@@ -4255,13 +4223,13 @@ def release_capture(ctx, capture):
     """Delete one capture snapshot, waiting up to CAPTURE_DELETE_WAIT s while ONTAP keeps it busy
     after its clones; one still busy then is renamed to a leftover. A Failure says what is left:
     it stays noted in the lock record, so the next vm create on the volume deletes it."""
-    ontap, volume, _ = ctx.storage_volume(capture.storage)
-    where = f'capture snapshot {capture.name} of volume {volume.name} (ONTAP {ontap.host})'
+    volume = ctx.volume(capture.storage)
+    where = f'capture snapshot {capture.name} of volume {volume.name} (ONTAP {volume.ontap.host})'
     try:
-        if capture.uuid is None and not ontap.dry_run:
-            capture.uuid = ontap_find_snapshot(ontap, volume, capture.name)['uuid']
+        if capture.uuid is None and not volume.ontap.dry_run:
+            capture.uuid = volume.snapshot(capture.name)['uuid']
         snapshot = {'uuid': capture.uuid, 'name': capture.name}
-        if ontap_delete_snapshot_when_free(ontap, volume, snapshot, CAPTURE_DELETE_WAIT):
+        if volume.delete_snapshot_when_free(snapshot, CAPTURE_DELETE_WAIT):
             forget_capture(ctx, capture)
             return
     except NotFound:
@@ -4274,7 +4242,7 @@ def release_capture(ctx, capture):
         raise Failure(f'{where} could not be deleted ({exc}); the next vm create on the volume tries again') from exc
     leftover = leftover_name(capture.name)
     try:
-        ontap_rename_snapshot(ontap, volume, snapshot, leftover, LEFTOVER_COMMENT)
+        volume.rename_snapshot(snapshot, leftover, LEFTOVER_COMMENT)
     except Failure as exc:
         raise Failure(f'{where} is still busy after {CAPTURE_DELETE_WAIT:g} s and could not be renamed to '
                       f'{leftover} ({exc}); the next vm create on the volume deletes it') from exc
@@ -4310,7 +4278,7 @@ class SharedCaptures:
         taken = items_in(self.settled, 'done')
         if taken:
             log.info('the running VMs share one capture per volume, taken at one instant: %s', ', '.join(
-                f'{capture.name} of volume {ctx.storage_volume(capture.storage)[1].name}' for capture in taken))
+                f'{capture.name} of volume {ctx.volume(capture.storage).name}' for capture in taken))
 
     def plan_of(self, view):
         """{storage: Capture} for the VM's disks; none for a VM that does not run."""
@@ -4372,8 +4340,8 @@ def clean_leftovers(ctx, storages):
 
 def clean_volume(ctx, storage, due):
     """clean_leftovers on the volume behind one storage, whose lock record names `due`."""
-    ontap, volume, _ = ctx.storage_volume(storage)
-    found = {record['name']: record for record in ontap_list_snapshots(ontap, volume, 'pve_ontap_*')}
+    volume = ctx.volume(storage)
+    found = {record['name']: record for record in volume.snapshots('pve_ontap_*')}
     for name in due:
         if name not in found and leftover_name(name) not in found:
             forget_capture(ctx, name, storage)      # deleted since, by hand or by ONTAP
@@ -4387,15 +4355,15 @@ def delete_leftovers(ctx, storage, records):
     """Delete these capture snapshots (records) of the volume behind `storage`, under its lock,
     each struck from its lock record once gone. Never raises: what stays is a warning, and a
     later vm create tries again. Returns the names of those not deleted."""
-    ontap, volume, _ = ctx.storage_volume(storage)
+    volume = ctx.volume(storage)
     left = []
     for record in records:
         where = f'storage {storage}: leftover capture snapshot {record["name"]} of volume {volume.name}'
         try:
-            ontap_delete_snapshot(ontap, volume, record)
+            volume.delete_snapshot(record)
         except OntapError as exc:
             busy = (' (still busy: see snapshot show -fields owners on the cluster)'
-                    if str(exc.code) == SNAPSHOT_LOCKED else '')
+                    if str(exc.code) == Ontap.SNAPSHOT_LOCKED else '')
             log.warning('%s could not be deleted%s: %s; a later vm create tries again', where, busy, exc)
             left.append(record['name'])
             continue
@@ -4450,7 +4418,7 @@ def save_snapshot_records(ctx, view, stamp, consistency, kind='snapshot', config
     `config`: those of a pre-restore snapshot, the VM's config read then."""
     config = view.config if config is None else config
     storage = view.disks[0].storage
-    ontap, volume, _ = ctx.storage_volume(storage)
+    volume = ctx.volume(storage)
     raw = read_node_config(view.vm)
     volumes = {disk.storage: ctx.volume_identity(disk.storage) for disk in view.disks}
     manifest = guest_manifest(view.vm, view.disks, config, stamp, consistency, volumes,
@@ -4460,8 +4428,7 @@ def save_snapshot_records(ctx, view, stamp, consistency, kind='snapshot', config
                               ctx.manifest_key(create=True), view.backings)
     path = record_path(view.vmid, stamp, consistency, kind, identity_tag(vm_identity(config)))
     try:
-        change_file(ontap, volume, 'POST', path, lambda: ontap_write_file(ontap, volume, path, manifest.encode()),
-                    True)
+        volume.change_file('POST', path, lambda: volume.write_file(path, manifest.encode()), True)
     except Failure as exc:
         raise Failure(f'its manifest and config were not saved on {storage}: {exc}') from exc
 
@@ -4565,7 +4532,7 @@ def gather_vms(ctx, configs, vms):
     unusable = {}
     for storage in sorted(used):
         try:
-            ctx.storage_volume(storage)
+            ctx.volume(storage)
         except Failure as exc:
             unusable[storage] = exc
     gathered = []
@@ -4775,8 +4742,7 @@ def unsound_copies(ctx, files):
     """The paths of a set's qcow2 copies that stand on a file a copy cannot keep (backing_risk):
     taken by an earlier build over a PVE 9 volume chain, say; vm restore refuses them."""
     qcow2 = [file for file in files if not file.is_record and file.ext == '.qcow2']
-    risks = map_parallel(lambda file: backing_risk(ontap_qcow2_backing(*ctx.storage_volume(file.storage)[:2],
-                                                                      file.path)), qcow2)
+    risks = map_parallel(lambda file: backing_risk(ctx.volume(file.storage).qcow2_backing(file.path)), qcow2)
     return [file.path for file, risk in zip(qcow2, risks) if risk]
 
 
@@ -4855,11 +4821,11 @@ def read_saved_config(ctx, storage, path, vmid, stamp, size=None):
     """The SavedConfig at `path` on `storage`, of guest `vmid` and snapshot `stamp`: a manifest,
     or, made by an earlier build, a .conf file. None if there is no such file; a ManifestError
     if there is one that cannot be read or fails its check."""
-    ontap, volume, _ = ctx.storage_volume(storage)
-    size = ontap_file_size(ontap, volume, path) if size is None else size
+    volume = ctx.volume(storage)
+    size = volume.file_size(path) if size is None else size
     if size is None:
         return None
-    data = ontap_read_file(ontap, volume, path, size)
+    data = volume.read_file(path, size)
     where = f'{path} on {storage}'
     if not path.endswith('.manifest.json'):
         return SavedConfig(parse_config_text(data.decode('utf-8', 'surrogateescape')), path, storage)
@@ -4880,9 +4846,9 @@ def storage_snapshot_config(ctx, vmid, name, storages):
     """The SavedConfig of VM `vmid` in the storage snapshot `name` (on the first of `storages` that
     holds one), or None: a snapshot made before configs were saved, or of a storage without the VM."""
     for storage in sorted(storages):
-        ontap, volume, _ = ctx.storage_volume(storage)
+        volume = ctx.volume(storage)
         directory = storage_record_dir(name)
-        found = [STORAGE_RECORD_FILE.match(file) for file in ontap_files_in(ontap, volume, directory) or []]
+        found = [STORAGE_RECORD_FILE.match(file) for file in volume.files_in(directory) or []]
         mine = sorted((m for m in found if m and m['prefix'] == 'vm' and int(m['vmid']) == vmid),
                       key=lambda m: not m['consistency'])
         if mine:
@@ -4911,13 +4877,13 @@ def storages_with_snapshot(ctx, view, name):
     without it is named in a warning."""
     holding = {}
     for storage in sorted(set(searched_storages(ctx, view)) | {disk.storage for disk in view.disks}):
-        ontap, volume, _ = ctx.storage_volume(storage)
-        holding[storage] = any(record['name'] == name for record in ontap_list_snapshots(ontap, volume, name))
+        volume = ctx.volume(storage)
+        holding[storage] = volume.has_snapshot(name)
         if not holding[storage] and storage in {disk.storage for disk in view.disks}:
             log.warning('VM %s: storage %s (volume %s) has no snapshot %s', view.vmid, storage, volume.name, name)
     if not any(holding.values()):
         raise NotFound(f'VM {view.vmid}: no storage snapshot {name} on ' + ', '.join(
-            f'{storage} (volume {ctx.storage_volume(storage)[1].name})' for storage in holding) +
+            f'{storage} (volume {ctx.volume(storage).name})' for storage in holding) +
             ': see storage list')
     return holding
 
@@ -4932,7 +4898,7 @@ def disks_to_restore(ctx, view, saved, with_config):
     disks = [disk for disk in vm_disks(saved.config) if disk.storage in ctx.config.storages and disk.path
              and not setting_risk(disk.key, saved.config[disk.key], view.vmid)]
     for disk in disks:
-        ctx.storage_volume(disk.storage)
+        ctx.volume(disk.storage)
     return disks
 
 
@@ -4965,9 +4931,9 @@ def restore_sources(ctx, view, sets, stamp, name, with_config):
             ctx, view.vmid, name, [storage for storage in holding if holding[storage]]))
         sources, missing = [], []
         for disk in disks_to_restore(ctx, view, saved, with_config):
-            ontap, volume, _ = ctx.storage_volume(disk.storage)
+            volume = ctx.volume(disk.storage)
             source = f'.snapshot/{name}/{disk.path}'
-            if holding.get(disk.storage) and ontap_file_exists(ontap, volume, source):
+            if holding.get(disk.storage) and volume.file_exists(source):
                 sources.append((disk, source))
             else:
                 missing.append(disk)
@@ -4991,8 +4957,8 @@ def check_source_backings(ctx, view, origin, sources):
 
     def backing(item):
         disk, source = item
-        ontap, volume, _ = ctx.storage_volume(disk.storage)
-        return backing_risk(ontap_qcow2_backing(ontap, volume, source))
+        volume = ctx.volume(disk.storage)
+        return backing_risk(volume.qcow2_backing(source))
 
     risky = [f'{disk.key} ({source}) stands on {why}' for (disk, source), why in
              zip(qcow2, map_parallel(backing, qcow2)) if why]
@@ -5008,7 +4974,7 @@ def absent_targets(ctx, view, sources):
     disks is looked up: they are there."""
     current = {(disk.storage, disk.path) for disk in view.disks}
     others = [disk for disk, _ in sources if (disk.storage, disk.path) not in current]
-    there = map_parallel(lambda disk: ontap_file_exists(*ctx.storage_volume(disk.storage)[:2], disk.path), others)
+    there = map_parallel(lambda disk: ctx.volume(disk.storage).file_exists(disk.path), others)
     return {disk.path for disk, found in zip(others, there) if not found}
 
 
@@ -5216,7 +5182,7 @@ def reachable_storages(ctx, quiet=False):
     found = []
     for storage in sorted(ctx.config.storages):
         try:
-            ctx.storage_volume(storage)
+            ctx.volume(storage)
         except Failure as exc:
             (log.info if quiet else log.warning)('storage %s not searched: %s', storage, exc)
             continue
@@ -5252,9 +5218,7 @@ def new_vm_source(ctx, vmid, view, stamp, name, storages):
         files = find_set(searched, gather_sets(ctx, searched), stamp)
         return (f'snapshot {stamp}', {(f.storage, f.source_file): f.path for f in files if not f.is_record}, [],
                 lambda: set_config(ctx, files))
-    holding = [storage for storage in storages
-               if any(record['name'] == name for record in ontap_list_snapshots(*ctx.storage_volume(storage)[:2],
-                                                                                 name))]
+    holding = [storage for storage in storages if ctx.volume(storage).has_snapshot(name)]
     if not holding:
         raise NotFound(f'no storage snapshot {name} on {", ".join(storages) or "any storage of config.ini"}: '
                        'see storage list')
@@ -5308,8 +5272,8 @@ def plan_new_vm(ctx, vmid, newid, stamp, name, allowed=frozenset(), no_saved_con
         copies = {}
         for disk in disks:
             if disk.storage in holding and disk.path:
-                ontap, volume, _ = ctx.storage_volume(disk.storage)
-                if ontap_file_exists(ontap, volume, f'.snapshot/{name}/{disk.path}'):
+                volume = ctx.volume(disk.storage)
+                if volume.file_exists(f'.snapshot/{name}/{disk.path}'):
                     copies[(disk.storage, disk.file)] = f'.snapshot/{name}/{disk.path}'
     lacking = [f'{disk.key} ({disk.volid}: {why})' for disk, why in disks_without_copy(ctx, disks, copies, original)]
     if lacking:
@@ -5318,8 +5282,8 @@ def plan_new_vm(ctx, vmid, newid, stamp, name, allowed=frozenset(), no_saved_con
         raise Failure(f'VM {vmid}: the config {origin} gives has no disk to copy; nothing was made')
     taken = []
     for storage in sorted({disk.storage for disk in disks}):
-        ontap, volume, _ = ctx.storage_volume(storage)
-        taken += [record['name'] for record in ontap_list_dir(ontap, volume, f'images/{newid}')]
+        volume = ctx.volume(storage)
+        taken += [record['name'] for record in volume.list_dir(f'images/{newid}')]
     paths = new_disk_paths(disks, newid, taken)
     clones = [(disk.storage, copies[(disk.storage, disk.file)], paths[disk.key]) for disk in disks]
     volumes = {disk.key: f'{disk.storage}:{newid}/{paths[disk.key].rsplit("/", 1)[1]}' for disk in disks}
@@ -5393,8 +5357,8 @@ def restore_as_new(ctx, vmid, newid, stamp, name, allowed, no_saved_config, assu
     # A stop meanwhile would leave clones without their VM: both are made, then the run stops.
     with storage_locks(ctx, storages), STOP.held():
         for storage in storages:
-            ontap, volume, _ = ctx.storage_volume(storage)
-            ontap_ensure_directory(ontap, volume, f'images/{newid}')
+            volume = ctx.volume(storage)
+            volume.ensure_directory(f'images/{newid}')
         made = settle_clones(ctx, clone_each(ctx, new.clones))
         if any(outcome.state != 'done' for outcome in made):
             raise Failure(f'VM {newid} not created: copying its disks from {new.origin} failed: '
@@ -5470,9 +5434,9 @@ def cmd_vm_restore(ctx, args):
 
 # -- storage snapshots
 
-def explain_busy(ctx, ontap, volume, snapshot, exc):
+def explain_busy(ctx, volume, snapshot, exc):
     """A delete refused because a FlexClone uses the snapshot: name the clone and its PVE storage."""
-    clones = ontap_flexclones(ontap, volume).get(snapshot)
+    clones = volume.flexclones().get(snapshot)
     return snapshot_in_use(ctx, volume, snapshot, clones[0]) if clones else exc
 
 
@@ -5531,15 +5495,14 @@ def save_storage_records(ctx, storage, records, unread):
     refuses an existing file, and with `overwrite` writes from `byte_offset`, by default its
     end — ontap-restapi post-storage-volumes-files-). None, or a Failure naming what was not
     recorded; guests in `unread` (config not read) are named in a warning."""
-    ontap, volume, _ = ctx.storage_volume(storage)
+    volume = ctx.volume(storage)
     for guest, exc in unread:
         log.warning('storage %s: %s is not recorded in its snapshot, if it has a disk there: %s', storage,
                     guest_label(guest), exc)
     try:
-        present = ontap_files_in(ontap, volume, STORAGE_RECORD_DIR)
+        present = volume.files_in(STORAGE_RECORD_DIR)
         if present is None:
-            change_file(ontap, volume, 'POST', STORAGE_RECORD_DIR,
-                        lambda: ontap_make_directory(ontap, volume, STORAGE_RECORD_DIR), True)
+            volume.change_file('POST', STORAGE_RECORD_DIR, lambda: volume.make_directory(STORAGE_RECORD_DIR), True)
     except Failure as exc:
         return Failure(f'no guest was recorded in {STORAGE_RECORD_DIR}/ on {storage}: {exc}')
     present = present or []
@@ -5549,9 +5512,9 @@ def save_storage_records(ctx, storage, records, unread):
         file, data = item
         path = f'{STORAGE_RECORD_DIR}/{file}'
         if data is None or file in present:
-            change_file(ontap, volume, 'DELETE', path, lambda: ontap_delete_file(ontap, volume, path), False)
+            volume.change_file('DELETE', path, lambda: volume.delete_file(path), False)
         if data is not None:
-            change_file(ontap, volume, 'POST', path, lambda: ontap_write_file(ontap, volume, path, data), True)
+            volume.change_file('POST', path, lambda: volume.write_file(path, data), True)
 
     outcomes = run_parallel(apply, list(records.items()) + stale, at_once=not ctx.dry_run)
     failed = [outcome for outcome in outcomes if outcome.error]
@@ -5568,13 +5531,12 @@ def save_storage_records(ctx, storage, records, unread):
                               f'too: {"; ".join(kept)}') if kept else None))
 
 
-def take_storage_snapshot(ontap, volume, name, comment, label):
+def take_storage_snapshot(volume, name, comment, label):
     """storage create's snapshot; one whose answer was lost is read back: is it there?"""
     try:
-        ontap_create_snapshot(ontap, volume, name, comment, label)
+        volume.create_snapshot(name, comment, label)
     except OutcomeUnknown as exc:
-        ontap_settle(ontap, exc, f'POST /api/storage/volumes/{volume.uuid}/snapshots',
-                     lambda: any(s['name'] == name for s in ontap_list_snapshots(ontap, volume, name)))
+        volume.ontap.settle(exc, f'POST /api/storage/volumes/{volume.uuid}/snapshots', lambda: volume.has_snapshot(name))
 
 
 # -- guests held still for a storage snapshot (storage create -freeze, -pause)
@@ -5809,34 +5771,34 @@ def report_held_guests(storage, name, held, crash, late):
                                             said)
 
 
-def prune_storage_snapshots(ontap, volume, storage, keep, made, label=None):
+def prune_storage_snapshots(volume, storage, keep, made, label=None):
     """-keep N: delete the oldest proxmox_snapshot_* with this snapmirror label (or none)
     beyond the newest N: `-label daily -keep 7` and `-label weekly -keep 4` live side by side.
     One a FlexClone uses is skipped, and so is one ONTAP refuses as busy for any other reason
-    (a file clone from it running: SNAPSHOT_LOCKED), with a warning naming what holds it; a
+    (a file clone from it running: Ontap.SNAPSHOT_LOCKED), with a warning naming what holds it; a
     later run deletes it. `made` is the new snapshot's name, counted even where a dry run did
     not make it."""
-    snapshots = [s for s in ontap_list_snapshots(ontap, volume) if s.get('snapmirror_label') == label]
+    snapshots = [s for s in volume.snapshots() if s.get('snapmirror_label') == label]
     if made not in [s['name'] for s in snapshots]:
         snapshots.append({'name': made})
     old = [s for s in expired(snapshots, keep) if s['name'] != made]
-    clones = ontap_flexclones(ontap, volume) if old else {}
+    clones = volume.flexclones() if old else {}
     for snapshot in old:
         if snapshot['name'] in clones:
             log.warning('storage %s: keeping snapshot %s beyond -keep %d: FlexClone %s uses it', storage,
                         snapshot['name'], keep, ', '.join(c.name for c in clones[snapshot['name']]))
     doomed = [snapshot for snapshot in old if snapshot['name'] not in clones]
-    outcomes = run_parallel(lambda snapshot: ontap_delete_snapshot(ontap, volume, snapshot), doomed,
-                            at_once=not ontap.dry_run)
+    outcomes = run_parallel(lambda snapshot: volume.delete_snapshot(snapshot), doomed,
+                            at_once=not volume.ontap.dry_run)
     for outcome in outcomes:
         if outcome.state == 'done':
             log.info('storage %s: snapshot %s deleted (-keep %d)', storage, outcome.item['name'], keep)
-        elif outcome.state == 'failed' and str(getattr(outcome.error, 'code', None)) == SNAPSHOT_LOCKED:
+        elif outcome.state == 'failed' and str(getattr(outcome.error, 'code', None)) == Ontap.SNAPSHOT_LOCKED:
             owners = ', '.join(outcome.item.get('owners') or ()) or 'no owner named: a file clone from it may run'
             log.warning('storage %s: keeping snapshot %s beyond -keep %d: ONTAP keeps it busy (%s); a later run '
                         'deletes it', storage, outcome.item['name'], keep, owners)
     errors = [outcome.error for outcome in outcomes
-              if outcome.error and str(getattr(outcome.error, 'code', None)) != SNAPSHOT_LOCKED]
+              if outcome.error and str(getattr(outcome.error, 'code', None)) != Ontap.SNAPSHOT_LOCKED]
     if errors:
         raise together(*errors)
 
@@ -5846,9 +5808,9 @@ def prune_storage_snapshots(ontap, volume, storage, keep, made, label=None):
 def cmd_storage_create(ctx, args):
     label = args.label or ctx.config.ontap_for(args.storage).snapmirror_label
     with storage_locks(ctx, [args.storage]) as locks:
-        ontap, volume, _ = ctx.storage_volume(args.storage)
+        volume = ctx.volume(args.storage)
         if args.min_age is not None:
-            recent = newest_snapshot(ontap_list_snapshots(ontap, volume), label)
+            recent = newest_snapshot(volume.snapshots(), label)
             if recent and younger_than(recent, parse_duration(args.min_age)):
                 log.info('storage %s: snapshot %s%s is younger than -min-age %s: none taken', args.storage,
                          recent['name'], f' (label {label})' if label else '', args.min_age)
@@ -5864,7 +5826,7 @@ def cmd_storage_create(ctx, args):
         records = storage_records(ctx, args.storage, name, guests, configs, held)
         unrecorded = save_storage_records(ctx, args.storage, records, unread)
         with GuestsWindow(ctx, held, args.storage) as window:
-            window.run(take_storage_snapshot, ontap, volume, name,
+            window.run(take_storage_snapshot, volume, name,
                        STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage), label)
         log.info('storage %s: snapshot %s of volume %s created%s', args.storage, name, volume.name,
                  f' (label {label})' if label else '')
@@ -5872,23 +5834,23 @@ def cmd_storage_create(ctx, args):
         made = f'storage {args.storage}: snapshot {name} was made'
         STOP.check(made)
         if args.keep is not None:
-            prune_storage_snapshots(ontap, volume, args.storage, args.keep, name, label)
+            prune_storage_snapshots(volume, args.storage, args.keep, name, label)
     problems = [*window.problems, unrecorded] if unrecorded else window.problems
     if problems:
         raise Failure(f'{made}, but {together(*problems)}')
 
 
-def snapshot_guests(ontap, volume, storage, snapshots):
+def snapshot_guests(volume, storage, snapshots):
     """For each snapshot, the guests its STORAGE_RECORD_DIR names (recorded_guests), or None where
     it has none (made before storage create recorded them) or cannot be read (one warning): one
-    listing of `.snapshot/<name>/pve-ontap-snapshot` per snapshot, REQUESTS_AT_ONCE at a time.
+    listing of `.snapshot/<name>/pve-volume.ontap-snapshot` per snapshot, REQUESTS_AT_ONCE at a time.
     NetApp documents file clones from `.snapshot/<name>/…` (netapp_ontap file_clone.py), but not
     the files API's listing below `.snapshot/` (reference §13: unconfirmed)."""
     refused = []
 
     def read(snapshot):
         try:
-            names = ontap_files_in(ontap, volume, f'.snapshot/{snapshot["name"]}/{STORAGE_RECORD_DIR}')
+            names = volume.files_in(f'.snapshot/{snapshot["name"]}/{STORAGE_RECORD_DIR}')
         except OntapError as exc:
             refused.append(exc)
             return None
@@ -5905,11 +5867,11 @@ SIZE_FIELDS = {'size', 'space.size', 'space.used', 'space.available', 'space.sna
 
 
 def cmd_storage_list(ctx, args):
-    ontap, volume, _ = ctx.storage_volume(args.storage)
+    volume = ctx.volume(args.storage)
     snapshots = [{'name': s['name'], 'create_time': s.get('create_time'), 'size': s.get('size'),
                   'label': s.get('snapmirror_label'), 'comment': s.get('comment', '')}
-                 for s in ontap_list_snapshots(ontap, volume)]
-    for snapshot, guests in zip(snapshots, snapshot_guests(ontap, volume, args.storage, snapshots)):
+                 for s in volume.snapshots()]
+    for snapshot, guests in zip(snapshots, snapshot_guests(volume, args.storage, snapshots)):
         snapshot['guests'] = guests
     rows = [dict(s, size=human_size(s['size']), label=s['label'] or '-',
                  count='-' if s['guests'] is None else len(s['guests']),
@@ -5921,8 +5883,8 @@ def cmd_storage_list(ctx, args):
 
 
 def cmd_storage_show(ctx, args):
-    ontap, volume, _ = ctx.storage_volume(args.storage)
-    details = ontap_volume_details(ontap, volume)
+    volume = ctx.volume(args.storage)
+    details = volume.details()
     flat = flatten(details)
     width = max(map(len, flat))
     ctx.emit(details, '\n'.join(printable(f'{key.ljust(width)}  {human_size(value) if key in SIZE_FIELDS else value}')
@@ -5931,25 +5893,25 @@ def cmd_storage_show(ctx, args):
 
 def cmd_storage_delete(ctx, args):
     with storage_locks(ctx, [args.storage]):
-        ontap, volume, _ = ctx.storage_volume(args.storage)
+        volume = ctx.volume(args.storage)
         if ctx.dry_run:
             # Only ONTAP refuses a snapshot a FlexClone uses, and a dry run does not ask it: ask for the clones.
-            ontap_find_snapshot(ontap, volume, args.snapshot)
-            clones = ontap_flexclones(ontap, volume).get(args.snapshot)
+            volume.snapshot(args.snapshot)
+            clones = volume.flexclones().get(args.snapshot)
             if clones:
                 raise snapshot_in_use(ctx, volume, args.snapshot, clones[0])
         try:
-            ontap_delete_snapshot_named(ontap, volume, args.snapshot)
+            volume.delete_snapshot_named(args.snapshot)
         except OntapError as exc:
-            if str(exc.code) != SNAPSHOT_LOCKED:
+            if str(exc.code) != Ontap.SNAPSHOT_LOCKED:
                 raise
-            raise explain_busy(ctx, ontap, volume, args.snapshot, exc) from exc
+            raise explain_busy(ctx, volume, args.snapshot, exc) from exc
     log.info('storage %s: snapshot %s deleted', args.storage, args.snapshot)
 
 
-def restore_plan(ontap, volume, storage, snapshot, guests, unknown, newer):
+def restore_plan(volume, storage, snapshot, guests, unknown, newer):
     """What a storage restore does, as a record (-output json) — gathered before it asks."""
-    return {'storage': storage, 'cluster': ontap.host, 'svm': volume.svm, 'volume': volume.name, 'snapshot': snapshot,
+    return {'storage': storage, 'cluster': volume.ontap.host, 'svm': volume.svm, 'volume': volume.name, 'snapshot': snapshot,
             'guests': [{key: guest.get(key) for key in ('vmid', 'type', 'name', 'node', 'status', 'lock')}
                        for guest in guests],
             'unchecked': [{'vmid': guest['vmid'], 'type': guest.get('type'), 'node': guest.get('node'),
@@ -5977,15 +5939,15 @@ def show_restore_plan(ctx, plan, asking):
 
 def cmd_storage_restore(ctx, args):
     with storage_locks(ctx, [args.storage]):
-        ontap, volume, _ = ctx.storage_volume(args.storage)
-        ontap_find_snapshot(ontap, volume, args.snapshot)
-        snapshots = [s['name'] for s in ontap_list_snapshots(ontap, volume, '*')]
+        volume = ctx.volume(args.storage)
+        volume.snapshot(args.snapshot)
+        snapshots = [s['name'] for s in volume.snapshots('*')]
         newer = snapshots[snapshots.index(args.snapshot) + 1:]
-        clones = ontap_flexclones(ontap, volume) if newer else {}
+        clones = volume.flexclones() if newer else {}
         if not args.force:
             pve_check_sees_every_guest(ctx.pve, 'restore')
         guests, unknown = pve_guests_on_storage(ctx.pve, args.storage, pve_list_guests(ctx.pve))
-        show_restore_plan(ctx, restore_plan(ontap, volume, args.storage, args.snapshot, guests, unknown, newer),
+        show_restore_plan(ctx, restore_plan(volume, args.storage, args.snapshot, guests, unknown, newer),
                           asking=not args.yes and sys.stdin.isatty())
         # ONTAP must delete the newer snapshots, and refuses while a FlexClone uses one (the
         # emulator's choice; unconfirmed on ONTAP, reference §7): so refused before, dry run or not.
@@ -6003,7 +5965,7 @@ def cmd_storage_restore(ctx, args):
             raise Failure(f'storage {args.storage}: meanwhile {"; ".join(meanwhile)}; nothing reverted')
         # A stop now would leave unknown whether ONTAP reverted: wait for its answer, then stop saying so.
         with STOP.held():
-            ontap_restore_volume(ontap, volume, args.snapshot)
+            volume.restore(args.snapshot)
     log.info('storage %s: volume %s restored to %s', args.storage, volume.name, args.snapshot)
     STOP.check(f'storage {args.storage}: volume {volume.name} reverted to snapshot {args.snapshot} first')
 
@@ -6035,13 +5997,13 @@ def cmd_storage_mount(ctx, args):
     storage = args.name or clone_storage_id(args.storage)
     check_mount_id(ctx.config, args.storage, storage)
     with storage_locks(ctx, [args.storage]):
-        ontap, volume, entry = ctx.storage_volume(args.storage)
-        ontap_find_snapshot(ontap, volume, args.snapshot)
+        volume, entry = ctx.volume(args.storage), ctx.nfs_storage(args.storage)
+        volume.snapshot(args.snapshot)
         clone = flexclone_name(volume.name, None if args.name is None else storage)
         if storage in ctx.storages():
             raise taken_id_failure(ctx, storage, ctx.storages()[storage])
-        if ontap_volume_by_name(ontap, clone, volume.svm):
-            raise Failure(f'ONTAP {ontap.host}: volume {clone} already exists in SVM {volume.svm}: choose another '
+        if volume.ontap.volume_by_name(clone, volume.svm):
+            raise Failure(f'ONTAP {volume.ontap.host}: volume {clone} already exists in SVM {volume.svm}: choose another '
                           'storage id with -name')
         node = pve_local_node(ctx.pve)
         junction = '/' + clone
@@ -6050,17 +6012,16 @@ def cmd_storage_mount(ctx, args):
             options['nodes'] = node
         with STOP.held():   # a FlexClone without its storage is what a stop here would leave
             try:
-                ontap_create_flexclone(ontap, volume, args.snapshot, clone, junction)
+                volume.create_flexclone(args.snapshot, clone, junction)
             except OutcomeUnknown as exc:
-                ontap_settle(ontap, exc, 'POST /api/storage/volumes',
-                             lambda: ontap_volume_by_name(ontap, clone, volume.svm) is not None)
-            log.info('ONTAP %s: FlexClone %s of %s created, mounted at %s', ontap.host, clone, args.snapshot,
+                volume.ontap.settle(exc, 'POST /api/storage/volumes', lambda: volume.ontap.volume_by_name(clone, volume.svm) is not None)
+            log.info('ONTAP %s: FlexClone %s of %s created, mounted at %s', volume.ontap.host, clone, args.snapshot,
                      junction)
             try:
                 pve_add_nfs_storage(ctx.pve, storage, entry['server'], junction, options)
             except Failure:
-                log.warning('ONTAP %s: removing FlexClone %s again', ontap.host, clone)
-                ontap_delete_volume(ontap, ontap_volume_by_name(ontap, clone, volume.svm))
+                log.warning('ONTAP %s: removing FlexClone %s again', volume.ontap.host, clone)
+                volume.ontap.volume_by_name(clone, volume.svm).delete()
                 raise
     log.info('storage %s: snapshot %s mounted as storage %s%s', args.storage, args.snapshot, storage,
              f' on node {node}' if node else '')
@@ -6080,39 +6041,39 @@ def parent_candidates(ctx, storage, entry=None):
 
 
 def find_clone_parent(ctx, storage, entry):
-    """(parent storage, Ontap, FlexClone Volume or None) of a mounted clone storage: a refusal
+    """(parent storage, its Volume, the FlexClone Volume or None) of a mounted clone storage: a refusal
     unless its volume really is a FlexClone of a configured storage's volume — or is gone
     already and the storage's export is the junction `storage mount` gave it (then None)."""
     volume = None
     for parent in parent_candidates(ctx, storage, entry):
-        ontap, parent_volume, _ = ctx.storage_volume(parent)
+        parent_volume = ctx.volume(parent)
         try:
             # A FlexClone lives in its parent's SVM.
-            volume = ontap_find_volume(ontap, entry['export'], parent_volume.svm, storage)
+            volume = parent_volume.ontap.find_volume(entry['export'], parent_volume.svm, storage)
         except NotFound:
             junctions = ['/' + name for name in clone_volume_names(parent_volume.name, storage, parent)]
             if junction_path(entry['export']) in junctions:
-                return parent, ontap, None
+                return parent, parent_volume, None
             continue    # another cluster or SVM behind the same NFS server
         if volume.is_flexclone and volume.parent_volume == parent_volume.name:
-            return parent, ontap, volume
+            return parent, parent_volume, volume
     backing = f'backed by volume {volume.name}, which is no FlexClone of' if volume else 'no clone of'
     raise Failure(f'storage {storage} is {backing} a storage in {ctx.config.path}: refusing to remove it')
 
 
 def find_leftover_clone(ctx, storage):
-    """(parent storage, Ontap, FlexClone Volume) a mount named `storage` left behind when its
+    """(parent storage, its Volume, the FlexClone Volume) a mount named `storage` left behind when its
     PVE storage is gone already (removed by hand, or an unmount stopped half-way)."""
     for parent in parent_candidates(ctx, storage):
-        ontap, volume, _ = ctx.storage_volume(parent)
+        volume = ctx.volume(parent)
         for name in clone_volume_names(volume.name, storage, parent):
-            clone = ontap_volume_by_name(ontap, name, volume.svm)
+            clone = volume.ontap.volume_by_name(name, volume.svm)
             if clone and clone.is_flexclone and clone.parent_volume == volume.name:
                 mounted = ctx.storages_mounting(clone.junction)
                 if mounted:
                     raise Failure(f'FlexClone {clone.name} is mounted as PVE storage {mounted[0]}: unmount '
                                   f'{mounted[0]} instead')
-                return parent, ontap, clone
+                return parent, volume, clone
     raise NotFound(f'Proxmox {ctx.pve.host}: no storage {storage}, and no FlexClone left by a mount of that name')
 
 
@@ -6141,12 +6102,12 @@ def cmd_storage_unmount(ctx, args):
                       'to remove it')
     entry = ctx.storages().get(args.storage)
     if entry is None:
-        parent, ontap, volume = find_leftover_clone(ctx, args.storage)
+        parent, parent_volume, volume = find_leftover_clone(ctx, args.storage)
         log.warning('storage %s is not in Proxmox any more: deleting the FlexClone %s it left', args.storage,
                     volume.name)
     else:
         ctx.nfs_storage(args.storage)
-        parent, ontap, volume = find_clone_parent(ctx, args.storage, entry)
+        parent, parent_volume, volume = find_clone_parent(ctx, args.storage, entry)
         if not args.force:
             pve_check_sees_every_guest(ctx.pve, 'unmount')
         users, unknown = pve_guests_on_storage(ctx.pve, args.storage, pve_list_guests(ctx.pve))
@@ -6159,7 +6120,7 @@ def cmd_storage_unmount(ctx, args):
                           'add -force to remove it anyway')
         if volume is None:
             log.warning('ONTAP %s: no volume at %s any more (its FlexClone is gone): removing storage %s',
-                        ontap.host, entry['export'], args.storage)
+                        parent_volume.ontap.host, entry['export'], args.storage)
     with storage_locks(ctx, [parent]), STOP.held():
         if entry is not None:
             # Disabled first, so no node's status daemon mounts it again while it goes away.
@@ -6174,8 +6135,8 @@ def cmd_storage_unmount(ctx, args):
         else:
             unmount_nfs(path)
         if volume is not None:
-            ontap_delete_volume(ontap, volume)
-            log.info('ONTAP %s: FlexClone %s deleted', ontap.host, volume.name)
+            volume.delete()
+            log.info('ONTAP %s: FlexClone %s deleted', parent_volume.ontap.host, volume.name)
     STOP.check(f'storage {args.storage} unmounted first')
 
 
@@ -6405,7 +6366,7 @@ def doctor_cluster(report, ontap, cluster):
     credentials = 'the client certificate' if cluster.cert else 'pass'
     reached = f'{ontap.host} answers over HTTPS, {trust_phrase(ontap.verify)}'
     try:
-        record, refused = ontap_cluster(ontap), None
+        record, refused = ontap.cluster(), None
     except OntapError as exc:
         reason, record, refused = failed_connection(exc), None, exc
         if reason == 'tls':
@@ -6447,7 +6408,7 @@ def doctor_licenses(report, ontap, name):
     account may read the licences."""
     check = f'{name} licences'
     try:
-        installed = ontap_licenses(ontap, [package for package, _, _ in LICENSES])
+        installed = ontap.licenses([package for package, _, _ in LICENSES])
     except OntapError as exc:
         report.warn(check, f'unknown ({exc}): FlexClone is needed for the vm commands and storage mount, SnapRestore '
                     'for storage restore', 'let the REST role read /api/cluster/licensing/licenses (readonly) to '
@@ -6541,23 +6502,23 @@ def doctor_volume(report, ctx, storage):
     """The storage's volume (found by the commands' own rule), what the REST role reaches, and
     the volume's health. True if it was found."""
     try:
-        ontap, volume, _ = ctx.storage_volume(storage)
+        volume = ctx.volume(storage)
     except Failure as exc:
         report.fail(f'{storage} volume', str(exc), 'mount the volume at the export (volume mount), or correct the '
                     'export of the PVE storage, or svm in config.ini')
         return False
     svm = ctx.config.storages[storage].svm
-    report.ok(f'{storage} volume', f'{volume.name} in SVM {volume.svm} on ONTAP {ontap.host}, mounted at '
+    report.ok(f'{storage} volume', f'{volume.name} in SVM {volume.svm} on ONTAP {volume.ontap.host}, mounted at '
               f'{volume.junction}' + ('' if svm else f' (any SVM: svm = {volume.svm} in config.ini pins it)'))
-    doctor_role(report, ontap, volume, storage)
+    doctor_role(report, volume, storage)
     try:
-        record = ontap_volume_health(ontap, volume)
+        record = volume.health()
     except OntapError as exc:
         report.fail(f'{storage} volume health', str(exc), 'let the REST role read /api/storage/volumes')
     else:
         for check, status, found, fix in volume_checks(record, volume.svm):
             report.add(f'{storage} {check}', status, found, fix)
-    doctor_snapmirror(report, ontap, volume, storage, ctx.config.storages[storage])
+    doctor_snapmirror(report, volume, storage, ctx.config.storages[storage])
     return True
 
 
@@ -6567,9 +6528,9 @@ def doctor_leftovers(report, ctx, storage, clean):
     deleted, under the volume's lock, as the next vm create would. Younger ones may be a run's
     under way: left alone."""
     check = f'{storage} leftover captures'
-    ontap, volume, _ = ctx.storage_volume(storage)
+    volume = ctx.volume(storage)
     try:
-        found = ontap_list_snapshots(ontap, volume, 'pve_ontap_*')
+        found = volume.snapshots('pve_ontap_*')
     except OntapError as exc:
         report.warn(check, f'not checked: {exc}', 'let the REST role read /api/storage/volumes')
         return
@@ -6667,12 +6628,12 @@ def doctor_left_guests(report, ctx, storage, clean):
         report.ok(check, '; '.join(phrases))
 
 
-def doctor_snapmirror(report, ontap, volume, storage, section):
+def doctor_snapmirror(report, volume, storage, section):
     """The SnapMirror relationships whose source is the volume: one line each, with the labels
     its policy keeps on the destination and whether the section's snapmirror_label is one."""
     check = f'{storage} SnapMirror'
     try:
-        relationships = ontap_snapmirror_destinations(ontap, volume)
+        relationships = volume.snapmirror_destinations()
     except OntapError as exc:
         report.warn(check, f'not checked: {exc}', snapmirror_read_fix(exc))
         return
@@ -6683,7 +6644,7 @@ def doctor_snapmirror(report, ontap, volume, storage, section):
         destination = (relationship.get('destination') or {}).get('path') or 'an unnamed destination'
         policy = relationship.get('policy') or {}
         try:
-            record = ontap_snapmirror_policy(ontap, policy['uuid'], policy.get('name')) if policy.get('uuid') else None
+            record = volume.ontap.snapmirror_policy(policy['uuid'], policy.get('name')) if policy.get('uuid') else None
         except OntapError as exc:
             if exc.status != 404:
                 report.warn(f'{check} to {destination}', f'policy {policy.get("name")} not read: {exc}',
@@ -6701,15 +6662,15 @@ def snapmirror_read_fix(exc):
     return 'run doctor again; if that stays, see the error'
 
 
-def doctor_role(report, ontap, volume, storage):
+def doctor_role(report, volume, storage):
     """Whether the account's REST role reaches each endpoint the tool uses, read by a GET that
     returns no records. What it may change, only -try shows (a file clone and a delete)."""
     endpoints = (('volumes', '/api/storage/volumes'), ('snapshots', f'/api/storage/volumes/{volume.uuid}/snapshots'),
-                 ('files', files_url(volume, 'images')), ('jobs', '/api/cluster/jobs'))
+                 ('files', volume.files_url('images')), ('jobs', '/api/cluster/jobs'))
     refused, unchecked = [], []
     for label, path in endpoints:
         try:
-            ontap_count(ontap, path, f'read {label} (REST role check)')
+            volume.ontap.count(path, f'read {label} (REST role check)')
         except OntapError as exc:
             # 403: "not authorized for that command" (code 6); 404: a volume without images/,
             # whose files API was reached all the same
@@ -6753,7 +6714,7 @@ def doctor_try(report, ctx, storage, release):
     delete what was made — also when a step failed. A change of unknown outcome is followed
     until it is known; what may still change is named and left alone."""
     check = f'{storage} -try'
-    ontap, volume, _ = ctx.storage_volume(storage)
+    volume = ctx.volume(storage)
     base = f'pve-ontap-snapshot-doctor-{storage}-{utc_stamp()}'
     if ctx.dry_run:
         report.ok(check, f'would write {base}, file-clone it to {base}.clone, read the clone back and delete both')
@@ -6761,7 +6722,7 @@ def doctor_try(report, ctx, storage, release):
     made = []
     with STOP.held():   # a stop waits until what was made is deleted again
         try:
-            status, found, fix = try_clone(ctx, storage, ontap, volume, base, release, made)
+            status, found, fix = try_clone(ctx, storage, volume, base, release, made)
         except Failure as exc:
             status, found, fix = 'fail', str(exc), 'see the checks of this storage above'
         finally:
@@ -6775,9 +6736,9 @@ def doctor_try(report, ctx, storage, release):
     STOP.check(f'doctor -try deleted what it made on storage {storage} first')
 
 
-def try_clone(ctx, storage, ontap, volume, base, release, made):
+def try_clone(ctx, storage, volume, base, release, made):
     """-try's steps; each file made is added to `made` once it is known to exist. (status, found, fix)."""
-    source, size, done = try_source(ontap, volume, base, release, made)
+    source, size, done = try_source(volume, base, release, made)
     clone = f'{base}.clone'
     (outcome,) = settle_clones(ctx, clone_each(ctx, [(storage, source, clone)]))
     if outcome.state == 'unknown':
@@ -6789,24 +6750,24 @@ def try_clone(ctx, storage, ontap, volume, base, release, made):
         return ('fail', f'{done}; file-cloning it failed: {outcome.error}',
                 'check the FlexClone licence, the style of the volume, and /api/storage/file/clone in the REST role')
     made.append(clone)
-    copied = ontap_file_size(ontap, volume, clone)
+    copied = volume.file_size(clone)
     if copied != size:
         return 'fail', f'{done}, cloned it to {clone}, but the clone reads back as {copied} bytes, not {size}', \
             'check the volume (a file clone must be an exact copy)'
     return 'ok', f'{done}, file-cloned it to {clone} and read the clone back', None
 
 
-def try_source(ontap, volume, base, release, made):
+def try_source(volume, base, release, made):
     """The file -try clones: (path, size, what was done). A small file written for it where the
     release has the files API's write (9.8+); else, or if the write is refused, a disk image."""
     refused = (f'ONTAP {".".join(map(str, release))} has no files-API write (9.8+); '
                if release and release < (9, 8) else '')
     if not refused:
-        data = f'pve-ontap-snapshot doctor -try {base}\n'.encode()
+        data = f'pve-volume.ontap-snapshot doctor -try {base}\n'.encode()
         try:
-            ontap_write_file(ontap, volume, base, data)
+            volume.write_file(base, data)
         except OutcomeUnknown as exc:
-            size = ontap_file_size(ontap, volume, base)     # a write runs no job: the file tells
+            size = volume.file_size(base)     # a write runs no job: the file tells
             if size is not None:
                 made.append(base)
             if size != len(data):
@@ -6817,23 +6778,22 @@ def try_source(ontap, volume, base, release, made):
             made.append(base)
         if not refused:
             return base, len(data), f'wrote {base} ({len(data)} bytes)'
-    image = ontap_first_image(ontap, volume)
+    image = volume.first_image()
     if image is None:
         raise Failure(f'{refused}no disk image under images/ to clone instead')
-    return image, ontap_file_size(ontap, volume, image), f'{refused}took {image}'
+    return image, volume.file_size(image), f'{refused}took {image}'
 
 
 def delete_made(ctx, storage, made):
     """Delete the files -try made; one whose delete is of unknown outcome is read back. The paths
     left, with why, as a phrase ('' if none)."""
-    ontap, volume, _ = ctx.storage_volume(storage)
+    volume = ctx.volume(storage)
     left = []
     for outcome in delete_files(ctx, [(storage, path) for path in made]):
         path = outcome.item[1]
         if outcome.state == 'unknown':
             try:
-                ontap_settle(ontap, outcome.error, f'DELETE {files_url(volume, path)}',
-                             functools.partial(lambda path: not ontap_file_exists(ontap, volume, path), path))
+                volume.ontap.settle(outcome.error, f'DELETE {volume.files_url(path)}', functools.partial(lambda path: not volume.file_exists(path), path))
                 continue
             except Failure as exc:
                 outcome = Outcome(outcome.item, exc)

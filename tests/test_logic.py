@@ -346,7 +346,7 @@ def test_vm_id_guard(text, ok):
 @pytest.mark.parametrize('job, read, expected', [(600, 120, 115), (600, 300, 120), (30, 120, 30), (600, 3, 1),
                                                  (0.5, 120, 1)])
 def test_ontap_answers_a_job_before_our_read_timeout(job, read, expected):
-    assert tool.return_timeout(tool.Timeouts(job=job, read=read)) == expected
+    assert tool.Ontap.return_timeout(tool.Timeouts(job=job, read=read)) == expected
 
 
 # -- capture snapshots and held guests

@@ -111,7 +111,7 @@ def test_a_destroyed_vm_comes_back_as_new_from_the_storage_snapshot_that_recorde
     ('https://[::1]:8443/api/cluster/jobs/0deffa35-e480-4941-ad9e-cfcdda6d87e4?fields=state', '/api/cluster/jobs/*'),
     ('/api/storage/volumes', '/api/storage/volumes')])
 def test_a_refused_field_is_remembered_for_its_kind_of_resource(path, resource):
-    assert tool.api_resource(path) == resource
+    assert tool.Ontap.api_resource(path) == resource
 
 
 def test_a_vm_snapshot_puts_the_saved_config_back_with_its_disks(world):
@@ -277,7 +277,7 @@ def test_a_clone_whose_answer_was_lost_and_whose_read_back_is_refused_stays_unkn
 ])
 def test_only_ontaps_refusal_of_a_field_is_read_as_one(status, code, message, field):
     exc = tool.OntapError(f'ONTAP cluster-a: list snapshots of volume v: {message}', status=status, code=code)
-    assert tool.unknown_field(exc) == field
+    assert tool.Ontap.unknown_field(exc) == field
 
 
 @pytest.mark.parametrize('status, code, missing', [
@@ -285,5 +285,5 @@ def test_only_ontaps_refusal_of_a_field_is_read_as_one(status, code, message, fi
     (403, '6', False), (400, '262197', False), (500, '1', False), (None, None, False),
 ])
 def test_only_no_such_file_is_a_missing_file(status, code, missing):
-    assert tool.missing_file(tool.OntapError('ONTAP cluster-a: look up x in volume v: …', status=status,
+    assert tool.Ontap.missing_file(tool.OntapError('ONTAP cluster-a: look up x in volume v: …', status=status,
                                              code=code)) is missing

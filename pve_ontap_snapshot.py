@@ -1517,235 +1517,224 @@ class Pve:
             f'Proxmox {self.host}: {what}: task still running after {self.timeouts.task:g} s (task_timeout): {upid}',
             what, upid, f'Proxmox {self.host}'))
 
+    @staticmethod
+    def vm_path(vm, *parts):
+        return '/'.join(['nodes', vm['node'], vm.get('type', 'qemu'), str(vm['vmid'])] + list(parts))
 
-def pve_list_guests(pve):
-    """Every guest of the cluster, QEMU VMs and LXC containers, from one /cluster/resources
-    call, by id (type, node, status, name)."""
-    return {entry['vmid']: entry for entry in pve.call('get', 'cluster/resources', 'list VMs', type='vm')}
+    def guests(self):
+        """Every guest of the cluster, QEMU VMs and LXC containers, from one /cluster/resources
+        call, by id (type, node, status, name)."""
+        return {entry['vmid']: entry for entry in self.call('get', 'cluster/resources', 'list VMs', type='vm')}
 
+    def vms(self):
+        """Every QEMU VM of the cluster (the guests vm commands work on), by id."""
+        return {vmid: entry for vmid, entry in self.guests().items() if entry.get('type') == 'qemu'}
 
-def pve_list_vms(pve):
-    """Every QEMU VM of the cluster (the guests vm commands work on), by id."""
-    return {vmid: entry for vmid, entry in pve_list_guests(pve).items() if entry.get('type') == 'qemu'}
+    def find_vm(self, vmid, vms=None):
+        """The VM's /cluster/resources entry (node, status, name); a Failure if PVE has no such VM."""
+        vms = self.vms() if vms is None else vms
+        if vmid not in vms:
+            raise NotFound(f'Proxmox {self.host}: no VM {vmid} (QEMU guest) in the cluster')
+        return vms[vmid]
 
+    def config_of(self, vm):
+        return self.call('get', Pve.vm_path(vm, 'config'), f'read the config of {guest_label(vm)}')
 
-def pve_find_vm(pve, vmid, vms=None):
-    """The VM's /cluster/resources entry (node, status, name); a Failure if PVE has no such VM."""
-    vms = pve_list_vms(pve) if vms is None else vms
-    if vmid not in vms:
-        raise NotFound(f'Proxmox {pve.host}: no VM {vmid} (QEMU guest) in the cluster')
-    return vms[vmid]
+    def pending_config(self, vm):
+        """The config with pending changes: {key: value}, a pending value winning over the current one."""
+        items = self.call('get', Pve.vm_path(vm, 'pending'), f'read the pending config of VM {vm["vmid"]}')
+        return {item['key']: item.get('pending', item.get('value')) for item in items}
 
+    def set_config(self, vm, what, **changes):
+        self.call('put', Pve.vm_path(vm, 'config'), f'{what} (VM {vm["vmid"]})', **changes)
 
-def vm_path(vm, *parts):
-    return '/'.join(['nodes', vm['node'], vm.get('type', 'qemu'), str(vm['vmid'])] + list(parts))
+    def create_vm(self, node, vmid, config):
+        """Create a VM from a config (POST /nodes/{node}/qemu) and wait for its task. PVE accepts an
+        existing volume the VM owns as a disk (qemu-server API2/Qemu.pm, create_disks: size read
+        from the volume), gives each netN without a MAC a new one (add_random_macs), a vmgenid
+        when none is set and an SMBIOS uuid when smbios1 is missing; it starts nothing unless asked."""
+        what = f'create VM {vmid} on node {node}'
+        upid = self.call('post', f'nodes/{node}/qemu', what, vmid=vmid, **config)
+        if upid:
+            self.wait_for_task(upid, what)
 
+    def status(self, vm):
+        """The VM's status now (status, lock, ...), not as /cluster/resources said at the start of the run."""
+        return self.call('get', Pve.vm_path(vm, 'status/current'), f'read the status of VM {vm["vmid"]}') or {}
 
-def pve_vm_config(pve, vm):
-    return pve.call('get', vm_path(vm, 'config'), f'read the config of {guest_label(vm)}')
+    def running(self, vm):
+        return self.status(vm).get('status') == 'running'
 
+    def power(self, vm, action, **params):
+        """suspend/shutdown/start the VM and wait for the task to finish. For a VM under HA the
+        task only hands the request to the HA manager: then wait for the VM's status as well."""
+        what = f'{action} VM {vm["vmid"]}'
+        upid = self.call('post', Pve.vm_path(vm, 'status', action), what, returning=action in RETURNING, **params)
+        if upid:
+            self.wait_for_task(upid, what)
+        if upid and vm.get('hastate') and action in HA_OUTCOME:
+            def settled():
+                return self.status(vm).get('status') == HA_OUTCOME[action]
 
-def pve_vm_pending(pve, vm):
-    """The config with pending changes: {key: value}, a pending value winning over the current one."""
-    items = pve.call('get', vm_path(vm, 'pending'), f'read the pending config of VM {vm["vmid"]}')
-    return {item['key']: item.get('pending', item.get('value')) for item in items}
+            poll_until(settled, self.timeouts.task, TASK_POLL_MAX, lambda: ProxmoxError(
+                f'Proxmox {self.host}: {what}: the HA manager has not made it {HA_OUTCOME[action]} after '
+                f'{self.timeouts.task:g} s (task_timeout)'))
 
+    def settle_task(self, vm, unknown):
+        """Follow a change of the VM whose outcome is unknown until it ended: its task for another
+        task_timeout or, its answer lost, every task of the VM still running on its node. How it
+        ended is for the caller to read from the VM's status."""
+        if unknown.job:
+            upids = [unknown.job]
+        else:
+            tasks = self.call('get', f'nodes/{vm["node"]}/tasks', f'{unknown.what}: look for its task', vmid=vm['vmid'],
+                             source='active')
+            upids = [task['upid'] for task in tasks or () if 'endtime' not in task and 'status' not in task]
+        for upid in upids:
+            try:
+                self.wait_for_task(upid, unknown.what)
+            except ProxmoxError:
+                pass
 
-def pve_set_vm_config(pve, vm, what, **changes):
-    pve.call('put', vm_path(vm, 'config'), f'{what} (VM {vm["vmid"]})', **changes)
+    def agent(self, vm, command, safe=False):
+        """A guest agent command (always a POST)."""
+        return self.call('post', Pve.vm_path(vm, 'agent', command), f'guest agent {command} in VM {vm["vmid"]}', safe=safe,
+                        returning=command in RETURNING)
 
-
-def pve_create_vm(pve, node, vmid, config):
-    """Create a VM from a config (POST /nodes/{node}/qemu) and wait for its task. PVE accepts an
-    existing volume the VM owns as a disk (qemu-server API2/Qemu.pm, create_disks: size read
-    from the volume), gives each netN without a MAC a new one (add_random_macs), a vmgenid
-    when none is set and an SMBIOS uuid when smbios1 is missing; it starts nothing unless asked."""
-    what = f'create VM {vmid} on node {node}'
-    upid = pve.call('post', f'nodes/{node}/qemu', what, vmid=vmid, **config)
-    if upid:
-        pve.wait_for_task(upid, what)
-
-
-def pve_vm_status(pve, vm):
-    """The VM's status now (status, lock, ...), not as /cluster/resources said at the start of the run."""
-    return pve.call('get', vm_path(vm, 'status/current'), f'read the status of VM {vm["vmid"]}') or {}
-
-
-def pve_vm_running(pve, vm):
-    return pve_vm_status(pve, vm).get('status') == 'running'
-
-
-def pve_vm_power(pve, vm, action, **params):
-    """suspend/shutdown/start the VM and wait for the task to finish. For a VM under HA the
-    task only hands the request to the HA manager: then wait for the VM's status as well."""
-    what = f'{action} VM {vm["vmid"]}'
-    upid = pve.call('post', vm_path(vm, 'status', action), what, returning=action in RETURNING, **params)
-    if upid:
-        pve.wait_for_task(upid, what)
-    if upid and vm.get('hastate') and action in HA_OUTCOME:
-        def settled():
-            return pve_vm_status(pve, vm).get('status') == HA_OUTCOME[action]
-
-        poll_until(settled, pve.timeouts.task, TASK_POLL_MAX, lambda: ProxmoxError(
-            f'Proxmox {pve.host}: {what}: the HA manager has not made it {HA_OUTCOME[action]} after '
-            f'{pve.timeouts.task:g} s (task_timeout)'))
-
-
-def pve_settle_task(pve, vm, unknown):
-    """Follow a change of the VM whose outcome is unknown until it ended: its task for another
-    task_timeout or, its answer lost, every task of the VM still running on its node. How it
-    ended is for the caller to read from the VM's status."""
-    if unknown.job:
-        upids = [unknown.job]
-    else:
-        tasks = pve.call('get', f'nodes/{vm["node"]}/tasks', f'{unknown.what}: look for its task', vmid=vm['vmid'],
-                         source='active')
-        upids = [task['upid'] for task in tasks or () if 'endtime' not in task and 'status' not in task]
-    for upid in upids:
+    def add_nfs_storage(self, storage, server, export, options):
+        """Add an NFS storage to storage.cfg. An answer lost on the way is read back: is it there?"""
+        what = f'add storage {storage}'
         try:
-            pve.wait_for_task(upid, unknown.what)
-        except ProxmoxError:
-            pass
+            self.call('post', 'storage', what, storage=storage, type='nfs', server=server, export=export, **options)
+        except OutcomeUnknown as exc:
+            if not any(entry['storage'] == storage for entry in self.call('get', 'storage', f'{what}: read it back')):
+                raise ProxmoxError(f'{exc}; it was not added') from exc
 
+    def storage_config(self):
+        """storage.cfg, every storage by id, from one call."""
+        return {entry['storage']: entry for entry in self.call('get', 'storage', 'read the storage configuration')}
 
-def pve_agent(pve, vm, command, safe=False):
-    """A guest agent command (always a POST)."""
-    return pve.call('post', vm_path(vm, 'agent', command), f'guest agent {command} in VM {vm["vmid"]}', safe=safe,
-                    returning=command in RETURNING)
+    def local_node(self):
+        """The node this tool runs on, or else the one serving the API (cluster/status `local`)."""
+        node = Node.name()
+        if node:
+            return node
+        entries = self.call('get', 'cluster/status', 'read the cluster status')
+        return next((e['name'] for e in entries if e.get('type') == 'node' and e.get('local')), None)
 
+    def check_sees_every_guest(self, what):
+        """/cluster/resources leaves out the guests one may not audit: before concluding that no
+        guest uses a storage, make sure that none can be missing (VM.Audit on /vms)."""
+        held = self.call('get', 'access/permissions', 'read the privileges of proxmox_user', path='/vms') or {}
+        if not any(privileges.get('VM.Audit') for privileges in held.values()):
+            raise Failure(f'Proxmox {self.host}: {self.config.user} lacks VM.Audit on /vms, so {what} cannot see every '
+                          'guest: grant it (README, Least privilege), or add -force')
 
-def pve_add_nfs_storage(pve, storage, server, export, options):
-    """Add an NFS storage to storage.cfg. An answer lost on the way is read back: is it there?"""
-    what = f'add storage {storage}'
-    try:
-        pve.call('post', 'storage', what, storage=storage, type='nfs', server=server, export=export, **options)
-    except OutcomeUnknown as exc:
-        if not any(entry['storage'] == storage for entry in pve.call('get', 'storage', f'{what}: read it back')):
-            raise ProxmoxError(f'{exc}; it was not added') from exc
+    def guest_configs(self, guests):
+        """({vmid: config} of the guests ({vmid: guest}) whose config was read, [(guest, ProxmoxError)]
+        of those whose config could not be — on a node that is down, say), REQUESTS_AT_ONCE at a time."""
+        def read(guest):
+            try:
+                return self.config_of(guest), None
+            except ProxmoxError as exc:
+                return None, exc
 
+        ordered = [guest for _, guest in sorted(guests.items())]
+        found = map_parallel(read, ordered)
+        return ({guest['vmid']: config for guest, (config, _) in zip(ordered, found) if config is not None},
+                [(guest, exc) for guest, (_, exc) in zip(ordered, found) if exc])
 
-def pve_storages(pve):
-    """storage.cfg, every storage by id, from one call."""
-    return {entry['storage']: entry for entry in pve.call('get', 'storage', 'read the storage configuration')}
+    def guests_on_storage(self, storage, guests):
+        """(guests with a disk, mount point or unused disk on `storage`, (guest, Failure) of those
+        whose config could not be read, so nobody knows)."""
+        configs, unread = self.guest_configs(guests)
+        return [guests[vmid] for vmid, config in sorted(configs.items()) if storage in vm_storages(config)], unread
 
+    def version(self):
+        """{'version': '9.0.10', 'release': '9.0', ...} (GET /version, any user)."""
+        return self.call('get', 'version', 'read the PVE release') or {}
 
-# The programs the tool runs, by absolute path, so that no PATH chooses another (Debian 12
-# and 13 have /bin merged into /usr/bin). qm comes with qemu-server, the others with util-linux.
-PROGRAMS = {'qm': '/usr/sbin/qm', 'findmnt': '/usr/bin/findmnt', 'umount': '/usr/bin/umount'}
-# A node's name as PVE allows it (pve-common src/PVE/JSONSchema.pm, pve_verify_node_name): one
-# that is not is never made part of a path.
-NODE_NAME = re.compile(r'^[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?$')
+    def cluster_status(self):
+        """/cluster/status: a `cluster` entry (quorate) unless a single node, and one per node (online)."""
+        return self.call('get', 'cluster/status', 'read the cluster status') or []
 
+    def privileges(self, path):
+        """What proxmox_user (or its token) holds on `path`: {privilege: whether it reaches below}."""
+        answer = self.call('get', 'access/permissions', f'read the privileges of {self.config.user} on {path}', path=path)
+        return privileges_at(answer or {}, path)
 
-@functools.cache
-def local_pve_node():
-    """This node's name if we run as root on a PVE node (where `qm` and `umount` work), else None."""
-    if os.geteuid() == 0 and os.access(PROGRAMS['qm'], os.X_OK) and os.path.isdir('/etc/pve'):
-        return socket.gethostname().split('.')[0]
-    return None
+class Node:
+    """This node, where the tool runs: whether it is a PVE node run as root (where `qm` and
+    `umount` work and pmxcfs shows every guest's config), its programs, files and mounts."""
 
+    # The programs the tool runs, by absolute path, so that no PATH chooses another (Debian 12
+    # and 13 have /bin merged into /usr/bin). qm comes with qemu-server, the others with util-linux.
+    PROGRAMS = {'qm': '/usr/sbin/qm', 'findmnt': '/usr/bin/findmnt', 'umount': '/usr/bin/umount'}  # noqa: RUF012 (tests point it at fakes)
+    # A node's name as PVE allows it (pve-common src/PVE/JSONSchema.pm, pve_verify_node_name): one
+    # that is not is never made part of a path.
+    NAME = re.compile(r'^[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?$')
+    # pmxcfs shows every node's guest configs under /etc/pve/nodes/<node>/ on each node
+    # (pve-cluster src/README), in qemu-server/ and lxc/; /etc/pve/qemu-server is only the local node's.
+    CONFIGS_DIR = '/etc/pve/nodes'
 
-def run_program(name, *arguments, **kwargs):
-    """subprocess.run of one of PROGRAMS, its output captured as text; a Failure if it cannot start."""
-    try:
-        return subprocess.run([PROGRAMS[name], *arguments], capture_output=True, text=True, check=False, **kwargs)
-    except OSError as exc:
-        raise Failure(f'cannot run {PROGRAMS[name]}: {exc.strerror}') from exc
-
-
-# pmxcfs shows every node's guest configs under /etc/pve/nodes/<node>/ on each node
-# (pve-cluster src/README), in qemu-server/ and lxc/; /etc/pve/qemu-server is only the local node's.
-PVE_NODES_DIR = '/etc/pve/nodes'
-
-
-def node_config_path(vm):
-    """Where pmxcfs shows the guest's config; a Failure for a node name PVE would not allow."""
-    if not NODE_NAME.match(str(vm['node'])):
-        raise Failure(f'{guest_label(vm)}: its node name {vm["node"]!r} is none PVE allows')
-    kind = 'lxc' if vm.get('type') == 'lxc' else 'qemu-server'
-    return os.path.join(PVE_NODES_DIR, vm['node'], kind, f'{int(vm["vmid"])}.conf')
-
-
-def read_node_config(vm):
-    """The VM's config file as PVE holds it (its snapshot and [PENDING] sections too), read from
-    pmxcfs when this runs on a PVE node as root; None elsewhere, or if it cannot be read."""
-    if local_pve_node() is None:
+    @staticmethod
+    @functools.cache
+    def name():
+        """This node's name if we run as root on a PVE node (where `qm` and `umount` work), else None."""
+        if os.geteuid() == 0 and os.access(Node.PROGRAMS['qm'], os.X_OK) and os.path.isdir('/etc/pve'):
+            return socket.gethostname().split('.')[0]
         return None
-    try:
-        path = node_config_path(vm)
-        with open(path, 'rb') as file:
-            return file.read()
-    except (OSError, Failure) as exc:
-        log.warning('%s: its config file cannot be read (%s): its config is saved as the API gives it',
-                    guest_label(vm), getattr(exc, 'strerror', None) or exc)
-        return None
 
-
-def pve_local_node(pve):
-    """The node this tool runs on, or else the one serving the API (cluster/status `local`)."""
-    node = local_pve_node()
-    if node:
-        return node
-    entries = pve.call('get', 'cluster/status', 'read the cluster status')
-    return next((e['name'] for e in entries if e.get('type') == 'node' and e.get('local')), None)
-
-
-def pve_check_sees_every_guest(pve, what):
-    """/cluster/resources leaves out the guests one may not audit: before concluding that no
-    guest uses a storage, make sure that none can be missing (VM.Audit on /vms)."""
-    held = pve.call('get', 'access/permissions', 'read the privileges of proxmox_user', path='/vms') or {}
-    if not any(privileges.get('VM.Audit') for privileges in held.values()):
-        raise Failure(f'Proxmox {pve.host}: {pve.config.user} lacks VM.Audit on /vms, so {what} cannot see every '
-                      'guest: grant it (README, Least privilege), or add -force')
-
-
-def pve_guest_configs(pve, guests):
-    """({vmid: config} of the guests ({vmid: guest}) whose config was read, [(guest, ProxmoxError)]
-    of those whose config could not be — on a node that is down, say), REQUESTS_AT_ONCE at a time."""
-    def read(guest):
+    @staticmethod
+    def run(name, *arguments, **kwargs):
+        """subprocess.run of one of Node.PROGRAMS, its output captured as text; a Failure if it cannot start."""
         try:
-            return pve_vm_config(pve, guest), None
-        except ProxmoxError as exc:
-            return None, exc
+            return subprocess.run([Node.PROGRAMS[name], *arguments], capture_output=True, text=True, check=False, **kwargs)
+        except OSError as exc:
+            raise Failure(f'cannot run {Node.PROGRAMS[name]}: {exc.strerror}') from exc
 
-    ordered = [guest for _, guest in sorted(guests.items())]
-    found = map_parallel(read, ordered)
-    return ({guest['vmid']: config for guest, (config, _) in zip(ordered, found) if config is not None},
-            [(guest, exc) for guest, (_, exc) in zip(ordered, found) if exc])
+    @staticmethod
+    def config_path(vm):
+        """Where pmxcfs shows the guest's config; a Failure for a node name PVE would not allow."""
+        if not Node.NAME.match(str(vm['node'])):
+            raise Failure(f'{guest_label(vm)}: its node name {vm["node"]!r} is none PVE allows')
+        kind = 'lxc' if vm.get('type') == 'lxc' else 'qemu-server'
+        return os.path.join(Node.CONFIGS_DIR, vm['node'], kind, f'{int(vm["vmid"])}.conf')
+
+    @staticmethod
+    def read_config(vm):
+        """The VM's config file as PVE holds it (its snapshot and [PENDING] sections too), read from
+        pmxcfs when this runs on a PVE node as root; None elsewhere, or if it cannot be read."""
+        if Node.name() is None:
+            return None
+        try:
+            path = Node.config_path(vm)
+            with open(path, 'rb') as file:
+                return file.read()
+        except (OSError, Failure) as exc:
+            log.warning('%s: its config file cannot be read (%s): its config is saved as the API gives it',
+                        guest_label(vm), getattr(exc, 'strerror', None) or exc)
+            return None
+
+    @staticmethod
+    def nfs_mount(path):
+        """What is mounted at `path` on this machine, as findmnt says: {'source', 'fstype', 'options'},
+        or None if nothing is."""
+        result = Node.run('findmnt', '--json', '--mountpoint', path, '--output', 'SOURCE,FSTYPE,OPTIONS')
+        if result.returncode or not result.stdout.strip():
+            return None     # findmnt exits 1 when nothing is mounted there
+        return (json.loads(result.stdout).get('filesystems') or [None])[0]
 
 
-def pve_guests_on_storage(pve, storage, guests):
-    """(guests with a disk, mount point or unused disk on `storage`, (guest, Failure) of those
-    whose config could not be read, so nobody knows)."""
-    configs, unread = pve_guest_configs(pve, guests)
-    return [guests[vmid] for vmid, config in sorted(configs.items()) if storage in vm_storages(config)], unread
+
+
+
+
+
+
 
 
 # What doctor reads besides what the commands use.
-
-def pve_version(pve):
-    """{'version': '9.0.10', 'release': '9.0', ...} (GET /version, any user)."""
-    return pve.call('get', 'version', 'read the PVE release') or {}
-
-
-def pve_cluster_status(pve):
-    """/cluster/status: a `cluster` entry (quorate) unless a single node, and one per node (online)."""
-    return pve.call('get', 'cluster/status', 'read the cluster status') or []
-
-
-def pve_privileges(pve, path):
-    """What proxmox_user (or its token) holds on `path`: {privilege: whether it reaches below}."""
-    answer = pve.call('get', 'access/permissions', f'read the privileges of {pve.config.user} on {path}', path=path)
-    return privileges_at(answer or {}, path)
-
-
-def local_nfs_mount(path):
-    """What is mounted at `path` on this machine, as findmnt says: {'source', 'fstype', 'options'},
-    or None if nothing is."""
-    result = run_program('findmnt', '--json', '--mountpoint', path, '--output', 'SOURCE,FSTYPE,OPTIONS')
-    if result.returncode or not result.stdout.strip():
-        return None     # findmnt exits 1 when nothing is mounted there
-    return (json.loads(result.stdout).get('filesystems') or [None])[0]
 
 
 # ---- Pure logic --------------------------------------------------------------------------
@@ -3042,7 +3031,7 @@ class Context:
     def storages(self):
         """PVE's storage.cfg, read once per run (one request serves every storage)."""
         if self._storages is None:
-            self._storages = pve_storages(self.pve)
+            self._storages = self.pve.storage_config()
         return self._storages
 
     def nfs_storage(self, storage):
@@ -3703,7 +3692,7 @@ def check_freezable(ctx, view):
         raise Failure(f'VM {view.vmid}: its agent setting turns freezing off (agent: {setting}); use -pause, or '
                       'allow freezing (freeze-fs=1)')
     try:
-        pve_agent(ctx.pve, view.vm, 'ping', safe=True)
+        ctx.pve.agent(view.vm, 'ping', safe=True)
     except ProxmoxError as exc:
         raise Failure(f'VM {view.vmid}: the QEMU guest agent does not answer, nothing frozen: {exc}') from exc
 
@@ -3712,7 +3701,7 @@ def thaw(ctx, view):
     """fsfreeze-thaw. Returns None; a FrozenTooLong if the guest had let go by itself (it runs
     again); or a Failure that says what to run by hand."""
     try:
-        pve_agent(ctx.pve, view.vm, 'fsfreeze-thaw')
+        ctx.pve.agent(view.vm, 'fsfreeze-thaw')
     except Failure as exc:
         if frozen_too_long(exc):
             return FrozenTooLong(f'the guest of VM {view.vmid} gave up its freeze before the thaw, as Windows VSS '
@@ -3731,12 +3720,12 @@ def ensure_running(ctx, view, cause, resume=False):
     action = 'resume' if resume else 'start'
     try:
         if isinstance(cause, OutcomeUnknown):
-            pve_settle_task(ctx.pve, view.vm, cause)
+            ctx.pve.settle_task(view.vm, cause)
         if resume:
-            if pve_vm_status(ctx.pve, view.vm).get('qmpstatus') == 'paused':
-                pve_vm_power(ctx.pve, view.vm, 'resume')
-        elif view.vm.get('hastate') or not pve_vm_running(ctx.pve, view.vm):
-            pve_vm_power(ctx.pve, view.vm, 'start')
+            if ctx.pve.status(view.vm).get('qmpstatus') == 'paused':
+                ctx.pve.power(view.vm, 'resume')
+        elif view.vm.get('hastate') or not ctx.pve.running(view.vm):
+            ctx.pve.power(view.vm, 'start')
     except OutcomeUnknown as exc:
         state = 'be paused' if resume else 'go down or come up'
         raise Failure(f'{cause}; VM {view.vmid} may still {state} ({exc}): check it, and {action} it by hand if it '
@@ -3779,7 +3768,7 @@ class VmWindow:
 
     def __enter__(self):
         ctx, view, vmid, mode = self.ctx, self.view, self.view.vmid, self.mode
-        status = self.status or (pve_vm_status(ctx.pve, view.vm) if mode else view.vm)
+        status = self.status or (ctx.pve.status(view.vm) if mode else view.vm)
         self.running = running = status.get('status') == 'running'
         qmpstatus = status.get('qmpstatus', 'running')
         self.still = running and qmpstatus != 'running'
@@ -3814,7 +3803,7 @@ class VmWindow:
         ctx, view = self.ctx, self.view
         if self.mode == 'freeze':
             try:
-                pve_agent(ctx.pve, view.vm, 'fsfreeze-freeze')
+                ctx.pve.agent(view.vm, 'fsfreeze-freeze')
             except Failure as exc:
                 # A freeze that failed half-way may have frozen some file systems: thaw anyway.
                 problem = thaw(ctx, view)
@@ -3827,7 +3816,7 @@ class VmWindow:
         # pve-api.md §2) until status/resume; no hibernation, no state file.
         action = 'shutdown' if self.mode == 'shutdown' else 'suspend'
         try:
-            pve_vm_power(ctx.pve, view.vm, action, **({'todisk': 1} if self.mode == 'suspend' else {}))
+            ctx.pve.power(view.vm, action, **({'todisk': 1} if self.mode == 'suspend' else {}))
         except Failure as exc:
             ensure_running(ctx, view, exc, resume=self.mode == 'pause')
             self.returned = True
@@ -3889,10 +3878,10 @@ def start_again(ctx, view, paused_for, action='start'):
     report together with whatever else went wrong)."""
     try:
         try:
-            pve_vm_power(ctx.pve, view.vm, action)
+            ctx.pve.power(view.vm, action)
         except OutcomeUnknown as exc:
-            pve_settle_task(ctx.pve, view.vm, exc)
-            status = pve_vm_status(ctx.pve, view.vm)
+            ctx.pve.settle_task(view.vm, exc)
+            status = ctx.pve.status(view.vm)
             if status.get('status') != 'running' or status.get('qmpstatus', 'running') != 'running':
                 raise
     except Failure as exc:
@@ -3923,17 +3912,17 @@ def return_left_guest(ctx, vm, how):
     """Bring back a guest a run that died left held (`how`) as that run would have, only where it
     is still so: resume it if paused, thaw it if frozen, start it if stopped (not locked by
     anything but its own hibernation). What was done, as a phrase; a Failure if that failed."""
-    status = pve_vm_status(ctx.pve, vm)
+    status = ctx.pve.status(vm)
     running, lock = status.get('status') == 'running', status.get('lock')
     if how == 'pause' and running and status.get('qmpstatus') == 'paused':
-        pve_vm_power(ctx.pve, vm, 'resume')
+        ctx.pve.power(vm, 'resume')
         return 'resumed it'
-    if how == 'freeze' and running and (pve_agent(ctx.pve, vm, 'fsfreeze-status', safe=True) or {}).get(
+    if how == 'freeze' and running and (ctx.pve.agent(vm, 'fsfreeze-status', safe=True) or {}).get(
             'result') == 'frozen':
-        pve_agent(ctx.pve, vm, 'fsfreeze-thaw')
+        ctx.pve.agent(vm, 'fsfreeze-thaw')
         return 'thawed it'
     if how in ('suspend', 'shutdown') and status.get('status') == 'stopped' and lock in (None, '', 'suspended'):
-        pve_vm_power(ctx.pve, vm, 'start')
+        ctx.pve.power(vm, 'start')
         vm['status'] = 'running'
         return 'started it'
     return 'it is so no longer: nothing to do'
@@ -3999,8 +3988,8 @@ class VmView:
 
 def gather_vm(ctx, vmid, vms=None, config=None):
     """The VM, its config, its ONTAP disks (and the volumes behind them, looked up now)."""
-    vm = pve_find_vm(ctx.pve, vmid, vms)
-    config = pve_vm_config(ctx.pve, vm) if config is None else config
+    vm = ctx.pve.find_vm(vmid, vms)
+    config = ctx.pve.config_of(vm) if config is None else config
     disks, skipped = [], []
     for disk in vm_disks(config):
         if disk.storage not in ctx.config.storages:
@@ -4381,11 +4370,11 @@ def register_clones(ctx, view, clones):
     else unusedN through the config API (pending until the next start on a running VM). Returns
     the VM's config with them (None after a rescan, which may register more)."""
     vmid = view.vmid
-    if local_pve_node() == view.vm['node']:
+    if Node.name() == view.vm['node']:
         if ctx.dry_run:
             print(f'would run qm disk rescan --vmid {vmid}')
             return None
-        result = run_program('qm', 'disk', 'rescan', '--vmid', str(int(vmid)))
+        result = Node.run('qm', 'disk', 'rescan', '--vmid', str(int(vmid)))
         if result.returncode:
             raise Failure(f'VM {vmid}: qm disk rescan failed: {result.stderr.strip()}')
         return None
@@ -4397,15 +4386,14 @@ def register_clones(ctx, view, clones):
     config = view.config
     try:
         changes = dict(zip(free_unused_keys(config, len(volids)), volids))
-        pve_set_vm_config(ctx.pve, view.vm, 'register the snapshot as unused disks', digest=config.get('digest'),
-                          **changes)
+        ctx.pve.set_config(view.vm, 'register the snapshot as unused disks', digest=config.get('digest'), **changes)
     except OutcomeUnknown:
         raise
     except Failure as exc:
         log.debug('VM %s: registering with the config read before refused (%s): reading it again', vmid, exc)
-        config = pve_vm_pending(ctx.pve, view.vm)
+        config = ctx.pve.pending_config(view.vm)
         changes = dict(zip(free_unused_keys(config, len(volids)), volids))
-        pve_set_vm_config(ctx.pve, view.vm, 'register the snapshot as unused disks', **changes)
+        ctx.pve.set_config(view.vm, 'register the snapshot as unused disks', **changes)
     return {**config, **changes}
 
 
@@ -4419,11 +4407,11 @@ def save_snapshot_records(ctx, view, stamp, consistency, kind='snapshot', config
     config = view.config if config is None else config
     storage = view.disks[0].storage
     volume = ctx.volume(storage)
-    raw = read_node_config(view.vm)
+    raw = Node.read_config(view.vm)
     volumes = {disk.storage: ctx.volume_identity(disk.storage) for disk in view.disks}
     manifest = guest_manifest(view.vm, view.disks, config, stamp, consistency, volumes,
                               raw if raw is not None else config_text(config).encode(),
-                              node_config_path(view.vm) if raw is not None else 'api', tool_version(),
+                              Node.config_path(view.vm) if raw is not None else 'api', tool_version(),
                               {disk.key: set_file_path(disk.path, stamp, kind) for disk in view.disks},
                               ctx.manifest_key(create=True), view.backings)
     path = record_path(view.vmid, stamp, consistency, kind, identity_tag(vm_identity(config)))
@@ -4447,7 +4435,7 @@ def delete_sets(ctx, view, sets, config=None):
     file attached to the VM as a disk (to recover data from it, say) is refused whole and left
     untouched. Returns {stamp: Failure} of the sets not deleted (InUse: refused). `config` is
     the VM's config if just changed (by register_clones, with the unusedN it added)."""
-    config = pve_vm_pending(ctx.pve, view.vm) if config is None else config
+    config = ctx.pve.pending_config(view.vm) if config is None else config
     failed = {}
     for stamp, files in sets.items():
         attached = {**attached_set_files(view.config, files), **attached_set_files(config, files)}
@@ -4460,7 +4448,7 @@ def delete_sets(ctx, view, sets, config=None):
     registered = [key for key, value in sorted(config.items())
                   if re.fullmatch(r'unused\d+', key) and parse_volume(value) and parse_volume(value)[1] in volids]
     if registered:
-        pve_set_vm_config(ctx.pve, view.vm, "remove the snapshot's unused disks", delete=','.join(registered))
+        ctx.pve.set_config(view.vm, "remove the snapshot's unused disks", delete=','.join(registered))
     left = {}
     for file, outcome in zip(files, delete_files(ctx, [(f.storage, f.path) for f in files])):
         if outcome.error:
@@ -4497,7 +4485,7 @@ def vms_to_snapshot(ctx, vmids, vms):
     such VM stops no other."""
     def read(vmid):
         try:
-            return pve_vm_config(ctx.pve, pve_find_vm(ctx.pve, vmid, vms))
+            return ctx.pve.config_of(ctx.pve.find_vm(vmid, vms))
         except Failure as exc:
             return exc if vmids is not None else Failure(f'VM {vmid} on node {vms[vmid]["node"]} skipped: {exc}')
 
@@ -4516,7 +4504,7 @@ def vms_to_snapshot(ctx, vmids, vms):
 def vms_on_this_node(vms):
     """-node-local: the VMs of the node this runs on, so that one timer on every node makes
     each node snapshot its own."""
-    node = local_pve_node()
+    node = Node.name()
     if node is None:
         raise Failure('-node-local: not on a PVE node as root, so no node is this one: run it on a node')
     return node, {vmid: vm for vmid, vm in vms.items() if vm['node'] == node}
@@ -4667,7 +4655,7 @@ def stop_report(results):
 
 def cmd_vm_create(ctx, args):
     mode = next((m for m in ('suspend', 'shutdown', 'freeze', 'pause') if getattr(args, m)), None)
-    vms = pve_list_vms(ctx.pve)
+    vms = ctx.pve.vms()
     if args.node_local:
         if not args.all:
             raise ConfigError('-node-local goes with -all (it chooses among all VMs)')
@@ -5028,7 +5016,7 @@ def save_config_for_undo(ctx, view, undo_stamp, needed):
     restoring that one -with-config undoes a config put back too. None, or, where the config is
     to be put back (`needed`), the Failure that keeps it from being put back; else a warning."""
     try:
-        save_snapshot_records(ctx, view, undo_stamp, 'shutdown', 'prerestore', pve_vm_config(ctx.pve, view.vm))
+        save_snapshot_records(ctx, view, undo_stamp, 'shutdown', 'prerestore', ctx.pve.config_of(view.vm))
     except Failure as exc:
         if needed:
             return Failure(f'its config was not put back: the current one could not be saved with pre-restore '
@@ -5136,7 +5124,7 @@ def put_config_back(ctx, view, saved, allowed):
     change, against the digest of the config read now, so that PVE refuses it if anybody changes
     the config meanwhile. A lost answer is read back: the saved config there is done, the config
     as it was is failed, else unknown."""
-    current = pve_vm_config(ctx.pve, view.vm)
+    current = ctx.pve.config_of(view.vm)
     plan = plan_config(current, saved, view.vmid, allowed)
     changes, deletes = plan.changes, plan.deletes
     if not changes and not deletes:
@@ -5144,12 +5132,12 @@ def put_config_back(ctx, view, saved, allowed):
     params = dict(changes, **({'delete': ','.join(deletes)} if deletes else {}),
                   **({'digest': current['digest']} if current.get('digest') else {}))
     try:
-        pve_set_vm_config(ctx.pve, view.vm, 'put the saved config back', **params)
+        ctx.pve.set_config(view.vm, 'put the saved config back', **params)
     except OutcomeUnknown as exc:
         # A change waiting for PVE's config lock may still land after a read-back that found
         # the config as it was: only the saved config found there settles it.
         try:
-            after = pve_vm_config(ctx.pve, view.vm)
+            after = ctx.pve.config_of(view.vm)
         except Failure as again:
             raise OutcomeUnknown(f'{exc}; reading the config back failed too ({again})', exc.what,
                                  where=exc.where) from exc
@@ -5252,7 +5240,7 @@ def plan_new_vm(ctx, vmid, newid, stamp, name, allowed=frozenset(), no_saved_con
     """Every lookup of -as-new: the new id is free, the source found (without VM `vmid` if it is
     gone: on every configured storage), a config to give the new VM (screened: screen_config), a
     copy of each of its disks."""
-    guests = pve_list_guests(ctx.pve)
+    guests = ctx.pve.guests()
     if newid in guests:
         taken = guests[newid]
         raise Failure(f'Proxmox {ctx.pve.host}: {guest_label(taken)} {taken.get("name") or ""} already exists on '
@@ -5287,7 +5275,7 @@ def plan_new_vm(ctx, vmid, newid, stamp, name, allowed=frozenset(), no_saved_con
     paths = new_disk_paths(disks, newid, taken)
     clones = [(disk.storage, copies[(disk.storage, disk.file)], paths[disk.key]) for disk in disks]
     volumes = {disk.key: f'{disk.storage}:{newid}/{paths[disk.key].rsplit("/", 1)[1]}' for disk in disks}
-    node = local_pve_node() or (source or {}).get('node') or pve_local_node(ctx.pve)
+    node = Node.name() or (source or {}).get('node') or ctx.pve.local_node()
     if any(key in original for key in SECRET_KEYS):
         log.warning('VM %s: its cloud-init password is not copied (no snapshot holds it): set it again with '
                     'qm set %s --cipassword', newid, newid)
@@ -5323,12 +5311,12 @@ def create_new_vm(ctx, new):
     lost answer, a task past its bound): its tasks are followed, then read back: is the VM there?"""
     files = ', '.join(f'{destination} on {storage}' for storage, _, destination in new.clones)
     try:
-        pve_create_vm(ctx.pve, new.node, new.vmid, new.config)
+        ctx.pve.create_vm(new.node, new.vmid, new.config)
     except OutcomeUnknown as exc:
         guest = {'node': new.node, 'vmid': new.vmid, 'type': 'qemu'}
         try:
-            pve_settle_task(ctx.pve, guest, exc)
-            made = pve_list_guests(ctx.pve).get(new.vmid)
+            ctx.pve.settle_task(guest, exc)
+            made = ctx.pve.guests().get(new.vmid)
         except Failure as again:
             raise Failure(f'{exc}; finding out what became of it failed too ({again}): its disks are left, '
                           f'{files}: check whether VM {new.vmid} exists, and delete them if not') from exc
@@ -5406,7 +5394,7 @@ def cmd_vm_restore(ctx, args):
         config = ' and its config' if args.with_config else ''
         confirm(ctx, f'Overwrite disks {disks}{config} of VM {view.vmid} with {origin}{kept}', args.yes)
         # Once more as it is now: the VM may have been started (or locked) during the question.
-        status = pve_vm_status(ctx.pve, view.vm)
+        status = ctx.pve.status(view.vm)
         check_restorable(view.vmid, status, args.shutdown)
         running = status.get('status') == 'running'
         undo_stamp = new_stamp(locks, [f'vm{view.vmid}'], sets)
@@ -5471,13 +5459,13 @@ def storage_records(ctx, storage, name, guests, configs, held):
     for guest in on_storage:
         vmid, config = guest['vmid'], configs[guest['vmid']]
         consistency = storage_snapshot_consistency(guest, disks[vmid], storage, how.get(vmid))
-        raw = read_node_config(guest)
+        raw = Node.read_config(guest)
         clones = {disk.key: f'.snapshot/{name}/{disk.path}' for disk in disks[vmid]
                   if disk.storage == storage and disk.path}
         records[storage_record_name(guest, consistency)] = guest_manifest(
             guest, disks[vmid], config, name, consistency, volumes,
             raw if raw is not None else guest_config_text(guest, config).encode(),
-            node_config_path(guest) if raw is not None else 'api', version, clones, key).encode()
+            Node.config_path(guest) if raw is not None else 'api', version, clones, key).encode()
     return records
 
 
@@ -5571,7 +5559,7 @@ def guests_to_hold(ctx, storage, pause, guests=None, configs=None):
     for storage create -freeze (-pause: `pause`): every running guest with a disk on `storage`,
     its config, status and agent looked at (all at once) before any is touched. `guests` and
     `configs` ({vmid: config}) are those already read, if any."""
-    guests = pve_list_guests(ctx.pve) if guests is None else guests
+    guests = ctx.pve.guests() if guests is None else guests
     running = [guest for _, guest in sorted(guests.items()) if guest.get('status') == 'running']
     at_once = 1 if ctx.dry_run else max(1, min(len(running), REQUESTS_AT_ONCE))
     with concurrent.futures.ThreadPoolExecutor(max_workers=at_once) as pool:
@@ -5583,13 +5571,13 @@ def look_at_guest(ctx, storage, pause, configs, guest):
     """(HeldGuest or None, (guest, why, warn) or None) of one running guest for guests_to_hold;
     what PVE refuses to say is a (guest, why, warn), never an exception."""
     try:
-        config = configs.get(guest['vmid']) or pve_vm_config(ctx.pve, guest)
+        config = configs.get(guest['vmid']) or ctx.pve.config_of(guest)
         lxc = guest.get('type') == 'lxc'
         if storage not in (vm_storages(config) if lxc else {disk.storage for disk in vm_disks(config)}):
             return None, None
         if lxc:
             return None, (guest, 'a container: there is no freezing it', False)
-        status = pve_vm_status(ctx.pve, guest)
+        status = ctx.pve.status(guest)
     except ProxmoxError as exc:
         return None, (guest, f'not looked at ({exc})', True)
     if status.get('status') != 'running':
@@ -5600,7 +5588,7 @@ def look_at_guest(ctx, storage, pause, configs, guest):
     warn = False
     if how == 'freeze':
         try:
-            pve_agent(ctx.pve, guest, 'ping', safe=True)
+            ctx.pve.agent(guest, 'ping', safe=True)
         except ProxmoxError as exc:
             how, why, warn = ('pause' if pause else None), f'its guest agent does not answer ({exc})', True
     if how:
@@ -5614,9 +5602,9 @@ def hold_guest(ctx, guest):
     view = guest.view
     try:
         if guest.how == 'freeze':
-            pve_agent(ctx.pve, view.vm, 'fsfreeze-freeze')
+            ctx.pve.agent(view.vm, 'fsfreeze-freeze')
         else:
-            pve_vm_power(ctx.pve, view.vm, 'suspend')
+            ctx.pve.power(view.vm, 'suspend')
     except Failure as exc:
         if guest.how == 'freeze':
             # A freeze that failed half-way may have frozen some file systems: thaw anyway.
@@ -5816,9 +5804,9 @@ def cmd_storage_create(ctx, args):
                          recent['name'], f' (label {label})' if label else '', args.min_age)
                 return
         name = storage_snapshot_name(new_stamp(locks, ['storage']))
-        guests = pve_list_guests(ctx.pve)
+        guests = ctx.pve.guests()
         settle_left_guests(ctx, locks, guests)
-        configs, unread = pve_guest_configs(ctx.pve, guests)
+        configs, unread = ctx.pve.guest_configs(guests)
         held, crash = (guests_to_hold(ctx, args.storage, args.pause, guests, configs) if args.freeze or args.pause
                        else ([], []))
         # The records say what each guest is planned to be in the snapshot; one that ends up
@@ -5945,8 +5933,8 @@ def cmd_storage_restore(ctx, args):
         newer = snapshots[snapshots.index(args.snapshot) + 1:]
         clones = volume.flexclones() if newer else {}
         if not args.force:
-            pve_check_sees_every_guest(ctx.pve, 'restore')
-        guests, unknown = pve_guests_on_storage(ctx.pve, args.storage, pve_list_guests(ctx.pve))
+            ctx.pve.check_sees_every_guest('restore')
+        guests, unknown = ctx.pve.guests_on_storage(args.storage, ctx.pve.guests())
         show_restore_plan(ctx, restore_plan(volume, args.storage, args.snapshot, guests, unknown, newer),
                           asking=not args.yes and sys.stdin.isatty())
         # ONTAP must delete the newer snapshots, and refuses while a FlexClone uses one (the
@@ -5959,7 +5947,7 @@ def cmd_storage_restore(ctx, args):
         if blockers and not args.force:
             raise Failure(f'storage {args.storage}: {"; ".join(blockers)} (or -force to revert anyway)')
         confirm(ctx, f'Revert storage {args.storage} to {args.snapshot}', args.yes)
-        now = pve_list_guests(ctx.pve)     # once more: a guest may have been started or locked during the question
+        now = ctx.pve.guests()     # once more: a guest may have been started or locked during the question
         meanwhile = restore_blockers([now.get(guest['vmid'], guest) for guest in guests], [])
         if meanwhile and not args.force:
             raise Failure(f'storage {args.storage}: meanwhile {"; ".join(meanwhile)}; nothing reverted')
@@ -6005,7 +5993,7 @@ def cmd_storage_mount(ctx, args):
         if volume.ontap.volume_by_name(clone, volume.svm):
             raise Failure(f'ONTAP {volume.ontap.host}: volume {clone} already exists in SVM {volume.svm}: choose another '
                           'storage id with -name')
-        node = pve_local_node(ctx.pve)
+        node = ctx.pve.local_node()
         junction = '/' + clone
         options = {key: entry[key] for key in ('content', 'options') if entry.get(key)}
         if node:
@@ -6018,7 +6006,7 @@ def cmd_storage_mount(ctx, args):
             log.info('ONTAP %s: FlexClone %s of %s created, mounted at %s', volume.ontap.host, clone, args.snapshot,
                      junction)
             try:
-                pve_add_nfs_storage(ctx.pve, storage, entry['server'], junction, options)
+                ctx.pve.add_nfs_storage(storage, entry['server'], junction, options)
             except Failure:
                 log.warning('ONTAP %s: removing FlexClone %s again', volume.ontap.host, clone)
                 volume.ontap.volume_by_name(clone, volume.svm).delete()
@@ -6088,11 +6076,11 @@ def mount_path(storage, entry):
 
 def unmount_nfs(path):
     """Unmount the clone's NFS mount on this node (PVE leaves it mounted); lazily if stuck."""
-    result = run_program('umount', '--', path, env=dict(os.environ, LC_ALL='C'))
+    result = Node.run('umount', '--', path, env=dict(os.environ, LC_ALL='C'))
     if result.returncode == 0 or 'not mounted' in result.stderr:
         return
     log.warning('%s is busy on this node (%s): detaching it lazily', path, result.stderr.strip())
-    if run_program('umount', '-f', '-l', '--', path).returncode:
+    if Node.run('umount', '-f', '-l', '--', path).returncode:
         log.warning('could not unmount %s on this node: umount -f -l %s by hand', path, path)
 
 
@@ -6109,8 +6097,8 @@ def cmd_storage_unmount(ctx, args):
         ctx.nfs_storage(args.storage)
         parent, parent_volume, volume = find_clone_parent(ctx, args.storage, entry)
         if not args.force:
-            pve_check_sees_every_guest(ctx.pve, 'unmount')
-        users, unknown = pve_guests_on_storage(ctx.pve, args.storage, pve_list_guests(ctx.pve))
+            ctx.pve.check_sees_every_guest('unmount')
+        users, unknown = ctx.pve.guests_on_storage(args.storage, ctx.pve.guests())
         if users and not args.force:
             raise Failure(f'storage {args.storage} is in use by {", ".join(guest_label(g) for g in users)}: '
                           'remove their disks on it first (copy what you need off it), or add -force')
@@ -6128,7 +6116,7 @@ def cmd_storage_unmount(ctx, args):
             ctx.pve.call('delete', f'storage/{args.storage}', f'remove storage {args.storage}')
             log.info('storage %s removed from Proxmox', args.storage)
         path = mount_path(args.storage, entry)
-        if not local_pve_node():
+        if not Node.name():
             log.warning('not on a PVE node as root: %s may stay mounted on the nodes (umount it there)', path)
         elif ctx.dry_run:
             print(printable(f'would umount {path} on this node'))
@@ -6265,7 +6253,7 @@ def doctor_pve(report, ctx, storages):
     pve, cfg = ctx.pve, ctx.config.proxmox
     reached = f'{cfg.host} answers over HTTPS, {trust_phrase(pve.verify)}'
     try:
-        version = pve_version(pve)
+        version = pve.version()
     except ProxmoxError as exc:
         reason = failed_connection(exc)
         if reason == 'tls':
@@ -6300,7 +6288,7 @@ def doctor_pve(report, ctx, storages):
 def doctor_cluster_status(report, pve):
     """Quorum and nodes, from /cluster/status (Sys.Audit on /)."""
     try:
-        name, quorate, nodes = cluster_findings(pve_cluster_status(pve))
+        name, quorate, nodes = cluster_findings(pve.cluster_status())
     except ProxmoxError as exc:
         report.warn('proxmox cluster', f'not checked: {exc}', f'grant Sys.Audit on / to {pve.config.user} (README, '
                     'Least privilege)')
@@ -6329,7 +6317,7 @@ def doctor_privileges(report, pve, major, storages):
     paths = sorted({where for group_needs in needs.values() for path, _, _ in group_needs
                     for where in ([path.format(storage=s) for s in storages] if '{storage}' in path else [path])})
     try:
-        held = {path: pve_privileges(pve, path) for path in paths}
+        held = {path: pve.privileges(path) for path in paths}
     except ProxmoxError as exc:
         report.warn('privileges', f'not checked: {exc}', 'see README, Least privilege')
         return
@@ -6484,7 +6472,7 @@ def doctor_volume_chains(report, ctx, storage, entry):
         report.ok(check, 'off: PVE keeps qcow2 snapshots inside the file')
         return
     try:
-        configs, _ = pve_guest_configs(ctx.pve, pve_list_vms(ctx.pve))
+        configs, _ = ctx.pve.guest_configs(ctx.pve.vms())
     except ProxmoxError as exc:
         report.warn(check, f'on, and the VMs with such disks not checked: {exc}', 'see the proxmox checks above')
         return
@@ -6615,7 +6603,7 @@ def doctor_left_guests(report, ctx, storage, clean):
         return
     try:
         with storage_locks(ctx, [storage]) as locks:
-            found = return_left_guests(ctx, locks, pve_list_guests(ctx.pve))
+            found = return_left_guests(ctx, locks, ctx.pve.guests())
     except Failure as exc:
         report.warn(check, f'{names} by a run that died; not brought back: {exc}', 'run doctor -try again')
         return
@@ -6702,7 +6690,7 @@ def doctor_mount(report, storage, entry, node):
         return
     enabled_here = not entry.get('disable') and (not entry.get('nodes') or node in entry['nodes'].split(','))
     try:
-        mount = local_nfs_mount(path)
+        mount = Node.nfs_mount(path)
     except Failure as exc:
         report.warn(check, f'not checked: {exc}', 'install util-linux (findmnt)')
         return
@@ -6950,7 +6938,7 @@ def cmd_doctor(args):
         doctor_lock_dir(report)
         doctor_manifest_key(report)
         doctor_units(report)
-        node = local_pve_node()
+        node = Node.name()
         clusters = {}
         for storage in storages:
             clusters.setdefault((config.storages[storage].host, config.storages[storage].user), []).append(storage)

@@ -611,8 +611,8 @@ def node(monkeypatch, tmp_path):
     findmnt = bin_dir / 'findmnt'
     findmnt.write_text('#!/bin/sh\ncase "$*" in\n  *"/mnt/pve/ONTAP01 "*) cat "$0.json";;\n  *) exit 1;;\nesac\n')
     findmnt.chmod(0o755)
-    monkeypatch.setitem(tool.PROGRAMS, 'findmnt', str(findmnt))
-    monkeypatch.setattr(tool, 'local_pve_node', lambda: 'pve1')
+    monkeypatch.setitem(tool.Node.PROGRAMS, 'findmnt', str(findmnt))
+    monkeypatch.setattr(tool.Node, 'name', lambda: 'pve1')
 
     def mounted(source='127.0.0.1:/proxmox_storage01', fstype='nfs4'):
         (bin_dir / 'findmnt.json').write_text(json.dumps({'filesystems': [

@@ -21,8 +21,8 @@ def node(monkeypatch, tmp_path):
                                     'case "$*" in *-l*) exit 0;; *) echo busy >&2; exit 32;; esac\n')
     for script in bin_dir.iterdir():
         script.chmod(0o755)
-    monkeypatch.setattr(tool, 'PROGRAMS', {name: str(bin_dir / name) for name in tool.PROGRAMS})
-    monkeypatch.setattr(tool, 'local_pve_node', lambda: 'pve1')
+    monkeypatch.setattr(tool.Node, 'PROGRAMS', {name: str(bin_dir / name) for name in tool.Node.PROGRAMS})
+    monkeypatch.setattr(tool.Node, 'name', lambda: 'pve1')
     return lambda: calls.read_text().splitlines() if calls.exists() else []
 
 

@@ -238,7 +238,7 @@ def snapshotted(world, vmid):
 
 
 def test_node_local_takes_only_the_vms_of_this_node(world, monkeypatch):
-    monkeypatch.setattr(tool, 'local_pve_node', lambda: 'pve2')
+    monkeypatch.setattr(tool.Node, 'name', lambda: 'pve2')
 
     result = world.run('vm', 'create', '-all', '-node-local', '-no-register')
 
@@ -248,7 +248,7 @@ def test_node_local_takes_only_the_vms_of_this_node(world, monkeypatch):
 
 def test_node_local_on_a_node_without_vms_has_nothing_to_do(world, monkeypatch):
     world.pve.add_node('pve3')
-    monkeypatch.setattr(tool, 'local_pve_node', lambda: 'pve3')
+    monkeypatch.setattr(tool.Node, 'name', lambda: 'pve3')
     before = world.state()
 
     result = world.run('vm', 'create', '-all', '-node-local')

@@ -212,8 +212,8 @@ def test_programs_run_by_absolute_path_whatever_path_says(world, tmp_path, monke
     real.write_text(f'#!/bin/sh\necho "qm $*" >> {calls}\n')
     real.chmod(0o755)
     monkeypatch.setenv('PATH', f'{evil}:{os.environ["PATH"]}')
-    monkeypatch.setitem(tool.PROGRAMS, 'qm', str(real))
-    monkeypatch.setattr(tool, 'local_pve_node', lambda: 'pve2')
+    monkeypatch.setitem(tool.Node.PROGRAMS, 'qm', str(real))
+    monkeypatch.setattr(tool.Node, 'name', lambda: 'pve2')
 
     assert world.run('vm', 'create', '-vm', 101).code == 0
 
@@ -223,7 +223,7 @@ def test_programs_run_by_absolute_path_whatever_path_says(world, tmp_path, monke
 @pytest.mark.parametrize('node', ['../../../etc', 'pve1/../pve2', 'pve 1', '-pve', ''])
 def test_a_node_name_pve_would_not_allow_never_becomes_a_path(node):
     with pytest.raises(tool.Failure, match='is none PVE allows'):
-        tool.node_config_path({'node': node, 'vmid': 100, 'type': 'qemu'})
+        tool.Node.config_path({'node': node, 'vmid': 100, 'type': 'qemu'})
 
 
 @pytest.mark.parametrize('path', ['relative/dir', '/mnt/pve/../../etc', '/mnt/pve/x/', '/mnt/pve/\x1b[2J'])

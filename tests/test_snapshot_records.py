@@ -83,8 +83,8 @@ def test_on_a_node_the_config_file_is_saved_as_pve_holds_it(world, monkeypatch, 
     raw = b'#web server\nmemory: 1024\nscsi0: ONTAP01:101/vm-101-disk-0.raw,size=1G\n\n[before-update]\nmemory: 512\n'
     (tmp_path / 'nodes' / 'pve2' / 'qemu-server').mkdir(parents=True)
     (tmp_path / 'nodes' / 'pve2' / 'qemu-server' / '101.conf').write_bytes(raw)
-    monkeypatch.setattr(tool, 'local_pve_node', lambda: 'pve1')
-    monkeypatch.setattr(tool, 'PVE_NODES_DIR', str(tmp_path / 'nodes'))
+    monkeypatch.setattr(tool.Node, 'name', lambda: 'pve1')
+    monkeypatch.setattr(tool.Node, 'CONFIGS_DIR', str(tmp_path / 'nodes'))
 
     assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
 

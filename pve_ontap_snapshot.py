@@ -1661,7 +1661,7 @@ class Pve:
     def privileges(self, path):
         """What proxmox_user (or its token) holds on `path`: {privilege: whether it reaches below}."""
         answer = self.call('get', 'access/permissions', f'read the privileges of {self.config.user} on {path}', path=path)
-        return privileges_at(answer or {}, path)
+        return Doctor.privileges_at(answer or {}, path)
 
 class Node:
     """This node, where the tool runs: whether it is a PVE node run as root (where `qm` and
@@ -2720,279 +2720,6 @@ def flatten(record, prefix=''):
         else:
             flat[prefix + key] = value
     return flat
-
-
-# -- what doctor finds
-
-@dataclasses.dataclass(frozen=True)
-class Check:
-    """One line of doctor's report: what was checked, ok/warn/fail, what was found and, for a
-    warn or fail, what to do."""
-    check: str
-    status: str
-    found: str
-    fix: str = None
-
-
-def format_check(check):
-    return f'{check.status:<4}  {check.check}: {check.found}' + (f'; fix: {check.fix}' if check.fix else '')
-
-
-def trust_phrase(verify):
-    """How a `verify` setting trusts the server's certificate."""
-    if verify is True:
-        return 'its certificate verified against the system CAs'
-    if verify is False:
-        return 'its certificate NOT verified'
-    return f'its certificate verified against {verify}'
-
-
-SUPPORTED_PVE = (8, 9)
-OLDEST_ONTAP = (9, 8)
-SNAPSHOT_LIMIT = 1023       # snapshots per volume (reference §4, §6: error 525062 beyond it)
-
-
-def pve_major(version):
-    """The major release of a /version answer ('9.0.10' -> 9), or None."""
-    found = re.match(r'(\d+)\.', str(version.get('version', '')))
-    return int(found[1]) if found else None
-
-
-def ontap_release(version):
-    """(generation, major, minor) of /api/cluster's `version`, or None if it does not say."""
-    try:
-        return tuple(int(version[key]) for key in ('generation', 'major', 'minor'))
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-# What each command group needs of PVE: (path, privileges of which any one will do, whether it
-# must reach the guests or storages below the path). `{storage}` stands for each configured
-# storage. Sources: pve-api.md §2–§5 and §13; GET /storage lists only the storages one holds
-# Datastore.Audit or Datastore.AllocateSpace on (pve-storage API2/Storage/Config.pm, index);
-# /cluster/status needs Sys.Audit on / (pve-manager API2/Cluster.pm, get_status).
-PRIVILEGE_GROUPS = ('every command', 'vm list, vm restore', 'vm create', 'vm create -suspend',
-                    'vm create -shutdown, vm restore -shutdown', 'vm create -freeze', 'vm delete, vm create -keep',
-                    'vm restore -as-new', 'vm restore -with-config', 'storage create', 'storage restore',
-                    'storage mount', 'storage unmount')
-# The privileges PVE checks for the keys of an ordinary VM config (boot takes VM.Config.Disk), the
-# same on PVE 8 and 9 (qemu-server API2/Qemu.pm, check_vm_modify_config_perm and its $cpuoptions,
-# $memoryoptions, $hwtypeoptions, $generaloptions, $diskoptions; pve-access-control
-# AccessControl.pm, $privgroups: the VM.Config.* names are the same on stable-bookworm and master).
-VM_CONFIG_PRIVILEGES = ('VM.Config.CPU', 'VM.Config.Memory', 'VM.Config.Network', 'VM.Config.HWType',
-                        'VM.Config.Options', 'VM.Config.Disk')
-
-
-def required_privileges(group, pve_major):
-    """What a command group needs on PVE `pve_major`: [(path, (privilege, ...), below)]."""
-    def vms(*privileges):
-        return ('/vms', privileges, True)
-
-    audit, disk, power = vms('VM.Audit'), vms('VM.Config.Disk'), vms('VM.PowerMgmt')
-    allocate_space = ('/storage/{storage}', ('Datastore.AllocateSpace',), False)
-    if pve_major is not None and pve_major < 9:
-        agent = [vms('VM.Monitor')]     # PVE 8: every guest agent call
-    else:
-        # PVE 9 split VM.Monitor up: qemu-server API2/Qemu/Agent.pm, commit b92a40ce (2025-07-17)
-        agent = [vms('VM.GuestAgent.Audit', 'VM.GuestAgent.Unrestricted'),
-                 vms('VM.GuestAgent.FileSystemMgmt', 'VM.GuestAgent.Unrestricted')]
-    # A netN's bridge: SDN.Use on /sdn/zones/<zone>/<bridge> (a plain bridge's zone is
-    # localnetwork; /<tag> for a VLAN tag), on PVE 8 and 9 (pve-guest-common GuestHelpers.pm,
-    # check_vnet_access, since 2023-06; qemu-server QemuServer.pm, check_bridge_access).
-    bridges = ('/sdn/zones', ('SDN.Use',), True)
-    config = [vms(name) for name in VM_CONFIG_PRIVILEGES]
-    return {
-        'every command': [('/storage/{storage}', ('Datastore.Audit', 'Datastore.AllocateSpace'), False)],
-        'vm list, vm restore': [audit],
-        'vm create': [audit, disk],                                 # registering the clones
-        'vm create -suspend': [audit, power, disk, allocate_space],   # PVE writes the memory to a storage
-        'vm create -shutdown, vm restore -shutdown': [audit, power],
-        'vm create -freeze': [audit] + agent,
-        'vm delete, vm create -keep': [audit, disk, allocate_space],  # PVE frees a registered clone
-        # POST /nodes/{node}/qemu (qemu-server API2/Qemu.pm, create_vm): VM.Allocate on
-        # /vms/NEWID, then check_vm_modify_config_perm for the keys it sets (drives skipped
-        # there; ci* keys take VM.Config.Cloudinit or VM.Config.Network, so Network will do);
-        # the disks are volumes NEWID owns, which check_volume_access lets through without a
-        # Datastore privilege (pve-storage Storage.pm), and a cloud-init drive is made unchecked
-        # (Qemu.pm, $check_storage_access: "nothing to check").
-        'vm restore -as-new': [audit, vms('VM.Allocate')] + config + [bridges],
-        # PUT .../config (Qemu.pm, update_vm_api): check_vm_modify_config_perm for the keys set
-        # and deleted; a drive's own check ($check_drive_perms): a disk VM.Config.Disk, a CD drive
-        # VM.Config.CDROM, a cloud-init drive VM.Config.Cloudinit and VM.Config.CDROM.
-        'vm restore -with-config': [audit] + config + [vms('VM.Config.CDROM'), vms('VM.Config.Cloudinit'),
-                                                       bridges],
-        # Every guest's config, to record it: GET .../config needs VM.Audit on /vms/{vmid}
-        # (Qemu.pm, vm_config); a guest it may not see is left out of the records.
-        'storage create': [audit],
-        'storage restore': [audit],                                 # seeing every guest on the storage
-        'storage mount': [('/storage', ('Datastore.Allocate',), False), ('/', ('Sys.Audit',), False)],
-        'storage unmount': [('/storage', ('Datastore.Allocate',), True), audit],
-    }[group]
-
-
-def privileges_at(answer, path):
-    """{privilege: reaches below} that a GET /access/permissions?path=PATH answer grants on
-    `path`. PVE answers {path: {privilege: propagate 1 or 0}} for that path (pve-access-control
-    API2/AccessControl.pm, `permissions`): 0 holds on the path itself, not below it. Entries of
-    paths above it, should a server list the ACL paths instead, count where they propagate."""
-    held = {}
-    for granted, privileges in sorted(answer.items(), key=lambda item: len(item[0])):
-        if granted == path:
-            held.update((name, bool(flag)) for name, flag in privileges.items())
-        elif granted == '/' or path.startswith(granted.rstrip('/') + '/'):
-            held.update((name, True) for name, flag in privileges.items() if flag)
-    return held
-
-
-def missing_privileges(needs, held, storages):
-    """Phrases for what `held` ({path: {privilege: reaches below}}) lacks of `needs`."""
-    missing = []
-    for path, privileges, below in needs:
-        for where in [path.format(storage=s) for s in storages] if '{storage}' in path else [path]:
-            at = held.get(where, {})
-            if any(name in at and (at[name] or not below) for name in privileges):
-                continue
-            names = ' or '.join(privileges)
-            propagated = ' (held there, but not propagated to what is below it)' if any(
-                name in at for name in privileges) else ''
-            missing.append(f'{names} on {where}{propagated}')
-    return missing
-
-
-def cluster_findings(entries):
-    """(cluster name or None, quorate True/False/None, [(node, online)]) of /cluster/status;
-    a single node has no `cluster` entry."""
-    cluster = next((e for e in entries if e.get('type') == 'cluster'), None)
-    nodes = sorted((e['name'], bool(e.get('online'))) for e in entries if e.get('type') == 'node')
-    return (cluster or {}).get('name'), None if cluster is None else bool(cluster.get('quorate')), nodes
-
-
-def volume_checks(record, svm):
-    """doctor's findings on a volume record (Volume.HEALTH_FIELDS): [(check, status, found, fix)]."""
-    name, space = record.get('name'), record.get('space') or {}
-    snapshot_space = space.get('snapshot') or {}
-    return [volume_state_check(record, svm), snapshot_count_check(record.get('snapshot_count')),
-            space_check(space, svm, name), autodelete_check(snapshot_space.get('autodelete_enabled'), svm, name),
-            policy_check((record.get('snapshot_policy') or {}).get('name'))]
-
-
-def volume_state_check(record, svm):
-    name, state, kind, style = (record.get(key) for key in ('name', 'state', 'type', 'style'))
-    problems, fixes = [], []
-    if state != 'online':
-        problems.append(f'it is {state}, not online')
-        fixes.append(f'volume online -vserver {svm} -volume {name}')
-    if kind != 'rw':
-        problems.append(f'it is of type {kind}, not rw: a mirror destination is read-only')
-        fixes.append('configure the storage on the read-write volume')
-    if style == 'flexgroup':
-        # "blocked" for REST file clones on a FlexGroup: netapp_ontap resources/file_clone.py (reference §13)
-        problems.append('it is a FlexGroup, and ONTAP offers file clones on FlexVol volumes only: every vm command '
-                        'fails on it (the storage commands work)')
-        fixes.append('keep the disks of VMs to snapshot on a FlexVol volume')
-    found = f'{name} is {state}, {kind}, {style}'
-    if problems:
-        return 'volume state', 'fail', f'{found}: {"; ".join(problems)}', '; '.join(fixes)
-    return 'volume state', 'ok', found, None
-
-
-def snapshot_count_check(count):
-    prune = 'delete old snapshots (storage delete, or storage create -keep N)'
-    if count is None:
-        return 'snapshots', 'ok', 'their number is not reported by this release', None
-    if count >= SNAPSHOT_LIMIT:
-        return 'snapshots', 'fail', f'{count} of at most {SNAPSHOT_LIMIT}: ONTAP refuses another one', prune
-    if count >= SNAPSHOT_LIMIT * 0.9:
-        return 'snapshots', 'warn', f'{count} of at most {SNAPSHOT_LIMIT}', prune
-    return 'snapshots', 'ok', f'{count} of at most {SNAPSHOT_LIMIT}', None
-
-
-def space_check(space, svm, name):
-    size, available = space.get('size'), space.get('available')
-    reserve, used = (space.get('snapshot') or {}).get('reserve_percent'), (space.get('snapshot') or {}).get('used')
-    found = (f'{human_size(available)} free of {human_size(size)}, snapshot reserve '
-             f'{"unknown" if reserve is None else f"{reserve}%"}, snapshots use {human_size(used)}')
-    if size and available is not None and available < size * 0.1:
-        low = f'{found}: less than 10% free, and every write after a clone or a snapshot takes new blocks'
-        grow = f'grow the volume (volume size -vserver {svm} -volume {name} +100g, say) or delete old snapshots'
-        return 'space', 'warn', low, grow
-    return 'space', 'ok', found, None
-
-
-def autodelete_check(enabled, svm, name):
-    if enabled:
-        on = "on: when the volume runs short of space ONTAP deletes snapshots, this tool's storage snapshots included"
-        off = f'volume snapshot autodelete modify -vserver {svm} -volume {name} -enabled false'
-        return 'snapshot autodelete', 'warn', on, off
-    return 'snapshot autodelete', 'ok', 'not reported by this release' if enabled is None else 'off', None
-
-
-def policy_check(policy):
-    if policy is None:
-        return 'snapshot policy', 'ok', 'not reported by this release', None
-    if policy == 'none':
-        return 'snapshot policy', 'ok', "none: the volume holds this tool's snapshots only", None
-    beside = (f"{policy}: its snapshots sit beside this tool's, count toward the {SNAPSHOT_LIMIT}, and a storage "
-              'restore deletes those newer than its target too')
-    return 'snapshot policy', 'ok', beside, None
-
-
-def mount_check(mount, server, export, path, enabled_here):
-    """(status, found, fix) of what is mounted at a storage's `path` on this node (a findmnt
-    record, or None) for an NFS storage exporting server:export."""
-    wanted = f'{server}:{junction_path(export)}'
-    if mount is None:
-        if not enabled_here:
-            return 'ok', f'{path} is not mounted: the storage is not enabled on this node', None
-        return ('fail', f'nothing is mounted at {path}',
-                'activate the storage on this node (pvesm status mounts it; if that fails, check the export policy)')
-    host, _, mounted = (mount.get('source') or '').rpartition(':')
-    found = f'{path}: {mount.get("source")} ({mount.get("fstype")}, {mount.get("options")})'
-    if not str(mount.get('fstype', '')).startswith('nfs'):
-        return 'fail', f'{found}: no NFS mount', f'unmount {path}; PVE mounts {wanted} there'
-    if host.lower() != server.lower() or junction_path(mounted) != junction_path(export):
-        return 'fail', f"{found}: not the storage's export {wanted}", f'umount {path}; PVE then mounts {wanted} there'
-    return 'ok', found, None
-
-
-ALL_SOURCE_SNAPSHOTS = 'all_source_snapshots'   # the CLI's rule: ontap data-protection define-rule-policy-task
-
-
-def kept_labels(policy):
-    """(whether it keeps every snapshot, [(label, count)] of its rules) of a SnapMirror policy record."""
-    rules = [(rule.get('label'), rule.get('count')) for rule in policy.get('retention') or [] if rule.get('label')]
-    every = bool(policy.get('copy_all_source_snapshots')) or any(label == ALL_SOURCE_SNAPSHOTS for label, _ in rules)
-    return every, [(label, count) for label, count in rules if label != ALL_SOURCE_SNAPSHOTS]
-
-
-def snapmirror_check(name, policy, label, section):
-    """(status, found, fix) of one SnapMirror relationship from the volume: which labels its policy
-    (a record, or None where this cluster cannot read it) keeps on the destination, and whether
-    `label`, the section's snapmirror_label, is one of them."""
-    if policy is None:
-        where = f'policy {name}' if name else 'its policy (this cluster does not name it)'
-        look = f'snapmirror policy show -policy {name} -fields snapmirror-label,keep' if name else 'snapmirror show'
-        unread = (f'{where}: which labels it keeps cannot be checked from here, it lives on the destination cluster '
-                  f'(there: {look})')
-        return 'ok', unread, None
-    kind = '' if policy.get('type') in (None, 'async') else f' ({policy["type"]})'
-    every, rules = kept_labels(policy)
-    if every:
-        return 'ok', f"policy {name}{kind} keeps every snapshot of the volume, this tool's included", None
-    labels = [rule for rule, _ in rules]
-    kept = ', '.join(rule if count is None else f'{count} {rule}' for rule, count in rules)
-    found = f'policy {name}{kind} keeps ' + (kept or "no labelled snapshot (SnapMirror's own only)")
-    if label is None:
-        only = f': only snapshots taken with storage create -label {"|".join(labels)} go there' if labels else ''
-        return 'ok', f'{found}; [{section}] sets no snapmirror_label{only}', None
-    if label in labels:
-        return 'ok', f"{found}: storage create's snapshots (label {label}) are kept there", None
-    other = f'set snapmirror_label in [{section}] to {" or ".join(labels)}, or ' if labels else ''
-    fix = (f'{other}add a rule for {label} to policy {name} on the destination cluster (snapmirror policy add-rule '
-           f'-policy {name} -snapmirror-label {label} -keep N)')
-    lost = (f"{found}, not {label}, the snapmirror_label of [{section}]: storage create's snapshots are not "
-            'vaulted')
-    return 'warn', lost, fix
 
 
 # ---- Run infrastructure ------------------------------------------------------------------
@@ -6128,21 +5855,82 @@ def cmd_storage_unmount(ctx, args):
     STOP.check(f'storage {args.storage} unmounted first')
 
 
-# -- doctor: the setup checked before the first snapshot, and again when something fails
+# ---- doctor ---------------------------------------------------------------------------
+# The setup checked before the first snapshot, and again when something fails: one chapter, one
+# class. Each check_* makes its lines (ok, warn or fail, what was found and the fix) through the
+# one writer, add(); the pure checks, and what they know, are its static methods.
 
-class Report:
-    """doctor's one writer: each check goes out as it is made (one text line), or into one JSON
-    list at the end, in the order made. A summary closes it; a failed check fails the run."""
+class Doctor:
+    """doctor's run and its one writer: each check goes out as it is made (one text line), or
+    into one JSON list at the end, in the order made. A summary closes it; a failed check fails
+    the run. `ctx`: the run's Context once config.ini could be read."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Check:
+        """One line of doctor's report: what was checked, ok/warn/fail, what was found and, for a
+        warn or fail, what to do."""
+        check: str
+        status: str
+        found: str
+        fix: str = None
+
+    SUPPORTED_PVE = (8, 9)
+
+    OLDEST_ONTAP = (9, 8)
+
+    SNAPSHOT_LIMIT = 1023       # snapshots per volume (reference §4, §6: error 525062 beyond it)
+
+    # What each command group needs of PVE: (path, privileges of which any one will do, whether it
+    # must reach the guests or storages below the path). `{storage}` stands for each configured
+    # storage. Sources: pve-api.md §2–§5 and §13; GET /storage lists only the storages one holds
+    # Datastore.Audit or Datastore.AllocateSpace on (pve-storage API2/Storage/Config.pm, index);
+    # /cluster/status needs Sys.Audit on / (pve-manager API2/Cluster.pm, get_status).
+    PRIVILEGE_GROUPS = ('every command', 'vm list, vm restore', 'vm create', 'vm create -suspend',
+                        'vm create -shutdown, vm restore -shutdown', 'vm create -freeze', 'vm delete, vm create -keep',
+                        'vm restore -as-new', 'vm restore -with-config', 'storage create', 'storage restore',
+                        'storage mount', 'storage unmount')
+
+    # The privileges PVE checks for the keys of an ordinary VM config (boot takes VM.Config.Disk), the
+    # same on PVE 8 and 9 (qemu-server API2/Qemu.pm, check_vm_modify_config_perm and its $cpuoptions,
+    # $memoryoptions, $hwtypeoptions, $generaloptions, $diskoptions; pve-access-control
+    # AccessControl.pm, $privgroups: the VM.Config.* names are the same on stable-bookworm and master).
+    VM_CONFIG_PRIVILEGES = ('VM.Config.CPU', 'VM.Config.Memory', 'VM.Config.Network', 'VM.Config.HWType',
+                            'VM.Config.Options', 'VM.Config.Disk')
+
+    ALL_SOURCE_SNAPSHOTS = 'all_source_snapshots'   # the CLI's rule: ontap data-protection define-rule-policy-task
+
+    LICENSES = (('flexclone', 'FlexClone', 'the vm commands and storage mount'),
+                ('snaprestore', 'SnapRestore', 'storage restore'))
+
+    # The units of the Debian package and where systemd reads them and what changes them
+    # (systemd.unit(5), "Unit File Load Path"): the package's file, a whole copy in /etc, and
+    # drop-ins for the template or one instance.
+    UNIT_NAME = 'pve-ontap-snapshot-storage@.service'
+
+    UNIT_DIRS = ('/lib/systemd/system', '/usr/lib/systemd/system')
+
+    UNIT_OVERRIDE_DIRS = ('/etc/systemd/system', '/run/systemd/system')
+
+    # The sandbox settings of the package's service (packaging/systemd): a drop-in that sets one
+    # otherwise weakens it. ReadWritePaths= is left out: adding a path is what the unit's comments
+    # tell an admin to do.
+    SANDBOX_SETTINGS = ('ProtectSystem', 'ProtectHome', 'PrivateTmp', 'PrivateDevices', 'ProtectKernelTunables',
+                        'ProtectKernelModules', 'ProtectKernelLogs', 'ProtectControlGroups', 'ProtectClock',
+                        'ProtectHostname', 'ProtectProc', 'ProcSubset', 'NoNewPrivileges', 'RestrictSUIDSGID',
+                        'LockPersonality', 'RestrictRealtime', 'RestrictNamespaces', 'CapabilityBoundingSet',
+                        'RestrictAddressFamilies', 'SystemCallArchitectures', 'SystemCallFilter', 'SystemCallErrorNumber',
+                        'UMask')
 
     def __init__(self, output):
         self.output = output
         self.checks = []
+        self.ctx = None
 
     def add(self, check, status, found, fix=None):
-        entry = Check(check, status, found, fix)
+        entry = Doctor.Check(check, status, found, fix)
         self.checks.append(entry)
         if self.output == 'text':
-            print(printable(format_check(entry)))
+            print(printable(Doctor.format_check(entry)))
 
     def ok(self, check, found):
         self.add(check, 'ok', found)
@@ -6163,790 +5951,983 @@ class Report:
         if failed:
             raise Failure(f'doctor: {len(failed)} check(s) failed: {", ".join(failed)}')
 
+    @staticmethod
+    def format_check(check):
+        return f'{check.status:<4}  {check.check}: {check.found}' + (f'; fix: {check.fix}' if check.fix else '')
 
-def doctor_config(report, explicit):
-    """config.ini: where it is, who may change and read it, each section complete and without
-    unknown keys. The Config read from it, or None if it cannot be."""
-    try:
-        path = find_config(explicit)
-        text, info = load_config_file(path)
-    except ConfigError as exc:
-        report.fail('config.ini', str(exc), 'copy config.ini.example to /etc/pve-ontap-snapshot/config.ini and '
-                    'fill it in')
-        return None
-    where = ('given with -config' if explicit else
-             'in this directory' if path == CONFIG_SEARCH_PATH[0] else 'the system-wide one')
-    found = f'{os.path.abspath(path)} ({where}), {describe_owner(info)}'
-    risk = config_file_risk(path, info)
-    if risk:
-        refused = ': as root, every command refuses it' if os.geteuid() == 0 else ''
-        (report.fail if os.geteuid() == 0 else report.warn)('config.ini', f'{risk[0]}{refused}', risk[1])
-    elif info.st_mode & 0o077:
-        report.warn('config.ini', f'{found}: group or others may read the passwords in it', f'chmod 600 {path}')
-    else:
-        report.ok('config.ini', found)
-    try:
-        parser = parse_config_file(path, text)
-    except ConfigError as exc:
-        report.fail('config.ini', str(exc), 'correct that line (see config.ini.example)')
-        return None
-    if not doctor_sections(report, parser) or (risk and os.geteuid() == 0):
-        return None
-    try:
-        return read_config(path, text)
-    except ConfigError as exc:
-        report.fail('config.ini', str(exc), 'correct it (see config.ini.example)')
-        return None
+    @staticmethod
+    def trust_phrase(verify):
+        """How a `verify` setting trusts the server's certificate."""
+        if verify is True:
+            return 'its certificate verified against the system CAs'
+        if verify is False:
+            return 'its certificate NOT verified'
+        return f'its certificate verified against {verify}'
 
+    @staticmethod
+    def pve_major(version):
+        """The major release of a /version answer ('9.0.10' -> 9), or None."""
+        found = re.match(r'(\d+)\.', str(version.get('version', '')))
+        return int(found[1]) if found else None
 
-def doctor_sections(report, parser):
-    """One line per section of config.ini; True if every one is complete."""
-    complete = parser.has_section(PROXMOX_SECTION)
-    if not complete:
-        report.fail(f'config [{PROXMOX_SECTION}]', 'there is none', 'add one with proxmox_host, proxmox_user and '
-                    'proxmox_pass (see config.ini.example)')
-    for section in parser.sections():
-        keys = [key for key in parser[section] if key not in parser.defaults()]
-        value = functools.partial(parser.get, section, raw=True, fallback=None)
-        gaps, unknown = section_gaps(section, keys), unknown_keys(section, keys)
-        check = f'config [{section}]'
-        if gaps:
-            complete = False
-            report.fail(check, f'lacks {", ".join(gaps)}', f'add {" and ".join(gap.split(" (")[0] for gap in gaps)} '
-                        'to it (see config.ini.example)')
-            continue
-        if section == PROXMOX_SECTION:
-            token = value('proxmox_token_name')
-            found = (f'PVE {value("proxmox_host")} as {value("proxmox_user")} with '
-                     + (f'API token {token}' if token else 'proxmox_pass'))
-        elif section == DEFAULTS_SECTION:
-            found = ', '.join(f'{key} = {value(key)}' for key in keys) or 'empty: the default timeouts'
-        else:
-            found = (f'ONTAP {value("host")} as {value("user")} with '
-                     + ('a client certificate' if value('cert') else 'pass')
-                     + (f', SVM {value("svm")}' if value('svm') else ', any SVM'))
-        ignored = [f'{key} (a typo?)' for key in unknown]
-        if section == PROXMOX_SECTION and token and 'proxmox_pass' in keys:
-            ignored.append('proxmox_pass (the API token is used)')
-        if ignored:
-            report.warn(check, f'{found}; ignored: {", ".join(ignored)}', 'remove or correct those keys (see '
-                        'config.ini.example)')
-        else:
-            report.ok(check, found)
-    return complete
-
-
-def doctor_scope(report, config, storage):
-    """The storages to check: -storage's, or every section's."""
-    if storage is None:
-        return sorted(config.storages)
-    if storage not in config.storages:
-        report.fail(f'config [{storage}]', f'{config.path} has no section [{storage}]', 'add one with host, user '
-                    'and pass of the ONTAP cluster that exports the storage')
-        return []
-    return [storage]
-
-
-def doctor_pve(report, ctx, storages):
-    """PVE: reachable, its certificate trusted, login, release, quorum, nodes, privileges.
-    True if PVE could be asked."""
-    pve, cfg = ctx.pve, ctx.config.proxmox
-    reached = f'{cfg.host} answers over HTTPS, {trust_phrase(pve.verify)}'
-    try:
-        version = pve.version()
-    except ProxmoxError as exc:
-        reason = failed_connection(exc)
-        if reason == 'tls':
-            report.fail('proxmox connection', str(exc), 'set proxmox_verify to the CA that signed its certificate: '
-                        f'{PVE_ROOT_CA} (copied from a node), or the CA of a certificate of your own')
-        elif reason:
-            report.fail('proxmox connection', str(exc), f'check proxmox_host ({cfg.host}): a node of the cluster, '
-                        'with pveproxy listening on port 8006 (or the port given)')
-        else:
-            report.ok('proxmox connection', reached)
-            report.fail('proxmox login', str(exc), f'correct them in [{PROXMOX_SECTION}] of {ctx.config.path}')
-        return False
-    if pve.verify is False:
-        report.warn('proxmox connection', reached, f'set proxmox_verify = {PVE_ROOT_CA} (copied from a node), so '
-                    'that nothing can pose as PVE')
-    else:
-        report.ok('proxmox connection', reached)
-    report.ok('proxmox login', f'API token {cfg.user}!{cfg.token_name} accepted' if cfg.token_name
-              else f'{cfg.user} logged in with proxmox_pass')
-    major = pve_major(version)
-    release = f'PVE {version.get("version", "of an unknown release")}'
-    if major in SUPPORTED_PVE:
-        report.ok('proxmox release', f'{release}: supported; privileges are named as PVE {major} names them')
-    else:
-        report.warn('proxmox release', f'{release}: this tool supports PVE 8 and 9 (privileges are checked by '
-                    f'PVE {9 if major is None or major > 9 else 8} names)', 'run it on PVE 8 or 9')
-    doctor_cluster_status(report, pve)
-    doctor_privileges(report, pve, major, storages)
-    return True
-
-
-def doctor_cluster_status(report, pve):
-    """Quorum and nodes, from /cluster/status (Sys.Audit on /)."""
-    try:
-        name, quorate, nodes = cluster_findings(pve.cluster_status())
-    except ProxmoxError as exc:
-        report.warn('proxmox cluster', f'not checked: {exc}', f'grant Sys.Audit on / to {pve.config.user} (README, '
-                    'Least privilege)')
-        return
-    if quorate is None:
-        report.ok('proxmox cluster', 'a single node, no cluster')
-    elif quorate:
-        report.ok('proxmox cluster', f'cluster {name} is quorate')
-    else:
-        report.fail('proxmox cluster', f'cluster {name} has no quorum: PVE refuses config changes and VM actions',
-                    'bring enough nodes back online (pvecm status)')
-    offline = [node for node, online in nodes if not online]
-    online = ', '.join(node for node, up in nodes if up) or 'none'
-    if offline:
-        report.warn('proxmox nodes', f'{", ".join(offline)} offline ({online} online): VMs there can be neither '
-                    'snapshotted nor restored, and storage restore and unmount cannot check their guests',
-                    'bring them back online, or remove them from the cluster (pvecm delnode)')
-    else:
-        report.ok('proxmox nodes', f'{online} online')
-
-
-def doctor_privileges(report, pve, major, storages):
-    """The privileges of each command group, read with /access/permissions per path; what one
-    lacks is a warning (a group one does not use needs nothing), what every command needs a failure."""
-    needs = {group: required_privileges(group, major) for group in PRIVILEGE_GROUPS}
-    paths = sorted({where for group_needs in needs.values() for path, _, _ in group_needs
-                    for where in ([path.format(storage=s) for s in storages] if '{storage}' in path else [path])})
-    try:
-        held = {path: pve.privileges(path) for path in paths}
-    except ProxmoxError as exc:
-        report.warn('privileges', f'not checked: {exc}', 'see README, Least privilege')
-        return
-    for group, group_needs in needs.items():
-        check = f'privileges for {group}'
-        missing = missing_privileges(group_needs, held, storages)
-        if not missing:
-            report.ok(check, f'{pve.config.user} holds {describe_needs(group_needs, storages)}')
-        elif group == 'every command':
-            report.fail(check, f'{pve.config.user} lacks {"; ".join(missing)}: PVE hides those storages from it',
-                        'grant it (README, Least privilege)')
-        else:
-            report.warn(check, f'{pve.config.user} lacks {"; ".join(missing)}', 'grant it if you use these commands '
-                        '(README, Least privilege)')
-
-
-def describe_needs(needs, storages):
-    """'VM.Audit, VM.PowerMgmt on /vms; Datastore.AllocateSpace on /storage/ONTAP01 and /storage/ONTAP02'."""
-    by_path = {}
-    for path, privileges, _ in needs:
-        where = ' and '.join(path.format(storage=s) for s in storages) if '{storage}' in path else path
-        by_path.setdefault(where, []).append(' or '.join(privileges))
-    return '; '.join(f'{", ".join(names)} on {path}' for path, names in by_path.items())
-
-
-LICENSES = (('flexclone', 'FlexClone', 'the vm commands and storage mount'),
-            ('snaprestore', 'SnapRestore', 'storage restore'))
-
-
-def doctor_cluster(report, ontap, cluster):
-    """ONTAP: reachable, its certificate trusted, login, release, licences.
-    (reached, release (generation, major, minor) or None)."""
-    name, section = f'ONTAP {ontap.host}', f'[{cluster.section}]'
-    credentials = 'the client certificate' if cluster.cert else 'pass'
-    reached = f'{ontap.host} answers over HTTPS, {trust_phrase(ontap.verify)}'
-    try:
-        record, refused = ontap.cluster(), None
-    except OntapError as exc:
-        reason, record, refused = failed_connection(exc), None, exc
-        if reason == 'tls':
-            report.fail(f'{name} connection', str(exc), f'set verify in {section} to the CA file that signed the '
-                        "cluster's certificate")
-        elif reason:
-            report.fail(f'{name} connection', str(exc), f'check host in {section}: the cluster management address, '
-                        'reachable over HTTPS')
-        elif exc.status == 401:
-            report.ok(f'{name} connection', reached)
-            report.fail(f'{name} login', str(exc), f'correct user and {credentials} in {section}')
-        if reason or exc.status == 401:
-            return False, None
-    if ontap.verify is False:
-        report.warn(f'{name} connection', reached, f'set verify in {section} to the CA file that signed the '
-                    "cluster's certificate, so that nothing can pose as the cluster")
-    else:
-        report.ok(f'{name} connection', reached)
-    report.ok(f'{name} login', f'{cluster.user} logged in with {credentials}')
-    release = ontap_release((record or {}).get('version'))
-    if refused:
-        report.warn(f'{name} release', f'not read: {refused}', 'let the REST role read /api/cluster (security login '
-                    'rest-role create -role ROLE -api /api/cluster -access readonly)')
-    elif release is None:
-        report.warn(f'{name} release', 'the cluster does not say', 'check that host names a cluster management '
-                    'address')
-    elif release < OLDEST_ONTAP:
-        report.fail(f'{name} release', f'ONTAP {".".join(map(str, release))}: older than 9.8, the oldest release '
-                    'this tool supports', 'upgrade ONTAP to 9.8 or later')
-    else:
-        report.ok(f'{name} release', f'ONTAP {".".join(map(str, release))} (cluster {record.get("name")}): '
-                  'supported (9.8 or later)')
-    doctor_licenses(report, ontap, name)
-    return True, release
-
-
-def doctor_licenses(report, ontap, name):
-    """FlexClone (file clones, FlexClone volumes) and SnapRestore (volume restore), where the
-    account may read the licences."""
-    check = f'{name} licences'
-    try:
-        installed = ontap.licenses([package for package, _, _ in LICENSES])
-    except OntapError as exc:
-        report.warn(check, f'unknown ({exc}): FlexClone is needed for the vm commands and storage mount, SnapRestore '
-                    'for storage restore', 'let the REST role read /api/cluster/licensing/licenses (readonly) to '
-                    'have them checked')
-        return
-    lacking = [(label, installed.get(package, 'not installed'), use) for package, label, use in LICENSES
-               if installed.get(package) != 'compliant']
-    if not lacking:
-        report.ok(check, 'FlexClone and SnapRestore are licensed')
-        return
-    found = '; '.join(f'{label} is {state}: needed for {use}' for label, state, use in lacking)
-    fix = 'install the licence (system license add; ONTAP One holds both)'
-    if any(state in ('not installed', 'unlicensed') for _, state, _ in lacking):
-        report.fail(check, found, fix)
-    else:
-        report.warn(check, found, fix)
-
-
-def doctor_storage(report, ctx, storage, pve_reached, cluster_reached, release, try_clone, node):
-    """One storage: its PVE entry, its volume, what the REST role reaches there, the volume's
-    health, its mount on this node, and with -try a file clone."""
-    if not pve_reached:
-        report.warn(f'{storage} storage', 'not checked: its export is known to PVE only', 'see the proxmox checks')
-        return
-    entry = doctor_pve_storage(report, ctx, storage)
-    if entry is None:
-        return
-    doctor_volume_chains(report, ctx, storage, entry)
-    if not cluster_reached:
-        report.warn(f'{storage} volume', f'not checked: ONTAP {ctx.ontap(storage).host} was not reached',
-                    'see the checks of that cluster')
-    found = cluster_reached and doctor_volume(report, ctx, storage)
-    if found:
-        doctor_leftovers(report, ctx, storage, try_clone)
-        doctor_left_guests(report, ctx, storage, try_clone)
-    doctor_mount(report, storage, entry, node)
-    if found and try_clone:
-        doctor_try(report, ctx, storage, release)
-
-
-def doctor_pve_storage(report, ctx, storage):
-    """The storage.cfg entry of a configured storage, if it is an NFS storage; else None."""
-    check = f'{storage} storage'
-    try:
-        entry = ctx.storages().get(storage)
-    except ProxmoxError as exc:
-        report.fail(check, str(exc), 'see the proxmox checks above')
-        return None
-    if entry is None:
-        report.fail(check, f'PVE has no storage {storage}, or {ctx.config.proxmox.user} may not see it (that takes '
-                    f'Datastore.Audit on /storage/{storage})', 'add it as an NFS storage (pvesm add nfs), or name the '
-                    'section after the PVE storage id')
-        return None
-    if entry.get('type') != 'nfs':
-        report.fail(check, f'it is of type {entry.get("type")}, not NFS', 'only NFS storages on an ONTAP volume can be '
-                    f'used: remove [{storage}] from {ctx.config.path}')
-        return None
-    found = (f'NFS {entry.get("server")}:{entry.get("export")}, enabled on {entry.get("nodes") or "every node"}'
-             + (f', options {entry["options"]}' if entry.get('options') else ''))
-    if entry.get('disable'):
-        report.warn(check, f'{found}, but disabled', f'pvesm set {storage} --disable 0')
-    else:
-        report.ok(check, found)
-    return entry
-
-
-def doctor_volume_chains(report, ctx, storage, entry):
-    """A storage whose qcow2 disks keep PVE snapshots as a volume chain (PVE 9, storage.cfg
-    snapshot-as-volume-chain): vm create refuses a disk over such a chain (check_backings), so
-    each VM with a qcow2 disk there and PVE snapshots (its config's `parent`) is named."""
-    check = f'{storage} volume chains'
-    if not entry.get('snapshot-as-volume-chain'):
-        report.ok(check, 'off: PVE keeps qcow2 snapshots inside the file')
-        return
-    try:
-        configs, _ = ctx.pve.guest_configs(ctx.pve.vms())
-    except ProxmoxError as exc:
-        report.warn(check, f'on, and the VMs with such disks not checked: {exc}', 'see the proxmox checks above')
-        return
-    chained = [f'VM {vmid} ({", ".join(disk.key for disk in disks)})' for vmid, config in sorted(configs.items())
-               if config.get('parent') and (disks := [disk for disk in vm_disks(config) if disk.storage == storage
-                                                       and disk.path and disk.path.endswith('.qcow2')])]
-    found = ('on: a PVE snapshot of a qcow2 disk there is a file of its own the disk stands on, which vm create '
-             'cannot keep with its clone, so it refuses such a disk' +
-             (f'; VMs with one now: {", ".join(chained)}' if chained else '; no VM has one now'))
-    report.warn(check, found, 'keep PVE snapshots off VMs there (vm create takes their snapshots), or take storage '
-                'snapshots of them, which hold the whole chain')
-
-
-def doctor_volume(report, ctx, storage):
-    """The storage's volume (found by the commands' own rule), what the REST role reaches, and
-    the volume's health. True if it was found."""
-    try:
-        volume = ctx.volume(storage)
-    except Failure as exc:
-        report.fail(f'{storage} volume', str(exc), 'mount the volume at the export (volume mount), or correct the '
-                    'export of the PVE storage, or svm in config.ini')
-        return False
-    svm = ctx.config.storages[storage].svm
-    report.ok(f'{storage} volume', f'{volume.name} in SVM {volume.svm} on ONTAP {volume.ontap.host}, mounted at '
-              f'{volume.junction}' + ('' if svm else f' (any SVM: svm = {volume.svm} in config.ini pins it)'))
-    doctor_role(report, volume, storage)
-    try:
-        record = volume.health()
-    except OntapError as exc:
-        report.fail(f'{storage} volume health', str(exc), 'let the REST role read /api/storage/volumes')
-    else:
-        for check, status, found, fix in volume_checks(record, volume.svm):
-            report.add(f'{storage} {check}', status, found, fix)
-    doctor_snapmirror(report, volume, storage, ctx.config.storages[storage])
-    return True
-
-
-def doctor_leftovers(report, ctx, storage, clean):
-    """The capture snapshots earlier runs of vm create left on the volume (busy after their
-    clones, or of a run that died), once LEFTOVER_AGE old: named, and with -try (`clean`)
-    deleted, under the volume's lock, as the next vm create would. Younger ones may be a run's
-    under way: left alone."""
-    check = f'{storage} leftover captures'
-    volume = ctx.volume(storage)
-    try:
-        found = volume.snapshots('pve_ontap_*')
-    except OntapError as exc:
-        report.warn(check, f'not checked: {exc}', 'let the REST role read /api/storage/volumes')
-        return
-    captures = [record for record in found if record['name'].startswith((CAPTURE_PREFIX, LEFTOVER_PREFIX))]
-    old = [record for record in captures if not younger_than(record, LEFTOVER_AGE)]
-    young = f'; {len(captures) - len(old)} younger, of a run under way' if len(captures) > len(old) else ''
-    if not old:
-        report.ok(check, f'none in volume {volume.name}{young}')
-        return
-    names = ', '.join(record['name'] for record in old)
-    if not clean or ctx.dry_run:
-        report.warn(check, f'{names} in volume {volume.name}, left by earlier runs of vm create{young}',
-                    f'doctor -try -storage {storage} deletes them now, as the next vm create on the volume does')
-        return
-    try:
-        with storage_locks(ctx, [storage]) as locks:
-            # As vm create's clean-up: a renamed one, or one a run noted in the lock record. Any
-            # other may be a run's of another node that locked on its node only (-local-lock).
-            noted = {name for lock in locks for name in lock.captures}
-            doomed = [record for record in old if record['name'].startswith(LEFTOVER_PREFIX)
-                      or record['name'] in noted]
-            left = delete_leftovers(ctx, storage, doomed)
-    except Failure as exc:
-        report.warn(check, f'{names} in volume {volume.name}, left by earlier runs; not deleted: {exc}',
-                    'the next vm create on the volume deletes them')
-        return
-    unknown = [record['name'] for record in old if record not in doomed]
-    deleted = [record['name'] for record in doomed if record['name'] not in left]
-    found = (f'deleted {", ".join(deleted) or "none"} in volume {volume.name}'
-             + (f'; not {", ".join(left)} (see the warnings)' if left else '')
-             + (f'; left {", ".join(unknown)}: no run noted it' if unknown else '') + young)
-    if left or unknown:
-        report.warn(check, found, 'the next vm create on the volume tries again' if left else
-                    'if no run of another node uses it (one with -local-lock), delete it: volume snapshot delete')
-    else:
-        report.ok(check, f'deleted {names} in volume {volume.name}, left by earlier runs{young}')
-
-
-def volume_lock_record(ctx, storage):
-    """(the lock record of the volume behind `storage`, whether a run holds its lock now), where the
-    run would take it: the cluster lock where it can be taken, else this node's lock file."""
-    name = lock_file_name(*ctx.volume_identity(storage))
-    try:
-        check_cluster_lock_usable()
-    except ClusterLockUnavailable:
-        path = os.path.join(lock_dir(), name)
-        if not os.path.isfile(path):
-            return '', False
-        with open(path, encoding='utf-8') as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return handle.read(), True
-            return handle.read(), False
-    text = read_text(os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR), name)
-    lock = os.path.join(CLUSTER_DIR, 'lock', CLUSTER_LOCK_PREFIX + name)
-    try:
-        fresh = time.time() - os.stat(lock).st_mtime <= CLUSTER_LOCK_EXPIRY
-    except FileNotFoundError:
-        return text, False
-    return text, fresh and holder_alive(text.partition('\n')[0], this_node()) is not False
-
-
-def doctor_left_guests(report, ctx, storage, clean):
-    """The guests runs that died left paused, frozen, suspended or shut down, as the volume's lock
-    record names them (HeldLock): named, and with -try (`clean`) brought back, under the
-    volume's lock, as the next run on them would (return_left_guests)."""
-    check = f'{storage} guests left held'
-    text, live = volume_lock_record(ctx, storage)
-    holder, entries = parse_lock_record(text)
-    holds = record_holds(entries)
-    if not holds:
-        report.ok(check, 'none: no run left a guest paused, frozen, suspended or shut down')
-        return
-    names = ', '.join(f'VM {vmid} {HELD_WORDS.get(how, how)}' for vmid, how in sorted(holds.items()))
-    if live:
-        report.ok(check, f'{names} by a run under way ({describe_holder(holder)})')
-        return
-    if not clean or ctx.dry_run:
-        report.warn(check, f'{names} by a run that died ({describe_holder(holder)})',
-                    f'doctor -try -storage {storage} brings them back, as the next run on them does')
-        return
-    try:
-        with storage_locks(ctx, [storage]) as locks:
-            found = return_left_guests(ctx, locks, ctx.pve.guests())
-    except Failure as exc:
-        report.warn(check, f'{names} by a run that died; not brought back: {exc}', 'run doctor -try again')
-        return
-    failed = [f'{left}: {done}' for left, done in found if not isinstance(done, str)]
-    phrases = [f'{left}: {done}' for left, done in found]
-    if failed:
-        report.warn(check, '; '.join(phrases), 'see what failed, and bring the guest back by hand (qm resume, '
-                    'qm start, qm guest cmd VMID fsfreeze-thaw)')
-    else:
-        report.ok(check, '; '.join(phrases))
-
-
-def doctor_snapmirror(report, volume, storage, section):
-    """The SnapMirror relationships whose source is the volume: one line each, with the labels
-    its policy keeps on the destination and whether the section's snapmirror_label is one."""
-    check = f'{storage} SnapMirror'
-    try:
-        relationships = volume.snapmirror_destinations()
-    except OntapError as exc:
-        report.warn(check, f'not checked: {exc}', snapmirror_read_fix(exc))
-        return
-    if not relationships:
-        report.ok(check, f'{volume.svm}:{volume.name} is the source of no SnapMirror relationship')
-        return
-    for relationship in relationships:
-        destination = (relationship.get('destination') or {}).get('path') or 'an unnamed destination'
-        policy = relationship.get('policy') or {}
+    @staticmethod
+    def ontap_release(version):
+        """(generation, major, minor) of /api/cluster's `version`, or None if it does not say."""
         try:
-            record = volume.ontap.snapmirror_policy(policy['uuid'], policy.get('name')) if policy.get('uuid') else None
-        except OntapError as exc:
-            if exc.status != 404:
-                report.warn(f'{check} to {destination}', f'policy {policy.get("name")} not read: {exc}',
-                            snapmirror_read_fix(exc))
+            return tuple(int(version[key]) for key in ('generation', 'major', 'minor'))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    @staticmethod
+    def required_privileges(group, pve_major):
+        """What a command group needs on PVE `pve_major`: [(path, (privilege, ...), below)]."""
+        def vms(*privileges):
+            return ('/vms', privileges, True)
+
+        audit, disk, power = vms('VM.Audit'), vms('VM.Config.Disk'), vms('VM.PowerMgmt')
+        allocate_space = ('/storage/{storage}', ('Datastore.AllocateSpace',), False)
+        if pve_major is not None and pve_major < 9:
+            agent = [vms('VM.Monitor')]     # PVE 8: every guest agent call
+        else:
+            # PVE 9 split VM.Monitor up: qemu-server API2/Qemu/Agent.pm, commit b92a40ce (2025-07-17)
+            agent = [vms('VM.GuestAgent.Audit', 'VM.GuestAgent.Unrestricted'),
+                     vms('VM.GuestAgent.FileSystemMgmt', 'VM.GuestAgent.Unrestricted')]
+        # A netN's bridge: SDN.Use on /sdn/zones/<zone>/<bridge> (a plain bridge's zone is
+        # localnetwork; /<tag> for a VLAN tag), on PVE 8 and 9 (pve-guest-common GuestHelpers.pm,
+        # check_vnet_access, since 2023-06; qemu-server QemuServer.pm, check_bridge_access).
+        bridges = ('/sdn/zones', ('SDN.Use',), True)
+        config = [vms(name) for name in Doctor.VM_CONFIG_PRIVILEGES]
+        return {
+            'every command': [('/storage/{storage}', ('Datastore.Audit', 'Datastore.AllocateSpace'), False)],
+            'vm list, vm restore': [audit],
+            'vm create': [audit, disk],                                 # registering the clones
+            'vm create -suspend': [audit, power, disk, allocate_space],   # PVE writes the memory to a storage
+            'vm create -shutdown, vm restore -shutdown': [audit, power],
+            'vm create -freeze': [audit] + agent,
+            'vm delete, vm create -keep': [audit, disk, allocate_space],  # PVE frees a registered clone
+            # POST /nodes/{node}/qemu (qemu-server API2/Qemu.pm, create_vm): VM.Allocate on
+            # /vms/NEWID, then check_vm_modify_config_perm for the keys it sets (drives skipped
+            # there; ci* keys take VM.Config.Cloudinit or VM.Config.Network, so Network will do);
+            # the disks are volumes NEWID owns, which check_volume_access lets through without a
+            # Datastore privilege (pve-storage Storage.pm), and a cloud-init drive is made unchecked
+            # (Qemu.pm, $check_storage_access: "nothing to check").
+            'vm restore -as-new': [audit, vms('VM.Allocate')] + config + [bridges],
+            # PUT .../config (Qemu.pm, update_vm_api): check_vm_modify_config_perm for the keys set
+            # and deleted; a drive's own check ($check_drive_perms): a disk VM.Config.Disk, a CD drive
+            # VM.Config.CDROM, a cloud-init drive VM.Config.Cloudinit and VM.Config.CDROM.
+            'vm restore -with-config': [audit] + config + [vms('VM.Config.CDROM'), vms('VM.Config.Cloudinit'),
+                                                           bridges],
+            # Every guest's config, to record it: GET .../config needs VM.Audit on /vms/{vmid}
+            # (Qemu.pm, vm_config); a guest it may not see is left out of the records.
+            'storage create': [audit],
+            'storage restore': [audit],                                 # seeing every guest on the storage
+            'storage mount': [('/storage', ('Datastore.Allocate',), False), ('/', ('Sys.Audit',), False)],
+            'storage unmount': [('/storage', ('Datastore.Allocate',), True), audit],
+        }[group]
+
+    @staticmethod
+    def privileges_at(answer, path):
+        """{privilege: reaches below} that a GET /access/permissions?path=PATH answer grants on
+        `path`. PVE answers {path: {privilege: propagate 1 or 0}} for that path (pve-access-control
+        API2/AccessControl.pm, `permissions`): 0 holds on the path itself, not below it. Entries of
+        paths above it, should a server list the ACL paths instead, count where they propagate."""
+        held = {}
+        for granted, privileges in sorted(answer.items(), key=lambda item: len(item[0])):
+            if granted == path:
+                held.update((name, bool(flag)) for name, flag in privileges.items())
+            elif granted == '/' or path.startswith(granted.rstrip('/') + '/'):
+                held.update((name, True) for name, flag in privileges.items() if flag)
+        return held
+
+    @staticmethod
+    def missing_privileges(needs, held, storages):
+        """Phrases for what `held` ({path: {privilege: reaches below}}) lacks of `needs`."""
+        missing = []
+        for path, privileges, below in needs:
+            for where in [path.format(storage=s) for s in storages] if '{storage}' in path else [path]:
+                at = held.get(where, {})
+                if any(name in at and (at[name] or not below) for name in privileges):
+                    continue
+                names = ' or '.join(privileges)
+                propagated = ' (held there, but not propagated to what is below it)' if any(
+                    name in at for name in privileges) else ''
+                missing.append(f'{names} on {where}{propagated}')
+        return missing
+
+    @staticmethod
+    def cluster_findings(entries):
+        """(cluster name or None, quorate True/False/None, [(node, online)]) of /cluster/status;
+        a single node has no `cluster` entry."""
+        cluster = next((e for e in entries if e.get('type') == 'cluster'), None)
+        nodes = sorted((e['name'], bool(e.get('online'))) for e in entries if e.get('type') == 'node')
+        return (cluster or {}).get('name'), None if cluster is None else bool(cluster.get('quorate')), nodes
+
+    @staticmethod
+    def volume_checks(record, svm):
+        """doctor's findings on a volume record (Volume.HEALTH_FIELDS): [(check, status, found, fix)]."""
+        name, space = record.get('name'), record.get('space') or {}
+        snapshot_space = space.get('snapshot') or {}
+        return [Doctor.volume_state_check(record, svm), Doctor.snapshot_count_check(record.get('snapshot_count')),
+                Doctor.space_check(space, svm, name), Doctor.autodelete_check(snapshot_space.get('autodelete_enabled'), svm, name),
+                Doctor.policy_check((record.get('snapshot_policy') or {}).get('name'))]
+
+    @staticmethod
+    def volume_state_check(record, svm):
+        name, state, kind, style = (record.get(key) for key in ('name', 'state', 'type', 'style'))
+        problems, fixes = [], []
+        if state != 'online':
+            problems.append(f'it is {state}, not online')
+            fixes.append(f'volume online -vserver {svm} -volume {name}')
+        if kind != 'rw':
+            problems.append(f'it is of type {kind}, not rw: a mirror destination is read-only')
+            fixes.append('configure the storage on the read-write volume')
+        if style == 'flexgroup':
+            # "blocked" for REST file clones on a FlexGroup: netapp_ontap resources/file_clone.py (reference §13)
+            problems.append('it is a FlexGroup, and ONTAP offers file clones on FlexVol volumes only: every vm command '
+                            'fails on it (the storage commands work)')
+            fixes.append('keep the disks of VMs to snapshot on a FlexVol volume')
+        found = f'{name} is {state}, {kind}, {style}'
+        if problems:
+            return 'volume state', 'fail', f'{found}: {"; ".join(problems)}', '; '.join(fixes)
+        return 'volume state', 'ok', found, None
+
+    @staticmethod
+    def snapshot_count_check(count):
+        prune = 'delete old snapshots (storage delete, or storage create -keep N)'
+        if count is None:
+            return 'snapshots', 'ok', 'their number is not reported by this release', None
+        if count >= Doctor.SNAPSHOT_LIMIT:
+            return 'snapshots', 'fail', f'{count} of at most {Doctor.SNAPSHOT_LIMIT}: ONTAP refuses another one', prune
+        if count >= Doctor.SNAPSHOT_LIMIT * 0.9:
+            return 'snapshots', 'warn', f'{count} of at most {Doctor.SNAPSHOT_LIMIT}', prune
+        return 'snapshots', 'ok', f'{count} of at most {Doctor.SNAPSHOT_LIMIT}', None
+
+    @staticmethod
+    def space_check(space, svm, name):
+        size, available = space.get('size'), space.get('available')
+        reserve, used = (space.get('snapshot') or {}).get('reserve_percent'), (space.get('snapshot') or {}).get('used')
+        found = (f'{human_size(available)} free of {human_size(size)}, snapshot reserve '
+                 f'{"unknown" if reserve is None else f"{reserve}%"}, snapshots use {human_size(used)}')
+        if size and available is not None and available < size * 0.1:
+            low = f'{found}: less than 10% free, and every write after a clone or a snapshot takes new blocks'
+            grow = f'grow the volume (volume size -vserver {svm} -volume {name} +100g, say) or delete old snapshots'
+            return 'space', 'warn', low, grow
+        return 'space', 'ok', found, None
+
+    @staticmethod
+    def autodelete_check(enabled, svm, name):
+        if enabled:
+            on = "on: when the volume runs short of space ONTAP deletes snapshots, this tool's storage snapshots included"
+            off = f'volume snapshot autodelete modify -vserver {svm} -volume {name} -enabled false'
+            return 'snapshot autodelete', 'warn', on, off
+        return 'snapshot autodelete', 'ok', 'not reported by this release' if enabled is None else 'off', None
+
+    @staticmethod
+    def policy_check(policy):
+        if policy is None:
+            return 'snapshot policy', 'ok', 'not reported by this release', None
+        if policy == 'none':
+            return 'snapshot policy', 'ok', "none: the volume holds this tool's snapshots only", None
+        beside = (f"{policy}: its snapshots sit beside this tool's, count toward the {Doctor.SNAPSHOT_LIMIT}, and a storage "
+                  'restore deletes those newer than its target too')
+        return 'snapshot policy', 'ok', beside, None
+
+    @staticmethod
+    def mount_check(mount, server, export, path, enabled_here):
+        """(status, found, fix) of what is mounted at a storage's `path` on this node (a findmnt
+        record, or None) for an NFS storage exporting server:export."""
+        wanted = f'{server}:{junction_path(export)}'
+        if mount is None:
+            if not enabled_here:
+                return 'ok', f'{path} is not mounted: the storage is not enabled on this node', None
+            return ('fail', f'nothing is mounted at {path}',
+                    'activate the storage on this node (pvesm status mounts it; if that fails, check the export policy)')
+        host, _, mounted = (mount.get('source') or '').rpartition(':')
+        found = f'{path}: {mount.get("source")} ({mount.get("fstype")}, {mount.get("options")})'
+        if not str(mount.get('fstype', '')).startswith('nfs'):
+            return 'fail', f'{found}: no NFS mount', f'unmount {path}; PVE mounts {wanted} there'
+        if host.lower() != server.lower() or junction_path(mounted) != junction_path(export):
+            return 'fail', f"{found}: not the storage's export {wanted}", f'umount {path}; PVE then mounts {wanted} there'
+        return 'ok', found, None
+
+    @staticmethod
+    def kept_labels(policy):
+        """(whether it keeps every snapshot, [(label, count)] of its rules) of a SnapMirror policy record."""
+        rules = [(rule.get('label'), rule.get('count')) for rule in policy.get('retention') or [] if rule.get('label')]
+        every = bool(policy.get('copy_all_source_snapshots')) or any(label == Doctor.ALL_SOURCE_SNAPSHOTS for label, _ in rules)
+        return every, [(label, count) for label, count in rules if label != Doctor.ALL_SOURCE_SNAPSHOTS]
+
+    @staticmethod
+    def snapmirror_check(name, policy, label, section):
+        """(status, found, fix) of one SnapMirror relationship from the volume: which labels its policy
+        (a record, or None where this cluster cannot read it) keeps on the destination, and whether
+        `label`, the section's snapmirror_label, is one of them."""
+        if policy is None:
+            where = f'policy {name}' if name else 'its policy (this cluster does not name it)'
+            look = f'snapmirror policy show -policy {name} -fields snapmirror-label,keep' if name else 'snapmirror show'
+            unread = (f'{where}: which labels it keeps cannot be checked from here, it lives on the destination cluster '
+                      f'(there: {look})')
+            return 'ok', unread, None
+        kind = '' if policy.get('type') in (None, 'async') else f' ({policy["type"]})'
+        every, rules = Doctor.kept_labels(policy)
+        if every:
+            return 'ok', f"policy {name}{kind} keeps every snapshot of the volume, this tool's included", None
+        labels = [rule for rule, _ in rules]
+        kept = ', '.join(rule if count is None else f'{count} {rule}' for rule, count in rules)
+        found = f'policy {name}{kind} keeps ' + (kept or "no labelled snapshot (SnapMirror's own only)")
+        if label is None:
+            only = f': only snapshots taken with storage create -label {"|".join(labels)} go there' if labels else ''
+            return 'ok', f'{found}; [{section}] sets no snapmirror_label{only}', None
+        if label in labels:
+            return 'ok', f"{found}: storage create's snapshots (label {label}) are kept there", None
+        other = f'set snapmirror_label in [{section}] to {" or ".join(labels)}, or ' if labels else ''
+        fix = (f'{other}add a rule for {label} to policy {name} on the destination cluster (snapmirror policy add-rule '
+               f'-policy {name} -snapmirror-label {label} -keep N)')
+        lost = (f"{found}, not {label}, the snapmirror_label of [{section}]: storage create's snapshots are not "
+                'vaulted')
+        return 'warn', lost, fix
+
+    def check_config(self, explicit):
+        """config.ini: where it is, who may change and read it, each section complete and without
+        unknown keys. The Config read from it, or None if it cannot be."""
+        try:
+            path = find_config(explicit)
+            text, info = load_config_file(path)
+        except ConfigError as exc:
+            self.fail('config.ini', str(exc), 'copy config.ini.example to /etc/pve-ontap-snapshot/config.ini and '
+                        'fill it in')
+            return None
+        where = ('given with -config' if explicit else
+                 'in this directory' if path == CONFIG_SEARCH_PATH[0] else 'the system-wide one')
+        found = f'{os.path.abspath(path)} ({where}), {describe_owner(info)}'
+        risk = config_file_risk(path, info)
+        if risk:
+            refused = ': as root, every command refuses it' if os.geteuid() == 0 else ''
+            (self.fail if os.geteuid() == 0 else self.warn)('config.ini', f'{risk[0]}{refused}', risk[1])
+        elif info.st_mode & 0o077:
+            self.warn('config.ini', f'{found}: group or others may read the passwords in it', f'chmod 600 {path}')
+        else:
+            self.ok('config.ini', found)
+        try:
+            parser = parse_config_file(path, text)
+        except ConfigError as exc:
+            self.fail('config.ini', str(exc), 'correct that line (see config.ini.example)')
+            return None
+        if not self.check_sections(parser) or (risk and os.geteuid() == 0):
+            return None
+        try:
+            return read_config(path, text)
+        except ConfigError as exc:
+            self.fail('config.ini', str(exc), 'correct it (see config.ini.example)')
+            return None
+
+    def check_sections(self, parser):
+        """One line per section of config.ini; True if every one is complete."""
+        complete = parser.has_section(PROXMOX_SECTION)
+        if not complete:
+            self.fail(f'config [{PROXMOX_SECTION}]', 'there is none', 'add one with proxmox_host, proxmox_user and '
+                        'proxmox_pass (see config.ini.example)')
+        for section in parser.sections():
+            keys = [key for key in parser[section] if key not in parser.defaults()]
+            value = functools.partial(parser.get, section, raw=True, fallback=None)
+            gaps, unknown = section_gaps(section, keys), unknown_keys(section, keys)
+            check = f'config [{section}]'
+            if gaps:
+                complete = False
+                self.fail(check, f'lacks {", ".join(gaps)}', f'add {" and ".join(gap.split(" (")[0] for gap in gaps)} '
+                            'to it (see config.ini.example)')
                 continue
-            record = None   # the destination cluster's policy
-        report.add(f'{check} to {destination}', *snapmirror_check(policy.get('name'), record,
-                                                                  section.snapmirror_label, section.section))
+            if section == PROXMOX_SECTION:
+                token = value('proxmox_token_name')
+                found = (f'PVE {value("proxmox_host")} as {value("proxmox_user")} with '
+                         + (f'API token {token}' if token else 'proxmox_pass'))
+            elif section == DEFAULTS_SECTION:
+                found = ', '.join(f'{key} = {value(key)}' for key in keys) or 'empty: the default timeouts'
+            else:
+                found = (f'ONTAP {value("host")} as {value("user")} with '
+                         + ('a client certificate' if value('cert') else 'pass')
+                         + (f', SVM {value("svm")}' if value('svm') else ', any SVM'))
+            ignored = [f'{key} (a typo?)' for key in unknown]
+            if section == PROXMOX_SECTION and token and 'proxmox_pass' in keys:
+                ignored.append('proxmox_pass (the API token is used)')
+            if ignored:
+                self.warn(check, f'{found}; ignored: {", ".join(ignored)}', 'remove or correct those keys (see '
+                            'config.ini.example)')
+            else:
+                self.ok(check, found)
+        return complete
 
+    def check_scope(self, config, storage):
+        """The storages to check: -storage's, or every section's."""
+        if storage is None:
+            return sorted(config.storages)
+        if storage not in config.storages:
+            self.fail(f'config [{storage}]', f'{config.path} has no section [{storage}]', 'add one with host, user '
+                        'and pass of the ONTAP cluster that exports the storage')
+            return []
+        return [storage]
 
-def snapmirror_read_fix(exc):
-    """The fix of a refused or failed SnapMirror read: 403 is the REST role's "not authorized"."""
-    if exc.status == 403:
-        return 'let the REST role read /api/snapmirror (readonly): README, Least privilege'
-    return 'run doctor again; if that stays, see the error'
-
-
-def doctor_role(report, volume, storage):
-    """Whether the account's REST role reaches each endpoint the tool uses, read by a GET that
-    returns no records. What it may change, only -try shows (a file clone and a delete)."""
-    endpoints = (('volumes', '/api/storage/volumes'), ('snapshots', f'/api/storage/volumes/{volume.uuid}/snapshots'),
-                 ('files', volume.files_url('images')), ('jobs', '/api/cluster/jobs'))
-    refused, unchecked = [], []
-    for label, path in endpoints:
+    def check_pve(self, storages):
+        """PVE: reachable, its certificate trusted, login, release, quorum, nodes, privileges.
+        True if PVE could be asked."""
+        pve, cfg = self.ctx.pve, self.ctx.config.proxmox
+        reached = f'{cfg.host} answers over HTTPS, {Doctor.trust_phrase(pve.verify)}'
         try:
-            volume.ontap.count(path, f'read {label} (REST role check)')
+            version = pve.version()
+        except ProxmoxError as exc:
+            reason = failed_connection(exc)
+            if reason == 'tls':
+                self.fail('proxmox connection', str(exc), 'set proxmox_verify to the CA that signed its certificate: '
+                            f'{PVE_ROOT_CA} (copied from a node), or the CA of a certificate of your own')
+            elif reason:
+                self.fail('proxmox connection', str(exc), f'check proxmox_host ({cfg.host}): a node of the cluster, '
+                            'with pveproxy listening on port 8006 (or the port given)')
+            else:
+                self.ok('proxmox connection', reached)
+                self.fail('proxmox login', str(exc), f'correct them in [{PROXMOX_SECTION}] of {self.ctx.config.path}')
+            return False
+        if pve.verify is False:
+            self.warn('proxmox connection', reached, f'set proxmox_verify = {PVE_ROOT_CA} (copied from a node), so '
+                        'that nothing can pose as PVE')
+        else:
+            self.ok('proxmox connection', reached)
+        self.ok('proxmox login', f'API token {cfg.user}!{cfg.token_name} accepted' if cfg.token_name
+                  else f'{cfg.user} logged in with proxmox_pass')
+        major = Doctor.pve_major(version)
+        release = f'PVE {version.get("version", "of an unknown release")}'
+        if major in Doctor.SUPPORTED_PVE:
+            self.ok('proxmox release', f'{release}: supported; privileges are named as PVE {major} names them')
+        else:
+            self.warn('proxmox release', f'{release}: this tool supports PVE 8 and 9 (privileges are checked by '
+                        f'PVE {9 if major is None or major > 9 else 8} names)', 'run it on PVE 8 or 9')
+        self.check_cluster_status(pve)
+        self.check_privileges(pve, major, storages)
+        return True
+
+    def check_cluster_status(self, pve):
+        """Quorum and nodes, from /cluster/status (Sys.Audit on /)."""
+        try:
+            name, quorate, nodes = Doctor.cluster_findings(pve.cluster_status())
+        except ProxmoxError as exc:
+            self.warn('proxmox cluster', f'not checked: {exc}', f'grant Sys.Audit on / to {pve.config.user} (README, '
+                        'Least privilege)')
+            return
+        if quorate is None:
+            self.ok('proxmox cluster', 'a single node, no cluster')
+        elif quorate:
+            self.ok('proxmox cluster', f'cluster {name} is quorate')
+        else:
+            self.fail('proxmox cluster', f'cluster {name} has no quorum: PVE refuses config changes and VM actions',
+                        'bring enough nodes back online (pvecm status)')
+        offline = [node for node, online in nodes if not online]
+        online = ', '.join(node for node, up in nodes if up) or 'none'
+        if offline:
+            self.warn('proxmox nodes', f'{", ".join(offline)} offline ({online} online): VMs there can be neither '
+                        'snapshotted nor restored, and storage restore and unmount cannot check their guests',
+                        'bring them back online, or remove them from the cluster (pvecm delnode)')
+        else:
+            self.ok('proxmox nodes', f'{online} online')
+
+    def check_privileges(self, pve, major, storages):
+        """The privileges of each command group, read with /access/permissions per path; what one
+        lacks is a warning (a group one does not use needs nothing), what every command needs a failure."""
+        needs = {group: Doctor.required_privileges(group, major) for group in Doctor.PRIVILEGE_GROUPS}
+        paths = sorted({where for group_needs in needs.values() for path, _, _ in group_needs
+                        for where in ([path.format(storage=s) for s in storages] if '{storage}' in path else [path])})
+        try:
+            held = {path: pve.privileges(path) for path in paths}
+        except ProxmoxError as exc:
+            self.warn('privileges', f'not checked: {exc}', 'see README, Least privilege')
+            return
+        for group, group_needs in needs.items():
+            check = f'privileges for {group}'
+            missing = Doctor.missing_privileges(group_needs, held, storages)
+            if not missing:
+                self.ok(check, f'{pve.config.user} holds {Doctor.describe_needs(group_needs, storages)}')
+            elif group == 'every command':
+                self.fail(check, f'{pve.config.user} lacks {"; ".join(missing)}: PVE hides those storages from it',
+                            'grant it (README, Least privilege)')
+            else:
+                self.warn(check, f'{pve.config.user} lacks {"; ".join(missing)}', 'grant it if you use these commands '
+                            '(README, Least privilege)')
+
+    @staticmethod
+    def describe_needs(needs, storages):
+        """'VM.Audit, VM.PowerMgmt on /vms; Datastore.AllocateSpace on /storage/ONTAP01 and /storage/ONTAP02'."""
+        by_path = {}
+        for path, privileges, _ in needs:
+            where = ' and '.join(path.format(storage=s) for s in storages) if '{storage}' in path else path
+            by_path.setdefault(where, []).append(' or '.join(privileges))
+        return '; '.join(f'{", ".join(names)} on {path}' for path, names in by_path.items())
+
+    def check_cluster(self, ontap, cluster):
+        """ONTAP: reachable, its certificate trusted, login, release, licences.
+        (reached, release (generation, major, minor) or None)."""
+        name, section = f'ONTAP {ontap.host}', f'[{cluster.section}]'
+        credentials = 'the client certificate' if cluster.cert else 'pass'
+        reached = f'{ontap.host} answers over HTTPS, {Doctor.trust_phrase(ontap.verify)}'
+        try:
+            record, refused = ontap.cluster(), None
         except OntapError as exc:
-            # 403: "not authorized for that command" (code 6); 404: a volume without images/,
-            # whose files API was reached all the same
-            if exc.status == 403:
-                refused.append(f'{label} ({exc})')
-            elif exc.status != 404:
-                unchecked.append(f'{label} ({exc})')
-    if refused:
-        report.fail(f'{storage} REST role', f'the account may not read {"; ".join(refused)}', 'give its REST role '
-                    '/api/storage/volumes (all) and /api/cluster/jobs (readonly): README, Least privilege')
-    elif unchecked:
-        report.warn(f'{storage} REST role', f'not checked for {"; ".join(unchecked)}', 'run doctor again; if that '
-                    'stays, see the error')
-    else:
-        report.ok(f'{storage} REST role', 'reads volumes, snapshots, files and jobs; what it may change, doctor -try '
-                  'shows')
+            reason, record, refused = failed_connection(exc), None, exc
+            if reason == 'tls':
+                self.fail(f'{name} connection', str(exc), f'set verify in {section} to the CA file that signed the '
+                            "cluster's certificate")
+            elif reason:
+                self.fail(f'{name} connection', str(exc), f'check host in {section}: the cluster management address, '
+                            'reachable over HTTPS')
+            elif exc.status == 401:
+                self.ok(f'{name} connection', reached)
+                self.fail(f'{name} login', str(exc), f'correct user and {credentials} in {section}')
+            if reason or exc.status == 401:
+                return False, None
+        if ontap.verify is False:
+            self.warn(f'{name} connection', reached, f'set verify in {section} to the CA file that signed the '
+                        "cluster's certificate, so that nothing can pose as the cluster")
+        else:
+            self.ok(f'{name} connection', reached)
+        self.ok(f'{name} login', f'{cluster.user} logged in with {credentials}')
+        release = Doctor.ontap_release((record or {}).get('version'))
+        if refused:
+            self.warn(f'{name} release', f'not read: {refused}', 'let the REST role read /api/cluster (security login '
+                        'rest-role create -role ROLE -api /api/cluster -access readonly)')
+        elif release is None:
+            self.warn(f'{name} release', 'the cluster does not say', 'check that host names a cluster management '
+                        'address')
+        elif release < Doctor.OLDEST_ONTAP:
+            self.fail(f'{name} release', f'ONTAP {".".join(map(str, release))}: older than 9.8, the oldest release '
+                        'this tool supports', 'upgrade ONTAP to 9.8 or later')
+        else:
+            self.ok(f'{name} release', f'ONTAP {".".join(map(str, release))} (cluster {record.get("name")}): '
+                      'supported (9.8 or later)')
+        self.check_licenses(ontap, name)
+        return True, release
 
-
-def doctor_mount(report, storage, entry, node):
-    """The storage's NFS mount on this node, from findmnt."""
-    check = f'{storage} mount'
-    if node is None:
-        report.ok(check, 'not checked: this is no PVE node, or doctor does not run there as root')
-        return
-    try:
-        path = mount_path(storage, entry)
-    except Failure as exc:
-        report.fail(check, str(exc), f'correct the path of storage {storage} (pvesm set)')
-        return
-    enabled_here = not entry.get('disable') and (not entry.get('nodes') or node in entry['nodes'].split(','))
-    try:
-        mount = Node.nfs_mount(path)
-    except Failure as exc:
-        report.warn(check, f'not checked: {exc}', 'install util-linux (findmnt)')
-        return
-    report.add(check, *mount_check(mount, entry['server'], entry['export'], path, enabled_here))
-
-
-def doctor_try(report, ctx, storage, release):
-    """-try: write a small file (or take a disk image), file-clone it, read the clone back and
-    delete what was made — also when a step failed. A change of unknown outcome is followed
-    until it is known; what may still change is named and left alone."""
-    check = f'{storage} -try'
-    volume = ctx.volume(storage)
-    base = f'pve-ontap-snapshot-doctor-{storage}-{utc_stamp()}'
-    if ctx.dry_run:
-        report.ok(check, f'would write {base}, file-clone it to {base}.clone, read the clone back and delete both')
-        return
-    made = []
-    with STOP.held():   # a stop waits until what was made is deleted again
+    def check_licenses(self, ontap, name):
+        """FlexClone (file clones, FlexClone volumes) and SnapRestore (volume restore), where the
+        account may read the licences."""
+        check = f'{name} licences'
         try:
-            status, found, fix = try_clone(ctx, storage, volume, base, release, made)
+            installed = ontap.licenses([package for package, _, _ in Doctor.LICENSES])
+        except OntapError as exc:
+            self.warn(check, f'unknown ({exc}): FlexClone is needed for the vm commands and storage mount, SnapRestore '
+                        'for storage restore', 'let the REST role read /api/cluster/licensing/licenses (readonly) to '
+                        'have them checked')
+            return
+        lacking = [(label, installed.get(package, 'not installed'), use) for package, label, use in Doctor.LICENSES
+                   if installed.get(package) != 'compliant']
+        if not lacking:
+            self.ok(check, 'FlexClone and SnapRestore are licensed')
+            return
+        found = '; '.join(f'{label} is {state}: needed for {use}' for label, state, use in lacking)
+        fix = 'install the licence (system license add; ONTAP One holds both)'
+        if any(state in ('not installed', 'unlicensed') for _, state, _ in lacking):
+            self.fail(check, found, fix)
+        else:
+            self.warn(check, found, fix)
+
+    def check_storage(self, storage, pve_reached, cluster_reached, release, try_clone, node):
+        """One storage: its PVE entry, its volume, what the REST role reaches there, the volume's
+        health, its mount on this node, and with -try a file clone."""
+        if not pve_reached:
+            self.warn(f'{storage} storage', 'not checked: its export is known to PVE only', 'see the proxmox checks')
+            return
+        entry = self.check_pve_storage(storage)
+        if entry is None:
+            return
+        self.check_volume_chains(storage, entry)
+        if not cluster_reached:
+            self.warn(f'{storage} volume', f'not checked: ONTAP {self.ctx.ontap(storage).host} was not reached',
+                        'see the checks of that cluster')
+        found = cluster_reached and self.check_volume(storage)
+        if found:
+            self.check_leftovers(storage, try_clone)
+            self.check_left_guests(storage, try_clone)
+        self.check_mount(storage, entry, node)
+        if found and try_clone:
+            self.try_storage(storage, release)
+
+    def check_pve_storage(self, storage):
+        """The storage.cfg entry of a configured storage, if it is an NFS storage; else None."""
+        check = f'{storage} storage'
+        try:
+            entry = self.ctx.storages().get(storage)
+        except ProxmoxError as exc:
+            self.fail(check, str(exc), 'see the proxmox checks above')
+            return None
+        if entry is None:
+            self.fail(check, f'PVE has no storage {storage}, or {self.ctx.config.proxmox.user} may not see it (that takes '
+                        f'Datastore.Audit on /storage/{storage})', 'add it as an NFS storage (pvesm add nfs), or name the '
+                        'section after the PVE storage id')
+            return None
+        if entry.get('type') != 'nfs':
+            self.fail(check, f'it is of type {entry.get("type")}, not NFS', 'only NFS storages on an ONTAP volume can be '
+                        f'used: remove [{storage}] from {self.ctx.config.path}')
+            return None
+        found = (f'NFS {entry.get("server")}:{entry.get("export")}, enabled on {entry.get("nodes") or "every node"}'
+                 + (f', options {entry["options"]}' if entry.get('options') else ''))
+        if entry.get('disable'):
+            self.warn(check, f'{found}, but disabled', f'pvesm set {storage} --disable 0')
+        else:
+            self.ok(check, found)
+        return entry
+
+    def check_volume_chains(self, storage, entry):
+        """A storage whose qcow2 disks keep PVE snapshots as a volume chain (PVE 9, storage.cfg
+        snapshot-as-volume-chain): vm create refuses a disk over such a chain (check_backings), so
+        each VM with a qcow2 disk there and PVE snapshots (its config's `parent`) is named."""
+        check = f'{storage} volume chains'
+        if not entry.get('snapshot-as-volume-chain'):
+            self.ok(check, 'off: PVE keeps qcow2 snapshots inside the file')
+            return
+        try:
+            configs, _ = self.ctx.pve.guest_configs(self.ctx.pve.vms())
+        except ProxmoxError as exc:
+            self.warn(check, f'on, and the VMs with such disks not checked: {exc}', 'see the proxmox checks above')
+            return
+        chained = [f'VM {vmid} ({", ".join(disk.key for disk in disks)})' for vmid, config in sorted(configs.items())
+                   if config.get('parent') and (disks := [disk for disk in vm_disks(config) if disk.storage == storage
+                                                           and disk.path and disk.path.endswith('.qcow2')])]
+        found = ('on: a PVE snapshot of a qcow2 disk there is a file of its own the disk stands on, which vm create '
+                 'cannot keep with its clone, so it refuses such a disk' +
+                 (f'; VMs with one now: {", ".join(chained)}' if chained else '; no VM has one now'))
+        self.warn(check, found, 'keep PVE snapshots off VMs there (vm create takes their snapshots), or take storage '
+                    'snapshots of them, which hold the whole chain')
+
+    def check_volume(self, storage):
+        """The storage's volume (found by the commands' own rule), what the REST role reaches, and
+        the volume's health. True if it was found."""
+        try:
+            volume = self.ctx.volume(storage)
         except Failure as exc:
-            status, found, fix = 'fail', str(exc), 'see the checks of this storage above'
-        finally:
-            left = delete_made(ctx, storage, made)
-    if left:
-        status, found = 'fail', f'{found}; could not delete {left}'
-        fix = f'delete them in volume {volume.name} by hand'
-    elif made:
-        found += f'; deleted the {len(made)} file(s) it made'
-    report.add(check, status, found, fix)
-    STOP.check(f'doctor -try deleted what it made on storage {storage} first')
-
-
-def try_clone(ctx, storage, volume, base, release, made):
-    """-try's steps; each file made is added to `made` once it is known to exist. (status, found, fix)."""
-    source, size, done = try_source(volume, base, release, made)
-    clone = f'{base}.clone'
-    (outcome,) = settle_clones(ctx, clone_each(ctx, [(storage, source, clone)]))
-    if outcome.state == 'unknown':
-        kept = made + [clone]
-        made.clear()     # the clone may still read or write them
-        return ('fail', f'{done}; its file clone is of unknown outcome: {pending_jobs([outcome])}',
-                f'once ONTAP has ended that job, delete {" and ".join(kept)} in volume {volume.name}')
-    if outcome.state == 'failed':
-        return ('fail', f'{done}; file-cloning it failed: {outcome.error}',
-                'check the FlexClone licence, the style of the volume, and /api/storage/file/clone in the REST role')
-    made.append(clone)
-    copied = volume.file_size(clone)
-    if copied != size:
-        return 'fail', f'{done}, cloned it to {clone}, but the clone reads back as {copied} bytes, not {size}', \
-            'check the volume (a file clone must be an exact copy)'
-    return 'ok', f'{done}, file-cloned it to {clone} and read the clone back', None
-
-
-def try_source(volume, base, release, made):
-    """The file -try clones: (path, size, what was done). A small file written for it where the
-    release has the files API's write (9.8+); else, or if the write is refused, a disk image."""
-    refused = (f'ONTAP {".".join(map(str, release))} has no files-API write (9.8+); '
-               if release and release < (9, 8) else '')
-    if not refused:
-        data = f'pve-volume.ontap-snapshot doctor -try {base}\n'.encode()
+            self.fail(f'{storage} volume', str(exc), 'mount the volume at the export (volume mount), or correct the '
+                        'export of the PVE storage, or svm in config.ini')
+            return False
+        svm = self.ctx.config.storages[storage].svm
+        self.ok(f'{storage} volume', f'{volume.name} in SVM {volume.svm} on ONTAP {volume.ontap.host}, mounted at '
+                  f'{volume.junction}' + ('' if svm else f' (any SVM: svm = {volume.svm} in config.ini pins it)'))
+        self.check_role(volume, storage)
         try:
-            volume.write_file(base, data)
-        except OutcomeUnknown as exc:
-            size = volume.file_size(base)     # a write runs no job: the file tells
-            if size is not None:
-                made.append(base)
-            if size != len(data):
-                raise Failure(f'{exc}; {base} has {size} of its {len(data)} bytes') from exc
+            record = volume.health()
         except OntapError as exc:
-            refused = f'writing a file was refused ({exc}); '
+            self.fail(f'{storage} volume health', str(exc), 'let the REST role read /api/storage/volumes')
         else:
-            made.append(base)
-        if not refused:
-            return base, len(data), f'wrote {base} ({len(data)} bytes)'
-    image = volume.first_image()
-    if image is None:
-        raise Failure(f'{refused}no disk image under images/ to clone instead')
-    return image, volume.file_size(image), f'{refused}took {image}'
+            for check, status, found, fix in Doctor.volume_checks(record, volume.svm):
+                self.add(f'{storage} {check}', status, found, fix)
+        self.check_snapmirror(volume, storage, self.ctx.config.storages[storage])
+        return True
 
-
-def delete_made(ctx, storage, made):
-    """Delete the files -try made; one whose delete is of unknown outcome is read back. The paths
-    left, with why, as a phrase ('' if none)."""
-    volume = ctx.volume(storage)
-    left = []
-    for outcome in delete_files(ctx, [(storage, path) for path in made]):
-        path = outcome.item[1]
-        if outcome.state == 'unknown':
-            try:
-                volume.ontap.settle(outcome.error, f'DELETE {volume.files_url(path)}', functools.partial(lambda path: not volume.file_exists(path), path))
-                continue
-            except Failure as exc:
-                outcome = Outcome(outcome.item, exc)
-        if outcome.state != 'done':
-            left.append(f'{path} ({outcome.error})')
-    return ', '.join(left)
-
-
-def doctor_locks(report, config):
-    """The cluster-wide lock: can it be taken here, and which of the tool's locks are held,
-    by whom, or stale (not updated for longer than pmxcfs keeps a lock: its run died)."""
-    try:
-        check_cluster_lock_usable()
-    except ClusterLockUnavailable as exc:
-        if config.local_lock:
-            report.ok('cluster lock', f'{exc}: local_lock = yes, so runs lock on this node only')
-        else:
-            report.warn('cluster lock', f'{exc}: commands that change something refuse here',
-                        'run them on a PVE node with quorum, or add -local-lock where no other node runs them')
-        return
-    directory = os.path.join(CLUSTER_DIR, 'lock')
-    held = sorted(name for name in os.listdir(directory) if name.startswith(CLUSTER_LOCK_PREFIX))
-    if not held:
-        report.ok('cluster lock', f'{directory} takes locks; none of this tool\'s is held')
-    for name in held:
-        lock = os.path.join(directory, name)
-        record = read_text(os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR), name.removeprefix(CLUSTER_LOCK_PREFIX))
-        line = record.partition('\n')[0]
-        holder = describe_holder(line)
+    def check_leftovers(self, storage, clean):
+        """The capture snapshots earlier runs of vm create left on the volume (busy after their
+        clones, or of a run that died), once LEFTOVER_AGE old: named, and with -try (`clean`)
+        deleted, under the volume's lock, as the next vm create would. Younger ones may be a run's
+        under way: left alone."""
+        check = f'{storage} leftover captures'
+        volume = self.ctx.volume(storage)
         try:
-            age = time.time() - os.stat(lock).st_mtime
-        except FileNotFoundError:
-            continue    # released meanwhile
-        check = f'cluster lock {name.removeprefix(CLUSTER_LOCK_PREFIX)}'
-        if holder_alive(line, this_node()) is False:
-            report.warn(check, f'stale: its run died, on this node ({holder}); pmxcfs removes it {CLUSTER_LOCK_EXPIRY} s '
-                        'after its last update, when the next run asks',
-                        'nothing to do: the next run that needs it waits for that, or fails saying so (-wait 130)')
-        elif age > CLUSTER_LOCK_EXPIRY:
-            report.warn(check, f'stale, not updated for {age:.0f} s ({holder})',
-                        'nothing to do: the next run that needs it asks pmxcfs to remove it; if that pid '
-                        'still runs on that node, it hangs: look at it there')
+            found = volume.snapshots('pve_ontap_*')
+        except OntapError as exc:
+            self.warn(check, f'not checked: {exc}', 'let the REST role read /api/storage/volumes')
+            return
+        captures = [record for record in found if record['name'].startswith((CAPTURE_PREFIX, LEFTOVER_PREFIX))]
+        old = [record for record in captures if not younger_than(record, LEFTOVER_AGE)]
+        young = f'; {len(captures) - len(old)} younger, of a run under way' if len(captures) > len(old) else ''
+        if not old:
+            self.ok(check, f'none in volume {volume.name}{young}')
+            return
+        names = ', '.join(record['name'] for record in old)
+        if not clean or self.ctx.dry_run:
+            self.warn(check, f'{names} in volume {volume.name}, left by earlier runs of vm create{young}',
+                        f'doctor -try -storage {storage} deletes them now, as the next vm create on the volume does')
+            return
+        try:
+            with storage_locks(self.ctx, [storage]) as locks:
+                # As vm create's clean-up: a renamed one, or one a run noted in the lock record. Any
+                # other may be a run's of another node that locked on its node only (-local-lock).
+                noted = {name for lock in locks for name in lock.captures}
+                doomed = [record for record in old if record['name'].startswith(LEFTOVER_PREFIX)
+                          or record['name'] in noted]
+                left = delete_leftovers(self.ctx, storage, doomed)
+        except Failure as exc:
+            self.warn(check, f'{names} in volume {volume.name}, left by earlier runs; not deleted: {exc}',
+                        'the next vm create on the volume deletes them')
+            return
+        unknown = [record['name'] for record in old if record not in doomed]
+        deleted = [record['name'] for record in doomed if record['name'] not in left]
+        found = (f'deleted {", ".join(deleted) or "none"} in volume {volume.name}'
+                 + (f'; not {", ".join(left)} (see the warnings)' if left else '')
+                 + (f'; left {", ".join(unknown)}: no run noted it' if unknown else '') + young)
+        if left or unknown:
+            self.warn(check, found, 'the next vm create on the volume tries again' if left else
+                        'if no run of another node uses it (one with -local-lock), delete it: volume snapshot delete')
         else:
-            report.ok(check, f'held by {holder}')
+            self.ok(check, f'deleted {names} in volume {volume.name}, left by earlier runs{young}')
 
+    def volume_lock_record(self, storage):
+        """(the lock record of the volume behind `storage`, whether a run holds its lock now), where the
+        run would take it: the cluster lock where it can be taken, else this node's lock file."""
+        name = lock_file_name(*self.ctx.volume_identity(storage))
+        try:
+            check_cluster_lock_usable()
+        except ClusterLockUnavailable:
+            path = os.path.join(lock_dir(), name)
+            if not os.path.isfile(path):
+                return '', False
+            with open(path, encoding='utf-8') as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return handle.read(), True
+                return handle.read(), False
+        text = read_text(os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR), name)
+        lock = os.path.join(CLUSTER_DIR, 'lock', CLUSTER_LOCK_PREFIX + name)
+        try:
+            fresh = time.time() - os.stat(lock).st_mtime <= CLUSTER_LOCK_EXPIRY
+        except FileNotFoundError:
+            return text, False
+        return text, fresh and holder_alive(text.partition('\n')[0], this_node()) is not False
 
-def doctor_lock_dir(report):
-    """This node's lock directory (-local-lock): missing (made by the first run that needs it), or
-    a real directory of the running user's that nobody else may write (checked_directory)."""
-    directory = lock_dir()
-    try:
-        info = os.lstat(directory)
-    except FileNotFoundError:
-        report.ok('lock directory', f'{directory} is not there yet: the first run that takes a lock on this node '
-                  'makes it, mode 700')
-        return
-    problem = 'a link or no directory' if not stat.S_ISDIR(info.st_mode) else unsafe_owner(info)
-    if problem:
-        report.fail('lock directory', f'{directory} is {describe_owner(info)}: {problem}, so another user may have made '
-                    'it to take over the files of this tool; every run that locks on this node refuses it',
-                    f'rm -r {directory} (the next run makes it anew)')
-    else:
-        report.ok('lock directory', f'{directory}, {describe_owner(info)}')
+    def check_left_guests(self, storage, clean):
+        """The guests runs that died left paused, frozen, suspended or shut down, as the volume's lock
+        record names them (HeldLock): named, and with -try (`clean`) brought back, under the
+        volume's lock, as the next run on them would (return_left_guests)."""
+        check = f'{storage} guests left held'
+        text, live = self.volume_lock_record(storage)
+        holder, entries = parse_lock_record(text)
+        holds = record_holds(entries)
+        if not holds:
+            self.ok(check, 'none: no run left a guest paused, frozen, suspended or shut down')
+            return
+        names = ', '.join(f'VM {vmid} {HELD_WORDS.get(how, how)}' for vmid, how in sorted(holds.items()))
+        if live:
+            self.ok(check, f'{names} by a run under way ({describe_holder(holder)})')
+            return
+        if not clean or self.ctx.dry_run:
+            self.warn(check, f'{names} by a run that died ({describe_holder(holder)})',
+                        f'doctor -try -storage {storage} brings them back, as the next run on them does')
+            return
+        try:
+            with storage_locks(self.ctx, [storage]) as locks:
+                found = return_left_guests(self.ctx, locks, self.ctx.pve.guests())
+        except Failure as exc:
+            self.warn(check, f'{names} by a run that died; not brought back: {exc}', 'run doctor -try again')
+            return
+        failed = [f'{left}: {done}' for left, done in found if not isinstance(done, str)]
+        phrases = [f'{left}: {done}' for left, done in found]
+        if failed:
+            self.warn(check, '; '.join(phrases), 'see what failed, and bring the guest back by hand (qm resume, '
+                        'qm start, qm guest cmd VMID fsfreeze-thaw)')
+        else:
+            self.ok(check, '; '.join(phrases))
 
+    def check_snapmirror(self, volume, storage, section):
+        """The SnapMirror relationships whose source is the volume: one line each, with the labels
+        its policy keeps on the destination and whether the section's snapmirror_label is one."""
+        check = f'{storage} SnapMirror'
+        try:
+            relationships = volume.snapmirror_destinations()
+        except OntapError as exc:
+            self.warn(check, f'not checked: {exc}', Doctor.snapmirror_read_fix(exc))
+            return
+        if not relationships:
+            self.ok(check, f'{volume.svm}:{volume.name} is the source of no SnapMirror relationship')
+            return
+        for relationship in relationships:
+            destination = (relationship.get('destination') or {}).get('path') or 'an unnamed destination'
+            policy = relationship.get('policy') or {}
+            try:
+                record = volume.ontap.snapmirror_policy(policy['uuid'], policy.get('name')) if policy.get('uuid') else None
+            except OntapError as exc:
+                if exc.status != 404:
+                    self.warn(f'{check} to {destination}', f'policy {policy.get("name")} not read: {exc}',
+                                Doctor.snapmirror_read_fix(exc))
+                    continue
+                record = None   # the destination cluster's policy
+            self.add(f'{check} to {destination}', *Doctor.snapmirror_check(policy.get('name'), record, section.snapmirror_label, section.section))
 
-def doctor_manifest_key(report):
-    """The key manifests are signed with (manifest_key), on a node."""
-    if not os.path.isdir(CLUSTER_DIR):
-        report.ok('manifest key', f'not on a PVE node (no {CLUSTER_DIR}): manifests made here are not signed')
-        return
-    try:
-        key = manifest_key(create=False)
-    except Failure as exc:
-        report.fail('manifest key', str(exc), 'see the error')
-        return
-    path = os.path.join(CLUSTER_DIR, MANIFEST_KEY)
-    report.ok('manifest key', f'{path}: manifests are signed with it' if key else
-              f'none in {path} yet: the first snapshot made on a node makes it')
+    @staticmethod
+    def snapmirror_read_fix(exc):
+        """The fix of a refused or failed SnapMirror read: 403 is the REST role's "not authorized"."""
+        if exc.status == 403:
+            return 'let the REST role read /api/snapmirror (readonly): README, Least privilege'
+        return 'run doctor again; if that stays, see the error'
 
+    def check_role(self, volume, storage):
+        """Whether the account's REST role reaches each endpoint the tool uses, read by a GET that
+        returns no records. What it may change, only -try shows (a file clone and a delete)."""
+        endpoints = (('volumes', '/api/storage/volumes'), ('snapshots', f'/api/storage/volumes/{volume.uuid}/snapshots'),
+                     ('files', volume.files_url('images')), ('jobs', '/api/cluster/jobs'))
+        refused, unchecked = [], []
+        for label, path in endpoints:
+            try:
+                volume.ontap.count(path, f'read {label} (REST role check)')
+            except OntapError as exc:
+                # 403: "not authorized for that command" (code 6); 404: a volume without images/,
+                # whose files API was reached all the same
+                if exc.status == 403:
+                    refused.append(f'{label} ({exc})')
+                elif exc.status != 404:
+                    unchecked.append(f'{label} ({exc})')
+        if refused:
+            self.fail(f'{storage} REST role', f'the account may not read {"; ".join(refused)}', 'give its REST role '
+                        '/api/storage/volumes (all) and /api/cluster/jobs (readonly): README, Least privilege')
+        elif unchecked:
+            self.warn(f'{storage} REST role', f'not checked for {"; ".join(unchecked)}', 'run doctor again; if that '
+                        'stays, see the error')
+        else:
+            self.ok(f'{storage} REST role', 'reads volumes, snapshots, files and jobs; what it may change, doctor -try '
+                      'shows')
 
-# The units of the Debian package and where systemd reads them and what changes them
-# (systemd.unit(5), "Unit File Load Path"): the package's file, a whole copy in /etc, and
-# drop-ins for the template or one instance.
-UNIT_NAME = 'pve-ontap-snapshot-storage@.service'
-UNIT_DIRS = ('/lib/systemd/system', '/usr/lib/systemd/system')
-UNIT_OVERRIDE_DIRS = ('/etc/systemd/system', '/run/systemd/system')
-# The sandbox settings of the package's service (packaging/systemd): a drop-in that sets one
-# otherwise weakens it. ReadWritePaths= is left out: adding a path is what the unit's comments
-# tell an admin to do.
-SANDBOX_SETTINGS = ('ProtectSystem', 'ProtectHome', 'PrivateTmp', 'PrivateDevices', 'ProtectKernelTunables',
-                    'ProtectKernelModules', 'ProtectKernelLogs', 'ProtectControlGroups', 'ProtectClock',
-                    'ProtectHostname', 'ProtectProc', 'ProcSubset', 'NoNewPrivileges', 'RestrictSUIDSGID',
-                    'LockPersonality', 'RestrictRealtime', 'RestrictNamespaces', 'CapabilityBoundingSet',
-                    'RestrictAddressFamilies', 'SystemCallArchitectures', 'SystemCallFilter', 'SystemCallErrorNumber',
-                    'UMask')
+    def check_mount(self, storage, entry, node):
+        """The storage's NFS mount on this node, from findmnt."""
+        check = f'{storage} mount'
+        if node is None:
+            self.ok(check, 'not checked: this is no PVE node, or doctor does not run there as root')
+            return
+        try:
+            path = mount_path(storage, entry)
+        except Failure as exc:
+            self.fail(check, str(exc), f'correct the path of storage {storage} (pvesm set)')
+            return
+        enabled_here = not entry.get('disable') and (not entry.get('nodes') or node in entry['nodes'].split(','))
+        try:
+            mount = Node.nfs_mount(path)
+        except Failure as exc:
+            self.warn(check, f'not checked: {exc}', 'install util-linux (findmnt)')
+            return
+        self.add(check, *Doctor.mount_check(mount, entry['server'], entry['export'], path, enabled_here))
 
+    def try_storage(self, storage, release):
+        """-try: write a small file (or take a disk image), file-clone it, read the clone back and
+        delete what was made — also when a step failed. A change of unknown outcome is followed
+        until it is known; what may still change is named and left alone."""
+        check = f'{storage} -try'
+        volume = self.ctx.volume(storage)
+        base = f'pve-ontap-snapshot-doctor-{storage}-{utc_stamp()}'
+        if self.ctx.dry_run:
+            self.ok(check, f'would write {base}, file-clone it to {base}.clone, read the clone back and delete both')
+            return
+        made = []
+        with STOP.held():   # a stop waits until what was made is deleted again
+            try:
+                status, found, fix = self.try_clone(storage, volume, base, release, made)
+            except Failure as exc:
+                status, found, fix = 'fail', str(exc), 'see the checks of this storage above'
+            finally:
+                left = self.delete_made(storage, made)
+        if left:
+            status, found = 'fail', f'{found}; could not delete {left}'
+            fix = f'delete them in volume {volume.name} by hand'
+        elif made:
+            found += f'; deleted the {len(made)} file(s) it made'
+        self.add(check, status, found, fix)
+        STOP.check(f'doctor -try deleted what it made on storage {storage} first')
 
-def unit_settings(text):
-    """{key: [values]} of the [Service] section of a unit file or drop-in."""
-    settings, section = {}, None
-    for line in text.split('\n'):
-        line = line.strip()
-        if line.startswith('[') and line.endswith(']'):
-            section = line[1:-1]
-        elif section == 'Service' and '=' in line and not line.startswith(('#', ';')):
-            key, _, value = line.partition('=')
-            settings.setdefault(key.strip(), []).append(value.strip())
-    return settings
+    def try_clone(self, storage, volume, base, release, made):
+        """-try's steps; each file made is added to `made` once it is known to exist. (status, found, fix)."""
+        source, size, done = Doctor.try_source(volume, base, release, made)
+        clone = f'{base}.clone'
+        (outcome,) = settle_clones(self.ctx, clone_each(self.ctx, [(storage, source, clone)]))
+        if outcome.state == 'unknown':
+            kept = made + [clone]
+            made.clear()     # the clone may still read or write them
+            return ('fail', f'{done}; its file clone is of unknown outcome: {pending_jobs([outcome])}',
+                    f'once ONTAP has ended that job, delete {" and ".join(kept)} in volume {volume.name}')
+        if outcome.state == 'failed':
+            return ('fail', f'{done}; file-cloning it failed: {outcome.error}',
+                    'check the FlexClone licence, the style of the volume, and /api/storage/file/clone in the REST role')
+        made.append(clone)
+        copied = volume.file_size(clone)
+        if copied != size:
+            return 'fail', f'{done}, cloned it to {clone}, but the clone reads back as {copied} bytes, not {size}', \
+                'check the volume (a file clone must be an exact copy)'
+        return 'ok', f'{done}, file-cloned it to {clone} and read the clone back', None
 
+    @staticmethod
+    def try_source(volume, base, release, made):
+        """The file -try clones: (path, size, what was done). A small file written for it where the
+        release has the files API's write (9.8+); else, or if the write is refused, a disk image."""
+        refused = (f'ONTAP {".".join(map(str, release))} has no files-API write (9.8+); '
+                   if release and release < (9, 8) else '')
+        if not refused:
+            data = f'pve-volume.ontap-snapshot doctor -try {base}\n'.encode()
+            try:
+                volume.write_file(base, data)
+            except OutcomeUnknown as exc:
+                size = volume.file_size(base)     # a write runs no job: the file tells
+                if size is not None:
+                    made.append(base)
+                if size != len(data):
+                    raise Failure(f'{exc}; {base} has {size} of its {len(data)} bytes') from exc
+            except OntapError as exc:
+                refused = f'writing a file was refused ({exc}); '
+            else:
+                made.append(base)
+            if not refused:
+                return base, len(data), f'wrote {base} ({len(data)} bytes)'
+        image = volume.first_image()
+        if image is None:
+            raise Failure(f'{refused}no disk image under images/ to clone instead')
+        return image, volume.file_size(image), f'{refused}took {image}'
 
-def weakened_settings(shipped, changes, whole):
-    """'key=value' of each sandbox setting that `changes` ({key: [values]}, a drop-in's, or a
-    `whole` copy's) sets otherwise than `shipped` (the package's unit) — or a whole copy leaves out."""
-    return [f'{key}={" ".join(changes[key])}' if key in changes else f'no {key}' for key in SANDBOX_SETTINGS
-            if key in shipped and changes.get(key, None if whole else shipped[key]) != shipped[key]]
+    def delete_made(self, storage, made):
+        """Delete the files -try made; one whose delete is of unknown outcome is read back. The paths
+        left, with why, as a phrase ('' if none)."""
+        volume = self.ctx.volume(storage)
+        left = []
+        for outcome in delete_files(self.ctx, [(storage, path) for path in made]):
+            path = outcome.item[1]
+            if outcome.state == 'unknown':
+                try:
+                    volume.ontap.settle(outcome.error, f'DELETE {volume.files_url(path)}', functools.partial(lambda path: not volume.file_exists(path), path))
+                    continue
+                except Failure as exc:
+                    outcome = Outcome(outcome.item, exc)
+            if outcome.state != 'done':
+                left.append(f'{path} ({outcome.error})')
+        return ', '.join(left)
 
+    def check_locks(self, config):
+        """The cluster-wide lock: can it be taken here, and which of the tool's locks are held,
+        by whom, or stale (not updated for longer than pmxcfs keeps a lock: its run died)."""
+        try:
+            check_cluster_lock_usable()
+        except ClusterLockUnavailable as exc:
+            if config.local_lock:
+                self.ok('cluster lock', f'{exc}: local_lock = yes, so runs lock on this node only')
+            else:
+                self.warn('cluster lock', f'{exc}: commands that change something refuse here',
+                            'run them on a PVE node with quorum, or add -local-lock where no other node runs them')
+            return
+        directory = os.path.join(CLUSTER_DIR, 'lock')
+        held = sorted(name for name in os.listdir(directory) if name.startswith(CLUSTER_LOCK_PREFIX))
+        if not held:
+            self.ok('cluster lock', f'{directory} takes locks; none of this tool\'s is held')
+        for name in held:
+            lock = os.path.join(directory, name)
+            record = read_text(os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR), name.removeprefix(CLUSTER_LOCK_PREFIX))
+            line = record.partition('\n')[0]
+            holder = describe_holder(line)
+            try:
+                age = time.time() - os.stat(lock).st_mtime
+            except FileNotFoundError:
+                continue    # released meanwhile
+            check = f'cluster lock {name.removeprefix(CLUSTER_LOCK_PREFIX)}'
+            if holder_alive(line, this_node()) is False:
+                self.warn(check, f'stale: its run died, on this node ({holder}); pmxcfs removes it {CLUSTER_LOCK_EXPIRY} s '
+                            'after its last update, when the next run asks',
+                            'nothing to do: the next run that needs it waits for that, or fails saying so (-wait 130)')
+            elif age > CLUSTER_LOCK_EXPIRY:
+                self.warn(check, f'stale, not updated for {age:.0f} s ({holder})',
+                            'nothing to do: the next run that needs it asks pmxcfs to remove it; if that pid '
+                            'still runs on that node, it hangs: look at it there')
+            else:
+                self.ok(check, f'held by {holder}')
 
-def doctor_units(report):
-    """Where the Debian package is installed: each drop-in or copy of its storage service that
-    sets its sandbox otherwise than the package does (SANDBOX_SETTINGS)."""
-    shipped = next((os.path.join(d, UNIT_NAME) for d in UNIT_DIRS if os.path.isfile(os.path.join(d, UNIT_NAME))), None)
-    if shipped is None:
-        report.ok('service sandbox', 'the Debian package is not installed here: no units to check')
-        return
-    with open(shipped, encoding='utf-8') as file:
-        vendor = unit_settings(file.read())
-    found = []
-    for directory in UNIT_OVERRIDE_DIRS:
-        copies = [os.path.join(directory, UNIT_NAME)]
-        drop_ins = glob.glob(os.path.join(directory, 'pve-ontap-snapshot-storage@*.service.d', '*.conf'))
-        for path in [copy for copy in copies if os.path.isfile(copy)] + sorted(drop_ins):
-            with open(path, encoding='utf-8') as file:
-                found.append((path, weakened_settings(vendor, unit_settings(file.read()), path in copies)))
-    weaker = [f'{path}: {", ".join(changes)}' for path, changes in found if changes]
-    if weaker:
-        report.warn('service sandbox', f'set otherwise than the package ships it: {"; ".join(weaker)}',
-                    'leave the sandbox settings to the package (a drop-in may add ReadWritePaths=): README, Security')
-    else:
-        report.ok('service sandbox', f'{shipped}, as the package ships it' +
-                  (f', with {len(found)} drop-in(s) that leave its sandbox as it is' if found else ''))
+    def check_lock_dir(self):
+        """This node's lock directory (-local-lock): missing (made by the first run that needs it), or
+        a real directory of the running user's that nobody else may write (checked_directory)."""
+        directory = lock_dir()
+        try:
+            info = os.lstat(directory)
+        except FileNotFoundError:
+            self.ok('lock directory', f'{directory} is not there yet: the first run that takes a lock on this node '
+                      'makes it, mode 700')
+            return
+        problem = 'a link or no directory' if not stat.S_ISDIR(info.st_mode) else unsafe_owner(info)
+        if problem:
+            self.fail('lock directory', f'{directory} is {describe_owner(info)}: {problem}, so another user may have made '
+                        'it to take over the files of this tool; every run that locks on this node refuses it',
+                        f'rm -r {directory} (the next run makes it anew)')
+        else:
+            self.ok('lock directory', f'{directory}, {describe_owner(info)}')
+
+    def check_manifest_key(self):
+        """The key manifests are signed with (manifest_key), on a node."""
+        if not os.path.isdir(CLUSTER_DIR):
+            self.ok('manifest key', f'not on a PVE node (no {CLUSTER_DIR}): manifests made here are not signed')
+            return
+        try:
+            key = manifest_key(create=False)
+        except Failure as exc:
+            self.fail('manifest key', str(exc), 'see the error')
+            return
+        path = os.path.join(CLUSTER_DIR, MANIFEST_KEY)
+        self.ok('manifest key', f'{path}: manifests are signed with it' if key else
+                  f'none in {path} yet: the first snapshot made on a node makes it')
+
+    @staticmethod
+    def unit_settings(text):
+        """{key: [values]} of the [Service] section of a unit file or drop-in."""
+        settings, section = {}, None
+        for line in text.split('\n'):
+            line = line.strip()
+            if line.startswith('[') and line.endswith(']'):
+                section = line[1:-1]
+            elif section == 'Service' and '=' in line and not line.startswith(('#', ';')):
+                key, _, value = line.partition('=')
+                settings.setdefault(key.strip(), []).append(value.strip())
+        return settings
+
+    @staticmethod
+    def weakened_settings(shipped, changes, whole):
+        """'key=value' of each sandbox setting that `changes` ({key: [values]}, a drop-in's, or a
+        `whole` copy's) sets otherwise than `shipped` (the package's unit) — or a whole copy leaves out."""
+        return [f'{key}={" ".join(changes[key])}' if key in changes else f'no {key}' for key in Doctor.SANDBOX_SETTINGS
+                if key in shipped and changes.get(key, None if whole else shipped[key]) != shipped[key]]
+
+    def check_units(self):
+        """Where the Debian package is installed: each drop-in or copy of its storage service that
+        sets its sandbox otherwise than the package does (Doctor.SANDBOX_SETTINGS)."""
+        shipped = next((os.path.join(d, Doctor.UNIT_NAME) for d in Doctor.UNIT_DIRS if os.path.isfile(os.path.join(d, Doctor.UNIT_NAME))), None)
+        if shipped is None:
+            self.ok('service sandbox', 'the Debian package is not installed here: no units to check')
+            return
+        with open(shipped, encoding='utf-8') as file:
+            vendor = Doctor.unit_settings(file.read())
+        found = []
+        for directory in Doctor.UNIT_OVERRIDE_DIRS:
+            copies = [os.path.join(directory, Doctor.UNIT_NAME)]
+            drop_ins = glob.glob(os.path.join(directory, 'pve-ontap-snapshot-storage@*.service.d', '*.conf'))
+            for path in [copy for copy in copies if os.path.isfile(copy)] + sorted(drop_ins):
+                with open(path, encoding='utf-8') as file:
+                    found.append((path, Doctor.weakened_settings(vendor, Doctor.unit_settings(file.read()), path in copies)))
+        weaker = [f'{path}: {", ".join(changes)}' for path, changes in found if changes]
+        if weaker:
+            self.warn('service sandbox', f'set otherwise than the package ships it: {"; ".join(weaker)}',
+                        'leave the sandbox settings to the package (a drop-in may add ReadWritePaths=): README, Security')
+        else:
+            self.ok('service sandbox', f'{shipped}, as the package ships it' +
+                      (f', with {len(found)} drop-in(s) that leave its sandbox as it is' if found else ''))
+
+    def run(self, args):
+        """doctor reads config.ini itself (each problem in it is one of its checks), then checks PVE,
+        each ONTAP cluster and each storage it serves, in that order."""
+        config = self.check_config(args.config)
+        if config is not None:
+            self.ctx = Context(config, output=args.output, dry_run=args.dry_run, wait=args.wait, local_lock=args.local_lock,
+                          command='doctor -try')
+            storages = self.check_scope(config, args.storage)
+            pve_reached = self.check_pve(storages)
+            self.check_locks(config)
+            self.check_lock_dir()
+            self.check_manifest_key()
+            self.check_units()
+            node = Node.name()
+            clusters = {}
+            for storage in storages:
+                clusters.setdefault((config.storages[storage].host, config.storages[storage].user), []).append(storage)
+            for members in clusters.values():
+                cluster_reached, release = self.check_cluster(self.ctx.ontap(members[0]), config.storages[members[0]])
+                for storage in members:
+                    self.check_storage(storage, pve_reached, cluster_reached, release, args.try_clone, node)
+        self.close()
 
 
 def cmd_doctor(args):
     """doctor reads config.ini itself (each problem in it is one of its checks), then checks PVE,
     each ONTAP cluster and each storage it serves, in that order."""
-    report = Report(args.output)
-    config = doctor_config(report, args.config)
-    if config is not None:
-        ctx = Context(config, output=args.output, dry_run=args.dry_run, wait=args.wait, local_lock=args.local_lock,
-                      command='doctor -try')
-        storages = doctor_scope(report, config, args.storage)
-        pve_reached = doctor_pve(report, ctx, storages)
-        doctor_locks(report, config)
-        doctor_lock_dir(report)
-        doctor_manifest_key(report)
-        doctor_units(report)
-        node = Node.name()
-        clusters = {}
-        for storage in storages:
-            clusters.setdefault((config.storages[storage].host, config.storages[storage].user), []).append(storage)
-        for members in clusters.values():
-            cluster_reached, release = doctor_cluster(report, ctx.ontap(members[0]), config.storages[members[0]])
-            for storage in members:
-                doctor_storage(report, ctx, storage, pve_reached, cluster_reached, release, args.try_clone, node)
-    report.close()
+    Doctor(args.output).run(args)
 
 
 # ---- CLI -------------------------------------------------------------------------------

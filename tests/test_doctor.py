@@ -595,7 +595,7 @@ def test_a_policy_read_refused_warns_for_that_relationship(world):
     (None, 'daily', 'ok', ': which labels it keeps cannot be checked from here'),
 ])
 def test_snapmirror_check(policy, label, status, found):
-    got_status, got_found, fix = tool.snapmirror_check('P', policy, label, 'S')
+    got_status, got_found, fix = tool.Doctor.snapmirror_check('P', policy, label, 'S')
     assert got_status == status
     assert got_found.startswith('policy P' + ('' if found.startswith(':') else ' ') + found), got_found
     assert (fix is None) == (status == 'ok')
@@ -808,24 +808,24 @@ def test_try_leaves_a_clone_still_running_alone_and_names_it(world):
             ('VM.GuestAgent.FileSystemMgmt', 'VM.GuestAgent.Unrestricted')]),
 ])
 def test_freeze_needs_the_guest_agent_privileges_of_the_pve_release(major, names):
-    needs = tool.required_privileges('vm create -freeze', major)
+    needs = tool.Doctor.required_privileges('vm create -freeze', major)
     assert [privileges for _, privileges, _ in needs] == names
     assert {(path, below) for path, _, below in needs} == {('/vms', True)}
 
 
 @pytest.mark.parametrize('major', [8, 9])
 def test_what_only_the_guest_agent_differs_in_between_pve_8_and_9(major):
-    for group in tool.PRIVILEGE_GROUPS:
+    for group in tool.Doctor.PRIVILEGE_GROUPS:
         if group != 'vm create -freeze':
-            assert tool.required_privileges(group, major) == tool.required_privileges(group, 17 - major)
+            assert tool.Doctor.required_privileges(group, major) == tool.Doctor.required_privileges(group, 17 - major)
 
 
 def test_suspend_and_removing_registered_clones_need_disk_and_space_privileges():
-    suspend = tool.required_privileges('vm create -suspend', 9)
+    suspend = tool.Doctor.required_privileges('vm create -suspend', 9)
     assert ('/vms', ('VM.Config.Disk',), True) in suspend
     assert ('/storage/{storage}', ('Datastore.AllocateSpace',), False) in suspend
     assert ('/storage/{storage}', ('Datastore.AllocateSpace',), False) in \
-        tool.required_privileges('vm delete, vm create -keep', 8)
+        tool.Doctor.required_privileges('vm delete, vm create -keep', 8)
 
 
 @pytest.mark.parametrize('answer, held', [
@@ -838,7 +838,7 @@ def test_suspend_and_removing_registered_clones_need_disk_and_space_privileges()
     ({}, {}),
 ])
 def test_privileges_at_a_path(answer, held):
-    assert tool.privileges_at(answer, '/vms') == held
+    assert tool.Doctor.privileges_at(answer, '/vms') == held
 
 
 def test_missing_privileges_say_where_and_whether_they_only_lack_propagation():
@@ -846,10 +846,10 @@ def test_missing_privileges_say_where_and_whether_they_only_lack_propagation():
              ('/storage/{storage}', ('Datastore.Audit', 'Datastore.AllocateSpace'), False)]
     held = {'/vms': {'VM.Audit': True, 'VM.PowerMgmt': False},
             '/storage/A': {'Datastore.AllocateSpace': False}, '/storage/B': {}}
-    assert tool.missing_privileges(needs, held, ['A', 'B']) == [
+    assert tool.Doctor.missing_privileges(needs, held, ['A', 'B']) == [
         'VM.PowerMgmt on /vms (held there, but not propagated to what is below it)',
         'Datastore.Audit or Datastore.AllocateSpace on /storage/B']
-    assert tool.missing_privileges(needs, held, []) == [('VM.PowerMgmt on /vms (held there, but not propagated to '
+    assert tool.Doctor.missing_privileges(needs, held, []) == [('VM.PowerMgmt on /vms (held there, but not propagated to '
                                                         'what is below it)')]
 
 
@@ -860,19 +860,19 @@ def test_missing_privileges_say_where_and_whether_they_only_lack_propagation():
     ([{'type': 'node', 'name': 'solo', 'online': 1, 'local': 1}], (None, None, [('solo', True)])),
 ])
 def test_cluster_findings(entries, found):
-    assert tool.cluster_findings(entries) == found
+    assert tool.Doctor.cluster_findings(entries) == found
 
 
 @pytest.mark.parametrize('version, major', [({'version': '8.2.4'}, 8), ({'version': '9.0.10'}, 9), ({}, None),
                                             ({'version': 'x'}, None)])
 def test_pve_major(version, major):
-    assert tool.pve_major(version) == major
+    assert tool.Doctor.pve_major(version) == major
 
 
 @pytest.mark.parametrize('version, release', [({'generation': 9, 'major': 8, 'minor': 0}, (9, 8, 0)),
                                               ({'full': 'NetApp Release 9.14.1'}, None), (None, None)])
 def test_ontap_release(version, release):
-    assert tool.ontap_release(version) == release
+    assert tool.Doctor.ontap_release(version) == release
 
 
 def volume(**fields):
@@ -881,7 +881,7 @@ def volume(**fields):
                                                                     'autodelete_enabled': False}},
               'snapshot_policy': {'name': 'none'}}
     record.update(fields)
-    return {check: (status, found, fix) for check, status, found, fix in tool.volume_checks(record, 'svm')}
+    return {check: (status, found, fix) for check, status, found, fix in tool.Doctor.volume_checks(record, 'svm')}
 
 
 @pytest.mark.parametrize('count, status', [(None, 'ok'), (0, 'ok'), (920, 'ok'), (921, 'warn'), (1022, 'warn'),
@@ -918,7 +918,7 @@ MOUNTED = {'source': 'nfs1:/vol', 'fstype': 'nfs4', 'options': 'rw,vers=4.2'}
     (None, False, 'ok'),
 ])
 def test_mount_check(mount, enabled_here, status):
-    assert tool.mount_check(mount, 'nfs1', '/vol', '/mnt/pve/S', enabled_here)[0] == status
+    assert tool.Doctor.mount_check(mount, 'nfs1', '/vol', '/mnt/pve/S', enabled_here)[0] == status
 
 
 @pytest.mark.parametrize('section, keys, gaps, unknown', [
@@ -938,8 +938,8 @@ def test_section_gaps_and_unknown_keys(section, keys, gaps, unknown):
 def test_the_readme_role_of_each_pve_release_holds_every_privilege_doctor_checks(major):
     readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
     role = re.search(rf'# PVE {major}\b.*\npveum role add PVEOntapSnapshot -privs "([^"]+)"', readme)[1].split(',')
-    needed = {privileges[0] for group in tool.PRIVILEGE_GROUPS for _, privileges, _ in
-              tool.required_privileges(group, major)}
+    needed = {privileges[0] for group in tool.Doctor.PRIVILEGE_GROUPS for _, privileges, _ in
+              tool.Doctor.required_privileges(group, major)}
     assert needed <= set(role)
     assert {'VM.Monitor', 'VM.GuestAgent.Audit'} & set(role) == ({'VM.Monitor'} if major == 8 else
                                                                  {'VM.GuestAgent.Audit'})
@@ -1016,9 +1016,9 @@ def units(tmp_path, monkeypatch):
     """The package's units as installed (its service in a vendor directory), and an /etc for the admin's."""
     vendor, admin = tmp_path / 'lib-systemd', tmp_path / 'etc-systemd'
     vendor.mkdir()
-    (vendor / tool.UNIT_NAME).write_text((PACKAGING / 'systemd' / tool.UNIT_NAME).read_text())
-    monkeypatch.setattr(tool, 'UNIT_DIRS', (str(vendor),))
-    monkeypatch.setattr(tool, 'UNIT_OVERRIDE_DIRS', (str(admin),))
+    (vendor / tool.Doctor.UNIT_NAME).write_text((PACKAGING / 'systemd' / tool.Doctor.UNIT_NAME).read_text())
+    monkeypatch.setattr(tool.Doctor, 'UNIT_DIRS', (str(vendor),))
+    monkeypatch.setattr(tool.Doctor, 'UNIT_OVERRIDE_DIRS', (str(admin),))
     return admin
 
 
@@ -1046,9 +1046,9 @@ def test_a_drop_in_that_weakens_the_service_sandbox_is_named(world, units):
 
 def test_a_whole_copy_of_the_service_without_its_sandbox_is_named(world, units):
     units.mkdir()
-    (units / tool.UNIT_NAME).write_text('[Service]\nType=oneshot\nExecStart=/usr/sbin/pve-ontap-snapshot doctor\n')
+    (units / tool.Doctor.UNIT_NAME).write_text('[Service]\nType=oneshot\nExecStart=/usr/sbin/pve-ontap-snapshot doctor\n')
     status, found = doctor(world, '-storage', 'ONTAP01')[1]['service sandbox']
-    assert status == 'warn' and f'{units / tool.UNIT_NAME}: no ProtectSystem, no ProtectHome,' in found
+    assert status == 'warn' and f'{units / tool.Doctor.UNIT_NAME}: no ProtectSystem, no ProtectHome,' in found
 
 
 def test_a_storage_with_pve9_volume_chains_is_a_warning_naming_the_vms_with_such_disks(world):

@@ -91,10 +91,6 @@ SET_KINDS = {'snapshot': 'snapshot', 'prerestore': 'pre-restore'}
 # A storage snapshot's records: each guest's manifest (its config in it), at the volume's root.
 STORAGE_RECORD_DIR = 'pve-ontap-snapshot'
 
-CONFIG_SEARCH_PATH = ('config.ini', '/etc/pve-ontap-snapshot/config.ini')
-PROXMOX_SECTION = 'proxmox'
-DEFAULTS_SECTION = 'defaults'
-PVE_ROOT_CA = '/etc/pve/pve-root-ca.pem'
 # The cluster-wide lock lives in pmxcfs, as PVE's own (pve-cluster src/PVE/Cluster.pm, cfs_lock):
 # a directory in priv/lock/, made with mkdir (atomic across nodes), removed with rmdir. A
 # lock not updated for 120 s is removed by pmxcfs on the next unlock request, `utime 0 0`,
@@ -146,6 +142,11 @@ def load_http_libraries():
 class Failure(Exception):
     """An operation failed; main() prints the message as one line and exits 1."""
     exit_code = 1
+
+    @staticmethod
+    def joined(failure, *more):
+        """One Failure for `failure` and whatever else went wrong with it (None: nothing)."""
+        return Failure('; and '.join(str(problem) for problem in (failure, *more) if problem))
 
 
 class NotFound(Failure):
@@ -235,11 +236,6 @@ class StopSignals:
 STOP = StopSignals()
 
 
-def together(failure, *more):
-    """One Failure for `failure` and whatever else went wrong with it (None: nothing)."""
-    return Failure('; and '.join(str(problem) for problem in (failure, *more) if problem))
-
-
 class LockLost(Failure):
     """The cluster-wide lock could not be refreshed (pmxcfs refused: no quorum, or the lock was
     taken over): another run may work on the volume now, so this run changes nothing more."""
@@ -284,16 +280,16 @@ class Outcome:
             return 'done'
         return 'unknown' if isinstance(self.error, OutcomeUnknown) else 'failed'
 
+    @staticmethod
+    def items_in(outcomes, state):
+        return [outcome.item for outcome in outcomes if outcome.state == state]
 
-def items_in(outcomes, state):
-    return [outcome.item for outcome in outcomes if outcome.state == state]
-
-
-def pending_jobs(outcomes):
-    """The phrase naming each change still unknown: what it does and its job (uuid), or, its
-    answer lost, all that is known of it."""
-    return '; '.join(f'{o.error.what}: job {o.error.job} still running on {o.error.where}' if o.error.job
-                     else str(o.error) for o in outcomes if o.state == 'unknown')
+    @staticmethod
+    def pending_jobs(outcomes):
+        """The phrase naming each change still unknown: what it does and its job (uuid), or, its
+        answer lost, all that is known of it."""
+        return '; '.join(f'{o.error.what}: job {o.error.job} still running on {o.error.where}' if o.error.job
+                         else str(o.error) for o in outcomes if o.state == 'unknown')
 
 
 class ProxmoxError(Failure):
@@ -357,239 +353,247 @@ class Config:
                           'user and pass of the ONTAP cluster that exports it')
 
 
-def find_config(explicit):
-    """The config file to read: -config, else the first of CONFIG_SEARCH_PATH that exists."""
-    if explicit:
-        if os.path.isdir(explicit):
-            raise ConfigError(f'config file {explicit} is a directory: give the file in it (-config '
-                              f'{os.path.join(explicit, "config.ini")})')
-        if not os.path.isfile(explicit):
-            raise ConfigError(f'config file {explicit} not found')
-        return explicit
-    for candidate in CONFIG_SEARCH_PATH:
-        if os.path.isfile(candidate):
-            return candidate
-    raise ConfigError(f'no config file: none of {", ".join(CONFIG_SEARCH_PATH)} exists (use -config FILE)')
+class ConfigFile:
+    """config.ini: found, checked (who may change it), parsed once into a Config; what doctor
+    asks of each section."""
 
+    SEARCH_PATH = ('config.ini', '/etc/pve-ontap-snapshot/config.ini')
+    PROXMOX_SECTION = 'proxmox'
+    DEFAULTS_SECTION = 'defaults'
+    PVE_ROOT_CA = '/etc/pve/pve-root-ca.pem'
 
-def config_file_risk(path, info):
-    """Why another user could change config.ini (its os.stat result), or None: it must be owned by
-    the user running the tool or by root, and writable by nobody else — it says which hosts get
-    the passwords, and what is trusted. (fix, problem) as phrases."""
-    if stat.S_ISREG(info.st_mode) and info.st_uid in (0, os.geteuid()) and not info.st_mode & 0o022:
-        return None
-    where = (f' (found in the current directory, {os.getcwd()})' if path == CONFIG_SEARCH_PATH[0] else '')
-    owner = 'root' if os.geteuid() == 0 else user_name(os.geteuid())
-    problem = (f'config file {path}{where} is {describe_owner(info)}: another user could change it, and with it '
-               'which hosts get the passwords and what is trusted')
-    return problem, f'chown {owner} {path} && chmod 600 {path}, or give another file with -config'
+    @staticmethod
+    def find(explicit):
+        """The config file to read: -config, else the first of SEARCH_PATH that exists."""
+        if explicit:
+            if os.path.isdir(explicit):
+                raise ConfigError(f'config file {explicit} is a directory: give the file in it (-config '
+                                  f'{os.path.join(explicit, "config.ini")})')
+            if not os.path.isfile(explicit):
+                raise ConfigError(f'config file {explicit} not found')
+            return explicit
+        for candidate in ConfigFile.SEARCH_PATH:
+            if os.path.isfile(candidate):
+                return candidate
+        raise ConfigError(f'no config file: none of {", ".join(ConfigFile.SEARCH_PATH)} exists (use -config FILE)')
 
+    @staticmethod
+    def risk(path, info):
+        """Why another user could change config.ini (its os.stat result), or None: it must be owned by
+        the user running the tool or by root, and writable by nobody else — it says which hosts get
+        the passwords, and what is trusted. (fix, problem) as phrases."""
+        if stat.S_ISREG(info.st_mode) and info.st_uid in (0, os.geteuid()) and not info.st_mode & 0o022:
+            return None
+        where = (f' (found in the current directory, {os.getcwd()})' if path == ConfigFile.SEARCH_PATH[0] else '')
+        owner = 'root' if os.geteuid() == 0 else user_name(os.geteuid())
+        problem = (f'config file {path}{where} is {describe_owner(info)}: another user could change it, and with it '
+                   'which hosts get the passwords and what is trusted')
+        return problem, f'chown {owner} {path} && chmod 600 {path}, or give another file with -config'
 
-def load_config_file(path):
-    """(text, os.stat result) of config.ini, both of one open file (no name looked up twice)."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ConfigError(f'cannot read config file {path}: {exc.strerror}') from exc
-    with open(descriptor, 'rb') as handle:
-        info = os.fstat(handle.fileno())
-        data = handle.read()
-    try:
-        # utf-8-sig: Notepad starts a UTF-8 file with a byte-order mark
-        return data.decode('utf-8-sig'), info
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f'cannot read config file {path}: {exc}') from exc
-
-
-def read_config_file(path):
-    """config.ini's text, once its owner and mode are checked (config_file_risk): a risk is an
-    error for root, else a warning; one readable by group or others is a warning (it holds passwords)."""
-    text, info = load_config_file(path)
-    risk = config_file_risk(path, info)
-    if risk and os.geteuid() == 0:
-        raise ConfigError(f'{risk[0]}; as root this tool refuses it: {risk[1]}')
-    if risk:
-        log.warning('%s: %s', *risk)
-    elif info.st_mode & 0o077:
-        log.warning('%s is readable by group or others (mode %s) and holds passwords: chmod 600 %s', path,
-                    oct(info.st_mode & 0o777)[2:], path)
-    return text
-
-
-def parse_verify(value, where):
-    """`verify` is true/false (any of configparser's spellings) or the path of a CA bundle."""
-    value = value.strip()
-    if value.lower() in configparser.ConfigParser.BOOLEAN_STATES:
-        return configparser.ConfigParser.BOOLEAN_STATES[value.lower()]
-    if not os.path.isfile(value):
-        raise ConfigError(f'{where}: verify = {value}: neither true/false nor an existing CA file')
-    return value
-
-
-def is_local_host(host, hostname):
-    """True if `host` (maybe with :port) names this machine, whose name is `hostname`."""
-    name = re.sub(r':\d+$', '', host).strip('[]').lower()
-    return name in ('localhost', '127.0.0.1', '::1', hostname.lower(), hostname.split('.')[0].lower())
-
-
-def default_pve_verify(host):
-    """Without proxmox_verify: the cluster's own CA when talking to this very node, else the
-    system CAs. PVE's node certificate is signed by /etc/pve/pve-root-ca.pem."""
-    if is_local_host(host, socket.getfqdn()) and os.path.isfile(PVE_ROOT_CA):
-        return PVE_ROOT_CA
-    return True
-
-
-def check_host(host, where):
-    """A host is a name or an address, maybe with :port, not a URL. The value is not quoted:
-    a URL may carry user:password@."""
-    scheme = re.match(r'[A-Za-z][A-Za-z0-9+.-]*://', host)
-    if scheme:
-        raise ConfigError(f'{where} starts with {scheme.group(0)}: write the host alone, optionally with :port '
-                          '(like 192.168.38.50 or 192.168.38.50:8006)')
-    return host
-
-
-def describe_parse_error(exc):
-    """Where config.ini stops being INI — by line number only: the line may hold a password."""
-    if isinstance(exc, configparser.MissingSectionHeaderError):
-        return f'line {exc.lineno} comes before the first [section]'
-    if isinstance(exc, configparser.ParsingError):
-        return f'line {", ".join(str(number) for number, _ in exc.errors)} is neither [section] nor key = value'
-    if isinstance(exc, configparser.DuplicateSectionError):
-        return f'line {exc.lineno}: section [{exc.section}] appears twice'
-    if isinstance(exc, configparser.DuplicateOptionError):
-        return f'line {exc.lineno}: [{exc.section}] sets {exc.option} twice'
-    return type(exc).__name__
-
-
-def parse_config_file(path, text):
-    """config.ini's text as a ConfigParser; a ConfigError naming the line where it stops being INI."""
-    # The original used ConfigParser's default interpolation: `%%` stays a literal `%`.
-    parser = configparser.ConfigParser()
-    try:
-        parser.read_string(text, source=path)
-    except configparser.Error as exc:
-        raise ConfigError(f'config file {path} is malformed: {describe_parse_error(exc)}') from None
-    return parser
-
-
-def read_config(path, text=None):
-    """Read and check config.ini (`text`: as read_config_file read it); every error names the
-    file, section and key."""
-    parser = parse_config_file(path, read_config_file(path) if text is None else text)
-
-    def get(section, key, default=None, required=True):
+    @staticmethod
+    def load(path):
+        """(text, os.stat result) of config.ini, both of one open file (no name looked up twice)."""
         try:
-            return parser.get(section, key)
-        except configparser.NoOptionError:
-            if required:
-                raise ConfigError(f'{path}: [{section}] lacks {key}') from None
-            return default
-        except configparser.InterpolationError:
-            raise ConfigError(f'{path}: [{section}] {key}: the value has a % that is not %% '
-                              '(write %% for a literal %)') from None
+            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ConfigError(f'cannot read config file {path}: {exc.strerror}') from exc
+        with open(descriptor, 'rb') as handle:
+            info = os.fstat(handle.fileno())
+            data = handle.read()
+        try:
+            # utf-8-sig: Notepad starts a UTF-8 file with a byte-order mark
+            return data.decode('utf-8-sig'), info
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f'cannot read config file {path}: {exc}') from exc
 
-    def get_file(section, key):
-        value = get(section, key, required=False)
-        if value is not None and not os.path.isfile(value):
-            raise ConfigError(f'{path}: [{section}] {key} = {value}: no such file')
+    @staticmethod
+    def read_text(path):
+        """config.ini's text, once its owner and mode are checked (risk): a risk is an
+        error for root, else a warning; one readable by group or others is a warning (it holds passwords)."""
+        text, info = ConfigFile.load(path)
+        risk = ConfigFile.risk(path, info)
+        if risk and os.geteuid() == 0:
+            raise ConfigError(f'{risk[0]}; as root this tool refuses it: {risk[1]}')
+        if risk:
+            log.warning('%s: %s', *risk)
+        elif info.st_mode & 0o077:
+            log.warning('%s is readable by group or others (mode %s) and holds passwords: chmod 600 %s', path,
+                        oct(info.st_mode & 0o777)[2:], path)
+        return text
+
+    @staticmethod
+    def parse_verify(value, where):
+        """`verify` is true/false (any of configparser's spellings) or the path of a CA bundle."""
+        value = value.strip()
+        if value.lower() in configparser.ConfigParser.BOOLEAN_STATES:
+            return configparser.ConfigParser.BOOLEAN_STATES[value.lower()]
+        if not os.path.isfile(value):
+            raise ConfigError(f'{where}: verify = {value}: neither true/false nor an existing CA file')
         return value
 
-    if not parser.has_section(PROXMOX_SECTION):
-        raise ConfigError(f'{path}: no [{PROXMOX_SECTION}] section')
-    host = check_host(get(PROXMOX_SECTION, 'proxmox_host'), f'{path}: [{PROXMOX_SECTION}] proxmox_host')
-    token_name = get(PROXMOX_SECTION, 'proxmox_token_name', required=False)
-    if token_name and parser.has_option(PROXMOX_SECTION, 'proxmox_pass'):
-        log.warning('%s: [%s] has proxmox_token_name and proxmox_pass: the API token is used, proxmox_pass is '
-                    'ignored', path, PROXMOX_SECTION)
-    verify = get(PROXMOX_SECTION, 'proxmox_verify', required=False)
-    proxmox = ProxmoxConfig(
-        host=host,
-        user=get(PROXMOX_SECTION, 'proxmox_user'),
-        password=None if token_name else get(PROXMOX_SECTION, 'proxmox_pass'),
-        token_name=token_name,
-        token_value=get(PROXMOX_SECTION, 'proxmox_token_value') if token_name else None,
-        verify=parse_verify(verify, f'{path}: [{PROXMOX_SECTION}]') if verify is not None
-        else default_pve_verify(host))
+    @staticmethod
+    def is_local_host(host, hostname):
+        """True if `host` (maybe with :port) names this machine, whose name is `hostname`."""
+        name = re.sub(r':\d+$', '', host).strip('[]').lower()
+        return name in ('localhost', '127.0.0.1', '::1', hostname.lower(), hostname.split('.')[0].lower())
 
-    storages = {}
-    for section in parser.sections():
-        if section in (PROXMOX_SECTION, DEFAULTS_SECTION):
-            continue
-        cert = get_file(section, 'cert')
-        storages[section] = OntapConfig(
-            section=section,
-            host=check_host(get(section, 'host'), f'{path}: [{section}] host'),
-            user=get(section, 'user'),
-            password=None if cert else get(section, 'pass'),
-            cert=cert,
-            key=get_file(section, 'key') if cert else None,
-            verify=parse_verify(get(section, 'verify', 'true', required=False), f'{path}: [{section}]'),
-            svm=get(section, 'svm', required=False),
-            snapmirror_label=checked_label(get(section, 'snapmirror_label', required=False), f'{path}: [{section}]'))
+    @staticmethod
+    def default_pve_verify(host):
+        """Without proxmox_verify: the cluster's own CA when talking to this very node, else the
+        system CAs. PVE's node certificate is signed by /etc/pve/pve-root-ca.pem."""
+        if ConfigFile.is_local_host(host, socket.getfqdn()) and os.path.isfile(ConfigFile.PVE_ROOT_CA):
+            return ConfigFile.PVE_ROOT_CA
+        return True
 
-    timeouts = {}
-    for field in dataclasses.fields(Timeouts):
-        key = f'{field.name}_timeout'
-        raw = get(DEFAULTS_SECTION, key, required=False) if parser.has_section(DEFAULTS_SECTION) else None
-        if raw is None:
-            continue
+    @staticmethod
+    def check_host(host, where):
+        """A host is a name or an address, maybe with :port, not a URL. The value is not quoted:
+        a URL may carry user:password@."""
+        scheme = re.match(r'[A-Za-z][A-Za-z0-9+.-]*://', host)
+        if scheme:
+            raise ConfigError(f'{where} starts with {scheme.group(0)}: write the host alone, optionally with :port '
+                              '(like 192.168.38.50 or 192.168.38.50:8006)')
+        return host
+
+    @staticmethod
+    def describe_parse_error(exc):
+        """Where config.ini stops being INI — by line number only: the line may hold a password."""
+        if isinstance(exc, configparser.MissingSectionHeaderError):
+            return f'line {exc.lineno} comes before the first [section]'
+        if isinstance(exc, configparser.ParsingError):
+            return f'line {", ".join(str(number) for number, _ in exc.errors)} is neither [section] nor key = value'
+        if isinstance(exc, configparser.DuplicateSectionError):
+            return f'line {exc.lineno}: section [{exc.section}] appears twice'
+        if isinstance(exc, configparser.DuplicateOptionError):
+            return f'line {exc.lineno}: [{exc.section}] sets {exc.option} twice'
+        return type(exc).__name__
+
+    @staticmethod
+    def parse(path, text):
+        """config.ini's text as a ConfigParser; a ConfigError naming the line where it stops being INI."""
+        # The original used ConfigParser's default interpolation: `%%` stays a literal `%`.
+        parser = configparser.ConfigParser()
         try:
-            timeouts[field.name] = float(raw)
+            parser.read_string(text, source=path)
+        except configparser.Error as exc:
+            raise ConfigError(f'config file {path} is malformed: {ConfigFile.describe_parse_error(exc)}') from None
+        return parser
+
+    @staticmethod
+    def read(path, text=None):
+        """Read and check config.ini (`text`: as read_text read it); every error names the
+        file, section and key."""
+        parser = ConfigFile.parse(path, ConfigFile.read_text(path) if text is None else text)
+
+        def get(section, key, default=None, required=True):
+            try:
+                return parser.get(section, key)
+            except configparser.NoOptionError:
+                if required:
+                    raise ConfigError(f'{path}: [{section}] lacks {key}') from None
+                return default
+            except configparser.InterpolationError:
+                raise ConfigError(f'{path}: [{section}] {key}: the value has a % that is not %% '
+                                  '(write %% for a literal %)') from None
+
+        def get_file(section, key):
+            value = get(section, key, required=False)
+            if value is not None and not os.path.isfile(value):
+                raise ConfigError(f'{path}: [{section}] {key} = {value}: no such file')
+            return value
+
+        if not parser.has_section(ConfigFile.PROXMOX_SECTION):
+            raise ConfigError(f'{path}: no [{ConfigFile.PROXMOX_SECTION}] section')
+        host = ConfigFile.check_host(get(ConfigFile.PROXMOX_SECTION, 'proxmox_host'), f'{path}: [{ConfigFile.PROXMOX_SECTION}] proxmox_host')
+        token_name = get(ConfigFile.PROXMOX_SECTION, 'proxmox_token_name', required=False)
+        if token_name and parser.has_option(ConfigFile.PROXMOX_SECTION, 'proxmox_pass'):
+            log.warning('%s: [%s] has proxmox_token_name and proxmox_pass: the API token is used, proxmox_pass is '
+                        'ignored', path, ConfigFile.PROXMOX_SECTION)
+        verify = get(ConfigFile.PROXMOX_SECTION, 'proxmox_verify', required=False)
+        proxmox = ProxmoxConfig(
+            host=host,
+            user=get(ConfigFile.PROXMOX_SECTION, 'proxmox_user'),
+            password=None if token_name else get(ConfigFile.PROXMOX_SECTION, 'proxmox_pass'),
+            token_name=token_name,
+            token_value=get(ConfigFile.PROXMOX_SECTION, 'proxmox_token_value') if token_name else None,
+            verify=ConfigFile.parse_verify(verify, f'{path}: [{ConfigFile.PROXMOX_SECTION}]') if verify is not None
+            else ConfigFile.default_pve_verify(host))
+
+        storages = {}
+        for section in parser.sections():
+            if section in (ConfigFile.PROXMOX_SECTION, ConfigFile.DEFAULTS_SECTION):
+                continue
+            cert = get_file(section, 'cert')
+            storages[section] = OntapConfig(
+                section=section,
+                host=ConfigFile.check_host(get(section, 'host'), f'{path}: [{section}] host'),
+                user=get(section, 'user'),
+                password=None if cert else get(section, 'pass'),
+                cert=cert,
+                key=get_file(section, 'key') if cert else None,
+                verify=ConfigFile.parse_verify(get(section, 'verify', 'true', required=False), f'{path}: [{section}]'),
+                svm=get(section, 'svm', required=False),
+                snapmirror_label=ConfigFile.checked_label(get(section, 'snapmirror_label', required=False), f'{path}: [{section}]'))
+
+        timeouts = {}
+        for field in dataclasses.fields(Timeouts):
+            key = f'{field.name}_timeout'
+            raw = get(ConfigFile.DEFAULTS_SECTION, key, required=False) if parser.has_section(ConfigFile.DEFAULTS_SECTION) else None
+            if raw is None:
+                continue
+            try:
+                timeouts[field.name] = float(raw)
+            except ValueError:
+                timeouts[field.name] = math.nan
+            if not 0 < timeouts[field.name] < math.inf:
+                raise ConfigError(f'{path}: [{ConfigFile.DEFAULTS_SECTION}] {key} = {raw}: not a positive number of seconds')
+        try:
+            local_lock = parser.has_section(ConfigFile.DEFAULTS_SECTION) and parser.getboolean(ConfigFile.DEFAULTS_SECTION, 'local_lock',
+                                                                                    fallback=False)
         except ValueError:
-            timeouts[field.name] = math.nan
-        if not 0 < timeouts[field.name] < math.inf:
-            raise ConfigError(f'{path}: [{DEFAULTS_SECTION}] {key} = {raw}: not a positive number of seconds')
-    try:
-        local_lock = parser.has_section(DEFAULTS_SECTION) and parser.getboolean(DEFAULTS_SECTION, 'local_lock',
-                                                                                fallback=False)
-    except ValueError:
-        raise ConfigError(f'{path}: [{DEFAULTS_SECTION}] local_lock: not yes or no') from None
-    return Config(path=path, proxmox=proxmox, storages=storages, timeouts=Timeouts(**timeouts),
-                  local_lock=local_lock)
+            raise ConfigError(f'{path}: [{ConfigFile.DEFAULTS_SECTION}] local_lock: not yes or no') from None
+        return Config(path=path, proxmox=proxmox, storages=storages, timeouts=Timeouts(**timeouts),
+                      local_lock=local_lock)
 
+    # The keys ConfigFile.read takes from each kind of section: any other is ignored, so doctor names it.
+    PROXMOX_KEYS = ('proxmox_host', 'proxmox_user', 'proxmox_pass', 'proxmox_token_name', 'proxmox_token_value',
+                    'proxmox_verify')
+    STORAGE_KEYS = ('host', 'user', 'pass', 'cert', 'key', 'verify', 'svm', 'snapmirror_label')
+    DEFAULTS_KEYS = tuple(f'{field.name}_timeout' for field in dataclasses.fields(Timeouts)) + ('local_lock',)
 
-# The keys read_config reads from each kind of section: any other is ignored, so doctor names it.
-PROXMOX_KEYS = ('proxmox_host', 'proxmox_user', 'proxmox_pass', 'proxmox_token_name', 'proxmox_token_value',
-                'proxmox_verify')
-STORAGE_KEYS = ('host', 'user', 'pass', 'cert', 'key', 'verify', 'svm', 'snapmirror_label')
-DEFAULTS_KEYS = tuple(f'{field.name}_timeout' for field in dataclasses.fields(Timeouts)) + ('local_lock',)
+    # A snapmirror label: up to 31 characters (FSx for ONTAP's API reference, SnapmirrorLabel in
+    # OntapSnapshotConfiguration; NetApp's REST reference gives no length), no blanks.
+    SNAPMIRROR_LABEL = re.compile(r'\S{1,31}')
 
+    @staticmethod
+    def checked_label(label, where):
+        """config.ini's snapmirror_label, checked as -label is; None stays None."""
+        if label is not None and not ConfigFile.SNAPMIRROR_LABEL.fullmatch(label):
+            raise ConfigError(f'{where} snapmirror_label = {label}: no snapmirror label (1 to 31 characters, no blanks)')
+        return label
 
-# A snapmirror label: up to 31 characters (FSx for ONTAP's API reference, SnapmirrorLabel in
-# OntapSnapshotConfiguration; NetApp's REST reference gives no length), no blanks.
-SNAPMIRROR_LABEL = re.compile(r'\S{1,31}')
-
-
-def checked_label(label, where):
-    """config.ini's snapmirror_label, checked as -label is; None stays None."""
-    if label is not None and not SNAPMIRROR_LABEL.fullmatch(label):
-        raise ConfigError(f'{where} snapmirror_label = {label}: no snapmirror label (1 to 31 characters, no blanks)')
-    return label
-
-
-def section_gaps(section, keys):
-    """What a config.ini section with these keys lacks for read_config, as phrases."""
-    if section == DEFAULTS_SECTION:
-        return []
-    if section == PROXMOX_SECTION:
-        needed = {'proxmox_host': 'proxmox_host', 'proxmox_user': 'proxmox_user'}
-        if 'proxmox_token_name' in keys:
-            needed['proxmox_token_value'] = 'proxmox_token_value'
+    @staticmethod
+    def section_gaps(section, keys):
+        """What a config.ini section with these keys lacks for read, as phrases."""
+        if section == ConfigFile.DEFAULTS_SECTION:
+            return []
+        if section == ConfigFile.PROXMOX_SECTION:
+            needed = {'proxmox_host': 'proxmox_host', 'proxmox_user': 'proxmox_user'}
+            if 'proxmox_token_name' in keys:
+                needed['proxmox_token_value'] = 'proxmox_token_value'
+            else:
+                needed['proxmox_pass'] = 'proxmox_pass (or proxmox_token_name and proxmox_token_value)'
         else:
-            needed['proxmox_pass'] = 'proxmox_pass (or proxmox_token_name and proxmox_token_value)'
-    else:
-        needed = {'host': 'host', 'user': 'user'}
-        if 'cert' not in keys:
-            needed['pass'] = 'pass (or cert and key)'
-    return [phrase for key, phrase in needed.items() if key not in keys]
+            needed = {'host': 'host', 'user': 'user'}
+            if 'cert' not in keys:
+                needed['pass'] = 'pass (or cert and key)'
+        return [phrase for key, phrase in needed.items() if key not in keys]
 
-
-def unknown_keys(section, keys):
-    """The keys of a config.ini section that read_config never reads (a typo, say)."""
-    known = {PROXMOX_SECTION: PROXMOX_KEYS, DEFAULTS_SECTION: DEFAULTS_KEYS}.get(section, STORAGE_KEYS)
-    return sorted(set(keys) - set(known))
+    @staticmethod
+    def unknown_keys(section, keys):
+        """The keys of a config.ini section that read never reads (a typo, say)."""
+        known = {ConfigFile.PROXMOX_SECTION: ConfigFile.PROXMOX_KEYS, ConfigFile.DEFAULTS_SECTION: ConfigFile.DEFAULTS_KEYS}.get(section, ConfigFile.STORAGE_KEYS)
+        return sorted(set(keys) - set(known))
 
 
 # ---- HTTP plumbing shared by both APIs ---------------------------------------------------
@@ -1724,14 +1728,6 @@ class Node:
         if result.returncode or not result.stdout.strip():
             return None     # findmnt exits 1 when nothing is mounted there
         return (json.loads(result.stdout).get('filesystems') or [None])[0]
-
-
-
-
-
-
-
-
 
 
 # What doctor reads besides what the commands use.
@@ -3405,8 +3401,8 @@ def clones_still_pending(outcomes):
     pending = [outcome for outcome in outcomes if outcome.state == 'unknown']
     if not pending:
         return ''
-    files = ', '.join(destination for _, _, destination in items_in(pending, 'unknown'))
-    return f'; still unknown: {pending_jobs(pending)}; once ONTAP has ended it, check and delete {files}'
+    files = ', '.join(destination for _, _, destination in Outcome.items_in(pending, 'unknown'))
+    return f'; still unknown: {Outcome.pending_jobs(pending)}; once ONTAP has ended it, check and delete {files}'
 
 
 def check_freezable(ctx, view):
@@ -3467,7 +3463,7 @@ def raise_with_problems(exc, problems):
     are logged first, so that it cannot hide them."""
     if exc is not None and problems:
         if isinstance(exc, Failure):
-            raise together(exc, *problems) from exc
+            raise Failure.joined(exc, *problems) from exc
         for problem in problems:
             log.error('%s', problem)
 
@@ -3535,7 +3531,7 @@ class VmWindow:
                 # A freeze that failed half-way may have frozen some file systems: thaw anyway.
                 problem = thaw(ctx, view)
                 self.returned = problem is None
-                raise together(exc, problem) from exc
+                raise Failure.joined(exc, problem) from exc
             return
         doing = {'suspend': 'suspending to disk', 'shutdown': 'shutting down', 'pause': 'pausing (in memory)'}
         log.info('VM %s: %s', view.vmid, doing[self.mode])
@@ -3792,18 +3788,18 @@ def snapshot_vm(ctx, view, mode, stamp, shared=None):
         if window.paused and any(outcome.state == 'unknown' for outcome in outcomes):
             late = 'a capture snapshot ended only after the VM ran again: not consistent'
         if late or any(outcome.state != 'done' for outcome in settled):
-            raise together(capture_failure(view, stamp, outcomes, settled, late), *window.problems)
+            raise Failure.joined(capture_failure(view, stamp, outcomes, settled, late), *window.problems)
         clones = [(disk.storage, plan[disk.storage].source(disk.path) if window.running else disk.path,
                    set_file_path(disk.path, stamp)) for disk in view.disks]
         outcomes = clone_each(ctx, clones)
         made = settle_clones(ctx, outcomes)
         if any(outcome.state != 'done' for outcome in made):
-            raise together(undo_snapshot(ctx, view, stamp, outcomes, made), *window.problems)
+            raise Failure.joined(undo_snapshot(ctx, view, stamp, outcomes, made), *window.problems)
         return (clones, snapshot_consistency(mode, window.paused, window.running, len(captures), window.still),
                 window.problems)
     finally:
         # A capture that a clone still running may read from stays, left to the next run.
-        sources = {storage for storage, _, _ in items_in(made, 'unknown')}
+        sources = {storage for storage, _, _ in Outcome.items_in(made, 'unknown')}
         in_use = {plan[storage] for storage in sources if storage in plan}
         if shared:
             shared.keep(in_use)
@@ -3837,7 +3833,7 @@ def undo_snapshot(ctx, view, stamp, outcomes, settled):
     key = {set_file_path(disk.path, stamp): disk.key for disk in view.disks}
     reasons = [f'{key[destination]} ({outcome.error})' for outcome in outcomes if outcome.error
                for _, _, destination in [outcome.item]]
-    made = items_in(settled, 'done')
+    made = Outcome.items_in(settled, 'done')
     removed = remove_clones(ctx, made) + (f' ({", ".join(key[path] for _, _, path in made)})' if made else '')
     return Failure(f'VM {view.vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {removed}'
                    f'{clones_still_pending(settled)}')
@@ -3910,7 +3906,7 @@ def capture_failure(view, stamp, outcomes, settled, late):
     nothing is cloned (release_captures deletes those made); one that may still be made is named."""
     reasons = [str(outcome.error) for outcome in outcomes if outcome.error] + ([late] if late else [])
     pending = [outcome for outcome in settled if outcome.state == 'unknown']
-    left = (f'; still unknown: {pending_jobs(pending)}; the next vm create on that volume deletes it once it '
+    left = (f'; still unknown: {Outcome.pending_jobs(pending)}; the next vm create on that volume deletes it once it '
             'exists' if pending else '')
     return Failure(f'VM {view.vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; nothing was cloned{left}')
 
@@ -3991,7 +3987,7 @@ class SharedCaptures:
     def take(self, ctx):
         self.outcomes = take_captures(ctx, self.captures, SHARED_CAPTURE_COMMENT)
         self.settled = settle_captures(ctx, self.outcomes)
-        taken = items_in(self.settled, 'done')
+        taken = Outcome.items_in(self.settled, 'done')
         if taken:
             log.info('the running VMs share one capture per volume, taken at one instant: %s', ', '.join(
                 f'{capture.name} of volume {ctx.volume(capture.storage).name}' for capture in taken))
@@ -4202,7 +4198,7 @@ def prune_vm_sets(ctx, view, keep, made, config=None):
             log.info('VM %s: %ssnapshot %s deleted (-keep %d)', view.vmid, lacks, stamp, keep)
     problems = [failure for failure in failed.values() if not isinstance(failure, InUse)]
     if problems:
-        raise together(*problems)
+        raise Failure.joined(*problems)
 
 
 def vms_to_snapshot(ctx, vmids, vms):
@@ -4271,7 +4267,7 @@ class VmResult:
     @property
     def failure(self):
         if self.made and self.problems:
-            return Failure(f'{self.made} was made, but {together(*self.problems)}')
+            return Failure(f'{self.made} was made, but {Failure.joined(*self.problems)}')
         return self.problems[0] if self.problems else None
 
 
@@ -4707,7 +4703,7 @@ def restore_disks(ctx, view, sources, undo_stamp, window):
         # Only copies of the live disks were asked for: the VM may start whatever they became.
         raise Failure(f'VM {vmid}: nothing restored, the pre-restore copy failed: '
                       f'{"; ".join(str(outcome.error) for outcome in saved if outcome.error)}; '
-                      f'{remove_clones(ctx, items_in(saved, "done"))}{clones_still_pending(saved)}')
+                      f'{remove_clones(ctx, Outcome.items_in(saved, "done"))}{clones_still_pending(saved)}')
     log.info('VM %s: current disks saved as pre-restore snapshot %s', vmid, undo_stamp)
     key = {disk.path: disk.key for disk, _ in sources}
     overwrites = settle_clones(ctx, clone_each(ctx, [(disk.storage, source, disk.path) for disk, source in sources],
@@ -4723,8 +4719,8 @@ def restore_disks(ctx, view, sources, undo_stamp, window):
     reason = '; '.join(f'{key[path]} ({outcome.error})' for outcome in overwrites if outcome.error
                        for _, _, path in [outcome.item])
     back = [(storage, set_file_path(path, undo_stamp, 'prerestore'), path)
-            for storage, _, path in items_in(overwrites, 'done') if path not in absent]
-    made = [item for item in items_in(overwrites, 'done') if item[2] in absent]
+            for storage, _, path in Outcome.items_in(overwrites, 'done') if path not in absent]
+    made = [item for item in Outcome.items_in(overwrites, 'done') if item[2] in absent]
     put_back = settle_clones(ctx, clone_each(ctx, back, overwrite=True), overwrite=True)
     if made:
         reason += f'; {remove_clones(ctx, made)}'
@@ -4758,7 +4754,7 @@ def restore_state(overwrites, key):
     parts = [f'{key[outcome.item[2]]} {phrase}' for outcome, phrase in
              ((outcome, {'done': 'restored', 'failed': f'not restored ({outcome.error})',
                          'unknown': 'unknown'}[outcome.state]) for outcome in overwrites)]
-    return ', '.join(parts) + f' ({pending_jobs(overwrites)})'
+    return ', '.join(parts) + f' ({Outcome.pending_jobs(overwrites)})'
 
 
 def check_restorable(vmid, status, shutdown):
@@ -5078,7 +5074,7 @@ def restore_as_new(ctx, vmid, newid, stamp, name, allowed, no_saved_config, assu
         if any(outcome.state != 'done' for outcome in made):
             raise Failure(f'VM {newid} not created: copying its disks from {new.origin} failed: '
                           f'{"; ".join(str(outcome.error) for outcome in made if outcome.error)}; '
-                          f'{remove_clones(ctx, items_in(made, "done"))}{clones_still_pending(made)}')
+                          f'{remove_clones(ctx, Outcome.items_in(made, "done"))}{clones_still_pending(made)}')
         create_new_vm(ctx, new)
     if not ctx.dry_run:
         log.info('VM %s created on node %s from %s of VM %s; it is stopped: check it, then start it', newid,
@@ -5141,7 +5137,7 @@ def cmd_vm_restore(ctx, args):
                         window.problems.append(Failure(f'its config was not put back: {exc}'))
             if window.problems:
                 raise Failure(f'VM {view.vmid}: disks {disks} restored from {origin}, but '
-                              f'{together(*window.problems)}')
+                              f'{Failure.joined(*window.problems)}')
     log.info('VM %s: disks %s%s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, config,
              origin, undo_stamp)
     STOP.check(f'VM {view.vmid}: disks {disks}{config} restored from {origin} first')
@@ -5202,7 +5198,6 @@ def record_label(file):
     return f'the record of {guest_label({"type": GUEST_TYPES[found["prefix"]], "vmid": found["vmid"]})}'
 
 
-
 def save_storage_records(ctx, storage, records, unread):
     """Write `records` ({file name: data}) to STORAGE_RECORD_DIR of the volume (made if need
     be), all at once, and delete its other guest files, so that the snapshot holds exactly
@@ -5240,7 +5235,7 @@ def save_storage_records(ctx, storage, records, unread):
         return None
     unsaved = [f'{record_label(o.item[0])} ({o.error})' for o in failed if o.item[1] is not None]
     kept = [f'{o.item[0]} ({o.error})' for o in failed if o.item[1] is None]
-    return together(*(Failure(f'not recorded in {STORAGE_RECORD_DIR}/ on {storage}: {"; ".join(unsaved)}')
+    return Failure.joined(*(Failure(f'not recorded in {STORAGE_RECORD_DIR}/ on {storage}: {"; ".join(unsaved)}')
                       if unsaved else None,
                       Failure(f'not removed from {STORAGE_RECORD_DIR}/ on {storage}, so the snapshot holds them '
                               f'too: {"; ".join(kept)}') if kept else None))
@@ -5515,7 +5510,7 @@ def prune_storage_snapshots(volume, storage, keep, made, label=None):
     errors = [outcome.error for outcome in outcomes
               if outcome.error and str(getattr(outcome.error, 'code', None)) != Ontap.SNAPSHOT_LOCKED]
     if errors:
-        raise together(*errors)
+        raise Failure.joined(*errors)
 
 
 # -- the storage commands
@@ -5552,7 +5547,7 @@ def cmd_storage_create(ctx, args):
             prune_storage_snapshots(volume, args.storage, args.keep, name, label)
     problems = [*window.problems, unrecorded] if unrecorded else window.problems
     if problems:
-        raise Failure(f'{made}, but {together(*problems)}')
+        raise Failure(f'{made}, but {Failure.joined(*problems)}')
 
 
 def snapshot_guests(volume, storage, snapshots):
@@ -6191,16 +6186,16 @@ class Doctor:
         """config.ini: where it is, who may change and read it, each section complete and without
         unknown keys. The Config read from it, or None if it cannot be."""
         try:
-            path = find_config(explicit)
-            text, info = load_config_file(path)
+            path = ConfigFile.find(explicit)
+            text, info = ConfigFile.load(path)
         except ConfigError as exc:
             self.fail('config.ini', str(exc), 'copy config.ini.example to /etc/pve-ontap-snapshot/config.ini and '
                         'fill it in')
             return None
         where = ('given with -config' if explicit else
-                 'in this directory' if path == CONFIG_SEARCH_PATH[0] else 'the system-wide one')
+                 'in this directory' if path == ConfigFile.SEARCH_PATH[0] else 'the system-wide one')
         found = f'{os.path.abspath(path)} ({where}), {describe_owner(info)}'
-        risk = config_file_risk(path, info)
+        risk = ConfigFile.risk(path, info)
         if risk:
             refused = ': as root, every command refuses it' if os.geteuid() == 0 else ''
             (self.fail if os.geteuid() == 0 else self.warn)('config.ini', f'{risk[0]}{refused}', risk[1])
@@ -6209,46 +6204,46 @@ class Doctor:
         else:
             self.ok('config.ini', found)
         try:
-            parser = parse_config_file(path, text)
+            parser = ConfigFile.parse(path, text)
         except ConfigError as exc:
             self.fail('config.ini', str(exc), 'correct that line (see config.ini.example)')
             return None
         if not self.check_sections(parser) or (risk and os.geteuid() == 0):
             return None
         try:
-            return read_config(path, text)
+            return ConfigFile.read(path, text)
         except ConfigError as exc:
             self.fail('config.ini', str(exc), 'correct it (see config.ini.example)')
             return None
 
     def check_sections(self, parser):
         """One line per section of config.ini; True if every one is complete."""
-        complete = parser.has_section(PROXMOX_SECTION)
+        complete = parser.has_section(ConfigFile.PROXMOX_SECTION)
         if not complete:
-            self.fail(f'config [{PROXMOX_SECTION}]', 'there is none', 'add one with proxmox_host, proxmox_user and '
+            self.fail(f'config [{ConfigFile.PROXMOX_SECTION}]', 'there is none', 'add one with proxmox_host, proxmox_user and '
                         'proxmox_pass (see config.ini.example)')
         for section in parser.sections():
             keys = [key for key in parser[section] if key not in parser.defaults()]
             value = functools.partial(parser.get, section, raw=True, fallback=None)
-            gaps, unknown = section_gaps(section, keys), unknown_keys(section, keys)
+            gaps, unknown = ConfigFile.section_gaps(section, keys), ConfigFile.unknown_keys(section, keys)
             check = f'config [{section}]'
             if gaps:
                 complete = False
                 self.fail(check, f'lacks {", ".join(gaps)}', f'add {" and ".join(gap.split(" (")[0] for gap in gaps)} '
                             'to it (see config.ini.example)')
                 continue
-            if section == PROXMOX_SECTION:
+            if section == ConfigFile.PROXMOX_SECTION:
                 token = value('proxmox_token_name')
                 found = (f'PVE {value("proxmox_host")} as {value("proxmox_user")} with '
                          + (f'API token {token}' if token else 'proxmox_pass'))
-            elif section == DEFAULTS_SECTION:
+            elif section == ConfigFile.DEFAULTS_SECTION:
                 found = ', '.join(f'{key} = {value(key)}' for key in keys) or 'empty: the default timeouts'
             else:
                 found = (f'ONTAP {value("host")} as {value("user")} with '
                          + ('a client certificate' if value('cert') else 'pass')
                          + (f', SVM {value("svm")}' if value('svm') else ', any SVM'))
             ignored = [f'{key} (a typo?)' for key in unknown]
-            if section == PROXMOX_SECTION and token and 'proxmox_pass' in keys:
+            if section == ConfigFile.PROXMOX_SECTION and token and 'proxmox_pass' in keys:
                 ignored.append('proxmox_pass (the API token is used)')
             if ignored:
                 self.warn(check, f'{found}; ignored: {", ".join(ignored)}', 'remove or correct those keys (see '
@@ -6278,16 +6273,16 @@ class Doctor:
             reason = failed_connection(exc)
             if reason == 'tls':
                 self.fail('proxmox connection', str(exc), 'set proxmox_verify to the CA that signed its certificate: '
-                            f'{PVE_ROOT_CA} (copied from a node), or the CA of a certificate of your own')
+                            f'{ConfigFile.PVE_ROOT_CA} (copied from a node), or the CA of a certificate of your own')
             elif reason:
                 self.fail('proxmox connection', str(exc), f'check proxmox_host ({cfg.host}): a node of the cluster, '
                             'with pveproxy listening on port 8006 (or the port given)')
             else:
                 self.ok('proxmox connection', reached)
-                self.fail('proxmox login', str(exc), f'correct them in [{PROXMOX_SECTION}] of {self.ctx.config.path}')
+                self.fail('proxmox login', str(exc), f'correct them in [{ConfigFile.PROXMOX_SECTION}] of {self.ctx.config.path}')
             return False
         if pve.verify is False:
-            self.warn('proxmox connection', reached, f'set proxmox_verify = {PVE_ROOT_CA} (copied from a node), so '
+            self.warn('proxmox connection', reached, f'set proxmox_verify = {ConfigFile.PVE_ROOT_CA} (copied from a node), so '
                         'that nothing can pose as PVE')
         else:
             self.ok('proxmox connection', reached)
@@ -6731,7 +6726,7 @@ class Doctor:
         if outcome.state == 'unknown':
             kept = made + [clone]
             made.clear()     # the clone may still read or write them
-            return ('fail', f'{done}; its file clone is of unknown outcome: {pending_jobs([outcome])}',
+            return ('fail', f'{done}; its file clone is of unknown outcome: {Outcome.pending_jobs([outcome])}',
                     f'once ONTAP has ended that job, delete {" and ".join(kept)} in volume {volume.name}')
         if outcome.state == 'failed':
             return ('fail', f'{done}; file-cloning it failed: {outcome.error}',
@@ -7032,7 +7027,7 @@ def seconds(text):
     return float(text)
 
 
-CONFIG_OWN_SECTIONS = {PROXMOX_SECTION: 'the PVE API login', DEFAULTS_SECTION: 'timeouts'}
+CONFIG_OWN_SECTIONS = {ConfigFile.PROXMOX_SECTION: 'the PVE API login', ConfigFile.DEFAULTS_SECTION: 'timeouts'}
 
 
 def storage_name(text):
@@ -7046,7 +7041,7 @@ def storage_name(text):
 
 def snapmirror_label(text):
     """argparse type for -label (and snapmirror_label in config.ini): SNAPMIRROR_LABEL."""
-    if not SNAPMIRROR_LABEL.fullmatch(text):
+    if not ConfigFile.SNAPMIRROR_LABEL.fullmatch(text):
         raise argparse.ArgumentTypeError(f'{text!r} is no snapmirror label (1 to 31 characters, no blanks)')
     return text
 
@@ -7112,15 +7107,15 @@ class ShowVersion(argparse.Action):
 def complete_storage(prefix, parsed_args, **kwargs):
     """-storage completes from the config's sections (no network)."""
     try:
-        path = find_config(getattr(parsed_args, 'config', None))
-        text, info = load_config_file(path)
+        path = ConfigFile.find(getattr(parsed_args, 'config', None))
+        text, info = ConfigFile.load(path)
         parser = configparser.ConfigParser(interpolation=None)
         parser.read_string(text)
     except (Failure, configparser.Error):
         return []
-    if config_file_risk(path, info):
+    if ConfigFile.risk(path, info):
         return []
-    sections = [s for s in parser.sections() if s not in (PROXMOX_SECTION, DEFAULTS_SECTION)]
+    sections = [s for s in parser.sections() if s not in (ConfigFile.PROXMOX_SECTION, ConfigFile.DEFAULTS_SECTION)]
     return [s for s in sections + [clone_storage_id(s) for s in sections] if s.startswith(prefix)]
 
 
@@ -7440,10 +7435,10 @@ def main(argv=None):
         if args.reads_own_config:
             args.func(args)     # doctor: each problem of config.ini is one of its checks
         else:
-            path = find_config(args.config)
-            if path == CONFIG_SEARCH_PATH[0]:
+            path = ConfigFile.find(args.config)
+            if path == ConfigFile.SEARCH_PATH[0]:
                 log.info('config: %s, found in the current directory', os.path.abspath(path))
-            ctx = Context(read_config(path), output=args.output, dry_run=args.dry_run, wait=args.wait,
+            ctx = Context(ConfigFile.read(path), output=args.output, dry_run=args.dry_run, wait=args.wait,
                           local_lock=args.local_lock, command=' '.join(sys.argv[1:] if argv is None else argv))
             args.func(ctx, args)
         STOP.check()

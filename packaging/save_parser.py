@@ -16,6 +16,7 @@ import dis
 import inspect
 import os
 import sys
+import textwrap
 import types
 
 from completion import DEFAULT_COMPLETER
@@ -52,18 +53,38 @@ def saved_tree(parser, completer_names, path='', tree=None):
 
 
 def global_names(source):
-    """The global names a piece of source reads (its own definitions left out)."""
-    code = compile(source, '<copied>', 'exec')
-    pending, found, defined = [code], [], set()
+    """The global names a piece of source reads (its own definitions left out), each with the
+    attributes read of it, or None where the name is used itself (not only as `name.attr`)."""
+    code = compile(textwrap.dedent(source), '<copied>', 'exec')
+    pending, found, defined = [code], {}, set()
     while pending:
         code = pending.pop()
-        for instruction in dis.get_instructions(code):
-            if instruction.opname in ('LOAD_GLOBAL', 'LOAD_NAME') and instruction.argval not in found:
-                found.append(instruction.argval)
+        instructions = list(dis.get_instructions(code))
+        for instruction, following in zip(instructions, instructions[1:] + [None]):
+            if instruction.opname in ('LOAD_GLOBAL', 'LOAD_NAME'):
+                attrs = found.setdefault(instruction.argval, set())
+                if following is not None and following.opname in ('LOAD_ATTR', 'LOAD_METHOD') and attrs is not None:
+                    attrs.add(following.argval)
+                else:
+                    found[instruction.argval] = None
             elif instruction.opname == 'STORE_NAME':     # a definition, or a class attribute
                 defined.add(instruction.argval)
         pending.extend(const for const in code.co_consts if hasattr(const, 'co_code'))
-    return [name for name in found if name not in defined and not name.startswith('__')]
+    return {name: attrs for name, attrs in found.items() if name not in defined and not name.startswith('__')}
+
+
+def namespace_source(cls, members):
+    """The source of class `cls` (a namespace of static methods and constants) holding only `members`."""
+    lines = [f'class {cls.__name__}:']
+    for member in sorted(members, key=lambda name: list(vars(cls)).index(name)):
+        value = vars(cls)[member]
+        if isinstance(value, staticmethod) or inspect.isclass(value):
+            lines += ['', inspect.getsource(getattr(value, '__func__', value)).rstrip('\n')]
+        elif is_literal(value):
+            lines.append(f'    {member} = {value!r}')
+        else:
+            raise SystemExit(f'save_parser.py: the completers use {cls.__name__}.{member}, which cannot be copied')
+    return '\n'.join(lines) + '\n'
 
 
 def is_literal(value):
@@ -75,12 +96,19 @@ def is_literal(value):
 
 
 def copied_definitions(tool, names):
-    """(imports, constants, sources by line) of everything `names` need, from the tool."""
-    imports, constants, sources = {}, {}, {}
-    pending = list(names)
+    """(imports, constants, sources by line) of everything `names` need, from the tool. A class
+    read only as a namespace (`Class.member`) is copied with just the members read."""
+    imports, constants, sources, members = {}, {}, {}, {}
+    pending = [(name, None) for name in names]
     while pending:
-        name = pending.pop()
-        if name in imports or name in constants or name in sources:
+        name, attrs = pending.pop()
+        if name in members and attrs is not None:
+            new = attrs - members[name]
+            if not new:
+                continue
+            members[name] |= new
+            attrs = new
+        elif name in imports or name in constants or name in sources and name not in members:
             continue
         if not hasattr(tool, name):
             if hasattr(builtins, name):
@@ -89,17 +117,28 @@ def copied_definitions(tool, names):
         value = getattr(tool, name)
         if isinstance(value, types.ModuleType):
             imports[name] = value.__name__
+        elif inspect.isclass(value) and attrs is not None and not issubclass(value, BaseException):
+            members.setdefault(name, set()).update(attrs)
+            sources[name] = (inspect.getsourcelines(value)[1], None)
+            for member in attrs:
+                member_value = vars(value).get(member)
+                if isinstance(member_value, staticmethod) or inspect.isclass(member_value):
+                    source = inspect.getsource(getattr(member_value, '__func__', member_value))
+                    pending.extend(global_names(source).items())
         elif inspect.isfunction(value) or inspect.isclass(value):
             if inspect.getmodule(value) is not tool:
                 raise SystemExit(f'save_parser.py: the completers use {name!r}, imported into {tool.__name__}: '
                                  'import its module instead')
+            members.pop(name, None)
             source, line = inspect.getsourcelines(value)
             sources[name] = (line, ''.join(source))
-            pending.extend(global_names(sources[name][1]))
+            pending.extend(global_names(sources[name][1]).items())
         elif is_literal(value):
             constants[name] = value
         else:
             raise SystemExit(f'save_parser.py: the completers use {name!r}, which cannot be copied')
+    for name, wanted in members.items():
+        sources[name] = (sources[name][0], namespace_source(getattr(tool, name), wanted))
     return imports, constants, [source for _, source in sorted(sources.values())]
 
 

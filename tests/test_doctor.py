@@ -931,7 +931,7 @@ def test_mount_check(mount, enabled_here, status):
     ('defaults', ['job_timeout', 'jobtimeout'], [], ['jobtimeout']),
 ])
 def test_section_gaps_and_unknown_keys(section, keys, gaps, unknown):
-    assert (tool.section_gaps(section, keys), tool.unknown_keys(section, keys)) == (gaps, unknown)
+    assert (tool.ConfigFile.section_gaps(section, keys), tool.ConfigFile.unknown_keys(section, keys)) == (gaps, unknown)
 
 
 @pytest.mark.parametrize('major', [8, 9])

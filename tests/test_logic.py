@@ -273,7 +273,7 @@ def test_original_config_reads_unchanged(tmp_path):
                     'proxmox_pass = SuPeRs3cr3t\nproxmox_verify = false\n\n'
                     '[ONTAP01]\nhost = 192.168.38.50\nuser = admin\npass = SuPeRs3cr3t\nverify = false\n\n'
                     f'[BACKUP01]\nhost = 192.168.38.51:8443\nuser = admin\npass = p%%ss\nverify = {ca}\n')
-    config = tool.read_config(str(path))
+    config = tool.ConfigFile.read(str(path))
     assert config.proxmox.verify is False and config.proxmox.host == '172.16.60.128'
     assert sorted(config.storages) == ['BACKUP01', 'ONTAP01']
     assert config.storages['BACKUP01'].password == 'p%ss'
@@ -305,7 +305,7 @@ def test_bad_config_names_file_and_key(tmp_path, text, phrase):
     path = tmp_path / 'config.ini'
     path.write_text(text)
     with pytest.raises(tool.ConfigError) as failure:
-        tool.read_config(str(path))
+        tool.ConfigFile.read(str(path))
     assert phrase in str(failure.value) and str(path) in str(failure.value)
 
 
@@ -319,18 +319,18 @@ def test_config_errors_never_quote_a_value(tmp_path, text, phrase):
     path = tmp_path / 'config.ini'
     path.write_text(text)
     with pytest.raises(tool.ConfigError) as failure:
-        tool.read_config(str(path))
+        tool.ConfigFile.read(str(path))
     assert phrase in str(failure.value) and 'Secret' not in str(failure.value)
 
 
 def test_config_lookup_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(tool.ConfigError, match='none of config.ini, /etc/pve-ontap-snapshot/config.ini'):
-        tool.find_config(None)
+        tool.ConfigFile.find(None)
     (tmp_path / 'config.ini').write_text('')
-    assert tool.find_config(None) == 'config.ini'
+    assert tool.ConfigFile.find(None) == 'config.ini'
     with pytest.raises(tool.ConfigError, match='config file /nowhere.ini not found'):
-        tool.find_config('/nowhere.ini')
+        tool.ConfigFile.find('/nowhere.ini')
 
 
 @pytest.mark.parametrize('text, ok', [('100', True), ('999999999', True), ('99', False), ('1e3', False),

@@ -65,7 +65,7 @@ def test_the_documented_config_means_what_its_comments_say(tmp_path, text):
     path = tmp_path / 'config.ini'
     path.write_text(text.replace('/etc/pve/pve-root-ca.pem', str(ca)).replace('# [defaults]', '[defaults]')
                     .replace('# connect_timeout', 'connect_timeout'))
-    config = tool.read_config(str(path))
+    config = tool.ConfigFile.read(str(path))
     assert config.proxmox.host == '127.0.0.1:8006' and config.proxmox.verify == str(ca)
     assert config.storages['ONTAP01'].host == '192.168.38.50' and config.storages['ONTAP01'].svm == 'svm1'
     assert config.storages['ONTAP01'].verify is True

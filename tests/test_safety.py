@@ -797,13 +797,13 @@ def test_warns_when_config_is_readable_by_others(world):
                                          ('pve1', True), ('pve1.example.org:8006', True), ('pve2', False),
                                          ('192.0.2.10', False)])
 def test_is_local_host(host, local):
-    assert tool.is_local_host(host, 'pve1.example.org') is local
+    assert tool.ConfigFile.is_local_host(host, 'pve1.example.org') is local
 
 
 def test_verify_defaults_to_the_cluster_ca_on_the_node(tmp_path, monkeypatch):
     ca = tmp_path / 'pve-root-ca.pem'
-    monkeypatch.setattr(tool, 'PVE_ROOT_CA', str(ca))
-    assert tool.default_pve_verify('localhost:8006') is True
+    monkeypatch.setattr(tool.ConfigFile, 'PVE_ROOT_CA', str(ca))
+    assert tool.ConfigFile.default_pve_verify('localhost:8006') is True
     ca.write_text('x')
-    assert tool.default_pve_verify('localhost:8006') == str(ca)
-    assert tool.default_pve_verify('192.0.2.10') is True
+    assert tool.ConfigFile.default_pve_verify('localhost:8006') == str(ca)
+    assert tool.ConfigFile.default_pve_verify('192.0.2.10') is True

@@ -187,7 +187,7 @@ def test_another_user_is_warned_of_a_config_others_may_write(world, monkeypatch,
     world.config.chmod(0o666)
     monkeypatch.setattr(tool.os, 'geteuid', lambda: 1000)
     tool.setup_logging('info')
-    text = tool.read_config_file(str(world.config))
+    text = tool.ConfigFile.read_text(str(world.config))
     assert text == world.config.read_text()
     assert 'mode 666: another user could change it' in capsys.readouterr().err
 

@@ -79,17 +79,6 @@ import urllib.parse
 # ---- Names shared with the original pve-ontap-snapshot.py --------------------------------
 # Changing one of these loses access to the snapshots the original (or we) made.
 
-STAMP_FORMAT = '%Y-%m-%d_%H:%M:%S+0000'
-STAMP_PATTERN = r'\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\+0000'
-STORAGE_SNAPSHOT_PREFIX = 'proxmox_snapshot_'
-STORAGE_SNAPSHOT_COMMENT = 'Snapshot of Proxmox storage {storage}'
-FLEXCLONE_SUFFIX = '_clone'
-CLONE_STORAGE_SUFFIX = '-CLONE'
-# A VM snapshot is the set of disk clones of one run: <stem>-snapshot-<stamp><ext> (the
-# original's name). Before a restore, the live disks are cloned to a pre-restore set.
-SET_KINDS = {'snapshot': 'snapshot', 'prerestore': 'pre-restore'}
-# A storage snapshot's records: each guest's manifest (its config in it), at the volume's root.
-STORAGE_RECORD_DIR = 'pve-ontap-snapshot'
 
 # The cluster-wide lock lives in pmxcfs, as PVE's own (pve-cluster src/PVE/Cluster.pm, cfs_lock):
 # a directory in priv/lock/, made with mkdir (atomic across nodes), removed with rmdir. A
@@ -101,39 +90,171 @@ CLUSTER_LOCK_PREFIX = 'pve-ontap-snapshot-'     # never PVE's storage-<id>: PVE 
 CLUSTER_LOCK_REFRESH = 30.0                     # seconds between updates, well inside pmxcfs's 120
 CLUSTER_LOCK_EXPIRY = 120                       # pmxcfs removes a lock not updated for this long (memdb.c)
 CLUSTER_RECORD_DIR = 'pve-ontap-snapshot'       # beside priv/lock: a lock directory must stay empty
-# vm create takes a running VM's disks from short-lived volume snapshots, one per volume
-# (`capture`: the VM's own, or with several VMs and no pause one the run's running VMs share),
-# and deletes them once cloned; one that ONTAP keeps busy past CAPTURE_DELETE_WAIT
-# seconds is renamed to a leftover, which a later vm create on the volume deletes once it is
-# LEFTOVER_AGE seconds old. Never proxmox_snapshot_*: storage list, -keep and storage restore
-# never take them for storage snapshots.
-CAPTURE_PREFIX = 'pve_ontap_capture_'
-LEFTOVER_PREFIX = 'pve_ontap_leftover_'
-CAPTURE_COMMENT = 'pve-ontap-snapshot: the disks of VM {vmid} at one instant for vm create, deleted once cloned'
-SHARED_CAPTURE_COMMENT = ('pve-ontap-snapshot: the disks of the running VMs of one vm create at one instant, deleted '
-                          'once cloned')
-LEFTOVER_COMMENT = 'pve-ontap-snapshot: still busy after its clones; the next vm create on this volume deletes it'
 CAPTURE_DELETE_WAIT = 30.0
 LEFTOVER_AGE = 600
 
+class Names:
+    """What the tool names things on the storage, as the original did, so that no snapshot made
+    before is lost: stamps, VM snapshot files and manifests, storage snapshots, captures, clones."""
+
+    STAMP_FORMAT = '%Y-%m-%d_%H:%M:%S+0000'
+    STAMP_PATTERN = r'\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\+0000'
+    STORAGE_SNAPSHOT_PREFIX = 'proxmox_snapshot_'
+    STORAGE_SNAPSHOT_COMMENT = 'Snapshot of Proxmox storage {storage}'
+    FLEXCLONE_SUFFIX = '_clone'
+    CLONE_STORAGE_SUFFIX = '-CLONE'
+    # A VM snapshot is the set of disk clones of one run: <stem>-snapshot-<stamp><ext> (the
+    # original's name). Before a restore, the live disks are cloned to a pre-restore set.
+    SNAPSHOT_KINDS = {'snapshot': 'snapshot', 'prerestore': 'pre-restore'}
+    # A storage snapshot's records: each guest's manifest (its config in it), at the volume's root.
+    STORAGE_RECORD_DIR = 'pve-ontap-snapshot'
+
+    # vm create takes a running VM's disks from short-lived volume snapshots, one per volume
+    # (`capture`: the VM's own, or with several VMs and no pause one the run's running VMs share),
+    # and deletes them once cloned; one that ONTAP keeps busy past CAPTURE_DELETE_WAIT
+    # seconds is renamed to a leftover, which a later vm create on the volume deletes once it is
+    # LEFTOVER_AGE seconds old. Never proxmox_snapshot_*: storage list, -keep and storage restore
+    # never take them for storage snapshots.
+    CAPTURE_PREFIX = 'pve_ontap_capture_'
+    LEFTOVER_PREFIX = 'pve_ontap_leftover_'
+    CAPTURE_COMMENT = 'pve-ontap-snapshot: the disks of VM {vmid} at one instant for vm create, deleted once cloned'
+    SHARED_CAPTURE_COMMENT = ('pve-ontap-snapshot: the disks of the running VMs of one vm create at one instant, deleted '
+                              'once cloned')
+    LEFTOVER_COMMENT = 'pve-ontap-snapshot: still busy after its clones; the next vm create on this volume deletes it'
+
+    # Beside a VM snapshot's clones: its manifest, which holds the VM's config (snapshots made
+    # by earlier builds of this tool have the config in a .conf file of their own), named for the set's stamp, so
+    # that it goes with it. Never an image name (PVE lists only *.raw|qcow2|vmdk|subvol in
+    # images/<vmid>/: pve-storage src/PVE/Storage/Plugin.pm, list_images), never snap-* (PVE 9's
+    # volume-chain snapshots). The manifest's name carries the consistency: vm list reads it from
+    # the directory listing it makes anyway, with no request per snapshot.
+    CONSISTENCIES = ('running', 'atomic', 'paused', 'frozen', 'suspended', 'shutdown')
+
+    SNAPSHOT_FILE = re.compile(r'^(?P<stem>.+)-(?P<kind>' + '|'.join(SNAPSHOT_KINDS) + r')-(?P<stamp>' + STAMP_PATTERN +
+                          r')(?P<ext>\.(?:raw|qcow2|vmdk))$')
+
+    # The manifest's name also carries the identity of the VM it was taken of (Identity.tag), so that
+    # -keep tells a destroyed VM's snapshots from those of the VM that has its id now, unread.
+    MANIFEST_FILE = re.compile(r'^(?P<stem>vm-\d+)-(?P<kind>' + '|'.join(SNAPSHOT_KINDS) + r')-(?P<stamp>' + STAMP_PATTERN +
+                             r')(?P<ext>\.conf|\.(?P<consistency>' + '|'.join(CONSISTENCIES) +
+                             r')(?:\.(?P<identity>[cu][0-9a-f]{1,32}))?\.manifest\.json)$')
+
+    # What a storage snapshot holds: every guest with a disk on the storage has a manifest (its
+    # config in it; earlier builds wrote a .conf beside it) in STORAGE_RECORD_DIR/ at the volume's
+    # root (outside images/, so PVE never takes them for volumes), written just before the
+    # snapshot, so that `.snapshot/<name>/pve-ontap-snapshot/` says what each snapshot holds and
+    # how consistent each guest is in it.
+    STORAGE_MANIFEST_FILE = re.compile(r'^(?P<prefix>vm|ct)-(?P<vmid>\d+)(?:\.conf|\.(?P<consistency>'
+                                     + '|'.join(CONSISTENCIES) + r')\.manifest\.json)$')
+
+    @staticmethod
+    def utc_stamp(now=None):
+        """The original's timestamp: UTC, `YYYY-mm-dd_HH:MM:SS+0000`."""
+        now = now or datetime.datetime.now(datetime.UTC)
+        return now.astimezone(datetime.UTC).strftime(Names.STAMP_FORMAT)
+
+    @staticmethod
+    def stamp_older_than(stamp, seconds, now=None):
+        """Whether a stamp (utc_stamp's format) lies more than `seconds` back; one that cannot be
+        read counts as old."""
+        try:
+            then = datetime.datetime.strptime(stamp, Names.STAMP_FORMAT).replace(tzinfo=datetime.UTC)
+        except ValueError:
+            return True
+        return ((now or datetime.datetime.now(datetime.UTC)) - then).total_seconds() > seconds
+
+    @staticmethod
+    def capture_name(stamp, vmid):
+        """The snapshot vm create takes a running VM's disks on one volume from."""
+        return f'{Names.CAPTURE_PREFIX}{stamp}_vm{vmid}'
+
+    @staticmethod
+    def shared_capture_name(stamp):
+        """The snapshot a vm create of several VMs takes the disks on one volume of all its running VMs from."""
+        return f'{Names.CAPTURE_PREFIX}{stamp}_all'
+
+    @staticmethod
+    def leftover_name(capture):
+        """What a capture snapshot is renamed to when ONTAP keeps it busy after its clones."""
+        return Names.LEFTOVER_PREFIX + capture.removeprefix('pve_ontap_')
+
+    @staticmethod
+    def capture_of(name):
+        """The name a leftover had as a capture snapshot (a capture's own name stays)."""
+        return 'pve_ontap_' + name.removeprefix(Names.LEFTOVER_PREFIX) if name.startswith(Names.LEFTOVER_PREFIX) else name
+
+    @staticmethod
+    def storage_snapshot_name(stamp):
+        return Names.STORAGE_SNAPSHOT_PREFIX + stamp
+
+    @staticmethod
+    def snapshot_file_path(path, stamp, kind='snapshot'):
+        """images/100/vm-100-disk-0.raw -> images/100/vm-100-disk-0-snapshot-<stamp>.raw"""
+        directory, file = path.rsplit('/', 1)
+        stem, ext = os.path.splitext(file)
+        return f'{directory}/{stem}-{kind}-{stamp}{ext}'
+
+    @staticmethod
+    def snapshot_file(storage, directory, name, size=0):
+        """The SetFile a file name in images/<vmid>/ stands for (a clone, or a saved config or
+        manifest), or None."""
+        found = Names.SNAPSHOT_FILE.match(name) or Names.MANIFEST_FILE.match(name)
+        if not found:
+            return None
+        return SnapshotFile(storage=storage, path=f'{directory}/{name}', stem=found['stem'], kind=found['kind'],
+                       stamp=found['stamp'], ext=found['ext'], size=size or 0)
+
+    @staticmethod
+    def manifest_path(vmid, stamp, consistency, kind='snapshot', identity=None):
+        """The manifest of a VM snapshot: images/<vmid>/vm-<vmid>-snapshot-<stamp>.<consistency>[.<identity
+        tag>].manifest.json (…-prerestore-… for a pre-restore snapshot)."""
+        tag = f'.{identity}' if identity else ''
+        return f'images/{vmid}/vm-{vmid}-{kind}-{stamp}.{consistency}{tag}.manifest.json'
+
+    @staticmethod
+    def storage_record_dir(name):
+        """Where the storage snapshot `name` holds its guests' records (STORAGE_RECORD_DIR at the volume's root)."""
+        return f'.snapshot/{name}/{Names.STORAGE_RECORD_DIR}'
+
+    @staticmethod
+    def storage_manifest_name(guest, consistency):
+        """The manifest of a guest in STORAGE_RECORD_DIR: vm-<id>.<consistency>.manifest.json,
+        ct-… for a container. (Earlier builds wrote the config to vm-<id>.conf beside it.)"""
+        return f'{"ct" if guest.get("type") == "lxc" else "vm"}-{guest["vmid"]}.{consistency}.manifest.json'
+
+    @staticmethod
+    def recorded_guests(names):
+        """[{'vmid', 'type', 'consistency'}] by vmid, from the file names in a snapshot's
+        STORAGE_RECORD_DIR (a guest counts by its manifest)."""
+        found = [Names.STORAGE_MANIFEST_FILE.match(name) for name in names]
+        return sorted(({'vmid': int(m['vmid']), 'type': Guest.GUEST_TYPES[m['prefix']], 'consistency': m['consistency']}
+                       for m in found if m and m['consistency']), key=lambda guest: (guest['vmid'], guest['type']))
+
+    @staticmethod
+    def flexclone_name(volume, storage=None):
+        """<volume>_clone (the original's name), or <volume>_clone_<storage id> for a -name mount."""
+        if storage is None:
+            return volume + Names.FLEXCLONE_SUFFIX
+        return f'{volume}{Names.FLEXCLONE_SUFFIX}_{re.sub(r"[^A-Za-z0-9_]", "_", storage)}'
+
+    @staticmethod
+    def clone_volume_names(volume, storage, parent):
+        """The FlexClone names `storage mount` gives a mount named `storage` of `parent`'s volume."""
+        names = [Names.flexclone_name(volume, storage)]
+        if storage == Names.clone_storage_id(parent):
+            names.insert(0, Names.flexclone_name(volume))
+        return names
+
+    @staticmethod
+    def clone_storage_id(storage):
+        return storage + Names.CLONE_STORAGE_SUFFIX
+
+
 log = logging.getLogger('pve_ontap_snapshot')
 
-# requests, urllib3 and proxmoxer are imported by load_http_libraries() when a command
+# requests, urllib3 and proxmoxer are imported by Http.load_libraries() when a command
 # runs, never at import time: bash tab completion imports this module on every <TAB>.
 requests = urllib3 = proxmoxer = Retry = None
-
-
-def load_http_libraries():
-    """Import the HTTP stack (deferred so that tab completion stays instant)."""
-    global requests, urllib3, proxmoxer, Retry
-    import proxmoxer as _proxmoxer
-    import requests as _requests
-    import urllib3 as _urllib3
-    from urllib3.util.retry import Retry as _Retry
-    requests, urllib3, proxmoxer, Retry = _requests, _urllib3, _proxmoxer, _Retry
-    # One warning per run and side says that a certificate is not checked (Ontap, Pve), not one
-    # per request; proxmoxer turns urllib3's off anyway when it is imported.
-    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 
 # ---- Errors ----------------------------------------------------------------------------
@@ -346,7 +467,7 @@ class Config:
         """The ONTAP section serving a PVE storage; `X-CLONE` is served by `[X]`."""
         if storage in self.storages:
             return self.storages[storage]
-        parent = storage.removesuffix(CLONE_STORAGE_SUFFIX)
+        parent = storage.removesuffix(Names.CLONE_STORAGE_SUFFIX)
         if parent != storage and parent in self.storages:
             return self.storages[parent]
         raise ConfigError(f'{self.path}: no section [{storage}] for storage {storage}: add one with host, '
@@ -598,136 +719,135 @@ class ConfigFile:
 
 # ---- HTTP plumbing shared by both APIs ---------------------------------------------------
 
-def poll_until(done, bound, longest, timed_out):
-    """Call done() until it is true, 50 ms apart at first, backing off to `longest` seconds;
-    raise timed_out() when the next try would pass `bound` seconds."""
-    deadline = time.monotonic() + bound
-    interval = 0.05
-    while not done():
-        if time.monotonic() + interval > deadline:
-            raise timed_out()
-        time.sleep(interval)
-        interval = min(interval * 2, longest)
+class Http:
+    """What both APIs share: the HTTP libraries (imported when a command runs, never for a <TAB>),
+    connection errors as phrases, redirects refused, polling, the adapter and its pool."""
 
+    @staticmethod
+    def load_libraries():
+        """Import the HTTP stack (deferred so that tab completion stays instant)."""
+        global requests, urllib3, proxmoxer, Retry
+        import proxmoxer as _proxmoxer
+        import requests as _requests
+        import urllib3 as _urllib3
+        from urllib3.util.retry import Retry as _Retry
+        requests, urllib3, proxmoxer, Retry = _requests, _urllib3, _proxmoxer, _Retry
+        # One warning per run and side says that a certificate is not checked (Ontap, Pve), not one
+        # per request; proxmoxer turns urllib3's off anyway when it is imported.
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
-def describe_connection_error(exc):
-    """The one useful phrase inside a requests connection error's nested message."""
-    if isinstance(exc, requests.exceptions.SSLError):
-        return 'TLS certificate verification failed (set verify to a CA file, or false)'
-    if isinstance(exc, requests.exceptions.TooManyRedirects):
-        return redirect_refused(exc.response)
-    text = str(exc)
-    # urllib3 names the bound that ran out, "(connect timeout=10)", "(read timeout=120)",
-    # also inside the retries' MaxRetryError that requests passes on as a ConnectionError.
-    found = re.search(r'(connect|read) timeout=([\d.]+)', text)
-    if found and found[1] == 'connect':
-        return f'no connection within {float(found[2]):g} s (connect_timeout)'
-    if found:
-        return f'no answer within {float(found[2]):g} s (read_timeout)'
-    if isinstance(exc, requests.exceptions.Timeout):
-        return 'timed out'
-    for pattern in (r'\[Errno -?\d+\] ([^\'")]+)',
-                    r'(Connection aborted|Connection reset[^\'")]*|Remote end closed connection[^\'")]*)'):
-        found = re.search(pattern, text)
+    @staticmethod
+    def poll_until(done, bound, longest, timed_out):
+        """Call done() until it is true, 50 ms apart at first, backing off to `longest` seconds;
+        raise timed_out() when the next try would pass `bound` seconds."""
+        deadline = time.monotonic() + bound
+        interval = 0.05
+        while not done():
+            if time.monotonic() + interval > deadline:
+                raise timed_out()
+            time.sleep(interval)
+            interval = min(interval * 2, longest)
+
+    @staticmethod
+    def describe_connection_error(exc):
+        """The one useful phrase inside a requests connection error's nested message."""
+        if isinstance(exc, requests.exceptions.SSLError):
+            return 'TLS certificate verification failed (set verify to a CA file, or false)'
+        if isinstance(exc, requests.exceptions.TooManyRedirects):
+            return Http.redirect_refused(exc.response)
+        text = str(exc)
+        # urllib3 names the bound that ran out, "(connect timeout=10)", "(read timeout=120)",
+        # also inside the retries' MaxRetryError that requests passes on as a ConnectionError.
+        found = re.search(r'(connect|read) timeout=([\d.]+)', text)
+        if found and found[1] == 'connect':
+            return f'no connection within {float(found[2]):g} s (connect_timeout)'
         if found:
-            return found.group(1).strip().rstrip('.')
-    return 'connection failed'
+            return f'no answer within {float(found[2]):g} s (read_timeout)'
+        if isinstance(exc, requests.exceptions.Timeout):
+            return 'timed out'
+        for pattern in (r'\[Errno -?\d+\] ([^\'")]+)',
+                        r'(Connection aborted|Connection reset[^\'")]*|Remote end closed connection[^\'")]*)'):
+            found = re.search(pattern, text)
+            if found:
+                return found.group(1).strip().rstrip('.')
+        return 'connection failed'
 
+    @staticmethod
+    def redirect_refused(response):
+        """The phrase for a redirect that was not followed: credentials go to the configured host only."""
+        location = response.headers.get('Location', 'elsewhere') if response is not None else 'elsewhere'
+        return f'answered with a redirect to {location}, not followed: the credentials go to the configured host only'
 
-def redirect_refused(response):
-    """The phrase for a redirect that was not followed: credentials go to the configured host only."""
-    location = response.headers.get('Location', 'elsewhere') if response is not None else 'elsewhere'
-    return f'answered with a redirect to {location}, not followed: the credentials go to the configured host only'
+    @staticmethod
+    def may_have_arrived(exc):
+        """Whether a request that raised `exc` may have reached the server: anything but a failed
+        connect (refused, timed out, TLS handshake) or a redirect (an answer that did nothing)
+        leaves its outcome unknown."""
+        if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError,
+                            requests.exceptions.TooManyRedirects)):
+            return False
+        reason = getattr(exc.args[0], 'reason', None) if exc.args else None
+        return not isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
 
+    @staticmethod
+    def failed_connection(exc):
+        """Why a Failure of a call never reached the server: 'tls' (its certificate was not
+        trusted), 'network' (no connection, no answer); None if the server answered."""
+        cause = exc.__cause__
+        if isinstance(cause, requests.exceptions.SSLError):
+            return 'tls'
+        if isinstance(cause, requests.exceptions.RequestException):
+            return 'network'
+        return None
 
-def may_have_arrived(exc):
-    """Whether a request that raised `exc` may have reached the server: anything but a failed
-    connect (refused, timed out, TLS handshake) or a redirect (an answer that did nothing)
-    leaves its outcome unknown."""
-    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError,
-                        requests.exceptions.TooManyRedirects)):
-        return False
-    reason = getattr(exc.args[0], 'reason', None) if exc.args else None
-    return not isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+    @staticmethod
+    def read_environment(session, url):
+        """Read once what requests would read from the environment on every call: the proxy for
+        this host (HTTPS_PROXY, NO_PROXY), kept as it was; and follow no redirect, so that no
+        credential reaches another host. Not read: ~/.netrc (every request carries its own
+        credentials), and the CA bundle (environment_ca: verify= goes with each request). Reading
+        them per call cost a fifth of a whole-cluster run's CPU time."""
+        session.proxies.update(requests.utils.get_environ_proxies(url))
+        session.trust_env = False
+        session.max_redirects = 0
 
+    @staticmethod
+    def environment_ca():
+        """The CA bundle the environment names, as requests reads it (REQUESTS_CA_BUNDLE, else
+        CURL_CA_BUNDLE), read once per run; None if neither is set."""
+        return os.environ.get('REQUESTS_CA_BUNDLE') or os.environ.get('CURL_CA_BUNDLE') or None
 
-def failed_connection(exc):
-    """Why a Failure of a call never reached the server: 'tls' (its certificate was not
-    trusted), 'network' (no connection, no answer); None if the server answered."""
-    cause = exc.__cause__
-    if isinstance(cause, requests.exceptions.SSLError):
-        return 'tls'
-    if isinstance(cause, requests.exceptions.RequestException):
-        return 'network'
-    return None
+    @staticmethod
+    def trusted(verify, ca):
+        """What a connection verifies with: a config's `verify`, except that `true` (the system CAs)
+        yields to a CA bundle from the environment (`ca`), as in every requests-based tool."""
+        return ca if verify is True and ca else verify
 
+    @staticmethod
+    def make_adapter(timeouts):
+        """An HTTPAdapter with default timeouts that retries GETs and connection set-up only."""
 
-# How much of a run goes on at once (README, vm create and Performance: why these numbers).
-# vm create: VMs worked on at once, the default of -parallel. More gained nothing in the
-# benchmark and only load the API servers: ONTAP turns REST requests away once its input
-# queue is full (NetApp, ONTAP automation docs, "Known limitations"; its size unconfirmed).
-VMS_AT_ONCE = 16
-MOST_VMS_AT_ONCE = 32       # the most -parallel allows
-# VMs one node suspends or shuts down and starts again at once: as many as PVE's own HA
-# manager runs start and stop jobs on a node, datacenter.cfg's max_workers, 4 by default
-# (pve-ha-manager: src/PVE/HA/Env/PVE2.pm get_max_workers, src/PVE/HA/LRM.pm run_workers).
-POWER_CYCLES_PER_NODE = 4
-REQUESTS_AT_ONCE = 16       # requests one thread fans out at once: a VM's clones, reads, deletes
-# Every thread of a run may have a request out at one host at once: each Session's pool keeps
-# a connection for each, so no thread waits for one (inside a VM's pause, say) and none is
-# thrown away (urllib3 warns "Connection pool is full"). Only idle connections take room.
-CONNECTIONS_PER_HOST = MOST_VMS_AT_ONCE * REQUESTS_AT_ONCE
-# How long a stop signal may wait to be seen while the main thread waits for parallel work.
-SIGNAL_LATENCY = 0.1
+        class TimeoutAdapter(requests.adapters.HTTPAdapter):
+            def send(self, request, **kwargs):
+                if kwargs.get('timeout') is None:
+                    kwargs['timeout'] = (timeouts.connect, timeouts.read)
+                return super().send(request, **kwargs)
 
+        # urllib3 retries a failed connect for any method (nothing reached the server), but
+        # read errors and 502/503/504 only for GET: a POST is never repeated blindly.
+        retry = Retry(total=3, connect=3, read=2, status=3, backoff_factor=0.2,
+                      allowed_methods=frozenset(['GET']), status_forcelist=(502, 503, 504),
+                      raise_on_status=False)
+        return TimeoutAdapter(max_retries=retry, pool_maxsize=Parallel.CONNECTIONS_PER_HOST)
 
-def settle_environment(session, url):
-    """Read once what requests would read from the environment on every call: the proxy for
-    this host (HTTPS_PROXY, NO_PROXY), kept as it was; and follow no redirect, so that no
-    credential reaches another host. Not read: ~/.netrc (every request carries its own
-    credentials), and the CA bundle (environment_ca: verify= goes with each request). Reading
-    them per call cost a fifth of a whole-cluster run's CPU time."""
-    session.proxies.update(requests.utils.get_environ_proxies(url))
-    session.trust_env = False
-    session.max_redirects = 0
-
-
-def environment_ca():
-    """The CA bundle the environment names, as requests reads it (REQUESTS_CA_BUNDLE, else
-    CURL_CA_BUNDLE), read once per run; None if neither is set."""
-    return os.environ.get('REQUESTS_CA_BUNDLE') or os.environ.get('CURL_CA_BUNDLE') or None
-
-
-def trusted(verify, ca):
-    """What a connection verifies with: a config's `verify`, except that `true` (the system CAs)
-    yields to a CA bundle from the environment (`ca`), as in every requests-based tool."""
-    return ca if verify is True and ca else verify
-
-
-def make_adapter(timeouts):
-    """An HTTPAdapter with default timeouts that retries GETs and connection set-up only."""
-
-    class TimeoutAdapter(requests.adapters.HTTPAdapter):
-        def send(self, request, **kwargs):
-            if kwargs.get('timeout') is None:
-                kwargs['timeout'] = (timeouts.connect, timeouts.read)
-            return super().send(request, **kwargs)
-
-    # urllib3 retries a failed connect for any method (nothing reached the server), but
-    # read errors and 502/503/504 only for GET: a POST is never repeated blindly.
-    retry = Retry(total=3, connect=3, read=2, status=3, backoff_factor=0.2,
-                  allowed_methods=frozenset(['GET']), status_forcelist=(502, 503, 504),
-                  raise_on_status=False)
-    return TimeoutAdapter(max_retries=retry, pool_maxsize=CONNECTIONS_PER_HOST)
-
-
-def debug_hook(side):
-    """A requests response hook logging method, path, status and duration (never headers)."""
-    def hook(response, *args, **kwargs):
-        path = urllib.parse.urlsplit(response.request.url).path
-        log.debug('%s %s %s -> %s (%.0f ms)', side, response.request.method, path,
-                  response.status_code, response.elapsed.total_seconds() * 1000)
-    return hook
+    @staticmethod
+    def debug_hook(side):
+        """A requests response hook logging method, path, status and duration (never headers)."""
+        def hook(response, *args, **kwargs):
+            path = urllib.parse.urlsplit(response.request.url).path
+            log.debug('%s %s %s -> %s (%.0f ms)', side, response.request.method, path,
+                      response.status_code, response.elapsed.total_seconds() * 1000)
+        return hook
 
 
 # ---- ONTAP ----------------------------------------------------------------------------
@@ -763,7 +883,7 @@ class Ontap:
         self.host = cluster.host
         self.section = cluster.section
         self.user = cluster.user
-        self.verify = trusted(cluster.verify, ca)
+        self.verify = Http.trusted(cluster.verify, ca)
         if self.verify is False:
             log.warning('ONTAP %s: verify = false in [%s]: its certificate is not checked, so anyone on the way can '
                         'pose as the cluster and read the credentials of %s', cluster.host, cluster.section,
@@ -774,14 +894,14 @@ class Ontap:
         self.base = f'https://{cluster.host}'
         self.where = f'ONTAP {cluster.host}'
         self.session = requests.Session()
-        settle_environment(self.session, f'https://{cluster.host}')
+        Http.read_environment(self.session, f'https://{cluster.host}')
         self.session.headers['Accept'] = 'application/json'
         if not self.cert:
             # requests encodes basic auth as latin-1; ONTAP passwords may be any UTF-8.
             token = base64.b64encode(f'{cluster.user}:{cluster.password}'.encode()).decode()
             self.session.headers['Authorization'] = 'Basic ' + token
-        self.session.mount('https://', make_adapter(timeouts))
-        self.session.hooks['response'].append(debug_hook('ONTAP'))
+        self.session.mount('https://', Http.make_adapter(timeouts))
+        self.session.hooks['response'].append(Http.debug_hook('ONTAP'))
         # (resource, field) this cluster's release said it does not know, asked for no more in
         # this run: a field is the resource's own (9.8 knows a file's size, not a snapshot's).
         # Threads that poll jobs add to it too: a race costs at most one more refused GET each.
@@ -793,7 +913,7 @@ class Ontap:
         for another answer than JSON (a file's data): then a success's body is the response."""
         what = what or f'{method} {path}'
         if self.dry_run and method != 'GET':
-            print(printable(f'would {what} (ONTAP {self.host})'))
+            print(Output.printable(f'would {what} (ONTAP {self.host})'))
             return 200, {}
         if method != 'GET':
             STOP.check_change(f'ONTAP {self.host}: {what}')
@@ -804,12 +924,12 @@ class Ontap:
                                             cert=self.cert, headers={'Accept': accept} if accept else None,
                                             allow_redirects=False)
         except requests.exceptions.RequestException as exc:
-            message = f'ONTAP {self.host}: {what}: {describe_connection_error(exc)}'
-            if method != 'GET' and may_have_arrived(exc):
+            message = f'ONTAP {self.host}: {what}: {Http.describe_connection_error(exc)}'
+            if method != 'GET' and Http.may_have_arrived(exc):
                 raise OutcomeUnknown(f'{message} after the request went out', what, where=self.where) from exc
             raise OntapError(message) from exc
         if response.is_redirect:
-            raise OntapError(f'ONTAP {self.host}: {what}: {redirect_refused(response)}', status=response.status_code)
+            raise OntapError(f'ONTAP {self.host}: {what}: {Http.redirect_refused(response)}', status=response.status_code)
         if response.status_code == 401:
             how = 'the client certificate' if self.cert else 'user and pass'
             raise OntapError(f'ONTAP {self.host}: authentication failed for user {self.user} '
@@ -891,18 +1011,18 @@ class Ontap:
                 raise OntapError(f'ONTAP {self.host}: {what}: {self.job_message(job)}', code=job.get('code'))
             return job.get('state') == 'success'
 
-        poll_until(finished, bound, self.JOB_POLL_MAX, lambda: OutcomeUnknown(
+        Http.poll_until(finished, bound, self.JOB_POLL_MAX, lambda: OutcomeUnknown(
             f'ONTAP {self.host}: {what}: job {uuid} still {job.get("state")} after {bound:g} s (job_timeout)',
             what, uuid, self.where))
 
     def find_volume(self, export, svm=None, storage='the storage'):
         """The volume mounted at `export`: by the original's name rule, then by junction path."""
         what = f'look up the volume behind {storage} (export {export})'
-        export = junction_path(export)
+        export = Ontap.junction_path(export)
         params = {'fields': Volume.FIELDS}
         if svm:
             params['svm.name'] = svm
-        by_name = self.records('/api/storage/volumes', dict(params, name=volume_name_for_export(export)), what)
+        by_name = self.records('/api/storage/volumes', dict(params, name=Ontap.volume_name_for_export(export)), what)
         matches = [r for r in by_name if (r.get('nas') or {}).get('path') == export]
         if not matches:
             matches = self.records('/api/storage/volumes', dict(params, **{'nas.path': export}), what)
@@ -1020,6 +1140,32 @@ class Ontap:
         """ONTAP's text for a failed job (9.9.1+ also fills `error`: netapp_ontap 9.9.1.0's JobSchema)."""
         return job.get('message') or (job.get('error') or {}).get('message') or 'job failed'
 
+    @staticmethod
+    def parse_time(text):
+        """An ONTAP time, ISO 8601 with an offset (`Z`, `+01:00`, `+0100`), as an aware datetime;
+        None if it is missing, malformed or without an offset (then it cannot be placed in time)."""
+        try:
+            moment = datetime.datetime.fromisoformat(text)
+        except (TypeError, ValueError):
+            return None
+        return moment if moment.tzinfo else None
+
+    @staticmethod
+    def junction_path(export):
+        """The ONTAP junction path an NFS export names: `/vol/` and `/vol` are the same."""
+        return export.rstrip('/') or '/'
+
+    @staticmethod
+    def volume_name_for_export(export):
+        """The original's rule: the volume is named like the export, without slashes."""
+        return export.replace('/', '')
+
+    @staticmethod
+    def is_literal_query(value):
+        """Whether ONTAP reads `value` as a query filter that matches only itself: no wildcard,
+        OR, list, negation, comparison or range operator, no quoting, not the word null."""
+        return bool(value) and not re.search(r'[*|,!<>{}"]|\.\.', value) and value.lower() != 'null'
+
 
 @dataclasses.dataclass(frozen=True)
 class Volume:
@@ -1120,14 +1266,14 @@ class Volume:
         except OutcomeUnknown as exc:
             self.ontap.settle(exc, f'{method} {self.files_url(path)}', lambda: self.file_exists(path) == there)
 
-    def snapshots(self, name=STORAGE_SNAPSHOT_PREFIX + '*'):
+    def snapshots(self, name=Names.STORAGE_SNAPSHOT_PREFIX + '*'):
         """The volume's snapshots matching `name` (a wildcard filter), oldest first."""
         # A volume holds at most 1023 snapshots: one page, unless ONTAP's time budget cuts it.
         records = self.ontap.records(f'/api/storage/volumes/{self.uuid}/snapshots',
                                 {'name': name, 'fields': 'name,create_time,size,comment,snapmirror_label,owners',
                                  'max_records': 1023},
                                 f'list snapshots of volume {self.name}')
-        return by_creation(records)
+        return Volume.by_creation(records)
 
     def find_snapshot(self, name):
         """The snapshot record with exactly this name, or None: the one "does it exist" of the tool
@@ -1173,7 +1319,7 @@ class Volume:
             return True
 
         try:
-            poll_until(deleted, bound, Ontap.JOB_POLL_MAX, TimeoutError)
+            Http.poll_until(deleted, bound, Ontap.JOB_POLL_MAX, TimeoutError)
         except TimeoutError:
             return False
         return True
@@ -1190,7 +1336,7 @@ class Volume:
         collection filtered by that name (ONTAP takes a query-based DELETE on every collection).
         A name holding a query operator could match others, so it is looked up and deleted by
         UUID instead, as in a dry run."""
-        if self.ontap.dry_run or not is_literal_query(name):
+        if self.ontap.dry_run or not Ontap.is_literal_query(name):
             self.delete_snapshot(self.snapshot(name))
             return
         data = self.ontap.write('DELETE', f'/api/storage/volumes/{self.uuid}/snapshots', params={'name': name},
@@ -1296,7 +1442,7 @@ class Volume:
         content_type = response.headers.get('Content-Type', '')
         if not content_type.lower().startswith('multipart/'):
             return response.content
-        # Imported here, as the HTTP stack is (load_http_libraries): a tab completion loads none of it.
+        # Imported here, as the HTTP stack is (Http.load_libraries): a tab completion loads none of it.
         import email.parser
         import email.policy
         message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
@@ -1308,18 +1454,18 @@ class Volume:
         return part.get_payload(decode=True) or b''
 
     def qcow2_backing(self, path):
-        """The backing file a qcow2 file in the volume names (qcow2_backing), or None: its header read
+        """The backing file a qcow2 file in the volume names (Qcow2.backing), or None: its header read
         through the files API, and its name where that lies beyond the first read. Whether ONTAP
         answers a read past the end with fewer bytes or refuses it is unconfirmed: a refused one is
         read again no further than the file's size."""
         try:
-            head = self.read_file(path, QCOW2_HEADER_READ)
+            head = self.read_file(path, Qcow2.HEADER_READ)
         except OntapError as exc:
             size = None if Ontap.missing_file(exc) else self.file_size(path)
-            if size is None or size >= QCOW2_HEADER_READ:
+            if size is None or size >= Qcow2.HEADER_READ:
                 raise
             head = self.read_file(path, size)
-        found = qcow2_backing(head)
+        found = Qcow2.backing(head)
         if isinstance(found, tuple):
             offset, size = found
             return self.read_file(path, min(size, 4096), offset).decode('utf-8', 'replace')
@@ -1336,7 +1482,7 @@ class Volume:
             raise
         for folder in sorted(r['name'] for r in folders if r.get('type') == 'directory' and r['name'].isdigit()):
             images = [(r.get('size') or 0, f'images/{folder}/{r["name"]}') for r in
-                      self.list_dir(f'images/{folder}') if IMAGE_VOLNAME.match(f'{folder}/{r["name"]}')]
+                      self.list_dir(f'images/{folder}') if Guest.IMAGE_VOLNAME.match(f'{folder}/{r["name"]}')]
             if images:
                 return min(images)[1]
         return None
@@ -1352,14 +1498,29 @@ class Volume:
             clones.setdefault(volume.parent_snapshot, []).append(volume)
         return clones
 
+    @staticmethod
+    def by_creation(snapshots):
+        """Snapshot records oldest first by create_time read as a time, never as text: ONTAP gives
+        it in the cluster's time zone, whose offset changes with DST (reference §13), so an older
+        snapshot's text may sort later. Records without a usable time come first; a tie goes by name."""
+        unknown = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+        return sorted(snapshots, key=lambda r: (Ontap.parse_time(r.get('create_time')) or unknown, r['name']))
+
+    @staticmethod
+    def newest_snapshot(snapshots, label):
+        """The newest of these snapshot records (oldest first) with this snapmirror label (or none)."""
+        return next((s for s in reversed(snapshots) if s.get('snapmirror_label') == label), None)
+
+    @staticmethod
+    def younger_than(snapshot, seconds, now=None):
+        """Whether a snapshot record was created less than `seconds` ago (a time it lacks: no)."""
+        created = Ontap.parse_time(snapshot.get('create_time'))
+        now = now or datetime.datetime.now(datetime.UTC)
+        return created is not None and (now - created).total_seconds() < seconds
+
 
 # ---- Proxmox helpers ---------------------------------------------------------------------
 # One proxmoxer login per run, our own task poller, thin pve_* verbs above it.
-
-TASK_POLL_MAX = 1.0
-HA_OUTCOME = {'shutdown': 'stopped', 'start': 'running'}   # what an HA request leads to
-# What returns a guest to its state: sent even once a lock may be lost (StopSignals.lose).
-RETURNING = ('start', 'resume', 'fsfreeze-thaw')
 
 
 class PveTicket:
@@ -1391,7 +1552,7 @@ class Pve:
     def __init__(self, config, timeouts, dry_run=False, ca=None):
         self.config = config
         self.host = config.host
-        self.verify = trusted(config.verify, ca)
+        self.verify = Http.trusted(config.verify, ca)
         self.timeouts = timeouts
         self.dry_run = dry_run
         self._api = None
@@ -1427,9 +1588,9 @@ class Pve:
         # proxmoxer 1.2.0 and 2.x both keep their requests.Session in _store['session'];
         # 1.2.0 sends API calls without a timeout, so our adapter adds one.
         session = api._store['session']
-        settle_environment(session, api._store['base_url'])
-        session.mount('https://', make_adapter(self.timeouts))
-        session.hooks['response'].append(debug_hook('PVE'))
+        Http.read_environment(session, api._store['base_url'])
+        session.mount('https://', Http.make_adapter(self.timeouts))
+        session.hooks['response'].append(Http.debug_hook('PVE'))
         if not cfg.token_name:
             session.auth = PveTicket(*self._ticket(api._store['base_url']), self.verify, timeout)
         return api
@@ -1439,18 +1600,18 @@ class Pve:
         proxmox_host alone: no redirect followed, no netrc, the proxy the environment names for it."""
         cfg = self.config
         login = requests.Session()
-        settle_environment(login, base)
-        login.mount('https://', make_adapter(self.timeouts))
-        login.hooks['response'].append(debug_hook('PVE'))
+        Http.read_environment(login, base)
+        login.mount('https://', Http.make_adapter(self.timeouts))
+        login.hooks['response'].append(Http.debug_hook('PVE'))
         try:
             response = login.post(f'{base}/access/ticket', data={'username': cfg.user, 'password': cfg.password},
                                   verify=self.verify, allow_redirects=False)
         except requests.exceptions.RequestException as exc:
-            raise ProxmoxError(f'Proxmox {cfg.host}: login: {describe_connection_error(exc)}') from exc
+            raise ProxmoxError(f'Proxmox {cfg.host}: login: {Http.describe_connection_error(exc)}') from exc
         finally:
             login.close()
         if response.is_redirect:
-            raise ProxmoxError(f'Proxmox {cfg.host}: login: {redirect_refused(response)}')
+            raise ProxmoxError(f'Proxmox {cfg.host}: login: {Http.redirect_refused(response)}')
         data = Ontap.response_json(response).get('data') if response.status_code == 200 else None
         if not isinstance(data, dict) or not data.get('ticket') or not data.get('CSRFPreventionToken'):
             raise ProxmoxError(f'Proxmox {cfg.host}: {self._login_refused()}'
@@ -1472,7 +1633,7 @@ class Pve:
         `safe` marks a POST that changes nothing (an agent ping): sent even in a dry run;
         `returning` one that returns a guest to its state: sent even once a lock may be lost."""
         if self.dry_run and method != 'get' and not safe:
-            print(printable(f'would {what} (Proxmox {self.host})'))
+            print(Output.printable(f'would {what} (Proxmox {self.host})'))
             return None
         if method != 'get' and not safe:
             STOP.check_change(f'Proxmox {self.host}: {what}', returning)
@@ -1494,8 +1655,8 @@ class Pve:
                 raise ProxmoxError(f'Proxmox {self.host}: {what}: {lines[0] if lines else exc.status_code}') \
                     from exc
             except requests.exceptions.RequestException as exc:
-                message = f'Proxmox {self.host}: {what}: {describe_connection_error(exc)}'
-                if method != 'get' and not safe and may_have_arrived(exc):
+                message = f'Proxmox {self.host}: {what}: {Http.describe_connection_error(exc)}'
+                if method != 'get' and not safe and Http.may_have_arrived(exc):
                     raise OutcomeUnknown(f'{message} after the request went out', what,
                                          where=f'Proxmox {self.host}') from exc
                 raise ProxmoxError(message) from exc
@@ -1506,18 +1667,18 @@ class Pve:
         whose status cannot be read: the task runs on whatever became of the read."""
         def stopped():
             try:
-                status = self.call('get', f'nodes/{upid_node(upid)}/tasks/{upid}/status', what)
+                status = self.call('get', f'nodes/{Pve.upid_node(upid)}/tasks/{upid}/status', what)
             except ProxmoxError as exc:
                 raise OutcomeUnknown(f'{exc}; its task {upid} could not be followed', what, upid,
                                      f'Proxmox {self.host}') from exc
             if status.get('status') != 'stopped':
                 return False
             exitstatus = status.get('exitstatus', 'unexpected status')
-            if not task_succeeded(exitstatus):
+            if not Pve.task_succeeded(exitstatus):
                 raise ProxmoxError(f'Proxmox {self.host}: {what}: task {status.get("type", "")} failed: {exitstatus}')
             return True
 
-        poll_until(stopped, self.timeouts.task, TASK_POLL_MAX, lambda: OutcomeUnknown(
+        Http.poll_until(stopped, self.timeouts.task, Pve.TASK_POLL_MAX, lambda: OutcomeUnknown(
             f'Proxmox {self.host}: {what}: task still running after {self.timeouts.task:g} s (task_timeout): {upid}',
             what, upid, f'Proxmox {self.host}'))
 
@@ -1542,7 +1703,7 @@ class Pve:
         return vms[vmid]
 
     def config_of(self, vm):
-        return self.call('get', Pve.vm_path(vm, 'config'), f'read the config of {guest_label(vm)}')
+        return self.call('get', Pve.vm_path(vm, 'config'), f'read the config of {Guest.label(vm)}')
 
     def pending_config(self, vm):
         """The config with pending changes: {key: value}, a pending value winning over the current one."""
@@ -1573,15 +1734,15 @@ class Pve:
         """suspend/shutdown/start the VM and wait for the task to finish. For a VM under HA the
         task only hands the request to the HA manager: then wait for the VM's status as well."""
         what = f'{action} VM {vm["vmid"]}'
-        upid = self.call('post', Pve.vm_path(vm, 'status', action), what, returning=action in RETURNING, **params)
+        upid = self.call('post', Pve.vm_path(vm, 'status', action), what, returning=action in Pve.RETURNING, **params)
         if upid:
             self.wait_for_task(upid, what)
-        if upid and vm.get('hastate') and action in HA_OUTCOME:
+        if upid and vm.get('hastate') and action in Pve.HA_OUTCOME:
             def settled():
-                return self.status(vm).get('status') == HA_OUTCOME[action]
+                return self.status(vm).get('status') == Pve.HA_OUTCOME[action]
 
-            poll_until(settled, self.timeouts.task, TASK_POLL_MAX, lambda: ProxmoxError(
-                f'Proxmox {self.host}: {what}: the HA manager has not made it {HA_OUTCOME[action]} after '
+            Http.poll_until(settled, self.timeouts.task, Pve.TASK_POLL_MAX, lambda: ProxmoxError(
+                f'Proxmox {self.host}: {what}: the HA manager has not made it {Pve.HA_OUTCOME[action]} after '
                 f'{self.timeouts.task:g} s (task_timeout)'))
 
     def settle_task(self, vm, unknown):
@@ -1603,7 +1764,7 @@ class Pve:
     def agent(self, vm, command, safe=False):
         """A guest agent command (always a POST)."""
         return self.call('post', Pve.vm_path(vm, 'agent', command), f'guest agent {command} in VM {vm["vmid"]}', safe=safe,
-                        returning=command in RETURNING)
+                        returning=command in Pve.RETURNING)
 
     def add_nfs_storage(self, storage, server, export, options):
         """Add an NFS storage to storage.cfg. An answer lost on the way is read back: is it there?"""
@@ -1644,7 +1805,7 @@ class Pve:
                 return None, exc
 
         ordered = [guest for _, guest in sorted(guests.items())]
-        found = map_parallel(read, ordered)
+        found = Parallel.map(read, ordered)
         return ({guest['vmid']: config for guest, (config, _) in zip(ordered, found) if config is not None},
                 [(guest, exc) for guest, (_, exc) in zip(ordered, found) if exc])
 
@@ -1652,7 +1813,7 @@ class Pve:
         """(guests with a disk, mount point or unused disk on `storage`, (guest, Failure) of those
         whose config could not be read, so nobody knows)."""
         configs, unread = self.guest_configs(guests)
-        return [guests[vmid] for vmid, config in sorted(configs.items()) if storage in vm_storages(config)], unread
+        return [guests[vmid] for vmid, config in sorted(configs.items()) if storage in Guest.storages(config)], unread
 
     def version(self):
         """{'version': '9.0.10', 'release': '9.0', ...} (GET /version, any user)."""
@@ -1667,13 +1828,30 @@ class Pve:
         answer = self.call('get', 'access/permissions', f'read the privileges of {self.config.user} on {path}', path=path)
         return Doctor.privileges_at(answer or {}, path)
 
+    TASK_POLL_MAX = 1.0
+    HA_OUTCOME = {'shutdown': 'stopped', 'start': 'running'}   # what an HA request leads to
+    # What returns a guest to its state: sent even once a lock may be lost (StopSignals.lose).
+    RETURNING = ('start', 'resume', 'fsfreeze-thaw')
+
+    @staticmethod
+    def upid_node(upid):
+        """The node field of a PVE task id (UPID:<node>:<pid>:...)."""
+        parts = upid.split(':')
+        if len(parts) < 9 or parts[0] != 'UPID':
+            raise ValueError(f'not a PVE task id: {upid!r}')
+        return parts[1]
+
+    @staticmethod
+    def task_succeeded(exitstatus):
+        return exitstatus == 'OK' or bool(re.fullmatch(r'WARNINGS: \d+', exitstatus or ''))
+
 class Node:
     """This node, where the tool runs: whether it is a PVE node run as root (where `qm` and
     `umount` work and pmxcfs shows every guest's config), its programs, files and mounts."""
 
     # The programs the tool runs, by absolute path, so that no PATH chooses another (Debian 12
     # and 13 have /bin merged into /usr/bin). qm comes with qemu-server, the others with util-linux.
-    PROGRAMS = {'qm': '/usr/sbin/qm', 'findmnt': '/usr/bin/findmnt', 'umount': '/usr/bin/umount'}  # noqa: RUF012 (tests point it at fakes)
+    PROGRAMS = {'qm': '/usr/sbin/qm', 'findmnt': '/usr/bin/findmnt', 'umount': '/usr/bin/umount'}
     # A node's name as PVE allows it (pve-common src/PVE/JSONSchema.pm, pve_verify_node_name): one
     # that is not is never made part of a path.
     NAME = re.compile(r'^[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?$')
@@ -1701,7 +1879,7 @@ class Node:
     def config_path(vm):
         """Where pmxcfs shows the guest's config; a Failure for a node name PVE would not allow."""
         if not Node.NAME.match(str(vm['node'])):
-            raise Failure(f'{guest_label(vm)}: its node name {vm["node"]!r} is none PVE allows')
+            raise Failure(f'{Guest.label(vm)}: its node name {vm["node"]!r} is none PVE allows')
         kind = 'lxc' if vm.get('type') == 'lxc' else 'qemu-server'
         return os.path.join(Node.CONFIGS_DIR, vm['node'], kind, f'{int(vm["vmid"])}.conf')
 
@@ -1717,7 +1895,7 @@ class Node:
                 return file.read()
         except (OSError, Failure) as exc:
             log.warning('%s: its config file cannot be read (%s): its config is saved as the API gives it',
-                        guest_label(vm), getattr(exc, 'strerror', None) or exc)
+                        Guest.label(vm), getattr(exc, 'strerror', None) or exc)
             return None
 
     @staticmethod
@@ -1736,23 +1914,6 @@ class Node:
 # ---- Pure logic --------------------------------------------------------------------------
 # Disk lines, names and stamps, snapshot sets, retention, task states, output formatting.
 
-DISK_KEY = re.compile(r'^(?:(?:ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0)$')
-IMAGE_VOLNAME = re.compile(r'^(?:\d+/[^/]+/)?(?P<vmid>\d+)/(?P<file>[^/]+\.(?:raw|qcow2|vmdk))$')
-SET_FILE = re.compile(r'^(?P<stem>.+)-(?P<kind>' + '|'.join(SET_KINDS) + r')-(?P<stamp>' + STAMP_PATTERN +
-                      r')(?P<ext>\.(?:raw|qcow2|vmdk))$')
-# Beside a VM snapshot's clones: its manifest, which holds the VM's config (snapshots made
-# by earlier builds of this tool have the config in a .conf file of their own), named for the set's stamp, so
-# that it goes with it. Never an image name (PVE lists only *.raw|qcow2|vmdk|subvol in
-# images/<vmid>/: pve-storage src/PVE/Storage/Plugin.pm, list_images), never snap-* (PVE 9's
-# volume-chain snapshots). The manifest's name carries the consistency: vm list reads it from
-# the directory listing it makes anyway, with no request per snapshot.
-CONSISTENCIES = ('running', 'atomic', 'paused', 'frozen', 'suspended', 'shutdown')
-# The manifest's name also carries the identity of the VM it was taken of (identity_tag), so that
-# -keep tells a destroyed VM's snapshots from those of the VM that has its id now, unread.
-RECORD_FILE = re.compile(r'^(?P<stem>vm-\d+)-(?P<kind>' + '|'.join(SET_KINDS) + r')-(?P<stamp>' + STAMP_PATTERN +
-                         r')(?P<ext>\.conf|\.(?P<consistency>' + '|'.join(CONSISTENCIES) +
-                         r')(?:\.(?P<identity>[cu][0-9a-f]{1,32}))?\.manifest\.json)$')
-
 
 @dataclasses.dataclass(frozen=True)
 class Disk:
@@ -1768,7 +1929,7 @@ class Disk:
 
 
 @dataclasses.dataclass(frozen=True)
-class SetFile:
+class SnapshotFile:
     """One file of a VM snapshot set on an ONTAP storage."""
     storage: str
     path: str           # images/<vmid>/<stem>-<kind>-<stamp><ext>
@@ -1786,160 +1947,266 @@ class SetFile:
     @property
     def is_record(self):
         """Whether this is the set's saved config or manifest, not a disk clone."""
-        return bool(RECORD_FILE.match(self.path.rsplit('/', 1)[-1]))
+        return bool(Names.MANIFEST_FILE.match(self.path.rsplit('/', 1)[-1]))
 
 
-def parse_volume(value):
-    """(storage, volid, images path or None) of a drive value, or None if it names no storage volume."""
-    items = str(value).split(',')
-    volume = items[0]
-    props = dict(item.split('=', 1) for item in items[1:] if '=' in item)
-    if '=' in volume:
-        props.update([volume.split('=', 1)])
-        volume = props.get('file', '')
-    if props.get('media') == 'cdrom' or volume.startswith('/') or ':' not in volume:
-        return None
-    storage, volname = volume.split(':', 1)
-    found = IMAGE_VOLNAME.match(volname)
-    return storage, volume, f'images/{found["vmid"]}/{found["file"]}' if found else None
+class Guest:
+    """A guest as PVE describes it: its config's disks and volumes, agent and text in .conf syntax
+    (secrets masked), its label and state."""
 
+    DISK_KEY = re.compile(r'^(?:(?:ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0)$')
+    IMAGE_VOLNAME = re.compile(r'^(?:\d+/[^/]+/)?(?P<vmid>\d+)/(?P<file>[^/]+\.(?:raw|qcow2|vmdk))$')
 
-def parse_disk(key, value):
-    """The Disk of one VM config line, or None if it is no disk image on a storage.
+    @staticmethod
+    def parse_volume(value):
+        """(storage, volid, images path or None) of a drive value, or None if it names no storage volume."""
+        items = str(value).split(',')
+        volume = items[0]
+        props = dict(item.split('=', 1) for item in items[1:] if '=' in item)
+        if '=' in volume:
+            props.update([volume.split('=', 1)])
+            volume = props.get('file', '')
+        if props.get('media') == 'cdrom' or volume.startswith('/') or ':' not in volume:
+            return None
+        storage, volname = volume.split(':', 1)
+        found = Guest.IMAGE_VOLNAME.match(volname)
+        return storage, volume, f'images/{found["vmid"]}/{found["file"]}' if found else None
 
-    Takes every ide/sata/scsi/virtio drive, efidisk0 and tpmstate0; skips unusedN,
-    vmstate, CD-ROMs, `none` and pass-through paths. A linked clone's volid
-    (STORE:BASEVMID/BASEFILE/VMID/FILE) yields the clone's own file.
-    """
-    if not DISK_KEY.match(key):
-        return None
-    parsed = parse_volume(value)
-    return Disk(key, *parsed) if parsed else None
+    @staticmethod
+    def parse_disk(key, value):
+        """The Disk of one VM config line, or None if it is no disk image on a storage.
 
+        Takes every ide/sata/scsi/virtio drive, efidisk0 and tpmstate0; skips unusedN,
+        vmstate, CD-ROMs, `none` and pass-through paths. A linked clone's volid
+        (STORE:BASEVMID/BASEFILE/VMID/FILE) yields the clone's own file.
+        """
+        if not Guest.DISK_KEY.match(key):
+            return None
+        parsed = Guest.parse_volume(value)
+        return Disk(key, *parsed) if parsed else None
 
-def vm_disks(config):
-    """Every disk of a VM config, in config-key order."""
-    return [disk for disk in (parse_disk(k, v) for k, v in sorted(config.items())) if disk]
+    @staticmethod
+    def vm_disks(config):
+        """Every disk of a VM config, in config-key order."""
+        return [disk for disk in (Guest.parse_disk(k, v) for k, v in sorted(config.items())) if disk]
 
+    @staticmethod
+    def storages(config):
+        """Every storage holding a disk or an unused disk of a VM, or a root file system, mount
+        point or unused volume of a container."""
+        storages = {disk.storage for disk in Guest.vm_disks(config)}
+        for key, value in config.items():
+            if re.fullmatch(r'unused\d+|rootfs|mp\d+', key) and Guest.parse_volume(value):
+                storages.add(Guest.parse_volume(value)[0])
+        return storages
 
-def vm_storages(config):
-    """Every storage holding a disk or an unused disk of a VM, or a root file system, mount
-    point or unused volume of a container."""
-    storages = {disk.storage for disk in vm_disks(config)}
-    for key, value in config.items():
-        if re.fullmatch(r'unused\d+|rootfs|mp\d+', key) and parse_volume(value):
-            storages.add(parse_volume(value)[0])
-    return storages
+    @staticmethod
+    def label(guest):
+        """`VM 100` or `CT 200`, as PVE's GUI names them."""
+        return f'{"CT" if guest.get("type") == "lxc" else "VM"} {guest["vmid"]}'
 
+    PVE_TRUE = ('1', 'yes', 'on', 'true')      # PVE's booleans, any case (pve-api.md §0)
+    # The agent property that turns freezing off: `freeze-fs` since qemu-server 9.1.6 (PVE 9), with
+    # `freeze-fs-on-backup` (PVE 8) and `guest-fsfreeze` (9.1.5) as aliases (qemu-server
+    # src/PVE/QemuServer/Agent.pm, $agent_fmt and should_fs_freeze, commit b701115d).
+    AGENT_FREEZE_KEYS = ('freeze-fs', 'freeze-fs-on-backup', 'guest-fsfreeze')
 
-def guest_label(guest):
-    """`VM 100` or `CT 200`, as PVE's GUI names them."""
-    return f'{"CT" if guest.get("type") == "lxc" else "VM"} {guest["vmid"]}'
+    @staticmethod
+    def agent_options(value):
+        """The config `agent` property string (`1`, `enabled=1,freeze-fs=0`, ...) as a dict; its
+        first item without a key is `enabled` (the format's default key)."""
+        options = {}
+        for item in str(value or '').split(','):
+            key, has_key, setting = item.strip().partition('=')
+            if item.strip():
+                options[key if has_key else 'enabled'] = setting if has_key else key
+        return options
 
+    @staticmethod
+    def agent_enabled(value):
+        """The config `agent` value (`1`, `enabled=1,fstrim_cloned_disks=1`, ...) says it is on."""
+        return Guest.agent_options(value).get('enabled', '0').lower() in Guest.PVE_TRUE
 
-PVE_TRUE = ('1', 'yes', 'on', 'true')      # PVE's booleans, any case (pve-api.md §0)
-# The agent property that turns freezing off: `freeze-fs` since qemu-server 9.1.6 (PVE 9), with
-# `freeze-fs-on-backup` (PVE 8) and `guest-fsfreeze` (9.1.5) as aliases (qemu-server
-# src/PVE/QemuServer/Agent.pm, $agent_fmt and should_fs_freeze, commit b701115d).
-AGENT_FREEZE_KEYS = ('freeze-fs', 'freeze-fs-on-backup', 'guest-fsfreeze')
+    @staticmethod
+    def agent_freezes(value):
+        """Whether PVE would freeze the guest's file systems through its agent: the agent is on and
+        no freeze-fs setting (or an alias) turns freezing off (should_fs_freeze: default on)."""
+        options = Guest.agent_options(value)
+        setting = next((options[key] for key in Guest.AGENT_FREEZE_KEYS if key in options), '1')
+        return Guest.agent_enabled(value) and setting.lower() in Guest.PVE_TRUE
 
+    @staticmethod
+    def frozen_too_long(exc):
+        """Whether a failed fsfreeze-thaw says that the guest gave up its freeze by itself: a Windows
+        guest's VSS holds writes for about 10 s, and QEMU's agent then answers the thaw with "couldn't
+        hold writes: fsfreeze is limited up to 10 seconds" (qemu qga/vss-win32/requester.cpp,
+        VSS_E_HOLD_WRITES_TIMEOUT); its file systems run again."""
+        return 'fsfreeze is limited' in str(exc)
 
-def agent_options(value):
-    """The config `agent` property string (`1`, `enabled=1,freeze-fs=0`, ...) as a dict; its
-    first item without a key is `enabled` (the format's default key)."""
-    options = {}
-    for item in str(value or '').split(','):
-        key, has_key, setting = item.strip().partition('=')
-        if item.strip():
-            options[key if has_key else 'enabled'] = setting if has_key else key
-    return options
+    @staticmethod
+    def state(guest):
+        """`running`, or `stopped, locked: backup`: a guest's status and lock, for a plan."""
+        return guest.get('status', 'unknown') + (f', locked: {guest["lock"]}' if guest.get('lock') else '')
 
+    @staticmethod
+    def encode_comment(line):
+        """A line of a VM's description as PVE writes it in a .conf comment: its UTF-8 bytes, every
+        control or non-ASCII byte and `:` percent-encoded (pve-common src/PVE/Tools.pm, encode_text)."""
+        return ''.join(chr(byte) if 0x20 <= byte <= 0x7e and byte != 0x3a else f'%{byte:02X}' for byte in line.encode())
 
-def agent_enabled(value):
-    """The config `agent` value (`1`, `enabled=1,fstrim_cloned_disks=1`, ...) says it is on."""
-    return agent_options(value).get('enabled', '0').lower() in PVE_TRUE
+    @staticmethod
+    def config_text(config):
+        """A VM config as the API gives it, in PVE's .conf syntax as qemu-server writes it
+        (PVE/QemuServer.pm, write_vm_config): the description as `#` lines first (Perl's split drops
+        trailing empty lines), then `key: value` for every other key, sorted; `digest` dropped."""
+        lines = str(config.get('description') or '').split('\n')
+        while lines and not lines[-1]:
+            lines.pop()
+        text = ''.join(f'#{Guest.encode_comment(line)}\n' for line in lines)
+        return text + ''.join(f'{key}: {value}\n' for key, value in sorted(config.items())
+                              if key not in ('digest', 'description'))
 
+    # Keys of a config that are PVE's bookkeeping, not the VM's settings: never put back, never
+    # deleted (qemu-server: the lock, the snapshot parent, a hibernated VM's state, meta-information;
+    # the API takes none of parent, snaptime, vmstate, runningmachine, runningcpu, meta,
+    # running-nets-host-mtu: QemuServer.pm json_config_properties). vmgenid too: a guest whose disks
+    # went back in time must see a new generation id, never the old one again (Microsoft's
+    # "Virtual machine generation identifier"), so a restore leaves the VM's own.
+    CONFIG_BOOKKEEPING = ('digest', 'lock', 'parent', 'snaptime', 'vmstate', 'runningmachine', 'runningcpu', 'meta',
+                          'running-nets-host-mtu', 'vmgenid')
+    # The cloud-init password: its hash, or on Windows the password itself, in the .conf; PVE's API
+    # shows it as `**********` (qemu-server API2/Qemu.pm, vm_config). A record never holds it (it
+    # is masked as the API masks it), so it is never put back, diffed or copied to a new VM.
+    SECRET_KEYS = ('cipassword',)
+    SECRET_MASK = '**********'
+    SECRET_LINE = re.compile(rb'^(' + b'|'.join(key.encode() for key in SECRET_KEYS) + rb'):[^\n]*', re.MULTILINE)
+    CONFIG_LINE = re.compile(r'^([a-z][a-z0-9_-]*):\s*(.*?)\s*$')
+    UNUSED_KEY = re.compile(r'^unused\d+$')
+    DRIVE_BUS_KEY = re.compile(r'^(?:ide|sata|scsi|virtio)\d+$')
+    MAC_ADDRESS = re.compile(r'^[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}$')
+    # A cloud-init drive's volume (qemu-server PVE/QemuServer/Drive.pm, drive_is_cloudinit).
+    CLOUDINIT_VOLUME = re.compile(r'[:/](?:vm-\d+-)?cloudinit(?:\.(?:raw|qcow2|vmdk))?$')
 
-def agent_freezes(value):
-    """Whether PVE would freeze the guest's file systems through its agent: the agent is on and
-    no freeze-fs setting (or an alias) turns freezing off (should_fs_freeze: default on)."""
-    options = agent_options(value)
-    setting = next((options[key] for key in AGENT_FREEZE_KEYS if key in options), '1')
-    return agent_enabled(value) and setting.lower() in PVE_TRUE
+    @staticmethod
+    def parse_config_text(text):
+        """The VM's current config in a .conf text as PVE writes it (qemu-server PVE/QemuServer.pm,
+        parse_vm_config): `#` lines are the description, percent-decoded as PVE's decode_text does
+        (pve-common src/PVE/Tools.pm), `key: value` lines the rest. It ends at the first `[section]`:
+        a snapshot's config, or [PENDING], which are not the VM's current config."""
+        config, description = {}, []
+        for line in text.split('\n'):     # as PVE splits it: a carriage return or form feed ends no line
+            if line.startswith('['):
+                break
+            if line.startswith('#'):
+                description.append(urllib.parse.unquote(line[1:], errors='replace'))
+                continue
+            found = Guest.CONFIG_LINE.match(line)
+            if found:
+                config[found[1]] = found[2]
+        if description:
+            config['description'] = '\n'.join(description)
+        return config
 
+    @staticmethod
+    def restorable(config):
+        """A config's settings as text, without PVE's bookkeeping (CONFIG_BOOKKEEPING) and secrets."""
+        settings = {key: str(value) for key, value in config.items()
+                    if key not in Guest.CONFIG_BOOKKEEPING and key not in Guest.SECRET_KEYS}
+        if 'description' in settings:
+            settings['description'] = settings['description'].rstrip('\n')
+        return settings
 
-def frozen_too_long(exc):
-    """Whether a failed fsfreeze-thaw says that the guest gave up its freeze by itself: a Windows
-    guest's VSS holds writes for about 10 s, and QEMU's agent then answers the thaw with "couldn't
-    hold writes: fsfreeze is limited up to 10 seconds" (qemu qga/vss-win32/requester.cpp,
-    VSS_E_HOLD_WRITES_TIMEOUT); its file systems run again."""
-    return 'fsfreeze is limited' in str(exc)
+    @staticmethod
+    def config_diff(current, saved, current_label, saved_label):
+        """How a saved config differs from the current one: unified diff lines of both in .conf syntax."""
+        import difflib  # only vm restore needs it; see ontap_read_file
+        return list(difflib.unified_diff(Guest.config_text(Guest.restorable(current)).split('\n')[:-1],
+                                         Guest.config_text(Guest.restorable(saved)).split('\n')[:-1],
+                                         current_label, saved_label, lineterm=''))
 
+    @staticmethod
+    def drive_volume(value):
+        """The volume of a drive value (its first item, or `file=`)."""
+        items = str(value).split(',')
+        return next((item[5:] for item in items if item.startswith('file=')), items[0])
 
-def capture_name(stamp, vmid):
-    """The snapshot vm create takes a running VM's disks on one volume from."""
-    return f'{CAPTURE_PREFIX}{stamp}_vm{vmid}'
+    @staticmethod
+    def with_volume(value, volume):
+        """A drive value with another volume, its options kept."""
+        items = str(value).split(',')
+        for n, item in enumerate(items):
+            if item.startswith('file='):
+                items[n] = 'file=' + volume
+                return ','.join(items)
+        if '=' in items[0]:
+            return ','.join([volume] + items)
+        return ','.join([volume] + items[1:])
 
+    @staticmethod
+    def without_mac(value):
+        """A netN value without its MAC address (`virtio=<MAC>` becomes `virtio`, `macaddr=` goes),
+        so that PVE gives the NIC a new one (qemu-server API2/Qemu.pm create_vm: add_random_macs)."""
+        items = []
+        for item in str(value).split(','):
+            key, _, setting = item.partition('=')
+            if key != 'macaddr':
+                items.append(key if Guest.MAC_ADDRESS.match(setting) else item)
+        return ','.join(items)
 
-def shared_capture_name(stamp):
-    """The snapshot a vm create of several VMs takes the disks on one volume of all its running VMs from."""
-    return f'{CAPTURE_PREFIX}{stamp}_all'
+    SIZE_UNITS = {'': 1, 'K': 2**10, 'M': 2**20, 'G': 2**30, 'T': 2**40}
 
+    @staticmethod
+    def drive_size(value):
+        """The bytes a drive's `size=` says (PVE's disk-size: a number and K, M, G or T), or None."""
+        found = re.search(r'(?:^|,)size=(\d+(?:\.\d+)?)([KMGT]?)(?:,|$)', str(value))
+        return int(float(found[1]) * Guest.SIZE_UNITS[found[2]]) if found else None
 
-def leftover_name(capture):
-    """What a capture snapshot is renamed to when ONTAP keeps it busy after its clones."""
-    return LEFTOVER_PREFIX + capture.removeprefix('pve_ontap_')
+    @staticmethod
+    def without_secrets(conf_file):
+        """A .conf file's bytes with every SECRET_KEYS line's value masked, in every section."""
+        return Guest.SECRET_LINE.sub(lambda found: found[1] + b': ' + Guest.SECRET_MASK.encode(), conf_file)
 
+    @staticmethod
+    def disk_format(disk):
+        """raw, qcow2 or vmdk, as the disk's file name says; None for a volume that is no file."""
+        return disk.path.rsplit('.', 1)[1] if disk.path else None
 
-def capture_of(name):
-    """The name a leftover had as a capture snapshot (a capture's own name stays)."""
-    return 'pve_ontap_' + name.removeprefix(LEFTOVER_PREFIX) if name.startswith(LEFTOVER_PREFIX) else name
+    GUEST_TYPES = {'vm': 'qemu', 'ct': 'lxc'}
+    CONTAINER_VOLUME_KEY = re.compile(r'^(?:rootfs|mp\d+)$')
 
+    @staticmethod
+    def disks(guest, config):
+        """Every disk of a guest on a storage, in config-key order: a VM's drives (vm_disks), a
+        container's root file system and mount points (bind mounts and devices are none)."""
+        if guest.get('type') != 'lxc':
+            return Guest.vm_disks(config)
+        disks = [(key, Guest.parse_volume(value)) for key, value in sorted(config.items()) if Guest.CONTAINER_VOLUME_KEY.match(key)]
+        return [Disk(key, *parsed) for key, parsed in disks if parsed]
 
-def utc_stamp(now=None):
-    """The original's timestamp: UTC, `YYYY-mm-dd_HH:MM:SS+0000`."""
-    now = now or datetime.datetime.now(datetime.UTC)
-    return now.astimezone(datetime.UTC).strftime(STAMP_FORMAT)
+    @staticmethod
+    def config_text_of(guest, config):
+        """A guest's config as the API gives it, in PVE's .conf syntax (config_text). A container's
+        raw `lxc.*` keys come from the API as [key, value] pairs and go last, one `key: value` line
+        each, as pve-container writes them (PVE/LXC/Config.pm, write_pct_config; unconfirmed)."""
+        raw = config.get('lxc') if guest.get('type') == 'lxc' else None
+        if not isinstance(raw, list):
+            return Guest.config_text(config)
+        text = Guest.config_text({key: value for key, value in config.items() if key != 'lxc'})
+        return text + ''.join(f'{pair[0]}: {pair[1]}\n' for pair in raw if isinstance(pair, list) and len(pair) == 2)
 
+    @staticmethod
+    def attached_snapshot_files(config, files):
+        """{path: disk key} of the set files a VM config uses as disks (not as unusedN)."""
+        disks = {(disk.storage, disk.path): disk.key for disk in Guest.vm_disks(config) if disk.path}
+        return {f.path: disks[(f.storage, f.path)] for f in files if (f.storage, f.path) in disks}
 
-def stamp_older_than(stamp, seconds, now=None):
-    """Whether a stamp (utc_stamp's format) lies more than `seconds` back; one that cannot be
-    read counts as old."""
-    try:
-        then = datetime.datetime.strptime(stamp, STAMP_FORMAT).replace(tzinfo=datetime.UTC)
-    except ValueError:
-        return True
-    return ((now or datetime.datetime.now(datetime.UTC)) - then).total_seconds() > seconds
-
-
-def parse_ontap_time(text):
-    """An ONTAP time, ISO 8601 with an offset (`Z`, `+01:00`, `+0100`), as an aware datetime;
-    None if it is missing, malformed or without an offset (then it cannot be placed in time)."""
-    try:
-        moment = datetime.datetime.fromisoformat(text)
-    except (TypeError, ValueError):
-        return None
-    return moment if moment.tzinfo else None
-
-
-def by_creation(snapshots):
-    """Snapshot records oldest first by create_time read as a time, never as text: ONTAP gives
-    it in the cluster's time zone, whose offset changes with DST (reference §13), so an older
-    snapshot's text may sort later. Records without a usable time come first; a tie goes by name."""
-    unknown = datetime.datetime.min.replace(tzinfo=datetime.UTC)
-    return sorted(snapshots, key=lambda r: (parse_ontap_time(r.get('create_time')) or unknown, r['name']))
-
-
-def newest_snapshot(snapshots, label):
-    """The newest of these snapshot records (oldest first) with this snapmirror label (or none)."""
-    return next((s for s in reversed(snapshots) if s.get('snapmirror_label') == label), None)
-
-
-def younger_than(snapshot, seconds, now=None):
-    """Whether a snapshot record was created less than `seconds` ago (a time it lacks: no)."""
-    created = parse_ontap_time(snapshot.get('create_time'))
-    now = now or datetime.datetime.now(datetime.UTC)
-    return created is not None and (now - created).total_seconds() < seconds
+    @staticmethod
+    def free_unused_keys(taken, count):
+        """The first `count` unusedN keys not in `taken` (PVE allows unused0 to unused255)."""
+        free = [f'unused{n}' for n in range(256) if f'unused{n}' not in taken]
+        if len(free) < count:
+            raise Failure(f'no free unusedN slot for {count} more disk(s) (PVE allows 256)')
+        return free[:count]
 
 
 DURATION_UNITS = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}
@@ -1951,11 +2218,6 @@ def parse_duration(text):
     return int(found[1]) * DURATION_UNITS[found[2] or 's'] if found else None
 
 
-def guest_state(guest):
-    """`running`, or `stopped, locked: backup`: a guest's status and lock, for a plan."""
-    return guest.get('status', 'unknown') + (f', locked: {guest["lock"]}' if guest.get('lock') else '')
-
-
 def restore_blockers(guests, unknown):
     """What keeps a storage from being reverted under its guests (/cluster/resources entries,
     whose `lock` is the guest config's lock: pve-manager PVE/API2/Cluster.pm, `resources`),
@@ -1963,9 +2225,9 @@ def restore_blockers(guests, unknown):
     resume with memory that belongs to the current disks; any other lock is a backup,
     migration, clone, snapshot, rollback, ... at work on it. `unknown`: (guest, Failure) of
     the guests whose config could not be read."""
-    running = [guest_label(g) for g in guests if g.get('status') == 'running' and not g.get('lock')]
-    hibernated = [guest_label(g) for g in guests if g.get('lock') == 'suspended']
-    locked = [f'{guest_label(g)} locked ({g["lock"]})' for g in guests if g.get('lock') not in (None, '', 'suspended')]
+    running = [Guest.label(g) for g in guests if g.get('status') == 'running' and not g.get('lock')]
+    hibernated = [Guest.label(g) for g in guests if g.get('lock') == 'suspended']
+    locked = [f'{Guest.label(g)} locked ({g["lock"]})' for g in guests if g.get('lock') not in (None, '', 'suspended')]
     phrases = []
     if running:
         phrases.append(f'{", ".join(running)} running on it, shut down first')
@@ -1974,36 +2236,8 @@ def restore_blockers(guests, unknown):
     if locked:
         phrases.append(f'{", ".join(locked)}, try again when that is done')
     if unknown:
-        phrases.append(f'{", ".join(guest_label(g) for g, _ in unknown)} not checked (node unreachable)')
+        phrases.append(f'{", ".join(Guest.label(g) for g, _ in unknown)} not checked (node unreachable)')
     return phrases
-
-
-def storage_snapshot_name(stamp):
-    return STORAGE_SNAPSHOT_PREFIX + stamp
-
-
-def set_file_path(path, stamp, kind='snapshot'):
-    """images/100/vm-100-disk-0.raw -> images/100/vm-100-disk-0-snapshot-<stamp>.raw"""
-    directory, file = path.rsplit('/', 1)
-    stem, ext = os.path.splitext(file)
-    return f'{directory}/{stem}-{kind}-{stamp}{ext}'
-
-
-def parse_set_file(storage, directory, name, size=0):
-    """The SetFile a file name in images/<vmid>/ stands for (a clone, or a saved config or
-    manifest), or None."""
-    found = SET_FILE.match(name) or RECORD_FILE.match(name)
-    if not found:
-        return None
-    return SetFile(storage=storage, path=f'{directory}/{name}', stem=found['stem'], kind=found['kind'],
-                   stamp=found['stamp'], ext=found['ext'], size=size or 0)
-
-
-def record_path(vmid, stamp, consistency, kind='snapshot', identity=None):
-    """The manifest of a VM snapshot: images/<vmid>/vm-<vmid>-snapshot-<stamp>.<consistency>[.<identity
-    tag>].manifest.json (…-prerestore-… for a pre-restore snapshot)."""
-    tag = f'.{identity}' if identity else ''
-    return f'images/{vmid}/vm-{vmid}-{kind}-{stamp}.{consistency}{tag}.manifest.json'
 
 
 # -- which VM a snapshot is of: an id is reused (/cluster/nextid hands out the lowest free one:
@@ -2013,281 +2247,285 @@ def record_path(vmid, stamp, consistency, kind='snapshot', identity=None):
 # 7.0-18) and else the SMBIOS uuid (made by every create that gives none, new on every clone;
 # an admin may change it). vmgenid changes with every rollback and restore: no identity.
 
-def vm_identity(config):
-    """(meta ctime, SMBIOS uuid) of a VM config, each None where it has none."""
-    meta = dict(item.split('=', 1) for item in str(config.get('meta') or '').split(',') if '=' in item)
-    smbios = dict(item.split('=', 1) for item in str(config.get('smbios1') or '').split(',') if '=' in item)
-    ctime = meta.get('ctime') if str(meta.get('ctime', '')).isdigit() else None
-    uuid = smbios.get('uuid', '').replace('-', '').lower()
-    return ctime, uuid if re.fullmatch(r'[0-9a-f]{32}', uuid) else None
-
-
-def identity_tag(identity):
-    """The short form of a VM identity a manifest's name carries: c<ctime>, else u<uuid>, else None."""
-    ctime, uuid = identity
-    return f'c{ctime}' if ctime else f'u{uuid}' if uuid else None
-
-
-def same_vm(tag, identity):
-    """Whether a snapshot whose manifest names identity `tag` is of the VM whose identity is
-    `identity` now: True, False (another VM that had the same id), or None (unknown: no tag, or
-    the field it names is gone from the VM's config)."""
-    ctime, uuid = identity
-    if not tag:
-        return None
-    if tag.startswith('c'):
-        return None if ctime is None else tag[1:] == ctime
-    if ctime is not None:
-        return False    # a VM without meta then, with one now: made anew since (meta comes with a create only)
-    return None if uuid is None else tag[1:] == uuid
-
-
-def set_identity(files):
-    """The identity tag a set's manifest name carries, or None (no manifest, or one without)."""
-    for file in files:
-        found = RECORD_FILE.match(file.path.rsplit('/', 1)[-1])
-        if found and found['identity']:
-            return found['identity']
-    return None
-
 
 # -- qcow2 files that stand on others: a linked clone on its template's base image
-# (../<base id>/base-<id>-disk-N.<ext>: pve-storage Plugin.pm clone_image), and on PVE 9 with
-# snapshot-as-volume-chain each disk snapshot as snap-<snapshot>-<file> beside the disk, which
-# the disk names by that relative name and PVE commits or rebases away when the snapshot is
-# deleted (Plugin.pm get_snap_name, volume_snapshot, volume_snapshot_delete). The qcow2 header
-# (QEMU's docs/interop/qcow2.txt): magic QFI\xfb, backing_file_offset u64 at 8, its size u32 at 16.
-QCOW2_MAGIC = b'QFI\xfb'
-QCOW2_HEADER_READ = 4096     # the backing file's name follows the header in every file qemu-img makes
-BASE_IMAGE = re.compile(r'^\.\./(?P<vmid>\d+)/base-(?P=vmid)-disk-\d+\.(?:raw|qcow2|vmdk)$')
+class Identity:
+    @staticmethod
+    def of_config(config):
+        """(meta ctime, SMBIOS uuid) of a VM config, each None where it has none."""
+        meta = dict(item.split('=', 1) for item in str(config.get('meta') or '').split(',') if '=' in item)
+        smbios = dict(item.split('=', 1) for item in str(config.get('smbios1') or '').split(',') if '=' in item)
+        ctime = meta.get('ctime') if str(meta.get('ctime', '')).isdigit() else None
+        uuid = smbios.get('uuid', '').replace('-', '').lower()
+        return ctime, uuid if re.fullmatch(r'[0-9a-f]{32}', uuid) else None
 
+    @staticmethod
+    def tag(identity):
+        """The short form of a VM identity a manifest's name carries: c<ctime>, else u<uuid>, else None."""
+        ctime, uuid = identity
+        return f'c{ctime}' if ctime else f'u{uuid}' if uuid else None
 
-def qcow2_backing(head):
-    """The backing file a qcow2 file names, from its first bytes `head` (the name where it lies
-    beyond them: (offset, size) to read it); None for none, or for a file that is no qcow2."""
-    if len(head) < 20 or head[:4] != QCOW2_MAGIC:
+    @staticmethod
+    def same_vm(tag, identity):
+        """Whether a snapshot whose manifest names identity `tag` is of the VM whose identity is
+        `identity` now: True, False (another VM that had the same id), or None (unknown: no tag, or
+        the field it names is gone from the VM's config)."""
+        ctime, uuid = identity
+        if not tag:
+            return None
+        if tag.startswith('c'):
+            return None if ctime is None else tag[1:] == ctime
+        if ctime is not None:
+            return False    # a VM without meta then, with one now: made anew since (meta comes with a create only)
+        return None if uuid is None else tag[1:] == uuid
+
+    @staticmethod
+    def of_files(files):
+        """The identity tag a set's manifest name carries, or None (no manifest, or one without)."""
+        for file in files:
+            found = Names.MANIFEST_FILE.match(file.path.rsplit('/', 1)[-1])
+            if found and found['identity']:
+                return found['identity']
         return None
-    offset, size = int.from_bytes(head[8:16], 'big'), int.from_bytes(head[16:20], 'big')
-    if not offset or not size:
-        return None
-    if offset + size > len(head):
-        return offset, size
-    return head[offset:offset + size].decode('utf-8', 'replace')
 
 
-def backing_risk(backing):
-    """Why a file clone of a qcow2 disk over `backing` would not stand alone, or None: its
-    template's base image stays while a linked clone uses it; any other backing file may go."""
-    if backing is None or BASE_IMAGE.match(backing):
-        return None
-    if '/' not in backing and backing.startswith('snap-'):
-        return (f'a PVE snapshot of it as a volume chain (its backing file {backing}), which PVE merges away '
-                'when that snapshot is deleted')
-    return f'a backing file this tool cannot keep with it ({backing})'
+class Qcow2:
+    # (../<base id>/base-<id>-disk-N.<ext>: pve-storage Plugin.pm clone_image), and on PVE 9 with
+    # snapshot-as-volume-chain each disk snapshot as snap-<snapshot>-<file> beside the disk, which
+    # the disk names by that relative name and PVE commits or rebases away when the snapshot is
+    # deleted (Plugin.pm get_snap_name, volume_snapshot, volume_snapshot_delete). The qcow2 header
+    # (QEMU's docs/interop/qcow2.txt): magic QFI\xfb, backing_file_offset u64 at 8, its size u32 at 16.
+    MAGIC = b'QFI\xfb'
+    HEADER_READ = 4096     # the backing file's name follows the header in every file qemu-img makes
+    BASE_IMAGE = re.compile(r'^\.\./(?P<vmid>\d+)/base-(?P=vmid)-disk-\d+\.(?:raw|qcow2|vmdk)$')
+
+    @staticmethod
+    def backing(head):
+        """The backing file a qcow2 file names, from its first bytes `head` (the name where it lies
+        beyond them: (offset, size) to read it); None for none, or for a file that is no qcow2."""
+        if len(head) < 20 or head[:4] != Qcow2.MAGIC:
+            return None
+        offset, size = int.from_bytes(head[8:16], 'big'), int.from_bytes(head[16:20], 'big')
+        if not offset or not size:
+            return None
+        if offset + size > len(head):
+            return offset, size
+        return head[offset:offset + size].decode('utf-8', 'replace')
+
+    @staticmethod
+    def backing_risk(backing):
+        """Why a file clone of a qcow2 disk over `backing` would not stand alone, or None: its
+        template's base image stays while a linked clone uses it; any other backing file may go."""
+        if backing is None or Qcow2.BASE_IMAGE.match(backing):
+            return None
+        if '/' not in backing and backing.startswith('snap-'):
+            return (f'a PVE snapshot of it as a volume chain (its backing file {backing}), which PVE merges away '
+                    'when that snapshot is deleted')
+        return f'a backing file this tool cannot keep with it ({backing})'
 
 
-def set_consistency(files):
-    """A set's consistency, from its manifest's name; `unknown` for a set without one (made
-    by the original, or by this tool before it saved manifests)."""
-    for file in files:
-        found = RECORD_FILE.match(file.path.rsplit('/', 1)[-1])
-        if found and found['consistency']:
-            return found['consistency']
-    return 'unknown'
+class Consistency:
+    @staticmethod
+    def of_files(files):
+        """A set's consistency, from its manifest's name; `unknown` for a set without one (made
+        by the original, or by this tool before it saved manifests)."""
+        for file in files:
+            found = Names.MANIFEST_FILE.match(file.path.rsplit('/', 1)[-1])
+            if found and found['consistency']:
+                return found['consistency']
+        return 'unknown'
 
+    @staticmethod
+    def of_vm_snapshot(mode, paused, running, instants, still=False):
+        """How consistent a VM snapshot is: as the VM was held for it (`paused`: the window acted),
+        `paused` for one that stood still all the same (`still`: paused by someone else, or on an
+        I/O error), `shutdown` for a VM that was off, `atomic` for a running VM whose disks were
+        captured at one instant (one volume), else `running` (one instant per volume)."""
+        if paused:
+            return {'pause': 'paused', 'freeze': 'frozen', 'suspend': 'suspended', 'shutdown': 'shutdown'}[mode]
+        if not running:
+            return 'shutdown'
+        if still:
+            return 'paused'
+        return 'atomic' if instants == 1 else 'running'
 
-def snapshot_consistency(mode, paused, running, instants, still=False):
-    """How consistent a VM snapshot is: as the VM was held for it (`paused`: the window acted),
-    `paused` for one that stood still all the same (`still`: paused by someone else, or on an
-    I/O error), `shutdown` for a VM that was off, `atomic` for a running VM whose disks were
-    captured at one instant (one volume), else `running` (one instant per volume)."""
-    if paused:
-        return {'pause': 'paused', 'freeze': 'frozen', 'suspend': 'suspended', 'shutdown': 'shutdown'}[mode]
-    if not running:
-        return 'shutdown'
-    if still:
-        return 'paused'
-    return 'atomic' if instants == 1 else 'running'
+    @staticmethod
+    def of_storage_snapshot(guest, disks, storage, how):
+        """How consistent a storage snapshot is for one guest with a disk on `storage`, as planned
+        before it is taken: `frozen` or `paused` (`how` storage create holds it: 'freeze', 'pause'),
+        `shutdown` for a guest that is not running, `atomic` for a running one whose every disk is
+        on this storage (all taken at one instant), else `running` (its other disks are not in it)."""
+        if how:
+            return {'freeze': 'frozen', 'pause': 'paused'}[how]
+        if guest.get('status') != 'running':
+            return 'shutdown'
+        return 'atomic' if disks and all(disk.storage == storage for disk in disks) else 'running'
 
-
-def encode_comment(line):
-    """A line of a VM's description as PVE writes it in a .conf comment: its UTF-8 bytes, every
-    control or non-ASCII byte and `:` percent-encoded (pve-common src/PVE/Tools.pm, encode_text)."""
-    return ''.join(chr(byte) if 0x20 <= byte <= 0x7e and byte != 0x3a else f'%{byte:02X}' for byte in line.encode())
-
-
-def config_text(config):
-    """A VM config as the API gives it, in PVE's .conf syntax as qemu-server writes it
-    (PVE/QemuServer.pm, write_vm_config): the description as `#` lines first (Perl's split drops
-    trailing empty lines), then `key: value` for every other key, sorted; `digest` dropped."""
-    lines = str(config.get('description') or '').split('\n')
-    while lines and not lines[-1]:
-        lines.pop()
-    text = ''.join(f'#{encode_comment(line)}\n' for line in lines)
-    return text + ''.join(f'{key}: {value}\n' for key, value in sorted(config.items())
-                          if key not in ('digest', 'description'))
-
-
-# Keys of a config that are PVE's bookkeeping, not the VM's settings: never put back, never
-# deleted (qemu-server: the lock, the snapshot parent, a hibernated VM's state, meta-information;
-# the API takes none of parent, snaptime, vmstate, runningmachine, runningcpu, meta,
-# running-nets-host-mtu: QemuServer.pm json_config_properties). vmgenid too: a guest whose disks
-# went back in time must see a new generation id, never the old one again (Microsoft's
-# "Virtual machine generation identifier"), so a restore leaves the VM's own.
-CONFIG_BOOKKEEPING = ('digest', 'lock', 'parent', 'snaptime', 'vmstate', 'runningmachine', 'runningcpu', 'meta',
-                      'running-nets-host-mtu', 'vmgenid')
-# The cloud-init password: its hash, or on Windows the password itself, in the .conf; PVE's API
-# shows it as `**********` (qemu-server API2/Qemu.pm, vm_config). A record never holds it (it
-# is masked as the API masks it), so it is never put back, diffed or copied to a new VM.
-SECRET_KEYS = ('cipassword',)
-SECRET_MASK = '**********'
-SECRET_LINE = re.compile(rb'^(' + b'|'.join(key.encode() for key in SECRET_KEYS) + rb'):[^\n]*', re.MULTILINE)
-CONFIG_LINE = re.compile(r'^([a-z][a-z0-9_-]*):\s*(.*?)\s*$')
-UNUSED_KEY = re.compile(r'^unused\d+$')
-DRIVE_BUS_KEY = re.compile(r'^(?:ide|sata|scsi|virtio)\d+$')
-MAC_ADDRESS = re.compile(r'^[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}$')
-# A cloud-init drive's volume (qemu-server PVE/QemuServer/Drive.pm, drive_is_cloudinit).
-CLOUDINIT_VOLUME = re.compile(r'[:/](?:vm-\d+-)?cloudinit(?:\.(?:raw|qcow2|vmdk))?$')
-
-
-def parse_config_text(text):
-    """The VM's current config in a .conf text as PVE writes it (qemu-server PVE/QemuServer.pm,
-    parse_vm_config): `#` lines are the description, percent-decoded as PVE's decode_text does
-    (pve-common src/PVE/Tools.pm), `key: value` lines the rest. It ends at the first `[section]`:
-    a snapshot's config, or [PENDING], which are not the VM's current config."""
-    config, description = {}, []
-    for line in text.split('\n'):     # as PVE splits it: a carriage return or form feed ends no line
-        if line.startswith('['):
-            break
-        if line.startswith('#'):
-            description.append(urllib.parse.unquote(line[1:], errors='replace'))
-            continue
-        found = CONFIG_LINE.match(line)
-        if found:
-            config[found[1]] = found[2]
-    if description:
-        config['description'] = '\n'.join(description)
-    return config
-
-
-def restorable(config):
-    """A config's settings as text, without PVE's bookkeeping (CONFIG_BOOKKEEPING) and secrets."""
-    settings = {key: str(value) for key, value in config.items()
-                if key not in CONFIG_BOOKKEEPING and key not in SECRET_KEYS}
-    if 'description' in settings:
-        settings['description'] = settings['description'].rstrip('\n')
-    return settings
-
-
-def config_diff(current, saved, current_label, saved_label):
-    """How a saved config differs from the current one: unified diff lines of both in .conf syntax."""
-    import difflib  # only vm restore needs it; see ontap_read_file
-    return list(difflib.unified_diff(config_text(restorable(current)).split('\n')[:-1],
-                                     config_text(restorable(saved)).split('\n')[:-1],
-                                     current_label, saved_label, lineterm=''))
+    @staticmethod
+    def summary(guests):
+        """`3 frozen, 1 running`: how many guests of a snapshot have each consistency, most first."""
+        words = [guest['consistency'] for guest in guests]
+        counts = {word: words.count(word) for word in words}
+        order = sorted(counts, key=lambda word: (-counts[word], Names.CONSISTENCIES.index(word)))
+        return ', '.join(f'{counts[word]} {word}' for word in order) or '-'
 
 
 # -- what a restore may put back
-# A saved config comes from the datastore, which others than root may write: a restore applies
-# only the settings an ordinary user with the VM.Config.* privileges may make, with the values
-# they allow (qemu-server src/PVE/API2/Qemu.pm, check_vm_modify_config_perm and its option
-# groups $cpuoptions ... $netoptions, check_usb_perm, check_hostpci_perm, the serial and drive
-# checks; the same on PVE 8 and 9). The rest is root@pam's alone (the fall-through "only root
-# can set '$opt' config"), or unknown to this tool: kept as it is unless -allow-key names it.
-RESTORABLE_VM_KEY = re.compile(
-    r'^(?:cores|cpu|cpulimit|cpuunits|numa\d*|smp|sockets|vcpus'            # VM.Config.CPU
-    r'|memory|balloon|shares|allow-ksm'                                     # VM.Config.Memory
-    r'|acpi|hotplug|kvm|machine|scsihw|smbios1|tablet|vga|watchdog|audio0|rng0|serial\d+|usb\d+|hostpci\d+'
-    r'|agent|autostart|bios|description|keyboard|localtime|migrate_downtime|migrate_speed|name|onboot|ostype'
-    r'|protection|reboot|startdate|startup|tdf|template|tags|freeze'        # VM.Config.Options, VM.PowerMgmt
-    r'|boot|bootdisk|vmstatestorage|(?:ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0|cdrom|unused\d+|virtiofs\d+'
-    r'|cicustom|citype|ciuser|ciupgrade|nameserver|searchdomain|sshkeys|ipconfig\d+|net\d+)$')
-# Known to be root@pam's alone (the same sources): said as such, not as unknown.
-ROOT_ONLY_VM_KEY = re.compile(r'^(?:args|hookscript|affinity|hugepages|keephugepages|ivshmem|spice_enhancements|arch'
-                              r'|amd-sev|intel-tdx|parallel\d+)$')
-DRIVE_KEY = re.compile(r'^(?:(?:ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0|cdrom)$')
-ROOT_ONLY = 'only root@pam may set it'
+class RestoreRules:
+    # A saved config comes from the datastore, which others than root may write: a restore applies
+    # only the settings an ordinary user with the VM.Config.* privileges may make, with the values
+    # they allow (qemu-server src/PVE/API2/Qemu.pm, check_vm_modify_config_perm and its option
+    # groups $cpuoptions ... $netoptions, check_usb_perm, check_hostpci_perm, the serial and drive
+    # checks; the same on PVE 8 and 9). The rest is root@pam's alone (the fall-through "only root
+    # can set '$opt' config"), or unknown to this tool: kept as it is unless -allow-key names it.
+    RESTORABLE_VM_KEY = re.compile(
+        r'^(?:cores|cpu|cpulimit|cpuunits|numa\d*|smp|sockets|vcpus'            # VM.Config.CPU
+        r'|memory|balloon|shares|allow-ksm'                                     # VM.Config.Memory
+        r'|acpi|hotplug|kvm|machine|scsihw|smbios1|tablet|vga|watchdog|audio0|rng0|serial\d+|usb\d+|hostpci\d+'
+        r'|agent|autostart|bios|description|keyboard|localtime|migrate_downtime|migrate_speed|name|onboot|ostype'
+        r'|protection|reboot|startdate|startup|tdf|template|tags|freeze'        # VM.Config.Options, VM.PowerMgmt
+        r'|boot|bootdisk|vmstatestorage|(?:ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0|cdrom|unused\d+|virtiofs\d+'
+        r'|cicustom|citype|ciuser|ciupgrade|nameserver|searchdomain|sshkeys|ipconfig\d+|net\d+)$')
+    # Known to be root@pam's alone (the same sources): said as such, not as unknown.
+    ROOT_ONLY_VM_KEY = re.compile(r'^(?:args|hookscript|affinity|hugepages|keephugepages|ivshmem|spice_enhancements|arch'
+                                  r'|amd-sev|intel-tdx|parallel\d+)$')
+    DRIVE_KEY = re.compile(r'^(?:(?:ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0|cdrom)$')
+    ROOT_ONLY = 'only root@pam may set it'
 
+    @staticmethod
+    def volume_owner(volid):
+        """The guest id a volume belongs to by its name, as PVE names volumes (vm-<id>-…, base-<id>-…,
+        subvol-<id>-…: pve-storage Plugin.pm parse_name_dir and parse_volname), or None."""
+        found = re.match(r'^(?:vm|base|subvol|basevol)-(\d+)-', volid.rsplit(':', 1)[-1].rsplit('/', 1)[-1])
+        return int(found[1]) if found else None
 
-def volume_owner(volid):
-    """The guest id a volume belongs to by its name, as PVE names volumes (vm-<id>-…, base-<id>-…,
-    subvol-<id>-…: pve-storage Plugin.pm parse_name_dir and parse_volname), or None."""
-    found = re.match(r'^(?:vm|base|subvol|basevol)-(\d+)-', volid.rsplit(':', 1)[-1].rsplit('/', 1)[-1])
-    return int(found[1]) if found else None
-
-
-def drive_risk(value, owner):
-    """Why a drive value is none a restore of guest `owner`'s config may set, or None."""
-    items = str(value).split(',')
-    volume = drive_volume(value)
-    if any(item.startswith('import-from=') for item in items):
-        return 'it imports another file'
-    if volume.startswith('/'):
-        return f'a host path: {ROOT_ONLY}'
-    if volume == 'cdrom':
-        return "the host's CD drive (Sys.Console)"
-    if 'media=cdrom' in items or volume == 'none':
+    @staticmethod
+    def drive_risk(value, owner):
+        """Why a drive value is none a restore of guest `owner`'s config may set, or None."""
+        items = str(value).split(',')
+        volume = Guest.drive_volume(value)
+        if any(item.startswith('import-from=') for item in items):
+            return 'it imports another file'
+        if volume.startswith('/'):
+            return f'a host path: {RestoreRules.ROOT_ONLY}'
+        if volume == 'cdrom':
+            return "the host's CD drive (Sys.Console)"
+        if 'media=cdrom' in items or volume == 'none':
+            return None
+        if RestoreRules.volume_owner(volume) != owner:
+            found = RestoreRules.volume_owner(volume)
+            return f'a volume of {"no guest" if found is None else f"guest {found}"}, not of {owner}'
         return None
-    if volume_owner(volume) != owner:
-        found = volume_owner(volume)
-        return f'a volume of {"no guest" if found is None else f"guest {found}"}, not of {owner}'
-    return None
 
+    @staticmethod
+    def device_risk(key, value):
+        """Why a serial, USB or PCI device value is root@pam's alone, or None: only a socket, SPICE or a
+        mapped device is an ordinary user's (Qemu.pm check_usb_perm, check_hostpci_perm, the serial check)."""
+        options = dict(item.split('=', 1) if '=' in item else ('host', item) for item in str(value).split(','))
+        if key.startswith('serial') and str(value) != 'socket':
+            return f'a host device: {RestoreRules.ROOT_ONLY}'
+        if key.startswith('usb') and 'mapping' not in options and options.get('host', '').lower() != 'spice':
+            return f'a host device: {RestoreRules.ROOT_ONLY}'
+        if key.startswith('hostpci') and ('mapping' not in options or 'romfile' in options):
+            return f'a host device{" or ROM file" if "romfile" in options else ""}: {RestoreRules.ROOT_ONLY}'
+        return None
 
-def device_risk(key, value):
-    """Why a serial, USB or PCI device value is root@pam's alone, or None: only a socket, SPICE or a
-    mapped device is an ordinary user's (Qemu.pm check_usb_perm, check_hostpci_perm, the serial check)."""
-    options = dict(item.split('=', 1) if '=' in item else ('host', item) for item in str(value).split(','))
-    if key.startswith('serial') and str(value) != 'socket':
-        return f'a host device: {ROOT_ONLY}'
-    if key.startswith('usb') and 'mapping' not in options and options.get('host', '').lower() != 'spice':
-        return f'a host device: {ROOT_ONLY}'
-    if key.startswith('hostpci') and ('mapping' not in options or 'romfile' in options):
-        return f'a host device{" or ROM file" if "romfile" in options else ""}: {ROOT_ONLY}'
-    return None
+    @staticmethod
+    def setting_risk(key, value, owner):
+        """Why a restore of guest `owner`'s VM config must not apply `key: value` on its own, or None."""
+        if RestoreRules.ROOT_ONLY_VM_KEY.match(key):
+            return RestoreRules.ROOT_ONLY
+        if not RestoreRules.RESTORABLE_VM_KEY.match(key):
+            return 'a setting unknown to this tool'
+        if RestoreRules.DRIVE_KEY.match(key):
+            return RestoreRules.drive_risk(value, owner)
+        if re.match(r'^(?:serial|usb|hostpci)\d+$', key):
+            return RestoreRules.device_risk(key, value)
+        return None
 
+    @staticmethod
+    def screen(settings, owner, allowed=()):
+        """(the settings a restore may apply, {key: why} of those it may not) of a VM's saved
+        settings (restorable()); `allowed`: keys -allow-key names, applied whatever they are."""
+        risks = {key: RestoreRules.setting_risk(key, value, owner) for key, value in settings.items() if key not in allowed}
+        return ({key: value for key, value in settings.items() if not risks.get(key)},
+                {key: why for key, why in risks.items() if why})
 
-def setting_risk(key, value, owner):
-    """Why a restore of guest `owner`'s VM config must not apply `key: value` on its own, or None."""
-    if ROOT_ONLY_VM_KEY.match(key):
-        return ROOT_ONLY
-    if not RESTORABLE_VM_KEY.match(key):
-        return 'a setting unknown to this tool'
-    if DRIVE_KEY.match(key):
-        return drive_risk(value, owner)
-    if re.match(r'^(?:serial|usb|hostpci)\d+$', key):
-        return device_risk(key, value)
-    return None
+    @staticmethod
+    def change(current, saved, keep=()):
+        """The one config change that puts `saved` back over `current`: (keys to set, keys to delete).
+        unusedN entries stay as they are: deleting one deletes its file (qemu-server API2/Qemu.pm,
+        update_vm: try_deallocate_drive), and a saved one may name a file deleted since. A disk the
+        current config has beyond the saved one is deleted without `force`, which PVE makes an
+        unusedN entry ("Without this, we simple remove the disk from the config file and create an
+        additional configuration entry called 'unused[n]'": update_vm's `force`); a disk given
+        another file keeps the old one as unusedN the same way (PVE/QemuServer.pm,
+        vmconfig_apply_pending). Bookkeeping keys stay as they are."""
+        now, then = Guest.restorable(current), Guest.restorable(saved)
+        changes = {key: value for key, value in then.items()
+                   if not Guest.UNUSED_KEY.match(key) and now.get(key) != value and key not in keep}
+        deletes = sorted(key for key in now if key not in then and not Guest.UNUSED_KEY.match(key) and key not in keep)
+        return changes, deletes
 
+    @staticmethod
+    def plan(current, saved, owner, allowed=()):
+        """The ConfigPlan that puts the settings of `saved` back over `current` for VM `owner`, as far
+        as RestoreRules.screen lets them (`allowed`: the keys -allow-key names)."""
+        now, then = Guest.restorable(current), Guest.restorable(saved)
+        _, risky_then = RestoreRules.screen(then, owner, allowed)
+        _, risky_now = RestoreRules.screen(now, owner, allowed)
+        keep = set(risky_then) | set(risky_now)
+        changes, deletes = RestoreRules.change(current, saved, keep)
+        kept = {key: (then.get(key), now.get(key), risky_then.get(key) or risky_now[key])
+                for key in sorted(keep) if then.get(key) != now.get(key)}
+        forced = {key: then[key] for key in sorted(allowed)
+                  if key in then and then[key] != now.get(key) and RestoreRules.setting_risk(key, then[key], owner)}
+        return ConfigPlan(changes, deletes, kept, forced)
 
-def screen_config(settings, owner, allowed=()):
-    """(the settings a restore may apply, {key: why} of those it may not) of a VM's saved
-    settings (restorable()); `allowed`: keys -allow-key names, applied whatever they are."""
-    risks = {key: setting_risk(key, value, owner) for key, value in settings.items() if key not in allowed}
-    return ({key: value for key, value in settings.items() if not risks.get(key)},
-            {key: why for key, why in risks.items() if why})
+    @staticmethod
+    def describe_kept(kept, what='put back'):
+        """Lines naming the settings a restore keeps as they are, and why."""
+        return [f'  {key}: kept as it is ({why}; -allow-key {key} has it {what}): saved '
+                + ('without it' if saved is None else f'"{saved}"') + ', now '
+                + ('without it' if current is None else f'"{current}"') for key, (saved, current, why) in kept.items()]
 
+    @staticmethod
+    def new_vm_config(saved, volumes, smbios_uuid):
+        """The config of a new VM made from a saved one. `volumes`: {disk key: the new VM's volid}.
+        A cloud-init drive is made anew on its storage (`<storage>:cloudinit`, as PVE's create does);
+        the NICs get new MAC addresses and the VM a new vmgenid (PVE makes both when none is given)
+        and the SMBIOS uuid `smbios_uuid`, so that no guest sees a second copy of the old hardware;
+        no onboot, no unused disks, no bookkeeping."""
+        config = {}
+        for key, value in Guest.restorable(saved).items():
+            if Guest.UNUSED_KEY.match(key) or key in ('onboot', 'vmgenid'):
+                continue
+            if key in volumes:
+                value = Guest.with_volume(value, volumes[key])
+            elif Guest.DRIVE_BUS_KEY.match(key) and Guest.CLOUDINIT_VOLUME.search(Guest.drive_volume(value)):
+                value = Guest.with_volume(value, Guest.drive_volume(value).split(':', 1)[0] + ':cloudinit')
+            elif re.fullmatch(r'net\d+', key):
+                value = Guest.without_mac(value)
+            elif key == 'smbios1':
+                value = ','.join([item for item in value.split(',') if item and not item.startswith('uuid=')]
+                                 + [f'uuid={smbios_uuid}'])
+            config[key] = value
+        return config
 
-def config_change(current, saved, keep=()):
-    """The one config change that puts `saved` back over `current`: (keys to set, keys to delete).
-    unusedN entries stay as they are: deleting one deletes its file (qemu-server API2/Qemu.pm,
-    update_vm: try_deallocate_drive), and a saved one may name a file deleted since. A disk the
-    current config has beyond the saved one is deleted without `force`, which PVE makes an
-    unusedN entry ("Without this, we simple remove the disk from the config file and create an
-    additional configuration entry called 'unused[n]'": update_vm's `force`); a disk given
-    another file keeps the old one as unusedN the same way (PVE/QemuServer.pm,
-    vmconfig_apply_pending). Bookkeeping keys stay as they are."""
-    now, then = restorable(current), restorable(saved)
-    changes = {key: value for key, value in then.items()
-               if not UNUSED_KEY.match(key) and now.get(key) != value and key not in keep}
-    deletes = sorted(key for key in now if key not in then and not UNUSED_KEY.match(key) and key not in keep)
-    return changes, deletes
+    @staticmethod
+    def new_disk_paths(disks, vmid, taken):
+        """{disk key: images/<vmid>/vm-<vmid>-disk-<n><ext>} for the disks of a new VM, n counting up
+        from 0 past every number a name in `taken` (file names in images/<vmid>/) has already."""
+        used = {int(found[1]) for name in taken if (found := re.match(rf'vm-{vmid}-disk-(\d+)\.', name))}
+        numbers = (n for n in itertools.count() if n not in used)
+        return {disk.key: f'images/{vmid}/vm-{vmid}-disk-{next(numbers)}{os.path.splitext(disk.file)[1]}'
+                for disk in disks}
 
 
 @dataclasses.dataclass(frozen=True)
 class ConfigPlan:
-    """What putting a saved config back does to a VM's config: the change (config_change), the
-    settings kept as they are ({key: (saved value, current value, why)}: screen_config's on either
+    """What putting a saved config back does to a VM's config: the change (RestoreRules.change), the
+    settings kept as they are ({key: (saved value, current value, why)}: RestoreRules.screen's on either
     side, where they differ) and those applied only because -allow-key names them ({key: value})."""
     changes: dict
     deletes: list
@@ -2296,145 +2534,77 @@ class ConfigPlan:
 
     def after(self, current):
         """The VM's settings (restorable) once the change is made."""
-        return {**{key: value for key, value in restorable(current).items() if key not in self.deletes},
+        return {**{key: value for key, value in Guest.restorable(current).items() if key not in self.deletes},
                 **self.changes}
 
 
-def plan_config(current, saved, owner, allowed=()):
-    """The ConfigPlan that puts the settings of `saved` back over `current` for VM `owner`, as far
-    as screen_config lets them (`allowed`: the keys -allow-key names)."""
-    now, then = restorable(current), restorable(saved)
-    _, risky_then = screen_config(then, owner, allowed)
-    _, risky_now = screen_config(now, owner, allowed)
-    keep = set(risky_then) | set(risky_now)
-    changes, deletes = config_change(current, saved, keep)
-    kept = {key: (then.get(key), now.get(key), risky_then.get(key) or risky_now[key])
-            for key in sorted(keep) if then.get(key) != now.get(key)}
-    forced = {key: then[key] for key in sorted(allowed)
-              if key in then and then[key] != now.get(key) and setting_risk(key, then[key], owner)}
-    return ConfigPlan(changes, deletes, kept, forced)
+class Manifest:
+    @staticmethod
+    def build(guest, disks, config, stamp, consistency, volumes, conf_file, config_from, version, clones,
+                       key=None, backings=None):
+        """The record of a guest in a VM or storage snapshot, as JSON text: the tool's version, the
+        stamp (a storage snapshot's name), the consistency, the config as PVE holds it (`conf_file`,
+        bytes: the node's .conf, or config_text of the API's) and where it was read, and each disk
+        on a configured storage: its key, volid, size, storage, cluster, SVM and volume, and its
+        `clone` ({key: path in the volume, or None where the snapshot has no copy}). `volumes`:
+        {storage: (cluster host, SVM, volume)}. One file, one request: the config is text in it, a
+        byte that is no UTF-8 kept as an escape (surrogateescape), so it reads back exactly. And the
+        identity of the guest (Identity.of_config), each disk's format and, for a qcow2 disk, the backing
+        file it names (`backings`: {key: name or None}, where read). Signed with `key`
+        (Manifest.signature), if there is one."""
+        ctime, uuid = Identity.of_config(config)
+        backings = backings or {}
+        manifest = {
+            'tool': 'pve-ontap-snapshot', 'version': version, 'vmid': guest['vmid'], 'name': guest.get('name'),
+            'node': guest.get('node'), 'stamp': stamp, 'consistency': consistency, 'config_from': config_from,
+            'config': Guest.without_secrets(conf_file).decode('utf-8', 'surrogateescape'),
+            'identity': {'ctime': ctime, 'smbios_uuid': uuid},
+            'disks': [{'key': disk.key, 'volid': disk.volid, 'clone': clones.get(disk.key),
+                       'size': Guest.drive_size(config.get(disk.key)), 'storage': disk.storage,
+                       'cluster': volumes[disk.storage][0], 'svm': volumes[disk.storage][1],
+                       'volume': volumes[disk.storage][2], 'format': Guest.disk_format(disk),
+                       **({'backing': backings[disk.key]} if disk.key in backings else {})}
+                      for disk in disks if disk.storage in volumes]}
+        if key:
+            manifest['signature'] = Manifest.signature(manifest, key)
+        return json.dumps(manifest, indent=2, sort_keys=True) + '\n'
 
+    # A manifest is signed with a key of root's in /etc/pve/priv, shared by every node of the
+    # cluster (pmxcfs), so that one changed on the datastore since is known as such.
+    SIGNATURE_PREFIX = 'hmac-sha256:'
 
-def describe_kept(kept, what='put back'):
-    """Lines naming the settings a restore keeps as they are, and why."""
-    return [f'  {key}: kept as it is ({why}; -allow-key {key} has it {what}): saved '
-            + ('without it' if saved is None else f'"{saved}"') + ', now '
-            + ('without it' if current is None else f'"{current}"') for key, (saved, current, why) in kept.items()]
+    @staticmethod
+    def signature(manifest, key):
+        """The signature of a manifest (a dict; its own `signature` left out): HMAC-SHA256 under
+        `key` of its canonical JSON (sorted keys, no blanks)."""
+        import hmac  # only manifests need it; see ontap_read_file
+        body = {name: value for name, value in manifest.items() if name != 'signature'}
+        canonical = json.dumps(body, sort_keys=True, separators=(',', ':')).encode()
+        return Manifest.SIGNATURE_PREFIX + hmac.new(key, canonical, 'sha256').hexdigest()
 
-
-def drive_volume(value):
-    """The volume of a drive value (its first item, or `file=`)."""
-    items = str(value).split(',')
-    return next((item[5:] for item in items if item.startswith('file=')), items[0])
-
-
-def with_volume(value, volume):
-    """A drive value with another volume, its options kept."""
-    items = str(value).split(',')
-    for n, item in enumerate(items):
-        if item.startswith('file='):
-            items[n] = 'file=' + volume
-            return ','.join(items)
-    if '=' in items[0]:
-        return ','.join([volume] + items)
-    return ','.join([volume] + items[1:])
-
-
-def without_mac(value):
-    """A netN value without its MAC address (`virtio=<MAC>` becomes `virtio`, `macaddr=` goes),
-    so that PVE gives the NIC a new one (qemu-server API2/Qemu.pm create_vm: add_random_macs)."""
-    items = []
-    for item in str(value).split(','):
-        key, _, setting = item.partition('=')
-        if key != 'macaddr':
-            items.append(key if MAC_ADDRESS.match(setting) else item)
-    return ','.join(items)
-
-
-def new_vm_config(saved, volumes, smbios_uuid):
-    """The config of a new VM made from a saved one. `volumes`: {disk key: the new VM's volid}.
-    A cloud-init drive is made anew on its storage (`<storage>:cloudinit`, as PVE's create does);
-    the NICs get new MAC addresses and the VM a new vmgenid (PVE makes both when none is given)
-    and the SMBIOS uuid `smbios_uuid`, so that no guest sees a second copy of the old hardware;
-    no onboot, no unused disks, no bookkeeping."""
-    config = {}
-    for key, value in restorable(saved).items():
-        if UNUSED_KEY.match(key) or key in ('onboot', 'vmgenid'):
-            continue
-        if key in volumes:
-            value = with_volume(value, volumes[key])
-        elif DRIVE_BUS_KEY.match(key) and CLOUDINIT_VOLUME.search(drive_volume(value)):
-            value = with_volume(value, drive_volume(value).split(':', 1)[0] + ':cloudinit')
-        elif re.fullmatch(r'net\d+', key):
-            value = without_mac(value)
-        elif key == 'smbios1':
-            value = ','.join([item for item in value.split(',') if item and not item.startswith('uuid=')]
-                             + [f'uuid={smbios_uuid}'])
-        config[key] = value
-    return config
-
-
-def new_disk_paths(disks, vmid, taken):
-    """{disk key: images/<vmid>/vm-<vmid>-disk-<n><ext>} for the disks of a new VM, n counting up
-    from 0 past every number a name in `taken` (file names in images/<vmid>/) has already."""
-    used = {int(found[1]) for name in taken if (found := re.match(rf'vm-{vmid}-disk-(\d+)\.', name))}
-    numbers = (n for n in itertools.count() if n not in used)
-    return {disk.key: f'images/{vmid}/vm-{vmid}-disk-{next(numbers)}{os.path.splitext(disk.file)[1]}'
-            for disk in disks}
-
-
-def storage_record_dir(name):
-    """Where the storage snapshot `name` holds its guests' records (STORAGE_RECORD_DIR at the volume's root)."""
-    return f'.snapshot/{name}/{STORAGE_RECORD_DIR}'
-
-
-SIZE_UNITS = {'': 1, 'K': 2**10, 'M': 2**20, 'G': 2**30, 'T': 2**40}
-
-
-def drive_size(value):
-    """The bytes a drive's `size=` says (PVE's disk-size: a number and K, M, G or T), or None."""
-    found = re.search(r'(?:^|,)size=(\d+(?:\.\d+)?)([KMGT]?)(?:,|$)', str(value))
-    return int(float(found[1]) * SIZE_UNITS[found[2]]) if found else None
-
-
-def without_secrets(conf_file):
-    """A .conf file's bytes with every SECRET_KEYS line's value masked, in every section."""
-    return SECRET_LINE.sub(lambda found: found[1] + b': ' + SECRET_MASK.encode(), conf_file)
-
-
-def guest_manifest(guest, disks, config, stamp, consistency, volumes, conf_file, config_from, version, clones,
-                   key=None, backings=None):
-    """The record of a guest in a VM or storage snapshot, as JSON text: the tool's version, the
-    stamp (a storage snapshot's name), the consistency, the config as PVE holds it (`conf_file`,
-    bytes: the node's .conf, or config_text of the API's) and where it was read, and each disk
-    on a configured storage: its key, volid, size, storage, cluster, SVM and volume, and its
-    `clone` ({key: path in the volume, or None where the snapshot has no copy}). `volumes`:
-    {storage: (cluster host, SVM, volume)}. One file, one request: the config is text in it, a
-    byte that is no UTF-8 kept as an escape (surrogateescape), so it reads back exactly. And the
-    identity of the guest (vm_identity), each disk's format and, for a qcow2 disk, the backing
-    file it names (`backings`: {key: name or None}, where read). Signed with `key`
-    (manifest_signature), if there is one."""
-    ctime, uuid = vm_identity(config)
-    backings = backings or {}
-    manifest = {
-        'tool': 'pve-ontap-snapshot', 'version': version, 'vmid': guest['vmid'], 'name': guest.get('name'),
-        'node': guest.get('node'), 'stamp': stamp, 'consistency': consistency, 'config_from': config_from,
-        'config': without_secrets(conf_file).decode('utf-8', 'surrogateescape'),
-        'identity': {'ctime': ctime, 'smbios_uuid': uuid},
-        'disks': [{'key': disk.key, 'volid': disk.volid, 'clone': clones.get(disk.key),
-                   'size': drive_size(config.get(disk.key)), 'storage': disk.storage,
-                   'cluster': volumes[disk.storage][0], 'svm': volumes[disk.storage][1],
-                   'volume': volumes[disk.storage][2], 'format': disk_format(disk),
-                   **({'backing': backings[disk.key]} if disk.key in backings else {})}
-                  for disk in disks if disk.storage in volumes]}
-    if key:
-        manifest['signature'] = manifest_signature(manifest, key)
-    return json.dumps(manifest, indent=2, sort_keys=True) + '\n'
-
-
-def disk_format(disk):
-    """raw, qcow2 or vmdk, as the disk's file name says; None for a volume that is no file."""
-    return disk.path.rsplit('.', 1)[1] if disk.path else None
+    @staticmethod
+    def read(data, path, vmid, stamp, key):
+        """(manifest, signed) of a manifest's bytes read from `path`: the JSON object of the tool,
+        its config a text, of guest `vmid` and snapshot `stamp` (its name says both: a manifest
+        copied from another snapshot is caught), and `signed` whether `key` vouches for it (False:
+        unsigned, or no key here to check it with). A ManifestError says what is wrong."""
+        import hmac  # see Manifest.signature
+        try:
+            manifest = json.loads(data.decode('utf-8'))
+        except ValueError as exc:
+            raise ManifestError(f'manifest {path} cannot be read: it is no JSON ({exc})') from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get('config'), str):
+            raise ManifestError(f'manifest {path} cannot be read: it holds no config')
+        if manifest.get('vmid') != vmid or manifest.get('stamp') != stamp:
+            raise ManifestError(f'manifest {path} is of guest {manifest.get("vmid")!r}, snapshot '
+                                f'{manifest.get("stamp")!r}, not of {vmid}, {stamp}: it was put there from elsewhere')
+        signature = manifest.get('signature')
+        if signature is None or key is None:
+            return manifest, False
+        if not hmac.compare_digest(str(signature), Manifest.signature(manifest, key)):
+            raise ManifestError(f'manifest {path} fails its signature check: it was changed since this tool wrote it, '
+                                'so its config is not used')
+        return manifest, True
 
 
 class ManifestError(Failure):
@@ -2442,210 +2612,63 @@ class ManifestError(Failure):
     as such, never taken for a snapshot without one."""
 
 
-# A manifest is signed with a key of root's in /etc/pve/priv, shared by every node of the
-# cluster (pmxcfs), so that one changed on the datastore since is known as such.
-SIGNATURE_PREFIX = 'hmac-sha256:'
+class VmSnapshots:
+    """A VM's snapshots on a storage: its files grouped by stamp, matched to the VM's disks, and
+    which -keep deletes."""
 
+    @staticmethod
+    def by_stamp(files):
+        """SetFiles by stamp, oldest stamp first (stamps sort as time)."""
+        sets = {}
+        for file in sorted(files, key=lambda f: (f.stamp, f.storage, f.path)):
+            sets.setdefault(file.stamp, []).append(file)
+        return sets
 
-def manifest_signature(manifest, key):
-    """The signature of a manifest (a dict; its own `signature` left out): HMAC-SHA256 under
-    `key` of its canonical JSON (sorted keys, no blanks)."""
-    import hmac  # only manifests need it; see ontap_read_file
-    body = {name: value for name, value in manifest.items() if name != 'signature'}
-    canonical = json.dumps(body, sort_keys=True, separators=(',', ':')).encode()
-    return SIGNATURE_PREFIX + hmac.new(key, canonical, 'sha256').hexdigest()
+    @staticmethod
+    def match_disks(disks, files):
+        """Pair each disk with the set file cloned from it: (pairs, disks without one, files without a disk)."""
+        by_source = {(f.storage, f.source_file): f for f in files}
+        pairs = [(d, by_source[(d.storage, d.file)]) for d in disks if (d.storage, d.file) in by_source]
+        paired = {f for _, f in pairs}
+        return pairs, [d for d in disks if (d.storage, d.file) not in by_source], [f for f in files if f not in paired]
 
+    @staticmethod
+    def missing_disks(disks, files):
+        """The disks a set holds no clone of. A set that lacks any is incomplete (a partial run,
+        a storage restore or a disk added since); files whose disk is gone from the VM do not count."""
+        return VmSnapshots.match_disks(disks, files)[1]
 
-def read_manifest(data, path, vmid, stamp, key):
-    """(manifest, signed) of a manifest's bytes read from `path`: the JSON object of the tool,
-    its config a text, of guest `vmid` and snapshot `stamp` (its name says both: a manifest
-    copied from another snapshot is caught), and `signed` whether `key` vouches for it (False:
-    unsigned, or no key here to check it with). A ManifestError says what is wrong."""
-    import hmac  # see manifest_signature
-    try:
-        manifest = json.loads(data.decode('utf-8'))
-    except ValueError as exc:
-        raise ManifestError(f'manifest {path} cannot be read: it is no JSON ({exc})') from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get('config'), str):
-        raise ManifestError(f'manifest {path} cannot be read: it holds no config')
-    if manifest.get('vmid') != vmid or manifest.get('stamp') != stamp:
-        raise ManifestError(f'manifest {path} is of guest {manifest.get("vmid")!r}, snapshot '
-                            f'{manifest.get("stamp")!r}, not of {vmid}, {stamp}: it was put there from elsewhere')
-    signature = manifest.get('signature')
-    if signature is None or key is None:
-        return manifest, False
-    if not hmac.compare_digest(str(signature), manifest_signature(manifest, key)):
-        raise ManifestError(f'manifest {path} fails its signature check: it was changed since this tool wrote it, '
-                            'so its config is not used')
-    return manifest, True
+    @staticmethod
+    def to_prune(sets, disks, keep, made, identity=(None, None)):
+        """The stamps -keep N deletes of the snapshot sets {stamp: files} of a VM with `disks` and
+        `identity` (Identity.of_config).
 
+        Only complete sets of this VM count among the N: `made`, this run's set, counts as complete
+        (it holds every disk, or a dry run did not make it) and is never deleted. Every set older
+        than the oldest of those N goes, incomplete ones included; every newer one stays, so an
+        incomplete set is never deleted while it is newer than a kept undo point. With fewer than
+        N complete sets nothing goes. So this deletes no set the newest-N rule would have kept.
+        A set of another VM that had this id (same_vm) is never counted or deleted. Where the VM's
+        identity is known, a set whose own is not (made before manifests recorded it, or by the
+        original) is not counted either, and goes only if it holds the VM's very disks.
+        """
+        known = Identity.tag(identity) is not None
+        same = {stamp: Identity.same_vm(Identity.of_files(files), identity) for stamp, files in sets.items()}
+        ours = {stamp: files for stamp, files in sets.items() if same[stamp] or (same[stamp] is None and not known)}
+        complete = sorted({stamp for stamp, files in ours.items() if not VmSnapshots.missing_disks(disks, files)} | {made})
+        if len(complete) < keep:
+            return []
+        oldest_kept = complete[-keep]
+        held = {(disk.storage, disk.file) for disk in disks}
+        candidates = [stamp for stamp, files in sets.items() if stamp in ours or (
+            same[stamp] is None and {(f.storage, f.source_file) for f in files if not f.is_record} == held)]
+        # a set of a clock ahead of this one's may sort after `made`, leaving `made` out of the N
+        return [stamp for stamp in sorted(candidates) if stamp < oldest_kept and stamp != made]
 
-# What a storage snapshot holds: every guest with a disk on the storage has a manifest (its
-# config in it; earlier builds wrote a .conf beside it) in STORAGE_RECORD_DIR/ at the volume's
-# root (outside images/, so PVE never takes them for volumes), written just before the
-# snapshot, so that `.snapshot/<name>/pve-ontap-snapshot/` says what each snapshot holds and
-# how consistent each guest is in it.
-STORAGE_RECORD_FILE = re.compile(r'^(?P<prefix>vm|ct)-(?P<vmid>\d+)(?:\.conf|\.(?P<consistency>'
-                                 + '|'.join(CONSISTENCIES) + r')\.manifest\.json)$')
-GUEST_TYPES = {'vm': 'qemu', 'ct': 'lxc'}
-CONTAINER_VOLUME_KEY = re.compile(r'^(?:rootfs|mp\d+)$')
-
-
-def storage_record_name(guest, consistency):
-    """The manifest of a guest in STORAGE_RECORD_DIR: vm-<id>.<consistency>.manifest.json,
-    ct-… for a container. (Earlier builds wrote the config to vm-<id>.conf beside it.)"""
-    return f'{"ct" if guest.get("type") == "lxc" else "vm"}-{guest["vmid"]}.{consistency}.manifest.json'
-
-
-def guest_disks(guest, config):
-    """Every disk of a guest on a storage, in config-key order: a VM's drives (vm_disks), a
-    container's root file system and mount points (bind mounts and devices are none)."""
-    if guest.get('type') != 'lxc':
-        return vm_disks(config)
-    disks = [(key, parse_volume(value)) for key, value in sorted(config.items()) if CONTAINER_VOLUME_KEY.match(key)]
-    return [Disk(key, *parsed) for key, parsed in disks if parsed]
-
-
-def guest_config_text(guest, config):
-    """A guest's config as the API gives it, in PVE's .conf syntax (config_text). A container's
-    raw `lxc.*` keys come from the API as [key, value] pairs and go last, one `key: value` line
-    each, as pve-container writes them (PVE/LXC/Config.pm, write_pct_config; unconfirmed)."""
-    raw = config.get('lxc') if guest.get('type') == 'lxc' else None
-    if not isinstance(raw, list):
-        return config_text(config)
-    text = config_text({key: value for key, value in config.items() if key != 'lxc'})
-    return text + ''.join(f'{pair[0]}: {pair[1]}\n' for pair in raw if isinstance(pair, list) and len(pair) == 2)
-
-
-def storage_snapshot_consistency(guest, disks, storage, how):
-    """How consistent a storage snapshot is for one guest with a disk on `storage`, as planned
-    before it is taken: `frozen` or `paused` (`how` storage create holds it: 'freeze', 'pause'),
-    `shutdown` for a guest that is not running, `atomic` for a running one whose every disk is
-    on this storage (all taken at one instant), else `running` (its other disks are not in it)."""
-    if how:
-        return {'freeze': 'frozen', 'pause': 'paused'}[how]
-    if guest.get('status') != 'running':
-        return 'shutdown'
-    return 'atomic' if disks and all(disk.storage == storage for disk in disks) else 'running'
-
-
-def recorded_guests(names):
-    """[{'vmid', 'type', 'consistency'}] by vmid, from the file names in a snapshot's
-    STORAGE_RECORD_DIR (a guest counts by its manifest)."""
-    found = [STORAGE_RECORD_FILE.match(name) for name in names]
-    return sorted(({'vmid': int(m['vmid']), 'type': GUEST_TYPES[m['prefix']], 'consistency': m['consistency']}
-                   for m in found if m and m['consistency']), key=lambda guest: (guest['vmid'], guest['type']))
-
-
-def consistency_summary(guests):
-    """`3 frozen, 1 running`: how many guests of a snapshot have each consistency, most first."""
-    words = [guest['consistency'] for guest in guests]
-    counts = {word: words.count(word) for word in words}
-    order = sorted(counts, key=lambda word: (-counts[word], CONSISTENCIES.index(word)))
-    return ', '.join(f'{counts[word]} {word}' for word in order) or '-'
-
-
-def group_sets(files):
-    """SetFiles by stamp, oldest stamp first (stamps sort as time)."""
-    sets = {}
-    for file in sorted(files, key=lambda f: (f.stamp, f.storage, f.path)):
-        sets.setdefault(file.stamp, []).append(file)
-    return sets
-
-
-def match_set_to_disks(disks, files):
-    """Pair each disk with the set file cloned from it: (pairs, disks without one, files without a disk)."""
-    by_source = {(f.storage, f.source_file): f for f in files}
-    pairs = [(d, by_source[(d.storage, d.file)]) for d in disks if (d.storage, d.file) in by_source]
-    paired = {f for _, f in pairs}
-    return pairs, [d for d in disks if (d.storage, d.file) not in by_source], [f for f in files if f not in paired]
-
-
-def missing_disks(disks, files):
-    """The disks a set holds no clone of. A set that lacks any is incomplete (a partial run,
-    a storage restore or a disk added since); files whose disk is gone from the VM do not count."""
-    return match_set_to_disks(disks, files)[1]
-
-
-def sets_to_prune(sets, disks, keep, made, identity=(None, None)):
-    """The stamps -keep N deletes of the snapshot sets {stamp: files} of a VM with `disks` and
-    `identity` (vm_identity).
-
-    Only complete sets of this VM count among the N: `made`, this run's set, counts as complete
-    (it holds every disk, or a dry run did not make it) and is never deleted. Every set older
-    than the oldest of those N goes, incomplete ones included; every newer one stays, so an
-    incomplete set is never deleted while it is newer than a kept undo point. With fewer than
-    N complete sets nothing goes. So this deletes no set the newest-N rule would have kept.
-    A set of another VM that had this id (same_vm) is never counted or deleted. Where the VM's
-    identity is known, a set whose own is not (made before manifests recorded it, or by the
-    original) is not counted either, and goes only if it holds the VM's very disks.
-    """
-    known = identity_tag(identity) is not None
-    same = {stamp: same_vm(set_identity(files), identity) for stamp, files in sets.items()}
-    ours = {stamp: files for stamp, files in sets.items() if same[stamp] or (same[stamp] is None and not known)}
-    complete = sorted({stamp for stamp, files in ours.items() if not missing_disks(disks, files)} | {made})
-    if len(complete) < keep:
-        return []
-    oldest_kept = complete[-keep]
-    held = {(disk.storage, disk.file) for disk in disks}
-    candidates = [stamp for stamp, files in sets.items() if stamp in ours or (
-        same[stamp] is None and {(f.storage, f.source_file) for f in files if not f.is_record} == held)]
-    # a set of a clock ahead of this one's may sort after `made`, leaving `made` out of the N
-    return [stamp for stamp in sorted(candidates) if stamp < oldest_kept and stamp != made]
-
-
-def attached_set_files(config, files):
-    """{path: disk key} of the set files a VM config uses as disks (not as unusedN)."""
-    disks = {(disk.storage, disk.path): disk.key for disk in vm_disks(config) if disk.path}
-    return {f.path: disks[(f.storage, f.path)] for f in files if (f.storage, f.path) in disks}
-
-
-def expired(names, keep):
-    """What retention removes: all but the newest `keep` of `names` (sorted oldest first)."""
-    return list(names[:max(0, len(names) - keep)])
-
-
-def free_unused_keys(taken, count):
-    """The first `count` unusedN keys not in `taken` (PVE allows unused0 to unused255)."""
-    free = [f'unused{n}' for n in range(256) if f'unused{n}' not in taken]
-    if len(free) < count:
-        raise Failure(f'no free unusedN slot for {count} more disk(s) (PVE allows 256)')
-    return free[:count]
-
-
-def junction_path(export):
-    """The ONTAP junction path an NFS export names: `/vol/` and `/vol` are the same."""
-    return export.rstrip('/') or '/'
-
-
-def volume_name_for_export(export):
-    """The original's rule: the volume is named like the export, without slashes."""
-    return export.replace('/', '')
-
-
-def is_literal_query(value):
-    """Whether ONTAP reads `value` as a query filter that matches only itself: no wildcard,
-    OR, list, negation, comparison or range operator, no quoting, not the word null."""
-    return bool(value) and not re.search(r'[*|,!<>{}"]|\.\.', value) and value.lower() != 'null'
-
-
-def flexclone_name(volume, storage=None):
-    """<volume>_clone (the original's name), or <volume>_clone_<storage id> for a -name mount."""
-    if storage is None:
-        return volume + FLEXCLONE_SUFFIX
-    return f'{volume}{FLEXCLONE_SUFFIX}_{re.sub(r"[^A-Za-z0-9_]", "_", storage)}'
-
-
-def clone_volume_names(volume, storage, parent):
-    """The FlexClone names `storage mount` gives a mount named `storage` of `parent`'s volume."""
-    names = [flexclone_name(volume, storage)]
-    if storage == clone_storage_id(parent):
-        names.insert(0, flexclone_name(volume))
-    return names
-
-
-def clone_storage_id(storage):
-    return storage + CLONE_STORAGE_SUFFIX
+    @staticmethod
+    def expired(names, keep):
+        """What retention removes: all but the newest `keep` of `names` (sorted oldest first)."""
+        return list(names[:max(0, len(names) - keep)])
 
 
 def made_by_mount(entry, storage):
@@ -2654,68 +2677,59 @@ def made_by_mount(entry, storage):
     an `X-CLONE` also the original's `/<volume>_clone`)."""
     if entry.get('type') != 'nfs':
         return False
-    junction = junction_path(entry.get('export', ''))
-    endings = [flexclone_name('', storage)] + ([FLEXCLONE_SUFFIX] if storage.endswith(CLONE_STORAGE_SUFFIX) else [])
+    junction = Ontap.junction_path(entry.get('export', ''))
+    endings = [Names.flexclone_name('', storage)] + ([Names.FLEXCLONE_SUFFIX] if storage.endswith(Names.CLONE_STORAGE_SUFFIX) else [])
     return any(junction.endswith(ending) and len(junction) > len(ending) + 1 for ending in endings)
 
 
-def upid_node(upid):
-    """The node field of a PVE task id (UPID:<node>:<pid>:...)."""
-    parts = upid.split(':')
-    if len(parts) < 9 or parts[0] != 'UPID':
-        raise ValueError(f'not a PVE task id: {upid!r}')
-    return parts[1]
+class Output:
+    """What reaches stdout and the log from outside, made printable; tables and sizes."""
 
+    @staticmethod
+    def human_size(value):
+        """Bytes as a short IEC string: 1536 -> '1.5 KiB'."""
+        if value is None:
+            return '-'
+        size = float(value)
+        for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
+            if abs(size) < 1024 or unit == 'TiB':
+                return f'{size:.0f} {unit}' if unit == 'B' else f'{size:.1f} {unit}'
+            size /= 1024
 
-def task_succeeded(exitstatus):
-    return exitstatus == 'OK' or bool(re.fullmatch(r'WARNINGS: \d+', exitstatus or ''))
+    # What a terminal would act on rather than show: C0 and C1 controls (escape sequences, a
+    # carriage return that hides a line), Unicode's format and line-separator characters (bidi
+    # overrides reorder what follows), and the lone surrogates of bytes that are no UTF-8.
+    UNPRINTABLE = re.compile(r'[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]')
 
+    @staticmethod
+    def printable(text):
+        """Text from outside (a config, a file or snapshot name, a server's message) as it may reach a
+        terminal: every character of UNPRINTABLE escaped, \\x1b or \\u202e, so that none can move
+        the cursor, erase or reorder what was printed before it, or make two lines of one."""
+        return Output.UNPRINTABLE.sub(lambda found: f'\\x{ord(found[0]):02x}' if ord(found[0]) < 0x100
+                               else f'\\u{ord(found[0]):04x}', str(text))
 
-def human_size(value):
-    """Bytes as a short IEC string: 1536 -> '1.5 KiB'."""
-    if value is None:
-        return '-'
-    size = float(value)
-    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
-        if abs(size) < 1024 or unit == 'TiB':
-            return f'{size:.0f} {unit}' if unit == 'B' else f'{size:.1f} {unit}'
-        size /= 1024
+    @staticmethod
+    def format_table(columns, rows):
+        """A plain left-aligned text table; columns are (header, key) pairs; every cell printable()."""
+        cells = [[header for header, _ in columns]] + [[Output.printable(row.get(key, '')) for _, key in columns]
+                                                       for row in rows]
+        widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+        return '\n'.join('  '.join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
+                         for line in cells)
 
-
-# What a terminal would act on rather than show: C0 and C1 controls (escape sequences, a
-# carriage return that hides a line), Unicode's format and line-separator characters (bidi
-# overrides reorder what follows), and the lone surrogates of bytes that are no UTF-8.
-UNPRINTABLE = re.compile(r'[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]')
-
-
-def printable(text):
-    """Text from outside (a config, a file or snapshot name, a server's message) as it may reach a
-    terminal: every character of UNPRINTABLE escaped, \\x1b or \\u202e, so that none can move
-    the cursor, erase or reorder what was printed before it, or make two lines of one."""
-    return UNPRINTABLE.sub(lambda found: f'\\x{ord(found[0]):02x}' if ord(found[0]) < 0x100
-                           else f'\\u{ord(found[0]):04x}', str(text))
-
-
-def format_table(columns, rows):
-    """A plain left-aligned text table; columns are (header, key) pairs; every cell printable()."""
-    cells = [[header for header, _ in columns]] + [[printable(row.get(key, '')) for _, key in columns]
-                                                   for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    return '\n'.join('  '.join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
-                     for line in cells)
-
-
-def flatten(record, prefix=''):
-    """{'space': {'size': 1}} -> {'space.size': 1}, for a readable `show`."""
-    flat = {}
-    for key, value in record.items():
-        if key == '_links':
-            continue
-        if isinstance(value, dict):
-            flat.update(flatten(value, f'{prefix}{key}.'))
-        else:
-            flat[prefix + key] = value
-    return flat
+    @staticmethod
+    def flatten(record, prefix=''):
+        """{'space': {'size': 1}} -> {'space.size': 1}, for a readable `show`."""
+        flat = {}
+        for key, value in record.items():
+            if key == '_links':
+                continue
+            if isinstance(value, dict):
+                flat.update(Output.flatten(value, f'{prefix}{key}.'))
+            else:
+                flat[prefix + key] = value
+        return flat
 
 
 # ---- Run infrastructure ------------------------------------------------------------------
@@ -2736,7 +2750,7 @@ class Context:
         self.wait = wait
         self.local_lock = local_lock
         self.command = command      # for the lock record: who holds it
-        self.ca = environment_ca()
+        self.ca = Http.environment_ca()
         self.pve = Pve(config.proxmox, config.timeouts, dry_run, self.ca)
         self._ontaps = {}
         self._volumes = {}
@@ -2769,7 +2783,7 @@ class Context:
     def storages_mounting(self, junction):
         """The ids of the PVE NFS storages whose export is this junction path."""
         return [sid for sid, entry in self.storages().items()
-                if entry.get('type') == 'nfs' and junction_path(entry.get('export', '')) == junction]
+                if entry.get('type') == 'nfs' and Ontap.junction_path(entry.get('export', '')) == junction]
 
     def volume(self, storage):
         """The Volume behind a PVE NFS storage, looked up once per run."""
@@ -2942,7 +2956,7 @@ class HeldLock:
         self._put = write
         self.holder = holder
         self.left_by, entries = parse_lock_record(read())
-        self.captures = {s: t for s, t in entries.items() if s.startswith(CAPTURE_PREFIX)}
+        self.captures = {s: t for s, t in entries.items() if s.startswith(Names.CAPTURE_PREFIX)}
         self.inherited = dict(self.captures)
         self.holds = record_holds(entries)
         self.left = dict(self.holds)
@@ -2952,7 +2966,7 @@ class HeldLock:
 
     def _write(self):
         entries = {**self.stamps, **self.captures,
-                   **{f'{HOLD_PREFIX}{vmid}': f'{how} {utc_stamp()}' for vmid, how in self.holds.items()}}
+                   **{f'{HOLD_PREFIX}{vmid}': f'{how} {Names.utc_stamp()}' for vmid, how in self.holds.items()}}
         self._put(''.join([f'{self.holder}\n'] + [f'{s} {t}\n' for s, t in entries.items()]))
 
     def note_holds(self, holds):
@@ -2991,7 +3005,7 @@ class HeldLock:
         out once, so that of VMs snapshotted at once only one goes after them."""
         with self._mutex:
             due = [name for name, noted in self.inherited.items()
-                   if name in self.captures and stamp_older_than(noted, seconds)]
+                   if name in self.captures and Names.stamp_older_than(noted, seconds)]
             for name in due:
                 del self.inherited[name]
         return due
@@ -3031,7 +3045,7 @@ def process_start(pid):
 
 def holder_line(node, command, now=None):
     """Who holds a lock: `<pid>:<its start> <node or -> <since, UTC> <command>`."""
-    return f'{os.getpid()}:{process_start(os.getpid())} {node or "-"} {utc_stamp(now)} {command}'
+    return f'{os.getpid()}:{process_start(os.getpid())} {node or "-"} {Names.utc_stamp(now)} {command}'
 
 
 def parse_holder(line):
@@ -3261,7 +3275,7 @@ def new_stamp(locks, subjects, taken=()):
     once. Stamps have one-second resolution, so a run right after another of the same subject
     waits for the next second instead of colliding with its names."""
     used = set(taken) | {lock.stamps.get(subject) for lock in locks for subject in subjects}
-    while (stamp := utc_stamp()) in used:
+    while (stamp := Names.utc_stamp()) in used:
         time.sleep(0.1)
     for lock in locks:
         lock.record(subjects, stamp)
@@ -3275,7 +3289,7 @@ def confirm(ctx, question, assume_yes):
     if not sys.stdin.isatty():
         raise ConfigError(f'{question}: not asking without a terminal; add -yes to go ahead')
     # On stderr, which is the terminal even when stdout goes to a pipe (-output json | jq).
-    print(f'{printable(question)} [y/N] ', end='', file=sys.stderr, flush=True)
+    print(f'{Output.printable(question)} [y/N] ', end='', file=sys.stderr, flush=True)
     try:
         answer = input().strip().lower()
     except EOFError:    # Ctrl-D
@@ -3284,61 +3298,84 @@ def confirm(ctx, question, assume_yes):
         raise Failure('aborted: nothing changed')
 
 
-def wait_for(futures, timeout=None):
-    """concurrent.futures.wait(futures, timeout), in steps of SIGNAL_LATENCY in the main thread.
-    The kernel may hand a stop signal to any thread (signal(7): "an arbitrary thread"), and
-    Python runs its handler in the main thread once that runs Python code again; in one long
-    wait, it would see the signal only when the wait ends — too late to keep a VM in vm create
-    from beginning, and a second Ctrl-C would not be seen as one."""
-    if threading.current_thread() is not threading.main_thread():
-        return concurrent.futures.wait(futures, timeout)
-    deadline = math.inf if timeout is None else time.monotonic() + timeout
-    while True:
-        waited = concurrent.futures.wait(futures, max(0.0, min(SIGNAL_LATENCY, deadline - time.monotonic())))
-        if not waited.not_done or time.monotonic() >= deadline:
-            return waited
+class Parallel:
+    """The one helper for parallel work: how much runs at once, and waiting so that a stop signal
+    is seen and never cuts a batch of changes in two."""
 
+    # How much of a run goes on at once (README, vm create and Performance: why these numbers).
+    # vm create: VMs worked on at once, the default of -parallel. More gained nothing in the
+    # benchmark and only load the API servers: ONTAP turns REST requests away once its input
+    # queue is full (NetApp, ONTAP automation docs, "Known limitations"; its size unconfirmed).
+    VMS_AT_ONCE = 16
+    MOST_VMS_AT_ONCE = 32       # the most -parallel allows
+    # VMs one node suspends or shuts down and starts again at once: as many as PVE's own HA
+    # manager runs start and stop jobs on a node, datacenter.cfg's max_workers, 4 by default
+    # (pve-ha-manager: src/PVE/HA/Env/PVE2.pm get_max_workers, src/PVE/HA/LRM.pm run_workers).
+    POWER_CYCLES_PER_NODE = 4
+    REQUESTS_AT_ONCE = 16       # requests one thread fans out at once: a VM's clones, reads, deletes
+    # Every thread of a run may have a request out at one host at once: each Session's pool keeps
+    # a connection for each, so no thread waits for one (inside a VM's pause, say) and none is
+    # thrown away (urllib3 warns "Connection pool is full"). Only idle connections take room.
+    CONNECTIONS_PER_HOST = MOST_VMS_AT_ONCE * REQUESTS_AT_ONCE
+    # How long a stop signal may wait to be seen while the main thread waits for parallel work.
+    SIGNAL_LATENCY = 0.1
 
-def result_of(future, timeout=None):
-    """future.result(timeout), waited for by wait_for: concurrent.futures.TimeoutError if it is
-    not done by then."""
-    if wait_for([future], timeout).not_done:
-        raise concurrent.futures.TimeoutError
-    return future.result()
+    @staticmethod
+    def wait_for(futures, timeout=None):
+        """concurrent.futures.wait(futures, timeout), in steps of SIGNAL_LATENCY in the main thread.
+        The kernel may hand a stop signal to any thread (signal(7): "an arbitrary thread"), and
+        Python runs its handler in the main thread once that runs Python code again; in one long
+        wait, it would see the signal only when the wait ends — too late to keep a VM in vm create
+        from beginning, and a second Ctrl-C would not be seen as one."""
+        if threading.current_thread() is not threading.main_thread():
+            return concurrent.futures.wait(futures, timeout)
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        while True:
+            waited = concurrent.futures.wait(futures, max(0.0, min(Parallel.SIGNAL_LATENCY, deadline - time.monotonic())))
+            if not waited.not_done or time.monotonic() >= deadline:
+                return waited
 
+    @staticmethod
+    def result_of(future, timeout=None):
+        """future.result(timeout), waited for by wait_for: concurrent.futures.TimeoutError if it is
+        not done by then."""
+        if Parallel.wait_for([future], timeout).not_done:
+            raise concurrent.futures.TimeoutError
+        return future.result()
 
-def map_parallel(function, items, limit=REQUESTS_AT_ONCE, finish=False):
-    """[function(item) for item in items], up to `limit` calls at once (1: one by one, in
-    order, so that a dry run prints its lines in order). The first exception, in item order
-    (a stop signal's in the main thread, too), is raised once every call begun has ended;
-    the others are then not begun — or, with `finish`, all the same."""
-    if limit < 2 or len(items) < 2:
-        return [function(item) for item in items]
-    # A worker thread (a VM's, in vm create) does the first item itself: a thread fewer to
-    # start for each VM's few requests. The main thread only waits, so that a stop signal
-    # never cuts a call in two.
-    inline = threading.current_thread() is not threading.main_thread()
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(limit, len(items)) - inline)
-    try:
-        futures = [pool.submit(function, item) for item in items[inline:]]
-        first = [function(items[0])] if inline else []
-        return first + [result_of(future) for future in futures]
-    finally:
-        pool.shutdown(wait=True, cancel_futures=not finish)
-
-
-def run_parallel(function, items, at_once=True, limit=REQUESTS_AT_ONCE):
-    """Call function(item) for every item, up to `limit` at once (or one by one, so that a
-    dry run prints its lines in order); the Outcome of each, in item order. A stop signal
-    does not cut such a batch of changes in two: every item is begun."""
-    def outcome(item):
+    @staticmethod
+    def map(function, items, limit=REQUESTS_AT_ONCE, finish=False):
+        """[function(item) for item in items], up to `limit` calls at once (1: one by one, in
+        order, so that a dry run prints its lines in order). The first exception, in item order
+        (a stop signal's in the main thread, too), is raised once every call begun has ended;
+        the others are then not begun — or, with `finish`, all the same."""
+        if limit < 2 or len(items) < 2:
+            return [function(item) for item in items]
+        # A worker thread (a VM's, in vm create) does the first item itself: a thread fewer to
+        # start for each VM's few requests. The main thread only waits, so that a stop signal
+        # never cuts a call in two.
+        inline = threading.current_thread() is not threading.main_thread()
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(limit, len(items)) - inline)
         try:
-            function(item)
-        except Failure as exc:
-            return Outcome(item, exc)
-        return Outcome(item)
+            futures = [pool.submit(function, item) for item in items[inline:]]
+            first = [function(items[0])] if inline else []
+            return first + [Parallel.result_of(future) for future in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=not finish)
 
-    return map_parallel(outcome, items, limit if at_once else 1, finish=True)
+    @staticmethod
+    def run(function, items, at_once=True, limit=REQUESTS_AT_ONCE):
+        """Call function(item) for every item, up to `limit` at once (or one by one, so that a
+        dry run prints its lines in order); the Outcome of each, in item order. A stop signal
+        does not cut such a batch of changes in two: every item is begun."""
+        def outcome(item):
+            try:
+                function(item)
+            except Failure as exc:
+                return Outcome(item, exc)
+            return Outcome(item)
+
+        return Parallel.map(outcome, items, limit if at_once else 1, finish=True)
 
 
 def clone_each(ctx, clones, overwrite=False):
@@ -3347,7 +3384,7 @@ def clone_each(ctx, clones, overwrite=False):
         storage, source, destination = item
         volume = ctx.volume(storage)
         volume.clone_file(source, destination, overwrite)
-    return run_parallel(clone, clones, at_once=not ctx.dry_run)
+    return Parallel.run(clone, clones, at_once=not ctx.dry_run)
 
 
 def delete_files(ctx, files):
@@ -3355,7 +3392,7 @@ def delete_files(ctx, files):
     def delete(item):
         volume = ctx.volume(item[0])
         volume.delete_file(item[1])
-    return run_parallel(delete, files, at_once=not ctx.dry_run)
+    return Parallel.run(delete, files, at_once=not ctx.dry_run)
 
 
 def settle_each(outcomes, settle, what):
@@ -3365,7 +3402,7 @@ def settle_each(outcomes, settle, what):
     if not unknown:
         return outcomes
     log.warning('%d %s of unknown outcome: finding out before anything is rolled back', len(unknown), what)
-    settled = {result.item.item: Outcome(result.item.item, result.error) for result in run_parallel(settle, unknown)}
+    settled = {result.item.item: Outcome(result.item.item, result.error) for result in Parallel.run(settle, unknown)}
     return [settled.get(outcome.item, outcome) for outcome in outcomes]
 
 
@@ -3409,9 +3446,9 @@ def check_freezable(ctx, view):
     """-freeze needs the guest agent configured, freezing allowed and the agent answering:
     checked before any freeze."""
     setting = view.config.get('agent')
-    if not agent_enabled(setting):
+    if not Guest.agent_enabled(setting):
         raise Failure(f'VM {view.vmid}: no QEMU guest agent configured (set agent: 1); -freeze needs one')
-    if not agent_freezes(setting):
+    if not Guest.agent_freezes(setting):
         raise Failure(f'VM {view.vmid}: its agent setting turns freezing off (agent: {setting}); use -pause, or '
                       'allow freezing (freeze-fs=1)')
     try:
@@ -3426,7 +3463,7 @@ def thaw(ctx, view):
     try:
         ctx.pve.agent(view.vm, 'fsfreeze-thaw')
     except Failure as exc:
-        if frozen_too_long(exc):
+        if Guest.frozen_too_long(exc):
             return FrozenTooLong(f'the guest of VM {view.vmid} gave up its freeze before the thaw, as Windows VSS '
                                  f'does after about 10 s ({exc})')
         return Failure(f'the guest of VM {view.vmid} could not be thawed and may still be frozen: run '
@@ -3555,12 +3592,12 @@ class VmWindow:
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             future = pool.submit(function, *args)
             try:
-                return result_of(future, timeout=bound)
+                return Parallel.result_of(future, timeout=bound)
             except concurrent.futures.TimeoutError:
                 self.late = (f'the capture snapshots outlasted the {self.mode} bound of {bound:g} s (freeze_timeout): '
                              'not consistent')
                 self._resume()
-                return result_of(future)
+                return Parallel.result_of(future)
 
     def leave_down(self, why):
         """Do not start the VM again when the window closes."""
@@ -3658,7 +3695,7 @@ def return_left_guests(ctx, locks, guests):
     on) brought back (return_left_guest) and struck from the records."""
     found = []
     for vmid, (how, who) in sorted(left_holds(locks).items()):
-        left = (f'{guest_label(guests.get(vmid) or {"vmid": vmid})} was left {HELD_WORDS.get(how, how)} by a run that '
+        left = (f'{Guest.label(guests.get(vmid) or {"vmid": vmid})} was left {HELD_WORDS.get(how, how)} by a run that '
                 f'died ({describe_holder(who)})')
         done = None
         if vmid in guests:
@@ -3706,7 +3743,7 @@ class VmView:
 
     @property
     def identity(self):
-        return vm_identity(self.config)
+        return Identity.of_config(self.config)
 
 
 def gather_vm(ctx, vmid, vms=None, config=None):
@@ -3714,7 +3751,7 @@ def gather_vm(ctx, vmid, vms=None, config=None):
     vm = ctx.pve.find_vm(vmid, vms)
     config = ctx.pve.config_of(vm) if config is None else config
     disks, skipped = [], []
-    for disk in vm_disks(config):
+    for disk in Guest.vm_disks(config):
         if disk.storage not in ctx.config.storages:
             skipped.append((disk, f'storage {disk.storage} has no section in {ctx.config.path}'))
         elif disk.path is None:
@@ -3722,7 +3759,7 @@ def gather_vm(ctx, vmid, vms=None, config=None):
         else:
             ctx.volume(disk.storage)
             disks.append(disk)
-    return VmView(vm, config, disks, skipped, sorted(vm_storages(config) & set(ctx.config.storages)))
+    return VmView(vm, config, disks, skipped, sorted(Guest.storages(config) & set(ctx.config.storages)))
 
 
 def gather_sets(ctx, view, storages=None):
@@ -3732,11 +3769,11 @@ def gather_sets(ctx, view, storages=None):
 
     def list_storage(storage):
         volume = ctx.volume(storage)
-        return [parse_set_file(storage, directory, record['name'], record.get('size'))
+        return [Names.snapshot_file(storage, directory, record['name'], record.get('size'))
                 for record in volume.list_dir(directory)]
 
-    found = map_parallel(list_storage, view.storages if storages is None else storages)
-    return group_sets([file for listing in found for file in listing if file])
+    found = Parallel.map(list_storage, view.storages if storages is None else storages)
+    return VmSnapshots.by_stamp([file for listing in found for file in listing if file])
 
 
 def searched_storages(ctx, view):
@@ -3759,7 +3796,7 @@ def snapshot_vm(ctx, view, mode, stamp, shared=None):
     the captures for all its running VMs already: the VM's disks are cloned from those, which
     the run deletes once every VM is done. A stopped VM's disks are cloned as they are. Returns
     the clones and what went wrong once they were made (a guest not thawed, a VM not started
-    again: Failures for the caller to report) and how consistent it is (snapshot_consistency);
+    again: Failures for the caller to report) and how consistent it is (Consistency.of_vm_snapshot);
     if a capture or a clone is not made, what was made is taken back and the Failure names the disks."""
     vmid = view.vmid
     for disk, reason in view.skipped:
@@ -3771,7 +3808,7 @@ def snapshot_vm(ctx, view, mode, stamp, shared=None):
     # needs no capture, nor a note of one in its volumes' lock records.
     needs_captures = mode or view.vm.get('status') == 'running'
     plan = (shared.plan_of(view) if shared else
-            plan_captures(ctx, view.disks, capture_name(stamp, vmid), stamp) if needs_captures else {})
+            plan_captures(ctx, view.disks, Names.capture_name(stamp, vmid), stamp) if needs_captures else {})
     captures = list(dict.fromkeys(plan.values()))
     if not mode and view.vm.get('status') == 'running' and len(captures) > 1:
         log.warning('VM %s: its disks on %d volumes are captured at %d different instants; -pause takes them at one',
@@ -3780,7 +3817,7 @@ def snapshot_vm(ctx, view, mode, stamp, shared=None):
     try:
         with VmWindow(ctx, view, mode) as window:
             own = window.running and not shared
-            outcomes = window.run(take_captures, ctx, captures, CAPTURE_COMMENT.format(vmid=vmid)) if own else []
+            outcomes = window.run(take_captures, ctx, captures, Names.CAPTURE_COMMENT.format(vmid=vmid)) if own else []
         settled = settle_captures(ctx, outcomes)
         if shared:
             outcomes, settled = shared.outcomes_of(captures)
@@ -3790,12 +3827,12 @@ def snapshot_vm(ctx, view, mode, stamp, shared=None):
         if late or any(outcome.state != 'done' for outcome in settled):
             raise Failure.joined(capture_failure(view, stamp, outcomes, settled, late), *window.problems)
         clones = [(disk.storage, plan[disk.storage].source(disk.path) if window.running else disk.path,
-                   set_file_path(disk.path, stamp)) for disk in view.disks]
+                   Names.snapshot_file_path(disk.path, stamp)) for disk in view.disks]
         outcomes = clone_each(ctx, clones)
         made = settle_clones(ctx, outcomes)
         if any(outcome.state != 'done' for outcome in made):
             raise Failure.joined(undo_snapshot(ctx, view, stamp, outcomes, made), *window.problems)
-        return (clones, snapshot_consistency(mode, window.paused, window.running, len(captures), window.still),
+        return (clones, Consistency.of_vm_snapshot(mode, window.paused, window.running, len(captures), window.still),
                 window.problems)
     finally:
         # A capture that a clone still running may read from stays, left to the next run.
@@ -3818,9 +3855,9 @@ def check_backings(ctx, view):
         volume = ctx.volume(disk.storage)
         return volume.qcow2_backing(disk.path)
 
-    view.backings = dict(zip((disk.key for disk in qcow2), map_parallel(backing, qcow2)))
+    view.backings = dict(zip((disk.key for disk in qcow2), Parallel.map(backing, qcow2)))
     risky = [f'{disk.key} ({disk.volid}) stands on {why}' for disk in qcow2
-             if (why := backing_risk(view.backings[disk.key]))]
+             if (why := Qcow2.backing_risk(view.backings[disk.key]))]
     if risky:
         raise Failure(f'VM {view.vmid}: no snapshot, for {"; ".join(risky)}: a file clone of the disk alone would '
                       'lose its data then; delete the PVE snapshots of the VM first, or take a storage snapshot '
@@ -3830,7 +3867,7 @@ def check_backings(ctx, view):
 def undo_snapshot(ctx, view, stamp, outcomes, settled):
     """The Failure of a snapshot not made whole, its clones followed until they ended
     (`settled`): every clone made is removed, one that may still be made is named."""
-    key = {set_file_path(disk.path, stamp): disk.key for disk in view.disks}
+    key = {Names.snapshot_file_path(disk.path, stamp): disk.key for disk in view.disks}
     reasons = [f'{key[destination]} ({outcome.error})' for outcome in outcomes if outcome.error
                for _, _, destination in [outcome.item]]
     made = Outcome.items_in(settled, 'done')
@@ -3882,7 +3919,7 @@ def take_captures(ctx, captures, comment):
     def create(capture):
         volume = ctx.volume(capture.storage)
         capture.uuid = volume.create_snapshot(capture.name, comment)
-    return run_parallel(create, captures, at_once=not ctx.dry_run)
+    return Parallel.run(create, captures, at_once=not ctx.dry_run)
 
 
 def settle_captures(ctx, outcomes):
@@ -3926,7 +3963,7 @@ def release_captures(ctx, captures, settled, in_use=()):
         log.warning('capture snapshot %s of volume %s (ONTAP %s) kept: a clone from it may still run; the next vm '
                     'create on the volume deletes it', capture.name, volume.name, volume.ontap.host)
     made = [capture for capture in captures if states.get(capture) == 'done' and capture not in in_use]
-    for outcome in run_parallel(functools.partial(release_capture, ctx), made, at_once=not ctx.dry_run):
+    for outcome in Parallel.run(functools.partial(release_capture, ctx), made, at_once=not ctx.dry_run):
         if outcome.error:
             log.warning('%s', outcome.error)
 
@@ -3952,9 +3989,9 @@ def release_capture(ctx, capture):
                       'deletes it if it is still there') from exc
     except Failure as exc:
         raise Failure(f'{where} could not be deleted ({exc}); the next vm create on the volume tries again') from exc
-    leftover = leftover_name(capture.name)
+    leftover = Names.leftover_name(capture.name)
     try:
-        volume.rename_snapshot(snapshot, leftover, LEFTOVER_COMMENT)
+        volume.rename_snapshot(snapshot, leftover, Names.LEFTOVER_COMMENT)
     except Failure as exc:
         raise Failure(f'{where} is still busy after {CAPTURE_DELETE_WAIT:g} s and could not be renamed to '
                       f'{leftover} ({exc}); the next vm create on the volume deletes it') from exc
@@ -3972,7 +4009,7 @@ class SharedCaptures:
 
     def __init__(self, ctx, views, stamp):
         disks = [disk for view in views if self.takes(view) for disk in view.disks]
-        self.plan = plan_captures(ctx, disks, shared_capture_name(stamp), stamp)
+        self.plan = plan_captures(ctx, disks, Names.shared_capture_name(stamp), stamp)
         self.captures = list(dict.fromkeys(self.plan.values()))
         self.outcomes = self.settled = []
         self._kept = set()
@@ -3985,7 +4022,7 @@ class SharedCaptures:
         return view.vm.get('status') == 'running'
 
     def take(self, ctx):
-        self.outcomes = take_captures(ctx, self.captures, SHARED_CAPTURE_COMMENT)
+        self.outcomes = take_captures(ctx, self.captures, Names.SHARED_CAPTURE_COMMENT)
         self.settled = settle_captures(ctx, self.outcomes)
         taken = Outcome.items_in(self.settled, 'done')
         if taken:
@@ -4055,11 +4092,11 @@ def clean_volume(ctx, storage, due):
     volume = ctx.volume(storage)
     found = {record['name']: record for record in volume.snapshots('pve_ontap_*')}
     for name in due:
-        if name not in found and leftover_name(name) not in found:
+        if name not in found and Names.leftover_name(name) not in found:
             forget_capture(ctx, name, storage)      # deleted since, by hand or by ONTAP
-    targets = [found[n] for name in due for n in (name, leftover_name(name)) if n in found]
-    targets += [record for name, record in sorted(found.items()) if name.startswith(LEFTOVER_PREFIX)
-                and record not in targets and not younger_than(record, LEFTOVER_AGE)]
+    targets = [found[n] for name in due for n in (name, Names.leftover_name(name)) if n in found]
+    targets += [record for name, record in sorted(found.items()) if name.startswith(Names.LEFTOVER_PREFIX)
+                and record not in targets and not Volume.younger_than(record, LEFTOVER_AGE)]
     delete_leftovers(ctx, storage, targets)
 
 
@@ -4083,7 +4120,7 @@ def delete_leftovers(ctx, storage, records):
             log.warning('%s: whether it was deleted is unknown (%s); a later vm create looks again', where, exc)
             left.append(record['name'])
             continue
-        forget_capture(ctx, capture_of(record['name']), storage)
+        forget_capture(ctx, Names.capture_of(record['name']), storage)
         log.info('%s deleted', where)
     return left
 
@@ -4108,20 +4145,20 @@ def register_clones(ctx, view, clones):
     # vm_config, QemuServer.pm parse_vm_config). Only then is the config read again.
     config = view.config
     try:
-        changes = dict(zip(free_unused_keys(config, len(volids)), volids))
+        changes = dict(zip(Guest.free_unused_keys(config, len(volids)), volids))
         ctx.pve.set_config(view.vm, 'register the snapshot as unused disks', digest=config.get('digest'), **changes)
     except OutcomeUnknown:
         raise
     except Failure as exc:
         log.debug('VM %s: registering with the config read before refused (%s): reading it again', vmid, exc)
         config = ctx.pve.pending_config(view.vm)
-        changes = dict(zip(free_unused_keys(config, len(volids)), volids))
+        changes = dict(zip(Guest.free_unused_keys(config, len(volids)), volids))
         ctx.pve.set_config(view.vm, 'register the snapshot as unused disks', **changes)
     return {**config, **changes}
 
 
 def save_snapshot_records(ctx, view, stamp, consistency, kind='snapshot', config=None):
-    """Write the snapshot's manifest, with the VM's config in it (guest_manifest), beside its
+    """Write the snapshot's manifest, with the VM's config in it (Manifest.build), beside its
     clones in images/<vmid>/ of the storage of its first ONTAP disk: one request per VM, and
     the set is found by its stamp on every storage of the VM anyway. The config is the node's
     .conf file on a PVE node, else rebuilt from the API's (config_text). A write of unknown
@@ -4132,12 +4169,12 @@ def save_snapshot_records(ctx, view, stamp, consistency, kind='snapshot', config
     volume = ctx.volume(storage)
     raw = Node.read_config(view.vm)
     volumes = {disk.storage: ctx.volume_identity(disk.storage) for disk in view.disks}
-    manifest = guest_manifest(view.vm, view.disks, config, stamp, consistency, volumes,
-                              raw if raw is not None else config_text(config).encode(),
+    manifest = Manifest.build(view.vm, view.disks, config, stamp, consistency, volumes,
+                              raw if raw is not None else Guest.config_text(config).encode(),
                               Node.config_path(view.vm) if raw is not None else 'api', tool_version(),
-                              {disk.key: set_file_path(disk.path, stamp, kind) for disk in view.disks},
+                              {disk.key: Names.snapshot_file_path(disk.path, stamp, kind) for disk in view.disks},
                               ctx.manifest_key(create=True), view.backings)
-    path = record_path(view.vmid, stamp, consistency, kind, identity_tag(vm_identity(config)))
+    path = Names.manifest_path(view.vmid, stamp, consistency, kind, Identity.tag(Identity.of_config(config)))
     try:
         volume.change_file('POST', path, lambda: volume.write_file(path, manifest.encode()), True)
     except Failure as exc:
@@ -4161,7 +4198,7 @@ def delete_sets(ctx, view, sets, config=None):
     config = ctx.pve.pending_config(view.vm) if config is None else config
     failed = {}
     for stamp, files in sets.items():
-        attached = {**attached_set_files(view.config, files), **attached_set_files(config, files)}
+        attached = {**Guest.attached_snapshot_files(view.config, files), **Guest.attached_snapshot_files(config, files)}
         if attached:
             failed[stamp] = InUse(f'VM {view.vmid}: snapshot {stamp} is in use: '
                                   f'{", ".join(f"{path} is attached as {key}" for path, key in attached.items())}; '
@@ -4169,7 +4206,7 @@ def delete_sets(ctx, view, sets, config=None):
     files = [f for stamp, members in sets.items() if stamp not in failed for f in members]
     volids = {f'{f.storage}:{view.vmid}/{f.path.rsplit("/", 1)[1]}' for f in files}
     registered = [key for key, value in sorted(config.items())
-                  if re.fullmatch(r'unused\d+', key) and parse_volume(value) and parse_volume(value)[1] in volids]
+                  if re.fullmatch(r'unused\d+', key) and Guest.parse_volume(value) and Guest.parse_volume(value)[1] in volids]
     if registered:
         ctx.pve.set_config(view.vm, "remove the snapshot's unused disks", delete=','.join(registered))
     left = {}
@@ -4183,17 +4220,17 @@ def delete_sets(ctx, view, sets, config=None):
 
 def prune_vm_sets(ctx, view, keep, made, config=None):
     """-keep N: delete the snapshot sets older than the newest N complete ones (see
-    sets_to_prune), never a pre-restore set, all at once. `made` is the new set's stamp;
+    VmSnapshots.to_prune), never a pre-restore set, all at once. `made` is the new set's stamp;
     `config` as for delete_sets."""
     sets = {stamp: files for stamp, files in gather_sets(ctx, view).items()
             if all(f.kind == 'snapshot' for f in files)}
-    doomed = {stamp: sets[stamp] for stamp in sets_to_prune(sets, view.disks, keep, made, view.identity)}
+    doomed = {stamp: sets[stamp] for stamp in VmSnapshots.to_prune(sets, view.disks, keep, made, view.identity)}
     failed = delete_sets(ctx, view, doomed, config) if doomed else {}
     for stamp, files in doomed.items():
         if isinstance(failed.get(stamp), InUse):
             log.warning('%s; kept beyond -keep %d', failed[stamp], keep)
         elif stamp not in failed:
-            missing = missing_disks(view.disks, files)
+            missing = VmSnapshots.missing_disks(view.disks, files)
             lacks = f'incomplete (lacks {",".join(d.key for d in missing)}) ' if missing else ''
             log.info('VM %s: %ssnapshot %s deleted (-keep %d)', view.vmid, lacks, stamp, keep)
     problems = [failure for failure in failed.values() if not isinstance(failure, InUse)]
@@ -4214,11 +4251,11 @@ def vms_to_snapshot(ctx, vmids, vms):
 
     if vmids is not None:
         ids = list(dict.fromkeys(vmids))
-        return list(zip(ids, map_parallel(read, ids)))
+        return list(zip(ids, Parallel.map(read, ids)))
     ids = [vmid for vmid, vm in sorted(vms.items()) if not vm.get('template')]
-    chosen = [(vmid, config) for vmid, config in zip(ids, map_parallel(read, ids))
+    chosen = [(vmid, config) for vmid, config in zip(ids, Parallel.map(read, ids))
               if isinstance(config, Failure) or any(d.storage in ctx.config.storages and d.path
-                                                    for d in vm_disks(config))]
+                                                    for d in Guest.vm_disks(config))]
     if not chosen:
         raise NotFound(f'no VM has a disk on a storage of {ctx.config.path}')
     return chosen
@@ -4239,7 +4276,7 @@ def gather_vms(ctx, configs, vms):
     each storage are looked up once: the threads then only read Context's caches (which have
     no lock). A storage that cannot be found fails the VMs using it, and no other."""
     used = {storage for _, config in configs if not isinstance(config, Failure)
-            for storage in vm_storages(config) & set(ctx.config.storages)}
+            for storage in Guest.storages(config) & set(ctx.config.storages)}
     unusable = {}
     for storage in sorted(used):
         try:
@@ -4249,7 +4286,7 @@ def gather_vms(ctx, configs, vms):
     gathered = []
     for vmid, config in configs:
         if not isinstance(config, Failure):
-            blocked = [unusable[storage] for storage in sorted(vm_storages(config)) if storage in unusable]
+            blocked = [unusable[storage] for storage in sorted(Guest.storages(config)) if storage in unusable]
             config = blocked[0] if blocked else gather_vm(ctx, vmid, vms, config)
         gathered.append((vmid, config))
     return gathered
@@ -4290,7 +4327,7 @@ class VmCreateRun:
         if mode not in ('suspend', 'shutdown'):
             return contextlib.nullcontext()
         with self._nodes_lock:
-            return self._nodes.setdefault(view.vm['node'], threading.BoundedSemaphore(POWER_CYCLES_PER_NODE))
+            return self._nodes.setdefault(view.vm['node'], threading.BoundedSemaphore(Parallel.POWER_CYCLES_PER_NODE))
 
 
 def create_vm_snapshot(ctx, view, mode, register, keep, run, shared=None):
@@ -4361,7 +4398,7 @@ def in_order(function, items, workers):
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
     try:
         futures = [pool.submit(function, item) for item in items]
-        yield (result_of(future) for future in futures)
+        yield (Parallel.result_of(future) for future in futures)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -4453,24 +4490,24 @@ def unsound_copies(ctx, files):
     """The paths of a set's qcow2 copies that stand on a file a copy cannot keep (backing_risk):
     taken by an earlier build over a PVE 9 volume chain, say; vm restore refuses them."""
     qcow2 = [file for file in files if not file.is_record and file.ext == '.qcow2']
-    risks = map_parallel(lambda file: backing_risk(ctx.volume(file.storage).qcow2_backing(file.path)), qcow2)
+    risks = Parallel.map(lambda file: Qcow2.backing_risk(ctx.volume(file.storage).qcow2_backing(file.path)), qcow2)
     return [file.path for file, risk in zip(qcow2, risks) if risk]
 
 
 def cmd_vm_list(ctx, args):
     view = gather_vm(ctx, args.vm)
     found = gather_sets(ctx, view, searched_storages(ctx, view))
-    manifests = map_parallel(lambda files: manifest_state(ctx, view.vmid, files), list(found.values()))
-    unsound = map_parallel(lambda files: unsound_copies(ctx, files), list(found.values()))
+    manifests = Parallel.map(lambda files: manifest_state(ctx, view.vmid, files), list(found.values()))
+    unsound = Parallel.map(lambda files: unsound_copies(ctx, files), list(found.values()))
     sets = []
     for (stamp, files), manifest, broken in zip(found.items(), manifests, unsound):
         clones = [f for f in files if not f.is_record]
-        pairs, missing, _ = match_set_to_disks(view.disks, clones)
+        pairs, missing, _ = VmSnapshots.match_disks(view.disks, clones)
         disk_keys = {file.path: disk.key for disk, file in pairs}
         sets.append({
-            'stamp': stamp, 'kind': SET_KINDS[files[0].kind], 'size': sum(f.size for f in clones),
-            'complete': not missing, 'missing': [d.key for d in missing], 'consistency': set_consistency(files),
-            'of': OF_VM[same_vm(set_identity(files), view.identity)], 'identity': set_identity(files),
+            'stamp': stamp, 'kind': Names.SNAPSHOT_KINDS[files[0].kind], 'size': sum(f.size for f in clones),
+            'complete': not missing, 'missing': [d.key for d in missing], 'consistency': Consistency.of_files(files),
+            'of': OF_VM[Identity.same_vm(Identity.of_files(files), view.identity)], 'identity': Identity.of_files(files),
             'manifest': manifest, 'unsound': broken,
             'files': [{'storage': f.storage, 'path': f.path, 'size': f.size, 'disk': disk_keys.get(f.path)}
                       for f in clones]})
@@ -4489,10 +4526,10 @@ def vm_list_text(vmid, sets):
                 + ('; a qcow2 copy stands on a file it cannot keep' if s['unsound'] else ''))
 
     def table(chosen):
-        rows = [{'stamp': s['stamp'], 'kind': s['kind'], 'size': human_size(s['size']),
+        rows = [{'stamp': s['stamp'], 'kind': s['kind'], 'size': Output.human_size(s['size']),
                  'disks': ','.join(f['disk'] or f['path'].rsplit('/', 1)[1] for f in s['files']), 'state': state(s),
                  'consistency': s['consistency'], 'of': s['of']} for s in chosen]
-        return format_table([('SNAPSHOT', 'stamp'), ('KIND', 'kind'), ('SIZE', 'size'), ('DISKS', 'disks'),
+        return Output.format_table([('SNAPSHOT', 'stamp'), ('KIND', 'kind'), ('SIZE', 'size'), ('DISKS', 'disks'),
                              ('STATE', 'state'), ('CONSISTENCY', 'consistency'), ('OF', 'of')], rows)
 
     text = table([s for s in sets if s['of'] != 'another VM'])
@@ -4514,7 +4551,7 @@ def cmd_vm_delete(ctx, args):
 @dataclasses.dataclass(frozen=True)
 class SavedConfig:
     """The config a snapshot saved, as read back: its settings (parse_config_text), the file it
-    was read from, and whether this cluster's key vouches for it (read_manifest)."""
+    was read from, and whether this cluster's key vouches for it (Manifest.read)."""
     config: dict
     path: str
     storage: str
@@ -4539,9 +4576,9 @@ def read_saved_config(ctx, storage, path, vmid, stamp, size=None):
     data = volume.read_file(path, size)
     where = f'{path} on {storage}'
     if not path.endswith('.manifest.json'):
-        return SavedConfig(parse_config_text(data.decode('utf-8', 'surrogateescape')), path, storage)
-    manifest, signed = read_manifest(data, where, vmid, stamp, ctx.manifest_key())
-    return SavedConfig(parse_config_text(manifest['config']), path, storage, signed, manifest)
+        return SavedConfig(Guest.parse_config_text(data.decode('utf-8', 'surrogateescape')), path, storage)
+    manifest, signed = Manifest.read(data, where, vmid, stamp, ctx.manifest_key())
+    return SavedConfig(Guest.parse_config_text(manifest['config']), path, storage, signed, manifest)
 
 
 def set_config(ctx, files):
@@ -4558,8 +4595,8 @@ def storage_snapshot_config(ctx, vmid, name, storages):
     holds one), or None: a snapshot made before configs were saved, or of a storage without the VM."""
     for storage in sorted(storages):
         volume = ctx.volume(storage)
-        directory = storage_record_dir(name)
-        found = [STORAGE_RECORD_FILE.match(file) for file in volume.files_in(directory) or []]
+        directory = Names.storage_record_dir(name)
+        found = [Names.STORAGE_MANIFEST_FILE.match(file) for file in volume.files_in(directory) or []]
         mine = sorted((m for m in found if m and m['prefix'] == 'vm' and int(m['vmid']) == vmid),
                       key=lambda m: not m['consistency'])
         if mine:
@@ -4606,8 +4643,8 @@ def disks_to_restore(ctx, view, saved, with_config):
     (setting_risk: never a host path or another guest's volume)."""
     if not with_config or saved is None:
         return view.disks
-    disks = [disk for disk in vm_disks(saved.config) if disk.storage in ctx.config.storages and disk.path
-             and not setting_risk(disk.key, saved.config[disk.key], view.vmid)]
+    disks = [disk for disk in Guest.vm_disks(saved.config) if disk.storage in ctx.config.storages and disk.path
+             and not RestoreRules.setting_risk(disk.key, saved.config[disk.key], view.vmid)]
     for disk in disks:
         ctx.volume(disk.storage)
     return disks
@@ -4617,7 +4654,7 @@ def moved_disks(view, saved):
     """(key, volid then, volid now) of each disk of a snapshot's manifest that the VM has under the
     same key on another volume now: moved since (Move Disk), its old file kept as unused or gone."""
     recorded = (saved.manifest or {}).get('disks') if saved else None
-    now = {disk.key: disk.volid for disk in vm_disks(view.config)}
+    now = {disk.key: disk.volid for disk in Guest.vm_disks(view.config)}
     return [(entry['key'], entry['volid'], now[entry['key']]) for entry in recorded or ()
             if isinstance(entry, dict) and entry.get('key') in now and entry.get('volid') != now[entry['key']]]
 
@@ -4633,7 +4670,7 @@ def restore_sources(ctx, view, sets, stamp, name, with_config):
         origin = f'snapshot {stamp}'
         saved = read_or_warn(view, origin, with_config, lambda: set_config(ctx, files))
         disks = disks_to_restore(ctx, view, saved, with_config)
-        pairs, missing, _ = match_set_to_disks(disks, [f for f in files if not f.is_record])
+        pairs, missing, _ = VmSnapshots.match_disks(disks, [f for f in files if not f.is_record])
         sources = [(disk, file.path) for disk, file in pairs]
     else:
         holding = storages_with_snapshot(ctx, view, name)
@@ -4669,10 +4706,10 @@ def check_source_backings(ctx, view, origin, sources):
     def backing(item):
         disk, source = item
         volume = ctx.volume(disk.storage)
-        return backing_risk(volume.qcow2_backing(source))
+        return Qcow2.backing_risk(volume.qcow2_backing(source))
 
     risky = [f'{disk.key} ({source}) stands on {why}' for (disk, source), why in
-             zip(qcow2, map_parallel(backing, qcow2)) if why]
+             zip(qcow2, Parallel.map(backing, qcow2)) if why]
     if risky:
         raise Failure(f'VM {view.vmid}: not restored from {origin}, for the copy of {"; ".join(risky)}, so it does not '
                       'hold the disk whole; restore the whole storage from a storage snapshot, or copy the disk out '
@@ -4685,7 +4722,7 @@ def absent_targets(ctx, view, sources):
     disks is looked up: they are there."""
     current = {(disk.storage, disk.path) for disk in view.disks}
     others = [disk for disk, _ in sources if (disk.storage, disk.path) not in current]
-    there = map_parallel(lambda disk: ctx.volume(disk.storage).file_exists(disk.path), others)
+    there = Parallel.map(lambda disk: ctx.volume(disk.storage).file_exists(disk.path), others)
     return {disk.path for disk, found in zip(others, there) if not found}
 
 
@@ -4696,7 +4733,7 @@ def restore_disks(ctx, view, sources, undo_stamp, window):
     whose outcome stays unknown leaves all as it is: the pre-restore snapshot kept, the VM down."""
     vmid = view.vmid
     absent = absent_targets(ctx, view, sources)
-    undo = [(disk.storage, disk.path, set_file_path(disk.path, undo_stamp, 'prerestore')) for disk, _ in sources
+    undo = [(disk.storage, disk.path, Names.snapshot_file_path(disk.path, undo_stamp, 'prerestore')) for disk, _ in sources
             if disk.path not in absent]
     saved = settle_clones(ctx, clone_each(ctx, undo))
     if any(outcome.state != 'done' for outcome in saved):
@@ -4718,7 +4755,7 @@ def restore_disks(ctx, view, sources, undo_stamp, window):
                       f'its disks are right, or put them back with vm restore -vm {vmid} -snapshot {undo_stamp}')
     reason = '; '.join(f'{key[path]} ({outcome.error})' for outcome in overwrites if outcome.error
                        for _, _, path in [outcome.item])
-    back = [(storage, set_file_path(path, undo_stamp, 'prerestore'), path)
+    back = [(storage, Names.snapshot_file_path(path, undo_stamp, 'prerestore'), path)
             for storage, _, path in Outcome.items_in(overwrites, 'done') if path not in absent]
     made = [item for item in Outcome.items_in(overwrites, 'done') if item[2] in absent]
     put_back = settle_clones(ctx, clone_each(ctx, back, overwrite=True), overwrite=True)
@@ -4777,15 +4814,15 @@ def check_same_vm(view, origin, saved, files):
     """Refuse a restore of the VM from a snapshot of another VM that had its id (same_vm): by the
     identity its manifest records, else the one its name carries (`files`: a VM snapshot's)."""
     recorded = (saved.manifest or {}).get('identity') if saved else None
-    tag = identity_tag((recorded.get('ctime'), recorded.get('smbios_uuid'))) if isinstance(recorded, dict) else None
-    if same_vm(tag or set_identity(files), view.identity) is False:
+    tag = Identity.tag((recorded.get('ctime'), recorded.get('smbios_uuid'))) if isinstance(recorded, dict) else None
+    if Identity.same_vm(tag or Identity.of_files(files), view.identity) is False:
         raise Failure(f'VM {view.vmid}: {origin} is of another VM that had the id {view.vmid} before, not of VM '
                       f'{view.vmid} now: its disks are not put onto this VM; make a VM of it with -as-new NEWID')
 
 
 def vm_restore_plan(view, origin, sources, missing, saved, with_config, allowed):
     """What a vm restore does, as a record (-output json), gathered before it asks: the disks, and
-    what putting the saved config back does (plan_config): `diff`, unified diff lines of the
+    what putting the saved config back does (RestoreRules.plan): `diff`, unified diff lines of the
     config now and after (null without a saved config); the settings `kept` as they are, and
     why; those `allowed` back by -allow-key alone; the file and whether it is `signed`."""
     plan = {'vmid': view.vmid, 'origin': origin,
@@ -4793,12 +4830,12 @@ def vm_restore_plan(view, origin, sources, missing, saved, with_config, allowed)
             'kept': [disk.key for disk in missing],
             'config': {'saved': saved is not None, 'restored': bool(with_config), 'diff': None}}
     if saved is not None:
-        change = plan_config(view.config, saved.config, view.vmid, allowed)
-        detached = [disk for disk in vm_disks(view.config) if with_config and (
-            disk.key in change.deletes or drive_volume(change.changes.get(disk.key, disk.volid)) != disk.volid)]
+        change = RestoreRules.plan(view.config, saved.config, view.vmid, allowed)
+        detached = [disk for disk in Guest.vm_disks(view.config) if with_config and (
+            disk.key in change.deletes or Guest.drive_volume(change.changes.get(disk.key, disk.volid)) != disk.volid)]
         plan['config'].update(
             detached=[{'key': disk.key, 'volid': disk.volid} for disk in detached],
-            diff=config_diff(view.config, change.after(view.config), f'VM {view.vmid} now', origin),
+            diff=Guest.config_diff(view.config, change.after(view.config), f'VM {view.vmid} now', origin),
             kept=[{'key': key, 'saved': then, 'current': now, 'why': why}
                   for key, (then, now, why) in change.kept.items()],
             allowed=[{'key': key, 'value': value} for key, value in change.allowed.items()],
@@ -4819,7 +4856,7 @@ def show_vm_restore_plan(ctx, plan, asking):
     if not config['saved']:
         lines.append(f'{plan["origin"]} holds no saved config (made before snapshots carried one): the config '
                      'stays as it is.')
-        print('\n'.join(printable(line) for line in lines), file=sys.stderr, flush=True)
+        print('\n'.join(Output.printable(line) for line in lines), file=sys.stderr, flush=True)
         return
     lines.append(f'Its saved config: {config["file"]}, {config["trust"]}.')
     if config['diff']:
@@ -4830,7 +4867,7 @@ def show_vm_restore_plan(ctx, plan, asking):
                                                                          if config['kept'] else '.'))
     if config['kept']:
         lines.append('These settings are kept as they are, whatever the saved config says:')
-        lines += describe_kept({item['key']: (item['saved'], item['current'], item['why']) for item in config['kept']})
+        lines += RestoreRules.describe_kept({item['key']: (item['saved'], item['current'], item['why']) for item in config['kept']})
     lines += [f'  {item["key"]}: "{item["value"]}" is put back only because -allow-key names it'
               for item in config['allowed']]
     if config['detached']:
@@ -4839,16 +4876,16 @@ def show_vm_restore_plan(ctx, plan, asking):
     if config['diff'] or config['allowed']:
         lines.append('-with-config puts the saved config back so; disks beyond it are kept as unused disks.'
                      if config['restored'] else 'The config stays as it is (-with-config puts the saved one back).')
-    print('\n'.join(printable(line) for line in lines), file=sys.stderr, flush=True)
+    print('\n'.join(Output.printable(line) for line in lines), file=sys.stderr, flush=True)
 
 
 def put_config_back(ctx, view, saved, allowed):
-    """Put a saved config back (plan_config: screened, `allowed` the keys -allow-key names) in one
+    """Put a saved config back (RestoreRules.plan: screened, `allowed` the keys -allow-key names) in one
     change, against the digest of the config read now, so that PVE refuses it if anybody changes
     the config meanwhile. A lost answer is read back: the saved config there is done, the config
     as it was is failed, else unknown."""
     current = ctx.pve.config_of(view.vm)
-    plan = plan_config(current, saved, view.vmid, allowed)
+    plan = RestoreRules.plan(current, saved, view.vmid, allowed)
     changes, deletes = plan.changes, plan.deletes
     if not changes and not deletes:
         return
@@ -4864,7 +4901,7 @@ def put_config_back(ctx, view, saved, allowed):
         except Failure as again:
             raise OutcomeUnknown(f'{exc}; reading the config back failed too ({again})', exc.what,
                                  where=exc.where) from exc
-        again = plan_config(after, saved, view.vmid, allowed)
+        again = RestoreRules.plan(after, saved, view.vmid, allowed)
         if (again.changes, again.deletes) == ({}, []):
             return
         raise OutcomeUnknown(f'{exc}; the config read back is not the saved one yet: check it (qm config '
@@ -4961,12 +4998,12 @@ def new_vm_settings(vmid, newid, view, origin, read, no_saved_config):
 
 def plan_new_vm(ctx, vmid, newid, stamp, name, allowed=frozenset(), no_saved_config=False):
     """Every lookup of -as-new: the new id is free, the source found (without VM `vmid` if it is
-    gone: on every configured storage), a config to give the new VM (screened: screen_config), a
+    gone: on every configured storage), a config to give the new VM (screened: RestoreRules.screen), a
     copy of each of its disks."""
     guests = ctx.pve.guests()
     if newid in guests:
         taken = guests[newid]
-        raise Failure(f'Proxmox {ctx.pve.host}: {guest_label(taken)} {taken.get("name") or ""} already exists on '
+        raise Failure(f'Proxmox {ctx.pve.host}: {Guest.label(taken)} {taken.get("name") or ""} already exists on '
                       f'node {taken.get("node")}: choose another id for -as-new (pvesh get /cluster/nextid gives '
                       'a free one)')
     source = guests.get(vmid)
@@ -4976,9 +5013,9 @@ def plan_new_vm(ctx, vmid, newid, stamp, name, allowed=frozenset(), no_saved_con
     storages = view.storages if view else reachable_storages(ctx)
     origin, copies, holding, read = new_vm_source(ctx, vmid, view, stamp, name, storages)
     original = new_vm_settings(vmid, newid, view, origin, read, no_saved_config)
-    config, risky = screen_config(restorable(original), vmid, allowed)
-    forced = {key: config[key] for key in sorted(allowed) if key in config and setting_risk(key, config[key], vmid)}
-    disks = vm_disks(config)
+    config, risky = RestoreRules.screen(Guest.restorable(original), vmid, allowed)
+    forced = {key: config[key] for key in sorted(allowed) if key in config and RestoreRules.setting_risk(key, config[key], vmid)}
+    disks = Guest.vm_disks(config)
     if copies is None:
         copies = {}
         for disk in disks:
@@ -4995,15 +5032,15 @@ def plan_new_vm(ctx, vmid, newid, stamp, name, allowed=frozenset(), no_saved_con
     for storage in sorted({disk.storage for disk in disks}):
         volume = ctx.volume(storage)
         taken += [record['name'] for record in volume.list_dir(f'images/{newid}')]
-    paths = new_disk_paths(disks, newid, taken)
+    paths = RestoreRules.new_disk_paths(disks, newid, taken)
     clones = [(disk.storage, copies[(disk.storage, disk.file)], paths[disk.key]) for disk in disks]
     volumes = {disk.key: f'{disk.storage}:{newid}/{paths[disk.key].rsplit("/", 1)[1]}' for disk in disks}
     node = Node.name() or (source or {}).get('node') or ctx.pve.local_node()
-    if any(key in original for key in SECRET_KEYS):
+    if any(key in original for key in Guest.SECRET_KEYS):
         log.warning('VM %s: its cloud-init password is not copied (no snapshot holds it): set it again with '
                     'qm set %s --cipassword', newid, newid)
     import uuid  # only -as-new needs it; see ontap_read_file
-    return NewVm(newid, node, new_vm_config(config, volumes, str(uuid.uuid4())), clones, origin,
+    return NewVm(newid, node, RestoreRules.new_vm_config(config, volumes, str(uuid.uuid4())), clones, origin,
                  {key: (original[key], None, why) for key, why in risky.items()}, forced)
 
 
@@ -5026,7 +5063,7 @@ def show_new_vm_plan(ctx, new, source, asking):
         lines.append('Not copied from the saved config:')
         lines += [f'  {key}: "{value}" ({why}; -allow-key {key} copies it)' for key, (value, _, why) in new.kept.items()]
     lines += [f'  {key}: "{value}" is copied only because -allow-key names it' for key, value in new.allowed.items()]
-    print('\n'.join(printable(line) for line in lines), file=sys.stderr, flush=True)
+    print('\n'.join(Output.printable(line) for line in lines), file=sys.stderr, flush=True)
 
 
 def create_new_vm(ctx, new):
@@ -5057,7 +5094,7 @@ def create_new_vm(ctx, new):
 def restore_as_new(ctx, vmid, newid, stamp, name, allowed, no_saved_config, assume_yes):
     """A new VM `newid` from a VM snapshot or a storage snapshot of VM `vmid`, which may no longer
     exist: its disks file-cloned from the snapshot's copies, its config the saved one, screened
-    (new_vm_config, screen_config). Nothing of VM `vmid` changes. If the create fails, the clones
+    (new_vm_config, RestoreRules.screen). Nothing of VM `vmid` changes. If the create fails, the clones
     are removed again; if its outcome stays unknown, they are left and named. Settings only
     -allow-key lets through are shown, then asked for."""
     new = plan_new_vm(ctx, vmid, newid, stamp, name, allowed, no_saved_config)
@@ -5166,8 +5203,8 @@ def storage_records(ctx, storage, name, guests, configs, held):
     with a disk, mount point or unused disk on `storage`, its consistency as planned (`held`: the
     HeldGuests of -freeze/-pause). The volumes of the other storages its disks are on are
     looked up now, before any thread starts."""
-    on_storage = [guests[vmid] for vmid, config in sorted(configs.items()) if storage in vm_storages(config)]
-    disks = {guest['vmid']: guest_disks(guest, configs[guest['vmid']]) for guest in on_storage}
+    on_storage = [guests[vmid] for vmid, config in sorted(configs.items()) if storage in Guest.storages(config)]
+    disks = {guest['vmid']: Guest.disks(guest, configs[guest['vmid']]) for guest in on_storage}
     volumes = {}
     for other in sorted({disk.storage for found in disks.values() for disk in found} & set(ctx.config.storages)):
         try:
@@ -5181,21 +5218,21 @@ def storage_records(ctx, storage, name, guests, configs, held):
     records = {}
     for guest in on_storage:
         vmid, config = guest['vmid'], configs[guest['vmid']]
-        consistency = storage_snapshot_consistency(guest, disks[vmid], storage, how.get(vmid))
+        consistency = Consistency.of_storage_snapshot(guest, disks[vmid], storage, how.get(vmid))
         raw = Node.read_config(guest)
         clones = {disk.key: f'.snapshot/{name}/{disk.path}' for disk in disks[vmid]
                   if disk.storage == storage and disk.path}
-        records[storage_record_name(guest, consistency)] = guest_manifest(
+        records[Names.storage_manifest_name(guest, consistency)] = Manifest.build(
             guest, disks[vmid], config, name, consistency, volumes,
-            raw if raw is not None else guest_config_text(guest, config).encode(),
+            raw if raw is not None else Guest.config_text_of(guest, config).encode(),
             Node.config_path(guest) if raw is not None else 'api', version, clones, key).encode()
     return records
 
 
 def record_label(file):
     """`the record of VM 100` or `… of CT 200`, from a file name in STORAGE_RECORD_DIR."""
-    found = STORAGE_RECORD_FILE.match(file)
-    return f'the record of {guest_label({"type": GUEST_TYPES[found["prefix"]], "vmid": found["vmid"]})}'
+    found = Names.STORAGE_MANIFEST_FILE.match(file)
+    return f'the record of {Guest.label({"type": Guest.GUEST_TYPES[found["prefix"]], "vmid": found["vmid"]})}'
 
 
 def save_storage_records(ctx, storage, records, unread):
@@ -5208,36 +5245,36 @@ def save_storage_records(ctx, storage, records, unread):
     volume = ctx.volume(storage)
     for guest, exc in unread:
         log.warning('storage %s: %s is not recorded in its snapshot, if it has a disk there: %s', storage,
-                    guest_label(guest), exc)
+                    Guest.label(guest), exc)
     try:
-        present = volume.files_in(STORAGE_RECORD_DIR)
+        present = volume.files_in(Names.STORAGE_RECORD_DIR)
         if present is None:
-            volume.change_file('POST', STORAGE_RECORD_DIR, lambda: volume.make_directory(STORAGE_RECORD_DIR), True)
+            volume.change_file('POST', Names.STORAGE_RECORD_DIR, lambda: volume.make_directory(Names.STORAGE_RECORD_DIR), True)
     except Failure as exc:
-        return Failure(f'no guest was recorded in {STORAGE_RECORD_DIR}/ on {storage}: {exc}')
+        return Failure(f'no guest was recorded in {Names.STORAGE_RECORD_DIR}/ on {storage}: {exc}')
     present = present or []
-    stale = [(file, None) for file in present if STORAGE_RECORD_FILE.match(file) and file not in records]
+    stale = [(file, None) for file in present if Names.STORAGE_MANIFEST_FILE.match(file) and file not in records]
 
     def apply(item):
         file, data = item
-        path = f'{STORAGE_RECORD_DIR}/{file}'
+        path = f'{Names.STORAGE_RECORD_DIR}/{file}'
         if data is None or file in present:
             volume.change_file('DELETE', path, lambda: volume.delete_file(path), False)
         if data is not None:
             volume.change_file('POST', path, lambda: volume.write_file(path, data), True)
 
-    outcomes = run_parallel(apply, list(records.items()) + stale, at_once=not ctx.dry_run)
+    outcomes = Parallel.run(apply, list(records.items()) + stale, at_once=not ctx.dry_run)
     failed = [outcome for outcome in outcomes if outcome.error]
     if not failed:
         if not ctx.dry_run:
-            log.info('storage %s: %d guest(s) recorded in %s/%s', storage, len(records), STORAGE_RECORD_DIR,
+            log.info('storage %s: %d guest(s) recorded in %s/%s', storage, len(records), Names.STORAGE_RECORD_DIR,
                      f', {len(stale)} file(s) of guests gone removed' if stale else '')
         return None
     unsaved = [f'{record_label(o.item[0])} ({o.error})' for o in failed if o.item[1] is not None]
     kept = [f'{o.item[0]} ({o.error})' for o in failed if o.item[1] is None]
-    return Failure.joined(*(Failure(f'not recorded in {STORAGE_RECORD_DIR}/ on {storage}: {"; ".join(unsaved)}')
+    return Failure.joined(*(Failure(f'not recorded in {Names.STORAGE_RECORD_DIR}/ on {storage}: {"; ".join(unsaved)}')
                       if unsaved else None,
-                      Failure(f'not removed from {STORAGE_RECORD_DIR}/ on {storage}, so the snapshot holds them '
+                      Failure(f'not removed from {Names.STORAGE_RECORD_DIR}/ on {storage}, so the snapshot holds them '
                               f'too: {"; ".join(kept)}') if kept else None))
 
 
@@ -5270,9 +5307,9 @@ def hold_for(config, pause):
     """How storage create holds a running VM still: ('freeze', None), or ('pause' with -pause,
     else None; why it is not frozen)."""
     setting = config.get('agent')
-    if agent_freezes(setting):
+    if Guest.agent_freezes(setting):
         return 'freeze', None
-    why = 'its agent setting turns freezing off' if agent_enabled(setting) else 'no guest agent'
+    why = 'its agent setting turns freezing off' if Guest.agent_enabled(setting) else 'no guest agent'
     return ('pause' if pause else None), why
 
 
@@ -5283,7 +5320,7 @@ def guests_to_hold(ctx, storage, pause, guests=None, configs=None):
     `configs` ({vmid: config}) are those already read, if any."""
     guests = ctx.pve.guests() if guests is None else guests
     running = [guest for _, guest in sorted(guests.items()) if guest.get('status') == 'running']
-    at_once = 1 if ctx.dry_run else max(1, min(len(running), REQUESTS_AT_ONCE))
+    at_once = 1 if ctx.dry_run else max(1, min(len(running), Parallel.REQUESTS_AT_ONCE))
     with concurrent.futures.ThreadPoolExecutor(max_workers=at_once) as pool:
         found = list(pool.map(functools.partial(look_at_guest, ctx, storage, pause, configs or {}), running))
     return [held for held, _ in found if held], [crash for _, crash in found if crash]
@@ -5295,7 +5332,7 @@ def look_at_guest(ctx, storage, pause, configs, guest):
     try:
         config = configs.get(guest['vmid']) or ctx.pve.config_of(guest)
         lxc = guest.get('type') == 'lxc'
-        if storage not in (vm_storages(config) if lxc else {disk.storage for disk in vm_disks(config)}):
+        if storage not in (Guest.storages(config) if lxc else {disk.storage for disk in Guest.vm_disks(config)}):
             return None, None
         if lxc:
             return None, (guest, 'a container: there is no freezing it', False)
@@ -5369,10 +5406,10 @@ class GuestsWindow:
         try:
             self._deadline = time.monotonic() + self.bound
             pool = self._held.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=self._at_once()))
-            turns = {guest.view.vm['node']: threading.BoundedSemaphore(POWER_CYCLES_PER_NODE)
+            turns = {guest.view.vm['node']: threading.BoundedSemaphore(Parallel.POWER_CYCLES_PER_NODE)
                      for guest in self.guests}
             holds = [pool.submit(self._hold, guest, turns[guest.view.vm['node']]) for guest in self.guests]
-            if wait_for(holds, timeout=self.bound).not_done:
+            if Parallel.wait_for(holds, timeout=self.bound).not_done:
                 self._let_go(f'holding every guest outlasted the bound of {self.bound:g} s (freeze_timeout)')
         except BaseException:
             self.__exit__(None, None, None)
@@ -5411,10 +5448,10 @@ class GuestsWindow:
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             future = pool.submit(function, *args)
             try:
-                return result_of(future, timeout=max(0.0, self._deadline - time.monotonic()))
+                return Parallel.result_of(future, timeout=max(0.0, self._deadline - time.monotonic()))
             except concurrent.futures.TimeoutError:
                 self._let_go(f'the snapshot outlasted the bound of {self.bound:g} s (freeze_timeout)')
-                return result_of(future)
+                return Parallel.result_of(future)
 
     def _let_go(self, why):
         with self._mutex:
@@ -5428,7 +5465,7 @@ class GuestsWindow:
 
     def _at_once(self):
         """Threads for the calls to hold or let go of the guests (one in a dry run: its lines in order)."""
-        return 1 if self.ctx.dry_run else min(len(self.guests), REQUESTS_AT_ONCE)
+        return 1 if self.ctx.dry_run else min(len(self.guests), Parallel.REQUESTS_AT_ONCE)
 
     def _let_go_of(self, guest):
         view, held = guest.view, time.monotonic() - guest.since
@@ -5463,21 +5500,21 @@ def report_held_guests(storage, name, held, crash, late):
     taken = f'storage {storage}: snapshot {name}'
     for guest in held:
         if guest.why and guest.warn:
-            log.warning('%s: %s: %s, so it was paused in memory instead', taken, guest_label(guest.view.vm), guest.why)
+            log.warning('%s: %s: %s, so it was paused in memory instead', taken, Guest.label(guest.view.vm), guest.why)
     planned = {id(guest.view.vm): 'frozen' if guest.how == 'freeze' else 'paused' for guest in held}
     noted = {id(entry[0]) for entry in crash}
     still = [guest for guest in held if guest.held_for is not None and id(guest.view.vm) not in noted]
     if late and still:
         said = ' or '.join(sorted({planned[id(guest.view.vm)] for guest in still}))
         log.warning('%s: %s, so it is crash-consistent for %s (the manifests say %s)', taken, late,
-                    ', '.join(guest_label(guest.view.vm) for guest in still), said)
+                    ', '.join(Guest.label(guest.view.vm) for guest in still), said)
     elif still:
         log.info('%s taken with %s', taken, ', '.join(
-            f'{guest_label(guest.view.vm)} {"frozen" if guest.how == "freeze" else "paused"} for '
+            f'{Guest.label(guest.view.vm)} {"frozen" if guest.how == "freeze" else "paused"} for '
             f'{guest.held_for:.2f} s' + (f' ({guest.why})' if guest.why else '') for guest in still))
     for guest, why, warn in sorted(crash, key=lambda entry: entry[0]['vmid']):
         said = f' (its manifest says {planned[id(guest)]})' if id(guest) in planned else ''
-        (log.warning if warn else log.info)('%s is crash-consistent for %s: %s%s', taken, guest_label(guest), why,
+        (log.warning if warn else log.info)('%s is crash-consistent for %s: %s%s', taken, Guest.label(guest), why,
                                             said)
 
 
@@ -5491,14 +5528,14 @@ def prune_storage_snapshots(volume, storage, keep, made, label=None):
     snapshots = [s for s in volume.snapshots() if s.get('snapmirror_label') == label]
     if made not in [s['name'] for s in snapshots]:
         snapshots.append({'name': made})
-    old = [s for s in expired(snapshots, keep) if s['name'] != made]
+    old = [s for s in VmSnapshots.expired(snapshots, keep) if s['name'] != made]
     clones = volume.flexclones() if old else {}
     for snapshot in old:
         if snapshot['name'] in clones:
             log.warning('storage %s: keeping snapshot %s beyond -keep %d: FlexClone %s uses it', storage,
                         snapshot['name'], keep, ', '.join(c.name for c in clones[snapshot['name']]))
     doomed = [snapshot for snapshot in old if snapshot['name'] not in clones]
-    outcomes = run_parallel(lambda snapshot: volume.delete_snapshot(snapshot), doomed,
+    outcomes = Parallel.run(lambda snapshot: volume.delete_snapshot(snapshot), doomed,
                             at_once=not volume.ontap.dry_run)
     for outcome in outcomes:
         if outcome.state == 'done':
@@ -5520,12 +5557,12 @@ def cmd_storage_create(ctx, args):
     with storage_locks(ctx, [args.storage]) as locks:
         volume = ctx.volume(args.storage)
         if args.min_age is not None:
-            recent = newest_snapshot(volume.snapshots(), label)
-            if recent and younger_than(recent, parse_duration(args.min_age)):
+            recent = Volume.newest_snapshot(volume.snapshots(), label)
+            if recent and Volume.younger_than(recent, parse_duration(args.min_age)):
                 log.info('storage %s: snapshot %s%s is younger than -min-age %s: none taken', args.storage,
                          recent['name'], f' (label {label})' if label else '', args.min_age)
                 return
-        name = storage_snapshot_name(new_stamp(locks, ['storage']))
+        name = Names.storage_snapshot_name(new_stamp(locks, ['storage']))
         guests = ctx.pve.guests()
         settle_left_guests(ctx, locks, guests)
         configs, unread = ctx.pve.guest_configs(guests)
@@ -5537,7 +5574,7 @@ def cmd_storage_create(ctx, args):
         unrecorded = save_storage_records(ctx, args.storage, records, unread)
         with GuestsWindow(ctx, held, args.storage) as window:
             window.run(take_storage_snapshot, volume, name,
-                       STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage), label)
+                       Names.STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage), label)
         log.info('storage %s: snapshot %s of volume %s created%s', args.storage, name, volume.name,
                  f' (label {label})' if label else '')
         report_held_guests(args.storage, name, held, crash + window.crash, window.late)
@@ -5560,13 +5597,13 @@ def snapshot_guests(volume, storage, snapshots):
 
     def read(snapshot):
         try:
-            names = volume.files_in(f'.snapshot/{snapshot["name"]}/{STORAGE_RECORD_DIR}')
+            names = volume.files_in(f'.snapshot/{snapshot["name"]}/{Names.STORAGE_RECORD_DIR}')
         except OntapError as exc:
             refused.append(exc)
             return None
-        return None if names is None else recorded_guests(names)
+        return None if names is None else Names.recorded_guests(names)
 
-    found = map_parallel(read, snapshots)
+    found = Parallel.map(read, snapshots)
     if refused:
         log.warning('storage %s: what %d snapshot(s) hold could not be read, shown as unknown: %s', storage,
                     len(refused), refused[0])
@@ -5583,11 +5620,11 @@ def cmd_storage_list(ctx, args):
                  for s in volume.snapshots()]
     for snapshot, guests in zip(snapshots, snapshot_guests(volume, args.storage, snapshots)):
         snapshot['guests'] = guests
-    rows = [dict(s, size=human_size(s['size']), label=s['label'] or '-',
+    rows = [dict(s, size=Output.human_size(s['size']), label=s['label'] or '-',
                  count='-' if s['guests'] is None else len(s['guests']),
-                 consistency='unknown' if s['guests'] is None else consistency_summary(s['guests']))
+                 consistency='unknown' if s['guests'] is None else Consistency.summary(s['guests']))
             for s in snapshots]
-    ctx.emit(snapshots, format_table([('NAME', 'name'), ('CREATED', 'create_time'), ('SIZE', 'size'),
+    ctx.emit(snapshots, Output.format_table([('NAME', 'name'), ('CREATED', 'create_time'), ('SIZE', 'size'),
                                       ('LABEL', 'label'), ('GUESTS', 'count'), ('CONSISTENCY', 'consistency'),
                                       ('COMMENT', 'comment')], rows))
 
@@ -5595,9 +5632,9 @@ def cmd_storage_list(ctx, args):
 def cmd_storage_show(ctx, args):
     volume = ctx.volume(args.storage)
     details = volume.details()
-    flat = flatten(details)
+    flat = Output.flatten(details)
     width = max(map(len, flat))
-    ctx.emit(details, '\n'.join(printable(f'{key.ljust(width)}  {human_size(value) if key in SIZE_FIELDS else value}')
+    ctx.emit(details, '\n'.join(Output.printable(f'{key.ljust(width)}  {Output.human_size(value) if key in SIZE_FIELDS else value}')
                                 for key, value in sorted(flat.items()) if value not in ('', None, [])))
 
 
@@ -5638,13 +5675,13 @@ def show_restore_plan(ctx, plan, asking):
         return
     if not (asking or ctx.dry_run or log.isEnabledFor(logging.INFO)):
         return
-    guests = [' '.join(filter(None, (guest_label(g), g['name'], f'({guest_state(g)})'))) for g in plan['guests']]
+    guests = [' '.join(filter(None, (Guest.label(g), g['name'], f'({Guest.state(g)})'))) for g in plan['guests']]
     lines = [(f'storage restore reverts volume {plan["volume"]} (ONTAP {plan["cluster"]}) behind storage '
               f'{plan["storage"]} to snapshot {plan["snapshot"]}; every change since is lost.'),
              'Guests with disks on it: ' + (', '.join(guests) or 'none')]
-    lines += [f'Unknown whether {guest_label(g)} on node {g["node"]} uses it: {g["error"]}' for g in plan['unchecked']]
+    lines += [f'Unknown whether {Guest.label(g)} on node {g["node"]} uses it: {g["error"]}' for g in plan['unchecked']]
     lines.append('Snapshots newer than it, which ONTAP deletes: ' + (', '.join(plan['newer']) or 'none'))
-    print('\n'.join(printable(line) for line in lines), file=sys.stderr, flush=True)
+    print('\n'.join(Output.printable(line) for line in lines), file=sys.stderr, flush=True)
 
 
 def cmd_storage_restore(ctx, args):
@@ -5687,7 +5724,7 @@ def check_mount_id(config, parent, storage):
     if storage in config.storages:
         raise ConfigError(f'storage id {storage}: {config.path} has a section [{storage}], so a mount of that id would '
                           'be taken for a storage of its own: choose another id with -name')
-    other = storage.removesuffix(CLONE_STORAGE_SUFFIX)
+    other = storage.removesuffix(Names.CLONE_STORAGE_SUFFIX)
     if other not in (storage, parent) and other in config.storages:
         raise ConfigError(f'storage id {storage}: that is the mount id of storage {other} (section [{other}] of '
                           f'{config.path}), not of {parent}: choose another id with -name')
@@ -5704,12 +5741,12 @@ def taken_id_failure(ctx, storage, entry):
 
 
 def cmd_storage_mount(ctx, args):
-    storage = args.name or clone_storage_id(args.storage)
+    storage = args.name or Names.clone_storage_id(args.storage)
     check_mount_id(ctx.config, args.storage, storage)
     with storage_locks(ctx, [args.storage]):
         volume, entry = ctx.volume(args.storage), ctx.nfs_storage(args.storage)
         volume.snapshot(args.snapshot)
-        clone = flexclone_name(volume.name, None if args.name is None else storage)
+        clone = Names.flexclone_name(volume.name, None if args.name is None else storage)
         if storage in ctx.storages():
             raise taken_id_failure(ctx, storage, ctx.storages()[storage])
         if volume.ontap.volume_by_name(clone, volume.svm):
@@ -5743,7 +5780,7 @@ def parent_candidates(ctx, storage, entry=None):
     name points to (X for `X-CLONE`, the original's naming), then every other one — with
     `entry`, those on its NFS server. The name is only a hint: what decides is the parent
     volume of the FlexClone."""
-    hint = storage.removesuffix(CLONE_STORAGE_SUFFIX)
+    hint = storage.removesuffix(Names.CLONE_STORAGE_SUFFIX)
     nfs = [sid for sid in sorted(ctx.config.storages) if ctx.storages().get(sid, {}).get('type') == 'nfs']
     others = [sid for sid in nfs if sid != hint
               and (entry is None or ctx.storages()[sid].get('server') == entry.get('server'))]
@@ -5761,8 +5798,8 @@ def find_clone_parent(ctx, storage, entry):
             # A FlexClone lives in its parent's SVM.
             volume = parent_volume.ontap.find_volume(entry['export'], parent_volume.svm, storage)
         except NotFound:
-            junctions = ['/' + name for name in clone_volume_names(parent_volume.name, storage, parent)]
-            if junction_path(entry['export']) in junctions:
+            junctions = ['/' + name for name in Names.clone_volume_names(parent_volume.name, storage, parent)]
+            if Ontap.junction_path(entry['export']) in junctions:
                 return parent, parent_volume, None
             continue    # another cluster or SVM behind the same NFS server
         if volume.is_flexclone and volume.parent_volume == parent_volume.name:
@@ -5776,7 +5813,7 @@ def find_leftover_clone(ctx, storage):
     PVE storage is gone already (removed by hand, or an unmount stopped half-way)."""
     for parent in parent_candidates(ctx, storage):
         volume = ctx.volume(parent)
-        for name in clone_volume_names(volume.name, storage, parent):
+        for name in Names.clone_volume_names(volume.name, storage, parent):
             clone = volume.ontap.volume_by_name(name, volume.svm)
             if clone and clone.is_flexclone and clone.parent_volume == volume.name:
                 mounted = ctx.storages_mounting(clone.junction)
@@ -5791,8 +5828,8 @@ def mount_path(storage, entry):
     """Where PVE mounts an NFS storage on each node: its storage.cfg `path`, by default
     /mnt/pve/<id> (pve-storage NFSPlugin.pm); a Failure unless it is an absolute, plain path."""
     path = (entry or {}).get('path') or f'/mnt/pve/{storage}'
-    if not path.startswith('/') or os.path.normpath(path) != path or UNPRINTABLE.search(path):
-        raise Failure(f'storage {storage}: its path {printable(path)!r} is no plain absolute path')
+    if not path.startswith('/') or os.path.normpath(path) != path or Output.UNPRINTABLE.search(path):
+        raise Failure(f'storage {storage}: its path {Output.printable(path)!r} is no plain absolute path')
     return path
 
 
@@ -5822,11 +5859,11 @@ def cmd_storage_unmount(ctx, args):
             ctx.pve.check_sees_every_guest('unmount')
         users, unknown = ctx.pve.guests_on_storage(args.storage, ctx.pve.guests())
         if users and not args.force:
-            raise Failure(f'storage {args.storage} is in use by {", ".join(guest_label(g) for g in users)}: '
+            raise Failure(f'storage {args.storage} is in use by {", ".join(Guest.label(g) for g in users)}: '
                           'remove their disks on it first (copy what you need off it), or add -force')
         if unknown and not args.force:
             raise Failure(f'storage {args.storage}: cannot check whether it is used by '
-                          f'{", ".join(guest_label(g) for g, _ in unknown)} (node unreachable): '
+                          f'{", ".join(Guest.label(g) for g, _ in unknown)} (node unreachable): '
                           'add -force to remove it anyway')
         if volume is None:
             log.warning('ONTAP %s: no volume at %s any more (its FlexClone is gone): removing storage %s',
@@ -5841,7 +5878,7 @@ def cmd_storage_unmount(ctx, args):
         if not Node.name():
             log.warning('not on a PVE node as root: %s may stay mounted on the nodes (umount it there)', path)
         elif ctx.dry_run:
-            print(printable(f'would umount {path} on this node'))
+            print(Output.printable(f'would umount {path} on this node'))
         else:
             unmount_nfs(path)
         if volume is not None:
@@ -5925,7 +5962,7 @@ class Doctor:
         entry = Doctor.Check(check, status, found, fix)
         self.checks.append(entry)
         if self.output == 'text':
-            print(printable(Doctor.format_check(entry)))
+            print(Output.printable(Doctor.format_check(entry)))
 
     def ok(self, check, found):
         self.add(check, 'ok', found)
@@ -6101,8 +6138,8 @@ class Doctor:
     def space_check(space, svm, name):
         size, available = space.get('size'), space.get('available')
         reserve, used = (space.get('snapshot') or {}).get('reserve_percent'), (space.get('snapshot') or {}).get('used')
-        found = (f'{human_size(available)} free of {human_size(size)}, snapshot reserve '
-                 f'{"unknown" if reserve is None else f"{reserve}%"}, snapshots use {human_size(used)}')
+        found = (f'{Output.human_size(available)} free of {Output.human_size(size)}, snapshot reserve '
+                 f'{"unknown" if reserve is None else f"{reserve}%"}, snapshots use {Output.human_size(used)}')
         if size and available is not None and available < size * 0.1:
             low = f'{found}: less than 10% free, and every write after a clone or a snapshot takes new blocks'
             grow = f'grow the volume (volume size -vserver {svm} -volume {name} +100g, say) or delete old snapshots'
@@ -6131,7 +6168,7 @@ class Doctor:
     def mount_check(mount, server, export, path, enabled_here):
         """(status, found, fix) of what is mounted at a storage's `path` on this node (a findmnt
         record, or None) for an NFS storage exporting server:export."""
-        wanted = f'{server}:{junction_path(export)}'
+        wanted = f'{server}:{Ontap.junction_path(export)}'
         if mount is None:
             if not enabled_here:
                 return 'ok', f'{path} is not mounted: the storage is not enabled on this node', None
@@ -6141,7 +6178,7 @@ class Doctor:
         found = f'{path}: {mount.get("source")} ({mount.get("fstype")}, {mount.get("options")})'
         if not str(mount.get('fstype', '')).startswith('nfs'):
             return 'fail', f'{found}: no NFS mount', f'unmount {path}; PVE mounts {wanted} there'
-        if host.lower() != server.lower() or junction_path(mounted) != junction_path(export):
+        if host.lower() != server.lower() or Ontap.junction_path(mounted) != Ontap.junction_path(export):
             return 'fail', f"{found}: not the storage's export {wanted}", f'umount {path}; PVE then mounts {wanted} there'
         return 'ok', found, None
 
@@ -6270,7 +6307,7 @@ class Doctor:
         try:
             version = pve.version()
         except ProxmoxError as exc:
-            reason = failed_connection(exc)
+            reason = Http.failed_connection(exc)
             if reason == 'tls':
                 self.fail('proxmox connection', str(exc), 'set proxmox_verify to the CA that signed its certificate: '
                             f'{ConfigFile.PVE_ROOT_CA} (copied from a node), or the CA of a certificate of your own')
@@ -6364,7 +6401,7 @@ class Doctor:
         try:
             record, refused = ontap.cluster(), None
         except OntapError as exc:
-            reason, record, refused = failed_connection(exc), None, exc
+            reason, record, refused = Http.failed_connection(exc), None, exc
             if reason == 'tls':
                 self.fail(f'{name} connection', str(exc), f'set verify in {section} to the CA file that signed the '
                             "cluster's certificate")
@@ -6481,7 +6518,7 @@ class Doctor:
             self.warn(check, f'on, and the VMs with such disks not checked: {exc}', 'see the proxmox checks above')
             return
         chained = [f'VM {vmid} ({", ".join(disk.key for disk in disks)})' for vmid, config in sorted(configs.items())
-                   if config.get('parent') and (disks := [disk for disk in vm_disks(config) if disk.storage == storage
+                   if config.get('parent') and (disks := [disk for disk in Guest.vm_disks(config) if disk.storage == storage
                                                            and disk.path and disk.path.endswith('.qcow2')])]
         found = ('on: a PVE snapshot of a qcow2 disk there is a file of its own the disk stands on, which vm create '
                  'cannot keep with its clone, so it refuses such a disk' +
@@ -6524,8 +6561,8 @@ class Doctor:
         except OntapError as exc:
             self.warn(check, f'not checked: {exc}', 'let the REST role read /api/storage/volumes')
             return
-        captures = [record for record in found if record['name'].startswith((CAPTURE_PREFIX, LEFTOVER_PREFIX))]
-        old = [record for record in captures if not younger_than(record, LEFTOVER_AGE)]
+        captures = [record for record in found if record['name'].startswith((Names.CAPTURE_PREFIX, Names.LEFTOVER_PREFIX))]
+        old = [record for record in captures if not Volume.younger_than(record, LEFTOVER_AGE)]
         young = f'; {len(captures) - len(old)} younger, of a run under way' if len(captures) > len(old) else ''
         if not old:
             self.ok(check, f'none in volume {volume.name}{young}')
@@ -6540,7 +6577,7 @@ class Doctor:
                 # As vm create's clean-up: a renamed one, or one a run noted in the lock record. Any
                 # other may be a run's of another node that locked on its node only (-local-lock).
                 noted = {name for lock in locks for name in lock.captures}
-                doomed = [record for record in old if record['name'].startswith(LEFTOVER_PREFIX)
+                doomed = [record for record in old if record['name'].startswith(Names.LEFTOVER_PREFIX)
                           or record['name'] in noted]
                 left = delete_leftovers(self.ctx, storage, doomed)
         except Failure as exc:
@@ -6698,7 +6735,7 @@ class Doctor:
         until it is known; what may still change is named and left alone."""
         check = f'{storage} -try'
         volume = self.ctx.volume(storage)
-        base = f'pve-ontap-snapshot-doctor-{storage}-{utc_stamp()}'
+        base = f'pve-ontap-snapshot-doctor-{storage}-{Names.utc_stamp()}'
         if self.ctx.dry_run:
             self.ok(check, f'would write {base}, file-clone it to {base}.clone, read the clone back and delete both')
             return
@@ -7013,7 +7050,7 @@ def config_key(text):
 
 
 def set_stamp(text):
-    if not re.fullmatch(STAMP_PATTERN, text, re.ASCII):
+    if not re.fullmatch(Names.STAMP_PATTERN, text, re.ASCII):
         raise argparse.ArgumentTypeError(f'{text!r} is no VM snapshot stamp (like 2024-03-13_14:42:47+0000; '
                                          'see vm list)')
     return text
@@ -7068,8 +7105,8 @@ def keep_count(text):
 
 
 def parallel_count(text):
-    if not re.fullmatch(r'[0-9]+', text) or not 1 <= int(text) <= MOST_VMS_AT_ONCE:
-        raise argparse.ArgumentTypeError(f'{text!r}: -parallel takes a whole number from 1 to {MOST_VMS_AT_ONCE}')
+    if not re.fullmatch(r'[0-9]+', text) or not 1 <= int(text) <= Parallel.MOST_VMS_AT_ONCE:
+        raise argparse.ArgumentTypeError(f'{text!r}: -parallel takes a whole number from 1 to {Parallel.MOST_VMS_AT_ONCE}')
     return int(text)
 
 
@@ -7116,7 +7153,7 @@ def complete_storage(prefix, parsed_args, **kwargs):
     if ConfigFile.risk(path, info):
         return []
     sections = [s for s in parser.sections() if s not in (ConfigFile.PROXMOX_SECTION, ConfigFile.DEFAULTS_SECTION)]
-    return [s for s in sections + [clone_storage_id(s) for s in sections] if s.startswith(prefix)]
+    return [s for s in sections + [Names.clone_storage_id(s) for s in sections] if s.startswith(prefix)]
 
 
 def complete_nothing(**kwargs):
@@ -7209,10 +7246,10 @@ def build_parser():
     add_keep_option(create, "of the VM's snapshots")
     create.add_argument('-no-register', '--no-register', dest='register', action='store_false',
                         help='do not add the clones to the VM config as unused disks')
-    create.add_argument('-parallel', '--parallel', type=parallel_count, metavar='N', default=VMS_AT_ONCE,
-                        help=f'work on up to N VMs at once (default {VMS_AT_ONCE}, at most {MOST_VMS_AT_ONCE}; 1: one '
+    create.add_argument('-parallel', '--parallel', type=parallel_count, metavar='N', default=Parallel.VMS_AT_ONCE,
+                        help=f'work on up to N VMs at once (default {Parallel.VMS_AT_ONCE}, at most {Parallel.MOST_VMS_AT_ONCE}; 1: one '
                              'after another); a node suspends or shuts down at most '
-                             f'{POWER_CYCLES_PER_NODE} of them at once')
+                             f'{Parallel.POWER_CYCLES_PER_NODE} of them at once')
 
     listing = leaf(vm_commands, 'list', cmd_vm_list, "list a VM's snapshots (and pre-restore undo points)",
                    ['vm list -vm 100', 'vm list -vm 100 -output json'])
@@ -7338,10 +7375,10 @@ class PrintableFormatter(logging.Formatter):
     is printable() whole (a traceback keeps its lines, each printable)."""
 
     def formatMessage(self, record):
-        return printable(super().formatMessage(record))
+        return Output.printable(super().formatMessage(record))
 
     def formatException(self, exc_info):
-        return '\n'.join(printable(line) for line in super().formatException(exc_info).split('\n'))
+        return '\n'.join(Output.printable(line) for line in super().formatException(exc_info).split('\n'))
 
 
 def setup_logging(level):
@@ -7431,7 +7468,7 @@ def main(argv=None):
     STOP.pending = STOP.lost = None
     previous = {signum: signal.signal(signum, STOP.handle) for signum in STOP.SIGNALS}
     try:
-        load_http_libraries()
+        Http.load_libraries()
         if args.reads_own_config:
             args.func(args)     # doctor: each problem of config.ini is one of its checks
         else:

@@ -70,7 +70,7 @@ def run(world, *argv):
 
 def new_stamps(world, kind, before):
     """Stamps of VM 100's sets of one kind on ONTAP01 that were not there `before`."""
-    files = (tool.parse_set_file('ONTAP01', 'images/100', name) for name in world.files(world.vol1, 100))
+    files = (tool.Names.snapshot_file('ONTAP01', 'images/100', name) for name in world.files(world.vol1, 100))
     return sorted({f.stamp for f in files if f and f.kind == kind} - before)
 
 

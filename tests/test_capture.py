@@ -227,7 +227,7 @@ def test_a_busy_capture_is_renamed_and_the_next_run_deletes_it(world, cluster_di
     assert (f'WARNING: capture snapshot {capture} of volume proxmox_storage01 (ONTAP {world.a.host}) is still busy '
             f'after 0.3 s: renamed to {leftover}; the next vm create on the volume deletes it once it is 10 minutes '
             'old') in first.err
-    assert world.vol1.snapshots[leftover].comment == tool.LEFTOVER_COMMENT
+    assert world.vol1.snapshots[leftover].comment == tool.Names.LEFTOVER_COMMENT
     assert not world.vol2.snapshots         # not busy there: deleted at once
     assert [line.split()[0] for line in record_of(world, cluster_dir)] == ['vm100', capture]
 

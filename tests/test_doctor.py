@@ -293,7 +293,7 @@ def test_what_doctor_warns_of_for_restore_as_new_is_what_pve_refuses(world):
     pve_reads_nfs_directories(world)
     made = world.run('vm', 'create', '-vm', 101)     # as root, before any grant
     assert made.code == 0, made.err
-    stamp = re.search(tool.STAMP_PATTERN, world.clones(world.vol1, 101)[-1])[0]
+    stamp = re.search(tool.Names.STAMP_PATTERN, world.clones(world.vol1, 101)[-1])[0]
     as_user(world, without=('VM.Allocate',))
     _, lines = doctor(world)
     assert lines['privileges for vm restore -as-new'][0] == 'warn'
@@ -668,7 +668,7 @@ def leave_captures(world):
     busy, died = 'pve_ontap_leftover_capture_2024-03-13_14:40:00+0000_vm100', 'pve_ontap_capture_2024-03-13_14:41:00+0000_all'
     for name in (busy, died):
         world.a.add_snapshot('proxmox_storage01', name, create_time=OLD)
-    running = f'pve_ontap_capture_{tool.utc_stamp()}_vm101'
+    running = f'pve_ontap_capture_{tool.Names.utc_stamp()}_vm101'
     world.a.add_snapshot('proxmox_storage01', running)
     return busy, died, running
 

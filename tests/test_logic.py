@@ -23,7 +23,7 @@ import pve_ontap_snapshot as tool
     ('scsi3', 'local-lvm:vm-100-disk-0,size=4G', 'local-lvm', None),
 ])
 def test_disk_lines_that_are_disks(key, value, storage, path):
-    disk = tool.parse_disk(key, value)
+    disk = tool.Guest.parse_disk(key, value)
     assert (disk.key, disk.storage, disk.path) == (key, storage, path)
 
 
@@ -41,31 +41,31 @@ def test_disk_lines_that_are_disks(key, value, storage, path):
     ('efidisk1', 'ONTAP01:100/vm-100-disk-4.raw'),
 ])
 def test_disk_lines_that_are_not(key, value):
-    assert tool.parse_disk(key, value) is None
+    assert tool.Guest.parse_disk(key, value) is None
 
 
 def test_vm_disks_keep_key_order():
     config = {'virtio0': 'A:1/vm-1-disk-1.raw', 'ide0': 'A:1/vm-1-disk-0.raw', 'memory': 512}
-    assert [d.key for d in tool.vm_disks(config)] == ['ide0', 'virtio0']
+    assert [d.key for d in tool.Guest.vm_disks(config)] == ['ide0', 'virtio0']
 
 
 def test_names_are_the_originals():
     moment = datetime.datetime(2024, 3, 13, 15, 42, 47, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
-    stamp = tool.utc_stamp(moment)
+    stamp = tool.Names.utc_stamp(moment)
     assert stamp == '2024-03-13_14:42:47+0000'
-    assert tool.storage_snapshot_name(stamp) == 'proxmox_snapshot_2024-03-13_14:42:47+0000'
-    assert tool.set_file_path('images/100/vm-100-disk-0.raw', stamp) == \
+    assert tool.Names.storage_snapshot_name(stamp) == 'proxmox_snapshot_2024-03-13_14:42:47+0000'
+    assert tool.Names.snapshot_file_path('images/100/vm-100-disk-0.raw', stamp) == \
         'images/100/vm-100-disk-0-snapshot-2024-03-13_14:42:47+0000.raw'
-    assert tool.set_file_path('images/100/vm-100-disk-1.qcow2', stamp) == \
+    assert tool.Names.snapshot_file_path('images/100/vm-100-disk-1.qcow2', stamp) == \
         'images/100/vm-100-disk-1-snapshot-2024-03-13_14:42:47+0000.qcow2'
-    assert tool.volume_name_for_export('/proxmox_storage01') == 'proxmox_storage01'
-    assert tool.volume_name_for_export('/vol/a/b') == 'volab'
-    assert [tool.junction_path(e) for e in ('/proxmox_storage01/', '/vol/a', '/')] == ['/proxmox_storage01', '/vol/a',
+    assert tool.Ontap.volume_name_for_export('/proxmox_storage01') == 'proxmox_storage01'
+    assert tool.Ontap.volume_name_for_export('/vol/a/b') == 'volab'
+    assert [tool.Ontap.junction_path(e) for e in ('/proxmox_storage01/', '/vol/a', '/')] == ['/proxmox_storage01', '/vol/a',
                                                                                       '/']
-    assert tool.clone_volume_names('v', 'S-CLONE', 'S') == ['v_clone', 'v_clone_S_CLONE']
-    assert tool.clone_volume_names('v', 'S-MARCH', 'S') == ['v_clone_S_MARCH']
-    assert tool.flexclone_name('proxmox_storage01') == 'proxmox_storage01_clone'
-    assert tool.clone_storage_id('ONTAP01') == 'ONTAP01-CLONE'
+    assert tool.Names.clone_volume_names('v', 'S-CLONE', 'S') == ['v_clone', 'v_clone_S_CLONE']
+    assert tool.Names.clone_volume_names('v', 'S-MARCH', 'S') == ['v_clone_S_MARCH']
+    assert tool.Names.flexclone_name('proxmox_storage01') == 'proxmox_storage01_clone'
+    assert tool.Names.clone_storage_id('ONTAP01') == 'ONTAP01-CLONE'
 
 
 @pytest.mark.parametrize('name, literal', [
@@ -73,17 +73,17 @@ def test_names_are_the_originals():
     ('proxmox_snapshot_*', False), ('a|b', False), ('a,b', False), ('!a', False), ('<a', False),
     ('a..b', False), ('"a"', False), ('{a}', False), ('null', False), ('NULL', False), ('', False)])
 def test_only_a_name_without_query_operators_is_a_literal_filter(name, literal):
-    assert tool.is_literal_query(name) is literal
+    assert tool.Ontap.is_literal_query(name) is literal
 
 
 def test_set_file_names_read_back_what_naming_writes():
     stamp = '2024-03-13_14:42:47+0000'
     for kind in ('snapshot', 'prerestore'):
-        directory, name = tool.set_file_path('images/100/vm-100-disk-0.raw', stamp, kind).rsplit('/', 1)
-        found = tool.parse_set_file('ONTAP01', directory, name, 42)
-        assert found == tool.SetFile('ONTAP01', f'images/100/{name}', 'vm-100-disk-0', kind, stamp, '.raw', 42)
+        directory, name = tool.Names.snapshot_file_path('images/100/vm-100-disk-0.raw', stamp, kind).rsplit('/', 1)
+        found = tool.Names.snapshot_file('ONTAP01', directory, name, 42)
+        assert found == tool.SnapshotFile('ONTAP01', f'images/100/{name}', 'vm-100-disk-0', kind, stamp, '.raw', 42)
         assert found.source_file == 'vm-100-disk-0.raw'
-    assert tool.set_file_path('images/100/vm-100-disk-0.raw', stamp, 'prerestore') == \
+    assert tool.Names.snapshot_file_path('images/100/vm-100-disk-0.raw', stamp, 'prerestore') == \
         'images/100/vm-100-disk-0-prerestore-2024-03-13_14:42:47+0000.raw'
 
 
@@ -91,37 +91,37 @@ def test_set_file_names_read_back_what_naming_writes():
                                   'vm-100-disk-0-snapshot-2024-03-13_14:42:47+0000.iso',
                                   'vm-100-state-suspend-2024-03-13.raw'])
 def test_files_that_belong_to_no_set(name):
-    assert tool.parse_set_file('S', 'images/100', name) is None
+    assert tool.Names.snapshot_file('S', 'images/100', name) is None
 
 
 def set_file(storage, source, stamp, kind='snapshot', size=1):
     stem, ext = source.rsplit('.', 1)
-    return tool.SetFile(storage, f'images/100/{stem}-{kind}-{stamp}.{ext}', stem, kind, stamp, '.' + ext, size)
+    return tool.SnapshotFile(storage, f'images/100/{stem}-{kind}-{stamp}.{ext}', stem, kind, stamp, '.' + ext, size)
 
 
 def test_sets_are_grouped_by_stamp_oldest_first():
     a = set_file('A', 'vm-100-disk-0.raw', '2024-03-14_00:00:00+0000')
     b = set_file('B', 'vm-100-disk-1.raw', '2024-03-13_00:00:00+0000')
     c = set_file('A', 'vm-100-disk-1.raw', '2024-03-13_00:00:00+0000')
-    sets = tool.group_sets([a, b, c])
+    sets = tool.VmSnapshots.by_stamp([a, b, c])
     assert list(sets) == ['2024-03-13_00:00:00+0000', '2024-03-14_00:00:00+0000']
     assert sets['2024-03-13_00:00:00+0000'] == [c, b]
 
 
 def test_set_files_pair_with_the_disks_they_were_cloned_from():
-    disks = [tool.parse_disk('scsi0', 'A:100/vm-100-disk-0.raw'), tool.parse_disk('scsi1', 'B:100/vm-100-disk-1.raw'),
-             tool.parse_disk('scsi2', 'A:100/vm-100-disk-2.raw')]
+    disks = [tool.Guest.parse_disk('scsi0', 'A:100/vm-100-disk-0.raw'), tool.Guest.parse_disk('scsi1', 'B:100/vm-100-disk-1.raw'),
+             tool.Guest.parse_disk('scsi2', 'A:100/vm-100-disk-2.raw')]
     stamp = '2024-03-13_00:00:00+0000'
     same = set_file('A', 'vm-100-disk-0.raw', stamp)
     other_storage = set_file('A', 'vm-100-disk-1.raw', stamp)
     gone = set_file('A', 'vm-100-disk-9.raw', stamp)
-    pairs, missing, orphans = tool.match_set_to_disks(disks, [same, other_storage, gone])
+    pairs, missing, orphans = tool.VmSnapshots.match_disks(disks, [same, other_storage, gone])
     assert pairs == [(disks[0], same)]
     assert missing == disks[1:]
     assert orphans == [other_storage, gone]
 
 
-TWO_DISKS = [tool.parse_disk('scsi0', 'A:100/vm-100-disk-0.raw'), tool.parse_disk('scsi1', 'A:100/vm-100-disk-1.raw')]
+TWO_DISKS = [tool.Guest.parse_disk('scsi0', 'A:100/vm-100-disk-0.raw'), tool.Guest.parse_disk('scsi1', 'A:100/vm-100-disk-1.raw')]
 # What a set holds of a VM with TWO_DISKS: (storage, source file) of each of its files.
 HOLDS = {'full': [('A', 'vm-100-disk-0.raw'), ('A', 'vm-100-disk-1.raw')],
          'part': [('A', 'vm-100-disk-0.raw')],
@@ -141,7 +141,7 @@ def vm_set(day, holds):
 @pytest.mark.parametrize('holds, missing', [
     ('full', []), ('part', ['scsi1']), ('full+gone', []), ('gone', ['scsi0', 'scsi1']), ('elsewhere', ['scsi1'])])
 def test_a_set_lacking_a_current_disk_is_incomplete_and_files_of_removed_disks_do_not_matter(holds, missing):
-    assert [d.key for d in tool.missing_disks(TWO_DISKS, vm_set(1, holds))] == missing
+    assert [d.key for d in tool.VmSnapshots.missing_disks(TWO_DISKS, vm_set(1, holds))] == missing
 
 
 @pytest.mark.parametrize('sets, keep, made, deleted', [
@@ -164,7 +164,7 @@ def test_a_set_lacking_a_current_disk_is_incomplete_and_files_of_removed_disks_d
 ])
 def test_keep_counts_only_complete_sets_and_never_deletes_one_newer_than_a_kept_one(sets, keep, made, deleted):
     files = {day_stamp(day): vm_set(day, holds) for day, holds in sets.items()}
-    assert tool.sets_to_prune(files, TWO_DISKS, keep, day_stamp(made)) == [day_stamp(day) for day in deleted]
+    assert tool.VmSnapshots.to_prune(files, TWO_DISKS, keep, day_stamp(made)) == [day_stamp(day) for day in deleted]
 
 
 def test_set_files_attached_as_disks_are_found_but_unused_ones_are_not():
@@ -173,14 +173,14 @@ def test_set_files_attached_as_disks_are_found_but_unused_ones_are_not():
                                    set_file('B', 'vm-100-disk-0.raw', stamp))
     config = {'scsi0': 'A:100/vm-100-disk-0.raw', 'scsi5': f'A:100/vm-100-disk-0-snapshot-{stamp}.raw,backup=0',
               'unused0': f'A:100/vm-100-disk-1-snapshot-{stamp}.raw'}
-    assert tool.attached_set_files(config, [attached, unused, elsewhere]) == {attached.path: 'scsi5'}
+    assert tool.Guest.attached_snapshot_files(config, [attached, unused, elsewhere]) == {attached.path: 'scsi5'}
 
 
 @pytest.mark.parametrize('names, keep, gone', [
     (['a', 'b', 'c', 'd'], 2, ['a', 'b']), (['a', 'b'], 2, []), (['a'], 5, []), ([], 1, []),
     (['a', 'b', 'c'], 1, ['a', 'b'])])
 def test_retention_removes_all_but_the_newest(names, keep, gone):
-    assert tool.expired(names, keep) == gone
+    assert tool.VmSnapshots.expired(names, keep) == gone
 
 
 UTC = datetime.UTC
@@ -195,7 +195,7 @@ UTC = datetime.UTC
     ('2024-03-13T14:42:47', None),      # no offset: no place in time
     ('yesterday', None), ('', None), (None, None)])
 def test_ontap_times_are_read_as_times(text, utc):
-    moment = tool.parse_ontap_time(text)
+    moment = tool.Ontap.parse_time(text)
     assert moment == utc and (moment is None or moment.utcoffset() is not None)
 
 
@@ -205,7 +205,7 @@ def test_snapshots_sort_by_time_not_by_text_across_a_dst_change():
                {'name': 'a', 'create_time': '2024-10-27T02:30:00+02:00'},   # 00:30Z, before it
                {'name': 'x', 'create_time': None}, {'name': 'w'},
                {'name': 'e', 'create_time': '2024-10-27T01:15:00Z'}]         # b's time: a tie, by name
-    assert [r['name'] for r in tool.by_creation(records)] == ['w', 'x', 'a', 'b', 'e', 'c']
+    assert [r['name'] for r in tool.Volume.by_creation(records)] == ['w', 'x', 'a', 'b', 'e', 'c']
 
 
 @pytest.mark.parametrize('entry, storage, mounted', [
@@ -222,46 +222,46 @@ def test_a_storage_made_by_mount_is_told_from_others(entry, storage, mounted):
 
 
 def test_free_unused_keys():
-    assert tool.free_unused_keys({'unused0': 'x', 'unused2': 'y', 'scsi0': 'z'}, 3) == ['unused1', 'unused3',
+    assert tool.Guest.free_unused_keys({'unused0': 'x', 'unused2': 'y', 'scsi0': 'z'}, 3) == ['unused1', 'unused3',
                                                                                          'unused4']
     with pytest.raises(tool.Failure, match='no free unusedN slot'):
-        tool.free_unused_keys({f'unused{n}' for n in range(255)}, 2)
+        tool.Guest.free_unused_keys({f'unused{n}' for n in range(255)}, 2)
 
 
 @pytest.mark.parametrize('value, on', [('1', True), ('enabled=1,fstrim_cloned_disks=1', True), ('0', False),
                                        (None, False), ('enabled=0', False), (1, True)])
 def test_agent_enabled(value, on):
-    assert tool.agent_enabled(value) is on
+    assert tool.Guest.agent_enabled(value) is on
 
 
 def test_vm_storages_include_unused_disks():
     config = {'scsi0': 'A:100/vm-100-disk-0.raw', 'unused0': 'B:100/vm-100-disk-1.raw', 'ide2': 'C:iso/x.iso,media=cdrom'}
-    assert tool.vm_storages(config) == {'A', 'B'}
+    assert tool.Guest.storages(config) == {'A', 'B'}
 
 
 @pytest.mark.parametrize('status, ok', [
     ('OK', True), ('WARNINGS: 1', True), ('WARNINGS: 12', True), ('VM 100 already running', False),
     ('unexpected status', False), ('WARNINGS:', False), ('', False), (None, False)])
 def test_task_exit_status(status, ok):
-    assert tool.task_succeeded(status) is ok
+    assert tool.Pve.task_succeeded(status) is ok
 
 
 def test_upid_node():
     upid = 'UPID:pve2:000003E8:00001B58:65F1B2C3:qmstart:100:root@pam:'
-    assert tool.upid_node(upid) == 'pve2'
+    assert tool.Pve.upid_node(upid) == 'pve2'
     with pytest.raises(ValueError):
-        tool.upid_node('not-a-upid')
+        tool.Pve.upid_node('not-a-upid')
 
 
 @pytest.mark.parametrize('value, text', [
     (None, '-'), (0, '0 B'), (1023, '1023 B'), (1536, '1.5 KiB'), (3 * 2 ** 30, '3.0 GiB')])
 def test_human_size(value, text):
-    assert tool.human_size(value) == text
+    assert tool.Output.human_size(value) == text
 
 
 def test_flatten_and_table():
-    assert tool.flatten({'a': {'b': 1, 'c': {'d': 2}}, '_links': {}, 'e': 3}) == {'a.b': 1, 'a.c.d': 2, 'e': 3}
-    table = tool.format_table([('NAME', 'n'), ('SIZE', 's')], [{'n': 'long-name', 's': 1}])
+    assert tool.Output.flatten({'a': {'b': 1, 'c': {'d': 2}}, '_links': {}, 'e': 3}) == {'a.b': 1, 'a.c.d': 2, 'e': 3}
+    table = tool.Output.format_table([('NAME', 'n'), ('SIZE', 's')], [{'n': 'long-name', 's': 1}])
     assert table.splitlines() == ['NAME       SIZE', 'long-name  1']
 
 
@@ -352,14 +352,14 @@ def test_ontap_answers_a_job_before_our_read_timeout(job, read, expected):
 # -- capture snapshots and held guests
 
 @pytest.mark.parametrize('capture, leftover', [
-    (tool.capture_name('2024-03-13_14:42:47+0000', 100), 'pve_ontap_leftover_capture_2024-03-13_14:42:47+0000_vm100'),
-    (tool.shared_capture_name('2024-03-13_14:42:47+0000'), 'pve_ontap_leftover_capture_2024-03-13_14:42:47+0000_all')])
+    (tool.Names.capture_name('2024-03-13_14:42:47+0000', 100), 'pve_ontap_leftover_capture_2024-03-13_14:42:47+0000_vm100'),
+    (tool.Names.shared_capture_name('2024-03-13_14:42:47+0000'), 'pve_ontap_leftover_capture_2024-03-13_14:42:47+0000_all')])
 def test_capture_names_never_pass_for_storage_snapshots(capture, leftover):
     assert capture == 'pve_ontap_' + leftover.removeprefix('pve_ontap_leftover_')
-    assert capture.startswith(tool.CAPTURE_PREFIX)      # a lock record notes it as a capture
-    assert tool.leftover_name(capture) == leftover
-    assert tool.capture_of(leftover) == tool.capture_of(capture) == capture
-    assert not any(name.startswith(tool.STORAGE_SNAPSHOT_PREFIX) for name in (capture, leftover))
+    assert capture.startswith(tool.Names.CAPTURE_PREFIX)      # a lock record notes it as a capture
+    assert tool.Names.leftover_name(capture) == leftover
+    assert tool.Names.capture_of(leftover) == tool.Names.capture_of(capture) == capture
+    assert not any(name.startswith(tool.Names.STORAGE_SNAPSHOT_PREFIX) for name in (capture, leftover))
 
 
 NOW = datetime.datetime(2024, 3, 13, 15, 0, tzinfo=datetime.UTC)
@@ -370,7 +370,7 @@ NOW = datetime.datetime(2024, 3, 13, 15, 0, tzinfo=datetime.UTC)
     ('2024-03-13_14:50:00+0000', 600, False), ('2024-03-13_14:49:59+0000', 600, True),
     ('2099-01-01_00:00:00+0000', 0, False), ('no stamp', 600, True)])
 def test_a_noted_capture_is_due_once_older_than_the_age(stamp, seconds, old):
-    assert tool.stamp_older_than(stamp, seconds, NOW) is old
+    assert tool.Names.stamp_older_than(stamp, seconds, NOW) is old
 
 
 @pytest.mark.parametrize('agent, pause, held', [
@@ -387,7 +387,7 @@ def test_how_storage_create_holds_a_running_vm(agent, pause, held):
      True),
     ('VM 100 qmp command failed - timeout', False), ('QEMU guest agent is not running', False)])
 def test_a_thaw_that_says_vss_gave_up_the_freeze(message, too_long):
-    assert tool.frozen_too_long(tool.ProxmoxError(message)) is too_long
+    assert tool.Guest.frozen_too_long(tool.ProxmoxError(message)) is too_long
 
 
 @pytest.mark.parametrize('value, freezes', [
@@ -395,7 +395,7 @@ def test_a_thaw_that_says_vss_gave_up_the_freeze(message, too_long):
     ('enabled=1,freeze-fs-on-backup=0', False), ('freeze-fs=0,enabled=1', False), ('1,guest-fsfreeze=no', False),
     ('1,freeze-fs=1,fstrim_cloned_disks=1', True), (None, False), ('type=isa', False), ('ON', True)])
 def test_agent_freezing_as_pve_reads_it(value, freezes):
-    assert tool.agent_freezes(value) is freezes
+    assert tool.Guest.agent_freezes(value) is freezes
 
 
 # -- what a VM snapshot carries: its config and manifest
@@ -404,30 +404,30 @@ KEY = bytes(range(32))
 STAMP = '2024-03-13_14:42:47+0000'
 
 
-@pytest.mark.parametrize('consistency', tool.CONSISTENCIES)
+@pytest.mark.parametrize('consistency', tool.Names.CONSISTENCIES)
 def test_a_manifest_name_belongs_to_the_set_and_is_never_an_image(consistency):
-    path = tool.record_path(100, STAMP, consistency)
+    path = tool.Names.manifest_path(100, STAMP, consistency)
     directory, name = path.rsplit('/', 1)
     assert directory == 'images/100' and not name.startswith('snap-')
-    assert not tool.IMAGE_VOLNAME.match(path.removeprefix('images/')) and not tool.SET_FILE.match(name)
-    record = tool.parse_set_file('ONTAP01', directory, name)
+    assert not tool.Guest.IMAGE_VOLNAME.match(path.removeprefix('images/')) and not tool.Names.SNAPSHOT_FILE.match(name)
+    record = tool.Names.snapshot_file('ONTAP01', directory, name)
     assert (record.stamp, record.kind, record.is_record) == (STAMP, 'snapshot', True)
-    assert tool.set_consistency([record]) == consistency
+    assert tool.Consistency.of_files([record]) == consistency
 
 
 def test_a_config_file_of_a_set_made_by_an_earlier_build_still_belongs_to_the_set():
-    record = tool.parse_set_file('ONTAP01', 'images/100', f'vm-100-snapshot-{STAMP}.conf')
+    record = tool.Names.snapshot_file('ONTAP01', 'images/100', f'vm-100-snapshot-{STAMP}.conf')
     assert (record.stamp, record.kind, record.is_record) == (STAMP, 'snapshot', True)
-    assert tool.set_consistency([record]) == 'unknown'
+    assert tool.Consistency.of_files([record]) == 'unknown'
 
 
 @pytest.mark.parametrize('saved', [b'memory: 512\n', b'#caf\xe9 in Latin-1\nmemory: 512\n', b''])
 def test_a_manifest_holds_the_config_byte_for_byte(saved):
     disk = tool.Disk('scsi0', 'ONTAP01', 'ONTAP01:100/vm-100-disk-0.raw', 'images/100/vm-100-disk-0.raw')
-    manifest = tool.guest_manifest({'vmid': 100, 'node': 'pve1'}, [disk], {'scsi0': disk.volid + ',size=1G'}, STAMP,
+    manifest = tool.Manifest.build({'vmid': 100, 'node': 'pve1'}, [disk], {'scsi0': disk.volid + ',size=1G'}, STAMP,
                                    'atomic', {'ONTAP01': ('a', 'svm1', 'vol1')}, saved, 'api', '0.2.0',
                                    {'scsi0': 'images/100/x.raw'})
-    read, signed = tool.read_manifest(manifest.encode(), 'm', 100, STAMP, KEY)
+    read, signed = tool.Manifest.read(manifest.encode(), 'm', 100, STAMP, KEY)
     assert read['config'].encode('utf-8', 'surrogateescape') == saved and not signed
     record = tool.json.loads(manifest)
     assert record['disks'] == [{'key': 'scsi0', 'volid': disk.volid, 'clone': 'images/100/x.raw', 'size': 2**30,
@@ -437,8 +437,8 @@ def test_a_manifest_holds_the_config_byte_for_byte(saved):
 
 def test_a_manifest_never_holds_the_cloud_init_password():
     conf = b'cipassword: $5$salt$hash\nmemory: 512\n\n[before-update]\ncipassword: Secr3t-on-Windows\n'
-    manifest = tool.guest_manifest({'vmid': 100}, [], {}, STAMP, 'shutdown', {}, conf, 'api', '0.1.0', {})
-    text = tool.read_manifest(manifest.encode(), 'm', 100, STAMP, None)[0]['config']
+    manifest = tool.Manifest.build({'vmid': 100}, [], {}, STAMP, 'shutdown', {}, conf, 'api', '0.1.0', {})
+    text = tool.Manifest.read(manifest.encode(), 'm', 100, STAMP, None)[0]['config']
     assert text == 'cipassword: **********\nmemory: 512\n\n[before-update]\ncipassword: **********\n'
     assert 'salt' not in manifest and 'Secr3t' not in manifest
 
@@ -450,24 +450,24 @@ def test_a_manifest_never_holds_the_cloud_init_password():
     (b'{"config": "", "vmid": 100, "stamp": "2020-01-01_00:00:00+0000"}', "snapshot '2020-01-01_00:00:00+0000'")])
 def test_a_manifest_that_cannot_be_read_or_is_of_another_snapshot_is_an_error_naming_it(data, why):
     with pytest.raises(tool.ManifestError, match=f'^manifest m .*{re.escape(why)}'):
-        tool.read_manifest(data, 'm', 100, STAMP, None)
+        tool.Manifest.read(data, 'm', 100, STAMP, None)
 
 
 def test_a_signed_manifest_reads_back_signed_and_fails_with_any_change_or_another_key():
-    manifest = tool.guest_manifest({'vmid': 100}, [], {}, STAMP, 'shutdown', {}, b'memory: 512\n', 'api', '0.1.0', {},
+    manifest = tool.Manifest.build({'vmid': 100}, [], {}, STAMP, 'shutdown', {}, b'memory: 512\n', 'api', '0.1.0', {},
                                    KEY)
-    assert tool.read_manifest(manifest.encode(), 'm', 100, STAMP, KEY)[1] is True
-    assert tool.read_manifest(manifest.encode(), 'm', 100, STAMP, None)[1] is False     # off a node: no key to check
+    assert tool.Manifest.read(manifest.encode(), 'm', 100, STAMP, KEY)[1] is True
+    assert tool.Manifest.read(manifest.encode(), 'm', 100, STAMP, None)[1] is False     # off a node: no key to check
     changed = manifest.replace('memory: 512', 'memory: 513')
     for data, key in ((changed, KEY), (manifest, bytes(32))):
         with pytest.raises(tool.ManifestError, match='fails its signature check'):
-            tool.read_manifest(data.encode(), 'm', 100, STAMP, key)
+            tool.Manifest.read(data.encode(), 'm', 100, STAMP, key)
 
 
 def test_a_set_without_a_manifest_has_an_unknown_consistency():
-    clone = tool.parse_set_file('ONTAP01', 'images/100', f'vm-100-disk-0-snapshot-{STAMP}.raw')
-    assert not clone.is_record and tool.set_consistency([clone]) == 'unknown'
-    assert tool.parse_set_file('ONTAP01', 'images/100', f'vm-100-snapshot-{STAMP}.sloppy.manifest.json') is None
+    clone = tool.Names.snapshot_file('ONTAP01', 'images/100', f'vm-100-disk-0-snapshot-{STAMP}.raw')
+    assert not clone.is_record and tool.Consistency.of_files([clone]) == 'unknown'
+    assert tool.Names.snapshot_file('ONTAP01', 'images/100', f'vm-100-snapshot-{STAMP}.sloppy.manifest.json') is None
 
 
 @pytest.mark.parametrize('mode, paused, running, instants, consistency', [
@@ -478,15 +478,15 @@ def test_a_set_without_a_manifest_has_an_unknown_consistency():
     ('freeze', False, True, 1, 'atomic'), ('suspend', False, False, 0, 'shutdown'),
 ])
 def test_snapshot_consistency(mode, paused, running, instants, consistency):
-    assert tool.snapshot_consistency(mode, paused, running, instants) == consistency
+    assert tool.Consistency.of_vm_snapshot(mode, paused, running, instants) == consistency
 
 
 def test_config_text_writes_the_api_config_as_pve_writes_a_conf_file():
     config = {'memory': 2048, 'digest': 'abc', 'boot': 'order=scsi0', 'description': 'web: nginx\n100% ok\nÜ\n\n',
               'scsi0': 'ONTAP01:100/vm-100-disk-0.raw,size=32G'}
-    assert tool.config_text(config) == ('#web%3A nginx\n#100% ok\n#%C3%9C\n'
+    assert tool.Guest.config_text(config) == ('#web%3A nginx\n#100% ok\n#%C3%9C\n'
                                         'boot: order=scsi0\nmemory: 2048\nscsi0: ONTAP01:100/vm-100-disk-0.raw,size=32G\n')
-    assert tool.config_text({'memory': 512, 'description': ''}) == 'memory: 512\n'
+    assert tool.Guest.config_text({'memory': 512, 'description': ''}) == 'memory: 512\n'
 
 
 @pytest.mark.parametrize('value, size', [
@@ -497,7 +497,7 @@ def test_config_text_writes_the_api_config_as_pve_writes_a_conf_file():
     ('ONTAP01:100/vm-100-disk-0.raw,oldsize=1G', None),
 ])
 def test_drive_size(value, size):
-    assert tool.drive_size(value) == size
+    assert tool.Guest.drive_size(value) == size
 
 
 @pytest.mark.parametrize('key, value, why', [
@@ -519,17 +519,17 @@ def test_drive_size(value, size):
     ('frobnicate', '1', 'a setting unknown to this tool'),
 ])
 def test_a_restore_applies_only_what_an_ordinary_user_may_set(key, value, why):
-    found = tool.setting_risk(key, value, 101)
+    found = tool.RestoreRules.setting_risk(key, value, 101)
     assert (found is None) == (why is None) and (why is None or found.startswith(why)), found
 
 
 def test_putting_a_config_back_keeps_what_is_not_to_be_touched_on_either_side():
     current = {'memory': '4096', 'hookscript': 'local:snippets/mine.sh', 'scsi0': 'A:101/vm-101-disk-0.raw'}
     saved = {'memory': '1024', 'args': '-cpu host', 'scsi0': 'A:101/vm-101-disk-0.raw'}
-    plan = tool.plan_config(current, saved, 101)
+    plan = tool.RestoreRules.plan(current, saved, 101)
     assert (plan.changes, plan.deletes) == ({'memory': '1024'}, [])
     assert plan.kept == {'args': ('-cpu host', None, 'only root@pam may set it'),
                          'hookscript': (None, 'local:snippets/mine.sh', 'only root@pam may set it')}
-    allowed = tool.plan_config(current, saved, 101, allowed={'args', 'hookscript'})
+    allowed = tool.RestoreRules.plan(current, saved, 101, allowed={'args', 'hookscript'})
     assert (allowed.changes, allowed.deletes) == ({'memory': '1024', 'args': '-cpu host'}, ['hookscript'])
     assert allowed.allowed == {'args': '-cpu host'} and allowed.kept == {}

@@ -38,8 +38,8 @@ def clock(monkeypatch):
     """A clock one second further at each stamp: examples run faster than stamps tick."""
     start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     ticks = (start + datetime.timedelta(seconds=n) for n in itertools.count())
-    real = tool.utc_stamp
-    monkeypatch.setattr(tool, 'utc_stamp', lambda now=None: real(now or next(ticks)))
+    real = tool.Names.utc_stamp
+    monkeypatch.setattr(tool.Names, 'utc_stamp', lambda now=None: real(now or next(ticks)))
 
 
 def test_every_readme_example_runs_in_the_sandbox_world(world, clock):

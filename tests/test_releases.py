@@ -140,7 +140,7 @@ def test_running_vms_share_one_capture_per_volume_and_doctor_try_clears_what_a_r
     assert made.code == 0, made.err
     assert doctor.code == 0, doctor.out
     captures = {r['body']['name'] for r in world.a.requests if r['method'] == 'POST' and r['path'].endswith('/snapshots')
-                and r['body']['name'].startswith(tool.CAPTURE_PREFIX)}
+                and r['body']['name'].startswith(tool.Names.CAPTURE_PREFIX)}
     assert len(captures) == 1 and captures.pop().endswith('_all')
     assert len(world.clones(world.vol1, 101)) == 1
     assert not [name for name in world.vol1.snapshots if name.startswith('pve_ontap_')]

@@ -39,7 +39,7 @@ VMGENID = '66666666-7777-8888-9999-000000000000'
     ('', {}),
 ])
 def test_a_saved_config_text_is_read_as_pve_reads_it(text, config):
-    assert tool.parse_config_text(text) == config
+    assert tool.Guest.parse_config_text(text) == config
 
 
 @pytest.mark.parametrize('config', [
@@ -48,7 +48,7 @@ def test_a_saved_config_text_is_read_as_pve_reads_it(text, config):
     {'name': 'only'},
 ])
 def test_a_config_written_by_config_text_reads_back_the_same(config):
-    assert tool.parse_config_text(tool.config_text(dict(config, digest='abc'))) == config
+    assert tool.Guest.parse_config_text(tool.Guest.config_text(dict(config, digest='abc'))) == config
 
 
 @pytest.mark.parametrize('current, saved, changes, deletes', [
@@ -63,7 +63,7 @@ def test_a_config_written_by_config_text_reads_back_the_same(config):
     ({'memory': 1024}, {'memory': '1024'}, {}, []),
 ])
 def test_putting_a_config_back_is_one_change_that_never_deletes_an_unused_disk(current, saved, changes, deletes):
-    assert tool.config_change(current, saved) == (changes, deletes)
+    assert tool.RestoreRules.change(current, saved) == (changes, deletes)
 
 
 @pytest.mark.parametrize('value, without', [
@@ -72,7 +72,7 @@ def test_putting_a_config_back_is_one_change_that_never_deletes_an_unused_disk(c
     ('virtio,bridge=vmbr0', 'virtio,bridge=vmbr0'),
 ])
 def test_a_new_vm_gets_its_nics_without_their_mac_addresses(value, without):
-    assert tool.without_mac(value) == without
+    assert tool.Guest.without_mac(value) == without
 
 
 @pytest.mark.parametrize('value, with_new', [
@@ -81,7 +81,7 @@ def test_a_new_vm_gets_its_nics_without_their_mac_addresses(value, without):
     ('ONTAP01:101/vm-101-disk-0.raw', 'ONTAP01:201/vm-201-disk-0.raw'),
 ])
 def test_a_drive_gets_another_volume_and_keeps_its_options(value, with_new):
-    assert tool.with_volume(value, 'ONTAP01:201/vm-201-disk-0.raw') == with_new
+    assert tool.Guest.with_volume(value, 'ONTAP01:201/vm-201-disk-0.raw') == with_new
 
 
 def test_a_new_vm_config_is_the_saved_one_as_new_hardware():
@@ -89,7 +89,7 @@ def test_a_new_vm_config_is_the_saved_one_as_new_hardware():
              'smbios1': f'uuid={SMBIOS_UUID},manufacturer=QEMU', 'net0': f'virtio={MAC},bridge=vmbr0',
              'scsi0': 'ONTAP01:101/vm-101-disk-0.raw,size=1G', 'unused0': 'ONTAP01:101/vm-101-disk-9.raw',
              'ide2': 'ONTAP01:101/vm-101-cloudinit.qcow2,media=cdrom', 'ide0': 'local:iso/d.iso,media=cdrom'}
-    config = tool.new_vm_config(saved, {'scsi0': 'ONTAP01:201/vm-201-disk-0.raw'}, 'new-uuid')
+    config = tool.RestoreRules.new_vm_config(saved, {'scsi0': 'ONTAP01:201/vm-201-disk-0.raw'}, 'new-uuid')
     assert config == {'name': 'db', 'memory': '1024', 'smbios1': 'manufacturer=QEMU,uuid=new-uuid',
                       'net0': 'virtio,bridge=vmbr0', 'scsi0': 'ONTAP01:201/vm-201-disk-0.raw,size=1G',
                       'ide2': 'ONTAP01:cloudinit,media=cdrom', 'ide0': 'local:iso/d.iso,media=cdrom'}
@@ -98,7 +98,7 @@ def test_a_new_vm_config_is_the_saved_one_as_new_hardware():
 def test_new_disk_names_skip_the_numbers_already_in_the_directory():
     disks = [tool.Disk('scsi0', 'ONTAP01', 'ONTAP01:101/vm-101-disk-3.qcow2', 'images/101/vm-101-disk-3.qcow2'),
              tool.Disk('scsi1', 'ONTAP02', 'ONTAP02:101/vm-101-disk-0.raw', 'images/101/vm-101-disk-0.raw')]
-    assert tool.new_disk_paths(disks, 201, ['vm-201-disk-0.raw', 'other']) == {
+    assert tool.RestoreRules.new_disk_paths(disks, 201, ['vm-201-disk-0.raw', 'other']) == {
         'scsi0': 'images/201/vm-201-disk-1.qcow2', 'scsi1': 'images/201/vm-201-disk-2.raw'}
 
 
@@ -107,7 +107,7 @@ def test_new_disk_names_skip_the_numbers_already_in_the_directory():
 def snapshot_of(world, vmid=101, *flags):
     result = world.run('vm', 'create', '-vm', vmid, *flags)
     assert result.code == 0, result.err
-    return re.search(tool.STAMP_PATTERN, world.clones(world.vol1, vmid)[-1])[0]
+    return re.search(tool.Names.STAMP_PATTERN, world.clones(world.vol1, vmid)[-1])[0]
 
 
 @pytest.fixture
@@ -196,8 +196,8 @@ def test_as_new_brings_back_a_destroyed_vm_whose_disks_hold_the_snapshots_bytes(
 
 def test_as_new_copies_a_vm_from_a_storage_snapshot_and_leaves_the_vm_as_it_is(world, vm101):
     # its config as earlier builds recorded it: a .conf file of its own
-    saved = tool.config_text(vm101.config).encode()
-    record = world.vol1.path / tool.STORAGE_RECORD_DIR / 'vm-101.conf'
+    saved = tool.Guest.config_text(vm101.config).encode()
+    record = world.vol1.path / tool.Names.STORAGE_RECORD_DIR / 'vm-101.conf'
     record.parent.mkdir()
     record.write_bytes(saved)
     world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2026-01-01_00:00:00+0000')

@@ -19,7 +19,7 @@ as_root = pytest.mark.skipif(os.geteuid() != 0, reason='another user\'s files ar
 def stamp_of(world, vmid=101):
     result = world.run('vm', 'create', '-vm', vmid, '-no-register')
     assert result.code == 0, result.err
-    return re.search(tool.STAMP_PATTERN, world.clones(world.vol1, vmid)[-1])[0]
+    return re.search(tool.Names.STAMP_PATTERN, world.clones(world.vol1, vmid)[-1])[0]
 
 
 # -- what reaches the terminal
@@ -358,7 +358,7 @@ def test_a_snapshot_manifest_is_signed_with_the_clusters_key(world, cluster_dir)
     stamp = stamp_of(world)
     manifest = json.loads(manifest_of(world, 101, stamp).read_text())
     key = (cluster_dir / tool.MANIFEST_KEY).read_text().strip()
-    assert manifest['signature'] == tool.manifest_signature(manifest, bytes.fromhex(key))
+    assert manifest['signature'] == tool.Manifest.signature(manifest, bytes.fromhex(key))
     assert (cluster_dir / tool.MANIFEST_KEY).stat().st_mode & 0o777 == 0o600
 
 

@@ -40,7 +40,7 @@ def capture_requests(world, method):
 def noted_captures(world, cluster_dir):
     return [line.split()[0] for storage in ('ONTAP01', 'ONTAP02')
             for line in world.lock_record(cluster_dir, storage).read_text().splitlines()[1:]
-            if line.startswith(tool.CAPTURE_PREFIX)]
+            if line.startswith(tool.Names.CAPTURE_PREFIX)]
 
 
 # -- one instant per volume, one capture per volume

@@ -48,7 +48,7 @@ def test_a_snapshot_carries_the_vms_config_and_a_manifest_of_its_disks(world):
                    'clone': f'images/101/vm-101-disk-0-snapshot-{stamp}.raw', 'size': 2**30, 'storage': 'ONTAP01',
                    'cluster': world.a.host, 'svm': 'svm1', 'volume': 'proxmox_storage01', 'format': 'raw'}]}
     # no image PVE would take for a disk
-    assert not tool.IMAGE_VOLNAME.match(f'101/{saved["manifest_name"]}')
+    assert not tool.Guest.IMAGE_VOLNAME.match(f'101/{saved["manifest_name"]}')
 
 
 @pytest.mark.parametrize('flags, consistency', [((), 'running'), (('-pause',), 'paused'),

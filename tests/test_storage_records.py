@@ -12,17 +12,17 @@ import pve_ontap_snapshot as tool
 
 
 def snapshots(world):
-    return sorted(name for name in world.vol1.snapshots if name.startswith(tool.STORAGE_SNAPSHOT_PREFIX))
+    return sorted(name for name in world.vol1.snapshots if name.startswith(tool.Names.STORAGE_SNAPSHOT_PREFIX))
 
 
 def live_records(world):
-    folder = world.vol1.path / tool.STORAGE_RECORD_DIR
+    folder = world.vol1.path / tool.Names.STORAGE_RECORD_DIR
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def snapshot_records(world, name):
     """{file name: bytes} in the snapshot's pve-ontap-snapshot/, as the emulator keeps the snapshot."""
-    folder = world.vol1.snapshots[name].path / tool.STORAGE_RECORD_DIR
+    folder = world.vol1.snapshots[name].path / tool.Names.STORAGE_RECORD_DIR
     return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.exists() else None
 
 
@@ -191,7 +191,7 @@ def test_a_dry_run_says_which_records_it_would_write_and_writes_none(world):
      'running'),
     ({'status': 'running'}, [], None, 'running')])
 def test_consistency_of_a_guest_in_a_storage_snapshot(guest, disks, how, expected):
-    assert tool.storage_snapshot_consistency(guest, disks, 'S', how) == expected
+    assert tool.Consistency.of_storage_snapshot(guest, disks, 'S', how) == expected
 
 
 @pytest.mark.parametrize('names, expected', [
@@ -200,7 +200,7 @@ def test_consistency_of_a_guest_in_a_storage_snapshot(guest, disks, how, expecte
     (['ct-7.conf', 'ct-7.paused.manifest.json', 'vm-10.frozen.manifest.json', 'notes.txt', 'vm-9.bogus.manifest.json'],
      [{'vmid': 7, 'type': 'lxc', 'consistency': 'paused'}, {'vmid': 10, 'type': 'qemu', 'consistency': 'frozen'}])])
 def test_recorded_guests_come_from_manifest_names(names, expected):
-    assert tool.recorded_guests(names) == expected
+    assert tool.Names.recorded_guests(names) == expected
 
 
 @pytest.mark.parametrize('words, expected', [
@@ -208,9 +208,9 @@ def test_recorded_guests_come_from_manifest_names(names, expected):
     (['running', 'frozen', 'frozen', 'frozen'], '3 frozen, 1 running'),
     (['shutdown', 'atomic'], '1 atomic, 1 shutdown')])
 def test_consistency_summary_counts_most_first(words, expected):
-    assert tool.consistency_summary([{'consistency': word} for word in words]) == expected
+    assert tool.Consistency.summary([{'consistency': word} for word in words]) == expected
 
 
 def test_a_containers_raw_lxc_keys_go_last_as_pve_writes_them():
     config = {'hostname': 'ct', 'lxc': [['lxc.apparmor.profile', 'unconfined']], 'digest': 'x'}
-    assert tool.guest_config_text({'type': 'lxc'}, config) == 'hostname: ct\nlxc.apparmor.profile: unconfined\n'
+    assert tool.Guest.config_text_of({'type': 'lxc'}, config) == 'hostname: ct\nlxc.apparmor.profile: unconfined\n'

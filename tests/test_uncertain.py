@@ -23,7 +23,7 @@ def running_db(world):
 
 
 def prerestore_files(world, vmid=101):
-    return [name for name in world.files(world.vol1, vmid) if '-prerestore-' in name and tool.SET_FILE.match(name)]
+    return [name for name in world.files(world.vol1, vmid) if '-prerestore-' in name and tool.Names.SNAPSHOT_FILE.match(name)]
 
 
 def snapshot_files(world, vmid=100):

@@ -554,7 +554,7 @@ def test_keep_counts_only_complete_sets_and_keeps_incomplete_ones_newer_than_the
     # the newest 2 complete sets are this run's and the 13th's; the 14th is newer than that: it stays
     for vol, stamps in ((world.vol1, [day('09'), day(13), day(14), made]), (world.vol2, [day('09'), day(13), made])):
         assert sorted({name.split('-snapshot-')[-1].split('-prerestore-')[-1].rsplit('.', 1)[0]
-                       for name in world.files(vol, 100) if tool.SET_FILE.match(name)}) == stamps
+                       for name in world.files(vol, 100) if tool.Names.SNAPSHOT_FILE.match(name)}) == stamps
     # 4 disks and unused0, 1 pre-restore file, 3 sets, this run's manifest
     assert len(world.files(world.vol1, 100)) == 5 + 1 + 3 * 4 + 1
     assert f'incomplete (lacks sata0,virtio0) snapshot {day(10)} deleted (-keep 2)' in result.err
@@ -693,7 +693,7 @@ def test_keep_deletes_a_snapshot_of_unknown_identity_only_where_it_holds_the_vms
     (None, '1800000000', 'a' * 32, None),
 ])
 def test_which_vm_a_snapshot_is_of(tag, ctime, uuid, same):
-    assert tool.same_vm(tag, (ctime, uuid)) is same
+    assert tool.Identity.same_vm(tag, (ctime, uuid)) is same
 
 
 def test_a_qcow2_copy_over_a_volume_chain_is_not_restored(world):

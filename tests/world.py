@@ -153,7 +153,7 @@ def destroy_vm(world, vmid, node):
     wait_for_tasks(world.pve)
     assert world.pve.vm(vmid) is None
     for key, value in config.items():
-        volume = tool.parse_volume(value) if tool.parse_disk(key, value) or key.startswith('unused') else None
+        volume = tool.Guest.parse_volume(value) if tool.Guest.parse_disk(key, value) or key.startswith('unused') else None
         if volume and volume[2]:
             (world.vol1 if volume[0] == 'ONTAP01' else world.vol2).path.joinpath(volume[2]).unlink()
 
@@ -170,7 +170,7 @@ def pve_reads_nfs_directories(world):
         found = original(storage)
         for path in sorted((roots[storage] / 'images').glob('*/*')) if storage in roots else ():
             volname = f'{path.parent.name}/{path.name}'
-            if tool.IMAGE_VOLNAME.match(volname) and volname not in found:
+            if tool.Guest.IMAGE_VOLNAME.match(volname) and volname not in found:
                 found[volname] = {'content': 'images', 'format': path.suffix[1:], 'size': path.stat().st_size,
                                   'vmid': int(path.parent.name), 'ctime': 0}
         return found
@@ -189,10 +189,10 @@ def pve_detaches_disks(pve):
         await original(vm, user, params)
         if vm.status == 'running' or params.get('force'):
             return
-        used = {tool.drive_volume(value) for key, value in vm.config.items()
-                if tool.DISK_KEY.match(key) or tool.UNUSED_KEY.match(key)}
+        used = {tool.Guest.drive_volume(value) for key, value in vm.config.items()
+                if tool.Guest.DISK_KEY.match(key) or tool.Guest.UNUSED_KEY.match(key)}
         for key, value in sorted(before.items()):
-            found = tool.parse_disk(key, value)
+            found = tool.Guest.parse_disk(key, value)
             if found and found.volid not in used:
                 vm.config[next(f'unused{n}' for n in range(256) if f'unused{n}' not in vm.config)] = found.volid
                 used.add(found.volid)
@@ -247,11 +247,11 @@ def seed_history(world):
     world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{ORIGINAL_STAMP}.raw').write_bytes(
         world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes())
     vm101 = world.pve.vm(101)
-    (disk,) = tool.vm_disks(vm101.config)
-    (world.vol1.path / tool.record_path(101, ORIGINAL_STAMP, 'shutdown')).write_text(tool.guest_manifest(
+    (disk,) = tool.Guest.vm_disks(vm101.config)
+    (world.vol1.path / tool.Names.manifest_path(101, ORIGINAL_STAMP, 'shutdown')).write_text(tool.Manifest.build(
         {'vmid': 101, 'name': vm101.name, 'node': vm101.node}, [disk], vm101.config, ORIGINAL_STAMP, 'shutdown',
-        {'ONTAP01': (world.a.host, world.vol1.svm, world.vol1.name)}, tool.config_text(vm101.config).encode(), 'api',
-        tool.tool_version(), {disk.key: tool.set_file_path(disk.path, ORIGINAL_STAMP)}))
+        {'ONTAP01': (world.a.host, world.vol1.svm, world.vol1.name)}, tool.Guest.config_text(vm101.config).encode(), 'api',
+        tool.tool_version(), {disk.key: tool.Names.snapshot_file_path(disk.path, ORIGINAL_STAMP)}))
     pve_reads_nfs_directories(world)
     for name, created in ((EARLIER_SNAPSHOT, '2024-03-12T10:00:00+00:00'), (OLD_SNAPSHOT, '2024-03-13T14:42:47+00:00'),
                           (MARCH_SNAPSHOT, '2024-03-14T10:00:00+00:00')):
@@ -384,11 +384,11 @@ class World:
 
     def clones(self, vol, vmid):
         """The names of the VM's snapshot clones on that volume (not their saved configs and manifests)."""
-        return [name for name in self.files(vol, vmid) if tool.SET_FILE.match(name)]
+        return [name for name in self.files(vol, vmid) if tool.Names.SNAPSHOT_FILE.match(name)]
 
     def records(self, vol, vmid):
         """The names of the configs and manifests saved beside the VM's snapshot clones."""
-        return [name for name in self.files(vol, vmid) if tool.RECORD_FILE.match(name)]
+        return [name for name in self.files(vol, vmid) if tool.Names.MANIFEST_FILE.match(name)]
 
     def state(self):
         """Everything a failed command must leave as it was, in comparable form."""

@@ -20,9 +20,9 @@ FILES = {
         'The configuration, when no -config FILE is given and there is no ./config.ini (mode 600: it holds '
         'passwords). The package never ships or changes it.'),
     '/usr/share/doc/pve-ontap-snapshot/config.ini.example': 'A commented example to start config.ini from.',
-    '/lib/systemd/system/pve-ontap-snapshot-storage@.service': (
+    '/usr/lib/systemd/system/pve-ontap-snapshot-storage@.service': (
         'A storage snapshot of the storage that names the instance, keeping the newest KEEP (7).'),
-    '/lib/systemd/system/pve-ontap-snapshot-storage@.timer': (
+    '/usr/lib/systemd/system/pve-ontap-snapshot-storage@.timer': (
         'Starts that service nightly: systemctl enable --now pve-ontap-snapshot-storage@ONTAP01.timer.'),
     '/etc/pve-ontap-snapshot/STORAGE.env': "KEEP, MIN_AGE and OPTIONS of that storage's service, if present.",
     '/usr/share/doc/pve-ontap-snapshot/README.md.gz': (

@@ -5,7 +5,14 @@ without that they are skipped.
 
 The test world (fakepve and the ONTAP emulators) runs here, in the tests' own Python; the
 command runs as installed, /usr/sbin/pve-ontap-snapshot by its own #! line, in an
-environment without the tests' Python settings, so nothing of theirs reaches it."""
+environment without the tests' Python settings, so nothing of theirs reaches it.
+
+The node is this machine, or with PVE_ONTAP_SNAPSHOT_CHROOT=DIR the Debian installed in the
+chroot DIR (.ci/run: Debian 13, as PVE 9 has it): every command that runs the tool or looks at
+the installation (dpkg, python3, bash, man, systemd-analyze) runs in it, and its files are read
+under DIR. It shares this machine's network, so the world on 127.0.0.1 serves it too; the
+world's files (config.ini, CA files, locks) are in pytest's temporary directories, which must
+be seen at the same path in the chroot (.ci/run mounts them there)."""
 
 import json
 import os
@@ -24,11 +31,12 @@ import pve_ontap_snapshot as tool
 
 pytestmark = pytest.mark.skipif(not os.environ.get('PVE_ONTAP_SNAPSHOT_INSTALLED'),
                                 reason='the installed package is tested by .ci/run (PVE_ONTAP_SNAPSHOT_INSTALLED=1)')
+CHROOT = os.environ.get('PVE_ONTAP_SNAPSHOT_CHROOT', '')
 
 COMMAND = '/usr/sbin/pve-ontap-snapshot'
 COMPLETION = '/usr/share/bash-completion/completions/pve-ontap-snapshot'
 MAN_PAGE = '/usr/share/man/man8/pve-ontap-snapshot.8.gz'
-UNITS = '/lib/systemd/system/pve-ontap-snapshot-storage@'
+UNITS = '/usr/lib/systemd/system/pve-ontap-snapshot-storage@'
 TMPFILES = '/usr/lib/tmpfiles.d/pve-ontap-snapshot.conf'
 LOCK_DIR = '/run/lock/pve-ontap-snapshot'
 VERSION = tomllib.loads((Path(__file__).resolve().parent.parent / 'pyproject.toml').read_text())['project']['version']
@@ -37,15 +45,28 @@ FROM_DEBIAN = {'pve_ontap_snapshot': 'pve-ontap-snapshot', 'proxmoxer': 'python3
                'requests': 'python3-requests', 'urllib3': 'python3-urllib3', 'argcomplete': 'python3-argcomplete'}
 
 
+def on_node(path):
+    """The node's file `path`, as seen from here."""
+    return Path(CHROOT + str(path))
+
+
+def node_argv(argv, cwd=None):
+    """`argv` as run on the node: here as it is; in the chroot, in `cwd` (seen there at the same
+    path; else /). chroot(1) would always start in /: unshare --root chroots, --wd then goes to cwd."""
+    argv = [str(a) for a in argv]
+    return ['unshare', f'--root={CHROOT}', f'--wd={cwd or "/"}', *argv] if CHROOT else argv
+
+
 def node_env(**extra):
     """The environment of an admin's shell: the tests' own, less every Python setting."""
     env = {k: v for k, v in os.environ.items() if not k.startswith('PYTHON') and k != 'VIRTUAL_ENV'}
     return dict(env, **extra)
 
 
-def run(*argv, **kwargs):
-    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=120, check=False,
-                          env=kwargs.pop('env', node_env()), **kwargs)
+def run(*argv, cwd=None, env=None):
+    """A command on the node, as an admin's shell runs it."""
+    return subprocess.run(node_argv(argv, cwd), capture_output=True, text=True, timeout=120, check=False,
+                          cwd=cwd, env=env or node_env())
 
 
 def installed(world, *argv):
@@ -62,17 +83,20 @@ def owner(path):
 # -- what the package installs
 
 def test_the_command_runs_on_debians_python3_with_debians_packages():
-    assert Path(COMMAND).read_text().splitlines()[0] == '#!/usr/bin/python3'
-    code = f'import json, {", ".join(FROM_DEBIAN)}; print(json.dumps({{m.__name__: m.__file__ for m in ' \
-           f'({", ".join(FROM_DEBIAN)})}}))'
+    assert on_node(COMMAND).read_text().splitlines()[0] == '#!/usr/bin/python3'
+    modules = ', '.join(FROM_DEBIAN)
+    # Each module's file, and the byte-code file of the tool for this python3
+    # (cpython-311 on Debian 12, cpython-313 on Debian 13).
+    code = f'import importlib.util, json, {modules}; print(json.dumps([{{m.__name__: m.__file__ for m in ' \
+           f'({modules})}}, importlib.util.cache_from_source(pve_ontap_snapshot.__file__)]))'
 
-    files = json.loads(run('/usr/bin/python3', '-c', code, cwd='/').stdout)     # not the clone's module
+    files, compiled = json.loads(run('/usr/bin/python3', '-c', code, cwd='/').stdout)     # not the clone's module
 
     assert {module: owner(path) for module, path in files.items()} == FROM_DEBIAN
     module = Path(files['pve_ontap_snapshot'])
     assert module.parent == Path('/usr/lib/python3/dist-packages')
-    compiled = module.parent / '__pycache__' / 'pve_ontap_snapshot.cpython-311.pyc'
-    assert compiled.exists() and owner(compiled) is None        # byte-compiled at install, by py3compile
+    assert Path(compiled).parent == module.parent / '__pycache__'
+    assert on_node(compiled).exists() and owner(compiled) is None       # byte-compiled at install, by py3compile
 
 
 def test_the_package_depends_on_debians_packages_and_leaves_config_ini_to_the_admin():
@@ -82,16 +106,16 @@ def test_the_package_depends_on_debians_packages_and_leaves_config_ini_to_the_ad
     files = run('dpkg', '-L', 'pve-ontap-snapshot').stdout.splitlines()
     assert not [f for f in files if f.startswith('/etc/')]
     assert '/usr/share/doc/pve-ontap-snapshot/config.ini.example' in files
-    assert Path('/etc/pve-ontap-snapshot').stat().st_mode & 0o777 == 0o700
+    assert on_node('/etc/pve-ontap-snapshot').stat().st_mode & 0o777 == 0o700
 
 
 def test_the_lock_directory_is_roots_alone_made_as_at_boot():
-    lock_dir = Path(LOCK_DIR)
+    lock_dir = on_node(LOCK_DIR)
     assert lock_dir.is_dir() and not lock_dir.is_symlink()
     info = lock_dir.stat()
     assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (0, 0, 0o700)
     assert owner(TMPFILES) == 'pve-ontap-snapshot'
-    entries = [line.split() for line in Path(TMPFILES).read_text().splitlines() if line and not line.startswith('#')]
+    entries = [line.split() for line in on_node(TMPFILES).read_text().splitlines() if line and not line.startswith('#')]
     assert entries == [['d', LOCK_DIR, '0700', 'root', 'root', '-']]
 
 
@@ -151,7 +175,7 @@ def test_a_storage_snapshot_is_made_listed_shown_mounted_restored_and_deleted(wo
 
 
 def test_the_timers_service_as_installed_snapshots_its_storage(world):
-    check_the_timers_service(world, [COMMAND], Path(UNITS + '.service').read_text())
+    check_the_timers_service(world, node_argv([COMMAND]), on_node(UNITS + '.service').read_text())
 
 
 # -- completion, man page, units
@@ -163,8 +187,8 @@ class LoginShell:
     def __init__(self, home):
         self.master, slave = pty.openpty()
         env = node_env(HOME=str(home), TERM='dumb', PATH='/usr/sbin:/usr/bin:/sbin:/bin')
-        self.process = subprocess.Popen(['bash', '--login', '-i'], stdin=slave, stdout=slave, stderr=slave,
-                                        cwd=home, env=env, start_new_session=True)
+        self.process = subprocess.Popen(node_argv(['bash', '--login', '-i'], home), stdin=slave, stdout=slave,
+                                        stderr=slave, cwd=home, env=env, start_new_session=True)
         os.close(slave)
 
     def read_until(self, text, seconds=30):
@@ -203,7 +227,8 @@ def test_completion_works_in_a_new_login_shell(tmp_path):
 
 def test_a_tab_imports_neither_the_tool_nor_what_only_a_run_needs(tmp_path):
     (tmp_path / 'config.ini').write_text('[proxmox]\n[ONTAP01]\n[ONTAP02]\n')
-    completions, imported = answers([COMMAND], 'pve-ontap-snapshot storage list -storage ONTAP0', tmp_path)
+    completions, imported = answers(node_argv([COMMAND], tmp_path), 'pve-ontap-snapshot storage list -storage ONTAP0',
+                                    tmp_path)
     assert completions == ['ONTAP01', 'ONTAP01-CLONE', 'ONTAP02', 'ONTAP02-CLONE']
     assert 'argcomplete' in imported and not imported & NEVER_IMPORTED
 

@@ -80,16 +80,6 @@ import urllib.parse
 # Changing one of these loses access to the snapshots the original (or we) made.
 
 
-# The cluster-wide lock lives in pmxcfs, as PVE's own (pve-cluster src/PVE/Cluster.pm, cfs_lock):
-# a directory in priv/lock/, made with mkdir (atomic across nodes), removed with rmdir. A
-# lock not updated for 120 s is removed by pmxcfs on the next unlock request, `utime 0 0`,
-# and its holder may update it with `utime 0 now` (pve-cluster src/README, "File Locking").
-# $PVE_ONTAP_SNAPSHOT_CLUSTER_DIR stands for /etc/pve/priv where no pmxcfs runs (the tests).
-CLUSTER_DIR = os.environ.get('PVE_ONTAP_SNAPSHOT_CLUSTER_DIR') or '/etc/pve/priv'
-CLUSTER_LOCK_PREFIX = 'pve-ontap-snapshot-'     # never PVE's storage-<id>: PVE takes that for its disk work
-CLUSTER_LOCK_REFRESH = 30.0                     # seconds between updates, well inside pmxcfs's 120
-CLUSTER_LOCK_EXPIRY = 120                       # pmxcfs removes a lock not updated for this long (memdb.c)
-CLUSTER_RECORD_DIR = 'pve-ontap-snapshot'       # beside priv/lock: a lock directory must stay empty
 CAPTURE_DELETE_WAIT = 30.0
 LEFTOVER_AGE = 600
 
@@ -196,7 +186,7 @@ class Names:
 
     @staticmethod
     def snapshot_file(storage, directory, name, size=0):
-        """The SetFile a file name in images/<vmid>/ stands for (a clone, or a saved config or
+        """The SnapshotFile a file name in images/<vmid>/ stands for (a clone, or a saved config or
         manifest), or None."""
         found = Names.SNAPSHOT_FILE.match(name) or Names.MANIFEST_FILE.match(name)
         if not found:
@@ -506,8 +496,8 @@ class ConfigFile:
         if stat.S_ISREG(info.st_mode) and info.st_uid in (0, os.geteuid()) and not info.st_mode & 0o022:
             return None
         where = (f' (found in the current directory, {os.getcwd()})' if path == ConfigFile.SEARCH_PATH[0] else '')
-        owner = 'root' if os.geteuid() == 0 else user_name(os.geteuid())
-        problem = (f'config file {path}{where} is {describe_owner(info)}: another user could change it, and with it '
+        owner = 'root' if os.geteuid() == 0 else PrivateFiles.user_name(os.geteuid())
+        problem = (f'config file {path}{where} is {PrivateFiles.describe_owner(info)}: another user could change it, and with it '
                    'which hosts get the passwords and what is trusted')
         return problem, f'chown {owner} {path} && chmod 600 {path}, or give another file with -config'
 
@@ -1907,6 +1897,13 @@ class Node:
             return None     # findmnt exits 1 when nothing is mounted there
         return (json.loads(result.stdout).get('filesystems') or [None])[0]
 
+    # The cluster-wide lock lives in pmxcfs, as PVE's own (pve-cluster src/PVE/Cluster.pm, cfs_lock):
+    # a directory in priv/lock/, made with mkdir (atomic across nodes), removed with rmdir. A
+    # lock not updated for 120 s is removed by pmxcfs on the next unlock request, `utime 0 0`,
+    # and its holder may update it with `utime 0 now` (pve-cluster src/README, "File Locking").
+    # $PVE_ONTAP_SNAPSHOT_CLUSTER_DIR stands for /etc/pve/priv where no pmxcfs runs (the tests).
+    CLUSTER_DIR = os.environ.get('PVE_ONTAP_SNAPSHOT_CLUSTER_DIR') or '/etc/pve/priv'
+
 
 # What doctor reads besides what the commands use.
 
@@ -2606,6 +2603,39 @@ class Manifest:
                                 'so its config is not used')
         return manifest, True
 
+    # Beside PVE's own keys in /etc/pve/priv: root's alone, the same on every node.
+    KEY_FILE = 'pve-ontap-snapshot-manifest.key'
+
+    @staticmethod
+    def key(create):
+        """The key manifests are signed with (32 bytes), kept in CLUSTER_DIR as hex; made by the first
+        run that writes a manifest there (`create`). None off a node, or if there is none and not
+        `create`. A Failure if the file holds no key."""
+        if not os.path.isdir(Node.CLUSTER_DIR):
+            return None
+        path = os.path.join(Node.CLUSTER_DIR, Manifest.KEY_FILE)
+        with PrivateFiles.checked_directory(Node.CLUSTER_DIR, 'directory', 'see README, Security', make=False) as parent:
+            for _ in range(20):
+                try:
+                    descriptor = PrivateFiles.open_in(parent, Manifest.KEY_FILE, os.O_RDONLY, path)
+                except FileNotFoundError:
+                    if not create:
+                        return None
+                    try:
+                        made = PrivateFiles.open_in(parent, Manifest.KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, path)
+                    except FileExistsError:
+                        continue    # another node's run made it meanwhile
+                    with open(made, 'w') as file:
+                        file.write(os.urandom(32).hex() + '\n')
+                    continue
+                with open(descriptor, encoding='ascii', errors='replace') as file:
+                    text = file.read().strip()
+                if re.fullmatch(r'[0-9a-f]{64}', text):
+                    return bytes.fromhex(text)
+                time.sleep(0.1)     # being written by another node's run
+        raise Failure(f'{path} holds no key: restore it from a backup of /etc/pve, or remove it (a new one is made; '
+                      'manifests signed with the old one then fail their check)')
+
 
 class ManifestError(Failure):
     """A snapshot's manifest that cannot be read, or that its signature says was changed: named
@@ -2618,7 +2648,7 @@ class VmSnapshots:
 
     @staticmethod
     def by_stamp(files):
-        """SetFiles by stamp, oldest stamp first (stamps sort as time)."""
+        """SnapshotFiles by stamp, oldest stamp first (stamps sort as time)."""
         sets = {}
         for file in sorted(files, key=lambda f: (f.stamp, f.storage, f.path)):
             sets.setdefault(file.stamp, []).append(file)
@@ -2756,7 +2786,7 @@ class Context:
         self._volumes = {}
         self._storages = None
         self._manifest_key = None
-        self.held_locks = {}        # lock name: the HeldLock this run holds (storage_locks)
+        self.held_locks = {}        # lock name: the VolumeLock this run holds (Locks.for_storages)
 
     def ontap(self, storage):
         cluster = self.config.ontap_for(storage)
@@ -2799,17 +2829,17 @@ class Context:
         return volume.ontap.host, volume.svm, volume.name
 
     def manifest_key(self, create=False):
-        """manifest_key, read once per run (made with `create`, unless this is a dry run)."""
+        """Manifest.key, read once per run (made with `create`, unless this is a dry run)."""
         if self._manifest_key is None or (create and not self._manifest_key):
-            self._manifest_key = manifest_key(create and not self.dry_run) or b''
+            self._manifest_key = Manifest.key(create and not self.dry_run) or b''
         return self._manifest_key or None
 
     def held_lock(self, storage):
-        """The HeldLock of the volume behind `storage` while this run holds it, else None (a dry run takes none)."""
-        return self.held_locks.get(lock_file_name(*self.volume_identity(storage)))
+        """The VolumeLock of the volume behind `storage` while this run holds it, else None (a dry run takes none)."""
+        return self.held_locks.get(VolumeLock.file_name(*self.volume_identity(storage)))
 
     def locks_of(self, storages):
-        """The HeldLocks of the volumes behind `storages`, each once."""
+        """The VolumeLocks of the volumes behind `storages`, each once."""
         locks = [self.held_lock(storage) for storage in storages]
         return [lock for n, lock in enumerate(locks) if lock is not None and lock not in locks[:n]]
 
@@ -2826,6 +2856,21 @@ class Context:
         """Print a result: JSON on request, else the text rendering."""
         print(json.dumps(data, indent=2, sort_keys=True) if self.output == 'json' else text)
 
+    def confirm(self, question, assume_yes):
+        """Ask on a terminal; without one, only -yes may go ahead. A dry run asks nothing."""
+        if assume_yes or self.dry_run:
+            return
+        if not sys.stdin.isatty():
+            raise ConfigError(f'{question}: not asking without a terminal; add -yes to go ahead')
+        # On stderr, which is the terminal even when stdout goes to a pipe (-output json | jq).
+        print(f'{Output.printable(question)} [y/N] ', end='', file=sys.stderr, flush=True)
+        try:
+            answer = input().strip().lower()
+        except EOFError:    # Ctrl-D
+            answer = ''
+        if answer not in ('y', 'yes'):
+            raise Failure('aborted: nothing changed')
+
 
 # -- files this run writes on the node
 # A file the tool writes may sit where another local user can put a link or a directory of
@@ -2833,114 +2878,275 @@ class Context:
 # in is opened without following a link and checked — a real directory, the running user's,
 # writable by nobody else — and each file is opened relative to it, never through a link.
 
-def user_name(uid):
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f'uid {uid}'
+class PrivateFiles:
+    """Files this run writes on the node and reads where others could write: only through a
+    directory checked to be root's (or the user's) alone, never through a link."""
 
-
-def describe_owner(info):
-    """`owned by bob (uid 1000), mode 777` of an os.stat result."""
-    return f'owned by {user_name(info.st_uid)} (uid {info.st_uid}), mode {stat.S_IMODE(info.st_mode):o}'
-
-
-def unsafe_owner(info):
-    """Why a directory or file (an os.stat result) is not the running user's alone, or None."""
-    problems = []
-    if info.st_uid != os.geteuid():
-        problems.append(f"not {user_name(os.geteuid())}'s, who runs this")
-    if info.st_mode & 0o022:
-        problems.append('writable by group or others')
-    return ', and '.join(problems) or None
-
-
-@contextlib.contextmanager
-def checked_directory(path, what, fix, make=True):
-    """A descriptor of the directory `path` (made, mode 700, if missing and `make`) to open files
-    in: a Failure naming it, its owner and mode, and `fix`, if it is a link or no directory, or
-    is not the running user's alone (unsafe_owner)."""
-    if make:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, 0o700)
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        kind = ('a link or no directory' if exc.errno in (errno.ELOOP, errno.ENOTDIR)
-                else f'not to be opened ({exc.strerror})')
-        raise Failure(f'{what} {path} is {kind}: {fix}') from exc
-    try:
-        info = os.fstat(descriptor)
-        problem = unsafe_owner(info)
-        if problem:
-            raise Failure(f'{what} {path} is {describe_owner(info)}: {problem}, so another user could put links '
-                          f'in it; {fix}')
-        yield descriptor
-    finally:
-        os.close(descriptor)
-
-
-def open_in(directory, name, flags, path):
-    """os.open of `name` in the checked directory (a descriptor), never through a link, mode 600
-    if made; a Failure unless it is a plain file of the running user's. `path`: for messages."""
-    try:
-        descriptor = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=directory)
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.EEXIST):
-            raise
-        kind = 'a link' if exc.errno == errno.ELOOP else f'not to be opened ({exc.strerror})'
-        raise Failure(f'{path} is {kind}: remove it') from exc
-    info = os.fstat(descriptor)
-    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
-        os.close(descriptor)
-        raise Failure(f'{path} is {"no plain file" if not stat.S_ISREG(info.st_mode) else describe_owner(info)}, '
-                      f'not a file of {user_name(os.geteuid())}\'s: remove it')
-    return descriptor
-
-
-def read_text(directory, name):
-    """The text of the file `name` in `directory` (a path), '' if there is none."""
-    with checked_directory(directory, 'directory', 'see README, Security', make=False) as parent:
+    @staticmethod
+    def user_name(uid):
         try:
-            descriptor = open_in(parent, name, os.O_RDONLY, os.path.join(directory, name))
-        except FileNotFoundError:
-            return ''
-    with open(descriptor, encoding='utf-8') as handle:
-        return handle.read()
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return f'uid {uid}'
+
+    @staticmethod
+    def describe_owner(info):
+        """`owned by bob (uid 1000), mode 777` of an os.stat result."""
+        return f'owned by {PrivateFiles.user_name(info.st_uid)} (uid {info.st_uid}), mode {stat.S_IMODE(info.st_mode):o}'
+
+    @staticmethod
+    def unsafe_owner(info):
+        """Why a directory or file (an os.stat result) is not the running user's alone, or None."""
+        problems = []
+        if info.st_uid != os.geteuid():
+            problems.append(f"not {PrivateFiles.user_name(os.geteuid())}'s, who runs this")
+        if info.st_mode & 0o022:
+            problems.append('writable by group or others')
+        return ', and '.join(problems) or None
+
+    @staticmethod
+    @contextlib.contextmanager
+    def checked_directory(path, what, fix, make=True):
+        """A descriptor of the directory `path` (made, mode 700, if missing and `make`) to open files
+        in: a Failure naming it, its owner and mode, and `fix`, if it is a link or no directory, or
+        is not the running user's alone (unsafe_owner)."""
+        if make:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path, 0o700)
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            kind = ('a link or no directory' if exc.errno in (errno.ELOOP, errno.ENOTDIR)
+                    else f'not to be opened ({exc.strerror})')
+            raise Failure(f'{what} {path} is {kind}: {fix}') from exc
+        try:
+            info = os.fstat(descriptor)
+            problem = PrivateFiles.unsafe_owner(info)
+            if problem:
+                raise Failure(f'{what} {path} is {PrivateFiles.describe_owner(info)}: {problem}, so another user could put links '
+                              f'in it; {fix}')
+            yield descriptor
+        finally:
+            os.close(descriptor)
+
+    @staticmethod
+    def open_in(directory, name, flags, path):
+        """os.open of `name` in the checked directory (a descriptor), never through a link, mode 600
+        if made; a Failure unless it is a plain file of the running user's. `path`: for messages."""
+        try:
+            descriptor = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=directory)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.EEXIST):
+                raise
+            kind = 'a link' if exc.errno == errno.ELOOP else f'not to be opened ({exc.strerror})'
+            raise Failure(f'{path} is {kind}: remove it') from exc
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            os.close(descriptor)
+            raise Failure(f'{path} is {"no plain file" if not stat.S_ISREG(info.st_mode) else PrivateFiles.describe_owner(info)}, '
+                          f'not a file of {PrivateFiles.user_name(os.geteuid())}\'s: remove it')
+        return descriptor
+
+    @staticmethod
+    def read_text(directory, name):
+        """The text of the file `name` in `directory` (a path), '' if there is none."""
+        with PrivateFiles.checked_directory(directory, 'directory', 'see README, Security', make=False) as parent:
+            try:
+                descriptor = PrivateFiles.open_in(parent, name, os.O_RDONLY, os.path.join(directory, name))
+            except FileNotFoundError:
+                return ''
+        with open(descriptor, encoding='utf-8') as handle:
+            return handle.read()
+
+    @staticmethod
+    def write_text(directory, name, text):
+        """Replace the file `name` in `directory` (a path) whole: a new file of its own (O_EXCL), then
+        renamed over it — atomic on a local disk and on pmxcfs alike."""
+        with PrivateFiles.checked_directory(directory, 'directory', 'see README, Security', make=False) as parent:
+            temporary = f'.{name}.{os.getpid()}.{os.urandom(4).hex()}'
+            descriptor = PrivateFiles.open_in(parent, temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, os.path.join(directory, name))
+            with open(descriptor, 'w', encoding='utf-8') as handle:
+                handle.write(text)
+            os.replace(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
 
 
-def write_text(directory, name, text):
-    """Replace the file `name` in `directory` (a path) whole: a new file of its own (O_EXCL), then
-    renamed over it — atomic on a local disk and on pmxcfs alike."""
-    with checked_directory(directory, 'directory', 'see README, Security', make=False) as parent:
-        temporary = f'.{name}.{os.getpid()}.{os.urandom(4).hex()}'
-        descriptor = open_in(parent, temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, os.path.join(directory, name))
-        with open(descriptor, 'w', encoding='utf-8') as handle:
-            handle.write(text)
-        os.replace(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
+class Locks:
+    """Taking the locks that keep runs apart: one per ONTAP volume, for the whole cluster in
+    pmxcfs (or, -local-lock, on this node only), each with its VolumeLock record."""
+
+    # /run/lock/pve-ontap-snapshot, made at boot by the Debian package (tmpfiles.d), else by the first run.
+    NODE_DIR = '/run/lock/pve-ontap-snapshot'
+
+    @staticmethod
+    def node_dir():
+        """Where this node's locks are: $PVE_ONTAP_SNAPSHOT_LOCK_DIR if set (every run must share it),
+        else Locks.NODE_DIR for root; for another user, whose runs cannot share root's locks (such a run is
+        one off a node), a directory of that user's own."""
+        if os.environ.get('PVE_ONTAP_SNAPSHOT_LOCK_DIR'):
+            return os.environ['PVE_ONTAP_SNAPSHOT_LOCK_DIR']
+        if os.geteuid() == 0:
+            return Locks.NODE_DIR
+        if os.environ.get('XDG_RUNTIME_DIR'):
+            return os.path.join(os.environ['XDG_RUNTIME_DIR'], 'pve-ontap-snapshot')
+        import tempfile  # only a run by another user than root needs it; see ontap_read_file
+        return os.path.join(tempfile.gettempdir(), f'pve-ontap-snapshot-{os.geteuid()}')
+
+    @staticmethod
+    @contextlib.contextmanager
+    def on_node(name, what, wait, holder):
+        """Hold this node's lock file `name` for `what`, waiting up to `wait` seconds for another run."""
+        directory = Locks.node_dir()
+        path = os.path.join(directory, name)
+        fix = f'remove it (rm -r {directory}) and run again: the next run makes it anew, mode 700'
+        with PrivateFiles.checked_directory(directory, 'lock directory', fix) as parent:
+            descriptor = PrivateFiles.open_in(parent, name, os.O_RDWR | os.O_CREAT, path)
+        with open(descriptor, 'r+', encoding='utf-8') as handle:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        handle.seek(0)
+                        raise Holder.in_use(what, handle.readline(), path) from None
+                    time.sleep(0.1)
+
+            def read():
+                handle.seek(0)
+                return handle.read()
+
+            def write(text):
+                handle.seek(0)
+                handle.truncate()
+                handle.write(text)
+                handle.flush()
+            yield VolumeLock(read, write, holder)
+
+    CLUSTER_PREFIX = 'pve-ontap-snapshot-'     # never PVE's storage-<id>: PVE takes that for its disk work
+    CLUSTER_REFRESH = 30.0                     # seconds between updates, well inside pmxcfs's 120
+    CLUSTER_EXPIRY = 120                       # pmxcfs removes a lock not updated for this long (memdb.c)
+    CLUSTER_RECORD_DIR = 'pve-ontap-snapshot'       # beside priv/lock: a lock directory must stay empty
+
+    @staticmethod
+    def check_cluster_usable():
+        """Raise ClusterLockUnavailable unless this is a PVE node whose /etc/pve takes a lock now:
+        one is really taken and given back (a test mkdir and rmdir), for without quorum pmxcfs
+        refuses every write (EACCES) while the directories are all there."""
+        if not os.path.isdir(Node.CLUSTER_DIR):
+            raise ClusterLockUnavailable(f'not on a PVE node (no {Node.CLUSTER_DIR})')
+        probe = os.path.join(Node.CLUSTER_DIR, 'lock', f'{Locks.CLUSTER_PREFIX}probe-{os.getpid()}-{os.urandom(4).hex()}')
+        try:
+            os.makedirs(os.path.join(Node.CLUSTER_DIR, 'lock'), exist_ok=True)
+            os.makedirs(os.path.join(Node.CLUSTER_DIR, Locks.CLUSTER_RECORD_DIR), exist_ok=True)
+            os.mkdir(probe)
+            os.rmdir(probe)
+        except OSError as exc:
+            raise ClusterLockUnavailable(f'{Node.CLUSTER_DIR} is not writable ({exc.strerror}: no quorum?)') from exc
+
+    class ClusterKeeper:
+        """Keeps a cluster-wide lock this run took: refreshed every Locks.CLUSTER_REFRESH seconds in the
+        documented form, `utime 0, now` (pve-cluster src/README, "File Locking"; as pve-ha-manager's
+        get_pve_lock), with a time of its own choosing: pmxcfs takes only tv_sec, and a time of 0 is
+        an unlock request. A refresh pmxcfs refuses (EACCES: no quorum, or the lock is no longer this
+        node's) means the lock may be lost: STOP.lose stops every further change. The lock is given
+        back at the end only if it is still this run's: every refresh succeeded, so pmxcfs, which
+        expires a lock only 120 s after its last one, gave it to nobody else."""
+
+        def __init__(self, lock):
+            self.lock = lock
+            self.lost = False
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._refresh, name=f'refresh {lock}', daemon=True)
+            self._thread.start()
+
+        def _refresh(self):
+            while not self._stop.wait(Locks.CLUSTER_REFRESH):
+                try:
+                    os.utime(self.lock, (0, int(time.time())))
+                except OSError as exc:
+                    self.lost = True
+                    STOP.lose(LockLost(f'the cluster lock {self.lock} may be lost: refreshing it failed ({exc.strerror}: '
+                                       'no quorum, or another node took it over), so this run changes nothing more; '
+                                       'check what it left (doctor) once the cluster is whole'))
+                    return
+
+        def release(self):
+            self._stop.set()
+            self._thread.join()
+            if self.lost:
+                return      # pmxcfs expires it; another run may hold it by now
+            with contextlib.suppress(OSError):
+                os.rmdir(self.lock)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def on_cluster(name, what, wait, holder):
+        """Hold the cluster-wide lock `name` for `what`, waiting up to `wait` seconds for a run on
+        any node, trying about once a second as PVE's cfs_lock does (pve-cluster PVE/Cluster.pm);
+        kept by a Locks.ClusterKeeper."""
+        lock = os.path.join(Node.CLUSTER_DIR, 'lock', Locks.CLUSTER_PREFIX + name)
+        records = os.path.join(Node.CLUSTER_DIR, Locks.CLUSTER_RECORD_DIR)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                os.mkdir(lock)
+                break
+            except FileExistsError:
+                with contextlib.suppress(OSError):
+                    os.utime(lock, (0, 0))      # an unlock request: pmxcfs removes the lock if expired
+                if time.monotonic() >= deadline:
+                    raise Holder.in_use(what, PrivateFiles.read_text(records, name).partition('\n')[0], lock) from None
+                time.sleep(max(0.05, min(1.0, deadline - time.monotonic())))
+            except OSError as exc:
+                raise ClusterLockUnavailable(f'cannot take the cluster lock {lock} ({exc.strerror}: no quorum?)') from exc
+        keeper = Locks.ClusterKeeper(lock)
+        try:
+            yield VolumeLock(lambda: PrivateFiles.read_text(records, name), lambda text: PrivateFiles.write_text(records, name, text), holder)
+        finally:
+            keeper.release()
+
+    @staticmethod
+    def taker(ctx):
+        """Locks.on_cluster on a PVE node whose /etc/pve takes one; else, where -local-lock allows
+        it, Locks.on_node (this node's runs only); else a Failure saying why and what to do."""
+        try:
+            Locks.check_cluster_usable()
+            return Locks.on_cluster
+        except ClusterLockUnavailable as exc:
+            if not (ctx.local_lock or ctx.config.local_lock):
+                raise Failure(f'{exc}: the lock that keeps runs on every node apart cannot be taken; add -local-lock '
+                              'if no run on another node can work on these storages now (README, Locks)') from exc
+            log.info('%s: locking on this node only (-local-lock)', exc)
+            return Locks.on_node
+
+    @staticmethod
+    @contextlib.contextmanager
+    def for_storages(ctx, storages):
+        """Lock the ONTAP volume behind every storage a command changes, by cluster, SVM and
+        volume: two storage ids on one volume share its lock and its stamps. In a fixed order,
+        so two runs never wait for each other in a circle. Yields the VolumeLocks; a dry run
+        takes none."""
+        with contextlib.ExitStack() as stack:
+            locks = []
+            if not ctx.dry_run:
+                volumes = {}
+                for storage in sorted(storages):
+                    volume = ctx.volume(storage)
+                    volumes.setdefault(VolumeLock.file_name(volume.ontap.host, volume.svm, volume.name),
+                                       f'storage {storage} (volume {volume.name})')
+                take = Locks.taker(ctx)
+                holder = Holder.line(Holder.this_node(), ctx.command)
+                for name, what in sorted(volumes.items()):
+                    locks.append(stack.enter_context(take(name, what, ctx.wait, holder)))
+                    ctx.held_locks[name] = locks[-1]
+                    stack.callback(ctx.held_locks.pop, name, None)
+            yield locks
 
 
-# /run/lock/pve-ontap-snapshot, made at boot by the Debian package (tmpfiles.d), else by the first run.
-LOCK_DIR = '/run/lock/pve-ontap-snapshot'
-
-
-def lock_dir():
-    """Where this node's locks are: $PVE_ONTAP_SNAPSHOT_LOCK_DIR if set (every run must share it),
-    else LOCK_DIR for root; for another user, whose runs cannot share root's locks (such a run is
-    one off a node), a directory of that user's own."""
-    if os.environ.get('PVE_ONTAP_SNAPSHOT_LOCK_DIR'):
-        return os.environ['PVE_ONTAP_SNAPSHOT_LOCK_DIR']
-    if os.geteuid() == 0:
-        return LOCK_DIR
-    if os.environ.get('XDG_RUNTIME_DIR'):
-        return os.path.join(os.environ['XDG_RUNTIME_DIR'], 'pve-ontap-snapshot')
-    import tempfile  # only a run by another user than root needs it; see ontap_read_file
-    return os.path.join(tempfile.gettempdir(), f'pve-ontap-snapshot-{os.geteuid()}')
-
-
-class HeldLock:
+class VolumeLock:
     """A lock this run holds on one ONTAP volume, and its record: who holds it (the first
-    line, see holder_line) and the stamps runs used lately, one `<subject> <stamp>` line each
+    line, see Holder.line) and the stamps runs used lately, one `<subject> <stamp>` line each
     (a subject is a VM, `vm100`, whose snapshots and pre-restore snapshots it names, the
     captures the VMs of one vm create share, `captures`, or the storage snapshots, `storage`);
     and, as
@@ -2955,18 +3161,18 @@ class HeldLock:
     def __init__(self, read, write, holder):
         self._put = write
         self.holder = holder
-        self.left_by, entries = parse_lock_record(read())
+        self.left_by, entries = VolumeLock.parse_record(read())
         self.captures = {s: t for s, t in entries.items() if s.startswith(Names.CAPTURE_PREFIX)}
         self.inherited = dict(self.captures)
-        self.holds = record_holds(entries)
+        self.holds = VolumeLock.record_holds(entries)
         self.left = dict(self.holds)
-        self.stamps = {s: t for s, t in entries.items() if s not in self.captures and not s.startswith(HOLD_PREFIX)}
+        self.stamps = {s: t for s, t in entries.items() if s not in self.captures and not s.startswith(VolumeLock.HOLD_PREFIX)}
         self._mutex = threading.Lock()      # VMs of one run may note captures at once
         self._write()
 
     def _write(self):
         entries = {**self.stamps, **self.captures,
-                   **{f'{HOLD_PREFIX}{vmid}': f'{how} {Names.utc_stamp()}' for vmid, how in self.holds.items()}}
+                   **{f'{VolumeLock.HOLD_PREFIX}{vmid}': f'{how} {Names.utc_stamp()}' for vmid, how in self.holds.items()}}
         self._put(''.join([f'{self.holder}\n'] + [f'{s} {t}\n' for s, t in entries.items()]))
 
     def note_holds(self, holds):
@@ -3010,292 +3216,98 @@ class HeldLock:
                 del self.inherited[name]
         return due
 
+    HOLD_PREFIX = 'held-'     # a lock record's line of a guest its run holds: held-<vmid> <how> <stamp>
 
-HOLD_PREFIX = 'held-'     # a lock record's line of a guest its run holds: held-<vmid> <how> <stamp>
+    @staticmethod
+    def parse_record(text):
+        """(holder line, {key: value} of the other lines) of a lock record (VolumeLock)."""
+        lines = text.splitlines()
+        return (lines[0] if lines else ''), dict(line.split(' ', 1) for line in lines[1:] if ' ' in line)
 
+    @staticmethod
+    def record_holds(entries):
+        """{vmid: how} of the held-<vmid> lines of a lock record."""
+        return {int(key.removeprefix(VolumeLock.HOLD_PREFIX)): value.split(' ', 1)[0] for key, value in entries.items()
+                if key.startswith(VolumeLock.HOLD_PREFIX) and key.removeprefix(VolumeLock.HOLD_PREFIX).isdigit()}
 
-def parse_lock_record(text):
-    """(holder line, {key: value} of the other lines) of a lock record (HeldLock)."""
-    lines = text.splitlines()
-    return (lines[0] if lines else ''), dict(line.split(' ', 1) for line in lines[1:] if ' ' in line)
+    @staticmethod
+    def file_name(host, svm, volume):
+        """The lock file of one ONTAP volume, `<volume>@<svm>@<cluster host>.lock`: each part
+        percent-encoded, so that any host (`[::1]:8443`) gives one safe file name."""
+        return '@'.join(urllib.parse.quote(part, safe='') for part in (volume, svm or '', host.lower())) + '.lock'
 
-
-def record_holds(entries):
-    """{vmid: how} of the held-<vmid> lines of a lock record."""
-    return {int(key.removeprefix(HOLD_PREFIX)): value.split(' ', 1)[0] for key, value in entries.items()
-            if key.startswith(HOLD_PREFIX) and key.removeprefix(HOLD_PREFIX).isdigit()}
-
-
-def lock_file_name(host, svm, volume):
-    """The lock file of one ONTAP volume, `<volume>@<svm>@<cluster host>.lock`: each part
-    percent-encoded, so that any host (`[::1]:8443`) gives one safe file name."""
-    return '@'.join(urllib.parse.quote(part, safe='') for part in (volume, svm or '', host.lower())) + '.lock'
-
-
-def process_start(pid):
-    """When process `pid` started, in clock ticks since boot (/proc/<pid>/stat, field 22): with
-    the pid, what tells it from a later process given the same pid. None if there is none."""
-    try:
-        with open(f'/proc/{int(pid)}/stat', encoding='ascii', errors='replace') as file:
-            fields = file.read().rsplit(')', 1)[1].split()
-        return int(fields[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def holder_line(node, command, now=None):
-    """Who holds a lock: `<pid>:<its start> <node or -> <since, UTC> <command>`."""
-    return f'{os.getpid()}:{process_start(os.getpid())} {node or "-"} {Names.utc_stamp(now)} {command}'
+    @staticmethod
+    def new_stamp(locks, subjects, taken=()):
+        """The stamp of a new snapshot of each of `subjects` that no earlier run under these locks
+        used for any of them and none of `taken` (existing sets) has, recorded in each lock at
+        once. Stamps have one-second resolution, so a run right after another of the same subject
+        waits for the next second instead of colliding with its names."""
+        used = set(taken) | {lock.stamps.get(subject) for lock in locks for subject in subjects}
+        while (stamp := Names.utc_stamp()) in used:
+            time.sleep(0.1)
+        for lock in locks:
+            lock.record(subjects, stamp)
+        return stamp
 
 
-def parse_holder(line):
-    """(pid, its start or None, node or None, since, command) of a holder line (an older tool's
-    holds `<pid>` alone, or no start)."""
-    pid, node, since, command = (line.strip().split(' ', 3) + ['-', '', ''])[:4] if line.strip() else [
-        'unknown', '-', '', '']
-    pid, _, start = pid.partition(':')
-    return pid, int(start) if start.isdigit() else None, None if node == '-' else node, since, command
+class Holder:
+    """Who holds a lock: a run's pid and process start (what tells it from a later process with
+    the pid), node, since when and its command, as the lock record's first line."""
 
+    @staticmethod
+    def process_start(pid):
+        """When process `pid` started, in clock ticks since boot (/proc/<pid>/stat, field 22): with
+        the pid, what tells it from a later process given the same pid. None if there is none."""
+        try:
+            with open(f'/proc/{int(pid)}/stat', encoding='ascii', errors='replace') as file:
+                fields = file.read().rsplit(')', 1)[1].split()
+            return int(fields[19])
+        except (OSError, ValueError, IndexError):
+            return None
 
-def holder_alive(line, node):
-    """Whether the run a holder line names still runs: True or False where it ran on `node` (this
-    one) and its pid and start say, None where that cannot be told here."""
-    pid, start, holder_node, _, _ = parse_holder(line)
-    if holder_node != node or not pid.isdigit() or start is None:
-        return None
-    return process_start(pid) == start
+    @staticmethod
+    def line(node, command, now=None):
+        """Who holds a lock: `<pid>:<its start> <node or -> <since, UTC> <command>`."""
+        return f'{os.getpid()}:{Holder.process_start(os.getpid())} {node or "-"} {Names.utc_stamp(now)} {command}'
 
+    @staticmethod
+    def parse(line):
+        """(pid, its start or None, node or None, since, command) of a holder line (an older tool's
+        holds `<pid>` alone, or no start)."""
+        pid, node, since, command = (line.strip().split(' ', 3) + ['-', '', ''])[:4] if line.strip() else [
+            'unknown', '-', '', '']
+        pid, _, start = pid.partition(':')
+        return pid, int(start) if start.isdigit() else None, None if node == '-' else node, since, command
 
-def this_node():
-    """The name this node goes by in holder lines."""
-    return socket.gethostname().split('.')[0]
+    @staticmethod
+    def alive(line, node):
+        """Whether the run a holder line names still runs: True or False where it ran on `node` (this
+        one) and its pid and start say, None where that cannot be told here."""
+        pid, start, holder_node, _, _ = Holder.parse(line)
+        if holder_node != node or not pid.isdigit() or start is None:
+            return None
+        return Holder.process_start(pid) == start
 
+    @staticmethod
+    def this_node():
+        """The name this node goes by in holder lines."""
+        return socket.gethostname().split('.')[0]
 
-def describe_holder(line):
-    """`pid 4242 on node pve2 since <stamp>: storage create -storage X` from a holder line."""
-    pid, _, node, since, command = parse_holder(line)
-    return (f'pid {pid}' + (f' on node {node}' if node else '') + (f' since {since}' if since else '')
-            + (f': {command}' if command else ''))
+    @staticmethod
+    def describe(line):
+        """`pid 4242 on node pve2 since <stamp>: storage create -storage X` from a holder line."""
+        pid, _, node, since, command = Holder.parse(line)
+        return (f'pid {pid}' + (f' on node {node}' if node else '') + (f' since {since}' if since else '')
+                + (f': {command}' if command else ''))
 
-
-def in_use(what, record, lock):
-    return Failure(f'{what} is in use by another pve-ontap-snapshot run ({describe_holder(record)}, lock {lock}): '
-                   'try again later or wait with -wait SECONDS')
-
-
-@contextlib.contextmanager
-def node_lock(name, what, wait, holder):
-    """Hold this node's lock file `name` for `what`, waiting up to `wait` seconds for another run."""
-    directory = lock_dir()
-    path = os.path.join(directory, name)
-    fix = f'remove it (rm -r {directory}) and run again: the next run makes it anew, mode 700'
-    with checked_directory(directory, 'lock directory', fix) as parent:
-        descriptor = open_in(parent, name, os.O_RDWR | os.O_CREAT, path)
-    with open(descriptor, 'r+', encoding='utf-8') as handle:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    raise in_use(what, handle.readline(), path) from None
-                time.sleep(0.1)
-
-        def read():
-            handle.seek(0)
-            return handle.read()
-
-        def write(text):
-            handle.seek(0)
-            handle.truncate()
-            handle.write(text)
-            handle.flush()
-        yield HeldLock(read, write, holder)
+    @staticmethod
+    def in_use(what, record, lock):
+        return Failure(f'{what} is in use by another pve-ontap-snapshot run ({Holder.describe(record)}, lock {lock}): '
+                       'try again later or wait with -wait SECONDS')
 
 
 class ClusterLockUnavailable(Failure):
     """The cluster-wide lock cannot be taken: off a PVE node, or /etc/pve read-only (no quorum)."""
-
-
-def check_cluster_lock_usable():
-    """Raise ClusterLockUnavailable unless this is a PVE node whose /etc/pve takes a lock now:
-    one is really taken and given back (a test mkdir and rmdir), for without quorum pmxcfs
-    refuses every write (EACCES) while the directories are all there."""
-    if not os.path.isdir(CLUSTER_DIR):
-        raise ClusterLockUnavailable(f'not on a PVE node (no {CLUSTER_DIR})')
-    probe = os.path.join(CLUSTER_DIR, 'lock', f'{CLUSTER_LOCK_PREFIX}probe-{os.getpid()}-{os.urandom(4).hex()}')
-    try:
-        os.makedirs(os.path.join(CLUSTER_DIR, 'lock'), exist_ok=True)
-        os.makedirs(os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR), exist_ok=True)
-        os.mkdir(probe)
-        os.rmdir(probe)
-    except OSError as exc:
-        raise ClusterLockUnavailable(f'{CLUSTER_DIR} is not writable ({exc.strerror}: no quorum?)') from exc
-
-
-class ClusterLockKeeper:
-    """Keeps a cluster-wide lock this run took: refreshed every CLUSTER_LOCK_REFRESH seconds in the
-    documented form, `utime 0, now` (pve-cluster src/README, "File Locking"; as pve-ha-manager's
-    get_pve_lock), with a time of its own choosing: pmxcfs takes only tv_sec, and a time of 0 is
-    an unlock request. A refresh pmxcfs refuses (EACCES: no quorum, or the lock is no longer this
-    node's) means the lock may be lost: STOP.lose stops every further change. The lock is given
-    back at the end only if it is still this run's: every refresh succeeded, so pmxcfs, which
-    expires a lock only 120 s after its last one, gave it to nobody else."""
-
-    def __init__(self, lock):
-        self.lock = lock
-        self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._refresh, name=f'refresh {lock}', daemon=True)
-        self._thread.start()
-
-    def _refresh(self):
-        while not self._stop.wait(CLUSTER_LOCK_REFRESH):
-            try:
-                os.utime(self.lock, (0, int(time.time())))
-            except OSError as exc:
-                self.lost = True
-                STOP.lose(LockLost(f'the cluster lock {self.lock} may be lost: refreshing it failed ({exc.strerror}: '
-                                   'no quorum, or another node took it over), so this run changes nothing more; '
-                                   'check what it left (doctor) once the cluster is whole'))
-                return
-
-    def release(self):
-        self._stop.set()
-        self._thread.join()
-        if self.lost:
-            return      # pmxcfs expires it; another run may hold it by now
-        with contextlib.suppress(OSError):
-            os.rmdir(self.lock)
-
-
-@contextlib.contextmanager
-def cluster_lock(name, what, wait, holder):
-    """Hold the cluster-wide lock `name` for `what`, waiting up to `wait` seconds for a run on
-    any node, trying about once a second as PVE's cfs_lock does (pve-cluster PVE/Cluster.pm);
-    kept by a ClusterLockKeeper."""
-    lock = os.path.join(CLUSTER_DIR, 'lock', CLUSTER_LOCK_PREFIX + name)
-    records = os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR)
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            os.mkdir(lock)
-            break
-        except FileExistsError:
-            with contextlib.suppress(OSError):
-                os.utime(lock, (0, 0))      # an unlock request: pmxcfs removes the lock if expired
-            if time.monotonic() >= deadline:
-                raise in_use(what, read_text(records, name).partition('\n')[0], lock) from None
-            time.sleep(max(0.05, min(1.0, deadline - time.monotonic())))
-        except OSError as exc:
-            raise ClusterLockUnavailable(f'cannot take the cluster lock {lock} ({exc.strerror}: no quorum?)') from exc
-    keeper = ClusterLockKeeper(lock)
-    try:
-        yield HeldLock(lambda: read_text(records, name), lambda text: write_text(records, name, text), holder)
-    finally:
-        keeper.release()
-
-
-# Beside PVE's own keys in /etc/pve/priv: root's alone, the same on every node.
-MANIFEST_KEY = 'pve-ontap-snapshot-manifest.key'
-
-
-def manifest_key(create):
-    """The key manifests are signed with (32 bytes), kept in CLUSTER_DIR as hex; made by the first
-    run that writes a manifest there (`create`). None off a node, or if there is none and not
-    `create`. A Failure if the file holds no key."""
-    if not os.path.isdir(CLUSTER_DIR):
-        return None
-    path = os.path.join(CLUSTER_DIR, MANIFEST_KEY)
-    with checked_directory(CLUSTER_DIR, 'directory', 'see README, Security', make=False) as parent:
-        for _ in range(20):
-            try:
-                descriptor = open_in(parent, MANIFEST_KEY, os.O_RDONLY, path)
-            except FileNotFoundError:
-                if not create:
-                    return None
-                try:
-                    made = open_in(parent, MANIFEST_KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, path)
-                except FileExistsError:
-                    continue    # another node's run made it meanwhile
-                with open(made, 'w') as file:
-                    file.write(os.urandom(32).hex() + '\n')
-                continue
-            with open(descriptor, encoding='ascii', errors='replace') as file:
-                text = file.read().strip()
-            if re.fullmatch(r'[0-9a-f]{64}', text):
-                return bytes.fromhex(text)
-            time.sleep(0.1)     # being written by another node's run
-    raise Failure(f'{path} holds no key: restore it from a backup of /etc/pve, or remove it (a new one is made; '
-                  'manifests signed with the old one then fail their check)')
-
-
-def lock_taker(ctx):
-    """cluster_lock on a PVE node whose /etc/pve takes one; else, where -local-lock allows
-    it, node_lock (this node's runs only); else a Failure saying why and what to do."""
-    try:
-        check_cluster_lock_usable()
-        return cluster_lock
-    except ClusterLockUnavailable as exc:
-        if not (ctx.local_lock or ctx.config.local_lock):
-            raise Failure(f'{exc}: the lock that keeps runs on every node apart cannot be taken; add -local-lock '
-                          'if no run on another node can work on these storages now (README, Locks)') from exc
-        log.info('%s: locking on this node only (-local-lock)', exc)
-        return node_lock
-
-
-@contextlib.contextmanager
-def storage_locks(ctx, storages):
-    """Lock the ONTAP volume behind every storage a command changes, by cluster, SVM and
-    volume: two storage ids on one volume share its lock and its stamps. In a fixed order,
-    so two runs never wait for each other in a circle. Yields the HeldLocks; a dry run
-    takes none."""
-    with contextlib.ExitStack() as stack:
-        locks = []
-        if not ctx.dry_run:
-            volumes = {}
-            for storage in sorted(storages):
-                volume = ctx.volume(storage)
-                volumes.setdefault(lock_file_name(volume.ontap.host, volume.svm, volume.name),
-                                   f'storage {storage} (volume {volume.name})')
-            take = lock_taker(ctx)
-            holder = holder_line(this_node(), ctx.command)
-            for name, what in sorted(volumes.items()):
-                locks.append(stack.enter_context(take(name, what, ctx.wait, holder)))
-                ctx.held_locks[name] = locks[-1]
-                stack.callback(ctx.held_locks.pop, name, None)
-        yield locks
-
-
-def new_stamp(locks, subjects, taken=()):
-    """The stamp of a new snapshot of each of `subjects` that no earlier run under these locks
-    used for any of them and none of `taken` (existing sets) has, recorded in each lock at
-    once. Stamps have one-second resolution, so a run right after another of the same subject
-    waits for the next second instead of colliding with its names."""
-    used = set(taken) | {lock.stamps.get(subject) for lock in locks for subject in subjects}
-    while (stamp := Names.utc_stamp()) in used:
-        time.sleep(0.1)
-    for lock in locks:
-        lock.record(subjects, stamp)
-    return stamp
-
-
-def confirm(ctx, question, assume_yes):
-    """Ask on a terminal; without one, only -yes may go ahead. A dry run asks nothing."""
-    if assume_yes or ctx.dry_run:
-        return
-    if not sys.stdin.isatty():
-        raise ConfigError(f'{question}: not asking without a terminal; add -yes to go ahead')
-    # On stderr, which is the terminal even when stdout goes to a pipe (-output json | jq).
-    print(f'{Output.printable(question)} [y/N] ', end='', file=sys.stderr, flush=True)
-    try:
-        answer = input().strip().lower()
-    except EOFError:    # Ctrl-D
-        answer = ''
-    if answer not in ('y', 'yes'):
-        raise Failure('aborted: nothing changed')
 
 
 class Parallel:
@@ -3378,131 +3390,227 @@ class Parallel:
         return Parallel.map(outcome, items, limit if at_once else 1, finish=True)
 
 
-def clone_each(ctx, clones, overwrite=False):
-    """File-clone (storage, source, destination) triples in parallel: their Outcomes."""
-    def clone(item):
-        storage, source, destination = item
-        volume = ctx.volume(storage)
-        volume.clone_file(source, destination, overwrite)
-    return Parallel.run(clone, clones, at_once=not ctx.dry_run)
+class Clones:
+    """File clones and file deletes in parallel, each ending done, failed or unknown; unknown ones
+    followed until they end."""
+
+    @staticmethod
+    def make(ctx, clones, overwrite=False):
+        """File-clone (storage, source, destination) triples in parallel: their Outcomes."""
+        def clone(item):
+            storage, source, destination = item
+            volume = ctx.volume(storage)
+            volume.clone_file(source, destination, overwrite)
+        return Parallel.run(clone, clones, at_once=not ctx.dry_run)
+
+    @staticmethod
+    def delete(ctx, files):
+        """Delete (storage, path) files in parallel: their Outcomes; a missing file counts as done."""
+        def delete(item):
+            volume = ctx.volume(item[0])
+            volume.delete_file(item[1])
+        return Parallel.run(delete, files, at_once=not ctx.dry_run)
+
+    @staticmethod
+    def settle_each(outcomes, settle, what):
+        """The Outcomes in the same order, once settle(outcome) has found out, in parallel, what
+        became of each unknown one: it returns if that is done, raises the Failure or OutcomeUnknown."""
+        unknown = [outcome for outcome in outcomes if outcome.state == 'unknown']
+        if not unknown:
+            return outcomes
+        log.warning('%d %s of unknown outcome: finding out before anything is rolled back', len(unknown), what)
+        settled = {result.item.item: Outcome(result.item.item, result.error) for result in Parallel.run(settle, unknown)}
+        return [settled.get(outcome.item, outcome) for outcome in outcomes]
+
+    FILE_CLONE_CALL = 'POST /api/storage/file/clone'
+
+    @staticmethod
+    def settle(ctx, outcomes, overwrite=False):
+        """The Outcomes of file clones once those of unknown outcome have been found out about
+        (ontap_settle), in the same order: a new destination is read back (there: done; absent:
+        failed); whether an overwrite landed cannot be read back, so it stays unknown."""
+        def settle(outcome):
+            storage, _, destination = outcome.item
+            volume = ctx.volume(storage)
+            volume.ontap.settle(outcome.error, Clones.FILE_CLONE_CALL, None if overwrite else lambda: volume.file_exists(destination))
+
+        return Clones.settle_each(outcomes, settle, 'clone(s)')
+
+    @staticmethod
+    def remove(ctx, clones):
+        """Take back the destinations of (storage, source, destination) clones: a phrase for the
+        error message saying what was removed, or naming what is left."""
+        if not clones:
+            return 'nothing was cloned'
+        outcomes = Clones.delete(ctx, [(storage, destination) for storage, _, destination in clones])
+        left = [path for outcome in outcomes if outcome.state != 'done' for _, path in [outcome.item]]
+        if left:
+            return f'could not remove {", ".join(left)}: delete them by hand'
+        return f'removed the {len(clones)} clone(s) made before'
+
+    @staticmethod
+    def still_pending(outcomes):
+        """The phrase for clones whose outcome stayed unknown: their jobs, and what to do once they end."""
+        pending = [outcome for outcome in outcomes if outcome.state == 'unknown']
+        if not pending:
+            return ''
+        files = ', '.join(destination for _, _, destination in Outcome.items_in(pending, 'unknown'))
+        return f'; still unknown: {Outcome.pending_jobs(pending)}; once ONTAP has ended it, check and delete {files}'
 
 
-def delete_files(ctx, files):
-    """Delete (storage, path) files in parallel: their Outcomes; a missing file counts as done."""
-    def delete(item):
-        volume = ctx.volume(item[0])
-        volume.delete_file(item[1])
-    return Parallel.run(delete, files, at_once=not ctx.dry_run)
+class Guests:
+    """What both guest windows share: a guest frozen is thawed, one stopped started again, and what a
+    run that died left held (noted in the volume's lock record) brought back."""
 
+    @staticmethod
+    def check_freezable(ctx, view):
+        """-freeze needs the guest agent configured, freezing allowed and the agent answering:
+        checked before any freeze."""
+        setting = view.config.get('agent')
+        if not Guest.agent_enabled(setting):
+            raise Failure(f'VM {view.vmid}: no QEMU guest agent configured (set agent: 1); -freeze needs one')
+        if not Guest.agent_freezes(setting):
+            raise Failure(f'VM {view.vmid}: its agent setting turns freezing off (agent: {setting}); use -pause, or '
+                          'allow freezing (freeze-fs=1)')
+        try:
+            ctx.pve.agent(view.vm, 'ping', safe=True)
+        except ProxmoxError as exc:
+            raise Failure(f'VM {view.vmid}: the QEMU guest agent does not answer, nothing frozen: {exc}') from exc
 
-def settle_each(outcomes, settle, what):
-    """The Outcomes in the same order, once settle(outcome) has found out, in parallel, what
-    became of each unknown one: it returns if that is done, raises the Failure or OutcomeUnknown."""
-    unknown = [outcome for outcome in outcomes if outcome.state == 'unknown']
-    if not unknown:
-        return outcomes
-    log.warning('%d %s of unknown outcome: finding out before anything is rolled back', len(unknown), what)
-    settled = {result.item.item: Outcome(result.item.item, result.error) for result in Parallel.run(settle, unknown)}
-    return [settled.get(outcome.item, outcome) for outcome in outcomes]
+    @staticmethod
+    def thaw(ctx, view):
+        """fsfreeze-thaw. Returns None; a FrozenTooLong if the guest had let go by itself (it runs
+        again); or a Failure that says what to run by hand."""
+        try:
+            ctx.pve.agent(view.vm, 'fsfreeze-thaw')
+        except Failure as exc:
+            if Guest.frozen_too_long(exc):
+                return FrozenTooLong(f'the guest of VM {view.vmid} gave up its freeze before the thaw, as Windows VSS '
+                                     f'does after about 10 s ({exc})')
+            return Failure(f'the guest of VM {view.vmid} could not be thawed and may still be frozen: run '
+                           f'"qm guest cmd {view.vmid} fsfreeze-thaw" ({exc})')
+        log.info('VM %s: guest thawed', view.vmid)
+        return None
 
+    @staticmethod
+    def ensure_running(ctx, view, cause, resume=False):
+        """After a failed suspend or shutdown: start the VM again unless it still runs — or, after
+        a failed pause in memory (`resume`), resume it if it is paused now. One whose outcome is
+        unknown is followed until it ended first, or its task would take the VM down after the
+        start. A VM under HA is asked to start in any case: HA may still be on its way to stop it."""
+        action = 'resume' if resume else 'start'
+        try:
+            if isinstance(cause, OutcomeUnknown):
+                ctx.pve.settle_task(view.vm, cause)
+            if resume:
+                if ctx.pve.status(view.vm).get('qmpstatus') == 'paused':
+                    ctx.pve.power(view.vm, 'resume')
+            elif view.vm.get('hastate') or not ctx.pve.running(view.vm):
+                ctx.pve.power(view.vm, 'start')
+        except OutcomeUnknown as exc:
+            state = 'be paused' if resume else 'go down or come up'
+            raise Failure(f'{cause}; VM {view.vmid} may still {state} ({exc}): check it, and {action} it by hand if it '
+                          f'is {"paused" if resume else "down"}') from exc
+        except Failure as exc:
+            raise Failure(f'{cause}; and {"resuming" if resume else "starting"} the VM again failed: {exc}') from exc
 
-FILE_CLONE_CALL = 'POST /api/storage/file/clone'
+    @staticmethod
+    def raise_with_problems(exc, problems):
+        """On leaving a window: a Failure that ended it is raised again, joined with what went
+        wrong in letting the guests go; any other exception (a stop) goes on, and those problems
+        are logged first, so that it cannot hide them."""
+        if exc is not None and problems:
+            if isinstance(exc, Failure):
+                raise Failure.joined(exc, *problems) from exc
+            for problem in problems:
+                log.error('%s', problem)
 
+    @staticmethod
+    def start_again(ctx, view, paused_for, action='start'):
+        """Start a VM paused for the captures or clones (or `resume` one paused in memory). Returns
+        None, or the Failure that says plainly that it is stopped or paused (for the caller to
+        report together with whatever else went wrong)."""
+        try:
+            try:
+                ctx.pve.power(view.vm, action)
+            except OutcomeUnknown as exc:
+                ctx.pve.settle_task(view.vm, exc)
+                status = ctx.pve.status(view.vm)
+                if status.get('status') != 'running' or status.get('qmpstatus', 'running') != 'running':
+                    raise
+        except Failure as exc:
+            if action == 'resume':
+                return Failure(f'VM {view.vmid} could not be resumed after {paused_for:.1f} s and may still be paused: '
+                               f'check it, and resume it by hand ("qm resume {view.vmid}") ({exc})')
+            return Failure(f'VM {view.vmid} could not be started again after {paused_for:.1f} s and '
+                           f'may be stopped: check it, and start it by hand ({exc})')
+        return None
 
-def settle_clones(ctx, outcomes, overwrite=False):
-    """The Outcomes of file clones once those of unknown outcome have been found out about
-    (ontap_settle), in the same order: a new destination is read back (there: done; absent:
-    failed); whether an overwrite landed cannot be read back, so it stays unknown."""
-    def settle(outcome):
-        storage, _, destination = outcome.item
-        volume = ctx.volume(storage)
-        volume.ontap.settle(outcome.error, FILE_CLONE_CALL, None if overwrite else lambda: volume.file_exists(destination))
+    HELD_WORDS = {'pause': 'paused', 'freeze': 'frozen', 'suspend': 'suspended to disk', 'shutdown': 'shut down'}
 
-    return settle_each(outcomes, settle, 'clone(s)')
+    @staticmethod
+    def left_holds(locks):
+        """{vmid: (how, who)} of the guests that runs which died left held, as these VolumeLocks' records
+        say (`who`: the dead run's holder line)."""
+        found = {}
+        for lock in locks:
+            for vmid, how in lock.left.items():
+                found.setdefault(vmid, (how, lock.left_by))
+        return found
 
+    @staticmethod
+    def return_left(ctx, vm, how):
+        """Bring back a guest a run that died left held (`how`) as that run would have, only where it
+        is still so: resume it if paused, thaw it if frozen, start it if stopped (not locked by
+        anything but its own hibernation). What was done, as a phrase; a Failure if that failed."""
+        status = ctx.pve.status(vm)
+        running, lock = status.get('status') == 'running', status.get('lock')
+        if how == 'pause' and running and status.get('qmpstatus') == 'paused':
+            ctx.pve.power(vm, 'resume')
+            return 'resumed it'
+        if how == 'freeze' and running and (ctx.pve.agent(vm, 'fsfreeze-status', safe=True) or {}).get(
+                'result') == 'frozen':
+            ctx.pve.agent(vm, 'fsfreeze-thaw')
+            return 'thawed it'
+        if how in ('suspend', 'shutdown') and status.get('status') == 'stopped' and lock in (None, '', 'suspended'):
+            ctx.pve.power(vm, 'start')
+            vm['status'] = 'running'
+            return 'started it'
+        return 'it is so no longer: nothing to do'
 
-def remove_clones(ctx, clones):
-    """Take back the destinations of (storage, source, destination) clones: a phrase for the
-    error message saying what was removed, or naming what is left."""
-    if not clones:
-        return 'nothing was cloned'
-    outcomes = delete_files(ctx, [(storage, destination) for storage, _, destination in clones])
-    left = [path for outcome in outcomes if outcome.state != 'done' for _, path in [outcome.item]]
-    if left:
-        return f'could not remove {", ".join(left)}: delete them by hand'
-    return f'removed the {len(clones)} clone(s) made before'
+    @staticmethod
+    def return_all_left(ctx, locks, guests):
+        """[(phrase naming the guest and how a run that died left it, what was done: a phrase, a
+        Failure, or None where it is not among `guests`)] for the guests runs that died left held on
+        these locks' volumes: each of `guests` ({vmid: its resources entry}, those this run works
+        on) brought back (Guests.return_left) and struck from the records."""
+        found = []
+        for vmid, (how, who) in sorted(Guests.left_holds(locks).items()):
+            left = (f'{Guest.label(guests.get(vmid) or {"vmid": vmid})} was left {Guests.HELD_WORDS.get(how, how)} by a run that '
+                    f'died ({Holder.describe(who)})')
+            done = None
+            if vmid in guests:
+                try:
+                    done = Guests.return_left(ctx, guests[vmid], how)
+                except Failure as exc:
+                    done = exc
+                else:
+                    for lock in locks:
+                        lock.forget_holds([vmid])
+            found.append((left, done))
+        return found
 
-
-def clones_still_pending(outcomes):
-    """The phrase for clones whose outcome stayed unknown: their jobs, and what to do once they end."""
-    pending = [outcome for outcome in outcomes if outcome.state == 'unknown']
-    if not pending:
-        return ''
-    files = ', '.join(destination for _, _, destination in Outcome.items_in(pending, 'unknown'))
-    return f'; still unknown: {Outcome.pending_jobs(pending)}; once ONTAP has ended it, check and delete {files}'
-
-
-def check_freezable(ctx, view):
-    """-freeze needs the guest agent configured, freezing allowed and the agent answering:
-    checked before any freeze."""
-    setting = view.config.get('agent')
-    if not Guest.agent_enabled(setting):
-        raise Failure(f'VM {view.vmid}: no QEMU guest agent configured (set agent: 1); -freeze needs one')
-    if not Guest.agent_freezes(setting):
-        raise Failure(f'VM {view.vmid}: its agent setting turns freezing off (agent: {setting}); use -pause, or '
-                      'allow freezing (freeze-fs=1)')
-    try:
-        ctx.pve.agent(view.vm, 'ping', safe=True)
-    except ProxmoxError as exc:
-        raise Failure(f'VM {view.vmid}: the QEMU guest agent does not answer, nothing frozen: {exc}') from exc
-
-
-def thaw(ctx, view):
-    """fsfreeze-thaw. Returns None; a FrozenTooLong if the guest had let go by itself (it runs
-    again); or a Failure that says what to run by hand."""
-    try:
-        ctx.pve.agent(view.vm, 'fsfreeze-thaw')
-    except Failure as exc:
-        if Guest.frozen_too_long(exc):
-            return FrozenTooLong(f'the guest of VM {view.vmid} gave up its freeze before the thaw, as Windows VSS '
-                                 f'does after about 10 s ({exc})')
-        return Failure(f'the guest of VM {view.vmid} could not be thawed and may still be frozen: run '
-                       f'"qm guest cmd {view.vmid} fsfreeze-thaw" ({exc})')
-    log.info('VM %s: guest thawed', view.vmid)
-    return None
-
-
-def ensure_running(ctx, view, cause, resume=False):
-    """After a failed suspend or shutdown: start the VM again unless it still runs — or, after
-    a failed pause in memory (`resume`), resume it if it is paused now. One whose outcome is
-    unknown is followed until it ended first, or its task would take the VM down after the
-    start. A VM under HA is asked to start in any case: HA may still be on its way to stop it."""
-    action = 'resume' if resume else 'start'
-    try:
-        if isinstance(cause, OutcomeUnknown):
-            ctx.pve.settle_task(view.vm, cause)
-        if resume:
-            if ctx.pve.status(view.vm).get('qmpstatus') == 'paused':
-                ctx.pve.power(view.vm, 'resume')
-        elif view.vm.get('hastate') or not ctx.pve.running(view.vm):
-            ctx.pve.power(view.vm, 'start')
-    except OutcomeUnknown as exc:
-        state = 'be paused' if resume else 'go down or come up'
-        raise Failure(f'{cause}; VM {view.vmid} may still {state} ({exc}): check it, and {action} it by hand if it '
-                      f'is {"paused" if resume else "down"}') from exc
-    except Failure as exc:
-        raise Failure(f'{cause}; and {"resuming" if resume else "starting"} the VM again failed: {exc}') from exc
-
-
-def raise_with_problems(exc, problems):
-    """On leaving a window: a Failure that ended it is raised again, joined with what went
-    wrong in letting the guests go; any other exception (a stop) goes on, and those problems
-    are logged first, so that it cannot hide them."""
-    if exc is not None and problems:
-        if isinstance(exc, Failure):
-            raise Failure.joined(exc, *problems) from exc
-        for problem in problems:
-            log.error('%s', problem)
+    @staticmethod
+    def settle_left(ctx, locks, guests):
+        """Guests.return_all_left, each said in a warning: one not among `guests` is left to the run that
+        works on it, or to doctor -try."""
+        for left, done in Guests.return_all_left(ctx, locks, guests):
+            if done is None:
+                log.warning('%s: the next run on it, or doctor -try, brings it back', left)
+            elif isinstance(done, Failure):
+                log.warning('%s, and bringing it back failed: %s', left, done)
+            else:
+                log.warning('%s: %s', left, done)
 
 
 class VmWindow:
@@ -3542,7 +3650,7 @@ class VmWindow:
         if not running or not mode:
             return self
         if mode == 'freeze':
-            check_freezable(ctx, view)
+            Guests.check_freezable(ctx, view)
         if mode == 'suspend' and view.vm.get('hastate'):
             raise Failure(f'VM {vmid} is managed by HA, and PVE does not suspend such a VM to disk: use -pause, '
                           '-shutdown or -freeze')
@@ -3566,7 +3674,7 @@ class VmWindow:
                 ctx.pve.agent(view.vm, 'fsfreeze-freeze')
             except Failure as exc:
                 # A freeze that failed half-way may have frozen some file systems: thaw anyway.
-                problem = thaw(ctx, view)
+                problem = Guests.thaw(ctx, view)
                 self.returned = problem is None
                 raise Failure.joined(exc, problem) from exc
             return
@@ -3578,7 +3686,7 @@ class VmWindow:
         try:
             ctx.pve.power(view.vm, action, **({'todisk': 1} if self.mode == 'suspend' else {}))
         except Failure as exc:
-            ensure_running(ctx, view, exc, resume=self.mode == 'pause')
+            Guests.ensure_running(ctx, view, exc, resume=self.mode == 'pause')
             self.returned = True
             raise
 
@@ -3609,14 +3717,14 @@ class VmWindow:
         self.acting = False
         view, held = self.view, time.monotonic() - self._since
         if self.mode == 'freeze':
-            problem = thaw(self.ctx, view)
+            problem = Guests.thaw(self.ctx, view)
             if isinstance(problem, FrozenTooLong):
                 self.late, problem = f'{problem}: not consistent', None
         elif self.down_because:
             problem = None
             log.warning('VM %s stays stopped: %s', view.vmid, self.down_because)
         else:
-            problem = start_again(self.ctx, view, held, 'resume' if self.mode == 'pause' else 'start')
+            problem = Guests.start_again(self.ctx, view, held, 'resume' if self.mode == 'pause' else 'start')
         if problem:
             self.problems.append(problem)
         else:
@@ -3628,98 +3736,11 @@ class VmWindow:
             self._resume()
         finally:
             self._held.close()
-        raise_with_problems(exc, self.problems)
+        Guests.raise_with_problems(exc, self.problems)
         return False
 
 
-def start_again(ctx, view, paused_for, action='start'):
-    """Start a VM paused for the captures or clones (or `resume` one paused in memory). Returns
-    None, or the Failure that says plainly that it is stopped or paused (for the caller to
-    report together with whatever else went wrong)."""
-    try:
-        try:
-            ctx.pve.power(view.vm, action)
-        except OutcomeUnknown as exc:
-            ctx.pve.settle_task(view.vm, exc)
-            status = ctx.pve.status(view.vm)
-            if status.get('status') != 'running' or status.get('qmpstatus', 'running') != 'running':
-                raise
-    except Failure as exc:
-        if action == 'resume':
-            return Failure(f'VM {view.vmid} could not be resumed after {paused_for:.1f} s and may still be paused: '
-                           f'check it, and resume it by hand ("qm resume {view.vmid}") ({exc})')
-        return Failure(f'VM {view.vmid} could not be started again after {paused_for:.1f} s and '
-                       f'may be stopped: check it, and start it by hand ({exc})')
-    return None
-
-
 # -- guests a run that died left held
-
-HELD_WORDS = {'pause': 'paused', 'freeze': 'frozen', 'suspend': 'suspended to disk', 'shutdown': 'shut down'}
-
-
-def left_holds(locks):
-    """{vmid: (how, who)} of the guests that runs which died left held, as these HeldLocks' records
-    say (`who`: the dead run's holder line)."""
-    found = {}
-    for lock in locks:
-        for vmid, how in lock.left.items():
-            found.setdefault(vmid, (how, lock.left_by))
-    return found
-
-
-def return_left_guest(ctx, vm, how):
-    """Bring back a guest a run that died left held (`how`) as that run would have, only where it
-    is still so: resume it if paused, thaw it if frozen, start it if stopped (not locked by
-    anything but its own hibernation). What was done, as a phrase; a Failure if that failed."""
-    status = ctx.pve.status(vm)
-    running, lock = status.get('status') == 'running', status.get('lock')
-    if how == 'pause' and running and status.get('qmpstatus') == 'paused':
-        ctx.pve.power(vm, 'resume')
-        return 'resumed it'
-    if how == 'freeze' and running and (ctx.pve.agent(vm, 'fsfreeze-status', safe=True) or {}).get(
-            'result') == 'frozen':
-        ctx.pve.agent(vm, 'fsfreeze-thaw')
-        return 'thawed it'
-    if how in ('suspend', 'shutdown') and status.get('status') == 'stopped' and lock in (None, '', 'suspended'):
-        ctx.pve.power(vm, 'start')
-        vm['status'] = 'running'
-        return 'started it'
-    return 'it is so no longer: nothing to do'
-
-
-def return_left_guests(ctx, locks, guests):
-    """[(phrase naming the guest and how a run that died left it, what was done: a phrase, a
-    Failure, or None where it is not among `guests`)] for the guests runs that died left held on
-    these locks' volumes: each of `guests` ({vmid: its resources entry}, those this run works
-    on) brought back (return_left_guest) and struck from the records."""
-    found = []
-    for vmid, (how, who) in sorted(left_holds(locks).items()):
-        left = (f'{Guest.label(guests.get(vmid) or {"vmid": vmid})} was left {HELD_WORDS.get(how, how)} by a run that '
-                f'died ({describe_holder(who)})')
-        done = None
-        if vmid in guests:
-            try:
-                done = return_left_guest(ctx, guests[vmid], how)
-            except Failure as exc:
-                done = exc
-            else:
-                for lock in locks:
-                    lock.forget_holds([vmid])
-        found.append((left, done))
-    return found
-
-
-def settle_left_guests(ctx, locks, guests):
-    """return_left_guests, each said in a warning: one not among `guests` is left to the run that
-    works on it, or to doctor -try."""
-    for left, done in return_left_guests(ctx, locks, guests):
-        if done is None:
-            log.warning('%s: the next run on it, or doctor -try, brings it back', left)
-        elif isinstance(done, Failure):
-            log.warning('%s, and bringing it back failed: %s', left, done)
-        else:
-            log.warning('%s: %s', left, done)
 
 
 # ---- Commands ----------------------------------------------------------------------------
@@ -3828,8 +3849,8 @@ def snapshot_vm(ctx, view, mode, stamp, shared=None):
             raise Failure.joined(capture_failure(view, stamp, outcomes, settled, late), *window.problems)
         clones = [(disk.storage, plan[disk.storage].source(disk.path) if window.running else disk.path,
                    Names.snapshot_file_path(disk.path, stamp)) for disk in view.disks]
-        outcomes = clone_each(ctx, clones)
-        made = settle_clones(ctx, outcomes)
+        outcomes = Clones.make(ctx, clones)
+        made = Clones.settle(ctx, outcomes)
         if any(outcome.state != 'done' for outcome in made):
             raise Failure.joined(undo_snapshot(ctx, view, stamp, outcomes, made), *window.problems)
         return (clones, Consistency.of_vm_snapshot(mode, window.paused, window.running, len(captures), window.still),
@@ -3871,9 +3892,9 @@ def undo_snapshot(ctx, view, stamp, outcomes, settled):
     reasons = [f'{key[destination]} ({outcome.error})' for outcome in outcomes if outcome.error
                for _, _, destination in [outcome.item]]
     made = Outcome.items_in(settled, 'done')
-    removed = remove_clones(ctx, made) + (f' ({", ".join(key[path] for _, _, path in made)})' if made else '')
+    removed = Clones.remove(ctx, made) + (f' ({", ".join(key[path] for _, _, path in made)})' if made else '')
     return Failure(f'VM {view.vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {removed}'
-                   f'{clones_still_pending(settled)}')
+                   f'{Clones.still_pending(settled)}')
 
 
 # -- capture snapshots: a running VM's disks at one instant per volume
@@ -3935,7 +3956,7 @@ def settle_captures(ctx, outcomes):
             return found is not None
         volume.ontap.settle(outcome.error, f'POST /api/storage/volumes/{volume.uuid}/snapshots', landed)
 
-    return settle_each(outcomes, settle, 'capture snapshot(s)')
+    return Clones.settle_each(outcomes, settle, 'capture snapshot(s)')
 
 
 def capture_failure(view, stamp, outcomes, settled, late):
@@ -4210,7 +4231,7 @@ def delete_sets(ctx, view, sets, config=None):
     if registered:
         ctx.pve.set_config(view.vm, "remove the snapshot's unused disks", delete=','.join(registered))
     left = {}
-    for file, outcome in zip(files, delete_files(ctx, [(f.storage, f.path) for f in files])):
+    for file, outcome in zip(files, Clones.delete(ctx, [(f.storage, f.path) for f in files])):
         if outcome.error:
             left.setdefault(file.stamp, []).append(f'{file.path} ({outcome.error})')
     for stamp, problems in left.items():
@@ -4318,7 +4339,7 @@ class VmCreateRun:
 
     def __init__(self, locks, subjects):
         self.locks = locks
-        self.stamp = new_stamp(locks, subjects)
+        self.stamp = VolumeLock.new_stamp(locks, subjects)
         self._nodes = {}
         self._nodes_lock = threading.Lock()
 
@@ -4437,8 +4458,8 @@ def cmd_vm_create(ctx, args):
     try:
         # Signals stay held off until every VM begun has ended: the VMs' threads cannot be
         # stopped, and those not begun yet see STOP.pending and do not begin.
-        with storage_locks(ctx, sorted({s for view in views for s in view.storages})) as locks, STOP.held():
-            settle_left_guests(ctx, locks, {view.vmid: view.vm for view in views})
+        with Locks.for_storages(ctx, sorted({s for view in views for s in view.storages})) as locks, STOP.held():
+            Guests.settle_left(ctx, locks, {view.vmid: view.vm for view in views})
             run = VmCreateRun(locks, [f'vm{view.vmid}' for view in views] +
                               (['captures'] if shares_captures(views, mode) else []))
             ctx.manifest_key(create=True)     # read (or made) here, before the VMs' threads read it
@@ -4542,7 +4563,7 @@ def vm_list_text(vmid, sets):
 
 def cmd_vm_delete(ctx, args):
     view = gather_vm(ctx, args.vm)
-    with storage_locks(ctx, view.storages):
+    with Locks.for_storages(ctx, view.storages):
         files = find_set(view, gather_sets(ctx, view), args.snapshot)
         delete_set(ctx, view, files)
     log.info('VM %s: snapshot %s deleted (%d file(s))', args.vm, args.snapshot, len(files))
@@ -4735,15 +4756,15 @@ def restore_disks(ctx, view, sources, undo_stamp, window):
     absent = absent_targets(ctx, view, sources)
     undo = [(disk.storage, disk.path, Names.snapshot_file_path(disk.path, undo_stamp, 'prerestore')) for disk, _ in sources
             if disk.path not in absent]
-    saved = settle_clones(ctx, clone_each(ctx, undo))
+    saved = Clones.settle(ctx, Clones.make(ctx, undo))
     if any(outcome.state != 'done' for outcome in saved):
         # Only copies of the live disks were asked for: the VM may start whatever they became.
         raise Failure(f'VM {vmid}: nothing restored, the pre-restore copy failed: '
                       f'{"; ".join(str(outcome.error) for outcome in saved if outcome.error)}; '
-                      f'{remove_clones(ctx, Outcome.items_in(saved, "done"))}{clones_still_pending(saved)}')
+                      f'{Clones.remove(ctx, Outcome.items_in(saved, "done"))}{Clones.still_pending(saved)}')
     log.info('VM %s: current disks saved as pre-restore snapshot %s', vmid, undo_stamp)
     key = {disk.path: disk.key for disk, _ in sources}
-    overwrites = settle_clones(ctx, clone_each(ctx, [(disk.storage, source, disk.path) for disk, source in sources],
+    overwrites = Clones.settle(ctx, Clones.make(ctx, [(disk.storage, source, disk.path) for disk, source in sources],
                                                overwrite=True), overwrite=True)
     if all(outcome.state == 'done' for outcome in overwrites):
         return
@@ -4758,17 +4779,17 @@ def restore_disks(ctx, view, sources, undo_stamp, window):
     back = [(storage, Names.snapshot_file_path(path, undo_stamp, 'prerestore'), path)
             for storage, _, path in Outcome.items_in(overwrites, 'done') if path not in absent]
     made = [item for item in Outcome.items_in(overwrites, 'done') if item[2] in absent]
-    put_back = settle_clones(ctx, clone_each(ctx, back, overwrite=True), overwrite=True)
+    put_back = Clones.settle(ctx, Clones.make(ctx, back, overwrite=True), overwrite=True)
     if made:
-        reason += f'; {remove_clones(ctx, made)}'
+        reason += f'; {Clones.remove(ctx, made)}'
 
     if any(outcome.state != 'done' for outcome in put_back):
         window.leave_down('its disks are neither all restored nor all as they were')
         unrestored = ', '.join(key[path] for outcome in put_back if outcome.error for _, _, path in [outcome.item])
         raise Failure(f'VM {vmid}: restore failed ({reason}) and putting back {unrestored} failed too: their '
                       f'previous content is in pre-restore snapshot {undo_stamp}; {stopped}: put them back with '
-                      f'vm restore -vm {vmid} -snapshot {undo_stamp}{clones_still_pending(put_back)}')
-    raise Failure(f'VM {vmid}: restore failed, every disk is as it was ({remove_clones(ctx, undo)}): {reason}')
+                      f'vm restore -vm {vmid} -snapshot {undo_stamp}{Clones.still_pending(put_back)}')
+    raise Failure(f'VM {vmid}: restore failed, every disk is as it was ({Clones.remove(ctx, undo)}): {reason}')
 
 
 def save_config_for_undo(ctx, view, undo_stamp, needed):
@@ -5088,7 +5109,7 @@ def create_new_vm(ctx, new):
                       f'{new.vmid} runs on node {new.node}, check VM {new.vmid}, and delete them if it is not '
                       'there') from exc
     except Failure as exc:
-        raise Failure(f'VM {new.vmid} not created: {exc}; {remove_clones(ctx, new.clones)}') from exc
+        raise Failure(f'VM {new.vmid} not created: {exc}; {Clones.remove(ctx, new.clones)}') from exc
 
 
 def restore_as_new(ctx, vmid, newid, stamp, name, allowed, no_saved_config, assume_yes):
@@ -5100,18 +5121,18 @@ def restore_as_new(ctx, vmid, newid, stamp, name, allowed, no_saved_config, assu
     new = plan_new_vm(ctx, vmid, newid, stamp, name, allowed, no_saved_config)
     show_new_vm_plan(ctx, new, vmid, asking=bool(new.allowed) and not assume_yes and sys.stdin.isatty())
     if new.allowed:
-        confirm(ctx, f'Make VM {newid} with {", ".join(new.allowed)}, which only root@pam may set', assume_yes)
+        ctx.confirm(f'Make VM {newid} with {", ".join(new.allowed)}, which only root@pam may set', assume_yes)
     storages = sorted({storage for storage, _, _ in new.clones})
     # A stop meanwhile would leave clones without their VM: both are made, then the run stops.
-    with storage_locks(ctx, storages), STOP.held():
+    with Locks.for_storages(ctx, storages), STOP.held():
         for storage in storages:
             volume = ctx.volume(storage)
             volume.ensure_directory(f'images/{newid}')
-        made = settle_clones(ctx, clone_each(ctx, new.clones))
+        made = Clones.settle(ctx, Clones.make(ctx, new.clones))
         if any(outcome.state != 'done' for outcome in made):
             raise Failure(f'VM {newid} not created: copying its disks from {new.origin} failed: '
                           f'{"; ".join(str(outcome.error) for outcome in made if outcome.error)}; '
-                          f'{remove_clones(ctx, Outcome.items_in(made, "done"))}{clones_still_pending(made)}')
+                          f'{Clones.remove(ctx, Outcome.items_in(made, "done"))}{Clones.still_pending(made)}')
         create_new_vm(ctx, new)
     if not ctx.dry_run:
         log.info('VM %s created on node %s from %s of VM %s; it is stopped: check it, then start it', newid,
@@ -5135,13 +5156,13 @@ def cmd_vm_restore(ctx, args):
                           'config)')
     view = gather_vm(ctx, args.vm)
     with contextlib.ExitStack() as held:
-        locks = held.enter_context(storage_locks(ctx, view.storages))
-        settle_left_guests(ctx, locks, {view.vmid: view.vm})
+        locks = held.enter_context(Locks.for_storages(ctx, view.storages))
+        Guests.settle_left(ctx, locks, {view.vmid: view.vm})
         sets = gather_sets(ctx, view, searched_storages(ctx, view))
         sources, origin, missing, saved = restore_sources(ctx, view, sets, args.snapshot, args.storage_snapshot,
                                                          args.with_config)
         # -with-config may put a disk back on a storage the VM no longer uses: its volume locked too.
-        locks += held.enter_context(storage_locks(ctx, {disk.storage for disk, _ in sources} - set(view.storages)))
+        locks += held.enter_context(Locks.for_storages(ctx, {disk.storage for disk, _ in sources} - set(view.storages)))
         if args.with_config and saved is None:
             raise Failure(f'VM {view.vmid}: {origin} holds no saved config (made before snapshots carried one): '
                           '-with-config has nothing to put back; restore the disks without it')
@@ -5152,12 +5173,12 @@ def cmd_vm_restore(ctx, args):
         disks = ', '.join(disk.key for disk, _ in sources)
         kept = f' ({", ".join(d.key for d in missing)} not in it: kept as they are)' if missing else ''
         config = ' and its config' if args.with_config else ''
-        confirm(ctx, f'Overwrite disks {disks}{config} of VM {view.vmid} with {origin}{kept}', args.yes)
+        ctx.confirm(f'Overwrite disks {disks}{config} of VM {view.vmid} with {origin}{kept}', args.yes)
         # Once more as it is now: the VM may have been started (or locked) during the question.
         status = ctx.pve.status(view.vm)
         check_restorable(view.vmid, status, args.shutdown)
         running = status.get('status') == 'running'
-        undo_stamp = new_stamp(locks, [f'vm{view.vmid}'], sets)
+        undo_stamp = VolumeLock.new_stamp(locks, [f'vm{view.vmid}'], sets)
         with STOP.held():
             with VmWindow(ctx, view, 'shutdown' if running else None, status) as window:
                 restore_disks(ctx, view, sources, undo_stamp, window)
@@ -5367,10 +5388,10 @@ def hold_guest(ctx, guest):
     except Failure as exc:
         if guest.how == 'freeze':
             # A freeze that failed half-way may have frozen some file systems: thaw anyway.
-            undone = thaw(ctx, view)
+            undone = Guests.thaw(ctx, view)
             return exc, None if isinstance(undone, FrozenTooLong) else undone
         try:
-            ensure_running(ctx, view, exc, resume=True)
+            Guests.ensure_running(ctx, view, exc, resume=True)
         except Failure as worse:
             return exc, worse
         return exc, None
@@ -5385,7 +5406,7 @@ class GuestsWindow:
     from the first hold: then all are let go (one whose hold comes later is let go at once), and
     `late` says why the snapshot is crash-consistent for them. `problems`: Failures for a guest
     that may still be frozen or paused; `crash`: (label, why, warn) of guests not held after all.
-    Each guest is noted in the lock record of `storage` while it is held (HeldLock.note_hold)."""
+    Each guest is noted in the lock record of `storage` while it is held (VolumeLock.note_hold)."""
 
     def __init__(self, ctx, guests, storage):
         self.ctx, self.guests, self.storages = ctx, guests, [storage]
@@ -5470,9 +5491,9 @@ class GuestsWindow:
     def _let_go_of(self, guest):
         view, held = guest.view, time.monotonic() - guest.since
         if guest.how == 'freeze':
-            problem = thaw(self.ctx, view)
+            problem = Guests.thaw(self.ctx, view)
         else:
-            problem = start_again(self.ctx, view, held, 'resume')
+            problem = Guests.start_again(self.ctx, view, held, 'resume')
         guest.held_for = held
         if isinstance(problem, FrozenTooLong):
             self._note(guest, str(problem))
@@ -5488,7 +5509,7 @@ class GuestsWindow:
             finally:
                 self._held.close()      # waits for holds still under way: each lets go of its guest
                 self.ctx.forget_holds(self.storages, [guest.view.vmid for guest in self.guests if guest.returned])
-        raise_with_problems(exc, self.problems)
+        Guests.raise_with_problems(exc, self.problems)
         return False
 
 
@@ -5554,7 +5575,7 @@ def prune_storage_snapshots(volume, storage, keep, made, label=None):
 
 def cmd_storage_create(ctx, args):
     label = args.label or ctx.config.ontap_for(args.storage).snapmirror_label
-    with storage_locks(ctx, [args.storage]) as locks:
+    with Locks.for_storages(ctx, [args.storage]) as locks:
         volume = ctx.volume(args.storage)
         if args.min_age is not None:
             recent = Volume.newest_snapshot(volume.snapshots(), label)
@@ -5562,9 +5583,9 @@ def cmd_storage_create(ctx, args):
                 log.info('storage %s: snapshot %s%s is younger than -min-age %s: none taken', args.storage,
                          recent['name'], f' (label {label})' if label else '', args.min_age)
                 return
-        name = Names.storage_snapshot_name(new_stamp(locks, ['storage']))
+        name = Names.storage_snapshot_name(VolumeLock.new_stamp(locks, ['storage']))
         guests = ctx.pve.guests()
-        settle_left_guests(ctx, locks, guests)
+        Guests.settle_left(ctx, locks, guests)
         configs, unread = ctx.pve.guest_configs(guests)
         held, crash = (guests_to_hold(ctx, args.storage, args.pause, guests, configs) if args.freeze or args.pause
                        else ([], []))
@@ -5639,7 +5660,7 @@ def cmd_storage_show(ctx, args):
 
 
 def cmd_storage_delete(ctx, args):
-    with storage_locks(ctx, [args.storage]):
+    with Locks.for_storages(ctx, [args.storage]):
         volume = ctx.volume(args.storage)
         if ctx.dry_run:
             # Only ONTAP refuses a snapshot a FlexClone uses, and a dry run does not ask it: ask for the clones.
@@ -5685,7 +5706,7 @@ def show_restore_plan(ctx, plan, asking):
 
 
 def cmd_storage_restore(ctx, args):
-    with storage_locks(ctx, [args.storage]):
+    with Locks.for_storages(ctx, [args.storage]):
         volume = ctx.volume(args.storage)
         volume.snapshot(args.snapshot)
         snapshots = [s['name'] for s in volume.snapshots('*')]
@@ -5705,7 +5726,7 @@ def cmd_storage_restore(ctx, args):
         blockers = restore_blockers(guests, unknown)
         if blockers and not args.force:
             raise Failure(f'storage {args.storage}: {"; ".join(blockers)} (or -force to revert anyway)')
-        confirm(ctx, f'Revert storage {args.storage} to {args.snapshot}', args.yes)
+        ctx.confirm(f'Revert storage {args.storage} to {args.snapshot}', args.yes)
         now = ctx.pve.guests()     # once more: a guest may have been started or locked during the question
         meanwhile = restore_blockers([now.get(guest['vmid'], guest) for guest in guests], [])
         if meanwhile and not args.force:
@@ -5743,7 +5764,7 @@ def taken_id_failure(ctx, storage, entry):
 def cmd_storage_mount(ctx, args):
     storage = args.name or Names.clone_storage_id(args.storage)
     check_mount_id(ctx.config, args.storage, storage)
-    with storage_locks(ctx, [args.storage]):
+    with Locks.for_storages(ctx, [args.storage]):
         volume, entry = ctx.volume(args.storage), ctx.nfs_storage(args.storage)
         volume.snapshot(args.snapshot)
         clone = Names.flexclone_name(volume.name, None if args.name is None else storage)
@@ -5868,7 +5889,7 @@ def cmd_storage_unmount(ctx, args):
         if volume is None:
             log.warning('ONTAP %s: no volume at %s any more (its FlexClone is gone): removing storage %s',
                         parent_volume.ontap.host, entry['export'], args.storage)
-    with storage_locks(ctx, [parent]), STOP.held():
+    with Locks.for_storages(ctx, [parent]), STOP.held():
         if entry is not None:
             # Disabled first, so no node's status daemon mounts it again while it goes away.
             ctx.pve.call('put', f'storage/{args.storage}', f'disable storage {args.storage}', disable=1)
@@ -6231,7 +6252,7 @@ class Doctor:
             return None
         where = ('given with -config' if explicit else
                  'in this directory' if path == ConfigFile.SEARCH_PATH[0] else 'the system-wide one')
-        found = f'{os.path.abspath(path)} ({where}), {describe_owner(info)}'
+        found = f'{os.path.abspath(path)} ({where}), {PrivateFiles.describe_owner(info)}'
         risk = ConfigFile.risk(path, info)
         if risk:
             refused = ': as root, every command refuses it' if os.geteuid() == 0 else ''
@@ -6573,7 +6594,7 @@ class Doctor:
                         f'doctor -try -storage {storage} deletes them now, as the next vm create on the volume does')
             return
         try:
-            with storage_locks(self.ctx, [storage]) as locks:
+            with Locks.for_storages(self.ctx, [storage]) as locks:
                 # As vm create's clean-up: a renamed one, or one a run noted in the lock record. Any
                 # other may be a run's of another node that locked on its node only (-local-lock).
                 noted = {name for lock in locks for name in lock.captures}
@@ -6598,11 +6619,11 @@ class Doctor:
     def volume_lock_record(self, storage):
         """(the lock record of the volume behind `storage`, whether a run holds its lock now), where the
         run would take it: the cluster lock where it can be taken, else this node's lock file."""
-        name = lock_file_name(*self.ctx.volume_identity(storage))
+        name = VolumeLock.file_name(*self.ctx.volume_identity(storage))
         try:
-            check_cluster_lock_usable()
+            Locks.check_cluster_usable()
         except ClusterLockUnavailable:
-            path = os.path.join(lock_dir(), name)
+            path = os.path.join(Locks.node_dir(), name)
             if not os.path.isfile(path):
                 return '', False
             with open(path, encoding='utf-8') as handle:
@@ -6611,36 +6632,36 @@ class Doctor:
                 except BlockingIOError:
                     return handle.read(), True
                 return handle.read(), False
-        text = read_text(os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR), name)
-        lock = os.path.join(CLUSTER_DIR, 'lock', CLUSTER_LOCK_PREFIX + name)
+        text = PrivateFiles.read_text(os.path.join(Node.CLUSTER_DIR, Locks.CLUSTER_RECORD_DIR), name)
+        lock = os.path.join(Node.CLUSTER_DIR, 'lock', Locks.CLUSTER_PREFIX + name)
         try:
-            fresh = time.time() - os.stat(lock).st_mtime <= CLUSTER_LOCK_EXPIRY
+            fresh = time.time() - os.stat(lock).st_mtime <= Locks.CLUSTER_EXPIRY
         except FileNotFoundError:
             return text, False
-        return text, fresh and holder_alive(text.partition('\n')[0], this_node()) is not False
+        return text, fresh and Holder.alive(text.partition('\n')[0], Holder.this_node()) is not False
 
     def check_left_guests(self, storage, clean):
         """The guests runs that died left paused, frozen, suspended or shut down, as the volume's lock
-        record names them (HeldLock): named, and with -try (`clean`) brought back, under the
-        volume's lock, as the next run on them would (return_left_guests)."""
+        record names them (VolumeLock): named, and with -try (`clean`) brought back, under the
+        volume's lock, as the next run on them would (Guests.return_all_left)."""
         check = f'{storage} guests left held'
         text, live = self.volume_lock_record(storage)
-        holder, entries = parse_lock_record(text)
-        holds = record_holds(entries)
+        holder, entries = VolumeLock.parse_record(text)
+        holds = VolumeLock.record_holds(entries)
         if not holds:
             self.ok(check, 'none: no run left a guest paused, frozen, suspended or shut down')
             return
-        names = ', '.join(f'VM {vmid} {HELD_WORDS.get(how, how)}' for vmid, how in sorted(holds.items()))
+        names = ', '.join(f'VM {vmid} {Guests.HELD_WORDS.get(how, how)}' for vmid, how in sorted(holds.items()))
         if live:
-            self.ok(check, f'{names} by a run under way ({describe_holder(holder)})')
+            self.ok(check, f'{names} by a run under way ({Holder.describe(holder)})')
             return
         if not clean or self.ctx.dry_run:
-            self.warn(check, f'{names} by a run that died ({describe_holder(holder)})',
+            self.warn(check, f'{names} by a run that died ({Holder.describe(holder)})',
                         f'doctor -try -storage {storage} brings them back, as the next run on them does')
             return
         try:
-            with storage_locks(self.ctx, [storage]) as locks:
-                found = return_left_guests(self.ctx, locks, self.ctx.pve.guests())
+            with Locks.for_storages(self.ctx, [storage]) as locks:
+                found = Guests.return_all_left(self.ctx, locks, self.ctx.pve.guests())
         except Failure as exc:
             self.warn(check, f'{names} by a run that died; not brought back: {exc}', 'run doctor -try again')
             return
@@ -6759,7 +6780,7 @@ class Doctor:
         """-try's steps; each file made is added to `made` once it is known to exist. (status, found, fix)."""
         source, size, done = Doctor.try_source(volume, base, release, made)
         clone = f'{base}.clone'
-        (outcome,) = settle_clones(self.ctx, clone_each(self.ctx, [(storage, source, clone)]))
+        (outcome,) = Clones.settle(self.ctx, Clones.make(self.ctx, [(storage, source, clone)]))
         if outcome.state == 'unknown':
             kept = made + [clone]
             made.clear()     # the clone may still read or write them
@@ -6807,7 +6828,7 @@ class Doctor:
         left, with why, as a phrase ('' if none)."""
         volume = self.ctx.volume(storage)
         left = []
-        for outcome in delete_files(self.ctx, [(storage, path) for path in made]):
+        for outcome in Clones.delete(self.ctx, [(storage, path) for path in made]):
             path = outcome.item[1]
             if outcome.state == 'unknown':
                 try:
@@ -6823,7 +6844,7 @@ class Doctor:
         """The cluster-wide lock: can it be taken here, and which of the tool's locks are held,
         by whom, or stale (not updated for longer than pmxcfs keeps a lock: its run died)."""
         try:
-            check_cluster_lock_usable()
+            Locks.check_cluster_usable()
         except ClusterLockUnavailable as exc:
             if config.local_lock:
                 self.ok('cluster lock', f'{exc}: local_lock = yes, so runs lock on this node only')
@@ -6831,25 +6852,25 @@ class Doctor:
                 self.warn('cluster lock', f'{exc}: commands that change something refuse here',
                             'run them on a PVE node with quorum, or add -local-lock where no other node runs them')
             return
-        directory = os.path.join(CLUSTER_DIR, 'lock')
-        held = sorted(name for name in os.listdir(directory) if name.startswith(CLUSTER_LOCK_PREFIX))
+        directory = os.path.join(Node.CLUSTER_DIR, 'lock')
+        held = sorted(name for name in os.listdir(directory) if name.startswith(Locks.CLUSTER_PREFIX))
         if not held:
             self.ok('cluster lock', f'{directory} takes locks; none of this tool\'s is held')
         for name in held:
             lock = os.path.join(directory, name)
-            record = read_text(os.path.join(CLUSTER_DIR, CLUSTER_RECORD_DIR), name.removeprefix(CLUSTER_LOCK_PREFIX))
+            record = PrivateFiles.read_text(os.path.join(Node.CLUSTER_DIR, Locks.CLUSTER_RECORD_DIR), name.removeprefix(Locks.CLUSTER_PREFIX))
             line = record.partition('\n')[0]
-            holder = describe_holder(line)
+            holder = Holder.describe(line)
             try:
                 age = time.time() - os.stat(lock).st_mtime
             except FileNotFoundError:
                 continue    # released meanwhile
-            check = f'cluster lock {name.removeprefix(CLUSTER_LOCK_PREFIX)}'
-            if holder_alive(line, this_node()) is False:
-                self.warn(check, f'stale: its run died, on this node ({holder}); pmxcfs removes it {CLUSTER_LOCK_EXPIRY} s '
+            check = f'cluster lock {name.removeprefix(Locks.CLUSTER_PREFIX)}'
+            if Holder.alive(line, Holder.this_node()) is False:
+                self.warn(check, f'stale: its run died, on this node ({holder}); pmxcfs removes it {Locks.CLUSTER_EXPIRY} s '
                             'after its last update, when the next run asks',
                             'nothing to do: the next run that needs it waits for that, or fails saying so (-wait 130)')
-            elif age > CLUSTER_LOCK_EXPIRY:
+            elif age > Locks.CLUSTER_EXPIRY:
                 self.warn(check, f'stale, not updated for {age:.0f} s ({holder})',
                             'nothing to do: the next run that needs it asks pmxcfs to remove it; if that pid '
                             'still runs on that node, it hangs: look at it there')
@@ -6859,32 +6880,32 @@ class Doctor:
     def check_lock_dir(self):
         """This node's lock directory (-local-lock): missing (made by the first run that needs it), or
         a real directory of the running user's that nobody else may write (checked_directory)."""
-        directory = lock_dir()
+        directory = Locks.node_dir()
         try:
             info = os.lstat(directory)
         except FileNotFoundError:
             self.ok('lock directory', f'{directory} is not there yet: the first run that takes a lock on this node '
                       'makes it, mode 700')
             return
-        problem = 'a link or no directory' if not stat.S_ISDIR(info.st_mode) else unsafe_owner(info)
+        problem = 'a link or no directory' if not stat.S_ISDIR(info.st_mode) else PrivateFiles.unsafe_owner(info)
         if problem:
-            self.fail('lock directory', f'{directory} is {describe_owner(info)}: {problem}, so another user may have made '
+            self.fail('lock directory', f'{directory} is {PrivateFiles.describe_owner(info)}: {problem}, so another user may have made '
                         'it to take over the files of this tool; every run that locks on this node refuses it',
                         f'rm -r {directory} (the next run makes it anew)')
         else:
-            self.ok('lock directory', f'{directory}, {describe_owner(info)}')
+            self.ok('lock directory', f'{directory}, {PrivateFiles.describe_owner(info)}')
 
     def check_manifest_key(self):
-        """The key manifests are signed with (manifest_key), on a node."""
-        if not os.path.isdir(CLUSTER_DIR):
-            self.ok('manifest key', f'not on a PVE node (no {CLUSTER_DIR}): manifests made here are not signed')
+        """The key manifests are signed with (Manifest.key), on a node."""
+        if not os.path.isdir(Node.CLUSTER_DIR):
+            self.ok('manifest key', f'not on a PVE node (no {Node.CLUSTER_DIR}): manifests made here are not signed')
             return
         try:
-            key = manifest_key(create=False)
+            key = Manifest.key(create=False)
         except Failure as exc:
             self.fail('manifest key', str(exc), 'see the error')
             return
-        path = os.path.join(CLUSTER_DIR, MANIFEST_KEY)
+        path = os.path.join(Node.CLUSTER_DIR, Manifest.KEY_FILE)
         self.ok('manifest key', f'{path}: manifests are signed with it' if key else
                   f'none in {path} yet: the first snapshot made on a node makes it')
 

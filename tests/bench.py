@@ -266,8 +266,8 @@ def main(argv=None):
         print_completions(directory / 'config.ini')
         return 0
     # As on a PVE node, as the tests run: a directory of its own stands for /etc/pve/priv.
-    tool.CLUSTER_DIR = str(directory / 'priv')
-    os.mkdir(tool.CLUSTER_DIR)
+    tool.Node.CLUSTER_DIR = str(directory / 'priv')
+    os.mkdir(tool.Node.CLUSTER_DIR)
     served = ServedPve(directory, time_scale=1.0)
     a, b = start_emulators(directory)
     try:

@@ -58,7 +58,7 @@ def cluster_dir(tmp_path, monkeypatch):
     lock/ takes the cluster-wide locks (a plain directory: mkdir fails on an existing one)."""
     directory = tmp_path / 'priv'
     directory.mkdir()
-    monkeypatch.setattr(tool, 'CLUSTER_DIR', str(directory))
+    monkeypatch.setattr(tool.Node, 'CLUSTER_DIR', str(directory))
     monkeypatch.setenv('PVE_ONTAP_SNAPSHOT_CLUSTER_DIR', str(directory))
     return directory
 

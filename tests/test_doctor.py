@@ -952,10 +952,10 @@ def test_doctor_shows_held_and_stale_locks(world, cluster_dir):
     (cluster_dir / 'pve-ontap-snapshot').mkdir()
     held, stale = world.lock_name('ONTAP01'), world.lock_name('ONTAP02')
     for name, pid in ((held, 4242), (stale, 4343)):
-        (cluster_dir / 'lock' / (tool.CLUSTER_LOCK_PREFIX + name)).mkdir()
+        (cluster_dir / 'lock' / (tool.Locks.CLUSTER_PREFIX + name)).mkdir()
         (cluster_dir / 'pve-ontap-snapshot' / name).write_text(f'{pid} pve2 2024-03-13_14:42:47+0000 storage '
                                                               'create -storage X\n')
-    os.utime(cluster_dir / 'lock' / (tool.CLUSTER_LOCK_PREFIX + stale), (1, time.time() - 600))
+    os.utime(cluster_dir / 'lock' / (tool.Locks.CLUSTER_PREFIX + stale), (1, time.time() - 600))
 
     _, lines = doctor(world)
 
@@ -966,7 +966,7 @@ def test_doctor_shows_held_and_stale_locks(world, cluster_dir):
 
 
 def test_doctor_says_when_no_cluster_lock_can_be_taken(world, tmp_path, monkeypatch):
-    monkeypatch.setattr(tool, 'CLUSTER_DIR', str(tmp_path / 'no-pve'))
+    monkeypatch.setattr(tool.Node, 'CLUSTER_DIR', str(tmp_path / 'no-pve'))
 
     _, lines = doctor(world)
     world.write_config(defaults='local_lock = yes\n')
@@ -998,7 +998,7 @@ def test_a_lock_directory_another_user_made_fails(world, lock_dir):
 
 def test_a_lock_directory_of_its_own_or_none_yet_is_ok(world, lock_dir, monkeypatch):
     assert doctor(world, '-storage', 'ONTAP01')[1]['lock directory'][0] == 'ok'
-    monkeypatch.setattr(tool, 'CLUSTER_DIR', str(lock_dir.parent / 'no-pve'))
+    monkeypatch.setattr(tool.Node, 'CLUSTER_DIR', str(lock_dir.parent / 'no-pve'))
     assert world.run('-local-lock', 'storage', 'create', '-storage', 'ONTAP01').code == 0
     status, found = doctor(world, '-storage', 'ONTAP01')[1]['lock directory']
     assert status == 'ok' and found.startswith(f'{lock_dir}, owned by ') and found.endswith('mode 700')
@@ -1008,7 +1008,7 @@ def test_the_manifest_key_is_named_once_a_snapshot_made_it(world, cluster_dir):
     assert doctor(world, '-storage', 'ONTAP01')[1]['manifest key'][1].startswith('none in ')
     assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
     assert doctor(world, '-storage', 'ONTAP01')[1]['manifest key'] == (
-        'ok', f'{cluster_dir / tool.MANIFEST_KEY}: manifests are signed with it')
+        'ok', f'{cluster_dir / tool.Manifest.KEY_FILE}: manifests are signed with it')
 
 
 @pytest.fixture

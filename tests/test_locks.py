@@ -80,12 +80,12 @@ def test_a_dead_runs_lock_expires_as_pmxcfs_expires_it(world, cluster_dir, monke
 
 
 def test_a_held_lock_is_kept_fresh_so_that_pmxcfs_never_expires_it(world, cluster_dir, monkeypatch):
-    monkeypatch.setattr(tool, 'CLUSTER_LOCK_REFRESH', 0.05)
-    tool.check_cluster_lock_usable()
-    lock = cluster_dir / 'lock' / (tool.CLUSTER_LOCK_PREFIX + 'vol')
+    monkeypatch.setattr(tool.Locks, 'CLUSTER_REFRESH', 0.05)
+    tool.Locks.check_cluster_usable()
+    lock = cluster_dir / 'lock' / (tool.Locks.CLUSTER_PREFIX + 'vol')
     asked = []
     # an expiry of 20 refreshes: a loaded machine may delay a refresh, but not by that much
-    with PmxcfsLocks(lock.parent, expiry=1.0) as pmxcfs, tool.cluster_lock('vol', 'volume vol', 0, HOLDER):
+    with PmxcfsLocks(lock.parent, expiry=1.0) as pmxcfs, tool.Locks.on_cluster('vol', 'volume vol', 0, HOLDER):
         deadline = time.monotonic() + 2.5     # more than twice the expiry, unlock requests all along
         while time.monotonic() < deadline:
             pmxcfs.unlock_request(lock)
@@ -120,7 +120,7 @@ def test_the_record_says_who_ran_last_and_the_stamp_it_used(world, cluster_dir):
 
     holder, stamp = world.lock_record(cluster_dir).read_text().splitlines()
     pid, node, since, command = holder.split(' ', 3)
-    assert (pid, node) == (f'{os.getpid()}:{tool.process_start(os.getpid())}', os.uname().nodename.split('.')[0])
+    assert (pid, node) == (f'{os.getpid()}:{tool.Holder.process_start(os.getpid())}', os.uname().nodename.split('.')[0])
     assert command.endswith('vm create -vm 101 -no-register') and since <= stamp.split(' ')[1]
     assert stamp.startswith('vm101 ')
 
@@ -128,7 +128,7 @@ def test_the_record_says_who_ran_last_and_the_stamp_it_used(world, cluster_dir):
 @pytest.fixture
 def off_a_node(tmp_path, monkeypatch):
     """No /etc/pve: this is no PVE node."""
-    monkeypatch.setattr(tool, 'CLUSTER_DIR', str(tmp_path / 'no-pve'))
+    monkeypatch.setattr(tool.Node, 'CLUSTER_DIR', str(tmp_path / 'no-pve'))
 
 
 def test_off_a_node_a_change_needs_local_lock_and_then_locks_this_node(world, lock_dir, off_a_node):
@@ -210,7 +210,7 @@ def refusing_refreshes(monkeypatch):
         if times and times[1] and str(path).rsplit('/', 2)[-2:-1] == ['lock']:
             raise PermissionError(errno.EACCES, 'Permission denied', str(path))
         return real(path, times, **kwargs)
-    monkeypatch.setattr(tool, 'CLUSTER_LOCK_REFRESH', 0.05)
+    monkeypatch.setattr(tool.Locks, 'CLUSTER_REFRESH', 0.05)
     monkeypatch.setattr(os, 'utime', utime)
 
 
@@ -247,9 +247,9 @@ def test_a_refresh_pmxcfs_refuses_stops_every_change_but_the_vms_return(world, c
 
 
 def test_doctor_calls_the_lock_of_a_run_that_died_on_this_node_stale(world, cluster_dir):
-    holder = f'{os.getpid()}:{tool.process_start(os.getpid()) + 1} {tool.this_node()} 2024-03-13_14:42:47+0000 vm create'
+    holder = f'{os.getpid()}:{tool.Holder.process_start(os.getpid()) + 1} {tool.Holder.this_node()} 2024-03-13_14:42:47+0000 vm create'
     hold_cluster_lock(world, cluster_dir, holder=holder)
-    alive = f'{os.getpid()}:{tool.process_start(os.getpid())} {tool.this_node()} 2024-03-13_14:42:47+0000 vm create'
+    alive = f'{os.getpid()}:{tool.Holder.process_start(os.getpid())} {tool.Holder.this_node()} 2024-03-13_14:42:47+0000 vm create'
     hold_cluster_lock(world, cluster_dir, 'ONTAP02', holder=alive)
 
     result = world.run('doctor')

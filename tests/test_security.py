@@ -67,7 +67,7 @@ def test_an_ontap_message_reaches_stderr_as_one_escaped_line(world):
 @pytest.fixture
 def local_lock(tmp_path, monkeypatch):
     """Off a PVE node: a change takes this node's lock (-local-lock) in $PVE_ONTAP_SNAPSHOT_LOCK_DIR."""
-    monkeypatch.setattr(tool, 'CLUSTER_DIR', str(tmp_path / 'no-pve'))
+    monkeypatch.setattr(tool.Node, 'CLUSTER_DIR', str(tmp_path / 'no-pve'))
     directory = tmp_path / 'run-lock'
     monkeypatch.setenv('PVE_ONTAP_SNAPSHOT_LOCK_DIR', str(directory))
     return directory
@@ -115,7 +115,7 @@ def test_root_never_falls_back_to_the_temp_directory(world, local_lock, tmp_path
     taken = tmp_path / 'run' / 'lock' / 'pve-ontap-snapshot'
     taken.mkdir(parents=True)
     os.chown(taken, NOBODY, NOBODY)
-    monkeypatch.setattr(tool, 'LOCK_DIR', str(taken))
+    monkeypatch.setattr(tool.Locks, 'NODE_DIR', str(taken))
 
     result = world.run('-local-lock', 'storage', 'create', '-storage', 'ONTAP01')
 
@@ -357,9 +357,9 @@ def plant(world, vmid, stamp, settings, unsign=True, **changes):
 def test_a_snapshot_manifest_is_signed_with_the_clusters_key(world, cluster_dir):
     stamp = stamp_of(world)
     manifest = json.loads(manifest_of(world, 101, stamp).read_text())
-    key = (cluster_dir / tool.MANIFEST_KEY).read_text().strip()
+    key = (cluster_dir / tool.Manifest.KEY_FILE).read_text().strip()
     assert manifest['signature'] == tool.Manifest.signature(manifest, bytes.fromhex(key))
-    assert (cluster_dir / tool.MANIFEST_KEY).stat().st_mode & 0o777 == 0o600
+    assert (cluster_dir / tool.Manifest.KEY_FILE).stat().st_mode & 0o777 == 0o600
 
 
 def test_with_config_puts_back_none_of_what_a_datastore_writer_planted(world):

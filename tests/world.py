@@ -354,7 +354,7 @@ class World:
     def lock_name(self, storage='ONTAP01'):
         """The lock name of the volume behind ONTAP01 or ONTAP02 (one per volume, not per storage)."""
         emu, vol = (self.a, self.vol1) if storage == 'ONTAP01' else (self.b, self.vol2)
-        return tool.lock_file_name(emu.host, vol.svm, vol.name)
+        return tool.VolumeLock.file_name(emu.host, vol.svm, vol.name)
 
     def lock_file(self, lock_dir, storage='ONTAP01'):
         """This node's lock file of that volume (-local-lock)."""
@@ -362,11 +362,11 @@ class World:
 
     def cluster_lock(self, cluster_dir, storage='ONTAP01'):
         """The cluster-wide lock directory of that volume, in the directory standing for /etc/pve/priv."""
-        return Path(cluster_dir) / 'lock' / (tool.CLUSTER_LOCK_PREFIX + self.lock_name(storage))
+        return Path(cluster_dir) / 'lock' / (tool.Locks.CLUSTER_PREFIX + self.lock_name(storage))
 
     def lock_record(self, cluster_dir, storage='ONTAP01'):
         """Who holds the cluster lock of that volume, and the stamps used lately."""
-        return Path(cluster_dir) / tool.CLUSTER_RECORD_DIR / self.lock_name(storage)
+        return Path(cluster_dir) / tool.Locks.CLUSTER_RECORD_DIR / self.lock_name(storage)
 
     def requests_of(self, *argv):
         """(ONTAP requests, PVE requests) of one successful command."""

@@ -80,9 +80,6 @@ import urllib.parse
 # Changing one of these loses access to the snapshots the original (or we) made.
 
 
-CAPTURE_DELETE_WAIT = 30.0
-LEFTOVER_AGE = 600
-
 class Names:
     """What the tool names things on the storage, as the original did, so that no snapshot made
     before is lost: stamps, VM snapshot files and manifests, storage snapshots, captures, clones."""
@@ -101,7 +98,7 @@ class Names:
 
     # vm create takes a running VM's disks from short-lived volume snapshots, one per volume
     # (`capture`: the VM's own, or with several VMs and no pause one the run's running VMs share),
-    # and deletes them once cloned; one that ONTAP keeps busy past CAPTURE_DELETE_WAIT
+    # and deletes them once cloned; one that ONTAP keeps busy past Captures.DELETE_WAIT
     # seconds is renamed to a leftover, which a later vm create on the volume deletes once it is
     # LEFTOVER_AGE seconds old. Never proxmox_snapshot_*: storage list, -keep and storage restore
     # never take them for storage snapshots.
@@ -2206,37 +2203,6 @@ class Guest:
         return free[:count]
 
 
-DURATION_UNITS = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}
-
-
-def parse_duration(text):
-    """`90s`, `30m`, `1h`, `2d`, `1w` (or plain seconds) as seconds; None if it is none."""
-    found = re.fullmatch(r'([0-9]+)([smhdw]?)', text)
-    return int(found[1]) * DURATION_UNITS[found[2] or 's'] if found else None
-
-
-def restore_blockers(guests, unknown):
-    """What keeps a storage from being reverted under its guests (/cluster/resources entries,
-    whose `lock` is the guest config's lock: pve-manager PVE/API2/Cluster.pm, `resources`),
-    each with what to do; [] if nothing does. A hibernated guest (`lock: suspended`) would
-    resume with memory that belongs to the current disks; any other lock is a backup,
-    migration, clone, snapshot, rollback, ... at work on it. `unknown`: (guest, Failure) of
-    the guests whose config could not be read."""
-    running = [Guest.label(g) for g in guests if g.get('status') == 'running' and not g.get('lock')]
-    hibernated = [Guest.label(g) for g in guests if g.get('lock') == 'suspended']
-    locked = [f'{Guest.label(g)} locked ({g["lock"]})' for g in guests if g.get('lock') not in (None, '', 'suspended')]
-    phrases = []
-    if running:
-        phrases.append(f'{", ".join(running)} running on it, shut down first')
-    if hibernated:
-        phrases.append(f'{", ".join(hibernated)} hibernated on it, resume and shut down first')
-    if locked:
-        phrases.append(f'{", ".join(locked)}, try again when that is done')
-    if unknown:
-        phrases.append(f'{", ".join(Guest.label(g) for g, _ in unknown)} not checked (node unreachable)')
-    return phrases
-
-
 # -- which VM a snapshot is of: an id is reused (/cluster/nextid hands out the lowest free one:
 # pve-manager API2/Cluster.pm nextid), so a VM is told by what PVE keeps for its life and makes
 # anew for another VM: `meta: ctime=` (set by create_vm alone, never through the API, kept by
@@ -2699,17 +2665,6 @@ class VmSnapshots:
     def expired(names, keep):
         """What retention removes: all but the newest `keep` of `names` (sorted oldest first)."""
         return list(names[:max(0, len(names) - keep)])
-
-
-def made_by_mount(entry, storage):
-    """Whether a storage.cfg entry is what `storage mount` makes under the id `storage`: NFS,
-    its export the junction of a FlexClone named for that id (`/<volume>_clone_<id>`, or for
-    an `X-CLONE` also the original's `/<volume>_clone`)."""
-    if entry.get('type') != 'nfs':
-        return False
-    junction = Ontap.junction_path(entry.get('export', ''))
-    endings = [Names.flexclone_name('', storage)] + ([Names.FLEXCLONE_SUFFIX] if storage.endswith(Names.CLONE_STORAGE_SUFFIX) else [])
-    return any(junction.endswith(ending) and len(junction) > len(ending) + 1 for ending in endings)
 
 
 class Output:
@@ -3766,1169 +3721,1252 @@ class VmView:
     def identity(self):
         return Identity.of_config(self.config)
 
+    @staticmethod
+    def gather(ctx, vmid, vms=None, config=None):
+        """The VM, its config, its ONTAP disks (and the volumes behind them, looked up now)."""
+        vm = ctx.pve.find_vm(vmid, vms)
+        config = ctx.pve.config_of(vm) if config is None else config
+        disks, skipped = [], []
+        for disk in Guest.vm_disks(config):
+            if disk.storage not in ctx.config.storages:
+                skipped.append((disk, f'storage {disk.storage} has no section in {ctx.config.path}'))
+            elif disk.path is None:
+                skipped.append((disk, f'{disk.volid} is no image file'))
+            else:
+                ctx.volume(disk.storage)
+                disks.append(disk)
+        return VmView(vm, config, disks, skipped, sorted(Guest.storages(config) & set(ctx.config.storages)))
 
-def gather_vm(ctx, vmid, vms=None, config=None):
-    """The VM, its config, its ONTAP disks (and the volumes behind them, looked up now)."""
-    vm = ctx.pve.find_vm(vmid, vms)
-    config = ctx.pve.config_of(vm) if config is None else config
-    disks, skipped = [], []
-    for disk in Guest.vm_disks(config):
-        if disk.storage not in ctx.config.storages:
-            skipped.append((disk, f'storage {disk.storage} has no section in {ctx.config.path}'))
-        elif disk.path is None:
-            skipped.append((disk, f'{disk.volid} is no image file'))
-        else:
-            ctx.volume(disk.storage)
-            disks.append(disk)
-    return VmView(vm, config, disks, skipped, sorted(Guest.storages(config) & set(ctx.config.storages)))
+    @staticmethod
+    def gather_snapshots(ctx, view, storages=None):
+        """Every VM snapshot set of the VM on every configured storage it uses (or on `storages`: those
+        a VM's disks may have left, see searched_storages), by stamp."""
+        directory = f'images/{view.vmid}'
+
+        def list_storage(storage):
+            volume = ctx.volume(storage)
+            return [Names.snapshot_file(storage, directory, record['name'], record.get('size'))
+                    for record in volume.list_dir(directory)]
+
+        found = Parallel.map(list_storage, view.storages if storages is None else storages)
+        return VmSnapshots.by_stamp([file for listing in found for file in listing if file])
+
+    @staticmethod
+    def searched_storages(ctx, view):
+        """The storages a VM's snapshots may be on: those it uses, and every other of config.ini that
+        can be looked up now, where a disk of it was before it moved (vm list, vm restore)."""
+        return sorted(set(view.storages) | set(NewVm.reachable_storages(ctx, quiet=True)))
+
+    @staticmethod
+    def find_snapshot(view, sets, stamp):
+        if stamp not in sets:
+            raise NotFound(f'VM {view.vmid} has no snapshot {stamp} (it has: {", ".join(sets) or "none"})')
+        return sets[stamp]
 
 
-def gather_sets(ctx, view, storages=None):
-    """Every VM snapshot set of the VM on every configured storage it uses (or on `storages`: those
-    a VM's disks may have left, see searched_storages), by stamp."""
-    directory = f'images/{view.vmid}'
+class VmCreate:
+    """vm create: a snapshot of each VM (its disks captured at one instant, file-cloned, its
+    manifest beside them), VMs in parallel, each VM's log lines together and in VM order."""
 
-    def list_storage(storage):
+    @staticmethod
+    def snapshot(ctx, view, mode, stamp, shared=None):
+        """The clones of vm create for one gathered VM. A running VM's disks are captured first,
+        one short-lived snapshot per volume (all at once), and only that happens while the VM is
+        paused or frozen as `mode` asks; each disk is then cloned from its capture once the VM runs
+        again, and the captures are deleted. With `shared` (Captures.Shared, no mode) the run took
+        the captures for all its running VMs already: the VM's disks are cloned from those, which
+        the run deletes once every VM is done. A stopped VM's disks are cloned as they are. Returns
+        the clones and what went wrong once they were made (a guest not thawed, a VM not started
+        again: Failures for the caller to report) and how consistent it is (Consistency.of_vm_snapshot);
+        if a capture or a clone is not made, what was made is taken back and the Failure names the disks."""
+        vmid = view.vmid
+        for disk, reason in view.skipped:
+            log.warning('VM %s: skipping disk %s (%s): %s', vmid, disk.key, disk.volid, reason)
+        if not view.disks:
+            raise Failure(f'VM {vmid} has no disk on an ONTAP storage of {ctx.config.path}')
+        VmCreate.check_backings(ctx, view)
+        # Without a mode, the window goes by the status the VM list gave: a VM stopped then
+        # needs no capture, nor a note of one in its volumes' lock records.
+        needs_captures = mode or view.vm.get('status') == 'running'
+        plan = (shared.plan_of(view) if shared else
+                Captures.plan(ctx, view.disks, Names.capture_name(stamp, vmid), stamp) if needs_captures else {})
+        captures = list(dict.fromkeys(plan.values()))
+        if not mode and view.vm.get('status') == 'running' and len(captures) > 1:
+            log.warning('VM %s: its disks on %d volumes are captured at %d different instants; -pause takes them at one',
+                        vmid, len(captures), len(captures))
+        settled, made = [], []
+        try:
+            with VmWindow(ctx, view, mode) as window:
+                own = window.running and not shared
+                outcomes = window.run(Captures.take, ctx, captures, Names.CAPTURE_COMMENT.format(vmid=vmid)) if own else []
+            settled = Captures.settle(ctx, outcomes)
+            if shared:
+                outcomes, settled = shared.outcomes_of(captures)
+            late = window.late
+            if window.paused and any(outcome.state == 'unknown' for outcome in outcomes):
+                late = 'a capture snapshot ended only after the VM ran again: not consistent'
+            if late or any(outcome.state != 'done' for outcome in settled):
+                raise Failure.joined(Captures.failure(view, stamp, outcomes, settled, late), *window.problems)
+            clones = [(disk.storage, plan[disk.storage].source(disk.path) if window.running else disk.path,
+                       Names.snapshot_file_path(disk.path, stamp)) for disk in view.disks]
+            outcomes = Clones.make(ctx, clones)
+            made = Clones.settle(ctx, outcomes)
+            if any(outcome.state != 'done' for outcome in made):
+                raise Failure.joined(VmCreate.undo_snapshot(ctx, view, stamp, outcomes, made), *window.problems)
+            return (clones, Consistency.of_vm_snapshot(mode, window.paused, window.running, len(captures), window.still),
+                    window.problems)
+        finally:
+            # A capture that a clone still running may read from stays, left to the next run.
+            sources = {storage for storage, _, _ in Outcome.items_in(made, 'unknown')}
+            in_use = {plan[storage] for storage in sources if storage in plan}
+            if shared:
+                shared.keep(in_use)
+            else:
+                Captures.release_all(ctx, captures, settled, in_use)
+            Captures.clean_leftovers(ctx, view.storages)
+
+    @staticmethod
+    def check_backings(ctx, view):
+        """Read the backing file of each qcow2 disk of the VM into view.backings (the manifest records
+        them), and refuse the snapshot of a disk that stands on one a file clone cannot keep
+        (backing_risk): PVE may merge it away later, and the clone would lose its data."""
+        qcow2 = [disk for disk in view.disks if disk.path.endswith('.qcow2')]
+
+        def backing(disk):
+            volume = ctx.volume(disk.storage)
+            return volume.qcow2_backing(disk.path)
+
+        view.backings = dict(zip((disk.key for disk in qcow2), Parallel.map(backing, qcow2)))
+        risky = [f'{disk.key} ({disk.volid}) stands on {why}' for disk in qcow2
+                 if (why := Qcow2.backing_risk(view.backings[disk.key]))]
+        if risky:
+            raise Failure(f'VM {view.vmid}: no snapshot, for {"; ".join(risky)}: a file clone of the disk alone would '
+                          'lose its data then; delete the PVE snapshots of the VM first, or take a storage snapshot '
+                          '(storage create), which holds the whole chain')
+
+    @staticmethod
+    def undo_snapshot(ctx, view, stamp, outcomes, settled):
+        """The Failure of a snapshot not made whole, its clones followed until they ended
+        (`settled`): every clone made is removed, one that may still be made is named."""
+        key = {Names.snapshot_file_path(disk.path, stamp): disk.key for disk in view.disks}
+        reasons = [f'{key[destination]} ({outcome.error})' for outcome in outcomes if outcome.error
+                   for _, _, destination in [outcome.item]]
+        made = Outcome.items_in(settled, 'done')
+        removed = Clones.remove(ctx, made) + (f' ({", ".join(key[path] for _, _, path in made)})' if made else '')
+        return Failure(f'VM {view.vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {removed}'
+                       f'{Clones.still_pending(settled)}')
+
+    @staticmethod
+    def register_clones(ctx, view, clones):
+        """Make new clone files visible in PVE as unused disks: `qm disk rescan` on a PVE node,
+        else unusedN through the config API (pending until the next start on a running VM). Returns
+        the VM's config with them (None after a rescan, which may register more)."""
+        vmid = view.vmid
+        if Node.name() == view.vm['node']:
+            if ctx.dry_run:
+                print(f'would run qm disk rescan --vmid {vmid}')
+                return None
+            result = Node.run('qm', 'disk', 'rescan', '--vmid', str(int(vmid)))
+            if result.returncode:
+                raise Failure(f'VM {vmid}: qm disk rescan failed: {result.stderr.strip()}')
+            return None
+        volids = [f'{storage}:{vmid}/{destination.rsplit("/", 1)[1]}' for storage, _, destination in clones]
+        # The config read before the snapshot names the unusedN in use, pending ones included (the
+        # API's default, current=0), and its digest makes PVE refuse the change if anything changed
+        # since: the digest is that of the whole file, [PENDING] too (qemu-server: API2/Qemu.pm
+        # vm_config, QemuServer.pm parse_vm_config). Only then is the config read again.
+        config = view.config
+        try:
+            changes = dict(zip(Guest.free_unused_keys(config, len(volids)), volids))
+            ctx.pve.set_config(view.vm, 'register the snapshot as unused disks', digest=config.get('digest'), **changes)
+        except OutcomeUnknown:
+            raise
+        except Failure as exc:
+            log.debug('VM %s: registering with the config read before refused (%s): reading it again', vmid, exc)
+            config = ctx.pve.pending_config(view.vm)
+            changes = dict(zip(Guest.free_unused_keys(config, len(volids)), volids))
+            ctx.pve.set_config(view.vm, 'register the snapshot as unused disks', **changes)
+        return {**config, **changes}
+
+    @staticmethod
+    def save_snapshot_records(ctx, view, stamp, consistency, kind='snapshot', config=None):
+        """Write the snapshot's manifest, with the VM's config in it (Manifest.build), beside its
+        clones in images/<vmid>/ of the storage of its first ONTAP disk: one request per VM, and
+        the set is found by its stamp on every storage of the VM anyway. The config is the node's
+        .conf file on a PVE node, else rebuilt from the API's (config_text). A write of unknown
+        outcome is read back: is the file there? A Failure says it was not saved. `kind` and
+        `config`: those of a pre-restore snapshot, the VM's config read then."""
+        config = view.config if config is None else config
+        storage = view.disks[0].storage
         volume = ctx.volume(storage)
-        return [Names.snapshot_file(storage, directory, record['name'], record.get('size'))
-                for record in volume.list_dir(directory)]
+        raw = Node.read_config(view.vm)
+        volumes = {disk.storage: ctx.volume_identity(disk.storage) for disk in view.disks}
+        manifest = Manifest.build(view.vm, view.disks, config, stamp, consistency, volumes,
+                                  raw if raw is not None else Guest.config_text(config).encode(),
+                                  Node.config_path(view.vm) if raw is not None else 'api', tool_version(),
+                                  {disk.key: Names.snapshot_file_path(disk.path, stamp, kind) for disk in view.disks},
+                                  ctx.manifest_key(create=True), view.backings)
+        path = Names.manifest_path(view.vmid, stamp, consistency, kind, Identity.tag(Identity.of_config(config)))
+        try:
+            volume.change_file('POST', path, lambda: volume.write_file(path, manifest.encode()), True)
+        except Failure as exc:
+            raise Failure(f'its manifest and config were not saved on {storage}: {exc}') from exc
 
-    found = Parallel.map(list_storage, view.storages if storages is None else storages)
-    return VmSnapshots.by_stamp([file for listing in found for file in listing if file])
+    @staticmethod
+    def vms_to_snapshot(ctx, vmids, vms):
+        """[(vmid, config or Failure)], in VM order: the -vm ids as given or, for None (-all), every
+        VM with a disk on a configured ONTAP storage; each with its config, read REQUESTS_AT_ONCE at
+        a time, or the Failure that kept it from being read (no such VM, its node is down): one
+        such VM stops no other."""
+        def read(vmid):
+            try:
+                return ctx.pve.config_of(ctx.pve.find_vm(vmid, vms))
+            except Failure as exc:
+                return exc if vmids is not None else Failure(f'VM {vmid} on node {vms[vmid]["node"]} skipped: {exc}')
 
+        if vmids is not None:
+            ids = list(dict.fromkeys(vmids))
+            return list(zip(ids, Parallel.map(read, ids)))
+        ids = [vmid for vmid, vm in sorted(vms.items()) if not vm.get('template')]
+        chosen = [(vmid, config) for vmid, config in zip(ids, Parallel.map(read, ids))
+                  if isinstance(config, Failure) or any(d.storage in ctx.config.storages and d.path
+                                                        for d in Guest.vm_disks(config))]
+        if not chosen:
+            raise NotFound(f'no VM has a disk on a storage of {ctx.config.path}')
+        return chosen
 
-def searched_storages(ctx, view):
-    """The storages a VM's snapshots may be on: those it uses, and every other of config.ini that
-    can be looked up now, where a disk of it was before it moved (vm list, vm restore)."""
-    return sorted(set(view.storages) | set(reachable_storages(ctx, quiet=True)))
+    @staticmethod
+    def vms_on_this_node(vms):
+        """-node-local: the VMs of the node this runs on, so that one timer on every node makes
+        each node snapshot its own."""
+        node = Node.name()
+        if node is None:
+            raise Failure('-node-local: not on a PVE node as root, so no node is this one: run it on a node')
+        return node, {vmid: vm for vmid, vm in vms.items() if vm['node'] == node}
 
+    @staticmethod
+    def gather_vms(ctx, configs, vms):
+        """[(vmid, VmView or Failure)] for the [(vmid, config or Failure)] of vms_to_snapshot. Here,
+        in the main thread and before any VM's thread starts, storage.cfg and the volume behind
+        each storage are looked up once: the threads then only read Context's caches (which have
+        no lock). A storage that cannot be found fails the VMs using it, and no other."""
+        used = {storage for _, config in configs if not isinstance(config, Failure)
+                for storage in Guest.storages(config) & set(ctx.config.storages)}
+        unusable = {}
+        for storage in sorted(used):
+            try:
+                ctx.volume(storage)
+            except Failure as exc:
+                unusable[storage] = exc
+        gathered = []
+        for vmid, config in configs:
+            if not isinstance(config, Failure):
+                blocked = [unusable[storage] for storage in sorted(Guest.storages(config)) if storage in unusable]
+                config = blocked[0] if blocked else VmView.gather(ctx, vmid, vms, config)
+            gathered.append((vmid, config))
+        return gathered
 
-def find_set(view, sets, stamp):
-    if stamp not in sets:
-        raise NotFound(f'VM {view.vmid} has no snapshot {stamp} (it has: {", ".join(sets) or "none"})')
-    return sets[stamp]
+    @dataclasses.dataclass
+    class Result:
+        """What vm create did to one VM, for the main thread to report in VM order."""
+        vmid: int
+        made: str = None    # 'VM 100: snapshot <stamp> of 2 disk(s)', once its clones exist
+        problems: list = dataclasses.field(default_factory=list)    # Failures: after it was made, or why not
+        begun: bool = True  # False: a stop signal came before it began
+        lines: list = dataclasses.field(default_factory=list)       # its log records, held back
 
+        @property
+        def failure(self):
+            if self.made and self.problems:
+                return Failure(f'{self.made} was made, but {Failure.joined(*self.problems)}')
+            return self.problems[0] if self.problems else None
 
-def snapshot_vm(ctx, view, mode, stamp, shared=None):
-    """The clones of vm create for one gathered VM. A running VM's disks are captured first,
-    one short-lived snapshot per volume (all at once), and only that happens while the VM is
-    paused or frozen as `mode` asks; each disk is then cloned from its capture once the VM runs
-    again, and the captures are deleted. With `shared` (SharedCaptures, no mode) the run took
-    the captures for all its running VMs already: the VM's disks are cloned from those, which
-    the run deletes once every VM is done. A stopped VM's disks are cloned as they are. Returns
-    the clones and what went wrong once they were made (a guest not thawed, a VM not started
-    again: Failures for the caller to report) and how consistent it is (Consistency.of_vm_snapshot);
-    if a capture or a clone is not made, what was made is taken back and the Failure names the disks."""
-    vmid = view.vmid
-    for disk, reason in view.skipped:
-        log.warning('VM %s: skipping disk %s (%s): %s', vmid, disk.key, disk.volid, reason)
-    if not view.disks:
-        raise Failure(f'VM {vmid} has no disk on an ONTAP storage of {ctx.config.path}')
-    check_backings(ctx, view)
-    # Without a mode, the window goes by the status the VM list gave: a VM stopped then
-    # needs no capture, nor a note of one in its volumes' lock records.
-    needs_captures = mode or view.vm.get('status') == 'running'
-    plan = (shared.plan_of(view) if shared else
-            plan_captures(ctx, view.disks, Names.capture_name(stamp, vmid), stamp) if needs_captures else {})
-    captures = list(dict.fromkeys(plan.values()))
-    if not mode and view.vm.get('status') == 'running' and len(captures) > 1:
-        log.warning('VM %s: its disks on %d volumes are captured at %d different instants; -pause takes them at one',
-                    vmid, len(captures), len(captures))
-    settled, made = [], []
-    try:
-        with VmWindow(ctx, view, mode) as window:
-            own = window.running and not shared
-            outcomes = window.run(take_captures, ctx, captures, Names.CAPTURE_COMMENT.format(vmid=vmid)) if own else []
-        settled = settle_captures(ctx, outcomes)
-        if shared:
-            outcomes, settled = shared.outcomes_of(captures)
-        late = window.late
-        if window.paused and any(outcome.state == 'unknown' for outcome in outcomes):
-            late = 'a capture snapshot ended only after the VM ran again: not consistent'
-        if late or any(outcome.state != 'done' for outcome in settled):
-            raise Failure.joined(capture_failure(view, stamp, outcomes, settled, late), *window.problems)
-        clones = [(disk.storage, plan[disk.storage].source(disk.path) if window.running else disk.path,
-                   Names.snapshot_file_path(disk.path, stamp)) for disk in view.disks]
-        outcomes = Clones.make(ctx, clones)
-        made = Clones.settle(ctx, outcomes)
-        if any(outcome.state != 'done' for outcome in made):
-            raise Failure.joined(undo_snapshot(ctx, view, stamp, outcomes, made), *window.problems)
-        return (clones, Consistency.of_vm_snapshot(mode, window.paused, window.running, len(captures), window.still),
-                window.problems)
-    finally:
-        # A capture that a clone still running may read from stays, left to the next run.
-        sources = {storage for storage, _, _ in Outcome.items_in(made, 'unknown')}
-        in_use = {plan[storage] for storage in sources if storage in plan}
-        if shared:
-            shared.keep(in_use)
+    class Run:
+        """What the threads of one vm create share. The storage locks are taken once, in the main
+        thread, for every VM of the run: two VMs on one storage share its lock. The VMs share one
+        stamp too, the run's, taken once for `subjects` (its VMs, and its shared captures): each lock
+        records it in its file once, not once per VM (on a node, that file is on pmxcfs, whose every
+        write goes through the whole cluster). And each node has POWER_CYCLES_PER_NODE slots for VMs
+        it suspends or shuts down and starts again."""
+
+        def __init__(self, locks, subjects):
+            self.locks = locks
+            self.stamp = VolumeLock.new_stamp(locks, subjects)
+            self._nodes = {}
+            self._nodes_lock = threading.Lock()
+
+        def power_slot(self, view, mode):
+            """A slot of the VM's node for its pause, held from before the pause until it runs again."""
+            if mode not in ('suspend', 'shutdown'):
+                return contextlib.nullcontext()
+            with self._nodes_lock:
+                return self._nodes.setdefault(view.vm['node'], threading.BoundedSemaphore(Parallel.POWER_CYCLES_PER_NODE))
+
+    @staticmethod
+    def snapshot_in_window(ctx, view, mode, register, keep, run, shared=None):
+        """vm create for one gathered VM, in a thread of its own: the snapshot (from the run's
+        Captures.Shared, if any), then its registration and retention; its VmCreate.Result. Whatever fails
+        once the clones are made still lets the rest run. A VM to suspend or shut down waits for a
+        slot of its node first, while it still runs; once a stop signal came, it does not begin."""
+        result = VmCreate.Result(view.vmid)
+        try:
+            with run.power_slot(view, mode):
+                if STOP.stopping:
+                    result.begun = False
+                    return result
+                stamp = run.stamp
+                clones, consistency, result.problems = VmCreate.snapshot(ctx, view, mode, stamp, shared)
+            result.made = f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s)'
+            log.info('VM %s: snapshot %s of %d disk(s) created (%s)', view.vmid, stamp, len(clones), consistency)
+            try:
+                VmCreate.save_snapshot_records(ctx, view, stamp, consistency)
+            except Failure as exc:
+                result.problems.append(exc)
+            config = None
+            if register:
+                try:
+                    config = VmCreate.register_clones(ctx, view, clones)
+                except Failure as exc:
+                    result.problems.append(exc)
+            if keep is not None:
+                try:
+                    VmDelete.prune(ctx, view, keep, stamp, config)
+                except Failure as exc:
+                    result.problems.append(exc)
+        except Failure as exc:
+            result.problems = [exc]
+        return result
+
+    class OrderedLog(logging.Filter):
+        """Keeps the log lines of threads that work on one VM each, so that the main thread writes
+        them VM by VM, in VM order, each VM's lines together."""
+
+        def __init__(self):
+            super().__init__()
+            self._local = threading.local()
+
+        @contextlib.contextmanager
+        def kept(self, lines):
+            """Keep this thread's log records in `lines` instead of writing them."""
+            self._local.lines = lines
+            try:
+                yield lines
+            finally:
+                self._local.lines = None
+
+        def filter(self, record):
+            lines = getattr(self._local, 'lines', None)
+            if lines is None:
+                return True
+            lines.append(record)
+            return False
+
+    @staticmethod
+    @contextlib.contextmanager
+    def in_order(function, items, workers):
+        """function(item) for each item, `workers` at once: yields an iterator of the results, in
+        item order, each as soon as it and those before it are done. On the way out — also on an
+        exception — every call begun ends, and none begins any more."""
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+        try:
+            futures = [pool.submit(function, item) for item in items]
+            yield (Parallel.result_of(future) for future in futures)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    @staticmethod
+    def stop_report(results):
+        """What a vm create stopped by a signal got done, for its one error line."""
+        made = [str(result.failure or f'{result.made} was made') for result in results if result.made]
+        failed = [str(result.vmid) for result in results if result.begun and not result.made]
+        left = [str(result.vmid) for result in results if not result.begun]
+        parts = made or ['no snapshot was made']
+        parts += [f'{what}: VM {", ".join(vmids)}' for what, vmids in (('failed', failed), ('not begun', left)) if vmids]
+        return '; '.join(parts)
+
+    @staticmethod
+    def command(ctx, args):
+        mode = next((m for m in ('suspend', 'shutdown', 'freeze', 'pause') if getattr(args, m)), None)
+        vms = ctx.pve.vms()
+        if args.node_local:
+            if not args.all:
+                raise ConfigError('-node-local goes with -all (it chooses among all VMs)')
+            node, vms = VmCreate.vms_on_this_node(vms)
+            try:
+                chosen = VmCreate.vms_to_snapshot(ctx, None, vms)
+            except NotFound:
+                log.info('no VM on node %s has a disk on a storage of %s: nothing to do', node, ctx.config.path)
+                return
         else:
-            release_captures(ctx, captures, settled, in_use)
-        clean_leftovers(ctx, view.storages)
+            chosen = VmCreate.vms_to_snapshot(ctx, None if args.all else args.vm, vms)
+        gathered = VmCreate.gather_vms(ctx, chosen, vms)
+        views = [view for _, view in gathered if isinstance(view, VmView)]
+        # A dry run prints its would-lines from the VM's thread: one VM at a time keeps them in order.
+        workers = 1 if ctx.dry_run else max(1, min(args.parallel, len(views)))
+        held_back = VmCreate.OrderedLog()
+        results = []
+        log.addFilter(held_back)
+        try:
+            # Signals stay held off until every VM begun has ended: the VMs' threads cannot be
+            # stopped, and those not begun yet see STOP.pending and do not begin.
+            with Locks.for_storages(ctx, sorted({s for view in views for s in view.storages})) as locks, STOP.held():
+                Guests.settle_left(ctx, locks, {view.vmid: view.vm for view in views})
+                run = VmCreate.Run(locks, [f'vm{view.vmid}' for view in views] +
+                                  (['captures'] if Captures.may_share(views, mode) else []))
+                ctx.manifest_key(create=True)     # read (or made) here, before the VMs' threads read it
+                with Captures.shared(ctx, run.stamp, views, mode) as shared:
 
+                    def snapshot(view):
+                        with held_back.kept([] if workers > 1 else None) as lines:
+                            result = VmCreate.snapshot_in_window(ctx, view, mode, args.register, args.keep, run, shared)
+                        result.lines = lines or []
+                        return result
 
-def check_backings(ctx, view):
-    """Read the backing file of each qcow2 disk of the VM into view.backings (the manifest records
-    them), and refuse the snapshot of a disk that stands on one a file clone cannot keep
-    (backing_risk): PVE may merge it away later, and the clone would lose its data."""
-    qcow2 = [disk for disk in view.disks if disk.path.endswith('.qcow2')]
-
-    def backing(disk):
-        volume = ctx.volume(disk.storage)
-        return volume.qcow2_backing(disk.path)
-
-    view.backings = dict(zip((disk.key for disk in qcow2), Parallel.map(backing, qcow2)))
-    risky = [f'{disk.key} ({disk.volid}) stands on {why}' for disk in qcow2
-             if (why := Qcow2.backing_risk(view.backings[disk.key]))]
-    if risky:
-        raise Failure(f'VM {view.vmid}: no snapshot, for {"; ".join(risky)}: a file clone of the disk alone would '
-                      'lose its data then; delete the PVE snapshots of the VM first, or take a storage snapshot '
-                      '(storage create), which holds the whole chain')
-
-
-def undo_snapshot(ctx, view, stamp, outcomes, settled):
-    """The Failure of a snapshot not made whole, its clones followed until they ended
-    (`settled`): every clone made is removed, one that may still be made is named."""
-    key = {Names.snapshot_file_path(disk.path, stamp): disk.key for disk in view.disks}
-    reasons = [f'{key[destination]} ({outcome.error})' for outcome in outcomes if outcome.error
-               for _, _, destination in [outcome.item]]
-    made = Outcome.items_in(settled, 'done')
-    removed = Clones.remove(ctx, made) + (f' ({", ".join(key[path] for _, _, path in made)})' if made else '')
-    return Failure(f'VM {view.vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {removed}'
-                   f'{Clones.still_pending(settled)}')
+                    with VmCreate.in_order(snapshot, views, workers) as done:
+                        for vmid, view in gathered:
+                            result = next(done) if isinstance(view, VmView) else VmCreate.Result(vmid, problems=[view])
+                            for record in result.lines:
+                                log.handle(record)
+                            if result.failure and len(gathered) > 1:
+                                log.warning('%s', result.failure)      # the summary below is the one error line
+                            results.append(result)
+        finally:
+            log.removeFilter(held_back)
+        STOP.check(VmCreate.stop_report(results))
+        failed = [result for result in results if result.failure]
+        if len(results) == 1 and failed:
+            raise failed[0].failure
+        if failed:
+            raise Failure(f'vm create failed for {len(failed)} of {len(results)} VMs: '
+                          f'{", ".join(str(result.vmid) for result in sorted(failed, key=lambda r: r.vmid))}')
 
 
 # -- capture snapshots: a running VM's disks at one instant per volume
 
-@dataclasses.dataclass(eq=False)
-class Capture:
-    """The short-lived snapshot of one volume that vm create clones a running VM's disks on it from."""
-    storage: str        # a storage on that volume: how to reach its Ontap and Volume
-    name: str
-    uuid: str = None    # from ONTAP's answer, or read back; None: looked up before it is deleted
+class Captures:
+    """vm create takes a running VM's disks from short-lived volume snapshots, one per volume
+    (`capture`: the VM's own, or with several VMs and no pause one the run's running VMs share),
+    and deletes them once cloned; one that ONTAP keeps busy past DELETE_WAIT seconds is renamed
+    to a leftover, which a later vm create on the volume deletes once it is LEFTOVER_AGE seconds
+    old. Never proxmox_snapshot_*: storage list, -keep and storage restore never take them for
+    storage snapshots."""
 
-    def source(self, path):
-        """Where a volume path is inside the capture: NetApp's file-clone reference takes a source
-        in a snapshot as `./.snapshot/<snapshot>/<path>` (reference §5 and §13)."""
-        return f'.snapshot/{self.name}/{path}'
+    DELETE_WAIT = 30.0
+    LEFTOVER_AGE = 600
 
+    @dataclasses.dataclass(eq=False)
+    class Capture:
+        """The short-lived snapshot of one volume that vm create clones a running VM's disks on it from."""
+        storage: str        # a storage on that volume: how to reach its Ontap and Volume
+        name: str
+        uuid: str = None    # from ONTAP's answer, or read back; None: looked up before it is deleted
 
-def plan_captures(ctx, disks, name, stamp):
-    """{storage: Capture} for the storages of these disks, one Capture called `name` per volume
-    (two storage ids may share one). Each is noted in its volume's lock record before it can be
-    made, so that a run that dies, or cannot delete it, leaves it to the next."""
-    by_volume, plan = {}, {}
-    for disk in disks:
-        volume = ctx.volume(disk.storage)
-        plan[disk.storage] = by_volume.setdefault((volume.ontap.host, volume.uuid), Capture(disk.storage, name))
-    for capture in by_volume.values():
-        lock = ctx.held_lock(capture.storage)
-        if lock:
-            lock.note_capture(capture.name, stamp)
-    return plan
-
-
-def forget_capture(ctx, capture_or_name, storage=None):
-    """Strike a capture snapshot that is gone (or was never made) from its volume's lock record."""
-    name = getattr(capture_or_name, 'name', capture_or_name)
-    lock = ctx.held_lock(storage or capture_or_name.storage)
-    if lock:
-        lock.forget_capture(name)
-
-
-def take_captures(ctx, captures, comment):
-    """Create the capture snapshots, one request per volume, all at once: their Outcomes."""
-    def create(capture):
-        volume = ctx.volume(capture.storage)
-        capture.uuid = volume.create_snapshot(capture.name, comment)
-    return Parallel.run(create, captures, at_once=not ctx.dry_run)
-
-
-def settle_captures(ctx, outcomes):
-    """The Outcomes of capture creates once those of unknown outcome have been found out about
-    (ontap_settle): does the snapshot exist now? In the same order."""
-    def settle(outcome):
-        capture = outcome.item
-        volume = ctx.volume(capture.storage)
-
-        def landed():
-            found = volume.find_snapshot(capture.name)
-            capture.uuid = (found or {}).get('uuid')
-            return found is not None
-        volume.ontap.settle(outcome.error, f'POST /api/storage/volumes/{volume.uuid}/snapshots', landed)
-
-    return Clones.settle_each(outcomes, settle, 'capture snapshot(s)')
-
-
-def capture_failure(view, stamp, outcomes, settled, late):
-    """The Failure of a snapshot whose captures were not all made, or not while the VM waited:
-    nothing is cloned (release_captures deletes those made); one that may still be made is named."""
-    reasons = [str(outcome.error) for outcome in outcomes if outcome.error] + ([late] if late else [])
-    pending = [outcome for outcome in settled if outcome.state == 'unknown']
-    left = (f'; still unknown: {Outcome.pending_jobs(pending)}; the next vm create on that volume deletes it once it '
-            'exists' if pending else '')
-    return Failure(f'VM {view.vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; nothing was cloned{left}')
-
-
-def release_captures(ctx, captures, settled, in_use=()):
-    """Take the capture snapshots back: each one made is deleted (release_capture), one never
-    made is struck from the lock record; one that may have been made, or that a clone of
-    unknown outcome may still read (`in_use`), stays noted there for the next vm create on its
-    volume. Never raises: what is left is a warning."""
-    states = {outcome.item: outcome.state for outcome in settled}
-    in_use = [capture for capture in captures if capture in in_use and states.get(capture) == 'done']
-    for capture in captures:
-        if states.get(capture) in (None, 'failed'):
-            forget_capture(ctx, capture)
-    for capture in in_use:
-        volume = ctx.volume(capture.storage)
-        log.warning('capture snapshot %s of volume %s (ONTAP %s) kept: a clone from it may still run; the next vm '
-                    'create on the volume deletes it', capture.name, volume.name, volume.ontap.host)
-    made = [capture for capture in captures if states.get(capture) == 'done' and capture not in in_use]
-    for outcome in Parallel.run(functools.partial(release_capture, ctx), made, at_once=not ctx.dry_run):
-        if outcome.error:
-            log.warning('%s', outcome.error)
-
-
-def release_capture(ctx, capture):
-    """Delete one capture snapshot, waiting up to CAPTURE_DELETE_WAIT s while ONTAP keeps it busy
-    after its clones; one still busy then is renamed to a leftover. A Failure says what is left:
-    it stays noted in the lock record, so the next vm create on the volume deletes it."""
-    volume = ctx.volume(capture.storage)
-    where = f'capture snapshot {capture.name} of volume {volume.name} (ONTAP {volume.ontap.host})'
-    try:
-        if capture.uuid is None and not volume.ontap.dry_run:
-            capture.uuid = volume.snapshot(capture.name)['uuid']
-        snapshot = {'uuid': capture.uuid, 'name': capture.name}
-        if volume.delete_snapshot_when_free(snapshot, CAPTURE_DELETE_WAIT):
-            forget_capture(ctx, capture)
-            return
-    except NotFound:
-        forget_capture(ctx, capture)    # gone already: nothing to take back
-        return
-    except OutcomeUnknown as exc:
-        raise Failure(f'{where}: whether it was deleted is unknown ({exc}); the next vm create on the volume '
-                      'deletes it if it is still there') from exc
-    except Failure as exc:
-        raise Failure(f'{where} could not be deleted ({exc}); the next vm create on the volume tries again') from exc
-    leftover = Names.leftover_name(capture.name)
-    try:
-        volume.rename_snapshot(snapshot, leftover, Names.LEFTOVER_COMMENT)
-    except Failure as exc:
-        raise Failure(f'{where} is still busy after {CAPTURE_DELETE_WAIT:g} s and could not be renamed to '
-                      f'{leftover} ({exc}); the next vm create on the volume deletes it') from exc
-    raise Failure(f'{where} is still busy after {CAPTURE_DELETE_WAIT:g} s: renamed to {leftover}; the next vm '
-                  f'create on the volume deletes it once it is {LEFTOVER_AGE / 60:g} minutes old')
-
-
-class SharedCaptures:
-    """The capture snapshots a vm create of several VMs without a mode takes once for all its
-    running VMs, one per volume, all at once, before any VM is cloned: every running VM of the
-    run is then taken at the same instant on each volume (crash-consistent across the VMs, for
-    an application spread over several), for one create and one delete per volume instead of
-    one per VM and volume. The VMs' threads clone from them and `keep` those a clone of unknown
-    outcome may still read; `release` deletes the rest once every thread has ended."""
-
-    def __init__(self, ctx, views, stamp):
-        disks = [disk for view in views if self.takes(view) for disk in view.disks]
-        self.plan = plan_captures(ctx, disks, Names.shared_capture_name(stamp), stamp)
-        self.captures = list(dict.fromkeys(self.plan.values()))
-        self.outcomes = self.settled = []
-        self._kept = set()
-        self._keeping = threading.Lock()    # the VMs' threads keep at once
+        def source(self, path):
+            """Where a volume path is inside the capture: NetApp's file-clone reference takes a source
+            in a snapshot as `./.snapshot/<snapshot>/<path>` (reference §5 and §13)."""
+            return f'.snapshot/{self.name}/{path}'
 
     @staticmethod
-    def takes(view):
-        """Whether the VM's disks come from the shared captures: it runs. (Without a mode, its
-        window takes the status the VM list gave too.)"""
-        return view.vm.get('status') == 'running'
-
-    def take(self, ctx):
-        self.outcomes = take_captures(ctx, self.captures, Names.SHARED_CAPTURE_COMMENT)
-        self.settled = settle_captures(ctx, self.outcomes)
-        taken = Outcome.items_in(self.settled, 'done')
-        if taken:
-            log.info('the running VMs share one capture per volume, taken at one instant: %s', ', '.join(
-                f'{capture.name} of volume {ctx.volume(capture.storage).name}' for capture in taken))
-
-    def plan_of(self, view):
-        """{storage: Capture} for the VM's disks; none for a VM that does not run."""
-        return {disk.storage: self.plan[disk.storage] for disk in view.disks} if self.takes(view) else {}
-
-    def outcomes_of(self, captures):
-        """(as answered, as found out about) the Outcomes of these captures."""
-        return ([outcome for outcome in self.outcomes if outcome.item in captures],
-                [outcome for outcome in self.settled if outcome.item in captures])
-
-    def keep(self, captures):
-        with self._keeping:
-            self._kept |= set(captures)
-
-    def release(self, ctx):
-        release_captures(ctx, self.captures, self.settled, self._kept)
-
-
-def shares_captures(views, mode):
-    """Whether a vm create of these VMs takes shared captures: several VMs, no mode, one running."""
-    return not mode and len(views) > 1 and any(SharedCaptures.takes(view) for view in views)
-
-
-@contextlib.contextmanager
-def shared_captures(ctx, stamp, views, mode):
-    """SharedCaptures for a vm create of several VMs without a mode (a mode holds each VM for
-    captures of its own) when one of them runs, taken now, before the VMs' threads start, and
-    released on the way out once they have ended, also when the run fails or a stop signal
-    came (signals are held off around the run); else None. `stamp`: the run's (VmCreateRun)."""
-    if not shares_captures(views, mode) or STOP.stopping:
-        yield None
-        return
-    shared = SharedCaptures(ctx, views, stamp)
-    shared.take(ctx)
-    try:
-        yield shared
-    finally:
-        shared.release(ctx)
-
-
-def clean_leftovers(ctx, storages):
-    """Delete what earlier runs left on these storages' volumes: the capture snapshots their
-    lock records name (`inherited`), under either name, once LEFTOVER_AGE s old, and any other
-    leftover of that age found beside them. A volume whose record names none costs no request.
-    Never raises: what stays is a warning, and a later run tries again."""
-    seen = set()
-    for storage in storages:
-        lock = ctx.held_lock(storage)
-        if lock is None or id(lock) in seen:
-            continue
-        seen.add(id(lock))
-        due = lock.claim_inherited(LEFTOVER_AGE)
-        if due:
-            try:
-                clean_volume(ctx, storage, due)
-            except Failure as exc:
-                log.warning('storage %s: looking for leftover capture snapshots failed: %s', storage, exc)
-
-
-def clean_volume(ctx, storage, due):
-    """clean_leftovers on the volume behind one storage, whose lock record names `due`."""
-    volume = ctx.volume(storage)
-    found = {record['name']: record for record in volume.snapshots('pve_ontap_*')}
-    for name in due:
-        if name not in found and Names.leftover_name(name) not in found:
-            forget_capture(ctx, name, storage)      # deleted since, by hand or by ONTAP
-    targets = [found[n] for name in due for n in (name, Names.leftover_name(name)) if n in found]
-    targets += [record for name, record in sorted(found.items()) if name.startswith(Names.LEFTOVER_PREFIX)
-                and record not in targets and not Volume.younger_than(record, LEFTOVER_AGE)]
-    delete_leftovers(ctx, storage, targets)
-
-
-def delete_leftovers(ctx, storage, records):
-    """Delete these capture snapshots (records) of the volume behind `storage`, under its lock,
-    each struck from its lock record once gone. Never raises: what stays is a warning, and a
-    later vm create tries again. Returns the names of those not deleted."""
-    volume = ctx.volume(storage)
-    left = []
-    for record in records:
-        where = f'storage {storage}: leftover capture snapshot {record["name"]} of volume {volume.name}'
-        try:
-            volume.delete_snapshot(record)
-        except OntapError as exc:
-            busy = (' (still busy: see snapshot show -fields owners on the cluster)'
-                    if str(exc.code) == Ontap.SNAPSHOT_LOCKED else '')
-            log.warning('%s could not be deleted%s: %s; a later vm create tries again', where, busy, exc)
-            left.append(record['name'])
-            continue
-        except OutcomeUnknown as exc:
-            log.warning('%s: whether it was deleted is unknown (%s); a later vm create looks again', where, exc)
-            left.append(record['name'])
-            continue
-        forget_capture(ctx, Names.capture_of(record['name']), storage)
-        log.info('%s deleted', where)
-    return left
-
-
-def register_clones(ctx, view, clones):
-    """Make new clone files visible in PVE as unused disks: `qm disk rescan` on a PVE node,
-    else unusedN through the config API (pending until the next start on a running VM). Returns
-    the VM's config with them (None after a rescan, which may register more)."""
-    vmid = view.vmid
-    if Node.name() == view.vm['node']:
-        if ctx.dry_run:
-            print(f'would run qm disk rescan --vmid {vmid}')
-            return None
-        result = Node.run('qm', 'disk', 'rescan', '--vmid', str(int(vmid)))
-        if result.returncode:
-            raise Failure(f'VM {vmid}: qm disk rescan failed: {result.stderr.strip()}')
-        return None
-    volids = [f'{storage}:{vmid}/{destination.rsplit("/", 1)[1]}' for storage, _, destination in clones]
-    # The config read before the snapshot names the unusedN in use, pending ones included (the
-    # API's default, current=0), and its digest makes PVE refuse the change if anything changed
-    # since: the digest is that of the whole file, [PENDING] too (qemu-server: API2/Qemu.pm
-    # vm_config, QemuServer.pm parse_vm_config). Only then is the config read again.
-    config = view.config
-    try:
-        changes = dict(zip(Guest.free_unused_keys(config, len(volids)), volids))
-        ctx.pve.set_config(view.vm, 'register the snapshot as unused disks', digest=config.get('digest'), **changes)
-    except OutcomeUnknown:
-        raise
-    except Failure as exc:
-        log.debug('VM %s: registering with the config read before refused (%s): reading it again', vmid, exc)
-        config = ctx.pve.pending_config(view.vm)
-        changes = dict(zip(Guest.free_unused_keys(config, len(volids)), volids))
-        ctx.pve.set_config(view.vm, 'register the snapshot as unused disks', **changes)
-    return {**config, **changes}
-
-
-def save_snapshot_records(ctx, view, stamp, consistency, kind='snapshot', config=None):
-    """Write the snapshot's manifest, with the VM's config in it (Manifest.build), beside its
-    clones in images/<vmid>/ of the storage of its first ONTAP disk: one request per VM, and
-    the set is found by its stamp on every storage of the VM anyway. The config is the node's
-    .conf file on a PVE node, else rebuilt from the API's (config_text). A write of unknown
-    outcome is read back: is the file there? A Failure says it was not saved. `kind` and
-    `config`: those of a pre-restore snapshot, the VM's config read then."""
-    config = view.config if config is None else config
-    storage = view.disks[0].storage
-    volume = ctx.volume(storage)
-    raw = Node.read_config(view.vm)
-    volumes = {disk.storage: ctx.volume_identity(disk.storage) for disk in view.disks}
-    manifest = Manifest.build(view.vm, view.disks, config, stamp, consistency, volumes,
-                              raw if raw is not None else Guest.config_text(config).encode(),
-                              Node.config_path(view.vm) if raw is not None else 'api', tool_version(),
-                              {disk.key: Names.snapshot_file_path(disk.path, stamp, kind) for disk in view.disks},
-                              ctx.manifest_key(create=True), view.backings)
-    path = Names.manifest_path(view.vmid, stamp, consistency, kind, Identity.tag(Identity.of_config(config)))
-    try:
-        volume.change_file('POST', path, lambda: volume.write_file(path, manifest.encode()), True)
-    except Failure as exc:
-        raise Failure(f'its manifest and config were not saved on {storage}: {exc}') from exc
-
-
-def delete_set(ctx, view, files):
-    """Delete every file of one set (see delete_sets): a Failure if it is not gone whole."""
-    failure = delete_sets(ctx, view, {files[0].stamp: files}).get(files[0].stamp)
-    if failure:
-        raise failure
-
-
-def delete_sets(ctx, view, sets, config=None):
-    """Delete every file of the sets {stamp: files}: their unusedN entries through PVE in one
-    change of the config (PVE deletes a committed entry's file too), then every file on ONTAP,
-    REQUESTS_AT_ONCE at a time, where one PVE deleted already counts as done. A set with a
-    file attached to the VM as a disk (to recover data from it, say) is refused whole and left
-    untouched. Returns {stamp: Failure} of the sets not deleted (InUse: refused). `config` is
-    the VM's config if just changed (by register_clones, with the unusedN it added)."""
-    config = ctx.pve.pending_config(view.vm) if config is None else config
-    failed = {}
-    for stamp, files in sets.items():
-        attached = {**Guest.attached_snapshot_files(view.config, files), **Guest.attached_snapshot_files(config, files)}
-        if attached:
-            failed[stamp] = InUse(f'VM {view.vmid}: snapshot {stamp} is in use: '
-                                  f'{", ".join(f"{path} is attached as {key}" for path, key in attached.items())}; '
-                                  'detach it first')
-    files = [f for stamp, members in sets.items() if stamp not in failed for f in members]
-    volids = {f'{f.storage}:{view.vmid}/{f.path.rsplit("/", 1)[1]}' for f in files}
-    registered = [key for key, value in sorted(config.items())
-                  if re.fullmatch(r'unused\d+', key) and Guest.parse_volume(value) and Guest.parse_volume(value)[1] in volids]
-    if registered:
-        ctx.pve.set_config(view.vm, "remove the snapshot's unused disks", delete=','.join(registered))
-    left = {}
-    for file, outcome in zip(files, Clones.delete(ctx, [(f.storage, f.path) for f in files])):
-        if outcome.error:
-            left.setdefault(file.stamp, []).append(f'{file.path} ({outcome.error})')
-    for stamp, problems in left.items():
-        failed[stamp] = Failure(f'VM {view.vmid}: snapshot {stamp}: could not delete {"; ".join(problems)}')
-    return failed
-
-
-def prune_vm_sets(ctx, view, keep, made, config=None):
-    """-keep N: delete the snapshot sets older than the newest N complete ones (see
-    VmSnapshots.to_prune), never a pre-restore set, all at once. `made` is the new set's stamp;
-    `config` as for delete_sets."""
-    sets = {stamp: files for stamp, files in gather_sets(ctx, view).items()
-            if all(f.kind == 'snapshot' for f in files)}
-    doomed = {stamp: sets[stamp] for stamp in VmSnapshots.to_prune(sets, view.disks, keep, made, view.identity)}
-    failed = delete_sets(ctx, view, doomed, config) if doomed else {}
-    for stamp, files in doomed.items():
-        if isinstance(failed.get(stamp), InUse):
-            log.warning('%s; kept beyond -keep %d', failed[stamp], keep)
-        elif stamp not in failed:
-            missing = VmSnapshots.missing_disks(view.disks, files)
-            lacks = f'incomplete (lacks {",".join(d.key for d in missing)}) ' if missing else ''
-            log.info('VM %s: %ssnapshot %s deleted (-keep %d)', view.vmid, lacks, stamp, keep)
-    problems = [failure for failure in failed.values() if not isinstance(failure, InUse)]
-    if problems:
-        raise Failure.joined(*problems)
-
-
-def vms_to_snapshot(ctx, vmids, vms):
-    """[(vmid, config or Failure)], in VM order: the -vm ids as given or, for None (-all), every
-    VM with a disk on a configured ONTAP storage; each with its config, read REQUESTS_AT_ONCE at
-    a time, or the Failure that kept it from being read (no such VM, its node is down): one
-    such VM stops no other."""
-    def read(vmid):
-        try:
-            return ctx.pve.config_of(ctx.pve.find_vm(vmid, vms))
-        except Failure as exc:
-            return exc if vmids is not None else Failure(f'VM {vmid} on node {vms[vmid]["node"]} skipped: {exc}')
-
-    if vmids is not None:
-        ids = list(dict.fromkeys(vmids))
-        return list(zip(ids, Parallel.map(read, ids)))
-    ids = [vmid for vmid, vm in sorted(vms.items()) if not vm.get('template')]
-    chosen = [(vmid, config) for vmid, config in zip(ids, Parallel.map(read, ids))
-              if isinstance(config, Failure) or any(d.storage in ctx.config.storages and d.path
-                                                    for d in Guest.vm_disks(config))]
-    if not chosen:
-        raise NotFound(f'no VM has a disk on a storage of {ctx.config.path}')
-    return chosen
-
-
-def vms_on_this_node(vms):
-    """-node-local: the VMs of the node this runs on, so that one timer on every node makes
-    each node snapshot its own."""
-    node = Node.name()
-    if node is None:
-        raise Failure('-node-local: not on a PVE node as root, so no node is this one: run it on a node')
-    return node, {vmid: vm for vmid, vm in vms.items() if vm['node'] == node}
-
-
-def gather_vms(ctx, configs, vms):
-    """[(vmid, VmView or Failure)] for the [(vmid, config or Failure)] of vms_to_snapshot. Here,
-    in the main thread and before any VM's thread starts, storage.cfg and the volume behind
-    each storage are looked up once: the threads then only read Context's caches (which have
-    no lock). A storage that cannot be found fails the VMs using it, and no other."""
-    used = {storage for _, config in configs if not isinstance(config, Failure)
-            for storage in Guest.storages(config) & set(ctx.config.storages)}
-    unusable = {}
-    for storage in sorted(used):
-        try:
-            ctx.volume(storage)
-        except Failure as exc:
-            unusable[storage] = exc
-    gathered = []
-    for vmid, config in configs:
-        if not isinstance(config, Failure):
-            blocked = [unusable[storage] for storage in sorted(Guest.storages(config)) if storage in unusable]
-            config = blocked[0] if blocked else gather_vm(ctx, vmid, vms, config)
-        gathered.append((vmid, config))
-    return gathered
-
-
-@dataclasses.dataclass
-class VmResult:
-    """What vm create did to one VM, for the main thread to report in VM order."""
-    vmid: int
-    made: str = None    # 'VM 100: snapshot <stamp> of 2 disk(s)', once its clones exist
-    problems: list = dataclasses.field(default_factory=list)    # Failures: after it was made, or why not
-    begun: bool = True  # False: a stop signal came before it began
-    lines: list = dataclasses.field(default_factory=list)       # its log records, held back
-
-    @property
-    def failure(self):
-        if self.made and self.problems:
-            return Failure(f'{self.made} was made, but {Failure.joined(*self.problems)}')
-        return self.problems[0] if self.problems else None
-
-
-class VmCreateRun:
-    """What the threads of one vm create share. The storage locks are taken once, in the main
-    thread, for every VM of the run: two VMs on one storage share its lock. The VMs share one
-    stamp too, the run's, taken once for `subjects` (its VMs, and its shared captures): each lock
-    records it in its file once, not once per VM (on a node, that file is on pmxcfs, whose every
-    write goes through the whole cluster). And each node has POWER_CYCLES_PER_NODE slots for VMs
-    it suspends or shuts down and starts again."""
-
-    def __init__(self, locks, subjects):
-        self.locks = locks
-        self.stamp = VolumeLock.new_stamp(locks, subjects)
-        self._nodes = {}
-        self._nodes_lock = threading.Lock()
-
-    def power_slot(self, view, mode):
-        """A slot of the VM's node for its pause, held from before the pause until it runs again."""
-        if mode not in ('suspend', 'shutdown'):
-            return contextlib.nullcontext()
-        with self._nodes_lock:
-            return self._nodes.setdefault(view.vm['node'], threading.BoundedSemaphore(Parallel.POWER_CYCLES_PER_NODE))
-
-
-def create_vm_snapshot(ctx, view, mode, register, keep, run, shared=None):
-    """vm create for one gathered VM, in a thread of its own: the snapshot (from the run's
-    SharedCaptures, if any), then its registration and retention; its VmResult. Whatever fails
-    once the clones are made still lets the rest run. A VM to suspend or shut down waits for a
-    slot of its node first, while it still runs; once a stop signal came, it does not begin."""
-    result = VmResult(view.vmid)
-    try:
-        with run.power_slot(view, mode):
-            if STOP.stopping:
-                result.begun = False
-                return result
-            stamp = run.stamp
-            clones, consistency, result.problems = snapshot_vm(ctx, view, mode, stamp, shared)
-        result.made = f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s)'
-        log.info('VM %s: snapshot %s of %d disk(s) created (%s)', view.vmid, stamp, len(clones), consistency)
-        try:
-            save_snapshot_records(ctx, view, stamp, consistency)
-        except Failure as exc:
-            result.problems.append(exc)
-        config = None
-        if register:
-            try:
-                config = register_clones(ctx, view, clones)
-            except Failure as exc:
-                result.problems.append(exc)
-        if keep is not None:
-            try:
-                prune_vm_sets(ctx, view, keep, stamp, config)
-            except Failure as exc:
-                result.problems.append(exc)
-    except Failure as exc:
-        result.problems = [exc]
-    return result
-
-
-class HeldBackLines(logging.Filter):
-    """Keeps the log lines of threads that work on one VM each, so that the main thread writes
-    them VM by VM, in VM order, each VM's lines together."""
-
-    def __init__(self):
-        super().__init__()
-        self._local = threading.local()
-
-    @contextlib.contextmanager
-    def kept(self, lines):
-        """Keep this thread's log records in `lines` instead of writing them."""
-        self._local.lines = lines
-        try:
-            yield lines
-        finally:
-            self._local.lines = None
-
-    def filter(self, record):
-        lines = getattr(self._local, 'lines', None)
-        if lines is None:
-            return True
-        lines.append(record)
-        return False
-
-
-@contextlib.contextmanager
-def in_order(function, items, workers):
-    """function(item) for each item, `workers` at once: yields an iterator of the results, in
-    item order, each as soon as it and those before it are done. On the way out — also on an
-    exception — every call begun ends, and none begins any more."""
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
-    try:
-        futures = [pool.submit(function, item) for item in items]
-        yield (Parallel.result_of(future) for future in futures)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def stop_report(results):
-    """What a vm create stopped by a signal got done, for its one error line."""
-    made = [str(result.failure or f'{result.made} was made') for result in results if result.made]
-    failed = [str(result.vmid) for result in results if result.begun and not result.made]
-    left = [str(result.vmid) for result in results if not result.begun]
-    parts = made or ['no snapshot was made']
-    parts += [f'{what}: VM {", ".join(vmids)}' for what, vmids in (('failed', failed), ('not begun', left)) if vmids]
-    return '; '.join(parts)
-
-
-def cmd_vm_create(ctx, args):
-    mode = next((m for m in ('suspend', 'shutdown', 'freeze', 'pause') if getattr(args, m)), None)
-    vms = ctx.pve.vms()
-    if args.node_local:
-        if not args.all:
-            raise ConfigError('-node-local goes with -all (it chooses among all VMs)')
-        node, vms = vms_on_this_node(vms)
-        try:
-            chosen = vms_to_snapshot(ctx, None, vms)
-        except NotFound:
-            log.info('no VM on node %s has a disk on a storage of %s: nothing to do', node, ctx.config.path)
-            return
-    else:
-        chosen = vms_to_snapshot(ctx, None if args.all else args.vm, vms)
-    gathered = gather_vms(ctx, chosen, vms)
-    views = [view for _, view in gathered if isinstance(view, VmView)]
-    # A dry run prints its would-lines from the VM's thread: one VM at a time keeps them in order.
-    workers = 1 if ctx.dry_run else max(1, min(args.parallel, len(views)))
-    held_back = HeldBackLines()
-    results = []
-    log.addFilter(held_back)
-    try:
-        # Signals stay held off until every VM begun has ended: the VMs' threads cannot be
-        # stopped, and those not begun yet see STOP.pending and do not begin.
-        with Locks.for_storages(ctx, sorted({s for view in views for s in view.storages})) as locks, STOP.held():
-            Guests.settle_left(ctx, locks, {view.vmid: view.vm for view in views})
-            run = VmCreateRun(locks, [f'vm{view.vmid}' for view in views] +
-                              (['captures'] if shares_captures(views, mode) else []))
-            ctx.manifest_key(create=True)     # read (or made) here, before the VMs' threads read it
-            with shared_captures(ctx, run.stamp, views, mode) as shared:
-
-                def snapshot(view):
-                    with held_back.kept([] if workers > 1 else None) as lines:
-                        result = create_vm_snapshot(ctx, view, mode, args.register, args.keep, run, shared)
-                    result.lines = lines or []
-                    return result
-
-                with in_order(snapshot, views, workers) as done:
-                    for vmid, view in gathered:
-                        result = next(done) if isinstance(view, VmView) else VmResult(vmid, problems=[view])
-                        for record in result.lines:
-                            log.handle(record)
-                        if result.failure and len(gathered) > 1:
-                            log.warning('%s', result.failure)      # the summary below is the one error line
-                        results.append(result)
-    finally:
-        log.removeFilter(held_back)
-    STOP.check(stop_report(results))
-    failed = [result for result in results if result.failure]
-    if len(results) == 1 and failed:
-        raise failed[0].failure
-    if failed:
-        raise Failure(f'vm create failed for {len(failed)} of {len(results)} VMs: '
-                      f'{", ".join(str(result.vmid) for result in sorted(failed, key=lambda r: r.vmid))}')
-
-
-def manifest_state(ctx, vmid, files):
-    """{'path', 'signed', 'error'} of a set's manifest as read back (read_saved_config: a file that
-    cannot be read or fails its check has its `error`), or None for a set without one."""
-    records = [file for file in files if file.is_record and file.ext != '.conf']
-    if not records:
-        return None
-    record = records[0]
-    try:
-        saved = read_saved_config(ctx, record.storage, record.path, vmid, record.stamp, record.size)
-    except Failure as exc:
-        return {'path': record.path, 'signed': False, 'error': str(exc)}
-    return {'path': record.path, 'signed': saved.signed, 'error': None}
-
-
-OF_VM = {True: 'this VM', False: 'another VM', None: 'unknown'}
-
-
-def unsound_copies(ctx, files):
-    """The paths of a set's qcow2 copies that stand on a file a copy cannot keep (backing_risk):
-    taken by an earlier build over a PVE 9 volume chain, say; vm restore refuses them."""
-    qcow2 = [file for file in files if not file.is_record and file.ext == '.qcow2']
-    risks = Parallel.map(lambda file: Qcow2.backing_risk(ctx.volume(file.storage).qcow2_backing(file.path)), qcow2)
-    return [file.path for file, risk in zip(qcow2, risks) if risk]
-
-
-def cmd_vm_list(ctx, args):
-    view = gather_vm(ctx, args.vm)
-    found = gather_sets(ctx, view, searched_storages(ctx, view))
-    manifests = Parallel.map(lambda files: manifest_state(ctx, view.vmid, files), list(found.values()))
-    unsound = Parallel.map(lambda files: unsound_copies(ctx, files), list(found.values()))
-    sets = []
-    for (stamp, files), manifest, broken in zip(found.items(), manifests, unsound):
-        clones = [f for f in files if not f.is_record]
-        pairs, missing, _ = VmSnapshots.match_disks(view.disks, clones)
-        disk_keys = {file.path: disk.key for disk, file in pairs}
-        sets.append({
-            'stamp': stamp, 'kind': Names.SNAPSHOT_KINDS[files[0].kind], 'size': sum(f.size for f in clones),
-            'complete': not missing, 'missing': [d.key for d in missing], 'consistency': Consistency.of_files(files),
-            'of': OF_VM[Identity.same_vm(Identity.of_files(files), view.identity)], 'identity': Identity.of_files(files),
-            'manifest': manifest, 'unsound': broken,
-            'files': [{'storage': f.storage, 'path': f.path, 'size': f.size, 'disk': disk_keys.get(f.path)}
-                      for f in clones]})
-        if manifest and manifest['error']:
-            log.warning('VM %s: snapshot %s: %s', view.vmid, stamp, manifest['error'])
-    ctx.emit(sets, vm_list_text(view.vmid, sets))
-
-
-def vm_list_text(vmid, sets):
-    """vm list's tables: the VM's own snapshots (and those whose VM is unknown), then those of another
-    VM that had its id before, apart. STATE and CONSISTENCY come after the first four columns, so
-    that scripts reading those keep working."""
-    def state(s):
-        base = f'incomplete (lacks {",".join(s["missing"])})' if s['missing'] else 'complete'
-        return (base + ('; its manifest cannot be used' if (s['manifest'] or {}).get('error') else '')
-                + ('; a qcow2 copy stands on a file it cannot keep' if s['unsound'] else ''))
-
-    def table(chosen):
-        rows = [{'stamp': s['stamp'], 'kind': s['kind'], 'size': Output.human_size(s['size']),
-                 'disks': ','.join(f['disk'] or f['path'].rsplit('/', 1)[1] for f in s['files']), 'state': state(s),
-                 'consistency': s['consistency'], 'of': s['of']} for s in chosen]
-        return Output.format_table([('SNAPSHOT', 'stamp'), ('KIND', 'kind'), ('SIZE', 'size'), ('DISKS', 'disks'),
-                             ('STATE', 'state'), ('CONSISTENCY', 'consistency'), ('OF', 'of')], rows)
-
-    text = table([s for s in sets if s['of'] != 'another VM'])
-    others = [s for s in sets if s['of'] == 'another VM']
-    if others:
-        text += (f'\n\nSnapshots of another VM that had the id {vmid} before (vm restore -as-new NEWID makes a VM '
-                 'of one; -keep never counts or deletes them):\n' + table(others))
-    return text
-
-
-def cmd_vm_delete(ctx, args):
-    view = gather_vm(ctx, args.vm)
-    with Locks.for_storages(ctx, view.storages):
-        files = find_set(view, gather_sets(ctx, view), args.snapshot)
-        delete_set(ctx, view, files)
-    log.info('VM %s: snapshot %s deleted (%d file(s))', args.vm, args.snapshot, len(files))
-
-
-@dataclasses.dataclass(frozen=True)
-class SavedConfig:
-    """The config a snapshot saved, as read back: its settings (parse_config_text), the file it
-    was read from, and whether this cluster's key vouches for it (Manifest.read)."""
-    config: dict
-    path: str
-    storage: str
-    signed: bool = False
-    manifest: dict = None   # None: a .conf of an earlier build
-
-    @property
-    def trust(self):
-        if self.signed:
-            return "signed with this cluster's key"
-        return 'unsigned (made before manifests were signed, or off a node): its settings are screened alone'
-
-
-def read_saved_config(ctx, storage, path, vmid, stamp, size=None):
-    """The SavedConfig at `path` on `storage`, of guest `vmid` and snapshot `stamp`: a manifest,
-    or, made by an earlier build, a .conf file. None if there is no such file; a ManifestError
-    if there is one that cannot be read or fails its check."""
-    volume = ctx.volume(storage)
-    size = volume.file_size(path) if size is None else size
-    if size is None:
-        return None
-    data = volume.read_file(path, size)
-    where = f'{path} on {storage}'
-    if not path.endswith('.manifest.json'):
-        return SavedConfig(Guest.parse_config_text(data.decode('utf-8', 'surrogateescape')), path, storage)
-    manifest, signed = Manifest.read(data, where, vmid, stamp, ctx.manifest_key())
-    return SavedConfig(Guest.parse_config_text(manifest['config']), path, storage, signed, manifest)
-
-
-def set_config(ctx, files):
-    """The SavedConfig of a VM snapshot set, or None (one made before configs were saved)."""
-    records = sorted((file for file in files if file.is_record), key=lambda file: file.ext == '.conf')
-    if not records:
-        return None
-    vmid = int(re.match(r'vm-(\d+)', records[0].stem)[1])
-    return read_saved_config(ctx, records[0].storage, records[0].path, vmid, records[0].stamp, records[0].size)
-
-
-def storage_snapshot_config(ctx, vmid, name, storages):
-    """The SavedConfig of VM `vmid` in the storage snapshot `name` (on the first of `storages` that
-    holds one), or None: a snapshot made before configs were saved, or of a storage without the VM."""
-    for storage in sorted(storages):
-        volume = ctx.volume(storage)
-        directory = Names.storage_record_dir(name)
-        found = [Names.STORAGE_MANIFEST_FILE.match(file) for file in volume.files_in(directory) or []]
-        mine = sorted((m for m in found if m and m['prefix'] == 'vm' and int(m['vmid']) == vmid),
-                      key=lambda m: not m['consistency'])
-        if mine:
-            return read_saved_config(ctx, storage, f'{directory}/{mine[0][0]}', vmid, name)
-    return None
-
-
-def read_or_warn(view, origin, need_config, read):
-    """read() the config a snapshot saved; if that fails, a warning and None, unless it is to be
-    put back (`need_config`): then a Failure saying so."""
-    try:
-        return read()
-    except Failure as exc:
-        if need_config:
-            raise Failure(f'VM {view.vmid}: the config {origin} saved is not put back: {exc}; restore without '
-                          '-with-config to put the disks back alone') from exc
-        log.warning('VM %s: the config %s saved could not be read (%s): its disks are restored all the same, and '
-                    'the plan shows no difference of configs', view.vmid, origin, exc)
-        return None
-
-
-def storages_with_snapshot(ctx, view, name):
-    """{storage: whether its volume has the storage snapshot `name`} for every storage the VM's
-    disks may have been on (searched_storages: a disk moved since), so that a name that is no snapshot is
-    said as such, not as disks without a copy; NotFound if none has it. A storage of a current disk
-    without it is named in a warning."""
-    holding = {}
-    for storage in sorted(set(searched_storages(ctx, view)) | {disk.storage for disk in view.disks}):
-        volume = ctx.volume(storage)
-        holding[storage] = volume.has_snapshot(name)
-        if not holding[storage] and storage in {disk.storage for disk in view.disks}:
-            log.warning('VM %s: storage %s (volume %s) has no snapshot %s', view.vmid, storage, volume.name, name)
-    if not any(holding.values()):
-        raise NotFound(f'VM {view.vmid}: no storage snapshot {name} on ' + ', '.join(
-            f'{storage} (volume {ctx.volume(storage).name})' for storage in holding) +
-            ': see storage list')
-    return holding
-
-
-def disks_to_restore(ctx, view, saved, with_config):
-    """The disks a restore writes: the VM's disks now; with -with-config, the disks the saved
-    config names, each where it was when the snapshot was taken (a disk moved since goes back to
-    its old file, the one the snapshot has a copy of), so far as a restore may set them
-    (setting_risk: never a host path or another guest's volume)."""
-    if not with_config or saved is None:
-        return view.disks
-    disks = [disk for disk in Guest.vm_disks(saved.config) if disk.storage in ctx.config.storages and disk.path
-             and not RestoreRules.setting_risk(disk.key, saved.config[disk.key], view.vmid)]
-    for disk in disks:
-        ctx.volume(disk.storage)
-    return disks
-
-
-def moved_disks(view, saved):
-    """(key, volid then, volid now) of each disk of a snapshot's manifest that the VM has under the
-    same key on another volume now: moved since (Move Disk), its old file kept as unused or gone."""
-    recorded = (saved.manifest or {}).get('disks') if saved else None
-    now = {disk.key: disk.volid for disk in Guest.vm_disks(view.config)}
-    return [(entry['key'], entry['volid'], now[entry['key']]) for entry in recorded or ()
-            if isinstance(entry, dict) and entry.get('key') in now and entry.get('volid') != now[entry['key']]]
-
-
-def restore_sources(ctx, view, sets, stamp, name, with_config):
-    """([(disk, source path)] for each disk to restore (disks_to_restore), from the set `stamp` or
-    from the storage snapshot `name`, what the source is called, [disks it has no copy of], its
-    saved config or None). A saved config that cannot be read stops the restore only if it is to
-    be put back (`with_config`). A disk moved since is said, and without -with-config its copy is
-    written nowhere: never onto another file than the one it was taken of."""
-    if stamp:
-        files = find_set(view, sets, stamp)
-        origin = f'snapshot {stamp}'
-        saved = read_or_warn(view, origin, with_config, lambda: set_config(ctx, files))
-        disks = disks_to_restore(ctx, view, saved, with_config)
-        pairs, missing, _ = VmSnapshots.match_disks(disks, [f for f in files if not f.is_record])
-        sources = [(disk, file.path) for disk, file in pairs]
-    else:
-        holding = storages_with_snapshot(ctx, view, name)
-        origin = f'storage snapshot {name}'
-        saved = read_or_warn(view, origin, with_config, lambda: storage_snapshot_config(
-            ctx, view.vmid, name, [storage for storage in holding if holding[storage]]))
-        sources, missing = [], []
-        for disk in disks_to_restore(ctx, view, saved, with_config):
+    def plan(ctx, disks, name, stamp):
+        """{storage: Capture} for the storages of these disks, one Capture called `name` per volume
+        (two storage ids may share one). Each is noted in its volume's lock record before it can be
+        made, so that a run that dies, or cannot delete it, leaves it to the next."""
+        by_volume, plan = {}, {}
+        for disk in disks:
             volume = ctx.volume(disk.storage)
-            source = f'.snapshot/{name}/{disk.path}'
-            if holding.get(disk.storage) and volume.file_exists(source):
-                sources.append((disk, source))
-            else:
-                missing.append(disk)
-    for key, then, now in moved_disks(view, saved):
-        log.warning('VM %s: disk %s was %s when %s was taken and is %s now: %s', view.vmid, key, then, origin, now,
-                    'with -with-config it goes back to the file it was, from the copy' if with_config else
-                    'its copy is written onto no other file; -with-config puts the disk back as it was')
-    for disk in missing:
-        log.warning('VM %s: %s has no copy of disk %s (%s); it stays as it is', view.vmid, origin, disk.key,
-                    disk.volid)
-    if not sources:
-        raise Failure(f'VM {view.vmid}: {origin} holds none of its {"saved" if with_config else "current"} disks')
-    check_source_backings(ctx, view, origin, sources)
-    return sources, origin, missing, saved
+            plan[disk.storage] = by_volume.setdefault((volume.ontap.host, volume.uuid), Captures.Capture(disk.storage, name))
+        for capture in by_volume.values():
+            lock = ctx.held_lock(capture.storage)
+            if lock:
+                lock.note_capture(capture.name, stamp)
+        return plan
 
+    @staticmethod
+    def forget(ctx, capture_or_name, storage=None):
+        """Strike a capture snapshot that is gone (or was never made) from its volume's lock record."""
+        name = getattr(capture_or_name, 'name', capture_or_name)
+        lock = ctx.held_lock(storage or capture_or_name.storage)
+        if lock:
+            lock.forget_capture(name)
 
-def check_source_backings(ctx, view, origin, sources):
-    """Refuse a restore from a qcow2 copy that stands on a file a copy alone cannot keep
-    (backing_risk): one a run of an earlier build took over a PVE 9 volume chain, say."""
-    qcow2 = [(disk, source) for disk, source in sources if source.endswith('.qcow2')]
+    @staticmethod
+    def take(ctx, captures, comment):
+        """Create the capture snapshots, one request per volume, all at once: their Outcomes."""
+        def create(capture):
+            volume = ctx.volume(capture.storage)
+            capture.uuid = volume.create_snapshot(capture.name, comment)
+        return Parallel.run(create, captures, at_once=not ctx.dry_run)
 
-    def backing(item):
-        disk, source = item
-        volume = ctx.volume(disk.storage)
-        return Qcow2.backing_risk(volume.qcow2_backing(source))
+    @staticmethod
+    def settle(ctx, outcomes):
+        """The Outcomes of capture creates once those of unknown outcome have been found out about
+        (ontap_settle): does the snapshot exist now? In the same order."""
+        def settle(outcome):
+            capture = outcome.item
+            volume = ctx.volume(capture.storage)
 
-    risky = [f'{disk.key} ({source}) stands on {why}' for (disk, source), why in
-             zip(qcow2, Parallel.map(backing, qcow2)) if why]
-    if risky:
-        raise Failure(f'VM {view.vmid}: not restored from {origin}, for the copy of {"; ".join(risky)}, so it does not '
-                      'hold the disk whole; restore the whole storage from a storage snapshot, or copy the disk out '
-                      'of one by hand (qemu-img convert)')
+            def landed():
+                found = volume.find_snapshot(capture.name)
+                capture.uuid = (found or {}).get('uuid')
+                return found is not None
+            volume.ontap.settle(outcome.error, f'POST /api/storage/volumes/{volume.uuid}/snapshots', landed)
 
+        return Clones.settle_each(outcomes, settle, 'capture snapshot(s)')
 
-def absent_targets(ctx, view, sources):
-    """The paths of the disks a restore writes that are not there now: a disk -with-config puts
-    back whose file was deleted since (moved away without keeping it). None of the VM's current
-    disks is looked up: they are there."""
-    current = {(disk.storage, disk.path) for disk in view.disks}
-    others = [disk for disk, _ in sources if (disk.storage, disk.path) not in current]
-    there = Parallel.map(lambda disk: ctx.volume(disk.storage).file_exists(disk.path), others)
-    return {disk.path for disk, found in zip(others, there) if not found}
+    @staticmethod
+    def failure(view, stamp, outcomes, settled, late):
+        """The Failure of a snapshot whose captures were not all made, or not while the VM waited:
+        nothing is cloned (Captures.release_all deletes those made); one that may still be made is named."""
+        reasons = [str(outcome.error) for outcome in outcomes if outcome.error] + ([late] if late else [])
+        pending = [outcome for outcome in settled if outcome.state == 'unknown']
+        left = (f'; still unknown: {Outcome.pending_jobs(pending)}; the next vm create on that volume deletes it once it '
+                'exists' if pending else '')
+        return Failure(f'VM {view.vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; nothing was cloned{left}')
 
+    @staticmethod
+    def release_all(ctx, captures, settled, in_use=()):
+        """Take the capture snapshots back: each one made is deleted (Captures.release), one never
+        made is struck from the lock record; one that may have been made, or that a clone of
+        unknown outcome may still read (`in_use`), stays noted there for the next vm create on its
+        volume. Never raises: what is left is a warning."""
+        states = {outcome.item: outcome.state for outcome in settled}
+        in_use = [capture for capture in captures if capture in in_use and states.get(capture) == 'done']
+        for capture in captures:
+            if states.get(capture) in (None, 'failed'):
+                Captures.forget(ctx, capture)
+        for capture in in_use:
+            volume = ctx.volume(capture.storage)
+            log.warning('capture snapshot %s of volume %s (ONTAP %s) kept: a clone from it may still run; the next vm '
+                        'create on the volume deletes it', capture.name, volume.name, volume.ontap.host)
+        made = [capture for capture in captures if states.get(capture) == 'done' and capture not in in_use]
+        for outcome in Parallel.run(functools.partial(Captures.release, ctx), made, at_once=not ctx.dry_run):
+            if outcome.error:
+                log.warning('%s', outcome.error)
 
-def restore_disks(ctx, view, sources, undo_stamp, window):
-    """Clone the live disks to a pre-restore snapshot, then each source over its live disk (or to
-    where a disk -with-config puts back was before it was deleted: absent_targets). All or
-    nothing: on a failure the disks overwritten are put back, those made removed. An overwrite
-    whose outcome stays unknown leaves all as it is: the pre-restore snapshot kept, the VM down."""
-    vmid = view.vmid
-    absent = absent_targets(ctx, view, sources)
-    undo = [(disk.storage, disk.path, Names.snapshot_file_path(disk.path, undo_stamp, 'prerestore')) for disk, _ in sources
-            if disk.path not in absent]
-    saved = Clones.settle(ctx, Clones.make(ctx, undo))
-    if any(outcome.state != 'done' for outcome in saved):
-        # Only copies of the live disks were asked for: the VM may start whatever they became.
-        raise Failure(f'VM {vmid}: nothing restored, the pre-restore copy failed: '
-                      f'{"; ".join(str(outcome.error) for outcome in saved if outcome.error)}; '
-                      f'{Clones.remove(ctx, Outcome.items_in(saved, "done"))}{Clones.still_pending(saved)}')
-    log.info('VM %s: current disks saved as pre-restore snapshot %s', vmid, undo_stamp)
-    key = {disk.path: disk.key for disk, _ in sources}
-    overwrites = Clones.settle(ctx, Clones.make(ctx, [(disk.storage, source, disk.path) for disk, source in sources],
-                                               overwrite=True), overwrite=True)
-    if all(outcome.state == 'done' for outcome in overwrites):
-        return
-    stopped = 'VM left stopped' if window.acting else f'do not start VM {vmid}'
-    if any(outcome.state == 'unknown' for outcome in overwrites):
-        window.leave_down('a restore of its disks may still be under way')
-        raise Failure(f'VM {vmid}: restore not finished: {restore_state(overwrites, key)}; {stopped} and '
-                      f'pre-restore snapshot {undo_stamp} kept: once ONTAP has ended the job(s), start the VM if '
-                      f'its disks are right, or put them back with vm restore -vm {vmid} -snapshot {undo_stamp}')
-    reason = '; '.join(f'{key[path]} ({outcome.error})' for outcome in overwrites if outcome.error
-                       for _, _, path in [outcome.item])
-    back = [(storage, Names.snapshot_file_path(path, undo_stamp, 'prerestore'), path)
-            for storage, _, path in Outcome.items_in(overwrites, 'done') if path not in absent]
-    made = [item for item in Outcome.items_in(overwrites, 'done') if item[2] in absent]
-    put_back = Clones.settle(ctx, Clones.make(ctx, back, overwrite=True), overwrite=True)
-    if made:
-        reason += f'; {Clones.remove(ctx, made)}'
-
-    if any(outcome.state != 'done' for outcome in put_back):
-        window.leave_down('its disks are neither all restored nor all as they were')
-        unrestored = ', '.join(key[path] for outcome in put_back if outcome.error for _, _, path in [outcome.item])
-        raise Failure(f'VM {vmid}: restore failed ({reason}) and putting back {unrestored} failed too: their '
-                      f'previous content is in pre-restore snapshot {undo_stamp}; {stopped}: put them back with '
-                      f'vm restore -vm {vmid} -snapshot {undo_stamp}{Clones.still_pending(put_back)}')
-    raise Failure(f'VM {vmid}: restore failed, every disk is as it was ({Clones.remove(ctx, undo)}): {reason}')
-
-
-def save_config_for_undo(ctx, view, undo_stamp, needed):
-    """Save the VM's config as it is now with the pre-restore snapshot (its manifest), so that
-    restoring that one -with-config undoes a config put back too. None, or, where the config is
-    to be put back (`needed`), the Failure that keeps it from being put back; else a warning."""
-    try:
-        save_snapshot_records(ctx, view, undo_stamp, 'shutdown', 'prerestore', ctx.pve.config_of(view.vm))
-    except Failure as exc:
-        if needed:
-            return Failure(f'its config was not put back: the current one could not be saved with pre-restore '
-                           f'snapshot {undo_stamp} to undo it ({exc})')
-        log.warning('VM %s: its config could not be saved with pre-restore snapshot %s: %s', view.vmid, undo_stamp,
-                    exc)
-    return None
-
-
-def restore_state(overwrites, key):
-    """Which disks a restore overwrote, which it did not, and which ONTAP may still overwrite."""
-    parts = [f'{key[outcome.item[2]]} {phrase}' for outcome, phrase in
-             ((outcome, {'done': 'restored', 'failed': f'not restored ({outcome.error})',
-                         'unknown': 'unknown'}[outcome.state]) for outcome in overwrites)]
-    return ', '.join(parts) + f' ({Outcome.pending_jobs(overwrites)})'
-
-
-def check_restorable(vmid, status, shutdown):
-    """Refuse to overwrite the disks of a VM (a resources entry or status/current) that
-    runs without -shutdown, is suspended to disk, or is locked by a backup, clone, migration."""
-    lock = status.get('lock')
-    if lock == 'suspended':
-        raise Failure(f'VM {vmid} is suspended to disk: its saved memory belongs to the current disks; '
-                      'start it and shut it down first')
-    if lock:
-        raise Failure(f'VM {vmid} is locked ({lock}): try again when that is done')
-    if status.get('status') == 'running' and status.get('qmpstatus', 'running') != 'running':
-        raise Failure(f'VM {vmid} is {status["qmpstatus"]}, not running, and the tool never resumes such a VM: '
-                      'resume or stop it first')
-    if status.get('status') == 'running' and not shutdown:
-        raise Failure(f'VM {vmid} is running: shut it down first, or add -shutdown')
-
-
-def check_same_vm(view, origin, saved, files):
-    """Refuse a restore of the VM from a snapshot of another VM that had its id (same_vm): by the
-    identity its manifest records, else the one its name carries (`files`: a VM snapshot's)."""
-    recorded = (saved.manifest or {}).get('identity') if saved else None
-    tag = Identity.tag((recorded.get('ctime'), recorded.get('smbios_uuid'))) if isinstance(recorded, dict) else None
-    if Identity.same_vm(tag or Identity.of_files(files), view.identity) is False:
-        raise Failure(f'VM {view.vmid}: {origin} is of another VM that had the id {view.vmid} before, not of VM '
-                      f'{view.vmid} now: its disks are not put onto this VM; make a VM of it with -as-new NEWID')
-
-
-def vm_restore_plan(view, origin, sources, missing, saved, with_config, allowed):
-    """What a vm restore does, as a record (-output json), gathered before it asks: the disks, and
-    what putting the saved config back does (RestoreRules.plan): `diff`, unified diff lines of the
-    config now and after (null without a saved config); the settings `kept` as they are, and
-    why; those `allowed` back by -allow-key alone; the file and whether it is `signed`."""
-    plan = {'vmid': view.vmid, 'origin': origin,
-            'disks': [{'key': disk.key, 'volid': disk.volid, 'source': source} for disk, source in sources],
-            'kept': [disk.key for disk in missing],
-            'config': {'saved': saved is not None, 'restored': bool(with_config), 'diff': None}}
-    if saved is not None:
-        change = RestoreRules.plan(view.config, saved.config, view.vmid, allowed)
-        detached = [disk for disk in Guest.vm_disks(view.config) if with_config and (
-            disk.key in change.deletes or Guest.drive_volume(change.changes.get(disk.key, disk.volid)) != disk.volid)]
-        plan['config'].update(
-            detached=[{'key': disk.key, 'volid': disk.volid} for disk in detached],
-            diff=Guest.config_diff(view.config, change.after(view.config), f'VM {view.vmid} now', origin),
-            kept=[{'key': key, 'saved': then, 'current': now, 'why': why}
-                  for key, (then, now, why) in change.kept.items()],
-            allowed=[{'key': key, 'value': value} for key, value in change.allowed.items()],
-            file=f'{saved.path} on {saved.storage}', signed=saved.signed, trust=saved.trust)
-    return plan
-
-
-def show_vm_restore_plan(ctx, plan, asking):
-    """The plan of a vm restore, shown as show_restore_plan shows a storage restore's."""
-    if ctx.output == 'json':
-        print(json.dumps(plan, indent=2, sort_keys=True))
-        return
-    if not (asking or ctx.dry_run or log.isEnabledFor(logging.INFO)):
-        return
-    config = plan['config']
-    lines = [f'vm restore puts disks {", ".join(d["key"] for d in plan["disks"])} of VM {plan["vmid"]} back to '
-             f'{plan["origin"]}' + (f'; {", ".join(plan["kept"])} stay as they are' if plan['kept'] else '') + '.']
-    if not config['saved']:
-        lines.append(f'{plan["origin"]} holds no saved config (made before snapshots carried one): the config '
-                     'stays as it is.')
-        print('\n'.join(Output.printable(line) for line in lines), file=sys.stderr, flush=True)
-        return
-    lines.append(f'Its saved config: {config["file"]}, {config["trust"]}.')
-    if config['diff']:
-        lines.append(f'Putting back the config {plan["origin"]} saved changes it so:')
-        lines += config['diff']
-    else:
-        lines.append(f'The config is as {plan["origin"]} saved it' + (', but for what is kept below.'
-                                                                         if config['kept'] else '.'))
-    if config['kept']:
-        lines.append('These settings are kept as they are, whatever the saved config says:')
-        lines += RestoreRules.describe_kept({item['key']: (item['saved'], item['current'], item['why']) for item in config['kept']})
-    lines += [f'  {item["key"]}: "{item["value"]}" is put back only because -allow-key names it'
-              for item in config['allowed']]
-    if config['detached']:
-        lines.append('Disks of the VM now that the saved config lacks, or names another file for, stay as unused '
-                     'disks: ' + ', '.join(f'{item["key"]} ({item["volid"]})' for item in config['detached']))
-    if config['diff'] or config['allowed']:
-        lines.append('-with-config puts the saved config back so; disks beyond it are kept as unused disks.'
-                     if config['restored'] else 'The config stays as it is (-with-config puts the saved one back).')
-    print('\n'.join(Output.printable(line) for line in lines), file=sys.stderr, flush=True)
-
-
-def put_config_back(ctx, view, saved, allowed):
-    """Put a saved config back (RestoreRules.plan: screened, `allowed` the keys -allow-key names) in one
-    change, against the digest of the config read now, so that PVE refuses it if anybody changes
-    the config meanwhile. A lost answer is read back: the saved config there is done, the config
-    as it was is failed, else unknown."""
-    current = ctx.pve.config_of(view.vm)
-    plan = RestoreRules.plan(current, saved, view.vmid, allowed)
-    changes, deletes = plan.changes, plan.deletes
-    if not changes and not deletes:
-        return
-    params = dict(changes, **({'delete': ','.join(deletes)} if deletes else {}),
-                  **({'digest': current['digest']} if current.get('digest') else {}))
-    try:
-        ctx.pve.set_config(view.vm, 'put the saved config back', **params)
-    except OutcomeUnknown as exc:
-        # A change waiting for PVE's config lock may still land after a read-back that found
-        # the config as it was: only the saved config found there settles it.
+    @staticmethod
+    def release(ctx, capture):
+        """Delete one capture snapshot, waiting up to Captures.DELETE_WAIT s while ONTAP keeps it busy
+        after its clones; one still busy then is renamed to a leftover. A Failure says what is left:
+        it stays noted in the lock record, so the next vm create on the volume deletes it."""
+        volume = ctx.volume(capture.storage)
+        where = f'capture snapshot {capture.name} of volume {volume.name} (ONTAP {volume.ontap.host})'
         try:
-            after = ctx.pve.config_of(view.vm)
-        except Failure as again:
-            raise OutcomeUnknown(f'{exc}; reading the config back failed too ({again})', exc.what,
-                                 where=exc.where) from exc
-        again = RestoreRules.plan(after, saved, view.vmid, allowed)
-        if (again.changes, again.deletes) == ({}, []):
+            if capture.uuid is None and not volume.ontap.dry_run:
+                capture.uuid = volume.snapshot(capture.name)['uuid']
+            snapshot = {'uuid': capture.uuid, 'name': capture.name}
+            if volume.delete_snapshot_when_free(snapshot, Captures.DELETE_WAIT):
+                Captures.forget(ctx, capture)
+                return
+        except NotFound:
+            Captures.forget(ctx, capture)    # gone already: nothing to take back
             return
-        raise OutcomeUnknown(f'{exc}; the config read back is not the saved one yet: check it (qm config '
-                             f'{view.vmid}) once no task of VM {view.vmid} runs', exc.what, where=exc.where) from exc
-    if not ctx.dry_run:
-        log.info('VM %s: config put back (%d key(s) set, %d deleted)', view.vmid, len(changes), len(deletes))
+        except OutcomeUnknown as exc:
+            raise Failure(f'{where}: whether it was deleted is unknown ({exc}); the next vm create on the volume '
+                          'deletes it if it is still there') from exc
+        except Failure as exc:
+            raise Failure(f'{where} could not be deleted ({exc}); the next vm create on the volume tries again') from exc
+        leftover = Names.leftover_name(capture.name)
+        try:
+            volume.rename_snapshot(snapshot, leftover, Names.LEFTOVER_COMMENT)
+        except Failure as exc:
+            raise Failure(f'{where} is still busy after {Captures.DELETE_WAIT:g} s and could not be renamed to '
+                          f'{leftover} ({exc}); the next vm create on the volume deletes it') from exc
+        raise Failure(f'{where} is still busy after {Captures.DELETE_WAIT:g} s: renamed to {leftover}; the next vm '
+                      f'create on the volume deletes it once it is {Captures.LEFTOVER_AGE / 60:g} minutes old')
+
+    class Shared:
+        """The capture snapshots a vm create of several VMs without a mode takes once for all its
+        running VMs, one per volume, all at once, before any VM is cloned: every running VM of the
+        run is then taken at the same instant on each volume (crash-consistent across the VMs, for
+        an application spread over several), for one create and one delete per volume instead of
+        one per VM and volume. The VMs' threads clone from them and `keep` those a clone of unknown
+        outcome may still read; `release` deletes the rest once every thread has ended."""
+
+        def __init__(self, ctx, views, stamp):
+            disks = [disk for view in views if self.takes(view) for disk in view.disks]
+            self.plan = Captures.plan(ctx, disks, Names.shared_capture_name(stamp), stamp)
+            self.captures = list(dict.fromkeys(self.plan.values()))
+            self.outcomes = self.settled = []
+            self._kept = set()
+            self._keeping = threading.Lock()    # the VMs' threads keep at once
+
+        @staticmethod
+        def takes(view):
+            """Whether the VM's disks come from the shared captures: it runs. (Without a mode, its
+            window takes the status the VM list gave too.)"""
+            return view.vm.get('status') == 'running'
+
+        def take(self, ctx):
+            self.outcomes = Captures.take(ctx, self.captures, Names.SHARED_CAPTURE_COMMENT)
+            self.settled = Captures.settle(ctx, self.outcomes)
+            taken = Outcome.items_in(self.settled, 'done')
+            if taken:
+                log.info('the running VMs share one capture per volume, taken at one instant: %s', ', '.join(
+                    f'{capture.name} of volume {ctx.volume(capture.storage).name}' for capture in taken))
+
+        def plan_of(self, view):
+            """{storage: Capture} for the VM's disks; none for a VM that does not run."""
+            return {disk.storage: self.plan[disk.storage] for disk in view.disks} if self.takes(view) else {}
+
+        def outcomes_of(self, captures):
+            """(as answered, as found out about) the Outcomes of these captures."""
+            return ([outcome for outcome in self.outcomes if outcome.item in captures],
+                    [outcome for outcome in self.settled if outcome.item in captures])
+
+        def keep(self, captures):
+            with self._keeping:
+                self._kept |= set(captures)
+
+        def release(self, ctx):
+            Captures.release_all(ctx, self.captures, self.settled, self._kept)
+
+    @staticmethod
+    def may_share(views, mode):
+        """Whether a vm create of these VMs takes shared captures: several VMs, no mode, one running."""
+        return not mode and len(views) > 1 and any(Captures.Shared.takes(view) for view in views)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def shared(ctx, stamp, views, mode):
+        """Captures.Shared for a vm create of several VMs without a mode (a mode holds each VM for
+        captures of its own) when one of them runs, taken now, before the VMs' threads start, and
+        released on the way out once they have ended, also when the run fails or a stop signal
+        came (signals are held off around the run); else None. `stamp`: the run's (VmCreate.Run)."""
+        if not Captures.may_share(views, mode) or STOP.stopping:
+            yield None
+            return
+        shared = Captures.Shared(ctx, views, stamp)
+        shared.take(ctx)
+        try:
+            yield shared
+        finally:
+            shared.release(ctx)
+
+    @staticmethod
+    def clean_leftovers(ctx, storages):
+        """Delete what earlier runs left on these storages' volumes: the capture snapshots their
+        lock records name (`inherited`), under either name, once LEFTOVER_AGE s old, and any other
+        leftover of that age found beside them. A volume whose record names none costs no request.
+        Never raises: what stays is a warning, and a later run tries again."""
+        seen = set()
+        for storage in storages:
+            lock = ctx.held_lock(storage)
+            if lock is None or id(lock) in seen:
+                continue
+            seen.add(id(lock))
+            due = lock.claim_inherited(Captures.LEFTOVER_AGE)
+            if due:
+                try:
+                    Captures.clean_volume(ctx, storage, due)
+                except Failure as exc:
+                    log.warning('storage %s: looking for leftover capture snapshots failed: %s', storage, exc)
+
+    @staticmethod
+    def clean_volume(ctx, storage, due):
+        """clean_leftovers on the volume behind one storage, whose lock record names `due`."""
+        volume = ctx.volume(storage)
+        found = {record['name']: record for record in volume.snapshots('pve_ontap_*')}
+        for name in due:
+            if name not in found and Names.leftover_name(name) not in found:
+                Captures.forget(ctx, name, storage)      # deleted since, by hand or by ONTAP
+        targets = [found[n] for name in due for n in (name, Names.leftover_name(name)) if n in found]
+        targets += [record for name, record in sorted(found.items()) if name.startswith(Names.LEFTOVER_PREFIX)
+                    and record not in targets and not Volume.younger_than(record, Captures.LEFTOVER_AGE)]
+        Captures.delete_leftovers(ctx, storage, targets)
+
+    @staticmethod
+    def delete_leftovers(ctx, storage, records):
+        """Delete these capture snapshots (records) of the volume behind `storage`, under its lock,
+        each struck from its lock record once gone. Never raises: what stays is a warning, and a
+        later vm create tries again. Returns the names of those not deleted."""
+        volume = ctx.volume(storage)
+        left = []
+        for record in records:
+            where = f'storage {storage}: leftover capture snapshot {record["name"]} of volume {volume.name}'
+            try:
+                volume.delete_snapshot(record)
+            except OntapError as exc:
+                busy = (' (still busy: see snapshot show -fields owners on the cluster)'
+                        if str(exc.code) == Ontap.SNAPSHOT_LOCKED else '')
+                log.warning('%s could not be deleted%s: %s; a later vm create tries again', where, busy, exc)
+                left.append(record['name'])
+                continue
+            except OutcomeUnknown as exc:
+                log.warning('%s: whether it was deleted is unknown (%s); a later vm create looks again', where, exc)
+                left.append(record['name'])
+                continue
+            Captures.forget(ctx, Names.capture_of(record['name']), storage)
+            log.info('%s deleted', where)
+        return left
+
+
+class VmDelete:
+    """vm delete, and -keep: a VM's snapshots deleted, its config first freed of the files it uses."""
+
+    @staticmethod
+    def delete_snapshot(ctx, view, files):
+        """Delete every file of one set (see VmDelete.delete_snapshots): a Failure if it is not gone whole."""
+        failure = VmDelete.delete_snapshots(ctx, view, {files[0].stamp: files}).get(files[0].stamp)
+        if failure:
+            raise failure
+
+    @staticmethod
+    def delete_snapshots(ctx, view, sets, config=None):
+        """Delete every file of the sets {stamp: files}: their unusedN entries through PVE in one
+        change of the config (PVE deletes a committed entry's file too), then every file on ONTAP,
+        REQUESTS_AT_ONCE at a time, where one PVE deleted already counts as done. A set with a
+        file attached to the VM as a disk (to recover data from it, say) is refused whole and left
+        untouched. Returns {stamp: Failure} of the sets not deleted (InUse: refused). `config` is
+        the VM's config if just changed (by register_clones, with the unusedN it added)."""
+        config = ctx.pve.pending_config(view.vm) if config is None else config
+        failed = {}
+        for stamp, files in sets.items():
+            attached = {**Guest.attached_snapshot_files(view.config, files), **Guest.attached_snapshot_files(config, files)}
+            if attached:
+                failed[stamp] = InUse(f'VM {view.vmid}: snapshot {stamp} is in use: '
+                                      f'{", ".join(f"{path} is attached as {key}" for path, key in attached.items())}; '
+                                      'detach it first')
+        files = [f for stamp, members in sets.items() if stamp not in failed for f in members]
+        volids = {f'{f.storage}:{view.vmid}/{f.path.rsplit("/", 1)[1]}' for f in files}
+        registered = [key for key, value in sorted(config.items())
+                      if re.fullmatch(r'unused\d+', key) and Guest.parse_volume(value) and Guest.parse_volume(value)[1] in volids]
+        if registered:
+            ctx.pve.set_config(view.vm, "remove the snapshot's unused disks", delete=','.join(registered))
+        left = {}
+        for file, outcome in zip(files, Clones.delete(ctx, [(f.storage, f.path) for f in files])):
+            if outcome.error:
+                left.setdefault(file.stamp, []).append(f'{file.path} ({outcome.error})')
+        for stamp, problems in left.items():
+            failed[stamp] = Failure(f'VM {view.vmid}: snapshot {stamp}: could not delete {"; ".join(problems)}')
+        return failed
+
+    @staticmethod
+    def prune(ctx, view, keep, made, config=None):
+        """-keep N: delete the snapshot sets older than the newest N complete ones (see
+        VmSnapshots.to_prune), never a pre-restore set, all at once. `made` is the new set's stamp;
+        `config` as for VmDelete.delete_snapshots."""
+        sets = {stamp: files for stamp, files in VmView.gather_snapshots(ctx, view).items()
+                if all(f.kind == 'snapshot' for f in files)}
+        doomed = {stamp: sets[stamp] for stamp in VmSnapshots.to_prune(sets, view.disks, keep, made, view.identity)}
+        failed = VmDelete.delete_snapshots(ctx, view, doomed, config) if doomed else {}
+        for stamp, files in doomed.items():
+            if isinstance(failed.get(stamp), InUse):
+                log.warning('%s; kept beyond -keep %d', failed[stamp], keep)
+            elif stamp not in failed:
+                missing = VmSnapshots.missing_disks(view.disks, files)
+                lacks = f'incomplete (lacks {",".join(d.key for d in missing)}) ' if missing else ''
+                log.info('VM %s: %ssnapshot %s deleted (-keep %d)', view.vmid, lacks, stamp, keep)
+        problems = [failure for failure in failed.values() if not isinstance(failure, InUse)]
+        if problems:
+            raise Failure.joined(*problems)
+
+    @staticmethod
+    def command(ctx, args):
+        view = VmView.gather(ctx, args.vm)
+        with Locks.for_storages(ctx, view.storages):
+            files = VmView.find_snapshot(view, VmView.gather_snapshots(ctx, view), args.snapshot)
+            VmDelete.delete_snapshot(ctx, view, files)
+        log.info('VM %s: snapshot %s deleted (%d file(s))', args.vm, args.snapshot, len(files))
+
+
+class VmList:
+    """vm list: a VM's snapshots, how consistent each is, which VM each is of."""
+
+    @staticmethod
+    def manifest_state(ctx, vmid, files):
+        """{'path', 'signed', 'error'} of a set's manifest as read back (VmRestore.read_saved: a file that
+        cannot be read or fails its check has its `error`), or None for a set without one."""
+        records = [file for file in files if file.is_record and file.ext != '.conf']
+        if not records:
+            return None
+        record = records[0]
+        try:
+            saved = VmRestore.read_saved(ctx, record.storage, record.path, vmid, record.stamp, record.size)
+        except Failure as exc:
+            return {'path': record.path, 'signed': False, 'error': str(exc)}
+        return {'path': record.path, 'signed': saved.signed, 'error': None}
+
+    OF_VM = {True: 'this VM', False: 'another VM', None: 'unknown'}
+
+    @staticmethod
+    def unsound_copies(ctx, files):
+        """The paths of a set's qcow2 copies that stand on a file a copy cannot keep (backing_risk):
+        taken by an earlier build over a PVE 9 volume chain, say; vm restore refuses them."""
+        qcow2 = [file for file in files if not file.is_record and file.ext == '.qcow2']
+        risks = Parallel.map(lambda file: Qcow2.backing_risk(ctx.volume(file.storage).qcow2_backing(file.path)), qcow2)
+        return [file.path for file, risk in zip(qcow2, risks) if risk]
+
+    @staticmethod
+    def command(ctx, args):
+        view = VmView.gather(ctx, args.vm)
+        found = VmView.gather_snapshots(ctx, view, VmView.searched_storages(ctx, view))
+        manifests = Parallel.map(lambda files: VmList.manifest_state(ctx, view.vmid, files), list(found.values()))
+        unsound = Parallel.map(lambda files: VmList.unsound_copies(ctx, files), list(found.values()))
+        sets = []
+        for (stamp, files), manifest, broken in zip(found.items(), manifests, unsound):
+            clones = [f for f in files if not f.is_record]
+            pairs, missing, _ = VmSnapshots.match_disks(view.disks, clones)
+            disk_keys = {file.path: disk.key for disk, file in pairs}
+            sets.append({
+                'stamp': stamp, 'kind': Names.SNAPSHOT_KINDS[files[0].kind], 'size': sum(f.size for f in clones),
+                'complete': not missing, 'missing': [d.key for d in missing], 'consistency': Consistency.of_files(files),
+                'of': VmList.OF_VM[Identity.same_vm(Identity.of_files(files), view.identity)], 'identity': Identity.of_files(files),
+                'manifest': manifest, 'unsound': broken,
+                'files': [{'storage': f.storage, 'path': f.path, 'size': f.size, 'disk': disk_keys.get(f.path)}
+                          for f in clones]})
+            if manifest and manifest['error']:
+                log.warning('VM %s: snapshot %s: %s', view.vmid, stamp, manifest['error'])
+        ctx.emit(sets, VmList.text(view.vmid, sets))
+
+    @staticmethod
+    def text(vmid, sets):
+        """vm list's tables: the VM's own snapshots (and those whose VM is unknown), then those of another
+        VM that had its id before, apart. STATE and CONSISTENCY come after the first four columns, so
+        that scripts reading those keep working."""
+        def state(s):
+            base = f'incomplete (lacks {",".join(s["missing"])})' if s['missing'] else 'complete'
+            return (base + ('; its manifest cannot be used' if (s['manifest'] or {}).get('error') else '')
+                    + ('; a qcow2 copy stands on a file it cannot keep' if s['unsound'] else ''))
+
+        def table(chosen):
+            rows = [{'stamp': s['stamp'], 'kind': s['kind'], 'size': Output.human_size(s['size']),
+                     'disks': ','.join(f['disk'] or f['path'].rsplit('/', 1)[1] for f in s['files']), 'state': state(s),
+                     'consistency': s['consistency'], 'of': s['of']} for s in chosen]
+            return Output.format_table([('SNAPSHOT', 'stamp'), ('KIND', 'kind'), ('SIZE', 'size'), ('DISKS', 'disks'),
+                                 ('STATE', 'state'), ('CONSISTENCY', 'consistency'), ('OF', 'of')], rows)
+
+        text = table([s for s in sets if s['of'] != 'another VM'])
+        others = [s for s in sets if s['of'] == 'another VM']
+        if others:
+            text += (f'\n\nSnapshots of another VM that had the id {vmid} before (vm restore -as-new NEWID makes a VM '
+                     'of one; -keep never counts or deletes them):\n' + table(others))
+        return text
+
+
+class VmRestore:
+    """vm restore: a VM's disks (-with-config: and its config) back to a VM snapshot, or to their
+    state in a storage snapshot, after the live disks are kept as a pre-restore snapshot; -as-new
+    is NewVm."""
+
+    @dataclasses.dataclass(frozen=True)
+    class SavedConfig:
+        """The config a snapshot saved, as read back: its settings (parse_config_text), the file it
+        was read from, and whether this cluster's key vouches for it (Manifest.read)."""
+        config: dict
+        path: str
+        storage: str
+        signed: bool = False
+        manifest: dict = None   # None: a .conf of an earlier build
+
+        @property
+        def trust(self):
+            if self.signed:
+                return "signed with this cluster's key"
+            return 'unsigned (made before manifests were signed, or off a node): its settings are screened alone'
+
+    @staticmethod
+    def read_saved(ctx, storage, path, vmid, stamp, size=None):
+        """The SavedConfig at `path` on `storage`, of guest `vmid` and snapshot `stamp`: a manifest,
+        or, made by an earlier build, a .conf file. None if there is no such file; a ManifestError
+        if there is one that cannot be read or fails its check."""
+        volume = ctx.volume(storage)
+        size = volume.file_size(path) if size is None else size
+        if size is None:
+            return None
+        data = volume.read_file(path, size)
+        where = f'{path} on {storage}'
+        if not path.endswith('.manifest.json'):
+            return VmRestore.SavedConfig(Guest.parse_config_text(data.decode('utf-8', 'surrogateescape')), path, storage)
+        manifest, signed = Manifest.read(data, where, vmid, stamp, ctx.manifest_key())
+        return VmRestore.SavedConfig(Guest.parse_config_text(manifest['config']), path, storage, signed, manifest)
+
+    @staticmethod
+    def saved_config_of(ctx, files):
+        """The SavedConfig of a VM snapshot set, or None (one made before configs were saved)."""
+        records = sorted((file for file in files if file.is_record), key=lambda file: file.ext == '.conf')
+        if not records:
+            return None
+        vmid = int(re.match(r'vm-(\d+)', records[0].stem)[1])
+        return VmRestore.read_saved(ctx, records[0].storage, records[0].path, vmid, records[0].stamp, records[0].size)
+
+    @staticmethod
+    def storage_snapshot_config(ctx, vmid, name, storages):
+        """The SavedConfig of VM `vmid` in the storage snapshot `name` (on the first of `storages` that
+        holds one), or None: a snapshot made before configs were saved, or of a storage without the VM."""
+        for storage in sorted(storages):
+            volume = ctx.volume(storage)
+            directory = Names.storage_record_dir(name)
+            found = [Names.STORAGE_MANIFEST_FILE.match(file) for file in volume.files_in(directory) or []]
+            mine = sorted((m for m in found if m and m['prefix'] == 'vm' and int(m['vmid']) == vmid),
+                          key=lambda m: not m['consistency'])
+            if mine:
+                return VmRestore.read_saved(ctx, storage, f'{directory}/{mine[0][0]}', vmid, name)
+        return None
+
+    @staticmethod
+    def read_or_warn(view, origin, need_config, read):
+        """read() the config a snapshot saved; if that fails, a warning and None, unless it is to be
+        put back (`need_config`): then a Failure saying so."""
+        try:
+            return read()
+        except Failure as exc:
+            if need_config:
+                raise Failure(f'VM {view.vmid}: the config {origin} saved is not put back: {exc}; restore without '
+                              '-with-config to put the disks back alone') from exc
+            log.warning('VM %s: the config %s saved could not be read (%s): its disks are restored all the same, and '
+                        'the plan shows no difference of configs', view.vmid, origin, exc)
+            return None
+
+    @staticmethod
+    def storages_with_snapshot(ctx, view, name):
+        """{storage: whether its volume has the storage snapshot `name`} for every storage the VM's
+        disks may have been on (searched_storages: a disk moved since), so that a name that is no snapshot is
+        said as such, not as disks without a copy; NotFound if none has it. A storage of a current disk
+        without it is named in a warning."""
+        holding = {}
+        for storage in sorted(set(VmView.searched_storages(ctx, view)) | {disk.storage for disk in view.disks}):
+            volume = ctx.volume(storage)
+            holding[storage] = volume.has_snapshot(name)
+            if not holding[storage] and storage in {disk.storage for disk in view.disks}:
+                log.warning('VM %s: storage %s (volume %s) has no snapshot %s', view.vmid, storage, volume.name, name)
+        if not any(holding.values()):
+            raise NotFound(f'VM {view.vmid}: no storage snapshot {name} on ' + ', '.join(
+                f'{storage} (volume {ctx.volume(storage).name})' for storage in holding) +
+                ': see storage list')
+        return holding
+
+    @staticmethod
+    def disks_to_restore(ctx, view, saved, with_config):
+        """The disks a restore writes: the VM's disks now; with -with-config, the disks the saved
+        config names, each where it was when the snapshot was taken (a disk moved since goes back to
+        its old file, the one the snapshot has a copy of), so far as a restore may set them
+        (setting_risk: never a host path or another guest's volume)."""
+        if not with_config or saved is None:
+            return view.disks
+        disks = [disk for disk in Guest.vm_disks(saved.config) if disk.storage in ctx.config.storages and disk.path
+                 and not RestoreRules.setting_risk(disk.key, saved.config[disk.key], view.vmid)]
+        for disk in disks:
+            ctx.volume(disk.storage)
+        return disks
+
+    @staticmethod
+    def moved_disks(view, saved):
+        """(key, volid then, volid now) of each disk of a snapshot's manifest that the VM has under the
+        same key on another volume now: moved since (Move Disk), its old file kept as unused or gone."""
+        recorded = (saved.manifest or {}).get('disks') if saved else None
+        now = {disk.key: disk.volid for disk in Guest.vm_disks(view.config)}
+        return [(entry['key'], entry['volid'], now[entry['key']]) for entry in recorded or ()
+                if isinstance(entry, dict) and entry.get('key') in now and entry.get('volid') != now[entry['key']]]
+
+    @staticmethod
+    def sources(ctx, view, sets, stamp, name, with_config):
+        """([(disk, source path)] for each disk to restore (disks_to_restore), from the set `stamp` or
+        from the storage snapshot `name`, what the source is called, [disks it has no copy of], its
+        saved config or None). A saved config that cannot be read stops the restore only if it is to
+        be put back (`with_config`). A disk moved since is said, and without -with-config its copy is
+        written nowhere: never onto another file than the one it was taken of."""
+        if stamp:
+            files = VmView.find_snapshot(view, sets, stamp)
+            origin = f'snapshot {stamp}'
+            saved = VmRestore.read_or_warn(view, origin, with_config, lambda: VmRestore.saved_config_of(ctx, files))
+            disks = VmRestore.disks_to_restore(ctx, view, saved, with_config)
+            pairs, missing, _ = VmSnapshots.match_disks(disks, [f for f in files if not f.is_record])
+            sources = [(disk, file.path) for disk, file in pairs]
+        else:
+            holding = VmRestore.storages_with_snapshot(ctx, view, name)
+            origin = f'storage snapshot {name}'
+            saved = VmRestore.read_or_warn(view, origin, with_config, lambda: VmRestore.storage_snapshot_config(
+                ctx, view.vmid, name, [storage for storage in holding if holding[storage]]))
+            sources, missing = [], []
+            for disk in VmRestore.disks_to_restore(ctx, view, saved, with_config):
+                volume = ctx.volume(disk.storage)
+                source = f'.snapshot/{name}/{disk.path}'
+                if holding.get(disk.storage) and volume.file_exists(source):
+                    sources.append((disk, source))
+                else:
+                    missing.append(disk)
+        for key, then, now in VmRestore.moved_disks(view, saved):
+            log.warning('VM %s: disk %s was %s when %s was taken and is %s now: %s', view.vmid, key, then, origin, now,
+                        'with -with-config it goes back to the file it was, from the copy' if with_config else
+                        'its copy is written onto no other file; -with-config puts the disk back as it was')
+        for disk in missing:
+            log.warning('VM %s: %s has no copy of disk %s (%s); it stays as it is', view.vmid, origin, disk.key,
+                        disk.volid)
+        if not sources:
+            raise Failure(f'VM {view.vmid}: {origin} holds none of its {"saved" if with_config else "current"} disks')
+        VmRestore.check_source_backings(ctx, view, origin, sources)
+        return sources, origin, missing, saved
+
+    @staticmethod
+    def check_source_backings(ctx, view, origin, sources):
+        """Refuse a restore from a qcow2 copy that stands on a file a copy alone cannot keep
+        (backing_risk): one a run of an earlier build took over a PVE 9 volume chain, say."""
+        qcow2 = [(disk, source) for disk, source in sources if source.endswith('.qcow2')]
+
+        def backing(item):
+            disk, source = item
+            volume = ctx.volume(disk.storage)
+            return Qcow2.backing_risk(volume.qcow2_backing(source))
+
+        risky = [f'{disk.key} ({source}) stands on {why}' for (disk, source), why in
+                 zip(qcow2, Parallel.map(backing, qcow2)) if why]
+        if risky:
+            raise Failure(f'VM {view.vmid}: not restored from {origin}, for the copy of {"; ".join(risky)}, so it does not '
+                          'hold the disk whole; restore the whole storage from a storage snapshot, or copy the disk out '
+                          'of one by hand (qemu-img convert)')
+
+    @staticmethod
+    def absent_targets(ctx, view, sources):
+        """The paths of the disks a restore writes that are not there now: a disk -with-config puts
+        back whose file was deleted since (moved away without keeping it). None of the VM's current
+        disks is looked up: they are there."""
+        current = {(disk.storage, disk.path) for disk in view.disks}
+        others = [disk for disk, _ in sources if (disk.storage, disk.path) not in current]
+        there = Parallel.map(lambda disk: ctx.volume(disk.storage).file_exists(disk.path), others)
+        return {disk.path for disk, found in zip(others, there) if not found}
+
+    @staticmethod
+    def restore_disks(ctx, view, sources, undo_stamp, window):
+        """Clone the live disks to a pre-restore snapshot, then each source over its live disk (or to
+        where a disk -with-config puts back was before it was deleted: absent_targets). All or
+        nothing: on a failure the disks overwritten are put back, those made removed. An overwrite
+        whose outcome stays unknown leaves all as it is: the pre-restore snapshot kept, the VM down."""
+        vmid = view.vmid
+        absent = VmRestore.absent_targets(ctx, view, sources)
+        undo = [(disk.storage, disk.path, Names.snapshot_file_path(disk.path, undo_stamp, 'prerestore')) for disk, _ in sources
+                if disk.path not in absent]
+        saved = Clones.settle(ctx, Clones.make(ctx, undo))
+        if any(outcome.state != 'done' for outcome in saved):
+            # Only copies of the live disks were asked for: the VM may start whatever they became.
+            raise Failure(f'VM {vmid}: nothing restored, the pre-restore copy failed: '
+                          f'{"; ".join(str(outcome.error) for outcome in saved if outcome.error)}; '
+                          f'{Clones.remove(ctx, Outcome.items_in(saved, "done"))}{Clones.still_pending(saved)}')
+        log.info('VM %s: current disks saved as pre-restore snapshot %s', vmid, undo_stamp)
+        key = {disk.path: disk.key for disk, _ in sources}
+        overwrites = Clones.settle(ctx, Clones.make(ctx, [(disk.storage, source, disk.path) for disk, source in sources],
+                                                   overwrite=True), overwrite=True)
+        if all(outcome.state == 'done' for outcome in overwrites):
+            return
+        stopped = 'VM left stopped' if window.acting else f'do not start VM {vmid}'
+        if any(outcome.state == 'unknown' for outcome in overwrites):
+            window.leave_down('a restore of its disks may still be under way')
+            raise Failure(f'VM {vmid}: restore not finished: {VmRestore.restore_state(overwrites, key)}; {stopped} and '
+                          f'pre-restore snapshot {undo_stamp} kept: once ONTAP has ended the job(s), start the VM if '
+                          f'its disks are right, or put them back with vm restore -vm {vmid} -snapshot {undo_stamp}')
+        reason = '; '.join(f'{key[path]} ({outcome.error})' for outcome in overwrites if outcome.error
+                           for _, _, path in [outcome.item])
+        back = [(storage, Names.snapshot_file_path(path, undo_stamp, 'prerestore'), path)
+                for storage, _, path in Outcome.items_in(overwrites, 'done') if path not in absent]
+        made = [item for item in Outcome.items_in(overwrites, 'done') if item[2] in absent]
+        put_back = Clones.settle(ctx, Clones.make(ctx, back, overwrite=True), overwrite=True)
+        if made:
+            reason += f'; {Clones.remove(ctx, made)}'
+
+        if any(outcome.state != 'done' for outcome in put_back):
+            window.leave_down('its disks are neither all restored nor all as they were')
+            unrestored = ', '.join(key[path] for outcome in put_back if outcome.error for _, _, path in [outcome.item])
+            raise Failure(f'VM {vmid}: restore failed ({reason}) and putting back {unrestored} failed too: their '
+                          f'previous content is in pre-restore snapshot {undo_stamp}; {stopped}: put them back with '
+                          f'vm restore -vm {vmid} -snapshot {undo_stamp}{Clones.still_pending(put_back)}')
+        raise Failure(f'VM {vmid}: restore failed, every disk is as it was ({Clones.remove(ctx, undo)}): {reason}')
+
+    @staticmethod
+    def save_config_for_undo(ctx, view, undo_stamp, needed):
+        """Save the VM's config as it is now with the pre-restore snapshot (its manifest), so that
+        restoring that one -with-config undoes a config put back too. None, or, where the config is
+        to be put back (`needed`), the Failure that keeps it from being put back; else a warning."""
+        try:
+            VmCreate.save_snapshot_records(ctx, view, undo_stamp, 'shutdown', 'prerestore', ctx.pve.config_of(view.vm))
+        except Failure as exc:
+            if needed:
+                return Failure(f'its config was not put back: the current one could not be saved with pre-restore '
+                               f'snapshot {undo_stamp} to undo it ({exc})')
+            log.warning('VM %s: its config could not be saved with pre-restore snapshot %s: %s', view.vmid, undo_stamp,
+                        exc)
+        return None
+
+    @staticmethod
+    def restore_state(overwrites, key):
+        """Which disks a restore overwrote, which it did not, and which ONTAP may still overwrite."""
+        parts = [f'{key[outcome.item[2]]} {phrase}' for outcome, phrase in
+                 ((outcome, {'done': 'restored', 'failed': f'not restored ({outcome.error})',
+                             'unknown': 'unknown'}[outcome.state]) for outcome in overwrites)]
+        return ', '.join(parts) + f' ({Outcome.pending_jobs(overwrites)})'
+
+    @staticmethod
+    def check_restorable(vmid, status, shutdown):
+        """Refuse to overwrite the disks of a VM (a resources entry or status/current) that
+        runs without -shutdown, is suspended to disk, or is locked by a backup, clone, migration."""
+        lock = status.get('lock')
+        if lock == 'suspended':
+            raise Failure(f'VM {vmid} is suspended to disk: its saved memory belongs to the current disks; '
+                          'start it and shut it down first')
+        if lock:
+            raise Failure(f'VM {vmid} is locked ({lock}): try again when that is done')
+        if status.get('status') == 'running' and status.get('qmpstatus', 'running') != 'running':
+            raise Failure(f'VM {vmid} is {status["qmpstatus"]}, not running, and the tool never resumes such a VM: '
+                          'resume or stop it first')
+        if status.get('status') == 'running' and not shutdown:
+            raise Failure(f'VM {vmid} is running: shut it down first, or add -shutdown')
+
+    @staticmethod
+    def check_same_vm(view, origin, saved, files):
+        """Refuse a restore of the VM from a snapshot of another VM that had its id (same_vm): by the
+        identity its manifest records, else the one its name carries (`files`: a VM snapshot's)."""
+        recorded = (saved.manifest or {}).get('identity') if saved else None
+        tag = Identity.tag((recorded.get('ctime'), recorded.get('smbios_uuid'))) if isinstance(recorded, dict) else None
+        if Identity.same_vm(tag or Identity.of_files(files), view.identity) is False:
+            raise Failure(f'VM {view.vmid}: {origin} is of another VM that had the id {view.vmid} before, not of VM '
+                          f'{view.vmid} now: its disks are not put onto this VM; make a VM of it with -as-new NEWID')
+
+    @staticmethod
+    def plan(view, origin, sources, missing, saved, with_config, allowed):
+        """What a vm restore does, as a record (-output json), gathered before it asks: the disks, and
+        what putting the saved config back does (RestoreRules.plan): `diff`, unified diff lines of the
+        config now and after (null without a saved config); the settings `kept` as they are, and
+        why; those `allowed` back by -allow-key alone; the file and whether it is `signed`."""
+        plan = {'vmid': view.vmid, 'origin': origin,
+                'disks': [{'key': disk.key, 'volid': disk.volid, 'source': source} for disk, source in sources],
+                'kept': [disk.key for disk in missing],
+                'config': {'saved': saved is not None, 'restored': bool(with_config), 'diff': None}}
+        if saved is not None:
+            change = RestoreRules.plan(view.config, saved.config, view.vmid, allowed)
+            detached = [disk for disk in Guest.vm_disks(view.config) if with_config and (
+                disk.key in change.deletes or Guest.drive_volume(change.changes.get(disk.key, disk.volid)) != disk.volid)]
+            plan['config'].update(
+                detached=[{'key': disk.key, 'volid': disk.volid} for disk in detached],
+                diff=Guest.config_diff(view.config, change.after(view.config), f'VM {view.vmid} now', origin),
+                kept=[{'key': key, 'saved': then, 'current': now, 'why': why}
+                      for key, (then, now, why) in change.kept.items()],
+                allowed=[{'key': key, 'value': value} for key, value in change.allowed.items()],
+                file=f'{saved.path} on {saved.storage}', signed=saved.signed, trust=saved.trust)
+        return plan
+
+    @staticmethod
+    def show_plan(ctx, plan, asking):
+        """The plan of a vm restore, shown as StorageRestore.show_plan shows a storage restore's."""
+        if ctx.output == 'json':
+            print(json.dumps(plan, indent=2, sort_keys=True))
+            return
+        if not (asking or ctx.dry_run or log.isEnabledFor(logging.INFO)):
+            return
+        config = plan['config']
+        lines = [f'vm restore puts disks {", ".join(d["key"] for d in plan["disks"])} of VM {plan["vmid"]} back to '
+                 f'{plan["origin"]}' + (f'; {", ".join(plan["kept"])} stay as they are' if plan['kept'] else '') + '.']
+        if not config['saved']:
+            lines.append(f'{plan["origin"]} holds no saved config (made before snapshots carried one): the config '
+                         'stays as it is.')
+            print('\n'.join(Output.printable(line) for line in lines), file=sys.stderr, flush=True)
+            return
+        lines.append(f'Its saved config: {config["file"]}, {config["trust"]}.')
+        if config['diff']:
+            lines.append(f'Putting back the config {plan["origin"]} saved changes it so:')
+            lines += config['diff']
+        else:
+            lines.append(f'The config is as {plan["origin"]} saved it' + (', but for what is kept below.'
+                                                                             if config['kept'] else '.'))
+        if config['kept']:
+            lines.append('These settings are kept as they are, whatever the saved config says:')
+            lines += RestoreRules.describe_kept({item['key']: (item['saved'], item['current'], item['why']) for item in config['kept']})
+        lines += [f'  {item["key"]}: "{item["value"]}" is put back only because -allow-key names it'
+                  for item in config['allowed']]
+        if config['detached']:
+            lines.append('Disks of the VM now that the saved config lacks, or names another file for, stay as unused '
+                         'disks: ' + ', '.join(f'{item["key"]} ({item["volid"]})' for item in config['detached']))
+        if config['diff'] or config['allowed']:
+            lines.append('-with-config puts the saved config back so; disks beyond it are kept as unused disks.'
+                         if config['restored'] else 'The config stays as it is (-with-config puts the saved one back).')
+        print('\n'.join(Output.printable(line) for line in lines), file=sys.stderr, flush=True)
+
+    @staticmethod
+    def put_config_back(ctx, view, saved, allowed):
+        """Put a saved config back (RestoreRules.plan: screened, `allowed` the keys -allow-key names) in one
+        change, against the digest of the config read now, so that PVE refuses it if anybody changes
+        the config meanwhile. A lost answer is read back: the saved config there is done, the config
+        as it was is failed, else unknown."""
+        current = ctx.pve.config_of(view.vm)
+        plan = RestoreRules.plan(current, saved, view.vmid, allowed)
+        changes, deletes = plan.changes, plan.deletes
+        if not changes and not deletes:
+            return
+        params = dict(changes, **({'delete': ','.join(deletes)} if deletes else {}),
+                      **({'digest': current['digest']} if current.get('digest') else {}))
+        try:
+            ctx.pve.set_config(view.vm, 'put the saved config back', **params)
+        except OutcomeUnknown as exc:
+            # A change waiting for PVE's config lock may still land after a read-back that found
+            # the config as it was: only the saved config found there settles it.
+            try:
+                after = ctx.pve.config_of(view.vm)
+            except Failure as again:
+                raise OutcomeUnknown(f'{exc}; reading the config back failed too ({again})', exc.what,
+                                     where=exc.where) from exc
+            again = RestoreRules.plan(after, saved, view.vmid, allowed)
+            if (again.changes, again.deletes) == ({}, []):
+                return
+            raise OutcomeUnknown(f'{exc}; the config read back is not the saved one yet: check it (qm config '
+                                 f'{view.vmid}) once no task of VM {view.vmid} runs', exc.what, where=exc.where) from exc
+        if not ctx.dry_run:
+            log.info('VM %s: config put back (%d key(s) set, %d deleted)', view.vmid, len(changes), len(deletes))
+
+    @staticmethod
+    def command(ctx, args):
+        allowed = frozenset(args.allow_key or ())
+        if args.as_new:
+            if args.with_config or args.shutdown:
+                raise ConfigError(f'-as-new takes neither -with-config (the new VM always gets the saved config) nor '
+                                  f'-shutdown (VM {args.vm} is not touched)')
+            NewVm.restore(ctx, args.vm, args.as_new, args.snapshot, args.storage_snapshot, allowed,
+                           args.no_saved_config, args.yes)
+            return
+        if args.no_saved_config:
+            raise ConfigError('-no-saved-config goes with -as-new (a restore without -with-config never needs the saved '
+                              'config)')
+        view = VmView.gather(ctx, args.vm)
+        with contextlib.ExitStack() as held:
+            locks = held.enter_context(Locks.for_storages(ctx, view.storages))
+            Guests.settle_left(ctx, locks, {view.vmid: view.vm})
+            sets = VmView.gather_snapshots(ctx, view, VmView.searched_storages(ctx, view))
+            sources, origin, missing, saved = VmRestore.sources(ctx, view, sets, args.snapshot, args.storage_snapshot,
+                                                             args.with_config)
+            # -with-config may put a disk back on a storage the VM no longer uses: its volume locked too.
+            locks += held.enter_context(Locks.for_storages(ctx, {disk.storage for disk, _ in sources} - set(view.storages)))
+            if args.with_config and saved is None:
+                raise Failure(f'VM {view.vmid}: {origin} holds no saved config (made before snapshots carried one): '
+                              '-with-config has nothing to put back; restore the disks without it')
+            VmRestore.check_same_vm(view, origin, saved, sets.get(args.snapshot, []))
+            VmRestore.check_restorable(view.vmid, view.vm, args.shutdown)
+            VmRestore.show_plan(ctx, VmRestore.plan(view, origin, sources, missing, saved, args.with_config, allowed),
+                                 asking=not args.yes and sys.stdin.isatty())
+            disks = ', '.join(disk.key for disk, _ in sources)
+            kept = f' ({", ".join(d.key for d in missing)} not in it: kept as they are)' if missing else ''
+            config = ' and its config' if args.with_config else ''
+            ctx.confirm(f'Overwrite disks {disks}{config} of VM {view.vmid} with {origin}{kept}', args.yes)
+            # Once more as it is now: the VM may have been started (or locked) during the question.
+            status = ctx.pve.status(view.vm)
+            VmRestore.check_restorable(view.vmid, status, args.shutdown)
+            running = status.get('status') == 'running'
+            undo_stamp = VolumeLock.new_stamp(locks, [f'vm{view.vmid}'], sets)
+            with STOP.held():
+                with VmWindow(ctx, view, 'shutdown' if running else None, status) as window:
+                    VmRestore.restore_disks(ctx, view, sources, undo_stamp, window)
+                    undone = VmRestore.save_config_for_undo(ctx, view, undo_stamp, args.with_config)
+                    if args.with_config and undone:
+                        window.problems.append(undone)
+                    elif args.with_config:
+                        try:
+                            VmRestore.put_config_back(ctx, view, saved.config, allowed)
+                        except OutcomeUnknown as exc:
+                            window.leave_down('a change of its config may still be under way')
+                            window.problems.append(Failure(f'whether its config was put back is unknown: {exc}'))
+                        except Failure as exc:
+                            window.problems.append(Failure(f'its config was not put back: {exc}'))
+                if window.problems:
+                    raise Failure(f'VM {view.vmid}: disks {disks} restored from {origin}, but '
+                                  f'{Failure.joined(*window.problems)}')
+        log.info('VM %s: disks %s%s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, config,
+                 origin, undo_stamp)
+        STOP.check(f'VM {view.vmid}: disks {disks}{config} restored from {origin} first')
 
 
 # -- a new VM from a snapshot: vm restore -as-new
@@ -4944,458 +4982,407 @@ class NewVm:
     kept: dict = dataclasses.field(default_factory=dict)      # {key: (value, None, why)} not copied
     allowed: dict = dataclasses.field(default_factory=dict)   # {key: value} copied only by -allow-key
 
+    @staticmethod
+    def reachable_storages(ctx, quiet=False):
+        """The storages of config.ini whose volume can be looked up now (a warning names each other
+        one, or `quiet`, a line at info level)."""
+        found = []
+        for storage in sorted(ctx.config.storages):
+            try:
+                ctx.volume(storage)
+            except Failure as exc:
+                (log.info if quiet else log.warning)('storage %s not searched: %s', storage, exc)
+                continue
+            found.append(storage)
+        return found
 
-def reachable_storages(ctx, quiet=False):
-    """The storages of config.ini whose volume can be looked up now (a warning names each other
-    one, or `quiet`, a line at info level)."""
-    found = []
-    for storage in sorted(ctx.config.storages):
-        try:
-            ctx.volume(storage)
-        except Failure as exc:
-            (log.info if quiet else log.warning)('storage %s not searched: %s', storage, exc)
-            continue
-        found.append(storage)
-    return found
-
-
-def disks_without_copy(ctx, disks, copies, config):
-    """(disk, why) for each disk that a new VM could not get a copy of. A qcow2 disk of a VM with
-    PVE snapshots on a storage with snapshot-as-volume-chain (PVE 9) is the top of a chain whose
-    backing files are named relative to its directory, snap-<snapshot>-<file> beside it
-    (pve-storage src/PVE/Storage/Plugin.pm, get_snap_name and volume_snapshot_delete's rebase):
-    a copy in images/NEWID/ would find none of them."""
-    for disk in disks:
-        if (disk.path and disk.path.endswith('.qcow2') and config.get('parent')
-                and ctx.storages().get(disk.storage, {}).get('snapshot-as-volume-chain')):
-            yield disk, ('a qcow2 disk with PVE snapshots as a volume chain (snapshot-as-volume-chain), whose '
-                         'backing files stay beside the old one, so it cannot be copied; delete the PVE snapshots '
-                         'first, or convert the disk by hand (qemu-img convert)')
-        elif disk.storage not in ctx.config.storages:
-            yield disk, f'storage {disk.storage} has no section in {ctx.config.path}, so it cannot be copied'
-        elif disk.path is None:
-            yield disk, 'no image file, so it cannot be copied'
-        elif (disk.storage, disk.file) not in copies:
-            yield disk, 'the snapshot holds no copy of it'
-
-
-def new_vm_source(ctx, vmid, view, stamp, name, storages):
-    """(what -as-new copies from, {(storage, file): path of its copy} or None where it is to be
-    looked up per disk, the storages holding the storage snapshot, its SavedConfig or None)."""
-    if stamp:
-        searched = VmView({'vmid': vmid}, {}, [], [], storages)
-        files = find_set(searched, gather_sets(ctx, searched), stamp)
-        return (f'snapshot {stamp}', {(f.storage, f.source_file): f.path for f in files if not f.is_record}, [],
-                lambda: set_config(ctx, files))
-    holding = [storage for storage in storages if ctx.volume(storage).has_snapshot(name)]
-    if not holding:
-        raise NotFound(f'no storage snapshot {name} on {", ".join(storages) or "any storage of config.ini"}: '
-                       'see storage list')
-    return f'storage snapshot {name}', None, holding, lambda: storage_snapshot_config(ctx, vmid, name, holding)
-
-
-def new_vm_settings(vmid, newid, view, origin, read, no_saved_config):
-    """The settings -as-new starts from: the config `origin` saved (read()), or with
-    `no_saved_config`, where that cannot be read or fails its check, VM `vmid`'s current one."""
-    try:
-        saved = read()
-    except Failure as exc:
-        if not no_saved_config or view is None:
-            instead = ('add -no-saved-config to take the current config of VM {vmid} instead' if view else
-                       f'VM {vmid} no longer exists, so no other config can stand in')
-            raise Failure(f'VM {newid} not created: {exc}; {instead.format(vmid=vmid)}') from exc
-        log.warning('VM %s: %s (-no-saved-config: VM %s gets the current config of VM %s)', vmid, exc, newid, vmid)
-        return view.config
-    if saved is None and view is None:
-        raise Failure(f'VM {vmid} no longer exists in PVE, and {origin} holds no saved config (made before '
-                      'snapshots carried one): nothing says what VM it was; create a VM by hand and give it '
-                      'copies of its disks')
-    if saved is None:
-        log.warning('VM %s: %s holds no saved config (made before snapshots carried one): VM %s gets the '
-                    'current config of VM %s', vmid, origin, newid, vmid)
-        return view.config
-    return saved.config
-
-
-def plan_new_vm(ctx, vmid, newid, stamp, name, allowed=frozenset(), no_saved_config=False):
-    """Every lookup of -as-new: the new id is free, the source found (without VM `vmid` if it is
-    gone: on every configured storage), a config to give the new VM (screened: RestoreRules.screen), a
-    copy of each of its disks."""
-    guests = ctx.pve.guests()
-    if newid in guests:
-        taken = guests[newid]
-        raise Failure(f'Proxmox {ctx.pve.host}: {Guest.label(taken)} {taken.get("name") or ""} already exists on '
-                      f'node {taken.get("node")}: choose another id for -as-new (pvesh get /cluster/nextid gives '
-                      'a free one)')
-    source = guests.get(vmid)
-    if source and source.get('type') == 'lxc':
-        raise Failure(f'CT {vmid} is a container: vm restore -as-new makes VMs only')
-    view = gather_vm(ctx, vmid, {vmid: source}) if source else None
-    storages = view.storages if view else reachable_storages(ctx)
-    origin, copies, holding, read = new_vm_source(ctx, vmid, view, stamp, name, storages)
-    original = new_vm_settings(vmid, newid, view, origin, read, no_saved_config)
-    config, risky = RestoreRules.screen(Guest.restorable(original), vmid, allowed)
-    forced = {key: config[key] for key in sorted(allowed) if key in config and RestoreRules.setting_risk(key, config[key], vmid)}
-    disks = Guest.vm_disks(config)
-    if copies is None:
-        copies = {}
+    @staticmethod
+    def disks_without_copy(ctx, disks, copies, config):
+        """(disk, why) for each disk that a new VM could not get a copy of. A qcow2 disk of a VM with
+        PVE snapshots on a storage with snapshot-as-volume-chain (PVE 9) is the top of a chain whose
+        backing files are named relative to its directory, snap-<snapshot>-<file> beside it
+        (pve-storage src/PVE/Storage/Plugin.pm, get_snap_name and volume_snapshot_delete's rebase):
+        a copy in images/NEWID/ would find none of them."""
         for disk in disks:
-            if disk.storage in holding and disk.path:
-                volume = ctx.volume(disk.storage)
-                if volume.file_exists(f'.snapshot/{name}/{disk.path}'):
-                    copies[(disk.storage, disk.file)] = f'.snapshot/{name}/{disk.path}'
-    lacking = [f'{disk.key} ({disk.volid}: {why})' for disk, why in disks_without_copy(ctx, disks, copies, original)]
-    if lacking:
-        raise Failure(f'VM {newid} would lack disks of VM {vmid}: {"; ".join(lacking)}; nothing was made')
-    if not disks:
-        raise Failure(f'VM {vmid}: the config {origin} gives has no disk to copy; nothing was made')
-    taken = []
-    for storage in sorted({disk.storage for disk in disks}):
-        volume = ctx.volume(storage)
-        taken += [record['name'] for record in volume.list_dir(f'images/{newid}')]
-    paths = RestoreRules.new_disk_paths(disks, newid, taken)
-    clones = [(disk.storage, copies[(disk.storage, disk.file)], paths[disk.key]) for disk in disks]
-    volumes = {disk.key: f'{disk.storage}:{newid}/{paths[disk.key].rsplit("/", 1)[1]}' for disk in disks}
-    node = Node.name() or (source or {}).get('node') or ctx.pve.local_node()
-    if any(key in original for key in Guest.SECRET_KEYS):
-        log.warning('VM %s: its cloud-init password is not copied (no snapshot holds it): set it again with '
-                    'qm set %s --cipassword', newid, newid)
-    import uuid  # only -as-new needs it; see ontap_read_file
-    return NewVm(newid, node, RestoreRules.new_vm_config(config, volumes, str(uuid.uuid4())), clones, origin,
-                 {key: (original[key], None, why) for key, why in risky.items()}, forced)
+            if (disk.path and disk.path.endswith('.qcow2') and config.get('parent')
+                    and ctx.storages().get(disk.storage, {}).get('snapshot-as-volume-chain')):
+                yield disk, ('a qcow2 disk with PVE snapshots as a volume chain (snapshot-as-volume-chain), whose '
+                             'backing files stay beside the old one, so it cannot be copied; delete the PVE snapshots '
+                             'first, or convert the disk by hand (qemu-img convert)')
+            elif disk.storage not in ctx.config.storages:
+                yield disk, f'storage {disk.storage} has no section in {ctx.config.path}, so it cannot be copied'
+            elif disk.path is None:
+                yield disk, 'no image file, so it cannot be copied'
+            elif (disk.storage, disk.file) not in copies:
+                yield disk, 'the snapshot holds no copy of it'
 
+    @staticmethod
+    def source(ctx, vmid, view, stamp, name, storages):
+        """(what -as-new copies from, {(storage, file): path of its copy} or None where it is to be
+        looked up per disk, the storages holding the storage snapshot, its SavedConfig or None)."""
+        if stamp:
+            searched = VmView({'vmid': vmid}, {}, [], [], storages)
+            files = VmView.find_snapshot(searched, VmView.gather_snapshots(ctx, searched), stamp)
+            return (f'snapshot {stamp}', {(f.storage, f.source_file): f.path for f in files if not f.is_record}, [],
+                    lambda: VmRestore.saved_config_of(ctx, files))
+        holding = [storage for storage in storages if ctx.volume(storage).has_snapshot(name)]
+        if not holding:
+            raise NotFound(f'no storage snapshot {name} on {", ".join(storages) or "any storage of config.ini"}: '
+                           'see storage list')
+        return f'storage snapshot {name}', None, holding, lambda: VmRestore.storage_snapshot_config(ctx, vmid, name, holding)
 
-def show_new_vm_plan(ctx, new, source, asking):
-    """What -as-new makes, shown as vm restore's plan is (show_vm_restore_plan): the new VM's config
-    whole, the settings not copied and why, those copied only because -allow-key names them."""
-    plan = {'vmid': new.vmid, 'node': new.node, 'origin': new.origin, 'source': source, 'config': new.config,
-            'disks': [{'storage': storage, 'source': path, 'destination': copy} for storage, path, copy in new.clones],
-            'kept': [{'key': key, 'saved': value, 'why': why} for key, (value, _, why) in new.kept.items()],
-            'allowed': [{'key': key, 'value': value} for key, value in new.allowed.items()]}
-    if ctx.output == 'json':
-        print(json.dumps(plan, indent=2, sort_keys=True))
-        return
-    if not (asking or ctx.dry_run or log.isEnabledFor(logging.INFO)):
-        return
-    lines = [(f'vm restore -as-new makes VM {new.vmid} on node {new.node} from {new.origin} of VM {source}: '
-              'stopped, with new MAC addresses, vmgenid and SMBIOS uuid, no start at boot, and this config:')]
-    lines += [f'  {key}: {value}' for key, value in sorted(new.config.items())]
-    if new.kept:
-        lines.append('Not copied from the saved config:')
-        lines += [f'  {key}: "{value}" ({why}; -allow-key {key} copies it)' for key, (value, _, why) in new.kept.items()]
-    lines += [f'  {key}: "{value}" is copied only because -allow-key names it' for key, value in new.allowed.items()]
-    print('\n'.join(Output.printable(line) for line in lines), file=sys.stderr, flush=True)
-
-
-def create_new_vm(ctx, new):
-    """Create the VM of -as-new over its cloned disks. Failed: the clones are removed. Unknown (a
-    lost answer, a task past its bound): its tasks are followed, then read back: is the VM there?"""
-    files = ', '.join(f'{destination} on {storage}' for storage, _, destination in new.clones)
-    try:
-        ctx.pve.create_vm(new.node, new.vmid, new.config)
-    except OutcomeUnknown as exc:
-        guest = {'node': new.node, 'vmid': new.vmid, 'type': 'qemu'}
+    @staticmethod
+    def settings(vmid, newid, view, origin, read, no_saved_config):
+        """The settings -as-new starts from: the config `origin` saved (read()), or with
+        `no_saved_config`, where that cannot be read or fails its check, VM `vmid`'s current one."""
         try:
-            ctx.pve.settle_task(guest, exc)
-            made = ctx.pve.guests().get(new.vmid)
-        except Failure as again:
-            raise Failure(f'{exc}; finding out what became of it failed too ({again}): its disks are left, '
-                          f'{files}: check whether VM {new.vmid} exists, and delete them if not') from exc
-        if made and not made.get('lock'):
-            log.info('VM %s: the answer to its create was lost, but it exists', new.vmid)
-            return
-        state = f'exists, locked ({made["lock"]})' if made else 'does not exist (yet)'
-        raise Failure(f'{exc}; VM {new.vmid} {state}: its disks are left as they are, {files}; once no task of VM '
-                      f'{new.vmid} runs on node {new.node}, check VM {new.vmid}, and delete them if it is not '
-                      'there') from exc
-    except Failure as exc:
-        raise Failure(f'VM {new.vmid} not created: {exc}; {Clones.remove(ctx, new.clones)}') from exc
+            saved = read()
+        except Failure as exc:
+            if not no_saved_config or view is None:
+                instead = ('add -no-saved-config to take the current config of VM {vmid} instead' if view else
+                           f'VM {vmid} no longer exists, so no other config can stand in')
+                raise Failure(f'VM {newid} not created: {exc}; {instead.format(vmid=vmid)}') from exc
+            log.warning('VM %s: %s (-no-saved-config: VM %s gets the current config of VM %s)', vmid, exc, newid, vmid)
+            return view.config
+        if saved is None and view is None:
+            raise Failure(f'VM {vmid} no longer exists in PVE, and {origin} holds no saved config (made before '
+                          'snapshots carried one): nothing says what VM it was; create a VM by hand and give it '
+                          'copies of its disks')
+        if saved is None:
+            log.warning('VM %s: %s holds no saved config (made before snapshots carried one): VM %s gets the '
+                        'current config of VM %s', vmid, origin, newid, vmid)
+            return view.config
+        return saved.config
 
-
-def restore_as_new(ctx, vmid, newid, stamp, name, allowed, no_saved_config, assume_yes):
-    """A new VM `newid` from a VM snapshot or a storage snapshot of VM `vmid`, which may no longer
-    exist: its disks file-cloned from the snapshot's copies, its config the saved one, screened
-    (new_vm_config, RestoreRules.screen). Nothing of VM `vmid` changes. If the create fails, the clones
-    are removed again; if its outcome stays unknown, they are left and named. Settings only
-    -allow-key lets through are shown, then asked for."""
-    new = plan_new_vm(ctx, vmid, newid, stamp, name, allowed, no_saved_config)
-    show_new_vm_plan(ctx, new, vmid, asking=bool(new.allowed) and not assume_yes and sys.stdin.isatty())
-    if new.allowed:
-        ctx.confirm(f'Make VM {newid} with {", ".join(new.allowed)}, which only root@pam may set', assume_yes)
-    storages = sorted({storage for storage, _, _ in new.clones})
-    # A stop meanwhile would leave clones without their VM: both are made, then the run stops.
-    with Locks.for_storages(ctx, storages), STOP.held():
-        for storage in storages:
+    @staticmethod
+    def plan(ctx, vmid, newid, stamp, name, allowed=frozenset(), no_saved_config=False):
+        """Every lookup of -as-new: the new id is free, the source found (without VM `vmid` if it is
+        gone: on every configured storage), a config to give the new VM (screened: RestoreRules.screen), a
+        copy of each of its disks."""
+        guests = ctx.pve.guests()
+        if newid in guests:
+            taken = guests[newid]
+            raise Failure(f'Proxmox {ctx.pve.host}: {Guest.label(taken)} {taken.get("name") or ""} already exists on '
+                          f'node {taken.get("node")}: choose another id for -as-new (pvesh get /cluster/nextid gives '
+                          'a free one)')
+        source = guests.get(vmid)
+        if source and source.get('type') == 'lxc':
+            raise Failure(f'CT {vmid} is a container: vm restore -as-new makes VMs only')
+        view = VmView.gather(ctx, vmid, {vmid: source}) if source else None
+        storages = view.storages if view else NewVm.reachable_storages(ctx)
+        origin, copies, holding, read = NewVm.source(ctx, vmid, view, stamp, name, storages)
+        original = NewVm.settings(vmid, newid, view, origin, read, no_saved_config)
+        config, risky = RestoreRules.screen(Guest.restorable(original), vmid, allowed)
+        forced = {key: config[key] for key in sorted(allowed) if key in config and RestoreRules.setting_risk(key, config[key], vmid)}
+        disks = Guest.vm_disks(config)
+        if copies is None:
+            copies = {}
+            for disk in disks:
+                if disk.storage in holding and disk.path:
+                    volume = ctx.volume(disk.storage)
+                    if volume.file_exists(f'.snapshot/{name}/{disk.path}'):
+                        copies[(disk.storage, disk.file)] = f'.snapshot/{name}/{disk.path}'
+        lacking = [f'{disk.key} ({disk.volid}: {why})' for disk, why in NewVm.disks_without_copy(ctx, disks, copies, original)]
+        if lacking:
+            raise Failure(f'VM {newid} would lack disks of VM {vmid}: {"; ".join(lacking)}; nothing was made')
+        if not disks:
+            raise Failure(f'VM {vmid}: the config {origin} gives has no disk to copy; nothing was made')
+        taken = []
+        for storage in sorted({disk.storage for disk in disks}):
             volume = ctx.volume(storage)
-            volume.ensure_directory(f'images/{newid}')
-        made = Clones.settle(ctx, Clones.make(ctx, new.clones))
-        if any(outcome.state != 'done' for outcome in made):
-            raise Failure(f'VM {newid} not created: copying its disks from {new.origin} failed: '
-                          f'{"; ".join(str(outcome.error) for outcome in made if outcome.error)}; '
-                          f'{Clones.remove(ctx, Outcome.items_in(made, "done"))}{Clones.still_pending(made)}')
-        create_new_vm(ctx, new)
-    if not ctx.dry_run:
-        log.info('VM %s created on node %s from %s of VM %s; it is stopped: check it, then start it', newid,
-                 new.node, new.origin, vmid)
-    STOP.check(f'VM {newid} was created from {new.origin} of VM {vmid} first')
+            taken += [record['name'] for record in volume.list_dir(f'images/{newid}')]
+        paths = RestoreRules.new_disk_paths(disks, newid, taken)
+        clones = [(disk.storage, copies[(disk.storage, disk.file)], paths[disk.key]) for disk in disks]
+        volumes = {disk.key: f'{disk.storage}:{newid}/{paths[disk.key].rsplit("/", 1)[1]}' for disk in disks}
+        node = Node.name() or (source or {}).get('node') or ctx.pve.local_node()
+        if any(key in original for key in Guest.SECRET_KEYS):
+            log.warning('VM %s: its cloud-init password is not copied (no snapshot holds it): set it again with '
+                        'qm set %s --cipassword', newid, newid)
+        import uuid  # only -as-new needs it; see ontap_read_file
+        return NewVm(newid, node, RestoreRules.new_vm_config(config, volumes, str(uuid.uuid4())), clones, origin,
+                     {key: (original[key], None, why) for key, why in risky.items()}, forced)
+
+    @staticmethod
+    def show_plan(ctx, new, source, asking):
+        """What -as-new makes, shown as vm restore's plan is (VmRestore.show_plan): the new VM's config
+        whole, the settings not copied and why, those copied only because -allow-key names them."""
+        plan = {'vmid': new.vmid, 'node': new.node, 'origin': new.origin, 'source': source, 'config': new.config,
+                'disks': [{'storage': storage, 'source': path, 'destination': copy} for storage, path, copy in new.clones],
+                'kept': [{'key': key, 'saved': value, 'why': why} for key, (value, _, why) in new.kept.items()],
+                'allowed': [{'key': key, 'value': value} for key, value in new.allowed.items()]}
+        if ctx.output == 'json':
+            print(json.dumps(plan, indent=2, sort_keys=True))
+            return
+        if not (asking or ctx.dry_run or log.isEnabledFor(logging.INFO)):
+            return
+        lines = [(f'vm restore -as-new makes VM {new.vmid} on node {new.node} from {new.origin} of VM {source}: '
+                  'stopped, with new MAC addresses, vmgenid and SMBIOS uuid, no start at boot, and this config:')]
+        lines += [f'  {key}: {value}' for key, value in sorted(new.config.items())]
+        if new.kept:
+            lines.append('Not copied from the saved config:')
+            lines += [f'  {key}: "{value}" ({why}; -allow-key {key} copies it)' for key, (value, _, why) in new.kept.items()]
+        lines += [f'  {key}: "{value}" is copied only because -allow-key names it' for key, value in new.allowed.items()]
+        print('\n'.join(Output.printable(line) for line in lines), file=sys.stderr, flush=True)
+
+    @staticmethod
+    def create(ctx, new):
+        """Create the VM of -as-new over its cloned disks. Failed: the clones are removed. Unknown (a
+        lost answer, a task past its bound): its tasks are followed, then read back: is the VM there?"""
+        files = ', '.join(f'{destination} on {storage}' for storage, _, destination in new.clones)
+        try:
+            ctx.pve.create_vm(new.node, new.vmid, new.config)
+        except OutcomeUnknown as exc:
+            guest = {'node': new.node, 'vmid': new.vmid, 'type': 'qemu'}
+            try:
+                ctx.pve.settle_task(guest, exc)
+                made = ctx.pve.guests().get(new.vmid)
+            except Failure as again:
+                raise Failure(f'{exc}; finding out what became of it failed too ({again}): its disks are left, '
+                              f'{files}: check whether VM {new.vmid} exists, and delete them if not') from exc
+            if made and not made.get('lock'):
+                log.info('VM %s: the answer to its create was lost, but it exists', new.vmid)
+                return
+            state = f'exists, locked ({made["lock"]})' if made else 'does not exist (yet)'
+            raise Failure(f'{exc}; VM {new.vmid} {state}: its disks are left as they are, {files}; once no task of VM '
+                          f'{new.vmid} runs on node {new.node}, check VM {new.vmid}, and delete them if it is not '
+                          'there') from exc
+        except Failure as exc:
+            raise Failure(f'VM {new.vmid} not created: {exc}; {Clones.remove(ctx, new.clones)}') from exc
+
+    @staticmethod
+    def restore(ctx, vmid, newid, stamp, name, allowed, no_saved_config, assume_yes):
+        """A new VM `newid` from a VM snapshot or a storage snapshot of VM `vmid`, which may no longer
+        exist: its disks file-cloned from the snapshot's copies, its config the saved one, screened
+        (new_vm_config, RestoreRules.screen). Nothing of VM `vmid` changes. If the create fails, the clones
+        are removed again; if its outcome stays unknown, they are left and named. Settings only
+        -allow-key lets through are shown, then asked for."""
+        new = NewVm.plan(ctx, vmid, newid, stamp, name, allowed, no_saved_config)
+        NewVm.show_plan(ctx, new, vmid, asking=bool(new.allowed) and not assume_yes and sys.stdin.isatty())
+        if new.allowed:
+            ctx.confirm(f'Make VM {newid} with {", ".join(new.allowed)}, which only root@pam may set', assume_yes)
+        storages = sorted({storage for storage, _, _ in new.clones})
+        # A stop meanwhile would leave clones without their VM: both are made, then the run stops.
+        with Locks.for_storages(ctx, storages), STOP.held():
+            for storage in storages:
+                volume = ctx.volume(storage)
+                volume.ensure_directory(f'images/{newid}')
+            made = Clones.settle(ctx, Clones.make(ctx, new.clones))
+            if any(outcome.state != 'done' for outcome in made):
+                raise Failure(f'VM {newid} not created: copying its disks from {new.origin} failed: '
+                              f'{"; ".join(str(outcome.error) for outcome in made if outcome.error)}; '
+                              f'{Clones.remove(ctx, Outcome.items_in(made, "done"))}{Clones.still_pending(made)}')
+            NewVm.create(ctx, new)
+        if not ctx.dry_run:
+            log.info('VM %s created on node %s from %s of VM %s; it is stopped: check it, then start it', newid,
+                     new.node, new.origin, vmid)
+        STOP.check(f'VM {newid} was created from {new.origin} of VM {vmid} first')
 
 
 # -- vm restore: the disks (and -with-config the config) back in place, or -as-new
 
-def cmd_vm_restore(ctx, args):
-    allowed = frozenset(args.allow_key or ())
-    if args.as_new:
-        if args.with_config or args.shutdown:
-            raise ConfigError(f'-as-new takes neither -with-config (the new VM always gets the saved config) nor '
-                              f'-shutdown (VM {args.vm} is not touched)')
-        restore_as_new(ctx, args.vm, args.as_new, args.snapshot, args.storage_snapshot, allowed,
-                       args.no_saved_config, args.yes)
-        return
-    if args.no_saved_config:
-        raise ConfigError('-no-saved-config goes with -as-new (a restore without -with-config never needs the saved '
-                          'config)')
-    view = gather_vm(ctx, args.vm)
-    with contextlib.ExitStack() as held:
-        locks = held.enter_context(Locks.for_storages(ctx, view.storages))
-        Guests.settle_left(ctx, locks, {view.vmid: view.vm})
-        sets = gather_sets(ctx, view, searched_storages(ctx, view))
-        sources, origin, missing, saved = restore_sources(ctx, view, sets, args.snapshot, args.storage_snapshot,
-                                                         args.with_config)
-        # -with-config may put a disk back on a storage the VM no longer uses: its volume locked too.
-        locks += held.enter_context(Locks.for_storages(ctx, {disk.storage for disk, _ in sources} - set(view.storages)))
-        if args.with_config and saved is None:
-            raise Failure(f'VM {view.vmid}: {origin} holds no saved config (made before snapshots carried one): '
-                          '-with-config has nothing to put back; restore the disks without it')
-        check_same_vm(view, origin, saved, sets.get(args.snapshot, []))
-        check_restorable(view.vmid, view.vm, args.shutdown)
-        show_vm_restore_plan(ctx, vm_restore_plan(view, origin, sources, missing, saved, args.with_config, allowed),
-                             asking=not args.yes and sys.stdin.isatty())
-        disks = ', '.join(disk.key for disk, _ in sources)
-        kept = f' ({", ".join(d.key for d in missing)} not in it: kept as they are)' if missing else ''
-        config = ' and its config' if args.with_config else ''
-        ctx.confirm(f'Overwrite disks {disks}{config} of VM {view.vmid} with {origin}{kept}', args.yes)
-        # Once more as it is now: the VM may have been started (or locked) during the question.
-        status = ctx.pve.status(view.vm)
-        check_restorable(view.vmid, status, args.shutdown)
-        running = status.get('status') == 'running'
-        undo_stamp = VolumeLock.new_stamp(locks, [f'vm{view.vmid}'], sets)
-        with STOP.held():
-            with VmWindow(ctx, view, 'shutdown' if running else None, status) as window:
-                restore_disks(ctx, view, sources, undo_stamp, window)
-                undone = save_config_for_undo(ctx, view, undo_stamp, args.with_config)
-                if args.with_config and undone:
-                    window.problems.append(undone)
-                elif args.with_config:
-                    try:
-                        put_config_back(ctx, view, saved.config, allowed)
-                    except OutcomeUnknown as exc:
-                        window.leave_down('a change of its config may still be under way')
-                        window.problems.append(Failure(f'whether its config was put back is unknown: {exc}'))
-                    except Failure as exc:
-                        window.problems.append(Failure(f'its config was not put back: {exc}'))
-            if window.problems:
-                raise Failure(f'VM {view.vmid}: disks {disks} restored from {origin}, but '
-                              f'{Failure.joined(*window.problems)}')
-    log.info('VM %s: disks %s%s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, config,
-             origin, undo_stamp)
-    STOP.check(f'VM {view.vmid}: disks {disks}{config} restored from {origin} first')
-
 
 # -- storage snapshots
 
-def explain_busy(ctx, volume, snapshot, exc):
-    """A delete refused because a FlexClone uses the snapshot: name the clone and its PVE storage."""
-    clones = volume.flexclones().get(snapshot)
-    return snapshot_in_use(ctx, volume, snapshot, clones[0]) if clones else exc
+class StorageCreate:
+    """storage create, and -keep: an ONTAP snapshot of the volume behind a storage, each guest's
+    manifest written at its root just before, guests held still for it as asked."""
 
+    @staticmethod
+    def explain_busy(ctx, volume, snapshot, exc):
+        """A delete refused because a FlexClone uses the snapshot: name the clone and its PVE storage."""
+        clones = volume.flexclones().get(snapshot)
+        return StorageCreate.snapshot_in_use(ctx, volume, snapshot, clones[0]) if clones else exc
 
-def snapshot_in_use(ctx, volume, snapshot, clone):
-    """The refusal for a snapshot the FlexClone `clone` uses, naming the PVE storage that mounts it."""
-    storages = ctx.storages_mounting(clone.junction)
-    if storages:
-        return Failure(f'snapshot {snapshot} of volume {volume.name} is in use by FlexClone {clone.name}, mounted '
-                       f'as PVE storage {storages[0]}: unmount {storages[0]} first')
-    return Failure(f'snapshot {snapshot} of volume {volume.name} is in use by FlexClone {clone.name} (no PVE '
-                   'storage uses it): delete that volume first')
+    @staticmethod
+    def snapshot_in_use(ctx, volume, snapshot, clone):
+        """The refusal for a snapshot the FlexClone `clone` uses, naming the PVE storage that mounts it."""
+        storages = ctx.storages_mounting(clone.junction)
+        if storages:
+            return Failure(f'snapshot {snapshot} of volume {volume.name} is in use by FlexClone {clone.name}, mounted '
+                           f'as PVE storage {storages[0]}: unmount {storages[0]} first')
+        return Failure(f'snapshot {snapshot} of volume {volume.name} is in use by FlexClone {clone.name} (no PVE '
+                       'storage uses it): delete that volume first')
 
+    @staticmethod
+    def records(ctx, storage, name, guests, configs, held):
+        """{file name: data} for STORAGE_RECORD_DIR: the manifest (its config in it) of every guest
+        with a disk, mount point or unused disk on `storage`, its consistency as planned (`held`: the
+        HeldGuests of -freeze/-pause). The volumes of the other storages its disks are on are
+        looked up now, before any thread starts."""
+        on_storage = [guests[vmid] for vmid, config in sorted(configs.items()) if storage in Guest.storages(config)]
+        disks = {guest['vmid']: Guest.disks(guest, configs[guest['vmid']]) for guest in on_storage}
+        volumes = {}
+        for other in sorted({disk.storage for found in disks.values() for disk in found} & set(ctx.config.storages)):
+            try:
+                volumes[other] = ctx.volume_identity(other)
+            except Failure as exc:
+                log.warning('storage %s: the volume behind storage %s is not named in the manifests: %s', storage,
+                            other, exc)
+                volumes[other] = (None, None, None)
+        how = {guest.view.vmid: guest.how for guest in held}
+        version, key = tool_version(), ctx.manifest_key(create=True)
+        records = {}
+        for guest in on_storage:
+            vmid, config = guest['vmid'], configs[guest['vmid']]
+            consistency = Consistency.of_storage_snapshot(guest, disks[vmid], storage, how.get(vmid))
+            raw = Node.read_config(guest)
+            clones = {disk.key: f'.snapshot/{name}/{disk.path}' for disk in disks[vmid]
+                      if disk.storage == storage and disk.path}
+            records[Names.storage_manifest_name(guest, consistency)] = Manifest.build(
+                guest, disks[vmid], config, name, consistency, volumes,
+                raw if raw is not None else Guest.config_text_of(guest, config).encode(),
+                Node.config_path(guest) if raw is not None else 'api', version, clones, key).encode()
+        return records
 
-def storage_records(ctx, storage, name, guests, configs, held):
-    """{file name: data} for STORAGE_RECORD_DIR: the manifest (its config in it) of every guest
-    with a disk, mount point or unused disk on `storage`, its consistency as planned (`held`: the
-    HeldGuests of -freeze/-pause). The volumes of the other storages its disks are on are
-    looked up now, before any thread starts."""
-    on_storage = [guests[vmid] for vmid, config in sorted(configs.items()) if storage in Guest.storages(config)]
-    disks = {guest['vmid']: Guest.disks(guest, configs[guest['vmid']]) for guest in on_storage}
-    volumes = {}
-    for other in sorted({disk.storage for found in disks.values() for disk in found} & set(ctx.config.storages)):
+    @staticmethod
+    def record_label(file):
+        """`the record of VM 100` or `… of CT 200`, from a file name in STORAGE_RECORD_DIR."""
+        found = Names.STORAGE_MANIFEST_FILE.match(file)
+        return f'the record of {Guest.label({"type": Guest.GUEST_TYPES[found["prefix"]], "vmid": found["vmid"]})}'
+
+    @staticmethod
+    def save_records(ctx, storage, records, unread):
+        """Write `records` ({file name: data}) to STORAGE_RECORD_DIR of the volume (made if need
+        be), all at once, and delete its other guest files, so that the snapshot holds exactly
+        these guests: one listing and one request per file (two where one is replaced: a POST
+        refuses an existing file, and with `overwrite` writes from `byte_offset`, by default its
+        end — ontap-restapi post-storage-volumes-files-). None, or a Failure naming what was not
+        recorded; guests in `unread` (config not read) are named in a warning."""
+        volume = ctx.volume(storage)
+        for guest, exc in unread:
+            log.warning('storage %s: %s is not recorded in its snapshot, if it has a disk there: %s', storage,
+                        Guest.label(guest), exc)
         try:
-            volumes[other] = ctx.volume_identity(other)
+            present = volume.files_in(Names.STORAGE_RECORD_DIR)
+            if present is None:
+                volume.change_file('POST', Names.STORAGE_RECORD_DIR, lambda: volume.make_directory(Names.STORAGE_RECORD_DIR), True)
         except Failure as exc:
-            log.warning('storage %s: the volume behind storage %s is not named in the manifests: %s', storage,
-                        other, exc)
-            volumes[other] = (None, None, None)
-    how = {guest.view.vmid: guest.how for guest in held}
-    version, key = tool_version(), ctx.manifest_key(create=True)
-    records = {}
-    for guest in on_storage:
-        vmid, config = guest['vmid'], configs[guest['vmid']]
-        consistency = Consistency.of_storage_snapshot(guest, disks[vmid], storage, how.get(vmid))
-        raw = Node.read_config(guest)
-        clones = {disk.key: f'.snapshot/{name}/{disk.path}' for disk in disks[vmid]
-                  if disk.storage == storage and disk.path}
-        records[Names.storage_manifest_name(guest, consistency)] = Manifest.build(
-            guest, disks[vmid], config, name, consistency, volumes,
-            raw if raw is not None else Guest.config_text_of(guest, config).encode(),
-            Node.config_path(guest) if raw is not None else 'api', version, clones, key).encode()
-    return records
+            return Failure(f'no guest was recorded in {Names.STORAGE_RECORD_DIR}/ on {storage}: {exc}')
+        present = present or []
+        stale = [(file, None) for file in present if Names.STORAGE_MANIFEST_FILE.match(file) and file not in records]
 
+        def apply(item):
+            file, data = item
+            path = f'{Names.STORAGE_RECORD_DIR}/{file}'
+            if data is None or file in present:
+                volume.change_file('DELETE', path, lambda: volume.delete_file(path), False)
+            if data is not None:
+                volume.change_file('POST', path, lambda: volume.write_file(path, data), True)
 
-def record_label(file):
-    """`the record of VM 100` or `… of CT 200`, from a file name in STORAGE_RECORD_DIR."""
-    found = Names.STORAGE_MANIFEST_FILE.match(file)
-    return f'the record of {Guest.label({"type": Guest.GUEST_TYPES[found["prefix"]], "vmid": found["vmid"]})}'
+        outcomes = Parallel.run(apply, list(records.items()) + stale, at_once=not ctx.dry_run)
+        failed = [outcome for outcome in outcomes if outcome.error]
+        if not failed:
+            if not ctx.dry_run:
+                log.info('storage %s: %d guest(s) recorded in %s/%s', storage, len(records), Names.STORAGE_RECORD_DIR,
+                         f', {len(stale)} file(s) of guests gone removed' if stale else '')
+            return None
+        unsaved = [f'{StorageCreate.record_label(o.item[0])} ({o.error})' for o in failed if o.item[1] is not None]
+        kept = [f'{o.item[0]} ({o.error})' for o in failed if o.item[1] is None]
+        return Failure.joined(*(Failure(f'not recorded in {Names.STORAGE_RECORD_DIR}/ on {storage}: {"; ".join(unsaved)}')
+                          if unsaved else None,
+                          Failure(f'not removed from {Names.STORAGE_RECORD_DIR}/ on {storage}, so the snapshot holds them '
+                                  f'too: {"; ".join(kept)}') if kept else None))
 
+    @staticmethod
+    def take(volume, name, comment, label):
+        """storage create's snapshot; one whose answer was lost is read back: is it there?"""
+        try:
+            volume.create_snapshot(name, comment, label)
+        except OutcomeUnknown as exc:
+            volume.ontap.settle(exc, f'POST /api/storage/volumes/{volume.uuid}/snapshots', lambda: volume.has_snapshot(name))
 
-def save_storage_records(ctx, storage, records, unread):
-    """Write `records` ({file name: data}) to STORAGE_RECORD_DIR of the volume (made if need
-    be), all at once, and delete its other guest files, so that the snapshot holds exactly
-    these guests: one listing and one request per file (two where one is replaced: a POST
-    refuses an existing file, and with `overwrite` writes from `byte_offset`, by default its
-    end — ontap-restapi post-storage-volumes-files-). None, or a Failure naming what was not
-    recorded; guests in `unread` (config not read) are named in a warning."""
-    volume = ctx.volume(storage)
-    for guest, exc in unread:
-        log.warning('storage %s: %s is not recorded in its snapshot, if it has a disk there: %s', storage,
-                    Guest.label(guest), exc)
-    try:
-        present = volume.files_in(Names.STORAGE_RECORD_DIR)
-        if present is None:
-            volume.change_file('POST', Names.STORAGE_RECORD_DIR, lambda: volume.make_directory(Names.STORAGE_RECORD_DIR), True)
-    except Failure as exc:
-        return Failure(f'no guest was recorded in {Names.STORAGE_RECORD_DIR}/ on {storage}: {exc}')
-    present = present or []
-    stale = [(file, None) for file in present if Names.STORAGE_MANIFEST_FILE.match(file) and file not in records]
+    @staticmethod
+    def prune(volume, storage, keep, made, label=None):
+        """-keep N: delete the oldest proxmox_snapshot_* with this snapmirror label (or none)
+        beyond the newest N: `-label daily -keep 7` and `-label weekly -keep 4` live side by side.
+        One a FlexClone uses is skipped, and so is one ONTAP refuses as busy for any other reason
+        (a file clone from it running: Ontap.SNAPSHOT_LOCKED), with a warning naming what holds it; a
+        later run deletes it. `made` is the new snapshot's name, counted even where a dry run did
+        not make it."""
+        snapshots = [s for s in volume.snapshots() if s.get('snapmirror_label') == label]
+        if made not in [s['name'] for s in snapshots]:
+            snapshots.append({'name': made})
+        old = [s for s in VmSnapshots.expired(snapshots, keep) if s['name'] != made]
+        clones = volume.flexclones() if old else {}
+        for snapshot in old:
+            if snapshot['name'] in clones:
+                log.warning('storage %s: keeping snapshot %s beyond -keep %d: FlexClone %s uses it', storage,
+                            snapshot['name'], keep, ', '.join(c.name for c in clones[snapshot['name']]))
+        doomed = [snapshot for snapshot in old if snapshot['name'] not in clones]
+        outcomes = Parallel.run(lambda snapshot: volume.delete_snapshot(snapshot), doomed,
+                                at_once=not volume.ontap.dry_run)
+        for outcome in outcomes:
+            if outcome.state == 'done':
+                log.info('storage %s: snapshot %s deleted (-keep %d)', storage, outcome.item['name'], keep)
+            elif outcome.state == 'failed' and str(getattr(outcome.error, 'code', None)) == Ontap.SNAPSHOT_LOCKED:
+                owners = ', '.join(outcome.item.get('owners') or ()) or 'no owner named: a file clone from it may run'
+                log.warning('storage %s: keeping snapshot %s beyond -keep %d: ONTAP keeps it busy (%s); a later run '
+                            'deletes it', storage, outcome.item['name'], keep, owners)
+        errors = [outcome.error for outcome in outcomes
+                  if outcome.error and str(getattr(outcome.error, 'code', None)) != Ontap.SNAPSHOT_LOCKED]
+        if errors:
+            raise Failure.joined(*errors)
 
-    def apply(item):
-        file, data = item
-        path = f'{Names.STORAGE_RECORD_DIR}/{file}'
-        if data is None or file in present:
-            volume.change_file('DELETE', path, lambda: volume.delete_file(path), False)
-        if data is not None:
-            volume.change_file('POST', path, lambda: volume.write_file(path, data), True)
+    @staticmethod
+    def command(ctx, args):
+        label = args.label or ctx.config.ontap_for(args.storage).snapmirror_label
+        with Locks.for_storages(ctx, [args.storage]) as locks:
+            volume = ctx.volume(args.storage)
+            if args.min_age is not None:
+                recent = Volume.newest_snapshot(volume.snapshots(), label)
+                if recent and Volume.younger_than(recent, Arg.parse_duration(args.min_age)):
+                    log.info('storage %s: snapshot %s%s is younger than -min-age %s: none taken', args.storage,
+                             recent['name'], f' (label {label})' if label else '', args.min_age)
+                    return
+            name = Names.storage_snapshot_name(VolumeLock.new_stamp(locks, ['storage']))
+            guests = ctx.pve.guests()
+            Guests.settle_left(ctx, locks, guests)
+            configs, unread = ctx.pve.guest_configs(guests)
+            held, crash = (GuestsWindow.to_hold(ctx, args.storage, args.pause, guests, configs) if args.freeze or args.pause
+                           else ([], []))
+            # The records say what each guest is planned to be in the snapshot; one that ends up
+            # otherwise (a hold that failed or came too late) is named in a warning after it.
+            records = StorageCreate.records(ctx, args.storage, name, guests, configs, held)
+            unrecorded = StorageCreate.save_records(ctx, args.storage, records, unread)
+            with GuestsWindow(ctx, held, args.storage) as window:
+                window.run(StorageCreate.take, volume, name,
+                           Names.STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage), label)
+            log.info('storage %s: snapshot %s of volume %s created%s', args.storage, name, volume.name,
+                     f' (label {label})' if label else '')
+            GuestsWindow.report(args.storage, name, held, crash + window.crash, window.late)
+            made = f'storage {args.storage}: snapshot {name} was made'
+            STOP.check(made)
+            if args.keep is not None:
+                StorageCreate.prune(volume, args.storage, args.keep, name, label)
+        problems = [*window.problems, unrecorded] if unrecorded else window.problems
+        if problems:
+            raise Failure(f'{made}, but {Failure.joined(*problems)}')
 
-    outcomes = Parallel.run(apply, list(records.items()) + stale, at_once=not ctx.dry_run)
-    failed = [outcome for outcome in outcomes if outcome.error]
-    if not failed:
-        if not ctx.dry_run:
-            log.info('storage %s: %d guest(s) recorded in %s/%s', storage, len(records), Names.STORAGE_RECORD_DIR,
-                     f', {len(stale)} file(s) of guests gone removed' if stale else '')
-        return None
-    unsaved = [f'{record_label(o.item[0])} ({o.error})' for o in failed if o.item[1] is not None]
-    kept = [f'{o.item[0]} ({o.error})' for o in failed if o.item[1] is None]
-    return Failure.joined(*(Failure(f'not recorded in {Names.STORAGE_RECORD_DIR}/ on {storage}: {"; ".join(unsaved)}')
-                      if unsaved else None,
-                      Failure(f'not removed from {Names.STORAGE_RECORD_DIR}/ on {storage}, so the snapshot holds them '
-                              f'too: {"; ".join(kept)}') if kept else None))
+    @staticmethod
+    def snapshot_guests(volume, storage, snapshots):
+        """For each snapshot, the guests its STORAGE_RECORD_DIR names (recorded_guests), or None where
+        it has none (made before storage create recorded them) or cannot be read (one warning): one
+        listing of `.snapshot/<name>/pve-volume.ontap-snapshot` per snapshot, REQUESTS_AT_ONCE at a time.
+        NetApp documents file clones from `.snapshot/<name>/…` (netapp_ontap file_clone.py), but not
+        the files API's listing below `.snapshot/` (reference §13: unconfirmed)."""
+        refused = []
 
+        def read(snapshot):
+            try:
+                names = volume.files_in(f'.snapshot/{snapshot["name"]}/{Names.STORAGE_RECORD_DIR}')
+            except OntapError as exc:
+                refused.append(exc)
+                return None
+            return None if names is None else Names.recorded_guests(names)
 
-def take_storage_snapshot(volume, name, comment, label):
-    """storage create's snapshot; one whose answer was lost is read back: is it there?"""
-    try:
-        volume.create_snapshot(name, comment, label)
-    except OutcomeUnknown as exc:
-        volume.ontap.settle(exc, f'POST /api/storage/volumes/{volume.uuid}/snapshots', lambda: volume.has_snapshot(name))
+        found = Parallel.map(read, snapshots)
+        if refused:
+            log.warning('storage %s: what %d snapshot(s) hold could not be read, shown as unknown: %s', storage,
+                        len(refused), refused[0])
+        return found
 
 
 # -- guests held still for a storage snapshot (storage create -freeze, -pause)
-
-
-@dataclasses.dataclass(eq=False)
-class HeldGuest:
-    """A running VM that storage create holds still for its snapshot: frozen through its guest
-    agent (`how` 'freeze') or paused in memory ('pause': `why` it is not frozen, `warn` if that
-    was not to be expected)."""
-    view: VmView
-    how: str
-    why: str = None
-    warn: bool = False
-    since: float = None     # when it was frozen or paused; None while it is not (yet)
-    held_for: float = None  # seconds, once let go
-    returned: bool = True   # False: it may still be frozen or paused (its lock record says so)
-
-
-def hold_for(config, pause):
-    """How storage create holds a running VM still: ('freeze', None), or ('pause' with -pause,
-    else None; why it is not frozen)."""
-    setting = config.get('agent')
-    if Guest.agent_freezes(setting):
-        return 'freeze', None
-    why = 'its agent setting turns freezing off' if Guest.agent_enabled(setting) else 'no guest agent'
-    return ('pause' if pause else None), why
-
-
-def guests_to_hold(ctx, storage, pause, guests=None, configs=None):
-    """([HeldGuest], [(guest, why, warn)] of the running guests that stay crash-consistent)
-    for storage create -freeze (-pause: `pause`): every running guest with a disk on `storage`,
-    its config, status and agent looked at (all at once) before any is touched. `guests` and
-    `configs` ({vmid: config}) are those already read, if any."""
-    guests = ctx.pve.guests() if guests is None else guests
-    running = [guest for _, guest in sorted(guests.items()) if guest.get('status') == 'running']
-    at_once = 1 if ctx.dry_run else max(1, min(len(running), Parallel.REQUESTS_AT_ONCE))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=at_once) as pool:
-        found = list(pool.map(functools.partial(look_at_guest, ctx, storage, pause, configs or {}), running))
-    return [held for held, _ in found if held], [crash for _, crash in found if crash]
-
-
-def look_at_guest(ctx, storage, pause, configs, guest):
-    """(HeldGuest or None, (guest, why, warn) or None) of one running guest for guests_to_hold;
-    what PVE refuses to say is a (guest, why, warn), never an exception."""
-    try:
-        config = configs.get(guest['vmid']) or ctx.pve.config_of(guest)
-        lxc = guest.get('type') == 'lxc'
-        if storage not in (Guest.storages(config) if lxc else {disk.storage for disk in Guest.vm_disks(config)}):
-            return None, None
-        if lxc:
-            return None, (guest, 'a container: there is no freezing it', False)
-        status = ctx.pve.status(guest)
-    except ProxmoxError as exc:
-        return None, (guest, f'not looked at ({exc})', True)
-    if status.get('status') != 'running':
-        return None, None
-    if status.get('qmpstatus', 'running') != 'running':
-        return None, (guest, f'{status["qmpstatus"]}, not running: left as it is', True)
-    how, why = hold_for(config, pause)
-    warn = False
-    if how == 'freeze':
-        try:
-            ctx.pve.agent(guest, 'ping', safe=True)
-        except ProxmoxError as exc:
-            how, why, warn = ('pause' if pause else None), f'its guest agent does not answer ({exc})', True
-    if how:
-        return HeldGuest(VmView(guest, config, [], [], []), how, why, warn), None
-    return None, (guest, why, warn)
-
-
-def hold_guest(ctx, guest):
-    """Freeze or pause one guest. (None, None), or the Failure of a hold not made and the
-    Failure of undoing what it may have done half-way (None once undone)."""
-    view = guest.view
-    try:
-        if guest.how == 'freeze':
-            ctx.pve.agent(view.vm, 'fsfreeze-freeze')
-        else:
-            ctx.pve.power(view.vm, 'suspend')
-    except Failure as exc:
-        if guest.how == 'freeze':
-            # A freeze that failed half-way may have frozen some file systems: thaw anyway.
-            undone = Guests.thaw(ctx, view)
-            return exc, None if isinstance(undone, FrozenTooLong) else undone
-        try:
-            Guests.ensure_running(ctx, view, exc, resume=True)
-        except Failure as worse:
-            return exc, worse
-        return exc, None
-    return None, None
 
 
 class GuestsWindow:
@@ -5442,7 +5429,7 @@ class GuestsWindow:
             if self._closed:
                 self._note(guest, 'not held: the bound (freeze_timeout) had passed before its turn')
                 return
-            failure, problem = hold_guest(self.ctx, guest)
+            failure, problem = GuestsWindow.hold(self.ctx, guest)
         if failure:
             self._note(guest, f'could not be {"frozen" if guest.how == "freeze" else "paused"} ({failure})')
             if problem:
@@ -5512,400 +5499,443 @@ class GuestsWindow:
         Guests.raise_with_problems(exc, self.problems)
         return False
 
+    @dataclasses.dataclass(eq=False)
+    class HeldGuest:
+        """A running VM that storage create holds still for its snapshot: frozen through its guest
+        agent (`how` 'freeze') or paused in memory ('pause': `why` it is not frozen, `warn` if that
+        was not to be expected)."""
+        view: VmView
+        how: str
+        why: str = None
+        warn: bool = False
+        since: float = None     # when it was frozen or paused; None while it is not (yet)
+        held_for: float = None  # seconds, once let go
+        returned: bool = True   # False: it may still be frozen or paused (its lock record says so)
 
-def report_held_guests(storage, name, held, crash, late):
-    """Say how consistent a storage snapshot is for each running guest on the storage, in the
-    guests' order: frozen or paused for it (and how long), or crash-consistent and why — a
-    warning where that was not to be expected, which names what its manifest says instead (the
-    records are written before the guests are held, as planned)."""
-    taken = f'storage {storage}: snapshot {name}'
-    for guest in held:
-        if guest.why and guest.warn:
-            log.warning('%s: %s: %s, so it was paused in memory instead', taken, Guest.label(guest.view.vm), guest.why)
-    planned = {id(guest.view.vm): 'frozen' if guest.how == 'freeze' else 'paused' for guest in held}
-    noted = {id(entry[0]) for entry in crash}
-    still = [guest for guest in held if guest.held_for is not None and id(guest.view.vm) not in noted]
-    if late and still:
-        said = ' or '.join(sorted({planned[id(guest.view.vm)] for guest in still}))
-        log.warning('%s: %s, so it is crash-consistent for %s (the manifests say %s)', taken, late,
-                    ', '.join(Guest.label(guest.view.vm) for guest in still), said)
-    elif still:
-        log.info('%s taken with %s', taken, ', '.join(
-            f'{Guest.label(guest.view.vm)} {"frozen" if guest.how == "freeze" else "paused"} for '
-            f'{guest.held_for:.2f} s' + (f' ({guest.why})' if guest.why else '') for guest in still))
-    for guest, why, warn in sorted(crash, key=lambda entry: entry[0]['vmid']):
-        said = f' (its manifest says {planned[id(guest)]})' if id(guest) in planned else ''
-        (log.warning if warn else log.info)('%s is crash-consistent for %s: %s%s', taken, Guest.label(guest), why,
-                                            said)
+    @staticmethod
+    def hold_for(config, pause):
+        """How storage create holds a running VM still: ('freeze', None), or ('pause' with -pause,
+        else None; why it is not frozen)."""
+        setting = config.get('agent')
+        if Guest.agent_freezes(setting):
+            return 'freeze', None
+        why = 'its agent setting turns freezing off' if Guest.agent_enabled(setting) else 'no guest agent'
+        return ('pause' if pause else None), why
 
+    @staticmethod
+    def to_hold(ctx, storage, pause, guests=None, configs=None):
+        """([HeldGuest], [(guest, why, warn)] of the running guests that stay crash-consistent)
+        for storage create -freeze (-pause: `pause`): every running guest with a disk on `storage`,
+        its config, status and agent looked at (all at once) before any is touched. `guests` and
+        `configs` ({vmid: config}) are those already read, if any."""
+        guests = ctx.pve.guests() if guests is None else guests
+        running = [guest for _, guest in sorted(guests.items()) if guest.get('status') == 'running']
+        at_once = 1 if ctx.dry_run else max(1, min(len(running), Parallel.REQUESTS_AT_ONCE))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=at_once) as pool:
+            found = list(pool.map(functools.partial(GuestsWindow.look_at, ctx, storage, pause, configs or {}), running))
+        return [held for held, _ in found if held], [crash for _, crash in found if crash]
 
-def prune_storage_snapshots(volume, storage, keep, made, label=None):
-    """-keep N: delete the oldest proxmox_snapshot_* with this snapmirror label (or none)
-    beyond the newest N: `-label daily -keep 7` and `-label weekly -keep 4` live side by side.
-    One a FlexClone uses is skipped, and so is one ONTAP refuses as busy for any other reason
-    (a file clone from it running: Ontap.SNAPSHOT_LOCKED), with a warning naming what holds it; a
-    later run deletes it. `made` is the new snapshot's name, counted even where a dry run did
-    not make it."""
-    snapshots = [s for s in volume.snapshots() if s.get('snapmirror_label') == label]
-    if made not in [s['name'] for s in snapshots]:
-        snapshots.append({'name': made})
-    old = [s for s in VmSnapshots.expired(snapshots, keep) if s['name'] != made]
-    clones = volume.flexclones() if old else {}
-    for snapshot in old:
-        if snapshot['name'] in clones:
-            log.warning('storage %s: keeping snapshot %s beyond -keep %d: FlexClone %s uses it', storage,
-                        snapshot['name'], keep, ', '.join(c.name for c in clones[snapshot['name']]))
-    doomed = [snapshot for snapshot in old if snapshot['name'] not in clones]
-    outcomes = Parallel.run(lambda snapshot: volume.delete_snapshot(snapshot), doomed,
-                            at_once=not volume.ontap.dry_run)
-    for outcome in outcomes:
-        if outcome.state == 'done':
-            log.info('storage %s: snapshot %s deleted (-keep %d)', storage, outcome.item['name'], keep)
-        elif outcome.state == 'failed' and str(getattr(outcome.error, 'code', None)) == Ontap.SNAPSHOT_LOCKED:
-            owners = ', '.join(outcome.item.get('owners') or ()) or 'no owner named: a file clone from it may run'
-            log.warning('storage %s: keeping snapshot %s beyond -keep %d: ONTAP keeps it busy (%s); a later run '
-                        'deletes it', storage, outcome.item['name'], keep, owners)
-    errors = [outcome.error for outcome in outcomes
-              if outcome.error and str(getattr(outcome.error, 'code', None)) != Ontap.SNAPSHOT_LOCKED]
-    if errors:
-        raise Failure.joined(*errors)
+    @staticmethod
+    def look_at(ctx, storage, pause, configs, guest):
+        """(HeldGuest or None, (guest, why, warn) or None) of one running guest for GuestsWindow.to_hold;
+        what PVE refuses to say is a (guest, why, warn), never an exception."""
+        try:
+            config = configs.get(guest['vmid']) or ctx.pve.config_of(guest)
+            lxc = guest.get('type') == 'lxc'
+            if storage not in (Guest.storages(config) if lxc else {disk.storage for disk in Guest.vm_disks(config)}):
+                return None, None
+            if lxc:
+                return None, (guest, 'a container: there is no freezing it', False)
+            status = ctx.pve.status(guest)
+        except ProxmoxError as exc:
+            return None, (guest, f'not looked at ({exc})', True)
+        if status.get('status') != 'running':
+            return None, None
+        if status.get('qmpstatus', 'running') != 'running':
+            return None, (guest, f'{status["qmpstatus"]}, not running: left as it is', True)
+        how, why = GuestsWindow.hold_for(config, pause)
+        warn = False
+        if how == 'freeze':
+            try:
+                ctx.pve.agent(guest, 'ping', safe=True)
+            except ProxmoxError as exc:
+                how, why, warn = ('pause' if pause else None), f'its guest agent does not answer ({exc})', True
+        if how:
+            return GuestsWindow.HeldGuest(VmView(guest, config, [], [], []), how, why, warn), None
+        return None, (guest, why, warn)
+
+    @staticmethod
+    def hold(ctx, guest):
+        """Freeze or pause one guest. (None, None), or the Failure of a hold not made and the
+        Failure of undoing what it may have done half-way (None once undone)."""
+        view = guest.view
+        try:
+            if guest.how == 'freeze':
+                ctx.pve.agent(view.vm, 'fsfreeze-freeze')
+            else:
+                ctx.pve.power(view.vm, 'suspend')
+        except Failure as exc:
+            if guest.how == 'freeze':
+                # A freeze that failed half-way may have frozen some file systems: thaw anyway.
+                undone = Guests.thaw(ctx, view)
+                return exc, None if isinstance(undone, FrozenTooLong) else undone
+            try:
+                Guests.ensure_running(ctx, view, exc, resume=True)
+            except Failure as worse:
+                return exc, worse
+            return exc, None
+        return None, None
+
+    @staticmethod
+    def report(storage, name, held, crash, late):
+        """Say how consistent a storage snapshot is for each running guest on the storage, in the
+        guests' order: frozen or paused for it (and how long), or crash-consistent and why — a
+        warning where that was not to be expected, which names what its manifest says instead (the
+        records are written before the guests are held, as planned)."""
+        taken = f'storage {storage}: snapshot {name}'
+        for guest in held:
+            if guest.why and guest.warn:
+                log.warning('%s: %s: %s, so it was paused in memory instead', taken, Guest.label(guest.view.vm), guest.why)
+        planned = {id(guest.view.vm): 'frozen' if guest.how == 'freeze' else 'paused' for guest in held}
+        noted = {id(entry[0]) for entry in crash}
+        still = [guest for guest in held if guest.held_for is not None and id(guest.view.vm) not in noted]
+        if late and still:
+            said = ' or '.join(sorted({planned[id(guest.view.vm)] for guest in still}))
+            log.warning('%s: %s, so it is crash-consistent for %s (the manifests say %s)', taken, late,
+                        ', '.join(Guest.label(guest.view.vm) for guest in still), said)
+        elif still:
+            log.info('%s taken with %s', taken, ', '.join(
+                f'{Guest.label(guest.view.vm)} {"frozen" if guest.how == "freeze" else "paused"} for '
+                f'{guest.held_for:.2f} s' + (f' ({guest.why})' if guest.why else '') for guest in still))
+        for guest, why, warn in sorted(crash, key=lambda entry: entry[0]['vmid']):
+            said = f' (its manifest says {planned[id(guest)]})' if id(guest) in planned else ''
+            (log.warning if warn else log.info)('%s is crash-consistent for %s: %s%s', taken, Guest.label(guest), why,
+                                                said)
 
 
 # -- the storage commands
 
-def cmd_storage_create(ctx, args):
-    label = args.label or ctx.config.ontap_for(args.storage).snapmirror_label
-    with Locks.for_storages(ctx, [args.storage]) as locks:
+
+class StorageView:
+    """storage list, show and delete."""
+
+    SIZE_FIELDS = {'size', 'space.size', 'space.used', 'space.available', 'space.snapshot.used'}
+
+    @staticmethod
+    def list(ctx, args):
         volume = ctx.volume(args.storage)
-        if args.min_age is not None:
-            recent = Volume.newest_snapshot(volume.snapshots(), label)
-            if recent and Volume.younger_than(recent, parse_duration(args.min_age)):
-                log.info('storage %s: snapshot %s%s is younger than -min-age %s: none taken', args.storage,
-                         recent['name'], f' (label {label})' if label else '', args.min_age)
-                return
-        name = Names.storage_snapshot_name(VolumeLock.new_stamp(locks, ['storage']))
-        guests = ctx.pve.guests()
-        Guests.settle_left(ctx, locks, guests)
-        configs, unread = ctx.pve.guest_configs(guests)
-        held, crash = (guests_to_hold(ctx, args.storage, args.pause, guests, configs) if args.freeze or args.pause
-                       else ([], []))
-        # The records say what each guest is planned to be in the snapshot; one that ends up
-        # otherwise (a hold that failed or came too late) is named in a warning after it.
-        records = storage_records(ctx, args.storage, name, guests, configs, held)
-        unrecorded = save_storage_records(ctx, args.storage, records, unread)
-        with GuestsWindow(ctx, held, args.storage) as window:
-            window.run(take_storage_snapshot, volume, name,
-                       Names.STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage), label)
-        log.info('storage %s: snapshot %s of volume %s created%s', args.storage, name, volume.name,
-                 f' (label {label})' if label else '')
-        report_held_guests(args.storage, name, held, crash + window.crash, window.late)
-        made = f'storage {args.storage}: snapshot {name} was made'
-        STOP.check(made)
-        if args.keep is not None:
-            prune_storage_snapshots(volume, args.storage, args.keep, name, label)
-    problems = [*window.problems, unrecorded] if unrecorded else window.problems
-    if problems:
-        raise Failure(f'{made}, but {Failure.joined(*problems)}')
+        snapshots = [{'name': s['name'], 'create_time': s.get('create_time'), 'size': s.get('size'),
+                      'label': s.get('snapmirror_label'), 'comment': s.get('comment', '')}
+                     for s in volume.snapshots()]
+        for snapshot, guests in zip(snapshots, StorageCreate.snapshot_guests(volume, args.storage, snapshots)):
+            snapshot['guests'] = guests
+        rows = [dict(s, size=Output.human_size(s['size']), label=s['label'] or '-',
+                     count='-' if s['guests'] is None else len(s['guests']),
+                     consistency='unknown' if s['guests'] is None else Consistency.summary(s['guests']))
+                for s in snapshots]
+        ctx.emit(snapshots, Output.format_table([('NAME', 'name'), ('CREATED', 'create_time'), ('SIZE', 'size'),
+                                          ('LABEL', 'label'), ('GUESTS', 'count'), ('CONSISTENCY', 'consistency'),
+                                          ('COMMENT', 'comment')], rows))
 
-
-def snapshot_guests(volume, storage, snapshots):
-    """For each snapshot, the guests its STORAGE_RECORD_DIR names (recorded_guests), or None where
-    it has none (made before storage create recorded them) or cannot be read (one warning): one
-    listing of `.snapshot/<name>/pve-volume.ontap-snapshot` per snapshot, REQUESTS_AT_ONCE at a time.
-    NetApp documents file clones from `.snapshot/<name>/…` (netapp_ontap file_clone.py), but not
-    the files API's listing below `.snapshot/` (reference §13: unconfirmed)."""
-    refused = []
-
-    def read(snapshot):
-        try:
-            names = volume.files_in(f'.snapshot/{snapshot["name"]}/{Names.STORAGE_RECORD_DIR}')
-        except OntapError as exc:
-            refused.append(exc)
-            return None
-        return None if names is None else Names.recorded_guests(names)
-
-    found = Parallel.map(read, snapshots)
-    if refused:
-        log.warning('storage %s: what %d snapshot(s) hold could not be read, shown as unknown: %s', storage,
-                    len(refused), refused[0])
-    return found
-
-
-SIZE_FIELDS = {'size', 'space.size', 'space.used', 'space.available', 'space.snapshot.used'}
-
-
-def cmd_storage_list(ctx, args):
-    volume = ctx.volume(args.storage)
-    snapshots = [{'name': s['name'], 'create_time': s.get('create_time'), 'size': s.get('size'),
-                  'label': s.get('snapmirror_label'), 'comment': s.get('comment', '')}
-                 for s in volume.snapshots()]
-    for snapshot, guests in zip(snapshots, snapshot_guests(volume, args.storage, snapshots)):
-        snapshot['guests'] = guests
-    rows = [dict(s, size=Output.human_size(s['size']), label=s['label'] or '-',
-                 count='-' if s['guests'] is None else len(s['guests']),
-                 consistency='unknown' if s['guests'] is None else Consistency.summary(s['guests']))
-            for s in snapshots]
-    ctx.emit(snapshots, Output.format_table([('NAME', 'name'), ('CREATED', 'create_time'), ('SIZE', 'size'),
-                                      ('LABEL', 'label'), ('GUESTS', 'count'), ('CONSISTENCY', 'consistency'),
-                                      ('COMMENT', 'comment')], rows))
-
-
-def cmd_storage_show(ctx, args):
-    volume = ctx.volume(args.storage)
-    details = volume.details()
-    flat = Output.flatten(details)
-    width = max(map(len, flat))
-    ctx.emit(details, '\n'.join(Output.printable(f'{key.ljust(width)}  {Output.human_size(value) if key in SIZE_FIELDS else value}')
-                                for key, value in sorted(flat.items()) if value not in ('', None, [])))
-
-
-def cmd_storage_delete(ctx, args):
-    with Locks.for_storages(ctx, [args.storage]):
+    @staticmethod
+    def show(ctx, args):
         volume = ctx.volume(args.storage)
-        if ctx.dry_run:
-            # Only ONTAP refuses a snapshot a FlexClone uses, and a dry run does not ask it: ask for the clones.
+        details = volume.details()
+        flat = Output.flatten(details)
+        width = max(map(len, flat))
+        ctx.emit(details, '\n'.join(Output.printable(f'{key.ljust(width)}  {Output.human_size(value) if key in StorageView.SIZE_FIELDS else value}')
+                                    for key, value in sorted(flat.items()) if value not in ('', None, [])))
+
+    @staticmethod
+    def delete(ctx, args):
+        with Locks.for_storages(ctx, [args.storage]):
+            volume = ctx.volume(args.storage)
+            if ctx.dry_run:
+                # Only ONTAP refuses a snapshot a FlexClone uses, and a dry run does not ask it: ask for the clones.
+                volume.snapshot(args.snapshot)
+                clones = volume.flexclones().get(args.snapshot)
+                if clones:
+                    raise StorageCreate.snapshot_in_use(ctx, volume, args.snapshot, clones[0])
+            try:
+                volume.delete_snapshot_named(args.snapshot)
+            except OntapError as exc:
+                if str(exc.code) != Ontap.SNAPSHOT_LOCKED:
+                    raise
+                raise StorageCreate.explain_busy(ctx, volume, args.snapshot, exc) from exc
+        log.info('storage %s: snapshot %s deleted', args.storage, args.snapshot)
+
+
+class StorageRestore:
+    """storage restore: the whole volume reverted to a snapshot, once nothing on it is running."""
+
+    @staticmethod
+    def blockers(guests, unknown):
+        """What keeps a storage from being reverted under its guests (/cluster/resources entries,
+        whose `lock` is the guest config's lock: pve-manager PVE/API2/Cluster.pm, `resources`),
+        each with what to do; [] if nothing does. A hibernated guest (`lock: suspended`) would
+        resume with memory that belongs to the current disks; any other lock is a backup,
+        migration, clone, snapshot, rollback, ... at work on it. `unknown`: (guest, Failure) of
+        the guests whose config could not be read."""
+        running = [Guest.label(g) for g in guests if g.get('status') == 'running' and not g.get('lock')]
+        hibernated = [Guest.label(g) for g in guests if g.get('lock') == 'suspended']
+        locked = [f'{Guest.label(g)} locked ({g["lock"]})' for g in guests if g.get('lock') not in (None, '', 'suspended')]
+        phrases = []
+        if running:
+            phrases.append(f'{", ".join(running)} running on it, shut down first')
+        if hibernated:
+            phrases.append(f'{", ".join(hibernated)} hibernated on it, resume and shut down first')
+        if locked:
+            phrases.append(f'{", ".join(locked)}, try again when that is done')
+        if unknown:
+            phrases.append(f'{", ".join(Guest.label(g) for g, _ in unknown)} not checked (node unreachable)')
+        return phrases
+
+    @staticmethod
+    def plan(volume, storage, snapshot, guests, unknown, newer):
+        """What a storage restore does, as a record (-output json) — gathered before it asks."""
+        return {'storage': storage, 'cluster': volume.ontap.host, 'svm': volume.svm, 'volume': volume.name, 'snapshot': snapshot,
+                'guests': [{key: guest.get(key) for key in ('vmid', 'type', 'name', 'node', 'status', 'lock')}
+                           for guest in guests],
+                'unchecked': [{'vmid': guest['vmid'], 'type': guest.get('type'), 'node': guest.get('node'),
+                               'error': str(exc)} for guest, exc in unknown],
+                'newer': newer}
+
+    @staticmethod
+    def show_plan(ctx, plan, asking):
+        """The plan: with -output json one object on stdout; else lines on stderr, stdout being for
+        results. At -loglevel warn they are left out (a cron mail holds only what matters) unless a
+        question follows, or in a dry run, whose raised level hides only untrue log lines."""
+        if ctx.output == 'json':
+            print(json.dumps(plan, indent=2, sort_keys=True))
+            return
+        if not (asking or ctx.dry_run or log.isEnabledFor(logging.INFO)):
+            return
+        guests = [' '.join(filter(None, (Guest.label(g), g['name'], f'({Guest.state(g)})'))) for g in plan['guests']]
+        lines = [(f'storage restore reverts volume {plan["volume"]} (ONTAP {plan["cluster"]}) behind storage '
+                  f'{plan["storage"]} to snapshot {plan["snapshot"]}; every change since is lost.'),
+                 'Guests with disks on it: ' + (', '.join(guests) or 'none')]
+        lines += [f'Unknown whether {Guest.label(g)} on node {g["node"]} uses it: {g["error"]}' for g in plan['unchecked']]
+        lines.append('Snapshots newer than it, which ONTAP deletes: ' + (', '.join(plan['newer']) or 'none'))
+        print('\n'.join(Output.printable(line) for line in lines), file=sys.stderr, flush=True)
+
+    @staticmethod
+    def command(ctx, args):
+        with Locks.for_storages(ctx, [args.storage]):
+            volume = ctx.volume(args.storage)
             volume.snapshot(args.snapshot)
-            clones = volume.flexclones().get(args.snapshot)
-            if clones:
-                raise snapshot_in_use(ctx, volume, args.snapshot, clones[0])
-        try:
-            volume.delete_snapshot_named(args.snapshot)
-        except OntapError as exc:
-            if str(exc.code) != Ontap.SNAPSHOT_LOCKED:
-                raise
-            raise explain_busy(ctx, volume, args.snapshot, exc) from exc
-    log.info('storage %s: snapshot %s deleted', args.storage, args.snapshot)
+            snapshots = [s['name'] for s in volume.snapshots('*')]
+            newer = snapshots[snapshots.index(args.snapshot) + 1:]
+            clones = volume.flexclones() if newer else {}
+            if not args.force:
+                ctx.pve.check_sees_every_guest('restore')
+            guests, unknown = ctx.pve.guests_on_storage(args.storage, ctx.pve.guests())
+            StorageRestore.show_plan(ctx, StorageRestore.plan(volume, args.storage, args.snapshot, guests, unknown, newer),
+                              asking=not args.yes and sys.stdin.isatty())
+            # ONTAP must delete the newer snapshots, and refuses while a FlexClone uses one (the
+            # emulator's choice; unconfirmed on ONTAP, reference §7): so refused before, dry run or not.
+            busy = [name for name in newer if name in clones]
+            if busy:
+                raise Failure(f'storage {args.storage}: reverting to {args.snapshot} deletes the newer {busy[0]}, but '
+                              f'{StorageCreate.snapshot_in_use(ctx, volume, busy[0], clones[busy[0]][0])}')
+            blockers = StorageRestore.blockers(guests, unknown)
+            if blockers and not args.force:
+                raise Failure(f'storage {args.storage}: {"; ".join(blockers)} (or -force to revert anyway)')
+            ctx.confirm(f'Revert storage {args.storage} to {args.snapshot}', args.yes)
+            now = ctx.pve.guests()     # once more: a guest may have been started or locked during the question
+            meanwhile = StorageRestore.blockers([now.get(guest['vmid'], guest) for guest in guests], [])
+            if meanwhile and not args.force:
+                raise Failure(f'storage {args.storage}: meanwhile {"; ".join(meanwhile)}; nothing reverted')
+            # A stop now would leave unknown whether ONTAP reverted: wait for its answer, then stop saying so.
+            with STOP.held():
+                volume.restore(args.snapshot)
+        log.info('storage %s: volume %s restored to %s', args.storage, volume.name, args.snapshot)
+        STOP.check(f'storage {args.storage}: volume {volume.name} reverted to snapshot {args.snapshot} first')
 
 
-def restore_plan(volume, storage, snapshot, guests, unknown, newer):
-    """What a storage restore does, as a record (-output json) — gathered before it asks."""
-    return {'storage': storage, 'cluster': volume.ontap.host, 'svm': volume.svm, 'volume': volume.name, 'snapshot': snapshot,
-            'guests': [{key: guest.get(key) for key in ('vmid', 'type', 'name', 'node', 'status', 'lock')}
-                       for guest in guests],
-            'unchecked': [{'vmid': guest['vmid'], 'type': guest.get('type'), 'node': guest.get('node'),
-                           'error': str(exc)} for guest, exc in unknown],
-            'newer': newer}
+class StorageMount:
+    """storage mount and unmount: a FlexClone of a snapshot added to PVE as an NFS storage, and
+    removed again."""
 
+    @staticmethod
+    def made_by_mount(entry, storage):
+        """Whether a storage.cfg entry is what `storage mount` makes under the id `storage`: NFS,
+        its export the junction of a FlexClone named for that id (`/<volume>_clone_<id>`, or for
+        an `X-CLONE` also the original's `/<volume>_clone`)."""
+        if entry.get('type') != 'nfs':
+            return False
+        junction = Ontap.junction_path(entry.get('export', ''))
+        endings = [Names.flexclone_name('', storage)] + ([Names.FLEXCLONE_SUFFIX] if storage.endswith(Names.CLONE_STORAGE_SUFFIX) else [])
+        return any(junction.endswith(ending) and len(junction) > len(ending) + 1 for ending in endings)
 
-def show_restore_plan(ctx, plan, asking):
-    """The plan: with -output json one object on stdout; else lines on stderr, stdout being for
-    results. At -loglevel warn they are left out (a cron mail holds only what matters) unless a
-    question follows, or in a dry run, whose raised level hides only untrue log lines."""
-    if ctx.output == 'json':
-        print(json.dumps(plan, indent=2, sort_keys=True))
-        return
-    if not (asking or ctx.dry_run or log.isEnabledFor(logging.INFO)):
-        return
-    guests = [' '.join(filter(None, (Guest.label(g), g['name'], f'({Guest.state(g)})'))) for g in plan['guests']]
-    lines = [(f'storage restore reverts volume {plan["volume"]} (ONTAP {plan["cluster"]}) behind storage '
-              f'{plan["storage"]} to snapshot {plan["snapshot"]}; every change since is lost.'),
-             'Guests with disks on it: ' + (', '.join(guests) or 'none')]
-    lines += [f'Unknown whether {Guest.label(g)} on node {g["node"]} uses it: {g["error"]}' for g in plan['unchecked']]
-    lines.append('Snapshots newer than it, which ONTAP deletes: ' + (', '.join(plan['newer']) or 'none'))
-    print('\n'.join(Output.printable(line) for line in lines), file=sys.stderr, flush=True)
+    @staticmethod
+    def check_mount_id(config, parent, storage):
+        """Refuse, before any lookup, a mount id to which config.ini gives another meaning: a
+        section (the mount would be taken for a storage of its own), or `X-CLONE` of another
+        section X (taken for X's mount, and served by [X])."""
+        if storage in config.storages:
+            raise ConfigError(f'storage id {storage}: {config.path} has a section [{storage}], so a mount of that id would '
+                              'be taken for a storage of its own: choose another id with -name')
+        other = storage.removesuffix(Names.CLONE_STORAGE_SUFFIX)
+        if other not in (storage, parent) and other in config.storages:
+            raise ConfigError(f'storage id {storage}: that is the mount id of storage {other} (section [{other}] of '
+                              f'{config.path}), not of {parent}: choose another id with -name')
 
+    @staticmethod
+    def taken_id_failure(ctx, storage, entry):
+        """The refusal for a mount id PVE has already, in words that fit what that storage is."""
+        if StorageMount.made_by_mount(entry, storage):
+            return Failure(f'Proxmox {ctx.pve.host}: storage {storage} already exists, mounted earlier: unmount it '
+                           f'(storage unmount -storage {storage}), or choose another id with -name')
+        what = f'type {entry.get("type")}' + (f', export {entry["export"]}' if entry.get('export') else '')
+        return Failure(f'Proxmox {ctx.pve.host}: storage {storage} already exists and is no mount ({what}): choose '
+                       'another id with -name')
 
-def cmd_storage_restore(ctx, args):
-    with Locks.for_storages(ctx, [args.storage]):
-        volume = ctx.volume(args.storage)
-        volume.snapshot(args.snapshot)
-        snapshots = [s['name'] for s in volume.snapshots('*')]
-        newer = snapshots[snapshots.index(args.snapshot) + 1:]
-        clones = volume.flexclones() if newer else {}
-        if not args.force:
-            ctx.pve.check_sees_every_guest('restore')
-        guests, unknown = ctx.pve.guests_on_storage(args.storage, ctx.pve.guests())
-        show_restore_plan(ctx, restore_plan(volume, args.storage, args.snapshot, guests, unknown, newer),
-                          asking=not args.yes and sys.stdin.isatty())
-        # ONTAP must delete the newer snapshots, and refuses while a FlexClone uses one (the
-        # emulator's choice; unconfirmed on ONTAP, reference §7): so refused before, dry run or not.
-        busy = [name for name in newer if name in clones]
-        if busy:
-            raise Failure(f'storage {args.storage}: reverting to {args.snapshot} deletes the newer {busy[0]}, but '
-                          f'{snapshot_in_use(ctx, volume, busy[0], clones[busy[0]][0])}')
-        blockers = restore_blockers(guests, unknown)
-        if blockers and not args.force:
-            raise Failure(f'storage {args.storage}: {"; ".join(blockers)} (or -force to revert anyway)')
-        ctx.confirm(f'Revert storage {args.storage} to {args.snapshot}', args.yes)
-        now = ctx.pve.guests()     # once more: a guest may have been started or locked during the question
-        meanwhile = restore_blockers([now.get(guest['vmid'], guest) for guest in guests], [])
-        if meanwhile and not args.force:
-            raise Failure(f'storage {args.storage}: meanwhile {"; ".join(meanwhile)}; nothing reverted')
-        # A stop now would leave unknown whether ONTAP reverted: wait for its answer, then stop saying so.
-        with STOP.held():
-            volume.restore(args.snapshot)
-    log.info('storage %s: volume %s restored to %s', args.storage, volume.name, args.snapshot)
-    STOP.check(f'storage {args.storage}: volume {volume.name} reverted to snapshot {args.snapshot} first')
+    @staticmethod
+    def mount(ctx, args):
+        storage = args.name or Names.clone_storage_id(args.storage)
+        StorageMount.check_mount_id(ctx.config, args.storage, storage)
+        with Locks.for_storages(ctx, [args.storage]):
+            volume, entry = ctx.volume(args.storage), ctx.nfs_storage(args.storage)
+            volume.snapshot(args.snapshot)
+            clone = Names.flexclone_name(volume.name, None if args.name is None else storage)
+            if storage in ctx.storages():
+                raise StorageMount.taken_id_failure(ctx, storage, ctx.storages()[storage])
+            if volume.ontap.volume_by_name(clone, volume.svm):
+                raise Failure(f'ONTAP {volume.ontap.host}: volume {clone} already exists in SVM {volume.svm}: choose another '
+                              'storage id with -name')
+            node = ctx.pve.local_node()
+            junction = '/' + clone
+            options = {key: entry[key] for key in ('content', 'options') if entry.get(key)}
+            if node:
+                options['nodes'] = node
+            with STOP.held():   # a FlexClone without its storage is what a stop here would leave
+                try:
+                    volume.create_flexclone(args.snapshot, clone, junction)
+                except OutcomeUnknown as exc:
+                    volume.ontap.settle(exc, 'POST /api/storage/volumes', lambda: volume.ontap.volume_by_name(clone, volume.svm) is not None)
+                log.info('ONTAP %s: FlexClone %s of %s created, mounted at %s', volume.ontap.host, clone, args.snapshot,
+                         junction)
+                try:
+                    ctx.pve.add_nfs_storage(storage, entry['server'], junction, options)
+                except Failure:
+                    log.warning('ONTAP %s: removing FlexClone %s again', volume.ontap.host, clone)
+                    volume.ontap.volume_by_name(clone, volume.svm).delete()
+                    raise
+        log.info('storage %s: snapshot %s mounted as storage %s%s', args.storage, args.snapshot, storage,
+                 f' on node {node}' if node else '')
+        STOP.check(f'snapshot {args.snapshot} mounted as storage {storage} first')
 
+    @staticmethod
+    def parent_candidates(ctx, storage, entry=None):
+        """The configured PVE NFS storages a mount named `storage` may belong to: first the one its
+        name points to (X for `X-CLONE`, the original's naming), then every other one — with
+        `entry`, those on its NFS server. The name is only a hint: what decides is the parent
+        volume of the FlexClone."""
+        hint = storage.removesuffix(Names.CLONE_STORAGE_SUFFIX)
+        nfs = [sid for sid in sorted(ctx.config.storages) if ctx.storages().get(sid, {}).get('type') == 'nfs']
+        others = [sid for sid in nfs if sid != hint
+                  and (entry is None or ctx.storages()[sid].get('server') == entry.get('server'))]
+        return ([hint] if hint in nfs else []) + others
 
-def check_mount_id(config, parent, storage):
-    """Refuse, before any lookup, a mount id to which config.ini gives another meaning: a
-    section (the mount would be taken for a storage of its own), or `X-CLONE` of another
-    section X (taken for X's mount, and served by [X])."""
-    if storage in config.storages:
-        raise ConfigError(f'storage id {storage}: {config.path} has a section [{storage}], so a mount of that id would '
-                          'be taken for a storage of its own: choose another id with -name')
-    other = storage.removesuffix(Names.CLONE_STORAGE_SUFFIX)
-    if other not in (storage, parent) and other in config.storages:
-        raise ConfigError(f'storage id {storage}: that is the mount id of storage {other} (section [{other}] of '
-                          f'{config.path}), not of {parent}: choose another id with -name')
-
-
-def taken_id_failure(ctx, storage, entry):
-    """The refusal for a mount id PVE has already, in words that fit what that storage is."""
-    if made_by_mount(entry, storage):
-        return Failure(f'Proxmox {ctx.pve.host}: storage {storage} already exists, mounted earlier: unmount it '
-                       f'(storage unmount -storage {storage}), or choose another id with -name')
-    what = f'type {entry.get("type")}' + (f', export {entry["export"]}' if entry.get('export') else '')
-    return Failure(f'Proxmox {ctx.pve.host}: storage {storage} already exists and is no mount ({what}): choose '
-                   'another id with -name')
-
-
-def cmd_storage_mount(ctx, args):
-    storage = args.name or Names.clone_storage_id(args.storage)
-    check_mount_id(ctx.config, args.storage, storage)
-    with Locks.for_storages(ctx, [args.storage]):
-        volume, entry = ctx.volume(args.storage), ctx.nfs_storage(args.storage)
-        volume.snapshot(args.snapshot)
-        clone = Names.flexclone_name(volume.name, None if args.name is None else storage)
-        if storage in ctx.storages():
-            raise taken_id_failure(ctx, storage, ctx.storages()[storage])
-        if volume.ontap.volume_by_name(clone, volume.svm):
-            raise Failure(f'ONTAP {volume.ontap.host}: volume {clone} already exists in SVM {volume.svm}: choose another '
-                          'storage id with -name')
-        node = ctx.pve.local_node()
-        junction = '/' + clone
-        options = {key: entry[key] for key in ('content', 'options') if entry.get(key)}
-        if node:
-            options['nodes'] = node
-        with STOP.held():   # a FlexClone without its storage is what a stop here would leave
+    @staticmethod
+    def find_clone_parent(ctx, storage, entry):
+        """(parent storage, its Volume, the FlexClone Volume or None) of a mounted clone storage: a refusal
+        unless its volume really is a FlexClone of a configured storage's volume — or is gone
+        already and the storage's export is the junction `storage mount` gave it (then None)."""
+        volume = None
+        for parent in StorageMount.parent_candidates(ctx, storage, entry):
+            parent_volume = ctx.volume(parent)
             try:
-                volume.create_flexclone(args.snapshot, clone, junction)
-            except OutcomeUnknown as exc:
-                volume.ontap.settle(exc, 'POST /api/storage/volumes', lambda: volume.ontap.volume_by_name(clone, volume.svm) is not None)
-            log.info('ONTAP %s: FlexClone %s of %s created, mounted at %s', volume.ontap.host, clone, args.snapshot,
-                     junction)
-            try:
-                ctx.pve.add_nfs_storage(storage, entry['server'], junction, options)
-            except Failure:
-                log.warning('ONTAP %s: removing FlexClone %s again', volume.ontap.host, clone)
-                volume.ontap.volume_by_name(clone, volume.svm).delete()
-                raise
-    log.info('storage %s: snapshot %s mounted as storage %s%s', args.storage, args.snapshot, storage,
-             f' on node {node}' if node else '')
-    STOP.check(f'snapshot {args.snapshot} mounted as storage {storage} first')
+                # A FlexClone lives in its parent's SVM.
+                volume = parent_volume.ontap.find_volume(entry['export'], parent_volume.svm, storage)
+            except NotFound:
+                junctions = ['/' + name for name in Names.clone_volume_names(parent_volume.name, storage, parent)]
+                if Ontap.junction_path(entry['export']) in junctions:
+                    return parent, parent_volume, None
+                continue    # another cluster or SVM behind the same NFS server
+            if volume.is_flexclone and volume.parent_volume == parent_volume.name:
+                return parent, parent_volume, volume
+        backing = f'backed by volume {volume.name}, which is no FlexClone of' if volume else 'no clone of'
+        raise Failure(f'storage {storage} is {backing} a storage in {ctx.config.path}: refusing to remove it')
 
+    @staticmethod
+    def find_leftover_clone(ctx, storage):
+        """(parent storage, its Volume, the FlexClone Volume) a mount named `storage` left behind when its
+        PVE storage is gone already (removed by hand, or an unmount stopped half-way)."""
+        for parent in StorageMount.parent_candidates(ctx, storage):
+            volume = ctx.volume(parent)
+            for name in Names.clone_volume_names(volume.name, storage, parent):
+                clone = volume.ontap.volume_by_name(name, volume.svm)
+                if clone and clone.is_flexclone and clone.parent_volume == volume.name:
+                    mounted = ctx.storages_mounting(clone.junction)
+                    if mounted:
+                        raise Failure(f'FlexClone {clone.name} is mounted as PVE storage {mounted[0]}: unmount '
+                                      f'{mounted[0]} instead')
+                    return parent, volume, clone
+        raise NotFound(f'Proxmox {ctx.pve.host}: no storage {storage}, and no FlexClone left by a mount of that name')
 
-def parent_candidates(ctx, storage, entry=None):
-    """The configured PVE NFS storages a mount named `storage` may belong to: first the one its
-    name points to (X for `X-CLONE`, the original's naming), then every other one — with
-    `entry`, those on its NFS server. The name is only a hint: what decides is the parent
-    volume of the FlexClone."""
-    hint = storage.removesuffix(Names.CLONE_STORAGE_SUFFIX)
-    nfs = [sid for sid in sorted(ctx.config.storages) if ctx.storages().get(sid, {}).get('type') == 'nfs']
-    others = [sid for sid in nfs if sid != hint
-              and (entry is None or ctx.storages()[sid].get('server') == entry.get('server'))]
-    return ([hint] if hint in nfs else []) + others
+    @staticmethod
+    def mount_path(storage, entry):
+        """Where PVE mounts an NFS storage on each node: its storage.cfg `path`, by default
+        /mnt/pve/<id> (pve-storage NFSPlugin.pm); a Failure unless it is an absolute, plain path."""
+        path = (entry or {}).get('path') or f'/mnt/pve/{storage}'
+        if not path.startswith('/') or os.path.normpath(path) != path or Output.UNPRINTABLE.search(path):
+            raise Failure(f'storage {storage}: its path {Output.printable(path)!r} is no plain absolute path')
+        return path
 
+    @staticmethod
+    def unmount_nfs(path):
+        """Unmount the clone's NFS mount on this node (PVE leaves it mounted); lazily if stuck."""
+        result = Node.run('umount', '--', path, env=dict(os.environ, LC_ALL='C'))
+        if result.returncode == 0 or 'not mounted' in result.stderr:
+            return
+        log.warning('%s is busy on this node (%s): detaching it lazily', path, result.stderr.strip())
+        if Node.run('umount', '-f', '-l', '--', path).returncode:
+            log.warning('could not unmount %s on this node: umount -f -l %s by hand', path, path)
 
-def find_clone_parent(ctx, storage, entry):
-    """(parent storage, its Volume, the FlexClone Volume or None) of a mounted clone storage: a refusal
-    unless its volume really is a FlexClone of a configured storage's volume — or is gone
-    already and the storage's export is the junction `storage mount` gave it (then None)."""
-    volume = None
-    for parent in parent_candidates(ctx, storage, entry):
-        parent_volume = ctx.volume(parent)
-        try:
-            # A FlexClone lives in its parent's SVM.
-            volume = parent_volume.ontap.find_volume(entry['export'], parent_volume.svm, storage)
-        except NotFound:
-            junctions = ['/' + name for name in Names.clone_volume_names(parent_volume.name, storage, parent)]
-            if Ontap.junction_path(entry['export']) in junctions:
-                return parent, parent_volume, None
-            continue    # another cluster or SVM behind the same NFS server
-        if volume.is_flexclone and volume.parent_volume == parent_volume.name:
-            return parent, parent_volume, volume
-    backing = f'backed by volume {volume.name}, which is no FlexClone of' if volume else 'no clone of'
-    raise Failure(f'storage {storage} is {backing} a storage in {ctx.config.path}: refusing to remove it')
-
-
-def find_leftover_clone(ctx, storage):
-    """(parent storage, its Volume, the FlexClone Volume) a mount named `storage` left behind when its
-    PVE storage is gone already (removed by hand, or an unmount stopped half-way)."""
-    for parent in parent_candidates(ctx, storage):
-        volume = ctx.volume(parent)
-        for name in Names.clone_volume_names(volume.name, storage, parent):
-            clone = volume.ontap.volume_by_name(name, volume.svm)
-            if clone and clone.is_flexclone and clone.parent_volume == volume.name:
-                mounted = ctx.storages_mounting(clone.junction)
-                if mounted:
-                    raise Failure(f'FlexClone {clone.name} is mounted as PVE storage {mounted[0]}: unmount '
-                                  f'{mounted[0]} instead')
-                return parent, volume, clone
-    raise NotFound(f'Proxmox {ctx.pve.host}: no storage {storage}, and no FlexClone left by a mount of that name')
-
-
-def mount_path(storage, entry):
-    """Where PVE mounts an NFS storage on each node: its storage.cfg `path`, by default
-    /mnt/pve/<id> (pve-storage NFSPlugin.pm); a Failure unless it is an absolute, plain path."""
-    path = (entry or {}).get('path') or f'/mnt/pve/{storage}'
-    if not path.startswith('/') or os.path.normpath(path) != path or Output.UNPRINTABLE.search(path):
-        raise Failure(f'storage {storage}: its path {Output.printable(path)!r} is no plain absolute path')
-    return path
-
-
-def unmount_nfs(path):
-    """Unmount the clone's NFS mount on this node (PVE leaves it mounted); lazily if stuck."""
-    result = Node.run('umount', '--', path, env=dict(os.environ, LC_ALL='C'))
-    if result.returncode == 0 or 'not mounted' in result.stderr:
-        return
-    log.warning('%s is busy on this node (%s): detaching it lazily', path, result.stderr.strip())
-    if Node.run('umount', '-f', '-l', '--', path).returncode:
-        log.warning('could not unmount %s on this node: umount -f -l %s by hand', path, path)
-
-
-def cmd_storage_unmount(ctx, args):
-    if args.storage in ctx.config.storages:
-        raise Failure(f'storage {args.storage} has its own section in {ctx.config.path}, so it is no mount: refusing '
-                      'to remove it')
-    entry = ctx.storages().get(args.storage)
-    if entry is None:
-        parent, parent_volume, volume = find_leftover_clone(ctx, args.storage)
-        log.warning('storage %s is not in Proxmox any more: deleting the FlexClone %s it left', args.storage,
-                    volume.name)
-    else:
-        ctx.nfs_storage(args.storage)
-        parent, parent_volume, volume = find_clone_parent(ctx, args.storage, entry)
-        if not args.force:
-            ctx.pve.check_sees_every_guest('unmount')
-        users, unknown = ctx.pve.guests_on_storage(args.storage, ctx.pve.guests())
-        if users and not args.force:
-            raise Failure(f'storage {args.storage} is in use by {", ".join(Guest.label(g) for g in users)}: '
-                          'remove their disks on it first (copy what you need off it), or add -force')
-        if unknown and not args.force:
-            raise Failure(f'storage {args.storage}: cannot check whether it is used by '
-                          f'{", ".join(Guest.label(g) for g, _ in unknown)} (node unreachable): '
-                          'add -force to remove it anyway')
-        if volume is None:
-            log.warning('ONTAP %s: no volume at %s any more (its FlexClone is gone): removing storage %s',
-                        parent_volume.ontap.host, entry['export'], args.storage)
-    with Locks.for_storages(ctx, [parent]), STOP.held():
-        if entry is not None:
-            # Disabled first, so no node's status daemon mounts it again while it goes away.
-            ctx.pve.call('put', f'storage/{args.storage}', f'disable storage {args.storage}', disable=1)
-            ctx.pve.call('delete', f'storage/{args.storage}', f'remove storage {args.storage}')
-            log.info('storage %s removed from Proxmox', args.storage)
-        path = mount_path(args.storage, entry)
-        if not Node.name():
-            log.warning('not on a PVE node as root: %s may stay mounted on the nodes (umount it there)', path)
-        elif ctx.dry_run:
-            print(Output.printable(f'would umount {path} on this node'))
+    @staticmethod
+    def unmount(ctx, args):
+        if args.storage in ctx.config.storages:
+            raise Failure(f'storage {args.storage} has its own section in {ctx.config.path}, so it is no mount: refusing '
+                          'to remove it')
+        entry = ctx.storages().get(args.storage)
+        if entry is None:
+            parent, parent_volume, volume = StorageMount.find_leftover_clone(ctx, args.storage)
+            log.warning('storage %s is not in Proxmox any more: deleting the FlexClone %s it left', args.storage,
+                        volume.name)
         else:
-            unmount_nfs(path)
-        if volume is not None:
-            volume.delete()
-            log.info('ONTAP %s: FlexClone %s deleted', parent_volume.ontap.host, volume.name)
-    STOP.check(f'storage {args.storage} unmounted first')
+            ctx.nfs_storage(args.storage)
+            parent, parent_volume, volume = StorageMount.find_clone_parent(ctx, args.storage, entry)
+            if not args.force:
+                ctx.pve.check_sees_every_guest('unmount')
+            users, unknown = ctx.pve.guests_on_storage(args.storage, ctx.pve.guests())
+            if users and not args.force:
+                raise Failure(f'storage {args.storage} is in use by {", ".join(Guest.label(g) for g in users)}: '
+                              'remove their disks on it first (copy what you need off it), or add -force')
+            if unknown and not args.force:
+                raise Failure(f'storage {args.storage}: cannot check whether it is used by '
+                              f'{", ".join(Guest.label(g) for g, _ in unknown)} (node unreachable): '
+                              'add -force to remove it anyway')
+            if volume is None:
+                log.warning('ONTAP %s: no volume at %s any more (its FlexClone is gone): removing storage %s',
+                            parent_volume.ontap.host, entry['export'], args.storage)
+        with Locks.for_storages(ctx, [parent]), STOP.held():
+            if entry is not None:
+                # Disabled first, so no node's status daemon mounts it again while it goes away.
+                ctx.pve.call('put', f'storage/{args.storage}', f'disable storage {args.storage}', disable=1)
+                ctx.pve.call('delete', f'storage/{args.storage}', f'remove storage {args.storage}')
+                log.info('storage %s removed from Proxmox', args.storage)
+            path = StorageMount.mount_path(args.storage, entry)
+            if not Node.name():
+                log.warning('not on a PVE node as root: %s may stay mounted on the nodes (umount it there)', path)
+            elif ctx.dry_run:
+                print(Output.printable(f'would umount {path} on this node'))
+            else:
+                StorageMount.unmount_nfs(path)
+            if volume is not None:
+                volume.delete()
+                log.info('ONTAP %s: FlexClone %s deleted', parent_volume.ontap.host, volume.name)
+        STOP.check(f'storage {args.storage} unmounted first')
 
 
 # ---- doctor ---------------------------------------------------------------------------
@@ -6583,7 +6613,7 @@ class Doctor:
             self.warn(check, f'not checked: {exc}', 'let the REST role read /api/storage/volumes')
             return
         captures = [record for record in found if record['name'].startswith((Names.CAPTURE_PREFIX, Names.LEFTOVER_PREFIX))]
-        old = [record for record in captures if not Volume.younger_than(record, LEFTOVER_AGE)]
+        old = [record for record in captures if not Volume.younger_than(record, Captures.LEFTOVER_AGE)]
         young = f'; {len(captures) - len(old)} younger, of a run under way' if len(captures) > len(old) else ''
         if not old:
             self.ok(check, f'none in volume {volume.name}{young}')
@@ -6600,7 +6630,7 @@ class Doctor:
                 noted = {name for lock in locks for name in lock.captures}
                 doomed = [record for record in old if record['name'].startswith(Names.LEFTOVER_PREFIX)
                           or record['name'] in noted]
-                left = delete_leftovers(self.ctx, storage, doomed)
+                left = Captures.delete_leftovers(self.ctx, storage, doomed)
         except Failure as exc:
             self.warn(check, f'{names} in volume {volume.name}, left by earlier runs; not deleted: {exc}',
                         'the next vm create on the volume deletes them')
@@ -6738,7 +6768,7 @@ class Doctor:
             self.ok(check, 'not checked: this is no PVE node, or doctor does not run there as root')
             return
         try:
-            path = mount_path(storage, entry)
+            path = StorageMount.mount_path(storage, entry)
         except Failure as exc:
             self.fail(check, str(exc), f'correct the path of storage {storage} (pvesm set)')
             return
@@ -6976,11 +7006,11 @@ class Doctor:
                     self.check_storage(storage, pve_reached, cluster_reached, release, args.try_clone, node)
         self.close()
 
-
-def cmd_doctor(args):
-    """doctor reads config.ini itself (each problem in it is one of its checks), then checks PVE,
-    each ONTAP cluster and each storage it serves, in that order."""
-    Doctor(args.output).run(args)
+    @staticmethod
+    def command(args):
+        """doctor reads config.ini itself (each problem in it is one of its checks), then checks PVE,
+        each ONTAP cluster and each storage it serves, in that order."""
+        Doctor(args.output).run(args)
 
 
 # ---- CLI -------------------------------------------------------------------------------
@@ -7050,85 +7080,132 @@ class StoreOnce(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def vm_id(text):
-    """argparse type for a VM id: PVE allows 100 to 999999999."""
-    if not re.fullmatch(r'[0-9]+', text) or not 100 <= int(text) <= 999999999:
-        raise argparse.ArgumentTypeError(f'{text!r} is no VM id (a number from 100 to 999999999)')
-    return int(text)
+class Arg:
+    """The command line's value types (each a usage error naming what is wrong) and the options
+    several commands share."""
 
+    DURATION_UNITS = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 604800}
 
-def snapshot_name(text):
-    if not text or '/' in text or text in ('.', '..'):
-        raise argparse.ArgumentTypeError(f'{text!r} is no snapshot name')
-    return text
+    @staticmethod
+    def parse_duration(text):
+        """`90s`, `30m`, `1h`, `2d`, `1w` (or plain seconds) as seconds; None if it is none."""
+        found = re.fullmatch(r'([0-9]+)([smhdw]?)', text)
+        return int(found[1]) * Arg.DURATION_UNITS[found[2] or 's'] if found else None
 
+    @staticmethod
+    def vm_id(text):
+        """argparse type for a VM id: PVE allows 100 to 999999999."""
+        if not re.fullmatch(r'[0-9]+', text) or not 100 <= int(text) <= 999999999:
+            raise argparse.ArgumentTypeError(f'{text!r} is no VM id (a number from 100 to 999999999)')
+        return int(text)
 
-def config_key(text):
-    """argparse type for -allow-key: a config key as PVE names them (net0, args, hookscript)."""
-    if not re.fullmatch(r'[a-z][a-z0-9_-]*', text):
-        raise argparse.ArgumentTypeError(f'{text!r} is no config key (like args or hostpci0)')
-    return text
+    @staticmethod
+    def snapshot_name(text):
+        if not text or '/' in text or text in ('.', '..'):
+            raise argparse.ArgumentTypeError(f'{text!r} is no snapshot name')
+        return text
 
+    @staticmethod
+    def config_key(text):
+        """argparse type for -allow-key: a config key as PVE names them (net0, args, hookscript)."""
+        if not re.fullmatch(r'[a-z][a-z0-9_-]*', text):
+            raise argparse.ArgumentTypeError(f'{text!r} is no config key (like args or hostpci0)')
+        return text
 
-def set_stamp(text):
-    if not re.fullmatch(Names.STAMP_PATTERN, text, re.ASCII):
-        raise argparse.ArgumentTypeError(f'{text!r} is no VM snapshot stamp (like 2024-03-13_14:42:47+0000; '
-                                         'see vm list)')
-    return text
+    @staticmethod
+    def snapshot_stamp(text):
+        if not re.fullmatch(Names.STAMP_PATTERN, text, re.ASCII):
+            raise argparse.ArgumentTypeError(f'{text!r} is no VM snapshot stamp (like 2024-03-13_14:42:47+0000; '
+                                             'see vm list)')
+        return text
 
+    @staticmethod
+    def seconds(text):
+        """argparse type for seconds: ASCII digits with an optional fraction (float() would also
+        take inf, nan, 1e3 and other scripts' digits)."""
+        if not re.fullmatch(r'[0-9]+(\.[0-9]*)?|\.[0-9]+', text) or not math.isfinite(float(text)):
+            raise argparse.ArgumentTypeError(f'{text!r} is no number of seconds (like 600 or 0.5)')
+        return float(text)
 
-def seconds(text):
-    """argparse type for seconds: ASCII digits with an optional fraction (float() would also
-    take inf, nan, 1e3 and other scripts' digits)."""
-    if not re.fullmatch(r'[0-9]+(\.[0-9]*)?|\.[0-9]+', text) or not math.isfinite(float(text)):
-        raise argparse.ArgumentTypeError(f'{text!r} is no number of seconds (like 600 or 0.5)')
-    return float(text)
+    CONFIG_OWN_SECTIONS = {ConfigFile.PROXMOX_SECTION: 'the PVE API login', ConfigFile.DEFAULTS_SECTION: 'timeouts'}
 
+    @staticmethod
+    def storage_name(text):
+        """argparse type for -storage: any PVE storage id but the names of config.ini's own
+        sections, whose [section] can never describe a storage."""
+        if text in Arg.CONFIG_OWN_SECTIONS:
+            raise argparse.ArgumentTypeError(f'{text!r} is no storage: [{text}] in config.ini holds '
+                                             f'{Arg.CONFIG_OWN_SECTIONS[text]}, not the ONTAP cluster of a storage')
+        return text
 
-CONFIG_OWN_SECTIONS = {ConfigFile.PROXMOX_SECTION: 'the PVE API login', ConfigFile.DEFAULTS_SECTION: 'timeouts'}
+    @staticmethod
+    def snapmirror_label(text):
+        """argparse type for -label (and snapmirror_label in config.ini): SNAPMIRROR_LABEL."""
+        if not ConfigFile.SNAPMIRROR_LABEL.fullmatch(text):
+            raise argparse.ArgumentTypeError(f'{text!r} is no snapmirror label (1 to 31 characters, no blanks)')
+        return text
 
+    @staticmethod
+    def duration(text):
+        """argparse type for -min-age: checked here, read by parse_duration where it is used."""
+        if Arg.parse_duration(text) is None:
+            raise argparse.ArgumentTypeError(f'{text!r} is no duration (like 90s, 30m, 1h, 2d, 1w)')
+        return text
 
-def storage_name(text):
-    """argparse type for -storage: any PVE storage id but the names of config.ini's own
-    sections, whose [section] can never describe a storage."""
-    if text in CONFIG_OWN_SECTIONS:
-        raise argparse.ArgumentTypeError(f'{text!r} is no storage: [{text}] in config.ini holds '
-                                         f'{CONFIG_OWN_SECTIONS[text]}, not the ONTAP cluster of a storage')
-    return text
+    @staticmethod
+    def storage_id(text):
+        """argparse type for a new PVE storage id: a letter first, then letters, digits, - _ ."""
+        if not re.fullmatch(r'[A-Za-z][A-Za-z0-9._-]*[A-Za-z0-9]', text):
+            raise argparse.ArgumentTypeError(f'{text!r} is no PVE storage id (a letter, then letters, digits, '
+                                             '"-", "_" or ".")')
+        return Arg.storage_name(text)
 
+    @staticmethod
+    def keep_count(text):
+        if not re.fullmatch(r'[0-9]+', text) or int(text) < 1:
+            raise argparse.ArgumentTypeError(f'{text!r}: -keep takes a whole number from 1')
+        return int(text)
 
-def snapmirror_label(text):
-    """argparse type for -label (and snapmirror_label in config.ini): SNAPMIRROR_LABEL."""
-    if not ConfigFile.SNAPMIRROR_LABEL.fullmatch(text):
-        raise argparse.ArgumentTypeError(f'{text!r} is no snapmirror label (1 to 31 characters, no blanks)')
-    return text
+    @staticmethod
+    def parallel_count(text):
+        if not re.fullmatch(r'[0-9]+', text) or not 1 <= int(text) <= Parallel.MOST_VMS_AT_ONCE:
+            raise argparse.ArgumentTypeError(f'{text!r}: -parallel takes a whole number from 1 to {Parallel.MOST_VMS_AT_ONCE}')
+        return int(text)
 
+    @staticmethod
+    def add_global(parser, suppress=False):
+        """-config/-loglevel/-output, accepted before and after the command."""
+        def default(value):
+            return argparse.SUPPRESS if suppress else value
+        parser.add_argument('-config', '--config', metavar='FILE', default=default(None),
+                            help='config file (default: ./config.ini, else /etc/pve-ontap-snapshot/config.ini)'
+                            ).completer = complete_files
+        parser.add_argument('-loglevel', '--loglevel', choices=sorted(LOG_LEVELS), default=default('info'),
+                            help='log level on stderr (default: info); debug logs every HTTP request and tracebacks')
+        parser.add_argument('-output', '--output', choices=('text', 'json'), default=default('text'),
+                            help='format of list, show and doctor results on stdout (default: text)')
+        parser.add_argument('-dry-run', '--dry-run', action='store_true', default=default(False),
+                            help='print what would change, in plain words, and change nothing')
+        parser.add_argument('-wait', '--wait', type=Arg.seconds, metavar='SECONDS', default=default(0),
+                            help='wait up to this long for another run working on the same storage '
+                                 '(default: 0, fail at once naming its pid)')
+        parser.add_argument('-local-lock', '--local-lock', action='store_true', default=default(False),
+                            help="where the cluster-wide lock cannot be taken (off a PVE node, no quorum), lock on "
+                                 "this node only: safe only while no run on another node can touch these storages")
 
-def duration(text):
-    """argparse type for -min-age: checked here, read by parse_duration where it is used."""
-    if parse_duration(text) is None:
-        raise argparse.ArgumentTypeError(f'{text!r} is no duration (like 90s, 30m, 1h, 2d, 1w)')
-    return text
+    @staticmethod
+    def add_storage(parser, help_text='PVE storage id (a section of config.ini)'):
+        parser.add_argument('-storage', '--storage', required=True, type=Arg.storage_name, metavar='ID',
+                            help=help_text).completer = complete_storage
 
+    @staticmethod
+    def add_vm(parser):
+        parser.add_argument('-vm', '--vm', required=True, type=Arg.vm_id, metavar='ID', help='the VM id')
 
-def storage_id(text):
-    """argparse type for a new PVE storage id: a letter first, then letters, digits, - _ ."""
-    if not re.fullmatch(r'[A-Za-z][A-Za-z0-9._-]*[A-Za-z0-9]', text):
-        raise argparse.ArgumentTypeError(f'{text!r} is no PVE storage id (a letter, then letters, digits, '
-                                         '"-", "_" or ".")')
-    return storage_name(text)
-
-
-def keep_count(text):
-    if not re.fullmatch(r'[0-9]+', text) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f'{text!r}: -keep takes a whole number from 1')
-    return int(text)
-
-
-def parallel_count(text):
-    if not re.fullmatch(r'[0-9]+', text) or not 1 <= int(text) <= Parallel.MOST_VMS_AT_ONCE:
-        raise argparse.ArgumentTypeError(f'{text!r}: -parallel takes a whole number from 1 to {Parallel.MOST_VMS_AT_ONCE}')
-    return int(text)
+    @staticmethod
+    def add_keep(parser, what):
+        parser.add_argument('-keep', '--keep', type=Arg.keep_count, metavar='N',
+                            help=f'after a successful create, delete the oldest {what} beyond the newest N')
 
 
 def tool_version():
@@ -7188,48 +7265,13 @@ def complete_files(prefix, **kwargs):
     return [path + ('/' if os.path.isdir(path) else '') for path in glob.glob(os.path.expanduser(prefix) + '*')]
 
 
-def add_global_options(parser, suppress=False):
-    """-config/-loglevel/-output, accepted before and after the command."""
-    def default(value):
-        return argparse.SUPPRESS if suppress else value
-    parser.add_argument('-config', '--config', metavar='FILE', default=default(None),
-                        help='config file (default: ./config.ini, else /etc/pve-ontap-snapshot/config.ini)'
-                        ).completer = complete_files
-    parser.add_argument('-loglevel', '--loglevel', choices=sorted(LOG_LEVELS), default=default('info'),
-                        help='log level on stderr (default: info); debug logs every HTTP request and tracebacks')
-    parser.add_argument('-output', '--output', choices=('text', 'json'), default=default('text'),
-                        help='format of list, show and doctor results on stdout (default: text)')
-    parser.add_argument('-dry-run', '--dry-run', action='store_true', default=default(False),
-                        help='print what would change, in plain words, and change nothing')
-    parser.add_argument('-wait', '--wait', type=seconds, metavar='SECONDS', default=default(0),
-                        help='wait up to this long for another run working on the same storage '
-                             '(default: 0, fail at once naming its pid)')
-    parser.add_argument('-local-lock', '--local-lock', action='store_true', default=default(False),
-                        help="where the cluster-wide lock cannot be taken (off a PVE node, no quorum), lock on "
-                             "this node only: safe only while no run on another node can touch these storages")
-
-
-def add_storage_option(parser, help_text='PVE storage id (a section of config.ini)'):
-    parser.add_argument('-storage', '--storage', required=True, type=storage_name, metavar='ID',
-                        help=help_text).completer = complete_storage
-
-
-def add_vm_option(parser):
-    parser.add_argument('-vm', '--vm', required=True, type=vm_id, metavar='ID', help='the VM id')
-
-
-def add_keep_option(parser, what):
-    parser.add_argument('-keep', '--keep', type=keep_count, metavar='N',
-                        help=f'after a successful create, delete the oldest {what} beyond the newest N')
-
-
 def build_parser():
     parser = CommandLine(prog='pve-ontap-snapshot', description=__doc__,
                          formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    add_global_options(parser)
+    Arg.add_global(parser)
     parser.add_argument('-version', '--version', action=ShowVersion, help='print the version and exit')
     common = CommandLine(add_help=False, allow_abbrev=False)
-    add_global_options(common, suppress=True)
+    Arg.add_global(common, suppress=True)
     contexts = parser.add_subparsers(dest='context', metavar='{vm,storage,doctor}', required=True)
     parser.set_defaults(reads_own_config=False)
 
@@ -7242,11 +7284,11 @@ def build_parser():
 
     vm = contexts.add_parser('vm', help='VM snapshots as ONTAP file clones', allow_abbrev=False)
     vm_commands = vm.add_subparsers(dest='command', metavar='{create,list,delete,restore}', required=True)
-    create = leaf(vm_commands, 'create', cmd_vm_create, 'file-clone every disk of VMs on their ONTAP storage',
+    create = leaf(vm_commands, 'create', VmCreate.command, 'file-clone every disk of VMs on their ONTAP storage',
                   ['vm create -vm 100', 'vm create -vm 100 -pause -keep 7', 'vm create -vm 100 101 -suspend',
                    'vm create -all -freeze'])
     which = create.add_mutually_exclusive_group(required=True)
-    which.add_argument('-vm', '--vm', action='extend', nargs='+', type=vm_id, metavar='ID',
+    which.add_argument('-vm', '--vm', action='extend', nargs='+', type=Arg.vm_id, metavar='ID',
                        help='VM id(s), also as -vm 100 -vm 101; one failing VM does not stop the others')
     which.add_argument('-all', '--all', action='store_true',
                        help='every VM with a disk on a storage of config.ini')
@@ -7264,34 +7306,34 @@ def build_parser():
     power.add_argument('-pause', '--pause', action='store_true',
                        help='pause a running VM in memory (no hibernation) while its disks are captured, then '
                             'resume it: every disk at one instant; at most freeze_timeout seconds (default 10)')
-    add_keep_option(create, "of the VM's snapshots")
+    Arg.add_keep(create, "of the VM's snapshots")
     create.add_argument('-no-register', '--no-register', dest='register', action='store_false',
                         help='do not add the clones to the VM config as unused disks')
-    create.add_argument('-parallel', '--parallel', type=parallel_count, metavar='N', default=Parallel.VMS_AT_ONCE,
+    create.add_argument('-parallel', '--parallel', type=Arg.parallel_count, metavar='N', default=Parallel.VMS_AT_ONCE,
                         help=f'work on up to N VMs at once (default {Parallel.VMS_AT_ONCE}, at most {Parallel.MOST_VMS_AT_ONCE}; 1: one '
                              'after another); a node suspends or shuts down at most '
                              f'{Parallel.POWER_CYCLES_PER_NODE} of them at once')
 
-    listing = leaf(vm_commands, 'list', cmd_vm_list, "list a VM's snapshots (and pre-restore undo points)",
+    listing = leaf(vm_commands, 'list', VmList.command, "list a VM's snapshots (and pre-restore undo points)",
                    ['vm list -vm 100', 'vm list -vm 100 -output json'])
-    add_vm_option(listing)
-    delete = leaf(vm_commands, 'delete', cmd_vm_delete, 'delete a VM snapshot (every file of it)',
+    Arg.add_vm(listing)
+    delete = leaf(vm_commands, 'delete', VmDelete.command, 'delete a VM snapshot (every file of it)',
                   ['vm delete -vm 100 -snapshot 2024-03-13_14:42:47+0000'])
-    add_vm_option(delete)
-    delete.add_argument('-snapshot', '--snapshot', required=True, type=set_stamp, metavar='STAMP',
+    Arg.add_vm(delete)
+    delete.add_argument('-snapshot', '--snapshot', required=True, type=Arg.snapshot_stamp, metavar='STAMP',
                         help='the snapshot, as vm list shows it')
-    restore = leaf(vm_commands, 'restore', cmd_vm_restore,
+    restore = leaf(vm_commands, 'restore', VmRestore.command,
                    "put a VM's disks (and -with-config its config) back to a VM snapshot or to a storage snapshot "
                    '(only this VM changes), or make a new VM from one (-as-new)',
                    ['vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000',
                     'vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000 -with-config -shutdown',
                     'vm restore -vm 100 -storage-snapshot proxmox_snapshot_2024-03-13_14:42:47+0000 -shutdown -yes',
                     'vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000 -as-new 200'])
-    add_vm_option(restore)
+    Arg.add_vm(restore)
     source = restore.add_mutually_exclusive_group(required=True)
-    source.add_argument('-snapshot', '--snapshot', type=set_stamp, metavar='STAMP',
+    source.add_argument('-snapshot', '--snapshot', type=Arg.snapshot_stamp, metavar='STAMP',
                         help='a VM snapshot, as vm list shows it')
-    source.add_argument('-storage-snapshot', '--storage-snapshot', type=snapshot_name, metavar='NAME',
+    source.add_argument('-storage-snapshot', '--storage-snapshot', type=Arg.snapshot_name, metavar='NAME',
                         help='a storage snapshot (storage list): each disk as it was in it')
     restore.add_argument('-shutdown', '--shutdown', action='store_true',
                          help='shut a running VM down for the restore, then start it again')
@@ -7300,11 +7342,11 @@ def build_parser():
     restore.add_argument('-with-config', '--with-config', action='store_true',
                          help="put the VM's config back as the snapshot saved it, too (disks it lacks are kept as "
                               'unused disks); without it the config stays, and how it differs is shown')
-    restore.add_argument('-as-new', '--as-new', type=vm_id, metavar='NEWID',
+    restore.add_argument('-as-new', '--as-new', type=Arg.vm_id, metavar='NEWID',
                          help='make a new, stopped VM NEWID from the snapshot instead: copies of its disks, its '
                               'saved config with new MAC addresses, vmgenid and SMBIOS uuid; -vm names the VM it '
                               'was made of, which may no longer exist; that VM is not touched')
-    restore.add_argument('-allow-key', '--allow-key', action='append', type=config_key, metavar='KEY',
+    restore.add_argument('-allow-key', '--allow-key', action='append', type=Arg.config_key, metavar='KEY',
                          help='put back (or with -as-new copy) the setting KEY of the saved config even where only '
                               'root@pam may set it (args, hookscript, a host device, ...) or this tool does not know '
                               'it: by default such settings stay as they are, as the plan shows, for the datastore '
@@ -7319,34 +7361,34 @@ def build_parser():
         dest='command', metavar='{create,list,show,delete,restore,mount,unmount}', required=True)
     example = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
     for name, func, help_text, examples, takes_snapshot in (
-            ('create', cmd_storage_create, 'snapshot the volume behind a storage',
+            ('create', StorageCreate.command, 'snapshot the volume behind a storage',
              ['storage create -storage ONTAP01', 'storage create -storage ONTAP01 -keep 7',
               'storage create -storage ONTAP01 -freeze'], False),
-            ('list', cmd_storage_list, "list the tool's snapshots of a storage, oldest first",
+            ('list', StorageView.list, "list the tool's snapshots of a storage, oldest first",
              ['storage list -storage ONTAP01'], False),
-            ('show', cmd_storage_show, 'show the metadata of the volume behind a storage',
+            ('show', StorageView.show, 'show the metadata of the volume behind a storage',
              ['storage show -storage ONTAP01'], False),
-            ('delete', cmd_storage_delete, 'delete a snapshot',
+            ('delete', StorageView.delete, 'delete a snapshot',
              [f'storage delete -storage ONTAP01 -snapshot {example}'], True),
-            ('restore', cmd_storage_restore,
+            ('restore', StorageRestore.command,
              'revert the whole volume to a snapshot: every VM on the storage loses all changes since',
              [f'storage restore -storage ONTAP01 -snapshot {example}',
               f'-dry-run storage restore -storage ONTAP01 -snapshot {example}'], True),
-            ('mount', cmd_storage_mount, 'add a FlexClone of a snapshot to PVE as storage <ID>-CLONE',
+            ('mount', StorageMount.mount, 'add a FlexClone of a snapshot to PVE as storage <ID>-CLONE',
              [f'storage mount -storage ONTAP01 -snapshot {example}',
               f'storage mount -storage ONTAP01 -snapshot {example} -name ONTAP01-MARCH'], True)):
         sub = leaf(storage_commands, name, func, help_text, examples)
-        add_storage_option(sub)
+        Arg.add_storage(sub)
         if takes_snapshot:
-            sub.add_argument('-snapshot', '--snapshot', required=True, metavar='NAME', type=snapshot_name,
+            sub.add_argument('-snapshot', '--snapshot', required=True, metavar='NAME', type=Arg.snapshot_name,
                              help=f'the snapshot, e.g. {example}')
         if name == 'create':
-            add_keep_option(sub, 'proxmox_snapshot_* snapshots with the same label (never one a FlexClone uses)')
-            sub.add_argument('-label', '--label', type=snapmirror_label, metavar='NAME',
+            Arg.add_keep(sub, 'proxmox_snapshot_* snapshots with the same label (never one a FlexClone uses)')
+            sub.add_argument('-label', '--label', type=Arg.snapmirror_label, metavar='NAME',
                              help="ONTAP's snapmirror_label for the snapshot, so that a vault policy keeps it on "
                                   "the destination (default: the section's snapmirror_label, else none); -keep "
                                   'and -min-age count only snapshots with the same label')
-            sub.add_argument('-min-age', '--min-age', type=duration, metavar='DURATION',
+            sub.add_argument('-min-age', '--min-age', type=Arg.duration, metavar='DURATION',
                              help='take no snapshot (and succeed) if one with the same label is younger than '
                                   'this: 90s, 30m, 1h, 2d, 1w; so one timer on every node makes one snapshot')
             hold = sub.add_mutually_exclusive_group()
@@ -7365,23 +7407,23 @@ def build_parser():
             sub.add_argument('-yes', '--yes', action='store_true',
                              help='do not ask for confirmation (required without a terminal)')
         if name == 'mount':
-            sub.add_argument('-name', '--name', type=storage_id, metavar='ID',
+            sub.add_argument('-name', '--name', type=Arg.storage_id, metavar='ID',
                              help='PVE storage id of the mount (default: <ID>-CLONE, FlexClone <volume>_clone; '
                                   'otherwise FlexClone <volume>_clone_<name>), so several snapshots can be '
                                   'mounted at once')
-    unmount = leaf(storage_commands, 'unmount', cmd_storage_unmount,
+    unmount = leaf(storage_commands, 'unmount', StorageMount.unmount,
                    'remove a mounted clone storage and its FlexClone (not the snapshot)',
                    ['storage unmount -storage ONTAP01-CLONE', 'storage unmount -storage ONTAP01-MARCH'])
-    add_storage_option(unmount, 'the clone storage, e.g. ONTAP01-CLONE')
+    Arg.add_storage(unmount, 'the clone storage, e.g. ONTAP01-CLONE')
     unmount.add_argument('-force', '--force', action='store_true',
                          help='remove it even while guests have disks on it, or a node that is down keeps them '
                               'from being checked')
 
-    doctor = leaf(contexts, 'doctor', cmd_doctor,
+    doctor = leaf(contexts, 'doctor', Doctor.command,
                   'check config.ini, PVE, each ONTAP cluster and each storage: ok, warn or fail, and the fix',
                   ['doctor', 'doctor -storage ONTAP01 -try', '-output json doctor'])
     doctor.set_defaults(reads_own_config=True)
-    doctor.add_argument('-storage', '--storage', type=storage_name, metavar='ID',
+    doctor.add_argument('-storage', '--storage', type=Arg.storage_name, metavar='ID',
                         help='check only this storage (a section of config.ini); default: every one'
                         ).completer = complete_storage
     doctor.add_argument('-try', '--try', dest='try_clone', action='store_true',

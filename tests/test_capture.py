@@ -196,7 +196,7 @@ def test_a_failed_capture_takes_back_the_other_and_clones_nothing(world):
 
 
 def test_captures_never_show_as_storage_snapshots(world, monkeypatch):
-    monkeypatch.setattr(tool, 'CAPTURE_DELETE_WAIT', 0.2)
+    monkeypatch.setattr(tool.Captures, 'DELETE_WAIT', 0.2)
     world.a.busy_after_clone = 60
     assert world.run('vm', 'create', '-vm', 100, '-no-register').code == 0
     assert [name.startswith('pve_ontap_leftover_capture_') for name in world.vol1.snapshots] == [True]
@@ -215,7 +215,7 @@ def record_of(world, cluster_dir, storage='ONTAP01'):
 
 
 def test_a_busy_capture_is_renamed_and_the_next_run_deletes_it(world, cluster_dir, monkeypatch):
-    monkeypatch.setattr(tool, 'CAPTURE_DELETE_WAIT', 0.3)
+    monkeypatch.setattr(tool.Captures, 'DELETE_WAIT', 0.3)
     world.a.busy_after_clone = 60
 
     first = world.run('vm', 'create', '-vm', 100, '-no-register')
@@ -240,7 +240,7 @@ def test_a_busy_capture_is_renamed_and_the_next_run_deletes_it(world, cluster_di
     assert not [r for r in world.a.requests if r['path'].endswith('/snapshots')]
 
     # once it is old enough (and ONTAP lets go of it), the next run on the volume deletes it
-    monkeypatch.setattr(tool, 'LEFTOVER_AGE', 0)
+    monkeypatch.setattr(tool.Captures, 'LEFTOVER_AGE', 0)
     world.vol1.snapshots[leftover].busy_until = 0
     third = world.run('vm', 'create', '-vm', 101, '-no-register')
 
@@ -275,7 +275,7 @@ def test_a_capture_delete_whose_answer_is_lost_is_left_for_the_next_run(world, c
     (noted,) = [entry.split()[0] for entry in record_of(world, cluster_dir) if entry.startswith('pve_ontap_capture_')]
 
     # ONTAP did delete it: the next run finds it gone and strikes it from the record, deleting nothing
-    monkeypatch.setattr(tool, 'LEFTOVER_AGE', 0)
+    monkeypatch.setattr(tool.Captures, 'LEFTOVER_AGE', 0)
     world.a.requests.clear()
     assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
     assert noted not in '\n'.join(record_of(world, cluster_dir))
@@ -283,7 +283,7 @@ def test_a_capture_delete_whose_answer_is_lost_is_left_for_the_next_run(world, c
 
 
 def test_a_capture_that_stays_busy_and_cannot_be_renamed_is_named(world, monkeypatch):
-    monkeypatch.setattr(tool, 'CAPTURE_DELETE_WAIT', 0.2)
+    monkeypatch.setattr(tool.Captures, 'DELETE_WAIT', 0.2)
     world.b.busy_after_clone = 60
     world.b.fail('PATCH', r'/snapshots/', status=409, code='8', message='resource in use')
 

@@ -218,7 +218,7 @@ def test_snapshots_sort_by_time_not_by_text_across_a_dst_change():
     ({'type': 'nfs', 'export': '/_clone'}, 'X-CLONE', False),
     ({'type': 'lvmthin'}, 'local-lvm', False), ({'type': 'dir', 'path': '/x_clone'}, 'X-CLONE', False)])
 def test_a_storage_made_by_mount_is_told_from_others(entry, storage, mounted):
-    assert tool.made_by_mount(entry, storage) is mounted
+    assert tool.StorageMount.made_by_mount(entry, storage) is mounted
 
 
 def test_free_unused_keys():
@@ -337,10 +337,10 @@ def test_config_lookup_order(tmp_path, monkeypatch):
                                       ('abc', False), ('-100', False)])
 def test_vm_id_guard(text, ok):
     if ok:
-        assert tool.vm_id(text) == int(text)
+        assert tool.Arg.vm_id(text) == int(text)
     else:
         with pytest.raises(Exception, match='is no VM id'):
-            tool.vm_id(text)
+            tool.Arg.vm_id(text)
 
 
 @pytest.mark.parametrize('job, read, expected', [(600, 120, 115), (600, 300, 120), (30, 120, 30), (600, 3, 1),
@@ -379,7 +379,7 @@ def test_a_noted_capture_is_due_once_older_than_the_age(stamp, seconds, old):
     ('1,freeze-fs=0', False, (None, 'its agent setting turns freezing off')),
     ('enabled=1,freeze-fs-on-backup=0', True, ('pause', 'its agent setting turns freezing off'))])
 def test_how_storage_create_holds_a_running_vm(agent, pause, held):
-    assert tool.hold_for({'agent': agent} if agent else {}, pause) == held
+    assert tool.GuestsWindow.hold_for({'agent': agent} if agent else {}, pause) == held
 
 
 @pytest.mark.parametrize('message, too_long', [

@@ -229,7 +229,7 @@ def test_a_node_name_pve_would_not_allow_never_becomes_a_path(node):
 @pytest.mark.parametrize('path', ['relative/dir', '/mnt/pve/../../etc', '/mnt/pve/x/', '/mnt/pve/\x1b[2J'])
 def test_a_storage_path_that_is_no_plain_absolute_path_is_never_unmounted(path):
     with pytest.raises(tool.Failure, match='is no plain absolute path'):
-        tool.mount_path('X', {'path': path})
+        tool.StorageMount.mount_path('X', {'path': path})
 
 
 # -- the network: credentials go to the configured hosts only

@@ -156,7 +156,7 @@ def test_a_shared_capture_a_clone_may_still_read_stays_for_the_next_run(world, c
 
     # the next vm create on the volume takes it for a capture left behind, and deletes it
     world.write_config()
-    monkeypatch.setattr(tool, 'LEFTOVER_AGE', 0)
+    monkeypatch.setattr(tool.Captures, 'LEFTOVER_AGE', 0)
     again = world.run('vm', 'create', '-vm', 101, '-no-register')
 
     assert again.code == 0, again.err

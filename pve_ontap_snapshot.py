@@ -76,9 +76,53 @@ import threading
 import time
 import urllib.parse
 
-# ---- Names shared with the original pve-ontap-snapshot.py --------------------------------
-# Changing one of these loses access to the snapshots the original (or we) made.
+# ==== Map ======================================================================================
+# One file, read top-down; each chapter a few classes, most of them namespaces (no instances).
+#
+#  1. Names            what the tool names things on the storage (stamps, snapshot files, manifests,
+#                      captures, clones): the original's names, kept so that no snapshot is lost
+#  2. Errors           Failure and its kinds (main prints one line and exits); Outcome: done, failed
+#                      or unknown; StopSignals (STOP): Ctrl-C and SIGTERM held off around a change
+#  3. Config           Config and its records; ConfigFile finds, checks and reads config.ini
+#  4. HTTP             Http: the libraries, connection errors, polling, the adapter
+#  5. ONTAP            Ontap (one cluster: transport, jobs, volumes) and Volume (a volume as a handle:
+#                      its files, snapshots, clones)
+#  6. Proxmox          Pve (the API: guests, configs, power, tasks, storage.cfg) and Node (this node)
+#  7. Pure logic       Guest (a config as PVE writes it), Identity, Qcow2, Consistency, RestoreRules
+#                      (what a restore may put back), Manifest, VmSnapshots (-keep), Output
+#  8. Run              Context (what a run shares), PrivateFiles, Locks, VolumeLock, Holder, Parallel
+#     infrastructure   (the one helper for parallel work), Clones, and the guest windows: Guests,
+#                      VmWindow (vm create, vm restore), GuestsWindow (storage create)
+#  9. Commands         one class per command, its entry command(ctx, args):
+#                      vm: VmCreate (+ Captures), VmList, VmDelete, VmRestore (+ NewVm: -as-new)
+#                      storage: StorageCreate, StorageView (list, show, delete), StorageRestore,
+#                      StorageMount (mount, unmount)
+#                      Containers (a `ct` tree) get Ct* classes beside the Vm* ones, sharing Guest,
+#                      the windows and Manifest; a `monitor` command goes after the storage commands,
+#                      reading what runs record (it changes nothing).
+# 10. doctor           Doctor: every check of the setup, one writer
+# 11. CLI              Arg (value types, shared options), build_parser (the parser, its --help), main
+#
+# Glossary (one name per concept, in code and messages alike)
+#   VM snapshot       the file clones of a VM's disks made by one run, named for its UTC stamp, with
+#                     a manifest beside them (SnapshotFile; the original's "set"); a pre-restore
+#                     snapshot is the same, made of the live disks just before a restore
+#   storage snapshot  an ONTAP volume snapshot named proxmox_snapshot_<stamp>, with each guest's
+#                     manifest in its record directory (Names.STORAGE_RECORD_DIR)
+#   capture           a short-lived volume snapshot vm create clones a running VM's disks from; a
+#                     leftover is a capture ONTAP kept busy, deleted by a later run
+#   manifest          a snapshot's record of one guest (Manifest); "record" alone is an ONTAP REST
+#                     record; a lock record is a VolumeLock's text (its holder, stamps, held guests)
+#   hold              what a guest window does to a guest (pause, freeze, suspend, shut down) until
+#                     it is returned; "deferred" is what StopSignals does to a signal
+#   cluster           ONTAP's cluster (Ontap) or PVE's (pmxcfs, the cluster lock): always said which
+#   settle            find out how an unknown outcome ended (follow the job, read the state back)
+#   guest             a VM or a container (CT); vmid is PVE's id of either
+# ===============================================================================================
 
+
+# ---- 1. Names shared with the original pve-ontap-snapshot.py ---------------------------------
+# Changing one of these loses access to the snapshots the original (or we) made.
 
 class Names:
     """What the tool names things on the storage, as the original did, so that no snapshot made
@@ -118,13 +162,13 @@ class Names:
     CONSISTENCIES = ('running', 'atomic', 'paused', 'frozen', 'suspended', 'shutdown')
 
     SNAPSHOT_FILE = re.compile(r'^(?P<stem>.+)-(?P<kind>' + '|'.join(SNAPSHOT_KINDS) + r')-(?P<stamp>' + STAMP_PATTERN +
-                          r')(?P<ext>\.(?:raw|qcow2|vmdk))$')
+                               r')(?P<ext>\.(?:raw|qcow2|vmdk))$')
 
     # The manifest's name also carries the identity of the VM it was taken of (Identity.tag), so that
     # -keep tells a destroyed VM's snapshots from those of the VM that has its id now, unread.
     MANIFEST_FILE = re.compile(r'^(?P<stem>vm-\d+)-(?P<kind>' + '|'.join(SNAPSHOT_KINDS) + r')-(?P<stamp>' + STAMP_PATTERN +
-                             r')(?P<ext>\.conf|\.(?P<consistency>' + '|'.join(CONSISTENCIES) +
-                             r')(?:\.(?P<identity>[cu][0-9a-f]{1,32}))?\.manifest\.json)$')
+                               r')(?P<ext>\.conf|\.(?P<consistency>' + '|'.join(CONSISTENCIES) +
+                               r')(?:\.(?P<identity>[cu][0-9a-f]{1,32}))?\.manifest\.json)$')
 
     # What a storage snapshot holds: every guest with a disk on the storage has a manifest (its
     # config in it; earlier builds wrote a .conf beside it) in STORAGE_RECORD_DIR/ at the volume's
@@ -132,7 +176,7 @@ class Names:
     # snapshot, so that `.snapshot/<name>/pve-ontap-snapshot/` says what each snapshot holds and
     # how consistent each guest is in it.
     STORAGE_MANIFEST_FILE = re.compile(r'^(?P<prefix>vm|ct)-(?P<vmid>\d+)(?:\.conf|\.(?P<consistency>'
-                                     + '|'.join(CONSISTENCIES) + r')\.manifest\.json)$')
+                                       + '|'.join(CONSISTENCIES) + r')\.manifest\.json)$')
 
     @staticmethod
     def utc_stamp(now=None):
@@ -189,7 +233,7 @@ class Names:
         if not found:
             return None
         return SnapshotFile(storage=storage, path=f'{directory}/{name}', stem=found['stem'], kind=found['kind'],
-                       stamp=found['stamp'], ext=found['ext'], size=size or 0)
+                            stamp=found['stamp'], ext=found['ext'], size=size or 0)
 
     @staticmethod
     def manifest_path(vmid, stamp, consistency, kind='snapshot', identity=None):
@@ -236,16 +280,9 @@ class Names:
     def clone_storage_id(storage):
         return storage + Names.CLONE_STORAGE_SUFFIX
 
-
-log = logging.getLogger('pve_ontap_snapshot')
-
-# requests, urllib3 and proxmoxer are imported by Http.load_libraries() when a command
-# runs, never at import time: bash tab completion imports this module on every <TAB>.
-requests = urllib3 = proxmoxer = Retry = None
-
-
-# ---- Errors ----------------------------------------------------------------------------
-# Every failure a user can cause or meet ends as one line on stderr and an exit code.
+# ---- 2. Errors, and how a run stops ----------------------------------------------------------
+# Every failure a user can cause or meet ends as one line on stderr and an exit code; a change
+# ends done, failed or unknown (Outcome). Stop signals are held off while a change is on its way.
 
 class Failure(Exception):
     """An operation failed; main() prints the message as one line and exits 1."""
@@ -277,71 +314,6 @@ class Terminated(Exception):
     def __init__(self, signum, done=None):
         self.signal = signal.Signals(signum)
         super().__init__(f'stopped by {self.signal.name}' + (f' ({done})' if done else ''))
-
-
-class StopSignals:
-    """Turns SIGINT, SIGTERM and SIGHUP into Terminated — except while a VM is paused, frozen
-    or restored (`held`): then the signal waits until that is done, and the run stops at its
-    next `check`. A VM is never left suspended, shut down or frozen by a stopped run, and a
-    second Ctrl-C does not change that.
-
-    Python runs signal handlers in the main thread only, so Terminated is raised there and
-    nowhere else: a thread working on one VM is never cut short. Threads hold signals off too
-    (a VM's window), and read `pending` to start nothing new once a signal came."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self):
-        self.holding = 0
-        self.pending = None
-        self.lost = None        # LockLost: a lock of the run may be lost; nothing more is changed
-        # Threads count up and down at once. The handler only reads the count: it may run in
-        # the main thread while that holds this lock.
-        self._counting = threading.Lock()
-
-    @property
-    def stopping(self):
-        """Whether the run is to begin nothing new: a stop signal came, or a lock may be lost."""
-        return bool(self.pending or self.lost)
-
-    def lose(self, failure):
-        """A lock of the run may be lost (LockLost): no change is asked of ONTAP or PVE any more
-        but those that return a guest to its state (check_change), and the run stops with it."""
-        if self.lost is None:
-            self.lost = failure
-            log.warning('%s', failure)
-
-    def check_change(self, what, returning=False):
-        """Raise LockLost before a change `what` unless it returns a guest to its state."""
-        if self.lost is not None and not returning:
-            raise LockLost(f'{what}: not asked, as a lock of this run may be lost')
-
-    def handle(self, signum, frame):
-        self.pending = signum
-        if not self.holding:
-            self.check()
-        log.warning('%s: finishing first what must not be cut short (a VM paused, frozen or being restored); '
-                    'the run stops right after', signal.Signals(signum).name)
-
-    @contextlib.contextmanager
-    def held(self):
-        with self._counting:
-            self.holding += 1
-        try:
-            yield
-        finally:
-            with self._counting:
-                self.holding -= 1
-
-    def check(self, done=None):
-        """Stop here if a signal came or a lock may be lost; `done` says what the run got done first."""
-        if self.pending:
-            raise Terminated(self.pending, done)
-        if self.lost is not None:
-            raise LockLost(f'{self.lost}' + (f' ({done})' if done else ''))
-
-
-STOP = StopSignals()
 
 
 class LockLost(Failure):
@@ -376,6 +348,19 @@ class OutcomeUnknown(Failure):
         self.where = where
 
 
+class ProxmoxError(Failure):
+    """A Proxmox API call or task failed."""
+
+
+class ManifestError(Failure):
+    """A snapshot's manifest that cannot be read, or that its signature says was changed: named
+    as such, never taken for a snapshot without one."""
+
+
+class ClusterLockUnavailable(Failure):
+    """The cluster-wide lock cannot be taken: off a PVE node, or /etc/pve read-only (no quorum)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """How one change of a batch ended: done (no error), failed, or unknown (an OutcomeUnknown)."""
@@ -400,11 +385,70 @@ class Outcome:
                          else str(o.error) for o in outcomes if o.state == 'unknown')
 
 
-class ProxmoxError(Failure):
-    """A Proxmox API call or task failed."""
+class StopSignals:
+    """Turns SIGINT, SIGTERM and SIGHUP into Terminated — except while a VM is paused, frozen
+    or restored (`deferred`): then the signal waits until that is done, and the run stops at its
+    next `check`. A VM is never left suspended, shut down or frozen by a stopped run, and a
+    second Ctrl-C does not change that.
 
+    Python runs signal handlers in the main thread only, so Terminated is raised there and
+    nowhere else: a thread working on one VM is never cut short. Threads hold signals off too
+    (a VM's window), and read `pending` to start nothing new once a signal came."""
 
-# ---- Config ----------------------------------------------------------------------------
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self):
+        self.deferring = 0
+        self.pending = None
+        self.lost = None        # LockLost: a lock of the run may be lost; nothing more is changed
+        # Threads count up and down at once. The handler only reads the count: it may run in
+        # the main thread while that holds this lock.
+        self._counting = threading.Lock()
+
+    @property
+    def stopping(self):
+        """Whether the run is to begin nothing new: a stop signal came, or a lock may be lost."""
+        return bool(self.pending or self.lost)
+
+    def lose(self, failure):
+        """A lock of the run may be lost (LockLost): no change is asked of ONTAP or PVE any more
+        but those that return a guest to its state (check_change), and the run stops with it."""
+        if self.lost is None:
+            self.lost = failure
+            log.warning('%s', failure)
+
+    def check_change(self, what, returning=False):
+        """Raise LockLost before a change `what` unless it returns a guest to its state."""
+        if self.lost is not None and not returning:
+            raise LockLost(f'{what}: not asked, as a lock of this run may be lost')
+
+    def handle(self, signum, frame):
+        self.pending = signum
+        if not self.deferring:
+            self.check()
+        log.warning('%s: finishing first what must not be cut short (a VM paused, frozen or being restored); '
+                    'the run stops right after', signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def deferred(self):
+        with self._counting:
+            self.deferring += 1
+        try:
+            yield
+        finally:
+            with self._counting:
+                self.deferring -= 1
+
+    def check(self, done=None):
+        """Stop here if a signal came or a lock may be lost; `done` says what the run got done first."""
+        if self.pending:
+            raise Terminated(self.pending, done)
+        if self.lost is not None:
+            raise LockLost(f'{self.lost}' + (f' ({done})' if done else ''))
+
+STOP = StopSignals()
+
+# ---- 3. Config -------------------------------------------------------------------------------
 # config.ini in the original's format, read once into plain records.
 
 @dataclasses.dataclass(frozen=True)
@@ -444,6 +488,7 @@ class OntapConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    """config.ini as read (ConfigFile.read): the PVE login, the ONTAP cluster of each storage."""
     path: str
     proxmox: ProxmoxConfig
     storages: dict
@@ -612,7 +657,8 @@ class ConfigFile:
 
         if not parser.has_section(ConfigFile.PROXMOX_SECTION):
             raise ConfigError(f'{path}: no [{ConfigFile.PROXMOX_SECTION}] section')
-        host = ConfigFile.check_host(get(ConfigFile.PROXMOX_SECTION, 'proxmox_host'), f'{path}: [{ConfigFile.PROXMOX_SECTION}] proxmox_host')
+        host = ConfigFile.check_host(get(ConfigFile.PROXMOX_SECTION, 'proxmox_host'),
+                                     f'{path}: [{ConfigFile.PROXMOX_SECTION}] proxmox_host')
         token_name = get(ConfigFile.PROXMOX_SECTION, 'proxmox_token_name', required=False)
         if token_name and parser.has_option(ConfigFile.PROXMOX_SECTION, 'proxmox_pass'):
             log.warning('%s: [%s] has proxmox_token_name and proxmox_pass: the API token is used, proxmox_pass is '
@@ -646,7 +692,8 @@ class ConfigFile:
         timeouts = {}
         for field in dataclasses.fields(Timeouts):
             key = f'{field.name}_timeout'
-            raw = get(ConfigFile.DEFAULTS_SECTION, key, required=False) if parser.has_section(ConfigFile.DEFAULTS_SECTION) else None
+            has_defaults = parser.has_section(ConfigFile.DEFAULTS_SECTION)
+            raw = get(ConfigFile.DEFAULTS_SECTION, key, required=False) if has_defaults else None
             if raw is None:
                 continue
             try:
@@ -654,10 +701,11 @@ class ConfigFile:
             except ValueError:
                 timeouts[field.name] = math.nan
             if not 0 < timeouts[field.name] < math.inf:
-                raise ConfigError(f'{path}: [{ConfigFile.DEFAULTS_SECTION}] {key} = {raw}: not a positive number of seconds')
+                raise ConfigError(
+                    f'{path}: [{ConfigFile.DEFAULTS_SECTION}] {key} = {raw}: not a positive number of seconds')
         try:
             local_lock = parser.has_section(ConfigFile.DEFAULTS_SECTION) and parser.getboolean(ConfigFile.DEFAULTS_SECTION, 'local_lock',
-                                                                                    fallback=False)
+                                                                                               fallback=False)
         except ValueError:
             raise ConfigError(f'{path}: [{ConfigFile.DEFAULTS_SECTION}] local_lock: not yes or no') from None
         return Config(path=path, proxmox=proxmox, storages=storages, timeouts=Timeouts(**timeouts),
@@ -677,7 +725,8 @@ class ConfigFile:
     def checked_label(label, where):
         """config.ini's snapmirror_label, checked as -label is; None stays None."""
         if label is not None and not ConfigFile.SNAPMIRROR_LABEL.fullmatch(label):
-            raise ConfigError(f'{where} snapmirror_label = {label}: no snapmirror label (1 to 31 characters, no blanks)')
+            raise ConfigError(
+                f'{where} snapmirror_label = {label}: no snapmirror label (1 to 31 characters, no blanks)')
         return label
 
     @staticmethod
@@ -700,11 +749,20 @@ class ConfigFile:
     @staticmethod
     def unknown_keys(section, keys):
         """The keys of a config.ini section that read never reads (a typo, say)."""
-        known = {ConfigFile.PROXMOX_SECTION: ConfigFile.PROXMOX_KEYS, ConfigFile.DEFAULTS_SECTION: ConfigFile.DEFAULTS_KEYS}.get(section, ConfigFile.STORAGE_KEYS)
+        known = {ConfigFile.PROXMOX_SECTION: ConfigFile.PROXMOX_KEYS,
+                 ConfigFile.DEFAULTS_SECTION: ConfigFile.DEFAULTS_KEYS}.get(section, ConfigFile.STORAGE_KEYS)
         return sorted(set(keys) - set(known))
 
+# ---- 4. HTTP ---------------------------------------------------------------------------------
+# What both APIs share; the libraries are loaded only when a command runs.
 
-# ---- HTTP plumbing shared by both APIs ---------------------------------------------------
+log = logging.getLogger('pve_ontap_snapshot')
+
+
+# requests, urllib3 and proxmoxer are imported by Http.load_libraries() when a command
+# runs, never at import time: bash tab completion imports this module on every <TAB>.
+requests = urllib3 = proxmoxer = Retry = None
+
 
 class Http:
     """What both APIs share: the HTTP libraries (imported when a command runs, never for a <TAB>),
@@ -836,8 +894,7 @@ class Http:
                       response.status_code, response.elapsed.total_seconds() * 1000)
         return hook
 
-
-# ---- ONTAP ----------------------------------------------------------------------------
+# ---- 5. ONTAP --------------------------------------------------------------------------------
 # Ontap: the transport to one cluster (one requests.Session per cluster and run), its jobs, and
 # what is the cluster's. Volume: one of its volumes, as a handle: the calls on the volume's
 # files, snapshots and clones are its methods.
@@ -916,7 +973,8 @@ class Ontap:
                 raise OutcomeUnknown(f'{message} after the request went out', what, where=self.where) from exc
             raise OntapError(message) from exc
         if response.is_redirect:
-            raise OntapError(f'ONTAP {self.host}: {what}: {Http.redirect_refused(response)}', status=response.status_code)
+            raise OntapError(f'ONTAP {self.host}: {what}: {Http.redirect_refused(response)}',
+                             status=response.status_code)
         if response.status_code == 401:
             how = 'the client certificate' if self.cert else 'user and pass'
             raise OntapError(f'ONTAP {self.host}: authentication failed for user {self.user} '
@@ -1016,7 +1074,7 @@ class Ontap:
         if not matches:
             hint = '' if svm else f'; set svm in [{self.section}] if it lives in another SVM'
             raise NotFound(f'ONTAP {self.host}: no volume{" in SVM " + svm if svm else ""} is mounted at {export} '
-                          f'(export of {storage}){hint}')
+                           f'(export of {storage}){hint}')
         if len(matches) > 1:
             names = ', '.join(f'{m["svm"]["name"]}:{m["name"]}' for m in matches)
             raise Failure(f'ONTAP {self.host}: several volumes are mounted at {export} ({names}): '
@@ -1026,7 +1084,7 @@ class Ontap:
     def volume_by_name(self, name, svm):
         """The volume with this name in this SVM, or None."""
         records = self.records('/api/storage/volumes', {'name': name, 'svm.name': svm, 'fields': Volume.FIELDS},
-                                f'look up volume {name}')
+                               f'look up volume {name}')
         return Volume.from_record(self, records[0]) if records else None
 
     def cluster(self):
@@ -1043,14 +1101,14 @@ class Ontap:
         packages are listed (GET /api/cluster/licensing/licenses, 9.6+; netapp_ontap
         resources/license_package.py): one that is missing is not licensed."""
         records = self.records('/api/cluster/licensing/licenses', {'name': '|'.join(names), 'fields': 'name,state'},
-                                'read the licences')
+                               'read the licences')
         return {record['name']: record.get('state') for record in records}
 
     def snapmirror_policy(self, uuid, name):
         """A SnapMirror policy by uuid. It lives on the relationship's destination cluster: this one
         has it only for a relationship within the cluster (else 404, as for an unknown volume uuid, ref §4)."""
         return self.request('GET', f'/api/snapmirror/policies/{uuid}', params={'fields': self.SNAPMIRROR_POLICY_FIELDS},
-                             what=f'read SnapMirror policy {name}')
+                            what=f'read SnapMirror policy {name}')
 
     def settle(self, unknown, call, landed=None):
         """Find out what became of a change whose outcome is unknown (an OutcomeUnknown): follow
@@ -1078,7 +1136,7 @@ class Ontap:
         job of a call whose answer was lost has ended too. A job's description is its call,
         `METHOD /api/path` (ref §2's example; unconfirmed for each call: then none is found)."""
         running = self.records('/api/cluster/jobs', {'description': description, 'state': 'queued|running|paused',
-                                                      'fields': 'uuid'}, f'{what}: look for its job')
+                                                     'fields': 'uuid'}, f'{what}: look for its job')
         for job in running:
             try:
                 self.wait_for_job(job['uuid'], what)
@@ -1112,7 +1170,8 @@ class Ontap:
     @staticmethod
     def unknown_field(exc):
         """The field of `fields` that an OntapError says the cluster's release does not know, or None."""
-        found = Ontap.UNKNOWN_FIELD.search(str(exc)) if exc.status == 400 and str(exc.code) == Ontap.INVALID_VALUE else None
+        invalid = exc.status == 400 and str(exc.code) == Ontap.INVALID_VALUE
+        found = Ontap.UNKNOWN_FIELD.search(str(exc)) if invalid else None
         return found[1] if found else None
 
     @staticmethod
@@ -1206,7 +1265,7 @@ class Volume:
                   'space.percent_used,space.snapshot.used,snapshot_count,nas.path,nas.export_policy.name,'
                   'clone.is_flexclone,clone.parent_volume.name,clone.parent_snapshot.name,create_time,comment')
         return self.ontap.request('GET', f'/api/storage/volumes/{self.uuid}', params={'fields': fields},
-                             what=f'read volume {self.name}')
+                                  what=f'read volume {self.name}')
 
     def clone_file(self, source, destination, overwrite=False):
         self.ontap.write('POST', '/api/storage/file/clone', body={
@@ -1218,7 +1277,7 @@ class Volume:
         """Name and size of the files in a volume directory; [] if it does not exist."""
         try:
             records = self.ontap.records(self.files_url(path), {'fields': 'name,type,size'},
-                                    f'list {path} in volume {self.name}')
+                                         f'list {path} in volume {self.name}')
         except OntapError as exc:
             if Ontap.missing_file(exc):
                 return []
@@ -1229,7 +1288,7 @@ class Volume:
         """Whether the file exists; an OntapError with ONTAP's message if ONTAP refuses to say."""
         try:
             self.ontap.request('GET', self.files_url(path), params={'return_metadata': 'true', 'fields': 'type'},
-                          what=f'look up {path} in volume {self.name}')
+                               what=f'look up {path} in volume {self.name}')
         except OntapError as exc:
             if Ontap.missing_file(exc):
                 return False
@@ -1257,9 +1316,9 @@ class Volume:
         """The volume's snapshots matching `name` (a wildcard filter), oldest first."""
         # A volume holds at most 1023 snapshots: one page, unless ONTAP's time budget cuts it.
         records = self.ontap.records(f'/api/storage/volumes/{self.uuid}/snapshots',
-                                {'name': name, 'fields': 'name,create_time,size,comment,snapmirror_label,owners',
-                                 'max_records': 1023},
-                                f'list snapshots of volume {self.name}')
+                                     {'name': name, 'fields': 'name,create_time,size,comment,snapmirror_label,owners',
+                                      'max_records': 1023},
+                                     f'list snapshots of volume {self.name}')
         return Volume.by_creation(records)
 
     def find_snapshot(self, name):
@@ -1284,12 +1343,12 @@ class Volume:
         else None."""
         body = {'name': name, 'comment': comment, **({'snapmirror_label': label} if label else {})}
         data = self.ontap.write('POST', f'/api/storage/volumes/{self.uuid}/snapshots', body=body,
-                           params={'return_records': 'true'}, what=f'create snapshot {name} of volume {self.name}')
+                                params={'return_records': 'true'}, what=f'create snapshot {name} of volume {self.name}')
         return next((record.get('uuid') for record in data.get('records') or () if record.get('name') == name), None)
 
     def delete_snapshot(self, snapshot):
         self.ontap.write('DELETE', f'/api/storage/volumes/{self.uuid}/snapshots/{snapshot["uuid"]}',
-                    what=f'delete snapshot {snapshot["name"]} of volume {self.name}')
+                         what=f'delete snapshot {snapshot["name"]} of volume {self.name}')
 
     def delete_snapshot_when_free(self, snapshot, bound):
         """Delete a snapshot that ONTAP may keep busy for a moment ("has not expired or is locked",
@@ -1315,8 +1374,8 @@ class Volume:
         """Rename a snapshot and replace its comment (PATCH …/snapshots/{uuid}, reference §6). Whether
         ONTAP renames a busy snapshot is unconfirmed: a refusal is raised like any other."""
         self.ontap.write('PATCH', f'/api/storage/volumes/{self.uuid}/snapshots/{snapshot["uuid"]}',
-                    body={'name': name, 'comment': comment},
-                    what=f'rename snapshot {snapshot["name"]} of volume {self.name} to {name}')
+                         body={'name': name, 'comment': comment},
+                         what=f'rename snapshot {snapshot["name"]} of volume {self.name} to {name}')
 
     def delete_snapshot_named(self, name):
         """Delete the snapshot called `name` in one call: a DELETE on the volume's snapshot
@@ -1327,7 +1386,7 @@ class Volume:
             self.delete_snapshot(self.snapshot(name))
             return
         data = self.ontap.write('DELETE', f'/api/storage/volumes/{self.uuid}/snapshots', params={'name': name},
-                           what=f'delete snapshot {name} of volume {self.name}')
+                                what=f'delete snapshot {name} of volume {self.name}')
         matched = data.get('num_records', len(data['jobs']) if isinstance(data.get('jobs'), list) else None)
         if matched == 0:
             raise NotFound(f'ONTAP {self.ontap.host}: volume {self.name} has no snapshot {name}')
@@ -1338,8 +1397,8 @@ class Volume:
 
     def restore(self, snapshot_name):
         self.ontap.write('PATCH', f'/api/storage/volumes/{self.uuid}', body={},
-                    params={'restore_to.snapshot.name': snapshot_name},
-                    what=f'restore volume {self.name} to snapshot {snapshot_name}')
+                         params={'restore_to.snapshot.name': snapshot_name},
+                         what=f'restore volume {self.name} to snapshot {snapshot_name}')
 
     def create_flexclone(self, snapshot_name, name, junction):
         self.ontap.write('POST', '/api/storage/volumes', body={
@@ -1351,13 +1410,13 @@ class Volume:
     def delete(self):
         """Unmount (the conservative path, reference §9), then delete the volume."""
         self.ontap.write('PATCH', f'/api/storage/volumes/{self.uuid}', body={'nas': {'path': ''}},
-                    what=f'unmount volume {self.name}')
+                         what=f'unmount volume {self.name}')
         self.ontap.write('DELETE', f'/api/storage/volumes/{self.uuid}', what=f'delete volume {self.name}')
 
     def health(self):
         """The volume's state, type, style, space, snapshot count, autodelete and snapshot policy."""
         return self.ontap.request('GET', f'/api/storage/volumes/{self.uuid}', params={'fields': self.HEALTH_FIELDS},
-                             what=f'read volume {self.name}')
+                                  what=f'read volume {self.name}')
 
     def snapmirror_destinations(self):
         """The SnapMirror relationships whose source is this volume, as this (the source) cluster lists them."""
@@ -1378,7 +1437,7 @@ class Volume:
     def make_directory(self, path):
         """Create the directory `path` (files API POST with type directory, 9.8+: reference §10)."""
         self.ontap.write('POST', self.files_url(path), body={'type': 'directory', 'unix_permissions': 755},
-                    what=f'create the directory {path} in volume {self.name}')
+                         what=f'create the directory {path} in volume {self.name}')
 
     def ensure_directory(self, path):
         """Create the directory `path` unless it exists. A refusal is read back (a directory there
@@ -1394,7 +1453,8 @@ class Volume:
     def files_in(self, path):
         """The names of the files in a volume directory, or None if there is no such directory."""
         try:
-            records = self.ontap.records(self.files_url(path), {'fields': 'name,type'}, f'list {path} in volume {self.name}')
+            records = self.ontap.records(self.files_url(path), {'fields': 'name,type'},
+                                         f'list {path} in volume {self.name}')
         except OntapError as exc:
             if Ontap.missing_file(exc):
                 return None
@@ -1405,7 +1465,7 @@ class Volume:
         """The size of a file in the volume, or None if there is none (6684674, reference §10)."""
         try:
             data = self.ontap.request('GET', self.files_url(path), params={'return_metadata': 'true', 'fields': 'size'},
-                                 what=f'read {path} in volume {self.name}')
+                                      what=f'read {path} in volume {self.name}')
         except OntapError as exc:
             if Ontap.missing_file(exc):
                 return None
@@ -1425,7 +1485,7 @@ class Volume:
         if not size:
             return b''
         _, response = self.ontap.send('GET', self.files_url(path), params={'byte_offset': offset, 'length': size},
-                                 what=f'read {path} in volume {self.name}', accept='multipart/form-data')
+                                      what=f'read {path} in volume {self.name}', accept='multipart/form-data')
         content_type = response.headers.get('Content-Type', '')
         if not content_type.lower().startswith('multipart/'):
             return response.content
@@ -1462,7 +1522,7 @@ class Volume:
         """The smallest disk image of the first VM directory under images/ that holds one, or None."""
         try:
             folders = self.ontap.records(self.files_url('images'), {'fields': 'name,type'},
-                                    f'list images in volume {self.name}')
+                                         f'list images in volume {self.name}')
         except OntapError as exc:
             if Ontap.missing_file(exc):
                 return None
@@ -1505,10 +1565,9 @@ class Volume:
         now = now or datetime.datetime.now(datetime.UTC)
         return created is not None and (now - created).total_seconds() < seconds
 
-
-# ---- Proxmox helpers ---------------------------------------------------------------------
-# One proxmoxer login per run, our own task poller, thin pve_* verbs above it.
-
+# ---- 6. Proxmox ------------------------------------------------------------------------------
+# Pve: one login per run, our own task poller, the API calls as its methods. Node: this node
+# (its programs, the guest config files on pmxcfs, its NFS mounts).
 
 class PveTicket:
     """A PVE login ticket as proxmoxer's session takes its auth (1.2.0 and 2.x alike): the
@@ -1740,7 +1799,7 @@ class Pve:
             upids = [unknown.job]
         else:
             tasks = self.call('get', f'nodes/{vm["node"]}/tasks', f'{unknown.what}: look for its task', vmid=vm['vmid'],
-                             source='active')
+                              source='active')
             upids = [task['upid'] for task in tasks or () if 'endtime' not in task and 'status' not in task]
         for upid in upids:
             try:
@@ -1751,7 +1810,7 @@ class Pve:
     def agent(self, vm, command, safe=False):
         """A guest agent command (always a POST)."""
         return self.call('post', Pve.vm_path(vm, 'agent', command), f'guest agent {command} in VM {vm["vmid"]}', safe=safe,
-                        returning=command in Pve.RETURNING)
+                         returning=command in Pve.RETURNING)
 
     def add_nfs_storage(self, storage, server, export, options):
         """Add an NFS storage to storage.cfg. An answer lost on the way is read back: is it there?"""
@@ -1812,7 +1871,8 @@ class Pve:
 
     def privileges(self, path):
         """What proxmox_user (or its token) holds on `path`: {privilege: whether it reaches below}."""
-        answer = self.call('get', 'access/permissions', f'read the privileges of {self.config.user} on {path}', path=path)
+        answer = self.call('get', 'access/permissions',
+                           f'read the privileges of {self.config.user} on {path}', path=path)
         return Doctor.privileges_at(answer or {}, path)
 
     TASK_POLL_MAX = 1.0
@@ -1831,6 +1891,7 @@ class Pve:
     @staticmethod
     def task_succeeded(exitstatus):
         return exitstatus == 'OK' or bool(re.fullmatch(r'WARNINGS: \d+', exitstatus or ''))
+
 
 class Node:
     """This node, where the tool runs: whether it is a PVE node run as root (where `qm` and
@@ -1901,13 +1962,9 @@ class Node:
     # $PVE_ONTAP_SNAPSHOT_CLUSTER_DIR stands for /etc/pve/priv where no pmxcfs runs (the tests).
     CLUSTER_DIR = os.environ.get('PVE_ONTAP_SNAPSHOT_CLUSTER_DIR') or '/etc/pve/priv'
 
-
-# What doctor reads besides what the commands use.
-
-
-# ---- Pure logic --------------------------------------------------------------------------
-# Disk lines, names and stamps, snapshot sets, retention, task states, output formatting.
-
+# ---- 7. Pure logic ---------------------------------------------------------------------------
+# No I/O: what a guest config, a file name, a manifest or a qcow2 header says; what a restore
+# may put back; which snapshots -keep deletes; what reaches the terminal.
 
 @dataclasses.dataclass(frozen=True)
 class Disk:
@@ -2174,7 +2231,8 @@ class Guest:
         container's root file system and mount points (bind mounts and devices are none)."""
         if guest.get('type') != 'lxc':
             return Guest.vm_disks(config)
-        disks = [(key, Guest.parse_volume(value)) for key, value in sorted(config.items()) if Guest.CONTAINER_VOLUME_KEY.match(key)]
+        disks = [(key, Guest.parse_volume(value))
+                  for key, value in sorted(config.items()) if Guest.CONTAINER_VOLUME_KEY.match(key)]
         return [Disk(key, *parsed) for key, parsed in disks if parsed]
 
     @staticmethod
@@ -2203,16 +2261,14 @@ class Guest:
         return free[:count]
 
 
-# -- which VM a snapshot is of: an id is reused (/cluster/nextid hands out the lowest free one:
-# pve-manager API2/Cluster.pm nextid), so a VM is told by what PVE keeps for its life and makes
-# anew for another VM: `meta: ctime=` (set by create_vm alone, never through the API, kept by
-# migration and restore: qemu-server QemuServer/MetaInfo.pm, API2/Qemu.pm; since qemu-server
-# 7.0-18) and else the SMBIOS uuid (made by every create that gives none, new on every clone;
-# an admin may change it). vmgenid changes with every rollback and restore: no identity.
-
-
-# -- qcow2 files that stand on others: a linked clone on its template's base image
 class Identity:
+    """Which VM a snapshot is of. An id is reused (/cluster/nextid hands out the lowest free one:
+    pve-manager API2/Cluster.pm nextid), so a VM is told by what PVE keeps for its life and makes
+    anew for another VM: `meta: ctime=` (set by create_vm alone, never through the API, kept by
+    migration and restore: qemu-server QemuServer/MetaInfo.pm, API2/Qemu.pm; since qemu-server
+    7.0-18) and else the SMBIOS uuid (made by every create that gives none, new on every clone;
+    an admin may change it). vmgenid changes with every rollback and restore: no identity."""
+
     @staticmethod
     def of_config(config):
         """(meta ctime, SMBIOS uuid) of a VM config, each None where it has none."""
@@ -2253,11 +2309,14 @@ class Identity:
 
 
 class Qcow2:
-    # (../<base id>/base-<id>-disk-N.<ext>: pve-storage Plugin.pm clone_image), and on PVE 9 with
-    # snapshot-as-volume-chain each disk snapshot as snap-<snapshot>-<file> beside the disk, which
-    # the disk names by that relative name and PVE commits or rebases away when the snapshot is
-    # deleted (Plugin.pm get_snap_name, volume_snapshot, volume_snapshot_delete). The qcow2 header
-    # (QEMU's docs/interop/qcow2.txt): magic QFI\xfb, backing_file_offset u64 at 8, its size u32 at 16.
+    """qcow2 files that stand on others: a linked clone on its template's base image
+    (../<base id>/base-<id>-disk-N.<ext>: pve-storage Plugin.pm clone_image), and on PVE 9 with
+    snapshot-as-volume-chain each disk snapshot as snap-<snapshot>-<file> beside the disk, which
+    the disk names by that relative name and PVE commits or rebases away when the snapshot is
+    deleted (Plugin.pm get_snap_name, volume_snapshot, volume_snapshot_delete)."""
+
+    # The qcow2 header (QEMU's docs/interop/qcow2.txt): magic QFI\xfb, backing_file_offset u64
+    # at 8, its size u32 at 16.
     MAGIC = b'QFI\xfb'
     HEADER_READ = 4096     # the backing file's name follows the header in every file qemu-img makes
     BASE_IMAGE = re.compile(r'^\.\./(?P<vmid>\d+)/base-(?P=vmid)-disk-\d+\.(?:raw|qcow2|vmdk)$')
@@ -2288,6 +2347,9 @@ class Qcow2:
 
 
 class Consistency:
+    """How consistent a snapshot is for a guest: as it was held for it (Names.CONSISTENCIES), read
+    from its manifest's name."""
+
     @staticmethod
     def of_files(files):
         """A set's consistency, from its manifest's name; `unknown` for a set without one (made
@@ -2333,14 +2395,15 @@ class Consistency:
         return ', '.join(f'{counts[word]} {word}' for word in order) or '-'
 
 
-# -- what a restore may put back
 class RestoreRules:
-    # A saved config comes from the datastore, which others than root may write: a restore applies
-    # only the settings an ordinary user with the VM.Config.* privileges may make, with the values
-    # they allow (qemu-server src/PVE/API2/Qemu.pm, check_vm_modify_config_perm and its option
-    # groups $cpuoptions ... $netoptions, check_usb_perm, check_hostpci_perm, the serial and drive
-    # checks; the same on PVE 8 and 9). The rest is root@pam's alone (the fall-through "only root
-    # can set '$opt' config"), or unknown to this tool: kept as it is unless -allow-key names it.
+    """What a restore may put back. A saved config comes from the datastore, which others than
+    root may write: a restore applies only the settings an ordinary user with the VM.Config.*
+    privileges may make, with the values they allow (qemu-server src/PVE/API2/Qemu.pm,
+    check_vm_modify_config_perm and its option groups $cpuoptions ... $netoptions,
+    check_usb_perm, check_hostpci_perm, the serial and drive checks; the same on PVE 8 and 9).
+    The rest is root@pam's alone (the fall-through "only root can set '$opt' config"), or unknown
+    to this tool: kept as it is unless -allow-key names it."""
+
     RESTORABLE_VM_KEY = re.compile(
         r'^(?:cores|cpu|cpulimit|cpuunits|numa\d*|smp|sockets|vcpus'            # VM.Config.CPU
         r'|memory|balloon|shares|allow-ksm'                                     # VM.Config.Memory
@@ -2410,7 +2473,8 @@ class RestoreRules:
     def screen(settings, owner, allowed=()):
         """(the settings a restore may apply, {key: why} of those it may not) of a VM's saved
         settings (restorable()); `allowed`: keys -allow-key names, applied whatever they are."""
-        risks = {key: RestoreRules.setting_risk(key, value, owner) for key, value in settings.items() if key not in allowed}
+        risks = {key: RestoreRules.setting_risk(key, value, owner)
+                 for key, value in settings.items() if key not in allowed}
         return ({key: value for key, value in settings.items() if not risks.get(key)},
                 {key: why for key, why in risks.items() if why})
 
@@ -2502,9 +2566,13 @@ class ConfigPlan:
 
 
 class Manifest:
+    """A snapshot's record of each guest (JSON beside a VM snapshot's clones, or in a storage
+    snapshot's record directory): what was taken, of which VM, how consistent, with its config;
+    signed with the cluster's key, for the datastore may be written by others than root."""
+
     @staticmethod
     def build(guest, disks, config, stamp, consistency, volumes, conf_file, config_from, version, clones,
-                       key=None, backings=None):
+              key=None, backings=None):
         """The record of a guest in a VM or storage snapshot, as JSON text: the tool's version, the
         stamp (a storage snapshot's name), the consistency, the config as PVE holds it (`conf_file`,
         bytes: the node's .conf, or config_text of the API's) and where it was read, and each disk
@@ -2588,7 +2656,8 @@ class Manifest:
                     if not create:
                         return None
                     try:
-                        made = PrivateFiles.open_in(parent, Manifest.KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, path)
+                        made = PrivateFiles.open_in(parent, Manifest.KEY_FILE,
+                                                    os.O_WRONLY | os.O_CREAT | os.O_EXCL, path)
                     except FileExistsError:
                         continue    # another node's run made it meanwhile
                     with open(made, 'w') as file:
@@ -2601,11 +2670,6 @@ class Manifest:
                 time.sleep(0.1)     # being written by another node's run
         raise Failure(f'{path} holds no key: restore it from a backup of /etc/pve, or remove it (a new one is made; '
                       'manifests signed with the old one then fail their check)')
-
-
-class ManifestError(Failure):
-    """A snapshot's manifest that cannot be read, or that its signature says was changed: named
-    as such, never taken for a snapshot without one."""
 
 
 class VmSnapshots:
@@ -2651,7 +2715,8 @@ class VmSnapshots:
         known = Identity.tag(identity) is not None
         same = {stamp: Identity.same_vm(Identity.of_files(files), identity) for stamp, files in sets.items()}
         ours = {stamp: files for stamp, files in sets.items() if same[stamp] or (same[stamp] is None and not known)}
-        complete = sorted({stamp for stamp, files in ours.items() if not VmSnapshots.missing_disks(disks, files)} | {made})
+        complete = sorted({stamp for stamp, files in ours.items()
+                           if not VmSnapshots.missing_disks(disks, files)} | {made})
         if len(complete) < keep:
             return []
         oldest_kept = complete[-keep]
@@ -2692,7 +2757,7 @@ class Output:
         terminal: every character of UNPRINTABLE escaped, \\x1b or \\u202e, so that none can move
         the cursor, erase or reorder what was printed before it, or make two lines of one."""
         return Output.UNPRINTABLE.sub(lambda found: f'\\x{ord(found[0]):02x}' if ord(found[0]) < 0x100
-                               else f'\\u{ord(found[0]):04x}', str(text))
+                                      else f'\\u{ord(found[0]):04x}', str(text))
 
     @staticmethod
     def format_table(columns, rows):
@@ -2716,9 +2781,9 @@ class Output:
                 flat[prefix + key] = value
         return flat
 
-
-# ---- Run infrastructure ------------------------------------------------------------------
-# What a run shares (the context), locks, parallel changes and their outcomes, the VM window.
+# ---- 8. Run infrastructure -------------------------------------------------------------------
+# What a run shares (the context), the files it writes, locks, parallel changes and their
+# outcomes, and the guest windows: guests held still, always returned to their state.
 
 class Context:
     """What one run shares: the config, one PVE login, one Ontap per cluster, volume lookups.
@@ -2741,7 +2806,7 @@ class Context:
         self._volumes = {}
         self._storages = None
         self._manifest_key = None
-        self.held_locks = {}        # lock name: the VolumeLock this run holds (Locks.for_storages)
+        self.volume_locks = {}        # lock name: the VolumeLock this run holds (Locks.for_storages)
 
     def ontap(self, storage):
         cluster = self.config.ontap_for(storage)
@@ -2775,7 +2840,7 @@ class Context:
         if storage not in self._volumes:
             entry = self.nfs_storage(storage)
             self._volumes[storage] = self.ontap(storage).find_volume(entry['export'],
-                                                                    self.config.ontap_for(storage).svm, storage)
+                                                                     self.config.ontap_for(storage).svm, storage)
         return self._volumes[storage]
 
     def volume_identity(self, storage):
@@ -2789,13 +2854,13 @@ class Context:
             self._manifest_key = Manifest.key(create and not self.dry_run) or b''
         return self._manifest_key or None
 
-    def held_lock(self, storage):
+    def lock_of(self, storage):
         """The VolumeLock of the volume behind `storage` while this run holds it, else None (a dry run takes none)."""
-        return self.held_locks.get(VolumeLock.file_name(*self.volume_identity(storage)))
+        return self.volume_locks.get(VolumeLock.file_name(*self.volume_identity(storage)))
 
     def locks_of(self, storages):
         """The VolumeLocks of the volumes behind `storages`, each once."""
-        locks = [self.held_lock(storage) for storage in storages]
+        locks = [self.lock_of(storage) for storage in storages]
         return [lock for n, lock in enumerate(locks) if lock is not None and lock not in locks[:n]]
 
     def note_holds(self, storages, holds):
@@ -2827,15 +2892,12 @@ class Context:
             raise Failure('aborted: nothing changed')
 
 
-# -- files this run writes on the node
-# A file the tool writes may sit where another local user can put a link or a directory of
-# theirs (/run/lock is world-writable, and empty after a boot). So each directory it writes
-# in is opened without following a link and checked — a real directory, the running user's,
-# writable by nobody else — and each file is opened relative to it, never through a link.
-
 class PrivateFiles:
-    """Files this run writes on the node and reads where others could write: only through a
-    directory checked to be root's (or the user's) alone, never through a link."""
+    """Files this run writes on the node, and reads where others could write. A file the tool
+    writes may sit where another local user can put a link or a directory of theirs (/run/lock
+    is world-writable, and empty after a boot). So each directory it writes in is opened
+    without following a link and checked — a real directory, the running user's, writable by
+    nobody else — and each file is opened relative to it, never through a link."""
 
     @staticmethod
     def user_name(uid):
@@ -2919,7 +2981,8 @@ class PrivateFiles:
         renamed over it — atomic on a local disk and on pmxcfs alike."""
         with PrivateFiles.checked_directory(directory, 'directory', 'see README, Security', make=False) as parent:
             temporary = f'.{name}.{os.getpid()}.{os.urandom(4).hex()}'
-            descriptor = PrivateFiles.open_in(parent, temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, os.path.join(directory, name))
+            descriptor = PrivateFiles.open_in(parent, temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                              os.path.join(directory, name))
             with open(descriptor, 'w', encoding='utf-8') as handle:
                 handle.write(text)
             os.replace(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
@@ -2990,7 +3053,8 @@ class Locks:
         refuses every write (EACCES) while the directories are all there."""
         if not os.path.isdir(Node.CLUSTER_DIR):
             raise ClusterLockUnavailable(f'not on a PVE node (no {Node.CLUSTER_DIR})')
-        probe = os.path.join(Node.CLUSTER_DIR, 'lock', f'{Locks.CLUSTER_PREFIX}probe-{os.getpid()}-{os.urandom(4).hex()}')
+        probe = os.path.join(Node.CLUSTER_DIR, 'lock',
+                             f'{Locks.CLUSTER_PREFIX}probe-{os.getpid()}-{os.urandom(4).hex()}')
         try:
             os.makedirs(os.path.join(Node.CLUSTER_DIR, 'lock'), exist_ok=True)
             os.makedirs(os.path.join(Node.CLUSTER_DIR, Locks.CLUSTER_RECORD_DIR), exist_ok=True)
@@ -3054,7 +3118,8 @@ class Locks:
                     raise Holder.in_use(what, PrivateFiles.read_text(records, name).partition('\n')[0], lock) from None
                 time.sleep(max(0.05, min(1.0, deadline - time.monotonic())))
             except OSError as exc:
-                raise ClusterLockUnavailable(f'cannot take the cluster lock {lock} ({exc.strerror}: no quorum?)') from exc
+                raise ClusterLockUnavailable(
+                    f'cannot take the cluster lock {lock} ({exc.strerror}: no quorum?)') from exc
         keeper = Locks.ClusterKeeper(lock)
         try:
             yield VolumeLock(lambda: PrivateFiles.read_text(records, name), lambda text: PrivateFiles.write_text(records, name, text), holder)
@@ -3094,8 +3159,8 @@ class Locks:
                 holder = Holder.line(Holder.this_node(), ctx.command)
                 for name, what in sorted(volumes.items()):
                     locks.append(stack.enter_context(take(name, what, ctx.wait, holder)))
-                    ctx.held_locks[name] = locks[-1]
-                    stack.callback(ctx.held_locks.pop, name, None)
+                    ctx.volume_locks[name] = locks[-1]
+                    stack.callback(ctx.volume_locks.pop, name, None)
             yield locks
 
 
@@ -3121,7 +3186,8 @@ class VolumeLock:
         self.inherited = dict(self.captures)
         self.holds = VolumeLock.record_holds(entries)
         self.left = dict(self.holds)
-        self.stamps = {s: t for s, t in entries.items() if s not in self.captures and not s.startswith(VolumeLock.HOLD_PREFIX)}
+        self.stamps = {s: t for s, t in entries.items()
+                       if s not in self.captures and not s.startswith(VolumeLock.HOLD_PREFIX)}
         self._mutex = threading.Lock()      # VMs of one run may note captures at once
         self._write()
 
@@ -3261,10 +3327,6 @@ class Holder:
                        'try again later or wait with -wait SECONDS')
 
 
-class ClusterLockUnavailable(Failure):
-    """The cluster-wide lock cannot be taken: off a PVE node, or /etc/pve read-only (no quorum)."""
-
-
 class Parallel:
     """The one helper for parallel work: how much runs at once, and waiting so that a stop signal
     is seen and never cuts a batch of changes in two."""
@@ -3298,7 +3360,8 @@ class Parallel:
             return concurrent.futures.wait(futures, timeout)
         deadline = math.inf if timeout is None else time.monotonic() + timeout
         while True:
-            waited = concurrent.futures.wait(futures, max(0.0, min(Parallel.SIGNAL_LATENCY, deadline - time.monotonic())))
+            step = max(0.0, min(Parallel.SIGNAL_LATENCY, deadline - time.monotonic()))
+            waited = concurrent.futures.wait(futures, step)
             if not waited.not_done or time.monotonic() >= deadline:
                 return waited
 
@@ -3374,7 +3437,8 @@ class Clones:
         if not unknown:
             return outcomes
         log.warning('%d %s of unknown outcome: finding out before anything is rolled back', len(unknown), what)
-        settled = {result.item.item: Outcome(result.item.item, result.error) for result in Parallel.run(settle, unknown)}
+        settled = {result.item.item: Outcome(result.item.item, result.error)
+                   for result in Parallel.run(settle, unknown)}
         return [settled.get(outcome.item, outcome) for outcome in outcomes]
 
     FILE_CLONE_CALL = 'POST /api/storage/file/clone'
@@ -3387,7 +3451,8 @@ class Clones:
         def settle(outcome):
             storage, _, destination = outcome.item
             volume = ctx.volume(storage)
-            volume.ontap.settle(outcome.error, Clones.FILE_CLONE_CALL, None if overwrite else lambda: volume.file_exists(destination))
+            volume.ontap.settle(outcome.error, Clones.FILE_CLONE_CALL,
+                                None if overwrite else lambda: volume.file_exists(destination))
 
         return Clones.settle_each(outcomes, settle, 'clone(s)')
 
@@ -3411,6 +3476,67 @@ class Clones:
             return ''
         files = ', '.join(destination for _, _, destination in Outcome.items_in(pending, 'unknown'))
         return f'; still unknown: {Outcome.pending_jobs(pending)}; once ONTAP has ended it, check and delete {files}'
+
+
+@dataclasses.dataclass
+class VmView:
+    """A VM as the vm commands see it, gathered before anything changes."""
+    vm: dict
+    config: dict
+    disks: list         # Disks on configured ONTAP storages, with an image file
+    skipped: list       # (Disk, reason)
+    storages: list      # configured storages holding its disks or unused disks (the ones to lock)
+    backings: dict = None   # {disk key: the backing file its qcow2 file names, or None}, once read
+
+    @property
+    def vmid(self):
+        return self.vm['vmid']
+
+    @property
+    def identity(self):
+        return Identity.of_config(self.config)
+
+    @staticmethod
+    def gather(ctx, vmid, vms=None, config=None):
+        """The VM, its config, its ONTAP disks (and the volumes behind them, looked up now)."""
+        vm = ctx.pve.find_vm(vmid, vms)
+        config = ctx.pve.config_of(vm) if config is None else config
+        disks, skipped = [], []
+        for disk in Guest.vm_disks(config):
+            if disk.storage not in ctx.config.storages:
+                skipped.append((disk, f'storage {disk.storage} has no section in {ctx.config.path}'))
+            elif disk.path is None:
+                skipped.append((disk, f'{disk.volid} is no image file'))
+            else:
+                ctx.volume(disk.storage)
+                disks.append(disk)
+        return VmView(vm, config, disks, skipped, sorted(Guest.storages(config) & set(ctx.config.storages)))
+
+    @staticmethod
+    def gather_snapshots(ctx, view, storages=None):
+        """Every VM snapshot set of the VM on every configured storage it uses (or on `storages`: those
+        a VM's disks may have left, see searched_storages), by stamp."""
+        directory = f'images/{view.vmid}'
+
+        def list_storage(storage):
+            volume = ctx.volume(storage)
+            return [Names.snapshot_file(storage, directory, record['name'], record.get('size'))
+                    for record in volume.list_dir(directory)]
+
+        found = Parallel.map(list_storage, view.storages if storages is None else storages)
+        return VmSnapshots.by_stamp([file for listing in found for file in listing if file])
+
+    @staticmethod
+    def searched_storages(ctx, view):
+        """The storages a VM's snapshots may be on: those it uses, and every other of config.ini that
+        can be looked up now, where a disk of it was before it moved (vm list, vm restore)."""
+        return sorted(set(view.storages) | set(NewVm.reachable_storages(ctx, quiet=True)))
+
+    @staticmethod
+    def find_snapshot(view, sets, stamp):
+        if stamp not in sets:
+            raise NotFound(f'VM {view.vmid} has no snapshot {stamp} (it has: {", ".join(sets) or "none"})')
+        return sets[stamp]
 
 
 class Guests:
@@ -3586,7 +3712,7 @@ class VmWindow:
         self.down_because = None
         self.returned = False   # after a hold that failed: the guest is known to run again
         self.still = False      # it ran, but stood still (paused) without this window
-        self._held = contextlib.ExitStack()
+        self._deferring = contextlib.ExitStack()
         self._since = None
 
     def __enter__(self):
@@ -3609,14 +3735,14 @@ class VmWindow:
         if mode == 'suspend' and view.vm.get('hastate'):
             raise Failure(f'VM {vmid} is managed by HA, and PVE does not suspend such a VM to disk: use -pause, '
                           '-shutdown or -freeze')
-        self._held.enter_context(STOP.held())
+        self._deferring.enter_context(STOP.deferred())
         ctx.note_holds(view.storages, {vmid: mode})
         try:
             self._pause()
         except BaseException:
             if self.returned:
                 ctx.forget_holds(view.storages, [vmid])
-            self._held.close()
+            self._deferring.close()
             raise
         self.acting = self.paused = True
         self._since = time.monotonic()
@@ -3690,79 +3816,242 @@ class VmWindow:
         try:
             self._resume()
         finally:
-            self._held.close()
+            self._deferring.close()
         Guests.raise_with_problems(exc, self.problems)
         return False
 
 
-# -- guests a run that died left held
+class GuestsWindow:
+    """storage create -freeze/-pause: every HeldGuest frozen or paused in memory, a few at a time
+    per node and every node at once, for the one snapshot that run() takes; owned whole like a
+    lock, with stop signals held off. However that ends — the snapshot made or failed, a
+    signal — leaving thaws or resumes every guest, and none is held longer than freeze_timeout
+    from the first hold: then all are let go (one whose hold comes later is let go at once), and
+    `late` says why the snapshot is crash-consistent for them. `problems`: Failures for a guest
+    that may still be frozen or paused; `crash`: (label, why, warn) of guests not held after all.
+    Each guest is noted in the lock record of `storage` while it is held (VolumeLock.note_hold)."""
 
+    def __init__(self, ctx, guests, storage):
+        self.ctx, self.guests, self.storages = ctx, guests, [storage]
+        self.bound = ctx.config.timeouts.freeze
+        self.late = None
+        self.problems = []
+        self.crash = []
+        self._mutex = threading.Lock()
+        self._closed = False
+        self._deadline = None
+        self._deferring = contextlib.ExitStack()
 
-# ---- Commands ----------------------------------------------------------------------------
-# Each gathers (I/O), decides (pure), then acts (I/O): every lookup precedes every change.
+    def __enter__(self):
+        if not self.guests:
+            return self
+        self._deferring.enter_context(STOP.deferred())
+        self.ctx.note_holds(self.storages, {guest.view.vmid: guest.how for guest in self.guests})
+        try:
+            self._deadline = time.monotonic() + self.bound
+            pool = self._deferring.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=self._at_once()))
+            turns = {guest.view.vm['node']: threading.BoundedSemaphore(Parallel.POWER_CYCLES_PER_NODE)
+                     for guest in self.guests}
+            holds = [pool.submit(self._hold, guest, turns[guest.view.vm['node']]) for guest in self.guests]
+            if Parallel.wait_for(holds, timeout=self.bound).not_done:
+                self._let_go(f'holding every guest outlasted the bound of {self.bound:g} s (freeze_timeout)')
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
 
-# -- VM snapshots
+    def _hold(self, guest, turn):
+        with turn:
+            if self._closed:
+                self._note(guest, 'not held: the bound (freeze_timeout) had passed before its turn')
+                return
+            failure, problem = GuestsWindow.hold(self.ctx, guest)
+        if failure:
+            self._note(guest, f'could not be {"frozen" if guest.how == "freeze" else "paused"} ({failure})')
+            if problem:
+                guest.returned = False
+                with self._mutex:
+                    self.problems.append(problem)
+            return
+        with self._mutex:
+            guest.since = time.monotonic()
+            closed = self._closed
+        if closed:      # held only after the window closed: let go at once
+            self._note(guest, 'held only after the bound (freeze_timeout) had passed')
+            self._let_go_of(guest)
 
-@dataclasses.dataclass
-class VmView:
-    """A VM as the vm commands see it, gathered before anything changes."""
-    vm: dict
-    config: dict
-    disks: list         # Disks on configured ONTAP storages, with an image file
-    skipped: list       # (Disk, reason)
-    storages: list      # configured storages holding its disks or unused disks (the ones to lock)
-    backings: dict = None   # {disk key: the backing file its qcow2 file names, or None}, once read
+    def _note(self, guest, why):
+        with self._mutex:
+            self.crash.append((guest.view.vm, why, True))
 
-    @property
-    def vmid(self):
-        return self.vm['vmid']
+    def run(self, function, *args):
+        """function(*args) while the guests are held, up to the bound; then they are let go
+        and the run waits on for its result."""
+        if not self.guests or self._closed:
+            return function(*args)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(function, *args)
+            try:
+                return Parallel.result_of(future, timeout=max(0.0, self._deadline - time.monotonic()))
+            except concurrent.futures.TimeoutError:
+                self._let_go(f'the snapshot outlasted the bound of {self.bound:g} s (freeze_timeout)')
+                return Parallel.result_of(future)
 
-    @property
-    def identity(self):
-        return Identity.of_config(self.config)
+    def _let_go(self, why):
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            self.late = why
+            holding = [guest for guest in self.guests if guest.since is not None]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self._at_once()) as pool:
+            list(pool.map(self._let_go_of, holding))
+
+    def _at_once(self):
+        """Threads for the calls to hold or let go of the guests (one in a dry run: its lines in order)."""
+        return 1 if self.ctx.dry_run else min(len(self.guests), Parallel.REQUESTS_AT_ONCE)
+
+    def _let_go_of(self, guest):
+        view, held = guest.view, time.monotonic() - guest.since
+        if guest.how == 'freeze':
+            problem = Guests.thaw(self.ctx, view)
+        else:
+            problem = Guests.start_again(self.ctx, view, held, 'resume')
+        guest.held_for = held
+        if isinstance(problem, FrozenTooLong):
+            self._note(guest, str(problem))
+        elif problem:
+            with self._mutex:
+                self.problems.append(problem)
+        guest.returned = not problem or isinstance(problem, FrozenTooLong)
+
+    def __exit__(self, kind, exc, traceback):
+        if self.guests:
+            try:
+                self._let_go(None)
+            finally:
+                self._deferring.close()      # waits for holds still under way: each lets go of its guest
+                self.ctx.forget_holds(self.storages, [guest.view.vmid for guest in self.guests if guest.returned])
+        Guests.raise_with_problems(exc, self.problems)
+        return False
+
+    @dataclasses.dataclass(eq=False)
+    class HeldGuest:
+        """A running VM that storage create holds still for its snapshot: frozen through its guest
+        agent (`how` 'freeze') or paused in memory ('pause': `why` it is not frozen, `warn` if that
+        was not to be expected)."""
+        view: VmView
+        how: str
+        why: str = None
+        warn: bool = False
+        since: float = None     # when it was frozen or paused; None while it is not (yet)
+        held_for: float = None  # seconds, once let go
+        returned: bool = True   # False: it may still be frozen or paused (its lock record says so)
 
     @staticmethod
-    def gather(ctx, vmid, vms=None, config=None):
-        """The VM, its config, its ONTAP disks (and the volumes behind them, looked up now)."""
-        vm = ctx.pve.find_vm(vmid, vms)
-        config = ctx.pve.config_of(vm) if config is None else config
-        disks, skipped = [], []
-        for disk in Guest.vm_disks(config):
-            if disk.storage not in ctx.config.storages:
-                skipped.append((disk, f'storage {disk.storage} has no section in {ctx.config.path}'))
-            elif disk.path is None:
-                skipped.append((disk, f'{disk.volid} is no image file'))
+    def hold_for(config, pause):
+        """How storage create holds a running VM still: ('freeze', None), or ('pause' with -pause,
+        else None; why it is not frozen)."""
+        setting = config.get('agent')
+        if Guest.agent_freezes(setting):
+            return 'freeze', None
+        why = 'its agent setting turns freezing off' if Guest.agent_enabled(setting) else 'no guest agent'
+        return ('pause' if pause else None), why
+
+    @staticmethod
+    def to_hold(ctx, storage, pause, guests=None, configs=None):
+        """([HeldGuest], [(guest, why, warn)] of the running guests that stay crash-consistent)
+        for storage create -freeze (-pause: `pause`): every running guest with a disk on `storage`,
+        its config, status and agent looked at (all at once) before any is touched. `guests` and
+        `configs` ({vmid: config}) are those already read, if any."""
+        guests = ctx.pve.guests() if guests is None else guests
+        running = [guest for _, guest in sorted(guests.items()) if guest.get('status') == 'running']
+        at_once = 1 if ctx.dry_run else max(1, min(len(running), Parallel.REQUESTS_AT_ONCE))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=at_once) as pool:
+            found = list(pool.map(functools.partial(GuestsWindow.look_at, ctx, storage, pause, configs or {}), running))
+        return [held for held, _ in found if held], [crash for _, crash in found if crash]
+
+    @staticmethod
+    def look_at(ctx, storage, pause, configs, guest):
+        """(HeldGuest or None, (guest, why, warn) or None) of one running guest for GuestsWindow.to_hold;
+        what PVE refuses to say is a (guest, why, warn), never an exception."""
+        try:
+            config = configs.get(guest['vmid']) or ctx.pve.config_of(guest)
+            lxc = guest.get('type') == 'lxc'
+            if storage not in (Guest.storages(config) if lxc else {disk.storage for disk in Guest.vm_disks(config)}):
+                return None, None
+            if lxc:
+                return None, (guest, 'a container: there is no freezing it', False)
+            status = ctx.pve.status(guest)
+        except ProxmoxError as exc:
+            return None, (guest, f'not looked at ({exc})', True)
+        if status.get('status') != 'running':
+            return None, None
+        if status.get('qmpstatus', 'running') != 'running':
+            return None, (guest, f'{status["qmpstatus"]}, not running: left as it is', True)
+        how, why = GuestsWindow.hold_for(config, pause)
+        warn = False
+        if how == 'freeze':
+            try:
+                ctx.pve.agent(guest, 'ping', safe=True)
+            except ProxmoxError as exc:
+                how, why, warn = ('pause' if pause else None), f'its guest agent does not answer ({exc})', True
+        if how:
+            return GuestsWindow.HeldGuest(VmView(guest, config, [], [], []), how, why, warn), None
+        return None, (guest, why, warn)
+
+    @staticmethod
+    def hold(ctx, guest):
+        """Freeze or pause one guest. (None, None), or the Failure of a hold not made and the
+        Failure of undoing what it may have done half-way (None once undone)."""
+        view = guest.view
+        try:
+            if guest.how == 'freeze':
+                ctx.pve.agent(view.vm, 'fsfreeze-freeze')
             else:
-                ctx.volume(disk.storage)
-                disks.append(disk)
-        return VmView(vm, config, disks, skipped, sorted(Guest.storages(config) & set(ctx.config.storages)))
+                ctx.pve.power(view.vm, 'suspend')
+        except Failure as exc:
+            if guest.how == 'freeze':
+                # A freeze that failed half-way may have frozen some file systems: thaw anyway.
+                undone = Guests.thaw(ctx, view)
+                return exc, None if isinstance(undone, FrozenTooLong) else undone
+            try:
+                Guests.ensure_running(ctx, view, exc, resume=True)
+            except Failure as worse:
+                return exc, worse
+            return exc, None
+        return None, None
 
     @staticmethod
-    def gather_snapshots(ctx, view, storages=None):
-        """Every VM snapshot set of the VM on every configured storage it uses (or on `storages`: those
-        a VM's disks may have left, see searched_storages), by stamp."""
-        directory = f'images/{view.vmid}'
+    def report(storage, name, held, crash, late):
+        """Say how consistent a storage snapshot is for each running guest on the storage, in the
+        guests' order: frozen or paused for it (and how long), or crash-consistent and why — a
+        warning where that was not to be expected, which names what its manifest says instead (the
+        records are written before the guests are held, as planned)."""
+        taken = f'storage {storage}: snapshot {name}'
+        for guest in held:
+            if guest.why and guest.warn:
+                log.warning('%s: %s: %s, so it was paused in memory instead',
+                            taken, Guest.label(guest.view.vm), guest.why)
+        planned = {id(guest.view.vm): 'frozen' if guest.how == 'freeze' else 'paused' for guest in held}
+        noted = {id(entry[0]) for entry in crash}
+        still = [guest for guest in held if guest.held_for is not None and id(guest.view.vm) not in noted]
+        if late and still:
+            said = ' or '.join(sorted({planned[id(guest.view.vm)] for guest in still}))
+            log.warning('%s: %s, so it is crash-consistent for %s (the manifests say %s)', taken, late,
+                        ', '.join(Guest.label(guest.view.vm) for guest in still), said)
+        elif still:
+            log.info('%s taken with %s', taken, ', '.join(
+                f'{Guest.label(guest.view.vm)} {"frozen" if guest.how == "freeze" else "paused"} for '
+                f'{guest.held_for:.2f} s' + (f' ({guest.why})' if guest.why else '') for guest in still))
+        for guest, why, warn in sorted(crash, key=lambda entry: entry[0]['vmid']):
+            said = f' (its manifest says {planned[id(guest)]})' if id(guest) in planned else ''
+            (log.warning if warn else log.info)('%s is crash-consistent for %s: %s%s', taken, Guest.label(guest), why,
+                                                said)
 
-        def list_storage(storage):
-            volume = ctx.volume(storage)
-            return [Names.snapshot_file(storage, directory, record['name'], record.get('size'))
-                    for record in volume.list_dir(directory)]
-
-        found = Parallel.map(list_storage, view.storages if storages is None else storages)
-        return VmSnapshots.by_stamp([file for listing in found for file in listing if file])
-
-    @staticmethod
-    def searched_storages(ctx, view):
-        """The storages a VM's snapshots may be on: those it uses, and every other of config.ini that
-        can be looked up now, where a disk of it was before it moved (vm list, vm restore)."""
-        return sorted(set(view.storages) | set(NewVm.reachable_storages(ctx, quiet=True)))
-
-    @staticmethod
-    def find_snapshot(view, sets, stamp):
-        if stamp not in sets:
-            raise NotFound(f'VM {view.vmid} has no snapshot {stamp} (it has: {", ".join(sets) or "none"})')
-        return sets[stamp]
-
+# ---- 9. Commands -----------------------------------------------------------------------------
+# One class per command (its entry: command(ctx, args)). Each gathers (I/O), decides (pure), then
+# acts (I/O): every lookup precedes every change.
 
 class VmCreate:
     """vm create: a snapshot of each VM (its disks captured at one instant, file-cloned, its
@@ -3798,7 +4087,8 @@ class VmCreate:
         try:
             with VmWindow(ctx, view, mode) as window:
                 own = window.running and not shared
-                outcomes = window.run(Captures.take, ctx, captures, Names.CAPTURE_COMMENT.format(vmid=vmid)) if own else []
+                outcomes = window.run(Captures.take, ctx, captures,
+                                      Names.CAPTURE_COMMENT.format(vmid=vmid)) if own else []
             settled = Captures.settle(ctx, outcomes)
             if shared:
                 outcomes, settled = shared.outcomes_of(captures)
@@ -4081,7 +4371,8 @@ class VmCreate:
         failed = [str(result.vmid) for result in results if result.begun and not result.made]
         left = [str(result.vmid) for result in results if not result.begun]
         parts = made or ['no snapshot was made']
-        parts += [f'{what}: VM {", ".join(vmids)}' for what, vmids in (('failed', failed), ('not begun', left)) if vmids]
+        parts += [f'{what}: VM {", ".join(vmids)}'
+                  for what, vmids in (('failed', failed), ('not begun', left)) if vmids]
         return '; '.join(parts)
 
     @staticmethod
@@ -4109,10 +4400,10 @@ class VmCreate:
         try:
             # Signals stay held off until every VM begun has ended: the VMs' threads cannot be
             # stopped, and those not begun yet see STOP.pending and do not begin.
-            with Locks.for_storages(ctx, sorted({s for view in views for s in view.storages})) as locks, STOP.held():
+            with Locks.for_storages(ctx, sorted({s for view in views for s in view.storages})) as locks, STOP.deferred():
                 Guests.settle_left(ctx, locks, {view.vmid: view.vm for view in views})
                 run = VmCreate.Run(locks, [f'vm{view.vmid}' for view in views] +
-                                  (['captures'] if Captures.may_share(views, mode) else []))
+                                   (['captures'] if Captures.may_share(views, mode) else []))
                 ctx.manifest_key(create=True)     # read (or made) here, before the VMs' threads read it
                 with Captures.shared(ctx, run.stamp, views, mode) as shared:
 
@@ -4140,8 +4431,6 @@ class VmCreate:
             raise Failure(f'vm create failed for {len(failed)} of {len(results)} VMs: '
                           f'{", ".join(str(result.vmid) for result in sorted(failed, key=lambda r: r.vmid))}')
 
-
-# -- capture snapshots: a running VM's disks at one instant per volume
 
 class Captures:
     """vm create takes a running VM's disks from short-lived volume snapshots, one per volume
@@ -4174,9 +4463,10 @@ class Captures:
         by_volume, plan = {}, {}
         for disk in disks:
             volume = ctx.volume(disk.storage)
-            plan[disk.storage] = by_volume.setdefault((volume.ontap.host, volume.uuid), Captures.Capture(disk.storage, name))
+            plan[disk.storage] = by_volume.setdefault(
+                (volume.ontap.host, volume.uuid), Captures.Capture(disk.storage, name))
         for capture in by_volume.values():
-            lock = ctx.held_lock(capture.storage)
+            lock = ctx.lock_of(capture.storage)
             if lock:
                 lock.note_capture(capture.name, stamp)
         return plan
@@ -4185,7 +4475,7 @@ class Captures:
     def forget(ctx, capture_or_name, storage=None):
         """Strike a capture snapshot that is gone (or was never made) from its volume's lock record."""
         name = getattr(capture_or_name, 'name', capture_or_name)
-        lock = ctx.held_lock(storage or capture_or_name.storage)
+        lock = ctx.lock_of(storage or capture_or_name.storage)
         if lock:
             lock.forget_capture(name)
 
@@ -4350,7 +4640,7 @@ class Captures:
         Never raises: what stays is a warning, and a later run tries again."""
         seen = set()
         for storage in storages:
-            lock = ctx.held_lock(storage)
+            lock = ctx.lock_of(storage)
             if lock is None or id(lock) in seen:
                 continue
             seen.add(id(lock))
@@ -4398,75 +4688,6 @@ class Captures:
             Captures.forget(ctx, Names.capture_of(record['name']), storage)
             log.info('%s deleted', where)
         return left
-
-
-class VmDelete:
-    """vm delete, and -keep: a VM's snapshots deleted, its config first freed of the files it uses."""
-
-    @staticmethod
-    def delete_snapshot(ctx, view, files):
-        """Delete every file of one set (see VmDelete.delete_snapshots): a Failure if it is not gone whole."""
-        failure = VmDelete.delete_snapshots(ctx, view, {files[0].stamp: files}).get(files[0].stamp)
-        if failure:
-            raise failure
-
-    @staticmethod
-    def delete_snapshots(ctx, view, sets, config=None):
-        """Delete every file of the sets {stamp: files}: their unusedN entries through PVE in one
-        change of the config (PVE deletes a committed entry's file too), then every file on ONTAP,
-        REQUESTS_AT_ONCE at a time, where one PVE deleted already counts as done. A set with a
-        file attached to the VM as a disk (to recover data from it, say) is refused whole and left
-        untouched. Returns {stamp: Failure} of the sets not deleted (InUse: refused). `config` is
-        the VM's config if just changed (by register_clones, with the unusedN it added)."""
-        config = ctx.pve.pending_config(view.vm) if config is None else config
-        failed = {}
-        for stamp, files in sets.items():
-            attached = {**Guest.attached_snapshot_files(view.config, files), **Guest.attached_snapshot_files(config, files)}
-            if attached:
-                failed[stamp] = InUse(f'VM {view.vmid}: snapshot {stamp} is in use: '
-                                      f'{", ".join(f"{path} is attached as {key}" for path, key in attached.items())}; '
-                                      'detach it first')
-        files = [f for stamp, members in sets.items() if stamp not in failed for f in members]
-        volids = {f'{f.storage}:{view.vmid}/{f.path.rsplit("/", 1)[1]}' for f in files}
-        registered = [key for key, value in sorted(config.items())
-                      if re.fullmatch(r'unused\d+', key) and Guest.parse_volume(value) and Guest.parse_volume(value)[1] in volids]
-        if registered:
-            ctx.pve.set_config(view.vm, "remove the snapshot's unused disks", delete=','.join(registered))
-        left = {}
-        for file, outcome in zip(files, Clones.delete(ctx, [(f.storage, f.path) for f in files])):
-            if outcome.error:
-                left.setdefault(file.stamp, []).append(f'{file.path} ({outcome.error})')
-        for stamp, problems in left.items():
-            failed[stamp] = Failure(f'VM {view.vmid}: snapshot {stamp}: could not delete {"; ".join(problems)}')
-        return failed
-
-    @staticmethod
-    def prune(ctx, view, keep, made, config=None):
-        """-keep N: delete the snapshot sets older than the newest N complete ones (see
-        VmSnapshots.to_prune), never a pre-restore set, all at once. `made` is the new set's stamp;
-        `config` as for VmDelete.delete_snapshots."""
-        sets = {stamp: files for stamp, files in VmView.gather_snapshots(ctx, view).items()
-                if all(f.kind == 'snapshot' for f in files)}
-        doomed = {stamp: sets[stamp] for stamp in VmSnapshots.to_prune(sets, view.disks, keep, made, view.identity)}
-        failed = VmDelete.delete_snapshots(ctx, view, doomed, config) if doomed else {}
-        for stamp, files in doomed.items():
-            if isinstance(failed.get(stamp), InUse):
-                log.warning('%s; kept beyond -keep %d', failed[stamp], keep)
-            elif stamp not in failed:
-                missing = VmSnapshots.missing_disks(view.disks, files)
-                lacks = f'incomplete (lacks {",".join(d.key for d in missing)}) ' if missing else ''
-                log.info('VM %s: %ssnapshot %s deleted (-keep %d)', view.vmid, lacks, stamp, keep)
-        problems = [failure for failure in failed.values() if not isinstance(failure, InUse)]
-        if problems:
-            raise Failure.joined(*problems)
-
-    @staticmethod
-    def command(ctx, args):
-        view = VmView.gather(ctx, args.vm)
-        with Locks.for_storages(ctx, view.storages):
-            files = VmView.find_snapshot(view, VmView.gather_snapshots(ctx, view), args.snapshot)
-            VmDelete.delete_snapshot(ctx, view, files)
-        log.info('VM %s: snapshot %s deleted (%d file(s))', args.vm, args.snapshot, len(files))
 
 
 class VmList:
@@ -4533,7 +4754,7 @@ class VmList:
                      'disks': ','.join(f['disk'] or f['path'].rsplit('/', 1)[1] for f in s['files']), 'state': state(s),
                      'consistency': s['consistency'], 'of': s['of']} for s in chosen]
             return Output.format_table([('SNAPSHOT', 'stamp'), ('KIND', 'kind'), ('SIZE', 'size'), ('DISKS', 'disks'),
-                                 ('STATE', 'state'), ('CONSISTENCY', 'consistency'), ('OF', 'of')], rows)
+                                        ('STATE', 'state'), ('CONSISTENCY', 'consistency'), ('OF', 'of')], rows)
 
         text = table([s for s in sets if s['of'] != 'another VM'])
         others = [s for s in sets if s['of'] == 'another VM']
@@ -4541,6 +4762,76 @@ class VmList:
             text += (f'\n\nSnapshots of another VM that had the id {vmid} before (vm restore -as-new NEWID makes a VM '
                      'of one; -keep never counts or deletes them):\n' + table(others))
         return text
+
+
+class VmDelete:
+    """vm delete, and -keep: a VM's snapshots deleted, its config first freed of the files it uses."""
+
+    @staticmethod
+    def delete_snapshot(ctx, view, files):
+        """Delete every file of one set (see VmDelete.delete_snapshots): a Failure if it is not gone whole."""
+        failure = VmDelete.delete_snapshots(ctx, view, {files[0].stamp: files}).get(files[0].stamp)
+        if failure:
+            raise failure
+
+    @staticmethod
+    def delete_snapshots(ctx, view, sets, config=None):
+        """Delete every file of the sets {stamp: files}: their unusedN entries through PVE in one
+        change of the config (PVE deletes a committed entry's file too), then every file on ONTAP,
+        REQUESTS_AT_ONCE at a time, where one PVE deleted already counts as done. A set with a
+        file attached to the VM as a disk (to recover data from it, say) is refused whole and left
+        untouched. Returns {stamp: Failure} of the sets not deleted (InUse: refused). `config` is
+        the VM's config if just changed (by register_clones, with the unusedN it added)."""
+        config = ctx.pve.pending_config(view.vm) if config is None else config
+        failed = {}
+        for stamp, files in sets.items():
+            attached = {**Guest.attached_snapshot_files(view.config, files),
+                        **Guest.attached_snapshot_files(config, files)}
+            if attached:
+                failed[stamp] = InUse(f'VM {view.vmid}: snapshot {stamp} is in use: '
+                                      f'{", ".join(f"{path} is attached as {key}" for path, key in attached.items())}; '
+                                      'detach it first')
+        files = [f for stamp, members in sets.items() if stamp not in failed for f in members]
+        volids = {f'{f.storage}:{view.vmid}/{f.path.rsplit("/", 1)[1]}' for f in files}
+        registered = [key for key, value in sorted(config.items())
+                      if re.fullmatch(r'unused\d+', key) and Guest.parse_volume(value) and Guest.parse_volume(value)[1] in volids]
+        if registered:
+            ctx.pve.set_config(view.vm, "remove the snapshot's unused disks", delete=','.join(registered))
+        left = {}
+        for file, outcome in zip(files, Clones.delete(ctx, [(f.storage, f.path) for f in files])):
+            if outcome.error:
+                left.setdefault(file.stamp, []).append(f'{file.path} ({outcome.error})')
+        for stamp, problems in left.items():
+            failed[stamp] = Failure(f'VM {view.vmid}: snapshot {stamp}: could not delete {"; ".join(problems)}')
+        return failed
+
+    @staticmethod
+    def prune(ctx, view, keep, made, config=None):
+        """-keep N: delete the snapshot sets older than the newest N complete ones (see
+        VmSnapshots.to_prune), never a pre-restore set, all at once. `made` is the new set's stamp;
+        `config` as for VmDelete.delete_snapshots."""
+        sets = {stamp: files for stamp, files in VmView.gather_snapshots(ctx, view).items()
+                if all(f.kind == 'snapshot' for f in files)}
+        doomed = {stamp: sets[stamp] for stamp in VmSnapshots.to_prune(sets, view.disks, keep, made, view.identity)}
+        failed = VmDelete.delete_snapshots(ctx, view, doomed, config) if doomed else {}
+        for stamp, files in doomed.items():
+            if isinstance(failed.get(stamp), InUse):
+                log.warning('%s; kept beyond -keep %d', failed[stamp], keep)
+            elif stamp not in failed:
+                missing = VmSnapshots.missing_disks(view.disks, files)
+                lacks = f'incomplete (lacks {",".join(d.key for d in missing)}) ' if missing else ''
+                log.info('VM %s: %ssnapshot %s deleted (-keep %d)', view.vmid, lacks, stamp, keep)
+        problems = [failure for failure in failed.values() if not isinstance(failure, InUse)]
+        if problems:
+            raise Failure.joined(*problems)
+
+    @staticmethod
+    def command(ctx, args):
+        view = VmView.gather(ctx, args.vm)
+        with Locks.for_storages(ctx, view.storages):
+            files = VmView.find_snapshot(view, VmView.gather_snapshots(ctx, view), args.snapshot)
+            VmDelete.delete_snapshot(ctx, view, files)
+        log.info('VM %s: snapshot %s deleted (%d file(s))', args.vm, args.snapshot, len(files))
 
 
 class VmRestore:
@@ -4744,7 +5035,7 @@ class VmRestore:
         log.info('VM %s: current disks saved as pre-restore snapshot %s', vmid, undo_stamp)
         key = {disk.path: disk.key for disk, _ in sources}
         overwrites = Clones.settle(ctx, Clones.make(ctx, [(disk.storage, source, disk.path) for disk, source in sources],
-                                                   overwrite=True), overwrite=True)
+                                                    overwrite=True), overwrite=True)
         if all(outcome.state == 'done' for outcome in overwrites):
             return
         stopped = 'VM left stopped' if window.acting else f'do not start VM {vmid}'
@@ -4864,10 +5155,11 @@ class VmRestore:
             lines += config['diff']
         else:
             lines.append(f'The config is as {plan["origin"]} saved it' + (', but for what is kept below.'
-                                                                             if config['kept'] else '.'))
+                                                                          if config['kept'] else '.'))
         if config['kept']:
             lines.append('These settings are kept as they are, whatever the saved config says:')
-            lines += RestoreRules.describe_kept({item['key']: (item['saved'], item['current'], item['why']) for item in config['kept']})
+            lines += RestoreRules.describe_kept({item['key']: (item['saved'], item['current'], item['why'])
+                                                 for item in config['kept']})
         lines += [f'  {item["key"]}: "{item["value"]}" is put back only because -allow-key names it'
                   for item in config['allowed']]
         if config['detached']:
@@ -4917,7 +5209,7 @@ class VmRestore:
                 raise ConfigError(f'-as-new takes neither -with-config (the new VM always gets the saved config) nor '
                                   f'-shutdown (VM {args.vm} is not touched)')
             NewVm.restore(ctx, args.vm, args.as_new, args.snapshot, args.storage_snapshot, allowed,
-                           args.no_saved_config, args.yes)
+                          args.no_saved_config, args.yes)
             return
         if args.no_saved_config:
             raise ConfigError('-no-saved-config goes with -as-new (a restore without -with-config never needs the saved '
@@ -4928,16 +5220,17 @@ class VmRestore:
             Guests.settle_left(ctx, locks, {view.vmid: view.vm})
             sets = VmView.gather_snapshots(ctx, view, VmView.searched_storages(ctx, view))
             sources, origin, missing, saved = VmRestore.sources(ctx, view, sets, args.snapshot, args.storage_snapshot,
-                                                             args.with_config)
+                                                                args.with_config)
             # -with-config may put a disk back on a storage the VM no longer uses: its volume locked too.
-            locks += held.enter_context(Locks.for_storages(ctx, {disk.storage for disk, _ in sources} - set(view.storages)))
+            more = {disk.storage for disk, _ in sources} - set(view.storages)
+            locks += held.enter_context(Locks.for_storages(ctx, more))
             if args.with_config and saved is None:
                 raise Failure(f'VM {view.vmid}: {origin} holds no saved config (made before snapshots carried one): '
                               '-with-config has nothing to put back; restore the disks without it')
             VmRestore.check_same_vm(view, origin, saved, sets.get(args.snapshot, []))
             VmRestore.check_restorable(view.vmid, view.vm, args.shutdown)
             VmRestore.show_plan(ctx, VmRestore.plan(view, origin, sources, missing, saved, args.with_config, allowed),
-                                 asking=not args.yes and sys.stdin.isatty())
+                                asking=not args.yes and sys.stdin.isatty())
             disks = ', '.join(disk.key for disk, _ in sources)
             kept = f' ({", ".join(d.key for d in missing)} not in it: kept as they are)' if missing else ''
             config = ' and its config' if args.with_config else ''
@@ -4947,7 +5240,7 @@ class VmRestore:
             VmRestore.check_restorable(view.vmid, status, args.shutdown)
             running = status.get('status') == 'running'
             undo_stamp = VolumeLock.new_stamp(locks, [f'vm{view.vmid}'], sets)
-            with STOP.held():
+            with STOP.deferred():
                 with VmWindow(ctx, view, 'shutdown' if running else None, status) as window:
                     VmRestore.restore_disks(ctx, view, sources, undo_stamp, window)
                     undone = VmRestore.save_config_for_undo(ctx, view, undo_stamp, args.with_config)
@@ -4968,8 +5261,6 @@ class VmRestore:
                  origin, undo_stamp)
         STOP.check(f'VM {view.vmid}: disks {disks}{config} restored from {origin} first')
 
-
-# -- a new VM from a snapshot: vm restore -as-new
 
 @dataclasses.dataclass
 class NewVm:
@@ -5073,7 +5364,8 @@ class NewVm:
         origin, copies, holding, read = NewVm.source(ctx, vmid, view, stamp, name, storages)
         original = NewVm.settings(vmid, newid, view, origin, read, no_saved_config)
         config, risky = RestoreRules.screen(Guest.restorable(original), vmid, allowed)
-        forced = {key: config[key] for key in sorted(allowed) if key in config and RestoreRules.setting_risk(key, config[key], vmid)}
+        forced = {key: config[key] for key in sorted(allowed)
+                  if key in config and RestoreRules.setting_risk(key, config[key], vmid)}
         disks = Guest.vm_disks(config)
         if copies is None:
             copies = {}
@@ -5082,7 +5374,8 @@ class NewVm:
                     volume = ctx.volume(disk.storage)
                     if volume.file_exists(f'.snapshot/{name}/{disk.path}'):
                         copies[(disk.storage, disk.file)] = f'.snapshot/{name}/{disk.path}'
-        lacking = [f'{disk.key} ({disk.volid}: {why})' for disk, why in NewVm.disks_without_copy(ctx, disks, copies, original)]
+        lacking = [f'{disk.key} ({disk.volid}: {why})'
+                   for disk, why in NewVm.disks_without_copy(ctx, disks, copies, original)]
         if lacking:
             raise Failure(f'VM {newid} would lack disks of VM {vmid}: {"; ".join(lacking)}; nothing was made')
         if not disks:
@@ -5120,7 +5413,8 @@ class NewVm:
         lines += [f'  {key}: {value}' for key, value in sorted(new.config.items())]
         if new.kept:
             lines.append('Not copied from the saved config:')
-            lines += [f'  {key}: "{value}" ({why}; -allow-key {key} copies it)' for key, (value, _, why) in new.kept.items()]
+            lines += [f'  {key}: "{value}" ({why}; -allow-key {key} copies it)'
+                      for key, (value, _, why) in new.kept.items()]
         lines += [f'  {key}: "{value}" is copied only because -allow-key names it' for key, value in new.allowed.items()]
         print('\n'.join(Output.printable(line) for line in lines), file=sys.stderr, flush=True)
 
@@ -5162,7 +5456,7 @@ class NewVm:
             ctx.confirm(f'Make VM {newid} with {", ".join(new.allowed)}, which only root@pam may set', assume_yes)
         storages = sorted({storage for storage, _, _ in new.clones})
         # A stop meanwhile would leave clones without their VM: both are made, then the run stops.
-        with Locks.for_storages(ctx, storages), STOP.held():
+        with Locks.for_storages(ctx, storages), STOP.deferred():
             for storage in storages:
                 volume = ctx.volume(storage)
                 volume.ensure_directory(f'images/{newid}')
@@ -5177,11 +5471,6 @@ class NewVm:
                      new.node, new.origin, vmid)
         STOP.check(f'VM {newid} was created from {new.origin} of VM {vmid} first')
 
-
-# -- vm restore: the disks (and -with-config the config) back in place, or -as-new
-
-
-# -- storage snapshots
 
 class StorageCreate:
     """storage create, and -keep: an ONTAP snapshot of the volume behind a storage, each guest's
@@ -5255,7 +5544,8 @@ class StorageCreate:
         try:
             present = volume.files_in(Names.STORAGE_RECORD_DIR)
             if present is None:
-                volume.change_file('POST', Names.STORAGE_RECORD_DIR, lambda: volume.make_directory(Names.STORAGE_RECORD_DIR), True)
+                volume.change_file('POST', Names.STORAGE_RECORD_DIR,
+                                   lambda: volume.make_directory(Names.STORAGE_RECORD_DIR), True)
         except Failure as exc:
             return Failure(f'no guest was recorded in {Names.STORAGE_RECORD_DIR}/ on {storage}: {exc}')
         present = present or []
@@ -5279,9 +5569,9 @@ class StorageCreate:
         unsaved = [f'{StorageCreate.record_label(o.item[0])} ({o.error})' for o in failed if o.item[1] is not None]
         kept = [f'{o.item[0]} ({o.error})' for o in failed if o.item[1] is None]
         return Failure.joined(*(Failure(f'not recorded in {Names.STORAGE_RECORD_DIR}/ on {storage}: {"; ".join(unsaved)}')
-                          if unsaved else None,
-                          Failure(f'not removed from {Names.STORAGE_RECORD_DIR}/ on {storage}, so the snapshot holds them '
-                                  f'too: {"; ".join(kept)}') if kept else None))
+                                if unsaved else None,
+                                Failure(f'not removed from {Names.STORAGE_RECORD_DIR}/ on {storage}, so the snapshot holds them '
+                                        f'too: {"; ".join(kept)}') if kept else None))
 
     @staticmethod
     def take(volume, name, comment, label):
@@ -5289,7 +5579,8 @@ class StorageCreate:
         try:
             volume.create_snapshot(name, comment, label)
         except OutcomeUnknown as exc:
-            volume.ontap.settle(exc, f'POST /api/storage/volumes/{volume.uuid}/snapshots', lambda: volume.has_snapshot(name))
+            volume.ontap.settle(
+                exc, f'POST /api/storage/volumes/{volume.uuid}/snapshots', lambda: volume.has_snapshot(name))
 
     @staticmethod
     def prune(volume, storage, keep, made, label=None):
@@ -5382,240 +5673,6 @@ class StorageCreate:
         return found
 
 
-# -- guests held still for a storage snapshot (storage create -freeze, -pause)
-
-
-class GuestsWindow:
-    """storage create -freeze/-pause: every HeldGuest frozen or paused in memory, a few at a time
-    per node and every node at once, for the one snapshot that run() takes; owned whole like a
-    lock, with stop signals held off. However that ends — the snapshot made or failed, a
-    signal — leaving thaws or resumes every guest, and none is held longer than freeze_timeout
-    from the first hold: then all are let go (one whose hold comes later is let go at once), and
-    `late` says why the snapshot is crash-consistent for them. `problems`: Failures for a guest
-    that may still be frozen or paused; `crash`: (label, why, warn) of guests not held after all.
-    Each guest is noted in the lock record of `storage` while it is held (VolumeLock.note_hold)."""
-
-    def __init__(self, ctx, guests, storage):
-        self.ctx, self.guests, self.storages = ctx, guests, [storage]
-        self.bound = ctx.config.timeouts.freeze
-        self.late = None
-        self.problems = []
-        self.crash = []
-        self._mutex = threading.Lock()
-        self._closed = False
-        self._deadline = None
-        self._held = contextlib.ExitStack()
-
-    def __enter__(self):
-        if not self.guests:
-            return self
-        self._held.enter_context(STOP.held())
-        self.ctx.note_holds(self.storages, {guest.view.vmid: guest.how for guest in self.guests})
-        try:
-            self._deadline = time.monotonic() + self.bound
-            pool = self._held.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=self._at_once()))
-            turns = {guest.view.vm['node']: threading.BoundedSemaphore(Parallel.POWER_CYCLES_PER_NODE)
-                     for guest in self.guests}
-            holds = [pool.submit(self._hold, guest, turns[guest.view.vm['node']]) for guest in self.guests]
-            if Parallel.wait_for(holds, timeout=self.bound).not_done:
-                self._let_go(f'holding every guest outlasted the bound of {self.bound:g} s (freeze_timeout)')
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def _hold(self, guest, turn):
-        with turn:
-            if self._closed:
-                self._note(guest, 'not held: the bound (freeze_timeout) had passed before its turn')
-                return
-            failure, problem = GuestsWindow.hold(self.ctx, guest)
-        if failure:
-            self._note(guest, f'could not be {"frozen" if guest.how == "freeze" else "paused"} ({failure})')
-            if problem:
-                guest.returned = False
-                with self._mutex:
-                    self.problems.append(problem)
-            return
-        with self._mutex:
-            guest.since = time.monotonic()
-            closed = self._closed
-        if closed:      # held only after the window closed: let go at once
-            self._note(guest, 'held only after the bound (freeze_timeout) had passed')
-            self._let_go_of(guest)
-
-    def _note(self, guest, why):
-        with self._mutex:
-            self.crash.append((guest.view.vm, why, True))
-
-    def run(self, function, *args):
-        """function(*args) while the guests are held, up to the bound; then they are let go
-        and the run waits on for its result."""
-        if not self.guests or self._closed:
-            return function(*args)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            future = pool.submit(function, *args)
-            try:
-                return Parallel.result_of(future, timeout=max(0.0, self._deadline - time.monotonic()))
-            except concurrent.futures.TimeoutError:
-                self._let_go(f'the snapshot outlasted the bound of {self.bound:g} s (freeze_timeout)')
-                return Parallel.result_of(future)
-
-    def _let_go(self, why):
-        with self._mutex:
-            if self._closed:
-                return
-            self._closed = True
-            self.late = why
-            holding = [guest for guest in self.guests if guest.since is not None]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=self._at_once()) as pool:
-            list(pool.map(self._let_go_of, holding))
-
-    def _at_once(self):
-        """Threads for the calls to hold or let go of the guests (one in a dry run: its lines in order)."""
-        return 1 if self.ctx.dry_run else min(len(self.guests), Parallel.REQUESTS_AT_ONCE)
-
-    def _let_go_of(self, guest):
-        view, held = guest.view, time.monotonic() - guest.since
-        if guest.how == 'freeze':
-            problem = Guests.thaw(self.ctx, view)
-        else:
-            problem = Guests.start_again(self.ctx, view, held, 'resume')
-        guest.held_for = held
-        if isinstance(problem, FrozenTooLong):
-            self._note(guest, str(problem))
-        elif problem:
-            with self._mutex:
-                self.problems.append(problem)
-        guest.returned = not problem or isinstance(problem, FrozenTooLong)
-
-    def __exit__(self, kind, exc, traceback):
-        if self.guests:
-            try:
-                self._let_go(None)
-            finally:
-                self._held.close()      # waits for holds still under way: each lets go of its guest
-                self.ctx.forget_holds(self.storages, [guest.view.vmid for guest in self.guests if guest.returned])
-        Guests.raise_with_problems(exc, self.problems)
-        return False
-
-    @dataclasses.dataclass(eq=False)
-    class HeldGuest:
-        """A running VM that storage create holds still for its snapshot: frozen through its guest
-        agent (`how` 'freeze') or paused in memory ('pause': `why` it is not frozen, `warn` if that
-        was not to be expected)."""
-        view: VmView
-        how: str
-        why: str = None
-        warn: bool = False
-        since: float = None     # when it was frozen or paused; None while it is not (yet)
-        held_for: float = None  # seconds, once let go
-        returned: bool = True   # False: it may still be frozen or paused (its lock record says so)
-
-    @staticmethod
-    def hold_for(config, pause):
-        """How storage create holds a running VM still: ('freeze', None), or ('pause' with -pause,
-        else None; why it is not frozen)."""
-        setting = config.get('agent')
-        if Guest.agent_freezes(setting):
-            return 'freeze', None
-        why = 'its agent setting turns freezing off' if Guest.agent_enabled(setting) else 'no guest agent'
-        return ('pause' if pause else None), why
-
-    @staticmethod
-    def to_hold(ctx, storage, pause, guests=None, configs=None):
-        """([HeldGuest], [(guest, why, warn)] of the running guests that stay crash-consistent)
-        for storage create -freeze (-pause: `pause`): every running guest with a disk on `storage`,
-        its config, status and agent looked at (all at once) before any is touched. `guests` and
-        `configs` ({vmid: config}) are those already read, if any."""
-        guests = ctx.pve.guests() if guests is None else guests
-        running = [guest for _, guest in sorted(guests.items()) if guest.get('status') == 'running']
-        at_once = 1 if ctx.dry_run else max(1, min(len(running), Parallel.REQUESTS_AT_ONCE))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=at_once) as pool:
-            found = list(pool.map(functools.partial(GuestsWindow.look_at, ctx, storage, pause, configs or {}), running))
-        return [held for held, _ in found if held], [crash for _, crash in found if crash]
-
-    @staticmethod
-    def look_at(ctx, storage, pause, configs, guest):
-        """(HeldGuest or None, (guest, why, warn) or None) of one running guest for GuestsWindow.to_hold;
-        what PVE refuses to say is a (guest, why, warn), never an exception."""
-        try:
-            config = configs.get(guest['vmid']) or ctx.pve.config_of(guest)
-            lxc = guest.get('type') == 'lxc'
-            if storage not in (Guest.storages(config) if lxc else {disk.storage for disk in Guest.vm_disks(config)}):
-                return None, None
-            if lxc:
-                return None, (guest, 'a container: there is no freezing it', False)
-            status = ctx.pve.status(guest)
-        except ProxmoxError as exc:
-            return None, (guest, f'not looked at ({exc})', True)
-        if status.get('status') != 'running':
-            return None, None
-        if status.get('qmpstatus', 'running') != 'running':
-            return None, (guest, f'{status["qmpstatus"]}, not running: left as it is', True)
-        how, why = GuestsWindow.hold_for(config, pause)
-        warn = False
-        if how == 'freeze':
-            try:
-                ctx.pve.agent(guest, 'ping', safe=True)
-            except ProxmoxError as exc:
-                how, why, warn = ('pause' if pause else None), f'its guest agent does not answer ({exc})', True
-        if how:
-            return GuestsWindow.HeldGuest(VmView(guest, config, [], [], []), how, why, warn), None
-        return None, (guest, why, warn)
-
-    @staticmethod
-    def hold(ctx, guest):
-        """Freeze or pause one guest. (None, None), or the Failure of a hold not made and the
-        Failure of undoing what it may have done half-way (None once undone)."""
-        view = guest.view
-        try:
-            if guest.how == 'freeze':
-                ctx.pve.agent(view.vm, 'fsfreeze-freeze')
-            else:
-                ctx.pve.power(view.vm, 'suspend')
-        except Failure as exc:
-            if guest.how == 'freeze':
-                # A freeze that failed half-way may have frozen some file systems: thaw anyway.
-                undone = Guests.thaw(ctx, view)
-                return exc, None if isinstance(undone, FrozenTooLong) else undone
-            try:
-                Guests.ensure_running(ctx, view, exc, resume=True)
-            except Failure as worse:
-                return exc, worse
-            return exc, None
-        return None, None
-
-    @staticmethod
-    def report(storage, name, held, crash, late):
-        """Say how consistent a storage snapshot is for each running guest on the storage, in the
-        guests' order: frozen or paused for it (and how long), or crash-consistent and why — a
-        warning where that was not to be expected, which names what its manifest says instead (the
-        records are written before the guests are held, as planned)."""
-        taken = f'storage {storage}: snapshot {name}'
-        for guest in held:
-            if guest.why and guest.warn:
-                log.warning('%s: %s: %s, so it was paused in memory instead', taken, Guest.label(guest.view.vm), guest.why)
-        planned = {id(guest.view.vm): 'frozen' if guest.how == 'freeze' else 'paused' for guest in held}
-        noted = {id(entry[0]) for entry in crash}
-        still = [guest for guest in held if guest.held_for is not None and id(guest.view.vm) not in noted]
-        if late and still:
-            said = ' or '.join(sorted({planned[id(guest.view.vm)] for guest in still}))
-            log.warning('%s: %s, so it is crash-consistent for %s (the manifests say %s)', taken, late,
-                        ', '.join(Guest.label(guest.view.vm) for guest in still), said)
-        elif still:
-            log.info('%s taken with %s', taken, ', '.join(
-                f'{Guest.label(guest.view.vm)} {"frozen" if guest.how == "freeze" else "paused"} for '
-                f'{guest.held_for:.2f} s' + (f' ({guest.why})' if guest.why else '') for guest in still))
-        for guest, why, warn in sorted(crash, key=lambda entry: entry[0]['vmid']):
-            said = f' (its manifest says {planned[id(guest)]})' if id(guest) in planned else ''
-            (log.warning if warn else log.info)('%s is crash-consistent for %s: %s%s', taken, Guest.label(guest), why,
-                                                said)
-
-
-# -- the storage commands
-
-
 class StorageView:
     """storage list, show and delete."""
 
@@ -5634,8 +5691,8 @@ class StorageView:
                      consistency='unknown' if s['guests'] is None else Consistency.summary(s['guests']))
                 for s in snapshots]
         ctx.emit(snapshots, Output.format_table([('NAME', 'name'), ('CREATED', 'create_time'), ('SIZE', 'size'),
-                                          ('LABEL', 'label'), ('GUESTS', 'count'), ('CONSISTENCY', 'consistency'),
-                                          ('COMMENT', 'comment')], rows))
+                                                 ('LABEL', 'label'), ('GUESTS', 'count'), ('CONSISTENCY', 'consistency'),
+                                                 ('COMMENT', 'comment')], rows))
 
     @staticmethod
     def show(ctx, args):
@@ -5678,7 +5735,8 @@ class StorageRestore:
         the guests whose config could not be read."""
         running = [Guest.label(g) for g in guests if g.get('status') == 'running' and not g.get('lock')]
         hibernated = [Guest.label(g) for g in guests if g.get('lock') == 'suspended']
-        locked = [f'{Guest.label(g)} locked ({g["lock"]})' for g in guests if g.get('lock') not in (None, '', 'suspended')]
+        locked = [f'{Guest.label(g)} locked ({g["lock"]})' for g in guests
+                  if g.get('lock') not in (None, '', 'suspended')]
         phrases = []
         if running:
             phrases.append(f'{", ".join(running)} running on it, shut down first')
@@ -5730,7 +5788,7 @@ class StorageRestore:
                 ctx.pve.check_sees_every_guest('restore')
             guests, unknown = ctx.pve.guests_on_storage(args.storage, ctx.pve.guests())
             StorageRestore.show_plan(ctx, StorageRestore.plan(volume, args.storage, args.snapshot, guests, unknown, newer),
-                              asking=not args.yes and sys.stdin.isatty())
+                                     asking=not args.yes and sys.stdin.isatty())
             # ONTAP must delete the newer snapshots, and refuses while a FlexClone uses one (the
             # emulator's choice; unconfirmed on ONTAP, reference §7): so refused before, dry run or not.
             busy = [name for name in newer if name in clones]
@@ -5746,7 +5804,7 @@ class StorageRestore:
             if meanwhile and not args.force:
                 raise Failure(f'storage {args.storage}: meanwhile {"; ".join(meanwhile)}; nothing reverted')
             # A stop now would leave unknown whether ONTAP reverted: wait for its answer, then stop saying so.
-            with STOP.held():
+            with STOP.deferred():
                 volume.restore(args.snapshot)
         log.info('storage %s: volume %s restored to %s', args.storage, volume.name, args.snapshot)
         STOP.check(f'storage {args.storage}: volume {volume.name} reverted to snapshot {args.snapshot} first')
@@ -5764,7 +5822,9 @@ class StorageMount:
         if entry.get('type') != 'nfs':
             return False
         junction = Ontap.junction_path(entry.get('export', ''))
-        endings = [Names.flexclone_name('', storage)] + ([Names.FLEXCLONE_SUFFIX] if storage.endswith(Names.CLONE_STORAGE_SUFFIX) else [])
+        endings = [Names.flexclone_name('', storage)]
+        if storage.endswith(Names.CLONE_STORAGE_SUFFIX):
+            endings.append(Names.FLEXCLONE_SUFFIX)
         return any(junction.endswith(ending) and len(junction) > len(ending) + 1 for ending in endings)
 
     @staticmethod
@@ -5808,11 +5868,12 @@ class StorageMount:
             options = {key: entry[key] for key in ('content', 'options') if entry.get(key)}
             if node:
                 options['nodes'] = node
-            with STOP.held():   # a FlexClone without its storage is what a stop here would leave
+            with STOP.deferred():   # a FlexClone without its storage is what a stop here would leave
                 try:
                     volume.create_flexclone(args.snapshot, clone, junction)
                 except OutcomeUnknown as exc:
-                    volume.ontap.settle(exc, 'POST /api/storage/volumes', lambda: volume.ontap.volume_by_name(clone, volume.svm) is not None)
+                    volume.ontap.settle(exc, 'POST /api/storage/volumes',
+                                        lambda: volume.ontap.volume_by_name(clone, volume.svm) is not None)
                 log.info('ONTAP %s: FlexClone %s of %s created, mounted at %s', volume.ontap.host, clone, args.snapshot,
                          junction)
                 try:
@@ -5919,7 +5980,7 @@ class StorageMount:
             if volume is None:
                 log.warning('ONTAP %s: no volume at %s any more (its FlexClone is gone): removing storage %s',
                             parent_volume.ontap.host, entry['export'], args.storage)
-        with Locks.for_storages(ctx, [parent]), STOP.held():
+        with Locks.for_storages(ctx, [parent]), STOP.deferred():
             if entry is not None:
                 # Disabled first, so no node's status daemon mounts it again while it goes away.
                 ctx.pve.call('put', f'storage/{args.storage}', f'disable storage {args.storage}', disable=1)
@@ -5937,8 +5998,7 @@ class StorageMount:
                 log.info('ONTAP %s: FlexClone %s deleted', parent_volume.ontap.host, volume.name)
         STOP.check(f'storage {args.storage} unmounted first')
 
-
-# ---- doctor ---------------------------------------------------------------------------
+# ---- 10. doctor ------------------------------------------------------------------------------
 # The setup checked before the first snapshot, and again when something fails: one chapter, one
 # class. Each check_* makes its lines (ok, warn or fail, what was found and the fix) through the
 # one writer, add(); the pure checks, and what they know, are its static methods.
@@ -6151,7 +6211,8 @@ class Doctor:
         name, space = record.get('name'), record.get('space') or {}
         snapshot_space = space.get('snapshot') or {}
         return [Doctor.volume_state_check(record, svm), Doctor.snapshot_count_check(record.get('snapshot_count')),
-                Doctor.space_check(space, svm, name), Doctor.autodelete_check(snapshot_space.get('autodelete_enabled'), svm, name),
+                Doctor.space_check(space, svm, name),
+                Doctor.autodelete_check(snapshot_space.get('autodelete_enabled'), svm, name),
                 Doctor.policy_check((record.get('snapshot_policy') or {}).get('name'))]
 
     @staticmethod
@@ -6237,7 +6298,8 @@ class Doctor:
     def kept_labels(policy):
         """(whether it keeps every snapshot, [(label, count)] of its rules) of a SnapMirror policy record."""
         rules = [(rule.get('label'), rule.get('count')) for rule in policy.get('retention') or [] if rule.get('label')]
-        every = bool(policy.get('copy_all_source_snapshots')) or any(label == Doctor.ALL_SOURCE_SNAPSHOTS for label, _ in rules)
+        every = bool(policy.get('copy_all_source_snapshots')) or any(
+            label == Doctor.ALL_SOURCE_SNAPSHOTS for label, _ in rules)
         return every, [(label, count) for label, count in rules if label != Doctor.ALL_SOURCE_SNAPSHOTS]
 
     @staticmethod
@@ -6278,7 +6340,7 @@ class Doctor:
             text, info = ConfigFile.load(path)
         except ConfigError as exc:
             self.fail('config.ini', str(exc), 'copy config.ini.example to /etc/pve-ontap-snapshot/config.ini and '
-                        'fill it in')
+                      'fill it in')
             return None
         where = ('given with -config' if explicit else
                  'in this directory' if path == ConfigFile.SEARCH_PATH[0] else 'the system-wide one')
@@ -6309,7 +6371,7 @@ class Doctor:
         complete = parser.has_section(ConfigFile.PROXMOX_SECTION)
         if not complete:
             self.fail(f'config [{ConfigFile.PROXMOX_SECTION}]', 'there is none', 'add one with proxmox_host, proxmox_user and '
-                        'proxmox_pass (see config.ini.example)')
+                      'proxmox_pass (see config.ini.example)')
         for section in parser.sections():
             keys = [key for key in parser[section] if key not in parser.defaults()]
             value = functools.partial(parser.get, section, raw=True, fallback=None)
@@ -6318,7 +6380,7 @@ class Doctor:
             if gaps:
                 complete = False
                 self.fail(check, f'lacks {", ".join(gaps)}', f'add {" and ".join(gap.split(" (")[0] for gap in gaps)} '
-                            'to it (see config.ini.example)')
+                          'to it (see config.ini.example)')
                 continue
             if section == ConfigFile.PROXMOX_SECTION:
                 token = value('proxmox_token_name')
@@ -6335,7 +6397,7 @@ class Doctor:
                 ignored.append('proxmox_pass (the API token is used)')
             if ignored:
                 self.warn(check, f'{found}; ignored: {", ".join(ignored)}', 'remove or correct those keys (see '
-                            'config.ini.example)')
+                          'config.ini.example)')
             else:
                 self.ok(check, found)
         return complete
@@ -6346,7 +6408,7 @@ class Doctor:
             return sorted(config.storages)
         if storage not in config.storages:
             self.fail(f'config [{storage}]', f'{config.path} has no section [{storage}]', 'add one with host, user '
-                        'and pass of the ONTAP cluster that exports the storage')
+                      'and pass of the ONTAP cluster that exports the storage')
             return []
         return [storage]
 
@@ -6361,28 +6423,29 @@ class Doctor:
             reason = Http.failed_connection(exc)
             if reason == 'tls':
                 self.fail('proxmox connection', str(exc), 'set proxmox_verify to the CA that signed its certificate: '
-                            f'{ConfigFile.PVE_ROOT_CA} (copied from a node), or the CA of a certificate of your own')
+                          f'{ConfigFile.PVE_ROOT_CA} (copied from a node), or the CA of a certificate of your own')
             elif reason:
                 self.fail('proxmox connection', str(exc), f'check proxmox_host ({cfg.host}): a node of the cluster, '
-                            'with pveproxy listening on port 8006 (or the port given)')
+                          'with pveproxy listening on port 8006 (or the port given)')
             else:
                 self.ok('proxmox connection', reached)
-                self.fail('proxmox login', str(exc), f'correct them in [{ConfigFile.PROXMOX_SECTION}] of {self.ctx.config.path}')
+                self.fail('proxmox login', str(exc),
+                          f'correct them in [{ConfigFile.PROXMOX_SECTION}] of {self.ctx.config.path}')
             return False
         if pve.verify is False:
             self.warn('proxmox connection', reached, f'set proxmox_verify = {ConfigFile.PVE_ROOT_CA} (copied from a node), so '
-                        'that nothing can pose as PVE')
+                      'that nothing can pose as PVE')
         else:
             self.ok('proxmox connection', reached)
         self.ok('proxmox login', f'API token {cfg.user}!{cfg.token_name} accepted' if cfg.token_name
-                  else f'{cfg.user} logged in with proxmox_pass')
+                else f'{cfg.user} logged in with proxmox_pass')
         major = Doctor.pve_major(version)
         release = f'PVE {version.get("version", "of an unknown release")}'
         if major in Doctor.SUPPORTED_PVE:
             self.ok('proxmox release', f'{release}: supported; privileges are named as PVE {major} names them')
         else:
             self.warn('proxmox release', f'{release}: this tool supports PVE 8 and 9 (privileges are checked by '
-                        f'PVE {9 if major is None or major > 9 else 8} names)', 'run it on PVE 8 or 9')
+                      f'PVE {9 if major is None or major > 9 else 8} names)', 'run it on PVE 8 or 9')
         self.check_cluster_status(pve)
         self.check_privileges(pve, major, storages)
         return True
@@ -6393,7 +6456,7 @@ class Doctor:
             name, quorate, nodes = Doctor.cluster_findings(pve.cluster_status())
         except ProxmoxError as exc:
             self.warn('proxmox cluster', f'not checked: {exc}', f'grant Sys.Audit on / to {pve.config.user} (README, '
-                        'Least privilege)')
+                      'Least privilege)')
             return
         if quorate is None:
             self.ok('proxmox cluster', 'a single node, no cluster')
@@ -6401,13 +6464,13 @@ class Doctor:
             self.ok('proxmox cluster', f'cluster {name} is quorate')
         else:
             self.fail('proxmox cluster', f'cluster {name} has no quorum: PVE refuses config changes and VM actions',
-                        'bring enough nodes back online (pvecm status)')
+                      'bring enough nodes back online (pvecm status)')
         offline = [node for node, online in nodes if not online]
         online = ', '.join(node for node, up in nodes if up) or 'none'
         if offline:
             self.warn('proxmox nodes', f'{", ".join(offline)} offline ({online} online): VMs there can be neither '
-                        'snapshotted nor restored, and storage restore and unmount cannot check their guests',
-                        'bring them back online, or remove them from the cluster (pvecm delnode)')
+                      'snapshotted nor restored, and storage restore and unmount cannot check their guests',
+                      'bring them back online, or remove them from the cluster (pvecm delnode)')
         else:
             self.ok('proxmox nodes', f'{online} online')
 
@@ -6429,10 +6492,10 @@ class Doctor:
                 self.ok(check, f'{pve.config.user} holds {Doctor.describe_needs(group_needs, storages)}')
             elif group == 'every command':
                 self.fail(check, f'{pve.config.user} lacks {"; ".join(missing)}: PVE hides those storages from it',
-                            'grant it (README, Least privilege)')
+                          'grant it (README, Least privilege)')
             else:
                 self.warn(check, f'{pve.config.user} lacks {"; ".join(missing)}', 'grant it if you use these commands '
-                            '(README, Least privilege)')
+                          '(README, Least privilege)')
 
     @staticmethod
     def describe_needs(needs, storages):
@@ -6455,10 +6518,10 @@ class Doctor:
             reason, record, refused = Http.failed_connection(exc), None, exc
             if reason == 'tls':
                 self.fail(f'{name} connection', str(exc), f'set verify in {section} to the CA file that signed the '
-                            "cluster's certificate")
+                          "cluster's certificate")
             elif reason:
                 self.fail(f'{name} connection', str(exc), f'check host in {section}: the cluster management address, '
-                            'reachable over HTTPS')
+                          'reachable over HTTPS')
             elif exc.status == 401:
                 self.ok(f'{name} connection', reached)
                 self.fail(f'{name} login', str(exc), f'correct user and {credentials} in {section}')
@@ -6466,23 +6529,23 @@ class Doctor:
                 return False, None
         if ontap.verify is False:
             self.warn(f'{name} connection', reached, f'set verify in {section} to the CA file that signed the '
-                        "cluster's certificate, so that nothing can pose as the cluster")
+                      "cluster's certificate, so that nothing can pose as the cluster")
         else:
             self.ok(f'{name} connection', reached)
         self.ok(f'{name} login', f'{cluster.user} logged in with {credentials}')
         release = Doctor.ontap_release((record or {}).get('version'))
         if refused:
             self.warn(f'{name} release', f'not read: {refused}', 'let the REST role read /api/cluster (security login '
-                        'rest-role create -role ROLE -api /api/cluster -access readonly)')
+                      'rest-role create -role ROLE -api /api/cluster -access readonly)')
         elif release is None:
             self.warn(f'{name} release', 'the cluster does not say', 'check that host names a cluster management '
-                        'address')
+                      'address')
         elif release < Doctor.OLDEST_ONTAP:
             self.fail(f'{name} release', f'ONTAP {".".join(map(str, release))}: older than 9.8, the oldest release '
-                        'this tool supports', 'upgrade ONTAP to 9.8 or later')
+                      'this tool supports', 'upgrade ONTAP to 9.8 or later')
         else:
             self.ok(f'{name} release', f'ONTAP {".".join(map(str, release))} (cluster {record.get("name")}): '
-                      'supported (9.8 or later)')
+                    'supported (9.8 or later)')
         self.check_licenses(ontap, name)
         return True, release
 
@@ -6494,8 +6557,8 @@ class Doctor:
             installed = ontap.licenses([package for package, _, _ in Doctor.LICENSES])
         except OntapError as exc:
             self.warn(check, f'unknown ({exc}): FlexClone is needed for the vm commands and storage mount, SnapRestore '
-                        'for storage restore', 'let the REST role read /api/cluster/licensing/licenses (readonly) to '
-                        'have them checked')
+                      'for storage restore', 'let the REST role read /api/cluster/licensing/licenses (readonly) to '
+                      'have them checked')
             return
         lacking = [(label, installed.get(package, 'not installed'), use) for package, label, use in Doctor.LICENSES
                    if installed.get(package) != 'compliant']
@@ -6521,7 +6584,7 @@ class Doctor:
         self.check_volume_chains(storage, entry)
         if not cluster_reached:
             self.warn(f'{storage} volume', f'not checked: ONTAP {self.ctx.ontap(storage).host} was not reached',
-                        'see the checks of that cluster')
+                      'see the checks of that cluster')
         found = cluster_reached and self.check_volume(storage)
         if found:
             self.check_leftovers(storage, try_clone)
@@ -6540,12 +6603,12 @@ class Doctor:
             return None
         if entry is None:
             self.fail(check, f'PVE has no storage {storage}, or {self.ctx.config.proxmox.user} may not see it (that takes '
-                        f'Datastore.Audit on /storage/{storage})', 'add it as an NFS storage (pvesm add nfs), or name the '
-                        'section after the PVE storage id')
+                      f'Datastore.Audit on /storage/{storage})', 'add it as an NFS storage (pvesm add nfs), or name the '
+                      'section after the PVE storage id')
             return None
         if entry.get('type') != 'nfs':
             self.fail(check, f'it is of type {entry.get("type")}, not NFS', 'only NFS storages on an ONTAP volume can be '
-                        f'used: remove [{storage}] from {self.ctx.config.path}')
+                      f'used: remove [{storage}] from {self.ctx.config.path}')
             return None
         found = (f'NFS {entry.get("server")}:{entry.get("export")}, enabled on {entry.get("nodes") or "every node"}'
                  + (f', options {entry["options"]}' if entry.get('options') else ''))
@@ -6570,12 +6633,12 @@ class Doctor:
             return
         chained = [f'VM {vmid} ({", ".join(disk.key for disk in disks)})' for vmid, config in sorted(configs.items())
                    if config.get('parent') and (disks := [disk for disk in Guest.vm_disks(config) if disk.storage == storage
-                                                           and disk.path and disk.path.endswith('.qcow2')])]
+                                                          and disk.path and disk.path.endswith('.qcow2')])]
         found = ('on: a PVE snapshot of a qcow2 disk there is a file of its own the disk stands on, which vm create '
                  'cannot keep with its clone, so it refuses such a disk' +
                  (f'; VMs with one now: {", ".join(chained)}' if chained else '; no VM has one now'))
         self.warn(check, found, 'keep PVE snapshots off VMs there (vm create takes their snapshots), or take storage '
-                    'snapshots of them, which hold the whole chain')
+                  'snapshots of them, which hold the whole chain')
 
     def check_volume(self, storage):
         """The storage's volume (found by the commands' own rule), what the REST role reaches, and
@@ -6584,11 +6647,11 @@ class Doctor:
             volume = self.ctx.volume(storage)
         except Failure as exc:
             self.fail(f'{storage} volume', str(exc), 'mount the volume at the export (volume mount), or correct the '
-                        'export of the PVE storage, or svm in config.ini')
+                      'export of the PVE storage, or svm in config.ini')
             return False
         svm = self.ctx.config.storages[storage].svm
         self.ok(f'{storage} volume', f'{volume.name} in SVM {volume.svm} on ONTAP {volume.ontap.host}, mounted at '
-                  f'{volume.junction}' + ('' if svm else f' (any SVM: svm = {volume.svm} in config.ini pins it)'))
+                f'{volume.junction}' + ('' if svm else f' (any SVM: svm = {volume.svm} in config.ini pins it)'))
         self.check_role(volume, storage)
         try:
             record = volume.health()
@@ -6612,7 +6675,8 @@ class Doctor:
         except OntapError as exc:
             self.warn(check, f'not checked: {exc}', 'let the REST role read /api/storage/volumes')
             return
-        captures = [record for record in found if record['name'].startswith((Names.CAPTURE_PREFIX, Names.LEFTOVER_PREFIX))]
+        captures = [record for record in found if record['name'].startswith(
+            (Names.CAPTURE_PREFIX, Names.LEFTOVER_PREFIX))]
         old = [record for record in captures if not Volume.younger_than(record, Captures.LEFTOVER_AGE)]
         young = f'; {len(captures) - len(old)} younger, of a run under way' if len(captures) > len(old) else ''
         if not old:
@@ -6621,7 +6685,7 @@ class Doctor:
         names = ', '.join(record['name'] for record in old)
         if not clean or self.ctx.dry_run:
             self.warn(check, f'{names} in volume {volume.name}, left by earlier runs of vm create{young}',
-                        f'doctor -try -storage {storage} deletes them now, as the next vm create on the volume does')
+                      f'doctor -try -storage {storage} deletes them now, as the next vm create on the volume does')
             return
         try:
             with Locks.for_storages(self.ctx, [storage]) as locks:
@@ -6633,7 +6697,7 @@ class Doctor:
                 left = Captures.delete_leftovers(self.ctx, storage, doomed)
         except Failure as exc:
             self.warn(check, f'{names} in volume {volume.name}, left by earlier runs; not deleted: {exc}',
-                        'the next vm create on the volume deletes them')
+                      'the next vm create on the volume deletes them')
             return
         unknown = [record['name'] for record in old if record not in doomed]
         deleted = [record['name'] for record in doomed if record['name'] not in left]
@@ -6642,7 +6706,7 @@ class Doctor:
                  + (f'; left {", ".join(unknown)}: no run noted it' if unknown else '') + young)
         if left or unknown:
             self.warn(check, found, 'the next vm create on the volume tries again' if left else
-                        'if no run of another node uses it (one with -local-lock), delete it: volume snapshot delete')
+                      'if no run of another node uses it (one with -local-lock), delete it: volume snapshot delete')
         else:
             self.ok(check, f'deleted {names} in volume {volume.name}, left by earlier runs{young}')
 
@@ -6687,7 +6751,7 @@ class Doctor:
             return
         if not clean or self.ctx.dry_run:
             self.warn(check, f'{names} by a run that died ({Holder.describe(holder)})',
-                        f'doctor -try -storage {storage} brings them back, as the next run on them does')
+                      f'doctor -try -storage {storage} brings them back, as the next run on them does')
             return
         try:
             with Locks.for_storages(self.ctx, [storage]) as locks:
@@ -6699,7 +6763,7 @@ class Doctor:
         phrases = [f'{left}: {done}' for left, done in found]
         if failed:
             self.warn(check, '; '.join(phrases), 'see what failed, and bring the guest back by hand (qm resume, '
-                        'qm start, qm guest cmd VMID fsfreeze-thaw)')
+                      'qm start, qm guest cmd VMID fsfreeze-thaw)')
         else:
             self.ok(check, '; '.join(phrases))
 
@@ -6719,14 +6783,16 @@ class Doctor:
             destination = (relationship.get('destination') or {}).get('path') or 'an unnamed destination'
             policy = relationship.get('policy') or {}
             try:
-                record = volume.ontap.snapmirror_policy(policy['uuid'], policy.get('name')) if policy.get('uuid') else None
+                record = volume.ontap.snapmirror_policy(
+                    policy['uuid'], policy.get('name')) if policy.get('uuid') else None
             except OntapError as exc:
                 if exc.status != 404:
                     self.warn(f'{check} to {destination}', f'policy {policy.get("name")} not read: {exc}',
-                                Doctor.snapmirror_read_fix(exc))
+                              Doctor.snapmirror_read_fix(exc))
                     continue
                 record = None   # the destination cluster's policy
-            self.add(f'{check} to {destination}', *Doctor.snapmirror_check(policy.get('name'), record, section.snapmirror_label, section.section))
+            self.add(f'{check} to {destination}',
+                     *Doctor.snapmirror_check(policy.get('name'), record, section.snapmirror_label, section.section))
 
     @staticmethod
     def snapmirror_read_fix(exc):
@@ -6753,13 +6819,13 @@ class Doctor:
                     unchecked.append(f'{label} ({exc})')
         if refused:
             self.fail(f'{storage} REST role', f'the account may not read {"; ".join(refused)}', 'give its REST role '
-                        '/api/storage/volumes (all) and /api/cluster/jobs (readonly): README, Least privilege')
+                      '/api/storage/volumes (all) and /api/cluster/jobs (readonly): README, Least privilege')
         elif unchecked:
             self.warn(f'{storage} REST role', f'not checked for {"; ".join(unchecked)}', 'run doctor again; if that '
-                        'stays, see the error')
+                      'stays, see the error')
         else:
             self.ok(f'{storage} REST role', 'reads volumes, snapshots, files and jobs; what it may change, doctor -try '
-                      'shows')
+                    'shows')
 
     def check_mount(self, storage, entry, node):
         """The storage's NFS mount on this node, from findmnt."""
@@ -6791,7 +6857,7 @@ class Doctor:
             self.ok(check, f'would write {base}, file-clone it to {base}.clone, read the clone back and delete both')
             return
         made = []
-        with STOP.held():   # a stop waits until what was made is deleted again
+        with STOP.deferred():   # a stop waits until what was made is deleted again
             try:
                 status, found, fix = self.try_clone(storage, volume, base, release, made)
             except Failure as exc:
@@ -6862,7 +6928,8 @@ class Doctor:
             path = outcome.item[1]
             if outcome.state == 'unknown':
                 try:
-                    volume.ontap.settle(outcome.error, f'DELETE {volume.files_url(path)}', functools.partial(lambda path: not volume.file_exists(path), path))
+                    gone = functools.partial(lambda path: not volume.file_exists(path), path)
+                    volume.ontap.settle(outcome.error, f'DELETE {volume.files_url(path)}', gone)
                     continue
                 except Failure as exc:
                     outcome = Outcome(outcome.item, exc)
@@ -6880,7 +6947,7 @@ class Doctor:
                 self.ok('cluster lock', f'{exc}: local_lock = yes, so runs lock on this node only')
             else:
                 self.warn('cluster lock', f'{exc}: commands that change something refuse here',
-                            'run them on a PVE node with quorum, or add -local-lock where no other node runs them')
+                          'run them on a PVE node with quorum, or add -local-lock where no other node runs them')
             return
         directory = os.path.join(Node.CLUSTER_DIR, 'lock')
         held = sorted(name for name in os.listdir(directory) if name.startswith(Locks.CLUSTER_PREFIX))
@@ -6888,7 +6955,8 @@ class Doctor:
             self.ok('cluster lock', f'{directory} takes locks; none of this tool\'s is held')
         for name in held:
             lock = os.path.join(directory, name)
-            record = PrivateFiles.read_text(os.path.join(Node.CLUSTER_DIR, Locks.CLUSTER_RECORD_DIR), name.removeprefix(Locks.CLUSTER_PREFIX))
+            records = os.path.join(Node.CLUSTER_DIR, Locks.CLUSTER_RECORD_DIR)
+            record = PrivateFiles.read_text(records, name.removeprefix(Locks.CLUSTER_PREFIX))
             line = record.partition('\n')[0]
             holder = Holder.describe(line)
             try:
@@ -6898,12 +6966,12 @@ class Doctor:
             check = f'cluster lock {name.removeprefix(Locks.CLUSTER_PREFIX)}'
             if Holder.alive(line, Holder.this_node()) is False:
                 self.warn(check, f'stale: its run died, on this node ({holder}); pmxcfs removes it {Locks.CLUSTER_EXPIRY} s '
-                            'after its last update, when the next run asks',
-                            'nothing to do: the next run that needs it waits for that, or fails saying so (-wait 130)')
+                          'after its last update, when the next run asks',
+                          'nothing to do: the next run that needs it waits for that, or fails saying so (-wait 130)')
             elif age > Locks.CLUSTER_EXPIRY:
                 self.warn(check, f'stale, not updated for {age:.0f} s ({holder})',
-                            'nothing to do: the next run that needs it asks pmxcfs to remove it; if that pid '
-                            'still runs on that node, it hangs: look at it there')
+                          'nothing to do: the next run that needs it asks pmxcfs to remove it; if that pid '
+                          'still runs on that node, it hangs: look at it there')
             else:
                 self.ok(check, f'held by {holder}')
 
@@ -6915,13 +6983,13 @@ class Doctor:
             info = os.lstat(directory)
         except FileNotFoundError:
             self.ok('lock directory', f'{directory} is not there yet: the first run that takes a lock on this node '
-                      'makes it, mode 700')
+                    'makes it, mode 700')
             return
         problem = 'a link or no directory' if not stat.S_ISDIR(info.st_mode) else PrivateFiles.unsafe_owner(info)
         if problem:
             self.fail('lock directory', f'{directory} is {PrivateFiles.describe_owner(info)}: {problem}, so another user may have made '
-                        'it to take over the files of this tool; every run that locks on this node refuses it',
-                        f'rm -r {directory} (the next run makes it anew)')
+                      'it to take over the files of this tool; every run that locks on this node refuses it',
+                      f'rm -r {directory} (the next run makes it anew)')
         else:
             self.ok('lock directory', f'{directory}, {PrivateFiles.describe_owner(info)}')
 
@@ -6937,7 +7005,7 @@ class Doctor:
             return
         path = os.path.join(Node.CLUSTER_DIR, Manifest.KEY_FILE)
         self.ok('manifest key', f'{path}: manifests are signed with it' if key else
-                  f'none in {path} yet: the first snapshot made on a node makes it')
+                f'none in {path} yet: the first snapshot made on a node makes it')
 
     @staticmethod
     def unit_settings(text):
@@ -6962,7 +7030,8 @@ class Doctor:
     def check_units(self):
         """Where the Debian package is installed: each drop-in or copy of its storage service that
         sets its sandbox otherwise than the package does (Doctor.SANDBOX_SETTINGS)."""
-        shipped = next((os.path.join(d, Doctor.UNIT_NAME) for d in Doctor.UNIT_DIRS if os.path.isfile(os.path.join(d, Doctor.UNIT_NAME))), None)
+        shipped = next((os.path.join(d, Doctor.UNIT_NAME)
+                       for d in Doctor.UNIT_DIRS if os.path.isfile(os.path.join(d, Doctor.UNIT_NAME))), None)
         if shipped is None:
             self.ok('service sandbox', 'the Debian package is not installed here: no units to check')
             return
@@ -6974,14 +7043,15 @@ class Doctor:
             drop_ins = glob.glob(os.path.join(directory, 'pve-ontap-snapshot-storage@*.service.d', '*.conf'))
             for path in [copy for copy in copies if os.path.isfile(copy)] + sorted(drop_ins):
                 with open(path, encoding='utf-8') as file:
-                    found.append((path, Doctor.weakened_settings(vendor, Doctor.unit_settings(file.read()), path in copies)))
+                    found.append((path, Doctor.weakened_settings(
+                        vendor, Doctor.unit_settings(file.read()), path in copies)))
         weaker = [f'{path}: {", ".join(changes)}' for path, changes in found if changes]
         if weaker:
             self.warn('service sandbox', f'set otherwise than the package ships it: {"; ".join(weaker)}',
-                        'leave the sandbox settings to the package (a drop-in may add ReadWritePaths=): README, Security')
+                      'leave the sandbox settings to the package (a drop-in may add ReadWritePaths=): README, Security')
         else:
             self.ok('service sandbox', f'{shipped}, as the package ships it' +
-                      (f', with {len(found)} drop-in(s) that leave its sandbox as it is' if found else ''))
+                    (f', with {len(found)} drop-in(s) that leave its sandbox as it is' if found else ''))
 
     def run(self, args):
         """doctor reads config.ini itself (each problem in it is one of its checks), then checks PVE,
@@ -6989,7 +7059,7 @@ class Doctor:
         config = self.check_config(args.config)
         if config is not None:
             self.ctx = Context(config, output=args.output, dry_run=args.dry_run, wait=args.wait, local_lock=args.local_lock,
-                          command='doctor -try')
+                               command='doctor -try')
             storages = self.check_scope(config, args.storage)
             pve_reached = self.check_pve(storages)
             self.check_locks(config)
@@ -7012,8 +7082,7 @@ class Doctor:
         each ONTAP cluster and each storage it serves, in that order."""
         Doctor(args.output).run(args)
 
-
-# ---- CLI -------------------------------------------------------------------------------
+# ---- 11. CLI ---------------------------------------------------------------------------------
 # The original's single-dash options stay primary; each is also spelled with two dashes.
 
 LOG_LEVELS = {'debug': logging.DEBUG, 'info': logging.INFO, 'warn': logging.WARNING,
@@ -7169,7 +7238,8 @@ class Arg:
     @staticmethod
     def parallel_count(text):
         if not re.fullmatch(r'[0-9]+', text) or not 1 <= int(text) <= Parallel.MOST_VMS_AT_ONCE:
-            raise argparse.ArgumentTypeError(f'{text!r}: -parallel takes a whole number from 1 to {Parallel.MOST_VMS_AT_ONCE}')
+            raise argparse.ArgumentTypeError(
+                f'{text!r}: -parallel takes a whole number from 1 to {Parallel.MOST_VMS_AT_ONCE}')
         return int(text)
 
     @staticmethod
@@ -7561,7 +7631,6 @@ def main(argv=None):
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0
-
 
 if __name__ == '__main__':
     sys.exit(main())

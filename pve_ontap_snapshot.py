@@ -633,10 +633,10 @@ class ConfigFile:
         return parser
 
     @staticmethod
-    def read(path, text=None):
-        """Read and check config.ini (`text`: as read_text read it); every error names the
-        file, section and key."""
-        parser = ConfigFile.parse(path, ConfigFile.read_text(path) if text is None else text)
+    def read(path, parser=None):
+        """Read and check config.ini (`parser`: as parse made it, if it was parsed already);
+        every error names the file, section and key."""
+        parser = parser or ConfigFile.parse(path, ConfigFile.read_text(path))
 
         def get(section, key, default=None, required=True):
             try:
@@ -3394,6 +3394,31 @@ class Parallel:
             pool.shutdown(wait=True, cancel_futures=not finish)
 
     @staticmethod
+    def within(seconds, late, function, *args):
+        """function(*args) in a thread of its own; if it has not returned after `seconds`, late()
+        is called and the wait goes on for its result."""
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(function, *args)
+            try:
+                return Parallel.result_of(future, timeout=seconds)
+            except concurrent.futures.TimeoutError:
+                late()
+                return Parallel.result_of(future)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def in_order(function, items, workers):
+        """function(item) for each item, `workers` at once: yields an iterator of the results, in
+        item order, each as soon as it and those before it are done. On the way out — also on an
+        exception — every call begun ends, and none begins any more."""
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+        try:
+            futures = [pool.submit(function, item) for item in items]
+            yield (Parallel.result_of(future) for future in futures)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    @staticmethod
     def run(function, items, at_once=True, limit=REQUESTS_AT_ONCE):
         """Call function(item) for every item, up to `limit` at once (or one by one, so that a
         dry run prints its lines in order); the Outcome of each, in item order. A stop signal
@@ -3778,15 +3803,12 @@ class VmWindow:
         if not (self.acting and self.mode in ('freeze', 'pause')):
             return function(*args)
         bound = self.ctx.config.timeouts.freeze
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            future = pool.submit(function, *args)
-            try:
-                return Parallel.result_of(future, timeout=bound)
-            except concurrent.futures.TimeoutError:
-                self.late = (f'the capture snapshots outlasted the {self.mode} bound of {bound:g} s (freeze_timeout): '
-                             'not consistent')
-                self._resume()
-                return Parallel.result_of(future)
+
+        def late():
+            self.late = (f'the capture snapshots outlasted the {self.mode} bound of {bound:g} s (freeze_timeout): '
+                         'not consistent')
+            self._resume()
+        return Parallel.within(bound, late, function, *args)
 
     def leave_down(self, why):
         """Do not start the VM again when the window closes."""
@@ -3889,13 +3911,10 @@ class GuestsWindow:
         and the run waits on for its result."""
         if not self.guests or self._closed:
             return function(*args)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            future = pool.submit(function, *args)
-            try:
-                return Parallel.result_of(future, timeout=max(0.0, self._deadline - time.monotonic()))
-            except concurrent.futures.TimeoutError:
-                self._let_go(f'the snapshot outlasted the bound of {self.bound:g} s (freeze_timeout)')
-                return Parallel.result_of(future)
+        return Parallel.within(max(0.0, self._deadline - time.monotonic()),
+                               lambda: self._let_go(f'the snapshot outlasted the bound of {self.bound:g} s '
+                                                    '(freeze_timeout)'),
+                               function, *args)
 
     def _let_go(self, why):
         with self._mutex:
@@ -3904,8 +3923,7 @@ class GuestsWindow:
             self._closed = True
             self.late = why
             holding = [guest for guest in self.guests if guest.since is not None]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=self._at_once()) as pool:
-            list(pool.map(self._let_go_of, holding))
+        Parallel.map(self._let_go_of, holding, self._at_once(), finish=True)
 
     def _at_once(self):
         """Threads for the calls to hold or let go of the guests (one in a dry run: its lines in order)."""
@@ -3967,8 +3985,7 @@ class GuestsWindow:
         guests = ctx.pve.guests() if guests is None else guests
         running = [guest for _, guest in sorted(guests.items()) if guest.get('status') == 'running']
         at_once = 1 if ctx.dry_run else max(1, min(len(running), Parallel.REQUESTS_AT_ONCE))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=at_once) as pool:
-            found = list(pool.map(functools.partial(GuestsWindow.look_at, ctx, storage, pause, configs or {}), running))
+        found = Parallel.map(functools.partial(GuestsWindow.look_at, ctx, storage, pause, configs or {}), running, at_once)
         return [held for held, _ in found if held], [crash for _, crash in found if crash]
 
     @staticmethod
@@ -4352,19 +4369,6 @@ class VmCreate:
             return False
 
     @staticmethod
-    @contextlib.contextmanager
-    def in_order(function, items, workers):
-        """function(item) for each item, `workers` at once: yields an iterator of the results, in
-        item order, each as soon as it and those before it are done. On the way out — also on an
-        exception — every call begun ends, and none begins any more."""
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
-        try:
-            futures = [pool.submit(function, item) for item in items]
-            yield (Parallel.result_of(future) for future in futures)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    @staticmethod
     def stop_report(results):
         """What a vm create stopped by a signal got done, for its one error line."""
         made = [str(result.failure or f'{result.made} was made') for result in results if result.made]
@@ -4413,7 +4417,7 @@ class VmCreate:
                         result.lines = lines or []
                         return result
 
-                    with VmCreate.in_order(snapshot, views, workers) as done:
+                    with Parallel.in_order(snapshot, views, workers) as done:
                         for vmid, view in gathered:
                             result = next(done) if isinstance(view, VmView) else VmCreate.Result(vmid, problems=[view])
                             for record in result.lines:
@@ -6361,7 +6365,7 @@ class Doctor:
         if not self.check_sections(parser) or (risk and os.geteuid() == 0):
             return None
         try:
-            return ConfigFile.read(path, text)
+            return ConfigFile.read(path, parser)
         except ConfigError as exc:
             self.fail('config.ini', str(exc), 'correct it (see config.ini.example)')
             return None

@@ -4,7 +4,7 @@ deleted; one that ONTAP keeps busy is renamed to a leftover that the next run de
 
 import json
 
-from world import VM100, VM100_ONTAP_DISKS, error_lines, pve_params
+from world import FILE_CLONE, VM100, VM100_ONTAP_DISKS, error_lines
 
 import pve_ontap_snapshot as tool
 
@@ -71,7 +71,7 @@ def test_disks_on_one_volume_are_taken_at_one_instant_without_any_pause(world):
 
     assert result.code == 0, result.err
     assert snapshot_disks(world) == before
-    assert not [r for r in world.pve.requests if '/status/' in r[1] and r[0] == 'POST']
+    assert not world.power_actions()
     # two volumes, two captures, two instants: said, with the way to one
     assert 'VM 100: its disks on 2 volumes are captured at 2 different instants; -pause takes them at one' in result.err
 
@@ -80,9 +80,9 @@ def test_a_stopped_vm_is_cloned_straight_from_its_disks(world):
     result = world.run('vm', 'create', '-vm', 101, '-no-register')
 
     assert result.code == 0, result.err
-    sources = [r['body']['source_path'] for r in world.a.requests if r['path'] == '/api/storage/file/clone']
+    sources = [r['body']['source_path'] for r in world.ontap_requests('POST', FILE_CLONE)]
     assert sources == ['images/101/vm-101-disk-0.raw']
-    assert not [r for r in world.a.requests if r['path'].endswith('/snapshots')]
+    assert not world.ontap_requests(path='*/snapshots')
 
 
 # -- the guest waits only for the captures
@@ -97,8 +97,7 @@ def test_pause_leaves_the_vm_running_and_never_hibernated(world):
     result = world.run('vm', 'create', '-vm', 100, '-pause', '-no-register')
 
     assert result.code == 0, result.err
-    posts = [(p.rsplit('/', 1)[1], pve_params(b)) for m, p, b in world.pve.requests if m == 'POST' and '/status/' in p]
-    assert posts == [('suspend', {}), ('resume', {})]          # in memory: no todisk, no start
+    assert world.power_requests() == [('suspend', {}), ('resume', {})]          # in memory: no todisk, no start
     resumed = next(i for i, (m, p, _) in enumerate(world.pve.requests) if p.endswith('/status/resume'))
     captures = [s for s in seen if s[:2] == ('POST', 'snapshots')]
     clones = [s for s in seen if s[:2] == ('POST', 'clone')]
@@ -162,7 +161,7 @@ def test_a_pause_that_fails_leaves_the_vm_running_and_nothing_taken(world):
     assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: suspend VM 100: VM 100 qmp command failed - '
                                     'got timeout')]
     assert world.state() == before
-    assert not [r for r in world.a.requests + world.b.requests if r['method'] != 'GET']
+    assert not world.ontap_changes()
 
 
 def test_a_vm_that_cannot_be_resumed_is_named_with_what_to_run(world):
@@ -192,7 +191,7 @@ def test_a_failed_capture_takes_back_the_other_and_clones_nothing(world):
     assert line.endswith('nothing was cloned')
     assert world.state() == before          # the capture on ONTAP01 is deleted again
     assert world.pve.vm(100).qmpstatus == 'running'
-    assert not [r for r in world.a.requests + world.b.requests if r['path'] == '/api/storage/file/clone']
+    assert not world.ontap_requests(path=FILE_CLONE)
 
 
 def test_captures_never_show_as_storage_snapshots(world, monkeypatch):
@@ -237,7 +236,7 @@ def test_a_busy_capture_is_renamed_and_the_next_run_deletes_it(world, cluster_di
     second = world.run('vm', 'create', '-vm', 101, '-no-register')
     assert second.code == 0, second.err
     assert leftover in world.vol1.snapshots
-    assert not [r for r in world.a.requests if r['path'].endswith('/snapshots')]
+    assert not world.ontap_requests(path='*/snapshots', on=world.a)
 
     # once it is old enough (and ONTAP lets go of it), the next run on the volume deletes it
     monkeypatch.setattr(tool.Captures, 'LEFTOVER_AGE', 0)
@@ -279,7 +278,7 @@ def test_a_capture_delete_whose_answer_is_lost_is_left_for_the_next_run(world, c
     world.a.requests.clear()
     assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
     assert noted not in '\n'.join(record_of(world, cluster_dir))
-    assert not [r for r in world.a.requests if r['method'] == 'DELETE']
+    assert not world.ontap_requests('DELETE', on=world.a)
 
 
 def test_a_capture_that_stays_busy_and_cannot_be_renamed_is_named(world, monkeypatch):

@@ -153,7 +153,7 @@ def test_f_is_not_force_so_a_running_vm_stops_the_storage_restore(world, capsys)
     line = usage_error(world, capsys, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes', '-f')
 
     assert line.endswith('error: unrecognized arguments: -f')
-    assert not [r for r in world.a.requests if r['method'] == 'PATCH']
+    assert not world.ontap_requests('PATCH')
 
 
 # -- ids, counts and seconds
@@ -291,7 +291,7 @@ def test_a_token_next_to_a_password_is_used_and_the_password_said_to_be_ignored(
     assert result.code == 0, result.err
     assert result.err.splitlines()[0] == (f'WARNING: {world.config}: [proxmox] has proxmox_token_name and '
                                           'proxmox_pass: the API token is used, proxmox_pass is ignored')
-    assert not [p for _, p, _ in world.pve.requests if p.endswith('/access/ticket')]
+    assert world.logins() == 0
     assert len(world.vol1.snapshots) == 1
 
 

@@ -33,7 +33,7 @@ def test_clones_of_a_vm_on_this_node_are_registered_by_qm_disk_rescan(world, nod
 
     assert node() == ['qm disk rescan --vmid 100']
     assert world.pve.vm(100).pending == before
-    assert not [m for m, p, _ in world.pve.requests if m == 'PUT']
+    assert not world.pve_requests('PUT')
 
 
 def test_a_vm_on_another_node_is_registered_through_the_api(world, node):
@@ -46,7 +46,7 @@ def test_mount_on_this_node_and_unmount_detaches_the_nfs_mount(world, node):
     world.a.add_snapshot('proxmox_storage01', OLD)
     assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
     assert world.pve.storage_config('ONTAP01-CLONE')['nodes'] == 'pve1'
-    assert not [p for _, p, _ in world.pve.requests if p.endswith('/cluster/status')]
+    assert not world.pve_requests(path='*/cluster/status')
 
     result = world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE')
 

@@ -34,8 +34,8 @@ def note_answered(world, first, then):
 
     def note(record):
         if record['path'] == CLONE and of_vm(then)(record['body']):
-            answered.append(sum(1 for r in world.a.requests + world.b.requests
-                                if r['path'] == CLONE and of_vm(first)(r['body']) and r['status'] is not None))
+            answered.append(sum(1 for r in world.ontap_requests(path=CLONE)
+                                if of_vm(first)(r['body']) and r['status'] is not None))
     world.a.on_request = world.b.on_request = note
     return answered
 
@@ -225,9 +225,7 @@ def test_ctrl_c_begins_no_new_vm_lets_those_begun_finish_and_names_what_was_made
                     f'; not begun: VM {", ".join(map(str, left))})')
     # every VM runs, and those not begun were never shut down
     assert all(world.pve.vm(vmid).status == 'running' and not world.pve.vm(vmid).lock for vmid in vmids)
-    shut = {int(m.group(1)) for method, path, _ in world.pve.requests
-            if method == 'POST' and (m := re.search(r'/qemu/(\d+)/status/shutdown$', path))}
-    assert shut == set(made)
+    assert [vmid for vmid in vmids if 'shutdown' in world.power_actions(vmid)] == made
 
 
 # -- one timer on every node

@@ -261,7 +261,7 @@ def test_a_guest_started_while_the_admin_reads_the_question_stops_a_storage_rest
 
     assert (code, err.splitlines()) == (1, [('ERROR: storage ONTAP01: meanwhile VM 100 running on it, shut down '
                                             'first; nothing reverted')])
-    assert not [r for r in world.a.requests if r['method'] == 'PATCH'] and sorted(world.vol1.snapshots) == snapshots
+    assert not world.ontap_requests('PATCH') and sorted(world.vol1.snapshots) == snapshots
 
 
 def test_sigterm_in_the_window_still_says_that_the_vm_could_not_be_started(world):
@@ -333,7 +333,7 @@ def test_a_guest_locked_while_the_admin_reads_the_question_stops_a_storage_resto
 
     assert (code, err.splitlines()) == (1, [('ERROR: storage ONTAP01: meanwhile VM 101 locked (backup), try again '
                                             'when that is done; nothing reverted')])
-    assert not [r for r in world.a.requests if r['method'] == 'PATCH'] and sorted(world.vol1.snapshots) == snapshots
+    assert not world.ontap_requests('PATCH') and sorted(world.vol1.snapshots) == snapshots
 
 
 def test_sigterm_while_ontap_reverts_a_storage_waits_for_its_answer_and_says_so(world):

@@ -79,8 +79,8 @@ def test_a_vm_comes_back_from_a_storage_snapshot(world):
     assert result.code == 0, result.err
     assert disk.read_bytes() == original
     # the copy inside the snapshot was looked up through the files API before it was cloned
-    assert [r for r in world.a.requests if r['path'].endswith(f'/files/.snapshot/{snapshot}/images/101/{VM101_DISK}')
-            and r['query'].get('return_metadata') == 'true']
+    assert [r for r in world.ontap_requests(path=f'*/files/.snapshot/{snapshot}/images/101/{VM101_DISK}', on=world.a)
+            if r['query'].get('return_metadata') == 'true']
     expect_refused(world, 'size')
 
 
@@ -97,9 +97,9 @@ def test_a_destroyed_vm_comes_back_as_new_from_the_storage_snapshot_that_recorde
     assert world.disk(world.vol1, 201, 'vm-201-disk-0.raw').read_bytes() == original
     assert world.pve.vm(201).config['scsi0'].startswith('ONTAP01:201/vm-201-disk-0.raw')
     # its record, read back through the files API from inside the snapshot
-    assert [r for r in world.a.requests if r['method'] == 'GET' and r['status'] == 200
-            and r['path'].endswith(f'/files/.snapshot/{snapshot}/pve-ontap-snapshot/vm-101.shutdown.manifest.json')
-            and 'length' in r['query']]
+    assert [r for r in world.ontap_requests(
+        'GET', f'*/files/.snapshot/{snapshot}/pve-ontap-snapshot/vm-101.shutdown.manifest.json', on=world.a)
+            if r['status'] == 200 and 'length' in r['query']]
     # a snapshot's size, refused on 9.8, is still asked of a file, which has one there
     expect_refused(world, 'size')
 
@@ -139,8 +139,8 @@ def test_running_vms_share_one_capture_per_volume_and_doctor_try_clears_what_a_r
 
     assert made.code == 0, made.err
     assert doctor.code == 0, doctor.out
-    captures = {r['body']['name'] for r in world.a.requests if r['method'] == 'POST' and r['path'].endswith('/snapshots')
-                and r['body']['name'].startswith(tool.Names.CAPTURE_PREFIX)}
+    captures = {r['body']['name'] for r in world.ontap_requests('POST', '*/snapshots', on=world.a)
+                if r['body']['name'].startswith(tool.Names.CAPTURE_PREFIX)}
     assert len(captures) == 1 and captures.pop().endswith('_all')
     assert len(world.clones(world.vol1, 101)) == 1
     assert not [name for name in world.vol1.snapshots if name.startswith('pve_ontap_')]
@@ -207,7 +207,7 @@ def test_a_clone_that_outlasts_return_timeout_is_followed_to_its_end(world):
     assert result.code == 0, result.err
     (clone,) = world.clones(world.vol1, 101)
     assert world.disk(world.vol1, 101, clone).read_bytes() == world.disk(world.vol1, 101, VM101_DISK).read_bytes()
-    polls = [r for r in world.a.requests if r['path'].startswith('/api/cluster/jobs/')]
+    polls = world.ontap_requests(path='/api/cluster/jobs/*', on=world.a)
     assert polls and polls[-1]['status'] == 200
     if expect_refused(world, 'error'):
         # asked once with `error`, refused, then never again in this run

@@ -9,7 +9,7 @@ import types
 import pytest
 import requests
 from fakepve import TaskError
-from world import ONTAP_B_PASSWORD, ONTAP_PASSWORD, PVE_PASSWORD, PVE_USER, cloning, error_lines, pve_params
+from world import FILE_CLONE, ONTAP_B_PASSWORD, ONTAP_PASSWORD, PVE_PASSWORD, PVE_USER, cloning, error_lines
 
 import pve_ontap_snapshot as tool
 
@@ -21,10 +21,6 @@ def add_snapshots(world):
     world.a.add_snapshot('proxmox_storage01', OLD, create_time='2024-03-13T14:42:47+00:00')
     world.a.add_snapshot('proxmox_storage01', 'hourly.2024-03-14_0905', create_time='2024-03-14T09:05:00+00:00')
     world.a.add_snapshot('proxmox_storage01', NEWER, create_time='2024-03-14T10:00:00+00:00')
-
-
-def changes(emu):
-    return [r for r in emu.requests if r['method'] != 'GET']
 
 
 # -- storage restore
@@ -40,7 +36,7 @@ def test_storage_restore_shows_what_it_will_do_and_refuses_under_running_vms(wor
     assert f'Snapshots newer than it, which ONTAP deletes: hourly.2024-03-14_0905, {NEWER}' in result.err
     assert error_lines(result) == [('ERROR: storage ONTAP01: VM 100 running on it, shut down first '
                                    '(or -force to revert anyway)')]
-    assert world.state() == before and not changes(world.a)
+    assert world.state() == before and not world.ontap_changes(on=world.a)
 
 
 def test_storage_restore_counts_running_containers_too(world):
@@ -58,7 +54,7 @@ def test_storage_restore_counts_running_containers_too(world):
     assert 'Guests with disks on it: VM 100 web (stopped), VM 101 db (stopped), CT 200 files (running)' in result.err
     assert error_lines(result) == [('ERROR: storage ONTAP01: CT 200 running on it, shut down first '
                                    '(or -force to revert anyway)')]
-    assert world.state() == before and not changes(world.a)
+    assert world.state() == before and not world.ontap_changes(on=world.a)
 
 
 def test_storage_restore_refuses_when_a_node_cannot_say_what_runs_there(world):
@@ -73,7 +69,7 @@ def test_storage_restore_refuses_when_a_node_cannot_say_what_runs_there(world):
     assert 'Unknown whether VM 101 on node pve2 uses it:' in result.err and 'No route to host' in result.err
     assert error_lines(result) == [('ERROR: storage ONTAP01: VM 101 not checked (node unreachable) '
                                    '(or -force to revert anyway)')]
-    assert world.state() == before and not changes(world.a)
+    assert world.state() == before and not world.ontap_changes(on=world.a)
 
 
 @pytest.mark.parametrize('lock, line', [
@@ -91,7 +87,7 @@ def test_storage_restore_refuses_under_a_hibernated_or_locked_guest(world, lock,
     assert result.code == 1
     assert f'Guests with disks on it: VM 100 web (stopped), VM 101 db (stopped, locked: {lock})' in result.err
     assert error_lines(result) == [f'ERROR: storage ONTAP01: {line} (or -force to revert anyway)']
-    assert world.state() == before and not changes(world.a)
+    assert world.state() == before and not world.ontap_changes(on=world.a)
 
 
 def test_storage_restore_names_every_kind_of_guest_in_the_way(world):
@@ -107,7 +103,7 @@ def test_storage_restore_names_every_kind_of_guest_in_the_way(world):
     assert error_lines(result) == [('ERROR: storage ONTAP01: VM 100, CT 201 running on it, shut down first; CT 200 '
                                     'hibernated on it, resume and shut down first; VM 101 locked (backup), try again '
                                     'when that is done (or -force to revert anyway)')]
-    assert not changes(world.a)
+    assert not world.ontap_changes(on=world.a)
 
 
 def test_storage_restore_with_force_reverts_under_a_locked_guest(world):
@@ -166,7 +162,7 @@ def test_storage_restore_refuses_while_a_newer_snapshot_backs_a_mount_and_so_doe
         result = world.run(*dry, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-force', '-yes')
         assert result.code == 1 and error_lines(result) == [line]
 
-    assert world.state() == before and not [r for r in changes(world.a) if r['method'] == 'PATCH']
+    assert world.state() == before and not world.ontap_requests('PATCH')
 
 
 def test_storage_restore_with_force_reverts_and_ontap_deletes_the_newer_snapshots(world):
@@ -241,8 +237,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(world, argv):
     planned = [line for line in result.out.splitlines() if line.startswith('would ')]
     assert planned, result.out
     assert world.state() == before
-    assert not changes(world.a) and not changes(world.b)
-    assert [m for m, p, _ in world.pve.requests if m != 'GET' and not p.endswith('/access/ticket')] == []
+    assert not world.ontap_changes()
+    assert not world.pve_changes()
 
 
 def test_dry_run_of_vm_create_names_each_step(world):
@@ -390,10 +386,8 @@ def test_unmount_disables_then_removes_then_deletes_the_clone(world):
 
     assert world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE').code == 0
 
-    writes = [(m, p, pve_params(b)) for m, p, b in world.pve.requests if m in ('PUT', 'DELETE')]
-    assert [(m, p.rsplit('/', 1)[1]) for m, p, _ in writes] == [('PUT', 'ONTAP01-CLONE'),
-                                                                ('DELETE', 'ONTAP01-CLONE')]
-    assert writes[0][2] == {'disable': '1'}
+    assert [(r.method, r.path.rsplit('/', 1)[1], r.params) for r in world.pve_changes()] == [
+        ('PUT', 'ONTAP01-CLONE', {'disable': '1'}), ('DELETE', 'ONTAP01-CLONE', {})]
 
 
 def delete_volume_behind_our_back(world, name):
@@ -510,9 +504,8 @@ def test_an_ha_vm_whose_stop_outlasts_the_wait_is_asked_to_start_again(world):
 
     assert result.code == 1
     assert 'the HA manager has not made it stopped after 0.1 s (task_timeout)' in result.err
-    posts = [p.rsplit('/', 1)[1] for m, p, _ in world.pve.requests if m == 'POST' and '/status/' in p]
-    assert posts[:2] == ['shutdown', 'start']
-    assert not changes(world.a)
+    assert world.power_actions()[:2] == ['shutdown', 'start']
+    assert not world.ontap_changes(on=world.a)
 
 
 def test_unmount_refuses_a_flexclone_of_another_volume(world):
@@ -562,7 +555,7 @@ def test_a_failed_clone_post_is_not_repeated_and_leaves_nothing(world, fault):
     assert result.code == 1
     (line,) = error_lines(result)
     assert 'scsi0 (' in line and 'removed the 5 clone(s)' in line
-    posts = [r for r in world.a.requests if r['path'] == '/api/storage/file/clone' and match(r['body'])]
+    posts = [r for r in world.ontap_requests(path=FILE_CLONE) if match(r['body'])]
     assert len(posts) == 1
     assert world.state() == before
 
@@ -598,7 +591,7 @@ def test_a_failed_suspend_task_leaves_the_vm_running_and_nothing_cloned(world):
     assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: suspend VM 100: task qmsuspend failed: VM 100 '
                                    'qmp command savevm-start failed - timeout')]
     assert world.state() == before
-    assert not [r for r in world.a.requests if r['method'] == 'POST']
+    assert not world.ontap_requests('POST')
 
 
 def test_a_failed_start_task_says_the_vm_is_stopped(world):
@@ -677,8 +670,7 @@ def test_shutdown_of_an_ha_vm_waits_until_ha_has_stopped_it_and_started_it(world
     assert sorted(status_at) == [('clone', 'running')] * 6 + [('snapshots', 'stopped')] * 2 + [
         (name, 'running') for name in sorted(world.records(world.vol1, 100))]
     assert vm.status == 'running'
-    tasks = [p.rsplit('/', 1)[1] for m, p, _ in world.pve.requests if m == 'POST' and '/status/' in p]
-    assert tasks == ['shutdown', 'start']
+    assert world.power_actions() == ['shutdown', 'start']
 
 
 def test_suspend_of_an_ha_vm_is_refused_before_anything_changes(world):
@@ -690,7 +682,7 @@ def test_suspend_of_an_ha_vm_is_refused_before_anything_changes(world):
     assert result.code == 1
     assert error_lines(result) == [('ERROR: VM 100 is managed by HA, and PVE does not suspend such a VM to disk: '
                                    'use -pause, -shutdown or -freeze')]
-    assert world.state() == before and not changes(world.a)
+    assert world.state() == before and not world.ontap_changes(on=world.a)
 
 
 def test_a_locked_vm_is_refused_before_anything_changes(world):
@@ -718,7 +710,7 @@ def test_an_expired_ticket_is_renewed_once(world):
 
     assert result.code == 0, result.err
     assert world.pve.vm(100).status == 'running'
-    assert len([p for m, p, _ in world.pve.requests if p.endswith('/access/ticket')]) == 2
+    assert world.logins() == 2
 
 
 # -- credentials
@@ -732,7 +724,7 @@ def test_pve_api_token_instead_of_a_password(world):
     result = world.run('vm', 'create', '-vm', 100, '-suspend')
 
     assert result.code == 0, result.err
-    assert not [p for m, p, _ in world.pve.requests if p.endswith('/access/ticket')]
+    assert world.logins() == 0
     assert world.pve.vm(100).status == 'running'
 
 

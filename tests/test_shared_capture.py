@@ -33,7 +33,7 @@ def clones_of(world, vmid):
 
 def capture_requests(world, method):
     """The names of the capture snapshots created (POST) or the paths deleted (DELETE) on both clusters."""
-    found = [r for r in world.a.requests + world.b.requests if r['method'] == method and '/snapshots' in r['path']]
+    found = world.ontap_requests(method, '*/snapshots*')
     return [r['body']['name'] for r in found] if method == 'POST' else [r['path'] for r in found]
 
 
@@ -60,7 +60,7 @@ def test_three_running_vms_cost_two_captures_and_two_deletes_not_one_per_vm_and_
     assert len(capture_requests(world, 'DELETE')) == 2
     assert not world.vol1.snapshots and not world.vol2.snapshots
     assert noted_captures(world, cluster_dir) == []
-    sources = {r['body']['source_path'].split('/')[1] for r in world.a.requests + world.b.requests if r['path'] == CLONE}
+    sources = {r['body']['source_path'].split('/')[1] for r in world.ontap_requests(path=CLONE)}
     assert sources == {name}
 
 
@@ -112,7 +112,7 @@ def test_a_stopped_vm_among_running_ones_is_cloned_straight_from_its_disk(world)
 
     assert world.run('vm', 'create', '-vm', 101, 103, '-no-register').code == 0
 
-    shared, live = sorted(r['body']['source_path'] for r in world.a.requests if r['path'] == CLONE)
+    shared, live = sorted(r['body']['source_path'] for r in world.ontap_requests(path=CLONE, on=world.a))
     assert re.fullmatch(r'\.snapshot/pve_ontap_capture_\S+_all/images/103/vm-103-disk-0\.raw', shared)
     assert live == 'images/101/vm-101-disk-0.raw'
 

@@ -107,7 +107,7 @@ def test_vm_list_shows_the_consistency_of_new_snapshots_and_unknown_for_old_ones
     assert [(row[0] == ORIGINAL_STAMP, row[3], row[-2]) for row in rows[1:]] == [(True, 'scsi0', 'unknown'),
                                                                                    (False, 'scsi0', 'shutdown')]
     # the consistency from the directory listing; the one manifest read, to check it
-    assert [r['method'] for r in world.a.requests if '/files' in r['path']] == ['GET', 'GET']
+    assert [r['method'] for r in world.ontap_requests(path='*/files*', on=world.a)] == ['GET', 'GET']
     data = json.loads(world.run('-output', 'json', 'vm', 'list', '-vm', 101).out)
     assert [(s['consistency'], len(s['files'])) for s in data] == [('unknown', 1), ('shutdown', 1)]
 
@@ -158,5 +158,5 @@ def test_a_manifest_write_whose_answer_is_lost_is_read_back(world):
 
     assert result.code == 0, result.err
     assert len(world.records(world.vol1, 101)) == 1
-    lookups = [r for r in world.a.requests if r['method'] == 'GET' and r['path'].endswith('manifest.json')]
+    lookups = world.ontap_requests('GET', '*manifest.json', on=world.a)
     assert lookups and lookups[-1]['status'] == 200

@@ -37,7 +37,7 @@ def test_an_export_with_a_trailing_slash_finds_its_volume(world):
 def test_create_on_the_second_cluster_with_svm(world):
     assert world.run('storage', 'create', '-storage', 'ONTAP02').code == 0
     assert len(tool_snapshots(world.vol2)) == 1
-    lookups = [r for r in world.b.requests if r['path'] == '/api/storage/volumes']
+    lookups = world.ontap_requests(path='/api/storage/volumes', on=world.b)
     assert all(r['query'].get('svm.name') == 'svm2' for r in lookups)
     assert all(r['query'].get('name') or r['query'].get('nas.path') for r in lookups)
 
@@ -106,7 +106,7 @@ def test_delete_waits_for_a_job_that_outlasts_return_timeout(world):
 
     assert result.code == 0, result.err
     assert tool_snapshots(world.vol1) == []
-    assert [r for r in world.a.requests if r['path'].startswith('/api/cluster/jobs/')]
+    assert world.ontap_requests(path='/api/cluster/jobs/*', on=world.a)
 
 
 def test_delete_of_a_wildcard_name_deletes_nothing(world):
@@ -133,10 +133,10 @@ def test_restore_brings_back_the_bytes(world):
 
     assert result.code == 0, result.err
     assert disk.read_bytes() == original
-    (patch,) = [r for r in world.a.requests if r['method'] == 'PATCH']
+    (patch,) = world.ontap_requests('PATCH')
     assert patch['path'] == f'/api/storage/volumes/{world.vol1.uuid}'
     assert patch['query']['restore_to.snapshot.name'] == OLD
-    assert not [r for r in world.a.requests if '/private/cli' in r['path']]
+    assert not world.ontap_requests(path='*/private/cli*')
 
 
 def test_mount_adds_a_flexclone_as_nfs_storage_and_unmount_removes_both(world):

@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from world import error_lines, pve_params, signalled_run, with_running_guests
+from world import error_lines, signalled_run, with_running_guests
 
 SCRIPT = Path(__file__).resolve().parent.parent / 'pve_ontap_snapshot.py'
 THAW_TOO_LATE = ("VM {vmid} qmp command 'guest-fsfreeze-thaw' failed - couldn't hold writes: fsfreeze is limited "
@@ -25,11 +25,6 @@ def note_guests_at_the_snapshot(world, vms):
 
 def agent_commands(vm):
     return [command for command, _ in vm.agent_requests if command != 'ping']
-
-
-def power_calls(world, vmid):
-    return [(p.rsplit('/', 1)[1], pve_params(b)) for m, p, b in world.pve.requests
-            if m == 'POST' and f'/qemu/{vmid}/status/' in p]
 
 
 def storage_snapshots(world):
@@ -49,7 +44,7 @@ def test_a_frozen_storage_snapshot_thaws_every_guest(world):
                      104: (False, 'running')}]
     assert agent_commands(vms[100]) == agent_commands(vms[101]) == ['fsfreeze-freeze', 'fsfreeze-thaw']
     assert not any(vm.agent_frozen for vm in vms.values())
-    assert agent_commands(vms[104]) == [] and not power_calls(world, 103)
+    assert agent_commands(vms[104]) == [] and not world.power_requests(103)
     assert re.search(rf'storage ONTAP01: snapshot {re.escape(name)} taken with VM 100 frozen for \S+ s, VM 101 frozen '
                      r'for \S+ s', result.err)
     assert (f'INFO: storage ONTAP01: snapshot {name} is crash-consistent for VM 103: no guest agent'
@@ -68,11 +63,11 @@ def test_pause_pauses_in_memory_what_cannot_be_frozen_and_never_hibernates(world
     assert result.code == 0, result.err
     assert seen == [{100: (True, 'running'), 101: (False, 'paused'), 103: (False, 'paused'), 104: (False, 'running')}]
     for vmid in (101, 103):
-        assert power_calls(world, vmid) == [('suspend', {}), ('resume', {})]
+        assert world.power_requests(vmid) == [('suspend', {}), ('resume', {})]
         assert (vms[vmid].status, vms[vmid].qmpstatus, vms[vmid].lock) == ('running', 'running', None)
     assert 'VM 101 paused for' in result.err and '(its agent setting turns freezing off)' in result.err
     assert 'VM 103 paused for' in result.err and '(no guest agent)' in result.err
-    assert not power_calls(world, 100) and not power_calls(world, 104)
+    assert not world.power_requests(100) and not world.power_requests(104)
 
 
 def test_every_guest_is_thawed_also_when_the_snapshot_fails(world):
@@ -87,7 +82,7 @@ def test_every_guest_is_thawed_also_when_the_snapshot_fails(world):
     assert not storage_snapshots(world)
     assert not any(vm.agent_frozen for vm in vms.values())
     assert agent_commands(vms[100])[-1] == 'fsfreeze-thaw'
-    assert power_calls(world, 103) == [('suspend', {}), ('resume', {})] and vms[103].qmpstatus == 'running'
+    assert world.power_requests(103) == [('suspend', {}), ('resume', {})] and vms[103].qmpstatus == 'running'
 
 
 def test_guests_are_let_go_when_the_snapshot_outlasts_freeze_timeout(world):
@@ -150,7 +145,7 @@ def test_an_agent_that_does_not_answer_leaves_its_vm_crash_consistent_or_paused(
         (f'WARNING: storage ONTAP01: snapshot {first} is crash-consistent for VM 101: its guest agent does not answer '
          f'(Proxmox {world.pve_host}: guest agent ping in VM 101: QEMU guest agent is not running)')]
     assert 'VM 101: its guest agent does not answer' in paused.err and 'so it was paused in memory instead' in paused.err
-    assert power_calls(world, 101) == [('suspend', {}), ('resume', {})]
+    assert world.power_requests(101) == [('suspend', {}), ('resume', {})]
 
 
 def test_a_dry_run_freezes_nothing(world):
@@ -183,4 +178,4 @@ def test_a_stop_signal_while_guests_are_frozen_thaws_them_first(world, signum):
     (name,) = storage_snapshots(world)
     assert err.splitlines()[-1] == f'ERROR: stopped by {signum.name} (storage ONTAP01: snapshot {name} was made)'
     assert not any(vm.agent_frozen for vm in vms.values())
-    assert vms[103].qmpstatus == 'running' and power_calls(world, 103)[-1][0] == 'resume'
+    assert vms[103].qmpstatus == 'running' and world.power_requests(103)[-1][0] == 'resume'

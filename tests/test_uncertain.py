@@ -5,7 +5,7 @@ ended, and then checks what is on the storage and in PVE."""
 
 import json
 
-from world import VM100_ONTAP_DISKS, cloning, error_lines, wait_for_tasks
+from world import FILE_CLONE, VM100_ONTAP_DISKS, cloning, error_lines, wait_for_tasks
 
 import pve_ontap_snapshot as tool
 
@@ -185,7 +185,7 @@ def test_a_capture_whose_answer_is_lost_inside_a_pause_is_read_back_and_taken_ba
     (line,) = error_lines(result)
     assert 'a capture snapshot ended only after the VM ran again: not consistent; nothing was cloned' in line
     assert world.state() == before and not snapshot_files(world)
-    assert not [r for r in world.a.requests + world.b.requests if r['path'] == '/api/storage/file/clone']
+    assert not world.ontap_requests(path=FILE_CLONE)
     assert world.pve.vm(100).status == 'running'
 
 
@@ -214,7 +214,7 @@ def test_a_capture_that_cannot_be_read_back_is_never_deleted_and_nothing_is_clon
     assert f'still unknown: ONTAP {world.a.host}: create snapshot {capture} of volume proxmox_storage01' in line
     assert 'the next vm create on that volume deletes it once it exists' in line
     assert not world.vol2.snapshots and not snapshot_files(world)
-    assert not [r for r in world.a.requests if r['method'] == 'DELETE']
+    assert not world.ontap_requests('DELETE', on=world.a)
 
 
 def test_a_gateway_timeout_after_a_clone_went_out_is_read_back_not_retried(world):
@@ -225,7 +225,7 @@ def test_a_gateway_timeout_after_a_clone_went_out_is_read_back_not_retried(world
 
     assert result.code == 0, result.err
     assert len(world.clones(world.vol1, 101)) == 1
-    assert len([r for r in world.a.requests if r['path'] == '/api/storage/file/clone']) == 1
+    assert len(world.ontap_requests(path=FILE_CLONE)) == 1
 
 
 def test_a_paused_vm_is_cloned_as_it_is_and_left_paused(world):
@@ -238,7 +238,7 @@ def test_a_paused_vm_is_cloned_as_it_is_and_left_paused(world):
     assert 'VM 100 is paused, not running: cloned as it is and left paused' in result.err
     assert (vm.status, vm.qmpstatus) == ('running', 'paused') and not vm.lock
     assert len(snapshot_files(world)) == len(VM100_ONTAP_DISKS)
-    assert not [r for r in world.pve.requests if r[1].endswith(('/suspend', '/resume', '/start'))]
+    assert not world.power_actions()
 
 
 def test_a_shutdown_task_past_its_bound_is_followed_before_the_vm_is_started_again(world):
@@ -289,7 +289,7 @@ def test_a_file_delete_answered_by_a_slow_job_is_followed_to_its_end(world):
 
     assert result.code == 0, result.err
     assert made not in world.files(world.vol1, 101)
-    assert any(r['path'].startswith('/api/cluster/jobs/') for r in world.a.requests)
+    assert world.ontap_requests(path='/api/cluster/jobs/*', on=world.a)
 
 
 # -- storage snapshots

@@ -6,11 +6,11 @@ import signal
 
 import pytest
 from world import (
+    FILE_CLONE,
     VM100_ONTAP_DISKS,
     PmxcfsLocks,
     cloning,
     error_lines,
-    pve_params,
     signalled_run,
     write_qcow2,
 )
@@ -60,7 +60,7 @@ def test_admin_snapshots_a_running_vm_on_two_clusters(world):
 def test_clones_are_made_without_overwriting_and_by_one_request_each(world):
     assert world.run('vm', 'create', '-vm', 100).code == 0
 
-    clones = [r for r in world.a.requests + world.b.requests if r['path'] == '/api/storage/file/clone']
+    clones = world.ontap_requests(path=FILE_CLONE)
     assert len(clones) == len(VM100_ONTAP_DISKS)
     assert all(r['body']['overwrite_destination'] is False for r in clones)
     assert all(r['body']['volume']['uuid'] for r in clones)
@@ -74,11 +74,9 @@ def test_suspend_or_shutdown_then_start_again(world, flag, action):
     assert result.code == 0, result.err
     vm = world.pve.vm(100)
     assert vm.status == 'running' and vm.lock is None
-    posts = [path for method, path, _ in world.pve.requests if method == 'POST' and '/status/' in path]
-    assert [p.rsplit('/', 1)[1] for p in posts] == [action, 'start']
+    assert world.power_actions() == [action, 'start']
     if action == 'suspend':
-        body = next(b for m, p, b in world.pve.requests if p.endswith('/status/suspend'))
-        assert pve_params(body)['todisk'] == '1'
+        assert world.power_requests()[0] == ('suspend', {'todisk': '1'})
     assert len(clones_of(world, world.vol1, 100)) == 4
     assert 'VM 100 is running' not in result.err
 
@@ -100,7 +98,7 @@ def test_a_stopped_vm_is_cloned_and_stays_stopped(world):
 
     assert result.code == 0, result.err
     assert world.pve.vm(101).status == 'stopped'
-    assert not [p for m, p, _ in world.pve.requests if '/status/' in p and m == 'POST']
+    assert not world.power_actions()
     assert_clones_match_sources(world, world.vol1, 101, ['vm-101-disk-0.raw'])
 
 
@@ -143,8 +141,7 @@ def test_vm_with_no_ontap_disk_is_an_error(world):
 
 def test_one_pve_login_per_run(world):
     assert world.run('vm', 'create', '-vm', 100, '-suspend').code == 0
-    logins = [p for m, p, _ in world.pve.requests if p.endswith('/access/ticket')]
-    assert len(logins) == 1
+    assert world.logins() == 1
 
 
 @pytest.mark.parametrize('argv', [('vm', 'create', '-vm', 100, '-suspend', '-keep', 2),

@@ -6,7 +6,7 @@ import re
 import time
 
 import pytest
-from world import destroy_vm, error_lines, pve_reads_nfs_directories, write_disk, write_qcow2
+from world import FILE_CLONE, destroy_vm, error_lines, pve_reads_nfs_directories, write_disk, write_qcow2
 
 import pve_ontap_snapshot as tool
 
@@ -144,7 +144,7 @@ def test_delete_of_registered_clones_removes_their_unused_entries(world):
     assert result.code == 0, result.err
     assert not [k for k in world.pve.vm(101).config if k.startswith('unused')]
     assert world.files(world.vol1, 101) == [VM101_DISK]
-    deletes = [r for r in world.a.requests if r['method'] == 'DELETE' and '/files/' in r['path']]
+    deletes = world.ontap_requests('DELETE', '*/files/*')
     assert len(deletes) == 2    # PVE deleted the registered clone; the manifest goes through ONTAP
 
 
@@ -256,8 +256,7 @@ def test_restore_from_a_set_brings_back_the_bytes_and_keeps_an_undo_point(world)
         stem, ext = name.rsplit('.', 1)
         path = world.disk(vol, 100, f'{stem}-prerestore-{sets[1]["stamp"]}.{ext}')
         assert path.read_bytes() == changed[name]
-    overwrites = [r for r in world.a.requests + world.b.requests
-                  if r['path'] == '/api/storage/file/clone' and r['body']['overwrite_destination']]
+    overwrites = [r for r in world.ontap_requests(path=FILE_CLONE) if r['body']['overwrite_destination']]
     assert len(overwrites) == 6
 
 
@@ -284,8 +283,7 @@ def test_restore_with_shutdown_stops_restores_and_starts(world):
     assert live_bytes(world, sources) == made
     assert world.pve.vm(100).status == 'running'
     assert set(order) == {'stopped'}
-    posts = [p.rsplit('/', 1)[1] for m, p, _ in world.pve.requests if m == 'POST' and '/status/' in p]
-    assert posts == ['shutdown', 'start']
+    assert world.power_actions() == ['shutdown', 'start']
 
 
 def test_restore_without_a_terminal_needs_yes(world):
@@ -345,8 +343,8 @@ def test_restore_from_a_storage_snapshot_changes_only_this_vm(world):
     assert live_bytes(world, on_ontap02) == ontap02_now
     assert 'has no copy of disk sata0' in result.err
     assert world.disk(world.vol1, 101, VM101_DISK).read_bytes() == b'new ' + VM101_DISK.encode()
-    sources = {r['body']['source_path'] for r in world.a.requests
-               if r['path'] == '/api/storage/file/clone' and r['body']['overwrite_destination']}
+    sources = {r['body']['source_path'] for r in world.ontap_requests(path=FILE_CLONE)
+               if r['body']['overwrite_destination']}
     assert sources == {f'.snapshot/{snapshot}/images/100/{name}' for _, name in on_ontap01}
     assert sorted(world.vol1.snapshots) == [snapshot]
 

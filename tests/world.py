@@ -25,7 +25,9 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import NamedTuple
 
 import proxmoxer
 from ontap_emulator import NEWEST_RELEASE, OntapEmulator
@@ -87,6 +89,12 @@ VM100 = {
 VM100_ONTAP_DISKS = ['efidisk0', 'ide0', 'sata0', 'scsi0', 'tpmstate0', 'virtio0']
 VM101 = {'scsi0': 'ONTAP01:101/vm-101-disk-0.raw,size=1G', 'memory': 1024}
 VM102 = {'scsi0': 'local-lvm:vm-102-disk-0,size=8G', 'memory': 512}
+
+
+class PveRequest(NamedTuple):
+    method: str
+    path: str
+    params: dict
 
 
 @dataclass
@@ -374,6 +382,41 @@ class World:
         result = self.run(*argv)
         assert result.code == 0, result.err
         return len(self.a.requests) + len(self.b.requests) - before[0], len(self.pve.requests) - before[1]
+
+    def ontap_requests(self, method='*', path='*', on=None):
+        """The requests ONTAP got so far whose method and path match, cluster A's and then B's
+        (or those of the emulator `on` alone), as the emulators record them (method, path,
+        query, body, status). `method` and `path` are fnmatch patterns whose * spans slashes:
+        '*/snapshots' ends so, '/api/cluster/jobs/*' begins so, a path without * is that path."""
+        return [r for emu in ((self.a, self.b) if on is None else (on,)) for r in list(emu.requests)
+                if fnmatchcase(r['method'], method) and fnmatchcase(r['path'], path)]
+
+    def pve_requests(self, method='*', path='*'):
+        """The requests fakepve got so far whose method and path (/api2/json/...) match, as
+        (method, path, params): fnmatch patterns as in ontap_requests; params, a form body's."""
+        return [PveRequest(m, p, pve_params(b)) for m, p, b in list(self.pve.requests)
+                if fnmatchcase(m, method) and fnmatchcase(p, path)]
+
+    def ontap_changes(self, on=None):
+        """The requests that asked ONTAP to change something (every method but GET), as ontap_requests."""
+        return [r for r in self.ontap_requests(on=on) if r['method'] != 'GET']
+
+    def pve_changes(self):
+        """The requests that asked PVE to change something (every method but GET; a login is no change)."""
+        return [r for r in self.pve_requests() if r.method != 'GET' and not r.path.endswith('/access/ticket')]
+
+    def power_requests(self, vmid='*'):
+        """What PVE was asked to do to the power state of the VMs (or of VM `vmid`), in order, as
+        (action, params): ('suspend', {'todisk': '1'}), ('resume', {}), ... (POST .../status/<action>)."""
+        return [(r.path.rsplit('/', 1)[1], r.params) for r in self.pve_requests('POST', f'*/qemu/{vmid}/status/*')]
+
+    def power_actions(self, vmid='*'):
+        """The actions of power_requests alone: ['shutdown', 'start'], say."""
+        return [action for action, _ in self.power_requests(vmid)]
+
+    def logins(self):
+        """How many times a run logged in to PVE with a password (POST .../access/ticket)."""
+        return len(self.pve_requests('POST', '*/access/ticket'))
 
     def disk(self, vol, vmid, name):
         return vol.path / 'images' / str(vmid) / name

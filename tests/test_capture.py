@@ -2,7 +2,6 @@
 taken while the guest waits (if a mode asks it to), cloned from once it runs again, then
 deleted; one that ONTAP keeps busy is renamed to a leftover that the next run deletes."""
 
-import json
 
 from world import FILE_CLONE, VM100, VM100_ONTAP_DISKS, error_lines
 
@@ -109,8 +108,7 @@ def test_pause_leaves_the_vm_running_and_never_hibernated(world):
 
 
 def test_the_thaw_comes_before_the_first_clone(world):
-    vm = world.pve.vm(100)
-    vm.config['agent'], vm.agent = '1', {}
+    vm = world.with_agent(100)
     thawed_at_clone = []
     for emu in (world.a, world.b):
         emu.on_request = lambda r: r['path'] == '/api/storage/file/clone' and thawed_at_clone.append(
@@ -123,8 +121,7 @@ def test_the_thaw_comes_before_the_first_clone(world):
 
 
 def test_a_guest_that_gave_up_its_freeze_is_no_consistent_snapshot(world):
-    vm = world.pve.vm(100)
-    vm.config['agent'], vm.agent = '1', {}
+    world.with_agent(100)
     world.pve.fail('POST', '/nodes/pve1/qemu/100/agent/fsfreeze-thaw', 500,
                    "VM 100 qmp command 'guest-fsfreeze-thaw' failed - couldn't hold writes: fsfreeze is limited up "
                    'to 10 seconds')
@@ -200,7 +197,7 @@ def test_captures_never_show_as_storage_snapshots(world, monkeypatch):
     assert world.run('vm', 'create', '-vm', 100, '-no-register').code == 0
     assert [name.startswith('pve_ontap_leftover_capture_') for name in world.vol1.snapshots] == [True]
 
-    listed = json.loads(world.run('-output', 'json', 'storage', 'list', '-storage', 'ONTAP01').out)
+    listed = world.json('storage', 'list', '-storage', 'ONTAP01')
     kept = world.run('storage', 'create', '-storage', 'ONTAP01', '-keep', 1)
 
     assert listed == []

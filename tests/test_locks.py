@@ -215,8 +215,7 @@ def refusing_refreshes(monkeypatch):
 
 
 def test_a_refresh_pmxcfs_refuses_stops_every_change_but_the_vms_return(world, cluster_dir, refusing_refreshes):
-    vm = world.pve.vm(100)
-    vm.config['agent'], vm.agent = '1', {}
+    vm = world.with_agent(100)
     lost = threading.Event()
 
     def hold_the_capture(record):     # the VM is paused now: the lock goes while it is

@@ -11,12 +11,6 @@ CLONE = FILE_CLONE
 OLDER = ('2024-01-01_00:00:00+0000', '2024-01-02_00:00:00+0000', '2024-01-03_00:00:00+0000')
 
 
-def sets_of(world, vmid):
-    """The stamps of the VM's snapshot sets, from the files on both volumes."""
-    names = world.files(world.vol1, vmid) + world.files(world.vol2, vmid)
-    return sorted({m.group(1) for name in names if (m := re.search(r'-snapshot-(\S+)\.raw$', name))})
-
-
 def of_vm(vmid):
     """A fault `match`: the clone of one of the VM's disks (from its capture, or its live file)."""
     return lambda body: re.match(rf'(\.snapshot/[^/]+/)?images/{vmid}/', body.get('source_path', '')) is not None
@@ -57,7 +51,7 @@ def test_every_vm_costs_its_own_requests_and_no_more(world):
     assert ontap == 2 + 6 + 1 + 4 * 2 + 2 * 2 + 6 + 1
     # login, the VM list, storage.cfg, and each VM's config (VM 102's too, to find it has no ONTAP disk)
     assert pve == 3 + 7
-    assert all(len(sets_of(world, vmid)) == 1 for vmid in (100, 101, 103, 104, 105, 106))
+    assert all(len(world.vm_stamps(vmid)) == 1 for vmid in (100, 101, 103, 104, 105, 106))
 
 
 def test_keep_deletes_every_old_set_of_a_vm_without_reading_its_config_again(world):
@@ -73,14 +67,14 @@ def test_keep_deletes_every_old_set_of_a_vm_without_reading_its_config_again(wor
     # serves to delete both old sets as well
     assert pve == 3 + 4 * 2
     for vmid in (103, 104, 105, 106):
-        assert sets_of(world, vmid)[0] == OLDER[2] and len(sets_of(world, vmid)) == 2
+        assert world.vm_stamps(vmid)[0] == OLDER[2] and len(world.vm_stamps(vmid)) == 2
 
 
 def test_keep_takes_the_unused_disks_of_a_registered_old_set_with_it(world):
     for vmid in (103, 104):
         add_vm_on_both_clusters(world, vmid, status='stopped')     # its config changes at once
     assert world.run('vm', 'create', '-vm', 103, 104, '-keep', 1).code == 0
-    first = {vmid: sets_of(world, vmid) for vmid in (103, 104)}
+    first = {vmid: world.vm_stamps(vmid) for vmid in (103, 104)}
 
     ontap, pve = world.requests_of('vm', 'create', '-vm', 103, 104, '-keep', 1)
 
@@ -88,7 +82,7 @@ def test_keep_takes_the_unused_disks_of_a_registered_old_set_with_it(world):
     # config and one PUT to register, one PUT to unregister the old set
     assert (ontap, pve) == (2 + 2 * 8, 3 + 2 * 3)
     for vmid in (103, 104):
-        (stamp,) = sets_of(world, vmid)
+        (stamp,) = world.vm_stamps(vmid)
         assert [stamp] != first[vmid]
         unused = sorted(v for k, v in world.pve.vm(vmid).config.items() if k.startswith('unused'))
         assert unused == [f'ONTAP01:{vmid}/vm-{vmid}-disk-0-snapshot-{stamp}.raw',
@@ -107,7 +101,7 @@ def test_each_vms_lines_come_together_and_in_vm_order_however_the_vms_finish(wor
     assert answered == [0, 0]   # VM 104 was cloned before VM 103 was
     # per VM: its warnings (two volumes captured at two instants, crash-consistent), then its result
     assert vm_lines(result.err) == [103] * 3 + [104] * 3 + [105] * 3
-    assert all(len(sets_of(world, vmid)) == 1 for vmid in (103, 104, 105))
+    assert all(len(world.vm_stamps(vmid)) == 1 for vmid in (103, 104, 105))
 
 
 def test_a_failing_vm_among_several_stops_no_other_and_keeps_its_place_in_the_output(world):
@@ -123,7 +117,7 @@ def test_a_failing_vm_among_several_stops_no_other_and_keeps_its_place_in_the_ou
     assert vm_lines(result.err) == [105, 103, 104]      # as given
     assert lines[1].startswith('WARNING: VM 103: snapshot ') and 'Clone start failed' in lines[1]
     assert 'removed the 1 clone(s) made before (scsi0)' in lines[1]
-    assert sets_of(world, 103) == [] and len(sets_of(world, 104)) == len(sets_of(world, 105)) == 1
+    assert world.vm_stamps(103) == [] and len(world.vm_stamps(104)) == len(world.vm_stamps(105)) == 1
 
 
 def test_no_node_shuts_down_more_than_four_vms_at_once(world):
@@ -145,7 +139,7 @@ def test_no_node_shuts_down_more_than_four_vms_at_once(world):
 
     assert result.code == 0, result.err
     assert down == {'pve1': 4, 'pve2': 2}
-    assert all(world.pve.vm(vmid).status == 'running' and len(sets_of(world, vmid)) == 1 for vmid in ours)
+    assert all(world.pve.vm(vmid).status == 'running' and len(world.vm_stamps(vmid)) == 1 for vmid in ours)
 
 
 def test_a_dry_run_prints_each_vms_lines_together_in_vm_order(world):
@@ -163,7 +157,7 @@ def test_a_dry_run_prints_each_vms_lines_together_in_vm_order(world):
     assert all(re.search(r' snapshot pve_ontap_capture_\S+_all of volume ', line) for line in lines[:2] + lines[-2:])
     named = [re.search(r'images/(\d+)/|VM (\d+)', line).groups() for line in lines[2:-2]]
     assert [int(next(filter(None, found))) for found in named] == [103] * 4 + [104] * 4
-    assert sets_of(world, 103) == sets_of(world, 104) == []
+    assert world.vm_stamps(103) == world.vm_stamps(104) == []
 
 
 def test_parallel_1_takes_one_vm_after_the_other(world):
@@ -183,13 +177,13 @@ def test_vms_of_one_run_share_each_storage_lock_and_the_run_stamp(world, cluster
 
     assert world.run('vm', 'create', '-vm', 104, 105, '-no-register').code == 0
 
-    (stamp,) = {sets_of(world, vmid)[0] for vmid in (104, 105)}
+    (stamp,) = {world.vm_stamps(vmid)[0] for vmid in (104, 105)}
     for storage in ('ONTAP01', 'ONTAP02'):
         recorded = world.lock_record(cluster_dir, storage).read_text().splitlines()[1:]
         assert sorted(recorded) == [f'vm104 {stamp}', f'vm105 {stamp}']
     # the same VM again gets a stamp of its own
     assert world.run('vm', 'create', '-vm', 104, '-no-register').code == 0
-    first, again = sets_of(world, 104)
+    first, again = world.vm_stamps(104)
     assert first == stamp < again
 
 
@@ -216,12 +210,12 @@ def test_ctrl_c_begins_no_new_vm_lets_those_begun_finish_and_names_what_was_made
                                  to_a_worker=to_a_worker)
 
     last = err.splitlines()[-1]
-    made = [vmid for vmid in vmids if sets_of(world, vmid)]
-    left = [vmid for vmid in vmids if not sets_of(world, vmid)]
+    made = [vmid for vmid in vmids if world.vm_stamps(vmid)]
+    left = [vmid for vmid in vmids if not world.vm_stamps(vmid)]
     # at most the two VMs begun before the signal are made, the others are not begun
     assert 1 <= len(made) <= 2 and left == vmids[len(made):]
     assert last == ('ERROR: stopped by SIGINT (' +
-                    '; '.join(f'VM {vmid}: snapshot {sets_of(world, vmid)[0]} of 2 disk(s) was made' for vmid in made) +
+                    '; '.join(f'VM {vmid}: snapshot {world.vm_stamps(vmid)[0]} of 2 disk(s) was made' for vmid in made) +
                     f'; not begun: VM {", ".join(map(str, left))})')
     # every VM runs, and those not begun were never shut down
     assert all(world.pve.vm(vmid).status == 'running' and not world.pve.vm(vmid).lock for vmid in vmids)

@@ -142,8 +142,7 @@ def is_clone(record):
 
 @pytest.mark.parametrize('mode', ['-freeze', '-suspend', '-pause'])
 def test_sigterm_inside_the_window_waits_until_the_vm_runs_again(world, mode):
-    vm = world.pve.vm(100)
-    vm.config['agent'], vm.agent = '1', {}
+    vm = world.with_agent(100)
     world.write_config(defaults='freeze_timeout = 30\n')
     world.a.slow_job('POST', r'/snapshots$', 1)     # the capture, the one thing inside the window
     code, err = signalled_run(world, ['vm', 'create', '-vm', 100, mode, '-no-register'], is_capture, signal.SIGTERM)

@@ -4,7 +4,6 @@ world play the release. On the newest, ONTAP never refuses a field (the tool sen
 know); on 9.8 it refuses the fields that came later (a snapshot's size, a job's error, a volume's
 snapshot_count and space.percent_used), and the tool asks again without them, once per run."""
 
-import json
 
 import pytest
 from ontap_emulator import NEWEST_RELEASE, OLDEST_RELEASE
@@ -37,19 +36,15 @@ def expect_refused(world, *fields):
     return oldest
 
 
-def tool_snapshots(vol):
-    return sorted(name for name in vol.snapshots if name.startswith('proxmox_snapshot_'))
-
-
 def test_a_vm_snapshot_is_made_listed_restored_and_deleted(world):
     disk = world.disk(world.vol1, 101, VM101_DISK)
     original = disk.read_bytes()
 
     made = world.run('vm', 'create', '-vm', 101)
-    (stamp,) = [s['stamp'] for s in json.loads(world.run('vm', 'list', '-vm', 101, '-output', 'json').out)]
+    (stamp,) = world.vm_stamps(101)
     disk.write_bytes(b'changed since')
     restored = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-yes')
-    listed = json.loads(world.run('vm', 'list', '-vm', 101, '-output', 'json').out)
+    listed = world.vm_snapshots(101)
     deleted = world.run('vm', 'delete', '-vm', 101, '-snapshot', stamp)
 
     assert (made.code, restored.code, deleted.code) == (0, 0, 0), made.err + restored.err + deleted.err
@@ -65,7 +60,7 @@ def storage_snapshot_of_101_then_changed(world):
     disk = world.disk(world.vol1, 101, VM101_DISK)
     original = disk.read_bytes()
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-    (snapshot,) = tool_snapshots(world.vol1)
+    (snapshot,) = world.storage_snapshots()
     disk.write_bytes(b'changed since')
     return snapshot, original
 
@@ -88,7 +83,7 @@ def test_a_destroyed_vm_comes_back_as_new_from_the_storage_snapshot_that_recorde
     pve_reads_nfs_directories(world)
     original = world.disk(world.vol1, 101, VM101_DISK).read_bytes()
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-    (snapshot,) = tool_snapshots(world.vol1)
+    (snapshot,) = world.storage_snapshots()
     destroy_vm(world, 101, 'pve2')
 
     result = world.run('vm', 'restore', '-vm', 101, '-storage-snapshot', snapshot, '-as-new', 201)
@@ -118,7 +113,7 @@ def test_a_vm_snapshot_puts_the_saved_config_back_with_its_disks(world):
     disk = world.disk(world.vol1, 101, VM101_DISK)
     original = disk.read_bytes()
     assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
-    (stamp,) = [s['stamp'] for s in json.loads(world.run('vm', 'list', '-vm', 101, '-output', 'json').out)]
+    (stamp,) = world.vm_stamps(101)
     disk.write_bytes(b'changed since')
     world.pve.vm(101).config['memory'] = 4096
 
@@ -148,14 +143,14 @@ def test_running_vms_share_one_capture_per_volume_and_doctor_try_clears_what_a_r
 
 def test_storage_snapshots_are_made_listed_shown_and_deleted(world):
     created = world.run('storage', 'create', '-storage', 'ONTAP01')
-    (name,) = tool_snapshots(world.vol1)
+    (name,) = world.storage_snapshots()
     text = world.run('storage', 'list', '-storage', 'ONTAP01')
-    listed = json.loads(world.run('storage', 'list', '-storage', 'ONTAP01', '-output', 'json').out)
-    shown = json.loads(world.run('storage', 'show', '-storage', 'ONTAP01', '-output', 'json').out)
+    listed = world.json('storage', 'list', '-storage', 'ONTAP01')
+    shown = world.json('storage', 'show', '-storage', 'ONTAP01')
     deleted = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', name)
 
     assert (created.code, text.code, deleted.code) == (0, 0, 0), created.err + text.err + deleted.err
-    assert tool_snapshots(world.vol1) == []
+    assert world.storage_snapshots() == []
     assert [s['name'] for s in listed] == [name]
     assert shown['name'] == 'proxmox_storage01' and shown['nas']['path'] == '/proxmox_storage01'
     # on 9.8: each of the two lists, and storage show
@@ -172,7 +167,7 @@ def test_a_storage_is_restored_to_a_snapshot(world):
     original = disk.read_bytes()
     world.pve.vm(100).status = 'stopped'
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-    (snapshot,) = tool_snapshots(world.vol1)
+    (snapshot,) = world.storage_snapshots()
     disk.write_bytes(b'changed since')
 
     result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', snapshot, '-yes')
@@ -184,7 +179,7 @@ def test_a_storage_is_restored_to_a_snapshot(world):
 
 def test_a_snapshot_is_mounted_and_unmounted(world):
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-    (snapshot,) = tool_snapshots(world.vol1)
+    (snapshot,) = world.storage_snapshots()
 
     mounted = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', snapshot)
     clone = world.a.volume('proxmox_storage01_clone')

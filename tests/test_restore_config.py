@@ -2,7 +2,6 @@
 VM snapshot or a storage snapshot, also of a VM PVE no longer has). Case tables for the pure
 parts first, then stories against the test world."""
 
-import re
 
 import pytest
 from world import (
@@ -104,12 +103,6 @@ def test_new_disk_names_skip_the_numbers_already_in_the_directory():
 
 # -- stories
 
-def snapshot_of(world, vmid=101, *flags):
-    result = world.run('vm', 'create', '-vm', vmid, *flags)
-    assert result.code == 0, result.err
-    return re.search(tool.Names.STAMP_PATTERN, world.clones(world.vol1, vmid)[-1])[0]
-
-
 @pytest.fixture
 def vm101(world):
     """VM 101 with a NIC, an SMBIOS uuid, a vmgenid and onboot, as PVE makes VMs."""
@@ -120,7 +113,7 @@ def vm101(world):
 
 
 def test_a_restore_shows_how_the_config_differs_and_leaves_it_as_it_is(world, vm101):
-    stamp = snapshot_of(world)
+    stamp = world.vm_snapshot(101)
     vm101.config['memory'] = '4096'
     result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-yes')
     assert result.code == 0, result.err
@@ -129,7 +122,7 @@ def test_a_restore_shows_how_the_config_differs_and_leaves_it_as_it_is(world, vm
 
 
 def test_a_restore_plan_comes_as_json_on_request(world, vm101):
-    stamp = snapshot_of(world)
+    stamp = world.vm_snapshot(101)
     vm101.config['cores'] = '8'
     result = world.run('-output', 'json', '-dry-run', 'vm', 'restore', '-vm', 101, '-snapshot', stamp)
     assert result.code == 0, result.err
@@ -140,7 +133,7 @@ def test_a_restore_plan_comes_as_json_on_request(world, vm101):
 
 def test_with_config_puts_the_saved_config_back_and_keeps_a_disk_added_since_as_unused(world, vm101):
     pve_detaches_disks(world.pve)
-    stamp = snapshot_of(world)
+    stamp = world.vm_snapshot(101)
     added = world.disk(world.vol1, 101, 'vm-101-disk-1.raw')
     added.write_bytes(b'added since')
     vm101.config.update(memory='4096', scsi1='ONTAP01:101/vm-101-disk-1.raw,size=1K')
@@ -155,11 +148,11 @@ def test_with_config_puts_the_saved_config_back_and_keeps_a_disk_added_since_as_
 
 
 def test_the_pre_restore_snapshot_undoes_a_config_put_back_too(world, vm101):
-    stamp = snapshot_of(world, 101, '-no-register')
+    stamp = world.vm_snapshot(101, '-no-register')
     vm101.config['memory'] = '4096'
     assert world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-yes').code == 0
     assert str(vm101.config['memory']) == '1024'
-    listed = tool.json.loads(world.run('-output', 'json', 'vm', 'list', '-vm', 101).out)
+    listed = world.vm_snapshots(101)
     (undo,) = [s for s in listed if s['kind'] == 'pre-restore']
     assert undo['consistency'] == 'shutdown'
 
@@ -180,7 +173,7 @@ def test_with_config_is_refused_for_a_snapshot_that_saved_no_config(world):
 
 def test_as_new_brings_back_a_destroyed_vm_whose_disks_hold_the_snapshots_bytes(world, vm101):
     # not registered as its unused disks, the clones outlive the VM (registered ones go with it)
-    stamp = snapshot_of(world, 101, '-no-register')
+    stamp = world.vm_snapshot(101, '-no-register')
     snapshot_bytes = world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').read_bytes()
     destroy_vm(world, 101, 'pve2')
     result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201)
@@ -230,7 +223,7 @@ def test_as_new_brings_back_a_destroyed_vm_from_the_storage_snapshot_that_record
 
 def test_the_cloud_init_password_is_never_saved_put_back_or_copied(world, vm101):
     vm101.config['cipassword'] = '$5$salt$hash'      # PVE's API shows it masked; fakepve does not
-    stamp = snapshot_of(world, 101, '-no-register')
+    stamp = world.vm_snapshot(101, '-no-register')
     (record,) = world.records(world.vol1, 101)
     assert 'salt' not in (world.vol1.path / 'images/101' / record).read_text()
     vm101.config['cipassword'] = '$5$other$hash'
@@ -245,7 +238,7 @@ def test_the_cloud_init_password_is_never_saved_put_back_or_copied(world, vm101)
 
 
 def test_as_new_refuses_an_id_pve_already_uses(world, vm101):
-    stamp = snapshot_of(world)
+    stamp = world.vm_snapshot(101)
     before = world.state()
     result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 100)
     assert result.code == 1
@@ -280,7 +273,7 @@ def test_as_new_refuses_a_vm_whose_disk_it_cannot_copy(world):
 def test_as_new_refuses_a_qcow2_disk_whose_pve_snapshots_are_a_volume_chain(world):
     world.pve.storages['ONTAP01']['snapshot-as-volume-chain'] = 1
     world.pve.vm(100).config['parent'] = 'before-update'      # PVE 9: its snapshots are snap-* files
-    stamp = snapshot_of(world, 100, '-no-register')
+    stamp = world.vm_snapshot(100, '-no-register')
     before = world.state()
 
     result = world.run('vm', 'restore', '-vm', 100, '-snapshot', stamp, '-as-new', 301)
@@ -293,7 +286,7 @@ def test_as_new_refuses_a_qcow2_disk_whose_pve_snapshots_are_a_volume_chain(worl
 
 
 def test_a_create_that_pve_refuses_takes_its_clones_back(world, vm101):
-    stamp = snapshot_of(world)
+    stamp = world.vm_snapshot(101)
     world.pve.fail('POST', '/nodes/pve2/qemu', 500, 'unable to create VM 201 - boom')
     result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201)
     assert result.code == 1
@@ -302,7 +295,7 @@ def test_a_create_that_pve_refuses_takes_its_clones_back(world, vm101):
 
 
 def test_a_create_whose_task_cannot_be_followed_leaves_its_disks_and_says_so(world, vm101):
-    stamp = snapshot_of(world)
+    stamp = world.vm_snapshot(101)
     lose_pve_answer(world.pve, 'GET', '/status')        # every read of a task's status
 
     result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201)
@@ -315,7 +308,7 @@ def test_a_create_whose_task_cannot_be_followed_leaves_its_disks_and_says_so(wor
 
 
 def test_a_saved_config_that_cannot_be_read_leaves_a_plain_restore_to_go_on(world, vm101):
-    stamp = snapshot_of(world)
+    stamp = world.vm_snapshot(101)
     world.disk(world.vol1, 101, 'vm-101-disk-0.raw').write_bytes(b'changed since')
     world.a.fail('GET', r'snapshot-.*manifest\.json', status=500, message='injected', times=None)
 
@@ -329,7 +322,7 @@ def test_a_saved_config_that_cannot_be_read_leaves_a_plain_restore_to_go_on(worl
 
 
 def test_a_config_change_whose_answer_is_lost_leaves_the_vm_down_unless_it_is_read_back(world, vm101):
-    stamp = snapshot_of(world)
+    stamp = world.vm_snapshot(101)
     vm101.status = vm101.qmpstatus = 'running'
     vm101.config['memory'] = '4096'
     lose_pve_answer(world.pve, 'PUT', '/qemu/101/config')
@@ -340,7 +333,7 @@ def test_a_config_change_whose_answer_is_lost_leaves_the_vm_down_unless_it_is_re
 
 
 def test_a_config_change_of_unknown_outcome_leaves_the_vm_stopped_and_says_so(world, vm101):
-    stamp = snapshot_of(world)
+    stamp = world.vm_snapshot(101)
     vm101.status = vm101.qmpstatus = 'running'
     vm101.config['memory'] = '4096'
     drop_pve_request(world.pve, 'PUT', '/qemu/101/config')
@@ -354,7 +347,7 @@ def test_a_config_change_of_unknown_outcome_leaves_the_vm_stopped_and_says_so(wo
 
 
 def test_a_create_whose_answer_is_lost_is_read_back(world, vm101):
-    stamp = snapshot_of(world)
+    stamp = world.vm_snapshot(101)
     lose_pve_answer(world.pve, 'POST', '/nodes/pve2/qemu')
     result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201)
     assert result.code == 0, result.err
@@ -377,7 +370,7 @@ def move_disk_of_101(world, vm101):
 
 def test_with_config_puts_a_moved_disk_back_on_its_old_file_from_the_snapshots_copy(world, vm101):
     pve_detaches_disks(world.pve)
-    stamp = snapshot_of(world, 101, '-no-register')
+    stamp = world.vm_snapshot(101, '-no-register')
     taken = world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').read_bytes()
     old, new = move_disk_of_101(world, vm101)
 
@@ -392,7 +385,7 @@ def test_with_config_puts_a_moved_disk_back_on_its_old_file_from_the_snapshots_c
 
 
 def test_a_plain_restore_writes_a_moved_disks_copy_onto_no_other_file(world, vm101):
-    stamp = snapshot_of(world, 101, '-no-register')
+    stamp = world.vm_snapshot(101, '-no-register')
     old, new = move_disk_of_101(world, vm101)
 
     result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-yes')
@@ -407,7 +400,7 @@ def test_a_plain_restore_writes_a_moved_disks_copy_onto_no_other_file(world, vm1
 
 def test_with_config_makes_the_old_file_of_a_disk_moved_away_without_keeping_it(world, vm101):
     pve_reads_nfs_directories(world)
-    stamp = snapshot_of(world, 101, '-no-register')
+    stamp = world.vm_snapshot(101, '-no-register')
     taken = world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').read_bytes()
     old, new = move_disk_of_101(world, vm101)
     old.unlink()                                # moved with "delete source"

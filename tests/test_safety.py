@@ -755,7 +755,7 @@ EVERY_COMMAND = [
 
 def test_no_secret_in_any_output_even_at_debug(world):
     world.pve.apitokens[f'{PVE_USER}!backup'] = 'token-Secr3t-value'
-    world.pve.vm(100).config['agent'], world.pve.vm(100).agent = '1', {}
+    world.with_agent(100)
     for vmid in (100, 101):
         world.disk(world.vol1, vmid, f'vm-{vmid}-disk-0-snapshot-{OLD_SET}.raw').write_bytes(b'then')
     add_snapshots(world)

@@ -4,7 +4,6 @@ plays one such writer against the real stack and checks what the tool left."""
 
 import json
 import os
-import re
 
 import pytest
 from world import ONTAP_PASSWORD, PVE_PASSWORD, error_lines, pve_reads_nfs_directories, recording_https_server
@@ -16,16 +15,10 @@ NOBODY = 65534
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason='another user\'s files are made with chown, as root')
 
 
-def stamp_of(world, vmid=101):
-    result = world.run('vm', 'create', '-vm', vmid, '-no-register')
-    assert result.code == 0, result.err
-    return re.search(tool.Names.STAMP_PATTERN, world.clones(world.vol1, vmid)[-1])[0]
-
-
 # -- what reaches the terminal
 
 def test_a_file_name_planted_in_a_vm_directory_reaches_vm_list_escaped(world):
-    stamp = stamp_of(world)
+    stamp = world.vm_snapshot(101, '-no-register')
     planted = f'vm-101-disk-0{ESC}[2J{ESC}[1A-snapshot-{stamp}.raw'
     world.disk(world.vol1, 101, planted).write_bytes(b'x')
 
@@ -37,7 +30,7 @@ def test_a_file_name_planted_in_a_vm_directory_reaches_vm_list_escaped(world):
 
 
 def test_a_control_sequence_in_a_saved_config_cannot_erase_the_diff_above_it(world):
-    stamp = stamp_of(world)
+    stamp = world.vm_snapshot(101, '-no-register')
     (name,) = world.records(world.vol1, 101)
     path = world.vol1.path / 'images/101' / name
     manifest = json.loads(path.read_text())
@@ -355,7 +348,7 @@ def plant(world, vmid, stamp, settings, unsign=True, **changes):
 
 
 def test_a_snapshot_manifest_is_signed_with_the_clusters_key(world, cluster_dir):
-    stamp = stamp_of(world)
+    stamp = world.vm_snapshot(101, '-no-register')
     manifest = json.loads(manifest_of(world, 101, stamp).read_text())
     key = (cluster_dir / tool.Manifest.KEY_FILE).read_text().strip()
     assert manifest['signature'] == tool.Manifest.signature(manifest, bytes.fromhex(key))
@@ -363,7 +356,7 @@ def test_a_snapshot_manifest_is_signed_with_the_clusters_key(world, cluster_dir)
 
 
 def test_with_config_puts_back_none_of_what_a_datastore_writer_planted(world):
-    stamp = stamp_of(world)
+    stamp = world.vm_snapshot(101, '-no-register')
     world.pve.vm(101).config['memory'] = '4096'
     plant(world, 101, stamp, PLANTED)
 
@@ -381,7 +374,7 @@ def test_with_config_puts_back_none_of_what_a_datastore_writer_planted(world):
 
 
 def test_a_dry_run_shows_what_is_kept_and_what_allow_key_puts_back(world):
-    stamp = stamp_of(world)
+    stamp = world.vm_snapshot(101, '-no-register')
     plant(world, 101, stamp, {'args': '-cpu host', 'hookscript': 'local:snippets/owned.sh'})
     before = world.state()
 
@@ -396,7 +389,7 @@ def test_a_dry_run_shows_what_is_kept_and_what_allow_key_puts_back(world):
 
 
 def test_allow_key_puts_a_root_only_setting_back_by_name(world):
-    stamp = stamp_of(world)
+    stamp = world.vm_snapshot(101, '-no-register')
     plant(world, 101, stamp, {'args': '-cpu host', 'hookscript': 'local:snippets/owned.sh'})
     result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-allow-key', 'args', '-yes')
     assert result.code == 0, result.err
@@ -405,7 +398,7 @@ def test_allow_key_puts_a_root_only_setting_back_by_name(world):
 
 
 def test_a_root_only_setting_the_vm_has_now_is_kept_too(world):
-    stamp = stamp_of(world)
+    stamp = world.vm_snapshot(101, '-no-register')
     world.pve.vm(101).config['hookscript'] = 'local:snippets/backup-hook.sh'     # set by root after the snapshot
     result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-yes')
     assert result.code == 0, result.err
@@ -414,7 +407,7 @@ def test_a_root_only_setting_the_vm_has_now_is_kept_too(world):
 
 def test_as_new_copies_none_of_what_a_datastore_writer_planted_and_shows_the_new_config(world):
     pve_reads_nfs_directories(world)
-    stamp = stamp_of(world)
+    stamp = world.vm_snapshot(101, '-no-register')
     plant(world, 101, stamp, PLANTED)
 
     shown = world.run('-dry-run', 'vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201)
@@ -433,7 +426,7 @@ def test_as_new_copies_none_of_what_a_datastore_writer_planted_and_shows_the_new
 
 def test_as_new_with_an_allowed_root_only_setting_asks_first(world):
     pve_reads_nfs_directories(world)
-    stamp = stamp_of(world)
+    stamp = world.vm_snapshot(101, '-no-register')
     plant(world, 101, stamp, {'hostpci0': '0000:01:00.0'})
     before = world.state()
 
@@ -446,7 +439,7 @@ def test_as_new_with_an_allowed_root_only_setting_asks_first(world):
 
 
 def test_a_manifest_changed_since_it_was_signed_is_not_used(world):
-    stamp = stamp_of(world)
+    stamp = world.vm_snapshot(101, '-no-register')
     plant(world, 101, stamp, {'memory': '8192'}, unsign=False)
     before = world.state()
 
@@ -464,8 +457,8 @@ def test_a_manifest_changed_since_it_was_signed_is_not_used(world):
 
 
 def test_a_manifest_copied_from_another_snapshot_is_not_used(world):
-    older = stamp_of(world)
-    newer = stamp_of(world)
+    older = world.vm_snapshot(101, '-no-register')
+    newer = world.vm_snapshot(101, '-no-register')
     manifest_of(world, 101, newer).write_text(manifest_of(world, 101, older).read_text())
     result = world.run('vm', 'restore', '-vm', 101, '-snapshot', newer, '-with-config', '-yes')
     assert result.code == 1
@@ -474,7 +467,7 @@ def test_a_manifest_copied_from_another_snapshot_is_not_used(world):
 
 def test_a_corrupt_manifest_is_named_and_as_new_goes_on_only_when_told(world):
     pve_reads_nfs_directories(world)
-    stamp = stamp_of(world)
+    stamp = world.vm_snapshot(101, '-no-register')
     path = manifest_of(world, 101, stamp)
     path.write_text(path.read_text()[:40])
 

@@ -18,12 +18,6 @@ def records(world, vmid, vol=None):
             'manifest_name': manifest}
 
 
-def stamp_of(world, vmid):
-    result = world.run('-output', 'json', 'vm', 'list', '-vm', vmid)
-    assert result.code == 0, result.err
-    return [s['stamp'] for s in json.loads(result.out)]
-
-
 def test_a_snapshot_carries_the_vms_config_and_a_manifest_of_its_disks(world):
     vm = world.pve.vm(101)
     vm.config['description'] = 'db: primary\nsecond line'
@@ -31,7 +25,7 @@ def test_a_snapshot_carries_the_vms_config_and_a_manifest_of_its_disks(world):
     result = world.run('vm', 'create', '-vm', 101, '-no-register')
 
     assert result.code == 0, result.err
-    (stamp,) = stamp_of(world, 101)
+    (stamp,) = world.vm_stamps(101)
     saved = records(world, 101)
     assert saved['manifest_name'] == f'vm-101-snapshot-{stamp}.shutdown.manifest.json'
     # PVE's .conf syntax: the description as encoded comments first, then every key sorted, no digest
@@ -108,13 +102,13 @@ def test_vm_list_shows_the_consistency_of_new_snapshots_and_unknown_for_old_ones
                                                                                    (False, 'scsi0', 'shutdown')]
     # the consistency from the directory listing; the one manifest read, to check it
     assert [r['method'] for r in world.ontap_requests(path='*/files*', on=world.a)] == ['GET', 'GET']
-    data = json.loads(world.run('-output', 'json', 'vm', 'list', '-vm', 101).out)
+    data = world.vm_snapshots(101)
     assert [(s['consistency'], len(s['files'])) for s in data] == [('unknown', 1), ('shutdown', 1)]
 
 
 def test_vm_delete_removes_the_manifest_with_the_clones(world):
     assert world.run('vm', 'create', '-vm', 101).code == 0
-    (stamp,) = stamp_of(world, 101)
+    (stamp,) = world.vm_stamps(101)
 
     result = world.run('vm', 'delete', '-vm', 101, '-snapshot', stamp)
 
@@ -125,14 +119,14 @@ def test_vm_delete_removes_the_manifest_with_the_clones(world):
 def test_keep_removes_the_manifests_and_older_config_files_of_the_sets_it_deletes(world):
     for _ in range(2):
         assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
-    (older, _) = stamp_of(world, 101)
+    (older, _) = world.vm_stamps(101)
     world.disk(world.vol1, 101, f'vm-101-snapshot-{older}.conf').write_bytes(b'memory: 1024\n')    # as earlier builds wrote it
     assert len(world.records(world.vol1, 101)) == 3
 
     result = world.run('vm', 'create', '-vm', 101, '-keep', 1, '-no-register')
 
     assert result.code == 0, result.err
-    (stamp,) = stamp_of(world, 101)
+    (stamp,) = world.vm_stamps(101)
     assert world.records(world.vol1, 101) == [f'vm-101-snapshot-{stamp}.shutdown.manifest.json']
 
 
@@ -147,7 +141,7 @@ def test_a_manifest_that_cannot_be_written_leaves_the_snapshot_and_says_so(world
                         r'saved on ONTAP01: ONTAP \S+: write images/101/vm-101-snapshot-\S+\.shutdown\.manifest\.json '
                         r'in volume proxmox_storage01: Disk quota exceeded\.', line), line
     assert len(world.clones(world.vol1, 101)) == 1
-    (listed,) = json.loads(world.run('-output', 'json', 'vm', 'list', '-vm', 101).out)
+    (listed,) = world.vm_snapshots(101)
     assert listed['complete'] and listed['consistency'] == 'unknown'
 
 

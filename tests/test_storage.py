@@ -12,15 +12,11 @@ STAMP = r'\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\+0000'
 OLD = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
 
 
-def tool_snapshots(vol):
-    return sorted(name for name in vol.snapshots if name.startswith('proxmox_snapshot_'))
-
-
 def test_create_takes_a_snapshot_with_the_originals_name_and_comment(world):
     result = world.run('storage', 'create', '-storage', 'ONTAP01')
 
     assert result.code == 0, result.err
-    (name,) = tool_snapshots(world.vol1)
+    (name,) = world.storage_snapshots()
     assert re.fullmatch('proxmox_snapshot_' + STAMP, name)
     assert world.vol1.snapshots[name].comment == 'Snapshot of Proxmox storage ONTAP01'
     assert (world.vol1.snapshot_path(name) / 'images/100/vm-100-disk-0.raw').read_bytes() == \
@@ -31,12 +27,12 @@ def test_create_takes_a_snapshot_with_the_originals_name_and_comment(world):
 def test_an_export_with_a_trailing_slash_finds_its_volume(world):
     world.pve.storages['ONTAP01']['export'] = '/proxmox_storage01/'
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-    assert len(tool_snapshots(world.vol1)) == 1
+    assert len(world.storage_snapshots()) == 1
 
 
 def test_create_on_the_second_cluster_with_svm(world):
     assert world.run('storage', 'create', '-storage', 'ONTAP02').code == 0
-    assert len(tool_snapshots(world.vol2)) == 1
+    assert len(world.storage_snapshots(world.vol2)) == 1
     lookups = world.ontap_requests(path='/api/storage/volumes', on=world.b)
     assert all(r['query'].get('svm.name') == 'svm2' for r in lookups)
     assert all(r['query'].get('name') or r['query'].get('nas.path') for r in lookups)
@@ -84,7 +80,7 @@ def test_delete_removes_the_snapshot(world):
     result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD)
 
     assert result.code == 0, result.err
-    assert tool_snapshots(world.vol1) == ['proxmox_snapshot_2024-03-14_10:00:00+0000']
+    assert world.storage_snapshots() == ['proxmox_snapshot_2024-03-14_10:00:00+0000']
 
 
 def test_delete_of_an_unknown_snapshot_is_an_error(world):
@@ -94,7 +90,7 @@ def test_delete_of_an_unknown_snapshot_is_an_error(world):
     assert result.code == 1
     assert result.err.strip() == (f'ERROR: ONTAP {world.a.host}: volume proxmox_storage01 has no snapshot '
                                   'proxmox_snapshot_nope')
-    assert tool_snapshots(world.vol1) == [OLD]
+    assert world.storage_snapshots() == [OLD]
 
 
 def test_delete_waits_for_a_job_that_outlasts_return_timeout(world):
@@ -105,7 +101,7 @@ def test_delete_waits_for_a_job_that_outlasts_return_timeout(world):
     result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD)
 
     assert result.code == 0, result.err
-    assert tool_snapshots(world.vol1) == []
+    assert world.storage_snapshots() == []
     assert world.ontap_requests(path='/api/cluster/jobs/*', on=world.a)
 
 
@@ -118,7 +114,7 @@ def test_delete_of_a_wildcard_name_deletes_nothing(world):
         result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', name)
         assert result.code == 1 and result.err.strip().endswith(f'has no snapshot {name}')
 
-    assert tool_snapshots(world.vol1) == [OLD, 'proxmox_snapshot_2024-03-14_10:00:00+0000']
+    assert world.storage_snapshots() == [OLD, 'proxmox_snapshot_2024-03-14_10:00:00+0000']
 
 
 def test_restore_brings_back_the_bytes(world):
@@ -217,7 +213,7 @@ def test_unmount_refuses_a_storage_of_the_config(world):
 def test_two_creates_in_a_row_make_two_snapshots(world):
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-    assert len(tool_snapshots(world.vol1)) == 2
+    assert len(world.storage_snapshots()) == 2
 
 
 # Two snapshots across the end of summer time in a cluster at UTC+2/+1: A is older, but its
@@ -252,8 +248,8 @@ def test_keep_deletes_the_older_snapshot_across_a_dst_change(world):
     result = world.run('storage', 'create', '-storage', 'ONTAP01', '-keep', 2)
 
     assert result.code == 0, result.err
-    (made,) = set(tool_snapshots(world.vol1)) - {DST_A, DST_B}
-    assert tool_snapshots(world.vol1) == sorted([DST_B, made])
+    (made,) = set(world.storage_snapshots()) - {DST_A, DST_B}
+    assert world.storage_snapshots() == sorted([DST_B, made])
 
 
 def test_restore_across_a_dst_change_names_the_later_snapshot_as_newer(world):
@@ -264,7 +260,7 @@ def test_restore_across_a_dst_change_names_the_later_snapshot_as_newer(world):
 
     assert result.code == 0, result.err
     assert json.loads(result.out)['newer'] == [DST_B]
-    assert tool_snapshots(world.vol1) == [DST_A]     # ONTAP deleted the newer one, as the plan said
+    assert world.storage_snapshots() == [DST_A]     # ONTAP deleted the newer one, as the plan said
 
 
 # -- snapmirror labels and -min-age
@@ -285,8 +281,7 @@ def test_labels_live_side_by_side_under_keep(world):
     daily = sorted(name for name, snap in world.vol1.snapshots.items() if snap.snapmirror_label == 'daily')
     assert daily[0] == 'proxmox_snapshot_2024-03-12_10:00:00+0000' and len(daily) == 2
     assert {'proxmox_snapshot_2024-03-03_10:00:00+0000', OLD} <= set(world.vol1.snapshots)
-    listed = {s['name']: s['label'] for s in json.loads(world.run('-output', 'json', 'storage', 'list', '-storage',
-                                                                     'ONTAP01').out)}
+    listed = {s['name']: s['label'] for s in world.json('storage', 'list', '-storage', 'ONTAP01')}
     assert listed[OLD] is None and listed['proxmox_snapshot_2024-03-03_10:00:00+0000'] == 'weekly'
 
 
@@ -335,8 +330,8 @@ def test_keep_skips_a_snapshot_ontap_keeps_busy_for_any_reason_and_a_later_run_d
     assert result.code == 0, result.err
     assert ('WARNING: storage ONTAP01: keeping snapshot proxmox_snapshot_2024-03-10_10:00:00+0000 beyond -keep 1: '
             'ONTAP keeps it busy (no owner named: a file clone from it may run); a later run deletes it') in result.err
-    assert min(tool_snapshots(world.vol1)) == busy.name and len(tool_snapshots(world.vol1)) == 2
+    assert min(world.storage_snapshots()) == busy.name and len(world.storage_snapshots()) == 2
     busy.busy_until = 0
     later = world.run('-wait', 5, 'storage', 'create', '-storage', 'ONTAP01', '-keep', 1)
     assert later.code == 0, later.err
-    assert busy.name not in world.vol1.snapshots and len(tool_snapshots(world.vol1)) == 1
+    assert busy.name not in world.vol1.snapshots and len(world.storage_snapshots()) == 1

@@ -27,10 +27,6 @@ def agent_commands(vm):
     return [command for command, _ in vm.agent_requests if command != 'ping']
 
 
-def storage_snapshots(world):
-    return [name for name in world.vol1.snapshots if name.startswith('proxmox_snapshot_')]
-
-
 def test_a_frozen_storage_snapshot_thaws_every_guest(world):
     vms = with_running_guests(world)
     seen = note_guests_at_the_snapshot(world, vms)
@@ -38,7 +34,7 @@ def test_a_frozen_storage_snapshot_thaws_every_guest(world):
     result = world.run('storage', 'create', '-storage', 'ONTAP01', '-freeze')
 
     assert result.code == 0, result.err
-    (name,) = storage_snapshots(world)
+    (name,) = world.storage_snapshots()
     # at the snapshot, the guests with an agent were frozen; the others ran on
     assert seen == [{100: (True, 'running'), 101: (True, 'running'), 103: (False, 'running'),
                      104: (False, 'running')}]
@@ -79,7 +75,7 @@ def test_every_guest_is_thawed_also_when_the_snapshot_fails(world):
     assert result.code == 1
     (line,) = error_lines(result)
     assert 'too many snapshots' in line
-    assert not storage_snapshots(world)
+    assert not world.storage_snapshots()
     assert not any(vm.agent_frozen for vm in vms.values())
     assert agent_commands(vms[100])[-1] == 'fsfreeze-thaw'
     assert world.power_requests(103) == [('suspend', {}), ('resume', {})] and vms[103].qmpstatus == 'running'
@@ -94,7 +90,7 @@ def test_guests_are_let_go_when_the_snapshot_outlasts_freeze_timeout(world):
     world.a.wait_for_jobs()
 
     assert result.code == 0, result.err
-    (name,) = storage_snapshots(world)
+    (name,) = world.storage_snapshots()
     assert (f'WARNING: storage ONTAP01: snapshot {name}: the snapshot outlasted the bound of 0.2 s (freeze_timeout), '
             'so it is crash-consistent for VM 100, VM 101 (the manifests say frozen)') in result.err.splitlines()
     assert not any(vm.agent_frozen for vm in vms.values())
@@ -107,7 +103,7 @@ def test_a_guest_that_gave_up_its_freeze_is_named(world):
     result = world.run('storage', 'create', '-storage', 'ONTAP01', '-freeze')
 
     assert result.code == 0, result.err
-    (name,) = storage_snapshots(world)
+    (name,) = world.storage_snapshots()
     (line,) = [line for line in result.err.splitlines() if line.startswith('WARNING')]
     assert line.startswith(f'WARNING: storage ONTAP01: snapshot {name} is crash-consistent for VM 101: the guest of '
                            'VM 101 gave up its freeze before the thaw, as Windows VSS does after about 10 s')
@@ -126,7 +122,7 @@ def test_a_guest_that_cannot_be_thawed_fails_the_run_and_the_snapshot_stays(worl
 
     assert result.code == 1
     (line,) = error_lines(result)
-    (name,) = storage_snapshots(world)      # made, and -keep still ran
+    (name,) = world.storage_snapshots()      # made, and -keep still ran
     assert line == (f'ERROR: storage ONTAP01: snapshot {name} was made, but the guest of VM 100 could not be thawed '
                     'and may still be frozen: run "qm guest cmd 100 fsfreeze-thaw" (Proxmox '
                     f'{world.pve_host}: guest agent fsfreeze-thaw in VM 100: VM 100 qmp command failed - timeout)')
@@ -140,7 +136,7 @@ def test_an_agent_that_does_not_answer_leaves_its_vm_crash_consistent_or_paused(
     paused = world.run('storage', 'create', '-storage', 'ONTAP01', '-pause')
 
     assert frozen.code == paused.code == 0, frozen.err + paused.err
-    first = storage_snapshots(world)[0]
+    first = world.storage_snapshots()[0]
     assert [line for line in frozen.err.splitlines() if line.startswith('WARNING')] == [
         (f'WARNING: storage ONTAP01: snapshot {first} is crash-consistent for VM 101: its guest agent does not answer '
          f'(Proxmox {world.pve_host}: guest agent ping in VM 101: QEMU guest agent is not running)')]
@@ -175,7 +171,7 @@ def test_a_stop_signal_while_guests_are_frozen_thaws_them_first(world, signum):
                               signum)
 
     assert code == 128 + signum, err
-    (name,) = storage_snapshots(world)
+    (name,) = world.storage_snapshots()
     assert err.splitlines()[-1] == f'ERROR: stopped by {signum.name} (storage ONTAP01: snapshot {name} was made)'
     assert not any(vm.agent_frozen for vm in vms.values())
     assert vms[103].qmpstatus == 'running' and world.power_requests(103)[-1][0] == 'resume'

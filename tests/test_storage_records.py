@@ -11,10 +11,6 @@ from world import OLD_SNAPSHOT, add_container, error_lines, with_running_guests
 import pve_ontap_snapshot as tool
 
 
-def snapshots(world):
-    return sorted(name for name in world.vol1.snapshots if name.startswith(tool.Names.STORAGE_SNAPSHOT_PREFIX))
-
-
 def live_records(world):
     folder = world.vol1.path / tool.Names.STORAGE_RECORD_DIR
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
@@ -41,7 +37,7 @@ def test_each_storage_snapshot_holds_the_manifest_and_config_of_every_guest_on_i
     result = world.run('storage', 'create', '-storage', 'ONTAP01')
 
     assert result.code == 0, result.err
-    (name,) = snapshots(world)
+    (name,) = world.storage_snapshots()
     records = snapshot_records(world, name)
     # VM 100 and 101 and CT 200 have disks on ONTAP01; VM 102 only on local-lvm
     assert sorted(records) == ['ct-200.atomic.manifest.json', 'vm-100.running.manifest.json',
@@ -81,7 +77,7 @@ def test_each_guests_manifest_says_how_it_was_held_for_the_snapshot(world, flags
     result = world.run('storage', 'create', '-storage', 'ONTAP01', *flags)
 
     assert result.code == 0, result.err
-    (name,) = snapshots(world)
+    (name,) = world.storage_snapshots()
     assert consistencies(snapshot_records(world, name)) == expected
 
 
@@ -93,7 +89,7 @@ def test_a_guest_moved_away_is_no_longer_in_the_next_snapshot(world):
     result = world.run('storage', 'create', '-storage', 'ONTAP01')
 
     assert result.code == 0, result.err
-    first, second = snapshots(world)
+    first, second = world.storage_snapshots()
     assert sorted(snapshot_records(world, first)) == ['vm-100.running.manifest.json', 'vm-101.shutdown.manifest.json']
     assert sorted(snapshot_records(world, second)) == ['vm-100.shutdown.manifest.json']
     assert json.loads(snapshot_records(world, second)['vm-100.shutdown.manifest.json'])['stamp'] == second
@@ -103,10 +99,10 @@ def test_storage_list_shows_how_many_guests_each_snapshot_holds_and_how_consiste
     world.a.add_snapshot('proxmox_storage01', OLD_SNAPSHOT, create_time='2024-03-13T14:42:47+00:00')
     add_container(world)
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-    (_, name) = snapshots(world)
+    (_, name) = world.storage_snapshots()
 
     text = world.run('-loglevel', 'warn', 'storage', 'list', '-storage', 'ONTAP01')
-    data = json.loads(world.run('-output', 'json', 'storage', 'list', '-storage', 'ONTAP01').out)
+    data = world.json('storage', 'list', '-storage', 'ONTAP01')
 
     assert text.code == 0 and text.err == ''
     header, old, new = text.out.splitlines()
@@ -138,7 +134,7 @@ def test_a_record_not_written_still_leaves_the_snapshot_and_fails_naming_it(worl
     result = world.run('storage', 'create', '-storage', 'ONTAP01')
 
     assert result.code == 1
-    (name,) = snapshots(world)
+    (name,) = world.storage_snapshots()
     assert error_lines(result) == [(
         f'ERROR: storage ONTAP01: snapshot {name} was made, but not recorded in pve-ontap-snapshot/ on ONTAP01: '
         f'the record of VM 101 (ONTAP {world.a.host}: write pve-ontap-snapshot/vm-101.shutdown.manifest.json in '
@@ -152,7 +148,7 @@ def test_a_record_whose_answer_was_lost_is_read_back(world):
     result = world.run('storage', 'create', '-storage', 'ONTAP01')
 
     assert result.code == 0, result.err
-    (name,) = snapshots(world)
+    (name,) = world.storage_snapshots()
     assert config_in(snapshot_records(world, name)['vm-101.shutdown.manifest.json']).startswith(b'memory: 1024\n')
 
 
@@ -163,7 +159,7 @@ def test_a_record_replaced_is_whole_even_when_shorter(world):
 
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
 
-    _, second = snapshots(world)
+    _, second = world.storage_snapshots()
     assert config_in(snapshot_records(world, second)['vm-101.shutdown.manifest.json']) == (
         b'memory: 1024\nname: db\nscsi0: ONTAP01:101/vm-101-disk-0.raw,size=1G\n')
 

@@ -3,7 +3,6 @@ went out is unknown, and nothing is rolled back, deleted or started on the guess
 not happen. Each story sets up the fault, runs the command, waits until every ONTAP job has
 ended, and then checks what is on the storage and in PVE."""
 
-import json
 
 from world import FILE_CLONE, VM100_ONTAP_DISKS, cloning, error_lines, wait_for_tasks
 
@@ -150,7 +149,7 @@ def test_a_clone_still_running_after_every_bound_is_named_and_then_listed_as_inc
     assert f'once ONTAP has ended it, check and delete images/100/{left}' in line
     stamp = left.split('-snapshot-')[1].rsplit('.', 1)[0]
 
-    listed = json.loads(world.run('-output', 'json', 'vm', 'list', '-vm', 100).out)
+    listed = world.vm_snapshots(100)
     assert [(s['stamp'], s['complete']) for s in listed] == [(stamp, False)]
 
     # -keep never counts it: the one set kept is the new, complete one

@@ -149,9 +149,8 @@ def test_one_pve_login_per_run(world):
                                   ('vm', 'create', '-vm', 101, '-freeze')])
 def test_a_successful_run_at_loglevel_warn_is_silent(world, argv):
     world.pve.vm(100).config.pop('scsi1')   # a disk on local-lvm is rightly warned about
-    db = world.pve.vm(101)
+    db = world.with_agent(101)
     db.status = db.qmpstatus = 'running'
-    db.config['agent'], db.agent = '1', {}
 
     result = world.run('-loglevel', 'warn', *argv)
     assert result.code == 0

@@ -1,7 +1,6 @@
 """VM snapshots as a lifecycle: list, delete, restore (from a set or a storage snapshot),
 freeze, registration, retention, several VMs."""
 
-import json
 import re
 import time
 
@@ -35,12 +34,6 @@ def live_bytes(world, sources, vmid=100):
     return {name: world.disk(vol, vmid, name).read_bytes() for vol, name in sources}
 
 
-def sets_of(world, vmid):
-    result = world.run('vm', 'list', '-vm', vmid, '-output', 'json')
-    assert result.code == 0, result.err
-    return json.loads(result.out)
-
-
 def table_rows(text):
     """The cells of each row of a text table below its header (cells are apart by 2+ spaces)."""
     return [re.split(r' {2,}', line) for line in text.splitlines()[1:]]
@@ -63,7 +56,7 @@ def test_list_shows_every_set_across_both_clusters_with_pre_restore_marked(world
          'unknown'],
         [OLD, 'pre-restore', '16.0 KiB', 'ide0,sata0', 'incomplete (lacks efidisk0,scsi0,tpmstate0,virtio0)',
          'unknown', 'unknown']]
-    data = sets_of(world, 100)
+    data = world.vm_snapshots(100)
     assert [(s['stamp'], s['kind'], len(s['files'])) for s in data] == [(OLDER, 'snapshot', 6),
                                                                        (OLD, 'pre-restore', 2)]
     assert data[0]['size'] == 6 * 8192
@@ -84,7 +77,7 @@ def test_list_marks_a_set_that_lacks_disks_as_incomplete_but_not_one_with_files_
                      'unknown', 'unknown']
     assert old == [OLD, 'snapshot', '32.0 KiB', 'ide0,scsi0,efidisk0,tpmstate0', 'incomplete (lacks sata0,virtio0)',
                    'unknown', 'unknown']
-    data = sets_of(world, 100)
+    data = world.vm_snapshots(100)
     assert [(s['stamp'], s['complete'], s['missing']) for s in data] == [(OLDER, True, []),
                                                                        (OLD, False, ['sata0', 'virtio0'])]
     assert [f['disk'] for f in data[0]['files'] if 'disk-9' in f['path']] == [None]
@@ -100,11 +93,11 @@ def test_list_marks_a_set_made_before_a_disk_was_added_as_incomplete(world):
     assert result.code == 0, result.err
     assert table_rows(result.out) == [[OLD, 'snapshot', '8.0 KiB', 'scsi0', 'incomplete (lacks scsi1)', 'unknown',
                                        'unknown']]
-    assert [(s['complete'], s['missing']) for s in sets_of(world, 101)] == [(False, ['scsi1'])]
+    assert [(s['complete'], s['missing']) for s in world.vm_snapshots(101)] == [(False, ['scsi1'])]
 
 
 def test_list_of_a_vm_without_snapshots_is_empty(world):
-    assert sets_of(world, 101) == []
+    assert world.vm_snapshots(101) == []
 
 
 def test_delete_removes_every_file_of_the_set_and_nothing_else(world):
@@ -118,7 +111,7 @@ def test_delete_removes_every_file_of_the_set_and_nothing_else(world):
     assert result.code == 0, result.err
     for vol in (world.vol1, world.vol2):
         assert world.files(vol, 100) == [f for f in before[vol.name] if OLDER not in f]
-    assert [s['stamp'] for s in sets_of(world, 100)] == [OLD]
+    assert [s['stamp'] for s in world.vm_snapshots(100)] == [OLD]
 
 
 def test_delete_of_an_unknown_stamp_is_an_error(world):
@@ -134,7 +127,7 @@ def test_delete_of_an_unknown_stamp_is_an_error(world):
 
 def test_delete_of_registered_clones_removes_their_unused_entries(world):
     assert world.run('vm', 'create', '-vm', 101).code == 0
-    (stamp,) = [s['stamp'] for s in sets_of(world, 101)]
+    (stamp,) = [s['stamp'] for s in world.vm_snapshots(101)]
     config = world.pve.vm(101).config
     (key,) = [k for k in config if k.startswith('unused')]
     assert config[key] == f'ONTAP01:101/vm-101-disk-0-snapshot-{stamp}.raw'
@@ -176,8 +169,8 @@ def test_keep_skips_a_set_with_a_file_attached_as_a_disk(world):
     result = world.run('vm', 'create', '-vm', 101, '-keep', 1, '-no-register')
 
     assert result.code == 0, result.err
-    assert [s['stamp'] for s in sets_of(world, 101)][:1] == [OLDEST]
-    assert len(sets_of(world, 101)) == 2
+    assert [s['stamp'] for s in world.vm_snapshots(101)][:1] == [OLDEST]
+    assert len(world.vm_snapshots(101)) == 2
     assert world.pve.vm(101).config['scsi5'] == volid
     assert f'snapshot {OLDEST} is in use' in result.err and 'kept beyond -keep 1' in result.err
 
@@ -186,7 +179,7 @@ def test_keep_skips_a_set_with_a_file_attached_as_a_disk(world):
 
 def test_create_registers_clones_as_unused_disks(world):
     assert world.run('vm', 'create', '-vm', 100).code == 0
-    (stamp,) = [s['stamp'] for s in sets_of(world, 100)]
+    (stamp,) = [s['stamp'] for s in world.vm_snapshots(100)]
 
     vm = world.pve.vm(100)
     # a running VM: unusedN is not hot-pluggable, so it waits in the pending config
@@ -203,7 +196,7 @@ def test_a_second_snapshot_of_a_running_vm_keeps_the_pending_unused_disks_of_the
 
     registered = [v for k, v in world.pve.vm(100).pending.items() if k.startswith('unused')]
     assert len(registered) == len(set(registered)) == 12
-    assert {stamp for s in sets_of(world, 100) for stamp in [s['stamp']]} == \
+    assert {stamp for s in world.vm_snapshots(100) for stamp in [s['stamp']]} == \
         {re.search(r'snapshot-(\S+)\.', v)[1] for v in registered}
 
 
@@ -216,7 +209,7 @@ def test_a_disk_detached_while_the_snapshot_is_taken_keeps_its_unused_entry(worl
 
     _, pve = world.requests_of('vm', 'create', '-vm', 101)
 
-    (made,) = sets_of(world, 101)
+    (made,) = world.vm_snapshots(101)
     assert vm.config['unused0'] == 'ONTAP01:101/vm-101-disk-9.raw'
     assert vm.config['unused1'] == f'ONTAP01:101/vm-101-disk-0-snapshot-{made["stamp"]}.raw'
     # login, VM list, storage.cfg, its config; the change refused for its digest, the config read again, the change
@@ -237,7 +230,7 @@ def test_restore_from_a_set_brings_back_the_bytes_and_keeps_an_undo_point(world)
     at_snapshot = live_bytes(world, sources)
     world.pve.vm(100).status = 'stopped'
     assert world.run('vm', 'create', '-vm', 100, '-no-register').code == 0
-    (stamp,) = [s['stamp'] for s in sets_of(world, 100)]
+    (stamp,) = [s['stamp'] for s in world.vm_snapshots(100)]
     for vol, name in sources:
         world.disk(vol, 100, name).write_bytes(b'written after the snapshot ' + name.encode())
     changed = live_bytes(world, sources)
@@ -248,7 +241,7 @@ def test_restore_from_a_set_brings_back_the_bytes_and_keeps_an_undo_point(world)
     assert result.code == 0, result.err
     assert live_bytes(world, sources) == at_snapshot
     assert world.disk(world.vol1, 101, VM101_DISK).read_bytes() == other
-    sets = sets_of(world, 100)
+    sets = world.vm_snapshots(100)
     assert [s['kind'] for s in sets] == ['snapshot', 'pre-restore']
     undo = {f['path'].rsplit('/', 1)[1].split('-prerestore-')[0]: f for f in sets[1]['files']}
     assert len(undo) == 6
@@ -371,19 +364,12 @@ def test_restore_of_a_suspended_vm_is_refused(world):
 
 # -- freeze
 
-def enable_agent(world, vmid=100):
-    vm = world.pve.vm(vmid)
-    vm.config['agent'] = '1'
-    vm.agent = {}
-    return vm
-
-
 def agent_commands(vm):
     return [request[0] for request in vm.agent_requests]
 
 
 def test_freeze_captures_between_freeze_and_thaw_and_clones_after_it(world):
-    vm = enable_agent(world)
+    vm = world.with_agent()
     frozen_at = []
     for emu in (world.a, world.b):
         emu.on_request = lambda r: r['method'] == 'POST' and frozen_at.append((r['path'].rsplit('/', 1)[1],
@@ -401,7 +387,7 @@ def test_freeze_captures_between_freeze_and_thaw_and_clones_after_it(world):
 
 
 def test_freeze_thaws_after_a_failed_clone(world):
-    vm = enable_agent(world)
+    vm = world.with_agent()
     world.b.fail_job('POST', '/api/storage/file/clone', code=13565952, message='Clone start failed.')
 
     result = world.run('vm', 'create', '-vm', 100, '-freeze')
@@ -412,7 +398,7 @@ def test_freeze_thaws_after_a_failed_clone(world):
 
 
 def test_freeze_thaws_when_the_captures_outlast_the_bound(world):
-    vm = enable_agent(world)
+    vm = world.with_agent()
     world.write_config(defaults='freeze_timeout = 0.2\n')
     world.a.slow_job('POST', r'/snapshots$', 1.0)
 
@@ -428,7 +414,7 @@ def test_freeze_thaws_when_the_captures_outlast_the_bound(world):
 
 
 def test_a_failed_freeze_and_a_failed_thaw_make_one_error_line(world):
-    enable_agent(world)
+    world.with_agent()
     for command in ('fsfreeze-freeze', 'fsfreeze-thaw'):
         world.pve.fail('POST', f'/nodes/pve1/qemu/100/agent/{command}', 500, 'VM 100 qmp command failed - timeout')
 
@@ -437,7 +423,7 @@ def test_a_failed_freeze_and_a_failed_thaw_make_one_error_line(world):
     assert result.code == 1
     (line,) = [line for line in result.err.splitlines() if line.startswith('ERROR')]
     assert 'fsfreeze-freeze' in line and 'and the guest of VM 100 could not be thawed' in line
-    assert sets_of(world, 100) == []
+    assert world.vm_snapshots(100) == []
 
 
 def test_a_set_from_a_clock_ahead_never_makes_keep_delete_the_new_one(world):
@@ -449,11 +435,11 @@ def test_a_set_from_a_clock_ahead_never_makes_keep_delete_the_new_one(world):
 
     assert dry.code == 0 and 'would delete' not in dry.out, dry.err
     assert real.code == 0, real.err
-    assert len(sets_of(world, 101)) == 2
+    assert len(world.vm_snapshots(101)) == 2
 
 
 def test_a_failed_thaw_says_what_to_run_by_hand(world):
-    enable_agent(world)
+    world.with_agent()
     world.pve.fail('POST', '/nodes/pve1/qemu/100/agent/fsfreeze-thaw', 500, 'VM 100 qmp command failed - timeout')
 
     result = world.run('vm', 'create', '-vm', 100, '-freeze', '-no-register')
@@ -462,7 +448,7 @@ def test_a_failed_thaw_says_what_to_run_by_hand(world):
     (line,) = [line for line in result.err.splitlines() if line.startswith('ERROR')]
     assert re.match(r'ERROR: VM 100: snapshot \S+ of 6 disk\(s\) was made, but the guest of VM 100 could not be '
                     r'thawed and may still be frozen: run "qm guest cmd 100 fsfreeze-thaw"', line)
-    assert len(sets_of(world, 100)) == 1
+    assert len(world.vm_snapshots(100)) == 1
 
 
 def test_a_failed_registration_still_keeps_the_snapshot_and_runs_retention(world):
@@ -475,7 +461,7 @@ def test_a_failed_registration_still_keeps_the_snapshot_and_runs_retention(world
     (line,) = [line for line in result.err.splitlines() if line.startswith('ERROR')]
     assert re.match(r'ERROR: VM 101: snapshot \S+ of 1 disk\(s\) was made, but .*register the snapshot as unused '
                     r'disks .*locked', line), line
-    (made,) = sets_of(world, 101)
+    (made,) = world.vm_snapshots(101)
     assert made['stamp'] != OLDEST
 
 
@@ -528,7 +514,7 @@ def test_keep_leaves_exactly_n_sets_and_never_a_pre_restore_set(world):
     result = world.run('vm', 'create', '-vm', 101, '-keep', 2)
 
     assert result.code == 0, result.err
-    sets = sets_of(world, 101)
+    sets = world.vm_snapshots(101)
     assert [s['kind'] for s in sets] == ['snapshot', 'pre-restore', 'snapshot']
     assert sets[0]['stamp'] == OLDER
     assert f'snapshot {OLDEST} deleted (-keep 2)' in result.err
@@ -548,7 +534,7 @@ def test_keep_counts_only_complete_sets_and_keeps_incomplete_ones_newer_than_the
     result = world.run('vm', 'create', '-vm', 100, '-keep', 2, '-no-register')
 
     assert result.code == 0, result.err
-    (made,) = [s['stamp'] for s in sets_of(world, 100) if s['stamp'] > day(14)]
+    (made,) = [s['stamp'] for s in world.vm_snapshots(100) if s['stamp'] > day(14)]
     # the newest 2 complete sets are this run's and the 13th's; the 14th is newer than that: it stays
     for vol, stamps in ((world.vol1, [day('09'), day(13), day(14), made]), (world.vol2, [day('09'), day(13), made])):
         assert sorted({name.split('-snapshot-')[-1].split('-prerestore-')[-1].rsplit('.', 1)[0]
@@ -581,8 +567,8 @@ def test_all_takes_every_vm_on_ontap_and_one_failure_does_not_stop_the_others(wo
 
     assert result.code == 1
     assert result.err.strip().splitlines()[-1] == 'ERROR: vm create failed for 1 of 2 VMs: 101'
-    assert len(sets_of(world, 100)) == 1
-    assert sets_of(world, 101) == []
+    assert len(world.vm_snapshots(100)) == 1
+    assert world.vm_snapshots(101) == []
 
 
 def test_all_goes_on_past_a_node_that_is_down_and_names_its_vms(world):
@@ -594,19 +580,19 @@ def test_all_goes_on_past_a_node_that_is_down_and_names_its_vms(world):
     lines = result.err.strip().splitlines()
     assert lines[-1] == 'ERROR: vm create failed for 1 of 2 VMs: 101'
     assert [line for line in lines if line.startswith('WARNING: VM 101 on node pve2 skipped:')]
-    assert len(sets_of(world, 100)) == 1
+    assert len(world.vm_snapshots(100)) == 1
 
 
 def test_back_to_back_runs_get_their_own_stamps(world, cluster_dir):
     for _ in range(2):
         assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
-    first, second = [s['stamp'] for s in sets_of(world, 101)]
+    first, second = [s['stamp'] for s in world.vm_snapshots(101)]
     assert first < second
     world.pve.vm(101).status = 'stopped'
     assert world.run('vm', 'restore', '-vm', 101, '-snapshot', second, '-yes').code == 0
     assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
 
-    sets = sets_of(world, 101)
+    sets = world.vm_snapshots(101)
     assert [s['kind'] for s in sets] == ['snapshot', 'snapshot', 'pre-restore', 'snapshot']
     assert len({s['stamp'] for s in sets}) == 4
     # the lock record remembers who ran last and the stamp it used for this VM
@@ -648,7 +634,7 @@ def test_a_destroyed_vms_snapshots_stay_apart_from_the_new_vm_with_its_id(world)
     pve_reads_nfs_directories(world)
     vm101_made(world, 1700000000, OLD_UUID)
     assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
-    (old,) = [s['stamp'] for s in sets_of(world, 101)]
+    (old,) = [s['stamp'] for s in world.vm_snapshots(101)]
     old_bytes = world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{old}.raw').read_bytes()
     vm101_again(world)
     new_bytes = world.disk(world.vol1, 101, VM101_DISK).read_bytes()
@@ -661,14 +647,14 @@ def test_a_destroyed_vms_snapshots_stay_apart_from_the_new_vm_with_its_id(world)
     assert listed.code == 0 and kept.code == 0 and copied.code == 0, listed.err + kept.err + copied.err
     mine, theirs = listed.out.split('\n\nSnapshots of another VM that had the id 101 before')
     assert old not in mine and old in theirs and 'another VM' in theirs
-    data = {s['stamp']: s['of'] for s in sets_of(world, 101)}
+    data = {s['stamp']: s['of'] for s in world.vm_snapshots(101)}
     assert data[old] == 'another VM' and list(data.values()).count('this VM') == 1
     assert old in data                                                  # -keep 1 neither counted nor deleted it
     assert refused.code == 1 and 'is of another VM that had the id 101 before' in error_lines(refused)[0]
     assert world.disk(world.vol1, 101, VM101_DISK).read_bytes() == new_bytes
     assert world.disk(world.vol1, 201, 'vm-201-disk-0.raw').read_bytes() == old_bytes
     assert world.run('vm', 'delete', '-vm', 101, '-snapshot', old).code == 0
-    assert old not in {s['stamp'] for s in sets_of(world, 101)}
+    assert old not in {s['stamp'] for s in world.vm_snapshots(101)}
 
 
 def test_keep_deletes_a_snapshot_of_unknown_identity_only_where_it_holds_the_vms_disks(world):
@@ -679,7 +665,7 @@ def test_keep_deletes_a_snapshot_of_unknown_identity_only_where_it_holds_the_vms
     result = world.run('vm', 'create', '-vm', 101, '-no-register', '-keep', 1)
 
     assert result.code == 0, result.err
-    listed = {s['stamp']: s['of'] for s in sets_of(world, 101)}
+    listed = {s['stamp']: s['of'] for s in world.vm_snapshots(101)}
     assert OLDEST not in listed and listed[OLDER] == 'unknown' and list(listed.values()).count('this VM') == 1
 
 

@@ -16,7 +16,9 @@ the sandbox and the benchmark all build it with populate() and drive it with Wor
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -265,8 +267,7 @@ def seed_history(world):
                           (MARCH_SNAPSHOT, '2024-03-14T10:00:00+00:00')):
         world.a.add_snapshot('proxmox_storage01', name, comment='Snapshot of Proxmox storage ONTAP01',
                              create_time=created)
-    vm = world.pve.vm(100)
-    vm.config['agent'], vm.agent = '1', {}
+    world.with_agent(100)
 
 
 class PmxcfsLocks:
@@ -418,6 +419,41 @@ class World:
         """How many times a run logged in to PVE with a password (POST .../access/ticket)."""
         return len(self.pve_requests('POST', '*/access/ticket'))
 
+    def json(self, *argv):
+        """The JSON a successful command prints with -output json."""
+        result = self.run('-output', 'json', *argv)
+        assert result.code == 0, result.err
+        return json.loads(result.out)
+
+    def vm_snapshots(self, vmid):
+        """vm list -vm VMID as JSON: one dict per snapshot (stamp, kind, complete, consistency, files, ...)."""
+        return self.json('vm', 'list', '-vm', vmid)
+
+    def vm_snapshot(self, vmid, *flags):
+        """vm create of one VM, which must succeed; the stamp of the snapshot it made."""
+        before = self.vm_stamps(vmid)
+        result = self.run('vm', 'create', '-vm', vmid, *flags)
+        assert result.code == 0, result.err
+        (stamp,) = set(self.vm_stamps(vmid)) - set(before)
+        return stamp
+
+    def vm_stamps(self, vmid):
+        """The stamps of the VM's snapshots (and pre-restore undo points) on both volumes, from
+        their clone files, oldest first."""
+        return sorted({re.search(tool.Names.STAMP_PATTERN, name)[0] for vol in (self.vol1, self.vol2)
+                       for name in self.clones(vol, vmid)})
+
+    def storage_snapshots(self, vol=None):
+        """The names of the tool's storage snapshots of that volume (ONTAP01's by default), sorted."""
+        return sorted(name for name in (vol or self.vol1).snapshots
+                      if name.startswith(tool.Names.STORAGE_SNAPSHOT_PREFIX))
+
+    def with_agent(self, vmid=100):
+        """The VM with a QEMU guest agent configured and answering; returns it."""
+        vm = self.pve.vm(vmid)
+        vm.config['agent'], vm.agent = '1', {}
+        return vm
+
     def disk(self, vol, vmid, name):
         return vol.path / 'images' / str(vmid) / name
 
@@ -457,9 +493,8 @@ def with_running_guests(world):
     """Running on ONTAP01: VM 100 and 101 with a guest agent, VM 103 without one, container 200;
     VM 104 with an agent runs on ONTAP02 only. Returns the VMs by id."""
     for vmid in (100, 101):
-        vm = world.pve.vm(vmid)
+        vm = world.with_agent(vmid)
         vm.status = vm.qmpstatus = 'running'
-        vm.config['agent'], vm.agent = '1', {}
     write_disk(world.vol1, 103, 'vm-103-disk-0.raw')
     world.pve.add_vm(103, 'plain', node='pve2', status='running',
                      config={'scsi0': 'ONTAP01:103/vm-103-disk-0.raw,size=1G', 'memory': 512})

@@ -1,19 +1,21 @@
-"""storage create -freeze and -pause: every running VM with a disk on the storage is frozen
-through its guest agent (or, with -pause, paused in memory when it cannot be), the volume
-snapshot is taken, and every guest runs again — also when the snapshot fails, outlasts
-freeze_timeout, or a signal comes."""
+"""storage create: an ONTAP snapshot of the volume behind a storage, named and commented as the
+original named it, with a record (a manifest, the config in it) of every guest on the storage
+written into pve-ontap-snapshot/ of the volume just before it; -keep, -label and -min-age; and
+-freeze and -pause: every running VM with a disk on the storage is frozen through its guest agent
+(or, with -pause, paused in memory when it cannot be), the volume snapshot is taken, and every
+guest runs again — also when the snapshot fails, outlasts freeze_timeout, or a signal comes."""
 
 import re
 import signal
-from pathlib import Path
 
 import pytest
 from world import error_lines, signalled_run, with_running_guests
 
-SCRIPT = Path(__file__).resolve().parent.parent / 'pve_ontap_snapshot.py'
 THAW_TOO_LATE = ("VM {vmid} qmp command 'guest-fsfreeze-thaw' failed - couldn't hold writes: fsfreeze is limited "
                  'up to 10 seconds')
 
+
+# -- -freeze and -pause
 
 def note_guests_at_the_snapshot(world, vms):
     """[{vmid: (frozen, qmpstatus)}] at each snapshot POST on cluster A."""

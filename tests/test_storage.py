@@ -1,41 +1,11 @@
 """storage create|list|show|delete|restore|mount|unmount against both clusters and fakepve."""
 
-import datetime
 import json
-import re
-import time
 
-import pytest
-from world import ONTAP_PASSWORD
+from world import DST_A, DST_B, snapshots_across_a_dst_change
 
 STAMP = r'\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\+0000'
 OLD = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
-
-
-def test_create_takes_a_snapshot_with_the_originals_name_and_comment(world):
-    result = world.run('storage', 'create', '-storage', 'ONTAP01')
-
-    assert result.code == 0, result.err
-    (name,) = world.storage_snapshots()
-    assert re.fullmatch('proxmox_snapshot_' + STAMP, name)
-    assert world.vol1.snapshots[name].comment == 'Snapshot of Proxmox storage ONTAP01'
-    assert (world.vol1.snapshot_path(name) / 'images/100/vm-100-disk-0.raw').read_bytes() == \
-        world.disk(world.vol1, 100, 'vm-100-disk-0.raw').read_bytes()
-    assert not world.vol2.snapshots
-
-
-def test_an_export_with_a_trailing_slash_finds_its_volume(world):
-    world.pve.storages['ONTAP01']['export'] = '/proxmox_storage01/'
-    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-    assert len(world.storage_snapshots()) == 1
-
-
-def test_create_on_the_second_cluster_with_svm(world):
-    assert world.run('storage', 'create', '-storage', 'ONTAP02').code == 0
-    assert len(world.storage_snapshots(world.vol2)) == 1
-    lookups = world.ontap_requests(path='/api/storage/volumes', on=world.b)
-    assert all(r['query'].get('svm.name') == 'svm2' for r in lookups)
-    assert all(r['query'].get('name') or r['query'].get('nas.path') for r in lookups)
 
 
 def test_list_shows_only_the_tools_snapshots_oldest_first(world):
@@ -210,27 +180,6 @@ def test_unmount_refuses_a_storage_of_the_config(world):
     assert world.state() == before and not world.a.requests
 
 
-def test_two_creates_in_a_row_make_two_snapshots(world):
-    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-    assert len(world.storage_snapshots()) == 2
-
-
-# Two snapshots across the end of summer time in a cluster at UTC+2/+1: A is older, but its
-# create_time text sorts after B's.
-DST_A, DST_B = 'proxmox_snapshot_2024-10-27_00:30:00+0000', 'proxmox_snapshot_2024-10-27_01:15:00+0000'
-
-
-def snapshots_across_a_dst_change(world):
-    utc = datetime.UTC
-    world.a.utc_offset = datetime.timedelta(hours=2)
-    world.a.add_snapshot('proxmox_storage01', DST_A, create_time=datetime.datetime(2024, 10, 27, 0, 30, tzinfo=utc))
-    world.a.utc_offset = datetime.timedelta(hours=1)
-    world.a.add_snapshot('proxmox_storage01', DST_B, create_time=datetime.datetime(2024, 10, 27, 1, 15, tzinfo=utc))
-    assert world.vol1.snapshots[DST_A].create_time == '2024-10-27T02:30:00+02:00'
-    assert world.vol1.snapshots[DST_B].create_time == '2024-10-27T02:15:00+01:00'
-
-
 def test_list_orders_snapshots_by_time_across_a_dst_change(world):
     snapshots_across_a_dst_change(world)
 
@@ -240,16 +189,6 @@ def test_list_orders_snapshots_by_time_across_a_dst_change(world):
     listed = json.loads(result.out)
     assert [s['name'] for s in listed] == [DST_A, DST_B]
     assert [s['create_time'] for s in listed] == ['2024-10-27T02:30:00+02:00', '2024-10-27T02:15:00+01:00']
-
-
-def test_keep_deletes_the_older_snapshot_across_a_dst_change(world):
-    snapshots_across_a_dst_change(world)
-
-    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-keep', 2)
-
-    assert result.code == 0, result.err
-    (made,) = set(world.storage_snapshots()) - {DST_A, DST_B}
-    assert world.storage_snapshots() == sorted([DST_B, made])
 
 
 def test_restore_across_a_dst_change_names_the_later_snapshot_as_newer(world):
@@ -264,74 +203,3 @@ def test_restore_across_a_dst_change_names_the_later_snapshot_as_newer(world):
 
 
 # -- snapmirror labels and -min-age
-
-def labelled(world, name, label, created):
-    world.a.add_snapshot('proxmox_storage01', name, create_time=created).snapmirror_label = label
-
-
-def test_labels_live_side_by_side_under_keep(world):
-    for day in ('10', '11', '12'):
-        labelled(world, f'proxmox_snapshot_2024-03-{day}_10:00:00+0000', 'daily', f'2024-03-{day}T10:00:00+00:00')
-    labelled(world, 'proxmox_snapshot_2024-03-03_10:00:00+0000', 'weekly', '2024-03-03T10:00:00+00:00')
-    world.a.add_snapshot('proxmox_storage01', OLD, create_time='2024-03-13T14:42:47+00:00')   # the original's
-
-    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-label', 'daily', '-keep', 2)
-
-    assert result.code == 0, result.err
-    daily = sorted(name for name, snap in world.vol1.snapshots.items() if snap.snapmirror_label == 'daily')
-    assert daily[0] == 'proxmox_snapshot_2024-03-12_10:00:00+0000' and len(daily) == 2
-    assert {'proxmox_snapshot_2024-03-03_10:00:00+0000', OLD} <= set(world.vol1.snapshots)
-    listed = {s['name']: s['label'] for s in world.json('storage', 'list', '-storage', 'ONTAP01')}
-    assert listed[OLD] is None and listed['proxmox_snapshot_2024-03-03_10:00:00+0000'] == 'weekly'
-
-
-def test_a_sections_snapmirror_label_is_the_default(world):
-    world.write_config(ONTAP01=f'host = {world.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\n'
-                               f'verify = {world.a.cafile}\nsnapmirror_label = hourly\n')
-
-    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-
-    (snap,) = world.vol1.snapshots.values()
-    assert snap.snapmirror_label == 'hourly'
-
-
-def test_min_age_takes_no_snapshot_while_one_of_its_label_is_young(world):
-    now = datetime.datetime.now(datetime.UTC)
-    labelled(world, 'proxmox_snapshot_recent', 'daily', (now - datetime.timedelta(minutes=20)).isoformat())
-    labelled(world, 'proxmox_snapshot_weekly', 'weekly', (now - datetime.timedelta(minutes=5)).isoformat())
-
-    skipped = world.run('storage', 'create', '-storage', 'ONTAP01', '-label', 'daily', '-min-age', '1h')
-    taken = world.run('storage', 'create', '-storage', 'ONTAP01', '-label', 'daily', '-min-age', '15m')
-
-    assert skipped.code == 0 and 'snapshot proxmox_snapshot_recent (label daily) is younger than -min-age 1h' \
-        in skipped.err
-    assert taken.code == 0, taken.err
-    assert len([s for s in world.vol1.snapshots.values() if s.snapmirror_label == 'daily']) == 2
-
-
-@pytest.mark.parametrize('argv', [('-label', 'a b'), ('-label', 'x' * 32), ('-min-age', 'soon'),
-                                  ('-min-age', '1y')])
-def test_bad_labels_and_durations_are_usage_errors(world, argv):
-    with pytest.raises(SystemExit) as exited:
-        world.run('storage', 'create', '-storage', 'ONTAP01', *argv)
-
-    assert exited.value.code == 2 and not world.vol1.snapshots
-
-
-def test_keep_skips_a_snapshot_ontap_keeps_busy_for_any_reason_and_a_later_run_deletes_it(world):
-    for day in ('10', '11'):
-        world.a.add_snapshot('proxmox_storage01', f'proxmox_snapshot_2024-03-{day}_10:00:00+0000',
-                             create_time=f'2024-03-{day}T10:00:00+00:00')
-    busy = world.vol1.snapshots['proxmox_snapshot_2024-03-10_10:00:00+0000']
-    busy.busy_until = time.monotonic() + 60     # a file clone from it still runs: no owner says so
-
-    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-keep', 1)
-
-    assert result.code == 0, result.err
-    assert ('WARNING: storage ONTAP01: keeping snapshot proxmox_snapshot_2024-03-10_10:00:00+0000 beyond -keep 1: '
-            'ONTAP keeps it busy (no owner named: a file clone from it may run); a later run deletes it') in result.err
-    assert min(world.storage_snapshots()) == busy.name and len(world.storage_snapshots()) == 2
-    busy.busy_until = 0
-    later = world.run('-wait', 5, 'storage', 'create', '-storage', 'ONTAP01', '-keep', 1)
-    assert later.code == 0, later.err
-    assert busy.name not in world.vol1.snapshots and len(world.storage_snapshots()) == 1

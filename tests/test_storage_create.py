@@ -5,17 +5,307 @@ written into pve-ontap-snapshot/ of the volume just before it; -keep, -label and
 (or, with -pause, paused in memory when it cannot be), the volume snapshot is taken, and every
 guest runs again — also when the snapshot fails, outlasts freeze_timeout, or a signal comes."""
 
+import datetime
+import json
 import re
 import signal
+import time
 
 import pytest
-from world import error_lines, signalled_run, with_running_guests
+from world import (
+    DST_A,
+    DST_B,
+    OLD_SNAPSHOT,
+    ONTAP_PASSWORD,
+    add_container,
+    config_in,
+    error_lines,
+    signalled_run,
+    snapshots_across_a_dst_change,
+    with_running_guests,
+)
+
+import pve_ontap_snapshot as tool
+
+# -- the snapshot
+
+def test_create_takes_a_snapshot_with_the_originals_name_and_comment(world):
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.err
+    (name,) = world.storage_snapshots()
+    assert re.fullmatch('proxmox_snapshot_' + tool.Names.STAMP_PATTERN, name)
+    assert world.vol1.snapshots[name].comment == 'Snapshot of Proxmox storage ONTAP01'
+    assert (world.vol1.snapshot_path(name) / 'images/100/vm-100-disk-0.raw').read_bytes() == \
+        world.disk(world.vol1, 100, 'vm-100-disk-0.raw').read_bytes()
+    assert not world.vol2.snapshots
+
+
+def test_an_export_with_a_trailing_slash_finds_its_volume(world):
+    world.pve.storages['ONTAP01']['export'] = '/proxmox_storage01/'
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    assert len(world.storage_snapshots()) == 1
+
+
+def test_create_on_the_second_cluster_with_svm(world):
+    assert world.run('storage', 'create', '-storage', 'ONTAP02').code == 0
+    assert len(world.storage_snapshots(world.vol2)) == 1
+    lookups = world.ontap_requests(path='/api/storage/volumes', on=world.b)
+    assert all(r['query'].get('svm.name') == 'svm2' for r in lookups)
+    assert all(r['query'].get('name') or r['query'].get('nas.path') for r in lookups)
+
+
+def test_two_creates_in_a_row_make_two_snapshots(world):
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    assert len(world.storage_snapshots()) == 2
+
+
+def test_storage_create_and_list_take_four_requests_and_the_records(world):
+    """Four, and the guests' records: the guest list and each guest's config (3), the record
+    directory listed (and made, the first time), the volume behind ONTAP02 (VM 100 has disks
+    there, named in its manifest) and a manifest (its config in it) of VM 100 and 101; the next
+    time each is replaced (a delete and a write). storage list reads each snapshot's records."""
+    assert world.requests_of('storage', 'create', '-storage', 'ONTAP01') == (2 + 1 + 1 + 1 + 2, 2 + 1 + 3)
+    assert world.requests_of('storage', 'create', '-storage', 'ONTAP01') == (2 + 1 + 1 + 4, 2 + 1 + 3)
+    assert world.requests_of('storage', 'list', '-storage', 'ONTAP01') == (2 + 2, 2)
+
+
+# -- what it records of the guests
+
+def live_records(world):
+    folder = world.vol1.path / tool.Names.STORAGE_RECORD_DIR
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def consistencies(records):
+    return {name.split('.')[0]: name.split('.')[1] for name in records if name.endswith('.manifest.json')}
+
+
+def test_each_storage_snapshot_holds_the_manifest_and_config_of_every_guest_on_it(world):
+    add_container(world)
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.err
+    (name,) = world.storage_snapshots()
+    records = world.storage_records(name)
+    # VM 100 and 101 and CT 200 have disks on ONTAP01; VM 102 only on local-lvm
+    assert sorted(records) == ['ct-200.atomic.manifest.json', 'vm-100.running.manifest.json',
+                               'vm-101.shutdown.manifest.json']
+    assert sorted(records) == live_records(world)
+    assert config_in(records['vm-101.shutdown.manifest.json']) == (
+        b'memory: 1024\nname: db\nscsi0: ONTAP01:101/vm-101-disk-0.raw,size=1G\n')
+    container = json.loads(records['ct-200.atomic.manifest.json'])
+    assert 'rootfs: ONTAP01:200/vm-200-disk-0.raw,size=8G\n' in container.pop('config')
+    assert container.pop('signature').startswith('hmac-sha256:')
+    assert container == {
+        'tool': 'pve-ontap-snapshot', 'version': tool.tool_version(), 'vmid': 200, 'name': 'files', 'node': 'pve2',
+        'stamp': name, 'consistency': 'atomic', 'config_from': 'api',
+        'identity': {'ctime': None, 'smbios_uuid': None},
+        'disks': [{'key': 'rootfs', 'volid': 'ONTAP01:200/vm-200-disk-0.raw',
+                   'clone': f'.snapshot/{name}/images/200/vm-200-disk-0.raw', 'size': 8 * 2**30,
+                   'storage': 'ONTAP01', 'cluster': world.a.host, 'svm': 'svm1', 'volume': 'proxmox_storage01',
+                   'format': 'raw'}]}
+    # every ONTAP disk of VM 100, those on ONTAP02 (not in this snapshot) without a path in it
+    disks = {d['key']: d for d in json.loads(records['vm-100.running.manifest.json'])['disks']}
+    assert sorted(disks) == ['efidisk0', 'ide0', 'sata0', 'scsi0', 'tpmstate0', 'virtio0']
+    assert disks['scsi0']['clone'] == f'.snapshot/{name}/images/100/vm-100-disk-2.qcow2'
+    assert (disks['sata0']['clone'], disks['sata0']['cluster'], disks['sata0']['volume']) == (
+        None, world.b.host, 'proxmox_storage02')
+    # the clone paths name real files of the snapshot
+    assert (world.vol1.snapshots[name].path / 'images/200/vm-200-disk-0.raw').read_bytes() == \
+        world.disk(world.vol1, 200, 'vm-200-disk-0.raw').read_bytes()
+
+
+@pytest.mark.parametrize('flags, expected', [
+    ((), {'vm-100': 'running', 'vm-101': 'atomic', 'vm-103': 'atomic', 'ct-200': 'atomic'}),
+    (('-freeze',), {'vm-100': 'frozen', 'vm-101': 'frozen', 'vm-103': 'atomic', 'ct-200': 'atomic'}),
+    (('-pause',), {'vm-100': 'frozen', 'vm-101': 'frozen', 'vm-103': 'paused', 'ct-200': 'atomic'})])
+def test_each_guests_manifest_says_how_it_was_held_for_the_snapshot(world, flags, expected):
+    with_running_guests(world)
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01', *flags)
+
+    assert result.code == 0, result.err
+    (name,) = world.storage_snapshots()
+    assert consistencies(world.storage_records(name)) == expected
+
+
+def test_a_guest_moved_away_is_no_longer_in_the_next_snapshot(world):
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    world.pve.vm(101).config['scsi0'] = 'local-lvm:vm-101-disk-0,size=1G'
+    world.pve.vm(100).status = 'stopped'
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.err
+    first, second = world.storage_snapshots()
+    assert sorted(world.storage_records(first)) == ['vm-100.running.manifest.json', 'vm-101.shutdown.manifest.json']
+    assert sorted(world.storage_records(second)) == ['vm-100.shutdown.manifest.json']
+    assert json.loads(world.storage_records(second)['vm-100.shutdown.manifest.json'])['stamp'] == second
+
+
+def test_a_record_not_written_still_leaves_the_snapshot_and_fails_naming_it(world):
+    world.a.fail('POST', r'vm-101.*manifest', status=500, message='disk quota exceeded')
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 1
+    (name,) = world.storage_snapshots()
+    assert error_lines(result) == [(
+        f'ERROR: storage ONTAP01: snapshot {name} was made, but not recorded in pve-ontap-snapshot/ on ONTAP01: '
+        f'the record of VM 101 (ONTAP {world.a.host}: write pve-ontap-snapshot/vm-101.shutdown.manifest.json in '
+        'volume proxmox_storage01: disk quota exceeded)')]
+    assert sorted(world.storage_records(name)) == ['vm-100.running.manifest.json']
+
+
+def test_a_record_replaced_is_whole_even_when_shorter(world):
+    world.pve.vm(101).config['description'] = 'a long description ' * 20
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    del world.pve.vm(101).config['description']
+
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+
+    _, second = world.storage_snapshots()
+    assert config_in(world.storage_records(second)['vm-101.shutdown.manifest.json']) == (
+        b'memory: 1024\nname: db\nscsi0: ONTAP01:101/vm-101-disk-0.raw,size=1G\n')
+
+
+def test_a_dry_run_says_which_records_it_would_write_and_writes_none(world):
+    before = world.state()
+
+    result = world.run('-dry-run', 'storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.err
+    assert world.state() == before
+    lines = [line.split(' (')[0] for line in result.out.splitlines()]
+    assert lines[:3] == ['would create the directory pve-ontap-snapshot in volume proxmox_storage01',
+                         'would write pve-ontap-snapshot/vm-100.running.manifest.json in volume proxmox_storage01',
+                         'would write pve-ontap-snapshot/vm-101.shutdown.manifest.json in volume proxmox_storage01']
+    assert lines[3].startswith('would create snapshot proxmox_snapshot_')
+
+
+@pytest.mark.parametrize('guest, disks, how, expected', [
+    ({'status': 'running'}, [tool.Disk('scsi0', 'S', 'S:1/a.raw')], 'freeze', 'frozen'),
+    ({'status': 'running'}, [tool.Disk('scsi0', 'S', 'S:1/a.raw')], 'pause', 'paused'),
+    ({'status': 'stopped'}, [tool.Disk('scsi0', 'S', 'S:1/a.raw')], None, 'shutdown'),
+    ({'status': 'running'}, [tool.Disk('scsi0', 'S', 'S:1/a.raw')], None, 'atomic'),
+    ({'status': 'running'}, [tool.Disk('scsi0', 'S', 'S:1/a.raw'), tool.Disk('scsi1', 'T', 'T:1/b.raw')], None,
+     'running'),
+    ({'status': 'running'}, [], None, 'running')])
+def test_consistency_of_a_guest_in_a_storage_snapshot(guest, disks, how, expected):
+    assert tool.Consistency.of_storage_snapshot(guest, disks, 'S', how) == expected
+
+
+def test_a_containers_raw_lxc_keys_go_last_as_pve_writes_them():
+    config = {'hostname': 'ct', 'lxc': [['lxc.apparmor.profile', 'unconfined']], 'digest': 'x'}
+    assert tool.Guest.config_text_of({'type': 'lxc'}, config) == 'hostname: ct\nlxc.apparmor.profile: unconfined\n'
+
+
+# -- -keep, -label and -min-age
+
+def test_keep_deletes_the_older_snapshot_across_a_dst_change(world):
+    snapshots_across_a_dst_change(world)
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-keep', 2)
+
+    assert result.code == 0, result.err
+    (made,) = set(world.storage_snapshots()) - {DST_A, DST_B}
+    assert world.storage_snapshots() == sorted([DST_B, made])
+
+
+def test_keep_skips_a_snapshot_ontap_keeps_busy_for_any_reason_and_a_later_run_deletes_it(world):
+    for day in ('10', '11'):
+        world.a.add_snapshot('proxmox_storage01', f'proxmox_snapshot_2024-03-{day}_10:00:00+0000',
+                             create_time=f'2024-03-{day}T10:00:00+00:00')
+    busy = world.vol1.snapshots['proxmox_snapshot_2024-03-10_10:00:00+0000']
+    busy.busy_until = time.monotonic() + 60     # a file clone from it still runs: no owner says so
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-keep', 1)
+
+    assert result.code == 0, result.err
+    assert ('WARNING: storage ONTAP01: keeping snapshot proxmox_snapshot_2024-03-10_10:00:00+0000 beyond -keep 1: '
+            'ONTAP keeps it busy (no owner named: a file clone from it may run); a later run deletes it') in result.err
+    assert min(world.storage_snapshots()) == busy.name and len(world.storage_snapshots()) == 2
+    busy.busy_until = 0
+    later = world.run('-wait', 5, 'storage', 'create', '-storage', 'ONTAP01', '-keep', 1)
+    assert later.code == 0, later.err
+    assert busy.name not in world.vol1.snapshots and len(world.storage_snapshots()) == 1
+
+
+def test_storage_keep_never_deletes_a_busy_snapshot(world):
+    names = [f'proxmox_snapshot_2024-03-1{day}_10:00:00+0000' for day in (1, 2, 3)]
+    for day, name in zip((1, 2, 3), names):
+        world.a.add_snapshot('proxmox_storage01', name, create_time=f'2024-03-1{day}T10:00:00+00:00')
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', names[0]).code == 0
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-keep', 1)
+
+    assert result.code == 0, result.err
+    remaining = sorted(n for n in world.vol1.snapshots if n.startswith('proxmox_snapshot_'))
+    assert remaining[0] == names[0] and len(remaining) == 2 and remaining[1] not in names
+    assert f'keeping snapshot {names[0]} beyond -keep 1: FlexClone proxmox_storage01_clone uses it' in result.err
+
+
+def labelled(world, name, label, created):
+    world.a.add_snapshot('proxmox_storage01', name, create_time=created).snapmirror_label = label
+
+
+def test_labels_live_side_by_side_under_keep(world):
+    for day in ('10', '11', '12'):
+        labelled(world, f'proxmox_snapshot_2024-03-{day}_10:00:00+0000', 'daily', f'2024-03-{day}T10:00:00+00:00')
+    labelled(world, 'proxmox_snapshot_2024-03-03_10:00:00+0000', 'weekly', '2024-03-03T10:00:00+00:00')
+    world.a.add_snapshot('proxmox_storage01', OLD_SNAPSHOT, create_time='2024-03-13T14:42:47+00:00')   # the original's
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-label', 'daily', '-keep', 2)
+
+    assert result.code == 0, result.err
+    daily = sorted(name for name, snap in world.vol1.snapshots.items() if snap.snapmirror_label == 'daily')
+    assert daily[0] == 'proxmox_snapshot_2024-03-12_10:00:00+0000' and len(daily) == 2
+    assert {'proxmox_snapshot_2024-03-03_10:00:00+0000', OLD_SNAPSHOT} <= set(world.vol1.snapshots)
+    listed = {s['name']: s['label'] for s in world.json('storage', 'list', '-storage', 'ONTAP01')}
+    assert listed[OLD_SNAPSHOT] is None and listed['proxmox_snapshot_2024-03-03_10:00:00+0000'] == 'weekly'
+
+
+def test_a_sections_snapmirror_label_is_the_default(world):
+    world.write_config(ONTAP01=f'host = {world.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\n'
+                               f'verify = {world.a.cafile}\nsnapmirror_label = hourly\n')
+
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+
+    (snap,) = world.vol1.snapshots.values()
+    assert snap.snapmirror_label == 'hourly'
+
+
+def test_min_age_takes_no_snapshot_while_one_of_its_label_is_young(world):
+    now = datetime.datetime.now(datetime.UTC)
+    labelled(world, 'proxmox_snapshot_recent', 'daily', (now - datetime.timedelta(minutes=20)).isoformat())
+    labelled(world, 'proxmox_snapshot_weekly', 'weekly', (now - datetime.timedelta(minutes=5)).isoformat())
+
+    skipped = world.run('storage', 'create', '-storage', 'ONTAP01', '-label', 'daily', '-min-age', '1h')
+    taken = world.run('storage', 'create', '-storage', 'ONTAP01', '-label', 'daily', '-min-age', '15m')
+
+    assert skipped.code == 0 and 'snapshot proxmox_snapshot_recent (label daily) is younger than -min-age 1h' \
+        in skipped.err
+    assert taken.code == 0, taken.err
+    assert len([s for s in world.vol1.snapshots.values() if s.snapmirror_label == 'daily']) == 2
+
+
+@pytest.mark.parametrize('argv', [('-label', 'a b'), ('-label', 'x' * 32), ('-min-age', 'soon'),
+                                  ('-min-age', '1y')])
+def test_bad_labels_and_durations_are_usage_errors(world, argv):
+    with pytest.raises(SystemExit) as exited:
+        world.run('storage', 'create', '-storage', 'ONTAP01', *argv)
+
+    assert exited.value.code == 2 and not world.vol1.snapshots
+
+
+# -- -freeze and -pause
 
 THAW_TOO_LATE = ("VM {vmid} qmp command 'guest-fsfreeze-thaw' failed - couldn't hold writes: fsfreeze is limited "
                  'up to 10 seconds')
 
-
-# -- -freeze and -pause
 
 def note_guests_at_the_snapshot(world, vms):
     """[{vmid: (frozen, qmpstatus)}] at each snapshot POST on cluster A."""
@@ -153,7 +443,7 @@ def test_a_dry_run_freezes_nothing(world):
     result = world.run('-dry-run', 'storage', 'create', '-storage', 'ONTAP01', '-pause')
 
     assert result.code == 0, result.err
-    # the records of the guests come first (test_storage_records.py)
+    # the records of the guests come first (a dry run of them above)
     steps = [line.split(' (')[0] for line in result.out.splitlines() if 'pve-ontap-snapshot' not in line]
     assert steps[:3] == ['would guest agent fsfreeze-freeze in VM 100', 'would guest agent fsfreeze-freeze in VM 101',
                          'would suspend VM 103']

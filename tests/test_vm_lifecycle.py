@@ -545,20 +545,6 @@ def test_keep_counts_only_complete_sets_and_keeps_incomplete_ones_newer_than_the
     assert f'VM 100: snapshot {day(11)} deleted (-keep 2)' in result.err
 
 
-def test_storage_keep_never_deletes_a_busy_snapshot(world):
-    names = [f'proxmox_snapshot_2024-03-1{day}_10:00:00+0000' for day in (1, 2, 3)]
-    for day, name in zip((1, 2, 3), names):
-        world.a.add_snapshot('proxmox_storage01', name, create_time=f'2024-03-1{day}T10:00:00+00:00')
-    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', names[0]).code == 0
-
-    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-keep', 1)
-
-    assert result.code == 0, result.err
-    remaining = sorted(n for n in world.vol1.snapshots if n.startswith('proxmox_snapshot_'))
-    assert remaining[0] == names[0] and len(remaining) == 2 and remaining[1] not in names
-    assert f'keeping snapshot {names[0]} beyond -keep 1: FlexClone proxmox_storage01_clone uses it' in result.err
-
-
 def test_all_takes_every_vm_on_ontap_and_one_failure_does_not_stop_the_others(world):
     world.a.fail_job('POST', '/api/storage/file/clone', code=13565952, message='Clone start failed.',
                      match={'source_path': 'images/101/vm-101-disk-0.raw'})

@@ -16,6 +16,7 @@ the sandbox and the benchmark all build it with populate() and drive it with Wor
 import asyncio
 import contextlib
 import ctypes
+import datetime
 import json
 import os
 import re
@@ -270,6 +271,34 @@ def seed_history(world):
     world.with_agent(100)
 
 
+def add_storage_snapshots(world):
+    """On ONTAP01's volume: the original's OLD_SNAPSHOT, an hourly snapshot of ONTAP's own schedule
+    after it, and MARCH_SNAPSHOT, the newest."""
+    world.a.add_snapshot('proxmox_storage01', OLD_SNAPSHOT, create_time='2024-03-13T14:42:47+00:00')
+    world.a.add_snapshot('proxmox_storage01', 'hourly.2024-03-14_0905', create_time='2024-03-14T09:05:00+00:00')
+    world.a.add_snapshot('proxmox_storage01', MARCH_SNAPSHOT, create_time='2024-03-14T10:00:00+00:00')
+
+
+# Two storage snapshots across the end of summer time in a cluster at UTC+2/+1: DST_A is older,
+# but its create_time text sorts after DST_B's.
+DST_A, DST_B = 'proxmox_snapshot_2024-10-27_00:30:00+0000', 'proxmox_snapshot_2024-10-27_01:15:00+0000'
+
+
+def snapshots_across_a_dst_change(world):
+    utc = datetime.UTC
+    world.a.utc_offset = datetime.timedelta(hours=2)
+    world.a.add_snapshot('proxmox_storage01', DST_A, create_time=datetime.datetime(2024, 10, 27, 0, 30, tzinfo=utc))
+    world.a.utc_offset = datetime.timedelta(hours=1)
+    world.a.add_snapshot('proxmox_storage01', DST_B, create_time=datetime.datetime(2024, 10, 27, 1, 15, tzinfo=utc))
+    assert world.vol1.snapshots[DST_A].create_time == '2024-10-27T02:30:00+02:00'
+    assert world.vol1.snapshots[DST_B].create_time == '2024-10-27T02:15:00+01:00'
+
+
+def config_in(record):
+    """The config a manifest (bytes) holds, as PVE holds it."""
+    return json.loads(record)['config'].encode('utf-8', 'surrogateescape')
+
+
 class PmxcfsLocks:
     """What pmxcfs does with priv/lock/ beside a plain directory's mkdir (pve-cluster
     src/README, "File Locking"; memdb.c memdb_lock_expired): `utime 0 0` on a lock is an unlock
@@ -447,6 +476,11 @@ class World:
         """The names of the tool's storage snapshots of that volume (ONTAP01's by default), sorted."""
         return sorted(name for name in (vol or self.vol1).snapshots
                       if name.startswith(tool.Names.STORAGE_SNAPSHOT_PREFIX))
+
+    def storage_records(self, name):
+        """{file name: bytes} in pve-ontap-snapshot/ of ONTAP01's storage snapshot `name` (None if it has none)."""
+        folder = self.vol1.snapshots[name].path / tool.Names.STORAGE_RECORD_DIR
+        return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.exists() else None
 
     def with_agent(self, vmid=100):
         """The VM with a QEMU guest agent configured and answering; returns it."""

@@ -47,28 +47,3 @@ def test_vm_create_of_a_running_vm_adds_only_its_two_captures_and_their_deletes(
         ('POST', name) for name in sorted(world.records(world.vol1, 103))]
     assert not world.ontap_requests(path='*/jobs*')
     assert not world.vol1.snapshots and not world.vol2.snapshots
-
-
-def test_storage_delete_takes_four_requests_and_three_with_a_token(world):
-    """The snapshot goes by a query-based DELETE filtered by its name, answered without a job
-    poll, so its UUID needs no lookup. An API token saves the PVE login."""
-    for name in ('proxmox_snapshot_a', 'proxmox_snapshot_b'):
-        world.a.add_snapshot('proxmox_storage01', name)
-    assert world.requests_of('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_a') == (2, 2)
-    world.pve.apitokens['root@pam!backup'] = 'token-value'
-    world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = root@pam\n'
-                               'proxmox_token_name = backup\nproxmox_token_value = token-value\n'
-                               f'proxmox_verify = {world.pve_cafile}\n')
-    assert world.requests_of('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_b') == (2, 1)
-    assert not [name for name in world.vol1.snapshots if name.startswith('proxmox_snapshot_')]
-
-
-def test_listing_a_thousand_snapshots_is_one_request(world):
-    for n in range(1000):
-        world.b.add_snapshot('proxmox_storage02', f'proxmox_snapshot_2024-01-01_00:{n // 60:02d}:{n % 60:02d}+0000')
-    world.b.requests.clear()
-
-    result = world.run('-output', 'json', 'storage', 'list', '-storage', 'ONTAP02')
-
-    assert result.code == 0 and result.out.count('"name"') == 1000
-    assert len(world.ontap_requests(path='*/snapshots', on=world.b)) == 1

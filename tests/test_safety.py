@@ -9,38 +9,39 @@ import types
 import pytest
 import requests
 from fakepve import TaskError
-from world import FILE_CLONE, ONTAP_B_PASSWORD, ONTAP_PASSWORD, PVE_PASSWORD, PVE_USER, cloning, error_lines
+from world import (
+    FILE_CLONE,
+    MARCH_SNAPSHOT,
+    OLD_SNAPSHOT,
+    ONTAP_B_PASSWORD,
+    ONTAP_PASSWORD,
+    PVE_PASSWORD,
+    PVE_USER,
+    add_storage_snapshots,
+    cloning,
+    error_lines,
+)
 
 import pve_ontap_snapshot as tool
-
-OLD = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
-NEWER = 'proxmox_snapshot_2024-03-14_10:00:00+0000'
-
-
-def add_snapshots(world):
-    world.a.add_snapshot('proxmox_storage01', OLD, create_time='2024-03-13T14:42:47+00:00')
-    world.a.add_snapshot('proxmox_storage01', 'hourly.2024-03-14_0905', create_time='2024-03-14T09:05:00+00:00')
-    world.a.add_snapshot('proxmox_storage01', NEWER, create_time='2024-03-14T10:00:00+00:00')
-
 
 # -- storage restore
 
 def test_storage_restore_shows_what_it_will_do_and_refuses_under_running_vms(world):
-    add_snapshots(world)
+    add_storage_snapshots(world)
     before = world.state()
 
-    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-yes')
 
     assert result.code == 1 and result.out == ''
     assert 'Guests with disks on it: VM 100 web (running), VM 101 db (stopped)' in result.err
-    assert f'Snapshots newer than it, which ONTAP deletes: hourly.2024-03-14_0905, {NEWER}' in result.err
+    assert f'Snapshots newer than it, which ONTAP deletes: hourly.2024-03-14_0905, {MARCH_SNAPSHOT}' in result.err
     assert error_lines(result) == [('ERROR: storage ONTAP01: VM 100 running on it, shut down first '
                                    '(or -force to revert anyway)')]
     assert world.state() == before and not world.ontap_changes(on=world.a)
 
 
 def test_storage_restore_counts_running_containers_too(world):
-    add_snapshots(world)
+    add_storage_snapshots(world)
     world.pve.vm(100).status = 'stopped'
     world.pve.add_ct(200, 'files', node='pve2', status='running',
                      config={'rootfs': 'ONTAP01:200/vm-200-disk-0.raw,size=8G',
@@ -48,7 +49,7 @@ def test_storage_restore_counts_running_containers_too(world):
     world.pve.add_ct(201, 'elsewhere', status='running')
     before = world.state()
 
-    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-yes')
 
     assert result.code == 1
     assert 'Guests with disks on it: VM 100 web (stopped), VM 101 db (stopped), CT 200 files (running)' in result.err
@@ -58,12 +59,12 @@ def test_storage_restore_counts_running_containers_too(world):
 
 
 def test_storage_restore_refuses_when_a_node_cannot_say_what_runs_there(world):
-    add_snapshots(world)
+    add_storage_snapshots(world)
     world.pve.vm(100).status = 'stopped'
     world.pve.set_node_offline('pve2')
     before = world.state()
 
-    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-yes')
 
     assert result.code == 1
     assert 'Unknown whether VM 101 on node pve2 uses it:' in result.err and 'No route to host' in result.err
@@ -77,12 +78,12 @@ def test_storage_restore_refuses_when_a_node_cannot_say_what_runs_there(world):
     ('migrate', 'VM 101 locked (migrate), try again when that is done'),
     ('suspended', 'VM 101 hibernated on it, resume and shut down first')])
 def test_storage_restore_refuses_under_a_hibernated_or_locked_guest(world, lock, line):
-    add_snapshots(world)
+    add_storage_snapshots(world)
     world.pve.vm(100).status = 'stopped'
     world.pve.snapshot_lock(101, lock)
     before = world.state()
 
-    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-yes')
 
     assert result.code == 1
     assert f'Guests with disks on it: VM 100 web (stopped), VM 101 db (stopped, locked: {lock})' in result.err
@@ -91,13 +92,13 @@ def test_storage_restore_refuses_under_a_hibernated_or_locked_guest(world, lock,
 
 
 def test_storage_restore_names_every_kind_of_guest_in_the_way(world):
-    add_snapshots(world)
+    add_storage_snapshots(world)
     world.pve.snapshot_lock(101, 'backup')
     world.pve.add_ct(200, 'files', node='pve2', status='stopped', config={'rootfs': 'ONTAP01:200/vm-200-disk-0.raw'})
     world.pve.snapshot_lock(200, 'suspended')
     world.pve.add_ct(201, 'cache', node='pve1', status='running', config={'rootfs': 'ONTAP01:201/vm-201-disk-0.raw'})
 
-    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-yes')
 
     assert result.code == 1
     assert error_lines(result) == [('ERROR: storage ONTAP01: VM 100, CT 201 running on it, shut down first; CT 200 '
@@ -107,14 +108,14 @@ def test_storage_restore_names_every_kind_of_guest_in_the_way(world):
 
 
 def test_storage_restore_with_force_reverts_under_a_locked_guest(world):
-    add_snapshots(world)
+    add_storage_snapshots(world)
     world.pve.vm(100).status = 'stopped'
     world.pve.snapshot_lock(101, 'backup')
     disk = world.disk(world.vol1, 101, 'vm-101-disk-0.raw')
     original = disk.read_bytes()
     disk.write_bytes(b'later')
 
-    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-force', '-yes')
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-force', '-yes')
 
     assert result.code == 0, result.err
     assert 'VM 101 db (stopped, locked: backup)' in result.err
@@ -122,91 +123,76 @@ def test_storage_restore_with_force_reverts_under_a_locked_guest(world):
 
 
 def test_storage_restore_plan_as_json_on_stdout(world):
-    add_snapshots(world)
+    add_storage_snapshots(world)
     world.pve.vm(100).status = 'stopped'
     world.pve.snapshot_lock(101, 'backup')
     before = world.state()
 
-    result = world.run('-output', 'json', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+    result = world.run('-output', 'json', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-yes')
 
     assert result.code == 1
     assert json.loads(result.out) == {
-        'storage': 'ONTAP01', 'cluster': world.a.host, 'svm': 'svm1', 'volume': 'proxmox_storage01', 'snapshot': OLD,
+        'storage': 'ONTAP01', 'cluster': world.a.host, 'svm': 'svm1', 'volume': 'proxmox_storage01', 'snapshot': OLD_SNAPSHOT,
         'guests': [{'vmid': 100, 'type': 'qemu', 'name': 'web', 'node': 'pve1', 'status': 'stopped', 'lock': None},
                    {'vmid': 101, 'type': 'qemu', 'name': 'db', 'node': 'pve2', 'status': 'stopped', 'lock': 'backup'}],
-        'unchecked': [], 'newer': ['hourly.2024-03-14_0905', NEWER]}
+        'unchecked': [], 'newer': ['hourly.2024-03-14_0905', MARCH_SNAPSHOT]}
     assert error_lines(result) == result.err.splitlines()     # the plan is not on stderr as well
     assert world.state() == before
 
 
 def test_storage_restore_from_cron_at_warn_prints_nothing_but_reverts(world):
-    add_snapshots(world)
+    add_storage_snapshots(world)
     world.pve.vm(100).status = 'stopped'
 
-    result = world.run('-loglevel', 'warn', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
+    result = world.run('-loglevel', 'warn', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-yes')
 
     assert (result.code, result.out, result.err) == (0, '', '')
-    assert sorted(world.vol1.snapshots) == [OLD]
+    assert sorted(world.vol1.snapshots) == [OLD_SNAPSHOT]
 
 
 def test_storage_restore_refuses_while_a_newer_snapshot_backs_a_mount_and_so_does_its_dry_run(world):
-    add_snapshots(world)
+    add_storage_snapshots(world)
     world.pve.vm(100).status = 'stopped'
-    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', NEWER).code == 0
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT).code == 0
     before = world.state()
-    line = (f'ERROR: storage ONTAP01: reverting to {OLD} deletes the newer {NEWER}, but snapshot {NEWER} of volume '
+    line = (f'ERROR: storage ONTAP01: reverting to {OLD_SNAPSHOT} deletes the newer {MARCH_SNAPSHOT}, but snapshot {MARCH_SNAPSHOT} of volume '
             'proxmox_storage01 is in use by FlexClone proxmox_storage01_clone, mounted as PVE storage ONTAP01-CLONE: '
             'unmount ONTAP01-CLONE first')
 
     for dry in ((), ('-dry-run',)):
-        result = world.run(*dry, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-force', '-yes')
+        result = world.run(*dry, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-force', '-yes')
         assert result.code == 1 and error_lines(result) == [line]
 
     assert world.state() == before and not world.ontap_requests('PATCH')
 
 
 def test_storage_restore_with_force_reverts_and_ontap_deletes_the_newer_snapshots(world):
-    add_snapshots(world)
+    add_storage_snapshots(world)
     disk = world.disk(world.vol1, 101, 'vm-101-disk-0.raw')
     original = disk.read_bytes()
     disk.write_bytes(b'later')
 
-    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-force', '-yes')
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-force', '-yes')
 
     assert result.code == 0, result.err
     assert disk.read_bytes() == original
-    assert sorted(world.vol1.snapshots) == [OLD]
+    assert sorted(world.vol1.snapshots) == [OLD_SNAPSHOT]
 
 
 def test_storage_restore_without_a_terminal_needs_yes(world):
-    add_snapshots(world)
+    add_storage_snapshots(world)
     world.pve.vm(100).status = 'stopped'
     before = world.state()
 
-    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD)
+    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT)
 
     assert result.code == 2
-    assert error_lines(result) == [(f'ERROR: Revert storage ONTAP01 to {OLD}: not asking without a terminal; '
+    assert error_lines(result) == [(f'ERROR: Revert storage ONTAP01 to {OLD_SNAPSHOT}: not asking without a terminal; '
                                    'add -yes to go ahead')]
     assert world.state() == before
 
 
 # -- busy snapshots
-
-@pytest.mark.parametrize('dry', [(), ('-dry-run',)], ids=['real', 'dry run'])
-def test_deleting_a_snapshot_that_backs_a_mount_names_the_clone_and_the_storage(world, dry):
-    add_snapshots(world)
-    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
-    before = world.state()
-
-    result = world.run(*dry, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD)
-
-    assert result.code == 1
-    assert error_lines(result) == [(f'ERROR: snapshot {OLD} of volume proxmox_storage01 is in use by FlexClone '
-                                   'proxmox_storage01_clone, mounted as PVE storage ONTAP01-CLONE: unmount '
-                                   'ONTAP01-CLONE first')]
-    assert 'would ' not in result.out
-    assert world.state() == before
 
 
 # -- dry run
@@ -216,15 +202,15 @@ DRY_RUNS = [
     ('vm', 'restore', '-vm', 101, '-snapshot', '2024-03-11_10:00:00+0000'),
     ('vm', 'delete', '-vm', 101, '-snapshot', '2024-03-11_10:00:00+0000'),
     ('storage', 'create', '-storage', 'ONTAP01', '-keep', 1),
-    ('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD),
-    ('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD),
-    ('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD),
+    ('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT),
+    ('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT),
+    ('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT),
 ]
 
 
 @pytest.mark.parametrize('argv', DRY_RUNS, ids=lambda argv: ' '.join(map(str, argv[:2])))
 def test_dry_run_prints_the_plan_and_changes_nothing(world, argv):
-    add_snapshots(world)
+    add_storage_snapshots(world)
     old_set = world.disk(world.vol1, 101, 'vm-101-disk-0-snapshot-2024-03-11_10:00:00+0000.raw')
     old_set.write_bytes(b'an old VM snapshot')
     world.pve.vm(100).status = 'stopped' if argv[1] == 'restore' else 'running'
@@ -255,7 +241,7 @@ def test_dry_run_of_vm_create_names_each_step(world):
 
 
 def test_dry_run_with_keep_shows_what_retention_would_delete(world):
-    add_snapshots(world)
+    add_storage_snapshots(world)
     old_set = world.disk(world.vol1, 101, 'vm-101-disk-0-snapshot-2024-03-11_10:00:00+0000.raw')
     old_set.write_bytes(b'an old VM snapshot')
     before = world.state()
@@ -266,13 +252,13 @@ def test_dry_run_with_keep_shows_what_retention_would_delete(world):
     assert vm.code == 0 and storage.code == 0, vm.err + storage.err
     assert f'would delete images/101/{old_set.name} in volume proxmox_storage01' in vm.out
     deleted = [line for line in storage.out.splitlines() if line.startswith('would delete snapshot')]
-    assert deleted == [f'would delete snapshot {OLD} of volume proxmox_storage01 (ONTAP {world.a.host})']
+    assert deleted == [f'would delete snapshot {OLD_SNAPSHOT} of volume proxmox_storage01 (ONTAP {world.a.host})']
     assert world.state() == before
 
 
 def test_dry_run_of_unmount(world):
-    add_snapshots(world)
-    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
+    add_storage_snapshots(world)
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT).code == 0
     before = world.state()
     result = world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE', '-dry-run')
     assert result.code == 0, result.err
@@ -283,14 +269,14 @@ def test_dry_run_of_unmount(world):
 # -- mounts
 
 def test_several_snapshots_mounted_at_once_on_the_local_node_only(world):
-    add_snapshots(world)
+    add_storage_snapshots(world)
 
-    first = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD)
-    second = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', NEWER, '-name', 'ONTAP01-MARCH')
+    first = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT)
+    second = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT, '-name', 'ONTAP01-MARCH')
 
     assert first.code == 0 and second.code == 0, second.err
     march = world.a.volume('proxmox_storage01_clone_ONTAP01_MARCH')
-    assert march.parent_snapshot == NEWER and march.junction == '/proxmox_storage01_clone_ONTAP01_MARCH'
+    assert march.parent_snapshot == MARCH_SNAPSHOT and march.junction == '/proxmox_storage01_clone_ONTAP01_MARCH'
     config = world.pve.storage_config('ONTAP01-MARCH')
     assert config['export'] == '/proxmox_storage01_clone_ONTAP01_MARCH'
     assert config['nodes'] == 'pve1' and world.pve.storage_config('ONTAP01-CLONE')['nodes'] == 'pve1'
@@ -301,9 +287,9 @@ def test_several_snapshots_mounted_at_once_on_the_local_node_only(world):
 
 
 def test_a_taken_storage_id_that_is_no_mount_is_not_to_be_unmounted(world):
-    add_snapshots(world)
+    add_storage_snapshots(world)
     before = world.state()
-    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, '-name', 'local-lvm')
+    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-name', 'local-lvm')
     assert result.code == 1
     assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: storage local-lvm already exists and is no '
                                     'mount (type lvmthin): choose another id with -name')]
@@ -311,11 +297,11 @@ def test_a_taken_storage_id_that_is_no_mount_is_not_to_be_unmounted(world):
 
 
 def test_an_nfs_storage_that_is_no_mount_is_not_to_be_unmounted(world):
-    add_snapshots(world)
+    add_storage_snapshots(world)
     world.pve.storages['BACKUP'] = dict(world.pve.storages['ONTAP02'], path='/mnt/pve/BACKUP', files=set(),
                                         volumes={})
     before = world.state()
-    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, '-name', 'BACKUP')
+    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-name', 'BACKUP')
     assert result.code == 1
     assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: storage BACKUP already exists and is no mount '
                                     '(type nfs, export /proxmox_storage02): choose another id with -name')]
@@ -331,13 +317,13 @@ def test_an_nfs_storage_that_is_no_mount_is_not_to_be_unmounted(world):
                       '{config}), not of ONTAP01: choose another id with -name'))])
 def test_a_mount_id_the_config_gives_another_meaning_is_refused_up_front(world, name, line):
     """ONTAP03 has a section but no PVE storage yet: a mount of that id would pass for it."""
-    add_snapshots(world)
+    add_storage_snapshots(world)
     world.write_config(ONTAP03=f'host = {world.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\n'
                                f'verify = {world.a.cafile}\n')
     world.a.requests.clear()
     before = world.state()
 
-    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, '-name', name)
+    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-name', name)
 
     assert result.code == 2
     assert error_lines(result) == ['ERROR: ' + line.format(config=world.config)]
@@ -357,20 +343,20 @@ def flexclone_by_hand(world, name, snapshot, storage):
 
 
 def test_a_clone_of_one_storage_under_another_storages_clone_id_unmounts(world):
-    add_snapshots(world)
-    flexclone_by_hand(world, 'proxmox_storage01_clone_ONTAP02_CLONE', OLD, 'ONTAP02-CLONE')
+    add_storage_snapshots(world)
+    flexclone_by_hand(world, 'proxmox_storage01_clone_ONTAP02_CLONE', OLD_SNAPSHOT, 'ONTAP02-CLONE')
 
     result = world.run('storage', 'unmount', '-storage', 'ONTAP02-CLONE')
 
     assert result.code == 0, result.err
     assert 'ONTAP02-CLONE' not in world.pve.storages
     assert world.a.volume('proxmox_storage01_clone_ONTAP02_CLONE') is None
-    assert not world.vol1.snapshots[OLD].owners and world.vol2.path.exists()
+    assert not world.vol1.snapshots[OLD_SNAPSHOT].owners and world.vol2.path.exists()
 
 
 def test_the_flexclone_left_by_such_a_clone_storage_is_found_too(world):
-    add_snapshots(world)
-    flexclone_by_hand(world, 'proxmox_storage01_clone_ONTAP02_CLONE', OLD, 'ONTAP02-CLONE')
+    add_storage_snapshots(world)
+    flexclone_by_hand(world, 'proxmox_storage01_clone_ONTAP02_CLONE', OLD_SNAPSHOT, 'ONTAP02-CLONE')
     del world.pve.storages['ONTAP02-CLONE']
 
     result = world.run('storage', 'unmount', '-storage', 'ONTAP02-CLONE')
@@ -380,8 +366,8 @@ def test_the_flexclone_left_by_such_a_clone_storage_is_found_too(world):
 
 
 def test_unmount_disables_then_removes_then_deletes_the_clone(world):
-    add_snapshots(world)
-    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
+    add_storage_snapshots(world)
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT).code == 0
     world.pve.requests.clear()
 
     assert world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE').code == 0
@@ -400,8 +386,8 @@ def delete_volume_behind_our_back(world, name):
     ('ONTAP01-CLONE', 'proxmox_storage01_clone', ()),
     ('ONTAP01-MARCH', 'proxmox_storage01_clone_ONTAP01_MARCH', ('-name', 'ONTAP01-MARCH'))])
 def test_unmount_removes_the_storage_when_its_flexclone_is_gone_already(world, storage, clone, argv):
-    add_snapshots(world)
-    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, *argv).code == 0
+    add_storage_snapshots(world)
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, *argv).code == 0
     delete_volume_behind_our_back(world, clone)
 
     result = world.run('storage', 'unmount', '-storage', storage)
@@ -415,8 +401,8 @@ def test_unmount_removes_the_storage_when_its_flexclone_is_gone_already(world, s
     ('ONTAP01-CLONE', 'proxmox_storage01_clone', ()),
     ('ONTAP01-MARCH', 'proxmox_storage01_clone_ONTAP01_MARCH', ('-name', 'ONTAP01-MARCH'))])
 def test_unmount_deletes_the_flexclone_a_removed_storage_left(world, storage, clone, argv):
-    add_snapshots(world)
-    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, *argv).code == 0
+    add_storage_snapshots(world)
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, *argv).code == 0
     del world.pve.storages[storage]
 
     result = world.run('storage', 'unmount', '-storage', storage)
@@ -436,9 +422,9 @@ def test_unmount_of_what_is_gone_on_both_sides_is_an_error(world):
 
 
 def mounted_then_unmount_refused(world, change, line):
-    """Mount OLD as ONTAP01-CLONE, change the world, and see unmount refuse with `line`, changing nothing."""
-    add_snapshots(world)
-    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
+    """Mount OLD_SNAPSHOT as ONTAP01-CLONE, change the world, and see unmount refuse with `line`, changing nothing."""
+    add_storage_snapshots(world)
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT).code == 0
     change()
     before = world.state()
 
@@ -466,10 +452,10 @@ def test_unmount_refuses_while_a_node_that_is_down_keeps_its_guests_from_being_c
 
 
 @pytest.mark.parametrize('argv', [('storage', 'unmount', '-storage', 'ONTAP01-CLONE'),
-                                  ('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')])
+                                  ('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-yes')])
 def test_a_user_who_cannot_see_every_guest_is_refused_what_needs_them(world, argv):
-    add_snapshots(world)
-    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD).code == 0
+    add_storage_snapshots(world)
+    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT).code == 0
     world.pve.vm(100).status = 'stopped'
     world.pve.users['ops@pve'] = 'ops-Secr3t'
     world.pve.grant('ops@pve', '/storage', 'Datastore.Allocate', 'Datastore.Audit')
@@ -533,12 +519,12 @@ def test_unmount_refuses_a_flexclone_of_another_volume(world):
 def test_reads_are_retried_after_503_and_a_reset_connection(world):
     world.a.fail('GET', r'^/api/storage/volumes$', status=503, code='7', message='busy', times=2)
     world.a.drop('GET', r'/snapshots$', times=1)
-    add_snapshots(world)
+    add_storage_snapshots(world)
 
     result = world.run('storage', 'list', '-storage', 'ONTAP01')
 
     assert result.code == 0, result.err
-    assert OLD in result.out
+    assert OLD_SNAPSHOT in result.out
 
 
 @pytest.mark.parametrize('fault', ['drop', 'fail'])
@@ -744,12 +730,12 @@ EVERY_COMMAND = [
     ('vm', 'create', '-vm', 100, '-suspend', '-keep', 2), ('vm', 'list', '-vm', 100),
     ('vm', 'create', '-vm', 101), ('vm', 'delete', '-vm', 100, '-snapshot', '2024-03-11_10:00:00+0000'),
     ('storage', 'create', '-storage', 'ONTAP01'), ('storage', 'list', '-storage', 'ONTAP01'),
-    ('storage', 'show', '-storage', 'ONTAP02'), ('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD),
-    ('storage', 'unmount', '-storage', 'ONTAP01-CLONE'), ('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD),
-    ('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', NEWER, '-force', '-yes'),
+    ('storage', 'show', '-storage', 'ONTAP02'), ('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT),
+    ('storage', 'unmount', '-storage', 'ONTAP01-CLONE'), ('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT),
+    ('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT, '-force', '-yes'),
     ('vm', 'create', '-vm', 999), ('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'nope'),
     ('vm', 'create', '-all', '-freeze', '-keep', 3), ('vm', 'restore', '-vm', 101, '-snapshot', OLD_SET, '-yes'),
-    ('vm', 'restore', '-vm', 101, '-storage-snapshot', NEWER, '-yes'),
+    ('vm', 'restore', '-vm', 101, '-storage-snapshot', MARCH_SNAPSHOT, '-yes'),
 ]
 
 
@@ -758,7 +744,7 @@ def test_no_secret_in_any_output_even_at_debug(world):
     world.with_agent(100)
     for vmid in (100, 101):
         world.disk(world.vol1, vmid, f'vm-{vmid}-disk-0-snapshot-{OLD_SET}.raw').write_bytes(b'then')
-    add_snapshots(world)
+    add_storage_snapshots(world)
     secrets = [ONTAP_PASSWORD, ONTAP_B_PASSWORD, PVE_PASSWORD, 'token-Secr3t-value', 'PVEAuthCookie',
                'CSRFPreventionToken', 'Authorization', 'Basic ']
     outputs = []

@@ -61,6 +61,7 @@ def test_two_creates_in_a_row_make_two_snapshots(world):
     assert len(world.storage_snapshots()) == 2
 
 
+@pytest.mark.newest_release
 def test_storage_create_and_list_take_four_requests_and_the_records(world):
     """Four, and the guests' records: the guest list and each guest's config (3), the record
     directory listed (and made, the first time), the volume behind ONTAP02 (VM 100 has disks

@@ -4,7 +4,7 @@ not happen. Each story sets up the fault, runs the command, waits until every ON
 ended, and then checks what is on the storage and in PVE."""
 
 
-from world import FILE_CLONE, VM100_ONTAP_DISKS, cloning, error_lines, wait_for_tasks
+from world import FILE_CLONE, VM100_ONTAP_DISKS, cloning, config_in, error_lines, wait_for_tasks
 
 import pve_ontap_snapshot as tool
 
@@ -307,24 +307,14 @@ def test_a_storage_snapshot_whose_answer_is_lost_is_read_back_and_retention_runs
     assert len(names) == 2 and names[0] == 'proxmox_snapshot_2024-03-12_10:00:00+0000'
 
 
-def test_a_query_based_delete_is_understood_in_every_answer_shape(world):
-    for shape in ('jobs', 'job', 'bare'):
-        name = f'proxmox_snapshot_2024-03-13_14:42:4{len(shape)}+0000'
-        world.a.add_snapshot('proxmox_storage01', name)
-        world.a.collection_delete_answer = shape
+def test_a_record_whose_answer_was_lost_is_read_back(world):
+    world.a.lose_answer('POST', r'vm-101.*manifest')
 
-        result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', name)
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
 
-        assert result.code == 0, (shape, result.err)
-        assert name not in world.vol1.snapshots
-
-
-def test_a_query_based_delete_that_matched_nothing_says_so_when_ontap_tells(world):
-    world.a.collection_delete_answer = 'job'
-
-    result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_nothing')
-
-    assert error_lines(result) == [f'ERROR: ONTAP {world.a.host}: volume proxmox_storage01 has no snapshot proxmox_snapshot_nothing']
+    assert result.code == 0, result.err
+    (name,) = world.storage_snapshots()
+    assert config_in(world.storage_records(name)['vm-101.shutdown.manifest.json']).startswith(b'memory: 1024\n')
 
 
 # -- dry runs

@@ -214,8 +214,8 @@ def test_ctrl_c_begins_no_new_vm_lets_those_begun_finish_and_names_what_was_made
     left = [vmid for vmid in vmids if not world.vm_stamps(vmid)]
     # at most the two VMs begun before the signal are made, the others are not begun
     assert 1 <= len(made) <= 2 and left == vmids[len(made):]
-    assert last == ('ERROR: stopped by SIGINT (' +
-                    '; '.join(f'VM {vmid}: snapshot {world.vm_stamps(vmid)[0]} of 2 disk(s) was made' for vmid in made) +
+    assert last == ('ERROR: stopped by SIGINT (' + '; '.join(
+                    f'VM {vmid}: snapshot {world.vm_stamps(vmid)[0]} of 2 disk(s) was made' for vmid in made) +
                     f'; not begun: VM {", ".join(map(str, left))})')
     # every VM runs, and those not begun were never shut down
     assert all(world.pve.vm(vmid).status == 'running' and not world.pve.vm(vmid).lock for vmid in vmids)

@@ -2,18 +2,15 @@
 
 import json
 import os
-import pty
-import select
 import shutil
 import signal
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
 import pytest
-from world import FILE_CLONE, signalled_run
+from world import FILE_CLONE, OLD_SNAPSHOT, answer_after_a_change, on_a_terminal, signalled_run
 
 SCRIPT = Path(__file__).resolve().parent.parent / 'pve_ontap_snapshot.py'
 HTTP_STACK = ('requests', 'urllib3', 'proxmoxer')
@@ -39,11 +36,11 @@ def test_help_from_the_script():
 
 
 def test_the_script_lists_snapshots_of_a_storage(world):
-    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-13_14:42:47+0000')
+    world.a.add_snapshot('proxmox_storage01', OLD_SNAPSHOT)
     result = run([sys.executable, str(SCRIPT), '-config', str(world.config), '-output', 'json',
                   'storage', 'list', '-storage', 'ONTAP01'])
     assert result.returncode == 0, result.stderr
-    assert [s['name'] for s in json.loads(result.stdout)] == ['proxmox_snapshot_2024-03-13_14:42:47+0000']
+    assert [s['name'] for s in json.loads(result.stdout)] == [OLD_SNAPSHOT]
     assert result.stderr == ''
 
 
@@ -97,27 +94,13 @@ def test_vm_ids_and_snapshots_complete_to_nothing_and_config_to_files(world, tmp
     assert [c.strip() for c in complete('pve-ontap-snapshot -config config-p', tmp_path)[0]] == ['config-prod.ini']
 
 
-def on_a_terminal(argv, keys):
-    """Run with stdin on a pseudo-terminal, the keys typed ahead."""
-    master, slave = pty.openpty()
-    try:
-        process = subprocess.Popen(argv, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        os.write(master, keys)
-        out, err = process.communicate(timeout=60)
-    finally:
-        os.close(slave)
-        os.close(master)
-    return process.returncode, out, err
-
-
 @pytest.mark.parametrize('keys, restored', [(b'y\n', True), (b'\n', False), (b'\x04', False)])
 def test_restore_asks_on_a_terminal_and_only_yes_goes_ahead(world, keys, restored):
     stamp = '2024-03-12_10:00:00+0000'
     world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').write_bytes(b'then' * 2048)
     live = world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes()
 
-    code, out, err = on_a_terminal([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'restore',
-                                    '-vm', '101', '-snapshot', stamp], keys)
+    code, out, err = on_a_terminal(world, keys, 'vm', 'restore', '-vm', 101, '-snapshot', stamp)
 
     question = f'Overwrite disks scsi0 of VM 101 with snapshot {stamp} [y/N] '
     plan = (f'vm restore puts disks scsi0 of VM 101 back to snapshot {stamp}.\n'
@@ -213,26 +196,6 @@ def test_a_list_piped_into_head_ends_quietly(world):
     assert result.stderr == ''
 
 
-def answer_after_a_change(argv, change):
-    """Run on a pseudo-terminal; once the question is shown (on stderr), change the world, then
-    say yes. Returns the exit code and the stderr that follows the answer."""
-    master, slave = pty.openpty()
-    try:
-        process = subprocess.Popen(argv, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        shown, deadline = b'', time.monotonic() + 20
-        while b'[y/N]' not in shown and time.monotonic() < deadline:
-            if select.select([process.stderr], [], [], 0.1)[0]:
-                shown += os.read(process.stderr.fileno(), 4096)
-        assert b'[y/N]' in shown
-        change()
-        os.write(master, b'y\n')
-        _, err = process.communicate(timeout=30)
-    finally:
-        os.close(slave)
-        os.close(master)
-    return process.returncode, err.decode()
-
-
 def test_a_vm_started_while_the_admin_reads_the_question_is_not_restored(world):
     stamp = '2024-03-12_10:00:00+0000'
     world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').write_bytes(b'then' * 2048)
@@ -240,27 +203,10 @@ def test_a_vm_started_while_the_admin_reads_the_question_is_not_restored(world):
 
     def start_vm_101():
         world.pve.vm(101).status = world.pve.vm(101).qmpstatus = 'running'
-    code, err = answer_after_a_change([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'restore',
-                                       '-vm', '101', '-snapshot', stamp], start_vm_101)
+    code, err = answer_after_a_change(world, start_vm_101, 'vm', 'restore', '-vm', 101, '-snapshot', stamp)
 
     assert (code, err.splitlines()) == (1, ['ERROR: VM 101 is running: shut it down first, or add -shutdown'])
     assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == live
-
-
-def test_a_guest_started_while_the_admin_reads_the_question_stops_a_storage_restore(world):
-    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-13_14:42:47+0000')
-    world.pve.vm(100).status = 'stopped'
-    snapshots = sorted(world.vol1.snapshots)
-
-    def start_vm_100():
-        world.pve.vm(100).status = world.pve.vm(100).qmpstatus = 'running'
-    code, err = answer_after_a_change([sys.executable, str(SCRIPT), '-config', str(world.config), 'storage',
-                                       'restore', '-storage', 'ONTAP01', '-snapshot',
-                                       'proxmox_snapshot_2024-03-13_14:42:47+0000'], start_vm_100)
-
-    assert (code, err.splitlines()) == (1, [('ERROR: storage ONTAP01: meanwhile VM 100 running on it, shut down '
-                                            'first; nothing reverted')])
-    assert not world.ontap_requests('PATCH') and sorted(world.vol1.snapshots) == snapshots
 
 
 def test_sigterm_in_the_window_still_says_that_the_vm_could_not_be_started(world):
@@ -289,7 +235,7 @@ def test_sigterm_during_a_restore_lets_it_finish_and_says_so(world):
 
 
 def test_a_list_into_a_full_disk_fails_in_one_line(world):
-    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-13_14:42:47+0000')
+    world.a.add_snapshot('proxmox_storage01', OLD_SNAPSHOT)
     with open('/dev/full', 'w') as full:
         result = subprocess.run([sys.executable, str(SCRIPT), '-config', str(world.config), 'storage', 'list',
                                  '-storage', 'ONTAP01'], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
@@ -306,7 +252,7 @@ def test_help_into_a_full_disk_fails_in_one_line():
 
 
 def test_a_closed_stdout_fails_a_list_but_not_a_create(world):
-    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-13_14:42:47+0000')
+    world.a.add_snapshot('proxmox_storage01', OLD_SNAPSHOT)
     command = f'"{sys.executable}" "{SCRIPT}" -config "{world.config}" -loglevel warn storage {{}} -storage ONTAP01 >&-'
 
     listing = subprocess.run(command.format('list'), shell=True, capture_output=True, text=True, timeout=60,
@@ -319,24 +265,8 @@ def test_a_closed_stdout_fails_a_list_but_not_a_create(world):
     assert len(world.vol1.snapshots) == 2
 
 
-def test_a_guest_locked_while_the_admin_reads_the_question_stops_a_storage_restore(world):
-    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-13_14:42:47+0000')
-    world.pve.vm(100).status = 'stopped'
-    snapshots = sorted(world.vol1.snapshots)
-
-    def a_backup_of_vm_101_begins():
-        world.pve.snapshot_lock(101, 'backup')
-    code, err = answer_after_a_change([sys.executable, str(SCRIPT), '-config', str(world.config), 'storage',
-                                       'restore', '-storage', 'ONTAP01', '-snapshot',
-                                       'proxmox_snapshot_2024-03-13_14:42:47+0000'], a_backup_of_vm_101_begins)
-
-    assert (code, err.splitlines()) == (1, [('ERROR: storage ONTAP01: meanwhile VM 101 locked (backup), try again '
-                                            'when that is done; nothing reverted')])
-    assert not world.ontap_requests('PATCH') and sorted(world.vol1.snapshots) == snapshots
-
-
 def test_sigterm_while_ontap_reverts_a_storage_waits_for_its_answer_and_says_so(world):
-    old = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
+    old = OLD_SNAPSHOT
     world.a.add_snapshot('proxmox_storage01', old)
     disk = world.disk(world.vol1, 101, 'vm-101-disk-0.raw')
     original = disk.read_bytes()

@@ -1,29 +1,9 @@
 """storage create|list|show|delete|restore|mount|unmount against both clusters and fakepve."""
 
-import json
 
-from world import DST_A, DST_B, snapshots_across_a_dst_change
 
 STAMP = r'\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\+0000'
 OLD = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
-
-
-def test_restore_brings_back_the_bytes(world):
-    disk = world.disk(world.vol1, 100, 'vm-100-disk-0.raw')
-    original = disk.read_bytes()
-    world.a.add_snapshot('proxmox_storage01', OLD)
-    disk.write_bytes(b'changed after the snapshot')
-
-    world.pve.vm(100).status = 'stopped'
-
-    result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes')
-
-    assert result.code == 0, result.err
-    assert disk.read_bytes() == original
-    (patch,) = world.ontap_requests('PATCH')
-    assert patch['path'] == f'/api/storage/volumes/{world.vol1.uuid}'
-    assert patch['query']['restore_to.snapshot.name'] == OLD
-    assert not world.ontap_requests(path='*/private/cli*')
 
 
 def test_mount_adds_a_flexclone_as_nfs_storage_and_unmount_removes_both(world):
@@ -99,17 +79,6 @@ def test_unmount_refuses_a_storage_of_the_config(world):
     assert result.err.strip() == (f'ERROR: storage ONTAP01 has its own section in {world.config}, so it is no mount: '
                                   'refusing to remove it')
     assert world.state() == before and not world.a.requests
-
-
-def test_restore_across_a_dst_change_names_the_later_snapshot_as_newer(world):
-    snapshots_across_a_dst_change(world)
-    world.pve.vm(100).status = 'stopped'
-
-    result = world.run('-output', 'json', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', DST_A, '-yes')
-
-    assert result.code == 0, result.err
-    assert json.loads(result.out)['newer'] == [DST_B]
-    assert world.storage_snapshots() == [DST_A]     # ONTAP deleted the newer one, as the plan said
 
 
 # -- snapmirror labels and -min-age

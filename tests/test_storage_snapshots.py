@@ -221,8 +221,8 @@ def test_deleting_a_snapshot_that_backs_a_mount_names_the_clone_and_the_storage(
     result = world.run(*dry, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT)
 
     assert result.code == 1
-    assert error_lines(result) == [(f'ERROR: snapshot {OLD_SNAPSHOT} of volume proxmox_storage01 is in use by FlexClone '
-                                   'proxmox_storage01_clone, mounted as PVE storage ONTAP01-CLONE: unmount '
+    assert error_lines(result) == [(f'ERROR: snapshot {OLD_SNAPSHOT} of volume proxmox_storage01 is in use by '
+                                   'FlexClone proxmox_storage01_clone, mounted as PVE storage ONTAP01-CLONE: unmount '
                                    'ONTAP01-CLONE first')]
     assert 'would ' not in result.out
     assert world.state() == before

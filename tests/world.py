@@ -19,7 +19,9 @@ import ctypes
 import datetime
 import json
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -297,6 +299,15 @@ def snapshots_across_a_dst_change(world):
 def config_in(record):
     """The config a manifest (bytes) holds, as PVE holds it."""
     return json.loads(record)['config'].encode('utf-8', 'surrogateescape')
+
+
+def log_in_without_vm_audit(world):
+    """The tool logs in to PVE as ops@pve, who may use the storages but not see the guests (no VM.Audit)."""
+    world.pve.users['ops@pve'] = 'ops-Secr3t'
+    world.pve.grant('ops@pve', '/storage', 'Datastore.Allocate', 'Datastore.Audit')
+    world.pve.grant('ops@pve', '/', 'Sys.Audit')
+    world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = ops@pve\nproxmox_pass = ops-Secr3t\n'
+                               f'proxmox_verify = {world.pve_cafile}\n')
 
 
 class PmxcfsLocks:
@@ -583,6 +594,47 @@ def signalled_run(world, argv, when, *signals, to_a_worker=False):
     assert sent.is_set(), f'the run never sent such a request: {err}'
     assert 'Traceback' not in err, err
     return process.returncode, err
+
+
+def as_typed(world, argv):
+    """The command line of the tool as a process of its own, with this world's config."""
+    return [sys.executable, str(SCRIPT), '-config', str(world.config), *map(str, argv)]
+
+
+def on_a_terminal(world, keys, *argv):
+    """Run the tool with `argv` as a process, its stdin on a pseudo-terminal with `keys` typed
+    ahead: (exit code, stdout, stderr)."""
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen(as_typed(world, argv), stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        os.write(master, keys)
+        out, err = process.communicate(timeout=60)
+    finally:
+        os.close(slave)
+        os.close(master)
+    return process.returncode, out, err
+
+
+def answer_after_a_change(world, change, *argv):
+    """Run the tool with `argv` as a process on a pseudo-terminal; once its question is shown
+    (on stderr), change() the world, then say yes. The exit code and the stderr that follows the
+    answer."""
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen(as_typed(world, argv), stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        shown, deadline = b'', time.monotonic() + 20
+        while b'[y/N]' not in shown and time.monotonic() < deadline:
+            if select.select([process.stderr], [], [], 0.1)[0]:
+                shown += os.read(process.stderr.fileno(), 4096)
+        assert b'[y/N]' in shown
+        change()
+        os.write(master, b'y\n')
+        _, err = process.communicate(timeout=30)
+    finally:
+        os.close(slave)
+        os.close(master)
+    return process.returncode, err.decode()
 
 
 def send_to_a_worker(pid, signum):

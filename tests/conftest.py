@@ -73,6 +73,24 @@ def cluster_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def on_pve1(monkeypatch, tmp_path):
+    """This run is node pve1's, as root: the one probe of the machine (root, qm, /etc/pve) answers
+    "node pve1", and fake `qm` and `umount` executables, where Node.PROGRAMS names them, record their
+    calls (umount refuses a busy mount unless asked to detach it lazily). Returns a function that
+    reads the calls."""
+    bin_dir, calls = tmp_path / 'bin', tmp_path / 'calls'
+    bin_dir.mkdir()
+    (bin_dir / 'qm').write_text(f'#!/bin/sh\necho "qm $*" >> {calls}\n')
+    (bin_dir / 'umount').write_text(f'#!/bin/sh\necho "umount $*" >> {calls}\n'
+                                    'case "$*" in *-l*) exit 0;; *) echo busy >&2; exit 32;; esac\n')
+    for script in bin_dir.iterdir():
+        script.chmod(0o755)
+    monkeypatch.setattr(tool.Node, 'PROGRAMS', {name: str(bin_dir / name) for name in tool.Node.PROGRAMS})
+    monkeypatch.setattr(tool.Node, 'name', lambda: 'pve1')
+    return lambda: calls.read_text().splitlines() if calls.exists() else []
+
+
+@pytest.fixture
 def world(fakepve, fakepve_cafile, ontap_a, ontap_b, tmp_path, capsys):
     fakepve.password = PVE_PASSWORD
     populate(fakepve, ontap_a, ontap_b)

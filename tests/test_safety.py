@@ -6,7 +6,6 @@ import re
 import types
 
 import pytest
-import requests
 from fakepve import TaskError
 from world import (
     FILE_CLONE,
@@ -19,7 +18,6 @@ from world import (
     add_storage_snapshots,
     cloning,
     error_lines,
-    log_in_without_vm_audit,
 )
 
 import pve_ontap_snapshot as tool
@@ -91,222 +89,7 @@ def test_dry_run_with_keep_shows_what_retention_would_delete(world):
     assert world.state() == before
 
 
-def test_dry_run_of_unmount(world):
-    add_storage_snapshots(world)
-    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT).code == 0
-    before = world.state()
-    result = world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE', '-dry-run')
-    assert result.code == 0, result.err
-    assert 'would delete volume proxmox_storage01_clone' in result.out
-    assert world.state() == before
-
-
 # -- mounts
-
-def test_several_snapshots_mounted_at_once_on_the_local_node_only(world):
-    add_storage_snapshots(world)
-
-    first = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT)
-    second = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT, '-name', 'ONTAP01-MARCH')
-
-    assert first.code == 0 and second.code == 0, second.err
-    march = world.a.volume('proxmox_storage01_clone_ONTAP01_MARCH')
-    assert march.parent_snapshot == MARCH_SNAPSHOT and march.junction == '/proxmox_storage01_clone_ONTAP01_MARCH'
-    config = world.pve.storage_config('ONTAP01-MARCH')
-    assert config['export'] == '/proxmox_storage01_clone_ONTAP01_MARCH'
-    assert config['nodes'] == 'pve1' and world.pve.storage_config('ONTAP01-CLONE')['nodes'] == 'pve1'
-
-    assert world.run('storage', 'unmount', '-storage', 'ONTAP01-MARCH').code == 0
-    assert 'ONTAP01-MARCH' not in world.pve.storages and world.a.volume(march.name) is None
-    assert world.a.volume('proxmox_storage01_clone') is not None
-
-
-def test_a_taken_storage_id_that_is_no_mount_is_not_to_be_unmounted(world):
-    add_storage_snapshots(world)
-    before = world.state()
-    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-name', 'local-lvm')
-    assert result.code == 1
-    assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: storage local-lvm already exists and is no '
-                                    'mount (type lvmthin): choose another id with -name')]
-    assert world.state() == before
-
-
-def test_an_nfs_storage_that_is_no_mount_is_not_to_be_unmounted(world):
-    add_storage_snapshots(world)
-    world.pve.storages['BACKUP'] = dict(world.pve.storages['ONTAP02'], path='/mnt/pve/BACKUP', files=set(),
-                                        volumes={})
-    before = world.state()
-    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-name', 'BACKUP')
-    assert result.code == 1
-    assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: storage BACKUP already exists and is no mount '
-                                    '(type nfs, export /proxmox_storage02): choose another id with -name')]
-    assert world.state() == before
-
-
-@pytest.mark.parametrize('name, line', [
-    ('ONTAP02', ('storage id ONTAP02: {config} has a section [ONTAP02], so a mount of that id would be taken for a '
-                'storage of its own: choose another id with -name')),
-    ('ONTAP03', ('storage id ONTAP03: {config} has a section [ONTAP03], so a mount of that id would be taken for a '
-                'storage of its own: choose another id with -name')),
-    ('ONTAP02-CLONE', ('storage id ONTAP02-CLONE: that is the mount id of storage ONTAP02 (section [ONTAP02] of '
-                      '{config}), not of ONTAP01: choose another id with -name'))])
-def test_a_mount_id_the_config_gives_another_meaning_is_refused_up_front(world, name, line):
-    """ONTAP03 has a section but no PVE storage yet: a mount of that id would pass for it."""
-    add_storage_snapshots(world)
-    world.write_config(ONTAP03=f'host = {world.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\n'
-                               f'verify = {world.a.cafile}\n')
-    world.a.requests.clear()
-    before = world.state()
-
-    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-name', name)
-
-    assert result.code == 2
-    assert error_lines(result) == ['ERROR: ' + line.format(config=world.config)]
-    assert world.state() == before and not world.a.requests
-
-
-def flexclone_by_hand(world, name, snapshot, storage):
-    """A FlexClone of ONTAP01's volume and a PVE storage on it, made without this tool (or by an older one)."""
-    response = requests.post(f'{world.a.url}/api/storage/volumes', params={'return_timeout': 10},
-                             auth=('admin', ONTAP_PASSWORD), verify=world.a.cafile, json={
-            'name': name, 'svm': {'name': 'svm1'}, 'nas': {'path': f'/{name}'},
-            'clone': {'is_flexclone': True, 'parent_volume': {'name': 'proxmox_storage01'},
-                      'parent_snapshot': {'name': snapshot}}})
-    assert response.status_code == 201, response.text
-    world.pve.storages[storage] = {'type': 'nfs', 'server': '127.0.0.1', 'export': f'/{name}', 'content': 'images',
-                                   'path': f'/mnt/pve/{storage}', 'files': set(), 'volumes': {}}
-
-
-def test_a_clone_of_one_storage_under_another_storages_clone_id_unmounts(world):
-    add_storage_snapshots(world)
-    flexclone_by_hand(world, 'proxmox_storage01_clone_ONTAP02_CLONE', OLD_SNAPSHOT, 'ONTAP02-CLONE')
-
-    result = world.run('storage', 'unmount', '-storage', 'ONTAP02-CLONE')
-
-    assert result.code == 0, result.err
-    assert 'ONTAP02-CLONE' not in world.pve.storages
-    assert world.a.volume('proxmox_storage01_clone_ONTAP02_CLONE') is None
-    assert not world.vol1.snapshots[OLD_SNAPSHOT].owners and world.vol2.path.exists()
-
-
-def test_the_flexclone_left_by_such_a_clone_storage_is_found_too(world):
-    add_storage_snapshots(world)
-    flexclone_by_hand(world, 'proxmox_storage01_clone_ONTAP02_CLONE', OLD_SNAPSHOT, 'ONTAP02-CLONE')
-    del world.pve.storages['ONTAP02-CLONE']
-
-    result = world.run('storage', 'unmount', '-storage', 'ONTAP02-CLONE')
-
-    assert result.code == 0, result.err
-    assert world.a.volume('proxmox_storage01_clone_ONTAP02_CLONE') is None
-
-
-def test_unmount_disables_then_removes_then_deletes_the_clone(world):
-    add_storage_snapshots(world)
-    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT).code == 0
-    world.pve.requests.clear()
-
-    assert world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE').code == 0
-
-    assert [(r.method, r.path.rsplit('/', 1)[1], r.params) for r in world.pve_changes()] == [
-        ('PUT', 'ONTAP01-CLONE', {'disable': '1'}), ('DELETE', 'ONTAP01-CLONE', {})]
-
-
-def delete_volume_behind_our_back(world, name):
-    response = requests.delete(f'{world.a.url}/api/storage/volumes/{world.a.volume(name).uuid}',
-                               params={'return_timeout': 10}, auth=('admin', ONTAP_PASSWORD), verify=world.a.cafile)
-    assert response.status_code == 200, response.text
-
-
-@pytest.mark.parametrize('storage, clone, argv', [
-    ('ONTAP01-CLONE', 'proxmox_storage01_clone', ()),
-    ('ONTAP01-MARCH', 'proxmox_storage01_clone_ONTAP01_MARCH', ('-name', 'ONTAP01-MARCH'))])
-def test_unmount_removes_the_storage_when_its_flexclone_is_gone_already(world, storage, clone, argv):
-    add_storage_snapshots(world)
-    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, *argv).code == 0
-    delete_volume_behind_our_back(world, clone)
-
-    result = world.run('storage', 'unmount', '-storage', storage)
-
-    assert result.code == 0, result.err
-    assert f'no volume at /{clone} any more (its FlexClone is gone): removing storage {storage}' in result.err
-    assert storage not in world.pve.storages
-
-
-@pytest.mark.parametrize('storage, clone, argv', [
-    ('ONTAP01-CLONE', 'proxmox_storage01_clone', ()),
-    ('ONTAP01-MARCH', 'proxmox_storage01_clone_ONTAP01_MARCH', ('-name', 'ONTAP01-MARCH'))])
-def test_unmount_deletes_the_flexclone_a_removed_storage_left(world, storage, clone, argv):
-    add_storage_snapshots(world)
-    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, *argv).code == 0
-    del world.pve.storages[storage]
-
-    result = world.run('storage', 'unmount', '-storage', storage)
-
-    assert result.code == 0, result.err
-    assert f'storage {storage} is not in Proxmox any more: deleting the FlexClone {clone} it left' in result.err
-    assert world.a.volume(clone) is None and world.a.volume('proxmox_storage01') is not None
-
-
-def test_unmount_of_what_is_gone_on_both_sides_is_an_error(world):
-    before = world.state()
-    result = world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE')
-    assert result.code == 1
-    assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: no storage ONTAP01-CLONE, and no FlexClone '
-                                   'left by a mount of that name')]
-    assert world.state() == before
-
-
-def test_a_user_who_cannot_see_every_guest_is_refused_the_unmount(world):
-    add_storage_snapshots(world)
-    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT).code == 0
-    world.pve.vm(100).status = 'stopped'
-    log_in_without_vm_audit(world)
-    before = world.state()
-
-    result = world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE')
-
-    assert result.code == 1
-    assert error_lines(result) == [(f'ERROR: Proxmox {world.pve_host}: ops@pve lacks VM.Audit on /vms, so unmount '
-                                    'cannot see every guest: grant it (README, Least privilege), or add -force')]
-    assert world.state() == before
-
-
-def mounted_then_unmount_refused(world, change, line):
-    """Mount OLD_SNAPSHOT as ONTAP01-CLONE, change the world, and see unmount refuse with `line`, changing nothing."""
-    add_storage_snapshots(world)
-    assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT).code == 0
-    change()
-    before = world.state()
-
-    result = world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE')
-
-    assert result.code == 1
-    assert error_lines(result) == [line]
-    assert world.state() == before
-
-
-def test_unmount_refuses_a_clone_storage_a_guest_uses(world):
-    def attach_a_disk_of_it():
-        world.pve.vm(101).config['scsi1'] = 'ONTAP01-CLONE:100/vm-100-disk-0.raw,size=1G'
-    mounted_then_unmount_refused(world, attach_a_disk_of_it, (
-        'ERROR: storage ONTAP01-CLONE is in use by VM 101: remove their disks on it first (copy what you need off '
-        'it), or add -force'))
-
-
-def test_unmount_refuses_while_a_node_that_is_down_keeps_its_guests_from_being_checked(world):
-    mounted_then_unmount_refused(world, lambda: world.pve.set_node_offline('pve2'), (
-        'ERROR: storage ONTAP01-CLONE: cannot check whether it is used by VM 101 (node unreachable): add -force to '
-        'remove it anyway'))
-    assert world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE', '-force').code == 0
-    assert world.a.volume('proxmox_storage01_clone') is None
-
-
-def test_a_leftover_flexclone_that_another_storage_mounts_is_kept(world):
-    def readd_it_under_another_id():
-        world.pve.storages['RECOVER'] = world.pve.storages.pop('ONTAP01-CLONE')
-    mounted_then_unmount_refused(world, readd_it_under_another_id, (
-        'ERROR: FlexClone proxmox_storage01_clone is mounted as PVE storage RECOVER: unmount RECOVER instead'))
-
 
 def test_an_ha_vm_whose_stop_outlasts_the_wait_is_asked_to_start_again(world):
     vm = world.pve.vm(100)
@@ -320,26 +103,6 @@ def test_an_ha_vm_whose_stop_outlasts_the_wait_is_asked_to_start_again(world):
     assert 'the HA manager has not made it stopped after 0.1 s (task_timeout)' in result.err
     assert world.power_actions()[:2] == ['shutdown', 'start']
     assert not world.ontap_changes(on=world.a)
-
-
-def test_unmount_refuses_a_flexclone_of_another_volume(world):
-    world.a.add_snapshot('other_volume', 'snap')
-    response = requests.post(f'{world.a.url}/api/storage/volumes', params={'return_timeout': 10},
-                             auth=('admin', ONTAP_PASSWORD), verify=world.a.cafile, json={
-            'name': 'other_clone', 'svm': {'name': 'svm1'}, 'nas': {'path': '/other_clone'},
-            'clone': {'is_flexclone': True, 'parent_volume': {'name': 'other_volume'},
-                      'parent_snapshot': {'name': 'snap'}}})
-    assert response.status_code == 201, response.text
-    world.pve.storages['FOREIGN'] = {'type': 'nfs', 'server': '127.0.0.1', 'export': '/other_clone',
-                                     'content': 'images', 'path': '/mnt/pve/FOREIGN', 'files': set(), 'volumes': {}}
-    before = world.state()
-
-    result = world.run('storage', 'unmount', '-storage', 'FOREIGN')
-
-    assert result.code == 1
-    assert error_lines(result) == [('ERROR: storage FOREIGN is backed by volume other_clone, which is no FlexClone '
-                                   f'of a storage in {world.config}: refusing to remove it')]
-    assert world.state() == before
 
 
 # -- faults

@@ -5,7 +5,7 @@ import json
 import re
 
 import pytest
-from world import ORIGINAL_STAMP, write_disk
+from world import write_disk
 
 import pve_ontap_snapshot as tool
 
@@ -85,35 +85,6 @@ def test_on_a_node_the_config_file_is_saved_as_pve_holds_it(world, monkeypatch, 
     saved = records(world, 101)
     assert saved['conf'] == raw
     assert saved['manifest']['config_from'] == str(tmp_path / 'nodes' / 'pve2' / 'qemu-server' / '101.conf')
-
-
-def test_vm_list_shows_the_consistency_of_new_snapshots_and_unknown_for_old_ones(world):
-    data = world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes()
-    world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{ORIGINAL_STAMP}.raw').write_bytes(data)
-    assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
-    world.a.requests.clear()
-
-    result = world.run('vm', 'list', '-vm', 101)
-
-    assert result.code == 0, result.err
-    rows = [re.split(r' {2,}', line) for line in result.out.splitlines()]
-    assert rows[0][-2:] == ['CONSISTENCY', 'OF']
-    assert [(row[0] == ORIGINAL_STAMP, row[3], row[-2]) for row in rows[1:]] == [(True, 'scsi0', 'unknown'),
-                                                                                   (False, 'scsi0', 'shutdown')]
-    # the consistency from the directory listing; the one manifest read, to check it
-    assert [r['method'] for r in world.ontap_requests(path='*/files*', on=world.a)] == ['GET', 'GET']
-    data = world.vm_snapshots(101)
-    assert [(s['consistency'], len(s['files'])) for s in data] == [('unknown', 1), ('shutdown', 1)]
-
-
-def test_vm_delete_removes_the_manifest_with_the_clones(world):
-    assert world.run('vm', 'create', '-vm', 101).code == 0
-    (stamp,) = world.vm_stamps(101)
-
-    result = world.run('vm', 'delete', '-vm', 101, '-snapshot', stamp)
-
-    assert result.code == 0, result.err
-    assert world.files(world.vol1, 101) == ['vm-101-disk-0.raw']
 
 
 def test_keep_removes_the_manifests_and_older_config_files_of_the_sets_it_deletes(world):

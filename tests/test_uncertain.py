@@ -261,35 +261,6 @@ def test_a_shutdown_task_past_its_bound_is_followed_before_the_vm_is_started_aga
 
 # -- deletes that answer with a job
 
-def test_a_file_delete_answered_by_a_failing_job_is_an_error(world):
-    world.run('vm', 'create', '-vm', 101, '-no-register')
-    (made,) = world.clones(world.vol1, 101)
-    stamp = made.split('-snapshot-')[1].rsplit('.', 1)[0]
-    world.a.file_delete_jobs = True
-    world.a.fail_job('DELETE', '/files/.*disk-0-snapshot', code=131102, message='Read-only file system')
-
-    result = world.run('vm', 'delete', '-vm', 101, '-snapshot', stamp)
-
-    assert result.code == 1
-    (line,) = error_lines(result)
-    assert f'could not delete images/101/{made}' in line and 'Read-only file system' in line
-    assert made in world.files(world.vol1, 101)
-
-
-def test_a_file_delete_answered_by_a_slow_job_is_followed_to_its_end(world):
-    world.run('vm', 'create', '-vm', 101, '-no-register')
-    (made,) = world.clones(world.vol1, 101)
-    stamp = made.split('-snapshot-')[1].rsplit('.', 1)[0]
-    world.a.file_delete_jobs = True
-    world.write_config(defaults='job_timeout = 10\nread_timeout = 7\n')     # return_timeout 2 s
-    world.a.slow_job('DELETE', '/files/', 3)
-
-    result = world.run('vm', 'delete', '-vm', 101, '-snapshot', stamp)
-
-    assert result.code == 0, result.err
-    assert made not in world.files(world.vol1, 101)
-    assert world.ontap_requests(path='/api/cluster/jobs/*', on=world.a)
-
 
 # -- storage snapshots
 

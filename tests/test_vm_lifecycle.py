@@ -5,166 +5,33 @@ import re
 import time
 
 import pytest
-from world import FILE_CLONE, destroy_vm, error_lines, pve_reads_nfs_directories, write_disk, write_qcow2
+from world import (
+    FILE_CLONE,
+    OLD_UUID,
+    OLDER_STAMP,
+    OLDEST_STAMP,
+    ORIGINAL_STAMP,
+    VM101_DISK,
+    attach_snapshot_file,
+    error_lines,
+    live_bytes,
+    make_set,
+    vm100_sources,
+    vm101_made,
+    write_qcow2,
+)
 
 import pve_ontap_snapshot as tool
 
-OLD = '2024-03-13_14:42:47+0000'
-OLDER = '2024-03-12_10:00:00+0000'
-OLDEST = '2024-03-11_10:00:00+0000'
-VM101_DISK = 'vm-101-disk-0.raw'
-
-
-def make_set(world, vmid, stamp, sources, kind='snapshot'):
-    """A VM snapshot as the original (or an earlier run) left it: clone files with their own bytes."""
-    made = {}
-    for vol, name in sources:
-        stem, ext = name.rsplit('.', 1)
-        made[name] = write_disk(vol, vmid, f'{stem}-{kind}-{stamp}.{ext}').read_bytes()
-    return made
-
-
-def vm100_sources(world):
-    v1, v2 = world.vol1, world.vol2
-    return [(v1, 'vm-100-disk-0.raw'), (v2, 'vm-100-disk-1.raw'), (v1, 'vm-100-disk-2.qcow2'),
-            (v2, 'vm-100-disk-4.raw'), (v1, 'vm-100-disk-5.raw'), (v1, 'vm-100-disk-6.raw')]
-
-
-def live_bytes(world, sources, vmid=100):
-    return {name: world.disk(vol, vmid, name).read_bytes() for vol, name in sources}
-
-
-def table_rows(text):
-    """The cells of each row of a text table below its header (cells are apart by 2+ spaces)."""
-    return [re.split(r' {2,}', line) for line in text.splitlines()[1:]]
+OLD, OLDER, OLDEST = ORIGINAL_STAMP, OLDER_STAMP, OLDEST_STAMP
 
 
 # -- list and delete
 
-def test_list_shows_every_set_across_both_clusters_with_pre_restore_marked(world):
-    sources = vm100_sources(world)
-    make_set(world, 100, OLDER, sources)
-    make_set(world, 100, OLD, sources[:2], kind='prerestore')
-
-    result = world.run('vm', 'list', '-vm', 100)
-
-    assert result.code == 0, result.err
-    lines = result.out.splitlines()
-    assert lines[0].split() == ['SNAPSHOT', 'KIND', 'SIZE', 'DISKS', 'STATE', 'CONSISTENCY', 'OF']
-    assert table_rows(result.out) == [
-        [OLDER, 'snapshot', '48.0 KiB', 'ide0,scsi0,efidisk0,tpmstate0,sata0,virtio0', 'complete', 'unknown',
-         'unknown'],
-        [OLD, 'pre-restore', '16.0 KiB', 'ide0,sata0', 'incomplete (lacks efidisk0,scsi0,tpmstate0,virtio0)',
-         'unknown', 'unknown']]
-    data = world.vm_snapshots(100)
-    assert [(s['stamp'], s['kind'], len(s['files'])) for s in data] == [(OLDER, 'snapshot', 6),
-                                                                       (OLD, 'pre-restore', 2)]
-    assert data[0]['size'] == 6 * 8192
-    assert {f['storage'] for f in data[0]['files']} == {'ONTAP01', 'ONTAP02'}
-
-
-def test_list_marks_a_set_that_lacks_disks_as_incomplete_but_not_one_with_files_of_a_removed_disk(world):
-    sources = vm100_sources(world)
-    make_set(world, 100, OLDER, sources + [(world.vol1, 'vm-100-disk-9.raw')])   # disk-9 was deleted since
-    make_set(world, 100, OLD, [(vol, name) for vol, name in sources if vol is world.vol1])   # a partial run
-
-    result = world.run('vm', 'list', '-vm', 100)
-
-    assert result.code == 0, result.err
-    older, old = table_rows(result.out)
-    assert older == [OLDER, 'snapshot', '56.0 KiB',
-                     f'ide0,scsi0,efidisk0,tpmstate0,vm-100-disk-9-snapshot-{OLDER}.raw,sata0,virtio0', 'complete',
-                     'unknown', 'unknown']
-    assert old == [OLD, 'snapshot', '32.0 KiB', 'ide0,scsi0,efidisk0,tpmstate0', 'incomplete (lacks sata0,virtio0)',
-                   'unknown', 'unknown']
-    data = world.vm_snapshots(100)
-    assert [(s['stamp'], s['complete'], s['missing']) for s in data] == [(OLDER, True, []),
-                                                                       (OLD, False, ['sata0', 'virtio0'])]
-    assert [f['disk'] for f in data[0]['files'] if 'disk-9' in f['path']] == [None]
-
-
-def test_list_marks_a_set_made_before_a_disk_was_added_as_incomplete(world):
-    make_set(world, 101, OLD, [(world.vol1, VM101_DISK)])
-    write_disk(world.vol1, 101, 'vm-101-disk-1.raw')
-    world.pve.vm(101).config['scsi1'] = 'ONTAP01:101/vm-101-disk-1.raw,size=1G'
-
-    result = world.run('vm', 'list', '-vm', 101)
-
-    assert result.code == 0, result.err
-    assert table_rows(result.out) == [[OLD, 'snapshot', '8.0 KiB', 'scsi0', 'incomplete (lacks scsi1)', 'unknown',
-                                       'unknown']]
-    assert [(s['complete'], s['missing']) for s in world.vm_snapshots(101)] == [(False, ['scsi1'])]
-
-
-def test_list_of_a_vm_without_snapshots_is_empty(world):
-    assert world.vm_snapshots(101) == []
-
-
-def test_delete_removes_every_file_of_the_set_and_nothing_else(world):
-    sources = vm100_sources(world)
-    make_set(world, 100, OLDER, sources)
-    make_set(world, 100, OLD, sources)
-    before = {vol.name: world.files(vol, 100) for vol in (world.vol1, world.vol2)}
-
-    result = world.run('vm', 'delete', '-vm', 100, '-snapshot', OLDER)
-
-    assert result.code == 0, result.err
-    for vol in (world.vol1, world.vol2):
-        assert world.files(vol, 100) == [f for f in before[vol.name] if OLDER not in f]
-    assert [s['stamp'] for s in world.vm_snapshots(100)] == [OLD]
-
-
-def test_delete_of_an_unknown_stamp_is_an_error(world):
-    make_set(world, 100, OLD, vm100_sources(world))
-    before = world.state()
-
-    result = world.run('vm', 'delete', '-vm', 100, '-snapshot', OLDER)
-
-    assert result.code == 1
-    assert result.err.strip() == f'ERROR: VM 100 has no snapshot {OLDER} (it has: {OLD})'
-    assert world.state() == before
-
-
-def test_delete_of_registered_clones_removes_their_unused_entries(world):
-    assert world.run('vm', 'create', '-vm', 101).code == 0
-    (stamp,) = [s['stamp'] for s in world.vm_snapshots(101)]
-    config = world.pve.vm(101).config
-    (key,) = [k for k in config if k.startswith('unused')]
-    assert config[key] == f'ONTAP01:101/vm-101-disk-0-snapshot-{stamp}.raw'
-
-    result = world.run('vm', 'delete', '-vm', 101, '-snapshot', stamp)
-
-    assert result.code == 0, result.err
-    assert not [k for k in world.pve.vm(101).config if k.startswith('unused')]
-    assert world.files(world.vol1, 101) == [VM101_DISK]
-    deletes = world.ontap_requests('DELETE', '*/files/*')
-    assert len(deletes) == 2    # PVE deleted the registered clone; the manifest goes through ONTAP
-
-
-def attach(world, vmid, stamp, key='scsi5'):
-    """The admin attaches a snapshot file as a disk to copy data out of it."""
-    volid = f'ONTAP01:{vmid}/vm-{vmid}-disk-0-snapshot-{stamp}.raw'
-    world.pve.vm(vmid).config[key] = volid
-    return volid
-
-
-def test_delete_refuses_a_set_with_a_file_attached_as_a_disk(world):
-    make_set(world, 101, OLDER, [(world.vol1, VM101_DISK)])
-    attach(world, 101, OLDER)
-    before = world.state()
-
-    result = world.run('vm', 'delete', '-vm', 101, '-snapshot', OLDER)
-
-    assert result.code == 1
-    assert f'snapshot {OLDER} is in use: images/101/vm-101-disk-0-snapshot-{OLDER}.raw is attached as scsi5' \
-        in result.err
-    assert world.state() == before
-
-
 def test_keep_skips_a_set_with_a_file_attached_as_a_disk(world):
     make_set(world, 101, OLDEST, [(world.vol1, VM101_DISK)])
     make_set(world, 101, OLDER, [(world.vol1, VM101_DISK)])
-    volid = attach(world, 101, OLDEST)
+    volid = attach_snapshot_file(world, 101, OLDEST)
 
     result = world.run('vm', 'create', '-vm', 101, '-keep', 1, '-no-register')
 
@@ -597,52 +464,6 @@ def test_restore_from_a_storage_snapshot_that_does_not_exist_says_so(world):
     assert world.state() == before
 
 
-# -- a VM id used again: PVE hands out the lowest free id (pve-manager API2/Cluster.pm nextid)
-
-OLD_UUID, NEW_UUID = '11111111-2222-3333-4444-555555555555', '66666666-7777-8888-9999-000000000000'
-
-
-def vm101_made(world, ctime, uuid):
-    """VM 101 as PVE's create makes it: meta ctime and an SMBIOS uuid of its own."""
-    world.pve.vm(101).config.update(meta=f'creation-qemu=9.2.0,ctime={ctime}', smbios1=f'uuid={uuid}')
-
-
-def vm101_again(world):
-    """VM 101 destroyed, its snapshots left, and a new, unrelated VM 101 made with the same disk name."""
-    destroy_vm(world, 101, 'pve2')
-    write_disk(world.vol1, 101, VM101_DISK)
-    world.pve.add_vm(101, 'new', node='pve1', status='stopped', config={
-        'scsi0': f'ONTAP01:101/{VM101_DISK},size=1G', 'memory': 2048,
-        'meta': 'creation-qemu=9.2.0,ctime=1800000000', 'smbios1': f'uuid={NEW_UUID}'})
-
-
-def test_a_destroyed_vms_snapshots_stay_apart_from_the_new_vm_with_its_id(world):
-    pve_reads_nfs_directories(world)
-    vm101_made(world, 1700000000, OLD_UUID)
-    assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
-    (old,) = [s['stamp'] for s in world.vm_snapshots(101)]
-    old_bytes = world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{old}.raw').read_bytes()
-    vm101_again(world)
-    new_bytes = world.disk(world.vol1, 101, VM101_DISK).read_bytes()
-
-    listed = world.run('vm', 'list', '-vm', 101)
-    kept = world.run('vm', 'create', '-vm', 101, '-no-register', '-keep', 1)
-    refused = world.run('vm', 'restore', '-vm', 101, '-snapshot', old, '-yes')
-    copied = world.run('vm', 'restore', '-vm', 101, '-snapshot', old, '-as-new', 201)
-
-    assert listed.code == 0 and kept.code == 0 and copied.code == 0, listed.err + kept.err + copied.err
-    mine, theirs = listed.out.split('\n\nSnapshots of another VM that had the id 101 before')
-    assert old not in mine and old in theirs and 'another VM' in theirs
-    data = {s['stamp']: s['of'] for s in world.vm_snapshots(101)}
-    assert data[old] == 'another VM' and list(data.values()).count('this VM') == 1
-    assert old in data                                                  # -keep 1 neither counted nor deleted it
-    assert refused.code == 1 and 'is of another VM that had the id 101 before' in error_lines(refused)[0]
-    assert world.disk(world.vol1, 101, VM101_DISK).read_bytes() == new_bytes
-    assert world.disk(world.vol1, 201, 'vm-201-disk-0.raw').read_bytes() == old_bytes
-    assert world.run('vm', 'delete', '-vm', 101, '-snapshot', old).code == 0
-    assert old not in {s['stamp'] for s in world.vm_snapshots(101)}
-
-
 def test_keep_deletes_a_snapshot_of_unknown_identity_only_where_it_holds_the_vms_disks(world):
     vm101_made(world, 1700000000, OLD_UUID)
     make_set(world, 101, OLDEST, [(world.vol1, VM101_DISK)])             # the original's: no manifest
@@ -653,17 +474,6 @@ def test_keep_deletes_a_snapshot_of_unknown_identity_only_where_it_holds_the_vms
     assert result.code == 0, result.err
     listed = {s['stamp']: s['of'] for s in world.vm_snapshots(101)}
     assert OLDEST not in listed and listed[OLDER] == 'unknown' and list(listed.values()).count('this VM') == 1
-
-
-@pytest.mark.parametrize('tag, ctime, uuid, same', [
-    ('c1700000000', '1700000000', None, True), ('c1700000000', '1800000000', None, False),
-    ('c1700000000', None, 'a' * 32, None),                # meta gone from the config: cannot tell
-    ('u' + 'a' * 32, None, 'a' * 32, True), ('u' + 'a' * 32, None, 'b' * 32, False),
-    ('u' + 'a' * 32, '1800000000', 'a' * 32, False),       # made anew since: meta comes with a create only
-    (None, '1800000000', 'a' * 32, None),
-])
-def test_which_vm_a_snapshot_is_of(tag, ctime, uuid, same):
-    assert tool.Identity.same_vm(tag, (ctime, uuid)) is same
 
 
 def test_a_qcow2_copy_over_a_volume_chain_is_not_restored(world):

@@ -273,6 +273,51 @@ def seed_history(world):
     world.with_agent(100)
 
 
+# Stamps of VM snapshots an earlier run left, older than the original's ORIGINAL_STAMP.
+OLDEST_STAMP, OLDER_STAMP = '2024-03-11_10:00:00+0000', '2024-03-12_10:00:00+0000'
+VM101_DISK = 'vm-101-disk-0.raw'
+
+
+def make_set(world, vmid, stamp, sources, kind='snapshot'):
+    """A VM snapshot as the original (or an earlier run) left it, of the disks `sources` ((volume,
+    file name) each): clone files (kind 'snapshot' or 'prerestore') with bytes of their own, no
+    manifest. Returns {file name: the bytes of its clone}."""
+    made = {}
+    for vol, name in sources:
+        stem, ext = name.rsplit('.', 1)
+        made[name] = write_disk(vol, vmid, f'{stem}-{kind}-{stamp}.{ext}').read_bytes()
+    return made
+
+
+def vm100_sources(world):
+    """The ONTAP disks of VM 100 as (volume, file name), by file name."""
+    v1, v2 = world.vol1, world.vol2
+    return [(v1, 'vm-100-disk-0.raw'), (v2, 'vm-100-disk-1.raw'), (v1, 'vm-100-disk-2.qcow2'),
+            (v2, 'vm-100-disk-4.raw'), (v1, 'vm-100-disk-5.raw'), (v1, 'vm-100-disk-6.raw')]
+
+
+def live_bytes(world, sources, vmid=100):
+    """{file name: bytes} of the VM's live disks `sources`."""
+    return {name: world.disk(vol, vmid, name).read_bytes() for vol, name in sources}
+
+
+# PVE hands out the lowest free id (pve-manager API2/Cluster.pm nextid): a VM id is used again.
+OLD_UUID, NEW_UUID = '11111111-2222-3333-4444-555555555555', '66666666-7777-8888-9999-000000000000'
+
+
+def vm101_made(world, ctime, uuid):
+    """VM 101 as PVE's create makes it: meta ctime and an SMBIOS uuid of its own."""
+    world.pve.vm(101).config.update(meta=f'creation-qemu=9.2.0,ctime={ctime}', smbios1=f'uuid={uuid}')
+
+
+def attach_snapshot_file(world, vmid, stamp, key='scsi5'):
+    """The admin attaches the file of disk 0 in VM snapshot `stamp` to the VM as disk `key`, to
+    copy data out of it; returns its volume id."""
+    volid = f'ONTAP01:{vmid}/vm-{vmid}-disk-0-snapshot-{stamp}.raw'
+    world.pve.vm(vmid).config[key] = volid
+    return volid
+
+
 def add_storage_snapshots(world):
     """On ONTAP01's volume: the original's OLD_SNAPSHOT, an hourly snapshot of ONTAP's own schedule
     after it, and MARCH_SNAPSHOT, the newest."""

@@ -10,7 +10,17 @@ import os
 import pytest
 import trustme
 from ontap_emulator import NEWEST_RELEASE, OntapEmulator
-from world import ONTAP_B_PASSWORD, ONTAP_PASSWORD, PVE_PASSWORD, World, populate
+from world import (
+    MAC,
+    ONTAP_B_PASSWORD,
+    ONTAP_PASSWORD,
+    PVE_PASSWORD,
+    SMBIOS_UUID,
+    VMGENID,
+    World,
+    populate,
+    pve_reads_nfs_directories,
+)
 
 import pve_ontap_snapshot as tool
 
@@ -88,6 +98,16 @@ def on_pve1(monkeypatch, tmp_path):
     monkeypatch.setattr(tool.Node, 'PROGRAMS', {name: str(bin_dir / name) for name in tool.Node.PROGRAMS})
     monkeypatch.setattr(tool.Node, 'name', lambda: 'pve1')
     return lambda: calls.read_text().splitlines() if calls.exists() else []
+
+
+@pytest.fixture
+def vm101(world):
+    """VM 101 with a NIC, an SMBIOS uuid, a vmgenid and onboot, as PVE makes VMs (and fakepve sees
+    the disk files over NFS, as PVE does, for vm restore -as-new)."""
+    world.pve.vm(101).config.update(net0=f'virtio={MAC},bridge=vmbr0', smbios1=f'uuid={SMBIOS_UUID}', vmgenid=VMGENID,
+                                    onboot='1', name='db')
+    pve_reads_nfs_directories(world)
+    return world.pve.vm(101)
 
 
 @pytest.fixture

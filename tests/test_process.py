@@ -10,7 +10,7 @@ import types
 from pathlib import Path
 
 import pytest
-from world import FILE_CLONE, OLD_SNAPSHOT, answer_after_a_change, on_a_terminal, signalled_run
+from world import FILE_CLONE, OLD_SNAPSHOT, signalled_run
 
 SCRIPT = Path(__file__).resolve().parent.parent / 'pve_ontap_snapshot.py'
 HTTP_STACK = ('requests', 'urllib3', 'proxmoxer')
@@ -94,27 +94,6 @@ def test_vm_ids_and_snapshots_complete_to_nothing_and_config_to_files(world, tmp
     assert [c.strip() for c in complete('pve-ontap-snapshot -config config-p', tmp_path)[0]] == ['config-prod.ini']
 
 
-@pytest.mark.parametrize('keys, restored', [(b'y\n', True), (b'\n', False), (b'\x04', False)])
-def test_restore_asks_on_a_terminal_and_only_yes_goes_ahead(world, keys, restored):
-    stamp = '2024-03-12_10:00:00+0000'
-    world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').write_bytes(b'then' * 2048)
-    live = world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes()
-
-    code, out, err = on_a_terminal(world, keys, 'vm', 'restore', '-vm', 101, '-snapshot', stamp)
-
-    question = f'Overwrite disks scsi0 of VM 101 with snapshot {stamp} [y/N] '
-    plan = (f'vm restore puts disks scsi0 of VM 101 back to snapshot {stamp}.\n'
-            f'snapshot {stamp} holds no saved config (made before snapshots carried one): the config stays as it is.\n')
-    assert err.startswith(plan + question) and out == '', (code, out, err)
-    assert 'Traceback' not in err
-    if restored:
-        assert code == 0, err
-        assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == b'then' * 2048
-    else:
-        assert (code, err) == (1, plan + question + 'ERROR: aborted: nothing changed\n')
-        assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == live
-
-
 def is_capture(record):
     return record['method'] == 'POST' and record['path'].endswith('/snapshots')
 
@@ -194,19 +173,6 @@ def test_a_list_piped_into_head_ends_quietly(world):
                             '| head -1', shell=True, capture_output=True, text=True, timeout=60, check=False)
     assert result.stdout.startswith('NAME')
     assert result.stderr == ''
-
-
-def test_a_vm_started_while_the_admin_reads_the_question_is_not_restored(world):
-    stamp = '2024-03-12_10:00:00+0000'
-    world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').write_bytes(b'then' * 2048)
-    live = world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes()
-
-    def start_vm_101():
-        world.pve.vm(101).status = world.pve.vm(101).qmpstatus = 'running'
-    code, err = answer_after_a_change(world, start_vm_101, 'vm', 'restore', '-vm', 101, '-snapshot', stamp)
-
-    assert (code, err.splitlines()) == (1, ['ERROR: VM 101 is running: shut it down first, or add -shutdown'])
-    assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == live
 
 
 def test_sigterm_in_the_window_still_says_that_the_vm_could_not_be_started(world):

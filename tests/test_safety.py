@@ -199,39 +199,6 @@ def test_a_failed_clone_and_a_failed_start_are_both_reported_and_the_clones_remo
     assert not [f for vol in (world.vol1, world.vol2) for f in world.clones(vol, 100)]
 
 
-def test_a_restore_whose_start_fails_says_the_disks_are_restored_and_the_vm_stopped(world):
-    stamp = '2024-03-12_10:00:00+0000'
-    world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').write_bytes(b'then' * 2048)
-    world.pve.vm(101).status = world.pve.vm(101).qmpstatus = 'running'
-    world.pve.vm(101).start_error = 'kvm: Permission denied'
-
-    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-shutdown', '-yes')
-
-    assert result.code == 1
-    (line,) = error_lines(result)
-    assert line.startswith(f'ERROR: VM 101: disks scsi0 restored from snapshot {stamp}, but VM 101 could not be '
-                           'started again')
-    assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == b'then' * 2048
-    assert world.pve.vm(101).status == 'stopped'
-
-
-def test_a_failed_restore_and_a_failed_start_are_both_reported_and_the_disks_put_back(world):
-    stamp = '2024-03-12_10:00:00+0000'
-    world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').write_bytes(b'then' * 2048)
-    live = world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes()
-    world.a.fail_job('POST', '/api/storage/file/clone', code=13565952, message='Clone start failed.',
-                     match={'destination_path': 'images/101/vm-101-disk-0.raw'})
-    world.pve.vm(101).status = world.pve.vm(101).qmpstatus = 'running'
-    world.pve.vm(101).start_error = 'kvm: Permission denied'
-
-    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-shutdown', '-yes')
-
-    assert result.code == 1
-    (line,) = error_lines(result)
-    assert 'restore failed, every disk is as it was' in line and 'and VM 101 could not be started again' in line
-    assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == live
-
-
 def test_shutdown_of_an_ha_vm_waits_until_ha_has_stopped_it_and_started_it(world):
     vm = world.pve.vm(100)
     vm.ha_state = 'started'

@@ -4,7 +4,16 @@ not happen. Each story sets up the fault, runs the command, waits until every ON
 ended, and then checks what is on the storage and in PVE."""
 
 
-from world import FILE_CLONE, VM100_ONTAP_DISKS, cloning, config_in, error_lines, wait_for_tasks
+from world import (
+    FILE_CLONE,
+    VM100_ONTAP_DISKS,
+    cloning,
+    config_in,
+    drop_pve_request,
+    error_lines,
+    lose_pve_answer,
+    wait_for_tasks,
+)
 
 import pve_ontap_snapshot as tool
 
@@ -100,18 +109,6 @@ def test_a_pre_restore_copy_of_unknown_outcome_changes_no_disk_and_starts_the_vm
     assert 'nothing restored, the pre-restore copy failed' in line and 'still unknown' in line
     assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == live
     assert world.pve.vm(101).status == 'running'
-
-
-def test_a_paused_vm_is_not_restored(world):
-    running_db(world)
-    world.pve.vm(101).qmpstatus = 'paused'
-    before = world.state()
-
-    result = restore_101(world)
-
-    assert error_lines(result) == [('ERROR: VM 101 is paused, not running, and the tool never resumes such a VM: '
-                                   'resume or stop it first')]
-    assert world.state() == before
 
 
 # -- vm create
@@ -326,3 +323,52 @@ def test_a_lost_answer_that_cannot_be_looked_into_stays_unknown_and_nothing_is_t
     assert 'finding out what it did failed' in line and 'not authorized' in line and 'still unknown' in line
     (made,) = world.clones(world.vol1, 101)
     assert f'check and delete images/101/{made}' in line
+
+
+# -- vm restore -with-config and -as-new: PVE's answers
+
+def test_a_config_change_whose_answer_is_lost_leaves_the_vm_down_unless_it_is_read_back(world, vm101):
+    stamp = world.vm_snapshot(101)
+    vm101.status = vm101.qmpstatus = 'running'
+    vm101.config['memory'] = '4096'
+    lose_pve_answer(world.pve, 'PUT', '/qemu/101/config')
+    # the change is carried out: read back, it is the saved config, and the VM runs again
+    done = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-shutdown', '-yes')
+    assert done.code == 0, done.err
+    assert str(vm101.config['memory']) == '1024' and vm101.status == 'running'
+
+
+def test_a_config_change_of_unknown_outcome_leaves_the_vm_stopped_and_says_so(world, vm101):
+    stamp = world.vm_snapshot(101)
+    vm101.status = vm101.qmpstatus = 'running'
+    vm101.config['memory'] = '4096'
+    drop_pve_request(world.pve, 'PUT', '/qemu/101/config')
+
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-with-config', '-shutdown', '-yes')
+
+    assert result.code == 1
+    (line,) = [line for line in result.err.splitlines() if line.startswith('ERROR')]
+    assert 'restored from' in line and 'whether its config was put back is unknown' in line, line
+    assert vm101.status == 'stopped' and str(vm101.config['memory']) == '4096'
+
+
+def test_a_create_whose_answer_is_lost_is_read_back(world, vm101):
+    stamp = world.vm_snapshot(101)
+    lose_pve_answer(world.pve, 'POST', '/nodes/pve2/qemu')
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201)
+    assert result.code == 0, result.err
+    assert 'the answer to its create was lost, but it exists' in result.err
+    assert world.pve.vm(201) is not None and world.files(world.vol1, 201) == ['vm-201-disk-0.raw']
+
+
+def test_a_create_whose_task_cannot_be_followed_leaves_its_disks_and_says_so(world, vm101):
+    stamp = world.vm_snapshot(101)
+    lose_pve_answer(world.pve, 'GET', '/status')        # every read of a task's status
+
+    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', stamp, '-as-new', 201)
+
+    assert result.code == 1
+    (line,) = [line for line in result.err.splitlines() if line.startswith('ERROR')]
+    assert 'could not be followed' in line and 'its disks are left' in line, line
+    # the create went through: nothing of it was taken back on a guess
+    assert world.pve.vm(201) is not None and world.files(world.vol1, 201) == ['vm-201-disk-0.raw']

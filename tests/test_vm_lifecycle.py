@@ -6,19 +6,15 @@ import time
 
 import pytest
 from world import (
-    FILE_CLONE,
     OLD_UUID,
     OLDER_STAMP,
     OLDEST_STAMP,
     ORIGINAL_STAMP,
     VM101_DISK,
     attach_snapshot_file,
-    error_lines,
-    live_bytes,
     make_set,
     vm100_sources,
     vm101_made,
-    write_qcow2,
 )
 
 import pve_ontap_snapshot as tool
@@ -91,142 +87,6 @@ def test_no_register_leaves_the_vm_config_alone(world):
 
 
 # -- restore
-
-def test_restore_from_a_set_brings_back_the_bytes_and_keeps_an_undo_point(world):
-    sources = vm100_sources(world)
-    at_snapshot = live_bytes(world, sources)
-    world.pve.vm(100).status = 'stopped'
-    assert world.run('vm', 'create', '-vm', 100, '-no-register').code == 0
-    (stamp,) = [s['stamp'] for s in world.vm_snapshots(100)]
-    for vol, name in sources:
-        world.disk(vol, 100, name).write_bytes(b'written after the snapshot ' + name.encode())
-    changed = live_bytes(world, sources)
-    other = world.disk(world.vol1, 101, VM101_DISK).read_bytes()
-
-    result = world.run('vm', 'restore', '-vm', 100, '-snapshot', stamp, '-yes')
-
-    assert result.code == 0, result.err
-    assert live_bytes(world, sources) == at_snapshot
-    assert world.disk(world.vol1, 101, VM101_DISK).read_bytes() == other
-    sets = world.vm_snapshots(100)
-    assert [s['kind'] for s in sets] == ['snapshot', 'pre-restore']
-    undo = {f['path'].rsplit('/', 1)[1].split('-prerestore-')[0]: f for f in sets[1]['files']}
-    assert len(undo) == 6
-    for vol, name in sources:
-        stem, ext = name.rsplit('.', 1)
-        path = world.disk(vol, 100, f'{stem}-prerestore-{sets[1]["stamp"]}.{ext}')
-        assert path.read_bytes() == changed[name]
-    overwrites = [r for r in world.ontap_requests(path=FILE_CLONE) if r['body']['overwrite_destination']]
-    assert len(overwrites) == 6
-
-
-def test_restore_refuses_a_running_vm_without_shutdown(world):
-    make_set(world, 100, OLD, vm100_sources(world))
-    before = world.state()
-
-    result = world.run('vm', 'restore', '-vm', 100, '-snapshot', OLD, '-yes')
-
-    assert result.code == 1
-    assert result.err.strip() == 'ERROR: VM 100 is running: shut it down first, or add -shutdown'
-    assert world.state() == before
-
-
-def test_restore_with_shutdown_stops_restores_and_starts(world):
-    sources = vm100_sources(world)
-    made = make_set(world, 100, OLD, sources)
-    order = []
-    world.a.on_request = lambda r: r['path'] == '/api/storage/file/clone' and order.append(world.pve.vm(100).status)
-
-    result = world.run('vm', 'restore', '-vm', 100, '-snapshot', OLD, '-shutdown', '-yes')
-
-    assert result.code == 0, result.err
-    assert live_bytes(world, sources) == made
-    assert world.pve.vm(100).status == 'running'
-    assert set(order) == {'stopped'}
-    assert world.power_actions() == ['shutdown', 'start']
-
-
-def test_restore_without_a_terminal_needs_yes(world):
-    make_set(world, 101, OLD, [(world.vol1, VM101_DISK)])
-    before = world.state()
-
-    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', OLD)
-
-    assert result.code == 2
-    assert 'not asking without a terminal; add -yes' in result.err
-    assert world.state() == before
-
-
-def test_a_partial_restore_names_the_disks_it_keeps_in_its_question(world):
-    world.pve.vm(100).status = 'stopped'
-    make_set(world, 100, OLD, vm100_sources(world)[:2])
-
-    result = world.run('vm', 'restore', '-vm', 100, '-snapshot', OLD)
-
-    assert result.code == 2
-    assert (f'Overwrite disks ide0, sata0 of VM 100 with snapshot {OLD} (efidisk0, scsi0, tpmstate0, virtio0 not '
-            'in it: kept as they are): not asking without a terminal') in result.err
-
-
-def test_a_failure_on_one_disk_puts_every_disk_back(world):
-    world.pve.vm(100).status = 'stopped'
-    sources = vm100_sources(world)
-    make_set(world, 100, OLD, sources)
-    before = live_bytes(world, sources)
-    files_before = {vol.name: world.files(vol, 100) for vol in (world.vol1, world.vol2)}
-    world.a.fail_job('POST', '/api/storage/file/clone', code=13565952, message='Clone start failed.',
-                     match={'destination_path': 'images/100/vm-100-disk-2.qcow2', 'overwrite_destination': True})
-
-    result = world.run('vm', 'restore', '-vm', 100, '-snapshot', OLD, '-yes')
-
-    assert result.code == 1
-    assert 'every disk is as it was' in result.err and 'Clone start failed' in result.err
-    assert live_bytes(world, sources) == before
-    assert {vol.name: world.files(vol, 100) for vol in (world.vol1, world.vol2)} == files_before
-
-
-def test_restore_from_a_storage_snapshot_changes_only_this_vm(world):
-    world.pve.vm(100).status = 'stopped'
-    on_ontap01 = [s for s in vm100_sources(world) if s[0] is world.vol1]
-    on_ontap02 = [s for s in vm100_sources(world) if s[0] is world.vol2]
-    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-    (snapshot,) = world.vol1.snapshots
-    at_snapshot = live_bytes(world, on_ontap01)
-    for vol, name in on_ontap01 + on_ontap02 + [(world.vol1, VM101_DISK)]:
-        world.disk(vol, 101 if name == VM101_DISK else 100, name).write_bytes(b'new ' + name.encode())
-    ontap02_now = live_bytes(world, on_ontap02)
-
-    result = world.run('vm', 'restore', '-vm', 100, '-storage-snapshot', snapshot, '-yes')
-
-    assert result.code == 0, result.err
-    assert live_bytes(world, on_ontap01) == at_snapshot
-    assert live_bytes(world, on_ontap02) == ontap02_now
-    assert 'has no copy of disk sata0' in result.err
-    assert world.disk(world.vol1, 101, VM101_DISK).read_bytes() == b'new ' + VM101_DISK.encode()
-    sources = {r['body']['source_path'] for r in world.ontap_requests(path=FILE_CLONE)
-               if r['body']['overwrite_destination']}
-    assert sources == {f'.snapshot/{snapshot}/images/100/{name}' for _, name in on_ontap01}
-    assert sorted(world.vol1.snapshots) == [snapshot]
-
-
-def test_restore_of_a_locked_vm_is_refused(world):
-    make_set(world, 101, OLD, [(world.vol1, VM101_DISK)])
-    world.pve.snapshot_lock(101, 'backup')
-    before = world.state()
-
-    result = world.run('vm', 'restore', '-vm', 101, '-snapshot', OLD, '-yes')
-
-    assert result.code == 1
-    assert result.err.strip() == 'ERROR: VM 101 is locked (backup): try again when that is done'
-    assert world.state() == before
-
-
-def test_restore_of_a_suspended_vm_is_refused(world):
-    make_set(world, 100, OLD, vm100_sources(world))
-    vm = world.pve.vm(100)
-    vm.status, vm.lock, vm.config['lock'] = 'stopped', 'suspended', 'suspended'
-    result = world.run('vm', 'restore', '-vm', 100, '-snapshot', OLD, '-yes')
-    assert result.code == 1 and 'suspended to disk' in result.err
 
 
 # -- freeze
@@ -452,18 +312,6 @@ def test_back_to_back_runs_get_their_own_stamps(world, cluster_dir):
     assert world.lock_record(cluster_dir).read_text().splitlines()[1] == f'vm101 {sets[-1]["stamp"]}'
 
 
-def test_restore_from_a_storage_snapshot_that_does_not_exist_says_so(world):
-    before = world.state()
-
-    result = world.run('vm', 'restore', '-vm', 100, '-storage-snapshot', 'proxmox_snapshot_nothing', '-yes')
-
-    assert result.code == 1
-    assert result.err.splitlines()[-1] == ('ERROR: VM 100: no storage snapshot proxmox_snapshot_nothing on ONTAP01 '
-                                           '(volume proxmox_storage01), ONTAP02 (volume proxmox_storage02): see '
-                                           'storage list')
-    assert world.state() == before
-
-
 def test_keep_deletes_a_snapshot_of_unknown_identity_only_where_it_holds_the_vms_disks(world):
     vm101_made(world, 1700000000, OLD_UUID)
     make_set(world, 101, OLDEST, [(world.vol1, VM101_DISK)])             # the original's: no manifest
@@ -474,23 +322,3 @@ def test_keep_deletes_a_snapshot_of_unknown_identity_only_where_it_holds_the_vms
     assert result.code == 0, result.err
     listed = {s['stamp']: s['of'] for s in world.vm_snapshots(101)}
     assert OLDEST not in listed and listed[OLDER] == 'unknown' and list(listed.values()).count('this VM') == 1
-
-
-def test_a_qcow2_copy_over_a_volume_chain_is_not_restored(world):
-    """A set an earlier build took of a qcow2 disk over a PVE 9 volume chain: its copy names a
-    snapshot file PVE may have merged away since, so it is not put back alone."""
-    write_qcow2(world.disk(world.vol1, 100, f'vm-100-disk-2-snapshot-{OLD}.qcow2'), backing='snap-x-vm-100-disk-2.qcow2')
-    for vol, name in vm100_sources(world):
-        if 'disk-2' not in name:
-            make_set(world, 100, OLD, [(vol, name)])
-    world.pve.vm(100).status = 'stopped'
-    before = world.state()
-
-    result = world.run('vm', 'restore', '-vm', 100, '-snapshot', OLD, '-yes')
-
-    assert result.code == 1
-    (line,) = error_lines(result)
-    assert f'not restored from snapshot {OLD}, for the copy of scsi0 (images/100/vm-100-disk-2-snapshot-{OLD}.qcow2) ' \
-        'stands on a PVE snapshot of it as a volume chain' in line, line
-    assert world.state() == before
-    assert 'complete; a qcow2 copy stands on a file it cannot keep' in world.run('vm', 'list', '-vm', 100).out

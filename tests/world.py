@@ -318,6 +318,12 @@ def attach_snapshot_file(world, vmid, stamp, key='scsi5'):
     return volid
 
 
+# What PVE gives a VM it makes: a NIC's MAC address, an SMBIOS uuid, a vmgenid (conftest.py's vm101).
+MAC = 'BC:24:11:AA:BB:CC'
+SMBIOS_UUID = '11111111-2222-3333-4444-555555555555'
+VMGENID = '66666666-7777-8888-9999-000000000000'
+
+
 def add_storage_snapshots(world):
     """On ONTAP01's volume: the original's OLD_SNAPSHOT, an hourly snapshot of ONTAP's own schedule
     after it, and MARCH_SNAPSHOT, the newest."""

@@ -17,6 +17,7 @@ from world import (
     PVE_PASSWORD,
     SMBIOS_UUID,
     VMGENID,
+    PmxcfsLocks,
     World,
     populate,
     pve_reads_nfs_directories,
@@ -80,6 +81,13 @@ def cluster_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(tool.Node, 'CLUSTER_DIR', str(directory))
     monkeypatch.setenv('PVE_ONTAP_SNAPSHOT_CLUSTER_DIR', str(directory))
     return directory
+
+
+@pytest.fixture
+def pmxcfs(cluster_dir):
+    """pmxcfs's expiry of a lock whose run died, in half a second instead of 120 s."""
+    with PmxcfsLocks(cluster_dir / 'lock', expiry=0.5):
+        yield
 
 
 @pytest.fixture

@@ -327,3 +327,18 @@ def test_a_snapmirror_label_in_the_config_is_checked_as_label_is(world):
     assert result.code == 2 and world.vol1.snapshots == {}
     assert result.err.strip() == (f'ERROR: {world.config}: [ONTAP01] snapmirror_label = two words: no snapmirror label '
                                   '(1 to 31 characters, no blanks)')
+
+
+# -- -loglevel
+
+@pytest.mark.parametrize('argv', [('vm', 'create', '-vm', 100, '-suspend', '-keep', 2),
+                                  ('storage', 'create', '-storage', 'ONTAP01', '-keep', 2),
+                                  ('vm', 'create', '-vm', 101, '-freeze')])
+def test_a_successful_run_at_loglevel_warn_is_silent(world, argv):
+    world.pve.vm(100).config.pop('scsi1')   # a disk on local-lvm is rightly warned about
+    db = world.with_agent(101)
+    db.status = db.qmpstatus = 'running'
+
+    result = world.run('-loglevel', 'warn', *argv)
+    assert result.code == 0
+    assert (result.out, result.err) == ('', '')

@@ -9,7 +9,15 @@ import time
 from pathlib import Path
 
 import pytest
-from world import FILE_CLONE, ONTAP_B_PASSWORD, ONTAP_PASSWORD, PVE_PASSWORD, closed_port, pve_reads_nfs_directories
+from world import (
+    FILE_CLONE,
+    ONTAP_B_PASSWORD,
+    ONTAP_PASSWORD,
+    PVE_PASSWORD,
+    closed_port,
+    kill_while_paused,
+    pve_reads_nfs_directories,
+)
 
 import pve_ontap_snapshot as tool
 
@@ -1055,3 +1063,19 @@ def test_a_storage_with_pve9_volume_chains_is_a_warning_naming_the_vms_with_such
     world.pve.vm(100).config['parent'] = 'before-update'
     status, found = doctor(world, '-storage', 'ONTAP01')[1]['ONTAP01 volume chains']
     assert status == 'warn' and 'VMs with one now: VM 100 (scsi0)' in found
+
+
+# -- guests a run that died left held
+
+def test_doctor_names_a_vm_left_paused_and_try_resumes_it(world, cluster_dir, pmxcfs):
+    vm = kill_while_paused(world)
+
+    seen = world.run('doctor', '-storage', 'ONTAP01')
+    tried = world.run('-wait', 10, 'doctor', '-storage', 'ONTAP01', '-try')
+
+    (line,) = [line for line in seen.out.splitlines() if 'guests left held' in line]
+    assert line.startswith('warn  ONTAP01 guests left held: VM 100 paused by a run that died (pid '), line
+    assert line.endswith('fix: doctor -try -storage ONTAP01 brings them back, as the next run on them does')
+    (line,) = [line for line in tried.out.splitlines() if 'guests left held' in line]
+    assert line.startswith('ok    ONTAP01 guests left held: VM 100 was left paused by a run that died'), line
+    assert line.endswith('resumed it') and vm.qmpstatus == 'running'

@@ -179,7 +179,7 @@ def test_vms_of_one_run_share_each_storage_lock_and_the_run_stamp(world, cluster
 
     (stamp,) = {world.vm_stamps(vmid)[0] for vmid in (104, 105)}
     for storage in ('ONTAP01', 'ONTAP02'):
-        recorded = world.lock_record(cluster_dir, storage).read_text().splitlines()[1:]
+        recorded = world.noted(cluster_dir, storage)
         assert sorted(recorded) == [f'vm104 {stamp}', f'vm105 {stamp}']
     # the same VM again gets a stamp of its own
     assert world.run('vm', 'create', '-vm', 104, '-no-register').code == 0
@@ -261,3 +261,38 @@ def test_node_local_needs_a_node_and_all(world):
                                         'run it on a node')
     assert alone.err.splitlines()[-1] == 'ERROR: -node-local goes with -all (it chooses among all VMs)'
     assert world.state() == before
+
+
+# -- -all
+
+def test_all_takes_every_vm_on_ontap_and_one_failure_does_not_stop_the_others(world):
+    world.a.fail_job('POST', '/api/storage/file/clone', code=13565952, message='Clone start failed.',
+                     match={'source_path': 'images/101/vm-101-disk-0.raw'})
+
+    result = world.run('vm', 'create', '-all', '-no-register')
+
+    assert result.code == 1
+    assert result.err.strip().splitlines()[-1] == 'ERROR: vm create failed for 1 of 2 VMs: 101'
+    assert len(world.vm_snapshots(100)) == 1
+    assert world.vm_snapshots(101) == []
+
+
+def test_all_goes_on_past_a_node_that_is_down_and_names_its_vms(world):
+    world.pve.set_node_offline('pve2')
+
+    result = world.run('vm', 'create', '-all', '-no-register')
+
+    assert result.code == 1
+    lines = result.err.strip().splitlines()
+    assert lines[-1] == 'ERROR: vm create failed for 1 of 2 VMs: 101'
+    assert [line for line in lines if line.startswith('WARNING: VM 101 on node pve2 skipped:')]
+    assert len(world.vm_snapshots(100)) == 1
+
+
+def test_several_vms_and_one_failure_does_not_stop_the_others(world):
+    result = world.run('vm', 'create', '-vm', 102, 101)
+
+    assert result.code == 1
+    assert 'VM 102 has no disk on an ONTAP storage' in result.err
+    assert result.err.strip().splitlines()[-1] == 'ERROR: vm create failed for 1 of 2 VMs: 102'
+    assert len(world.clones(world.vol1, 101)) == 1

@@ -114,7 +114,7 @@ def test_sigterm_inside_the_window_waits_until_the_vm_runs_again(world, mode):
     stamp = err.splitlines()[-1].split('snapshot ')[1].split(' ')[0]
     assert err.splitlines()[-1] == f'ERROR: stopped by SIGTERM (VM 100: snapshot {stamp} of 6 disk(s) was made)'
     assert not vm.agent_frozen and vm.status == vm.qmpstatus == 'running' and not vm.lock
-    assert len([f for vol in (world.vol1, world.vol2) for f in world.clones(vol, 100) if stamp in f]) == 6
+    assert len([f for f in world.snapshot_files(100) if stamp in f]) == 6
     assert not world.vol1.snapshots and not world.vol2.snapshots
 
 
@@ -161,7 +161,7 @@ def test_a_second_ctrl_c_during_a_shutdown_is_acknowledged_and_does_not_cut_it_s
     assert err.splitlines()[-1].endswith('of 6 disk(s) was made)')
     assert vm.status == vm.qmpstatus == 'running' and not vm.lock
     world.a.wait_for_jobs()
-    made = [f for vol in (world.vol1, world.vol2) for f in world.clones(vol, 100)]
+    made = world.snapshot_files(100)
     assert len(made) == 6
 
 

@@ -39,7 +39,7 @@ def capture_requests(world, method):
 
 def noted_captures(world, cluster_dir):
     return [line.split()[0] for storage in ('ONTAP01', 'ONTAP02')
-            for line in world.lock_record(cluster_dir, storage).read_text().splitlines()[1:]
+            for line in world.noted(cluster_dir, storage)
             if line.startswith(tool.Names.CAPTURE_PREFIX)]
 
 

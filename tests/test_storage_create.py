@@ -18,6 +18,7 @@ from world import (
     OLD_SNAPSHOT,
     ONTAP_PASSWORD,
     add_container,
+    agent_commands,
     config_in,
     error_lines,
     signalled_run,
@@ -314,10 +315,6 @@ def note_guests_at_the_snapshot(world, vms):
     world.a.on_request = lambda r: r['method'] == 'POST' and r['path'].endswith('/snapshots') and seen.append(
         {vmid: (vm.agent_frozen, vm.qmpstatus) for vmid, vm in vms.items()})
     return seen
-
-
-def agent_commands(vm):
-    return [command for command, _ in vm.agent_requests if command != 'ping']
 
 
 def test_a_frozen_storage_snapshot_thaws_every_guest(world):

@@ -114,6 +114,21 @@ def error_lines(result):
     return [line for line in result.err.splitlines() if line.startswith('ERROR')]
 
 
+def fails_cleanly(world, argv, code, *phrases):
+    """Run argv; it must fail with `code` and one line on stderr, an ERROR holding every phrase,
+    nothing on stdout, no traceback, and change nothing. Returns the result."""
+    before = world.state()
+    result = world.run(*argv)
+    assert result.code == code, result.err
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert result.err.startswith('ERROR: ')
+    for phrase in phrases:
+        assert phrase in result.err
+    assert 'Traceback' not in result.err and result.out == ''
+    assert world.state() == before
+    return result
+
+
 def write_disk(vol, vmid, name, size=8192):
     path = vol.path / 'images' / str(vmid) / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -468,6 +483,11 @@ class World:
         """Who holds the cluster lock of that volume, and the stamps used lately."""
         return Path(cluster_dir) / tool.Locks.CLUSTER_RECORD_DIR / self.lock_name(storage)
 
+    def noted(self, cluster_dir, storage='ONTAP01'):
+        """The entries of the lock record of that volume after its holder: the stamps the runs used
+        lately ('vm101 <stamp>') and the capture snapshots a run noted ('<capture> <stamp>')."""
+        return self.lock_record(cluster_dir, storage).read_text().splitlines()[1:]
+
     def requests_of(self, *argv):
         """(ONTAP requests, PVE requests) of one successful command."""
         before = len(self.a.requests) + len(self.b.requests), len(self.pve.requests)
@@ -561,6 +581,10 @@ class World:
         """The names of the VM's snapshot clones on that volume (not their saved configs and manifests)."""
         return [name for name in self.files(vol, vmid) if tool.Names.SNAPSHOT_FILE.match(name)]
 
+    def snapshot_files(self, vmid=100):
+        """The names of the VM's snapshot clones on both volumes (ONTAP01's first)."""
+        return self.clones(self.vol1, vmid) + self.clones(self.vol2, vmid)
+
     def records(self, vol, vmid):
         """The names of the configs and manifests saved beside the VM's snapshot clones."""
         return [name for name in self.files(vol, vmid) if tool.Names.MANIFEST_FILE.match(name)]
@@ -600,6 +624,11 @@ def with_running_guests(world):
     world.pve.vm(104).agent = {}
     add_container(world)
     return {vmid: world.pve.vm(vmid) for vmid in (100, 101, 103, 104)}
+
+
+def agent_commands(vm):
+    """What the VM's guest agent was asked, in order, its pings left out: ['fsfreeze-freeze', ...]."""
+    return [command for command, _ in vm.agent_requests if command != 'ping']
 
 
 def add_container(world):
@@ -686,6 +715,18 @@ def answer_after_a_change(world, change, *argv):
         os.close(slave)
         os.close(master)
     return process.returncode, err.decode()
+
+
+def kill_while_paused(world, vmid=100):
+    """vm create -pause of VM `vmid` as a process, killed (SIGKILL: the OOM killer, a node reset) as
+    its capture reaches ONTAP: the VM is left paused by a run that died. Returns the VM."""
+    vm = world.pve.vm(vmid)
+    vm.status = vm.qmpstatus = 'running'
+    code, _ = signalled_run(world, ['vm', 'create', '-vm', vmid, '-pause'],
+                            lambda record: record['method'] == 'POST' and record['path'].endswith('/snapshots'),
+                            signal.SIGKILL)
+    assert code == -signal.SIGKILL and vm.qmpstatus == 'paused'
+    return vm
 
 
 def send_to_a_worker(pid, signum):

@@ -3,14 +3,12 @@
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
-from world import FILE_CLONE, OLD_SNAPSHOT, signalled_run
+from world import OLD_SNAPSHOT
 
 SCRIPT = Path(__file__).resolve().parent.parent / 'pve_ontap_snapshot.py'
 HTTP_STACK = ('requests', 'urllib3', 'proxmoxer')
@@ -94,77 +92,6 @@ def test_vm_ids_and_snapshots_complete_to_nothing_and_config_to_files(world, tmp
     assert [c.strip() for c in complete('pve-ontap-snapshot -config config-p', tmp_path)[0]] == ['config-prod.ini']
 
 
-def is_capture(record):
-    return record['method'] == 'POST' and record['path'].endswith('/snapshots')
-
-
-def is_clone(record):
-    return record['path'] == FILE_CLONE
-
-
-@pytest.mark.parametrize('mode', ['-freeze', '-suspend', '-pause'])
-def test_sigterm_inside_the_window_waits_until_the_vm_runs_again(world, mode):
-    vm = world.with_agent(100)
-    world.write_config(defaults='freeze_timeout = 30\n')
-    world.a.slow_job('POST', r'/snapshots$', 1)     # the capture, the one thing inside the window
-    code, err = signalled_run(world, ['vm', 'create', '-vm', 100, mode, '-no-register'], is_capture, signal.SIGTERM)
-
-    # the signal waits until the VM runs again; then the run stops, the snapshot made and named
-    assert code == 128 + signal.SIGTERM
-    stamp = err.splitlines()[-1].split('snapshot ')[1].split(' ')[0]
-    assert err.splitlines()[-1] == f'ERROR: stopped by SIGTERM (VM 100: snapshot {stamp} of 6 disk(s) was made)'
-    assert not vm.agent_frozen and vm.status == vm.qmpstatus == 'running' and not vm.lock
-    assert len([f for f in world.snapshot_files(100) if stamp in f]) == 6
-    assert not world.vol1.snapshots and not world.vol2.snapshots
-
-
-def slow_suspend(pve, seconds, on_down):
-    """The VM is down at once, and on_down() is called; but its suspend task takes `seconds`
-    PVE seconds to end."""
-    async def _do_suspend(self, vm, user, params):
-        async def body():
-            vm.status, vm.lock, vm.config['lock'] = 'stopped', 'suspended', 'suspended'
-            on_down()
-            await self.pause(seconds)
-        return await self.task(vm.node, 'qmsuspend', vm.vmid, user, body, vm=vm)
-    pve._do_suspend = types.MethodType(_do_suspend, pve)
-
-
-@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_signal_while_the_vm_is_being_suspended_lets_the_snapshot_finish_first(world, signum):
-    world.pve.time_scale = 0.01
-    started = []
-    # sent from fakepve as the VM goes down, while its suspend task still runs
-    slow_suspend(world.pve, 100, on_down=lambda: started[0].send_signal(signum))
-    process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), 'vm', 'create', '-vm',
-                                '100', '-suspend', '-no-register'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    started.append(process)
-    _, err = process.communicate(timeout=60)
-
-    assert process.returncode == 128 + signum, err
-    assert world.pve.vm(100).status == 'running' and not world.pve.vm(100).lock
-    assert err.splitlines()[-1].startswith(f'ERROR: stopped by {signum.name} (VM 100: snapshot ')
-    assert err.splitlines()[-1].endswith('of 6 disk(s) was made)')
-
-
-def test_a_second_ctrl_c_during_a_shutdown_is_acknowledged_and_does_not_cut_it_short(world):
-    world.pve.time_scale = 0.01
-    vm = world.pve.vm(100)
-    world.a.slow_job('POST', r'/snapshots$', 3)     # the window outlasts both presses
-    # two presses, not one: the handler must see each
-    code, err = signalled_run(world, ['vm', 'create', '-vm', 100, '-shutdown', '-no-register'], is_capture,
-                              signal.SIGINT, signal.SIGINT)
-
-    assert code == 128 + signal.SIGINT, err
-    assert err.count('SIGINT: finishing first what must not be cut short') == 2
-    assert err.splitlines()[-1].endswith('of 6 disk(s) was made)')
-    assert vm.status == vm.qmpstatus == 'running' and not vm.lock
-    world.a.wait_for_jobs()
-    made = world.snapshot_files(100)
-    assert len(made) == 6
-
-
 def test_a_list_piped_into_head_ends_quietly(world):
     for n in range(1000):   # more lines than a pipe holds, so head is gone before the last is written
         world.a.add_snapshot('proxmox_storage01', f'proxmox_snapshot_2024-01-01_{n // 3600:02d}:{n // 60 % 60:02d}:'
@@ -173,31 +100,6 @@ def test_a_list_piped_into_head_ends_quietly(world):
                             '| head -1', shell=True, capture_output=True, text=True, timeout=60, check=False)
     assert result.stdout.startswith('NAME')
     assert result.stderr == ''
-
-
-def test_sigterm_in_the_window_still_says_that_the_vm_could_not_be_started(world):
-    world.pve.vm(100).start_error = 'kvm: Permission denied'
-    world.a.slow_job('POST', '/api/storage/file/clone', 1, times=None)
-    _, err = signalled_run(world, ['vm', 'create', '-vm', 100, '-suspend', '-no-register'], is_clone, signal.SIGTERM)
-
-    (line,) = [line for line in err.splitlines() if line.startswith('ERROR')]
-    assert line.startswith('ERROR: stopped by SIGTERM (VM 100: snapshot ')
-    assert 'was made, but VM 100 could not be started again' in line
-
-
-def test_sigterm_during_a_restore_lets_it_finish_and_says_so(world):
-    stamp = '2024-03-12_10:00:00+0000'
-    world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').write_bytes(b'then' * 2048)
-    world.pve.vm(101).status = world.pve.vm(101).qmpstatus = 'running'
-    world.a.slow_job('POST', '/api/storage/file/clone', 1, times=None)
-    code, err = signalled_run(world, ['vm', 'restore', '-vm', 101, '-snapshot', stamp, '-shutdown', '-yes'], is_clone,
-                              signal.SIGTERM)
-
-    assert code == 128 + signal.SIGTERM
-    assert err.splitlines()[-1] == (f'ERROR: stopped by SIGTERM (VM 101: disks scsi0 restored from snapshot {stamp} '
-                                    'first)')
-    assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == b'then' * 2048
-    assert world.pve.vm(101).status == 'running'
 
 
 def test_a_list_into_a_full_disk_fails_in_one_line(world):
@@ -229,21 +131,3 @@ def test_a_closed_stdout_fails_a_list_but_not_a_create(world):
     assert (listing.returncode, listing.stderr) == (1, 'ERROR: cannot write to stdout: it is closed\n')
     assert (creating.returncode, creating.stderr) == (0, '')
     assert len(world.vol1.snapshots) == 2
-
-
-def test_sigterm_while_ontap_reverts_a_storage_waits_for_its_answer_and_says_so(world):
-    old = OLD_SNAPSHOT
-    world.a.add_snapshot('proxmox_storage01', old)
-    disk = world.disk(world.vol1, 101, 'vm-101-disk-0.raw')
-    original = disk.read_bytes()
-    disk.write_bytes(b'later')
-    world.pve.vm(100).status = 'stopped'
-    world.write_config(defaults='read_timeout = 6\n')   # return_timeout = 1 s: the job is polled
-    world.a.slow_job('PATCH', r'^/api/storage/volumes/', 2)
-    code, err = signalled_run(world, ['storage', 'restore', '-storage', 'ONTAP01', '-snapshot', old, '-yes'],
-                              lambda record: record['method'] == 'PATCH', signal.SIGTERM)
-
-    assert code == 128 + signal.SIGTERM, err
-    assert err.splitlines()[-1] == (f'ERROR: stopped by SIGTERM (storage ONTAP01: volume proxmox_storage01 reverted '
-                                    f'to snapshot {old} first)')
-    assert disk.read_bytes() == original

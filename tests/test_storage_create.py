@@ -8,7 +8,6 @@ guest runs again — also when the snapshot fails, outlasts freeze_timeout, or a
 import datetime
 import json
 import re
-import signal
 import time
 
 import pytest
@@ -21,7 +20,6 @@ from world import (
     agent_commands,
     config_in,
     error_lines,
-    signalled_run,
     snapshots_across_a_dst_change,
     with_running_guests,
 )
@@ -449,19 +447,3 @@ def test_a_dry_run_freezes_nothing(world):
     assert steps[4:] == ['would guest agent fsfreeze-thaw in VM 100', 'would guest agent fsfreeze-thaw in VM 101',
                          'would resume VM 103']
     assert world.state() == before and not any(vm.agent_frozen for vm in vms.values())
-
-
-@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_signal_while_guests_are_frozen_thaws_them_first(world, signum):
-    vms = with_running_guests(world)
-    world.write_config(defaults='freeze_timeout = 30\n')
-    world.a.slow_job('POST', r'/snapshots$', 1)
-    code, err = signalled_run(world, ['storage', 'create', '-storage', 'ONTAP01', '-pause', '-keep', '1'],
-                              lambda record: record['method'] == 'POST' and record['path'].endswith('/snapshots'),
-                              signum)
-
-    assert code == 128 + signum, err
-    (name,) = world.storage_snapshots()
-    assert err.splitlines()[-1] == f'ERROR: stopped by {signum.name} (storage ONTAP01: snapshot {name} was made)'
-    assert not any(vm.agent_frozen for vm in vms.values())
-    assert vms[103].qmpstatus == 'running' and world.power_requests(103)[-1][0] == 'resume'

@@ -488,6 +488,11 @@ class World:
         lately ('vm101 <stamp>') and the capture snapshots a run noted ('<capture> <stamp>')."""
         return self.lock_record(cluster_dir, storage).read_text().splitlines()[1:]
 
+    def noted_captures(self, cluster_dir):
+        """The capture snapshots the runs noted in the lock records of both volumes, as still to delete."""
+        return [line.split()[0] for storage in ('ONTAP01', 'ONTAP02') for line in self.noted(cluster_dir, storage)
+                if line.startswith(tool.Names.CAPTURE_PREFIX)]
+
     def requests_of(self, *argv):
         """(ONTAP requests, PVE requests) of one successful command."""
         before = len(self.a.requests) + len(self.b.requests), len(self.pve.requests)
@@ -754,6 +759,17 @@ def cloning(path):
         source = str((body or {}).get('source_path', ''))
         return source == path or source.endswith('/' + path)
     return matches
+
+
+def cloning_of_vm(vmid):
+    """A fault's `match` for the file clone of any disk of VM `vmid` (from a capture, or its live file)."""
+    return lambda body: re.match(rf'(\.snapshot/[^/]+/)?images/{vmid}/', body.get('source_path', '')) is not None
+
+
+def slow_clones(world, seconds, vmid=None):
+    """Every file clone (of VM `vmid`'s disks) on both clusters takes `seconds` to end, as a job."""
+    for emu in (world.a, world.b):
+        emu.slow_job('POST', FILE_CLONE, seconds, times=None, match=cloning_of_vm(vmid) if vmid else None)
 
 
 def pve_params(body):

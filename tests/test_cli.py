@@ -1,4 +1,6 @@
-"""The command line as an admin types it: repeated options, abbreviations, ids and numbers.
+"""The command line as an admin types it: repeated options, abbreviations, ids and numbers, usage
+errors; and the global options every command takes: -dry-run (the plan, no change), -loglevel
+warn (silent when all is well), -output json.
 
 The parser tests need nothing but the standard library, so they also run on interpreters
 without the test world (`python3.13 -m pytest --noconftest -o addopts= -k parser`)."""
@@ -22,16 +24,6 @@ def parse(*argv):
             return tool.build_parser().parse_args(list(argv))
     except SystemExit as exit_:
         return exit_.code, stderr.getvalue().strip().splitlines()[-1]
-
-
-def usage_error(world, capsys, *argv):
-    """Run argv; it must be refused as usage (exit 2) before anything changes: the error line."""
-    before = world.state()
-    with pytest.raises(SystemExit) as exit_:
-        world.run(*argv)
-    assert exit_.value.code == 2
-    assert world.state() == before
-    return capsys.readouterr().err.strip().splitlines()[-1]
 
 
 # -- one way to hold a guest still
@@ -103,18 +95,18 @@ def test_admin_snapshots_both_vms_given_as_two_vm_options(world):
     assert len(world.clones(world.vol1, 101)) == 1
 
 
-def test_a_second_storage_option_is_refused_rather_than_snapshotting_the_last(world, capsys):
-    line = usage_error(world, capsys, 'storage', 'create', '-storage', 'ONTAP01', '-storage', 'ONTAP02')
+def test_a_second_storage_option_is_refused_rather_than_snapshotting_the_last(world):
+    line = world.usage_error('storage', 'create', '-storage', 'ONTAP01', '-storage', 'ONTAP02')
 
     assert line.endswith('error: argument -storage/--storage: given twice: give it once')
     assert not world.vol1.snapshots and not world.vol2.snapshots
 
 
-def test_a_config_given_before_and_after_the_command_is_refused(world, capsys, tmp_path):
+def test_a_config_given_before_and_after_the_command_is_refused(world, tmp_path):
     other = tmp_path / 'other.ini'
     other.write_text(world.config.read_text())
 
-    line = usage_error(world, capsys, 'storage', 'create', '-storage', 'ONTAP01', '-config', other)
+    line = world.usage_error('storage', 'create', '-storage', 'ONTAP01', '-config', other)
 
     assert line.endswith('error: argument -config/--config: given before and after the command: give it once')
 
@@ -146,11 +138,11 @@ def test_parser_takes_options_spelt_in_full_with_one_or_two_dashes_and_with_equa
     assert (args.storage, args.snapshot, args.force, args.yes) == ('ONTAP01', OLD, True, True)
 
 
-def test_f_is_not_force_so_a_running_vm_stops_the_storage_restore(world, capsys):
+def test_f_is_not_force_so_a_running_vm_stops_the_storage_restore(world):
     world.a.add_snapshot('proxmox_storage01', OLD)
     assert world.pve.vm(100).status == 'running'
 
-    line = usage_error(world, capsys, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes', '-f')
+    line = world.usage_error('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD, '-yes', '-f')
 
     assert line.endswith('error: unrecognized arguments: -f')
     assert not world.ontap_requests('PATCH')
@@ -189,124 +181,28 @@ def test_parser_takes_wait_seconds(text, value):
     assert parse('storage', 'create', '-storage', 'A', '-wait', text).wait == value
 
 
-def test_a_vm_id_in_arabic_indic_digits_snapshots_nothing(world, capsys):
-    line = usage_error(world, capsys, 'vm', 'create', '-vm', '\u0661\u0660\u0661')
+def test_a_vm_id_in_arabic_indic_digits_snapshots_nothing(world):
+    line = world.usage_error('vm', 'create', '-vm', '\u0661\u0660\u0661')
 
     assert line.endswith("argument -vm/--vm: '\u0661\u0660\u0661' is no VM id (a number from 100 to 999999999)")
     assert not world.clones(world.vol1, 101)
 
 
-def test_an_endless_wait_is_refused_before_the_storage_is_snapshotted(world, capsys):
-    line = usage_error(world, capsys, '-wait', 'inf', 'storage', 'create', '-storage', 'ONTAP01')
+def test_an_endless_wait_is_refused_before_the_storage_is_snapshotted(world):
+    line = world.usage_error('-wait', 'inf', 'storage', 'create', '-storage', 'ONTAP01')
 
     assert line.endswith("argument -wait/--wait: 'inf' is no number of seconds (like 600 or 0.5)")
     assert not world.vol1.snapshots
 
 
-# -- what config.ini and -storage may hold
-
-def test_a_config_saved_by_notepad_with_a_byte_order_mark_is_read(world):
-    world.a.add_snapshot('proxmox_storage01', OLD)
-    world.config.write_bytes(b'\xef\xbb\xbf' + world.config.read_bytes())
-
-    result = world.run('storage', 'list', '-storage', 'ONTAP01')
-
-    assert result.code == 0, result.err
-    assert OLD in result.out
-
-
-def test_storage_completes_from_a_config_with_a_byte_order_mark(tmp_path):
-    config = tmp_path / 'config.ini'
-    config.write_bytes(b'\xef\xbb\xbf[proxmox]\nproxmox_host = pve1\n[ONTAP01]\nhost = cluster1\n')
-    assert tool.complete_storage('', tool.Options(config=str(config))) == ['ONTAP01', 'ONTAP01-CLONE']
-
-
-def test_a_directory_as_config_is_named_a_directory(world, capsys):
-    before = world.state()
-
-    code = tool.main(['-config', str(world.dir), 'storage', 'list', '-storage', 'ONTAP01'])
-
-    assert code == 2
-    assert capsys.readouterr().err.splitlines() == [
-        f'ERROR: config file {world.dir} is a directory: give the file in it (-config {world.config})']
-    assert world.state() == before
-
-
-@pytest.mark.parametrize('scheme', ['https://', 'http://', 'HTTPS://'])
-def test_a_url_as_proxmox_host_says_to_write_the_host_alone(world, scheme):
-    world.write_config(proxmox=f'proxmox_host = {scheme}root:pve-Secr3t@{world.pve_host}/\n'
-                               'proxmox_user = root@pam\nproxmox_pass = pve-Secr3t\n')
-
-    result = world.run('storage', 'list', '-storage', 'ONTAP01')
-
-    assert result.code == 2
-    assert result.err == (f'ERROR: {world.config}: [proxmox] proxmox_host starts with {scheme}: write the host '
-                          'alone, optionally with :port (like 192.168.38.50 or 192.168.38.50:8006)\n')
-    assert not world.pve.requests
-
-
-def test_a_url_as_ontap_host_names_the_section_and_no_password(world):
-    world.write_config(ONTAP02=f'host = https://admin:ontap-Secr3t-B@{world.b.host}\nuser = admin\n'
-                               'pass = ontap-Secr3t-B\n')
-
-    result = world.run('storage', 'create', '-storage', 'ONTAP01')
-
-    assert result.code == 2
-    assert result.err.startswith(f'ERROR: {world.config}: [ONTAP02] host starts with https://: write the host alone')
-    assert 'Secr3t' not in result.err
-    assert not world.vol1.snapshots and not world.a.requests and not world.b.requests
-
-
-@pytest.mark.parametrize('section, holds', [('proxmox', 'the PVE API login'), ('defaults', 'timeouts')])
-def test_config_sections_of_its_own_are_no_storage(world, capsys, section, holds):
-    world.write_config(defaults='job_timeout = 60\n')
-
-    line = usage_error(world, capsys, 'storage', 'create', '-storage', section)
-
-    assert line.endswith(f"argument -storage/--storage: '{section}' is no storage: [{section}] in config.ini "
-                         f'holds {holds}, not the ONTAP cluster of a storage')
-    assert not world.pve.requests
-
+# -- a mount id
 
 def test_parser_refuses_a_mount_named_like_a_config_section_of_its_own():
     code, line = parse('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD, '-name', 'proxmox')
     assert code == 2 and "'proxmox' is no storage" in line
 
 
-# -- PVE credentials
-
-def token_config(world, value, password=None):
-    world.pve.apitokens['root@pam!backup'] = 'token-Secr3t-value'
-    world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = root@pam\n'
-                               + (f'proxmox_pass = {password}\n' if password else '')
-                               + f'proxmox_token_name = backup\nproxmox_token_value = {value}\n'
-                               f'proxmox_verify = {world.pve_cafile}\n')
-
-
-def test_a_token_next_to_a_password_is_used_and_the_password_said_to_be_ignored(world):
-    token_config(world, 'token-Secr3t-value', password='an-old-password')
-
-    result = world.run('storage', 'create', '-storage', 'ONTAP01')
-
-    assert result.code == 0, result.err
-    assert result.err.splitlines()[0] == (f'WARNING: {world.config}: [proxmox] has proxmox_token_name and '
-                                          'proxmox_pass: the API token is used, proxmox_pass is ignored')
-    assert world.logins() == 0
-    assert len(world.vol1.snapshots) == 1
-
-
-def test_a_refused_token_says_to_check_the_token_not_the_password(world):
-    token_config(world, 'a-wrong-value', password='an-old-password')
-
-    result = world.run('storage', 'create', '-storage', 'ONTAP01')
-
-    assert result.code == 1
-    (error,) = [line for line in result.err.splitlines() if line.startswith('ERROR:')]
-    assert error == (f'ERROR: Proxmox {world.pve_host}: read the storage configuration: API token root@pam!backup '
-                     'refused (check proxmox_user, proxmox_token_name and proxmox_token_value)')
-    assert 'a-wrong-value' not in result.err and 'an-old-password' not in result.err
-    assert not world.vol1.snapshots
-
+# -- a value that begins with a dash
 
 @pytest.mark.parametrize('argv, line', [
     (('storage', 'create', '-storage', 'ONTAP01', '-min-age', '-1h'),
@@ -316,17 +212,8 @@ def test_a_refused_token_says_to_check_the_token_not_the_password(world):
     (('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', 'x', '-name', '-x'),
      "argument -name/--name: '-x' is no PVE storage id"),
 ])
-def test_a_value_that_begins_with_a_dash_is_said_to_be_wrong_not_missing(world, capsys, argv, line):
-    assert line in usage_error(world, capsys, *argv)
-
-
-def test_a_snapmirror_label_in_the_config_is_checked_as_label_is(world):
-    world.write_config(ONTAP01=f'host = {world.a.host}\nuser = admin\npass = x\nverify = {world.a.cafile}\n'
-                               'snapmirror_label = two words\n')
-    result = world.run('storage', 'create', '-storage', 'ONTAP01')
-    assert result.code == 2 and world.vol1.snapshots == {}
-    assert result.err.strip() == (f'ERROR: {world.config}: [ONTAP01] snapmirror_label = two words: no snapmirror label '
-                                  '(1 to 31 characters, no blanks)')
+def test_a_value_that_begins_with_a_dash_is_said_to_be_wrong_not_missing(world, argv, line):
+    assert line in world.usage_error(*argv)
 
 
 # -- -loglevel
@@ -342,3 +229,60 @@ def test_a_successful_run_at_loglevel_warn_is_silent(world, argv):
     result = world.run('-loglevel', 'warn', *argv)
     assert result.code == 0
     assert (result.out, result.err) == ('', '')
+
+
+# -- usage errors
+
+def test_usage_errors_exit_2(world):
+    assert world.usage_error('vm', 'create', '-vm', 'abc').endswith("argument -vm/--vm: 'abc' is no VM id (a number "
+                                                                     'from 100 to 999999999)')
+    assert world.usage_error('vm', 'create', '-vm', 100, '-suspend', '-shutdown').endswith(
+        'argument -shutdown/--shutdown: not allowed with argument -suspend/--suspend')
+
+
+# -- -dry-run
+
+DRY_RUNS = [
+    ('vm', 'create', '-vm', 100, '-suspend', '-keep', 1),
+    ('vm', 'restore', '-vm', 101, '-snapshot', '2024-03-11_10:00:00+0000'),
+    ('vm', 'delete', '-vm', 101, '-snapshot', '2024-03-11_10:00:00+0000'),
+    ('storage', 'create', '-storage', 'ONTAP01', '-keep', 1),
+    ('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD),
+    ('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD),
+    ('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD),
+]
+
+
+@pytest.mark.parametrize('argv', DRY_RUNS, ids=lambda argv: ' '.join(map(str, argv[:2])))
+def test_dry_run_prints_the_plan_and_changes_nothing(world, argv):
+    world.add_storage_snapshots()
+    old_set = world.disk(world.vol1, 101, 'vm-101-disk-0-snapshot-2024-03-11_10:00:00+0000.raw')
+    old_set.write_bytes(b'an old VM snapshot')
+    world.pve.vm(100).status = 'stopped' if argv[1] == 'restore' else 'running'
+    before = world.state()
+
+    result = world.run('-dry-run', *argv)
+
+    assert result.code == 0, result.err
+    assert 'INFO' not in result.err
+    planned = [line for line in result.out.splitlines() if line.startswith('would ')]
+    assert planned, result.out
+    assert world.state() == before
+    assert not world.ontap_changes()
+    assert not world.pve_changes()
+
+
+def test_dry_run_with_keep_shows_what_retention_would_delete(world):
+    world.add_storage_snapshots()
+    old_set = world.disk(world.vol1, 101, 'vm-101-disk-0-snapshot-2024-03-11_10:00:00+0000.raw')
+    old_set.write_bytes(b'an old VM snapshot')
+    before = world.state()
+
+    vm = world.run('-dry-run', 'vm', 'create', '-vm', 101, '-keep', 1, '-no-register')
+    storage = world.run('-dry-run', 'storage', 'create', '-storage', 'ONTAP01', '-keep', 2)
+
+    assert vm.code == 0 and storage.code == 0, vm.err + storage.err
+    assert f'would delete images/101/{old_set.name} in volume proxmox_storage01' in vm.out
+    deleted = [line for line in storage.out.splitlines() if line.startswith('would delete snapshot')]
+    assert deleted == [f'would delete snapshot {OLD} of volume proxmox_storage01 (ONTAP {world.a.host})']
+    assert world.state() == before

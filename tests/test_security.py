@@ -1,12 +1,24 @@
-"""Nobody gets root through the tool: what it reads from places others can write (the
-datastore, /run/lock, the current directory, the network) is untrusted input. Each story
-plays one such writer against the real stack and checks what the tool left."""
+"""Nobody gets root or a secret through the tool: what it reads from places others can write (the
+datastore, /run/lock, the current directory, the network) is untrusted input, and no password,
+token or cookie reaches its output. Each story plays one such writer against the real stack and
+checks what the tool left."""
 
 import json
 import os
 
 import pytest
-from world import ONTAP_PASSWORD, PVE_PASSWORD, error_lines, pve_reads_nfs_directories, recording_https_server
+from world import (
+    MARCH_SNAPSHOT,
+    OLD_SNAPSHOT,
+    OLDEST_STAMP,
+    ONTAP_B_PASSWORD,
+    ONTAP_PASSWORD,
+    PVE_PASSWORD,
+    PVE_USER,
+    error_lines,
+    pve_reads_nfs_directories,
+    recording_https_server,
+)
 
 import pve_ontap_snapshot as tool
 
@@ -486,3 +498,64 @@ def test_a_corrupt_manifest_is_named_and_as_new_goes_on_only_when_told(world):
         error_lines(refused)[0]
     assert told.code == 0, told.err
     assert world.pve.vm(201).config['memory'] == str(world.pve.vm(101).config['memory'])
+
+
+# -- secrets
+
+EVERY_COMMAND = [
+    ('vm', 'create', '-vm', 100, '-suspend', '-keep', 2), ('vm', 'list', '-vm', 100),
+    ('vm', 'create', '-vm', 101), ('vm', 'delete', '-vm', 100, '-snapshot', OLDEST_STAMP),
+    ('storage', 'create', '-storage', 'ONTAP01'), ('storage', 'list', '-storage', 'ONTAP01'),
+    ('storage', 'show', '-storage', 'ONTAP02'), ('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT),
+    ('storage', 'unmount', '-storage', 'ONTAP01-CLONE'),
+    ('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT),
+    ('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT, '-force', '-yes'),
+    ('vm', 'create', '-vm', 999), ('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'nope'),
+    ('vm', 'create', '-all', '-freeze', '-keep', 3), ('vm', 'restore', '-vm', 101, '-snapshot', OLDEST_STAMP, '-yes'),
+    ('vm', 'restore', '-vm', 101, '-storage-snapshot', MARCH_SNAPSHOT, '-yes'),
+]
+
+
+def test_no_secret_in_any_output_even_at_debug(world):
+    world.pve.apitokens[f'{PVE_USER}!backup'] = 'token-Secr3t-value'
+    world.with_agent(100)
+    for vmid in (100, 101):
+        world.disk(world.vol1, vmid, f'vm-{vmid}-disk-0-snapshot-{OLDEST_STAMP}.raw').write_bytes(b'then')
+    world.add_storage_snapshots()
+    secrets = [ONTAP_PASSWORD, ONTAP_B_PASSWORD, PVE_PASSWORD, 'token-Secr3t-value', 'PVEAuthCookie',
+               'CSRFPreventionToken', 'Authorization', 'Basic ']
+    outputs = []
+    for argv in EVERY_COMMAND:
+        result = world.run('-loglevel', 'debug', *argv)
+        outputs.append(result.out + result.err)
+        assert result.code == (1 if 999 in argv or 'nope' in argv else 0), result.err
+    world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = {PVE_USER}\n'
+                               'proxmox_token_name = backup\nproxmox_token_value = token-Secr3t-value\n'
+                               f'proxmox_verify = {world.pve_cafile}\n')
+    result = world.run('-loglevel', 'debug', 'vm', 'list', '-vm', 100)
+    outputs.append(result.out + result.err)
+    text = '\n'.join(outputs)
+    assert 'ONTAP GET' in text and 'PVE GET' in text
+    for secret in secrets:
+        assert secret not in text
+
+
+def test_warns_when_config_is_readable_by_others(world):
+    os.chmod(world.config, 0o644)
+    result = world.run('storage', 'list', '-storage', 'ONTAP01')
+    assert result.code == 0
+    assert f'WARNING: {world.config} is readable by group or others (mode 644) and holds passwords: chmod 600' \
+        in result.err
+
+
+def test_debug_shows_the_traceback_and_every_request_but_no_secret(world):
+    world.a.add_snapshot('proxmox_storage01', OLD_SNAPSHOT)
+    result = world.run('-loglevel', 'debug', 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'nope')
+
+    assert result.code == 1
+    assert 'Traceback' in result.err
+    assert f'ONTAP DELETE /api/storage/volumes/{world.vol1.uuid}/snapshots -> 200' in result.err
+    assert 'PVE GET /api2/json/storage -> 200' in result.err
+    assert 'PVE POST /api2/json/access/ticket -> 200' in result.err
+    for secret in (ONTAP_PASSWORD, PVE_PASSWORD, 'Basic ', 'PVEAuthCookie', 'CSRFPreventionToken'):
+        assert secret not in result.err

@@ -8,8 +8,8 @@ from world import (
     MARCH_SNAPSHOT,
     OLD_SNAPSHOT,
     ONTAP_PASSWORD,
-    add_storage_snapshots,
     error_lines,
+    fails_cleanly,
     log_in_without_vm_audit,
 )
 
@@ -65,6 +65,11 @@ def test_mount_failing_on_pve_removes_the_flexclone_again(world):
     assert not world.vol1.snapshots[OLD_SNAPSHOT].owners
 
 
+def test_a_mount_of_an_unknown_snapshot_is_an_error(world):
+    fails_cleanly(world, ('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT), 1,
+                  f'volume proxmox_storage01 has no snapshot {OLD_SNAPSHOT}')
+
+
 def test_mount_twice_is_refused_before_anything_changes(world):
     world.a.add_snapshot('proxmox_storage01', OLD_SNAPSHOT)
     assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT).code == 0
@@ -80,7 +85,7 @@ def test_mount_twice_is_refused_before_anything_changes(world):
 
 
 def test_several_snapshots_mounted_at_once_on_the_local_node_only(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
 
     first = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT)
     second = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT, '-name', 'ONTAP01-MARCH')
@@ -98,7 +103,7 @@ def test_several_snapshots_mounted_at_once_on_the_local_node_only(world):
 
 
 def test_a_taken_storage_id_that_is_no_mount_is_not_to_be_unmounted(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     before = world.state()
     result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-name', 'local-lvm')
     assert result.code == 1
@@ -108,7 +113,7 @@ def test_a_taken_storage_id_that_is_no_mount_is_not_to_be_unmounted(world):
 
 
 def test_an_nfs_storage_that_is_no_mount_is_not_to_be_unmounted(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     world.pve.storages['BACKUP'] = dict(world.pve.storages['ONTAP02'], path='/mnt/pve/BACKUP', files=set(),
                                         volumes={})
     before = world.state()
@@ -128,7 +133,7 @@ def test_an_nfs_storage_that_is_no_mount_is_not_to_be_unmounted(world):
                       '{config}), not of ONTAP01: choose another id with -name'))])
 def test_a_mount_id_the_config_gives_another_meaning_is_refused_up_front(world, name, line):
     """ONTAP03 has a section but no PVE storage yet: a mount of that id would pass for it."""
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     world.write_config(ONTAP03=f'host = {world.a.host}\nuser = admin\npass = {ONTAP_PASSWORD}\n'
                                f'verify = {world.a.cafile}\n')
     world.a.requests.clear()
@@ -157,7 +162,7 @@ def test_mount_on_this_node_and_unmount_detaches_the_nfs_mount(world, on_pve1):
 # -- storage unmount
 
 def test_unmount_disables_then_removes_then_deletes_the_clone(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT).code == 0
     world.pve.requests.clear()
 
@@ -168,7 +173,7 @@ def test_unmount_disables_then_removes_then_deletes_the_clone(world):
 
 
 def test_dry_run_of_unmount(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT).code == 0
     before = world.state()
     result = world.run('storage', 'unmount', '-storage', 'ONTAP01-CLONE', '-dry-run')
@@ -203,7 +208,7 @@ def test_unmount_refuses_a_flexclone_of_another_volume(world):
 
 def mounted_then_unmount_refused(world, change, line):
     """Mount OLD_SNAPSHOT as ONTAP01-CLONE, change() the world, and see unmount refuse with `line`, changing nothing."""
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT).code == 0
     change()
     before = world.state()
@@ -232,7 +237,7 @@ def test_unmount_refuses_while_a_node_that_is_down_keeps_its_guests_from_being_c
 
 
 def test_a_user_who_cannot_see_every_guest_is_refused_the_unmount(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT).code == 0
     world.pve.vm(100).status = 'stopped'
     log_in_without_vm_audit(world)
@@ -269,7 +274,7 @@ def flexclone_by_hand(world, name, snapshot, storage, parent='proxmox_storage01'
 
 
 def test_a_clone_of_one_storage_under_another_storages_clone_id_unmounts(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     flexclone_by_hand(world, 'proxmox_storage01_clone_ONTAP02_CLONE', OLD_SNAPSHOT, 'ONTAP02-CLONE')
 
     result = world.run('storage', 'unmount', '-storage', 'ONTAP02-CLONE')
@@ -281,7 +286,7 @@ def test_a_clone_of_one_storage_under_another_storages_clone_id_unmounts(world):
 
 
 def test_the_flexclone_left_by_such_a_clone_storage_is_found_too(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     flexclone_by_hand(world, 'proxmox_storage01_clone_ONTAP02_CLONE', OLD_SNAPSHOT, 'ONTAP02-CLONE')
     del world.pve.storages['ONTAP02-CLONE']
 
@@ -301,7 +306,7 @@ def delete_volume_behind_our_back(world, name):
     ('ONTAP01-CLONE', 'proxmox_storage01_clone', ()),
     ('ONTAP01-MARCH', 'proxmox_storage01_clone_ONTAP01_MARCH', ('-name', 'ONTAP01-MARCH'))])
 def test_unmount_removes_the_storage_when_its_flexclone_is_gone_already(world, storage, clone, argv):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, *argv).code == 0
     delete_volume_behind_our_back(world, clone)
 
@@ -316,7 +321,7 @@ def test_unmount_removes_the_storage_when_its_flexclone_is_gone_already(world, s
     ('ONTAP01-CLONE', 'proxmox_storage01_clone', ()),
     ('ONTAP01-MARCH', 'proxmox_storage01_clone_ONTAP01_MARCH', ('-name', 'ONTAP01-MARCH'))])
 def test_unmount_deletes_the_flexclone_a_removed_storage_left(world, storage, clone, argv):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, *argv).code == 0
     del world.pve.storages[storage]
 

@@ -10,9 +10,9 @@ from world import (
     DST_B,
     MARCH_SNAPSHOT,
     OLD_SNAPSHOT,
-    add_storage_snapshots,
     answer_after_a_change,
     error_lines,
+    fails_cleanly,
     log_in_without_vm_audit,
     snapshots_across_a_dst_change,
 )
@@ -49,7 +49,7 @@ def test_restore_across_a_dst_change_names_the_later_snapshot_as_newer(world):
 
 
 def test_storage_restore_with_force_reverts_and_ontap_deletes_the_newer_snapshots(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     disk = world.disk(world.vol1, 101, 'vm-101-disk-0.raw')
     original = disk.read_bytes()
     disk.write_bytes(b'later')
@@ -62,7 +62,7 @@ def test_storage_restore_with_force_reverts_and_ontap_deletes_the_newer_snapshot
 
 
 def test_storage_restore_from_cron_at_warn_prints_nothing_but_reverts(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     world.pve.vm(100).status = 'stopped'
 
     result = world.run('-loglevel', 'warn', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT,
@@ -73,7 +73,7 @@ def test_storage_restore_from_cron_at_warn_prints_nothing_but_reverts(world):
 
 
 def test_storage_restore_plan_as_json_on_stdout(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     world.pve.vm(100).status = 'stopped'
     world.pve.snapshot_lock(101, 'backup')
     before = world.state()
@@ -92,10 +92,15 @@ def test_storage_restore_plan_as_json_on_stdout(world):
     assert world.state() == before
 
 
+def test_a_revert_to_an_unknown_snapshot_is_an_error(world):
+    fails_cleanly(world, ('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT), 1,
+                  f'volume proxmox_storage01 has no snapshot {OLD_SNAPSHOT}')
+
+
 # -- guests in the way
 
 def test_storage_restore_shows_what_it_will_do_and_refuses_under_running_vms(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     before = world.state()
 
     result = world.run('storage', 'restore', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, '-yes')
@@ -109,7 +114,7 @@ def test_storage_restore_shows_what_it_will_do_and_refuses_under_running_vms(wor
 
 
 def test_storage_restore_counts_running_containers_too(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     world.pve.vm(100).status = 'stopped'
     world.pve.add_ct(200, 'files', node='pve2', status='running',
                      config={'rootfs': 'ONTAP01:200/vm-200-disk-0.raw,size=8G',
@@ -127,7 +132,7 @@ def test_storage_restore_counts_running_containers_too(world):
 
 
 def test_storage_restore_refuses_when_a_node_cannot_say_what_runs_there(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     world.pve.vm(100).status = 'stopped'
     world.pve.set_node_offline('pve2')
     before = world.state()
@@ -146,7 +151,7 @@ def test_storage_restore_refuses_when_a_node_cannot_say_what_runs_there(world):
     ('migrate', 'VM 101 locked (migrate), try again when that is done'),
     ('suspended', 'VM 101 hibernated on it, resume and shut down first')])
 def test_storage_restore_refuses_under_a_hibernated_or_locked_guest(world, lock, line):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     world.pve.vm(100).status = 'stopped'
     world.pve.snapshot_lock(101, lock)
     before = world.state()
@@ -160,7 +165,7 @@ def test_storage_restore_refuses_under_a_hibernated_or_locked_guest(world, lock,
 
 
 def test_storage_restore_names_every_kind_of_guest_in_the_way(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     world.pve.snapshot_lock(101, 'backup')
     world.pve.add_ct(200, 'files', node='pve2', status='stopped', config={'rootfs': 'ONTAP01:200/vm-200-disk-0.raw'})
     world.pve.snapshot_lock(200, 'suspended')
@@ -176,7 +181,7 @@ def test_storage_restore_names_every_kind_of_guest_in_the_way(world):
 
 
 def test_storage_restore_with_force_reverts_under_a_locked_guest(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     world.pve.vm(100).status = 'stopped'
     world.pve.snapshot_lock(101, 'backup')
     disk = world.disk(world.vol1, 101, 'vm-101-disk-0.raw')
@@ -191,7 +196,7 @@ def test_storage_restore_with_force_reverts_under_a_locked_guest(world):
 
 
 def test_a_user_who_cannot_see_every_guest_is_refused_the_revert(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT).code == 0
     world.pve.vm(100).status = 'stopped'
     log_in_without_vm_audit(world)
@@ -208,7 +213,7 @@ def test_a_user_who_cannot_see_every_guest_is_refused_the_revert(world):
 # -- a mount on a newer snapshot
 
 def test_storage_restore_refuses_while_a_newer_snapshot_backs_a_mount_and_so_does_its_dry_run(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     world.pve.vm(100).status = 'stopped'
     assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT).code == 0
     before = world.state()
@@ -227,7 +232,7 @@ def test_storage_restore_refuses_while_a_newer_snapshot_backs_a_mount_and_so_doe
 # -- the question
 
 def test_storage_restore_without_a_terminal_needs_yes(world):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     world.pve.vm(100).status = 'stopped'
     before = world.state()
 

@@ -12,8 +12,8 @@ from world import (
     MARCH_SNAPSHOT,
     OLD_SNAPSHOT,
     add_container,
-    add_storage_snapshots,
     error_lines,
+    fails_cleanly,
     snapshots_across_a_dst_change,
 )
 
@@ -145,9 +145,9 @@ def test_delete_removes_the_snapshot(world):
 
 def test_delete_of_an_unknown_snapshot_is_an_error(world):
     world.a.add_snapshot('proxmox_storage01', OLD_SNAPSHOT)
-    result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_nope')
 
-    assert result.code == 1
+    result = fails_cleanly(world, ('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_nope'), 1)
+
     assert result.err.strip() == (f'ERROR: ONTAP {world.a.host}: volume proxmox_storage01 has no snapshot '
                                   'proxmox_snapshot_nope')
     assert world.storage_snapshots() == [OLD_SNAPSHOT]
@@ -214,7 +214,7 @@ def test_storage_delete_takes_four_requests_and_three_with_a_token(world):
 
 @pytest.mark.parametrize('dry', [(), ('-dry-run',)], ids=['real', 'dry run'])
 def test_deleting_a_snapshot_that_backs_a_mount_names_the_clone_and_the_storage(world, dry):
-    add_storage_snapshots(world)
+    world.add_storage_snapshots()
     assert world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT).code == 0
     before = world.state()
 

@@ -339,14 +339,6 @@ SMBIOS_UUID = '11111111-2222-3333-4444-555555555555'
 VMGENID = '66666666-7777-8888-9999-000000000000'
 
 
-def add_storage_snapshots(world):
-    """On ONTAP01's volume: the original's OLD_SNAPSHOT, an hourly snapshot of ONTAP's own schedule
-    after it, and MARCH_SNAPSHOT, the newest."""
-    world.a.add_snapshot('proxmox_storage01', OLD_SNAPSHOT, create_time='2024-03-13T14:42:47+00:00')
-    world.a.add_snapshot('proxmox_storage01', 'hourly.2024-03-14_0905', create_time='2024-03-14T09:05:00+00:00')
-    world.a.add_snapshot('proxmox_storage01', MARCH_SNAPSHOT, create_time='2024-03-14T10:00:00+00:00')
-
-
 # Two storage snapshots across the end of summer time in a cluster at UTC+2/+1: DST_A is older,
 # but its create_time text sorts after DST_B's.
 DST_A, DST_B = 'proxmox_snapshot_2024-10-27_00:30:00+0000', 'proxmox_snapshot_2024-10-27_01:15:00+0000'
@@ -492,6 +484,26 @@ class World:
         """The capture snapshots the runs noted in the lock records of both volumes, as still to delete."""
         return [line.split()[0] for storage in ('ONTAP01', 'ONTAP02') for line in self.noted(cluster_dir, storage)
                 if line.startswith(tool.Names.CAPTURE_PREFIX)]
+
+    def add_storage_snapshots(self):
+        """On ONTAP01's volume: the original's OLD_SNAPSHOT, an hourly snapshot of ONTAP's own schedule
+        after it, and MARCH_SNAPSHOT, the newest."""
+        self.a.add_snapshot('proxmox_storage01', OLD_SNAPSHOT, create_time='2024-03-13T14:42:47+00:00')
+        self.a.add_snapshot('proxmox_storage01', 'hourly.2024-03-14_0905', create_time='2024-03-14T09:05:00+00:00')
+        self.a.add_snapshot('proxmox_storage01', MARCH_SNAPSHOT, create_time='2024-03-14T10:00:00+00:00')
+
+    def usage_error(self, *argv):
+        """Run argv; it must be refused as usage (exit 2) before anything changes: the error line."""
+        before = self.state()
+        try:
+            self.run(*argv)
+        except SystemExit as exit_:
+            code = exit_.code
+        else:
+            code = None
+        assert code == 2, code
+        assert self.state() == before
+        return self._capture.readouterr().err.strip().splitlines()[-1]
 
     def requests_of(self, *argv):
         """(ONTAP requests, PVE requests) of one successful command."""

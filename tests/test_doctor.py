@@ -15,8 +15,10 @@ from world import (
     ONTAP_PASSWORD,
     PVE_PASSWORD,
     closed_port,
+    hold_cluster_lock,
     kill_while_paused,
     pve_reads_nfs_directories,
+    write_lock_record,
 )
 
 import pve_ontap_snapshot as tool
@@ -697,9 +699,8 @@ def test_doctor_names_captures_earlier_runs_left_and_changes_nothing(world):
 def test_doctor_try_deletes_the_old_ones_under_the_volumes_lock_and_leaves_a_runs_own(world, cluster_dir):
     busy, died, running = leave_captures(world)
     # the run that died had noted its capture in the volume's lock record, as vm create does
-    record = world.lock_record(cluster_dir)
-    record.parent.mkdir(exist_ok=True)
-    record.write_text(f'4242 pve2 2024-03-13_14:41:00+0000 vm create -all\n{died} 2024-03-13_14:41:00+0000\n')
+    record = write_lock_record(world, cluster_dir, '4242 pve2 2024-03-13_14:41:00+0000 vm create -all',
+                               f'{died} 2024-03-13_14:41:00+0000')
 
     result, lines = doctor(world, '-try', '-storage', 'ONTAP01')
 
@@ -724,9 +725,7 @@ def test_doctor_try_leaves_a_capture_no_run_noted(world, cluster_dir):
 
 def test_doctor_try_deletes_nothing_while_another_run_holds_the_volume(world, cluster_dir):
     busy, died, running = leave_captures(world)
-    lock = world.cluster_lock(cluster_dir, 'ONTAP01')
-    lock.parent.mkdir(exist_ok=True)
-    lock.mkdir()
+    hold_cluster_lock(world, cluster_dir)
 
     _, lines = doctor(world, '-try', '-storage', 'ONTAP01')
 
@@ -954,14 +953,11 @@ def test_the_readme_role_of_each_pve_release_holds_every_privilege_doctor_checks
 # -- the cluster-wide lock
 
 def test_doctor_shows_held_and_stale_locks(world, cluster_dir):
-    (cluster_dir / 'lock').mkdir()
-    (cluster_dir / 'pve-ontap-snapshot').mkdir()
     held, stale = world.lock_name('ONTAP01'), world.lock_name('ONTAP02')
-    for name, pid in ((held, 4242), (stale, 4343)):
-        (cluster_dir / 'lock' / (tool.Locks.CLUSTER_PREFIX + name)).mkdir()
-        (cluster_dir / 'pve-ontap-snapshot' / name).write_text(f'{pid} pve2 2024-03-13_14:42:47+0000 storage '
-                                                              'create -storage X\n')
-    os.utime(cluster_dir / 'lock' / (tool.Locks.CLUSTER_PREFIX + stale), (1, time.time() - 600))
+    since = '2024-03-13_14:42:47+0000 storage create -storage X'
+    hold_cluster_lock(world, cluster_dir, 'ONTAP01', holder=f'4242 pve2 {since}')
+    lock = hold_cluster_lock(world, cluster_dir, 'ONTAP02', holder=f'4343 pve2 {since}')
+    os.utime(lock, (1, time.time() - 600))
 
     _, lines = doctor(world)
 
@@ -987,6 +983,20 @@ def test_doctor_finds_no_lock_held_on_a_quiet_cluster(world, cluster_dir):
     _, lines = doctor(world)
 
     assert lines['cluster lock'] == ('ok', f"{cluster_dir / 'lock'} takes locks; none of this tool's is held")
+
+
+def test_doctor_calls_the_lock_of_a_run_that_died_on_this_node_stale(world, cluster_dir):
+    holder = f'{os.getpid()}:{tool.Holder.process_start(os.getpid()) + 1} {tool.Holder.this_node()} 2024-03-13_14:42:47+0000 vm create'
+    hold_cluster_lock(world, cluster_dir, holder=holder)
+    alive = f'{os.getpid()}:{tool.Holder.process_start(os.getpid())} {tool.Holder.this_node()} 2024-03-13_14:42:47+0000 vm create'
+    hold_cluster_lock(world, cluster_dir, 'ONTAP02', holder=alive)
+
+    result = world.run('doctor')
+
+    lines = {line.split(': ', 1)[0]: line for line in result.out.splitlines()}
+    assert lines[f'warn  cluster lock {world.lock_name()}'].startswith(
+        f'warn  cluster lock {world.lock_name()}: stale: its run died, on this node (pid {os.getpid()} on node '), lines
+    assert lines[f'ok    cluster lock {world.lock_name("ONTAP02")}'].endswith('vm create')
 
 
 # -- what others could change: the lock directory, the units

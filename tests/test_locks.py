@@ -13,24 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from world import FILE_CLONE, ONTAP_PASSWORD, PmxcfsLocks, error_lines
+from world import FILE_CLONE, HOLDER, ONTAP_PASSWORD, PmxcfsLocks, error_lines, hold_cluster_lock
 
 import pve_ontap_snapshot as tool
 
 SCRIPT = Path(__file__).resolve().parent.parent / 'pve_ontap_snapshot.py'
-HOLDER = '4242 pve2 2024-03-13_14:42:47+0000 storage create -storage ONTAP01'
 HELD_BY = 'pid 4242 on node pve2 since 2024-03-13_14:42:47+0000: storage create -storage ONTAP01'
-
-
-def hold_cluster_lock(world, cluster_dir, storage='ONTAP01', holder=HOLDER):
-    """Another run's cluster lock, as a run on node pve2 leaves it; returns the lock directory."""
-    lock = world.cluster_lock(cluster_dir, storage)
-    lock.parent.mkdir(exist_ok=True)
-    lock.mkdir()
-    record = world.lock_record(cluster_dir, storage)
-    record.parent.mkdir(exist_ok=True)
-    record.write_text(holder + '\n')
-    return lock
 
 
 def hold_node_lock(path):
@@ -243,17 +231,3 @@ def test_a_refresh_pmxcfs_refuses_stops_every_change_but_the_vms_return(world, c
     # no capture deleted, no lock given back: another run may hold it by now
     assert [name for name in world.vol1.snapshots if name.startswith(tool.Names.CAPTURE_PREFIX)]
     assert lost.is_dir()
-
-
-def test_doctor_calls_the_lock_of_a_run_that_died_on_this_node_stale(world, cluster_dir):
-    holder = f'{os.getpid()}:{tool.Holder.process_start(os.getpid()) + 1} {tool.Holder.this_node()} 2024-03-13_14:42:47+0000 vm create'
-    hold_cluster_lock(world, cluster_dir, holder=holder)
-    alive = f'{os.getpid()}:{tool.Holder.process_start(os.getpid())} {tool.Holder.this_node()} 2024-03-13_14:42:47+0000 vm create'
-    hold_cluster_lock(world, cluster_dir, 'ONTAP02', holder=alive)
-
-    result = world.run('doctor')
-
-    lines = {line.split(': ', 1)[0]: line for line in result.out.splitlines()}
-    assert lines[f'warn  cluster lock {world.lock_name()}'].startswith(
-        f'warn  cluster lock {world.lock_name()}: stale: its run died, on this node (pid {os.getpid()} on node '), lines
-    assert lines[f'ok    cluster lock {world.lock_name("ONTAP02")}'].endswith('vm create')

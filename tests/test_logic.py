@@ -1,4 +1,6 @@
-"""The pure functions: disk lines, names and stamps, config parsing, task states."""
+"""The pure functions the commands share: disk lines, names and stamps, snapshot sets and their
+manifests, consistency, task states, sizes, what a restored config may set. Those of one command
+are in its file, config.ini's in test_config.py."""
 
 import datetime
 import re

@@ -1,4 +1,6 @@
-"""The tool as a real process: the script, the console script, and bash tab completion."""
+"""The tool as a real process: the script, the console script, bash tab completion, and its
+output into a pipe that closes, a full disk or a closed stdout. Stop signals are test_signals.py's;
+the question on a terminal is asked in test_vm_restore.py and test_storage_restore.py."""
 
 import json
 import os

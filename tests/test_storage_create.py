@@ -3,7 +3,8 @@ original named it, with a record (a manifest, the config in it) of every guest o
 written into pve-ontap-snapshot/ of the volume just before it; -keep, -label and -min-age; and
 -freeze and -pause: every running VM with a disk on the storage is frozen through its guest agent
 (or, with -pause, paused in memory when it cannot be), the volume snapshot is taken, and every
-guest runs again — also when the snapshot fails, outlasts freeze_timeout, or a signal comes."""
+guest runs again — also when the snapshot fails or outlasts freeze_timeout (a stop signal:
+test_signals.py)."""
 
 import datetime
 import json

@@ -1,113 +1,51 @@
-"""Three outcomes, never two: a job that outlasts its bound or an answer lost after the request
-went out is unknown, and nothing is rolled back, deleted or started on the guess that it did
-not happen. Each story sets up the fault, runs the command, waits until every ONTAP job has
-ended, and then checks what is on the storage and in PVE."""
+"""Three outcomes, never two, for every command that changes something: a job that outlasts its
+bound or an answer lost after the request went out is unknown, found out where it can be (read
+back, followed), and nothing is rolled back, deleted or started on the guess that it did not
+happen. Each story sets up the fault, runs the command, waits until every ONTAP job has ended, and
+then checks what is on the storage and in PVE."""
 
 
 from world import (
     FILE_CLONE,
+    OLDER_STAMP,
     VM100_ONTAP_DISKS,
+    VM101_DISK,
     cloning,
     config_in,
     drop_pve_request,
     error_lines,
     lose_pve_answer,
+    make_set,
     wait_for_tasks,
 )
 
 import pve_ontap_snapshot as tool
 
-STAMP = '2024-03-12_10:00:00+0000'
 LIVE = 'images/101/vm-101-disk-0.raw'
-THEN = b'then' * 2048
+OVERWRITE = {'destination_path': LIVE, 'overwrite_destination': True}
 
 
 def running_db(world):
-    """VM 101 running, with a snapshot STAMP whose disk holds THEN; returns its live bytes."""
+    """VM 101 running, with a VM snapshot OLDER_STAMP an earlier run left: (the bytes of its live
+    disk, of the snapshot's)."""
     vm = world.pve.vm(101)
     vm.status = vm.qmpstatus = 'running'
-    world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{STAMP}.raw').write_bytes(THEN)
-    return world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes()
+    then = make_set(world, 101, OLDER_STAMP, [(world.vol1, VM101_DISK)])[VM101_DISK]
+    return world.disk(world.vol1, 101, VM101_DISK).read_bytes(), then
 
 
-def prerestore_files(world, vmid=101):
-    return [name for name in world.files(world.vol1, vmid) if '-prerestore-' in name and tool.Names.SNAPSHOT_FILE.match(name)]
-
-
-def restored_with_undo_point(world, live):
+def restored_with_undo_point(world, live, then):
     """VM 101's disk holds the snapshot's bytes, and its one pre-restore file the bytes before."""
-    (undo,) = prerestore_files(world)
-    return (world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == THEN
+    (undo,) = [name for name in world.clones(world.vol1, 101) if '-prerestore-' in name]
+    return (world.disk(world.vol1, 101, VM101_DISK).read_bytes() == then
             and world.disk(world.vol1, 101, undo).read_bytes() == live)
 
 
 def restore_101(world):
-    return world.run('vm', 'restore', '-vm', 101, '-snapshot', STAMP, '-shutdown', '-yes')
+    return world.run('vm', 'restore', '-vm', 101, '-snapshot', OLDER_STAMP, '-shutdown', '-yes')
 
 
-OVERWRITE = {'destination_path': LIVE, 'overwrite_destination': True}
-
-
-# -- vm restore
-
-def test_an_overwrite_that_outlasts_every_bound_leaves_the_vm_down_and_the_undo_point_kept(world):
-    live = running_db(world)
-    world.write_config(defaults='job_timeout = 1\n')
-    world.a.slow_job('POST', '/api/storage/file/clone', 4, match=OVERWRITE)
-
-    result = restore_101(world)
-    world.a.wait_for_jobs()
-
-    assert result.code == 1
-    (line,) = error_lines(result)
-    assert 'VM 101: restore not finished: scsi0 unknown' in line
-    assert 'still running' in line and 'VM left stopped and pre-restore snapshot' in line
-    # the job landed after the run: the disk is restored, its former content is in the undo point
-    assert restored_with_undo_point(world, live) and world.pve.vm(101).status == 'stopped'
-
-
-def test_an_overwrite_that_ends_while_it_is_followed_counts_as_done(world):
-    live = running_db(world)
-    world.write_config(defaults='job_timeout = 2\n')   # unknown after 2 + 2 s, followed 2 s more
-    world.a.slow_job('POST', '/api/storage/file/clone', 5, match=OVERWRITE)
-
-    result = restore_101(world)
-    world.a.wait_for_jobs()
-
-    assert result.code == 0, result.err
-    assert 'clone(s) of unknown outcome: finding out' in result.err
-    assert restored_with_undo_point(world, live) and world.pve.vm(101).status == 'running'
-
-
-def test_an_overwrite_whose_answer_is_lost_is_never_taken_for_failed(world):
-    live = running_db(world)
-    world.a.lose_answer('POST', '/api/storage/file/clone', match=OVERWRITE)
-
-    result = restore_101(world)
-    world.a.wait_for_jobs()
-
-    assert result.code == 1
-    (line,) = error_lines(result)
-    assert 'scsi0 unknown' in line and 'after the request went out' in line and 'cannot be read back' in line
-    assert restored_with_undo_point(world, live) and world.pve.vm(101).status == 'stopped'
-
-
-def test_a_pre_restore_copy_of_unknown_outcome_changes_no_disk_and_starts_the_vm_again(world):
-    live = running_db(world)
-    world.write_config(defaults='job_timeout = 1\n')
-    world.a.slow_job('POST', '/api/storage/file/clone', 4, match={'source_path': LIVE})
-
-    result = restore_101(world)
-    world.a.wait_for_jobs()
-
-    assert result.code == 1
-    (line,) = error_lines(result)
-    assert 'nothing restored, the pre-restore copy failed' in line and 'still unknown' in line
-    assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == live
-    assert world.pve.vm(101).status == 'running'
-
-
-# -- vm create
+# -- vm create: the clones
 
 def test_a_clone_that_outlasts_its_bound_is_followed_to_its_end_once_the_vm_runs_again(world):
     """The clones come from the captures after the VM runs again, so a slow one is simply
@@ -164,6 +102,33 @@ def test_a_clone_whose_answer_is_lost_is_read_back(world):
                                                                         'vm-101-disk-0.raw').read_bytes()
 
 
+def test_a_gateway_timeout_after_a_clone_went_out_is_read_back_not_retried(world):
+    world.a.lose_answer('POST', '/api/storage/file/clone', status=504)
+
+    result = world.run('vm', 'create', '-vm', 101, '-no-register')
+    world.a.wait_for_jobs()
+
+    assert result.code == 0, result.err
+    assert len(world.clones(world.vol1, 101)) == 1
+    assert len(world.ontap_requests(path=FILE_CLONE)) == 1
+
+
+def test_a_lost_answer_that_cannot_be_looked_into_stays_unknown_and_nothing_is_taken_back(world):
+    world.a.lose_answer('POST', '/api/storage/file/clone')
+    world.a.fail('GET', r'^/api/cluster/jobs$', status=403, code='6', message='not authorized for that command')
+
+    result = world.run('vm', 'create', '-vm', 101, '-no-register')
+    world.a.wait_for_jobs()
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert 'finding out what it did failed' in line and 'not authorized' in line and 'still unknown' in line
+    (made,) = world.clones(world.vol1, 101)
+    assert f'check and delete images/101/{made}' in line
+
+
+# -- vm create: the captures, the manifest
+
 def test_a_capture_whose_answer_is_lost_inside_a_pause_is_read_back_and_taken_back(world):
     """Whether the capture was taken before the VM ran again cannot be known: the snapshot is
     not consistent, so nothing is cloned, and the capture (read back: it exists) is deleted."""
@@ -209,36 +174,6 @@ def test_a_capture_that_cannot_be_read_back_is_never_deleted_and_nothing_is_clon
     assert not world.ontap_requests('DELETE', on=world.a)
 
 
-def test_a_gateway_timeout_after_a_clone_went_out_is_read_back_not_retried(world):
-    world.a.lose_answer('POST', '/api/storage/file/clone', status=504)
-
-    result = world.run('vm', 'create', '-vm', 101, '-no-register')
-    world.a.wait_for_jobs()
-
-    assert result.code == 0, result.err
-    assert len(world.clones(world.vol1, 101)) == 1
-    assert len(world.ontap_requests(path=FILE_CLONE)) == 1
-
-
-def test_a_shutdown_task_past_its_bound_is_followed_before_the_vm_is_started_again(world):
-    vm = world.pve.vm(100)
-    world.pve.time_scale = 0.02
-    vm.shutdown_secs = 150      # 3 s, well within PVE's own shutdown timeout
-    world.pve.shutdown_default_timeout = 600
-    world.write_config(defaults='task_timeout = 2\n')
-    before = world.state()
-
-    result = world.run('vm', 'create', '-vm', 100, '-shutdown', '-no-register')
-    wait_for_tasks(world.pve)
-
-    assert result.code == 1
-    (line,) = error_lines(result)
-    assert line.startswith(f'ERROR: Proxmox {world.pve_host}: shutdown VM 100: task still running after 2 s')
-    # had the VM been started while the shutdown went on, it would be down now
-    assert vm.status == vm.qmpstatus == 'running' and not vm.lock
-    assert world.state() == before and not world.snapshot_files()
-
-
 def test_a_capture_delete_whose_answer_is_lost_is_left_for_the_next_run(world, cluster_dir, monkeypatch):
     world.a.lose_answer('DELETE', r'/snapshots/')
 
@@ -268,62 +203,84 @@ def test_a_manifest_write_whose_answer_is_lost_is_read_back(world):
     assert lookups and lookups[-1]['status'] == 200
 
 
-# -- deletes that answer with a job
+# -- vm create: PVE's tasks
+
+def test_a_shutdown_task_past_its_bound_is_followed_before_the_vm_is_started_again(world):
+    vm = world.pve.vm(100)
+    world.pve.time_scale = 0.02
+    vm.shutdown_secs = 150      # 3 s, well within PVE's own shutdown timeout
+    world.pve.shutdown_default_timeout = 600
+    world.write_config(defaults='task_timeout = 2\n')
+    before = world.state()
+
+    result = world.run('vm', 'create', '-vm', 100, '-shutdown', '-no-register')
+    wait_for_tasks(world.pve)
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert line.startswith(f'ERROR: Proxmox {world.pve_host}: shutdown VM 100: task still running after 2 s')
+    # had the VM been started while the shutdown went on, it would be down now
+    assert vm.status == vm.qmpstatus == 'running' and not vm.lock
+    assert world.state() == before and not world.snapshot_files()
 
 
-# -- storage snapshots
+# -- vm restore
 
-def test_a_storage_snapshot_whose_answer_is_lost_is_read_back_and_retention_runs(world):
-    for n in (1, 2):
-        world.a.add_snapshot('proxmox_storage01', f'proxmox_snapshot_2024-03-1{n}_10:00:00+0000',
-                             create_time=f'2024-03-1{n}T10:00:00+00:00')
-    world.a.lose_answer('POST', r'/snapshots$')
+def test_an_overwrite_that_outlasts_every_bound_leaves_the_vm_down_and_the_undo_point_kept(world):
+    live, then = running_db(world)
+    world.write_config(defaults='job_timeout = 1\n')
+    world.a.slow_job('POST', '/api/storage/file/clone', 4, match=OVERWRITE)
 
-    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-keep', 2)
-    world.a.wait_for_jobs()
-
-    assert result.code == 0, result.err
-    names = sorted(world.vol1.snapshots)
-    assert len(names) == 2 and names[0] == 'proxmox_snapshot_2024-03-12_10:00:00+0000'
-
-
-def test_a_record_whose_answer_was_lost_is_read_back(world):
-    world.a.lose_answer('POST', r'vm-101.*manifest')
-
-    result = world.run('storage', 'create', '-storage', 'ONTAP01')
-
-    assert result.code == 0, result.err
-    (name,) = world.storage_snapshots()
-    assert config_in(world.storage_records(name)['vm-101.shutdown.manifest.json']).startswith(b'memory: 1024\n')
-
-
-# -- dry runs
-
-def test_a_flexclone_whose_answer_is_lost_is_read_back_and_mounted(world):
-    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-13_14:42:47+0000')
-    world.a.lose_answer('POST', r'^/api/storage/volumes$')
-
-    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot',
-                       'proxmox_snapshot_2024-03-13_14:42:47+0000')
-    world.a.wait_for_jobs()
-
-    assert result.code == 0, result.err
-    assert world.a.volume('proxmox_storage01_clone') is not None
-    assert world.pve.storages['ONTAP01-CLONE']['export'] == '/proxmox_storage01_clone'
-
-
-def test_a_lost_answer_that_cannot_be_looked_into_stays_unknown_and_nothing_is_taken_back(world):
-    world.a.lose_answer('POST', '/api/storage/file/clone')
-    world.a.fail('GET', r'^/api/cluster/jobs$', status=403, code='6', message='not authorized for that command')
-
-    result = world.run('vm', 'create', '-vm', 101, '-no-register')
+    result = restore_101(world)
     world.a.wait_for_jobs()
 
     assert result.code == 1
     (line,) = error_lines(result)
-    assert 'finding out what it did failed' in line and 'not authorized' in line and 'still unknown' in line
-    (made,) = world.clones(world.vol1, 101)
-    assert f'check and delete images/101/{made}' in line
+    assert 'VM 101: restore not finished: scsi0 unknown' in line
+    assert 'still running' in line and 'VM left stopped and pre-restore snapshot' in line
+    # the job landed after the run: the disk is restored, its former content is in the undo point
+    assert restored_with_undo_point(world, live, then) and world.pve.vm(101).status == 'stopped'
+
+
+def test_an_overwrite_that_ends_while_it_is_followed_counts_as_done(world):
+    live, then = running_db(world)
+    world.write_config(defaults='job_timeout = 2\n')   # unknown after 2 + 2 s, followed 2 s more
+    world.a.slow_job('POST', '/api/storage/file/clone', 5, match=OVERWRITE)
+
+    result = restore_101(world)
+    world.a.wait_for_jobs()
+
+    assert result.code == 0, result.err
+    assert 'clone(s) of unknown outcome: finding out' in result.err
+    assert restored_with_undo_point(world, live, then) and world.pve.vm(101).status == 'running'
+
+
+def test_an_overwrite_whose_answer_is_lost_is_never_taken_for_failed(world):
+    live, then = running_db(world)
+    world.a.lose_answer('POST', '/api/storage/file/clone', match=OVERWRITE)
+
+    result = restore_101(world)
+    world.a.wait_for_jobs()
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert 'scsi0 unknown' in line and 'after the request went out' in line and 'cannot be read back' in line
+    assert restored_with_undo_point(world, live, then) and world.pve.vm(101).status == 'stopped'
+
+
+def test_a_pre_restore_copy_of_unknown_outcome_changes_no_disk_and_starts_the_vm_again(world):
+    live, _ = running_db(world)
+    world.write_config(defaults='job_timeout = 1\n')
+    world.a.slow_job('POST', '/api/storage/file/clone', 4, match={'source_path': LIVE})
+
+    result = restore_101(world)
+    world.a.wait_for_jobs()
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert 'nothing restored, the pre-restore copy failed' in line and 'still unknown' in line
+    assert world.disk(world.vol1, 101, 'vm-101-disk-0.raw').read_bytes() == live
+    assert world.pve.vm(101).status == 'running'
 
 
 # -- vm restore -with-config and -as-new: PVE's answers
@@ -373,3 +330,44 @@ def test_a_create_whose_task_cannot_be_followed_leaves_its_disks_and_says_so(wor
     assert 'could not be followed' in line and 'its disks are left' in line, line
     # the create went through: nothing of it was taken back on a guess
     assert world.pve.vm(201) is not None and world.files(world.vol1, 201) == ['vm-201-disk-0.raw']
+
+
+# -- storage create
+
+def test_a_storage_snapshot_whose_answer_is_lost_is_read_back_and_retention_runs(world):
+    for n in (1, 2):
+        world.a.add_snapshot('proxmox_storage01', f'proxmox_snapshot_2024-03-1{n}_10:00:00+0000',
+                             create_time=f'2024-03-1{n}T10:00:00+00:00')
+    world.a.lose_answer('POST', r'/snapshots$')
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-keep', 2)
+    world.a.wait_for_jobs()
+
+    assert result.code == 0, result.err
+    names = sorted(world.vol1.snapshots)
+    assert len(names) == 2 and names[0] == 'proxmox_snapshot_2024-03-12_10:00:00+0000'
+
+
+def test_a_record_whose_answer_was_lost_is_read_back(world):
+    world.a.lose_answer('POST', r'vm-101.*manifest')
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.err
+    (name,) = world.storage_snapshots()
+    assert config_in(world.storage_records(name)['vm-101.shutdown.manifest.json']).startswith(b'memory: 1024\n')
+
+
+# -- storage mount
+
+def test_a_flexclone_whose_answer_is_lost_is_read_back_and_mounted(world):
+    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-13_14:42:47+0000')
+    world.a.lose_answer('POST', r'^/api/storage/volumes$')
+
+    result = world.run('storage', 'mount', '-storage', 'ONTAP01', '-snapshot',
+                       'proxmox_snapshot_2024-03-13_14:42:47+0000')
+    world.a.wait_for_jobs()
+
+    assert result.code == 0, result.err
+    assert world.a.volume('proxmox_storage01_clone') is not None
+    assert world.pve.storages['ONTAP01-CLONE']['export'] == '/proxmox_storage01_clone'

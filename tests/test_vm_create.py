@@ -30,6 +30,7 @@ from world import (
     vm100_sources,
     vm101_made,
     write_disk,
+    write_lock_record,
     write_qcow2,
 )
 
@@ -435,9 +436,8 @@ def test_a_busy_capture_is_renamed_and_the_next_run_deletes_it(world, cluster_di
 def test_a_capture_left_by_a_run_that_died_is_deleted_by_the_next(world, cluster_dir):
     capture = 'pve_ontap_capture_2024-03-13_14:42:47+0000_vm100'
     world.a.add_snapshot('proxmox_storage01', capture, create_time='2024-03-13T14:42:47+00:00')
-    record = world.lock_record(cluster_dir)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(f'4242 pve1 2024-03-13_14:42:40+0000 vm create -vm 100\n{capture} 2024-03-13_14:42:47+0000\n')
+    record = write_lock_record(world, cluster_dir, '4242 pve1 2024-03-13_14:42:40+0000 vm create -vm 100',
+                               f'{capture} 2024-03-13_14:42:47+0000')
 
     result = world.run('vm', 'create', '-vm', 101, '-no-register')
 

@@ -734,6 +734,28 @@ def answer_after_a_change(world, change, *argv):
     return process.returncode, err.decode()
 
 
+HOLDER = '4242 pve2 2024-03-13_14:42:47+0000 storage create -storage ONTAP01'
+
+
+def write_lock_record(world, cluster_dir, holder, *entries, storage='ONTAP01'):
+    """The lock record of that volume as a run left it: its holder line, then `entries` (the stamps
+    used lately, the capture snapshots it noted). Returns its path."""
+    record = world.lock_record(cluster_dir, storage)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(''.join(line + '\n' for line in (holder, *entries)))
+    return record
+
+
+def hold_cluster_lock(world, cluster_dir, storage='ONTAP01', holder=HOLDER):
+    """Another run's cluster lock of that volume, as a run on node pve2 leaves it (its record naming
+    `holder`); returns the lock directory."""
+    lock = world.cluster_lock(cluster_dir, storage)
+    lock.parent.mkdir(exist_ok=True)
+    lock.mkdir()
+    write_lock_record(world, cluster_dir, holder, storage=storage)
+    return lock
+
+
 def kill_while_paused(world, vmid=100):
     """vm create -pause of VM `vmid` as a process, killed (SIGKILL: the OOM killer, a node reset) as
     its capture reaches ONTAP: the VM is left paused by a run that died. Returns the VM."""

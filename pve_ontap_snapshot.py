@@ -177,6 +177,14 @@ class Names:
     # how consistent each guest is in it.
     STORAGE_MANIFEST_FILE = re.compile(r'^(?P<prefix>vm|ct)-(?P<vmid>\d+)(?:\.conf|\.(?P<consistency>'
                                        + '|'.join(CONSISTENCIES) + r')\.manifest\.json)$')
+    # Now a storage snapshot holds one record, every guest's manifest in it, at the volume's root
+    # (STORAGE_RECORD), written over the one before just ahead of the snapshot: one request
+    # whatever the number of guests; and the snapshot's comment says how many guests it holds and
+    # how consistent each is (GUESTS_COMMENT), so that storage list reads that from the snapshot
+    # listing itself. ONTAP keeps a comment of up to 255 characters (the ONTAP CLI's `volume
+    # snapshot create -comment`; FSx for ONTAP's API reference, OntapSnapshot Comment).
+    STORAGE_RECORD = 'pve-ontap-snapshot.manifest.json'
+    GUESTS_COMMENT = re.compile(r'; guests: (?P<counts>none|\d+ [a-z]+(?:, \d+ [a-z]+)*)$')
 
     @staticmethod
     def utc_stamp(now=None):
@@ -252,6 +260,23 @@ class Names:
         """The manifest of a guest in STORAGE_RECORD_DIR: vm-<id>.<consistency>.manifest.json,
         ct-… for a container. (Earlier builds wrote the config to vm-<id>.conf beside it.)"""
         return f'{"ct" if guest.get("type") == "lxc" else "vm"}-{guest["vmid"]}.{consistency}.manifest.json'
+
+    @staticmethod
+    def storage_snapshot_comment(storage, counts):
+        """The comment of a storage snapshot: the original's, and how many guests it holds, by
+        consistency ({consistency: count})."""
+        return (f'{Names.STORAGE_SNAPSHOT_COMMENT.format(storage=storage)}; guests: '
+                f'{Consistency.summary(counts) if counts else "none"}')
+
+    @staticmethod
+    def guest_counts(comment):
+        """{consistency: count} of the guests a storage snapshot's comment says it holds, or None
+        where it says none of that (made by the original, or by an earlier build of this tool)."""
+        found = Names.GUESTS_COMMENT.search(comment or '')
+        if not found:
+            return None
+        pairs = [item.split(' ') for item in found['counts'].split(', ') if item != 'none']
+        return {word: int(count) for count, word in pairs}
 
     @staticmethod
     def recorded_guests(names):
@@ -1243,7 +1268,7 @@ class Volume:
     # uuid) is in the relationship model since 9.6 (same pages); whether a source's answer fills
     # it is unconfirmed, so a record without it is read as "not told here".
     SNAPMIRROR_RELATIONSHIP_FIELDS = 'destination.path,policy.name,policy.uuid'
-    READ_MAX = 2**20      # the files API reads at most 1 MB per call (netapp_ontap resources/file_info.py)
+    READ_MAX = WRITE_MAX = 2**20    # the files API reads and writes 1 MB per call (netapp_ontap resources/file_info.py)
 
     @classmethod
     def from_record(cls, ontap, record):
@@ -1424,15 +1449,25 @@ class Volume:
                   'fields': self.SNAPMIRROR_RELATIONSHIP_FIELDS}
         return self.ontap.records('/api/snapmirror/relationships', params, f'list the SnapMirror destinations of {self.name}')
 
-    def write_file(self, path, data):
-        """Create the file `path` holding `data` (bytes, up to 1 MB): the files API's POST, 9.8+
-        (ontap-restapi post-storage-volumes-files-, "Creates a new file with the supplied data"),
-        with the data as the multipart/form-data field `data`, as NetApp's client sends it
-        (netapp_ontap resources/file_info.py). An answer with a job is followed."""
+    def write_file(self, path, data, over=False):
+        """Create the file `path` holding `data` (bytes), or with `over` write it over the file
+        there: the files API's POST, 9.8+ (ontap-restapi post-storage-volumes-files-, "Creates a
+        new file with the supplied data"), with the data as the multipart/form-data field `data`,
+        as NetApp's client sends it (netapp_ontap resources/file_info.py); a MB per call, the rest
+        with `overwrite` from its `byte_offset` (by default -1: the end). Written over, a file
+        keeps what lay beyond the new data: nothing makes it shorter. An answer with a job is followed."""
         what = f'write {path} in volume {self.name}'
-        _, answer = self.ontap.send('POST', self.files_url(path), files={'data': ('data', data)}, what=what)
-        if (answer.get('job') or {}).get('uuid'):
-            self.ontap.wait_for_job(answer['job']['uuid'], what)
+        for offset in range(0, max(len(data), 1), self.WRITE_MAX):
+            params = {'overwrite': 'true', 'byte_offset': offset} if over or offset else None
+            _, answer = self.ontap.send('POST', self.files_url(path), params=params, what=what,
+                                        files={'data': ('data', data[offset:offset + self.WRITE_MAX])})
+            if (answer.get('job') or {}).get('uuid'):
+                self.ontap.wait_for_job(answer['job']['uuid'], what)
+
+    def holds(self, path, data):
+        """Whether the file `path` begins with `data` (a write whose answer was lost, read back)."""
+        size = self.file_size(path)
+        return size is not None and size >= len(data) and self.read_whole(path, len(data)) == data
 
     def make_directory(self, path):
         """Create the directory `path` (files API POST with type directory, 9.8+: reference §10)."""
@@ -1472,6 +1507,11 @@ class Volume:
             raise
         # one record in `records` (reference §10), or the record itself
         return (data.get('records') or [data])[0].get('size')
+
+    def read_whole(self, path, size):
+        """The first `size` bytes of a file, a MB per call (read_file)."""
+        return b''.join(self.read_file(path, min(self.READ_MAX, size - offset), offset)
+                        for offset in range(0, size, self.READ_MAX))
 
     def read_file(self, path, size, offset=0):
         """`size` bytes of a file from `offset`: the files API's GET with byte_offset and length, answered
@@ -1947,6 +1987,26 @@ class Node:
             return None
 
     @staticmethod
+    def guest_configs(guests):
+        """({vmid: config}, {vmid: its file}, [guests]) of the guests ({vmid: guest}): the configs
+        read from pmxcfs as PVE's own tools read them (PVE::Cluster cfs_read_file; the current
+        config, as the file has it, not the API's with pending changes applied), when this runs on
+        a PVE node as root, and the guests whose file could not be read (all of them elsewhere),
+        to be read through the API instead."""
+        if Node.name() is None:
+            return {}, {}, dict(guests)
+        configs, raws, others = {}, {}, {}
+        for vmid, guest in sorted(guests.items()):
+            try:
+                with open(Node.config_path(guest), 'rb') as file:
+                    raws[vmid] = file.read()
+            except (OSError, Failure):
+                others[vmid] = guest
+                continue
+            configs[vmid] = Guest.parse_config_text(raws[vmid].decode('utf-8', 'surrogateescape'))
+        return configs, raws, others
+
+    @staticmethod
     def nfs_mount(path):
         """What is mounted at `path` on this machine, as findmnt says: {'source', 'fstype', 'options'},
         or None if nothing is."""
@@ -2387,11 +2447,16 @@ class Consistency:
         return 'atomic' if disks and all(disk.storage == storage for disk in disks) else 'running'
 
     @staticmethod
-    def summary(guests):
-        """`3 frozen, 1 running`: how many guests of a snapshot have each consistency, most first."""
+    def counts(guests):
+        """{consistency: how many of `guests` (dicts with a consistency) have it}."""
         words = [guest['consistency'] for guest in guests]
-        counts = {word: words.count(word) for word in words}
-        order = sorted(counts, key=lambda word: (-counts[word], Names.CONSISTENCIES.index(word)))
+        return {word: words.count(word) for word in words}
+
+    @staticmethod
+    def summary(counts):
+        """`3 frozen, 1 running` of {consistency: count}, most first; `-` for none."""
+        rank = {word: n for n, word in enumerate(Names.CONSISTENCIES)}
+        order = sorted(counts, key=lambda word: (-counts[word], rank.get(word, len(rank)), word))
         return ', '.join(f'{counts[word]} {word}' for word in order) or '-'
 
 
@@ -2586,7 +2651,8 @@ class Manifest:
         ctime, uuid = Identity.of_config(config)
         backings = backings or {}
         manifest = {
-            'tool': 'pve-ontap-snapshot', 'version': version, 'vmid': guest['vmid'], 'name': guest.get('name'),
+            'tool': 'pve-ontap-snapshot', 'version': version, 'vmid': guest['vmid'], 'type': guest.get('type', 'qemu'),
+            'name': guest.get('name'),
             'node': guest.get('node'), 'stamp': stamp, 'consistency': consistency, 'config_from': config_from,
             'config': Guest.without_secrets(conf_file).decode('utf-8', 'surrogateescape'),
             'identity': {'ctime': ctime, 'smbios_uuid': uuid},
@@ -2619,11 +2685,16 @@ class Manifest:
         its config a text, of guest `vmid` and snapshot `stamp` (its name says both: a manifest
         copied from another snapshot is caught), and `signed` whether `key` vouches for it (False:
         unsigned, or no key here to check it with). A ManifestError says what is wrong."""
-        import hmac  # see Manifest.signature
         try:
             manifest = json.loads(data.decode('utf-8'))
         except ValueError as exc:
             raise ManifestError(f'manifest {path} cannot be read: it is no JSON ({exc})') from None
+        return Manifest.check(manifest, path, vmid, stamp, key)
+
+    @staticmethod
+    def check(manifest, path, vmid, stamp, key):
+        """(manifest, signed) of a manifest as read (Manifest.read), or a ManifestError."""
+        import hmac  # see Manifest.signature
         if not isinstance(manifest, dict) or not isinstance(manifest.get('config'), str):
             raise ManifestError(f'manifest {path} cannot be read: it holds no config')
         if manifest.get('vmid') != vmid or manifest.get('stamp') != stamp:
@@ -2636,6 +2707,36 @@ class Manifest:
             raise ManifestError(f'manifest {path} fails its signature check: it was changed since this tool wrote it, '
                                 'so its config is not used')
         return manifest, True
+
+    @staticmethod
+    def guest_type(manifest):
+        """`qemu` or `lxc`: the guest's type as its manifest says (earlier builds wrote none: a
+        container's config came from an lxc/ file, or names its root disk rootfs)."""
+        if manifest.get('type') in ('qemu', 'lxc'):
+            return manifest['type']
+        from_lxc = '/lxc/' in str(manifest.get('config_from'))
+        return 'lxc' if from_lxc or any(d.get('key') == 'rootfs' for d in manifest.get('disks') or ()) else 'qemu'
+
+    @staticmethod
+    def storage_record(storage, name, version, manifests):
+        """A storage snapshot's record (Names.STORAGE_RECORD): the manifest of every guest on the
+        storage (Manifest.build's, each signed on its own) in one JSON object, as bytes."""
+        record = {'tool': 'pve-ontap-snapshot', 'version': version, 'storage': storage, 'snapshot': name,
+                  'guests': [json.loads(manifest) for manifest in manifests]}
+        return (json.dumps(record, indent=1, sort_keys=True) + '\n').encode()
+
+    @staticmethod
+    def read_storage_record(data, path):
+        """The guests' manifests (dicts, each to be checked: Manifest.check) of a storage snapshot's
+        record. The record is the file's first JSON value: the files API writes over a file and never
+        makes it shorter, so the end of a longer record written before may follow it."""
+        try:
+            record, _ = json.JSONDecoder().raw_decode(data.decode('utf-8', 'replace'))
+        except ValueError as exc:
+            raise ManifestError(f'record {path} cannot be read: it is no JSON ({exc})') from None
+        if not isinstance(record, dict) or not isinstance(record.get('guests'), list):
+            raise ManifestError(f'record {path} cannot be read: it lists no guests')
+        return record['guests']
 
     # Beside PVE's own keys in /etc/pve/priv: root's alone, the same on every node.
     KEY_FILE = 'pve-ontap-snapshot-manifest.key'
@@ -4889,6 +4990,16 @@ class VmRestore:
         """The SavedConfig of VM `vmid` in the storage snapshot `name` (on the first of `storages` that
         holds one), or None: a snapshot made before configs were saved, or of a storage without the VM."""
         for storage in sorted(storages):
+            found = StorageCreate.guest_manifests(ctx, storage, name)
+            if found is not None:
+                path, manifests = found
+                mine = [m for m in manifests if isinstance(m, dict) and m.get('vmid') == vmid
+                        and Manifest.guest_type(m) == 'qemu']
+                if mine:
+                    manifest, signed = Manifest.check(mine[0], f'{path} on {storage}', vmid, name, ctx.manifest_key())
+                    return VmRestore.SavedConfig(Guest.parse_config_text(manifest['config']), path, storage, signed,
+                                                 manifest)
+                continue
             volume = ctx.volume(storage)
             directory = Names.storage_record_dir(name)
             found = [Names.STORAGE_MANIFEST_FILE.match(file) for file in volume.files_in(directory) or []]
@@ -5497,85 +5608,60 @@ class StorageCreate:
                        'storage uses it): delete that volume first')
 
     @staticmethod
-    def records(ctx, storage, name, guests, configs, held):
-        """{file name: data} for STORAGE_RECORD_DIR: the manifest (its config in it) of every guest
-        with a disk, mount point or unused disk on `storage`, its consistency as planned (`held`: the
-        HeldGuests of -freeze/-pause). The volumes of the other storages its disks are on are
-        looked up now, before any thread starts."""
+    def record(ctx, storage, name, guests, configs, raws, held):
+        """(the record, {consistency: count}) of the storage snapshot `name`: the manifest (its config
+        in it: the node's file where `raws` has it, else as the API gave it) of every guest with a
+        disk, mount point or unused disk on `storage`, its consistency as planned (`held`: the
+        HeldGuests of -freeze/-pause). A disk on another storage is named, its volume not looked up."""
         on_storage = [guests[vmid] for vmid, config in sorted(configs.items()) if storage in Guest.storages(config)]
-        disks = {guest['vmid']: Guest.disks(guest, configs[guest['vmid']]) for guest in on_storage}
-        volumes = {}
-        for other in sorted({disk.storage for found in disks.values() for disk in found} & set(ctx.config.storages)):
-            try:
-                volumes[other] = ctx.volume_identity(other)
-            except Failure as exc:
-                log.warning('storage %s: the volume behind storage %s is not named in the manifests: %s', storage,
-                            other, exc)
-                volumes[other] = (None, None, None)
+        volumes = {other: (None, None, None) for other in ctx.config.storages}
+        volumes[storage] = ctx.volume_identity(storage)
         how = {guest.view.vmid: guest.how for guest in held}
         version, key = tool_version(), ctx.manifest_key(create=True)
-        records = {}
+        manifests, found = [], []
         for guest in on_storage:
             vmid, config = guest['vmid'], configs[guest['vmid']]
-            consistency = Consistency.of_storage_snapshot(guest, disks[vmid], storage, how.get(vmid))
-            raw = Node.read_config(guest)
-            clones = {disk.key: f'.snapshot/{name}/{disk.path}' for disk in disks[vmid]
-                      if disk.storage == storage and disk.path}
-            records[Names.storage_manifest_name(guest, consistency)] = Manifest.build(
-                guest, disks[vmid], config, name, consistency, volumes,
+            disks = Guest.disks(guest, config)
+            consistency = Consistency.of_storage_snapshot(guest, disks, storage, how.get(vmid))
+            found.append({'consistency': consistency})
+            raw = raws.get(vmid)
+            clones = {disk.key: f'.snapshot/{name}/{disk.path}' for disk in disks if disk.storage == storage and disk.path}
+            manifests.append(Manifest.build(
+                guest, disks, config, name, consistency, volumes,
                 raw if raw is not None else Guest.config_text_of(guest, config).encode(),
-                Node.config_path(guest) if raw is not None else 'api', version, clones, key).encode()
-        return records
+                Node.config_path(guest) if raw is not None else 'api', version, clones, key))
+        return Manifest.storage_record(storage, name, version, manifests), Consistency.counts(found)
 
     @staticmethod
-    def record_label(file):
-        """`the record of VM 100` or `… of CT 200`, from a file name in STORAGE_RECORD_DIR."""
-        found = Names.STORAGE_MANIFEST_FILE.match(file)
-        return f'the record of {Guest.label({"type": Guest.GUEST_TYPES[found["prefix"]], "vmid": found["vmid"]})}'
-
-    @staticmethod
-    def save_records(ctx, storage, records, unread):
-        """Write `records` ({file name: data}) to STORAGE_RECORD_DIR of the volume (made if need
-        be), all at once, and delete its other guest files, so that the snapshot holds exactly
-        these guests: one listing and one request per file (two where one is replaced: a POST
-        refuses an existing file, and with `overwrite` writes from `byte_offset`, by default its
-        end — ontap-restapi post-storage-volumes-files-). None, or a Failure naming what was not
-        recorded; guests in `unread` (config not read) are named in a warning."""
+    def save_record(ctx, storage, record, unread):
+        """Write the record over the one at the volume's root (Names.STORAGE_RECORD): one request
+        (a MB each). None, or a Failure saying it was not written; guests in `unread` (config not
+        read) are named in a warning."""
         volume = ctx.volume(storage)
         for guest, exc in unread:
             log.warning('storage %s: %s is not recorded in its snapshot, if it has a disk there: %s', storage,
                         Guest.label(guest), exc)
+        path = Names.STORAGE_RECORD
         try:
-            present = volume.files_in(Names.STORAGE_RECORD_DIR)
-            if present is None:
-                volume.change_file('POST', Names.STORAGE_RECORD_DIR,
-                                   lambda: volume.make_directory(Names.STORAGE_RECORD_DIR), True)
+            try:
+                volume.write_file(path, record, over=True)
+            except OutcomeUnknown as exc:
+                volume.ontap.settle(exc, f'POST {volume.files_url(path)}', lambda: volume.holds(path, record))
         except Failure as exc:
-            return Failure(f'no guest was recorded in {Names.STORAGE_RECORD_DIR}/ on {storage}: {exc}')
-        present = present or []
-        stale = [(file, None) for file in present if Names.STORAGE_MANIFEST_FILE.match(file) and file not in records]
+            return Failure(f'no guest was recorded in {path} on {storage}: {exc}')
+        return None
 
-        def apply(item):
-            file, data = item
-            path = f'{Names.STORAGE_RECORD_DIR}/{file}'
-            if data is None or file in present:
-                volume.change_file('DELETE', path, lambda: volume.delete_file(path), False)
-            if data is not None:
-                volume.change_file('POST', path, lambda: volume.write_file(path, data), True)
-
-        outcomes = Parallel.run(apply, list(records.items()) + stale, at_once=not ctx.dry_run)
-        failed = [outcome for outcome in outcomes if outcome.error]
-        if not failed:
-            if not ctx.dry_run:
-                log.info('storage %s: %d guest(s) recorded in %s/%s', storage, len(records), Names.STORAGE_RECORD_DIR,
-                         f', {len(stale)} file(s) of guests gone removed' if stale else '')
+    @staticmethod
+    def guest_manifests(ctx, storage, name):
+        """(path, [manifest]) of the guests the storage snapshot `name` recorded (each manifest to
+        be checked: Manifest.check), or None where it holds no record (made by the original, or by
+        an earlier build of this tool: see StorageCreate.old_manifests)."""
+        volume = ctx.volume(storage)
+        path = f'.snapshot/{name}/{Names.STORAGE_RECORD}'
+        size = volume.file_size(path)
+        if size is None:
             return None
-        unsaved = [f'{StorageCreate.record_label(o.item[0])} ({o.error})' for o in failed if o.item[1] is not None]
-        kept = [f'{o.item[0]} ({o.error})' for o in failed if o.item[1] is None]
-        return Failure.joined(*(Failure(f'not recorded in {Names.STORAGE_RECORD_DIR}/ on {storage}: {"; ".join(unsaved)}')
-                                if unsaved else None,
-                                Failure(f'not removed from {Names.STORAGE_RECORD_DIR}/ on {storage}, so the snapshot holds them '
-                                        f'too: {"; ".join(kept)}') if kept else None))
+        return path, Manifest.read_storage_record(volume.read_whole(path, size), f'{path} on {storage}')
 
     @staticmethod
     def take(volume, name, comment, label):
@@ -5632,16 +5718,17 @@ class StorageCreate:
             name = Names.storage_snapshot_name(VolumeLock.new_stamp(locks, ['storage']))
             guests = ctx.pve.guests()
             Guests.settle_left(ctx, locks, guests)
-            configs, unread = ctx.pve.guest_configs(guests)
+            configs, raws, others = Node.guest_configs(guests)
+            read, unread = ctx.pve.guest_configs(others)
+            configs.update(read)
             held, crash = (GuestsWindow.to_hold(ctx, args.storage, args.pause, guests, configs) if args.freeze or args.pause
                            else ([], []))
-            # The records say what each guest is planned to be in the snapshot; one that ends up
+            # The record says what each guest is planned to be in the snapshot; one that ends up
             # otherwise (a hold that failed or came too late) is named in a warning after it.
-            records = StorageCreate.records(ctx, args.storage, name, guests, configs, held)
-            unrecorded = StorageCreate.save_records(ctx, args.storage, records, unread)
+            record, counts = StorageCreate.record(ctx, args.storage, name, guests, configs, raws, held)
+            unrecorded = StorageCreate.save_record(ctx, args.storage, record, unread)
             with GuestsWindow(ctx, held, args.storage) as window:
-                window.run(StorageCreate.take, volume, name,
-                           Names.STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage), label)
+                window.run(StorageCreate.take, volume, name, Names.storage_snapshot_comment(args.storage, counts), label)
             log.info('storage %s: snapshot %s of volume %s created%s', args.storage, name, volume.name,
                      f' (label {label})' if label else '')
             GuestsWindow.report(args.storage, name, held, crash + window.crash, window.late)
@@ -5654,27 +5741,19 @@ class StorageCreate:
             raise Failure(f'{made}, but {Failure.joined(*problems)}')
 
     @staticmethod
-    def snapshot_guests(volume, storage, snapshots):
-        """For each snapshot, the guests its STORAGE_RECORD_DIR names (recorded_guests), or None where
-        it has none (made before storage create recorded them) or cannot be read (one warning): one
-        listing of `.snapshot/<name>/pve-volume.ontap-snapshot` per snapshot, REQUESTS_AT_ONCE at a time.
-        NetApp documents file clones from `.snapshot/<name>/…` (netapp_ontap file_clone.py), but not
-        the files API's listing below `.snapshot/` (reference §13: unconfirmed)."""
-        refused = []
-
-        def read(snapshot):
-            try:
-                names = volume.files_in(f'.snapshot/{snapshot["name"]}/{Names.STORAGE_RECORD_DIR}')
-            except OntapError as exc:
-                refused.append(exc)
-                return None
-            return None if names is None else Names.recorded_guests(names)
-
-        found = Parallel.map(read, snapshots)
-        if refused:
-            log.warning('storage %s: what %d snapshot(s) hold could not be read, shown as unknown: %s', storage,
-                        len(refused), refused[0])
-        return found
+    def old_manifests(ctx, storage, name):
+        """[(path, vmid, type)] of the guest manifests in the record directory of a storage snapshot
+        made by an earlier build of this tool (Names.STORAGE_RECORD_DIR: one file per guest), or
+        None where it has none. NetApp documents file clones from `.snapshot/<name>/…`
+        (netapp_ontap file_clone.py), but not the files API's listing below `.snapshot/`
+        (reference §13: unconfirmed)."""
+        directory = Names.storage_record_dir(name)
+        names = ctx.volume(storage).files_in(directory)
+        if names is None:
+            return None
+        found = [Names.STORAGE_MANIFEST_FILE.match(file) for file in names]
+        return sorted((f'{directory}/{m[0]}', int(m['vmid']), Guest.GUEST_TYPES[m['prefix']])
+                      for m in found if m and m['consistency'])
 
 
 class StorageView:
@@ -5685,14 +5764,15 @@ class StorageView:
     @staticmethod
     def list(ctx, args):
         volume = ctx.volume(args.storage)
-        snapshots = [{'name': s['name'], 'create_time': s.get('create_time'), 'size': s.get('size'),
-                      'label': s.get('snapmirror_label'), 'comment': s.get('comment', '')}
-                     for s in volume.snapshots()]
-        for snapshot, guests in zip(snapshots, StorageCreate.snapshot_guests(volume, args.storage, snapshots)):
-            snapshot['guests'] = guests
+        snapshots = []
+        for found in volume.snapshots():
+            counts = Names.guest_counts(found.get('comment'))
+            snapshots.append({'name': found['name'], 'create_time': found.get('create_time'), 'size': found.get('size'),
+                              'label': found.get('snapmirror_label'), 'comment': found.get('comment', ''),
+                              'guests': None if counts is None else sum(counts.values()), 'consistency': counts})
         rows = [dict(s, size=Output.human_size(s['size']), label=s['label'] or '-',
-                     count='-' if s['guests'] is None else len(s['guests']),
-                     consistency='unknown' if s['guests'] is None else Consistency.summary(s['guests']))
+                     count='-' if s['guests'] is None else s['guests'],
+                     consistency='unknown' if s['consistency'] is None else Consistency.summary(s['consistency']))
                 for s in snapshots]
         ctx.emit(snapshots, Output.format_table([('NAME', 'name'), ('CREATED', 'create_time'), ('SIZE', 'size'),
                                                  ('LABEL', 'label'), ('GUESTS', 'count'), ('CONSISTENCY', 'consistency'),
@@ -5700,12 +5780,65 @@ class StorageView:
 
     @staticmethod
     def show(ctx, args):
+        if args.snapshot:
+            return StorageView.show_snapshot(ctx, args.storage, args.snapshot)
         volume = ctx.volume(args.storage)
         details = volume.details()
         flat = Output.flatten(details)
         width = max(map(len, flat))
         ctx.emit(details, '\n'.join(Output.printable(f'{key.ljust(width)}  {Output.human_size(value) if key in StorageView.SIZE_FIELDS else value}')
                                     for key, value in sorted(flat.items()) if value not in ('', None, [])))
+
+    @staticmethod
+    def snapshot_guests(ctx, storage, name):
+        """[{'vmid', 'type', 'name', 'node', 'consistency', 'disks', 'signed'}] of the guests a storage
+        snapshot recorded, by vmid, or None where it recorded none (made by the original); a
+        manifest that fails its check is named in a warning and left out."""
+        key, rows = ctx.manifest_key(), []
+        found = StorageCreate.guest_manifests(ctx, storage, name)
+        if found is not None:
+            path, manifests = found
+            entries = [(manifest, f'{path} on {storage}') for manifest in manifests]
+        else:
+            old = StorageCreate.old_manifests(ctx, storage, name)
+            if old is None:
+                return None
+            volume = ctx.volume(storage)
+            entries = [(json.loads(volume.read_whole(file, volume.file_size(file) or 0) or b'{}'), f'{file} on {storage}')
+                       for file, _, _ in old]
+        for manifest, where in entries:
+            vmid = manifest.get('vmid') if isinstance(manifest, dict) else None
+            try:
+                manifest, signed = Manifest.check(manifest, where, vmid, name, key)
+            except ManifestError as exc:
+                log.warning('storage %s: %s', storage, exc)
+                continue
+            rows.append({'vmid': vmid, 'type': Manifest.guest_type(manifest), 'name': manifest.get('name'), 'node': manifest.get('node'),
+                         'consistency': manifest.get('consistency'), 'signed': signed,
+                         'disks': [d['key'] for d in manifest.get('disks') or () if d.get('storage') == storage]})
+        return sorted(rows, key=lambda row: (row['vmid'], row['type']))
+
+    @staticmethod
+    def show_snapshot(ctx, storage, name):
+        """storage show -snapshot NAME: the snapshot, and each guest it recorded."""
+        snapshot = ctx.volume(storage).snapshot(name)
+        guests = StorageView.snapshot_guests(ctx, storage, name)
+        details = {'name': snapshot['name'], 'create_time': snapshot.get('create_time'), 'size': snapshot.get('size'),
+                   'label': snapshot.get('snapmirror_label'), 'comment': snapshot.get('comment', ''),
+                   'guests': guests}
+        lines = [f'{key.ljust(11)}  {Output.human_size(value) if key == "size" else value}'
+                 for key, value in details.items() if key != 'guests' and value not in ('', None)]
+        if guests is None:
+            lines.append('guests       not recorded (a snapshot made by the original tool)')
+        elif not guests:
+            lines.append('guests       none')
+        else:
+            rows = [dict(g, label=Guest.label(g), name=g['name'] or '-', disks=', '.join(g['disks']) or '-',
+                         signed='yes' if g['signed'] else 'no') for g in guests]
+            table = Output.format_table([('GUEST', 'label'), ('NAME', 'name'), ('NODE', 'node'),
+                                         ('CONSISTENCY', 'consistency'), ('DISKS', 'disks'), ('SIGNED', 'signed')], rows)
+        lines = [Output.printable(line) for line in lines]
+        ctx.emit(details, '\n'.join(lines + (['', table] if guests else [])))
 
     @staticmethod
     def delete(ctx, args):
@@ -7440,8 +7573,9 @@ def build_parser():
               'storage create -storage ONTAP01 -freeze'], False),
             ('list', StorageView.list, "list the tool's snapshots of a storage, oldest first",
              ['storage list -storage ONTAP01'], False),
-            ('show', StorageView.show, 'show the metadata of the volume behind a storage',
-             ['storage show -storage ONTAP01'], False),
+            ('show', StorageView.show,
+             'show the metadata of the volume behind a storage, or (-snapshot) the guests a snapshot holds',
+             ['storage show -storage ONTAP01', f'storage show -storage ONTAP01 -snapshot {example}'], False),
             ('delete', StorageView.delete, 'delete a snapshot',
              [f'storage delete -storage ONTAP01 -snapshot {example}'], True),
             ('restore', StorageRestore.command,
@@ -7456,6 +7590,10 @@ def build_parser():
         if takes_snapshot:
             sub.add_argument('-snapshot', '--snapshot', required=True, metavar='NAME', type=Arg.snapshot_name,
                              help=f'the snapshot, e.g. {example}')
+        if name == 'show':
+            sub.add_argument('-snapshot', '--snapshot', metavar='NAME', type=Arg.snapshot_name,
+                             help='a snapshot: show it, and each guest it holds (its name, node, how consistent, '
+                                  'its disks there) as recorded when it was taken')
         if name == 'create':
             Arg.add_keep(sub, 'proxmox_snapshot_* snapshots with the same label (never one a FlexClone uses)')
             sub.add_argument('-label', '--label', type=Arg.snapmirror_label, metavar='NAME',

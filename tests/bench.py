@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from world import ServedPve, World, add_vm_on_both_clusters, populate, start_emulators, write_disk
+from world import ServedPve, World, add_vm_on_both_clusters, populate, start_emulators, write_disk, write_pmxcfs_configs
 
 import pve_ontap_snapshot as tool
 
@@ -70,7 +70,7 @@ class PauseWindow:
 
     def __init__(self):
         self.marks = {}
-        self._power = tool.pve_vm_power
+        self._power = tool.Pve.power
 
     def __enter__(self):
         def timed(pve, vm, action, **params):
@@ -79,15 +79,30 @@ class PauseWindow:
             self._power(pve, vm, action, **params)
             if action == 'suspend':
                 self.marks['suspended'] = time.monotonic()
-        tool.pve_vm_power = timed
+        tool.Pve.power = timed
         return self
 
     def __exit__(self, *exc):
-        tool.pve_vm_power = self._power
+        tool.Pve.power = self._power
 
     @property
     def seconds(self):
         return self.marks['start'] - self.marks['suspended']
+
+
+@contextlib.contextmanager
+def on_a_node(world, really=True):
+    """As on a PVE node (pve1): pmxcfs shows every guest's config (written from the fake's now)."""
+    if not really:
+        yield
+        return
+    saved = tool.Node.name, tool.Node.CONFIGS_DIR
+    tool.Node.name = staticmethod(lambda: 'pve1')
+    tool.Node.CONFIGS_DIR = str(write_pmxcfs_configs(world.pve, world.dir))
+    try:
+        yield
+    finally:
+        tool.Node.name, tool.Node.CONFIGS_DIR = saved
 
 
 def measure(world, argv):
@@ -291,7 +306,7 @@ def main(argv=None):
             ('vm create -vm 201 -suspend', ['vm', 'create', '-vm', 201, '-suspend'], None),
             ('vm create -vm 202 -pause', ['vm', 'create', '-vm', 202, '-pause'], None),
             ('vm list -vm 200', ['vm', 'list', '-vm', 200], None),
-            ('storage create', ['storage', 'create', '-storage', 'ONTAP01'], 4),
+            ('storage create (on a node: configs from pmxcfs)', ['storage', 'create', '-storage', 'ONTAP01'], 6),
             ('storage list', ['storage', 'list', '-storage', 'ONTAP01'], 4),
             (f'storage list ({args.snapshots} snapshots)', ['storage', 'list', '-storage', 'BENCH'], None),
             ('storage delete', ['storage', 'delete', '-storage', 'BENCH', '-snapshot', snapshot], 4),
@@ -304,7 +319,7 @@ def main(argv=None):
             # A run of a VM snapshotted in the same second waits for the next (one-second stamps):
             # each row begins in a second of its own, so that no row times that wait.
             time.sleep(1 - time.time() % 1)
-            with PauseWindow() as pause:
+            with PauseWindow() as pause, on_a_node(world, 'on a node' in label):
                 ontap, pve, seconds, code = measure(world, command)
             for mode in ('-suspend', '-pause'):
                 if mode in command:

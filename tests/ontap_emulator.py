@@ -546,6 +546,8 @@ _RELEASE_OF_PARAMETER = {
     'list_destinations_only': (9, 6),
     # reading a file's data: 9.8 taken with the POST that writes one ("Introduced In: 9.8"); unconfirmed
     'byte_offset': (9, 8), 'length': (9, 8),
+    # writing over a file: the POST that writes one lists it ("Introduced In: 9.8")
+    'overwrite': (9, 8),
 }
 # Not tied to a field: the query-based DELETE of …/snapshots the tool uses: "ONTAP supports
 # query-based DELETE or PATCH for all collection endpoints" from 9.7 on
@@ -1618,6 +1620,11 @@ class OntapEmulator:
         name = _body_str(body, 'name', required=True)
         self._check_snapshot_name(name)
         comment = _body_str(body, 'comment') or ''
+        # Up to 255 characters (the ONTAP CLI's `volume snapshot create -comment`; FSx for ONTAP's
+        # API reference, OntapSnapshot Comment: "Maximum Length: 255"); the code of the refusal
+        # is unconfirmed.
+        if len(comment) > 255:
+            raise _invalid('comment', comment)
         expiry, label = _body_str(body, 'expiry_time'), _body_str(body, 'snapmirror_label')
         if expiry:
             _parse_time('expiry_time', expiry)
@@ -1856,18 +1863,29 @@ class OntapEmulator:
 
     def _write_new_file(self, vol, path, request):
         """POST …/files/{path} with a multipart/form-data body: "Creates a new file with the supplied
-        data" (ontap-restapi post-storage-volumes-files-, "Introduced In: 9.8"; up to 1 MB). The
-        field is `data`, as NetApp's client sends it (netapp_ontap file_info.py). Answered at once
-        with 201 and no job: unconfirmed."""
+        data" (ontap-restapi post-storage-volumes-files-, "Introduced In: 9.8"; up to 1 MB, as NetApp's
+        client reads and writes: netapp_ontap file_info.py). The field is `data`, as that client sends
+        it. `overwrite` (default false: "If false, and the file exists, the write will fail") writes
+        into an existing file from `byte_offset` ("Use -1 to append (default)"), never making it
+        shorter, as pwrite(2) would. Answered at once with 201 and no job, and the codes of the
+        refusals: unconfirmed."""
         if set(request.form) != {'data'}:
             raise _unexpected(next(iter(set(request.form) - {'data'}), 'data'))
         overwrite = _bool_value('overwrite', request.query.get('overwrite', 'false'))
+        offset = _int_value('byte_offset', request.query.get('byte_offset', '-1'), -1)
+        data = request.form['data']
+        if len(data) > FILE_READ_MAX:
+            raise ApiError(400, '262197', f'At most {FILE_READ_MAX} bytes are written at once.', 'data')
         real = self._writable_file(vol, path)
         if real.exists() and not overwrite:
             raise ApiError(409, '1', f'"{path}" already exists.', 'path')
         if not real.parent.is_dir():
             raise self._missing_file(real.parent.relative_to(vol.path).as_posix())
-        real.write_bytes(request.form['data'])
+        if real.exists() and real.is_dir():
+            raise ApiError(400, '262197', f'"{path}" is a directory.', 'path')
+        with open(real, 'r+b' if real.exists() else 'wb') as file:
+            file.seek(max(offset, 0), os.SEEK_SET if offset >= 0 else os.SEEK_END)
+            file.write(data)
         return _Reply(201, {})
 
     @_route('PATCH', _VOL + r'/files/(?P<path>[^/]+)')

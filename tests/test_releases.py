@@ -98,7 +98,7 @@ def test_a_destroyed_vm_comes_back_as_new_from_the_storage_snapshot_that_recorde
     assert world.pve.vm(201).config['scsi0'].startswith('ONTAP01:201/vm-201-disk-0.raw')
     # its record, read back through the files API from inside the snapshot
     assert [r for r in world.a.requests if r['method'] == 'GET' and r['status'] == 200
-            and r['path'].endswith(f'/files/.snapshot/{snapshot}/pve-ontap-snapshot/vm-101.shutdown.manifest.json')
+            and r['path'].endswith(f'/files/.snapshot/{snapshot}/pve-ontap-snapshot.manifest.json')
             and 'length' in r['query']]
     # a snapshot's size, refused on 9.8, is still asked of a file, which has one there
     expect_refused(world, 'size')

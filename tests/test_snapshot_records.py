@@ -41,7 +41,8 @@ def test_a_snapshot_carries_the_vms_config_and_a_manifest_of_its_disks(world):
     assert lines[2:] == sorted(lines[2:]) and not [line for line in lines if line.startswith('digest')]
     assert saved['manifest'].pop('signature').startswith('hmac-sha256:')
     assert saved['manifest'] == {
-        'tool': 'pve-ontap-snapshot', 'version': tool.tool_version(), 'vmid': 101, 'name': 'db', 'node': 'pve2',
+        'tool': 'pve-ontap-snapshot', 'version': tool.tool_version(), 'vmid': 101, 'type': 'qemu', 'name': 'db',
+        'node': 'pve2',
         'stamp': stamp, 'consistency': 'shutdown', 'config_from': 'api',
         'identity': {'ctime': None, 'smbios_uuid': None},
         'disks': [{'key': 'scsi0', 'volid': 'ONTAP01:101/vm-101-disk-0.raw',

@@ -16,13 +16,13 @@ def tool_snapshots(vol):
     return sorted(name for name in vol.snapshots if name.startswith('proxmox_snapshot_'))
 
 
-def test_create_takes_a_snapshot_with_the_originals_name_and_comment(world):
+def test_create_takes_a_snapshot_with_the_originals_name_and_comment_and_its_guests(world):
     result = world.run('storage', 'create', '-storage', 'ONTAP01')
 
     assert result.code == 0, result.err
     (name,) = tool_snapshots(world.vol1)
     assert re.fullmatch('proxmox_snapshot_' + STAMP, name)
-    assert world.vol1.snapshots[name].comment == 'Snapshot of Proxmox storage ONTAP01'
+    assert world.vol1.snapshots[name].comment == 'Snapshot of Proxmox storage ONTAP01; guests: 1 running, 1 shutdown'
     assert (world.vol1.snapshot_path(name) / 'images/100/vm-100-disk-0.raw').read_bytes() == \
         world.disk(world.vol1, 100, 'vm-100-disk-0.raw').read_bytes()
     assert not world.vol2.snapshots
@@ -63,7 +63,7 @@ def test_list_as_json(world):
     result = world.run('storage', 'list', '-storage', 'ONTAP01', '-output', 'json')
     data = json.loads(result.out)
     assert [s['name'] for s in data] == [OLD]
-    assert set(data[0]) == {'name', 'create_time', 'size', 'label', 'comment', 'guests'}
+    assert set(data[0]) == {'name', 'create_time', 'size', 'label', 'comment', 'guests', 'consistency'}
 
 
 def test_show_prints_the_volume(world):

@@ -619,3 +619,25 @@ def write_qcow2(path, backing=None, size=2**30):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data.ljust(8192, b'\0'))
     return path
+
+
+def write_pmxcfs_configs(pve, directory):
+    """Every guest's config as pmxcfs shows it to a node: nodes/<node>/qemu-server/<vmid>.conf
+    and nodes/<node>/lxc/<vmid>.conf under `directory` (pve-cluster src/README), written as
+    qemu-server and pve-container write them (the description as `#` lines, then `key: value`;
+    PVE/QemuServer.pm write_vm_config, PVE/LXC/Config.pm write_pct_config), a VM's pending
+    changes in [PENDING]. Returns the nodes directory, for Node.CONFIGS_DIR; written anew at
+    each call (the fake's configs change through its API)."""
+    nodes = Path(directory) / 'nodes'
+    for guests, kind in ((pve.vms, 'qemu-server'), (pve.cts, 'lxc')):
+        for guest in guests:
+            config = dict(guest.config)
+            lines = [f'#{line}' for line in str(config.pop('description', '')).splitlines()]
+            lines += [f'{key}: {value}' for key, value in sorted(config.items())]
+            pending = getattr(guest, 'pending', None)
+            if pending:
+                lines += ['', '[PENDING]'] + [f'{key}: {value}' for key, value in sorted(pending.items())]
+            path = nodes / guest.node / kind / f'{guest.vmid}.conf'
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text('\n'.join(lines) + '\n')
+    return nodes

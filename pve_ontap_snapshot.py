@@ -1292,11 +1292,42 @@ class Volume:
         return self.ontap.request('GET', f'/api/storage/volumes/{self.uuid}', params={'fields': fields},
                                   what=f'read volume {self.name}')
 
+    # A node at its maximum split load "temporarily stops accepting requests to create FlexClone
+    # files ... and issues an EBUSY error message" until the load falls: "wait ... before trying
+    # the create request again" (docs.netapp.com, ontap, create-flexclone-file-flexclone-lun-task);
+    # the same during an HA takeover or giveback (ha-pair-flexclone-files-luns-concept). How the
+    # REST API says so is undocumented: most likely a failed job, 13565952 "Clone start failed",
+    # the reason in its text (unconfirmed). Such a refusal is asked again, backing off from one
+    # second to BUSY_STEP, for up to BUSY_BOUND seconds; any other stays a failure at once.
+    CLONE_START_FAILED = '13565952'
+    BUSY = re.compile(r'split.?load|EBUSY|\bbusy\b|takeover|giveback', re.IGNORECASE)
+    BUSY_BOUND = 120.0
+    BUSY_FIRST, BUSY_STEP = 1.0, 15.0
+
     def clone_file(self, source, destination, overwrite=False):
-        self.ontap.write('POST', '/api/storage/file/clone', body={
-            'volume': {'uuid': self.uuid, 'name': self.name},
-            'source_path': source, 'destination_path': destination, 'overwrite_destination': overwrite},
-            what=f'file-clone {source} to {destination}')
+        deadline, delay = time.monotonic() + Volume.BUSY_BOUND, Volume.BUSY_FIRST
+        while True:
+            try:
+                self.ontap.write('POST', '/api/storage/file/clone', body={
+                    'volume': {'uuid': self.uuid, 'name': self.name},
+                    'source_path': source, 'destination_path': destination, 'overwrite_destination': overwrite},
+                    what=f'file-clone {source} to {destination}')
+                return
+            except OntapError as exc:
+                if not Volume.busy(exc) or STOP.stopping or time.monotonic() + delay > deadline:
+                    raise
+                log.info('ONTAP %s: file-clone %s refused for now (%s): asking again in %g s', self.ontap.host,
+                         destination, exc.code, delay)
+            time.sleep(delay)
+            delay = min(2 * delay, Volume.BUSY_STEP)
+
+    @staticmethod
+    def busy(exc):
+        """Whether ONTAP refused a file clone for now: its node at the split-load limit, or in an HA
+        takeover or giveback (see clone_file)."""
+        message = str(exc)
+        return bool(Volume.BUSY.search(message)) and (str(exc.code) == Volume.CLONE_START_FAILED
+                                                      or 'split' in message.lower())
 
     def list_dir(self, path):
         """Name and size of the files in a volume directory; [] if it does not exist."""

@@ -790,6 +790,7 @@ class OntapEmulator:
         self.page_size = None
         self.file_delete_jobs = False
         self.busy_after_clone = 0.0
+        self.split_load_refusals = 0    # the next file clones refused as at the split-load limit
         self.on_clone = None
         self.collection_delete_answer = 'jobs'
         self.licenses = {'nfs': 'compliant', 'flexclone': 'compliant', 'snaprestore': 'compliant'}
@@ -1744,6 +1745,18 @@ class OntapEmulator:
         _body_bool(body, 'is_backup')
 
         def operation():
+            # A node at its maximum split load "temporarily stops accepting requests to create
+            # FlexClone files ... and issues an EBUSY error message" (docs.netapp.com, ontap,
+            # create-flexclone-file-flexclone-lun-task). How the REST API says so is undocumented:
+            # here as a failed job with the documented "Clone start failed" and the reason in
+            # its text, as ONTAP tools quote it ("Reached maximum split load allowed on the
+            # node", NetApp KB on VASA Provider snapshot timeouts): unconfirmed.
+            # (a job's operation runs under the emulator's lock)
+            refused = self.split_load_refusals > 0
+            self.split_load_refusals -= refused
+            if refused:
+                raise JobError(13565952, 'Clone start failed. Reason: Reached maximum split load allowed on the '
+                               'node (EBUSY).')
             # 917864 "cannot get file handle" for a missing source (ref §5) and,
             # by the same logic, a missing destination directory (unconfirmed).
             if vol.uuid not in self._volumes or not source.is_file():

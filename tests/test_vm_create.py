@@ -15,6 +15,8 @@ from world import (
     write_qcow2,
 )
 
+import pve_ontap_snapshot as tool
+
 STAMP = r'\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\+0000'
 
 
@@ -259,3 +261,48 @@ def test_a_linked_clone_is_taken_and_its_base_image_recorded(world):
     assert (disk['format'], disk['backing']) == ('qcow2', base)
     (clone,) = world.clones(world.vol1, 105)
     assert world.disk(world.vol1, 105, clone).read_bytes() == world.disk(world.vol1, 105, 'vm-105-disk-0.qcow2').read_bytes()
+
+
+# -- a node at its split-load limit
+
+@pytest.fixture
+def quick_back_off(monkeypatch):
+    monkeypatch.setattr(tool.Volume, 'BUSY_FIRST', 0.05)
+    monkeypatch.setattr(tool.Volume, 'BUSY_STEP', 0.1)
+
+
+def clone_posts(world):
+    return [r for r in world.a.requests if r['method'] == 'POST' and r['path'] == '/api/storage/file/clone']
+
+
+def test_a_clone_refused_at_the_split_load_limit_is_asked_again_and_made(world, quick_back_off):
+    world.a.split_load_refusals = 2
+
+    result = world.run('vm', 'create', '-vm', 101)
+
+    assert result.code == 0, result.err
+    assert len(clones_of(world, world.vol1, 101)) == 1
+    assert len(clone_posts(world)) == 3
+    assert world.a.split_load_refusals == 0
+
+
+def test_a_clone_still_refused_at_the_bound_fails_the_vm_saying_why(world, quick_back_off, monkeypatch):
+    monkeypatch.setattr(tool.Volume, 'BUSY_BOUND', 0.5)
+    world.a.split_load_refusals = 1000
+
+    result = world.run('vm', 'create', '-vm', 101)
+
+    assert result.code == 1
+    assert 'Reached maximum split load allowed on the node' in error_lines(result)[-1]
+    assert clones_of(world, world.vol1, 101) == []
+    assert world.pve.vm(101).status == 'stopped'
+
+
+def test_a_clone_refused_for_another_reason_is_not_asked_again(world, quick_back_off):
+    world.a.fail_job('POST', r'/api/storage/file/clone$', message='Clone start failed: the FlexClone license expired')
+
+    result = world.run('vm', 'create', '-vm', 101)
+
+    assert result.code == 1
+    assert 'the FlexClone license expired' in error_lines(result)[-1]
+    assert len(clone_posts(world)) == 1

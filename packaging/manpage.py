@@ -299,7 +299,8 @@ connect_timeout (10), read_timeout (120), job_timeout (600), task_timeout (600),
 junction path can be used; a storage X-CLONE uses the section [X]. Comments go on lines of
 their own. The file must be owned by the running user or root and writable by nobody else (as
 root anything else is an error); one readable by others is a warning. Without proxmox_verify,
-a proxmox_host that is this node is verified against /etc/pve/pve-root-ca.pem.
+a proxmox_host that is this node is verified against /etc/pve/pve-root-ca.pem where
+that exists.
 '''),
     ('NAMES ON THE STORAGE', '''
 The original tool's names, kept so that its snapshots stay usable:

@@ -1,7 +1,7 @@
 """What the Debian package is made of, checked from the clone (tests/test_installed_package.py
-checks it installed): one version everywhere, a man page that says what --help says,
-systemd units whose service snapshots its storage as configured, in a sandbox, and the
-lock directory made at boot, root's alone."""
+checks it installed): one version everywhere, a man page that says what --help says and what
+each command does in detail, systemd units whose service snapshots its storage as configured,
+in a sandbox, and the lock directory made at boot, root's alone."""
 
 import re
 import shlex
@@ -87,11 +87,36 @@ def test_the_man_page_names_every_command_option_and_example_of_help_and_the_ver
             assert example.strip() in section
 
 
+def man_text(page):
+    """A man page's roff source with its escapes for `-`, `\\` and break points undone."""
+    return page.replace('\\:', '').replace('\\-', '-').replace('\\e', '\\')
+
+
+def test_the_man_page_says_what_help_cannot():
+    """Beside the options: each command's behaviour in detail (what it changes, in which order,
+    what it leaves when something fails), and the sections a man page has."""
+    text = man_text(manpage.manpage(tool))
+    sections = re.findall(r'^\.SH (.+)$', text, re.MULTILINE)
+
+    assert sections[sections.index('COMMANDS') + 1:] == ['LOCKS', 'UNCLEAR ANSWERS', 'CONFIGURATION', 'NAMES ON THE STORAGE',
+                                                         'EXIT STATUS', 'ENVIRONMENT', 'SECURITY', 'FILES', 'SEE ALSO']
+    assert set(manpage.BEHAVIOUR) == {words for words, _ in leaf_commands(tool.build_parser())}
+    restore = text.split('.SS "vm restore"')[1].split('.SS ')[0]
+    assert 'the current disks are cloned to a pre-restore snapshot' in restore
+    assert 'All or nothing: if one disk fails, those overwritten are put back' in restore
+    assert r'\fB-with-config\fR sets every key of the saved config' in restore     # an option, in bold
+    # Every variable of the tool's own that it reads is explained.
+    environment = text.split('.SH ENVIRONMENT')[1].split('.SH ')[0]
+    read = set(re.findall(r"os\.environ(?:\.get\(|\[)'(PVE_ONTAP_SNAPSHOT_\w+)'", SCRIPT.read_text()))
+    assert read and all(name in environment for name in read), read
+
+
 @pytest.mark.skipif(not shutil.which('groff'), reason='groff renders man pages (Debian: groff-base)')
-def test_the_man_page_renders_without_a_warning(tmp_path):
+@pytest.mark.parametrize('width', ['78n', '70n'])     # man's for 80 columns (lintian's), and a narrower one
+def test_the_man_page_renders_without_a_warning(tmp_path, width):
     path = tmp_path / 'pve-ontap-snapshot.8'
     path.write_text(manpage.manpage(tool))
-    result = run(['groff', '-man', '-Tutf8', '-ww', '-z', path])
+    result = run(['groff', '-man', '-Tutf8', '-ww', '-z', f'-rLL={width}', path])
     assert (result.returncode, result.stderr) == (0, '')
 
 

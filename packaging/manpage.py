@@ -172,12 +172,14 @@ snapshot's manifest; with -with-config the saved config is put back; the VM is s
 ''',
     'storage create': '''
 Takes the ONTAP snapshot proxmox_snapshot_<UTC stamp> of the volume behind the storage, with
-the comment "Snapshot of Proxmox storage <id>" and -label's snapmirror_label, under the volume's
-lock (see LOCKS). In order: -min-age (a snapshot with the same label younger than that: none
-taken, exit 0); each guest's config is read; with -freeze or -pause, which guests to hold; a
-manifest of every guest with a disk, mount point or unused disk on the storage is written to
-pve-ontap-snapshot/ at the volume's root (files of guests gone are deleted); the guests are
-held; the snapshot is taken; the guests run again; -keep.
+the comment "Snapshot of Proxmox storage <id>; guests: <how many, how consistent>" and -label's
+snapmirror_label, under the volume's lock (see LOCKS). In order: -min-age (a snapshot with the
+same label younger than that: none taken, exit 0); each guest's config is read (on a PVE node
+from /etc/pve/nodes, else through the API); with -freeze or -pause, which guests to hold; one
+record, the manifest of every guest with a disk, mount point or unused disk on the storage, is
+written over the last at the volume's root (pve-ontap-snapshot.manifest.json); the guests are
+held; the snapshot is taken; the guests run again; -keep. On a node that is six requests,
+whatever the number of guests.
 
 - -freeze freezes every running VM on the storage whose guest agent can freeze, a few at a time
   per node, every node at once; -pause pauses in memory every other running VM too. None is held
@@ -192,18 +194,20 @@ held; the snapshot is taken; the guests run again; -keep.
 - A stop signal waits until every guest runs again, then the run stops, naming the snapshot if
   it was made.
 
--dry-run prints each record it would write, each hold and the snapshot, and holds nothing.
+-dry-run prints the record it would write, each hold and the snapshot, and holds nothing.
 ''',
     'storage list': '''
 Changes nothing and takes no lock. This tool's snapshots of the volume (proxmox_snapshot_*, the
 original's too), oldest first by time, not text: name, creation time (in the cluster's time
 zone), size, snapmirror label, how many guests each holds and how consistent, from its
-pve-ontap-snapshot/ (- and unknown for a snapshot made before storage create recorded its
-guests), comment.
+comment (- and unknown where the comment does not say: a snapshot of the original or of an
+earlier build), comment. Four requests, however many snapshots.
 ''',
     'storage show': '''
 Changes nothing and takes no lock: the metadata of the volume behind the storage; with
--output json ONTAP's volume record.
+-output json ONTAP's volume record. With -snapshot NAME: the snapshot and each guest its record
+names (name, node, consistency, disks on the storage, whether its manifest is signed); "not
+recorded" for a snapshot of the original.
 ''',
     'storage delete': '''
 Deletes the snapshot under the volume's lock; an unknown name is an error. A snapshot a FlexClone
@@ -310,9 +314,9 @@ The original tool's names, kept so that its snapshots stay usable:
 - images/<vmid>/vm-<vmid>-snapshot-<stamp>.<consistency>[.<identity>].manifest.json: its
   manifest, the VM's config in it (earlier builds: vm-<vmid>-snapshot-<stamp>.conf).
 - proxmox_snapshot_<stamp>: a storage snapshot, with the comment "Snapshot of Proxmox storage
-  <id>"; in it, pve-ontap-snapshot/vm-<vmid>.<consistency>.manifest.json (ct-<vmid>... for a
-  container) for each guest it holds. The live volume's pve-ontap-snapshot/ holds the last ones
-  written.
+  <id>" (this tool adds "; guests: 3 frozen, 1 running"); in it, pve-ontap-snapshot.manifest.json,
+  the manifest of each guest it holds (earlier builds: pve-ontap-snapshot/vm-<vmid>.<consistency>.manifest.json,
+  ct-<vmid>... for a container). The live volume's holds the last one written.
 - pve_ontap_capture_<stamp>_vm<vmid> and pve_ontap_capture_<stamp>_all: vm create's short-lived
   captures; pve_ontap_leftover_capture_...: one ONTAP kept busy, for a later run to delete.
 - <volume>_clone, <volume>_clone_<id>: the FlexClone of storage mount, mounted as the PVE

@@ -3713,7 +3713,20 @@ class Guests:
         try:
             ctx.pve.agent(view.vm, 'ping', safe=True)
         except ProxmoxError as exc:
-            raise Failure(f'VM {view.vmid}: the QEMU guest agent does not answer, nothing frozen: {exc}') from exc
+            raise Failure(f'VM {view.vmid}: {Guests.agent_silent(ctx, exc)}, nothing frozen: {exc}') from exc
+
+    # PVE's refusal of a privilege (pve-access-control PVE/RPCEnvironment.pm, check_full:
+    # "Permission check failed"); the guest agent takes VM.GuestAgent.* on PVE 9 and VM.Monitor
+    # on PVE 8 (qemu-server API2/Qemu/Agent.pm; VM.Monitor dropped by pve-access-control 0706945).
+    PERMISSION_REFUSED = 'Permission check failed'
+
+    @staticmethod
+    def agent_silent(ctx, exc):
+        """Why a guest agent did not answer the ping, as a phrase: PVE refused it to this user, or it does not answer."""
+        if Guests.PERMISSION_REFUSED in str(exc):
+            return (f'PVE refuses its guest agent to {ctx.pve.config.user} (grant VM.GuestAgent.Audit and '
+                    'VM.GuestAgent.FileSystemMgmt on PVE 9, VM.Monitor on PVE 8: README, Least privilege)')
+        return 'its guest agent does not answer'
 
     @staticmethod
     def thaw(ctx, view):
@@ -4144,7 +4157,7 @@ class GuestsWindow:
             try:
                 ctx.pve.agent(guest, 'ping', safe=True)
             except ProxmoxError as exc:
-                how, why, warn = ('pause' if pause else None), f'its guest agent does not answer ({exc})', True
+                how, why, warn = ('pause' if pause else None), f'{Guests.agent_silent(ctx, exc)} ({exc})', True
         if how:
             return GuestsWindow.HeldGuest(VmView(guest, config, [], [], []), how, why, warn), None
         return None, (guest, why, warn)
@@ -6198,8 +6211,8 @@ class Doctor:
     # /cluster/status needs Sys.Audit on / (pve-manager API2/Cluster.pm, get_status).
     PRIVILEGE_GROUPS = ('every command', 'vm list, vm restore', 'vm create', 'vm create -suspend',
                         'vm create -shutdown, vm restore -shutdown', 'vm create -freeze', 'vm delete, vm create -keep',
-                        'vm restore -as-new', 'vm restore -with-config', 'storage create', 'storage restore',
-                        'storage mount', 'storage unmount')
+                        'vm restore -as-new', 'vm restore -with-config', 'storage create', 'storage create -freeze',
+                        'storage create -pause', 'storage restore', 'storage mount', 'storage unmount')
 
     # The privileges PVE checks for the keys of an ordinary VM config (boot takes VM.Config.Disk), the
     # same on PVE 8 and 9 (qemu-server API2/Qemu.pm, check_vm_modify_config_perm and its $cpuoptions,
@@ -6331,6 +6344,8 @@ class Doctor:
             # Every guest's config, to record it: GET .../config needs VM.Audit on /vms/{vmid}
             # (Qemu.pm, vm_config); a guest it may not see is left out of the records.
             'storage create': [audit],
+            'storage create -freeze': [audit] + agent,
+            'storage create -pause': [audit, power] + agent,          # a VM it cannot freeze is paused
             'storage restore': [audit],                                 # seeing every guest on the storage
             'storage mount': [('/storage', ('Datastore.Allocate',), False), ('/', ('Sys.Audit',), False)],
             'storage unmount': [('/storage', ('Datastore.Allocate',), True), audit],

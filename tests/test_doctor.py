@@ -244,7 +244,8 @@ def test_a_missing_privilege_is_named_for_each_command_that_needs_it(world):
 
     assert result.code == 0     # only commands that need it are affected: warnings
     lacking = {check for check, (status, _) in lines.items() if status == 'warn'}
-    assert lacking == {'privileges for vm create -suspend', 'privileges for vm create -shutdown, vm restore -shutdown'}
+    assert lacking == {'privileges for vm create -suspend', 'privileges for vm create -shutdown, vm restore -shutdown',
+                       'privileges for storage create -pause'}
     assert lines['privileges for vm create -suspend'] == (
         'warn', (f'{SNAP_USER} lacks VM.PowerMgmt on /vms; fix: grant it if you use these commands (README, '
                 'Least privilege)'))
@@ -816,7 +817,7 @@ def test_freeze_needs_the_guest_agent_privileges_of_the_pve_release(major, names
 @pytest.mark.parametrize('major', [8, 9])
 def test_what_only_the_guest_agent_differs_in_between_pve_8_and_9(major):
     for group in tool.Doctor.PRIVILEGE_GROUPS:
-        if group != 'vm create -freeze':
+        if group not in ('vm create -freeze', 'storage create -freeze', 'storage create -pause'):
             assert tool.Doctor.required_privileges(group, major) == tool.Doctor.required_privileges(group, 17 - major)
 
 

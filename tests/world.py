@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -641,3 +642,49 @@ def write_pmxcfs_configs(pve, directory):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text('\n'.join(lines) + '\n')
     return nodes
+
+
+# The privileges of the guest agent, where PVE 8 and 9 differ for this tool. PVE 9 split
+# VM.Monitor up into VM.GuestAgent.* for the agent (qemu-server API2/Qemu/Agent.pm, commit
+# b92a40ce, 2025-07-17) and dropped VM.Monitor (pve-access-control 0706945, "privileges: drop
+# VM.Monitor", 2025-07-17); PVE 8 knows only VM.Monitor, which every agent call checks. A
+# privilege the release does not know is ignored in a role ("user config - ignore invalid
+# privilege": pve-access-control src/PVE/AccessControl.pm). fakepve checks PVE 9's schema.
+AGENT_PRIVILEGES = {8: ('VM.Monitor',), 9: ('VM.GuestAgent.Audit', 'VM.GuestAgent.FileRead',
+                                            'VM.GuestAgent.FileSystemMgmt', 'VM.GuestAgent.FileWrite',
+                                            'VM.GuestAgent.Unrestricted')}
+PVE_VERSIONS = {8: ('8.4.1', '8.4'), 9: ('9.0.10', '9.0')}
+
+
+def play_pve_release(world, major):
+    """The fake as PVE `major` (8 or 9) where the releases differ for this tool: its version, and
+    which privileges exist and which one each guest agent call checks (AGENT_PRIVILEGES)."""
+    pve = world.pve
+    pve.version, pve.release_version = PVE_VERSIONS[major]
+    unknown = set(AGENT_PRIVILEGES[17 - major])
+    grant, allowed = type(pve).grant.__get__(pve), type(pve).allowed.__get__(pve)
+
+    def grant_known(user, path, *privileges):
+        grant(user, path, *[p for p in privileges if p not in unknown])
+
+    def allowed_as_released(user, path, privilege):
+        if major == 8 and privilege in AGENT_PRIVILEGES[9]:
+            privilege = 'VM.Monitor'
+        return allowed(user, path, privilege)
+
+    pve.grant, pve.allowed = grant_known, allowed_as_released
+
+
+def readme_role(major):
+    """The privileges of the README's least-privilege role for PVE `major` (its `pveum role add`)."""
+    readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
+    return re.search(rf'# PVE {major}\b.*\npveum role add PVEOntapSnapshot -privs "([^"]+)"', readme)[1].split(',')
+
+
+def log_in_with_role(world, user, password, privileges):
+    """config.ini logs in as `user`, who holds `privileges` on / (propagated), as the README's
+    `pveum acl modify / -role` gives them."""
+    world.pve.users[user] = password
+    world.pve.grant(user, '/', *privileges)
+    world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = {user}\n'
+                               f'proxmox_pass = {password}\nproxmox_verify = {world.pve_cafile}\n')

@@ -509,6 +509,8 @@ class OntapConfig:
     verify: object = True
     svm: str = None
     snapmirror_label: str = None    # storage create's default -label
+    warn_age: int = None            # monitor's -warn and -crit for this storage, seconds
+    crit_age: int = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -712,7 +714,9 @@ class ConfigFile:
                 key=get_file(section, 'key') if cert else None,
                 verify=ConfigFile.parse_verify(get(section, 'verify', 'true', required=False), f'{path}: [{section}]'),
                 svm=get(section, 'svm', required=False),
-                snapmirror_label=ConfigFile.checked_label(get(section, 'snapmirror_label', required=False), f'{path}: [{section}]'))
+                snapmirror_label=ConfigFile.checked_label(get(section, 'snapmirror_label', required=False), f'{path}: [{section}]'),
+                warn_age=ConfigFile.checked_age(get(section, 'warn_age', required=False), f'{path}: [{section}] warn_age'),
+                crit_age=ConfigFile.checked_age(get(section, 'crit_age', required=False), f'{path}: [{section}] crit_age'))
 
         timeouts = {}
         for field in dataclasses.fields(Timeouts):
@@ -739,7 +743,7 @@ class ConfigFile:
     # The keys ConfigFile.read takes from each kind of section: any other is ignored, so doctor names it.
     PROXMOX_KEYS = ('proxmox_host', 'proxmox_user', 'proxmox_pass', 'proxmox_token_name', 'proxmox_token_value',
                     'proxmox_verify')
-    STORAGE_KEYS = ('host', 'user', 'pass', 'cert', 'key', 'verify', 'svm', 'snapmirror_label')
+    STORAGE_KEYS = ('host', 'user', 'pass', 'cert', 'key', 'verify', 'svm', 'snapmirror_label', 'warn_age', 'crit_age')
     DEFAULTS_KEYS = tuple(f'{field.name}_timeout' for field in dataclasses.fields(Timeouts)) + ('local_lock',)
 
     # A snapmirror label: up to 31 characters (FSx for ONTAP's API reference, SnapmirrorLabel in
@@ -753,6 +757,16 @@ class ConfigFile:
             raise ConfigError(
                 f'{where} snapmirror_label = {label}: no snapmirror label (1 to 31 characters, no blanks)')
         return label
+
+    @staticmethod
+    def checked_age(text, where):
+        """warn_age or crit_age of a storage's section (monitor's -warn, -crit) as seconds; None stays None."""
+        if text is None:
+            return None
+        seconds = Arg.parse_duration(text.strip())
+        if not seconds:
+            raise ConfigError(f'{where} = {text}: no duration (like 26h, 2d, 90m)')
+        return seconds
 
     @staticmethod
     def section_gaps(section, keys):
@@ -3079,11 +3093,11 @@ class PrivateFiles:
             os.close(descriptor)
 
     @staticmethod
-    def open_in(directory, name, flags, path):
-        """os.open of `name` in the checked directory (a descriptor), never through a link, mode 600
-        if made; a Failure unless it is a plain file of the running user's. `path`: for messages."""
+    def open_in(directory, name, flags, path, mode=0o600):
+        """os.open of `name` in the checked directory (a descriptor), never through a link, `mode` if
+        made; a Failure unless it is a plain file of the running user's. `path`: for messages."""
         try:
-            descriptor = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=directory)
+            descriptor = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=directory)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.EEXIST):
                 raise
@@ -3108,13 +3122,14 @@ class PrivateFiles:
             return handle.read()
 
     @staticmethod
-    def write_text(directory, name, text):
-        """Replace the file `name` in `directory` (a path) whole: a new file of its own (O_EXCL), then
-        renamed over it — atomic on a local disk and on pmxcfs alike."""
+    def write_text(directory, name, text, mode=0o600):
+        """Replace the file `name` in `directory` (a path) whole: a new file of its own (O_EXCL, `mode`),
+        then renamed over it — atomic on a local disk and on pmxcfs alike."""
         with PrivateFiles.checked_directory(directory, 'directory', 'see README, Security', make=False) as parent:
             temporary = f'.{name}.{os.getpid()}.{os.urandom(4).hex()}'
             descriptor = PrivateFiles.open_in(parent, temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                                              os.path.join(directory, name))
+                                              os.path.join(directory, name), mode)
+            os.fchmod(descriptor, mode)     # whatever the umask took away
             with open(descriptor, 'w', encoding='utf-8') as handle:
                 handle.write(text)
             os.replace(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
@@ -3457,6 +3472,99 @@ class Holder:
     def in_use(what, record, lock):
         return Failure(f'{what} is in use by another pve-ontap-snapshot run ({Holder.describe(record)}, lock {lock}): '
                        'try again later or wait with -wait SECONDS')
+
+
+class RunRecords:
+    """How each run that changes something ended, kept where monitor reads it from any node:
+    beside the lock records in pmxcfs on a PVE node (Locks.CLUSTER_RECORD_DIR), else in this
+    node's lock directory. One file per command and subject, `storage-create@ONTAP01.run`: JSON
+    of its last run, last success and last failure. A record that cannot be written is a
+    warning: it never fails the run it tells of."""
+
+    SUFFIX = '.run'
+    # The commands that change something; a dry run changes nothing and records nothing.
+    COMMANDS = ('vm create', 'vm delete', 'vm restore', 'storage create', 'storage delete', 'storage restore',
+                'storage mount', 'storage unmount')
+
+    @staticmethod
+    def directory():
+        if os.path.isdir(Node.CLUSTER_DIR):
+            return os.path.join(Node.CLUSTER_DIR, Locks.CLUSTER_RECORD_DIR)
+        return Locks.node_dir()
+
+    @staticmethod
+    def subject(args):
+        """What a run was about, as its command line names it: a storage, `all`, or VM ids."""
+        if getattr(args, 'all', False):
+            return 'all' + (',node-local' if getattr(args, 'node_local', False) else '')
+        if getattr(args, 'vm', None):
+            return ','.join(str(vmid) for vmid in dict.fromkeys(args.vm if isinstance(args.vm, list) else [args.vm]))
+        return args.storage
+
+    @staticmethod
+    def file_name(command, subject):
+        return '-'.join(command.split()) + '@' + urllib.parse.quote(subject, safe=',') + RunRecords.SUFFIX
+
+    @staticmethod
+    def record(command, subject, started, failure):
+        """Note the end of a run: `failure` the Failure it ended with, or None."""
+        ended = time.time()
+        directory, name = RunRecords.directory(), RunRecords.file_name(command, subject)
+        run = {'ended': ended, 'seconds': round(ended - started, 3), 'node': Holder.this_node(),
+               'outcome': 'failed' if failure else 'done', 'message': str(failure) if failure else None}
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            previous = RunRecords.parse(PrivateFiles.read_text(directory, name)) or {}
+            record = {'command': command, 'subject': subject, 'last': run,
+                      'last_success': previous.get('last_success'), 'last_failure': previous.get('last_failure'),
+                      'last_' + ('failure' if failure else 'success'): run}
+            PrivateFiles.write_text(directory, name, json.dumps(record, sort_keys=True) + '\n')
+        except (OSError, Failure) as exc:
+            log.warning('how this run ended is not recorded in %s: %s', directory, getattr(exc, 'strerror', None) or exc)
+
+    @staticmethod
+    def report(args, command, started, exc):
+        """Record how the run ended (`exc` what stopped it, or None) and, with -textfile, write the runs' metrics."""
+        failure = exc if isinstance(exc, Failure) else Failure(str(exc) or 'interrupted') if exc else None
+        RunRecords.record(command, RunRecords.subject(args), started, failure)
+        if args.textfile:
+            try:
+                Metrics.write(args.textfile, Metrics.RUNS_FILE, Metrics.runs_text(RunRecords.read_all()))
+            except (OSError, Failure) as error:
+                log.warning('the metrics are not written to %s: %s', args.textfile,
+                            getattr(error, 'strerror', None) or error)
+
+    @staticmethod
+    def parse(text):
+        """A run record's JSON object, or None for a text that is none (empty, or changed by hand)."""
+        try:
+            record = json.loads(text) if text else None
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) and isinstance(record.get('last'), dict) else None
+
+    @staticmethod
+    def read_all():
+        """Every run record there is, by file name; one that cannot be read is a warning."""
+        directory = RunRecords.directory()
+        try:
+            names = sorted(name for name in os.listdir(directory) if name.endswith(RunRecords.SUFFIX))
+        except OSError:
+            return []
+        records = []
+        for name in names:
+            try:
+                record = RunRecords.parse(PrivateFiles.read_text(directory, name))
+            except (OSError, Failure) as exc:
+                record, why = None, getattr(exc, 'strerror', None) or exc
+            else:
+                why = 'it is no run record'
+            if record is None:
+                log.warning('run record %s cannot be read: %s', os.path.join(directory, name), why)
+                continue
+            records.append(record)
+        return records
+
 
 
 class Parallel:
@@ -6179,6 +6287,272 @@ class StorageMount:
                 log.info('ONTAP %s: FlexClone %s deleted', parent_volume.ontap.host, volume.name)
         STOP.check(f'storage {args.storage} unmounted first')
 
+class Metrics:
+    """What node_exporter's textfile collector reads: Prometheus' text format (prometheus.io, "Text-
+    based format" 0.0.4; names and units as its naming conventions ask). Two files, each rewritten
+    whole (a temporary file, then renamed) from what its writer knows: `pve_ontap_snapshot.prom`
+    by monitor (the snapshots), `pve_ontap_snapshot_runs.prom` by monitor and by every run that
+    changes something (how each command ended), so that neither loses the other's."""
+
+    SNAPSHOTS_FILE = 'pve_ontap_snapshot.prom'
+    RUNS_FILE = 'pve_ontap_snapshot_runs.prom'
+    PREFIX = 'pve_ontap_snapshot_'
+    STATES = {'OK': 0, 'WARNING': 1, 'CRITICAL': 2, 'UNKNOWN': 3}
+
+    @staticmethod
+    def escape(value):
+        """A label value as the text format escapes it: backslash, double quote, newline."""
+        return str(value).replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n')
+
+    @staticmethod
+    def family(name, kind, help_text, samples):
+        """The lines of one metric family: # HELP, # TYPE, then `name{labels} value` per ({labels}, value)."""
+        lines = [f'# HELP {Metrics.PREFIX}{name} {help_text}', f'# TYPE {Metrics.PREFIX}{name} {kind}']
+        for labels, value in samples:
+            inside = ','.join(f'{key}="{Metrics.escape(label)}"' for key, label in labels.items())
+            number = int(value) if float(value).is_integer() else float(value)   # every digit of a time kept
+            lines.append(f'{Metrics.PREFIX}{name}{{{inside}}} {number}')
+        return lines
+
+    @staticmethod
+    def snapshots_text(items):
+        """The snapshot metrics of monitor's items (Monitor.check_*)."""
+        storages = [i for i in items if i['kind'] == 'storage' and i['state'] != 'UNKNOWN']
+        vms = [i for i in items if i['kind'] == 'vm' and i['state'] != 'UNKNOWN']
+
+        def storage_labels(item):
+            return {'storage': item['name'], 'label': item.get('label') or ''}
+        lines = Metrics.family('storage_newest_snapshot_timestamp_seconds', 'gauge',
+                               'When the newest storage snapshot (with this snapmirror label) was created.',
+                               [(storage_labels(i), i['newest_time']) for i in storages if i['newest_time']])
+        lines += Metrics.family('storage_snapshots', 'gauge', 'How many storage snapshots (with this label) there are.',
+                                [(storage_labels(i), i['count']) for i in storages])
+        lines += Metrics.family('vm_newest_snapshot_timestamp_seconds', 'gauge',
+                                "When the VM's newest complete snapshot was taken.",
+                                [({'vmid': i['name']}, i['newest_time']) for i in vms if i['newest_time']])
+        lines += Metrics.family('vm_snapshots', 'gauge', "How many snapshots of the VM there are.",
+                                [({'vmid': i['name']}, i['count']) for i in vms])
+        lines += Metrics.family('check_state', 'gauge', "monitor's verdict: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+                                [({'kind': i['kind'], 'name': i['name'], 'label': i.get('label') or ''},
+                                  Metrics.STATES[i['state']]) for i in items if i['kind'] != 'run'])
+        return '\n'.join(lines) + '\n'
+
+    @staticmethod
+    def runs_text(records):
+        """The metrics of the run records (RunRecords.read_all)."""
+        def labels(record):
+            return {'command': record['command'], 'subject': record['subject']}
+        lines = Metrics.family('run_last_success_timestamp_seconds', 'gauge', 'When the last run that succeeded ended.',
+                               [(labels(r), r['last_success']['ended']) for r in records if r.get('last_success')])
+        lines += Metrics.family('run_last_failure_timestamp_seconds', 'gauge', 'When the last run that failed ended.',
+                                [(labels(r), r['last_failure']['ended']) for r in records if r.get('last_failure')])
+        lines += Metrics.family('run_duration_seconds', 'gauge', 'How long the last run took.',
+                                [(labels(r), r['last']['seconds']) for r in records])
+        lines += Metrics.family('run_succeeded', 'gauge', 'Whether the last run succeeded (1) or failed (0).',
+                                [(labels(r), int(r['last']['outcome'] == 'done')) for r in records])
+        return '\n'.join(lines) + '\n'
+
+    @staticmethod
+    def write(directory, name, text):
+        """Write a metrics file whole, readable by node_exporter's user (mode 644)."""
+        PrivateFiles.write_text(directory, name, text, mode=0o644)
+
+
+class Monitor:
+    """monitor: whether the snapshots one counts on exist and are fresh, as monitoring systems read
+    it (the Nagios plugin convention: the first line OK, WARNING, CRITICAL or UNKNOWN, exit 0 to 3,
+    as sanoid's --monitor-snapshots). Read-only, no lock: one snapshot listing per volume, one
+    listing per VM directory. An item that cannot be checked is UNKNOWN; the verdict is the worst
+    item's, CRITICAL before UNKNOWN before WARNING (an item not checked may hide a problem)."""
+
+    WARN, CRIT = 26 * 3600, 50 * 3600     # a nightly schedule: a day and a margin, two days and a margin
+    SEVERITY = ('OK', 'WARNING', 'UNKNOWN', 'CRITICAL')
+    CAPTURE_AGE = 3600      # a capture older than this was left by a run that died
+
+    @staticmethod
+    def age_phrase(seconds):
+        """`3d 2h`, `5h 10m`, `42m`, `10s` of a number of seconds."""
+        seconds = max(0, int(seconds))
+        for unit, size, small, small_size in (('d', 86400, 'h', 3600), ('h', 3600, 'm', 60), ('m', 60, 's', 1)):
+            if seconds >= size:
+                rest = (seconds % size) // small_size
+                return f'{seconds // size}{unit}' + (f' {rest}{small}' if rest else '')
+        return f'{seconds}s'
+
+    @staticmethod
+    def verdict(age, warn, crit):
+        if age is None or age > crit:
+            return 'CRITICAL'
+        return 'WARNING' if age > warn else 'OK'
+
+    @staticmethod
+    def bounds(ctx, storage, warn, crit):
+        """(warn, crit) seconds for a storage: -warn/-crit, else its config.ini section's, else the defaults."""
+        section = ctx.config.storages.get(storage)
+        return (Arg.parse_duration(warn) if warn else (section and section.warn_age) or Monitor.WARN,
+                Arg.parse_duration(crit) if crit else (section and section.crit_age) or Monitor.CRIT)
+
+    @staticmethod
+    def check_storage(ctx, storage, label, bounds, now):
+        """The items of one storage: its newest snapshot (with `label`), and its leftover captures."""
+        item = {'kind': 'storage', 'name': storage, 'label': label, 'newest': None, 'newest_time': None,
+                'count': 0, 'age_seconds': None}
+        try:
+            volume = ctx.volume(storage)
+            found = volume.snapshots(f'{Names.STORAGE_SNAPSHOT_PREFIX}*|{Names.CAPTURE_PREFIX}*|{Names.LEFTOVER_PREFIX}*')
+        except Failure as exc:
+            return [dict(item, state='UNKNOWN', finding=f'not checked: {exc}')]
+        ours = [s for s in found if s['name'].startswith(Names.STORAGE_SNAPSHOT_PREFIX)
+                and (label is None or s.get('snapmirror_label') == label)]
+        newest = Volume.newest_snapshot(ours, label) if label is not None else (ours[-1] if ours else None)
+        items = []
+        if newest is not None:
+            when = Ontap.parse_time(newest.get('create_time'))
+            if when is not None:
+                item.update(newest=newest['name'], newest_time=when.timestamp(), age_seconds=now - when.timestamp())
+        item['count'] = len(ours)
+        state = Monitor.verdict(item['age_seconds'], *bounds)
+        if newest is None:
+            finding = 'no snapshot' + (f' with label {label}' if label else '')
+        else:
+            finding = (f'{newest["name"]} {Monitor.age_phrase(item["age_seconds"] or 0)} old (warn '
+                       f'{Monitor.age_phrase(bounds[0])}, crit {Monitor.age_phrase(bounds[1])}), {len(ours)} snapshot(s)')
+        items.append(dict(item, state=state, finding=finding))
+        for snapshot in found:
+            when = Ontap.parse_time(snapshot.get('create_time'))
+            old = when is not None and now - when.timestamp() > Monitor.CAPTURE_AGE
+            if snapshot['name'].startswith(Names.LEFTOVER_PREFIX) or (
+                    snapshot['name'].startswith(Names.CAPTURE_PREFIX) and old):
+                items.append({'kind': 'capture', 'name': storage, 'label': None, 'newest': snapshot['name'],
+                              'newest_time': when and when.timestamp(), 'count': 1, 'age_seconds': None,
+                              'state': 'WARNING', 'finding': f'capture snapshot {snapshot["name"]} left since '
+                              f'{snapshot.get("create_time")}: the next vm create on the volume deletes it, or doctor -try'})
+        return items
+
+    @staticmethod
+    def check_vm(ctx, vmid, view, bounds, now):
+        """The items of one VM (a VmView, or the Failure that kept it from being gathered): its newest
+        complete snapshot of this VM, and its incomplete ones and manifests whose name cannot be read."""
+        item = {'kind': 'vm', 'name': vmid, 'label': None, 'newest': None, 'newest_time': None, 'count': 0,
+                'age_seconds': None}
+        if not isinstance(view, VmView):
+            return [dict(item, name=vmid, state='UNKNOWN', finding=f'not checked: {view}')]
+        try:
+            sets = VmView.gather_snapshots(ctx, view)
+        except Failure as exc:
+            return [dict(item, state='UNKNOWN', finding=f'not checked: {exc}')]
+        ours = {stamp: files for stamp, files in sets.items() if files[0].kind == 'snapshot'
+                and Identity.same_vm(Identity.of_files(files), view.identity) is not False}
+        complete = [stamp for stamp, files in sorted(ours.items()) if not VmSnapshots.missing_disks(view.disks, files)]
+        items = []
+        if complete:
+            when = datetime.datetime.strptime(complete[-1], Names.STAMP_FORMAT).replace(tzinfo=datetime.UTC).timestamp()
+            item.update(newest=complete[-1], newest_time=when, age_seconds=now - when)
+        item['count'] = len(ours)
+        bounds = bounds(view.storages)
+        finding = (f'{complete[-1]} {Monitor.age_phrase(item["age_seconds"])} old (warn {Monitor.age_phrase(bounds[0])}, '
+                   f'crit {Monitor.age_phrase(bounds[1])}), {len(ours)} snapshot(s)') if complete else (
+                   'no complete snapshot' + (f' ({len(ours)} incomplete)' if ours else ''))
+        items.append(dict(item, state=Monitor.verdict(item['age_seconds'], *bounds), finding=finding))
+        for stamp, files in sorted(ours.items()):
+            missing = VmSnapshots.missing_disks(view.disks, files)
+            unreadable = [f.path for f in files if f.is_record and f.ext != '.conf' and not f.size]
+            problems = ([f'incomplete (lacks {", ".join(d.key for d in missing)})'] if missing else []) + (
+                [f'its manifest {path} is empty' for path in unreadable])
+            if problems:
+                items.append(dict(item, kind='vm snapshot', newest=stamp, state='WARNING',
+                                  finding=f'snapshot {stamp}: {"; ".join(problems)}'))
+        return items
+
+    @staticmethod
+    def check_runs(records):
+        """A WARNING for each command whose last run failed (after its last success, if any)."""
+        items = []
+        for record in records:
+            if record['last'].get('outcome') != 'done':
+                when = datetime.datetime.fromtimestamp(record['last']['ended'], datetime.UTC).strftime(Names.STAMP_FORMAT)
+                items.append({'kind': 'run', 'name': f'{record["command"]} {record["subject"]}', 'label': None,
+                              'newest': None, 'newest_time': record['last']['ended'], 'count': 0, 'age_seconds': None,
+                              'state': 'WARNING', 'finding': f'failed at {when} on node {record["last"].get("node")}: '
+                              f'{record["last"].get("message")}'})
+        return items
+
+    @staticmethod
+    def label_of(item):
+        names = {'storage': f'storage {item["name"]}' + (f' (label {item["label"]})' if item.get('label') else ''),
+                 'capture': f'storage {item["name"]}', 'vm': f'VM {item["name"]}', 'vm snapshot': f'VM {item["name"]}',
+                 'run': item['name']}
+        return names[item['kind']]
+
+    @staticmethod
+    def text(items):
+        """The first line (the verdict and its worst items), then one line per item."""
+        worst = max((item['state'] for item in items), key=Monitor.SEVERITY.index, default='OK')
+        named = [item for item in items if item['state'] == worst]
+        if worst == 'OK':
+            head = (f'OK: {sum(i["kind"] == "storage" for i in items)} storage(s) and '
+                    f'{sum(i["kind"] == "vm" for i in items)} VM(s) fresh')
+        else:
+            head = f'{worst}: ' + '; '.join(f'{Monitor.label_of(i)}: {i["finding"]}' for i in named[:3]) + (
+                f'; and {len(named) - 3} more' if len(named) > 3 else '')
+        lines = [head] + [f'{item["state"]:<9} {Monitor.label_of(item)}: {item["finding"]}' for item in items]
+        return worst, '\n'.join(Output.printable(line) for line in lines)
+
+    @staticmethod
+    def command(ctx, args):
+        now = time.time()
+        storages = list(dict.fromkeys(args.storage)) if args.storage else sorted(ctx.config.storages)
+        unknown = [s for s in storages if s not in ctx.config.storages]
+        if unknown:
+            raise ConfigError(f'{ctx.config.path} has no section [{unknown[0]}]: monitor checks configured storages')
+        items = []
+        for storage in storages:
+            items += Monitor.check_storage(ctx, storage, args.label, Monitor.bounds(ctx, storage, args.warn, args.crit), now)
+        if args.vm or args.all:
+            def vm_bounds(used):
+                chosen = [Monitor.bounds(ctx, storage, args.warn, args.crit) for storage in used] or [
+                    Monitor.bounds(ctx, None, args.warn, args.crit)]
+                return min(b[0] for b in chosen), min(b[1] for b in chosen)
+            for vmid, view in Monitor.gather_vms(ctx, args.vm or None):
+                items += Monitor.check_vm(ctx, vmid, view, vm_bounds, now)
+        records = RunRecords.read_all()
+        items += Monitor.check_runs(records)
+        worst, text = Monitor.text(items)
+        if args.textfile:
+            Metrics.write(args.textfile, Metrics.SNAPSHOTS_FILE, Metrics.snapshots_text(items))
+            Metrics.write(args.textfile, Metrics.RUNS_FILE, Metrics.runs_text(records))
+        ctx.emit(items, text)
+        return Metrics.STATES[worst]
+
+    @staticmethod
+    def gather_vms(ctx, vmids):
+        """[(vmid, VmView or Failure)] of the -vm ids, or (None) of every VM but a template with a disk
+        on a configured storage; the configs read from pmxcfs on a node (Node.guest_configs), else
+        through the API, REQUESTS_AT_ONCE at a time."""
+        vms = ctx.pve.vms()
+        if vmids is None:
+            chosen = {vmid: vm for vmid, vm in vms.items() if not vm.get('template')}
+        else:
+            chosen = {vmid: vms[vmid] for vmid in dict.fromkeys(vmids) if vmid in vms}
+        configs, _, others = Node.guest_configs(chosen)
+        read, unread = ctx.pve.guest_configs(others)
+        configs.update(read)
+        failed = {guest['vmid']: exc for guest, exc in unread}
+        gathered = []
+        for vmid in (list(dict.fromkeys(vmids)) if vmids is not None else sorted(chosen)):
+            if vmid not in chosen:
+                gathered.append((vmid, NotFound(f'VM {vmid} does not exist')))
+            elif vmid in failed:
+                gathered.append((vmid, failed[vmid]))
+            elif vmids is not None or any(d.storage in ctx.config.storages and d.path
+                                          for d in Guest.vm_disks(configs[vmid])):
+                try:
+                    gathered.append((vmid, VmView.gather(ctx, vmid, vms, configs[vmid])))
+                except Failure as exc:
+                    gathered.append((vmid, exc))
+        return gathered
+
+
 # ---- 10. doctor ------------------------------------------------------------------------------
 # The setup checked before the first snapshot, and again when something fails: one chapter, one
 # class. Each check_* makes its lines (ok, warn or fail, what was found and the fix) through the
@@ -7456,6 +7830,12 @@ class Arg:
         parser.add_argument('-vm', '--vm', required=True, type=Arg.vm_id, metavar='ID', help='the VM id')
 
     @staticmethod
+    def add_textfile(parser, what):
+        parser.add_argument('-textfile', '--textfile', metavar='DIR',
+                            help=f"write to DIR, for node_exporter's textfile collector, {what}"
+                            ).completer = complete_files
+
+    @staticmethod
     def add_keep(parser, what):
         parser.add_argument('-keep', '--keep', type=Arg.keep_count, metavar='N',
                             help=f'after a successful create, delete the oldest {what} beyond the newest N')
@@ -7525,7 +7905,7 @@ def build_parser():
     parser.add_argument('-version', '--version', action=ShowVersion, help='print the version and exit')
     common = CommandLine(add_help=False, allow_abbrev=False)
     Arg.add_global(common, suppress=True)
-    contexts = parser.add_subparsers(dest='context', metavar='{vm,storage,doctor}', required=True)
+    contexts = parser.add_subparsers(dest='context', metavar='{vm,storage,monitor,doctor}', required=True)
     parser.set_defaults(reads_own_config=False)
 
     def leaf(group, name, func, help_text, examples):
@@ -7533,6 +7913,9 @@ def build_parser():
                                epilog='examples:\n' + '\n'.join(f'  pve-ontap-snapshot {e}' for e in examples),
                                formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.set_defaults(func=func)
+        if sub.prog.split(' ', 1)[1] in RunRecords.COMMANDS:
+            Arg.add_textfile(sub, 'at its end, failed or not, how each command that changes something last ended '
+                                  f'({Metrics.RUNS_FILE})')
         return sub
 
     vm = contexts.add_parser('vm', help='VM snapshots as ONTAP file clones', allow_abbrev=False)
@@ -7677,6 +8060,28 @@ def build_parser():
                          help='remove it even while guests have disks on it, or a node that is down keeps them '
                               'from being checked')
 
+    monitor = leaf(contexts, 'monitor', Monitor.command,
+                   'check that the snapshots one counts on exist and are fresh: OK, WARNING, CRITICAL or UNKNOWN, '
+                   'exit 0 to 3, as monitoring systems read it',
+                   ['monitor', 'monitor -storage ONTAP01 -label daily -warn 26h -crit 50h', 'monitor -all',
+                    '-loglevel warn monitor -all -textfile /var/lib/prometheus/node-exporter'])
+    monitor.add_argument('-storage', '--storage', action='extend', nargs='+', type=Arg.storage_name, metavar='ID',
+                         help='the storages whose newest snapshot to check (default: every one of config.ini)'
+                         ).completer = complete_storage
+    monitor.add_argument('-label', '--label', type=Arg.snapmirror_label, metavar='NAME',
+                         help="count only storage snapshots with this snapmirror_label")
+    vms = monitor.add_mutually_exclusive_group()
+    vms.add_argument('-vm', '--vm', action='extend', nargs='+', type=Arg.vm_id, metavar='ID',
+                     help="also each of these VMs' newest complete snapshot")
+    vms.add_argument('-all', '--all', action='store_true',
+                     help="also the newest complete snapshot of every VM with a disk on a storage of config.ini")
+    monitor.add_argument('-warn', '--warn', type=Arg.duration, metavar='AGE',
+                         help="WARNING when the newest is older than this (90m, 26h, 2d; default: the storage's "
+                              'warn_age in config.ini, else 26h)')
+    monitor.add_argument('-crit', '--crit', type=Arg.duration, metavar='AGE',
+                         help="CRITICAL when older than this, or when there is none (default: crit_age, else 50h)")
+    Arg.add_textfile(monitor, f'{Metrics.SNAPSHOTS_FILE} (the snapshots) and {Metrics.RUNS_FILE} (how each '
+                              'command that changes something last ended)')
     doctor = leaf(contexts, 'doctor', Doctor.command,
                   'check config.ini, PVE, each ONTAP cluster and each storage: ok, warn or fail, and the fix',
                   ['doctor', 'doctor -storage ONTAP01 -try', '-output json doctor'])
@@ -7782,28 +8187,47 @@ def main(argv=None):
         else:
             argcomplete.safe_actions += (StoreOnce,)
         argcomplete.autocomplete(parser, default_completer=complete_nothing)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code == 2 and 'monitor' in (sys.argv[1:] if argv is None else argv):
+            print('UNKNOWN: the command line is not understood (see the error above)')
+            return 3    # a monitoring system reads exit 3, not argparse's 2
+        raise
     setup_logging(args.loglevel)
     if args.dry_run and log.level == logging.INFO:
         log.setLevel(logging.WARNING)   # "... created" would be untrue: the would-lines say it all
     STOP.pending = STOP.lost = None
     previous = {signum: signal.signal(signum, STOP.handle) for signum in STOP.SIGNALS}
+    command = f'{args.context} {getattr(args, "command", "")}'.strip()
+    recorded = command in RunRecords.COMMANDS and not args.dry_run
+    started, status = time.time(), 0
     try:
-        Http.load_libraries()
-        if args.reads_own_config:
-            args.func(args)     # doctor: each problem of config.ini is one of its checks
-        else:
-            path = ConfigFile.find(args.config)
-            if path == ConfigFile.SEARCH_PATH[0]:
-                log.info('config: %s, found in the current directory', os.path.abspath(path))
-            ctx = Context(ConfigFile.read(path), output=args.output, dry_run=args.dry_run, wait=args.wait,
-                          local_lock=args.local_lock, command=' '.join(sys.argv[1:] if argv is None else argv))
-            args.func(ctx, args)
-        STOP.check()
+        try:
+            Http.load_libraries()
+            if args.reads_own_config:
+                args.func(args)     # doctor: each problem of config.ini is one of its checks
+            else:
+                path = ConfigFile.find(args.config)
+                if path == ConfigFile.SEARCH_PATH[0]:
+                    log.info('config: %s, found in the current directory', os.path.abspath(path))
+                ctx = Context(ConfigFile.read(path), output=args.output, dry_run=args.dry_run, wait=args.wait,
+                              local_lock=args.local_lock, command=' '.join(sys.argv[1:] if argv is None else argv))
+                status = args.func(ctx, args) or 0     # monitor's verdict
+            STOP.check()
+        except (Failure, Terminated, KeyboardInterrupt) as exc:
+            if recorded:
+                RunRecords.report(args, command, started, exc)
+            raise
+        if recorded:
+            RunRecords.report(args, command, started, None)
         sys.stdout.flush()
     except Failure as exc:
         log.debug('traceback', exc_info=True)
         log.error('%s', exc)
+        if command == 'monitor':
+            print(Output.printable(f'UNKNOWN: {exc}'))
+            return 3
         return exc.exit_code
     except KeyboardInterrupt:
         log.error('interrupted')
@@ -7818,7 +8242,8 @@ def main(argv=None):
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return 0
+    return status
+
 
 if __name__ == '__main__':
     sys.exit(main())

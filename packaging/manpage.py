@@ -247,6 +247,24 @@ deleted; the snapshot stays. What a mount or unmount left half-way is cleaned up
 whose FlexClone is gone is removed, a FlexClone whose storage is gone is deleted. -dry-run
 prints each step.
 ''',
+    'monitor': '''
+Changes nothing and takes no lock: whether the snapshots one counts on exist and are fresh, as
+monitoring systems read it (the Nagios plugin convention). For each storage of config.ini (or
+each -storage) its newest storage snapshot (with -label, the newest with that snapmirror label);
+with -vm or -all, each VM's newest complete snapshot of this VM. An item older than -warn (else
+the storage's warn_age in config.ini, else 26h) is WARNING, older than -crit (crit_age, 50h) or
+missing CRITICAL; an incomplete VM snapshot, an empty manifest, a capture snapshot left behind
+and a command whose last run failed (see RUNS) are WARNING; an item that cannot be checked (a
+cluster unreachable) is UNKNOWN. The first line is OK, WARNING, CRITICAL or UNKNOWN and names
+the worst items (CRITICAL before UNKNOWN before WARNING); one line per item follows; exit 0, 1, 2
+or 3, and 3 (UNKNOWN) for a command line or config.ini it cannot use. One snapshot listing per
+volume, one listing per VM directory; VM configs from /etc/pve on a node.
+
+-textfile DIR writes, for node_exporter's textfile collector, pve_ontap_snapshot.prom (per
+storage and label the newest snapshot's time and the count, per VM the newest complete snapshot's
+time, each item's state) and pve_ontap_snapshot_runs.prom (see RUNS), each whole (a temporary
+file renamed), mode 644, into a directory that must be root's and writable by nobody else.
+''',
     'doctor': '''
 Checks, in order: config.ini (where, owner and mode, every section, unknown keys); PVE (its
 certificate, the login, release, quorum, nodes, the privileges of each command group); the
@@ -292,6 +310,16 @@ failed: the job is followed for another job_timeout, or the jobs of the same cal
 result read back (does the clone, the snapshot, the VM exist?). Only what is known done is
 rolled back; nothing is deleted, overwritten or started over what may still change, and the
 error names what stays unknown, its job, and what to check (job show -id <uuid> on the cluster).
+'''),
+    ('RUNS', '''
+Every command that changes something (vm create, delete, restore; storage create, delete,
+restore, mount, unmount), but not a dry run, records how it ended: its last run, last success
+and last failure (when, how long, on which node, the error), in
+/etc/pve/priv/pve-ontap-snapshot/<command>@<subject>.run on a PVE node (so every node's monitor
+reads it), else in the lock directory. monitor warns of a command whose last run failed. With
+-textfile DIR such a command writes pve_ontap_snapshot_runs.prom at its end, failed or not:
+per command and subject the last success, the last failure, the last duration and whether the
+last run succeeded.
 '''),
     ('CONFIGURATION', '''
 config.ini: a [proxmox] section (proxmox_host, optionally :port; proxmox_user; proxmox_pass, or

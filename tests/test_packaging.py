@@ -76,7 +76,7 @@ def test_the_man_page_names_every_command_option_and_example_of_help_and_the_ver
 
     assert f'"pve-ontap-snapshot {PROJECT["version"]}"' in text.splitlines()[1]
     commands = list(leaf_commands(tool.build_parser()))
-    assert len(commands) == 12
+    assert len(commands) == 13
     for words, command in commands:
         assert f'.SS "{words}"' in text
         section = text.split(f'.SS "{words}"')[1].split('.SS ')[0]
@@ -98,7 +98,7 @@ def test_the_man_page_says_what_help_cannot():
     text = man_text(manpage.manpage(tool))
     sections = re.findall(r'^\.SH (.+)$', text, re.MULTILINE)
 
-    assert sections[sections.index('COMMANDS') + 1:] == ['LOCKS', 'UNCLEAR ANSWERS', 'CONFIGURATION', 'NAMES ON THE STORAGE',
+    assert sections[sections.index('COMMANDS') + 1:] == ['LOCKS', 'UNCLEAR ANSWERS', 'RUNS', 'CONFIGURATION', 'NAMES ON THE STORAGE',
                                                          'EXIT STATUS', 'ENVIRONMENT', 'SECURITY', 'FILES', 'SEE ALSO']
     assert set(manpage.BEHAVIOUR) == {words for words, _ in leaf_commands(tool.build_parser())}
     restore = text.split('.SS "vm restore"')[1].split('.SS ')[0]

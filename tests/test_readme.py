@@ -25,6 +25,10 @@ EXPECTED = {
     'vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000 -shutdown': (2, 'not asking without a terminal'),
     'storage restore -storage ONTAP01 -snapshot proxmox_snapshot_2024-03-13_14:42:47+0000':
         (1, 'VM 100 running on it'),
+    # the sandbox has no snapshot of ONTAP02, none with label daily, and VM snapshots of 2024
+    'monitor': (2, ''),
+    'monitor -storage ONTAP01 -label daily -warn 26h -crit 50h': (2, ''),
+    'monitor -all -textfile .': (2, ''),
 }
 
 
@@ -50,7 +54,8 @@ def clock(monkeypatch):
     monkeypatch.setattr(tool.Names, 'utc_stamp', lambda now=None: real(now or next(ticks)))
 
 
-def test_every_readme_example_runs_in_the_sandbox_world(world, clock):
+def test_every_readme_example_runs_in_the_sandbox_world(world, clock, monkeypatch):
+    monkeypatch.chdir(world.dir)     # as in the sandbox's directory (monitor -textfile . writes there)
     seed_history(world)
     assert len(examples([README])) >= 15
     for line in examples():

@@ -9,8 +9,10 @@ ONTAP can do better underneath it, and this tool asks it to:
                    extra space, raw or qcow2): a VM snapshot, named by its UTC stamp,
                    with a manifest, the VM's config in it, saved beside the clones.
                    Optionally pause, freeze, suspend or shut down the guest for it.
-  vm list          list a VM's snapshots, and how consistent each is.
+  vm list          list a VM's snapshots, and how consistent each is, which are held.
   vm delete        delete one of them.
+  vm hold          hold one, as zfs hold: -keep never counts or deletes it, vm delete
+                   refuses it without -force; vm release lets it go again.
   vm restore       put a VM's disks (-with-config: and its config) back to a VM snapshot,
                    or to their state in a storage snapshot, leaving every other VM alone;
                    -as-new NEWID: a new VM from one, also of a VM destroyed since.
@@ -89,12 +91,14 @@ import urllib.parse
 #                      its files, snapshots, clones)
 #  6. Proxmox          Pve (the API: guests, configs, power, tasks, storage.cfg) and Node (this node)
 #  7. Pure logic       Guest (a config as PVE writes it), Identity, Qcow2, Consistency, RestoreRules
-#                      (what a restore may put back), Manifest, VmSnapshots (-keep), Output
+#                      (what a restore may put back), Manifest, Hold (what a held VM snapshot's hold says),
+#                      VmSnapshots (-keep), Output
 #  8. Run              Context (what a run shares), PrivateFiles, Locks, VolumeLock, Holder, Parallel
 #     infrastructure   (the one helper for parallel work), Clones, and the guest windows: Guests,
 #                      VmWindow (vm create, vm restore), GuestsWindow (storage create)
 #  9. Commands         one class per command, its entry command(ctx, args):
-#                      vm: VmCreate (+ Captures), VmList, VmDelete, VmRestore (+ NewVm: -as-new)
+#                      vm: VmCreate (+ Captures), VmList, VmDelete, VmHold (hold, release), VmRestore
+#                      (+ NewVm: -as-new)
 #                      storage: StorageCreate, StorageView (list, show, delete), StorageRestore,
 #                      StorageMount (mount, unmount)
 #                      Containers (a `ct` tree) get Ct* classes beside the Vm* ones, sharing Guest,
@@ -114,7 +118,9 @@ import urllib.parse
 #   manifest          a snapshot's record of one guest (Manifest); "record" alone is an ONTAP REST
 #                     record; a lock record is a VolumeLock's text (its holder, stamps, held guests)
 #   hold              what a guest window does to a guest (pause, freeze, suspend, shut down) until
-#                     it is returned; "deferred" is what StopSignals does to a signal
+#                     it is returned ("held guest"); and what vm hold and storage hold put on a
+#                     snapshot until it is released, as zfs hold ("held snapshot": Hold, Names.HOLD_FILE,
+#                     Names.HELD_SUFFIX): always said which; "deferred" is what StopSignals does to a signal
 #   cluster           ONTAP's cluster (Ontap) or PVE's (pmxcfs, the cluster lock): always said which
 #   settle            find out how an unknown outcome ended (follow the job, read the state back)
 #   guest             a VM or a container (CT); vmid is PVE's id of either
@@ -184,7 +190,19 @@ class Names:
     # listing itself. ONTAP keeps a comment of up to 255 characters (the ONTAP CLI's `volume
     # snapshot create -comment`; FSx for ONTAP's API reference, OntapSnapshot Comment).
     STORAGE_RECORD = 'pve-ontap-snapshot.manifest.json'
-    GUESTS_COMMENT = re.compile(r'; guests: (?P<counts>none|\d+ [a-z]+(?:, \d+ [a-z]+)*)$')
+    GUESTS_COMMENT = re.compile(r'; guests: (?P<counts>none|\d+ [a-z]+(?:, \d+ [a-z]+)*)(?:; held)?$')
+
+    # A held snapshot (vm hold, storage hold, as zfs hold: -keep and -min-age pass it over, a delete
+    # refuses it without -force) is marked where the snapshot is, so that the mark goes with it to
+    # every node and into a SnapMirror copy, and is seen in the listing vm list or storage list
+    # makes anyway. A VM snapshot's is one more file of its set, named as its manifest is, with
+    # .hold: it goes with the set; its text says who held it, since when, why (Hold). A storage
+    # snapshot's is the end of its comment, HELD_SUFFIX, set by PATCH …/snapshots/{uuid} (ONTAP
+    # keeps up to COMMENT_MAX characters, see GUESTS_COMMENT).
+    HOLD_FILE = re.compile(r'^(?P<stem>vm-\d+)-(?P<kind>' + '|'.join(SNAPSHOT_KINDS) + r')-(?P<stamp>' + STAMP_PATTERN +
+                           r')(?P<ext>\.hold)$')
+    HELD_SUFFIX = '; held'
+    COMMENT_MAX = 255
 
     @staticmethod
     def utc_stamp(now=None):
@@ -235,9 +253,9 @@ class Names:
 
     @staticmethod
     def snapshot_file(storage, directory, name, size=0):
-        """The SnapshotFile a file name in images/<vmid>/ stands for (a clone, or a saved config or
-        manifest), or None."""
-        found = Names.SNAPSHOT_FILE.match(name) or Names.MANIFEST_FILE.match(name)
+        """The SnapshotFile a file name in images/<vmid>/ stands for (a clone, a saved config or
+        manifest, or a hold), or None."""
+        found = Names.SNAPSHOT_FILE.match(name) or Names.MANIFEST_FILE.match(name) or Names.HOLD_FILE.match(name)
         if not found:
             return None
         return SnapshotFile(storage=storage, path=f'{directory}/{name}', stem=found['stem'], kind=found['kind'],
@@ -249,6 +267,11 @@ class Names:
         tag>].manifest.json (…-prerestore-… for a pre-restore snapshot)."""
         tag = f'.{identity}' if identity else ''
         return f'images/{vmid}/vm-{vmid}-{kind}-{stamp}.{consistency}{tag}.manifest.json'
+
+    @staticmethod
+    def hold_path(vmid, stamp, kind='snapshot'):
+        """The hold of a VM snapshot (vm hold): images/<vmid>/vm-<vmid>-snapshot-<stamp>.hold, beside its manifest."""
+        return f'images/{vmid}/vm-{vmid}-{kind}-{stamp}.hold'
 
     @staticmethod
     def storage_record_dir(name):
@@ -277,6 +300,17 @@ class Names:
             return None
         pairs = [item.split(' ') for item in found['counts'].split(', ') if item != 'none']
         return {word: int(count) for count, word in pairs}
+
+    @staticmethod
+    def is_held(comment):
+        """Whether a storage snapshot's comment says it is held (storage hold)."""
+        return (comment or '').endswith(Names.HELD_SUFFIX)
+
+    @staticmethod
+    def held_comment(comment, held=True):
+        """A storage snapshot's comment with (`held`) or without the hold at its end."""
+        comment = (comment or '').removesuffix(Names.HELD_SUFFIX)
+        return comment + Names.HELD_SUFFIX if held else comment
 
     @staticmethod
     def recorded_guests(names):
@@ -2102,8 +2136,18 @@ class SnapshotFile:
 
     @property
     def is_record(self):
-        """Whether this is the set's saved config or manifest, not a disk clone."""
+        """Whether this is the set's saved config or manifest."""
         return bool(Names.MANIFEST_FILE.match(self.path.rsplit('/', 1)[-1]))
+
+    @property
+    def is_hold(self):
+        """Whether this is the set's hold (vm hold)."""
+        return self.ext == '.hold'
+
+    @property
+    def is_clone(self):
+        """Whether this is a disk clone: neither a saved config or manifest nor a hold."""
+        return not self.is_record and not self.is_hold
 
 
 class Guest:
@@ -2818,6 +2862,40 @@ class Manifest:
                       'manifests signed with the old one then fail their check)')
 
 
+class Hold:
+    """What a VM snapshot's hold file says (vm hold; Names.HOLD_FILE): who held it, since when
+    and why, as a short JSON text. The file itself is the mark: one that cannot be read still
+    holds the snapshot."""
+
+    KEYS = ('held_by', 'since', 'reason')
+    READ_MAX = 4096     # a hold is a line; no more of a file is read
+
+    @staticmethod
+    def text(held_by, since, reason=None):
+        """The hold file's bytes: {"held_by", "since" (a UTC stamp), "reason" (text or null)}."""
+        return (json.dumps({'held_by': held_by, 'since': since, 'reason': reason or None}, sort_keys=True) + '\n').encode()
+
+    @staticmethod
+    def read(data, where):
+        """{'held_by', 'since', 'reason'} of a hold file's bytes read from `where` (its values strings
+        or None); a Failure says what is wrong with one that cannot be read."""
+        try:
+            hold = json.loads(data.decode('utf-8'))
+        except ValueError as exc:
+            raise Failure(f'hold {where} cannot be read: it is no JSON ({exc})') from None
+        if not isinstance(hold, dict):
+            raise Failure(f'hold {where} cannot be read: it is no JSON object')
+        return {key: hold[key] if isinstance(hold.get(key), str) else None for key in Hold.KEYS}
+
+    @staticmethod
+    def describe(hold):
+        """`by alice since <stamp> (before the upgrade)` of a hold as read, or '' where it says nothing."""
+        hold = hold or {}
+        return ' '.join(part for part in (f'by {hold["held_by"]}' if hold.get('held_by') else '',
+                                          f'since {hold["since"]}' if hold.get('since') else '',
+                                          f'({hold["reason"]})' if hold.get('reason') else '') if part)
+
+
 class VmSnapshots:
     """A VM's snapshots on a storage: its files grouped by stamp, matched to the VM's disks, and
     which -keep deletes."""
@@ -2845,6 +2923,11 @@ class VmSnapshots:
         return VmSnapshots.match_disks(disks, files)[1]
 
     @staticmethod
+    def hold_of(files):
+        """The hold file of a set (vm hold), or None where it is not held."""
+        return next((file for file in files if file.is_hold), None)
+
+    @staticmethod
     def to_prune(sets, disks, keep, made, identity=(None, None)):
         """The stamps -keep N deletes of the snapshot sets {stamp: files} of a VM with `disks` and
         `identity` (Identity.of_config).
@@ -2856,8 +2939,10 @@ class VmSnapshots:
         N complete sets nothing goes. So this deletes no set the newest-N rule would have kept.
         A set of another VM that had this id (same_vm) is never counted or deleted. Where the VM's
         identity is known, a set whose own is not (made before manifests recorded it, or by the
-        original) is not counted either, and goes only if it holds the VM's very disks.
+        original) is not counted either, and goes only if it holds the VM's very disks. A held
+        set (vm hold) is neither counted nor deleted.
         """
+        sets = {stamp: files for stamp, files in sets.items() if not VmSnapshots.hold_of(files)}
         known = Identity.tag(identity) is not None
         same = {stamp: Identity.same_vm(Identity.of_files(files), identity) for stamp, files in sets.items()}
         ours = {stamp: files for stamp, files in sets.items() if same[stamp] or (same[stamp] is None and not known)}
@@ -2868,7 +2953,7 @@ class VmSnapshots:
         oldest_kept = complete[-keep]
         held = {(disk.storage, disk.file) for disk in disks}
         candidates = [stamp for stamp, files in sets.items() if stamp in ours or (
-            same[stamp] is None and {(f.storage, f.source_file) for f in files if not f.is_record} == held)]
+            same[stamp] is None and {(f.storage, f.source_file) for f in files if f.is_clone} == held)]
         # a set of a clock ahead of this one's may sort after `made`, leaving `made` out of the N
         return [stamp for stamp in sorted(candidates) if stamp < oldest_kept and stamp != made]
 
@@ -3796,6 +3881,15 @@ class VmView:
         """The storages a VM's snapshots may be on: those it uses, and every other of config.ini that
         can be looked up now, where a disk of it was before it moved (vm list, vm restore)."""
         return sorted(set(view.storages) | set(NewVm.reachable_storages(ctx, quiet=True)))
+
+    @staticmethod
+    @contextlib.contextmanager
+    def locked_snapshot(ctx, vmid, stamp):
+        """(the VmView, the files of its snapshot `stamp`), under the locks of the VM's storages
+        (vm delete, hold, release): an unknown stamp is a NotFound."""
+        view = VmView.gather(ctx, vmid)
+        with Locks.for_storages(ctx, view.storages):
+            yield view, VmView.find_snapshot(view, VmView.gather_snapshots(ctx, view), stamp)
 
     @staticmethod
     def find_snapshot(view, sets, stamp):
@@ -4970,7 +5064,7 @@ class VmList:
     def unsound_copies(ctx, files):
         """The paths of a set's qcow2 copies that stand on a file a copy cannot keep (backing_risk):
         taken by an earlier build over a PVE 9 volume chain, say; vm restore refuses them."""
-        qcow2 = [file for file in files if not file.is_record and file.ext == '.qcow2']
+        qcow2 = [file for file in files if file.is_clone and file.ext == '.qcow2']
         risks = Parallel.map(lambda file: Qcow2.backing_risk(ctx.volume(file.storage).qcow2_backing(file.path)), qcow2)
         return [file.path for file, risk in zip(qcow2, risks) if risk]
 
@@ -4980,9 +5074,13 @@ class VmList:
         found = VmView.gather_snapshots(ctx, view, VmView.searched_storages(ctx, view))
         manifests = Parallel.map(lambda files: VmList.manifest_state(ctx, view.vmid, files), list(found.values()))
         unsound = Parallel.map(lambda files: VmList.unsound_copies(ctx, files), list(found.values()))
+        # A hold's text costs a request: read only where a set has one.
+        holds = dict(zip((stamp for stamp, files in found.items() if VmSnapshots.hold_of(files)),
+                         Parallel.map(lambda files: VmHold.read(ctx, VmSnapshots.hold_of(files)),
+                                      [files for files in found.values() if VmSnapshots.hold_of(files)])))
         sets = []
         for (stamp, files), manifest, broken in zip(found.items(), manifests, unsound):
-            clones = [f for f in files if not f.is_record]
+            clones = [f for f in files if f.is_clone]
             pairs, missing, _ = VmSnapshots.match_disks(view.disks, clones)
             disk_keys = {file.path: disk.key for disk, file in pairs}
             sets.append({
@@ -4991,7 +5089,8 @@ class VmList:
                 'of': VmList.OF_VM[Identity.same_vm(Identity.of_files(files), view.identity)], 'identity': Identity.of_files(files),
                 'manifest': manifest, 'unsound': broken,
                 'files': [{'storage': f.storage, 'path': f.path, 'size': f.size, 'disk': disk_keys.get(f.path)}
-                          for f in clones]})
+                          for f in clones],
+                'held': stamp in holds, 'hold': holds.get(stamp)})
             if manifest and manifest['error']:
                 log.warning('VM %s: snapshot %s: %s', view.vmid, stamp, manifest['error'])
         ctx.emit(sets, VmList.text(view.vmid, sets))
@@ -4999,8 +5098,8 @@ class VmList:
     @staticmethod
     def text(vmid, sets):
         """vm list's tables: the VM's own snapshots (and those whose VM is unknown), then those of another
-        VM that had its id before, apart. STATE and CONSISTENCY come after the first four columns, so
-        that scripts reading those keep working."""
+        VM that had its id before, apart. STATE and CONSISTENCY come after the first four columns, and
+        HELD after OF, so that scripts reading the first ones keep working."""
         def state(s):
             base = f'incomplete (lacks {",".join(s["missing"])})' if s['missing'] else 'complete'
             return (base + ('; its manifest cannot be used' if (s['manifest'] or {}).get('error') else '')
@@ -5009,9 +5108,12 @@ class VmList:
         def table(chosen):
             rows = [{'stamp': s['stamp'], 'kind': s['kind'], 'size': Output.human_size(s['size']),
                      'disks': ','.join(f['disk'] or f['path'].rsplit('/', 1)[1] for f in s['files']), 'state': state(s),
-                     'consistency': s['consistency'], 'of': s['of']} for s in chosen]
+                     'consistency': s['consistency'], 'of': s['of'],
+                     'held': ', '.join(filter(None, ['yes', Hold.describe(s['hold'])])) if s['held'] else 'no'}
+                    for s in chosen]
             return Output.format_table([('SNAPSHOT', 'stamp'), ('KIND', 'kind'), ('SIZE', 'size'), ('DISKS', 'disks'),
-                                        ('STATE', 'state'), ('CONSISTENCY', 'consistency'), ('OF', 'of')], rows)
+                                        ('STATE', 'state'), ('CONSISTENCY', 'consistency'), ('OF', 'of'),
+                                        ('HELD', 'held')], rows)
 
         text = table([s for s in sets if s['of'] != 'another VM'])
         others = [s for s in sets if s['of'] == 'another VM']
@@ -5065,10 +5167,14 @@ class VmDelete:
     @staticmethod
     def prune(ctx, view, keep, made, config=None):
         """-keep N: delete the snapshot sets older than the newest N complete ones (see
-        VmSnapshots.to_prune), never a pre-restore set, all at once. `made` is the new set's stamp;
+        VmSnapshots.to_prune), never a pre-restore set nor a held one (named at info), all at once. `made` is the new set's stamp;
         `config` as for VmDelete.delete_snapshots."""
         sets = {stamp: files for stamp, files in VmView.gather_snapshots(ctx, view).items()
                 if all(f.kind == 'snapshot' for f in files)}
+        held = [stamp for stamp, files in sets.items() if VmSnapshots.hold_of(files)]
+        if held:
+            log.info('VM %s: -keep %d neither counts nor deletes the held snapshot(s) %s (vm release lets one go)',
+                     view.vmid, keep, ', '.join(held))
         doomed = {stamp: sets[stamp] for stamp in VmSnapshots.to_prune(sets, view.disks, keep, made, view.identity)}
         failed = VmDelete.delete_snapshots(ctx, view, doomed, config) if doomed else {}
         for stamp, files in doomed.items():
@@ -5084,11 +5190,91 @@ class VmDelete:
 
     @staticmethod
     def command(ctx, args):
-        view = VmView.gather(ctx, args.vm)
-        with Locks.for_storages(ctx, view.storages):
-            files = VmView.find_snapshot(view, VmView.gather_snapshots(ctx, view), args.snapshot)
+        with VmView.locked_snapshot(ctx, args.vm, args.snapshot) as (view, files):
+            hold = VmSnapshots.hold_of(files)
+            if hold and not args.force:
+                raise Failure(f'VM {view.vmid}: snapshot {args.snapshot} is held{VmHold.said(ctx, hold)} '
+                              f'({hold.path} on {hold.storage}): release it first (vm release -vm {view.vmid} '
+                              f'-snapshot {args.snapshot}), or add -force to delete it held')
             VmDelete.delete_snapshot(ctx, view, files)
-        log.info('VM %s: snapshot %s deleted (%d file(s))', args.vm, args.snapshot, len(files))
+        log.info('VM %s: snapshot %s%s deleted (%d file(s))', args.vm, args.snapshot, ', held,' if hold else '',
+                 len(files))
+
+
+class VmHold:
+    """vm hold and vm release, as zfs hold: a VM snapshot held by one more file of its set, beside
+    its manifest (Names.hold_path), its text saying who held it, since when and why (Hold). -keep
+    never counts or deletes a held snapshot, and vm delete refuses one without -force. The mark
+    is kept with the snapshot: the directory listing vm list makes anyway shows it (no request
+    more), it stays with the snapshot on every node and in a SnapMirror copy, and it goes with
+    the set when the set is deleted."""
+
+    @staticmethod
+    def holder():
+        """Who holds a snapshot: the user who ran sudo (SUDO_USER, as root), else the running user."""
+        sudo = os.environ.get('SUDO_USER') if os.geteuid() == 0 else None
+        return sudo or PrivateFiles.user_name(os.geteuid())
+
+    @staticmethod
+    def read(ctx, file):
+        """What the hold file `file` (a SnapshotFile) says, Hold.read's dict: one request. One that
+        cannot be read is named in a warning, its values None: it holds the snapshot all the same."""
+        where = f'{file.path} on {file.storage}'
+        try:
+            return Hold.read(ctx.volume(file.storage).read_whole(file.path, min(file.size or 0, Hold.READ_MAX)), where)
+        except Failure as exc:
+            log.warning('%s', exc)
+            return dict.fromkeys(Hold.KEYS)
+
+    @staticmethod
+    def said(ctx, hold):
+        """` by alice since <stamp> (why)` of the hold file `hold`, as read (VmHold.read), or ''."""
+        said = Hold.describe(VmHold.read(ctx, hold))
+        return f' {said}' if said else ''
+
+    @staticmethod
+    def change(ctx, view, stamp, storage, path, change, there, done):
+        """Make the hold file `path` on `storage` come (`there`) or go by change(): done, failed (a
+        Failure saying `done` did not happen) or unknown (a write or delete whose answer was lost is
+        read back, Volume.change_file: is the file there?)."""
+        volume = ctx.volume(storage)
+        try:
+            volume.change_file('DELETE' if not there else 'POST', path, change, there)
+        except OutcomeUnknown as exc:
+            raise Failure(f'VM {view.vmid}: whether snapshot {stamp} is {done} is unknown: {exc}; vm list shows it '
+                          'once ONTAP has ended the change') from exc
+        except Failure as exc:
+            raise Failure(f'VM {view.vmid}: snapshot {stamp} is not {done}: {exc}') from exc
+
+    @staticmethod
+    def hold(ctx, args):
+        with VmView.locked_snapshot(ctx, args.vm, args.snapshot) as (view, files):
+            hold = VmSnapshots.hold_of(files)
+            if hold:
+                log.info('VM %s: snapshot %s is held already%s: nothing changed', view.vmid, args.snapshot,
+                         VmHold.said(ctx, hold))
+                return
+            # Beside its manifest (or the saved config of an earlier build), else beside its first clone.
+            home = next((f for f in files if f.is_record), files[0])
+            path = Names.hold_path(view.vmid, args.snapshot, home.kind)
+            volume, text = ctx.volume(home.storage), Hold.text(VmHold.holder(), Names.utc_stamp(), args.reason)
+            VmHold.change(ctx, view, args.snapshot, home.storage, path, lambda: volume.write_file(path, text), True,
+                          'held')
+        log.info('VM %s: snapshot %s held (%s on %s): -keep passes it over, vm delete refuses it without -force',
+                 view.vmid, args.snapshot, path, home.storage)
+
+    @staticmethod
+    def release(ctx, args):
+        with VmView.locked_snapshot(ctx, args.vm, args.snapshot) as (view, files):
+            holds = [file for file in files if file.is_hold]
+            if not holds:
+                log.info('VM %s: snapshot %s is not held: nothing changed', view.vmid, args.snapshot)
+                return
+            for hold in holds:
+                volume = ctx.volume(hold.storage)
+                VmHold.change(ctx, view, args.snapshot, hold.storage, hold.path,
+                              functools.partial(volume.delete_file, hold.path), False, 'released')
+        log.info('VM %s: snapshot %s released', view.vmid, args.snapshot)
 
 
 class VmRestore:
@@ -5228,7 +5414,7 @@ class VmRestore:
             origin = f'snapshot {stamp}'
             saved = VmRestore.read_or_warn(view, origin, with_config, lambda: VmRestore.saved_config_of(ctx, files))
             disks = VmRestore.disks_to_restore(ctx, view, saved, with_config)
-            pairs, missing, _ = VmSnapshots.match_disks(disks, [f for f in files if not f.is_record])
+            pairs, missing, _ = VmSnapshots.match_disks(disks, [f for f in files if f.is_clone])
             sources = [(disk, file.path) for disk, file in pairs]
         else:
             holding = VmRestore.storages_with_snapshot(ctx, view, name)
@@ -5581,7 +5767,7 @@ class NewVm:
         if stamp:
             searched = VmView({'vmid': vmid}, {}, [], [], storages)
             files = VmView.find_snapshot(searched, VmView.gather_snapshots(ctx, searched), stamp)
-            return (f'snapshot {stamp}', {(f.storage, f.source_file): f.path for f in files if not f.is_record}, [],
+            return (f'snapshot {stamp}', {(f.storage, f.source_file): f.path for f in files if f.is_clone}, [],
                     lambda: VmRestore.saved_config_of(ctx, files))
         holding = [storage for storage in storages if ctx.volume(storage).has_snapshot(name)]
         if not holding:
@@ -7919,7 +8105,7 @@ def build_parser():
         return sub
 
     vm = contexts.add_parser('vm', help='VM snapshots as ONTAP file clones', allow_abbrev=False)
-    vm_commands = vm.add_subparsers(dest='command', metavar='{create,list,delete,restore}', required=True)
+    vm_commands = vm.add_subparsers(dest='command', metavar='{create,list,delete,hold,release,restore}', required=True)
     create = leaf(vm_commands, 'create', VmCreate.command, 'file-clone every disk of VMs on their ONTAP storage',
                   ['vm create -vm 100', 'vm create -vm 100 -pause -keep 7', 'vm create -vm 100 101 -suspend',
                    'vm create -all -freeze'])
@@ -7955,9 +8141,19 @@ def build_parser():
     Arg.add_vm(listing)
     delete = leaf(vm_commands, 'delete', VmDelete.command, 'delete a VM snapshot (every file of it)',
                   ['vm delete -vm 100 -snapshot 2024-03-13_14:42:47+0000'])
-    Arg.add_vm(delete)
-    delete.add_argument('-snapshot', '--snapshot', required=True, type=Arg.snapshot_stamp, metavar='STAMP',
-                        help='the snapshot, as vm list shows it')
+    vm_hold = leaf(vm_commands, 'hold', VmHold.hold,
+                   'hold a VM snapshot, as zfs hold: -keep never counts or deletes it, vm delete refuses it without '
+                   '-force', ['vm hold -vm 100 -snapshot 2024-03-13_14:42:47+0000',
+                              "vm hold -vm 100 -snapshot 2024-03-13_14:42:47+0000 -reason 'before the upgrade'"])
+    vm_release = leaf(vm_commands, 'release', VmHold.release, 'release a held VM snapshot (vm hold)',
+                      ['vm release -vm 100 -snapshot 2024-03-13_14:42:47+0000'])
+    for sub in (delete, vm_hold, vm_release):
+        Arg.add_vm(sub)
+        sub.add_argument('-snapshot', '--snapshot', required=True, type=Arg.snapshot_stamp, metavar='STAMP',
+                         help='the snapshot, as vm list shows it')
+    delete.add_argument('-force', '--force', action='store_true', help='delete it even if it is held (vm hold)')
+    vm_hold.add_argument('-reason', '--reason', metavar='TEXT',
+                         help='why it is held, kept in the hold and shown by vm list (default: none)')
     restore = leaf(vm_commands, 'restore', VmRestore.command,
                    "put a VM's disks (and -with-config its config) back to a VM snapshot or to a storage snapshot "
                    '(only this VM changes), or make a new VM from one (-as-new)',

@@ -103,7 +103,8 @@ once every VM is done: every running VM of the run is taken at the same instant 
 
 -keep N keeps the VM's newest N complete snapshots, this one counted, and deletes every older
 one, incomplete ones too; never this run's, a pre-restore snapshot, another VM's that had this
-id before, or one with a file attached to the VM as a disk (a warning).
+id before, or one with a file attached to the VM as a disk (a warning). A held snapshot (vm
+hold) is neither counted nor deleted; an info line names each.
 
 -dry-run prints each change it would make (the hold, each capture, clone and delete, the
 manifest, the registration, -keep's deletes), one VM at a time, and holds no VM.
@@ -121,13 +122,34 @@ manifest's name, or unknown without one (the original's snapshots, pre-restore s
 OF says this VM, unknown, or another VM: a VM that had this id before, told by the
 meta: ctime= or SMBIOS uuid each manifest records. Those are listed apart: -keep never counts
 or deletes them, a plain vm restore refuses them, vm restore -as-new makes a VM of one.
+
+HELD, the last column, says no, or yes with who held it, since when and why (vm hold): the hold
+is seen in the directory listing, and read (one request) only where there is one.
 ''',
     'vm delete': '''
-Deletes every file of the snapshot, its manifest too, under the locks of the VM's storages:
-first the unusedN entries of its files, through PVE in one config change (PVE deletes those
-files), then every other file on ONTAP. An unknown stamp is an error. A snapshot with a file
-attached to the VM as a disk is refused until it is detached. A file that cannot be deleted is
-named in the error; the others are gone. -dry-run prints each delete and config change.
+Deletes every file of the snapshot, its manifest and its hold too, under the locks of the VM's
+storages: first the unusedN entries of its files, through PVE in one config change (PVE deletes
+those files), then every other file on ONTAP. An unknown stamp is an error. A held snapshot (vm
+hold) is refused, naming the hold, unless -force. A snapshot with a file attached to the VM as
+a disk is refused until it is detached. A file that cannot be deleted is named in the error; the
+others are gone. -dry-run prints each delete and config change, and refuses as the run would.
+''',
+    'vm hold': '''
+Holds the VM snapshot, as zfs hold does: -keep neither counts nor deletes it, and vm delete
+refuses it without -force, until vm release. Under the locks of the VM's storages, one file is
+written through ONTAP's files API beside the snapshot's manifest (else beside its first clone):
+images/<vmid>/vm-<vmid>-snapshot-<stamp>.hold, the JSON text {"held_by", "since", "reason"}: the
+user who ran sudo (else the running user), the UTC stamp, and -reason's text or null. The
+mark is kept with the snapshot: vm list sees it in the listing it makes anyway, it stays with
+the snapshot on every node and in a SnapMirror copy, and a delete of the snapshot takes it
+along. A snapshot held already is no error (info); its hold stays as it was. A write whose
+answer was lost is read back (is the file there?); one that cannot be read back is said to be
+unknown. -dry-run prints the write.
+''',
+    'vm release': '''
+Lets a held VM snapshot go (see vm hold): under the locks of the VM's storages its hold file is
+deleted. A snapshot not held is no error (info). A delete whose answer was lost is read back (is
+the file gone?). -dry-run prints the delete.
 ''',
     'vm restore': '''
 In order: the VM is looked up and the locks of its storages taken (see LOCKS); its snapshots
@@ -341,6 +363,8 @@ The original tool's names, kept so that its snapshots stay usable:
   YYYY-mm-dd_HH:MM:SS+0000, UTC. A pre-restore snapshot's: <disk>-prerestore-<stamp>.<ext>.
 - images/<vmid>/vm-<vmid>-snapshot-<stamp>.<consistency>[.<identity>].manifest.json: its
   manifest, the VM's config in it (earlier builds: vm-<vmid>-snapshot-<stamp>.conf).
+- images/<vmid>/vm-<vmid>-snapshot-<stamp>.hold: its hold (vm hold), who held it, since when
+  and why.
 - proxmox_snapshot_<stamp>: a storage snapshot, with the comment "Snapshot of Proxmox storage
   <id>" (this tool adds "; guests: 3 frozen, 1 running"); in it, pve-ontap-snapshot.manifest.json,
   the manifest of each guest it holds (earlier builds: pve-ontap-snapshot/vm-<vmid>.<consistency>.manifest.json,
@@ -372,6 +396,7 @@ The original tool's names, kept so that its snapshots stay usable:
   true; never instead of a CA file or false in config.ini.
 - HTTPS_PROXY, NO_PROXY and the other proxy variables requests reads: read once per run, for
   proxmox_host and each host.
+- SUDO_USER: as root, the user vm hold names as the snapshot's holder (else the running user).
 '''),
     ('SECURITY', '''
 What the tool reads from places others can write is untrusted. A restore (-with-config,

@@ -86,6 +86,7 @@ def demo(world):
              run(world, 'storage', 'list', '-storage', 'ONTAP01')]
     (stamp,) = new_stamps(world, 'snapshot', {ORIGINAL_STAMP})
     snapshot = max(world.vol1.snapshots)
+    codes += [run(world, 'vm', 'hold', '-vm', 100, '-snapshot', stamp, '-reason', 'the sandbox holds it')]
 
     disk.write_bytes(b'a change after the snapshots')
     print('\n(vm-100-disk-0.raw overwritten; the restores below bring it back)')
@@ -93,7 +94,8 @@ def demo(world):
               run(world, 'vm', 'list', '-vm', 100)]
     restored_from_set = disk.read_bytes() == original
     (undo,) = new_stamps(world, 'prerestore', set())
-    codes += [run(world, 'vm', 'delete', '-vm', 100, '-snapshot', undo),
+    codes += [run(world, 'vm', 'release', '-vm', 100, '-snapshot', stamp),
+              run(world, 'vm', 'delete', '-vm', 100, '-snapshot', undo),
               run(world, 'vm', 'restore', '-vm', 100, '-storage-snapshot', snapshot, '-shutdown', '-yes'),
               run(world, 'storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT),
               run(world, 'storage', 'mount', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT,

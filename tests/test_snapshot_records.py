@@ -104,8 +104,8 @@ def test_vm_list_shows_the_consistency_of_new_snapshots_and_unknown_for_old_ones
 
     assert result.code == 0, result.err
     rows = [re.split(r' {2,}', line) for line in result.out.splitlines()]
-    assert rows[0][-2:] == ['CONSISTENCY', 'OF']
-    assert [(row[0] == ORIGINAL_STAMP, row[3], row[-2]) for row in rows[1:]] == [(True, 'scsi0', 'unknown'),
+    assert rows[0][-3:] == ['CONSISTENCY', 'OF', 'HELD']
+    assert [(row[0] == ORIGINAL_STAMP, row[3], row[-3]) for row in rows[1:]] == [(True, 'scsi0', 'unknown'),
                                                                                    (False, 'scsi0', 'shutdown')]
     # the consistency from the directory listing; the one manifest read, to check it
     assert [r['method'] for r in world.a.requests if '/files' in r['path']] == ['GET', 'GET']

@@ -19,9 +19,11 @@ ONTAP can do better underneath it, and this tool asks it to:
   storage create   take an ONTAP snapshot of the volume behind a PVE NFS storage, with
                    a manifest, its config in it, of every guest on it.
   storage list     list this tool's snapshots of that volume (oldest first), and how
-                   many guests each holds, how consistent.
+                   many guests each holds, how consistent, which are held.
   storage show     show the backing volume's metadata.
   storage delete   delete one snapshot.
+  storage hold     hold one, as zfs hold: storage create -keep and -min-age pass it over,
+                   storage delete refuses it without -force; storage release lets it go.
   storage restore  revert the whole volume to a snapshot (every VM on it!).
   storage mount    make a FlexClone volume of a snapshot and add it to PVE as the NFS
                    storage <id>-CLONE (or another id, with -name).
@@ -99,8 +101,8 @@ import urllib.parse
 #  9. Commands         one class per command, its entry command(ctx, args):
 #                      vm: VmCreate (+ Captures), VmList, VmDelete, VmHold (hold, release), VmRestore
 #                      (+ NewVm: -as-new)
-#                      storage: StorageCreate, StorageView (list, show, delete), StorageRestore,
-#                      StorageMount (mount, unmount)
+#                      storage: StorageCreate, StorageView (list, show, delete), StorageHold (hold,
+#                      release), StorageRestore, StorageMount (mount, unmount)
 #                      Containers (a `ct` tree) get Ct* classes beside the Vm* ones, sharing Guest,
 #                      the windows and Manifest; a `monitor` command goes after the storage commands,
 #                      reading what runs record (it changes nothing).
@@ -435,6 +437,19 @@ class Outcome:
     @staticmethod
     def items_in(outcomes, state):
         return [outcome.item for outcome in outcomes if outcome.state == state]
+
+    @staticmethod
+    def said(subject, what, done, change, shown_by):
+        """change(), one change of `what` (`snapshot X` of `subject`, `VM 100`) to be `done` (held,
+        released), settled as it does (its answer lost: read back): done; failed, a Failure saying
+        `what` is not `done`; or unknown, a Failure saying so and that `shown_by` shows it later."""
+        try:
+            change()
+        except OutcomeUnknown as exc:
+            raise Failure(f'{subject}: whether {what} is {done} is unknown: {exc}; {shown_by} shows it once ONTAP has '
+                          'ended the change') from exc
+        except Failure as exc:
+            raise Failure(f'{subject}: {what} is not {done}: {exc}') from exc
 
     @staticmethod
     def pending_jobs(outcomes):
@@ -1480,6 +1495,18 @@ class Volume:
         self.ontap.write('PATCH', f'/api/storage/volumes/{self.uuid}/snapshots/{snapshot["uuid"]}',
                          body={'name': name, 'comment': comment},
                          what=f'rename snapshot {snapshot["name"]} of volume {self.name} to {name}')
+
+    def comment_snapshot(self, snapshot, comment):
+        """Replace a snapshot's comment (storage hold, release): PATCH …/snapshots/{uuid} with
+        `comment`, "Introduced In: 9.6" (ontap-restapi-98 patch-storage-volumes-snapshots-). One whose
+        answer was lost is read back: has the snapshot that comment now?"""
+        path = f'/api/storage/volumes/{self.uuid}/snapshots/{snapshot["uuid"]}'
+        try:
+            self.ontap.write('PATCH', path, body={'comment': comment},
+                             what=f'set the comment of snapshot {snapshot["name"]} of volume {self.name} to "{comment}"')
+        except OutcomeUnknown as exc:
+            self.ontap.settle(exc, f'PATCH {path}',
+                              lambda: ((self.find_snapshot(snapshot['name']) or {}).get('comment') or '') == comment)
 
     def delete_snapshot_named(self, name):
         """Delete the snapshot called `name` in one call: a DELETE on the volume's snapshot
@@ -5234,17 +5261,11 @@ class VmHold:
 
     @staticmethod
     def change(ctx, view, stamp, storage, path, change, there, done):
-        """Make the hold file `path` on `storage` come (`there`) or go by change(): done, failed (a
-        Failure saying `done` did not happen) or unknown (a write or delete whose answer was lost is
-        read back, Volume.change_file: is the file there?)."""
+        """Make the hold file `path` on `storage` come (`there`) or go by change(), to three outcomes
+        (Outcome.said): a write or delete whose answer was lost is read back (Volume.change_file)."""
         volume = ctx.volume(storage)
-        try:
-            volume.change_file('DELETE' if not there else 'POST', path, change, there)
-        except OutcomeUnknown as exc:
-            raise Failure(f'VM {view.vmid}: whether snapshot {stamp} is {done} is unknown: {exc}; vm list shows it '
-                          'once ONTAP has ended the change') from exc
-        except Failure as exc:
-            raise Failure(f'VM {view.vmid}: snapshot {stamp} is not {done}: {exc}') from exc
+        Outcome.said(f'VM {view.vmid}', f'snapshot {stamp}', done,
+                     lambda: volume.change_file('POST' if there else 'DELETE', path, change, there), 'vm list')
 
     @staticmethod
     def hold(ctx, args):
@@ -6016,9 +6037,14 @@ class StorageCreate:
         beyond the newest N: `-label daily -keep 7` and `-label weekly -keep 4` live side by side.
         One a FlexClone uses is skipped, and so is one ONTAP refuses as busy for any other reason
         (a file clone from it running: Ontap.SNAPSHOT_LOCKED), with a warning naming what holds it; a
-        later run deletes it. `made` is the new snapshot's name, counted even where a dry run did
-        not make it."""
+        later run deletes it. A held one (storage hold) is neither counted nor deleted, and named at
+        info. `made` is the new snapshot's name, counted even where a dry run did not make it."""
         snapshots = [s for s in volume.snapshots() if s.get('snapmirror_label') == label]
+        held = [s['name'] for s in snapshots if Names.is_held(s.get('comment'))]
+        if held:
+            log.info('storage %s: -keep %d neither counts nor deletes the held snapshot(s) %s (storage release lets '
+                     'one go)', storage, keep, ', '.join(held))
+        snapshots = [s for s in snapshots if s['name'] not in held]
         if made not in [s['name'] for s in snapshots]:
             snapshots.append({'name': made})
         old = [s for s in VmSnapshots.expired(snapshots, keep) if s['name'] != made]
@@ -6048,8 +6074,15 @@ class StorageCreate:
         with Locks.for_storages(ctx, [args.storage]) as locks:
             volume = ctx.volume(args.storage)
             if args.min_age is not None:
-                recent = Volume.newest_snapshot(volume.snapshots(), label)
-                if recent and Volume.younger_than(recent, Arg.parse_duration(args.min_age)):
+                snapshots, seconds = volume.snapshots(), Arg.parse_duration(args.min_age)
+                # A held snapshot (storage hold) is not counted: named where it would have been.
+                held = [s['name'] for s in snapshots if Names.is_held(s.get('comment'))
+                        and s.get('snapmirror_label') == label and Volume.younger_than(s, seconds)]
+                if held:
+                    log.info('storage %s: -min-age %s does not count the held snapshot(s) %s', args.storage,
+                             args.min_age, ', '.join(held))
+                recent = Volume.newest_snapshot([s for s in snapshots if not Names.is_held(s.get('comment'))], label)
+                if recent and Volume.younger_than(recent, seconds):
                     log.info('storage %s: snapshot %s%s is younger than -min-age %s: none taken', args.storage,
                              recent['name'], f' (label {label})' if label else '', args.min_age)
                     return
@@ -6107,14 +6140,17 @@ class StorageView:
             counts = Names.guest_counts(found.get('comment'))
             snapshots.append({'name': found['name'], 'create_time': found.get('create_time'), 'size': found.get('size'),
                               'label': found.get('snapmirror_label'), 'comment': found.get('comment', ''),
-                              'guests': None if counts is None else sum(counts.values()), 'consistency': counts})
+                              'guests': None if counts is None else sum(counts.values()), 'consistency': counts,
+                              'held': Names.is_held(found.get('comment'))})
+        # HELD after the columns there were, so that scripts reading those keep working.
         rows = [dict(s, size=Output.human_size(s['size']), label=s['label'] or '-',
                      count='-' if s['guests'] is None else s['guests'],
-                     consistency='unknown' if s['consistency'] is None else Consistency.summary(s['consistency']))
+                     consistency='unknown' if s['consistency'] is None else Consistency.summary(s['consistency']),
+                     held='yes' if s['held'] else 'no')
                 for s in snapshots]
         ctx.emit(snapshots, Output.format_table([('NAME', 'name'), ('CREATED', 'create_time'), ('SIZE', 'size'),
                                                  ('LABEL', 'label'), ('GUESTS', 'count'), ('CONSISTENCY', 'consistency'),
-                                                 ('COMMENT', 'comment')], rows))
+                                                 ('COMMENT', 'comment'), ('HELD', 'held')], rows))
 
     @staticmethod
     def show(ctx, args):
@@ -6182,19 +6218,68 @@ class StorageView:
     def delete(ctx, args):
         with Locks.for_storages(ctx, [args.storage]):
             volume = ctx.volume(args.storage)
+            # A hold is in the snapshot's comment: the snapshot is looked up for it, and then deleted by
+            # its uuid. -force deletes it held or not, by name, unread (Volume.delete_snapshot_named).
+            snapshot = None if args.force else volume.snapshot(args.snapshot)
+            if snapshot and Names.is_held(snapshot.get('comment')):
+                raise Failure(f'storage {args.storage}: snapshot {args.snapshot} is held (its comment ends '
+                              f'"{Names.HELD_SUFFIX}"): release it first (storage release -storage {args.storage} '
+                              f'-snapshot {args.snapshot}), or add -force to delete it held')
             if ctx.dry_run:
                 # Only ONTAP refuses a snapshot a FlexClone uses, and a dry run does not ask it: ask for the clones.
-                volume.snapshot(args.snapshot)
+                snapshot = snapshot or volume.snapshot(args.snapshot)
                 clones = volume.flexclones().get(args.snapshot)
                 if clones:
                     raise StorageCreate.snapshot_in_use(ctx, volume, args.snapshot, clones[0])
             try:
-                volume.delete_snapshot_named(args.snapshot)
+                if snapshot:
+                    volume.delete_snapshot(snapshot)
+                else:
+                    volume.delete_snapshot_named(args.snapshot)
             except OntapError as exc:
                 if str(exc.code) != Ontap.SNAPSHOT_LOCKED:
                     raise
                 raise StorageCreate.explain_busy(ctx, volume, args.snapshot, exc) from exc
         log.info('storage %s: snapshot %s deleted', args.storage, args.snapshot)
+
+
+class StorageHold:
+    """storage hold and storage release, as zfs hold: a storage snapshot held by Names.HELD_SUFFIX at the
+    end of its ONTAP comment (the original's comment, or storage create's with its guests). storage
+    create's -keep and -min-age pass a held snapshot over, and storage delete refuses one without
+    -force. The mark is kept with the snapshot: the listing storage list makes returns the comment
+    (no request more), and the comment goes with the snapshot, into a SnapMirror copy too."""
+
+    @staticmethod
+    def change(ctx, args, held):
+        """Hold (`held`) or release the snapshot -snapshot of -storage, under the volume's lock: its
+        comment replaced, a change whose answer was lost read back (Volume.comment_snapshot)."""
+        done = 'held' if held else 'released'
+        with Locks.for_storages(ctx, [args.storage]):
+            volume = ctx.volume(args.storage)
+            snapshot = volume.snapshot(args.snapshot)
+            comment = snapshot.get('comment') or ''
+            if Names.is_held(comment) == held:
+                log.info('storage %s: snapshot %s is %s: nothing changed', args.storage, args.snapshot,
+                         'held already' if held else 'not held')
+                return
+            new = Names.held_comment(comment, held)
+            if len(new) > Names.COMMENT_MAX:
+                raise Failure(f'storage {args.storage}: snapshot {args.snapshot} cannot be held: its comment would be '
+                              f'longer than the {Names.COMMENT_MAX} characters ONTAP keeps; shorten it on ONTAP (volume '
+                              'snapshot modify -comment) and hold it again')
+            Outcome.said(f'storage {args.storage}', f'snapshot {args.snapshot}', done,
+                         lambda: volume.comment_snapshot(snapshot, new), 'storage list')
+        log.info('storage %s: snapshot %s %s%s', args.storage, args.snapshot, done,
+                 ': -keep and -min-age pass it over, storage delete refuses it without -force' if held else '')
+
+    @staticmethod
+    def hold(ctx, args):
+        StorageHold.change(ctx, args, True)
+
+    @staticmethod
+    def release(ctx, args):
+        StorageHold.change(ctx, args, False)
 
 
 class StorageRestore:
@@ -8190,7 +8275,7 @@ def build_parser():
 
     storage = contexts.add_parser('storage', help='ONTAP volume snapshots of a PVE storage', allow_abbrev=False)
     storage_commands = storage.add_subparsers(
-        dest='command', metavar='{create,list,show,delete,restore,mount,unmount}', required=True)
+        dest='command', metavar='{create,list,show,delete,hold,release,restore,mount,unmount}', required=True)
     example = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
     for name, func, help_text, examples, takes_snapshot in (
             ('create', StorageCreate.command, 'snapshot the volume behind a storage',
@@ -8203,6 +8288,11 @@ def build_parser():
              ['storage show -storage ONTAP01', f'storage show -storage ONTAP01 -snapshot {example}'], False),
             ('delete', StorageView.delete, 'delete a snapshot',
              [f'storage delete -storage ONTAP01 -snapshot {example}'], True),
+            ('hold', StorageHold.hold,
+             ('hold a snapshot, as zfs hold: storage create -keep and -min-age pass it over, storage delete '
+              'refuses it without -force'), [f'storage hold -storage ONTAP01 -snapshot {example}'], True),
+            ('release', StorageHold.release, 'release a held snapshot (storage hold)',
+             [f'storage release -storage ONTAP01 -snapshot {example}'], True),
             ('restore', StorageRestore.command,
              'revert the whole volume to a snapshot: every VM on the storage loses all changes since',
              [f'storage restore -storage ONTAP01 -snapshot {example}',
@@ -8236,6 +8326,8 @@ def build_parser():
             hold.add_argument('-pause', '--pause', action='store_true',
                               help='as -freeze, and pause in memory (no hibernation) every running VM on the '
                                    'storage that cannot be frozen, resumed after at most freeze_timeout seconds')
+        if name == 'delete':
+            sub.add_argument('-force', '--force', action='store_true', help='delete it even if it is held (storage hold)')
         if name == 'restore':
             sub.add_argument('-force', '--force', action='store_true',
                              help='revert even while guests with disks on the storage run, are hibernated or '

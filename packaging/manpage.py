@@ -212,7 +212,9 @@ whatever the number of guests.
 - A record not written: the snapshot is still taken and the run fails after it, saying so. A
   snapshot whose answer was lost is read back: is it there?
 - -keep N deletes the oldest proxmox_snapshot_* with the same label beyond the newest N, never
-  one a FlexClone uses or ONTAP keeps busy (a warning; a later run deletes it).
+  one a FlexClone uses or ONTAP keeps busy (a warning; a later run deletes it). A held snapshot
+  (storage hold) is neither counted nor deleted, and -min-age does not count it either; an info
+  line names each.
 - A stop signal waits until every guest runs again, then the run stops, naming the snapshot if
   it was made.
 
@@ -223,7 +225,8 @@ Changes nothing and takes no lock. This tool's snapshots of the volume (proxmox_
 original's too), oldest first by time, not text: name, creation time (in the cluster's time
 zone), size, snapmirror label, how many guests each holds and how consistent, from its
 comment (- and unknown where the comment does not say: a snapshot of the original or of an
-earlier build), comment. Four requests, however many snapshots.
+earlier build), comment, and HELD, yes or no (storage hold: the comment ends "; held"). Four
+requests, however many snapshots.
 ''',
     'storage show': '''
 Changes nothing and takes no lock: the metadata of the volume behind the storage; with
@@ -232,10 +235,29 @@ names (name, node, consistency, disks on the storage, whether its manifest is si
 recorded" for a snapshot of the original.
 ''',
     'storage delete': '''
-Deletes the snapshot under the volume's lock; an unknown name is an error. A snapshot a FlexClone
-uses is refused, naming the clone and the PVE storage to unmount first. A delete whose answer
-does not say what it matched is checked by reading the snapshots back. -dry-run looks the
-snapshot and its clones up, and prints the delete.
+Deletes the snapshot under the volume's lock; an unknown name is an error. The snapshot is read
+first, and a held one (storage hold) is refused, naming the hold, unless -force, which deletes
+it unread by a query-based DELETE filtered by its name (a delete whose answer does not say what
+it matched is checked by reading the snapshots back). A snapshot a FlexClone uses is refused,
+naming the clone and the PVE storage to unmount first. -dry-run looks the snapshot and its
+clones up, refuses as the run would, and prints the delete.
+''',
+    'storage hold': '''
+Holds the storage snapshot, as zfs hold does: storage create's -keep neither counts nor deletes
+it, its -min-age does not count it, and storage delete refuses it without -force, until storage
+release. Under the volume's lock, "; held" is added to the end of the snapshot's ONTAP comment
+(PATCH of the snapshot's comment): the original's "Snapshot of Proxmox storage <id>" or storage
+create's with its guests, which storage list still reads. The mark is kept with the snapshot:
+storage list sees it in the listing it makes anyway, and the comment travels with the snapshot,
+into a SnapMirror copy too. A comment that would grow beyond the 255 characters ONTAP keeps is
+refused. A snapshot held already is no error (info). A change whose answer was lost is read
+back (has the snapshot that comment now?); one that cannot be read back is said to be unknown.
+-dry-run prints the change.
+''',
+    'storage release': '''
+Lets a held storage snapshot go (see storage hold): under the volume's lock, "; held" is taken
+off the end of its comment. A snapshot not held is no error (info). A change whose answer was
+lost is read back. -dry-run prints the change.
 ''',
     'storage restore': '''
 Reverts the whole volume to the snapshot: every guest on the storage loses all changes since, and
@@ -366,7 +388,7 @@ The original tool's names, kept so that its snapshots stay usable:
 - images/<vmid>/vm-<vmid>-snapshot-<stamp>.hold: its hold (vm hold), who held it, since when
   and why.
 - proxmox_snapshot_<stamp>: a storage snapshot, with the comment "Snapshot of Proxmox storage
-  <id>" (this tool adds "; guests: 3 frozen, 1 running"); in it, pve-ontap-snapshot.manifest.json,
+  <id>" (this tool adds "; guests: 3 frozen, 1 running", and storage hold "; held"); in it, pve-ontap-snapshot.manifest.json,
   the manifest of each guest it holds (earlier builds: pve-ontap-snapshot/vm-<vmid>.<consistency>.manifest.json,
   ct-<vmid>... for a container). The live volume's holds the last one written.
 - pve_ontap_capture_<stamp>_vm<vmid> and pve_ontap_capture_<stamp>_all: vm create's short-lived

@@ -315,7 +315,7 @@ def main(argv=None):
             ('storage create (on a node: configs from pmxcfs)', ['storage', 'create', '-storage', 'ONTAP01'], 6),
             ('storage list', ['storage', 'list', '-storage', 'ONTAP01'], 4),
             (f'storage list ({args.snapshots} snapshots)', ['storage', 'list', '-storage', 'BENCH'], None),
-            ('storage delete', ['storage', 'delete', '-storage', 'BENCH', '-snapshot', snapshot], 4),
+            ('storage delete', ['storage', 'delete', '-storage', 'BENCH', '-snapshot', snapshot], 5),
             ('storage mount', ['storage', 'mount', '-storage', 'BENCH', '-snapshot',
                                'proxmox_snapshot_2024-01-01_00:00:01+0000'], None),
             ('storage unmount', ['storage', 'unmount', '-storage', 'BENCH-CLONE'], None),

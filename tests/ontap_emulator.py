@@ -1620,12 +1620,7 @@ class OntapEmulator:
         _check_body(body, self._SNAPSHOT_FIELDS)
         name = _body_str(body, 'name', required=True)
         self._check_snapshot_name(name)
-        comment = _body_str(body, 'comment') or ''
-        # Up to 255 characters (the ONTAP CLI's `volume snapshot create -comment`; FSx for ONTAP's
-        # API reference, OntapSnapshot Comment: "Maximum Length: 255"); the code of the refusal
-        # is unconfirmed.
-        if len(comment) > 255:
-            raise _invalid('comment', comment)
+        comment = self._check_comment(_body_str(body, 'comment') or '')
         expiry, label = _body_str(body, 'expiry_time'), _body_str(body, 'snapmirror_label')
         if expiry:
             _parse_time('expiry_time', expiry)
@@ -1643,6 +1638,16 @@ class OntapEmulator:
                             created={'uuid': snap_uuid, 'name': name})
 
     @staticmethod
+    def _check_comment(comment):
+        # Up to 255 characters (the ONTAP CLI's `volume snapshot create -comment`; FSx for ONTAP's
+        # API reference, OntapSnapshot Comment: "Maximum Length: 255"; netapp.ontap's
+        # na_ontap_snapshot: "The size of the comment can be at most 255 characters"), on POST and
+        # PATCH alike; the code of the refusal is unconfirmed.
+        if len(comment) > 255:
+            raise _invalid('comment', comment)
+        return comment
+
+    @staticmethod
     def _check_new_snapshot_name(vol, name):
         # A duplicate name fails the job rather than the request (either is
         # possible, ref §6); clients must handle job failures anyway.
@@ -1652,6 +1657,11 @@ class OntapEmulator:
 
     @_route('PATCH', _VOL + r'/snapshots/(?P<snap_uuid>[^/]+)')
     def _patch_snapshot(self, request, vol_uuid, snap_uuid):
+        """Rename a snapshot or change its comment (storage hold), expiry_time or snapmirror_label:
+        "Update a volume Snapshot copy", PATCH /storage/volumes/{volume.uuid}/snapshots/{uuid},
+        "Introduced In: 9.6", `comment` "an optional attribute for POST or PATCH"
+        (https://docs.netapp.com/us-en/ontap-restapi-98/patch-storage-volumes-snapshots-.html, and
+        the same in ontap-restapi-96 and -9161); a job, as every change here (ref §6)."""
         vol = self._volume_or_404(vol_uuid)
         snap = self._snapshot_or_404(vol, snap_uuid)
         body = request.body or {}
@@ -1659,6 +1669,8 @@ class OntapEmulator:
         changes = {name: _body_str(body, name) for name in self._SNAPSHOT_FIELDS if name in body}
         if 'name' in changes:
             self._check_snapshot_name(changes['name'] or '')
+        if 'comment' in changes:
+            changes['comment'] = self._check_comment(changes['comment'] or '')
 
         def operation():
             if vol.snapshots.get(snap.name) is not snap:

@@ -7,7 +7,8 @@ The world is the test suite's (tests/world.py): VM 100 running with disks on two
 clusters, VM 101 stopped, storages ONTAP01 and ONTAP02 in PVE; plus the snapshots the
 README's examples name, as if the original tool had made them. After each command the
 sandbox prints the changes it left: `+` added, `-` removed, in PVE and on both clusters
-(disk files with the first bytes of their SHA-256, so a restore shows as changed bytes).
+(disk files with the first bytes of their SHA-256, so a restore shows as changed bytes;
+snapshots with their comment, so a hold shows).
 """
 
 import argparse
@@ -43,7 +44,8 @@ def state(world):
     for cluster, emu in (('A', world.a), ('B', world.b)):
         for vol in emu.volumes:
             facts.add(f'ONTAP {cluster} volume {vol.name}')
-            facts.update(f'ONTAP {cluster} {vol.name} snapshot {name}' for name in vol.snapshots)
+            facts.update(f'ONTAP {cluster} {vol.name} snapshot {name}' + (f' "{snap.comment}"' if snap.comment else '')
+                         for name, snap in vol.snapshots.items())
             for path in sorted(vol.path.rglob('*')):
                 if path.is_file():
                     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
@@ -83,6 +85,7 @@ def demo(world):
              run(world, 'vm', 'list', '-vm', 100),
              run(world, 'vm', 'create', '-vm', 100, '-suspend', '-keep', 7),
              run(world, 'storage', 'create', '-storage', 'ONTAP01', '-freeze', '-keep', 7),
+             run(world, 'storage', 'hold', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT),
              run(world, 'storage', 'list', '-storage', 'ONTAP01')]
     (stamp,) = new_stamps(world, 'snapshot', {ORIGINAL_STAMP})
     snapshot = max(world.vol1.snapshots)
@@ -105,6 +108,7 @@ def demo(world):
               run(world, '-dry-run', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT,
                   '-force'),
               run(world, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT, '-force', '-yes'),
+              run(world, 'storage', 'release', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT),
               run(world, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT)]
     print('\nA new VM 201 from a snapshot of VM 101 (as for a VM destroyed since, or a copy to test an update on):')
     codes += [run(world, 'vm', 'restore', '-vm', 101, '-snapshot', ORIGINAL_STAMP, '-as-new', 201)]

@@ -56,6 +56,7 @@ LINES = [
     ('pve-ontap-snapshot vm ', ['--help', '-h', 'create', 'delete', 'hold', 'list', 'release', 'restore']),
     ('pve-ontap-snapshot vm re', ['release', 'restore']),
     ('pve-ontap-snapshot storage mo', ['mount ']),
+    ('pve-ontap-snapshot storage ho', ['hold ']),
     ('pve-ontap-snapshot vm create -', None),
     ('pve-ontap-snapshot vm create -vm 100 -suspend -', None),
     ('pve-ontap-snapshot vm create -all -s', ['-shutdown', '-suspend']),
@@ -115,7 +116,7 @@ def test_the_saved_parser_holds_every_command_and_option_of_the_tool(saved):
         return found
 
     assert flags(rebuilt) == flags(tool.build_parser())
-    assert len(flags(rebuilt)) == 18     # the tool, vm, storage, and their 15 commands
+    assert len(flags(rebuilt)) == 20     # the tool, vm, storage, and their 17 commands
 
 
 def test_the_build_stops_at_a_completer_that_uses_what_cannot_be_copied(tmp_path, monkeypatch):

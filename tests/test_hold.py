@@ -3,6 +3,7 @@ its set (vm-<vmid>-snapshot-<stamp>.hold beside its manifest), a storage snapsho
 the end of its ONTAP comment. -keep and -min-age pass a held snapshot over, a delete refuses it
 without -force; vm list and storage list show it."""
 
+import datetime
 import json
 import os
 import pwd
@@ -274,3 +275,208 @@ def test_a_hold_of_what_is_not_there_is_one_line_and_changes_nothing(world, argv
     (line,) = result.err.strip().splitlines()
     assert line.startswith('ERROR: ') and error in line
     assert world.state() == before
+
+
+# -- storage hold, storage release
+
+def storage_snapshots(world):
+    """{name: comment} of the tool's snapshots of ONTAP01's volume."""
+    return {name: snap.comment for name, snap in world.vol1.snapshots.items() if name.startswith('proxmox_snapshot_')}
+
+
+def storage_listed(world):
+    result = world.run('-output', 'json', 'storage', 'list', '-storage', 'ONTAP01')
+    assert result.code == 0, result.err
+    return {s['name']: s for s in json.loads(result.out)}
+
+
+def test_storage_hold_ends_the_comment_with_held_and_storage_list_shows_it(world):
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    ((name, comment),) = storage_snapshots(world).items()
+    assert comment == 'Snapshot of Proxmox storage ONTAP01; guests: 1 running, 1 shutdown'
+    world.a.requests.clear()
+
+    result = world.run('storage', 'hold', '-storage', 'ONTAP01', '-snapshot', name)
+
+    assert result.code == 0, result.err
+    assert f'INFO: storage ONTAP01: snapshot {name} held: -keep and -min-age pass it over' in result.err
+    assert storage_snapshots(world) == {name: f'{comment}; held'}
+    assert [(r['method'], r['body']) for r in world.a.requests if r['method'] != 'GET'] == [
+        ('PATCH', {'comment': f'{comment}; held'})]
+    listed = storage_listed(world)[name]
+    assert (listed['held'], listed['guests'], listed['consistency']) == (True, 2, {'running': 1, 'shutdown': 1})
+    rows = table(world.run('storage', 'list', '-storage', 'ONTAP01').out)
+    assert rows[0][-2:] == ['COMMENT', 'HELD'] and rows[1][-1] == 'yes'
+    assert rows[1][4:6] == ['2', '1 running, 1 shutdown']
+
+    released = world.run('storage', 'release', '-storage', 'ONTAP01', '-snapshot', name)
+
+    assert released.code == 0, released.err
+    assert f'INFO: storage ONTAP01: snapshot {name} released' in released.err
+    assert storage_snapshots(world) == {name: comment}
+    assert storage_listed(world)[name]['held'] is False
+    assert table(world.run('storage', 'list', '-storage', 'ONTAP01').out)[1][-1] == 'no'
+
+
+def test_storage_hold_or_release_twice_is_no_error_and_changes_nothing(world):
+    seed_history(world)
+    before = storage_snapshots(world)
+
+    released = world.run('storage', 'release', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_' + OLD)
+    assert released.code == 0, released.err
+    assert f'INFO: storage ONTAP01: snapshot proxmox_snapshot_{OLD} is not held: nothing changed' in released.err
+    assert world.run('storage', 'hold', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_' + OLD).code == 0
+    held = storage_snapshots(world)
+    world.a.requests.clear()
+
+    again = world.run('storage', 'hold', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_' + OLD)
+
+    assert again.code == 0, again.err
+    assert f'INFO: storage ONTAP01: snapshot proxmox_snapshot_{OLD} is held already: nothing changed' in again.err
+    assert storage_snapshots(world) == held != before
+    assert [r for r in world.a.requests if r['method'] != 'GET'] == []
+
+
+def test_a_held_snapshot_of_the_original_keeps_its_comment_and_adds_held(world):
+    seed_history(world)
+    name = 'proxmox_snapshot_' + OLD
+
+    result = world.run('storage', 'hold', '-storage', 'ONTAP01', '-snapshot', name)
+
+    assert result.code == 0, result.err
+    assert storage_snapshots(world)[name] == 'Snapshot of Proxmox storage ONTAP01; held'
+    listed = storage_listed(world)[name]
+    assert (listed['held'], listed['guests'], listed['consistency']) == (True, None, None)
+    assert [s['held'] for s in storage_listed(world).values()] == [False, True, False]
+
+
+def test_storage_keep_never_counts_or_deletes_a_held_snapshot(world):
+    seed_history(world)     # three snapshots of the original, of 2024-03-12, -13 and -14
+    for name in ('proxmox_snapshot_' + OLDER, 'proxmox_snapshot_' + OLD):
+        assert world.run('storage', 'hold', '-storage', 'ONTAP01', '-snapshot', name).code == 0
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-keep', 1)
+
+    assert result.code == 0, result.err
+    assert (f'INFO: storage ONTAP01: -keep 1 neither counts nor deletes the held snapshot(s) proxmox_snapshot_{OLDER}, '
+            f'proxmox_snapshot_{OLD} (storage release lets one go)') in result.err
+    names = sorted(storage_snapshots(world))
+    assert names[:2] == ['proxmox_snapshot_' + OLDER, 'proxmox_snapshot_' + OLD] and len(names) == 3
+    assert 'proxmox_snapshot_2024-03-14_10:00:00+0000' not in names      # not held: beyond -keep 1
+
+
+def test_storage_min_age_does_not_count_a_held_snapshot(world):
+    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2026-01-01_00:00:00+0000',
+                         comment='Snapshot of Proxmox storage ONTAP01; guests: none; held',
+                         create_time=datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'))
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-min-age', '12h')
+
+    assert result.code == 0, result.err
+    assert ('INFO: storage ONTAP01: -min-age 12h does not count the held snapshot(s) '
+            'proxmox_snapshot_2026-01-01_00:00:00+0000') in result.err
+    assert len(storage_snapshots(world)) == 2
+
+    again = world.run('storage', 'create', '-storage', 'ONTAP01', '-min-age', '12h')
+
+    assert again.code == 0, again.err
+    assert 'is younger than -min-age 12h: none taken' in again.err and len(storage_snapshots(world)) == 2
+
+
+def test_storage_delete_refuses_a_held_snapshot_and_deletes_it_with_force(world):
+    seed_history(world)
+    name = 'proxmox_snapshot_' + OLD
+    assert world.run('storage', 'hold', '-storage', 'ONTAP01', '-snapshot', name).code == 0
+    before = world.state()
+
+    for dry in ((), ('-dry-run',)):
+        refused = world.run(*dry, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', name)
+        assert refused.code == 1
+        assert error_lines(refused) == [(
+            f'ERROR: storage ONTAP01: snapshot {name} is held (its comment ends "; held"): release it first (storage '
+            f'release -storage ONTAP01 -snapshot {name}), or add -force to delete it held')]
+        assert 'would ' not in refused.out
+    assert world.state() == before
+
+    forced = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', name, '-force')
+
+    assert forced.code == 0, forced.err
+    assert name not in storage_snapshots(world) and len(storage_snapshots(world)) == 2
+
+
+def test_storage_hold_and_release_change_nothing_in_a_dry_run(world):
+    seed_history(world)
+    name = 'proxmox_snapshot_' + OLD
+
+    for command, comment in (('hold', 'Snapshot of Proxmox storage ONTAP01; held'),
+                             ('release', 'Snapshot of Proxmox storage ONTAP01')):
+        before = storage_snapshots(world)
+
+        result = world.run('-dry-run', 'storage', command, '-storage', 'ONTAP01', '-snapshot', name)
+
+        assert result.code == 0, result.err
+        assert f'would set the comment of snapshot {name} of volume proxmox_storage01 to "{comment}"' in result.out
+        assert storage_snapshots(world) == before
+        assert world.run('storage', command, '-storage', 'ONTAP01', '-snapshot', name).code == 0
+        assert storage_snapshots(world)[name] == comment
+
+
+def test_a_storage_hold_whose_answer_is_lost_is_read_back(world):
+    seed_history(world)
+    name = 'proxmox_snapshot_' + OLD
+    world.a.lose_answer('PATCH', r'/snapshots/')
+
+    result = world.run('storage', 'hold', '-storage', 'ONTAP01', '-snapshot', name)
+    world.a.wait_for_jobs()
+
+    assert result.code == 0, result.err
+    assert storage_snapshots(world)[name] == 'Snapshot of Proxmox storage ONTAP01; held'
+    patch = next(n for n, r in enumerate(world.a.requests) if r['method'] == 'PATCH')
+    assert [r for r in world.a.requests[patch + 1:] if r['path'].endswith('/snapshots')]     # read back
+
+
+def test_a_storage_hold_that_cannot_be_read_back_is_said_to_be_unknown(world):
+    seed_history(world)
+    name = 'proxmox_snapshot_' + OLD
+    world.a.lose_answer('PATCH', r'/snapshots/')
+    world.a.fail('GET', r'^/api/cluster/jobs$', status=403, code='6', message='not authorized for that command')
+
+    result = world.run('storage', 'hold', '-storage', 'ONTAP01', '-snapshot', name)
+    world.a.wait_for_jobs()
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert line.startswith(f'ERROR: storage ONTAP01: whether snapshot {name} is held is unknown: ONTAP ')
+    assert line.endswith('storage list shows it once ONTAP has ended the change')
+
+
+def test_a_storage_hold_that_fails_says_so_and_leaves_the_comment(world):
+    seed_history(world)
+    name = 'proxmox_snapshot_' + OLD
+    world.a.fail('PATCH', r'/snapshots/', status=403, code='6', message='not authorized for that command')
+    before = storage_snapshots(world)
+
+    result = world.run('storage', 'hold', '-storage', 'ONTAP01', '-snapshot', name)
+
+    assert result.code == 1
+    assert error_lines(result) == [(
+        f'ERROR: storage ONTAP01: snapshot {name} is not held: ONTAP {world.a.host}: set the comment of snapshot {name} '
+        'of volume proxmox_storage01 to "Snapshot of Proxmox storage ONTAP01; held": not authorized for that command')]
+    assert storage_snapshots(world) == before
+
+
+@pytest.mark.parametrize('snapshot, comment, error', [
+    ('proxmox_snapshot_nope', '', 'ONTAP {host}: volume proxmox_storage01 has no snapshot proxmox_snapshot_nope'),
+    ('proxmox_snapshot_' + OLD, 'x' * 250, 'storage ONTAP01: snapshot proxmox_snapshot_' + OLD + ' cannot be held: its '
+     'comment would be longer than the 255 characters ONTAP keeps; shorten it on ONTAP (volume snapshot modify '
+     '-comment) and hold it again'),
+])
+def test_a_storage_hold_that_cannot_be_made_is_one_line_and_changes_nothing(world, snapshot, comment, error):
+    world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_' + OLD, comment=comment)
+    before = storage_snapshots(world)
+
+    result = world.run('storage', 'hold', '-storage', 'ONTAP01', '-snapshot', snapshot)
+
+    assert result.code == 1
+    assert result.err.strip().splitlines() == ['ERROR: ' + error.format(host=world.a.host)]
+    assert storage_snapshots(world) == before

@@ -58,17 +58,21 @@ def test_storage_create_writes_one_record_whatever_the_guests_and_storage_list_r
     assert world.requests_of('storage', 'list', '-storage', 'ONTAP01') == (2, 2)
 
 
-def test_storage_delete_takes_four_requests_and_three_with_a_token(world):
-    """The snapshot goes by a query-based DELETE filtered by its name, answered without a job
-    poll, so its UUID needs no lookup. An API token saves the PVE login."""
-    for name in ('proxmox_snapshot_a', 'proxmox_snapshot_b'):
+def test_storage_delete_takes_five_requests_four_with_force_and_three_with_a_token(world):
+    """The snapshot is read for its hold (in its comment) and deleted by its UUID, answered without
+    a job poll. -force deletes it unread, by a query-based DELETE filtered by its name. An API
+    token saves the PVE login."""
+    for name in ('proxmox_snapshot_a', 'proxmox_snapshot_b', 'proxmox_snapshot_c'):
         world.a.add_snapshot('proxmox_storage01', name)
-    assert world.requests_of('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_a') == (2, 2)
+    assert world.requests_of('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_a') == (3, 2)
+    assert world.requests_of('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_b',
+                             '-force') == (2, 2)
     world.pve.apitokens['root@pam!backup'] = 'token-value'
     world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = root@pam\n'
                                'proxmox_token_name = backup\nproxmox_token_value = token-value\n'
                                f'proxmox_verify = {world.pve_cafile}\n')
-    assert world.requests_of('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_b') == (2, 1)
+    assert world.requests_of('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_c',
+                             '-force') == (2, 1)
     assert not [name for name in world.vol1.snapshots if name.startswith('proxmox_snapshot_')]
 
 

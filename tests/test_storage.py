@@ -53,7 +53,7 @@ def test_list_shows_only_the_tools_snapshots_oldest_first(world):
 
     assert result.code == 0 and result.err == ''
     lines = result.out.splitlines()
-    assert lines[0].split() == ['NAME', 'CREATED', 'SIZE', 'LABEL', 'GUESTS', 'CONSISTENCY', 'COMMENT']
+    assert lines[0].split() == ['NAME', 'CREATED', 'SIZE', 'LABEL', 'GUESTS', 'CONSISTENCY', 'COMMENT', 'HELD']
     assert [line.split()[0] for line in lines[1:]] == [OLD, 'proxmox_snapshot_2024-03-14_10:00:00+0000']
     assert 'made by the original' in lines[1]
 
@@ -63,7 +63,7 @@ def test_list_as_json(world):
     result = world.run('storage', 'list', '-storage', 'ONTAP01', '-output', 'json')
     data = json.loads(result.out)
     assert [s['name'] for s in data] == [OLD]
-    assert set(data[0]) == {'name', 'create_time', 'size', 'label', 'comment', 'guests', 'consistency'}
+    assert set(data[0]) == {'name', 'create_time', 'size', 'label', 'comment', 'guests', 'consistency', 'held'}
 
 
 def test_show_prints_the_volume(world):
@@ -97,12 +97,13 @@ def test_delete_of_an_unknown_snapshot_is_an_error(world):
     assert tool_snapshots(world.vol1) == [OLD]
 
 
-def test_delete_waits_for_a_job_that_outlasts_return_timeout(world):
+@pytest.mark.parametrize('force', [(), ('-force',)], ids=['by uuid', 'by name, -force'])
+def test_delete_waits_for_a_job_that_outlasts_return_timeout(world, force):
     world.write_config(defaults='read_timeout = 6\n')   # return_timeout = 1 s
     world.a.add_snapshot('proxmox_storage01', OLD)
-    world.a.slow_job('DELETE', r'/snapshots$', 1.2)
+    world.a.slow_job('DELETE', r'/snapshots(/|$)', 1.2)
 
-    result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD)
+    result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD, *force)
 
     assert result.code == 0, result.err
     assert tool_snapshots(world.vol1) == []
@@ -115,8 +116,9 @@ def test_delete_of_a_wildcard_name_deletes_nothing(world):
     world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_2024-03-14_10:00:00+0000')
 
     for name in ('proxmox_snapshot_*', '!nothing', f'{OLD}|proxmox_snapshot_2024-03-14_10:00:00+0000'):
-        result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', name)
-        assert result.code == 1 and result.err.strip().endswith(f'has no snapshot {name}')
+        for force in ((), ('-force',)):
+            result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', name, *force)
+            assert result.code == 1 and result.err.strip().endswith(f'has no snapshot {name}')
 
     assert tool_snapshots(world.vol1) == [OLD, 'proxmox_snapshot_2024-03-14_10:00:00+0000']
 

@@ -309,12 +309,13 @@ def test_a_storage_snapshot_whose_answer_is_lost_is_read_back_and_retention_runs
 
 
 def test_a_query_based_delete_is_understood_in_every_answer_shape(world):
+    """storage delete -force deletes by name, unread (without -force the snapshot is read for its hold)."""
     for shape in ('jobs', 'job', 'bare'):
         name = f'proxmox_snapshot_2024-03-13_14:42:4{len(shape)}+0000'
         world.a.add_snapshot('proxmox_storage01', name)
         world.a.collection_delete_answer = shape
 
-        result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', name)
+        result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', name, '-force')
 
         assert result.code == 0, (shape, result.err)
         assert name not in world.vol1.snapshots
@@ -323,7 +324,7 @@ def test_a_query_based_delete_is_understood_in_every_answer_shape(world):
 def test_a_query_based_delete_that_matched_nothing_says_so_when_ontap_tells(world):
     world.a.collection_delete_answer = 'job'
 
-    result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_nothing')
+    result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_nothing', '-force')
 
     assert error_lines(result) == [f'ERROR: ONTAP {world.a.host}: volume proxmox_storage01 has no snapshot proxmox_snapshot_nothing']
 

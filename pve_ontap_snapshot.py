@@ -3595,8 +3595,8 @@ class RunRecords:
 
     SUFFIX = '.run'
     # The commands that change something; a dry run changes nothing and records nothing.
-    COMMANDS = ('vm create', 'vm delete', 'vm restore', 'storage create', 'storage delete', 'storage restore',
-                'storage mount', 'storage unmount')
+    COMMANDS = ('vm create', 'vm delete', 'vm hold', 'vm release', 'vm restore', 'storage create', 'storage delete',
+                'storage hold', 'storage release', 'storage restore', 'storage mount', 'storage unmount')
 
     @staticmethod
     def directory():

@@ -356,8 +356,8 @@ rolled back; nothing is deleted, overwritten or started over what may still chan
 error names what stays unknown, its job, and what to check (job show -id <uuid> on the cluster).
 '''),
     ('RUNS', '''
-Every command that changes something (vm create, delete, restore; storage create, delete,
-restore, mount, unmount), but not a dry run, records how it ended: its last run, last success
+Every command that changes something (vm create, delete, hold, release, restore; storage
+create, delete, hold, release, restore, mount, unmount), but not a dry run, records how it ended: its last run, last success
 and last failure (when, how long, on which node, the error), in
 /etc/pve/priv/pve-ontap-snapshot/<command>@<subject>.run on a PVE node (so every node's monitor
 reads it), else in the lock directory. monitor warns of a command whose last run failed. With

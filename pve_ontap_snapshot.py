@@ -1647,22 +1647,30 @@ class Volume:
         return part.get_payload(decode=True) or b''
 
     def qcow2_backing(self, path):
-        """The backing file a qcow2 file in the volume names (Qcow2.backing), or None: its header read
-        through the files API, and its name where that lies beyond the first read. Whether ONTAP
-        answers a read past the end with fewer bytes or refuses it is unconfirmed: a refused one is
-        read again no further than the file's size."""
-        try:
-            head = self.read_file(path, Qcow2.HEADER_READ)
-        except OntapError as exc:
-            size = None if Ontap.missing_file(exc) else self.file_size(path)
-            if size is None or size >= Qcow2.HEADER_READ:
-                raise
-            head = self.read_file(path, size)
+        """The backing file a qcow2 file in the volume names (Qcow2.backing), or None (qcow2_header)."""
+        return self.qcow2_header(path)[0]
+
+    def qcow2_header(self, path, size=None):
+        """(the backing file a qcow2 file in the volume names or None, its virtual size or None for a
+        file that is no qcow2): its header read through the files API, and the backing file's name
+        where that lies beyond the first read. `size`, the file's length where a listing gave it,
+        keeps the read within the file; else whether ONTAP answers a read past the end with fewer
+        bytes or refuses it is unconfirmed: a refused one is read again no further than the file's size."""
+        if size is not None:
+            head = self.read_file(path, min(size, Qcow2.HEADER_READ))
+        else:
+            try:
+                head = self.read_file(path, Qcow2.HEADER_READ)
+            except OntapError as exc:
+                size = None if Ontap.missing_file(exc) else self.file_size(path)
+                if size is None or size >= Qcow2.HEADER_READ:
+                    raise
+                head = self.read_file(path, size)
         found = Qcow2.backing(head)
         if isinstance(found, tuple):
-            offset, size = found
-            return self.read_file(path, min(size, 4096), offset).decode('utf-8', 'replace')
-        return found
+            offset, length = found
+            found = self.read_file(path, min(length, 4096), offset).decode('utf-8', 'replace')
+        return found, Qcow2.virtual_size(head)
 
     def first_image(self):
         """The smallest disk image of the first VM directory under images/ that holds one, or None."""
@@ -2492,7 +2500,7 @@ class Qcow2:
     deleted (Plugin.pm get_snap_name, volume_snapshot, volume_snapshot_delete)."""
 
     # The qcow2 header (QEMU's docs/interop/qcow2.txt): magic QFI\xfb, backing_file_offset u64
-    # at 8, its size u32 at 16.
+    # at 8, its size u32 at 16, the virtual size (`size`, in bytes) u64 at 24; all big-endian.
     MAGIC = b'QFI\xfb'
     HEADER_READ = 4096     # the backing file's name follows the header in every file qemu-img makes
     BASE_IMAGE = re.compile(r'^\.\./(?P<vmid>\d+)/base-(?P=vmid)-disk-\d+\.(?:raw|qcow2|vmdk)$')
@@ -2509,6 +2517,14 @@ class Qcow2:
         if offset + size > len(head):
             return offset, size
         return head[offset:offset + size].decode('utf-8', 'replace')
+
+    @staticmethod
+    def virtual_size(head):
+        """The virtual size in bytes a qcow2 file's first bytes `head` give, or None for a file that is
+        no qcow2 (or shorter than the header's first fields)."""
+        if len(head) < 32 or head[:4] != Qcow2.MAGIC:
+            return None
+        return int.from_bytes(head[24:32], 'big')
 
     @staticmethod
     def backing_risk(backing):

@@ -4586,13 +4586,15 @@ class VmCreate:
         return {**config, **changes}
 
     @staticmethod
-    def save_snapshot_records(ctx, view, stamp, consistency, kind='snapshot', config=None):
+    def save_snapshot_records(ctx, view, stamp, consistency, kind='snapshot', config=None, copied=None):
         """Write the snapshot's manifest, with the VM's config in it (Manifest.build), beside its
         clones in images/<vmid>/ of the storage of its first ONTAP disk: one request per VM, and
         the set is found by its stamp on every storage of the VM anyway. The config is the node's
         .conf file on a PVE node, else rebuilt from the API's (config_text). A write of unknown
-        outcome is read back: is the file there? A Failure says it was not saved. `kind` and
-        `config`: those of a pre-restore snapshot, the VM's config read then."""
+        outcome is read back: is the file there? A Failure says it was not saved. `kind`, `config`
+        and `copied`: those of a pre-restore snapshot, the VM's config read then and the paths of
+        the disks it holds a copy of (any other's `clone` is null: a restore copies only the disks
+        it overwrites)."""
         config = view.config if config is None else config
         storage = view.disks[0].storage
         volume = ctx.volume(storage)
@@ -4601,7 +4603,8 @@ class VmCreate:
         manifest = Manifest.build(view.vm, view.disks, config, stamp, consistency, volumes,
                                   raw if raw is not None else Guest.config_text(config).encode(),
                                   Node.config_path(view.vm) if raw is not None else 'api', tool_version(),
-                                  {disk.key: Names.snapshot_file_path(disk.path, stamp, kind) for disk in view.disks},
+                                  {disk.key: Names.snapshot_file_path(disk.path, stamp, kind) for disk in view.disks
+                                   if copied is None or disk.path in copied},
                                   ctx.manifest_key(create=True), view.backings)
         path = Names.manifest_path(view.vmid, stamp, consistency, kind, Identity.tag(Identity.of_config(config)))
         try:
@@ -5511,7 +5514,8 @@ class VmRestore:
         """Clone the live disks to a pre-restore snapshot, then each source over its live disk (or to
         where a disk -with-config puts back was before it was deleted: absent_targets). All or
         nothing: on a failure the disks overwritten are put back, those made removed. An overwrite
-        whose outcome stays unknown leaves all as it is: the pre-restore snapshot kept, the VM down."""
+        whose outcome stays unknown leaves all as it is: the pre-restore snapshot kept, the VM down.
+        Returns the paths of the disks the pre-restore snapshot holds a copy of."""
         vmid = view.vmid
         absent = VmRestore.absent_targets(ctx, view, sources)
         undo = [(disk.storage, disk.path, Names.snapshot_file_path(disk.path, undo_stamp, 'prerestore')) for disk, _ in sources
@@ -5527,7 +5531,7 @@ class VmRestore:
         overwrites = Clones.settle(ctx, Clones.make(ctx, [(disk.storage, source, disk.path) for disk, source in sources],
                                                     overwrite=True), overwrite=True)
         if all(outcome.state == 'done' for outcome in overwrites):
-            return
+            return {path for _, path, _ in undo}
         stopped = 'VM left stopped' if window.acting else f'do not start VM {vmid}'
         if any(outcome.state == 'unknown' for outcome in overwrites):
             window.leave_down('a restore of its disks may still be under way')
@@ -5552,12 +5556,14 @@ class VmRestore:
         raise Failure(f'VM {vmid}: restore failed, every disk is as it was ({Clones.remove(ctx, undo)}): {reason}')
 
     @staticmethod
-    def save_config_for_undo(ctx, view, undo_stamp, needed):
-        """Save the VM's config as it is now with the pre-restore snapshot (its manifest), so that
-        restoring that one -with-config undoes a config put back too. None, or, where the config is
-        to be put back (`needed`), the Failure that keeps it from being put back; else a warning."""
+    def save_config_for_undo(ctx, view, undo_stamp, needed, copied):
+        """Save the VM's config as it is now with the pre-restore snapshot (its manifest, naming the
+        copies it holds: `copied`, restore_disks'), so that restoring that one -with-config undoes a
+        config put back too. None, or, where the config is to be put back (`needed`), the Failure
+        that keeps it from being put back; else a warning."""
         try:
-            VmCreate.save_snapshot_records(ctx, view, undo_stamp, 'shutdown', 'prerestore', ctx.pve.config_of(view.vm))
+            VmCreate.save_snapshot_records(ctx, view, undo_stamp, 'shutdown', 'prerestore', ctx.pve.config_of(view.vm),
+                                           copied)
         except Failure as exc:
             if needed:
                 return Failure(f'its config was not put back: the current one could not be saved with pre-restore '
@@ -5732,8 +5738,8 @@ class VmRestore:
             undo_stamp = VolumeLock.new_stamp(locks, [f'vm{view.vmid}'], sets)
             with STOP.deferred():
                 with VmWindow(ctx, view, 'shutdown' if running else None, status) as window:
-                    VmRestore.restore_disks(ctx, view, sources, undo_stamp, window)
-                    undone = VmRestore.save_config_for_undo(ctx, view, undo_stamp, args.with_config)
+                    copied = VmRestore.restore_disks(ctx, view, sources, undo_stamp, window)
+                    undone = VmRestore.save_config_for_undo(ctx, view, undo_stamp, args.with_config, copied)
                     if args.with_config and undone:
                         window.problems.append(undone)
                     elif args.with_config:

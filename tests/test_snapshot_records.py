@@ -161,3 +161,21 @@ def test_a_manifest_write_whose_answer_is_lost_is_read_back(world):
     assert len(world.records(world.vol1, 101)) == 1
     lookups = [r for r in world.a.requests if r['method'] == 'GET' and r['path'].endswith('manifest.json')]
     assert lookups and lookups[-1]['status'] == 200
+
+
+def test_a_pre_restore_snapshots_manifest_names_only_the_copies_it_holds(world):
+    """A restore copies only the disks it overwrites: from a storage snapshot of ONTAP01, not
+    VM 100's disks on ONTAP02, which its pre-restore snapshot then holds no copy of."""
+    world.pve.vm(100).status = 'stopped'
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    (snapshot,) = world.vol1.snapshots
+
+    result = world.run('vm', 'restore', '-vm', 100, '-storage-snapshot', snapshot, '-yes')
+
+    assert result.code == 0, result.err
+    (name,) = [name for name in world.records(world.vol1, 100) if '-prerestore-' in name]
+    manifest = json.loads((world.vol1.path / 'images/100' / name).read_text())
+    clones = {disk['key']: disk['clone'] for disk in manifest['disks']}
+    assert {key for key, clone in clones.items() if clone is None} == {'sata0', 'virtio0'}
+    copies = {f'images/100/{name}' for name in world.clones(world.vol1, 100) + world.clones(world.vol2, 100)}
+    assert {clone for clone in clones.values() if clone} == copies and len(copies) == 4

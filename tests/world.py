@@ -235,11 +235,43 @@ MARCH_SNAPSHOT = 'proxmox_snapshot_2024-03-14_10:00:00+0000'
 EARLIER_SNAPSHOT = 'proxmox_snapshot_2024-03-12_10:00:00+0000'
 
 
+def sized_as_pve_sizes_them(world):
+    """PVE writes a disk's size into its config, `size=`, as the storage gives it: a raw file's
+    length, a qcow2 file's virtual size (pve-storage Plugin.pm file_size_info, from `qemu-img
+    info`; qemu-server update_disksize). The world's disk files are 8 KiB of random bytes whatever
+    their config says; here they agree, as on a real storage, for what compares them (vm verify,
+    storage verify): each raw disk's `size=` becomes its file's length, and each qcow2 disk gets a
+    qcow2 header of the virtual size its config says."""
+    roots = {'ONTAP01': world.vol1.path, 'ONTAP02': world.vol2.path}
+    for guest, kind in [(vm, 'qemu') for vm in world.pve.vms] + [(ct, 'lxc') for ct in world.pve.cts]:
+        for disk in tool.Guest.disks({'type': kind}, guest.config):
+            path = roots[disk.storage] / disk.path if disk.storage in roots and disk.path else None
+            if path is None or not path.exists():
+                continue
+            value = guest.config[disk.key]
+            if disk.path.endswith('.qcow2'):
+                write_qcow2(path, size=tool.Guest.drive_size(value) or 2**30)
+            elif disk.path.endswith('.raw'):
+                guest.config[disk.key] = re.sub(r'(^|,)size=[^,]*', rf'\g<1>size={pve_size(path.stat().st_size)}', value)
+
+
+def pve_size(size):
+    """Bytes as PVE writes a disk's size, in the largest unit that holds it whole (pve-common
+    JSONSchema.pm format_size): 8192 -> 8K."""
+    for unit in ('', 'K', 'M', 'G'):
+        if size % 1024 or not size:
+            return f'{size}{unit}'
+        size //= 1024
+    return f'{size}T'
+
+
 def seed_history(world):
     """A VM snapshot of VM 100 (the original's: no saved config) and one of VM 101 with its saved
     config, three storage snapshots of ONTAP01 with the README's names, and a guest agent in VM
     100 (for -freeze), so that every README example runs here (fakepve seeing the disk files
-    over NFS, as PVE does, for vm restore -as-new)."""
+    over NFS, as PVE does, for vm restore -as-new; each disk's size as PVE sizes it, for vm verify
+    and storage verify)."""
+    sized_as_pve_sizes_them(world)
     for vol in (world.vol1, world.vol2):
         for name in world.files(vol, 100):
             stem, ext = name.rsplit('.', 1)

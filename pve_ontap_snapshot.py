@@ -16,6 +16,9 @@ ONTAP can do better underneath it, and this tool asks it to:
   vm restore       put a VM's disks (-with-config: and its config) back to a VM snapshot,
                    or to their state in a storage snapshot, leaving every other VM alone;
                    -as-new NEWID: a new VM from one, also of a VM destroyed since.
+  vm verify        prove a VM's snapshots restorable without restoring them: every file
+                   there with the size its manifest records, qcow2 headers and backing
+                   files sound, the manifest passing its check (-all: every VM).
   storage create   take an ONTAP snapshot of the volume behind a PVE NFS storage, with
                    a manifest, its config in it, of every guest on it.
   storage list     list this tool's snapshots of that volume (oldest first), and how
@@ -100,7 +103,7 @@ import urllib.parse
 #                      VmWindow (vm create, vm restore), GuestsWindow (storage create)
 #  9. Commands         one class per command, its entry command(ctx, args):
 #                      vm: VmCreate (+ Captures), VmList, VmDelete, VmHold (hold, release), VmRestore
-#                      (+ NewVm: -as-new)
+#                      (+ NewVm: -as-new), VmVerify
 #                      storage: StorageCreate, StorageView (list, show, delete), StorageHold (hold,
 #                      release), StorageRestore, StorageMount (mount, unmount)
 #                      Containers (a `ct` tree) get Ct* classes beside the Vm* ones, sharing Guest,
@@ -2525,6 +2528,16 @@ class Qcow2:
         if len(head) < 32 or head[:4] != Qcow2.MAGIC:
             return None
         return int.from_bytes(head[24:32], 'big')
+
+    @staticmethod
+    def backing_path(directory, backing):
+        """The path in the volume of the backing file `backing` a qcow2 file in `directory` names: a
+        relative name is taken from the file's directory, as QEMU takes it (qemu-img(1), `create -b`);
+        None for an absolute name, or one that leaves the volume."""
+        if backing.startswith('/'):
+            return None
+        path = os.path.normpath(f'{directory}/{backing}')
+        return None if path == '..' or path.startswith('../') else path
 
     @staticmethod
     def backing_risk(backing):
@@ -5968,6 +5981,269 @@ class NewVm:
         STOP.check(f'VM {newid} was created from {new.origin} of VM {vmid} first')
 
 
+class VmVerify:
+    """vm verify: each snapshot of a VM proved restorable without restoring it, from metadata and
+    qcow2 headers alone, never disk data: every copy its manifest names there with the size it
+    records (a raw file's length, a qcow2 file's virtual size; a vmdk's is not checked), each qcow2
+    copy's header read and its backing file inside the snapshot or a linked clone's base image that
+    still exists, the manifest read and passing its check (Manifest.read). A snapshot without a
+    manifest (the original's) is verified by its files alone, and says so. Read-only: no lock, no
+    change. Its requests go REQUESTS_AT_ONCE at a time (Parallel.map): one listing of images/<vmid>
+    per storage searched (with the sizes), one manifest read per snapshot, one header read per qcow2
+    copy (two where its backing file's name lies beyond the first 4 KiB), one listing of each
+    directory of a base image named."""
+
+    @staticmethod
+    def each(function, items):
+        """[function(item) for item in items], REQUESTS_AT_ONCE at a time (Parallel.map): each result,
+        or the Failure it raised, so that one unreadable file fails the snapshot it belongs to alone."""
+        def attempt(item):
+            try:
+                return function(item)
+            except Failure as exc:
+                return exc
+        return Parallel.map(attempt, list(items), Parallel.REQUESTS_AT_ONCE)
+
+    @staticmethod
+    def listing(ctx, storage, directory):
+        """{name: size} of the files in a directory of the storage's volume ({} where there is none)."""
+        return {record['name']: record.get('size') for record in ctx.volume(storage).list_dir(directory)}
+
+    @staticmethod
+    def listings(ctx, directories):
+        """{(storage, directory): listing or Failure} of the (storage, directory) pairs, each listed once."""
+        directories = sorted(set(directories))
+        return dict(zip(directories, VmVerify.each(lambda item: VmVerify.listing(ctx, *item), directories)))
+
+    @staticmethod
+    def headers(ctx, files):
+        """{(storage, path): (backing file, virtual size) or Failure} of the qcow2 files among the
+        SnapshotFiles (or (storage, path, size) triples), one header read each (Volume.qcow2_header)."""
+        items = sorted({(f.storage, f.path, f.size) if isinstance(f, SnapshotFile) else f for f in files
+                        if (f.path if isinstance(f, SnapshotFile) else f[1]).endswith('.qcow2')})
+        return {(storage, path): found for (storage, path, _), found in zip(items, VmVerify.each(
+            lambda item: ctx.volume(item[0]).qcow2_header(item[1], item[2]), items))}
+
+    @staticmethod
+    def backing_directories(headers, wanted):
+        """The (storage, directory) of each backing file the headers name ({(storage, path): (backing,
+        virtual size) or Failure}) that is to be looked for: wanted(path, backing, its path in the volume)."""
+        found = [(storage, path, header[0], Qcow2.backing_path(path.rpartition('/')[0], header[0]))
+                 for (storage, path), header in headers.items() if isinstance(header, tuple) and header[0]]
+        return {(storage, target.rpartition('/')[0]) for storage, path, backing, target in found
+                if target and wanted(path, backing, target)}
+
+    @staticmethod
+    def copy_problems(where, path, listed, recorded, header):
+        """(problems, notes) of one copy named `where`: `listed` its length (the listing's), `recorded`
+        the size its manifest records (None: none), `header` (backing file, virtual size) or the
+        Failure of reading it, for a qcow2 copy. A raw copy's size is its length, a qcow2 copy's its
+        header's virtual size; a vmdk copy's is not checked."""
+        recorded = recorded if isinstance(recorded, int) and not isinstance(recorded, bool) else None
+        if path.endswith('.vmdk'):
+            return [], [f'the size of {where} (vmdk) is not checked']
+        if not path.endswith('.qcow2'):
+            size, what = listed, ''
+        elif isinstance(header, Failure):
+            return [f'the header of {where} could not be read: {header}'], []
+        elif header[1] is None:
+            return [f'{where} has no qcow2 header'], []
+        else:
+            size, what = header[1], 'a virtual size of '
+        if recorded is not None and size != recorded:
+            return [f'{where} has {what}{size} bytes, not the {recorded} its manifest records'], []
+        return [], []
+
+    @staticmethod
+    def backing_problem(where, path, backing, listings, storage, inside):
+        """What is wrong with the backing file `backing` of the qcow2 copy at `path` (named `where`),
+        or None: it must be a file of the snapshot (`inside(target)`) or, for a VM snapshot, a linked
+        clone's base image (Qcow2.BASE_IMAGE) that is still there. `listings` hold the directories."""
+        if backing is None:
+            return None
+        target = Qcow2.backing_path(path.rsplit('/', 1)[0], backing)
+        directory, _, name = (target or '').rpartition('/')
+        listing = listings.get((storage, directory), {}) if target else {}
+        if target and inside(target):
+            return None if isinstance(listing, dict) and name in listing else (
+                f'{where} stands on {target}, which ' +
+                (f'could not be looked for: {listing}' if isinstance(listing, Failure) else 'is gone'))
+        if target and Qcow2.BASE_IMAGE.match(backing):
+            if isinstance(listing, Failure):
+                return f'{where} stands on the base image {target}, which could not be looked for: {listing}'
+            return None if name in listing else f'{where} stands on the base image {target}, which is gone'
+        gone = '' if not target or isinstance(listing, Failure) or name in listing else '; it is gone already'
+        return f'{where} stands on {Qcow2.backing_risk(backing)}{gone}'
+
+    @staticmethod
+    def check(vmid, files, saved, listings, headers, volumes):
+        """The verdict on one VM snapshot, its `files` (SnapshotFiles of one stamp) as listed: `saved` its
+        manifest as read (a SavedConfig, a Failure, or None: there is none), `listings` and `headers`
+        as read, `volumes` {storage of config.ini: Volume or the Failure of looking it up}."""
+        stamp, directory = files[0].stamp, f'images/{vmid}'
+        problems, notes = [], []
+        copies = [file for file in files if not file.is_record]
+        recorded = {}       # (storage, path): the size the manifest records
+        if isinstance(saved, Failure):
+            problems.append(str(saved))
+        manifest = saved.manifest if isinstance(saved, VmRestore.SavedConfig) else None
+        if manifest is None:
+            notes.append('no manifest (made by the original, or before snapshots carried one): its files alone '
+                         'are checked, not their sizes' if not isinstance(saved, Failure) else
+                         'its files alone are checked, not their sizes')
+        elif not saved.signed:
+            notes.append('its manifest is unsigned, or no key here checks it: that it is unchanged is not proven')
+        for entry in (manifest or {}).get('disks') or ():
+            if not isinstance(entry, dict):
+                continue
+            storage, clone = entry.get('storage'), entry.get('clone')
+            if 'clone' not in entry and isinstance(entry.get('volid'), str):   # an earlier build's: by the rule
+                parsed = Guest.parse_volume(entry['volid'])
+                clone = Names.snapshot_file_path(parsed[2], stamp, files[0].kind) if parsed and parsed[2] else None
+            if not isinstance(clone, str):
+                continue
+            where = f'{clone} on {storage}'
+            listing = listings.get((storage, directory))
+            if clone.rpartition('/')[0] != directory:
+                problems.append(f'its manifest names a copy outside {directory}/: {where}')
+            elif storage not in volumes:
+                problems.append(f'{where} is not checked: storage {storage} has no section in config.ini')
+            elif isinstance(volumes[storage], Failure):
+                problems.append(f'{where} is not checked: its storage could not be looked up')
+            elif isinstance(listing, Failure):
+                problems.append(f'{where} could not be looked for: {listing}')
+            elif clone.rpartition('/')[2] not in (listing or {}):
+                problems.append(f'{where} is missing')
+            else:
+                recorded[(storage, clone)] = entry.get('size')
+        paths = {(file.storage, file.path) for file in files}
+        for file in copies:
+            where = f'{file.path} on {file.storage}'
+            header = headers.get((file.storage, file.path))
+            found, more = VmVerify.copy_problems(where, file.path, file.size, recorded.get((file.storage, file.path)),
+                                                 header)
+            problems += found
+            notes += more
+            if isinstance(header, tuple):
+                backing = VmVerify.backing_problem(where, file.path, header[0], listings, file.storage,
+                                                   lambda target, storage=file.storage: (storage, target) in paths)
+                problems += [backing] if backing else []
+        return {'kind': Names.SNAPSHOT_KINDS[files[0].kind], 'stamp': stamp, 'vmid': vmid, 'ok': not problems,
+                'problems': problems, 'notes': notes, 'files': len(files)}
+
+    @staticmethod
+    def failed(vmid, problem):
+        """The verdict where no snapshot of VM `vmid` could be looked at (`problem`)."""
+        return {'kind': None, 'stamp': None, 'vmid': vmid, 'ok': False, 'problems': [str(problem)], 'notes': [],
+                'files': 0}
+
+    @staticmethod
+    def configs(ctx, args):
+        """[(vmid, config or Failure)] of the VMs to verify: -vm's, or with -all every VM with a disk on a
+        storage of config.ini (VmCreate.vms_to_snapshot); one whose config cannot be read fails alone."""
+        if not args.all:
+            return [(args.vm, ctx.pve.config_of(ctx.pve.find_vm(args.vm)))]
+        return VmCreate.vms_to_snapshot(ctx, None, ctx.pve.vms())
+
+    @staticmethod
+    def volumes(ctx):
+        """{storage of config.ini: its Volume, or the Failure of looking it up}, looked up here, in the
+        main thread, before any thread reads Context's caches."""
+        volumes = {}
+        for storage in sorted(ctx.config.storages):
+            try:
+                volumes[storage] = ctx.volume(storage)
+            except Failure as exc:
+                volumes[storage] = exc
+        return volumes
+
+    @staticmethod
+    def verdicts(ctx, configs, stamp=None):
+        """The verdict on each snapshot of the VMs ([(vmid, config or Failure)]), or on the one of
+        `stamp`, in VM and stamp order; each searched for on every storage of config.ini."""
+        volumes = VmVerify.volumes(ctx)
+        ctx.manifest_key()      # read here, before the threads read it
+        reachable = [storage for storage, volume in volumes.items() if not isinstance(volume, Failure)]
+        for storage in sorted(set(volumes) - set(reachable)):
+            log.warning('storage %s not searched for snapshots: %s', storage, volumes[storage])
+        vmids = [vmid for vmid, config in configs if not isinstance(config, Failure)]
+        listings = VmVerify.listings(ctx, [(storage, f'images/{vmid}') for vmid in vmids for storage in reachable])
+        found = {}
+        for vmid in vmids:
+            files = [Names.snapshot_file(storage, directory, name, size)
+                     for (storage, directory), listing in listings.items() if directory == f'images/{vmid}'
+                     and isinstance(listing, dict) for name, size in listing.items()]
+            sets = VmSnapshots.by_stamp([file for file in files if file])
+            found[vmid] = {stamp: sets[stamp]} if stamp in sets else {} if stamp else sets
+        records = [(vmid, next(file for file in files if file.is_record and file.ext != '.conf'))
+                   for vmid, sets in found.items() for files in sets.values()
+                   if any(file.is_record and file.ext != '.conf' for file in files)]
+        saved = dict(zip(((vmid, record.stamp) for vmid, record in records), VmVerify.each(
+            lambda item: VmRestore.read_saved(ctx, item[1].storage, item[1].path, item[0], item[1].stamp,
+                                              item[1].size), records)))
+        headers = VmVerify.headers(ctx, [file for sets in found.values() for files in sets.values() for file in files])
+        listings.update(VmVerify.listings(ctx, VmVerify.backing_directories(
+            headers, lambda path, backing, target: Qcow2.BASE_IMAGE.match(backing)) - set(listings)))
+        verdicts = []
+        for vmid, config in configs:
+            if isinstance(config, Failure):
+                verdicts.append(VmVerify.failed(vmid, config))
+                continue
+            verdicts += [VmVerify.failed(vmid, f'storage {storage} not searched: {volumes[storage]}')
+                         for storage in sorted(Guest.storages(config) & set(volumes))
+                         if isinstance(volumes[storage], Failure)]
+            verdicts += [VmVerify.failed(vmid, f'images/{vmid} on {storage} could not be listed: {listing}')
+                         for (storage, directory), listing in listings.items()
+                         if directory == f'images/{vmid}' and isinstance(listing, Failure)]
+            if stamp and stamp not in found[vmid]:
+                verdicts.append(dict(VmVerify.failed(vmid, f'no snapshot {stamp} on any storage of config.ini'),
+                                     stamp=stamp))
+            for files in found[vmid].values():
+                verdicts.append(VmVerify.check(vmid, files, saved.get((vmid, files[0].stamp)), listings, headers,
+                                               volumes))
+        return verdicts
+
+    @staticmethod
+    def label(verdict):
+        """`VM 100 <stamp>` (with ` (pre-restore)`), or `storage ONTAP01 <name>`: what a verdict is of."""
+        if 'vmid' in verdict:
+            return ' '.join(filter(None, (f'VM {verdict["vmid"]}', verdict['stamp'],
+                                          '(pre-restore)' if verdict['kind'] == 'pre-restore' else None)))
+        return ' '.join(filter(None, (f'storage {verdict["storage"]}', verdict['name'])))
+
+    @staticmethod
+    def report(ctx, verdicts, nothing):
+        """Print one line per verdict (`ok` or `FAIL`, what, and what is wrong or was not checked; with
+        -output json the verdicts); a Failure naming what is wrong unless all hold. `nothing`: said at
+        info level where there was nothing to verify."""
+        def line(verdict):
+            guests, files = verdict.get('guests'), verdict['files']
+            held = ([] if guests is None else [f'{guests} guest{"s" * (guests != 1)}']) + (
+                [f'{files} file{"s" * (files != 1)}'] if files or guests is not None else [])
+            detail = (verdict['problems'] if not verdict['ok'] else [', '.join(held)] if held else []) + verdict['notes']
+            return Output.printable(f'{"ok  " if verdict["ok"] else "FAIL"} {VmVerify.label(verdict)}: '
+                                    f'{"; ".join(detail)}')
+
+        if not verdicts:
+            log.info('%s', nothing)
+        if verdicts or ctx.output == 'json':
+            ctx.emit(verdicts, '\n'.join(line(verdict) for verdict in verdicts))
+        failed = [verdict for verdict in verdicts if not verdict['ok']]
+        if len(verdicts) == 1 and failed:
+            raise Failure(f'{VmVerify.label(failed[0])}: {"; ".join(failed[0]["problems"])}')
+        if failed:
+            raise Failure(f'verification failed for {len(failed)} of {len(verdicts)}: ' + '; '.join(
+                f'{VmVerify.label(verdict)} ({"; ".join(verdict["problems"])})' for verdict in failed))
+
+    @staticmethod
+    def command(ctx, args):
+        if args.all and args.snapshot:
+            raise ConfigError('-snapshot names a snapshot of one VM: give it with -vm, not with -all')
+        verdicts = VmVerify.verdicts(ctx, VmVerify.configs(ctx, args), args.snapshot)
+        VmVerify.report(ctx, verdicts, f'VM {args.vm} has no snapshot: nothing to verify' if not args.all else
+                        'no VM has a snapshot: nothing to verify')
+
+
 class StorageCreate:
     """storage create, and -keep: an ONTAP snapshot of the volume behind a storage, each guest's
     manifest written at its root just before, guests held still for it as asked."""
@@ -8103,7 +8379,7 @@ class Arg:
         parser.add_argument('-loglevel', '--loglevel', choices=sorted(LOG_LEVELS), default=default('info'),
                             help='log level on stderr (default: info); debug logs every HTTP request and tracebacks')
         parser.add_argument('-output', '--output', choices=('text', 'json'), default=default('text'),
-                            help='format of list, show and doctor results on stdout (default: text)')
+                            help='format of list, show, verify and doctor results on stdout (default: text)')
         parser.add_argument('-dry-run', '--dry-run', action='store_true', default=default(False),
                             help='print what would change, in plain words, and change nothing')
         parser.add_argument('-wait', '--wait', type=Arg.seconds, metavar='SECONDS', default=default(0),
@@ -8212,7 +8488,8 @@ def build_parser():
         return sub
 
     vm = contexts.add_parser('vm', help='VM snapshots as ONTAP file clones', allow_abbrev=False)
-    vm_commands = vm.add_subparsers(dest='command', metavar='{create,list,delete,hold,release,restore}', required=True)
+    vm_commands = vm.add_subparsers(dest='command', metavar='{create,list,delete,hold,release,restore,verify}',
+                                    required=True)
     create = leaf(vm_commands, 'create', VmCreate.command, 'file-clone every disk of VMs on their ONTAP storage',
                   ['vm create -vm 100', 'vm create -vm 100 -pause -keep 7', 'vm create -vm 100 101 -suspend',
                    'vm create -all -freeze'])
@@ -8294,6 +8571,19 @@ def build_parser():
     restore.add_argument('-no-saved-config', '--no-saved-config', action='store_true',
                          help='with -as-new: where the saved config cannot be read or fails its signature check, '
                               'give the new VM the current config of the VM instead of refusing')
+    verify = leaf(vm_commands, 'verify', VmVerify.command,
+                  "prove a VM's snapshots restorable without restoring them: every file there with the size its "
+                  'manifest records, each qcow2 backing file within reach, the manifest passing its check; '
+                  'reads metadata and qcow2 headers only, changes nothing',
+                  ['vm verify -vm 100', 'vm verify -vm 100 -snapshot 2024-03-13_14:42:47+0000',
+                   '-output json vm verify -all'])
+    which = verify.add_mutually_exclusive_group(required=True)
+    which.add_argument('-vm', '--vm', type=Arg.vm_id, metavar='ID', help='the VM id')
+    which.add_argument('-all', '--all', action='store_true',
+                       help='every VM with a disk on a storage of config.ini')
+    verify.add_argument('-snapshot', '--snapshot', type=Arg.snapshot_stamp, metavar='STAMP',
+                        help='only this snapshot, as vm list shows it (default: every snapshot of the VM, '
+                             'pre-restore ones too)')
 
     storage = contexts.add_parser('storage', help='ONTAP volume snapshots of a PVE storage', allow_abbrev=False)
     storage_commands = storage.add_subparsers(

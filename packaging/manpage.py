@@ -192,6 +192,28 @@ snapshot's manifest; with -with-config the saved config is put back; the VM is s
 
 -dry-run shows the plan and each clone and config change it would make, and asks nothing.
 ''',
+    'vm verify': '''
+Changes nothing and takes no lock: proves each snapshot of the VM restorable without restoring
+it, from metadata and qcow2 headers alone, never disk data. Its snapshots are found in
+images/<vmid>/ on every storage of config.ini, pre-restore ones too; -snapshot STAMP takes one,
+-all every VM with a disk on a storage of config.ini. For each: every copy its manifest names is
+there, with the size the manifest records (the disk's size= when it was taken: a raw copy's
+length, a qcow2 copy's virtual size from its header; a vmdk copy's is not checked, and the line
+says so);
+each qcow2 copy's header can be read, and its backing file is a file of the snapshot or a linked
+clone's base image that is still there (a copy over a PVE 9 volume chain fails); the manifest
+can be read, is of this VM and snapshot, and passes its signature check. A snapshot without a
+manifest (the original's, or an earlier build's with a .conf) is verified by its files alone,
+and says so.
+
+One line per snapshot: ok or FAIL, the VM and stamp, and what is wrong (a missing file by its
+path, a size with both numbers, a backing file, a manifest that cannot be used) or what was not
+checked; -output json gives the same as a list. A storage of config.ini that cannot be looked up
+is named in a warning, and fails each VM with a disk there. Exit status 1 when anything fails,
+its one ERROR: line naming what; 0 when all hold, also with no snapshot at all. Requests, at most
+16 at once: one listing of images/<vmid> per storage, one manifest read per snapshot, one header
+read per qcow2 copy.
+''',
     'storage create': '''
 Takes the ONTAP snapshot proxmox_snapshot_<UTC stamp> of the volume behind the storage, with
 the comment "Snapshot of Proxmox storage <id>; guests: <how many, how consistent>" and -label's

@@ -31,6 +31,9 @@ ONTAP can do better underneath it, and this tool asks it to:
   storage mount    make a FlexClone volume of a snapshot and add it to PVE as the NFS
                    storage <id>-CLONE (or another id, with -name).
   storage unmount  remove such a clone storage and its FlexClone again.
+  storage verify   prove a storage's snapshots restorable without restoring them: each
+                   there, its record and manifests sound, every recorded disk in it with
+                   its size (-all: every storage).
   doctor           check config.ini, PVE, each ONTAP cluster and each storage, and say
                    what to fix (-try: also clone a test file on each storage).
 
@@ -105,7 +108,7 @@ import urllib.parse
 #                      vm: VmCreate (+ Captures), VmList, VmDelete, VmHold (hold, release), VmRestore
 #                      (+ NewVm: -as-new), VmVerify
 #                      storage: StorageCreate, StorageView (list, show, delete), StorageHold (hold,
-#                      release), StorageRestore, StorageMount (mount, unmount)
+#                      release), StorageRestore, StorageVerify, StorageMount (mount, unmount)
 #                      Containers (a `ct` tree) get Ct* classes beside the Vm* ones, sharing Guest,
 #                      the windows and Manifest; a `monitor` command goes after the storage commands,
 #                      reading what runs record (it changes nothing).
@@ -6668,6 +6671,197 @@ class StorageRestore:
         STOP.check(f'storage {args.storage}: volume {volume.name} reverted to snapshot {args.snapshot} first')
 
 
+class StorageVerify:
+    """storage verify: each storage snapshot proved restorable without restoring it, from metadata and
+    qcow2 headers alone: it exists; its record can be read (or an earlier build's one file per
+    guest) and each guest's manifest passes its check (Manifest.check); each disk a manifest records
+    on the storage is in the snapshot (its `clone`, .snapshot/<name>/…) with the size recorded (a
+    qcow2 disk's virtual size; a vmdk's is not checked), any backing file of a qcow2 disk in it
+    too. A snapshot without a record (the original's) is proven to exist, no more, and says so.
+    Read-only. Requests, REQUESTS_AT_ONCE at a time (Parallel.map): per storage its volume and its
+    snapshots; per snapshot its record (its size, then its data, a request per MB; an earlier
+    build's: a listing, then a read per guest), one listing per directory of a recorded guest's disks
+    in the snapshot, one header read per qcow2 disk."""
+
+    @staticmethod
+    def snapshots(ctx, storage, name):
+        """The snapshot records of the storage's volume to verify: `name`'s (none if there is no such
+        snapshot), else every proxmox_snapshot_*, oldest first."""
+        volume = ctx.volume(storage)
+        if name:
+            return [found] if (found := volume.find_snapshot(name)) else []
+        return volume.snapshots()
+
+    @staticmethod
+    def guests(ctx, snapshots, records):
+        """[[(where, (manifest, signed) or ManifestError)] or None] of each (storage, snapshot record)
+        by its record as read (`records`: StorageCreate.guest_manifests' answer, None where there is no
+        record: then an earlier build's files are looked for, one listing, one read each)."""
+        key = ctx.manifest_key()
+        earlier = [(storage, Names.storage_record_dir(snapshot['name']))
+                   for (storage, snapshot), record in zip(snapshots, records) if record is None]
+        listings = VmVerify.listings(ctx, earlier)
+        files = [(storage, f'{directory}/{name}', size, int(found['vmid']))
+                 for (storage, directory), listing in listings.items() if isinstance(listing, dict)
+                 for name, size in sorted(listing.items())
+                 if (found := Names.STORAGE_MANIFEST_FILE.match(name)) and found['consistency']]
+        read = dict(zip(files, VmVerify.each(lambda item: ctx.volume(item[0]).read_file(item[1], item[2]), files)))
+
+        def checked(where, vmid, name, data=None, manifest=None):
+            try:
+                if data is not None:
+                    return where, Manifest.read(data, where, vmid, name, key)
+                return where, Manifest.check(manifest, where, vmid, name, key)
+            except ManifestError as exc:
+                return where, exc
+
+        found = []
+        for (storage, snapshot), record in zip(snapshots, records):
+            name, directory = snapshot['name'], Names.storage_record_dir(snapshot['name'])
+            if isinstance(record, Failure):
+                found.append(record)
+            elif record is not None:
+                path, manifests = record
+                found.append([checked(f'{path} on {storage}', manifest.get('vmid') if isinstance(manifest, dict)
+                                      else None, name, manifest=manifest) for manifest in manifests])
+            elif isinstance(listings[(storage, directory)], Failure):
+                found.append(listings[(storage, directory)])
+            else:
+                guests = []
+                for item in files:
+                    there, path, _, vmid = item
+                    if there == storage and path.startswith(directory + '/'):
+                        where = f'{path} on {storage}'
+                        guests.append((where, read[item]) if isinstance(read[item], Failure) else
+                                      checked(where, vmid, name, data=read[item]))
+                found.append(guests or None)
+        return found
+
+    @staticmethod
+    def disks(storage, name, guests):
+        """(guest label, disk entry) of each disk the manifests that passed their check record on
+        `storage` with a copy (`clone`) in the snapshot `name`."""
+        return [(Guest.label({'vmid': manifest.get('vmid'), 'type': Manifest.guest_type(manifest)}), entry)
+                for _, found in guests or () if isinstance(found, tuple) for manifest in [found[0]]
+                for entry in manifest.get('disks') or ()
+                if isinstance(entry, dict) and entry.get('storage') == storage and isinstance(entry.get('clone'), str)]
+
+    @staticmethod
+    def check(storage, snapshot, record, guests, listings, headers):
+        """The verdict on one storage snapshot (a record of the volume's snapshots): `record` as
+        StorageCreate.guest_manifests read it (or the Failure), `guests` as StorageVerify.guests made
+        them, `listings` and `headers` as read."""
+        name = snapshot['name']
+        inside = f'.snapshot/{name}/'
+        problems, notes, files = [], [], 0
+        counts = Names.guest_counts(snapshot.get('comment'))
+        said = None if counts is None else sum(counts.values())
+        if isinstance(guests, Failure):
+            problems.append(str(guests))
+        elif guests is None:
+            if said is None:
+                notes.append('no record (made by the original, or not by this tool): only that the snapshot exists '
+                             'is proven')
+            else:
+                problems.append(f'its comment says it holds {said} guest(s), but it holds no record of them')
+        else:
+            files += 1 if record is not None else len(guests)
+            if said is not None and said != len(guests):
+                problems.append(f'its comment says it holds {said} guest(s), its record {len(guests)}')
+            problems += [str(found) for _, found in guests if isinstance(found, Failure)]
+            unsigned = [Guest.label({'vmid': found[0].get('vmid'), 'type': Manifest.guest_type(found[0])})
+                        for _, found in guests if isinstance(found, tuple) and not found[1]]
+            if unsigned:
+                many = len(unsigned) > 1
+                notes.append(f'the manifest{"s" * many} of {", ".join(unsigned)} {"are" if many else "is"} unsigned, or '
+                             f'no key here checks {"them" if many else "it"}: that {"they are" if many else "it is"} '
+                             'unchanged is not proven')
+        for label, entry in StorageVerify.disks(storage, name, None if isinstance(guests, Failure) else guests):
+            clone = entry['clone']
+            directory, _, file = clone.rpartition('/')
+            listing = listings.get((storage, directory))
+            where = f'{label}: {clone}'
+            if not clone.startswith(inside):
+                problems.append(f'{label}: its manifest names a copy outside the snapshot: {clone}')
+            elif isinstance(listing, Failure):
+                problems.append(f'{where} could not be looked for: {listing}')
+            elif file not in (listing or {}):
+                problems.append(f'{where} is missing')
+            else:
+                files += 1
+                header = headers.get((storage, clone))
+                found, more = VmVerify.copy_problems(where, clone, listing[file], entry.get('size'), header)
+                problems += found
+                notes += more
+                if isinstance(header, tuple):
+                    backing = VmVerify.backing_problem(where, clone, header[0], listings, storage,
+                                                       lambda target: target.startswith(inside))
+                    problems += [backing] if backing else []
+        return {'kind': 'storage snapshot', 'name': name, 'storage': storage, 'ok': not problems,
+                'problems': problems, 'notes': notes, 'files': files,
+                'guests': None if guests is None or isinstance(guests, Failure) else len(guests)}
+
+    @staticmethod
+    def failed(storage, problem, name=None):
+        """The verdict where no snapshot (or not the one named) of `storage` could be looked at."""
+        return {'kind': None, 'name': name, 'storage': storage, 'ok': False, 'problems': [str(problem)], 'notes': [],
+                'files': 0, 'guests': None}
+
+    @staticmethod
+    def verdicts(ctx, storages, name=None, each_alone=False):
+        """The verdict on each snapshot of the storages (or on the one called `name`), in storage and
+        time order. A storage whose volume cannot be looked up fails with `each_alone` (-all), else
+        its Failure is raised."""
+        verdicts, reachable = [], []
+        for storage in storages:
+            try:
+                ctx.volume(storage)     # in the main thread, before any thread reads Context's caches
+            except Failure as exc:
+                if not each_alone:
+                    raise
+                verdicts.append(StorageVerify.failed(storage, exc))
+                continue
+            reachable.append(storage)
+        ctx.manifest_key()
+        listed = dict(zip(reachable, VmVerify.each(lambda storage: StorageVerify.snapshots(ctx, storage, name),
+                                                    reachable)))
+        snapshots = [(storage, snapshot) for storage in reachable if not isinstance(listed[storage], Failure)
+                     for snapshot in listed[storage]]
+        records = VmVerify.each(lambda item: StorageCreate.guest_manifests(ctx, item[0], item[1]['name']), snapshots)
+        guests = StorageVerify.guests(ctx, snapshots, records)
+        disks = [(storage, entry['clone']) for (storage, snapshot), found in zip(snapshots, guests)
+                 if not isinstance(found, Failure)
+                 for _, entry in StorageVerify.disks(storage, snapshot['name'], found)
+                 if entry['clone'].startswith(f'.snapshot/{snapshot["name"]}/')]
+        listings = VmVerify.listings(ctx, [(storage, clone.rpartition('/')[0]) for storage, clone in disks])
+        headers = VmVerify.headers(ctx, [(storage, clone, listings[(storage, directory)][file])
+                                         for storage, clone in disks for directory, _, file in [clone.rpartition('/')]
+                                         if isinstance(listings[(storage, directory)], dict)
+                                         and file in listings[(storage, directory)]])
+        # a qcow2 disk's backing file is looked for in the same snapshot, `.snapshot/<name>/…`
+        listings.update(VmVerify.listings(ctx, VmVerify.backing_directories(
+            headers, lambda path, backing, target: target.split('/')[:2] == path.split('/')[:2]) - set(listings)))
+        for storage in reachable:
+            if isinstance(listed[storage], Failure):
+                verdicts.append(StorageVerify.failed(storage, listed[storage]))
+            elif name and not listed[storage]:
+                verdicts.append(StorageVerify.failed(storage, f'volume {ctx.volume(storage).name} has no snapshot {name}',
+                                                     name))
+        verdicts += [StorageVerify.check(storage, snapshot, record, found, listings, headers)
+                     for (storage, snapshot), record, found in zip(snapshots, records, guests)]
+        order = {storage: n for n, storage in enumerate(storages)}
+        return sorted(verdicts, key=lambda verdict: order[verdict['storage']])
+
+    @staticmethod
+    def command(ctx, args):
+        if args.all and args.snapshot:
+            raise ConfigError('-snapshot names a snapshot of one storage: give it with -storage, not with -all')
+        storages = sorted(ctx.config.storages) if args.all else [args.storage]
+        verdicts = StorageVerify.verdicts(ctx, storages, args.snapshot, each_alone=args.all)
+        VmVerify.report(ctx, verdicts, f'storage {args.storage} has no snapshot of this tool: nothing to verify'
+                        if not args.all else 'no storage has a snapshot of this tool: nothing to verify')
+
+
 class StorageMount:
     """storage mount and unmount: a FlexClone of a snapshot added to PVE as an NFS storage, and
     removed again."""
@@ -8587,7 +8781,8 @@ def build_parser():
 
     storage = contexts.add_parser('storage', help='ONTAP volume snapshots of a PVE storage', allow_abbrev=False)
     storage_commands = storage.add_subparsers(
-        dest='command', metavar='{create,list,show,delete,hold,release,restore,mount,unmount}', required=True)
+        dest='command', metavar='{create,list,show,delete,hold,release,restore,mount,unmount,verify}',
+        required=True)
     example = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
     for name, func, help_text, examples, takes_snapshot in (
             ('create', StorageCreate.command, 'snapshot the volume behind a storage',
@@ -8659,6 +8854,19 @@ def build_parser():
     unmount.add_argument('-force', '--force', action='store_true',
                          help='remove it even while guests have disks on it, or a node that is down keeps them '
                               'from being checked')
+
+    verify = leaf(storage_commands, 'verify', StorageVerify.command,
+                  "prove a storage's snapshots restorable without restoring them: each there, its record and "
+                  "every guest's manifest passing their checks, each recorded disk in it with its size; reads "
+                  'metadata and qcow2 headers only, changes nothing',
+                  ['storage verify -storage ONTAP01', f'storage verify -storage ONTAP01 -snapshot {example}',
+                   'storage verify -all'])
+    which = verify.add_mutually_exclusive_group(required=True)
+    which.add_argument('-storage', '--storage', type=Arg.storage_name, metavar='ID',
+                       help='PVE storage id (a section of config.ini)').completer = complete_storage
+    which.add_argument('-all', '--all', action='store_true', help='every storage of config.ini')
+    verify.add_argument('-snapshot', '--snapshot', type=Arg.snapshot_name, metavar='NAME',
+                        help=f'only this snapshot, e.g. {example} (default: every proxmox_snapshot_* of the storage)')
 
     monitor = leaf(contexts, 'monitor', Monitor.command,
                    'check that the snapshots one counts on exist and are fresh: OK, WARNING, CRITICAL or UNKNOWN, '

@@ -313,6 +313,24 @@ deleted; the snapshot stays. What a mount or unmount left half-way is cleaned up
 whose FlexClone is gone is removed, a FlexClone whose storage is gone is deleted. -dry-run
 prints each step.
 ''',
+    'storage verify': '''
+Changes nothing and takes no lock: proves each snapshot of the storage (proxmox_snapshot_*, or
+-snapshot NAME; -all: every storage of config.ini) restorable without restoring it, from
+metadata and qcow2 headers alone: the snapshot exists; its record pve-ontap-snapshot.manifest.json
+in it can be read (or an earlier build's one file per guest), its comment's count of guests
+agrees, and each guest's manifest is of that snapshot and passes its signature check; each disk a
+manifest records on the storage is in the snapshot (.snapshot/<name>/images/<vmid>/<file>), with
+the size recorded (a qcow2 disk's virtual size from its header; a vmdk's is not checked), and a
+qcow2 disk's backing file is in the snapshot too. A snapshot without a record (the original's)
+is proven to exist, no more, and says so; one whose comment names guests but that holds no record
+fails.
+
+One line per snapshot: ok or FAIL, the storage and snapshot, and what is wrong or was not
+checked; -output json gives the same as a list. Exit status 1 when anything fails, its one
+ERROR: line naming what; 0 when all hold. Requests, at most 16 at once: per storage its volume and
+snapshots; per snapshot its record (its size, then its data), one listing per directory of a
+recorded guest's disks in it, one header read per qcow2 disk.
+''',
     'monitor': '''
 Changes nothing and takes no lock: whether the snapshots one counts on exist and are fresh, as
 monitoring systems read it (the Nagios plugin convention). For each storage of config.ini (or

@@ -65,6 +65,7 @@ LINES = [
     ('pve-ontap-snapshot -config {config} doctor -storage ONTAP01-', ['ONTAP01-CLONE ']),
     ('here: pve-ontap-snapshot storage unmount -storage O', STORAGES),
     ('pve-ontap-snapshot storage mount -storage ONTAP01 -snapshot s -name ', ['']),
+    ('pve-ontap-snapshot -config {config} storage verify -storage ONTAP0', STORAGES),
     ('pve-ontap-snapshot vm verify -vm 100 -s', ['-snapshot ']),
     ('pve-ontap-snapshot vm restore -vm 100 -snapshot ', ['']),
     ('pve-ontap-snapshot -loglevel w', ['warn', 'warning']),
@@ -117,7 +118,7 @@ def test_the_saved_parser_holds_every_command_and_option_of_the_tool(saved):
         return found
 
     assert flags(rebuilt) == flags(tool.build_parser())
-    assert len(flags(rebuilt)) == 21     # the tool, vm, storage, and their 18 commands
+    assert len(flags(rebuilt)) == 22     # the tool, vm, storage, and their 19 commands
 
 
 def test_the_build_stops_at_a_completer_that_uses_what_cannot_be_copied(tmp_path, monkeypatch):

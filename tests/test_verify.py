@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from world import ORIGINAL_STAMP, error_lines, sized_as_pve_sizes_them, write_qcow2
+from world import OLD_SNAPSHOT, ORIGINAL_STAMP, error_lines, sized_as_pve_sizes_them, write_qcow2
 
 import pve_ontap_snapshot as tool
 
@@ -345,3 +345,172 @@ def test_at_most_requests_at_once_are_in_flight(healthy, monkeypatch):
     for read in reads:
         during = [r for r in reads if r is not read and r['time'] <= read['time'] < r['time'] + 0.05]
         assert len(during) <= 1
+
+
+# -- storage verify
+
+def test_a_healthy_storage_snapshot_verifies_ok_reading_its_record_and_each_guests_directory(healthy):
+    world = healthy
+    name = storage_snapshot(world)
+    before = world.state()
+    world.a.requests.clear()
+
+    code, lines, error = verify(world, 'storage', 'verify', '-storage', 'ONTAP01')
+
+    # VM 100's four disks on ONTAP01 and VM 101's one, and the record
+    assert (code, lines, error) == (0, [f'ok   storage ONTAP01 {name}: 2 guests, 6 files'], None)
+    assert world.state() == before
+    # the volume, its snapshots; the record (its size, then its data); a listing of each guest's
+    # directory in the snapshot; the header of VM 100's one qcow2 disk there
+    assert ontap_requests(world) == [('GET', 'volumes'), ('GET', 'snapshots'),
+                                     ('GET', tool.Names.STORAGE_RECORD), ('GET', tool.Names.STORAGE_RECORD),
+                                     ('GET', '100'), ('GET', '101'), ('GET', 'vm-100-disk-2.qcow2')]
+    assert world.b.requests == []
+
+
+def test_a_storage_snapshot_whose_recorded_guests_disk_is_missing_in_it_fails(healthy):
+    world = healthy
+    name = storage_snapshot(world)
+    (world.vol1.snapshots[name].path / 'images/101/vm-101-disk-0.raw').unlink()
+
+    code, lines, error = verify(world, 'storage', 'verify', '-storage', 'ONTAP01', '-snapshot', name)
+
+    problem = f'VM 101: .snapshot/{name}/images/101/vm-101-disk-0.raw is missing'
+    assert (code, lines, error) == (1, [f'FAIL storage ONTAP01 {name}: {problem}'],
+                                    f'ERROR: storage ONTAP01 {name}: {problem}')
+
+
+def test_a_storage_snapshots_qcow2_disk_is_read_for_its_virtual_size(healthy):
+    world = healthy
+    name = storage_snapshot(world)
+    write_qcow2(world.vol1.snapshots[name].path / 'images/100/vm-100-disk-2.qcow2', size=2**30)
+
+    (verdict,) = verdicts(world, 'storage', 'verify', '-storage', 'ONTAP01')
+
+    assert verdict['problems'] == [(f'VM 100: .snapshot/{name}/images/100/vm-100-disk-2.qcow2 has a virtual size of '
+                                    '1073741824 bytes, not the 2147483648 its manifest records')]
+
+
+def test_a_storage_snapshot_holds_a_volume_chain_whole_and_fails_where_its_backing_file_is_gone(healthy):
+    """A storage snapshot takes the whole volume, a PVE 9 volume chain's snapshot files too: a qcow2
+    disk over one holds, as long as the file it stands on is in the snapshot."""
+    world = healthy
+    write_qcow2(world.disk(world.vol1, 100, 'vm-100-disk-2.qcow2'), backing='snap-before-vm-100-disk-2.qcow2',
+                size=2 * 2**30)
+    write_qcow2(world.disk(world.vol1, 100, 'snap-before-vm-100-disk-2.qcow2'), size=2 * 2**30)
+    name = storage_snapshot(world)
+
+    held = verify(world, 'storage', 'verify', '-storage', 'ONTAP01')
+    (world.vol1.snapshots[name].path / 'images/100/snap-before-vm-100-disk-2.qcow2').unlink()
+    gone = verify(world, 'storage', 'verify', '-storage', 'ONTAP01')
+
+    assert held == (0, [f'ok   storage ONTAP01 {name}: 2 guests, 6 files'], None)
+    snapshot = f'.snapshot/{name}/images/100'
+    assert gone[:2] == (1, [(f'FAIL storage ONTAP01 {name}: VM 100: {snapshot}/vm-100-disk-2.qcow2 stands on '
+                             f'{snapshot}/snap-before-vm-100-disk-2.qcow2, which is gone')])
+
+
+def test_a_storage_snapshots_record_that_cannot_be_read_or_is_another_snapshots_fails(healthy):
+    world = healthy
+    first = storage_snapshot(world)
+    second = storage_snapshot(world)
+    record = world.vol1.snapshots[second].path / tool.Names.STORAGE_RECORD
+    record.write_bytes((world.vol1.snapshots[first].path / tool.Names.STORAGE_RECORD).read_bytes())
+    (world.vol1.snapshots[first].path / tool.Names.STORAGE_RECORD).write_text('{"guests": [')
+
+    data = verdicts(world, 'storage', 'verify', '-storage', 'ONTAP01')
+
+    where = f'.snapshot/{{}}/{tool.Names.STORAGE_RECORD} on ONTAP01'
+    assert data[0]['problems'][0].startswith(f'record {where.format(first)} cannot be read: it is no JSON')
+    assert data[1]['problems'] == [
+        f"manifest {where.format(second)} is of guest {vmid}, snapshot '{first}', not of {vmid}, {second}: it was put "
+        'there from elsewhere' for vmid in (100, 101)]
+
+
+def test_a_storage_snapshot_of_the_original_proves_only_that_it_exists_and_says_so(healthy):
+    world = healthy
+    world.a.add_snapshot('proxmox_storage01', OLD_SNAPSHOT, comment='Snapshot of Proxmox storage ONTAP01')
+    name = storage_snapshot(world)
+    (world.vol1.snapshots[name].path / tool.Names.STORAGE_RECORD).unlink()
+
+    code, lines, error = verify(world, 'storage', 'verify', '-storage', 'ONTAP01')
+
+    assert code == 1
+    assert lines == [(f'ok   storage ONTAP01 {OLD_SNAPSHOT}: no record (made by the original, or not by this '
+                      'tool): only that the snapshot exists is proven'),
+                     (f'FAIL storage ONTAP01 {name}: its comment says it holds 2 guest(s), but it holds no record of '
+                      'them')]
+    assert error == (f'ERROR: verification failed for 1 of 2: storage ONTAP01 {name} (its comment says it holds 2 '
+                     'guest(s), but it holds no record of them)')
+
+
+def test_an_earlier_builds_record_of_one_file_per_guest_is_verified_too(healthy):
+    world = healthy
+    name = storage_snapshot(world)
+    snapshot = world.vol1.snapshots[name].path
+    manifests = tool.Manifest.read_storage_record((snapshot / tool.Names.STORAGE_RECORD).read_bytes(), 'record')
+    (snapshot / tool.Names.STORAGE_RECORD_DIR).mkdir()
+    for manifest in manifests:
+        (snapshot / tool.Names.STORAGE_RECORD_DIR / f'vm-{manifest["vmid"]}.{manifest["consistency"]}.manifest.json'
+         ).write_text(json.dumps(manifest))
+    (snapshot / tool.Names.STORAGE_RECORD).unlink()
+    (snapshot / 'images/100/vm-100-disk-0.raw').write_bytes(b'short')
+
+    (verdict,) = verdicts(world, 'storage', 'verify', '-storage', 'ONTAP01')
+
+    assert (verdict['guests'], verdict['files']) == (2, 7)
+    assert verdict['problems'] == [(f'VM 100: .snapshot/{name}/images/100/vm-100-disk-0.raw has 5 bytes, not the '
+                                    '8192 its manifest records')]
+
+
+def test_storage_verify_json_holds_one_verdict_per_snapshot(healthy):
+    world = healthy
+    name = storage_snapshot(world)
+
+    (storage,) = verdicts(world, 'storage', 'verify', '-storage', 'ONTAP01')
+
+    assert storage == {'kind': 'storage snapshot', 'name': name, 'storage': 'ONTAP01', 'ok': True, 'files': 6,
+                       'guests': 2, 'notes': [], 'problems': []}
+
+
+def test_storage_verify_all_verifies_every_storage_of_config_ini(healthy):
+    world = healthy
+    names = [storage_snapshot(world, storage) for storage in ('ONTAP01', 'ONTAP02')]
+
+    assert verify(world, 'storage', 'verify', '-all') == (0, [f'ok   storage ONTAP01 {names[0]}: 2 guests, 6 files',
+                                                              f'ok   storage ONTAP02 {names[1]}: 1 guest, 3 files'],
+                                                          None)
+
+
+def test_a_storage_without_snapshots_has_nothing_to_verify(healthy):
+    world = healthy
+
+    text = world.run('storage', 'verify', '-storage', 'ONTAP02')
+    data = world.run('-output', 'json', 'storage', 'verify', '-storage', 'ONTAP02')
+
+    assert (text.code, text.out) == (0, '')
+    assert 'INFO: storage ONTAP02 has no snapshot of this tool: nothing to verify' in text.err
+    assert (data.code, json.loads(data.out)) == (0, [])
+
+
+def test_a_storage_snapshot_that_is_not_there_fails(healthy):
+    storage = verify(healthy, 'storage', 'verify', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT)
+
+    assert storage == (1, [(f'FAIL storage ONTAP01 {OLD_SNAPSHOT}: volume proxmox_storage01 has no snapshot '
+                            f'{OLD_SNAPSHOT}')],
+                       f'ERROR: storage ONTAP01 {OLD_SNAPSHOT}: volume proxmox_storage01 has no snapshot {OLD_SNAPSHOT}')
+
+
+@pytest.mark.parametrize('argv', [('storage', 'verify', '-all', '-snapshot', OLD_SNAPSHOT), ('storage', 'verify'),
+                                  ('storage', 'verify', '-storage', 'ONTAP01', '-all')])
+def test_storage_verify_usage_errors_exit_2(world, argv):
+    usage_error(world, argv)
+
+
+def test_storage_verify_requests_grow_by_a_few_per_snapshot_never_more(healthy):
+    world = healthy
+    names = [storage_snapshot(world) for _ in range(3)]
+
+    # login, storage.cfg; the volume and its snapshots; per snapshot its record (size, data), two
+    # guests' directories, one qcow2 header
+    assert world.requests_of('storage', 'verify', '-storage', 'ONTAP01') == (2 + len(names) * (2 + 2 + 1), 2)

@@ -319,7 +319,7 @@ Changes nothing and takes no lock: proves each snapshot of the storage (proxmox_
 metadata and qcow2 headers alone: the snapshot exists; its record pve-ontap-snapshot.manifest.json
 in it can be read (or an earlier build's one file per guest), its comment's count of guests
 agrees, and each guest's manifest is of that snapshot and passes its signature check; each disk a
-manifest records on the storage is in the snapshot (.snapshot/<name>/images/<vmid>/<file>), with
+manifest records on the storage is in the snapshot, as .snapshot/<name>/images/<vmid>/<file>, with
 the size recorded (a qcow2 disk's virtual size from its header; a vmdk's is not checked), and a
 qcow2 disk's backing file is in the snapshot too. A snapshot without a record (the original's)
 is proven to exist, no more, and says so; one whose comment names guests but that holds no record

@@ -86,7 +86,9 @@ def demo(world):
              run(world, 'vm', 'create', '-vm', 100, '-suspend', '-keep', 7),
              run(world, 'storage', 'create', '-storage', 'ONTAP01', '-freeze', '-keep', 7),
              run(world, 'storage', 'hold', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT),
-             run(world, 'storage', 'list', '-storage', 'ONTAP01')]
+             run(world, 'storage', 'list', '-storage', 'ONTAP01'),
+             run(world, 'vm', 'verify', '-vm', 100),
+             run(world, 'storage', 'verify', '-storage', 'ONTAP01')]
     (stamp,) = new_stamps(world, 'snapshot', {ORIGINAL_STAMP})
     snapshot = max(world.vol1.snapshots)
     codes += [run(world, 'vm', 'hold', '-vm', 100, '-snapshot', stamp, '-reason', 'the sandbox holds it')]
@@ -149,6 +151,7 @@ def main(argv=None):
         print('  pve-ontap-snapshot storage create -storage ONTAP01 -freeze')
         print(f'  pve-ontap-snapshot storage mount -storage ONTAP01 -snapshot {OLD_SNAPSHOT}')
         print(f'  pve-ontap-snapshot vm restore -vm 101 -snapshot {ORIGINAL_STAMP} -as-new 201')
+        print('  pve-ontap-snapshot vm verify -all')
         print('Disk files live under cluster-a/ and cluster-b/ there. Ctrl-C stops both servers.', flush=True)
         while True:
             time.sleep(3600)

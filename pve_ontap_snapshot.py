@@ -2058,8 +2058,10 @@ class Node:
     `umount` work and pmxcfs shows every guest's config), its programs, files and mounts."""
 
     # The programs the tool runs, by absolute path, so that no PATH chooses another (Debian 12
-    # and 13 have /bin merged into /usr/bin). qm comes with qemu-server, the others with util-linux.
-    PROGRAMS = {'qm': '/usr/sbin/qm', 'findmnt': '/usr/bin/findmnt', 'umount': '/usr/bin/umount'}
+    # and 13 have /bin merged into /usr/bin). qm comes with qemu-server, findmnt and umount with
+    # util-linux, systemctl with systemd (doctor asks it of the package's timers).
+    PROGRAMS = {'qm': '/usr/sbin/qm', 'findmnt': '/usr/bin/findmnt', 'umount': '/usr/bin/umount',
+                'systemctl': '/usr/bin/systemctl'}
     # A node's name as PVE allows it (pve-common src/PVE/JSONSchema.pm, pve_verify_node_name): one
     # that is not is never made part of a path.
     NAME = re.compile(r'^[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?$')
@@ -7382,6 +7384,25 @@ class Doctor:
                         'RestrictAddressFamilies', 'SystemCallArchitectures', 'SystemCallFilter', 'SystemCallErrorNumber',
                         'UMask')
 
+    # The package's timers an admin enabled, as systemd tells of them: `systemctl show PATTERN`
+    # with --property= (systemctl(1): show takes patterns, matched against the units in memory,
+    # and an enabled timer is, through timers.target; --all prints a property that is empty),
+    # the same on systemd 252 (Debian 12) and 257 (Debian 13). LastTriggerUSec is when the timer
+    # last elapsed, NextElapseUSecRealtime when it elapses next (org.freedesktop.systemd1(5)); a
+    # Persistent= timer's survives a reboot (systemd.timer(5)). show prints them in the local
+    # time zone whatever --timestamp= says (src/shared/bus-print-properties.c: FORMAT_TIMESTAMP),
+    # so systemctl runs with TZ=UTC: `Tue 2024-03-12 03:00:01 UTC`, empty for never.
+    TIMERS = 'pve-ontap-snapshot-*.timer'
+    TIMER_PROPERTIES = 'Id,UnitFileState,LastTriggerUSec,NextElapseUSecRealtime'
+    STORAGE_TIMER = re.compile(r'^pve-ontap-snapshot-storage@(?P<storage>.+)\.timer$')
+    MONITOR_TIMER = 'pve-ontap-snapshot-monitor.timer'
+    MONITOR_SERVICE = 'pve-ontap-snapshot-monitor.service'
+    # Where systemd runs as the init system, it has made this directory (sd_booted(3)).
+    SYSTEMD_DIR = '/run/systemd/system'
+    # A storage timer's last success may lie this far before its last trigger: a nightly timer
+    # whose run failed (or did not run) last night is late by then.
+    TIMER_SLACK = 36 * 3600
+
     def __init__(self, output):
         self.output = output
         self.checks = []
@@ -8373,6 +8394,129 @@ class Doctor:
             self.ok('service sandbox', f'{shipped}, as the package ships it' +
                     (f', with {len(found)} drop-in(s) that leave its sandbox as it is' if found else ''))
 
+    @staticmethod
+    def systemd_units(text):
+        """[{property: value}] of `systemctl show`'s output: one block of `Key=value` lines per
+        unit, blocks parted by an empty line."""
+        units = []
+        for block in re.split(r'\n\s*\n', text.strip()):
+            unit = dict(line.split('=', 1) for line in block.splitlines() if '=' in line)
+            if unit:
+                units.append(unit)
+        return units
+
+    @staticmethod
+    def systemd_time(value):
+        """Epoch seconds of a timestamp systemctl show prints under TZ=UTC, or None (empty: never)."""
+        found = re.search(r'(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC', value or '')
+        if not found:
+            return None
+        return datetime.datetime.strptime(found[1], '%Y-%m-%d %H:%M:%S').replace(tzinfo=datetime.UTC).timestamp()
+
+    @staticmethod
+    def when(seconds):
+        """A time as the tool's stamps say it (UTC), or `never`."""
+        if seconds is None:
+            return 'never'
+        return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime(Names.STAMP_FORMAT)
+
+    def systemctl(self, *arguments):
+        """systemctl's answer (a CompletedProcess) under TZ=UTC, or None after a warning that says
+        why the timers are not checked."""
+        try:
+            result = Node.run('systemctl', *arguments, env=dict(os.environ, TZ='UTC', LC_ALL='C.UTF-8'), timeout=60)
+        except (Failure, subprocess.TimeoutExpired) as exc:
+            self.warn('timers', f'not checked: {exc}', 'see systemctl status')
+            return None
+        if result.returncode:
+            why = (result.stderr.strip().splitlines() or [f'exit {result.returncode}'])[0]
+            self.warn('timers', f'not checked: {Node.PROGRAMS["systemctl"]} {arguments[0]} failed: {why}',
+                      'see systemctl status')
+            return None
+        return result
+
+    @staticmethod
+    def storage_timer_check(storage, record, trigger, next_elapse):
+        """(status, found, fix) of the timer of `storage`: its run record of `storage create`
+        (RunRecords; None if it has none) against the timer's last trigger (epoch seconds, or None);
+        `next_elapse`: when it fires next."""
+        unit = f'pve-ontap-snapshot-storage@{storage}.service'
+        fix = f'journalctl -u {unit} (a failed run also mails root)'
+        success, failure = (record or {}).get('last_success'), (record or {}).get('last_failure')
+        triggered = f'timer last triggered {Doctor.when(trigger)}, next {Doctor.when(next_elapse)}'
+
+        def run(entry):
+            return f'{Doctor.when(entry.get("ended"))} on node {entry.get("node")}'
+        if failure and (not success or failure.get('ended', 0) > success.get('ended', 0)):
+            since = f'; last succeeded {run(success)}' if success else '; it never succeeded'
+            return 'warn', f'storage create failed {run(failure)}: {failure.get("message")}{since}; {triggered}', fix
+        if not success:
+            if trigger is None:
+                return 'ok', f'no storage create of {storage} recorded yet; {triggered}', None
+            return 'warn', f'{triggered}, but no storage create of {storage} is recorded to have ended', fix
+        if trigger is not None and success.get('ended', 0) < trigger - Doctor.TIMER_SLACK:
+            return 'warn', (f'storage create last succeeded {run(success)}, more than '
+                            f'{Doctor.TIMER_SLACK // 3600} hours before the timer last triggered '
+                            f'({Doctor.when(trigger)})'), fix
+        return 'ok', f'storage create last succeeded {run(success)}; {triggered}', None
+
+    def check_monitor_timer(self, unit):
+        """The monitor's timer: the textfile directory its service writes to (from systemd's view
+        of its environment, drop-ins and all), and whether it is there (else the service is skipped)."""
+        result = self.systemctl('show', '--property=Environment', '--', Doctor.MONITOR_SERVICE)
+        if result is None:
+            return
+        # Environment= as show prints it: `KEY=value` words, one quoted where it holds a blank.
+        environment = (Doctor.systemd_units(result.stdout) or [{}])[0].get('Environment', '')
+        found = re.search(r'(?:^|\s)(?:"TEXTFILE=((?:[^"\\]|\\.)*)"|TEXTFILE=((?:[^\s\\]|\\.)*))', environment)
+        directory = found and re.sub(r'\\(.)', r'\1', found[1] if found[1] is not None else found[2])
+        check = f'timer {unit["Id"]}'
+        triggered = f'last triggered {Doctor.when(Doctor.systemd_time(unit.get("LastTriggerUSec")))}'
+        if not directory:
+            self.warn(check, f'enabled, but its service sets no TEXTFILE ({triggered})',
+                      f'systemctl cat {Doctor.MONITOR_SERVICE}: leave Environment=TEXTFILE= to the package or a '
+                      'drop-in')
+        elif not os.path.isdir(directory):
+            self.warn(check, f'enabled, but its textfile directory {directory} is missing, so its service is skipped '
+                      f'({triggered})', 'apt install prometheus-node-exporter, or set another TEXTFILE in a drop-in '
+                      '(README, Scheduled snapshots)')
+        else:
+            self.ok(check, f'writes monitor\'s metrics to {directory} every hour; {triggered}')
+
+    def check_timers(self):
+        """Each of the package's timers enabled on this node (systemd asked, Doctor.TIMERS): a
+        storage's, with when storage create of it last succeeded or failed (its run record); the
+        monitor's, with its textfile directory. Without systemd (off a node, in a container, in
+        tests) one line says they were not checked."""
+        if not os.path.isdir(Doctor.SYSTEMD_DIR):
+            self.ok('timers', f'not checked: systemd is not the init system here (no {Doctor.SYSTEMD_DIR})')
+            return
+        if not os.access(Node.PROGRAMS['systemctl'], os.X_OK):
+            self.ok('timers', f'not checked: no {Node.PROGRAMS["systemctl"]} here')
+            return
+        result = self.systemctl('show', '--all', f'--property={Doctor.TIMER_PROPERTIES}', '--', Doctor.TIMERS)
+        if result is None:
+            return
+        enabled = [unit for unit in Doctor.systemd_units(result.stdout)
+                   if unit.get('Id') and unit.get('UnitFileState') in ('enabled', 'enabled-runtime')]
+        if not enabled:
+            self.ok('timers', f'none of {Doctor.TIMERS} is enabled on this node: nothing is scheduled here '
+                    '(README, Scheduled snapshots)')
+            return
+        records = {(record.get('command'), record.get('subject')): record for record in RunRecords.read_all()}
+        for unit in sorted(enabled, key=lambda unit: unit['Id']):
+            storage = Doctor.STORAGE_TIMER.match(unit['Id'])
+            if unit['Id'] == Doctor.MONITOR_TIMER:
+                self.check_monitor_timer(unit)
+            elif storage:
+                self.add(f'timer {unit["Id"]}', *Doctor.storage_timer_check(
+                    storage['storage'], records.get(('storage create', storage['storage'])),
+                    Doctor.systemd_time(unit.get('LastTriggerUSec')),
+                    Doctor.systemd_time(unit.get('NextElapseUSecRealtime'))))
+            else:
+                self.ok(f'timer {unit["Id"]}', 'enabled, not one of the package\'s: last triggered '
+                        f'{Doctor.when(Doctor.systemd_time(unit.get("LastTriggerUSec")))}')
+
     def run(self, args):
         """doctor reads config.ini itself (each problem in it is one of its checks), then checks PVE,
         each ONTAP cluster and each storage it serves, in that order."""
@@ -8386,6 +8530,7 @@ class Doctor:
             self.check_lock_dir()
             self.check_manifest_key()
             self.check_units()
+            self.check_timers()
             node = Node.name()
             clusters = {}
             for storage in storages:

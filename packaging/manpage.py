@@ -29,6 +29,15 @@ FILES = {
     '/usr/lib/systemd/system/pve-ontap-snapshot-storage@.timer': (
         'Starts that service nightly: systemctl enable --now pve-ontap-snapshot-storage@ONTAP01.timer.'),
     '/etc/pve-ontap-snapshot/STORAGE.env': "KEEP, MIN_AGE and OPTIONS of that storage's service, if present.",
+    '/usr/lib/systemd/system/pve-ontap-snapshot-monitor.service': (
+        "monitor -textfile into node_exporter's textfile directory /var/lib/prometheus/node-exporter (OPTIONS "
+        'in /etc/pve-ontap-snapshot/monitor.env), where that directory exists.'),
+    '/usr/lib/systemd/system/pve-ontap-snapshot-monitor.timer': (
+        'Starts it hourly: systemctl enable --now pve-ontap-snapshot-monitor.timer.'),
+    '/usr/lib/systemd/system/pve-ontap-snapshot-failure@.service': (
+        "Mails root that the unit naming the instance failed, with that run's journal lines "
+        '(/usr/libexec/pve-ontap-snapshot/mail-failure through /usr/sbin/sendmail); the package\'s services '
+        'start it by OnFailure=.'),
     '/etc/pve/priv/lock/pve-ontap-snapshot-VOLUME@SVM@HOST.lock': (
         'The cluster-wide lock of one ONTAP volume while a run changes something there (see LOCKS).'),
     '/etc/pve/priv/pve-ontap-snapshot/VOLUME@SVM@HOST.lock': (

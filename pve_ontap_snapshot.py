@@ -9,21 +9,31 @@ ONTAP can do better underneath it, and this tool asks it to:
                    extra space, raw or qcow2): a VM snapshot, named by its UTC stamp,
                    with a manifest, the VM's config in it, saved beside the clones.
                    Optionally pause, freeze, suspend or shut down the guest for it.
-  vm list          list a VM's snapshots, and how consistent each is.
+  vm list          list a VM's snapshots, and how consistent each is, which are held.
   vm delete        delete one of them.
+  vm hold          hold one, as zfs hold: -keep never counts or deletes it, vm delete
+                   refuses it without -force; vm release lets it go again.
   vm restore       put a VM's disks (-with-config: and its config) back to a VM snapshot,
                    or to their state in a storage snapshot, leaving every other VM alone;
                    -as-new NEWID: a new VM from one, also of a VM destroyed since.
+  vm verify        prove a VM's snapshots restorable without restoring them: every file
+                   there with the size its manifest records, qcow2 headers and backing
+                   files sound, the manifest passing its check (-all: every VM).
   storage create   take an ONTAP snapshot of the volume behind a PVE NFS storage, with
                    a manifest, its config in it, of every guest on it.
   storage list     list this tool's snapshots of that volume (oldest first), and how
-                   many guests each holds, how consistent.
+                   many guests each holds, how consistent, which are held.
   storage show     show the backing volume's metadata.
   storage delete   delete one snapshot.
+  storage hold     hold one, as zfs hold: storage create -keep and -min-age pass it over,
+                   storage delete refuses it without -force; storage release lets it go.
   storage restore  revert the whole volume to a snapshot (every VM on it!).
   storage mount    make a FlexClone volume of a snapshot and add it to PVE as the NFS
                    storage <id>-CLONE (or another id, with -name).
   storage unmount  remove such a clone storage and its FlexClone again.
+  storage verify   prove a storage's snapshots restorable without restoring them: each
+                   there, its record and manifests sound, every recorded disk in it with
+                   its size (-all: every storage).
   doctor           check config.ini, PVE, each ONTAP cluster and each storage, and say
                    what to fix (-try: also clone a test file on each storage).
 
@@ -89,14 +99,16 @@ import urllib.parse
 #                      its files, snapshots, clones)
 #  6. Proxmox          Pve (the API: guests, configs, power, tasks, storage.cfg) and Node (this node)
 #  7. Pure logic       Guest (a config as PVE writes it), Identity, Qcow2, Consistency, RestoreRules
-#                      (what a restore may put back), Manifest, VmSnapshots (-keep), Output
+#                      (what a restore may put back), Manifest, Hold (what a held VM snapshot's hold says),
+#                      VmSnapshots (-keep), Output
 #  8. Run              Context (what a run shares), PrivateFiles, Locks, VolumeLock, Holder, Parallel
 #     infrastructure   (the one helper for parallel work), Clones, and the guest windows: Guests,
 #                      VmWindow (vm create, vm restore), GuestsWindow (storage create)
 #  9. Commands         one class per command, its entry command(ctx, args):
-#                      vm: VmCreate (+ Captures), VmList, VmDelete, VmRestore (+ NewVm: -as-new)
-#                      storage: StorageCreate, StorageView (list, show, delete), StorageRestore,
-#                      StorageMount (mount, unmount)
+#                      vm: VmCreate (+ Captures), VmList, VmDelete, VmHold (hold, release), VmRestore
+#                      (+ NewVm: -as-new), VmVerify
+#                      storage: StorageCreate, StorageView (list, show, delete), StorageHold (hold,
+#                      release), StorageRestore, StorageVerify, StorageMount (mount, unmount)
 #                      Containers (a `ct` tree) get Ct* classes beside the Vm* ones, sharing Guest,
 #                      the windows and Manifest; a `monitor` command goes after the storage commands,
 #                      reading what runs record (it changes nothing).
@@ -114,7 +126,9 @@ import urllib.parse
 #   manifest          a snapshot's record of one guest (Manifest); "record" alone is an ONTAP REST
 #                     record; a lock record is a VolumeLock's text (its holder, stamps, held guests)
 #   hold              what a guest window does to a guest (pause, freeze, suspend, shut down) until
-#                     it is returned; "deferred" is what StopSignals does to a signal
+#                     it is returned ("held guest"); and what vm hold and storage hold put on a
+#                     snapshot until it is released, as zfs hold ("held snapshot": Hold, Names.HOLD_FILE,
+#                     Names.HELD_SUFFIX): always said which; "deferred" is what StopSignals does to a signal
 #   cluster           ONTAP's cluster (Ontap) or PVE's (pmxcfs, the cluster lock): always said which
 #   settle            find out how an unknown outcome ended (follow the job, read the state back)
 #   guest             a VM or a container (CT); vmid is PVE's id of either
@@ -177,6 +191,26 @@ class Names:
     # how consistent each guest is in it.
     STORAGE_MANIFEST_FILE = re.compile(r'^(?P<prefix>vm|ct)-(?P<vmid>\d+)(?:\.conf|\.(?P<consistency>'
                                        + '|'.join(CONSISTENCIES) + r')\.manifest\.json)$')
+    # Now a storage snapshot holds one record, every guest's manifest in it, at the volume's root
+    # (STORAGE_RECORD), written over the one before just ahead of the snapshot: one request
+    # whatever the number of guests; and the snapshot's comment says how many guests it holds and
+    # how consistent each is (GUESTS_COMMENT), so that storage list reads that from the snapshot
+    # listing itself. ONTAP keeps a comment of up to 255 characters (the ONTAP CLI's `volume
+    # snapshot create -comment`; FSx for ONTAP's API reference, OntapSnapshot Comment).
+    STORAGE_RECORD = 'pve-ontap-snapshot.manifest.json'
+    GUESTS_COMMENT = re.compile(r'; guests: (?P<counts>none|\d+ [a-z]+(?:, \d+ [a-z]+)*)(?:; held)?$')
+
+    # A held snapshot (vm hold, storage hold, as zfs hold: -keep and -min-age pass it over, a delete
+    # refuses it without -force) is marked where the snapshot is, so that the mark goes with it to
+    # every node and into a SnapMirror copy, and is seen in the listing vm list or storage list
+    # makes anyway. A VM snapshot's is one more file of its set, named as its manifest is, with
+    # .hold: it goes with the set; its text says who held it, since when, why (Hold). A storage
+    # snapshot's is the end of its comment, HELD_SUFFIX, set by PATCH …/snapshots/{uuid} (ONTAP
+    # keeps up to COMMENT_MAX characters, see GUESTS_COMMENT).
+    HOLD_FILE = re.compile(r'^(?P<stem>vm-\d+)-(?P<kind>' + '|'.join(SNAPSHOT_KINDS) + r')-(?P<stamp>' + STAMP_PATTERN +
+                           r')(?P<ext>\.hold)$')
+    HELD_SUFFIX = '; held'
+    COMMENT_MAX = 255
 
     @staticmethod
     def utc_stamp(now=None):
@@ -227,9 +261,9 @@ class Names:
 
     @staticmethod
     def snapshot_file(storage, directory, name, size=0):
-        """The SnapshotFile a file name in images/<vmid>/ stands for (a clone, or a saved config or
-        manifest), or None."""
-        found = Names.SNAPSHOT_FILE.match(name) or Names.MANIFEST_FILE.match(name)
+        """The SnapshotFile a file name in images/<vmid>/ stands for (a clone, a saved config or
+        manifest, or a hold), or None."""
+        found = Names.SNAPSHOT_FILE.match(name) or Names.MANIFEST_FILE.match(name) or Names.HOLD_FILE.match(name)
         if not found:
             return None
         return SnapshotFile(storage=storage, path=f'{directory}/{name}', stem=found['stem'], kind=found['kind'],
@@ -243,6 +277,11 @@ class Names:
         return f'images/{vmid}/vm-{vmid}-{kind}-{stamp}.{consistency}{tag}.manifest.json'
 
     @staticmethod
+    def hold_path(vmid, stamp, kind='snapshot'):
+        """The hold of a VM snapshot (vm hold): images/<vmid>/vm-<vmid>-snapshot-<stamp>.hold, beside its manifest."""
+        return f'images/{vmid}/vm-{vmid}-{kind}-{stamp}.hold'
+
+    @staticmethod
     def storage_record_dir(name):
         """Where the storage snapshot `name` holds its guests' records (STORAGE_RECORD_DIR at the volume's root)."""
         return f'.snapshot/{name}/{Names.STORAGE_RECORD_DIR}'
@@ -252,6 +291,34 @@ class Names:
         """The manifest of a guest in STORAGE_RECORD_DIR: vm-<id>.<consistency>.manifest.json,
         ct-… for a container. (Earlier builds wrote the config to vm-<id>.conf beside it.)"""
         return f'{"ct" if guest.get("type") == "lxc" else "vm"}-{guest["vmid"]}.{consistency}.manifest.json'
+
+    @staticmethod
+    def storage_snapshot_comment(storage, counts):
+        """The comment of a storage snapshot: the original's, and how many guests it holds, by
+        consistency ({consistency: count})."""
+        return (f'{Names.STORAGE_SNAPSHOT_COMMENT.format(storage=storage)}; guests: '
+                f'{Consistency.summary(counts) if counts else "none"}')
+
+    @staticmethod
+    def guest_counts(comment):
+        """{consistency: count} of the guests a storage snapshot's comment says it holds, or None
+        where it says none of that (made by the original, or by an earlier build of this tool)."""
+        found = Names.GUESTS_COMMENT.search(comment or '')
+        if not found:
+            return None
+        pairs = [item.split(' ') for item in found['counts'].split(', ') if item != 'none']
+        return {word: int(count) for count, word in pairs}
+
+    @staticmethod
+    def is_held(comment):
+        """Whether a storage snapshot's comment says it is held (storage hold)."""
+        return (comment or '').endswith(Names.HELD_SUFFIX)
+
+    @staticmethod
+    def held_comment(comment, held=True):
+        """A storage snapshot's comment with (`held`) or without the hold at its end."""
+        comment = (comment or '').removesuffix(Names.HELD_SUFFIX)
+        return comment + Names.HELD_SUFFIX if held else comment
 
     @staticmethod
     def recorded_guests(names):
@@ -378,6 +445,19 @@ class Outcome:
         return [outcome.item for outcome in outcomes if outcome.state == state]
 
     @staticmethod
+    def said(subject, what, done, change, shown_by):
+        """change(), one change of `what` (`snapshot X` of `subject`, `VM 100`) to be `done` (held,
+        released), settled as it does (its answer lost: read back): done; failed, a Failure saying
+        `what` is not `done`; or unknown, a Failure saying so and that `shown_by` shows it later."""
+        try:
+            change()
+        except OutcomeUnknown as exc:
+            raise Failure(f'{subject}: whether {what} is {done} is unknown: {exc}; {shown_by} shows it once ONTAP has '
+                          'ended the change') from exc
+        except Failure as exc:
+            raise Failure(f'{subject}: {what} is not {done}: {exc}') from exc
+
+    @staticmethod
     def pending_jobs(outcomes):
         """The phrase naming each change still unknown: what it does and its job (uuid), or, its
         answer lost, all that is known of it."""
@@ -484,6 +564,8 @@ class OntapConfig:
     verify: object = True
     svm: str = None
     snapmirror_label: str = None    # storage create's default -label
+    warn_age: int = None            # monitor's -warn and -crit for this storage, seconds
+    crit_age: int = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -687,7 +769,9 @@ class ConfigFile:
                 key=get_file(section, 'key') if cert else None,
                 verify=ConfigFile.parse_verify(get(section, 'verify', 'true', required=False), f'{path}: [{section}]'),
                 svm=get(section, 'svm', required=False),
-                snapmirror_label=ConfigFile.checked_label(get(section, 'snapmirror_label', required=False), f'{path}: [{section}]'))
+                snapmirror_label=ConfigFile.checked_label(get(section, 'snapmirror_label', required=False), f'{path}: [{section}]'),
+                warn_age=ConfigFile.checked_age(get(section, 'warn_age', required=False), f'{path}: [{section}] warn_age'),
+                crit_age=ConfigFile.checked_age(get(section, 'crit_age', required=False), f'{path}: [{section}] crit_age'))
 
         timeouts = {}
         for field in dataclasses.fields(Timeouts):
@@ -714,7 +798,7 @@ class ConfigFile:
     # The keys ConfigFile.read takes from each kind of section: any other is ignored, so doctor names it.
     PROXMOX_KEYS = ('proxmox_host', 'proxmox_user', 'proxmox_pass', 'proxmox_token_name', 'proxmox_token_value',
                     'proxmox_verify')
-    STORAGE_KEYS = ('host', 'user', 'pass', 'cert', 'key', 'verify', 'svm', 'snapmirror_label')
+    STORAGE_KEYS = ('host', 'user', 'pass', 'cert', 'key', 'verify', 'svm', 'snapmirror_label', 'warn_age', 'crit_age')
     DEFAULTS_KEYS = tuple(f'{field.name}_timeout' for field in dataclasses.fields(Timeouts)) + ('local_lock',)
 
     # A snapmirror label: up to 31 characters (FSx for ONTAP's API reference, SnapmirrorLabel in
@@ -728,6 +812,16 @@ class ConfigFile:
             raise ConfigError(
                 f'{where} snapmirror_label = {label}: no snapmirror label (1 to 31 characters, no blanks)')
         return label
+
+    @staticmethod
+    def checked_age(text, where):
+        """warn_age or crit_age of a storage's section (monitor's -warn, -crit) as seconds; None stays None."""
+        if text is None:
+            return None
+        seconds = Arg.parse_duration(text.strip())
+        if not seconds:
+            raise ConfigError(f'{where} = {text}: no duration (like 26h, 2d, 90m)')
+        return seconds
 
     @staticmethod
     def section_gaps(section, keys):
@@ -1243,7 +1337,7 @@ class Volume:
     # uuid) is in the relationship model since 9.6 (same pages); whether a source's answer fills
     # it is unconfirmed, so a record without it is read as "not told here".
     SNAPMIRROR_RELATIONSHIP_FIELDS = 'destination.path,policy.name,policy.uuid'
-    READ_MAX = 2**20      # the files API reads at most 1 MB per call (netapp_ontap resources/file_info.py)
+    READ_MAX = WRITE_MAX = 2**20    # the files API reads and writes 1 MB per call (netapp_ontap resources/file_info.py)
 
     @classmethod
     def from_record(cls, ontap, record):
@@ -1267,11 +1361,42 @@ class Volume:
         return self.ontap.request('GET', f'/api/storage/volumes/{self.uuid}', params={'fields': fields},
                                   what=f'read volume {self.name}')
 
+    # A node at its maximum split load "temporarily stops accepting requests to create FlexClone
+    # files ... and issues an EBUSY error message" until the load falls: "wait ... before trying
+    # the create request again" (docs.netapp.com, ontap, create-flexclone-file-flexclone-lun-task);
+    # the same during an HA takeover or giveback (ha-pair-flexclone-files-luns-concept). How the
+    # REST API says so is undocumented: most likely a failed job, 13565952 "Clone start failed",
+    # the reason in its text (unconfirmed). Such a refusal is asked again, backing off from one
+    # second to BUSY_STEP, for up to BUSY_BOUND seconds; any other stays a failure at once.
+    CLONE_START_FAILED = '13565952'
+    BUSY = re.compile(r'split.?load|EBUSY|\bbusy\b|takeover|giveback', re.IGNORECASE)
+    BUSY_BOUND = 120.0
+    BUSY_FIRST, BUSY_STEP = 1.0, 15.0
+
     def clone_file(self, source, destination, overwrite=False):
-        self.ontap.write('POST', '/api/storage/file/clone', body={
-            'volume': {'uuid': self.uuid, 'name': self.name},
-            'source_path': source, 'destination_path': destination, 'overwrite_destination': overwrite},
-            what=f'file-clone {source} to {destination}')
+        deadline, delay = time.monotonic() + Volume.BUSY_BOUND, Volume.BUSY_FIRST
+        while True:
+            try:
+                self.ontap.write('POST', '/api/storage/file/clone', body={
+                    'volume': {'uuid': self.uuid, 'name': self.name},
+                    'source_path': source, 'destination_path': destination, 'overwrite_destination': overwrite},
+                    what=f'file-clone {source} to {destination}')
+                return
+            except OntapError as exc:
+                if not Volume.busy(exc) or STOP.stopping or time.monotonic() + delay > deadline:
+                    raise
+                log.info('ONTAP %s: file-clone %s refused for now (%s): asking again in %g s', self.ontap.host,
+                         destination, exc.code, delay)
+            time.sleep(delay)
+            delay = min(2 * delay, Volume.BUSY_STEP)
+
+    @staticmethod
+    def busy(exc):
+        """Whether ONTAP refused a file clone for now: its node at the split-load limit, or in an HA
+        takeover or giveback (see clone_file)."""
+        message = str(exc)
+        return bool(Volume.BUSY.search(message)) and (str(exc.code) == Volume.CLONE_START_FAILED
+                                                      or 'split' in message.lower())
 
     def list_dir(self, path):
         """Name and size of the files in a volume directory; [] if it does not exist."""
@@ -1377,6 +1502,18 @@ class Volume:
                          body={'name': name, 'comment': comment},
                          what=f'rename snapshot {snapshot["name"]} of volume {self.name} to {name}')
 
+    def comment_snapshot(self, snapshot, comment):
+        """Replace a snapshot's comment (storage hold, release): PATCH …/snapshots/{uuid} with
+        `comment`, "Introduced In: 9.6" (ontap-restapi-98 patch-storage-volumes-snapshots-). One whose
+        answer was lost is read back: has the snapshot that comment now?"""
+        path = f'/api/storage/volumes/{self.uuid}/snapshots/{snapshot["uuid"]}'
+        try:
+            self.ontap.write('PATCH', path, body={'comment': comment},
+                             what=f'set the comment of snapshot {snapshot["name"]} of volume {self.name} to "{comment}"')
+        except OutcomeUnknown as exc:
+            self.ontap.settle(exc, f'PATCH {path}',
+                              lambda: ((self.find_snapshot(snapshot['name']) or {}).get('comment') or '') == comment)
+
     def delete_snapshot_named(self, name):
         """Delete the snapshot called `name` in one call: a DELETE on the volume's snapshot
         collection filtered by that name (ONTAP takes a query-based DELETE on every collection).
@@ -1424,15 +1561,25 @@ class Volume:
                   'fields': self.SNAPMIRROR_RELATIONSHIP_FIELDS}
         return self.ontap.records('/api/snapmirror/relationships', params, f'list the SnapMirror destinations of {self.name}')
 
-    def write_file(self, path, data):
-        """Create the file `path` holding `data` (bytes, up to 1 MB): the files API's POST, 9.8+
-        (ontap-restapi post-storage-volumes-files-, "Creates a new file with the supplied data"),
-        with the data as the multipart/form-data field `data`, as NetApp's client sends it
-        (netapp_ontap resources/file_info.py). An answer with a job is followed."""
+    def write_file(self, path, data, over=False):
+        """Create the file `path` holding `data` (bytes), or with `over` write it over the file
+        there: the files API's POST, 9.8+ (ontap-restapi post-storage-volumes-files-, "Creates a
+        new file with the supplied data"), with the data as the multipart/form-data field `data`,
+        as NetApp's client sends it (netapp_ontap resources/file_info.py); a MB per call, the rest
+        with `overwrite` from its `byte_offset` (by default -1: the end). Written over, a file
+        keeps what lay beyond the new data: nothing makes it shorter. An answer with a job is followed."""
         what = f'write {path} in volume {self.name}'
-        _, answer = self.ontap.send('POST', self.files_url(path), files={'data': ('data', data)}, what=what)
-        if (answer.get('job') or {}).get('uuid'):
-            self.ontap.wait_for_job(answer['job']['uuid'], what)
+        for offset in range(0, max(len(data), 1), self.WRITE_MAX):
+            params = {'overwrite': 'true', 'byte_offset': offset} if over or offset else None
+            _, answer = self.ontap.send('POST', self.files_url(path), params=params, what=what,
+                                        files={'data': ('data', data[offset:offset + self.WRITE_MAX])})
+            if (answer.get('job') or {}).get('uuid'):
+                self.ontap.wait_for_job(answer['job']['uuid'], what)
+
+    def holds(self, path, data):
+        """Whether the file `path` begins with `data` (a write whose answer was lost, read back)."""
+        size = self.file_size(path)
+        return size is not None and size >= len(data) and self.read_whole(path, len(data)) == data
 
     def make_directory(self, path):
         """Create the directory `path` (files API POST with type directory, 9.8+: reference §10)."""
@@ -1473,6 +1620,11 @@ class Volume:
         # one record in `records` (reference §10), or the record itself
         return (data.get('records') or [data])[0].get('size')
 
+    def read_whole(self, path, size):
+        """The first `size` bytes of a file, a MB per call (read_file)."""
+        return b''.join(self.read_file(path, min(self.READ_MAX, size - offset), offset)
+                        for offset in range(0, size, self.READ_MAX))
+
     def read_file(self, path, size, offset=0):
         """`size` bytes of a file from `offset`: the files API's GET with byte_offset and length, answered
         as multipart/form-data (netapp_ontap resources/file_info.py, "Reading a file", 9.8+ like the
@@ -1501,22 +1653,30 @@ class Volume:
         return part.get_payload(decode=True) or b''
 
     def qcow2_backing(self, path):
-        """The backing file a qcow2 file in the volume names (Qcow2.backing), or None: its header read
-        through the files API, and its name where that lies beyond the first read. Whether ONTAP
-        answers a read past the end with fewer bytes or refuses it is unconfirmed: a refused one is
-        read again no further than the file's size."""
-        try:
-            head = self.read_file(path, Qcow2.HEADER_READ)
-        except OntapError as exc:
-            size = None if Ontap.missing_file(exc) else self.file_size(path)
-            if size is None or size >= Qcow2.HEADER_READ:
-                raise
-            head = self.read_file(path, size)
+        """The backing file a qcow2 file in the volume names (Qcow2.backing), or None (qcow2_header)."""
+        return self.qcow2_header(path)[0]
+
+    def qcow2_header(self, path, size=None):
+        """(the backing file a qcow2 file in the volume names or None, its virtual size or None for a
+        file that is no qcow2): its header read through the files API, and the backing file's name
+        where that lies beyond the first read. `size`, the file's length where a listing gave it,
+        keeps the read within the file; else whether ONTAP answers a read past the end with fewer
+        bytes or refuses it is unconfirmed: a refused one is read again no further than the file's size."""
+        if size is not None:
+            head = self.read_file(path, min(size, Qcow2.HEADER_READ))
+        else:
+            try:
+                head = self.read_file(path, Qcow2.HEADER_READ)
+            except OntapError as exc:
+                size = None if Ontap.missing_file(exc) else self.file_size(path)
+                if size is None or size >= Qcow2.HEADER_READ:
+                    raise
+                head = self.read_file(path, size)
         found = Qcow2.backing(head)
         if isinstance(found, tuple):
-            offset, size = found
-            return self.read_file(path, min(size, 4096), offset).decode('utf-8', 'replace')
-        return found
+            offset, length = found
+            found = self.read_file(path, min(length, 4096), offset).decode('utf-8', 'replace')
+        return found, Qcow2.virtual_size(head)
 
     def first_image(self):
         """The smallest disk image of the first VM directory under images/ that holds one, or None."""
@@ -1898,8 +2058,10 @@ class Node:
     `umount` work and pmxcfs shows every guest's config), its programs, files and mounts."""
 
     # The programs the tool runs, by absolute path, so that no PATH chooses another (Debian 12
-    # and 13 have /bin merged into /usr/bin). qm comes with qemu-server, the others with util-linux.
-    PROGRAMS = {'qm': '/usr/sbin/qm', 'findmnt': '/usr/bin/findmnt', 'umount': '/usr/bin/umount'}
+    # and 13 have /bin merged into /usr/bin). qm comes with qemu-server, findmnt and umount with
+    # util-linux, systemctl with systemd (doctor asks it of the package's timers).
+    PROGRAMS = {'qm': '/usr/sbin/qm', 'findmnt': '/usr/bin/findmnt', 'umount': '/usr/bin/umount',
+                'systemctl': '/usr/bin/systemctl'}
     # A node's name as PVE allows it (pve-common src/PVE/JSONSchema.pm, pve_verify_node_name): one
     # that is not is never made part of a path.
     NAME = re.compile(r'^[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?$')
@@ -1945,6 +2107,26 @@ class Node:
             log.warning('%s: its config file cannot be read (%s): its config is saved as the API gives it',
                         Guest.label(vm), getattr(exc, 'strerror', None) or exc)
             return None
+
+    @staticmethod
+    def guest_configs(guests):
+        """({vmid: config}, {vmid: its file}, [guests]) of the guests ({vmid: guest}): the configs
+        read from pmxcfs as PVE's own tools read them (PVE::Cluster cfs_read_file; the current
+        config, as the file has it, not the API's with pending changes applied), when this runs on
+        a PVE node as root, and the guests whose file could not be read (all of them elsewhere),
+        to be read through the API instead."""
+        if Node.name() is None:
+            return {}, {}, dict(guests)
+        configs, raws, others = {}, {}, {}
+        for vmid, guest in sorted(guests.items()):
+            try:
+                with open(Node.config_path(guest), 'rb') as file:
+                    raws[vmid] = file.read()
+            except (OSError, Failure):
+                others[vmid] = guest
+                continue
+            configs[vmid] = Guest.parse_config_text(raws[vmid].decode('utf-8', 'surrogateescape'))
+        return configs, raws, others
 
     @staticmethod
     def nfs_mount(path):
@@ -1997,8 +2179,18 @@ class SnapshotFile:
 
     @property
     def is_record(self):
-        """Whether this is the set's saved config or manifest, not a disk clone."""
+        """Whether this is the set's saved config or manifest."""
         return bool(Names.MANIFEST_FILE.match(self.path.rsplit('/', 1)[-1]))
+
+    @property
+    def is_hold(self):
+        """Whether this is the set's hold (vm hold)."""
+        return self.ext == '.hold'
+
+    @property
+    def is_clone(self):
+        """Whether this is a disk clone: neither a saved config or manifest nor a hold."""
+        return not self.is_record and not self.is_hold
 
 
 class Guest:
@@ -2316,7 +2508,7 @@ class Qcow2:
     deleted (Plugin.pm get_snap_name, volume_snapshot, volume_snapshot_delete)."""
 
     # The qcow2 header (QEMU's docs/interop/qcow2.txt): magic QFI\xfb, backing_file_offset u64
-    # at 8, its size u32 at 16.
+    # at 8, its size u32 at 16, the virtual size (`size`, in bytes) u64 at 24; all big-endian.
     MAGIC = b'QFI\xfb'
     HEADER_READ = 4096     # the backing file's name follows the header in every file qemu-img makes
     BASE_IMAGE = re.compile(r'^\.\./(?P<vmid>\d+)/base-(?P=vmid)-disk-\d+\.(?:raw|qcow2|vmdk)$')
@@ -2333,6 +2525,24 @@ class Qcow2:
         if offset + size > len(head):
             return offset, size
         return head[offset:offset + size].decode('utf-8', 'replace')
+
+    @staticmethod
+    def virtual_size(head):
+        """The virtual size in bytes a qcow2 file's first bytes `head` give, or None for a file that is
+        no qcow2 (or shorter than the header's first fields)."""
+        if len(head) < 32 or head[:4] != Qcow2.MAGIC:
+            return None
+        return int.from_bytes(head[24:32], 'big')
+
+    @staticmethod
+    def backing_path(directory, backing):
+        """The path in the volume of the backing file `backing` a qcow2 file in `directory` names: a
+        relative name is taken from the file's directory, as QEMU takes it (qemu-img(1), `create -b`);
+        None for an absolute name, or one that leaves the volume."""
+        if backing.startswith('/'):
+            return None
+        path = os.path.normpath(f'{directory}/{backing}')
+        return None if path == '..' or path.startswith('../') else path
 
     @staticmethod
     def backing_risk(backing):
@@ -2387,11 +2597,16 @@ class Consistency:
         return 'atomic' if disks and all(disk.storage == storage for disk in disks) else 'running'
 
     @staticmethod
-    def summary(guests):
-        """`3 frozen, 1 running`: how many guests of a snapshot have each consistency, most first."""
+    def counts(guests):
+        """{consistency: how many of `guests` (dicts with a consistency) have it}."""
         words = [guest['consistency'] for guest in guests]
-        counts = {word: words.count(word) for word in words}
-        order = sorted(counts, key=lambda word: (-counts[word], Names.CONSISTENCIES.index(word)))
+        return {word: words.count(word) for word in words}
+
+    @staticmethod
+    def summary(counts):
+        """`3 frozen, 1 running` of {consistency: count}, most first; `-` for none."""
+        rank = {word: n for n, word in enumerate(Names.CONSISTENCIES)}
+        order = sorted(counts, key=lambda word: (-counts[word], rank.get(word, len(rank)), word))
         return ', '.join(f'{counts[word]} {word}' for word in order) or '-'
 
 
@@ -2586,7 +2801,8 @@ class Manifest:
         ctime, uuid = Identity.of_config(config)
         backings = backings or {}
         manifest = {
-            'tool': 'pve-ontap-snapshot', 'version': version, 'vmid': guest['vmid'], 'name': guest.get('name'),
+            'tool': 'pve-ontap-snapshot', 'version': version, 'vmid': guest['vmid'], 'type': guest.get('type', 'qemu'),
+            'name': guest.get('name'),
             'node': guest.get('node'), 'stamp': stamp, 'consistency': consistency, 'config_from': config_from,
             'config': Guest.without_secrets(conf_file).decode('utf-8', 'surrogateescape'),
             'identity': {'ctime': ctime, 'smbios_uuid': uuid},
@@ -2619,11 +2835,16 @@ class Manifest:
         its config a text, of guest `vmid` and snapshot `stamp` (its name says both: a manifest
         copied from another snapshot is caught), and `signed` whether `key` vouches for it (False:
         unsigned, or no key here to check it with). A ManifestError says what is wrong."""
-        import hmac  # see Manifest.signature
         try:
             manifest = json.loads(data.decode('utf-8'))
         except ValueError as exc:
             raise ManifestError(f'manifest {path} cannot be read: it is no JSON ({exc})') from None
+        return Manifest.check(manifest, path, vmid, stamp, key)
+
+    @staticmethod
+    def check(manifest, path, vmid, stamp, key):
+        """(manifest, signed) of a manifest as read (Manifest.read), or a ManifestError."""
+        import hmac  # see Manifest.signature
         if not isinstance(manifest, dict) or not isinstance(manifest.get('config'), str):
             raise ManifestError(f'manifest {path} cannot be read: it holds no config')
         if manifest.get('vmid') != vmid or manifest.get('stamp') != stamp:
@@ -2636,6 +2857,36 @@ class Manifest:
             raise ManifestError(f'manifest {path} fails its signature check: it was changed since this tool wrote it, '
                                 'so its config is not used')
         return manifest, True
+
+    @staticmethod
+    def guest_type(manifest):
+        """`qemu` or `lxc`: the guest's type as its manifest says (earlier builds wrote none: a
+        container's config came from an lxc/ file, or names its root disk rootfs)."""
+        if manifest.get('type') in ('qemu', 'lxc'):
+            return manifest['type']
+        from_lxc = '/lxc/' in str(manifest.get('config_from'))
+        return 'lxc' if from_lxc or any(d.get('key') == 'rootfs' for d in manifest.get('disks') or ()) else 'qemu'
+
+    @staticmethod
+    def storage_record(storage, name, version, manifests):
+        """A storage snapshot's record (Names.STORAGE_RECORD): the manifest of every guest on the
+        storage (Manifest.build's, each signed on its own) in one JSON object, as bytes."""
+        record = {'tool': 'pve-ontap-snapshot', 'version': version, 'storage': storage, 'snapshot': name,
+                  'guests': [json.loads(manifest) for manifest in manifests]}
+        return (json.dumps(record, indent=1, sort_keys=True) + '\n').encode()
+
+    @staticmethod
+    def read_storage_record(data, path):
+        """The guests' manifests (dicts, each to be checked: Manifest.check) of a storage snapshot's
+        record. The record is the file's first JSON value: the files API writes over a file and never
+        makes it shorter, so the end of a longer record written before may follow it."""
+        try:
+            record, _ = json.JSONDecoder().raw_decode(data.decode('utf-8', 'replace'))
+        except ValueError as exc:
+            raise ManifestError(f'record {path} cannot be read: it is no JSON ({exc})') from None
+        if not isinstance(record, dict) or not isinstance(record.get('guests'), list):
+            raise ManifestError(f'record {path} cannot be read: it lists no guests')
+        return record['guests']
 
     # Beside PVE's own keys in /etc/pve/priv: root's alone, the same on every node.
     KEY_FILE = 'pve-ontap-snapshot-manifest.key'
@@ -2672,6 +2923,40 @@ class Manifest:
                       'manifests signed with the old one then fail their check)')
 
 
+class Hold:
+    """What a VM snapshot's hold file says (vm hold; Names.HOLD_FILE): who held it, since when
+    and why, as a short JSON text. The file itself is the mark: one that cannot be read still
+    holds the snapshot."""
+
+    KEYS = ('held_by', 'since', 'reason')
+    READ_MAX = 4096     # a hold is a line; no more of a file is read
+
+    @staticmethod
+    def text(held_by, since, reason=None):
+        """The hold file's bytes: {"held_by", "since" (a UTC stamp), "reason" (text or null)}."""
+        return (json.dumps({'held_by': held_by, 'since': since, 'reason': reason or None}, sort_keys=True) + '\n').encode()
+
+    @staticmethod
+    def read(data, where):
+        """{'held_by', 'since', 'reason'} of a hold file's bytes read from `where` (its values strings
+        or None); a Failure says what is wrong with one that cannot be read."""
+        try:
+            hold = json.loads(data.decode('utf-8'))
+        except ValueError as exc:
+            raise Failure(f'hold {where} cannot be read: it is no JSON ({exc})') from None
+        if not isinstance(hold, dict):
+            raise Failure(f'hold {where} cannot be read: it is no JSON object')
+        return {key: hold[key] if isinstance(hold.get(key), str) else None for key in Hold.KEYS}
+
+    @staticmethod
+    def describe(hold):
+        """`by alice since <stamp> (before the upgrade)` of a hold as read, or '' where it says nothing."""
+        hold = hold or {}
+        return ' '.join(part for part in (f'by {hold["held_by"]}' if hold.get('held_by') else '',
+                                          f'since {hold["since"]}' if hold.get('since') else '',
+                                          f'({hold["reason"]})' if hold.get('reason') else '') if part)
+
+
 class VmSnapshots:
     """A VM's snapshots on a storage: its files grouped by stamp, matched to the VM's disks, and
     which -keep deletes."""
@@ -2699,6 +2984,11 @@ class VmSnapshots:
         return VmSnapshots.match_disks(disks, files)[1]
 
     @staticmethod
+    def hold_of(files):
+        """The hold file of a set (vm hold), or None where it is not held."""
+        return next((file for file in files if file.is_hold), None)
+
+    @staticmethod
     def to_prune(sets, disks, keep, made, identity=(None, None)):
         """The stamps -keep N deletes of the snapshot sets {stamp: files} of a VM with `disks` and
         `identity` (Identity.of_config).
@@ -2710,8 +3000,10 @@ class VmSnapshots:
         N complete sets nothing goes. So this deletes no set the newest-N rule would have kept.
         A set of another VM that had this id (same_vm) is never counted or deleted. Where the VM's
         identity is known, a set whose own is not (made before manifests recorded it, or by the
-        original) is not counted either, and goes only if it holds the VM's very disks.
+        original) is not counted either, and goes only if it holds the VM's very disks. A held
+        set (vm hold) is neither counted nor deleted.
         """
+        sets = {stamp: files for stamp, files in sets.items() if not VmSnapshots.hold_of(files)}
         known = Identity.tag(identity) is not None
         same = {stamp: Identity.same_vm(Identity.of_files(files), identity) for stamp, files in sets.items()}
         ours = {stamp: files for stamp, files in sets.items() if same[stamp] or (same[stamp] is None and not known)}
@@ -2722,7 +3014,7 @@ class VmSnapshots:
         oldest_kept = complete[-keep]
         held = {(disk.storage, disk.file) for disk in disks}
         candidates = [stamp for stamp, files in sets.items() if stamp in ours or (
-            same[stamp] is None and {(f.storage, f.source_file) for f in files if not f.is_record} == held)]
+            same[stamp] is None and {(f.storage, f.source_file) for f in files if f.is_clone} == held)]
         # a set of a clock ahead of this one's may sort after `made`, leaving `made` out of the N
         return [stamp for stamp in sorted(candidates) if stamp < oldest_kept and stamp != made]
 
@@ -2947,11 +3239,11 @@ class PrivateFiles:
             os.close(descriptor)
 
     @staticmethod
-    def open_in(directory, name, flags, path):
-        """os.open of `name` in the checked directory (a descriptor), never through a link, mode 600
-        if made; a Failure unless it is a plain file of the running user's. `path`: for messages."""
+    def open_in(directory, name, flags, path, mode=0o600):
+        """os.open of `name` in the checked directory (a descriptor), never through a link, `mode` if
+        made; a Failure unless it is a plain file of the running user's. `path`: for messages."""
         try:
-            descriptor = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=directory)
+            descriptor = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=directory)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.EEXIST):
                 raise
@@ -2976,13 +3268,14 @@ class PrivateFiles:
             return handle.read()
 
     @staticmethod
-    def write_text(directory, name, text):
-        """Replace the file `name` in `directory` (a path) whole: a new file of its own (O_EXCL), then
-        renamed over it — atomic on a local disk and on pmxcfs alike."""
+    def write_text(directory, name, text, mode=0o600):
+        """Replace the file `name` in `directory` (a path) whole: a new file of its own (O_EXCL, `mode`),
+        then renamed over it — atomic on a local disk and on pmxcfs alike."""
         with PrivateFiles.checked_directory(directory, 'directory', 'see README, Security', make=False) as parent:
             temporary = f'.{name}.{os.getpid()}.{os.urandom(4).hex()}'
             descriptor = PrivateFiles.open_in(parent, temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                                              os.path.join(directory, name))
+                                              os.path.join(directory, name), mode)
+            os.fchmod(descriptor, mode)     # whatever the umask took away
             with open(descriptor, 'w', encoding='utf-8') as handle:
                 handle.write(text)
             os.replace(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
@@ -3327,6 +3620,99 @@ class Holder:
                        'try again later or wait with -wait SECONDS')
 
 
+class RunRecords:
+    """How each run that changes something ended, kept where monitor reads it from any node:
+    beside the lock records in pmxcfs on a PVE node (Locks.CLUSTER_RECORD_DIR), else in this
+    node's lock directory. One file per command and subject, `storage-create@ONTAP01.run`: JSON
+    of its last run, last success and last failure. A record that cannot be written is a
+    warning: it never fails the run it tells of."""
+
+    SUFFIX = '.run'
+    # The commands that change something; a dry run changes nothing and records nothing.
+    COMMANDS = ('vm create', 'vm delete', 'vm hold', 'vm release', 'vm restore', 'storage create', 'storage delete',
+                'storage hold', 'storage release', 'storage restore', 'storage mount', 'storage unmount')
+
+    @staticmethod
+    def directory():
+        if os.path.isdir(Node.CLUSTER_DIR):
+            return os.path.join(Node.CLUSTER_DIR, Locks.CLUSTER_RECORD_DIR)
+        return Locks.node_dir()
+
+    @staticmethod
+    def subject(args):
+        """What a run was about, as its command line names it: a storage, `all`, or VM ids."""
+        if getattr(args, 'all', False):
+            return 'all' + (',node-local' if getattr(args, 'node_local', False) else '')
+        if getattr(args, 'vm', None):
+            return ','.join(str(vmid) for vmid in dict.fromkeys(args.vm if isinstance(args.vm, list) else [args.vm]))
+        return args.storage
+
+    @staticmethod
+    def file_name(command, subject):
+        return '-'.join(command.split()) + '@' + urllib.parse.quote(subject, safe=',') + RunRecords.SUFFIX
+
+    @staticmethod
+    def record(command, subject, started, failure):
+        """Note the end of a run: `failure` the Failure it ended with, or None."""
+        ended = time.time()
+        directory, name = RunRecords.directory(), RunRecords.file_name(command, subject)
+        run = {'ended': ended, 'seconds': round(ended - started, 3), 'node': Holder.this_node(),
+               'outcome': 'failed' if failure else 'done', 'message': str(failure) if failure else None}
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            previous = RunRecords.parse(PrivateFiles.read_text(directory, name)) or {}
+            record = {'command': command, 'subject': subject, 'last': run,
+                      'last_success': previous.get('last_success'), 'last_failure': previous.get('last_failure'),
+                      'last_' + ('failure' if failure else 'success'): run}
+            PrivateFiles.write_text(directory, name, json.dumps(record, sort_keys=True) + '\n')
+        except (OSError, Failure) as exc:
+            log.warning('how this run ended is not recorded in %s: %s', directory, getattr(exc, 'strerror', None) or exc)
+
+    @staticmethod
+    def report(args, command, started, exc):
+        """Record how the run ended (`exc` what stopped it, or None) and, with -textfile, write the runs' metrics."""
+        failure = exc if isinstance(exc, Failure) else Failure(str(exc) or 'interrupted') if exc else None
+        RunRecords.record(command, RunRecords.subject(args), started, failure)
+        if args.textfile:
+            try:
+                Metrics.write(args.textfile, Metrics.RUNS_FILE, Metrics.runs_text(RunRecords.read_all()))
+            except (OSError, Failure) as error:
+                log.warning('the metrics are not written to %s: %s', args.textfile,
+                            getattr(error, 'strerror', None) or error)
+
+    @staticmethod
+    def parse(text):
+        """A run record's JSON object, or None for a text that is none (empty, or changed by hand)."""
+        try:
+            record = json.loads(text) if text else None
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) and isinstance(record.get('last'), dict) else None
+
+    @staticmethod
+    def read_all():
+        """Every run record there is, by file name; one that cannot be read is a warning."""
+        directory = RunRecords.directory()
+        try:
+            names = sorted(name for name in os.listdir(directory) if name.endswith(RunRecords.SUFFIX))
+        except OSError:
+            return []
+        records = []
+        for name in names:
+            try:
+                record = RunRecords.parse(PrivateFiles.read_text(directory, name))
+            except (OSError, Failure) as exc:
+                record, why = None, getattr(exc, 'strerror', None) or exc
+            else:
+                why = 'it is no run record'
+            if record is None:
+                log.warning('run record %s cannot be read: %s', os.path.join(directory, name), why)
+                continue
+            records.append(record)
+        return records
+
+
+
 class Parallel:
     """The one helper for parallel work: how much runs at once, and waiting so that a stop signal
     is seen and never cuts a batch of changes in two."""
@@ -3558,6 +3944,15 @@ class VmView:
         return sorted(set(view.storages) | set(NewVm.reachable_storages(ctx, quiet=True)))
 
     @staticmethod
+    @contextlib.contextmanager
+    def locked_snapshot(ctx, vmid, stamp):
+        """(the VmView, the files of its snapshot `stamp`), under the locks of the VM's storages
+        (vm delete, hold, release): an unknown stamp is a NotFound."""
+        view = VmView.gather(ctx, vmid)
+        with Locks.for_storages(ctx, view.storages):
+            yield view, VmView.find_snapshot(view, VmView.gather_snapshots(ctx, view), stamp)
+
+    @staticmethod
     def find_snapshot(view, sets, stamp):
         if stamp not in sets:
             raise NotFound(f'VM {view.vmid} has no snapshot {stamp} (it has: {", ".join(sets) or "none"})')
@@ -3581,7 +3976,20 @@ class Guests:
         try:
             ctx.pve.agent(view.vm, 'ping', safe=True)
         except ProxmoxError as exc:
-            raise Failure(f'VM {view.vmid}: the QEMU guest agent does not answer, nothing frozen: {exc}') from exc
+            raise Failure(f'VM {view.vmid}: {Guests.agent_silent(ctx, exc)}, nothing frozen: {exc}') from exc
+
+    # PVE's refusal of a privilege (pve-access-control PVE/RPCEnvironment.pm, check_full:
+    # "Permission check failed"); the guest agent takes VM.GuestAgent.* on PVE 9 and VM.Monitor
+    # on PVE 8 (qemu-server API2/Qemu/Agent.pm; VM.Monitor dropped by pve-access-control 0706945).
+    PERMISSION_REFUSED = 'Permission check failed'
+
+    @staticmethod
+    def agent_silent(ctx, exc):
+        """Why a guest agent did not answer the ping, as a phrase: PVE refused it to this user, or it does not answer."""
+        if Guests.PERMISSION_REFUSED in str(exc):
+            return (f'PVE refuses its guest agent to {ctx.pve.config.user} (grant VM.GuestAgent.Audit and '
+                    'VM.GuestAgent.FileSystemMgmt on PVE 9, VM.Monitor on PVE 8: README, Least privilege)')
+        return 'its guest agent does not answer'
 
     @staticmethod
     def thaw(ctx, view):
@@ -4012,7 +4420,7 @@ class GuestsWindow:
             try:
                 ctx.pve.agent(guest, 'ping', safe=True)
             except ProxmoxError as exc:
-                how, why, warn = ('pause' if pause else None), f'its guest agent does not answer ({exc})', True
+                how, why, warn = ('pause' if pause else None), f'{Guests.agent_silent(ctx, exc)} ({exc})', True
         if how:
             return GuestsWindow.HeldGuest(VmView(guest, config, [], [], []), how, why, warn), None
         return None, (guest, why, warn)
@@ -4196,13 +4604,15 @@ class VmCreate:
         return {**config, **changes}
 
     @staticmethod
-    def save_snapshot_records(ctx, view, stamp, consistency, kind='snapshot', config=None):
+    def save_snapshot_records(ctx, view, stamp, consistency, kind='snapshot', config=None, copied=None):
         """Write the snapshot's manifest, with the VM's config in it (Manifest.build), beside its
         clones in images/<vmid>/ of the storage of its first ONTAP disk: one request per VM, and
         the set is found by its stamp on every storage of the VM anyway. The config is the node's
         .conf file on a PVE node, else rebuilt from the API's (config_text). A write of unknown
-        outcome is read back: is the file there? A Failure says it was not saved. `kind` and
-        `config`: those of a pre-restore snapshot, the VM's config read then."""
+        outcome is read back: is the file there? A Failure says it was not saved. `kind`, `config`
+        and `copied`: those of a pre-restore snapshot, the VM's config read then and the paths of
+        the disks it holds a copy of (any other's `clone` is null: a restore copies only the disks
+        it overwrites)."""
         config = view.config if config is None else config
         storage = view.disks[0].storage
         volume = ctx.volume(storage)
@@ -4211,7 +4621,8 @@ class VmCreate:
         manifest = Manifest.build(view.vm, view.disks, config, stamp, consistency, volumes,
                                   raw if raw is not None else Guest.config_text(config).encode(),
                                   Node.config_path(view.vm) if raw is not None else 'api', tool_version(),
-                                  {disk.key: Names.snapshot_file_path(disk.path, stamp, kind) for disk in view.disks},
+                                  {disk.key: Names.snapshot_file_path(disk.path, stamp, kind) for disk in view.disks
+                                   if copied is None or disk.path in copied},
                                   ctx.manifest_key(create=True), view.backings)
         path = Names.manifest_path(view.vmid, stamp, consistency, kind, Identity.tag(Identity.of_config(config)))
         try:
@@ -4717,7 +5128,7 @@ class VmList:
     def unsound_copies(ctx, files):
         """The paths of a set's qcow2 copies that stand on a file a copy cannot keep (backing_risk):
         taken by an earlier build over a PVE 9 volume chain, say; vm restore refuses them."""
-        qcow2 = [file for file in files if not file.is_record and file.ext == '.qcow2']
+        qcow2 = [file for file in files if file.is_clone and file.ext == '.qcow2']
         risks = Parallel.map(lambda file: Qcow2.backing_risk(ctx.volume(file.storage).qcow2_backing(file.path)), qcow2)
         return [file.path for file, risk in zip(qcow2, risks) if risk]
 
@@ -4727,9 +5138,13 @@ class VmList:
         found = VmView.gather_snapshots(ctx, view, VmView.searched_storages(ctx, view))
         manifests = Parallel.map(lambda files: VmList.manifest_state(ctx, view.vmid, files), list(found.values()))
         unsound = Parallel.map(lambda files: VmList.unsound_copies(ctx, files), list(found.values()))
+        # A hold's text costs a request: read only where a set has one.
+        holds = dict(zip((stamp for stamp, files in found.items() if VmSnapshots.hold_of(files)),
+                         Parallel.map(lambda files: VmHold.read(ctx, VmSnapshots.hold_of(files)),
+                                      [files for files in found.values() if VmSnapshots.hold_of(files)])))
         sets = []
         for (stamp, files), manifest, broken in zip(found.items(), manifests, unsound):
-            clones = [f for f in files if not f.is_record]
+            clones = [f for f in files if f.is_clone]
             pairs, missing, _ = VmSnapshots.match_disks(view.disks, clones)
             disk_keys = {file.path: disk.key for disk, file in pairs}
             sets.append({
@@ -4738,7 +5153,8 @@ class VmList:
                 'of': VmList.OF_VM[Identity.same_vm(Identity.of_files(files), view.identity)], 'identity': Identity.of_files(files),
                 'manifest': manifest, 'unsound': broken,
                 'files': [{'storage': f.storage, 'path': f.path, 'size': f.size, 'disk': disk_keys.get(f.path)}
-                          for f in clones]})
+                          for f in clones],
+                'held': stamp in holds, 'hold': holds.get(stamp)})
             if manifest and manifest['error']:
                 log.warning('VM %s: snapshot %s: %s', view.vmid, stamp, manifest['error'])
         ctx.emit(sets, VmList.text(view.vmid, sets))
@@ -4746,8 +5162,8 @@ class VmList:
     @staticmethod
     def text(vmid, sets):
         """vm list's tables: the VM's own snapshots (and those whose VM is unknown), then those of another
-        VM that had its id before, apart. STATE and CONSISTENCY come after the first four columns, so
-        that scripts reading those keep working."""
+        VM that had its id before, apart. STATE and CONSISTENCY come after the first four columns, and
+        HELD after OF, so that scripts reading the first ones keep working."""
         def state(s):
             base = f'incomplete (lacks {",".join(s["missing"])})' if s['missing'] else 'complete'
             return (base + ('; its manifest cannot be used' if (s['manifest'] or {}).get('error') else '')
@@ -4756,9 +5172,12 @@ class VmList:
         def table(chosen):
             rows = [{'stamp': s['stamp'], 'kind': s['kind'], 'size': Output.human_size(s['size']),
                      'disks': ','.join(f['disk'] or f['path'].rsplit('/', 1)[1] for f in s['files']), 'state': state(s),
-                     'consistency': s['consistency'], 'of': s['of']} for s in chosen]
+                     'consistency': s['consistency'], 'of': s['of'],
+                     'held': ', '.join(filter(None, ['yes', Hold.describe(s['hold'])])) if s['held'] else 'no'}
+                    for s in chosen]
             return Output.format_table([('SNAPSHOT', 'stamp'), ('KIND', 'kind'), ('SIZE', 'size'), ('DISKS', 'disks'),
-                                        ('STATE', 'state'), ('CONSISTENCY', 'consistency'), ('OF', 'of')], rows)
+                                        ('STATE', 'state'), ('CONSISTENCY', 'consistency'), ('OF', 'of'),
+                                        ('HELD', 'held')], rows)
 
         text = table([s for s in sets if s['of'] != 'another VM'])
         others = [s for s in sets if s['of'] == 'another VM']
@@ -4812,10 +5231,14 @@ class VmDelete:
     @staticmethod
     def prune(ctx, view, keep, made, config=None):
         """-keep N: delete the snapshot sets older than the newest N complete ones (see
-        VmSnapshots.to_prune), never a pre-restore set, all at once. `made` is the new set's stamp;
+        VmSnapshots.to_prune), never a pre-restore set nor a held one (named at info), all at once. `made` is the new set's stamp;
         `config` as for VmDelete.delete_snapshots."""
         sets = {stamp: files for stamp, files in VmView.gather_snapshots(ctx, view).items()
                 if all(f.kind == 'snapshot' for f in files)}
+        held = [stamp for stamp, files in sets.items() if VmSnapshots.hold_of(files)]
+        if held:
+            log.info('VM %s: -keep %d neither counts nor deletes the held snapshot(s) %s (vm release lets one go)',
+                     view.vmid, keep, ', '.join(held))
         doomed = {stamp: sets[stamp] for stamp in VmSnapshots.to_prune(sets, view.disks, keep, made, view.identity)}
         failed = VmDelete.delete_snapshots(ctx, view, doomed, config) if doomed else {}
         for stamp, files in doomed.items():
@@ -4831,11 +5254,85 @@ class VmDelete:
 
     @staticmethod
     def command(ctx, args):
-        view = VmView.gather(ctx, args.vm)
-        with Locks.for_storages(ctx, view.storages):
-            files = VmView.find_snapshot(view, VmView.gather_snapshots(ctx, view), args.snapshot)
+        with VmView.locked_snapshot(ctx, args.vm, args.snapshot) as (view, files):
+            hold = VmSnapshots.hold_of(files)
+            if hold and not args.force:
+                raise Failure(f'VM {view.vmid}: snapshot {args.snapshot} is held{VmHold.said(ctx, hold)} '
+                              f'({hold.path} on {hold.storage}): release it first (vm release -vm {view.vmid} '
+                              f'-snapshot {args.snapshot}), or add -force to delete it held')
             VmDelete.delete_snapshot(ctx, view, files)
-        log.info('VM %s: snapshot %s deleted (%d file(s))', args.vm, args.snapshot, len(files))
+        log.info('VM %s: snapshot %s%s deleted (%d file(s))', args.vm, args.snapshot, ', held,' if hold else '',
+                 len(files))
+
+
+class VmHold:
+    """vm hold and vm release, as zfs hold: a VM snapshot held by one more file of its set, beside
+    its manifest (Names.hold_path), its text saying who held it, since when and why (Hold). -keep
+    never counts or deletes a held snapshot, and vm delete refuses one without -force. The mark
+    is kept with the snapshot: the directory listing vm list makes anyway shows it (no request
+    more), it stays with the snapshot on every node and in a SnapMirror copy, and it goes with
+    the set when the set is deleted."""
+
+    @staticmethod
+    def holder():
+        """Who holds a snapshot: the user who ran sudo (SUDO_USER, as root), else the running user."""
+        sudo = os.environ.get('SUDO_USER') if os.geteuid() == 0 else None
+        return sudo or PrivateFiles.user_name(os.geteuid())
+
+    @staticmethod
+    def read(ctx, file):
+        """What the hold file `file` (a SnapshotFile) says, Hold.read's dict: one request. One that
+        cannot be read is named in a warning, its values None: it holds the snapshot all the same."""
+        where = f'{file.path} on {file.storage}'
+        try:
+            return Hold.read(ctx.volume(file.storage).read_whole(file.path, min(file.size or 0, Hold.READ_MAX)), where)
+        except Failure as exc:
+            log.warning('%s', exc)
+            return dict.fromkeys(Hold.KEYS)
+
+    @staticmethod
+    def said(ctx, hold):
+        """` by alice since <stamp> (why)` of the hold file `hold`, as read (VmHold.read), or ''."""
+        said = Hold.describe(VmHold.read(ctx, hold))
+        return f' {said}' if said else ''
+
+    @staticmethod
+    def change(ctx, view, stamp, storage, path, change, there, done):
+        """Make the hold file `path` on `storage` come (`there`) or go by change(), to three outcomes
+        (Outcome.said): a write or delete whose answer was lost is read back (Volume.change_file)."""
+        volume = ctx.volume(storage)
+        Outcome.said(f'VM {view.vmid}', f'snapshot {stamp}', done,
+                     lambda: volume.change_file('POST' if there else 'DELETE', path, change, there), 'vm list')
+
+    @staticmethod
+    def hold(ctx, args):
+        with VmView.locked_snapshot(ctx, args.vm, args.snapshot) as (view, files):
+            hold = VmSnapshots.hold_of(files)
+            if hold:
+                log.info('VM %s: snapshot %s is held already%s: nothing changed', view.vmid, args.snapshot,
+                         VmHold.said(ctx, hold))
+                return
+            # Beside its manifest (or the saved config of an earlier build), else beside its first clone.
+            home = next((f for f in files if f.is_record), files[0])
+            path = Names.hold_path(view.vmid, args.snapshot, home.kind)
+            volume, text = ctx.volume(home.storage), Hold.text(VmHold.holder(), Names.utc_stamp(), args.reason)
+            VmHold.change(ctx, view, args.snapshot, home.storage, path, lambda: volume.write_file(path, text), True,
+                          'held')
+        log.info('VM %s: snapshot %s held (%s on %s): -keep passes it over, vm delete refuses it without -force',
+                 view.vmid, args.snapshot, path, home.storage)
+
+    @staticmethod
+    def release(ctx, args):
+        with VmView.locked_snapshot(ctx, args.vm, args.snapshot) as (view, files):
+            holds = [file for file in files if file.is_hold]
+            if not holds:
+                log.info('VM %s: snapshot %s is not held: nothing changed', view.vmid, args.snapshot)
+                return
+            for hold in holds:
+                volume = ctx.volume(hold.storage)
+                VmHold.change(ctx, view, args.snapshot, hold.storage, hold.path,
+                              functools.partial(volume.delete_file, hold.path), False, 'released')
+        log.info('VM %s: snapshot %s released', view.vmid, args.snapshot)
 
 
 class VmRestore:
@@ -4889,6 +5386,16 @@ class VmRestore:
         """The SavedConfig of VM `vmid` in the storage snapshot `name` (on the first of `storages` that
         holds one), or None: a snapshot made before configs were saved, or of a storage without the VM."""
         for storage in sorted(storages):
+            found = StorageCreate.guest_manifests(ctx, storage, name)
+            if found is not None:
+                path, manifests = found
+                mine = [m for m in manifests if isinstance(m, dict) and m.get('vmid') == vmid
+                        and Manifest.guest_type(m) == 'qemu']
+                if mine:
+                    manifest, signed = Manifest.check(mine[0], f'{path} on {storage}', vmid, name, ctx.manifest_key())
+                    return VmRestore.SavedConfig(Guest.parse_config_text(manifest['config']), path, storage, signed,
+                                                 manifest)
+                continue
             volume = ctx.volume(storage)
             directory = Names.storage_record_dir(name)
             found = [Names.STORAGE_MANIFEST_FILE.match(file) for file in volume.files_in(directory) or []]
@@ -4965,7 +5472,7 @@ class VmRestore:
             origin = f'snapshot {stamp}'
             saved = VmRestore.read_or_warn(view, origin, with_config, lambda: VmRestore.saved_config_of(ctx, files))
             disks = VmRestore.disks_to_restore(ctx, view, saved, with_config)
-            pairs, missing, _ = VmSnapshots.match_disks(disks, [f for f in files if not f.is_record])
+            pairs, missing, _ = VmSnapshots.match_disks(disks, [f for f in files if f.is_clone])
             sources = [(disk, file.path) for disk, file in pairs]
         else:
             holding = VmRestore.storages_with_snapshot(ctx, view, name)
@@ -5025,7 +5532,8 @@ class VmRestore:
         """Clone the live disks to a pre-restore snapshot, then each source over its live disk (or to
         where a disk -with-config puts back was before it was deleted: absent_targets). All or
         nothing: on a failure the disks overwritten are put back, those made removed. An overwrite
-        whose outcome stays unknown leaves all as it is: the pre-restore snapshot kept, the VM down."""
+        whose outcome stays unknown leaves all as it is: the pre-restore snapshot kept, the VM down.
+        Returns the paths of the disks the pre-restore snapshot holds a copy of."""
         vmid = view.vmid
         absent = VmRestore.absent_targets(ctx, view, sources)
         undo = [(disk.storage, disk.path, Names.snapshot_file_path(disk.path, undo_stamp, 'prerestore')) for disk, _ in sources
@@ -5041,7 +5549,7 @@ class VmRestore:
         overwrites = Clones.settle(ctx, Clones.make(ctx, [(disk.storage, source, disk.path) for disk, source in sources],
                                                     overwrite=True), overwrite=True)
         if all(outcome.state == 'done' for outcome in overwrites):
-            return
+            return {path for _, path, _ in undo}
         stopped = 'VM left stopped' if window.acting else f'do not start VM {vmid}'
         if any(outcome.state == 'unknown' for outcome in overwrites):
             window.leave_down('a restore of its disks may still be under way')
@@ -5066,12 +5574,14 @@ class VmRestore:
         raise Failure(f'VM {vmid}: restore failed, every disk is as it was ({Clones.remove(ctx, undo)}): {reason}')
 
     @staticmethod
-    def save_config_for_undo(ctx, view, undo_stamp, needed):
-        """Save the VM's config as it is now with the pre-restore snapshot (its manifest), so that
-        restoring that one -with-config undoes a config put back too. None, or, where the config is
-        to be put back (`needed`), the Failure that keeps it from being put back; else a warning."""
+    def save_config_for_undo(ctx, view, undo_stamp, needed, copied):
+        """Save the VM's config as it is now with the pre-restore snapshot (its manifest, naming the
+        copies it holds: `copied`, restore_disks'), so that restoring that one -with-config undoes a
+        config put back too. None, or, where the config is to be put back (`needed`), the Failure
+        that keeps it from being put back; else a warning."""
         try:
-            VmCreate.save_snapshot_records(ctx, view, undo_stamp, 'shutdown', 'prerestore', ctx.pve.config_of(view.vm))
+            VmCreate.save_snapshot_records(ctx, view, undo_stamp, 'shutdown', 'prerestore', ctx.pve.config_of(view.vm),
+                                           copied)
         except Failure as exc:
             if needed:
                 return Failure(f'its config was not put back: the current one could not be saved with pre-restore '
@@ -5246,8 +5756,8 @@ class VmRestore:
             undo_stamp = VolumeLock.new_stamp(locks, [f'vm{view.vmid}'], sets)
             with STOP.deferred():
                 with VmWindow(ctx, view, 'shutdown' if running else None, status) as window:
-                    VmRestore.restore_disks(ctx, view, sources, undo_stamp, window)
-                    undone = VmRestore.save_config_for_undo(ctx, view, undo_stamp, args.with_config)
+                    copied = VmRestore.restore_disks(ctx, view, sources, undo_stamp, window)
+                    undone = VmRestore.save_config_for_undo(ctx, view, undo_stamp, args.with_config, copied)
                     if args.with_config and undone:
                         window.problems.append(undone)
                     elif args.with_config:
@@ -5318,7 +5828,7 @@ class NewVm:
         if stamp:
             searched = VmView({'vmid': vmid}, {}, [], [], storages)
             files = VmView.find_snapshot(searched, VmView.gather_snapshots(ctx, searched), stamp)
-            return (f'snapshot {stamp}', {(f.storage, f.source_file): f.path for f in files if not f.is_record}, [],
+            return (f'snapshot {stamp}', {(f.storage, f.source_file): f.path for f in files if f.is_clone}, [],
                     lambda: VmRestore.saved_config_of(ctx, files))
         holding = [storage for storage in storages if ctx.volume(storage).has_snapshot(name)]
         if not holding:
@@ -5476,6 +5986,269 @@ class NewVm:
         STOP.check(f'VM {newid} was created from {new.origin} of VM {vmid} first')
 
 
+class VmVerify:
+    """vm verify: each snapshot of a VM proved restorable without restoring it, from metadata and
+    qcow2 headers alone, never disk data: every copy its manifest names there with the size it
+    records (a raw file's length, a qcow2 file's virtual size; a vmdk's is not checked), each qcow2
+    copy's header read and its backing file inside the snapshot or a linked clone's base image that
+    still exists, the manifest read and passing its check (Manifest.read). A snapshot without a
+    manifest (the original's) is verified by its files alone, and says so. Read-only: no lock, no
+    change. Its requests go REQUESTS_AT_ONCE at a time (Parallel.map): one listing of images/<vmid>
+    per storage searched (with the sizes), one manifest read per snapshot, one header read per qcow2
+    copy (two where its backing file's name lies beyond the first 4 KiB), one listing of each
+    directory of a base image named."""
+
+    @staticmethod
+    def each(function, items):
+        """[function(item) for item in items], REQUESTS_AT_ONCE at a time (Parallel.map): each result,
+        or the Failure it raised, so that one unreadable file fails the snapshot it belongs to alone."""
+        def attempt(item):
+            try:
+                return function(item)
+            except Failure as exc:
+                return exc
+        return Parallel.map(attempt, list(items), Parallel.REQUESTS_AT_ONCE)
+
+    @staticmethod
+    def listing(ctx, storage, directory):
+        """{name: size} of the files in a directory of the storage's volume ({} where there is none)."""
+        return {record['name']: record.get('size') for record in ctx.volume(storage).list_dir(directory)}
+
+    @staticmethod
+    def listings(ctx, directories):
+        """{(storage, directory): listing or Failure} of the (storage, directory) pairs, each listed once."""
+        directories = sorted(set(directories))
+        return dict(zip(directories, VmVerify.each(lambda item: VmVerify.listing(ctx, *item), directories)))
+
+    @staticmethod
+    def headers(ctx, files):
+        """{(storage, path): (backing file, virtual size) or Failure} of the qcow2 files among the
+        SnapshotFiles (or (storage, path, size) triples), one header read each (Volume.qcow2_header)."""
+        items = sorted({(f.storage, f.path, f.size) if isinstance(f, SnapshotFile) else f for f in files
+                        if (f.path if isinstance(f, SnapshotFile) else f[1]).endswith('.qcow2')})
+        return {(storage, path): found for (storage, path, _), found in zip(items, VmVerify.each(
+            lambda item: ctx.volume(item[0]).qcow2_header(item[1], item[2]), items))}
+
+    @staticmethod
+    def backing_directories(headers, wanted):
+        """The (storage, directory) of each backing file the headers name ({(storage, path): (backing,
+        virtual size) or Failure}) that is to be looked for: wanted(path, backing, its path in the volume)."""
+        found = [(storage, path, header[0], Qcow2.backing_path(path.rpartition('/')[0], header[0]))
+                 for (storage, path), header in headers.items() if isinstance(header, tuple) and header[0]]
+        return {(storage, target.rpartition('/')[0]) for storage, path, backing, target in found
+                if target and wanted(path, backing, target)}
+
+    @staticmethod
+    def copy_problems(where, path, listed, recorded, header):
+        """(problems, notes) of one copy named `where`: `listed` its length (the listing's), `recorded`
+        the size its manifest records (None: none), `header` (backing file, virtual size) or the
+        Failure of reading it, for a qcow2 copy. A raw copy's size is its length, a qcow2 copy's its
+        header's virtual size; a vmdk copy's is not checked."""
+        recorded = recorded if isinstance(recorded, int) and not isinstance(recorded, bool) else None
+        if path.endswith('.vmdk'):
+            return [], [f'the size of {where} (vmdk) is not checked']
+        if not path.endswith('.qcow2'):
+            size, what = listed, ''
+        elif isinstance(header, Failure):
+            return [f'the header of {where} could not be read: {header}'], []
+        elif header[1] is None:
+            return [f'{where} has no qcow2 header'], []
+        else:
+            size, what = header[1], 'a virtual size of '
+        if recorded is not None and size != recorded:
+            return [f'{where} has {what}{size} bytes, not the {recorded} its manifest records'], []
+        return [], []
+
+    @staticmethod
+    def backing_problem(where, path, backing, listings, storage, inside):
+        """What is wrong with the backing file `backing` of the qcow2 copy at `path` (named `where`),
+        or None: it must be a file of the snapshot (`inside(target)`) or, for a VM snapshot, a linked
+        clone's base image (Qcow2.BASE_IMAGE) that is still there. `listings` hold the directories."""
+        if backing is None:
+            return None
+        target = Qcow2.backing_path(path.rsplit('/', 1)[0], backing)
+        directory, _, name = (target or '').rpartition('/')
+        listing = listings.get((storage, directory), {}) if target else {}
+        if target and inside(target):
+            return None if isinstance(listing, dict) and name in listing else (
+                f'{where} stands on {target}, which ' +
+                (f'could not be looked for: {listing}' if isinstance(listing, Failure) else 'is gone'))
+        if target and Qcow2.BASE_IMAGE.match(backing):
+            if isinstance(listing, Failure):
+                return f'{where} stands on the base image {target}, which could not be looked for: {listing}'
+            return None if name in listing else f'{where} stands on the base image {target}, which is gone'
+        gone = '' if not target or isinstance(listing, Failure) or name in listing else '; it is gone already'
+        return f'{where} stands on {Qcow2.backing_risk(backing)}{gone}'
+
+    @staticmethod
+    def check(vmid, files, saved, listings, headers, volumes):
+        """The verdict on one VM snapshot, its `files` (SnapshotFiles of one stamp) as listed: `saved` its
+        manifest as read (a SavedConfig, a Failure, or None: there is none), `listings` and `headers`
+        as read, `volumes` {storage of config.ini: Volume or the Failure of looking it up}."""
+        stamp, directory = files[0].stamp, f'images/{vmid}'
+        problems, notes = [], []
+        copies = [file for file in files if not file.is_record]
+        recorded = {}       # (storage, path): the size the manifest records
+        if isinstance(saved, Failure):
+            problems.append(str(saved))
+        manifest = saved.manifest if isinstance(saved, VmRestore.SavedConfig) else None
+        if manifest is None:
+            notes.append('no manifest (made by the original, or before snapshots carried one): its files alone '
+                         'are checked, not their sizes' if not isinstance(saved, Failure) else
+                         'its files alone are checked, not their sizes')
+        elif not saved.signed:
+            notes.append('its manifest is unsigned, or no key here checks it: that it is unchanged is not proven')
+        for entry in (manifest or {}).get('disks') or ():
+            if not isinstance(entry, dict):
+                continue
+            storage, clone = entry.get('storage'), entry.get('clone')
+            if 'clone' not in entry and isinstance(entry.get('volid'), str):   # an earlier build's: by the rule
+                parsed = Guest.parse_volume(entry['volid'])
+                clone = Names.snapshot_file_path(parsed[2], stamp, files[0].kind) if parsed and parsed[2] else None
+            if not isinstance(clone, str):
+                continue
+            where = f'{clone} on {storage}'
+            listing = listings.get((storage, directory))
+            if clone.rpartition('/')[0] != directory:
+                problems.append(f'its manifest names a copy outside {directory}/: {where}')
+            elif storage not in volumes:
+                problems.append(f'{where} is not checked: storage {storage} has no section in config.ini')
+            elif isinstance(volumes[storage], Failure):
+                problems.append(f'{where} is not checked: its storage could not be looked up')
+            elif isinstance(listing, Failure):
+                problems.append(f'{where} could not be looked for: {listing}')
+            elif clone.rpartition('/')[2] not in (listing or {}):
+                problems.append(f'{where} is missing')
+            else:
+                recorded[(storage, clone)] = entry.get('size')
+        paths = {(file.storage, file.path) for file in files}
+        for file in copies:
+            where = f'{file.path} on {file.storage}'
+            header = headers.get((file.storage, file.path))
+            found, more = VmVerify.copy_problems(where, file.path, file.size, recorded.get((file.storage, file.path)),
+                                                 header)
+            problems += found
+            notes += more
+            if isinstance(header, tuple):
+                backing = VmVerify.backing_problem(where, file.path, header[0], listings, file.storage,
+                                                   lambda target, storage=file.storage: (storage, target) in paths)
+                problems += [backing] if backing else []
+        return {'kind': Names.SNAPSHOT_KINDS[files[0].kind], 'stamp': stamp, 'vmid': vmid, 'ok': not problems,
+                'problems': problems, 'notes': notes, 'files': len(files)}
+
+    @staticmethod
+    def failed(vmid, problem):
+        """The verdict where no snapshot of VM `vmid` could be looked at (`problem`)."""
+        return {'kind': None, 'stamp': None, 'vmid': vmid, 'ok': False, 'problems': [str(problem)], 'notes': [],
+                'files': 0}
+
+    @staticmethod
+    def configs(ctx, args):
+        """[(vmid, config or Failure)] of the VMs to verify: -vm's, or with -all every VM with a disk on a
+        storage of config.ini (VmCreate.vms_to_snapshot); one whose config cannot be read fails alone."""
+        if not args.all:
+            return [(args.vm, ctx.pve.config_of(ctx.pve.find_vm(args.vm)))]
+        return VmCreate.vms_to_snapshot(ctx, None, ctx.pve.vms())
+
+    @staticmethod
+    def volumes(ctx):
+        """{storage of config.ini: its Volume, or the Failure of looking it up}, looked up here, in the
+        main thread, before any thread reads Context's caches."""
+        volumes = {}
+        for storage in sorted(ctx.config.storages):
+            try:
+                volumes[storage] = ctx.volume(storage)
+            except Failure as exc:
+                volumes[storage] = exc
+        return volumes
+
+    @staticmethod
+    def verdicts(ctx, configs, stamp=None):
+        """The verdict on each snapshot of the VMs ([(vmid, config or Failure)]), or on the one of
+        `stamp`, in VM and stamp order; each searched for on every storage of config.ini."""
+        volumes = VmVerify.volumes(ctx)
+        ctx.manifest_key()      # read here, before the threads read it
+        reachable = [storage for storage, volume in volumes.items() if not isinstance(volume, Failure)]
+        for storage in sorted(set(volumes) - set(reachable)):
+            log.warning('storage %s not searched for snapshots: %s', storage, volumes[storage])
+        vmids = [vmid for vmid, config in configs if not isinstance(config, Failure)]
+        listings = VmVerify.listings(ctx, [(storage, f'images/{vmid}') for vmid in vmids for storage in reachable])
+        found = {}
+        for vmid in vmids:
+            files = [Names.snapshot_file(storage, directory, name, size)
+                     for (storage, directory), listing in listings.items() if directory == f'images/{vmid}'
+                     and isinstance(listing, dict) for name, size in listing.items()]
+            sets = VmSnapshots.by_stamp([file for file in files if file])
+            found[vmid] = {stamp: sets[stamp]} if stamp in sets else {} if stamp else sets
+        records = [(vmid, next(file for file in files if file.is_record and file.ext != '.conf'))
+                   for vmid, sets in found.items() for files in sets.values()
+                   if any(file.is_record and file.ext != '.conf' for file in files)]
+        saved = dict(zip(((vmid, record.stamp) for vmid, record in records), VmVerify.each(
+            lambda item: VmRestore.read_saved(ctx, item[1].storage, item[1].path, item[0], item[1].stamp,
+                                              item[1].size), records)))
+        headers = VmVerify.headers(ctx, [file for sets in found.values() for files in sets.values() for file in files])
+        listings.update(VmVerify.listings(ctx, VmVerify.backing_directories(
+            headers, lambda path, backing, target: Qcow2.BASE_IMAGE.match(backing)) - set(listings)))
+        verdicts = []
+        for vmid, config in configs:
+            if isinstance(config, Failure):
+                verdicts.append(VmVerify.failed(vmid, config))
+                continue
+            verdicts += [VmVerify.failed(vmid, f'storage {storage} not searched: {volumes[storage]}')
+                         for storage in sorted(Guest.storages(config) & set(volumes))
+                         if isinstance(volumes[storage], Failure)]
+            verdicts += [VmVerify.failed(vmid, f'images/{vmid} on {storage} could not be listed: {listing}')
+                         for (storage, directory), listing in listings.items()
+                         if directory == f'images/{vmid}' and isinstance(listing, Failure)]
+            if stamp and stamp not in found[vmid]:
+                verdicts.append(dict(VmVerify.failed(vmid, f'no snapshot {stamp} on any storage of config.ini'),
+                                     stamp=stamp))
+            for files in found[vmid].values():
+                verdicts.append(VmVerify.check(vmid, files, saved.get((vmid, files[0].stamp)), listings, headers,
+                                               volumes))
+        return verdicts
+
+    @staticmethod
+    def label(verdict):
+        """`VM 100 <stamp>` (with ` (pre-restore)`), or `storage ONTAP01 <name>`: what a verdict is of."""
+        if 'vmid' in verdict:
+            return ' '.join(filter(None, (f'VM {verdict["vmid"]}', verdict['stamp'],
+                                          '(pre-restore)' if verdict['kind'] == 'pre-restore' else None)))
+        return ' '.join(filter(None, (f'storage {verdict["storage"]}', verdict['name'])))
+
+    @staticmethod
+    def report(ctx, verdicts, nothing):
+        """Print one line per verdict (`ok` or `FAIL`, what, and what is wrong or was not checked; with
+        -output json the verdicts); a Failure naming what is wrong unless all hold. `nothing`: said at
+        info level where there was nothing to verify."""
+        def line(verdict):
+            guests, files = verdict.get('guests'), verdict['files']
+            held = ([] if guests is None else [f'{guests} guest{"s" * (guests != 1)}']) + (
+                [f'{files} file{"s" * (files != 1)}'] if files or guests is not None else [])
+            detail = (verdict['problems'] if not verdict['ok'] else [', '.join(held)] if held else []) + verdict['notes']
+            return Output.printable(f'{"ok  " if verdict["ok"] else "FAIL"} {VmVerify.label(verdict)}: '
+                                    f'{"; ".join(detail)}')
+
+        if not verdicts:
+            log.info('%s', nothing)
+        if verdicts or ctx.output == 'json':
+            ctx.emit(verdicts, '\n'.join(line(verdict) for verdict in verdicts))
+        failed = [verdict for verdict in verdicts if not verdict['ok']]
+        if len(verdicts) == 1 and failed:
+            raise Failure(f'{VmVerify.label(failed[0])}: {"; ".join(failed[0]["problems"])}')
+        if failed:
+            raise Failure(f'verification failed for {len(failed)} of {len(verdicts)}: ' + '; '.join(
+                f'{VmVerify.label(verdict)} ({"; ".join(verdict["problems"])})' for verdict in failed))
+
+    @staticmethod
+    def command(ctx, args):
+        if args.all and args.snapshot:
+            raise ConfigError('-snapshot names a snapshot of one VM: give it with -vm, not with -all')
+        verdicts = VmVerify.verdicts(ctx, VmVerify.configs(ctx, args), args.snapshot)
+        VmVerify.report(ctx, verdicts, f'VM {args.vm} has no snapshot: nothing to verify' if not args.all else
+                        'no VM has a snapshot: nothing to verify')
+
+
 class StorageCreate:
     """storage create, and -keep: an ONTAP snapshot of the volume behind a storage, each guest's
     manifest written at its root just before, guests held still for it as asked."""
@@ -5497,85 +6270,60 @@ class StorageCreate:
                        'storage uses it): delete that volume first')
 
     @staticmethod
-    def records(ctx, storage, name, guests, configs, held):
-        """{file name: data} for STORAGE_RECORD_DIR: the manifest (its config in it) of every guest
-        with a disk, mount point or unused disk on `storage`, its consistency as planned (`held`: the
-        HeldGuests of -freeze/-pause). The volumes of the other storages its disks are on are
-        looked up now, before any thread starts."""
+    def record(ctx, storage, name, guests, configs, raws, held):
+        """(the record, {consistency: count}) of the storage snapshot `name`: the manifest (its config
+        in it: the node's file where `raws` has it, else as the API gave it) of every guest with a
+        disk, mount point or unused disk on `storage`, its consistency as planned (`held`: the
+        HeldGuests of -freeze/-pause). A disk on another storage is named, its volume not looked up."""
         on_storage = [guests[vmid] for vmid, config in sorted(configs.items()) if storage in Guest.storages(config)]
-        disks = {guest['vmid']: Guest.disks(guest, configs[guest['vmid']]) for guest in on_storage}
-        volumes = {}
-        for other in sorted({disk.storage for found in disks.values() for disk in found} & set(ctx.config.storages)):
-            try:
-                volumes[other] = ctx.volume_identity(other)
-            except Failure as exc:
-                log.warning('storage %s: the volume behind storage %s is not named in the manifests: %s', storage,
-                            other, exc)
-                volumes[other] = (None, None, None)
+        volumes = {other: (None, None, None) for other in ctx.config.storages}
+        volumes[storage] = ctx.volume_identity(storage)
         how = {guest.view.vmid: guest.how for guest in held}
         version, key = tool_version(), ctx.manifest_key(create=True)
-        records = {}
+        manifests, found = [], []
         for guest in on_storage:
             vmid, config = guest['vmid'], configs[guest['vmid']]
-            consistency = Consistency.of_storage_snapshot(guest, disks[vmid], storage, how.get(vmid))
-            raw = Node.read_config(guest)
-            clones = {disk.key: f'.snapshot/{name}/{disk.path}' for disk in disks[vmid]
-                      if disk.storage == storage and disk.path}
-            records[Names.storage_manifest_name(guest, consistency)] = Manifest.build(
-                guest, disks[vmid], config, name, consistency, volumes,
+            disks = Guest.disks(guest, config)
+            consistency = Consistency.of_storage_snapshot(guest, disks, storage, how.get(vmid))
+            found.append({'consistency': consistency})
+            raw = raws.get(vmid)
+            clones = {disk.key: f'.snapshot/{name}/{disk.path}' for disk in disks if disk.storage == storage and disk.path}
+            manifests.append(Manifest.build(
+                guest, disks, config, name, consistency, volumes,
                 raw if raw is not None else Guest.config_text_of(guest, config).encode(),
-                Node.config_path(guest) if raw is not None else 'api', version, clones, key).encode()
-        return records
+                Node.config_path(guest) if raw is not None else 'api', version, clones, key))
+        return Manifest.storage_record(storage, name, version, manifests), Consistency.counts(found)
 
     @staticmethod
-    def record_label(file):
-        """`the record of VM 100` or `… of CT 200`, from a file name in STORAGE_RECORD_DIR."""
-        found = Names.STORAGE_MANIFEST_FILE.match(file)
-        return f'the record of {Guest.label({"type": Guest.GUEST_TYPES[found["prefix"]], "vmid": found["vmid"]})}'
-
-    @staticmethod
-    def save_records(ctx, storage, records, unread):
-        """Write `records` ({file name: data}) to STORAGE_RECORD_DIR of the volume (made if need
-        be), all at once, and delete its other guest files, so that the snapshot holds exactly
-        these guests: one listing and one request per file (two where one is replaced: a POST
-        refuses an existing file, and with `overwrite` writes from `byte_offset`, by default its
-        end — ontap-restapi post-storage-volumes-files-). None, or a Failure naming what was not
-        recorded; guests in `unread` (config not read) are named in a warning."""
+    def save_record(ctx, storage, record, unread):
+        """Write the record over the one at the volume's root (Names.STORAGE_RECORD): one request
+        (a MB each). None, or a Failure saying it was not written; guests in `unread` (config not
+        read) are named in a warning."""
         volume = ctx.volume(storage)
         for guest, exc in unread:
             log.warning('storage %s: %s is not recorded in its snapshot, if it has a disk there: %s', storage,
                         Guest.label(guest), exc)
+        path = Names.STORAGE_RECORD
         try:
-            present = volume.files_in(Names.STORAGE_RECORD_DIR)
-            if present is None:
-                volume.change_file('POST', Names.STORAGE_RECORD_DIR,
-                                   lambda: volume.make_directory(Names.STORAGE_RECORD_DIR), True)
+            try:
+                volume.write_file(path, record, over=True)
+            except OutcomeUnknown as exc:
+                volume.ontap.settle(exc, f'POST {volume.files_url(path)}', lambda: volume.holds(path, record))
         except Failure as exc:
-            return Failure(f'no guest was recorded in {Names.STORAGE_RECORD_DIR}/ on {storage}: {exc}')
-        present = present or []
-        stale = [(file, None) for file in present if Names.STORAGE_MANIFEST_FILE.match(file) and file not in records]
+            return Failure(f'no guest was recorded in {path} on {storage}: {exc}')
+        return None
 
-        def apply(item):
-            file, data = item
-            path = f'{Names.STORAGE_RECORD_DIR}/{file}'
-            if data is None or file in present:
-                volume.change_file('DELETE', path, lambda: volume.delete_file(path), False)
-            if data is not None:
-                volume.change_file('POST', path, lambda: volume.write_file(path, data), True)
-
-        outcomes = Parallel.run(apply, list(records.items()) + stale, at_once=not ctx.dry_run)
-        failed = [outcome for outcome in outcomes if outcome.error]
-        if not failed:
-            if not ctx.dry_run:
-                log.info('storage %s: %d guest(s) recorded in %s/%s', storage, len(records), Names.STORAGE_RECORD_DIR,
-                         f', {len(stale)} file(s) of guests gone removed' if stale else '')
+    @staticmethod
+    def guest_manifests(ctx, storage, name):
+        """(path, [manifest]) of the guests the storage snapshot `name` recorded (each manifest to
+        be checked: Manifest.check), or None where it holds no record (made by the original, or by
+        an earlier build of this tool: see StorageCreate.old_manifests)."""
+        volume = ctx.volume(storage)
+        path = f'.snapshot/{name}/{Names.STORAGE_RECORD}'
+        size = volume.file_size(path)
+        if size is None:
             return None
-        unsaved = [f'{StorageCreate.record_label(o.item[0])} ({o.error})' for o in failed if o.item[1] is not None]
-        kept = [f'{o.item[0]} ({o.error})' for o in failed if o.item[1] is None]
-        return Failure.joined(*(Failure(f'not recorded in {Names.STORAGE_RECORD_DIR}/ on {storage}: {"; ".join(unsaved)}')
-                                if unsaved else None,
-                                Failure(f'not removed from {Names.STORAGE_RECORD_DIR}/ on {storage}, so the snapshot holds them '
-                                        f'too: {"; ".join(kept)}') if kept else None))
+        return path, Manifest.read_storage_record(volume.read_whole(path, size), f'{path} on {storage}')
 
     @staticmethod
     def take(volume, name, comment, label):
@@ -5592,9 +6340,14 @@ class StorageCreate:
         beyond the newest N: `-label daily -keep 7` and `-label weekly -keep 4` live side by side.
         One a FlexClone uses is skipped, and so is one ONTAP refuses as busy for any other reason
         (a file clone from it running: Ontap.SNAPSHOT_LOCKED), with a warning naming what holds it; a
-        later run deletes it. `made` is the new snapshot's name, counted even where a dry run did
-        not make it."""
+        later run deletes it. A held one (storage hold) is neither counted nor deleted, and named at
+        info. `made` is the new snapshot's name, counted even where a dry run did not make it."""
         snapshots = [s for s in volume.snapshots() if s.get('snapmirror_label') == label]
+        held = [s['name'] for s in snapshots if Names.is_held(s.get('comment'))]
+        if held:
+            log.info('storage %s: -keep %d neither counts nor deletes the held snapshot(s) %s (storage release lets '
+                     'one go)', storage, keep, ', '.join(held))
+        snapshots = [s for s in snapshots if s['name'] not in held]
         if made not in [s['name'] for s in snapshots]:
             snapshots.append({'name': made})
         old = [s for s in VmSnapshots.expired(snapshots, keep) if s['name'] != made]
@@ -5624,24 +6377,32 @@ class StorageCreate:
         with Locks.for_storages(ctx, [args.storage]) as locks:
             volume = ctx.volume(args.storage)
             if args.min_age is not None:
-                recent = Volume.newest_snapshot(volume.snapshots(), label)
-                if recent and Volume.younger_than(recent, Arg.parse_duration(args.min_age)):
+                snapshots, seconds = volume.snapshots(), Arg.parse_duration(args.min_age)
+                # A held snapshot (storage hold) is not counted: named where it would have been.
+                held = [s['name'] for s in snapshots if Names.is_held(s.get('comment'))
+                        and s.get('snapmirror_label') == label and Volume.younger_than(s, seconds)]
+                if held:
+                    log.info('storage %s: -min-age %s does not count the held snapshot(s) %s', args.storage,
+                             args.min_age, ', '.join(held))
+                recent = Volume.newest_snapshot([s for s in snapshots if not Names.is_held(s.get('comment'))], label)
+                if recent and Volume.younger_than(recent, seconds):
                     log.info('storage %s: snapshot %s%s is younger than -min-age %s: none taken', args.storage,
                              recent['name'], f' (label {label})' if label else '', args.min_age)
                     return
             name = Names.storage_snapshot_name(VolumeLock.new_stamp(locks, ['storage']))
             guests = ctx.pve.guests()
             Guests.settle_left(ctx, locks, guests)
-            configs, unread = ctx.pve.guest_configs(guests)
+            configs, raws, others = Node.guest_configs(guests)
+            read, unread = ctx.pve.guest_configs(others)
+            configs.update(read)
             held, crash = (GuestsWindow.to_hold(ctx, args.storage, args.pause, guests, configs) if args.freeze or args.pause
                            else ([], []))
-            # The records say what each guest is planned to be in the snapshot; one that ends up
+            # The record says what each guest is planned to be in the snapshot; one that ends up
             # otherwise (a hold that failed or came too late) is named in a warning after it.
-            records = StorageCreate.records(ctx, args.storage, name, guests, configs, held)
-            unrecorded = StorageCreate.save_records(ctx, args.storage, records, unread)
+            record, counts = StorageCreate.record(ctx, args.storage, name, guests, configs, raws, held)
+            unrecorded = StorageCreate.save_record(ctx, args.storage, record, unread)
             with GuestsWindow(ctx, held, args.storage) as window:
-                window.run(StorageCreate.take, volume, name,
-                           Names.STORAGE_SNAPSHOT_COMMENT.format(storage=args.storage), label)
+                window.run(StorageCreate.take, volume, name, Names.storage_snapshot_comment(args.storage, counts), label)
             log.info('storage %s: snapshot %s of volume %s created%s', args.storage, name, volume.name,
                      f' (label {label})' if label else '')
             GuestsWindow.report(args.storage, name, held, crash + window.crash, window.late)
@@ -5654,27 +6415,19 @@ class StorageCreate:
             raise Failure(f'{made}, but {Failure.joined(*problems)}')
 
     @staticmethod
-    def snapshot_guests(volume, storage, snapshots):
-        """For each snapshot, the guests its STORAGE_RECORD_DIR names (recorded_guests), or None where
-        it has none (made before storage create recorded them) or cannot be read (one warning): one
-        listing of `.snapshot/<name>/pve-volume.ontap-snapshot` per snapshot, REQUESTS_AT_ONCE at a time.
-        NetApp documents file clones from `.snapshot/<name>/…` (netapp_ontap file_clone.py), but not
-        the files API's listing below `.snapshot/` (reference §13: unconfirmed)."""
-        refused = []
-
-        def read(snapshot):
-            try:
-                names = volume.files_in(f'.snapshot/{snapshot["name"]}/{Names.STORAGE_RECORD_DIR}')
-            except OntapError as exc:
-                refused.append(exc)
-                return None
-            return None if names is None else Names.recorded_guests(names)
-
-        found = Parallel.map(read, snapshots)
-        if refused:
-            log.warning('storage %s: what %d snapshot(s) hold could not be read, shown as unknown: %s', storage,
-                        len(refused), refused[0])
-        return found
+    def old_manifests(ctx, storage, name):
+        """[(path, vmid, type)] of the guest manifests in the record directory of a storage snapshot
+        made by an earlier build of this tool (Names.STORAGE_RECORD_DIR: one file per guest), or
+        None where it has none. NetApp documents file clones from `.snapshot/<name>/…`
+        (netapp_ontap file_clone.py), but not the files API's listing below `.snapshot/`
+        (reference §13: unconfirmed)."""
+        directory = Names.storage_record_dir(name)
+        names = ctx.volume(storage).files_in(directory)
+        if names is None:
+            return None
+        found = [Names.STORAGE_MANIFEST_FILE.match(file) for file in names]
+        return sorted((f'{directory}/{m[0]}', int(m['vmid']), Guest.GUEST_TYPES[m['prefix']])
+                      for m in found if m and m['consistency'])
 
 
 class StorageView:
@@ -5685,21 +6438,27 @@ class StorageView:
     @staticmethod
     def list(ctx, args):
         volume = ctx.volume(args.storage)
-        snapshots = [{'name': s['name'], 'create_time': s.get('create_time'), 'size': s.get('size'),
-                      'label': s.get('snapmirror_label'), 'comment': s.get('comment', '')}
-                     for s in volume.snapshots()]
-        for snapshot, guests in zip(snapshots, StorageCreate.snapshot_guests(volume, args.storage, snapshots)):
-            snapshot['guests'] = guests
+        snapshots = []
+        for found in volume.snapshots():
+            counts = Names.guest_counts(found.get('comment'))
+            snapshots.append({'name': found['name'], 'create_time': found.get('create_time'), 'size': found.get('size'),
+                              'label': found.get('snapmirror_label'), 'comment': found.get('comment', ''),
+                              'guests': None if counts is None else sum(counts.values()), 'consistency': counts,
+                              'held': Names.is_held(found.get('comment'))})
+        # HELD after the columns there were, so that scripts reading those keep working.
         rows = [dict(s, size=Output.human_size(s['size']), label=s['label'] or '-',
-                     count='-' if s['guests'] is None else len(s['guests']),
-                     consistency='unknown' if s['guests'] is None else Consistency.summary(s['guests']))
+                     count='-' if s['guests'] is None else s['guests'],
+                     consistency='unknown' if s['consistency'] is None else Consistency.summary(s['consistency']),
+                     held='yes' if s['held'] else 'no')
                 for s in snapshots]
         ctx.emit(snapshots, Output.format_table([('NAME', 'name'), ('CREATED', 'create_time'), ('SIZE', 'size'),
                                                  ('LABEL', 'label'), ('GUESTS', 'count'), ('CONSISTENCY', 'consistency'),
-                                                 ('COMMENT', 'comment')], rows))
+                                                 ('COMMENT', 'comment'), ('HELD', 'held')], rows))
 
     @staticmethod
     def show(ctx, args):
+        if args.snapshot:
+            return StorageView.show_snapshot(ctx, args.storage, args.snapshot)
         volume = ctx.volume(args.storage)
         details = volume.details()
         flat = Output.flatten(details)
@@ -5708,22 +6467,122 @@ class StorageView:
                                     for key, value in sorted(flat.items()) if value not in ('', None, [])))
 
     @staticmethod
+    def snapshot_guests(ctx, storage, name):
+        """[{'vmid', 'type', 'name', 'node', 'consistency', 'disks', 'signed'}] of the guests a storage
+        snapshot recorded, by vmid, or None where it recorded none (made by the original); a
+        manifest that fails its check is named in a warning and left out."""
+        key, rows = ctx.manifest_key(), []
+        found = StorageCreate.guest_manifests(ctx, storage, name)
+        if found is not None:
+            path, manifests = found
+            entries = [(manifest, f'{path} on {storage}') for manifest in manifests]
+        else:
+            old = StorageCreate.old_manifests(ctx, storage, name)
+            if old is None:
+                return None
+            volume = ctx.volume(storage)
+            entries = [(json.loads(volume.read_whole(file, volume.file_size(file) or 0) or b'{}'), f'{file} on {storage}')
+                       for file, _, _ in old]
+        for manifest, where in entries:
+            vmid = manifest.get('vmid') if isinstance(manifest, dict) else None
+            try:
+                manifest, signed = Manifest.check(manifest, where, vmid, name, key)
+            except ManifestError as exc:
+                log.warning('storage %s: %s', storage, exc)
+                continue
+            rows.append({'vmid': vmid, 'type': Manifest.guest_type(manifest), 'name': manifest.get('name'), 'node': manifest.get('node'),
+                         'consistency': manifest.get('consistency'), 'signed': signed,
+                         'disks': [d['key'] for d in manifest.get('disks') or () if d.get('storage') == storage]})
+        return sorted(rows, key=lambda row: (row['vmid'], row['type']))
+
+    @staticmethod
+    def show_snapshot(ctx, storage, name):
+        """storage show -snapshot NAME: the snapshot, and each guest it recorded."""
+        snapshot = ctx.volume(storage).snapshot(name)
+        guests = StorageView.snapshot_guests(ctx, storage, name)
+        details = {'name': snapshot['name'], 'create_time': snapshot.get('create_time'), 'size': snapshot.get('size'),
+                   'label': snapshot.get('snapmirror_label'), 'comment': snapshot.get('comment', ''),
+                   'guests': guests}
+        lines = [f'{key.ljust(11)}  {Output.human_size(value) if key == "size" else value}'
+                 for key, value in details.items() if key != 'guests' and value not in ('', None)]
+        if guests is None:
+            lines.append('guests       not recorded (a snapshot made by the original tool)')
+        elif not guests:
+            lines.append('guests       none')
+        else:
+            rows = [dict(g, label=Guest.label(g), name=g['name'] or '-', disks=', '.join(g['disks']) or '-',
+                         signed='yes' if g['signed'] else 'no') for g in guests]
+            table = Output.format_table([('GUEST', 'label'), ('NAME', 'name'), ('NODE', 'node'),
+                                         ('CONSISTENCY', 'consistency'), ('DISKS', 'disks'), ('SIGNED', 'signed')], rows)
+        lines = [Output.printable(line) for line in lines]
+        ctx.emit(details, '\n'.join(lines + (['', table] if guests else [])))
+
+    @staticmethod
     def delete(ctx, args):
         with Locks.for_storages(ctx, [args.storage]):
             volume = ctx.volume(args.storage)
+            # A hold is in the snapshot's comment: the snapshot is looked up for it, and then deleted by
+            # its uuid. -force deletes it held or not, by name, unread (Volume.delete_snapshot_named).
+            snapshot = None if args.force else volume.snapshot(args.snapshot)
+            if snapshot and Names.is_held(snapshot.get('comment')):
+                raise Failure(f'storage {args.storage}: snapshot {args.snapshot} is held (its comment ends '
+                              f'"{Names.HELD_SUFFIX}"): release it first (storage release -storage {args.storage} '
+                              f'-snapshot {args.snapshot}), or add -force to delete it held')
             if ctx.dry_run:
                 # Only ONTAP refuses a snapshot a FlexClone uses, and a dry run does not ask it: ask for the clones.
-                volume.snapshot(args.snapshot)
+                snapshot = snapshot or volume.snapshot(args.snapshot)
                 clones = volume.flexclones().get(args.snapshot)
                 if clones:
                     raise StorageCreate.snapshot_in_use(ctx, volume, args.snapshot, clones[0])
             try:
-                volume.delete_snapshot_named(args.snapshot)
+                if snapshot:
+                    volume.delete_snapshot(snapshot)
+                else:
+                    volume.delete_snapshot_named(args.snapshot)
             except OntapError as exc:
                 if str(exc.code) != Ontap.SNAPSHOT_LOCKED:
                     raise
                 raise StorageCreate.explain_busy(ctx, volume, args.snapshot, exc) from exc
         log.info('storage %s: snapshot %s deleted', args.storage, args.snapshot)
+
+
+class StorageHold:
+    """storage hold and storage release, as zfs hold: a storage snapshot held by Names.HELD_SUFFIX at the
+    end of its ONTAP comment (the original's comment, or storage create's with its guests). storage
+    create's -keep and -min-age pass a held snapshot over, and storage delete refuses one without
+    -force. The mark is kept with the snapshot: the listing storage list makes returns the comment
+    (no request more), and the comment goes with the snapshot, into a SnapMirror copy too."""
+
+    @staticmethod
+    def change(ctx, args, held):
+        """Hold (`held`) or release the snapshot -snapshot of -storage, under the volume's lock: its
+        comment replaced, a change whose answer was lost read back (Volume.comment_snapshot)."""
+        done = 'held' if held else 'released'
+        with Locks.for_storages(ctx, [args.storage]):
+            volume = ctx.volume(args.storage)
+            snapshot = volume.snapshot(args.snapshot)
+            comment = snapshot.get('comment') or ''
+            if Names.is_held(comment) == held:
+                log.info('storage %s: snapshot %s is %s: nothing changed', args.storage, args.snapshot,
+                         'held already' if held else 'not held')
+                return
+            new = Names.held_comment(comment, held)
+            if len(new) > Names.COMMENT_MAX:
+                raise Failure(f'storage {args.storage}: snapshot {args.snapshot} cannot be held: its comment would be '
+                              f'longer than the {Names.COMMENT_MAX} characters ONTAP keeps; shorten it on ONTAP (volume '
+                              'snapshot modify -comment) and hold it again')
+            Outcome.said(f'storage {args.storage}', f'snapshot {args.snapshot}', done,
+                         lambda: volume.comment_snapshot(snapshot, new), 'storage list')
+        log.info('storage %s: snapshot %s %s%s', args.storage, args.snapshot, done,
+                 ': -keep and -min-age pass it over, storage delete refuses it without -force' if held else '')
+
+    @staticmethod
+    def hold(ctx, args):
+        StorageHold.change(ctx, args, True)
+
+    @staticmethod
+    def release(ctx, args):
+        StorageHold.change(ctx, args, False)
 
 
 class StorageRestore:
@@ -5812,6 +6671,197 @@ class StorageRestore:
                 volume.restore(args.snapshot)
         log.info('storage %s: volume %s restored to %s', args.storage, volume.name, args.snapshot)
         STOP.check(f'storage {args.storage}: volume {volume.name} reverted to snapshot {args.snapshot} first')
+
+
+class StorageVerify:
+    """storage verify: each storage snapshot proved restorable without restoring it, from metadata and
+    qcow2 headers alone: it exists; its record can be read (or an earlier build's one file per
+    guest) and each guest's manifest passes its check (Manifest.check); each disk a manifest records
+    on the storage is in the snapshot (its `clone`, .snapshot/<name>/…) with the size recorded (a
+    qcow2 disk's virtual size; a vmdk's is not checked), any backing file of a qcow2 disk in it
+    too. A snapshot without a record (the original's) is proven to exist, no more, and says so.
+    Read-only. Requests, REQUESTS_AT_ONCE at a time (Parallel.map): per storage its volume and its
+    snapshots; per snapshot its record (its size, then its data, a request per MB; an earlier
+    build's: a listing, then a read per guest), one listing per directory of a recorded guest's disks
+    in the snapshot, one header read per qcow2 disk."""
+
+    @staticmethod
+    def snapshots(ctx, storage, name):
+        """The snapshot records of the storage's volume to verify: `name`'s (none if there is no such
+        snapshot), else every proxmox_snapshot_*, oldest first."""
+        volume = ctx.volume(storage)
+        if name:
+            return [found] if (found := volume.find_snapshot(name)) else []
+        return volume.snapshots()
+
+    @staticmethod
+    def guests(ctx, snapshots, records):
+        """[[(where, (manifest, signed) or ManifestError)] or None] of each (storage, snapshot record)
+        by its record as read (`records`: StorageCreate.guest_manifests' answer, None where there is no
+        record: then an earlier build's files are looked for, one listing, one read each)."""
+        key = ctx.manifest_key()
+        earlier = [(storage, Names.storage_record_dir(snapshot['name']))
+                   for (storage, snapshot), record in zip(snapshots, records) if record is None]
+        listings = VmVerify.listings(ctx, earlier)
+        files = [(storage, f'{directory}/{name}', size, int(found['vmid']))
+                 for (storage, directory), listing in listings.items() if isinstance(listing, dict)
+                 for name, size in sorted(listing.items())
+                 if (found := Names.STORAGE_MANIFEST_FILE.match(name)) and found['consistency']]
+        read = dict(zip(files, VmVerify.each(lambda item: ctx.volume(item[0]).read_file(item[1], item[2]), files)))
+
+        def checked(where, vmid, name, data=None, manifest=None):
+            try:
+                if data is not None:
+                    return where, Manifest.read(data, where, vmid, name, key)
+                return where, Manifest.check(manifest, where, vmid, name, key)
+            except ManifestError as exc:
+                return where, exc
+
+        found = []
+        for (storage, snapshot), record in zip(snapshots, records):
+            name, directory = snapshot['name'], Names.storage_record_dir(snapshot['name'])
+            if isinstance(record, Failure):
+                found.append(record)
+            elif record is not None:
+                path, manifests = record
+                found.append([checked(f'{path} on {storage}', manifest.get('vmid') if isinstance(manifest, dict)
+                                      else None, name, manifest=manifest) for manifest in manifests])
+            elif isinstance(listings[(storage, directory)], Failure):
+                found.append(listings[(storage, directory)])
+            else:
+                guests = []
+                for item in files:
+                    there, path, _, vmid = item
+                    if there == storage and path.startswith(directory + '/'):
+                        where = f'{path} on {storage}'
+                        guests.append((where, read[item]) if isinstance(read[item], Failure) else
+                                      checked(where, vmid, name, data=read[item]))
+                found.append(guests or None)
+        return found
+
+    @staticmethod
+    def disks(storage, name, guests):
+        """(guest label, disk entry) of each disk the manifests that passed their check record on
+        `storage` with a copy (`clone`) in the snapshot `name`."""
+        return [(Guest.label({'vmid': manifest.get('vmid'), 'type': Manifest.guest_type(manifest)}), entry)
+                for _, found in guests or () if isinstance(found, tuple) for manifest in [found[0]]
+                for entry in manifest.get('disks') or ()
+                if isinstance(entry, dict) and entry.get('storage') == storage and isinstance(entry.get('clone'), str)]
+
+    @staticmethod
+    def check(storage, snapshot, record, guests, listings, headers):
+        """The verdict on one storage snapshot (a record of the volume's snapshots): `record` as
+        StorageCreate.guest_manifests read it (or the Failure), `guests` as StorageVerify.guests made
+        them, `listings` and `headers` as read."""
+        name = snapshot['name']
+        inside = f'.snapshot/{name}/'
+        problems, notes, files = [], [], 0
+        counts = Names.guest_counts(snapshot.get('comment'))
+        said = None if counts is None else sum(counts.values())
+        if isinstance(guests, Failure):
+            problems.append(str(guests))
+        elif guests is None:
+            if said is None:
+                notes.append('no record (made by the original, or not by this tool): only that the snapshot exists '
+                             'is proven')
+            else:
+                problems.append(f'its comment says it holds {said} guest(s), but it holds no record of them')
+        else:
+            files += 1 if record is not None else len(guests)
+            if said is not None and said != len(guests):
+                problems.append(f'its comment says it holds {said} guest(s), its record {len(guests)}')
+            problems += [str(found) for _, found in guests if isinstance(found, Failure)]
+            unsigned = [Guest.label({'vmid': found[0].get('vmid'), 'type': Manifest.guest_type(found[0])})
+                        for _, found in guests if isinstance(found, tuple) and not found[1]]
+            if unsigned:
+                many = len(unsigned) > 1
+                notes.append(f'the manifest{"s" * many} of {", ".join(unsigned)} {"are" if many else "is"} unsigned, or '
+                             f'no key here checks {"them" if many else "it"}: that {"they are" if many else "it is"} '
+                             'unchanged is not proven')
+        for label, entry in StorageVerify.disks(storage, name, None if isinstance(guests, Failure) else guests):
+            clone = entry['clone']
+            directory, _, file = clone.rpartition('/')
+            listing = listings.get((storage, directory))
+            where = f'{label}: {clone}'
+            if not clone.startswith(inside):
+                problems.append(f'{label}: its manifest names a copy outside the snapshot: {clone}')
+            elif isinstance(listing, Failure):
+                problems.append(f'{where} could not be looked for: {listing}')
+            elif file not in (listing or {}):
+                problems.append(f'{where} is missing')
+            else:
+                files += 1
+                header = headers.get((storage, clone))
+                found, more = VmVerify.copy_problems(where, clone, listing[file], entry.get('size'), header)
+                problems += found
+                notes += more
+                if isinstance(header, tuple):
+                    backing = VmVerify.backing_problem(where, clone, header[0], listings, storage,
+                                                       lambda target: target.startswith(inside))
+                    problems += [backing] if backing else []
+        return {'kind': 'storage snapshot', 'name': name, 'storage': storage, 'ok': not problems,
+                'problems': problems, 'notes': notes, 'files': files,
+                'guests': None if guests is None or isinstance(guests, Failure) else len(guests)}
+
+    @staticmethod
+    def failed(storage, problem, name=None):
+        """The verdict where no snapshot (or not the one named) of `storage` could be looked at."""
+        return {'kind': None, 'name': name, 'storage': storage, 'ok': False, 'problems': [str(problem)], 'notes': [],
+                'files': 0, 'guests': None}
+
+    @staticmethod
+    def verdicts(ctx, storages, name=None, each_alone=False):
+        """The verdict on each snapshot of the storages (or on the one called `name`), in storage and
+        time order. A storage whose volume cannot be looked up fails with `each_alone` (-all), else
+        its Failure is raised."""
+        verdicts, reachable = [], []
+        for storage in storages:
+            try:
+                ctx.volume(storage)     # in the main thread, before any thread reads Context's caches
+            except Failure as exc:
+                if not each_alone:
+                    raise
+                verdicts.append(StorageVerify.failed(storage, exc))
+                continue
+            reachable.append(storage)
+        ctx.manifest_key()
+        listed = dict(zip(reachable, VmVerify.each(lambda storage: StorageVerify.snapshots(ctx, storage, name),
+                                                    reachable)))
+        snapshots = [(storage, snapshot) for storage in reachable if not isinstance(listed[storage], Failure)
+                     for snapshot in listed[storage]]
+        records = VmVerify.each(lambda item: StorageCreate.guest_manifests(ctx, item[0], item[1]['name']), snapshots)
+        guests = StorageVerify.guests(ctx, snapshots, records)
+        disks = [(storage, entry['clone']) for (storage, snapshot), found in zip(snapshots, guests)
+                 if not isinstance(found, Failure)
+                 for _, entry in StorageVerify.disks(storage, snapshot['name'], found)
+                 if entry['clone'].startswith(f'.snapshot/{snapshot["name"]}/')]
+        listings = VmVerify.listings(ctx, [(storage, clone.rpartition('/')[0]) for storage, clone in disks])
+        headers = VmVerify.headers(ctx, [(storage, clone, listings[(storage, directory)][file])
+                                         for storage, clone in disks for directory, _, file in [clone.rpartition('/')]
+                                         if isinstance(listings[(storage, directory)], dict)
+                                         and file in listings[(storage, directory)]])
+        # a qcow2 disk's backing file is looked for in the same snapshot, `.snapshot/<name>/…`
+        listings.update(VmVerify.listings(ctx, VmVerify.backing_directories(
+            headers, lambda path, backing, target: target.split('/')[:2] == path.split('/')[:2]) - set(listings)))
+        for storage in reachable:
+            if isinstance(listed[storage], Failure):
+                verdicts.append(StorageVerify.failed(storage, listed[storage]))
+            elif name and not listed[storage]:
+                verdicts.append(StorageVerify.failed(storage, f'volume {ctx.volume(storage).name} has no snapshot {name}',
+                                                     name))
+        verdicts += [StorageVerify.check(storage, snapshot, record, found, listings, headers)
+                     for (storage, snapshot), record, found in zip(snapshots, records, guests)]
+        order = {storage: n for n, storage in enumerate(storages)}
+        return sorted(verdicts, key=lambda verdict: order[verdict['storage']])
+
+    @staticmethod
+    def command(ctx, args):
+        if args.all and args.snapshot:
+            raise ConfigError('-snapshot names a snapshot of one storage: give it with -storage, not with -all')
+        storages = sorted(ctx.config.storages) if args.all else [args.storage]
+        verdicts = StorageVerify.verdicts(ctx, storages, args.snapshot, each_alone=args.all)
+        VmVerify.report(ctx, verdicts, f'storage {args.storage} has no snapshot of this tool: nothing to verify'
+                        if not args.all else 'no storage has a snapshot of this tool: nothing to verify')
 
 
 class StorageMount:
@@ -6002,6 +7052,272 @@ class StorageMount:
                 log.info('ONTAP %s: FlexClone %s deleted', parent_volume.ontap.host, volume.name)
         STOP.check(f'storage {args.storage} unmounted first')
 
+class Metrics:
+    """What node_exporter's textfile collector reads: Prometheus' text format (prometheus.io, "Text-
+    based format" 0.0.4; names and units as its naming conventions ask). Two files, each rewritten
+    whole (a temporary file, then renamed) from what its writer knows: `pve_ontap_snapshot.prom`
+    by monitor (the snapshots), `pve_ontap_snapshot_runs.prom` by monitor and by every run that
+    changes something (how each command ended), so that neither loses the other's."""
+
+    SNAPSHOTS_FILE = 'pve_ontap_snapshot.prom'
+    RUNS_FILE = 'pve_ontap_snapshot_runs.prom'
+    PREFIX = 'pve_ontap_snapshot_'
+    STATES = {'OK': 0, 'WARNING': 1, 'CRITICAL': 2, 'UNKNOWN': 3}
+
+    @staticmethod
+    def escape(value):
+        """A label value as the text format escapes it: backslash, double quote, newline."""
+        return str(value).replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n')
+
+    @staticmethod
+    def family(name, kind, help_text, samples):
+        """The lines of one metric family: # HELP, # TYPE, then `name{labels} value` per ({labels}, value)."""
+        lines = [f'# HELP {Metrics.PREFIX}{name} {help_text}', f'# TYPE {Metrics.PREFIX}{name} {kind}']
+        for labels, value in samples:
+            inside = ','.join(f'{key}="{Metrics.escape(label)}"' for key, label in labels.items())
+            number = int(value) if float(value).is_integer() else float(value)   # every digit of a time kept
+            lines.append(f'{Metrics.PREFIX}{name}{{{inside}}} {number}')
+        return lines
+
+    @staticmethod
+    def snapshots_text(items):
+        """The snapshot metrics of monitor's items (Monitor.check_*)."""
+        storages = [i for i in items if i['kind'] == 'storage' and i['state'] != 'UNKNOWN']
+        vms = [i for i in items if i['kind'] == 'vm' and i['state'] != 'UNKNOWN']
+
+        def storage_labels(item):
+            return {'storage': item['name'], 'label': item.get('label') or ''}
+        lines = Metrics.family('storage_newest_snapshot_timestamp_seconds', 'gauge',
+                               'When the newest storage snapshot (with this snapmirror label) was created.',
+                               [(storage_labels(i), i['newest_time']) for i in storages if i['newest_time']])
+        lines += Metrics.family('storage_snapshots', 'gauge', 'How many storage snapshots (with this label) there are.',
+                                [(storage_labels(i), i['count']) for i in storages])
+        lines += Metrics.family('vm_newest_snapshot_timestamp_seconds', 'gauge',
+                                "When the VM's newest complete snapshot was taken.",
+                                [({'vmid': i['name']}, i['newest_time']) for i in vms if i['newest_time']])
+        lines += Metrics.family('vm_snapshots', 'gauge', "How many snapshots of the VM there are.",
+                                [({'vmid': i['name']}, i['count']) for i in vms])
+        lines += Metrics.family('check_state', 'gauge', "monitor's verdict: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+                                [({'kind': i['kind'], 'name': i['name'], 'label': i.get('label') or ''},
+                                  Metrics.STATES[i['state']]) for i in items if i['kind'] != 'run'])
+        return '\n'.join(lines) + '\n'
+
+    @staticmethod
+    def runs_text(records):
+        """The metrics of the run records (RunRecords.read_all)."""
+        def labels(record):
+            return {'command': record['command'], 'subject': record['subject']}
+        lines = Metrics.family('run_last_success_timestamp_seconds', 'gauge', 'When the last run that succeeded ended.',
+                               [(labels(r), r['last_success']['ended']) for r in records if r.get('last_success')])
+        lines += Metrics.family('run_last_failure_timestamp_seconds', 'gauge', 'When the last run that failed ended.',
+                                [(labels(r), r['last_failure']['ended']) for r in records if r.get('last_failure')])
+        lines += Metrics.family('run_duration_seconds', 'gauge', 'How long the last run took.',
+                                [(labels(r), r['last']['seconds']) for r in records])
+        lines += Metrics.family('run_succeeded', 'gauge', 'Whether the last run succeeded (1) or failed (0).',
+                                [(labels(r), int(r['last']['outcome'] == 'done')) for r in records])
+        return '\n'.join(lines) + '\n'
+
+    @staticmethod
+    def write(directory, name, text):
+        """Write a metrics file whole, readable by node_exporter's user (mode 644)."""
+        PrivateFiles.write_text(directory, name, text, mode=0o644)
+
+
+class Monitor:
+    """monitor: whether the snapshots one counts on exist and are fresh, as monitoring systems read
+    it (the Nagios plugin convention: the first line OK, WARNING, CRITICAL or UNKNOWN, exit 0 to 3,
+    as sanoid's --monitor-snapshots). Read-only, no lock: one snapshot listing per volume, one
+    listing per VM directory. An item that cannot be checked is UNKNOWN; the verdict is the worst
+    item's, CRITICAL before UNKNOWN before WARNING (an item not checked may hide a problem)."""
+
+    WARN, CRIT = 26 * 3600, 50 * 3600     # a nightly schedule: a day and a margin, two days and a margin
+    SEVERITY = ('OK', 'WARNING', 'UNKNOWN', 'CRITICAL')
+    CAPTURE_AGE = 3600      # a capture older than this was left by a run that died
+
+    @staticmethod
+    def age_phrase(seconds):
+        """`3d 2h`, `5h 10m`, `42m`, `10s` of a number of seconds."""
+        seconds = max(0, int(seconds))
+        for unit, size, small, small_size in (('d', 86400, 'h', 3600), ('h', 3600, 'm', 60), ('m', 60, 's', 1)):
+            if seconds >= size:
+                rest = (seconds % size) // small_size
+                return f'{seconds // size}{unit}' + (f' {rest}{small}' if rest else '')
+        return f'{seconds}s'
+
+    @staticmethod
+    def verdict(age, warn, crit):
+        if age is None or age > crit:
+            return 'CRITICAL'
+        return 'WARNING' if age > warn else 'OK'
+
+    @staticmethod
+    def bounds(ctx, storage, warn, crit):
+        """(warn, crit) seconds for a storage: -warn/-crit, else its config.ini section's, else the defaults."""
+        section = ctx.config.storages.get(storage)
+        return (Arg.parse_duration(warn) if warn else (section and section.warn_age) or Monitor.WARN,
+                Arg.parse_duration(crit) if crit else (section and section.crit_age) or Monitor.CRIT)
+
+    @staticmethod
+    def check_storage(ctx, storage, label, bounds, now):
+        """The items of one storage: its newest snapshot (with `label`), and its leftover captures."""
+        item = {'kind': 'storage', 'name': storage, 'label': label, 'newest': None, 'newest_time': None,
+                'count': 0, 'age_seconds': None}
+        try:
+            volume = ctx.volume(storage)
+            found = volume.snapshots(f'{Names.STORAGE_SNAPSHOT_PREFIX}*|{Names.CAPTURE_PREFIX}*|{Names.LEFTOVER_PREFIX}*')
+        except Failure as exc:
+            return [dict(item, state='UNKNOWN', finding=f'not checked: {exc}')]
+        ours = [s for s in found if s['name'].startswith(Names.STORAGE_SNAPSHOT_PREFIX)
+                and (label is None or s.get('snapmirror_label') == label)]
+        newest = Volume.newest_snapshot(ours, label) if label is not None else (ours[-1] if ours else None)
+        items = []
+        if newest is not None:
+            when = Ontap.parse_time(newest.get('create_time'))
+            if when is not None:
+                item.update(newest=newest['name'], newest_time=when.timestamp(), age_seconds=now - when.timestamp())
+        item['count'] = len(ours)
+        state = Monitor.verdict(item['age_seconds'], *bounds)
+        if newest is None:
+            finding = 'no snapshot' + (f' with label {label}' if label else '')
+        else:
+            finding = (f'{newest["name"]} {Monitor.age_phrase(item["age_seconds"] or 0)} old (warn '
+                       f'{Monitor.age_phrase(bounds[0])}, crit {Monitor.age_phrase(bounds[1])}), {len(ours)} snapshot(s)')
+        items.append(dict(item, state=state, finding=finding))
+        for snapshot in found:
+            when = Ontap.parse_time(snapshot.get('create_time'))
+            old = when is not None and now - when.timestamp() > Monitor.CAPTURE_AGE
+            if snapshot['name'].startswith(Names.LEFTOVER_PREFIX) or (
+                    snapshot['name'].startswith(Names.CAPTURE_PREFIX) and old):
+                items.append({'kind': 'capture', 'name': storage, 'label': None, 'newest': snapshot['name'],
+                              'newest_time': when and when.timestamp(), 'count': 1, 'age_seconds': None,
+                              'state': 'WARNING', 'finding': f'capture snapshot {snapshot["name"]} left since '
+                              f'{snapshot.get("create_time")}: the next vm create on the volume deletes it, or doctor -try'})
+        return items
+
+    @staticmethod
+    def check_vm(ctx, vmid, view, bounds, now):
+        """The items of one VM (a VmView, or the Failure that kept it from being gathered): its newest
+        complete snapshot of this VM, and its incomplete ones and manifests whose name cannot be read."""
+        item = {'kind': 'vm', 'name': vmid, 'label': None, 'newest': None, 'newest_time': None, 'count': 0,
+                'age_seconds': None}
+        if not isinstance(view, VmView):
+            return [dict(item, name=vmid, state='UNKNOWN', finding=f'not checked: {view}')]
+        try:
+            sets = VmView.gather_snapshots(ctx, view)
+        except Failure as exc:
+            return [dict(item, state='UNKNOWN', finding=f'not checked: {exc}')]
+        ours = {stamp: files for stamp, files in sets.items() if files[0].kind == 'snapshot'
+                and Identity.same_vm(Identity.of_files(files), view.identity) is not False}
+        complete = [stamp for stamp, files in sorted(ours.items()) if not VmSnapshots.missing_disks(view.disks, files)]
+        items = []
+        if complete:
+            when = datetime.datetime.strptime(complete[-1], Names.STAMP_FORMAT).replace(tzinfo=datetime.UTC).timestamp()
+            item.update(newest=complete[-1], newest_time=when, age_seconds=now - when)
+        item['count'] = len(ours)
+        bounds = bounds(view.storages)
+        finding = (f'{complete[-1]} {Monitor.age_phrase(item["age_seconds"])} old (warn {Monitor.age_phrase(bounds[0])}, '
+                   f'crit {Monitor.age_phrase(bounds[1])}), {len(ours)} snapshot(s)') if complete else (
+                   'no complete snapshot' + (f' ({len(ours)} incomplete)' if ours else ''))
+        items.append(dict(item, state=Monitor.verdict(item['age_seconds'], *bounds), finding=finding))
+        for stamp, files in sorted(ours.items()):
+            missing = VmSnapshots.missing_disks(view.disks, files)
+            unreadable = [f.path for f in files if f.is_record and f.ext != '.conf' and not f.size]
+            problems = ([f'incomplete (lacks {", ".join(d.key for d in missing)})'] if missing else []) + (
+                [f'its manifest {path} is empty' for path in unreadable])
+            if problems:
+                items.append(dict(item, kind='vm snapshot', newest=stamp, state='WARNING',
+                                  finding=f'snapshot {stamp}: {"; ".join(problems)}'))
+        return items
+
+    @staticmethod
+    def check_runs(records):
+        """A WARNING for each command whose last run failed (after its last success, if any)."""
+        items = []
+        for record in records:
+            if record['last'].get('outcome') != 'done':
+                when = datetime.datetime.fromtimestamp(record['last']['ended'], datetime.UTC).strftime(Names.STAMP_FORMAT)
+                items.append({'kind': 'run', 'name': f'{record["command"]} {record["subject"]}', 'label': None,
+                              'newest': None, 'newest_time': record['last']['ended'], 'count': 0, 'age_seconds': None,
+                              'state': 'WARNING', 'finding': f'failed at {when} on node {record["last"].get("node")}: '
+                              f'{record["last"].get("message")}'})
+        return items
+
+    @staticmethod
+    def label_of(item):
+        names = {'storage': f'storage {item["name"]}' + (f' (label {item["label"]})' if item.get('label') else ''),
+                 'capture': f'storage {item["name"]}', 'vm': f'VM {item["name"]}', 'vm snapshot': f'VM {item["name"]}',
+                 'run': item['name']}
+        return names[item['kind']]
+
+    @staticmethod
+    def text(items):
+        """The first line (the verdict and its worst items), then one line per item."""
+        worst = max((item['state'] for item in items), key=Monitor.SEVERITY.index, default='OK')
+        named = [item for item in items if item['state'] == worst]
+        if worst == 'OK':
+            head = (f'OK: {sum(i["kind"] == "storage" for i in items)} storage(s) and '
+                    f'{sum(i["kind"] == "vm" for i in items)} VM(s) fresh')
+        else:
+            head = f'{worst}: ' + '; '.join(f'{Monitor.label_of(i)}: {i["finding"]}' for i in named[:3]) + (
+                f'; and {len(named) - 3} more' if len(named) > 3 else '')
+        lines = [head] + [f'{item["state"]:<9} {Monitor.label_of(item)}: {item["finding"]}' for item in items]
+        return worst, '\n'.join(Output.printable(line) for line in lines)
+
+    @staticmethod
+    def command(ctx, args):
+        now = time.time()
+        storages = list(dict.fromkeys(args.storage)) if args.storage else sorted(ctx.config.storages)
+        unknown = [s for s in storages if s not in ctx.config.storages]
+        if unknown:
+            raise ConfigError(f'{ctx.config.path} has no section [{unknown[0]}]: monitor checks configured storages')
+        items = []
+        for storage in storages:
+            items += Monitor.check_storage(ctx, storage, args.label, Monitor.bounds(ctx, storage, args.warn, args.crit), now)
+        if args.vm or args.all:
+            def vm_bounds(used):
+                chosen = [Monitor.bounds(ctx, storage, args.warn, args.crit) for storage in used] or [
+                    Monitor.bounds(ctx, None, args.warn, args.crit)]
+                return min(b[0] for b in chosen), min(b[1] for b in chosen)
+            for vmid, view in Monitor.gather_vms(ctx, args.vm or None):
+                items += Monitor.check_vm(ctx, vmid, view, vm_bounds, now)
+        records = RunRecords.read_all()
+        items += Monitor.check_runs(records)
+        worst, text = Monitor.text(items)
+        if args.textfile:
+            Metrics.write(args.textfile, Metrics.SNAPSHOTS_FILE, Metrics.snapshots_text(items))
+            Metrics.write(args.textfile, Metrics.RUNS_FILE, Metrics.runs_text(records))
+        ctx.emit(items, text)
+        return Metrics.STATES[worst]
+
+    @staticmethod
+    def gather_vms(ctx, vmids):
+        """[(vmid, VmView or Failure)] of the -vm ids, or (None) of every VM but a template with a disk
+        on a configured storage; the configs read from pmxcfs on a node (Node.guest_configs), else
+        through the API, REQUESTS_AT_ONCE at a time."""
+        vms = ctx.pve.vms()
+        if vmids is None:
+            chosen = {vmid: vm for vmid, vm in vms.items() if not vm.get('template')}
+        else:
+            chosen = {vmid: vms[vmid] for vmid in dict.fromkeys(vmids) if vmid in vms}
+        configs, _, others = Node.guest_configs(chosen)
+        read, unread = ctx.pve.guest_configs(others)
+        configs.update(read)
+        failed = {guest['vmid']: exc for guest, exc in unread}
+        gathered = []
+        for vmid in (list(dict.fromkeys(vmids)) if vmids is not None else sorted(chosen)):
+            if vmid not in chosen:
+                gathered.append((vmid, NotFound(f'VM {vmid} does not exist')))
+            elif vmid in failed:
+                gathered.append((vmid, failed[vmid]))
+            elif vmids is not None or any(d.storage in ctx.config.storages and d.path
+                                          for d in Guest.vm_disks(configs[vmid])):
+                try:
+                    gathered.append((vmid, VmView.gather(ctx, vmid, vms, configs[vmid])))
+                except Failure as exc:
+                    gathered.append((vmid, exc))
+        return gathered
+
+
 # ---- 10. doctor ------------------------------------------------------------------------------
 # The setup checked before the first snapshot, and again when something fails: one chapter, one
 # class. Each check_* makes its lines (ok, warn or fail, what was found and the fix) through the
@@ -6034,8 +7350,8 @@ class Doctor:
     # /cluster/status needs Sys.Audit on / (pve-manager API2/Cluster.pm, get_status).
     PRIVILEGE_GROUPS = ('every command', 'vm list, vm restore', 'vm create', 'vm create -suspend',
                         'vm create -shutdown, vm restore -shutdown', 'vm create -freeze', 'vm delete, vm create -keep',
-                        'vm restore -as-new', 'vm restore -with-config', 'storage create', 'storage restore',
-                        'storage mount', 'storage unmount')
+                        'vm restore -as-new', 'vm restore -with-config', 'storage create', 'storage create -freeze',
+                        'storage create -pause', 'storage restore', 'storage mount', 'storage unmount')
 
     # The privileges PVE checks for the keys of an ordinary VM config (boot takes VM.Config.Disk), the
     # same on PVE 8 and 9 (qemu-server API2/Qemu.pm, check_vm_modify_config_perm and its $cpuoptions,
@@ -6067,6 +7383,25 @@ class Doctor:
                         'LockPersonality', 'RestrictRealtime', 'RestrictNamespaces', 'CapabilityBoundingSet',
                         'RestrictAddressFamilies', 'SystemCallArchitectures', 'SystemCallFilter', 'SystemCallErrorNumber',
                         'UMask')
+
+    # The package's timers an admin enabled, as systemd tells of them: `systemctl show PATTERN`
+    # with --property= (systemctl(1): show takes patterns, matched against the units in memory,
+    # and an enabled timer is, through timers.target; --all prints a property that is empty),
+    # the same on systemd 252 (Debian 12) and 257 (Debian 13). LastTriggerUSec is when the timer
+    # last elapsed, NextElapseUSecRealtime when it elapses next (org.freedesktop.systemd1(5)); a
+    # Persistent= timer's survives a reboot (systemd.timer(5)). show prints them in the local
+    # time zone whatever --timestamp= says (src/shared/bus-print-properties.c: FORMAT_TIMESTAMP),
+    # so systemctl runs with TZ=UTC: `Tue 2024-03-12 03:00:01 UTC`, empty for never.
+    TIMERS = 'pve-ontap-snapshot-*.timer'
+    TIMER_PROPERTIES = 'Id,UnitFileState,LastTriggerUSec,NextElapseUSecRealtime'
+    STORAGE_TIMER = re.compile(r'^pve-ontap-snapshot-storage@(?P<storage>.+)\.timer$')
+    MONITOR_TIMER = 'pve-ontap-snapshot-monitor.timer'
+    MONITOR_SERVICE = 'pve-ontap-snapshot-monitor.service'
+    # Where systemd runs as the init system, it has made this directory (sd_booted(3)).
+    SYSTEMD_DIR = '/run/systemd/system'
+    # A storage timer's last success may lie this far before its last trigger: a nightly timer
+    # whose run failed (or did not run) last night is late by then.
+    TIMER_SLACK = 36 * 3600
 
     def __init__(self, output):
         self.output = output
@@ -6167,6 +7502,8 @@ class Doctor:
             # Every guest's config, to record it: GET .../config needs VM.Audit on /vms/{vmid}
             # (Qemu.pm, vm_config); a guest it may not see is left out of the records.
             'storage create': [audit],
+            'storage create -freeze': [audit] + agent,
+            'storage create -pause': [audit, power] + agent,          # a VM it cannot freeze is paused
             'storage restore': [audit],                                 # seeing every guest on the storage
             'storage mount': [('/storage', ('Datastore.Allocate',), False), ('/', ('Sys.Audit',), False)],
             'storage unmount': [('/storage', ('Datastore.Allocate',), True), audit],
@@ -7057,6 +8394,129 @@ class Doctor:
             self.ok('service sandbox', f'{shipped}, as the package ships it' +
                     (f', with {len(found)} drop-in(s) that leave its sandbox as it is' if found else ''))
 
+    @staticmethod
+    def systemd_units(text):
+        """[{property: value}] of `systemctl show`'s output: one block of `Key=value` lines per
+        unit, blocks parted by an empty line."""
+        units = []
+        for block in re.split(r'\n\s*\n', text.strip()):
+            unit = dict(line.split('=', 1) for line in block.splitlines() if '=' in line)
+            if unit:
+                units.append(unit)
+        return units
+
+    @staticmethod
+    def systemd_time(value):
+        """Epoch seconds of a timestamp systemctl show prints under TZ=UTC, or None (empty: never)."""
+        found = re.search(r'(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC', value or '')
+        if not found:
+            return None
+        return datetime.datetime.strptime(found[1], '%Y-%m-%d %H:%M:%S').replace(tzinfo=datetime.UTC).timestamp()
+
+    @staticmethod
+    def when(seconds):
+        """A time as the tool's stamps say it (UTC), or `never`."""
+        if seconds is None:
+            return 'never'
+        return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime(Names.STAMP_FORMAT)
+
+    def systemctl(self, *arguments):
+        """systemctl's answer (a CompletedProcess) under TZ=UTC, or None after a warning that says
+        why the timers are not checked."""
+        try:
+            result = Node.run('systemctl', *arguments, env=dict(os.environ, TZ='UTC', LC_ALL='C.UTF-8'), timeout=60)
+        except (Failure, subprocess.TimeoutExpired) as exc:
+            self.warn('timers', f'not checked: {exc}', 'see systemctl status')
+            return None
+        if result.returncode:
+            why = (result.stderr.strip().splitlines() or [f'exit {result.returncode}'])[0]
+            self.warn('timers', f'not checked: {Node.PROGRAMS["systemctl"]} {arguments[0]} failed: {why}',
+                      'see systemctl status')
+            return None
+        return result
+
+    @staticmethod
+    def storage_timer_check(storage, record, trigger, next_elapse):
+        """(status, found, fix) of the timer of `storage`: its run record of `storage create`
+        (RunRecords; None if it has none) against the timer's last trigger (epoch seconds, or None);
+        `next_elapse`: when it fires next."""
+        unit = f'pve-ontap-snapshot-storage@{storage}.service'
+        fix = f'journalctl -u {unit} (a failed run also mails root)'
+        success, failure = (record or {}).get('last_success'), (record or {}).get('last_failure')
+        triggered = f'timer last triggered {Doctor.when(trigger)}, next {Doctor.when(next_elapse)}'
+
+        def run(entry):
+            return f'{Doctor.when(entry.get("ended"))} on node {entry.get("node")}'
+        if failure and (not success or failure.get('ended', 0) > success.get('ended', 0)):
+            since = f'; last succeeded {run(success)}' if success else '; it never succeeded'
+            return 'warn', f'storage create failed {run(failure)}: {failure.get("message")}{since}; {triggered}', fix
+        if not success:
+            if trigger is None:
+                return 'ok', f'no storage create of {storage} recorded yet; {triggered}', None
+            return 'warn', f'{triggered}, but no storage create of {storage} is recorded to have ended', fix
+        if trigger is not None and success.get('ended', 0) < trigger - Doctor.TIMER_SLACK:
+            return 'warn', (f'storage create last succeeded {run(success)}, more than '
+                            f'{Doctor.TIMER_SLACK // 3600} hours before the timer last triggered '
+                            f'({Doctor.when(trigger)})'), fix
+        return 'ok', f'storage create last succeeded {run(success)}; {triggered}', None
+
+    def check_monitor_timer(self, unit):
+        """The monitor's timer: the textfile directory its service writes to (from systemd's view
+        of its environment, drop-ins and all), and whether it is there (else the service is skipped)."""
+        result = self.systemctl('show', '--property=Environment', '--', Doctor.MONITOR_SERVICE)
+        if result is None:
+            return
+        # Environment= as show prints it: `KEY=value` words, one quoted where it holds a blank.
+        environment = (Doctor.systemd_units(result.stdout) or [{}])[0].get('Environment', '')
+        found = re.search(r'(?:^|\s)(?:"TEXTFILE=((?:[^"\\]|\\.)*)"|TEXTFILE=((?:[^\s\\]|\\.)*))', environment)
+        directory = found and re.sub(r'\\(.)', r'\1', found[1] if found[1] is not None else found[2])
+        check = f'timer {unit["Id"]}'
+        triggered = f'last triggered {Doctor.when(Doctor.systemd_time(unit.get("LastTriggerUSec")))}'
+        if not directory:
+            self.warn(check, f'enabled, but its service sets no TEXTFILE ({triggered})',
+                      f'systemctl cat {Doctor.MONITOR_SERVICE}: leave Environment=TEXTFILE= to the package or a '
+                      'drop-in')
+        elif not os.path.isdir(directory):
+            self.warn(check, f'enabled, but its textfile directory {directory} is missing, so its service is skipped '
+                      f'({triggered})', 'apt install prometheus-node-exporter, or set another TEXTFILE in a drop-in '
+                      '(README, Scheduled snapshots)')
+        else:
+            self.ok(check, f'writes monitor\'s metrics to {directory} every hour; {triggered}')
+
+    def check_timers(self):
+        """Each of the package's timers enabled on this node (systemd asked, Doctor.TIMERS): a
+        storage's, with when storage create of it last succeeded or failed (its run record); the
+        monitor's, with its textfile directory. Without systemd (off a node, in a container, in
+        tests) one line says they were not checked."""
+        if not os.path.isdir(Doctor.SYSTEMD_DIR):
+            self.ok('timers', f'not checked: systemd is not the init system here (no {Doctor.SYSTEMD_DIR})')
+            return
+        if not os.access(Node.PROGRAMS['systemctl'], os.X_OK):
+            self.ok('timers', f'not checked: no {Node.PROGRAMS["systemctl"]} here')
+            return
+        result = self.systemctl('show', '--all', f'--property={Doctor.TIMER_PROPERTIES}', '--', Doctor.TIMERS)
+        if result is None:
+            return
+        enabled = [unit for unit in Doctor.systemd_units(result.stdout)
+                   if unit.get('Id') and unit.get('UnitFileState') in ('enabled', 'enabled-runtime')]
+        if not enabled:
+            self.ok('timers', f'none of {Doctor.TIMERS} is enabled on this node: nothing is scheduled here '
+                    '(README, Scheduled snapshots)')
+            return
+        records = {(record.get('command'), record.get('subject')): record for record in RunRecords.read_all()}
+        for unit in sorted(enabled, key=lambda unit: unit['Id']):
+            storage = Doctor.STORAGE_TIMER.match(unit['Id'])
+            if unit['Id'] == Doctor.MONITOR_TIMER:
+                self.check_monitor_timer(unit)
+            elif storage:
+                self.add(f'timer {unit["Id"]}', *Doctor.storage_timer_check(
+                    storage['storage'], records.get(('storage create', storage['storage'])),
+                    Doctor.systemd_time(unit.get('LastTriggerUSec')),
+                    Doctor.systemd_time(unit.get('NextElapseUSecRealtime'))))
+            else:
+                self.ok(f'timer {unit["Id"]}', 'enabled, not one of the package\'s: last triggered '
+                        f'{Doctor.when(Doctor.systemd_time(unit.get("LastTriggerUSec")))}')
+
     def run(self, args):
         """doctor reads config.ini itself (each problem in it is one of its checks), then checks PVE,
         each ONTAP cluster and each storage it serves, in that order."""
@@ -7070,6 +8530,7 @@ class Doctor:
             self.check_lock_dir()
             self.check_manifest_key()
             self.check_units()
+            self.check_timers()
             node = Node.name()
             clusters = {}
             for storage in storages:
@@ -7257,7 +8718,7 @@ class Arg:
         parser.add_argument('-loglevel', '--loglevel', choices=sorted(LOG_LEVELS), default=default('info'),
                             help='log level on stderr (default: info); debug logs every HTTP request and tracebacks')
         parser.add_argument('-output', '--output', choices=('text', 'json'), default=default('text'),
-                            help='format of list, show and doctor results on stdout (default: text)')
+                            help='format of list, show, verify and doctor results on stdout (default: text)')
         parser.add_argument('-dry-run', '--dry-run', action='store_true', default=default(False),
                             help='print what would change, in plain words, and change nothing')
         parser.add_argument('-wait', '--wait', type=Arg.seconds, metavar='SECONDS', default=default(0),
@@ -7275,6 +8736,12 @@ class Arg:
     @staticmethod
     def add_vm(parser):
         parser.add_argument('-vm', '--vm', required=True, type=Arg.vm_id, metavar='ID', help='the VM id')
+
+    @staticmethod
+    def add_textfile(parser, what):
+        parser.add_argument('-textfile', '--textfile', metavar='DIR',
+                            help=f"write to DIR, for node_exporter's textfile collector, {what}"
+                            ).completer = complete_files
 
     @staticmethod
     def add_keep(parser, what):
@@ -7346,7 +8813,7 @@ def build_parser():
     parser.add_argument('-version', '--version', action=ShowVersion, help='print the version and exit')
     common = CommandLine(add_help=False, allow_abbrev=False)
     Arg.add_global(common, suppress=True)
-    contexts = parser.add_subparsers(dest='context', metavar='{vm,storage,doctor}', required=True)
+    contexts = parser.add_subparsers(dest='context', metavar='{vm,storage,monitor,doctor}', required=True)
     parser.set_defaults(reads_own_config=False)
 
     def leaf(group, name, func, help_text, examples):
@@ -7354,10 +8821,14 @@ def build_parser():
                                epilog='examples:\n' + '\n'.join(f'  pve-ontap-snapshot {e}' for e in examples),
                                formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.set_defaults(func=func)
+        if sub.prog.split(' ', 1)[1] in RunRecords.COMMANDS:
+            Arg.add_textfile(sub, 'at its end, failed or not, how each command that changes something last ended '
+                                  f'({Metrics.RUNS_FILE})')
         return sub
 
     vm = contexts.add_parser('vm', help='VM snapshots as ONTAP file clones', allow_abbrev=False)
-    vm_commands = vm.add_subparsers(dest='command', metavar='{create,list,delete,restore}', required=True)
+    vm_commands = vm.add_subparsers(dest='command', metavar='{create,list,delete,hold,release,restore,verify}',
+                                    required=True)
     create = leaf(vm_commands, 'create', VmCreate.command, 'file-clone every disk of VMs on their ONTAP storage',
                   ['vm create -vm 100', 'vm create -vm 100 -pause -keep 7', 'vm create -vm 100 101 -suspend',
                    'vm create -all -freeze'])
@@ -7393,9 +8864,19 @@ def build_parser():
     Arg.add_vm(listing)
     delete = leaf(vm_commands, 'delete', VmDelete.command, 'delete a VM snapshot (every file of it)',
                   ['vm delete -vm 100 -snapshot 2024-03-13_14:42:47+0000'])
-    Arg.add_vm(delete)
-    delete.add_argument('-snapshot', '--snapshot', required=True, type=Arg.snapshot_stamp, metavar='STAMP',
-                        help='the snapshot, as vm list shows it')
+    vm_hold = leaf(vm_commands, 'hold', VmHold.hold,
+                   'hold a VM snapshot, as zfs hold: -keep never counts or deletes it, vm delete refuses it without '
+                   '-force', ['vm hold -vm 100 -snapshot 2024-03-13_14:42:47+0000',
+                              "vm hold -vm 100 -snapshot 2024-03-13_14:42:47+0000 -reason 'before the upgrade'"])
+    vm_release = leaf(vm_commands, 'release', VmHold.release, 'release a held VM snapshot (vm hold)',
+                      ['vm release -vm 100 -snapshot 2024-03-13_14:42:47+0000'])
+    for sub in (delete, vm_hold, vm_release):
+        Arg.add_vm(sub)
+        sub.add_argument('-snapshot', '--snapshot', required=True, type=Arg.snapshot_stamp, metavar='STAMP',
+                         help='the snapshot, as vm list shows it')
+    delete.add_argument('-force', '--force', action='store_true', help='delete it even if it is held (vm hold)')
+    vm_hold.add_argument('-reason', '--reason', metavar='TEXT',
+                         help='why it is held, kept in the hold and shown by vm list (default: none)')
     restore = leaf(vm_commands, 'restore', VmRestore.command,
                    "put a VM's disks (and -with-config its config) back to a VM snapshot or to a storage snapshot "
                    '(only this VM changes), or make a new VM from one (-as-new)',
@@ -7429,10 +8910,24 @@ def build_parser():
     restore.add_argument('-no-saved-config', '--no-saved-config', action='store_true',
                          help='with -as-new: where the saved config cannot be read or fails its signature check, '
                               'give the new VM the current config of the VM instead of refusing')
+    verify = leaf(vm_commands, 'verify', VmVerify.command,
+                  "prove a VM's snapshots restorable without restoring them: every file there with the size its "
+                  'manifest records, each qcow2 backing file within reach, the manifest passing its check; '
+                  'reads metadata and qcow2 headers only, changes nothing',
+                  ['vm verify -vm 100', 'vm verify -vm 100 -snapshot 2024-03-13_14:42:47+0000',
+                   '-output json vm verify -all'])
+    which = verify.add_mutually_exclusive_group(required=True)
+    which.add_argument('-vm', '--vm', type=Arg.vm_id, metavar='ID', help='the VM id')
+    which.add_argument('-all', '--all', action='store_true',
+                       help='every VM with a disk on a storage of config.ini')
+    verify.add_argument('-snapshot', '--snapshot', type=Arg.snapshot_stamp, metavar='STAMP',
+                        help='only this snapshot, as vm list shows it (default: every snapshot of the VM, '
+                             'pre-restore ones too)')
 
     storage = contexts.add_parser('storage', help='ONTAP volume snapshots of a PVE storage', allow_abbrev=False)
     storage_commands = storage.add_subparsers(
-        dest='command', metavar='{create,list,show,delete,restore,mount,unmount}', required=True)
+        dest='command', metavar='{create,list,show,delete,hold,release,restore,mount,unmount,verify}',
+        required=True)
     example = 'proxmox_snapshot_2024-03-13_14:42:47+0000'
     for name, func, help_text, examples, takes_snapshot in (
             ('create', StorageCreate.command, 'snapshot the volume behind a storage',
@@ -7440,10 +8935,16 @@ def build_parser():
               'storage create -storage ONTAP01 -freeze'], False),
             ('list', StorageView.list, "list the tool's snapshots of a storage, oldest first",
              ['storage list -storage ONTAP01'], False),
-            ('show', StorageView.show, 'show the metadata of the volume behind a storage',
-             ['storage show -storage ONTAP01'], False),
+            ('show', StorageView.show,
+             'show the metadata of the volume behind a storage, or (-snapshot) the guests a snapshot holds',
+             ['storage show -storage ONTAP01', f'storage show -storage ONTAP01 -snapshot {example}'], False),
             ('delete', StorageView.delete, 'delete a snapshot',
              [f'storage delete -storage ONTAP01 -snapshot {example}'], True),
+            ('hold', StorageHold.hold,
+             ('hold a snapshot, as zfs hold: storage create -keep and -min-age pass it over, storage delete '
+              'refuses it without -force'), [f'storage hold -storage ONTAP01 -snapshot {example}'], True),
+            ('release', StorageHold.release, 'release a held snapshot (storage hold)',
+             [f'storage release -storage ONTAP01 -snapshot {example}'], True),
             ('restore', StorageRestore.command,
              'revert the whole volume to a snapshot: every VM on the storage loses all changes since',
              [f'storage restore -storage ONTAP01 -snapshot {example}',
@@ -7456,6 +8957,10 @@ def build_parser():
         if takes_snapshot:
             sub.add_argument('-snapshot', '--snapshot', required=True, metavar='NAME', type=Arg.snapshot_name,
                              help=f'the snapshot, e.g. {example}')
+        if name == 'show':
+            sub.add_argument('-snapshot', '--snapshot', metavar='NAME', type=Arg.snapshot_name,
+                             help='a snapshot: show it, and each guest it holds (its name, node, how consistent, '
+                                  'its disks there) as recorded when it was taken')
         if name == 'create':
             Arg.add_keep(sub, 'proxmox_snapshot_* snapshots with the same label (never one a FlexClone uses)')
             sub.add_argument('-label', '--label', type=Arg.snapmirror_label, metavar='NAME',
@@ -7473,6 +8978,8 @@ def build_parser():
             hold.add_argument('-pause', '--pause', action='store_true',
                               help='as -freeze, and pause in memory (no hibernation) every running VM on the '
                                    'storage that cannot be frozen, resumed after at most freeze_timeout seconds')
+        if name == 'delete':
+            sub.add_argument('-force', '--force', action='store_true', help='delete it even if it is held (storage hold)')
         if name == 'restore':
             sub.add_argument('-force', '--force', action='store_true',
                              help='revert even while guests with disks on the storage run, are hibernated or '
@@ -7493,6 +9000,41 @@ def build_parser():
                          help='remove it even while guests have disks on it, or a node that is down keeps them '
                               'from being checked')
 
+    verify = leaf(storage_commands, 'verify', StorageVerify.command,
+                  "prove a storage's snapshots restorable without restoring them: each there, its record and "
+                  "every guest's manifest passing their checks, each recorded disk in it with its size; reads "
+                  'metadata and qcow2 headers only, changes nothing',
+                  ['storage verify -storage ONTAP01', f'storage verify -storage ONTAP01 -snapshot {example}',
+                   'storage verify -all'])
+    which = verify.add_mutually_exclusive_group(required=True)
+    which.add_argument('-storage', '--storage', type=Arg.storage_name, metavar='ID',
+                       help='PVE storage id (a section of config.ini)').completer = complete_storage
+    which.add_argument('-all', '--all', action='store_true', help='every storage of config.ini')
+    verify.add_argument('-snapshot', '--snapshot', type=Arg.snapshot_name, metavar='NAME',
+                        help=f'only this snapshot, e.g. {example} (default: every proxmox_snapshot_* of the storage)')
+
+    monitor = leaf(contexts, 'monitor', Monitor.command,
+                   'check that the snapshots one counts on exist and are fresh: OK, WARNING, CRITICAL or UNKNOWN, '
+                   'exit 0 to 3, as monitoring systems read it',
+                   ['monitor', 'monitor -storage ONTAP01 -label daily -warn 26h -crit 50h', 'monitor -all',
+                    '-loglevel warn monitor -all -textfile /var/lib/prometheus/node-exporter'])
+    monitor.add_argument('-storage', '--storage', action='extend', nargs='+', type=Arg.storage_name, metavar='ID',
+                         help='the storages whose newest snapshot to check (default: every one of config.ini)'
+                         ).completer = complete_storage
+    monitor.add_argument('-label', '--label', type=Arg.snapmirror_label, metavar='NAME',
+                         help="count only storage snapshots with this snapmirror_label")
+    vms = monitor.add_mutually_exclusive_group()
+    vms.add_argument('-vm', '--vm', action='extend', nargs='+', type=Arg.vm_id, metavar='ID',
+                     help="also each of these VMs' newest complete snapshot")
+    vms.add_argument('-all', '--all', action='store_true',
+                     help="also the newest complete snapshot of every VM with a disk on a storage of config.ini")
+    monitor.add_argument('-warn', '--warn', type=Arg.duration, metavar='AGE',
+                         help="WARNING when the newest is older than this (90m, 26h, 2d; default: the storage's "
+                              'warn_age in config.ini, else 26h)')
+    monitor.add_argument('-crit', '--crit', type=Arg.duration, metavar='AGE',
+                         help="CRITICAL when older than this, or when there is none (default: crit_age, else 50h)")
+    Arg.add_textfile(monitor, f'{Metrics.SNAPSHOTS_FILE} (the snapshots) and {Metrics.RUNS_FILE} (how each '
+                              'command that changes something last ended)')
     doctor = leaf(contexts, 'doctor', Doctor.command,
                   'check config.ini, PVE, each ONTAP cluster and each storage: ok, warn or fail, and the fix',
                   ['doctor', 'doctor -storage ONTAP01 -try', '-output json doctor'])
@@ -7598,28 +9140,47 @@ def main(argv=None):
         else:
             argcomplete.safe_actions += (StoreOnce,)
         argcomplete.autocomplete(parser, default_completer=complete_nothing)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code == 2 and 'monitor' in (sys.argv[1:] if argv is None else argv):
+            print('UNKNOWN: the command line is not understood (see the error above)')
+            return 3    # a monitoring system reads exit 3, not argparse's 2
+        raise
     setup_logging(args.loglevel)
     if args.dry_run and log.level == logging.INFO:
         log.setLevel(logging.WARNING)   # "... created" would be untrue: the would-lines say it all
     STOP.pending = STOP.lost = None
     previous = {signum: signal.signal(signum, STOP.handle) for signum in STOP.SIGNALS}
+    command = f'{args.context} {getattr(args, "command", "")}'.strip()
+    recorded = command in RunRecords.COMMANDS and not args.dry_run
+    started, status = time.time(), 0
     try:
-        Http.load_libraries()
-        if args.reads_own_config:
-            args.func(args)     # doctor: each problem of config.ini is one of its checks
-        else:
-            path = ConfigFile.find(args.config)
-            if path == ConfigFile.SEARCH_PATH[0]:
-                log.info('config: %s, found in the current directory', os.path.abspath(path))
-            ctx = Context(ConfigFile.read(path), output=args.output, dry_run=args.dry_run, wait=args.wait,
-                          local_lock=args.local_lock, command=' '.join(sys.argv[1:] if argv is None else argv))
-            args.func(ctx, args)
-        STOP.check()
+        try:
+            Http.load_libraries()
+            if args.reads_own_config:
+                args.func(args)     # doctor: each problem of config.ini is one of its checks
+            else:
+                path = ConfigFile.find(args.config)
+                if path == ConfigFile.SEARCH_PATH[0]:
+                    log.info('config: %s, found in the current directory', os.path.abspath(path))
+                ctx = Context(ConfigFile.read(path), output=args.output, dry_run=args.dry_run, wait=args.wait,
+                              local_lock=args.local_lock, command=' '.join(sys.argv[1:] if argv is None else argv))
+                status = args.func(ctx, args) or 0     # monitor's verdict
+            STOP.check()
+        except (Failure, Terminated, KeyboardInterrupt) as exc:
+            if recorded:
+                RunRecords.report(args, command, started, exc)
+            raise
+        if recorded:
+            RunRecords.report(args, command, started, None)
         sys.stdout.flush()
     except Failure as exc:
         log.debug('traceback', exc_info=True)
         log.error('%s', exc)
+        if command == 'monitor':
+            print(Output.printable(f'UNKNOWN: {exc}'))
+            return 3
         return exc.exit_code
     except KeyboardInterrupt:
         log.error('interrupted')
@@ -7634,7 +9195,8 @@ def main(argv=None):
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return 0
+    return status
+
 
 if __name__ == '__main__':
     sys.exit(main())

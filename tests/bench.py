@@ -1,7 +1,7 @@
 """Benchmark: round trips and wall time of each command against the test world.
 
     python tests/bench.py [--latency SECONDS] [--snapshots N] [--completion-only]
-    python tests/bench.py --vms N [--latency SECONDS] [--parallel N]
+    python tests/bench.py --vms N [--older N] [--latency SECONDS] [--parallel N]
 
 Builds the world of tests/world.py, adds a fixed latency to every request on both sides
 (default 20 ms), then runs each command once and prints, per command, the requests sent
@@ -16,7 +16,7 @@ turns with it in the same bash (target: at most 1.5 times that).
 --completion-only measures the completions alone.
 
 With --vms N it builds a cluster of N VMs instead (the test world's three and N-3 more, two
-disks each, one on each ONTAP cluster, on two nodes, each with two older snapshots; all
+disks each, one on each ONTAP cluster, on two nodes, each with --older (3) older snapshots; all
 stopped, so no capture is taken: running, they would add one capture create and one delete
 per volume for the whole run) and prints the table of the scaling issue: requests, wall
 time, the CPU time of the tool and of the servers (the emulators and fakepve, which share
@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from world import ServedPve, World, add_vm_on_both_clusters, populate, start_emulators, write_disk
+from world import ServedPve, World, add_vm_on_both_clusters, populate, start_emulators, write_disk, write_pmxcfs_configs
 
 import pve_ontap_snapshot as tool
 
@@ -70,7 +70,7 @@ class PauseWindow:
 
     def __init__(self):
         self.marks = {}
-        self._power = tool.pve_vm_power
+        self._power = tool.Pve.power
 
     def __enter__(self):
         def timed(pve, vm, action, **params):
@@ -79,15 +79,30 @@ class PauseWindow:
             self._power(pve, vm, action, **params)
             if action == 'suspend':
                 self.marks['suspended'] = time.monotonic()
-        tool.pve_vm_power = timed
+        tool.Pve.power = timed
         return self
 
     def __exit__(self, *exc):
-        tool.pve_vm_power = self._power
+        tool.Pve.power = self._power
 
     @property
     def seconds(self):
         return self.marks['start'] - self.marks['suspended']
+
+
+@contextlib.contextmanager
+def on_a_node(world, really=True):
+    """As on a PVE node (pve1): pmxcfs shows every guest's config (written from the fake's now)."""
+    if not really:
+        yield
+        return
+    saved = tool.Node.name, tool.Node.CONFIGS_DIR
+    tool.Node.name = staticmethod(lambda: 'pve1')
+    tool.Node.CONFIGS_DIR = str(write_pmxcfs_configs(world.pve, world.dir))
+    try:
+        yield
+    finally:
+        tool.Node.name, tool.Node.CONFIGS_DIR = saved
 
 
 def measure(world, argv):
@@ -101,15 +116,18 @@ def measure(world, argv):
             elapsed, code)
 
 
-OLDER_STAMPS = ('2024-01-01_00:00:00+0000', '2024-01-02_00:00:00+0000')
+def older_stamps(count):
+    """The stamps of `count` older snapshots, a day apart from 2024-01-01 on."""
+    return tuple(f'2024-01-{day:02d}_00:00:00+0000' for day in range(1, count + 1))
 
 
-def add_many_vms(world, count):
+def add_many_vms(world, count, older=2):
     """VMs 1000 and up until the cluster has `count`: two disks each, one on each cluster,
     stopped (so that storage restore has no running guest to refuse), on both nodes, each with
-    two older snapshots as a run before would have left them."""
+    `older` older snapshots as runs before would have left them."""
     for vmid in range(1000, 1000 + count - len(world.pve.vms)):
-        add_vm_on_both_clusters(world, vmid, node=('pve1', 'pve2')[vmid % 2], status='stopped', older=OLDER_STAMPS)
+        add_vm_on_both_clusters(world, vmid, node=('pve1', 'pve2')[vmid % 2], status='stopped',
+                                older=older_stamps(older))
     world.pve.vm(100).status = 'stopped'
 
 
@@ -155,7 +173,7 @@ def scale(args):
     try:
         populate(served.pve, a, b)
         world = World(served.pve, served.cafile, a, b, directory)
-        add_many_vms(world, args.vms)
+        add_many_vms(world, args.vms, args.older)
         snapshot = 'proxmox_snapshot_2024-01-01_00:00:00+0000'
         a.add_snapshot('proxmox_storage01', snapshot)
         for emu in (a, b):
@@ -175,7 +193,8 @@ def scale(args):
         a.stop()
         b.stop()
         served.stop()
-    print(f'{len(world.pve.vms)} VMs, latency {args.latency * 1000:.0f} ms per request on both sides'
+    print(f'{len(world.pve.vms)} VMs with {args.older} older snapshots each, latency {args.latency * 1000:.0f} ms '
+          'per request on both sides'
           f'{", -parallel " + str(args.parallel) if args.parallel else ""}\n')
     print(f'{"command":34} {"ONTAP":>6} {"PVE":>6} {"all":>6} {"wall":>8} {"tool CPU":>9} {"servers":>8} '
           f'{"memory":>8}  exit')
@@ -256,6 +275,8 @@ def main(argv=None):
     parser.add_argument('--snapshots', type=int, default=1000, help='snapshots of the volume behind BENCH (1000)')
     parser.add_argument('--vms', type=int, help='instead: a cluster of this many VMs, and the scaling table')
     parser.add_argument('--parallel', type=int, help='with --vms: vm create -parallel N (default: the tool\'s)')
+    parser.add_argument('--older', type=int, default=3,
+                        help='with --vms: older snapshots of each VM before the runs (3: -keep 2 then deletes two)')
     parser.add_argument('--completion-only', action='store_true', help='time the tab completions alone')
     args = parser.parse_args(argv)
     if args.vms:
@@ -291,10 +312,10 @@ def main(argv=None):
             ('vm create -vm 201 -suspend', ['vm', 'create', '-vm', 201, '-suspend'], None),
             ('vm create -vm 202 -pause', ['vm', 'create', '-vm', 202, '-pause'], None),
             ('vm list -vm 200', ['vm', 'list', '-vm', 200], None),
-            ('storage create', ['storage', 'create', '-storage', 'ONTAP01'], 4),
+            ('storage create (on a node: configs from pmxcfs)', ['storage', 'create', '-storage', 'ONTAP01'], 6),
             ('storage list', ['storage', 'list', '-storage', 'ONTAP01'], 4),
             (f'storage list ({args.snapshots} snapshots)', ['storage', 'list', '-storage', 'BENCH'], None),
-            ('storage delete', ['storage', 'delete', '-storage', 'BENCH', '-snapshot', snapshot], 4),
+            ('storage delete', ['storage', 'delete', '-storage', 'BENCH', '-snapshot', snapshot], 5),
             ('storage mount', ['storage', 'mount', '-storage', 'BENCH', '-snapshot',
                                'proxmox_snapshot_2024-01-01_00:00:01+0000'], None),
             ('storage unmount', ['storage', 'unmount', '-storage', 'BENCH-CLONE'], None),
@@ -304,7 +325,7 @@ def main(argv=None):
             # A run of a VM snapshotted in the same second waits for the next (one-second stamps):
             # each row begins in a second of its own, so that no row times that wait.
             time.sleep(1 - time.time() % 1)
-            with PauseWindow() as pause:
+            with PauseWindow() as pause, on_a_node(world, 'on a node' in label):
                 ontap, pve, seconds, code = measure(world, command)
             for mode in ('-suspend', '-pause'):
                 if mode in command:

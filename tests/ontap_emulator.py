@@ -546,6 +546,8 @@ _RELEASE_OF_PARAMETER = {
     'list_destinations_only': (9, 6),
     # reading a file's data: 9.8 taken with the POST that writes one ("Introduced In: 9.8"); unconfirmed
     'byte_offset': (9, 8), 'length': (9, 8),
+    # writing over a file: the POST that writes one lists it ("Introduced In: 9.8")
+    'overwrite': (9, 8),
 }
 # Not tied to a field: the query-based DELETE of …/snapshots the tool uses: "ONTAP supports
 # query-based DELETE or PATCH for all collection endpoints" from 9.7 on
@@ -788,6 +790,7 @@ class OntapEmulator:
         self.page_size = None
         self.file_delete_jobs = False
         self.busy_after_clone = 0.0
+        self.split_load_refusals = 0    # the next file clones refused as at the split-load limit
         self.on_clone = None
         self.collection_delete_answer = 'jobs'
         self.licenses = {'nfs': 'compliant', 'flexclone': 'compliant', 'snaprestore': 'compliant'}
@@ -1617,7 +1620,7 @@ class OntapEmulator:
         _check_body(body, self._SNAPSHOT_FIELDS)
         name = _body_str(body, 'name', required=True)
         self._check_snapshot_name(name)
-        comment = _body_str(body, 'comment') or ''
+        comment = self._check_comment(_body_str(body, 'comment') or '')
         expiry, label = _body_str(body, 'expiry_time'), _body_str(body, 'snapmirror_label')
         if expiry:
             _parse_time('expiry_time', expiry)
@@ -1635,6 +1638,16 @@ class OntapEmulator:
                             created={'uuid': snap_uuid, 'name': name})
 
     @staticmethod
+    def _check_comment(comment):
+        # Up to 255 characters (the ONTAP CLI's `volume snapshot create -comment`; FSx for ONTAP's
+        # API reference, OntapSnapshot Comment: "Maximum Length: 255"; netapp.ontap's
+        # na_ontap_snapshot: "The size of the comment can be at most 255 characters"), on POST and
+        # PATCH alike; the code of the refusal is unconfirmed.
+        if len(comment) > 255:
+            raise _invalid('comment', comment)
+        return comment
+
+    @staticmethod
     def _check_new_snapshot_name(vol, name):
         # A duplicate name fails the job rather than the request (either is
         # possible, ref §6); clients must handle job failures anyway.
@@ -1644,6 +1657,11 @@ class OntapEmulator:
 
     @_route('PATCH', _VOL + r'/snapshots/(?P<snap_uuid>[^/]+)')
     def _patch_snapshot(self, request, vol_uuid, snap_uuid):
+        """Rename a snapshot or change its comment (storage hold), expiry_time or snapmirror_label:
+        "Update a volume Snapshot copy", PATCH /storage/volumes/{volume.uuid}/snapshots/{uuid},
+        "Introduced In: 9.6", `comment` "an optional attribute for POST or PATCH"
+        (https://docs.netapp.com/us-en/ontap-restapi-98/patch-storage-volumes-snapshots-.html, and
+        the same in ontap-restapi-96 and -9161); a job, as every change here (ref §6)."""
         vol = self._volume_or_404(vol_uuid)
         snap = self._snapshot_or_404(vol, snap_uuid)
         body = request.body or {}
@@ -1651,6 +1669,8 @@ class OntapEmulator:
         changes = {name: _body_str(body, name) for name in self._SNAPSHOT_FIELDS if name in body}
         if 'name' in changes:
             self._check_snapshot_name(changes['name'] or '')
+        if 'comment' in changes:
+            changes['comment'] = self._check_comment(changes['comment'] or '')
 
         def operation():
             if vol.snapshots.get(snap.name) is not snap:
@@ -1737,6 +1757,18 @@ class OntapEmulator:
         _body_bool(body, 'is_backup')
 
         def operation():
+            # A node at its maximum split load "temporarily stops accepting requests to create
+            # FlexClone files ... and issues an EBUSY error message" (docs.netapp.com, ontap,
+            # create-flexclone-file-flexclone-lun-task). How the REST API says so is undocumented:
+            # here as a failed job with the documented "Clone start failed" and the reason in
+            # its text, as ONTAP tools quote it ("Reached maximum split load allowed on the
+            # node", NetApp KB on VASA Provider snapshot timeouts): unconfirmed.
+            # (a job's operation runs under the emulator's lock)
+            refused = self.split_load_refusals > 0
+            self.split_load_refusals -= refused
+            if refused:
+                raise JobError(13565952, 'Clone start failed. Reason: Reached maximum split load allowed on the '
+                               'node (EBUSY).')
             # 917864 "cannot get file handle" for a missing source (ref §5) and,
             # by the same logic, a missing destination directory (unconfirmed).
             if vol.uuid not in self._volumes or not source.is_file():
@@ -1856,18 +1888,29 @@ class OntapEmulator:
 
     def _write_new_file(self, vol, path, request):
         """POST …/files/{path} with a multipart/form-data body: "Creates a new file with the supplied
-        data" (ontap-restapi post-storage-volumes-files-, "Introduced In: 9.8"; up to 1 MB). The
-        field is `data`, as NetApp's client sends it (netapp_ontap file_info.py). Answered at once
-        with 201 and no job: unconfirmed."""
+        data" (ontap-restapi post-storage-volumes-files-, "Introduced In: 9.8"; up to 1 MB, as NetApp's
+        client reads and writes: netapp_ontap file_info.py). The field is `data`, as that client sends
+        it. `overwrite` (default false: "If false, and the file exists, the write will fail") writes
+        into an existing file from `byte_offset` ("Use -1 to append (default)"), never making it
+        shorter, as pwrite(2) would. Answered at once with 201 and no job, and the codes of the
+        refusals: unconfirmed."""
         if set(request.form) != {'data'}:
             raise _unexpected(next(iter(set(request.form) - {'data'}), 'data'))
         overwrite = _bool_value('overwrite', request.query.get('overwrite', 'false'))
+        offset = _int_value('byte_offset', request.query.get('byte_offset', '-1'), -1)
+        data = request.form['data']
+        if len(data) > FILE_READ_MAX:
+            raise ApiError(400, '262197', f'At most {FILE_READ_MAX} bytes are written at once.', 'data')
         real = self._writable_file(vol, path)
         if real.exists() and not overwrite:
             raise ApiError(409, '1', f'"{path}" already exists.', 'path')
         if not real.parent.is_dir():
             raise self._missing_file(real.parent.relative_to(vol.path).as_posix())
-        real.write_bytes(request.form['data'])
+        if real.exists() and real.is_dir():
+            raise ApiError(400, '262197', f'"{path}" is a directory.', 'path')
+        with open(real, 'r+b' if real.exists() else 'wb') as file:
+            file.seek(max(offset, 0), os.SEEK_SET if offset >= 0 else os.SEEK_END)
+            file.write(data)
         return _Reply(201, {})
 
     @_route('PATCH', _VOL + r'/files/(?P<path>[^/]+)')

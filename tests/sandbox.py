@@ -7,7 +7,8 @@ The world is the test suite's (tests/world.py): VM 100 running with disks on two
 clusters, VM 101 stopped, storages ONTAP01 and ONTAP02 in PVE; plus the snapshots the
 README's examples name, as if the original tool had made them. After each command the
 sandbox prints the changes it left: `+` added, `-` removed, in PVE and on both clusters
-(disk files with the first bytes of their SHA-256, so a restore shows as changed bytes).
+(disk files with the first bytes of their SHA-256, so a restore shows as changed bytes;
+snapshots with their comment, so a hold shows).
 """
 
 import argparse
@@ -43,7 +44,8 @@ def state(world):
     for cluster, emu in (('A', world.a), ('B', world.b)):
         for vol in emu.volumes:
             facts.add(f'ONTAP {cluster} volume {vol.name}')
-            facts.update(f'ONTAP {cluster} {vol.name} snapshot {name}' for name in vol.snapshots)
+            facts.update(f'ONTAP {cluster} {vol.name} snapshot {name}' + (f' "{snap.comment}"' if snap.comment else '')
+                         for name, snap in vol.snapshots.items())
             for path in sorted(vol.path.rglob('*')):
                 if path.is_file():
                     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
@@ -83,9 +85,13 @@ def demo(world):
              run(world, 'vm', 'list', '-vm', 100),
              run(world, 'vm', 'create', '-vm', 100, '-suspend', '-keep', 7),
              run(world, 'storage', 'create', '-storage', 'ONTAP01', '-freeze', '-keep', 7),
-             run(world, 'storage', 'list', '-storage', 'ONTAP01')]
+             run(world, 'storage', 'hold', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT),
+             run(world, 'storage', 'list', '-storage', 'ONTAP01'),
+             run(world, 'vm', 'verify', '-vm', 100),
+             run(world, 'storage', 'verify', '-storage', 'ONTAP01')]
     (stamp,) = new_stamps(world, 'snapshot', {ORIGINAL_STAMP})
     snapshot = max(world.vol1.snapshots)
+    codes += [run(world, 'vm', 'hold', '-vm', 100, '-snapshot', stamp, '-reason', 'the sandbox holds it')]
 
     disk.write_bytes(b'a change after the snapshots')
     print('\n(vm-100-disk-0.raw overwritten; the restores below bring it back)')
@@ -93,7 +99,8 @@ def demo(world):
               run(world, 'vm', 'list', '-vm', 100)]
     restored_from_set = disk.read_bytes() == original
     (undo,) = new_stamps(world, 'prerestore', set())
-    codes += [run(world, 'vm', 'delete', '-vm', 100, '-snapshot', undo),
+    codes += [run(world, 'vm', 'release', '-vm', 100, '-snapshot', stamp),
+              run(world, 'vm', 'delete', '-vm', 100, '-snapshot', undo),
               run(world, 'vm', 'restore', '-vm', 100, '-storage-snapshot', snapshot, '-shutdown', '-yes'),
               run(world, 'storage', 'mount', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT),
               run(world, 'storage', 'mount', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT,
@@ -103,6 +110,7 @@ def demo(world):
               run(world, '-dry-run', 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT,
                   '-force'),
               run(world, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT, '-force', '-yes'),
+              run(world, 'storage', 'release', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT),
               run(world, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT)]
     print('\nA new VM 201 from a snapshot of VM 101 (as for a VM destroyed since, or a copy to test an update on):')
     codes += [run(world, 'vm', 'restore', '-vm', 101, '-snapshot', ORIGINAL_STAMP, '-as-new', 201)]
@@ -110,7 +118,11 @@ def demo(world):
           f'at the end {disk.read_bytes() == original}')
     print('\nAnd a mistake, to show what an error looks like: an unknown VM.')
     mistake = run(world, 'vm', 'create', '-vm', 999)
-    return 0 if not any(codes) and mistake == 1 and restored_from_set and disk.read_bytes() == original else 1
+    print('\nmonitor: ONTAP02 has no snapshot (CRITICAL), and the vm create above failed (WARNING); '
+          'its metrics go to the sandbox directory:')
+    verdict = run(world, 'monitor', '-vm', 100, 101, '-textfile', world.dir)
+    return 0 if (not any(codes) and mistake == 1 and verdict == 2 and restored_from_set
+                 and disk.read_bytes() == original) else 1
 
 
 def main(argv=None):
@@ -139,6 +151,7 @@ def main(argv=None):
         print('  pve-ontap-snapshot storage create -storage ONTAP01 -freeze')
         print(f'  pve-ontap-snapshot storage mount -storage ONTAP01 -snapshot {OLD_SNAPSHOT}')
         print(f'  pve-ontap-snapshot vm restore -vm 101 -snapshot {ORIGINAL_STAMP} -as-new 201')
+        print('  pve-ontap-snapshot vm verify -all')
         print('Disk files live under cluster-a/ and cluster-b/ there. Ctrl-C stops both servers.', flush=True)
         while True:
             time.sleep(3600)

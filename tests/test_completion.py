@@ -53,8 +53,10 @@ STORAGES = ['ONTAP01', 'ONTAP01-CLONE', 'ONTAP02', 'ONTAP02-CLONE']
 LINES = [
     ('pve-ontap-snapshot ', None),
     ('pve-ontap-snapshot -', None),
-    ('pve-ontap-snapshot vm ', ['--help', '-h', 'create', 'delete', 'list', 'restore']),
+    ('pve-ontap-snapshot vm ', ['--help', '-h', 'create', 'delete', 'hold', 'list', 'release', 'restore', 'verify']),
+    ('pve-ontap-snapshot vm re', ['release', 'restore']),
     ('pve-ontap-snapshot storage mo', ['mount ']),
+    ('pve-ontap-snapshot storage ho', ['hold ']),
     ('pve-ontap-snapshot vm create -', None),
     ('pve-ontap-snapshot vm create -vm 100 -suspend -', None),
     ('pve-ontap-snapshot vm create -all -s', ['-shutdown', '-suspend']),
@@ -63,6 +65,8 @@ LINES = [
     ('pve-ontap-snapshot -config {config} doctor -storage ONTAP01-', ['ONTAP01-CLONE ']),
     ('here: pve-ontap-snapshot storage unmount -storage O', STORAGES),
     ('pve-ontap-snapshot storage mount -storage ONTAP01 -snapshot s -name ', ['']),
+    ('pve-ontap-snapshot -config {config} storage verify -storage ONTAP0', STORAGES),
+    ('pve-ontap-snapshot vm verify -vm 100 -s', ['-snapshot ']),
     ('pve-ontap-snapshot vm restore -vm 100 -snapshot ', ['']),
     ('pve-ontap-snapshot -loglevel w', ['warn', 'warning']),
     ('pve-ontap-snapshot -output j', ['json ']),
@@ -114,7 +118,7 @@ def test_the_saved_parser_holds_every_command_and_option_of_the_tool(saved):
         return found
 
     assert flags(rebuilt) == flags(tool.build_parser())
-    assert len(flags(rebuilt)) == 15     # the tool, vm, storage, and their 12 commands
+    assert len(flags(rebuilt)) == 22     # the tool, vm, storage, and their 19 commands
 
 
 def test_the_build_stops_at_a_completer_that_uses_what_cannot_be_copied(tmp_path, monkeypatch):

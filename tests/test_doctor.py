@@ -252,7 +252,8 @@ def test_a_missing_privilege_is_named_for_each_command_that_needs_it(world):
 
     assert result.code == 0     # only commands that need it are affected: warnings
     lacking = {check for check, (status, _) in lines.items() if status == 'warn'}
-    assert lacking == {'privileges for vm create -suspend', 'privileges for vm create -shutdown, vm restore -shutdown'}
+    assert lacking == {'privileges for vm create -suspend', 'privileges for vm create -shutdown, vm restore -shutdown',
+                       'privileges for storage create -pause'}
     assert lines['privileges for vm create -suspend'] == (
         'warn', (f'{SNAP_USER} lacks VM.PowerMgmt on /vms; fix: grant it if you use these commands (README, '
                 'Least privilege)'))
@@ -821,7 +822,7 @@ def test_freeze_needs_the_guest_agent_privileges_of_the_pve_release(major, names
 @pytest.mark.parametrize('major', [8, 9])
 def test_what_only_the_guest_agent_differs_in_between_pve_8_and_9(major):
     for group in tool.Doctor.PRIVILEGE_GROUPS:
-        if group != 'vm create -freeze':
+        if group not in ('vm create -freeze', 'storage create -freeze', 'storage create -pause'):
             assert tool.Doctor.required_privileges(group, major) == tool.Doctor.required_privileges(group, 17 - major)
 
 
@@ -1089,3 +1090,175 @@ def test_doctor_names_a_vm_left_paused_and_try_resumes_it(world, cluster_dir, pm
     (line,) = [line for line in tried.out.splitlines() if 'guests left held' in line]
     assert line.startswith('ok    ONTAP01 guests left held: VM 100 was left paused by a run that died'), line
     assert line.endswith('resumed it') and vm.qmpstatus == 'running'
+
+
+# -- the timers enabled on this node, as systemd tells of them
+
+def systemd_time(seconds):
+    """A time as `systemctl show` prints it under TZ=UTC (empty: never)."""
+    return time.strftime('%a %Y-%m-%d %H:%M:%S UTC', time.gmtime(seconds)) if seconds else ''
+
+
+class FakeSystemd:
+    """systemd as doctor asks it: a fake /usr/bin/systemctl (Node.PROGRAMS) that answers `show`
+    from the units it is given and notes how it was called, and a directory for /run/systemd/system."""
+
+    def __init__(self, directory):
+        self.bin = directory / 'systemctl'
+        self.calls = directory / 'systemctl.calls'
+        self.bin.write_text('#!/bin/sh\necho "TZ=$TZ $*" >> "$0.calls"\n'
+                            'case "$*" in\n'
+                            '  "show --all --property=Id,UnitFileState,LastTriggerUSec,NextElapseUSecRealtime -- '
+                            'pve-ontap-snapshot-*.timer") cat "$0.timers";;\n'
+                            '  "show --property=Environment -- pve-ontap-snapshot-monitor.service")\n'
+                            '    cat "$0.monitor";;\n'
+                            '  *) echo "Unknown command verb $1." >&2; exit 1;;\n'
+                            'esac\n')
+        self.bin.chmod(0o755)
+        self.timers()
+        self.monitor_environment('TEXTFILE=/var/lib/prometheus/node-exporter OPTIONS=')
+
+    def timers(self, *units):
+        """The timers systemd has in memory: (name, UnitFileState, last trigger, next elapse), times
+        in epoch seconds or None."""
+        self.bin.with_name('systemctl.timers').write_text('\n'.join(
+            f'Id={name}\nUnitFileState={state}\nLastTriggerUSec={systemd_time(last)}\n'
+            f'NextElapseUSecRealtime={systemd_time(next_elapse)}\n' for name, state, last, next_elapse in units))
+
+    def monitor_environment(self, environment):
+        self.bin.with_name('systemctl.monitor').write_text(f'Environment={environment}\n')
+
+    def called(self):
+        return self.calls.read_text().splitlines() if self.calls.exists() else []
+
+
+@pytest.fixture
+def systemd(tmp_path, monkeypatch):
+    directory = tmp_path / 'systemd'
+    (directory / 'run-systemd-system').mkdir(parents=True)
+    fake = FakeSystemd(directory)
+    monkeypatch.setattr(tool.Doctor, 'SYSTEMD_DIR', str(directory / 'run-systemd-system'))
+    monkeypatch.setitem(tool.Node.PROGRAMS, 'systemctl', str(fake.bin))
+    return fake
+
+
+def stamp(seconds):
+    return time.strftime('%Y-%m-%d_%H:%M:%S+0000', time.gmtime(seconds))
+
+
+def run_record(cluster_dir, storage):
+    return json.loads((cluster_dir / 'pve-ontap-snapshot' / f'storage-create@{storage}.run').read_text())
+
+
+def test_without_systemd_the_timers_are_not_checked(world, tmp_path, monkeypatch):
+    monkeypatch.setattr(tool.Doctor, 'SYSTEMD_DIR', str(tmp_path / 'no-systemd'))
+    assert doctor(world, '-storage', 'ONTAP01')[1]['timers'] == (
+        'ok', f'not checked: systemd is not the init system here (no {tmp_path / "no-systemd"})')
+
+    monkeypatch.setitem(tool.Node.PROGRAMS, 'systemctl', str(tmp_path / 'no-systemctl'))
+    monkeypatch.setattr(tool.Doctor, 'SYSTEMD_DIR', str(tmp_path))
+    assert doctor(world, '-storage', 'ONTAP01')[1]['timers'] == (
+        'ok', f'not checked: no {tmp_path / "no-systemctl"} here')
+
+
+def test_no_timer_enabled_is_said_so_and_systemd_is_asked_in_utc(world, systemd):
+    systemd.timers(('pve-ontap-snapshot-storage@ONTAP01.timer', 'disabled', None, None))
+
+    result, lines = doctor(world, '-storage', 'ONTAP01')
+
+    assert result.code == 0
+    assert lines['timers'] == ('ok', ('none of pve-ontap-snapshot-*.timer is enabled on this node: nothing is '
+                                     'scheduled here (README, Scheduled snapshots)'))
+    assert systemd.called() == [('TZ=UTC show --all --property=Id,UnitFileState,LastTriggerUSec,NextElapseUSecRealtime '
+                                '-- pve-ontap-snapshot-*.timer')]
+
+
+def test_a_storage_timer_says_when_storage_create_last_succeeded_as_its_run_record_says(world, systemd, cluster_dir):
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    success = run_record(cluster_dir, 'ONTAP01')['last_success']
+    trigger, next_elapse = int(success['ended']) - 30, int(success['ended']) + 86400
+    systemd.timers(('pve-ontap-snapshot-storage@ONTAP01.timer', 'enabled', trigger, next_elapse),
+                   ('pve-ontap-snapshot-storage@ONTAP02.timer', 'enabled', None, next_elapse))
+
+    result, lines = doctor(world)
+
+    assert result.code == 0
+    assert lines['timer pve-ontap-snapshot-storage@ONTAP01.timer'] == (
+        'ok', (f'storage create last succeeded {stamp(success["ended"])} on node {success["node"]}; timer last '
+              f'triggered {stamp(trigger)}, next {stamp(next_elapse)}'))
+    # Just enabled, not fired yet: nothing to say against it.
+    assert lines['timer pve-ontap-snapshot-storage@ONTAP02.timer'] == (
+        'ok', f'no storage create of ONTAP02 recorded yet; timer last triggered never, next {stamp(next_elapse)}')
+    assert 'timers' not in lines
+
+
+def test_a_storage_timer_whose_storage_create_failed_since_it_last_succeeded_warns_with_the_error(world, systemd,
+                                                                                                  cluster_dir):
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    world.a.fail('POST', r'/snapshots$', status=500, message='no space left')
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 1
+    record = run_record(cluster_dir, 'ONTAP01')
+    success, failure = record['last_success'], record['last_failure']
+    systemd.timers(('pve-ontap-snapshot-storage@ONTAP01.timer', 'enabled', int(failure['ended']), None))
+
+    result, lines = doctor(world, '-storage', 'ONTAP01')
+
+    assert result.code == 0     # a warning: the setup itself may be sound
+    status, found = lines['timer pve-ontap-snapshot-storage@ONTAP01.timer']
+    assert status == 'warn'
+    assert found.startswith(f'storage create failed {stamp(failure["ended"])} on node {failure["node"]}: ')
+    assert 'no space left' in found
+    assert f'; last succeeded {stamp(success["ended"])} on node {success["node"]}; timer last triggered' in found
+    assert found.endswith('; fix: journalctl -u pve-ontap-snapshot-storage@ONTAP01.service (a failed run also mails '
+                          'root)')
+
+
+def test_a_storage_timer_that_never_succeeded_or_not_for_a_day_and_a_half_warns(world, systemd, cluster_dir):
+    world.b.fail('POST', r'/snapshots$', status=500, message='no space left')
+    assert world.run('storage', 'create', '-storage', 'ONTAP02').code == 1
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    failure = run_record(cluster_dir, 'ONTAP02')['last_failure']
+    success = run_record(cluster_dir, 'ONTAP01')['last_success']
+    # ONTAP01's timer fired 37 hours after the last success: the runs since did not end (or not here).
+    late = int(success['ended']) + 37 * 3600
+    systemd.timers(('pve-ontap-snapshot-storage@ONTAP01.timer', 'enabled', late, None),
+                   ('pve-ontap-snapshot-storage@ONTAP02.timer', 'enabled', int(failure['ended']), None))
+
+    _, lines = doctor(world)
+
+    status, found = lines['timer pve-ontap-snapshot-storage@ONTAP02.timer']
+    assert status == 'warn' and found.startswith(f'storage create failed {stamp(failure["ended"])} on node ')
+    assert 'no space left; it never succeeded; timer last triggered' in found
+    assert lines['timer pve-ontap-snapshot-storage@ONTAP01.timer'] == (
+        'warn', (f'storage create last succeeded {stamp(success["ended"])} on node {success["node"]}, more than 36 '
+                f'hours before the timer last triggered ({stamp(late)}); fix: journalctl -u '
+                'pve-ontap-snapshot-storage@ONTAP01.service (a failed run also mails root)'))
+
+
+def test_a_timer_that_fired_with_no_run_recorded_warns(world, systemd):
+    systemd.timers(('pve-ontap-snapshot-storage@ONTAP01.timer', 'enabled', time.time() - 60, None))
+    status, found = doctor(world, '-storage', 'ONTAP01')[1]['timer pve-ontap-snapshot-storage@ONTAP01.timer']
+    assert status == 'warn' and ', but no storage create of ONTAP01 is recorded to have ended' in found
+
+
+def test_the_monitor_timer_names_its_textfile_directory(world, systemd, tmp_path):
+    textfile = tmp_path / 'node exporter'
+    systemd.timers(('pve-ontap-snapshot-monitor.timer', 'enabled', 1_700_000_100, None))
+    systemd.monitor_environment(f'OPTIONS=-all "TEXTFILE={textfile}"')      # a drop-in's, with a blank
+
+    missing = doctor(world, '-storage', 'ONTAP01')[1]['timer pve-ontap-snapshot-monitor.timer']
+    textfile.mkdir()
+    there = doctor(world, '-storage', 'ONTAP01')[1]['timer pve-ontap-snapshot-monitor.timer']
+
+    assert missing == ('warn', (f'enabled, but its textfile directory {textfile} is missing, so its service is skipped '
+                               f'(last triggered {stamp(1_700_000_100)}); fix: apt install prometheus-node-exporter, '
+                               'or set another TEXTFILE in a drop-in (README, Scheduled snapshots)'))
+    assert there == ('ok', f"writes monitor's metrics to {textfile} every hour; last triggered {stamp(1_700_000_100)}")
+    assert systemd.called()[-1] == 'TZ=UTC show --property=Environment -- pve-ontap-snapshot-monitor.service'
+
+
+def test_systemd_that_does_not_answer_is_one_warning(world, systemd):
+    systemd.bin.write_text('#!/bin/sh\necho "Failed to connect to bus: No such file or directory" >&2\nexit 1\n')
+    assert doctor(world, '-storage', 'ONTAP01')[1]['timers'] == (
+        'warn', (f'not checked: {systemd.bin} show failed: Failed to connect to bus: No such file or directory; '
+                'fix: see systemctl status'))

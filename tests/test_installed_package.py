@@ -25,7 +25,16 @@ from pathlib import Path
 
 import pytest
 from test_completion import NEVER_IMPORTED, answers
-from test_packaging import check_the_timers_service, leaf_commands, metadata
+from test_packaging import (
+    MailWorld,
+    as_on_failure,
+    check_the_failure_mail,
+    check_the_monitor_service,
+    check_the_timers_service,
+    leaf_commands,
+    metadata,
+    unit_settings,
+)
 
 import pve_ontap_snapshot as tool
 
@@ -37,6 +46,8 @@ COMMAND = '/usr/sbin/pve-ontap-snapshot'
 COMPLETION = '/usr/share/bash-completion/completions/pve-ontap-snapshot'
 MAN_PAGE = '/usr/share/man/man8/pve-ontap-snapshot.8.gz'
 UNITS = '/usr/lib/systemd/system/pve-ontap-snapshot-storage@'
+MONITOR_UNITS = '/usr/lib/systemd/system/pve-ontap-snapshot-monitor'
+FAILURE_UNIT = '/usr/lib/systemd/system/pve-ontap-snapshot-failure@.service'
 TMPFILES = '/usr/lib/tmpfiles.d/pve-ontap-snapshot.conf'
 LOCK_DIR = '/run/lock/pve-ontap-snapshot'
 VERSION = tomllib.loads((Path(__file__).resolve().parent.parent / 'pyproject.toml').read_text())['project']['version']
@@ -178,6 +189,48 @@ def test_the_timers_service_as_installed_snapshots_its_storage(world):
     check_the_timers_service(world, node_argv([COMMAND]), on_node(UNITS + '.service').read_text())
 
 
+def test_the_monitor_service_as_installed_writes_the_metrics(world, tmp_path):
+    textfile = tmp_path / 'node-exporter'       # seen at the same path on the node
+    textfile.mkdir(mode=0o755)
+    check_the_monitor_service(world, node_argv([COMMAND]), on_node(MONITOR_UNITS + '.service').read_text(), textfile)
+
+
+def with_programs_of(mail, argv, sendmail=True):
+    """`argv` run on the node in a mount namespace of its own where the node's journalctl and
+    systemctl are MailWorld's fakes (bound over them: no journald or systemd runs in CI) and
+    /usr/sbin an empty tmpfs, with MailWorld's sendmail in it if `sendmail`; the node itself is
+    left as it was."""
+    setup = ('mount --bind "$1" "$R/usr/bin/journalctl" && mount --bind "$2" "$R/usr/bin/systemctl" && '
+             'mount -t tmpfs -o mode=755 tmpfs "$R/usr/sbin" && { [ -z "$3" ] || cp "$3" "$R/usr/sbin/sendmail"; } && '
+             'shift 3 && exec "$@"')
+    return ['unshare', '--mount', '--propagation', 'private', 'env', f'R={CHROOT}', 'sh', '-c', setup, 'sh',
+            mail.dir / 'journalctl', mail.dir / 'systemctl', mail.dir / 'sendmail' if sendmail else '',
+            *node_argv(argv)]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='the fakes are bound over the node\'s programs in a mount namespace, as root')
+def test_the_failure_unit_as_installed_mails_root_the_failed_runs_journal_lines(tmp_path):
+    """The failure unit's command, as the installed unit names it for a failed storage service,
+    run as systemd would (its $MONITOR_* variables), against fakes of journalctl, systemctl and
+    sendmail: no journald runs in CI, so the journal lines are the fake's."""
+    mail = MailWorld(tmp_path / 'mail')
+    (exec_start,) = unit_settings(on_node(FAILURE_UNIT).read_text())['ExecStart']
+    argv = exec_start.replace('%i', mail.UNIT).split()
+    assert argv == ['/usr/libexec/pve-ontap-snapshot/mail-failure', mail.UNIT]
+    assert owner(argv[0]) == 'pve-ontap-snapshot'
+
+    mailed = subprocess.run([str(a) for a in with_programs_of(mail, argv)], capture_output=True, text=True,
+                            timeout=60, check=False, env=as_on_failure())
+    check_the_failure_mail(mail, mailed)
+    mail.mail.unlink()
+    unmailed = subprocess.run([str(a) for a in with_programs_of(mail, argv, sendmail=False)], capture_output=True,
+                              text=True, timeout=60, check=False, env=as_on_failure())
+
+    assert unmailed.returncode == 1 and not mail.mail.exists()
+    assert unmailed.stderr.startswith(f'no /usr/sbin/sendmail: the failure of {mail.UNIT} on ')
+    assert unmailed.stderr.count('\n') == 1
+
+
 # -- completion, man page, units
 
 class LoginShell:
@@ -251,7 +304,10 @@ def test_the_man_page_renders_and_says_what_help_says():
 
 
 def test_systemd_accepts_the_units():
-    for units in ([UNITS + '.service', UNITS + '.timer'],
-                  ['pve-ontap-snapshot-storage@ONTAP01.service', 'pve-ontap-snapshot-storage@ONTAP01.timer']):
+    for units in ([UNITS + '.service', UNITS + '.timer', MONITOR_UNITS + '.service', MONITOR_UNITS + '.timer',
+                   FAILURE_UNIT],
+                  ['pve-ontap-snapshot-storage@ONTAP01.service', 'pve-ontap-snapshot-storage@ONTAP01.timer',
+                   'pve-ontap-snapshot-monitor.service', 'pve-ontap-snapshot-monitor.timer',
+                   'pve-ontap-snapshot-failure@pve-ontap-snapshot-storage@ONTAP01.service.service']):
         result = run('systemd-analyze', 'verify', *units)
         assert (result.returncode, result.stdout, result.stderr) == (0, '', '')

@@ -95,7 +95,7 @@ def test_two_storages_on_one_volume_share_its_lock_and_its_stamps(world, cluster
 
     # back to back, within a second or two: each waited for a stamp the other had not used
     assert len([name for name in world.vol1.snapshots if name.startswith('proxmox_snapshot_')]) == 4
-    assert [path.name for path in world.lock_record(cluster_dir).parent.iterdir()] == [world.lock_name()]
+    assert [path.name for path in world.lock_record(cluster_dir).parent.glob("*.lock")] == [world.lock_name()]
     lock = hold_cluster_lock(world, cluster_dir)
     held = world.run('storage', 'create', '-storage', 'ONTAP01B')
     assert error_lines(held) == [(f'ERROR: storage ONTAP01B (volume proxmox_storage01) is in use by another '
@@ -190,16 +190,17 @@ def test_two_runs_at_once_meet_at_the_cluster_lock(world, cluster_dir):
 
 @pytest.fixture
 def refusing_refreshes(monkeypatch):
-    """pmxcfs refuses every refresh of a lock from now on (EACCES: no quorum, or the lock is no
-    longer this node's), refreshed every 50 ms."""
-    real = os.utime
+    """pmxcfs refuses every refresh of a lock once the Event this returns is set (EACCES: no
+    quorum, or the lock is no longer this node's); locks are refreshed every 50 ms."""
+    real, refusing = os.utime, threading.Event()
 
     def utime(path, times=None, **kwargs):
-        if times and times[1] and str(path).rsplit('/', 2)[-2:-1] == ['lock']:
+        if refusing.is_set() and times and times[1] and str(path).rsplit('/', 2)[-2:-1] == ['lock']:
             raise PermissionError(errno.EACCES, 'Permission denied', str(path))
         return real(path, times, **kwargs)
     monkeypatch.setattr(tool.Locks, 'CLUSTER_REFRESH', 0.05)
     monkeypatch.setattr(os, 'utime', utime)
+    return refusing
 
 
 def test_a_refresh_pmxcfs_refuses_stops_every_change_but_the_vms_return(world, cluster_dir, refusing_refreshes):
@@ -208,7 +209,8 @@ def test_a_refresh_pmxcfs_refuses_stops_every_change_but_the_vms_return(world, c
 
     def hold_the_capture(record):     # the VM is paused now: the lock goes while it is
         if record['method'] == 'POST' and record['path'].endswith('/snapshots'):
-            for _ in range(200):
+            refusing_refreshes.set()
+            for _ in range(500):
                 if tool.STOP.lost is not None:
                     lost.set()
                     return

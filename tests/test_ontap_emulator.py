@@ -154,6 +154,13 @@ def test_a_snapshot_stays_busy_after_a_clone_from_it_when_asked(emu, vol, conn):
     renamed.name = 'renamed while busy'
     renamed.patch()
     assert list(vol.snapshots) == ['renamed while busy']
+    commented = Snapshot(vol.uuid, uuid=snap.uuid)
+    commented.comment = 'Snapshot of Proxmox storage ONTAP01; held'
+    commented.patch()
+    assert vol.snapshots['renamed while busy'].comment == 'Snapshot of Proxmox storage ONTAP01; held'
+    commented.comment = 'x' * 256
+    with pytest.raises(NetAppRestError, match='Invalid value'):
+        commented.patch()
     snap.busy_until = 0     # the while has passed
     Snapshot(vol.uuid, uuid=snap.uuid).delete()
     assert vol.snapshots == {}

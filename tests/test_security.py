@@ -554,7 +554,7 @@ def test_debug_shows_the_traceback_and_every_request_but_no_secret(world):
 
     assert result.code == 1
     assert 'Traceback' in result.err
-    assert f'ONTAP DELETE /api/storage/volumes/{world.vol1.uuid}/snapshots -> 200' in result.err
+    assert f'ONTAP GET /api/storage/volumes/{world.vol1.uuid}/snapshots -> 200' in result.err
     assert 'PVE GET /api2/json/storage -> 200' in result.err
     assert 'PVE POST /api2/json/access/ticket -> 200' in result.err
     for secret in (ONTAP_PASSWORD, PVE_PASSWORD, 'Basic ', 'PVEAuthCookie', 'CSRFPreventionToken'):

@@ -1,13 +1,13 @@
 """storage create: an ONTAP snapshot of the volume behind a storage, named and commented as the
-original named it, with a record (a manifest, the config in it) of every guest on the storage
-written into pve-ontap-snapshot/ of the volume just before it; -keep, -label and -min-age; and
+original named it and its comment saying how many guests it holds and how consistent, with one
+record (every guest's manifest, its config in it) of the guests on the storage written over the one
+at the volume's root just before it; -keep, -label and -min-age; and
 -freeze and -pause: every running VM with a disk on the storage is frozen through its guest agent
 (or, with -pause, paused in memory when it cannot be), the volume snapshot is taken, and every
 guest runs again — also when the snapshot fails or outlasts freeze_timeout (a stop signal:
 test_signals.py)."""
 
 import datetime
-import json
 import re
 import time
 
@@ -19,23 +19,24 @@ from world import (
     ONTAP_PASSWORD,
     add_container,
     agent_commands,
-    config_in,
     error_lines,
+    record_of,
     snapshots_across_a_dst_change,
     with_running_guests,
+    write_pmxcfs_configs,
 )
 
 import pve_ontap_snapshot as tool
 
 # -- the snapshot
 
-def test_create_takes_a_snapshot_with_the_originals_name_and_comment(world):
+def test_create_takes_a_snapshot_with_the_originals_name_and_comment_and_its_guests(world):
     result = world.run('storage', 'create', '-storage', 'ONTAP01')
 
     assert result.code == 0, result.err
     (name,) = world.storage_snapshots()
     assert re.fullmatch('proxmox_snapshot_' + tool.Names.STAMP_PATTERN, name)
-    assert world.vol1.snapshots[name].comment == 'Snapshot of Proxmox storage ONTAP01'
+    assert world.vol1.snapshots[name].comment == 'Snapshot of Proxmox storage ONTAP01; guests: 1 running, 1 shutdown'
     assert (world.vol1.snapshot_path(name) / 'images/100/vm-100-disk-0.raw').read_bytes() == \
         world.disk(world.vol1, 100, 'vm-100-disk-0.raw').read_bytes()
     assert not world.vol2.snapshots
@@ -62,58 +63,51 @@ def test_two_creates_in_a_row_make_two_snapshots(world):
 
 
 @pytest.mark.newest_release
-def test_storage_create_and_list_take_four_requests_and_the_records(world):
-    """Four, and the guests' records: the guest list and each guest's config (3), the record
-    directory listed (and made, the first time), the volume behind ONTAP02 (VM 100 has disks
-    there, named in its manifest) and a manifest (its config in it) of VM 100 and 101; the next
-    time each is replaced (a delete and a write). storage list reads each snapshot's records."""
-    assert world.requests_of('storage', 'create', '-storage', 'ONTAP01') == (2 + 1 + 1 + 1 + 2, 2 + 1 + 3)
-    assert world.requests_of('storage', 'create', '-storage', 'ONTAP01') == (2 + 1 + 1 + 4, 2 + 1 + 3)
-    assert world.requests_of('storage', 'list', '-storage', 'ONTAP01') == (2 + 2, 2)
+def test_storage_create_writes_one_record_whatever_the_guests_and_storage_list_reads_none(world):
+    """storage create: the volume, one record of every guest (written over the last), the snapshot;
+    and of PVE the guest list and, off a node, each guest's config (3; on a node pmxcfs has them:
+    test_on_a_node_storage_create_reads_the_configs_from_pmxcfs_and_takes_six_requests). storage list: the volume and its snapshots, what each holds in its comment."""
+    assert world.requests_of('storage', 'create', '-storage', 'ONTAP01') == (1 + 1 + 1, 2 + 1 + 3)
+    assert world.requests_of('storage', 'create', '-storage', 'ONTAP01') == (1 + 1 + 1, 2 + 1 + 3)
+    assert world.requests_of('storage', 'list', '-storage', 'ONTAP01') == (2, 2)
 
 
 # -- what it records of the guests
 
-def live_records(world):
-    folder = world.vol1.path / tool.Names.STORAGE_RECORD_DIR
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+def consistencies(record):
+    return {guest: manifest['consistency'] for guest, manifest in record.items()}
 
 
-def consistencies(records):
-    return {name.split('.')[0]: name.split('.')[1] for name in records if name.endswith('.manifest.json')}
-
-
-def test_each_storage_snapshot_holds_the_manifest_and_config_of_every_guest_on_it(world):
+def test_each_storage_snapshot_holds_one_record_with_the_manifest_of_every_guest_on_it(world):
     add_container(world)
 
     result = world.run('storage', 'create', '-storage', 'ONTAP01')
 
     assert result.code == 0, result.err
     (name,) = world.storage_snapshots()
-    records = world.storage_records(name)
+    record = world.storage_record(name)
     # VM 100 and 101 and CT 200 have disks on ONTAP01; VM 102 only on local-lvm
-    assert sorted(records) == ['ct-200.atomic.manifest.json', 'vm-100.running.manifest.json',
-                               'vm-101.shutdown.manifest.json']
-    assert sorted(records) == live_records(world)
-    assert config_in(records['vm-101.shutdown.manifest.json']) == (
-        b'memory: 1024\nname: db\nscsi0: ONTAP01:101/vm-101-disk-0.raw,size=1G\n')
-    container = json.loads(records['ct-200.atomic.manifest.json'])
+    assert sorted(record) == ['ct-200', 'vm-100', 'vm-101']
+    assert record == record_of(world.vol1.path / tool.Names.STORAGE_RECORD)
+    assert world.vol1.snapshots[name].comment == 'Snapshot of Proxmox storage ONTAP01; guests: 1 running, 1 atomic, 1 shutdown'
+    assert record['vm-101']['config'] == 'memory: 1024\nname: db\nscsi0: ONTAP01:101/vm-101-disk-0.raw,size=1G\n'
+    container = dict(record['ct-200'])
     assert 'rootfs: ONTAP01:200/vm-200-disk-0.raw,size=8G\n' in container.pop('config')
     assert container.pop('signature').startswith('hmac-sha256:')
     assert container == {
-        'tool': 'pve-ontap-snapshot', 'version': tool.tool_version(), 'vmid': 200, 'name': 'files', 'node': 'pve2',
-        'stamp': name, 'consistency': 'atomic', 'config_from': 'api',
+        'tool': 'pve-ontap-snapshot', 'version': tool.tool_version(), 'vmid': 200, 'type': 'lxc', 'name': 'files',
+        'node': 'pve2', 'stamp': name, 'consistency': 'atomic', 'config_from': 'api',
         'identity': {'ctime': None, 'smbios_uuid': None},
         'disks': [{'key': 'rootfs', 'volid': 'ONTAP01:200/vm-200-disk-0.raw',
                    'clone': f'.snapshot/{name}/images/200/vm-200-disk-0.raw', 'size': 8 * 2**30,
                    'storage': 'ONTAP01', 'cluster': world.a.host, 'svm': 'svm1', 'volume': 'proxmox_storage01',
                    'format': 'raw'}]}
-    # every ONTAP disk of VM 100, those on ONTAP02 (not in this snapshot) without a path in it
-    disks = {d['key']: d for d in json.loads(records['vm-100.running.manifest.json'])['disks']}
+    # every ONTAP disk of VM 100; those on ONTAP02 (not in this snapshot) named, their volume not looked up
+    disks = {d['key']: d for d in record['vm-100']['disks']}
     assert sorted(disks) == ['efidisk0', 'ide0', 'sata0', 'scsi0', 'tpmstate0', 'virtio0']
     assert disks['scsi0']['clone'] == f'.snapshot/{name}/images/100/vm-100-disk-2.qcow2'
-    assert (disks['sata0']['clone'], disks['sata0']['cluster'], disks['sata0']['volume']) == (
-        None, world.b.host, 'proxmox_storage02')
+    assert (disks['sata0']['clone'], disks['sata0']['storage'], disks['sata0']['volume']) == (None, 'ONTAP02', None)
+    assert world.b.requests == []
     # the clone paths name real files of the snapshot
     assert (world.vol1.snapshots[name].path / 'images/200/vm-200-disk-0.raw').read_bytes() == \
         world.disk(world.vol1, 200, 'vm-200-disk-0.raw').read_bytes()
@@ -130,10 +124,13 @@ def test_each_guests_manifest_says_how_it_was_held_for_the_snapshot(world, flags
 
     assert result.code == 0, result.err
     (name,) = world.storage_snapshots()
-    assert consistencies(world.storage_records(name)) == expected
+    assert consistencies(world.storage_record(name)) == expected
+    counts = tool.Names.guest_counts(world.vol1.snapshots[name].comment)
+    assert counts == {word: list(expected.values()).count(word) for word in expected.values()}
 
 
 def test_a_guest_moved_away_is_no_longer_in_the_next_snapshot(world):
+    world.pve.vm(101).config['description'] = 'a long description ' * 20
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
     world.pve.vm(101).config['scsi0'] = 'local-lvm:vm-101-disk-0,size=1G'
     world.pve.vm(100).status = 'stopped'
@@ -142,38 +139,28 @@ def test_a_guest_moved_away_is_no_longer_in_the_next_snapshot(world):
 
     assert result.code == 0, result.err
     first, second = world.storage_snapshots()
-    assert sorted(world.storage_records(first)) == ['vm-100.running.manifest.json', 'vm-101.shutdown.manifest.json']
-    assert sorted(world.storage_records(second)) == ['vm-100.shutdown.manifest.json']
-    assert json.loads(world.storage_records(second)['vm-100.shutdown.manifest.json'])['stamp'] == second
+    assert consistencies(world.storage_record(first)) == {'vm-100': 'running', 'vm-101': 'shutdown'}
+    # written over the longer record before it: the first JSON value is the whole record
+    assert consistencies(world.storage_record(second)) == {'vm-100': 'shutdown'}
+    assert world.storage_record(second)['vm-100']['stamp'] == second
+    assert world.vol1.snapshots[second].comment.endswith('; guests: 1 shutdown')
 
 
 def test_a_record_not_written_still_leaves_the_snapshot_and_fails_naming_it(world):
-    world.a.fail('POST', r'vm-101.*manifest', status=500, message='disk quota exceeded')
+    world.a.fail('POST', r'files/pve-ontap-snapshot\.manifest', status=500, message='disk quota exceeded')
 
     result = world.run('storage', 'create', '-storage', 'ONTAP01')
 
     assert result.code == 1
     (name,) = world.storage_snapshots()
     assert error_lines(result) == [(
-        f'ERROR: storage ONTAP01: snapshot {name} was made, but not recorded in pve-ontap-snapshot/ on ONTAP01: '
-        f'the record of VM 101 (ONTAP {world.a.host}: write pve-ontap-snapshot/vm-101.shutdown.manifest.json in '
-        'volume proxmox_storage01: disk quota exceeded)')]
-    assert sorted(world.storage_records(name)) == ['vm-100.running.manifest.json']
+        f'ERROR: storage ONTAP01: snapshot {name} was made, but no guest was recorded in '
+        f'pve-ontap-snapshot.manifest.json on ONTAP01: ONTAP {world.a.host}: write pve-ontap-snapshot.manifest.json '
+        'in volume proxmox_storage01: disk quota exceeded')]
+    assert world.storage_record(name) is None
 
 
-def test_a_record_replaced_is_whole_even_when_shorter(world):
-    world.pve.vm(101).config['description'] = 'a long description ' * 20
-    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-    del world.pve.vm(101).config['description']
-
-    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-
-    _, second = world.storage_snapshots()
-    assert config_in(world.storage_records(second)['vm-101.shutdown.manifest.json']) == (
-        b'memory: 1024\nname: db\nscsi0: ONTAP01:101/vm-101-disk-0.raw,size=1G\n')
-
-
-def test_a_dry_run_says_which_records_it_would_write_and_writes_none(world):
+def test_a_dry_run_says_which_record_it_would_write_and_writes_none(world):
     before = world.state()
 
     result = world.run('-dry-run', 'storage', 'create', '-storage', 'ONTAP01')
@@ -181,10 +168,27 @@ def test_a_dry_run_says_which_records_it_would_write_and_writes_none(world):
     assert result.code == 0, result.err
     assert world.state() == before
     lines = [line.split(' (')[0] for line in result.out.splitlines()]
-    assert lines[:3] == ['would create the directory pve-ontap-snapshot in volume proxmox_storage01',
-                         'would write pve-ontap-snapshot/vm-100.running.manifest.json in volume proxmox_storage01',
-                         'would write pve-ontap-snapshot/vm-101.shutdown.manifest.json in volume proxmox_storage01']
-    assert lines[3].startswith('would create snapshot proxmox_snapshot_')
+    assert lines[0] == 'would write pve-ontap-snapshot.manifest.json in volume proxmox_storage01'
+    assert lines[1].startswith('would create snapshot proxmox_snapshot_')
+
+
+def test_on_a_node_storage_create_reads_the_configs_from_pmxcfs_and_takes_six_requests(world, monkeypatch):
+    add_container(world)
+    monkeypatch.setattr(tool.Node, 'name', lambda: 'pve1')
+    monkeypatch.setattr(tool.Node, 'CONFIGS_DIR', str(write_pmxcfs_configs(world.pve, world.dir)))
+    world.pve.requests.clear()
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01')
+
+    assert result.code == 0, result.err
+    (name,) = world.storage_snapshots()
+    record = world.storage_record(name)
+    assert record['ct-200']['config_from'] == f'{world.dir}/nodes/pve2/lxc/200.conf'
+    assert record['vm-101']['config'] == 'memory: 1024\nname: db\nscsi0: ONTAP01:101/vm-101-disk-0.raw,size=1G\n'
+    assert [path for _, path, _ in world.pve.requests] == [
+        '/api2/json/access/ticket', '/api2/json/storage', '/api2/json/cluster/resources']
+    assert [(r['method'], r['path'].rsplit('/', 1)[-1]) for r in world.a.requests] == [
+        ('GET', 'volumes'), ('POST', 'pve-ontap-snapshot.manifest.json'), ('POST', 'snapshots')]
 
 
 @pytest.mark.parametrize('guest, disks, how, expected', [

@@ -1,6 +1,7 @@
 """storage list, storage show and storage delete: the tool's snapshots of the volume behind a
-storage, oldest first, with how many guests each holds and how consistent; the volume's metadata;
-and deleting one snapshot, by its exact name only, never one a mounted clone stands on."""
+storage, oldest first, with how many guests each holds and how consistent (from the snapshot's
+comment); the volume's metadata, and with -snapshot each guest a snapshot's record holds; and
+deleting one snapshot, by its exact name only, never one a mounted clone stands on."""
 
 import json
 import re
@@ -32,7 +33,7 @@ def test_list_shows_only_the_tools_snapshots_oldest_first(world):
 
     assert result.code == 0 and result.err == ''
     lines = result.out.splitlines()
-    assert lines[0].split() == ['NAME', 'CREATED', 'SIZE', 'LABEL', 'GUESTS', 'CONSISTENCY', 'COMMENT']
+    assert lines[0].split() == ['NAME', 'CREATED', 'SIZE', 'LABEL', 'GUESTS', 'CONSISTENCY', 'COMMENT', 'HELD']
     assert [line.split()[0] for line in lines[1:]] == [OLD_SNAPSHOT, MARCH_SNAPSHOT]
     assert 'made by the original' in lines[1]
 
@@ -42,7 +43,7 @@ def test_list_as_json(world):
     result = world.run('storage', 'list', '-storage', 'ONTAP01', '-output', 'json')
     data = json.loads(result.out)
     assert [s['name'] for s in data] == [OLD_SNAPSHOT]
-    assert set(data[0]) == {'name', 'create_time', 'size', 'label', 'comment', 'guests'}
+    assert set(data[0]) == {'name', 'create_time', 'size', 'label', 'comment', 'guests', 'consistency', 'held'}
 
 
 def test_list_orders_snapshots_by_time_across_a_dst_change(world):
@@ -56,14 +57,15 @@ def test_list_orders_snapshots_by_time_across_a_dst_change(world):
     assert [s['create_time'] for s in listed] == ['2024-10-27T02:30:00+02:00', '2024-10-27T02:15:00+01:00']
 
 
-def test_storage_list_shows_how_many_guests_each_snapshot_holds_and_how_consistent(world):
+def test_storage_list_reads_what_each_snapshot_holds_from_the_listing_alone(world):
     world.a.add_snapshot('proxmox_storage01', OLD_SNAPSHOT, create_time='2024-03-13T14:42:47+00:00')
     add_container(world)
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
     (_, name) = world.storage_snapshots()
+    world.a.requests.clear()
 
     text = world.run('-loglevel', 'warn', 'storage', 'list', '-storage', 'ONTAP01')
-    data = world.json('storage', 'list', '-storage', 'ONTAP01')
+    data = json.loads(world.run('-output', 'json', 'storage', 'list', '-storage', 'ONTAP01').out)
 
     assert text.code == 0 and text.err == ''
     header, old, new = text.out.splitlines()
@@ -72,21 +74,10 @@ def test_storage_list_shows_how_many_guests_each_snapshot_holds_and_how_consiste
     assert old.split()[5:7] == ['-', 'unknown']
     assert re.match(r'3 +1 running, 1 atomic, 1 shutdown +Snapshot of', new.split(maxsplit=5)[5])
     assert [s['name'] for s in data] == [OLD_SNAPSHOT, name]
-    assert data[0]['guests'] is None
-    assert data[1]['guests'] == [{'vmid': 100, 'type': 'qemu', 'consistency': 'running'},
-                                 {'vmid': 101, 'type': 'qemu', 'consistency': 'shutdown'},
-                                 {'vmid': 200, 'type': 'lxc', 'consistency': 'atomic'}]
-
-
-def test_a_snapshot_whose_records_cannot_be_read_lists_as_unknown_with_a_warning(world):
-    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-    world.a.fail('GET', r'snapshot.*pve-ontap-snapshot', status=403, code='6', message='not permitted')
-
-    result = world.run('-output', 'json', 'storage', 'list', '-storage', 'ONTAP01')
-
-    assert result.code == 0, result.err
-    assert json.loads(result.out)[0]['guests'] is None
-    assert 'WARNING: storage ONTAP01: what 1 snapshot(s) hold could not be read, shown as unknown' in result.err
+    assert (data[0]['guests'], data[0]['consistency']) == (None, None)
+    assert (data[1]['guests'], data[1]['consistency']) == (3, {'running': 1, 'atomic': 1, 'shutdown': 1})
+    # per run: the volume and its snapshots, nothing per snapshot
+    assert [r['path'].rsplit('/', 1)[-1] for r in world.a.requests] == ['volumes', 'snapshots'] * 2
 
 
 @pytest.mark.parametrize('names, expected', [
@@ -94,16 +85,25 @@ def test_a_snapshot_whose_records_cannot_be_read_lists_as_unknown_with_a_warning
     (['vm-100.conf'], []),
     (['ct-7.conf', 'ct-7.paused.manifest.json', 'vm-10.frozen.manifest.json', 'notes.txt', 'vm-9.bogus.manifest.json'],
      [{'vmid': 7, 'type': 'lxc', 'consistency': 'paused'}, {'vmid': 10, 'type': 'qemu', 'consistency': 'frozen'}])])
-def test_recorded_guests_come_from_manifest_names(names, expected):
+def test_recorded_guests_come_from_the_manifest_names_of_earlier_builds(names, expected):
     assert tool.Names.recorded_guests(names) == expected
 
 
-@pytest.mark.parametrize('words, expected', [
-    ([], '-'), (['running'], '1 running'),
-    (['running', 'frozen', 'frozen', 'frozen'], '3 frozen, 1 running'),
-    (['shutdown', 'atomic'], '1 atomic, 1 shutdown')])
-def test_consistency_summary_counts_most_first(words, expected):
-    assert tool.Consistency.summary([{'consistency': word} for word in words]) == expected
+@pytest.mark.parametrize('counts, expected', [
+    ({}, '-'), ({'running': 1}, '1 running'),
+    ({'running': 1, 'frozen': 3}, '3 frozen, 1 running'),
+    ({'shutdown': 1, 'atomic': 1}, '1 atomic, 1 shutdown')])
+def test_consistency_summary_counts_most_first_and_reads_back_from_the_comment(counts, expected):
+    assert tool.Consistency.summary(counts) == expected
+    comment = tool.Names.storage_snapshot_comment('ONTAP01', counts)
+    assert comment == f'Snapshot of Proxmox storage ONTAP01; guests: {expected if counts else "none"}'
+    assert tool.Names.guest_counts(comment) == counts
+
+
+@pytest.mark.parametrize('comment', ['Snapshot of Proxmox storage ONTAP01', '', None, 'guests: 3 running'])
+def test_a_comment_that_says_nothing_of_guests_counts_none(comment):
+    assert tool.Names.guest_counts(comment) is None
+
 
 
 @pytest.mark.newest_release
@@ -129,6 +129,64 @@ def test_show_prints_the_volume(world):
     assert fields['nas.path'] == '/proxmox_storage01'
     assert fields['svm.name'] == 'svm1'
     assert fields['uuid'] == world.vol1.uuid
+
+
+def test_storage_show_of_a_snapshot_names_each_guest_it_holds(world):
+    add_container(world)
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    (name,) = world.storage_snapshots()
+
+    text = world.run('storage', 'show', '-storage', 'ONTAP01', '-snapshot', name)
+    data = json.loads(world.run('-output', 'json', 'storage', 'show', '-storage', 'ONTAP01', '-snapshot', name).out)
+
+    assert text.code == 0, text.err
+    rows = [re.split(r' {2,}', line) for line in text.out.split('\n\n')[1].splitlines()]
+    assert rows == [['GUEST', 'NAME', 'NODE', 'CONSISTENCY', 'DISKS', 'SIGNED'],
+                    ['VM 100', 'web', 'pve1', 'running', 'efidisk0, ide0, scsi0, tpmstate0', 'yes'],
+                    ['VM 101', 'db', 'pve2', 'shutdown', 'scsi0', 'yes'],
+                    ['CT 200', 'files', 'pve2', 'atomic', 'rootfs', 'yes']]
+    assert data['name'] == name and [g['vmid'] for g in data['guests']] == [100, 101, 200]
+
+
+def test_storage_show_reads_the_records_of_earlier_builds_and_says_where_there_are_none(world):
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    (name,) = world.storage_snapshots()
+    # as an earlier build left it: one manifest per guest in pve-ontap-snapshot/
+    snapshot = world.vol1.snapshots[name].path
+    record = world.storage_record(name)
+    (snapshot / tool.Names.STORAGE_RECORD_DIR).mkdir()
+    for guest, manifest in record.items():
+        (snapshot / tool.Names.STORAGE_RECORD_DIR / f'{guest}.{manifest["consistency"]}.manifest.json').write_text(
+            json.dumps(manifest))
+    (snapshot / tool.Names.STORAGE_RECORD).unlink()
+    (world.vol1.path / tool.Names.STORAGE_RECORD).unlink()
+    world.a.add_snapshot('proxmox_storage01', OLD_SNAPSHOT)
+
+    earlier = json.loads(world.run('-output', 'json', 'storage', 'show', '-storage', 'ONTAP01', '-snapshot', name).out)
+    original = world.run('storage', 'show', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT)
+
+    assert [(g['vmid'], g['type'], g['consistency']) for g in earlier['guests']] == [
+        (100, 'qemu', 'running'), (101, 'qemu', 'shutdown')]
+    assert original.code == 0, original.err
+    assert 'guests       not recorded (a snapshot made by the original tool)' in original.out
+
+
+def test_a_record_of_more_than_a_megabyte_is_written_and_read_a_megabyte_at_a_time(world):
+    # PVE keeps a description of up to 8 KiB (qemu-server: description, maxLength 8192)
+    for vmid in range(300, 440):
+        world.pve.add_vm(vmid, f'vm{vmid}', status='stopped', config={
+            'scsi0': f'ONTAP01:{vmid}/vm-{vmid}-disk-0.raw,size=1G', 'description': 'x' * 8000})
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    (name,) = world.storage_snapshots()
+    world.a.requests.clear()
+
+    result = world.run('-output', 'json', 'storage', 'show', '-storage', 'ONTAP01', '-snapshot', name)
+
+    assert result.code == 0, result.err
+    assert (world.vol1.path / tool.Names.STORAGE_RECORD).stat().st_size > 2**20
+    assert len(json.loads(result.out)['guests']) == 142
+    reads = [r for r in world.a.requests if r['query'].get('length')]
+    assert [int(r['query']['byte_offset']) for r in reads] == [0, 2**20]
 
 
 # -- storage delete
@@ -159,18 +217,20 @@ def test_delete_of_a_wildcard_name_deletes_nothing(world):
     world.a.add_snapshot('proxmox_storage01', MARCH_SNAPSHOT)
 
     for name in ('proxmox_snapshot_*', '!nothing', f'{OLD_SNAPSHOT}|proxmox_snapshot_2024-03-14_10:00:00+0000'):
-        result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', name)
-        assert result.code == 1 and result.err.strip().endswith(f'has no snapshot {name}')
+        for force in ((), ('-force',)):
+            result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', name, *force)
+            assert result.code == 1 and result.err.strip().endswith(f'has no snapshot {name}')
 
     assert world.storage_snapshots() == [OLD_SNAPSHOT, MARCH_SNAPSHOT]
 
 
-def test_delete_waits_for_a_job_that_outlasts_return_timeout(world):
+@pytest.mark.parametrize('force', [(), ('-force',)], ids=['by uuid', 'by name, -force'])
+def test_delete_waits_for_a_job_that_outlasts_return_timeout(world, force):
     world.write_config(defaults='read_timeout = 6\n')   # return_timeout = 1 s
     world.a.add_snapshot('proxmox_storage01', OLD_SNAPSHOT)
-    world.a.slow_job('DELETE', r'/snapshots$', 1.2)
+    world.a.slow_job('DELETE', r'/snapshots(/|$)', 1.2)
 
-    result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT)
+    result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT, *force)
 
     assert result.code == 0, result.err
     assert world.storage_snapshots() == []
@@ -178,12 +238,13 @@ def test_delete_waits_for_a_job_that_outlasts_return_timeout(world):
 
 
 def test_a_query_based_delete_is_understood_in_every_answer_shape(world):
+    """storage delete -force deletes by name, unread (without -force the snapshot is read for its hold)."""
     for shape in ('jobs', 'job', 'bare'):
         name = f'proxmox_snapshot_2024-03-13_14:42:4{len(shape)}+0000'
         world.a.add_snapshot('proxmox_storage01', name)
         world.a.collection_delete_answer = shape
 
-        result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', name)
+        result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', name, '-force')
 
         assert result.code == 0, (shape, result.err)
         assert name not in world.vol1.snapshots
@@ -192,23 +253,27 @@ def test_a_query_based_delete_is_understood_in_every_answer_shape(world):
 def test_a_query_based_delete_that_matched_nothing_says_so_when_ontap_tells(world):
     world.a.collection_delete_answer = 'job'
 
-    result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_nothing')
+    result = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_nothing', '-force')
 
     assert error_lines(result) == [f'ERROR: ONTAP {world.a.host}: volume proxmox_storage01 has no snapshot proxmox_snapshot_nothing']
 
 
 @pytest.mark.newest_release
-def test_storage_delete_takes_four_requests_and_three_with_a_token(world):
-    """The snapshot goes by a query-based DELETE filtered by its name, answered without a job
-    poll, so its UUID needs no lookup. An API token saves the PVE login."""
-    for name in ('proxmox_snapshot_a', 'proxmox_snapshot_b'):
+def test_storage_delete_takes_five_requests_four_with_force_and_three_with_a_token(world):
+    """The snapshot is read for its hold (in its comment) and deleted by its UUID, answered without
+    a job poll. -force deletes it unread, by a query-based DELETE filtered by its name. An API
+    token saves the PVE login."""
+    for name in ('proxmox_snapshot_a', 'proxmox_snapshot_b', 'proxmox_snapshot_c'):
         world.a.add_snapshot('proxmox_storage01', name)
-    assert world.requests_of('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_a') == (2, 2)
+    assert world.requests_of('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_a') == (3, 2)
+    assert world.requests_of('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_b',
+                             '-force') == (2, 2)
     world.pve.apitokens['root@pam!backup'] = 'token-value'
     world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = root@pam\n'
                                'proxmox_token_name = backup\nproxmox_token_value = token-value\n'
                                f'proxmox_verify = {world.pve_cafile}\n')
-    assert world.requests_of('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_b') == (2, 1)
+    assert world.requests_of('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_c',
+                             '-force') == (2, 1)
     assert not [name for name in world.vol1.snapshots if name.startswith('proxmox_snapshot_')]
 
 

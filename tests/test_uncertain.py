@@ -11,7 +11,6 @@ from world import (
     VM100_ONTAP_DISKS,
     VM101_DISK,
     cloning,
-    config_in,
     drop_pve_request,
     error_lines,
     lose_pve_answer,
@@ -349,13 +348,13 @@ def test_a_storage_snapshot_whose_answer_is_lost_is_read_back_and_retention_runs
 
 
 def test_a_record_whose_answer_was_lost_is_read_back(world):
-    world.a.lose_answer('POST', r'vm-101.*manifest')
+    world.a.lose_answer('POST', r'files/pve-ontap-snapshot\.manifest')
 
     result = world.run('storage', 'create', '-storage', 'ONTAP01')
 
     assert result.code == 0, result.err
     (name,) = world.storage_snapshots()
-    assert config_in(world.storage_records(name)['vm-101.shutdown.manifest.json']).startswith(b'memory: 1024\n')
+    assert world.storage_record(name)['vm-101']['config'].startswith('memory: 1024\n')
 
 
 # -- storage mount

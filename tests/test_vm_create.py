@@ -286,6 +286,47 @@ def test_a_job_slower_than_its_bound_fails_and_names_the_clone(world):
     assert world.pve.vm(100).status == 'running'
 
 
+# -- a node at its split-load limit
+
+@pytest.fixture
+def quick_back_off(monkeypatch):
+    monkeypatch.setattr(tool.Volume, 'BUSY_FIRST', 0.05)
+    monkeypatch.setattr(tool.Volume, 'BUSY_STEP', 0.1)
+
+
+def test_a_clone_refused_at_the_split_load_limit_is_asked_again_and_made(world, quick_back_off):
+    world.a.split_load_refusals = 2
+
+    result = world.run('vm', 'create', '-vm', 101)
+
+    assert result.code == 0, result.err
+    assert len(world.clones(world.vol1, 101)) == 1
+    assert len(world.ontap_requests('POST', FILE_CLONE, on=world.a)) == 3
+    assert world.a.split_load_refusals == 0
+
+
+def test_a_clone_still_refused_at_the_bound_fails_the_vm_saying_why(world, quick_back_off, monkeypatch):
+    monkeypatch.setattr(tool.Volume, 'BUSY_BOUND', 0.5)
+    world.a.split_load_refusals = 1000
+
+    result = world.run('vm', 'create', '-vm', 101)
+
+    assert result.code == 1
+    assert 'Reached maximum split load allowed on the node' in error_lines(result)[-1]
+    assert world.clones(world.vol1, 101) == []
+    assert world.pve.vm(101).status == 'stopped'
+
+
+def test_a_clone_refused_for_another_reason_is_not_asked_again(world, quick_back_off):
+    world.a.fail_job('POST', r'/api/storage/file/clone$', message='Clone start failed: the FlexClone license expired')
+
+    result = world.run('vm', 'create', '-vm', 101)
+
+    assert result.code == 1
+    assert 'the FlexClone license expired' in error_lines(result)[-1]
+    assert len(world.ontap_requests('POST', FILE_CLONE, on=world.a)) == 1
+
+
 # -- one instant: a capture snapshot per volume
 
 SNAPSHOT_OF = {'ide0': 'vm-100-disk-0.raw', 'sata0': 'vm-100-disk-1.raw', 'scsi0': 'vm-100-disk-2.qcow2',
@@ -820,7 +861,8 @@ def test_a_snapshot_carries_the_vms_config_and_a_manifest_of_its_disks(world):
     assert lines[2:] == sorted(lines[2:]) and not [line for line in lines if line.startswith('digest')]
     assert saved['manifest'].pop('signature').startswith('hmac-sha256:')
     assert saved['manifest'] == {
-        'tool': 'pve-ontap-snapshot', 'version': tool.tool_version(), 'vmid': 101, 'name': 'db', 'node': 'pve2',
+        'tool': 'pve-ontap-snapshot', 'version': tool.tool_version(), 'vmid': 101, 'type': 'qemu', 'name': 'db',
+        'node': 'pve2',
         'stamp': stamp, 'consistency': 'shutdown', 'config_from': 'api',
         'identity': {'ctime': None, 'smbios_uuid': None},
         'disks': [{'key': 'scsi0', 'volid': 'ONTAP01:101/vm-101-disk-0.raw',

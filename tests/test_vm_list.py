@@ -41,12 +41,12 @@ def test_list_shows_every_set_across_both_clusters_with_pre_restore_marked(world
 
     assert result.code == 0, result.err
     lines = result.out.splitlines()
-    assert lines[0].split() == ['SNAPSHOT', 'KIND', 'SIZE', 'DISKS', 'STATE', 'CONSISTENCY', 'OF']
+    assert lines[0].split() == ['SNAPSHOT', 'KIND', 'SIZE', 'DISKS', 'STATE', 'CONSISTENCY', 'OF', 'HELD']
     assert table_rows(result.out) == [
         [OLDER, 'snapshot', '48.0 KiB', 'ide0,scsi0,efidisk0,tpmstate0,sata0,virtio0', 'complete', 'unknown',
-         'unknown'],
+         'unknown', 'no'],
         [OLD, 'pre-restore', '16.0 KiB', 'ide0,sata0', 'incomplete (lacks efidisk0,scsi0,tpmstate0,virtio0)',
-         'unknown', 'unknown']]
+         'unknown', 'unknown', 'no']]
     data = world.vm_snapshots(100)
     assert [(s['stamp'], s['kind'], len(s['files'])) for s in data] == [(OLDER, 'snapshot', 6),
                                                                        (OLD, 'pre-restore', 2)]
@@ -65,9 +65,9 @@ def test_list_marks_a_set_that_lacks_disks_as_incomplete_but_not_one_with_files_
     older, old = table_rows(result.out)
     assert older == [OLDER, 'snapshot', '56.0 KiB',
                      f'ide0,scsi0,efidisk0,tpmstate0,vm-100-disk-9-snapshot-{OLDER}.raw,sata0,virtio0', 'complete',
-                     'unknown', 'unknown']
+                     'unknown', 'unknown', 'no']
     assert old == [OLD, 'snapshot', '32.0 KiB', 'ide0,scsi0,efidisk0,tpmstate0', 'incomplete (lacks sata0,virtio0)',
-                   'unknown', 'unknown']
+                   'unknown', 'unknown', 'no']
     data = world.vm_snapshots(100)
     assert [(s['stamp'], s['complete'], s['missing']) for s in data] == [(OLDER, True, []),
                                                                        (OLD, False, ['sata0', 'virtio0'])]
@@ -83,7 +83,7 @@ def test_list_marks_a_set_made_before_a_disk_was_added_as_incomplete(world):
 
     assert result.code == 0, result.err
     assert table_rows(result.out) == [[OLD, 'snapshot', '8.0 KiB', 'scsi0', 'incomplete (lacks scsi1)', 'unknown',
-                                       'unknown']]
+                                       'unknown', 'no']]
     assert [(s['complete'], s['missing']) for s in world.vm_snapshots(101)] == [(False, ['scsi1'])]
 
 
@@ -101,9 +101,9 @@ def test_vm_list_shows_the_consistency_of_new_snapshots_and_unknown_for_old_ones
 
     assert result.code == 0, result.err
     rows = [re.split(r' {2,}', line) for line in result.out.splitlines()]
-    assert rows[0][-2:] == ['CONSISTENCY', 'OF']
-    assert [(row[0] == OLD, row[3], row[-2]) for row in rows[1:]] == [(True, 'scsi0', 'unknown'),
-                                                                                   (False, 'scsi0', 'shutdown')]
+    assert rows[0][-3:] == ['CONSISTENCY', 'OF', 'HELD']
+    assert [(row[0] == OLD, row[3], row[-3]) for row in rows[1:]] == [(True, 'scsi0', 'unknown'),
+                                                                      (False, 'scsi0', 'shutdown')]
     # the consistency from the directory listing; the one manifest read, to check it
     assert [r['method'] for r in world.ontap_requests(path='*/files*', on=world.a)] == ['GET', 'GET']
     data = world.vm_snapshots(101)

@@ -3,6 +3,8 @@ snapshot (only this VM changes), with a pre-restore undo point of what they held
 and starts it again; -with-config puts its saved config back too (what the config differs in is
 shown either way). A new VM from a snapshot, -as-new, is test_vm_restore_as_new.py's."""
 
+import json
+
 import pytest
 from world import (
     FILE_CLONE,
@@ -177,6 +179,24 @@ def test_restore_from_a_storage_snapshot_that_does_not_exist_says_so(world):
                                            '(volume proxmox_storage01), ONTAP02 (volume proxmox_storage02): see '
                                            'storage list')
     assert world.state() == before
+
+
+def test_a_pre_restore_snapshots_manifest_names_only_the_copies_it_holds(world):
+    """A restore copies only the disks it overwrites: from a storage snapshot of ONTAP01, not
+    VM 100's disks on ONTAP02, which its pre-restore snapshot then holds no copy of."""
+    world.pve.vm(100).status = 'stopped'
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    (snapshot,) = world.vol1.snapshots
+
+    result = world.run('vm', 'restore', '-vm', 100, '-storage-snapshot', snapshot, '-yes')
+
+    assert result.code == 0, result.err
+    (name,) = [name for name in world.records(world.vol1, 100) if '-prerestore-' in name]
+    manifest = json.loads((world.vol1.path / 'images/100' / name).read_text())
+    clones = {disk['key']: disk['clone'] for disk in manifest['disks']}
+    assert {key for key, clone in clones.items() if clone is None} == {'sata0', 'virtio0'}
+    copies = {f'images/100/{name}' for name in world.clones(world.vol1, 100) + world.clones(world.vol2, 100)}
+    assert {clone for clone in clones.values() if clone} == copies and len(copies) == 4
 
 
 # -- guests in the way

@@ -262,11 +262,43 @@ MARCH_SNAPSHOT = 'proxmox_snapshot_2024-03-14_10:00:00+0000'
 EARLIER_SNAPSHOT = 'proxmox_snapshot_2024-03-12_10:00:00+0000'
 
 
+def sized_as_pve_sizes_them(world):
+    """PVE writes a disk's size into its config, `size=`, as the storage gives it: a raw file's
+    length, a qcow2 file's virtual size (pve-storage Plugin.pm file_size_info, from `qemu-img
+    info`; qemu-server update_disksize). The world's disk files are 8 KiB of random bytes whatever
+    their config says; here they agree, as on a real storage, for what compares them (vm verify,
+    storage verify): each raw disk's `size=` becomes its file's length, and each qcow2 disk gets a
+    qcow2 header of the virtual size its config says."""
+    roots = {'ONTAP01': world.vol1.path, 'ONTAP02': world.vol2.path}
+    for guest, kind in [(vm, 'qemu') for vm in world.pve.vms] + [(ct, 'lxc') for ct in world.pve.cts]:
+        for disk in tool.Guest.disks({'type': kind}, guest.config):
+            path = roots[disk.storage] / disk.path if disk.storage in roots and disk.path else None
+            if path is None or not path.exists():
+                continue
+            value = guest.config[disk.key]
+            if disk.path.endswith('.qcow2'):
+                write_qcow2(path, size=tool.Guest.drive_size(value) or 2**30)
+            elif disk.path.endswith('.raw'):
+                guest.config[disk.key] = re.sub(r'(^|,)size=[^,]*', rf'\g<1>size={pve_size(path.stat().st_size)}', value)
+
+
+def pve_size(size):
+    """Bytes as PVE writes a disk's size, in the largest unit that holds it whole (pve-common
+    JSONSchema.pm format_size): 8192 -> 8K."""
+    for unit in ('', 'K', 'M', 'G'):
+        if size % 1024 or not size:
+            return f'{size}{unit}'
+        size //= 1024
+    return f'{size}T'
+
+
 def seed_history(world):
     """A VM snapshot of VM 100 (the original's: no saved config) and one of VM 101 with its saved
     config, three storage snapshots of ONTAP01 with the README's names, and a guest agent in VM
     100 (for -freeze), so that every README example runs here (fakepve seeing the disk files
-    over NFS, as PVE does, for vm restore -as-new)."""
+    over NFS, as PVE does, for vm restore -as-new; each disk's size as PVE sizes it, for vm verify
+    and storage verify)."""
+    sized_as_pve_sizes_them(world)
     for vol in (world.vol1, world.vol2):
         for name in world.files(vol, 100):
             stem, ext = name.rsplit('.', 1)
@@ -354,9 +386,13 @@ def snapshots_across_a_dst_change(world):
     assert world.vol1.snapshots[DST_B].create_time == '2024-10-27T02:15:00+01:00'
 
 
-def config_in(record):
-    """The config a manifest (bytes) holds, as PVE holds it."""
-    return json.loads(record)['config'].encode('utf-8', 'surrogateescape')
+def record_of(path):
+    """{'vm-101': manifest, 'ct-200': …} of a storage snapshot's record file (as the tool reads it:
+    its first JSON value); None if there is none."""
+    if not path.exists():
+        return None
+    manifests = tool.Manifest.read_storage_record(path.read_bytes(), str(path))
+    return {f'{"ct" if m["type"] == "lxc" else "vm"}-{m["vmid"]}': m for m in manifests}
 
 
 def log_in_without_vm_audit(world):
@@ -576,10 +612,9 @@ class World:
         return sorted(name for name in (vol or self.vol1).snapshots
                       if name.startswith(tool.Names.STORAGE_SNAPSHOT_PREFIX))
 
-    def storage_records(self, name):
-        """{file name: bytes} in pve-ontap-snapshot/ of ONTAP01's storage snapshot `name` (None if it has none)."""
-        folder = self.vol1.snapshots[name].path / tool.Names.STORAGE_RECORD_DIR
-        return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.exists() else None
+    def storage_record(self, name):
+        """The record of ONTAP01's storage snapshot `name`, as record_of reads it."""
+        return record_of(self.vol1.snapshots[name].path / tool.Names.STORAGE_RECORD)
 
     def with_agent(self, vmid=100):
         """The VM with a QEMU guest agent configured and answering; returns it."""
@@ -925,3 +960,71 @@ def write_qcow2(path, backing=None, size=2**30):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data.ljust(8192, b'\0'))
     return path
+
+
+def write_pmxcfs_configs(pve, directory):
+    """Every guest's config as pmxcfs shows it to a node: nodes/<node>/qemu-server/<vmid>.conf
+    and nodes/<node>/lxc/<vmid>.conf under `directory` (pve-cluster src/README), written as
+    qemu-server and pve-container write them (the description as `#` lines, then `key: value`;
+    PVE/QemuServer.pm write_vm_config, PVE/LXC/Config.pm write_pct_config), a VM's pending
+    changes in [PENDING]. Returns the nodes directory, for Node.CONFIGS_DIR; written anew at
+    each call (the fake's configs change through its API)."""
+    nodes = Path(directory) / 'nodes'
+    for guests, kind in ((pve.vms, 'qemu-server'), (pve.cts, 'lxc')):
+        for guest in guests:
+            config = dict(guest.config)
+            lines = [f'#{line}' for line in str(config.pop('description', '')).splitlines()]
+            lines += [f'{key}: {value}' for key, value in sorted(config.items())]
+            pending = getattr(guest, 'pending', None)
+            if pending:
+                lines += ['', '[PENDING]'] + [f'{key}: {value}' for key, value in sorted(pending.items())]
+            path = nodes / guest.node / kind / f'{guest.vmid}.conf'
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text('\n'.join(lines) + '\n')
+    return nodes
+
+
+# The privileges of the guest agent, where PVE 8 and 9 differ for this tool. PVE 9 split
+# VM.Monitor up into VM.GuestAgent.* for the agent (qemu-server API2/Qemu/Agent.pm, commit
+# b92a40ce, 2025-07-17) and dropped VM.Monitor (pve-access-control 0706945, "privileges: drop
+# VM.Monitor", 2025-07-17); PVE 8 knows only VM.Monitor, which every agent call checks. A
+# privilege the release does not know is ignored in a role ("user config - ignore invalid
+# privilege": pve-access-control src/PVE/AccessControl.pm). fakepve checks PVE 9's schema.
+AGENT_PRIVILEGES = {8: ('VM.Monitor',), 9: ('VM.GuestAgent.Audit', 'VM.GuestAgent.FileRead',
+                                            'VM.GuestAgent.FileSystemMgmt', 'VM.GuestAgent.FileWrite',
+                                            'VM.GuestAgent.Unrestricted')}
+PVE_VERSIONS = {8: ('8.4.1', '8.4'), 9: ('9.0.10', '9.0')}
+
+
+def play_pve_release(world, major):
+    """The fake as PVE `major` (8 or 9) where the releases differ for this tool: its version, and
+    which privileges exist and which one each guest agent call checks (AGENT_PRIVILEGES)."""
+    pve = world.pve
+    pve.version, pve.release_version = PVE_VERSIONS[major]
+    unknown = set(AGENT_PRIVILEGES[17 - major])
+    grant, allowed = type(pve).grant.__get__(pve), type(pve).allowed.__get__(pve)
+
+    def grant_known(user, path, *privileges):
+        grant(user, path, *[p for p in privileges if p not in unknown])
+
+    def allowed_as_released(user, path, privilege):
+        if major == 8 and privilege in AGENT_PRIVILEGES[9]:
+            privilege = 'VM.Monitor'
+        return allowed(user, path, privilege)
+
+    pve.grant, pve.allowed = grant_known, allowed_as_released
+
+
+def readme_role(major):
+    """The privileges of the README's least-privilege role for PVE `major` (its `pveum role add`)."""
+    readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
+    return re.search(rf'# PVE {major}\b.*\npveum role add PVEOntapSnapshot -privs "([^"]+)"', readme)[1].split(',')
+
+
+def log_in_with_role(world, user, password, privileges):
+    """config.ini logs in as `user`, who holds `privileges` on / (propagated), as the README's
+    `pveum acl modify / -role` gives them."""
+    world.pve.users[user] = password
+    world.pve.grant(user, '/', *privileges)
+    world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = {user}\n'
+                               f'proxmox_pass = {password}\nproxmox_verify = {world.pve_cafile}\n')

@@ -1,6 +1,7 @@
 """The pure functions the commands share: disk lines, names and stamps, snapshot sets and their
-manifests, consistency, task states, sizes, what a restored config may set. Those of one command
-are in its file, config.ini's in test_config.py."""
+manifests, consistency, task states, sizes. Those of one command are in its file (what a restored
+config may set in test_vm_restore.py, how storage create holds a guest and which snapshots -keep
+deletes in test_storage_create.py, ...), config.ini's in test_config.py."""
 
 import datetime
 import re
@@ -68,14 +69,6 @@ def test_names_are_the_originals():
     assert tool.Names.clone_volume_names('v', 'S-MARCH', 'S') == ['v_clone_S_MARCH']
     assert tool.Names.flexclone_name('proxmox_storage01') == 'proxmox_storage01_clone'
     assert tool.Names.clone_storage_id('ONTAP01') == 'ONTAP01-CLONE'
-
-
-@pytest.mark.parametrize('name, literal', [
-    ('proxmox_snapshot_2024-03-13_14:42:47+0000', True), ('hourly.2024-03-13_1305', True),
-    ('proxmox_snapshot_*', False), ('a|b', False), ('a,b', False), ('!a', False), ('<a', False),
-    ('a..b', False), ('"a"', False), ('{a}', False), ('null', False), ('NULL', False), ('', False)])
-def test_only_a_name_without_query_operators_is_a_literal_filter(name, literal):
-    assert tool.Ontap.is_literal_query(name) is literal
 
 
 def test_set_file_names_read_back_what_naming_writes():
@@ -178,13 +171,6 @@ def test_set_files_attached_as_disks_are_found_but_unused_ones_are_not():
     assert tool.Guest.attached_snapshot_files(config, [attached, unused, elsewhere]) == {attached.path: 'scsi5'}
 
 
-@pytest.mark.parametrize('names, keep, gone', [
-    (['a', 'b', 'c', 'd'], 2, ['a', 'b']), (['a', 'b'], 2, []), (['a'], 5, []), ([], 1, []),
-    (['a', 'b', 'c'], 1, ['a', 'b'])])
-def test_retention_removes_all_but_the_newest(names, keep, gone):
-    assert tool.VmSnapshots.expired(names, keep) == gone
-
-
 UTC = datetime.UTC
 
 
@@ -208,19 +194,6 @@ def test_snapshots_sort_by_time_not_by_text_across_a_dst_change():
                {'name': 'x', 'create_time': None}, {'name': 'w'},
                {'name': 'e', 'create_time': '2024-10-27T01:15:00Z'}]         # b's time: a tie, by name
     assert [r['name'] for r in tool.Volume.by_creation(records)] == ['w', 'x', 'a', 'b', 'e', 'c']
-
-
-@pytest.mark.parametrize('entry, storage, mounted', [
-    ({'type': 'nfs', 'export': '/proxmox_storage01_clone'}, 'ONTAP01-CLONE', True),
-    ({'type': 'nfs', 'export': '/proxmox_storage01_clone/'}, 'ONTAP01-CLONE', True),
-    ({'type': 'nfs', 'export': '/proxmox_storage01_clone_ONTAP01_MARCH'}, 'ONTAP01-MARCH', True),
-    ({'type': 'nfs', 'export': '/vol2_clone_ONTAP01_CLONE'}, 'ONTAP01-CLONE', True),
-    ({'type': 'nfs', 'export': '/proxmox_storage01_clone'}, 'ONTAP01-MARCH', False),
-    ({'type': 'nfs', 'export': '/proxmox_storage02'}, 'BACKUP', False),
-    ({'type': 'nfs', 'export': '/_clone'}, 'X-CLONE', False),
-    ({'type': 'lvmthin'}, 'local-lvm', False), ({'type': 'dir', 'path': '/x_clone'}, 'X-CLONE', False)])
-def test_a_storage_made_by_mount_is_told_from_others(entry, storage, mounted):
-    assert tool.StorageMount.made_by_mount(entry, storage) is mounted
 
 
 def test_free_unused_keys():
@@ -305,15 +278,6 @@ NOW = datetime.datetime(2024, 3, 13, 15, 0, tzinfo=datetime.UTC)
     ('2099-01-01_00:00:00+0000', 0, False), ('no stamp', 600, True)])
 def test_a_noted_capture_is_due_once_older_than_the_age(stamp, seconds, old):
     assert tool.Names.stamp_older_than(stamp, seconds, NOW) is old
-
-
-@pytest.mark.parametrize('agent, pause, held', [
-    ('1', False, ('freeze', None)), ('1', True, ('freeze', None)),
-    (None, False, (None, 'no guest agent')), (None, True, ('pause', 'no guest agent')),
-    ('1,freeze-fs=0', False, (None, 'its agent setting turns freezing off')),
-    ('enabled=1,freeze-fs-on-backup=0', True, ('pause', 'its agent setting turns freezing off'))])
-def test_how_storage_create_holds_a_running_vm(agent, pause, held):
-    assert tool.GuestsWindow.hold_for({'agent': agent} if agent else {}, pause) == held
 
 
 @pytest.mark.parametrize('message, too_long', [
@@ -434,36 +398,3 @@ def test_drive_size(value, size):
     assert tool.Guest.drive_size(value) == size
 
 
-@pytest.mark.parametrize('key, value, why', [
-    ('memory', '2048', None), ('net0', 'virtio=BC:24:11:AA:BB:CC,bridge=vmbr0', None), ('tags', 'web', None),
-    ('scsi0', 'ONTAP01:101/vm-101-disk-0.raw,size=1G', None), ('ide2', 'local:iso/d.iso,media=cdrom', None),
-    ('ide2', 'none,media=cdrom', None), ('efidisk0', 'ONTAP01:101/vm-101-disk-1.raw,efitype=4m', None),
-    ('scsi1', 'local-lvm:vm-101-disk-3,size=4G', None), ('ide0', 'ONTAP01:101/vm-101-cloudinit.qcow2,media=cdrom', None),
-    ('serial0', 'socket', None), ('usb0', 'host=spice', None), ('usb1', 'mapping=keyboard', None),
-    ('hostpci0', 'mapping=gpu,pcie=1', None),
-    ('args', '-cpu host', 'only root@pam may set it'), ('hookscript', 'local:snippets/x.sh', 'only root@pam may set it'),
-    ('parallel0', '/dev/parport0', 'only root@pam may set it'),
-    ('scsi1', '/dev/sdb', 'a host path'), ('virtio0', 'file=/etc/shadow', 'a host path'),
-    ('ide2', 'cdrom,media=cdrom', "the host's CD drive"),
-    ('scsi2', 'ONTAP01:100/vm-100-disk-0.raw', 'a volume of guest 100, not of 101'),
-    ('scsi3', 'ONTAP01:0,import-from=/var/lib/x.qcow2', 'it imports another file'),
-    ('serial0', '/dev/ttyS0', 'a host device'), ('usb0', 'host=1d6b:0002', 'a host device'),
-    ('usb0', '1-1.2', 'a host device'), ('hostpci0', '0000:01:00.0', 'a host device'),
-    ('hostpci0', 'mapping=gpu,romfile=x.rom', 'a host device or ROM file'),
-    ('frobnicate', '1', 'a setting unknown to this tool'),
-])
-def test_a_restore_applies_only_what_an_ordinary_user_may_set(key, value, why):
-    found = tool.RestoreRules.setting_risk(key, value, 101)
-    assert (found is None) == (why is None) and (why is None or found.startswith(why)), found
-
-
-def test_putting_a_config_back_keeps_what_is_not_to_be_touched_on_either_side():
-    current = {'memory': '4096', 'hookscript': 'local:snippets/mine.sh', 'scsi0': 'A:101/vm-101-disk-0.raw'}
-    saved = {'memory': '1024', 'args': '-cpu host', 'scsi0': 'A:101/vm-101-disk-0.raw'}
-    plan = tool.RestoreRules.plan(current, saved, 101)
-    assert (plan.changes, plan.deletes) == ({'memory': '1024'}, [])
-    assert plan.kept == {'args': ('-cpu host', None, 'only root@pam may set it'),
-                         'hookscript': (None, 'local:snippets/mine.sh', 'only root@pam may set it')}
-    allowed = tool.RestoreRules.plan(current, saved, 101, allowed={'args', 'hookscript'})
-    assert (allowed.changes, allowed.deletes) == ({'memory': '1024', 'args': '-cpu host'}, ['hookscript'])
-    assert allowed.allowed == {'args': '-cpu host'} and allowed.kept == {}

@@ -305,6 +305,13 @@ def test_bad_labels_and_durations_are_usage_errors(world, argv):
     assert not world.vol1.snapshots
 
 
+@pytest.mark.parametrize('names, keep, gone', [
+    (['a', 'b', 'c', 'd'], 2, ['a', 'b']), (['a', 'b'], 2, []), (['a'], 5, []), ([], 1, []),
+    (['a', 'b', 'c'], 1, ['a', 'b'])])
+def test_retention_removes_all_but_the_newest(names, keep, gone):
+    assert tool.VmSnapshots.expired(names, keep) == gone
+
+
 # -- -freeze and -pause
 
 THAW_TOO_LATE = ("VM {vmid} qmp command 'guest-fsfreeze-thaw' failed - couldn't hold writes: fsfreeze is limited "
@@ -317,6 +324,15 @@ def note_guests_at_the_snapshot(world, vms):
     world.a.on_request = lambda r: r['method'] == 'POST' and r['path'].endswith('/snapshots') and seen.append(
         {vmid: (vm.agent_frozen, vm.qmpstatus) for vmid, vm in vms.items()})
     return seen
+
+
+@pytest.mark.parametrize('agent, pause, held', [
+    ('1', False, ('freeze', None)), ('1', True, ('freeze', None)),
+    (None, False, (None, 'no guest agent')), (None, True, ('pause', 'no guest agent')),
+    ('1,freeze-fs=0', False, (None, 'its agent setting turns freezing off')),
+    ('enabled=1,freeze-fs-on-backup=0', True, ('pause', 'its agent setting turns freezing off'))])
+def test_how_storage_create_holds_a_running_vm(agent, pause, held):
+    assert tool.GuestsWindow.hold_for({'agent': agent} if agent else {}, pause) == held
 
 
 def test_a_frozen_storage_snapshot_thaws_every_guest(world):

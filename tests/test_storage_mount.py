@@ -13,6 +13,8 @@ from world import (
     log_in_without_vm_audit,
 )
 
+import pve_ontap_snapshot as tool
+
 # -- storage mount
 
 def test_mount_adds_a_flexclone_as_nfs_storage_and_unmount_removes_both(world):
@@ -100,6 +102,19 @@ def test_several_snapshots_mounted_at_once_on_the_local_node_only(world):
     assert world.run('storage', 'unmount', '-storage', 'ONTAP01-MARCH').code == 0
     assert 'ONTAP01-MARCH' not in world.pve.storages and world.a.volume(march.name) is None
     assert world.a.volume('proxmox_storage01_clone') is not None
+
+
+@pytest.mark.parametrize('entry, storage, mounted', [
+    ({'type': 'nfs', 'export': '/proxmox_storage01_clone'}, 'ONTAP01-CLONE', True),
+    ({'type': 'nfs', 'export': '/proxmox_storage01_clone/'}, 'ONTAP01-CLONE', True),
+    ({'type': 'nfs', 'export': '/proxmox_storage01_clone_ONTAP01_MARCH'}, 'ONTAP01-MARCH', True),
+    ({'type': 'nfs', 'export': '/vol2_clone_ONTAP01_CLONE'}, 'ONTAP01-CLONE', True),
+    ({'type': 'nfs', 'export': '/proxmox_storage01_clone'}, 'ONTAP01-MARCH', False),
+    ({'type': 'nfs', 'export': '/proxmox_storage02'}, 'BACKUP', False),
+    ({'type': 'nfs', 'export': '/_clone'}, 'X-CLONE', False),
+    ({'type': 'lvmthin'}, 'local-lvm', False), ({'type': 'dir', 'path': '/x_clone'}, 'X-CLONE', False)])
+def test_a_storage_made_by_mount_is_told_from_others(entry, storage, mounted):
+    assert tool.StorageMount.made_by_mount(entry, storage) is mounted
 
 
 def test_a_taken_storage_id_that_is_no_mount_is_not_to_be_unmounted(world):

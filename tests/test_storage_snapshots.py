@@ -224,6 +224,14 @@ def test_delete_of_a_wildcard_name_deletes_nothing(world):
     assert world.storage_snapshots() == [OLD_SNAPSHOT, MARCH_SNAPSHOT]
 
 
+@pytest.mark.parametrize('name, literal', [
+    ('proxmox_snapshot_2024-03-13_14:42:47+0000', True), ('hourly.2024-03-13_1305', True),
+    ('proxmox_snapshot_*', False), ('a|b', False), ('a,b', False), ('!a', False), ('<a', False),
+    ('a..b', False), ('"a"', False), ('{a}', False), ('null', False), ('NULL', False), ('', False)])
+def test_only_a_name_without_query_operators_is_a_literal_filter(name, literal):
+    assert tool.Ontap.is_literal_query(name) is literal
+
+
 @pytest.mark.parametrize('force', [(), ('-force',)], ids=['by uuid', 'by name, -force'])
 def test_delete_waits_for_a_job_that_outlasts_return_timeout(world, force):
     world.write_config(defaults='read_timeout = 6\n')   # return_timeout = 1 s

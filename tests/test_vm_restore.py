@@ -342,6 +342,41 @@ def test_putting_a_config_back_is_one_change_that_never_deletes_an_unused_disk(c
     assert tool.RestoreRules.change(current, saved) == (changes, deletes)
 
 
+@pytest.mark.parametrize('key, value, why', [
+    ('memory', '2048', None), ('net0', 'virtio=BC:24:11:AA:BB:CC,bridge=vmbr0', None), ('tags', 'web', None),
+    ('scsi0', 'ONTAP01:101/vm-101-disk-0.raw,size=1G', None), ('ide2', 'local:iso/d.iso,media=cdrom', None),
+    ('ide2', 'none,media=cdrom', None), ('efidisk0', 'ONTAP01:101/vm-101-disk-1.raw,efitype=4m', None),
+    ('scsi1', 'local-lvm:vm-101-disk-3,size=4G', None), ('ide0', 'ONTAP01:101/vm-101-cloudinit.qcow2,media=cdrom', None),
+    ('serial0', 'socket', None), ('usb0', 'host=spice', None), ('usb1', 'mapping=keyboard', None),
+    ('hostpci0', 'mapping=gpu,pcie=1', None),
+    ('args', '-cpu host', 'only root@pam may set it'), ('hookscript', 'local:snippets/x.sh', 'only root@pam may set it'),
+    ('parallel0', '/dev/parport0', 'only root@pam may set it'),
+    ('scsi1', '/dev/sdb', 'a host path'), ('virtio0', 'file=/etc/shadow', 'a host path'),
+    ('ide2', 'cdrom,media=cdrom', "the host's CD drive"),
+    ('scsi2', 'ONTAP01:100/vm-100-disk-0.raw', 'a volume of guest 100, not of 101'),
+    ('scsi3', 'ONTAP01:0,import-from=/var/lib/x.qcow2', 'it imports another file'),
+    ('serial0', '/dev/ttyS0', 'a host device'), ('usb0', 'host=1d6b:0002', 'a host device'),
+    ('usb0', '1-1.2', 'a host device'), ('hostpci0', '0000:01:00.0', 'a host device'),
+    ('hostpci0', 'mapping=gpu,romfile=x.rom', 'a host device or ROM file'),
+    ('frobnicate', '1', 'a setting unknown to this tool'),
+])
+def test_a_restore_applies_only_what_an_ordinary_user_may_set(key, value, why):
+    found = tool.RestoreRules.setting_risk(key, value, 101)
+    assert (found is None) == (why is None) and (why is None or found.startswith(why)), found
+
+
+def test_putting_a_config_back_keeps_what_is_not_to_be_touched_on_either_side():
+    current = {'memory': '4096', 'hookscript': 'local:snippets/mine.sh', 'scsi0': 'A:101/vm-101-disk-0.raw'}
+    saved = {'memory': '1024', 'args': '-cpu host', 'scsi0': 'A:101/vm-101-disk-0.raw'}
+    plan = tool.RestoreRules.plan(current, saved, 101)
+    assert (plan.changes, plan.deletes) == ({'memory': '1024'}, [])
+    assert plan.kept == {'args': ('-cpu host', None, 'only root@pam may set it'),
+                         'hookscript': (None, 'local:snippets/mine.sh', 'only root@pam may set it')}
+    allowed = tool.RestoreRules.plan(current, saved, 101, allowed={'args', 'hookscript'})
+    assert (allowed.changes, allowed.deletes) == ({'memory': '1024', 'args': '-cpu host'}, ['hookscript'])
+    assert allowed.allowed == {'args': '-cpu host'} and allowed.kept == {}
+
+
 def test_a_restore_shows_how_the_config_differs_and_leaves_it_as_it_is(world, vm101):
     stamp = world.vm_snapshot(101)
     vm101.config['memory'] = '4096'

@@ -38,9 +38,8 @@ def hold_file(world, stamp, vmid=101, vol=None):
 
 
 def listed(world, vmid=101):
-    result = world.run('-output', 'json', 'vm', 'list', '-vm', vmid)
-    assert result.code == 0, result.err
-    return {s['stamp']: s for s in json.loads(result.out)}
+    """vm list's JSON of the VM, by stamp."""
+    return {s['stamp']: s for s in world.vm_snapshots(vmid)}
 
 
 def table(text):
@@ -110,7 +109,7 @@ def test_vm_list_reads_a_hold_only_where_there_is_one(world):
 
     assert listed(world)[OLD]['hold']['reason'] is None
 
-    reads = [r['path'] for r in world.a.requests if r['query'].get('length')]
+    reads = [r['path'] for r in world.ontap_requests('GET', '*/files/*', on=world.a) if r['query'].get('length')]
     assert len(reads) == 1 and reads[0].endswith('.hold')
 
 
@@ -228,8 +227,7 @@ def test_a_hold_or_release_whose_answer_is_lost_is_read_back(world):
 
     assert released.code == 0, released.err
     assert not hold_file(world, OLD).exists()
-    lookups = [r for r in world.a.requests if r['method'] == 'GET' and r['path'].endswith('.hold')
-               and r['query'].get('return_metadata')]
+    lookups = [r for r in world.ontap_requests('GET', '*.hold', on=world.a) if r['query'].get('return_metadata')]
     assert [r['status'] for r in lookups] == [200, 404]
 
 
@@ -285,9 +283,8 @@ def storage_snapshots(world):
 
 
 def storage_listed(world):
-    result = world.run('-output', 'json', 'storage', 'list', '-storage', 'ONTAP01')
-    assert result.code == 0, result.err
-    return {s['name']: s for s in json.loads(result.out)}
+    """storage list's JSON of ONTAP01, by name."""
+    return {s['name']: s for s in world.json('storage', 'list', '-storage', 'ONTAP01')}
 
 
 def test_storage_hold_ends_the_comment_with_held_and_storage_list_shows_it(world):
@@ -301,7 +298,7 @@ def test_storage_hold_ends_the_comment_with_held_and_storage_list_shows_it(world
     assert result.code == 0, result.err
     assert f'INFO: storage ONTAP01: snapshot {name} held: -keep and -min-age pass it over' in result.err
     assert storage_snapshots(world) == {name: f'{comment}; held'}
-    assert [(r['method'], r['body']) for r in world.a.requests if r['method'] != 'GET'] == [
+    assert [(r['method'], r['body']) for r in world.ontap_changes(on=world.a)] == [
         ('PATCH', {'comment': f'{comment}; held'})]
     listed = storage_listed(world)[name]
     assert (listed['held'], listed['guests'], listed['consistency']) == (True, 2, {'running': 1, 'shutdown': 1})
@@ -334,7 +331,7 @@ def test_storage_hold_or_release_twice_is_no_error_and_changes_nothing(world):
     assert again.code == 0, again.err
     assert f'INFO: storage ONTAP01: snapshot proxmox_snapshot_{OLD} is held already: nothing changed' in again.err
     assert storage_snapshots(world) == held != before
-    assert [r for r in world.a.requests if r['method'] != 'GET'] == []
+    assert world.ontap_changes(on=world.a) == []
 
 
 def test_a_held_snapshot_of_the_original_keeps_its_comment_and_adds_held(world):

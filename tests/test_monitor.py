@@ -171,8 +171,8 @@ def test_each_vms_newest_complete_snapshot_counts(world):
     assert result.code == 1
     assert head == f'WARNING: VM 101: {old} 1d 6h old (warn 1d 2h, crit 2d 2h), 2 snapshot(s)'
     # a listing of the volume's snapshots and one of the VM's directory: nothing per snapshot
-    assert [r['path'].rsplit('/', 1)[-1] for r in world.a.requests if r['path'] != '/api/storage/volumes'] == [
-        'snapshots', '101']
+    assert [r['path'].rsplit('/', 1)[-1] for r in world.ontap_requests(on=world.a)
+            if r['path'] != '/api/storage/volumes'] == ['snapshots', '101']
 
 
 def test_an_incomplete_snapshot_and_an_empty_manifest_are_findings(world):

@@ -11,15 +11,9 @@ from world import error_lines, log_in_with_role, play_pve_release, readme_role
 USER, PASSWORD = 'ontapsnap@pve', 'snap-Secr3t'
 
 
-def with_agent(world, vmid=100):
-    vm = world.pve.vm(vmid)
-    vm.status = vm.qmpstatus = 'running'
-    vm.config['agent'], vm.agent = '1', {}
-    return vm
-
-
 def agent_calls(world):
-    return [path.rsplit('/', 1)[-1] for method, path, _ in world.pve.requests if '/agent/' in path]
+    """The guest agent commands PVE was asked through its API, pings too, in order."""
+    return [r.path.rsplit('/', 1)[-1] for r in world.pve_requests(path='*/agent/*')]
 
 
 def doctor_lines(world):
@@ -31,7 +25,7 @@ def doctor_lines(world):
 def test_the_readme_role_of_each_release_freezes_a_vm_for_vm_create(world, major):
     play_pve_release(world, major)
     log_in_with_role(world, USER, PASSWORD, readme_role(major))
-    with_agent(world)
+    world.with_agent()
 
     result = world.run('-output', 'json', 'vm', 'create', '-vm', 100, '-freeze')
 
@@ -45,7 +39,7 @@ def test_the_readme_role_of_each_release_freezes_a_vm_for_vm_create(world, major
 def test_the_readme_role_of_each_release_freezes_guests_for_storage_create(world, major):
     play_pve_release(world, major)
     log_in_with_role(world, USER, PASSWORD, readme_role(major))
-    with_agent(world)
+    world.with_agent()
 
     result = world.run('storage', 'create', '-storage', 'ONTAP01', '-freeze')
 
@@ -78,7 +72,7 @@ def test_each_release_passes_doctor_with_its_role_and_warns_with_the_others(worl
 def test_with_the_other_releases_role_pve_refuses_the_freeze_and_the_run_says_so(world, major):
     play_pve_release(world, major)
     log_in_with_role(world, USER, PASSWORD, readme_role(17 - major))
-    vm = with_agent(world)
+    vm = world.with_agent()
 
     result = world.run('vm', 'create', '-vm', 100, '-freeze')
 

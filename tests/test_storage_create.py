@@ -185,9 +185,9 @@ def test_on_a_node_storage_create_reads_the_configs_from_pmxcfs_and_takes_six_re
     record = world.storage_record(name)
     assert record['ct-200']['config_from'] == f'{world.dir}/nodes/pve2/lxc/200.conf'
     assert record['vm-101']['config'] == 'memory: 1024\nname: db\nscsi0: ONTAP01:101/vm-101-disk-0.raw,size=1G\n'
-    assert [path for _, path, _ in world.pve.requests] == [
+    assert [r.path for r in world.pve_requests()] == [
         '/api2/json/access/ticket', '/api2/json/storage', '/api2/json/cluster/resources']
-    assert [(r['method'], r['path'].rsplit('/', 1)[-1]) for r in world.a.requests] == [
+    assert [(r['method'], r['path'].rsplit('/', 1)[-1]) for r in world.ontap_requests(on=world.a)] == [
         ('GET', 'volumes'), ('POST', 'pve-ontap-snapshot.manifest.json'), ('POST', 'snapshots')]
 
 

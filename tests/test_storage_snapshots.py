@@ -77,7 +77,7 @@ def test_storage_list_reads_what_each_snapshot_holds_from_the_listing_alone(worl
     assert (data[0]['guests'], data[0]['consistency']) == (None, None)
     assert (data[1]['guests'], data[1]['consistency']) == (3, {'running': 1, 'atomic': 1, 'shutdown': 1})
     # per run: the volume and its snapshots, nothing per snapshot
-    assert [r['path'].rsplit('/', 1)[-1] for r in world.a.requests] == ['volumes', 'snapshots'] * 2
+    assert [r['path'].rsplit('/', 1)[-1] for r in world.ontap_requests(on=world.a)] == ['volumes', 'snapshots'] * 2
 
 
 @pytest.mark.parametrize('names, expected', [
@@ -185,7 +185,7 @@ def test_a_record_of_more_than_a_megabyte_is_written_and_read_a_megabyte_at_a_ti
     assert result.code == 0, result.err
     assert (world.vol1.path / tool.Names.STORAGE_RECORD).stat().st_size > 2**20
     assert len(json.loads(result.out)['guests']) == 142
-    reads = [r for r in world.a.requests if r['query'].get('length')]
+    reads = [r for r in world.ontap_requests('GET', '*/files/*', on=world.a) if r['query'].get('length')]
     assert [int(r['query']['byte_offset']) for r in reads] == [0, 2**20]
 
 

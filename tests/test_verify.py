@@ -17,13 +17,6 @@ def healthy(world):
     return world
 
 
-def vm_snapshot(world, vmid=100):
-    """A snapshot of the VM (vm create, not registered): its stamp."""
-    result = world.run('vm', 'create', '-vm', vmid, '-no-register')
-    assert result.code == 0, result.err
-    return re.search(r'snapshot (\S+) of', result.err)[1]
-
-
 def storage_snapshot(world, storage='ONTAP01'):
     """A storage snapshot (storage create): its name."""
     result = world.run('storage', 'create', '-storage', storage)
@@ -46,7 +39,7 @@ def verdicts(world, *argv):
 
 
 def ontap_requests(world):
-    return [(r['method'], r['path'].rsplit('/', 1)[-1]) for r in world.a.requests + world.b.requests]
+    return [(r['method'], r['path'].rsplit('/', 1)[-1]) for r in world.ontap_requests()]
 
 
 @pytest.mark.parametrize('backing', [None, 'snap-before-vm-100-disk-2.qcow2'])
@@ -77,7 +70,7 @@ def test_a_backing_files_path_is_taken_from_the_files_directory(directory, backi
 def test_a_healthy_vm_snapshot_verifies_ok_reading_its_listing_manifest_and_qcow2_header_alone(healthy, lock_dir,
                                                                                                    cluster_dir):
     world = healthy
-    stamp = vm_snapshot(world)
+    stamp = world.vm_snapshot(100, '-no-register')
     before = world.state()
     locks = sorted(cluster_dir.rglob('*'))
     world.a.requests.clear()
@@ -93,15 +86,15 @@ def test_a_healthy_vm_snapshot_verifies_ok_reading_its_listing_manifest_and_qcow
     assert sorted(ontap_requests(world)) == sorted([
         ('GET', 'volumes'), ('GET', '100'), ('GET', manifest), ('GET', f'vm-100-disk-2-snapshot-{stamp}.qcow2'),
         ('GET', 'volumes'), ('GET', '100')])
-    header = next(r for r in world.a.requests if r['path'].endswith('.qcow2'))
+    (header,) = world.ontap_requests(path='*.qcow2', on=world.a)
     assert header['query'] == {'byte_offset': '0', 'length': '4096'}
 
 
 def test_every_snapshot_of_a_vm_is_verified_pre_restore_ones_too(healthy):
     world = healthy
     world.pve.vm(100).status = 'stopped'
-    first = vm_snapshot(world)
-    second = vm_snapshot(world)
+    first = world.vm_snapshot(100, '-no-register')
+    second = world.vm_snapshot(100, '-no-register')
     assert world.run('vm', 'restore', '-vm', 100, '-snapshot', first, '-yes').code == 0
     (undo,) = {name.split('-prerestore-')[1].split('.')[0] for name in world.files(world.vol1, 100)
                if '-prerestore-' in name}
@@ -131,7 +124,7 @@ def test_a_pre_restore_snapshot_of_some_disks_verifies_ok(healthy):
 
 def test_a_missing_copy_is_named_by_its_path(healthy):
     world = healthy
-    stamp = vm_snapshot(world)
+    stamp = world.vm_snapshot(100, '-no-register')
     world.disk(world.vol2, 100, f'vm-100-disk-4-snapshot-{stamp}.raw').unlink()
 
     code, lines, error = verify(world, 'vm', 'verify', '-vm', 100)
@@ -150,7 +143,7 @@ def test_a_missing_copy_is_named_by_its_path(healthy):
      'images/100/vm-100-disk-2-snapshot-{stamp}.qcow2 on ONTAP01 has no qcow2 header')])
 def test_a_copy_of_another_size_than_recorded_is_named_with_both_sizes(healthy, copy, change, problem):
     world = healthy
-    stamp = vm_snapshot(world)
+    stamp = world.vm_snapshot(100, '-no-register')
     change(world.disk(world.vol1, 100, copy.format(stamp=stamp)))
 
     code, lines, error = verify(world, 'vm', 'verify', '-vm', 100)
@@ -166,7 +159,7 @@ def test_a_linked_clone_holds_while_its_base_image_is_there_and_fails_once_it_is
     write_qcow2(world.disk(world.vol1, 105, 'vm-105-disk-0.qcow2'), backing='../100/base-100-disk-9.raw')
     world.pve.add_vm(105, 'linked', node='pve1', status='stopped',
                      config={'scsi0': 'ONTAP01:100/base-100-disk-9.raw/105/vm-105-disk-0.qcow2,size=1G', 'memory': 512})
-    stamp = vm_snapshot(world, 105)
+    stamp = world.vm_snapshot(105, '-no-register')
     world.a.requests.clear()
 
     held = verify(world, 'vm', 'verify', '-vm', 105)
@@ -214,7 +207,7 @@ def test_a_qcow2_copy_over_a_pve9_volume_chain_fails_and_a_set_without_manifest_
      'manifest {path} on ONTAP01 fails its signature check: it was changed since this tool wrote it')])
 def test_a_manifest_that_cannot_be_read_or_was_changed_after_signing_fails(healthy, change, problem):
     world = healthy
-    stamp = vm_snapshot(world, 101)
+    stamp = world.vm_snapshot(101, '-no-register')
     path = f'images/101/vm-101-snapshot-{stamp}.shutdown.manifest.json'
     manifest = world.vol1.path / path
     manifest.write_text(change(manifest.read_text()))
@@ -229,8 +222,8 @@ def test_a_manifest_that_cannot_be_read_or_was_changed_after_signing_fails(healt
 
 def test_a_manifest_of_another_snapshot_put_in_its_place_fails(healthy):
     world = healthy
-    first = vm_snapshot(world, 101)
-    second = vm_snapshot(world, 101)
+    first = world.vm_snapshot(101, '-no-register')
+    second = world.vm_snapshot(101, '-no-register')
     manifests = [world.vol1.path / f'images/101/vm-101-snapshot-{stamp}.shutdown.manifest.json'
                  for stamp in (first, second)]
     manifests[1].write_bytes(manifests[0].read_bytes())
@@ -245,7 +238,7 @@ def test_a_manifest_of_another_snapshot_put_in_its_place_fails(healthy):
 
 def test_vm_verify_json_holds_one_verdict_per_snapshot(healthy):
     world = healthy
-    stamp = vm_snapshot(world)
+    stamp = world.vm_snapshot(100, '-no-register')
     world.disk(world.vol1, 100, f'vm-100-disk-5-snapshot-{stamp}.raw').unlink()
 
     (vm,) = verdicts(world, 'vm', 'verify', '-vm', 100)
@@ -304,7 +297,7 @@ def usage_error(world, argv):
 
 def test_a_vm_snapshot_on_a_storage_that_cannot_be_looked_up_fails(healthy):
     world = healthy
-    stamp = vm_snapshot(world)
+    stamp = world.vm_snapshot(100, '-no-register')
     world.b.fail('GET', r'/api/storage/volumes$', status=503, message='cluster B is down', times=None)
 
     result = world.run('vm', 'verify', '-all')
@@ -323,7 +316,7 @@ def test_a_vm_snapshot_on_a_storage_that_cannot_be_looked_up_fails(healthy):
 
 def test_vm_verify_requests_grow_by_one_per_snapshot_and_qcow2_copy_never_more(healthy):
     world = healthy
-    stamps = [vm_snapshot(world) for _ in range(3)]
+    stamps = [world.vm_snapshot(100, '-no-register') for _ in range(3)]
 
     # login, VM list, config, storage.cfg; two volumes, a listing on each; per snapshot its manifest
     # and its qcow2 copy's header
@@ -333,14 +326,14 @@ def test_vm_verify_requests_grow_by_one_per_snapshot_and_qcow2_copy_never_more(h
 def test_at_most_requests_at_once_are_in_flight(healthy, monkeypatch):
     world = healthy
     for _ in range(4):
-        vm_snapshot(world)
+        world.vm_snapshot(100, '-no-register')
     monkeypatch.setattr(tool.Parallel, 'REQUESTS_AT_ONCE', 2)
     world.a.latency = 0.05
     world.a.requests.clear()
 
     assert world.run('vm', 'verify', '-vm', 100).code == 0
 
-    reads = [r for r in world.a.requests if 'length' in r['query']]
+    reads = [r for r in world.ontap_requests(on=world.a) if 'length' in r['query']]
     assert len(reads) == 8
     for read in reads:
         during = [r for r in reads if r is not read and r['time'] <= read['time'] < r['time'] + 0.05]

@@ -3237,6 +3237,12 @@ class Context:
         self._storages = None
         self._manifest_key = None
         self.volume_locks = {}        # lock name: the VolumeLock this run holds (Locks.for_storages)
+        self.changes = []             # what this run changed, each as its info line says it (its run record)
+
+    def changed(self, message, *args):
+        """Say at info level what the run changed, and note it for its run record (RunRecords)."""
+        log.info(message, *args)
+        self.changes.append(message % args)
 
     def ontap(self, storage):
         cluster = self.config.ontap_for(storage)
@@ -3766,6 +3772,8 @@ class RunRecords:
     warning: it never fails the run it tells of."""
 
     SUFFIX = '.run'
+    # The changes a record names; a run over a whole cluster says how many more (pmxcfs keeps small files).
+    CHANGES_KEPT = 20
     # The commands that change something; a dry run changes nothing and records nothing.
     COMMANDS = ('vm create', 'vm delete', 'vm hold', 'vm release', 'vm restore', 'storage create', 'storage delete',
                 'storage hold', 'storage release', 'storage restore', 'storage mount', 'storage unmount')
@@ -3790,12 +3798,15 @@ class RunRecords:
         return '-'.join(command.split()) + '@' + urllib.parse.quote(subject, safe=',') + RunRecords.SUFFIX
 
     @staticmethod
-    def record(command, subject, started, failure):
-        """Note the end of a run: `failure` the Failure it ended with, or None."""
+    def record(command, subject, started, failure, changes=()):
+        """Note the end of a run: `failure` the Failure it ended with (which says what it left), or
+        None; `changes` what it changed (Context.changed), failed or not."""
         ended = time.time()
         directory, name = RunRecords.directory(), RunRecords.file_name(command, subject)
         run = {'ended': ended, 'seconds': round(ended - started, 3), 'node': Holder.this_node(),
-               'outcome': 'failed' if failure else 'done', 'message': str(failure) if failure else None}
+               'outcome': 'failed' if failure else 'done', 'message': str(failure) if failure else None,
+               'changes': list(changes[:RunRecords.CHANGES_KEPT]),
+               'more_changes': max(0, len(changes) - RunRecords.CHANGES_KEPT)}
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
             previous = RunRecords.parse(PrivateFiles.read_text(directory, name)) or {}
@@ -3807,10 +3818,11 @@ class RunRecords:
             log.warning('how this run ended is not recorded in %s: %s', directory, getattr(exc, 'strerror', None) or exc)
 
     @staticmethod
-    def report(args, command, started, exc):
-        """Record how the run ended (`exc` what stopped it, or None) and, with -textfile, write the runs' metrics."""
+    def report(args, command, started, exc, changes=()):
+        """Record how the run ended (`exc` what stopped it, or None; `changes` what it changed) and,
+        with -textfile, write the runs' metrics."""
         failure = exc if isinstance(exc, Failure) else Failure(str(exc) or 'interrupted') if exc else None
-        RunRecords.record(command, RunRecords.subject(args), started, failure)
+        RunRecords.record(command, RunRecords.subject(args), started, failure, changes)
         if args.textfile:
             try:
                 Metrics.write(args.textfile, Metrics.RUNS_FILE, Metrics.runs_text(RunRecords.read_all()))
@@ -4873,7 +4885,7 @@ class VmCreate:
                 stamp = run.stamp
                 clones, consistency, result.problems = VmCreate.snapshot(ctx, view, mode, stamp, shared)
             result.made = f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s)'
-            log.info('VM %s: snapshot %s of %d disk(s) created (%s)', view.vmid, stamp, len(clones), consistency)
+            ctx.changed('VM %s: snapshot %s of %d disk(s) created (%s)', view.vmid, stamp, len(clones), consistency)
             try:
                 VmCreate.save_snapshot_records(ctx, view, stamp, consistency)
             except Failure as exc:
@@ -5385,7 +5397,7 @@ class VmDelete:
             elif stamp not in failed:
                 missing = VmSnapshots.missing_disks(view.disks, files)
                 lacks = f'incomplete (lacks {",".join(d.key for d in missing)}) ' if missing else ''
-                log.info('VM %s: %ssnapshot %s deleted (-keep %d)', view.vmid, lacks, stamp, keep)
+                ctx.changed('VM %s: %ssnapshot %s deleted (-keep %d)', view.vmid, lacks, stamp, keep)
         problems = [failure for failure in failed.values() if not isinstance(failure, InUse)]
         if problems:
             raise Failure.joined(*problems)
@@ -5399,7 +5411,7 @@ class VmDelete:
                               f'({hold.path} on {hold.storage}): release it first (vm release -vm {view.vmid} '
                               f'-snapshot {args.snapshot}), or add -force to delete it held')
             VmDelete.delete_snapshot(ctx, view, files)
-        log.info('VM %s: snapshot %s%s deleted (%d file(s))', args.vm, args.snapshot, ', held,' if hold else '',
+        ctx.changed('VM %s: snapshot %s%s deleted (%d file(s))', args.vm, args.snapshot, ', held,' if hold else '',
                  len(files))
 
 
@@ -5456,7 +5468,7 @@ class VmHold:
             volume, text = ctx.volume(home.storage), Hold.text(VmHold.holder(), Names.utc_stamp(), args.reason)
             VmHold.change(ctx, view, args.snapshot, home.storage, path, lambda: volume.write_file(path, text), True,
                           'held')
-        log.info('VM %s: snapshot %s held (%s on %s): -keep passes it over, vm delete refuses it without -force',
+        ctx.changed('VM %s: snapshot %s held (%s on %s): -keep passes it over, vm delete refuses it without -force',
                  view.vmid, args.snapshot, path, home.storage)
 
     @staticmethod
@@ -5470,7 +5482,7 @@ class VmHold:
                 volume = ctx.volume(hold.storage)
                 VmHold.change(ctx, view, args.snapshot, hold.storage, hold.path,
                               functools.partial(volume.delete_file, hold.path), False, 'released')
-        log.info('VM %s: snapshot %s released', view.vmid, args.snapshot)
+        ctx.changed('VM %s: snapshot %s released', view.vmid, args.snapshot)
 
 
 class VmRestore:
@@ -5909,7 +5921,7 @@ class VmRestore:
                 if window.problems:
                     raise Failure(f'VM {view.vmid}: disks {disks} restored from {origin}, but '
                                   f'{Failure.joined(*window.problems)}')
-        log.info('VM %s: disks %s%s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, config,
+        ctx.changed('VM %s: disks %s%s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, config,
                  origin, undo_stamp)
         STOP.check(f'VM {view.vmid}: disks {disks}{config} restored from {origin} first')
 
@@ -6119,7 +6131,7 @@ class NewVm:
                               f'{Clones.remove(ctx, Outcome.items_in(made, "done"))}{Clones.still_pending(made)}')
             NewVm.create(ctx, new)
         if not ctx.dry_run:
-            log.info('VM %s created on node %s from %s of VM %s; it is stopped: check it, then start it', newid,
+            ctx.changed('VM %s created on node %s from %s of VM %s; it is stopped: check it, then start it', newid,
                      new.node, new.origin, vmid)
         STOP.check(f'VM {newid} was created from {new.origin} of VM {vmid} first')
 
@@ -6473,7 +6485,7 @@ class StorageCreate:
                 exc, f'POST /api/storage/volumes/{volume.uuid}/snapshots', lambda: volume.has_snapshot(name))
 
     @staticmethod
-    def prune(volume, storage, keep, made, label=None):
+    def prune(ctx, volume, storage, keep, made, label=None):
         """-keep N: delete the oldest proxmox_snapshot_* with this snapmirror label (or none)
         beyond the newest N: `-label daily -keep 7` and `-label weekly -keep 4` live side by side.
         One a FlexClone uses is skipped, and so is one ONTAP refuses as busy for any other reason
@@ -6499,7 +6511,7 @@ class StorageCreate:
                                 at_once=not volume.ontap.dry_run)
         for outcome in outcomes:
             if outcome.state == 'done':
-                log.info('storage %s: snapshot %s deleted (-keep %d)', storage, outcome.item['name'], keep)
+                ctx.changed('storage %s: snapshot %s deleted (-keep %d)', storage, outcome.item['name'], keep)
             elif outcome.state == 'failed' and str(getattr(outcome.error, 'code', None)) == Ontap.SNAPSHOT_LOCKED:
                 owners = ', '.join(outcome.item.get('owners') or ()) or 'no owner named: a file clone from it may run'
                 log.warning('storage %s: keeping snapshot %s beyond -keep %d: ONTAP keeps it busy (%s); a later run '
@@ -6541,13 +6553,13 @@ class StorageCreate:
             unrecorded = StorageCreate.save_record(ctx, args.storage, record, unread)
             with GuestsWindow(ctx, held, args.storage) as window:
                 window.run(StorageCreate.take, volume, name, Names.storage_snapshot_comment(args.storage, counts), label)
-            log.info('storage %s: snapshot %s of volume %s created%s', args.storage, name, volume.name,
+            ctx.changed('storage %s: snapshot %s of volume %s created%s', args.storage, name, volume.name,
                      f' (label {label})' if label else '')
             GuestsWindow.report(args.storage, name, held, crash + window.crash, window.late)
             made = f'storage {args.storage}: snapshot {name} was made'
             STOP.check(made)
             if args.keep is not None:
-                StorageCreate.prune(volume, args.storage, args.keep, name, label)
+                StorageCreate.prune(ctx, volume, args.storage, args.keep, name, label)
         problems = [*window.problems, unrecorded] if unrecorded else window.problems
         if problems:
             raise Failure(f'{made}, but {Failure.joined(*problems)}')
@@ -6681,7 +6693,7 @@ class StorageView:
                 if str(exc.code) != Ontap.SNAPSHOT_LOCKED:
                     raise
                 raise StorageCreate.explain_busy(ctx, volume, args.snapshot, exc) from exc
-        log.info('storage %s: snapshot %s deleted', args.storage, args.snapshot)
+        ctx.changed('storage %s: snapshot %s deleted', args.storage, args.snapshot)
 
 
 class StorageHold:
@@ -6711,7 +6723,7 @@ class StorageHold:
                               'snapshot modify -comment) and hold it again')
             Outcome.said(f'storage {args.storage}', f'snapshot {args.snapshot}', done,
                          lambda: volume.comment_snapshot(snapshot, new), 'storage list')
-        log.info('storage %s: snapshot %s %s%s', args.storage, args.snapshot, done,
+        ctx.changed('storage %s: snapshot %s %s%s', args.storage, args.snapshot, done,
                  ': -keep and -min-age pass it over, storage delete refuses it without -force' if held else '')
 
     @staticmethod
@@ -6807,7 +6819,7 @@ class StorageRestore:
             # A stop now would leave unknown whether ONTAP reverted: wait for its answer, then stop saying so.
             with STOP.deferred():
                 volume.restore(args.snapshot)
-        log.info('storage %s: volume %s restored to %s', args.storage, volume.name, args.snapshot)
+        ctx.changed('storage %s: volume %s restored to %s', args.storage, volume.name, args.snapshot)
         STOP.check(f'storage {args.storage}: volume {volume.name} reverted to snapshot {args.snapshot} first')
 
 
@@ -7074,7 +7086,7 @@ class StorageMount:
                     log.warning('ONTAP %s: removing FlexClone %s again', volume.ontap.host, clone)
                     volume.ontap.volume_by_name(clone, volume.svm).delete()
                     raise
-        log.info('storage %s: snapshot %s mounted as storage %s%s', args.storage, args.snapshot, storage,
+        ctx.changed('storage %s: snapshot %s mounted as storage %s%s', args.storage, args.snapshot, storage,
                  f' on node {node}' if node else '')
         STOP.check(f'snapshot {args.snapshot} mounted as storage {storage} first')
 
@@ -7187,7 +7199,7 @@ class StorageMount:
                 StorageMount.unmount_nfs(path)
             if volume is not None:
                 volume.delete()
-                log.info('ONTAP %s: FlexClone %s deleted', parent_volume.ontap.host, volume.name)
+                ctx.changed('ONTAP %s: FlexClone %s deleted', parent_volume.ontap.host, volume.name)
         STOP.check(f'storage {args.storage} unmounted first')
 
 class Metrics:
@@ -9292,7 +9304,7 @@ def main(argv=None):
     previous = {signum: signal.signal(signum, STOP.handle) for signum in STOP.SIGNALS}
     command = f'{args.context} {getattr(args, "command", "")}'.strip()
     recorded = command in RunRecords.COMMANDS and not args.dry_run
-    started, status = time.time(), 0
+    started, status, ctx = time.time(), 0, None
     try:
         try:
             Http.load_libraries()
@@ -9308,10 +9320,10 @@ def main(argv=None):
             STOP.check()
         except (Failure, Terminated, KeyboardInterrupt) as exc:
             if recorded:
-                RunRecords.report(args, command, started, exc)
+                RunRecords.report(args, command, started, exc, ctx.changes if ctx else [])
             raise
         if recorded:
-            RunRecords.report(args, command, started, None)
+            RunRecords.report(args, command, started, None, ctx.changes if ctx else [])
         sys.stdout.flush()
     except Failure as exc:
         log.debug('traceback', exc_info=True)

@@ -8899,6 +8899,7 @@ class Arg:
                             help=f'after a successful create, delete the oldest {what} beyond the newest N')
 
 
+@functools.cache
 def tool_version():
     """The version, written in one place, pyproject.toml: read there beside this file (a clone,
     `pip install -e`), else from the installed package's metadata (pip, pipx, and the Debian

@@ -848,7 +848,10 @@ class ConfigFile:
         return sorted(set(keys) - set(known))
 
 # ---- 4. HTTP ---------------------------------------------------------------------------------
-# What both APIs share; the libraries are loaded only when a command runs.
+# What both APIs share; the libraries are loaded only when a command runs. PVE goes through
+# requests (proxmoxer's Session); ONTAP, which gets most of a run's requests, through a bare
+# urllib3 pool: requests' own work on each request (preparing it, merging settings, encoding its
+# URL again) was about half of the tool's CPU time in a whole-cluster vm create (tests/bench.py).
 
 log = logging.getLogger('pve_ontap_snapshot')
 
@@ -860,7 +863,13 @@ requests = urllib3 = proxmoxer = Retry = None
 
 class Http:
     """What both APIs share: the HTTP libraries (imported when a command runs, never for a <TAB>),
-    connection errors as phrases, redirects refused, polling, the adapter and its pool."""
+    connection errors as phrases (requests' and urllib3's alike), redirects refused, polling, the
+    retries; PVE's requests adapter; ONTAP's urllib3 pool, its request targets and bodies."""
+
+    # The statuses of a redirect, as requests tells one (requests models.py, REDIRECT_STATI).
+    REDIRECTS = frozenset((301, 302, 303, 307, 308))
+    # A percent-escape of an unreserved character (RFC 3986: letters, digits, - . _ ~).
+    UNRESERVED_ESCAPE = re.compile(r'%(2[DE]|3[0-9]|[46][1-9A-F]|[57][0-9A]|5F|7E)', re.IGNORECASE)
 
     @staticmethod
     def load_libraries():
@@ -889,8 +898,9 @@ class Http:
 
     @staticmethod
     def describe_connection_error(exc):
-        """The one useful phrase inside a requests connection error's nested message."""
-        if isinstance(exc, requests.exceptions.SSLError):
+        """The one useful phrase inside a connection error's nested message: requests' (PVE) or
+        urllib3's (ONTAP), whose texts are the same (requests passes urllib3's on as its own)."""
+        if Http.tls_failed(exc):
             return 'TLS certificate verification failed (set verify to a CA file, or false)'
         if isinstance(exc, requests.exceptions.TooManyRedirects):
             return Http.redirect_refused(exc.response)
@@ -921,7 +931,11 @@ class Http:
     def may_have_arrived(exc):
         """Whether a request that raised `exc` may have reached the server: anything but a failed
         connect (refused, timed out, TLS handshake) or a redirect (an answer that did nothing)
-        leaves its outcome unknown."""
+        leaves its outcome unknown. urllib3's errors are told as requests tells those it wraps."""
+        if isinstance(exc, urllib3.exceptions.HTTPError):
+            return not isinstance(Http.urllib3_failure(exc), (urllib3.exceptions.NewConnectionError,
+                                                              urllib3.exceptions.ConnectTimeoutError,
+                                                              urllib3.exceptions.SSLError))
         if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError,
                             requests.exceptions.TooManyRedirects)):
             return False
@@ -933,11 +947,26 @@ class Http:
         """Why a Failure of a call never reached the server: 'tls' (its certificate was not
         trusted), 'network' (no connection, no answer); None if the server answered."""
         cause = exc.__cause__
-        if isinstance(cause, requests.exceptions.SSLError):
+        if Http.tls_failed(cause):
             return 'tls'
-        if isinstance(cause, requests.exceptions.RequestException):
+        if isinstance(cause, (requests.exceptions.RequestException, urllib3.exceptions.HTTPError)):
             return 'network'
         return None
+
+    @staticmethod
+    def tls_failed(exc):
+        """Whether a requests or urllib3 error is a failed TLS handshake or certificate check:
+        requests raises its SSLError for urllib3's, also for one that ended the retries
+        (requests adapters.py, HTTPAdapter.send)."""
+        return isinstance(exc, requests.exceptions.SSLError) or (
+            isinstance(exc, urllib3.exceptions.HTTPError)
+            and isinstance(Http.urllib3_failure(exc), urllib3.exceptions.SSLError))
+
+    @staticmethod
+    def urllib3_failure(exc):
+        """What failed in a urllib3 error: the last failure of the retries that `exc` ended
+        (MaxRetryError.reason), else `exc` itself."""
+        return exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
 
     @staticmethod
     def read_environment(session, url):
@@ -963,8 +992,16 @@ class Http:
         return ca if verify is True and ca else verify
 
     @staticmethod
+    def retries():
+        """What urllib3 asks again, on both sides: a failed connect for any method (nothing reached
+        the server), but read errors and 502/503/504 only for GET: a POST is never repeated blindly.
+        A 3xx is answered as it is, never followed (redirect=False on every request)."""
+        return Retry(total=3, connect=3, read=2, status=3, backoff_factor=0.2, allowed_methods=frozenset(['GET']),
+                     status_forcelist=(502, 503, 504), raise_on_status=False)
+
+    @staticmethod
     def make_adapter(timeouts):
-        """An HTTPAdapter with default timeouts that retries GETs and connection set-up only."""
+        """PVE's HTTPAdapter, with default timeouts and Http.retries()."""
 
         class TimeoutAdapter(requests.adapters.HTTPAdapter):
             def send(self, request, **kwargs):
@@ -972,24 +1009,93 @@ class Http:
                     kwargs['timeout'] = (timeouts.connect, timeouts.read)
                 return super().send(request, **kwargs)
 
-        # urllib3 retries a failed connect for any method (nothing reached the server), but
-        # read errors and 502/503/504 only for GET: a POST is never repeated blindly.
-        retry = Retry(total=3, connect=3, read=2, status=3, backoff_factor=0.2,
-                      allowed_methods=frozenset(['GET']), status_forcelist=(502, 503, 504),
-                      raise_on_status=False)
-        return TimeoutAdapter(max_retries=retry, pool_maxsize=Parallel.CONNECTIONS_PER_HOST)
+        return TimeoutAdapter(max_retries=Http.retries(), pool_maxsize=Parallel.CONNECTIONS_PER_HOST)
 
     @staticmethod
     def debug_hook(side):
-        """A requests response hook logging method, path, status and duration (never headers)."""
+        """A requests response hook logging each request (Http.log_request)."""
         def hook(response, *args, **kwargs):
-            path = urllib.parse.urlsplit(response.request.url).path
-            log.debug('%s %s %s -> %s (%.0f ms)', side, response.request.method, path,
-                      response.status_code, response.elapsed.total_seconds() * 1000)
+            Http.log_request(side, response.request.method, urllib.parse.urlsplit(response.request.url).path,
+                             response.status_code, response.elapsed.total_seconds())
         return hook
 
+    @staticmethod
+    def log_request(side, method, path, status, seconds):
+        """At -loglevel debug: method, path, status and duration of one request (never its headers)."""
+        log.debug('%s %s %s -> %s (%.0f ms)', side, method, path, status, seconds * 1000)
+
+    @staticmethod
+    def pool(base, verify, cert, timeouts):
+        """A urllib3 connection pool to the host of `base` (https://host[:port]) for all of a run's
+        threads (urllib3's pools are thread-safe), set up as a requests Session would set up its
+        own for each request (requests adapters.py: _urllib3_request_context, cert_verify,
+        proxy_manager_for): `verify` true is the system CAs (urllib3 loads them where it is given
+        no CA: util/ssl_.py, ssl_wrap_socket), false none, else a CA file (or directory); `cert`
+        (cert, key) a client certificate; through the proxy the environment names for the host."""
+        tls = {'cert_reqs': 'CERT_NONE' if verify is False else 'CERT_REQUIRED'}
+        if isinstance(verify, str):
+            tls['ca_cert_dir' if os.path.isdir(verify) else 'ca_certs'] = verify
+        if cert:
+            tls['cert_file'], tls['key_file'] = cert
+        manager = Http.pool_manager(Http.environment_proxy(base), num_pools=1, maxsize=Parallel.CONNECTIONS_PER_HOST,
+                                    block=False, timeout=urllib3.Timeout(connect=timeouts.connect, read=timeouts.read),
+                                    retries=Http.retries(), **tls)
+        return manager.connection_from_url(base)
+
+    @staticmethod
+    def environment_proxy(url):
+        """The proxy requests would take for `url` from the environment (HTTPS_PROXY, ALL_PROXY,
+        NO_PROXY and their lower-case forms), read once, or None: requests' own reading of it
+        (utils.py: get_environ_proxies, select_proxy; a proxy without a scheme is http://)."""
+        proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+        return requests.utils.prepend_scheme_if_needed(proxy, 'http') if proxy else None
+
+    @staticmethod
+    def pool_manager(proxy, **pool):
+        """The urllib3 manager whose pools go through `proxy` (None: straight to the host), as
+        requests makes it (adapters.py, proxy_manager_for): a CONNECT tunnel through an HTTP(S)
+        proxy, whose credentials in its URL go to the proxy alone; SOCKS only with PySocks, as
+        for requests. A proxy URL urllib3 cannot use raises a ValueError (LocationValueError)."""
+        if not proxy:
+            return urllib3.PoolManager(**pool)
+        user, password = requests.utils.get_auth_from_url(proxy)
+        if proxy.lower().startswith('socks'):
+            from urllib3.contrib.socks import SOCKSProxyManager  # ImportError without PySocks
+            return SOCKSProxyManager(proxy, username=user, password=password, **pool)
+        # Basic auth as requests encodes it for a proxy (latin-1: auth.py, _basic_auth_str).
+        token = base64.b64encode(f'{user}:{password}'.encode('latin-1')).decode()
+        return urllib3.ProxyManager(proxy, proxy_headers={'Proxy-Authorization': 'Basic ' + token} if user else None,
+                                    **pool)
+
+    @staticmethod
+    def target(path, params=None):
+        """The request target of `path` (percent-encoded, maybe with a query of its own: an ONTAP
+        `next` link) and `params`, exactly as requests sent it: requests re-quotes a URL and
+        decodes every escape of an unreserved character on the way (utils.py: requote_uri,
+        unquote_unreserved; files_url's %2E went out as "."), and encodes params with
+        urlencode(doseq=True), leaving out those that are None (models.py, _encode_params). What
+        neither may carry (a space, "[", a non-ASCII character) urllib3's pool then
+        percent-encodes, as it did behind requests (connectionpool.py, urlopen: _encode_target)."""
+        if '%' in path:
+            path = Http.UNRESERVED_ESCAPE.sub(lambda escape: chr(int(escape[1], 16)), path)
+        query = urllib.parse.urlencode({key: value for key, value in params.items() if value is not None},
+                                       doseq=True) if params else ''
+        if not query:
+            return path
+        path, _, own = path.partition('?')
+        return f'{path}?{own}&{query}' if own else f'{path}?{query}'
+
+    @staticmethod
+    def form_data(name, data):
+        """(body, content type) of a multipart/form-data body of one file, `data` (bytes), as the
+        form field `name` with the file name `name`: what requests sends for files={name: (name,
+        data)}, a part without a Content-Type of its own (requests models.py, _encode_files)."""
+        field = urllib3.fields.RequestField(name=name, data=data, filename=name)
+        field.make_multipart()
+        return urllib3.encode_multipart_formdata([field])
+
 # ---- 5. ONTAP --------------------------------------------------------------------------------
-# Ontap: the transport to one cluster (one requests.Session per cluster and run), its jobs, and
+# Ontap: the transport to one cluster (one urllib3 pool per cluster and run), its jobs, and
 # what is the cluster's. Volume: one of its volumes, as a handle: the calls on the volume's
 # files, snapshots and clones are its methods.
 
@@ -1029,61 +1135,85 @@ class Ontap:
         self.cert = (cluster.cert, cluster.key) if cluster.cert else None
         self.timeouts = timeouts
         self.dry_run = dry_run
-        self.base = f'https://{cluster.host}'
         self.where = f'ONTAP {cluster.host}'
-        self.session = requests.Session()
-        Http.read_environment(self.session, f'https://{cluster.host}')
-        self.session.headers['Accept'] = 'application/json'
+        try:
+            self.pool = Http.pool(f'https://{cluster.host}', self.verify, self.cert, timeouts)
+        except (ValueError, ImportError) as exc:
+            raise OntapError(f'ONTAP {cluster.host}: the proxy the environment names for it cannot be used: {exc}') \
+                from exc
+        # Sent with every request: no ~/.netrc, no cookie, nothing the environment adds. The
+        # encodings requests asks for, so that ONTAP answers as it did (urllib3 decodes them).
+        self.headers = {'Accept': 'application/json', 'Accept-Encoding': requests.utils.default_headers()['Accept-Encoding']}
         if not self.cert:
-            # requests encodes basic auth as latin-1; ONTAP passwords may be any UTF-8.
+            # Basic auth in UTF-8 (requests would encode it as latin-1); ONTAP passwords may be any UTF-8.
             token = base64.b64encode(f'{cluster.user}:{cluster.password}'.encode()).decode()
-            self.session.headers['Authorization'] = 'Basic ' + token
-        self.session.mount('https://', Http.make_adapter(timeouts))
-        self.session.hooks['response'].append(Http.debug_hook('ONTAP'))
+            self.headers['Authorization'] = 'Basic ' + token
         # (resource, field) this cluster's release said it does not know, asked for no more in
         # this run: a field is the resource's own (9.8 knows a file's size, not a snapshot's).
         # Threads that poll jobs add to it too: a race costs at most one more refused GET each.
         self.unknown_fields = set()
 
-    def send(self, method, path, params=None, body=None, what=None, files=None, accept=None):
+    def send(self, method, path, params=None, body=None, what=None, file_data=None, accept=None):
         """One call: (HTTP status, JSON body). Raises OntapError with ONTAP's message and code.
-        `files` sends a multipart/form-data body instead of JSON (a file's data); `accept` asks
-        for another answer than JSON (a file's data): then a success's body is the response."""
+        `file_data` sends a file's data as a multipart/form-data body instead of JSON; `accept`
+        asks for another answer than JSON (a file's data): then a success's body is the response
+        (urllib3's, its body read: .data)."""
         what = what or f'{method} {path}'
         if self.dry_run and method != 'GET':
             print(Output.printable(f'would {what} (ONTAP {self.host})'))
             return 200, {}
         if method != 'GET':
             STOP.check_change(f'ONTAP {self.host}: {what}')
-        url = path if path.startswith('https://') else self.base + path
         try:
-            # verify= on every request: a Session's own verify loses to REQUESTS_CA_BUNDLE.
-            response = self.session.request(method, url, params=params, json=body, files=files, verify=self.verify,
-                                            cert=self.cert, headers={'Accept': accept} if accept else None,
-                                            allow_redirects=False)
-        except requests.exceptions.RequestException as exc:
+            response = self.exchange(method, Http.target(path, params), *self.encode(method, body, file_data, accept))
+        except urllib3.exceptions.HTTPError as exc:
             message = f'ONTAP {self.host}: {what}: {Http.describe_connection_error(exc)}'
             if method != 'GET' and Http.may_have_arrived(exc):
                 raise OutcomeUnknown(f'{message} after the request went out', what, where=self.where) from exc
             raise OntapError(message) from exc
-        if response.is_redirect:
-            raise OntapError(f'ONTAP {self.host}: {what}: {Http.redirect_refused(response)}',
-                             status=response.status_code)
-        if response.status_code == 401:
+        status = response.status
+        if status in Http.REDIRECTS and 'Location' in response.headers:
+            raise OntapError(f'ONTAP {self.host}: {what}: {Http.redirect_refused(response)}', status=status)
+        if status == 401:
             how = 'the client certificate' if self.cert else 'user and pass'
             raise OntapError(f'ONTAP {self.host}: authentication failed for user {self.user} '
                              f'(check {how} in [{self.section}])', status=401)
-        data = self.response_json(response)
-        if response.status_code >= 400:
+        data = self.json_object(response.data)
+        if status >= 400:
             error = data.get('error') or {}
-            message = error.get('message') or response.reason or f'HTTP {response.status_code}'
-            if method != 'GET' and response.status_code >= 500 and not error:
+            message = error.get('message') or response.reason or f'HTTP {status}'
+            if method != 'GET' and status >= 500 and not error:
                 # No ONTAP error envelope: a proxy or a dying node answered, not ONTAP's refusal.
-                raise OutcomeUnknown(f'ONTAP {self.host}: {what}: HTTP {response.status_code} {message}', what,
-                                     where=self.where)
-            raise OntapError(f'ONTAP {self.host}: {what}: {message}', status=response.status_code,
-                             code=error.get('code'))
-        return response.status_code, response if accept else data
+                raise OutcomeUnknown(f'ONTAP {self.host}: {what}: HTTP {status} {message}', what, where=self.where)
+            raise OntapError(f'ONTAP {self.host}: {what}: {message}', status=status, code=error.get('code'))
+        return status, response if accept else data
+
+    def encode(self, method, body, file_data, accept):
+        """(body bytes, headers) of a request: a JSON body as requests sends json= (json.dumps,
+        UTF-8; its models.py, prepare_body), or a file's data as a form (Http.form_data); none,
+        with Content-Length 0 on a call other than a GET, as requests sends it (prepare_content_length)."""
+        headers = dict(self.headers, Accept=accept) if accept else self.headers
+        if file_data is not None:
+            payload, content_type = Http.form_data('data', file_data)
+        elif body is not None:
+            payload, content_type = json.dumps(body).encode(), 'application/json'
+        else:
+            return None, headers if method == 'GET' else dict(headers, **{'Content-Length': '0'})
+        return payload, dict(headers, **{'Content-Type': content_type})
+
+    def exchange(self, method, target, payload, headers):
+        """One request on the pool, its answer's body read. Its body is read here, after urlopen,
+        as requests reads it: a body cut short is an error of its own, never asked again by the
+        retries (urllib3 retries what fails inside urlopen: connectionpool.py)."""
+        started = time.monotonic()
+        response = self.pool.urlopen(method, target, body=payload, headers=headers, redirect=False,
+                                     assert_same_host=False, preload_content=False)
+        try:
+            response.read(cache_content=True)     # kept as response.data
+        finally:
+            response.release_conn()
+        Http.log_request('ONTAP', method, target.partition('?')[0], response.status, time.monotonic() - started)
+        return response
 
     def request(self, method, path, params=None, body=None, what=None):
         """One call; its JSON body. A GET asks only for the fields the cluster's release knows."""
@@ -1113,7 +1243,7 @@ class Ontap:
         data = self.request('GET', path, params=params, what=what)
         records = list(data.get('records', []))
         while data.get('_links', {}).get('next', {}).get('href'):
-            data = self.request('GET', self.base + data['_links']['next']['href'], what=what)
+            data = self.request('GET', data['_links']['next']['href'], what=what)
             records.extend(data.get('records', []))
         return records
 
@@ -1254,9 +1384,14 @@ class Ontap:
 
     @staticmethod
     def response_json(response):
-        """The JSON object of the body, or {} (a 401 or a proxy's error page may not be JSON)."""
+        """The JSON object of a requests response's body, or {} (json_object)."""
+        return Ontap.json_object(response.content)
+
+    @staticmethod
+    def json_object(content):
+        """The JSON object a body (bytes) holds, or {} (a 401 or a proxy's error page may not be JSON)."""
         try:
-            data = response.json() if response.content else {}
+            data = json.loads(content) if content else {}
         except ValueError:
             return {}
         return data if isinstance(data, dict) else {}
@@ -1350,7 +1485,9 @@ class Volume:
 
     def files_url(self, path):
         """The files-API path of a volume-relative path as one segment (reference §10): every
-        `/`, `.`, `:` and `+` is percent-encoded, so no `..` can ever be resolved."""
+        `/`, `.`, `:` and `+` is percent-encoded, so no `..` can ever be resolved. On the wire each
+        `.` has always gone out as itself (requests decoded the %2E; Http.target does so still): the
+        path stays one segment all the same, every `/` in it encoded."""
         encoded = urllib.parse.quote(path, safe='').replace('.', '%2E')
         return f'/api/storage/volumes/{self.uuid}/files/{encoded}'
 
@@ -1572,7 +1709,7 @@ class Volume:
         for offset in range(0, max(len(data), 1), self.WRITE_MAX):
             params = {'overwrite': 'true', 'byte_offset': offset} if over or offset else None
             _, answer = self.ontap.send('POST', self.files_url(path), params=params, what=what,
-                                        files={'data': ('data', data[offset:offset + self.WRITE_MAX])})
+                                        file_data=data[offset:offset + self.WRITE_MAX])
             if (answer.get('job') or {}).get('uuid'):
                 self.ontap.wait_for_job(answer['job']['uuid'], what)
 
@@ -1640,12 +1777,12 @@ class Volume:
                                       what=f'read {path} in volume {self.name}', accept='multipart/form-data')
         content_type = response.headers.get('Content-Type', '')
         if not content_type.lower().startswith('multipart/'):
-            return response.content
+            return response.data
         # Imported here, as the HTTP stack is (Http.load_libraries): a tab completion loads none of it.
         import email.parser
         import email.policy
         message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-            f'Content-Type: {content_type}\r\n\r\n'.encode() + response.content)
+            f'Content-Type: {content_type}\r\n\r\n'.encode() + response.data)
         parts = list(message.iter_parts())
         part = next((p for p in parts if p.get_filename()), parts[0] if parts else None)
         if part is None:
@@ -3081,9 +3218,10 @@ class Context:
     """What one run shares: the config, one PVE login, one Ontap per cluster, volume lookups.
     Its caches have no lock: a command fills those its threads read (storage.cfg, the volumes,
     and with them the Ontaps) in the main thread before it starts them (see gather_vms). The
-    PVE login has a lock of its own. Threads share each requests.Session: its urllib3 pool is
+    PVE login has a lock of its own. Threads share PVE's requests.Session: its urllib3 pool is
     thread-safe, and nothing changes a Session after its login (requests promises no more
-    than that: psf/requests#2766)."""
+    than that: psf/requests#2766); and each Ontap's urllib3 pool, which nothing changes after
+    it is made (urllib3 keeps a pool's idle connections in a queue.LifoQueue: connectionpool.py)."""
 
     def __init__(self, config, output='text', dry_run=False, wait=0, local_lock=False, command=''):
         self.config = config
@@ -3099,6 +3237,12 @@ class Context:
         self._storages = None
         self._manifest_key = None
         self.volume_locks = {}        # lock name: the VolumeLock this run holds (Locks.for_storages)
+        self.changes = []             # what this run changed, each as its info line says it (its run record)
+
+    def changed(self, message, *args):
+        """Say at info level what the run changed, and note it for its run record (RunRecords)."""
+        log.info(message, *args)
+        self.changes.append(message % args)
 
     def ontap(self, storage):
         cluster = self.config.ontap_for(storage)
@@ -3628,6 +3772,8 @@ class RunRecords:
     warning: it never fails the run it tells of."""
 
     SUFFIX = '.run'
+    # The changes a record names; a run over a whole cluster says how many more (pmxcfs keeps small files).
+    CHANGES_KEPT = 20
     # The commands that change something; a dry run changes nothing and records nothing.
     COMMANDS = ('vm create', 'vm delete', 'vm hold', 'vm release', 'vm restore', 'storage create', 'storage delete',
                 'storage hold', 'storage release', 'storage restore', 'storage mount', 'storage unmount')
@@ -3652,12 +3798,15 @@ class RunRecords:
         return '-'.join(command.split()) + '@' + urllib.parse.quote(subject, safe=',') + RunRecords.SUFFIX
 
     @staticmethod
-    def record(command, subject, started, failure):
-        """Note the end of a run: `failure` the Failure it ended with, or None."""
+    def record(command, subject, started, failure, changes=()):
+        """Note the end of a run: `failure` the Failure it ended with (which says what it left), or
+        None; `changes` what it changed (Context.changed), failed or not."""
         ended = time.time()
         directory, name = RunRecords.directory(), RunRecords.file_name(command, subject)
         run = {'ended': ended, 'seconds': round(ended - started, 3), 'node': Holder.this_node(),
-               'outcome': 'failed' if failure else 'done', 'message': str(failure) if failure else None}
+               'outcome': 'failed' if failure else 'done', 'message': str(failure) if failure else None,
+               'changes': list(changes[:RunRecords.CHANGES_KEPT]),
+               'more_changes': max(0, len(changes) - RunRecords.CHANGES_KEPT)}
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
             previous = RunRecords.parse(PrivateFiles.read_text(directory, name)) or {}
@@ -3669,10 +3818,11 @@ class RunRecords:
             log.warning('how this run ended is not recorded in %s: %s', directory, getattr(exc, 'strerror', None) or exc)
 
     @staticmethod
-    def report(args, command, started, exc):
-        """Record how the run ended (`exc` what stopped it, or None) and, with -textfile, write the runs' metrics."""
+    def report(args, command, started, exc, changes=()):
+        """Record how the run ended (`exc` what stopped it, or None; `changes` what it changed) and,
+        with -textfile, write the runs' metrics."""
         failure = exc if isinstance(exc, Failure) else Failure(str(exc) or 'interrupted') if exc else None
-        RunRecords.record(command, RunRecords.subject(args), started, failure)
+        RunRecords.record(command, RunRecords.subject(args), started, failure, changes)
         if args.textfile:
             try:
                 Metrics.write(args.textfile, Metrics.RUNS_FILE, Metrics.runs_text(RunRecords.read_all()))
@@ -3728,9 +3878,9 @@ class Parallel:
     # (pve-ha-manager: src/PVE/HA/Env/PVE2.pm get_max_workers, src/PVE/HA/LRM.pm run_workers).
     POWER_CYCLES_PER_NODE = 4
     REQUESTS_AT_ONCE = 16       # requests one thread fans out at once: a VM's clones, reads, deletes
-    # Every thread of a run may have a request out at one host at once: each Session's pool keeps
-    # a connection for each, so no thread waits for one (inside a VM's pause, say) and none is
-    # thrown away (urllib3 warns "Connection pool is full"). Only idle connections take room.
+    # Every thread of a run may have a request out at one host at once: each pool (PVE's Session's,
+    # an Ontap's) keeps a connection for each, so no thread waits for one (inside a VM's pause, say)
+    # and none is thrown away (urllib3 warns "Connection pool is full"). Only idle connections take room.
     CONNECTIONS_PER_HOST = MOST_VMS_AT_ONCE * REQUESTS_AT_ONCE
     # How long a stop signal may wait to be seen while the main thread waits for parallel work.
     SIGNAL_LATENCY = 0.1
@@ -4735,7 +4885,7 @@ class VmCreate:
                 stamp = run.stamp
                 clones, consistency, result.problems = VmCreate.snapshot(ctx, view, mode, stamp, shared)
             result.made = f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s)'
-            log.info('VM %s: snapshot %s of %d disk(s) created (%s)', view.vmid, stamp, len(clones), consistency)
+            ctx.changed('VM %s: snapshot %s of %d disk(s) created (%s)', view.vmid, stamp, len(clones), consistency)
             try:
                 VmCreate.save_snapshot_records(ctx, view, stamp, consistency)
             except Failure as exc:
@@ -5247,7 +5397,7 @@ class VmDelete:
             elif stamp not in failed:
                 missing = VmSnapshots.missing_disks(view.disks, files)
                 lacks = f'incomplete (lacks {",".join(d.key for d in missing)}) ' if missing else ''
-                log.info('VM %s: %ssnapshot %s deleted (-keep %d)', view.vmid, lacks, stamp, keep)
+                ctx.changed('VM %s: %ssnapshot %s deleted (-keep %d)', view.vmid, lacks, stamp, keep)
         problems = [failure for failure in failed.values() if not isinstance(failure, InUse)]
         if problems:
             raise Failure.joined(*problems)
@@ -5261,7 +5411,7 @@ class VmDelete:
                               f'({hold.path} on {hold.storage}): release it first (vm release -vm {view.vmid} '
                               f'-snapshot {args.snapshot}), or add -force to delete it held')
             VmDelete.delete_snapshot(ctx, view, files)
-        log.info('VM %s: snapshot %s%s deleted (%d file(s))', args.vm, args.snapshot, ', held,' if hold else '',
+        ctx.changed('VM %s: snapshot %s%s deleted (%d file(s))', args.vm, args.snapshot, ', held,' if hold else '',
                  len(files))
 
 
@@ -5318,7 +5468,7 @@ class VmHold:
             volume, text = ctx.volume(home.storage), Hold.text(VmHold.holder(), Names.utc_stamp(), args.reason)
             VmHold.change(ctx, view, args.snapshot, home.storage, path, lambda: volume.write_file(path, text), True,
                           'held')
-        log.info('VM %s: snapshot %s held (%s on %s): -keep passes it over, vm delete refuses it without -force',
+        ctx.changed('VM %s: snapshot %s held (%s on %s): -keep passes it over, vm delete refuses it without -force',
                  view.vmid, args.snapshot, path, home.storage)
 
     @staticmethod
@@ -5332,7 +5482,7 @@ class VmHold:
                 volume = ctx.volume(hold.storage)
                 VmHold.change(ctx, view, args.snapshot, hold.storage, hold.path,
                               functools.partial(volume.delete_file, hold.path), False, 'released')
-        log.info('VM %s: snapshot %s released', view.vmid, args.snapshot)
+        ctx.changed('VM %s: snapshot %s released', view.vmid, args.snapshot)
 
 
 class VmRestore:
@@ -5771,7 +5921,7 @@ class VmRestore:
                 if window.problems:
                     raise Failure(f'VM {view.vmid}: disks {disks} restored from {origin}, but '
                                   f'{Failure.joined(*window.problems)}')
-        log.info('VM %s: disks %s%s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, config,
+        ctx.changed('VM %s: disks %s%s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, config,
                  origin, undo_stamp)
         STOP.check(f'VM {view.vmid}: disks {disks}{config} restored from {origin} first')
 
@@ -5981,7 +6131,7 @@ class NewVm:
                               f'{Clones.remove(ctx, Outcome.items_in(made, "done"))}{Clones.still_pending(made)}')
             NewVm.create(ctx, new)
         if not ctx.dry_run:
-            log.info('VM %s created on node %s from %s of VM %s; it is stopped: check it, then start it', newid,
+            ctx.changed('VM %s created on node %s from %s of VM %s; it is stopped: check it, then start it', newid,
                      new.node, new.origin, vmid)
         STOP.check(f'VM {newid} was created from {new.origin} of VM {vmid} first')
 
@@ -6335,7 +6485,7 @@ class StorageCreate:
                 exc, f'POST /api/storage/volumes/{volume.uuid}/snapshots', lambda: volume.has_snapshot(name))
 
     @staticmethod
-    def prune(volume, storage, keep, made, label=None):
+    def prune(ctx, volume, storage, keep, made, label=None):
         """-keep N: delete the oldest proxmox_snapshot_* with this snapmirror label (or none)
         beyond the newest N: `-label daily -keep 7` and `-label weekly -keep 4` live side by side.
         One a FlexClone uses is skipped, and so is one ONTAP refuses as busy for any other reason
@@ -6361,7 +6511,7 @@ class StorageCreate:
                                 at_once=not volume.ontap.dry_run)
         for outcome in outcomes:
             if outcome.state == 'done':
-                log.info('storage %s: snapshot %s deleted (-keep %d)', storage, outcome.item['name'], keep)
+                ctx.changed('storage %s: snapshot %s deleted (-keep %d)', storage, outcome.item['name'], keep)
             elif outcome.state == 'failed' and str(getattr(outcome.error, 'code', None)) == Ontap.SNAPSHOT_LOCKED:
                 owners = ', '.join(outcome.item.get('owners') or ()) or 'no owner named: a file clone from it may run'
                 log.warning('storage %s: keeping snapshot %s beyond -keep %d: ONTAP keeps it busy (%s); a later run '
@@ -6403,13 +6553,13 @@ class StorageCreate:
             unrecorded = StorageCreate.save_record(ctx, args.storage, record, unread)
             with GuestsWindow(ctx, held, args.storage) as window:
                 window.run(StorageCreate.take, volume, name, Names.storage_snapshot_comment(args.storage, counts), label)
-            log.info('storage %s: snapshot %s of volume %s created%s', args.storage, name, volume.name,
+            ctx.changed('storage %s: snapshot %s of volume %s created%s', args.storage, name, volume.name,
                      f' (label {label})' if label else '')
             GuestsWindow.report(args.storage, name, held, crash + window.crash, window.late)
             made = f'storage {args.storage}: snapshot {name} was made'
             STOP.check(made)
             if args.keep is not None:
-                StorageCreate.prune(volume, args.storage, args.keep, name, label)
+                StorageCreate.prune(ctx, volume, args.storage, args.keep, name, label)
         problems = [*window.problems, unrecorded] if unrecorded else window.problems
         if problems:
             raise Failure(f'{made}, but {Failure.joined(*problems)}')
@@ -6543,7 +6693,7 @@ class StorageView:
                 if str(exc.code) != Ontap.SNAPSHOT_LOCKED:
                     raise
                 raise StorageCreate.explain_busy(ctx, volume, args.snapshot, exc) from exc
-        log.info('storage %s: snapshot %s deleted', args.storage, args.snapshot)
+        ctx.changed('storage %s: snapshot %s deleted', args.storage, args.snapshot)
 
 
 class StorageHold:
@@ -6573,7 +6723,7 @@ class StorageHold:
                               'snapshot modify -comment) and hold it again')
             Outcome.said(f'storage {args.storage}', f'snapshot {args.snapshot}', done,
                          lambda: volume.comment_snapshot(snapshot, new), 'storage list')
-        log.info('storage %s: snapshot %s %s%s', args.storage, args.snapshot, done,
+        ctx.changed('storage %s: snapshot %s %s%s', args.storage, args.snapshot, done,
                  ': -keep and -min-age pass it over, storage delete refuses it without -force' if held else '')
 
     @staticmethod
@@ -6669,7 +6819,7 @@ class StorageRestore:
             # A stop now would leave unknown whether ONTAP reverted: wait for its answer, then stop saying so.
             with STOP.deferred():
                 volume.restore(args.snapshot)
-        log.info('storage %s: volume %s restored to %s', args.storage, volume.name, args.snapshot)
+        ctx.changed('storage %s: volume %s restored to %s', args.storage, volume.name, args.snapshot)
         STOP.check(f'storage {args.storage}: volume {volume.name} reverted to snapshot {args.snapshot} first')
 
 
@@ -6936,7 +7086,7 @@ class StorageMount:
                     log.warning('ONTAP %s: removing FlexClone %s again', volume.ontap.host, clone)
                     volume.ontap.volume_by_name(clone, volume.svm).delete()
                     raise
-        log.info('storage %s: snapshot %s mounted as storage %s%s', args.storage, args.snapshot, storage,
+        ctx.changed('storage %s: snapshot %s mounted as storage %s%s', args.storage, args.snapshot, storage,
                  f' on node {node}' if node else '')
         STOP.check(f'snapshot {args.snapshot} mounted as storage {storage} first')
 
@@ -7049,7 +7199,7 @@ class StorageMount:
                 StorageMount.unmount_nfs(path)
             if volume is not None:
                 volume.delete()
-                log.info('ONTAP %s: FlexClone %s deleted', parent_volume.ontap.host, volume.name)
+                ctx.changed('ONTAP %s: FlexClone %s deleted', parent_volume.ontap.host, volume.name)
         STOP.check(f'storage {args.storage} unmounted first')
 
 class Metrics:
@@ -8749,6 +8899,7 @@ class Arg:
                             help=f'after a successful create, delete the oldest {what} beyond the newest N')
 
 
+@functools.cache
 def tool_version():
     """The version, written in one place, pyproject.toml: read there beside this file (a clone,
     `pip install -e`), else from the installed package's metadata (pip, pipx, and the Debian
@@ -9154,7 +9305,7 @@ def main(argv=None):
     previous = {signum: signal.signal(signum, STOP.handle) for signum in STOP.SIGNALS}
     command = f'{args.context} {getattr(args, "command", "")}'.strip()
     recorded = command in RunRecords.COMMANDS and not args.dry_run
-    started, status = time.time(), 0
+    started, status, ctx = time.time(), 0, None
     try:
         try:
             Http.load_libraries()
@@ -9170,10 +9321,10 @@ def main(argv=None):
             STOP.check()
         except (Failure, Terminated, KeyboardInterrupt) as exc:
             if recorded:
-                RunRecords.report(args, command, started, exc)
+                RunRecords.report(args, command, started, exc, ctx.changes if ctx else [])
             raise
         if recorded:
-            RunRecords.report(args, command, started, None)
+            RunRecords.report(args, command, started, None, ctx.changes if ctx else [])
         sys.stdout.flush()
     except Failure as exc:
         log.debug('traceback', exc_info=True)

@@ -406,8 +406,9 @@ error names what stays unknown, its job, and what to check (job show -id <uuid> 
 '''),
     ('RUNS', '''
 Every command that changes something (vm create, delete, hold, release, restore; storage
-create, delete, hold, release, restore, mount, unmount), but not a dry run, records how it ended: its last run, last success
-and last failure (when, how long, on which node, the error), in
+create, delete, hold, release, restore, mount, unmount), but not a dry run, records how it
+ended: its last run, last success and last failure (when, how long, on which node, the error,
+and what it changed as its info lines say it: the first 20, and how many more), in
 /etc/pve/priv/pve-ontap-snapshot/<command>@<subject>.run on a PVE node (so every node's monitor
 reads it), else in the lock directory. monitor warns of a command whose last run failed. With
 -textfile DIR such a command writes pve_ontap_snapshot_runs.prom at its end, failed or not:

@@ -236,10 +236,25 @@ def test_a_run_records_how_it_ended_and_monitor_warns_of_one_that_failed(world, 
     assert head.startswith('WARNING: storage create ONTAP02: failed at ') and 'no space left' in head
     records = {name: json.loads((cluster_dir / 'pve-ontap-snapshot' / name).read_text())
                for name in ('storage-create@ONTAP01.run', 'storage-create@ONTAP02.run')}
-    assert records['storage-create@ONTAP01.run']['last']['outcome'] == 'done'
+    one = records['storage-create@ONTAP01.run']['last']
+    made = max(world.vol1.snapshots)
+    assert (one['outcome'], one['more_changes']) == ('done', 0)
+    assert one['changes'] == [f'storage ONTAP01: snapshot {made} of volume proxmox_storage01 created']
     two = records['storage-create@ONTAP02.run']
     assert (two['last']['outcome'], two['last_success']['outcome'], two['last_failure']['outcome']) == (
         'failed', 'done', 'failed')
+    assert two['last']['changes'] == [] and len(two['last_success']['changes']) == 1
+
+
+def test_a_run_records_what_it_changed_up_to_twenty_changes(world, cluster_dir):
+    stamps = sorted(vm_snapshot(world, 101, days=2, minutes=minutes) for minutes in range(25))
+
+    assert world.run('vm', 'create', '-vm', 101, '-keep', 1).code == 0
+
+    last = json.loads((cluster_dir / 'pve-ontap-snapshot' / 'vm-create@101.run').read_text())['last']
+    assert len(last['changes']) == 20 and last['more_changes'] == 6      # 1 made, 25 deleted
+    assert last['changes'][0].startswith('VM 101: snapshot ') and ' created (' in last['changes'][0]
+    assert last['changes'][1:] == [f'VM 101: snapshot {stamp} deleted (-keep 1)' for stamp in stamps[:19]]
 
 
 def test_a_dry_run_records_nothing(world, cluster_dir):

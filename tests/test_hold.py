@@ -10,14 +10,11 @@ import pwd
 import re
 
 import pytest
-from world import ORIGINAL_STAMP, error_lines, seed_history, write_disk
+from world import OLDER_STAMP, OLDEST_STAMP, ORIGINAL_STAMP, VM101_DISK, error_lines, make_set, seed_history
 
 import pve_ontap_snapshot as tool
 
-OLDEST = '2024-03-11_10:00:00+0000'
-OLDER = '2024-03-12_10:00:00+0000'
-OLD = '2024-03-13_14:42:47+0000'
-VM101_DISK = 'vm-101-disk-0.raw'
+OLD, OLDER, OLDEST = ORIGINAL_STAMP, OLDER_STAMP, OLDEST_STAMP
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +27,7 @@ def sudo_user(monkeypatch):
 def older_sets(world, *stamps):
     """Snapshots of VM 101 as an earlier run (or the original) left them: a clone of its one disk each."""
     for stamp in stamps:
-        write_disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw')
+        make_set(world, 101, stamp, [(world.vol1, VM101_DISK)])
 
 
 def hold_file(world, stamp, vmid=101, vol=None):
@@ -277,7 +274,7 @@ def test_a_hold_of_what_is_not_there_is_one_line_and_changes_nothing(world, argv
 
 # -- storage hold, storage release
 
-def storage_snapshots(world):
+def storage_comments(world):
     """{name: comment} of the tool's snapshots of ONTAP01's volume."""
     return {name: snap.comment for name, snap in world.vol1.snapshots.items() if name.startswith('proxmox_snapshot_')}
 
@@ -289,7 +286,7 @@ def storage_listed(world):
 
 def test_storage_hold_ends_the_comment_with_held_and_storage_list_shows_it(world):
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
-    ((name, comment),) = storage_snapshots(world).items()
+    ((name, comment),) = storage_comments(world).items()
     assert comment == 'Snapshot of Proxmox storage ONTAP01; guests: 1 running, 1 shutdown'
     world.a.requests.clear()
 
@@ -297,7 +294,7 @@ def test_storage_hold_ends_the_comment_with_held_and_storage_list_shows_it(world
 
     assert result.code == 0, result.err
     assert f'INFO: storage ONTAP01: snapshot {name} held: -keep and -min-age pass it over' in result.err
-    assert storage_snapshots(world) == {name: f'{comment}; held'}
+    assert storage_comments(world) == {name: f'{comment}; held'}
     assert [(r['method'], r['body']) for r in world.ontap_changes(on=world.a)] == [
         ('PATCH', {'comment': f'{comment}; held'})]
     listed = storage_listed(world)[name]
@@ -310,27 +307,27 @@ def test_storage_hold_ends_the_comment_with_held_and_storage_list_shows_it(world
 
     assert released.code == 0, released.err
     assert f'INFO: storage ONTAP01: snapshot {name} released' in released.err
-    assert storage_snapshots(world) == {name: comment}
+    assert storage_comments(world) == {name: comment}
     assert storage_listed(world)[name]['held'] is False
     assert table(world.run('storage', 'list', '-storage', 'ONTAP01').out)[1][-1] == 'no'
 
 
 def test_storage_hold_or_release_twice_is_no_error_and_changes_nothing(world):
     seed_history(world)
-    before = storage_snapshots(world)
+    before = storage_comments(world)
 
     released = world.run('storage', 'release', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_' + OLD)
     assert released.code == 0, released.err
     assert f'INFO: storage ONTAP01: snapshot proxmox_snapshot_{OLD} is not held: nothing changed' in released.err
     assert world.run('storage', 'hold', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_' + OLD).code == 0
-    held = storage_snapshots(world)
+    held = storage_comments(world)
     world.a.requests.clear()
 
     again = world.run('storage', 'hold', '-storage', 'ONTAP01', '-snapshot', 'proxmox_snapshot_' + OLD)
 
     assert again.code == 0, again.err
     assert f'INFO: storage ONTAP01: snapshot proxmox_snapshot_{OLD} is held already: nothing changed' in again.err
-    assert storage_snapshots(world) == held != before
+    assert storage_comments(world) == held != before
     assert world.ontap_changes(on=world.a) == []
 
 
@@ -341,7 +338,7 @@ def test_a_held_snapshot_of_the_original_keeps_its_comment_and_adds_held(world):
     result = world.run('storage', 'hold', '-storage', 'ONTAP01', '-snapshot', name)
 
     assert result.code == 0, result.err
-    assert storage_snapshots(world)[name] == 'Snapshot of Proxmox storage ONTAP01; held'
+    assert storage_comments(world)[name] == 'Snapshot of Proxmox storage ONTAP01; held'
     listed = storage_listed(world)[name]
     assert (listed['held'], listed['guests'], listed['consistency']) == (True, None, None)
     assert [s['held'] for s in storage_listed(world).values()] == [False, True, False]
@@ -357,7 +354,7 @@ def test_storage_keep_never_counts_or_deletes_a_held_snapshot(world):
     assert result.code == 0, result.err
     assert (f'INFO: storage ONTAP01: -keep 1 neither counts nor deletes the held snapshot(s) proxmox_snapshot_{OLDER}, '
             f'proxmox_snapshot_{OLD} (storage release lets one go)') in result.err
-    names = sorted(storage_snapshots(world))
+    names = sorted(storage_comments(world))
     assert names[:2] == ['proxmox_snapshot_' + OLDER, 'proxmox_snapshot_' + OLD] and len(names) == 3
     assert 'proxmox_snapshot_2024-03-14_10:00:00+0000' not in names      # not held: beyond -keep 1
 
@@ -372,12 +369,12 @@ def test_storage_min_age_does_not_count_a_held_snapshot(world):
     assert result.code == 0, result.err
     assert ('INFO: storage ONTAP01: -min-age 12h does not count the held snapshot(s) '
             'proxmox_snapshot_2026-01-01_00:00:00+0000') in result.err
-    assert len(storage_snapshots(world)) == 2
+    assert len(storage_comments(world)) == 2
 
     again = world.run('storage', 'create', '-storage', 'ONTAP01', '-min-age', '12h')
 
     assert again.code == 0, again.err
-    assert 'is younger than -min-age 12h: none taken' in again.err and len(storage_snapshots(world)) == 2
+    assert 'is younger than -min-age 12h: none taken' in again.err and len(storage_comments(world)) == 2
 
 
 def test_storage_delete_refuses_a_held_snapshot_and_deletes_it_with_force(world):
@@ -398,7 +395,7 @@ def test_storage_delete_refuses_a_held_snapshot_and_deletes_it_with_force(world)
     forced = world.run('storage', 'delete', '-storage', 'ONTAP01', '-snapshot', name, '-force')
 
     assert forced.code == 0, forced.err
-    assert name not in storage_snapshots(world) and len(storage_snapshots(world)) == 2
+    assert name not in storage_comments(world) and len(storage_comments(world)) == 2
 
 
 def test_storage_hold_and_release_change_nothing_in_a_dry_run(world):
@@ -407,15 +404,15 @@ def test_storage_hold_and_release_change_nothing_in_a_dry_run(world):
 
     for command, comment in (('hold', 'Snapshot of Proxmox storage ONTAP01; held'),
                              ('release', 'Snapshot of Proxmox storage ONTAP01')):
-        before = storage_snapshots(world)
+        before = storage_comments(world)
 
         result = world.run('-dry-run', 'storage', command, '-storage', 'ONTAP01', '-snapshot', name)
 
         assert result.code == 0, result.err
         assert f'would set the comment of snapshot {name} of volume proxmox_storage01 to "{comment}"' in result.out
-        assert storage_snapshots(world) == before
+        assert storage_comments(world) == before
         assert world.run('storage', command, '-storage', 'ONTAP01', '-snapshot', name).code == 0
-        assert storage_snapshots(world)[name] == comment
+        assert storage_comments(world)[name] == comment
 
 
 def test_a_storage_hold_whose_answer_is_lost_is_read_back(world):
@@ -427,7 +424,7 @@ def test_a_storage_hold_whose_answer_is_lost_is_read_back(world):
     world.a.wait_for_jobs()
 
     assert result.code == 0, result.err
-    assert storage_snapshots(world)[name] == 'Snapshot of Proxmox storage ONTAP01; held'
+    assert storage_comments(world)[name] == 'Snapshot of Proxmox storage ONTAP01; held'
     patch = next(n for n, r in enumerate(world.a.requests) if r['method'] == 'PATCH')
     assert [r for r in world.a.requests[patch + 1:] if r['path'].endswith('/snapshots')]     # read back
 
@@ -451,7 +448,7 @@ def test_a_storage_hold_that_fails_says_so_and_leaves_the_comment(world):
     seed_history(world)
     name = 'proxmox_snapshot_' + OLD
     world.a.fail('PATCH', r'/snapshots/', status=403, code='6', message='not authorized for that command')
-    before = storage_snapshots(world)
+    before = storage_comments(world)
 
     result = world.run('storage', 'hold', '-storage', 'ONTAP01', '-snapshot', name)
 
@@ -459,7 +456,7 @@ def test_a_storage_hold_that_fails_says_so_and_leaves_the_comment(world):
     assert error_lines(result) == [(
         f'ERROR: storage ONTAP01: snapshot {name} is not held: ONTAP {world.a.host}: set the comment of snapshot {name} '
         'of volume proxmox_storage01 to "Snapshot of Proxmox storage ONTAP01; held": not authorized for that command')]
-    assert storage_snapshots(world) == before
+    assert storage_comments(world) == before
 
 
 @pytest.mark.parametrize('snapshot, comment, error', [
@@ -470,10 +467,10 @@ def test_a_storage_hold_that_fails_says_so_and_leaves_the_comment(world):
 ])
 def test_a_storage_hold_that_cannot_be_made_is_one_line_and_changes_nothing(world, snapshot, comment, error):
     world.a.add_snapshot('proxmox_storage01', 'proxmox_snapshot_' + OLD, comment=comment)
-    before = storage_snapshots(world)
+    before = storage_comments(world)
 
     result = world.run('storage', 'hold', '-storage', 'ONTAP01', '-snapshot', snapshot)
 
     assert result.code == 1
     assert result.err.strip().splitlines() == ['ERROR: ' + error.format(host=world.a.host)]
-    assert storage_snapshots(world) == before
+    assert storage_comments(world) == before

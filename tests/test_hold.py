@@ -10,7 +10,7 @@ import pwd
 import re
 
 import pytest
-from world import OLDER_STAMP, OLDEST_STAMP, ORIGINAL_STAMP, VM101_DISK, error_lines, make_set, seed_history
+from world import OLDER_STAMP, OLDEST_STAMP, ORIGINAL_STAMP, VM101_DISK, error_lines, make_set, seed_history, table
 
 import pve_ontap_snapshot as tool
 
@@ -37,11 +37,6 @@ def hold_file(world, stamp, vmid=101, vol=None):
 def listed(world, vmid=101):
     """vm list's JSON of the VM, by stamp."""
     return {s['stamp']: s for s in world.vm_snapshots(vmid)}
-
-
-def table(text):
-    """The cells of a text table's rows, its header first (cells are apart by 2+ spaces)."""
-    return [re.split(r' {2,}', line) for line in text.splitlines()]
 
 
 # -- the names

@@ -16,6 +16,7 @@ from world import (
     error_lines,
     fails_cleanly,
     snapshots_across_a_dst_change,
+    table,
 )
 
 import pve_ontap_snapshot as tool
@@ -140,7 +141,7 @@ def test_storage_show_of_a_snapshot_names_each_guest_it_holds(world):
     data = json.loads(world.run('-output', 'json', 'storage', 'show', '-storage', 'ONTAP01', '-snapshot', name).out)
 
     assert text.code == 0, text.err
-    rows = [re.split(r' {2,}', line) for line in text.out.split('\n\n')[1].splitlines()]
+    rows = table(text.out.split('\n\n')[1])
     assert rows == [['GUEST', 'NAME', 'NODE', 'CONSISTENCY', 'DISKS', 'SIGNED'],
                     ['VM 100', 'web', 'pve1', 'running', 'efidisk0, ide0, scsi0, tpmstate0', 'yes'],
                     ['VM 101', 'db', 'pve2', 'shutdown', 'scsi0', 'yes'],

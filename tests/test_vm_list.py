@@ -2,7 +2,6 @@
 with its size, disks, whether it is complete, how consistent, and whether it is of this VM or of
 another that had its id before (as a table, or as JSON)."""
 
-import re
 
 import pytest
 from world import (
@@ -15,6 +14,7 @@ from world import (
     error_lines,
     make_set,
     pve_reads_nfs_directories,
+    table,
     vm100_sources,
     vm101_made,
     write_disk,
@@ -27,11 +27,6 @@ OLD, OLDER = ORIGINAL_STAMP, OLDER_STAMP
 
 # -- the snapshots of a VM
 
-def table_rows(text):
-    """The cells of each row of a text table below its header (cells are apart by 2+ spaces)."""
-    return [re.split(r' {2,}', line) for line in text.splitlines()[1:]]
-
-
 def test_list_shows_every_set_across_both_clusters_with_pre_restore_marked(world):
     sources = vm100_sources(world)
     make_set(world, 100, OLDER, sources)
@@ -42,7 +37,7 @@ def test_list_shows_every_set_across_both_clusters_with_pre_restore_marked(world
     assert result.code == 0, result.err
     lines = result.out.splitlines()
     assert lines[0].split() == ['SNAPSHOT', 'KIND', 'SIZE', 'DISKS', 'STATE', 'CONSISTENCY', 'OF', 'HELD']
-    assert table_rows(result.out) == [
+    assert table(result.out)[1:] == [
         [OLDER, 'snapshot', '48.0 KiB', 'ide0,scsi0,efidisk0,tpmstate0,sata0,virtio0', 'complete', 'unknown',
          'unknown', 'no'],
         [OLD, 'pre-restore', '16.0 KiB', 'ide0,sata0', 'incomplete (lacks efidisk0,scsi0,tpmstate0,virtio0)',
@@ -62,7 +57,7 @@ def test_list_marks_a_set_that_lacks_disks_as_incomplete_but_not_one_with_files_
     result = world.run('vm', 'list', '-vm', 100)
 
     assert result.code == 0, result.err
-    older, old = table_rows(result.out)
+    older, old = table(result.out)[1:]
     assert older == [OLDER, 'snapshot', '56.0 KiB',
                      f'ide0,scsi0,efidisk0,tpmstate0,vm-100-disk-9-snapshot-{OLDER}.raw,sata0,virtio0', 'complete',
                      'unknown', 'unknown', 'no']
@@ -82,7 +77,7 @@ def test_list_marks_a_set_made_before_a_disk_was_added_as_incomplete(world):
     result = world.run('vm', 'list', '-vm', 101)
 
     assert result.code == 0, result.err
-    assert table_rows(result.out) == [[OLD, 'snapshot', '8.0 KiB', 'scsi0', 'incomplete (lacks scsi1)', 'unknown',
+    assert table(result.out)[1:] == [[OLD, 'snapshot', '8.0 KiB', 'scsi0', 'incomplete (lacks scsi1)', 'unknown',
                                        'unknown', 'no']]
     assert [(s['complete'], s['missing']) for s in world.vm_snapshots(101)] == [(False, ['scsi1'])]
 
@@ -100,7 +95,7 @@ def test_vm_list_shows_the_consistency_of_new_snapshots_and_unknown_for_old_ones
     result = world.run('vm', 'list', '-vm', 101)
 
     assert result.code == 0, result.err
-    rows = [re.split(r' {2,}', line) for line in result.out.splitlines()]
+    rows = table(result.out)
     assert rows[0][-3:] == ['CONSISTENCY', 'OF', 'HELD']
     assert [(row[0] == OLD, row[3], row[-3]) for row in rows[1:]] == [(True, 'scsi0', 'unknown'),
                                                                       (False, 'scsi0', 'shutdown')]

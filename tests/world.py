@@ -114,6 +114,11 @@ def error_lines(result):
     return [line for line in result.err.splitlines() if line.startswith('ERROR')]
 
 
+def table(text):
+    """The cells of a text table's rows, its header first (cells are apart by 2+ spaces)."""
+    return [re.split(r' {2,}', line) for line in text.splitlines()]
+
+
 def fails_cleanly(world, argv, code, *phrases):
     """Run argv; it must fail with `code` and one line on stderr, an ERROR holding every phrase,
     nothing on stdout, no traceback, and change nothing. Returns the result."""

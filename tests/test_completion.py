@@ -1,5 +1,6 @@
-"""Tab completion as the Debian package answers it: from the tool's parser and completers,
-saved at build time by packaging/save_parser.py, without importing the tool. Each answer must
+"""Tab completion: as the script answers it (argcomplete over the tool's own parser, without its
+HTTP stack), and as the Debian package answers it: from the tool's parser and completers, saved at
+build time by packaging/save_parser.py, without importing the tool. Each answer of the package must
 be the tool's own, for every kind of word a <TAB> can meet."""
 
 import os
@@ -16,6 +17,8 @@ SCRIPT = ROOT / 'pve_ontap_snapshot.py'
 # standard library that only a run needs (dataclasses and logging cost as much as argcomplete).
 NEVER_IMPORTED = {'pve_ontap_snapshot', 'requests', 'urllib3', 'proxmoxer', 'dataclasses', 'logging', 'concurrent',
                   'json', 'socket', 'tempfile'}
+# What a <TAB> answered by the script itself must never import.
+HTTP_STACK = {'requests', 'urllib3', 'proxmoxer'}
 
 
 @pytest.fixture(scope='module')
@@ -45,6 +48,33 @@ def from_saved_parser(saved):
     return [sys.executable, '-c', 'import sys; sys.path[:0] = sys.argv[1:]; import completion; completion.complete()',
             str(saved), str(PACKAGING)]
 
+
+# -- the script's own answers
+
+def test_storage_completes_from_the_config_without_the_http_stack(world, tmp_path):
+    completions, imported = answers([sys.executable, str(SCRIPT)],
+                                    f'pve-ontap-snapshot -config {world.config} storage list -storage ONT', tmp_path)
+    assert sorted(c.strip() for c in completions) == ['ONTAP01', 'ONTAP01-CLONE', 'ONTAP02', 'ONTAP02-CLONE']
+    assert 'argcomplete' in imported
+    assert not imported & HTTP_STACK
+
+
+def test_subcommands_complete(tmp_path):
+    completions, imported = answers([sys.executable, str(SCRIPT)], 'pve-ontap-snapshot storage mo', tmp_path)
+    assert [c.strip() for c in completions] == ['mount']
+    assert not imported & HTTP_STACK
+
+
+def test_vm_ids_and_snapshots_complete_to_nothing_and_config_to_files(world, tmp_path):
+    (tmp_path / 'config-prod.ini').write_text('')
+    script = [sys.executable, str(SCRIPT)]
+    assert answers(script, 'pve-ontap-snapshot vm create -vm ', tmp_path)[0] in ([], [''])
+    assert answers(script, 'pve-ontap-snapshot storage delete -storage ONTAP01 -snapshot ', tmp_path)[0] in ([], [''])
+    assert [c.strip() for c in answers(script, 'pve-ontap-snapshot -config config-p', tmp_path)[0]] == [
+        'config-prod.ini']
+
+
+# -- the package's answers, from the saved parser
 
 CONFIG = '[proxmox]\nproxmox_host = pve\n\n[ONTAP01]\nhost = a\n\n[ONTAP02]\nhost = b\n\n[defaults]\n'
 STORAGES = ['ONTAP01', 'ONTAP01-CLONE', 'ONTAP02', 'ONTAP02-CLONE']

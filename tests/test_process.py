@@ -1,6 +1,7 @@
-"""The tool as a real process: the script, the console script, bash tab completion, and its
-output into a pipe that closes, a full disk or a closed stdout. Stop signals are test_signals.py's;
-the question on a terminal is asked in test_vm_restore.py and test_storage_restore.py."""
+"""The tool as a real process: the script, the console script, and its output into a pipe that
+closes, a full disk or a closed stdout. Stop signals are test_signals.py's; tab completion is
+test_completion.py's; the question on a terminal is asked in test_vm_restore.py and
+test_storage_restore.py."""
 
 import json
 import os
@@ -13,7 +14,6 @@ import pytest
 from world import OLD_SNAPSHOT
 
 SCRIPT = Path(__file__).resolve().parent.parent / 'pve_ontap_snapshot.py'
-HTTP_STACK = ('requests', 'urllib3', 'proxmoxer')
 
 
 def run(argv, env=None, **kwargs):
@@ -60,38 +60,6 @@ def test_usage_errors_exit_2_from_the_script():
     result = run([sys.executable, str(SCRIPT), 'vm', 'create', '-vm', 'web'])
     assert result.returncode == 2
     assert "'web' is no VM id" in result.stderr
-
-
-def complete(line, tmp_path, config=None):
-    """Ask the script for completions of `line` as bash would; (completions, imported modules)."""
-    out = tmp_path / 'completions'
-    env = {'_ARGCOMPLETE': '1', '_ARGCOMPLETE_IFS': '\n', 'COMP_LINE': line, 'COMP_POINT': str(len(line)),
-           '_ARGCOMPLETE_STDOUT_FILENAME': str(out), 'PYTHONPROFILEIMPORTTIME': '1'}
-    result = run([sys.executable, str(SCRIPT)], env=env, cwd=tmp_path)
-    imported = {line.split('|')[-1].strip().split('.')[0] for line in result.stderr.splitlines()
-                if line.startswith('import time:')}
-    return out.read_text().split('\n') if out.exists() else [], imported
-
-
-def test_storage_completes_from_the_config_without_the_http_stack(world, tmp_path):
-    completions, imported = complete(f'pve-ontap-snapshot -config {world.config} storage list -storage ONT',
-                                     tmp_path)
-    assert sorted(c.strip() for c in completions) == ['ONTAP01', 'ONTAP01-CLONE', 'ONTAP02', 'ONTAP02-CLONE']
-    assert 'argcomplete' in imported
-    assert not imported & set(HTTP_STACK)
-
-
-def test_subcommands_complete(tmp_path):
-    completions, imported = complete('pve-ontap-snapshot storage mo', tmp_path)
-    assert [c.strip() for c in completions] == ['mount']
-    assert not imported & set(HTTP_STACK)
-
-
-def test_vm_ids_and_snapshots_complete_to_nothing_and_config_to_files(world, tmp_path):
-    (tmp_path / 'config-prod.ini').write_text('')
-    assert complete('pve-ontap-snapshot vm create -vm ', tmp_path)[0] in ([], [''])
-    assert complete('pve-ontap-snapshot storage delete -storage ONTAP01 -snapshot ', tmp_path)[0] in ([], [''])
-    assert [c.strip() for c in complete('pve-ontap-snapshot -config config-p', tmp_path)[0]] == ['config-prod.ini']
 
 
 def test_a_list_piped_into_head_ends_quietly(world):

@@ -786,6 +786,8 @@ class OntapEmulator:
         self.on_request = None
         self.utc_offset = None
         self.latency = 0.0
+        self.in_flight = 0              # requests being answered now
+        self.most_in_flight = 0         # the most answered at once (tests bound a command's parallel requests)
         self.job_delay = 0.0
         self.page_size = None
         self.file_delete_jobs = False
@@ -2003,6 +2005,15 @@ class OntapEmulator:
             self._seq += 1
             record['seq'] = self._seq
             self.requests.append(record)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            self._serve_recorded(handler, request, record)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _serve_recorded(self, handler, request, record):
         if self.on_request:
             self.on_request(record)
         if self.latency:

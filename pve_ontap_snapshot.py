@@ -1897,16 +1897,24 @@ class Pve:
         call, by id (type, node, status, name)."""
         return {entry['vmid']: entry for entry in self.call('get', 'cluster/resources', 'list VMs', type='vm')}
 
-    def vms(self):
-        """Every QEMU VM of the cluster (the guests vm commands work on), by id."""
-        return {vmid: entry for vmid, entry in self.guests().items() if entry.get('type') == 'qemu'}
+    def vms(self, kind=None):
+        """Every guest of `kind` in the cluster (default: QEMU VMs, those vm commands work on), by id."""
+        kind = kind or Kind.VM
+        return {vmid: entry for vmid, entry in self.guests().items() if entry.get('type') == kind.type}
 
-    def find_vm(self, vmid, vms=None):
-        """The VM's /cluster/resources entry (node, status, name); a Failure if PVE has no such VM."""
-        vms = self.vms() if vms is None else vms
-        if vmid not in vms:
-            raise NotFound(f'Proxmox {self.host}: no VM {vmid} (QEMU guest) in the cluster')
-        return vms[vmid]
+    def find_guest(self, vmid, guests=None, kind=None):
+        """The /cluster/resources entry (node, status, name) of guest `vmid` of `kind` (default: a VM),
+        from `guests` (default: every guest of the cluster, of any kind): a NotFound if PVE has none,
+        a ConfigError naming the command tree if it is a guest of the other kind."""
+        kind = kind or Kind.VM
+        guests = self.guests() if guests is None else guests
+        if vmid not in guests:
+            raise NotFound(f'Proxmox {self.host}: no {kind.word} {vmid} ({kind.noun}) in the cluster')
+        guest = guests[vmid]
+        if guest.get('type', 'qemu') != kind.type:
+            other = Kind.of(guest)
+            raise ConfigError(f'{Guest.label(guest)} is a {other.noun}, not a {kind.noun}: use `{other.tree} …`')
+        return guest
 
     def config_of(self, vm):
         return self.call('get', Pve.vm_path(vm, 'config'), f'read the config of {Guest.label(vm)}')
@@ -2191,6 +2199,26 @@ class SnapshotFile:
         return not self.is_record and not self.is_hold
 
 
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """Which guests a command tree works on: QEMU VMs (`vm …`, Kind.VM) or LXC containers (`ct …`,
+    Kind.CT); the same commands, parametrized by it."""
+    type: str       # PVE's guest type, in /cluster/resources and API paths: qemu, lxc
+    word: str       # as PVE's GUI and our messages name one: VM 100, CT 200
+    tree: str       # the command tree: vm, ct
+    noun: str       # what it is, in a sentence
+    option: str     # the option naming its ids: -vm, -ct
+
+    @staticmethod
+    def of(guest):
+        """The Kind of a guest's /cluster/resources entry (or a manifest's {type})."""
+        return Kind.CT if guest.get('type') == 'lxc' else Kind.VM
+
+
+Kind.VM = Kind('qemu', 'VM', 'vm', 'virtual machine', '-vm')
+Kind.CT = Kind('lxc', 'CT', 'ct', 'container', '-ct')
+
+
 class Guest:
     """A guest as PVE describes it: its config's disks and volumes, agent and text in .conf syntax
     (secrets masked), its label and state."""
@@ -2244,7 +2272,7 @@ class Guest:
     @staticmethod
     def label(guest):
         """`VM 100` or `CT 200`, as PVE's GUI names them."""
-        return f'{"CT" if guest.get("type") == "lxc" else "VM"} {guest["vmid"]}'
+        return f'{Kind.of(guest).word} {guest["vmid"]}'
 
     PVE_TRUE = ('1', 'yes', 'on', 'true')      # PVE's booleans, any case (pve-api.md §0)
     # The agent property that turns freezing off: `freeze-fs` since qemu-server 9.1.6 (PVE 9), with
@@ -2424,6 +2452,21 @@ class Guest:
         disks = [(key, Guest.parse_volume(value))
                   for key, value in sorted(config.items()) if Guest.CONTAINER_VOLUME_KEY.match(key)]
         return [Disk(key, *parsed) for key, parsed in disks if parsed]
+
+    @staticmethod
+    def host_mounts(guest, config):
+        """[(Disk with no storage, why it is none)] of a container's bind mounts and device mounts:
+        an mpN whose volume is an absolute path, a device under /dev/ (pve-container
+        src/PVE/LXC/Config.pm, classify_mountpoint), no file of a storage to clone."""
+        if guest.get('type') != 'lxc':
+            return []
+        found = []
+        for key, value in sorted(config.items()):
+            volume = str(value).split(',', 1)[0].removeprefix('volume=')
+            if Guest.CONTAINER_VOLUME_KEY.match(key) and volume.startswith('/'):
+                what = 'a device mount' if volume.startswith('/dev/') else 'a bind mount'
+                found.append((Disk(key, None, volume), f'{what} of the node, no disk on a storage'))
+        return found
 
     @staticmethod
     def config_text_of(guest, config):
@@ -3906,12 +3949,13 @@ class VmView:
         return Identity.of_config(self.config)
 
     @staticmethod
-    def gather(ctx, vmid, vms=None, config=None):
-        """The VM, its config, its ONTAP disks (and the volumes behind them, looked up now)."""
-        vm = ctx.pve.find_vm(vmid, vms)
+    def gather(ctx, vmid, vms=None, config=None, kind=None):
+        """The guest of `kind` (default: a VM), its config, its ONTAP disks (and the volumes behind
+        them, looked up now); `vms`: the guests already listed, by id."""
+        vm = ctx.pve.find_guest(vmid, vms, kind)
         config = ctx.pve.config_of(vm) if config is None else config
-        disks, skipped = [], []
-        for disk in Guest.vm_disks(config):
+        disks, skipped = [], Guest.host_mounts(vm, config)
+        for disk in Guest.disks(vm, config):
             if disk.storage not in ctx.config.storages:
                 skipped.append((disk, f'storage {disk.storage} has no section in {ctx.config.path}'))
             elif disk.path is None:
@@ -3943,17 +3987,17 @@ class VmView:
 
     @staticmethod
     @contextlib.contextmanager
-    def locked_snapshot(ctx, vmid, stamp):
-        """(the VmView, the files of its snapshot `stamp`), under the locks of the VM's storages
+    def locked_snapshot(ctx, vmid, stamp, kind=None):
+        """(the VmView, the files of its snapshot `stamp`), under the locks of the guest's storages
         (vm delete, hold, release): an unknown stamp is a NotFound."""
-        view = VmView.gather(ctx, vmid)
+        view = VmView.gather(ctx, vmid, kind=kind)
         with Locks.for_storages(ctx, view.storages):
             yield view, VmView.find_snapshot(view, VmView.gather_snapshots(ctx, view), stamp)
 
     @staticmethod
     def find_snapshot(view, sets, stamp):
         if stamp not in sets:
-            raise NotFound(f'VM {view.vmid} has no snapshot {stamp} (it has: {", ".join(sets) or "none"})')
+            raise NotFound(f'{Guest.label(view.vm)} has no snapshot {stamp} (it has: {", ".join(sets) or "none"})')
         return sets[stamp]
 
 
@@ -4629,26 +4673,29 @@ class VmCreate:
             raise Failure(f'its manifest and config were not saved on {storage}: {exc}') from exc
 
     @staticmethod
-    def vms_to_snapshot(ctx, vmids, vms):
-        """[(vmid, config or Failure)], in VM order: the -vm ids as given or, for None (-all), every
-        VM with a disk on a configured ONTAP storage; each with its config, read REQUESTS_AT_ONCE at
-        a time, or the Failure that kept it from being read (no such VM, its node is down): one
-        such VM stops no other."""
+    def vms_to_snapshot(ctx, vmids, vms, kind=None):
+        """[(vmid, config or Failure)], in id order: the ids as given or, for None (-all), every
+        guest of `kind` (default: VM) with a disk on a configured ONTAP storage; each with its config,
+        read REQUESTS_AT_ONCE at a time, or the Failure that kept it from being read (no such guest, one
+        of the other kind, its node is down): one such guest stops no other. `vms`: every guest, by id."""
+        kind = kind or Kind.VM
+
         def read(vmid):
             try:
-                return ctx.pve.config_of(ctx.pve.find_vm(vmid, vms))
+                return ctx.pve.config_of(ctx.pve.find_guest(vmid, vms, kind))
             except Failure as exc:
-                return exc if vmids is not None else Failure(f'VM {vmid} on node {vms[vmid]["node"]} skipped: {exc}')
+                return exc if vmids is not None else Failure(f'{Guest.label(vms[vmid])} on node {vms[vmid]["node"]} '
+                                                             f'skipped: {exc}')
 
         if vmids is not None:
             ids = list(dict.fromkeys(vmids))
             return list(zip(ids, Parallel.map(read, ids)))
-        ids = [vmid for vmid, vm in sorted(vms.items()) if not vm.get('template')]
+        ids = [vmid for vmid, vm in sorted(vms.items()) if not vm.get('template') and Kind.of(vm) == kind]
         chosen = [(vmid, config) for vmid, config in zip(ids, Parallel.map(read, ids))
                   if isinstance(config, Failure) or any(d.storage in ctx.config.storages and d.path
-                                                        for d in Guest.vm_disks(config))]
+                                                        for d in Guest.disks(vms[vmid], config))]
         if not chosen:
-            raise NotFound(f'no VM has a disk on a storage of {ctx.config.path}')
+            raise NotFound(f'no {kind.word} has a disk on a storage of {ctx.config.path}')
         return chosen
 
     @staticmethod
@@ -4661,7 +4708,7 @@ class VmCreate:
         return node, {vmid: vm for vmid, vm in vms.items() if vm['node'] == node}
 
     @staticmethod
-    def gather_vms(ctx, configs, vms):
+    def gather_vms(ctx, configs, vms, kind=None):
         """[(vmid, VmView or Failure)] for the [(vmid, config or Failure)] of vms_to_snapshot. Here,
         in the main thread and before any VM's thread starts, storage.cfg and the volume behind
         each storage are looked up once: the threads then only read Context's caches (which have
@@ -4678,7 +4725,7 @@ class VmCreate:
         for vmid, config in configs:
             if not isinstance(config, Failure):
                 blocked = [unusable[storage] for storage in sorted(Guest.storages(config)) if storage in unusable]
-                config = blocked[0] if blocked else VmView.gather(ctx, vmid, vms, config)
+                config = blocked[0] if blocked else VmView.gather(ctx, vmid, vms, config, kind)
             gathered.append((vmid, config))
         return gathered
 
@@ -4790,20 +4837,21 @@ class VmCreate:
 
     @staticmethod
     def command(ctx, args):
-        mode = next((m for m in ('suspend', 'shutdown', 'freeze', 'pause') if getattr(args, m)), None)
-        vms = ctx.pve.vms()
+        mode = next((m for m in ('suspend', 'shutdown', 'freeze', 'pause') if getattr(args, m, False)), None)
+        kind, vms = args.kind, ctx.pve.guests()
         if args.node_local:
             if not args.all:
-                raise ConfigError('-node-local goes with -all (it chooses among all VMs)')
+                raise ConfigError(f'-node-local goes with -all (it chooses among all {kind.word}s)')
             node, vms = VmCreate.vms_on_this_node(vms)
             try:
-                chosen = VmCreate.vms_to_snapshot(ctx, None, vms)
+                chosen = VmCreate.vms_to_snapshot(ctx, None, vms, kind)
             except NotFound:
-                log.info('no VM on node %s has a disk on a storage of %s: nothing to do', node, ctx.config.path)
+                log.info('no %s on node %s has a disk on a storage of %s: nothing to do', kind.word, node,
+                         ctx.config.path)
                 return
         else:
-            chosen = VmCreate.vms_to_snapshot(ctx, None if args.all else args.vm, vms)
-        gathered = VmCreate.gather_vms(ctx, chosen, vms)
+            chosen = VmCreate.vms_to_snapshot(ctx, None if args.all else args.vm, vms, kind)
+        gathered = VmCreate.gather_vms(ctx, chosen, vms, kind)
         views = [view for _, view in gathered if isinstance(view, VmView)]
         # A dry run prints its would-lines from the VM's thread: one VM at a time keeps them in order.
         workers = 1 if ctx.dry_run else max(1, min(args.parallel, len(views)))
@@ -5132,7 +5180,7 @@ class VmList:
 
     @staticmethod
     def command(ctx, args):
-        view = VmView.gather(ctx, args.vm)
+        view = VmView.gather(ctx, args.vm, kind=args.kind)
         found = VmView.gather_snapshots(ctx, view, VmView.searched_storages(ctx, view))
         manifests = Parallel.map(lambda files: VmList.manifest_state(ctx, view.vmid, files), list(found.values()))
         unsound = Parallel.map(lambda files: VmList.unsound_copies(ctx, files), list(found.values()))
@@ -5252,7 +5300,7 @@ class VmDelete:
 
     @staticmethod
     def command(ctx, args):
-        with VmView.locked_snapshot(ctx, args.vm, args.snapshot) as (view, files):
+        with VmView.locked_snapshot(ctx, args.vm, args.snapshot, args.kind) as (view, files):
             hold = VmSnapshots.hold_of(files)
             if hold and not args.force:
                 raise Failure(f'VM {view.vmid}: snapshot {args.snapshot} is held{VmHold.said(ctx, hold)} '
@@ -5304,7 +5352,7 @@ class VmHold:
 
     @staticmethod
     def hold(ctx, args):
-        with VmView.locked_snapshot(ctx, args.vm, args.snapshot) as (view, files):
+        with VmView.locked_snapshot(ctx, args.vm, args.snapshot, args.kind) as (view, files):
             hold = VmSnapshots.hold_of(files)
             if hold:
                 log.info('VM %s: snapshot %s is held already%s: nothing changed', view.vmid, args.snapshot,
@@ -5321,7 +5369,7 @@ class VmHold:
 
     @staticmethod
     def release(ctx, args):
-        with VmView.locked_snapshot(ctx, args.vm, args.snapshot) as (view, files):
+        with VmView.locked_snapshot(ctx, args.vm, args.snapshot, args.kind) as (view, files):
             holds = [file for file in files if file.is_hold]
             if not holds:
                 log.info('VM %s: snapshot %s is not held: nothing changed', view.vmid, args.snapshot)
@@ -6145,8 +6193,8 @@ class VmVerify:
         """[(vmid, config or Failure)] of the VMs to verify: -vm's, or with -all every VM with a disk on a
         storage of config.ini (VmCreate.vms_to_snapshot); one whose config cannot be read fails alone."""
         if not args.all:
-            return [(args.vm, ctx.pve.config_of(ctx.pve.find_vm(args.vm)))]
-        return VmCreate.vms_to_snapshot(ctx, None, ctx.pve.vms())
+            return [(args.vm, ctx.pve.config_of(ctx.pve.find_guest(args.vm, kind=args.kind)))]
+        return VmCreate.vms_to_snapshot(ctx, None, ctx.pve.guests(), args.kind)
 
     @staticmethod
     def volumes(ctx):
@@ -8682,6 +8730,7 @@ def build_parser():
         return sub
 
     vm = contexts.add_parser('vm', help='VM snapshots as ONTAP file clones', allow_abbrev=False)
+    vm.set_defaults(kind=Kind.VM)
     vm_commands = vm.add_subparsers(dest='command', metavar='{create,list,delete,hold,release,restore,verify}',
                                     required=True)
     create = leaf(vm_commands, 'create', VmCreate.command, 'file-clone every disk of VMs on their ONTAP storage',

@@ -720,3 +720,18 @@ def log_in_with_role(world, user, password, privileges):
     world.pve.grant(user, '/', *privileges)
     world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = {user}\n'
                                f'proxmox_pass = {password}\nproxmox_verify = {world.pve_cafile}\n')
+
+
+# ---- containers
+
+def add_containers(world):
+    """The world's containers: CT 200 running on pve2, its root file system on ONTAP01 and a bind
+    mount beside it (add_container); CT 201 stopped on pve1, its root file system on ONTAP01 and
+    a mount point, mp0, on ONTAP02 (cluster B). Returns them by id."""
+    add_container(world)
+    write_disk(world.vol1, 201, 'vm-201-disk-0.raw')
+    write_disk(world.vol2, 201, 'vm-201-disk-1.raw')
+    world.pve.add_ct(201, 'mail', node='pve1', status='stopped',
+                     config={'rootfs': 'ONTAP01:201/vm-201-disk-0.raw,size=8G', 'hostname': 'mail',
+                             'mp0': 'ONTAP02:201/vm-201-disk-1.raw,mp=/var/mail,size=4G'})
+    return {ctid: world.pve.ct(ctid) for ctid in (200, 201)}

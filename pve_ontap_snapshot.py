@@ -1921,11 +1921,11 @@ class Pve:
 
     def pending_config(self, vm):
         """The config with pending changes: {key: value}, a pending value winning over the current one."""
-        items = self.call('get', Pve.vm_path(vm, 'pending'), f'read the pending config of VM {vm["vmid"]}')
+        items = self.call('get', Pve.vm_path(vm, 'pending'), f'read the pending config of {Guest.label(vm)}')
         return {item['key']: item.get('pending', item.get('value')) for item in items}
 
     def set_config(self, vm, what, **changes):
-        self.call('put', Pve.vm_path(vm, 'config'), f'{what} (VM {vm["vmid"]})', **changes)
+        self.call('put', Pve.vm_path(vm, 'config'), f'{what} ({Guest.label(vm)})', **changes)
 
     def create_vm(self, node, vmid, config):
         """Create a VM from a config (POST /nodes/{node}/qemu) and wait for its task. PVE accepts an
@@ -1939,7 +1939,7 @@ class Pve:
 
     def status(self, vm):
         """The VM's status now (status, lock, ...), not as /cluster/resources said at the start of the run."""
-        return self.call('get', Pve.vm_path(vm, 'status/current'), f'read the status of VM {vm["vmid"]}') or {}
+        return self.call('get', Pve.vm_path(vm, 'status/current'), f'read the status of {Guest.label(vm)}') or {}
 
     def running(self, vm):
         return self.status(vm).get('status') == 'running'
@@ -1947,7 +1947,7 @@ class Pve:
     def power(self, vm, action, **params):
         """suspend/shutdown/start the VM and wait for the task to finish. For a VM under HA the
         task only hands the request to the HA manager: then wait for the VM's status as well."""
-        what = f'{action} VM {vm["vmid"]}'
+        what = f'{action} {Guest.label(vm)}'
         upid = self.call('post', Pve.vm_path(vm, 'status', action), what, returning=action in Pve.RETURNING, **params)
         if upid:
             self.wait_for_task(upid, what)
@@ -2066,8 +2066,11 @@ class Node:
     `umount` work and pmxcfs shows every guest's config), its programs, files and mounts."""
 
     # The programs the tool runs, by absolute path, so that no PATH chooses another (Debian 12
-    # and 13 have /bin merged into /usr/bin). qm comes with qemu-server, the others with util-linux.
-    PROGRAMS = {'qm': '/usr/sbin/qm', 'findmnt': '/usr/bin/findmnt', 'umount': '/usr/bin/umount'}
+    # and 13 have /bin merged into /usr/bin). qm comes with qemu-server, pct with pve-container,
+    # lxc-* with lxc-pve, sync with coreutils, the others with util-linux.
+    PROGRAMS = {'qm': '/usr/sbin/qm', 'findmnt': '/usr/bin/findmnt', 'umount': '/usr/bin/umount',
+                'pct': '/usr/sbin/pct', 'lxc-info': '/usr/bin/lxc-info', 'lxc-freeze': '/usr/bin/lxc-freeze',
+                'lxc-unfreeze': '/usr/bin/lxc-unfreeze', 'sync': '/usr/bin/sync'}
     # A node's name as PVE allows it (pve-common src/PVE/JSONSchema.pm, pve_verify_node_name): one
     # that is not is never made part of a path.
     NAME = re.compile(r'^[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?$')
@@ -2150,6 +2153,88 @@ class Node:
     # $PVE_ONTAP_SNAPSHOT_CLUSTER_DIR stands for /etc/pve/priv where no pmxcfs runs (the tests).
     CLUSTER_DIR = os.environ.get('PVE_ONTAP_SNAPSHOT_CLUSTER_DIR') or '/etc/pve/priv'
 
+
+class Freezer:
+    """A container's cgroup freezer, as PVE holds a CT still for its own snapshots (pve-container
+    src/PVE/LXC/Config.pm, __snapshot_freeze: PVE::LXC::freeze, then sync_container_namespace, a
+    syncfs of each of its file systems, so that what its processes wrote is on the storage; and
+    PVE::LXC::thaw after). PVE asks liblxc's command socket (src/PVE/LXC/Command.pm, freeze and
+    unfreeze: LXC_CMD_FREEZE, 30 s); lxc-freeze and lxc-unfreeze are liblxc's tools for that
+    (lxc-freeze(1): the same path on cgroup v2 is unconfirmed). Only reachable on the node running
+    the CT, as root: `ct create -pause` works there, and nowhere else."""
+
+    # lxc-info -s: `State:   RUNNING` (lxc-info(1); liblxc's states: STOPPED, STARTING, RUNNING,
+    # STOPPING, ABORTING, FREEZING, FROZEN, THAWED).
+    STATE = re.compile(r'^State:\s+(?P<state>[A-Z]+)\s*$', re.MULTILINE)
+    # lxc-info -p: `PID:   1234`, as pve-container reads it (src/PVE/LXC.pm, find_lxc_pid).
+    PID = re.compile(r'^PID:\s+(?P<pid>\d+)\s*$', re.MULTILINE)
+    RUNNING = ('RUNNING', 'THAWED')
+
+    @staticmethod
+    def check_here(view):
+        """A Failure unless this is the CT's own node, run as root."""
+        node = Node.name()
+        if node != view.vm['node']:
+            where = f'node {node}' if node else 'no PVE node as root'
+            raise Failure(f'{view.label} runs on node {view.vm["node"]}, and this is {where}: -pause freezes a container '
+                          'only on its own node, as root; run it there (ct create -all -node-local -pause on each node '
+                          'covers a cluster), or use -shutdown')
+
+    @staticmethod
+    def info(vmid, flag):
+        result = Node.run('lxc-info', flag, '-n', str(int(vmid)))
+        if result.returncode:
+            raise Failure(f'CT {vmid}: {Node.PROGRAMS["lxc-info"]} {flag} failed: {result.stderr.strip()}')
+        return result.stdout
+
+    @staticmethod
+    def state(view):
+        """The CT's state as liblxc says it now (RUNNING, FROZEN, ...), on its own node."""
+        Freezer.check_here(view)
+        found = Freezer.STATE.search(Freezer.info(view.vmid, '-s'))
+        if not found:
+            raise Failure(f'{view.label}: {Node.PROGRAMS["lxc-info"]} -s says no state')
+        return found['state']
+
+    @staticmethod
+    def freeze(ctx, view):
+        """Freeze the CT, then sync each file system of its disks (as sync_container_namespace
+        does, through /proc/<pid>/root, its mount namespace's view)."""
+        if Freezer.change(ctx, view, 'lxc-freeze') is None:
+            return
+        found = Freezer.PID.search(Freezer.info(view.vmid, '-p'))
+        if not found:
+            raise Failure(f'{view.label}: {Node.PROGRAMS["lxc-info"]} -p says no process: not running?')
+        for disk in view.disks:
+            mount = '/' if disk.key == 'rootfs' else Guest.mount_path(view.config.get(disk.key))
+            if mount is None:
+                continue
+            result = Node.run('sync', '-f', f'/proc/{found["pid"]}/root/{mount.lstrip("/")}')
+            if result.returncode:
+                raise Failure(f'{view.label}: syncing {disk.key} ({mount}) failed: {result.stderr.strip()}')
+
+    @staticmethod
+    def thaw(ctx, view):
+        """Thaw the CT: None, or a Failure that says what to run by hand."""
+        try:
+            Freezer.change(ctx, view, 'lxc-unfreeze')
+        except Failure as exc:
+            return Failure(f'{view.label} could not be thawed and may still be frozen: run '
+                           f'"{Node.PROGRAMS["lxc-unfreeze"]} -n {view.vmid}" on node {view.vm["node"]} ({exc})')
+        log.info('%s: thawed', view.label)
+        return None
+
+    @staticmethod
+    def change(ctx, view, program):
+        """Run lxc-freeze or lxc-unfreeze on the CT (in a dry run, say so): its result, None in a dry run."""
+        if ctx.dry_run:
+            print(f'would run {Node.PROGRAMS[program]} -n {int(view.vmid)}')
+            return None
+        result = Node.run(program, '-n', str(int(view.vmid)))
+        if result.returncode:
+            raise Failure(f'{view.label}: {Node.PROGRAMS[program]} failed: {result.stderr.strip()}')
+        return result
+
 # ---- 7. Pure logic ---------------------------------------------------------------------------
 # No I/O: what a guest config, a file name, a manifest or a qcow2 header says; what a restore
 # may put back; which snapshots -keep deletes; what reaches the terminal.
@@ -2208,6 +2293,7 @@ class Kind:
     tree: str       # the command tree: vm, ct
     noun: str       # what it is, in a sentence
     option: str     # the option naming its ids: -vm, -ct
+    modes_phrase: str   # the create options that hold it still for a consistent snapshot
 
     @staticmethod
     def of(guest):
@@ -2215,8 +2301,8 @@ class Kind:
         return Kind.CT if guest.get('type') == 'lxc' else Kind.VM
 
 
-Kind.VM = Kind('qemu', 'VM', 'vm', 'virtual machine', '-vm')
-Kind.CT = Kind('lxc', 'CT', 'ct', 'container', '-ct')
+Kind.VM = Kind('qemu', 'VM', 'vm', 'virtual machine', '-vm', '-pause, -freeze, -suspend or -shutdown')
+Kind.CT = Kind('lxc', 'CT', 'ct', 'container', '-ct', '-pause or -shutdown')
 
 
 class Guest:
@@ -2452,6 +2538,11 @@ class Guest:
         disks = [(key, Guest.parse_volume(value))
                   for key, value in sorted(config.items()) if Guest.CONTAINER_VOLUME_KEY.match(key)]
         return [Disk(key, *parsed) for key, parsed in disks if parsed]
+
+    @staticmethod
+    def mount_path(value):
+        """Where a container's mount point (an mpN value) is mounted inside it: its `mp=`, or None."""
+        return dict(item.split('=', 1) for item in str(value or '').split(',') if '=' in item).get('mp')
 
     @staticmethod
     def host_mounts(guest, config):
@@ -3670,8 +3761,9 @@ class RunRecords:
 
     SUFFIX = '.run'
     # The commands that change something; a dry run changes nothing and records nothing.
-    COMMANDS = ('vm create', 'vm delete', 'vm hold', 'vm release', 'vm restore', 'storage create', 'storage delete',
-                'storage hold', 'storage release', 'storage restore', 'storage mount', 'storage unmount')
+    COMMANDS = ('vm create', 'vm delete', 'vm hold', 'vm release', 'vm restore', 'ct create', 'ct delete', 'ct hold',
+                'ct release', 'storage create', 'storage delete', 'storage hold', 'storage release', 'storage restore',
+                'storage mount', 'storage unmount')
 
     @staticmethod
     def directory():
@@ -3945,6 +4037,15 @@ class VmView:
         return self.vm['vmid']
 
     @property
+    def label(self):
+        """`VM 100` or `CT 200`, as every message names the guest."""
+        return Guest.label(self.vm)
+
+    @property
+    def kind(self):
+        return Kind.of(self.vm)
+
+    @property
     def identity(self):
         return Identity.of_config(self.config)
 
@@ -4011,14 +4112,14 @@ class Guests:
         checked before any freeze."""
         setting = view.config.get('agent')
         if not Guest.agent_enabled(setting):
-            raise Failure(f'VM {view.vmid}: no QEMU guest agent configured (set agent: 1); -freeze needs one')
+            raise Failure(f'{view.label}: no QEMU guest agent configured (set agent: 1); -freeze needs one')
         if not Guest.agent_freezes(setting):
-            raise Failure(f'VM {view.vmid}: its agent setting turns freezing off (agent: {setting}); use -pause, or '
+            raise Failure(f'{view.label}: its agent setting turns freezing off (agent: {setting}); use -pause, or '
                           'allow freezing (freeze-fs=1)')
         try:
             ctx.pve.agent(view.vm, 'ping', safe=True)
         except ProxmoxError as exc:
-            raise Failure(f'VM {view.vmid}: {Guests.agent_silent(ctx, exc)}, nothing frozen: {exc}') from exc
+            raise Failure(f'{view.label}: {Guests.agent_silent(ctx, exc)}, nothing frozen: {exc}') from exc
 
     # PVE's refusal of a privilege (pve-access-control PVE/RPCEnvironment.pm, check_full:
     # "Permission check failed"); the guest agent takes VM.GuestAgent.* on PVE 9 and VM.Monitor
@@ -4041,11 +4142,11 @@ class Guests:
             ctx.pve.agent(view.vm, 'fsfreeze-thaw')
         except Failure as exc:
             if Guest.frozen_too_long(exc):
-                return FrozenTooLong(f'the guest of VM {view.vmid} gave up its freeze before the thaw, as Windows VSS '
+                return FrozenTooLong(f'the guest of {view.label} gave up its freeze before the thaw, as Windows VSS '
                                      f'does after about 10 s ({exc})')
-            return Failure(f'the guest of VM {view.vmid} could not be thawed and may still be frozen: run '
+            return Failure(f'the guest of {view.label} could not be thawed and may still be frozen: run '
                            f'"qm guest cmd {view.vmid} fsfreeze-thaw" ({exc})')
-        log.info('VM %s: guest thawed', view.vmid)
+        log.info('%s: guest thawed', view.label)
         return None
 
     @staticmethod
@@ -4065,7 +4166,7 @@ class Guests:
                 ctx.pve.power(view.vm, 'start')
         except OutcomeUnknown as exc:
             state = 'be paused' if resume else 'go down or come up'
-            raise Failure(f'{cause}; VM {view.vmid} may still {state} ({exc}): check it, and {action} it by hand if it '
+            raise Failure(f'{cause}; {view.label} may still {state} ({exc}): check it, and {action} it by hand if it '
                           f'is {"paused" if resume else "down"}') from exc
         except Failure as exc:
             raise Failure(f'{cause}; and {"resuming" if resume else "starting"} the VM again failed: {exc}') from exc
@@ -4085,7 +4186,9 @@ class Guests:
     def start_again(ctx, view, paused_for, action='start'):
         """Start a VM paused for the captures or clones (or `resume` one paused in memory). Returns
         None, or the Failure that says plainly that it is stopped or paused (for the caller to
-        report together with whatever else went wrong)."""
+        report together with whatever else went wrong). A CT's `resume` is its thaw (Freezer)."""
+        if action == 'resume' and view.kind == Kind.CT:
+            return Freezer.thaw(ctx, view)
         try:
             try:
                 ctx.pve.power(view.vm, action)
@@ -4096,9 +4199,9 @@ class Guests:
                     raise
         except Failure as exc:
             if action == 'resume':
-                return Failure(f'VM {view.vmid} could not be resumed after {paused_for:.1f} s and may still be paused: '
+                return Failure(f'{view.label} could not be resumed after {paused_for:.1f} s and may still be paused: '
                                f'check it, and resume it by hand ("qm resume {view.vmid}") ({exc})')
-            return Failure(f'VM {view.vmid} could not be started again after {paused_for:.1f} s and '
+            return Failure(f'{view.label} could not be started again after {paused_for:.1f} s and '
                            f'may be stopped: check it, and start it by hand ({exc})')
         return None
 
@@ -4121,6 +4224,8 @@ class Guests:
         anything but its own hibernation). What was done, as a phrase; a Failure if that failed."""
         status = ctx.pve.status(vm)
         running, lock = status.get('status') == 'running', status.get('lock')
+        if how == 'pause' and Kind.of(vm) == Kind.CT:
+            return Guests.thaw_left(ctx, VmView(vm, {}, [], [], []), running)
         if how == 'pause' and running and status.get('qmpstatus') == 'paused':
             ctx.pve.power(vm, 'resume')
             return 'resumed it'
@@ -4135,6 +4240,24 @@ class Guests:
         return 'it is so no longer: nothing to do'
 
     @staticmethod
+    def thaw_left(ctx, view, running):
+        """Thaw a CT a run that died left frozen (-pause), where it still is: only on its node."""
+        if Node.name() != view.vm['node']:
+            raise Failure(f'{view.label} can be thawed only on its node {view.vm["node"]}, as root: run the next ct '
+                          f'create of it, or doctor -try, there (or "{Node.PROGRAMS["lxc-unfreeze"]} -n {view.vmid}")')
+        if not running or Freezer.state(view) != 'FROZEN':
+            return 'it is so no longer: nothing to do'
+        problem = Freezer.thaw(ctx, view)
+        if problem:
+            raise problem
+        return 'thawed it'
+
+    @staticmethod
+    def held_word(guest, how):
+        """How a run held a guest, as a word: a CT's -pause is its freezer."""
+        return 'frozen' if how == 'pause' and Kind.of(guest) == Kind.CT else Guests.HELD_WORDS.get(how, how)
+
+    @staticmethod
     def return_all_left(ctx, locks, guests):
         """[(phrase naming the guest and how a run that died left it, what was done: a phrase, a
         Failure, or None where it is not among `guests`)] for the guests runs that died left held on
@@ -4142,8 +4265,8 @@ class Guests:
         on) brought back (Guests.return_left) and struck from the records."""
         found = []
         for vmid, (how, who) in sorted(Guests.left_holds(locks).items()):
-            left = (f'{Guest.label(guests.get(vmid) or {"vmid": vmid})} was left {Guests.HELD_WORDS.get(how, how)} by a run that '
-                    f'died ({Holder.describe(who)})')
+            guest = guests.get(vmid) or {'vmid': vmid}
+            left = f'{Guest.label(guest)} was left {Guests.held_word(guest, how)} by a run that died ({Holder.describe(who)})'
             done = None
             if vmid in guests:
                 try:
@@ -4195,14 +4318,18 @@ class VmWindow:
         status = self.status or (ctx.pve.status(view.vm) if mode else view.vm)
         self.running = running = status.get('status') == 'running'
         qmpstatus = status.get('qmpstatus', 'running')
+        if running and mode == 'pause' and view.kind == Kind.CT:
+            # PVE's status of a CT says nothing of its freezer: liblxc does, on its node.
+            state = Freezer.state(view)
+            qmpstatus = 'running' if state in Freezer.RUNNING else state.lower()
         self.still = running and qmpstatus != 'running'
         if running and mode and qmpstatus != 'running':
-            log.warning('VM %s is %s, not running: cloned as it is and left %s (-%s acts only on a running VM)',
-                        vmid, qmpstatus, qmpstatus, mode)
+            log.warning('%s is %s, not running: cloned as it is and left %s (-%s acts only on a running %s)',
+                        view.label, qmpstatus, qmpstatus, mode, view.kind.word)
             return self
         if running and not mode:
-            log.warning('VM %s is running: its disks are captured while it writes to them (crash-consistent); '
-                        'use -pause, -freeze, -suspend or -shutdown for a consistent snapshot', vmid)
+            log.warning('%s is running: its disks are captured while it writes to them (crash-consistent); '
+                        'use %s for a consistent snapshot', view.label, view.kind.modes_phrase)
         if not running or not mode:
             return self
         if mode == 'freeze':
@@ -4225,6 +4352,16 @@ class VmWindow:
 
     def _pause(self):
         ctx, view = self.ctx, self.view
+        if self.mode == 'pause' and view.kind == Kind.CT:
+            log.info('%s: freezing (its cgroup freezer)', view.label)
+            try:
+                Freezer.freeze(ctx, view)
+            except Failure as exc:
+                # A freeze that failed after lxc-freeze (a sync, say) leaves the CT frozen: thaw anyway.
+                problem = Freezer.thaw(ctx, view)
+                self.returned = problem is None
+                raise Failure.joined(exc, problem) from exc
+            return
         if self.mode == 'freeze':
             try:
                 ctx.pve.agent(view.vm, 'fsfreeze-freeze')
@@ -4235,7 +4372,7 @@ class VmWindow:
                 raise Failure.joined(exc, problem) from exc
             return
         doing = {'suspend': 'suspending to disk', 'shutdown': 'shutting down', 'pause': 'pausing (in memory)'}
-        log.info('VM %s: %s', view.vmid, doing[self.mode])
+        log.info('%s: %s', view.label, doing[self.mode])
         # -pause is PVE's suspend without todisk: QEMU stops the guest in memory (task qmpause,
         # pve-api.md §2) until status/resume; no hibernation, no state file.
         action = 'shutdown' if self.mode == 'shutdown' else 'suspend'
@@ -4275,14 +4412,15 @@ class VmWindow:
                 self.late, problem = f'{problem}: not consistent', None
         elif self.down_because:
             problem = None
-            log.warning('VM %s stays stopped: %s', view.vmid, self.down_because)
+            log.warning('%s stays stopped: %s', view.label, self.down_because)
         else:
             problem = Guests.start_again(self.ctx, view, held, 'resume' if self.mode == 'pause' else 'start')
         if problem:
             self.problems.append(problem)
         else:
             self.ctx.forget_holds(view.storages, [view.vmid])
-        log.info('VM %s was %s for %.2f s', view.vmid, 'frozen' if self.mode == 'freeze' else 'paused', held)
+        log.info('%s was %s for %.2f s', view.label,
+                 'frozen' if self.mode == 'freeze' or view.kind == Kind.CT else 'paused', held)
 
     def __exit__(self, kind, exc, traceback):
         try:
@@ -4537,9 +4675,9 @@ class VmCreate:
         if a capture or a clone is not made, what was made is taken back and the Failure names the disks."""
         vmid = view.vmid
         for disk, reason in view.skipped:
-            log.warning('VM %s: skipping disk %s (%s): %s', vmid, disk.key, disk.volid, reason)
+            log.warning('%s: skipping disk %s (%s): %s', view.label, disk.key, disk.volid, reason)
         if not view.disks:
-            raise Failure(f'VM {vmid} has no disk on an ONTAP storage of {ctx.config.path}')
+            raise Failure(f'{view.label} has no disk on an ONTAP storage of {ctx.config.path}')
         VmCreate.check_backings(ctx, view)
         # Without a mode, the window goes by the status the VM list gave: a VM stopped then
         # needs no capture, nor a note of one in its volumes' lock records.
@@ -4548,8 +4686,8 @@ class VmCreate:
                 Captures.plan(ctx, view.disks, Names.capture_name(stamp, vmid), stamp) if needs_captures else {})
         captures = list(dict.fromkeys(plan.values()))
         if not mode and view.vm.get('status') == 'running' and len(captures) > 1:
-            log.warning('VM %s: its disks on %d volumes are captured at %d different instants; -pause takes them at one',
-                        vmid, len(captures), len(captures))
+            log.warning('%s: its disks on %d volumes are captured at %d different instants; -pause takes them at one',
+                        view.label, len(captures), len(captures))
         settled, made = [], []
         try:
             with VmWindow(ctx, view, mode) as window:
@@ -4597,7 +4735,7 @@ class VmCreate:
         risky = [f'{disk.key} ({disk.volid}) stands on {why}' for disk in qcow2
                  if (why := Qcow2.backing_risk(view.backings[disk.key]))]
         if risky:
-            raise Failure(f'VM {view.vmid}: no snapshot, for {"; ".join(risky)}: a file clone of the disk alone would '
+            raise Failure(f'{view.label}: no snapshot, for {"; ".join(risky)}: a file clone of the disk alone would '
                           'lose its data then; delete the PVE snapshots of the VM first, or take a storage snapshot '
                           '(storage create), which holds the whole chain')
 
@@ -4610,22 +4748,29 @@ class VmCreate:
                    for _, _, destination in [outcome.item]]
         made = Outcome.items_in(settled, 'done')
         removed = Clones.remove(ctx, made) + (f' ({", ".join(key[path] for _, _, path in made)})' if made else '')
-        return Failure(f'VM {view.vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {removed}'
+        return Failure(f'{view.label}: snapshot {stamp} failed: {"; ".join(reasons)}; {removed}'
                        f'{Clones.still_pending(settled)}')
+
+    # What registers a guest's new volumes as unused disks on its node: `qm disk rescan`
+    # (qemu-server), `pct rescan` (pve-container src/PVE/CLI/pct.pm, rescan: "update disk sizes and
+    # unused disk images", --vmid).
+    RESCAN = {'qemu': ('qm', 'disk', 'rescan'), 'lxc': ('pct', 'rescan')}
 
     @staticmethod
     def register_clones(ctx, view, clones):
-        """Make new clone files visible in PVE as unused disks: `qm disk rescan` on a PVE node,
-        else unusedN through the config API (pending until the next start on a running VM). Returns
-        the VM's config with them (None after a rescan, which may register more)."""
+        """Make new clone files visible in PVE as unused disks: `qm disk rescan` (a CT: `pct rescan`)
+        on the guest's node, else unusedN through the config API (pending until the next start on a
+        running guest; for a CT unconfirmed in pve-container, which calls unusedN internal). Returns
+        the guest's config with them (None after a rescan, which may register more)."""
         vmid = view.vmid
         if Node.name() == view.vm['node']:
+            command = [*VmCreate.RESCAN[view.kind.type], '--vmid', str(int(vmid))]
             if ctx.dry_run:
-                print(f'would run qm disk rescan --vmid {vmid}')
+                print(f'would run {" ".join(command)}')
                 return None
-            result = Node.run('qm', 'disk', 'rescan', '--vmid', str(int(vmid)))
+            result = Node.run(*command)
             if result.returncode:
-                raise Failure(f'VM {vmid}: qm disk rescan failed: {result.stderr.strip()}')
+                raise Failure(f'{view.label}: {" ".join(command[:-2])} failed: {result.stderr.strip()}')
             return None
         volids = [f'{storage}:{vmid}/{destination.rsplit("/", 1)[1]}' for storage, _, destination in clones]
         # The config read before the snapshot names the unusedN in use, pending ones included (the
@@ -4639,7 +4784,7 @@ class VmCreate:
         except OutcomeUnknown:
             raise
         except Failure as exc:
-            log.debug('VM %s: registering with the config read before refused (%s): reading it again', vmid, exc)
+            log.debug('%s: registering with the config read before refused (%s): reading it again', view.label, exc)
             config = ctx.pve.pending_config(view.vm)
             changes = dict(zip(Guest.free_unused_keys(config, len(volids)), volids))
             ctx.pve.set_config(view.vm, 'register the snapshot as unused disks', **changes)
@@ -4661,7 +4806,7 @@ class VmCreate:
         raw = Node.read_config(view.vm)
         volumes = {disk.storage: ctx.volume_identity(disk.storage) for disk in view.disks}
         manifest = Manifest.build(view.vm, view.disks, config, stamp, consistency, volumes,
-                                  raw if raw is not None else Guest.config_text(config).encode(),
+                                  raw if raw is not None else Guest.config_text_of(view.vm, config).encode(),
                                   Node.config_path(view.vm) if raw is not None else 'api', tool_version(),
                                   {disk.key: Names.snapshot_file_path(disk.path, stamp, kind) for disk in view.disks
                                    if copied is None or disk.path in copied},
@@ -4731,7 +4876,7 @@ class VmCreate:
 
     @dataclasses.dataclass
     class Result:
-        """What vm create did to one VM, for the main thread to report in VM order."""
+        """What vm create did to one guest, for the main thread to report in id order."""
         vmid: int
         made: str = None    # 'VM 100: snapshot <stamp> of 2 disk(s)', once its clones exist
         problems: list = dataclasses.field(default_factory=list)    # Failures: after it was made, or why not
@@ -4779,8 +4924,8 @@ class VmCreate:
                     return result
                 stamp = run.stamp
                 clones, consistency, result.problems = VmCreate.snapshot(ctx, view, mode, stamp, shared)
-            result.made = f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s)'
-            log.info('VM %s: snapshot %s of %d disk(s) created (%s)', view.vmid, stamp, len(clones), consistency)
+            result.made = f'{view.label}: snapshot {stamp} of {len(clones)} disk(s)'
+            log.info('%s: snapshot %s of %d disk(s) created (%s)', view.label, stamp, len(clones), consistency)
             try:
                 VmCreate.save_snapshot_records(ctx, view, stamp, consistency)
             except Failure as exc:
@@ -4825,13 +4970,13 @@ class VmCreate:
             return False
 
     @staticmethod
-    def stop_report(results):
+    def stop_report(results, kind):
         """What a vm create stopped by a signal got done, for its one error line."""
         made = [str(result.failure or f'{result.made} was made') for result in results if result.made]
         failed = [str(result.vmid) for result in results if result.begun and not result.made]
         left = [str(result.vmid) for result in results if not result.begun]
         parts = made or ['no snapshot was made']
-        parts += [f'{what}: VM {", ".join(vmids)}'
+        parts += [f'{what}: {kind.word} {", ".join(vmids)}'
                   for what, vmids in (('failed', failed), ('not begun', left)) if vmids]
         return '; '.join(parts)
 
@@ -4884,12 +5029,12 @@ class VmCreate:
                             results.append(result)
         finally:
             log.removeFilter(held_back)
-        STOP.check(VmCreate.stop_report(results))
+        STOP.check(VmCreate.stop_report(results, kind))
         failed = [result for result in results if result.failure]
         if len(results) == 1 and failed:
             raise failed[0].failure
         if failed:
-            raise Failure(f'vm create failed for {len(failed)} of {len(results)} VMs: '
+            raise Failure(f'{kind.tree} create failed for {len(failed)} of {len(results)} {kind.word}s: '
                           f'{", ".join(str(result.vmid) for result in sorted(failed, key=lambda r: r.vmid))}')
 
 
@@ -4972,7 +5117,7 @@ class Captures:
         pending = [outcome for outcome in settled if outcome.state == 'unknown']
         left = (f'; still unknown: {Outcome.pending_jobs(pending)}; the next vm create on that volume deletes it once it '
                 'exists' if pending else '')
-        return Failure(f'VM {view.vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; nothing was cloned{left}')
+        return Failure(f'{view.label}: snapshot {stamp} failed: {"; ".join(reasons)}; nothing was cloned{left}')
 
     @staticmethod
     def release_all(ctx, captures, settled, in_use=()):
@@ -5202,7 +5347,7 @@ class VmList:
                           for f in clones],
                 'held': stamp in holds, 'hold': holds.get(stamp)})
             if manifest and manifest['error']:
-                log.warning('VM %s: snapshot %s: %s', view.vmid, stamp, manifest['error'])
+                log.warning('%s: snapshot %s: %s', view.label, stamp, manifest['error'])
         ctx.emit(sets, VmList.text(view.vmid, sets))
 
     @staticmethod
@@ -5257,7 +5402,7 @@ class VmDelete:
             attached = {**Guest.attached_snapshot_files(view.config, files),
                         **Guest.attached_snapshot_files(config, files)}
             if attached:
-                failed[stamp] = InUse(f'VM {view.vmid}: snapshot {stamp} is in use: '
+                failed[stamp] = InUse(f'{view.label}: snapshot {stamp} is in use: '
                                       f'{", ".join(f"{path} is attached as {key}" for path, key in attached.items())}; '
                                       'detach it first')
         files = [f for stamp, members in sets.items() if stamp not in failed for f in members]
@@ -5271,7 +5416,7 @@ class VmDelete:
             if outcome.error:
                 left.setdefault(file.stamp, []).append(f'{file.path} ({outcome.error})')
         for stamp, problems in left.items():
-            failed[stamp] = Failure(f'VM {view.vmid}: snapshot {stamp}: could not delete {"; ".join(problems)}')
+            failed[stamp] = Failure(f'{view.label}: snapshot {stamp}: could not delete {"; ".join(problems)}')
         return failed
 
     @staticmethod
@@ -5283,8 +5428,8 @@ class VmDelete:
                 if all(f.kind == 'snapshot' for f in files)}
         held = [stamp for stamp, files in sets.items() if VmSnapshots.hold_of(files)]
         if held:
-            log.info('VM %s: -keep %d neither counts nor deletes the held snapshot(s) %s (vm release lets one go)',
-                     view.vmid, keep, ', '.join(held))
+            log.info('%s: -keep %d neither counts nor deletes the held snapshot(s) %s (%s release lets one go)',
+                     view.label, keep, ', '.join(held), view.kind.tree)
         doomed = {stamp: sets[stamp] for stamp in VmSnapshots.to_prune(sets, view.disks, keep, made, view.identity)}
         failed = VmDelete.delete_snapshots(ctx, view, doomed, config) if doomed else {}
         for stamp, files in doomed.items():
@@ -5293,7 +5438,7 @@ class VmDelete:
             elif stamp not in failed:
                 missing = VmSnapshots.missing_disks(view.disks, files)
                 lacks = f'incomplete (lacks {",".join(d.key for d in missing)}) ' if missing else ''
-                log.info('VM %s: %ssnapshot %s deleted (-keep %d)', view.vmid, lacks, stamp, keep)
+                log.info('%s: %ssnapshot %s deleted (-keep %d)', view.label, lacks, stamp, keep)
         problems = [failure for failure in failed.values() if not isinstance(failure, InUse)]
         if problems:
             raise Failure.joined(*problems)
@@ -5303,11 +5448,11 @@ class VmDelete:
         with VmView.locked_snapshot(ctx, args.vm, args.snapshot, args.kind) as (view, files):
             hold = VmSnapshots.hold_of(files)
             if hold and not args.force:
-                raise Failure(f'VM {view.vmid}: snapshot {args.snapshot} is held{VmHold.said(ctx, hold)} '
-                              f'({hold.path} on {hold.storage}): release it first (vm release -vm {view.vmid} '
+                raise Failure(f'{view.label}: snapshot {args.snapshot} is held{VmHold.said(ctx, hold)} '
+                              f'({hold.path} on {hold.storage}): release it first ({view.kind.tree} release {view.kind.option} {view.vmid} '
                               f'-snapshot {args.snapshot}), or add -force to delete it held')
             VmDelete.delete_snapshot(ctx, view, files)
-        log.info('VM %s: snapshot %s%s deleted (%d file(s))', args.vm, args.snapshot, ', held,' if hold else '',
+        log.info('%s: snapshot %s%s deleted (%d file(s))', view.label, args.snapshot, ', held,' if hold else '',
                  len(files))
 
 
@@ -5347,15 +5492,15 @@ class VmHold:
         """Make the hold file `path` on `storage` come (`there`) or go by change(), to three outcomes
         (Outcome.said): a write or delete whose answer was lost is read back (Volume.change_file)."""
         volume = ctx.volume(storage)
-        Outcome.said(f'VM {view.vmid}', f'snapshot {stamp}', done,
-                     lambda: volume.change_file('POST' if there else 'DELETE', path, change, there), 'vm list')
+        Outcome.said(f'{view.label}', f'snapshot {stamp}', done,
+                     lambda: volume.change_file('POST' if there else 'DELETE', path, change, there), f'{view.kind.tree} list')
 
     @staticmethod
     def hold(ctx, args):
         with VmView.locked_snapshot(ctx, args.vm, args.snapshot, args.kind) as (view, files):
             hold = VmSnapshots.hold_of(files)
             if hold:
-                log.info('VM %s: snapshot %s is held already%s: nothing changed', view.vmid, args.snapshot,
+                log.info('%s: snapshot %s is held already%s: nothing changed', view.label, args.snapshot,
                          VmHold.said(ctx, hold))
                 return
             # Beside its manifest (or the saved config of an earlier build), else beside its first clone.
@@ -5364,21 +5509,21 @@ class VmHold:
             volume, text = ctx.volume(home.storage), Hold.text(VmHold.holder(), Names.utc_stamp(), args.reason)
             VmHold.change(ctx, view, args.snapshot, home.storage, path, lambda: volume.write_file(path, text), True,
                           'held')
-        log.info('VM %s: snapshot %s held (%s on %s): -keep passes it over, vm delete refuses it without -force',
-                 view.vmid, args.snapshot, path, home.storage)
+        log.info('%s: snapshot %s held (%s on %s): -keep passes it over, %s delete refuses it without -force',
+                 view.label, args.snapshot, path, home.storage, view.kind.tree)
 
     @staticmethod
     def release(ctx, args):
         with VmView.locked_snapshot(ctx, args.vm, args.snapshot, args.kind) as (view, files):
             holds = [file for file in files if file.is_hold]
             if not holds:
-                log.info('VM %s: snapshot %s is not held: nothing changed', view.vmid, args.snapshot)
+                log.info('%s: snapshot %s is not held: nothing changed', view.label, args.snapshot)
                 return
             for hold in holds:
                 volume = ctx.volume(hold.storage)
                 VmHold.change(ctx, view, args.snapshot, hold.storage, hold.path,
                               functools.partial(volume.delete_file, hold.path), False, 'released')
-        log.info('VM %s: snapshot %s released', view.vmid, args.snapshot)
+        log.info('%s: snapshot %s released', view.label, args.snapshot)
 
 
 class VmRestore:
@@ -6255,15 +6400,16 @@ class VmVerify:
         return verdicts
 
     @staticmethod
-    def label(verdict):
-        """`VM 100 <stamp>` (with ` (pre-restore)`), or `storage ONTAP01 <name>`: what a verdict is of."""
+    def label(verdict, kind=None):
+        """`VM 100 <stamp>` (`CT 200 …` of `kind` CT; with ` (pre-restore)`), or `storage ONTAP01 <name>`:
+        what a verdict is of."""
         if 'vmid' in verdict:
-            return ' '.join(filter(None, (f'VM {verdict["vmid"]}', verdict['stamp'],
+            return ' '.join(filter(None, (f'{(kind or Kind.VM).word} {verdict["vmid"]}', verdict['stamp'],
                                           '(pre-restore)' if verdict['kind'] == 'pre-restore' else None)))
         return ' '.join(filter(None, (f'storage {verdict["storage"]}', verdict['name'])))
 
     @staticmethod
-    def report(ctx, verdicts, nothing):
+    def report(ctx, verdicts, nothing, kind=None):
         """Print one line per verdict (`ok` or `FAIL`, what, and what is wrong or was not checked; with
         -output json the verdicts); a Failure naming what is wrong unless all hold. `nothing`: said at
         info level where there was nothing to verify."""
@@ -6272,7 +6418,7 @@ class VmVerify:
             held = ([] if guests is None else [f'{guests} guest{"s" * (guests != 1)}']) + (
                 [f'{files} file{"s" * (files != 1)}'] if files or guests is not None else [])
             detail = (verdict['problems'] if not verdict['ok'] else [', '.join(held)] if held else []) + verdict['notes']
-            return Output.printable(f'{"ok  " if verdict["ok"] else "FAIL"} {VmVerify.label(verdict)}: '
+            return Output.printable(f'{"ok  " if verdict["ok"] else "FAIL"} {VmVerify.label(verdict, kind)}: '
                                     f'{"; ".join(detail)}')
 
         if not verdicts:
@@ -6281,18 +6427,19 @@ class VmVerify:
             ctx.emit(verdicts, '\n'.join(line(verdict) for verdict in verdicts))
         failed = [verdict for verdict in verdicts if not verdict['ok']]
         if len(verdicts) == 1 and failed:
-            raise Failure(f'{VmVerify.label(failed[0])}: {"; ".join(failed[0]["problems"])}')
+            raise Failure(f'{VmVerify.label(failed[0], kind)}: {"; ".join(failed[0]["problems"])}')
         if failed:
             raise Failure(f'verification failed for {len(failed)} of {len(verdicts)}: ' + '; '.join(
-                f'{VmVerify.label(verdict)} ({"; ".join(verdict["problems"])})' for verdict in failed))
+                f'{VmVerify.label(verdict, kind)} ({"; ".join(verdict["problems"])})' for verdict in failed))
 
     @staticmethod
     def command(ctx, args):
+        kind = args.kind
         if args.all and args.snapshot:
-            raise ConfigError('-snapshot names a snapshot of one VM: give it with -vm, not with -all')
+            raise ConfigError(f'-snapshot names a snapshot of one {kind.word}: give it with {kind.option}, not with -all')
         verdicts = VmVerify.verdicts(ctx, VmVerify.configs(ctx, args), args.snapshot)
-        VmVerify.report(ctx, verdicts, f'VM {args.vm} has no snapshot: nothing to verify' if not args.all else
-                        'no VM has a snapshot: nothing to verify')
+        VmVerify.report(ctx, verdicts, f'{kind.word} {args.vm} has no snapshot: nothing to verify' if not args.all else
+                        f'no {kind.word} has a snapshot: nothing to verify', kind)
 
 
 class StorageCreate:
@@ -8637,8 +8784,11 @@ class Arg:
                             help=help_text).completer = complete_storage
 
     @staticmethod
-    def add_vm(parser):
-        parser.add_argument('-vm', '--vm', required=True, type=Arg.vm_id, metavar='ID', help='the VM id')
+    def add_vm(parser, kind=None):
+        """-vm ID, or -ct ID for the ct commands (`kind` Kind.CT): the guest's id, args.vm either way."""
+        kind = kind or Kind.VM
+        parser.add_argument(kind.option, '-' + kind.option, dest='vm', required=True, type=Arg.vm_id, metavar='ID',
+                            help=f'the {kind.word} id')
 
     @staticmethod
     def add_textfile(parser, what):
@@ -8709,79 +8859,102 @@ def complete_files(prefix, **kwargs):
     return [path + ('/' if os.path.isdir(path) else '') for path in glob.glob(os.path.expanduser(prefix) + '*')]
 
 
-def build_parser():
-    parser = CommandLine(prog='pve-ontap-snapshot', description=__doc__,
-                         formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    Arg.add_global(parser)
-    parser.add_argument('-version', '--version', action=ShowVersion, help='print the version and exit')
-    common = CommandLine(add_help=False, allow_abbrev=False)
-    Arg.add_global(common, suppress=True)
-    contexts = parser.add_subparsers(dest='context', metavar='{vm,storage,monitor,doctor}', required=True)
-    parser.set_defaults(reads_own_config=False)
-
-    def leaf(group, name, func, help_text, examples):
-        sub = group.add_parser(name, help=help_text, description=help_text, parents=[common], allow_abbrev=False,
-                               epilog='examples:\n' + '\n'.join(f'  pve-ontap-snapshot {e}' for e in examples),
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-        sub.set_defaults(func=func)
-        if sub.prog.split(' ', 1)[1] in RunRecords.COMMANDS:
-            Arg.add_textfile(sub, 'at its end, failed or not, how each command that changes something last ended '
-                                  f'({Metrics.RUNS_FILE})')
-        return sub
-
-    vm = contexts.add_parser('vm', help='VM snapshots as ONTAP file clones', allow_abbrev=False)
-    vm.set_defaults(kind=Kind.VM)
-    vm_commands = vm.add_subparsers(dest='command', metavar='{create,list,delete,hold,release,restore,verify}',
-                                    required=True)
-    create = leaf(vm_commands, 'create', VmCreate.command, 'file-clone every disk of VMs on their ONTAP storage',
-                  ['vm create -vm 100', 'vm create -vm 100 -pause -keep 7', 'vm create -vm 100 101 -suspend',
-                   'vm create -all -freeze'])
+def add_guest_commands(contexts, leaf, kind):
+    """The `vm` tree, or (Kind.CT) the `ct` tree: the same commands and options for either kind of
+    guest, where a container allows them (a CT has no guest agent, and PVE's suspend of a CT is
+    an experimental CRIU checkpoint: no -freeze, no -suspend; no restore yet)."""
+    w, tree, option = kind.word, kind.tree, kind.option
+    first, second = (100, 101) if kind == Kind.VM else (200, 201)
+    stamp = '2024-03-13_14:42:47+0000'
+    group = contexts.add_parser(tree, help=f'{w} snapshots as ONTAP file clones', allow_abbrev=False)
+    group.set_defaults(kind=kind)
+    verbs = ('create', 'list', 'delete', 'hold', 'release') + (('restore',) if kind == Kind.VM else ()) + ('verify',)
+    commands = group.add_subparsers(dest='command', metavar='{' + ','.join(verbs) + '}', required=True)
+    examples = ([f'vm create -vm {first}', f'vm create -vm {first} -pause -keep 7', f'vm create -vm {first} {second} -suspend',
+                 'vm create -all -freeze'] if kind == Kind.VM else
+                [f'ct create -ct {first}', f'ct create -ct {first} -pause -keep 7', f'ct create -ct {first} {second} -shutdown',
+                 'ct create -all -node-local -pause'])
+    create = leaf(commands, 'create', VmCreate.command, f'file-clone every disk of {w}s on their ONTAP storage',
+                  examples)
     which = create.add_mutually_exclusive_group(required=True)
-    which.add_argument('-vm', '--vm', action='extend', nargs='+', type=Arg.vm_id, metavar='ID',
-                       help='VM id(s), also as -vm 100 -vm 101; one failing VM does not stop the others')
+    which.add_argument(option, '-' + option, dest='vm', action='extend', nargs='+', type=Arg.vm_id, metavar='ID',
+                       help=f'{w} id(s), also as {option} {first} {option} {second}; one failing {w} does not stop '
+                            'the others')
     which.add_argument('-all', '--all', action='store_true',
-                       help='every VM with a disk on a storage of config.ini')
+                       help=f'every {w} with a disk on a storage of config.ini')
     create.add_argument('-node-local', '--node-local', action='store_true',
-                        help='with -all: only the VMs of the PVE node this runs on, so that one timer on every '
+                        help=f'with -all: only the {w}s of the PVE node this runs on, so that one timer on every '
                              'node makes each node snapshot its own (a node without any is no error)')
     power = create.add_mutually_exclusive_group()
-    power.add_argument('-suspend', '--suspend', action='store_true',
-                       help='suspend a running VM to disk while its disks are captured, then start it again')
+    if kind == Kind.VM:
+        power.add_argument('-suspend', '--suspend', action='store_true',
+                           help='suspend a running VM to disk while its disks are captured, then start it again')
     power.add_argument('-shutdown', '--shutdown', action='store_true',
-                       help='shut a running VM down while its disks are captured, then start it again')
-    power.add_argument('-freeze', '--freeze', action='store_true',
-                       help="freeze the guest's file systems (QEMU guest agent) while its disks are captured; "
-                            'thawed after at most freeze_timeout seconds (default 10)')
-    power.add_argument('-pause', '--pause', action='store_true',
-                       help='pause a running VM in memory (no hibernation) while its disks are captured, then '
-                            'resume it: every disk at one instant; at most freeze_timeout seconds (default 10)')
-    Arg.add_keep(create, "of the VM's snapshots")
+                       help=f'shut a running {w} down while its disks are captured, then start it again')
+    if kind == Kind.VM:
+        power.add_argument('-freeze', '--freeze', action='store_true',
+                           help="freeze the guest's file systems (QEMU guest agent) while its disks are captured; "
+                                'thawed after at most freeze_timeout seconds (default 10)')
+        power.add_argument('-pause', '--pause', action='store_true',
+                           help='pause a running VM in memory (no hibernation) while its disks are captured, then '
+                                'resume it: every disk at one instant; at most freeze_timeout seconds (default 10)')
+    else:
+        # No -suspend: PVE's suspend of a CT is lxc-checkpoint, a CRIU dump to disk, "experimental"
+        # (pve-container src/PVE/API2/LXC/Status.pm, vm_suspend); no -freeze: a CT has no guest agent.
+        power.add_argument('-pause', '--pause', action='store_true',
+                           help="freeze a running CT with its cgroup freezer, as PVE does for its own snapshots, "
+                                'its file systems synced, while its disks are captured, then thaw it: every disk at '
+                                'one instant; at most freeze_timeout seconds (default 10). Only on the node that '
+                                'runs the CT, as root (-all -node-local -pause on each node covers a cluster); a CT '
+                                'frozen before stays frozen. (No -suspend: for a CT that is a CRIU checkpoint, '
+                                'experimental in PVE; no -freeze: a CT has no guest agent.)')
+    Arg.add_keep(create, f"of the {w}'s snapshots")
     create.add_argument('-no-register', '--no-register', dest='register', action='store_false',
-                        help='do not add the clones to the VM config as unused disks')
+                        help=f'do not add the clones to the {w} config as unused disks')
     create.add_argument('-parallel', '--parallel', type=Arg.parallel_count, metavar='N', default=Parallel.VMS_AT_ONCE,
-                        help=f'work on up to N VMs at once (default {Parallel.VMS_AT_ONCE}, at most {Parallel.MOST_VMS_AT_ONCE}; 1: one '
-                             'after another); a node suspends or shuts down at most '
-                             f'{Parallel.POWER_CYCLES_PER_NODE} of them at once')
+                        help=f'work on up to N {w}s at once (default {Parallel.VMS_AT_ONCE}, at most '
+                             f'{Parallel.MOST_VMS_AT_ONCE}; 1: one after another); a node suspends or shuts down at '
+                             f'most {Parallel.POWER_CYCLES_PER_NODE} of them at once')
 
-    listing = leaf(vm_commands, 'list', VmList.command, "list a VM's snapshots (and pre-restore undo points)",
-                   ['vm list -vm 100', 'vm list -vm 100 -output json'])
-    Arg.add_vm(listing)
-    delete = leaf(vm_commands, 'delete', VmDelete.command, 'delete a VM snapshot (every file of it)',
-                  ['vm delete -vm 100 -snapshot 2024-03-13_14:42:47+0000'])
-    vm_hold = leaf(vm_commands, 'hold', VmHold.hold,
-                   'hold a VM snapshot, as zfs hold: -keep never counts or deletes it, vm delete refuses it without '
-                   '-force', ['vm hold -vm 100 -snapshot 2024-03-13_14:42:47+0000',
-                              "vm hold -vm 100 -snapshot 2024-03-13_14:42:47+0000 -reason 'before the upgrade'"])
-    vm_release = leaf(vm_commands, 'release', VmHold.release, 'release a held VM snapshot (vm hold)',
-                      ['vm release -vm 100 -snapshot 2024-03-13_14:42:47+0000'])
-    for sub in (delete, vm_hold, vm_release):
-        Arg.add_vm(sub)
+    listing = leaf(commands, 'list', VmList.command, f"list a {w}'s snapshots (and pre-restore undo points)",
+                   [f'{tree} list {option} {first}', f'{tree} list {option} {first} -output json'])
+    Arg.add_vm(listing, kind)
+    delete = leaf(commands, 'delete', VmDelete.command, f'delete a {w} snapshot (every file of it)',
+                  [f'{tree} delete {option} {first} -snapshot {stamp}'])
+    hold = leaf(commands, 'hold', VmHold.hold,
+                f'hold a {w} snapshot, as zfs hold: -keep never counts or deletes it, {tree} delete refuses it '
+                'without -force', [f'{tree} hold {option} {first} -snapshot {stamp}',
+                                   f"{tree} hold {option} {first} -snapshot {stamp} -reason 'before the upgrade'"])
+    release = leaf(commands, 'release', VmHold.release, f'release a held {w} snapshot ({tree} hold)',
+                   [f'{tree} release {option} {first} -snapshot {stamp}'])
+    for sub in (delete, hold, release):
+        Arg.add_vm(sub, kind)
         sub.add_argument('-snapshot', '--snapshot', required=True, type=Arg.snapshot_stamp, metavar='STAMP',
-                         help='the snapshot, as vm list shows it')
-    delete.add_argument('-force', '--force', action='store_true', help='delete it even if it is held (vm hold)')
-    vm_hold.add_argument('-reason', '--reason', metavar='TEXT',
-                         help='why it is held, kept in the hold and shown by vm list (default: none)')
-    restore = leaf(vm_commands, 'restore', VmRestore.command,
+                         help=f'the snapshot, as {tree} list shows it')
+    delete.add_argument('-force', '--force', action='store_true',
+                        help=f'delete it even if it is held ({tree} hold)')
+    hold.add_argument('-reason', '--reason', metavar='TEXT',
+                      help=f'why it is held, kept in the hold and shown by {tree} list (default: none)')
+    if kind == Kind.VM:
+        add_vm_restore(commands, leaf)
+    verify = leaf(commands, 'verify', VmVerify.command,
+                  f"prove a {w}'s snapshots restorable without restoring them: every file there with the size its "
+                  'manifest records, each qcow2 backing file within reach, the manifest passing its check; '
+                  'reads metadata and qcow2 headers only, changes nothing',
+                  [f'{tree} verify {option} {first}', f'{tree} verify {option} {first} -snapshot {stamp}',
+                   f'-output json {tree} verify -all'])
+    which = verify.add_mutually_exclusive_group(required=True)
+    which.add_argument(option, '-' + option, dest='vm', type=Arg.vm_id, metavar='ID', help=f'the {w} id')
+    which.add_argument('-all', '--all', action='store_true',
+                       help=f'every {w} with a disk on a storage of config.ini')
+    verify.add_argument('-snapshot', '--snapshot', type=Arg.snapshot_stamp, metavar='STAMP',
+                        help=f'only this snapshot, as {tree} list shows it (default: every snapshot of the {w}, '
+                             'pre-restore ones too)')
+
+
+def add_vm_restore(commands, leaf):
+    """vm restore: its options."""
+    restore = leaf(commands, 'restore', VmRestore.command,
                    "put a VM's disks (and -with-config its config) back to a VM snapshot or to a storage snapshot "
                    '(only this VM changes), or make a new VM from one (-as-new)',
                    ['vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000',
@@ -8814,19 +8987,30 @@ def build_parser():
     restore.add_argument('-no-saved-config', '--no-saved-config', action='store_true',
                          help='with -as-new: where the saved config cannot be read or fails its signature check, '
                               'give the new VM the current config of the VM instead of refusing')
-    verify = leaf(vm_commands, 'verify', VmVerify.command,
-                  "prove a VM's snapshots restorable without restoring them: every file there with the size its "
-                  'manifest records, each qcow2 backing file within reach, the manifest passing its check; '
-                  'reads metadata and qcow2 headers only, changes nothing',
-                  ['vm verify -vm 100', 'vm verify -vm 100 -snapshot 2024-03-13_14:42:47+0000',
-                   '-output json vm verify -all'])
-    which = verify.add_mutually_exclusive_group(required=True)
-    which.add_argument('-vm', '--vm', type=Arg.vm_id, metavar='ID', help='the VM id')
-    which.add_argument('-all', '--all', action='store_true',
-                       help='every VM with a disk on a storage of config.ini')
-    verify.add_argument('-snapshot', '--snapshot', type=Arg.snapshot_stamp, metavar='STAMP',
-                        help='only this snapshot, as vm list shows it (default: every snapshot of the VM, '
-                             'pre-restore ones too)')
+
+
+def build_parser():
+    parser = CommandLine(prog='pve-ontap-snapshot', description=__doc__,
+                         formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    Arg.add_global(parser)
+    parser.add_argument('-version', '--version', action=ShowVersion, help='print the version and exit')
+    common = CommandLine(add_help=False, allow_abbrev=False)
+    Arg.add_global(common, suppress=True)
+    contexts = parser.add_subparsers(dest='context', metavar='{vm,ct,storage,monitor,doctor}', required=True)
+    parser.set_defaults(reads_own_config=False)
+
+    def leaf(group, name, func, help_text, examples):
+        sub = group.add_parser(name, help=help_text, description=help_text, parents=[common], allow_abbrev=False,
+                               epilog='examples:\n' + '\n'.join(f'  pve-ontap-snapshot {e}' for e in examples),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.set_defaults(func=func)
+        if sub.prog.split(' ', 1)[1] in RunRecords.COMMANDS:
+            Arg.add_textfile(sub, 'at its end, failed or not, how each command that changes something last ended '
+                                  f'({Metrics.RUNS_FILE})')
+        return sub
+
+    add_guest_commands(contexts, leaf, Kind.VM)
+    add_guest_commands(contexts, leaf, Kind.CT)
 
     storage = contexts.add_parser('storage', help='ONTAP volume snapshots of a PVE storage', allow_abbrev=False)
     storage_commands = storage.add_subparsers(

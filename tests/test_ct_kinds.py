@@ -10,21 +10,28 @@ def cts(world):
     return add_containers(world)
 
 
+STAMP = '2024-03-13_14:42:47+0000'
+WRONG_KIND = {'vm': 'ERROR: CT {id} is a container, not a virtual machine: use `ct …`',
+              'ct': 'ERROR: VM {id} is a virtual machine, not a container: use `vm …`'}
+
+
 @pytest.mark.parametrize('argv', [
     ('vm', 'create', '-vm', 200), ('vm', 'list', '-vm', 200), ('vm', 'verify', '-vm', 200),
-    ('vm', 'delete', '-vm', 201, '-snapshot', '2024-03-13_14:42:47+0000'),
-    ('vm', 'hold', '-vm', 201, '-snapshot', '2024-03-13_14:42:47+0000'),
-    ('vm', 'release', '-vm', 201, '-snapshot', '2024-03-13_14:42:47+0000'),
+    ('vm', 'delete', '-vm', 201, '-snapshot', STAMP), ('vm', 'hold', '-vm', 201, '-snapshot', STAMP),
+    ('vm', 'release', '-vm', 201, '-snapshot', STAMP),
+    ('ct', 'create', '-ct', 100), ('ct', 'list', '-ct', 100), ('ct', 'verify', '-ct', 101),
+    ('ct', 'delete', '-ct', 101, '-snapshot', STAMP), ('ct', 'hold', '-ct', 101, '-snapshot', STAMP),
+    ('ct', 'release', '-ct', 101, '-snapshot', STAMP),
 ])
-def test_a_container_given_to_a_vm_command_is_refused_saying_it_is_one(world, cts, argv):
+def test_a_guest_of_the_other_kind_is_refused_in_one_line_saying_which_it_is(world, cts, argv):
     before = world.state()
 
     result = world.run(*argv)
 
     assert result.code == 2, result.err
-    assert error_lines(result) == [f'ERROR: CT {argv[3]} is a container, not a virtual machine: use `ct …`']
+    assert error_lines(result) == [WRONG_KIND[argv[0]].format(id=argv[3])]
     assert world.state() == before
-    assert world.files(world.vol1, argv[3]) == [f'vm-{argv[3]}-disk-0.raw']
+    assert not world.clones(world.vol1, argv[3]) and not world.records(world.vol1, argv[3])
 
 
 def test_vm_create_all_never_touches_a_container(world, cts):

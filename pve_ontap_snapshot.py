@@ -19,6 +19,9 @@ ONTAP can do better underneath it, and this tool asks it to:
   vm verify        prove a VM's snapshots restorable without restoring them: every file
                    there with the size its manifest records, qcow2 headers and backing
                    files sound, the manifest passing its check (-all: every VM).
+  ct create|list|delete|hold|release|verify
+                   the same for LXC containers (-ct ID): the root disk and each mount point
+                   file-cloned; -shutdown, or -pause (its cgroup freezer, on its own node).
   storage create   take an ONTAP snapshot of the volume behind a PVE NFS storage, with
                    a manifest, its config in it, of every guest on it.
   storage list     list this tool's snapshots of that volume (oldest first), and how
@@ -97,8 +100,9 @@ import urllib.parse
 #  4. HTTP             Http: the libraries, connection errors, polling, the adapter
 #  5. ONTAP            Ontap (one cluster: transport, jobs, volumes) and Volume (a volume as a handle:
 #                      its files, snapshots, clones)
-#  6. Proxmox          Pve (the API: guests, configs, power, tasks, storage.cfg) and Node (this node)
-#  7. Pure logic       Guest (a config as PVE writes it), Identity, Qcow2, Consistency, RestoreRules
+#  6. Proxmox          Pve (the API: guests, configs, power, tasks, storage.cfg), Node (this node) and
+#                      Freezer (a container's cgroup freezer, on its node)
+#  7. Pure logic       Kind (VM or CT), Guest (a config as PVE writes it), Identity, Qcow2, Consistency, RestoreRules
 #                      (what a restore may put back), Manifest, Hold (what a held VM snapshot's hold says),
 #                      VmSnapshots (-keep), Output
 #  8. Run              Context (what a run shares), PrivateFiles, Locks, VolumeLock, Holder, Parallel
@@ -109,9 +113,9 @@ import urllib.parse
 #                      (+ NewVm: -as-new), VmVerify
 #                      storage: StorageCreate, StorageView (list, show, delete), StorageHold (hold,
 #                      release), StorageRestore, StorageVerify, StorageMount (mount, unmount)
-#                      Containers (a `ct` tree) get Ct* classes beside the Vm* ones, sharing Guest,
-#                      the windows and Manifest; a `monitor` command goes after the storage commands,
-#                      reading what runs record (it changes nothing).
+#                      ct: the vm commands' classes, parametrized by Kind (a CT's -pause: Freezer);
+#                      a `monitor` command goes after the storage commands, reading what runs record
+#                      (it changes nothing).
 # 10. doctor           Doctor: every check of the setup, one writer
 # 11. CLI              Arg (value types, shared options), build_parser (the parser, its --help), main
 #
@@ -4420,7 +4424,7 @@ class VmWindow:
         else:
             self.ctx.forget_holds(view.storages, [view.vmid])
         log.info('%s was %s for %.2f s', view.label,
-                 'frozen' if self.mode == 'freeze' or view.kind == Kind.CT else 'paused', held)
+                 'frozen' if self.mode == 'freeze' or (self.mode, view.kind) == ('pause', Kind.CT) else 'paused', held)
 
     def __exit__(self, kind, exc, traceback):
         try:
@@ -7544,7 +7548,8 @@ class Doctor:
     PRIVILEGE_GROUPS = ('every command', 'vm list, vm restore', 'vm create', 'vm create -suspend',
                         'vm create -shutdown, vm restore -shutdown', 'vm create -freeze', 'vm delete, vm create -keep',
                         'vm restore -as-new', 'vm restore -with-config', 'storage create', 'storage create -freeze',
-                        'storage create -pause', 'storage restore', 'storage mount', 'storage unmount')
+                        'storage create -pause', 'storage restore', 'storage mount', 'storage unmount',
+                        'ct create, ct delete', 'ct create -shutdown')
 
     # The privileges PVE checks for the keys of an ordinary VM config (boot takes VM.Config.Disk), the
     # same on PVE 8 and 9 (qemu-server API2/Qemu.pm, check_vm_modify_config_perm and its $cpuoptions,
@@ -7680,6 +7685,12 @@ class Doctor:
             'storage create -pause': [audit, power] + agent,          # a VM it cannot freeze is paused
             'storage restore': [audit],                                 # seeing every guest on the storage
             'storage mount': [('/storage', ('Datastore.Allocate',), False), ('/', ('Sys.Audit',), False)],
+            # A CT's config and status: VM.Audit (pve-container API2/LXC/Config.pm vm_config, API2/LXC/Status.pm
+            # vm_status); setting or deleting its unusedN: VM.Config.Options, the catch-all of
+            # check_ct_modify_config_perm (src/PVE/LXC.pm); shutdown and start: VM.PowerMgmt (Status.pm).
+            # -pause needs none: the freezer is the node's, as root.
+            'ct create, ct delete': [audit, vms('VM.Config.Options')],
+            'ct create -shutdown': [audit, power, vms('VM.Config.Options')],
             'storage unmount': [('/storage', ('Datastore.Allocate',), True), audit],
         }[group]
 
@@ -8260,7 +8271,7 @@ class Doctor:
         if not holds:
             self.ok(check, 'none: no run left a guest paused, frozen, suspended or shut down')
             return
-        names = ', '.join(f'VM {vmid} {Guests.HELD_WORDS.get(how, how)}' for vmid, how in sorted(holds.items()))
+        names = self.held_names(holds)
         if live:
             self.ok(check, f'{names} by a run under way ({Holder.describe(holder)})')
             return
@@ -8281,6 +8292,16 @@ class Doctor:
                       'qm start, qm guest cmd VMID fsfreeze-thaw)')
         else:
             self.ok(check, '; '.join(phrases))
+
+    def held_names(self, holds):
+        """`VM 100 paused, CT 200 frozen` of the holds ({vmid: how}) of a lock record, each guest
+        named by its kind as PVE lists it now (a VM, where PVE cannot be asked)."""
+        try:
+            guests = self.ctx.pve.guests()
+        except Failure:
+            guests = {}
+        return ', '.join(f'{Guest.label(guests.get(vmid) or {"vmid": vmid})} {Guests.held_word(guests.get(vmid) or {}, how)}'
+                         for vmid, how in sorted(holds.items()))
 
     def check_snapmirror(self, volume, storage, section):
         """The SnapMirror relationships whose source is the volume: one line each, with the labels

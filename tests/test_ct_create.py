@@ -276,7 +276,11 @@ def test_the_next_run_thaws_a_container_a_run_that_died_left_frozen(world, pve2,
 def test_doctor_try_thaws_a_container_a_run_that_died_left_frozen(world, pve2, monkeypatch, cluster_dir, pmxcfs):
     kill_while_frozen(world, pve2, monkeypatch, cluster_dir)
 
+    seen = world.run('doctor', '-storage', 'ONTAP01')
     tried = world.run('-wait', 10, 'doctor', '-storage', 'ONTAP01', '-try')
+
+    (line,) = [line for line in seen.out.splitlines() if 'guests left held' in line]
+    assert line.startswith('warn  ONTAP01 guests left held: CT 200 frozen by a run that died (pid '), line
 
     (line,) = [line for line in tried.out.splitlines() if 'guests left held' in line]
     assert line.startswith('ok    ONTAP01 guests left held: CT 200 was left frozen by a run that died'), line

@@ -245,7 +245,7 @@ def test_a_missing_privilege_is_named_for_each_command_that_needs_it(world):
     assert result.code == 0     # only commands that need it are affected: warnings
     lacking = {check for check, (status, _) in lines.items() if status == 'warn'}
     assert lacking == {'privileges for vm create -suspend', 'privileges for vm create -shutdown, vm restore -shutdown',
-                       'privileges for storage create -pause'}
+                       'privileges for storage create -pause', 'privileges for ct create -shutdown'}
     assert lines['privileges for vm create -suspend'] == (
         'warn', (f'{SNAP_USER} lacks VM.PowerMgmt on /vms; fix: grant it if you use these commands (README, '
                 'Least privilege)'))

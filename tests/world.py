@@ -270,7 +270,8 @@ def seed_history(world):
     config, three storage snapshots of ONTAP01 with the README's names, and a guest agent in VM
     100 (for -freeze), so that every README example runs here (fakepve seeing the disk files
     over NFS, as PVE does, for vm restore -as-new; each disk's size as PVE sizes it, for vm verify
-    and storage verify)."""
+    and storage verify), and the world's containers (add_containers), for the ct examples."""
+    add_containers(world)
     sized_as_pve_sizes_them(world)
     for vol in (world.vol1, world.vol2):
         for name in world.files(vol, 100):

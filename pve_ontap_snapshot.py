@@ -19,7 +19,7 @@ ONTAP can do better underneath it, and this tool asks it to:
   vm verify        prove a VM's snapshots restorable without restoring them: every file
                    there with the size its manifest records, qcow2 headers and backing
                    files sound, the manifest passing its check (-all: every VM).
-  ct create|list|delete|hold|release|verify
+  ct create|list|delete|hold|release|restore|verify
                    the same for LXC containers (-ct ID): the root disk and each mount point
                    file-cloned; -shutdown, or -pause (its cgroup freezer, on its own node).
   storage create   take an ONTAP snapshot of the volume behind a PVE NFS storage, with
@@ -2544,9 +2544,14 @@ class Guest:
         return [Disk(key, *parsed) for key, parsed in disks if parsed]
 
     @staticmethod
+    def property_items(value):
+        """{key: value} of a property string's `key=value` items (features: `nesting=1,keyctl=1`)."""
+        return dict(item.split('=', 1) for item in str(value or '').split(',') if '=' in item)
+
+    @staticmethod
     def mount_path(value):
         """Where a container's mount point (an mpN value) is mounted inside it: its `mp=`, or None."""
-        return dict(item.split('=', 1) for item in str(value or '').split(',') if '=' in item).get('mp')
+        return Guest.property_items(value).get('mp')
 
     @staticmethod
     def host_mounts(guest, config):
@@ -2769,6 +2774,19 @@ class RestoreRules:
     DRIVE_KEY = re.compile(r'^(?:(?:ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0|cdrom)$')
     ROOT_ONLY = 'only root@pam may set it'
 
+    # A container's: what check_ct_modify_config_perm (pve-container src/PVE/LXC.pm) lets an ordinary
+    # user set with VM.Config.* (CPU, Memory, Network, Disk, Options; rootfs and mpN only as volumes),
+    # the rest of LXC/Config.pm's $confdesc being root@pam's or unknown to this tool (entrypoint, env:
+    # kept, unconfirmed). Root's alone: dev[n] ("device passthrough is only allowed for root@pam"),
+    # hookscript, a bind or device mount point ("mount point type ... is only allowed for root@pam"),
+    # a feature but nesting ("changing feature flags (except nesting) is only allowed for root@pam"),
+    # raw lxc.* keys (LXC/Config.pm: "lxc.* keys ... root@pam only", unconfirmed here).
+    RESTORABLE_CT_KEY = re.compile(
+        r'^(?:cores|cpulimit|cpuunits|memory|swap|net\d+|nameserver|searchdomain|hostname|rootfs|mp\d+|unused\d+'
+        r'|arch|cmode|console|description|onboot|ostype|protection|startup|tags|timezone|tty|template|features)$')
+    ROOT_ONLY_CT_KEY = re.compile(r'^(?:dev\d+|hookscript|lxc(?:\..*)?)$')
+    CT_VOLUME_KEY = re.compile(r'^(?:rootfs|mp\d+)$')
+
     @staticmethod
     def volume_owner(volid):
         """The guest id a volume belongs to by its name, as PVE names volumes (vm-<id>-…, base-<id>-…,
@@ -2808,8 +2826,27 @@ class RestoreRules:
         return None
 
     @staticmethod
-    def setting_risk(key, value, owner):
-        """Why a restore of guest `owner`'s VM config must not apply `key: value` on its own, or None."""
+    def ct_setting_risk(key, value, owner):
+        """Why a restore of CT `owner`'s config must not apply `key: value` on its own, or None."""
+        if RestoreRules.ROOT_ONLY_CT_KEY.match(key):
+            return RestoreRules.ROOT_ONLY
+        if not RestoreRules.RESTORABLE_CT_KEY.match(key):
+            return 'a setting unknown to this tool'
+        if RestoreRules.CT_VOLUME_KEY.match(key):
+            volume = Guest.drive_volume(value)
+            if volume.startswith('/'):
+                return f'a bind mount or device of the host: {RestoreRules.ROOT_ONLY}'
+            return RestoreRules.drive_risk(value, owner)
+        if key == 'features' and set(Guest.property_items(value)) - {'nesting'}:
+            return f'a feature other than nesting: {RestoreRules.ROOT_ONLY}'
+        return None
+
+    @staticmethod
+    def setting_risk(key, value, owner, kind=None):
+        """Why a restore of guest `owner`'s config (of `kind`, default a VM) must not apply `key: value`
+        on its own, or None."""
+        if kind == Kind.CT:
+            return RestoreRules.ct_setting_risk(key, value, owner)
         if RestoreRules.ROOT_ONLY_VM_KEY.match(key):
             return RestoreRules.ROOT_ONLY
         if not RestoreRules.RESTORABLE_VM_KEY.match(key):
@@ -2821,10 +2858,10 @@ class RestoreRules:
         return None
 
     @staticmethod
-    def screen(settings, owner, allowed=()):
-        """(the settings a restore may apply, {key: why} of those it may not) of a VM's saved
+    def screen(settings, owner, allowed=(), kind=None):
+        """(the settings a restore may apply, {key: why} of those it may not) of a guest's saved
         settings (restorable()); `allowed`: keys -allow-key names, applied whatever they are."""
-        risks = {key: RestoreRules.setting_risk(key, value, owner)
+        risks = {key: RestoreRules.setting_risk(key, value, owner, kind)
                  for key, value in settings.items() if key not in allowed}
         return ({key: value for key, value in settings.items() if not risks.get(key)},
                 {key: why for key, why in risks.items() if why})
@@ -2846,18 +2883,19 @@ class RestoreRules:
         return changes, deletes
 
     @staticmethod
-    def plan(current, saved, owner, allowed=()):
-        """The ConfigPlan that puts the settings of `saved` back over `current` for VM `owner`, as far
-        as RestoreRules.screen lets them (`allowed`: the keys -allow-key names)."""
+    def plan(current, saved, owner, allowed=(), kind=None):
+        """The ConfigPlan that puts the settings of `saved` back over `current` for guest `owner` (of
+        `kind`, default a VM), as far as RestoreRules.screen lets them (`allowed`: the keys -allow-key
+        names)."""
         now, then = Guest.restorable(current), Guest.restorable(saved)
-        _, risky_then = RestoreRules.screen(then, owner, allowed)
-        _, risky_now = RestoreRules.screen(now, owner, allowed)
+        _, risky_then = RestoreRules.screen(then, owner, allowed, kind)
+        _, risky_now = RestoreRules.screen(now, owner, allowed, kind)
         keep = set(risky_then) | set(risky_now)
         changes, deletes = RestoreRules.change(current, saved, keep)
         kept = {key: (then.get(key), now.get(key), risky_then.get(key) or risky_now[key])
                 for key in sorted(keep) if then.get(key) != now.get(key)}
         forced = {key: then[key] for key in sorted(allowed)
-                  if key in then and then[key] != now.get(key) and RestoreRules.setting_risk(key, then[key], owner)}
+                  if key in then and then[key] != now.get(key) and RestoreRules.setting_risk(key, then[key], owner, kind)}
         return ConfigPlan(changes, deletes, kept, forced)
 
     @staticmethod
@@ -3766,8 +3804,8 @@ class RunRecords:
     SUFFIX = '.run'
     # The commands that change something; a dry run changes nothing and records nothing.
     COMMANDS = ('vm create', 'vm delete', 'vm hold', 'vm release', 'vm restore', 'ct create', 'ct delete', 'ct hold',
-                'ct release', 'storage create', 'storage delete', 'storage hold', 'storage release', 'storage restore',
-                'storage mount', 'storage unmount')
+                'ct release', 'ct restore', 'storage create', 'storage delete', 'storage hold', 'storage release',
+                'storage restore', 'storage mount', 'storage unmount')
 
     @staticmethod
     def directory():
@@ -5577,15 +5615,17 @@ class VmRestore:
         return VmRestore.read_saved(ctx, records[0].storage, records[0].path, vmid, records[0].stamp, records[0].size)
 
     @staticmethod
-    def storage_snapshot_config(ctx, vmid, name, storages):
-        """The SavedConfig of VM `vmid` in the storage snapshot `name` (on the first of `storages` that
-        holds one), or None: a snapshot made before configs were saved, or of a storage without the VM."""
+    def storage_snapshot_config(ctx, vmid, name, storages, kind=None):
+        """The SavedConfig of guest `vmid` (of `kind`, default a VM) in the storage snapshot `name` (on the
+        first of `storages` that holds one), or None: a snapshot made before configs were saved, or of a
+        storage without the guest."""
+        kind = kind or Kind.VM
         for storage in sorted(storages):
             found = StorageCreate.guest_manifests(ctx, storage, name)
             if found is not None:
                 path, manifests = found
                 mine = [m for m in manifests if isinstance(m, dict) and m.get('vmid') == vmid
-                        and Manifest.guest_type(m) == 'qemu']
+                        and Manifest.guest_type(m) == kind.type]
                 if mine:
                     manifest, signed = Manifest.check(mine[0], f'{path} on {storage}', vmid, name, ctx.manifest_key())
                     return VmRestore.SavedConfig(Guest.parse_config_text(manifest['config']), path, storage, signed,
@@ -5594,7 +5634,7 @@ class VmRestore:
             volume = ctx.volume(storage)
             directory = Names.storage_record_dir(name)
             found = [Names.STORAGE_MANIFEST_FILE.match(file) for file in volume.files_in(directory) or []]
-            mine = sorted((m for m in found if m and m['prefix'] == 'vm' and int(m['vmid']) == vmid),
+            mine = sorted((m for m in found if m and m['prefix'] == kind.tree and int(m['vmid']) == vmid),
                           key=lambda m: not m['consistency'])
             if mine:
                 return VmRestore.read_saved(ctx, storage, f'{directory}/{mine[0][0]}', vmid, name)
@@ -5608,10 +5648,10 @@ class VmRestore:
             return read()
         except Failure as exc:
             if need_config:
-                raise Failure(f'VM {view.vmid}: the config {origin} saved is not put back: {exc}; restore without '
+                raise Failure(f'{view.label}: the config {origin} saved is not put back: {exc}; restore without '
                               '-with-config to put the disks back alone') from exc
-            log.warning('VM %s: the config %s saved could not be read (%s): its disks are restored all the same, and '
-                        'the plan shows no difference of configs', view.vmid, origin, exc)
+            log.warning('%s: the config %s saved could not be read (%s): its disks are restored all the same, and '
+                        'the plan shows no difference of configs', view.label, origin, exc)
             return None
 
     @staticmethod
@@ -5625,9 +5665,9 @@ class VmRestore:
             volume = ctx.volume(storage)
             holding[storage] = volume.has_snapshot(name)
             if not holding[storage] and storage in {disk.storage for disk in view.disks}:
-                log.warning('VM %s: storage %s (volume %s) has no snapshot %s', view.vmid, storage, volume.name, name)
+                log.warning('%s: storage %s (volume %s) has no snapshot %s', view.label, storage, volume.name, name)
         if not any(holding.values()):
-            raise NotFound(f'VM {view.vmid}: no storage snapshot {name} on ' + ', '.join(
+            raise NotFound(f'{view.label}: no storage snapshot {name} on ' + ', '.join(
                 f'{storage} (volume {ctx.volume(storage).name})' for storage in holding) +
                 ': see storage list')
         return holding
@@ -5640,8 +5680,8 @@ class VmRestore:
         (setting_risk: never a host path or another guest's volume)."""
         if not with_config or saved is None:
             return view.disks
-        disks = [disk for disk in Guest.vm_disks(saved.config) if disk.storage in ctx.config.storages and disk.path
-                 and not RestoreRules.setting_risk(disk.key, saved.config[disk.key], view.vmid)]
+        disks = [disk for disk in Guest.disks(view.vm, saved.config) if disk.storage in ctx.config.storages and disk.path
+                 and not RestoreRules.setting_risk(disk.key, saved.config[disk.key], view.vmid, view.kind)]
         for disk in disks:
             ctx.volume(disk.storage)
         return disks
@@ -5651,7 +5691,7 @@ class VmRestore:
         """(key, volid then, volid now) of each disk of a snapshot's manifest that the VM has under the
         same key on another volume now: moved since (Move Disk), its old file kept as unused or gone."""
         recorded = (saved.manifest or {}).get('disks') if saved else None
-        now = {disk.key: disk.volid for disk in Guest.vm_disks(view.config)}
+        now = {disk.key: disk.volid for disk in Guest.disks(view.vm, view.config)}
         return [(entry['key'], entry['volid'], now[entry['key']]) for entry in recorded or ()
                 if isinstance(entry, dict) and entry.get('key') in now and entry.get('volid') != now[entry['key']]]
 
@@ -5673,7 +5713,7 @@ class VmRestore:
             holding = VmRestore.storages_with_snapshot(ctx, view, name)
             origin = f'storage snapshot {name}'
             saved = VmRestore.read_or_warn(view, origin, with_config, lambda: VmRestore.storage_snapshot_config(
-                ctx, view.vmid, name, [storage for storage in holding if holding[storage]]))
+                ctx, view.vmid, name, [storage for storage in holding if holding[storage]], view.kind))
             sources, missing = [], []
             for disk in VmRestore.disks_to_restore(ctx, view, saved, with_config):
                 volume = ctx.volume(disk.storage)
@@ -5683,14 +5723,14 @@ class VmRestore:
                 else:
                     missing.append(disk)
         for key, then, now in VmRestore.moved_disks(view, saved):
-            log.warning('VM %s: disk %s was %s when %s was taken and is %s now: %s', view.vmid, key, then, origin, now,
+            log.warning('%s: disk %s was %s when %s was taken and is %s now: %s', view.label, key, then, origin, now,
                         'with -with-config it goes back to the file it was, from the copy' if with_config else
                         'its copy is written onto no other file; -with-config puts the disk back as it was')
         for disk in missing:
-            log.warning('VM %s: %s has no copy of disk %s (%s); it stays as it is', view.vmid, origin, disk.key,
+            log.warning('%s: %s has no copy of disk %s (%s); it stays as it is', view.label, origin, disk.key,
                         disk.volid)
         if not sources:
-            raise Failure(f'VM {view.vmid}: {origin} holds none of its {"saved" if with_config else "current"} disks')
+            raise Failure(f'{view.label}: {origin} holds none of its {"saved" if with_config else "current"} disks')
         VmRestore.check_source_backings(ctx, view, origin, sources)
         return sources, origin, missing, saved
 
@@ -5708,7 +5748,7 @@ class VmRestore:
         risky = [f'{disk.key} ({source}) stands on {why}' for (disk, source), why in
                  zip(qcow2, Parallel.map(backing, qcow2)) if why]
         if risky:
-            raise Failure(f'VM {view.vmid}: not restored from {origin}, for the copy of {"; ".join(risky)}, so it does not '
+            raise Failure(f'{view.label}: not restored from {origin}, for the copy of {"; ".join(risky)}, so it does not '
                           'hold the disk whole; restore the whole storage from a storage snapshot, or copy the disk out '
                           'of one by hand (qemu-img convert)')
 
@@ -5736,21 +5776,22 @@ class VmRestore:
         saved = Clones.settle(ctx, Clones.make(ctx, undo))
         if any(outcome.state != 'done' for outcome in saved):
             # Only copies of the live disks were asked for: the VM may start whatever they became.
-            raise Failure(f'VM {vmid}: nothing restored, the pre-restore copy failed: '
+            raise Failure(f'{view.label}: nothing restored, the pre-restore copy failed: '
                           f'{"; ".join(str(outcome.error) for outcome in saved if outcome.error)}; '
                           f'{Clones.remove(ctx, Outcome.items_in(saved, "done"))}{Clones.still_pending(saved)}')
-        log.info('VM %s: current disks saved as pre-restore snapshot %s', vmid, undo_stamp)
+        log.info('%s: current disks saved as pre-restore snapshot %s', view.label, undo_stamp)
         key = {disk.path: disk.key for disk, _ in sources}
+        put_back_by = f'{view.kind.tree} restore {view.kind.option} {vmid} -snapshot {undo_stamp}'
         overwrites = Clones.settle(ctx, Clones.make(ctx, [(disk.storage, source, disk.path) for disk, source in sources],
                                                     overwrite=True), overwrite=True)
         if all(outcome.state == 'done' for outcome in overwrites):
             return {path for _, path, _ in undo}
-        stopped = 'VM left stopped' if window.acting else f'do not start VM {vmid}'
+        stopped = f'{view.kind.word} left stopped' if window.acting else f'do not start {view.label}'
         if any(outcome.state == 'unknown' for outcome in overwrites):
             window.leave_down('a restore of its disks may still be under way')
-            raise Failure(f'VM {vmid}: restore not finished: {VmRestore.restore_state(overwrites, key)}; {stopped} and '
+            raise Failure(f'{view.label}: restore not finished: {VmRestore.restore_state(overwrites, key)}; {stopped} and '
                           f'pre-restore snapshot {undo_stamp} kept: once ONTAP has ended the job(s), start the VM if '
-                          f'its disks are right, or put them back with vm restore -vm {vmid} -snapshot {undo_stamp}')
+                          f'its disks are right, or put them back with {put_back_by}')
         reason = '; '.join(f'{key[path]} ({outcome.error})' for outcome in overwrites if outcome.error
                            for _, _, path in [outcome.item])
         back = [(storage, Names.snapshot_file_path(path, undo_stamp, 'prerestore'), path)
@@ -5763,10 +5804,10 @@ class VmRestore:
         if any(outcome.state != 'done' for outcome in put_back):
             window.leave_down('its disks are neither all restored nor all as they were')
             unrestored = ', '.join(key[path] for outcome in put_back if outcome.error for _, _, path in [outcome.item])
-            raise Failure(f'VM {vmid}: restore failed ({reason}) and putting back {unrestored} failed too: their '
+            raise Failure(f'{view.label}: restore failed ({reason}) and putting back {unrestored} failed too: their '
                           f'previous content is in pre-restore snapshot {undo_stamp}; {stopped}: put them back with '
-                          f'vm restore -vm {vmid} -snapshot {undo_stamp}{Clones.still_pending(put_back)}')
-        raise Failure(f'VM {vmid}: restore failed, every disk is as it was ({Clones.remove(ctx, undo)}): {reason}')
+                          f'{put_back_by}{Clones.still_pending(put_back)}')
+        raise Failure(f'{view.label}: restore failed, every disk is as it was ({Clones.remove(ctx, undo)}): {reason}')
 
     @staticmethod
     def save_config_for_undo(ctx, view, undo_stamp, needed, copied):
@@ -5781,7 +5822,7 @@ class VmRestore:
             if needed:
                 return Failure(f'its config was not put back: the current one could not be saved with pre-restore '
                                f'snapshot {undo_stamp} to undo it ({exc})')
-            log.warning('VM %s: its config could not be saved with pre-restore snapshot %s: %s', view.vmid, undo_stamp,
+            log.warning('%s: its config could not be saved with pre-restore snapshot %s: %s', view.label, undo_stamp,
                         exc)
         return None
 
@@ -5794,20 +5835,20 @@ class VmRestore:
         return ', '.join(parts) + f' ({Outcome.pending_jobs(overwrites)})'
 
     @staticmethod
-    def check_restorable(vmid, status, shutdown):
-        """Refuse to overwrite the disks of a VM (a resources entry or status/current) that
+    def check_restorable(label, status, shutdown):
+        """Refuse to overwrite the disks of a guest (`label`; a resources entry or status/current) that
         runs without -shutdown, is suspended to disk, or is locked by a backup, clone, migration."""
         lock = status.get('lock')
         if lock == 'suspended':
-            raise Failure(f'VM {vmid} is suspended to disk: its saved memory belongs to the current disks; '
+            raise Failure(f'{label} is suspended to disk: its saved memory belongs to the current disks; '
                           'start it and shut it down first')
         if lock:
-            raise Failure(f'VM {vmid} is locked ({lock}): try again when that is done')
+            raise Failure(f'{label} is locked ({lock}): try again when that is done')
         if status.get('status') == 'running' and status.get('qmpstatus', 'running') != 'running':
-            raise Failure(f'VM {vmid} is {status["qmpstatus"]}, not running, and the tool never resumes such a VM: '
+            raise Failure(f'{label} is {status["qmpstatus"]}, not running, and the tool never resumes such a VM: '
                           'resume or stop it first')
         if status.get('status') == 'running' and not shutdown:
-            raise Failure(f'VM {vmid} is running: shut it down first, or add -shutdown')
+            raise Failure(f'{label} is running: shut it down first, or add -shutdown')
 
     @staticmethod
     def check_same_vm(view, origin, saved, files):
@@ -5816,7 +5857,7 @@ class VmRestore:
         recorded = (saved.manifest or {}).get('identity') if saved else None
         tag = Identity.tag((recorded.get('ctime'), recorded.get('smbios_uuid'))) if isinstance(recorded, dict) else None
         if Identity.same_vm(tag or Identity.of_files(files), view.identity) is False:
-            raise Failure(f'VM {view.vmid}: {origin} is of another VM that had the id {view.vmid} before, not of VM '
+            raise Failure(f'{view.label}: {origin} is of another VM that had the id {view.vmid} before, not of VM '
                           f'{view.vmid} now: its disks are not put onto this VM; make a VM of it with -as-new NEWID')
 
     @staticmethod
@@ -5830,12 +5871,12 @@ class VmRestore:
                 'kept': [disk.key for disk in missing],
                 'config': {'saved': saved is not None, 'restored': bool(with_config), 'diff': None}}
         if saved is not None:
-            change = RestoreRules.plan(view.config, saved.config, view.vmid, allowed)
-            detached = [disk for disk in Guest.vm_disks(view.config) if with_config and (
+            change = RestoreRules.plan(view.config, saved.config, view.vmid, allowed, view.kind)
+            detached = [disk for disk in Guest.disks(view.vm, view.config) if with_config and (
                 disk.key in change.deletes or Guest.drive_volume(change.changes.get(disk.key, disk.volid)) != disk.volid)]
             plan['config'].update(
                 detached=[{'key': disk.key, 'volid': disk.volid} for disk in detached],
-                diff=Guest.config_diff(view.config, change.after(view.config), f'VM {view.vmid} now', origin),
+                diff=Guest.config_diff(view.config, change.after(view.config), f'{view.label} now', origin),
                 kept=[{'key': key, 'saved': then, 'current': now, 'why': why}
                       for key, (then, now, why) in change.kept.items()],
                 allowed=[{'key': key, 'value': value} for key, value in change.allowed.items()],
@@ -5843,15 +5884,17 @@ class VmRestore:
         return plan
 
     @staticmethod
-    def show_plan(ctx, plan, asking):
-        """The plan of a vm restore, shown as StorageRestore.show_plan shows a storage restore's."""
+    def show_plan(ctx, plan, asking, kind=None):
+        """The plan of a vm restore (of a guest of `kind`: ct restore), shown as StorageRestore.show_plan
+        shows a storage restore's."""
+        kind = kind or Kind.VM
         if ctx.output == 'json':
             print(json.dumps(plan, indent=2, sort_keys=True))
             return
         if not (asking or ctx.dry_run or log.isEnabledFor(logging.INFO)):
             return
         config = plan['config']
-        lines = [f'vm restore puts disks {", ".join(d["key"] for d in plan["disks"])} of VM {plan["vmid"]} back to '
+        lines = [f'{kind.tree} restore puts disks {", ".join(d["key"] for d in plan["disks"])} of {kind.word} {plan["vmid"]} back to '
                  f'{plan["origin"]}' + (f'; {", ".join(plan["kept"])} stay as they are' if plan['kept'] else '') + '.']
         if not config['saved']:
             lines.append(f'{plan["origin"]} holds no saved config (made before snapshots carried one): the config '
@@ -5886,7 +5929,7 @@ class VmRestore:
         the config meanwhile. A lost answer is read back: the saved config there is done, the config
         as it was is failed, else unknown."""
         current = ctx.pve.config_of(view.vm)
-        plan = RestoreRules.plan(current, saved, view.vmid, allowed)
+        plan = RestoreRules.plan(current, saved, view.vmid, allowed, view.kind)
         changes, deletes = plan.changes, plan.deletes
         if not changes and not deletes:
             return
@@ -5902,28 +5945,29 @@ class VmRestore:
             except Failure as again:
                 raise OutcomeUnknown(f'{exc}; reading the config back failed too ({again})', exc.what,
                                      where=exc.where) from exc
-            again = RestoreRules.plan(after, saved, view.vmid, allowed)
+            again = RestoreRules.plan(after, saved, view.vmid, allowed, view.kind)
             if (again.changes, again.deletes) == ({}, []):
                 return
-            raise OutcomeUnknown(f'{exc}; the config read back is not the saved one yet: check it (qm config '
-                                 f'{view.vmid}) once no task of VM {view.vmid} runs', exc.what, where=exc.where) from exc
+            raise OutcomeUnknown(f'{exc}; the config read back is not the saved one yet: check it '
+                                 f'({"pct" if view.kind == Kind.CT else "qm"} config {view.vmid}) once no task of '
+                                 f'{view.label} runs', exc.what, where=exc.where) from exc
         if not ctx.dry_run:
-            log.info('VM %s: config put back (%d key(s) set, %d deleted)', view.vmid, len(changes), len(deletes))
+            log.info('%s: config put back (%d key(s) set, %d deleted)', view.label, len(changes), len(deletes))
 
     @staticmethod
     def command(ctx, args):
-        allowed = frozenset(args.allow_key or ())
-        if args.as_new:
+        allowed = frozenset(getattr(args, 'allow_key', None) or ())
+        if getattr(args, 'as_new', None):
             if args.with_config or args.shutdown:
                 raise ConfigError(f'-as-new takes neither -with-config (the new VM always gets the saved config) nor '
                                   f'-shutdown (VM {args.vm} is not touched)')
             NewVm.restore(ctx, args.vm, args.as_new, args.snapshot, args.storage_snapshot, allowed,
                           args.no_saved_config, args.yes)
             return
-        if args.no_saved_config:
+        if getattr(args, 'no_saved_config', False):
             raise ConfigError('-no-saved-config goes with -as-new (a restore without -with-config never needs the saved '
                               'config)')
-        view = VmView.gather(ctx, args.vm)
+        view = VmView.gather(ctx, args.vm, kind=args.kind)
         with contextlib.ExitStack() as held:
             locks = held.enter_context(Locks.for_storages(ctx, view.storages))
             Guests.settle_left(ctx, locks, {view.vmid: view.vm})
@@ -5934,19 +5978,19 @@ class VmRestore:
             more = {disk.storage for disk, _ in sources} - set(view.storages)
             locks += held.enter_context(Locks.for_storages(ctx, more))
             if args.with_config and saved is None:
-                raise Failure(f'VM {view.vmid}: {origin} holds no saved config (made before snapshots carried one): '
+                raise Failure(f'{view.label}: {origin} holds no saved config (made before snapshots carried one): '
                               '-with-config has nothing to put back; restore the disks without it')
             VmRestore.check_same_vm(view, origin, saved, sets.get(args.snapshot, []))
-            VmRestore.check_restorable(view.vmid, view.vm, args.shutdown)
+            VmRestore.check_restorable(view.label, view.vm, args.shutdown)
             VmRestore.show_plan(ctx, VmRestore.plan(view, origin, sources, missing, saved, args.with_config, allowed),
-                                asking=not args.yes and sys.stdin.isatty())
+                                asking=not args.yes and sys.stdin.isatty(), kind=view.kind)
             disks = ', '.join(disk.key for disk, _ in sources)
             kept = f' ({", ".join(d.key for d in missing)} not in it: kept as they are)' if missing else ''
             config = ' and its config' if args.with_config else ''
-            ctx.confirm(f'Overwrite disks {disks}{config} of VM {view.vmid} with {origin}{kept}', args.yes)
+            ctx.confirm(f'Overwrite disks {disks}{config} of {view.label} with {origin}{kept}', args.yes)
             # Once more as it is now: the VM may have been started (or locked) during the question.
             status = ctx.pve.status(view.vm)
-            VmRestore.check_restorable(view.vmid, status, args.shutdown)
+            VmRestore.check_restorable(view.label, status, args.shutdown)
             running = status.get('status') == 'running'
             undo_stamp = VolumeLock.new_stamp(locks, [f'vm{view.vmid}'], sets)
             with STOP.deferred():
@@ -5964,11 +6008,11 @@ class VmRestore:
                         except Failure as exc:
                             window.problems.append(Failure(f'its config was not put back: {exc}'))
                 if window.problems:
-                    raise Failure(f'VM {view.vmid}: disks {disks} restored from {origin}, but '
+                    raise Failure(f'{view.label}: disks {disks} restored from {origin}, but '
                                   f'{Failure.joined(*window.problems)}')
-        log.info('VM %s: disks %s%s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, config,
+        log.info('%s: disks %s%s restored from %s; undo point: pre-restore snapshot %s', view.label, disks, config,
                  origin, undo_stamp)
-        STOP.check(f'VM {view.vmid}: disks {disks}{config} restored from {origin} first')
+        STOP.check(f'{view.label}: disks {disks}{config} restored from {origin} first')
 
 
 @dataclasses.dataclass
@@ -7549,7 +7593,7 @@ class Doctor:
                         'vm create -shutdown, vm restore -shutdown', 'vm create -freeze', 'vm delete, vm create -keep',
                         'vm restore -as-new', 'vm restore -with-config', 'storage create', 'storage create -freeze',
                         'storage create -pause', 'storage restore', 'storage mount', 'storage unmount',
-                        'ct create, ct delete', 'ct create -shutdown')
+                        'ct create, ct delete', 'ct create -shutdown, ct restore -shutdown', 'ct restore -with-config')
 
     # The privileges PVE checks for the keys of an ordinary VM config (boot takes VM.Config.Disk), the
     # same on PVE 8 and 9 (qemu-server API2/Qemu.pm, check_vm_modify_config_perm and its $cpuoptions,
@@ -7690,7 +7734,14 @@ class Doctor:
             # check_ct_modify_config_perm (src/PVE/LXC.pm); shutdown and start: VM.PowerMgmt (Status.pm).
             # -pause needs none: the freezer is the node's, as root.
             'ct create, ct delete': [audit, vms('VM.Config.Options')],
-            'ct create -shutdown': [audit, power, vms('VM.Config.Options')],
+            'ct create -shutdown, ct restore -shutdown': [audit, power, vms('VM.Config.Options')],
+            # PUT .../config of a CT: check_ct_modify_config_perm (src/PVE/LXC.pm) for each key set or
+            # deleted: cores, cpu* VM.Config.CPU; memory, swap VM.Config.Memory; netN, hostname,
+            # nameserver, searchdomain VM.Config.Network (a netN's bridge: check_bridge_access, SDN.Use);
+            # rootfs, mpN VM.Config.Disk; the rest VM.Config.Options.
+            'ct restore -with-config': [audit] + [vms(name) for name in ('VM.Config.CPU', 'VM.Config.Memory',
+                                                                         'VM.Config.Network', 'VM.Config.Disk',
+                                                                         'VM.Config.Options')] + [bridges],
             'storage unmount': [('/storage', ('Datastore.Allocate',), True), audit],
         }[group]
 
@@ -8883,13 +8934,13 @@ def complete_files(prefix, **kwargs):
 def add_guest_commands(contexts, leaf, kind):
     """The `vm` tree, or (Kind.CT) the `ct` tree: the same commands and options for either kind of
     guest, where a container allows them (a CT has no guest agent, and PVE's suspend of a CT is
-    an experimental CRIU checkpoint: no -freeze, no -suspend; no restore yet)."""
+    an experimental CRIU checkpoint: no -freeze, no -suspend; no restore -as-new yet)."""
     w, tree, option = kind.word, kind.tree, kind.option
     first, second = (100, 101) if kind == Kind.VM else (200, 201)
     stamp = '2024-03-13_14:42:47+0000'
     group = contexts.add_parser(tree, help=f'{w} snapshots as ONTAP file clones', allow_abbrev=False)
     group.set_defaults(kind=kind)
-    verbs = ('create', 'list', 'delete', 'hold', 'release') + (('restore',) if kind == Kind.VM else ()) + ('verify',)
+    verbs = ('create', 'list', 'delete', 'hold', 'release', 'restore', 'verify')
     commands = group.add_subparsers(dest='command', metavar='{' + ','.join(verbs) + '}', required=True)
     examples = ([f'vm create -vm {first}', f'vm create -vm {first} -pause -keep 7', f'vm create -vm {first} {second} -suspend',
                  'vm create -all -freeze'] if kind == Kind.VM else
@@ -8956,8 +9007,7 @@ def add_guest_commands(contexts, leaf, kind):
                         help=f'delete it even if it is held ({tree} hold)')
     hold.add_argument('-reason', '--reason', metavar='TEXT',
                       help=f'why it is held, kept in the hold and shown by {tree} list (default: none)')
-    if kind == Kind.VM:
-        add_vm_restore(commands, leaf)
+    add_restore(commands, leaf, kind)
     verify = leaf(commands, 'verify', VmVerify.command,
                   f"prove a {w}'s snapshots restorable without restoring them: every file there with the size its "
                   'manifest records, each qcow2 backing file within reach, the manifest passing its check; '
@@ -8973,28 +9023,35 @@ def add_guest_commands(contexts, leaf, kind):
                              'pre-restore ones too)')
 
 
-def add_vm_restore(commands, leaf):
-    """vm restore: its options."""
+def add_restore(commands, leaf, kind):
+    """vm restore, or (Kind.CT) ct restore: its options. A CT's restore is in place only (no -as-new
+    yet), and puts back only what an ordinary user may set (RestoreRules: no -allow-key)."""
+    w, tree, option = kind.word, kind.tree, kind.option
+    stamp, first = '2024-03-13_14:42:47+0000', 100 if kind == Kind.VM else 200
+    examples = [f'{tree} restore {option} {first} -snapshot {stamp}',
+                f'{tree} restore {option} {first} -snapshot {stamp} -with-config -shutdown',
+                f'{tree} restore {option} {first} -storage-snapshot proxmox_snapshot_{stamp} -shutdown -yes']
     restore = leaf(commands, 'restore', VmRestore.command,
-                   "put a VM's disks (and -with-config its config) back to a VM snapshot or to a storage snapshot "
-                   '(only this VM changes), or make a new VM from one (-as-new)',
-                   ['vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000',
-                    'vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000 -with-config -shutdown',
-                    'vm restore -vm 100 -storage-snapshot proxmox_snapshot_2024-03-13_14:42:47+0000 -shutdown -yes',
-                    'vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000 -as-new 200'])
-    Arg.add_vm(restore)
+                   f"put a {w}'s disks (and -with-config its config) back to a {w} snapshot or to a storage snapshot "
+                   f'(only this {w} changes)' + (', or make a new VM from one (-as-new)' if kind == Kind.VM else ''),
+                   examples + ([f'vm restore -vm 100 -snapshot {stamp} -as-new 200'] if kind == Kind.VM else []))
+    Arg.add_vm(restore, kind)
     source = restore.add_mutually_exclusive_group(required=True)
     source.add_argument('-snapshot', '--snapshot', type=Arg.snapshot_stamp, metavar='STAMP',
-                        help='a VM snapshot, as vm list shows it')
+                        help=f'a {w} snapshot, as {tree} list shows it')
     source.add_argument('-storage-snapshot', '--storage-snapshot', type=Arg.snapshot_name, metavar='NAME',
                         help='a storage snapshot (storage list): each disk as it was in it')
     restore.add_argument('-shutdown', '--shutdown', action='store_true',
-                         help='shut a running VM down for the restore, then start it again')
+                         help=f'shut a running {w} down for the restore, then start it again')
     restore.add_argument('-yes', '--yes', action='store_true',
                          help='do not ask for confirmation (required without a terminal)')
     restore.add_argument('-with-config', '--with-config', action='store_true',
-                         help="put the VM's config back as the snapshot saved it, too (disks it lacks are kept as "
-                              'unused disks); without it the config stays, and how it differs is shown')
+                         help=f"put the {w}'s config back as the snapshot saved it, too (disks it lacks are kept as "
+                              'unused disks); without it the config stays, and how it differs is shown' +
+                              ('' if kind == Kind.VM else '; only what an ordinary user may set: never lxc.* keys, '
+                               'a hookscript, a bind or device mount, a device, or a feature but nesting'))
+    if kind == Kind.CT:
+        return
     restore.add_argument('-as-new', '--as-new', type=Arg.vm_id, metavar='NEWID',
                          help='make a new, stopped VM NEWID from the snapshot instead: copies of its disks, its '
                               'saved config with new MAC addresses, vmgenid and SMBIOS uuid; -vm names the VM it '

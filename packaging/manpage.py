@@ -257,6 +257,16 @@ its manifest; -keep passes it over and ct delete refuses it without -force, unti
     'ct release': '''
 As vm release, for a container: its hold file is deleted.
 ''',
+    'ct restore': '''
+As vm restore, in place, for a container: its disks (rootfs, mpN) back to a CT snapshot, or
+(-storage-snapshot NAME) to their state in a storage snapshot, after the live disks are kept
+as a pre-restore snapshot; a running CT is refused without -shutdown, which shuts it down and
+starts it again. -with-config puts back only the settings an ordinary user may set (pve-container
+check_ct_modify_config_perm): never raw lxc.* keys, a hookscript, a bind or device mount, a
+device (devN) or a feature but nesting, whatever the saved config says; those stay as they
+are, and the plan names each. There is no -as-new for a CT yet. It asks on a terminal; without
+one it needs -yes. -dry-run shows the plan and each change.
+''',
     'ct verify': '''
 As vm verify, for a container: each copy its manifest names there with the size it records, the
 manifest passing its check; -snapshot STAMP takes one, -all every CT with a disk on a storage of

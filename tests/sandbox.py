@@ -119,6 +119,13 @@ def demo(world):
               run(world, 'ct', 'create', '-ct', 200, '-shutdown'),
               run(world, 'ct', 'list', '-ct', 201),
               run(world, 'ct', 'verify', '-ct', 201)]
+    ct_disk = world.disk(world.vol1, 201, 'vm-201-disk-0.raw')
+    ct_original = ct_disk.read_bytes()
+    ct_disk.write_bytes(b'a change after the snapshot')
+    print('\n(vm-201-disk-0.raw of CT 201 overwritten; ct restore brings it back)')
+    (ct_stamp,) = {name.split('-snapshot-')[1][:24] for name in world.clones(world.vol1, 201)}
+    codes += [run(world, 'ct', 'restore', '-ct', 201, '-snapshot', ct_stamp, '-with-config', '-yes')]
+    codes += [0 if ct_disk.read_bytes() == ct_original else 1]
     print(f'\nvm-100-disk-0.raw came back byte for byte: from the VM snapshot {restored_from_set}, '
           f'at the end {disk.read_bytes() == original}')
     print('\nAnd a mistake, to show what an error looks like: an unknown VM.')

@@ -2122,6 +2122,30 @@ class Node:
             return None
 
     @staticmethod
+    def check_id_free(vmid):
+        """A Failure if a guest config of id `vmid` is in pmxcfs on any node (qemu-server/ or lxc/)."""
+        taken = sorted(glob.glob(os.path.join(Node.CONFIGS_DIR, '*', '*', f'{int(vmid)}.conf')))
+        if taken:
+            raise Failure(f'{taken[0]} exists: id {vmid} is taken; choose another id for -as-new')
+
+    @staticmethod
+    def create_config(ctx, guest, text):
+        """Write a new guest's config file into pmxcfs (config_path), only where no guest of its id has
+        one on any node, and never over a file (O_EXCL; pmxcfs also refuses a second config of one id:
+        pve-cluster src/pmxcfs/memdb.c, unconfirmed). In a dry run, say so."""
+        path = Node.config_path(guest)
+        Node.check_id_free(guest['vmid'])
+        if ctx.dry_run:
+            print(f'would write {path}')
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+        except OSError as exc:
+            raise Failure(f'cannot create {path}: {exc.strerror}') from exc
+        with os.fdopen(fd, 'w', encoding='utf-8') as file:
+            file.write(text)
+
+    @staticmethod
     def guest_configs(guests):
         """({vmid: config}, {vmid: its file}, [guests]) of the guests ({vmid: guest}): the configs
         read from pmxcfs as PVE's own tools read them (PVE::Cluster cfs_read_file; the current
@@ -2502,6 +2526,13 @@ class Guest:
         return ','.join([volume] + items[1:])
 
     @staticmethod
+    def random_mac():
+        """A new unicast MAC address with PVE's default prefix BC:24:11 (datacenter.cfg mac_prefix, as
+        pve-common PVE/Tools.pm random_ether_addr makes one; the prefix a datacenter sets is not read:
+        unconfirmed)."""
+        return 'BC:24:11:' + ':'.join(f'{byte:02X}' for byte in os.urandom(3))
+
+    @staticmethod
     def without_mac(value):
         """A netN value without its MAC address (`virtio=<MAC>` becomes `virtio`, `macaddr=` goes),
         so that PVE gives the NIC a new one (qemu-server API2/Qemu.pm create_vm: add_random_macs)."""
@@ -2783,7 +2814,8 @@ class RestoreRules:
     # raw lxc.* keys (LXC/Config.pm: "lxc.* keys ... root@pam only", unconfirmed here).
     RESTORABLE_CT_KEY = re.compile(
         r'^(?:cores|cpulimit|cpuunits|memory|swap|net\d+|nameserver|searchdomain|hostname|rootfs|mp\d+|unused\d+'
-        r'|arch|cmode|console|description|onboot|ostype|protection|startup|tags|timezone|tty|template|features)$')
+        r'|arch|cmode|console|description|onboot|ostype|protection|startup|tags|timezone|tty|template|features'
+        r'|unprivileged)$')
     ROOT_ONLY_CT_KEY = re.compile(r'^(?:dev\d+|hookscript|lxc(?:\..*)?)$')
     CT_VOLUME_KEY = re.compile(r'^(?:rootfs|mp\d+)$')
 
@@ -2839,6 +2871,9 @@ class RestoreRules:
             return RestoreRules.drive_risk(value, owner)
         if key == 'features' and set(Guest.property_items(value)) - {'nesting'}:
             return f'a feature other than nesting: {RestoreRules.ROOT_ONLY}'
+        if key == 'unprivileged' and str(value).lower() not in Guest.PVE_TRUE:
+            # A privileged CT: its creation takes Sys.Modify on / (pve-container API2/LXC.pm, create_vm).
+            return 'a privileged container: only a user with Sys.Modify on / may make one'
         return None
 
     @staticmethod
@@ -2925,6 +2960,24 @@ class RestoreRules:
             elif key == 'smbios1':
                 value = ','.join([item for item in value.split(',') if item and not item.startswith('uuid=')]
                                  + [f'uuid={smbios_uuid}'])
+            config[key] = value
+        return config
+
+    @staticmethod
+    def new_ct_config(saved, volumes):
+        """The config of a new CT made from a saved one (`volumes`: {disk key: the new CT's volid}): each
+        netN with a new MAC address (Guest.random_mac: the tool writes the config itself, where PVE's
+        create would give a NIC without hwaddr a random one), no onboot, no unused disks, no
+        bookkeeping; `unprivileged` as saved, so that the files of its disks keep their id mapping."""
+        config = {}
+        for key, value in Guest.restorable(saved).items():
+            if Guest.UNUSED_KEY.match(key) or key == 'onboot':
+                continue
+            if key in volumes:
+                value = Guest.with_volume(value, volumes[key])
+            elif re.fullmatch(r'net\d+', key):
+                value = ','.join([item for item in value.split(',') if not item.startswith('hwaddr=')]
+                                 + [f'hwaddr={Guest.random_mac()}'])
             config[key] = value
         return config
 
@@ -5959,10 +6012,11 @@ class VmRestore:
         allowed = frozenset(getattr(args, 'allow_key', None) or ())
         if getattr(args, 'as_new', None):
             if args.with_config or args.shutdown:
-                raise ConfigError(f'-as-new takes neither -with-config (the new VM always gets the saved config) nor '
-                                  f'-shutdown (VM {args.vm} is not touched)')
+                w = args.kind.word
+                raise ConfigError(f'-as-new takes neither -with-config (the new {w} always gets the saved config) nor '
+                                  f'-shutdown ({w} {args.vm} is not touched)')
             NewVm.restore(ctx, args.vm, args.as_new, args.snapshot, args.storage_snapshot, allowed,
-                          args.no_saved_config, args.yes)
+                          getattr(args, 'no_saved_config', False), args.yes, args.kind)
             return
         if getattr(args, 'no_saved_config', False):
             raise ConfigError('-no-saved-config goes with -as-new (a restore without -with-config never needs the saved '
@@ -6025,6 +6079,7 @@ class NewVm:
     origin: str
     kept: dict = dataclasses.field(default_factory=dict)      # {key: (value, None, why)} not copied
     allowed: dict = dataclasses.field(default_factory=dict)   # {key: value} copied only by -allow-key
+    kind: Kind = None   # a VM's (None) or a CT's (Kind.CT): its config written into pmxcfs (Node.create_config)
 
     @staticmethod
     def reachable_storages(ctx, quiet=False):
@@ -6061,7 +6116,7 @@ class NewVm:
                 yield disk, 'the snapshot holds no copy of it'
 
     @staticmethod
-    def source(ctx, vmid, view, stamp, name, storages):
+    def source(ctx, vmid, view, stamp, name, storages, kind=None):
         """(what -as-new copies from, {(storage, file): path of its copy} or None where it is to be
         looked up per disk, the storages holding the storage snapshot, its SavedConfig or None)."""
         if stamp:
@@ -6073,53 +6128,63 @@ class NewVm:
         if not holding:
             raise NotFound(f'no storage snapshot {name} on {", ".join(storages) or "any storage of config.ini"}: '
                            'see storage list')
-        return f'storage snapshot {name}', None, holding, lambda: VmRestore.storage_snapshot_config(ctx, vmid, name, holding)
+        return f'storage snapshot {name}', None, holding, lambda: VmRestore.storage_snapshot_config(ctx, vmid, name, holding,
+                                                                                                    kind)
 
     @staticmethod
-    def settings(vmid, newid, view, origin, read, no_saved_config):
+    def settings(vmid, newid, view, origin, read, no_saved_config, kind=None):
         """The settings -as-new starts from: the config `origin` saved (read()), or with
-        `no_saved_config`, where that cannot be read or fails its check, VM `vmid`'s current one."""
+        `no_saved_config`, where that cannot be read or fails its check, VM `vmid`'s current one.
+        `kind`: the guests' (default VMs)."""
+        w = (kind or Kind.VM).word
         try:
             saved = read()
         except Failure as exc:
             if not no_saved_config or view is None:
-                instead = ('add -no-saved-config to take the current config of VM {vmid} instead' if view else
-                           f'VM {vmid} no longer exists, so no other config can stand in')
-                raise Failure(f'VM {newid} not created: {exc}; {instead.format(vmid=vmid)}') from exc
-            log.warning('VM %s: %s (-no-saved-config: VM %s gets the current config of VM %s)', vmid, exc, newid, vmid)
+                instead = ('add -no-saved-config to take the current config of {w} {vmid} instead' if view else
+                           f'{w} {vmid} no longer exists, so no other config can stand in')
+                raise Failure(f'{w} {newid} not created: {exc}; {instead.format(vmid=vmid, w=w)}') from exc
+            log.warning('%s %s: %s (-no-saved-config: %s %s gets the current config of %s %s)', w, vmid, exc, w, newid,
+                        w, vmid)
             return view.config
         if saved is None and view is None:
-            raise Failure(f'VM {vmid} no longer exists in PVE, and {origin} holds no saved config (made before '
+            raise Failure(f'{w} {vmid} no longer exists in PVE, and {origin} holds no saved config (made before '
                           'snapshots carried one): nothing says what VM it was; create a VM by hand and give it '
                           'copies of its disks')
         if saved is None:
-            log.warning('VM %s: %s holds no saved config (made before snapshots carried one): VM %s gets the '
-                        'current config of VM %s', vmid, origin, newid, vmid)
+            log.warning('%s %s: %s holds no saved config (made before snapshots carried one): %s %s gets the '
+                        'current config of %s %s', w, vmid, origin, w, newid, w, vmid)
             return view.config
         return saved.config
 
     @staticmethod
-    def plan(ctx, vmid, newid, stamp, name, allowed=frozenset(), no_saved_config=False):
-        """Every lookup of -as-new: the new id is free, the source found (without VM `vmid` if it is
-        gone: on every configured storage), a config to give the new VM (screened: RestoreRules.screen), a
-        copy of each of its disks."""
+    def plan(ctx, vmid, newid, stamp, name, allowed=frozenset(), no_saved_config=False, kind=None):
+        """Every lookup of -as-new: the new id is free, the source found (without guest `vmid` if it is
+        gone: on every configured storage), a config to give the new guest (screened: RestoreRules.screen), a
+        copy of each of its disks. `kind`: the guests' (default VMs; a CT's config is written here, on
+        this node: Node.create_config)."""
+        kind = kind or Kind.VM
+        if kind == Kind.CT and Node.name() is None:
+            raise Failure(f'ct restore -as-new writes CT {newid}\'s config into pmxcfs ({Node.CONFIGS_DIR}), as root '
+                          'on a PVE node (PVE creates a CT through its API only from a template or a backup): run it '
+                          'on a node')
         guests = ctx.pve.guests()
         if newid in guests:
             taken = guests[newid]
             raise Failure(f'Proxmox {ctx.pve.host}: {Guest.label(taken)} {taken.get("name") or ""} already exists on '
                           f'node {taken.get("node")}: choose another id for -as-new (pvesh get /cluster/nextid gives '
                           'a free one)')
+        if kind == Kind.CT:
+            Node.check_id_free(newid)
         source = guests.get(vmid)
-        if source and source.get('type') == 'lxc':
-            raise Failure(f'CT {vmid} is a container: vm restore -as-new makes VMs only')
-        view = VmView.gather(ctx, vmid, {vmid: source}) if source else None
+        view = VmView.gather(ctx, vmid, {vmid: source}, kind=kind) if source else None
         storages = view.storages if view else NewVm.reachable_storages(ctx)
-        origin, copies, holding, read = NewVm.source(ctx, vmid, view, stamp, name, storages)
-        original = NewVm.settings(vmid, newid, view, origin, read, no_saved_config)
-        config, risky = RestoreRules.screen(Guest.restorable(original), vmid, allowed)
+        origin, copies, holding, read = NewVm.source(ctx, vmid, view, stamp, name, storages, kind)
+        original = NewVm.settings(vmid, newid, view, origin, read, no_saved_config, kind)
+        config, risky = RestoreRules.screen(Guest.restorable(original), vmid, allowed, kind)
         forced = {key: config[key] for key in sorted(allowed)
-                  if key in config and RestoreRules.setting_risk(key, config[key], vmid)}
-        disks = Guest.vm_disks(config)
+                  if key in config and RestoreRules.setting_risk(key, config[key], vmid, kind)}
+        disks = Guest.disks({'type': kind.type}, config)
         if copies is None:
             copies = {}
             for disk in disks:
@@ -6130,9 +6195,10 @@ class NewVm:
         lacking = [f'{disk.key} ({disk.volid}: {why})'
                    for disk, why in NewVm.disks_without_copy(ctx, disks, copies, original)]
         if lacking:
-            raise Failure(f'VM {newid} would lack disks of VM {vmid}: {"; ".join(lacking)}; nothing was made')
+            raise Failure(f'{kind.word} {newid} would lack disks of {kind.word} {vmid}: {"; ".join(lacking)}; nothing was '
+                          'made')
         if not disks:
-            raise Failure(f'VM {vmid}: the config {origin} gives has no disk to copy; nothing was made')
+            raise Failure(f'{kind.word} {vmid}: the config {origin} gives has no disk to copy; nothing was made')
         taken = []
         for storage in sorted({disk.storage for disk in disks}):
             volume = ctx.volume(storage)
@@ -6141,6 +6207,14 @@ class NewVm:
         clones = [(disk.storage, copies[(disk.storage, disk.file)], paths[disk.key]) for disk in disks]
         volumes = {disk.key: f'{disk.storage}:{newid}/{paths[disk.key].rsplit("/", 1)[1]}' for disk in disks}
         node = Node.name() or (source or {}).get('node') or ctx.pve.local_node()
+        if kind == Kind.CT:
+            if RestoreRules.ct_setting_risk('unprivileged', original.get('unprivileged', '0'), vmid):
+                raise Failure(f'CT {newid} not created: {origin} of CT {vmid} is of a privileged container, which only '
+                              'a user with Sys.Modify on / may create (pve-container API2/LXC.pm, create_vm), and a '
+                              'saved config may be written by others: -as-new makes only unprivileged CTs; nothing '
+                              'was made')
+            return NewVm(newid, node, RestoreRules.new_ct_config(config, volumes), clones, origin,
+                         {key: (original[key], None, why) for key, why in risky.items()}, forced, kind)
         if any(key in original for key in Guest.SECRET_KEYS):
             log.warning('VM %s: its cloud-init password is not copied (no snapshot holds it): set it again with '
                         'qm set %s --cipassword', newid, newid)
@@ -6161,12 +6235,16 @@ class NewVm:
             return
         if not (asking or ctx.dry_run or log.isEnabledFor(logging.INFO)):
             return
-        lines = [(f'vm restore -as-new makes VM {new.vmid} on node {new.node} from {new.origin} of VM {source}: '
-                  'stopped, with new MAC addresses, vmgenid and SMBIOS uuid, no start at boot, and this config:')]
+        if new.kind == Kind.CT:
+            lines = [(f'ct restore -as-new makes CT {new.vmid} on node {new.node} from {new.origin} of CT {source}: '
+                      'stopped, with new MAC addresses, no start at boot, and this config:')]
+        else:
+            lines = [(f'vm restore -as-new makes VM {new.vmid} on node {new.node} from {new.origin} of VM {source}: '
+                      'stopped, with new MAC addresses, vmgenid and SMBIOS uuid, no start at boot, and this config:')]
         lines += [f'  {key}: {value}' for key, value in sorted(new.config.items())]
         if new.kept:
             lines.append('Not copied from the saved config:')
-            lines += [f'  {key}: "{value}" ({why}; -allow-key {key} copies it)'
+            lines += [f'  {key}: "{value}" ({why}' + (')' if new.kind == Kind.CT else f'; -allow-key {key} copies it)')
                       for key, (value, _, why) in new.kept.items()]
         lines += [f'  {key}: "{value}" is copied only because -allow-key names it' for key, value in new.allowed.items()]
         print('\n'.join(Output.printable(line) for line in lines), file=sys.stderr, flush=True)
@@ -6176,6 +6254,13 @@ class NewVm:
         """Create the VM of -as-new over its cloned disks. Failed: the clones are removed. Unknown (a
         lost answer, a task past its bound): its tasks are followed, then read back: is the VM there?"""
         files = ', '.join(f'{destination} on {storage}' for storage, _, destination in new.clones)
+        if new.kind == Kind.CT:
+            try:
+                Node.create_config(ctx, {'vmid': new.vmid, 'node': new.node, 'type': 'lxc'},
+                                   Guest.config_text(new.config))
+            except Failure as exc:
+                raise Failure(f'CT {new.vmid} not created: {exc}; {Clones.remove(ctx, new.clones)}') from exc
+            return
         try:
             ctx.pve.create_vm(new.node, new.vmid, new.config)
         except OutcomeUnknown as exc:
@@ -6197,13 +6282,14 @@ class NewVm:
             raise Failure(f'VM {new.vmid} not created: {exc}; {Clones.remove(ctx, new.clones)}') from exc
 
     @staticmethod
-    def restore(ctx, vmid, newid, stamp, name, allowed, no_saved_config, assume_yes):
+    def restore(ctx, vmid, newid, stamp, name, allowed, no_saved_config, assume_yes, kind=None):
         """A new VM `newid` from a VM snapshot or a storage snapshot of VM `vmid`, which may no longer
         exist: its disks file-cloned from the snapshot's copies, its config the saved one, screened
         (new_vm_config, RestoreRules.screen). Nothing of VM `vmid` changes. If the create fails, the clones
         are removed again; if its outcome stays unknown, they are left and named. Settings only
         -allow-key lets through are shown, then asked for."""
-        new = NewVm.plan(ctx, vmid, newid, stamp, name, allowed, no_saved_config)
+        new = NewVm.plan(ctx, vmid, newid, stamp, name, allowed, no_saved_config, kind)
+        w = (kind or Kind.VM).word
         NewVm.show_plan(ctx, new, vmid, asking=bool(new.allowed) and not assume_yes and sys.stdin.isatty())
         if new.allowed:
             ctx.confirm(f'Make VM {newid} with {", ".join(new.allowed)}, which only root@pam may set', assume_yes)
@@ -6215,14 +6301,14 @@ class NewVm:
                 volume.ensure_directory(f'images/{newid}')
             made = Clones.settle(ctx, Clones.make(ctx, new.clones))
             if any(outcome.state != 'done' for outcome in made):
-                raise Failure(f'VM {newid} not created: copying its disks from {new.origin} failed: '
+                raise Failure(f'{w} {newid} not created: copying its disks from {new.origin} failed: '
                               f'{"; ".join(str(outcome.error) for outcome in made if outcome.error)}; '
                               f'{Clones.remove(ctx, Outcome.items_in(made, "done"))}{Clones.still_pending(made)}')
             NewVm.create(ctx, new)
         if not ctx.dry_run:
-            log.info('VM %s created on node %s from %s of VM %s; it is stopped: check it, then start it', newid,
-                     new.node, new.origin, vmid)
-        STOP.check(f'VM {newid} was created from {new.origin} of VM {vmid} first')
+            log.info('%s %s created on node %s from %s of %s %s; it is stopped: check it, then start it', w, newid,
+                     new.node, new.origin, w, vmid)
+        STOP.check(f'{w} {newid} was created from {new.origin} of {w} {vmid} first')
 
 
 class VmVerify:
@@ -8934,7 +9020,7 @@ def complete_files(prefix, **kwargs):
 def add_guest_commands(contexts, leaf, kind):
     """The `vm` tree, or (Kind.CT) the `ct` tree: the same commands and options for either kind of
     guest, where a container allows them (a CT has no guest agent, and PVE's suspend of a CT is
-    an experimental CRIU checkpoint: no -freeze, no -suspend; no restore -as-new yet)."""
+    an experimental CRIU checkpoint: no -freeze, no -suspend)."""
     w, tree, option = kind.word, kind.tree, kind.option
     first, second = (100, 101) if kind == Kind.VM else (200, 201)
     stamp = '2024-03-13_14:42:47+0000'
@@ -9024,8 +9110,8 @@ def add_guest_commands(contexts, leaf, kind):
 
 
 def add_restore(commands, leaf, kind):
-    """vm restore, or (Kind.CT) ct restore: its options. A CT's restore is in place only (no -as-new
-    yet), and puts back only what an ordinary user may set (RestoreRules: no -allow-key)."""
+    """vm restore, or (Kind.CT) ct restore: its options. A CT's puts back, or copies to a new CT, only
+    what an ordinary user may set (RestoreRules: no -allow-key, no -no-saved-config)."""
     w, tree, option = kind.word, kind.tree, kind.option
     stamp, first = '2024-03-13_14:42:47+0000', 100 if kind == Kind.VM else 200
     examples = [f'{tree} restore {option} {first} -snapshot {stamp}',
@@ -9033,8 +9119,8 @@ def add_restore(commands, leaf, kind):
                 f'{tree} restore {option} {first} -storage-snapshot proxmox_snapshot_{stamp} -shutdown -yes']
     restore = leaf(commands, 'restore', VmRestore.command,
                    f"put a {w}'s disks (and -with-config its config) back to a {w} snapshot or to a storage snapshot "
-                   f'(only this {w} changes)' + (', or make a new VM from one (-as-new)' if kind == Kind.VM else ''),
-                   examples + ([f'vm restore -vm 100 -snapshot {stamp} -as-new 200'] if kind == Kind.VM else []))
+                   f'(only this {w} changes), or make a new {w} from one (-as-new)',
+                   examples + [f'{tree} restore {option} {first} -snapshot {stamp} -as-new {first + 100}'])
     Arg.add_vm(restore, kind)
     source = restore.add_mutually_exclusive_group(required=True)
     source.add_argument('-snapshot', '--snapshot', type=Arg.snapshot_stamp, metavar='STAMP',
@@ -9051,6 +9137,12 @@ def add_restore(commands, leaf, kind):
                               ('' if kind == Kind.VM else '; only what an ordinary user may set: never lxc.* keys, '
                                'a hookscript, a bind or device mount, a device, or a feature but nesting'))
     if kind == Kind.CT:
+        restore.add_argument('-as-new', '--as-new', type=Arg.vm_id, metavar='NEWID',
+                             help='make a new, stopped CT NEWID from the snapshot instead: copies of its disks, its '
+                                  'saved config with new MAC addresses (an unprivileged CT stays so, its files '
+                                  'keeping their id mapping), only what an ordinary user may set; written into '
+                                  "pmxcfs on this node, so only on a PVE node as root; -ct names the CT it was made "
+                                  'of, which may no longer exist; that CT is not touched')
         return
     restore.add_argument('-as-new', '--as-new', type=Arg.vm_id, metavar='NEWID',
                          help='make a new, stopped VM NEWID from the snapshot instead: copies of its disks, its '

@@ -264,8 +264,16 @@ as a pre-restore snapshot; a running CT is refused without -shutdown, which shut
 starts it again. -with-config puts back only the settings an ordinary user may set (pve-container
 check_ct_modify_config_perm): never raw lxc.* keys, a hookscript, a bind or device mount, a
 device (devN) or a feature but nesting, whatever the saved config says; those stay as they
-are, and the plan names each. There is no -as-new for a CT yet. It asks on a terminal; without
-one it needs -yes. -dry-run shows the plan and each change.
+are, and the plan names each. It asks on a terminal; without one it needs -yes. -dry-run shows
+the plan and each change.
+
+-as-new NEWID makes a new, stopped CT: each disk cloned to images/NEWID/vm-NEWID-disk-<n>.raw,
+the saved config (screened as above; no onboot, no unusedN) with a new MAC address (hwaddr=) on
+each netN, written into pmxcfs as /etc/pve/nodes/<node>/lxc/NEWID.conf on this node (PVE's API
+creates a CT only from a template or a backup). Only on a PVE node as root; refused off one, for
+an id any guest has (in PVE or in pmxcfs on any node), and for a privileged container (its
+creation takes Sys.Modify on /): an unprivileged CT stays so, its files keeping their id
+mapping. If the config cannot be written, the clones are removed.
 ''',
     'ct verify': '''
 As vm verify, for a container: each copy its manifest names there with the size it records, the

@@ -5,7 +5,7 @@ as a pre-restore snapshot, as vm restore does for a VM."""
 import re
 
 import pytest
-from world import add_containers, error_lines
+from world import add_containers, error_lines, write_pmxcfs_configs
 
 
 @pytest.fixture
@@ -127,3 +127,84 @@ def test_a_vm_given_to_ct_restore_is_refused(world, cts):
 
     assert result.code == 2
     assert error_lines(result) == ['ERROR: VM 101 is a virtual machine, not a container: use `vm …`']
+
+
+# -- -as-new: a new CT, its config written into pmxcfs on this node
+
+@pytest.fixture
+def pmxcfs_nodes(world, cts, monkeypatch, tmp_path):
+    """This run on node pve1, as root, its pmxcfs guest configs a directory of the test's: returns it."""
+    from world import CtNode
+
+    import pve_ontap_snapshot as tool
+
+    CtNode(monkeypatch, tmp_path / 'pve1', 'pve1')
+    nodes = write_pmxcfs_configs(world.pve, tmp_path / 'etc-pve')
+    (nodes / 'pve1' / 'lxc').mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(tool.Node, 'CONFIGS_DIR', str(nodes))
+    return nodes
+
+
+def test_as_new_makes_a_stopped_ct_with_copies_new_macs_and_its_id_mapping(world, pmxcfs_nodes):
+    ct = world.pve.ct(201)
+    ct.config.update(net0='name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth', onboot=1,
+                     hookscript='local:snippets/x.sh', unprivileged=1)
+    write_pmxcfs_configs(world.pve, pmxcfs_nodes.parent)
+    stamp = snapshot_of(world, 201)
+
+    result = world.run('ct', 'restore', '-ct', 201, '-snapshot', stamp, '-as-new', 301)
+
+    assert result.code == 0, result.err
+    config = dict(line.split(': ', 1) for line in (pmxcfs_nodes / 'pve1' / 'lxc' / '301.conf').read_text().splitlines())
+    assert config['rootfs'].startswith('ONTAP01:301/vm-301-disk-')
+    assert config['mp0'].startswith('ONTAP02:301/vm-301-disk-') and ',mp=/var/mail' in config['mp0']
+    assert config['unprivileged'] == '1' and config['hostname'] == 'mail'
+    assert 'hwaddr=BC:24:11:00:00:01' not in config['net0'] and re.search(r'hwaddr=BC:24:11(:[0-9A-F]{2}){3}',
+                                                                           config['net0'])
+    assert 'onboot' not in config and 'hookscript' not in config
+    assert '  hookscript: "local:snippets/x.sh" (only root@pam may set it)' in result.err
+    root = config['rootfs'].split(',')[0].split('/')[1]
+    assert world.disk(world.vol1, 301, root).read_bytes() == world.disk(world.vol1, 201, 'vm-201-disk-0.raw').read_bytes()
+    assert world.pve.ct(201).status == 'stopped' and 'CT 301 created on node pve1' in result.err
+
+
+def test_as_new_never_makes_a_privileged_container_from_a_saved_config(world, pmxcfs_nodes):
+    world.pve.ct(201).config['unprivileged'] = 0
+    write_pmxcfs_configs(world.pve, pmxcfs_nodes.parent)
+    stamp = snapshot_of(world, 201)
+    before = world.state()
+
+    result = world.run('ct', 'restore', '-ct', 201, '-snapshot', stamp, '-as-new', 301)
+
+    assert result.code == 1
+    assert 'is of a privileged container, which only a user with Sys.Modify on / may create' in error_lines(result)[0]
+    assert world.state() == before and not (pmxcfs_nodes / 'pve1' / 'lxc' / '301.conf').exists()
+
+
+def test_as_new_refuses_an_id_taken_on_any_node(world, pmxcfs_nodes):
+    stamp = snapshot_of(world, 201)
+    (pmxcfs_nodes / 'pve2' / 'qemu-server').mkdir(parents=True, exist_ok=True)
+    (pmxcfs_nodes / 'pve2' / 'qemu-server' / '305.conf').write_text('memory: 512\n')
+    before = world.state()
+
+    taken_in_pve = world.run('ct', 'restore', '-ct', 201, '-snapshot', stamp, '-as-new', 100)
+    taken_in_pmxcfs = world.run('ct', 'restore', '-ct', 201, '-snapshot', stamp, '-as-new', 305)
+
+    assert taken_in_pve.code == 1 and 'VM 100 web already exists on node pve1' in error_lines(taken_in_pve)[0]
+    assert taken_in_pmxcfs.code == 1
+    assert error_lines(taken_in_pmxcfs) == [
+        f'ERROR: {pmxcfs_nodes}/pve2/qemu-server/305.conf exists: id 305 is taken; choose another id for -as-new']
+    assert not (pmxcfs_nodes / 'pve1' / 'lxc' / '305.conf').exists()
+    assert world.state() == before and world.files(world.vol1, 305) == []
+
+
+def test_as_new_off_a_node_is_refused_in_one_line(world, cts):
+    stamp = snapshot_of(world, 201)
+    before = world.state()
+
+    result = world.run('ct', 'restore', '-ct', 201, '-snapshot', stamp, '-as-new', 301)
+
+    assert result.code == 1
+    assert error_lines(result)[0].startswith("ERROR: ct restore -as-new writes CT 301's config into pmxcfs (")
+    assert error_lines(result)[0].endswith('run it on a node')
+    assert world.state() == before

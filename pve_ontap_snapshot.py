@@ -166,7 +166,7 @@ class Names:
     # never take them for storage snapshots.
     CAPTURE_PREFIX = 'pve_ontap_capture_'
     LEFTOVER_PREFIX = 'pve_ontap_leftover_'
-    CAPTURE_COMMENT = 'pve-ontap-snapshot: the disks of VM {vmid} at one instant for vm create, deleted once cloned'
+    CAPTURE_COMMENT = 'pve-ontap-snapshot: the disks of {guest} at one instant for {tree} create, deleted once cloned'
     SHARED_CAPTURE_COMMENT = ('pve-ontap-snapshot: the disks of the running VMs of one vm create at one instant, deleted '
                               'once cloned')
     LEFTOVER_COMMENT = 'pve-ontap-snapshot: still busy after its clones; the next vm create on this volume deletes it'
@@ -4788,7 +4788,7 @@ class VmCreate:
             with VmWindow(ctx, view, mode) as window:
                 own = window.running and not shared
                 outcomes = window.run(Captures.take, ctx, captures,
-                                      Names.CAPTURE_COMMENT.format(vmid=vmid)) if own else []
+                                      Names.CAPTURE_COMMENT.format(guest=view.label, tree=view.kind.tree)) if own else []
             settled = Captures.settle(ctx, outcomes)
             if shared:
                 outcomes, settled = shared.outcomes_of(captures)

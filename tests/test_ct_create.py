@@ -285,3 +285,17 @@ def test_doctor_try_thaws_a_container_a_run_that_died_left_frozen(world, pve2, m
     (line,) = [line for line in tried.out.splitlines() if 'guests left held' in line]
     assert line.startswith('ok    ONTAP01 guests left held: CT 200 was left frozen by a run that died'), line
     assert line.endswith('thawed it') and pve2.state(200) == 'RUNNING'
+
+
+def test_a_dry_run_says_it_would_freeze_and_thaw_and_changes_nothing(world, pve2):
+    before = world.state()
+
+    result = world.run('-dry-run', 'ct', 'create', '-ct', 200, '-pause')
+
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    freeze, thaw = f'would run {pve2.programs["lxc-freeze"]} -n 200', f'would run {pve2.programs["lxc-unfreeze"]} -n 200'
+    assert freeze in lines and thaw in lines and lines.index(freeze) < lines.index(thaw)
+    assert 'would run pct rescan --vmid 200' in lines
+    assert pve2.calls() == ['lxc-info -s -n 200'] and pve2.state(200) == 'RUNNING'
+    assert world.state() == before

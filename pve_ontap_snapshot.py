@@ -4353,14 +4353,15 @@ class Guests:
         return 'frozen' if how == 'pause' and Kind.of(guest) == Kind.CT else Guests.HELD_WORDS.get(how, how)
 
     @staticmethod
-    def return_all_left(ctx, locks, guests):
+    def return_all_left(ctx, locks, guests, known=None):
         """[(phrase naming the guest and how a run that died left it, what was done: a phrase, a
         Failure, or None where it is not among `guests`)] for the guests runs that died left held on
         these locks' volumes: each of `guests` ({vmid: its resources entry}, those this run works
-        on) brought back (Guests.return_left) and struck from the records."""
+        on) brought back (Guests.return_left) and struck from the records. `known`: more guests the
+        run listed ({vmid: entry}), so that one it leaves is named by its kind too."""
         found = []
         for vmid, (how, who) in sorted(Guests.left_holds(locks).items()):
-            guest = guests.get(vmid) or {'vmid': vmid}
+            guest = guests.get(vmid) or (known or {}).get(vmid) or {'vmid': vmid}
             left = f'{Guest.label(guest)} was left {Guests.held_word(guest, how)} by a run that died ({Holder.describe(who)})'
             done = None
             if vmid in guests:
@@ -4375,10 +4376,10 @@ class Guests:
         return found
 
     @staticmethod
-    def settle_left(ctx, locks, guests):
+    def settle_left(ctx, locks, guests, known=None):
         """Guests.return_all_left, each said in a warning: one not among `guests` is left to the run that
         works on it, or to doctor -try."""
-        for left, done in Guests.return_all_left(ctx, locks, guests):
+        for left, done in Guests.return_all_left(ctx, locks, guests, known):
             if done is None:
                 log.warning('%s: the next run on it, or doctor -try, brings it back', left)
             elif isinstance(done, Failure):
@@ -5102,7 +5103,7 @@ class VmCreate:
             # Signals stay held off until every VM begun has ended: the VMs' threads cannot be
             # stopped, and those not begun yet see STOP.pending and do not begin.
             with Locks.for_storages(ctx, sorted({s for view in views for s in view.storages})) as locks, STOP.deferred():
-                Guests.settle_left(ctx, locks, {view.vmid: view.vm for view in views})
+                Guests.settle_left(ctx, locks, {view.vmid: view.vm for view in views}, vms)
                 run = VmCreate.Run(locks, [f'vm{view.vmid}' for view in views] +
                                    (['captures'] if Captures.may_share(views, mode) else []))
                 ctx.manifest_key(create=True)     # read (or made) here, before the VMs' threads read it

@@ -299,3 +299,20 @@ def test_a_dry_run_says_it_would_freeze_and_thaw_and_changes_nothing(world, pve2
     assert 'would run pct rescan --vmid 200' in lines
     assert pve2.calls() == ['lxc-info -s -n 200'] and pve2.state(200) == 'RUNNING'
     assert world.state() == before
+
+
+def test_a_vm_run_names_a_container_a_dead_run_left_frozen_as_a_ct_and_leaves_it(world, pve2, cluster_dir):
+    """A dead run's lock record names CT 200 frozen (as ct create -pause notes it): vm create on the
+    same volume names it as a CT, and leaves it to the next ct create of it, or doctor -try."""
+    pve2.freeze(200)
+    record = world.lock_record(cluster_dir)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text('4242 pve2 2024-03-13_14:41:00+0000 ct create -ct 200 -pause\n'
+                      'held-200 pause 2024-03-13_14:41:00+0000\n')
+
+    result = world.run('vm', 'create', '-vm', 101, '-no-register')
+
+    assert result.code == 0, result.err
+    assert 'WARNING: CT 200 was left frozen by a run that died' in result.err
+    assert 'the next run on it, or doctor -try, brings it back' in result.err
+    assert pve2.state(200) == 'FROZEN' and 'held-200 pause ' in record.read_text()

@@ -208,3 +208,21 @@ def test_as_new_off_a_node_is_refused_in_one_line(world, cts):
     assert error_lines(result)[0].startswith("ERROR: ct restore -as-new writes CT 301's config into pmxcfs (")
     assert error_lines(result)[0].endswith('run it on a node')
     assert world.state() == before
+
+
+def test_an_overwrite_whose_answer_is_lost_leaves_the_ct_stopped_and_names_the_undo_point(world, cts):
+    stamp = snapshot_of(world, 200)
+    before = overwrite(world, world.vol1, 200, 'vm-200-disk-0.raw')
+    world.a.lose_answer('POST', '/api/storage/file/clone',
+                        match={'destination_path': 'images/200/vm-200-disk-0.raw', 'overwrite_destination': True})
+
+    result = world.run('ct', 'restore', '-ct', 200, '-snapshot', stamp, '-shutdown', '-yes')
+    world.a.wait_for_jobs()
+
+    assert result.code == 1
+    (line,) = error_lines(result)
+    assert 'CT 200: restore not finished: rootfs unknown' in line and 'CT left stopped' in line
+    (undo,) = [name for name in world.clones(world.vol1, 200) if '-prerestore-' in name]
+    assert f'ct restore -ct 200 -snapshot {undo.split("-prerestore-")[1][:24]}' in line
+    assert world.disk(world.vol1, 200, 'vm-200-disk-0.raw').read_bytes() == before     # ONTAP did it
+    assert world.pve.ct(200).status == 'stopped'                                       # nothing started on a guess

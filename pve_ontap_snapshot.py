@@ -19,6 +19,9 @@ ONTAP can do better underneath it, and this tool asks it to:
   vm verify        prove a VM's snapshots restorable without restoring them: every file
                    there with the size its manifest records, qcow2 headers and backing
                    files sound, the manifest passing its check (-all: every VM).
+  ct create|list|delete|hold|release|restore|verify
+                   the same for LXC containers (-ct ID): the root disk and each mount point
+                   file-cloned; -shutdown, or -pause (its cgroup freezer, on its own node).
   storage create   take an ONTAP snapshot of the volume behind a PVE NFS storage, with
                    a manifest, its config in it, of every guest on it.
   storage list     list this tool's snapshots of that volume (oldest first), and how
@@ -97,8 +100,9 @@ import urllib.parse
 #  4. HTTP             Http: the libraries, connection errors, polling, the adapter
 #  5. ONTAP            Ontap (one cluster: transport, jobs, volumes) and Volume (a volume as a handle:
 #                      its files, snapshots, clones)
-#  6. Proxmox          Pve (the API: guests, configs, power, tasks, storage.cfg) and Node (this node)
-#  7. Pure logic       Guest (a config as PVE writes it), Identity, Qcow2, Consistency, RestoreRules
+#  6. Proxmox          Pve (the API: guests, configs, power, tasks, storage.cfg), Node (this node) and
+#                      Freezer (a container's cgroup freezer, on its node)
+#  7. Pure logic       Kind (VM or CT), Guest (a config as PVE writes it), Identity, Qcow2, Consistency, RestoreRules
 #                      (what a restore may put back), Manifest, Hold (what a held VM snapshot's hold says),
 #                      VmSnapshots (-keep), Output
 #  8. Run              Context (what a run shares), PrivateFiles, Locks, VolumeLock, Holder, Parallel
@@ -109,9 +113,9 @@ import urllib.parse
 #                      (+ NewVm: -as-new), VmVerify
 #                      storage: StorageCreate, StorageView (list, show, delete), StorageHold (hold,
 #                      release), StorageRestore, StorageVerify, StorageMount (mount, unmount)
-#                      Containers (a `ct` tree) get Ct* classes beside the Vm* ones, sharing Guest,
-#                      the windows and Manifest; a `monitor` command goes after the storage commands,
-#                      reading what runs record (it changes nothing).
+#                      ct: the vm commands' classes, parametrized by Kind (a CT's -pause: Freezer);
+#                      a `monitor` command goes after the storage commands, reading what runs record
+#                      (it changes nothing).
 # 10. doctor           Doctor: every check of the setup, one writer
 # 11. CLI              Arg (value types, shared options), build_parser (the parser, its --help), main
 #
@@ -162,7 +166,7 @@ class Names:
     # never take them for storage snapshots.
     CAPTURE_PREFIX = 'pve_ontap_capture_'
     LEFTOVER_PREFIX = 'pve_ontap_leftover_'
-    CAPTURE_COMMENT = 'pve-ontap-snapshot: the disks of VM {vmid} at one instant for vm create, deleted once cloned'
+    CAPTURE_COMMENT = 'pve-ontap-snapshot: the disks of {guest} at one instant for {tree} create, deleted once cloned'
     SHARED_CAPTURE_COMMENT = ('pve-ontap-snapshot: the disks of the running VMs of one vm create at one instant, deleted '
                               'once cloned')
     LEFTOVER_COMMENT = 'pve-ontap-snapshot: still busy after its clones; the next vm create on this volume deletes it'
@@ -2034,27 +2038,35 @@ class Pve:
         call, by id (type, node, status, name)."""
         return {entry['vmid']: entry for entry in self.call('get', 'cluster/resources', 'list VMs', type='vm')}
 
-    def vms(self):
-        """Every QEMU VM of the cluster (the guests vm commands work on), by id."""
-        return {vmid: entry for vmid, entry in self.guests().items() if entry.get('type') == 'qemu'}
+    def vms(self, kind=None):
+        """Every guest of `kind` in the cluster (default: QEMU VMs, those vm commands work on), by id."""
+        kind = kind or Kind.VM
+        return {vmid: entry for vmid, entry in self.guests().items() if entry.get('type') == kind.type}
 
-    def find_vm(self, vmid, vms=None):
-        """The VM's /cluster/resources entry (node, status, name); a Failure if PVE has no such VM."""
-        vms = self.vms() if vms is None else vms
-        if vmid not in vms:
-            raise NotFound(f'Proxmox {self.host}: no VM {vmid} (QEMU guest) in the cluster')
-        return vms[vmid]
+    def find_guest(self, vmid, guests=None, kind=None):
+        """The /cluster/resources entry (node, status, name) of guest `vmid` of `kind` (default: a VM),
+        from `guests` (default: every guest of the cluster, of any kind): a NotFound if PVE has none,
+        a ConfigError naming the command tree if it is a guest of the other kind."""
+        kind = kind or Kind.VM
+        guests = self.guests() if guests is None else guests
+        if vmid not in guests:
+            raise NotFound(f'Proxmox {self.host}: no {kind.word} {vmid} ({kind.noun}) in the cluster')
+        guest = guests[vmid]
+        if guest.get('type', 'qemu') != kind.type:
+            other = Kind.of(guest)
+            raise ConfigError(f'{Guest.label(guest)} is a {other.noun}, not a {kind.noun}: use `{other.tree} …`')
+        return guest
 
     def config_of(self, vm):
         return self.call('get', Pve.vm_path(vm, 'config'), f'read the config of {Guest.label(vm)}')
 
     def pending_config(self, vm):
         """The config with pending changes: {key: value}, a pending value winning over the current one."""
-        items = self.call('get', Pve.vm_path(vm, 'pending'), f'read the pending config of VM {vm["vmid"]}')
+        items = self.call('get', Pve.vm_path(vm, 'pending'), f'read the pending config of {Guest.label(vm)}')
         return {item['key']: item.get('pending', item.get('value')) for item in items}
 
     def set_config(self, vm, what, **changes):
-        self.call('put', Pve.vm_path(vm, 'config'), f'{what} (VM {vm["vmid"]})', **changes)
+        self.call('put', Pve.vm_path(vm, 'config'), f'{what} ({Guest.label(vm)})', **changes)
 
     def create_vm(self, node, vmid, config):
         """Create a VM from a config (POST /nodes/{node}/qemu) and wait for its task. PVE accepts an
@@ -2068,7 +2080,7 @@ class Pve:
 
     def status(self, vm):
         """The VM's status now (status, lock, ...), not as /cluster/resources said at the start of the run."""
-        return self.call('get', Pve.vm_path(vm, 'status/current'), f'read the status of VM {vm["vmid"]}') or {}
+        return self.call('get', Pve.vm_path(vm, 'status/current'), f'read the status of {Guest.label(vm)}') or {}
 
     def running(self, vm):
         return self.status(vm).get('status') == 'running'
@@ -2076,7 +2088,7 @@ class Pve:
     def power(self, vm, action, **params):
         """suspend/shutdown/start the VM and wait for the task to finish. For a VM under HA the
         task only hands the request to the HA manager: then wait for the VM's status as well."""
-        what = f'{action} VM {vm["vmid"]}'
+        what = f'{action} {Guest.label(vm)}'
         upid = self.call('post', Pve.vm_path(vm, 'status', action), what, returning=action in Pve.RETURNING, **params)
         if upid:
             self.wait_for_task(upid, what)
@@ -2195,10 +2207,12 @@ class Node:
     `umount` work and pmxcfs shows every guest's config), its programs, files and mounts."""
 
     # The programs the tool runs, by absolute path, so that no PATH chooses another (Debian 12
-    # and 13 have /bin merged into /usr/bin). qm comes with qemu-server, findmnt and umount with
-    # util-linux, systemctl with systemd (doctor asks it of the package's timers).
+    # and 13 have /bin merged into /usr/bin). qm comes with qemu-server, pct with pve-container,
+    # lxc-* with lxc-pve, sync with coreutils, systemctl with systemd (doctor asks it of the
+    # package's timers), the others with util-linux.
     PROGRAMS = {'qm': '/usr/sbin/qm', 'findmnt': '/usr/bin/findmnt', 'umount': '/usr/bin/umount',
-                'systemctl': '/usr/bin/systemctl'}
+                'pct': '/usr/sbin/pct', 'lxc-info': '/usr/bin/lxc-info', 'lxc-freeze': '/usr/bin/lxc-freeze',
+                'lxc-unfreeze': '/usr/bin/lxc-unfreeze', 'sync': '/usr/bin/sync', 'systemctl': '/usr/bin/systemctl'}
     # A node's name as PVE allows it (pve-common src/PVE/JSONSchema.pm, pve_verify_node_name): one
     # that is not is never made part of a path.
     NAME = re.compile(r'^[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?$')
@@ -2246,6 +2260,30 @@ class Node:
             return None
 
     @staticmethod
+    def check_id_free(vmid):
+        """A Failure if a guest config of id `vmid` is in pmxcfs on any node (qemu-server/ or lxc/)."""
+        taken = sorted(glob.glob(os.path.join(Node.CONFIGS_DIR, '*', '*', f'{int(vmid)}.conf')))
+        if taken:
+            raise Failure(f'{taken[0]} exists: id {vmid} is taken; choose another id for -as-new')
+
+    @staticmethod
+    def create_config(ctx, guest, text):
+        """Write a new guest's config file into pmxcfs (config_path), only where no guest of its id has
+        one on any node, and never over a file (O_EXCL; pmxcfs also refuses a second config of one id:
+        pve-cluster src/pmxcfs/memdb.c, unconfirmed). In a dry run, say so."""
+        path = Node.config_path(guest)
+        Node.check_id_free(guest['vmid'])
+        if ctx.dry_run:
+            print(f'would write {path}')
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+        except OSError as exc:
+            raise Failure(f'cannot create {path}: {exc.strerror}') from exc
+        with os.fdopen(fd, 'w', encoding='utf-8') as file:
+            file.write(text)
+
+    @staticmethod
     def guest_configs(guests):
         """({vmid: config}, {vmid: its file}, [guests]) of the guests ({vmid: guest}): the configs
         read from pmxcfs as PVE's own tools read them (PVE::Cluster cfs_read_file; the current
@@ -2280,6 +2318,88 @@ class Node:
     # and its holder may update it with `utime 0 now` (pve-cluster src/README, "File Locking").
     # $PVE_ONTAP_SNAPSHOT_CLUSTER_DIR stands for /etc/pve/priv where no pmxcfs runs (the tests).
     CLUSTER_DIR = os.environ.get('PVE_ONTAP_SNAPSHOT_CLUSTER_DIR') or '/etc/pve/priv'
+
+
+class Freezer:
+    """A container's cgroup freezer, as PVE holds a CT still for its own snapshots (pve-container
+    src/PVE/LXC/Config.pm, __snapshot_freeze: PVE::LXC::freeze, then sync_container_namespace, a
+    syncfs of each of its file systems, so that what its processes wrote is on the storage; and
+    PVE::LXC::thaw after). PVE asks liblxc's command socket (src/PVE/LXC/Command.pm, freeze and
+    unfreeze: LXC_CMD_FREEZE, 30 s); lxc-freeze and lxc-unfreeze are liblxc's tools for that
+    (lxc-freeze(1): the same path on cgroup v2 is unconfirmed). Only reachable on the node running
+    the CT, as root: `ct create -pause` works there, and nowhere else."""
+
+    # lxc-info -s: `State:   RUNNING` (lxc-info(1); liblxc's states: STOPPED, STARTING, RUNNING,
+    # STOPPING, ABORTING, FREEZING, FROZEN, THAWED).
+    STATE = re.compile(r'^State:\s+(?P<state>[A-Z]+)\s*$', re.MULTILINE)
+    # lxc-info -p: `PID:   1234`, as pve-container reads it (src/PVE/LXC.pm, find_lxc_pid).
+    PID = re.compile(r'^PID:\s+(?P<pid>\d+)\s*$', re.MULTILINE)
+    RUNNING = ('RUNNING', 'THAWED')
+
+    @staticmethod
+    def check_here(view):
+        """A Failure unless this is the CT's own node, run as root."""
+        node = Node.name()
+        if node != view.vm['node']:
+            where = f'node {node}' if node else 'no PVE node as root'
+            raise Failure(f'{view.label} runs on node {view.vm["node"]}, and this is {where}: -pause freezes a container '
+                          'only on its own node, as root; run it there (ct create -all -node-local -pause on each node '
+                          'covers a cluster), or use -shutdown')
+
+    @staticmethod
+    def info(vmid, flag):
+        result = Node.run('lxc-info', flag, '-n', str(int(vmid)))
+        if result.returncode:
+            raise Failure(f'CT {vmid}: {Node.PROGRAMS["lxc-info"]} {flag} failed: {result.stderr.strip()}')
+        return result.stdout
+
+    @staticmethod
+    def state(view):
+        """The CT's state as liblxc says it now (RUNNING, FROZEN, ...), on its own node."""
+        Freezer.check_here(view)
+        found = Freezer.STATE.search(Freezer.info(view.vmid, '-s'))
+        if not found:
+            raise Failure(f'{view.label}: {Node.PROGRAMS["lxc-info"]} -s says no state')
+        return found['state']
+
+    @staticmethod
+    def freeze(ctx, view):
+        """Freeze the CT, then sync each file system of its disks (as sync_container_namespace
+        does, through /proc/<pid>/root, its mount namespace's view)."""
+        if Freezer.change(ctx, view, 'lxc-freeze') is None:
+            return
+        found = Freezer.PID.search(Freezer.info(view.vmid, '-p'))
+        if not found:
+            raise Failure(f'{view.label}: {Node.PROGRAMS["lxc-info"]} -p says no process: not running?')
+        for disk in view.disks:
+            mount = '/' if disk.key == 'rootfs' else Guest.mount_path(view.config.get(disk.key))
+            if mount is None:
+                continue
+            result = Node.run('sync', '-f', f'/proc/{found["pid"]}/root/{mount.lstrip("/")}')
+            if result.returncode:
+                raise Failure(f'{view.label}: syncing {disk.key} ({mount}) failed: {result.stderr.strip()}')
+
+    @staticmethod
+    def thaw(ctx, view):
+        """Thaw the CT: None, or a Failure that says what to run by hand."""
+        try:
+            Freezer.change(ctx, view, 'lxc-unfreeze')
+        except Failure as exc:
+            return Failure(f'{view.label} could not be thawed and may still be frozen: run '
+                           f'"{Node.PROGRAMS["lxc-unfreeze"]} -n {view.vmid}" on node {view.vm["node"]} ({exc})')
+        log.info('%s: thawed', view.label)
+        return None
+
+    @staticmethod
+    def change(ctx, view, program):
+        """Run lxc-freeze or lxc-unfreeze on the CT (in a dry run, say so): its result, None in a dry run."""
+        if ctx.dry_run:
+            print(f'would run {Node.PROGRAMS[program]} -n {int(view.vmid)}')
+            return None
+        result = Node.run(program, '-n', str(int(view.vmid)))
+        if result.returncode:
+            raise Failure(f'{view.label}: {Node.PROGRAMS[program]} failed: {result.stderr.strip()}')
+        return result
 
 # ---- 7. Pure logic ---------------------------------------------------------------------------
 # No I/O: what a guest config, a file name, a manifest or a qcow2 header says; what a restore
@@ -2328,6 +2448,27 @@ class SnapshotFile:
     def is_clone(self):
         """Whether this is a disk clone: neither a saved config or manifest nor a hold."""
         return not self.is_record and not self.is_hold
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """Which guests a command tree works on: QEMU VMs (`vm …`, Kind.VM) or LXC containers (`ct …`,
+    Kind.CT); the same commands, parametrized by it."""
+    type: str       # PVE's guest type, in /cluster/resources and API paths: qemu, lxc
+    word: str       # as PVE's GUI and our messages name one: VM 100, CT 200
+    tree: str       # the command tree: vm, ct
+    noun: str       # what it is, in a sentence
+    option: str     # the option naming its ids: -vm, -ct
+    modes_phrase: str   # the create options that hold it still for a consistent snapshot
+
+    @staticmethod
+    def of(guest):
+        """The Kind of a guest's /cluster/resources entry (or a manifest's {type})."""
+        return Kind.CT if guest.get('type') == 'lxc' else Kind.VM
+
+
+Kind.VM = Kind('qemu', 'VM', 'vm', 'virtual machine', '-vm', '-pause, -freeze, -suspend or -shutdown')
+Kind.CT = Kind('lxc', 'CT', 'ct', 'container', '-ct', '-pause or -shutdown')
 
 
 class Guest:
@@ -2383,7 +2524,7 @@ class Guest:
     @staticmethod
     def label(guest):
         """`VM 100` or `CT 200`, as PVE's GUI names them."""
-        return f'{"CT" if guest.get("type") == "lxc" else "VM"} {guest["vmid"]}'
+        return f'{Kind.of(guest).word} {guest["vmid"]}'
 
     PVE_TRUE = ('1', 'yes', 'on', 'true')      # PVE's booleans, any case (pve-api.md §0)
     # The agent property that turns freezing off: `freeze-fs` since qemu-server 9.1.6 (PVE 9), with
@@ -2523,6 +2664,13 @@ class Guest:
         return ','.join([volume] + items[1:])
 
     @staticmethod
+    def random_mac():
+        """A new unicast MAC address with PVE's default prefix BC:24:11 (datacenter.cfg mac_prefix, as
+        pve-common PVE/Tools.pm random_ether_addr makes one; the prefix a datacenter sets is not read:
+        unconfirmed)."""
+        return 'BC:24:11:' + ':'.join(f'{byte:02X}' for byte in os.urandom(3))
+
+    @staticmethod
     def without_mac(value):
         """A netN value without its MAC address (`virtio=<MAC>` becomes `virtio`, `macaddr=` goes),
         so that PVE gives the NIC a new one (qemu-server API2/Qemu.pm create_vm: add_random_macs)."""
@@ -2563,6 +2711,31 @@ class Guest:
         disks = [(key, Guest.parse_volume(value))
                   for key, value in sorted(config.items()) if Guest.CONTAINER_VOLUME_KEY.match(key)]
         return [Disk(key, *parsed) for key, parsed in disks if parsed]
+
+    @staticmethod
+    def property_items(value):
+        """{key: value} of a property string's `key=value` items (features: `nesting=1,keyctl=1`)."""
+        return dict(item.split('=', 1) for item in str(value or '').split(',') if '=' in item)
+
+    @staticmethod
+    def mount_path(value):
+        """Where a container's mount point (an mpN value) is mounted inside it: its `mp=`, or None."""
+        return Guest.property_items(value).get('mp')
+
+    @staticmethod
+    def host_mounts(guest, config):
+        """[(Disk with no storage, why it is none)] of a container's bind mounts and device mounts:
+        an mpN whose volume is an absolute path, a device under /dev/ (pve-container
+        src/PVE/LXC/Config.pm, classify_mountpoint), no file of a storage to clone."""
+        if guest.get('type') != 'lxc':
+            return []
+        found = []
+        for key, value in sorted(config.items()):
+            volume = str(value).split(',', 1)[0].removeprefix('volume=')
+            if Guest.CONTAINER_VOLUME_KEY.match(key) and volume.startswith('/'):
+                what = 'a device mount' if volume.startswith('/dev/') else 'a bind mount'
+                found.append((Disk(key, None, volume), f'{what} of the node, no disk on a storage'))
+        return found
 
     @staticmethod
     def config_text_of(guest, config):
@@ -2770,6 +2943,20 @@ class RestoreRules:
     DRIVE_KEY = re.compile(r'^(?:(?:ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0|cdrom)$')
     ROOT_ONLY = 'only root@pam may set it'
 
+    # A container's: what check_ct_modify_config_perm (pve-container src/PVE/LXC.pm) lets an ordinary
+    # user set with VM.Config.* (CPU, Memory, Network, Disk, Options; rootfs and mpN only as volumes),
+    # the rest of LXC/Config.pm's $confdesc being root@pam's or unknown to this tool (entrypoint, env:
+    # kept, unconfirmed). Root's alone: dev[n] ("device passthrough is only allowed for root@pam"),
+    # hookscript, a bind or device mount point ("mount point type ... is only allowed for root@pam"),
+    # a feature but nesting ("changing feature flags (except nesting) is only allowed for root@pam"),
+    # raw lxc.* keys (LXC/Config.pm: "lxc.* keys ... root@pam only", unconfirmed here).
+    RESTORABLE_CT_KEY = re.compile(
+        r'^(?:cores|cpulimit|cpuunits|memory|swap|net\d+|nameserver|searchdomain|hostname|rootfs|mp\d+|unused\d+'
+        r'|arch|cmode|console|description|onboot|ostype|protection|startup|tags|timezone|tty|template|features'
+        r'|unprivileged)$')
+    ROOT_ONLY_CT_KEY = re.compile(r'^(?:dev\d+|hookscript|lxc(?:\..*)?)$')
+    CT_VOLUME_KEY = re.compile(r'^(?:rootfs|mp\d+)$')
+
     @staticmethod
     def volume_owner(volid):
         """The guest id a volume belongs to by its name, as PVE names volumes (vm-<id>-…, base-<id>-…,
@@ -2809,8 +2996,30 @@ class RestoreRules:
         return None
 
     @staticmethod
-    def setting_risk(key, value, owner):
-        """Why a restore of guest `owner`'s VM config must not apply `key: value` on its own, or None."""
+    def ct_setting_risk(key, value, owner):
+        """Why a restore of CT `owner`'s config must not apply `key: value` on its own, or None."""
+        if RestoreRules.ROOT_ONLY_CT_KEY.match(key):
+            return RestoreRules.ROOT_ONLY
+        if not RestoreRules.RESTORABLE_CT_KEY.match(key):
+            return 'a setting unknown to this tool'
+        if RestoreRules.CT_VOLUME_KEY.match(key):
+            volume = Guest.drive_volume(value)
+            if volume.startswith('/'):
+                return f'a bind mount or device of the host: {RestoreRules.ROOT_ONLY}'
+            return RestoreRules.drive_risk(value, owner)
+        if key == 'features' and set(Guest.property_items(value)) - {'nesting'}:
+            return f'a feature other than nesting: {RestoreRules.ROOT_ONLY}'
+        if key == 'unprivileged' and str(value).lower() not in Guest.PVE_TRUE:
+            # A privileged CT: its creation takes Sys.Modify on / (pve-container API2/LXC.pm, create_vm).
+            return 'a privileged container: only a user with Sys.Modify on / may make one'
+        return None
+
+    @staticmethod
+    def setting_risk(key, value, owner, kind=None):
+        """Why a restore of guest `owner`'s config (of `kind`, default a VM) must not apply `key: value`
+        on its own, or None."""
+        if kind == Kind.CT:
+            return RestoreRules.ct_setting_risk(key, value, owner)
         if RestoreRules.ROOT_ONLY_VM_KEY.match(key):
             return RestoreRules.ROOT_ONLY
         if not RestoreRules.RESTORABLE_VM_KEY.match(key):
@@ -2822,10 +3031,10 @@ class RestoreRules:
         return None
 
     @staticmethod
-    def screen(settings, owner, allowed=()):
-        """(the settings a restore may apply, {key: why} of those it may not) of a VM's saved
+    def screen(settings, owner, allowed=(), kind=None):
+        """(the settings a restore may apply, {key: why} of those it may not) of a guest's saved
         settings (restorable()); `allowed`: keys -allow-key names, applied whatever they are."""
-        risks = {key: RestoreRules.setting_risk(key, value, owner)
+        risks = {key: RestoreRules.setting_risk(key, value, owner, kind)
                  for key, value in settings.items() if key not in allowed}
         return ({key: value for key, value in settings.items() if not risks.get(key)},
                 {key: why for key, why in risks.items() if why})
@@ -2847,18 +3056,19 @@ class RestoreRules:
         return changes, deletes
 
     @staticmethod
-    def plan(current, saved, owner, allowed=()):
-        """The ConfigPlan that puts the settings of `saved` back over `current` for VM `owner`, as far
-        as RestoreRules.screen lets them (`allowed`: the keys -allow-key names)."""
+    def plan(current, saved, owner, allowed=(), kind=None):
+        """The ConfigPlan that puts the settings of `saved` back over `current` for guest `owner` (of
+        `kind`, default a VM), as far as RestoreRules.screen lets them (`allowed`: the keys -allow-key
+        names)."""
         now, then = Guest.restorable(current), Guest.restorable(saved)
-        _, risky_then = RestoreRules.screen(then, owner, allowed)
-        _, risky_now = RestoreRules.screen(now, owner, allowed)
+        _, risky_then = RestoreRules.screen(then, owner, allowed, kind)
+        _, risky_now = RestoreRules.screen(now, owner, allowed, kind)
         keep = set(risky_then) | set(risky_now)
         changes, deletes = RestoreRules.change(current, saved, keep)
         kept = {key: (then.get(key), now.get(key), risky_then.get(key) or risky_now[key])
                 for key in sorted(keep) if then.get(key) != now.get(key)}
         forced = {key: then[key] for key in sorted(allowed)
-                  if key in then and then[key] != now.get(key) and RestoreRules.setting_risk(key, then[key], owner)}
+                  if key in then and then[key] != now.get(key) and RestoreRules.setting_risk(key, then[key], owner, kind)}
         return ConfigPlan(changes, deletes, kept, forced)
 
     @staticmethod
@@ -2888,6 +3098,24 @@ class RestoreRules:
             elif key == 'smbios1':
                 value = ','.join([item for item in value.split(',') if item and not item.startswith('uuid=')]
                                  + [f'uuid={smbios_uuid}'])
+            config[key] = value
+        return config
+
+    @staticmethod
+    def new_ct_config(saved, volumes):
+        """The config of a new CT made from a saved one (`volumes`: {disk key: the new CT's volid}): each
+        netN with a new MAC address (Guest.random_mac: the tool writes the config itself, where PVE's
+        create would give a NIC without hwaddr a random one), no onboot, no unused disks, no
+        bookkeeping; `unprivileged` as saved, so that the files of its disks keep their id mapping."""
+        config = {}
+        for key, value in Guest.restorable(saved).items():
+            if Guest.UNUSED_KEY.match(key) or key == 'onboot':
+                continue
+            if key in volumes:
+                value = Guest.with_volume(value, volumes[key])
+            elif re.fullmatch(r'net\d+', key):
+                value = ','.join([item for item in value.split(',') if not item.startswith('hwaddr=')]
+                                 + [f'hwaddr={Guest.random_mac()}'])
             config[key] = value
         return config
 
@@ -3775,8 +4003,9 @@ class RunRecords:
     # The changes a record names; a run over a whole cluster says how many more (pmxcfs keeps small files).
     CHANGES_KEPT = 20
     # The commands that change something; a dry run changes nothing and records nothing.
-    COMMANDS = ('vm create', 'vm delete', 'vm hold', 'vm release', 'vm restore', 'storage create', 'storage delete',
-                'storage hold', 'storage release', 'storage restore', 'storage mount', 'storage unmount')
+    COMMANDS = ('vm create', 'vm delete', 'vm hold', 'vm release', 'vm restore', 'ct create', 'ct delete', 'ct hold',
+                'ct release', 'ct restore', 'storage create', 'storage delete', 'storage hold', 'storage release',
+                'storage restore', 'storage mount', 'storage unmount')
 
     @staticmethod
     def directory():
@@ -4054,16 +4283,26 @@ class VmView:
         return self.vm['vmid']
 
     @property
+    def label(self):
+        """`VM 100` or `CT 200`, as every message names the guest."""
+        return Guest.label(self.vm)
+
+    @property
+    def kind(self):
+        return Kind.of(self.vm)
+
+    @property
     def identity(self):
         return Identity.of_config(self.config)
 
     @staticmethod
-    def gather(ctx, vmid, vms=None, config=None):
-        """The VM, its config, its ONTAP disks (and the volumes behind them, looked up now)."""
-        vm = ctx.pve.find_vm(vmid, vms)
+    def gather(ctx, vmid, vms=None, config=None, kind=None):
+        """The guest of `kind` (default: a VM), its config, its ONTAP disks (and the volumes behind
+        them, looked up now); `vms`: the guests already listed, by id."""
+        vm = ctx.pve.find_guest(vmid, vms, kind)
         config = ctx.pve.config_of(vm) if config is None else config
-        disks, skipped = [], []
-        for disk in Guest.vm_disks(config):
+        disks, skipped = [], Guest.host_mounts(vm, config)
+        for disk in Guest.disks(vm, config):
             if disk.storage not in ctx.config.storages:
                 skipped.append((disk, f'storage {disk.storage} has no section in {ctx.config.path}'))
             elif disk.path is None:
@@ -4095,17 +4334,17 @@ class VmView:
 
     @staticmethod
     @contextlib.contextmanager
-    def locked_snapshot(ctx, vmid, stamp):
-        """(the VmView, the files of its snapshot `stamp`), under the locks of the VM's storages
+    def locked_snapshot(ctx, vmid, stamp, kind=None):
+        """(the VmView, the files of its snapshot `stamp`), under the locks of the guest's storages
         (vm delete, hold, release): an unknown stamp is a NotFound."""
-        view = VmView.gather(ctx, vmid)
+        view = VmView.gather(ctx, vmid, kind=kind)
         with Locks.for_storages(ctx, view.storages):
             yield view, VmView.find_snapshot(view, VmView.gather_snapshots(ctx, view), stamp)
 
     @staticmethod
     def find_snapshot(view, sets, stamp):
         if stamp not in sets:
-            raise NotFound(f'VM {view.vmid} has no snapshot {stamp} (it has: {", ".join(sets) or "none"})')
+            raise NotFound(f'{Guest.label(view.vm)} has no snapshot {stamp} (it has: {", ".join(sets) or "none"})')
         return sets[stamp]
 
 
@@ -4119,14 +4358,14 @@ class Guests:
         checked before any freeze."""
         setting = view.config.get('agent')
         if not Guest.agent_enabled(setting):
-            raise Failure(f'VM {view.vmid}: no QEMU guest agent configured (set agent: 1); -freeze needs one')
+            raise Failure(f'{view.label}: no QEMU guest agent configured (set agent: 1); -freeze needs one')
         if not Guest.agent_freezes(setting):
-            raise Failure(f'VM {view.vmid}: its agent setting turns freezing off (agent: {setting}); use -pause, or '
+            raise Failure(f'{view.label}: its agent setting turns freezing off (agent: {setting}); use -pause, or '
                           'allow freezing (freeze-fs=1)')
         try:
             ctx.pve.agent(view.vm, 'ping', safe=True)
         except ProxmoxError as exc:
-            raise Failure(f'VM {view.vmid}: {Guests.agent_silent(ctx, exc)}, nothing frozen: {exc}') from exc
+            raise Failure(f'{view.label}: {Guests.agent_silent(ctx, exc)}, nothing frozen: {exc}') from exc
 
     # PVE's refusal of a privilege (pve-access-control PVE/RPCEnvironment.pm, check_full:
     # "Permission check failed"); the guest agent takes VM.GuestAgent.* on PVE 9 and VM.Monitor
@@ -4149,11 +4388,11 @@ class Guests:
             ctx.pve.agent(view.vm, 'fsfreeze-thaw')
         except Failure as exc:
             if Guest.frozen_too_long(exc):
-                return FrozenTooLong(f'the guest of VM {view.vmid} gave up its freeze before the thaw, as Windows VSS '
+                return FrozenTooLong(f'the guest of {view.label} gave up its freeze before the thaw, as Windows VSS '
                                      f'does after about 10 s ({exc})')
-            return Failure(f'the guest of VM {view.vmid} could not be thawed and may still be frozen: run '
+            return Failure(f'the guest of {view.label} could not be thawed and may still be frozen: run '
                            f'"qm guest cmd {view.vmid} fsfreeze-thaw" ({exc})')
-        log.info('VM %s: guest thawed', view.vmid)
+        log.info('%s: guest thawed', view.label)
         return None
 
     @staticmethod
@@ -4173,7 +4412,7 @@ class Guests:
                 ctx.pve.power(view.vm, 'start')
         except OutcomeUnknown as exc:
             state = 'be paused' if resume else 'go down or come up'
-            raise Failure(f'{cause}; VM {view.vmid} may still {state} ({exc}): check it, and {action} it by hand if it '
+            raise Failure(f'{cause}; {view.label} may still {state} ({exc}): check it, and {action} it by hand if it '
                           f'is {"paused" if resume else "down"}') from exc
         except Failure as exc:
             raise Failure(f'{cause}; and {"resuming" if resume else "starting"} the VM again failed: {exc}') from exc
@@ -4193,7 +4432,9 @@ class Guests:
     def start_again(ctx, view, paused_for, action='start'):
         """Start a VM paused for the captures or clones (or `resume` one paused in memory). Returns
         None, or the Failure that says plainly that it is stopped or paused (for the caller to
-        report together with whatever else went wrong)."""
+        report together with whatever else went wrong). A CT's `resume` is its thaw (Freezer)."""
+        if action == 'resume' and view.kind == Kind.CT:
+            return Freezer.thaw(ctx, view)
         try:
             try:
                 ctx.pve.power(view.vm, action)
@@ -4204,9 +4445,9 @@ class Guests:
                     raise
         except Failure as exc:
             if action == 'resume':
-                return Failure(f'VM {view.vmid} could not be resumed after {paused_for:.1f} s and may still be paused: '
+                return Failure(f'{view.label} could not be resumed after {paused_for:.1f} s and may still be paused: '
                                f'check it, and resume it by hand ("qm resume {view.vmid}") ({exc})')
-            return Failure(f'VM {view.vmid} could not be started again after {paused_for:.1f} s and '
+            return Failure(f'{view.label} could not be started again after {paused_for:.1f} s and '
                            f'may be stopped: check it, and start it by hand ({exc})')
         return None
 
@@ -4229,6 +4470,8 @@ class Guests:
         anything but its own hibernation). What was done, as a phrase; a Failure if that failed."""
         status = ctx.pve.status(vm)
         running, lock = status.get('status') == 'running', status.get('lock')
+        if how == 'pause' and Kind.of(vm) == Kind.CT:
+            return Guests.thaw_left(ctx, VmView(vm, {}, [], [], []), running)
         if how == 'pause' and running and status.get('qmpstatus') == 'paused':
             ctx.pve.power(vm, 'resume')
             return 'resumed it'
@@ -4243,15 +4486,34 @@ class Guests:
         return 'it is so no longer: nothing to do'
 
     @staticmethod
-    def return_all_left(ctx, locks, guests):
+    def thaw_left(ctx, view, running):
+        """Thaw a CT a run that died left frozen (-pause), where it still is: only on its node."""
+        if Node.name() != view.vm['node']:
+            raise Failure(f'{view.label} can be thawed only on its node {view.vm["node"]}, as root: run the next ct '
+                          f'create of it, or doctor -try, there (or "{Node.PROGRAMS["lxc-unfreeze"]} -n {view.vmid}")')
+        if not running or Freezer.state(view) != 'FROZEN':
+            return 'it is so no longer: nothing to do'
+        problem = Freezer.thaw(ctx, view)
+        if problem:
+            raise problem
+        return 'thawed it'
+
+    @staticmethod
+    def held_word(guest, how):
+        """How a run held a guest, as a word: a CT's -pause is its freezer."""
+        return 'frozen' if how == 'pause' and Kind.of(guest) == Kind.CT else Guests.HELD_WORDS.get(how, how)
+
+    @staticmethod
+    def return_all_left(ctx, locks, guests, known=None):
         """[(phrase naming the guest and how a run that died left it, what was done: a phrase, a
         Failure, or None where it is not among `guests`)] for the guests runs that died left held on
         these locks' volumes: each of `guests` ({vmid: its resources entry}, those this run works
-        on) brought back (Guests.return_left) and struck from the records."""
+        on) brought back (Guests.return_left) and struck from the records. `known`: more guests the
+        run listed ({vmid: entry}), so that one it leaves is named by its kind too."""
         found = []
         for vmid, (how, who) in sorted(Guests.left_holds(locks).items()):
-            left = (f'{Guest.label(guests.get(vmid) or {"vmid": vmid})} was left {Guests.HELD_WORDS.get(how, how)} by a run that '
-                    f'died ({Holder.describe(who)})')
+            guest = guests.get(vmid) or (known or {}).get(vmid) or {'vmid': vmid}
+            left = f'{Guest.label(guest)} was left {Guests.held_word(guest, how)} by a run that died ({Holder.describe(who)})'
             done = None
             if vmid in guests:
                 try:
@@ -4265,10 +4527,10 @@ class Guests:
         return found
 
     @staticmethod
-    def settle_left(ctx, locks, guests):
+    def settle_left(ctx, locks, guests, known=None):
         """Guests.return_all_left, each said in a warning: one not among `guests` is left to the run that
         works on it, or to doctor -try."""
-        for left, done in Guests.return_all_left(ctx, locks, guests):
+        for left, done in Guests.return_all_left(ctx, locks, guests, known):
             if done is None:
                 log.warning('%s: the next run on it, or doctor -try, brings it back', left)
             elif isinstance(done, Failure):
@@ -4303,14 +4565,18 @@ class VmWindow:
         status = self.status or (ctx.pve.status(view.vm) if mode else view.vm)
         self.running = running = status.get('status') == 'running'
         qmpstatus = status.get('qmpstatus', 'running')
+        if running and mode == 'pause' and view.kind == Kind.CT:
+            # PVE's status of a CT says nothing of its freezer: liblxc does, on its node.
+            state = Freezer.state(view)
+            qmpstatus = 'running' if state in Freezer.RUNNING else state.lower()
         self.still = running and qmpstatus != 'running'
         if running and mode and qmpstatus != 'running':
-            log.warning('VM %s is %s, not running: cloned as it is and left %s (-%s acts only on a running VM)',
-                        vmid, qmpstatus, qmpstatus, mode)
+            log.warning('%s is %s, not running: cloned as it is and left %s (-%s acts only on a running %s)',
+                        view.label, qmpstatus, qmpstatus, mode, view.kind.word)
             return self
         if running and not mode:
-            log.warning('VM %s is running: its disks are captured while it writes to them (crash-consistent); '
-                        'use -pause, -freeze, -suspend or -shutdown for a consistent snapshot', vmid)
+            log.warning('%s is running: its disks are captured while it writes to them (crash-consistent); '
+                        'use %s for a consistent snapshot', view.label, view.kind.modes_phrase)
         if not running or not mode:
             return self
         if mode == 'freeze':
@@ -4333,6 +4599,16 @@ class VmWindow:
 
     def _pause(self):
         ctx, view = self.ctx, self.view
+        if self.mode == 'pause' and view.kind == Kind.CT:
+            log.info('%s: freezing (its cgroup freezer)', view.label)
+            try:
+                Freezer.freeze(ctx, view)
+            except Failure as exc:
+                # A freeze that failed after lxc-freeze (a sync, say) leaves the CT frozen: thaw anyway.
+                problem = Freezer.thaw(ctx, view)
+                self.returned = problem is None
+                raise Failure.joined(exc, problem) from exc
+            return
         if self.mode == 'freeze':
             try:
                 ctx.pve.agent(view.vm, 'fsfreeze-freeze')
@@ -4343,7 +4619,7 @@ class VmWindow:
                 raise Failure.joined(exc, problem) from exc
             return
         doing = {'suspend': 'suspending to disk', 'shutdown': 'shutting down', 'pause': 'pausing (in memory)'}
-        log.info('VM %s: %s', view.vmid, doing[self.mode])
+        log.info('%s: %s', view.label, doing[self.mode])
         # -pause is PVE's suspend without todisk: QEMU stops the guest in memory (task qmpause,
         # pve-api.md §2) until status/resume; no hibernation, no state file.
         action = 'shutdown' if self.mode == 'shutdown' else 'suspend'
@@ -4383,14 +4659,15 @@ class VmWindow:
                 self.late, problem = f'{problem}: not consistent', None
         elif self.down_because:
             problem = None
-            log.warning('VM %s stays stopped: %s', view.vmid, self.down_because)
+            log.warning('%s stays stopped: %s', view.label, self.down_because)
         else:
             problem = Guests.start_again(self.ctx, view, held, 'resume' if self.mode == 'pause' else 'start')
         if problem:
             self.problems.append(problem)
         else:
             self.ctx.forget_holds(view.storages, [view.vmid])
-        log.info('VM %s was %s for %.2f s', view.vmid, 'frozen' if self.mode == 'freeze' else 'paused', held)
+        log.info('%s was %s for %.2f s', view.label,
+                 'frozen' if self.mode == 'freeze' or (self.mode, view.kind) == ('pause', Kind.CT) else 'paused', held)
 
     def __exit__(self, kind, exc, traceback):
         try:
@@ -4645,9 +4922,9 @@ class VmCreate:
         if a capture or a clone is not made, what was made is taken back and the Failure names the disks."""
         vmid = view.vmid
         for disk, reason in view.skipped:
-            log.warning('VM %s: skipping disk %s (%s): %s', vmid, disk.key, disk.volid, reason)
+            log.warning('%s: skipping disk %s (%s): %s', view.label, disk.key, disk.volid, reason)
         if not view.disks:
-            raise Failure(f'VM {vmid} has no disk on an ONTAP storage of {ctx.config.path}')
+            raise Failure(f'{view.label} has no disk on an ONTAP storage of {ctx.config.path}')
         VmCreate.check_backings(ctx, view)
         # Without a mode, the window goes by the status the VM list gave: a VM stopped then
         # needs no capture, nor a note of one in its volumes' lock records.
@@ -4656,14 +4933,14 @@ class VmCreate:
                 Captures.plan(ctx, view.disks, Names.capture_name(stamp, vmid), stamp) if needs_captures else {})
         captures = list(dict.fromkeys(plan.values()))
         if not mode and view.vm.get('status') == 'running' and len(captures) > 1:
-            log.warning('VM %s: its disks on %d volumes are captured at %d different instants; -pause takes them at one',
-                        vmid, len(captures), len(captures))
+            log.warning('%s: its disks on %d volumes are captured at %d different instants; -pause takes them at one',
+                        view.label, len(captures), len(captures))
         settled, made = [], []
         try:
             with VmWindow(ctx, view, mode) as window:
                 own = window.running and not shared
                 outcomes = window.run(Captures.take, ctx, captures,
-                                      Names.CAPTURE_COMMENT.format(vmid=vmid)) if own else []
+                                      Names.CAPTURE_COMMENT.format(guest=view.label, tree=view.kind.tree)) if own else []
             settled = Captures.settle(ctx, outcomes)
             if shared:
                 outcomes, settled = shared.outcomes_of(captures)
@@ -4705,7 +4982,7 @@ class VmCreate:
         risky = [f'{disk.key} ({disk.volid}) stands on {why}' for disk in qcow2
                  if (why := Qcow2.backing_risk(view.backings[disk.key]))]
         if risky:
-            raise Failure(f'VM {view.vmid}: no snapshot, for {"; ".join(risky)}: a file clone of the disk alone would '
+            raise Failure(f'{view.label}: no snapshot, for {"; ".join(risky)}: a file clone of the disk alone would '
                           'lose its data then; delete the PVE snapshots of the VM first, or take a storage snapshot '
                           '(storage create), which holds the whole chain')
 
@@ -4718,22 +4995,29 @@ class VmCreate:
                    for _, _, destination in [outcome.item]]
         made = Outcome.items_in(settled, 'done')
         removed = Clones.remove(ctx, made) + (f' ({", ".join(key[path] for _, _, path in made)})' if made else '')
-        return Failure(f'VM {view.vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; {removed}'
+        return Failure(f'{view.label}: snapshot {stamp} failed: {"; ".join(reasons)}; {removed}'
                        f'{Clones.still_pending(settled)}')
+
+    # What registers a guest's new volumes as unused disks on its node: `qm disk rescan`
+    # (qemu-server), `pct rescan` (pve-container src/PVE/CLI/pct.pm, rescan: "update disk sizes and
+    # unused disk images", --vmid).
+    RESCAN = {'qemu': ('qm', 'disk', 'rescan'), 'lxc': ('pct', 'rescan')}
 
     @staticmethod
     def register_clones(ctx, view, clones):
-        """Make new clone files visible in PVE as unused disks: `qm disk rescan` on a PVE node,
-        else unusedN through the config API (pending until the next start on a running VM). Returns
-        the VM's config with them (None after a rescan, which may register more)."""
+        """Make new clone files visible in PVE as unused disks: `qm disk rescan` (a CT: `pct rescan`)
+        on the guest's node, else unusedN through the config API (pending until the next start on a
+        running guest; for a CT unconfirmed in pve-container, which calls unusedN internal). Returns
+        the guest's config with them (None after a rescan, which may register more)."""
         vmid = view.vmid
         if Node.name() == view.vm['node']:
+            command = [*VmCreate.RESCAN[view.kind.type], '--vmid', str(int(vmid))]
             if ctx.dry_run:
-                print(f'would run qm disk rescan --vmid {vmid}')
+                print(f'would run {" ".join(command)}')
                 return None
-            result = Node.run('qm', 'disk', 'rescan', '--vmid', str(int(vmid)))
+            result = Node.run(*command)
             if result.returncode:
-                raise Failure(f'VM {vmid}: qm disk rescan failed: {result.stderr.strip()}')
+                raise Failure(f'{view.label}: {" ".join(command[:-2])} failed: {result.stderr.strip()}')
             return None
         volids = [f'{storage}:{vmid}/{destination.rsplit("/", 1)[1]}' for storage, _, destination in clones]
         # The config read before the snapshot names the unusedN in use, pending ones included (the
@@ -4747,7 +5031,7 @@ class VmCreate:
         except OutcomeUnknown:
             raise
         except Failure as exc:
-            log.debug('VM %s: registering with the config read before refused (%s): reading it again', vmid, exc)
+            log.debug('%s: registering with the config read before refused (%s): reading it again', view.label, exc)
             config = ctx.pve.pending_config(view.vm)
             changes = dict(zip(Guest.free_unused_keys(config, len(volids)), volids))
             ctx.pve.set_config(view.vm, 'register the snapshot as unused disks', **changes)
@@ -4769,7 +5053,7 @@ class VmCreate:
         raw = Node.read_config(view.vm)
         volumes = {disk.storage: ctx.volume_identity(disk.storage) for disk in view.disks}
         manifest = Manifest.build(view.vm, view.disks, config, stamp, consistency, volumes,
-                                  raw if raw is not None else Guest.config_text(config).encode(),
+                                  raw if raw is not None else Guest.config_text_of(view.vm, config).encode(),
                                   Node.config_path(view.vm) if raw is not None else 'api', tool_version(),
                                   {disk.key: Names.snapshot_file_path(disk.path, stamp, kind) for disk in view.disks
                                    if copied is None or disk.path in copied},
@@ -4781,26 +5065,29 @@ class VmCreate:
             raise Failure(f'its manifest and config were not saved on {storage}: {exc}') from exc
 
     @staticmethod
-    def vms_to_snapshot(ctx, vmids, vms):
-        """[(vmid, config or Failure)], in VM order: the -vm ids as given or, for None (-all), every
-        VM with a disk on a configured ONTAP storage; each with its config, read REQUESTS_AT_ONCE at
-        a time, or the Failure that kept it from being read (no such VM, its node is down): one
-        such VM stops no other."""
+    def vms_to_snapshot(ctx, vmids, vms, kind=None):
+        """[(vmid, config or Failure)], in id order: the ids as given or, for None (-all), every
+        guest of `kind` (default: VM) with a disk on a configured ONTAP storage; each with its config,
+        read REQUESTS_AT_ONCE at a time, or the Failure that kept it from being read (no such guest, one
+        of the other kind, its node is down): one such guest stops no other. `vms`: every guest, by id."""
+        kind = kind or Kind.VM
+
         def read(vmid):
             try:
-                return ctx.pve.config_of(ctx.pve.find_vm(vmid, vms))
+                return ctx.pve.config_of(ctx.pve.find_guest(vmid, vms, kind))
             except Failure as exc:
-                return exc if vmids is not None else Failure(f'VM {vmid} on node {vms[vmid]["node"]} skipped: {exc}')
+                return exc if vmids is not None else Failure(f'{Guest.label(vms[vmid])} on node {vms[vmid]["node"]} '
+                                                             f'skipped: {exc}')
 
         if vmids is not None:
             ids = list(dict.fromkeys(vmids))
             return list(zip(ids, Parallel.map(read, ids)))
-        ids = [vmid for vmid, vm in sorted(vms.items()) if not vm.get('template')]
+        ids = [vmid for vmid, vm in sorted(vms.items()) if not vm.get('template') and Kind.of(vm) == kind]
         chosen = [(vmid, config) for vmid, config in zip(ids, Parallel.map(read, ids))
                   if isinstance(config, Failure) or any(d.storage in ctx.config.storages and d.path
-                                                        for d in Guest.vm_disks(config))]
+                                                        for d in Guest.disks(vms[vmid], config))]
         if not chosen:
-            raise NotFound(f'no VM has a disk on a storage of {ctx.config.path}')
+            raise NotFound(f'no {kind.word} has a disk on a storage of {ctx.config.path}')
         return chosen
 
     @staticmethod
@@ -4813,7 +5100,7 @@ class VmCreate:
         return node, {vmid: vm for vmid, vm in vms.items() if vm['node'] == node}
 
     @staticmethod
-    def gather_vms(ctx, configs, vms):
+    def gather_vms(ctx, configs, vms, kind=None):
         """[(vmid, VmView or Failure)] for the [(vmid, config or Failure)] of vms_to_snapshot. Here,
         in the main thread and before any VM's thread starts, storage.cfg and the volume behind
         each storage are looked up once: the threads then only read Context's caches (which have
@@ -4830,13 +5117,13 @@ class VmCreate:
         for vmid, config in configs:
             if not isinstance(config, Failure):
                 blocked = [unusable[storage] for storage in sorted(Guest.storages(config)) if storage in unusable]
-                config = blocked[0] if blocked else VmView.gather(ctx, vmid, vms, config)
+                config = blocked[0] if blocked else VmView.gather(ctx, vmid, vms, config, kind)
             gathered.append((vmid, config))
         return gathered
 
     @dataclasses.dataclass
     class Result:
-        """What vm create did to one VM, for the main thread to report in VM order."""
+        """What vm create did to one guest, for the main thread to report in id order."""
         vmid: int
         made: str = None    # 'VM 100: snapshot <stamp> of 2 disk(s)', once its clones exist
         problems: list = dataclasses.field(default_factory=list)    # Failures: after it was made, or why not
@@ -4884,8 +5171,8 @@ class VmCreate:
                     return result
                 stamp = run.stamp
                 clones, consistency, result.problems = VmCreate.snapshot(ctx, view, mode, stamp, shared)
-            result.made = f'VM {view.vmid}: snapshot {stamp} of {len(clones)} disk(s)'
-            ctx.changed('VM %s: snapshot %s of %d disk(s) created (%s)', view.vmid, stamp, len(clones), consistency)
+            result.made = f'{view.label}: snapshot {stamp} of {len(clones)} disk(s)'
+            ctx.changed('%s: snapshot %s of %d disk(s) created (%s)', view.label, stamp, len(clones), consistency)
             try:
                 VmCreate.save_snapshot_records(ctx, view, stamp, consistency)
             except Failure as exc:
@@ -4930,32 +5217,33 @@ class VmCreate:
             return False
 
     @staticmethod
-    def stop_report(results):
+    def stop_report(results, kind):
         """What a vm create stopped by a signal got done, for its one error line."""
         made = [str(result.failure or f'{result.made} was made') for result in results if result.made]
         failed = [str(result.vmid) for result in results if result.begun and not result.made]
         left = [str(result.vmid) for result in results if not result.begun]
         parts = made or ['no snapshot was made']
-        parts += [f'{what}: VM {", ".join(vmids)}'
+        parts += [f'{what}: {kind.word} {", ".join(vmids)}'
                   for what, vmids in (('failed', failed), ('not begun', left)) if vmids]
         return '; '.join(parts)
 
     @staticmethod
     def command(ctx, args):
-        mode = next((m for m in ('suspend', 'shutdown', 'freeze', 'pause') if getattr(args, m)), None)
-        vms = ctx.pve.vms()
+        mode = next((m for m in ('suspend', 'shutdown', 'freeze', 'pause') if getattr(args, m, False)), None)
+        kind, vms = args.kind, ctx.pve.guests()
         if args.node_local:
             if not args.all:
-                raise ConfigError('-node-local goes with -all (it chooses among all VMs)')
+                raise ConfigError(f'-node-local goes with -all (it chooses among all {kind.word}s)')
             node, vms = VmCreate.vms_on_this_node(vms)
             try:
-                chosen = VmCreate.vms_to_snapshot(ctx, None, vms)
+                chosen = VmCreate.vms_to_snapshot(ctx, None, vms, kind)
             except NotFound:
-                log.info('no VM on node %s has a disk on a storage of %s: nothing to do', node, ctx.config.path)
+                log.info('no %s on node %s has a disk on a storage of %s: nothing to do', kind.word, node,
+                         ctx.config.path)
                 return
         else:
-            chosen = VmCreate.vms_to_snapshot(ctx, None if args.all else args.vm, vms)
-        gathered = VmCreate.gather_vms(ctx, chosen, vms)
+            chosen = VmCreate.vms_to_snapshot(ctx, None if args.all else args.vm, vms, kind)
+        gathered = VmCreate.gather_vms(ctx, chosen, vms, kind)
         views = [view for _, view in gathered if isinstance(view, VmView)]
         # A dry run prints its would-lines from the VM's thread: one VM at a time keeps them in order.
         workers = 1 if ctx.dry_run else max(1, min(args.parallel, len(views)))
@@ -4966,7 +5254,7 @@ class VmCreate:
             # Signals stay held off until every VM begun has ended: the VMs' threads cannot be
             # stopped, and those not begun yet see STOP.pending and do not begin.
             with Locks.for_storages(ctx, sorted({s for view in views for s in view.storages})) as locks, STOP.deferred():
-                Guests.settle_left(ctx, locks, {view.vmid: view.vm for view in views})
+                Guests.settle_left(ctx, locks, {view.vmid: view.vm for view in views}, vms)
                 run = VmCreate.Run(locks, [f'vm{view.vmid}' for view in views] +
                                    (['captures'] if Captures.may_share(views, mode) else []))
                 ctx.manifest_key(create=True)     # read (or made) here, before the VMs' threads read it
@@ -4988,12 +5276,12 @@ class VmCreate:
                             results.append(result)
         finally:
             log.removeFilter(held_back)
-        STOP.check(VmCreate.stop_report(results))
+        STOP.check(VmCreate.stop_report(results, kind))
         failed = [result for result in results if result.failure]
         if len(results) == 1 and failed:
             raise failed[0].failure
         if failed:
-            raise Failure(f'vm create failed for {len(failed)} of {len(results)} VMs: '
+            raise Failure(f'{kind.tree} create failed for {len(failed)} of {len(results)} {kind.word}s: '
                           f'{", ".join(str(result.vmid) for result in sorted(failed, key=lambda r: r.vmid))}')
 
 
@@ -5076,7 +5364,7 @@ class Captures:
         pending = [outcome for outcome in settled if outcome.state == 'unknown']
         left = (f'; still unknown: {Outcome.pending_jobs(pending)}; the next vm create on that volume deletes it once it '
                 'exists' if pending else '')
-        return Failure(f'VM {view.vmid}: snapshot {stamp} failed: {"; ".join(reasons)}; nothing was cloned{left}')
+        return Failure(f'{view.label}: snapshot {stamp} failed: {"; ".join(reasons)}; nothing was cloned{left}')
 
     @staticmethod
     def release_all(ctx, captures, settled, in_use=()):
@@ -5284,7 +5572,7 @@ class VmList:
 
     @staticmethod
     def command(ctx, args):
-        view = VmView.gather(ctx, args.vm)
+        view = VmView.gather(ctx, args.vm, kind=args.kind)
         found = VmView.gather_snapshots(ctx, view, VmView.searched_storages(ctx, view))
         manifests = Parallel.map(lambda files: VmList.manifest_state(ctx, view.vmid, files), list(found.values()))
         unsound = Parallel.map(lambda files: VmList.unsound_copies(ctx, files), list(found.values()))
@@ -5306,7 +5594,7 @@ class VmList:
                           for f in clones],
                 'held': stamp in holds, 'hold': holds.get(stamp)})
             if manifest and manifest['error']:
-                log.warning('VM %s: snapshot %s: %s', view.vmid, stamp, manifest['error'])
+                log.warning('%s: snapshot %s: %s', view.label, stamp, manifest['error'])
         ctx.emit(sets, VmList.text(view.vmid, sets))
 
     @staticmethod
@@ -5361,7 +5649,7 @@ class VmDelete:
             attached = {**Guest.attached_snapshot_files(view.config, files),
                         **Guest.attached_snapshot_files(config, files)}
             if attached:
-                failed[stamp] = InUse(f'VM {view.vmid}: snapshot {stamp} is in use: '
+                failed[stamp] = InUse(f'{view.label}: snapshot {stamp} is in use: '
                                       f'{", ".join(f"{path} is attached as {key}" for path, key in attached.items())}; '
                                       'detach it first')
         files = [f for stamp, members in sets.items() if stamp not in failed for f in members]
@@ -5375,7 +5663,7 @@ class VmDelete:
             if outcome.error:
                 left.setdefault(file.stamp, []).append(f'{file.path} ({outcome.error})')
         for stamp, problems in left.items():
-            failed[stamp] = Failure(f'VM {view.vmid}: snapshot {stamp}: could not delete {"; ".join(problems)}')
+            failed[stamp] = Failure(f'{view.label}: snapshot {stamp}: could not delete {"; ".join(problems)}')
         return failed
 
     @staticmethod
@@ -5387,8 +5675,8 @@ class VmDelete:
                 if all(f.kind == 'snapshot' for f in files)}
         held = [stamp for stamp, files in sets.items() if VmSnapshots.hold_of(files)]
         if held:
-            log.info('VM %s: -keep %d neither counts nor deletes the held snapshot(s) %s (vm release lets one go)',
-                     view.vmid, keep, ', '.join(held))
+            log.info('%s: -keep %d neither counts nor deletes the held snapshot(s) %s (%s release lets one go)',
+                     view.label, keep, ', '.join(held), view.kind.tree)
         doomed = {stamp: sets[stamp] for stamp in VmSnapshots.to_prune(sets, view.disks, keep, made, view.identity)}
         failed = VmDelete.delete_snapshots(ctx, view, doomed, config) if doomed else {}
         for stamp, files in doomed.items():
@@ -5397,22 +5685,22 @@ class VmDelete:
             elif stamp not in failed:
                 missing = VmSnapshots.missing_disks(view.disks, files)
                 lacks = f'incomplete (lacks {",".join(d.key for d in missing)}) ' if missing else ''
-                ctx.changed('VM %s: %ssnapshot %s deleted (-keep %d)', view.vmid, lacks, stamp, keep)
+                ctx.changed('%s: %ssnapshot %s deleted (-keep %d)', view.label, lacks, stamp, keep)
         problems = [failure for failure in failed.values() if not isinstance(failure, InUse)]
         if problems:
             raise Failure.joined(*problems)
 
     @staticmethod
     def command(ctx, args):
-        with VmView.locked_snapshot(ctx, args.vm, args.snapshot) as (view, files):
+        with VmView.locked_snapshot(ctx, args.vm, args.snapshot, args.kind) as (view, files):
             hold = VmSnapshots.hold_of(files)
             if hold and not args.force:
-                raise Failure(f'VM {view.vmid}: snapshot {args.snapshot} is held{VmHold.said(ctx, hold)} '
-                              f'({hold.path} on {hold.storage}): release it first (vm release -vm {view.vmid} '
+                raise Failure(f'{view.label}: snapshot {args.snapshot} is held{VmHold.said(ctx, hold)} '
+                              f'({hold.path} on {hold.storage}): release it first ({view.kind.tree} release {view.kind.option} {view.vmid} '
                               f'-snapshot {args.snapshot}), or add -force to delete it held')
             VmDelete.delete_snapshot(ctx, view, files)
-        ctx.changed('VM %s: snapshot %s%s deleted (%d file(s))', args.vm, args.snapshot, ', held,' if hold else '',
-                 len(files))
+        ctx.changed('%s: snapshot %s%s deleted (%d file(s))', view.label, args.snapshot, ', held,' if hold else '',
+                    len(files))
 
 
 class VmHold:
@@ -5451,15 +5739,15 @@ class VmHold:
         """Make the hold file `path` on `storage` come (`there`) or go by change(), to three outcomes
         (Outcome.said): a write or delete whose answer was lost is read back (Volume.change_file)."""
         volume = ctx.volume(storage)
-        Outcome.said(f'VM {view.vmid}', f'snapshot {stamp}', done,
-                     lambda: volume.change_file('POST' if there else 'DELETE', path, change, there), 'vm list')
+        Outcome.said(f'{view.label}', f'snapshot {stamp}', done,
+                     lambda: volume.change_file('POST' if there else 'DELETE', path, change, there), f'{view.kind.tree} list')
 
     @staticmethod
     def hold(ctx, args):
-        with VmView.locked_snapshot(ctx, args.vm, args.snapshot) as (view, files):
+        with VmView.locked_snapshot(ctx, args.vm, args.snapshot, args.kind) as (view, files):
             hold = VmSnapshots.hold_of(files)
             if hold:
-                log.info('VM %s: snapshot %s is held already%s: nothing changed', view.vmid, args.snapshot,
+                log.info('%s: snapshot %s is held already%s: nothing changed', view.label, args.snapshot,
                          VmHold.said(ctx, hold))
                 return
             # Beside its manifest (or the saved config of an earlier build), else beside its first clone.
@@ -5468,21 +5756,21 @@ class VmHold:
             volume, text = ctx.volume(home.storage), Hold.text(VmHold.holder(), Names.utc_stamp(), args.reason)
             VmHold.change(ctx, view, args.snapshot, home.storage, path, lambda: volume.write_file(path, text), True,
                           'held')
-        ctx.changed('VM %s: snapshot %s held (%s on %s): -keep passes it over, vm delete refuses it without -force',
-                 view.vmid, args.snapshot, path, home.storage)
+        ctx.changed('%s: snapshot %s held (%s on %s): -keep passes it over, %s delete refuses it without -force',
+                    view.label, args.snapshot, path, home.storage, view.kind.tree)
 
     @staticmethod
     def release(ctx, args):
-        with VmView.locked_snapshot(ctx, args.vm, args.snapshot) as (view, files):
+        with VmView.locked_snapshot(ctx, args.vm, args.snapshot, args.kind) as (view, files):
             holds = [file for file in files if file.is_hold]
             if not holds:
-                log.info('VM %s: snapshot %s is not held: nothing changed', view.vmid, args.snapshot)
+                log.info('%s: snapshot %s is not held: nothing changed', view.label, args.snapshot)
                 return
             for hold in holds:
                 volume = ctx.volume(hold.storage)
                 VmHold.change(ctx, view, args.snapshot, hold.storage, hold.path,
                               functools.partial(volume.delete_file, hold.path), False, 'released')
-        ctx.changed('VM %s: snapshot %s released', view.vmid, args.snapshot)
+        ctx.changed('%s: snapshot %s released', view.label, args.snapshot)
 
 
 class VmRestore:
@@ -5532,15 +5820,17 @@ class VmRestore:
         return VmRestore.read_saved(ctx, records[0].storage, records[0].path, vmid, records[0].stamp, records[0].size)
 
     @staticmethod
-    def storage_snapshot_config(ctx, vmid, name, storages):
-        """The SavedConfig of VM `vmid` in the storage snapshot `name` (on the first of `storages` that
-        holds one), or None: a snapshot made before configs were saved, or of a storage without the VM."""
+    def storage_snapshot_config(ctx, vmid, name, storages, kind=None):
+        """The SavedConfig of guest `vmid` (of `kind`, default a VM) in the storage snapshot `name` (on the
+        first of `storages` that holds one), or None: a snapshot made before configs were saved, or of a
+        storage without the guest."""
+        kind = kind or Kind.VM
         for storage in sorted(storages):
             found = StorageCreate.guest_manifests(ctx, storage, name)
             if found is not None:
                 path, manifests = found
                 mine = [m for m in manifests if isinstance(m, dict) and m.get('vmid') == vmid
-                        and Manifest.guest_type(m) == 'qemu']
+                        and Manifest.guest_type(m) == kind.type]
                 if mine:
                     manifest, signed = Manifest.check(mine[0], f'{path} on {storage}', vmid, name, ctx.manifest_key())
                     return VmRestore.SavedConfig(Guest.parse_config_text(manifest['config']), path, storage, signed,
@@ -5549,7 +5839,7 @@ class VmRestore:
             volume = ctx.volume(storage)
             directory = Names.storage_record_dir(name)
             found = [Names.STORAGE_MANIFEST_FILE.match(file) for file in volume.files_in(directory) or []]
-            mine = sorted((m for m in found if m and m['prefix'] == 'vm' and int(m['vmid']) == vmid),
+            mine = sorted((m for m in found if m and m['prefix'] == kind.tree and int(m['vmid']) == vmid),
                           key=lambda m: not m['consistency'])
             if mine:
                 return VmRestore.read_saved(ctx, storage, f'{directory}/{mine[0][0]}', vmid, name)
@@ -5563,10 +5853,10 @@ class VmRestore:
             return read()
         except Failure as exc:
             if need_config:
-                raise Failure(f'VM {view.vmid}: the config {origin} saved is not put back: {exc}; restore without '
+                raise Failure(f'{view.label}: the config {origin} saved is not put back: {exc}; restore without '
                               '-with-config to put the disks back alone') from exc
-            log.warning('VM %s: the config %s saved could not be read (%s): its disks are restored all the same, and '
-                        'the plan shows no difference of configs', view.vmid, origin, exc)
+            log.warning('%s: the config %s saved could not be read (%s): its disks are restored all the same, and '
+                        'the plan shows no difference of configs', view.label, origin, exc)
             return None
 
     @staticmethod
@@ -5580,9 +5870,9 @@ class VmRestore:
             volume = ctx.volume(storage)
             holding[storage] = volume.has_snapshot(name)
             if not holding[storage] and storage in {disk.storage for disk in view.disks}:
-                log.warning('VM %s: storage %s (volume %s) has no snapshot %s', view.vmid, storage, volume.name, name)
+                log.warning('%s: storage %s (volume %s) has no snapshot %s', view.label, storage, volume.name, name)
         if not any(holding.values()):
-            raise NotFound(f'VM {view.vmid}: no storage snapshot {name} on ' + ', '.join(
+            raise NotFound(f'{view.label}: no storage snapshot {name} on ' + ', '.join(
                 f'{storage} (volume {ctx.volume(storage).name})' for storage in holding) +
                 ': see storage list')
         return holding
@@ -5595,8 +5885,8 @@ class VmRestore:
         (setting_risk: never a host path or another guest's volume)."""
         if not with_config or saved is None:
             return view.disks
-        disks = [disk for disk in Guest.vm_disks(saved.config) if disk.storage in ctx.config.storages and disk.path
-                 and not RestoreRules.setting_risk(disk.key, saved.config[disk.key], view.vmid)]
+        disks = [disk for disk in Guest.disks(view.vm, saved.config) if disk.storage in ctx.config.storages and disk.path
+                 and not RestoreRules.setting_risk(disk.key, saved.config[disk.key], view.vmid, view.kind)]
         for disk in disks:
             ctx.volume(disk.storage)
         return disks
@@ -5606,7 +5896,7 @@ class VmRestore:
         """(key, volid then, volid now) of each disk of a snapshot's manifest that the VM has under the
         same key on another volume now: moved since (Move Disk), its old file kept as unused or gone."""
         recorded = (saved.manifest or {}).get('disks') if saved else None
-        now = {disk.key: disk.volid for disk in Guest.vm_disks(view.config)}
+        now = {disk.key: disk.volid for disk in Guest.disks(view.vm, view.config)}
         return [(entry['key'], entry['volid'], now[entry['key']]) for entry in recorded or ()
                 if isinstance(entry, dict) and entry.get('key') in now and entry.get('volid') != now[entry['key']]]
 
@@ -5628,7 +5918,7 @@ class VmRestore:
             holding = VmRestore.storages_with_snapshot(ctx, view, name)
             origin = f'storage snapshot {name}'
             saved = VmRestore.read_or_warn(view, origin, with_config, lambda: VmRestore.storage_snapshot_config(
-                ctx, view.vmid, name, [storage for storage in holding if holding[storage]]))
+                ctx, view.vmid, name, [storage for storage in holding if holding[storage]], view.kind))
             sources, missing = [], []
             for disk in VmRestore.disks_to_restore(ctx, view, saved, with_config):
                 volume = ctx.volume(disk.storage)
@@ -5638,14 +5928,14 @@ class VmRestore:
                 else:
                     missing.append(disk)
         for key, then, now in VmRestore.moved_disks(view, saved):
-            log.warning('VM %s: disk %s was %s when %s was taken and is %s now: %s', view.vmid, key, then, origin, now,
+            log.warning('%s: disk %s was %s when %s was taken and is %s now: %s', view.label, key, then, origin, now,
                         'with -with-config it goes back to the file it was, from the copy' if with_config else
                         'its copy is written onto no other file; -with-config puts the disk back as it was')
         for disk in missing:
-            log.warning('VM %s: %s has no copy of disk %s (%s); it stays as it is', view.vmid, origin, disk.key,
+            log.warning('%s: %s has no copy of disk %s (%s); it stays as it is', view.label, origin, disk.key,
                         disk.volid)
         if not sources:
-            raise Failure(f'VM {view.vmid}: {origin} holds none of its {"saved" if with_config else "current"} disks')
+            raise Failure(f'{view.label}: {origin} holds none of its {"saved" if with_config else "current"} disks')
         VmRestore.check_source_backings(ctx, view, origin, sources)
         return sources, origin, missing, saved
 
@@ -5663,7 +5953,7 @@ class VmRestore:
         risky = [f'{disk.key} ({source}) stands on {why}' for (disk, source), why in
                  zip(qcow2, Parallel.map(backing, qcow2)) if why]
         if risky:
-            raise Failure(f'VM {view.vmid}: not restored from {origin}, for the copy of {"; ".join(risky)}, so it does not '
+            raise Failure(f'{view.label}: not restored from {origin}, for the copy of {"; ".join(risky)}, so it does not '
                           'hold the disk whole; restore the whole storage from a storage snapshot, or copy the disk out '
                           'of one by hand (qemu-img convert)')
 
@@ -5691,21 +5981,22 @@ class VmRestore:
         saved = Clones.settle(ctx, Clones.make(ctx, undo))
         if any(outcome.state != 'done' for outcome in saved):
             # Only copies of the live disks were asked for: the VM may start whatever they became.
-            raise Failure(f'VM {vmid}: nothing restored, the pre-restore copy failed: '
+            raise Failure(f'{view.label}: nothing restored, the pre-restore copy failed: '
                           f'{"; ".join(str(outcome.error) for outcome in saved if outcome.error)}; '
                           f'{Clones.remove(ctx, Outcome.items_in(saved, "done"))}{Clones.still_pending(saved)}')
-        log.info('VM %s: current disks saved as pre-restore snapshot %s', vmid, undo_stamp)
+        log.info('%s: current disks saved as pre-restore snapshot %s', view.label, undo_stamp)
         key = {disk.path: disk.key for disk, _ in sources}
+        put_back_by = f'{view.kind.tree} restore {view.kind.option} {vmid} -snapshot {undo_stamp}'
         overwrites = Clones.settle(ctx, Clones.make(ctx, [(disk.storage, source, disk.path) for disk, source in sources],
                                                     overwrite=True), overwrite=True)
         if all(outcome.state == 'done' for outcome in overwrites):
             return {path for _, path, _ in undo}
-        stopped = 'VM left stopped' if window.acting else f'do not start VM {vmid}'
+        stopped = f'{view.kind.word} left stopped' if window.acting else f'do not start {view.label}'
         if any(outcome.state == 'unknown' for outcome in overwrites):
             window.leave_down('a restore of its disks may still be under way')
-            raise Failure(f'VM {vmid}: restore not finished: {VmRestore.restore_state(overwrites, key)}; {stopped} and '
+            raise Failure(f'{view.label}: restore not finished: {VmRestore.restore_state(overwrites, key)}; {stopped} and '
                           f'pre-restore snapshot {undo_stamp} kept: once ONTAP has ended the job(s), start the VM if '
-                          f'its disks are right, or put them back with vm restore -vm {vmid} -snapshot {undo_stamp}')
+                          f'its disks are right, or put them back with {put_back_by}')
         reason = '; '.join(f'{key[path]} ({outcome.error})' for outcome in overwrites if outcome.error
                            for _, _, path in [outcome.item])
         back = [(storage, Names.snapshot_file_path(path, undo_stamp, 'prerestore'), path)
@@ -5718,10 +6009,10 @@ class VmRestore:
         if any(outcome.state != 'done' for outcome in put_back):
             window.leave_down('its disks are neither all restored nor all as they were')
             unrestored = ', '.join(key[path] for outcome in put_back if outcome.error for _, _, path in [outcome.item])
-            raise Failure(f'VM {vmid}: restore failed ({reason}) and putting back {unrestored} failed too: their '
+            raise Failure(f'{view.label}: restore failed ({reason}) and putting back {unrestored} failed too: their '
                           f'previous content is in pre-restore snapshot {undo_stamp}; {stopped}: put them back with '
-                          f'vm restore -vm {vmid} -snapshot {undo_stamp}{Clones.still_pending(put_back)}')
-        raise Failure(f'VM {vmid}: restore failed, every disk is as it was ({Clones.remove(ctx, undo)}): {reason}')
+                          f'{put_back_by}{Clones.still_pending(put_back)}')
+        raise Failure(f'{view.label}: restore failed, every disk is as it was ({Clones.remove(ctx, undo)}): {reason}')
 
     @staticmethod
     def save_config_for_undo(ctx, view, undo_stamp, needed, copied):
@@ -5736,7 +6027,7 @@ class VmRestore:
             if needed:
                 return Failure(f'its config was not put back: the current one could not be saved with pre-restore '
                                f'snapshot {undo_stamp} to undo it ({exc})')
-            log.warning('VM %s: its config could not be saved with pre-restore snapshot %s: %s', view.vmid, undo_stamp,
+            log.warning('%s: its config could not be saved with pre-restore snapshot %s: %s', view.label, undo_stamp,
                         exc)
         return None
 
@@ -5749,20 +6040,20 @@ class VmRestore:
         return ', '.join(parts) + f' ({Outcome.pending_jobs(overwrites)})'
 
     @staticmethod
-    def check_restorable(vmid, status, shutdown):
-        """Refuse to overwrite the disks of a VM (a resources entry or status/current) that
+    def check_restorable(label, status, shutdown):
+        """Refuse to overwrite the disks of a guest (`label`; a resources entry or status/current) that
         runs without -shutdown, is suspended to disk, or is locked by a backup, clone, migration."""
         lock = status.get('lock')
         if lock == 'suspended':
-            raise Failure(f'VM {vmid} is suspended to disk: its saved memory belongs to the current disks; '
+            raise Failure(f'{label} is suspended to disk: its saved memory belongs to the current disks; '
                           'start it and shut it down first')
         if lock:
-            raise Failure(f'VM {vmid} is locked ({lock}): try again when that is done')
+            raise Failure(f'{label} is locked ({lock}): try again when that is done')
         if status.get('status') == 'running' and status.get('qmpstatus', 'running') != 'running':
-            raise Failure(f'VM {vmid} is {status["qmpstatus"]}, not running, and the tool never resumes such a VM: '
+            raise Failure(f'{label} is {status["qmpstatus"]}, not running, and the tool never resumes such a VM: '
                           'resume or stop it first')
         if status.get('status') == 'running' and not shutdown:
-            raise Failure(f'VM {vmid} is running: shut it down first, or add -shutdown')
+            raise Failure(f'{label} is running: shut it down first, or add -shutdown')
 
     @staticmethod
     def check_same_vm(view, origin, saved, files):
@@ -5771,7 +6062,7 @@ class VmRestore:
         recorded = (saved.manifest or {}).get('identity') if saved else None
         tag = Identity.tag((recorded.get('ctime'), recorded.get('smbios_uuid'))) if isinstance(recorded, dict) else None
         if Identity.same_vm(tag or Identity.of_files(files), view.identity) is False:
-            raise Failure(f'VM {view.vmid}: {origin} is of another VM that had the id {view.vmid} before, not of VM '
+            raise Failure(f'{view.label}: {origin} is of another VM that had the id {view.vmid} before, not of VM '
                           f'{view.vmid} now: its disks are not put onto this VM; make a VM of it with -as-new NEWID')
 
     @staticmethod
@@ -5785,12 +6076,12 @@ class VmRestore:
                 'kept': [disk.key for disk in missing],
                 'config': {'saved': saved is not None, 'restored': bool(with_config), 'diff': None}}
         if saved is not None:
-            change = RestoreRules.plan(view.config, saved.config, view.vmid, allowed)
-            detached = [disk for disk in Guest.vm_disks(view.config) if with_config and (
+            change = RestoreRules.plan(view.config, saved.config, view.vmid, allowed, view.kind)
+            detached = [disk for disk in Guest.disks(view.vm, view.config) if with_config and (
                 disk.key in change.deletes or Guest.drive_volume(change.changes.get(disk.key, disk.volid)) != disk.volid)]
             plan['config'].update(
                 detached=[{'key': disk.key, 'volid': disk.volid} for disk in detached],
-                diff=Guest.config_diff(view.config, change.after(view.config), f'VM {view.vmid} now', origin),
+                diff=Guest.config_diff(view.config, change.after(view.config), f'{view.label} now', origin),
                 kept=[{'key': key, 'saved': then, 'current': now, 'why': why}
                       for key, (then, now, why) in change.kept.items()],
                 allowed=[{'key': key, 'value': value} for key, value in change.allowed.items()],
@@ -5798,15 +6089,17 @@ class VmRestore:
         return plan
 
     @staticmethod
-    def show_plan(ctx, plan, asking):
-        """The plan of a vm restore, shown as StorageRestore.show_plan shows a storage restore's."""
+    def show_plan(ctx, plan, asking, kind=None):
+        """The plan of a vm restore (of a guest of `kind`: ct restore), shown as StorageRestore.show_plan
+        shows a storage restore's."""
+        kind = kind or Kind.VM
         if ctx.output == 'json':
             print(json.dumps(plan, indent=2, sort_keys=True))
             return
         if not (asking or ctx.dry_run or log.isEnabledFor(logging.INFO)):
             return
         config = plan['config']
-        lines = [f'vm restore puts disks {", ".join(d["key"] for d in plan["disks"])} of VM {plan["vmid"]} back to '
+        lines = [f'{kind.tree} restore puts disks {", ".join(d["key"] for d in plan["disks"])} of {kind.word} {plan["vmid"]} back to '
                  f'{plan["origin"]}' + (f'; {", ".join(plan["kept"])} stay as they are' if plan['kept'] else '') + '.']
         if not config['saved']:
             lines.append(f'{plan["origin"]} holds no saved config (made before snapshots carried one): the config '
@@ -5841,7 +6134,7 @@ class VmRestore:
         the config meanwhile. A lost answer is read back: the saved config there is done, the config
         as it was is failed, else unknown."""
         current = ctx.pve.config_of(view.vm)
-        plan = RestoreRules.plan(current, saved, view.vmid, allowed)
+        plan = RestoreRules.plan(current, saved, view.vmid, allowed, view.kind)
         changes, deletes = plan.changes, plan.deletes
         if not changes and not deletes:
             return
@@ -5857,28 +6150,30 @@ class VmRestore:
             except Failure as again:
                 raise OutcomeUnknown(f'{exc}; reading the config back failed too ({again})', exc.what,
                                      where=exc.where) from exc
-            again = RestoreRules.plan(after, saved, view.vmid, allowed)
+            again = RestoreRules.plan(after, saved, view.vmid, allowed, view.kind)
             if (again.changes, again.deletes) == ({}, []):
                 return
-            raise OutcomeUnknown(f'{exc}; the config read back is not the saved one yet: check it (qm config '
-                                 f'{view.vmid}) once no task of VM {view.vmid} runs', exc.what, where=exc.where) from exc
+            raise OutcomeUnknown(f'{exc}; the config read back is not the saved one yet: check it '
+                                 f'({"pct" if view.kind == Kind.CT else "qm"} config {view.vmid}) once no task of '
+                                 f'{view.label} runs', exc.what, where=exc.where) from exc
         if not ctx.dry_run:
-            log.info('VM %s: config put back (%d key(s) set, %d deleted)', view.vmid, len(changes), len(deletes))
+            log.info('%s: config put back (%d key(s) set, %d deleted)', view.label, len(changes), len(deletes))
 
     @staticmethod
     def command(ctx, args):
-        allowed = frozenset(args.allow_key or ())
-        if args.as_new:
+        allowed = frozenset(getattr(args, 'allow_key', None) or ())
+        if getattr(args, 'as_new', None):
             if args.with_config or args.shutdown:
-                raise ConfigError(f'-as-new takes neither -with-config (the new VM always gets the saved config) nor '
-                                  f'-shutdown (VM {args.vm} is not touched)')
+                w = args.kind.word
+                raise ConfigError(f'-as-new takes neither -with-config (the new {w} always gets the saved config) nor '
+                                  f'-shutdown ({w} {args.vm} is not touched)')
             NewVm.restore(ctx, args.vm, args.as_new, args.snapshot, args.storage_snapshot, allowed,
-                          args.no_saved_config, args.yes)
+                          getattr(args, 'no_saved_config', False), args.yes, args.kind)
             return
-        if args.no_saved_config:
+        if getattr(args, 'no_saved_config', False):
             raise ConfigError('-no-saved-config goes with -as-new (a restore without -with-config never needs the saved '
                               'config)')
-        view = VmView.gather(ctx, args.vm)
+        view = VmView.gather(ctx, args.vm, kind=args.kind)
         with contextlib.ExitStack() as held:
             locks = held.enter_context(Locks.for_storages(ctx, view.storages))
             Guests.settle_left(ctx, locks, {view.vmid: view.vm})
@@ -5889,19 +6184,19 @@ class VmRestore:
             more = {disk.storage for disk, _ in sources} - set(view.storages)
             locks += held.enter_context(Locks.for_storages(ctx, more))
             if args.with_config and saved is None:
-                raise Failure(f'VM {view.vmid}: {origin} holds no saved config (made before snapshots carried one): '
+                raise Failure(f'{view.label}: {origin} holds no saved config (made before snapshots carried one): '
                               '-with-config has nothing to put back; restore the disks without it')
             VmRestore.check_same_vm(view, origin, saved, sets.get(args.snapshot, []))
-            VmRestore.check_restorable(view.vmid, view.vm, args.shutdown)
+            VmRestore.check_restorable(view.label, view.vm, args.shutdown)
             VmRestore.show_plan(ctx, VmRestore.plan(view, origin, sources, missing, saved, args.with_config, allowed),
-                                asking=not args.yes and sys.stdin.isatty())
+                                asking=not args.yes and sys.stdin.isatty(), kind=view.kind)
             disks = ', '.join(disk.key for disk, _ in sources)
             kept = f' ({", ".join(d.key for d in missing)} not in it: kept as they are)' if missing else ''
             config = ' and its config' if args.with_config else ''
-            ctx.confirm(f'Overwrite disks {disks}{config} of VM {view.vmid} with {origin}{kept}', args.yes)
+            ctx.confirm(f'Overwrite disks {disks}{config} of {view.label} with {origin}{kept}', args.yes)
             # Once more as it is now: the VM may have been started (or locked) during the question.
             status = ctx.pve.status(view.vm)
-            VmRestore.check_restorable(view.vmid, status, args.shutdown)
+            VmRestore.check_restorable(view.label, status, args.shutdown)
             running = status.get('status') == 'running'
             undo_stamp = VolumeLock.new_stamp(locks, [f'vm{view.vmid}'], sets)
             with STOP.deferred():
@@ -5919,11 +6214,11 @@ class VmRestore:
                         except Failure as exc:
                             window.problems.append(Failure(f'its config was not put back: {exc}'))
                 if window.problems:
-                    raise Failure(f'VM {view.vmid}: disks {disks} restored from {origin}, but '
+                    raise Failure(f'{view.label}: disks {disks} restored from {origin}, but '
                                   f'{Failure.joined(*window.problems)}')
-        ctx.changed('VM %s: disks %s%s restored from %s; undo point: pre-restore snapshot %s', view.vmid, disks, config,
-                 origin, undo_stamp)
-        STOP.check(f'VM {view.vmid}: disks {disks}{config} restored from {origin} first')
+        ctx.changed('%s: disks %s%s restored from %s; undo point: pre-restore snapshot %s', view.label, disks, config,
+                    origin, undo_stamp)
+        STOP.check(f'{view.label}: disks {disks}{config} restored from {origin} first')
 
 
 @dataclasses.dataclass
@@ -5936,6 +6231,7 @@ class NewVm:
     origin: str
     kept: dict = dataclasses.field(default_factory=dict)      # {key: (value, None, why)} not copied
     allowed: dict = dataclasses.field(default_factory=dict)   # {key: value} copied only by -allow-key
+    kind: Kind = None   # a VM's (None) or a CT's (Kind.CT): its config written into pmxcfs (Node.create_config)
 
     @staticmethod
     def reachable_storages(ctx, quiet=False):
@@ -5972,7 +6268,7 @@ class NewVm:
                 yield disk, 'the snapshot holds no copy of it'
 
     @staticmethod
-    def source(ctx, vmid, view, stamp, name, storages):
+    def source(ctx, vmid, view, stamp, name, storages, kind=None):
         """(what -as-new copies from, {(storage, file): path of its copy} or None where it is to be
         looked up per disk, the storages holding the storage snapshot, its SavedConfig or None)."""
         if stamp:
@@ -5984,53 +6280,63 @@ class NewVm:
         if not holding:
             raise NotFound(f'no storage snapshot {name} on {", ".join(storages) or "any storage of config.ini"}: '
                            'see storage list')
-        return f'storage snapshot {name}', None, holding, lambda: VmRestore.storage_snapshot_config(ctx, vmid, name, holding)
+        return f'storage snapshot {name}', None, holding, lambda: VmRestore.storage_snapshot_config(ctx, vmid, name, holding,
+                                                                                                    kind)
 
     @staticmethod
-    def settings(vmid, newid, view, origin, read, no_saved_config):
+    def settings(vmid, newid, view, origin, read, no_saved_config, kind=None):
         """The settings -as-new starts from: the config `origin` saved (read()), or with
-        `no_saved_config`, where that cannot be read or fails its check, VM `vmid`'s current one."""
+        `no_saved_config`, where that cannot be read or fails its check, VM `vmid`'s current one.
+        `kind`: the guests' (default VMs)."""
+        w = (kind or Kind.VM).word
         try:
             saved = read()
         except Failure as exc:
             if not no_saved_config or view is None:
-                instead = ('add -no-saved-config to take the current config of VM {vmid} instead' if view else
-                           f'VM {vmid} no longer exists, so no other config can stand in')
-                raise Failure(f'VM {newid} not created: {exc}; {instead.format(vmid=vmid)}') from exc
-            log.warning('VM %s: %s (-no-saved-config: VM %s gets the current config of VM %s)', vmid, exc, newid, vmid)
+                instead = ('add -no-saved-config to take the current config of {w} {vmid} instead' if view else
+                           f'{w} {vmid} no longer exists, so no other config can stand in')
+                raise Failure(f'{w} {newid} not created: {exc}; {instead.format(vmid=vmid, w=w)}') from exc
+            log.warning('%s %s: %s (-no-saved-config: %s %s gets the current config of %s %s)', w, vmid, exc, w, newid,
+                        w, vmid)
             return view.config
         if saved is None and view is None:
-            raise Failure(f'VM {vmid} no longer exists in PVE, and {origin} holds no saved config (made before '
+            raise Failure(f'{w} {vmid} no longer exists in PVE, and {origin} holds no saved config (made before '
                           'snapshots carried one): nothing says what VM it was; create a VM by hand and give it '
                           'copies of its disks')
         if saved is None:
-            log.warning('VM %s: %s holds no saved config (made before snapshots carried one): VM %s gets the '
-                        'current config of VM %s', vmid, origin, newid, vmid)
+            log.warning('%s %s: %s holds no saved config (made before snapshots carried one): %s %s gets the '
+                        'current config of %s %s', w, vmid, origin, w, newid, w, vmid)
             return view.config
         return saved.config
 
     @staticmethod
-    def plan(ctx, vmid, newid, stamp, name, allowed=frozenset(), no_saved_config=False):
-        """Every lookup of -as-new: the new id is free, the source found (without VM `vmid` if it is
-        gone: on every configured storage), a config to give the new VM (screened: RestoreRules.screen), a
-        copy of each of its disks."""
+    def plan(ctx, vmid, newid, stamp, name, allowed=frozenset(), no_saved_config=False, kind=None):
+        """Every lookup of -as-new: the new id is free, the source found (without guest `vmid` if it is
+        gone: on every configured storage), a config to give the new guest (screened: RestoreRules.screen), a
+        copy of each of its disks. `kind`: the guests' (default VMs; a CT's config is written here, on
+        this node: Node.create_config)."""
+        kind = kind or Kind.VM
+        if kind == Kind.CT and Node.name() is None:
+            raise Failure(f'ct restore -as-new writes CT {newid}\'s config into pmxcfs ({Node.CONFIGS_DIR}), as root '
+                          'on a PVE node (PVE creates a CT through its API only from a template or a backup): run it '
+                          'on a node')
         guests = ctx.pve.guests()
         if newid in guests:
             taken = guests[newid]
             raise Failure(f'Proxmox {ctx.pve.host}: {Guest.label(taken)} {taken.get("name") or ""} already exists on '
                           f'node {taken.get("node")}: choose another id for -as-new (pvesh get /cluster/nextid gives '
                           'a free one)')
+        if kind == Kind.CT:
+            Node.check_id_free(newid)
         source = guests.get(vmid)
-        if source and source.get('type') == 'lxc':
-            raise Failure(f'CT {vmid} is a container: vm restore -as-new makes VMs only')
-        view = VmView.gather(ctx, vmid, {vmid: source}) if source else None
+        view = VmView.gather(ctx, vmid, {vmid: source}, kind=kind) if source else None
         storages = view.storages if view else NewVm.reachable_storages(ctx)
-        origin, copies, holding, read = NewVm.source(ctx, vmid, view, stamp, name, storages)
-        original = NewVm.settings(vmid, newid, view, origin, read, no_saved_config)
-        config, risky = RestoreRules.screen(Guest.restorable(original), vmid, allowed)
+        origin, copies, holding, read = NewVm.source(ctx, vmid, view, stamp, name, storages, kind)
+        original = NewVm.settings(vmid, newid, view, origin, read, no_saved_config, kind)
+        config, risky = RestoreRules.screen(Guest.restorable(original), vmid, allowed, kind)
         forced = {key: config[key] for key in sorted(allowed)
-                  if key in config and RestoreRules.setting_risk(key, config[key], vmid)}
-        disks = Guest.vm_disks(config)
+                  if key in config and RestoreRules.setting_risk(key, config[key], vmid, kind)}
+        disks = Guest.disks({'type': kind.type}, config)
         if copies is None:
             copies = {}
             for disk in disks:
@@ -6041,9 +6347,10 @@ class NewVm:
         lacking = [f'{disk.key} ({disk.volid}: {why})'
                    for disk, why in NewVm.disks_without_copy(ctx, disks, copies, original)]
         if lacking:
-            raise Failure(f'VM {newid} would lack disks of VM {vmid}: {"; ".join(lacking)}; nothing was made')
+            raise Failure(f'{kind.word} {newid} would lack disks of {kind.word} {vmid}: {"; ".join(lacking)}; nothing was '
+                          'made')
         if not disks:
-            raise Failure(f'VM {vmid}: the config {origin} gives has no disk to copy; nothing was made')
+            raise Failure(f'{kind.word} {vmid}: the config {origin} gives has no disk to copy; nothing was made')
         taken = []
         for storage in sorted({disk.storage for disk in disks}):
             volume = ctx.volume(storage)
@@ -6052,6 +6359,14 @@ class NewVm:
         clones = [(disk.storage, copies[(disk.storage, disk.file)], paths[disk.key]) for disk in disks]
         volumes = {disk.key: f'{disk.storage}:{newid}/{paths[disk.key].rsplit("/", 1)[1]}' for disk in disks}
         node = Node.name() or (source or {}).get('node') or ctx.pve.local_node()
+        if kind == Kind.CT:
+            if RestoreRules.ct_setting_risk('unprivileged', original.get('unprivileged', '0'), vmid):
+                raise Failure(f'CT {newid} not created: {origin} of CT {vmid} is of a privileged container, which only '
+                              'a user with Sys.Modify on / may create (pve-container API2/LXC.pm, create_vm), and a '
+                              'saved config may be written by others: -as-new makes only unprivileged CTs; nothing '
+                              'was made')
+            return NewVm(newid, node, RestoreRules.new_ct_config(config, volumes), clones, origin,
+                         {key: (original[key], None, why) for key, why in risky.items()}, forced, kind)
         if any(key in original for key in Guest.SECRET_KEYS):
             log.warning('VM %s: its cloud-init password is not copied (no snapshot holds it): set it again with '
                         'qm set %s --cipassword', newid, newid)
@@ -6072,12 +6387,16 @@ class NewVm:
             return
         if not (asking or ctx.dry_run or log.isEnabledFor(logging.INFO)):
             return
-        lines = [(f'vm restore -as-new makes VM {new.vmid} on node {new.node} from {new.origin} of VM {source}: '
-                  'stopped, with new MAC addresses, vmgenid and SMBIOS uuid, no start at boot, and this config:')]
+        if new.kind == Kind.CT:
+            lines = [(f'ct restore -as-new makes CT {new.vmid} on node {new.node} from {new.origin} of CT {source}: '
+                      'stopped, with new MAC addresses, no start at boot, and this config:')]
+        else:
+            lines = [(f'vm restore -as-new makes VM {new.vmid} on node {new.node} from {new.origin} of VM {source}: '
+                      'stopped, with new MAC addresses, vmgenid and SMBIOS uuid, no start at boot, and this config:')]
         lines += [f'  {key}: {value}' for key, value in sorted(new.config.items())]
         if new.kept:
             lines.append('Not copied from the saved config:')
-            lines += [f'  {key}: "{value}" ({why}; -allow-key {key} copies it)'
+            lines += [f'  {key}: "{value}" ({why}' + (')' if new.kind == Kind.CT else f'; -allow-key {key} copies it)')
                       for key, (value, _, why) in new.kept.items()]
         lines += [f'  {key}: "{value}" is copied only because -allow-key names it' for key, value in new.allowed.items()]
         print('\n'.join(Output.printable(line) for line in lines), file=sys.stderr, flush=True)
@@ -6087,6 +6406,13 @@ class NewVm:
         """Create the VM of -as-new over its cloned disks. Failed: the clones are removed. Unknown (a
         lost answer, a task past its bound): its tasks are followed, then read back: is the VM there?"""
         files = ', '.join(f'{destination} on {storage}' for storage, _, destination in new.clones)
+        if new.kind == Kind.CT:
+            try:
+                Node.create_config(ctx, {'vmid': new.vmid, 'node': new.node, 'type': 'lxc'},
+                                   Guest.config_text(new.config))
+            except Failure as exc:
+                raise Failure(f'CT {new.vmid} not created: {exc}; {Clones.remove(ctx, new.clones)}') from exc
+            return
         try:
             ctx.pve.create_vm(new.node, new.vmid, new.config)
         except OutcomeUnknown as exc:
@@ -6108,13 +6434,14 @@ class NewVm:
             raise Failure(f'VM {new.vmid} not created: {exc}; {Clones.remove(ctx, new.clones)}') from exc
 
     @staticmethod
-    def restore(ctx, vmid, newid, stamp, name, allowed, no_saved_config, assume_yes):
+    def restore(ctx, vmid, newid, stamp, name, allowed, no_saved_config, assume_yes, kind=None):
         """A new VM `newid` from a VM snapshot or a storage snapshot of VM `vmid`, which may no longer
         exist: its disks file-cloned from the snapshot's copies, its config the saved one, screened
         (new_vm_config, RestoreRules.screen). Nothing of VM `vmid` changes. If the create fails, the clones
         are removed again; if its outcome stays unknown, they are left and named. Settings only
         -allow-key lets through are shown, then asked for."""
-        new = NewVm.plan(ctx, vmid, newid, stamp, name, allowed, no_saved_config)
+        new = NewVm.plan(ctx, vmid, newid, stamp, name, allowed, no_saved_config, kind)
+        w = (kind or Kind.VM).word
         NewVm.show_plan(ctx, new, vmid, asking=bool(new.allowed) and not assume_yes and sys.stdin.isatty())
         if new.allowed:
             ctx.confirm(f'Make VM {newid} with {", ".join(new.allowed)}, which only root@pam may set', assume_yes)
@@ -6126,14 +6453,14 @@ class NewVm:
                 volume.ensure_directory(f'images/{newid}')
             made = Clones.settle(ctx, Clones.make(ctx, new.clones))
             if any(outcome.state != 'done' for outcome in made):
-                raise Failure(f'VM {newid} not created: copying its disks from {new.origin} failed: '
+                raise Failure(f'{w} {newid} not created: copying its disks from {new.origin} failed: '
                               f'{"; ".join(str(outcome.error) for outcome in made if outcome.error)}; '
                               f'{Clones.remove(ctx, Outcome.items_in(made, "done"))}{Clones.still_pending(made)}')
             NewVm.create(ctx, new)
         if not ctx.dry_run:
-            ctx.changed('VM %s created on node %s from %s of VM %s; it is stopped: check it, then start it', newid,
-                     new.node, new.origin, vmid)
-        STOP.check(f'VM {newid} was created from {new.origin} of VM {vmid} first')
+            ctx.changed('%s %s created on node %s from %s of %s %s; it is stopped: check it, then start it', w, newid,
+                        new.node, new.origin, w, vmid)
+        STOP.check(f'{w} {newid} was created from {new.origin} of {w} {vmid} first')
 
 
 class VmVerify:
@@ -6297,8 +6624,8 @@ class VmVerify:
         """[(vmid, config or Failure)] of the VMs to verify: -vm's, or with -all every VM with a disk on a
         storage of config.ini (VmCreate.vms_to_snapshot); one whose config cannot be read fails alone."""
         if not args.all:
-            return [(args.vm, ctx.pve.config_of(ctx.pve.find_vm(args.vm)))]
-        return VmCreate.vms_to_snapshot(ctx, None, ctx.pve.vms())
+            return [(args.vm, ctx.pve.config_of(ctx.pve.find_guest(args.vm, kind=args.kind)))]
+        return VmCreate.vms_to_snapshot(ctx, None, ctx.pve.guests(), args.kind)
 
     @staticmethod
     def volumes(ctx):
@@ -6359,15 +6686,16 @@ class VmVerify:
         return verdicts
 
     @staticmethod
-    def label(verdict):
-        """`VM 100 <stamp>` (with ` (pre-restore)`), or `storage ONTAP01 <name>`: what a verdict is of."""
+    def label(verdict, kind=None):
+        """`VM 100 <stamp>` (`CT 200 …` of `kind` CT; with ` (pre-restore)`), or `storage ONTAP01 <name>`:
+        what a verdict is of."""
         if 'vmid' in verdict:
-            return ' '.join(filter(None, (f'VM {verdict["vmid"]}', verdict['stamp'],
+            return ' '.join(filter(None, (f'{(kind or Kind.VM).word} {verdict["vmid"]}', verdict['stamp'],
                                           '(pre-restore)' if verdict['kind'] == 'pre-restore' else None)))
         return ' '.join(filter(None, (f'storage {verdict["storage"]}', verdict['name'])))
 
     @staticmethod
-    def report(ctx, verdicts, nothing):
+    def report(ctx, verdicts, nothing, kind=None):
         """Print one line per verdict (`ok` or `FAIL`, what, and what is wrong or was not checked; with
         -output json the verdicts); a Failure naming what is wrong unless all hold. `nothing`: said at
         info level where there was nothing to verify."""
@@ -6376,7 +6704,7 @@ class VmVerify:
             held = ([] if guests is None else [f'{guests} guest{"s" * (guests != 1)}']) + (
                 [f'{files} file{"s" * (files != 1)}'] if files or guests is not None else [])
             detail = (verdict['problems'] if not verdict['ok'] else [', '.join(held)] if held else []) + verdict['notes']
-            return Output.printable(f'{"ok  " if verdict["ok"] else "FAIL"} {VmVerify.label(verdict)}: '
+            return Output.printable(f'{"ok  " if verdict["ok"] else "FAIL"} {VmVerify.label(verdict, kind)}: '
                                     f'{"; ".join(detail)}')
 
         if not verdicts:
@@ -6385,18 +6713,19 @@ class VmVerify:
             ctx.emit(verdicts, '\n'.join(line(verdict) for verdict in verdicts))
         failed = [verdict for verdict in verdicts if not verdict['ok']]
         if len(verdicts) == 1 and failed:
-            raise Failure(f'{VmVerify.label(failed[0])}: {"; ".join(failed[0]["problems"])}')
+            raise Failure(f'{VmVerify.label(failed[0], kind)}: {"; ".join(failed[0]["problems"])}')
         if failed:
             raise Failure(f'verification failed for {len(failed)} of {len(verdicts)}: ' + '; '.join(
-                f'{VmVerify.label(verdict)} ({"; ".join(verdict["problems"])})' for verdict in failed))
+                f'{VmVerify.label(verdict, kind)} ({"; ".join(verdict["problems"])})' for verdict in failed))
 
     @staticmethod
     def command(ctx, args):
+        kind = args.kind
         if args.all and args.snapshot:
-            raise ConfigError('-snapshot names a snapshot of one VM: give it with -vm, not with -all')
+            raise ConfigError(f'-snapshot names a snapshot of one {kind.word}: give it with {kind.option}, not with -all')
         verdicts = VmVerify.verdicts(ctx, VmVerify.configs(ctx, args), args.snapshot)
-        VmVerify.report(ctx, verdicts, f'VM {args.vm} has no snapshot: nothing to verify' if not args.all else
-                        'no VM has a snapshot: nothing to verify')
+        VmVerify.report(ctx, verdicts, f'{kind.word} {args.vm} has no snapshot: nothing to verify' if not args.all else
+                        f'no {kind.word} has a snapshot: nothing to verify', kind)
 
 
 class StorageCreate:
@@ -7087,7 +7416,7 @@ class StorageMount:
                     volume.ontap.volume_by_name(clone, volume.svm).delete()
                     raise
         ctx.changed('storage %s: snapshot %s mounted as storage %s%s', args.storage, args.snapshot, storage,
-                 f' on node {node}' if node else '')
+                    f' on node {node}' if node else '')
         STOP.check(f'snapshot {args.snapshot} mounted as storage {storage} first')
 
     @staticmethod
@@ -7501,7 +7830,8 @@ class Doctor:
     PRIVILEGE_GROUPS = ('every command', 'vm list, vm restore', 'vm create', 'vm create -suspend',
                         'vm create -shutdown, vm restore -shutdown', 'vm create -freeze', 'vm delete, vm create -keep',
                         'vm restore -as-new', 'vm restore -with-config', 'storage create', 'storage create -freeze',
-                        'storage create -pause', 'storage restore', 'storage mount', 'storage unmount')
+                        'storage create -pause', 'storage restore', 'storage mount', 'storage unmount',
+                        'ct create, ct delete', 'ct create -shutdown, ct restore -shutdown', 'ct restore -with-config')
 
     # The privileges PVE checks for the keys of an ordinary VM config (boot takes VM.Config.Disk), the
     # same on PVE 8 and 9 (qemu-server API2/Qemu.pm, check_vm_modify_config_perm and its $cpuoptions,
@@ -7656,6 +7986,19 @@ class Doctor:
             'storage create -pause': [audit, power] + agent,          # a VM it cannot freeze is paused
             'storage restore': [audit],                                 # seeing every guest on the storage
             'storage mount': [('/storage', ('Datastore.Allocate',), False), ('/', ('Sys.Audit',), False)],
+            # A CT's config and status: VM.Audit (pve-container API2/LXC/Config.pm vm_config, API2/LXC/Status.pm
+            # vm_status); setting or deleting its unusedN: VM.Config.Options, the catch-all of
+            # check_ct_modify_config_perm (src/PVE/LXC.pm); shutdown and start: VM.PowerMgmt (Status.pm).
+            # -pause needs none: the freezer is the node's, as root.
+            'ct create, ct delete': [audit, vms('VM.Config.Options')],
+            'ct create -shutdown, ct restore -shutdown': [audit, power, vms('VM.Config.Options')],
+            # PUT .../config of a CT: check_ct_modify_config_perm (src/PVE/LXC.pm) for each key set or
+            # deleted: cores, cpu* VM.Config.CPU; memory, swap VM.Config.Memory; netN, hostname,
+            # nameserver, searchdomain VM.Config.Network (a netN's bridge: check_bridge_access, SDN.Use);
+            # rootfs, mpN VM.Config.Disk; the rest VM.Config.Options.
+            'ct restore -with-config': [audit] + [vms(name) for name in ('VM.Config.CPU', 'VM.Config.Memory',
+                                                                         'VM.Config.Network', 'VM.Config.Disk',
+                                                                         'VM.Config.Options')] + [bridges],
             'storage unmount': [('/storage', ('Datastore.Allocate',), True), audit],
         }[group]
 
@@ -8236,7 +8579,7 @@ class Doctor:
         if not holds:
             self.ok(check, 'none: no run left a guest paused, frozen, suspended or shut down')
             return
-        names = ', '.join(f'VM {vmid} {Guests.HELD_WORDS.get(how, how)}' for vmid, how in sorted(holds.items()))
+        names = self.held_names(holds)
         if live:
             self.ok(check, f'{names} by a run under way ({Holder.describe(holder)})')
             return
@@ -8257,6 +8600,16 @@ class Doctor:
                       'qm start, qm guest cmd VMID fsfreeze-thaw)')
         else:
             self.ok(check, '; '.join(phrases))
+
+    def held_names(self, holds):
+        """`VM 100 paused, CT 200 frozen` of the holds ({vmid: how}) of a lock record, each guest
+        named by its kind as PVE lists it now (a VM, where PVE cannot be asked)."""
+        try:
+            guests = self.ctx.pve.guests()
+        except Failure:
+            guests = {}
+        return ', '.join(f'{Guest.label(guests.get(vmid) or {"vmid": vmid})} {Guests.held_word(guests.get(vmid) or {}, how)}'
+                         for vmid, how in sorted(holds.items()))
 
     def check_snapmirror(self, volume, storage, section):
         """The SnapMirror relationships whose source is the volume: one line each, with the labels
@@ -8884,8 +9237,11 @@ class Arg:
                             help=help_text).completer = complete_storage
 
     @staticmethod
-    def add_vm(parser):
-        parser.add_argument('-vm', '--vm', required=True, type=Arg.vm_id, metavar='ID', help='the VM id')
+    def add_vm(parser, kind=None):
+        """-vm ID, or -ct ID for the ct commands (`kind` Kind.CT): the guest's id, args.vm either way."""
+        kind = kind or Kind.VM
+        parser.add_argument(kind.option, '-' + kind.option, dest='vm', required=True, type=Arg.vm_id, metavar='ID',
+                            help=f'the {kind.word} id')
 
     @staticmethod
     def add_textfile(parser, what):
@@ -8957,97 +9313,133 @@ def complete_files(prefix, **kwargs):
     return [path + ('/' if os.path.isdir(path) else '') for path in glob.glob(os.path.expanduser(prefix) + '*')]
 
 
-def build_parser():
-    parser = CommandLine(prog='pve-ontap-snapshot', description=__doc__,
-                         formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    Arg.add_global(parser)
-    parser.add_argument('-version', '--version', action=ShowVersion, help='print the version and exit')
-    common = CommandLine(add_help=False, allow_abbrev=False)
-    Arg.add_global(common, suppress=True)
-    contexts = parser.add_subparsers(dest='context', metavar='{vm,storage,monitor,doctor}', required=True)
-    parser.set_defaults(reads_own_config=False)
-
-    def leaf(group, name, func, help_text, examples):
-        sub = group.add_parser(name, help=help_text, description=help_text, parents=[common], allow_abbrev=False,
-                               epilog='examples:\n' + '\n'.join(f'  pve-ontap-snapshot {e}' for e in examples),
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-        sub.set_defaults(func=func)
-        if sub.prog.split(' ', 1)[1] in RunRecords.COMMANDS:
-            Arg.add_textfile(sub, 'at its end, failed or not, how each command that changes something last ended '
-                                  f'({Metrics.RUNS_FILE})')
-        return sub
-
-    vm = contexts.add_parser('vm', help='VM snapshots as ONTAP file clones', allow_abbrev=False)
-    vm_commands = vm.add_subparsers(dest='command', metavar='{create,list,delete,hold,release,restore,verify}',
-                                    required=True)
-    create = leaf(vm_commands, 'create', VmCreate.command, 'file-clone every disk of VMs on their ONTAP storage',
-                  ['vm create -vm 100', 'vm create -vm 100 -pause -keep 7', 'vm create -vm 100 101 -suspend',
-                   'vm create -all -freeze'])
+def add_guest_commands(contexts, leaf, kind):
+    """The `vm` tree, or (Kind.CT) the `ct` tree: the same commands and options for either kind of
+    guest, where a container allows them (a CT has no guest agent, and PVE's suspend of a CT is
+    an experimental CRIU checkpoint: no -freeze, no -suspend)."""
+    w, tree, option = kind.word, kind.tree, kind.option
+    first, second = (100, 101) if kind == Kind.VM else (200, 201)
+    stamp = '2024-03-13_14:42:47+0000'
+    group = contexts.add_parser(tree, help=f'{w} snapshots as ONTAP file clones', allow_abbrev=False)
+    group.set_defaults(kind=kind)
+    verbs = ('create', 'list', 'delete', 'hold', 'release', 'restore', 'verify')
+    commands = group.add_subparsers(dest='command', metavar='{' + ','.join(verbs) + '}', required=True)
+    examples = ([f'vm create -vm {first}', f'vm create -vm {first} -pause -keep 7', f'vm create -vm {first} {second} -suspend',
+                 'vm create -all -freeze'] if kind == Kind.VM else
+                [f'ct create -ct {first}', f'ct create -ct {first} -pause -keep 7', f'ct create -ct {first} {second} -shutdown',
+                 'ct create -all -node-local -pause'])
+    create = leaf(commands, 'create', VmCreate.command, f'file-clone every disk of {w}s on their ONTAP storage',
+                  examples)
     which = create.add_mutually_exclusive_group(required=True)
-    which.add_argument('-vm', '--vm', action='extend', nargs='+', type=Arg.vm_id, metavar='ID',
-                       help='VM id(s), also as -vm 100 -vm 101; one failing VM does not stop the others')
+    which.add_argument(option, '-' + option, dest='vm', action='extend', nargs='+', type=Arg.vm_id, metavar='ID',
+                       help=f'{w} id(s), also as {option} {first} {option} {second}; one failing {w} does not stop '
+                            'the others')
     which.add_argument('-all', '--all', action='store_true',
-                       help='every VM with a disk on a storage of config.ini')
+                       help=f'every {w} with a disk on a storage of config.ini')
     create.add_argument('-node-local', '--node-local', action='store_true',
-                        help='with -all: only the VMs of the PVE node this runs on, so that one timer on every '
+                        help=f'with -all: only the {w}s of the PVE node this runs on, so that one timer on every '
                              'node makes each node snapshot its own (a node without any is no error)')
     power = create.add_mutually_exclusive_group()
-    power.add_argument('-suspend', '--suspend', action='store_true',
-                       help='suspend a running VM to disk while its disks are captured, then start it again')
+    if kind == Kind.VM:
+        power.add_argument('-suspend', '--suspend', action='store_true',
+                           help='suspend a running VM to disk while its disks are captured, then start it again')
     power.add_argument('-shutdown', '--shutdown', action='store_true',
-                       help='shut a running VM down while its disks are captured, then start it again')
-    power.add_argument('-freeze', '--freeze', action='store_true',
-                       help="freeze the guest's file systems (QEMU guest agent) while its disks are captured; "
-                            'thawed after at most freeze_timeout seconds (default 10)')
-    power.add_argument('-pause', '--pause', action='store_true',
-                       help='pause a running VM in memory (no hibernation) while its disks are captured, then '
-                            'resume it: every disk at one instant; at most freeze_timeout seconds (default 10)')
-    Arg.add_keep(create, "of the VM's snapshots")
+                       help=f'shut a running {w} down while its disks are captured, then start it again')
+    if kind == Kind.VM:
+        power.add_argument('-freeze', '--freeze', action='store_true',
+                           help="freeze the guest's file systems (QEMU guest agent) while its disks are captured; "
+                                'thawed after at most freeze_timeout seconds (default 10)')
+        power.add_argument('-pause', '--pause', action='store_true',
+                           help='pause a running VM in memory (no hibernation) while its disks are captured, then '
+                                'resume it: every disk at one instant; at most freeze_timeout seconds (default 10)')
+    else:
+        # No -suspend: PVE's suspend of a CT is lxc-checkpoint, a CRIU dump to disk, "experimental"
+        # (pve-container src/PVE/API2/LXC/Status.pm, vm_suspend); no -freeze: a CT has no guest agent.
+        power.add_argument('-pause', '--pause', action='store_true',
+                           help="freeze a running CT with its cgroup freezer, as PVE does for its own snapshots, "
+                                'its file systems synced, while its disks are captured, then thaw it: every disk at '
+                                'one instant; at most freeze_timeout seconds (default 10). Only on the node that '
+                                'runs the CT, as root (-all -node-local -pause on each node covers a cluster); a CT '
+                                'frozen before stays frozen. (No -suspend: for a CT that is a CRIU checkpoint, '
+                                'experimental in PVE; no -freeze: a CT has no guest agent.)')
+    Arg.add_keep(create, f"of the {w}'s snapshots")
     create.add_argument('-no-register', '--no-register', dest='register', action='store_false',
-                        help='do not add the clones to the VM config as unused disks')
+                        help=f'do not add the clones to the {w} config as unused disks')
     create.add_argument('-parallel', '--parallel', type=Arg.parallel_count, metavar='N', default=Parallel.VMS_AT_ONCE,
-                        help=f'work on up to N VMs at once (default {Parallel.VMS_AT_ONCE}, at most {Parallel.MOST_VMS_AT_ONCE}; 1: one '
-                             'after another); a node suspends or shuts down at most '
-                             f'{Parallel.POWER_CYCLES_PER_NODE} of them at once')
+                        help=f'work on up to N {w}s at once (default {Parallel.VMS_AT_ONCE}, at most '
+                             f'{Parallel.MOST_VMS_AT_ONCE}; 1: one after another); a node suspends or shuts down at '
+                             f'most {Parallel.POWER_CYCLES_PER_NODE} of them at once')
 
-    listing = leaf(vm_commands, 'list', VmList.command, "list a VM's snapshots (and pre-restore undo points)",
-                   ['vm list -vm 100', 'vm list -vm 100 -output json'])
-    Arg.add_vm(listing)
-    delete = leaf(vm_commands, 'delete', VmDelete.command, 'delete a VM snapshot (every file of it)',
-                  ['vm delete -vm 100 -snapshot 2024-03-13_14:42:47+0000'])
-    vm_hold = leaf(vm_commands, 'hold', VmHold.hold,
-                   'hold a VM snapshot, as zfs hold: -keep never counts or deletes it, vm delete refuses it without '
-                   '-force', ['vm hold -vm 100 -snapshot 2024-03-13_14:42:47+0000',
-                              "vm hold -vm 100 -snapshot 2024-03-13_14:42:47+0000 -reason 'before the upgrade'"])
-    vm_release = leaf(vm_commands, 'release', VmHold.release, 'release a held VM snapshot (vm hold)',
-                      ['vm release -vm 100 -snapshot 2024-03-13_14:42:47+0000'])
-    for sub in (delete, vm_hold, vm_release):
-        Arg.add_vm(sub)
+    listing = leaf(commands, 'list', VmList.command, f"list a {w}'s snapshots (and pre-restore undo points)",
+                   [f'{tree} list {option} {first}', f'{tree} list {option} {first} -output json'])
+    Arg.add_vm(listing, kind)
+    delete = leaf(commands, 'delete', VmDelete.command, f'delete a {w} snapshot (every file of it)',
+                  [f'{tree} delete {option} {first} -snapshot {stamp}'])
+    hold = leaf(commands, 'hold', VmHold.hold,
+                f'hold a {w} snapshot, as zfs hold: -keep never counts or deletes it, {tree} delete refuses it '
+                'without -force', [f'{tree} hold {option} {first} -snapshot {stamp}',
+                                   f"{tree} hold {option} {first} -snapshot {stamp} -reason 'before the upgrade'"])
+    release = leaf(commands, 'release', VmHold.release, f'release a held {w} snapshot ({tree} hold)',
+                   [f'{tree} release {option} {first} -snapshot {stamp}'])
+    for sub in (delete, hold, release):
+        Arg.add_vm(sub, kind)
         sub.add_argument('-snapshot', '--snapshot', required=True, type=Arg.snapshot_stamp, metavar='STAMP',
-                         help='the snapshot, as vm list shows it')
-    delete.add_argument('-force', '--force', action='store_true', help='delete it even if it is held (vm hold)')
-    vm_hold.add_argument('-reason', '--reason', metavar='TEXT',
-                         help='why it is held, kept in the hold and shown by vm list (default: none)')
-    restore = leaf(vm_commands, 'restore', VmRestore.command,
-                   "put a VM's disks (and -with-config its config) back to a VM snapshot or to a storage snapshot "
-                   '(only this VM changes), or make a new VM from one (-as-new)',
-                   ['vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000',
-                    'vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000 -with-config -shutdown',
-                    'vm restore -vm 100 -storage-snapshot proxmox_snapshot_2024-03-13_14:42:47+0000 -shutdown -yes',
-                    'vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000 -as-new 200'])
-    Arg.add_vm(restore)
+                         help=f'the snapshot, as {tree} list shows it')
+    delete.add_argument('-force', '--force', action='store_true',
+                        help=f'delete it even if it is held ({tree} hold)')
+    hold.add_argument('-reason', '--reason', metavar='TEXT',
+                      help=f'why it is held, kept in the hold and shown by {tree} list (default: none)')
+    add_restore(commands, leaf, kind)
+    verify = leaf(commands, 'verify', VmVerify.command,
+                  f"prove a {w}'s snapshots restorable without restoring them: every file there with the size its "
+                  'manifest records, each qcow2 backing file within reach, the manifest passing its check; '
+                  'reads metadata and qcow2 headers only, changes nothing',
+                  [f'{tree} verify {option} {first}', f'{tree} verify {option} {first} -snapshot {stamp}',
+                   f'-output json {tree} verify -all'])
+    which = verify.add_mutually_exclusive_group(required=True)
+    which.add_argument(option, '-' + option, dest='vm', type=Arg.vm_id, metavar='ID', help=f'the {w} id')
+    which.add_argument('-all', '--all', action='store_true',
+                       help=f'every {w} with a disk on a storage of config.ini')
+    verify.add_argument('-snapshot', '--snapshot', type=Arg.snapshot_stamp, metavar='STAMP',
+                        help=f'only this snapshot, as {tree} list shows it (default: every snapshot of the {w}, '
+                             'pre-restore ones too)')
+
+
+def add_restore(commands, leaf, kind):
+    """vm restore, or (Kind.CT) ct restore: its options. A CT's puts back, or copies to a new CT, only
+    what an ordinary user may set (RestoreRules: no -allow-key, no -no-saved-config)."""
+    w, tree, option = kind.word, kind.tree, kind.option
+    stamp, first = '2024-03-13_14:42:47+0000', 100 if kind == Kind.VM else 200
+    examples = [f'{tree} restore {option} {first} -snapshot {stamp}',
+                f'{tree} restore {option} {first} -snapshot {stamp} -with-config -shutdown',
+                f'{tree} restore {option} {first} -storage-snapshot proxmox_snapshot_{stamp} -shutdown -yes']
+    restore = leaf(commands, 'restore', VmRestore.command,
+                   f"put a {w}'s disks (and -with-config its config) back to a {w} snapshot or to a storage snapshot "
+                   f'(only this {w} changes), or make a new {w} from one (-as-new)',
+                   examples + [f'{tree} restore {option} {first} -snapshot {stamp} -as-new {first + 100}'])
+    Arg.add_vm(restore, kind)
     source = restore.add_mutually_exclusive_group(required=True)
     source.add_argument('-snapshot', '--snapshot', type=Arg.snapshot_stamp, metavar='STAMP',
-                        help='a VM snapshot, as vm list shows it')
+                        help=f'a {w} snapshot, as {tree} list shows it')
     source.add_argument('-storage-snapshot', '--storage-snapshot', type=Arg.snapshot_name, metavar='NAME',
                         help='a storage snapshot (storage list): each disk as it was in it')
     restore.add_argument('-shutdown', '--shutdown', action='store_true',
-                         help='shut a running VM down for the restore, then start it again')
+                         help=f'shut a running {w} down for the restore, then start it again')
     restore.add_argument('-yes', '--yes', action='store_true',
                          help='do not ask for confirmation (required without a terminal)')
     restore.add_argument('-with-config', '--with-config', action='store_true',
-                         help="put the VM's config back as the snapshot saved it, too (disks it lacks are kept as "
-                              'unused disks); without it the config stays, and how it differs is shown')
+                         help=f"put the {w}'s config back as the snapshot saved it, too (disks it lacks are kept as "
+                              'unused disks); without it the config stays, and how it differs is shown' +
+                              ('' if kind == Kind.VM else '; only what an ordinary user may set: never lxc.* keys, '
+                               'a hookscript, a bind or device mount, a device, or a feature but nesting'))
+    if kind == Kind.CT:
+        restore.add_argument('-as-new', '--as-new', type=Arg.vm_id, metavar='NEWID',
+                             help='make a new, stopped CT NEWID from the snapshot instead: copies of its disks, its '
+                                  'saved config with new MAC addresses (an unprivileged CT stays so, its files '
+                                  'keeping their id mapping), only what an ordinary user may set; written into '
+                                  "pmxcfs on this node, so only on a PVE node as root; -ct names the CT it was made "
+                                  'of, which may no longer exist; that CT is not touched')
+        return
     restore.add_argument('-as-new', '--as-new', type=Arg.vm_id, metavar='NEWID',
                          help='make a new, stopped VM NEWID from the snapshot instead: copies of its disks, its '
                               'saved config with new MAC addresses, vmgenid and SMBIOS uuid; -vm names the VM it '
@@ -9061,19 +9453,30 @@ def build_parser():
     restore.add_argument('-no-saved-config', '--no-saved-config', action='store_true',
                          help='with -as-new: where the saved config cannot be read or fails its signature check, '
                               'give the new VM the current config of the VM instead of refusing')
-    verify = leaf(vm_commands, 'verify', VmVerify.command,
-                  "prove a VM's snapshots restorable without restoring them: every file there with the size its "
-                  'manifest records, each qcow2 backing file within reach, the manifest passing its check; '
-                  'reads metadata and qcow2 headers only, changes nothing',
-                  ['vm verify -vm 100', 'vm verify -vm 100 -snapshot 2024-03-13_14:42:47+0000',
-                   '-output json vm verify -all'])
-    which = verify.add_mutually_exclusive_group(required=True)
-    which.add_argument('-vm', '--vm', type=Arg.vm_id, metavar='ID', help='the VM id')
-    which.add_argument('-all', '--all', action='store_true',
-                       help='every VM with a disk on a storage of config.ini')
-    verify.add_argument('-snapshot', '--snapshot', type=Arg.snapshot_stamp, metavar='STAMP',
-                        help='only this snapshot, as vm list shows it (default: every snapshot of the VM, '
-                             'pre-restore ones too)')
+
+
+def build_parser():
+    parser = CommandLine(prog='pve-ontap-snapshot', description=__doc__,
+                         formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    Arg.add_global(parser)
+    parser.add_argument('-version', '--version', action=ShowVersion, help='print the version and exit')
+    common = CommandLine(add_help=False, allow_abbrev=False)
+    Arg.add_global(common, suppress=True)
+    contexts = parser.add_subparsers(dest='context', metavar='{vm,ct,storage,monitor,doctor}', required=True)
+    parser.set_defaults(reads_own_config=False)
+
+    def leaf(group, name, func, help_text, examples):
+        sub = group.add_parser(name, help=help_text, description=help_text, parents=[common], allow_abbrev=False,
+                               epilog='examples:\n' + '\n'.join(f'  pve-ontap-snapshot {e}' for e in examples),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.set_defaults(func=func)
+        if sub.prog.split(' ', 1)[1] in RunRecords.COMMANDS:
+            Arg.add_textfile(sub, 'at its end, failed or not, how each command that changes something last ended '
+                                  f'({Metrics.RUNS_FILE})')
+        return sub
+
+    add_guest_commands(contexts, leaf, Kind.VM)
+    add_guest_commands(contexts, leaf, Kind.CT)
 
     storage = contexts.add_parser('storage', help='ONTAP volume snapshots of a PVE storage', allow_abbrev=False)
     storage_commands = storage.add_subparsers(

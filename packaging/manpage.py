@@ -223,6 +223,72 @@ its one ERROR: line naming what; 0 when all hold, also with no snapshot at all. 
 16 at once: one listing of images/<vmid> per storage, one manifest read per snapshot, one header
 read per qcow2 copy.
 ''',
+    'ct create': '''
+As vm create, for containers: the root disk (rootfs) and each mount point (mpN) of the CT on a
+storage of config.ini is file-cloned to images/<ctid>/<disk>-snapshot-<stamp>.raw beside it,
+with the manifest vm-<ctid>-snapshot-<stamp>.<consistency>.manifest.json, named as a VM's, the
+CT's config in it. Bind mounts and device mounts are no disks: each is skipped with a warning
+naming it; a CT without any ONTAP disk is an error. -ct takes CT ids only and -all every CT but
+templates with a disk on a configured storage (with -node-local only those of this node): a VM
+id is refused in one line, and vm create never touches a CT. The clones are registered as
+unused disks (pct rescan on the CT's own node, else unusedN through the API, pending on a
+running CT until its next start).
+
+- Without a mode, a running CT's disks are captured first, every disk of a volume at one
+  instant (crash-consistent), as a running VM's.
+- -shutdown shuts the CT down and starts it again, in every case.
+- -pause freezes the CT with its cgroup freezer as PVE does for its own snapshots (lxc-freeze,
+  then a sync of each of its disks' file systems; lxc-unfreeze after), for freeze_timeout
+  seconds at most. The freezer is reachable only on the node running the CT, as root: anywhere
+  else -pause is refused in one line, before anything changes; -all -node-local -pause on each
+  node covers a cluster. A CT frozen before the run is cloned as it is and left frozen. The CT
+  is noted in the volume's lock record while frozen: a run that dies leaves it to the next ct
+  create of it, or doctor -try, on its node, which thaw it.
+- There is no -suspend (PVE's suspend of a CT is a CRIU checkpoint, experimental) and no
+  -freeze (a CT has no guest agent).
+
+Everything else (locks, captures, unknown outcomes, -keep, -parallel, stop signals, -dry-run)
+is as for vm create.
+''',
+    'ct list': '''
+As vm list, for a container: its snapshots in images/<ctid>/ on every storage of config.ini,
+with their disks (rootfs, mpN), state, consistency and hold. Changes nothing.
+''',
+    'ct delete': '''
+As vm delete, for a container: every file of the snapshot, its unusedN entries first through
+PVE. A held snapshot (ct hold) is refused unless -force.
+''',
+    'ct hold': '''
+As vm hold, for a container: the hold file images/<ctid>/vm-<ctid>-snapshot-<stamp>.hold beside
+its manifest; -keep passes it over and ct delete refuses it without -force, until ct release.
+-reason says why.
+''',
+    'ct release': '''
+As vm release, for a container: its hold file is deleted.
+''',
+    'ct restore': '''
+As vm restore, in place, for a container: its disks (rootfs, mpN) back to a CT snapshot, or
+(-storage-snapshot NAME) to their state in a storage snapshot, after the live disks are kept
+as a pre-restore snapshot; a running CT is refused without -shutdown, which shuts it down and
+starts it again. -with-config puts back only the settings an ordinary user may set (pve-container
+check_ct_modify_config_perm): never raw lxc.* keys, a hookscript, a bind or device mount, a
+device (devN) or a feature but nesting, whatever the saved config says; those stay as they
+are, and the plan names each. It asks on a terminal; without one it needs -yes. -dry-run shows
+the plan and each change.
+
+-as-new NEWID makes a new, stopped CT: each disk cloned to images/NEWID/vm-NEWID-disk-<n>.raw,
+the saved config (screened as above; no onboot, no unusedN) with a new MAC address (hwaddr=) on
+each netN, written into pmxcfs as /etc/pve/nodes/<node>/lxc/NEWID.conf on this node (PVE's API
+creates a CT only from a template or a backup). Only on a PVE node as root; refused off one, for
+an id any guest has (in PVE or in pmxcfs on any node), and for a privileged container (its
+creation takes Sys.Modify on /): an unprivileged CT stays so, its files keeping their id
+mapping. If the config cannot be written, the clones are removed.
+''',
+    'ct verify': '''
+As vm verify, for a container: each copy its manifest names there with the size it records, the
+manifest passing its check; -snapshot STAMP takes one, -all every CT with a disk on a storage of
+config.ini. Changes nothing and takes no lock.
+''',
     'storage create': '''
 Takes the ONTAP snapshot proxmox_snapshot_<UTC stamp> of the volume behind the storage, with
 the comment "Snapshot of Proxmox storage <id>; guests: <how many, how consistent>" and -label's

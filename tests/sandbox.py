@@ -112,8 +112,20 @@ def demo(world):
               run(world, 'storage', 'restore', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT, '-force', '-yes'),
               run(world, 'storage', 'release', '-storage', 'ONTAP01', '-snapshot', MARCH_SNAPSHOT),
               run(world, 'storage', 'delete', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT)]
-    print('\nA new VM 201 from a snapshot of VM 101 (as for a VM destroyed since, or a copy to test an update on):')
-    codes += [run(world, 'vm', 'restore', '-vm', 101, '-snapshot', ORIGINAL_STAMP, '-as-new', 201)]
+    print('\nA new VM 111 from a snapshot of VM 101 (as for a VM destroyed since, or a copy to test an update on):')
+    codes += [run(world, 'vm', 'restore', '-vm', 101, '-snapshot', ORIGINAL_STAMP, '-as-new', 111)]
+    print('\nContainers: CT 201 (stopped; rootfs on ONTAP01, mp0 on ONTAP02) and CT 200 (running, shut down for it):')
+    codes += [run(world, 'ct', 'create', '-ct', 201, '-keep', 7),
+              run(world, 'ct', 'create', '-ct', 200, '-shutdown'),
+              run(world, 'ct', 'list', '-ct', 201),
+              run(world, 'ct', 'verify', '-ct', 201)]
+    ct_disk = world.disk(world.vol1, 201, 'vm-201-disk-0.raw')
+    ct_original = ct_disk.read_bytes()
+    ct_disk.write_bytes(b'a change after the snapshot')
+    print('\n(vm-201-disk-0.raw of CT 201 overwritten; ct restore brings it back)')
+    (ct_stamp,) = {name.split('-snapshot-')[1][:24] for name in world.clones(world.vol1, 201)}
+    codes += [run(world, 'ct', 'restore', '-ct', 201, '-snapshot', ct_stamp, '-with-config', '-yes')]
+    codes += [0 if ct_disk.read_bytes() == ct_original else 1]
     print(f'\nvm-100-disk-0.raw came back byte for byte: from the VM snapshot {restored_from_set}, '
           f'at the end {disk.read_bytes() == original}')
     print('\nAnd a mistake, to show what an error looks like: an unknown VM.')
@@ -150,8 +162,9 @@ def main(argv=None):
         print('  pve-ontap-snapshot vm create -vm 100 -pause -keep 7')
         print('  pve-ontap-snapshot storage create -storage ONTAP01 -freeze')
         print(f'  pve-ontap-snapshot storage mount -storage ONTAP01 -snapshot {OLD_SNAPSHOT}')
-        print(f'  pve-ontap-snapshot vm restore -vm 101 -snapshot {ORIGINAL_STAMP} -as-new 201')
+        print(f'  pve-ontap-snapshot vm restore -vm 101 -snapshot {ORIGINAL_STAMP} -as-new 111')
         print('  pve-ontap-snapshot vm verify -all')
+        print('  pve-ontap-snapshot ct create -ct 201 -keep 7')
         print('Disk files live under cluster-a/ and cluster-b/ there. Ctrl-C stops both servers.', flush=True)
         while True:
             time.sleep(3600)

@@ -148,7 +148,7 @@ def test_the_saved_parser_holds_every_command_and_option_of_the_tool(saved):
         return found
 
     assert flags(rebuilt) == flags(tool.build_parser())
-    assert len(flags(rebuilt)) == 22     # the tool, vm, storage, and their 19 commands
+    assert len(flags(rebuilt)) == 30     # the tool, vm, ct, storage, and their 26 commands
 
 
 def test_the_build_stops_at_a_completer_that_uses_what_cannot_be_copied(tmp_path, monkeypatch):

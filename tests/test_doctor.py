@@ -253,7 +253,7 @@ def test_a_missing_privilege_is_named_for_each_command_that_needs_it(world):
     assert result.code == 0     # only commands that need it are affected: warnings
     lacking = {check for check, (status, _) in lines.items() if status == 'warn'}
     assert lacking == {'privileges for vm create -suspend', 'privileges for vm create -shutdown, vm restore -shutdown',
-                       'privileges for storage create -pause'}
+                       'privileges for storage create -pause', 'privileges for ct create -shutdown, ct restore -shutdown'}
     assert lines['privileges for vm create -suspend'] == (
         'warn', (f'{SNAP_USER} lacks VM.PowerMgmt on /vms; fix: grant it if you use these commands (README, '
                 'Least privilege)'))
@@ -275,8 +275,9 @@ def test_a_user_who_may_not_use_the_bridges_is_warned_for_a_new_vm_and_a_restore
     as_user(world, role={path: privileges for path, privileges in ROLE.items() if path != '/sdn/zones'})
     _, lines = doctor(world)
     assert {check for check, (status, _) in lines.items() if status == 'warn'} == {
-        'privileges for vm restore -as-new', 'privileges for vm restore -with-config'}
-    for group in ('vm restore -as-new', 'vm restore -with-config'):
+        'privileges for vm restore -as-new', 'privileges for vm restore -with-config',
+        'privileges for ct restore -with-config'}
+    for group in ('vm restore -as-new', 'vm restore -with-config', 'ct restore -with-config'):
         assert lines[f'privileges for {group}'][1].startswith(f'{SNAP_USER} lacks SDN.Use on /sdn/zones;')
 
 

@@ -84,7 +84,7 @@ def test_the_man_page_names_every_command_option_and_example_of_help_and_the_ver
 
     assert f'"pve-ontap-snapshot {PROJECT["version"]}"' in text.splitlines()[1]
     commands = list(leaf_commands(tool.build_parser()))
-    assert len(commands) == 19
+    assert len(commands) == 26
     for words, command in commands:
         assert f'.SS "{words}"' in text
         section = text.split(f'.SS "{words}"')[1].split('.SS ')[0]

@@ -53,7 +53,7 @@ def test_the_console_script_snapshots_a_vm_and_fails_in_one_line(world, cluster_
     assert len(world.clones(world.vol1, 101)) == 1
     assert world.lock_record(cluster_dir).exists()     # PVE_ONTAP_SNAPSHOT_CLUSTER_DIR, not /etc/pve
     assert bad.returncode == 1
-    assert bad.stderr.splitlines() == [f'ERROR: Proxmox {world.pve_host}: no VM 999 (QEMU guest) in the cluster']
+    assert bad.stderr.splitlines() == [f'ERROR: Proxmox {world.pve_host}: no VM 999 (virtual machine) in the cluster']
 
 
 def test_usage_errors_exit_2_from_the_script():

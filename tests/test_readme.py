@@ -24,7 +24,7 @@ DOCUMENTS = [README, ROOT / 'CONTRIBUTING.md', *sorted((ROOT / 'docs').glob('*.m
 EXPECTED = {
     'vm restore -vm 100 -snapshot 2024-03-13_14:42:47+0000 -shutdown': (2, 'not asking without a terminal'),
     'storage restore -storage ONTAP01 -snapshot proxmox_snapshot_2024-03-13_14:42:47+0000':
-        (1, 'VM 100 running on it'),
+        (1, 'VM 100, CT 200 running on it'),
     # the sandbox has no snapshot of ONTAP02, none with label daily, and VM snapshots of 2024
     'monitor': (2, ''),
     'monitor -storage ONTAP01 -label daily -warn 26h -crit 50h': (2, ''),

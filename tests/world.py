@@ -302,7 +302,8 @@ def seed_history(world):
     config, three storage snapshots of ONTAP01 with the README's names, and a guest agent in VM
     100 (for -freeze), so that every README example runs here (fakepve seeing the disk files
     over NFS, as PVE does, for vm restore -as-new; each disk's size as PVE sizes it, for vm verify
-    and storage verify)."""
+    and storage verify), and the world's containers (add_containers), for the ct examples."""
+    add_containers(world)
     sized_as_pve_sizes_them(world)
     for vol in (world.vol1, world.vol2):
         for name in world.files(vol, 100):
@@ -1033,3 +1034,75 @@ def log_in_with_role(world, user, password, privileges):
     world.pve.grant(user, '/', *privileges)
     world.write_config(proxmox=f'proxmox_host = {world.pve_host}\nproxmox_user = {user}\n'
                                f'proxmox_pass = {password}\nproxmox_verify = {world.pve_cafile}\n')
+
+
+# ---- containers
+
+def add_containers(world):
+    """The world's containers: CT 200 running on pve2, its root file system on ONTAP01 and a bind
+    mount beside it (add_container); CT 201 stopped on pve1, its root file system on ONTAP01 and
+    a mount point, mp0, on ONTAP02 (cluster B). Returns them by id."""
+    add_container(world)
+    write_disk(world.vol1, 201, 'vm-201-disk-0.raw')
+    write_disk(world.vol2, 201, 'vm-201-disk-1.raw')
+    world.pve.add_ct(201, 'mail', node='pve1', status='stopped',
+                     config={'rootfs': 'ONTAP01:201/vm-201-disk-0.raw,size=8G', 'hostname': 'mail',
+                             'mp0': 'ONTAP02:201/vm-201-disk-1.raw,mp=/var/mail,size=4G'})
+    return {ctid: world.pve.ct(ctid) for ctid in (200, 201)}
+
+
+class CtNode:
+    """This run as node `node`'s, as root, for containers: fake `qm`, `pct`, `lxc-info`, `lxc-freeze`,
+    `lxc-unfreeze` and `sync` where Node.PROGRAMS names them, playing the node's side. Each CT's
+    freezer state (liblxc's: RUNNING, FROZEN) is a file of its own, RUNNING until lxc-freeze
+    writes FROZEN and lxc-unfreeze RUNNING again; lxc-info -s reads it and -p gives a pid; every
+    call is a line of the calls file. `fail(program)` makes a program fail from then on.
+    `launcher` is a script running the tool as a process of its own on the same node."""
+
+    SCRIPTS = {
+        'lxc-info': 'state=$(cat "{freezer}/$3" 2>/dev/null || echo RUNNING)\n'
+                    'case "$1" in -s) echo "State:          $state";; -p) echo "PID:            4242";; esac\n',
+        'lxc-freeze': 'echo FROZEN > "{freezer}/$2"\n',
+        'lxc-unfreeze': 'echo RUNNING > "{freezer}/$2"\n',
+    }
+
+    def __init__(self, monkeypatch, directory, node):
+        self.dir, self.node = Path(directory), node
+        bin_dir, self.freezer, self.calls_file = self.dir / 'bin', self.dir / 'freezer', self.dir / 'calls'
+        bin_dir.mkdir(parents=True)
+        self.freezer.mkdir()
+        for name in tool.Node.PROGRAMS:
+            body = self.SCRIPTS.get(name, '').format(freezer=self.freezer)
+            script = bin_dir / name
+            script.write_text(f'#!/bin/sh\necho "{name} $*" >> "{self.calls_file}"\n'
+                              f'if [ -e "{self.dir}/fail-{name}" ]; then echo "{name}: failed" >&2; exit 1; fi\n{body}')
+            script.chmod(0o755)
+        self.programs = {name: str(bin_dir / name) for name in tool.Node.PROGRAMS}
+        monkeypatch.setattr(tool.Node, 'PROGRAMS', self.programs)
+        monkeypatch.setattr(tool.Node, 'name', lambda: node)
+        self.launcher = self.dir / 'on-node.py'
+        self.launcher.write_text(
+            f'import sys\nsys.path.insert(0, {str(SCRIPT.parent)!r})\nimport pve_ontap_snapshot as tool\n'
+            f'tool.Node.PROGRAMS = {self.programs!r}\ntool.Node.name = staticmethod(lambda: {node!r})\n'
+            'sys.exit(tool.main(sys.argv[1:]))\n')
+
+    def calls(self):
+        return self.calls_file.read_text().splitlines() if self.calls_file.exists() else []
+
+    def state(self, ctid):
+        path = self.freezer / str(ctid)
+        return path.read_text().strip() if path.exists() else 'RUNNING'
+
+    def freeze(self, ctid):
+        """Freeze a CT as its admin would, before any run."""
+        (self.freezer / str(ctid)).write_text('FROZEN\n')
+
+    def fail(self, program):
+        (self.dir / f'fail-{program}').touch()
+
+
+def signalled_run_on_node(world, ct_node, monkeypatch, argv, when, *signals):
+    """signalled_run, the tool's process running on `ct_node` (CtNode) with its programs."""
+    import world as this
+    monkeypatch.setattr(this, 'SCRIPT', ct_node.launcher)
+    return signalled_run(world, argv, when, *signals)

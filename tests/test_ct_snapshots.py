@@ -1,0 +1,84 @@
+"""ct list, ct delete, ct hold, ct release and ct verify: the vm commands' stories for a container,
+its snapshot files named as a VM's."""
+
+import json
+import re
+
+import pytest
+from world import add_containers, error_lines, sized_as_pve_sizes_them
+
+
+@pytest.fixture
+def cts(world):
+    """The world's containers, each disk's size= as PVE writes it (for ct verify)."""
+    add_containers(world)
+    sized_as_pve_sizes_them(world)
+
+
+def ct_snapshot(world):
+    """The stamp of a new snapshot of CT 201 (ct create, not registered)."""
+    made = world.run('ct', 'create', '-ct', 201, '-no-register')
+    return re.search(r'CT 201: snapshot (\S+) of', made.err)[1]
+
+
+def test_ct_list_shows_each_snapshot_with_its_disks_and_consistency(world, cts):
+    stamp = ct_snapshot(world)
+
+    listed = json.loads(world.run('-output', 'json', 'ct', 'list', '-ct', 201).out)
+    text = world.run('ct', 'list', '-ct', 201).out
+
+    (only,) = listed
+    assert (only['stamp'], only['complete'], only['consistency'], only['held']) == (stamp, True, 'shutdown', False)
+    assert sorted(f['disk'] for f in only['files']) == ['mp0', 'rootfs']
+    assert re.search(rf'^{re.escape(stamp)}\s+snapshot\s+[0-9.]+ KiB\s+rootfs,mp0\s+complete\s+shutdown', text,
+                     re.MULTILINE), text
+
+
+def test_ct_hold_keeps_a_snapshot_from_keep_and_ct_delete_until_released(world, cts):
+    held = ct_snapshot(world)
+    result = world.run('ct', 'hold', '-ct', 201, '-snapshot', held, '-reason', 'before the upgrade')
+    assert result.code == 0, result.err
+    assert 'ct delete refuses it without -force' in result.err
+
+    refused = world.run('ct', 'delete', '-ct', 201, '-snapshot', held)
+    ct_snapshot(world)
+    kept = world.run('ct', 'create', '-ct', 201, '-no-register', '-keep', 1)
+
+    assert refused.code == 1
+    assert error_lines(refused)[0].startswith(f'ERROR: CT 201: snapshot {held} is held by ')
+    assert f'release it first (ct release -ct 201 -snapshot {held})' in refused.err
+    assert kept.code == 0, kept.err
+    assert 'ct release lets one go' in kept.err
+    stamps = {name.split('-snapshot-')[1][:24] for name in world.clones(world.vol1, 201)}
+    assert held in stamps and len(stamps) == 2      # the held one, and the newest
+
+    released = world.run('ct', 'release', '-ct', 201, '-snapshot', held)
+    deleted = world.run('ct', 'delete', '-ct', 201, '-snapshot', held)
+
+    assert released.code == 0 and deleted.code == 0, released.err + deleted.err
+    assert not [name for vol in (world.vol1, world.vol2) for name in world.files(vol, 201) if held in name]
+    assert f'CT 201: snapshot {held} deleted' in deleted.err
+
+
+def test_ct_verify_proves_a_snapshot_and_names_a_missing_copy(world, cts):
+    stamp = ct_snapshot(world)
+
+    good = world.run('ct', 'verify', '-ct', 201)
+    (world.vol2.path / 'images/201' / f'vm-201-disk-1-snapshot-{stamp}.raw').unlink()
+    bad = world.run('ct', 'verify', '-ct', 201)
+
+    assert good.code == 0, good.err
+    assert good.out.splitlines() == [f'ok   CT 201 {stamp}: 3 files']
+    assert bad.code == 1
+    assert error_lines(bad) == [(f'ERROR: CT 201 {stamp}: images/201/vm-201-disk-1-snapshot-{stamp}.raw on ONTAP02 '
+                                 'is missing')]
+
+
+def test_ct_verify_all_verifies_containers_only(world, cts):
+    stamp = ct_snapshot(world)
+    assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
+
+    result = world.run('ct', 'verify', '-all')
+
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == [f'ok   CT 201 {stamp}: 3 files']

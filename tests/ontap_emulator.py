@@ -66,6 +66,7 @@ import base64
 import datetime
 import email.parser
 import email.policy
+import functools
 import json
 import logging
 import os
@@ -561,6 +562,7 @@ _RELEASE_OF_PARAMETER = {
 # patchable). So bodies are not checked per release.
 
 
+@functools.cache     # asked for every field of every record answered: the tables never change
 def _introduced(kind, name):
     """The release (generation, major) that brought field `name` of `kind`; (0,) if not listed."""
     table = _RELEASE_OF_FIELD.get(kind, {})
@@ -609,8 +611,10 @@ def _covers(prefix, name):
     return name == prefix or name.startswith(prefix + '.')
 
 
-def _select(record, include, exclude, kind, version=None):
-    """Keep the keys, `_links` and the leaves `fields=` asks for (that the release `version` has)."""
+@functools.cache     # one per kind of request: every record of an answer, and of the next, asks the same
+def _selector(include, exclude, kind, version):
+    """Whether a leaf `name` is answered, for `fields=` (include, exclude) of `kind` in `version`."""
+    @functools.cache
     def wanted(name):
         if any(_covers(gone, name) for gone in exclude):
             return False
@@ -621,6 +625,12 @@ def _select(record, include, exclude, kind, version=None):
         if '*' in include and not any(_covers(e, name) for e in kind.expensive):
             return True
         return any(_covers(f, name) or _covers(name, f) for f in include)
+    return wanted
+
+
+def _select(record, include, exclude, kind, version=None):
+    """Keep the keys, `_links` and the leaves `fields=` asks for (that the release `version` has)."""
+    wanted = _selector(frozenset(include), frozenset(exclude), kind, version)
 
     def prune(node, prefix):
         kept = {}

@@ -19,15 +19,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from world import (
     MARCH_SNAPSHOT,
     OLD_SNAPSHOT,
     ORIGINAL_STAMP,
+    CtNode,
     ServedPve,
     World,
     populate,
     seed_history,
     start_emulators,
+    write_pmxcfs_configs,
 )
 
 import pve_ontap_snapshot as tool
@@ -74,6 +77,23 @@ def new_stamps(world, kind, before):
     """Stamps of VM 100's sets of one kind on ONTAP01 that were not there `before`."""
     files = (tool.Names.snapshot_file('ONTAP01', 'images/100', name) for name in world.files(world.vol1, 100))
     return sorted({f.stamp for f in files if f and f.kind == kind} - before)
+
+
+def new_ct_as_on_a_node(world, stamp):
+    """ct restore -as-new writes the new CT's config into pmxcfs, so it runs on a node as root: here
+    as on node pve1, its programs and its /etc/pve/nodes played by the sandbox's directory."""
+    print('\nA new CT 301 from that snapshot of CT 201, as run on node pve1 (its config written into '
+          'pmxcfs, played by the directory etc-pve/ of the sandbox):')
+    with pytest.MonkeyPatch.context() as patch:
+        CtNode(patch, world.dir / 'node-pve1', 'pve1')
+        nodes = write_pmxcfs_configs(world.pve, world.dir / 'etc-pve')
+        (nodes / 'pve1' / 'lxc').mkdir(parents=True, exist_ok=True)
+        patch.setattr(tool.Node, 'CONFIGS_DIR', str(nodes))
+        code = run(world, 'ct', 'restore', '-ct', 201, '-snapshot', stamp, '-as-new', 301)
+    config = nodes / 'pve1' / 'lxc' / '301.conf'
+    if config.exists():
+        print(f'{config.relative_to(world.dir)}:\n' + config.read_text())
+    return code or (0 if config.exists() else 1)
 
 
 def demo(world):
@@ -126,6 +146,7 @@ def demo(world):
     (ct_stamp,) = {name.split('-snapshot-')[1][:24] for name in world.clones(world.vol1, 201)}
     codes += [run(world, 'ct', 'restore', '-ct', 201, '-snapshot', ct_stamp, '-with-config', '-yes')]
     codes += [0 if ct_disk.read_bytes() == ct_original else 1]
+    codes += [new_ct_as_on_a_node(world, ct_stamp)]
     print(f'\nvm-100-disk-0.raw came back byte for byte: from the VM snapshot {restored_from_set}, '
           f'at the end {disk.read_bytes() == original}')
     print('\nAnd a mistake, to show what an error looks like: an unknown VM.')

@@ -7562,7 +7562,7 @@ class Metrics:
     def snapshots_text(items):
         """The snapshot metrics of monitor's items (Monitor.check_*)."""
         storages = [i for i in items if i['kind'] == 'storage' and i['state'] != 'UNKNOWN']
-        vms = [i for i in items if i['kind'] == 'vm' and i['state'] != 'UNKNOWN']
+        guests = {tree: [i for i in items if i['kind'] == tree and i['state'] != 'UNKNOWN'] for tree in ('vm', 'ct')}
 
         def storage_labels(item):
             return {'storage': item['name'], 'label': item.get('label') or ''}
@@ -7571,11 +7571,12 @@ class Metrics:
                                [(storage_labels(i), i['newest_time']) for i in storages if i['newest_time']])
         lines += Metrics.family('storage_snapshots', 'gauge', 'How many storage snapshots (with this label) there are.',
                                 [(storage_labels(i), i['count']) for i in storages])
-        lines += Metrics.family('vm_newest_snapshot_timestamp_seconds', 'gauge',
-                                "When the VM's newest complete snapshot was taken.",
-                                [({'vmid': i['name']}, i['newest_time']) for i in vms if i['newest_time']])
-        lines += Metrics.family('vm_snapshots', 'gauge', "How many snapshots of the VM there are.",
-                                [({'vmid': i['name']}, i['count']) for i in vms])
+        for tree, word in (('vm', 'VM'), ('ct', 'container')):
+            lines += Metrics.family(f'{tree}_newest_snapshot_timestamp_seconds', 'gauge',
+                                    f"When the {word}'s newest complete snapshot was taken.",
+                                    [({'vmid': i['name']}, i['newest_time']) for i in guests[tree] if i['newest_time']])
+            lines += Metrics.family(f'{tree}_snapshots', 'gauge', f'How many snapshots of the {word} there are.',
+                                    [({'vmid': i['name']}, i['count']) for i in guests[tree]])
         lines += Metrics.family('check_state', 'gauge', "monitor's verdict: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
                                 [({'kind': i['kind'], 'name': i['name'], 'label': i.get('label') or ''},
                                   Metrics.STATES[i['state']]) for i in items if i['kind'] != 'run'])
@@ -7674,10 +7675,11 @@ class Monitor:
         return items
 
     @staticmethod
-    def check_vm(ctx, vmid, view, bounds, now):
-        """The items of one VM (a VmView, or the Failure that kept it from being gathered): its newest
-        complete snapshot of this VM, and its incomplete ones and manifests whose name cannot be read."""
-        item = {'kind': 'vm', 'name': vmid, 'label': None, 'newest': None, 'newest_time': None, 'count': 0,
+    def check_guest(ctx, kind, vmid, view, bounds, now):
+        """The items of one VM or CT of `kind` (a VmView, or the Failure that kept it from being
+        gathered): its newest complete snapshot of this guest, and its incomplete ones and manifests
+        whose name cannot be read."""
+        item = {'kind': kind.tree, 'name': vmid, 'label': None, 'newest': None, 'newest_time': None, 'count': 0,
                 'age_seconds': None}
         if not isinstance(view, VmView):
             return [dict(item, name=vmid, state='UNKNOWN', finding=f'not checked: {view}')]
@@ -7704,7 +7706,7 @@ class Monitor:
             problems = ([f'incomplete (lacks {", ".join(d.key for d in missing)})'] if missing else []) + (
                 [f'its manifest {path} is empty' for path in unreadable])
             if problems:
-                items.append(dict(item, kind='vm snapshot', newest=stamp, state='WARNING',
+                items.append(dict(item, kind=f'{kind.tree} snapshot', newest=stamp, state='WARNING',
                                   finding=f'snapshot {stamp}: {"; ".join(problems)}'))
         return items
 
@@ -7725,7 +7727,7 @@ class Monitor:
     def label_of(item):
         names = {'storage': f'storage {item["name"]}' + (f' (label {item["label"]})' if item.get('label') else ''),
                  'capture': f'storage {item["name"]}', 'vm': f'VM {item["name"]}', 'vm snapshot': f'VM {item["name"]}',
-                 'run': item['name']}
+                 'ct': f'CT {item["name"]}', 'ct snapshot': f'CT {item["name"]}', 'run': item['name']}
         return names[item['kind']]
 
     @staticmethod
@@ -7734,8 +7736,9 @@ class Monitor:
         worst = max((item['state'] for item in items), key=Monitor.SEVERITY.index, default='OK')
         named = [item for item in items if item['state'] == worst]
         if worst == 'OK':
-            head = (f'OK: {sum(i["kind"] == "storage" for i in items)} storage(s) and '
-                    f'{sum(i["kind"] == "vm" for i in items)} VM(s) fresh')
+            cts = sum(i['kind'] == 'ct' for i in items)
+            head = (f'OK: {sum(i["kind"] == "storage" for i in items)} storage(s)' + ('' if cts else ' and') +
+                    f' {sum(i["kind"] == "vm" for i in items)} VM(s)' + (f' and {cts} CT(s)' if cts else '') + ' fresh')
         else:
             head = f'{worst}: ' + '; '.join(f'{Monitor.label_of(i)}: {i["finding"]}' for i in named[:3]) + (
                 f'; and {len(named) - 3} more' if len(named) > 3 else '')
@@ -7752,13 +7755,17 @@ class Monitor:
         items = []
         for storage in storages:
             items += Monitor.check_storage(ctx, storage, args.label, Monitor.bounds(ctx, storage, args.warn, args.crit), now)
-        if args.vm or args.all:
-            def vm_bounds(used):
-                chosen = [Monitor.bounds(ctx, storage, args.warn, args.crit) for storage in used] or [
-                    Monitor.bounds(ctx, None, args.warn, args.crit)]
-                return min(b[0] for b in chosen), min(b[1] for b in chosen)
-            for vmid, view in Monitor.gather_vms(ctx, args.vm or None):
-                items += Monitor.check_vm(ctx, vmid, view, vm_bounds, now)
+        if args.all and (args.vm or args.ct):
+            raise ConfigError('-all checks every VM and CT: give it without -vm and -ct')
+
+        def guest_bounds(used):
+            chosen = [Monitor.bounds(ctx, storage, args.warn, args.crit) for storage in used] or [
+                Monitor.bounds(ctx, None, args.warn, args.crit)]
+            return min(b[0] for b in chosen), min(b[1] for b in chosen)
+        for kind, ids in ((Kind.VM, args.vm), (Kind.CT, args.ct)):
+            if ids or args.all:
+                for vmid, view in Monitor.gather_guests(ctx, kind, ids or None):
+                    items += Monitor.check_guest(ctx, kind, vmid, view, guest_bounds, now)
         records = RunRecords.read_all()
         items += Monitor.check_runs(records)
         worst, text = Monitor.text(items)
@@ -7769,11 +7776,12 @@ class Monitor:
         return Metrics.STATES[worst]
 
     @staticmethod
-    def gather_vms(ctx, vmids):
-        """[(vmid, VmView or Failure)] of the -vm ids, or (None) of every VM but a template with a disk
-        on a configured storage; the configs read from pmxcfs on a node (Node.guest_configs), else
-        through the API, REQUESTS_AT_ONCE at a time."""
-        vms = ctx.pve.vms()
+    def gather_guests(ctx, kind, vmids):
+        """[(vmid, VmView or Failure)] of the -vm (or -ct) ids, or (None) of every guest of `kind` but a
+        template with a disk on a configured storage; the configs read from pmxcfs on a node
+        (Node.guest_configs), else through the API, REQUESTS_AT_ONCE at a time."""
+        guests = ctx.pve.guests()
+        vms = {vmid: guest for vmid, guest in guests.items() if Kind.of(guest) == kind}
         if vmids is None:
             chosen = {vmid: vm for vmid, vm in vms.items() if not vm.get('template')}
         else:
@@ -7784,14 +7792,18 @@ class Monitor:
         failed = {guest['vmid']: exc for guest, exc in unread}
         gathered = []
         for vmid in (list(dict.fromkeys(vmids)) if vmids is not None else sorted(chosen)):
-            if vmid not in chosen:
-                gathered.append((vmid, NotFound(f'VM {vmid} does not exist')))
+            if vmid in guests and vmid not in vms:
+                other = Kind.of(guests[vmid])
+                gathered.append((vmid, NotFound(f'{Guest.label(guests[vmid])} is a {other.noun}, not a {kind.noun}: '
+                                                f'give it with {other.option}')))
+            elif vmid not in chosen:
+                gathered.append((vmid, NotFound(f'{kind.word} {vmid} does not exist')))
             elif vmid in failed:
                 gathered.append((vmid, failed[vmid]))
             elif vmids is not None or any(d.storage in ctx.config.storages and d.path
-                                          for d in Guest.vm_disks(configs[vmid])):
+                                          for d in Guest.disks(chosen[vmid], configs[vmid])):
                 try:
-                    gathered.append((vmid, VmView.gather(ctx, vmid, vms, configs[vmid])))
+                    gathered.append((vmid, VmView.gather(ctx, vmid, vms, configs[vmid], kind)))
                 except Failure as exc:
                     gathered.append((vmid, exc))
         return gathered
@@ -9577,11 +9589,13 @@ def build_parser():
                          ).completer = complete_storage
     monitor.add_argument('-label', '--label', type=Arg.snapmirror_label, metavar='NAME',
                          help="count only storage snapshots with this snapmirror_label")
-    vms = monitor.add_mutually_exclusive_group()
-    vms.add_argument('-vm', '--vm', action='extend', nargs='+', type=Arg.vm_id, metavar='ID',
-                     help="also each of these VMs' newest complete snapshot")
-    vms.add_argument('-all', '--all', action='store_true',
-                     help="also the newest complete snapshot of every VM with a disk on a storage of config.ini")
+    monitor.add_argument('-vm', '--vm', action='extend', nargs='+', type=Arg.vm_id, metavar='ID',
+                         help="also each of these VMs' newest complete snapshot")
+    monitor.add_argument('-ct', '--ct', action='extend', nargs='+', type=Arg.vm_id, metavar='ID',
+                         help="also each of these containers' newest complete snapshot")
+    monitor.add_argument('-all', '--all', action='store_true',
+                         help='also the newest complete snapshot of every VM and CT with a disk on a storage of '
+                              'config.ini (not with -vm or -ct)')
     monitor.add_argument('-warn', '--warn', type=Arg.duration, metavar='AGE',
                          help="WARNING when the newest is older than this (90m, 26h, 2d; default: the storage's "
                               'warn_age in config.ini, else 26h)')

@@ -410,7 +410,8 @@ recorded guest's disks in it, one header read per qcow2 disk.
 Changes nothing and takes no lock: whether the snapshots one counts on exist and are fresh, as
 monitoring systems read it (the Nagios plugin convention). For each storage of config.ini (or
 each -storage) its newest storage snapshot (with -label, the newest with that snapmirror label);
-with -vm or -all, each VM's newest complete snapshot of this VM. An item older than -warn (else
+with -vm, -ct or -all (every VM and CT), each guest's newest complete snapshot of this guest. An
+item older than -warn (else
 the storage's warn_age in config.ini, else 26h) is WARNING, older than -crit (crit_age, 50h) or
 missing CRITICAL; an incomplete VM snapshot, an empty manifest, a capture snapshot left behind
 and a command whose last run failed (see RUNS) are WARNING; an item that cannot be checked (a
@@ -420,8 +421,8 @@ or 3, and 3 (UNKNOWN) for a command line or config.ini it cannot use. One snapsh
 volume, one listing per VM directory; VM configs from /etc/pve on a node.
 
 -textfile DIR writes, for node_exporter's textfile collector, pve_ontap_snapshot.prom (per
-storage and label the newest snapshot's time and the count, per VM the newest complete snapshot's
-time, each item's state) and pve_ontap_snapshot_runs.prom (see RUNS), each whole (a temporary
+storage and label the newest snapshot's time and the count, per VM and per CT the newest complete
+snapshot's time, each item's state) and pve_ontap_snapshot_runs.prom (see RUNS), each whole (a temporary
 file renamed), mode 644, into a directory that must be root's and writable by nobody else.
 ''',
     'doctor': '''

@@ -9,7 +9,7 @@ import os
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from world import closed_port
+from world import add_containers, closed_port
 
 import pve_ontap_snapshot as tool
 
@@ -219,6 +219,46 @@ def test_a_leftover_capture_is_a_finding(world):
     assert result.code == 1
     assert head.startswith(f'WARNING: storage ONTAP01: capture snapshot {tool.Names.LEFTOVER_PREFIX}capture_x left since')
     assert len(lines) == 3      # the running capture is none
+
+
+def test_containers_are_checked_as_vms_are_and_each_id_by_its_kind(world):
+    both_fresh(world)
+    add_containers(world)
+    assert world.run('ct', 'create', '-ct', 201, '-no-register').code == 0
+
+    result, head, lines = monitor(world, '-ct', 201, 200, '-vm', 200)
+
+    assert result.code == 2
+    assert head.startswith('CRITICAL: CT 200: no complete snapshot')
+    assert [line.split(':')[0].split() for line in lines] == [
+        ['OK', 'storage', 'ONTAP01'], ['OK', 'storage', 'ONTAP02'], ['UNKNOWN', 'VM', '200'], ['OK', 'CT', '201'],
+        ['CRITICAL', 'CT', '200']]
+    assert lines[2].endswith('not checked: CT 200 is a container, not a virtual machine: give it with -ct')
+    assert ', 1 snapshot(s)' in lines[3]
+
+
+def test_all_checks_every_vm_and_ct_and_the_textfile_has_both(world, tmp_path):
+    both_fresh(world)
+    add_containers(world)
+    assert world.run('ct', 'create', '-ct', 201, '-no-register').code == 0
+    assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
+    textfile = tmp_path / 'textfile'
+    textfile.mkdir(mode=0o755)
+
+    result, _, lines = monitor(world, '-all', '-textfile', textfile)
+
+    checked = {tuple(line.split(':')[0].split()[1:]) for line in lines}
+    assert {('VM', '101'), ('VM', '100'), ('CT', '201'), ('CT', '200')} <= checked
+    metrics = families(textfile / 'pve_ontap_snapshot.prom')
+    assert [s.labels['vmid'] for s in metrics['pve_ontap_snapshot_ct_newest_snapshot_timestamp_seconds'].samples] == ['201']
+    assert [s.labels['vmid'] for s in metrics['pve_ontap_snapshot_vm_newest_snapshot_timestamp_seconds'].samples] == ['101']
+    assert result.code == 2     # VM 100 and CT 200 have none
+
+
+def test_all_goes_without_vm_and_ct(world):
+    result, head, _ = monitor(world, '-all', '-ct', 201)
+
+    assert result.code == 3 and head == 'UNKNOWN: -all checks every VM and CT: give it without -vm and -ct'
 
 
 # -- runs that report themselves

@@ -186,7 +186,7 @@ class Names:
     # -keep tells a destroyed VM's snapshots from those of the VM that has its id now, unread.
     MANIFEST_FILE = re.compile(r'^(?P<stem>vm-\d+)-(?P<kind>' + '|'.join(SNAPSHOT_KINDS) + r')-(?P<stamp>' + STAMP_PATTERN +
                                r')(?P<ext>\.conf|\.(?P<consistency>' + '|'.join(CONSISTENCIES) +
-                               r')(?:\.(?P<identity>[cu][0-9a-f]{1,32}))?\.manifest\.json)$')
+                               r')(?:\.(?P<identity>[cuh][0-9a-f]{1,32}))?\.manifest\.json)$')
 
     # What a storage snapshot holds: every guest with a disk on the storage has a manifest (its
     # config in it; earlier builds wrote a .conf beside it) in STORAGE_RECORD_DIR/ at the volume's
@@ -2769,35 +2769,49 @@ class Identity:
     anew for another VM: `meta: ctime=` (set by create_vm alone, never through the API, kept by
     migration and restore: qemu-server QemuServer/MetaInfo.pm, API2/Qemu.pm; since qemu-server
     7.0-18) and else the SMBIOS uuid (made by every create that gives none, new on every clone;
-    an admin may change it). vmgenid changes with every rollback and restore: no identity."""
+    an admin may change it). vmgenid changes with every rollback and restore: no identity.
+    A container has neither: it is told by the MAC addresses of its NICs, which PVE makes at
+    random for every NIC created without one, anew on every clone and on a restore with --unique,
+    and keeps through migration and a plain restore (pve-container src/PVE/LXC/Config.pm
+    parse_lxc_network, API2/LXC.pm clone_vm, LXC/Create.pm); an admin may set one."""
+
+    HWADDR = re.compile(r'(?:^|,)hwaddr=(?P<mac>[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5})(?:,|$)')
 
     @staticmethod
     def of_config(config):
-        """(meta ctime, SMBIOS uuid) of a VM config, each None where it has none."""
+        """(meta ctime, SMBIOS uuid, NIC MACs) of a guest config: the first two None where it has none
+        (a container never has them), the MACs of its netN entries with an hwaddr= (a container's) as
+        12 hex digits each, in key order."""
         meta = dict(item.split('=', 1) for item in str(config.get('meta') or '').split(',') if '=' in item)
         smbios = dict(item.split('=', 1) for item in str(config.get('smbios1') or '').split(',') if '=' in item)
         ctime = meta.get('ctime') if str(meta.get('ctime', '')).isdigit() else None
         uuid = smbios.get('uuid', '').replace('-', '').lower()
-        return ctime, uuid if re.fullmatch(r'[0-9a-f]{32}', uuid) else None
+        macs = tuple(found['mac'].replace(':', '').lower() for key, value in sorted(config.items())
+                     if re.fullmatch(r'net\d+', key) and (found := Identity.HWADDR.search(str(value))))
+        return ctime, uuid if re.fullmatch(r'[0-9a-f]{32}', uuid) else None, macs
 
     @staticmethod
     def tag(identity):
-        """The short form of a VM identity a manifest's name carries: c<ctime>, else u<uuid>, else None."""
-        ctime, uuid = identity
-        return f'c{ctime}' if ctime else f'u{uuid}' if uuid else None
+        """The short form of a guest identity a manifest's name carries: c<ctime>, else u<uuid>, else
+        h<the first NIC's MAC>, else None."""
+        ctime, uuid, macs = identity
+        return f'c{ctime}' if ctime else f'u{uuid}' if uuid else f'h{macs[0]}' if macs else None
 
     @staticmethod
     def same_vm(tag, identity):
         """Whether a snapshot whose manifest names identity `tag` is of the VM whose identity is
         `identity` now: True, False (another VM that had the same id), or None (unknown: no tag, or
         the field it names is gone from the VM's config)."""
-        ctime, uuid = identity
+        ctime, uuid, macs = identity
         if not tag:
             return None
         if tag.startswith('c'):
             return None if ctime is None else tag[1:] == ctime
         if ctime is not None:
             return False    # a VM without meta then, with one now: made anew since (meta comes with a create only)
+        if tag.startswith('h'):
+            # The NIC it had then is still among its NICs (one may have been added); with no NIC now, unknown.
+            return None if not macs else tag[1:] in macs
         return None if uuid is None else tag[1:] == uuid
 
     @staticmethod
@@ -3163,14 +3177,14 @@ class Manifest:
         identity of the guest (Identity.of_config), each disk's format and, for a qcow2 disk, the backing
         file it names (`backings`: {key: name or None}, where read). Signed with `key`
         (Manifest.signature), if there is one."""
-        ctime, uuid = Identity.of_config(config)
+        ctime, uuid, macs = Identity.of_config(config)
         backings = backings or {}
         manifest = {
             'tool': 'pve-ontap-snapshot', 'version': version, 'vmid': guest['vmid'], 'type': guest.get('type', 'qemu'),
             'name': guest.get('name'),
             'node': guest.get('node'), 'stamp': stamp, 'consistency': consistency, 'config_from': config_from,
             'config': Guest.without_secrets(conf_file).decode('utf-8', 'surrogateescape'),
-            'identity': {'ctime': ctime, 'smbios_uuid': uuid},
+            'identity': {'ctime': ctime, 'smbios_uuid': uuid, 'hwaddr': list(macs)},
             'disks': [{'key': disk.key, 'volid': disk.volid, 'clone': clones.get(disk.key),
                        'size': Guest.drive_size(config.get(disk.key)), 'storage': disk.storage,
                        'cluster': volumes[disk.storage][0], 'svm': volumes[disk.storage][1],
@@ -3354,7 +3368,7 @@ class VmSnapshots:
         return next((file for file in files if file.is_hold), None)
 
     @staticmethod
-    def to_prune(sets, disks, keep, made, identity=(None, None)):
+    def to_prune(sets, disks, keep, made, identity=(None, None, ())):
         """The stamps -keep N deletes of the snapshot sets {stamp: files} of a VM with `disks` and
         `identity` (Identity.of_config).
 
@@ -5560,7 +5574,10 @@ class VmList:
             return {'path': record.path, 'signed': False, 'error': str(exc)}
         return {'path': record.path, 'signed': saved.signed, 'error': None}
 
-    OF_VM = {True: 'this VM', False: 'another VM', None: 'unknown'}
+    @staticmethod
+    def of(kind, same):
+        """The OF column: whether a snapshot is of this guest (Identity.same_vm): this VM, another VM, unknown."""
+        return {True: f'this {kind.word}', False: f'another {kind.word}', None: 'unknown'}[same]
 
     @staticmethod
     def unsound_copies(ctx, files):
@@ -5588,17 +5605,18 @@ class VmList:
             sets.append({
                 'stamp': stamp, 'kind': Names.SNAPSHOT_KINDS[files[0].kind], 'size': sum(f.size for f in clones),
                 'complete': not missing, 'missing': [d.key for d in missing], 'consistency': Consistency.of_files(files),
-                'of': VmList.OF_VM[Identity.same_vm(Identity.of_files(files), view.identity)], 'identity': Identity.of_files(files),
+                'of': VmList.of(view.kind, Identity.same_vm(Identity.of_files(files), view.identity)),
+                'identity': Identity.of_files(files),
                 'manifest': manifest, 'unsound': broken,
                 'files': [{'storage': f.storage, 'path': f.path, 'size': f.size, 'disk': disk_keys.get(f.path)}
                           for f in clones],
                 'held': stamp in holds, 'hold': holds.get(stamp)})
             if manifest and manifest['error']:
                 log.warning('%s: snapshot %s: %s', view.label, stamp, manifest['error'])
-        ctx.emit(sets, VmList.text(view.vmid, sets))
+        ctx.emit(sets, VmList.text(view, sets))
 
     @staticmethod
-    def text(vmid, sets):
+    def text(view, sets):
         """vm list's tables: the VM's own snapshots (and those whose VM is unknown), then those of another
         VM that had its id before, apart. STATE and CONSISTENCY come after the first four columns, and
         HELD after OF, so that scripts reading the first ones keep working."""
@@ -5617,11 +5635,12 @@ class VmList:
                                         ('STATE', 'state'), ('CONSISTENCY', 'consistency'), ('OF', 'of'),
                                         ('HELD', 'held')], rows)
 
-        text = table([s for s in sets if s['of'] != 'another VM'])
-        others = [s for s in sets if s['of'] == 'another VM']
+        other, word, tree = VmList.of(view.kind, False), view.kind.word, view.kind.tree
+        text = table([s for s in sets if s['of'] != other])
+        others = [s for s in sets if s['of'] == other]
         if others:
-            text += (f'\n\nSnapshots of another VM that had the id {vmid} before (vm restore -as-new NEWID makes a VM '
-                     'of one; -keep never counts or deletes them):\n' + table(others))
+            text += (f'\n\nSnapshots of {other} that had the id {view.vmid} before ({tree} restore -as-new NEWID makes '
+                     f'a {word} of one; -keep never counts or deletes them):\n' + table(others))
         return text
 
 
@@ -6060,10 +6079,14 @@ class VmRestore:
         """Refuse a restore of the VM from a snapshot of another VM that had its id (same_vm): by the
         identity its manifest records, else the one its name carries (`files`: a VM snapshot's)."""
         recorded = (saved.manifest or {}).get('identity') if saved else None
-        tag = Identity.tag((recorded.get('ctime'), recorded.get('smbios_uuid'))) if isinstance(recorded, dict) else None
+        macs = recorded.get('hwaddr') if isinstance(recorded, dict) else None
+        tag = Identity.tag((recorded.get('ctime'), recorded.get('smbios_uuid'),
+                            tuple(m for m in macs if isinstance(m, str)) if isinstance(macs, list) else ())
+                           ) if isinstance(recorded, dict) else None
         if Identity.same_vm(tag or Identity.of_files(files), view.identity) is False:
-            raise Failure(f'{view.label}: {origin} is of another VM that had the id {view.vmid} before, not of VM '
-                          f'{view.vmid} now: its disks are not put onto this VM; make a VM of it with -as-new NEWID')
+            word = view.kind.word
+            raise Failure(f'{view.label}: {origin} is of another {word} that had the id {view.vmid} before, not of '
+                          f'{view.label} now: its disks are not put onto this {word}; make a {word} of it with -as-new NEWID')
 
     @staticmethod
     def plan(view, origin, sources, missing, saved, with_config, allowed):

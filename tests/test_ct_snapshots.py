@@ -82,3 +82,27 @@ def test_ct_verify_all_verifies_containers_only(world, cts):
 
     assert result.code == 0, result.err
     assert result.out.splitlines() == [f'ok   CT 201 {stamp}: 3 files']
+
+
+def test_a_snapshot_of_a_ct_that_had_the_id_before_is_told_by_its_nic_and_never_put_onto_the_new_one(world, cts):
+    ct = world.pve.ct(201)
+    ct.config['net0'] = 'name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth'
+    old = ct_snapshot(world)
+    # CT 201 destroyed and made anew with its id: PVE gives the new CT's NIC a MAC of its own.
+    ct.config['net0'] = 'name=eth0,bridge=vmbr0,hwaddr=BC:24:11:0A:0B:0C,ip=dhcp,type=veth'
+    new = ct_snapshot(world)
+
+    listed = {s['stamp']: (s['of'], s['identity']) for s in world.json('ct', 'list', '-ct', 201)}
+    text = world.run('ct', 'list', '-ct', 201).out
+    refused = world.run('ct', 'restore', '-ct', 201, '-snapshot', old, '-yes')
+    kept = world.run('ct', 'create', '-ct', 201, '-no-register', '-keep', 1)
+
+    assert listed == {old: ('another CT', 'hbc2411000001'), new: ('this CT', 'hbc24110a0b0c')}
+    mine, theirs = text.split('\n\nSnapshots of another CT that had the id 201 before (ct restore -as-new NEWID')
+    assert old not in mine and old in theirs
+    assert refused.code == 1 and error_lines(refused) == [
+        (f'ERROR: CT 201: snapshot {old} is of another CT that had the id 201 before, not of CT 201 now: its disks '
+         'are not put onto this CT; make a CT of it with -as-new NEWID')]
+    after = {s['stamp'] for s in world.json('ct', 'list', '-ct', 201)}
+    assert kept.code == 0, kept.err
+    assert old in after and new not in after and len(after) == 2     # -keep 1 never counts or deletes another CT's

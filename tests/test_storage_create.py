@@ -97,7 +97,7 @@ def test_each_storage_snapshot_holds_one_record_with_the_manifest_of_every_guest
     assert container == {
         'tool': 'pve-ontap-snapshot', 'version': tool.tool_version(), 'vmid': 200, 'type': 'lxc', 'name': 'files',
         'node': 'pve2', 'stamp': name, 'consistency': 'atomic', 'config_from': 'api',
-        'identity': {'ctime': None, 'smbios_uuid': None},
+        'identity': {'ctime': None, 'smbios_uuid': None, 'hwaddr': []},
         'disks': [{'key': 'rootfs', 'volid': 'ONTAP01:200/vm-200-disk-0.raw',
                    'clone': f'.snapshot/{name}/images/200/vm-200-disk-0.raw', 'size': 8 * 2**30,
                    'storage': 'ONTAP01', 'cluster': world.a.host, 'svm': 'svm1', 'volume': 'proxmox_storage01',

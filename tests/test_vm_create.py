@@ -864,7 +864,7 @@ def test_a_snapshot_carries_the_vms_config_and_a_manifest_of_its_disks(world):
         'tool': 'pve-ontap-snapshot', 'version': tool.tool_version(), 'vmid': 101, 'type': 'qemu', 'name': 'db',
         'node': 'pve2',
         'stamp': stamp, 'consistency': 'shutdown', 'config_from': 'api',
-        'identity': {'ctime': None, 'smbios_uuid': None},
+        'identity': {'ctime': None, 'smbios_uuid': None, 'hwaddr': []},
         'disks': [{'key': 'scsi0', 'volid': 'ONTAP01:101/vm-101-disk-0.raw',
                    'clone': f'images/101/vm-101-disk-0-snapshot-{stamp}.raw', 'size': 2**30, 'storage': 'ONTAP01',
                    'cluster': world.a.host, 'svm': 'svm1', 'volume': 'proxmox_storage01', 'format': 'raw'}]}

@@ -151,4 +151,22 @@ def test_a_destroyed_vms_snapshots_stay_apart_from_the_new_vm_with_its_id(world)
     (None, '1800000000', 'a' * 32, None),
 ])
 def test_which_vm_a_snapshot_is_of(tag, ctime, uuid, same):
-    assert tool.Identity.same_vm(tag, (ctime, uuid)) is same
+    assert tool.Identity.same_vm(tag, (ctime, uuid, ())) is same
+
+
+@pytest.mark.parametrize('tag, macs, same', [
+    ('hbc2411000001', ('bc2411000001',), True), ('hbc2411000001', ('bc2411000009', 'bc2411000001'), True),
+    ('hbc2411000001', ('bc2411000002',), False),   # a new CT with the id: PVE gave its NIC a MAC of its own
+    ('hbc2411000001', (), None),                   # no NIC now: cannot tell
+])
+def test_which_container_a_snapshot_is_of_by_its_nics(tag, macs, same):
+    assert tool.Identity.same_vm(tag, (None, None, macs)) is same
+
+
+def test_a_containers_identity_is_its_first_nics_mac():
+    config = {'net1': 'name=eth1,bridge=vmbr1,hwaddr=BC:24:11:00:00:02,type=veth',
+              'net0': 'name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth', 'rootfs': 'ONTAP01:200/x.raw'}
+    identity = tool.Identity.of_config(config)
+    assert identity == (None, None, ('bc2411000001', 'bc2411000002'))
+    assert tool.Identity.tag(identity) == 'hbc2411000001'
+    assert tool.Identity.tag(tool.Identity.of_config({'rootfs': 'ONTAP01:200/x.raw'})) is None

@@ -4847,7 +4847,7 @@ class GuestsWindow:
             if storage not in (Guest.storages(config) if lxc else {disk.storage for disk in Guest.vm_disks(config)}):
                 return None, None
             if lxc:
-                return None, (guest, 'a container: there is no freezing it', False)
+                return GuestsWindow.look_at_container(storage, pause, guest, config)
             status = ctx.pve.status(guest)
         except ProxmoxError as exc:
             return None, (guest, f'not looked at ({exc})', True)
@@ -4867,16 +4867,41 @@ class GuestsWindow:
         return None, (guest, why, warn)
 
     @staticmethod
+    def look_at_container(storage, pause, guest, config):
+        """(HeldGuest or None, (guest, why, warn) or None) of one running container with a disk on
+        `storage`: with -pause, on its own node as root, frozen by its cgroup freezer as ct create
+        -pause freezes it (Freezer; 'pause', its consistency `paused`); else crash-consistent, and
+        why. One frozen before the run is left so (and is consistent as it is)."""
+        view = VmView(guest, config, [d for d in Guest.disks(guest, config) if d.path], [], [])
+        if not pause:
+            return None, (guest, 'a container: storage create -pause freezes it, on its own node', False)
+        if Node.name() != guest['node']:
+            return None, (guest, f'a container on node {guest["node"]}: its freezer is reachable only there, as root',
+                          True)
+        try:
+            state = Freezer.state(view)
+        except Failure as exc:
+            return None, (guest, f'not frozen: {exc}', True)
+        if state not in Freezer.RUNNING:
+            return None, (guest, f'{state.lower()}, not running: left as it is', state != 'FROZEN')
+        return GuestsWindow.HeldGuest(view, 'pause'), None
+
+    @staticmethod
     def hold(ctx, guest):
-        """Freeze or pause one guest. (None, None), or the Failure of a hold not made and the
-        Failure of undoing what it may have done half-way (None once undone)."""
+        """Freeze or pause one guest (a container: its freezer). (None, None), or the Failure of a hold
+        not made and the Failure of undoing what it may have done half-way (None once undone)."""
         view = guest.view
         try:
             if guest.how == 'freeze':
                 ctx.pve.agent(view.vm, 'fsfreeze-freeze')
+            elif view.kind == Kind.CT:
+                Freezer.freeze(ctx, view)
             else:
                 ctx.pve.power(view.vm, 'suspend')
         except Failure as exc:
+            if view.kind == Kind.CT:
+                # lxc-freeze may have frozen it before a sync failed: thaw it anyway.
+                return exc, Freezer.thaw(ctx, view)
             if guest.how == 'freeze':
                 # A freeze that failed half-way may have frozen some file systems: thaw anyway.
                 undone = Guests.thaw(ctx, view)

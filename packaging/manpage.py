@@ -301,10 +301,12 @@ held; the snapshot is taken; the guests run again; -keep. On a node that is six 
 whatever the number of guests.
 
 - -freeze freezes every running VM on the storage whose guest agent can freeze, a few at a time
-  per node, every node at once; -pause pauses in memory every other running VM too. None is held
+  per node, every node at once; -pause pauses in memory every other running VM too, and freezes
+  each running container of this node (its cgroup freezer, as ct create -pause). None is held
   longer than freeze_timeout from the first hold: a snapshot that takes longer is taken after
-  they are let go, and a warning says it is crash-consistent for them. Containers, VMs without
-  an agent, and without -pause VMs that cannot be frozen, stay crash-consistent. A guest that
+  they are let go, and a warning says it is crash-consistent for them. Containers on other nodes
+  or without -pause, VMs without an agent, and without -pause VMs that cannot be frozen, stay
+  crash-consistent. A guest that
   could not be thawed or resumed fails the run, naming the command to run by hand.
 - A record not written: the snapshot is still taken and the run fails after it, saying so. A
   snapshot whose answer was lost is read back: is it there?

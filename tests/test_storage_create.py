@@ -353,8 +353,39 @@ def test_a_frozen_storage_snapshot_thaws_every_guest(world):
                      r'for \S+ s', result.err)
     assert (f'INFO: storage ONTAP01: snapshot {name} is crash-consistent for VM 103: no guest agent'
             in result.err.splitlines())
-    assert f'snapshot {name} is crash-consistent for CT 200: a container: there is no freezing it' in result.err
+    assert (f'snapshot {name} is crash-consistent for CT 200: a container: storage create -pause freezes it, on its '
+            'own node') in result.err
     assert 'WARNING' not in result.err
+
+
+def test_pause_freezes_a_container_on_this_node_for_the_snapshot_and_thaws_it(world, monkeypatch, tmp_path):
+    from world import CtNode
+    node = CtNode(monkeypatch, tmp_path / 'pve2', 'pve2')      # this run on pve2, where CT 200 runs
+    with_running_guests(world)
+    seen = []
+    world.a.on_request = lambda r: seen.append(node.state(200)) if (r['method'], r['path'][-10:]) == (
+        'POST', '/snapshots') else None
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-pause')
+
+    assert result.code == 0, result.err
+    (name,) = world.storage_snapshots()
+    assert seen == ['FROZEN'] and node.state(200) == 'RUNNING'
+    assert [call.split()[0] for call in node.calls() if call.startswith(('lxc-freeze', 'lxc-unfreeze'))] == [
+        'lxc-freeze', 'lxc-unfreeze']
+    assert re.search(rf'storage ONTAP01: snapshot {re.escape(name)} taken with .*CT 200 paused for \S+ s', result.err)
+    assert world.storage_record(name)['ct-200']['consistency'] == 'paused'
+
+
+def test_pause_leaves_a_container_on_another_node_crash_consistent_and_says_so(world):
+    with_running_guests(world)
+
+    result = world.run('storage', 'create', '-storage', 'ONTAP01', '-pause')
+
+    assert result.code == 0, result.err
+    (name,) = world.storage_snapshots()
+    assert (f'WARNING: storage ONTAP01: snapshot {name} is crash-consistent for CT 200: a container on node pve2: its '
+            'freezer is reachable only there, as root') in result.err.splitlines()
 
 
 def test_pause_pauses_in_memory_what_cannot_be_frozen_and_never_hibernates(world):

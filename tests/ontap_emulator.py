@@ -562,6 +562,11 @@ _RELEASE_OF_PARAMETER = {
 # patchable). So bodies are not checked per release.
 
 
+@functools.cache     # a volume's directories stay where they are for the emulator's life
+def _resolved(path):
+    return path.resolve()
+
+
 @functools.cache     # asked for every field of every record answered: the tables never change
 def _introduced(kind, name):
     """The release (generation, major) that brought field `name` of `kind`; (0,) if not listed."""
@@ -1083,7 +1088,7 @@ class OntapEmulator:
         if parts[:1] == ['.snapshot']:
             base, read_only, parts = vol.snapdir, True, parts[1:]
         real = base.joinpath(*parts)
-        if '..' in parts or not real.resolve().is_relative_to(base.resolve()):
+        if '..' in parts or not real.resolve().is_relative_to(_resolved(base)):
             raise ApiError(400, '262197', f'Invalid path "{rel}": it leaves the volume.', target)
         return real, read_only
 

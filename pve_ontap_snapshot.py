@@ -2791,6 +2791,16 @@ class Identity:
         return ctime, uuid if re.fullmatch(r'[0-9a-f]{32}', uuid) else None, macs
 
     @staticmethod
+    def of_manifest(recorded):
+        """The identity a manifest records (its `identity`: Manifest.build), as of_config gives one;
+        None where it records none. Earlier builds recorded no MACs."""
+        if not isinstance(recorded, dict):
+            return None
+        macs = recorded.get('hwaddr')
+        return (recorded.get('ctime'), recorded.get('smbios_uuid'),
+                tuple(mac for mac in macs if isinstance(mac, str)) if isinstance(macs, list) else ())
+
+    @staticmethod
     def tag(identity):
         """The short form of a guest identity a manifest's name carries: c<ctime>, else u<uuid>, else
         h<the first NIC's MAC>, else None."""
@@ -6103,11 +6113,8 @@ class VmRestore:
     def check_same_vm(view, origin, saved, files):
         """Refuse a restore of the VM from a snapshot of another VM that had its id (same_vm): by the
         identity its manifest records, else the one its name carries (`files`: a VM snapshot's)."""
-        recorded = (saved.manifest or {}).get('identity') if saved else None
-        macs = recorded.get('hwaddr') if isinstance(recorded, dict) else None
-        tag = Identity.tag((recorded.get('ctime'), recorded.get('smbios_uuid'),
-                            tuple(m for m in macs if isinstance(m, str)) if isinstance(macs, list) else ())
-                           ) if isinstance(recorded, dict) else None
+        recorded = Identity.of_manifest((saved.manifest or {}).get('identity') if saved else None)
+        tag = Identity.tag(recorded) if recorded else None
         if Identity.same_vm(tag or Identity.of_files(files), view.identity) is False:
             word = view.kind.word
             raise Failure(f'{view.label}: {origin} is of another {word} that had the id {view.vmid} before, not of '
@@ -7784,9 +7791,10 @@ class Monitor:
         worst = max((item['state'] for item in items), key=Monitor.SEVERITY.index, default='OK')
         named = [item for item in items if item['state'] == worst]
         if worst == 'OK':
-            cts = sum(i['kind'] == 'ct' for i in items)
-            head = (f'OK: {sum(i["kind"] == "storage" for i in items)} storage(s)' + ('' if cts else ' and') +
-                    f' {sum(i["kind"] == "vm" for i in items)} VM(s)' + (f' and {cts} CT(s)' if cts else '') + ' fresh')
+            count = {kind: sum(i['kind'] == kind for i in items) for kind in ('storage', 'vm', 'ct')}
+            counts = [f'{count["storage"]} storage(s)', f'{count["vm"]} VM(s)'] + (
+                [f'{count["ct"]} CT(s)'] if count['ct'] else [])
+            head = f'OK: {", ".join(counts[:-1])} and {counts[-1]} fresh'
         else:
             head = f'{worst}: ' + '; '.join(f'{Monitor.label_of(i)}: {i["finding"]}' for i in named[:3]) + (
                 f'; and {len(named) - 3} more' if len(named) > 3 else '')
@@ -7810,9 +7818,10 @@ class Monitor:
             chosen = [Monitor.bounds(ctx, storage, args.warn, args.crit) for storage in used] or [
                 Monitor.bounds(ctx, None, args.warn, args.crit)]
             return min(b[0] for b in chosen), min(b[1] for b in chosen)
+        guests = ctx.pve.guests() if args.vm or args.ct or args.all else {}
         for kind, ids in ((Kind.VM, args.vm), (Kind.CT, args.ct)):
             if ids or args.all:
-                for vmid, view in Monitor.gather_guests(ctx, kind, ids or None):
+                for vmid, view in Monitor.gather_guests(ctx, guests, kind, ids or None):
                     items += Monitor.check_guest(ctx, kind, vmid, view, guest_bounds, now)
         records = RunRecords.read_all()
         items += Monitor.check_runs(records)
@@ -7824,11 +7833,10 @@ class Monitor:
         return Metrics.STATES[worst]
 
     @staticmethod
-    def gather_guests(ctx, kind, vmids):
+    def gather_guests(ctx, guests, kind, vmids):
         """[(vmid, VmView or Failure)] of the -vm (or -ct) ids, or (None) of every guest of `kind` but a
-        template with a disk on a configured storage; the configs read from pmxcfs on a node
-        (Node.guest_configs), else through the API, REQUESTS_AT_ONCE at a time."""
-        guests = ctx.pve.guests()
+        template with a disk on a configured storage, among `guests` (Pve.guests); the configs read
+        from pmxcfs on a node (Node.guest_configs), else through the API, REQUESTS_AT_ONCE at a time."""
         vms = {vmid: guest for vmid, guest in guests.items() if Kind.of(guest) == kind}
         if vmids is None:
             chosen = {vmid: vm for vmid, vm in vms.items() if not vm.get('template')}

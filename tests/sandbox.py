@@ -24,13 +24,12 @@ from world import (
     MARCH_SNAPSHOT,
     OLD_SNAPSHOT,
     ORIGINAL_STAMP,
-    CtNode,
     ServedPve,
     World,
+    on_node_with_pmxcfs,
     populate,
     seed_history,
     start_emulators,
-    write_pmxcfs_configs,
 )
 
 import pve_ontap_snapshot as tool
@@ -85,10 +84,7 @@ def new_ct_as_on_a_node(world, stamp):
     print('\nA new CT 301 from that snapshot of CT 201, as run on node pve1 (its config written into '
           'pmxcfs, played by the directory etc-pve/ of the sandbox):')
     with pytest.MonkeyPatch.context() as patch:
-        CtNode(patch, world.dir / 'node-pve1', 'pve1')
-        nodes = write_pmxcfs_configs(world.pve, world.dir / 'etc-pve')
-        (nodes / 'pve1' / 'lxc').mkdir(parents=True, exist_ok=True)
-        patch.setattr(tool.Node, 'CONFIGS_DIR', str(nodes))
+        nodes = on_node_with_pmxcfs(patch, world, world.dir)
         code = run(world, 'ct', 'restore', '-ct', 201, '-snapshot', stamp, '-as-new', 301)
     config = nodes / 'pve1' / 'lxc' / '301.conf'
     if config.exists():

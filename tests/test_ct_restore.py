@@ -5,7 +5,7 @@ as a pre-restore snapshot, as vm restore does for a VM."""
 import re
 
 import pytest
-from world import add_containers, error_lines, write_pmxcfs_configs
+from world import add_containers, error_lines, on_node_with_pmxcfs, write_pmxcfs_configs
 
 
 @pytest.fixture
@@ -134,15 +134,7 @@ def test_a_vm_given_to_ct_restore_is_refused(world, cts):
 @pytest.fixture
 def pmxcfs_nodes(world, cts, monkeypatch, tmp_path):
     """This run on node pve1, as root, its pmxcfs guest configs a directory of the test's: returns it."""
-    from world import CtNode
-
-    import pve_ontap_snapshot as tool
-
-    CtNode(monkeypatch, tmp_path / 'pve1', 'pve1')
-    nodes = write_pmxcfs_configs(world.pve, tmp_path / 'etc-pve')
-    (nodes / 'pve1' / 'lxc').mkdir(parents=True, exist_ok=True)
-    monkeypatch.setattr(tool.Node, 'CONFIGS_DIR', str(nodes))
-    return nodes
+    return on_node_with_pmxcfs(monkeypatch, world, tmp_path)
 
 
 def test_as_new_makes_a_stopped_ct_with_copies_new_macs_and_its_id_mapping(world, pmxcfs_nodes):

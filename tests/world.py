@@ -1051,6 +1051,16 @@ def add_containers(world):
     return {ctid: world.pve.ct(ctid) for ctid in (200, 201)}
 
 
+def on_node_with_pmxcfs(monkeypatch, world, directory, node='pve1'):
+    """This run as node `node`'s, as root (CtNode), its pmxcfs guest configs (/etc/pve/nodes) a
+    directory of its own under `directory`, with the node's lxc/ there: returns that directory."""
+    CtNode(monkeypatch, directory / node, node)
+    nodes = write_pmxcfs_configs(world.pve, directory / 'etc-pve')
+    (nodes / node / 'lxc').mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(tool.Node, 'CONFIGS_DIR', str(nodes))
+    return nodes
+
+
 class CtNode:
     """This run as node `node`'s, as root, for containers: fake `qm`, `pct`, `lxc-info`, `lxc-freeze`,
     `lxc-unfreeze` and `sync` where Node.PROGRAMS names them, playing the node's side. Each CT's

@@ -4165,22 +4165,27 @@ class Parallel:
     @staticmethod
     def map(function, items, limit=REQUESTS_AT_ONCE, finish=False):
         """[function(item) for item in items], up to `limit` calls at once (1: one by one, in
-        order, so that a dry run prints its lines in order). The first exception, in item order
-        (a stop signal's in the main thread, too), is raised once every call begun has ended;
-        the others are then not begun — or, with `finish`, all the same."""
+        order, so that a dry run prints its lines in order). The first exception, in item order,
+        is raised once every call begun has ended, and the others are then not begun — or, with
+        `finish`, all the same; a stop signal in the main thread likewise."""
         if limit < 2 or len(items) < 2:
             return [function(item) for item in items]
-        # A worker thread (a VM's, in vm create) does the first item itself: a thread fewer to
-        # start for each VM's few requests. The main thread only waits, so that a stop signal
-        # never cuts a call in two.
-        inline = threading.current_thread() is not threading.main_thread()
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(limit, len(items)) - inline)
-        try:
-            futures = [pool.submit(function, item) for item in items[inline:]]
-            first = [function(items[0])] if inline else []
-            return first + [Parallel.result_of(future) for future in futures]
-        finally:
-            pool.shutdown(wait=True, cancel_futures=not finish)
+        return Batch(function, items, finish).run(min(limit, len(items)))
+
+    # Threads that carry a run's parallel calls: started as the first batches need them, then kept
+    # for the next (a VM's clones, listings and deletes are a batch each: starting a thread cost as
+    # much CPU as a request). Never fewer than every batch that may run at once can ask of it.
+    _pool = None
+    _pool_lock = threading.Lock()
+
+    @staticmethod
+    def pool():
+        with Parallel._pool_lock:
+            if Parallel._pool is None:
+                Parallel._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=(Parallel.MOST_VMS_AT_ONCE + 1) * Parallel.REQUESTS_AT_ONCE,
+                    thread_name_prefix='parallel')
+            return Parallel._pool
 
     @staticmethod
     def within(seconds, late, function, *args):
@@ -4220,6 +4225,73 @@ class Parallel:
             return Outcome(item)
 
         return Parallel.map(outcome, items, limit if at_once else 1, finish=True)
+
+
+class Batch:
+    """One Parallel.map: its calls taken in item order by lanes, each lane a thread of Parallel.pool
+    that calls one item after another. A worker thread (a VM's, in vm create) is a lane itself, so
+    that its batch ends even if no thread of the pool is free; the main thread only waits, so that a
+    stop signal never cuts a call in two."""
+
+    def __init__(self, function, items, finish):
+        self.function, self.items, self.finish = function, items, finish
+        self.results, self.errors = [None] * len(items), {}
+        self.taken = self.ended = 0
+        self.stopping = False
+        self.changed = threading.Condition()
+
+    def run(self, lanes):
+        inline = threading.current_thread() is not threading.main_thread()
+        for _ in range(lanes - inline):
+            Parallel.pool().submit(self.lane)
+        try:
+            if inline:
+                self.lane()
+            self.wait()
+        finally:
+            # On a stop signal in the main thread no call begins any more; it is raised once the
+            # calls begun have ended.
+            with self.changed:
+                self.stopping = True
+            self.wait()
+        if self.errors:
+            raise self.errors[min(self.errors)]
+        return self.results
+
+    def take(self):
+        """The index of the next item to call, or None: all taken, or one failed (unless `finish`)."""
+        with self.changed:
+            if self.taken == len(self.items) or ((self.errors or self.stopping) and not self.finish):
+                return None
+            self.taken += 1
+            return self.taken - 1
+
+    def lane(self):
+        while (index := self.take()) is not None:
+            try:
+                self.results[index] = self.function(self.items[index])
+            except BaseException as exc:  # noqa: BLE001 -- the caller's to raise, as concurrent.futures carries it
+                self.fail(index, exc)
+            with self.changed:
+                self.ended += 1
+                self.changed.notify_all()
+
+    def fail(self, index, exc):
+        with self.changed:
+            self.errors.setdefault(index, exc)
+            self.changed.notify_all()
+
+    def over(self):
+        """Every call begun has ended and no other will begin."""
+        return self.ended == self.taken and (self.taken == len(self.items)
+                                             or ((self.errors or self.stopping) and not self.finish))
+
+    def wait(self):
+        """Until over(), in steps of SIGNAL_LATENCY in the main thread (see Parallel.wait_for)."""
+        step = Parallel.SIGNAL_LATENCY if threading.current_thread() is threading.main_thread() else None
+        with self.changed:
+            while not self.over():
+                self.changed.wait(step)
 
 
 class Clones:

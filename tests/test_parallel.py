@@ -1,9 +1,12 @@
 """vm create of several VMs in one run (-vm with several ids, -all, -node-local): a failing VM stops
 no other; the running VMs share one capture snapshot per volume, taken at one instant; each VM
 costs its own requests and no more; -parallel VMs at once, each VM's lines together and in VM
-order; no node shuts down more than four VMs at once. Stop signals are test_signals.py's."""
+order; no node shuts down more than four VMs at once. Stop signals are test_signals.py's. Last,
+the batches of parallel requests under every command (Parallel.map)."""
 
+import concurrent.futures
 import re
+import threading
 
 import pytest
 from world import FILE_CLONE, add_vm_on_both_clusters, cloning, cloning_of_vm, error_lines, slow_clones, write_disk
@@ -409,3 +412,63 @@ def test_node_local_needs_a_node_and_all(world):
                                         'run it on a node')
     assert alone.err.splitlines()[-1] == 'ERROR: -node-local goes with -all (it chooses among all VMs)'
     assert world.state() == before
+
+
+# -- the batches of parallel requests under every command (Parallel.map)
+
+def test_a_batch_answers_in_item_order_with_limit_calls_at_once():
+    running, most, lock = [0], [0], threading.Lock()
+    three_at_once = threading.Barrier(3, timeout=30)     # broken unless three calls run at once
+
+    def call(item):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        three_at_once.wait()
+        with lock:
+            running[0] -= 1
+        return item * 10
+
+    assert tool.Parallel.map(call, list(range(9)), limit=3) == [item * 10 for item in range(9)]
+    assert most[0] == 3
+
+
+def test_after_a_failure_no_call_begins_and_the_failure_is_raised():
+    called = []
+
+    def call(item):
+        called.append(item)
+        if item == 0:
+            raise tool.Failure('item 0')
+
+    with pytest.raises(tool.Failure, match='item 0'):
+        tool.Parallel.map(call, list(range(8)), limit=2)
+    assert set(called) <= {0, 1}      # item 1 may have begun beside it, no later one
+
+
+def test_a_batch_that_finishes_calls_every_item_and_raises_the_first_failure_in_item_order():
+    called = []
+
+    def call(item):
+        called.append(item)
+        if item in (2, 5):
+            raise tool.Failure(f'item {item}')
+
+    with pytest.raises(tool.Failure, match='item 2'):
+        tool.Parallel.map(call, list(range(8)), limit=3, finish=True)
+    assert sorted(called) == list(range(8))
+
+
+def test_a_worker_threads_batch_ends_even_when_no_thread_of_the_pool_is_free(monkeypatch):
+    busy, blocked = concurrent.futures.ThreadPoolExecutor(max_workers=1), threading.Event()
+    busy.submit(blocked.wait, 30)
+    monkeypatch.setattr(tool.Parallel, '_pool', busy)
+    answer = {}
+    worker = threading.Thread(target=lambda: answer.update(out=tool.Parallel.map(lambda item: item + 1, [1, 2, 3])))
+
+    worker.start()
+    worker.join(30)
+    blocked.set()
+    busy.shutdown()
+
+    assert answer == {'out': [2, 3, 4]}

@@ -1872,21 +1872,25 @@ class Volume:
 
 class PveTicket:
     """A PVE login ticket as proxmoxer's session takes its auth (1.2.0 and 2.x alike): the
-    cookie on every call, the CSRF token on each that changes something (pve-api.md §1)."""
+    cookie on every call, the CSRF token on each that changes something (pve-api.md §1). The
+    cookie goes as a header of its own, as a cookie jar would send it: a jar made and merged for
+    every call cost a seventh of a call's CPU time in requests."""
     service = 'PVE'
     cert = proxies = None
 
     def __init__(self, ticket, csrf_token, verify, timeout):
         self.ticket, self.csrf_token = ticket, csrf_token
         self.verify_ssl, self.timeout = verify, timeout
+        self.cookie = f'PVEAuthCookie={ticket}'
 
     def get_cookies(self):
-        return requests.cookies.cookiejar_from_dict({'PVEAuthCookie': self.ticket})
+        return {}
 
     def get_tokens(self):
         return self.ticket, self.csrf_token
 
     def __call__(self, request):
+        request.headers['Cookie'] = self.cookie
         if request.method != 'GET':
             request.headers['CSRFPreventionToken'] = self.csrf_token
         return request
@@ -1937,7 +1941,8 @@ class Pve:
         session = api._store['session']
         Http.read_environment(session, api._store['base_url'])
         session.mount('https://', Http.make_adapter(self.timeouts))
-        session.hooks['response'].append(Http.debug_hook('PVE'))
+        if log.isEnabledFor(logging.DEBUG):
+            session.hooks['response'].append(Http.debug_hook('PVE'))
         if not cfg.token_name:
             session.auth = PveTicket(*self._ticket(api._store['base_url']), self.verify, timeout)
         return api

@@ -622,6 +622,31 @@ def test_the_official_client_writes_a_new_file_as_multipart_data(emu, vol, conn)
     assert (vol.path / 'images/100/notes.txt').read_bytes() == b'written by the client'
 
 
+def test_a_volumes_space_is_counted_wherever_a_get_may_answer_or_match_it(emu, vol, http):
+    # The emulator walks a volume's files only for such a GET: an instance GET without `fields`
+    # (every field but the expensive ones), `space` among the fields, or a filter on it.
+    used = len(b'disk-0 original')
+    volumes = f'{emu.url}/api/storage/volumes'
+
+    instance = http.get(f'{volumes}/{vol.uuid}').json()
+    named = http.get(volumes, params={'name': vol.name, 'fields': 'space'}).json()['records'][0]
+    matched = http.get(volumes, params={'space.used': used, 'fields': 'name'}).json()['records']
+    unmatched = http.get(volumes, params={'space.used': f'>{used}', 'fields': 'name'}).json()['records']
+
+    assert instance['space']['used'] == named['space']['used'] == used
+    assert [record['name'] for record in matched] == [vol.name] and unmatched == []
+
+
+def test_a_form_part_keeps_its_bytes_and_the_headers_any_case(emu, vol, http):
+    data = b'\r\n--not-the-boundary\r\n\r\n\x00\xff end \r\n'
+    reply = http.post(f'{emu.url}/api/storage/volumes/{vol.uuid}/files/images%2F100%2Fraw.bin',
+                      files={'data': ('data', data)}, headers={'accept': 'application/json'})
+
+    assert reply.status_code == 201, reply.text
+    assert (vol.path / 'images/100/raw.bin').read_bytes() == data
+    assert reply.headers['Content-Type'] == 'application/json'
+
+
 def test_the_official_client_reads_a_files_data_as_multipart(emu, vol, conn):
     # What vm restore does to read a saved config: GET …/files/{path}?byte_offset&length with
     # Accept: multipart/form-data (netapp_ontap resources/file_info.py, "File data"); the

@@ -97,11 +97,11 @@ import urllib.parse
 #  2. Errors           Failure and its kinds (main prints one line and exits); Outcome: done, failed
 #                      or unknown; StopSignals (STOP): Ctrl-C and SIGTERM held off around a change
 #  3. Config           Config and its records; ConfigFile finds, checks and reads config.ini
-#  4. HTTP             Http: the libraries, connection errors, polling, the adapter
+#  4. HTTP             Http: the libraries, connection errors, polling, the urllib3 pools
 #  5. ONTAP            Ontap (one cluster: transport, jobs, volumes) and Volume (a volume as a handle:
 #                      its files, snapshots, clones)
-#  6. Proxmox          Pve (the API: guests, configs, power, tasks, storage.cfg), Node (this node) and
-#                      Freezer (a container's cgroup freezer, on its node)
+#  6. Proxmox          PveSession (proxmoxer's transport), Pve (the API: guests, configs, power, tasks,
+#                      storage.cfg), Node (this node) and Freezer (a container's cgroup freezer, on its node)
 #  7. Pure logic       Kind (VM or CT), Guest (a config as PVE writes it), Identity, Qcow2, Consistency, RestoreRules
 #                      (what a restore may put back), Manifest, Hold (what a held VM snapshot's hold says),
 #                      VmSnapshots (-keep), Output
@@ -868,7 +868,8 @@ requests = urllib3 = proxmoxer = Retry = None
 class Http:
     """What both APIs share: the HTTP libraries (imported when a command runs, never for a <TAB>),
     connection errors as phrases (requests' and urllib3's alike), redirects refused, polling, the
-    retries; PVE's requests adapter; ONTAP's urllib3 pool, its request targets and bodies."""
+    retries; the PVE login's requests adapter; the urllib3 pools of both, their request targets and
+    bodies."""
 
     # The statuses of a redirect, as requests tells one (requests models.py, REDIRECT_STATI).
     REDIRECTS = frozenset((301, 302, 303, 307, 308))
@@ -902,27 +903,25 @@ class Http:
 
     @staticmethod
     def describe_connection_error(exc):
-        """The one useful phrase inside a connection error's nested message: requests' (PVE) or
-        urllib3's (ONTAP), whose texts are the same (requests passes urllib3's on as its own)."""
+        """The one useful phrase inside a urllib3 connection error's nested message."""
         if Http.tls_failed(exc):
             return 'TLS certificate verification failed (set verify to a CA file, or false)'
-        if isinstance(exc, requests.exceptions.TooManyRedirects):
-            return Http.redirect_refused(exc.response)
         text = str(exc)
         # urllib3 names the bound that ran out, "(connect timeout=10)", "(read timeout=120)",
-        # also inside the retries' MaxRetryError that requests passes on as a ConnectionError.
+        # also inside the retries' MaxRetryError.
         found = re.search(r'(connect|read) timeout=([\d.]+)', text)
         if found and found[1] == 'connect':
             return f'no connection within {float(found[2]):g} s (connect_timeout)'
         if found:
             return f'no answer within {float(found[2]):g} s (read_timeout)'
-        if isinstance(exc, requests.exceptions.Timeout):
-            return 'timed out'
         for pattern in (r'\[Errno -?\d+\] ([^\'")]+)',
                         r'(Connection aborted|Connection reset[^\'")]*|Remote end closed connection[^\'")]*)'):
             found = re.search(pattern, text)
             if found:
                 return found.group(1).strip().rstrip('.')
+        # Last: urllib3's NewConnectionError (a refused connect, told above) is a TimeoutError too.
+        if isinstance(Http.urllib3_failure(exc), urllib3.exceptions.TimeoutError):
+            return 'timed out'
         return 'connection failed'
 
     @staticmethod
@@ -933,18 +932,11 @@ class Http:
 
     @staticmethod
     def may_have_arrived(exc):
-        """Whether a request that raised `exc` may have reached the server: anything but a failed
-        connect (refused, timed out, TLS handshake) or a redirect (an answer that did nothing)
-        leaves its outcome unknown. urllib3's errors are told as requests tells those it wraps."""
-        if isinstance(exc, urllib3.exceptions.HTTPError):
-            return not isinstance(Http.urllib3_failure(exc), (urllib3.exceptions.NewConnectionError,
-                                                              urllib3.exceptions.ConnectTimeoutError,
-                                                              urllib3.exceptions.SSLError))
-        if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError,
-                            requests.exceptions.TooManyRedirects)):
-            return False
-        reason = getattr(exc.args[0], 'reason', None) if exc.args else None
-        return not isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+        """Whether a request that raised `exc` (a urllib3 error) may have reached the server:
+        anything but a failed connect (refused, timed out, TLS handshake) leaves its outcome unknown."""
+        return not isinstance(Http.urllib3_failure(exc), (urllib3.exceptions.NewConnectionError,
+                                                          urllib3.exceptions.ConnectTimeoutError,
+                                                          urllib3.exceptions.SSLError))
 
     @staticmethod
     def failed_connection(exc):
@@ -953,35 +945,22 @@ class Http:
         cause = exc.__cause__
         if Http.tls_failed(cause):
             return 'tls'
-        if isinstance(cause, (requests.exceptions.RequestException, urllib3.exceptions.HTTPError)):
+        if isinstance(cause, urllib3.exceptions.HTTPError):
             return 'network'
         return None
 
     @staticmethod
     def tls_failed(exc):
-        """Whether a requests or urllib3 error is a failed TLS handshake or certificate check:
-        requests raises its SSLError for urllib3's, also for one that ended the retries
-        (requests adapters.py, HTTPAdapter.send)."""
-        return isinstance(exc, requests.exceptions.SSLError) or (
-            isinstance(exc, urllib3.exceptions.HTTPError)
-            and isinstance(Http.urllib3_failure(exc), urllib3.exceptions.SSLError))
+        """Whether a urllib3 error is a failed TLS handshake or certificate check, also one that
+        ended the retries."""
+        return (isinstance(exc, urllib3.exceptions.HTTPError)
+                and isinstance(Http.urllib3_failure(exc), urllib3.exceptions.SSLError))
 
     @staticmethod
     def urllib3_failure(exc):
         """What failed in a urllib3 error: the last failure of the retries that `exc` ended
         (MaxRetryError.reason), else `exc` itself."""
         return exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
-
-    @staticmethod
-    def read_environment(session, url):
-        """Read once what requests would read from the environment on every call: the proxy for
-        this host (HTTPS_PROXY, NO_PROXY), kept as it was; and follow no redirect, so that no
-        credential reaches another host. Not read: ~/.netrc (every request carries its own
-        credentials), and the CA bundle (environment_ca: verify= goes with each request). Reading
-        them per call cost a fifth of a whole-cluster run's CPU time."""
-        session.proxies.update(requests.utils.get_environ_proxies(url))
-        session.trust_env = False
-        session.max_redirects = 0
 
     @staticmethod
     def environment_ca():
@@ -1002,26 +981,6 @@ class Http:
         A 3xx is answered as it is, never followed (redirect=False on every request)."""
         return Retry(total=3, connect=3, read=2, status=3, backoff_factor=0.2, allowed_methods=frozenset(['GET']),
                      status_forcelist=(502, 503, 504), raise_on_status=False)
-
-    @staticmethod
-    def make_adapter(timeouts):
-        """PVE's HTTPAdapter, with default timeouts and Http.retries()."""
-
-        class TimeoutAdapter(requests.adapters.HTTPAdapter):
-            def send(self, request, **kwargs):
-                if kwargs.get('timeout') is None:
-                    kwargs['timeout'] = (timeouts.connect, timeouts.read)
-                return super().send(request, **kwargs)
-
-        return TimeoutAdapter(max_retries=Http.retries(), pool_maxsize=Parallel.CONNECTIONS_PER_HOST)
-
-    @staticmethod
-    def debug_hook(side):
-        """A requests response hook logging each request (Http.log_request)."""
-        def hook(response, *args, **kwargs):
-            Http.log_request(side, response.request.method, urllib.parse.urlsplit(response.request.url).path,
-                             response.status_code, response.elapsed.total_seconds())
-        return hook
 
     @staticmethod
     def log_request(side, method, path, status, seconds):
@@ -1082,12 +1041,17 @@ class Http:
         percent-encodes, as it did behind requests (connectionpool.py, urlopen: _encode_target)."""
         if '%' in path:
             path = Http.UNRESERVED_ESCAPE.sub(lambda escape: chr(int(escape[1], 16)), path)
-        query = urllib.parse.urlencode({key: value for key, value in params.items() if value is not None},
-                                       doseq=True) if params else ''
+        query = Http.encode_params(params) if params else ''
         if not query:
             return path
         path, _, own = path.partition('?')
         return f'{path}?{own}&{query}' if own else f'{path}?{query}'
+
+    @staticmethod
+    def encode_params(params):
+        """Params as requests encodes them, for a query or a form body: urlencode(doseq=True),
+        leaving out those that are None (models.py, _encode_params)."""
+        return urllib.parse.urlencode({key: value for key, value in params.items() if value is not None}, doseq=True)
 
     @staticmethod
     def form_data(name, data):
@@ -1385,11 +1349,6 @@ class Ontap:
         path = urllib.parse.urlsplit(path).path
         path = Ontap.UUID_SEGMENT.sub('/*', path)
         return path.split('/files/', 1)[0] + '/files' if '/files/' in path else path
-
-    @staticmethod
-    def response_json(response):
-        """The JSON object of a requests response's body, or {} (json_object)."""
-        return Ontap.json_object(response.content)
 
     @staticmethod
     def json_object(content):
@@ -1867,33 +1826,74 @@ class Volume:
         return created is not None and (now - created).total_seconds() < seconds
 
 # ---- 6. Proxmox ------------------------------------------------------------------------------
-# Pve: one login per run, our own task poller, the API calls as its methods. Node: this node
-# (its programs, the guest config files on pmxcfs, its NFS mounts).
+# PveSession: what proxmoxer sends through, one urllib3 pool per run. Pve: one login per run, our
+# own task poller, the API calls as its methods. Node: this node (its programs, the guest config
+# files on pmxcfs, its NFS mounts).
 
-class PveTicket:
-    """A PVE login ticket as proxmoxer's session takes its auth (1.2.0 and 2.x alike): the
-    cookie on every call, the CSRF token on each that changes something (pve-api.md §1). The
-    cookie goes as a header of its own, as a cookie jar would send it: a jar made and merged for
-    every call cost a seventh of a call's CPU time in requests."""
-    service = 'PVE'
-    cert = proxies = None
+class PveSession:
+    """The session proxmoxer sends its API calls through (its ProxmoxResource calls
+    request(method, url, data=, params=) and reads status_code, reason, content and text: 1.2.0
+    and 2.x alike), made of one urllib3 pool to proxmox_host for all of a run's threads (Http.pool),
+    as ONTAP's calls go: requests' own work per call, preparing it and merging settings, was
+    half of a call's CPU time. It sends what requests sent (its default headers; params and a form
+    body encoded as requests encodes them, models.py _encode_params) with the credentials of
+    the login: the ticket's cookie on every call and its CSRF token on each that changes something
+    (pve-api.md §1), or the API token (PVEAPIToken=USER@REALM!TOKENID=SECRET, pve-docs pveum.adoc);
+    a redirect is refused, never followed."""
 
-    def __init__(self, ticket, csrf_token, verify, timeout):
-        self.ticket, self.csrf_token = ticket, csrf_token
-        self.verify_ssl, self.timeout = verify, timeout
-        self.cookie = f'PVEAuthCookie={ticket}'
+    @dataclasses.dataclass(frozen=True)
+    class Answer:
+        status_code: int
+        reason: str
+        content: bytes
+        headers: dict
 
-    def get_cookies(self):
-        return {}
+        @property
+        def text(self):
+            return self.content.decode('utf-8', 'replace')
 
-    def get_tokens(self):
-        return self.ticket, self.csrf_token
+    class Redirected(Exception):
+        """An answer redirecting the call elsewhere (`answer`), not followed."""
 
-    def __call__(self, request):
-        request.headers['Cookie'] = self.cookie
-        if request.method != 'GET':
-            request.headers['CSRFPreventionToken'] = self.csrf_token
-        return request
+        def __init__(self, answer):
+            super().__init__(Http.redirect_refused(answer))
+            self.answer = answer
+
+    def __init__(self, base, verify, timeouts):
+        origin = urllib.parse.urlsplit(base)
+        self.origin = f'{origin.scheme}://{origin.netloc}'
+        self.pool = Http.pool(self.origin, verify, None, timeouts)
+        self.headers = self.changing = dict(requests.utils.default_headers())
+
+    def authorize(self, credentials, csrf_token=None):
+        """Send `credentials` (headers) with every call from now on, and `csrf_token` with each that
+        changes something."""
+        self.headers = dict(self.headers, **credentials)
+        self.changing = dict(self.headers, CSRFPreventionToken=csrf_token) if csrf_token else self.headers
+
+    def close(self):
+        self.pool.close()
+
+    def request(self, method, url, data=None, params=None, **_):
+        started = time.monotonic()
+        headers = self.headers if method == 'GET' else self.changing
+        body = Http.encode_params(data) if data else None
+        if body is not None:
+            headers = dict(headers, **{'Content-Type': 'application/x-www-form-urlencoded'})
+        elif method != 'GET':
+            headers = dict(headers, **{'Content-Length': '0'})
+        target = Http.target(url[len(self.origin):], params)
+        response = self.pool.urlopen(method, target, body=body, headers=headers, redirect=False,
+                                     assert_same_host=False, preload_content=False)
+        try:
+            content = response.read()
+        finally:
+            response.release_conn()
+        Http.log_request('PVE', method, target.partition('?')[0], response.status, time.monotonic() - started)
+        answer = PveSession.Answer(response.status, response.reason, content, response.headers)
+        if answer.status_code in Http.REDIRECTS and 'Location' in answer.headers:
+            raise PveSession.Redirected(answer)
+        return answer
 
 
 class Pve:
@@ -1936,35 +1936,31 @@ class Pve:
         token = (cfg.token_name, cfg.token_value) if cfg.token_name else ('-', '-')
         api = proxmoxer.ProxmoxAPI(cfg.host, user=cfg.user, verify_ssl=self.verify, timeout=timeout,
                                    token_name=token[0], token_value=token[1])
-        # proxmoxer 1.2.0 and 2.x both keep their requests.Session in _store['session'];
-        # 1.2.0 sends API calls without a timeout, so our adapter adds one.
-        session = api._store['session']
-        Http.read_environment(session, api._store['base_url'])
-        session.mount('https://', Http.make_adapter(self.timeouts))
-        if log.isEnabledFor(logging.DEBUG):
-            session.hooks['response'].append(Http.debug_hook('PVE'))
-        if not cfg.token_name:
-            session.auth = PveTicket(*self._ticket(api._store['base_url']), self.verify, timeout)
+        # proxmoxer 1.2.0 and 2.x both keep their session in _store['session'] and send every call
+        # through it: ours (PveSession), which logs in first where there is no API token.
+        base = api._store['base_url']
+        session = PveSession(base, self.verify, self.timeouts)
+        if cfg.token_name:
+            session.authorize({'Authorization': f'PVEAPIToken={cfg.user}!{cfg.token_name}={cfg.token_value}'})
+        else:
+            ticket, csrf_token = self._ticket(session, base)
+            session.authorize({'Cookie': f'PVEAuthCookie={ticket}'}, csrf_token)
+        api._store['session'].close()
+        api._store['session'] = session
         return api
 
-    def _ticket(self, base):
+    def _ticket(self, session, base):
         """(ticket, CSRF token) of a password login (POST /access/ticket, pve-api.md §1), sent to
         proxmox_host alone: no redirect followed, no netrc, the proxy the environment names for it."""
         cfg = self.config
-        login = requests.Session()
-        Http.read_environment(login, base)
-        login.mount('https://', Http.make_adapter(self.timeouts))
-        login.hooks['response'].append(Http.debug_hook('PVE'))
         try:
-            response = login.post(f'{base}/access/ticket', data={'username': cfg.user, 'password': cfg.password},
-                                  verify=self.verify, allow_redirects=False)
-        except requests.exceptions.RequestException as exc:
+            response = session.request('POST', f'{base}/access/ticket',
+                                       data={'username': cfg.user, 'password': cfg.password})
+        except PveSession.Redirected as exc:
+            raise ProxmoxError(f'Proxmox {cfg.host}: login: {exc}') from exc
+        except urllib3.exceptions.HTTPError as exc:
             raise ProxmoxError(f'Proxmox {cfg.host}: login: {Http.describe_connection_error(exc)}') from exc
-        finally:
-            login.close()
-        if response.is_redirect:
-            raise ProxmoxError(f'Proxmox {cfg.host}: login: {Http.redirect_refused(response)}')
-        data = Ontap.response_json(response).get('data') if response.status_code == 200 else None
+        data = Ontap.json_object(response.content).get('data') if response.status_code == 200 else None
         if not isinstance(data, dict) or not data.get('ticket') or not data.get('CSRFPreventionToken'):
             raise ProxmoxError(f'Proxmox {cfg.host}: {self._login_refused()}'
                                + ('' if response.status_code in (200, 401) else f' (HTTP {response.status_code})'))
@@ -2006,7 +2002,9 @@ class Pve:
                 lines = (exc.content or exc.status_message or '').strip().splitlines()
                 raise ProxmoxError(f'Proxmox {self.host}: {what}: {lines[0] if lines else exc.status_code}') \
                     from exc
-            except requests.exceptions.RequestException as exc:
+            except PveSession.Redirected as exc:
+                raise ProxmoxError(f'Proxmox {self.host}: {what}: {exc}') from exc
+            except urllib3.exceptions.HTTPError as exc:
                 message = f'Proxmox {self.host}: {what}: {Http.describe_connection_error(exc)}'
                 if method != 'get' and not safe and Http.may_have_arrived(exc):
                     raise OutcomeUnknown(f'{message} after the request went out', what,
@@ -3475,10 +3473,9 @@ class Context:
     """What one run shares: the config, one PVE login, one Ontap per cluster, volume lookups.
     Its caches have no lock: a command fills those its threads read (storage.cfg, the volumes,
     and with them the Ontaps) in the main thread before it starts them (see gather_vms). The
-    PVE login has a lock of its own. Threads share PVE's requests.Session: its urllib3 pool is
-    thread-safe, and nothing changes a Session after its login (requests promises no more
-    than that: psf/requests#2766); and each Ontap's urllib3 pool, which nothing changes after
-    it is made (urllib3 keeps a pool's idle connections in a queue.LifoQueue: connectionpool.py)."""
+    PVE login has a lock of its own. Threads share PVE's urllib3 pool (PveSession) and each
+    Ontap's, which nothing changes after they are made (urllib3 keeps a pool's idle connections
+    in a queue.LifoQueue: connectionpool.py)."""
 
     def __init__(self, config, output='text', dry_run=False, wait=0, local_lock=False, command=''):
         self.config = config

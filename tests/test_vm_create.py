@@ -930,6 +930,26 @@ def test_create_registers_clones_as_unused_disks(world):
     assert vm.config['unused0'] == 'ONTAP01:100/vm-100-disk-7.raw'
 
 
+def test_the_manifest_and_the_registration_do_not_wait_for_each_other(world):
+    # The emulator holds the manifest's write until PVE has the registration (or 20 s have
+    # passed): one after the other, the registration would come only after that write.
+    seen = []
+
+    def hold_the_manifest(record):
+        if record['method'] == 'POST' and record['path'].endswith('.manifest.json'):
+            deadline = time.monotonic() + 20
+            while not world.pve_requests('PUT', '*/qemu/101/config') and time.monotonic() < deadline:
+                time.sleep(0.01)
+            seen.append(len(world.pve_requests('PUT', '*/qemu/101/config')))
+    world.a.on_request = hold_the_manifest
+
+    result = world.run('vm', 'create', '-vm', 101)
+
+    assert result.code == 0, result.err
+    assert seen == [1] and len(world.vm_snapshots(101)) == 1
+    assert any(key.startswith('unused') for key in {**world.pve.vm(101).config, **world.pve.vm(101).pending})
+
+
 def test_a_second_snapshot_of_a_running_vm_keeps_the_pending_unused_disks_of_the_first(world):
     assert world.run('vm', 'create', '-vm', 100).code == 0
     time.sleep(1)       # stamps have one-second resolution

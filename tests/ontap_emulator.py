@@ -124,6 +124,17 @@ def _iso_from_timestamp(ts):
     return _iso_from_second(int(ts // 1))    # isoformat(timespec="seconds") drops the fraction
 
 
+def _links_below(base, parts):
+    """Whether a path of `parts` (no `..` among them) below `base` goes through a symbolic link:
+    only then may it lead out of `base` (one lstat a part, not realpath's of the whole path)."""
+    path = base
+    for part in parts:
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            return True
+    return False
+
+
 @functools.lru_cache(maxsize=4096)   # four times of every file of every listing: few seconds
 def _iso_from_second(second):
     return datetime.datetime.fromtimestamp(second).astimezone().isoformat(timespec='seconds')
@@ -1102,7 +1113,7 @@ class OntapEmulator:
         if parts[:1] == ['.snapshot']:
             base, read_only, parts = vol.snapdir, True, parts[1:]
         real = base.joinpath(*parts)
-        if '..' in parts or not real.resolve().is_relative_to(_resolved(base)):
+        if '..' in parts or (_links_below(str(base), parts) and not real.resolve().is_relative_to(_resolved(base))):
             raise ApiError(400, '262197', f'Invalid path "{rel}": it leaves the volume.', target)
         return real, read_only
 
@@ -1178,7 +1189,8 @@ class OntapEmulator:
             '_links': {'metadata': {'href': href + '?return_metadata=true'}},
         }
         if kind == 'directory':
-            record['is_empty'] = not any(real.iterdir())
+            with os.scandir(real) as entries:     # the first entry, not a list of them all
+                record['is_empty'] = next(entries, None) is None
             record['_links']['self'] = {'href': href}
         return record
 

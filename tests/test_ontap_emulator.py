@@ -637,6 +637,22 @@ def test_a_volumes_space_is_counted_wherever_a_get_may_answer_or_match_it(emu, v
     assert [record['name'] for record in matched] == [vol.name] and unmatched == []
 
 
+def test_a_files_path_through_a_link_out_of_the_volume_is_refused(emu, vol, http, tmp_path):
+    outside = tmp_path / 'outside'
+    (outside / 'deep').mkdir(parents=True)
+    (vol.path / 'images' / 'away').symlink_to(outside)
+    (vol.path / 'images' / 'here').symlink_to(vol.path / 'images' / '100')
+    files = f'{emu.url}/api/storage/volumes/{vol.uuid}/files/'
+
+    through_link = http.get(files + 'images%2Faway%2Fdeep')
+    up_and_out = http.get(files + 'images%2F..%2F..%2Fetc')
+    within = http.get(files + 'images%2Fhere')
+
+    for refused in (through_link, up_and_out):
+        assert refused.status_code == 400 and 'leaves the volume' in refused.json()['error']['message']
+    assert within.status_code == 200
+
+
 def test_a_form_part_keeps_its_bytes_and_the_headers_any_case(emu, vol, http):
     data = b'\r\n--not-the-boundary\r\n\r\n\x00\xff end \r\n'
     reply = http.post(f'{emu.url}/api/storage/volumes/{vol.uuid}/files/images%2F100%2Fraw.bin',

@@ -1871,9 +1871,6 @@ class PveSession:
         self.headers = dict(self.headers, **credentials)
         self.changing = dict(self.headers, CSRFPreventionToken=csrf_token) if csrf_token else self.headers
 
-    def close(self):
-        self.pool.close()
-
     def request(self, method, url, data=None, params=None, **_):
         started = time.monotonic()
         headers = self.headers if method == 'GET' else self.changing
@@ -4260,10 +4257,14 @@ class Batch:
             raise self.errors[min(self.errors)]
         return self.results
 
+    def closed(self):
+        """No call begins any more: all are taken, or (unless `finish`) one failed or a stop signal came."""
+        return self.taken == len(self.items) or ((self.errors or self.stopping) and not self.finish)
+
     def take(self):
-        """The index of the next item to call, or None: all taken, or one failed (unless `finish`)."""
+        """The index of the next item to call, or None once closed()."""
         with self.changed:
-            if self.taken == len(self.items) or ((self.errors or self.stopping) and not self.finish):
+            if self.closed():
                 return None
             self.taken += 1
             return self.taken - 1
@@ -4285,8 +4286,7 @@ class Batch:
 
     def over(self):
         """Every call begun has ended and no other will begin."""
-        return self.ended == self.taken and (self.taken == len(self.items)
-                                             or ((self.errors or self.stopping) and not self.finish))
+        return self.ended == self.taken and self.closed()
 
     def wait(self):
         """Until over(), in steps of SIGNAL_LATENCY in the main thread (see Parallel.wait_for)."""

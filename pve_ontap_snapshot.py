@@ -852,10 +852,11 @@ class ConfigFile:
         return sorted(set(keys) - set(known))
 
 # ---- 4. HTTP ---------------------------------------------------------------------------------
-# What both APIs share; the libraries are loaded only when a command runs. PVE goes through
-# requests (proxmoxer's Session); ONTAP, which gets most of a run's requests, through a bare
-# urllib3 pool: requests' own work on each request (preparing it, merging settings, encoding its
-# URL again) was about half of the tool's CPU time in a whole-cluster vm create (tests/bench.py).
+# What both APIs share; the libraries are loaded only when a command runs. Both go through bare
+# urllib3 pools (PVE's as the session proxmoxer sends through, PveSession): requests' own work on
+# each request (preparing it, merging settings, encoding its URL again) was about half of the
+# tool's CPU time in a whole-cluster vm create (tests/bench.py). requests still reads the
+# environment's proxy settings for them.
 
 log = logging.getLogger('pve_ontap_snapshot')
 
@@ -867,9 +868,8 @@ requests = urllib3 = proxmoxer = Retry = None
 
 class Http:
     """What both APIs share: the HTTP libraries (imported when a command runs, never for a <TAB>),
-    connection errors as phrases (requests' and urllib3's alike), redirects refused, polling, the
-    retries; the PVE login's requests adapter; the urllib3 pools of both, their request targets and
-    bodies."""
+    connection errors as phrases, redirects refused, polling, the retries; the urllib3 pools of
+    both, their request targets and bodies."""
 
     # The statuses of a redirect, as requests tells one (requests models.py, REDIRECT_STATI).
     REDIRECTS = frozenset((301, 302, 303, 307, 308))
@@ -988,21 +988,26 @@ class Http:
         log.debug('%s %s %s -> %s (%.0f ms)', side, method, path, status, seconds * 1000)
 
     @staticmethod
-    def pool(base, verify, cert, timeouts):
+    def pool(base, verify, cert, timeouts, where, failure):
         """A urllib3 connection pool to the host of `base` (https://host[:port]) for all of a run's
         threads (urllib3's pools are thread-safe), set up as a requests Session would set up its
         own for each request (requests adapters.py: _urllib3_request_context, cert_verify,
         proxy_manager_for): `verify` true is the system CAs (urllib3 loads them where it is given
         no CA: util/ssl_.py, ssl_wrap_socket), false none, else a CA file (or directory); `cert`
-        (cert, key) a client certificate; through the proxy the environment names for the host."""
+        (cert, key) a client certificate; through the proxy the environment names for the host.
+        A proxy it cannot use is a `failure` (a Failure class) naming `where`."""
         tls = {'cert_reqs': 'CERT_NONE' if verify is False else 'CERT_REQUIRED'}
         if isinstance(verify, str):
             tls['ca_cert_dir' if os.path.isdir(verify) else 'ca_certs'] = verify
         if cert:
             tls['cert_file'], tls['key_file'] = cert
-        manager = Http.pool_manager(Http.environment_proxy(base), num_pools=1, maxsize=Parallel.CONNECTIONS_PER_HOST,
-                                    block=False, timeout=urllib3.Timeout(connect=timeouts.connect, read=timeouts.read),
-                                    retries=Http.retries(), **tls)
+        try:
+            manager = Http.pool_manager(Http.environment_proxy(base), num_pools=1,
+                                        maxsize=Parallel.CONNECTIONS_PER_HOST, block=False,
+                                        timeout=urllib3.Timeout(connect=timeouts.connect, read=timeouts.read),
+                                        retries=Http.retries(), **tls)
+        except (ValueError, ImportError) as exc:
+            raise failure(f'{where}: the proxy the environment names for it cannot be used: {exc}') from exc
         return manager.connection_from_url(base)
 
     @staticmethod
@@ -1104,11 +1109,7 @@ class Ontap:
         self.timeouts = timeouts
         self.dry_run = dry_run
         self.where = f'ONTAP {cluster.host}'
-        try:
-            self.pool = Http.pool(f'https://{cluster.host}', self.verify, self.cert, timeouts)
-        except (ValueError, ImportError) as exc:
-            raise OntapError(f'ONTAP {cluster.host}: the proxy the environment names for it cannot be used: {exc}') \
-                from exc
+        self.pool = Http.pool(f'https://{cluster.host}', self.verify, self.cert, timeouts, self.where, OntapError)
         # Sent with every request: no ~/.netrc, no cookie, nothing the environment adds. The
         # encodings requests asks for, so that ONTAP answers as it did (urllib3 decodes them).
         self.headers = {'Accept': 'application/json', 'Accept-Encoding': requests.utils.default_headers()['Accept-Encoding']}
@@ -1859,10 +1860,10 @@ class PveSession:
             super().__init__(Http.redirect_refused(answer))
             self.answer = answer
 
-    def __init__(self, base, verify, timeouts):
+    def __init__(self, base, verify, timeouts, where):
         origin = urllib.parse.urlsplit(base)
         self.origin = f'{origin.scheme}://{origin.netloc}'
-        self.pool = Http.pool(self.origin, verify, None, timeouts)
+        self.pool = Http.pool(self.origin, verify, None, timeouts, where, ProxmoxError)
         self.headers = self.changing = dict(requests.utils.default_headers())
 
     def authorize(self, credentials, csrf_token=None):
@@ -1936,7 +1937,7 @@ class Pve:
         # proxmoxer 1.2.0 and 2.x both keep their session in _store['session'] and send every call
         # through it: ours (PveSession), which logs in first where there is no API token.
         base = api._store['base_url']
-        session = PveSession(base, self.verify, self.timeouts)
+        session = PveSession(base, self.verify, self.timeouts, f'Proxmox {cfg.host}')
         if cfg.token_name:
             session.authorize({'Authorization': f'PVEAPIToken={cfg.user}!{cfg.token_name}={cfg.token_value}'})
         else:
@@ -2782,8 +2783,7 @@ class Identity:
         """(meta ctime, SMBIOS uuid, NIC MACs) of a guest config: the first two None where it has none
         (a container never has them), the MACs of its netN entries with an hwaddr= (a container's) as
         12 hex digits each, in key order."""
-        meta = dict(item.split('=', 1) for item in str(config.get('meta') or '').split(',') if '=' in item)
-        smbios = dict(item.split('=', 1) for item in str(config.get('smbios1') or '').split(',') if '=' in item)
+        meta, smbios = Guest.property_items(config.get('meta')), Guest.property_items(config.get('smbios1'))
         ctime = meta.get('ctime') if str(meta.get('ctime', '')).isdigit() else None
         uuid = smbios.get('uuid', '').replace('-', '').lower()
         macs = tuple(found['mac'].replace(':', '').lower() for key, value in sorted(config.items())
@@ -4114,7 +4114,6 @@ class RunRecords:
         return records
 
 
-
 class Parallel:
     """The one helper for parallel work: how much runs at once, and waiting so that a stop signal
     is seen and never cuts a batch of changes in two."""
@@ -4130,8 +4129,8 @@ class Parallel:
     # (pve-ha-manager: src/PVE/HA/Env/PVE2.pm get_max_workers, src/PVE/HA/LRM.pm run_workers).
     POWER_CYCLES_PER_NODE = 4
     REQUESTS_AT_ONCE = 16       # requests one thread fans out at once: a VM's clones, reads, deletes
-    # Every thread of a run may have a request out at one host at once: each pool (PVE's Session's,
-    # an Ontap's) keeps a connection for each, so no thread waits for one (inside a VM's pause, say)
+    # Every thread of a run may have a request out at one host at once: each pool (PveSession's, an
+    # Ontap's) keeps a connection for each, so no thread waits for one (inside a VM's pause, say)
     # and none is thrown away (urllib3 warns "Connection pool is full"). Only idle connections take room.
     CONNECTIONS_PER_HOST = MOST_VMS_AT_ONCE * REQUESTS_AT_ONCE
     # How long a stop signal may wait to be seen while the main thread waits for parallel work.
@@ -5709,9 +5708,8 @@ class VmList:
         manifests = Parallel.map(lambda files: VmList.manifest_state(ctx, view.vmid, files), list(found.values()))
         unsound = Parallel.map(lambda files: VmList.unsound_copies(ctx, files), list(found.values()))
         # A hold's text costs a request: read only where a set has one.
-        holds = dict(zip((stamp for stamp, files in found.items() if VmSnapshots.hold_of(files)),
-                         Parallel.map(lambda files: VmHold.read(ctx, VmSnapshots.hold_of(files)),
-                                      [files for files in found.values() if VmSnapshots.hold_of(files)])))
+        held = {stamp: hold for stamp, files in found.items() if (hold := VmSnapshots.hold_of(files))}
+        holds = dict(zip(held, Parallel.map(lambda hold: VmHold.read(ctx, hold), list(held.values()))))
         sets = []
         for (stamp, files), manifest, broken in zip(found.items(), manifests, unsound):
             clones = [f for f in files if f.is_clone]
@@ -6699,7 +6697,7 @@ class VmVerify:
         as read, `volumes` {storage of config.ini: Volume or the Failure of looking it up}."""
         stamp, directory = files[0].stamp, f'images/{vmid}'
         problems, notes = [], []
-        copies = [file for file in files if not file.is_record]
+        copies = [file for file in files if file.is_clone]
         recorded = {}       # (storage, path): the size the manifest records
         if isinstance(saved, Failure):
             problems.append(str(saved))
@@ -7089,21 +7087,25 @@ class StorageView:
         found = StorageCreate.guest_manifests(ctx, storage, name)
         if found is not None:
             path, manifests = found
-            entries = [(manifest, f'{path} on {storage}') for manifest in manifests]
+            where = f'{path} on {storage}'
+            checks = [functools.partial(Manifest.check, manifest, where, manifest.get('vmid')
+                                        if isinstance(manifest, dict) else None, name, key) for manifest in manifests]
         else:
             old = StorageCreate.old_manifests(ctx, storage, name)
             if old is None:
                 return None
             volume = ctx.volume(storage)
-            entries = [(json.loads(volume.read_whole(file, volume.file_size(file) or 0) or b'{}'), f'{file} on {storage}')
-                       for file, _, _ in old]
-        for manifest, where in entries:
-            vmid = manifest.get('vmid') if isinstance(manifest, dict) else None
+            # An earlier build's file per guest, named by its guest: read as vm list reads a manifest.
+            checks = [lambda file=file, vmid=vmid: Manifest.read(volume.read_whole(file, volume.file_size(file) or 0),
+                                                                 f'{file} on {storage}', vmid, name, key)
+                      for file, vmid, _ in old]
+        for check in checks:
             try:
-                manifest, signed = Manifest.check(manifest, where, vmid, name, key)
+                manifest, signed = check()
             except ManifestError as exc:
                 log.warning('storage %s: %s', storage, exc)
                 continue
+            vmid = manifest['vmid']
             rows.append({'vmid': vmid, 'type': Manifest.guest_type(manifest), 'name': manifest.get('name'), 'node': manifest.get('node'),
                          'consistency': manifest.get('consistency'), 'signed': signed,
                          'disks': [d['key'] for d in manifest.get('disks') or () if d.get('storage') == storage]})
@@ -7666,6 +7668,7 @@ class StorageMount:
                 ctx.changed('ONTAP %s: FlexClone %s deleted', parent_volume.ontap.host, volume.name)
         STOP.check(f'storage {args.storage} unmounted first')
 
+
 class Metrics:
     """What node_exporter's textfile collector reads: Prometheus' text format (prometheus.io, "Text-
     based format" 0.0.4; names and units as its naming conventions ask). Two files, each rewritten
@@ -7813,7 +7816,7 @@ class Monitor:
     def check_guest(ctx, kind, vmid, view, bounds, now):
         """The items of one VM or CT of `kind` (a VmView, or the Failure that kept it from being
         gathered): its newest complete snapshot of this guest, and its incomplete ones and manifests
-        whose name cannot be read."""
+        whose name cannot be read. bounds(storages): (warn, crit) seconds for a guest on `storages`."""
         item = {'kind': kind.tree, 'name': vmid, 'label': None, 'newest': None, 'newest_time': None, 'count': 0,
                 'age_seconds': None}
         if not isinstance(view, VmView):
@@ -7830,11 +7833,11 @@ class Monitor:
             when = datetime.datetime.strptime(complete[-1], Names.STAMP_FORMAT).replace(tzinfo=datetime.UTC).timestamp()
             item.update(newest=complete[-1], newest_time=when, age_seconds=now - when)
         item['count'] = len(ours)
-        bounds = bounds(view.storages)
-        finding = (f'{complete[-1]} {Monitor.age_phrase(item["age_seconds"])} old (warn {Monitor.age_phrase(bounds[0])}, '
-                   f'crit {Monitor.age_phrase(bounds[1])}), {len(ours)} snapshot(s)') if complete else (
+        warn, crit = bounds(view.storages)
+        finding = (f'{complete[-1]} {Monitor.age_phrase(item["age_seconds"])} old (warn {Monitor.age_phrase(warn)}, '
+                   f'crit {Monitor.age_phrase(crit)}), {len(ours)} snapshot(s)') if complete else (
                    'no complete snapshot' + (f' ({len(ours)} incomplete)' if ours else ''))
-        items.append(dict(item, state=Monitor.verdict(item['age_seconds'], *bounds), finding=finding))
+        items.append(dict(item, state=Monitor.verdict(item['age_seconds'], warn, crit), finding=finding))
         for stamp, files in sorted(ours.items()):
             missing = VmSnapshots.missing_disks(view.disks, files)
             unreadable = [f.path for f in files if f.is_record and f.ext != '.conf' and not f.size]

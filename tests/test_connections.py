@@ -96,6 +96,18 @@ def test_a_proxy_in_the_environment_is_still_used_and_no_proxy_still_bypasses_it
     assert bypassed.code == 0, bypassed.err
 
 
+def test_a_proxy_in_the_environment_that_cannot_be_used_is_one_error_line_naming_the_host(world, monkeypatch):
+    ontap = f'localhost:{world.a.port}'
+    world.write_config(ONTAP01=f'host = {ontap}\nuser = admin\npass = {ONTAP_PASSWORD}\nverify = {world.a.cafile}\n')
+    monkeypatch.setenv('HTTPS_PROXY', 'ftp://127.0.0.1:1')      # a scheme urllib3 cannot proxy through
+
+    fails_cleanly(world, ['vm', 'list', '-vm', 100], 1,
+                  f'ERROR: Proxmox {world.pve_host}: the proxy the environment names for it cannot be used')
+    monkeypatch.setenv('NO_PROXY', '127.0.0.1')                 # PVE bypasses it, ONTAP does not
+    fails_cleanly(world, ['storage', 'list', '-storage', 'ONTAP01'], 1,
+                  f'ERROR: ONTAP {ontap}: the proxy the environment names for it cannot be used')
+
+
 def test_one_pve_login_per_run(world):
     assert world.run('vm', 'create', '-vm', 100, '-suspend').code == 0
     assert world.logins() == 1

@@ -152,14 +152,7 @@ def test_storage_show_of_a_snapshot_names_each_guest_it_holds(world):
 def test_storage_show_reads_the_records_of_earlier_builds_and_says_where_there_are_none(world):
     assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
     (name,) = world.storage_snapshots()
-    # as an earlier build left it: one manifest per guest in pve-ontap-snapshot/
-    snapshot = world.vol1.snapshots[name].path
-    record = world.storage_record(name)
-    (snapshot / tool.Names.STORAGE_RECORD_DIR).mkdir()
-    for guest, manifest in record.items():
-        (snapshot / tool.Names.STORAGE_RECORD_DIR / f'{guest}.{manifest["consistency"]}.manifest.json').write_text(
-            json.dumps(manifest))
-    (snapshot / tool.Names.STORAGE_RECORD).unlink()
+    world.as_an_earlier_build_recorded(name)
     (world.vol1.path / tool.Names.STORAGE_RECORD).unlink()
     world.a.add_snapshot('proxmox_storage01', OLD_SNAPSHOT)
 
@@ -170,6 +163,20 @@ def test_storage_show_reads_the_records_of_earlier_builds_and_says_where_there_a
         (100, 'qemu', 'running'), (101, 'qemu', 'shutdown')]
     assert original.code == 0, original.err
     assert 'guests       not recorded (a snapshot made by the original tool)' in original.out
+
+
+def test_an_earlier_builds_manifest_that_is_no_json_is_a_warning_and_the_other_guests_are_shown(world):
+    assert world.run('storage', 'create', '-storage', 'ONTAP01').code == 0
+    (name,) = world.storage_snapshots()
+    world.as_an_earlier_build_recorded(name, lambda guest, manifest: json.dumps(manifest) if guest != 'vm-101'
+                                       else '{"vmid": 101, "config": ')     # cut short
+
+    result = world.run('-output', 'json', 'storage', 'show', '-storage', 'ONTAP01', '-snapshot', name)
+
+    assert result.code == 0, result.err
+    assert [g['vmid'] for g in json.loads(result.out)['guests']] == [100]
+    assert 'vm-101.shutdown.manifest.json' in result.err and 'it is no JSON' in result.err
+    assert 'Traceback' not in result.err
 
 
 def test_a_record_of_more_than_a_megabyte_is_written_and_read_a_megabyte_at_a_time(world):

@@ -440,14 +440,8 @@ def test_a_storage_snapshot_of_the_original_proves_only_that_it_exists_and_says_
 def test_an_earlier_builds_record_of_one_file_per_guest_is_verified_too(healthy):
     world = healthy
     name = storage_snapshot(world)
-    snapshot = world.vol1.snapshots[name].path
-    manifests = tool.Manifest.read_storage_record((snapshot / tool.Names.STORAGE_RECORD).read_bytes(), 'record')
-    (snapshot / tool.Names.STORAGE_RECORD_DIR).mkdir()
-    for manifest in manifests:
-        (snapshot / tool.Names.STORAGE_RECORD_DIR / f'vm-{manifest["vmid"]}.{manifest["consistency"]}.manifest.json'
-         ).write_text(json.dumps(manifest))
-    (snapshot / tool.Names.STORAGE_RECORD).unlink()
-    (snapshot / 'images/100/vm-100-disk-0.raw').write_bytes(b'short')
+    world.as_an_earlier_build_recorded(name)
+    (world.vol1.snapshots[name].path / 'images/100/vm-100-disk-0.raw').write_bytes(b'short')
 
     (verdict,) = verdicts(world, 'storage', 'verify', '-storage', 'ONTAP01')
 

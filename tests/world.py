@@ -622,6 +622,19 @@ class World:
         """The record of ONTAP01's storage snapshot `name`, as record_of reads it."""
         return record_of(self.vol1.snapshots[name].path / tool.Names.STORAGE_RECORD)
 
+    def as_an_earlier_build_recorded(self, name, written=None):
+        """Turn ONTAP01's storage snapshot `name` into one an earlier build took: its record becomes one
+        manifest file per guest in pve-ontap-snapshot/ (the text written(guest, manifest) gives, else
+        the manifest as JSON). Returns the record as it was ({'vm-101': manifest, …})."""
+        snapshot = self.vol1.snapshots[name].path
+        record = self.storage_record(name)
+        (snapshot / tool.Names.STORAGE_RECORD_DIR).mkdir()
+        for guest, manifest in record.items():
+            (snapshot / tool.Names.STORAGE_RECORD_DIR / f'{guest}.{manifest["consistency"]}.manifest.json').write_text(
+                written(guest, manifest) if written else json.dumps(manifest))
+        (snapshot / tool.Names.STORAGE_RECORD).unlink()
+        return record
+
     def with_agent(self, vmid=100):
         """The VM with a QEMU guest agent configured and answering; returns it."""
         vm = self.pve.vm(vmid)

@@ -7916,6 +7916,20 @@ class Monitor:
         return Metrics.STATES[worst]
 
     @staticmethod
+    def not_checked(exc, textfile):
+        """monitor could check nothing (`exc`: config.ini unreadable, say): UNKNOWN, its exit code 3, and
+        with -textfile the same in the snapshots file (check_state of kind `monitor`), so that the figures
+        an earlier run left there are not read as current; a file that cannot be written is a warning."""
+        print(Output.printable(f'UNKNOWN: {exc}'))
+        if textfile:
+            item = {'kind': 'monitor', 'name': 'monitor', 'label': None, 'state': 'UNKNOWN'}
+            try:
+                Metrics.write(textfile, Metrics.SNAPSHOTS_FILE, Metrics.snapshots_text([item]))
+            except (OSError, Failure) as error:
+                log.warning('the metrics are not written to %s: %s', textfile, getattr(error, 'strerror', None) or error)
+        return Metrics.STATES['UNKNOWN']
+
+    @staticmethod
     def gather_guests(ctx, guests, kind, vmids):
         """[(vmid, VmView or Failure)] of the -vm (or -ct) ids, or (None) of every guest of `kind` but a
         template with a disk on a configured storage, among `guests` (Pve.guests); the configs read
@@ -9886,8 +9900,7 @@ def main(argv=None):
         log.debug('traceback', exc_info=True)
         log.error('%s', exc)
         if command == 'monitor':
-            print(Output.printable(f'UNKNOWN: {exc}'))
-            return 3
+            return Monitor.not_checked(exc, args.textfile)
         return exc.exit_code
     except KeyboardInterrupt:
         log.error('interrupted')

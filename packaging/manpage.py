@@ -424,7 +424,8 @@ volume, one listing per VM directory; VM configs from /etc/pve on a node.
 
 -textfile DIR writes, for node_exporter's textfile collector, pve_ontap_snapshot.prom (per
 storage and label the newest snapshot's time and the count, per VM and per CT the newest complete
-snapshot's time, each item's state) and pve_ontap_snapshot_runs.prom (see RUNS), each whole (a temporary
+snapshot's time, each item's state; where monitor can check nothing, one state of kind monitor,
+3) and pve_ontap_snapshot_runs.prom (see RUNS), each whole (a temporary
 file renamed), mode 644, into a directory that must be root's and writable by nobody else.
 ''',
     'doctor': '''
@@ -474,7 +475,7 @@ rolled back; nothing is deleted, overwritten or started over what may still chan
 error names what stays unknown, its job, and what to check (job show -id <uuid> on the cluster).
 '''),
     ('RUNS', '''
-Every command that changes something (vm create, delete, hold, release, restore; storage
+Every command that changes something (vm and ct create, delete, hold, release, restore; storage
 create, delete, hold, release, restore, mount, unmount), but not a dry run, records how it
 ended: its last run, last success and last failure (when, how long, on which node, the error,
 and what it changed as its info lines say it: the first 20, and how many more), in
@@ -526,6 +527,8 @@ The original tool's names, kept so that its snapshots stay usable:
   -yes).
 - 128 plus the signal's number (130 SIGINT, 143 SIGTERM, 129 SIGHUP): stopped by a signal once
   what must not be cut short was done.
+- monitor exits as monitoring systems read it: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, also for
+  a usage or configuration error (see monitor).
 '''),
     ('ENVIRONMENT', '''
 - PVE_ONTAP_SNAPSHOT_LOCK_DIR: the directory of this node's locks (-local-lock) instead of

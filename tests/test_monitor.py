@@ -331,6 +331,20 @@ def test_the_textfile_holds_the_snapshots_and_the_runs_as_prometheus_reads_them(
     assert sorted(p.name for p in textfile.iterdir()) == ['pve_ontap_snapshot.prom', 'pve_ontap_snapshot_runs.prom']
 
 
+def test_a_monitor_that_can_check_nothing_says_unknown_in_the_textfile_too(world, tmp_path):
+    textfile = tmp_path / 'textfile'
+    textfile.mkdir(mode=0o755)
+    storage_snapshot(world, hours=2)
+    assert monitor(world, '-storage', 'ONTAP01', '-textfile', textfile)[0].code == 0
+    world.config.write_text('[proxmox]\n')     # no proxmox_host: nothing can be checked
+
+    result = world.run('monitor', '-storage', 'ONTAP01', '-textfile', textfile)
+
+    assert result.code == 3 and result.out.startswith('UNKNOWN: ')
+    states = families(textfile / 'pve_ontap_snapshot.prom')['pve_ontap_snapshot_check_state'].samples
+    assert [(s.labels['kind'], s.value) for s in states] == [('monitor', 3)]
+
+
 def test_a_failed_run_writes_its_textfile_too(world, tmp_path):
     world.a.fail('POST', r'/snapshots$', status=500, message='no space left')
 

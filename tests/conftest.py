@@ -19,6 +19,7 @@ from world import (
     VMGENID,
     PmxcfsLocks,
     World,
+    add_containers,
     populate,
     pve_reads_nfs_directories,
 )
@@ -116,6 +117,12 @@ def vm101(world):
                                     onboot='1', name='db')
     pve_reads_nfs_directories(world)
     return world.pve.vm(101)
+
+
+@pytest.fixture
+def cts(world):
+    """The world's containers (add_containers): CT 200 running on pve2, CT 201 stopped on pve1."""
+    return add_containers(world)
 
 
 @pytest.fixture

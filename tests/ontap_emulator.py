@@ -1963,7 +1963,7 @@ class OntapEmulator:
             raise ApiError(409, '1', f'"{path}" already exists.', 'path')
         if not real.parent.is_dir():
             raise self._missing_file(real.parent.relative_to(vol.path).as_posix())
-        if real.exists() and real.is_dir():
+        if real.is_dir():
             raise ApiError(400, '262197', f'"{path}" is a directory.', 'path')
         with open(real, 'r+b' if real.exists() else 'wb') as file:
             file.seek(max(offset, 0), os.SEEK_SET if offset >= 0 else os.SEEK_END)

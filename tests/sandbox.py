@@ -139,7 +139,7 @@ def demo(world):
     ct_original = ct_disk.read_bytes()
     ct_disk.write_bytes(b'a change after the snapshot')
     print('\n(vm-201-disk-0.raw of CT 201 overwritten; ct restore brings it back)')
-    (ct_stamp,) = {name.split('-snapshot-')[1][:24] for name in world.clones(world.vol1, 201)}
+    (ct_stamp,) = world.vm_stamps(201)
     codes += [run(world, 'ct', 'restore', '-ct', 201, '-snapshot', ct_stamp, '-with-config', '-yes')]
     codes += [0 if ct_disk.read_bytes() == ct_original else 1]
     codes += [new_ct_as_on_a_node(world, ct_stamp)]

@@ -7,19 +7,9 @@ import re
 import signal
 
 import pytest
-from world import CtNode, add_containers, cloning, error_lines, signalled_run_on_node
+from world import CtNode, cloning, error_lines, is_capture, signalled_run, write_lock_record
 
 STAMP = r'\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\+0000'
-
-
-def taking_a_capture(record):
-    """The request that takes a capture snapshot: the CT is frozen (-pause) while it is under way."""
-    return record['method'] == 'POST' and record['path'].endswith('/snapshots')
-
-
-@pytest.fixture
-def cts(world):
-    return add_containers(world)
 
 
 @pytest.fixture
@@ -234,9 +224,9 @@ def test_a_clone_still_running_after_every_bound_is_named_as_unknown(world, pve2
     assert pve2.state(200) == 'RUNNING'       # thawed long before: the clones come from the capture
 
 
-def test_ctrl_c_while_frozen_thaws_the_container(world, pve2, monkeypatch):
-    code, err = signalled_run_on_node(world, pve2, monkeypatch, ['ct', 'create', '-ct', 200, '-pause'], taking_a_capture,
-                                      signal.SIGINT)
+def test_ctrl_c_while_frozen_thaws_the_container(world, pve2):
+    code, err = signalled_run(world, ['ct', 'create', '-ct', 200, '-pause'], is_capture, signal.SIGINT,
+                              script=pve2.launcher)
 
     assert code == 128 + signal.SIGINT, err
     assert err.splitlines()[-1].startswith('ERROR: stopped by SIGINT ('), err
@@ -246,23 +236,15 @@ def test_ctrl_c_while_frozen_thaws_the_container(world, pve2, monkeypatch):
 
 # -- a run that dies (SIGKILL) while it holds a container frozen
 
-@pytest.fixture
-def pmxcfs(cluster_dir):
-    """pmxcfs's expiry of a lock whose run died, in half a second instead of 120 s."""
-    from world import PmxcfsLocks
-    with PmxcfsLocks(cluster_dir / 'lock', expiry=0.5):
-        yield
-
-
-def kill_while_frozen(world, ct_node, monkeypatch, cluster_dir):
-    code, _ = signalled_run_on_node(world, ct_node, monkeypatch, ['ct', 'create', '-ct', 200, '-pause'], taking_a_capture,
-                                    signal.SIGKILL)
+def kill_while_frozen(world, ct_node, cluster_dir):
+    code, _ = signalled_run(world, ['ct', 'create', '-ct', 200, '-pause'], is_capture, signal.SIGKILL,
+                            script=ct_node.launcher)
     assert code == -signal.SIGKILL and ct_node.state(200) == 'FROZEN'
     assert 'held-200 pause ' in world.lock_record(cluster_dir).read_text()
 
 
-def test_the_next_run_thaws_a_container_a_run_that_died_left_frozen(world, pve2, monkeypatch, cluster_dir, pmxcfs):
-    kill_while_frozen(world, pve2, monkeypatch, cluster_dir)
+def test_the_next_run_thaws_a_container_a_run_that_died_left_frozen(world, pve2, cluster_dir, pmxcfs):
+    kill_while_frozen(world, pve2, cluster_dir)
 
     result = world.run('-wait', 10, 'ct', 'create', '-ct', 200, '-no-register')
 
@@ -273,8 +255,8 @@ def test_the_next_run_thaws_a_container_a_run_that_died_left_frozen(world, pve2,
     assert 'held-' not in world.lock_record(cluster_dir).read_text()
 
 
-def test_doctor_try_thaws_a_container_a_run_that_died_left_frozen(world, pve2, monkeypatch, cluster_dir, pmxcfs):
-    kill_while_frozen(world, pve2, monkeypatch, cluster_dir)
+def test_doctor_try_thaws_a_container_a_run_that_died_left_frozen(world, pve2, cluster_dir, pmxcfs):
+    kill_while_frozen(world, pve2, cluster_dir)
 
     seen = world.run('doctor', '-storage', 'ONTAP01')
     tried = world.run('-wait', 10, 'doctor', '-storage', 'ONTAP01', '-try')
@@ -305,10 +287,8 @@ def test_a_vm_run_names_a_container_a_dead_run_left_frozen_as_a_ct_and_leaves_it
     """A dead run's lock record names CT 200 frozen (as ct create -pause notes it): vm create on the
     same volume names it as a CT, and leaves it to the next ct create of it, or doctor -try."""
     pve2.freeze(200)
-    record = world.lock_record(cluster_dir)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text('4242 pve2 2024-03-13_14:41:00+0000 ct create -ct 200 -pause\n'
-                      'held-200 pause 2024-03-13_14:41:00+0000\n')
+    record = write_lock_record(world, cluster_dir, '4242 pve2 2024-03-13_14:41:00+0000 ct create -ct 200 -pause',
+                               'held-200 pause 2024-03-13_14:41:00+0000')
 
     result = world.run('vm', 'create', '-vm', 101, '-no-register')
 

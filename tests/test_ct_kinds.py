@@ -2,13 +2,7 @@
 one line saying which it is, and neither command tree's -all touches the other's guests."""
 
 import pytest
-from world import add_containers, error_lines
-
-
-@pytest.fixture
-def cts(world):
-    return add_containers(world)
-
+from world import error_lines
 
 STAMP = '2024-03-13_14:42:47+0000'
 WRONG_KIND = {'vm': 'ERROR: CT {id} is a container, not a virtual machine: use `ct …`',
@@ -21,7 +15,7 @@ WRONG_KIND = {'vm': 'ERROR: CT {id} is a container, not a virtual machine: use `
     ('vm', 'release', '-vm', 201, '-snapshot', STAMP),
     ('ct', 'create', '-ct', 100), ('ct', 'list', '-ct', 100), ('ct', 'verify', '-ct', 101),
     ('ct', 'delete', '-ct', 101, '-snapshot', STAMP), ('ct', 'hold', '-ct', 101, '-snapshot', STAMP),
-    ('ct', 'release', '-ct', 101, '-snapshot', STAMP),
+    ('ct', 'release', '-ct', 101, '-snapshot', STAMP), ('ct', 'restore', '-ct', 101, '-snapshot', STAMP, '-yes'),
 ])
 def test_a_guest_of_the_other_kind_is_refused_in_one_line_saying_which_it_is(world, cts, argv):
     before = world.state()

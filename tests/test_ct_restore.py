@@ -5,18 +5,9 @@ as a pre-restore snapshot, as vm restore does for a VM."""
 import re
 
 import pytest
-from world import add_containers, error_lines, on_node_with_pmxcfs, write_pmxcfs_configs
+from world import error_lines, on_node_with_pmxcfs, write_pmxcfs_configs
 
-
-@pytest.fixture
-def cts(world):
-    return add_containers(world)
-
-
-def snapshot_of(world, ctid):
-    """The stamp of a new snapshot of the CT (ct create, not registered)."""
-    made = world.run('ct', 'create', '-ct', ctid, '-no-register')
-    return re.search(rf'CT {ctid}: snapshot (\S+) of', made.err)[1]
+import pve_ontap_snapshot as tool
 
 
 def overwrite(world, vol, ctid, name):
@@ -28,7 +19,7 @@ def overwrite(world, vol, ctid, name):
 
 
 def test_a_stopped_container_gets_its_disks_back_on_both_clusters(world, cts):
-    stamp = snapshot_of(world, 201)
+    stamp = world.vm_snapshot(201, '-no-register', kind='ct')
     root, mount = (overwrite(world, world.vol1, 201, 'vm-201-disk-0.raw'),
                    overwrite(world, world.vol2, 201, 'vm-201-disk-1.raw'))
 
@@ -44,7 +35,7 @@ def test_a_stopped_container_gets_its_disks_back_on_both_clusters(world, cts):
 
 
 def test_a_running_container_is_refused_without_shutdown_and_restored_with_it(world, cts):
-    stamp = snapshot_of(world, 200)
+    stamp = world.vm_snapshot(200, '-no-register', kind='ct')
     before = overwrite(world, world.vol1, 200, 'vm-200-disk-0.raw')
 
     refused = world.run('ct', 'restore', '-ct', 200, '-snapshot', stamp, '-yes')
@@ -82,7 +73,7 @@ def test_with_config_puts_back_only_what_an_ordinary_user_may_set(world, cts):
     root_only = {'features': 'keyctl=1', 'hookscript': 'local:snippets/x.sh', 'mp1': '/etc,mp=/host-etc',
                  'dev0': '/dev/kvm'}
     ct.config.update(memory=1024, net0='name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,type=veth', **root_only)
-    stamp = snapshot_of(world, 201)
+    stamp = world.vm_snapshot(201, '-no-register', kind='ct')
     for key in [*root_only, 'net0']:
         del ct.config[key]
     ct.config.update(memory=2048, hostname='changed')
@@ -108,8 +99,6 @@ def test_with_config_puts_back_only_what_an_ordinary_user_may_set(world, cts):
     ('entrypoint', '/bin/sh', 'a setting unknown to this tool'),
 ])
 def test_a_setting_a_saved_ct_config_may_not_give_back(key, value, why):
-    import pve_ontap_snapshot as tool
-
     assert tool.RestoreRules.setting_risk(key, value, 201, tool.Kind.CT) == why
 
 
@@ -117,16 +106,7 @@ def test_a_setting_a_saved_ct_config_may_not_give_back(key, value, why):
                                         ('features', 'nesting=1'), ('mp0', 'ONTAP02:201/vm-201-disk-1.raw,mp=/m'),
                                         ('onboot', '1'), ('tags', 'a;b')])
 def test_a_setting_a_saved_ct_config_gives_back(key, value):
-    import pve_ontap_snapshot as tool
-
     assert tool.RestoreRules.setting_risk(key, value, 201, tool.Kind.CT) is None
-
-
-def test_a_vm_given_to_ct_restore_is_refused(world, cts):
-    result = world.run('ct', 'restore', '-ct', 101, '-snapshot', '2024-03-13_14:42:47+0000', '-yes')
-
-    assert result.code == 2
-    assert error_lines(result) == ['ERROR: VM 101 is a virtual machine, not a container: use `vm …`']
 
 
 # -- -as-new: a new CT, its config written into pmxcfs on this node
@@ -142,7 +122,7 @@ def test_as_new_makes_a_stopped_ct_with_copies_new_macs_and_its_id_mapping(world
     ct.config.update(net0='name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth', onboot=1,
                      hookscript='local:snippets/x.sh', unprivileged=1)
     write_pmxcfs_configs(world.pve, pmxcfs_nodes.parent)
-    stamp = snapshot_of(world, 201)
+    stamp = world.vm_snapshot(201, '-no-register', kind='ct')
 
     result = world.run('ct', 'restore', '-ct', 201, '-snapshot', stamp, '-as-new', 301)
 
@@ -163,7 +143,7 @@ def test_as_new_makes_a_stopped_ct_with_copies_new_macs_and_its_id_mapping(world
 def test_as_new_never_makes_a_privileged_container_from_a_saved_config(world, pmxcfs_nodes):
     world.pve.ct(201).config['unprivileged'] = 0
     write_pmxcfs_configs(world.pve, pmxcfs_nodes.parent)
-    stamp = snapshot_of(world, 201)
+    stamp = world.vm_snapshot(201, '-no-register', kind='ct')
     before = world.state()
 
     result = world.run('ct', 'restore', '-ct', 201, '-snapshot', stamp, '-as-new', 301)
@@ -174,7 +154,7 @@ def test_as_new_never_makes_a_privileged_container_from_a_saved_config(world, pm
 
 
 def test_as_new_refuses_an_id_taken_on_any_node(world, pmxcfs_nodes):
-    stamp = snapshot_of(world, 201)
+    stamp = world.vm_snapshot(201, '-no-register', kind='ct')
     (pmxcfs_nodes / 'pve2' / 'qemu-server').mkdir(parents=True, exist_ok=True)
     (pmxcfs_nodes / 'pve2' / 'qemu-server' / '305.conf').write_text('memory: 512\n')
     before = world.state()
@@ -191,7 +171,7 @@ def test_as_new_refuses_an_id_taken_on_any_node(world, pmxcfs_nodes):
 
 
 def test_as_new_off_a_node_is_refused_in_one_line(world, cts):
-    stamp = snapshot_of(world, 201)
+    stamp = world.vm_snapshot(201, '-no-register', kind='ct')
     before = world.state()
 
     result = world.run('ct', 'restore', '-ct', 201, '-snapshot', stamp, '-as-new', 301)
@@ -203,7 +183,7 @@ def test_as_new_off_a_node_is_refused_in_one_line(world, cts):
 
 
 def test_an_overwrite_whose_answer_is_lost_leaves_the_ct_stopped_and_names_the_undo_point(world, cts):
-    stamp = snapshot_of(world, 200)
+    stamp = world.vm_snapshot(200, '-no-register', kind='ct')
     before = overwrite(world, world.vol1, 200, 'vm-200-disk-0.raw')
     world.a.lose_answer('POST', '/api/storage/file/clone',
                         match={'destination_path': 'images/200/vm-200-disk-0.raw', 'overwrite_destination': True})

@@ -1,30 +1,23 @@
 """ct list, ct delete, ct hold, ct release and ct verify: the vm commands' stories for a container,
 its snapshot files named as a VM's."""
 
-import json
 import re
 
 import pytest
-from world import add_containers, error_lines, sized_as_pve_sizes_them
+from world import error_lines, sized_as_pve_sizes_them
 
 
 @pytest.fixture
-def cts(world):
-    """The world's containers, each disk's size= as PVE writes it (for ct verify)."""
-    add_containers(world)
+def cts(cts, world):
+    """conftest's containers, each disk's size= as PVE writes it (for ct verify)."""
     sized_as_pve_sizes_them(world)
-
-
-def ct_snapshot(world):
-    """The stamp of a new snapshot of CT 201 (ct create, not registered)."""
-    made = world.run('ct', 'create', '-ct', 201, '-no-register')
-    return re.search(r'CT 201: snapshot (\S+) of', made.err)[1]
+    return cts
 
 
 def test_ct_list_shows_each_snapshot_with_its_disks_and_consistency(world, cts):
-    stamp = ct_snapshot(world)
+    stamp = world.vm_snapshot(201, '-no-register', kind='ct')
 
-    listed = json.loads(world.run('-output', 'json', 'ct', 'list', '-ct', 201).out)
+    listed = world.json('ct', 'list', '-ct', 201)
     text = world.run('ct', 'list', '-ct', 201).out
 
     (only,) = listed
@@ -35,13 +28,13 @@ def test_ct_list_shows_each_snapshot_with_its_disks_and_consistency(world, cts):
 
 
 def test_ct_hold_keeps_a_snapshot_from_keep_and_ct_delete_until_released(world, cts):
-    held = ct_snapshot(world)
+    held = world.vm_snapshot(201, '-no-register', kind='ct')
     result = world.run('ct', 'hold', '-ct', 201, '-snapshot', held, '-reason', 'before the upgrade')
     assert result.code == 0, result.err
     assert 'ct delete refuses it without -force' in result.err
 
     refused = world.run('ct', 'delete', '-ct', 201, '-snapshot', held)
-    ct_snapshot(world)
+    world.vm_snapshot(201, '-no-register', kind='ct')
     kept = world.run('ct', 'create', '-ct', 201, '-no-register', '-keep', 1)
 
     assert refused.code == 1
@@ -49,7 +42,7 @@ def test_ct_hold_keeps_a_snapshot_from_keep_and_ct_delete_until_released(world, 
     assert f'release it first (ct release -ct 201 -snapshot {held})' in refused.err
     assert kept.code == 0, kept.err
     assert 'ct release lets one go' in kept.err
-    stamps = {name.split('-snapshot-')[1][:24] for name in world.clones(world.vol1, 201)}
+    stamps = world.vm_stamps(201)
     assert held in stamps and len(stamps) == 2      # the held one, and the newest
 
     released = world.run('ct', 'release', '-ct', 201, '-snapshot', held)
@@ -61,7 +54,7 @@ def test_ct_hold_keeps_a_snapshot_from_keep_and_ct_delete_until_released(world, 
 
 
 def test_ct_verify_proves_a_snapshot_and_names_a_missing_copy(world, cts):
-    stamp = ct_snapshot(world)
+    stamp = world.vm_snapshot(201, '-no-register', kind='ct')
 
     good = world.run('ct', 'verify', '-ct', 201)
     (world.vol2.path / 'images/201' / f'vm-201-disk-1-snapshot-{stamp}.raw').unlink()
@@ -75,7 +68,7 @@ def test_ct_verify_proves_a_snapshot_and_names_a_missing_copy(world, cts):
 
 
 def test_ct_verify_all_verifies_containers_only(world, cts):
-    stamp = ct_snapshot(world)
+    stamp = world.vm_snapshot(201, '-no-register', kind='ct')
     assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
 
     result = world.run('ct', 'verify', '-all')
@@ -87,10 +80,10 @@ def test_ct_verify_all_verifies_containers_only(world, cts):
 def test_a_snapshot_of_a_ct_that_had_the_id_before_is_told_by_its_nic_and_never_put_onto_the_new_one(world, cts):
     ct = world.pve.ct(201)
     ct.config['net0'] = 'name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth'
-    old = ct_snapshot(world)
+    old = world.vm_snapshot(201, '-no-register', kind='ct')
     # CT 201 destroyed and made anew with its id: PVE gives the new CT's NIC a MAC of its own.
     ct.config['net0'] = 'name=eth0,bridge=vmbr0,hwaddr=BC:24:11:0A:0B:0C,ip=dhcp,type=veth'
-    new = ct_snapshot(world)
+    new = world.vm_snapshot(201, '-no-register', kind='ct')
 
     listed = {s['stamp']: (s['of'], s['identity']) for s in world.json('ct', 'list', '-ct', 201)}
     text = world.run('ct', 'list', '-ct', 201).out

@@ -18,6 +18,7 @@ from world import (
     hold_cluster_lock,
     kill_while_paused,
     pve_reads_nfs_directories,
+    readme_role,
     write_lock_record,
 )
 
@@ -231,8 +232,7 @@ def test_a_node_offline_and_a_cluster_without_quorum(world):
 
 
 def test_the_least_privilege_role_passes(world):
-    readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
-    role = re.search(r'# PVE 9\b.*\npveum role add PVEOntapSnapshot -privs "([^"]+)"', readme)[1].split(',')
+    role = readme_role(9)
     assert sorted(role) == sorted(p for privileges in ROLE.values() for p in privileges)   # ROLE is the README's
     as_user(world)
     result, lines = doctor(world)
@@ -943,8 +943,7 @@ def test_section_gaps_and_unknown_keys(section, keys, gaps, unknown):
 
 @pytest.mark.parametrize('major', [8, 9])
 def test_the_readme_role_of_each_pve_release_holds_every_privilege_doctor_checks(major):
-    readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
-    role = re.search(rf'# PVE {major}\b.*\npveum role add PVEOntapSnapshot -privs "([^"]+)"', readme)[1].split(',')
+    role = readme_role(major)
     needed = {privileges[0] for group in tool.Doctor.PRIVILEGE_GROUPS for _, privileges, _ in
               tool.Doctor.required_privileges(group, major)}
     assert needed <= set(role)

@@ -10,7 +10,17 @@ import pwd
 import re
 
 import pytest
-from world import OLDER_STAMP, OLDEST_STAMP, ORIGINAL_STAMP, VM101_DISK, error_lines, make_set, seed_history, table
+from world import (
+    OLDER_STAMP,
+    OLDEST_STAMP,
+    ORIGINAL_STAMP,
+    VM101_DISK,
+    error_lines,
+    fails_cleanly,
+    make_set,
+    seed_history,
+    table,
+)
 
 import pve_ontap_snapshot as tool
 
@@ -73,8 +83,7 @@ def test_a_held_comment_still_says_its_guests(comment, counts):
 
 def test_vm_hold_writes_its_hold_beside_the_manifest_and_vm_list_shows_it(world, sudo_user):
     older_sets(world, OLD)
-    assert world.run('vm', 'create', '-vm', 101, '-no-register').code == 0
-    (stamp,) = [s for s in listed(world) if s != OLD]
+    stamp = world.vm_snapshot(101, '-no-register')
 
     result = world.run('vm', 'hold', '-vm', 101, '-snapshot', stamp, '-reason', 'before the upgrade')
 
@@ -257,14 +266,8 @@ def test_a_hold_that_fails_says_so_and_leaves_nothing(world):
 ])
 def test_a_hold_of_what_is_not_there_is_one_line_and_changes_nothing(world, argv, error):
     older_sets(world, OLD)
-    before = world.state()
 
-    result = world.run(*argv)
-
-    assert result.code == 1
-    (line,) = result.err.strip().splitlines()
-    assert line.startswith('ERROR: ') and error in line
-    assert world.state() == before
+    fails_cleanly(world, argv, 1, error)
 
 
 # -- storage hold, storage release

@@ -3,8 +3,6 @@ VM.GuestAgent.*, PVE 8's VM.Monitor). Each release with the README's least-privi
 it freezes guests for vm create and storage create and passes doctor; with the other
 release's role, PVE refuses the freeze, the run says so, and doctor warns beforehand."""
 
-import json
-
 import pytest
 from world import error_lines, log_in_with_role, play_pve_release, readme_role
 
@@ -17,8 +15,7 @@ def agent_calls(world):
 
 
 def doctor_lines(world):
-    result = world.run('-output', 'json', 'doctor')
-    return {line['check']: (line['status'], line['found']) for line in json.loads(result.out)}
+    return {line['check']: (line['status'], line['found']) for line in world.json('doctor')}
 
 
 @pytest.mark.parametrize('major', [8, 9])
@@ -31,7 +28,7 @@ def test_the_readme_role_of_each_release_freezes_a_vm_for_vm_create(world, major
 
     assert result.code == 0, result.err
     assert agent_calls(world) == ['ping', 'fsfreeze-freeze', 'fsfreeze-thaw']
-    (snapshot,) = json.loads(world.run('-output', 'json', 'vm', 'list', '-vm', 100).out)
+    (snapshot,) = world.json('vm', 'list', '-vm', 100)
     assert snapshot['consistency'] == 'frozen'
 
 

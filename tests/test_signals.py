@@ -13,14 +13,11 @@ from world import (
     add_vm_on_both_clusters,
     as_typed,
     interrupt_once_cloning,
+    is_capture,
     signalled_run,
     slow_clones,
     with_running_guests,
 )
-
-
-def is_capture(record):
-    return record['method'] == 'POST' and record['path'].endswith('/snapshots')
 
 
 def is_clone(record):

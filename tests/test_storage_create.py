@@ -17,9 +17,11 @@ from world import (
     DST_B,
     OLD_SNAPSHOT,
     ONTAP_PASSWORD,
+    CtNode,
     add_container,
     agent_commands,
     error_lines,
+    is_capture,
     record_of,
     snapshots_across_a_dst_change,
     with_running_guests,
@@ -359,12 +361,10 @@ def test_a_frozen_storage_snapshot_thaws_every_guest(world):
 
 
 def test_pause_freezes_a_container_on_this_node_for_the_snapshot_and_thaws_it(world, monkeypatch, tmp_path):
-    from world import CtNode
     node = CtNode(monkeypatch, tmp_path / 'pve2', 'pve2')      # this run on pve2, where CT 200 runs
     with_running_guests(world)
     seen = []
-    world.a.on_request = lambda r: seen.append(node.state(200)) if (r['method'], r['path'][-10:]) == (
-        'POST', '/snapshots') else None
+    world.a.on_request = lambda r: seen.append(node.state(200)) if is_capture(r) else None
 
     result = world.run('storage', 'create', '-storage', 'ONTAP01', '-pause')
 

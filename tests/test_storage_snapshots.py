@@ -66,7 +66,7 @@ def test_storage_list_reads_what_each_snapshot_holds_from_the_listing_alone(worl
     world.a.requests.clear()
 
     text = world.run('-loglevel', 'warn', 'storage', 'list', '-storage', 'ONTAP01')
-    data = json.loads(world.run('-output', 'json', 'storage', 'list', '-storage', 'ONTAP01').out)
+    data = world.json('storage', 'list', '-storage', 'ONTAP01')
 
     assert text.code == 0 and text.err == ''
     header, old, new = text.out.splitlines()
@@ -138,7 +138,7 @@ def test_storage_show_of_a_snapshot_names_each_guest_it_holds(world):
     (name,) = world.storage_snapshots()
 
     text = world.run('storage', 'show', '-storage', 'ONTAP01', '-snapshot', name)
-    data = json.loads(world.run('-output', 'json', 'storage', 'show', '-storage', 'ONTAP01', '-snapshot', name).out)
+    data = world.json('storage', 'show', '-storage', 'ONTAP01', '-snapshot', name)
 
     assert text.code == 0, text.err
     rows = table(text.out.split('\n\n')[1])
@@ -156,7 +156,7 @@ def test_storage_show_reads_the_records_of_earlier_builds_and_says_where_there_a
     (world.vol1.path / tool.Names.STORAGE_RECORD).unlink()
     world.a.add_snapshot('proxmox_storage01', OLD_SNAPSHOT)
 
-    earlier = json.loads(world.run('-output', 'json', 'storage', 'show', '-storage', 'ONTAP01', '-snapshot', name).out)
+    earlier = world.json('storage', 'show', '-storage', 'ONTAP01', '-snapshot', name)
     original = world.run('storage', 'show', '-storage', 'ONTAP01', '-snapshot', OLD_SNAPSHOT)
 
     assert [(g['vmid'], g['type'], g['consistency']) for g in earlier['guests']] == [
@@ -188,11 +188,10 @@ def test_a_record_of_more_than_a_megabyte_is_written_and_read_a_megabyte_at_a_ti
     (name,) = world.storage_snapshots()
     world.a.requests.clear()
 
-    result = world.run('-output', 'json', 'storage', 'show', '-storage', 'ONTAP01', '-snapshot', name)
+    data = world.json('storage', 'show', '-storage', 'ONTAP01', '-snapshot', name)
 
-    assert result.code == 0, result.err
     assert (world.vol1.path / tool.Names.STORAGE_RECORD).stat().st_size > 2**20
-    assert len(json.loads(result.out)['guests']) == 142
+    assert len(data['guests']) == 142
     reads = [r for r in world.ontap_requests('GET', '*/files/*', on=world.a) if r['query'].get('length')]
     assert [int(r['query']['byte_offset']) for r in reads] == [0, 2**20]
 

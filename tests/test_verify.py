@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from world import OLD_SNAPSHOT, ORIGINAL_STAMP, error_lines, sized_as_pve_sizes_them, write_qcow2
+from world import OLD_SNAPSHOT, ORIGINAL_STAMP, error_lines, fails_cleanly, sized_as_pve_sizes_them, write_qcow2
 
 import pve_ontap_snapshot as tool
 
@@ -96,8 +96,7 @@ def test_every_snapshot_of_a_vm_is_verified_pre_restore_ones_too(healthy):
     first = world.vm_snapshot(100, '-no-register')
     second = world.vm_snapshot(100, '-no-register')
     assert world.run('vm', 'restore', '-vm', 100, '-snapshot', first, '-yes').code == 0
-    (undo,) = {name.split('-prerestore-')[1].split('.')[0] for name in world.files(world.vol1, 100)
-               if '-prerestore-' in name}
+    (undo,) = set(world.vm_stamps(100)) - {first, second}
 
     code, lines, _ = verify(world, 'vm', 'verify', '-vm', 100)
     data = verdicts(world, 'vm', 'verify', '-vm', 100)
@@ -251,7 +250,7 @@ def test_vm_verify_all_verifies_every_vm_with_a_disk_on_a_configured_storage(hea
     world = healthy
     result = world.run('vm', 'create', '-all', '-no-register')
     assert result.code == 0, result.err
-    (stamp,) = {name.split('-snapshot-')[1].split('.')[0] for name in world.clones(world.vol1, 101)}
+    (stamp,) = world.vm_stamps(101)
     world.disk(world.vol1, 101, f'vm-101-disk-0-snapshot-{stamp}.raw').unlink()
 
     vms = verify(world, 'vm', 'verify', '-all')
@@ -280,19 +279,14 @@ def test_a_vm_snapshot_that_is_not_there_fails(healthy):
                   f'ERROR: VM 100 {ORIGINAL_STAMP}: no snapshot {ORIGINAL_STAMP} on any storage of config.ini')
 
 
-@pytest.mark.parametrize('argv', [('vm', 'verify', '-all', '-snapshot', ORIGINAL_STAMP),
-                                  ('vm', 'verify', '-vm', 100, '-all'), ('vm', 'verify')])
+@pytest.mark.parametrize('argv', [('vm', 'verify', '-vm', 100, '-all'), ('vm', 'verify')])
 def test_vm_verify_usage_errors_exit_2(world, argv):
-    usage_error(world, argv)
+    world.usage_error(*argv)
 
 
-def usage_error(world, argv):
-    try:
-        result = world.run(*argv)
-    except SystemExit as exit_:     # argparse's own usage error
-        assert exit_.code == 2
-        return
-    assert result.code == 2 and error_lines(result)[0].startswith('ERROR: -snapshot names a snapshot of one ')
+def test_vm_verify_all_with_a_snapshot_is_refused_with_exit_2(world):
+    fails_cleanly(world, ['vm', 'verify', '-all', '-snapshot', ORIGINAL_STAMP], 2,
+                  '-snapshot names a snapshot of one VM: give it with -vm, not with -all')
 
 
 def test_a_vm_snapshot_on_a_storage_that_cannot_be_looked_up_fails(healthy):
@@ -488,10 +482,14 @@ def test_a_storage_snapshot_that_is_not_there_fails(healthy):
                        f'ERROR: storage ONTAP01 {OLD_SNAPSHOT}: volume proxmox_storage01 has no snapshot {OLD_SNAPSHOT}')
 
 
-@pytest.mark.parametrize('argv', [('storage', 'verify', '-all', '-snapshot', OLD_SNAPSHOT), ('storage', 'verify'),
-                                  ('storage', 'verify', '-storage', 'ONTAP01', '-all')])
+@pytest.mark.parametrize('argv', [('storage', 'verify'), ('storage', 'verify', '-storage', 'ONTAP01', '-all')])
 def test_storage_verify_usage_errors_exit_2(world, argv):
-    usage_error(world, argv)
+    world.usage_error(*argv)
+
+
+def test_storage_verify_all_with_a_snapshot_is_refused_with_exit_2(world):
+    fails_cleanly(world, ['storage', 'verify', '-all', '-snapshot', OLD_SNAPSHOT], 2,
+                  '-snapshot names a snapshot of one storage: give it with -storage, not with -all')
 
 
 def test_storage_verify_requests_grow_by_a_few_per_snapshot_never_more(healthy):

@@ -599,17 +599,18 @@ class World:
         """vm list -vm VMID as JSON: one dict per snapshot (stamp, kind, complete, consistency, files, ...)."""
         return self.json('vm', 'list', '-vm', vmid)
 
-    def vm_snapshot(self, vmid, *flags):
-        """vm create of one VM, which must succeed; the stamp of the snapshot it made."""
+    def vm_snapshot(self, vmid, *flags, kind='vm'):
+        """vm create of one VM (kind='ct': ct create of one container), which must succeed; the stamp
+        of the snapshot it made."""
         before = self.vm_stamps(vmid)
-        result = self.run('vm', 'create', '-vm', vmid, *flags)
+        result = self.run(kind, 'create', f'-{kind}', vmid, *flags)
         assert result.code == 0, result.err
         (stamp,) = set(self.vm_stamps(vmid)) - set(before)
         return stamp
 
     def vm_stamps(self, vmid):
-        """The stamps of the VM's snapshots (and pre-restore undo points) on both volumes, from
-        their clone files, oldest first."""
+        """The stamps of the VM's (or container's) snapshots (and pre-restore undo points) on both
+        volumes, from their clone files, oldest first."""
         return sorted({re.search(tool.Names.STAMP_PATTERN, name)[0] for vol in (self.vol1, self.vol2)
                        for name in self.clones(vol, vmid)})
 
@@ -661,14 +662,16 @@ class World:
         return [name for name in self.files(vol, vmid) if tool.Names.MANIFEST_FILE.match(name)]
 
     def state(self):
-        """Everything a failed command must leave as it was, in comparable form."""
+        """Everything a failed command must leave as it was, in comparable form: the volumes, the storages,
+        and the VMs and containers (status, config with its lock, pending)."""
         def volumes(emu):
             return {v.name: (sorted(v.snapshots), sorted(str(p.relative_to(v.path)) for p in v.path.rglob('*')))
                     for v in emu.volumes}
         return (volumes(self.a), volumes(self.b),
                 {sid: {k: v for k, v in s.items() if k not in ('files', 'volumes')}
                  for sid, s in self.pve.storages.items()},
-                {vm.vmid: (vm.status, vm.lock, dict(vm.config), dict(vm.pending)) for vm in self.pve.vms})
+                {vm.vmid: (vm.status, vm.lock, dict(vm.config), dict(vm.pending)) for vm in self.pve.vms},
+                {ct.vmid: (ct.status, dict(ct.config), dict(ct.pending)) for ct in self.pve.cts})
 
 
 def wait_for_tasks(pve, timeout=30):
@@ -714,14 +717,20 @@ SCRIPT = Path(tool.__file__).resolve()
 FILE_CLONE = '/api/storage/file/clone'
 
 
-def signalled_run(world, argv, when, *signals, to_a_worker=False):
+def is_capture(record):
+    """The request (an ONTAP emulator's record of it) that takes a capture snapshot: the guests are
+    held (paused, frozen) while it is under way."""
+    return record['method'] == 'POST' and record['path'].endswith('/snapshots')
+
+
+def signalled_run(world, argv, when, *signals, to_a_worker=False, script=SCRIPT):
     """Run the tool as a process of its own with `argv` and send it `signals` (one after the
     other, 0.5 s apart) the moment the first request `when(record)` reaches either ONTAP
     emulator. They are sent from the emulator, before it answers that request: no polling delay
     lets a loaded machine's run get further first. `to_a_worker`: to one of its threads other
-    than the main one, as the kernel may choose for a signal to the process (signal(7)). The
-    exit code and stderr, once the run and every PVE task have ended; that it had no traceback
-    is checked here."""
+    than the main one, as the kernel may choose for a signal to the process (signal(7)). `script`:
+    what runs as the tool (a CtNode's launcher: the tool on that node). The exit code and stderr,
+    once the run and every PVE task have ended; that it had no traceback is checked here."""
     sent = threading.Event()
 
     def send(record):
@@ -736,8 +745,8 @@ def signalled_run(world, argv, when, *signals, to_a_worker=False):
 
     world.a.on_request = world.b.on_request = send
     try:
-        process = subprocess.Popen([sys.executable, str(SCRIPT), '-config', str(world.config), *map(str, argv)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(as_typed(world, argv, script), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
         _, err = process.communicate(timeout=60)
     finally:
         world.a.on_request = world.b.on_request = None
@@ -747,9 +756,9 @@ def signalled_run(world, argv, when, *signals, to_a_worker=False):
     return process.returncode, err
 
 
-def as_typed(world, argv):
-    """The command line of the tool as a process of its own, with this world's config."""
-    return [sys.executable, str(SCRIPT), '-config', str(world.config), *map(str, argv)]
+def as_typed(world, argv, script=SCRIPT):
+    """The command line of the tool (`script`) as a process of its own, with this world's config."""
+    return [sys.executable, str(script), '-config', str(world.config), *map(str, argv)]
 
 
 def on_a_terminal(world, keys, *argv):
@@ -815,9 +824,7 @@ def kill_while_paused(world, vmid=100):
     its capture reaches ONTAP: the VM is left paused by a run that died. Returns the VM."""
     vm = world.pve.vm(vmid)
     vm.status = vm.qmpstatus = 'running'
-    code, _ = signalled_run(world, ['vm', 'create', '-vm', vmid, '-pause'],
-                            lambda record: record['method'] == 'POST' and record['path'].endswith('/snapshots'),
-                            signal.SIGKILL)
+    code, _ = signalled_run(world, ['vm', 'create', '-vm', vmid, '-pause'], is_capture, signal.SIGKILL)
     assert code == -signal.SIGKILL and vm.qmpstatus == 'paused'
     return vm
 
@@ -1080,7 +1087,8 @@ class CtNode:
     freezer state (liblxc's: RUNNING, FROZEN) is a file of its own, RUNNING until lxc-freeze
     writes FROZEN and lxc-unfreeze RUNNING again; lxc-info -s reads it and -p gives a pid; every
     call is a line of the calls file. `fail(program)` makes a program fail from then on.
-    `launcher` is a script running the tool as a process of its own on the same node."""
+    `launcher` is a script running the tool as a process of its own on the same node (signalled_run's
+    script=)."""
 
     SCRIPTS = {
         'lxc-info': 'state=$(cat "{freezer}/$3" 2>/dev/null || echo RUNNING)\n'
@@ -1123,9 +1131,3 @@ class CtNode:
     def fail(self, program):
         (self.dir / f'fail-{program}').touch()
 
-
-def signalled_run_on_node(world, ct_node, monkeypatch, argv, when, *signals):
-    """signalled_run, the tool's process running on `ct_node` (CtNode) with its programs."""
-    import world as this
-    monkeypatch.setattr(this, 'SCRIPT', ct_node.launcher)
-    return signalled_run(world, argv, when, *signals)

@@ -9,7 +9,7 @@ import os
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from world import add_containers, closed_port
+from world import add_containers, closed_port, make_set
 
 import pve_ontap_snapshot as tool
 
@@ -43,13 +43,10 @@ def monitor(world, *argv):
     return result, head, lines
 
 
-def vm_snapshot(world, vmid, disks=('vm-101-disk-0.raw',), vol=None, **age):
-    """A VM snapshot's clones `age` old, as vm create names them."""
+def set_ago(world, vmid, **age):
+    """A snapshot of VM `vmid`'s disk on ONTAP01, `age` old, as the original left it (make_set)."""
     stamp = stamp_ago(**age)
-    for name in disks:
-        stem, ext = name.rsplit('.', 1)
-        data = world.disk(vol or world.vol1, vmid, name).read_bytes()
-        world.disk(vol or world.vol1, vmid, f'{stem}-snapshot-{stamp}.{ext}').write_bytes(data)
+    make_set(world, vmid, stamp, [(world.vol1, f'vm-{vmid}-disk-0.raw')])
     return stamp
 
 
@@ -162,8 +159,8 @@ def test_json_gives_every_item_with_its_age_and_state(world):
 
 def test_each_vms_newest_complete_snapshot_counts(world):
     both_fresh(world)
-    old = vm_snapshot(world, 101, hours=30)
-    vm_snapshot(world, 101, hours=40)
+    old = set_ago(world, 101, hours=30)
+    set_ago(world, 101, hours=40)
     world.a.requests.clear()
 
     result, head, _ = monitor(world, '-vm', 101)
@@ -177,7 +174,7 @@ def test_each_vms_newest_complete_snapshot_counts(world):
 
 def test_an_incomplete_snapshot_and_an_empty_manifest_are_findings(world):
     both_fresh(world)
-    vm_snapshot(world, 101, hours=1)
+    set_ago(world, 101, hours=1)
     stamp = stamp_ago(minutes=30)
     (world.vol1.path / f'images/101/vm-101-snapshot-{stamp}.shutdown.manifest.json').write_bytes(b'')
 
@@ -287,7 +284,7 @@ def test_a_run_records_how_it_ended_and_monitor_warns_of_one_that_failed(world, 
 
 
 def test_a_run_records_what_it_changed_up_to_twenty_changes(world, cluster_dir):
-    stamps = sorted(vm_snapshot(world, 101, days=2, minutes=minutes) for minutes in range(25))
+    stamps = sorted(set_ago(world, 101, days=2, minutes=minutes) for minutes in range(25))
 
     assert world.run('vm', 'create', '-vm', 101, '-keep', 1).code == 0
 

@@ -437,10 +437,10 @@ def check_the_failure_mail(mail, result, monitor=True):
            f'OBJECT_SYSTEMD_INVOCATION_ID={mail.INVOCATION} + INVOCATION_ID={mail.INVOCATION}' in mail.called()
 
 
-def as_on_failure(**extra):
+def as_on_failure():
     """The environment systemd gives a unit that OnFailure= started (systemd.exec(5), $MONITOR_*)."""
     return dict(os.environ, MONITOR_UNIT=MailWorld.UNIT, MONITOR_INVOCATION_ID=MailWorld.INVOCATION,
-                MONITOR_SERVICE_RESULT='exit-code', MONITOR_EXIT_CODE='exited', MONITOR_EXIT_STATUS='1', **extra)
+                MONITOR_SERVICE_RESULT='exit-code', MONITOR_EXIT_CODE='exited', MONITOR_EXIT_STATUS='1')
 
 
 def test_a_failed_run_is_mailed_to_root_with_the_journal_lines_of_that_run(tmp_path):
